@@ -1,0 +1,154 @@
+"""Render `#cloud-config` user-data. Pure: reads templates, does no other I/O.
+
+Values that reach a shell are quoted by the `q` filter (shlex.quote); the cloud-config document
+itself is a Python structure serialised by PyYAML, never text pasted together.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from importlib import resources
+
+import jinja2
+import yaml
+
+from ..spec import GitSource, WorkspaceSpec
+from .hostkeys import HostKey
+
+AGENT_SESSION = "claude"
+BASE_PACKAGES = ("git", "tmux", "curl", "ca-certificates", "python3", "python3-venv", "ufw",
+                 "fail2ban", "python3-systemd", "rsync")
+LIB = "/usr/local/lib/vmgen"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    host_key: HostKey
+    # Replaced in printed output (`vmgen render`): the host key is per launch and secret.
+    redact_secrets: bool = False
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(_load_template),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["q"] = lambda value: shlex.quote(str(value))
+    return env
+
+
+def _load_template(name: str) -> str:
+    return resources.files("vmgen.cloudinit_templates").joinpath(name).read_text()
+
+
+def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
+    env = _environment()
+    context = _template_context(spec)
+
+    def rendered(name: str) -> str:
+        return env.get_template(name).render(**context)
+
+    files = [
+        _file("/etc/ssh/sshd_config.d/60-vmgen.conf", _load_template("sshd-vmgen.conf")),
+        _file("/etc/fail2ban/jail.d/vmgen.local", _load_template("fail2ban-jail.local")),
+        _file(f"{LIB}/provision.sh", rendered("provision.sh.j2"), mode="0755"),
+        _file(f"{LIB}/agent-session", rendered("agent-session.sh.j2"), mode="0755"),
+        _file(f"{LIB}/agent-run", rendered("agent-run.sh.j2"), mode="0755"),
+        _file("/etc/systemd/system/vmgen-agent.service", rendered("vmgen-agent.service.j2")),
+        _file("/etc/systemd/system/vmgen-agent.path", _load_template("vmgen-agent.path")),
+        _file("/etc/vmgen/workspace.json", json.dumps(_workspace_record(spec), indent=2) + "\n"),
+        *_agent_seed_files(spec),
+    ]
+    host_private = "<generated per launch>" if options.redact_secrets else options.host_key.private_openssh
+    config = {
+        "hostname": spec.name,
+        "disable_root": True,
+        "ssh_pwauth": False,
+        "users": [
+            {
+                "name": "agent",
+                "gecos": "vmgen coding agent",
+                "shell": "/bin/bash",
+                "lock_passwd": True,
+                "groups": ["adm"],
+                "ssh_authorized_keys": list(spec.ssh_keys),
+            }
+        ],
+        "ssh_deletekeys": True,
+        "ssh_genkeytypes": ["ed25519"],
+        "ssh_keys": {
+            "ed25519_private": host_private,
+            "ed25519_public": options.host_key.public_openssh,
+        },
+        "package_update": True,
+        "packages": sorted(set(BASE_PACKAGES) | set(spec.agent.packages) | set(spec.extra_packages)),
+        "write_files": files,
+        "runcmd": [["bash", f"{LIB}/provision.sh"]],
+    }
+    body = yaml.safe_dump(config, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
+    return "#cloud-config\n" + body
+
+
+def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
+    git = spec.source if isinstance(spec.source, GitSource) else None
+    requirement = f"vmgen=={spec.vmgen.version}"
+    return {
+        "name": spec.name,
+        "agent": spec.agent.name,
+        "session": AGENT_SESSION,
+        "repo_dir": spec.repo_dir,
+        "git_url": git.url if git else "",
+        "git_branch": git.branch if git and git.branch else "",
+        "agent_install": spec.agent.install_command(spec.agent_version),
+        "start": spec.agent.start,
+        "resume": spec.agent.resume,
+        "has_conversation": spec.agent.has_conversation(spec.repo_dir),
+        "vmgen_version": spec.vmgen.version,
+        "vmgen_requirement": requirement,
+        "vmgen_index_url": spec.vmgen.index_url,
+        "vmgen_find_links": spec.vmgen.find_links,
+    }
+
+
+def _workspace_record(spec: WorkspaceSpec) -> dict[str, object]:
+    """What vmside reads on the VM to know which workspace it serves."""
+    return {
+        "name": spec.name,
+        "agent": spec.agent.name,
+        "repo_dir": spec.repo_dir,
+        "source": spec.source.describe(),
+        "idle_minutes": spec.idle_minutes,
+        "desktop": spec.desktop,
+        "vmgen_version": spec.vmgen.version,
+    }
+
+
+def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
+    """Pre-answered first-run dialogs, so the agent starts unattended at its prompt."""
+    if spec.agent.name != "claude":
+        return []
+    state = {
+        "hasCompletedOnboarding": True,
+        "theme": "dark",
+        "bypassPermissionsModeAccepted": True,
+        "projects": {spec.repo_dir: {"hasTrustDialogAccepted": True, "allowedTools": []}},
+    }
+    settings = {"env": {"DISABLE_AUTOUPDATER": "1"}}
+    return [
+        _file("/home/agent/.claude.json", json.dumps(state, indent=2) + "\n", owner="agent:agent",
+              mode="0600", defer=True),
+        _file("/home/agent/.claude/settings.json", json.dumps(settings, indent=2) + "\n",
+              owner="agent:agent", mode="0600", defer=True),
+    ]
+
+
+def _file(path: str, content: str, *, mode: str = "0644", owner: str = "root:root",
+          defer: bool = False) -> dict[str, object]:
+    entry: dict[str, object] = {"path": path, "content": content, "owner": owner, "permissions": mode}
+    if defer:
+        entry["defer"] = True
+    return entry

@@ -1,0 +1,59 @@
+"""Errors a user can cause or meet. The CLI turns each into one line and an exit code."""
+
+from __future__ import annotations
+
+
+class VmgenError(Exception):
+    """A runtime failure the user should read about; exit code 1."""
+
+    exit_code = 1
+
+
+class UsageError(VmgenError):
+    """The user asked for something that cannot be valid; exit code 2."""
+
+    exit_code = 2
+
+
+class InvalidSpec(UsageError):
+    """A workspace name, source, agent or other setting is not acceptable."""
+
+
+class ConfigError(UsageError):
+    """A configuration file or value is malformed."""
+
+
+class NoSSHKey(UsageError):
+    """No public key to put on the workspace."""
+
+
+class UserDataTooLarge(VmgenError):
+    """The rendered user-data exceeds the provider's limit."""
+
+
+class UserDataInvalid(VmgenError):
+    """`cloud-init schema` rejected the rendered user-data."""
+
+
+class ProviderUnavailable(VmgenError):
+    """The provider's engine or API cannot be reached (e.g. dockerd not running)."""
+
+
+class WorkspaceExists(UsageError):
+    """A workspace with that name already exists."""
+
+
+class WorkspaceNotFound(UsageError):
+    """No workspace with that name."""
+
+
+class WorkspaceNotRunning(VmgenError):
+    """The workspace exists but is stopped."""
+
+
+class BootFailed(VmgenError):
+    """The workspace did not become ready (SSH or cloud-init failed)."""
+
+
+class RemoteCommandFailed(VmgenError):
+    """A command run over SSH on the workspace failed."""

@@ -1,0 +1,23 @@
+"""Where workspaces run. `get_provider` picks one by name from the settings."""
+
+from __future__ import annotations
+
+from ..config import Settings
+from ..errors import UsageError
+from .base import Provider, SSHEndpoint, Workspace
+
+PROVIDERS = ("docker",)
+
+# Largest user-data each provider accepts, known without contacting it (for `vmgen render`).
+USER_DATA_LIMITS = {"docker": 1024 * 1024, "hetzner": 32 * 1024}
+
+
+def get_provider(name: str, settings: Settings) -> Provider:
+    if name == "docker":
+        from .docker import DockerProvider
+
+        return DockerProvider(image=settings.docker_image)
+    raise UsageError(f"unknown provider {name!r}; available: {', '.join(PROVIDERS)}")
+
+
+__all__ = ["PROVIDERS", "USER_DATA_LIMITS", "Provider", "SSHEndpoint", "Workspace", "get_provider"]

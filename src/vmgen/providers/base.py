@@ -1,0 +1,57 @@
+"""The Provider protocol: the few operations vmgen needs from any place that runs a VM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from ..spec import WorkspaceSpec
+
+LABEL = "vmgen"
+WS_LABEL = "vmgen-ws"
+
+
+@dataclass(frozen=True)
+class SSHEndpoint:
+    host: str
+    port: int = 22
+    user: str = "agent"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    name: str
+    provider: str
+    status: str  # "running", "stopped", "starting", or the provider's own word
+    created_at: datetime
+    ssh: SSHEndpoint | None
+    server_type: str = ""
+    address: str = ""
+    price_hourly: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+class Provider(Protocol):
+    name: str
+    # Largest user-data the provider accepts, in bytes.
+    user_data_limit: int
+
+    def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace: ...
+
+    def get(self, name: str) -> Workspace | None: ...
+
+    def list(self) -> list[Workspace]: ...
+
+    def start(self, name: str) -> Workspace: ...
+
+    def stop(self, name: str) -> Workspace: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def stop_note(self) -> str:
+        """What the user should know about a stopped workspace (e.g. whether it still bills)."""
+        ...

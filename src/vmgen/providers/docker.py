@@ -1,0 +1,166 @@
+"""Workspaces as simulated VMs on the local Docker engine: systemd as PID 1 and real cloud-init.
+
+The container boots from a NoCloud seed (user-data + meta-data) exactly as a cloud VM would; a
+named volume keeps /home across stop/start; SSH is published on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from ..errors import ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
+from ..spec import WorkspaceSpec
+from ..state import WorkspaceState
+from .base import LABEL, WS_LABEL, SSHEndpoint, Workspace
+
+SEED_MOUNT = "/var/lib/cloud/seed/nocloud"
+
+
+def container_name(workspace: str) -> str:
+    return f"vmgen-{workspace}"
+
+
+def volume_name(workspace: str) -> str:
+    return f"vmgen-{workspace}-home"
+
+
+def systemd_run_options(cgroup_version: str) -> dict[str, Any]:
+    """Options that let systemd run as PID 1 without --privileged.
+
+    systemd needs a writable view of its cgroup. Docker's default cgroup namespace is "host" on
+    cgroup v1/hybrid hosts but "private" (with a read-only cgroup2 mount) on cgroup v2 hosts
+    such as Docker Desktop, so the namespace is set explicitly and the hierarchy bind-mounted
+    writable. On v1 the named `systemd` hierarchy comes along with that bind mount.
+    """
+    options: dict[str, Any] = {
+        "cgroupns": "host",
+        "cap_add": ["SYS_ADMIN", "NET_ADMIN"],
+        "tmpfs": {"/run": "rw,exec,mode=755", "/run/lock": "rw,mode=1777", "/tmp": "rw,exec,mode=1777"},
+        "stop_signal": "SIGRTMIN+3",
+    }
+    if cgroup_version == "2":
+        options["security_opt"] = ["apparmor=unconfined"]
+    return options
+
+
+class DockerProvider:
+    name = "docker"
+    user_data_limit = 1024 * 1024
+
+    def __init__(self, image: str, client: docker.DockerClient | None = None) -> None:
+        self.image = image
+        try:
+            self.client = client or docker.from_env()
+            self.client.ping()
+        except DockerException:
+            raise ProviderUnavailable(
+                "cannot reach the Docker engine: is dockerd running? "
+                "(start it with `sudo systemctl start docker` or `sudo dockerd &`)"
+            ) from None
+
+    def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace:
+        if self._container(spec.name) is not None:
+            raise WorkspaceExists(f"a workspace named {spec.name!r} already exists")
+        try:
+            self.client.images.get(self.image)
+        except ImageNotFound:
+            raise VmgenError(
+                f"docker image {self.image!r} not found: build it with `vmgen image build "
+                "--provider docker` (or images/debian12-test/build.sh) or set docker_image"
+            ) from None
+        seed = self._write_seed(spec.name, user_data)
+        cgroup_version = str(self.client.info().get("CgroupVersion", "1"))
+        try:
+            container = self.client.containers.run(
+                self.image,
+                command=["/sbin/init"],
+                detach=True,
+                name=container_name(spec.name),
+                hostname=spec.name,
+                labels={LABEL: "1", WS_LABEL: spec.name},
+                volumes={
+                    "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+                    str(seed): {"bind": SEED_MOUNT, "mode": "ro"},
+                    volume_name(spec.name): {"bind": "/home", "mode": "rw"},
+                },
+                ports={"22/tcp": ("127.0.0.1", None)},
+                extra_hosts={"host.docker.internal": "host-gateway"},
+                **systemd_run_options(cgroup_version),
+            )
+        except APIError as exc:
+            raise VmgenError(f"docker could not start the workspace: {exc.explanation}") from None
+        return self._describe(container)
+
+    def get(self, name: str) -> Workspace | None:
+        container = self._container(name)
+        return self._describe(container) if container else None
+
+    def list(self) -> list[Workspace]:
+        containers = self.client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
+        return sorted((self._describe(c) for c in containers), key=lambda w: w.name)
+
+    def start(self, name: str) -> Workspace:
+        container = self._require(name)
+        container.start()
+        return self._describe(container)
+
+    def stop(self, name: str) -> Workspace:
+        container = self._require(name)
+        container.stop(timeout=30)
+        return self._describe(container)
+
+    def delete(self, name: str) -> None:
+        container = self._container(name)
+        if container is not None:
+            container.remove(force=True)
+        try:
+            self.client.volumes.get(volume_name(name)).remove(force=True)
+        except NotFound:
+            pass
+
+    def stop_note(self) -> str:
+        return "the container is stopped; its disk and /home are kept"
+
+    def _write_seed(self, name: str, user_data: str) -> Path:
+        state = WorkspaceState(name)
+        instance_id = f"vmgen-{name}-{secrets.token_hex(4)}"
+        state.write("seed/user-data", user_data)
+        state.write("seed/meta-data", f"instance-id: {instance_id}\nlocal-hostname: {name}\n")
+        return state.dir / "seed"
+
+    def _container(self, name: str):
+        found = self.client.containers.list(all=True, filters={"label": f"{WS_LABEL}={name}"})
+        return found[0] if found else None
+
+    def _require(self, name: str):
+        container = self._container(name)
+        if container is None:
+            raise WorkspaceNotFound(f"no workspace named {name!r} on the docker provider")
+        return container
+
+    def _describe(self, container) -> Workspace:
+        container.reload()
+        attrs = container.attrs
+        created = datetime.fromisoformat(attrs["Created"][:26].rstrip("Z") + "+00:00")
+        ssh = None
+        bindings = (attrs["NetworkSettings"].get("Ports") or {}).get("22/tcp") or []
+        if container.status == "running" and bindings:
+            ssh = SSHEndpoint(host="127.0.0.1", port=int(bindings[0]["HostPort"]))
+        status = {"running": "running", "exited": "stopped", "created": "starting"}.get(
+            container.status, container.status
+        )
+        return Workspace(
+            name=container.labels.get(WS_LABEL, container.name),
+            provider=self.name,
+            status=status,
+            created_at=created.astimezone(timezone.utc),
+            ssh=ssh,
+            server_type="container",
+            address="127.0.0.1",
+        )

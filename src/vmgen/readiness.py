@@ -1,0 +1,109 @@
+"""Waiting for a workspace to be ready: SSH answers, cloud-init finished, the agent's session up."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import BootFailed
+from .ssh import SSHTarget, run, stream
+
+PHASES_LOG = "/var/log/vmgen/phases.log"
+OUTPUT_LOG = "/var/log/cloud-init-output.log"
+DONE_MARK = "@@vmgen-cloud-init"
+
+# Remote script: follow vmgen's phase log while cloud-init works, then report its final status.
+_FOLLOW_BOOT = f"""
+while [ ! -e {PHASES_LOG} ] && ! cloud-init status 2>/dev/null | grep -qE 'status: (done|error|disabled)'; do
+  sleep 1
+done
+tail -n +1 -F {PHASES_LOG} 2>/dev/null &
+follower=$!
+cloud-init status --wait >/dev/null 2>&1
+sleep 0.2
+kill $follower 2>/dev/null
+echo "{DONE_MARK} $(cloud-init status 2>/dev/null | sed -n 's/^status: //p')"
+"""
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    at: float  # epoch seconds on the workspace's clock
+
+
+Progress = Callable[[str], None]
+
+
+def wait_for_ssh(target_factory: Callable[[], SSHTarget | None], timeout: float,
+                 progress: Progress) -> SSHTarget:
+    """Retry until `true` runs over SSH; the target is re-read because a port may appear late."""
+    deadline = time.monotonic() + timeout
+    delay = 0.5
+    last_error = ""
+    while time.monotonic() < deadline:
+        target = target_factory()
+        if target is not None:
+            result = run(target, ["true"], check=False, timeout=15)
+            if result.returncode == 0:
+                return target
+            last_error = result.stderr.decode(errors="replace").strip()
+            if "REMOTE HOST IDENTIFICATION HAS CHANGED" in last_error or "Host key verification failed" in last_error:
+                # sshd may answer with other keys for a moment before cloud-init installs ours.
+                progress("waiting for the workspace's pinned host key")
+        progress("waiting for SSH")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 3)
+    raise BootFailed(f"SSH did not answer within {timeout:.0f}s" + (f" ({last_error.splitlines()[-1]})" if last_error else ""))
+
+
+def follow_cloud_init(target: SSHTarget, timeout: float, progress: Progress) -> list[Phase]:
+    """Stream provisioning phases until cloud-init is done; raise BootFailed on error."""
+    process = stream(target, ["bash", "-c", _FOLLOW_BOOT])
+    phases: list[Phase] = []
+    final = ""
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    try:
+        for raw in process.stdout:
+            line = raw.decode(errors="replace").strip()
+            if line.startswith("vmgen-phase "):
+                _, at, name = line.split(" ", 2)
+                phases.append(Phase(name=name, at=float(at)))
+                progress(f"provisioning: {name}")
+            elif line.startswith(DONE_MARK):
+                final = line.removeprefix(DONE_MARK).strip()
+                break
+            if time.monotonic() > deadline:
+                break
+    finally:
+        process.kill()
+        process.wait()
+    if final != "done":
+        reason = f"cloud-init status: {final}" if final else f"cloud-init did not finish within {timeout:.0f}s"
+        raise BootFailed(f"{reason}\n{output_tail(target)}")
+    return phases
+
+
+def output_tail(target: SSHTarget, lines: int = 25) -> str:
+    try:
+        result = run(target, ["tail", "-n", str(lines), OUTPUT_LOG], check=False, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "(could not read the cloud-init log)"
+    text = result.stdout.decode(errors="replace").rstrip()
+    return f"last lines of {OUTPUT_LOG}:\n{text}" if text else "(the cloud-init log is empty)"
+
+
+def wait_for_session(target: SSHTarget, session: str, timeout: float, progress: Progress) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if run(target, ["tmux", "has-session", "-t", session], check=False, timeout=15).returncode == 0:
+            return
+        progress(f"waiting for the agent's tmux session {session!r}")
+        time.sleep(1)
+    raise BootFailed(
+        f"the agent's tmux session {session!r} did not start within {timeout:.0f}s "
+        "(see `vmgen ssh NAME -- journalctl -u vmgen-agent`)"
+    )

@@ -1,0 +1,245 @@
+"""What a workspace is: typed, validated values. Everything user-provided is checked here."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .agents import AGENTS, Agent
+from .errors import InvalidSpec, NoSSHKey
+
+NAME_MAX = 40
+_NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
+_VERSION_RE = re.compile(r"^(latest|[0-9A-Za-z][0-9A-Za-z.+-]{0,63})$")
+_TOKEN_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_SCP_LIKE_RE = re.compile(r"^(?P<user>[A-Za-z0-9._-]+)@(?P<host>[A-Za-z0-9.-]+):(?P<path>[^\s]+)$")
+_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+
+
+@dataclass(frozen=True)
+class GitSource:
+    url: str
+    branch: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.url}#{self.branch}" if self.branch else self.url
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    path: Path
+
+    def describe(self) -> str:
+        return str(self.path)
+
+
+Source = GitSource | LocalSource
+
+
+@dataclass(frozen=True)
+class VmgenInstall:
+    """How the VM installs vmgen itself, at the CLI's version."""
+
+    version: str
+    index_url: str = ""
+    find_links: str = ""
+
+
+@dataclass(frozen=True)
+class WorkspaceSpec:
+    name: str
+    source: Source
+    agent: Agent
+    vmgen: VmgenInstall
+    ssh_keys: tuple[str, ...]
+    agent_version: str = "latest"
+    size: str = "medium"
+    region: str = ""
+    image: str = ""
+    idle_minutes: int = 30
+    desktop: bool = False
+    extra_packages: tuple[str, ...] = field(default=())
+
+    @property
+    def repo_dir(self) -> str:
+        return f"/home/agent/work/{self.name}"
+
+
+def _has_control_chars(text: str) -> bool:
+    return any(unicodedata.category(ch).startswith("C") for ch in text)
+
+
+def validate_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise InvalidSpec(
+            f"invalid workspace name {name!r}: use 1-{NAME_MAX} lowercase letters, digits and "
+            "dashes, starting with a letter and not ending with a dash"
+        )
+    return name
+
+
+def derive_name(source: Source) -> str:
+    """A workspace name from the repository's last path component (`My_App.git` -> `my-app`)."""
+    if isinstance(source, LocalSource):
+        stem = source.path.name
+    else:
+        stem = source.url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        stem = stem.removesuffix(".git")
+    ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^a-z0-9]+", "-", ascii_stem.lower()).strip("-")
+    name = re.sub(r"^[^a-z]+", "", name)[:NAME_MAX].rstrip("-")
+    if not name:
+        raise InvalidSpec(f"cannot derive a workspace name from {source.describe()!r}; pass --name")
+    return validate_name(name)
+
+
+def validate_branch(branch: str) -> str:
+    """Git's own ref-name rules (git check-ref-format), so an impossible branch fails early."""
+    bad = (
+        not branch
+        or _has_control_chars(branch)
+        or any(ch in branch for ch in " ~^:?*[\\")
+        or branch.startswith(("-", "/", "."))
+        or branch.endswith(("/", ".", ".lock"))
+        or ".." in branch
+        or "@{" in branch
+        or "//" in branch
+    )
+    if bad:
+        raise InvalidSpec(f"invalid branch name {branch!r}")
+    return branch
+
+
+def parse_source(text: str, cwd: Path | None = None) -> Source:
+    """A git URL (https, ssh, or scp-like `git@host:path`) with optional `#branch`, or a directory."""
+    if not text or _has_control_chars(text) or text != text.strip():
+        raise InvalidSpec(f"invalid source {text!r}: contains whitespace or control characters")
+    if text.startswith((".", "/", "~")) or (not _looks_remote(text) and "/" not in text):
+        path = Path(text).expanduser()
+        path = (cwd or Path.cwd()) / path if not path.is_absolute() else path
+        if not path.is_dir():
+            raise InvalidSpec(f"source {text!r} is not a directory")
+        return LocalSource(path.resolve())
+    url, _, branch = text.partition("#")
+    _validate_git_url(url)
+    return GitSource(url=url, branch=validate_branch(branch) if branch else None)
+
+
+def _looks_remote(text: str) -> bool:
+    return "://" in text or bool(_SCP_LIKE_RE.match(text.partition("#")[0]))
+
+
+def _validate_git_url(url: str) -> None:
+    if any(ch.isspace() for ch in url):
+        raise InvalidSpec(f"invalid repository URL {url!r}: contains whitespace")
+    if _SCP_LIKE_RE.match(url):
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in {"https", "http", "ssh", "git"}:
+        raise InvalidSpec(
+            f"invalid repository URL {url!r}: use https://, ssh://, git@host:path or a local directory"
+        )
+    if not parts.hostname or not re.fullmatch(r"[A-Za-z0-9.-]+", parts.hostname):
+        raise InvalidSpec(f"invalid repository URL {url!r}: bad host name")
+    if not parts.path.strip("/"):
+        raise InvalidSpec(f"invalid repository URL {url!r}: no repository path")
+    if parts.path.startswith("/-") or url.startswith("-"):
+        raise InvalidSpec(f"invalid repository URL {url!r}")
+
+
+def resolve_agent(name: str) -> Agent:
+    try:
+        return AGENTS[name]
+    except KeyError:
+        known = ", ".join(sorted(AGENTS))
+        raise InvalidSpec(f"unknown agent {name!r}; choose one of: {known}") from None
+
+
+def validate_version(version: str) -> str:
+    if not _VERSION_RE.match(version):
+        raise InvalidSpec(f"invalid agent version {version!r}: use 'latest' or a version like 2.1.3")
+    return version
+
+
+def validate_token(kind: str, value: str) -> str:
+    """Sizes, regions and image names: short lowercase identifiers."""
+    if value and not _TOKEN_RE.match(value):
+        raise InvalidSpec(f"invalid {kind} {value!r}")
+    return value
+
+
+def validate_public_key(line: str) -> str:
+    parts = line.strip().split()
+    if (
+        len(parts) < 2
+        or parts[0] not in _KEY_TYPES
+        or not re.fullmatch(r"[A-Za-z0-9+/=]+", parts[1])
+        or _has_control_chars(line.strip())
+    ):
+        raise InvalidSpec(f"not an SSH public key: {line.strip()[:40]!r}")
+    return line.strip()
+
+
+def discover_public_keys(configured: tuple[str, ...], home: Path | None = None) -> tuple[str, ...]:
+    """Keys from config (key text or paths to .pub files), else every `~/.ssh/*.pub`."""
+    lines: list[str] = []
+    if configured:
+        for item in configured:
+            path = Path(item).expanduser()
+            lines.extend(path.read_text().splitlines() if path.is_file() else [item])
+    else:
+        ssh_dir = (home or Path.home()) / ".ssh"
+        for pub in sorted(ssh_dir.glob("*.pub")):
+            lines.extend(pub.read_text().splitlines())
+    keys = tuple(validate_public_key(line) for line in lines if line.strip())
+    if not keys:
+        raise NoSSHKey(
+            "no SSH public key found: create one with `ssh-keygen -t ed25519` "
+            "or set ssh_public_keys in ~/.config/vmgen/config.toml"
+        )
+    return keys
+
+
+def make_spec(
+    source_text: str,
+    *,
+    name: str | None,
+    agent: str,
+    agent_version: str,
+    size: str,
+    region: str,
+    image: str,
+    idle_minutes: int,
+    desktop: bool,
+    configured_keys: tuple[str, ...],
+    vmgen: VmgenInstall,
+    home: Path | None = None,
+) -> WorkspaceSpec:
+    """Validate every user-provided value and assemble the spec."""
+    source = parse_source(source_text)
+    if idle_minutes < 1:
+        raise InvalidSpec(f"idle minutes must be at least 1, not {idle_minutes}")
+    return WorkspaceSpec(
+        name=validate_name(name) if name else derive_name(source),
+        source=source,
+        agent=resolve_agent(agent),
+        agent_version=validate_version(agent_version),
+        size=validate_token("size", size),
+        region=validate_token("region", region),
+        image=validate_token("image", image),
+        idle_minutes=idle_minutes,
+        desktop=desktop,
+        ssh_keys=discover_public_keys(configured_keys, home),
+        vmgen=vmgen,
+    )

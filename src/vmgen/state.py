@@ -1,0 +1,74 @@
+"""Per-workspace local state in the XDG state dir: pinned host key, provider, seed files.
+
+Everything here is written 0600 in 0700 directories: it is the laptop's half of a workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .config import state_dir
+
+
+@dataclass(frozen=True)
+class WorkspaceRecord:
+    name: str
+    provider: str
+    created_at: float
+    source: str
+    agent: str
+
+
+class WorkspaceState:
+    def __init__(self, name: str, root: Path | None = None) -> None:
+        self.name = name
+        self.dir = (root or state_dir()) / "workspaces" / name
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    @property
+    def host_alias(self) -> str:
+        """The name SSH pins the host key under, independent of address and port."""
+        return f"vmgen-{self.name}"
+
+    def exists(self) -> bool:
+        return (self.dir / "workspace.json").is_file()
+
+    def create(self, record: WorkspaceRecord, host_public_key: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.dir, 0o700)
+        self.write("workspace.json", json.dumps(asdict(record), indent=2) + "\n")
+        self.write("known_hosts", f"{self.host_alias} {host_public_key}\n")
+
+    def record(self) -> WorkspaceRecord | None:
+        try:
+            data = json.loads((self.dir / "workspace.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return WorkspaceRecord(**data)
+
+    def write(self, filename: str, content: str) -> Path:
+        path = self.dir / filename
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(content)
+        os.chmod(path, 0o600)
+        return path
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def all_records(root: Path | None = None) -> list[WorkspaceRecord]:
+    base = (root or state_dir()) / "workspaces"
+    if not base.is_dir():
+        return []
+    records = (WorkspaceState(p.name, root).record() for p in sorted(base.iterdir()))
+    return [r for r in records if r is not None]
