@@ -87,12 +87,12 @@ def follow_cloud_init(target: SSHTarget, timeout: float, progress: Progress) -> 
     return phases
 
 
-def output_tail(target: SSHTarget, lines: int = 25) -> str:
+def output_tail(target: SSHTarget, lines: int = 15) -> str:
     try:
-        result = run(target, ["tail", "-n", str(lines), OUTPUT_LOG], check=False, timeout=20)
+        result = run(target, ["tail", "-n", "200", OUTPUT_LOG], check=False, timeout=20)
     except subprocess.TimeoutExpired:
         return "(could not read the cloud-init log)"
-    text = result.stdout.decode(errors="replace").rstrip()
+    text = "\n".join(relevant_tail(result.stdout.decode(errors="replace").splitlines(), lines))
     return f"last lines of {OUTPUT_LOG}:\n{text}" if text else "(the cloud-init log is empty)"
 
 
@@ -107,3 +107,10 @@ def wait_for_session(target: SSHTarget, session: str, timeout: float, progress: 
         f"the agent's tmux session {session!r} did not start within {timeout:.0f}s "
         "(see `vmgen ssh NAME -- journalctl -u vmgen-agent`)"
     )
+
+
+def relevant_tail(log_lines: list[str], lines: int) -> list[str]:
+    """The last lines before cloud-init's closing banner (host keys and tables say nothing)."""
+    end = next((i for i, line in enumerate(log_lines) if line.startswith("Cloud-init v.") and " finished at " in line),
+               len(log_lines))
+    return log_lines[max(0, end - lines):end]

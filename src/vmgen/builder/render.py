@@ -10,6 +10,7 @@ import json
 import shlex
 from dataclasses import dataclass
 from importlib import resources
+from urllib.parse import urlsplit
 
 import jinja2
 import yaml
@@ -111,6 +112,9 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "vmgen_requirement": requirement,
         "vmgen_index_url": spec.vmgen.index_url,
         "vmgen_find_links": spec.vmgen.find_links,
+        # pip refuses plain-HTTP locations unless the host is named as trusted.
+        "vmgen_trusted_host": urlsplit(spec.vmgen.find_links).hostname
+        if spec.vmgen.find_links.startswith("http://") else "",
     }
 
 

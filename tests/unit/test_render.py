@@ -1,0 +1,166 @@
+"""Rendering: valid cloud-config (the real `cloud-init schema`), size limits, hostile input."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vmgen.agents import AGENTS
+from vmgen.builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
+from vmgen.errors import UserDataInvalid, UserDataTooLarge
+from vmgen.providers import USER_DATA_LIMITS
+from vmgen.spec import GitSource, LocalSource, VmgenInstall, WorkspaceSpec
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0KjgNlbgsqOgjCm2oFkXzBeX1LM tester@laptop"
+HOST_KEY = generate_host_key()
+
+
+def make_spec(source=GitSource("https://github.com/me/app"), agent="claude", **changes) -> WorkspaceSpec:
+    values = dict(name="app", source=source, agent=AGENTS[agent], vmgen=VmgenInstall(version="0.1.0"),
+                  ssh_keys=(KEY,), agent_version="2.1.332")
+    values.update(changes)
+    return WorkspaceSpec(**values)
+
+
+def render(spec: WorkspaceSpec, **options) -> str:
+    return render_user_data(spec, RenderOptions(host_key=HOST_KEY, **options))
+
+
+def files_of(user_data: str) -> dict[str, dict]:
+    return {f["path"]: f for f in yaml.safe_load(user_data)["write_files"]}
+
+
+def test_cloud_init_is_installed_for_the_schema_check() -> None:
+    assert shutil.which("cloud-init"), "the test script installs cloud-init; the schema check needs it"
+
+
+@pytest.mark.parametrize("agent", sorted(AGENTS))
+@pytest.mark.parametrize("source", [GitSource("https://github.com/me/app", "main"), LocalSource(Path("/src/app"))])
+def test_every_agent_and_source_renders_valid_cloud_config(agent: str, source) -> None:
+    user_data = render(make_spec(source=source, agent=agent))
+    assert user_data.startswith("#cloud-config\n")
+    check_schema(user_data)
+    for provider, limit in USER_DATA_LIMITS.items():
+        check_size(user_data, limit, provider)
+
+
+def test_the_agent_user_has_keys_only_and_no_sudo() -> None:
+    config = yaml.safe_load(render(make_spec()))
+    (user,) = config["users"]
+    assert user["name"] == "agent" and user["lock_passwd"] is True
+    assert "sudo" not in user and "sudo" not in user.get("groups", [])
+    assert user["ssh_authorized_keys"] == [KEY]
+    assert config["ssh_pwauth"] is False and config["disable_root"] is True
+    sshd = files_of(render(make_spec()))["/etc/ssh/sshd_config.d/60-vmgen.conf"]["content"]
+    assert "PermitRootLogin no" in sshd and "PasswordAuthentication no" in sshd
+
+
+def test_claude_is_pinned_and_preconfigured_for_an_unattended_start() -> None:
+    user_data = render(make_spec())
+    files = files_of(user_data)
+    assert "@anthropic-ai/claude-code@2.1.332" in files["/usr/local/lib/vmgen/provision.sh"]["content"]
+    state = yaml.safe_load(files["/home/agent/.claude.json"]["content"])
+    assert state["hasCompletedOnboarding"] is True
+    assert state["projects"]["/home/agent/work/app"]["hasTrustDialogAccepted"] is True
+    assert "claude --continue" in files["/usr/local/lib/vmgen/agent-run"]["content"]
+
+
+def test_the_host_key_is_handed_over_and_redacted_when_printed() -> None:
+    full = yaml.safe_load(render(make_spec()))
+    assert full["ssh_keys"]["ed25519_private"] == HOST_KEY.private_openssh
+    shown = render(make_spec(), redact_secrets=True)
+    assert "PRIVATE KEY" not in shown
+    assert HOST_KEY.public_openssh in shown
+
+
+def test_no_credentials_in_user_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key-must-not-appear")
+    assert "test-key-must-not-appear" not in render(make_spec())
+
+
+def test_the_size_limit_is_enforced_with_a_clear_error() -> None:
+    big = make_spec(extra_packages=tuple(f"package-{i:05d}" for i in range(2500)))
+    user_data = render(big)
+    with pytest.raises(UserDataTooLarge, match=r"hetzner accepts at most 32 KiB"):
+        check_size(user_data, USER_DATA_LIMITS["hetzner"], "hetzner")
+
+
+def test_schema_errors_are_reported() -> None:
+    with pytest.raises(UserDataInvalid, match="cloud-init schema"):
+        check_schema("#cloud-config\nusers: 12\npackages: {a: 1}\n")
+
+
+# --- hostile input -------------------------------------------------------------------------
+
+SENTINEL = "/tmp/vmgen-hostile-sentinel"
+HOSTILE_URLS = [
+    f"https://example.com/a;touch${{IFS}}{SENTINEL}",
+    f"https://example.com/$(touch${{IFS}}{SENTINEL})",
+    f"https://example.com/`touch${{IFS}}{SENTINEL}`",
+    "https://example.com/it's\"quoted\"",
+    "https://example.com/key:${IFS}value",
+    "https://example.com/caf\u00e9/\u2603",
+    "git@example.com:me/a|b&c>d",
+]
+HOSTILE_BRANCHES = [
+    f"$(touch${{IFS}}{SENTINEL})",
+    f"`touch${{IFS}}{SENTINEL}`",
+    f"x;touch${{IFS}}{SENTINEL}",
+    "it's\"q\"",
+    "a#b",
+    "br\u00e4nch-\u2603",
+    "-",
+]
+# Stubs for every command provision.sh runs: record argv, execute nothing.
+STUBS = """
+record() { printf '%s' "$1" >> "$RECORD"; shift; for a in "$@"; do printf '\\037%s' "$a" >> "$RECORD"; done; printf '\\036' >> "$RECORD"; }
+for cmd in ufw systemctl npm python3 ln install runuser date /opt/vmgen/bin/pip; do
+  eval "$(printf '%q() { record %q "$@"; }' "$cmd" "$cmd")"
+done
+tee() { cat >/dev/null; record tee "$@"; }
+command() { return 0; }
+"""
+
+
+def run_provision(user_data: str, tmp_path: Path) -> list[list[str]]:
+    script = files_of(user_data)["/usr/local/lib/vmgen/provision.sh"]["content"]
+    (tmp_path / "provision.sh").write_text(script)
+    record = tmp_path / "record"
+    record.touch()
+    subprocess.run(
+        ["bash", "-c", STUBS + f'\nsource {tmp_path / "provision.sh"}'],
+        env={"RECORD": str(record), "PATH": "/usr/bin:/bin"},
+        check=True,
+        capture_output=True,
+    )
+    return [entry.split("\x1f") for entry in record.read_text().split("\x1e") if entry]
+
+
+@pytest.mark.parametrize("url", HOSTILE_URLS)
+@pytest.mark.parametrize("branch", [None, *HOSTILE_BRANCHES[:3]])
+def test_hostile_urls_and_branches_reach_git_verbatim_and_run_nothing(url, branch, tmp_path: Path) -> None:
+    Path(SENTINEL).unlink(missing_ok=True)
+    user_data = render(make_spec(source=GitSource(url, branch)))
+    check_schema(user_data)
+    calls = run_provision(user_data, tmp_path)
+    clone = next(call for call in calls if call[0] == "runuser")
+    expected_branch = ["--branch", branch] if branch else []
+    assert clone == ["runuser", "-u", "agent", "--", "git", "clone", *expected_branch, "--", url, "/home/agent/work/app"]
+    assert not Path(SENTINEL).exists(), "a hostile value was executed"
+
+
+@pytest.mark.parametrize("branch", HOSTILE_BRANCHES)
+def test_hostile_branches_survive_yaml(branch: str) -> None:
+    user_data = render(make_spec(source=GitSource("https://example.com/app", branch)))
+    record = yaml.safe_load(files_of(user_data)["/etc/vmgen/workspace.json"]["content"])
+    assert record["source"] == f"https://example.com/app#{branch}"
+
+
+def test_hostile_key_comment_stays_data() -> None:
+    key = KEY.rsplit(" ", 1)[0] + " evil: #comment - [x] $(touch /tmp/x) '\""
+    config = yaml.safe_load(render(make_spec(ssh_keys=(key,))))
+    assert config["users"][0]["ssh_authorized_keys"] == [key]
