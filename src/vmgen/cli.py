@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -18,12 +19,12 @@ from . import __version__
 from .builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
 from .builder.render import AGENT_SESSION
 from .config import Settings, load_settings
-from .errors import VmgenError, WorkspaceNotFound, WorkspaceNotRunning
+from .errors import UsageError, VmgenError, WorkspaceNotFound, WorkspaceNotRunning
 from .handover import laptop_extras
 from .launch import LaunchOptions, launch as launch_workspace, ssh_target, wait_until_agent_back
 from .providers import PROVIDERS, USER_DATA_LIMITS, Provider, get_provider
 from .spec import VmgenInstall, make_spec, validate_name
-from .ssh import SSHTarget, default_identities, interactive, run
+from .ssh import SSHTarget, default_identities, interactive, remote, run
 from .state import WorkspaceState, all_records
 
 err = Console(stderr=True, highlight=False)
@@ -211,10 +212,10 @@ def age(delta) -> str:
 @click.option("--session", default=AGENT_SESSION, show_default=True, help="tmux session to attach or create.")
 def connect(name: str, session: str) -> None:
     """Attach to the agent's tmux session on NAME (detach with Ctrl-b d)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", session):
+        raise UsageError(f"invalid tmux session name {session!r}")
     target = running_target(name)
-    code = interactive(target, f"tmux new-session -A -s {session!s}" if session.isidentifier() else
-                       f"tmux attach -t {AGENT_SESSION}", tty=True)
-    sys.exit(code)
+    sys.exit(interactive(target, remote(["tmux", "new-session", "-A", "-s", session]), tty=True))
 
 
 @main.command()

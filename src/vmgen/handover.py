@@ -27,6 +27,24 @@ class Handover:
     gitconfig: bytes | None = None
     upload_from: Path | None = None
     repo_dir: str = ""
+    # Claude Code asks once whether to use an API key found in its environment; the answer is
+    # stored as the key's last 20 characters in ~/.claude.json, as Claude Code itself does.
+    approve_claude_api_key: str = ""
+
+
+_APPROVE_KEY = """
+import json, os, sys
+path = os.path.expanduser("~/.claude.json")
+state = json.load(open(path)) if os.path.exists(path) else {}
+responses = state.setdefault("customApiKeyResponses", {"approved": [], "rejected": []})
+suffix = sys.stdin.read().strip()
+if suffix not in responses.setdefault("approved", []):
+    responses["approved"].append(suffix)
+fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w") as handle:
+    json.dump(state, handle, indent=2)
+os.replace(path + ".tmp", path)
+"""
 
 
 def agent_env_file(values: dict[str, str]) -> bytes:
@@ -48,6 +66,8 @@ def deliver(target: SSHTarget, handover: Handover) -> None:
         write_file(target, f"{AGENT_HOME}/.claude/.credentials.json", handover.claude_credentials)
     if handover.gitconfig is not None:
         write_file(target, f"{AGENT_HOME}/.gitconfig", handover.gitconfig, mode="644")
+    if handover.approve_claude_api_key:
+        run(target, ["python3", "-c", _APPROVE_KEY], input=handover.approve_claude_api_key[-20:].encode())
     if handover.upload_from is not None:
         upload_tree(target, handover.upload_from, handover.repo_dir)
     run(target, ["sh", "-c", f"mkdir -p {shlex.quote(str(Path(HANDOVER_MARK).parent))} && touch {HANDOVER_MARK}"])

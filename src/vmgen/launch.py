@@ -84,6 +84,7 @@ def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, prog
             gitconfig=options.gitconfig,
             upload_from=spec.source.path if isinstance(spec.source, LocalSource) else None,
             repo_dir=spec.repo_dir,
+            approve_claude_api_key=options.agent_env.get("ANTHROPIC_API_KEY", "") if spec.agent.name == "claude" else "",
         ))
         mark("handover")
         wait_for_session(target, AGENT_SESSION, 120, progress)

@@ -1,18 +1,14 @@
 """Scripted stand-in for the Anthropic Messages API, for driving the real Claude Code CLI.
 
 Point Claude Code at it with ``ANTHROPIC_BASE_URL=<server.url>``. Standard library only.
+Rules match (substring) the LAST user message text of requests that carry ``tools`` (the main
+agent loop) and answer with text or a tool_use; the follow-up carrying the tool_result gets
+``after_tool_text``. Everything else (title generation, haiku side calls) gets ``default_text``.
 
-Rules match (substring) the text of the LAST user message of requests that carry ``tools``
-(Claude Code's main agent loop). A rule answers with text, or with a tool_use; the follow-up
-request carrying the tool_result gets ``after_tool_text`` (stop_reason ``end_turn``).
-Everything else (title/topic generation, quota checks, haiku side calls) gets ``default_text``.
-
-CLI:  python -m tests.fakes.anthropic_api --host 0.0.0.0 --port 0 --script script.json
-      (first stdout line is the bound port).  Script JSON:
-      {"default_text": "OK.", "rules": [
-         {"trigger": "HELLO.md", "tool": {"name": "Write", "input": {...}},
-          "after_tool_text": "Created it.", "delay": 0},
-         {"trigger": "hi", "text": "Hello!"}]}
+CLI: python -m tests.fakes.anthropic_api --host 0.0.0.0 --port 0 --script script.json
+prints the bound port as its first stdout line and one JSON line per request on stderr. Script:
+{"default_text": "OK.", "rules": [{"trigger": "HELLO.md", "tool": {"name": "Write", "input":
+ {...}}, "after_tool_text": "Created it."}, {"trigger": "hi", "text": "Hello!", "delay": 2.5}]}
 """
 
 from __future__ import annotations
@@ -28,11 +24,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
+Json = dict[str, Any]
+
 
 @dataclass(frozen=True)
 class ToolUse:
     name: str
-    input: dict[str, Any]
+    input: Json
 
 
 @dataclass(frozen=True)
@@ -40,37 +38,29 @@ class Rule:
     trigger: str
     text: str | None = None
     tool: ToolUse | None = None
-    delay: float = 0.0
+    delay: float = 0.0  # seconds to stall (after message_start) before the content streams
     after_tool_text: str = "Done."
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Rule:
+    def from_dict(cls, d: Json) -> Rule:
         tool = d.get("tool")
-        return cls(
-            trigger=d["trigger"],
-            text=d.get("text"),
-            tool=ToolUse(tool["name"], dict(tool.get("input", {}))) if tool else None,
-            delay=float(d.get("delay", 0.0)),
-            after_tool_text=d.get("after_tool_text", "Done."),
-        )
+        return cls(trigger=d["trigger"], text=d.get("text"),
+                   tool=ToolUse(tool["name"], dict(tool.get("input", {}))) if tool else None,
+                   delay=float(d.get("delay", 0.0)),
+                   after_tool_text=d.get("after_tool_text", "Done."))
 
 
 @dataclass
 class Script:
     rules: list[Rule] = field(default_factory=list)
     default_text: str = "OK."
-    # Requests for a "haiku" model are Claude Code's background calls: never match rules.
-    skip_haiku: bool = True
+    skip_haiku: bool = True  # "haiku" requests are Claude Code's side calls: never match rules
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | list[Any]) -> Script:
-        if isinstance(d, list):
-            d = {"rules": d}
-        return cls(
-            rules=[Rule.from_dict(r) for r in d.get("rules", [])],
-            default_text=d.get("default_text", "OK."),
-            skip_haiku=bool(d.get("skip_haiku", True)),
-        )
+    def from_dict(cls, d: Json | list[Json]) -> Script:
+        d = {"rules": d} if isinstance(d, list) else d
+        return cls([Rule.from_dict(r) for r in d.get("rules", [])],
+                   d.get("default_text", "OK."), bool(d.get("skip_haiku", True)))
 
     @classmethod
     def load(cls, path: str | Path) -> Script:
@@ -84,15 +74,15 @@ class RecordedRequest:
     model: str | None = None
     has_tools: bool = False
     stream: bool = False
-    last_user_text: str = ""
-    tool_result_for: str | None = None  # tool_use_id if the last user message is a tool_result
+    last_user_text: str = ""  # text blocks of the last user message, system reminders left out
+    tool_result_for: str | None = None  # tool_use_id when the last user message is a tool_result
     rule: str | None = None  # trigger of the rule that answered, if any
     at: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)
 class Reply:
-    blocks: list[dict[str, Any]]
+    blocks: list[Json]
     stop_reason: str
     delay: float = 0.0
 
@@ -101,8 +91,12 @@ def _new_id(prefix: str) -> str:
     return prefix + secrets.token_hex(12)
 
 
-def _last_user(messages: list[dict[str, Any]]) -> tuple[str, str | None]:
-    """Text of the last user message (system reminders left out) and its tool_result id."""
+def _text(text: str, delay: float = 0.0) -> Reply:
+    return Reply([{"type": "text", "text": text}], "end_turn", delay)
+
+
+def _last_user(messages: list[Json]) -> tuple[str, str | None]:
+    """Text of the last user message (without <system-reminder> blocks) and its tool_result id."""
     for msg in reversed(messages):
         if msg.get("role") != "user":
             continue
@@ -113,31 +107,34 @@ def _last_user(messages: list[dict[str, Any]]) -> tuple[str, str | None]:
         for block in content or []:
             if block.get("type") == "tool_result":
                 tool_id = block.get("tool_use_id")
-            elif block.get("type") == "text":
-                if not block.get("text", "").lstrip().startswith("<system-reminder>"):
-                    texts.append(block.get("text", ""))
+            elif block.get("type") == "text" and not block.get("text", "").lstrip().startswith(
+                    "<system-reminder>"):
+                texts.append(block.get("text", ""))
         return "\n".join(texts), tool_id
     return "", None
 
 
-def _text(text: str) -> list[dict[str, Any]]:
-    return [{"type": "text", "text": text}]
+def message_json(reply: Reply, model: str, content: list[Json] | None = None) -> Json:
+    """A complete (non-streamed) Message; with ``content=[]`` the message_start payload."""
+    done = content is None
+    return {"id": _new_id("msg_"), "type": "message", "role": "assistant", "model": model,
+            "content": reply.blocks if done else content,
+            "stop_reason": reply.stop_reason if done else None, "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 12 if done else 1,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
 
 
-def sse_events(reply: Reply, model: str) -> list[tuple[str, dict[str, Any]]]:
+def sse_events(reply: Reply, model: str) -> list[tuple[str, Json]]:
     """The (event, data) sequence the real API streams for ``reply``."""
-    usage = {"input_tokens": 10, "output_tokens": 1, "cache_creation_input_tokens": 0,
-             "cache_read_input_tokens": 0}
-    message = {"id": _new_id("msg_"), "type": "message", "role": "assistant", "model": model,
-               "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}
-    events: list[tuple[str, dict[str, Any]]] = [
-        ("message_start", {"type": "message_start", "message": message}),
-    ]
+    events: list[tuple[str, Json]] = [
+        ("message_start", {"type": "message_start", "message": message_json(reply, model, [])}),
+        ("ping", {"type": "ping"})]
     for i, block in enumerate(reply.blocks):
         if block["type"] == "text":
-            start, chunks = {"type": "text", "text": ""}, block["text"]
-            deltas = [{"type": "text_delta", "text": chunks[j:j + 16]}
-                      for j in range(0, len(chunks), 16)] or [{"type": "text_delta", "text": ""}]
+            start: Json = {"type": "text", "text": ""}
+            text = block["text"]
+            deltas = [{"type": "text_delta", "text": text[j:j + 16]}
+                      for j in range(0, max(len(text), 1), 16)]
         else:
             start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
             raw = json.dumps(block["input"])
@@ -145,28 +142,18 @@ def sse_events(reply: Reply, model: str) -> list[tuple[str, dict[str, Any]]]:
                       for j in range(0, len(raw), 32)]
         events.append(("content_block_start",
                        {"type": "content_block_start", "index": i, "content_block": start}))
-        if i == 0:
-            events.append(("ping", {"type": "ping"}))
         events += [("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d})
                    for d in deltas]
         events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
     events.append(("message_delta", {
-        "type": "message_delta",
-        "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
+        "type": "message_delta", "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
         "usage": {"output_tokens": 12}}))
     events.append(("message_stop", {"type": "message_stop"}))
     return events
 
 
-def message_json(reply: Reply, model: str) -> dict[str, Any]:
-    return {"id": _new_id("msg_"), "type": "message", "role": "assistant", "model": model,
-            "content": reply.blocks, "stop_reason": reply.stop_reason, "stop_sequence": None,
-            "usage": {"input_tokens": 10, "output_tokens": 12,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
-
-
 class FakeAnthropicServer:
-    """In-process fake API: ``start()`` / ``stop()`` / ``url`` / ``requests``."""
+    """In-process fake API: ``start()`` / ``stop()`` / ``url`` / ``requests`` / ``wait_for()``."""
 
     def __init__(self, script: Script | None = None, host: str = "127.0.0.1", port: int = 0,
                  log: Callable[[str], None] | None = None) -> None:
@@ -175,9 +162,7 @@ class FakeAnthropicServer:
         self._requests: list[RecordedRequest] = []
         self._tool_rules: dict[str, Rule] = {}  # tool_use_id -> rule that issued it
         self._log = log
-        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._httpd = _QuietServer((host, port), _make_handler(self))
 
     @property
     def port(self) -> int:
@@ -185,7 +170,7 @@ class FakeAnthropicServer:
 
     @property
     def url(self) -> str:
-        host = self._httpd.server_address[0]
+        host = str(self._httpd.server_address[0])
         return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
 
     @property
@@ -194,12 +179,8 @@ class FakeAnthropicServer:
             return list(self._requests)
 
     def start(self) -> FakeAnthropicServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
         return self
-
-    def serve_forever(self) -> None:
-        self._httpd.serve_forever()
 
     def stop(self) -> None:
         self._httpd.shutdown()
@@ -211,12 +192,14 @@ class FakeAnthropicServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def wait_for(self, substring: str, timeout: float = 30.0) -> RecordedRequest:
-        """Block until a request whose last user text contains ``substring`` has arrived."""
+    def wait_for(self, substring: str, timeout: float = 30.0,
+                 main_only: bool = True) -> RecordedRequest:
+        """Wait for a request whose last user text contains ``substring`` (by default only
+        main-loop requests, i.e. with tools: the title request also quotes the prompt)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for req in self.requests:
-                if substring in req.last_user_text:
+                if substring in req.last_user_text and (req.has_tools or not main_only):
                     return req
             time.sleep(0.05)
         raise TimeoutError(f"no request with {substring!r} within {timeout}s")
@@ -227,73 +210,80 @@ class FakeAnthropicServer:
         if self._log:
             self._log(json.dumps(asdict(req)))
 
-    def plan(self, method: str, path: str, body: dict[str, Any]) -> tuple[Reply, RecordedRequest]:
-        """Decide the reply to a /v1/messages request and record the request."""
+    def plan(self, method: str, path: str, body: Json) -> tuple[Reply, RecordedRequest]:
+        """Decide the reply to a /v1/messages request, and record the request."""
         model = str(body.get("model") or "claude-fake")
         has_tools = bool(body.get("tools"))
         text, tool_id = _last_user(body.get("messages") or [])
         rule = None
-        if tool_id is not None:
+        if tool_id is not None:  # follow-up to a tool_use: never re-match (results quote files)
             with self._lock:
                 issued = self._tool_rules.get(tool_id)
-            after = issued.after_tool_text if issued else "Done."
-            reply = Reply(_text(after), "end_turn")
+            reply = _text(issued.after_tool_text if issued else "Done.")
         else:
             main_loop = has_tools and not (self.script.skip_haiku and "haiku" in model)
             rule = next((r for r in self.script.rules if main_loop and r.trigger in text), None)
             if rule is None:
-                reply = Reply(_text(self.script.default_text), "end_turn")
+                reply = _text(self.script.default_text)
             elif rule.tool is not None:
                 tid = _new_id("toolu_")
                 with self._lock:
                     self._tool_rules[tid] = rule
-                block = {"type": "tool_use", "id": tid, "name": rule.tool.name,
-                         "input": rule.tool.input}
-                reply = Reply([block], "tool_use", rule.delay)
+                reply = Reply([{"type": "tool_use", "id": tid, "name": rule.tool.name,
+                                "input": rule.tool.input}], "tool_use", rule.delay)
             else:
-                reply = Reply(_text(rule.text or ""), "end_turn", rule.delay)
+                reply = _text(rule.text or "", rule.delay)
         rec = RecordedRequest(method, path, model, has_tools, bool(body.get("stream")), text,
                               tool_id, rule.trigger if rule else None)
         self.record(rec)
         return reply, rec
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)  # clients hanging up are normal
+
+
 def _make_handler(server: FakeAnthropicServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
+        def log_message(self, format: str, *args: Any) -> None:
             pass
+
+        def _head(self, status: int, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            for key, value in {**headers, "request-id": _new_id("req_")}.items():
+                self.send_header(key, value)
+            self.end_headers()
 
         def _send_json(self, status: int, obj: Any) -> None:
             data = json.dumps(obj).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("request-id", _new_id("req_"))
-            self.end_headers()
+            self._head(status, {"Content-Type": "application/json",
+                                "Content-Length": str(len(data))})
             if self.command != "HEAD":
                 self.wfile.write(data)
 
-        def _body(self) -> dict[str, Any]:
+        def _body(self) -> Json:
             length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
             try:
-                obj = json.loads(raw or b"{}")
+                obj = json.loads(self.rfile.read(length) if length else b"{}")
             except ValueError:
                 return {}
             return obj if isinstance(obj, dict) else {}
 
         def _dispatch(self) -> None:
             path = self.path.split("?", 1)[0]
-            body = self._body() if self.command in ("POST", "PUT", "PATCH") else {}
+            body = self._body()
             if path == "/v1/messages" and self.command == "POST":
                 reply, rec = server.plan(self.command, path, body)
-                if reply.delay:
-                    time.sleep(reply.delay)
                 if rec.stream:
                     self._stream(reply, rec.model or "claude-fake")
                 else:
+                    time.sleep(reply.delay)
                     self._send_json(200, message_json(reply, rec.model or "claude-fake"))
                 return
             if not path.startswith("/_fake/"):
@@ -302,21 +292,19 @@ def _make_handler(server: FakeAnthropicServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(200, {"input_tokens": max(1, len(json.dumps(body)) // 4)})
             elif path == "/_fake/requests":
                 self._send_json(200, [asdict(r) for r in server.requests])
-            elif path in ("/", "/health", "/_fake/health"):
+            elif path in ("/", "/api/hello", "/_fake/health"):  # /api/hello: CLI reachability
                 self._send_json(200, {"ok": True})
             else:
                 self._send_json(404, {"type": "error", "error": {
-                    "type": "not_found_error", "message": f"fake API: no {path}"}})
+                    "type": "not_found_error", "message": f"fake API has no {path}"}})
 
         def _stream(self, reply: Reply, model: str) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Connection", "close")
-            self.send_header("request-id", _new_id("req_"))
-            self.end_headers()
+            self._head(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                             "Connection": "close"})
             self.close_connection = True
-            for event, data in sse_events(reply, model):
+            for n, (event, data) in enumerate(sse_events(reply, model)):
+                if n == 2:  # after message_start + ping: the "model is thinking" stall
+                    time.sleep(reply.delay)
                 self.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
                 self.wfile.flush()
 
@@ -326,7 +314,7 @@ def _make_handler(server: FakeAnthropicServer) -> type[BaseHTTPRequestHandler]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description="Scripted fake Anthropic Messages API")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--script", help="JSON rules file")
@@ -337,9 +325,10 @@ def main(argv: list[str] | None = None) -> None:
     server = FakeAnthropicServer(script, args.host, args.port, log=log)
     print(server.port, flush=True)
     try:
-        server.serve_forever()
+        server.start()
+        threading.Event().wait()
     except KeyboardInterrupt:
-        pass
+        server.stop()
 
 
 if __name__ == "__main__":

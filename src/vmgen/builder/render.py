@@ -137,11 +137,14 @@ def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
         return []
     state = {
         "hasCompletedOnboarding": True,
-        "theme": "dark",
-        "bypassPermissionsModeAccepted": True,
-        "projects": {spec.repo_dir: {"hasTrustDialogAccepted": True, "allowedTools": []}},
+        # Trust is per exact directory; a parent folder does not cover the repository.
+        "projects": {spec.repo_dir: {"hasTrustDialogAccepted": True}},
     }
-    settings = {"env": {"DISABLE_AUTOUPDATER": "1"}}
+    settings = {
+        "skipDangerousModePermissionPrompt": True,
+        # The pinned version stays pinned, and nothing but the model API is contacted.
+        "env": {"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"},
+    }
     return [
         _file("/home/agent/.claude.json", json.dumps(state, indent=2) + "\n", owner="agent:agent",
               mode="0600", defer=True),

@@ -1,0 +1,139 @@
+"""End-to-end fixtures: the real Docker engine, the project-built VM image, a wheel server for
+installing vmgen on the VM, the scripted model API, and the real `vmgen` CLI as a subprocess."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import docker
+import pytest
+
+from tests.fakes.anthropic_api import FakeAnthropicServer, Rule, Script, ToolUse
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENT_VERSION = "2.1.332"  # pinned so that runs are reproducible
+API_KEY = "test-key-not-real-0123456789"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    client = docker.from_env()
+    client.ping()  # fails loudly: the test script starts dockerd
+    return client
+
+
+@pytest.fixture(scope="session")
+def vm_image(docker_client) -> str:
+    result = subprocess.run(["bash", str(ROOT / "images/debian12-test/build.sh")],
+                            capture_output=True, text=True, check=True)
+    return result.stdout.strip().splitlines()[-1]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+
+@pytest.fixture(scope="session")
+def wheel_url(tmp_path_factory) -> str:
+    """vmgen's wheel, served over HTTP to the VMs (the production path installs from PyPI)."""
+    wheels = tmp_path_factory.mktemp("wheels")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+                   check=True, capture_output=True)
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), functools.partial(_QuietHandler, directory=str(wheels)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://host.docker.internal:{server.server_address[1]}/"
+    server.shutdown()
+
+
+HELLO_RULE = Rule(
+    trigger="HELLO.md",
+    tool=ToolUse("Write", {"file_path": "/home/agent/work/{name}/HELLO.md", "content": "hello from the scripted model\n"}),
+    after_tool_text="I created HELLO.md.",
+)
+
+
+@pytest.fixture(scope="session")
+def model() -> FakeAnthropicServer:
+    server = FakeAnthropicServer(Script(rules=[]), host="0.0.0.0").start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Cli:
+    env: dict[str, str]
+    home: Path
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 900, input: str | None = None):
+        result = subprocess.run([sys.executable, "-m", "vmgen", *args], env=self.env, capture_output=True,
+                                text=True, timeout=timeout, input=input, cwd=self.home)
+        if check and result.returncode != 0:
+            raise AssertionError(f"vmgen {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def ssh(self, name: str, command: str, check: bool = True) -> str:
+        return self(*["ssh", name, "--", command], check=check).stdout
+
+
+def make_home(base: Path) -> Path:
+    home = base / "home"
+    (home / ".ssh").mkdir(parents=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / ".ssh/id_ed25519")], check=True)
+    return home
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory, vm_image, wheel_url, model) -> Cli:
+    home = make_home(tmp_path_factory.mktemp("cli"))
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "VMGEN_DOCKER_IMAGE": vm_image,
+        "VMGEN_VMGEN_FIND_LINKS": wheel_url,
+        "VMGEN_AGENT_VERSION": AGENT_VERSION,
+        "ANTHROPIC_API_KEY": API_KEY,
+        "ANTHROPIC_BASE_URL": f"http://host.docker.internal:{model.port}",
+        "PYTHONPATH": str(ROOT / "src"),
+    }
+    return Cli(env=env, home=home)
+
+
+def make_repo(parent: Path, name: str) -> Path:
+    repo = parent / name
+    repo.mkdir()
+    (repo / "README.md").write_text(f"# {name}\n")
+    (repo / ".gitignore").write_text("secret.txt\nbuild/\n")
+    (repo / "secret.txt").write_text("ignored by git, must not be uploaded\n")
+    (repo / "notes.txt").write_text("untracked but not ignored: uploaded\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "README.md", ".gitignore"], check=True)
+    subprocess.run([*git, "commit", "-qm", "initial"], check=True)
+    return repo
+
+
+def eventually(check: Callable[[], bool], timeout: float, what: str, interval: float = 1.0) -> None:
+    """Poll a condition on the workspace until it holds (there is no event to wait on over SSH)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

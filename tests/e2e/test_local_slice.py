@@ -1,0 +1,125 @@
+"""The local vertical slice, end to end on the docker provider with every part real: the
+simulated VM boots from rendered cloud-init, the real Claude Code CLI runs in tmux against the
+scripted model API, and the user drives it through the `vmgen` CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import docker
+import pytest
+
+from tests.fakes.anthropic_api import Rule, Script, ToolUse
+
+from .conftest import API_KEY, eventually, make_repo
+
+NAME = "slice"
+
+
+@pytest.fixture(scope="module")
+def launched(cli, model, tmp_path_factory):
+    repo = make_repo(tmp_path_factory.mktemp("repos"), "slice")
+    model.script = Script(rules=[Rule(
+        trigger="HELLO.md",
+        tool=ToolUse("Write", {"file_path": f"/home/agent/work/{NAME}/HELLO.md",
+                               "content": "hello from the scripted model\n"}),
+        after_tool_text="I created HELLO.md.",
+    )])
+    result = cli("launch", str(repo))
+    yield result
+    cli("destroy", NAME, "--yes", check=False)
+
+
+def agent_pid(cli) -> str:
+    return cli.ssh(NAME, "pgrep -u agent -o -f 'claude --' || pgrep -u agent -o claude").strip()
+
+
+def test_launch_ends_ready_with_how_to_connect(launched) -> None:
+    assert "ready" in launched.stderr
+    assert f"vmgen connect {NAME}" in launched.stderr
+
+
+def test_list_shows_the_running_workspace(cli, launched) -> None:
+    listing = cli("list").stdout
+    row = next(line for line in listing.splitlines() if line.split()[:1] == [NAME])
+    assert "docker" in row and "running" in row
+
+
+def test_the_repository_was_uploaded_respecting_gitignore(cli, launched) -> None:
+    files = cli.ssh(NAME, f"cd work/{NAME} && ls -A && git log --oneline | wc -l").split()
+    assert {"README.md", ".gitignore", "notes.txt", ".git"} <= set(files)
+    assert "secret.txt" not in files
+    assert files[-1] == "1"  # the history came along
+
+
+def test_the_agent_runs_the_real_claude_cli_in_tmux(cli, launched) -> None:
+    sessions = cli.ssh(NAME, "tmux list-sessions -F '#{session_name}'").split()
+    assert "claude" in sessions
+    command = cli.ssh(NAME, f"ps -o args= -p {agent_pid(cli)}")
+    assert "claude" in command
+    version = cli.ssh(NAME, "claude --version")
+    assert "2.1.332" in version
+
+
+def test_credentials_are_delivered_to_the_agent_only(cli, launched, docker_client) -> None:
+    env_file = "/home/agent/.config/vmgen/agent.env"
+    assert cli.ssh(NAME, f"stat -c '%a %U' {env_file}").strip() == "600 agent"
+    seed = (cli.home / ".local/state/vmgen/workspaces" / NAME / "seed" / "user-data").read_text()
+    assert API_KEY not in seed
+    container = docker_client.containers.get(f"vmgen-{NAME}")
+    assert API_KEY not in json.dumps(container.attrs)  # not in env, labels or command line
+
+
+def test_send_drives_the_agent_which_writes_the_file(cli, launched, model) -> None:
+    cli("send", NAME, "please add a HELLO.md")
+    request = model.wait_for("please add a HELLO.md", timeout=60)
+    assert request.has_tools  # the agent loop, not a side request
+    eventually(lambda: cli.ssh(NAME, f"cat work/{NAME}/HELLO.md", check=False) == "hello from the scripted model\n",
+               timeout=60, what="HELLO.md written by the agent")
+    # The transcript Claude Code keeps is there for the watchdog and for resuming.
+    transcripts = cli.ssh(NAME, f"ls .claude/projects/-home-agent-work-{NAME}/").split()
+    assert any(name.endswith(".jsonl") for name in transcripts)
+
+
+def test_disconnect_and_reconnect_reach_the_same_session_and_agent(cli, launched, tmp_path) -> None:
+    before = agent_pid(cli)
+    # A real terminal: `vmgen connect` inside a local tmux session, then the laptop "goes away".
+    local = f"vmgen-connect-test-{tmp_path.name}"
+    env = " ".join(f"{k}={subprocess.list2cmdline([v])}" for k, v in cli.env.items())
+    for attempt in range(2):
+        subprocess.run(["tmux", "new-session", "-d", "-s", local, "-x", "120", "-y", "30",
+                        f"env {env} {sys.executable} -m vmgen connect {NAME}"], check=True, cwd=cli.home)
+        eventually(lambda: cli.ssh(NAME, "tmux list-clients -t claude | wc -l").strip() == "1",
+                   timeout=30, what="the attached tmux client")
+        subprocess.run(["tmux", "kill-session", "-t", local], check=True)
+        eventually(lambda: cli.ssh(NAME, "tmux list-clients -t claude | wc -l").strip() == "0",
+                   timeout=30, what="the client to go away")
+    assert agent_pid(cli) == before
+    assert cli.ssh(NAME, "tmux list-sessions | wc -l").strip() == "1"
+
+
+def test_stop_and_start_keep_files_and_resume_the_conversation(cli, launched) -> None:
+    stopped = cli("stop", NAME)
+    assert "stopped" in stopped.stderr
+    row = next(line for line in cli("list").stdout.splitlines() if line.split()[:1] == [NAME])
+    assert "stopped" in row
+    cli("start", NAME)
+    assert cli.ssh(NAME, f"cat work/{NAME}/HELLO.md") == "hello from the scripted model\n"
+    pid = agent_pid(cli)
+    assert "--continue" in cli.ssh(NAME, f"ps -o args= -p {pid}")
+    # The resumed session shows the earlier exchange.
+    eventually(lambda: "HELLO.md" in cli.ssh(NAME, "tmux capture-pane -p -S -200 -t claude"),
+               timeout=60, what="the previous conversation on screen")
+
+
+def test_destroy_leaves_nothing_behind(cli, launched, docker_client) -> None:
+    cli("destroy", NAME, "--yes")
+    assert not docker_client.containers.list(all=True, filters={"label": f"vmgen-ws={NAME}"})
+    assert not [v for v in docker_client.volumes.list() if v.name.startswith(f"vmgen-{NAME}")]
+    assert not (cli.home / ".local/state/vmgen/workspaces" / NAME).exists()
+    assert NAME not in cli("list").stdout + cli("list").stderr
+    failed = cli("ssh", NAME, "--", "true", check=False)
+    assert failed.returncode == 2 and "no workspace named" in failed.stderr
