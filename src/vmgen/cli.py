@@ -27,7 +27,7 @@ from .spec import VmgenInstall, make_spec, validate_name
 from .ssh import SSHTarget, default_identities, interactive, remote, run
 from .state import WorkspaceState, all_records
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
 
 
@@ -38,7 +38,7 @@ class VmgenGroup(click.Group):
         try:
             return super().invoke(ctx)
         except VmgenError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {exc}", markup=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted")

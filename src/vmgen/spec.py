@@ -47,13 +47,28 @@ class LocalSource:
 Source = GitSource | LocalSource
 
 
+# Where a provider that can share folders (docker) shows a local wheel directory to the VM.
+WHEELS_MOUNT = "/var/lib/vmgen/wheels"
+
+
 @dataclass(frozen=True)
 class VmgenInstall:
-    """How the VM installs vmgen itself, at the CLI's version."""
+    """How the VM installs vmgen itself, at the CLI's version: from the package index, or from a
+    find-links location (a URL, or a local directory that the provider shares with the VM)."""
 
     version: str
     index_url: str = ""
     find_links: str = ""
+
+    @property
+    def local_wheels(self) -> Path | None:
+        if not self.find_links or "://" in self.find_links:
+            return None
+        return Path(self.find_links).expanduser().resolve()
+
+    @property
+    def find_links_on_vm(self) -> str:
+        return WHEELS_MOUNT if self.local_wheels else self.find_links
 
 
 @dataclass(frozen=True)
@@ -228,6 +243,8 @@ def make_spec(
 ) -> WorkspaceSpec:
     """Validate every user-provided value and assemble the spec."""
     source = parse_source(source_text)
+    if vmgen.local_wheels is not None and not vmgen.local_wheels.is_dir():
+        raise InvalidSpec(f"vmgen_find_links {vmgen.find_links!r} is neither a URL nor a directory")
     if idle_minutes < 1:
         raise InvalidSpec(f"idle minutes must be at least 1, not {idle_minutes}")
     return WorkspaceSpec(

@@ -115,13 +115,14 @@ HOSTILE_BRANCHES = [
     "br\u00e4nch-\u2603",
     "-",
 ]
-# Stubs for every command provision.sh runs: record argv, execute nothing.
+# Stubs for every command provision.sh runs: record argv, execute nothing. PATH is empty, so a
+# command without a stub fails the test instead of running on this machine.
 STUBS = """
 record() { printf '%s' "$1" >> "$RECORD"; shift; for a in "$@"; do printf '\\037%s' "$a" >> "$RECORD"; done; printf '\\036' >> "$RECORD"; }
-for cmd in ufw systemctl npm python3 ln install runuser date /opt/vmgen/bin/pip; do
+for cmd in ufw systemctl npm python3 ln install runuser date find chown /opt/vmgen/bin/pip; do
   eval "$(printf '%q() { record %q "$@"; }' "$cmd" "$cmd")"
 done
-tee() { cat >/dev/null; record tee "$@"; }
+tee() { /bin/cat >/dev/null; record tee "$@"; }
 command() { return 0; }
 """
 
@@ -132,8 +133,8 @@ def run_provision(user_data: str, tmp_path: Path) -> list[list[str]]:
     record = tmp_path / "record"
     record.touch()
     subprocess.run(
-        ["bash", "-c", STUBS + f'\nsource {tmp_path / "provision.sh"}'],
-        env={"RECORD": str(record), "PATH": "/usr/bin:/bin"},
+        ["/bin/bash", "-c", STUBS + f'\nsource {tmp_path / "provision.sh"}'],
+        env={"RECORD": str(record), "PATH": str(tmp_path / "empty")},
         check=True,
         capture_output=True,
     )

@@ -111,7 +111,7 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "vmgen_version": spec.vmgen.version,
         "vmgen_requirement": requirement,
         "vmgen_index_url": spec.vmgen.index_url,
-        "vmgen_find_links": spec.vmgen.find_links,
+        "vmgen_find_links": spec.vmgen.find_links_on_vm,
         # pip refuses plain-HTTP locations unless the host is named as trusted.
         "vmgen_trusted_host": urlsplit(spec.vmgen.find_links).hostname
         if spec.vmgen.find_links.startswith("http://") else "",

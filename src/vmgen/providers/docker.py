@@ -15,7 +15,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from ..errors import ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
-from ..spec import WorkspaceSpec
+from ..spec import WHEELS_MOUNT, WorkspaceSpec
 from ..state import WorkspaceState
 from .base import LABEL, WS_LABEL, SSHEndpoint, Workspace
 
@@ -75,6 +75,13 @@ class DockerProvider:
                 "--provider docker` (or images/debian12-test/build.sh) or set docker_image"
             ) from None
         seed = self._write_seed(spec.name, user_data)
+        volumes = {
+            "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+            str(seed): {"bind": SEED_MOUNT, "mode": "ro"},
+            volume_name(spec.name): {"bind": "/home", "mode": "rw"},
+        }
+        if spec.vmgen.local_wheels is not None:
+            volumes[str(spec.vmgen.local_wheels)] = {"bind": WHEELS_MOUNT, "mode": "ro"}
         cgroup_version = str(self.client.info().get("CgroupVersion", "1"))
         try:
             container = self.client.containers.run(
@@ -84,11 +91,7 @@ class DockerProvider:
                 name=container_name(spec.name),
                 hostname=spec.name,
                 labels={LABEL: "1", WS_LABEL: spec.name},
-                volumes={
-                    "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
-                    str(seed): {"bind": SEED_MOUNT, "mode": "ro"},
-                    volume_name(spec.name): {"bind": "/home", "mode": "rw"},
-                },
+                volumes=volumes,
                 ports={"22/tcp": ("127.0.0.1", None)},
                 extra_hosts={"host.docker.internal": "host-gateway"},
                 **systemd_run_options(cgroup_version),

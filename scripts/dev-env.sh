@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Everything vmgen's local default needs, on a Debian 12 machine: system packages and a running
+# Docker engine, the simulated-VM image, a virtualenv with vmgen, and vmgen's own wheel for the
+# VMs to install (vmgen is installed on each VM at the CLI's version).
+# Prints the variables to export; sourced by quickstart.sh and test.sh.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+bash "$root/scripts/setup-system.sh"
+
+echo "==> simulated-VM image (built once per recipe; a few minutes the first time)"
+image=$(bash "$root/images/debian12-test/build.sh")
+
+echo "==> virtualenv in $root/.venv"
+[ -x "$root/.venv/bin/python" ] || python3 -m venv "$root/.venv"
+"$root/.venv/bin/pip" install -q --disable-pip-version-check -e "$root[test]"
+
+wheels="$root/.cache/wheels"
+rm -rf "$wheels" && mkdir -p "$wheels"
+"$root/.venv/bin/pip" wheel -q --no-deps --disable-pip-version-check -w "$wheels" "$root"
+
+export VMGEN_DOCKER_IMAGE="$image"
+export VMGEN_VMGEN_FIND_LINKS="$wheels"

@@ -1,0 +1,110 @@
+"""The CLI as a user meets it: one clear line and the right exit code for every mistake."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vmgen import __version__
+
+COMMANDS = ["launch", "list", "connect", "send", "ssh", "stop", "start", "destroy", "render", "config", "config show"]
+
+
+def vmgen(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {"PATH": os.environ["PATH"], "HOME": str(home), **env}
+    src = Path(__file__).resolve().parents[2] / "src"
+    environment["PYTHONPATH"] = str(src)
+    return subprocess.run([sys.executable, "-m", "vmgen", *args], env=environment, cwd=home,
+                          capture_output=True, text=True, timeout=60)
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_version(home: Path) -> None:
+    assert vmgen(home, "--version").stdout.strip() == f"vmgen, version {__version__}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(home: Path, command: str) -> None:
+    result = vmgen(home, *command.split(), "--help")
+    assert result.returncode == 0 and "Usage: " in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["render", "https://github.com/me/a b"], "whitespace"),
+        (["render", "ftp://example.com/app"], "use https://"),
+        (["render", "https://github.com/me/app", "--agent", "cursor"], "unknown agent 'cursor'"),
+        (["render", "https://github.com/me/app", "--name", "Bad_Name"], "invalid workspace name"),
+        (["render", "https://github.com/me/app", "--name", "$(reboot)"], "invalid workspace name"),
+        (["render", "https://github.com/me/app#a..b"], "invalid branch"),
+        (["render", "https://github.com/me/app", "--agent-version", "1;id"], "invalid agent version"),
+        (["render", "./missing-dir"], "not a directory"),
+        (["connect", "Bad!"], "invalid workspace name"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(home: Path, args: list[str], message: str) -> None:
+    result = vmgen(home, *args)
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert line.startswith("error: ") and message in line
+
+
+def test_no_ssh_key_is_a_usage_error(home: Path) -> None:
+    for key in (home / ".ssh").iterdir():
+        key.unlink()
+    result = vmgen(home, "render", "https://github.com/me/app")
+    assert result.returncode == 2
+    assert "no SSH public key found" in one_error_line(result)
+
+
+def test_dockerd_not_running_is_a_runtime_error(home: Path, tmp_path: Path) -> None:
+    result = vmgen(home, "list", DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
+    assert result.returncode == 1
+    assert "cannot reach the Docker engine" in one_error_line(result)
+
+
+def test_unknown_workspace(home: Path, tmp_path: Path) -> None:
+    result = vmgen(home, "stop", "nothing-here", DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
+    assert result.returncode == 1 and "Docker engine" in one_error_line(result)
+
+
+def test_render_prints_cloud_config_for_hetzner_and_creates_nothing(home: Path) -> None:
+    result = vmgen(home, "render", "https://github.com/me/app#main", "--provider", "hetzner")
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert result.stdout.startswith("#cloud-config\n")
+    assert config["hostname"] == "app"
+    assert "PRIVATE KEY" not in result.stdout
+    assert not (home / ".local/state/vmgen").exists()
+
+
+def test_config_show_masks_secrets(home: Path) -> None:
+    config = home / ".config/vmgen/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('agent = "aider"\n')
+    result = vmgen(home, "config", "show", ANTHROPIC_API_KEY="test-key-secret-value-42", VMGEN_IDLE_MINUTES="45")
+    assert result.returncode == 0
+    assert "test-key-secret" not in result.stdout + result.stderr
+    assert "****e-42" in result.stdout
+    assert "aider" in result.stdout and "45" in result.stdout
+    assert str(config) in result.stderr
+
+
+def test_broken_config_is_one_line(home: Path) -> None:
+    config = home / ".config/vmgen/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("idle_minutes = [\n")
+    result = vmgen(home, "config", "show")
+    assert result.returncode == 2 and "not valid TOML" in one_error_line(result)
