@@ -48,6 +48,34 @@ def test_list_shows_the_running_workspace(cli, launched) -> None:
     assert "docker" in row and "running" in row
 
 
+def test_a_second_launch_with_the_same_name_is_refused(cli, launched, tmp_path) -> None:
+    other = make_repo(tmp_path, NAME)
+    result = cli("launch", str(other), check=False)
+    assert result.returncode == 2
+    assert f"a workspace named {NAME!r} already exists" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert cli.ssh(NAME, "true") == ""  # the existing one is untouched
+
+
+def test_ssh_passes_the_exit_code_through(cli, launched) -> None:
+    assert cli("ssh", NAME, "--", "exit 3", check=False).returncode == 3
+
+
+def test_the_host_key_is_pinned(cli, launched) -> None:
+    known_hosts = cli.home / ".local/state/vmgen/workspaces" / NAME / "known_hosts"
+    pinned = known_hosts.read_text()
+    assert known_hosts.stat().st_mode & 0o777 == 0o600
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(cli.home / "impostor")], check=True)
+    alias = pinned.split()[0]
+    known_hosts.write_text(f"{alias} {(cli.home / 'impostor.pub').read_text()}")
+    try:
+        result = cli("ssh", NAME, "--", "true", check=False)
+        assert result.returncode != 0
+        assert "Host key verification failed" in result.stderr
+    finally:
+        known_hosts.write_text(pinned)
+
+
 def test_the_repository_was_uploaded_respecting_gitignore(cli, launched) -> None:
     files = cli.ssh(NAME, f"cd work/{NAME} && ls -A && git log --oneline | wc -l").split()
     assert {"README.md", ".gitignore", "notes.txt", ".git"} <= set(files)

@@ -1,0 +1,91 @@
+"""Launch paths beside the main slice: a git URL with a branch cloned on the VM, the laptop's
+Claude login and .gitconfig carried over, vmgen installed from a local wheel directory, and a
+launch whose cloud-init fails."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, make_repo
+
+
+@pytest.fixture(scope="module")
+def git_server(tmp_path_factory):
+    """A repository served over git's dumb HTTP protocol, for the VM to clone."""
+    base = tmp_path_factory.mktemp("git")
+    work = make_repo(base, "work")
+    git = ["git", "-C", str(work), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "checkout", "-q", "-b", "feature/x"], check=True)
+    (work / "FEATURE.md").write_text("only on the branch\n")
+    subprocess.run([*git, "add", "FEATURE.md"], check=True)
+    subprocess.run([*git, "commit", "-qm", "feature"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(base / "served" / "app.git")], check=True)
+    subprocess.run(["git", "-C", str(base / "served" / "app.git"), "update-server-info"], check=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(base / "served"))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://host.docker.internal:{server.server_address[1]}/app.git"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_wheels(tmp_path_factory) -> Path:
+    wheels = tmp_path_factory.mktemp("local-wheels")
+    subprocess.run([str(ROOT / ".venv/bin/pip"), "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+                   check=True, capture_output=True)
+    return wheels
+
+
+def test_git_url_with_branch_login_and_gitconfig(cli, git_server, local_wheels) -> None:
+    claude_dir = cli.home / ".claude"
+    claude_dir.mkdir(exist_ok=True)
+    (claude_dir / ".credentials.json").write_text(json.dumps(
+        {"claudeAiOauth": {"accessToken": "test-token", "note": f"{cli.home}/.claude/cache"}}))
+    (cli.home / ".gitconfig").write_text(f"[user]\n\tname = Tester\n[core]\n\texcludesfile = {cli.home}/.gitignore_global\n")
+    served_wheels = cli.env["VMGEN_VMGEN_FIND_LINKS"]
+    cli.env["VMGEN_VMGEN_FIND_LINKS"] = str(local_wheels)
+    try:
+        cli("launch", f"{git_server}#feature/x", "--name", "cloned", "--copy-claude-login")
+        files = cli.ssh("cloned", "cd work/cloned && git branch --show-current && ls").split()
+        assert files[0] == "feature/x" and "FEATURE.md" in files
+        credentials = cli.ssh("cloned", "stat -c %a .claude/.credentials.json && cat .claude/.credentials.json")
+        mode, content = credentials.split("\n", 1)
+        assert mode == "600"
+        assert "/home/agent/.claude/cache" in content and str(cli.home) not in content
+        assert cli.ssh("cloned", "git config --global user.name").strip() == "Tester"
+        assert cli.ssh("cloned", "git config --global core.excludesfile").strip() == "/home/agent/.gitignore_global"
+        assert "vmgen" in cli.ssh("cloned", "/opt/vmgen/bin/pip show vmgen")
+    finally:
+        cli.env["VMGEN_VMGEN_FIND_LINKS"] = served_wheels
+        cli("destroy", "cloned", "--yes", check=False)
+
+
+def test_failed_cloud_init_shows_the_log_and_leaves_nothing(cli, tmp_path, docker_client) -> None:
+    repo = make_repo(tmp_path, "broken")
+    result = cli("launch", str(repo), "--agent-version", "0.0.0-does-not-exist", check=False)
+    assert result.returncode == 1
+    assert "cloud-init status: error" in result.stderr
+    assert "npm" in result.stderr  # the tail of the log says what failed
+    assert "Traceback" not in result.stderr
+    assert not docker_client.containers.list(all=True, filters={"label": "vmgen-ws=broken"})
+    assert not [v for v in docker_client.volumes.list() if v.name == "vmgen-broken-home"]
+    assert not (cli.home / ".local/state/vmgen/workspaces/broken").exists()
+
+
+def test_keep_on_failure_keeps_the_workspace_for_inspection(cli, tmp_path, docker_client) -> None:
+    repo = make_repo(tmp_path, "kept")
+    result = cli("launch", str(repo), "--agent-version", "0.0.0-does-not-exist", "--keep-on-failure", check=False)
+    assert result.returncode == 1
+    try:
+        assert "status: error" in cli.ssh("kept", "cloud-init status", check=False)
+    finally:
+        cli("destroy", "kept", "--yes")
+    assert not docker_client.containers.list(all=True, filters={"label": "vmgen-ws=kept"})
