@@ -159,6 +159,7 @@ class FakeAnthropicServer:
                  log: Callable[[str], None] | None = None) -> None:
         self.script = script or Script()
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._requests: list[RecordedRequest] = []
         self._tool_rules: dict[str, Rule] = {}  # tool_use_id -> rule that issued it
         self._log = log
@@ -196,17 +197,21 @@ class FakeAnthropicServer:
                  main_only: bool = True) -> RecordedRequest:
         """Wait for a request whose last user text contains ``substring`` (by default only
         main-loop requests, i.e. with tools: the title request also quotes the prompt)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for req in self.requests:
-                if substring in req.last_user_text and (req.has_tools or not main_only):
-                    return req
-            time.sleep(0.05)
-        raise TimeoutError(f"no request with {substring!r} within {timeout}s")
+        def match() -> RecordedRequest | None:
+            return next((r for r in self._requests
+                         if substring in r.last_user_text and (r.has_tools or not main_only)), None)
+
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: match() is not None, timeout):
+                raise TimeoutError(f"no request with {substring!r} within {timeout}s")
+            found = match()
+        assert found is not None
+        return found
 
     def record(self, req: RecordedRequest) -> None:
-        with self._lock:
+        with self._arrived:
             self._requests.append(req)
+            self._arrived.notify_all()
         if self._log:
             self._log(json.dumps(asdict(req)))
 
