@@ -105,7 +105,8 @@ def spec_options(function):
         click.option("--provider", type=click.Choice(sorted(USER_DATA_LIMITS)), help="Where to run it."),
         click.option("--agent", help="claude (default), codex, aider, gemini or opencode."),
         click.option("--agent-version", help="Version pin for the agent CLI (default: latest)."),
-        click.option("--size", help="Size preset or server type."),
+        click.option("--size", help="Size preset: small, medium or large."),
+        click.option("--type", "server_type", help="An explicit server type (e.g. cx33); overrides --size."),
         click.option("--region", help="Region / location."),
         click.option("--image", help="Base image or snapshot."),
         click.option("--idle-minutes", type=int, help="Minutes of idleness before the workspace is stopped."),
@@ -123,7 +124,7 @@ def build_spec(source: str, opts: dict):
         name=opts.get("name"),
         agent=opts.get("agent") or s.agent,
         agent_version=opts.get("agent_version") or s.agent_version,
-        size=opts.get("size") or s.size,
+        size=opts.get("server_type") or opts.get("size") or s.size,
         region=opts.get("region") or s.region,
         image=opts.get("image") or s.image,
         idle_minutes=opts["idle_minutes"] if opts.get("idle_minutes") is not None else s.idle_minutes,
@@ -190,12 +191,13 @@ def list_(provider: str | None) -> None:
         err.print("no workspaces; start one with `vmgen launch <repo>`")
         return
     table = Table(box=None, header_style="bold")
-    for column in ("NAME", "PROVIDER", "STATUS", "SSH", "TYPE", "AGE"):
+    for column in ("NAME", "PROVIDER", "STATUS", "ADDRESS", "TYPE", "AGE", "€/H"):
         table.add_column(column)
     now = datetime.now(timezone.utc)
     for w in workspaces:
-        ssh = f"{w.ssh.host}:{w.ssh.port}" if w.ssh else "-"
-        table.add_row(w.name, w.provider, w.status, ssh, w.server_type, age(now - w.created_at))
+        address = f"{w.ssh.host}:{w.ssh.port}" if w.ssh else (w.address or "-")
+        price = f"{w.price_hourly:.4f}" if w.price_hourly is not None else "-"
+        table.add_row(w.name, w.provider, w.status, address, w.server_type, age(now - w.created_at), price)
     out.print(table)
 
 
@@ -205,6 +207,32 @@ def age(delta) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+@main.command()
+@click.option("--location", help="Only this location (default: all).")
+def sizes(location: str | None) -> None:
+    """Hetzner server types per location, with prices from the API."""
+    from .providers.hetzner import HetznerProvider
+    from .providers.hetzner_sizes import PRESETS, choose_type
+
+    provider = get_provider("hetzner", settings())
+    assert isinstance(provider, HetznerProvider)
+    table = Table(box=None, header_style="bold")
+    for column in ("LOCATION", "TYPE", "PRESET", "VCPU", "RAM GB", "DISK GB", "€/H", "€/MONTH"):
+        table.add_column(column)
+    for loc in [location] if location else provider.locations():
+        offers = [o for o in provider.offers(loc) if o.usable]
+        presets = {}
+        for preset in PRESETS:
+            try:
+                presets[choose_type(offers, preset, loc).name] = preset
+            except VmgenError:
+                pass
+        for o in sorted(offers, key=lambda o: (o.cores, o.memory_gb, o.name)):
+            table.add_row(loc, o.name, presets.get(o.name, ""), str(o.cores), f"{o.memory_gb:g}", str(o.disk_gb),
+                          f"{o.price_hourly:.4f}", f"{o.price_monthly:.2f}")
+    out.print(table)
 
 
 @main.command()

@@ -38,6 +38,7 @@ class Settings:
     anthropic_api_key: str = ""
     anthropic_base_url: str = ""
     hcloud_token: str = ""
+    hcloud_endpoint: str = ""
     vmgen_version: str = ""
     vmgen_index_url: str = ""
     vmgen_find_links: str = ""

@@ -90,10 +90,12 @@ def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, prog
         wait_for_session(target, AGENT_SESSION, 120, progress)
         mark("agent")
     except BaseException:
-        if not options.keep_on_failure:
-            if created:
-                progress("removing what was created")
+        # Before `create` returned, nothing of ours exists under this name (the provider cleans
+        # up its own half-made resources), and deleting by name could hit someone else's.
+        if created and not options.keep_on_failure:
+            progress("removing what was created")
             provider.delete(spec.name)
+        if not created or not options.keep_on_failure:
             state.remove()
         raise
     workspace = provider.get(spec.name)

@@ -12,7 +12,7 @@ import yaml
 
 from vmgen import __version__
 
-COMMANDS = ["launch", "list", "connect", "send", "ssh", "stop", "start", "destroy", "render", "config", "config show"]
+COMMANDS = ["launch", "list", "sizes", "connect", "send", "ssh", "stop", "start", "destroy", "render", "config", "config show"]
 
 
 def vmgen(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -108,3 +108,9 @@ def test_broken_config_is_one_line(home: Path) -> None:
     config.write_text("idle_minutes = [\n")
     result = vmgen(home, "config", "show")
     assert result.returncode == 2 and "not valid TOML" in one_error_line(result)
+
+
+def test_hetzner_without_a_token_is_one_line(home: Path) -> None:
+    result = vmgen(home, "sizes")
+    assert result.returncode == 2
+    assert "no Hetzner API token" in one_error_line(result)

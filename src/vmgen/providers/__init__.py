@@ -6,7 +6,7 @@ from ..config import Settings
 from ..errors import UsageError
 from .base import Provider, SSHEndpoint, Workspace
 
-PROVIDERS = ("docker",)
+PROVIDERS = ("docker", "hetzner")
 
 # Largest user-data each provider accepts, known without contacting it (for `vmgen render`).
 USER_DATA_LIMITS = {"docker": 1024 * 1024, "hetzner": 32 * 1024}
@@ -17,6 +17,11 @@ def get_provider(name: str, settings: Settings) -> Provider:
         from .docker import DockerProvider
 
         return DockerProvider(image=settings.docker_image)
+    if name == "hetzner":
+        from .hetzner import HetznerProvider
+
+        return HetznerProvider(token=settings.hcloud_token, location=settings.region,
+                               image=settings.image, endpoint=settings.hcloud_endpoint)
     raise UsageError(f"unknown provider {name!r}; available: {', '.join(PROVIDERS)}")
 
 

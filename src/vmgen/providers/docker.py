@@ -97,6 +97,7 @@ class DockerProvider:
                 **systemd_run_options(cgroup_version),
             )
         except APIError as exc:
+            self.delete(spec.name)  # a container may exist in state "created"
             raise VmgenError(f"docker could not start the workspace: {exc.explanation}") from None
         return self._describe(container)
 

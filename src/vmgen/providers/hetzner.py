@@ -1,0 +1,231 @@
+"""Workspaces on Hetzner Cloud, through the official `hcloud` library.
+
+Everything vmgen creates carries the label `vmgen=1`: the servers (plus `vmgen-ws=<name>`), one
+shared firewall (inbound 22/80/443) and the user's SSH key. The shared pieces are removed with
+the last workspace.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from contextlib import contextmanager
+from datetime import timezone
+from typing import Iterator
+
+import requests
+from hcloud import APIException, Client
+from hcloud.firewalls import FirewallRule
+from hcloud.images import Image
+from hcloud.locations import Location
+from hcloud.servers import BoundServer
+
+from .. import __version__
+from ..errors import (
+    ProviderUnavailable,
+    UsageError,
+    VmgenError,
+    WorkspaceExists,
+    WorkspaceNotFound,
+)
+from ..spec import WorkspaceSpec
+from .base import LABEL, WS_LABEL, SSHEndpoint, Workspace
+from .hetzner_sizes import TypeOffer, choose_type, offers_from_api
+
+DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
+DEFAULT_IMAGE = "ubuntu-24.04"
+FIREWALL_NAME = "vmgen"
+STATUS = {"running": "running", "off": "stopped", "initializing": "starting", "starting": "starting",
+          "stopping": "stopping", "deleting": "deleting"}
+
+
+class HetznerAuthError(UsageError):
+    """The token is missing, rejected, or cannot write."""
+
+
+class HetznerLimit(VmgenError):
+    """The project hit a limit or the API's rate limit."""
+
+
+@contextmanager
+def api_errors(action: str) -> Iterator[None]:
+    """Translate hcloud's exceptions into one line a user can act on."""
+    try:
+        yield
+    except APIException as exc:
+        code = exc.code
+        if code == "unauthorized":
+            raise HetznerAuthError("Hetzner rejected the API token (401): check HCLOUD_TOKEN") from None
+        if code == "forbidden":
+            raise HetznerAuthError(
+                f"the Hetzner token may not {action}: it is read-only; create a Read & Write token") from None
+        if code == "rate_limit_exceeded":
+            raise HetznerLimit("Hetzner's API rate limit is exhausted even after backing off; try again in a minute") from None
+        if code == "resource_limit_exceeded":
+            raise HetznerLimit(f"Hetzner project limit reached while trying to {action}: {exc.message}") from None
+        if code == "uniqueness_error":
+            raise WorkspaceExists(f"Hetzner already has a resource with that name ({exc.message})") from None
+        raise VmgenError(f"Hetzner API error while trying to {action}: {exc.message} ({code})") from None
+    except requests.exceptions.ConnectionError:
+        raise ProviderUnavailable("cannot reach the Hetzner API: is the network up?") from None
+
+
+def key_fingerprint(public_key: str) -> str:
+    """The MD5 fingerprint Hetzner shows for an SSH public key (aa:bb:...)."""
+    blob = base64.b64decode(public_key.split()[1])
+    digest = hashlib.md5(blob).hexdigest()  # noqa: S324 - Hetzner's identifier, not security
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+class HetznerProvider:
+    name = "hetzner"
+    user_data_limit = 32 * 1024
+
+    def __init__(self, token: str, location: str, image: str = "", endpoint: str = "") -> None:
+        if not token:
+            raise HetznerAuthError(
+                "no Hetzner API token: set HCLOUD_TOKEN, or hcloud_token in ~/.config/vmgen/config.toml")
+        self.location = location
+        self.image = image or DEFAULT_IMAGE
+        self.client = Client(token=token, api_endpoint=endpoint or DEFAULT_ENDPOINT,
+                             application_name="vmgen", application_version=__version__, poll_interval=1.0)
+
+    # --- the Provider protocol -------------------------------------------------------------
+
+    def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace:
+        with api_errors("check existing servers"):
+            if self._server(spec.name) is not None:
+                raise WorkspaceExists(f"a workspace named {spec.name!r} already exists on hetzner")
+        offer = self.choose(spec.size)
+        with api_errors("register the SSH key"):
+            ssh_key = self._ssh_key(spec.ssh_keys[0])
+        with api_errors("create the firewall"):
+            firewall = self._firewall()
+        try:
+            return self._create_server(spec, user_data, offer, ssh_key, firewall)
+        except BaseException:
+            with api_errors("clean up after a failed create"):
+                self._remove_shared_when_unused()
+            raise
+
+    def _create_server(self, spec: WorkspaceSpec, user_data: str, offer: TypeOffer, ssh_key, firewall) -> Workspace:
+        with api_errors("create the server"):
+            response = self.client.servers.create(
+                name=spec.name,
+                server_type=self.client.server_types.get_by_name(offer.name),
+                image=Image(name=spec.image or self.image),
+                ssh_keys=[ssh_key],
+                firewalls=[firewall],
+                user_data=user_data,
+                labels={LABEL: "1", WS_LABEL: spec.name},
+                location=Location(name=self.location),
+            )
+            try:
+                response.action.wait_until_finished()
+            except BaseException:
+                response.server.delete()
+                raise
+            server = self.client.servers.get_by_id(response.server.id)
+        return self._describe(server)
+
+    def get(self, name: str) -> Workspace | None:
+        with api_errors("read servers"):
+            server = self._server(name)
+            return self._describe(server) if server else None
+
+    def list(self) -> list[Workspace]:
+        with api_errors("list servers"):
+            servers = self.client.servers.get_all(label_selector=f"{LABEL}=1")
+            return sorted((self._describe(s) for s in servers), key=lambda w: w.name)
+
+    def start(self, name: str) -> Workspace:
+        server = self._require(name)
+        with api_errors("power on the server"):
+            server.power_on().wait_until_finished()
+            return self._describe(self.client.servers.get_by_id(server.id))
+
+    def stop(self, name: str) -> Workspace:
+        server = self._require(name)
+        with api_errors("power off the server"):
+            server.power_off().wait_until_finished()
+            return self._describe(self.client.servers.get_by_id(server.id))
+
+    def delete(self, name: str) -> None:
+        with api_errors("delete the server"):
+            server = self._server(name)
+            if server is not None:
+                server.delete().wait_until_finished()
+            self._remove_shared_when_unused()
+
+    def stop_note(self) -> str:
+        return "Hetzner still bills a stopped server; `vmgen destroy` ends the bill"
+
+    # --- sizes ----------------------------------------------------------------------------
+
+    def offers(self, location: str | None = None) -> list[TypeOffer]:
+        with api_errors("list server types"):
+            types = self.client.server_types.get_all()
+        return offers_from_api(types, location or self.location)
+
+    def locations(self) -> list[str]:
+        with api_errors("list locations"):
+            return sorted(loc.name for loc in self.client.locations.get_all())
+
+    def choose(self, wanted: str) -> TypeOffer:
+        return choose_type(self.offers(), wanted, self.location)
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _server(self, name: str) -> BoundServer | None:
+        found = self.client.servers.get_all(label_selector=f"{WS_LABEL}={name}")
+        return found[0] if found else None
+
+    def _require(self, name: str) -> BoundServer:
+        with api_errors("read servers"):
+            server = self._server(name)
+        if server is None:
+            raise WorkspaceNotFound(f"no workspace named {name!r} on hetzner")
+        return server
+
+    def _ssh_key(self, public_key: str):
+        fingerprint = key_fingerprint(public_key)
+        existing = self.client.ssh_keys.get_by_fingerprint(fingerprint)
+        if existing is not None:
+            return existing
+        return self.client.ssh_keys.create(
+            name=f"vmgen-{fingerprint.replace(':', '')[:12]}", public_key=public_key, labels={LABEL: "1"})
+
+    def _firewall(self):
+        existing = self.client.firewalls.get_all(label_selector=f"{LABEL}=1", name=FIREWALL_NAME)
+        if existing:
+            return existing[0]
+        rules = [
+            FirewallRule(direction=FirewallRule.DIRECTION_IN, protocol=FirewallRule.PROTOCOL_TCP, port=port,
+                         source_ips=["0.0.0.0/0", "::/0"], description=f"vmgen {port}")
+            for port in ("22", "80", "443")
+        ]
+        return self.client.firewalls.create(name=FIREWALL_NAME, rules=rules, labels={LABEL: "1"}).firewall
+
+    def _remove_shared_when_unused(self) -> None:
+        if self.client.servers.get_all(label_selector=f"{LABEL}=1"):
+            return
+        for firewall in self.client.firewalls.get_all(label_selector=f"{LABEL}=1"):
+            firewall.delete()
+        for key in self.client.ssh_keys.get_all(label_selector=f"{LABEL}=1"):
+            key.delete()
+
+    def _describe(self, server: BoundServer) -> Workspace:
+        ipv4 = server.public_net.ipv4.ip if server.public_net and server.public_net.ipv4 else ""
+        status = STATUS.get(server.status, server.status)
+        location = server.location.name if server.location else self.location
+        price = next((p for p in (server.server_type.prices or []) if p.get("location") == location), None)
+        return Workspace(
+            name=server.labels.get(WS_LABEL, server.name),
+            provider=self.name,
+            status=status,
+            created_at=server.created.astimezone(timezone.utc),
+            ssh=SSHEndpoint(host=ipv4) if ipv4 and status == "running" else None,
+            server_type=server.server_type.name,
+            address=ipv4,
+            price_hourly=float(price["price_hourly"]["gross"]) if price else None,
+        )
