@@ -1,0 +1,1 @@
+"""The half of vmgen that runs on the workspace VM itself."""

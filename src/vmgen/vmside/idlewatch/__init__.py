@@ -1,0 +1,1 @@
+"""The agent-aware idle watchdog: signals -> policy -> action."""

@@ -1,0 +1,98 @@
+"""The data that flows through the watchdog: one Snapshot per tick, a Verdict per decision.
+
+All times are seconds on the monotonic clock (CLOCK_MONOTONIC, per boot), so wall-clock jumps
+change nothing; leases given in wall time are converted when read.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class AgentState(str, enum.Enum):
+    WORKING = "working"  # a turn is in progress and making progress, or its children are busy
+    WAITING = "waiting"  # at its prompt, waiting for the human
+    STALLED = "stalled"  # a turn is open but nothing moves: alert, not activity
+    ABSENT = "absent"  # no agent process at all
+
+
+@dataclass(frozen=True)
+class AgentSignals:
+    """What the agent's own state says, and the evidence for it."""
+
+    state: AgentState
+    turn_open: bool = False
+    tool_running: bool = False
+    transcript_grew: bool = False
+    model_connections: int = 0
+    cpu_busy: bool = False
+    last_hook_event: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Humans:
+    ssh_sessions: int = 0
+    tmux_clients: int = 0
+    web_connections: int = 0
+
+    @property
+    def present(self) -> bool:
+        return bool(self.ssh_sessions or self.tmux_clients or self.web_connections)
+
+
+@dataclass(frozen=True)
+class Lease:
+    until: float  # monotonic
+    reason: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    at: float  # monotonic
+    agent: AgentSignals
+    files_changed: int = 0
+    humans: Humans = field(default_factory=Humans)
+    leases: tuple[Lease, ...] = ()
+
+
+class Action(str, enum.Enum):
+    NONE = "none"
+    WARN = "warn"
+    BACKUP_THEN_DELETE = "backup-then-delete"
+    DELETE = "delete"
+    POWEROFF = "poweroff"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    idle_timeout: float = 30 * 60
+    human_timeout: float = 2 * 60 * 60
+    warn_before: float = 10 * 60
+    stall_after: float = 15 * 60
+    max_lifetime: float | None = None
+    action: Action = Action.POWEROFF
+
+
+@dataclass(frozen=True)
+class History:
+    """What the policy remembers between ticks (persisted per boot)."""
+
+    boot_started: float = 0.0
+    last_activity: float = 0.0  # last tick with agent, file or lease activity
+    last_activity_reason: str = "boot"
+    last_human: float | None = None  # last tick a human was connected
+    human_since: float | None = None  # start of the current human presence
+
+
+@dataclass(frozen=True)
+class Verdict:
+    at: float
+    busy: bool
+    reasons: tuple[str, ...]
+    idle_since: float
+    deadline: float
+    next_action: Action
+    action_at: float
+    history: History
