@@ -23,9 +23,12 @@ from .errors import UsageError, VmgenError, WorkspaceNotFound, WorkspaceNotRunni
 from .handover import laptop_extras
 from .launch import LaunchOptions, launch as launch_workspace, ssh_target, wait_until_agent_back
 from .providers import PROVIDERS, USER_DATA_LIMITS, Provider, get_provider
-from .spec import VmgenInstall, make_spec, validate_name
+from .providers.base import SelfDelete
+from .spec import WATCHDOG_ACTIONS, VmgenInstall, WatchdogTuning, make_spec, validate_name
 from .ssh import SSHTarget, default_identities, interactive, remote, run
 from .state import WorkspaceState, all_records
+from .vmside import leases
+from .vmside.cli import vmside
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
@@ -110,6 +113,8 @@ def spec_options(function):
         click.option("--region", help="Region / location."),
         click.option("--image", help="Base image or snapshot."),
         click.option("--idle-minutes", type=int, help="Minutes of idleness before the workspace is stopped."),
+        click.option("--idle-action", type=click.Choice(WATCHDOG_ACTIONS),
+                     help="What the watchdog does once idle (default: poweroff)."),
         click.option("--desktop/--no-desktop", default=None, help="Install the noVNC desktop."),
     ]
     for option in reversed(options):
@@ -130,6 +135,9 @@ def build_spec(source: str, opts: dict):
         idle_minutes=opts["idle_minutes"] if opts.get("idle_minutes") is not None else s.idle_minutes,
         desktop=opts["desktop"] if opts.get("desktop") is not None else s.desktop,
         configured_keys=s.ssh_public_keys,
+        watchdog=WatchdogTuning(action=opts.get("idle_action") or s.idle_action, warn_minutes=s.idle_warn_minutes,
+                                human_minutes=s.idle_human_minutes, interval_seconds=s.idle_interval_seconds,
+                                max_lifetime_hours=s.max_lifetime_hours),
         vmgen=VmgenInstall(version=s.vmgen_version or __version__, index_url=s.vmgen_index_url,
                            find_links=s.vmgen_find_links),
     )
@@ -175,7 +183,10 @@ def render(source: str, **opts) -> None:
     """Print the cloud-init user-data for SOURCE; nothing is created."""
     spec = build_spec(source, opts)
     provider = opts.get("provider") or settings().provider
-    user_data = render_user_data(spec, RenderOptions(host_key=generate_host_key(), redact_secrets=True))
+    # Rendering contacts no provider: the self-delete settings are shown with secrets redacted.
+    self_delete = SelfDelete(provider, secrets=(("HCLOUD_TOKEN", "x"),) if provider == "hetzner" else ())
+    user_data = render_user_data(spec, RenderOptions(host_key=generate_host_key(), self_delete=self_delete,
+                                                     redact_secrets=True))
     check_size(user_data, USER_DATA_LIMITS[provider], provider)
     check_schema(user_data)
     click.echo(user_data, nl=False)
@@ -309,6 +320,62 @@ def destroy(name: str, yes: bool) -> None:
     err.print(f"destroyed {name}")
 
 
+@main.command()
+@click.argument("name")
+@click.option("--for", "duration", required=True, help="How long, e.g. 3h, 90m.")
+@click.option("--reason", default="from the laptop", help="Shown in the watchdog's status.")
+def keepalive(name: str, duration: str, reason: str) -> None:
+    """Hold off NAME's idle watchdog for a while."""
+    leases.parse_duration(duration)  # a bad duration is a usage error here, not on the VM
+    target = running_target(name)
+    result = run(target, ["vmgen", "vmside", "keepalive", "--for", duration, "--reason", reason])
+    err.print(result.stdout.decode().strip())
+
+
+@main.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="The raw state as JSON.")
+def status(name: str, as_json: bool) -> None:
+    """NAME's watchdog: agent state, verdict, idle time, signals, next action."""
+    target = running_target(name)
+    result = run(target, ["vmgen", "vmside", "status"], check=False)
+    try:
+        state = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        raise VmgenError(f"{name}: the watchdog's state cannot be read") from None
+    if as_json:
+        out.print_json(json.dumps(state))
+        return
+    if "error" in state:
+        raise VmgenError(f"{name}: {state['error']}")
+    out.print(format_status(name, state))
+
+
+def format_status(name: str, state: dict) -> Table:
+    verdict = state["verdict"]
+    table = Table(box=None, show_header=False)
+    now = time.time()
+    table.add_row("workspace", name)
+    table.add_row("agent", state.get("agent", {}).get("state", "?") + (f" ({state['agent']['detail']})"
+                  if state.get("agent", {}).get("detail") else ""))
+    table.add_row("verdict", "busy" if verdict["busy"] else "idle")
+    table.add_row("idle for", age_seconds(verdict["idle_for_seconds"]))
+    table.add_row("why", "; ".join(verdict["reasons"]) or "-")
+    for source, seen in sorted(state.get("last_seen", {}).items()):
+        table.add_row(f"last {source}", f"{age_seconds(now - seen)} ago" if seen else "never")
+    when = verdict["action_at"] - now
+    table.add_row("next action", f"{verdict['next_action']} " + (f"in {age_seconds(when)}" if when > 0 else "now"))
+    if state.get("dry_run"):
+        table.add_row("mode", "dry run: logs only")
+    return table
+
+
+def age_seconds(seconds: float) -> str:
+    from datetime import timedelta
+
+    return age(timedelta(seconds=max(0, seconds)))
+
+
 @main.group()
 def config() -> None:
     """Inspect the effective configuration."""
@@ -323,3 +390,6 @@ def config_show() -> None:
         table.add_row(key, json.dumps(value) if not isinstance(value, str) else (value or "-"))
     out.print(table)
     err.print("from: " + (", ".join(s.sources) or "defaults only"))
+
+
+main.add_command(vmside)

@@ -32,6 +32,11 @@ class Settings:
     region: str = "fsn1"
     image: str = ""
     idle_minutes: int = 30
+    idle_action: str = "poweroff"
+    idle_warn_minutes: float = 10
+    idle_human_minutes: float = 120
+    idle_interval_seconds: float = 30
+    max_lifetime_hours: float = 0
     desktop: bool = False
     ssh_public_keys: tuple[str, ...] = ()
     docker_image: str = "vmgen-debian12:latest"
@@ -39,6 +44,7 @@ class Settings:
     anthropic_base_url: str = ""
     hcloud_token: str = ""
     hcloud_endpoint: str = ""
+    hcloud_metadata_url: str = ""
     vmgen_version: str = ""
     vmgen_index_url: str = ""
     vmgen_find_links: str = ""
@@ -133,6 +139,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         try:
             if kind == "int":
                 out[key] = int(value)
+            elif kind == "float":
+                out[key] = float(value)
             elif kind == "bool":
                 out[key] = value if isinstance(value, bool) else _parse_bool(str(value))
             elif kind.startswith("tuple"):

@@ -56,7 +56,7 @@ def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, prog
     if provider.get(spec.name) is not None:
         raise WorkspaceExists(f"a workspace named {spec.name!r} already exists on {provider.name}")
     host_key = generate_host_key()
-    user_data = render_user_data(spec, RenderOptions(host_key=host_key))
+    user_data = render_user_data(spec, RenderOptions(host_key=host_key, self_delete=provider.self_delete_spec()))
     check_size(user_data, provider.user_data_limit, provider.name)
     check_schema(user_data)
     mark("render")

@@ -72,6 +72,21 @@ class VmgenInstall:
 
 
 @dataclass(frozen=True)
+class WatchdogTuning:
+    """The idle watchdog's knobs besides `idle_minutes` (written to /etc/vmgen/idlewatch.toml)."""
+
+    action: str = "poweroff"
+    warn_minutes: float = 10
+    human_minutes: float = 120
+    interval_seconds: float = 30
+    max_lifetime_hours: float = 0
+    dry_run: bool = False
+
+
+WATCHDOG_ACTIONS = ("poweroff", "delete", "backup-then-delete")
+
+
+@dataclass(frozen=True)
 class WorkspaceSpec:
     name: str
     source: Source
@@ -85,6 +100,7 @@ class WorkspaceSpec:
     idle_minutes: int = 30
     desktop: bool = False
     extra_packages: tuple[str, ...] = field(default=())
+    watchdog: WatchdogTuning = field(default_factory=WatchdogTuning)
 
     @property
     def repo_dir(self) -> str:
@@ -239,6 +255,7 @@ def make_spec(
     desktop: bool,
     configured_keys: tuple[str, ...],
     vmgen: VmgenInstall,
+    watchdog: WatchdogTuning = WatchdogTuning(),
     home: Path | None = None,
 ) -> WorkspaceSpec:
     """Validate every user-provided value and assemble the spec."""
@@ -247,6 +264,11 @@ def make_spec(
         raise InvalidSpec(f"vmgen_find_links {vmgen.find_links!r} is neither a URL nor a directory")
     if idle_minutes < 1:
         raise InvalidSpec(f"idle minutes must be at least 1, not {idle_minutes}")
+    if watchdog.action not in WATCHDOG_ACTIONS:
+        raise InvalidSpec(f"idle action {watchdog.action!r}: use one of {', '.join(WATCHDOG_ACTIONS)}")
+    if watchdog.action == "backup-then-delete":
+        raise InvalidSpec("idle action 'backup-then-delete' needs backups, which this vmgen version does not "
+                          "have yet; use 'delete' or 'poweroff'")
     return WorkspaceSpec(
         name=validate_name(name) if name else derive_name(source),
         source=source,
@@ -259,4 +281,5 @@ def make_spec(
         desktop=desktop,
         ssh_keys=discover_public_keys(configured_keys, home),
         vmgen=vmgen,
+        watchdog=watchdog,
     )

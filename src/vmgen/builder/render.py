@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import jinja2
 import yaml
 
+from ..providers.base import SelfDelete
 from ..spec import GitSource, WorkspaceSpec
 from .hostkeys import HostKey
 
@@ -27,8 +28,13 @@ LIB = "/usr/local/lib/vmgen"
 @dataclass(frozen=True)
 class RenderOptions:
     host_key: HostKey
-    # Replaced in printed output (`vmgen render`): the host key is per launch and secret.
+    # How the watchdog removes this VM; its secrets land in a root-only file.
+    self_delete: SelfDelete = SelfDelete(provider="docker")
+    # Replaced in printed output (`vmgen render`): host key and provider token are secret.
     redact_secrets: bool = False
+
+# Claude Code hook events the watchdog follows (see vmside/idlewatch/agent.py).
+CLAUDE_HOOK_EVENTS = ("UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop", "Notification")
 
 
 def _environment() -> jinja2.Environment:
@@ -62,8 +68,18 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         _file("/etc/systemd/system/vmgen-agent.service", rendered("vmgen-agent.service.j2")),
         _file("/etc/systemd/system/vmgen-agent.path", _load_template("vmgen-agent.path")),
         _file("/etc/vmgen/workspace.json", json.dumps(_workspace_record(spec), indent=2) + "\n"),
+        _file("/etc/vmgen/idlewatch.toml", _idlewatch_toml(spec, options.self_delete)),
+        _file("/etc/systemd/system/vmgen-idlewatch.service", _load_template("vmgen-idlewatch.service")),
+        _file("/etc/systemd/system/vmgen-metadata-guard.service",
+              env.get_template("vmgen-metadata-guard.service.j2").render(
+                  metadata_blocks=options.self_delete.metadata_blocks)),
+        _file(f"{LIB}/agent-event", _load_template("agent-event"), mode="0755"),
         *_agent_seed_files(spec),
     ]
+    if options.self_delete.secrets:
+        secrets = "".join(f"{key}={'<redacted>' if options.redact_secrets else value}\n"
+                          for key, value in options.self_delete.secrets)
+        files.append(_file("/etc/vmgen/provider.env", secrets, mode="0600"))
     host_private = "<generated per launch>" if options.redact_secrets else options.host_key.private_openssh
     config = {
         "hostname": spec.name,
@@ -118,6 +134,28 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
     }
 
 
+def _idlewatch_toml(spec: WorkspaceSpec, self_delete: SelfDelete) -> str:
+    """Every value is vmgen's own (validated numbers, fixed words, provider URLs); strings are
+    written as JSON strings, which TOML reads the same."""
+    w = spec.watchdog
+    values: dict[str, object] = {
+        "idle_minutes": spec.idle_minutes,
+        "warn_minutes": w.warn_minutes,
+        "human_minutes": w.human_minutes,
+        "interval_seconds": w.interval_seconds,
+        "max_lifetime_hours": w.max_lifetime_hours,
+        "action": w.action,
+        "dry_run": w.dry_run,
+        "provider": self_delete.provider,
+        "workspace": spec.repo_dir,
+    }
+    if self_delete.metadata_url:
+        values["metadata_url"] = self_delete.metadata_url
+    if self_delete.api_endpoint:
+        values["hcloud_endpoint"] = self_delete.api_endpoint
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+
+
 def _workspace_record(spec: WorkspaceSpec) -> dict[str, object]:
     """What vmside reads on the VM to know which workspace it serves."""
     return {
@@ -140,8 +178,13 @@ def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
         # Trust is per exact directory; a parent folder does not cover the repository.
         "projects": {spec.repo_dir: {"hasTrustDialogAccepted": True}},
     }
+    hooks = {
+        event: [{"matcher": "*", "hooks": [{"type": "command", "command": f"{LIB}/agent-event {event}"}]}]
+        for event in CLAUDE_HOOK_EVENTS
+    }
     settings = {
         "skipDangerousModePermissionPrompt": True,
+        "hooks": hooks,
         # The pinned version stays pinned, and nothing but the model API is contacted.
         "env": {"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"},
     }

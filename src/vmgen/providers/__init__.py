@@ -21,7 +21,8 @@ def get_provider(name: str, settings: Settings) -> Provider:
         from .hetzner import HetznerProvider
 
         return HetznerProvider(token=settings.hcloud_token, location=settings.region,
-                               image=settings.image, endpoint=settings.hcloud_endpoint)
+                               image=settings.image, endpoint=settings.hcloud_endpoint,
+                               metadata_url=settings.hcloud_metadata_url)
     raise UsageError(f"unknown provider {name!r}; available: {', '.join(PROVIDERS)}")
 
 

@@ -35,6 +35,19 @@ class Workspace:
         return self.status == "running"
 
 
+@dataclass(frozen=True)
+class SelfDelete:
+    """What the VM's watchdog needs to remove its own server through the provider."""
+
+    provider: str
+    metadata_url: str = ""
+    api_endpoint: str = ""
+    # Root-only on the VM (/etc/vmgen/provider.env); the agent user cannot read it.
+    secrets: tuple[tuple[str, str], ...] = ()
+    # (host, port) pairs only root may reach: the metadata service.
+    metadata_blocks: tuple[tuple[str, int | None], ...] = (("169.254.169.254", None),)
+
+
 class Provider(Protocol):
     name: str
     # Largest user-data the provider accepts, in bytes.
@@ -51,6 +64,8 @@ class Provider(Protocol):
     def stop(self, name: str) -> Workspace: ...
 
     def delete(self, name: str) -> None: ...
+
+    def self_delete_spec(self) -> SelfDelete: ...
 
     def stop_note(self) -> str:
         """What the user should know about a stopped workspace (e.g. whether it still bills)."""

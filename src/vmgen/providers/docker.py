@@ -17,7 +17,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from ..errors import ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
 from ..spec import WHEELS_MOUNT, WorkspaceSpec
 from ..state import WorkspaceState
-from .base import LABEL, WS_LABEL, SSHEndpoint, Workspace
+from .base import LABEL, WS_LABEL, SelfDelete, SSHEndpoint, Workspace
 
 SEED_MOUNT = "/var/lib/cloud/seed/nocloud"
 
@@ -127,6 +127,10 @@ class DockerProvider:
             self.client.volumes.get(volume_name(name)).remove(force=True)
         except NotFound:
             pass
+
+    def self_delete_spec(self) -> SelfDelete:
+        # A container cannot delete itself; the watchdog powers it off (the disk stays).
+        return SelfDelete(provider=self.name)
 
     def stop_note(self) -> str:
         return "the container is stopped; its disk and /home are kept"

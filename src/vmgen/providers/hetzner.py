@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from contextlib import contextmanager
 from datetime import timezone
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import requests
 from hcloud import APIException, Client
@@ -29,11 +31,12 @@ from ..errors import (
     WorkspaceNotFound,
 )
 from ..spec import WorkspaceSpec
-from .base import LABEL, WS_LABEL, SSHEndpoint, Workspace
+from .base import LABEL, WS_LABEL, SelfDelete, SSHEndpoint, Workspace
 from .hetzner_sizes import TypeOffer, choose_type, offers_from_api
 
 DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
 DEFAULT_IMAGE = "ubuntu-24.04"
+DEFAULT_METADATA = "http://169.254.169.254/hetzner/v1/metadata"
 FIREWALL_NAME = "vmgen"
 STATUS = {"running": "running", "off": "stopped", "initializing": "starting", "starting": "starting",
           "stopping": "stopping", "deleting": "deleting"}
@@ -56,7 +59,7 @@ def api_errors(action: str) -> Iterator[None]:
         code = exc.code
         if code == "unauthorized":
             raise HetznerAuthError("Hetzner rejected the API token (401): check HCLOUD_TOKEN") from None
-        if code == "forbidden":
+        if code in ("token_readonly", "forbidden"):
             raise HetznerAuthError(
                 f"the Hetzner token may not {action}: it is read-only; create a Read & Write token") from None
         if code == "rate_limit_exceeded":
@@ -70,6 +73,37 @@ def api_errors(action: str) -> Iterator[None]:
         raise ProviderUnavailable("cannot reach the Hetzner API: is the network up?") from None
 
 
+def follow_rate_limit_headers(client: Client) -> None:
+    """On 429, wait as long as the RateLimit headers say one request takes to free up, instead of
+    hcloud's blind exponential backoff.
+
+    hcloud retries rate-limited calls itself but does not read the headers; its retry interval
+    function is replaced with one that does. If hcloud's internals change, its own backoff stays.
+    """
+    inner = getattr(client, "_client", None)
+    session = getattr(inner, "_session", None)
+    default = getattr(inner, "_retry_interval_func", None)
+    if session is None or default is None:
+        return
+    waits: list[float] = []
+
+    def remember(response: requests.Response, *args, **kwargs) -> None:
+        headers = response.headers
+        if response.status_code == 429 and all(
+                headers.get(h, "").isdigit() for h in ("RateLimit-Reset", "RateLimit-Limit", "RateLimit-Remaining")):
+            # Reset is when the bucket is full again; one request frees up every (Reset-now)/missing s.
+            missing = max(1, int(headers["RateLimit-Limit"]) - int(headers["RateLimit-Remaining"]))
+            waits[:] = [(float(headers["RateLimit-Reset"]) - time.time()) / missing]
+
+    def interval(retries: int) -> float:
+        if waits:
+            return min(60.0, max(0.2, waits.pop()))
+        return default(retries)
+
+    session.hooks["response"].append(remember)
+    inner._retry_interval_func = interval
+
+
 def key_fingerprint(public_key: str) -> str:
     """The MD5 fingerprint Hetzner shows for an SSH public key (aa:bb:...)."""
     blob = base64.b64decode(public_key.split()[1])
@@ -81,14 +115,19 @@ class HetznerProvider:
     name = "hetzner"
     user_data_limit = 32 * 1024
 
-    def __init__(self, token: str, location: str, image: str = "", endpoint: str = "") -> None:
+    def __init__(self, token: str, location: str, image: str = "", endpoint: str = "",
+                 metadata_url: str = DEFAULT_METADATA) -> None:
         if not token:
             raise HetznerAuthError(
                 "no Hetzner API token: set HCLOUD_TOKEN, or hcloud_token in ~/.config/vmgen/config.toml")
         self.location = location
         self.image = image or DEFAULT_IMAGE
+        self.token = token
+        self.endpoint = endpoint
+        self.metadata_url = metadata_url or DEFAULT_METADATA
         self.client = Client(token=token, api_endpoint=endpoint or DEFAULT_ENDPOINT,
                              application_name="vmgen", application_version=__version__, poll_interval=1.0)
+        follow_rate_limit_headers(self.client)
 
     # --- the Provider protocol -------------------------------------------------------------
 
@@ -96,19 +135,21 @@ class HetznerProvider:
         with api_errors("check existing servers"):
             if self._server(spec.name) is not None:
                 raise WorkspaceExists(f"a workspace named {spec.name!r} already exists on hetzner")
-        offer = self.choose(spec.size)
+        location = spec.region or self.location
+        offer = choose_type(self.offers(location), spec.size, location)
         with api_errors("register the SSH key"):
             ssh_key = self._ssh_key(spec.ssh_keys[0])
         with api_errors("create the firewall"):
             firewall = self._firewall()
         try:
-            return self._create_server(spec, user_data, offer, ssh_key, firewall)
+            return self._create_server(spec, user_data, offer, ssh_key, firewall, location)
         except BaseException:
             with api_errors("clean up after a failed create"):
                 self._remove_shared_when_unused()
             raise
 
-    def _create_server(self, spec: WorkspaceSpec, user_data: str, offer: TypeOffer, ssh_key, firewall) -> Workspace:
+    def _create_server(self, spec: WorkspaceSpec, user_data: str, offer: TypeOffer, ssh_key, firewall,
+                       location: str) -> Workspace:
         with api_errors("create the server"):
             response = self.client.servers.create(
                 name=spec.name,
@@ -118,7 +159,7 @@ class HetznerProvider:
                 firewalls=[firewall],
                 user_data=user_data,
                 labels={LABEL: "1", WS_LABEL: spec.name},
-                location=Location(name=self.location),
+                location=Location(name=location),
             )
             try:
                 response.action.wait_until_finished()
@@ -157,6 +198,12 @@ class HetznerProvider:
                 server.delete().wait_until_finished()
             self._remove_shared_when_unused()
 
+    def self_delete_spec(self) -> SelfDelete:
+        parts = urlsplit(self.metadata_url)
+        blocks = {("169.254.169.254", None), (parts.hostname or "169.254.169.254", parts.port)}
+        return SelfDelete(provider=self.name, metadata_url=self.metadata_url, api_endpoint=self.endpoint,
+                          secrets=(("HCLOUD_TOKEN", self.token),), metadata_blocks=tuple(sorted(blocks, key=str)))
+
     def stop_note(self) -> str:
         return "Hetzner still bills a stopped server; `vmgen destroy` ends the bill"
 
@@ -170,9 +217,6 @@ class HetznerProvider:
     def locations(self) -> list[str]:
         with api_errors("list locations"):
             return sorted(loc.name for loc in self.client.locations.get_all())
-
-    def choose(self, wanted: str) -> TypeOffer:
-        return choose_type(self.offers(), wanted, self.location)
 
     # --- internals ------------------------------------------------------------------------
 

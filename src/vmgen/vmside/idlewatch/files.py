@@ -1,0 +1,251 @@
+"""Workspace file activity: recursive inotify, with a bounded mtime scan past the watch limit.
+
+inotify costs nothing between events, so a 200 000-file tree is watched for the price of one
+watch per directory. When the per-user watch limit (fs.inotify.max_user_watches) runs out, the
+directories left over are scanned round-robin by mtime, a bounded number of entries per tick,
+so the cost stays flat however large the tree.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from inotify_simple import INotify, flags
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IGNORE = (".git/objects/**", "node_modules/**", "__pycache__/**", "*.swp", ".vmgen/**")
+MASK = (flags.CREATE | flags.MODIFY | flags.CLOSE_WRITE | flags.MOVED_FROM | flags.MOVED_TO
+        | flags.DELETE | flags.DONT_FOLLOW | flags.EXCL_UNLINK | flags.ONLYDIR)
+
+
+class IgnoreRules:
+    """Globs against paths relative to the root: `*` stays within a name, `**` crosses '/'.
+
+    A pattern matches at any depth (`node_modules/**` also covers `web/node_modules/x`) unless
+    it starts with '/', which anchors it to the root.
+    """
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        parts = [("" if p.startswith("/") else "(?:.*/)?") + _glob_regex(p.lstrip("/"))
+                 for p in patterns if p.strip()]
+        self._re = re.compile("^(?:" + "|".join(parts) + ")$") if parts else None
+
+    def match(self, rel: str, is_dir: bool = False) -> bool:
+        if self._re is None:
+            return False
+        # A directory is ignored when everything inside it would be ("node_modules/" ~ "node_modules/**").
+        return bool(self._re.match(rel) or (is_dir and self._re.match(rel + "/")))
+
+
+def _glob_regex(pattern: str) -> str:
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        else:
+            ch = pattern[i]
+            out.append("[^/]*" if ch == "*" else "[^/]" if ch == "?" else re.escape(ch))
+            i += 1
+    return "".join(out)
+
+
+@dataclass
+class MtimeScanner:
+    """Round-robin scan of directories inotify could not cover; at most `budget` entries a tick.
+
+    Each directory is remembered as one hash of its entries' (name, mtime, size), not per file,
+    so memory stays small; a change counts once per changed directory.
+    """
+
+    rules: IgnoreRules
+    root: str
+    budget: int = 2000
+    _queue: list[str] = field(default_factory=list)
+    _known: dict[str, int | None] = field(default_factory=dict)  # None: not scanned yet
+    _cursor: int = 0
+
+    def add(self, path: str) -> None:
+        if path not in self._known:
+            self._known[path] = None
+            self._queue.append(path)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def poll(self) -> int:
+        changes = spent = 0
+        for _ in range(len(self._queue)):  # each directory at most once per tick
+            if not self._queue or spent >= self.budget:
+                break
+            self._cursor %= len(self._queue)
+            path = self._queue[self._cursor]
+            cost, changed, gone = self._scan(path)
+            spent, changes = spent + cost, changes + changed
+            if gone:  # removed since: forget it (its parent's change is counted)
+                del self._queue[self._cursor], self._known[path]
+            else:
+                self._cursor += 1
+        return changes
+
+    def _scan(self, path: str) -> tuple[int, bool, bool]:
+        """(entries stat'ed, changed since the last scan, directory gone)."""
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError:
+            return 1, False, True
+        sig = []
+        for entry in entries:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if self.rules.match(relative(self.root, entry.path), is_dir):
+                continue
+            if is_dir:
+                self.add(entry.path)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            sig.append((entry.name, st.st_mtime_ns, st.st_size))
+        digest = hash(tuple(sorted(sig)))
+        previous, self._known[path] = self._known.get(path), digest
+        return max(1, len(entries)), previous is not None and previous != digest, False
+
+
+def relative(root: str, path: str) -> str:
+    """Cheaper than os.path.relpath: every path here was built by joining onto `root`."""
+    return path[len(root) + 1:] if path.startswith(root + os.sep) else ""
+
+
+class FileWatcher:
+    """`poll()` returns how many paths changed since the last call, without blocking."""
+
+    def __init__(self, root: str | os.PathLike[str], ignore: Iterable[str] = DEFAULT_IGNORE,
+                 max_watches: int | None = None, scan_budget: int = 2000) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self.rules = IgnoreRules(ignore)
+        self.max_watches = max_watches  # an artificial limit, for tests and benchmarks
+        self.scanner = MtimeScanner(self.rules, self.root, scan_budget)
+        self._inotify: INotify | None = None
+        self._wds: dict[int, str] = {}
+        self._paths: dict[str, int] = {}
+        self._limit_logged = False
+
+    @property
+    def watched_dirs(self) -> int:
+        return len(self._wds)
+
+    @property
+    def scanned_dirs(self) -> int:
+        return len(self.scanner)
+
+    def start(self) -> bool:
+        """Set up the watches; False while the root does not exist (tried again each poll)."""
+        if self._inotify is not None:
+            return True
+        if not os.path.isdir(self.root):
+            return False
+        self._inotify = INotify(nonblocking=True)
+        self._add_tree(self.root)
+        return True
+
+    def close(self) -> None:
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
+        self._wds.clear()
+        self._paths.clear()
+
+    def poll(self) -> int:
+        if not self.start():
+            return 0
+        assert self._inotify is not None
+        changed: set[str] = set()
+        for ev in self._inotify.read(timeout=0):
+            self._event(ev.wd, ev.mask, ev.name, changed)
+        return len(changed) + self.scanner.poll()
+
+    def _event(self, wd: int, mask: int, name: str, changed: set[str]) -> None:
+        if mask & flags.Q_OVERFLOW:  # events were lost: count it, re-walk for unwatched dirs
+            changed.add("<overflow>")
+            self._add_tree(self.root)
+            return
+        if mask & flags.IGNORED:  # the kernel dropped the watch (directory deleted or moved)
+            path = self._wds.pop(wd, None)
+            if path is not None and self._paths.get(path) == wd:
+                del self._paths[path]
+            return
+        folder = self._wds.get(wd)
+        if folder is None:
+            return
+        path = os.path.join(folder, name) if name else folder
+        is_dir = bool(mask & flags.ISDIR)
+        if self.rules.match(relative(self.root, path), is_dir):
+            return
+        changed.add(path)
+        if is_dir and mask & (flags.CREATE | flags.MOVED_TO):
+            # Files may already be inside before the watch exists: the walk counts them.
+            changed.update(self._add_tree(path))
+        elif is_dir and mask & flags.MOVED_FROM:
+            self._forget(path)
+
+    def _add_tree(self, top: str) -> list[str]:
+        """Watch `top` and every directory below it; returns the files found on the way."""
+        found: list[str] = []
+        stack = [top]
+        while stack:
+            path = stack.pop()
+            outcome = self._watch(path)
+            if outcome == "limit":
+                self.scanner.add(path)  # past the limit: this subtree is scanned instead
+            if outcome != "ok":
+                continue
+            try:
+                with os.scandir(path) as it:
+                    for entry in it:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                        if self.rules.match(relative(self.root, entry.path), is_dir):
+                            continue
+                        (stack if is_dir else found).append(entry.path)
+            except OSError:
+                continue  # vanished or unreadable: nothing to watch there
+        return found if top != self.root else []
+
+    def _watch(self, path: str) -> str:
+        """"ok", "limit" (no watch left: scan it) or "gone" (vanished, not a dir, no access)."""
+        assert self._inotify is not None
+        if path in self._paths:
+            return "ok"
+        if self.max_watches is not None and len(self._wds) >= self.max_watches:
+            return self._limit_hit(path)
+        try:
+            wd = self._inotify.add_watch(path, MASK)
+        except OSError as exc:
+            return self._limit_hit(path) if exc.errno == errno.ENOSPC else "gone"
+        self._wds[wd], self._paths[path] = path, wd
+        return "ok"
+
+    def _limit_hit(self, path: str) -> str:
+        if not self._limit_logged:
+            self._limit_logged = True
+            log.warning("inotify watch limit reached after %d directories (raise "
+                        "fs.inotify.max_user_watches); scanning the rest by mtime, %d entries "
+                        "per tick, starting at %s", len(self._wds), self.scanner.budget, path)
+        return "limit"
+
+    def _forget(self, top: str) -> None:
+        assert self._inotify is not None
+        prefix = top + os.sep
+        for path in [p for p in self._paths if p == top or p.startswith(prefix)]:
+            wd = self._paths.pop(path)
+            self._wds.pop(wd, None)
+            try:
+                self._inotify.rm_watch(wd)
+            except OSError:
+                pass  # already gone with the directory

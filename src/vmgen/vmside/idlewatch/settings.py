@@ -1,0 +1,76 @@
+"""The watchdog's settings: /etc/vmgen/idlewatch.toml, written by cloud-init from the spec."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from ...errors import ConfigError
+from .model import Action, PolicyConfig
+
+CONFIG_PATH = Path("/etc/vmgen/idlewatch.toml")
+# Root-only: the provider token (and later, backup settings). The agent user cannot read it.
+SECRETS_PATH = Path("/etc/vmgen/provider.env")
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    interval_seconds: float = 30
+    idle_minutes: float = 30
+    human_minutes: float = 120
+    warn_minutes: float = 10
+    stall_minutes: float = 15
+    max_lifetime_hours: float = 0  # 0: off
+    action: str = "poweroff"
+    dry_run: bool = False
+    provider: str = "docker"
+    agent_user: str = "agent"
+    workspace: str = "/home/agent/work"
+    leases_file: str = "/home/agent/.vmgen/leases.json"
+    events_file: str = "/home/agent/.vmgen/agent-events.jsonl"
+    state_file: str = "/var/lib/vmgen/idlewatch.json"
+    status_port: int = 7391
+    webhook_url: str = ""
+    metadata_url: str = "http://169.254.169.254/hetzner/v1/metadata"
+    hcloud_endpoint: str = ""
+    ignore: tuple[str, ...] = field(default=())
+
+    def policy(self) -> PolicyConfig:
+        return PolicyConfig(
+            idle_timeout=self.idle_minutes * 60,
+            human_timeout=self.human_minutes * 60,
+            warn_before=min(self.warn_minutes * 60, self.idle_minutes * 60 / 2),
+            stall_after=self.stall_minutes * 60,
+            max_lifetime=self.max_lifetime_hours * 3600 or None,
+            action=Action(self.action),
+        )
+
+
+def load(path: Path = CONFIG_PATH) -> WatchSettings:
+    data = tomllib.loads(path.read_text()) if path.is_file() else {}
+    known = {f.name: f for f in fields(WatchSettings)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+    if "ignore" in data:
+        data["ignore"] = tuple(data["ignore"])
+    settings = WatchSettings(**data)
+    try:
+        action = Action(settings.action)
+    except ValueError:
+        raise ConfigError(f"{path}: action must be one of delete, poweroff, backup-then-delete") from None
+    if action is Action.BACKUP_THEN_DELETE:
+        # Deleting without a verified backup would lose work: refuse rather than pretend.
+        raise ConfigError(f"{path}: action 'backup-then-delete' needs vmgen's backup support, which this "
+                          "version does not have yet; use 'delete' or 'poweroff'")
+    if action in (Action.NONE, Action.WARN):
+        raise ConfigError(f"{path}: action must be one of delete, poweroff")
+    return settings
+
+
+def read_secrets(path: Path = SECRETS_PATH) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}

@@ -1,0 +1,165 @@
+"""The real Claude Code CLI, in a real tmux, against the scripted model API.
+
+The two failures of a naive watchdog, reproduced with the real agent: a turn waiting a minute
+on a slow model with ~0% CPU must read WORKING throughout, and Claude at its prompt, though its
+process is alive, must read WAITING.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `tests` is not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from tests.fakes.anthropic_api import FakeAnthropicServer, Rule, Script  # noqa: E402
+from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher  # noqa: E402
+from vmgen.vmside.idlewatch.model import AgentSignals, AgentState  # noqa: E402
+
+CLAUDE_VERSION = "2.1.332"
+CLAUDE = Path(os.environ.get("VMGEN_TEST_CLAUDE", str(ROOT / ".cache" / "claude" / "bin" / "claude")))
+MODEL_DELAY = float(os.environ.get("VMGEN_TEST_MODEL_DELAY", "60"))  # the issue asks for 60 s
+API_KEY = "test-key-not-real-0123456789"
+TRIGGER = "SLOW-TURN"
+REPLY = "The slow answer has arrived."
+T = TypeVar("T")
+
+
+def wait_until(read: Callable[[], T], ok: Callable[[T], bool], timeout: float, every: float = 0.5) -> T:
+    deadline = time.monotonic() + timeout
+    value = read()
+    while not ok(value) and time.monotonic() < deadline:
+        time.sleep(every)
+        value = read()
+    return value
+
+
+@pytest.fixture(scope="module")
+def claude_bin() -> Path:
+    if not CLAUDE.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip(f"no Claude Code at {CLAUDE} and no npm to install it")
+        prefix = ROOT / ".cache" / "claude"
+        subprocess.run([npm, "install", "-g", "--prefix", str(prefix),
+                        f"@anthropic-ai/claude-code@{CLAUDE_VERSION}"], check=True, timeout=600,
+                       capture_output=True)
+    return CLAUDE
+
+
+def bridge_ip() -> str:
+    """A non-loopback address of this host: the watchdog ignores loopback as "not the model"."""
+    for name, addrs in sorted(psutil.net_if_addrs().items(), key=lambda kv: kv[0] != "docker0"):
+        for addr in addrs:
+            if addr.family == socket.AF_INET and not addr.address.startswith("127."):
+                return addr.address
+    pytest.skip("no non-loopback IPv4 address for the fake model API")
+
+
+@dataclass
+class Session:
+    sock: str
+    repo: Path
+    home: Path
+    api: FakeAnthropicServer
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-S", self.sock, *args], check=True, capture_output=True,
+                              text=True).stdout
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "agent")
+
+    def type(self, text: str) -> None:
+        self.tmux("send-keys", "-t", "agent", "-l", text)
+        self.tmux("send-keys", "-t", "agent", "Enter")
+
+
+def seed_home(home: Path, repo: Path) -> None:
+    """Exactly what keeps every first-run dialog away (onboarding, API key, folder trust)."""
+    (home / ".claude").mkdir(parents=True)
+    (home / ".claude.json").write_text(json.dumps({
+        "hasCompletedOnboarding": True,
+        "customApiKeyResponses": {"approved": [API_KEY[-20:]], "rejected": []},
+        "projects": {str(repo): {"hasTrustDialogAccepted": True}}}))
+    (home / ".claude" / "settings.json").write_text(json.dumps({"env": {
+        "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}}))
+
+
+@pytest.fixture
+def session(claude_bin: Path, tmp_path: Path) -> Iterator[Session]:
+    home, repo = tmp_path / "home", tmp_path / "repo"
+    repo.mkdir()
+    seed_home(home, repo)
+    script = Script(rules=[Rule(TRIGGER, text=REPLY, delay=MODEL_DELAY)])
+    api = FakeAnthropicServer(script, host=bridge_ip()).start()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TERM": "xterm-256color",
+           "LANG": "C.UTF-8", "ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": API_KEY}
+    s = Session(str(tmp_path / "tmux.sock"), repo, home, api)
+    # A tmux server of its own: it passes exactly this environment to Claude.
+    subprocess.run(["tmux", "-S", s.sock, "new-session", "-d", "-s", "agent", "-x", "200", "-y", "50",
+                    "-c", str(repo), str(claude_bin)], env=env, check=True)
+    try:
+        ready = wait_until(s.screen, lambda text: "❯" in text, timeout=90)
+        assert "❯" in ready, f"Claude Code never showed its prompt:\n{ready}"
+        yield s
+    finally:
+        subprocess.run(["tmux", "-S", s.sock, "kill-server"], check=False, capture_output=True)
+        api.stop()
+
+
+def watcher(s: Session) -> AgentWatcher:
+    # claude_dir is left to discovery: the process's own $HOME/.claude, as on the VM.
+    return AgentWatcher(AgentConfig(user=getpass.getuser(), hook_events=None, only_under=s.repo,
+                                    stall_after=max(30.0, MODEL_DELAY / 2)))
+
+
+def claude_cpu(s: Session) -> float:
+    procs = [p for p in psutil.process_iter(["name", "cwd"])
+             if p.info["name"] == "claude" and p.info["cwd"] == str(s.repo)]
+    assert len(procs) == 1, procs
+    t = procs[0].cpu_times()
+    return t.user + t.system
+
+
+def test_slow_model_turn_is_working_then_waiting(session: Session) -> None:
+    w = watcher(session)
+    w.poll()  # CPU baseline
+    idle = wait_until(w.poll, lambda s: s.state is AgentState.WAITING, timeout=20, every=2)
+    assert idle.state is AgentState.WAITING and not idle.turn_open, idle  # alive, but not activity
+
+    session.type(f"please answer this, {TRIGGER}")
+    session.api.wait_for(TRIGGER, timeout=60)
+    started, cpu0 = time.monotonic(), claude_cpu(session)
+    samples: list[tuple[float, AgentSignals]] = []
+    while time.monotonic() - started < MODEL_DELAY - 4:  # sample throughout the model's stall
+        time.sleep(min(5.0, max(0.5, MODEL_DELAY / 12)))
+        samples.append((time.monotonic() - started, w.poll()))
+    cpu_share = (claude_cpu(session) - cpu0) / (time.monotonic() - started)
+
+    report = "\n".join(f"{t:5.1f}s {s.state.value} conns={s.model_connections} cpu_busy={s.cpu_busy} "
+                       f"{s.detail}" for t, s in samples)
+    assert len(samples) >= min(8, MODEL_DELAY / 6), report
+    assert all(s.state is AgentState.WORKING and s.turn_open for _, s in samples), report
+    assert all(s.model_connections >= 1 for _, s in samples), report
+    assert cpu_share < 0.05, f"Claude used {cpu_share:.1%} of a core while waiting\n{report}"
+    assert sum(s.cpu_busy for _, s in samples) <= 1, report  # at most the tick right after Enter
+
+    after = wait_until(w.poll, lambda s: s.state is AgentState.WAITING, timeout=30, every=1)
+    assert after.state is AgentState.WAITING and not after.turn_open, after
+    assert REPLY in wait_until(session.screen, lambda text: REPLY in text, timeout=10)

@@ -1,0 +1,460 @@
+"""Idle watchdog signals on real files, real processes and a real tmux: no mocks of the OS."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+import pytest
+
+from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher, Evidence, classify
+from vmgen.vmside.idlewatch.files import FileWatcher, IgnoreRules
+from vmgen.vmside.idlewatch.humans import (SSHD_SESSION, HumansConfig, count_tmux_clients,
+                                           count_web_connections, read_leases, tmux_sockets)
+from vmgen.vmside.idlewatch.model import AgentState
+from vmgen.vmside.idlewatch.signals import SignalCollector, SignalConfig
+from vmgen.vmside.idlewatch.transcript import (HookState, SessionStatus, TranscriptReader,
+                                               TranscriptState, fuse_turn, project_dir_name)
+
+T = TypeVar("T")
+
+
+def wait_until(read: Callable[[], T], ok: Callable[[T], bool], timeout: float = 10.0,
+               every: float = 0.05) -> T:
+    """Poll `read` until `ok(value)`; the last value is returned for the assertion message."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while not ok(value) and time.monotonic() < deadline:
+        time.sleep(every)
+        value = read()
+    return value
+
+
+# -- transcript ------------------------------------------------------------------------------
+
+def prompt(text: str, ts: str = "2026-01-01T00:00:00.000Z") -> dict[str, Any]:
+    return {"type": "user", "timestamp": ts, "message": {"role": "user", "content": text}}
+
+
+def assistant(blocks: list[dict[str, Any]], stop: str | None, msg_id: str = "msg_1",
+              ts: str = "2026-01-01T00:00:01.000Z") -> dict[str, Any]:
+    return {"type": "assistant", "timestamp": ts,
+            "message": {"id": msg_id, "role": "assistant", "content": blocks, "stop_reason": stop}}
+
+
+def tool_result(tool_id: str, ts: str = "2026-01-01T00:00:02.000Z") -> dict[str, Any]:
+    return {"type": "user", "timestamp": ts, "message": {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": tool_id, "content": "ok"}]}}
+
+
+TOOL_USE = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}
+TEXT = {"type": "text", "text": "done"}
+
+
+@pytest.fixture
+def transcript(tmp_path: Path) -> tuple[TranscriptReader, Path]:
+    claude = tmp_path / ".claude"
+    folder = claude / "projects" / project_dir_name("/work/my repo")
+    folder.mkdir(parents=True)
+    path = folder / "session-1.jsonl"
+    path.write_text(json.dumps({"type": "mode", "mode": "normal"}) + "\n")
+    return TranscriptReader(claude, "/work/my repo"), path
+
+
+def append(path: Path, *lines: dict[str, Any], raw: str = "") -> None:
+    with open(path, "a") as f:
+        f.write("".join(json.dumps(line) + "\n" for line in lines) + raw)
+
+
+def test_project_dir_name() -> None:
+    assert project_dir_name("/home/agent/work/my_app.v2") == "-home-agent-work-my-app-v2"
+
+
+def test_turn_lifecycle(transcript: tuple[TranscriptReader, Path]) -> None:
+    reader, path = transcript
+    first = reader.poll()
+    assert (first.turn_open, first.grew) == (False, 0)  # first sight is a baseline
+    append(path, prompt("fix the tests"))
+    s = reader.poll()
+    assert s.turn_open and not s.tool_running and s.grew > 0
+    append(path, assistant([TOOL_USE], "tool_use"), {"type": "file-history-snapshot"})
+    s = reader.poll()
+    assert s.turn_open and s.tool_running
+    assert reader.poll().grew == 0
+    append(path, tool_result("toolu_1"), {"type": "attachment"}, {"type": "api-request"})
+    s = reader.poll()
+    assert s.turn_open and not s.tool_running
+    append(path, assistant([TEXT], "end_turn", msg_id="msg_2", ts="2026-01-01T00:00:09.000Z"))
+    s = reader.poll()
+    assert not s.turn_open and not s.tool_running and not s.tentative
+    assert s.changed_at == pytest.approx(1767225609.0)
+
+
+def test_streamed_message_with_null_stop_reason(transcript: tuple[TranscriptReader, Path]) -> None:
+    reader, path = transcript
+    append(path, prompt("go"), assistant([{"type": "text", "text": "Let me look."}], None))
+    s = reader.poll()
+    assert not s.turn_open and s.tentative  # text-only so far: maybe final, maybe not
+    append(path, assistant([TOOL_USE], None))  # same message id: it used a tool after all
+    s = reader.poll()
+    assert s.turn_open and s.tool_running
+
+
+def test_partial_last_line_waits_for_its_end(transcript: tuple[TranscriptReader, Path]) -> None:
+    reader, path = transcript
+    reader.poll()
+    line = json.dumps(prompt("hello"))
+    append(path, raw=line[:20])
+    s = reader.poll()
+    assert not s.turn_open and s.grew == 20
+    append(path, raw=line[20:] + "\n")
+    assert reader.poll().turn_open
+
+
+def test_truncation_and_rotation(transcript: tuple[TranscriptReader, Path]) -> None:
+    reader, path = transcript
+    append(path, prompt("one"))
+    assert reader.poll().turn_open
+    path.write_text(json.dumps(assistant([TEXT], "end_turn")) + "\n")  # truncated in place
+    s = reader.poll()
+    assert not s.turn_open and s.grew > 0
+    rotated = path.with_suffix(".new")
+    rotated.write_text(json.dumps(prompt("two")) + "\n")
+    rotated.replace(path)  # a new inode under the same name
+    assert reader.poll().turn_open
+
+
+def test_interrupt_and_local_commands_close_the_turn(transcript: tuple[TranscriptReader, Path]) -> None:
+    reader, path = transcript
+    append(path, prompt("go"), assistant([TOOL_USE], "tool_use"))
+    assert reader.poll().tool_running
+    append(path, {"type": "user", "message": {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "[Request interrupted by user for tool use]"}]}})
+    s = reader.poll()
+    assert not s.turn_open and not s.tool_running
+    append(path, prompt("<command-name>/model</command-name>"))
+    assert reader.poll().turn_open
+    append(path, prompt("<local-command-stdout>Set model to opus</local-command-stdout>"))
+    assert not reader.poll().turn_open
+    append(path, prompt("meta context") | {"isMeta": True}, {"type": "system", "subtype": "other"})
+    assert not reader.poll().turn_open
+
+
+def test_first_read_only_takes_the_tail(tmp_path: Path) -> None:
+    claude = tmp_path / ".claude"
+    folder = claude / "projects" / project_dir_name("/w")
+    folder.mkdir(parents=True)
+    path = folder / "s.jsonl"
+    filler = json.dumps({"type": "attachment", "pad": "x" * 1000}) + "\n"
+    path.write_text(json.dumps(prompt("old")) + "\n" + filler * 3000
+                    + json.dumps(assistant([TEXT], "end_turn")) + "\n")
+    s = TranscriptReader(claude, "/w").poll()
+    assert not s.turn_open and s.grew == 0
+
+
+def test_session_file_and_newest_transcript(transcript: tuple[TranscriptReader, Path]) -> None:
+    reader, path = transcript
+    other = path.with_name("session-2.jsonl")
+    other.write_text(json.dumps(prompt("newer")) + "\n")
+    os.utime(path, (time.time() - 100, time.time() - 100))
+    assert reader.locate() == other
+    assert reader.locate("session-1") == path
+    assert reader.poll().turn_open
+
+
+def test_fuse_turn_most_recent_statement_wins() -> None:
+    open_prompt = TranscriptState(Path("t"), turn_open=True, changed_at=100.0)
+    idle_later = SessionStatus(1, "idle", 105.0, "s", "/w")  # Esc: only the status file knows
+    assert fuse_turn(open_prompt, idle_later, HookState()) == (False, "session status")
+    assert fuse_turn(open_prompt, SessionStatus(1, "idle", 99.0, "s", "/w"), HookState())[0]
+    streaming = TranscriptState(Path("t"), turn_open=False, tentative=True, changed_at=100.0)
+    assert fuse_turn(streaming, SessionStatus(1, "busy", 90.0, "s", "/w"), HookState())[0]
+    asked = HookState(event="Notification", detail="Claude needs your permission", at=110.0)
+    assert fuse_turn(open_prompt, None, asked) == (False, "hook")
+    assert fuse_turn(TranscriptState(None), None, HookState()) == (False, "no transcript yet")
+
+
+@pytest.mark.parametrize("evidence, state", [
+    (dict(turn_open=False), AgentState.WAITING),
+    (dict(turn_open=False, cpu_busy=True), AgentState.WAITING),  # claude itself: not activity
+    (dict(turn_open=False, children_busy=True), AgentState.WORKING),  # a background build
+    (dict(turn_open=True, connections=1), AgentState.WORKING),  # slow model, ~0% CPU
+    (dict(turn_open=True, grew_recently=True), AgentState.WORKING),
+    (dict(turn_open=True, tool_running=True, children_busy=True), AgentState.WORKING),
+    (dict(turn_open=True, hook_recent=True), AgentState.WORKING),
+    (dict(turn_open=True), AgentState.STALLED),
+    (dict(turn_open=True, tool_running=True), AgentState.STALLED),
+])
+def test_classify(evidence: dict[str, Any], state: AgentState) -> None:
+    base: dict[str, Any] = dict(turn_source="transcript", tool_running=False, grew_recently=False,
+                                grew_now=False, connections=0, cpu_busy=False, children_busy=False)
+    got, detail = classify(Evidence(**(base | evidence)))
+    assert got is state and detail
+
+
+# -- files -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    for sub in ("src/pkg", "node_modules/dep", ".git/objects/ab", "docs"):
+        (root / sub).mkdir(parents=True)
+    return root
+
+
+def changes(watcher: FileWatcher, timeout: float = 10.0) -> int:
+    return wait_until(watcher.poll, lambda n: n > 0, timeout)
+
+
+def test_files_new_directory_then_file(tree: Path) -> None:
+    watcher = FileWatcher(tree)
+    assert watcher.poll() == 0
+    (tree / "src" / "new").mkdir()
+    assert changes(watcher) >= 1
+    (tree / "src" / "new" / "a.py").write_text("x = 1\n")  # inside the directory born above
+    assert changes(watcher) >= 1
+    assert watcher.poll() == 0
+    (tree / "src" / "new" / "deep" / "er").mkdir(parents=True)
+    (tree / "src" / "new" / "deep" / "er" / "b.py").write_text("")  # maybe before its watch
+    assert changes(watcher) >= 1
+    watcher.close()
+
+
+def test_files_ignore_globs(tree: Path) -> None:
+    watcher = FileWatcher(tree)
+    watcher.poll()
+    (tree / "node_modules" / "dep" / "index.js").write_text("")
+    (tree / ".git" / "objects" / "ab" / "cdef").write_text("")
+    (tree / "src" / ".main.py.swp").write_text("")
+    (tree / "src" / "pkg" / "__pycache__").mkdir()
+    (tree / "src" / "pkg" / "__pycache__" / "m.pyc").write_text("")
+    (tree / "docs" / "node_modules").mkdir()  # at any depth
+    (tree / "docs" / "node_modules" / "x.js").write_text("")
+    sentinel = tree / "src" / "pkg" / "m.py"  # proves the ignored events were delivered first
+    sentinel.write_text("")
+    assert changes(watcher) == 1
+    assert watcher.watched_dirs == 5  # ws, src, src/pkg, docs, .git (only its objects are ignored)
+
+
+def test_ignore_rules() -> None:
+    rules = IgnoreRules(["node_modules/**", "*.swp", "/build/**", ".git/objects/**"])
+    assert rules.match("node_modules", is_dir=True) and rules.match("a/node_modules/b/c.js")
+    assert rules.match("src/x.swp") and not rules.match("src/x.swpx")
+    assert rules.match("build/out") and not rules.match("src/build/out")
+    assert rules.match(".git/objects", is_dir=True) and not rules.match(".git/HEAD")
+
+
+def test_files_fallback_past_the_watch_limit(tree: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for i in range(5):
+        (tree / "docs" / f"d{i}").mkdir()
+        (tree / "docs" / f"d{i}" / "f.txt").write_text("v1")
+    watcher = FileWatcher(tree, max_watches=2, scan_budget=4)
+    assert watcher.poll() == 0
+    assert watcher.watched_dirs == 2 and watcher.scanned_dirs >= 1
+    assert "watch limit" in caplog.text
+    wait_until(watcher.poll, lambda n: False, timeout=0.5, every=0.01)  # let the scan baseline all
+    target = tree / "docs" / "d3" / "f.txt"
+    target.write_text("version 2")  # in place: no directory entry changes, only mtime and size
+    assert changes(watcher, timeout=5) >= 1
+    (tree / "docs" / "d4" / "g.txt").write_text("new")
+    assert changes(watcher, timeout=5) >= 1
+
+
+def test_files_root_appears_later(tmp_path: Path) -> None:
+    watcher = FileWatcher(tmp_path / "later")
+    assert watcher.poll() == 0
+    (tmp_path / "later").mkdir()
+    assert watcher.poll() == 0  # first poll that sees it sets up the watches
+    (tmp_path / "later" / "f").write_text("")
+    assert changes(watcher) == 1
+
+
+# -- humans ----------------------------------------------------------------------------------
+
+def test_sshd_titles() -> None:
+    titles = {"sshd: agent@pts/0": "agent", "sshd: agent@notty": "agent",
+              "sshd-session: dev@pts/3": "dev", "sshd: agent [priv]": None,
+              "sshd: unknown [preauth]": None, "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100": None}
+    for title, user in titles.items():
+        match = SSHD_SESSION.match(title)
+        assert (match["user"] if match else None) == user, title
+
+
+@pytest.fixture
+def tmux_server(tmp_path: Path) -> Iterator[str]:
+    sock = str(tmp_path / "tmux.sock")
+    subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-s", "main", "sleep 600"], check=True)
+    yield sock
+    subprocess.run(["tmux", "-S", sock, "kill-server"], check=False, capture_output=True)
+
+
+def test_tmux_clients(tmux_server: str, tmp_path: Path) -> None:
+    assert count_tmux_clients([tmux_server]) == 0
+    client = subprocess.Popen(["script", "-qfc", f"tmux -S {tmux_server} attach -t main", "/dev/null"],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: count_tmux_clients([tmux_server]), lambda n: n == 1) == 1
+        config = HumansConfig(tmux_sockets=(str(tmp_path / "*.sock"),))
+        assert tmux_sockets(config) == [tmux_server]
+    finally:
+        client.terminate()
+        client.wait(10)
+    assert wait_until(lambda: count_tmux_clients([tmux_server]), lambda n: n == 0) == 0
+
+
+def test_tmux_no_or_stale_sockets(tmp_path: Path) -> None:
+    assert count_tmux_clients([]) == 0
+    stale = tmp_path / "stale.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(stale))
+    s.close()  # a socket file nobody listens on: the server died
+    assert count_tmux_clients([str(stale)]) == 0
+
+
+def test_web_connections() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    before = count_web_connections([port])
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    try:
+        assert before == 0 and count_web_connections([port]) == 1  # the accepted end, not ours
+    finally:
+        for s in (client, conn, server):
+            s.close()
+
+
+def test_leases(tmp_path: Path) -> None:
+    path = tmp_path / "leases.json"
+    assert read_leases(path) == ()
+    path.write_text(json.dumps([{"until": 1000.0 + 3600, "reason": "long build"},
+                                {"until": 999.0, "reason": "expired"}, {"reason": "no until"}]))
+    leases = read_leases(path, monotonic=lambda: 50.0, wall=lambda: 1000.0)
+    assert [(lease.until, lease.reason) for lease in leases] == [(3650.0, "long build")]
+    assert read_leases(path, monotonic=lambda: 50.0, wall=lambda: 5000.0) == ()
+    path.write_text("{not json")
+    assert read_leases(path) == ()
+
+
+# -- agent processes -------------------------------------------------------------------------
+
+FAKE_AGENT = """
+import socket, subprocess, sys, time
+mode = sys.argv[1]
+if mode == "burn":  # a child burns CPU, like a test suite the agent started
+    subprocess.Popen([sys.executable, "-c", "while True: pass"])
+if mode.startswith("connect:"):
+    host, port = mode.split(":")[1:]
+    conn = socket.create_connection((host, int(port)))
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def fake_claude(tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
+    """`claude <mode>`: a python3 behind a symlink named claude, so its comm is "claude"."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "claude").symlink_to(os.path.realpath(sys.executable))
+    script = tmp_path / "agent.py"
+    script.write_text(FAKE_AGENT)
+    workdir = tmp_path / "repo"
+    workdir.mkdir()
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(mode: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([str(bindir / "claude"), str(script), mode], cwd=workdir,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+        proc.wait()
+
+
+def watcher_for(tmp_path: Path, **kw: Any) -> AgentWatcher:
+    config = AgentConfig(user=getpass.getuser(), claude_dir=tmp_path / ".claude", hook_events=None,
+                         only_under=tmp_path / "repo", **kw)
+    return AgentWatcher(config)
+
+
+def settle(watcher: AgentWatcher, ok: Callable[[Any], bool]) -> Any:
+    watcher.poll()  # the baseline for CPU deltas
+    return wait_until(watcher.poll, ok, timeout=10, every=0.5)
+
+
+def test_agent_absent(tmp_path: Path) -> None:
+    assert watcher_for(tmp_path).poll().state is AgentState.ABSENT
+
+
+def test_idle_agent_waits_and_busy_child_works(tmp_path: Path, fake_claude: Any) -> None:
+    fake_claude("idle")
+    watcher = watcher_for(tmp_path)
+    s = settle(watcher, lambda s: s.state is AgentState.WAITING)
+    assert s.state is AgentState.WAITING and not s.cpu_busy, s
+    fake_claude("burn")
+    s = settle(watcher, lambda s: s.state is AgentState.WORKING)
+    assert s.state is AgentState.WORKING and s.cpu_busy and "child" in s.detail, s
+
+
+def non_loopback_ipv4() -> str:
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family == socket.AF_INET and not a.address.startswith("127."):
+                return a.address
+    pytest.skip("no non-loopback IPv4 address to stand in for the model API")
+
+
+def test_open_turn_with_model_connection_works_then_stalls(tmp_path: Path, fake_claude: Any) -> None:
+    folder = tmp_path / ".claude" / "projects" / project_dir_name(tmp_path / "repo")
+    folder.mkdir(parents=True)
+    (folder / "s.jsonl").write_text(json.dumps(prompt("slow one", ts="2020-01-01T00:00:00Z")) + "\n")
+    os.utime(folder / "s.jsonl", (time.time() - 3600, time.time() - 3600))  # no recent growth
+    api = socket.create_server((non_loopback_ipv4(), 0))
+    host, port = api.getsockname()[:2]
+    proc = fake_claude(f"connect:{host}:{port}")
+    conn, _ = api.accept()
+    watcher = watcher_for(tmp_path, stall_after=60)
+    s = settle(watcher, lambda s: s.state is AgentState.WORKING)
+    assert s.state is AgentState.WORKING and s.turn_open and s.model_connections == 1, s
+    conn.close()
+    api.close()
+    s = wait_until(watcher.poll, lambda s: s.state is AgentState.STALLED, timeout=10, every=0.5)
+    assert s.state is AgentState.STALLED and s.model_connections == 0, (s, proc.pid)
+    loopback = watcher_for(tmp_path, stall_after=60, excluded_remotes=(f"{host}/32",))
+    assert loopback.poll().model_connections == 0
+
+
+def test_collector_snapshot(tmp_path: Path, tmux_server: str) -> None:
+    (tmp_path / "repo").mkdir()
+    config = SignalConfig.for_user(getpass.getuser(), tmp_path / "repo", hook_events=None,
+                                   claude_dir=tmp_path / ".claude", only_under=tmp_path / "repo")
+    config = SignalConfig(workspace=config.workspace, agent=config.agent,
+                          humans=HumansConfig(tmux_sockets=(tmux_server,), web_ports=(1,),
+                                              leases_path=tmp_path / "leases.json"))
+    collector = SignalCollector(config)
+    first = collector.snapshot()
+    assert first.agent.state is AgentState.ABSENT and first.files_changed == 0
+    (tmp_path / "repo" / "f.txt").write_text("x")
+    (tmp_path / "leases.json").write_text(json.dumps([{"until": time.time() + 60, "reason": "r"}]))
+    snap = wait_until(collector.snapshot, lambda s: s.files_changed > 0)
+    assert snap.files_changed == 1 and snap.leases[0].reason == "r" and snap.humans.tmux_clients == 0
+    collector._files.poll = lambda: 1 / 0  # type: ignore[method-assign]  # a source breaks...
+    assert collector.snapshot().files_changed == 0  # ...and reads as neutral
+    collector.close()
