@@ -9,7 +9,7 @@ from typing import Callable
 
 from .builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
 from .builder.render import AGENT_SESSION
-from .errors import WorkspaceExists
+from .errors import UsageError, WorkspaceExists
 from .handover import Handover, deliver
 from .providers import Provider, Workspace
 from .readiness import Phase, follow_cloud_init, wait_for_session, wait_for_ssh
@@ -53,6 +53,9 @@ def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, prog
     def mark(step: str) -> None:
         timings[step] = round(time.monotonic() - started, 3)
 
+    if spec.vmgen.local_wheels is not None and not getattr(provider, "shares_local_folders", False):
+        raise UsageError(f"vmgen_find_links must be a URL for the {provider.name} provider "
+                         f"(a local folder can only be shared with docker workspaces)")
     if provider.get(spec.name) is not None:
         raise WorkspaceExists(f"a workspace named {spec.name!r} already exists on {provider.name}")
     host_key = generate_host_key()

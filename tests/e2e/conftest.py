@@ -44,7 +44,7 @@ def vm_image(docker_client) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002
         pass
 
@@ -55,7 +55,7 @@ def wheel_url(tmp_path_factory) -> str:
     wheels = tmp_path_factory.mktemp("wheels")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
                    check=True, capture_output=True)
-    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), functools.partial(_QuietHandler, directory=str(wheels)))
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), functools.partial(QuietHandler, directory=str(wheels)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://host.docker.internal:{server.server_address[1]}/"
     server.shutdown()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, make_repo
+from .conftest import ROOT, QuietHandler, make_repo
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,7 @@ def git_server(tmp_path_factory):
     subprocess.run([*git, "commit", "-qm", "feature"], check=True)
     subprocess.run(["git", "clone", "-q", "--bare", str(work), str(base / "served" / "app.git")], check=True)
     subprocess.run(["git", "-C", str(base / "served" / "app.git"), "update-server-info"], check=True)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(base / "served"))
-    handler.log_message = lambda *args: None
+    handler = functools.partial(QuietHandler, directory=str(base / "served"))
     server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://host.docker.internal:{server.server_address[1]}/app.git"

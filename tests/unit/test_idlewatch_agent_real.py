@@ -146,19 +146,26 @@ def test_slow_model_turn_is_working_then_waiting(session: Session) -> None:
     session.type(f"please answer this, {TRIGGER}")
     session.api.wait_for(TRIGGER, timeout=60)
     started, cpu0 = time.monotonic(), claude_cpu(session)
-    samples: list[tuple[float, AgentSignals]] = []
-    while time.monotonic() - started < MODEL_DELAY - 4:  # sample throughout the model's stall
-        time.sleep(min(5.0, max(0.5, MODEL_DELAY / 12)))
-        samples.append((time.monotonic() - started, w.poll()))
+    every = min(5.0, max(0.5, MODEL_DELAY / 12))
+    samples: list[tuple[float, float, AgentSignals]] = []  # (time, CPU share since last, signals)
+    last_t, last_cpu = 0.0, cpu0
+    while time.monotonic() - started + every < MODEL_DELAY - 2:  # throughout the model's stall
+        time.sleep(every)
+        t, cpu = time.monotonic() - started, claude_cpu(session)
+        samples.append((t, (cpu - last_cpu) / (t - last_t), w.poll()))
+        last_t, last_cpu = t, cpu
     cpu_share = (claude_cpu(session) - cpu0) / (time.monotonic() - started)
 
-    report = "\n".join(f"{t:5.1f}s {s.state.value} conns={s.model_connections} cpu_busy={s.cpu_busy} "
-                       f"{s.detail}" for t, s in samples)
+    report = "\n".join(f"{t:5.1f}s {s.state.value} conns={s.model_connections} cpu={c:.1%} "
+                       f"cpu_busy={s.cpu_busy} {s.detail}" for t, c, s in samples)
+    print(f"claude CPU over the stall: {cpu_share:.2%} of a core\n{report}")
     assert len(samples) >= min(8, MODEL_DELAY / 6), report
-    assert all(s.state is AgentState.WORKING and s.turn_open for _, s in samples), report
-    assert all(s.model_connections >= 1 for _, s in samples), report
-    assert cpu_share < 0.05, f"Claude used {cpu_share:.1%} of a core while waiting\n{report}"
-    assert sum(s.cpu_busy for _, s in samples) <= 1, report  # at most the tick right after Enter
+    assert all(s.state is AgentState.WORKING and s.turn_open for _, _, s in samples), report
+    assert all(s.model_connections >= 1 for _, _, s in samples), report
+    # Its TUI spinner costs a few % of a core: far too little for a CPU-based check to call it
+    # busy, so WORKING must come (and does) from the open turn plus the model connection.
+    assert cpu_share < 0.10, f"Claude used {cpu_share:.1%} of a core while waiting\n{report}"
+    assert all("model connection" in s.detail for _, _, s in samples), report
 
     after = wait_until(w.poll, lambda s: s.state is AgentState.WAITING, timeout=30, every=1)
     assert after.state is AgentState.WAITING and not after.turn_open, after

@@ -52,6 +52,8 @@ def systemd_run_options(cgroup_version: str) -> dict[str, Any]:
 class DockerProvider:
     name = "docker"
     user_data_limit = 1024 * 1024
+    # A local wheel directory (vmgen_find_links) is bind-mounted into the workspace.
+    shares_local_folders = True
 
     def __init__(self, image: str, client: docker.DockerClient | None = None) -> None:
         self.image = image
