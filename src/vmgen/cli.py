@@ -137,7 +137,7 @@ def build_spec(source: str, opts: dict):
         configured_keys=s.ssh_public_keys,
         watchdog=WatchdogTuning(action=opts.get("idle_action") or s.idle_action, warn_minutes=s.idle_warn_minutes,
                                 human_minutes=s.idle_human_minutes, interval_seconds=s.idle_interval_seconds,
-                                max_lifetime_hours=s.max_lifetime_hours),
+                                max_lifetime_hours=s.max_lifetime_hours, webhook_url=s.idle_webhook_url),
         vmgen=VmgenInstall(version=s.vmgen_version or __version__, index_url=s.vmgen_index_url,
                            find_links=s.vmgen_find_links),
     )

@@ -37,6 +37,7 @@ class Settings:
     idle_human_minutes: float = 120
     idle_interval_seconds: float = 30
     max_lifetime_hours: float = 0
+    idle_webhook_url: str = ""
     desktop: bool = False
     ssh_public_keys: tuple[str, ...] = ()
     docker_image: str = "vmgen-debian12:latest"

@@ -81,6 +81,7 @@ class WatchdogTuning:
     interval_seconds: float = 30
     max_lifetime_hours: float = 0
     dry_run: bool = False
+    webhook_url: str = ""
 
 
 WATCHDOG_ACTIONS = ("poweroff", "delete", "backup-then-delete")
@@ -264,6 +265,8 @@ def make_spec(
         raise InvalidSpec(f"vmgen_find_links {vmgen.find_links!r} is neither a URL nor a directory")
     if idle_minutes < 1:
         raise InvalidSpec(f"idle minutes must be at least 1, not {idle_minutes}")
+    if watchdog.webhook_url and not re.fullmatch(r"https?://[^\s\x00-\x1f]+", watchdog.webhook_url):
+        raise InvalidSpec(f"idle webhook {watchdog.webhook_url!r} is not an http(s) URL")
     if watchdog.action not in WATCHDOG_ACTIONS:
         raise InvalidSpec(f"idle action {watchdog.action!r}: use one of {', '.join(WATCHDOG_ACTIONS)}")
     if watchdog.action == "backup-then-delete":

@@ -149,6 +149,8 @@ def _idlewatch_toml(spec: WorkspaceSpec, self_delete: SelfDelete) -> str:
         "provider": self_delete.provider,
         "workspace": spec.repo_dir,
     }
+    if w.webhook_url:
+        values["webhook_url"] = w.webhook_url
     if self_delete.metadata_url:
         values["metadata_url"] = self_delete.metadata_url
     if self_delete.api_endpoint:

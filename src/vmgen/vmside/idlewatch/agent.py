@@ -307,6 +307,6 @@ def _claude_dir_of(pid: int, user: str) -> Path:
 
 def _cwd_of(pid: int) -> str | None:
     try:
-        return psutil.Process(pid).cwd()
+        return str(psutil.Process(pid).cwd())
     except psutil.Error:
         return None

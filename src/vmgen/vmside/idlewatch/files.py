@@ -191,12 +191,14 @@ class FileWatcher:
         changed.add(path)
         if is_dir and mask & (flags.CREATE | flags.MOVED_TO):
             # Files may already be inside before the watch exists: the walk counts them.
-            changed.update(self._add_tree(path))
+            changed.update(self._add_tree(path, collect=10_000))
         elif is_dir and mask & flags.MOVED_FROM:
             self._forget(path)
 
-    def _add_tree(self, top: str) -> list[str]:
-        """Watch `top` and every directory below it; returns the files found on the way."""
+    def _add_tree(self, top: str, collect: int = 0) -> list[str]:
+        """Watch `top` and every directory below it; return up to `collect` files met on the way
+        (a new directory may be filled before its watch exists). Set-up collects none: a list of
+        every path in a 200 000-file tree would double the watcher's memory."""
         found: list[str] = []
         stack = [top]
         while stack:
@@ -210,12 +212,12 @@ class FileWatcher:
                 with os.scandir(path) as it:
                     for entry in it:
                         is_dir = entry.is_dir(follow_symlinks=False)
-                        if self.rules.match(relative(self.root, entry.path), is_dir):
-                            continue
-                        (stack if is_dir else found).append(entry.path)
+                        if (is_dir or len(found) < collect) and \
+                                not self.rules.match(relative(self.root, entry.path), is_dir):
+                            (stack if is_dir else found).append(entry.path)
             except OSError:
                 continue  # vanished or unreadable: nothing to watch there
-        return found if top != self.root else []
+        return found
 
     def _watch(self, path: str) -> str:
         """"ok", "limit" (no watch left: scan it) or "gone" (vanished, not a dir, no access)."""

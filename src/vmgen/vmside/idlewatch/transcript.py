@@ -135,7 +135,8 @@ class TurnTracker:
         if line.get("isSidechain") or line.get("isMeta"):
             return  # sub-agent chatter and injected context do not move the main turn
         kind = line.get("type")
-        message = line.get("message") if isinstance(line.get("message"), dict) else {}
+        raw = line.get("message")
+        message: Json = raw if isinstance(raw, dict) else {}
         if kind == "user":
             self._user(message.get("content"))
         elif kind == "assistant":

@@ -1,0 +1,166 @@
+"""The watchdog service loop: every interval, a snapshot, a verdict, and maybe an action.
+
+Failures of an action never take the VM down with them: the service logs, warns, and retries
+with backoff while the VM stays up.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from .actions import act, warn, warning_text
+from .agent import AgentConfig
+from .humans import HumansConfig
+from .model import Action, Snapshot, Verdict
+from .persist import boot_id, load_history, save
+from .policy import decide
+from .settings import WatchSettings
+from .signals import SignalCollector, SignalConfig
+
+log = logging.getLogger("vmgen.idlewatch")
+
+RETRY_BACKOFF = (30, 60, 120, 300, 600)
+
+
+def collector_for(settings: WatchSettings) -> SignalCollector:
+    config = SignalConfig(
+        workspace=Path(settings.workspace),
+        agent=AgentConfig(user=settings.agent_user, hook_events=Path(settings.events_file),
+                          stall_after=settings.stall_minutes * 60),
+        humans=HumansConfig(agent_user=settings.agent_user, leases_path=Path(settings.leases_file)),
+        **({"file_ignore": settings.ignore} if settings.ignore else {}),
+    )
+    return SignalCollector(config)
+
+
+class Watchdog:
+    """One instance per service run; `tick()` is the whole behaviour, `run()` just repeats it."""
+
+    def __init__(self, settings: WatchSettings, collector: SignalCollector, dry_run: bool = False,
+                 clock=time.monotonic) -> None:
+        self.settings = settings
+        self.policy = settings.policy()
+        self.collector = collector
+        self.dry_run = dry_run
+        self.clock = clock
+        self.boot = boot_id()
+        self.state_path = Path(settings.state_file)
+        self.history = load_history(self.state_path, self.boot, clock())
+        self.last_deadline: float | None = None
+        self.warned_for: float | None = None
+        self.failures = 0
+        self.retry_at = 0.0
+        self.last_seen: dict[str, float] = {}
+
+    def tick(self) -> Verdict:
+        snapshot = self.collector.snapshot()
+        verdict = decide(self.history, snapshot, self.policy)
+        self._log_changes(verdict)
+        self._remember_sources(snapshot)
+        self.history = verdict.history
+        if verdict.next_action is Action.WARN and self.warned_for != verdict.deadline:
+            self._warn(verdict)
+        elif verdict.next_action not in (Action.NONE, Action.WARN):
+            self._act(verdict)
+        save(self.state_path, self.boot, verdict, {
+            "agent": {"state": snapshot.agent.state.value, "detail": snapshot.agent.detail},
+            "last_seen": self.last_seen,
+            "dry_run": self.dry_run,
+            "failures": self.failures,
+            "config": asdict(self.policy) | {"action": self.policy.action.value},
+        })
+        return verdict
+
+    def run(self, once: bool = False) -> None:
+        log.info("idle watchdog started: idle after %.0f min, action %s%s", self.policy.idle_timeout / 60,
+                 self.policy.action.value, " (dry run)" if self.dry_run else "")
+        while True:
+            started = self.clock()
+            self.tick()
+            if once:
+                return
+            time.sleep(max(1.0, self.settings.interval_seconds - (self.clock() - started)))
+
+    def _log_changes(self, verdict: Verdict) -> None:
+        if self.last_deadline is not None and verdict.deadline > self.last_deadline + 1:
+            log.info("idle deadline extended by %.0fs: %s", verdict.deadline - self.last_deadline,
+                     "; ".join(verdict.reasons) or "activity")
+        self.last_deadline = verdict.deadline
+
+    def _remember_sources(self, snapshot: Snapshot) -> None:
+        wall_now = time.time()
+        sources = {
+            "agent working": snapshot.agent.state.value == "working",
+            "file change": bool(snapshot.files_changed),
+            "human": snapshot.humans.present,
+            "keepalive": any(lease.until > snapshot.at for lease in snapshot.leases),
+        }
+        for name, active in sources.items():
+            if active:
+                self.last_seen[name] = round(wall_now, 1)
+            self.last_seen.setdefault(name, 0)
+
+    def _warn(self, verdict: Verdict) -> None:
+        self.warned_for = verdict.deadline
+        text = warning_text(self.policy.action, verdict.deadline - verdict.at)
+        if self.dry_run:
+            log.warning("dry run: would warn: %s", text)
+            return
+        warn(self.settings, text)
+
+    def _act(self, verdict: Verdict) -> None:
+        action = verdict.next_action
+        if self.dry_run:
+            log.warning("dry run: would %s now (idle since %.0fs)", action.value, verdict.at - verdict.idle_since)
+            return
+        if self.clock() < self.retry_at:
+            return
+        try:
+            act(self.settings, action)
+        except Exception as exc:  # noqa: BLE001 - any failure: stay up, report, retry later
+            delay = RETRY_BACKOFF[min(self.failures, len(RETRY_BACKOFF) - 1)]
+            self.failures += 1
+            self.retry_at = self.clock() + delay
+            log.error("%s failed (%s); the VM stays up, retrying in %ds", action.value, exc, delay)
+            warn(self.settings, f"vmgen: the idle {action.value} failed ({exc}); retrying in {delay}s")
+
+
+def serve_status(state_path: Path, port: int) -> ThreadingHTTPServer:
+    """The latest state as JSON on 127.0.0.1 only; Caddy (with auth) puts it behind the web UI."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            try:
+                body = state_path.read_bytes()
+                status = 200
+            except FileNotFoundError:
+                body, status = b'{"error": "no state yet"}\n', 503
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format, *args):  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def run(settings: WatchSettings, dry_run: bool = False, once: bool = False) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    watchdog = Watchdog(settings, collector_for(settings), dry_run=dry_run)
+    if not once:
+        serve_status(watchdog.state_path, settings.status_port)
+    watchdog.run(once=once)
+
+
+__all__ = ["Watchdog", "collector_for", "run", "serve_status"]

@@ -1,0 +1,121 @@
+"""The idle watchdog end to end: on the simulated Hetzner cloud an idle VM warns and deletes
+itself through the provider API, while a VM whose agent waits on a slow model stays; on the
+docker provider an idle workspace powers off and comes back with `vmgen start`."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+
+import pytest
+
+from tests.fakes.anthropic_api import Rule, Script
+from tests.fakes.hetzner import FakeHetzner
+
+from .conftest import eventually, make_repo
+
+IDLE_MINUTES = 2
+SLOW_MODEL_SECONDS = 8 * 60  # longer than 3x the idle timeout
+
+
+class Webhook:
+    """Receives the watchdog's warnings (the optional webhook/ntfy URL)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+        self.arrived = threading.Condition()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with outer.arrived:
+                    outer.messages.append(body)
+                    outer.arrived.notify_all()
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format, *args):  # noqa: A002
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://host.docker.internal:{self.server.server_address[1]}/warn"
+
+    def wait_for(self, text: str, timeout: float) -> dict:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: any(text in m["text"] for m in self.messages), timeout), \
+                f"no warning containing {text!r} within {timeout}s: {self.messages}"
+            return next(m for m in self.messages if text in m["text"])
+
+
+@pytest.fixture(scope="module")
+def watched(cli, vm_image):
+    fake = FakeHetzner(image=vm_image).start()
+    webhook = Webhook()
+    cli.env.update({
+        "VMGEN_PROVIDER": "hetzner",
+        "HCLOUD_TOKEN": "test-token",
+        "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
+        "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
+        "VMGEN_IDLE_ACTION": "delete",
+        "VMGEN_IDLE_WARN_MINUTES": "1",
+        "VMGEN_IDLE_INTERVAL_SECONDS": "5",
+        "VMGEN_IDLE_WEBHOOK_URL": webhook.url,
+    })
+    yield fake, webhook
+    webhook.server.shutdown()
+    fake.stop()
+
+
+def server_names(fake: FakeHetzner) -> set[str]:
+    return {server.name for server in fake.state.servers.values()}
+
+
+def test_idle_vm_warns_and_deletes_itself_while_a_working_one_stays(cli, model, watched, tmp_path, docker_client):
+    fake, webhook = watched
+    model.script = Script(rules=[Rule(trigger="LONG TASK", text="Finally done.", delay=SLOW_MODEL_SECONDS)])
+    cli("launch", str(make_repo(tmp_path, "idle-ws")), "--idle-minutes", str(IDLE_MINUTES))
+    cli("launch", str(make_repo(tmp_path, "busy-ws")), "--idle-minutes", str(IDLE_MINUTES))
+    cli("send", "busy-ws", "LONG TASK: take your time")
+    model.wait_for("LONG TASK", timeout=60)
+    turn_started = time.monotonic()
+
+    warning = webhook.wait_for("idle-ws", timeout=IDLE_MINUTES * 60 + 60)
+    assert "will be deleted in" in warning["text"] and "vmgen keepalive" in warning["text"]
+    eventually(lambda: "idle-ws" not in server_names(fake), timeout=IDLE_MINUTES * 60 + 90,
+               what="the idle VM to delete itself", interval=3)
+    assert not docker_client.containers.list(all=True, filters={"name": "idle-ws"})
+
+    # The busy one: its agent waits on the slow model with ~0% CPU the whole time.
+    remaining = 3 * IDLE_MINUTES * 60 - (time.monotonic() - turn_started)
+    time.sleep(max(0.0, remaining))  # the claim is that nothing happens during this period
+    assert "busy-ws" in server_names(fake)
+    assert not any("busy-ws" in m["text"] for m in webhook.messages)
+    status = json.loads(cli("status", "busy-ws", "--json").stdout)
+    assert status["agent"]["state"] == "working"
+    assert status["verdict"]["busy"] is True
+
+
+def test_the_agent_user_cannot_reach_the_secrets(cli, watched):
+    fake, _ = watched
+    name = "busy-ws"
+    denied = cli("ssh", name, "--", "cat /etc/vmgen/provider.env", check=False)
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    assert cli("ssh", name, "--", "sudo -n true", check=False).returncode != 0
+    for url in ("http://169.254.169.254/hetzner/v1/metadata/instance-id", f"{fake.metadata_url}/instance-id"):
+        blocked = cli("ssh", name, "--", f"curl -sS -m 5 {url}", check=False)
+        assert blocked.returncode != 0, url
+    # Root (the watchdog) still can: the rule is an owner match, not a blanket block.
+    server = fake.server(name)
+    import docker
+
+    container = docker.from_env().containers.get(server.container)
+    result = container.exec_run(["curl", "-sS", "-m", "5", f"{fake.metadata_url}/instance-id"])
+    assert result.exit_code == 0 and result.output.decode().strip() == str(server.id)
+    cli("destroy", name, "--yes")

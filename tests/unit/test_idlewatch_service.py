@@ -1,0 +1,118 @@
+"""The service loop with a scripted collector: warns once, acts at the deadline, never acts in
+dry-run mode, stays up and retries when the action fails, and resumes after a restart."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from vmgen.errors import ConfigError
+from vmgen.vmside.idlewatch import service, settings as settings_module
+from vmgen.vmside.idlewatch.model import Action, AgentSignals, AgentState, Snapshot
+from vmgen.vmside.idlewatch.settings import WatchSettings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedCollector:
+    def __init__(self, clock: Clock, state: AgentState = AgentState.WAITING) -> None:
+        self.clock, self.state = clock, state
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(at=self.clock(), agent=AgentSignals(self.state))
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    recorded: dict[str, list] = {"warn": [], "act": []}
+    monkeypatch.setattr(service, "warn", lambda s, text: recorded["warn"].append(text))
+    monkeypatch.setattr(service, "act", lambda s, action: recorded["act"].append(action))
+    return recorded
+
+
+def make(tmp_path: Path, clock: Clock, dry_run: bool = False, state=AgentState.WAITING, **changes):
+    settings = replace(WatchSettings(idle_minutes=30, warn_minutes=10, action="delete",
+                                     state_file=str(tmp_path / "idlewatch.json")), **changes)
+    return service.Watchdog(settings, ScriptedCollector(clock, state), dry_run=dry_run, clock=clock)
+
+
+def run_minutes(watchdog, clock: Clock, minutes: float, step: float = 0.5) -> None:
+    end = clock.now + minutes * 60
+    while clock.now <= end:
+        watchdog.tick()
+        clock.now += step * 60
+
+
+def test_warns_once_then_acts(tmp_path, calls):
+    clock = Clock()
+    watchdog = make(tmp_path, clock)
+    run_minutes(watchdog, clock, 25)
+    assert len(calls["warn"]) == 1 and "deleted in 10 min" in calls["warn"][0]
+    assert calls["act"] == []
+    run_minutes(watchdog, clock, 6)
+    assert calls["act"][:1] == [Action.DELETE]
+
+
+def test_a_working_agent_is_never_acted_on(tmp_path, calls):
+    clock = Clock()
+    run_minutes(make(tmp_path, clock, state=AgentState.WORKING), clock, 180)
+    assert calls == {"warn": [], "act": []}
+
+
+def test_dry_run_does_nothing(tmp_path, calls):
+    clock = Clock()
+    watchdog = make(tmp_path, clock, dry_run=True)
+    run_minutes(watchdog, clock, 40)
+    assert calls == {"warn": [], "act": []}
+    state = json.loads((tmp_path / "idlewatch.json").read_text())
+    assert state["dry_run"] is True and state["verdict"]["next_action"] == "delete"
+
+
+def test_a_failed_action_keeps_the_vm_up_and_retries_with_backoff(tmp_path, monkeypatch):
+    clock = Clock()
+    attempts, warnings = [], []
+
+    def failing_act(settings, action):
+        attempts.append(clock.now)
+        raise RuntimeError("API down")
+
+    monkeypatch.setattr(service, "act", failing_act)
+    monkeypatch.setattr(service, "warn", lambda s, text: warnings.append(text))
+    watchdog = make(tmp_path, clock)
+    run_minutes(watchdog, clock, 30 + 4, step=0.25)
+    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    assert len(attempts) >= 3 and gaps[0] >= 30 and gaps[1] >= 60  # backoff, not every tick
+    assert any("failed (API down)" in w for w in warnings)
+    assert json.loads((tmp_path / "idlewatch.json").read_text())["failures"] == len(attempts)
+
+
+def test_restart_mid_countdown_resumes(tmp_path, calls):
+    clock = Clock()
+    run_minutes(make(tmp_path, clock), clock, 20)
+    restarted = make(tmp_path, clock)  # same boot, same state file
+    run_minutes(restarted, clock, 10.5)
+    assert calls["act"][:1] == [Action.DELETE]
+
+
+def test_backup_then_delete_is_refused_until_backups_exist(tmp_path):
+    config = tmp_path / "idlewatch.toml"
+    config.write_text('action = "backup-then-delete"\n')
+    with pytest.raises(ConfigError, match="needs vmgen's backup support"):
+        settings_module.load(config)
+
+
+def test_settings_file_round_trip(tmp_path):
+    config = tmp_path / "idlewatch.toml"
+    config.write_text('idle_minutes = 2\nwarn_minutes = 1\naction = "delete"\nprovider = "hetzner"\n')
+    loaded = settings_module.load(config)
+    policy = loaded.policy()
+    assert (policy.idle_timeout, policy.warn_before, policy.action) == (120, 60, Action.DELETE)
