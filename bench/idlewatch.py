@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "idlewatch.json"
 TREE = Path("/tmp/iw-bench-tree")
@@ -118,7 +120,7 @@ def scenario_idle(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def detection_latency(watcher: FileWatcher, target: Path, rounds: int = 5) -> list[float]:
-    latencies = []
+    latencies: list[float] = []
     for i in range(rounds):
         watcher.poll()
         start = time.monotonic()
@@ -138,13 +140,14 @@ def scenario_tree(args: argparse.Namespace) -> dict[str, Any]:
     start = time.monotonic()
     watcher.start()
     setup = time.monotonic() - start
+    rss_watching = psutil.Process().memory_info().rss / 2**20
     lat = detection_latency(watcher, TREE / "g123" / "d45" / "f7.txt")
     result = {"files": args.files, "dirs": dirs, "max_user_watches": limit,
               "watched_dirs": watcher.watched_dirs, "scanned_dirs": watcher.scanned_dirs,
               "watch_setup_s": round(setup, 2),
               "detect_latency_ms": {"median": round(1000 * statistics.median(lat), 2),
                                     "max": round(1000 * max(lat), 2), "rounds": len(lat)},
-              "rss_before_watch_mb": round(rss_before, 1)}
+              "rss_before_watch_mb": round(rss_before, 1), "rss_watching_mb": round(rss_watching, 1)}
     watcher.close()
     with tempfile.TemporaryDirectory(prefix="iw-bench-") as tmp:
         link = Path(tmp) / "work"

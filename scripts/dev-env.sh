@@ -15,6 +15,12 @@ echo "==> virtualenv in $root/.venv"
 [ -x "$root/.venv/bin/python" ] || python3 -m venv "$root/.venv"
 "$root/.venv/bin/pip" install -q --disable-pip-version-check -e "$root[test]"
 
+claude_version=2.1.332  # the tests drive this exact version
+if [ "$("$root/.cache/claude/bin/claude" --version 2>/dev/null | cut -d' ' -f1)" != "$claude_version" ]; then
+  echo "==> Claude Code $claude_version for the watchdog's real-process tests"
+  npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/claude" "@anthropic-ai/claude-code@$claude_version" >/dev/null
+fi
+
 wheels="$root/.cache/wheels"
 rm -rf "$wheels" && mkdir -p "$wheels"
 "$root/.venv/bin/pip" wheel -q --no-deps --disable-pip-version-check -w "$wheels" "$root"

@@ -19,6 +19,13 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Node.js and npm install the real Claude Code CLI for the tests; a machine that already has them
+# (from another source) keeps its own.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "==> installing nodejs and npm"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+
 if ! docker info >/dev/null 2>&1; then
   echo "==> starting dockerd"
   mkdir -p /var/log

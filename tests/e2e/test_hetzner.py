@@ -58,6 +58,8 @@ def test_launch_list_ssh_and_destroy_two_workspaces(cli, hetzner, tmp_path) -> N
     stopped = cli("stop", "app-two")
     assert "still bills" in stopped.stderr
     assert "stopped" in row_of(cli("list").stdout, "app-two")
+    cli("start", "app-two")
+    assert "claude" in cli.ssh("app-two", "tmux list-sessions -F '#{session_name}'")
 
     cli("destroy", "app-one", "--yes")
     assert vmgen_resources(hetzner) == {"servers": 1, "firewalls": 1, "ssh_keys": 1}

@@ -143,6 +143,21 @@ def test_stop_and_start_keep_files_and_resume_the_conversation(cli, launched) ->
                timeout=60, what="the previous conversation on screen")
 
 
+def test_keepalive_and_status_from_the_laptop(cli, launched) -> None:
+    held = cli("keepalive", NAME, "--for", "2h", "--reason", "long review")
+    assert "keepalive until" in held.stderr
+
+    def reasons() -> str:
+        state = json.loads(cli("status", NAME, "--json").stdout)
+        return " ".join(state["verdict"]["reasons"])
+
+    eventually(lambda: "long review" in reasons(), timeout=90, what="the lease in the watchdog's verdict")
+    table = cli("status", NAME).stdout
+    assert "keepalive" in table and "next action" in table
+    bad = cli("keepalive", NAME, "--for", "soon", check=False)
+    assert bad.returncode == 2 and "invalid duration" in bad.stderr
+
+
 def test_destroy_leaves_nothing_behind(cli, launched, docker_client) -> None:
     cli("destroy", NAME, "--yes")
     assert not docker_client.containers.list(all=True, filters={"label": f"vmgen-ws={NAME}"})

@@ -87,7 +87,8 @@ def test_idle_vm_warns_and_deletes_itself_while_a_working_one_stays(cli, model, 
     turn_started = time.monotonic()
 
     warning = webhook.wait_for("idle-ws", timeout=IDLE_MINUTES * 60 + 60)
-    assert "will be deleted in" in warning["text"] and "vmgen keepalive" in warning["text"]
+    assert "will be deleted in" in warning["text"] and "vmgen keepalive idle-ws --for 1h" in warning["text"]
+    assert warning["workspace"] == "idle-ws"
     eventually(lambda: "idle-ws" not in server_names(fake), timeout=IDLE_MINUTES * 60 + 90,
                what="the idle VM to delete itself", interval=3)
     assert not docker_client.containers.list(all=True, filters={"name": "idle-ws"})

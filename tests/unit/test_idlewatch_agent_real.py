@@ -36,6 +36,7 @@ CLAUDE = Path(os.environ.get("VMGEN_TEST_CLAUDE", str(ROOT / ".cache" / "claude"
 MODEL_DELAY = float(os.environ.get("VMGEN_TEST_MODEL_DELAY", "60"))  # the issue asks for 60 s
 API_KEY = "test-key-not-real-0123456789"
 TRIGGER = "SLOW-TURN"
+INTERRUPT = "INTERRUPT-ME"
 REPLY = "The slow answer has arrived."
 T = TypeVar("T")
 
@@ -54,7 +55,7 @@ def claude_bin() -> Path:
     if not CLAUDE.exists():
         npm = shutil.which("npm")
         if npm is None:
-            pytest.skip(f"no Claude Code at {CLAUDE} and no npm to install it")
+            pytest.fail(f"no Claude Code at {CLAUDE} and no npm to install it (scripts/dev-env.sh installs both)")
         prefix = ROOT / ".cache" / "claude"
         subprocess.run([npm, "install", "-g", "--prefix", str(prefix),
                         f"@anthropic-ai/claude-code@{CLAUDE_VERSION}"], check=True, timeout=600,
@@ -67,7 +68,7 @@ def bridge_ip() -> str:
     for name, addrs in sorted(psutil.net_if_addrs().items(), key=lambda kv: kv[0] != "docker0"):
         for addr in addrs:
             if addr.family == socket.AF_INET and not addr.address.startswith("127."):
-                return addr.address
+                return str(addr.address)
     pytest.skip("no non-loopback IPv4 address for the fake model API")
 
 
@@ -106,7 +107,8 @@ def session(claude_bin: Path, tmp_path: Path) -> Iterator[Session]:
     home, repo = tmp_path / "home", tmp_path / "repo"
     repo.mkdir()
     seed_home(home, repo)
-    script = Script(rules=[Rule(TRIGGER, text=REPLY, delay=MODEL_DELAY)])
+    script = Script(rules=[Rule(TRIGGER, text=REPLY, delay=MODEL_DELAY),
+                           Rule(INTERRUPT, text="never seen", delay=600)])
     api = FakeAnthropicServer(script, host=bridge_ip()).start()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TERM": "xterm-256color",
            "LANG": "C.UTF-8", "ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": API_KEY}
@@ -134,7 +136,7 @@ def claude_cpu(s: Session) -> float:
              if p.info["name"] == "claude" and p.info["cwd"] == str(s.repo)]
     assert len(procs) == 1, procs
     t = procs[0].cpu_times()
-    return t.user + t.system
+    return float(t.user + t.system)
 
 
 def test_slow_model_turn_is_working_then_waiting(session: Session) -> None:
@@ -170,3 +172,18 @@ def test_slow_model_turn_is_working_then_waiting(session: Session) -> None:
     after = wait_until(w.poll, lambda s: s.state is AgentState.WAITING, timeout=30, every=1)
     assert after.state is AgentState.WAITING and not after.turn_open, after
     assert REPLY in wait_until(session.screen, lambda text: REPLY in text, timeout=10)
+
+
+def test_interrupted_turn_is_waiting(session: Session) -> None:
+    """Esc writes nothing to the transcript (the prompt stays unanswered there); Claude's own
+    session status says idle, and that newer statement must win: WAITING, not stalled."""
+    w = watcher(session)
+    w.poll()
+    session.type(f"take forever, {INTERRUPT}")
+    session.api.wait_for(INTERRUPT, timeout=60)
+    busy = wait_until(w.poll, lambda s: s.state is AgentState.WORKING, timeout=10)
+    assert busy.state is AgentState.WORKING and busy.turn_open, busy
+    session.tmux("send-keys", "-t", "agent", "Escape")
+    after = wait_until(w.poll, lambda s: s.state is AgentState.WAITING, timeout=20)
+    assert after.state is AgentState.WAITING and not after.turn_open, after
+    assert "session status" in after.detail, after

@@ -21,8 +21,7 @@ from vmgen.vmside.idlewatch.policy import decide
 
 MIN = 60.0
 HOUR = 3600.0
-CONFIG = PolicyConfig(idle_timeout=30 * MIN, human_timeout=2 * HOUR, warn_before=10 * MIN,
-                      stall_after=15 * MIN, action=Action.DELETE)
+CONFIG = PolicyConfig(idle_timeout=30 * MIN, human_timeout=2 * HOUR, warn_before=10 * MIN, action=Action.DELETE)
 
 WORKING = AgentSignals(AgentState.WORKING, turn_open=True, model_connections=1, detail="waiting on the model")
 WAITING = AgentSignals(AgentState.WAITING)

@@ -40,7 +40,7 @@ def calls(monkeypatch):
 
 
 def make(tmp_path: Path, clock: Clock, dry_run: bool = False, state=AgentState.WAITING, **changes):
-    settings = replace(WatchSettings(idle_minutes=30, warn_minutes=10, action="delete",
+    settings = replace(WatchSettings(name="app", idle_minutes=30, warn_minutes=10, action="delete",
                                      state_file=str(tmp_path / "idlewatch.json")), **changes)
     return service.Watchdog(settings, ScriptedCollector(clock, state), dry_run=dry_run, clock=clock)
 
@@ -56,7 +56,7 @@ def test_warns_once_then_acts(tmp_path, calls):
     clock = Clock()
     watchdog = make(tmp_path, clock)
     run_minutes(watchdog, clock, 25)
-    assert len(calls["warn"]) == 1 and "deleted in 10 min" in calls["warn"][0]
+    assert len(calls["warn"]) == 1 and "workspace app is idle and will be deleted in 10 min" in calls["warn"][0]
     assert calls["act"] == []
     run_minutes(watchdog, clock, 6)
     assert calls["act"][:1] == [Action.DELETE]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -417,7 +416,7 @@ def non_loopback_ipv4() -> str:
     for addrs in psutil.net_if_addrs().values():
         for a in addrs:
             if a.family == socket.AF_INET and not a.address.startswith("127."):
-                return a.address
+                return str(a.address)
     pytest.skip("no non-loopback IPv4 address to stand in for the model API")
 
 
@@ -455,6 +454,9 @@ def test_collector_snapshot(tmp_path: Path, tmux_server: str) -> None:
     (tmp_path / "leases.json").write_text(json.dumps([{"until": time.time() + 60, "reason": "r"}]))
     snap = wait_until(collector.snapshot, lambda s: s.files_changed > 0)
     assert snap.files_changed == 1 and snap.leases[0].reason == "r" and snap.humans.tmux_clients == 0
-    collector._files.poll = lambda: 1 / 0  # type: ignore[method-assign]  # a source breaks...
+    def broken() -> int:
+        raise OSError("inotify went away")
+
+    collector._files.poll = broken  # type: ignore[method-assign]  # a source breaks...
     assert collector.snapshot().files_changed == 0  # ...and reads as neutral
     collector.close()

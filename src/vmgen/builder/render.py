@@ -139,6 +139,7 @@ def _idlewatch_toml(spec: WorkspaceSpec, self_delete: SelfDelete) -> str:
     written as JSON strings, which TOML reads the same."""
     w = spec.watchdog
     values: dict[str, object] = {
+        "name": spec.name,
         "idle_minutes": spec.idle_minutes,
         "warn_minutes": w.warn_minutes,
         "human_minutes": w.human_minutes,

@@ -16,14 +16,12 @@ from .settings import WatchSettings, read_secrets
 
 log = logging.getLogger("vmgen.idlewatch")
 
-CANCEL_HINT = "run `vmgen keepalive --for 1h` here, or `vmgen keepalive <workspace> --for 1h` on your laptop"
-
-
-def warning_text(action: Action, seconds_left: float) -> str:
+def warning_text(workspace: str, action: Action, seconds_left: float) -> str:
     minutes = max(1, round(seconds_left / 60))
     what = {Action.DELETE: "deleted", Action.POWEROFF: "powered off",
             Action.BACKUP_THEN_DELETE: "backed up and deleted"}.get(action, action.value)
-    return f"vmgen: this workspace is idle and will be {what} in {minutes} min; to keep it, {CANCEL_HINT}"
+    return (f"vmgen: workspace {workspace} is idle and will be {what} in {minutes} min; to keep it, run "
+            f"`vmgen keepalive --for 1h` here, or `vmgen keepalive {workspace} --for 1h` on your laptop")
 
 
 def warn(settings: WatchSettings, text: str) -> None:
@@ -35,7 +33,7 @@ def warn(settings: WatchSettings, text: str) -> None:
     _quiet(["wall", text])
     if settings.webhook_url:
         try:
-            body = json.dumps({"text": text}).encode()
+            body = json.dumps({"text": text, "workspace": settings.name}).encode()
             request = urllib.request.Request(settings.webhook_url, data=body, headers={"Content-Type": "application/json"})
             urllib.request.urlopen(request, timeout=10).close()
         except OSError as exc:

@@ -70,7 +70,6 @@ class PolicyConfig:
     idle_timeout: float = 30 * 60
     human_timeout: float = 2 * 60 * 60
     warn_before: float = 10 * 60
-    stall_after: float = 15 * 60
     max_lifetime: float | None = None
     action: Action = Action.POWEROFF
 

@@ -108,7 +108,7 @@ class Watchdog:
 
     def _warn(self, verdict: Verdict) -> None:
         self.warned_for = verdict.deadline
-        text = warning_text(self.policy.action, verdict.deadline - verdict.at)
+        text = warning_text(self.settings.name, self.policy.action, verdict.deadline - verdict.at)
         if self.dry_run:
             log.warning("dry run: would warn: %s", text)
             return

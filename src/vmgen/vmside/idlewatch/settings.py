@@ -16,6 +16,7 @@ SECRETS_PATH = Path("/etc/vmgen/provider.env")
 
 @dataclass(frozen=True)
 class WatchSettings:
+    name: str = "workspace"
     interval_seconds: float = 30
     idle_minutes: float = 30
     human_minutes: float = 120
@@ -41,7 +42,6 @@ class WatchSettings:
             idle_timeout=self.idle_minutes * 60,
             human_timeout=self.human_minutes * 60,
             warn_before=min(self.warn_minutes * 60, self.idle_minutes * 60 / 2),
-            stall_after=self.stall_minutes * 60,
             max_lifetime=self.max_lifetime_hours * 3600 or None,
             action=Action(self.action),
         )
