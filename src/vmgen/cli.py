@@ -8,7 +8,6 @@ import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Iterator
 
 import click
@@ -22,7 +21,7 @@ from .config import Settings, load_settings
 from .errors import UsageError, VmgenError, WorkspaceNotFound, WorkspaceNotRunning
 from .handover import laptop_extras
 from .launch import LaunchOptions, launch as launch_workspace, ssh_target, wait_until_agent_back
-from .providers import PROVIDERS, USER_DATA_LIMITS, Provider, get_provider
+from .providers import PROVIDERS, USER_DATA_LIMITS, Provider, Workspace, get_provider
 from .providers.base import SelfDelete
 from .spec import WATCHDOG_ACTIONS, VmgenInstall, WatchdogTuning, make_spec, validate_name
 from .ssh import SSHTarget, default_identities, interactive, remote, run
@@ -84,11 +83,17 @@ def provider_of(name: str) -> Provider:
     return provider_named(record.provider if record else None)
 
 
-def running_target(name: str) -> SSHTarget:
+def existing(name: str) -> tuple[Provider, Workspace]:
+    """The provider NAME lives on and the workspace itself; a clear error when there is none."""
     provider = provider_of(name)
     workspace = provider.get(name)
     if workspace is None:
         raise WorkspaceNotFound(f"no workspace named {name!r} (see `vmgen list`)")
+    return provider, workspace
+
+
+def running_target(name: str) -> SSHTarget:
+    provider, workspace = existing(name)
     target = ssh_target(provider, name, default_identities())
     if not workspace.running or target is None:
         raise WorkspaceNotRunning(f"workspace {name!r} is {workspace.status}; start it with `vmgen start {name}`")
@@ -282,9 +287,7 @@ def ssh(name: str, command: tuple[str, ...]) -> None:
 @click.argument("name")
 def stop(name: str) -> None:
     """Stop NAME; its disk is kept."""
-    provider = provider_of(name)
-    if provider.get(name) is None:
-        raise WorkspaceNotFound(f"no workspace named {name!r} (see `vmgen list`)")
+    provider, _ = existing(name)
     with progress(f"stopping {name}"):
         provider.stop(name)
     err.print(f"stopped {name}: {provider.stop_note()}")
@@ -294,9 +297,7 @@ def stop(name: str) -> None:
 @click.argument("name")
 def start(name: str) -> None:
     """Start NAME again; the agent resumes its conversation."""
-    provider = provider_of(name)
-    if provider.get(name) is None:
-        raise WorkspaceNotFound(f"no workspace named {name!r} (see `vmgen list`)")
+    provider, _ = existing(name)
     with progress(f"starting {name}") as update:
         provider.start(name)
         wait_until_agent_back(provider, name, default_identities(), update)

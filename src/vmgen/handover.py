@@ -6,7 +6,6 @@ uploaded as a tar stream. Finally a marker file lets systemd start the agent's s
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import tarfile

@@ -6,7 +6,6 @@ connection is verified (`StrictHostKeyChecking=yes` against the workspace's own 
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 from dataclasses import dataclass

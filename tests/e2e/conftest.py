@@ -9,15 +9,13 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import docker
 import pytest
 
-from tests.fakes.anthropic_api import FakeAnthropicServer, Rule, Script, ToolUse
+from tests.fakes.anthropic_api import FakeAnthropicServer, Script
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_VERSION = "2.1.332"  # pinned so that runs are reproducible
@@ -59,13 +57,6 @@ def wheel_url(tmp_path_factory) -> str:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://host.docker.internal:{server.server_address[1]}/"
     server.shutdown()
-
-
-HELLO_RULE = Rule(
-    trigger="HELLO.md",
-    tool=ToolUse("Write", {"file_path": "/home/agent/work/{name}/HELLO.md", "content": "hello from the scripted model\n"}),
-    after_tool_text="I created HELLO.md.",
-)
 
 
 @pytest.fixture(scope="session")
@@ -127,13 +118,3 @@ def make_repo(parent: Path, name: str) -> Path:
     subprocess.run([*git, "add", "README.md", ".gitignore"], check=True)
     subprocess.run([*git, "commit", "-qm", "initial"], check=True)
     return repo
-
-
-def eventually(check: Callable[[], bool], timeout: float, what: str, interval: float = 1.0) -> None:
-    """Poll a condition on the workspace until it holds (there is no event to wait on over SSH)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

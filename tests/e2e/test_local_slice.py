@@ -5,16 +5,16 @@ scripted model API, and the user drives it through the `vmgen` CLI."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 
-import docker
 import pytest
 
 from tests.fakes.anthropic_api import Rule, Script, ToolUse
 
-from .conftest import API_KEY, eventually, make_repo
+from tests.polling import eventually
+
+from .conftest import API_KEY, make_repo
 
 NAME = "slice"
 

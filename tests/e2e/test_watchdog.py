@@ -14,7 +14,9 @@ import pytest
 from tests.fakes.anthropic_api import Rule, Script
 from tests.fakes.hetzner import FakeHetzner
 
-from .conftest import eventually, make_repo
+from tests.polling import eventually
+
+from .conftest import make_repo
 
 IDLE_MINUTES = 2
 SLOW_MODEL_SECONDS = 8 * 60  # longer than 3x the idle timeout

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import time
 
-from .conftest import eventually, make_repo
+from tests.polling import eventually
+
+from .conftest import make_repo
 
 
 def test_idle_workspace_powers_off_and_starts_again(cli, tmp_path, docker_client):

@@ -15,10 +15,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import psutil
 import pytest
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `tests` is not an installed package
     sys.path.insert(0, str(ROOT))
 
+from tests.polling import wait_until
 from tests.fakes.anthropic_api import FakeAnthropicServer, Rule, Script  # noqa: E402
 from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher  # noqa: E402
 from vmgen.vmside.idlewatch.model import AgentSignals, AgentState  # noqa: E402
@@ -38,16 +38,6 @@ API_KEY = "test-key-not-real-0123456789"
 TRIGGER = "SLOW-TURN"
 INTERRUPT = "INTERRUPT-ME"
 REPLY = "The slow answer has arrived."
-T = TypeVar("T")
-
-
-def wait_until(read: Callable[[], T], ok: Callable[[T], bool], timeout: float, every: float = 0.5) -> T:
-    deadline = time.monotonic() + timeout
-    value = read()
-    while not ok(value) and time.monotonic() < deadline:
-        time.sleep(every)
-        value = read()
-    return value
 
 
 @pytest.fixture(scope="module")

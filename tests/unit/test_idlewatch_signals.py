@@ -11,11 +11,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 import pytest
 
+from tests.polling import wait_until
 from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher, Evidence, classify
 from vmgen.vmside.idlewatch.files import FileWatcher, IgnoreRules
 from vmgen.vmside.idlewatch.humans import (SSHD_SESSION, HumansConfig, count_tmux_clients,
@@ -25,18 +26,6 @@ from vmgen.vmside.idlewatch.signals import SignalCollector, SignalConfig
 from vmgen.vmside.idlewatch.transcript import (HookState, SessionStatus, TranscriptReader,
                                                TranscriptState, fuse_turn, project_dir_name)
 
-T = TypeVar("T")
-
-
-def wait_until(read: Callable[[], T], ok: Callable[[T], bool], timeout: float = 10.0,
-               every: float = 0.05) -> T:
-    """Poll `read` until `ok(value)`; the last value is returned for the assertion message."""
-    deadline = time.monotonic() + timeout
-    value = read()
-    while not ok(value) and time.monotonic() < deadline:
-        time.sleep(every)
-        value = read()
-    return value
 
 
 # -- transcript ------------------------------------------------------------------------------
