@@ -11,6 +11,14 @@ if ! ls "$HOME"/.ssh/*.pub >/dev/null 2>&1; then
   ssh-keygen -q -t ed25519 -N "" -f "$HOME/.ssh/id_ed25519"
 fi
 
+# Later `vmgen launch` runs (in any shell) use the image built here: no registry needed.
+config="${XDG_CONFIG_HOME:-$HOME/.config}/vmgen/config.toml"
+if ! grep -qs '^docker_image' "$config"; then
+  mkdir -p "$(dirname "$config")"
+  echo "docker_image = \"$VMGEN_DOCKER_IMAGE\"" >>"$config"
+  echo "==> recorded docker_image = $VMGEN_DOCKER_IMAGE in $config"
+fi
+
 source_dir=${1:-$root}
 echo "==> vmgen launch $source_dir --provider docker"
 "$root/.venv/bin/vmgen" launch "$source_dir" --provider docker

@@ -40,7 +40,7 @@ class Settings:
     idle_webhook_url: str = ""
     desktop: bool = False
     ssh_public_keys: tuple[str, ...] = ()
-    docker_image: str = "vmgen-debian12:latest"
+    docker_image: str = "vmgen-ubuntu:24.04"
     anthropic_api_key: str = ""
     anthropic_base_url: str = ""
     hcloud_token: str = ""

@@ -88,3 +88,19 @@ def test_keep_on_failure_keeps_the_workspace_for_inspection(cli, tmp_path, docke
     finally:
         cli("destroy", "kept", "--yes")
     assert not docker_client.containers.list(all=True, filters={"label": "vmgen-ws=kept"})
+
+
+def test_the_shipped_image_is_built_when_missing_or_a_clear_line_says_why(cli, tmp_path, docker_client) -> None:
+    repo = make_repo(tmp_path, "shipped")
+    image = cli.env["VMGEN_DOCKER_IMAGE"]
+    cli.env["VMGEN_DOCKER_IMAGE"] = "vmgen-ubuntu:24.04"
+    try:
+        result = cli("launch", str(repo), check=False)
+    finally:
+        cli.env["VMGEN_DOCKER_IMAGE"] = image
+    # This machine reaches no container registry, so building from ubuntu:24.04 must fail cleanly.
+    assert result.returncode == 1
+    assert "could not build the simulated-VM image vmgen-ubuntu:24.04" in result.stderr
+    assert "images/debian12-test/build.sh" in result.stderr and "Traceback" not in result.stderr
+    assert not docker_client.containers.list(all=True, filters={"label": "vmgen-ws=shipped"})
+    assert not (cli.home / ".local/state/vmgen/workspaces/shipped").exists()

@@ -68,6 +68,15 @@ def test_a_working_agent_is_never_acted_on(tmp_path, calls):
     assert calls == {"warn": [], "act": []}
 
 
+def test_a_stalled_agent_is_reported_once_and_does_not_hold_the_vm(tmp_path, calls):
+    clock = Clock()
+    watchdog = make(tmp_path, clock, state=AgentState.STALLED)
+    run_minutes(watchdog, clock, 31)
+    stall_alerts = [w for w in calls["warn"] if "looks stalled" in w]
+    assert len(stall_alerts) == 1 and "workspace app" in stall_alerts[0]
+    assert calls["act"][:1] == [Action.DELETE]
+
+
 def test_dry_run_does_nothing(tmp_path, calls):
     clock = Clock()
     watchdog = make(tmp_path, clock, dry_run=True)

@@ -6,13 +6,15 @@ named volume keeps /home across stop/start; SSH is published on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import io
 import secrets
+from importlib import resources
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
 
 from ..errors import ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
 from ..spec import WHEELS_MOUNT, WorkspaceSpec
@@ -20,6 +22,8 @@ from ..state import WorkspaceState
 from .base import LABEL, WS_LABEL, SelfDelete, SSHEndpoint, Workspace
 
 SEED_MOUNT = "/var/lib/cloud/seed/nocloud"
+# Built by vmgen itself from the Dockerfile it ships, when missing.
+SHIPPED_IMAGE = "vmgen-ubuntu:24.04"
 
 
 def container_name(workspace: str) -> str:
@@ -69,13 +73,7 @@ class DockerProvider:
     def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace:
         if self._container(spec.name) is not None:
             raise WorkspaceExists(f"a workspace named {spec.name!r} already exists")
-        try:
-            self.client.images.get(self.image)
-        except ImageNotFound:
-            raise VmgenError(
-                f"docker image {self.image!r} not found: build it with `vmgen image build "
-                "--provider docker` (or images/debian12-test/build.sh) or set docker_image"
-            ) from None
+        self.ensure_image()
         seed = self._write_seed(spec.name, user_data)
         volumes = {
             "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
@@ -102,6 +100,24 @@ class DockerProvider:
             self.delete(spec.name)  # a container may exist in state "created"
             raise VmgenError(f"docker could not start the workspace: {exc.explanation}") from None
         return self._describe(container)
+
+    def ensure_image(self) -> None:
+        """The simulated-VM image exists, or is built from the shipped Dockerfile (ubuntu:24.04)."""
+        try:
+            self.client.images.get(self.image)
+            return
+        except ImageNotFound:
+            if self.image != SHIPPED_IMAGE:
+                raise VmgenError(f"docker image {self.image!r} not found: build it (e.g. "
+                                 f"images/debian12-test/build.sh) or set docker_image") from None
+        dockerfile = resources.files("vmgen.images").joinpath("ubuntu2404.Dockerfile").read_bytes()
+        try:
+            self.client.images.build(fileobj=io.BytesIO(dockerfile), tag=self.image, rm=True)
+        except (APIError, BuildError) as exc:
+            raise VmgenError(
+                f"could not build the simulated-VM image {self.image} from ubuntu:24.04 ({exc}); "
+                "without access to a registry, build the Debian image with images/debian12-test/build.sh "
+                "and set docker_image to its tag") from None
 
     def get(self, name: str) -> Workspace | None:
         container = self._container(name)

@@ -17,7 +17,7 @@ from pathlib import Path
 from .actions import act, warn, warning_text
 from .agent import AgentConfig
 from .humans import HumansConfig
-from .model import Action, Snapshot, Verdict
+from .model import Action, AgentState, Snapshot, Verdict
 from .persist import boot_id, load_history, save
 from .policy import decide
 from .settings import WatchSettings
@@ -57,12 +57,14 @@ class Watchdog:
         self.failures = 0
         self.retry_at = 0.0
         self.last_seen: dict[str, float] = {}
+        self.stall_reported = False
 
     def tick(self) -> Verdict:
         snapshot = self.collector.snapshot()
         verdict = decide(self.history, snapshot, self.policy)
         self._log_changes(verdict)
         self._remember_sources(snapshot)
+        self._report_stall(snapshot)
         self.history = verdict.history
         if verdict.next_action is Action.WARN and self.warned_for != verdict.deadline:
             self._warn(verdict)
@@ -105,6 +107,17 @@ class Watchdog:
             if active:
                 self.last_seen[name] = round(wall_now, 1)
             self.last_seen.setdefault(name, 0)
+
+    def _report_stall(self, snapshot: Snapshot) -> None:
+        """A stalled turn is not activity (the countdown runs), but a human should hear of it once."""
+        stalled = snapshot.agent.state is AgentState.STALLED
+        if stalled and not self.stall_reported:
+            text = (f"vmgen: the agent in workspace {self.settings.name} looks stalled: a turn is open but "
+                    f"nothing has moved for {self.settings.stall_minutes:g} min ({snapshot.agent.detail})")
+            log.warning("%s", text)
+            if not self.dry_run:
+                warn(self.settings, text)
+        self.stall_reported = stalled
 
     def _warn(self, verdict: Verdict) -> None:
         self.warned_for = verdict.deadline
