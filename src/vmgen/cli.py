@@ -268,9 +268,20 @@ def connect(name: str, session: str) -> None:
 def send(name: str, prompt: str) -> None:
     """Type PROMPT into the agent's pane on NAME and press Enter."""
     target = running_target(name)
+    wait_for_settled_pane(target)
     run(target, ["tmux", "send-keys", "-t", AGENT_SESSION, "-l", "--", prompt])
     run(target, ["tmux", "send-keys", "-t", AGENT_SESSION, "Enter"])
     err.print(f"sent to {name}")
+
+
+def wait_for_settled_pane(target: SSHTarget, timeout: float = 60) -> None:
+    """Keys typed while the agent's UI is still starting are lost: wait until its pane shows
+    something and stops changing (whatever the agent, no knowledge of its screen needed)."""
+    script = (f"prev=; for i in $(seq {int(timeout * 2)}); do cur=$(tmux capture-pane -p -t {AGENT_SESSION}); "
+              '[ -n "$(printf %s "$cur" | tr -d "[:space:]")" ] && [ "$cur" = "$prev" ] && exit 0; '
+              "prev=$cur; sleep 0.5; done; exit 1")
+    if run(target, ["bash", "-c", script], check=False, timeout=timeout + 30).returncode != 0:
+        raise VmgenError(f"the agent's pane did not settle within {timeout:.0f}s; see `vmgen connect`")
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

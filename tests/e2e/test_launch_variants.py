@@ -43,7 +43,7 @@ def local_wheels(tmp_path_factory) -> Path:
     return wheels
 
 
-def test_git_url_with_branch_login_and_gitconfig(cli, git_server, local_wheels) -> None:
+def test_git_url_with_branch_login_and_gitconfig(cli, model, git_server, local_wheels) -> None:
     claude_dir = cli.home / ".claude"
     claude_dir.mkdir(exist_ok=True)
     (claude_dir / ".credentials.json").write_text(json.dumps(
@@ -53,6 +53,9 @@ def test_git_url_with_branch_login_and_gitconfig(cli, git_server, local_wheels) 
     cli.env["VMGEN_VMGEN_FIND_LINKS"] = str(local_wheels)
     try:
         cli("launch", f"{git_server}#feature/x", "--name", "cloned", "--copy-claude-login")
+        # A prompt sent the moment the launch returns is not lost while the agent's UI starts.
+        cli("send", "cloned", "first words right after the launch")
+        model.wait_for("first words right after the launch", timeout=60)
         files = cli.ssh("cloned", "cd work/cloned && git branch --show-current && ls").split()
         assert files[0] == "feature/x" and "FEATURE.md" in files
         credentials = cli.ssh("cloned", "stat -c %a .claude/.credentials.json && cat .claude/.credentials.json")
