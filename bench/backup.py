@@ -1,0 +1,209 @@
+"""Backup and restore throughput and peak RSS of vmgen.backup, against the shell pipeline.
+
+    .venv/bin/python bench/backup.py [--size-mb 2048] [--rounds 1] [--keep]
+
+The synthetic workspace (generated once under /tmp/bk-bench-tree/<size>mb and reused) is ~20%
+many small source-like text files and ~80% large incompressible binaries. Each measurement runs
+in its own child process, whose peak RSS comes from wait4(): for vmgen one Python process, for
+the shell pipeline the largest of its processes. Compared in the same run on the same data:
+
+  backup   vmgen create_backup() to a LocalStore (tar -> zstd -3 -> age, sha256, fsync, then
+           read back and verified, manifest)   vs   tar -c | zstd -3 | age -r KEY > file
+  restore  vmgen restore_backup() (verify + decrypt + unzstd + safe extract into staging, move)
+           vs   age -d -i ID < file | zstd -d | tar -x
+
+Throughput is the tree's file bytes over wall time. Targets: >= 0.8x the pipeline, < 200 MB.
+Prints a table and writes bench/results/backup.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "backup.json"
+TREE_BASE = Path("/tmp/bk-bench-tree")
+WORK = Path("/tmp/bk-bench-work")
+PYTHON = sys.executable
+SMALL_SHARE = 0.2
+WORDS = ("def class return import self value result None True for while if else async await "
+         "yield lambda try except raise with open path config manifest store stream buffer "
+         "const let function export default interface type struct impl pub fn match").split()
+
+sys.path.insert(0, str(ROOT / "src"))
+from vmgen.backup import generate_identity  # noqa: E402
+
+
+def make_tree(size_mb: int) -> Path:
+    tree = TREE_BASE / f"{size_mb}mb"
+    if (tree / ".complete").exists():
+        return tree
+    shutil.rmtree(tree, ignore_errors=True)
+    rng = random.Random(42)
+    total = size_mb << 20
+    small_budget, n = int(total * SMALL_SHARE), 0
+    while small_budget > 0:  # ~8 KiB source files, 100 per directory, 3 levels deep
+        path = tree / "src" / f"pkg{n // 10000:02d}" / f"mod{n // 100 % 100:02d}" / f"file{n % 100:02d}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [" ".join(rng.choices(WORDS, k=rng.randint(3, 12))) for _ in range(rng.randint(20, 300))]
+        data = ("\n".join(lines) + "\n").encode()
+        path.write_bytes(data)
+        small_budget -= len(data)
+        n += 1
+    big_left, k = total - int(total * SMALL_SHARE), 0
+    big_size = max(1 << 20, min(256 << 20, big_left // 6))
+    (tree / "data").mkdir(parents=True, exist_ok=True)
+    while big_left > 0:
+        size = min(big_size, big_left)
+        with open(tree / "data" / f"blob{k:02d}.bin", "wb") as f:
+            for off in range(0, size, 1 << 20):
+                f.write(os.urandom(min(1 << 20, size - off)))
+        big_left -= size
+        k += 1
+    (tree / ".complete").write_text("")
+    return tree
+
+
+def tree_bytes(tree: Path) -> tuple[int, int]:
+    files = size = 0
+    for dirpath, _dirs, names in os.walk(tree):
+        for name in names:
+            files += 1
+            size += os.lstat(os.path.join(dirpath, name)).st_size
+    return files, size
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run(argv: list[str]) -> dict[str, float]:
+    """Wall time and peak RSS of one child process: the largest single process (wait4), and
+    the whole process tree summed (sampled every 20 ms: vmgen runs its stages as processes)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv)
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        watched = psutil.Process(proc.pid)
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], _tree_rss(watched))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark step failed ({proc.returncode}): {argv}")
+    return {"seconds": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "peak_tree_rss_mb": peak[0] / 2**20}
+
+
+VMGEN_BACKUP = """
+import sys; from pathlib import Path
+from vmgen.backup import LocalStore, create_backup
+m = create_backup(sys.argv[1], LocalStore(Path(sys.argv[2])), "bench", sys.argv[3], excludes=())
+print(f"  vmgen: plaintext {m.plaintext_bytes>>20} MiB -> zstd {m.compressed_bytes>>20} MiB -> age {m.ciphertext_bytes>>20} MiB", flush=True)
+"""
+VMGEN_RESTORE = """
+import sys; from pathlib import Path
+from vmgen.backup import LocalStore, parse_identity, restore_backup
+restore_backup(LocalStore(Path(sys.argv[1])), "bench", None, parse_identity(Path(sys.argv[2]).read_text()), sys.argv[3])
+"""
+
+
+def one_round(tree: Path, identity: Path, recipient: str, restore_base: Path) -> dict[str, dict[str, float]]:
+    store, pipe_out = WORK / "store", WORK / "pipeline.tar.zst.age"
+    shutil.rmtree(store, ignore_errors=True)
+    pipe_out.unlink(missing_ok=True)
+    env_py = [PYTHON, "-c"]
+    out: dict[str, dict[str, float]] = {}
+    out["pipeline_backup"] = run(["bash", "-c", "set -o pipefail; tar -C \"$1\" -cf - . | zstd -q -3 | "
+                                  "age -r \"$2\" > \"$3\"", "_", str(tree), recipient, str(pipe_out)])
+    out["vmgen_backup"] = run(env_py + [VMGEN_BACKUP, str(tree), str(store), recipient])
+    for name, argv in (
+        ("pipeline_restore", ["bash", "-c", "set -o pipefail; mkdir \"$3\" && age -d -i \"$1\" < \"$2\" | "
+                              "zstd -q -d | tar -x -C \"$3\"", "_", str(identity), str(pipe_out),
+                              str(restore_base / "restore-pipeline")]),
+        ("vmgen_restore", env_py + [VMGEN_RESTORE, str(store), str(identity), str(restore_base / "restore-vmgen")]),
+    ):
+        for d in ("restore-pipeline", "restore-vmgen"):
+            shutil.rmtree(restore_base / d, ignore_errors=True)
+        subprocess.run(["sync"], check=True)  # start each restore with no dirty pages pending
+        out[name] = run(argv)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=2048)
+    parser.add_argument("--rounds", type=int, default=1, help="best round is reported")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (store, restores)")
+    parser.add_argument("--restore-base", type=Path, default=WORK,
+                        help="where both restores extract (e.g. /dev/shm to take the disk out)")
+    args = parser.parse_args()
+    os.environ["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
+
+    t0 = time.perf_counter()
+    tree = make_tree(args.size_mb)
+    files, size = tree_bytes(tree)
+    print(f"tree {tree}: {files} files, {size / 2**20:.0f} MiB (ready in {time.perf_counter() - t0:.0f} s)")
+    subprocess.run(f"tar -C '{tree}' -cf - . | cat > /dev/null", shell=True, check=True)  # warm cache
+
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    text, recipient = generate_identity()
+    identity = WORK / "identity.txt"
+    identity.write_text(text)
+    args.restore_base.mkdir(parents=True, exist_ok=True)
+    rounds = [one_round(tree, identity, recipient, args.restore_base) for _ in range(args.rounds)]
+    best = {k: min((r[k] for r in rounds), key=lambda m: m["seconds"]) for k in rounds[0]}
+    for m in best.values():
+        m["mb_per_s"] = size / 1e6 / m["seconds"]
+
+    result: dict[str, Any] = {
+        "tree": {"files": files, "bytes": size, "size_mb_arg": args.size_mb, "small_share": SMALL_SHARE},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "rounds": args.rounds, "restore_base": str(args.restore_base), "best": best,
+        "ratio_backup": best["vmgen_backup"]["mb_per_s"] / best["pipeline_backup"]["mb_per_s"],
+        "ratio_restore": best["vmgen_restore"]["mb_per_s"] / best["pipeline_restore"]["mb_per_s"],
+        "targets": {"ratio_min": 0.8, "peak_rss_mb_max": 200},
+    }
+    print(f"\n{'step':<18}{'seconds':>9}{'MB/s':>9}{'peak RSS MB':>13}{'tree RSS MB':>13}")
+    for name, m in best.items():
+        print(f"{name:<18}{m['seconds']:>9.2f}{m['mb_per_s']:>9.0f}{m['peak_rss_mb']:>13.1f}"
+              f"{m['peak_tree_rss_mb']:>13.1f}")
+    print(f"\nvmgen / pipeline: backup {result['ratio_backup']:.2f}x, restore {result['ratio_restore']:.2f}x"
+          f" (target >= 0.8x); vmgen peak RSS "
+          f"{max(best['vmgen_backup']['peak_rss_mb'], best['vmgen_restore']['peak_rss_mb']):.0f} MB (target < 200)")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    if not args.keep:
+        shutil.rmtree(WORK, ignore_errors=True)
+        for d in ("restore-pipeline", "restore-vmgen"):
+            shutil.rmtree(args.restore_base / d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

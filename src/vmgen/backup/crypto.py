@@ -1,0 +1,144 @@
+"""age identities (X25519) and streaming encryption through pyrage.
+
+Identity files are byte-compatible with `age-keygen` output, so `age -d -i FILE` works on any
+backup without vmgen. A passphrase-protected identity is the same text encrypted with age's
+scrypt passphrase mode (armored), i.e. what `age -p -a` produces: `age -d FILE` unlocks it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyrage
+
+from vmgen.backup.manifest import (
+    ArchiveError,
+    IdentityError,
+    IdentityExists,
+    PassphraseRequired,
+    WrongIdentity,
+    WrongPassphrase,
+)
+
+_SECRET_PREFIX = "AGE-SECRET-KEY-1"
+_ENCRYPTED_MARKERS = ("-----BEGIN AGE ENCRYPTED FILE-----", "age-encryption.org/v1")
+# The age spec's message when no stanza opens with the given identities.
+_NO_MATCH = "no matching keys"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A loaded X25519 identity. `secret` is the AGE-SECRET-KEY-1... line."""
+
+    secret: str
+
+    def __repr__(self) -> str:  # never print the secret in logs or tracebacks
+        return f"Identity(recipient={self.recipient!r})"
+
+    @property
+    def recipient(self) -> str:
+        return str(self._pyrage().to_public())
+
+    def _pyrage(self) -> pyrage.x25519.Identity:
+        try:
+            return pyrage.x25519.Identity.from_str(self.secret)
+        except pyrage.IdentityError as e:
+            raise IdentityError(f"not a valid age X25519 identity: {e}") from e
+
+
+def generate_identity() -> tuple[str, str]:
+    """(identity file text as age-keygen writes it, recipient 'age1...')."""
+    ident = pyrage.x25519.Identity.generate()
+    recipient = str(ident.to_public())
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = f"# created: {created}\n# public key: {recipient}\n{ident}\n"
+    return text, recipient
+
+
+def parse_identity(text: str) -> Identity:
+    """The first AGE-SECRET-KEY line of an identity file (comments and blanks are allowed)."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(_SECRET_PREFIX):
+            identity = Identity(line)
+            identity.recipient  # validates
+            return identity
+    raise IdentityError("no AGE-SECRET-KEY-1 line in the identity text")
+
+
+def check_recipient(recipient: str) -> str:
+    try:
+        pyrage.x25519.Recipient.from_str(recipient)
+    except pyrage.RecipientError as e:
+        raise IdentityError(f"not a valid age recipient {recipient!r}: {e}") from e
+    return recipient
+
+
+def save_identity(path: Path | str, text: str, passphrase: str | None = None,
+                  overwrite: bool = False) -> None:
+    """Write the identity 0600, atomically; optionally sealed with a passphrase (age scrypt)."""
+    path = Path(path)
+    parse_identity(text)
+    if path.exists() and not overwrite:
+        # Replacing an identity makes every backup made for the old one unreadable.
+        raise IdentityExists(f"identity file {path} already exists; refusing to overwrite it")
+    data = text.encode()
+    if passphrase:
+        data = pyrage.passphrase.encrypt(data, passphrase, armored=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # O_EXCL + mode at creation: the secret is never readable by others, not even briefly.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def is_protected(data: bytes) -> bool:
+    head = data.lstrip()[:64].decode("ascii", "replace")
+    return head.startswith(_ENCRYPTED_MARKERS)
+
+
+def load_identity(path: Path | str, passphrase: str | None = None) -> Identity:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise IdentityError(f"cannot read identity file {path}: {e.strerror or e}") from e
+    if is_protected(data):
+        if not passphrase:
+            raise PassphraseRequired(f"identity file {path} is passphrase-protected; give the passphrase")
+        try:
+            data = pyrage.passphrase.decrypt(data, passphrase)
+        except pyrage.DecryptError as e:
+            raise WrongPassphrase(f"the passphrase does not unlock identity file {path}") from e
+    return parse_identity(data.decode("utf-8", "replace"))
+
+
+# The age stage runs in its own process (see pipeline.py) with stdin and stdout being pipes,
+# so pyrage's encrypt_file/decrypt_file copy between them entirely in Rust. (pyrage's
+# encrypt_io/decrypt_io also stream, but call back into Python for every 8 KiB and so queue for
+# the GIL behind any Python stage sharing the process.)
+
+def encrypt_stdio(recipient: str) -> None:
+    rec = pyrage.x25519.Recipient.from_str(check_recipient(recipient))
+    pyrage.encrypt_file("/dev/stdin", "/dev/stdout", [rec])
+
+
+def decrypt_stdio(identity: Identity) -> None:
+    try:
+        pyrage.decrypt_file("/dev/stdin", "/dev/stdout", [identity._pyrage()])
+    except pyrage.DecryptError as e:
+        if _NO_MATCH in str(e).lower():
+            raise WrongIdentity(f"identity {identity.recipient} cannot decrypt this backup") from e
+        raise ArchiveError(f"not a readable age file: {e}") from e
+    except OSError as e:  # age's per-chunk authentication failed, or the stream ended early
+        raise ArchiveError(f"age decryption failed (damaged or truncated object): {e}") from e
