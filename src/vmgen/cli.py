@@ -20,7 +20,7 @@ from .builder.render import AGENT_SESSION
 from .config import Settings, load_settings
 from .errors import UsageError, VmgenError, WorkspaceNotFound, WorkspaceNotRunning
 from .handover import laptop_extras
-from .launch import LaunchOptions, launch as launch_workspace, ssh_target, wait_until_agent_back
+from .launch import LaunchOptions, launch as launch_workspace, target_of, wait_until_agent_back
 from .providers import PROVIDERS, USER_DATA_LIMITS, Provider, Workspace, get_provider
 from .providers.base import SelfDelete
 from .spec import WATCHDOG_ACTIONS, VmgenInstall, WatchdogTuning, make_spec, validate_name
@@ -93,8 +93,8 @@ def existing(name: str) -> tuple[Provider, Workspace]:
 
 
 def running_target(name: str) -> SSHTarget:
-    provider, workspace = existing(name)
-    target = ssh_target(provider, name, default_identities())
+    _, workspace = existing(name)
+    target = target_of(workspace, default_identities())
     if not workspace.running or target is None:
         raise WorkspaceNotRunning(f"workspace {name!r} is {workspace.status}; start it with `vmgen start {name}`")
     return target

@@ -40,10 +40,14 @@ class LaunchResult:
 
 
 def ssh_target(provider: Provider, name: str, identities: tuple[Path, ...]) -> SSHTarget | None:
-    workspace = provider.get(name)
+    """The workspace as it is now (its SSH port may appear late); None while it has no SSH."""
+    return target_of(provider.get(name), identities)
+
+
+def target_of(workspace: Workspace | None, identities: tuple[Path, ...]) -> SSHTarget | None:
     if workspace is None or workspace.ssh is None:
         return None
-    return SSHTarget.for_workspace(workspace.ssh, WorkspaceState(name), identities)
+    return SSHTarget.for_workspace(workspace.ssh, WorkspaceState(workspace.name), identities)
 
 
 def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, progress: Progress) -> LaunchResult:

@@ -99,6 +99,7 @@ class DockerProvider:
         except APIError as exc:
             self.delete(spec.name)  # a container may exist in state "created"
             raise VmgenError(f"docker could not start the workspace: {exc.explanation}") from None
+        container.reload()  # run/start/stop return objects whose ports and state are stale
         return self._describe(container)
 
     def ensure_image(self) -> None:
@@ -130,11 +131,13 @@ class DockerProvider:
     def start(self, name: str) -> Workspace:
         container = self._require(name)
         container.start()
+        container.reload()  # run/start/stop return objects whose ports and state are stale
         return self._describe(container)
 
     def stop(self, name: str) -> Workspace:
         container = self._require(name)
         container.stop(timeout=30)
+        container.reload()  # run/start/stop return objects whose ports and state are stale
         return self._describe(container)
 
     def delete(self, name: str) -> None:
@@ -171,7 +174,7 @@ class DockerProvider:
         return container
 
     def _describe(self, container) -> Workspace:
-        container.reload()
+        """From the container's attributes as fetched; after a change, reload it first."""
         attrs = container.attrs
         created = datetime.fromisoformat(attrs["Created"][:26].rstrip("Z") + "+00:00")
         ssh = None
