@@ -154,9 +154,9 @@ def test_slow_model_turn_is_working_then_waiting(session: Session) -> None:
     assert len(samples) >= min(8, MODEL_DELAY / 6), report
     assert all(s.state is AgentState.WORKING and s.turn_open for _, _, s in samples), report
     assert all(s.model_connections >= 1 for _, _, s in samples), report
-    # Its TUI spinner costs a few % of a core: far too little for a CPU-based check to call it
-    # busy, so WORKING must come (and does) from the open turn plus the model connection.
-    assert cpu_share < 0.10, f"Claude used {cpu_share:.1%} of a core while waiting\n{report}"
+    # Claude's own CPU while it waits (its TUI spinner) varies with the machine's load (2-27% of a
+    # core seen here), so WORKING must come from the open turn plus the model connection:
+    # the check on each sample's detail below says the watchdog relies on exactly that.
     assert all("model connection" in s.detail for _, _, s in samples), report
 
     after = wait_until(w.poll, lambda s: s.state is AgentState.WAITING, timeout=30, every=1)
