@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Iterator
 
 import click
@@ -15,11 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .backup.target import BackupTarget, target_from_settings
 from .builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
 from .builder.render import AGENT_SESSION
 from .config import Settings, load_settings
 from .errors import UsageError, VmgenError, WorkspaceNotFound, WorkspaceNotRunning
 from .handover import laptop_extras
+from .identities import ensure_identity
 from .launch import LaunchOptions, launch as launch_workspace, target_of, wait_until_agent_back
 from .providers import PROVIDERS, USER_DATA_LIMITS, Provider, Workspace, get_provider
 from .providers.base import SelfDelete
@@ -119,7 +123,8 @@ def spec_options(function):
         click.option("--image", help="Base image or snapshot."),
         click.option("--idle-minutes", type=int, help="Minutes of idleness before the workspace is stopped."),
         click.option("--idle-action", type=click.Choice(WATCHDOG_ACTIONS),
-                     help="What the watchdog does once idle (default: poweroff)."),
+                     help="What the watchdog does once idle (default: backup-then-delete with a backup store, "
+                          "else poweroff)."),
         click.option("--desktop/--no-desktop", default=None, help="Install the noVNC desktop."),
     ]
     for option in reversed(options):
@@ -127,9 +132,14 @@ def spec_options(function):
     return function
 
 
-def build_spec(source: str, opts: dict):
+def build_spec(source, opts: dict, backup: BackupTarget | None = None):
     s = settings()
-    return make_spec(
+    action = opts.get("idle_action") or s.idle_action
+    if action == "auto":
+        action = "backup-then-delete" if backup is not None else "poweroff"
+    elif action == "backup-then-delete" and backup is None:
+        raise UsageError("idle action 'backup-then-delete' needs a backup store (r2_bucket, or the docker provider)")
+    spec = make_spec(
         source,
         name=opts.get("name"),
         agent=opts.get("agent") or s.agent,
@@ -140,12 +150,15 @@ def build_spec(source: str, opts: dict):
         idle_minutes=opts["idle_minutes"] if opts.get("idle_minutes") is not None else s.idle_minutes,
         desktop=opts["desktop"] if opts.get("desktop") is not None else s.desktop,
         configured_keys=s.ssh_public_keys,
-        watchdog=WatchdogTuning(action=opts.get("idle_action") or s.idle_action, warn_minutes=s.idle_warn_minutes,
+        watchdog=WatchdogTuning(action=action, warn_minutes=s.idle_warn_minutes,
                                 human_minutes=s.idle_human_minutes, interval_seconds=s.idle_interval_seconds,
                                 max_lifetime_hours=s.max_lifetime_hours, webhook_url=s.idle_webhook_url),
         vmgen=VmgenInstall(version=s.vmgen_version or __version__, index_url=s.vmgen_index_url,
                            find_links=s.vmgen_find_links),
     )
+    if backup is not None and backup.kind == "local":
+        spec = dataclasses.replace(spec, local_backup_dir=Path(backup.path))
+    return spec
 
 
 @main.command()
@@ -156,11 +169,13 @@ def build_spec(source: str, opts: dict):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (with step timings).")
 def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, as_json: bool, **opts) -> None:
     """Launch a workspace for SOURCE (git URL with optional #branch, or a local directory)."""
-    spec = build_spec(source, opts)
     provider = provider_named(opts.get("provider"))
+    target = target_from_settings(settings(), provider.name)
+    spec = build_spec(source, opts, target)
     credentials, gitconfig = laptop_extras(copy_claude_login)
     options = LaunchOptions(
         agent_env=agent_env(settings(), spec.agent.key_variables),
+        backup=(target.on_vm(), ensure_identity(spec.name)) if target is not None else None,
         identities=default_identities(),
         claude_credentials=credentials,
         gitconfig=gitconfig,
@@ -404,4 +419,11 @@ def config_show() -> None:
     err.print("from: " + (", ".join(s.sources) or "defaults only"))
 
 
-main.add_command(vmside)
+def _register_more_commands() -> None:
+    from .cli_backup import backup, backups, restore
+
+    for command in (vmside, backup, backups, restore):
+        main.add_command(command)
+
+
+_register_more_commands()

@@ -13,7 +13,7 @@ from dotenv import dotenv_values
 from .errors import ConfigError
 
 # Settings whose values are credentials: masked whenever shown.
-SECRET_FIELDS = frozenset({"anthropic_api_key", "hcloud_token"})
+SECRET_FIELDS = frozenset({"anthropic_api_key", "hcloud_token", "r2_secret_access_key", "r2_access_key_id"})
 
 # Well-known variable names other tools already use, accepted besides VMGEN_<FIELD>.
 ALIASES = {
@@ -32,7 +32,7 @@ class Settings:
     region: str = "fsn1"
     image: str = ""
     idle_minutes: int = 30
-    idle_action: str = "poweroff"
+    idle_action: str = "auto"  # backup-then-delete when a backup store is configured, else poweroff
     idle_warn_minutes: float = 10
     idle_human_minutes: float = 120
     idle_interval_seconds: float = 30
@@ -46,6 +46,14 @@ class Settings:
     hcloud_token: str = ""
     hcloud_endpoint: str = ""
     hcloud_metadata_url: str = ""
+    backup_dir: str = "~/.local/share/vmgen/backups"
+    backup_keep: int = 7
+    backup_part_mib: int = 64
+    backup_excludes: tuple[str, ...] = ()
+    r2_bucket: str = ""
+    r2_endpoint: str = ""
+    r2_access_key_id: str = ""
+    r2_secret_access_key: str = ""
     vmgen_version: str = ""
     vmgen_index_url: str = ""
     vmgen_find_links: str = ""

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .backup.target import BackupTarget
 from .builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
 from .builder.render import AGENT_SESSION
-from .errors import UsageError, WorkspaceExists
+from .errors import BootFailed, UsageError, WorkspaceExists
 from .handover import Handover, deliver
 from .providers import Provider, Workspace
 from .readiness import Phase, follow_cloud_init, wait_for_session, wait_for_ssh
 from .spec import LocalSource, WorkspaceSpec
-from .ssh import SSHTarget
+from .ssh import SSHTarget, run, write_file
 from .state import WorkspaceRecord, WorkspaceState
 
 Progress = Callable[[str], None]
+RESTORE_IDENTITY = "/run/vmgen/restore/identity"
+RESTORE_RESULT = "/var/lib/vmgen/restore-result.json"
+
+
+class RestoreFailed(BootFailed):
+    """The new VM could not restore the backup; the agent was not started."""
 
 
 @dataclass(frozen=True)
 class LaunchOptions:
     agent_env: dict[str, str]
+    # The store and recipient for the VM's backups; None: no backups.
+    backup: tuple[BackupTarget, str] | None = None
+    # For a restore: the identity text to push into /run on the new VM.
+    restore_identity: str | None = None
     identities: tuple[Path, ...] = ()
     claude_credentials: bytes | None = None
     gitconfig: bytes | None = None
@@ -60,10 +72,14 @@ def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, prog
     if spec.vmgen.local_wheels is not None and not getattr(provider, "shares_local_folders", False):
         raise UsageError(f"vmgen_find_links must be a URL for the {provider.name} provider "
                          f"(a local folder can only be shared with docker workspaces)")
+    if spec.local_backup_dir is not None and not getattr(provider, "shares_local_folders", False):
+        raise UsageError(f"a local backup folder cannot be shared with a {provider.name} VM; configure an "
+                         f"S3/R2 store (r2_bucket, r2_endpoint and keys)")
     if provider.get(spec.name) is not None:
         raise WorkspaceExists(f"a workspace named {spec.name!r} already exists on {provider.name}")
     host_key = generate_host_key()
-    user_data = render_user_data(spec, RenderOptions(host_key=host_key, self_delete=provider.self_delete_spec()))
+    user_data = render_user_data(spec, RenderOptions(host_key=host_key, self_delete=provider.self_delete_spec(),
+                                                     backup=options.backup))
     check_size(user_data, provider.user_data_limit, provider.name)
     check_schema(user_data)
     mark("render")
@@ -84,6 +100,11 @@ def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, prog
         mark("ssh")
         phases = follow_cloud_init(target, options.boot_timeout, progress)
         mark("cloud_init")
+        if options.restore_identity is not None:
+            progress("restoring the backup (download, verify, decrypt, extract)")
+            restored = restore_on_vm(target, options.restore_identity, options.boot_timeout)
+            progress(f"restored backup {restored['backup_id']}")
+            mark("restore")
         progress("handing over credentials" + (" and uploading the repository" if isinstance(spec.source, LocalSource) else ""))
         deliver(target, Handover(
             agent_env=options.agent_env,
@@ -108,6 +129,22 @@ def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, prog
     workspace = provider.get(spec.name)
     assert workspace is not None
     return LaunchResult(workspace=workspace, target=target, timings=timings, phases=phases)
+
+
+def restore_on_vm(target: SSHTarget, identity_text: str, timeout: float) -> dict:
+    """Push the identity into /run (tmpfs; the root restore service removes it once read) and
+    wait for the restore's result. The agent does not start unless it succeeded."""
+    write_file(target, RESTORE_IDENTITY, identity_text.encode())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = run(target, ["cat", RESTORE_RESULT], check=False, timeout=30)
+        if found.returncode == 0:
+            result = json.loads(found.stdout)
+            if not result["ok"]:
+                raise RestoreFailed(f"restore failed: {result['error']}")
+            return result
+        time.sleep(1)
+    raise RestoreFailed(f"the restore did not finish within {timeout:.0f}s")
 
 
 def wait_until_agent_back(provider: Provider, name: str, identities: tuple[Path, ...],

@@ -44,7 +44,18 @@ class LocalSource:
         return str(self.path)
 
 
-Source = GitSource | LocalSource
+@dataclass(frozen=True)
+class RestoreSource:
+    """A workspace brought back from a backup (the latest when backup_id is empty)."""
+
+    workspace: str
+    backup_id: str = ""
+
+    def describe(self) -> str:
+        return f"backup {self.backup_id or 'latest'} of {self.workspace}"
+
+
+Source = GitSource | LocalSource | RestoreSource
 
 
 # Where a provider that can share folders (docker) shows a local wheel directory to the VM.
@@ -102,6 +113,8 @@ class WorkspaceSpec:
     desktop: bool = False
     extra_packages: tuple[str, ...] = field(default=())
     watchdog: WatchdogTuning = field(default_factory=WatchdogTuning)
+    # A local backup folder the provider shares with the VM (docker), else None.
+    local_backup_dir: Path | None = None
 
     @property
     def repo_dir(self) -> str:
@@ -123,6 +136,8 @@ def validate_name(name: str) -> str:
 
 def derive_name(source: Source) -> str:
     """A workspace name from the repository's last path component (`My_App.git` -> `my-app`)."""
+    if isinstance(source, RestoreSource):
+        return validate_name(source.workspace)
     if isinstance(source, LocalSource):
         stem = source.path.name
     else:
@@ -244,7 +259,7 @@ def discover_public_keys(configured: tuple[str, ...], home: Path | None = None) 
 
 
 def make_spec(
-    source_text: str,
+    source_text: str | RestoreSource,
     *,
     name: str | None,
     agent: str,
@@ -260,7 +275,7 @@ def make_spec(
     home: Path | None = None,
 ) -> WorkspaceSpec:
     """Validate every user-provided value and assemble the spec."""
-    source = parse_source(source_text)
+    source = source_text if isinstance(source_text, RestoreSource) else parse_source(source_text)
     if vmgen.local_wheels is not None and not vmgen.local_wheels.is_dir():
         raise InvalidSpec(f"vmgen_find_links {vmgen.find_links!r} is neither a URL nor a directory")
     if idle_minutes < 1:
@@ -269,9 +284,6 @@ def make_spec(
         raise InvalidSpec(f"idle webhook {watchdog.webhook_url!r} is not an http(s) URL")
     if watchdog.action not in WATCHDOG_ACTIONS:
         raise InvalidSpec(f"idle action {watchdog.action!r}: use one of {', '.join(WATCHDOG_ACTIONS)}")
-    if watchdog.action == "backup-then-delete":
-        raise InvalidSpec("idle action 'backup-then-delete' needs backups, which this vmgen version does not "
-                          "have yet; use 'delete' or 'poweroff'")
     return WorkspaceSpec(
         name=validate_name(name) if name else derive_name(source),
         source=source,

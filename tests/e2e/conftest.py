@@ -11,6 +11,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import docker
 import pytest
@@ -90,7 +91,7 @@ def make_home(base: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cli(tmp_path_factory, vm_image, wheel_url, model) -> Cli:
+def cli(tmp_path_factory, vm_image, wheel_url, model) -> Iterator[Cli]:
     home = make_home(tmp_path_factory.mktemp("cli"))
     env = {
         "PATH": os.environ["PATH"],
@@ -103,7 +104,12 @@ def cli(tmp_path_factory, vm_image, wheel_url, model) -> Cli:
         "ANTHROPIC_BASE_URL": f"http://host.docker.internal:{model.port}",
         "PYTHONPATH": str(ROOT / "src"),
     }
-    return Cli(env=env, home=home)
+    cli = Cli(env=env, home=home)
+    yield cli
+    # A test that failed midway must not leave its workspace behind for the next run.
+    workspaces = home / ".local/state/vmgen/workspaces"
+    for name in sorted(p.name for p in workspaces.iterdir()) if workspaces.is_dir() else ():
+        cli("destroy", name, "--yes", check=False)
 
 
 def make_repo(parent: Path, name: str) -> Path:

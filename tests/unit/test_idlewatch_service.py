@@ -112,11 +112,13 @@ def test_restart_mid_countdown_resumes(tmp_path, calls):
     assert calls["act"][:1] == [Action.DELETE]
 
 
-def test_backup_then_delete_is_refused_until_backups_exist(tmp_path):
+def test_backup_then_delete_is_refused_without_a_backup_store(tmp_path):
     config = tmp_path / "idlewatch.toml"
     config.write_text('action = "backup-then-delete"\n')
-    with pytest.raises(ConfigError, match="needs vmgen's backup support"):
-        settings_module.load(config)
+    with pytest.raises(ConfigError, match="needs a backup store"):
+        settings_module.load(config, backup_config=tmp_path / "missing.toml")
+    (tmp_path / "backup.toml").write_text('kind = "local"\n')
+    assert settings_module.load(config, backup_config=tmp_path / "backup.toml").action == "backup-then-delete"
 
 
 def test_settings_file_round_trip(tmp_path):

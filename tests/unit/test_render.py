@@ -119,7 +119,7 @@ HOSTILE_BRANCHES = [
 # command without a stub fails the test instead of running on this machine.
 STUBS = """
 record() { printf '%s' "$1" >> "$RECORD"; shift; for a in "$@"; do printf '\\037%s' "$a" >> "$RECORD"; done; printf '\\036' >> "$RECORD"; }
-for cmd in ufw systemctl npm python3 ln install runuser date find chown /opt/vmgen/bin/pip; do
+for cmd in ufw systemctl systemd-tmpfiles npm python3 ln install runuser date find chown /opt/vmgen/bin/pip; do
   eval "$(printf '%q() { record %q "$@"; }' "$cmd" "$cmd")"
 done
 tee() { /bin/cat >/dev/null; record tee "$@"; }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from urllib.parse import urlsplit
 
@@ -16,7 +16,8 @@ import jinja2
 import yaml
 
 from ..providers.base import SelfDelete
-from ..spec import GitSource, WorkspaceSpec
+from ..backup.target import BackupTarget, vm_config_text
+from ..spec import GitSource, RestoreSource, WorkspaceSpec
 from .hostkeys import HostKey
 
 AGENT_SESSION = "claude"
@@ -30,7 +31,9 @@ class RenderOptions:
     host_key: HostKey
     # How the watchdog removes this VM; its secrets land in a root-only file.
     self_delete: SelfDelete = SelfDelete(provider="docker")
-    # Replaced in printed output (`vmgen render`): host key and provider token are secret.
+    # The store and public recipient for this workspace's backups, if any (never the identity).
+    backup: tuple[BackupTarget, str] | None = None
+    # Replaced in printed output (`vmgen render`): host key, tokens and store keys are secret.
     redact_secrets: bool = False
 
 # Claude Code hook events the watchdog follows (see vmside/idlewatch/agent.py).
@@ -74,8 +77,20 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
               env.get_template("vmgen-metadata-guard.service.j2").render(
                   metadata_blocks=options.self_delete.metadata_blocks)),
         _file(f"{LIB}/agent-event", _load_template("agent-event"), mode="0755"),
+        _file("/etc/tmpfiles.d/vmgen.conf", _load_template("tmpfiles-vmgen.conf")),
+        *(_file(f"/etc/systemd/system/{unit}", _load_template(unit)) for unit in
+          ("vmgen-backup.path", "vmgen-backup.service", "vmgen-restore.path", "vmgen-restore.service")),
         *_agent_seed_files(spec),
     ]
+    if options.backup is not None:
+        target, recipient = options.backup
+        if options.redact_secrets:
+            target = replace(target, access_key_id="<redacted>" if target.access_key_id else "",
+                             secret_access_key="<redacted>" if target.secret_access_key else "")
+        files.append(_file("/etc/vmgen/backup.toml", vm_config_text(target, spec.name, recipient), mode="0600"))
+    if isinstance(spec.source, RestoreSource):
+        request = {"workspace": spec.source.workspace, "backup_id": spec.source.backup_id}
+        files.append(_file("/etc/vmgen/restore.json", json.dumps(request) + "\n"))
     if options.self_delete.secrets:
         secrets = "".join(f"{key}={'<redacted>' if options.redact_secrets else value}\n"
                           for key, value in options.self_delete.secrets)
@@ -120,6 +135,7 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "repo_dir": spec.repo_dir,
         "git_url": git.url if git else "",
         "git_branch": git.branch if git and git.branch else "",
+        "restoring": isinstance(spec.source, RestoreSource),
         "agent_install": spec.agent.install_command(spec.agent_version),
         "start": spec.agent.start,
         "resume": spec.agent.resume,

@@ -17,6 +17,7 @@ import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
 
 from ..errors import ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
+from ..backup.target import VM_LOCAL_MOUNT
 from ..spec import WHEELS_MOUNT, WorkspaceSpec
 from ..state import WorkspaceState
 from .base import LABEL, WS_LABEL, SelfDelete, SSHEndpoint, Workspace
@@ -82,6 +83,9 @@ class DockerProvider:
         }
         if spec.vmgen.local_wheels is not None:
             volumes[str(spec.vmgen.local_wheels)] = {"bind": WHEELS_MOUNT, "mode": "ro"}
+        if spec.local_backup_dir is not None:
+            spec.local_backup_dir.mkdir(parents=True, exist_ok=True)
+            volumes[str(spec.local_backup_dir)] = {"bind": VM_LOCAL_MOUNT, "mode": "rw"}
         cgroup_version = str(self.client.info().get("CgroupVersion", "1"))
         try:
             container = self.client.containers.run(

@@ -50,3 +50,26 @@ def keepalive(duration: str, reason: str, leases_path: Path) -> None:
     lease = leases.add(leases.parse_duration(duration), reason, leases_path)
     until = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(lease.until))
     click.echo(f"keepalive until {until} ({lease.reason})")
+
+
+@vmside.command()
+@click.option("--from-request", is_flag=True, help="Run for a request file (the vmgen-backup service).")
+def backup(from_request: bool) -> None:
+    """Back up the agent's home to the workspace's store (root only)."""
+    from .backups import run_backup, run_backup_request
+
+    result = run_backup_request() if from_request else run_backup()
+    click.echo(json.dumps({k: v for k, v in result.items() if k != "trace"}))
+    if not result["ok"]:
+        sys.exit(1)
+
+
+@vmside.command()
+def restore() -> None:
+    """Restore the requested backup with the identity pushed into /run (the vmgen-restore service)."""
+    from .backups import run_restore
+
+    result = run_restore()
+    click.echo(json.dumps(result))
+    if not result["ok"]:
+        sys.exit(1)

@@ -42,6 +42,14 @@ def warn(settings: WatchSettings, text: str) -> None:
 
 def act(settings: WatchSettings, action: Action) -> None:
     """Raises on failure; the service retries with backoff and the VM stays up."""
+    if action is Action.BACKUP_THEN_DELETE:
+        from ..backups import run_backup
+
+        result = run_backup("idlewatch")
+        if not result["ok"]:
+            raise RuntimeError(f"backup failed, not deleting: {result['error']}")
+        log.warning("backup %s verified (%d bytes)", result["backup_id"], result["ciphertext_bytes"])
+        action = Action.DELETE
     if action is Action.POWEROFF or (action is Action.DELETE and settings.provider == "docker"):
         log.warning("powering off")
         subprocess.run(["systemctl", "poweroff"], check=True)

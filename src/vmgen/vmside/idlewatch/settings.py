@@ -47,7 +47,7 @@ class WatchSettings:
         )
 
 
-def load(path: Path = CONFIG_PATH) -> WatchSettings:
+def load(path: Path = CONFIG_PATH, backup_config: Path = Path("/etc/vmgen/backup.toml")) -> WatchSettings:
     data = tomllib.loads(path.read_text()) if path.is_file() else {}
     known = {f.name: f for f in fields(WatchSettings)}
     unknown = sorted(set(data) - set(known))
@@ -59,11 +59,11 @@ def load(path: Path = CONFIG_PATH) -> WatchSettings:
     try:
         action = Action(settings.action)
     except ValueError:
-        raise ConfigError(f"{path}: action must be one of delete, poweroff, backup-then-delete") from None
-    if action is Action.BACKUP_THEN_DELETE:
+        raise ConfigError(f"{path}: action must be one of backup-then-delete, delete, poweroff") from None
+    if action is Action.BACKUP_THEN_DELETE and not backup_config.is_file():
         # Deleting without a verified backup would lose work: refuse rather than pretend.
-        raise ConfigError(f"{path}: action 'backup-then-delete' needs vmgen's backup support, which this "
-                          "version does not have yet; use 'delete' or 'poweroff'")
+        raise ConfigError(f"{path}: action 'backup-then-delete' needs a backup store ({backup_config} is missing); "
+                          "use 'delete' or 'poweroff', or launch with a backup store configured")
     if action in (Action.NONE, Action.WARN):
         raise ConfigError(f"{path}: action must be one of delete, poweroff")
     return settings

@@ -1,0 +1,133 @@
+"""`vmgen backup`, `vmgen backups`, `vmgen restore`: the laptop's side of encrypted backups."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from datetime import datetime, timezone
+
+import click
+from rich.table import Table
+
+from .backup.crypto import WrongIdentity
+from .backup.manifest import latest_backup, list_backups, read_manifest
+from .backup.target import require_target
+from .errors import VmgenError
+from .identities import load_for_restore, recipient_path
+from .spec import RestoreSource
+from .ssh import run, write_file
+
+BACKUP_REQUEST = "/home/agent/.vmgen/backup-request"
+BACKUP_RESULT = "/var/lib/vmgen/backup-result.json"
+
+
+class BackupFailed(VmgenError):
+    """The workspace could not make or verify its backup."""
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
+@click.command()
+@click.argument("name")
+@click.option("--timeout", default=7200, show_default=True, help="Seconds to wait for the backup.")
+def backup(name: str, timeout: float) -> None:
+    """Back up NAME now (encrypted; the VM holds only the public key)."""
+    from .cli import err, progress, running_target
+
+    target = running_target(name)
+    request_id = secrets.token_hex(8)
+    started = time.monotonic()
+    requested_at = int(run(target, ["date", "+%s"]).stdout.decode().strip())
+    write_file(target, BACKUP_REQUEST, request_id.encode(), mode="644")
+    with progress(f"backing up {name}") as update:
+        while True:
+            found = run(target, ["cat", BACKUP_RESULT], check=False, timeout=30)
+            result = json.loads(found.stdout) if found.returncode == 0 else {}
+            if result.get("request_id") == request_id:
+                break
+            if service_failed_since(target, requested_at):
+                raise BackupFailed(f"{name}: the backup service failed before reporting; see "
+                                   f"`vmgen ssh {name} -- journalctl -u vmgen-backup`")
+            if time.monotonic() - started > timeout:
+                raise BackupFailed(f"{name}: no backup result within {timeout:.0f}s")
+            update("archiving, compressing, encrypting, uploading, verifying")
+            time.sleep(1)
+    if not result["ok"]:
+        raise BackupFailed(f"{name}: backup failed: {result['error']}")
+    err.print(f"[green]backed up[/] {name}: {result['backup_id']}, {human_bytes(result['ciphertext_bytes'])} stored "
+              f"({human_bytes(result['plaintext_bytes'])} archived) in {result['seconds']:.1f}s")
+    for stat in result.get("excluded", []):
+        err.print(f"  excluded {stat['pattern']}: {stat['files']} files, {human_bytes(stat['bytes'])}")
+
+
+def service_failed_since(target, since: int) -> bool:
+    """The root backup service died without writing a result (e.g. a broken install) after `since`."""
+    check = ("unit=vmgen-backup.service; s=$(systemctl show -p ActiveState --value $unit); "
+             "t=$(systemctl show -p ExecMainExitTimestamp --value $unit); "
+             f'[ "$s" = failed ] && [ -n "$t" ] && [ "$(date -d "$t" +%s)" -ge {since} ]')
+    return run(target, ["bash", "-c", check], check=False, timeout=30).returncode == 0
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("--provider", help="Whose store to read (default: the configured provider).")
+def backups(name: str | None, provider: str | None) -> None:
+    """Every backup in the store (of NAME, or of all workspaces)."""
+    from .cli import age, err, out, settings
+
+    store_target = require_target(settings(), provider or settings().provider)
+    found = list_backups(store_target.open(), name)
+    if not found:
+        err.print(f"no backups{f' of {name}' if name else ''} in {store_target.describe()}")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("WORKSPACE", "BACKUP", "CREATED", "SIZE", "AGE"):
+        table.add_column(column)
+    now = datetime.now(timezone.utc)
+    for m in found:
+        created = datetime.fromisoformat(m.created_at)
+        table.add_row(m.workspace, m.backup_id, created.strftime("%Y-%m-%d %H:%M"), human_bytes(m.ciphertext_bytes),
+                      age(now - created))
+    out.print(table)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--backup", "backup_id", help="Which backup (default: the latest).")
+@click.option("--provider", help="Where to run the restored workspace.")
+@click.option("--keep-on-failure", is_flag=True, help="Keep the new VM for inspection if the restore fails.")
+def restore(name: str, backup_id: str | None, provider: str | None, keep_on_failure: bool) -> None:
+    """Bring NAME back on a new VM: files, ~/.claude and the agent's conversation."""
+    from .cli import agent_env, build_spec, err, progress, provider_named, settings
+    from .launch import LaunchOptions, launch as launch_workspace
+    from .ssh import default_identities
+
+    chosen = provider_named(provider)
+    store_target = require_target(settings(), chosen.name)
+    store = store_target.open()
+    manifest = read_manifest(store, name, backup_id) if backup_id else latest_backup(store, name)
+    identity = load_for_restore(name)
+    if identity.recipient != manifest.recipient:
+        raise WrongIdentity(f"backup {manifest.backup_id} of {name} was made for another identity than the one in "
+                            f"{recipient_path(name).parent}")
+    spec = build_spec(RestoreSource(name, manifest.backup_id), {"name": name}, store_target)
+    options = LaunchOptions(
+        agent_env=agent_env(settings(), spec.agent.key_variables),
+        backup=(store_target.on_vm(), identity.recipient),
+        restore_identity=identity.secret + "\n",
+        identities=default_identities(),
+        keep_on_failure=keep_on_failure,
+    )
+    started = time.monotonic()
+    with progress(f"restoring {name} from {manifest.backup_id}") as update:
+        launch_workspace(spec, chosen, options, update)
+    err.print(f"[green]restored[/] {name} from {manifest.backup_id} on {chosen.name} in "
+              f"{time.monotonic() - started:.0f}s; the agent resumed its conversation")
+    err.print(f"  connect:  vmgen connect {name}")

@@ -1,0 +1,47 @@
+"""Per-workspace backup identities on the laptop.
+
+Each workspace has its own age X25519 identity. The private half stays here (0600, sealed with
+VMGEN_PASSPHRASE when set); the VM only ever gets the public recipient. Identities outlive
+`vmgen destroy` on purpose: they are what makes the workspace's backups restorable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .backup.crypto import Identity, generate_identity, is_protected, load_identity, save_identity
+from .config import state_dir
+from .errors import UsageError
+
+
+def identity_path(name: str) -> Path:
+    return state_dir() / "identities" / f"{name}.age-identity"
+
+
+def recipient_path(name: str) -> Path:
+    return state_dir() / "identities" / f"{name}.recipient"
+
+
+def ensure_identity(name: str) -> str:
+    """The workspace's recipient, creating its identity on first use."""
+    recipient_file = recipient_path(name)
+    if recipient_file.is_file() and identity_path(name).is_file():
+        return recipient_file.read_text().strip()
+    text, recipient = generate_identity()
+    save_identity(identity_path(name), text, passphrase=os.environ.get("VMGEN_PASSPHRASE") or None)
+    recipient_file.write_text(recipient + "\n")
+    return recipient
+
+
+def load_for_restore(name: str) -> Identity:
+    path = identity_path(name)
+    if not path.is_file():
+        raise UsageError(f"no backup identity for {name!r} at {path}: backups of it cannot be decrypted here")
+    passphrase = os.environ.get("VMGEN_PASSPHRASE") or None
+    if passphrase is None and is_protected(path.read_bytes()) and sys.stdin.isatty():
+        import click
+
+        passphrase = click.prompt(f"passphrase for {name}'s backup identity", hide_input=True)
+    return load_identity(path, passphrase)

@@ -1,0 +1,70 @@
+"""Encrypted backup and restore end to end on the docker provider with the local store: work the
+agent did comes back on a new VM, with the agent's conversation; a damaged backup is refused and
+leaves no half-restored workspace running the agent."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.fakes.anthropic_api import Rule, Script, ToolUse
+from tests.polling import eventually
+
+from .conftest import make_repo
+
+NAME = "keeper"
+NOTE = "remember the blue door\n"
+
+
+def store_dir(cli) -> Path:
+    return cli.home / ".local/share/vmgen/backups/ws" / NAME
+
+
+def test_round_trip_with_the_conversation(cli, model, tmp_path) -> None:
+    model.script = Script(rules=[Rule(
+        trigger="REMEMBER.md",
+        tool=ToolUse("Write", {"file_path": f"/home/agent/work/{NAME}/REMEMBER.md", "content": NOTE}),
+        after_tool_text="Noted in REMEMBER.md.")])
+    cli("launch", str(make_repo(tmp_path, NAME)))
+    cli("send", NAME, "please write REMEMBER.md")
+    eventually(lambda: cli.ssh(NAME, f"cat work/{NAME}/REMEMBER.md", check=False) == NOTE, timeout=60,
+               what="the agent's file")
+
+    made = cli("backup", NAME)
+    assert f"backed up {NAME}: " in made.stderr
+    backup_id = made.stderr.split(f"backed up {NAME}: ")[1].split(",")[0]
+    assert backup_id in cli("backups", NAME).stdout
+    # The VM holds the public recipient only.
+    assert "AGE-SECRET-KEY" not in cli.ssh(NAME, "grep -r AGE-SECRET-KEY /etc/vmgen /home/agent 2>/dev/null; true")
+
+    cli("destroy", NAME, "--yes")
+    restored = cli("restore", NAME)
+    assert f"restored {NAME} from {backup_id}" in restored.stderr
+    assert cli.ssh(NAME, f"cat work/{NAME}/REMEMBER.md") == NOTE
+    transcripts = cli.ssh(NAME, f"ls .claude/projects/-home-agent-work-{NAME}/").split()
+    assert any(name.endswith(".jsonl") for name in transcripts)
+    assert cli.ssh(NAME, "ls -A /run/vmgen/restore").strip() == ""  # the identity is gone again
+    pid = cli.ssh(NAME, "pgrep -u agent -o -f 'claude --'").strip()
+    assert "--continue" in cli.ssh(NAME, f"ps -o args= -p {pid}")
+    eventually(lambda: "REMEMBER.md" in cli.ssh(NAME, "tmux capture-pane -p -S -200 -t claude"), timeout=60,
+               what="the earlier conversation on screen after the restore")
+
+
+def test_the_standard_age_tool_reads_a_backup(cli) -> None:
+    identity = cli.home / ".local/state/vmgen/identities" / f"{NAME}.age-identity"
+    (obj,) = sorted(store_dir(cli).glob("*.tar.zst.age"))[-1:]
+    listing = subprocess.run(f"age -d -i {identity} < {obj} | zstd -d | tar -t", shell=True, check=True,
+                             capture_output=True, text=True).stdout
+    assert f"work/{NAME}/REMEMBER.md" in listing.splitlines() or f"./work/{NAME}/REMEMBER.md" in listing.splitlines()
+
+
+def test_a_damaged_backup_is_refused_and_nothing_runs(cli, docker_client) -> None:
+    cli("destroy", NAME, "--yes")
+    obj = sorted(store_dir(cli).glob("*.tar.zst.age"))[-1]
+    data = bytearray(obj.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    obj.write_bytes(bytes(data))
+    result = cli("restore", NAME, check=False)
+    assert result.returncode == 1
+    assert "restore failed" in result.stderr and "Traceback" not in result.stderr
+    assert not docker_client.containers.list(all=True, filters={"label": f"vmgen-ws={NAME}"})
