@@ -10,8 +10,6 @@ from datetime import datetime, timezone
 import click
 from rich.table import Table
 
-from .backup.crypto import WrongIdentity
-from .backup.manifest import latest_backup, list_backups, read_manifest
 from .backup.target import require_target
 from .errors import VmgenError
 from .identities import load_for_restore, recipient_path
@@ -82,6 +80,8 @@ def backups(name: str | None, provider: str | None) -> None:
     """Every backup in the store (of NAME, or of all workspaces)."""
     from .cli import age, err, out, settings
 
+    from .backup.manifest import list_backups
+
     store_target = require_target(settings(), provider or settings().provider)
     found = list_backups(store_target.open(), name)
     if not found:
@@ -105,6 +105,7 @@ def backups(name: str | None, provider: str | None) -> None:
 @click.option("--keep-on-failure", is_flag=True, help="Keep the new VM for inspection if the restore fails.")
 def restore(name: str, backup_id: str | None, provider: str | None, keep_on_failure: bool) -> None:
     """Bring NAME back on a new VM: files, ~/.claude and the agent's conversation."""
+    from .backup.manifest import WrongIdentity, latest_backup, read_manifest
     from .cli import agent_env, build_spec, err, progress, provider_named, settings
     from .launch import LaunchOptions, launch as launch_workspace
     from .ssh import default_identities

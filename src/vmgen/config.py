@@ -48,7 +48,7 @@ class Settings:
     hcloud_metadata_url: str = ""
     backup_dir: str = "~/.local/share/vmgen/backups"
     backup_keep: int = 7
-    backup_part_mib: int = 64
+    backup_part_mib: int = 32
     backup_excludes: tuple[str, ...] = ()
     r2_bucket: str = ""
     r2_endpoint: str = ""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -15,12 +14,11 @@ import sys
 import uuid
 from pathlib import Path
 
-import boto3
 import psutil
 import pytest
 
+from tests.fakes.moto_server import CREDENTIALS, moto_server, s3_client
 from tests.fakes.s3_faults import FaultProxy, Faults
-from tests.polling import wait_until
 from tests.unit.test_backup_local import EXCLUDED, EXCLUDES, assert_same_tree, build_tree
 from vmgen.backup import (
     DigestMismatch, ObjectTruncated, S3Settings, S3Store, StoreError, StoreUnreachable,
@@ -28,40 +26,16 @@ from vmgen.backup import (
 )
 
 MIB = 1024 * 1024
-CREDENTIALS = {"access_key_id": "test-key", "secret_access_key": "test-secret"}
 
 
 @pytest.fixture(scope="module")
 def moto_port(tmp_path_factory: pytest.TempPathFactory):
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        # The server prints its port once bound; it is another process, so poll its log.
-        text = wait_until(log.read_text, lambda t: "Running on http://127.0.0.1:" in t or proc.poll() is not None,
-                          timeout=60)
-        found = re.search(r"Running on http://127\.0\.0\.1:(\d+)", text)
-        assert found, f"moto server did not start:\n{text}"
-        port = int(found.group(1))
-        assert wait_until(lambda: _answers(port), bool, timeout=30), "moto server does not answer"
+    with moto_server(tmp_path_factory.mktemp("moto") / "server.log") as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _answers(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def _client(endpoint: str):
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="test-key", aws_secret_access_key="test-secret")
+    return s3_client(endpoint)
 
 
 @pytest.fixture

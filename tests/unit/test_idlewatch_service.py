@@ -127,3 +127,23 @@ def test_settings_file_round_trip(tmp_path):
     loaded = settings_module.load(config)
     policy = loaded.policy()
     assert (policy.idle_timeout, policy.warn_before, policy.action) == (120, 60, Action.DELETE)
+
+
+@pytest.mark.parametrize("backup_ok", [True, False])
+def test_backup_then_delete_deletes_only_after_a_verified_backup(monkeypatch, backup_ok):
+    from vmgen.vmside import backups
+    from vmgen.vmside.idlewatch import actions
+
+    deleted: list[str] = []
+    monkeypatch.setattr(backups, "run_backup", lambda request_id: (
+        {"ok": True, "backup_id": "20261125T150000Z-ab12", "ciphertext_bytes": 1234} if backup_ok
+        else {"ok": False, "error": "s3 store unreachable"}))
+    monkeypatch.setattr(actions, "self_delete_hetzner", lambda s: deleted.append(s.name))
+    settings = WatchSettings(name="app", action="backup-then-delete", provider="hetzner")
+    if backup_ok:
+        actions.act(settings, Action.BACKUP_THEN_DELETE)
+        assert deleted == ["app"]
+    else:
+        with pytest.raises(RuntimeError, match="backup failed, not deleting: s3 store unreachable"):
+            actions.act(settings, Action.BACKUP_THEN_DELETE)
+        assert deleted == []

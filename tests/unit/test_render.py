@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
 from vmgen.agents import AGENTS
+from vmgen.backup.target import BackupTarget
 from vmgen.builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
 from vmgen.errors import UserDataInvalid, UserDataTooLarge
 from vmgen.providers import USER_DATA_LIMITS
-from vmgen.spec import GitSource, LocalSource, VmgenInstall, WorkspaceSpec
+from vmgen.spec import GitSource, LocalSource, RestoreSource, VmgenInstall, WorkspaceSpec
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0KjgNlbgsqOgjCm2oFkXzBeX1LM tester@laptop"
 HOST_KEY = generate_host_key()
@@ -82,6 +85,31 @@ def test_no_credentials_in_user_data(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "test-key-must-not-appear" not in render(make_spec())
 
 
+STORE = BackupTarget(kind="s3", bucket="vmgen", endpoint_url="https://acct.r2.cloudflarestorage.com",
+                     access_key_id="test-access", secret_access_key="test-secret-value")
+RECIPIENT = "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"
+
+
+def test_the_vm_gets_a_root_only_store_config_with_the_public_recipient_only() -> None:
+    written = files_of(render(make_spec(), backup=(STORE, RECIPIENT)))["/etc/vmgen/backup.toml"]
+    assert written["permissions"] == "0600" and written.get("owner", "root:root") == "root:root"
+    config = tomllib.loads(written["content"])
+    assert config["recipient"] == RECIPIENT and config["workspace"] == "app"
+    assert config["secret_access_key"] == "test-secret-value" and "AGE-SECRET-KEY" not in written["content"]
+    printed = render(make_spec(), backup=(STORE, RECIPIENT), redact_secrets=True)
+    assert "test-secret-value" not in printed and "test-access" not in printed
+    assert "/etc/vmgen/backup.toml" not in files_of(render(make_spec()))
+
+
+def test_a_restore_skips_the_clone_and_names_the_backup() -> None:
+    user_data = render(make_spec(source=RestoreSource("app", "20261125T150000Z-ab12")), backup=(STORE, RECIPIENT))
+    check_schema(user_data)
+    files = files_of(user_data)
+    assert json.loads(files["/etc/vmgen/restore.json"]["content"]) == {
+        "workspace": "app", "backup_id": "20261125T150000Z-ab12"}
+    assert "git clone" not in user_data and "git clone" in render(make_spec())
+
+
 def test_the_size_limit_is_enforced_with_a_clear_error() -> None:
     big = make_spec(extra_packages=tuple(f"package-{i:05d}" for i in range(2500)))
     user_data = render(big)
@@ -119,7 +147,7 @@ HOSTILE_BRANCHES = [
 # command without a stub fails the test instead of running on this machine.
 STUBS = """
 record() { printf '%s' "$1" >> "$RECORD"; shift; for a in "$@"; do printf '\\037%s' "$a" >> "$RECORD"; done; printf '\\036' >> "$RECORD"; }
-for cmd in ufw systemctl systemd-tmpfiles npm python3 ln install runuser date find chown /opt/vmgen/bin/pip; do
+for cmd in apt-get cat rm ufw systemctl systemd-tmpfiles npm python3 ln install runuser date find chown /opt/vmgen/bin/pip; do
   eval "$(printf '%q() { record %q "$@"; }' "$cmd" "$cmd")"
 done
 tee() { /bin/cat >/dev/null; record tee "$@"; }

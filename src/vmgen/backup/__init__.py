@@ -2,29 +2,35 @@
 
 Anyone with the identity file can read a backup without vmgen:
     age -d -i IDENTITY < OBJECT | zstd -d | tar -t
+
+The names below are imported on first use (PEP 562): the laptop CLI touches this package on
+every start, and most commands never need zstd, age or boto3.
 """
 
-from vmgen.backup.archive import DEFAULT_EXCLUDES
-from vmgen.backup.crypto import (
-    Identity, generate_identity, load_identity, parse_identity, save_identity,
-)
-from vmgen.backup.manifest import (
-    ArchiveError, ArchiveSummary, BackupError, DigestMismatch, ExcludeStat, IdentityError,
-    IdentityExists, IntegrityError, InvalidBackupRequest, Manifest, ManifestInvalid,
-    ManifestNotFound, ObjectNotFound, ObjectTruncated, PassphraseRequired, RestoreTargetNotEmpty,
-    SizeMismatch, StoreError, StoreUnreachable, UploadVerifyFailed, WrongIdentity,
-    WrongPassphrase, apply_retention, latest_backup, list_backups, read_manifest,
-)
-from vmgen.backup.pipeline import create_backup, restore_backup
-from vmgen.backup.store import LocalStore, S3Settings, S3Store, Store
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_EXCLUDES", "Identity", "generate_identity", "load_identity", "parse_identity",
-    "save_identity", "ArchiveError", "ArchiveSummary", "BackupError", "DigestMismatch",
-    "ExcludeStat", "IdentityError", "IdentityExists", "IntegrityError", "InvalidBackupRequest",
-    "Manifest", "ManifestInvalid", "ManifestNotFound", "ObjectNotFound", "ObjectTruncated",
-    "PassphraseRequired", "RestoreTargetNotEmpty", "SizeMismatch", "StoreError",
-    "StoreUnreachable", "UploadVerifyFailed", "WrongIdentity", "WrongPassphrase",
-    "apply_retention", "latest_backup", "list_backups", "read_manifest", "create_backup",
-    "restore_backup", "LocalStore", "S3Settings", "S3Store", "Store",
-]
+import importlib
+
+_EXPORTS = {
+    "archive": ("DEFAULT_EXCLUDES",),
+    "crypto": ("Identity", "generate_identity", "load_identity", "parse_identity", "save_identity"),
+    "manifest": (
+        "ArchiveError", "ArchiveSummary", "BackupError", "DigestMismatch", "ExcludeStat", "IdentityError",
+        "IdentityExists", "IntegrityError", "InvalidBackupRequest", "Manifest", "ManifestInvalid",
+        "ManifestNotFound", "ObjectNotFound", "ObjectTruncated", "PassphraseRequired", "RestoreTargetNotEmpty",
+        "SizeMismatch", "StoreError", "StoreUnreachable", "UploadVerifyFailed", "WrongIdentity",
+        "WrongPassphrase", "apply_retention", "latest_backup", "list_backups", "read_manifest",
+    ),
+    "pipeline": ("create_backup", "restore_backup"),
+    "store": ("LocalStore", "S3Settings", "S3Store", "Store"),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value

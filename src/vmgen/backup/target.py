@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import tomllib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 from ..errors import UsageError
-from .archive import DEFAULT_EXCLUDES
-from .store import LocalStore, S3Settings, S3Store, Store
+
+if TYPE_CHECKING:
+    from .store import Store
 
 VM_CONFIG = Path("/etc/vmgen/backup.toml")
 # Where the docker provider mounts a local store inside the workspace.
@@ -29,11 +31,13 @@ class BackupTarget:
     region: str = "auto"
     access_key_id: str = ""
     secret_access_key: str = ""
-    part_size_mib: int = 64
+    part_size_mib: int = 32
     keep_last: int = 7
     excludes: tuple[str, ...] = ()
 
     def open(self) -> Store:
+        from .store import LocalStore, S3Settings, S3Store  # boto3 only when a store is used
+
         if self.kind == "local":
             Path(self.path).mkdir(parents=True, exist_ok=True)
             return LocalStore(Path(self.path))
@@ -76,6 +80,8 @@ def load_vm_config(path: Path = VM_CONFIG) -> VmBackupConfig | None:
 
 def target_from_settings(settings, provider: str) -> BackupTarget | None:
     """The configured store: S3/R2 when a bucket is set, else a local folder (docker only)."""
+    from .archive import DEFAULT_EXCLUDES
+
     common = {"keep_last": settings.backup_keep, "excludes": settings.backup_excludes or DEFAULT_EXCLUDES}
     if settings.r2_bucket:
         return BackupTarget(kind="s3", bucket=settings.r2_bucket, endpoint_url=settings.r2_endpoint,

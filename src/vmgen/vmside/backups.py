@@ -11,21 +11,14 @@ import os
 import pwd
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..backup.crypto import parse_identity
 from ..backup.pipeline import create_backup, restore_backup
-from ..backup.target import load_vm_config
+from ..backup.target import VM_CONFIG, load_vm_config
 from ..errors import VmgenError
 
-AGENT_HOME = Path("/home/agent")
-BACKUP_REQUEST = AGENT_HOME / ".vmgen" / "backup-request"
-BACKUP_RESULT = Path("/var/lib/vmgen/backup-result.json")
-RESTORE_IDENTITY = Path("/run/vmgen/restore/identity")
-RESTORE_REQUEST = Path("/etc/vmgen/restore.json")
-RESTORE_RESULT = Path("/var/lib/vmgen/restore-result.json")
-AUTHORIZED_KEYS = AGENT_HOME / ".ssh" / "authorized_keys"
 # vmgen's own per-boot state and what the CLI delivers again at every launch: restoring an old
 # handover mark would start the agent before its credentials arrive, old leases would hold the
 # new VM up, and the delivered API key has no business in a backup.
@@ -33,6 +26,27 @@ RUNTIME_EXCLUDES = (
     ".vmgen/handover-done", ".vmgen/backup-request", ".vmgen/leases.json", ".vmgen/agent-events.jsonl",
     ".config/vmgen/agent.env",
 )
+
+
+@dataclass(frozen=True)
+class VmPaths:
+    """Where the VM keeps what backups and restores read and write (tests point it elsewhere)."""
+
+    home: Path = Path("/home/agent")
+    user: str = "agent"
+    config: Path = VM_CONFIG
+    backup_result: Path = Path("/var/lib/vmgen/backup-result.json")
+    restore_identity: Path = Path("/run/vmgen/restore/identity")
+    restore_request: Path = Path("/etc/vmgen/restore.json")
+    restore_result: Path = Path("/var/lib/vmgen/restore-result.json")
+
+    @property
+    def backup_request(self) -> Path:
+        return self.home / ".vmgen" / "backup-request"
+
+    @property
+    def authorized_keys(self) -> Path:
+        return self.home / ".ssh" / "authorized_keys"
 
 
 class BackupNotConfigured(VmgenError):
@@ -47,58 +61,60 @@ def write_result(path: Path, result: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_backup(request_id: str = "") -> dict:
+def run_backup(request_id: str = "", paths: VmPaths = VmPaths()) -> dict:
     """Back up the agent's home; returns (and records) the manifest summary or the error."""
     started = time.monotonic()
-    config = load_vm_config()
     try:
+        config = load_vm_config(paths.config)
         if config is None:
             raise BackupNotConfigured("this workspace has no backup store configured")
-        manifest = create_backup(AGENT_HOME, config.target.open(), config.workspace, config.recipient,
+        manifest = create_backup(paths.home, config.target.open(), config.workspace, config.recipient,
                                  excludes=config.target.excludes + RUNTIME_EXCLUDES, keep_last=config.target.keep_last)
         result = {"ok": True, "backup_id": manifest.backup_id, "ciphertext_bytes": manifest.ciphertext_bytes,
                   "plaintext_bytes": manifest.plaintext_bytes, "excluded": _excluded(manifest)}
     except Exception as exc:  # noqa: BLE001 - reported to the CLI as one line
         result = {"ok": False, "error": str(exc) or type(exc).__name__, "trace": traceback.format_exc(limit=3)}
     result |= {"request_id": request_id, "seconds": round(time.monotonic() - started, 2), "finished_at": time.time()}
-    write_result(BACKUP_RESULT, result)
+    write_result(paths.backup_result, result)
     return result
 
 
-def run_backup_request() -> dict:
+def run_backup_request(paths: VmPaths = VmPaths()) -> dict:
     """Triggered by the path unit: consume the request file first, so a later request retriggers."""
     try:
-        request_id = BACKUP_REQUEST.read_text().strip()
+        request_id = paths.backup_request.read_text().strip()
     except FileNotFoundError:
         request_id = ""
-    BACKUP_REQUEST.unlink(missing_ok=True)
-    return run_backup(request_id)
+    paths.backup_request.unlink(missing_ok=True)
+    return run_backup(request_id, paths)
 
 
-def run_restore() -> dict:
+def run_restore(paths: VmPaths = VmPaths()) -> dict:
     """Restore the requested backup into the agent's home, using the identity the CLI pushed into
     /run (tmpfs) for this restore only; the identity is removed as soon as it is read."""
     started = time.monotonic()
     try:
-        identity = parse_identity(RESTORE_IDENTITY.read_text())
-        RESTORE_IDENTITY.unlink(missing_ok=True)
-        request = json.loads(RESTORE_REQUEST.read_text())
-        config = load_vm_config()
+        try:
+            identity = parse_identity(paths.restore_identity.read_text())
+        finally:
+            paths.restore_identity.unlink(missing_ok=True)
+        request = json.loads(paths.restore_request.read_text())
+        config = load_vm_config(paths.config)
         if config is None:
             raise BackupNotConfigured("this workspace has no backup store configured")
-        agent = pwd.getpwnam("agent")
+        agent = pwd.getpwnam(paths.user)
+        owner = (agent.pw_uid, agent.pw_gid)
         # The new VM's keys are the ones the user launched it with, not the backed-up ones.
-        keys = AUTHORIZED_KEYS.read_bytes() if AUTHORIZED_KEYS.is_file() else None
+        keys = paths.authorized_keys.read_bytes() if paths.authorized_keys.is_file() else None
         manifest = restore_backup(config.target.open(), request["workspace"], request.get("backup_id") or None,
-                                  identity, AGENT_HOME, merge=True, owner=(agent.pw_uid, agent.pw_gid))
+                                  identity, paths.home, merge=True, owner=owner)
         if keys is not None:
-            _put_back(AUTHORIZED_KEYS, keys, (agent.pw_uid, agent.pw_gid))
+            _put_back(paths.authorized_keys, keys, owner)
         result = {"ok": True, "backup_id": manifest.backup_id, "plaintext_bytes": manifest.plaintext_bytes}
     except Exception as exc:  # noqa: BLE001 - reported to the CLI as one line
-        RESTORE_IDENTITY.unlink(missing_ok=True)
         result = {"ok": False, "error": str(exc) or type(exc).__name__}
     result |= {"seconds": round(time.monotonic() - started, 2), "finished_at": time.time()}
-    write_result(RESTORE_RESULT, result)
+    write_result(paths.restore_result, result)
     return result
 
 
