@@ -104,7 +104,10 @@ def run(argv: list[str]) -> dict[str, float]:
     peak, done = [0], threading.Event()
 
     def sample() -> None:
-        watched = psutil.Process(proc.pid)
+        try:
+            watched = psutil.Process(proc.pid)
+        except psutil.Error:  # a step that ended before the sampler started: nothing to sample
+            return
         while not done.wait(0.02):
             peak[0] = max(peak[0], _tree_rss(watched))
 

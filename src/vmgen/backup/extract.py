@@ -9,43 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from vmgen.backup.diskwriter import DiskWriter
 from vmgen.backup.manifest import ArchiveError
+from vmgen.backup.tarstream import TarReader
 
 COPY_CHUNK = 1 << 20
-
-
-class _ForwardReader:
-    """Full reads, tell() and forward-only seek() over a stream: enough for TarFile's plain
-    "r:" mode, which copies member data straight through. ("r|" re-slices a bytes buffer on
-    every 512-byte header read, which made extraction several times slower.)"""
-
-    def __init__(self, src: BinaryIO) -> None:
-        self.src, self.pos = src, 0
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            raise ValueError("unbounded read on an archive stream")
-        chunks, got = [], 0
-        while got < n:
-            data = self.src.read(n - got)
-            if not data:
-                break
-            chunks.append(data)
-            got += len(data)
-        self.pos += got
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        target = offset if whence == os.SEEK_SET else self.pos + offset
-        if whence not in (os.SEEK_SET, os.SEEK_CUR) or target < self.pos:
-            raise tarfile.ReadError("the archive stream can only be read forward")
-        while self.pos < target:
-            if not self.read(min(COPY_CHUNK, target - self.pos)):
-                raise tarfile.ReadError("unexpected end of data")
-        return self.pos
 
 
 class _Guard:
@@ -82,8 +50,7 @@ class _Guard:
             linkname = self._path(member.linkname, "hard link to")
         if member.issym():
             self.symlinks.add(name)
-        return _Member(name, member.type, member.mode & 0o777, linkname, member.size, int(member.mtime),
-                       member.offset_data)
+        return _Member(name, member.type, member.mode & 0o777, linkname, member.size, int(member.mtime))
 
 
 @dataclass(frozen=True)
@@ -96,42 +63,27 @@ class _Member:
     linkname: str
     size: int
     mtime: int
-    offset_data: int
 
 
 def extract_stream(src: BinaryIO, dest: Path) -> int:
     """Extract a tar stream into `dest`, a new empty directory; returns the member count.
 
-    TarFile only parses headers here; the members are written with a few plain syscalls each
-    (TarFile.extract costs ~10 per file: stats, chown, chmod, isatty...), which made restores
-    of many small files half as fast as GNU tar. Memory stays flat: TarFile's member list is
-    emptied as we go (it keeps every TarInfo otherwise)."""
-    dest_s, guard, count = str(dest), _Guard(), 0
-    reader = _ForwardReader(src)
-    dirs: list[tuple[str, int, int]] = []  # (path, mode, mtime): a few dozen bytes per directory
+    Members are written with a few plain syscalls each (TarFile.extract costs ~10 per file:
+    stats, chown, chmod, isatty...), on a DiskWriter thread while this one parses on (see
+    tarstream.py and diskwriter.py). Memory stays flat: nothing is kept per member but a
+    few dozen bytes per directory, and the writer's queue is bounded."""
+    dirs: list[tuple[str, int, int]] = []  # (path, mode, mtime)
+    writer = DiskWriter()
     try:
-        with tarfile.open(fileobj=reader, mode="r:") as tar:  # type: ignore[call-overload]
-            while (member := tar.next()) is not None:
-                tar.members.clear()
-                safe = guard.check(member)
-                if safe is None:
-                    continue
-                path = os.path.join(dest_s, safe.name)
-                _make_parent(path)
-                if safe.kind == tarfile.DIRTYPE:
-                    if not os.path.isdir(path):
-                        os.mkdir(path, 0o700)
-                    dirs.append((path, safe.mode, safe.mtime))
-                elif safe.kind == tarfile.SYMTYPE:
-                    os.symlink(safe.linkname, path)
-                elif safe.kind == tarfile.LNKTYPE:
-                    os.link(os.path.join(dest_s, safe.linkname), path, follow_symlinks=False)
-                else:
-                    reader.seek(safe.offset_data)
-                    _write_member(reader, path, safe)
-                count += 1
-    except tarfile.TarError as e:
-        raise ArchiveError(f"the archive is not a valid tar stream: {e}") from e
+        try:
+            count = _extract_all(TarReader(lambda: src.read(COPY_CHUNK)), writer, str(dest), dirs)
+            writer.finish()
+        except BaseException as e:
+            writer.abort()
+            # A failed write concerns an earlier member than whatever the parser hit since.
+            if writer.error is not None and writer.error is not e:
+                raise writer.error from None
+            raise
     except FileExistsError as e:
         raise ArchiveError(f"the archive holds {e.filename!r} twice; refusing to overwrite") from e
     # Directory modes and mtimes last, deepest first: a 0500 directory would refuse its
@@ -142,31 +94,39 @@ def extract_stream(src: BinaryIO, dest: Path) -> int:
     return count
 
 
-def _make_parent(path: str) -> None:
-    # Our archives list every directory before its contents; others may not.
-    parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
-        os.makedirs(parent, 0o700, exist_ok=True)
+def _extract_all(tar: TarReader, writer: DiskWriter, dest: str, dirs: list[tuple[str, int, int]]) -> int:
+    """Parse every member and queue its creation; returns the member count."""
+    guard, count = _Guard(), 0
+    writer.known_dir(dest)
+    while (member := tar.next()) is not None:
+        safe = guard.check(member)
+        if safe is None:
+            continue
+        path = os.path.join(dest, safe.name)
+        _queue_member(tar, writer, dest, path, safe)
+        if safe.kind == tarfile.DIRTYPE:
+            dirs.append((path, safe.mode, safe.mtime))
+        count += 1
+    return count
 
 
-def _write_member(reader: _ForwardReader, path: str, member: _Member) -> None:
-    # O_EXCL | O_NOFOLLOW: never write over or through anything already there.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
+def _queue_member(tar: TarReader, writer: DiskWriter, dest: str, path: str, member: _Member) -> None:
+    writer.make_parent(path)
+    if member.kind == tarfile.DIRTYPE:
+        writer.mkdir(path)
+    elif member.kind == tarfile.SYMTYPE:
+        writer.symlink(member.linkname, path)
+    elif member.kind == tarfile.LNKTYPE:
+        writer.link(os.path.join(dest, member.linkname), path)
+    else:
+        writer.open_file(path)
         left = member.size
-        while left:
-            data = reader.read(min(COPY_CHUNK, left))
-            if not data:
-                raise ArchiveError(f"the archive ends inside {member.name!r}")
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+        for data in tar.data():
+            writer.write(data)
             left -= len(data)
-        if member.mode != 0o600:
-            os.fchmod(fd, member.mode)
-        os.utime(fd, (member.mtime, member.mtime))
-    finally:
-        os.close(fd)
+        if left:
+            raise ArchiveError(f"the archive ends inside {member.name!r}")
+        writer.close_file(member.mode, member.mtime)
 
 
 def chown_tree(root: Path, owner: tuple[int, int]) -> None:

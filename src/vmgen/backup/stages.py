@@ -8,7 +8,6 @@ bound the memory. A child reports its result or error as one JSON line on an inh
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import os
 import queue
@@ -149,12 +148,11 @@ def _job_untar(params: dict[str, Any]) -> int:
     with open(0, "rb", buffering=0) as src:
         with zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, closefd=False) as z:
             # Decompression (GIL released) runs on a thread ahead of the Python tar code, like
-            # `zstd -d | tar -x`; buffered because tar reads 512-byte headers.
+            # `zstd -d | tar -x`.
             ahead = _ReadAhead(z)
             try:
-                buffered = io.BufferedReader(ahead, CHUNK)
-                count = extract.extract_stream(buffered, Path(params["dest"]))
-                while buffered.read(CHUNK):  # the tar end padding: drain so age can finish cleanly
+                count = extract.extract_stream(ahead, Path(params["dest"]))  # type: ignore[arg-type]
+                while ahead.read(CHUNK):  # the tar end padding: drain so age can finish cleanly
                     pass
             except zstandard.ZstdError as e:
                 raise model.ArchiveError(f"the archive is not a valid zstd stream: {e}") from e
@@ -163,13 +161,13 @@ def _job_untar(params: dict[str, Any]) -> int:
     return count
 
 
-class _ReadAhead(io.RawIOBase):
-    """Reads `src` on a thread into a small bounded queue (4 chunks of 1 MiB)."""
+class _ReadAhead:
+    """Reads `src` on a thread into a small bounded queue (4 chunks of 1 MiB). read() hands
+    out those chunks as they are, without copying them into a buffer."""
 
     def __init__(self, src: Any) -> None:
-        super().__init__()
         self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=4)
-        self._left = memoryview(b"")
+        self._left = b""
         self._eof = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._fill, args=(src,), daemon=True)
@@ -185,22 +183,19 @@ class _ReadAhead(io.RawIOBase):
         except BaseException as e:  # handed to the reader, raised on its thread
             self._chunks.put(e)
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
+    def read(self, n: int) -> bytes:
         if self._eof:
-            return 0
+            return b""
         if not self._left:
             item = self._chunks.get()
             if isinstance(item, BaseException):
                 raise item
-            self._left = memoryview(item)
-            self._eof = not item
-        n = min(len(buf), len(self._left))
-        buf[:n] = self._left[:n]
-        self._left = self._left[n:]
-        return n
+            self._left, self._eof = item, not item
+        if n >= len(self._left):
+            data, self._left = self._left, b""
+        else:
+            data, self._left = self._left[:n], self._left[n:]
+        return data
 
     def close(self) -> None:
         # Unblock a filler waiting on a full queue; it is a daemon thread of a child process
@@ -210,7 +205,6 @@ class _ReadAhead(io.RawIOBase):
             self._chunks.get_nowait()
         except queue.Empty:
             pass
-        super().close()
 
 
 _JOBS = {"tar": _job_tar, "encrypt": _job_encrypt, "decrypt": _job_decrypt, "untar": _job_untar}
