@@ -1,4 +1,5 @@
-"""Time from `vmgen launch` to ready, split into phases, on the docker provider and on the
+"""Time from `vmgen launch` to ready, cold (stock image, everything installed by cloud-init) and
+baked (an image with the install steps done), split into phases, on the docker provider and on the
 simulated Hetzner cloud (tests/fakes/hetzner: the real hcloud client, servers boot as containers).
 
     .venv/bin/python bench/time_to_ready.py [--runs N] [--provider docker|hetzner|both]
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the simulated cloud lives in tests/fakes
 RESULTS = ROOT / "bench" / "results" / "time_to_ready.json"
 
 
@@ -33,19 +35,22 @@ def vmgen(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "vmgen", *args], env=env, capture_output=True, text=True, check=True)
 
 
-def one_run(env: dict[str, str], repo: Path, name: str) -> dict[str, object]:
+def one_run(env: dict[str, str], repo: Path, name: str, cold: bool) -> dict[str, object]:
     started = time.time()
-    result = vmgen(env, "launch", str(repo), "--name", name, "--json")
+    result = vmgen(env, "launch", str(repo), "--name", name, "--json", *(["--cold"] if cold else []))
     report = json.loads(result.stdout)
     # The simulated VM shares this machine's clock, so its phase stamps line up with `started`.
     marks = [(p["name"], p["at"] - started) for p in report["phases"]]
     phases = {name: round(end - begin, 2) for (name, begin), (_, end) in zip(marks, marks[1:])}
     blame = vmgen(env, "ssh", name, "--", "cloud-init analyze blame 2>/dev/null | head -8").stdout
+    skipped = vmgen(env, "ssh", name, "--", "grep -c '^vmgen-skip ' /var/log/vmgen/phases.log || true").stdout
     vmgen(env, "destroy", name, "--yes")
     steps = report["timings"]
     # vmgen's own overhead: what is neither the VM booting nor cloud-init running.
     overhead = steps["render"] + (steps["handover"] - steps["cloud_init"]) + (steps["agent"] - steps["handover"])
     return {
+        "image": report["image"] or "stock",
+        "install_steps_skipped": int(skipped.strip() or 0),
         "total_s": report["seconds"],
         "vmgen_overhead_s": round(overhead, 2),
         "steps_s": {
@@ -76,10 +81,10 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def provider_env(provider: str, env: dict[str, str], stack) -> dict[str, str]:
+def provider_env(provider: str, env: dict[str, str], stack):
+    """The CLI's environment for the provider, and the simulated cloud (None for docker)."""
     if provider == "docker":
-        return {**env, "VMGEN_PROVIDER": "docker"}
-    sys.path.insert(0, str(ROOT))
+        return {**env, "VMGEN_PROVIDER": "docker"}, None
     from tests.fakes.hetzner import FakeHetzner
 
     fake = stack.enter_context(FakeHetzner(image=os.environ.get("VMGEN_DOCKER_IMAGE", "vmgen-debian12:latest")))
@@ -92,7 +97,38 @@ def provider_env(provider: str, env: dict[str, str], stack) -> dict[str, str]:
         stack.callback(server.shutdown)
         env = {**env, "VMGEN_VMGEN_FIND_LINKS": f"http://host.docker.internal:{server.server_address[1]}/"}
     return {**env, "VMGEN_PROVIDER": "hetzner", "HCLOUD_TOKEN": fake.token,
-            "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms, "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url}
+            "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms, "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url}, fake
+
+
+def bake(provider: str, env: dict[str, str], fake, stack) -> float:
+    """Seconds to bake an image the launches then pick up; removed again at the end."""
+    started = time.monotonic()
+    if fake is None:
+        import docker
+
+        client = docker.from_env()
+        before = {image.id for image in client.images.list(filters={"label": "vmgen-baked=1"})}
+        vmgen(env, "image", "build", "--provider", "docker")
+        for image in client.images.list(filters={"label": "vmgen-baked=1"}):
+            if image.id not in before:
+                stack.callback(client.images.remove, image.id, force=True)
+    else:
+        from tests.fakes.hetzner.bake import bake_snapshot
+        from vmgen import __version__
+        from vmgen.agents import AGENTS
+        from vmgen.builder.install import plan_for
+        from vmgen.builder.render import render_bake_user_data
+        from vmgen.spec import VmgenInstall
+
+        plan = plan_for(AGENTS["claude"], env["VMGEN_AGENT_VERSION"],
+                        VmgenInstall(version=__version__, find_links=env["VMGEN_VMGEN_FIND_LINKS"]))
+        bake_snapshot(fake, render_bake_user_data(plan), plan.stamp.labels("ubuntu-24.04"))
+    return round(time.monotonic() - started, 1)
+
+
+def summarize(runs: list[dict]) -> dict[str, object]:
+    return {"runs": runs, "median_total_s": statistics.median(r["total_s"] for r in runs),
+            "median_vmgen_overhead_s": statistics.median(r["vmgen_overhead_s"] for r in runs)}
 
 
 def main() -> None:
@@ -113,13 +149,12 @@ def main() -> None:
         env.setdefault("VMGEN_AGENT_VERSION", "2.1.332")
         results = {}
         for provider in providers:
-            penv = provider_env(provider, env, stack)
-            runs = [one_run(penv, repo, f"bench-{provider[:2]}-{i}") for i in range(args.runs)]
-            results[provider] = {
-                "runs": runs,
-                "median_total_s": statistics.median(r["total_s"] for r in runs),
-                "median_vmgen_overhead_s": statistics.median(r["vmgen_overhead_s"] for r in runs),
-            }
+            penv, fake = provider_env(provider, env, stack)
+            cold = summarize([one_run(penv, repo, f"bench-{provider[:2]}-c{i}", cold=True) for i in range(args.runs)])
+            bake_s = bake(provider, penv, fake, stack)
+            baked = summarize([one_run(penv, repo, f"bench-{provider[:2]}-b{i}", cold=False) for i in range(args.runs)])
+            results[provider] = {"cold": cold, "baked": baked, "bake_s": bake_s,
+                                 "baked_over_cold": round(baked["median_total_s"] / cold["median_total_s"], 3)}
         startup = cli_startup_seconds(env)
 
     summary = {
@@ -135,12 +170,16 @@ def main() -> None:
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"CLI start-up (vmgen --version): {startup * 1000:.0f} ms")
     for provider, result in results.items():
-        print(f"time to ready, {provider}, cold, {args.runs} run(s): median {result['median_total_s']:.1f}s,"
-              f" vmgen's own overhead {result['median_vmgen_overhead_s']:.2f}s")
-        for step, seconds in result["runs"][-1]["steps_s"].items():
-            print(f"  {step:<22} {seconds:6.2f}s")
-        for phase, seconds in result["runs"][-1]["provision_phases_s"].items():
-            print(f"    provision: {phase:<14} {seconds:6.1f}s")
+        print(f"{provider}: baked {result['baked']['median_total_s']:.1f}s vs cold {result['cold']['median_total_s']:.1f}s"
+              f" = {result['baked_over_cold']:.0%} of cold (target <= 25%); baking took {result['bake_s']:.0f}s")
+        for kind in ("cold", "baked"):
+            runs = result[kind]
+            print(f"  {kind}, {args.runs} run(s): median {runs['median_total_s']:.1f}s,"
+                  f" vmgen's own overhead {runs['median_vmgen_overhead_s']:.2f}s")
+            for step, seconds in runs["runs"][-1]["steps_s"].items():
+                print(f"    {step:<22} {seconds:6.2f}s")
+            for phase, seconds in runs["runs"][-1]["provision_phases_s"].items():
+                print(f"      provision: {phase:<14} {seconds:6.1f}s")
     print(f"written to {RESULTS.relative_to(ROOT)}")
 
 

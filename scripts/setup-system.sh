@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
   docker.io debootstrap cloud-init tmux openssh-client git curl ca-certificates
   python3-venv zstd age iptables
+  caddy chromium chromium-driver
 )
 
 missing=()
@@ -17,6 +18,10 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Caddy is here for `caddy validate` in the tests; its packaged site must not hold port 80.
+  if [[ " ${missing[*]} " == *" caddy "* ]] && command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    systemctl disable --now caddy.service >/dev/null 2>&1 || true
+  fi
 fi
 
 # Node.js and npm install the real Claude Code CLI for the tests; a machine that already has them

@@ -13,13 +13,15 @@ from dotenv import dotenv_values
 from .errors import ConfigError
 
 # Settings whose values are credentials: masked whenever shown.
-SECRET_FIELDS = frozenset({"anthropic_api_key", "hcloud_token", "r2_secret_access_key", "r2_access_key_id"})
+SECRET_FIELDS = frozenset({"anthropic_api_key", "hcloud_token", "r2_secret_access_key", "r2_access_key_id",
+                           "cloudflare_api_token"})
 
 # Well-known variable names other tools already use, accepted besides VMGEN_<FIELD>.
 ALIASES = {
     "ANTHROPIC_API_KEY": "anthropic_api_key",
     "ANTHROPIC_BASE_URL": "anthropic_base_url",
     "HCLOUD_TOKEN": "hcloud_token",
+    "CLOUDFLARE_API_TOKEN": "cloudflare_api_token",
 }
 
 
@@ -54,6 +56,12 @@ class Settings:
     r2_endpoint: str = ""
     r2_access_key_id: str = ""
     r2_secret_access_key: str = ""
+    domain: str = ""  # a Cloudflare zone: workspaces get <name>.<domain> with HTTPS
+    cloudflare_api_token: str = ""
+    cloudflare_endpoint: str = ""
+    web_tls: str = "acme"  # "acme" (Let's Encrypt) or "internal" (Caddy's own CA, for closed networks)
+    acme_email: str = ""
+    preview_ports: tuple[int, ...] = (3000, 5173, 8000, 8080)
     vmgen_version: str = ""
     vmgen_index_url: str = ""
     vmgen_find_links: str = ""
@@ -154,7 +162,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
                 out[key] = value if isinstance(value, bool) else _parse_bool(str(value))
             elif kind.startswith("tuple"):
                 items = value.split(",") if isinstance(value, str) else list(value)
-                out[key] = tuple(str(v).strip() for v in items if str(v).strip())
+                cast = int if kind == "tuple[int, ...]" else str
+                out[key] = tuple(cast(str(v).strip()) for v in items if str(v).strip())
             else:
                 out[key] = str(value)
         except ValueError:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from .backup.target import BackupTarget
 from .builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
+from .builder.install import plan_of
+from .caddy import Login
+from .dns import CloudflareDns
 from .builder.render import AGENT_SESSION
 from .errors import BootFailed, UsageError, WorkspaceExists
 from .handover import Handover, deliver
@@ -39,6 +42,11 @@ class LaunchOptions:
     claude_credentials: bytes | None = None
     gitconfig: bytes | None = None
     keep_on_failure: bool = False
+    # Launch from the newest image vmgen baked for the provider, unless spec.image names one.
+    use_baked: bool = True
+    # With a domain: the login Caddy checks and the DNS zone the workspace's names go in.
+    web_login: Login | None = None
+    dns: CloudflareDns | None = None
     boot_timeout: float = 900
 
 
@@ -49,6 +57,7 @@ class LaunchResult:
     # Seconds from the start of the launch to the end of each step, for the benchmark.
     timings: dict[str, float] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
+    image: str = ""  # the image it booted from, when vmgen chose a baked one or one was named
 
 
 def ssh_target(provider: Provider, name: str, identities: tuple[Path, ...]) -> SSHTarget | None:
@@ -77,9 +86,20 @@ def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, prog
                          f"S3/R2 store (r2_bucket, r2_endpoint and keys)")
     if provider.get(spec.name) is not None:
         raise WorkspaceExists(f"a workspace named {spec.name!r} already exists on {provider.name}")
+    if options.use_baked:
+        spec = with_baked_image(spec, provider, progress)
     host_key = generate_host_key()
-    user_data = render_user_data(spec, RenderOptions(host_key=host_key, self_delete=provider.self_delete_spec(),
-                                                     backup=options.backup))
+    self_delete = provider.self_delete_spec()
+    if spec.host:
+        if not provider.public:
+            raise UsageError(f"a {provider.name} workspace has no public address for {spec.host}; "
+                             "launch without a domain and use `vmgen open`")
+        if options.dns is None or options.web_login is None:
+            raise UsageError(f"a domain needs a Cloudflare API token (cloudflare_api_token) for {spec.web.domain}")
+        self_delete = replace(self_delete, secrets=(*self_delete.secrets, ("CLOUDFLARE_API_TOKEN", options.dns.token)),
+                              dns_endpoint=options.dns.endpoint)
+    user_data = render_user_data(spec, RenderOptions(host_key=host_key, self_delete=self_delete,
+                                                     backup=options.backup, web_login=options.web_login))
     check_size(user_data, provider.user_data_limit, provider.name)
     check_schema(user_data)
     mark("render")
@@ -87,15 +107,21 @@ def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, prog
     state = WorkspaceState(spec.name)
     state.create(
         WorkspaceRecord(name=spec.name, provider=provider.name, created_at=time.time(),
-                        source=spec.source.describe(), agent=spec.agent.name),
+                        source=spec.source.describe(), agent=spec.agent.name, host=spec.host),
         host_key.public_openssh,
     )
+    if options.web_login is not None:
+        state.write("web-login", f"{options.web_login.user}\n{options.web_login.password}\n")
     progress(f"creating the workspace on {provider.name}")
     created = False
     try:
-        provider.create(spec, user_data)
+        made = provider.create(spec, user_data)
         created = True
         mark("create")
+        if spec.host and options.dns is not None:
+            progress(f"DNS: {spec.host} and *.{spec.host} -> {made.address}")
+            options.dns.ensure_workspace(spec.name, made.address)
+            mark("dns")
         target = wait_for_ssh(lambda: ssh_target(provider, spec.name, options.identities), options.boot_timeout, progress)
         mark("ssh")
         phases = follow_cloud_init(target, options.boot_timeout, progress)
@@ -123,12 +149,27 @@ def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, prog
         if created and not options.keep_on_failure:
             progress("removing what was created")
             provider.delete(spec.name)
+            if spec.host and options.dns is not None:
+                options.dns.remove_workspace(spec.name)
         if not created or not options.keep_on_failure:
             state.remove()
         raise
     workspace = provider.get(spec.name)
     assert workspace is not None
-    return LaunchResult(workspace=workspace, target=target, timings=timings, phases=phases)
+    return LaunchResult(workspace=workspace, target=target, timings=timings, phases=phases, image=spec.image)
+
+
+def with_baked_image(spec: WorkspaceSpec, provider: Provider, progress: Progress) -> WorkspaceSpec:
+    """The newest image vmgen baked from the provider's base image, unless the spec names one.
+    Steps whose stamps differ from what this launch wants are redone on the VM."""
+    if spec.image:
+        return spec
+    baked = provider.newest_baked()
+    if baked is None:
+        return spec
+    redo = baked.stamp.differs_from(plan_of(spec).stamp)
+    progress(f"using baked image {baked.name}" + (f"; redoing {', '.join(redo)}" if redo else ""))
+    return replace(spec, image=baked.ref)
 
 
 def restore_on_vm(target: SSHTarget, identity_text: str, timeout: float) -> dict:

@@ -60,31 +60,45 @@ def wait_for_ssh(target_factory: Callable[[], SSHTarget | None], timeout: float,
 
 
 def follow_cloud_init(target: SSHTarget, timeout: float, progress: Progress) -> list[Phase]:
-    """Stream provisioning phases until cloud-init is done; raise BootFailed on error."""
-    process = stream(target, ["bash", "-c", _FOLLOW_BOOT])
+    """Stream provisioning phases until cloud-init is done; raise BootFailed on error.
+
+    The stream is opened again if it ends early: cloud-init may restart sshd while it
+    configures the VM (on a baked image, where vmgen attaches before cloud-init gets that far)."""
     phases: list[Phase] = []
     final = ""
     deadline = time.monotonic() + timeout
+    while not final and time.monotonic() < deadline:
+        final = _follow_once(target, deadline, phases, progress)
+        if not final:
+            time.sleep(1)
+    if final != "done":
+        reason = f"cloud-init status: {final}" if final else f"cloud-init did not finish within {timeout:.0f}s"
+        raise BootFailed(f"{reason}\n{output_tail(target)}")
+    return phases
+
+
+def _follow_once(target: SSHTarget, deadline: float, phases: list[Phase], progress: Progress) -> str:
+    """One SSH stream of the phase log; cloud-init's final status, or "" if the stream ended."""
+    process = stream(target, ["bash", "-c", _FOLLOW_BOOT])
+    seen = {(p.name, p.at) for p in phases}
     assert process.stdout is not None
     try:
         for raw in process.stdout:
             line = raw.decode(errors="replace").strip()
             if line.startswith("vmgen-phase "):
                 _, at, name = line.split(" ", 2)
-                phases.append(Phase(name=name, at=float(at)))
-                progress(f"provisioning: {name}")
+                if (name, float(at)) not in seen:
+                    seen.add((name, float(at)))
+                    phases.append(Phase(name=name, at=float(at)))
+                    progress(f"provisioning: {name}")
             elif line.startswith(DONE_MARK):
-                final = line.removeprefix(DONE_MARK).strip()
-                break
+                return line.removeprefix(DONE_MARK).strip()
             if time.monotonic() > deadline:
                 break
     finally:
         process.kill()
         process.wait()
-    if final != "done":
-        reason = f"cloud-init status: {final}" if final else f"cloud-init did not finish within {timeout:.0f}s"
-        raise BootFailed(f"{reason}\n{output_tail(target)}")
-    return phases
+    return ""
 
 
 def output_tail(target: SSHTarget, lines: int = 15) -> str:

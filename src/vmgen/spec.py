@@ -96,6 +96,33 @@ class WatchdogTuning:
 
 
 WATCHDOG_ACTIONS = ("poweroff", "delete", "backup-then-delete")
+# Ports vmgen's own services use on the VM: not available as previews.
+RESERVED_PORTS = frozenset({22, 80, 443, 3001, 5901, 6080, 7391, 7392})
+_DOMAIN_RE = re.compile(r"^(?=.{4,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+@dataclass(frozen=True)
+class WebSpec:
+    """Web access: with a domain, HTTPS hostnames under <name>.<domain>; without, SSH tunnels only."""
+
+    domain: str = ""
+    tls: str = "acme"  # "acme" or "internal"
+    acme_email: str = ""
+    preview_ports: tuple[int, ...] = ()
+
+
+def validate_web(web: WebSpec) -> WebSpec:
+    if web.domain and not _DOMAIN_RE.match(web.domain):
+        raise InvalidSpec(f"invalid domain {web.domain!r}: use a DNS name such as dev.example.com")
+    if web.tls not in ("acme", "internal"):
+        raise InvalidSpec(f"web_tls {web.tls!r}: use 'acme' or 'internal'")
+    if web.acme_email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]{2,}", web.acme_email):
+        raise InvalidSpec(f"invalid acme_email {web.acme_email!r}")
+    for port in web.preview_ports:
+        if not 1024 <= port <= 65535 or port in RESERVED_PORTS:
+            raise InvalidSpec(f"preview port {port} must be 1024-65535 and not one of vmgen's own "
+                              f"({', '.join(map(str, sorted(RESERVED_PORTS)))})")
+    return web
 
 
 @dataclass(frozen=True)
@@ -115,10 +142,16 @@ class WorkspaceSpec:
     watchdog: WatchdogTuning = field(default_factory=WatchdogTuning)
     # A local backup folder the provider shares with the VM (docker), else None.
     local_backup_dir: Path | None = None
+    web: WebSpec = field(default_factory=lambda: WebSpec())
 
     @property
     def repo_dir(self) -> str:
         return f"/home/agent/work/{self.name}"
+
+    @property
+    def host(self) -> str:
+        """The workspace's public hostname, or "" without a domain."""
+        return f"{self.name}.{self.web.domain}" if self.web.domain else ""
 
 
 def _has_control_chars(text: str) -> bool:
@@ -272,6 +305,7 @@ def make_spec(
     configured_keys: tuple[str, ...],
     vmgen: VmgenInstall,
     watchdog: WatchdogTuning = WatchdogTuning(),
+    web: WebSpec = WebSpec(),
     home: Path | None = None,
 ) -> WorkspaceSpec:
     """Validate every user-provided value and assemble the spec."""
@@ -297,4 +331,5 @@ def make_spec(
         ssh_keys=discover_public_keys(configured_keys, home),
         vmgen=vmgen,
         watchdog=watchdog,
+        web=validate_web(web),
     )

@@ -93,6 +93,14 @@ def stream(target: SSHTarget, argv: Sequence[str], stdin: IO[bytes] | None = Non
     )
 
 
+def tunnel_command(target: SSHTarget, local_port: int, remote_port: int) -> list[str]:
+    """ssh forwarding 127.0.0.1:local_port here to 127.0.0.1:remote_port on the workspace."""
+    command = target.base_command()
+    destination = command.pop()
+    return [*command, "-N", "-o", "ExitOnForwardFailure=yes",
+            "-L", f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}", destination]
+
+
 def interactive(target: SSHTarget, remote_command: str, tty: bool) -> int:
     """Run a command with the terminal attached; returns its exit code."""
     command = [*target.base_command(tty=tty), remote_command]

@@ -21,6 +21,7 @@ class WorkspaceRecord:
     created_at: float
     source: str
     agent: str
+    host: str = ""  # the public hostname, when launched with a domain
 
 
 class WorkspaceState:

@@ -15,14 +15,15 @@ from urllib.parse import urlsplit
 import jinja2
 import yaml
 
-from ..providers.base import SelfDelete
 from ..backup.target import BackupTarget, vm_config_text
+from ..caddy import Login, WebAccess, render_caddyfile
+from ..caddy.auth import USER
+from ..providers.base import SelfDelete
 from ..spec import GitSource, RestoreSource, WorkspaceSpec
 from .hostkeys import HostKey
+from .install import STAMP_DIR, InstallPlan, plan_of
 
 AGENT_SESSION = "claude"
-BASE_PACKAGES = ("git", "tmux", "curl", "ca-certificates", "python3", "python3-venv", "ufw",
-                 "fail2ban", "python3-systemd", "rsync")
 LIB = "/usr/local/lib/vmgen"
 
 
@@ -33,6 +34,8 @@ class RenderOptions:
     self_delete: SelfDelete = SelfDelete(provider="docker")
     # The store and public recipient for this workspace's backups, if any (never the identity).
     backup: tuple[BackupTarget, str] | None = None
+    # With a domain: the web login, of which only the bcrypt hash reaches the VM.
+    web_login: Login | None = None
     # Replaced in printed output (`vmgen render`): host key, tokens and store keys are secret.
     redact_secrets: bool = False
 
@@ -78,6 +81,10 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
                   metadata_blocks=options.self_delete.metadata_blocks)),
         _file(f"{LIB}/agent-event", _load_template("agent-event"), mode="0755"),
         _file("/etc/tmpfiles.d/vmgen.conf", _load_template("tmpfiles-vmgen.conf")),
+        _file("/etc/systemd/system/vmgen-web.service", _load_template("vmgen-web.service")),
+        _file("/etc/vmgen/web.json", json.dumps(_web_links(spec), indent=2) + "\n"),
+        *_caddy_files(spec, options),
+        *_desktop_files(spec),
         *(_file(f"/etc/systemd/system/{unit}", _load_template(unit)) for unit in
           ("vmgen-backup.path", "vmgen-backup.service", "vmgen-restore.path", "vmgen-restore.service")),
         *_agent_seed_files(spec),
@@ -116,8 +123,6 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
             "ed25519_private": host_private,
             "ed25519_public": options.host_key.public_openssh,
         },
-        "package_update": True,
-        "packages": sorted(set(BASE_PACKAGES) | set(spec.agent.packages) | set(spec.extra_packages)),
         "write_files": files,
         "runcmd": [["bash", f"{LIB}/provision.sh"]],
     }
@@ -125,10 +130,73 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
     return "#cloud-config\n" + body
 
 
+def render_bake_script(plan: InstallPlan) -> str:
+    """The install steps alone, each recording its stamp: what Packer or the docker provider runs
+    on a fresh VM before snapshotting it."""
+    return _environment().get_template("bake.sh.j2").render(**_install_context(plan))
+
+
+def render_bake_user_data(plan: InstallPlan) -> str:
+    """Cloud-config that bakes on first boot (for builders that boot a VM with user-data)."""
+    config = {
+        "write_files": [_file(f"{LIB}/bake.sh", render_bake_script(plan), mode="0755")],
+        "runcmd": [["bash", f"{LIB}/bake.sh"]],
+    }
+    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False, width=1000)
+
+
+def _install_context(plan: InstallPlan) -> dict[str, object]:
+    vmgen = plan.vmgen
+    return {
+        "packages": plan.packages,
+        "stamps": plan.stamp,
+        "stamp_dir": STAMP_DIR,
+        "agent_install": plan.agent_install,
+        "vmgen_version": vmgen.version,
+        "vmgen_requirement": f"vmgen=={vmgen.version}",
+        "vmgen_index_url": vmgen.index_url,
+        "vmgen_find_links": vmgen.find_links_on_vm,
+        # pip refuses plain-HTTP locations unless the host is named as trusted.
+        "vmgen_trusted_host": urlsplit(vmgen.find_links).hostname if vmgen.find_links.startswith("http://") else "",
+    }
+
+
+def _web_links(spec: WorkspaceSpec) -> dict[str, object]:
+    """What the workspace page links to (nothing without a domain: `vmgen open` tunnels)."""
+    if not spec.host:
+        return {}
+    return {"url": f"https://{spec.host}/", "code_url": f"https://code.{spec.host}/",
+            "desktop_url": f"https://desktop.{spec.host}/vnc.html?autoconnect=1&resize=remote" if spec.desktop else "",
+            "previews": {str(port): f"https://p{port}.{spec.host}/" for port in spec.web.preview_ports}}
+
+
+def _caddy_files(spec: WorkspaceSpec, options: RenderOptions) -> list[dict[str, object]]:
+    if not spec.host:
+        return []
+    if options.web_login is None and not options.redact_secrets:
+        raise ValueError("a workspace with a domain needs its web login")
+    login = options.web_login
+    web = WebAccess(host=spec.host, user=login.user if login else USER,
+                    password_hash="<bcrypt hash, generated per launch>" if options.redact_secrets or not login
+                    else login.password_hash,
+                    tls=spec.web.tls, acme_email=spec.web.acme_email, code=True, desktop=spec.desktop,
+                    preview_ports=spec.web.preview_ports)
+    return [_file("/etc/vmgen/Caddyfile", render_caddyfile(web), mode="0644"),
+            _file("/etc/systemd/system/vmgen-caddy.service", _load_template("vmgen-caddy.service"))]
+
+
+DESKTOP_UNITS = ("vmgen-desktop-xvfb.service", "vmgen-desktop-wm.service", "vmgen-desktop-vnc.service",
+                 "vmgen-desktop-novnc.service")
+
+
+def _desktop_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
+    return [_file(f"/etc/systemd/system/{unit}", _load_template(unit)) for unit in DESKTOP_UNITS] if spec.desktop else []
+
+
 def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
     git = spec.source if isinstance(spec.source, GitSource) else None
-    requirement = f"vmgen=={spec.vmgen.version}"
     return {
+        **_install_context(plan_of(spec)),
         "name": spec.name,
         "agent": spec.agent.name,
         "session": AGENT_SESSION,
@@ -136,17 +204,11 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "git_url": git.url if git else "",
         "git_branch": git.branch if git and git.branch else "",
         "restoring": isinstance(spec.source, RestoreSource),
-        "agent_install": spec.agent.install_command(spec.agent_version),
+        "web_domain": spec.web.domain,
+        "desktop": spec.desktop,
         "start": spec.agent.start,
         "resume": spec.agent.resume,
         "has_conversation": spec.agent.has_conversation(spec.repo_dir),
-        "vmgen_version": spec.vmgen.version,
-        "vmgen_requirement": requirement,
-        "vmgen_index_url": spec.vmgen.index_url,
-        "vmgen_find_links": spec.vmgen.find_links_on_vm,
-        # pip refuses plain-HTTP locations unless the host is named as trusted.
-        "vmgen_trusted_host": urlsplit(spec.vmgen.find_links).hostname
-        if spec.vmgen.find_links.startswith("http://") else "",
     }
 
 
@@ -172,6 +234,9 @@ def _idlewatch_toml(spec: WorkspaceSpec, self_delete: SelfDelete) -> str:
         values["metadata_url"] = self_delete.metadata_url
     if self_delete.api_endpoint:
         values["hcloud_endpoint"] = self_delete.api_endpoint
+    if spec.web.domain and dict(self_delete.secrets).get("CLOUDFLARE_API_TOKEN"):
+        values["dns_zone"] = spec.web.domain
+        values["dns_endpoint"] = self_delete.dns_endpoint
     return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
 
 

@@ -10,11 +10,14 @@ from datetime import datetime, timezone
 import click
 from rich.table import Table
 
-from .backup.target import require_target
-from .errors import VmgenError
-from .identities import load_for_restore, recipient_path
-from .spec import RestoreSource
-from .ssh import run, write_file
+from ..backup.target import require_target
+from ..errors import VmgenError
+from ..identities import load_for_restore, recipient_path
+from ..launch import LaunchOptions, launch as launch_workspace
+from ..spec import RestoreSource
+from ..ssh import default_identities, run, write_file
+from .app import age, err, out, progress, provider_named, running_target, settings
+from .launching import agent_env, build_spec, print_web_access, web_options
 
 BACKUP_REQUEST = "/home/agent/.vmgen/backup-request"
 BACKUP_RESULT = "/var/lib/vmgen/backup-result.json"
@@ -37,8 +40,6 @@ def human_bytes(count: float) -> str:
 @click.option("--timeout", default=7200, show_default=True, help="Seconds to wait for the backup.")
 def backup(name: str, timeout: float) -> None:
     """Back up NAME now (encrypted; the VM holds only the public key)."""
-    from .cli import err, progress, running_target
-
     target = running_target(name)
     request_id = secrets.token_hex(8)
     started = time.monotonic()
@@ -78,9 +79,7 @@ def service_failed_since(target, since: int) -> bool:
 @click.option("--provider", help="Whose store to read (default: the configured provider).")
 def backups(name: str | None, provider: str | None) -> None:
     """Every backup in the store (of NAME, or of all workspaces)."""
-    from .cli import age, err, out, settings
-
-    from .backup.manifest import list_backups
+    from ..backup.manifest import list_backups
 
     store_target = require_target(settings(), provider or settings().provider)
     found = list_backups(store_target.open(), name)
@@ -105,10 +104,7 @@ def backups(name: str | None, provider: str | None) -> None:
 @click.option("--keep-on-failure", is_flag=True, help="Keep the new VM for inspection if the restore fails.")
 def restore(name: str, backup_id: str | None, provider: str | None, keep_on_failure: bool) -> None:
     """Bring NAME back on a new VM: files, ~/.claude and the agent's conversation."""
-    from .backup.manifest import WrongIdentity, latest_backup, read_manifest
-    from .cli import agent_env, build_spec, err, progress, provider_named, settings
-    from .launch import LaunchOptions, launch as launch_workspace
-    from .ssh import default_identities
+    from ..backup.manifest import WrongIdentity, latest_backup, read_manifest
 
     chosen = provider_named(provider)
     store_target = require_target(settings(), chosen.name)
@@ -118,13 +114,14 @@ def restore(name: str, backup_id: str | None, provider: str | None, keep_on_fail
     if identity.recipient != manifest.recipient:
         raise WrongIdentity(f"backup {manifest.backup_id} of {name} was made for another identity than the one in "
                             f"{recipient_path(name).parent}")
-    spec = build_spec(RestoreSource(name, manifest.backup_id), {"name": name}, store_target)
+    spec = build_spec(RestoreSource(name, manifest.backup_id), {"name": name}, store_target, chosen.name)
     options = LaunchOptions(
         agent_env=agent_env(settings(), spec.agent.key_variables),
         backup=(store_target.on_vm(), identity.recipient),
         restore_identity=identity.secret + "\n",
         identities=default_identities(),
         keep_on_failure=keep_on_failure,
+        **web_options(settings(), spec),
     )
     started = time.monotonic()
     with progress(f"restoring {name} from {manifest.backup_id}") as update:
@@ -132,3 +129,4 @@ def restore(name: str, backup_id: str | None, provider: str | None, keep_on_fail
     err.print(f"[green]restored[/] {name} from {manifest.backup_id} on {chosen.name} in "
               f"{time.monotonic() - started:.0f}s; the agent resumed its conversation")
     err.print(f"  connect:  vmgen connect {name}")
+    print_web_access(spec, options)

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from ..spec import WorkspaceSpec
+from ..stamps import BakedImage
 
 LABEL = "vmgen"
 WS_LABEL = "vmgen-ws"
@@ -44,12 +45,16 @@ class SelfDelete:
     api_endpoint: str = ""
     # Root-only on the VM (/etc/vmgen/provider.env); the agent user cannot read it.
     secrets: tuple[tuple[str, str], ...] = ()
+    # With a domain, the Cloudflare API the watchdog removes the workspace's records through.
+    dns_endpoint: str = ""
     # (host, port) pairs only root may reach: the metadata service.
     metadata_blocks: tuple[tuple[str, int | None], ...] = (("169.254.169.254", None),)
 
 
 class Provider(Protocol):
     name: str
+    # Whether the VM has a public address (DNS names and HTTPS make sense for it).
+    public: bool
     # Largest user-data the provider accepts, in bytes.
     user_data_limit: int
 
@@ -66,6 +71,14 @@ class Provider(Protocol):
     def delete(self, name: str) -> None: ...
 
     def self_delete_spec(self) -> SelfDelete: ...
+
+    def baked_images(self, base: str | None = None) -> list[BakedImage]:
+        """Images vmgen baked (newest first); only those baked from `base` when given."""
+        ...
+
+    def newest_baked(self) -> BakedImage | None:
+        """The newest image baked from this provider's configured base image."""
+        ...
 
     def stop_note(self) -> str:
         """What the user should know about a stopped workspace (e.g. whether it still bills)."""

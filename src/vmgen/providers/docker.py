@@ -16,9 +16,10 @@ from typing import Any
 import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
 
-from ..errors import ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
 from ..backup.target import VM_LOCAL_MOUNT
+from ..errors import ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
 from ..spec import WHEELS_MOUNT, WorkspaceSpec
+from ..stamps import BakedImage
 from ..state import WorkspaceState
 from .base import LABEL, WS_LABEL, SelfDelete, SSHEndpoint, Workspace
 
@@ -59,6 +60,7 @@ class DockerProvider:
     user_data_limit = 1024 * 1024
     # A local wheel directory (vmgen_find_links) is bind-mounted into the workspace.
     shares_local_folders = True
+    public = False
 
     def __init__(self, image: str, client: docker.DockerClient | None = None) -> None:
         self.image = image
@@ -89,7 +91,7 @@ class DockerProvider:
         cgroup_version = str(self.client.info().get("CgroupVersion", "1"))
         try:
             container = self.client.containers.run(
-                self.image,
+                spec.image or self.image,
                 command=["/sbin/init"],
                 detach=True,
                 name=container_name(spec.name),
@@ -123,6 +125,16 @@ class DockerProvider:
                 f"could not build the simulated-VM image {self.image} from ubuntu:24.04 ({exc}); "
                 "without access to a registry, build the Debian image with images/debian12-test/build.sh "
                 "and set docker_image to its tag") from None
+
+    def baked_images(self, base: str | None = None) -> list[BakedImage]:
+        from .docker_bake import baked_images
+
+        return baked_images(self, base)
+
+    def newest_baked(self) -> BakedImage | None:
+        from .docker_bake import newest_baked
+
+        return newest_baked(self)
 
     def get(self, name: str) -> Workspace | None:
         container = self._container(name)

@@ -31,6 +31,7 @@ from ..errors import (
     WorkspaceNotFound,
 )
 from ..spec import WorkspaceSpec
+from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
 from .base import LABEL, WS_LABEL, SelfDelete, SSHEndpoint, Workspace
 from .hetzner_sizes import TypeOffer, choose_type, offers_from_api
 
@@ -114,6 +115,7 @@ def key_fingerprint(public_key: str) -> str:
 class HetznerProvider:
     name = "hetzner"
     user_data_limit = 32 * 1024
+    public = True
 
     def __init__(self, token: str, location: str, image: str = "", endpoint: str = "",
                  metadata_url: str = DEFAULT_METADATA) -> None:
@@ -154,7 +156,7 @@ class HetznerProvider:
             response = self.client.servers.create(
                 name=spec.name,
                 server_type=self.client.server_types.get_by_name(offer.name),
-                image=Image(name=spec.image or self.image),
+                image=_image(spec.image or self.image),
                 ssh_keys=[ssh_key],
                 firewalls=[firewall],
                 user_data=user_data,
@@ -168,6 +170,24 @@ class HetznerProvider:
                 raise
             server = self.client.servers.get_by_id(response.server.id)
         return self._describe(server)
+
+    def baked_images(self, base: str | None = None) -> list[BakedImage]:
+        """Snapshots vmgen baked (by label), newest first; only those from `base` when given."""
+        selector = f"{BAKED_LABEL}=1" + (f",{BASE_LABEL}={label_value(base)}" if base else "")
+        with api_errors("list snapshots"):
+            images = self.client.images.get_all(type="snapshot", label_selector=selector)
+        found = []
+        for image in images:
+            stamp = ImageStamp.from_labels(image.labels)
+            if stamp is not None and image.status == "available":
+                found.append(BakedImage(ref=str(image.id), name=image.description or str(image.id),
+                                        created_at=image.created.astimezone(timezone.utc), stamp=stamp,
+                                        base=image.labels.get(BASE_LABEL, "")))
+        return sorted(found, key=lambda b: b.created_at, reverse=True)
+
+    def newest_baked(self) -> BakedImage | None:
+        found = self.baked_images(self.image)
+        return found[0] if found else None
 
     def get(self, name: str) -> Workspace | None:
         with api_errors("read servers"):
@@ -273,3 +293,8 @@ class HetznerProvider:
             address=ipv4,
             price_hourly=float(price["price_hourly"]["gross"]) if price else None,
         )
+
+
+def _image(ref: str) -> Image:
+    """A snapshot by id (baked images), a system image by name."""
+    return Image(id=int(ref)) if ref.isdigit() else Image(name=ref)

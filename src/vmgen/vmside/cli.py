@@ -73,3 +73,12 @@ def restore() -> None:
     click.echo(json.dumps(result))
     if not result["ok"]:
         sys.exit(1)
+
+
+@vmside.command()
+@click.option("--port", default=7392, show_default=True, help="Port on 127.0.0.1.")
+def web(port: int) -> None:
+    """Serve the workspace page (the vmgen-web service; Caddy adds TLS and auth)."""
+    from .web.server import WebSettings, serve
+
+    serve(WebSettings(port=port)).serve_forever()

@@ -67,12 +67,27 @@ def self_delete_hetzner(settings: WatchSettings) -> None:
     token = read_secrets().get("HCLOUD_TOKEN", "")
     if not token:
         raise RuntimeError("no Hetzner token in the root-only secrets file; cannot self-delete")
-    with urllib.request.urlopen(f"{settings.metadata_url}/instance-id", timeout=10) as response:
-        server_id = int(response.read().decode().strip())
+    server_id = int(_metadata(settings, "instance-id"))
+    if settings.dns_zone:
+        remove_dns_records(settings, read_secrets().get("CLOUDFLARE_API_TOKEN", ""))
     kwargs = {"api_endpoint": settings.hcloud_endpoint} if settings.hcloud_endpoint else {}
     client = Client(token=token, application_name="vmgen-idlewatch", **kwargs)
     log.warning("deleting this server (%s) through the Hetzner API", server_id)
     client.servers.delete(Server(id=server_id))
+
+
+def remove_dns_records(settings: WatchSettings, token: str) -> None:
+    """Only records still pointing at this VM: after a restore elsewhere, the names are the new one's."""
+    from ...dns import DEFAULT_ENDPOINT, CloudflareDns
+
+    dns = CloudflareDns(token, settings.dns_zone, settings.dns_endpoint or DEFAULT_ENDPOINT)
+    removed = dns.remove_workspace(settings.name, only_ipv4=_metadata(settings, "public-ipv4"))
+    log.warning("removed %d DNS record(s) of %s in %s", removed, settings.name, settings.dns_zone)
+
+
+def _metadata(settings: WatchSettings, key: str) -> str:
+    with urllib.request.urlopen(f"{settings.metadata_url}/{key}", timeout=10) as response:
+        return response.read().decode().strip()
 
 
 def _uid(user: str) -> int:

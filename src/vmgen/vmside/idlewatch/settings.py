@@ -35,6 +35,9 @@ class WatchSettings:
     webhook_url: str = ""
     metadata_url: str = "http://169.254.169.254/hetzner/v1/metadata"
     hcloud_endpoint: str = ""
+    # With a domain: the zone whose records for this workspace go before the server does.
+    dns_zone: str = ""
+    dns_endpoint: str = ""
     ignore: tuple[str, ...] = field(default=())
 
     def policy(self) -> PolicyConfig:

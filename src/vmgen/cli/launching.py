@@ -1,0 +1,165 @@
+"""Commands that make a workspace: `launch` and `render` (what launch would send, nothing created)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..backup.target import BackupTarget, target_from_settings
+from ..builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
+from ..builder.render import AGENT_SESSION
+from ..config import Settings
+from ..errors import UsageError
+from ..handover import laptop_extras
+from ..identities import ensure_identity
+from ..launch import LaunchOptions, launch as launch_workspace
+from ..providers import USER_DATA_LIMITS
+from ..providers.base import SelfDelete
+from ..spec import WATCHDOG_ACTIONS, VmgenInstall, WatchdogTuning, WebSpec, WorkspaceSpec, make_spec
+from ..ssh import default_identities
+from .app import err, main, out, progress, provider_named, settings
+
+
+def agent_env(s: Settings, agent_variables: tuple[str, ...]) -> dict[str, str]:
+    import os
+
+    known = {"ANTHROPIC_API_KEY": s.anthropic_api_key, "ANTHROPIC_BASE_URL": s.anthropic_base_url}
+    return {var: known.get(var) or os.environ.get(var, "") for var in agent_variables}
+
+
+def spec_options(function):
+    options = [
+        click.option("--name", help="Workspace name (default: from the repository)."),
+        click.option("--provider", type=click.Choice(sorted(USER_DATA_LIMITS)), help="Where to run it."),
+        click.option("--agent", help="claude (default), codex, aider, gemini or opencode."),
+        click.option("--agent-version", help="Version pin for the agent CLI (default: latest)."),
+        click.option("--size", help="Size preset: small, medium or large."),
+        click.option("--type", "server_type", help="An explicit server type (e.g. cx33); overrides --size."),
+        click.option("--region", help="Region / location."),
+        click.option("--image", help="Base image or snapshot."),
+        click.option("--idle-minutes", type=int, help="Minutes of idleness before the workspace is stopped."),
+        click.option("--idle-action", type=click.Choice(WATCHDOG_ACTIONS),
+                     help="What the watchdog does once idle (default: backup-then-delete with a backup store, "
+                          "else poweroff)."),
+        click.option("--desktop/--no-desktop", default=None, help="Install the noVNC desktop."),
+        click.option("--domain", help="A Cloudflare zone: the workspace gets https://<name>.<domain>/."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def vmgen_install(s: Settings) -> VmgenInstall:
+    """How VMs install vmgen: at the CLI's own version unless pinned."""
+    return VmgenInstall(version=s.vmgen_version or __version__, index_url=s.vmgen_index_url,
+                        find_links=s.vmgen_find_links)
+
+
+def web_options(s: Settings, spec: WorkspaceSpec) -> dict:
+    """With a domain: a fresh login for Caddy and the DNS zone's client; without, nothing."""
+    if not spec.host:
+        return {}
+    from ..caddy import new_login
+    from ..dns import DEFAULT_ENDPOINT, CloudflareDns
+
+    return {"web_login": new_login(),
+            "dns": CloudflareDns(s.cloudflare_api_token, spec.web.domain, s.cloudflare_endpoint or DEFAULT_ENDPOINT)}
+
+
+def print_web_access(spec: WorkspaceSpec, options: LaunchOptions) -> None:
+    if options.web_login is not None:
+        err.print(f"  web:      https://{spec.host}/  (user {options.web_login.user}, password "
+                  f"{options.web_login.password}; again with `vmgen login {spec.name}`)")
+    else:
+        err.print(f"  web:      vmgen open {spec.name}")
+
+
+def build_spec(source, opts: dict, backup: BackupTarget | None = None, provider: str = ""):
+    s = settings()
+    action = opts.get("idle_action") or s.idle_action
+    if action == "auto":
+        action = "backup-then-delete" if backup is not None else "poweroff"
+    elif action == "backup-then-delete" and backup is None:
+        raise UsageError("idle action 'backup-then-delete' needs a backup store (r2_bucket, or the docker provider)")
+    spec = make_spec(
+        source,
+        name=opts.get("name"),
+        agent=opts.get("agent") or s.agent,
+        agent_version=opts.get("agent_version") or s.agent_version,
+        size=opts.get("server_type") or opts.get("size") or s.size,
+        region=opts.get("region") or s.region,
+        # The configured image names a cloud image; docker workspaces use docker_image.
+        image=opts.get("image") or (s.image if provider != "docker" else ""),
+        idle_minutes=opts["idle_minutes"] if opts.get("idle_minutes") is not None else s.idle_minutes,
+        desktop=opts["desktop"] if opts.get("desktop") is not None else s.desktop,
+        configured_keys=s.ssh_public_keys,
+        watchdog=WatchdogTuning(action=action, warn_minutes=s.idle_warn_minutes,
+                                human_minutes=s.idle_human_minutes, interval_seconds=s.idle_interval_seconds,
+                                max_lifetime_hours=s.max_lifetime_hours, webhook_url=s.idle_webhook_url),
+        vmgen=vmgen_install(s),
+        web=WebSpec(domain=(opts.get("domain") or s.domain).lower().strip("."), tls=s.web_tls,
+                    acme_email=s.acme_email, preview_ports=s.preview_ports),
+    )
+    if backup is not None and backup.kind == "local":
+        spec = dataclasses.replace(spec, local_backup_dir=Path(backup.path))
+    return spec
+
+
+@main.command()
+@click.argument("source")
+@spec_options
+@click.option("--copy-claude-login", is_flag=True, help="Copy this machine's Claude Code login to the workspace.")
+@click.option("--keep-on-failure", is_flag=True, help="Keep the workspace for inspection if the launch fails.")
+@click.option("--cold", is_flag=True, help="Ignore baked images: install everything on a stock image.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (with step timings).")
+def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bool, as_json: bool, **opts) -> None:
+    """Launch a workspace for SOURCE (git URL with optional #branch, or a local directory)."""
+    provider = provider_named(opts.get("provider"))
+    target = target_from_settings(settings(), provider.name)
+    spec = build_spec(source, opts, target, provider.name)
+    credentials, gitconfig = laptop_extras(copy_claude_login)
+    options = LaunchOptions(
+        agent_env=agent_env(settings(), spec.agent.key_variables),
+        backup=(target.on_vm(), ensure_identity(spec.name)) if target is not None else None,
+        identities=default_identities(),
+        claude_credentials=credentials,
+        gitconfig=gitconfig,
+        keep_on_failure=keep_on_failure,
+        use_baked=not cold,
+        **web_options(settings(), spec),
+    )
+    started = time.monotonic()
+    with progress(f"launching {spec.name}") as update:
+        result = launch_workspace(spec, provider, options, update)
+    elapsed = time.monotonic() - started
+    if as_json:
+        out.print_json(json.dumps({"name": spec.name, "provider": provider.name, "seconds": round(elapsed, 1),
+                                   "image": result.image, "timings": result.timings,
+                                   "phases": [{"name": p.name, "at": p.at} for p in result.phases]}))
+        return
+    err.print(f"[green]ready[/]: {spec.name} on {provider.name} in {elapsed:.0f}s ({spec.agent.name} runs in tmux session '{AGENT_SESSION}')")
+    err.print(f"  connect:  vmgen connect {spec.name}")
+    err.print(f"  prompt:   vmgen send {spec.name} \"...\"")
+    err.print(f"  shell:    vmgen ssh {spec.name}")
+    print_web_access(spec, options)
+
+
+@main.command()
+@spec_options
+@click.argument("source")
+def render(source: str, **opts) -> None:
+    """Print the cloud-init user-data for SOURCE; nothing is created."""
+    provider = opts.get("provider") or settings().provider
+    spec = build_spec(source, opts, provider=provider)
+    # Rendering contacts no provider: the self-delete settings are shown with secrets redacted.
+    self_delete = SelfDelete(provider, secrets=(("HCLOUD_TOKEN", "x"),) if provider == "hetzner" else ())
+    user_data = render_user_data(spec, RenderOptions(host_key=generate_host_key(), self_delete=self_delete,
+                                                     redact_secrets=True))
+    check_size(user_data, USER_DATA_LIMITS[provider], provider)
+    check_schema(user_data)
+    click.echo(user_data, nl=False)

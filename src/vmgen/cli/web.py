@@ -1,0 +1,72 @@
+"""`vmgen login` and `vmgen open`: the workspace's web page, on its hostname or through SSH."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import webbrowser
+
+import click
+
+from ..caddy import CODE_PORT, DESKTOP_PORT, PAGE_PORT
+from ..errors import VmgenError
+from ..ssh import tunnel_command
+from ..state import WorkspaceState
+from .app import err, out, running_target
+
+PORTS = {"page": PAGE_PORT, "code": CODE_PORT, "desktop": DESKTOP_PORT}
+
+
+def web_login(name: str) -> tuple[str, str] | None:
+    try:
+        user, password = (WorkspaceState(name).dir / "web-login").read_text().split("\n")[:2]
+    except (FileNotFoundError, ValueError):
+        return None
+    return user, password
+
+
+@click.command()
+@click.argument("name")
+def login(name: str) -> None:
+    """The web login of NAME (its hostname, user and password)."""
+    record = WorkspaceState(name).record()
+    found = web_login(name)
+    if record is None or not record.host or found is None:
+        raise VmgenError(f"{name} has no public web address (launched without a domain); use `vmgen open {name}`")
+    out.print(f"url:      https://{record.host}/\nuser:     {found[0]}\npassword: {found[1]}")
+
+
+@click.command(name="open")
+@click.argument("name")
+@click.option("--what", type=click.Choice(sorted(PORTS)), default="page", show_default=True,
+              help="The workspace page, the code UI or the desktop.")
+@click.option("--no-browser", is_flag=True, help="Only print the URL.")
+def open_(name: str, what: str, no_browser: bool) -> None:
+    """Open NAME's web page: its HTTPS hostname, or a local SSH tunnel when it has no domain."""
+    record = WorkspaceState(name).record()
+    if record is not None and record.host:
+        prefix = {"page": "", "code": "code.", "desktop": "desktop."}[what]
+        url = f"https://{prefix}{record.host}/" + ("vnc.html?autoconnect=1&resize=remote" if what == "desktop" else "")
+        err.print(f"{url}  (`vmgen login {name}` for the password)")
+        if not no_browser:
+            webbrowser.open(url)
+        return
+    target = running_target(name)
+    local = _free_port()
+    url = f"http://127.0.0.1:{local}/" + ("vnc.html?autoconnect=1&resize=remote" if what == "desktop" else "")
+    with subprocess.Popen(tunnel_command(target, local, PORTS[what])) as tunnel:
+        err.print(f"{url}  (through SSH; Ctrl-C closes it)")
+        if not no_browser:
+            webbrowser.open(url)
+        try:
+            tunnel.wait()
+        except KeyboardInterrupt:
+            tunnel.terminate()
+    if tunnel.returncode not in (0, -15, 255):
+        raise VmgenError(f"the SSH tunnel to {name} ended ({tunnel.returncode})")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -1,0 +1,26 @@
+"""Public hostnames for workspaces. Only Cloudflare for now (see cloudflare.py)."""
+
+from __future__ import annotations
+
+from .cloudflare import (
+    DEFAULT_ENDPOINT,
+    PERMISSION,
+    TTL,
+    CloudflareDns,
+    DnsAuthError,
+    DnsConflict,
+    DnsError,
+    DnsRateLimited,
+    DnsRecord,
+    DnsRequestFailed,
+    DnsUnavailable,
+    DnsZoneNotFound,
+    hostnames,
+    tag_for,
+)
+
+__all__ = [
+    "DEFAULT_ENDPOINT", "PERMISSION", "TTL", "CloudflareDns", "DnsAuthError", "DnsConflict", "DnsError",
+    "DnsRateLimited", "DnsRecord", "DnsRequestFailed", "DnsUnavailable", "DnsZoneNotFound", "hostnames",
+    "tag_for",
+]

@@ -1,0 +1,88 @@
+"""The Packer HCL2 template for a baked Hetzner snapshot (hcloud builder), as a pure function.
+
+The provisioning steps are not restated here: the template runs bake.sh, the same rendered
+install steps cloud-init runs on a stock image, which sits next to the template.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ..stamps import ImageStamp
+
+BAKE_SCRIPT = "bake.sh"
+# Before the snapshot: cloud-init treats the next boot as a new instance, sshd gets fresh host
+# keys (vmgen hands each workspace its own, pinned on the laptop), and a launch follows its own
+# phase log, not the bake's.
+CLEANUP = ("cloud-init clean --logs", "rm -rf /etc/ssh/ssh_host_* /root/.ssh/authorized_keys /var/log/vmgen")
+PLUGIN_VERSION = ">= 1.6.0"
+
+
+@dataclass(frozen=True)
+class SnapshotBuild:
+    base_image: str
+    location: str
+    server_type: str
+    stamp: ImageStamp
+    endpoint: str = ""  # a non-default Hetzner API URL
+
+
+def hcl_string(value: str) -> str:
+    """A quoted HCL string: JSON escapes, plus HCL's own template sequences made literal."""
+    return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
+
+
+def render_template(build: SnapshotBuild) -> str:
+    labels = build.stamp.labels(build.base_image)
+    label_lines = "\n".join(f"    {hcl_string(k)} = {hcl_string(v)}" for k, v in labels.items())
+    endpoint = f"\n  endpoint      = {hcl_string(build.endpoint)}" if build.endpoint else ""
+    cleanup = ",\n      ".join(hcl_string(line) for line in CLEANUP)
+    name = f"vmgen-{build.stamp.agent}-{build.stamp.vmgen}"
+    return f'''# Rendered by vmgen: a snapshot with every install step baked in.
+# Run: packer init . && packer build .   (HCLOUD_TOKEN in the environment)
+packer {{
+  required_plugins {{
+    hcloud = {{
+      source  = "github.com/hetznercloud/hcloud"
+      version = {hcl_string(PLUGIN_VERSION)}
+    }}
+  }}
+}}
+
+variable "hcloud_token" {{
+  type      = string
+  sensitive = true
+  default   = env("HCLOUD_TOKEN")
+}}
+
+source "hcloud" "vmgen" {{
+  token         = var.hcloud_token{endpoint}
+  image         = {hcl_string(build.base_image)}
+  location      = {hcl_string(build.location)}
+  server_type   = {hcl_string(build.server_type)}
+  ssh_username  = "root"
+  snapshot_name = "{name}-${{formatdate("YYYYMMDDhhmmss", timestamp())}}"
+  snapshot_labels = {{
+{label_lines}
+  }}
+}}
+
+build {{
+  sources = ["source.hcloud.vmgen"]
+
+  provisioner "shell" {{
+    inline = ["cloud-init status --wait || true"]
+  }}
+
+  provisioner "shell" {{
+    script = "${{path.root}}/{BAKE_SCRIPT}"
+  }}
+
+  provisioner "shell" {{
+    inline = [
+      {cleanup}
+    ]
+  }}
+}}
+'''

@@ -1,0 +1,129 @@
+"""Baked images for the docker provider: provision a simulated VM with the install steps alone,
+clean it the way Packer cleans a cloud VM, and commit it as an image labelled with its stamps."""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from docker.errors import APIError, NotFound
+
+from ..builder.install import InstallPlan
+from ..builder.render import render_bake_user_data
+from ..errors import VmgenError
+from ..spec import WHEELS_MOUNT
+from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
+from .docker import SEED_MOUNT, DockerProvider, systemd_run_options
+
+BAKED_REPOSITORY = "vmgen-baked"
+BAKE_LABEL = "vmgen-bake"
+# What Packer's hcloud template does before its snapshot, too: the next boot is a new instance
+# for cloud-init, with fresh host keys, and a launch follows its own phase log, not the bake's.
+CLEANUP = "cloud-init clean --logs && rm -rf /etc/ssh/ssh_host_* /root/.ssh/authorized_keys /var/log/vmgen"
+
+Progress = Callable[[str], None]
+
+
+class BakeFailed(VmgenError):
+    """The install steps failed while baking; nothing was committed."""
+
+
+def base_label(provider: DockerProvider) -> str:
+    provider.ensure_image()
+    return label_value(provider.client.images.get(provider.image).id)
+
+
+def bake(provider: DockerProvider, plan: InstallPlan, progress: Progress, timeout: float = 1800) -> BakedImage:
+    base = base_label(provider)
+    with tempfile.TemporaryDirectory(prefix="vmgen-bake-") as seed:
+        Path(seed, "user-data").write_text(render_bake_user_data(plan))
+        Path(seed, "meta-data").write_text(f"instance-id: vmgen-bake-{secrets.token_hex(4)}\n")
+        volumes = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+                   seed: {"bind": SEED_MOUNT, "mode": "ro"}}
+        if plan.vmgen.local_wheels is not None:
+            volumes[str(plan.vmgen.local_wheels)] = {"bind": WHEELS_MOUNT, "mode": "ro"}
+        try:
+            container = provider.client.containers.run(
+                provider.image, command=["/sbin/init"], detach=True, name=f"vmgen-bake-{secrets.token_hex(4)}",
+                labels={BAKE_LABEL: "1"}, volumes=volumes, extra_hosts={"host.docker.internal": "host-gateway"},
+                **systemd_run_options(str(provider.client.info().get("CgroupVersion", "1"))))
+        except APIError as exc:
+            raise BakeFailed(f"docker could not start the bake container: {exc.explanation}") from None
+        try:
+            _follow(container, progress, timeout)
+            progress("cleaning up (cloud-init clean, host keys)")
+            _exec(container, CLEANUP)
+            container.stop(timeout=30)
+            labels = plan.stamp.labels(base)
+            tag = f"{plan.stamp.agent}-{plan.stamp.vmgen}-{plan.stamp.packages}"
+            progress(f"committing {BAKED_REPOSITORY}:{tag}")
+            image = container.commit(repository=BAKED_REPOSITORY, tag=tag, conf={"Labels": labels})
+        finally:
+            container.remove(force=True)
+    return _baked(image)
+
+
+def baked_images(provider: DockerProvider, base: str | None = None) -> list[BakedImage]:
+    """Newest first; only those baked from `base` when given."""
+    filters = [f"{BAKED_LABEL}=1"] + ([f"{BASE_LABEL}={base}"] if base else [])
+    found = [_baked(image) for image in provider.client.images.list(filters={"label": filters})]
+    return sorted(found, key=lambda b: b.created_at, reverse=True)
+
+
+def newest_baked(provider: DockerProvider) -> BakedImage | None:
+    found = baked_images(provider, base_label(provider))
+    return found[0] if found else None
+
+
+def _baked(image) -> BakedImage:
+    labels = image.labels or {}
+    stamp = ImageStamp.from_labels(labels)
+    assert stamp is not None, "filtered on the baked label"
+    created = datetime.fromisoformat(image.attrs["Created"][:26].rstrip("Z") + "+00:00").astimezone(timezone.utc)
+    name = image.tags[0] if image.tags else image.short_id
+    return BakedImage(ref=image.id, name=name, created_at=created, stamp=stamp, base=labels.get(BASE_LABEL, ""))
+
+
+def _follow(container, progress: Progress, timeout: float) -> None:
+    """Report each install step as it starts; fail with the log's tail if cloud-init fails."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        phases = _exec(container, "cat /var/log/vmgen/phases.log 2>/dev/null", check=False).splitlines()
+        for line in phases[seen:]:
+            kind, _, name = line.split(" ", 3)[:3]
+            progress(f"{name}: {'already there' if kind == 'vmgen-skip' else 'installing'}"
+                     if name != "baked" else "install steps done")
+        seen = len(phases)
+        status = _exec(container, "cloud-init status 2>/dev/null || true", check=False)
+        if "status: error" in status:
+            raise BakeFailed("the install steps failed: " + _log_tail(container))
+        if "status: done" in status:
+            # Read again: the script may have finished between the two reads above.
+            if _exec(container, "cat /var/log/vmgen/phases.log", check=False).rstrip().endswith(" baked"):
+                return
+            raise BakeFailed("cloud-init finished but the bake script did not: " + _log_tail(container))
+        try:
+            container.reload()
+        except NotFound:
+            raise BakeFailed("the bake container disappeared") from None
+        if container.status != "running":
+            raise BakeFailed(f"the bake container stopped ({container.status})")
+        time.sleep(1)  # cloud-init inside the container offers no event to wait on
+    raise BakeFailed(f"baking did not finish within {timeout:.0f}s: " + _log_tail(container))
+
+
+def _log_tail(container) -> str:
+    return _exec(container, "tail -n 15 /var/log/cloud-init-output.log", check=False).strip()
+
+
+def _exec(container, command: str, check: bool = True) -> str:
+    result = container.exec_run(["bash", "-c", command])
+    output = result.output.decode(errors="replace")
+    if check and result.exit_code != 0:
+        raise BakeFailed(f"`{command}` failed in the bake container: {output.strip()[-500:]}")
+    return output

@@ -1,0 +1,62 @@
+"""Version stamps of baked images: what an image has installed, one short value per step.
+
+A stamp is recorded on the VM in /etc/vmgen/stamps/<step> and as labels on the image (docker
+image labels, Hetzner snapshot labels), so a launch can find a matching image and skip steps.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+STEPS = ("packages", "agent", "vmgen")
+# Label values must fit Hetzner's rules, so stamps are short and use only [A-Za-z0-9._-].
+BAKED_LABEL = "vmgen-baked"
+BASE_LABEL = "vmgen-base"
+STAMP_LABEL_PREFIX = "vmgen-stamp-"
+
+
+@dataclass(frozen=True)
+class ImageStamp:
+    packages: str
+    agent: str
+    vmgen: str
+
+    def labels(self, base: str) -> dict[str, str]:
+        return {BAKED_LABEL: "1", BASE_LABEL: label_value(base),
+                **{STAMP_LABEL_PREFIX + step: getattr(self, step) for step in STEPS}}
+
+    @classmethod
+    def from_labels(cls, labels: dict[str, str] | None) -> ImageStamp | None:
+        labels = labels or {}
+        if labels.get(BAKED_LABEL) != "1":
+            return None
+        try:
+            return cls(**{step: labels[STAMP_LABEL_PREFIX + step] for step in STEPS})
+        except KeyError:
+            return None
+
+    def differs_from(self, wanted: ImageStamp) -> tuple[str, ...]:
+        """The steps a launch wanting `wanted` redoes on an image stamped `self`."""
+        return tuple(step for step in STEPS if getattr(self, step) != getattr(wanted, step))
+
+    def describe(self) -> str:
+        return f"{self.agent}, vmgen {self.vmgen}, packages {self.packages}"
+
+
+@dataclass(frozen=True)
+class BakedImage:
+    """A baked image a provider can launch from."""
+
+    ref: str  # what the provider creates from: a docker image id, a snapshot id
+    name: str  # for people: a tag or a snapshot description
+    created_at: datetime
+    stamp: ImageStamp
+    base: str  # label value of the stock image it was baked from
+
+
+def label_value(text: str) -> str:
+    """Hetzner label values: at most 63 characters of [A-Za-z0-9._-], alphanumeric at both ends."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("._-")[:63].rstrip("._-")
+    return cleaned or "none"

@@ -1,0 +1,122 @@
+"""Baked images end to end: `vmgen image build` on the docker provider and a snapshot made
+through the simulated Hetzner API's create_image, then launches on each that skip what is baked
+in (proved by the stamps and the skip markers in the phase log), reach the same ready state and
+pass the same check as a cold launch: the real agent, driven by the scripted model, writes a
+file. A version mismatch redoes that step alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.fakes.anthropic_api import Rule, Script, ToolUse
+from tests.fakes.hetzner import FakeHetzner
+from tests.fakes.hetzner.bake import bake_snapshot
+from tests.polling import eventually
+from vmgen import __version__
+from vmgen.agents import AGENTS
+from vmgen.builder.install import plan_for
+from vmgen.builder.render import render_bake_user_data
+from vmgen.spec import VmgenInstall
+from vmgen.stamps import STAMP_LABEL_PREFIX
+
+from .conftest import AGENT_VERSION, make_repo
+
+INSTALL_STEPS = {"packages": "packages", "agent": "agent-install", "vmgen": "vmgen-install"}
+
+
+def skipped_steps(cli, name: str) -> set[str]:
+    log = cli.ssh(name, "cat /var/log/vmgen/phases.log")
+    return {line.split()[2] for line in log.splitlines() if line.startswith("vmgen-skip ")}
+
+
+def agent_writes_a_file(cli, model, name: str) -> None:
+    model.script = Script(rules=[Rule(
+        trigger="HELLO.md",
+        tool=ToolUse("Write", {"file_path": f"/home/agent/work/{name}/HELLO.md",
+                               "content": "hello from the scripted model\n"}),
+        after_tool_text="I created HELLO.md.")])
+    cli("send", name, "please add a HELLO.md")
+    model.wait_for("please add a HELLO.md", timeout=60)
+    eventually(lambda: cli.ssh(name, f"cat work/{name}/HELLO.md", check=False) == "hello from the scripted model\n",
+               timeout=60, what="HELLO.md written by the agent")
+
+
+@pytest.fixture(scope="module")
+def baked(cli, docker_client):
+    """A baked docker image; removed afterwards so that other tests launch cold."""
+    cli("image", "build", "--provider", "docker")
+    (image,) = docker_client.images.list(filters={"label": "vmgen-baked=1"})
+    yield image
+    for leftover in docker_client.images.list(filters={"label": "vmgen-baked=1"}):
+        docker_client.images.remove(leftover.id, force=True)
+
+
+def test_image_list_shows_what_was_baked(cli, baked):
+    listing = cli("image", "list").stdout
+    assert baked.tags[0] in listing and f"claude-{AGENT_VERSION}" in listing and __version__ in listing
+    assert "use" in listing  # the launch below takes it
+
+
+def test_a_baked_docker_launch_skips_the_installs_and_works(cli, model, baked, tmp_path):
+    result = json.loads(cli("launch", str(make_repo(tmp_path, "baked-ws")), "--json").stdout)
+    assert result["image"] == baked.id
+    assert skipped_steps(cli, "baked-ws") == set(INSTALL_STEPS)
+    agent_writes_a_file(cli, model, "baked-ws")
+    cli("destroy", "baked-ws", "--yes")
+
+
+def test_a_cold_launch_ignores_the_baked_image(cli, baked, tmp_path):
+    result = json.loads(cli("launch", str(make_repo(tmp_path, "cold-ws")), "--cold", "--json").stdout)
+    assert result["image"] == "" and skipped_steps(cli, "cold-ws") == set()
+    cli("destroy", "cold-ws", "--yes")
+
+
+def test_a_vmgen_version_mismatch_reinstalls_vmgen_alone(cli, model, baked, docker_client, tmp_path):
+    # An image baked by an older vmgen: the same image with an older vmgen stamp.
+    old = docker_client.containers.run(baked.id, ["sh", "-c", "echo 0.0.1 > /etc/vmgen/stamps/vmgen"], detach=True)
+    old.wait()
+    labels = {**baked.labels, f"{STAMP_LABEL_PREFIX}vmgen": "0.0.1"}
+    older = old.commit(repository="vmgen-baked", tag="older-vmgen", conf={"Labels": labels})
+    old.remove()
+    result = json.loads(cli("launch", str(make_repo(tmp_path, "mixed-ws")), "--json").stdout)
+    assert result["image"] == older.id  # the newest baked image
+    assert skipped_steps(cli, "mixed-ws") == {"packages", "agent"}
+    assert cli.ssh("mixed-ws", "cat /etc/vmgen/stamps/vmgen").strip() == __version__
+    assert "vmgen-install" in {p["name"] for p in result["phases"]}
+    agent_writes_a_file(cli, model, "mixed-ws")
+    cli("destroy", "mixed-ws", "--yes")
+
+
+@pytest.fixture(scope="module")
+def snapshot(cli, vm_image, wheel_url):
+    """A snapshot baked the way Packer does it, through the simulated Hetzner API: a server boots
+    with the bake user-data, is cleaned, and create_image records the stamps as labels."""
+    fake = FakeHetzner(image=vm_image).start()
+    plan = plan_for(AGENTS["claude"], AGENT_VERSION, VmgenInstall(version=__version__, find_links=wheel_url))
+    image = bake_snapshot(fake, render_bake_user_data(plan), plan.stamp.labels("ubuntu-24.04"))
+    cli.env.update({
+        "VMGEN_PROVIDER": "hetzner",
+        "HCLOUD_TOKEN": "test-token",
+        "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
+        "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
+    })
+    yield image
+    fake.stop()
+
+
+def test_a_launch_on_hetzner_uses_the_baked_snapshot(cli, model, snapshot, tmp_path):
+    assert "vmgen bake" in cli("image", "list").stdout
+    result = json.loads(cli("launch", str(make_repo(tmp_path, "snap-ws")), "--json").stdout)
+    assert result["image"] == str(snapshot.id)
+    assert skipped_steps(cli, "snap-ws") == set(INSTALL_STEPS)
+    agent_writes_a_file(cli, model, "snap-ws")
+    cli("destroy", "snap-ws", "--yes")
+
+
+def test_without_packer_image_build_writes_the_template_and_says_how(cli, snapshot):
+    result = cli("image", "build", "--provider", "hetzner", check=False)
+    assert result.returncode == 1 and "packer is not installed" in result.stderr
+    assert "Traceback" not in result.stderr and "test-token" not in result.stderr
+    assert (cli.home / ".local/state/vmgen/packer/vmgen.pkr.hcl").is_file()

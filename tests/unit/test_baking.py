@@ -1,0 +1,106 @@
+"""Baked images, the pure parts: stamps and their labels, the install plan, the Packer template
+(parsed by python-hcl2) and the bake script it runs, which holds the provisioning's install steps."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import hcl2
+import pytest
+import yaml
+
+from vmgen.agents import AGENTS
+from vmgen.builder import RenderOptions, generate_host_key, render_user_data
+from vmgen.builder.install import plan_for
+from vmgen.builder.render import render_bake_script, render_bake_user_data
+from vmgen.packer import PackerMissing, build_with_packer, write_build_dir
+from vmgen.packer.template import SnapshotBuild
+from vmgen.spec import GitSource, VmgenInstall, WorkspaceSpec
+from vmgen.stamps import ImageStamp, label_value
+
+VMGEN = VmgenInstall(version="0.1.0", find_links="http://wheels.example:8080/")
+PLAN = plan_for(AGENTS["claude"], "2.1.332", VMGEN)
+INSTALL_PHASES = ("packages", "agent-install", "vmgen-install")
+
+
+def unquote(value):
+    return value.strip('"') if isinstance(value, str) else value
+
+
+def install_section(script: str) -> str:
+    """From the first install phase to the last install step's end."""
+    start = script.index("phase packages")
+    return script[start:script.index("\nfi\n", script.index("phase vmgen-install")) + 4]
+
+
+def test_stamps_survive_labels_and_name_the_steps_to_redo():
+    labels = PLAN.stamp.labels("ubuntu-24.04")
+    assert ImageStamp.from_labels(labels) == PLAN.stamp
+    assert ImageStamp.from_labels({"vmgen-baked": "1"}) is None and ImageStamp.from_labels(None) is None
+    # Hetzner label values: <= 63 chars of [A-Za-z0-9._-], alphanumeric at both ends.
+    for value in labels.values():
+        assert re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?", value), value
+    assert label_value("sha256:" + "a" * 64) == "sha256-" + "a" * 56
+    newer_vmgen = plan_for(AGENTS["claude"], "2.1.332", replace(VMGEN, version="0.2.0")).stamp
+    assert PLAN.stamp.differs_from(newer_vmgen) == ("vmgen",)
+    other_agent = plan_for(AGENTS["claude"], "2.2.0", VMGEN).stamp
+    assert PLAN.stamp.differs_from(other_agent) == ("agent",)
+    assert PLAN.stamp.differs_from(PLAN.stamp) == ()
+
+
+def test_the_bake_script_runs_the_same_install_steps_as_provisioning():
+    spec = WorkspaceSpec(name="app", source=GitSource("https://example.com/app"), agent=AGENTS["claude"],
+                         vmgen=VMGEN, ssh_keys=("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj t@l",),
+                         agent_version="2.1.332")
+    user_data = render_user_data(spec, RenderOptions(host_key=generate_host_key()))
+    provision = next(f["content"] for f in yaml.safe_load(user_data)["write_files"]
+                     if f["path"].endswith("/provision.sh"))
+    bake = render_bake_script(PLAN)
+    assert install_section(bake) == install_section(provision)
+    for phase in INSTALL_PHASES:
+        assert f"phase {phase}\n" in bake
+    assert "npm install -g --no-fund --no-audit @anthropic-ai/claude-code@2.1.332" in bake
+    assert "stamp vmgen 0.1.0" in bake and "baked vmgen 0.1.0" in bake
+    assert "git clone" not in bake and "runcmd" in render_bake_user_data(PLAN)
+
+
+def test_the_packer_template_parses_and_bakes_with_the_bake_script(tmp_path: Path):
+    build = SnapshotBuild(base_image="ubuntu-24.04", location="fsn1", server_type="cx23", stamp=PLAN.stamp)
+    template = write_build_dir(tmp_path, build, render_bake_script(PLAN))
+    parsed = hcl2.loads(template.read_text())
+    plugin = parsed["packer"][0]["required_plugins"][0]["hcloud"]
+    assert unquote(plugin["source"]) == "github.com/hetznercloud/hcloud"
+    source = parsed["source"][0]['"hcloud"']['"vmgen"']
+    assert (unquote(source["image"]), unquote(source["location"]), unquote(source["server_type"])) == \
+        ("ubuntu-24.04", "fsn1", "cx23")
+    assert {unquote(k): unquote(v) for k, v in source["snapshot_labels"].items()} == PLAN.stamp.labels("ubuntu-24.04")
+    assert "hcloud_token" in source["token"] and "test-token" not in template.read_text()
+    steps = [next(iter(p.values())) for p in parsed["build"][0]["provisioner"]]
+    assert [unquote(line) for line in steps[0]["inline"]] == ["cloud-init status --wait || true"]
+    assert unquote(steps[1]["script"]).endswith("/bake.sh")
+    assert (tmp_path / "bake.sh").read_text() == render_bake_script(PLAN)
+    cleanup = " ".join(unquote(line) for line in steps[2]["inline"])
+    assert "cloud-init clean" in cleanup and "/etc/ssh/ssh_host_*" in cleanup
+
+
+def test_without_packer_the_template_is_kept_and_the_user_told_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(PackerMissing, match=f"packer is not installed; the template is in {tmp_path}"):
+        build_with_packer(tmp_path, "test-token", lambda line: None)
+
+
+def test_packer_failures_show_their_tail(tmp_path, monkeypatch):
+    from vmgen.packer.build import PackerFailed
+
+    fake = tmp_path / "bin" / "packer"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\n[ "$1" = init ] && exit 0\necho "token seen: ${HCLOUD_TOKEN:+yes}"\n'
+                    'echo "Error: server type unavailable"; exit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
+    seen: list[str] = []
+    with pytest.raises(PackerFailed, match="server type unavailable"):
+        build_with_packer(tmp_path, "test-token", seen.append)
+    assert "token seen: yes" in seen and not any("test-token" in line for line in seen)
