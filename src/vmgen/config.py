@@ -62,6 +62,7 @@ class Settings:
     web_tls: str = "acme"  # "acme" (Let's Encrypt) or "internal" (Caddy's own CA, for closed networks)
     acme_email: str = ""
     preview_ports: tuple[int, ...] = (3000, 5173, 8000, 8080)
+    code_ui_version: str = "1.12.0"  # CloudCLI, the Claude Code web UI on code.<host>
     vmgen_version: str = ""
     vmgen_index_url: str = ""
     vmgen_find_links: str = ""

@@ -10,7 +10,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-STEPS = ("packages", "agent", "vmgen")
+STEPS = ("packages", "agent", "vmgen", "code_ui")
+# Optional steps: an empty stamp means "not wanted", never a reason to redo anything.
+OPTIONAL_STEPS = frozenset({"code_ui"})
 # Label values must fit Hetzner's rules, so stamps are short and use only [A-Za-z0-9._-].
 BAKED_LABEL = "vmgen-baked"
 BASE_LABEL = "vmgen-base"
@@ -22,10 +24,11 @@ class ImageStamp:
     packages: str
     agent: str
     vmgen: str
+    code_ui: str = ""  # CloudCLI, with a domain only
 
     def labels(self, base: str) -> dict[str, str]:
         return {BAKED_LABEL: "1", BASE_LABEL: label_value(base),
-                **{STAMP_LABEL_PREFIX + step: getattr(self, step) for step in STEPS}}
+                **{STAMP_LABEL_PREFIX + step: getattr(self, step) for step in STEPS if getattr(self, step)}}
 
     @classmethod
     def from_labels(cls, labels: dict[str, str] | None) -> ImageStamp | None:
@@ -33,16 +36,18 @@ class ImageStamp:
         if labels.get(BAKED_LABEL) != "1":
             return None
         try:
-            return cls(**{step: labels[STAMP_LABEL_PREFIX + step] for step in STEPS})
+            return cls(**{step: labels[STAMP_LABEL_PREFIX + step] if step not in OPTIONAL_STEPS
+                          else labels.get(STAMP_LABEL_PREFIX + step, "") for step in STEPS})
         except KeyError:
             return None
 
     def differs_from(self, wanted: ImageStamp) -> tuple[str, ...]:
         """The steps a launch wanting `wanted` redoes on an image stamped `self`."""
-        return tuple(step for step in STEPS if getattr(self, step) != getattr(wanted, step))
+        return tuple(step for step in STEPS if getattr(self, step) != getattr(wanted, step)
+                     and (getattr(wanted, step) or step not in OPTIONAL_STEPS))
 
     def describe(self) -> str:
-        return f"{self.agent}, vmgen {self.vmgen}, packages {self.packages}"
+        return f"{self.agent}, vmgen {self.vmgen}, packages {self.packages}" + (f", {self.code_ui}" if self.code_ui else "")
 
 
 @dataclass(frozen=True)

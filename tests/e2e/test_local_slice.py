@@ -158,6 +158,30 @@ def test_keepalive_and_status_from_the_laptop(cli, launched) -> None:
     assert bad.returncode == 2 and "invalid duration" in bad.stderr
 
 
+def test_open_without_a_domain_tunnels_the_workspace_page(cli, launched) -> None:
+    opened = subprocess.Popen([sys.executable, "-m", "vmgen", "open", NAME, "--no-browser"], env=cli.env, cwd=cli.home,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert opened.stderr is not None
+        line = opened.stderr.readline()  # printed once the tunnel is started
+        url = line.split()[0]
+        assert url.startswith("http://127.0.0.1:"), line
+        import urllib.request
+
+        def page() -> str:
+            try:
+                with urllib.request.urlopen(url + "api/state", timeout=5) as response:
+                    return response.read().decode()
+            except OSError:
+                return ""
+
+        eventually(lambda: json.loads(page() or "{}").get("workspace") == NAME, timeout=30,
+                   what="the workspace page through the SSH tunnel")
+    finally:
+        opened.terminate()
+        opened.wait(timeout=10)
+
+
 def test_destroy_leaves_nothing_behind(cli, launched, docker_client) -> None:
     cli("destroy", NAME, "--yes")
     assert not docker_client.containers.list(all=True, filters={"label": f"vmgen-ws={NAME}"})

@@ -65,13 +65,17 @@ def launched(cli, cloud, tmp_path_factory):
     cli("destroy", NAME, "--yes", check=False)
 
 
-def curl(ip: str, url: str, auth: str | None = None) -> int:
+def fetch(ip: str, url: str, auth: str | None = None) -> tuple[int, str]:
     host = url.split("/")[2]
-    argv = ["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20",
-            "--resolve", f"{host}:443:{ip}", url]
+    argv = ["curl", "-sk", "-w", "\n%{http_code}", "--max-time", "20", "--resolve", f"{host}:443:{ip}", url]
     if auth:
         argv += ["-u", auth]
-    return int(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    body, _, status = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.rpartition("\n")
+    return int(status), body
+
+
+def curl(ip: str, url: str, auth: str | None = None) -> int:
+    return fetch(ip, url, auth)[0]
 
 
 def test_launch_prints_the_url_and_login_and_creates_dns(cli, cloud, launched):
@@ -88,11 +92,6 @@ def test_every_hostname_needs_the_login(launched, prefix):
     assert curl(ip, url) == 401
     assert curl(ip, url, f"vmgen:{launched['password']}x") == 401
     assert curl(ip, f"https://{prefix}{HOST}/healthz") == 200  # the one open path
-
-
-def test_the_code_ui_answers_behind_auth(launched):
-    eventually(lambda: curl(launched["ip"], f"https://code.{HOST}/", f"vmgen:{launched['password']}") == 200,
-               timeout=120, what="the code UI behind Caddy")
 
 
 def websocket_handshake(ip: str, host: str, path: str, auth: str) -> str:
@@ -165,6 +164,14 @@ def d_text(driver, element_id: str) -> str:
     from selenium.webdriver.common.by import By
 
     return driver.find_element(By.ID, element_id).text
+
+
+def test_the_code_ui_answers_behind_auth(launched):
+    # It compiles native modules for minutes in the background; the workspace was ready before.
+    auth = f"vmgen:{launched['password']}"
+    eventually(lambda: curl(launched["ip"], f"https://code.{HOST}/", auth) == 200,
+               timeout=900, what="the code UI (installed in the background) behind Caddy", interval=5)
+    assert "<title>Claude Code UI" in fetch(launched["ip"], f"https://code.{HOST}/", auth)[1]
 
 
 def test_destroy_removes_the_dns_records(cli, cloud, launched):

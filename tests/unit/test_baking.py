@@ -104,3 +104,16 @@ def test_packer_failures_show_their_tail(tmp_path, monkeypatch):
     with pytest.raises(PackerFailed, match="server type unavailable"):
         build_with_packer(tmp_path, "test-token", seen.append)
     assert "token seen: yes" in seen and not any("test-token" in line for line in seen)
+
+
+def test_the_code_ui_is_an_optional_step_baked_only_when_wanted():
+    with_ui = plan_for(AGENTS["claude"], "2.1.332", VMGEN, code_ui_version="1.12.0")
+    assert with_ui.stamp.code_ui == "cloudcli-1.12.0" and {"caddy", "libnode-dev"} <= set(with_ui.packages)
+    assert "@siteboon/claude-code-ui@1.12.0" in with_ui.code_ui_install
+    assert ImageStamp.from_labels(with_ui.stamp.labels("ubuntu-24.04")) == with_ui.stamp
+    assert ImageStamp.from_labels(PLAN.stamp.labels("ubuntu-24.04")).code_ui == ""
+    # An image with the code UI serves a launch without it; the reverse installs it.
+    assert replace(with_ui.stamp, packages=PLAN.stamp.packages).differs_from(PLAN.stamp) == ()
+    assert "code_ui" in PLAN.stamp.differs_from(with_ui.stamp)
+    assert "phase code-ui-install" in render_bake_script(with_ui)
+    assert "code-ui" not in render_bake_script(PLAN)

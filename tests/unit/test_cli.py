@@ -12,7 +12,8 @@ import yaml
 
 from vmgen import __version__
 
-COMMANDS = ["launch", "list", "sizes", "connect", "send", "ssh", "stop", "start", "destroy", "render", "config", "config show"]
+COMMANDS = ["launch", "list", "sizes", "connect", "send", "ssh", "stop", "start", "destroy", "render", "config", "config show",
+            "backup", "backups", "restore", "image", "image build", "image list", "login", "open", "status", "keepalive"]
 
 
 def vmgen(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -52,6 +53,9 @@ def test_every_command_has_help(home: Path, command: str) -> None:
         (["render", "https://github.com/me/app", "--agent-version", "1;id"], "invalid agent version"),
         (["render", "./missing-dir"], "not a directory"),
         (["connect", "Bad!"], "invalid workspace name"),
+        (["render", "https://github.com/me/app", "--domain", "not a domain"], "invalid domain"),
+        (["launch", "https://github.com/me/app", "--domain", "dev.example.com", "--provider", "docker"],
+         "no public address"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(home: Path, args: list[str], message: str) -> None:
@@ -88,6 +92,18 @@ def test_render_prints_cloud_config_for_hetzner_and_creates_nothing(home: Path) 
     assert config["hostname"] == "app"
     assert "PRIVATE KEY" not in result.stdout
     assert not (home / ".local/state/vmgen").exists()
+
+
+def test_render_with_a_domain_shows_caddy_without_the_login(home: Path) -> None:
+    result = vmgen(home, "render", "https://github.com/me/app", "--provider", "hetzner", "--domain", "dev.example.com",
+                   "--desktop", CLOUDFLARE_API_TOKEN="test-token")
+    assert result.returncode == 0, result.stderr
+    files = {f["path"]: f for f in yaml.safe_load(result.stdout)["write_files"]}
+    caddyfile = files["/etc/vmgen/Caddyfile"]["content"]
+    for host in ("app.dev.example.com {", "code.app.dev.example.com {", "desktop.app.dev.example.com {"):
+        assert host in caddyfile
+    assert "$2b$" not in result.stdout and "test-token" not in result.stdout
+    assert files["/etc/vmgen/web-user"]["permissions"] == "0600"
 
 
 def test_config_show_masks_secrets(home: Path) -> None:

@@ -152,6 +152,7 @@ def _install_context(plan: InstallPlan) -> dict[str, object]:
         "stamps": plan.stamp,
         "stamp_dir": STAMP_DIR,
         "agent_install": plan.agent_install,
+        "code_ui_install": plan.code_ui_install,
         "vmgen_version": vmgen.version,
         "vmgen_requirement": f"vmgen=={vmgen.version}",
         "vmgen_index_url": vmgen.index_url,
@@ -181,8 +182,16 @@ def _caddy_files(spec: WorkspaceSpec, options: RenderOptions) -> list[dict[str, 
                     else login.password_hash,
                     tls=spec.web.tls, acme_email=spec.web.acme_email, code=True, desktop=spec.desktop,
                     preview_ports=spec.web.preview_ports)
+    context = _install_context(plan_of(spec))
     return [_file("/etc/vmgen/Caddyfile", render_caddyfile(web), mode="0644"),
-            _file("/etc/systemd/system/vmgen-caddy.service", _load_template("vmgen-caddy.service"))]
+            _file("/etc/systemd/system/vmgen-caddy.service", _load_template("vmgen-caddy.service")),
+            # The code UI's own login is seeded with the same user and hash (root-only).
+            _file("/etc/vmgen/web-user", f"{web.user} {web.password_hash}\n", mode="0600"),
+            _file(f"{LIB}/code-ui-install", _environment().get_template("code-ui-install.sh.j2").render(**context),
+                  mode="0755"),
+            _file(f"{LIB}/bind-localhost.cjs", _load_template("bind-localhost.cjs")),
+            _file("/etc/systemd/system/vmgen-code-ui-install.service", _load_template("vmgen-code-ui-install.service")),
+            _file("/etc/systemd/system/vmgen-code-ui.service", _load_template("vmgen-code-ui.service"))]
 
 
 DESKTOP_UNITS = ("vmgen-desktop-xvfb.service", "vmgen-desktop-wm.service", "vmgen-desktop-vnc.service",

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from ..agents import AGENTS
-from ..builder.install import InstallPlan, plan_for
+from ..builder.install import DESKTOP_PACKAGES, InstallPlan, plan_for
 from ..builder.render import render_bake_script
 from ..config import Settings, state_dir
 from ..errors import UsageError
@@ -25,7 +25,8 @@ def current_plan(s: Settings) -> InstallPlan:
     """What a launch with these settings installs: the same plan, so its stamps match."""
     if s.agent not in AGENTS:
         raise UsageError(f"unknown agent {s.agent!r}; available: {', '.join(sorted(AGENTS))}")
-    return plan_for(AGENTS[s.agent], s.agent_version, vmgen_install(s))
+    return plan_for(AGENTS[s.agent], s.agent_version, vmgen_install(s), DESKTOP_PACKAGES if s.desktop else (),
+                    code_ui_version=s.code_ui_version if s.domain else "")
 
 
 @click.group()

@@ -103,8 +103,12 @@ def build_spec(source, opts: dict, backup: BackupTarget | None = None, provider:
                                 max_lifetime_hours=s.max_lifetime_hours, webhook_url=s.idle_webhook_url),
         vmgen=vmgen_install(s),
         web=WebSpec(domain=(opts.get("domain") or s.domain).lower().strip("."), tls=s.web_tls,
-                    acme_email=s.acme_email, preview_ports=s.preview_ports),
+                    acme_email=s.acme_email, preview_ports=s.preview_ports,
+                    code_ui_version=s.code_ui_version),
     )
+    if spec.host and provider == "docker":
+        raise UsageError(f"docker workspaces have no public address for {spec.host}; launch without --domain "
+                         "and use `vmgen open`")
     if backup is not None and backup.kind == "local":
         spec = dataclasses.replace(spec, local_backup_dir=Path(backup.path))
     return spec
