@@ -32,7 +32,10 @@ RESULTS = ROOT / "bench" / "results" / "time_to_ready.json"
 
 
 def vmgen(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vmgen", *args], env=env, capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-m", "vmgen", *args], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"vmgen {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
 
 
 def one_run(env: dict[str, str], repo: Path, name: str, cold: bool) -> dict[str, object]:

@@ -6,6 +6,9 @@ import re
 import shlex
 from dataclasses import dataclass
 
+# The tmux session every agent runs in on the VM (whatever the agent, one name to attach to).
+AGENT_SESSION = "claude"
+
 
 @dataclass(frozen=True)
 class Agent:

@@ -6,13 +6,11 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .backup.target import BackupTarget
 from .builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
 from .builder.install import plan_of
-from .caddy import Login
-from .dns import CloudflareDns
 from .builder.render import AGENT_SESSION
 from .errors import BootFailed, UsageError, WorkspaceExists
 from .handover import Handover, deliver
@@ -21,6 +19,11 @@ from .readiness import Phase, follow_cloud_init, wait_for_session, wait_for_ssh
 from .spec import LocalSource, WorkspaceSpec
 from .ssh import SSHTarget, run, write_file
 from .state import WorkspaceRecord, WorkspaceState
+from .targets import ssh_target, target_of, wait_until_agent_back  # noqa: F401 - part of launch's API
+
+if TYPE_CHECKING:
+    from .caddy import Login
+    from .dns import CloudflareDns
 
 Progress = Callable[[str], None]
 RESTORE_IDENTITY = "/run/vmgen/restore/identity"
@@ -58,17 +61,6 @@ class LaunchResult:
     timings: dict[str, float] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
     image: str = ""  # the image it booted from, when vmgen chose a baked one or one was named
-
-
-def ssh_target(provider: Provider, name: str, identities: tuple[Path, ...]) -> SSHTarget | None:
-    """The workspace as it is now (its SSH port may appear late); None while it has no SSH."""
-    return target_of(provider.get(name), identities)
-
-
-def target_of(workspace: Workspace | None, identities: tuple[Path, ...]) -> SSHTarget | None:
-    if workspace is None or workspace.ssh is None:
-        return None
-    return SSHTarget.for_workspace(workspace.ssh, WorkspaceState(workspace.name), identities)
 
 
 def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, progress: Progress) -> LaunchResult:
@@ -186,11 +178,3 @@ def restore_on_vm(target: SSHTarget, identity_text: str, timeout: float) -> dict
             return result
         time.sleep(1)
     raise RestoreFailed(f"the restore did not finish within {timeout:.0f}s")
-
-
-def wait_until_agent_back(provider: Provider, name: str, identities: tuple[Path, ...],
-                          progress: Progress, timeout: float = 300) -> SSHTarget:
-    """After a start: SSH answers and the agent's session is running again."""
-    target = wait_for_ssh(lambda: ssh_target(provider, name, identities), timeout, progress)
-    wait_for_session(target, AGENT_SESSION, timeout, progress)
-    return target

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import jinja2
 import yaml
 
+from ..agents import AGENT_SESSION
 from ..backup.target import BackupTarget, vm_config_text
 from ..caddy import Login, WebAccess, render_caddyfile
 from ..caddy.auth import USER
@@ -23,7 +24,6 @@ from ..spec import GitSource, RestoreSource, WorkspaceSpec
 from .hostkeys import HostKey
 from .install import STAMP_DIR, InstallPlan, plan_of
 
-AGENT_SESSION = "claude"
 LIB = "/usr/local/lib/vmgen"
 
 

@@ -17,11 +17,11 @@ from rich.console import Console
 from .. import __version__
 from ..config import Settings, load_settings
 from ..errors import VmgenError, WorkspaceNotFound, WorkspaceNotRunning
-from ..launch import target_of
 from ..providers import Provider, Workspace, get_provider
 from ..spec import validate_name
 from ..ssh import SSHTarget, default_identities
 from ..state import WorkspaceState
+from ..targets import target_of
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 # Piped into a file or another program, tables keep whole values instead of fitting 80 columns.

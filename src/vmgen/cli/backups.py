@@ -13,7 +13,6 @@ from rich.table import Table
 from ..backup.target import require_target
 from ..errors import VmgenError
 from ..identities import load_for_restore, recipient_path
-from ..launch import LaunchOptions, launch as launch_workspace
 from ..spec import RestoreSource
 from ..ssh import default_identities, run, write_file
 from .app import age, err, out, progress, provider_named, running_target, settings
@@ -105,6 +104,7 @@ def backups(name: str | None, provider: str | None) -> None:
 def restore(name: str, backup_id: str | None, provider: str | None, keep_on_failure: bool) -> None:
     """Bring NAME back on a new VM: files, ~/.claude and the agent's conversation."""
     from ..backup.manifest import WrongIdentity, latest_backup, read_manifest
+    from ..launch import LaunchOptions, launch as launch_workspace
 
     chosen = provider_named(provider)
     store_target = require_target(settings(), chosen.name)

@@ -9,8 +9,6 @@ import click
 from rich.table import Table
 
 from ..agents import AGENTS
-from ..builder.install import DESKTOP_PACKAGES, InstallPlan, plan_for
-from ..builder.render import render_bake_script
 from ..config import Settings, state_dir
 from ..errors import UsageError
 from ..providers import PROVIDERS
@@ -18,11 +16,14 @@ from .app import age, err, out, progress, provider_named, settings
 from .launching import vmgen_install
 
 if TYPE_CHECKING:
+    from ..builder.install import InstallPlan
     from ..providers.hetzner import HetznerProvider
 
 
 def current_plan(s: Settings) -> InstallPlan:
     """What a launch with these settings installs: the same plan, so its stamps match."""
+    from ..builder.install import DESKTOP_PACKAGES, plan_for
+
     if s.agent not in AGENTS:
         raise UsageError(f"unknown agent {s.agent!r}; available: {', '.join(sorted(AGENTS))}")
     return plan_for(AGENTS[s.agent], s.agent_version, vmgen_install(s), DESKTOP_PACKAGES if s.desktop else (),
@@ -55,6 +56,7 @@ def build(provider: str | None) -> None:
 
 
 def _build_snapshot(provider: HetznerProvider, plan: InstallPlan) -> None:
+    from ..builder.render import render_bake_script
     from ..packer import build_with_packer, write_build_dir
     from ..packer.template import SnapshotBuild
     from ..providers.hetzner_sizes import choose_type

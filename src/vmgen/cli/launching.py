@@ -6,23 +6,24 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .. import __version__
 from ..backup.target import BackupTarget, target_from_settings
-from ..builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
-from ..builder.render import AGENT_SESSION
+from ..agents import AGENT_SESSION
 from ..config import Settings
 from ..errors import UsageError
 from ..handover import laptop_extras
 from ..identities import ensure_identity
-from ..launch import LaunchOptions, launch as launch_workspace
 from ..providers import USER_DATA_LIMITS
-from ..providers.base import SelfDelete
 from ..spec import WATCHDOG_ACTIONS, VmgenInstall, WatchdogTuning, WebSpec, WorkspaceSpec, make_spec
 from ..ssh import default_identities
 from .app import err, main, out, progress, provider_named, settings
+
+if TYPE_CHECKING:
+    from ..launch import LaunchOptions
 
 
 def agent_env(s: Settings, agent_variables: tuple[str, ...]) -> dict[str, str]:
@@ -123,6 +124,8 @@ def build_spec(source, opts: dict, backup: BackupTarget | None = None, provider:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (with step timings).")
 def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bool, as_json: bool, **opts) -> None:
     """Launch a workspace for SOURCE (git URL with optional #branch, or a local directory)."""
+    from ..launch import LaunchOptions, launch as launch_workspace
+
     provider = provider_named(opts.get("provider"))
     target = target_from_settings(settings(), provider.name)
     spec = build_spec(source, opts, target, provider.name)
@@ -158,6 +161,9 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
 @click.argument("source")
 def render(source: str, **opts) -> None:
     """Print the cloud-init user-data for SOURCE; nothing is created."""
+    from ..builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
+    from ..providers.base import SelfDelete
+
     provider = opts.get("provider") or settings().provider
     spec = build_spec(source, opts, provider=provider)
     # Rendering contacts no provider: the self-delete settings are shown with secrets redacted.

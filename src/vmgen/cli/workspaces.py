@@ -9,12 +9,12 @@ from datetime import datetime, timezone
 import click
 from rich.table import Table
 
-from ..builder.render import AGENT_SESSION
+from ..agents import AGENT_SESSION
 from ..errors import UsageError, VmgenError, WorkspaceNotFound
-from ..launch import wait_until_agent_back
 from ..providers import PROVIDERS, get_provider
 from ..ssh import SSHTarget, default_identities, interactive, remote, run
 from ..state import WorkspaceState, all_records
+from ..targets import wait_until_agent_back
 from .app import age, err, existing, main, out, progress, provider_named, provider_of, running_target, settings
 
 
