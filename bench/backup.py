@@ -88,7 +88,11 @@ def tree_bytes(tree: Path) -> tuple[int, int]:
 
 def _tree_rss(proc: psutil.Process) -> int:
     total = 0
-    for p in [proc, *proc.children(recursive=True)]:
+    try:
+        family = [proc, *proc.children(recursive=True)]
+    except psutil.Error:  # a child exited while the tree was listed: this sample is skipped
+        return 0
+    for p in family:
         try:
             total += p.memory_info().rss
         except psutil.Error:
