@@ -94,6 +94,15 @@ def test_every_hostname_needs_the_login(launched, prefix):
     assert curl(ip, f"https://{prefix}{HOST}/healthz") == 200  # the one open path
 
 
+def test_a_dev_server_is_previewed_on_its_own_hostname(cli, launched):
+    cli("ssh", NAME, "--", f"cd work/{NAME} && (setsid python3 -m http.server 3000 >/dev/null 2>&1 &)")
+    auth = f"vmgen:{launched['password']}"
+    eventually(lambda: fetch(launched["ip"], f"https://p3000.{HOST}/", auth)[0] == 200, timeout=30,
+               what="the dev server on :3000 through p3000")
+    assert "README.md" in fetch(launched["ip"], f"https://p3000.{HOST}/", auth)[1]
+    assert curl(launched["ip"], f"https://p3000.{HOST}/") == 401
+
+
 def websocket_handshake(ip: str, host: str, path: str, auth: str) -> str:
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
