@@ -11,13 +11,17 @@ if ! ls "$HOME"/.ssh/*.pub >/dev/null 2>&1; then
   ssh-keygen -q -t ed25519 -N "" -f "$HOME/.ssh/id_ed25519"
 fi
 
-# Later `vmgen launch` runs (in any shell) use the image built here: no registry needed.
+# Later `vmgen launch` runs (in any shell) use the image and the vmgen wheel built here: no
+# registry needed, and the VMs install this vmgen (it is not on PyPI).
 config="${XDG_CONFIG_HOME:-$HOME/.config}/vmgen/config.toml"
-if ! grep -qs '^docker_image' "$config"; then
-  mkdir -p "$(dirname "$config")"
-  echo "docker_image = \"$VMGEN_DOCKER_IMAGE\"" >>"$config"
-  echo "==> recorded docker_image = $VMGEN_DOCKER_IMAGE in $config"
-fi
+mkdir -p "$(dirname "$config")"
+for setting in docker_image vmgen_find_links; do
+  variable="VMGEN_${setting^^}"
+  if ! grep -qs "^$setting" "$config"; then
+    echo "$setting = \"${!variable}\"" >>"$config"
+    echo "==> recorded $setting = ${!variable} in $config"
+  fi
+done
 
 source_dir=${1:-$root}
 echo "==> vmgen launch $source_dir --provider docker"
