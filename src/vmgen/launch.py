@@ -19,15 +19,14 @@ from .readiness import Phase, follow_cloud_init, wait_for_session, wait_for_ssh
 from .spec import LocalSource, WorkspaceSpec
 from .ssh import SSHTarget, run, write_file
 from .state import WorkspaceRecord, WorkspaceState
-from .targets import ssh_target, target_of, wait_until_agent_back  # noqa: F401 - part of launch's API
+from .targets import ssh_target
+from .vmside.paths import VmPaths
 
 if TYPE_CHECKING:
     from .caddy import Login
     from .dns import CloudflareDns
 
 Progress = Callable[[str], None]
-RESTORE_IDENTITY = "/run/vmgen/restore/identity"
-RESTORE_RESULT = "/var/lib/vmgen/restore-result.json"
 
 
 class RestoreFailed(BootFailed):
@@ -167,10 +166,11 @@ def with_baked_image(spec: WorkspaceSpec, provider: Provider, progress: Progress
 def restore_on_vm(target: SSHTarget, identity_text: str, timeout: float) -> dict:
     """Push the identity into /run (tmpfs; the root restore service removes it once read) and
     wait for the restore's result. The agent does not start unless it succeeded."""
-    write_file(target, RESTORE_IDENTITY, identity_text.encode())
+    vm = VmPaths()
+    write_file(target, str(vm.restore_identity), identity_text.encode())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = run(target, ["cat", RESTORE_RESULT], check=False, timeout=30)
+        found = run(target, ["cat", str(vm.restore_result)], check=False, timeout=30)
         if found.returncode == 0:
             result = json.loads(found.stdout)
             if not result["ok"]:

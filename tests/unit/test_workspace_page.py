@@ -15,6 +15,7 @@ import pytest
 
 from tests.polling import wait_until
 from vmgen.vmside.web.activity import activity_of
+from vmgen.vmside.paths import VmPaths
 from vmgen.vmside.web.server import WebSettings, serve
 
 TRANSCRIPT = [
@@ -52,9 +53,10 @@ def page(tmp_path):
         "agent": {"state": "waiting"},
         "verdict": {"busy": False, "reasons": ["agent waiting at its prompt"], "idle_for_seconds": 120.0,
                     "next_action": "poweroff", "action_at": time.time() + 600}}))
-    settings = WebSettings(port=0, home=home, session=f"vmgen-test-{time.monotonic_ns()}",
+    settings = WebSettings(port=0, session=f"vmgen-test-{time.monotonic_ns()}",
                            workspace_file=etc / "workspace.json", web_file=etc / "web.json",
-                           watchdog_state=tmp_path / "idlewatch.json", backup_result=tmp_path / "backup-result.json")
+                           watchdog_state=tmp_path / "idlewatch.json",
+                           vm=VmPaths(home=home, backup_result=tmp_path / "backup-result.json"))
     server = serve(settings)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", settings
@@ -101,7 +103,7 @@ def test_keepalive_adds_a_lease_the_watchdog_reads(page):
     url, settings = page
     status, result = call(url, "/api/keepalive", {"hours": 4}, ACTION)
     assert status == 200 and result["until"] > time.time() + 4 * 3600 - 60
-    assert json.loads(settings.leases.read_text())[0]["reason"] == "from the workspace page"
+    assert json.loads(settings.vm.leases.read_text())[0]["reason"] == "from the workspace page"
     assert call(url, "/api/state")[1]["leases"][0]["until"] == result["until"]
     assert call(url, "/api/keepalive", {"hours": 100}, ACTION)[0] == 400
 
@@ -109,14 +111,14 @@ def test_keepalive_adds_a_lease_the_watchdog_reads(page):
 def test_backup_now_asks_root_through_the_request_file(page):
     url, settings = page
     status, result = call(url, "/api/backup", {}, ACTION)
-    assert status == 200 and settings.backup_request.read_text() == result["request_id"]
+    assert status == 200 and settings.vm.backup_request.read_text() == result["request_id"]
 
 
 def test_cross_site_requests_are_refused(page):
     url, settings = page
     assert call(url, "/api/keepalive", {"hours": 1})[0] == 403  # no custom header: a plain form post
     assert call(url, "/api/keepalive", {"hours": 1}, {**ACTION, "Origin": "https://evil.example"})[0] == 403
-    assert not settings.leases.exists()
+    assert not settings.vm.leases.exists()
 
 
 def test_send_types_into_the_agents_pane(page):

@@ -26,6 +26,10 @@ CODE_UI_PACKAGE = "@siteboon/claude-code-ui"
 # noVNC in the browser <- websockify <- x11vnc <- Xvfb with a light window manager.
 DESKTOP_PACKAGES = ("xvfb", "x11vnc", "openbox", "novnc", "websockify", "xterm")
 STAMP_DIR = "/etc/vmgen/stamps"
+# After the bake script, before any snapshot (Packer's template and the docker bake alike): the
+# next boot is a new instance for cloud-init, sshd gets fresh host keys (vmgen hands each
+# workspace its own, pinned on the laptop), and a launch follows its own phase log, not the bake's.
+BAKE_CLEANUP = ("cloud-init clean --logs", "rm -rf /etc/ssh/ssh_host_* /root/.ssh/authorized_keys /var/log/vmgen")
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,16 @@ def plan_for(agent: Agent, agent_version: str, vmgen: VmgenInstall,
                        stamp=stamp, code_ui_install=code_ui)
 
 
+def workspace_plan(agent: Agent, agent_version: str, vmgen: VmgenInstall, *, desktop: bool, domain: str,
+                   code_ui_version: str, extra_packages: tuple[str, ...] = ()) -> InstallPlan:
+    """What a workspace with these choices installs: the desktop's packages with --desktop, the
+    web server and the code UI with a domain. Launches and bakes both go through here, so a
+    bake made with the same settings carries the stamps a launch looks for."""
+    extra = extra_packages + (DESKTOP_PACKAGES if desktop else ())
+    return plan_for(agent, agent_version, vmgen, extra, code_ui_version=code_ui_version if domain else "")
+
+
 def plan_of(spec: WorkspaceSpec) -> InstallPlan:
-    extra = spec.extra_packages + (DESKTOP_PACKAGES if spec.desktop else ())
-    return plan_for(spec.agent, spec.agent_version, spec.vmgen, extra,
-                    code_ui_version=spec.web.code_ui_version if spec.web.domain else "")
+    return workspace_plan(spec.agent, spec.agent_version, spec.vmgen, desktop=spec.desktop, domain=spec.web.domain,
+                          code_ui_version=spec.web.code_ui_version, extra_packages=spec.extra_packages)
 

@@ -10,6 +10,7 @@ import json
 import shlex
 from dataclasses import dataclass, replace
 from importlib import resources
+from typing import Callable
 from urllib.parse import urlsplit
 
 import jinja2
@@ -83,7 +84,7 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         _file("/etc/tmpfiles.d/vmgen.conf", _load_template("tmpfiles-vmgen.conf")),
         _file("/etc/systemd/system/vmgen-web.service", _load_template("vmgen-web.service")),
         _file("/etc/vmgen/web.json", json.dumps(_web_links(spec), indent=2) + "\n"),
-        *_caddy_files(spec, options),
+        *_caddy_files(spec, options, rendered),
         *_desktop_files(spec),
         *(_file(f"/etc/systemd/system/{unit}", _load_template(unit)) for unit in
           ("vmgen-backup.path", "vmgen-backup.service", "vmgen-restore.path", "vmgen-restore.service")),
@@ -171,7 +172,8 @@ def _web_links(spec: WorkspaceSpec) -> dict[str, object]:
             "previews": {str(port): f"https://p{port}.{spec.host}/" for port in spec.web.preview_ports}}
 
 
-def _caddy_files(spec: WorkspaceSpec, options: RenderOptions) -> list[dict[str, object]]:
+def _caddy_files(spec: WorkspaceSpec, options: RenderOptions,
+                 rendered: Callable[[str], str]) -> list[dict[str, object]]:
     if not spec.host:
         return []
     if options.web_login is None and not options.redact_secrets:
@@ -182,13 +184,11 @@ def _caddy_files(spec: WorkspaceSpec, options: RenderOptions) -> list[dict[str, 
                     else login.password_hash,
                     tls=spec.web.tls, acme_email=spec.web.acme_email, code=True, desktop=spec.desktop,
                     preview_ports=spec.web.preview_ports)
-    context = _install_context(plan_of(spec))
     return [_file("/etc/vmgen/Caddyfile", render_caddyfile(web), mode="0644"),
             _file("/etc/systemd/system/vmgen-caddy.service", _load_template("vmgen-caddy.service")),
             # The code UI's own login is seeded with the same user and hash (root-only).
             _file("/etc/vmgen/web-user", f"{web.user} {web.password_hash}\n", mode="0600"),
-            _file(f"{LIB}/code-ui-install", _environment().get_template("code-ui-install.sh.j2").render(**context),
-                  mode="0755"),
+            _file(f"{LIB}/code-ui-install", rendered("code-ui-install.sh.j2"), mode="0755"),
             _file(f"{LIB}/bind-localhost.cjs", _load_template("bind-localhost.cjs")),
             _file("/etc/systemd/system/vmgen-code-ui-install.service", _load_template("vmgen-code-ui-install.service")),
             _file("/etc/systemd/system/vmgen-code-ui.service", _load_template("vmgen-code-ui.service"))]

@@ -15,11 +15,11 @@ from ..errors import VmgenError
 from ..identities import load_for_restore, recipient_path
 from ..spec import RestoreSource
 from ..ssh import default_identities, run, write_file
+from ..vmside.paths import VmPaths
 from .app import age, err, out, progress, provider_named, running_target, settings
 from .launching import agent_env, build_spec, print_web_access, web_options
 
-BACKUP_REQUEST = "/home/agent/.vmgen/backup-request"
-BACKUP_RESULT = "/var/lib/vmgen/backup-result.json"
+VM = VmPaths()
 
 
 class BackupFailed(VmgenError):
@@ -43,10 +43,10 @@ def backup(name: str, timeout: float) -> None:
     request_id = secrets.token_hex(8)
     started = time.monotonic()
     requested_at = int(run(target, ["date", "+%s"]).stdout.decode().strip())
-    write_file(target, BACKUP_REQUEST, request_id.encode(), mode="644")
+    write_file(target, str(VM.backup_request), request_id.encode(), mode="644")
     with progress(f"backing up {name}") as update:
         while True:
-            found = run(target, ["cat", BACKUP_RESULT], check=False, timeout=30)
+            found = run(target, ["cat", str(VM.backup_result)], check=False, timeout=30)
             result = json.loads(found.stdout) if found.returncode == 0 else {}
             if result.get("request_id") == request_id:
                 break

@@ -22,12 +22,12 @@ if TYPE_CHECKING:
 
 def current_plan(s: Settings) -> InstallPlan:
     """What a launch with these settings installs: the same plan, so its stamps match."""
-    from ..builder.install import DESKTOP_PACKAGES, plan_for
+    from ..builder.install import workspace_plan
 
     if s.agent not in AGENTS:
         raise UsageError(f"unknown agent {s.agent!r}; available: {', '.join(sorted(AGENTS))}")
-    return plan_for(AGENTS[s.agent], s.agent_version, vmgen_install(s), DESKTOP_PACKAGES if s.desktop else (),
-                    code_ui_version=s.code_ui_version if s.domain else "")
+    return workspace_plan(AGENTS[s.agent], s.agent_version, vmgen_install(s), desktop=s.desktop, domain=s.domain,
+                          code_ui_version=s.code_ui_version)
 
 
 @click.group()

@@ -9,13 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from ..builder.install import BAKE_CLEANUP
 from ..stamps import ImageStamp
 
 BAKE_SCRIPT = "bake.sh"
-# Before the snapshot: cloud-init treats the next boot as a new instance, sshd gets fresh host
-# keys (vmgen hands each workspace its own, pinned on the laptop), and a launch follows its own
-# phase log, not the bake's.
-CLEANUP = ("cloud-init clean --logs", "rm -rf /etc/ssh/ssh_host_* /root/.ssh/authorized_keys /var/log/vmgen")
 PLUGIN_VERSION = ">= 1.6.0"
 
 
@@ -37,7 +34,7 @@ def render_template(build: SnapshotBuild) -> str:
     labels = build.stamp.labels(build.base_image)
     label_lines = "\n".join(f"    {hcl_string(k)} = {hcl_string(v)}" for k, v in labels.items())
     endpoint = f"\n  endpoint      = {hcl_string(build.endpoint)}" if build.endpoint else ""
-    cleanup = ",\n      ".join(hcl_string(line) for line in CLEANUP)
+    cleanup = ",\n      ".join(hcl_string(line) for line in BAKE_CLEANUP)
     name = f"vmgen-{build.stamp.agent}-{build.stamp.vmgen}"
     return f'''# Rendered by vmgen: a snapshot with every install step baked in.
 # Run: packer init . && packer build .   (HCLOUD_TOKEN in the environment)

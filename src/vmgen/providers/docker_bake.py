@@ -12,7 +12,7 @@ from typing import Callable
 
 from docker.errors import APIError, NotFound
 
-from ..builder.install import InstallPlan
+from ..builder.install import BAKE_CLEANUP, InstallPlan
 from ..builder.render import render_bake_user_data
 from ..errors import VmgenError
 from ..spec import WHEELS_MOUNT
@@ -21,9 +21,6 @@ from .docker import SEED_MOUNT, DockerProvider, systemd_run_options
 
 BAKED_REPOSITORY = "vmgen-baked"
 BAKE_LABEL = "vmgen-bake"
-# What Packer's hcloud template does before its snapshot, too: the next boot is a new instance
-# for cloud-init, with fresh host keys, and a launch follows its own phase log, not the bake's.
-CLEANUP = "cloud-init clean --logs && rm -rf /etc/ssh/ssh_host_* /root/.ssh/authorized_keys /var/log/vmgen"
 
 Progress = Callable[[str], None]
 
@@ -56,7 +53,7 @@ def bake(provider: DockerProvider, plan: InstallPlan, progress: Progress, timeou
         try:
             _follow(container, progress, timeout)
             progress("cleaning up (cloud-init clean, host keys)")
-            _exec(container, CLEANUP)
+            _exec(container, " && ".join(BAKE_CLEANUP))
             container.stop(timeout=30)
             labels = plan.stamp.labels(base)
             tag = f"{plan.stamp.agent}-{plan.stamp.vmgen}-{plan.stamp.packages}"

@@ -11,13 +11,15 @@ import os
 import pwd
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from ..backup.crypto import parse_identity
 from ..backup.pipeline import create_backup, restore_backup
-from ..backup.target import VM_CONFIG, load_vm_config
+from ..backup.target import load_vm_config
 from ..errors import VmgenError
+from .jsonfile import write_json
+from .paths import VmPaths
 
 # vmgen's own per-boot state and what the CLI delivers again at every launch: restoring an old
 # handover mark would start the agent before its credentials arrive, old leases would hold the
@@ -28,37 +30,8 @@ RUNTIME_EXCLUDES = (
 )
 
 
-@dataclass(frozen=True)
-class VmPaths:
-    """Where the VM keeps what backups and restores read and write (tests point it elsewhere)."""
-
-    home: Path = Path("/home/agent")
-    user: str = "agent"
-    config: Path = VM_CONFIG
-    backup_result: Path = Path("/var/lib/vmgen/backup-result.json")
-    restore_identity: Path = Path("/run/vmgen/restore/identity")
-    restore_request: Path = Path("/etc/vmgen/restore.json")
-    restore_result: Path = Path("/var/lib/vmgen/restore-result.json")
-
-    @property
-    def backup_request(self) -> Path:
-        return self.home / ".vmgen" / "backup-request"
-
-    @property
-    def authorized_keys(self) -> Path:
-        return self.home / ".ssh" / "authorized_keys"
-
-
 class BackupNotConfigured(VmgenError):
     """No backup store was configured for this workspace."""
-
-
-def write_result(path: Path, result: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def run_backup(request_id: str = "", paths: VmPaths = VmPaths()) -> dict:
@@ -75,7 +48,7 @@ def run_backup(request_id: str = "", paths: VmPaths = VmPaths()) -> dict:
     except Exception as exc:  # noqa: BLE001 - reported to the CLI as one line
         result = {"ok": False, "error": str(exc) or type(exc).__name__, "trace": traceback.format_exc(limit=3)}
     result |= {"request_id": request_id, "seconds": round(time.monotonic() - started, 2), "finished_at": time.time()}
-    write_result(paths.backup_result, result)
+    write_json(paths.backup_result, result)
     return result
 
 
@@ -114,7 +87,7 @@ def run_restore(paths: VmPaths = VmPaths()) -> dict:
     except Exception as exc:  # noqa: BLE001 - reported to the CLI as one line
         result = {"ok": False, "error": str(exc) or type(exc).__name__}
     result |= {"seconds": round(time.monotonic() - started, 2), "finished_at": time.time()}
-    write_result(paths.restore_result, result)
+    write_json(paths.restore_result, result)
     return result
 
 

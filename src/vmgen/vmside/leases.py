@@ -7,15 +7,16 @@ the VM). The hard maximum lifetime, if set, still applies: no lease extends it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import UsageError
+from .jsonfile import write_json
+from .paths import VmPaths
 
-DEFAULT_PATH = Path("/home/agent/.vmgen/leases.json")
+DEFAULT_PATH = VmPaths().leases
 _PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
@@ -52,8 +53,5 @@ def add(seconds: float, reason: str, path: Path = DEFAULT_PATH, now: float | Non
     now = time.time() if now is None else now
     lease = LeaseRecord(until=now + seconds, reason=reason or "keepalive")
     leases = [*read(path, now), lease]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([asdict(item) for item in leases], indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(path, [asdict(item) for item in leases], mode=None)
     return lease

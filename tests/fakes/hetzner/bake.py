@@ -9,9 +9,10 @@ from typing import Any
 import docker
 from hcloud.images import Image
 
+from vmgen.builder.install import BAKE_CLEANUP
+
 from .fake import FakeHetzner
 
-CLEANUP = "cloud-init clean --logs && rm -rf /etc/ssh/ssh_host_* /root/.ssh/authorized_keys /var/log/vmgen"
 
 
 def bake_snapshot(fake: FakeHetzner, user_data: str, labels: dict[str, str], description: str = "vmgen bake",
@@ -29,7 +30,7 @@ def bake_snapshot(fake: FakeHetzner, user_data: str, labels: dict[str, str], des
         if waited.exit_code != 0 or not log.rstrip().endswith(" baked"):
             tail = container.exec_run(["tail", "-n", "20", "/var/log/cloud-init-output.log"]).output.decode()
             raise RuntimeError(f"baking failed:\n{tail}")
-        assert container.exec_run(["bash", "-c", CLEANUP]).exit_code == 0
+        assert container.exec_run(["bash", "-c", " && ".join(BAKE_CLEANUP)]).exit_code == 0
         made = created.server.create_image(type="snapshot", description=description, labels=labels)
         made.action.wait_until_finished()
         return client.images.get_by_id(made.image.id)

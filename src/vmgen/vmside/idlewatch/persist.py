@@ -7,11 +7,11 @@ ignored and the countdown starts afresh.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ..jsonfile import write_json
 from .model import History, Verdict
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -56,8 +56,4 @@ def save(path: Path, current_boot: str, verdict: Verdict, extra: dict[str, objec
         "updated_at": round(wall, 1),
         **extra,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_json(path, record)

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import leases
+from ..paths import VmPaths
 from .activity import recent_activity
 
 log = logging.getLogger(__name__)
@@ -31,20 +32,11 @@ MAX_MESSAGE = 4000
 @dataclass(frozen=True)
 class WebSettings:
     port: int = 7392
-    home: Path = Path("/home/agent")
     session: str = "claude"
     workspace_file: Path = Path("/etc/vmgen/workspace.json")
     web_file: Path = Path("/etc/vmgen/web.json")
     watchdog_state: Path = Path("/var/lib/vmgen/idlewatch.json")
-    backup_result: Path = Path("/var/lib/vmgen/backup-result.json")
-
-    @property
-    def leases(self) -> Path:
-        return self.home / ".vmgen" / "leases.json"
-
-    @property
-    def backup_request(self) -> Path:
-        return self.home / ".vmgen" / "backup-request"
+    vm: VmPaths = VmPaths()  # the agent's home, leases, the backup request and result
 
 
 class ActionRefused(Exception):
@@ -64,13 +56,13 @@ def _json_file(path: Path) -> dict[str, Any] | None:
 def collect_state(settings: WebSettings) -> dict[str, Any]:
     workspace = _json_file(settings.workspace_file) or {}
     watchdog = _json_file(settings.watchdog_state) or {}
-    backup = _json_file(settings.backup_result)
-    activity = recent_activity(settings.home / ".claude", workspace.get("repo_dir", ""))
+    backup = _json_file(settings.vm.backup_result)
+    activity = recent_activity(settings.vm.home / ".claude", workspace.get("repo_dir", ""))
     return {
         "workspace": workspace.get("name", ""),
         "agent": watchdog.get("agent", {}),
         "verdict": watchdog.get("verdict"),
-        "leases": [{"until": lease.until, "reason": lease.reason} for lease in leases.read(settings.leases)],
+        "leases": [{"until": lease.until, "reason": lease.reason} for lease in leases.read(settings.vm.leases)],
         "backup": {k: backup.get(k) for k in ("ok", "backup_id", "ciphertext_bytes", "finished_at", "error")}
         if backup else None,
         "web": _json_file(settings.web_file) or {},
@@ -82,14 +74,14 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
 def keep_alive(settings: WebSettings, hours: object) -> dict[str, Any]:
     if hours not in KEEPALIVE_HOURS:
         raise ActionRefused(400, f"hours must be one of {KEEPALIVE_HOURS}")
-    lease = leases.add(int(hours) * 3600, "from the workspace page", settings.leases)
+    lease = leases.add(int(hours) * 3600, "from the workspace page", settings.vm.leases)
     return {"until": lease.until}
 
 
 def request_backup(settings: WebSettings) -> dict[str, Any]:
     request_id = secrets.token_hex(8)
-    settings.backup_request.parent.mkdir(parents=True, exist_ok=True)
-    settings.backup_request.write_text(request_id)
+    settings.vm.backup_request.parent.mkdir(parents=True, exist_ok=True)
+    settings.vm.backup_request.write_text(request_id)
     return {"request_id": request_id}
 
 
