@@ -85,7 +85,7 @@ def tick_cost(collector: SignalCollector, ticks: int, interval: float) -> dict[s
 def config(workspace: Path, sock: str, **kw: Any) -> SignalConfig:
     base = SignalConfig.for_user(getpass.getuser(), workspace, hook_events=None,
                                  claude_dir=workspace / ".claude", only_under=workspace)
-    humans = HumansConfig(agent_user=getpass.getuser(), tmux_sockets=(sock,),
+    humans = HumansConfig(agent_user=getpass.getuser(), tmux_dir=Path(sock).parent,
                           leases_path=workspace / "leases.json")
     return SignalConfig(workspace=workspace, agent=base.agent, humans=humans, **kw)
 

@@ -6,8 +6,9 @@ import re
 import shlex
 from dataclasses import dataclass
 
-# The tmux session every agent runs in on the VM (whatever the agent, one name to attach to).
-AGENT_SESSION = "claude"
+from .contract.names import AGENT_SESSION, VM
+
+__all__ = ["AGENTS", "AGENT_SESSION", "Agent", "claude_project_key"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Agent:
     # Environment variables the agent reads its API key from, delivered over SSH after boot.
     key_variables: tuple[str, ...] = ()
     # Shell test, true when the agent has a conversation to resume in `{repo_dir}`.
-    conversation_test: str = 'test -e "$HOME/.vmgen/started-once"'
+    conversation_test: str = f"test -e {VM.started_once}"
     # pip pins with `==version` and has no `latest`; npm takes `@latest` as it is.
     pip_pinned: bool = False
 
@@ -51,7 +52,7 @@ AGENTS: dict[str, Agent] = {
             start="claude --dangerously-skip-permissions",
             resume="claude --continue --dangerously-skip-permissions",
             # Claude Code keeps one transcript per session under a folder named after the cwd.
-            conversation_test='compgen -G "$HOME/.claude/projects/{project_key}/*.jsonl" >/dev/null',
+            conversation_test=f'compgen -G "{VM.claude_dir}/projects/{{project_key}}/*.jsonl" >/dev/null',
             packages=("nodejs", "npm"),
             key_variables=("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
         ),

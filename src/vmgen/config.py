@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from dotenv import dotenv_values
 
+from .contract.documents import WATCH_DEFAULTS
 from .errors import ConfigError
 
 # Settings whose values are credentials: masked whenever shown.
@@ -33,12 +34,12 @@ class Settings:
     size: str = "medium"
     region: str = "fsn1"
     image: str = ""
-    idle_minutes: int = 30
+    idle_minutes: int = int(WATCH_DEFAULTS.idle_minutes)
     idle_action: str = "auto"  # backup-then-delete when a backup store is configured, else poweroff
-    idle_warn_minutes: float = 10
-    idle_human_minutes: float = 120
-    idle_interval_seconds: float = 30
-    max_lifetime_hours: float = 0
+    idle_warn_minutes: float = WATCH_DEFAULTS.warn_minutes
+    idle_human_minutes: float = WATCH_DEFAULTS.human_minutes
+    idle_interval_seconds: float = WATCH_DEFAULTS.interval_seconds
+    max_lifetime_hours: float = WATCH_DEFAULTS.max_lifetime_hours
     idle_webhook_url: str = ""
     desktop: bool = False
     ssh_public_keys: tuple[str, ...] = ()

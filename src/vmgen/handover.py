@@ -12,11 +12,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .contract.names import VM
 from .errors import RemoteCommandFailed, VmgenError
 from .ssh import SSHTarget, remote, run, write_file
-
-AGENT_HOME = "/home/agent"
-HANDOVER_MARK = f"{AGENT_HOME}/.vmgen/handover-done"
 
 
 @dataclass(frozen=True)
@@ -54,22 +52,23 @@ def agent_env_file(values: dict[str, str]) -> bytes:
 
 def rewrite_home(content: bytes, laptop_home: Path) -> bytes:
     """Paths inside copied config point at the laptop's home; the VM's is /home/agent."""
-    return content.replace(str(laptop_home).encode(), AGENT_HOME.encode())
+    return content.replace(str(laptop_home).encode(), str(VM.home).encode())
 
 
 def deliver(target: SSHTarget, handover: Handover) -> None:
     env = agent_env_file(handover.agent_env)
     if env:
-        write_file(target, f"{AGENT_HOME}/.config/vmgen/agent.env", env)
+        write_file(target, str(VM.agent_env), env)
     if handover.claude_credentials is not None:
-        write_file(target, f"{AGENT_HOME}/.claude/.credentials.json", handover.claude_credentials)
+        write_file(target, str(VM.claude_dir / ".credentials.json"), handover.claude_credentials)
     if handover.gitconfig is not None:
-        write_file(target, f"{AGENT_HOME}/.gitconfig", handover.gitconfig, mode="644")
+        write_file(target, str(VM.home / ".gitconfig"), handover.gitconfig, mode="644")
     if handover.approve_claude_api_key:
         run(target, ["python3", "-c", _APPROVE_KEY], input=handover.approve_claude_api_key[-20:].encode())
     if handover.upload_from is not None:
         upload_tree(target, handover.upload_from, handover.repo_dir)
-    run(target, ["sh", "-c", f"mkdir -p {shlex.quote(str(Path(HANDOVER_MARK).parent))} && touch {HANDOVER_MARK}"])
+    mark = VM.handover_mark
+    run(target, ["sh", "-c", f"mkdir -p {shlex.quote(str(mark.parent))} && touch {shlex.quote(str(mark))}"])
 
 
 def files_to_upload(root: Path) -> list[str]:

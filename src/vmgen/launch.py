@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -11,16 +10,16 @@ from typing import TYPE_CHECKING, Callable
 from .backup.target import BackupTarget
 from .builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
 from .builder.install import plan_of
-from .builder.render import AGENT_SESSION
-from .errors import BootFailed, UsageError, WorkspaceExists
+from .contract.names import AGENT_SESSION
+from .errors import UsageError, WorkspaceExists
 from .handover import Handover, deliver
 from .providers import Provider, Workspace
 from .readiness import Phase, follow_cloud_init, wait_for_session, wait_for_ssh
 from .spec import LocalSource, WorkspaceSpec
-from .ssh import SSHTarget, run, write_file
+from .ssh import SSHTarget
 from .state import WorkspaceRecord, WorkspaceState
 from .targets import ssh_target
-from .vmside.paths import VmPaths
+from .workspace_client import SshWorkspaceClient, WorkspaceClient
 
 if TYPE_CHECKING:
     from .caddy import Login
@@ -29,16 +28,12 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 
 
-class RestoreFailed(BootFailed):
-    """The new VM could not restore the backup; the agent was not started."""
-
-
 @dataclass(frozen=True)
 class LaunchOptions:
     agent_env: dict[str, str]
     # The store and recipient for the VM's backups; None: no backups.
     backup: tuple[BackupTarget, str] | None = None
-    # For a restore: the identity text to push into /run on the new VM.
+    # For a restore: the identity text the new VM's root restores with (over SSH, never on disk).
     restore_identity: str | None = None
     identities: tuple[Path, ...] = ()
     claude_credentials: bytes | None = None
@@ -62,7 +57,11 @@ class LaunchResult:
     image: str = ""  # the image it booted from, when vmgen chose a baked one or one was named
 
 
-def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, progress: Progress) -> LaunchResult:
+ClientFactory = Callable[[SSHTarget, str], WorkspaceClient]
+
+
+def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, progress: Progress,
+           client_for: ClientFactory = SshWorkspaceClient) -> LaunchResult:
     started = time.monotonic()
     timings: dict[str, float] = {}
 
@@ -119,8 +118,9 @@ def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, prog
         mark("cloud_init")
         if options.restore_identity is not None:
             progress("restoring the backup (download, verify, decrypt, extract)")
-            restored = restore_on_vm(target, options.restore_identity, options.boot_timeout)
-            progress(f"restored backup {restored['backup_id']}")
+            restored = client_for(target, spec.name).restore(
+                options.restore_identity, lambda message: progress(f"restore: {message}"), options.boot_timeout)
+            progress(f"restored backup {restored.backup_id}")
             mark("restore")
         progress("handing over credentials" + (" and uploading the repository" if isinstance(spec.source, LocalSource) else ""))
         deliver(target, Handover(
@@ -161,20 +161,3 @@ def with_baked_image(spec: WorkspaceSpec, provider: Provider, progress: Progress
     redo = baked.stamp.differs_from(plan_of(spec).stamp)
     progress(f"using baked image {baked.name}" + (f"; redoing {', '.join(redo)}" if redo else ""))
     return replace(spec, image=baked.ref)
-
-
-def restore_on_vm(target: SSHTarget, identity_text: str, timeout: float) -> dict:
-    """Push the identity into /run (tmpfs; the root restore service removes it once read) and
-    wait for the restore's result. The agent does not start unless it succeeded."""
-    vm = VmPaths()
-    write_file(target, str(vm.restore_identity), identity_text.encode())
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = run(target, ["cat", str(vm.restore_result)], check=False, timeout=30)
-        if found.returncode == 0:
-            result = json.loads(found.stdout)
-            if not result["ok"]:
-                raise RestoreFailed(f"restore failed: {result['error']}")
-            return result
-        time.sleep(1)
-    raise RestoreFailed(f"the restore did not finish within {timeout:.0f}s")

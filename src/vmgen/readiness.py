@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from .contract.names import VM
 from .errors import BootFailed
 from .ssh import SSHTarget, run, stream
 
-PHASES_LOG = "/var/log/vmgen/phases.log"
+PHASES_LOG = str(VM.phases_log)
 OUTPUT_LOG = "/var/log/cloud-init-output.log"
 DONE_MARK = "@@vmgen-cloud-init"
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .agents import AGENTS, Agent
+from .contract.documents import WATCH_ACTIONS, WATCH_DEFAULTS
+from .contract.names import PORTS, VM
 from .errors import InvalidSpec, NoSSHKey
 
 NAME_MAX = 40
@@ -58,10 +60,6 @@ class RestoreSource:
 Source = GitSource | LocalSource | RestoreSource
 
 
-# Where a provider that can share folders (docker) shows a local wheel directory to the VM.
-WHEELS_MOUNT = "/var/lib/vmgen/wheels"
-
-
 @dataclass(frozen=True)
 class VmgenInstall:
     """How the VM installs vmgen itself, at the CLI's version: from the package index, or from a
@@ -79,25 +77,25 @@ class VmgenInstall:
 
     @property
     def find_links_on_vm(self) -> str:
-        return WHEELS_MOUNT if self.local_wheels else self.find_links
+        return str(VM.wheels) if self.local_wheels else self.find_links
 
 
 @dataclass(frozen=True)
 class WatchdogTuning:
     """The idle watchdog's knobs besides `idle_minutes` (written to /etc/vmgen/idlewatch.toml)."""
 
-    action: str = "poweroff"
-    warn_minutes: float = 10
-    human_minutes: float = 120
-    interval_seconds: float = 30
-    max_lifetime_hours: float = 0
+    action: str = WATCH_DEFAULTS.action
+    warn_minutes: float = WATCH_DEFAULTS.warn_minutes
+    human_minutes: float = WATCH_DEFAULTS.human_minutes
+    interval_seconds: float = WATCH_DEFAULTS.interval_seconds
+    max_lifetime_hours: float = WATCH_DEFAULTS.max_lifetime_hours
     dry_run: bool = False
     webhook_url: str = ""
 
 
-WATCHDOG_ACTIONS = ("poweroff", "delete", "backup-then-delete")
+WATCHDOG_ACTIONS = WATCH_ACTIONS
 # Ports vmgen's own services use on the VM: not available as previews.
-RESERVED_PORTS = frozenset({22, 80, 443, 3001, 5901, 6080, 7391, 7392})
+RESERVED_PORTS = PORTS.reserved
 _DOMAIN_RE = re.compile(r"^(?=.{4,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
@@ -139,7 +137,7 @@ class WorkspaceSpec:
     size: str = "medium"
     region: str = ""
     image: str = ""
-    idle_minutes: int = 30
+    idle_minutes: int = int(WATCH_DEFAULTS.idle_minutes)
     desktop: bool = False
     extra_packages: tuple[str, ...] = field(default=())
     watchdog: WatchdogTuning = field(default_factory=WatchdogTuning)
@@ -149,7 +147,7 @@ class WorkspaceSpec:
 
     @property
     def repo_dir(self) -> str:
-        return f"/home/agent/work/{self.name}"
+        return str(VM.repo_dir(self.name))
 
     @property
     def host(self) -> str:
@@ -204,15 +202,24 @@ def validate_branch(branch: str) -> str:
     return branch
 
 
+SOURCE_MAX = 2048
+
+
 def parse_source(text: str, cwd: Path | None = None) -> Source:
     """A git URL (https, ssh, or scp-like `git@host:path`) with optional `#branch`, or a directory."""
+    if len(text) > SOURCE_MAX:
+        raise InvalidSpec(f"invalid source {text[:40]!r}...: longer than {SOURCE_MAX} characters")
     if not text or _has_control_chars(text) or text != text.strip():
         raise InvalidSpec(f"invalid source {text!r}: contains whitespace or control characters")
     if text.startswith((".", "/", "~")) or (not _looks_remote(text) and "/" not in text):
         path = Path(text).expanduser()
         path = (cwd or Path.cwd()) / path if not path.is_absolute() else path
-        if not path.is_dir():
-            raise InvalidSpec(f"source {text!r} is not a directory")
+        try:
+            is_dir = path.is_dir()
+        except OSError as exc:  # a name too long for the filesystem, a loop of links...
+            raise InvalidSpec(f"source {_short(text)!r} is not a directory ({exc.strerror})") from None
+        if not is_dir:
+            raise InvalidSpec(f"source {_short(text)!r} is not a directory")
         return LocalSource(path.resolve())
     url, _, branch = text.partition("#")
     _validate_git_url(url)
@@ -223,22 +230,37 @@ def _looks_remote(text: str) -> bool:
     return "://" in text or bool(_SCP_LIKE_RE.match(text.partition("#")[0]))
 
 
+def _short(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _validate_git_url(url: str) -> None:
+    """Git and ssh read an argument that starts with `-` as an option (`-oProxyCommand=...`
+    runs a command): no user, host or path component may start with one, whatever git's own
+    guards do."""
     if any(ch.isspace() for ch in url):
-        raise InvalidSpec(f"invalid repository URL {url!r}: contains whitespace")
-    if _SCP_LIKE_RE.match(url):
+        raise InvalidSpec(f"invalid repository URL {_short(url)!r}: contains whitespace")
+    scp = _SCP_LIKE_RE.match(url)
+    if scp:
+        if any(part.startswith("-") for part in (scp["user"], scp["host"], *scp["path"].split("/"))):
+            raise InvalidSpec(f"invalid repository URL {_short(url)!r}: no part may start with '-'")
         return
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        hostname, username = parts.hostname, parts.username
+    except ValueError as exc:
+        raise InvalidSpec(f"invalid repository URL {_short(url)!r}: {exc}") from None
     if parts.scheme not in {"https", "http", "ssh", "git"}:
         raise InvalidSpec(
-            f"invalid repository URL {url!r}: use https://, ssh://, git@host:path or a local directory"
+            f"invalid repository URL {_short(url)!r}: use https://, ssh://, git@host:path or a local directory"
         )
-    if not parts.hostname or not re.fullmatch(r"[A-Za-z0-9.-]+", parts.hostname):
-        raise InvalidSpec(f"invalid repository URL {url!r}: bad host name")
+    if not hostname or not re.fullmatch(r"[A-Za-z0-9.-]+", hostname):
+        raise InvalidSpec(f"invalid repository URL {_short(url)!r}: bad host name")
     if not parts.path.strip("/"):
-        raise InvalidSpec(f"invalid repository URL {url!r}: no repository path")
-    if parts.path.startswith("/-") or url.startswith("-"):
-        raise InvalidSpec(f"invalid repository URL {url!r}")
+        raise InvalidSpec(f"invalid repository URL {_short(url)!r}: no repository path")
+    if url.startswith("-") or hostname.startswith("-") or (username or "").startswith("-") \
+            or any(part.startswith("-") for part in parts.path.split("/")):
+        raise InvalidSpec(f"invalid repository URL {_short(url)!r}: no part may start with '-'")
 
 
 def resolve_agent(name: str) -> Agent:

@@ -142,12 +142,12 @@ def test_merge_restore_replaces_backed_up_entries_and_keeps_others(tree, keys, s
     (target / ".profile").write_text("skeleton\n")
     with pytest.raises(RestoreTargetNotEmpty):
         restore_backup(store, "app", None, parse_identity(text), target)
-    restore_backup(store, "app", None, parse_identity(text), target, merge=True,
-                   owner=(os.getuid(), os.getgid()))
+    restore_backup(store, "app", None, parse_identity(text), target, merge=True)
     assert (target / ".profile").read_text() == "skeleton\n"
     assert not (target / ".ssh" / "authorized_keys").exists()  # .ssh came from the backup
     assert (target / ".ssh" / "id_ed25519").read_text() == "not a real key\n"
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".agent.restore")]
+    assert not [p for p in tmp_path.iterdir() if ".vmgen-restore" in p.name]
+    assert not [p for p in target.iterdir() if ".vmgen-restore" in p.name]
 
 
 def test_listing_latest_and_retention(tree, keys, store):
@@ -180,7 +180,7 @@ def one_backup(tree, keys, store):
 
 def _untouched(target: Path) -> None:
     assert sorted(p.name for p in target.iterdir()) == ["sentinel"]
-    assert not [p for p in target.parent.iterdir() if ".restore-" in p.name]
+    assert not [p for p in target.parent.iterdir() if ".vmgen-restore" in p.name]
 
 
 @pytest.fixture

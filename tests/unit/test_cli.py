@@ -130,3 +130,15 @@ def test_hetzner_without_a_token_is_one_line(home: Path) -> None:
     result = vmgen(home, "sizes")
     assert result.returncode == 2
     assert "no Hetzner API token" in one_error_line(result)
+
+
+@pytest.mark.parametrize("source", [
+    "git@-oProxyCommand=touch${IFS}/tmp/x:x", "ssh://-oProxyCommand=x/repo", "ssh://-u@host/repo",
+    "https://host/team/-repo", "git@host:-repo", "-x@host:repo", "https://host/repo#-b", "https://[::1",
+    "a" * 300, "a" * 5000, "/" + "a" * 300,
+])
+def test_hostile_or_unparseable_sources_are_one_line_and_exit_2(home: Path, source: str) -> None:
+    result = vmgen(home, "render", "--", source)
+    assert result.returncode == 2, result.stderr
+    line = one_error_line(result)
+    assert line.startswith("error: ") and len(line) < 300

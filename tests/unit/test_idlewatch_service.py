@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from vmgen.contract.documents import BackupResult, WatchSettings
+from vmgen.contract.names import VmPaths
 from vmgen.errors import ConfigError
 from vmgen.vmside.idlewatch import service, settings as settings_module
 from vmgen.vmside.idlewatch.model import Action, AgentSignals, AgentState, Snapshot
-from vmgen.vmside.idlewatch.settings import WatchSettings
 
 
 class Clock:
@@ -34,15 +35,15 @@ class ScriptedCollector:
 @pytest.fixture
 def calls(monkeypatch):
     recorded: dict[str, list] = {"warn": [], "act": []}
-    monkeypatch.setattr(service, "warn", lambda s, text: recorded["warn"].append(text))
-    monkeypatch.setattr(service, "act", lambda s, action: recorded["act"].append(action))
+    monkeypatch.setattr(service, "warn", lambda s, text, paths: recorded["warn"].append(text))
+    monkeypatch.setattr(service, "act", lambda s, action, paths: recorded["act"].append(action))
     return recorded
 
 
 def make(tmp_path: Path, clock: Clock, dry_run: bool = False, state=AgentState.WAITING, **changes):
-    settings = replace(WatchSettings(name="app", idle_minutes=30, warn_minutes=10, action="delete",
-                                     state_file=str(tmp_path / "idlewatch.json")), **changes)
-    return service.Watchdog(settings, ScriptedCollector(clock, state), dry_run=dry_run, clock=clock)
+    settings = replace(WatchSettings(name="app", idle_minutes=30, warn_minutes=10, action="delete"), **changes)
+    return service.Watchdog(settings, ScriptedCollector(clock, state), dry_run=dry_run, clock=clock,
+                            paths=VmPaths(state=tmp_path))
 
 
 def run_minutes(watchdog, clock: Clock, minutes: float, step: float = 0.5) -> None:
@@ -90,12 +91,12 @@ def test_a_failed_action_keeps_the_vm_up_and_retries_with_backoff(tmp_path, monk
     clock = Clock()
     attempts, warnings = [], []
 
-    def failing_act(settings, action):
+    def failing_act(settings, action, paths):
         attempts.append(clock.now)
         raise RuntimeError("API down")
 
     monkeypatch.setattr(service, "act", failing_act)
-    monkeypatch.setattr(service, "warn", lambda s, text: warnings.append(text))
+    monkeypatch.setattr(service, "warn", lambda s, text, paths: warnings.append(text))
     watchdog = make(tmp_path, clock)
     run_minutes(watchdog, clock, 30 + 4, step=0.25)
     gaps = [b - a for a, b in zip(attempts, attempts[1:])]
@@ -113,19 +114,32 @@ def test_restart_mid_countdown_resumes(tmp_path, calls):
 
 
 def test_backup_then_delete_is_refused_without_a_backup_store(tmp_path):
-    config = tmp_path / "idlewatch.toml"
-    config.write_text('action = "backup-then-delete"\n')
+    paths = VmPaths(etc=tmp_path)
+    paths.watch_settings.write_text('action = "backup-then-delete"\n')
     with pytest.raises(ConfigError, match="needs a backup store"):
-        settings_module.load(config, backup_config=tmp_path / "missing.toml")
-    (tmp_path / "backup.toml").write_text('kind = "local"\n')
-    assert settings_module.load(config, backup_config=tmp_path / "backup.toml").action == "backup-then-delete"
+        settings_module.load(paths)
+    paths.backup_config.write_text('kind = "local"\n')
+    assert settings_module.load(paths).action == "backup-then-delete"
+
+
+def test_a_settings_file_with_an_unknown_key_or_action_is_refused(tmp_path):
+    paths = VmPaths(etc=tmp_path)
+    paths.watch_settings.write_text('idle_minutes = 2\nshell = "rm -rf /"\n')
+    with pytest.raises(ConfigError, match="unknown field"):
+        settings_module.load(paths)
+    paths.watch_settings.write_text('action = "reboot"\n')
+    with pytest.raises(ConfigError, match="action must be one of"):
+        settings_module.load(paths)
 
 
 def test_settings_file_round_trip(tmp_path):
-    config = tmp_path / "idlewatch.toml"
-    config.write_text('idle_minutes = 2\nwarn_minutes = 1\naction = "delete"\nprovider = "hetzner"\n')
-    loaded = settings_module.load(config)
-    policy = loaded.policy()
+    paths = VmPaths(etc=tmp_path)
+    written = WatchSettings(name="app", idle_minutes=2, warn_minutes=1, action="delete", provider="hetzner",
+                            ignore=("*.log",))
+    paths.watch_settings.write_text(written.to_toml())
+    loaded = settings_module.load(paths)
+    assert loaded == written
+    policy = settings_module.policy_of(loaded)
     assert (policy.idle_timeout, policy.warn_before, policy.action) == (120, 60, Action.DELETE)
 
 
@@ -135,15 +149,15 @@ def test_backup_then_delete_deletes_only_after_a_verified_backup(monkeypatch, ba
     from vmgen.vmside.idlewatch import actions
 
     deleted: list[str] = []
-    monkeypatch.setattr(backups, "run_backup", lambda request_id: (
-        {"ok": True, "backup_id": "20261125T150000Z-ab12", "ciphertext_bytes": 1234} if backup_ok
-        else {"ok": False, "error": "s3 store unreachable"}))
-    monkeypatch.setattr(actions, "self_delete_hetzner", lambda s: deleted.append(s.name))
+    monkeypatch.setattr(backups, "run_backup", lambda trigger, paths: (
+        BackupResult(ok=True, backup_id="20261125T150000Z-ab12", ciphertext_bytes=1234) if backup_ok
+        else BackupResult(ok=False, error="s3 store unreachable")))
+    monkeypatch.setattr(actions, "self_delete_hetzner", lambda s, paths: deleted.append(s.name))
     settings = WatchSettings(name="app", action="backup-then-delete", provider="hetzner")
     if backup_ok:
         actions.act(settings, Action.BACKUP_THEN_DELETE)
         assert deleted == ["app"]
     else:
-        with pytest.raises(RuntimeError, match="backup failed, not deleting: s3 store unreachable"):
+        with pytest.raises(actions.ActionFailed, match="backup failed, not deleting: s3 store unreachable"):
             actions.act(settings, Action.BACKUP_THEN_DELETE)
         assert deleted == []

@@ -19,6 +19,8 @@ import pytest
 from tests.polling import wait_until
 from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher, Evidence, classify
 from vmgen.vmside.idlewatch.files import FileWatcher, IgnoreRules
+from vmgen.privileges import RunAs
+from vmgen.vmside.agentfs import AgentFiles
 from vmgen.vmside.idlewatch.humans import (SSHD_SESSION, HumansConfig, count_tmux_clients,
                                            count_web_connections, read_leases, tmux_sockets)
 from vmgen.vmside.idlewatch.model import AgentState
@@ -56,7 +58,7 @@ def transcript(tmp_path: Path) -> tuple[TranscriptReader, Path]:
     folder.mkdir(parents=True)
     path = folder / "session-1.jsonl"
     path.write_text(json.dumps({"type": "mode", "mode": "normal"}) + "\n")
-    return TranscriptReader(claude, "/work/my repo"), path
+    return TranscriptReader(claude, "/work/my repo", AgentFiles(os.getuid())), path
 
 
 def append(path: Path, *lines: dict[str, Any], raw: str = "") -> None:
@@ -146,7 +148,7 @@ def test_first_read_only_takes_the_tail(tmp_path: Path) -> None:
     filler = json.dumps({"type": "attachment", "pad": "x" * 1000}) + "\n"
     path.write_text(json.dumps(prompt("old")) + "\n" + filler * 3000
                     + json.dumps(assistant([TEXT], "end_turn")) + "\n")
-    s = TranscriptReader(claude, "/w").poll()
+    s = TranscriptReader(claude, "/w", AgentFiles(os.getuid())).poll()
     assert not s.turn_open and s.grew == 0
 
 
@@ -280,33 +282,36 @@ def test_sshd_titles() -> None:
 
 @pytest.fixture
 def tmux_server(tmp_path: Path) -> Iterator[str]:
-    sock = str(tmp_path / "tmux.sock")
+    (tmp_path / "tmux").mkdir()
+    sock = str(tmp_path / "tmux" / "tmux.sock")
     subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-s", "main", "sleep 600"], check=True)
     yield sock
     subprocess.run(["tmux", "-S", sock, "kill-server"], check=False, capture_output=True)
 
 
+ME = RunAs.current()
+
+
 def test_tmux_clients(tmux_server: str, tmp_path: Path) -> None:
-    assert count_tmux_clients([tmux_server]) == 0
+    assert count_tmux_clients([tmux_server], ME) == 0
     client = subprocess.Popen(["script", "-qfc", f"tmux -S {tmux_server} attach -t main", "/dev/null"],
                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert wait_until(lambda: count_tmux_clients([tmux_server]), lambda n: n == 1) == 1
-        config = HumansConfig(tmux_sockets=(str(tmp_path / "*.sock"),))
-        assert tmux_sockets(config) == [tmux_server]
+        assert wait_until(lambda: count_tmux_clients([tmux_server], ME), lambda n: n == 1) == 1
+        assert tmux_sockets(tmp_path / "tmux", AgentFiles(os.getuid())) == [Path(tmux_server)]
     finally:
         client.terminate()
         client.wait(10)
-    assert wait_until(lambda: count_tmux_clients([tmux_server]), lambda n: n == 0) == 0
+    assert wait_until(lambda: count_tmux_clients([tmux_server], ME), lambda n: n == 0) == 0
 
 
 def test_tmux_no_or_stale_sockets(tmp_path: Path) -> None:
-    assert count_tmux_clients([]) == 0
+    assert count_tmux_clients([], ME) == 0
     stale = tmp_path / "stale.sock"
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(stale))
     s.close()  # a socket file nobody listens on: the server died
-    assert count_tmux_clients([str(stale)]) == 0
+    assert count_tmux_clients([str(stale)], ME) == 0
 
 
 def test_web_connections() -> None:
@@ -324,14 +329,15 @@ def test_web_connections() -> None:
 
 def test_leases(tmp_path: Path) -> None:
     path = tmp_path / "leases.json"
-    assert read_leases(path) == ()
+    files = AgentFiles(os.getuid())
+    assert read_leases(path, files) == ()
     path.write_text(json.dumps([{"until": 1000.0 + 3600, "reason": "long build"},
                                 {"until": 999.0, "reason": "expired"}, {"reason": "no until"}]))
-    leases = read_leases(path, monotonic=lambda: 50.0, wall=lambda: 1000.0)
+    leases = read_leases(path, files, monotonic=lambda: 50.0, wall=lambda: 1000.0)
     assert [(lease.until, lease.reason) for lease in leases] == [(3650.0, "long build")]
-    assert read_leases(path, monotonic=lambda: 50.0, wall=lambda: 5000.0) == ()
+    assert read_leases(path, files, monotonic=lambda: 50.0, wall=lambda: 5000.0) == ()
     path.write_text("{not json")
-    assert read_leases(path) == ()
+    assert read_leases(path, files) == ()
 
 
 # -- agent processes -------------------------------------------------------------------------
@@ -434,7 +440,8 @@ def test_collector_snapshot(tmp_path: Path, tmux_server: str) -> None:
     config = SignalConfig.for_user(getpass.getuser(), tmp_path / "repo", hook_events=None,
                                    claude_dir=tmp_path / ".claude", only_under=tmp_path / "repo")
     config = SignalConfig(workspace=config.workspace, agent=config.agent,
-                          humans=HumansConfig(tmux_sockets=(tmux_server,), web_ports=(1,),
+                          humans=HumansConfig(agent_user=getpass.getuser(), tmux_dir=Path(tmux_server).parent,
+                                              web_ports=(1,),
                                               leases_path=tmp_path / "leases.json"))
     collector = SignalCollector(config)
     first = collector.snapshot()

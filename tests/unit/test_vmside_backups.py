@@ -1,29 +1,36 @@
-"""The VM's side of backups, against a real local store: what is archived and what is not, the
-result the CLI reads, and restores that keep the new VM's SSH keys and refuse the wrong identity
-without touching the home."""
+"""The VM's side of backups, against a real local store and root's real control socket: what is
+archived and what is not, the result the CLI reads, and restores that keep the new VM's SSH keys,
+run once, and refuse the wrong identity without touching the home."""
 
 from __future__ import annotations
 
-import getpass
 import json
+import os
+import socket
+import threading
 from pathlib import Path
 
 import pytest
 
 from vmgen.backup import generate_identity, list_backups
 from vmgen.backup.store import LocalStore
-from vmgen.backup.target import BackupTarget, vm_config_text
-from vmgen.vmside.backups import VmPaths, run_backup, run_backup_request, run_restore
+from vmgen.contract import codec
+from vmgen.contract.control import ControlRequest
+from vmgen.contract.documents import BackupConfig, BackupResult, BackupTarget, RestoreRequest
+from vmgen.contract.names import VmPaths
+from vmgen.privileges import RunAs
+from vmgen.vmside import control
+from vmgen.vmside.backups import run_backup, run_restore
+
+ME = RunAs.current()
 
 
 def vm(root: Path, store: Path, recipient: str) -> VmPaths:
-    paths = VmPaths(home=root / "home", user=getpass.getuser(), config=root / "etc/backup.toml",
-                    backup_result=root / "lib/backup-result.json", restore_identity=root / "run/identity",
-                    restore_request=root / "etc/restore.json", restore_result=root / "lib/restore-result.json")
-    paths.config.parent.mkdir(parents=True)
+    paths = VmPaths(home=root / "home", etc=root / "etc", state=root / "lib", run=root / "run")
+    paths.etc.mkdir(parents=True)
     target = BackupTarget(kind="local", path=str(store), excludes=("node_modules",))
-    paths.config.write_text(vm_config_text(target, "app", recipient))
-    paths.restore_request.write_text(json.dumps({"workspace": "app", "backup_id": ""}))
+    paths.backup_config.write_text(BackupConfig(target, "app", recipient).to_toml())
+    paths.restore_request.write_text(codec.dumps(RestoreRequest("app")))
     return paths
 
 
@@ -50,28 +57,29 @@ def backed_up(tmp_path, keys):
     write(home / ".vmgen/leases.json", "[]")
     write(home / ".config/vmgen/agent.env", "ANTHROPIC_API_KEY=test-key-not-real\n")
     write(home / "work/app/node_modules/left-pad/index.js", "x" * 1000)
-    write(paths.backup_request, "req-42")
-    result = run_backup_request(paths)
+    os.mkfifo(home / "work/app/a-fifo")  # a backup skips it instead of waiting on it
+    result = run_backup("laptop", paths, ME)
     return paths, result
 
 
 def test_backup_records_its_result_for_the_cli(backed_up, tmp_path):
     paths, result = backed_up
-    assert result["ok"], result
-    assert json.loads(paths.backup_result.read_text())["request_id"] == "req-42"
-    assert not paths.backup_request.exists()  # consumed: the next request triggers again
+    assert result.ok, result
+    recorded = codec.loads(BackupResult, paths.backup_result.read_bytes())
+    assert recorded.trigger == "laptop" and recorded.backup_id == result.backup_id
     (only,) = list_backups(LocalStore(tmp_path / "store"), "app")
-    assert only.backup_id == result["backup_id"]
+    assert only.backup_id == result.backup_id
     # The user's excludes are reported; vmgen's own runtime files are dropped silently.
-    assert [stat["pattern"] for stat in result["excluded"]] == ["node_modules"]
+    assert [stat.pattern for stat in result.excluded] == ["node_modules"]
+    assert result.skipped == 1  # the FIFO
 
 
 def test_restore_brings_work_back_without_runtime_files_and_keeps_the_new_keys(backed_up, tmp_path, keys):
     paths = vm(tmp_path / "new", tmp_path / "store", keys[1])
     write(paths.authorized_keys, "ssh-ed25519 NEW new@laptop\n")
-    write(paths.restore_identity, keys[0])
-    result = run_restore(paths)
-    assert result["ok"], result
+    paths.authorized_keys.chmod(0o600)
+    result = run_restore(keys[0], paths, ME)
+    assert result.ok, result
     home = paths.home
     assert (home / "work/app/main.py").read_text() == "print('hi')\n"
     assert (home / ".claude/projects/-home-agent-work-app/s1.jsonl").exists()
@@ -81,24 +89,69 @@ def test_restore_brings_work_back_without_runtime_files_and_keeps_the_new_keys(b
     assert not (home / "work/app/node_modules").exists()
     assert paths.authorized_keys.read_text() == "ssh-ed25519 NEW new@laptop\n"
     assert oct(paths.authorized_keys.stat().st_mode & 0o777) == "0o600"
-    assert not paths.restore_identity.exists()
-    assert json.loads(paths.restore_result.read_text())["backup_id"] == result["backup_id"]
+    assert not [p for p in home.iterdir() if p.name.startswith(".vmgen-restore")]
+    assert json.loads(paths.restore_result.read_text())["backup_id"] == result.backup_id
+    again = run_restore(keys[0], paths, ME)
+    assert not again.ok and "restored already" in again.error
 
 
 def test_restore_with_the_wrong_identity_fails_cleanly(backed_up, tmp_path, keys):
     paths = vm(tmp_path / "new", tmp_path / "store", keys[1])
     write(paths.home / "keep.txt", "untouched\n")
-    write(paths.restore_identity, generate_identity()[0])
-    result = run_restore(paths)
-    assert not result["ok"] and "not to this identity" in result["error"]
+    result = run_restore(generate_identity()[0], paths, ME)
+    assert not result.ok and "not to this identity" in result.error
     assert sorted(p.name for p in paths.home.iterdir()) == ["keep.txt"]
-    assert not paths.restore_identity.exists()  # removed even when the restore fails
 
 
 def test_without_a_store_the_backup_says_so(tmp_path, keys):
     paths = vm(tmp_path / "vm", tmp_path / "store", keys[1])
-    paths.config.unlink()
+    paths.backup_config.unlink()
     paths.home.mkdir()
-    result = run_backup("r1", paths)
-    assert not result["ok"] and result["error"] == "this workspace has no backup store configured"
+    result = run_backup("laptop", paths, ME)
+    assert not result.ok and result.error == "this workspace has no backup store configured"
     assert json.loads(paths.backup_result.read_text())["ok"] is False
+
+
+def serve_once(paths: VmPaths, agent: RunAs, allowed: frozenset[int] | None = None) -> threading.Thread:
+    """Root's side of the control socket, as systemd runs it: one accepted connection."""
+    paths.run.mkdir(parents=True, exist_ok=True)
+    paths.control_socket.unlink(missing_ok=True)  # as systemd does before it binds
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(paths.control_socket))
+    listener.listen()
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            control.serve(conn, paths, agent, allowed)
+        listener.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_backup_requested_over_the_control_socket_streams_progress_then_the_result(tmp_path, keys):
+    paths = vm(tmp_path / "vm", tmp_path / "store", keys[1])
+    write(paths.home / "work/app/x.txt", "x\n")
+    server = serve_once(paths, ME)
+    replies = list(control.ask(ControlRequest("backup", trigger="laptop"), paths, timeout=60))
+    server.join(60)
+    assert [r.progress for r in replies[:-1]] == ["archiving, compressing, encrypting, uploading, verifying"]
+    assert replies[-1].result is not None and replies[-1].result["ok"] is True
+
+
+def test_the_control_socket_refuses_other_users_and_bad_requests(tmp_path, keys):
+    paths = vm(tmp_path / "vm", tmp_path / "store", keys[1])
+    server = serve_once(paths, ME, allowed=frozenset({ME.uid + 1}))  # the kernel says: not them
+    (reply,) = control.ask(ControlRequest("backup"), paths, timeout=30)
+    server.join(30)
+    assert "only the agent user and root" in reply.refused
+    server = serve_once(paths, ME)
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.connect(str(paths.control_socket))
+        raw.sendall(b'{"op": "shell", "trigger": "laptop"}\n')
+        answer = raw.recv(4096)
+    server.join(30)
+    assert b"unknown operation" in answer
+    assert not paths.backup_result.exists()

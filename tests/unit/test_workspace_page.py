@@ -5,6 +5,7 @@ cross-site requests."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -14,8 +15,9 @@ import urllib.request
 import pytest
 
 from tests.polling import wait_until
+from vmgen.contract.control import decode_request, progress_line
+from vmgen.contract.names import VmPaths
 from vmgen.vmside.web.activity import activity_of
-from vmgen.vmside.paths import VmPaths
 from vmgen.vmside.web.server import WebSettings, serve
 
 TRANSCRIPT = [
@@ -45,18 +47,16 @@ def page(tmp_path):
     project = home / ".claude/projects/-home-agent-work-app"
     project.mkdir(parents=True)
     (project / "s1.jsonl").write_text("".join(json.dumps(e) + "\n" for e in TRANSCRIPT))
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    (etc / "workspace.json").write_text(json.dumps({"name": "app", "repo_dir": "/home/agent/work/app"}))
-    (etc / "web.json").write_text(json.dumps({"code_url": "https://code.app.dev.example.com/"}))
-    (tmp_path / "idlewatch.json").write_text(json.dumps({
+    vm = VmPaths(home=home, etc=tmp_path / "etc", state=tmp_path / "lib", run=tmp_path / "run")
+    for folder in (vm.etc, vm.state, vm.run):
+        folder.mkdir()
+    vm.workspace_info.write_text(json.dumps({"name": "app", "repo_dir": "/home/agent/work/app"}))
+    vm.web_links.write_text(json.dumps({"code_url": "https://code.app.dev.example.com/"}))
+    vm.watchdog_state.write_text(json.dumps({
         "agent": {"state": "waiting"},
         "verdict": {"busy": False, "reasons": ["agent waiting at its prompt"], "idle_for_seconds": 120.0,
                     "next_action": "poweroff", "action_at": time.time() + 600}}))
-    settings = WebSettings(port=0, session=f"vmgen-test-{time.monotonic_ns()}",
-                           workspace_file=etc / "workspace.json", web_file=etc / "web.json",
-                           watchdog_state=tmp_path / "idlewatch.json",
-                           vm=VmPaths(home=home, backup_result=tmp_path / "backup-result.json"))
+    settings = WebSettings(port=0, session=f"vmgen-test-{time.monotonic_ns()}", vm=vm)
     server = serve(settings)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}", settings
@@ -108,10 +108,27 @@ def test_keepalive_adds_a_lease_the_watchdog_reads(page):
     assert call(url, "/api/keepalive", {"hours": 100}, ACTION)[0] == 400
 
 
-def test_backup_now_asks_root_through_the_request_file(page):
+def test_backup_now_asks_root_on_its_control_socket(page):
     url, settings = page
+    assert call(url, "/api/backup", {}, ACTION)[0] == 503  # nobody listens: said so, not pretended
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(settings.vm.control_socket))
+    listener.listen()
+    asked: list = []
+
+    def root() -> None:  # what root's control service answers first
+        conn, _ = listener.accept()
+        with conn:
+            asked.append(decode_request(conn.recv(4096).split(b"\n")[0]))
+            conn.sendall(progress_line("archiving, compressing, encrypting, uploading, verifying"))
+
+    thread = threading.Thread(target=root, daemon=True)
+    thread.start()
     status, result = call(url, "/api/backup", {}, ACTION)
-    assert status == 200 and settings.vm.backup_request.read_text() == result["request_id"]
+    thread.join(10)
+    listener.close()
+    assert status == 200 and result == {"started": True}
+    assert asked[0].op == "backup" and asked[0].trigger == "page"
 
 
 def test_cross_site_requests_are_refused(page):

@@ -224,14 +224,17 @@ class TreeWriter:
             self.tally.hardlinks += 1
             return
         try:
-            # O_NOFOLLOW: it was a regular file at lstat time; never read through a symlink
-            # swapped in since.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # It was a regular file at lstat time: never read through a symlink swapped in
+            # since (O_NOFOLLOW), never wait on a FIFO swapped in since (O_NONBLOCK).
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError as e:
             self.tally.skip(rel, e.strerror or "unreadable")
             return
         try:
             st = os.fstat(fd)  # the size promised in the header is the size now
+            if not stat.S_ISREG(st.st_mode):
+                self.tally.skip(rel, "replaced by a special file while being read")
+                return
             head = self._header(rel, st, tarfile.REGTYPE, size=st.st_size)
             short = self._copy(fd, head, st.st_size)
         finally:

@@ -4,6 +4,7 @@ in place."""
 from __future__ import annotations
 
 import os
+import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,14 +130,40 @@ def _queue_member(tar: TarReader, writer: DiskWriter, dest: str, path: str, memb
         writer.close_file(member.mode, member.mtime)
 
 
-def chown_tree(root: Path, owner: tuple[int, int]) -> None:
-    """Give a restored tree to its user (restores run as root; the archive's owners are not
-    applied, the VM's agent user may have another uid than the one that made the backup)."""
-    uid, gid = owner
-    os.lchown(root, uid, gid)
-    for dirpath, dirs, files in os.walk(root):
-        for name in dirs + files:
-            os.lchown(os.path.join(dirpath, name), uid, gid)
+def make_staging(target: Path, backup_id: str, merge: bool) -> Path:
+    """A new, empty staging directory on the target's filesystem, so moving into place is a
+    rename: inside the target when merging into it (the agent's home, where the restoring
+    user may create folders), else beside it."""
+    name = f".vmgen-restore-{backup_id}-{os.getpid()}"
+    if merge:
+        target.mkdir(parents=True, exist_ok=True)
+        staging = target / name
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / name
+    staging.mkdir(mode=0o700)
+    return staging
+
+
+def keep_current(target: Path, staging: Path, keep: list[str]) -> None:
+    """Files of the target that win over the backup's (the new VM's authorized_keys): copied
+    into the staged tree before it moves in. Only regular files, never through a symlink."""
+    for rel in keep:
+        try:
+            fd = os.open(target / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        with os.fdopen(fd, "rb") as src:
+            st = os.fstat(src.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            content = src.read()
+        dest = staging / rel
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        dest.unlink(missing_ok=True)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, stat.S_IMODE(st.st_mode))
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
 
 
 def move_into_place(staging: Path, target: Path) -> None:

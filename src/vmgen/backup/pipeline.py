@@ -4,26 +4,32 @@
     restore: this process: download + sha256 -pipe-> [age child] -pipe-> [unzstd + untar child]
 
 Memory is constant for any size: pipes hold at most 1 MiB each, the S3 upload at most
-max_buffered_parts parts (see stages.py and store.py)."""
+max_buffered_parts parts (see stages.py and store.py).
+
+On the VM, the process running this is root (the store's keys are root's) and the stages that
+read or write the agent's home run as the agent (`run_as`): its links, FIFOs and permissions then
+mean what they mean to the agent, not to root. What such a stage reports is checked and capped."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
 import vmgen
-from vmgen.backup import archive, crypto, extract, stages
+from vmgen.backup import archive, crypto, stages
 from vmgen.backup import manifest as model
 from vmgen.backup.manifest import (
-    ArchiveSummary, DigestMismatch, ExcludeStat, InvalidBackupRequest, Manifest, ObjectNotFound,
-    ObjectTruncated, RestoreTargetNotEmpty, SizeMismatch, UploadVerifyFailed, WrongIdentity,
+    ArchiveError, ArchiveSummary, BackupError, DigestMismatch, ExcludeStat, InvalidBackupRequest, Manifest,
+    ObjectNotFound, ObjectTruncated, RestoreTargetNotEmpty, SizeMismatch, UploadVerifyFailed, WrongIdentity,
 )
 from vmgen.backup.store import Store
+from vmgen.privileges import RunAs
 
 CHUNK = stages.CHUNK
 
@@ -34,8 +40,8 @@ class _CiphertextReader:
     """What the store reads: the age stream, hashed and counted. At EOF it waits for the
     stages and raises their error, so an upload whose producer failed is never completed."""
 
-    def __init__(self, fd: int, running: list[stages.Stage]) -> None:
-        self.src, self.running = open(fd, "rb", buffering=CHUNK), running
+    def __init__(self, fd: int, running: list[stages.Stage], stall: _StallGuard) -> None:
+        self.src, self.running, self.stall = open(fd, "rb", buffering=CHUNK), running, stall
         self.sha256, self.count = hashlib.sha256(), 0
 
     def read(self, n: int = -1) -> bytes:
@@ -43,21 +49,53 @@ class _CiphertextReader:
         if data:
             self.sha256.update(data)
             self.count += len(data)
+            self.stall.progress()
             return data
         stages.finish(self.running, failed=False)
+        self.stall.check()
         error = stages.root_error(self.running)
         if error is not None:
             raise error
         return b""
 
 
+class _StallGuard(threading.Thread):
+    """Stops the stages when no data has flowed for `seconds`: a stage that the agent user can
+    pause (the tar stage is its process) must not hold root's backup, and with it the
+    watchdog's idle action, for ever."""
+
+    def __init__(self, running: list[stages.Stage], seconds: float) -> None:
+        super().__init__(name="backup-stall-guard", daemon=True)
+        self.running, self.seconds = running, seconds
+        self.last = time.monotonic()
+        self.stalled = False
+        self.done = threading.Event()
+
+    def progress(self) -> None:
+        self.last = time.monotonic()
+
+    def run(self) -> None:
+        while not self.done.wait(min(5.0, self.seconds / 4)):
+            if time.monotonic() - self.last > self.seconds:
+                self.stalled = True
+                for stage in self.running:
+                    stage.kill()
+                return
+
+    def check(self) -> None:
+        if self.stalled:
+            raise BackupError(f"the backup stalled: no data for {self.seconds:.0f}s; stopped")
+
+
 def create_backup(root: Path | str, store: Store, workspace: str, recipient: str,
                   excludes: Iterable[str] = archive.DEFAULT_EXCLUDES, keep_last: int | None = None,
-                  backup_id: str | None = None) -> Manifest:
-    """Archive `root` into `store`. The manifest that makes the backup count is written only
-    after the stored object was read back and matched what was sent."""
-    root = Path(root).resolve()
-    if not root.is_dir():
+                  backup_id: str | None = None, run_as: RunAs | None = None,
+                  stall_seconds: float = 600) -> Manifest:
+    """Archive `root` into `store`, reading it as `run_as` (default: as we are). The manifest that
+    makes the backup count is written only after the stored object was read back and matched
+    what was sent."""
+    root = Path(root).absolute()
+    if run_as is None and not root.is_dir():  # as another user, the tar stage says so itself
         raise InvalidBackupRequest(f"nothing to back up: {root} is not a directory")
     crypto.check_recipient(recipient)
     backup_id = model.check_backup_id(backup_id or model.new_backup_id())
@@ -67,7 +105,8 @@ def create_backup(root: Path | str, store: Store, workspace: str, recipient: str
     age_r, age_w = stages.pipe()
     running: list[stages.Stage] = []
     try:
-        running.append(stages.spawn("tar", {"root": str(root), "excludes": list(excludes)}, subprocess.DEVNULL, tar_w))
+        running.append(stages.spawn("tar", {"root": str(root), "excludes": list(excludes)}, subprocess.DEVNULL, tar_w,
+                                    run_as=run_as))
         running.append(stages.spawn("encrypt", {"recipient": recipient}, tar_r, age_w))
     except BaseException:
         stages.finish(running, failed=True)
@@ -76,7 +115,9 @@ def create_backup(root: Path | str, store: Store, workspace: str, recipient: str
     finally:
         for fd in (tar_r, tar_w, age_w):  # the children hold their own copies
             os.close(fd)
-    reader = _CiphertextReader(age_r, running)
+    stall = _StallGuard(running, stall_seconds)
+    stall.start()
+    reader = _CiphertextReader(age_r, running, stall)
     failed = True
     try:
         sent = store.put_stream(key, reader)  # type: ignore[arg-type]
@@ -84,25 +125,44 @@ def create_backup(root: Path | str, store: Store, workspace: str, recipient: str
     finally:
         reader.src.close()
         stages.finish(running, failed)
+        stall.done.set()
+    stall.check()
     digest = reader.sha256.hexdigest()
     if sent != reader.count:
         raise UploadVerifyFailed(f"the store took {sent} of {reader.count} bytes for {key}")
     _verify_stored(store, key, reader.count, digest)
-    produced = running[0].result
+    summary, plaintext_bytes, compressed_bytes = _tar_report(running[0].result)
     manifest = Manifest(
         workspace=workspace, backup_id=backup_id, created_at=created_at,
-        plaintext_bytes=produced["plaintext_bytes"], compressed_bytes=produced["compressed_bytes"],
+        plaintext_bytes=plaintext_bytes, compressed_bytes=compressed_bytes,
         ciphertext_bytes=reader.count, sha256=digest, recipient=recipient,
-        summary=_summary_from(produced["summary"]), vmgen_version=vmgen.__version__)
+        summary=summary, vmgen_version=vmgen.__version__)
     store.put_bytes(manifest.manifest_key, manifest.to_json())
     if keep_last is not None:
         model.apply_retention(store, workspace, keep_last, protect=backup_id)
     return manifest
 
 
-def _summary_from(raw: dict[str, Any]) -> ArchiveSummary:
-    return ArchiveSummary(**dict(raw, excluded=tuple(ExcludeStat(**e) for e in raw["excluded"]),
-                                 skipped=tuple(raw["skipped"])))
+def _tar_report(raw: Any) -> tuple[ArchiveSummary, int, int]:
+    """The tar stage's report, checked and capped: on the VM that stage is the agent's process."""
+    from vmgen.contract.codec import DocumentError, from_value
+
+    try:
+        if not isinstance(raw, dict):
+            raise DocumentError("not an object")
+        summary = from_value(ArchiveSummary, raw.get("summary"), "the tar stage's summary", strict=False)
+        plain, compressed = raw.get("plaintext_bytes"), raw.get("compressed_bytes")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (plain, compressed)):
+            raise DocumentError("sizes must be non-negative integers")
+    except DocumentError as exc:
+        raise ArchiveError(f"the tar stage reported nonsense ({exc})") from None
+    summary = ArchiveSummary(
+        files=max(0, summary.files), dirs=max(0, summary.dirs), symlinks=max(0, summary.symlinks),
+        hardlinks=max(0, summary.hardlinks), file_bytes=max(0, summary.file_bytes),
+        excluded=tuple(ExcludeStat(e.pattern[:200], max(0, e.entries), max(0, e.files), max(0, e.bytes))
+                       for e in summary.excluded[:100]),
+        skipped=tuple(s[:300] for s in summary.skipped[:50]), skipped_count=max(0, summary.skipped_count))
+    return summary, plain, compressed  # type: ignore[return-value]
 
 
 def _verify_stored(store: Store, key: str, size: int, digest: str) -> None:
@@ -120,13 +180,15 @@ def _verify_stored(store: Store, key: str, size: int, digest: str) -> None:
 # ----- restore -----
 
 def restore_backup(store: Store, workspace: str, backup_id: str | None, identity: crypto.Identity,
-                   target: Path | str, merge: bool = False,
-                   owner: tuple[int, int] | None = None) -> Manifest:
+                   target: Path | str, merge: bool = False, keep: Iterable[str] = (),
+                   run_as: RunAs | None = None) -> Manifest:
     """Download, verify, decrypt and extract a backup (the latest if backup_id is None) into
-    `target`, in one streaming pass into a staging directory beside `target`. The staged tree
-    is moved into place only once the downloaded object's size and sha256 matched the manifest
-    and tar ended cleanly, so on any failure `target` is untouched. (age also authenticates
-    every 64 KiB chunk: damaged ciphertext never reaches tar in the first place.)"""
+    `target`, in one streaming pass into a staging directory (inside `target` when merging into
+    it, else beside it). The staged tree is moved into place only once the downloaded object's
+    size and sha256 matched the manifest and tar ended cleanly, so on any failure `target` is
+    untouched. (age also authenticates every 64 KiB chunk: damaged ciphertext never reaches tar
+    in the first place.) Extraction, and everything written below `target`, runs as `run_as`;
+    the files named in `keep` (relative paths) stay as they are in `target`."""
     target = Path(target).absolute()
     manifest = (model.latest_backup(store, workspace) if backup_id is None
                 else model.read_manifest(store, workspace, backup_id))
@@ -134,19 +196,9 @@ def restore_backup(store: Store, workspace: str, backup_id: str | None, identity
         raise WrongIdentity(f"backup {manifest.backup_id} was encrypted to {manifest.recipient}, "
                             f"not to this identity ({identity.recipient})")
     _check_stored_size(store, manifest)
-    if target.exists() and any(target.iterdir()) and not merge:
+    if not merge and target.exists() and any(target.iterdir()):
         raise RestoreTargetNotEmpty(f"restore target {target} is not empty")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # A sibling of the target: the same filesystem, so moving into place is a rename.
-    staging = target.parent / f".{target.name}.restore-{manifest.backup_id}-{os.getpid()}"
-    staging.mkdir(mode=0o700)
-    try:
-        _download_and_extract(store, manifest, identity, staging)
-        if owner is not None:
-            extract.chown_tree(staging, owner)
-        extract.move_into_place(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    _download_and_extract(store, manifest, identity, target, merge, list(keep), run_as)
     return manifest
 
 
@@ -162,46 +214,60 @@ def _check_stored_size(store: Store, manifest: Manifest) -> None:
         raise SizeMismatch(f"backup {manifest.backup_id} is {size} bytes, its manifest says {want}")
 
 
-def _download_and_extract(store: Store, manifest: Manifest, identity: crypto.Identity,
-                          staging: Path) -> None:
+def _download_and_extract(store: Store, manifest: Manifest, identity: crypto.Identity, target: Path,
+                          merge: bool, keep: list[str], run_as: RunAs | None) -> None:
     age_r, age_w = stages.pipe()
     tar_r, tar_w = stages.pipe()
+    go_r, go_w = os.pipe()  # "1" once everything is verified: the untar stage moves its tree in
     secret_r, secret_w = os.pipe()
     os.write(secret_w, identity.secret.encode())  # far below a pipe's capacity: never blocks
     os.close(secret_w)
     running: list[stages.Stage] = []
     try:
         running.append(stages.spawn("decrypt", {"secret_fd": secret_r}, age_r, tar_w, pass_fds=(secret_r,)))
-        running.append(stages.spawn("untar", {"dest": str(staging)}, tar_r, subprocess.DEVNULL))
+        running.append(stages.spawn(
+            "untar", {"target": str(target), "merge": merge, "keep": keep, "backup_id": manifest.backup_id,
+                      "go_fd": go_r}, tar_r, subprocess.DEVNULL, pass_fds=(go_r,), run_as=run_as))
     except BaseException:
         stages.finish(running, failed=True)
         os.close(age_w)
+        os.close(go_w)
         raise
     finally:
-        for fd in (age_r, tar_r, tar_w, secret_r):
+        for fd in (age_r, tar_r, tar_w, secret_r, go_r):
             os.close(fd)
-    sha, count, failed, feeding = hashlib.sha256(), 0, True, True
+    decrypt, untar = running
+    sha, count, feeding = hashlib.sha256(), 0, True
     feed = open(age_w, "wb", buffering=CHUNK)
     try:
-        with store.get_stream(manifest.object_key) as body:
-            while data := body.read(CHUNK):
-                sha.update(data)
-                count += len(data)
-                if feeding:
-                    feeding = _feed(feed, data)
-        failed = False
+        try:
+            with store.get_stream(manifest.object_key) as body:
+                while data := body.read(CHUNK):
+                    sha.update(data)
+                    count += len(data)
+                    if feeding:
+                        feeding = _feed(feed, data)
+        finally:
+            _feed(feed, None)  # end of input: decrypt finishes (or fails on a short stream)
+            decrypt.join()
+        if count < manifest.ciphertext_bytes:
+            raise ObjectTruncated(f"backup {manifest.backup_id}: the download ended after {count} of "
+                                  f"{manifest.ciphertext_bytes} bytes")
+        if count != manifest.ciphertext_bytes or sha.hexdigest() != manifest.sha256:
+            raise DigestMismatch(f"backup {manifest.backup_id} is damaged: its sha256 "
+                                 f"{sha.hexdigest()[:16]}... is not the manifest's {manifest.sha256[:16]}...")
+        if decrypt.error is not None:
+            raise decrypt.error
+        try:
+            os.write(go_w, b"1")
+        except BrokenPipeError:
+            pass  # the untar stage already failed: its error follows
     finally:
-        _feed(feed, None)
-        stages.finish(running, failed)
-    if count < manifest.ciphertext_bytes:
-        raise ObjectTruncated(f"backup {manifest.backup_id}: the download ended after {count} of "
-                              f"{manifest.ciphertext_bytes} bytes")
-    if count != manifest.ciphertext_bytes or sha.hexdigest() != manifest.sha256:
-        raise DigestMismatch(f"backup {manifest.backup_id} is damaged: its sha256 "
-                             f"{sha.hexdigest()[:16]}... is not the manifest's {manifest.sha256[:16]}...")
-    error = stages.root_error(running)
-    if error is not None:
-        raise error
+        # Without the "1", the untar stage throws its staged tree away and nothing moves in.
+        os.close(go_w)
+        untar.join()
+    if untar.error is not None:
+        raise untar.error
 
 
 def _feed(pipe: BinaryIO, data: bytes | None) -> bool:

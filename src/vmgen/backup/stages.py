@@ -3,7 +3,12 @@
 Each CPU stage runs in its own interpreter (`python -c ... child_main`) so it has its own GIL:
 as threads of one process, the Python tar stage and pyrage's 8 KiB Python callbacks queued for
 the GIL and the pipeline ran at half the shell's speed. Stages are joined by OS pipes, which
-bound the memory. A child reports its result or error as one JSON line on an inherited pipe."""
+bound the memory. A child reports its result or error as one JSON line on an inherited pipe.
+
+On the VM the stages that touch the agent's home (tar on the way out, untar on the way in) run
+as the agent user (`run_as`): root never reads or writes below that home itself. Such a child
+is the agent's to tamper with, so its report is read with a size cap and checked by the caller
+like any other input from the agent's side."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import fcntl
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -24,11 +30,13 @@ import vmgen
 from vmgen.backup import archive, crypto, extract
 from vmgen.backup import manifest as model
 from vmgen.backup.manifest import BackupError
+from vmgen.privileges import RunAs
 
 CHUNK = 1 << 20
 ZSTD_LEVEL = 3  # what `zstd` does by default
 _F_SETPIPE_SZ = 1031  # Linux; the fcntl module of 3.11 does not export it
 _CHILD_ENTRY = "import sys; from vmgen.backup.stages import child_main; child_main(sys.argv[1:])"
+REPORT_MAX = 1 << 20  # a report is a few KiB; a child the agent controls may send anything
 
 
 def pipe() -> tuple[int, int]:
@@ -51,17 +59,20 @@ class Stage(threading.Thread):
 
     def run(self) -> None:
         with self.report:
-            raw = self.report.read()  # EOF when the child exits
+            raw = self.report.read(REPORT_MAX)  # EOF when the child exits
+            while self.report.read(1 << 16):  # the rest is dropped; the child must not block
+                pass
         code = self.proc.wait()
         try:
             report = json.loads(raw)
-        except ValueError:
+            ok = report["ok"]
+        except (ValueError, TypeError, KeyError):
             self.error = BackupError(f"the {self.kind} stage died (exit status {code})")
             return
-        if report["ok"]:
-            self.result = report["result"]
+        if ok is True:
+            self.result = report.get("result")
         else:
-            self.error = _rebuild_error(self.kind, report["type"], report["message"])
+            self.error = _rebuild_error(self.kind, str(report.get("type")), str(report.get("message"))[:2000])
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -85,16 +96,20 @@ def root_error(stages: Iterable[Stage]) -> BaseException | None:
 
 
 def spawn(kind: str, params: dict[str, Any], stdin: int, stdout: int,
-           pass_fds: tuple[int, ...] = ()) -> Stage:
+          pass_fds: tuple[int, ...] = (), run_as: RunAs | None = None) -> Stage:
     report_r, report_w = os.pipe()
-    env = dict(os.environ)
     # The child must import this very vmgen, whether installed, editable or from a source tree.
     package_root = str(Path(vmgen.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    if run_as is None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        options: dict[str, Any] = {"env": env}
+    else:  # a clean environment and nothing inherited but the pipes
+        options = run_as.popen_kwargs({"PYTHONPATH": package_root})
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", _CHILD_ENTRY, kind, json.dumps(dict(params, report_fd=report_w))],
-            stdin=stdin, stdout=stdout, pass_fds=(report_w, *pass_fds), env=env)
+            stdin=stdin, stdout=stdout, pass_fds=(report_w, *pass_fds), **options)
     finally:
         os.close(report_w)
     stage = Stage(kind, proc, open(report_r, "rb"))
@@ -145,13 +160,30 @@ def _job_decrypt(params: dict[str, Any]) -> None:
 
 
 def _job_untar(params: dict[str, Any]) -> int:
+    """Extract into a staging folder; once the parent has verified the whole download (one
+    byte "1" on go_fd), move it into place, else throw it away. Runs as the restoring user."""
+    target = Path(params["target"])
+    staging = extract.make_staging(target, params["backup_id"], params["merge"])
+    try:
+        count = _extract_stdin(staging)
+        with os.fdopen(params["go_fd"], "rb") as go:
+            if go.read(1) != b"1":
+                raise model.BackupError("the restore was called off before anything was moved into place")
+        extract.keep_current(target, staging, params["keep"])
+        extract.move_into_place(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return count
+
+
+def _extract_stdin(dest: Path) -> int:
     with open(0, "rb", buffering=0) as src:
         with zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, closefd=False) as z:
             # Decompression (GIL released) runs on a thread ahead of the Python tar code, like
             # `zstd -d | tar -x`.
             ahead = _ReadAhead(z)
             try:
-                count = extract.extract_stream(ahead, Path(params["dest"]))  # type: ignore[arg-type]
+                count = extract.extract_stream(ahead, dest)  # type: ignore[arg-type]
                 while ahead.read(CHUNK):  # the tar end padding: drain so age can finish cleanly
                     pass
             except zstandard.ZstdError as e:

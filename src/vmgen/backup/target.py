@@ -1,84 +1,50 @@
 """Where a workspace's backups go, as the laptop configures it and as the VM receives it.
 
-The VM gets a root-only /etc/vmgen/backup.toml with the store's location and credentials and the
-workspace's public recipient; never the identity.
+The store's description is the contract's BackupTarget; the VM gets it in a root-only
+/etc/vmgen/backup.toml with the workspace's public recipient (never the identity).
 """
 
 from __future__ import annotations
 
-import json
-import tomllib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from ..contract.documents import BackupConfig, BackupTarget
+from ..contract.names import VM, VmPaths
 from ..errors import UsageError
 
 if TYPE_CHECKING:
     from .store import Store
 
-VM_CONFIG = Path("/etc/vmgen/backup.toml")
-# Where the docker provider mounts a local store inside the workspace.
-VM_LOCAL_MOUNT = "/var/lib/vmgen/backups"
+__all__ = ["BackupConfig", "BackupTarget", "load_vm_config", "open_store", "require_target", "target_from_settings",
+           "target_on_vm"]
 
 
-@dataclass(frozen=True)
-class BackupTarget:
-    kind: str  # "local" or "s3"
-    path: str = ""  # local: a directory
-    bucket: str = ""
-    endpoint_url: str = ""
-    region: str = "auto"
-    access_key_id: str = ""
-    secret_access_key: str = ""
-    part_size_mib: int = 32
-    keep_last: int = 7
-    excludes: tuple[str, ...] = ()
+def open_store(target: BackupTarget) -> Store:
+    from .store import LocalStore, S3Settings, S3Store  # boto3 only when a store is used
 
-    def open(self) -> Store:
-        from .store import LocalStore, S3Settings, S3Store  # boto3 only when a store is used
-
-        if self.kind == "local":
-            Path(self.path).mkdir(parents=True, exist_ok=True)
-            return LocalStore(Path(self.path))
-        return S3Store(S3Settings(
-            bucket=self.bucket, endpoint_url=self.endpoint_url or None, region_name=self.region,
-            access_key_id=self.access_key_id or None, secret_access_key=self.secret_access_key or None,
-            part_size=self.part_size_mib * 1024 * 1024))
-
-    def describe(self) -> str:
-        return f"local folder {self.path}" if self.kind == "local" else f"s3://{self.bucket} at {self.endpoint_url or 'AWS'}"
-
-    def on_vm(self) -> "BackupTarget":
-        """The same store as the VM sees it (a local folder appears at its mount point)."""
-        if self.kind == "local":
-            return BackupTarget(**{**self.__dict__, "path": VM_LOCAL_MOUNT})
-        return self
+    if target.kind == "local":
+        Path(target.path).mkdir(parents=True, exist_ok=True)
+        return LocalStore(Path(target.path))
+    return S3Store(S3Settings(
+        bucket=target.bucket, endpoint_url=target.endpoint_url or None, region_name=target.region,
+        access_key_id=target.access_key_id or None, secret_access_key=target.secret_access_key or None,
+        part_size=target.part_size_mib * 1024 * 1024))
 
 
-def vm_config_text(target: BackupTarget, workspace: str, recipient: str) -> str:
-    """TOML for the VM; every string is emitted as a JSON string, which TOML reads the same."""
-    values = {**target.__dict__, "excludes": list(target.excludes), "workspace": workspace, "recipient": recipient}
-    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+def target_on_vm(target: BackupTarget) -> BackupTarget:
+    """The same store as the VM sees it (a local folder appears at its mount point)."""
+    return replace(target, path=str(VM.local_backups)) if target.kind == "local" else target
 
 
-@dataclass(frozen=True)
-class VmBackupConfig:
-    target: BackupTarget
-    workspace: str
-    recipient: str
-
-
-def load_vm_config(path: Path = VM_CONFIG) -> VmBackupConfig | None:
-    if not path.is_file():
+def load_vm_config(paths: VmPaths = VM) -> BackupConfig | None:
+    if not paths.backup_config.is_file():
         return None
-    data = tomllib.loads(path.read_text())
-    workspace, recipient = data.pop("workspace"), data.pop("recipient")
-    data["excludes"] = tuple(data.get("excludes", ()))
-    return VmBackupConfig(BackupTarget(**data), workspace, recipient)
+    return BackupConfig.from_toml(paths.backup_config.read_text(), str(paths.backup_config))
 
 
-def target_from_settings(settings, provider: str) -> BackupTarget | None:
+def target_from_settings(settings: Any, provider: str) -> BackupTarget | None:
     """The configured store: S3/R2 when a bucket is set, else a local folder (docker only)."""
     from .archive import DEFAULT_EXCLUDES
 
@@ -92,7 +58,7 @@ def target_from_settings(settings, provider: str) -> BackupTarget | None:
     return None
 
 
-def require_target(settings, provider: str) -> BackupTarget:
+def require_target(settings: Any, provider: str) -> BackupTarget:
     target = target_from_settings(settings, provider)
     if target is None:
         raise UsageError(f"no backup store for the {provider} provider: set r2_bucket, r2_endpoint and the R2 keys")

@@ -13,6 +13,7 @@ import shlex
 from dataclasses import dataclass
 
 from ..agents import Agent
+from ..contract.names import VM
 from ..spec import VmgenInstall, WorkspaceSpec
 from ..stamps import ImageStamp, label_value
 
@@ -23,13 +24,16 @@ WEB_PACKAGES = ("caddy",)
 # from nodejs.org; Debian's headers (npm_config_nodedir=/usr) and a compiler avoid both.
 CODE_UI_PACKAGES = ("build-essential", "python3", "libnode-dev")
 CODE_UI_PACKAGE = "@siteboon/claude-code-ui"
+# Where `npm install -g` puts it on Debian/Ubuntu, and the files vmgen starts and seeds.
+CODE_UI_ROOT = f"/usr/local/lib/node_modules/{CODE_UI_PACKAGE}"
+CODE_UI_CLI = f"{CODE_UI_ROOT}/server/cli.js"
+CODE_UI_SCHEMA = f"{CODE_UI_ROOT}/server/database/init.sql"
 # noVNC in the browser <- websockify <- x11vnc <- Xvfb with a light window manager.
 DESKTOP_PACKAGES = ("xvfb", "x11vnc", "openbox", "novnc", "websockify", "xterm")
-STAMP_DIR = "/etc/vmgen/stamps"
 # After the bake script, before any snapshot (Packer's template and the docker bake alike): the
 # next boot is a new instance for cloud-init, sshd gets fresh host keys (vmgen hands each
 # workspace its own, pinned on the laptop), and a launch follows its own phase log, not the bake's.
-BAKE_CLEANUP = ("cloud-init clean --logs", "rm -rf /etc/ssh/ssh_host_* /root/.ssh/authorized_keys /var/log/vmgen")
+BAKE_CLEANUP = ("cloud-init clean --logs", f"rm -rf /etc/ssh/ssh_host_* /root/.ssh/authorized_keys {VM.log}")
 
 
 @dataclass(frozen=True)

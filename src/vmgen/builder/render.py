@@ -10,22 +10,24 @@ import json
 import shlex
 from dataclasses import dataclass, replace
 from importlib import resources
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import jinja2
 import yaml
 
-from ..agents import AGENT_SESSION
-from ..backup.target import BackupTarget, vm_config_text
 from ..caddy import Login, WebAccess, render_caddyfile
 from ..caddy.auth import USER
+from ..contract import codec
+from ..contract.documents import HOOK_EVENTS, BackupConfig, BackupTarget, RestoreRequest, WatchSettings, WebLinks, \
+    WorkspaceInfo
+from ..contract.names import AGENT_SESSION, AGENT_UID, AGENT_USER, PORTS, UNITS, VM
+from ..errors import UsageError
 from ..providers.base import SelfDelete
 from ..spec import GitSource, RestoreSource, WorkspaceSpec
 from .hostkeys import HostKey
-from .install import STAMP_DIR, InstallPlan, plan_of
-
-LIB = "/usr/local/lib/vmgen"
+from .install import CODE_UI_CLI, CODE_UI_SCHEMA, InstallPlan, plan_of
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,11 @@ class RenderOptions:
     # Replaced in printed output (`vmgen render`): host key, tokens and store keys are secret.
     redact_secrets: bool = False
 
-# Claude Code hook events the watchdog follows (see vmside/idlewatch/agent.py).
-CLAUDE_HOOK_EVENTS = ("UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop", "Notification")
+
+# What every template may name: the contract's users, paths, units and ports.
+NAMES: dict[str, Any] = {"paths": VM, "units": UNITS, "ports": PORTS, "agent_user": AGENT_USER,
+                         "session": AGENT_SESSION, "code_ui_cli": CODE_UI_CLI, "code_ui_schema": CODE_UI_SCHEMA,
+                         "code_ui_data": VM.code_ui_data, "code_ui_db": VM.code_ui_data / "auth.db"}
 
 
 def _environment() -> jinja2.Environment:
@@ -52,6 +57,7 @@ def _environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["q"] = lambda value: shlex.quote(str(value))
+    env.globals.update(NAMES)
     return env
 
 
@@ -66,28 +72,29 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
     def rendered(name: str) -> str:
         return env.get_template(name).render(**context)
 
+    def unit(name: str, template: str | None = None) -> dict[str, object]:
+        return _file(VM.unit(name), rendered(template or f"{name}.j2"))
+
+    watch = _watch_settings(spec, options.self_delete)
+    context["metadata_blocks"] = options.self_delete.metadata_blocks
     files = [
-        _file("/etc/ssh/sshd_config.d/60-vmgen.conf", _load_template("sshd-vmgen.conf")),
-        _file("/etc/fail2ban/jail.d/vmgen.local", _load_template("fail2ban-jail.local")),
-        _file(f"{LIB}/provision.sh", rendered("provision.sh.j2"), mode="0755"),
-        _file(f"{LIB}/agent-session", rendered("agent-session.sh.j2"), mode="0755"),
-        _file(f"{LIB}/agent-run", rendered("agent-run.sh.j2"), mode="0755"),
-        _file("/etc/systemd/system/vmgen-agent.service", rendered("vmgen-agent.service.j2")),
-        _file("/etc/systemd/system/vmgen-agent.path", _load_template("vmgen-agent.path")),
-        _file("/etc/vmgen/workspace.json", json.dumps(_workspace_record(spec), indent=2) + "\n"),
-        _file("/etc/vmgen/idlewatch.toml", _idlewatch_toml(spec, options.self_delete)),
-        _file("/etc/systemd/system/vmgen-idlewatch.service", _load_template("vmgen-idlewatch.service")),
-        _file("/etc/systemd/system/vmgen-metadata-guard.service",
-              env.get_template("vmgen-metadata-guard.service.j2").render(
-                  metadata_blocks=options.self_delete.metadata_blocks)),
-        _file(f"{LIB}/agent-event", _load_template("agent-event"), mode="0755"),
-        _file("/etc/tmpfiles.d/vmgen.conf", _load_template("tmpfiles-vmgen.conf")),
-        _file("/etc/systemd/system/vmgen-web.service", _load_template("vmgen-web.service")),
-        _file("/etc/vmgen/web.json", json.dumps(_web_links(spec), indent=2) + "\n"),
-        *_caddy_files(spec, options, rendered),
-        *_desktop_files(spec),
-        *(_file(f"/etc/systemd/system/{unit}", _load_template(unit)) for unit in
-          ("vmgen-backup.path", "vmgen-backup.service", "vmgen-restore.path", "vmgen-restore.service")),
+        _file(VM.sshd_config, rendered("sshd-vmgen.conf.j2")),
+        _file(VM.fail2ban_jail, _load_template("fail2ban-jail.local")),
+        _file(VM.program("provision.sh"), rendered("provision.sh.j2"), mode="0755"),
+        _file(VM.program("agent-session"), rendered("agent-session.sh.j2"), mode="0755"),
+        _file(VM.program("agent-run"), rendered("agent-run.sh.j2"), mode="0755"),
+        _file(VM.program("agent-event"), rendered("agent-event.j2"), mode="0755"),
+        unit(UNITS.agent), unit(UNITS.agent_start),
+        _file(VM.workspace_info, codec.dumps(_workspace_info(spec))),
+        _file(VM.watch_settings, watch.to_toml()),
+        unit(UNITS.idlewatch), unit(UNITS.metadata_guard, "vmgen-metadata-guard.service.j2"),
+        unit(UNITS.control_socket), unit(UNITS.control),
+        *([unit(UNITS.lifetime_timer), unit(UNITS.lifetime)] if watch.max_lifetime_hours else []),
+        _file(VM.tmpfiles, rendered("tmpfiles-vmgen.conf.j2")),
+        unit(UNITS.web),
+        _file(VM.web_links, codec.dumps(_web_links(spec))),
+        *_caddy_files(spec, options, rendered, unit),
+        *(unit(name) for name in (UNITS.desktop if spec.desktop else ())),
         *_agent_seed_files(spec),
     ]
     if options.backup is not None:
@@ -95,26 +102,28 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         if options.redact_secrets:
             target = replace(target, access_key_id="<redacted>" if target.access_key_id else "",
                              secret_access_key="<redacted>" if target.secret_access_key else "")
-        files.append(_file("/etc/vmgen/backup.toml", vm_config_text(target, spec.name, recipient), mode="0600"))
+        files.append(_file(VM.backup_config, BackupConfig(target, spec.name, recipient).to_toml(), mode="0600"))
     if isinstance(spec.source, RestoreSource):
-        request = {"workspace": spec.source.workspace, "backup_id": spec.source.backup_id}
-        files.append(_file("/etc/vmgen/restore.json", json.dumps(request) + "\n"))
+        files.append(_file(VM.restore_request, codec.dumps(RestoreRequest(spec.source.workspace,
+                                                                          spec.source.backup_id))))
     if options.self_delete.secrets:
         secrets = "".join(f"{key}={'<redacted>' if options.redact_secrets else value}\n"
                           for key, value in options.self_delete.secrets)
-        files.append(_file("/etc/vmgen/provider.env", secrets, mode="0600"))
+        files.append(_file(VM.secrets, secrets, mode="0600"))
     host_private = "<generated per launch>" if options.redact_secrets else options.host_key.private_openssh
     config = {
         "hostname": spec.name,
         "disable_root": True,
         "ssh_pwauth": False,
+        # Only this user: no distribution default user (Debian's `debian` has sudo).
         "users": [
             {
-                "name": "agent",
+                "name": AGENT_USER,
+                "uid": AGENT_UID,
                 "gecos": "vmgen coding agent",
                 "shell": "/bin/bash",
                 "lock_passwd": True,
-                "groups": ["adm"],
+                # No groups: not adm (the whole system journal), not sudo.
                 "ssh_authorized_keys": list(spec.ssh_keys),
             }
         ],
@@ -125,7 +134,7 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
             "ed25519_public": options.host_key.public_openssh,
         },
         "write_files": files,
-        "runcmd": [["bash", f"{LIB}/provision.sh"]],
+        "runcmd": [["bash", str(VM.program("provision.sh"))]],
     }
     body = yaml.safe_dump(config, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
     return "#cloud-config\n" + body
@@ -140,8 +149,10 @@ def render_bake_script(plan: InstallPlan) -> str:
 def render_bake_user_data(plan: InstallPlan) -> str:
     """Cloud-config that bakes on first boot (for builders that boot a VM with user-data)."""
     config = {
-        "write_files": [_file(f"{LIB}/bake.sh", render_bake_script(plan), mode="0755")],
-        "runcmd": [["bash", f"{LIB}/bake.sh"]],
+        # No default user: a distribution's (Debian's `debian`, with sudo) must not be baked in.
+        "users": [],
+        "write_files": [_file(VM.program("bake.sh"), render_bake_script(plan), mode="0755")],
+        "runcmd": [["bash", str(VM.program("bake.sh"))]],
     }
     return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False, width=1000)
 
@@ -151,7 +162,6 @@ def _install_context(plan: InstallPlan) -> dict[str, object]:
     return {
         "packages": plan.packages,
         "stamps": plan.stamp,
-        "stamp_dir": STAMP_DIR,
         "agent_install": plan.agent_install,
         "code_ui_install": plan.code_ui_install,
         "vmgen_version": vmgen.version,
@@ -163,43 +173,35 @@ def _install_context(plan: InstallPlan) -> dict[str, object]:
     }
 
 
-def _web_links(spec: WorkspaceSpec) -> dict[str, object]:
+def _web_links(spec: WorkspaceSpec) -> WebLinks:
     """What the workspace page links to (nothing without a domain: `vmgen open` tunnels)."""
     if not spec.host:
-        return {}
-    return {"url": f"https://{spec.host}/", "code_url": f"https://code.{spec.host}/",
-            "desktop_url": f"https://desktop.{spec.host}/vnc.html?autoconnect=1&resize=remote" if spec.desktop else "",
-            "previews": {str(port): f"https://p{port}.{spec.host}/" for port in spec.web.preview_ports}}
+        return WebLinks()
+    return WebLinks(url=f"https://{spec.host}/", code_url=f"https://code.{spec.host}/",
+                    desktop_url=f"https://desktop.{spec.host}/vnc.html?autoconnect=1&resize=remote" if spec.desktop
+                    else "",
+                    previews={str(port): f"https://p{port}.{spec.host}/" for port in spec.web.preview_ports})
 
 
-def _caddy_files(spec: WorkspaceSpec, options: RenderOptions,
-                 rendered: Callable[[str], str]) -> list[dict[str, object]]:
+def _caddy_files(spec: WorkspaceSpec, options: RenderOptions, rendered: Callable[[str], str],
+                 unit: Callable[[str], dict[str, object]]) -> list[dict[str, object]]:
     if not spec.host:
         return []
     if options.web_login is None and not options.redact_secrets:
-        raise ValueError("a workspace with a domain needs its web login")
+        raise UsageError("a workspace with a domain needs its web login")
     login = options.web_login
     web = WebAccess(host=spec.host, user=login.user if login else USER,
                     password_hash="<bcrypt hash, generated per launch>" if options.redact_secrets or not login
                     else login.password_hash,
                     tls=spec.web.tls, acme_email=spec.web.acme_email, code=True, desktop=spec.desktop,
                     preview_ports=spec.web.preview_ports)
-    return [_file("/etc/vmgen/Caddyfile", render_caddyfile(web), mode="0644"),
-            _file("/etc/systemd/system/vmgen-caddy.service", _load_template("vmgen-caddy.service")),
+    return [_file(VM.caddyfile, render_caddyfile(web), mode="0644"),
+            unit(UNITS.caddy),
             # The code UI's own login is seeded with the same user and hash (root-only).
-            _file("/etc/vmgen/web-user", f"{web.user} {web.password_hash}\n", mode="0600"),
-            _file(f"{LIB}/code-ui-install", rendered("code-ui-install.sh.j2"), mode="0755"),
-            _file(f"{LIB}/bind-localhost.cjs", _load_template("bind-localhost.cjs")),
-            _file("/etc/systemd/system/vmgen-code-ui-install.service", _load_template("vmgen-code-ui-install.service")),
-            _file("/etc/systemd/system/vmgen-code-ui.service", _load_template("vmgen-code-ui.service"))]
-
-
-DESKTOP_UNITS = ("vmgen-desktop-xvfb.service", "vmgen-desktop-wm.service", "vmgen-desktop-vnc.service",
-                 "vmgen-desktop-novnc.service")
-
-
-def _desktop_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
-    return [_file(f"/etc/systemd/system/{unit}", _load_template(unit)) for unit in DESKTOP_UNITS] if spec.desktop else []
+            _file(VM.web_user, f"{web.user} {web.password_hash}\n", mode="0600"),
+            _file(VM.program("code-ui-install"), rendered("code-ui-install.sh.j2"), mode="0755"),
+            _file(VM.program("bind-localhost.cjs"), _load_template("bind-localhost.cjs")),
+            unit(UNITS.code_ui_install), unit(UNITS.code_ui)]
 
 
 def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
@@ -208,7 +210,6 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         **_install_context(plan_of(spec)),
         "name": spec.name,
         "agent": spec.agent.name,
-        "session": AGENT_SESSION,
         "repo_dir": spec.repo_dir,
         "git_url": git.url if git else "",
         "git_branch": git.branch if git and git.branch else "",
@@ -218,48 +219,29 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "start": spec.agent.start,
         "resume": spec.agent.resume,
         "has_conversation": spec.agent.has_conversation(spec.repo_dir),
+        "lifetime_seconds": round(spec.watchdog.max_lifetime_hours * 3600),
     }
 
 
-def _idlewatch_toml(spec: WorkspaceSpec, self_delete: SelfDelete) -> str:
-    """Every value is vmgen's own (validated numbers, fixed words, provider URLs); strings are
-    written as JSON strings, which TOML reads the same."""
+def _watch_settings(spec: WorkspaceSpec, self_delete: SelfDelete) -> WatchSettings:
+    """The watchdog's settings: every value is vmgen's own (validated numbers, fixed words,
+    provider URLs)."""
     w = spec.watchdog
-    values: dict[str, object] = {
-        "name": spec.name,
-        "idle_minutes": spec.idle_minutes,
-        "warn_minutes": w.warn_minutes,
-        "human_minutes": w.human_minutes,
-        "interval_seconds": w.interval_seconds,
-        "max_lifetime_hours": w.max_lifetime_hours,
-        "action": w.action,
-        "dry_run": w.dry_run,
-        "provider": self_delete.provider,
-        "workspace": spec.repo_dir,
-    }
-    if w.webhook_url:
-        values["webhook_url"] = w.webhook_url
-    if self_delete.metadata_url:
-        values["metadata_url"] = self_delete.metadata_url
-    if self_delete.api_endpoint:
-        values["hcloud_endpoint"] = self_delete.api_endpoint
-    if spec.web.domain and dict(self_delete.secrets).get("CLOUDFLARE_API_TOKEN"):
-        values["dns_zone"] = spec.web.domain
-        values["dns_endpoint"] = self_delete.dns_endpoint
-    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+    dns = bool(spec.web.domain and dict(self_delete.secrets).get("CLOUDFLARE_API_TOKEN"))
+    return WatchSettings(
+        name=spec.name, workspace=spec.repo_dir, idle_minutes=spec.idle_minutes, warn_minutes=w.warn_minutes,
+        human_minutes=w.human_minutes, interval_seconds=w.interval_seconds,
+        max_lifetime_hours=w.max_lifetime_hours, action=w.action, dry_run=w.dry_run,
+        provider=self_delete.provider, webhook_url=w.webhook_url, metadata_url=self_delete.metadata_url,
+        hcloud_endpoint=self_delete.api_endpoint, dns_zone=spec.web.domain if dns else "",
+        dns_endpoint=self_delete.dns_endpoint if dns else "")
 
 
-def _workspace_record(spec: WorkspaceSpec) -> dict[str, object]:
+def _workspace_info(spec: WorkspaceSpec) -> WorkspaceInfo:
     """What vmside reads on the VM to know which workspace it serves."""
-    return {
-        "name": spec.name,
-        "agent": spec.agent.name,
-        "repo_dir": spec.repo_dir,
-        "source": spec.source.describe(),
-        "idle_minutes": spec.idle_minutes,
-        "desktop": spec.desktop,
-        "vmgen_version": spec.vmgen.version,
-    }
+    return WorkspaceInfo(name=spec.name, agent=spec.agent.name, repo_dir=spec.repo_dir,
+                         source=spec.source.describe(), idle_minutes=spec.idle_minutes, desktop=spec.desktop,
+                         vmgen_version=spec.vmgen.version)
 
 
 def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
@@ -272,8 +254,8 @@ def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
         "projects": {spec.repo_dir: {"hasTrustDialogAccepted": True}},
     }
     hooks = {
-        event: [{"matcher": "*", "hooks": [{"type": "command", "command": f"{LIB}/agent-event {event}"}]}]
-        for event in CLAUDE_HOOK_EVENTS
+        event: [{"matcher": "*", "hooks": [{"type": "command", "command": f"{VM.program('agent-event')} {event}"}]}]
+        for event in HOOK_EVENTS
     }
     settings = {
         "skipDangerousModePermissionPrompt": True,
@@ -282,16 +264,16 @@ def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
         "env": {"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"},
     }
     return [
-        _file("/home/agent/.claude.json", json.dumps(state, indent=2) + "\n", owner="agent:agent",
+        _file(VM.home / ".claude.json", json.dumps(state, indent=2) + "\n", owner=f"{AGENT_USER}:{AGENT_USER}",
               mode="0600", defer=True),
-        _file("/home/agent/.claude/settings.json", json.dumps(settings, indent=2) + "\n",
-              owner="agent:agent", mode="0600", defer=True),
+        _file(VM.claude_dir / "settings.json", json.dumps(settings, indent=2) + "\n",
+              owner=f"{AGENT_USER}:{AGENT_USER}", mode="0600", defer=True),
     ]
 
 
-def _file(path: str, content: str, *, mode: str = "0644", owner: str = "root:root",
+def _file(path: Path | str, content: str, *, mode: str = "0644", owner: str = "root:root",
           defer: bool = False) -> dict[str, object]:
-    entry: dict[str, object] = {"path": path, "content": content, "owner": owner, "permissions": mode}
+    entry: dict[str, object] = {"path": str(path), "content": content, "owner": owner, "permissions": mode}
     if defer:
         entry["defer"] = True
     return entry

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PAGE_PORT = 7392  # vmgen's workspace page (vmside web)
-CODE_PORT = 3001  # CloudCLI, the Claude Code web UI
-DESKTOP_PORT = 6080  # websockify serving noVNC
+from ..contract.names import PORTS
+
+PAGE_PORT = PORTS.page  # vmgen's workspace page (vmside web)
+CODE_PORT = PORTS.code_ui  # CloudCLI, the Claude Code web UI
+DESKTOP_PORT = PORTS.novnc  # websockify serving noVNC
 
 
 @dataclass(frozen=True)

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import secrets
 import time
 from datetime import datetime, timezone
 
 import click
 from rich.table import Table
 
-from ..backup.target import require_target
-from ..errors import VmgenError
+from ..backup.target import open_store, require_target, target_on_vm
 from ..identities import load_for_restore, recipient_path
 from ..spec import RestoreSource
-from ..ssh import default_identities, run, write_file
-from ..vmside.paths import VmPaths
+from ..ssh import default_identities
+from ..workspace_client import SshWorkspaceClient
 from .app import age, err, out, progress, provider_named, running_target, settings
 from .launching import agent_env, build_spec, print_web_access, web_options
-
-VM = VmPaths()
-
-
-class BackupFailed(VmgenError):
-    """The workspace could not make or verify its backup."""
-
 
 def human_bytes(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -39,38 +29,15 @@ def human_bytes(count: float) -> str:
 @click.option("--timeout", default=7200, show_default=True, help="Seconds to wait for the backup.")
 def backup(name: str, timeout: float) -> None:
     """Back up NAME now (encrypted; the VM holds only the public key)."""
-    target = running_target(name)
-    request_id = secrets.token_hex(8)
-    started = time.monotonic()
-    requested_at = int(run(target, ["date", "+%s"]).stdout.decode().strip())
-    write_file(target, str(VM.backup_request), request_id.encode(), mode="644")
+    client = SshWorkspaceClient(running_target(name), name)
     with progress(f"backing up {name}") as update:
-        while True:
-            found = run(target, ["cat", str(VM.backup_result)], check=False, timeout=30)
-            result = json.loads(found.stdout) if found.returncode == 0 else {}
-            if result.get("request_id") == request_id:
-                break
-            if service_failed_since(target, requested_at):
-                raise BackupFailed(f"{name}: the backup service failed before reporting; see "
-                                   f"`vmgen ssh {name} -- journalctl -u vmgen-backup`")
-            if time.monotonic() - started > timeout:
-                raise BackupFailed(f"{name}: no backup result within {timeout:.0f}s")
-            update("archiving, compressing, encrypting, uploading, verifying")
-            time.sleep(1)
-    if not result["ok"]:
-        raise BackupFailed(f"{name}: backup failed: {result['error']}")
-    err.print(f"[green]backed up[/] {name}: {result['backup_id']}, {human_bytes(result['ciphertext_bytes'])} stored "
-              f"({human_bytes(result['plaintext_bytes'])} archived) in {result['seconds']:.1f}s")
-    for stat in result.get("excluded", []):
-        err.print(f"  excluded {stat['pattern']}: {stat['files']} files, {human_bytes(stat['bytes'])}")
-
-
-def service_failed_since(target, since: int) -> bool:
-    """The root backup service died without writing a result (e.g. a broken install) after `since`."""
-    check = ("unit=vmgen-backup.service; s=$(systemctl show -p ActiveState --value $unit); "
-             "t=$(systemctl show -p ExecMainExitTimestamp --value $unit); "
-             f'[ "$s" = failed ] && [ -n "$t" ] && [ "$(date -d "$t" +%s)" -ge {since} ]')
-    return run(target, ["bash", "-c", check], check=False, timeout=30).returncode == 0
+        result = client.backup(update, timeout)
+    err.print(f"[green]backed up[/] {name}: {result.backup_id}, {human_bytes(result.ciphertext_bytes)} stored "
+              f"({human_bytes(result.plaintext_bytes)} archived) in {result.seconds:.1f}s")
+    for stat in result.excluded:
+        err.print(f"  excluded {stat.pattern}: {stat.files} files, {human_bytes(stat.bytes)}")
+    if result.skipped:
+        err.print(f"  skipped {result.skipped} special file(s) (FIFOs, sockets, devices) a backup cannot hold")
 
 
 @click.command()
@@ -81,7 +48,7 @@ def backups(name: str | None, provider: str | None) -> None:
     from ..backup.manifest import list_backups
 
     store_target = require_target(settings(), provider or settings().provider)
-    found = list_backups(store_target.open(), name)
+    found = list_backups(open_store(store_target), name)
     if not found:
         err.print(f"no backups{f' of {name}' if name else ''} in {store_target.describe()}")
         return
@@ -108,7 +75,7 @@ def restore(name: str, backup_id: str | None, provider: str | None, keep_on_fail
 
     chosen = provider_named(provider)
     store_target = require_target(settings(), chosen.name)
-    store = store_target.open()
+    store = open_store(store_target)
     manifest = read_manifest(store, name, backup_id) if backup_id else latest_backup(store, name)
     identity = load_for_restore(name)
     if identity.recipient != manifest.recipient:
@@ -117,7 +84,7 @@ def restore(name: str, backup_id: str | None, provider: str | None, keep_on_fail
     spec = build_spec(RestoreSource(name, manifest.backup_id), {"name": name}, store_target, chosen.name)
     options = LaunchOptions(
         agent_env=agent_env(settings(), spec.agent.key_variables),
-        backup=(store_target.on_vm(), identity.recipient),
+        backup=(target_on_vm(store_target), identity.recipient),
         restore_identity=identity.secret + "\n",
         identities=default_identities(),
         keep_on_failure=keep_on_failure,

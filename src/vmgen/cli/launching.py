@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .. import __version__
-from ..backup.target import BackupTarget, target_from_settings
+from ..backup.target import BackupTarget, target_from_settings, target_on_vm
 from ..agents import AGENT_SESSION
 from ..config import Settings
 from ..errors import UsageError
@@ -132,7 +132,7 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
     credentials, gitconfig = laptop_extras(copy_claude_login)
     options = LaunchOptions(
         agent_env=agent_env(settings(), spec.agent.key_variables),
-        backup=(target.on_vm(), ensure_identity(spec.name)) if target is not None else None,
+        backup=(target_on_vm(target), ensure_identity(spec.name)) if target is not None else None,
         identities=default_identities(),
         claude_credentials=credentials,
         gitconfig=gitconfig,

@@ -1,104 +1,129 @@
-"""Backups and restores as run on the VM, by root (the store's credentials are root-only).
+"""Backups and the restore as run on the VM: root runs them (the store's keys are root-only), and
+everything that reads or writes the agent's home runs as the agent (the tar and untar stages).
 
-The agent user asks for either by creating a request file that a systemd path unit watches; the
-result is written where the agent user (and so the CLI over SSH) can read it, without secrets.
+A backup starts from the watchdog (backup-then-delete) or from a request on root's control
+socket (control.py: the laptop over SSH, the workspace page); the restore from the laptop's
+request with the identity it pushed over SSH. The results are written where the agent user (and
+so the CLI and the page) can read them, without secrets.
 """
 
 from __future__ import annotations
 
-import json
+import fcntl
 import os
-import pwd
 import time
-import traceback
-from dataclasses import asdict
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 
 from ..backup.crypto import parse_identity
 from ..backup.pipeline import create_backup, restore_backup
-from ..backup.target import load_vm_config
+from ..backup.target import load_vm_config, open_store
+from ..contract import codec
+from ..contract.documents import BackupConfig, BackupResult, ExcludedRecord, RestoreRequest, RestoreResult
+from ..contract.names import AGENT_USER, VM, VmPaths
 from ..errors import VmgenError
-from .jsonfile import write_json
-from .paths import VmPaths
+from ..privileges import RunAs
+from .jsonfile import write_text
 
-# vmgen's own per-boot state and what the CLI delivers again at every launch: restoring an old
-# handover mark would start the agent before its credentials arrive, old leases would hold the
-# new VM up, and the delivered API key has no business in a backup.
-RUNTIME_EXCLUDES = (
-    ".vmgen/handover-done", ".vmgen/backup-request", ".vmgen/leases.json", ".vmgen/agent-events.jsonl",
-    ".config/vmgen/agent.env",
-)
+Progress = Callable[[str], None]
+
+
+def runtime_excludes(paths: VmPaths = VM) -> tuple[str, ...]:
+    """vmgen's own per-boot state and what the CLI delivers again at every launch: restoring an
+    old handover mark would start the agent before its credentials arrive, old leases would hold
+    the new VM up, and the delivered API key has no business in a backup."""
+    own = (paths.handover_mark, paths.leases, paths.hook_events, paths.agent_env)
+    return tuple(str(p.relative_to(paths.home)) for p in own)
+
+
+# The new VM's keys are the ones the user launched it with, not the backed-up ones.
+KEPT_ON_RESTORE = (str(VM.authorized_keys.relative_to(VM.home)),)
 
 
 class BackupNotConfigured(VmgenError):
     """No backup store was configured for this workspace."""
 
 
-def run_backup(request_id: str = "", paths: VmPaths = VmPaths()) -> dict:
-    """Back up the agent's home; returns (and records) the manifest summary or the error."""
-    started = time.monotonic()
-    try:
-        config = load_vm_config(paths.config)
-        if config is None:
-            raise BackupNotConfigured("this workspace has no backup store configured")
-        manifest = create_backup(paths.home, config.target.open(), config.workspace, config.recipient,
-                                 excludes=config.target.excludes + RUNTIME_EXCLUDES, keep_last=config.target.keep_last)
-        result = {"ok": True, "backup_id": manifest.backup_id, "ciphertext_bytes": manifest.ciphertext_bytes,
-                  "plaintext_bytes": manifest.plaintext_bytes, "excluded": _excluded(manifest)}
-    except Exception as exc:  # noqa: BLE001 - reported to the CLI as one line
-        result = {"ok": False, "error": str(exc) or type(exc).__name__, "trace": traceback.format_exc(limit=3)}
-    result |= {"request_id": request_id, "seconds": round(time.monotonic() - started, 2), "finished_at": time.time()}
-    write_json(paths.backup_result, result)
-    return result
+def _quiet(message: str) -> None:
+    pass
 
 
-def run_backup_request(paths: VmPaths = VmPaths()) -> dict:
-    """Triggered by the path unit: consume the request file first, so a later request retriggers."""
-    try:
-        request_id = paths.backup_request.read_text().strip()
-    except FileNotFoundError:
-        request_id = ""
-    paths.backup_request.unlink(missing_ok=True)
-    return run_backup(request_id, paths)
-
-
-def run_restore(paths: VmPaths = VmPaths()) -> dict:
-    """Restore the requested backup into the agent's home, using the identity the CLI pushed into
-    /run (tmpfs) for this restore only; the identity is removed as soon as it is read."""
-    started = time.monotonic()
+@contextmanager
+def backup_lock(paths: VmPaths, progress: Progress) -> Iterator[None]:
+    """One backup at a time: the watchdog's and a requested one never interleave."""
+    paths.run.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.backup_lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
-            identity = parse_identity(paths.restore_identity.read_text())
-        finally:
-            paths.restore_identity.unlink(missing_ok=True)
-        request = json.loads(paths.restore_request.read_text())
-        config = load_vm_config(paths.config)
-        if config is None:
-            raise BackupNotConfigured("this workspace has no backup store configured")
-        agent = pwd.getpwnam(paths.user)
-        owner = (agent.pw_uid, agent.pw_gid)
-        # The new VM's keys are the ones the user launched it with, not the backed-up ones.
-        keys = paths.authorized_keys.read_bytes() if paths.authorized_keys.is_file() else None
-        manifest = restore_backup(config.target.open(), request["workspace"], request.get("backup_id") or None,
-                                  identity, paths.home, merge=True, owner=owner)
-        if keys is not None:
-            _put_back(paths.authorized_keys, keys, owner)
-        result = {"ok": True, "backup_id": manifest.backup_id, "plaintext_bytes": manifest.plaintext_bytes}
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress("waiting for the backup already running")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def run_backup(trigger: str, paths: VmPaths = VM, agent: RunAs | None = None,
+               progress: Progress = _quiet) -> BackupResult:
+    """Back up the agent's home, read as the agent; returns (and records) the result."""
+    started = time.monotonic()
+    try:
+        with backup_lock(paths, progress):
+            config = _config(paths)
+            progress("archiving, compressing, encrypting, uploading, verifying")
+            target = config.target
+            manifest = create_backup(paths.home, open_store(target), config.workspace, config.recipient,
+                                     excludes=target.excludes + runtime_excludes(paths), keep_last=target.keep_last,
+                                     run_as=agent or RunAs.lookup(AGENT_USER))
+        own = set(runtime_excludes(paths))
+        result = BackupResult(
+            ok=True, backup_id=manifest.backup_id, ciphertext_bytes=manifest.ciphertext_bytes,
+            plaintext_bytes=manifest.plaintext_bytes, skipped=manifest.summary.skipped_count,
+            excluded=tuple(ExcludedRecord(s.pattern, s.entries, s.files, s.bytes)
+                           for s in manifest.summary.excluded if s.entries and s.pattern not in own))
     except Exception as exc:  # noqa: BLE001 - reported to the CLI as one line
-        result = {"ok": False, "error": str(exc) or type(exc).__name__}
-    result |= {"seconds": round(time.monotonic() - started, 2), "finished_at": time.time()}
-    write_json(paths.restore_result, result)
+        result = BackupResult(ok=False, error=_one_line(exc))
+    result = replace(result, trigger=trigger, seconds=round(time.monotonic() - started, 2), finished_at=time.time())
+    write_text(paths.backup_result, codec.dumps(result))
     return result
 
 
-def _put_back(path: Path, content: bytes, owner: tuple[int, int]) -> None:
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    os.chown(path.parent, *owner)
-    path.write_bytes(content)
-    os.chmod(path, 0o600)
-    os.chown(path, *owner)
+def run_restore(identity_text: str, paths: VmPaths = VM, agent: RunAs | None = None,
+                progress: Progress = _quiet) -> RestoreResult:
+    """Restore the requested backup into the agent's home (written as the agent), with the
+    identity the CLI pushed for this restore only; it never touches the disk. A restore runs
+    once, on the new VM it was launched for: any later request is refused."""
+    started = time.monotonic()
+    if paths.restore_result.exists():
+        return RestoreResult(ok=False, error="this workspace was restored already; a restore runs once, on a new VM")
+    if not paths.restore_request.is_file():
+        return RestoreResult(ok=False, error="this workspace was not launched to be restored")
+    try:
+        request = codec.loads(RestoreRequest, paths.restore_request.read_bytes(), str(paths.restore_request))
+        config = _config(paths)
+        identity = parse_identity(identity_text)
+        progress("downloading, verifying, decrypting, extracting")
+        with backup_lock(paths, progress):
+            manifest = restore_backup(open_store(config.target), request.workspace, request.backup_id or None,
+                                      identity, paths.home, merge=True, keep=KEPT_ON_RESTORE,
+                                      run_as=agent or RunAs.lookup(AGENT_USER))
+        result = RestoreResult(ok=True, backup_id=manifest.backup_id, plaintext_bytes=manifest.plaintext_bytes)
+    except Exception as exc:  # noqa: BLE001 - reported to the CLI as one line
+        result = RestoreResult(ok=False, error=_one_line(exc))
+    result = replace(result, seconds=round(time.monotonic() - started, 2), finished_at=time.time())
+    write_text(paths.restore_result, codec.dumps(result))
+    return result
 
 
-def _excluded(manifest) -> list[dict]:
-    return [asdict(stat) for stat in manifest.summary.excluded
-            if stat.entries and stat.pattern not in RUNTIME_EXCLUDES]
+def _config(paths: VmPaths) -> BackupConfig:
+    config = load_vm_config(paths)
+    if config is None:
+        raise BackupNotConfigured("this workspace has no backup store configured")
+    return config
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:500]

@@ -1,14 +1,20 @@
-"""`vmgen vmside ...`: the commands that run on the workspace VM itself."""
+"""`vmgen vmside ...`: the commands that run on the workspace VM itself.
+
+Some run as root under systemd (idlewatch, control, lifetime); the others as the agent user,
+over SSH from the laptop or by hand (status, keepalive, backup, restore, web). The agent's
+commands never need root: backup and restore ask root's control socket.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from pathlib import Path
 
 import click
 
+from ..contract.control import TRIGGERS, ControlRequest
+from ..contract.names import PORTS, VM
 from . import leases
 
 
@@ -18,24 +24,39 @@ def vmside() -> None:
 
 
 @vmside.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="Settings file (default /etc/vmgen/idlewatch.toml).")
 @click.option("--dry-run", is_flag=True, help="Log what would be done; do nothing.")
 @click.option("--once", is_flag=True, help="One tick, then exit.")
-def idlewatch(config_path: Path | None, dry_run: bool, once: bool) -> None:
-    """Run the idle watchdog (the vmgen-idlewatch service)."""
+def idlewatch(dry_run: bool, once: bool) -> None:
+    """Run the idle watchdog (the vmgen-idlewatch service, as root)."""
     from .idlewatch import service, settings
 
-    loaded = settings.load(config_path or settings.CONFIG_PATH)
+    loaded = settings.load()
     service.run(loaded, dry_run=dry_run or loaded.dry_run, once=once)
 
 
 @vmside.command()
-@click.option("--state", "state_path", type=click.Path(path_type=Path), default=Path("/var/lib/vmgen/idlewatch.json"))
-def status(state_path: Path) -> None:
+def lifetime() -> None:
+    """The hard lifetime is over: act now (the vmgen-lifetime timer's service, as root)."""
+    import logging
+
+    from .idlewatch import settings
+    from .idlewatch.actions import act, warn
+    from .idlewatch.model import Action
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    loaded = settings.load()
+    if loaded.dry_run:
+        click.echo(f"dry run: the hard lifetime is over; would {loaded.action}")
+        return
+    warn(loaded, f"vmgen: workspace {loaded.name} reached its hard lifetime of {loaded.max_lifetime_hours:g} h")
+    act(loaded, Action(loaded.action))  # raises on failure: systemd retries the service
+
+
+@vmside.command()
+def status() -> None:
     """Print the watchdog's latest state as JSON."""
     try:
-        click.echo(state_path.read_text(), nl=False)
+        click.echo(VM.watchdog_state.read_text(), nl=False)
     except FileNotFoundError:
         click.echo(json.dumps({"error": "the watchdog has not reported yet"}))
         sys.exit(1)
@@ -44,39 +65,56 @@ def status(state_path: Path) -> None:
 @vmside.command()
 @click.option("--for", "duration", required=True, help="How long, e.g. 3h, 90m.")
 @click.option("--reason", default="", help="Shown in the watchdog's log and status.")
-@click.option("--leases", "leases_path", type=click.Path(path_type=Path), default=leases.DEFAULT_PATH)
-def keepalive(duration: str, reason: str, leases_path: Path) -> None:
+def keepalive(duration: str, reason: str) -> None:
     """Hold off the idle watchdog on this VM."""
-    lease = leases.add(leases.parse_duration(duration), reason, leases_path)
+    lease = leases.add(leases.parse_duration(duration), reason)
     until = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(lease.until))
     click.echo(f"keepalive until {until} ({lease.reason})")
 
 
-@vmside.command()
-@click.option("--from-request", is_flag=True, help="Run for a request file (the vmgen-backup service).")
-def backup(from_request: bool) -> None:
-    """Back up the agent's home to the workspace's store (root only)."""
-    from .backups import run_backup, run_backup_request
+def _relay(request: ControlRequest) -> None:
+    """Print root's answer as JSON lines (the laptop reads them); exit 1 unless it succeeded."""
+    from .control import ask
 
-    result = run_backup_request() if from_request else run_backup()
-    click.echo(json.dumps({k: v for k, v in result.items() if k != "trace"}))
-    if not result["ok"]:
-        sys.exit(1)
+    ok = False
+    for reply in ask(request):
+        if reply.progress:
+            click.echo(json.dumps({"progress": reply.progress}))
+        elif reply.refused:
+            click.echo(json.dumps({"refused": reply.refused}))
+        elif reply.result is not None:
+            click.echo(json.dumps({"result": reply.result}))
+            ok = reply.result.get("ok") is True
+    sys.exit(0 if ok else 1)
+
+
+@vmside.command()
+@click.option("--trigger", type=click.Choice(TRIGGERS), default="shell", show_default=True, help="Who asks.")
+def backup(trigger: str) -> None:
+    """Back up the agent's home now (asks root, which holds the store's keys); JSON lines."""
+    _relay(ControlRequest("backup", trigger=trigger))
 
 
 @vmside.command()
 def restore() -> None:
-    """Restore the requested backup with the identity pushed into /run (the vmgen-restore service)."""
-    from .backups import run_restore
+    """Restore the backup this VM was launched for, with the identity read from stdin (once)."""
+    identity = sys.stdin.read(64 << 10)
+    _relay(ControlRequest("restore", trigger="laptop", identity=identity))
 
-    result = run_restore()
-    click.echo(json.dumps(result))
-    if not result["ok"]:
-        sys.exit(1)
+
+@vmside.command(hidden=True)
+def control() -> None:
+    """Answer one request on root's control socket (systemd passes the connection as stdin)."""
+    import logging
+
+    from .control import main_from_stdin
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    main_from_stdin()
 
 
 @vmside.command()
-@click.option("--port", default=7392, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--port", default=PORTS.page, show_default=True, help="Port on 127.0.0.1.")
 def web(port: int) -> None:
     """Serve the workspace page (the vmgen-web service; Caddy adds TLS and auth)."""
     from .web.server import WebSettings, serve

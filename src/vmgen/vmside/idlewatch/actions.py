@@ -1,6 +1,7 @@
 """What the watchdog does: warn the humans, then delete or power off the VM.
 
-Every action is a plain function of its inputs, run as root by the service.
+Run as root by the service. Root's part is what needs root (the provider's and the DNS API's
+tokens, powering off); telling the agent's tmux clients runs as the agent.
 """
 
 from __future__ import annotations
@@ -9,27 +10,47 @@ import json
 import logging
 import subprocess
 import urllib.request
-from pathlib import Path
 
+from ...contract.documents import WatchSettings
+from ...contract.names import AGENT_USER, VM, VmPaths
+from ...errors import VmgenError
+from ...privileges import RunAs, run_as
+from ..agentfs import AgentFiles
+from .humans import tmux_sockets
 from .model import Action
-from .settings import WatchSettings, read_secrets
+from .settings import read_secrets
 
 log = logging.getLogger("vmgen.idlewatch")
 
+
+class ActionFailed(VmgenError):
+    """The idle action could not be carried out; the VM stays up and the watchdog retries."""
+
+
+WHAT_HAPPENS = {Action.DELETE: "deleted", Action.POWEROFF: "powered off",
+                Action.BACKUP_THEN_DELETE: "backed up and deleted"}
+
+
 def warning_text(workspace: str, action: Action, seconds_left: float) -> str:
     minutes = max(1, round(seconds_left / 60))
-    what = {Action.DELETE: "deleted", Action.POWEROFF: "powered off",
-            Action.BACKUP_THEN_DELETE: "backed up and deleted"}.get(action, action.value)
+    what = WHAT_HAPPENS.get(action, action.value)
     return (f"vmgen: workspace {workspace} is idle and will be {what} in {minutes} min; to keep it, run "
             f"`vmgen keepalive --for 1h` here, or `vmgen keepalive {workspace} --for 1h` on your laptop")
 
 
-def warn(settings: WatchSettings, text: str) -> None:
+def warn(settings: WatchSettings, text: str, paths: VmPaths = VM) -> None:
     """Tell every attached tmux client, every terminal (wall) and the webhook, if any."""
     log.warning(text)
-    for socket in Path(f"/tmp/tmux-{_uid(settings.agent_user)}").glob("*"):
-        _quiet(["runuser", "-u", settings.agent_user, "--", "tmux", "-S", str(socket),
-                "display-message", "-d", "15000", text])
+    try:
+        agent = RunAs.lookup(AGENT_USER)
+    except KeyError:
+        agent = None
+    if agent is not None:
+        for socket in tmux_sockets(paths.tmux_dir(agent.uid), AgentFiles(agent.uid)):
+            try:
+                run_as(agent, ["tmux", "-S", str(socket), "display-message", "-d", "15000", text], timeout=5)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                log.info("tmux display-message on %s: %s", socket, exc)
     _quiet(["wall", text])
     if settings.webhook_url:
         try:
@@ -40,36 +61,38 @@ def warn(settings: WatchSettings, text: str) -> None:
             log.warning("webhook %s failed: %s", settings.webhook_url, exc)
 
 
-def act(settings: WatchSettings, action: Action) -> None:
-    """Raises on failure; the service retries with backoff and the VM stays up."""
+def act(settings: WatchSettings, action: Action, paths: VmPaths = VM) -> None:
+    """Raises ActionFailed (or the provider's error); the service retries with backoff and the
+    VM stays up."""
     if action is Action.BACKUP_THEN_DELETE:
         from ..backups import run_backup
 
-        result = run_backup("idlewatch")
-        if not result["ok"]:
-            raise RuntimeError(f"backup failed, not deleting: {result['error']}")
-        log.warning("backup %s verified (%d bytes)", result["backup_id"], result["ciphertext_bytes"])
+        result = run_backup("idlewatch", paths)
+        if not result.ok:
+            raise ActionFailed(f"backup failed, not deleting: {result.error}")
+        log.warning("backup %s verified (%d bytes)", result.backup_id, result.ciphertext_bytes)
         action = Action.DELETE
     if action is Action.POWEROFF or (action is Action.DELETE and settings.provider == "docker"):
         log.warning("powering off")
         subprocess.run(["systemctl", "poweroff"], check=True)
         return
     if action is Action.DELETE and settings.provider == "hetzner":
-        self_delete_hetzner(settings)
+        self_delete_hetzner(settings, paths)
         return
-    raise RuntimeError(f"action {action.value} is not supported for provider {settings.provider}")
+    raise ActionFailed(f"action {action.value} is not supported for provider {settings.provider}")
 
 
-def self_delete_hetzner(settings: WatchSettings) -> None:
+def self_delete_hetzner(settings: WatchSettings, paths: VmPaths = VM) -> None:
     from hcloud import Client
     from hcloud.servers import Server
 
-    token = read_secrets().get("HCLOUD_TOKEN", "")
+    secrets = read_secrets(paths)
+    token = secrets.get("HCLOUD_TOKEN", "")
     if not token:
-        raise RuntimeError("no Hetzner token in the root-only secrets file; cannot self-delete")
+        raise ActionFailed("no Hetzner token in the root-only secrets file; cannot self-delete")
     server_id = int(_metadata(settings, "instance-id"))
     if settings.dns_zone:
-        remove_dns_records(settings, read_secrets().get("CLOUDFLARE_API_TOKEN", ""))
+        remove_dns_records(settings, secrets.get("CLOUDFLARE_API_TOKEN", ""))
     kwargs = {"api_endpoint": settings.hcloud_endpoint} if settings.hcloud_endpoint else {}
     client = Client(token=token, application_name="vmgen-idlewatch", **kwargs)
     log.warning("deleting this server (%s) through the Hetzner API", server_id)
@@ -86,14 +109,10 @@ def remove_dns_records(settings: WatchSettings, token: str) -> None:
 
 
 def _metadata(settings: WatchSettings, key: str) -> str:
+    if not settings.metadata_url:
+        raise ActionFailed("no metadata service configured for this VM; cannot find its own server")
     with urllib.request.urlopen(f"{settings.metadata_url}/{key}", timeout=10) as response:
-        return response.read().decode().strip()
-
-
-def _uid(user: str) -> int:
-    import pwd
-
-    return pwd.getpwnam(user).pw_uid
+        return str(response.read().decode().strip())
 
 
 def _quiet(argv: list[str]) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+from ...contract.names import AGENT_USER, VM
+from ..agentfs import AgentFiles
 from .model import AgentSignals, AgentState
 from .transcript import (HookReader, HookState, SessionStatus, TranscriptReader, TranscriptState,
                          fuse_turn, read_session_status)
@@ -27,10 +29,10 @@ INTERPRETERS = ("node", "bun", "python")  # prefixes: python3.11, nodejs ...
 
 @dataclass(frozen=True)
 class AgentConfig:
-    user: str = "agent"
+    user: str = AGENT_USER
     process_names: tuple[str, ...] = ("claude",)
     claude_dir: Path | None = None  # default: $CLAUDE_CONFIG_DIR or $HOME/.claude of the process
-    hook_events: Path | None = Path("/home/agent/.vmgen/agent-events.jsonl")
+    hook_events: Path | None = VM.hook_events
     stall_after: float = 15 * 60
     cpu_busy: float = 0.05  # fraction of one core, averaged over the tick
     excluded_remotes: tuple[str, ...] = ()  # addresses/CIDRs that are not the model API
@@ -109,7 +111,10 @@ class AgentWatcher:
     def __init__(self, config: AgentConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._clock = clock
-        self._hooks = HookReader(config.hook_events) if config.hook_events else None
+        # Only the agent's own regular files are read (as root), never through its links; the
+        # uid is set once the user exists.
+        self._files = AgentFiles(-1)
+        self._hooks = HookReader(config.hook_events, self._files) if config.hook_events else None
         self._cpu: dict[tuple[int, float], tuple[float, float]] = {}
         self._roots: dict[tuple[int, float], _RootMemory] = {}
         self._last_tick: tuple[float, float] | None = None  # (monotonic, wall)
@@ -120,6 +125,9 @@ class AgentWatcher:
         elapsed = now - self._last_tick[0] if self._last_tick else 0.0
         since_wall = self._last_tick[1] if self._last_tick else None
         self._last_tick = (now, wall)
+        uid = self._agent_uid()
+        if uid is not None:
+            self._files.uid = uid
         hook = self._hooks.poll() if self._hooks else HookState()
         trees = self._sample(since_wall)
         if not trees:
@@ -264,12 +272,12 @@ class AgentWatcher:
     def _agent_state(self, pid: int, mem: _RootMemory) -> tuple[SessionStatus | None, TranscriptState]:
         if mem.claude_dir is None:
             mem.claude_dir = self.config.claude_dir or _claude_dir_of(pid, self.config.user)
-        status = read_session_status(mem.claude_dir, pid)
+        status = read_session_status(mem.claude_dir, pid, self._files)
         if mem.reader is None:
             cwd = status.cwd if status and status.cwd else _cwd_of(pid)
             if cwd is None:
                 return status, TranscriptState(None)
-            mem.reader = TranscriptReader(mem.claude_dir, cwd)
+            mem.reader = TranscriptReader(mem.claude_dir, cwd, self._files)
         return status, mem.reader.poll(status.session_id if status else None)
 
 

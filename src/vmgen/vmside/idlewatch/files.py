@@ -4,6 +4,11 @@ inotify costs nothing between events, so a 200 000-file tree is watched for the 
 watch per directory. When the per-user watch limit (fs.inotify.max_user_watches) runs out, the
 directories left over are scanned round-robin by mtime, a bounded number of entries per tick,
 so the cost stays flat however large the tree.
+
+The tree is the agent user's and the watchdog runs as root: directories are opened one component
+at a time without following symlinks (a directory swapped for a link to /root is not entered),
+and watches are added through the descriptor of the directory just opened (/proc/self/fd/N),
+never through a path the agent could redirect between the check and the use.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import errno
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -20,8 +26,44 @@ from inotify_simple import INotify, flags
 log = logging.getLogger(__name__)
 
 DEFAULT_IGNORE = (".git/objects/**", "node_modules/**", "__pycache__/**", "*.swp", ".vmgen/**")
+# No DONT_FOLLOW: watches are added through /proc/self/fd/N, the kernel's own link to a directory
+# already opened without following anything, and that link must be followed.
 MASK = (flags.CREATE | flags.MODIFY | flags.CLOSE_WRITE | flags.MOVED_FROM | flags.MOVED_TO
-        | flags.DELETE | flags.DONT_FOLLOW | flags.EXCL_UNLINK | flags.ONLYDIR)
+        | flags.DELETE | flags.EXCL_UNLINK | flags.ONLYDIR)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_DEPTH = 128  # deeper directories are not watched: each level holds a descriptor while walking
+
+
+def open_dir(path: str) -> int:
+    """A descriptor of the directory at `path` (absolute), reached without following any symlink
+    in any component; OSError if there is none."""
+    fd = os.open("/", _DIR_FLAGS)
+    try:
+        for part in path.strip("/").split("/"):
+            if not part:
+                continue
+            if part in (".", ".."):
+                raise NotADirectoryError(path)
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def list_dir(fd: int) -> list[tuple[str, bool, os.stat_result | None]]:
+    """(name, is a real directory, lstat or None) for each entry of an open directory."""
+    out = []
+    with os.scandir(fd) as it:
+        for entry in it:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                st = None
+            out.append((entry.name, st is not None and stat.S_ISDIR(st.st_mode), st))
+    return out
 
 
 class IgnoreRules:
@@ -97,22 +139,25 @@ class MtimeScanner:
     def _scan(self, path: str) -> tuple[int, bool, bool]:
         """(entries stat'ed, changed since the last scan, directory gone)."""
         try:
-            with os.scandir(path) as it:
-                entries = list(it)
+            fd = open_dir(path)
         except OSError:
             return 1, False, True
+        try:
+            entries = list_dir(fd)
+        except OSError:
+            return 1, False, True
+        finally:
+            os.close(fd)
         sig = []
-        for entry in entries:
-            is_dir = entry.is_dir(follow_symlinks=False)
-            if self.rules.match(relative(self.root, entry.path), is_dir):
+        for name, is_dir, st in entries:
+            entry_path = os.path.join(path, name)
+            if self.rules.match(relative(self.root, entry_path), is_dir):
                 continue
             if is_dir:
-                self.add(entry.path)
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
+                self.add(entry_path)
+            if st is None:
                 continue
-            sig.append((entry.name, st.st_mtime_ns, st.st_size))
+            sig.append((name, st.st_mtime_ns, st.st_size))
         digest = hash(tuple(sorted(sig)))
         previous, self._known[path] = self._known.get(path), digest
         return max(1, len(entries)), previous is not None and previous != digest, False
@@ -149,8 +194,10 @@ class FileWatcher:
         """Set up the watches; False while the root does not exist (tried again each poll)."""
         if self._inotify is not None:
             return True
-        if not os.path.isdir(self.root):
-            return False
+        try:
+            os.close(open_dir(self.root))
+        except OSError:
+            return False  # not there yet (or a symlink, which is never watched)
         self._inotify = INotify(nonblocking=True)
         self._add_tree(self.root)
         return True
@@ -198,28 +245,56 @@ class FileWatcher:
     def _add_tree(self, top: str, collect: int = 0) -> list[str]:
         """Watch `top` and every directory below it; return up to `collect` files met on the way
         (a new directory may be filled before its watch exists). Set-up collects none: a list of
-        every path in a 200 000-file tree would double the watcher's memory."""
+        every path in a 200 000-file tree would double the watcher's memory.
+
+        Depth first, each directory opened relative to its parent's descriptor (no symlink
+        followed), so at most one descriptor per level is open."""
         found: list[str] = []
-        stack = [top]
+        try:
+            top_fd = open_dir(top)
+        except OSError:
+            return found  # vanished, or a symlink: nothing to watch there
+        # (path, descriptor, subdirectories still to visit)
+        stack: list[tuple[str, int, list[str]]] = []
+        self._enter(top, top_fd, stack, found, collect)
         while stack:
-            path = stack.pop()
-            outcome = self._watch(path)
-            if outcome == "limit":
-                self.scanner.add(path)  # past the limit: this subtree is scanned instead
-            if outcome != "ok":
+            path, fd, todo = stack[-1]
+            if not todo:
+                os.close(fd)
+                stack.pop()
                 continue
+            name = todo.pop()
             try:
-                with os.scandir(path) as it:
-                    for entry in it:
-                        is_dir = entry.is_dir(follow_symlinks=False)
-                        if (is_dir or len(found) < collect) and \
-                                not self.rules.match(relative(self.root, entry.path), is_dir):
-                            (stack if is_dir else found).append(entry.path)
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
             except OSError:
-                continue  # vanished or unreadable: nothing to watch there
+                continue  # vanished, or swapped for a symlink since it was listed
+            if len(stack) >= MAX_DEPTH:
+                os.close(child)
+                continue
+            self._enter(os.path.join(path, name), child, stack, found, collect)
         return found
 
-    def _watch(self, path: str) -> str:
+    def _enter(self, path: str, fd: int, stack: list[tuple[str, int, list[str]]], found: list[str],
+               collect: int) -> None:
+        """Watch the open directory `fd`; push it with its subdirectories, or close it."""
+        outcome = self._watch(path, fd)
+        if outcome == "limit":
+            self.scanner.add(path)  # past the limit: this subtree is scanned instead
+        if outcome != "ok":
+            os.close(fd)
+            return
+        subdirs = []
+        try:
+            entries = list_dir(fd)
+        except OSError:
+            entries = []
+        for name, is_dir, _ in entries:
+            entry_path = os.path.join(path, name)
+            if (is_dir or len(found) < collect) and not self.rules.match(relative(self.root, entry_path), is_dir):
+                (subdirs if is_dir else found).append(name if is_dir else entry_path)
+        stack.append((path, fd, subdirs))
+
+    def _watch(self, path: str, fd: int) -> str:
         """"ok", "limit" (no watch left: scan it) or "gone" (vanished, not a dir, no access)."""
         assert self._inotify is not None
         if path in self._paths:
@@ -227,7 +302,7 @@ class FileWatcher:
         if self.max_watches is not None and len(self._wds) >= self.max_watches:
             return self._limit_hit(path)
         try:
-            wd = self._inotify.add_watch(path, MASK)
+            wd = self._inotify.add_watch(f"/proc/self/fd/{fd}", MASK)
         except OSError as exc:
             return self._limit_hit(path) if exc.errno == errno.ENOSPC else "gone"
         self._wds[wd], self._paths[path] = path, wd

@@ -2,15 +2,17 @@
 
 Everything is re-read every tick (never cached): a session that ended must stop counting at
 once, and one that started must count before the countdown runs out.
+
+The watchdog runs as root, and everything here but /proc is the agent user's: its tmux server
+is asked by a tmux client running as the agent (a fake server must not be able to tell a root
+client to run a shell), and its leases file is read through AgentFiles and clamped.
 """
 
 from __future__ import annotations
 
-import glob
-import json
 import logging
-import pwd
 import re
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +21,10 @@ from pathlib import Path
 
 import psutil
 
+from ...contract.documents import parse_leases
+from ...contract.names import AGENT_USER, VM
+from ...privileges import RunAs, run_as
+from ..agentfs import AgentFiles
 from .model import Lease
 
 log = logging.getLogger(__name__)
@@ -29,62 +35,69 @@ log = logging.getLogger(__name__)
 SSHD_SESSION = re.compile(r"^sshd(?:-session)?: (?P<user>[^\s@\[]+)@(?P<tty>\S+)")
 SSHD_NAMES = frozenset({"sshd", "sshd-session"})
 TCP_ESTABLISHED = "01"
+LEASES_MAX = 64 << 10
+MAX_TMUX_SOCKETS = 8  # the agent may create thousands: a tick must stay bounded
 
 
 @dataclass(frozen=True)
 class HumansConfig:
-    agent_user: str = "agent"
+    agent_user: str = AGENT_USER
     ssh_excluded_users: tuple[str, ...] = ("root",)  # vmgen's own maintenance logins
-    tmux_sockets: tuple[str, ...] | None = None  # globs; None: /tmp/tmux-<agent uid>/*
+    tmux_dir: Path | None = None  # None: /tmp/tmux-<agent uid>
     web_ports: tuple[int, ...] = (80, 443)  # Caddy: the web UI and the desktop
-    leases_path: Path = Path("/var/lib/vmgen/leases.json")
+    leases_path: Path = VM.leases
     tmux_timeout: float = 5.0
 
 
 def count_ssh_sessions(excluded_users: Iterable[str] = ("root",)) -> int:
-    """Logged-in SSH sessions (with or without a tty, so port forwards count too)."""
+    """Logged-in SSH sessions (with or without a tty, so port forwards count too). A session
+    process is the child of sshd's privileged monitor, which runs as root: a process the agent
+    merely named like one does not count."""
     excluded = set(excluded_users)
     count = 0
-    for proc in psutil.process_iter(["name"]):
+    for proc in psutil.process_iter(["name", "ppid"]):
         if proc.info["name"] not in SSHD_NAMES:
             continue
         try:
             title = " ".join(proc.cmdline()).strip()
+            parent = psutil.Process(proc.info["ppid"])
+            monitored = parent.uids().real == 0 and parent.name() in SSHD_NAMES
         except psutil.Error:
             continue
         match = SSHD_SESSION.match(title)
-        if match and match["user"] not in excluded:
+        if match and monitored and match["user"] not in excluded:
             count += 1
     return count
 
 
-def tmux_sockets(config: HumansConfig) -> list[str]:
-    if config.tmux_sockets is not None:
-        patterns = list(config.tmux_sockets)
-    else:
-        try:
-            uid = pwd.getpwnam(config.agent_user).pw_uid
-        except KeyError:
-            return []
-        patterns = [f"/tmp/tmux-{uid}/*"]
-    return sorted({path for pattern in patterns for path in glob.glob(pattern)})
+def tmux_sockets(directory: Path, files: AgentFiles) -> list[Path]:
+    """The sockets in the agent's tmux folder (a real folder, not a link), at most a few."""
+    try:
+        entries = files.listdir(directory)
+    except OSError:
+        return []
+    sockets = sorted(directory / name for name, st in entries if stat.S_ISSOCK(st.st_mode))
+    return sockets[:MAX_TMUX_SOCKETS]
 
 
-def count_tmux_clients(sockets: Iterable[str], timeout: float = 5.0) -> int:
-    """Clients attached to any of the tmux servers; a stale socket (no server) counts 0.
-
-    Root may talk to another user's tmux server (tmux lets root and the owner in).
-    """
+def count_tmux_clients(sockets: Iterable[Path | str], who: RunAs, timeout: float = 5.0) -> int:
+    """Clients attached to any of the tmux servers, asked by a tmux client running as `who`
+    (the agent); a stale socket (no server) counts 0. The whole count takes at most `timeout`."""
     total = 0
+    deadline = time.monotonic() + timeout
     for socket in sockets:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            log.warning("tmux: out of time for this tick; the remaining sockets count 0")
+            break
         try:
-            out = subprocess.run(["tmux", "-S", socket, "list-clients", "-F", "#{client_pid}"],
-                                 capture_output=True, text=True, timeout=timeout, check=False)
+            code, out = run_as(who, ["tmux", "-S", str(socket), "list-clients", "-F", "#{client_pid}"],
+                               timeout=left, max_output=16 << 10)
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("tmux list-clients on %s failed: %s", socket, exc)
             continue
-        if out.returncode == 0:
-            total += sum(1 for line in out.stdout.splitlines() if line.strip())
+        if code == 0:
+            total += sum(1 for line in out.decode(errors="replace").splitlines() if line.strip())
     return total
 
 
@@ -110,26 +123,19 @@ def count_web_connections(ports: Iterable[int], proc_net: str = "/proc/net") -> 
     return count
 
 
-def read_leases(path: Path, monotonic: Callable[[], float] = time.monotonic,
+def read_leases(path: Path, files: AgentFiles, monotonic: Callable[[], float] = time.monotonic,
                 wall: Callable[[], float] = time.time) -> tuple[Lease, ...]:
-    """Keepalive leases, converted from wall time to the monotonic clock; expired ones dropped.
-
-    The file holds [{"until": <wall epoch>, "reason": "..."}]; a missing file means no lease,
-    a broken one is logged and ignored rather than keeping the VM up forever.
-    """
+    """Keepalive leases, converted from wall time to the monotonic clock; expired ones dropped,
+    each clamped to the longest lease the CLI gives. A missing file means no lease; one that is
+    not the agent's regular file, too large or broken is logged and ignored rather than keeping
+    the VM up forever."""
     try:
-        data = json.loads(path.read_text())
+        raw = files.read(path, LEASES_MAX)
     except FileNotFoundError:
         return ()
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable leases file %s: %s", path, exc)
+    except OSError as exc:
+        log.warning("ignoring the leases file %s: %s", path, exc)
         return ()
     mono_now, wall_now = monotonic(), wall()
-    leases = []
-    for item in data if isinstance(data, list) else []:
-        until = item.get("until") if isinstance(item, dict) else None
-        if not isinstance(until, (int, float)) or until <= wall_now:
-            continue
-        leases.append(Lease(until=mono_now + (until - wall_now), reason=str(item.get("reason") or "keepalive")))
-    return tuple(leases)
-
+    return tuple(Lease(until=mono_now + (lease.until - wall_now), reason=lease.reason)
+                 for lease in parse_leases(raw, wall_now))

@@ -1,4 +1,5 @@
-"""The watchdog's memory across service restarts: the policy history, keyed by boot id.
+"""The watchdog's memory across service restarts: the policy history, keyed by boot id, in the
+state file that `vmgen status` and the workspace page read (the contract's WatchdogState).
 
 Monotonic times are only comparable within one boot, so a state file from an earlier boot is
 ignored and the countdown starts afresh.
@@ -6,13 +7,15 @@ ignored and the countdown starts afresh.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from ..jsonfile import write_json
-from .model import History, Verdict
+from ...contract.codec import DocumentError
+from ...contract.documents import AgentRecord, VerdictRecord, WatchdogState
+from ..jsonfile import write_text
+from .model import Action, History, Verdict
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
@@ -26,34 +29,41 @@ def boot_id() -> str:
 
 def load_history(path: Path, current_boot: str, now: float) -> History:
     try:
-        data = json.loads(path.read_text())
-        if data.get("boot_id") == current_boot:
-            return History(**data["history"])
-    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        state = WatchdogState.loads(path.read_bytes())
+        if state.boot_id == current_boot:
+            return History(**state.history)
+    except (OSError, DocumentError, TypeError):
         pass
     return History(boot_started=now, last_activity=now, last_activity_reason="watchdog started")
 
 
-def save(path: Path, current_boot: str, verdict: Verdict, extra: dict[str, object]) -> None:
+def save(path: Path, current_boot: str, verdict: Verdict, action: Action, agent: AgentRecord,
+         last_seen: dict[str, float], dry_run: bool, failures: int, config: dict[str, Any]) -> WatchdogState:
     """Write atomically; world-readable, since it holds no secret and `vmgen status` reads it."""
     mono, wall = time.monotonic(), time.time()
 
     def to_wall(t: float) -> float:
         return round(wall - (mono - t), 1)
 
-    record = {
-        "boot_id": current_boot,
-        "history": asdict(verdict.history),
-        "verdict": {
-            "busy": verdict.busy,
-            "reasons": list(verdict.reasons),
-            "idle_since": to_wall(verdict.idle_since),
-            "idle_for_seconds": round(max(0.0, verdict.at - verdict.idle_since), 1),
-            "next_action": verdict.next_action.value,
-            "action_at": to_wall(verdict.action_at),
-            "deadline": to_wall(verdict.deadline),
-        },
-        "updated_at": round(wall, 1),
-        **extra,
-    }
-    write_json(path, record)
+    state = WatchdogState(
+        boot_id=current_boot,
+        history=asdict(verdict.history),
+        verdict=VerdictRecord(
+            busy=verdict.busy,
+            reasons=verdict.reasons,
+            idle_since=to_wall(verdict.idle_since),
+            idle_for_seconds=round(max(0.0, verdict.at - verdict.idle_since), 1),
+            next_action=verdict.next_action.value,
+            action_at=to_wall(verdict.action_at),
+            deadline=to_wall(verdict.deadline),
+            action=action.value,
+        ),
+        agent=agent,
+        updated_at=round(wall, 1),
+        last_seen=dict(last_seen),
+        dry_run=dry_run,
+        failures=failures,
+        config=config,
+    )
+    write_text(path, state.dumps())
+    return state

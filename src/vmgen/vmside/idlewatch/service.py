@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
 from dataclasses import asdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from ...contract.documents import AgentRecord, WatchSettings
+from ...contract.names import AGENT_USER, VM, VmPaths
 from .actions import act, warn, warning_text
 from .agent import AgentConfig
 from .humans import HumansConfig
 from .model import Action, AgentState, Snapshot, Verdict
 from .persist import boot_id, load_history, save
 from .policy import decide
-from .settings import WatchSettings
+from .settings import policy_of
 from .signals import SignalCollector, SignalConfig
 
 log = logging.getLogger("vmgen.idlewatch")
@@ -28,12 +28,11 @@ log = logging.getLogger("vmgen.idlewatch")
 RETRY_BACKOFF = (30, 60, 120, 300, 600)
 
 
-def collector_for(settings: WatchSettings) -> SignalCollector:
+def collector_for(settings: WatchSettings, paths: VmPaths = VM) -> SignalCollector:
     config = SignalConfig(
-        workspace=Path(settings.workspace),
-        agent=AgentConfig(user=settings.agent_user, hook_events=Path(settings.events_file),
-                          stall_after=settings.stall_minutes * 60),
-        humans=HumansConfig(agent_user=settings.agent_user, leases_path=Path(settings.leases_file)),
+        workspace=Path(settings.workspace) if settings.workspace else paths.work,
+        agent=AgentConfig(user=AGENT_USER, hook_events=paths.hook_events, stall_after=settings.stall_minutes * 60),
+        humans=HumansConfig(agent_user=AGENT_USER, leases_path=paths.leases),
         **({"file_ignore": settings.ignore} if settings.ignore else {}),
     )
     return SignalCollector(config)
@@ -43,14 +42,15 @@ class Watchdog:
     """One instance per service run; `tick()` is the whole behaviour, `run()` just repeats it."""
 
     def __init__(self, settings: WatchSettings, collector: SignalCollector, dry_run: bool = False,
-                 clock=time.monotonic) -> None:
+                 clock=time.monotonic, paths: VmPaths = VM) -> None:
         self.settings = settings
-        self.policy = settings.policy()
+        self.paths = paths
+        self.policy = policy_of(settings)
         self.collector = collector
         self.dry_run = dry_run
         self.clock = clock
         self.boot = boot_id()
-        self.state_path = Path(settings.state_file)
+        self.state_path = paths.watchdog_state
         self.history = load_history(self.state_path, self.boot, clock())
         self.last_deadline: float | None = None
         self.warned_for: float | None = None
@@ -70,13 +70,9 @@ class Watchdog:
             self._warn(verdict)
         elif verdict.next_action not in (Action.NONE, Action.WARN):
             self._act(verdict)
-        save(self.state_path, self.boot, verdict, {
-            "agent": {"state": snapshot.agent.state.value, "detail": snapshot.agent.detail},
-            "last_seen": self.last_seen,
-            "dry_run": self.dry_run,
-            "failures": self.failures,
-            "config": asdict(self.policy) | {"action": self.policy.action.value},
-        })
+        save(self.state_path, self.boot, verdict, self.policy.action,
+             AgentRecord(snapshot.agent.state.value, snapshot.agent.detail), self.last_seen, self.dry_run,
+             self.failures, asdict(self.policy) | {"action": self.policy.action.value})
         return verdict
 
     def run(self, once: bool = False) -> None:
@@ -116,7 +112,7 @@ class Watchdog:
                     f"nothing has moved for {self.settings.stall_minutes:g} min ({snapshot.agent.detail})")
             log.warning("%s", text)
             if not self.dry_run:
-                warn(self.settings, text)
+                warn(self.settings, text, self.paths)
         self.stall_reported = stalled
 
     def _warn(self, verdict: Verdict) -> None:
@@ -125,7 +121,7 @@ class Watchdog:
         if self.dry_run:
             log.warning("dry run: would warn: %s", text)
             return
-        warn(self.settings, text)
+        warn(self.settings, text, self.paths)
 
     def _act(self, verdict: Verdict) -> None:
         action = verdict.next_action
@@ -135,45 +131,19 @@ class Watchdog:
         if self.clock() < self.retry_at:
             return
         try:
-            act(self.settings, action)
+            act(self.settings, action, self.paths)
         except Exception as exc:  # noqa: BLE001 - any failure: stay up, report, retry later
             delay = RETRY_BACKOFF[min(self.failures, len(RETRY_BACKOFF) - 1)]
             self.failures += 1
             self.retry_at = self.clock() + delay
             log.error("%s failed (%s); the VM stays up, retrying in %ds", action.value, exc, delay)
-            warn(self.settings, f"vmgen: the idle {action.value} failed ({exc}); retrying in {delay}s")
+            warn(self.settings, f"vmgen: the idle {action.value} failed ({exc}); retrying in {delay}s", self.paths)
 
 
-def serve_status(state_path: Path, port: int) -> ThreadingHTTPServer:
-    """The latest state as JSON on 127.0.0.1 only; Caddy (with auth) puts it behind the web UI."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            try:
-                body = state_path.read_bytes()
-                status = 200
-            except FileNotFoundError:
-                body, status = b'{"error": "no state yet"}\n', 503
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format, *args):  # noqa: A002
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-def run(settings: WatchSettings, dry_run: bool = False, once: bool = False) -> None:
+def run(settings: WatchSettings, dry_run: bool = False, once: bool = False, paths: VmPaths = VM) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    watchdog = Watchdog(settings, collector_for(settings), dry_run=dry_run)
-    if not once:
-        serve_status(watchdog.state_path, settings.status_port)
+    watchdog = Watchdog(settings, collector_for(settings, paths), dry_run=dry_run, paths=paths)
     watchdog.run(once=once)
 
 
-__all__ = ["Watchdog", "collector_for", "run", "serve_status"]
+__all__ = ["Watchdog", "collector_for", "run"]

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from ...contract.names import VM
+from ...privileges import RunAs
+from ..agentfs import AgentFiles
 from .agent import AgentConfig, AgentWatcher
 from .files import DEFAULT_IGNORE, FileWatcher
 from .humans import (HumansConfig, count_ssh_sessions, count_tmux_clients, count_web_connections,
@@ -22,7 +25,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class SignalConfig:
-    workspace: Path = Path("/home/agent/work")
+    workspace: Path = VM.work
     agent: AgentConfig = field(default_factory=AgentConfig)
     humans: HumansConfig = field(default_factory=HumansConfig)
     file_ignore: tuple[str, ...] = DEFAULT_IGNORE
@@ -40,10 +43,35 @@ class SignalCollector:
     def __init__(self, config: SignalConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._clock = clock
-        self._agent = AgentWatcher(config.agent, clock)
         self._files = FileWatcher(config.workspace, config.file_ignore, config.max_watches,
                                   config.scan_budget)
         self._failing: set[str] = set()
+        # Whatever the agent user controls is read as the agent, or through AgentFiles.
+        self._agent = AgentWatcher(config.agent, clock)
+        self._as_agent: RunAs | None = None
+        self._agent_files = AgentFiles(-1)
+
+    def _agent_identity(self) -> RunAs | None:
+        """Looked up until the user exists (the watchdog may start before cloud-init made it)."""
+        if self._as_agent is None:
+            try:
+                self._as_agent = RunAs.lookup(self.config.humans.agent_user)
+            except KeyError:
+                return None
+            self._agent_files = AgentFiles(self._as_agent.uid)
+        return self._as_agent
+
+    def _tmux_clients(self) -> int:
+        who = self._agent_identity()
+        if who is None:
+            return 0
+        folder = self.config.humans.tmux_dir or VM.tmux_dir(who.uid)
+        return count_tmux_clients(tmux_sockets(folder, self._agent_files), who, self.config.humans.tmux_timeout)
+
+    def _leases(self) -> tuple[Lease, ...]:
+        if self._agent_identity() is None:
+            return ()
+        return read_leases(self.config.humans.leases_path, self._agent_files, self._clock)
 
     def snapshot(self) -> Snapshot:
         cfg = self.config
@@ -51,11 +79,9 @@ class SignalCollector:
         files = self._guard("files", self._files.poll, lambda e: 0)
         humans = Humans(
             ssh_sessions=self._guard("ssh", lambda: count_ssh_sessions(cfg.humans.ssh_excluded_users), _zero),
-            tmux_clients=self._guard("tmux", lambda: count_tmux_clients(
-                tmux_sockets(cfg.humans), cfg.humans.tmux_timeout), _zero),
+            tmux_clients=self._guard("tmux", self._tmux_clients, _zero),
             web_connections=self._guard("web", lambda: count_web_connections(cfg.humans.web_ports), _zero))
-        leases: tuple[Lease, ...] = self._guard(
-            "leases", lambda: read_leases(cfg.humans.leases_path, self._clock), lambda e: ())
+        leases: tuple[Lease, ...] = self._guard("leases", self._leases, lambda e: ())
         return Snapshot(at=self._clock(), agent=agent, files_changed=files, humans=humans, leases=leases)
 
     def close(self) -> None:

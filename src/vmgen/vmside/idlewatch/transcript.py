@@ -4,6 +4,10 @@ The transcript (`~/.claude/projects/<dir>/<sessionId>.jsonl`) tells whether a tu
 whether a tool is running; `~/.claude/sessions/<pid>.json` carries a "busy"/"idle" status that
 Claude Code updates itself (and which alone shows an interrupted turn: Esc writes nothing to
 the transcript). Each tick reads only the bytes appended since the last one.
+
+Everything here is the agent user's to shape, and the watchdog reads it as root: every file is
+opened through `AgentFiles` (no symlink followed, regular files of the agent only, never
+blocking), reads are capped, and no time read from a file is later than the moment it was read.
 """
 
 from __future__ import annotations
@@ -12,21 +16,27 @@ import json
 import logging
 import os
 import re
+import stat
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ...contract.documents import HOOK_EVENTS, parse_hook_event
+from ..agentfs import AgentFiles
+
 log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 
-# Stop reasons that end a turn; "tool_use" and "pause_turn" mean the model goes on.
-FINAL_STOP_REASONS = frozenset({"end_turn", "stop_sequence", "max_tokens", "refusal"})
+# Stop reasons "tool_use" and "pause_turn" mean the model goes on; any other ends the turn.
 CONTINUE_STOP_REASONS = frozenset({"tool_use", "pause_turn"})
 INTERRUPTED = "[Request interrupted by user"
 HOOK_ACTIVITY = frozenset({"UserPromptSubmit", "PreToolUse", "PostToolUse"})
 HOOK_CLOSED = frozenset({"Stop", "Notification"})  # Notification: idle prompt or a permission ask
+assert HOOK_ACTIVITY | HOOK_CLOSED == frozenset(HOOK_EVENTS)
+STATUS_MAX = 64 << 10  # a session status file is a few hundred bytes
 
 
 def project_dir_name(cwd: str | os.PathLike[str]) -> str:
@@ -41,9 +51,10 @@ class JsonlTail:
     the turn state lives in the last lines, and a months-old transcript can be many MB.
     """
 
-    def __init__(self, path: Path, initial_tail: int = 1 << 20, max_read: int = 8 << 20,
+    def __init__(self, path: Path, files: AgentFiles, initial_tail: int = 1 << 20, max_read: int = 8 << 20,
                  max_line: int = 32 << 20) -> None:
         self.path = path
+        self.files = files
         self.initial_tail = initial_tail
         self.max_read = max_read  # per tick, so one huge append cannot stall the watchdog
         self.max_line = max_line
@@ -57,11 +68,11 @@ class JsonlTail:
     def read(self) -> tuple[list[Json], int]:
         """New complete JSON objects and the number of bytes appended since the last call."""
         try:
-            with open(self.path, "rb") as f:
+            with self.files.open(self.path) as f:
                 st = os.fstat(f.fileno())
                 appended = self._position(f, st.st_ino, st.st_size)
                 data = f.read(self.max_read)
-        except FileNotFoundError:
+        except OSError:  # missing, or not a regular file of the agent's (a link, a FIFO...)
             self._inode = None
             return [], 0
         self._offset += len(data)
@@ -145,7 +156,9 @@ class TurnTracker:
             self._set(False, "turn finished")  # written after the final message of a turn
         else:
             return  # mode, permission-mode, attachments, api-request*, cost-state, ...
-        self.changed_at = parse_timestamp(line.get("timestamp")) or self.changed_at
+        at = parse_timestamp(line.get("timestamp"))
+        # A time in the future would win every "most recent statement" comparison for ever.
+        self.changed_at = min(at, time.time()) if at is not None else self.changed_at
 
     def _set(self, open_: bool, event: str, tentative: bool = False) -> None:
         self.turn_open, self.last_event, self.tentative = open_, event, tentative
@@ -198,16 +211,24 @@ class SessionStatus:
     cwd: str | None
 
 
-def read_session_status(claude_dir: Path, pid: int) -> SessionStatus | None:
+def read_session_status(claude_dir: Path, pid: int, files: AgentFiles) -> SessionStatus | None:
     try:
-        data = json.loads((claude_dir / "sessions" / f"{pid}.json").read_text())
+        data = json.loads(files.read(claude_dir / "sessions" / f"{pid}.json", STATUS_MAX))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict):
         return None
     updated = parse_timestamp(data.get("statusUpdatedAt") or data.get("updatedAt"))
-    return SessionStatus(pid, str(data.get("status") or ""), updated,
-                         data.get("sessionId"), data.get("cwd"))
+    session_id, cwd = data.get("sessionId"), data.get("cwd")
+    return SessionStatus(pid, str(data.get("status") or ""),
+                         min(updated, time.time()) if updated is not None else None,
+                         session_id if isinstance(session_id, str) and _plain_name(session_id) else None,
+                         cwd if isinstance(cwd, str) else None)
+
+
+def _plain_name(text: str) -> bool:
+    """A session id names a file: no separators, nothing that walks elsewhere."""
+    return bool(re.fullmatch(r"[A-Za-z0-9._-]{1,128}", text)) and text not in (".", "..")
 
 
 @dataclass(frozen=True)
@@ -225,8 +246,9 @@ class TranscriptState:
 class TranscriptReader:
     """Follows the transcript of one working directory; switches when a newer session appears."""
 
-    def __init__(self, claude_dir: Path, cwd: str | os.PathLike[str]) -> None:
+    def __init__(self, claude_dir: Path, cwd: str | os.PathLike[str], files: AgentFiles) -> None:
         self.claude_dir = claude_dir
+        self.files = files
         self.project_dir = claude_dir / "projects" / project_dir_name(cwd)
         self._tail: JsonlTail | None = None
         self._turn = TurnTracker()
@@ -236,25 +258,25 @@ class TranscriptReader:
         """The session's own file when known (from its status file), else the newest one."""
         if session_id:
             exact = self.project_dir / f"{session_id}.jsonl"
-            if exact.exists():
+            if _is_file(self.files, exact):
                 return exact
         try:
-            files = [(e.stat().st_mtime, Path(e.path)) for e in os.scandir(self.project_dir)
-                     if e.name.endswith(".jsonl") and e.is_file()]
+            found = [(st.st_mtime, self.project_dir / name) for name, st in self.files.listdir(self.project_dir)
+                     if name.endswith(".jsonl") and stat.S_ISREG(st.st_mode)]
         except OSError:
             return None
-        return max(files)[1] if files else None
+        return max(found)[1] if found else None
 
     def poll(self, session_id: str | None = None) -> TranscriptState:
         path = self.locate(session_id)
         if path is None:
             return TranscriptState(None)
         if self._tail is None or self._tail.path != path:
-            self._tail, self._turn, self._sidecar_mtime = JsonlTail(path), TurnTracker(), None
+            self._tail, self._turn, self._sidecar_mtime = JsonlTail(path, self.files), TurnTracker(), None
         lines, grew = self._tail.read()
         for line in lines:
             self._turn.feed(line)
-        mtime = _mtime(path)
+        mtime = _mtime(self.files, path)
         sidecar = self._subagents_mtime(path)
         if sidecar is not None:
             if self._sidecar_mtime is not None and sidecar > self._sidecar_mtime:
@@ -265,18 +287,25 @@ class TranscriptReader:
         return TranscriptState(path, turn.turn_open, turn.turn_open and bool(turn.pending_tools),
                                grew, turn.changed_at, turn.tentative, mtime, turn.last_event)
 
-    @staticmethod
-    def _subagents_mtime(path: Path) -> float | None:
+    def _subagents_mtime(self, path: Path) -> float | None:
         folder = path.with_suffix("") / "subagents"
         try:
-            return max((e.stat().st_mtime for e in os.scandir(folder) if e.is_file()), default=None)
+            newest = max((st.st_mtime for _, st in self.files.listdir(folder) if stat.S_ISREG(st.st_mode)), default=None)
         except OSError:
             return None
+        return min(newest, time.time()) if newest is not None else None
 
 
-def _mtime(path: Path) -> float | None:
+def _is_file(files: AgentFiles, path: Path) -> bool:
     try:
-        return path.stat().st_mtime
+        return stat.S_ISREG(files.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _mtime(files: AgentFiles, path: Path) -> float | None:
+    try:
+        return min(files.stat(path).st_mtime, time.time())
     except OSError:
         return None
 
@@ -290,20 +319,21 @@ class HookState:
 
 
 class HookReader:
-    """The JSONL file Claude Code hooks append to: {"at", "event", "detail"} per line."""
+    """The JSONL file Claude Code hooks append to: {"at", "event"} per line."""
 
-    def __init__(self, path: Path) -> None:
-        self._tail = JsonlTail(path, initial_tail=64 << 10)
+    def __init__(self, path: Path, files: AgentFiles) -> None:
+        self._tail = JsonlTail(path, files, initial_tail=64 << 10, max_read=1 << 20, max_line=4096)
         self.state = HookState()
 
     def poll(self) -> HookState:
+        now = time.time()
         for line in self._tail.read()[0]:
-            at, event = line.get("at"), str(line.get("event") or "")
-            if not isinstance(at, (int, float)) or not event:
+            hook = parse_hook_event(line, now)
+            if hook is None:
                 continue
-            self.state.event, self.state.detail, self.state.at = event, str(line.get("detail") or ""), float(at)
-            if event in HOOK_ACTIVITY:
-                self.state.activity_at = float(at)
+            self.state.event, self.state.at = hook.event, hook.at
+            if hook.event in HOOK_ACTIVITY:
+                self.state.activity_at = hook.at
         return self.state
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,8 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ...contract import codec
+from ...contract.control import ControlRequest
+from ...contract.documents import BackupResult
+from ...contract.names import AGENT_SESSION, PORTS, VM, VmPaths
 from .. import leases
-from ..paths import VmPaths
 from .activity import recent_activity
 
 log = logging.getLogger(__name__)
@@ -31,12 +33,9 @@ MAX_MESSAGE = 4000
 
 @dataclass(frozen=True)
 class WebSettings:
-    port: int = 7392
-    session: str = "claude"
-    workspace_file: Path = Path("/etc/vmgen/workspace.json")
-    web_file: Path = Path("/etc/vmgen/web.json")
-    watchdog_state: Path = Path("/var/lib/vmgen/idlewatch.json")
-    vm: VmPaths = VmPaths()  # the agent's home, leases, the backup request and result
+    port: int = PORTS.page
+    session: str = AGENT_SESSION
+    vm: VmPaths = VM  # the workspace's description, the watchdog's state, leases, backup results
 
 
 class ActionRefused(Exception):
@@ -54,8 +53,8 @@ def _json_file(path: Path) -> dict[str, Any] | None:
 
 
 def collect_state(settings: WebSettings) -> dict[str, Any]:
-    workspace = _json_file(settings.workspace_file) or {}
-    watchdog = _json_file(settings.watchdog_state) or {}
+    workspace = _json_file(settings.vm.workspace_info) or {}
+    watchdog = _json_file(settings.vm.watchdog_state) or {}
     backup = _json_file(settings.vm.backup_result)
     activity = recent_activity(settings.vm.home / ".claude", workspace.get("repo_dir", ""))
     return {
@@ -65,7 +64,7 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
         "leases": [{"until": lease.until, "reason": lease.reason} for lease in leases.read(settings.vm.leases)],
         "backup": {k: backup.get(k) for k in ("ok", "backup_id", "ciphertext_bytes", "finished_at", "error")}
         if backup else None,
-        "web": _json_file(settings.web_file) or {},
+        "web": _json_file(settings.vm.web_links) or {},
         "activity": [item.to_json() for item in activity],
         "now": time.time(),
     }
@@ -79,10 +78,19 @@ def keep_alive(settings: WebSettings, hours: object) -> dict[str, Any]:
 
 
 def request_backup(settings: WebSettings) -> dict[str, Any]:
-    request_id = secrets.token_hex(8)
-    settings.vm.backup_request.parent.mkdir(parents=True, exist_ok=True)
-    settings.vm.backup_request.write_text(request_id)
-    return {"request_id": request_id}
+    """Ask root for a backup and answer once it started; it goes on after this request ends."""
+    from ..control import ControlUnavailable, ask
+
+    try:
+        for reply in ask(ControlRequest("backup", trigger="page"), settings.vm, timeout=30):
+            if reply.refused:
+                raise ActionRefused(409, reply.refused)
+            if reply.result is not None:
+                return {"started": True, "result": codec.from_value(BackupResult, reply.result, strict=False).ok}
+            return {"started": True}  # the first progress line: root is at work
+    except (ControlUnavailable, OSError) as exc:
+        raise ActionRefused(503, f"the backup service does not answer: {exc}") from None
+    raise ActionRefused(503, "the backup service closed the connection")
 
 
 def send_to_agent(settings: WebSettings, text: object) -> dict[str, Any]:

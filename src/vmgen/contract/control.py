@@ -1,0 +1,78 @@
+"""The agent user's requests to root: backups and the restore, over root's Unix socket.
+
+systemd listens on the socket (root-owned, group agent, 0660) and starts one root process per
+connection; the kernel tells that process who connected (SO_PEERCRED), so nothing the agent
+writes into a file is ever taken as a request. A request is one JSON line of at most
+MAX_REQUEST bytes; the answer is JSON lines: progress messages, then one result or a refusal.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from . import codec
+from .documents import BackupResult, RestoreResult
+
+MAX_REQUEST = 16 << 10
+MAX_REPLY_LINE = 64 << 10
+OPERATIONS = ("backup", "restore")
+TRIGGERS = ("laptop", "page", "shell")
+
+
+@dataclass(frozen=True)
+class ControlRequest:
+    op: str
+    trigger: str = "shell"  # who asked, for the result's record
+    identity: str = ""  # restore only: the age identity the laptop pushed over SSH
+
+
+def encode_request(request: ControlRequest) -> bytes:
+    return (json.dumps(codec.to_value(request)) + "\n").encode()
+
+
+def decode_request(line: bytes) -> ControlRequest:
+    request = codec.loads(ControlRequest, line, "request")
+    if request.op not in OPERATIONS:
+        raise codec.DocumentError(f"request: unknown operation {request.op!r}")
+    if request.trigger not in TRIGGERS:
+        raise codec.DocumentError(f"request: unknown trigger {request.trigger!r}")
+    return request
+
+
+def progress_line(message: str) -> bytes:
+    return (json.dumps({"progress": message}) + "\n").encode()
+
+
+def refused_line(reason: str) -> bytes:
+    return (json.dumps({"refused": reason}) + "\n").encode()
+
+
+def result_line(result: BackupResult | RestoreResult) -> bytes:
+    return (json.dumps({"result": codec.to_value(result)}) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One line of an answer, decoded: exactly one of the three is set."""
+
+    progress: str = ""
+    refused: str = ""
+    result: dict[str, Any] | None = None
+
+
+def decode_reply(line: bytes | str) -> Reply:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        raise codec.DocumentError(f"not a reply: {str(line)[:80]!r}") from None
+    if not isinstance(data, dict) or len(data) != 1:
+        raise codec.DocumentError(f"not a reply: {str(line)[:80]!r}")
+    if isinstance(data.get("progress"), str):
+        return Reply(progress=data["progress"])
+    if isinstance(data.get("refused"), str):
+        return Reply(refused=data["refused"])
+    if isinstance(data.get("result"), dict):
+        return Reply(result=data["result"])
+    raise codec.DocumentError(f"not a reply: {str(line)[:80]!r}")

@@ -1,0 +1,282 @@
+"""The documents that cross between the laptop and the VM, and between root and the agent user
+on the VM: one class each, with the functions that write and read it.
+
+Written by the renderer (cloud-init files), by root's services (results, the watchdog's state) or
+by the agent user (leases, hook events). Whatever the agent user wrote is read with every value
+checked and clamped: a lease never reaches past the CLI's own cap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import codec
+
+# --- the watchdog's settings (/etc/vmgen/idlewatch.toml, root's) --------------------------------
+
+WATCH_ACTIONS = ("poweroff", "delete", "backup-then-delete")
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """The idle watchdog's settings; the defaults are vmgen's defaults everywhere (config, spec)."""
+
+    name: str = "workspace"
+    workspace: str = ""  # the repository folder whose files count as activity; "" = the agent's work/
+    interval_seconds: float = 30
+    idle_minutes: float = 30
+    human_minutes: float = 120
+    warn_minutes: float = 10
+    stall_minutes: float = 15
+    max_lifetime_hours: float = 0  # 0: off
+    action: str = "poweroff"
+    dry_run: bool = False
+    provider: str = "docker"
+    webhook_url: str = ""
+    # How the VM deletes itself (cloud providers): the metadata service and the API endpoint.
+    metadata_url: str = ""
+    hcloud_endpoint: str = ""
+    # With a domain: the zone whose records for this workspace go before the server does.
+    dns_zone: str = ""
+    dns_endpoint: str = ""
+    ignore: tuple[str, ...] = ()
+
+    def to_toml(self) -> str:
+        return codec.toml_dumps(self)
+
+    @classmethod
+    def from_toml(cls, text: str, where: str = "idlewatch.toml") -> WatchSettings:
+        settings = codec.toml_loads(cls, text, where)
+        if settings.action not in WATCH_ACTIONS:
+            raise codec.DocumentError(f"{where}: action must be one of {', '.join(WATCH_ACTIONS)}")
+        return settings
+
+
+WATCH_DEFAULTS = WatchSettings()
+
+
+# --- the backup store as the VM sees it (/etc/vmgen/backup.toml, root-only) --------------------
+
+@dataclass(frozen=True)
+class BackupTarget:
+    """Where a workspace's backups go: a local folder or an S3-compatible bucket (R2)."""
+
+    kind: str  # "local" or "s3"
+    path: str = ""  # local: a directory
+    bucket: str = ""
+    endpoint_url: str = ""
+    region: str = "auto"
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    part_size_mib: int = 32
+    keep_last: int = 7
+    excludes: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"local folder {self.path}" if self.kind == "local" else \
+            f"s3://{self.bucket} at {self.endpoint_url or 'AWS'}"
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """The store, and the workspace's public recipient: the VM never holds the identity."""
+
+    target: BackupTarget
+    workspace: str
+    recipient: str
+
+    def to_toml(self) -> str:
+        flat = {**codec.to_value(self.target), "workspace": self.workspace, "recipient": self.recipient}
+        return "".join(f"{key} = {json.dumps(value)}\n" for key, value in flat.items())
+
+    @classmethod
+    def from_toml(cls, text: str, where: str = "backup.toml") -> BackupConfig:
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise codec.DocumentError(f"{where}: not valid TOML ({exc})") from None
+        workspace, recipient = data.pop("workspace", None), data.pop("recipient", None)
+        if not isinstance(workspace, str) or not isinstance(recipient, str):
+            raise codec.DocumentError(f"{where}: workspace and recipient must be strings")
+        return cls(codec.from_value(BackupTarget, data, where), workspace, recipient)
+
+
+# --- backups and restores: what root reports (world-readable, no secrets) ------------------------
+
+@dataclass(frozen=True)
+class ExcludedRecord:
+    pattern: str
+    entries: int = 0
+    files: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    ok: bool
+    backup_id: str = ""
+    ciphertext_bytes: int = 0
+    plaintext_bytes: int = 0
+    excluded: tuple[ExcludedRecord, ...] = ()
+    skipped: int = 0  # special files (FIFOs, sockets, devices) that a backup cannot hold
+    error: str = ""
+    trigger: str = ""  # "laptop", "page", "idlewatch"
+    seconds: float = 0.0
+    finished_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """Which backup a new VM restores (rendered into /etc/vmgen/restore.json)."""
+
+    workspace: str
+    backup_id: str = ""  # "" = the latest
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    ok: bool
+    backup_id: str = ""
+    plaintext_bytes: int = 0
+    error: str = ""
+    seconds: float = 0.0
+    finished_at: float = 0.0
+
+
+# --- what the workspace is (rendered; read by the page server and the CLI) ----------------------
+
+@dataclass(frozen=True)
+class WorkspaceInfo:
+    name: str
+    agent: str
+    repo_dir: str
+    source: str
+    idle_minutes: float
+    desktop: bool
+    vmgen_version: str
+
+
+@dataclass(frozen=True)
+class WebLinks:
+    """What the workspace page links to; empty without a domain (`vmgen open` tunnels)."""
+
+    url: str = ""
+    code_url: str = ""
+    desktop_url: str = ""
+    previews: dict[str, str] = field(default_factory=dict)
+
+
+# --- the watchdog's state (/var/lib/vmgen/idlewatch.json; world-readable) -----------------------
+
+@dataclass(frozen=True)
+class VerdictRecord:
+    busy: bool
+    reasons: tuple[str, ...]
+    idle_since: float  # wall clock, like every time below
+    idle_for_seconds: float
+    next_action: str
+    action_at: float
+    deadline: float
+    action: str = ""  # the action that will run at the deadline (next_action may say "warn")
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    state: str = "absent"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class WatchdogState:
+    boot_id: str
+    history: dict[str, Any]  # the policy's memory, for the watchdog itself
+    verdict: VerdictRecord
+    agent: AgentRecord
+    updated_at: float
+    last_seen: dict[str, float] = field(default_factory=dict)
+    dry_run: bool = False
+    failures: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def dumps(self) -> str:
+        return codec.dumps(self)
+
+    @classmethod
+    def loads(cls, text: str | bytes) -> WatchdogState:
+        return codec.loads(cls, text, "the watchdog's state", strict=False)
+
+
+# --- written by the agent user: keepalive leases and hook events --------------------------------
+
+LEASE_MAX_SECONDS = 30 * 86400  # the longest `vmgen keepalive --for` accepts
+REASON_MAX = 120
+
+
+@dataclass(frozen=True)
+class Lease:
+    until: float  # wall-clock epoch seconds
+    reason: str
+
+
+def dump_leases(leases: list[Lease] | tuple[Lease, ...]) -> str:
+    return json.dumps([codec.to_value(lease) for lease in leases], indent=2) + "\n"
+
+
+def parse_leases(raw: bytes | str, now: float) -> tuple[Lease, ...]:
+    """The live leases in a leases file, each clamped to at most `now` + the CLI's cap. Anything
+    that is not a lease is dropped: a broken file must not keep the VM up forever."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return ()
+    leases = []
+    for item in data if isinstance(data, list) else []:
+        until = item.get("until") if isinstance(item, dict) else None
+        if isinstance(until, bool) or not isinstance(until, (int, float)) or not math.isfinite(until) \
+                or until <= now:
+            continue
+        reason = item.get("reason")
+        leases.append(Lease(until=min(float(until), now + LEASE_MAX_SECONDS),
+                            reason=clean_text(reason if isinstance(reason, str) else "", REASON_MAX) or "keepalive"))
+    return tuple(leases)
+
+
+def with_lease(leases: tuple[Lease, ...], seconds: float, reason: str, now: float) -> tuple[Lease, ...]:
+    lease = Lease(until=now + min(seconds, LEASE_MAX_SECONDS), reason=clean_text(reason, REASON_MAX) or "keepalive")
+    return (*leases, lease)
+
+
+# Claude Code hook events the watchdog follows; the hook script appends one line per event.
+HOOK_EVENTS = ("UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop", "Notification")
+
+
+@dataclass(frozen=True)
+class HookEvent:
+    at: float  # wall clock, never later than when it was read
+    event: str
+
+
+def parse_hook_event(line: dict[str, Any], now: float) -> HookEvent | None:
+    at, event = line.get("at"), line.get("event")
+    if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at) or event not in HOOK_EVENTS:
+        return None
+    return HookEvent(at=min(float(at), now), event=str(event))
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Text from the agent's side, safe to show: no control characters, bounded length."""
+    return "".join(ch for ch in text if not unicodedata.category(ch).startswith("C"))[:limit]
+
+
+__all__ = [
+    "AgentRecord", "BackupConfig", "BackupResult", "BackupTarget", "ExcludedRecord", "HOOK_EVENTS", "HookEvent",
+    "LEASE_MAX_SECONDS", "Lease", "RestoreRequest", "RestoreResult", "VerdictRecord", "WATCH_ACTIONS",
+    "WATCH_DEFAULTS", "WatchSettings", "WatchdogState", "WebLinks", "WorkspaceInfo", "clean_text", "dump_leases",
+    "parse_hook_event", "parse_leases", "with_lease",
+]

@@ -1,0 +1,243 @@
+"""The names both halves of vmgen use on the VM: its user, paths, ports and systemd units.
+
+The laptop writes files for the VM (cloud-init) and talks to it over SSH; the VM's services and
+the page server read and write the same files. Every such name is spelled here once, and the
+templates receive these values instead of spelling them again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# The unprivileged user the coding agent runs as. Its uid is fixed, and far from the first
+# user's 1000: on the docker provider a bind-mounted folder keeps the laptop user's uid inside the
+# container, and the agent must never own the laptop's files (the local backup store).
+AGENT_USER = "agent"
+AGENT_UID = 2000
+# The tmux session every agent runs in (whatever the agent, one name to attach to).
+AGENT_SESSION = "claude"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Ports on the VM's loopback that Caddy proxies to, and the public ones the firewall opens."""
+
+    page: int = 7392  # the workspace page (vmgen vmside web)
+    code_ui: int = 3001  # CloudCLI, the Claude Code web UI
+    vnc: int = 5901  # x11vnc, local only
+    novnc: int = 6080  # websockify serving noVNC
+    public: tuple[int, ...] = (22, 80, 443)
+
+    @property
+    def reserved(self) -> frozenset[int]:
+        """Not available as preview ports."""
+        return frozenset({*self.public, self.page, self.code_ui, self.vnc, self.novnc})
+
+
+PORTS = Ports()
+
+
+@dataclass(frozen=True)
+class Units:
+    """vmgen's systemd units on the VM."""
+
+    agent: str = "vmgen-agent.service"
+    agent_start: str = "vmgen-agent.path"  # starts the agent once the handover mark exists
+    idlewatch: str = "vmgen-idlewatch.service"
+    lifetime_timer: str = "vmgen-lifetime.timer"  # the hard lifetime, apart from the watchdog loop
+    lifetime: str = "vmgen-lifetime.service"
+    control_socket: str = "vmgen-control.socket"  # the agent's requests to root (backup, restore)
+    control: str = "vmgen-control@.service"
+    metadata_guard: str = "vmgen-metadata-guard.service"
+    web: str = "vmgen-web.service"
+    caddy: str = "vmgen-caddy.service"
+    code_ui_install: str = "vmgen-code-ui-install.service"
+    code_ui: str = "vmgen-code-ui.service"
+    desktop: tuple[str, ...] = ("vmgen-desktop-xvfb.service", "vmgen-desktop-wm.service",
+                                "vmgen-desktop-vnc.service", "vmgen-desktop-novnc.service")
+
+
+UNITS = Units()
+
+
+@dataclass(frozen=True)
+class VmPaths:
+    """Every file and folder on the VM that more than one part of vmgen names.
+
+    The roots are fields so that tests can relocate them; everything else derives from them.
+    """
+
+    home: Path = Path("/home") / AGENT_USER
+    etc: Path = Path("/etc/vmgen")
+    state: Path = Path("/var/lib/vmgen")
+    run: Path = Path("/run/vmgen")
+    log: Path = Path("/var/log/vmgen")
+    lib: Path = Path("/usr/local/lib/vmgen")
+    venv: Path = Path("/opt/vmgen")
+    systemd: Path = Path("/etc/systemd/system")
+    tmp: Path = Path("/tmp")
+
+    # --- root's configuration (written by cloud-init) ---------------------------------------
+    @property
+    def workspace_info(self) -> Path:
+        return self.etc / "workspace.json"
+
+    @property
+    def web_links(self) -> Path:
+        return self.etc / "web.json"
+
+    @property
+    def watch_settings(self) -> Path:
+        return self.etc / "idlewatch.toml"
+
+    @property
+    def backup_config(self) -> Path:
+        """Root-only: the store's location and keys, and the workspace's public recipient."""
+        return self.etc / "backup.toml"
+
+    @property
+    def restore_request(self) -> Path:
+        return self.etc / "restore.json"
+
+    @property
+    def secrets(self) -> Path:
+        """Root-only: the provider and DNS tokens the watchdog deletes the VM with."""
+        return self.etc / "provider.env"
+
+    @property
+    def caddyfile(self) -> Path:
+        return self.etc / "Caddyfile"
+
+    @property
+    def web_user(self) -> Path:
+        return self.etc / "web-user"
+
+    @property
+    def code_ui_env(self) -> Path:
+        return self.etc / "cloudcli.env"
+
+    @property
+    def stamps(self) -> Path:
+        return self.etc / "stamps"
+
+    # --- what root's services write; world-readable, never a secret -------------------------
+    @property
+    def watchdog_state(self) -> Path:
+        return self.state / "idlewatch.json"
+
+    @property
+    def backup_result(self) -> Path:
+        return self.state / "backup-result.json"
+
+    @property
+    def restore_result(self) -> Path:
+        return self.state / "restore-result.json"
+
+    @property
+    def code_ui_ready(self) -> Path:
+        return self.state / "code-ui-ready"
+
+    @property
+    def local_backups(self) -> Path:
+        """Where the docker provider mounts a local backup store."""
+        return self.state / "backups"
+
+    @property
+    def wheels(self) -> Path:
+        """Where the docker provider mounts a local wheel folder."""
+        return self.state / "wheels"
+
+    @property
+    def phases_log(self) -> Path:
+        return self.log / "phases.log"
+
+    @property
+    def control_socket(self) -> Path:
+        """Root's socket for the agent's requests; the kernel tells root who connected."""
+        return self.run / "control.sock"
+
+    @property
+    def backup_lock(self) -> Path:
+        return self.run / "backup.lock"
+
+    # --- system configuration vmgen adds to ----------------------------------------------------
+    @property
+    def sshd_config(self) -> Path:
+        return Path("/etc/ssh/sshd_config.d/60-vmgen.conf")
+
+    @property
+    def fail2ban_jail(self) -> Path:
+        return Path("/etc/fail2ban/jail.d/vmgen.local")
+
+    @property
+    def tmpfiles(self) -> Path:
+        return Path("/etc/tmpfiles.d/vmgen.conf")
+
+    @property
+    def command_link(self) -> Path:
+        """`vmgen` on every user's PATH."""
+        return Path("/usr/local/bin/vmgen")
+
+    # --- programs ------------------------------------------------------------------------------
+    @property
+    def vmgen(self) -> Path:
+        return self.venv / "bin" / "vmgen"
+
+    def program(self, name: str) -> Path:
+        return self.lib / name
+
+    def unit(self, name: str) -> Path:
+        return self.systemd / name
+
+    # --- the agent's home: the agent owns and controls everything below -------------------
+    @property
+    def agent_dir(self) -> Path:
+        return self.home / ".vmgen"
+
+    @property
+    def leases(self) -> Path:
+        return self.agent_dir / "leases.json"
+
+    @property
+    def hook_events(self) -> Path:
+        return self.agent_dir / "agent-events.jsonl"
+
+    @property
+    def handover_mark(self) -> Path:
+        return self.agent_dir / "handover-done"
+
+    @property
+    def started_once(self) -> Path:
+        return self.agent_dir / "started-once"
+
+    @property
+    def agent_env(self) -> Path:
+        return self.home / ".config" / "vmgen" / "agent.env"
+
+    @property
+    def claude_dir(self) -> Path:
+        return self.home / ".claude"
+
+    @property
+    def code_ui_data(self) -> Path:
+        """CloudCLI's own database (its login), the agent's."""
+        return self.home / ".cloudcli"
+
+    @property
+    def authorized_keys(self) -> Path:
+        return self.home / ".ssh" / "authorized_keys"
+
+    def tmux_dir(self, uid: int) -> Path:
+        """Where the agent's tmux servers put their sockets (tmux's own default)."""
+        return self.tmp / f"tmux-{uid}"
+
+    @property
+    def work(self) -> Path:
+        return self.home / "work"
+
+    def repo_dir(self, workspace: str) -> Path:
+        return self.work / workspace
+
+
+VM = VmPaths()
