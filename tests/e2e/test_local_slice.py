@@ -95,9 +95,9 @@ def test_the_agent_runs_the_real_claude_cli_in_tmux(cli, launched) -> None:
 def test_credentials_are_delivered_to_the_agent_only(cli, launched, docker_client) -> None:
     env_file = "/home/agent/.config/vmgen/agent.env"
     assert cli.ssh(NAME, f"stat -c '%a %U' {env_file}").strip() == "600 agent"
-    seed = (cli.home / ".local/state/vmgen/workspaces" / NAME / "seed" / "user-data").read_text()
-    assert API_KEY not in seed
     container = docker_client.containers.get(f"vmgen-{NAME}")
+    seed = container.exec_run(["cat", "/var/lib/cloud/seed/nocloud/user-data"]).output.decode()
+    assert seed.startswith("#cloud-config") and API_KEY not in seed
     assert API_KEY not in json.dumps(container.attrs)  # not in env, labels or command line
 
 

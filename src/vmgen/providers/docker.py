@@ -2,28 +2,32 @@
 
 The container boots from a NoCloud seed (user-data + meta-data) exactly as a cloud VM would; a
 named volume keeps /home across stop/start; SSH is published on 127.0.0.1 only.
+
+The seed holds secrets (the host key, tokens, the store's keys). It is copied into the created
+container as root-only files before it starts, never bind-mounted: a bind mount keeps the
+laptop user's uid, and inside the container that uid may be anyone's.
 """
 
 from __future__ import annotations
 
 import io
 import secrets
+import tarfile
+import time
 from importlib import resources
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
 
-from ..backup.target import VM_LOCAL_MOUNT
+from ..contract.names import VM
 from ..errors import ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
-from ..spec import WHEELS_MOUNT, WorkspaceSpec
+from ..spec import WorkspaceSpec
 from ..stamps import BakedImage
-from ..state import WorkspaceState
 from .base import LABEL, WS_LABEL, SelfDelete, SSHEndpoint, Workspace
 
-SEED_MOUNT = "/var/lib/cloud/seed/nocloud"
+SEED_DIR = "var/lib/cloud/seed/nocloud"  # where cloud-init's NoCloud datasource looks
 # Built by vmgen itself from the Dockerfile it ships, when missing.
 SHIPPED_IMAGE = "vmgen-ubuntu:24.04"
 
@@ -46,13 +50,42 @@ def systemd_run_options(cgroup_version: str) -> dict[str, Any]:
     """
     options: dict[str, Any] = {
         "cgroupns": "host",
-        "cap_add": ["SYS_ADMIN", "NET_ADMIN"],
+        # SYS_PTRACE: root on a real VM may read any process's /proc/<pid>/fd (the watchdog
+        # counts the agent's connections to its model API); a container's root may not without it.
+        "cap_add": ["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"],
         "tmpfs": {"/run": "rw,exec,mode=755", "/run/lock": "rw,mode=1777", "/tmp": "rw,exec,mode=1777"},
         "stop_signal": "SIGRTMIN+3",
     }
     if cgroup_version == "2":
         options["security_opt"] = ["apparmor=unconfined"]
     return options
+
+
+def seed_archive(user_data: str, meta_data: str) -> bytes:
+    """The NoCloud seed as a tar for put_archive: root-owned, readable by root only."""
+    buffer = io.BytesIO()
+    now = time.time()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for folder in ("var/lib/cloud", "var/lib/cloud/seed", SEED_DIR):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o700 if folder == SEED_DIR else 0o755, now
+            tar.addfile(info)
+        for name, text in (("user-data", user_data), ("meta-data", meta_data)):
+            data = text.encode()
+            info = tarfile.TarInfo(f"{SEED_DIR}/{name}")
+            info.size, info.mode, info.mtime = len(data), 0o600, now
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def boot_with_seed(client: docker.DockerClient, user_data: str, meta_data: str, *, image: str, **options: Any):
+    """Create a simulated VM, put its seed in, start it. A container that fails on the way is
+    left for the caller's cleanup (it finds it by name)."""
+    container = client.containers.create(image, command=["/sbin/init"], **options)
+    if not container.put_archive("/", seed_archive(user_data, meta_data)):
+        raise VmgenError("docker could not copy the cloud-init seed into the workspace")
+    container.start()
+    return container
 
 
 class DockerProvider:
@@ -77,23 +110,21 @@ class DockerProvider:
         if self._container(spec.name) is not None:
             raise WorkspaceExists(f"a workspace named {spec.name!r} already exists")
         self.ensure_image()
-        seed = self._write_seed(spec.name, user_data)
         volumes = {
             "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
-            str(seed): {"bind": SEED_MOUNT, "mode": "ro"},
             volume_name(spec.name): {"bind": "/home", "mode": "rw"},
         }
         if spec.vmgen.local_wheels is not None:
-            volumes[str(spec.vmgen.local_wheels)] = {"bind": WHEELS_MOUNT, "mode": "ro"}
+            volumes[str(spec.vmgen.local_wheels)] = {"bind": str(VM.wheels), "mode": "ro"}
         if spec.local_backup_dir is not None:
             spec.local_backup_dir.mkdir(parents=True, exist_ok=True)
-            volumes[str(spec.local_backup_dir)] = {"bind": VM_LOCAL_MOUNT, "mode": "rw"}
+            volumes[str(spec.local_backup_dir)] = {"bind": str(VM.local_backups), "mode": "rw"}
         cgroup_version = str(self.client.info().get("CgroupVersion", "1"))
+        meta_data = f"instance-id: vmgen-{spec.name}-{secrets.token_hex(4)}\nlocal-hostname: {spec.name}\n"
         try:
-            container = self.client.containers.run(
-                spec.image or self.image,
-                command=["/sbin/init"],
-                detach=True,
+            container = boot_with_seed(
+                self.client, user_data, meta_data,
+                image=spec.image or self.image,
                 name=container_name(spec.name),
                 hostname=spec.name,
                 labels={LABEL: "1", WS_LABEL: spec.name},
@@ -171,13 +202,6 @@ class DockerProvider:
 
     def stop_note(self) -> str:
         return "the container is stopped; its disk and /home are kept"
-
-    def _write_seed(self, name: str, user_data: str) -> Path:
-        state = WorkspaceState(name)
-        instance_id = f"vmgen-{name}-{secrets.token_hex(4)}"
-        state.write("seed/user-data", user_data)
-        state.write("seed/meta-data", f"instance-id: {instance_id}\nlocal-hostname: {name}\n")
-        return state.dir / "seed"
 
     def _container(self, name: str):
         found = self.client.containers.list(all=True, filters={"label": f"{WS_LABEL}={name}"})

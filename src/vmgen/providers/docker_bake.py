@@ -4,10 +4,8 @@ clean it the way Packer cleans a cloud VM, and commit it as an image labelled wi
 from __future__ import annotations
 
 import secrets
-import tempfile
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable
 
 from docker.errors import APIError, NotFound
@@ -15,9 +13,9 @@ from docker.errors import APIError, NotFound
 from ..builder.install import BAKE_CLEANUP, InstallPlan
 from ..builder.render import render_bake_user_data
 from ..errors import VmgenError
-from ..spec import WHEELS_MOUNT
+from ..contract.names import VM
 from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
-from .docker import SEED_MOUNT, DockerProvider, systemd_run_options
+from .docker import DockerProvider, boot_with_seed, systemd_run_options
 
 BAKED_REPOSITORY = "vmgen-baked"
 BAKE_LABEL = "vmgen-bake"
@@ -36,32 +34,37 @@ def base_label(provider: DockerProvider) -> str:
 
 def bake(provider: DockerProvider, plan: InstallPlan, progress: Progress, timeout: float = 1800) -> BakedImage:
     base = base_label(provider)
-    with tempfile.TemporaryDirectory(prefix="vmgen-bake-") as seed:
-        Path(seed, "user-data").write_text(render_bake_user_data(plan))
-        Path(seed, "meta-data").write_text(f"instance-id: vmgen-bake-{secrets.token_hex(4)}\n")
-        volumes = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
-                   seed: {"bind": SEED_MOUNT, "mode": "ro"}}
-        if plan.vmgen.local_wheels is not None:
-            volumes[str(plan.vmgen.local_wheels)] = {"bind": WHEELS_MOUNT, "mode": "ro"}
-        try:
-            container = provider.client.containers.run(
-                provider.image, command=["/sbin/init"], detach=True, name=f"vmgen-bake-{secrets.token_hex(4)}",
-                labels={BAKE_LABEL: "1"}, volumes=volumes, extra_hosts={"host.docker.internal": "host-gateway"},
-                **systemd_run_options(str(provider.client.info().get("CgroupVersion", "1"))))
-        except APIError as exc:
-            raise BakeFailed(f"docker could not start the bake container: {exc.explanation}") from None
-        try:
-            _follow(container, progress, timeout)
-            progress("cleaning up (cloud-init clean, host keys)")
-            _exec(container, " && ".join(BAKE_CLEANUP))
-            container.stop(timeout=30)
-            labels = plan.stamp.labels(base)
-            tag = f"{plan.stamp.agent}-{plan.stamp.vmgen}-{plan.stamp.packages}"
-            progress(f"committing {BAKED_REPOSITORY}:{tag}")
-            image = container.commit(repository=BAKED_REPOSITORY, tag=tag, conf={"Labels": labels})
-        finally:
-            container.remove(force=True)
+    volumes = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
+    if plan.vmgen.local_wheels is not None:
+        volumes[str(plan.vmgen.local_wheels)] = {"bind": str(VM.wheels), "mode": "ro"}
+    name = f"vmgen-bake-{secrets.token_hex(4)}"
+    try:
+        container = boot_with_seed(
+            provider.client, render_bake_user_data(plan), f"instance-id: {name}\n", image=provider.image,
+            name=name, labels={BAKE_LABEL: "1"}, volumes=volumes, extra_hosts={"host.docker.internal": "host-gateway"},
+            **systemd_run_options(str(provider.client.info().get("CgroupVersion", "1"))))
+    except APIError as exc:
+        _remove(provider, name)
+        raise BakeFailed(f"docker could not start the bake container: {exc.explanation}") from None
+    try:
+        _follow(container, progress, timeout)
+        progress("cleaning up (cloud-init clean, host keys)")
+        _exec(container, " && ".join(BAKE_CLEANUP))
+        container.stop(timeout=30)
+        labels = plan.stamp.labels(base)
+        tag = f"{plan.stamp.agent}-{plan.stamp.vmgen}-{plan.stamp.packages}"
+        progress(f"committing {BAKED_REPOSITORY}:{tag}")
+        image = container.commit(repository=BAKED_REPOSITORY, tag=tag, conf={"Labels": labels})
+    finally:
+        container.remove(force=True)
     return _baked(image)
+
+
+def _remove(provider: DockerProvider, name: str) -> None:
+    try:
+        provider.client.containers.get(name).remove(force=True)
+    except NotFound:
+        pass
 
 
 def baked_images(provider: DockerProvider, base: str | None = None) -> list[BakedImage]:

@@ -142,9 +142,12 @@ class DockerVms:
     def _write_seed(self, server_id: int, user_data: str, meta_data: str) -> Path:
         seed = self._seed_root / str(server_id)
         seed.mkdir(parents=True, exist_ok=True)
-        (seed / "user-data").write_text(user_data)
-        (seed / "meta-data").write_text(meta_data)
-        seed.chmod(0o755)
+        # A real VM gets its user-data from the metadata service, which only root may reach, and
+        # cloud-init keeps it root-only: so do these files (they hold the host key and tokens).
+        for name, text in (("user-data", user_data), ("meta-data", meta_data)):
+            (seed / name).write_text(text)
+            (seed / name).chmod(0o600)
+        seed.chmod(0o700)
         return seed
 
     def create(self, server_id: int, name: str, ip: str, user_data: str, meta_data: str,
@@ -152,7 +155,7 @@ class DockerVms:
         seed = self._write_seed(server_id, user_data, meta_data)
         container = f"hz-{server_id}-{name}"
         kwargs = dict(
-            name=container, hostname=name, cap_add=["SYS_ADMIN", "NET_ADMIN"], cgroupns="host",
+            name=container, hostname=name, cap_add=["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"], cgroupns="host",
             volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
                      str(seed): {"bind": "/var/lib/cloud/seed/nocloud", "mode": "ro"}},
             tmpfs={"/run": "", "/run/lock": "", "/tmp": ""}, stop_signal="SIGRTMIN+3",
