@@ -118,7 +118,7 @@ class HetznerProvider:
     public = True
 
     def __init__(self, token: str, location: str, image: str = "", endpoint: str = "",
-                 metadata_url: str = DEFAULT_METADATA) -> None:
+                 metadata_url: str = DEFAULT_METADATA, poll_interval: float = 1.0) -> None:
         if not token:
             raise HetznerAuthError(
                 "no Hetzner API token: set HCLOUD_TOKEN, or hcloud_token in ~/.config/vmgen/config.toml")
@@ -128,7 +128,8 @@ class HetznerProvider:
         self.endpoint = endpoint
         self.metadata_url = metadata_url or DEFAULT_METADATA
         self.client = Client(token=token, api_endpoint=endpoint or DEFAULT_ENDPOINT,
-                             application_name="vmgen", application_version=__version__, poll_interval=1.0)
+                             application_name="vmgen", application_version=__version__,
+                             poll_interval=poll_interval)
         follow_rate_limit_headers(self.client)
 
     # --- the Provider protocol -------------------------------------------------------------
