@@ -197,6 +197,21 @@ def test_server_create_errors(cloud, client):
     assert api_error(lambda: client.servers.get_by_id(1)).code == "not_found"
 
 
+def test_a_snapshot_boots_only_types_with_at_least_its_disk(cloud, client):
+    made = create(client, "source", server_type="cx33")
+    made.action.wait_until_finished()
+    snap = made.server.create_image(description="from cx33")
+    snap.action.wait_until_finished()
+    assert client.images.get_by_id(snap.image.id).disk_size == 80
+    err = api_error(lambda: client.servers.create("small", server_type=ServerType(name="cx23"),
+                                                  image=Image(id=snap.image.id)))
+    assert (err.code, err.message) == ("invalid_input", "image disk is bigger than server type disk")
+    assert cloud.requests[-1].status == 422
+    bigger = client.servers.create("bigger", server_type=ServerType(name="cx43"), image=Image(id=snap.image.id))
+    bigger.action.wait_until_finished()
+    assert client.servers.get_by_id(bigger.server.id).server_type.name == "cx43"
+
+
 def test_failed_create_action(cloud, client):
     cloud.fail_action("create_server", "placement_error", "no capacity")
     response = create(client, "unlucky")

@@ -103,6 +103,8 @@ class ServerRoutes:
         image = self.p.image(b.get("image") or required_str(b, "image"))
         location = self._location_for(b, server_type)
         self._check_orderable(server_type, location)
+        if image.disk_size > server_type.disk:  # a snapshot carries its source's disk and cannot shrink
+            raise ApiError(422, "invalid_input", "image disk is bigger than server type disk")
         self._check_quota(name)
         user_data = b.get("user_data") or ""
         if len(user_data.encode()) > MAX_USER_DATA:
