@@ -76,8 +76,9 @@ class Provider(Protocol):
         """Images vmgen baked (newest first); only those baked from `base` when given."""
         ...
 
-    def newest_baked(self) -> BakedImage | None:
-        """The newest image baked from this provider's configured base image."""
+    def newest_baked(self, spec: WorkspaceSpec | None = None) -> BakedImage | None:
+        """The newest image baked from this provider's configured base image; with a spec, the
+        newest one that can boot it (a Hetzner snapshot cannot boot a smaller disk)."""
         ...
 
     def stop_note(self) -> str:

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timezone
 from typing import Iterator
 from urllib.parse import urlsplit
@@ -174,6 +175,20 @@ class HetznerProvider:
 
     def baked_images(self, base: str | None = None) -> list[BakedImage]:
         """Snapshots vmgen baked (by label), newest first; only those from `base` when given."""
+        return [snapshot.baked for snapshot in self._baked_snapshots(base)]
+
+    def newest_baked(self, spec: WorkspaceSpec | None = None) -> BakedImage | None:
+        """With a spec: the newest snapshot whose disk fits the server type the spec gets, since
+        Hetzner refuses to boot a snapshot on a smaller disk (a bake on an older, larger type)."""
+        snapshots = self._baked_snapshots(self.image)
+        if spec is not None:
+            location = spec.region or self.location
+            offer = choose_type(self.offers(location), spec.size, location)
+            snapshots = [s for s in snapshots
+                         if s.disk_gb <= offer.disk_gb and s.architecture == offer.architecture]
+        return snapshots[0].baked if snapshots else None
+
+    def _baked_snapshots(self, base: str | None) -> list[_Snapshot]:
         selector = f"{BAKED_LABEL}=1" + (f",{BASE_LABEL}={label_value(base)}" if base else "")
         with api_errors("list snapshots"):
             images = self.client.images.get_all(type="snapshot", label_selector=selector)
@@ -181,14 +196,11 @@ class HetznerProvider:
         for image in images:
             stamp = ImageStamp.from_labels(image.labels)
             if stamp is not None and image.status == "available":
-                found.append(BakedImage(ref=str(image.id), name=image.description or str(image.id),
-                                        created_at=image.created.astimezone(timezone.utc), stamp=stamp,
-                                        base=image.labels.get(BASE_LABEL, "")))
-        return sorted(found, key=lambda b: b.created_at, reverse=True)
-
-    def newest_baked(self) -> BakedImage | None:
-        found = self.baked_images(self.image)
-        return found[0] if found else None
+                baked = BakedImage(ref=str(image.id), name=image.description or str(image.id),
+                                   created_at=image.created.astimezone(timezone.utc), stamp=stamp,
+                                   base=image.labels.get(BASE_LABEL, ""))
+                found.append(_Snapshot(baked, float(image.disk_size or 0), image.architecture or "x86"))
+        return sorted(found, key=lambda s: s.baked.created_at, reverse=True)
 
     def get(self, name: str) -> Workspace | None:
         with api_errors("read servers"):
@@ -294,6 +306,13 @@ class HetznerProvider:
             address=ipv4,
             price_hourly=float(price["price_hourly"]["gross"]) if price else None,
         )
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    baked: BakedImage
+    disk_gb: float  # the disk it carries: it boots only server types with at least this much
+    architecture: str
 
 
 def _image(ref: str) -> Image:

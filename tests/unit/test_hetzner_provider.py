@@ -1,0 +1,95 @@
+"""The Hetzner provider against the simulated cloud in memory (boot=False): which snapshot a launch
+boots, and what a user meets when the real API refuses, fails or is still busy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import hcl2
+import pytest
+from hcloud.images import Image
+from hcloud.server_types import ServerType
+
+from tests.fakes.hetzner import FakeHetzner
+from vmgen import __version__
+from vmgen.agents import AGENTS
+from vmgen.builder.install import plan_for
+from vmgen.launch import with_baked_image
+from vmgen.providers.hetzner import HetznerProvider
+from vmgen.spec import GitSource, VmgenInstall, WorkspaceSpec
+
+PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGVmZ2hpamtsbW5vcHFyc3R1dnd4eXphYmNkZWZnaGlq tester@laptop"
+VMGEN = VmgenInstall(version=__version__, find_links="http://wheels.example:8080/")
+AGENT_VERSION = "2.1.332"
+STAMP_LABELS = plan_for(AGENTS["claude"], AGENT_VERSION, VMGEN).stamp.labels("ubuntu-24.04")
+USER_DATA = "#cloud-config\n"
+
+
+@pytest.fixture
+def cloud():
+    with FakeHetzner(boot=False) as fake:
+        yield fake
+
+
+@pytest.fixture
+def provider(cloud) -> HetznerProvider:
+    return HetznerProvider(token=cloud.token, location="fsn1", endpoint=cloud.api_endpoint, poll_interval=0.05)
+
+
+def spec(name: str = "ws", size: str = "medium", image: str = "") -> WorkspaceSpec:
+    return WorkspaceSpec(name=name, source=GitSource("https://example.com/app"), agent=AGENTS["claude"], vmgen=VMGEN,
+                         ssh_keys=(PUBKEY,), agent_version=AGENT_VERSION, size=size, region="fsn1", image=image)
+
+
+def bake_on(cloud: FakeHetzner, server_type: str, created: str) -> int:
+    """A snapshot vmgen baked on a server of `server_type`, dated `created`; returns its id."""
+    client = cloud.client()
+    made = client.servers.create(f"bake-{server_type}", server_type=ServerType(name=server_type),
+                                 image=Image(name="ubuntu-24.04"))
+    made.action.wait_until_finished()
+    snap = made.server.create_image(description=f"baked on {server_type}", labels=STAMP_LABELS)
+    snap.action.wait_until_finished()
+    client.servers.delete(made.server).wait_until_finished()
+    with cloud.state.lock:
+        cloud.state.images[snap.image.id].created = created
+    return snap.image.id
+
+
+# --- 1. a snapshot cannot boot a smaller disk ------------------------------------------------------
+
+
+def test_a_launch_boots_the_newest_snapshot_whose_disk_fits_its_size(cloud, provider):
+    on_small = bake_on(cloud, "cx23", "2026-01-01T00:00:00+00:00")  # 40 GB
+    on_medium = bake_on(cloud, "cx33", "2026-02-01T00:00:00+00:00")  # 80 GB, newer
+    assert with_baked_image(spec(size="medium"), provider, print).image == str(on_medium)
+    small = with_baked_image(spec(size="small"), provider, print)
+    assert small.image == str(on_small)
+    made = provider.create(small, USER_DATA)
+    assert (made.server_type, made.status) == ("cx23", "running")
+
+
+def test_a_launch_without_a_snapshot_that_fits_starts_from_the_stock_image(cloud, provider):
+    bake_on(cloud, "cx33", "2026-02-01T00:00:00+00:00")
+    small = with_baked_image(spec(size="small"), provider, print)
+    assert small.image == ""
+    assert provider.create(small, USER_DATA).server_type == "cx23"
+
+
+def run_vmgen(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    # PATH holds the interpreter's folder only: no Packer, so `image build` stops after the template.
+    environment = {"PATH": os.path.dirname(sys.executable), "HOME": str(home),
+                   "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), **env}
+    return subprocess.run([sys.executable, "-m", "vmgen", *args], env=environment, cwd=home,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_image_build_bakes_on_the_smallest_disk_so_every_size_can_boot_the_snapshot(home, cloud):
+    result = run_vmgen(home, "image", "build", "--provider", "hetzner", HCLOUD_TOKEN=cloud.token,
+                       VMGEN_HCLOUD_ENDPOINT=cloud.api_endpoint, VMGEN_REGION="fsn1", VMGEN_SIZE="large")
+    assert "packer is not installed" in result.stderr, result.stderr
+    template = hcl2.loads((home / ".local/state/vmgen/packer/vmgen.pkr.hcl").read_text())
+    source = template["source"][0]['"hcloud"']['"vmgen"']
+    assert source["server_type"].strip('"') == "cx23"
