@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import hcl2
 import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
 from hcloud.images import Image
 from hcloud.server_types import ServerType
 
@@ -93,3 +96,21 @@ def test_image_build_bakes_on_the_smallest_disk_so_every_size_can_boot_the_snaps
     template = hcl2.loads((home / ".local/state/vmgen/packer/vmgen.pkr.hcl").read_text())
     source = template["source"][0]['"hcloud"']['"vmgen"']
     assert source["server_type"].strip('"') == "cx23"
+
+
+# --- 2. the hcloud floor -------------------------------------------------------------------------
+
+# What vmgen reads from hcloud, and the release that added it (hcloud-python's CHANGELOG.md).
+HCLOUD_FEATURES = {
+    "ServerType.locations (per-location deprecation)": "2.6.0",  # "per location server types"
+    "Server.location": "2.13.0",  # "deprecate datacenter in primary ips and servers"
+    "ServerTypeLocation.available": "2.18.0",  # "move available and recommended to server_type"
+}
+
+
+def test_the_declared_hcloud_floor_has_everything_vmgen_reads():
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    hcloud = next(r for r in map(Requirement, pyproject["project"]["dependencies"]) if r.name == "hcloud")
+    floor = min(Version(s.version) for s in hcloud.specifier if s.operator == ">=")
+    missing = {feature: added for feature, added in HCLOUD_FEATURES.items() if Version(added) > floor}
+    assert not missing, f"hcloud>={floor} lacks {missing}"
