@@ -187,7 +187,8 @@ def test_server_create_errors(cloud, client):
     assert (err.code, err.message) == ("invalid_input", "unsupported location for server type")
     assert api_error(lambda: create(client, "x", location="ash")).code == "invalid_input"
     cloud.set_availability("cx33", "nbg1", False)
-    assert api_error(lambda: create(client, "sold-out", "cx33", "nbg1")).code == "resource_unavailable"
+    err = api_error(lambda: create(client, "sold-out", "cx33", "nbg1"))
+    assert (err.code, err.message, cloud.requests[-1].status) == ("resource_unavailable", "error during placement", 412)
     cloud.max_servers = 1
     err = api_error(lambda: create(client, "second"))
     assert (err.code, err.details) == ("resource_limit_exceeded", {"limits": [{"name": "server_limit"}]})

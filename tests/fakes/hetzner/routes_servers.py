@@ -144,7 +144,7 @@ class ServerRoutes:
         if offered is None or removed:
             raise ApiError(400, "invalid_input", "unsupported location for server type")
         if not offered.available:
-            raise ApiError(403, "resource_unavailable", "error during placement")
+            raise ApiError(412, "resource_unavailable", "error during placement")
 
     def _check_quota(self, name: str) -> None:
         if any(s.name == name for s in self.p.servers.values()):
