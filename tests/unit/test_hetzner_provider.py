@@ -13,6 +13,7 @@ import hcl2
 import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
+from hcloud.actions import Action, ActionTimeoutException
 from hcloud.images import Image
 from hcloud.server_types import ServerType
 
@@ -20,8 +21,9 @@ from tests.fakes.hetzner import FakeHetzner
 from vmgen import __version__
 from vmgen.agents import AGENTS
 from vmgen.builder.install import plan_for
+from vmgen.errors import ProviderActionFailed
 from vmgen.launch import with_baked_image
-from vmgen.providers.hetzner import HetznerProvider
+from vmgen.providers.hetzner import HetznerProvider, api_errors
 from vmgen.spec import GitSource, VmgenInstall, WorkspaceSpec
 
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGVmZ2hpamtsbW5vcHFyc3R1dnd4eXphYmNkZWZnaGlq tester@laptop"
@@ -59,6 +61,14 @@ def bake_on(cloud: FakeHetzner, server_type: str, created: str) -> int:
     with cloud.state.lock:
         cloud.state.images[snap.image.id].created = created
     return snap.image.id
+
+
+def left_on(cloud: FakeHetzner) -> dict[str, int]:
+    with cloud.state.lock:
+        return {kind: len(getattr(cloud.state, kind)) for kind in ("servers", "firewalls", "ssh_keys")}
+
+
+NOTHING = {"servers": 0, "firewalls": 0, "ssh_keys": 0}
 
 
 # --- 1. a snapshot cannot boot a smaller disk ------------------------------------------------------
@@ -114,3 +124,30 @@ def test_the_declared_hcloud_floor_has_everything_vmgen_reads():
     floor = min(Version(s.version) for s in hcloud.specifier if s.operator == ">=")
     missing = {feature: added for feature, added in HCLOUD_FEATURES.items() if Version(added) > floor}
     assert not missing, f"hcloud>={floor} lacks {missing}"
+
+
+# --- 3. placement failures and failed actions ----------------------------------------------------
+
+
+def test_no_room_for_the_server_is_one_clear_line_and_leaves_nothing(cloud, provider):
+    cloud.fail_next("resource_unavailable", 412, method="POST", path="/servers", message="error during placement")
+    with pytest.raises(ProviderActionFailed) as info:
+        provider.create(spec(), USER_DATA)
+    message = str(info.value)
+    assert "no room to create a cx33 server in fsn1" in message and "--region" in message and "\n" not in message
+    assert left_on(cloud) == NOTHING
+
+
+def test_a_failed_create_action_says_why_rather_than_server_not_found(cloud, provider):
+    cloud.fail_action("create_server", "placement_error", "error during placement")
+    with pytest.raises(ProviderActionFailed) as info:
+        provider.create(spec(), USER_DATA)
+    message = str(info.value)
+    assert "error during placement" in message and "not found" not in message
+    assert left_on(cloud) == NOTHING
+
+
+def test_an_action_that_never_finishes_is_one_clear_line():
+    with pytest.raises(ProviderActionFailed, match="did not finish"):
+        with api_errors("create the server"):
+            raise ActionTimeoutException(Action(id=7, command="create_server", status="running"))

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import requests
 from hcloud import APIException, Client
+from hcloud.actions import ActionFailedException, ActionTimeoutException
 from hcloud.firewalls import FirewallRule
 from hcloud.images import Image
 from hcloud.locations import Location
@@ -25,7 +26,9 @@ from hcloud.servers import BoundServer
 
 from .. import __version__
 from ..errors import (
+    ProviderActionFailed,
     ProviderUnavailable,
+    ResourceLeftBehind,
     UsageError,
     VmgenError,
     WorkspaceExists,
@@ -40,6 +43,9 @@ DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
 DEFAULT_IMAGE = "ubuntu-24.04"
 DEFAULT_METADATA = "http://169.254.169.254/hetzner/v1/metadata"
 FIREWALL_NAME = "vmgen"
+# Hetzner has no room for the server where it was asked for: the create call answers 412
+# resource_unavailable, or its action fails with placement_error (hcloud-go's error codes).
+NO_ROOM = ("resource_unavailable", "placement_error")
 STATUS = {"running": "running", "off": "stopped", "initializing": "starting", "starting": "starting",
           "stopping": "stopping", "deleting": "deleting"}
 
@@ -70,9 +76,25 @@ def api_errors(action: str) -> Iterator[None]:
             raise HetznerLimit(f"Hetzner project limit reached while trying to {action}: {exc.message}") from None
         if code == "uniqueness_error":
             raise WorkspaceExists(f"Hetzner already has a resource with that name ({exc.message})") from None
+        if code in NO_ROOM:
+            raise ProviderActionFailed(_no_room(action, exc.message)) from None
         raise VmgenError(f"Hetzner API error while trying to {action}: {exc.message} ({code})") from None
+    except ActionFailedException as exc:  # not an APIException: the request was accepted, its action failed
+        error = exc.action.error or {}
+        code, message = error.get("code", "action_failed"), error.get("message", "the action failed")
+        if code in NO_ROOM:
+            raise ProviderActionFailed(_no_room(action, message)) from None
+        raise ProviderActionFailed(f"Hetzner could not {action}: {message} ({code})") from None
+    except ActionTimeoutException as exc:
+        raise ProviderActionFailed(f"Hetzner did not finish the action to {action} in time ({exc.action.command}); "
+                                   "it may still complete: see `vmgen list`") from None
     except requests.exceptions.ConnectionError:
         raise ProviderUnavailable("cannot reach the Hetzner API: is the network up?") from None
+
+
+def _no_room(action: str, message: str) -> str:
+    return (f"Hetzner has no room to {action} right now ({message}): try again later, "
+            "another --region or another --type")
 
 
 def follow_rate_limit_headers(client: Client) -> None:
@@ -148,13 +170,13 @@ class HetznerProvider:
         try:
             return self._create_server(spec, user_data, offer, ssh_key, firewall, location)
         except BaseException:
-            with api_errors("clean up after a failed create"):
-                self._remove_shared_when_unused()
+            self._remove_shared_quietly()
             raise
 
     def _create_server(self, spec: WorkspaceSpec, user_data: str, offer: TypeOffer, ssh_key, firewall,
                        location: str) -> Workspace:
-        with api_errors("create the server"):
+        what = f"create a {offer.name} server in {location}"
+        with api_errors(what):
             response = self.client.servers.create(
                 name=spec.name,
                 server_type=self.client.server_types.get_by_name(offer.name),
@@ -165,13 +187,23 @@ class HetznerProvider:
                 labels={LABEL: "1", WS_LABEL: spec.name},
                 location=Location(name=location),
             )
-            try:
+        try:
+            with api_errors(what):
                 response.action.wait_until_finished()
-            except BaseException:
-                response.server.delete()
-                raise
+        except BaseException as failure:
+            self._delete_half_made(response.server, failure)
+            raise
+        with api_errors("read the new server"):
             server = self.client.servers.get_by_id(response.server.id)
         return self._describe(server)
+
+    def _delete_half_made(self, server: BoundServer, failure: BaseException) -> None:
+        """The server of a failed create goes too; if it cannot, the user learns both why the create
+        failed and that a server is left behind."""
+        try:
+            self._delete_server(server)
+        except ResourceLeftBehind as left:
+            raise ResourceLeftBehind(f"{failure or type(failure).__name__}; {left}") from None
 
     def baked_images(self, base: str | None = None) -> list[BakedImage]:
         """Snapshots vmgen baked (by label), newest first; only those from `base` when given."""
@@ -224,12 +256,13 @@ class HetznerProvider:
             server.power_off().wait_until_finished()
             return self._describe(self.client.servers.get_by_id(server.id))
 
-    def delete(self, name: str) -> None:
-        with api_errors("delete the server"):
+    def delete(self, name: str) -> str:
+        with api_errors("read servers"):
             server = self._server(name)
-            if server is not None:
-                server.delete().wait_until_finished()
-            self._remove_shared_when_unused()
+        if server is not None:
+            self._delete_server(server)
+        with api_errors("remove the shared firewall and SSH key"):
+            return self._remove_shared_when_unused()
 
     def self_delete_spec(self) -> SelfDelete:
         parts = urlsplit(self.metadata_url)
@@ -283,13 +316,38 @@ class HetznerProvider:
         ]
         return self.client.firewalls.create(name=FIREWALL_NAME, rules=rules, labels={LABEL: "1"}).firewall
 
-    def _remove_shared_when_unused(self) -> None:
+    def _delete_server(self, server: BoundServer) -> None:
+        """Delete the server and wait until it is gone; one already gone is deleted. A server that
+        stays is billed, so failing to delete it is an error that says so."""
+        try:
+            with api_errors(f"delete the server {server.name}"):
+                _gone_is_done(lambda: self.client.servers.delete(server).wait_until_finished())
+        except UsageError:
+            raise
+        except VmgenError as exc:
+            raise ResourceLeftBehind(
+                f"{exc}; the server {server.name!r} still exists and is billed: run `vmgen destroy {server.name}` "
+                "again or delete it in the Hetzner console") from None
+
+    def _remove_shared_when_unused(self) -> str:
+        """Remove the shared firewall and SSH key once no vmgen server is left; returns a note for
+        the user about anything left to remove later."""
         if self.client.servers.get_all(label_selector=f"{LABEL}=1"):
-            return
+            return ""
         for firewall in self.client.firewalls.get_all(label_selector=f"{LABEL}=1"):
-            firewall.delete()
+            _gone_is_done(firewall.delete)
         for key in self.client.ssh_keys.get_all(label_selector=f"{LABEL}=1"):
-            key.delete()
+            _gone_is_done(key.delete)
+        return ""
+
+    def _remove_shared_quietly(self) -> None:
+        """After a failed create: a failure to tidy the shared pieces must not hide why the create
+        failed; whatever stays is reused by the next launch and removed by the next destroy."""
+        try:
+            with api_errors("clean up after a failed create"):
+                self._remove_shared_when_unused()
+        except VmgenError:
+            pass
 
     def _describe(self, server: BoundServer) -> Workspace:
         ipv4 = server.public_net.ipv4.ip if server.public_net and server.public_net.ipv4 else ""
@@ -313,6 +371,15 @@ class _Snapshot:
     baked: BakedImage
     disk_gb: float  # the disk it carries: it boots only server types with at least this much
     architecture: str
+
+
+def _gone_is_done(remove) -> None:
+    """Run a removal; what is already gone (404 not_found) needs no removing."""
+    try:
+        remove()
+    except APIException as exc:
+        if exc.code != "not_found":
+            raise
 
 
 def _image(ref: str) -> Image:
