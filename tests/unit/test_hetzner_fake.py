@@ -21,6 +21,7 @@ from hcloud.locations import Location
 from hcloud.server_types import ServerType
 
 from tests.fakes.hetzner import FakeHetzner
+from tests.polling import eventually
 
 VM_IMAGE = "vmgen-debian12:latest"
 USER_DATA = "#cloud-config\nruncmd:\n  - [touch, /root/booted]\n"
@@ -220,6 +221,44 @@ def test_failed_create_action(cloud, client):
         response.action.wait_until_finished()
     assert info.value.action.error == {"code": "placement_error", "message": "no capacity"}
     assert client.servers.get_by_name("unlucky") is None
+
+
+def test_a_server_is_locked_while_its_start_action_runs():
+    with FakeHetzner(boot=False, start_action_seconds=2) as cloud:
+        client = cloud.client()
+        response = create(client, "busy")
+        response.action.wait_until_finished()
+        assert client.servers.get_by_id(response.server.id).status == "starting"
+        err = api_error(lambda: client.servers.delete(response.server))
+        assert (err.code, err.message) == ("locked", "cannot perform operation because resource is locked")
+        assert cloud.requests[-1].status == 423
+        (start,) = response.next_actions
+        start.wait_until_finished()
+        assert client.servers.get_by_id(response.server.id).status == "running"
+        client.servers.delete(response.server).wait_until_finished()
+        assert client.servers.get_all() == []
+
+
+def test_a_firewall_stays_in_use_for_a_moment_after_its_last_server_is_deleted():
+    with FakeHetzner(boot=False, firewall_release_seconds=1) as cloud:
+        client = cloud.client()
+        fw = client.firewalls.create("fw").firewall
+        response = create(client, "web", firewalls=[fw])
+        response.action.wait_until_finished()
+        client.servers.delete(response.server).wait_until_finished()
+        err = api_error(lambda: client.firewalls.delete(fw))
+        assert (err.code, err.message) == ("resource_in_use", f"firewall with ID {fw.id} is still in use")
+        assert cloud.requests[-1].status == 422
+
+        def deleted() -> bool:
+            try:
+                return client.firewalls.delete(fw)
+            except APIException as exc:
+                assert exc.code == "resource_in_use"
+                return False
+
+        eventually(deleted, timeout=30, what="the firewall to be released", interval=0.2)
+        assert client.firewalls.get_all() == []
 
 
 def test_server_without_docker_lifecycle(client):

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import hcl2
 import pytest
-from packaging.requirements import Requirement
-from packaging.version import Version
 from hcloud.actions import Action, ActionTimeoutException
 from hcloud.images import Image
 from hcloud.server_types import ServerType
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from tests.fakes.hetzner import FakeHetzner
 from vmgen import __version__
