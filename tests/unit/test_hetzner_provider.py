@@ -11,6 +11,7 @@ from pathlib import Path
 
 import hcl2
 import pytest
+from click.testing import CliRunner
 from hcloud.actions import Action, ActionTimeoutException
 from hcloud.images import Image
 from hcloud.server_types import ServerType
@@ -21,7 +22,8 @@ from tests.fakes.hetzner import FakeHetzner
 from vmgen import __version__
 from vmgen.agents import AGENTS
 from vmgen.builder.install import plan_for
-from vmgen.errors import ProviderActionFailed
+from vmgen.cli import main
+from vmgen.errors import ProviderActionFailed, ResourceLeftBehind
 from vmgen.launch import with_baked_image
 from vmgen.providers.hetzner import HetznerProvider, api_errors
 from vmgen.spec import GitSource, VmgenInstall, WorkspaceSpec
@@ -39,9 +41,13 @@ def cloud():
         yield fake
 
 
+def provider_on(cloud: FakeHetzner) -> HetznerProvider:
+    return HetznerProvider(token=cloud.token, location="fsn1", endpoint=cloud.api_endpoint, poll_interval=0.05)
+
+
 @pytest.fixture
 def provider(cloud) -> HetznerProvider:
-    return HetznerProvider(token=cloud.token, location="fsn1", endpoint=cloud.api_endpoint, poll_interval=0.05)
+    return provider_on(cloud)
 
 
 def spec(name: str = "ws", size: str = "medium", image: str = "") -> WorkspaceSpec:
@@ -148,6 +154,41 @@ def test_a_failed_create_action_says_why_rather_than_server_not_found(cloud, pro
 
 
 def test_an_action_that_never_finishes_is_one_clear_line():
-    with pytest.raises(ProviderActionFailed, match="did not finish"):
-        with api_errors("create the server"):
-            raise ActionTimeoutException(Action(id=7, command="create_server", status="running"))
+    with pytest.raises(ProviderActionFailed, match="did not finish"), api_errors("create the server"):
+        raise ActionTimeoutException(Action(id=7, command="create_server", status="running"))
+
+
+# --- 4. a server still starting, a firewall still in use -----------------------------------------
+
+
+def answered(cloud: FakeHetzner, method: str, status: int) -> bool:
+    return any(r.method == method and r.status == status for r in cloud.requests)
+
+
+def test_a_destroy_right_after_create_waits_for_the_start_and_removes_everything():
+    with FakeHetzner(boot=False, start_action_seconds=3, firewall_release_seconds=0.5) as cloud:
+        provider = provider_on(cloud)
+        assert provider.create(spec(), USER_DATA).status == "starting"
+        assert not provider.delete("ws")  # nothing left for later
+        assert left_on(cloud) == NOTHING
+        assert answered(cloud, "DELETE", 423) and answered(cloud, "DELETE", 422)  # locked, then in use: retried
+
+
+def test_a_server_that_cannot_be_deleted_is_reported_as_still_billed(cloud, provider):
+    provider.create(spec(), USER_DATA)
+    cloud.fail_next("server_error", 500, method="DELETE", path="/servers", times=10)
+    with pytest.raises(ResourceLeftBehind, match="'ws' still exists and is billed"):
+        provider.delete("ws")
+    assert left_on(cloud)["servers"] == 1
+
+
+def test_destroy_leaves_a_firewall_still_in_use_for_later_instead_of_failing(home, monkeypatch):
+    with FakeHetzner(boot=False, firewall_release_seconds=600) as cloud:
+        provider_on(cloud).create(spec(), USER_DATA)
+        monkeypatch.setattr(HetznerProvider, "FIREWALL_IN_USE_WAITS", (0.01, 0.01))
+        env = {"VMGEN_PROVIDER": "hetzner", "HCLOUD_TOKEN": cloud.token, "VMGEN_HCLOUD_ENDPOINT": cloud.api_endpoint,
+               "VMGEN_REGION": "fsn1"}
+        result = CliRunner().invoke(main, ["destroy", "ws", "--yes"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "destroyed ws" in result.stderr and "will be removed later" in result.stderr
+        assert left_on(cloud) == {"servers": 0, "firewalls": 1, "ssh_keys": 0}

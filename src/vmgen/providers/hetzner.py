@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import requests
 from hcloud import APIException, Client
-from hcloud.actions import ActionFailedException, ActionTimeoutException
+from hcloud.actions import ActionException, ActionFailedException, ActionTimeoutException
 from hcloud.firewalls import FirewallRule
 from hcloud.images import Image
 from hcloud.locations import Location
@@ -139,6 +139,13 @@ class HetznerProvider:
     name = "hetzner"
     user_data_limit = 32 * 1024
     public = True
+    # Right after its last server is deleted, Hetzner may still count the shared firewall as in
+    # use (422 resource_in_use) for a few seconds: the waits between tries before leaving it for
+    # the next destroy.
+    FIREWALL_IN_USE_WAITS: tuple[float, ...] = (1.0, 2.0, 4.0)
+    # A server is locked (423) while an action runs on it, such as its start right after create:
+    # deletes tried, each after waiting for the running actions.
+    LOCKED_DELETE_TRIES = 5
 
     def __init__(self, token: str, location: str, image: str = "", endpoint: str = "",
                  metadata_url: str = DEFAULT_METADATA, poll_interval: float = 1.0) -> None:
@@ -257,6 +264,8 @@ class HetznerProvider:
             return self._describe(self.client.servers.get_by_id(server.id))
 
     def delete(self, name: str) -> str:
+        """Delete the workspace's server (waiting out a lock) and, with the last one, the shared
+        pieces; returns a note about what is left to remove later, or ""."""
         with api_errors("read servers"):
             server = self._server(name)
         if server is not None:
@@ -321,7 +330,7 @@ class HetznerProvider:
         stays is billed, so failing to delete it is an error that says so."""
         try:
             with api_errors(f"delete the server {server.name}"):
-                _gone_is_done(lambda: self.client.servers.delete(server).wait_until_finished())
+                _gone_is_done(lambda: self._delete_when_unlocked(server))
         except UsageError:
             raise
         except VmgenError as exc:
@@ -329,23 +338,61 @@ class HetznerProvider:
                 f"{exc}; the server {server.name!r} still exists and is billed: run `vmgen destroy {server.name}` "
                 "again or delete it in the Hetzner console") from None
 
-    def _remove_shared_when_unused(self) -> str:
+    def _delete_when_unlocked(self, server: BoundServer) -> None:
+        for tries_left in reversed(range(self.LOCKED_DELETE_TRIES)):
+            try:
+                action = self.client.servers.delete(server)
+            except APIException as exc:
+                if exc.code != "locked" or not tries_left:
+                    raise
+                self._wait_for_running_actions(server)
+                continue
+            action.wait_until_finished()
+            return
+
+    def _wait_for_running_actions(self, server: BoundServer) -> None:
+        running = self.client.servers.get_actions(server, status=["running"])
+        if not running:
+            time.sleep(1.0)  # locked by an action not listed yet: give it a moment
+        for action in running:
+            try:
+                action.wait_until_finished()
+            except ActionException:
+                pass  # it has ended, which is all the delete needs
+
+    def _remove_shared_when_unused(self, in_use_waits: tuple[float, ...] | None = None) -> str:
         """Remove the shared firewall and SSH key once no vmgen server is left; returns a note for
-        the user about anything left to remove later."""
+        the user about what is left to remove later."""
         if self.client.servers.get_all(label_selector=f"{LABEL}=1"):
             return ""
-        for firewall in self.client.firewalls.get_all(label_selector=f"{LABEL}=1"):
-            _gone_is_done(firewall.delete)
+        waits = self.FIREWALL_IN_USE_WAITS if in_use_waits is None else in_use_waits
+        notes = [f"Hetzner still counts the shared firewall {firewall.name!r} as in use; it will be removed later, "
+                 "by the next `vmgen destroy` (firewalls cost nothing)"
+                 for firewall in self.client.firewalls.get_all(label_selector=f"{LABEL}=1")
+                 if not self._delete_firewall(firewall, waits)]
         for key in self.client.ssh_keys.get_all(label_selector=f"{LABEL}=1"):
             _gone_is_done(key.delete)
-        return ""
+        return "; ".join(notes)
+
+    def _delete_firewall(self, firewall, waits: tuple[float, ...]) -> bool:
+        """False while Hetzner still counts a just-deleted server as using it, after the waits."""
+        for wait in (*waits, None):
+            try:
+                _gone_is_done(firewall.delete)
+                return True
+            except APIException as exc:
+                if exc.code != "resource_in_use":
+                    raise
+            if wait is not None:
+                time.sleep(wait)
+        return False
 
     def _remove_shared_quietly(self) -> None:
         """After a failed create: a failure to tidy the shared pieces must not hide why the create
         failed; whatever stays is reused by the next launch and removed by the next destroy."""
         try:
             with api_errors("clean up after a failed create"):
-                self._remove_shared_when_unused()
+                self._remove_shared_when_unused(in_use_waits=())
         except VmgenError:
             pass
 
