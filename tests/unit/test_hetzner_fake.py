@@ -19,6 +19,7 @@ from hcloud.firewalls import FirewallResource, FirewallResourceLabelSelector, Fi
 from hcloud.images import Image
 from hcloud.locations import Location
 from hcloud.server_types import ServerType
+from hcloud.servers import Server
 
 from tests.fakes.hetzner import FakeHetzner
 from tests.polling import eventually
@@ -278,6 +279,26 @@ def test_server_without_docker_lifecycle(client):
     assert all(a.status == "success" for a in client.servers.get_actions(server))
     server.delete().wait_until_finished()
     assert client.servers.get_all() == []
+
+
+def test_the_api_as_it_is_today(cloud, client):
+    """No datacenters (2026-07-01 changelog), no firewall_already_removed (2025-08-04 changelog)."""
+    response = create(client, "today")
+    response.action.wait_until_finished()
+    auth = {"Authorization": f"Bearer {cloud.token}"}
+    raw = requests.get(f"{cloud.api_endpoint}/servers/{response.server.id}", headers=auth, timeout=5).json()
+    assert "datacenter" not in raw["server"] and raw["server"]["location"]["name"] == "fsn1"
+    gone = requests.get(f"{cloud.api_endpoint}/datacenters", headers=auth, timeout=5)
+    assert gone.status_code == 410 and gone.json()["error"]["code"] == "deprecated_api_endpoint"
+    assert "changelog" in gone.json()["error"]["details"]["announcement"]
+    old_style = requests.post(f"{cloud.api_endpoint}/servers", headers=auth, timeout=5, json={
+        "name": "old-style", "server_type": "cx23", "image": "debian-12", "datacenter": "fsn1-dc14"})
+    assert old_style.status_code == 422 and old_style.json()["error"]["code"] == "invalid_input"
+    fw = client.firewalls.create("never-applied").firewall
+    for action in client.firewalls.remove_from_resources(fw, [FirewallResource("server", server=response.server)]):
+        action.wait_until_finished()  # once firewall_already_removed, now simply done
+    missing = FirewallResource("server", server=Server(id=1))
+    assert api_error(lambda: client.firewalls.remove_from_resources(fw, [missing])).code == "firewall_resource_not_found"
 
 
 def test_metadata_needs_a_known_caller(cloud):

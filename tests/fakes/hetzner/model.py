@@ -58,8 +58,7 @@ class Location:
     latitude: float
     longitude: float
     network_zone: str = "eu-central"
-    datacenter_id: int = 0
-    datacenter_name: str = ""
+    datacenter_name: str = ""  # only the metadata service's availability-zone still names it
 
     def to_json(self) -> Json:
         return {"id": self.id, "name": self.name, "description": self.description,
@@ -298,8 +297,6 @@ class Server:
                 "firewalls": [{"id": fid, "status": "applied"} for fid in firewall_ids],
             },
             "private_net": [], "server_type": type_json,
-            "datacenter": {"id": loc.datacenter_id, "name": loc.datacenter_name,
-                           "description": f"{loc.city} virtual DC", "location": loc.to_json()},
             "location": loc.to_json(), "image": self.image.to_json(), "iso": None,
             "rescue_enabled": False, "locked": False, "backup_window": None,
             "outgoing_traffic": 0, "ingoing_traffic": 0, "included_traffic": 21990232555520,

@@ -134,10 +134,11 @@ class ServerRoutes:
                      "root_password": None if ssh_keys else secrets.token_urlsafe(15)}
 
     def _location_for(self, body: dict, server_type: ServerType) -> Location:
+        if "datacenter" in body:  # removed from the API with the datacenters (changelog 2026-07-01)
+            raise ApiError(422, "invalid_input", "invalid input: unknown field name 'datacenter'",
+                           {"fields": [{"name": "datacenter", "messages": ["unknown field"]}]})
         if body.get("location"):
             return self.p.location(body["location"])
-        if body.get("datacenter"):
-            return self.p.location_by_datacenter(body["datacenter"])
         for loc in self.p.locations.values():
             tl = server_type.offered_in(loc.name)
             if tl and tl.available:

@@ -100,12 +100,6 @@ class Project:
                 return loc
         raise ApiError(400, "invalid_input", f"location '{ref}' not found")
 
-    def location_by_datacenter(self, ref: Any) -> Location:
-        for loc in self.locations.values():
-            if str(ref) in (loc.datacenter_name, str(loc.datacenter_id)):
-                return loc
-        raise ApiError(400, "invalid_input", f"datacenter '{ref}' not found")
-
     def server_type(self, ref: Any) -> ServerType:
         for st in self.server_types.values():
             if str(ref) in (st.name, str(st.id)):
