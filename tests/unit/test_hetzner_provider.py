@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tomllib
+import warnings
 from pathlib import Path
 
 import hcl2
@@ -192,3 +193,16 @@ def test_destroy_leaves_a_firewall_still_in_use_for_later_instead_of_failing(hom
         assert result.exit_code == 0, result.output
         assert "destroyed ws" in result.stderr and "will be removed later" in result.stderr
         assert left_on(cloud) == {"servers": 0, "firewalls": 1, "ssh_keys": 0}
+
+
+# --- 5. the API as it is today -------------------------------------------------------------------
+
+
+def test_sizes_and_servers_are_read_from_the_current_fields_without_deprecation_warnings(provider):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # hcloud warns on every read of a field the API phases out
+        offers = {o.name: o for o in provider.offers("fsn1")}
+        made = provider.create(spec(), USER_DATA)
+        listed = provider.list()
+    assert offers["cx22"].deprecated and not offers["cx23"].deprecated  # per-location deprecation
+    assert made.price_hourly == listed[0].price_hourly and made.price_hourly > 0  # the server's location

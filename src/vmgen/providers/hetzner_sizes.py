@@ -53,7 +53,9 @@ def offers_from_api(server_types: list, location: str) -> list[TypeOffer]:
             disk_gb=st.disk,
             location=location,
             available=bool(here and here.available is not False) and price is not None,
-            deprecated=bool(st.deprecation is not None or (here is not None and here.deprecation is not None)),
+            # Per location: the type-wide `deprecation` is being phased out, and hcloud warns on
+            # every read of it (hcloud-python v2.6.0, "per location server types").
+            deprecated=here is not None and here.deprecation is not None,
             price_hourly=float(price["price_hourly"]["gross"]) if price else None,
             price_monthly=float(price["price_monthly"]["gross"]) if price else None,
             architecture=st.architecture or "x86",
