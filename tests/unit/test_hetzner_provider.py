@@ -119,7 +119,7 @@ def test_image_build_bakes_on_the_smallest_disk_so_every_size_can_boot_the_snaps
 
 # What vmgen reads from hcloud, and the release that added it (hcloud-python's CHANGELOG.md).
 HCLOUD_FEATURES = {
-    "ServerType.locations (per-location deprecation)": "2.6.0",  # "per location server types"
+    "ServerType.locations (per-location deprecation)": "2.7.0",  # "per location server types"
     "Server.location": "2.13.0",  # "deprecate datacenter in primary ips and servers"
     "ServerTypeLocation.available": "2.18.0",  # "move available and recommended to server_type"
 }

@@ -54,7 +54,7 @@ def offers_from_api(server_types: list, location: str) -> list[TypeOffer]:
             location=location,
             available=bool(here and here.available is not False) and price is not None,
             # Per location: the type-wide `deprecation` is being phased out, and hcloud warns on
-            # every read of it (hcloud-python v2.6.0, "per location server types").
+            # every read of it (hcloud-python v2.7.0, "per location server types").
             deprecated=here is not None and here.deprecation is not None,
             price_hourly=float(price["price_hourly"]["gross"]) if price else None,
             price_monthly=float(price["price_monthly"]["gross"]) if price else None,
