@@ -210,7 +210,7 @@ class HetznerProvider:
         try:
             self._delete_server(server)
         except ResourceLeftBehind as left:
-            raise ResourceLeftBehind(f"{failure or type(failure).__name__}; {left}") from None
+            raise ResourceLeftBehind(f"{str(failure) or type(failure).__name__}; {left}") from None
 
     def baked_images(self, base: str | None = None) -> list[BakedImage]:
         """Snapshots vmgen baked (by label), newest first; only those from `base` when given."""
