@@ -57,3 +57,12 @@ class BootFailed(VmgenError):
 
 class RemoteCommandFailed(VmgenError):
     """A command run over SSH on the workspace failed."""
+
+
+class ProviderActionFailed(VmgenError):
+    """The provider could not do what was asked: no room to place a server, or an action on it
+    that failed or did not finish."""
+
+
+class ResourceLeftBehind(VmgenError):
+    """Something vmgen created could not be removed and may still be billed."""

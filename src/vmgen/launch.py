@@ -155,7 +155,7 @@ def with_baked_image(spec: WorkspaceSpec, provider: Provider, progress: Progress
     Steps whose stamps differ from what this launch wants are redone on the VM."""
     if spec.image:
         return spec
-    baked = provider.newest_baked()
+    baked = provider.newest_baked(spec)
     if baked is None:
         return spec
     redo = baked.stamp.differs_from(plan_of(spec).stamp)

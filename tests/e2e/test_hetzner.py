@@ -117,6 +117,7 @@ def test_name_used_by_another_server(cli, hetzner, tmp_path) -> None:
         expect_error(cli, ["launch", str(make_repo(tmp_path, "taken"))], "already has a resource with that name", code=2)
         assert "taken" in [s.name for s in client.servers.get_all()]  # not ours: untouched
     finally:
+        other.action.wait_until_finished()  # a server is locked (423) while its create action runs
         other.server.delete()
     assert vmgen_resources(hetzner) == {"servers": 0, "firewalls": 0, "ssh_keys": 0}
 

@@ -19,8 +19,10 @@ from hcloud.firewalls import FirewallResource, FirewallResourceLabelSelector, Fi
 from hcloud.images import Image
 from hcloud.locations import Location
 from hcloud.server_types import ServerType
+from hcloud.servers import Server
 
 from tests.fakes.hetzner import FakeHetzner
+from tests.polling import eventually
 
 VM_IMAGE = "vmgen-debian12:latest"
 USER_DATA = "#cloud-config\nruncmd:\n  - [touch, /root/booted]\n"
@@ -187,7 +189,8 @@ def test_server_create_errors(cloud, client):
     assert (err.code, err.message) == ("invalid_input", "unsupported location for server type")
     assert api_error(lambda: create(client, "x", location="ash")).code == "invalid_input"
     cloud.set_availability("cx33", "nbg1", False)
-    assert api_error(lambda: create(client, "sold-out", "cx33", "nbg1")).code == "resource_unavailable"
+    err = api_error(lambda: create(client, "sold-out", "cx33", "nbg1"))
+    assert (err.code, err.message, cloud.requests[-1].status) == ("resource_unavailable", "error during placement", 412)
     cloud.max_servers = 1
     err = api_error(lambda: create(client, "second"))
     assert (err.code, err.details) == ("resource_limit_exceeded", {"limits": [{"name": "server_limit"}]})
@@ -197,6 +200,21 @@ def test_server_create_errors(cloud, client):
     assert api_error(lambda: client.servers.get_by_id(1)).code == "not_found"
 
 
+def test_a_snapshot_boots_only_types_with_at_least_its_disk(cloud, client):
+    made = create(client, "source", server_type="cx33")
+    made.action.wait_until_finished()
+    snap = made.server.create_image(description="from cx33")
+    snap.action.wait_until_finished()
+    assert client.images.get_by_id(snap.image.id).disk_size == 80
+    err = api_error(lambda: client.servers.create("small", server_type=ServerType(name="cx23"),
+                                                  image=Image(id=snap.image.id)))
+    assert (err.code, err.message) == ("invalid_input", "image disk is bigger than server type disk")
+    assert cloud.requests[-1].status == 422
+    bigger = client.servers.create("bigger", server_type=ServerType(name="cx43"), image=Image(id=snap.image.id))
+    bigger.action.wait_until_finished()
+    assert client.servers.get_by_id(bigger.server.id).server_type.name == "cx43"
+
+
 def test_failed_create_action(cloud, client):
     cloud.fail_action("create_server", "placement_error", "no capacity")
     response = create(client, "unlucky")
@@ -204,6 +222,44 @@ def test_failed_create_action(cloud, client):
         response.action.wait_until_finished()
     assert info.value.action.error == {"code": "placement_error", "message": "no capacity"}
     assert client.servers.get_by_name("unlucky") is None
+
+
+def test_a_server_is_locked_while_its_start_action_runs():
+    with FakeHetzner(boot=False, start_action_seconds=2) as cloud:
+        client = cloud.client()
+        response = create(client, "busy")
+        response.action.wait_until_finished()
+        assert client.servers.get_by_id(response.server.id).status == "starting"
+        err = api_error(lambda: client.servers.delete(response.server))
+        assert (err.code, err.message) == ("locked", "cannot perform operation because resource is locked")
+        assert cloud.requests[-1].status == 423
+        (start,) = response.next_actions
+        start.wait_until_finished()
+        assert client.servers.get_by_id(response.server.id).status == "running"
+        client.servers.delete(response.server).wait_until_finished()
+        assert client.servers.get_all() == []
+
+
+def test_a_firewall_stays_in_use_for_a_moment_after_its_last_server_is_deleted():
+    with FakeHetzner(boot=False, firewall_release_seconds=1) as cloud:
+        client = cloud.client()
+        fw = client.firewalls.create("fw").firewall
+        response = create(client, "web", firewalls=[fw])
+        response.action.wait_until_finished()
+        client.servers.delete(response.server).wait_until_finished()
+        err = api_error(lambda: client.firewalls.delete(fw))
+        assert (err.code, err.message) == ("resource_in_use", f"firewall with ID {fw.id} is still in use")
+        assert cloud.requests[-1].status == 422
+
+        def deleted() -> bool:
+            try:
+                return client.firewalls.delete(fw)
+            except APIException as exc:
+                assert exc.code == "resource_in_use"
+                return False
+
+        eventually(deleted, timeout=30, what="the firewall to be released", interval=0.2)
+        assert client.firewalls.get_all() == []
 
 
 def test_server_without_docker_lifecycle(client):
@@ -223,6 +279,26 @@ def test_server_without_docker_lifecycle(client):
     assert all(a.status == "success" for a in client.servers.get_actions(server))
     server.delete().wait_until_finished()
     assert client.servers.get_all() == []
+
+
+def test_the_api_as_it_is_today(cloud, client):
+    """No datacenters (2026-07-01 changelog), no firewall_already_removed (2025-08-04 changelog)."""
+    response = create(client, "today")
+    response.action.wait_until_finished()
+    auth = {"Authorization": f"Bearer {cloud.token}"}
+    raw = requests.get(f"{cloud.api_endpoint}/servers/{response.server.id}", headers=auth, timeout=5).json()
+    assert "datacenter" not in raw["server"] and raw["server"]["location"]["name"] == "fsn1"
+    gone = requests.get(f"{cloud.api_endpoint}/datacenters", headers=auth, timeout=5)
+    assert gone.status_code == 410 and gone.json()["error"]["code"] == "deprecated_api_endpoint"
+    assert "changelog" in gone.json()["error"]["details"]["announcement"]
+    old_style = requests.post(f"{cloud.api_endpoint}/servers", headers=auth, timeout=5, json={
+        "name": "old-style", "server_type": "cx23", "image": "debian-12", "datacenter": "fsn1-dc14"})
+    assert old_style.status_code == 422 and old_style.json()["error"]["code"] == "invalid_input"
+    fw = client.firewalls.create("never-applied").firewall
+    for action in client.firewalls.remove_from_resources(fw, [FirewallResource("server", server=response.server)]):
+        action.wait_until_finished()  # once firewall_already_removed, now simply done
+    missing = FirewallResource("server", server=Server(id=1))
+    assert api_error(lambda: client.firewalls.remove_from_resources(fw, [missing])).code == "firewall_resource_not_found"
 
 
 def test_metadata_needs_a_known_caller(cloud):

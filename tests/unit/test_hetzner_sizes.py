@@ -1,10 +1,16 @@
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from vmgen.providers.hetzner import key_fingerprint
-from vmgen.providers.hetzner_sizes import ServerTypeUnavailable, TypeOffer, choose_type
+from vmgen.providers.hetzner_sizes import (
+    ServerTypeUnavailable,
+    TypeOffer,
+    bake_type,
+    choose_type,
+)
 
 
 def offer(name, cores, memory, available=True, deprecated=False, location="fsn1"):
@@ -42,6 +48,15 @@ def test_unusable_types_list_the_alternatives(wanted, reason):
     with pytest.raises(ServerTypeUnavailable, match=reason) as caught:
         choose_type(OFFERS, wanted, "fsn1")
     assert "available in fsn1: cpx11, cx23, cx33, cx43, cx53" in str(caught.value)
+
+
+def test_snapshots_are_baked_on_the_smallest_disk_of_the_launch_architecture():
+    arm = replace(offer("cax11", 2, 4), disk_gb=20, architecture="arm")
+    sold_out = replace(offer("cx12", 1, 2), disk_gb=20, available=False)
+    pricier = replace(offer("cpx11", 2, 2), price_hourly=0.05)  # 40 GB too
+    offers = [offer("cx23", 2, 4), pricier, offer("cx33", 4, 8), offer("cx43", 8, 16), arm, sold_out]
+    assert bake_type(offers, "large", "fsn1").name == "cx23"
+    assert bake_type(offers, "cax11", "fsn1").name == "cax11"
 
 
 def test_fingerprint_matches_ssh_keygen(tmp_path: Path):

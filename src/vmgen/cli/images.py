@@ -59,10 +59,10 @@ def _build_snapshot(provider: HetznerProvider, plan: InstallPlan) -> None:
     from ..builder.render import render_bake_script
     from ..packer import build_with_packer, write_build_dir
     from ..packer.template import SnapshotBuild
-    from ..providers.hetzner_sizes import choose_type
+    from ..providers.hetzner_sizes import bake_type
 
     s = settings()
-    server_type = choose_type(provider.offers(s.region), s.size, s.region).name
+    server_type = bake_type(provider.offers(s.region), s.size, s.region).name
     directory = state_dir() / "packer"
     write_build_dir(directory, SnapshotBuild(base_image=provider.image, location=s.region,
                                              server_type=server_type, stamp=plan.stamp, endpoint=s.hcloud_endpoint),

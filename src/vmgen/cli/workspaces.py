@@ -141,10 +141,11 @@ def destroy(name: str, yes: bool) -> None:
         click.confirm(f"Delete workspace {name!r} and everything on it?", abort=True)
     record = state.record()
     with progress(f"destroying {name}"):
-        provider.delete(name)
+        later = provider.delete(name)
         left = remove_dns(name, record.host) if record and record.host else ""
         state.remove()
-    err.print(f"destroyed {name}" + (f"; {left}" if left else ""))
+    notes = [note for note in (later, left) if note]
+    err.print(f"destroyed {name}" + "".join(f"; {note}" for note in notes))
 
 
 def remove_dns(name: str, host: str) -> str:

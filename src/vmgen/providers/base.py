@@ -68,7 +68,10 @@ class Provider(Protocol):
 
     def stop(self, name: str) -> Workspace: ...
 
-    def delete(self, name: str) -> None: ...
+    def delete(self, name: str) -> str | None:
+        """Remove the workspace; returns a note for the user about anything the provider will
+        only be able to remove later (nothing billed), or None."""
+        ...
 
     def self_delete_spec(self) -> SelfDelete: ...
 
@@ -76,8 +79,9 @@ class Provider(Protocol):
         """Images vmgen baked (newest first); only those baked from `base` when given."""
         ...
 
-    def newest_baked(self) -> BakedImage | None:
-        """The newest image baked from this provider's configured base image."""
+    def newest_baked(self, spec: WorkspaceSpec | None = None) -> BakedImage | None:
+        """The newest image baked from this provider's configured base image; with a spec, the
+        newest one that can boot it (a Hetzner snapshot cannot boot a smaller disk)."""
         ...
 
     def stop_note(self) -> str:

@@ -162,7 +162,8 @@ class DockerProvider:
 
         return baked_images(self, base)
 
-    def newest_baked(self) -> BakedImage | None:
+    def newest_baked(self, spec: WorkspaceSpec | None = None) -> BakedImage | None:
+        # Any container boots any image: the spec does not narrow the choice.
         from .docker_bake import newest_baked
 
         return newest_baked(self)

@@ -11,12 +11,14 @@ import base64
 import hashlib
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timezone
 from typing import Iterator
 from urllib.parse import urlsplit
 
 import requests
 from hcloud import APIException, Client
+from hcloud.actions import ActionException, ActionFailedException, ActionTimeoutException
 from hcloud.firewalls import FirewallRule
 from hcloud.images import Image
 from hcloud.locations import Location
@@ -24,7 +26,9 @@ from hcloud.servers import BoundServer
 
 from .. import __version__
 from ..errors import (
+    ProviderActionFailed,
     ProviderUnavailable,
+    ResourceLeftBehind,
     UsageError,
     VmgenError,
     WorkspaceExists,
@@ -39,6 +43,9 @@ DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
 DEFAULT_IMAGE = "ubuntu-24.04"
 DEFAULT_METADATA = "http://169.254.169.254/hetzner/v1/metadata"
 FIREWALL_NAME = "vmgen"
+# Hetzner has no room for the server where it was asked for: the create call answers 412
+# resource_unavailable, or its action fails with placement_error (hcloud-go's error codes).
+NO_ROOM = ("resource_unavailable", "placement_error")
 STATUS = {"running": "running", "off": "stopped", "initializing": "starting", "starting": "starting",
           "stopping": "stopping", "deleting": "deleting"}
 
@@ -69,9 +76,25 @@ def api_errors(action: str) -> Iterator[None]:
             raise HetznerLimit(f"Hetzner project limit reached while trying to {action}: {exc.message}") from None
         if code == "uniqueness_error":
             raise WorkspaceExists(f"Hetzner already has a resource with that name ({exc.message})") from None
+        if code in NO_ROOM:
+            raise ProviderActionFailed(_no_room(action, exc.message)) from None
         raise VmgenError(f"Hetzner API error while trying to {action}: {exc.message} ({code})") from None
+    except ActionFailedException as exc:  # not an APIException: the request was accepted, its action failed
+        error = exc.action.error or {}
+        code, message = error.get("code", "action_failed"), error.get("message", "the action failed")
+        if code in NO_ROOM:
+            raise ProviderActionFailed(_no_room(action, message)) from None
+        raise ProviderActionFailed(f"Hetzner could not {action}: {message} ({code})") from None
+    except ActionTimeoutException as exc:
+        raise ProviderActionFailed(f"Hetzner did not finish the action to {action} in time ({exc.action.command}); "
+                                   "it may still complete: see `vmgen list`") from None
     except requests.exceptions.ConnectionError:
         raise ProviderUnavailable("cannot reach the Hetzner API: is the network up?") from None
+
+
+def _no_room(action: str, message: str) -> str:
+    return (f"Hetzner has no room to {action} right now ({message}): try again later, "
+            "another --region or another --type")
 
 
 def follow_rate_limit_headers(client: Client) -> None:
@@ -116,9 +139,16 @@ class HetznerProvider:
     name = "hetzner"
     user_data_limit = 32 * 1024
     public = True
+    # Right after its last server is deleted, Hetzner may still count the shared firewall as in
+    # use (422 resource_in_use) for a few seconds: the waits between tries before leaving it for
+    # the next destroy.
+    FIREWALL_IN_USE_WAITS: tuple[float, ...] = (1.0, 2.0, 4.0)
+    # A server is locked (423) while an action runs on it, such as its start right after create:
+    # deletes tried, each after waiting for the running actions.
+    LOCKED_DELETE_TRIES = 5
 
     def __init__(self, token: str, location: str, image: str = "", endpoint: str = "",
-                 metadata_url: str = DEFAULT_METADATA) -> None:
+                 metadata_url: str = DEFAULT_METADATA, poll_interval: float = 1.0) -> None:
         if not token:
             raise HetznerAuthError(
                 "no Hetzner API token: set HCLOUD_TOKEN, or hcloud_token in ~/.config/vmgen/config.toml")
@@ -128,7 +158,8 @@ class HetznerProvider:
         self.endpoint = endpoint
         self.metadata_url = metadata_url or DEFAULT_METADATA
         self.client = Client(token=token, api_endpoint=endpoint or DEFAULT_ENDPOINT,
-                             application_name="vmgen", application_version=__version__, poll_interval=1.0)
+                             application_name="vmgen", application_version=__version__,
+                             poll_interval=poll_interval)
         follow_rate_limit_headers(self.client)
 
     # --- the Provider protocol -------------------------------------------------------------
@@ -146,13 +177,13 @@ class HetznerProvider:
         try:
             return self._create_server(spec, user_data, offer, ssh_key, firewall, location)
         except BaseException:
-            with api_errors("clean up after a failed create"):
-                self._remove_shared_when_unused()
+            self._remove_shared_quietly()
             raise
 
     def _create_server(self, spec: WorkspaceSpec, user_data: str, offer: TypeOffer, ssh_key, firewall,
                        location: str) -> Workspace:
-        with api_errors("create the server"):
+        what = f"create a {offer.name} server in {location}"
+        with api_errors(what):
             response = self.client.servers.create(
                 name=spec.name,
                 server_type=self.client.server_types.get_by_name(offer.name),
@@ -163,16 +194,40 @@ class HetznerProvider:
                 labels={LABEL: "1", WS_LABEL: spec.name},
                 location=Location(name=location),
             )
-            try:
+        try:
+            with api_errors(what):
                 response.action.wait_until_finished()
-            except BaseException:
-                response.server.delete()
-                raise
+        except BaseException as failure:
+            self._delete_half_made(response.server, failure)
+            raise
+        with api_errors("read the new server"):
             server = self.client.servers.get_by_id(response.server.id)
         return self._describe(server)
 
+    def _delete_half_made(self, server: BoundServer, failure: BaseException) -> None:
+        """The server of a failed create goes too; if it cannot, the user learns both why the create
+        failed and that a server is left behind."""
+        try:
+            self._delete_server(server)
+        except ResourceLeftBehind as left:
+            raise ResourceLeftBehind(f"{str(failure) or type(failure).__name__}; {left}") from None
+
     def baked_images(self, base: str | None = None) -> list[BakedImage]:
         """Snapshots vmgen baked (by label), newest first; only those from `base` when given."""
+        return [snapshot.baked for snapshot in self._baked_snapshots(base)]
+
+    def newest_baked(self, spec: WorkspaceSpec | None = None) -> BakedImage | None:
+        """With a spec: the newest snapshot whose disk fits the server type the spec gets, since
+        Hetzner refuses to boot a snapshot on a smaller disk (a bake on an older, larger type)."""
+        snapshots = self._baked_snapshots(self.image)
+        if spec is not None:
+            location = spec.region or self.location
+            offer = choose_type(self.offers(location), spec.size, location)
+            snapshots = [s for s in snapshots
+                         if s.disk_gb <= offer.disk_gb and s.architecture == offer.architecture]
+        return snapshots[0].baked if snapshots else None
+
+    def _baked_snapshots(self, base: str | None) -> list[_Snapshot]:
         selector = f"{BAKED_LABEL}=1" + (f",{BASE_LABEL}={label_value(base)}" if base else "")
         with api_errors("list snapshots"):
             images = self.client.images.get_all(type="snapshot", label_selector=selector)
@@ -180,14 +235,11 @@ class HetznerProvider:
         for image in images:
             stamp = ImageStamp.from_labels(image.labels)
             if stamp is not None and image.status == "available":
-                found.append(BakedImage(ref=str(image.id), name=image.description or str(image.id),
-                                        created_at=image.created.astimezone(timezone.utc), stamp=stamp,
-                                        base=image.labels.get(BASE_LABEL, "")))
-        return sorted(found, key=lambda b: b.created_at, reverse=True)
-
-    def newest_baked(self) -> BakedImage | None:
-        found = self.baked_images(self.image)
-        return found[0] if found else None
+                baked = BakedImage(ref=str(image.id), name=image.description or str(image.id),
+                                   created_at=image.created.astimezone(timezone.utc), stamp=stamp,
+                                   base=image.labels.get(BASE_LABEL, ""))
+                found.append(_Snapshot(baked, float(image.disk_size or 0), image.architecture or "x86"))
+        return sorted(found, key=lambda s: s.baked.created_at, reverse=True)
 
     def get(self, name: str) -> Workspace | None:
         with api_errors("read servers"):
@@ -211,12 +263,15 @@ class HetznerProvider:
             server.power_off().wait_until_finished()
             return self._describe(self.client.servers.get_by_id(server.id))
 
-    def delete(self, name: str) -> None:
-        with api_errors("delete the server"):
+    def delete(self, name: str) -> str:
+        """Delete the workspace's server (waiting out a lock) and, with the last one, the shared
+        pieces; returns a note about what is left to remove later, or ""."""
+        with api_errors("read servers"):
             server = self._server(name)
-            if server is not None:
-                server.delete().wait_until_finished()
-            self._remove_shared_when_unused()
+        if server is not None:
+            self._delete_server(server)
+        with api_errors("remove the shared firewall and SSH key"):
+            return self._remove_shared_when_unused()
 
     def self_delete_spec(self) -> SelfDelete:
         parts = urlsplit(self.metadata_url)
@@ -270,13 +325,76 @@ class HetznerProvider:
         ]
         return self.client.firewalls.create(name=FIREWALL_NAME, rules=rules, labels={LABEL: "1"}).firewall
 
-    def _remove_shared_when_unused(self) -> None:
-        if self.client.servers.get_all(label_selector=f"{LABEL}=1"):
+    def _delete_server(self, server: BoundServer) -> None:
+        """Delete the server and wait until it is gone; one already gone is deleted. A server that
+        stays is billed, so failing to delete it is an error that says so."""
+        try:
+            with api_errors(f"delete the server {server.name}"):
+                _gone_is_done(lambda: self._delete_when_unlocked(server))
+        except UsageError:
+            raise
+        except VmgenError as exc:
+            raise ResourceLeftBehind(
+                f"{exc}; the server {server.name!r} still exists and is billed: run `vmgen destroy {server.name}` "
+                "again or delete it in the Hetzner console") from None
+
+    def _delete_when_unlocked(self, server: BoundServer) -> None:
+        for tries_left in reversed(range(self.LOCKED_DELETE_TRIES)):
+            try:
+                action = self.client.servers.delete(server)
+            except APIException as exc:
+                if exc.code != "locked" or not tries_left:
+                    raise
+                self._wait_for_running_actions(server)
+                continue
+            action.wait_until_finished()
             return
-        for firewall in self.client.firewalls.get_all(label_selector=f"{LABEL}=1"):
-            firewall.delete()
+
+    def _wait_for_running_actions(self, server: BoundServer) -> None:
+        running = self.client.servers.get_actions(server, status=["running"])
+        if not running:
+            time.sleep(1.0)  # locked by an action not listed yet: give it a moment
+        for action in running:
+            try:
+                action.wait_until_finished()
+            except ActionException:
+                pass  # it has ended, which is all the delete needs
+
+    def _remove_shared_when_unused(self, in_use_waits: tuple[float, ...] | None = None) -> str:
+        """Remove the shared firewall and SSH key once no vmgen server is left; returns a note for
+        the user about what is left to remove later."""
+        if self.client.servers.get_all(label_selector=f"{LABEL}=1"):
+            return ""
+        waits = self.FIREWALL_IN_USE_WAITS if in_use_waits is None else in_use_waits
+        notes = [f"Hetzner still counts the shared firewall {firewall.name!r} as in use; it will be removed later, "
+                 "by the next `vmgen destroy` (firewalls cost nothing)"
+                 for firewall in self.client.firewalls.get_all(label_selector=f"{LABEL}=1")
+                 if not self._delete_firewall(firewall, waits)]
         for key in self.client.ssh_keys.get_all(label_selector=f"{LABEL}=1"):
-            key.delete()
+            _gone_is_done(key.delete)
+        return "; ".join(notes)
+
+    def _delete_firewall(self, firewall, waits: tuple[float, ...]) -> bool:
+        """False while Hetzner still counts a just-deleted server as using it, after the waits."""
+        for wait in (*waits, None):
+            try:
+                _gone_is_done(firewall.delete)
+                return True
+            except APIException as exc:
+                if exc.code != "resource_in_use":
+                    raise
+            if wait is not None:
+                time.sleep(wait)
+        return False
+
+    def _remove_shared_quietly(self) -> None:
+        """After a failed create: a failure to tidy the shared pieces must not hide why the create
+        failed; whatever stays is reused by the next launch and removed by the next destroy."""
+        try:
+            with api_errors("clean up after a failed create"):
+                self._remove_shared_when_unused(in_use_waits=())
+        except VmgenError:
+            pass
 
     def _describe(self, server: BoundServer) -> Workspace:
         ipv4 = server.public_net.ipv4.ip if server.public_net and server.public_net.ipv4 else ""
@@ -293,6 +411,22 @@ class HetznerProvider:
             address=ipv4,
             price_hourly=float(price["price_hourly"]["gross"]) if price else None,
         )
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    baked: BakedImage
+    disk_gb: float  # the disk it carries: it boots only server types with at least this much
+    architecture: str
+
+
+def _gone_is_done(remove) -> None:
+    """Run a removal; what is already gone (404 not_found) needs no removing."""
+    try:
+        remove()
+    except APIException as exc:
+        if exc.code != "not_found":
+            raise
 
 
 def _image(ref: str) -> Image:

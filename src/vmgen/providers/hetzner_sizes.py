@@ -28,6 +28,7 @@ class TypeOffer:
     deprecated: bool
     price_hourly: float | None
     price_monthly: float | None
+    architecture: str = "x86"
 
     @property
     def usable(self) -> bool:
@@ -52,9 +53,12 @@ def offers_from_api(server_types: list, location: str) -> list[TypeOffer]:
             disk_gb=st.disk,
             location=location,
             available=bool(here and here.available is not False) and price is not None,
-            deprecated=bool(st.deprecation is not None or (here is not None and here.deprecation is not None)),
+            # Per location: the type-wide `deprecation` is being phased out, and hcloud warns on
+            # every read of it (hcloud-python v2.7.0, "per location server types").
+            deprecated=here is not None and here.deprecation is not None,
             price_hourly=float(price["price_hourly"]["gross"]) if price else None,
             price_monthly=float(price["price_monthly"]["gross"]) if price else None,
+            architecture=st.architecture or "x86",
         ))
     return offers
 
@@ -81,3 +85,15 @@ def choose_type(offers: list[TypeOffer], wanted: str, location: str) -> TypeOffe
     else:
         reason = f"is not available in {location}"
     raise ServerTypeUnavailable(f"server type {wanted!r} {reason}; available in {location}: {alternatives}")
+
+
+def bake_type(offers: list[TypeOffer], wanted: str, location: str) -> TypeOffer:
+    """The type to bake a snapshot on for launches of `wanted`: the smallest disk of its architecture.
+
+    A snapshot carries its source server's disk and boots only types with at least that disk, so a
+    snapshot baked on the smallest disk serves every size; x86 and Arm snapshots do not mix.
+    """
+    target = choose_type(offers, wanted, location)
+    fitting = [o for o in offers if o.usable and o.architecture == target.architecture]
+    return min(fitting, key=lambda o: (o.disk_gb, o.price_hourly if o.price_hourly is not None else float("inf"),
+                                       o.cores, o.name))

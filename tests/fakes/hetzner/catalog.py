@@ -17,11 +17,11 @@ CX22_DEPRECATION = Deprecation("2025-10-16T00:00:00+00:00", "2026-01-01T00:00:00
 def default_locations() -> list[Location]:
     return [
         Location(1, "fsn1", "Falkenstein DC Park 1", "DE", "Falkenstein", 50.47612, 12.370071,
-                 datacenter_id=4, datacenter_name="fsn1-dc14"),
+                 datacenter_name="fsn1-dc14"),
         Location(2, "nbg1", "Nuremberg DC Park 1", "DE", "Nuremberg", 49.452102, 11.076665,
-                 datacenter_id=2, datacenter_name="nbg1-dc3"),
+                 datacenter_name="nbg1-dc3"),
         Location(3, "hel1", "Helsinki DC Park 1", "FI", "Helsinki", 60.169855, 24.938379,
-                 datacenter_id=3, datacenter_name="hel1-dc2"),
+                 datacenter_name="hel1-dc2"),
     ]
 
 

@@ -84,6 +84,7 @@ class FakeHetzner:
                  host: str = "0.0.0.0", port: int = 0, locations: list[Location] | None = None,
                  server_types: list[ServerType] | None = None, images: list[Image] | None = None,
                  max_servers: int | None = None, rate_limit: int = 3600,
+                 start_action_seconds: float = 0.0, firewall_release_seconds: float = 0.0,
                  readonly_error_code: str = "token_readonly", network_name: str | None = None,
                  subnet: str | None = None, docker_client: Any = None):
         self.tokens, self.readonly_tokens = list(tokens), list(readonly_tokens)
@@ -92,7 +93,8 @@ class FakeHetzner:
             locations={l.name: l for l in (locations or default_locations())},
             server_types={t.id: t for t in (server_types or default_server_types())},
             images={i.id: i for i in (images or default_system_images())},
-            knobs=Knobs(max_servers=max_servers))
+            knobs=Knobs(max_servers=max_servers, start_action_seconds=start_action_seconds,
+                        firewall_release_seconds=firewall_release_seconds))
         self.vms = DockerVms(docker_client, network_name, subnet) if boot else NoVms()
         self._servers = ServerRoutes(self.project, self.vms, image)
         self._routes: list[Route] = self._servers.routes() + ProjectRoutes(self.project, self.vms).routes()
@@ -125,6 +127,7 @@ class FakeHetzner:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+        self._servers.jobs.stop()
         self._servers.jobs.join(timeout=60)
         self.vms.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -57,8 +58,7 @@ class Location:
     latitude: float
     longitude: float
     network_zone: str = "eu-central"
-    datacenter_id: int = 0
-    datacenter_name: str = ""
+    datacenter_name: str = ""  # only the metadata service's availability-zone still names it
 
     def to_json(self) -> Json:
         return {"id": self.id, "name": self.name, "description": self.description,
@@ -238,12 +238,23 @@ class Firewall:
     server_ids: list[int] = field(default_factory=list)  # applied directly
     label_selectors: list[str] = field(default_factory=list)  # applied by selector
     created: str = field(default_factory=now_iso)
+    # Deleted servers it still counts as applied, until a time.monotonic() deadline.
+    releasing: dict[int, float] = field(default_factory=dict)
+
+    def release_later(self, server_id: int, seconds: float) -> None:
+        if seconds > 0:
+            self.releasing[server_id] = time.monotonic() + seconds
+
+    def _still_releasing(self) -> list[int]:
+        now = time.monotonic()
+        return [sid for sid, until in self.releasing.items() if until > now]
 
     def in_use(self) -> bool:
-        return bool(self.server_ids or self.label_selectors)
+        return bool(self.server_ids or self.label_selectors or self._still_releasing())
 
     def to_json(self, servers: dict[int, "Server"]) -> Json:
-        applied: list[Json] = [{"type": "server", "server": {"id": sid}} for sid in self.server_ids]
+        applied: list[Json] = [{"type": "server", "server": {"id": sid}}
+                               for sid in [*self.server_ids, *self._still_releasing()]]
         for selector in self.label_selectors:
             matched = [s.id for s in servers.values() if matches_selector(s.labels, selector)]
             applied.append({"type": "label_selector", "label_selector": {"selector": selector},
@@ -286,8 +297,6 @@ class Server:
                 "firewalls": [{"id": fid, "status": "applied"} for fid in firewall_ids],
             },
             "private_net": [], "server_type": type_json,
-            "datacenter": {"id": loc.datacenter_id, "name": loc.datacenter_name,
-                           "description": f"{loc.city} virtual DC", "location": loc.to_json()},
             "location": loc.to_json(), "image": self.image.to_json(), "iso": None,
             "rescue_enabled": False, "locked": False, "backup_window": None,
             "outgoing_traffic": 0, "ingoing_traffic": 0, "included_traffic": 21990232555520,

@@ -1,23 +1,19 @@
-"""Catalog (locations, datacenters, server types, images), SSH keys, firewalls and actions."""
+"""Catalog (locations, server types, images), SSH keys, firewalls and actions; datacenters are gone."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 
-from .model import (Action, ApiError, Firewall, FirewallRule, Json, Location, SshKey, invalid_field,
+from .model import (Action, ApiError, Firewall, FirewallRule, Json, SshKey, invalid_field, matches_selector,
                     not_found)
 from .state import Project, Request, Response, Route, labels_from, list_response, required_str, route
 
-@dataclass
-class _Datacenter:  # deprecated API object: one per location here
-    id: int
-    name: str
-    location: Location
-
+# The datacenters endpoints were removed (changelog 2026-07-01 "removing datacenters"); what is
+# gone answers 410 with hcloud-go's deprecated_api_endpoint error and where it was announced.
+DATACENTERS_GONE = "https://docs.hetzner.cloud/changelog#2026-07-01-removing-datacenters"
 
 RESOURCE_KINDS = {"servers": "server", "firewalls": "firewall", "images": "image", "ssh_keys": "ssh_key"}
 
@@ -31,8 +27,7 @@ class ProjectRoutes:
         return [
             route("GET", "/locations", self.list_locations),
             route("GET", r"/locations/(?P<ident>\d+)", self.get_location),
-            route("GET", "/datacenters", self.list_datacenters),
-            route("GET", r"/datacenters/(?P<ident>\d+)", self.get_datacenter),
+            route("GET", r"/datacenters(/(?P<ident>\d+))?", self.datacenters_gone),
             route("GET", "/server_types", self.list_server_types),
             route("GET", r"/server_types/(?P<ident>\d+)", self.get_server_type),
             route("GET", "/images", self.list_images),
@@ -68,21 +63,9 @@ class ProjectRoutes:
         by_id = {loc.id: loc for loc in self.p.locations.values()}
         return 200, {"location": self.p.by_id(by_id, ident, "location").to_json()}
 
-    def _datacenter_json(self, loc: Location) -> Json:
-        offered = [st.id for st in self.p.server_types.values() if st.offered_in(loc.name)]
-        available = [st.id for st in self.p.server_types.values()
-                     if (tl := st.offered_in(loc.name)) and tl.available]
-        return {"id": loc.datacenter_id, "name": loc.datacenter_name,
-                "description": f"{loc.city} virtual DC", "location": loc.to_json(),
-                "server_types": {"supported": offered, "available": available,
-                                 "available_for_migration": available}}
-
-    def list_datacenters(self, req: Request) -> Response:
-        dcs = [_Datacenter(l.datacenter_id, l.datacenter_name, l) for l in self.p.locations.values()]
-        return list_response("datacenters", dcs, req, lambda d: self._datacenter_json(d.location))
-
-    def get_datacenter(self, req: Request, ident: str) -> Response:
-        return 200, {"datacenter": self._datacenter_json(self.p.location_by_datacenter(ident))}
+    def datacenters_gone(self, req: Request, ident: str | None = None) -> Response:
+        raise ApiError(410, "deprecated_api_endpoint", "API functionality was removed",
+                       {"announcement": DATACENTERS_GONE})
 
     def list_server_types(self, req: Request) -> Response:
         return list_response("server_types", list(self.p.server_types.values()), req, self.p.type_json)
@@ -223,15 +206,21 @@ class ProjectRoutes:
         return self.p.done_action("apply_firewall", ("firewall", fw.id), ("server", server.id))
 
     def _remove(self, fw: Firewall, kind: str, ref: Any) -> Action:
+        # Removing what is not applied succeeds: firewall_already_removed is no longer sent
+        # (changelog 2025-08-04, "multiple API behavior changes for firewalls").
         if kind == "label_selector":
-            if ref not in fw.label_selectors:
-                raise ApiError(422, "firewall_already_removed", "firewall not applied to label selector")
-            fw.label_selectors.remove(ref)
+            if ref in fw.label_selectors:
+                fw.label_selectors.remove(ref)
             return self.p.done_action("remove_firewall", ("firewall", fw.id))
-        if int(ref) not in fw.server_ids:
-            raise ApiError(422, "firewall_already_removed", "firewall not applied to server")
-        fw.server_ids.remove(int(ref))
-        return self.p.done_action("remove_firewall", ("firewall", fw.id), ("server", int(ref)))
+        server = self.p.servers.get(int(ref))
+        if server is None:
+            raise ApiError(404, "firewall_resource_not_found", f"server with ID {ref} not found")
+        if server.id not in fw.server_ids and any(matches_selector(server.labels, s) for s in fw.label_selectors):
+            raise ApiError(422, "firewall_managed_by_label_selector",
+                           "firewall is applied via label selector and cannot be removed manually")
+        if server.id in fw.server_ids:
+            fw.server_ids.remove(server.id)
+        return self.p.done_action("remove_firewall", ("firewall", fw.id), ("server", server.id))
 
     # -- actions --------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ class Jobs:
         self._locks: dict[int, threading.Lock] = {}
         self._threads: list[threading.Thread] = []
         self._guard = threading.Lock()
+        self._stopping = threading.Event()
 
     def _lock_for(self, server_id: int) -> threading.Lock:
         with self._guard:
@@ -40,6 +41,13 @@ class Jobs:
         with self._guard:
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
+
+    def pause(self, seconds: float) -> None:
+        """Let simulated time pass inside a job (an action that runs a while); ends early on stop."""
+        self._stopping.wait(seconds)
+
+    def stop(self) -> None:
+        self._stopping.set()
 
     def join(self, timeout: float = 60.0) -> None:
         with self._guard:
@@ -103,6 +111,8 @@ class ServerRoutes:
         image = self.p.image(b.get("image") or required_str(b, "image"))
         location = self._location_for(b, server_type)
         self._check_orderable(server_type, location)
+        if image.disk_size > server_type.disk:  # a snapshot carries its source's disk and cannot shrink
+            raise ApiError(422, "invalid_input", "image disk is bigger than server type disk")
         self._check_quota(name)
         user_data = b.get("user_data") or ""
         if len(user_data.encode()) > MAX_USER_DATA:
@@ -124,10 +134,11 @@ class ServerRoutes:
                      "root_password": None if ssh_keys else secrets.token_urlsafe(15)}
 
     def _location_for(self, body: dict, server_type: ServerType) -> Location:
+        if "datacenter" in body:  # removed from the API with the datacenters (changelog 2026-07-01)
+            raise ApiError(422, "invalid_input", "invalid input: unknown field name 'datacenter'",
+                           {"fields": [{"name": "datacenter", "messages": ["unknown field"]}]})
         if body.get("location"):
             return self.p.location(body["location"])
-        if body.get("datacenter"):
-            return self.p.location_by_datacenter(body["datacenter"])
         for loc in self.p.locations.values():
             tl = server_type.offered_in(loc.name)
             if tl and tl.available:
@@ -142,7 +153,7 @@ class ServerRoutes:
         if offered is None or removed:
             raise ApiError(400, "invalid_input", "unsupported location for server type")
         if not offered.available:
-            raise ApiError(403, "resource_unavailable", "error during placement")
+            raise ApiError(412, "resource_unavailable", "error during placement")
 
     def _check_quota(self, name: str) -> None:
         if any(s.name == name for s in self.p.servers.values()):
@@ -178,11 +189,23 @@ class ServerRoutes:
                 for a in actions:
                     a.fail("action_failed", f"could not boot the simulated VM: {exc}")
             return
+        create, starts = actions[0], actions[1:]
+        linger = self.p.knobs.start_action_seconds if starts else 0
         with self.p.lock:
             server.container = container
-            server.status = "running" if start else "off"
-            for a in actions:
-                a.succeed()
+            create.succeed()
+            server.status = "off" if not start else "starting" if linger else "running"
+            if not linger:
+                for a in starts:
+                    a.succeed()
+        if linger:
+            # The real start action outlives the create action; the server is locked until it ends.
+            self.jobs.pause(linger)
+            with self.p.lock:
+                if server.status == "starting":
+                    server.status = "running"
+                for a in starts:
+                    a.succeed()
 
     def _meta_data(self, server: Server) -> str:
         keys = [self.p.ssh_keys[k].public_key for k in server.ssh_key_ids if k in self.p.ssh_keys]
@@ -208,6 +231,7 @@ class ServerRoutes:
 
     def delete_server(self, req: Request, ident: str) -> Response:
         server = self.p.by_id(self.p.servers, ident, "server")
+        self._check_unlocked(server)
         server.status = "deleting"
         action = self.p.new_action("delete_server", ("server", server.id))
         self._forget(server, release_ip=False)
@@ -227,6 +251,7 @@ class ServerRoutes:
         for fw in self.p.firewalls.values():
             if server.id in fw.server_ids:
                 fw.server_ids.remove(server.id)
+                fw.release_later(server.id, self.p.knobs.firewall_release_seconds)
         if release_ip:
             self.vms.release_ip(server.ipv4)
 
@@ -252,8 +277,7 @@ class ServerRoutes:
 
     def _check_unlocked(self, server: Server) -> None:
         if self.p.running_action_on("server", server.id):
-            raise ApiError(423, "locked", "The item you are trying to access is locked "
-                                          "(there is already an Action running)")
+            raise ApiError(423, "locked", "cannot perform operation because resource is locked")
 
     def _run_power(self, server: Server, action: Action, final: str,
                    call: Callable[[Any, str], None], fault: tuple[str, str] | None) -> None:

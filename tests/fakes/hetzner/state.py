@@ -47,6 +47,11 @@ def route(method: str, pattern: str, handler: Callable[..., Response]) -> Route:
 @dataclass
 class Knobs:
     max_servers: int | None = None
+    # How long a server's start action runs after its create action finished; the server is
+    # locked (423) meanwhile. 0: both finish together.
+    start_action_seconds: float = 0.0
+    # How long a firewall still counts a deleted server as applied (422 resource_in_use on delete).
+    firewall_release_seconds: float = 0.0
     # command -> queued (code, message) failures for the next actions of that command
     action_faults: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
@@ -94,12 +99,6 @@ class Project:
             if str(ref) in (loc.name, str(loc.id)):
                 return loc
         raise ApiError(400, "invalid_input", f"location '{ref}' not found")
-
-    def location_by_datacenter(self, ref: Any) -> Location:
-        for loc in self.locations.values():
-            if str(ref) in (loc.datacenter_name, str(loc.datacenter_id)):
-                return loc
-        raise ApiError(400, "invalid_input", f"datacenter '{ref}' not found")
 
     def server_type(self, ref: Any) -> ServerType:
         for st in self.server_types.values():

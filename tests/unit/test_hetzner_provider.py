@@ -1,0 +1,208 @@
+"""The Hetzner provider against the simulated cloud in memory (boot=False): which snapshot a launch
+boots, and what a user meets when the real API refuses, fails or is still busy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+import warnings
+from pathlib import Path
+
+import hcl2
+import pytest
+from click.testing import CliRunner
+from hcloud.actions import Action, ActionTimeoutException
+from hcloud.images import Image
+from hcloud.server_types import ServerType
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+from tests.fakes.hetzner import FakeHetzner
+from vmgen import __version__
+from vmgen.agents import AGENTS
+from vmgen.builder.install import plan_for
+from vmgen.cli import main
+from vmgen.errors import ProviderActionFailed, ResourceLeftBehind
+from vmgen.launch import with_baked_image
+from vmgen.providers.hetzner import HetznerProvider, api_errors
+from vmgen.spec import GitSource, VmgenInstall, WorkspaceSpec
+
+PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGVmZ2hpamtsbW5vcHFyc3R1dnd4eXphYmNkZWZnaGlq tester@laptop"
+VMGEN = VmgenInstall(version=__version__, find_links="http://wheels.example:8080/")
+AGENT_VERSION = "2.1.332"
+STAMP_LABELS = plan_for(AGENTS["claude"], AGENT_VERSION, VMGEN).stamp.labels("ubuntu-24.04")
+USER_DATA = "#cloud-config\n"
+
+
+@pytest.fixture
+def cloud():
+    with FakeHetzner(boot=False) as fake:
+        yield fake
+
+
+def provider_on(cloud: FakeHetzner) -> HetznerProvider:
+    return HetznerProvider(token=cloud.token, location="fsn1", endpoint=cloud.api_endpoint, poll_interval=0.05)
+
+
+@pytest.fixture
+def provider(cloud) -> HetznerProvider:
+    return provider_on(cloud)
+
+
+def spec(name: str = "ws", size: str = "medium", image: str = "") -> WorkspaceSpec:
+    return WorkspaceSpec(name=name, source=GitSource("https://example.com/app"), agent=AGENTS["claude"], vmgen=VMGEN,
+                         ssh_keys=(PUBKEY,), agent_version=AGENT_VERSION, size=size, region="fsn1", image=image)
+
+
+def bake_on(cloud: FakeHetzner, server_type: str, created: str) -> int:
+    """A snapshot vmgen baked on a server of `server_type`, dated `created`; returns its id."""
+    client = cloud.client()
+    made = client.servers.create(f"bake-{server_type}", server_type=ServerType(name=server_type),
+                                 image=Image(name="ubuntu-24.04"))
+    made.action.wait_until_finished()
+    snap = made.server.create_image(description=f"baked on {server_type}", labels=STAMP_LABELS)
+    snap.action.wait_until_finished()
+    client.servers.delete(made.server).wait_until_finished()
+    with cloud.state.lock:
+        cloud.state.images[snap.image.id].created = created
+    return snap.image.id
+
+
+def left_on(cloud: FakeHetzner) -> dict[str, int]:
+    with cloud.state.lock:
+        return {kind: len(getattr(cloud.state, kind)) for kind in ("servers", "firewalls", "ssh_keys")}
+
+
+NOTHING = {"servers": 0, "firewalls": 0, "ssh_keys": 0}
+
+
+# --- 1. a snapshot cannot boot a smaller disk ------------------------------------------------------
+
+
+def test_a_launch_boots_the_newest_snapshot_whose_disk_fits_its_size(cloud, provider):
+    on_small = bake_on(cloud, "cx23", "2026-01-01T00:00:00+00:00")  # 40 GB
+    on_medium = bake_on(cloud, "cx33", "2026-02-01T00:00:00+00:00")  # 80 GB, newer
+    assert with_baked_image(spec(size="medium"), provider, print).image == str(on_medium)
+    small = with_baked_image(spec(size="small"), provider, print)
+    assert small.image == str(on_small)
+    made = provider.create(small, USER_DATA)
+    assert (made.server_type, made.status) == ("cx23", "running")
+
+
+def test_a_launch_without_a_snapshot_that_fits_starts_from_the_stock_image(cloud, provider):
+    bake_on(cloud, "cx33", "2026-02-01T00:00:00+00:00")
+    small = with_baked_image(spec(size="small"), provider, print)
+    assert small.image == ""
+    assert provider.create(small, USER_DATA).server_type == "cx23"
+
+
+def run_vmgen(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    # PATH holds the interpreter's folder only: no Packer, so `image build` stops after the template.
+    environment = {"PATH": os.path.dirname(sys.executable), "HOME": str(home),
+                   "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), **env}
+    return subprocess.run([sys.executable, "-m", "vmgen", *args], env=environment, cwd=home,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_image_build_bakes_on_the_smallest_disk_so_every_size_can_boot_the_snapshot(home, cloud):
+    result = run_vmgen(home, "image", "build", "--provider", "hetzner", HCLOUD_TOKEN=cloud.token,
+                       VMGEN_HCLOUD_ENDPOINT=cloud.api_endpoint, VMGEN_REGION="fsn1", VMGEN_SIZE="large")
+    assert "packer is not installed" in result.stderr, result.stderr
+    template = hcl2.loads((home / ".local/state/vmgen/packer/vmgen.pkr.hcl").read_text())
+    source = template["source"][0]['"hcloud"']['"vmgen"']
+    assert source["server_type"].strip('"') == "cx23"
+
+
+# --- 2. the hcloud floor -------------------------------------------------------------------------
+
+# What vmgen reads from hcloud, and the release that added it (hcloud-python's CHANGELOG.md).
+HCLOUD_FEATURES = {
+    "ServerType.locations (per-location deprecation)": "2.7.0",  # "per location server types"
+    "Server.location": "2.13.0",  # "deprecate datacenter in primary ips and servers"
+    "ServerTypeLocation.available": "2.18.0",  # "move available and recommended to server_type"
+}
+
+
+def test_the_declared_hcloud_floor_has_everything_vmgen_reads():
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    hcloud = next(r for r in map(Requirement, pyproject["project"]["dependencies"]) if r.name == "hcloud")
+    floor = min(Version(s.version) for s in hcloud.specifier if s.operator == ">=")
+    missing = {feature: added for feature, added in HCLOUD_FEATURES.items() if Version(added) > floor}
+    assert not missing, f"hcloud>={floor} lacks {missing}"
+
+
+# --- 3. placement failures and failed actions ----------------------------------------------------
+
+
+def test_no_room_for_the_server_is_one_clear_line_and_leaves_nothing(cloud, provider):
+    cloud.fail_next("resource_unavailable", 412, method="POST", path="/servers", message="error during placement")
+    with pytest.raises(ProviderActionFailed) as info:
+        provider.create(spec(), USER_DATA)
+    message = str(info.value)
+    assert "no room to create a cx33 server in fsn1" in message and "--region" in message and "\n" not in message
+    assert left_on(cloud) == NOTHING
+
+
+def test_a_failed_create_action_says_why_rather_than_server_not_found(cloud, provider):
+    cloud.fail_action("create_server", "placement_error", "error during placement")
+    with pytest.raises(ProviderActionFailed) as info:
+        provider.create(spec(), USER_DATA)
+    message = str(info.value)
+    assert "error during placement" in message and "not found" not in message
+    assert left_on(cloud) == NOTHING
+
+
+def test_an_action_that_never_finishes_is_one_clear_line():
+    with pytest.raises(ProviderActionFailed, match="did not finish"), api_errors("create the server"):
+        raise ActionTimeoutException(Action(id=7, command="create_server", status="running"))
+
+
+# --- 4. a server still starting, a firewall still in use -----------------------------------------
+
+
+def answered(cloud: FakeHetzner, method: str, status: int) -> bool:
+    return any(r.method == method and r.status == status for r in cloud.requests)
+
+
+def test_a_destroy_right_after_create_waits_for_the_start_and_removes_everything():
+    with FakeHetzner(boot=False, start_action_seconds=3, firewall_release_seconds=0.5) as cloud:
+        provider = provider_on(cloud)
+        assert provider.create(spec(), USER_DATA).status == "starting"
+        assert not provider.delete("ws")  # nothing left for later
+        assert left_on(cloud) == NOTHING
+        assert answered(cloud, "DELETE", 423) and answered(cloud, "DELETE", 422)  # locked, then in use: retried
+
+
+def test_a_server_that_cannot_be_deleted_is_reported_as_still_billed(cloud, provider):
+    provider.create(spec(), USER_DATA)
+    cloud.fail_next("server_error", 500, method="DELETE", path="/servers", times=10)
+    with pytest.raises(ResourceLeftBehind, match="'ws' still exists and is billed"):
+        provider.delete("ws")
+    assert left_on(cloud)["servers"] == 1
+
+
+def test_destroy_leaves_a_firewall_still_in_use_for_later_instead_of_failing(home, monkeypatch):
+    with FakeHetzner(boot=False, firewall_release_seconds=600) as cloud:
+        provider_on(cloud).create(spec(), USER_DATA)
+        monkeypatch.setattr(HetznerProvider, "FIREWALL_IN_USE_WAITS", (0.01, 0.01))
+        env = {"VMGEN_PROVIDER": "hetzner", "HCLOUD_TOKEN": cloud.token, "VMGEN_HCLOUD_ENDPOINT": cloud.api_endpoint,
+               "VMGEN_REGION": "fsn1"}
+        result = CliRunner().invoke(main, ["destroy", "ws", "--yes"], env=env)
+        assert result.exit_code == 0, result.output
+        assert "destroyed ws" in result.stderr and "will be removed later" in result.stderr
+        assert left_on(cloud) == {"servers": 0, "firewalls": 1, "ssh_keys": 0}
+
+
+# --- 5. the API as it is today -------------------------------------------------------------------
+
+
+def test_sizes_and_servers_are_read_from_the_current_fields_without_deprecation_warnings(provider):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # hcloud warns on every read of a field the API phases out
+        offers = {o.name: o for o in provider.offers("fsn1")}
+        made = provider.create(spec(), USER_DATA)
+        listed = provider.list()
+    assert offers["cx22"].deprecated and not offers["cx23"].deprecated  # per-location deprecation
+    assert made.price_hourly == listed[0].price_hourly and made.price_hourly > 0  # the server's location
