@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -21,6 +22,14 @@ from tests.fakes.anthropic_api import FakeAnthropicServer, Script
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_VERSION = "2.1.332"  # pinned so that runs are reproducible
 API_KEY = "test-key-not-real-0123456789"
+# Workspace names on a Docker engine are global. Each run uses names of its own, so a machine
+# where vmgen is in use keeps its workspaces, and two runs (or two workers) never meet.
+RUN = os.environ.get("VMGEN_TEST_RUN") or secrets.token_hex(2)
+
+
+def unique(name: str) -> str:
+    """A workspace name for this run: `slice` -> `slice-3fa9`."""
+    return f"{name}-{RUN}"
 
 
 def pytest_collection_modifyitems(items):

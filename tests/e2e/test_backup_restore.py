@@ -10,9 +10,9 @@ from pathlib import Path
 from tests.fakes.anthropic_api import Rule, Script, ToolUse
 from tests.polling import eventually
 
-from .conftest import make_repo
+from .conftest import make_repo, unique
 
-NAME = "keeper"
+NAME = unique("keeper")
 NOTE = "remember the blue door\n"
 
 

@@ -21,7 +21,9 @@ from vmgen.builder.render import render_bake_user_data
 from vmgen.spec import VmgenInstall
 from vmgen.stamps import STAMP_LABEL_PREFIX
 
-from .conftest import AGENT_VERSION, make_repo
+from .conftest import AGENT_VERSION, make_repo, unique
+
+BAKED_WS, COLD_WS, MIXED_WS = unique("baked-ws"), unique("cold-ws"), unique("mixed-ws")
 
 INSTALL_STEPS = {"packages": "packages", "agent": "agent-install", "vmgen": "vmgen-install"}
 
@@ -60,17 +62,17 @@ def test_image_list_shows_what_was_baked(cli, baked):
 
 
 def test_a_baked_docker_launch_skips_the_installs_and_works(cli, model, baked, tmp_path):
-    result = json.loads(cli("launch", str(make_repo(tmp_path, "baked-ws")), "--json").stdout)
+    result = json.loads(cli("launch", str(make_repo(tmp_path, BAKED_WS)), "--json").stdout)
     assert result["image"] == baked.id
-    assert skipped_steps(cli, "baked-ws") == set(INSTALL_STEPS)
-    agent_writes_a_file(cli, model, "baked-ws")
-    cli("destroy", "baked-ws", "--yes")
+    assert skipped_steps(cli, BAKED_WS) == set(INSTALL_STEPS)
+    agent_writes_a_file(cli, model, BAKED_WS)
+    cli("destroy", BAKED_WS, "--yes")
 
 
 def test_a_cold_launch_ignores_the_baked_image(cli, baked, tmp_path):
-    result = json.loads(cli("launch", str(make_repo(tmp_path, "cold-ws")), "--cold", "--json").stdout)
-    assert result["image"] == "" and skipped_steps(cli, "cold-ws") == set()
-    cli("destroy", "cold-ws", "--yes")
+    result = json.loads(cli("launch", str(make_repo(tmp_path, COLD_WS)), "--cold", "--json").stdout)
+    assert result["image"] == "" and skipped_steps(cli, COLD_WS) == set()
+    cli("destroy", COLD_WS, "--yes")
 
 
 def test_a_vmgen_version_mismatch_reinstalls_vmgen_alone(cli, model, baked, docker_client, tmp_path):
@@ -80,13 +82,13 @@ def test_a_vmgen_version_mismatch_reinstalls_vmgen_alone(cli, model, baked, dock
     labels = {**baked.labels, f"{STAMP_LABEL_PREFIX}vmgen": "0.0.1"}
     older = old.commit(repository="vmgen-baked", tag="older-vmgen", conf={"Labels": labels})
     old.remove()
-    result = json.loads(cli("launch", str(make_repo(tmp_path, "mixed-ws")), "--json").stdout)
+    result = json.loads(cli("launch", str(make_repo(tmp_path, MIXED_WS)), "--json").stdout)
     assert result["image"] == older.id  # the newest baked image
-    assert skipped_steps(cli, "mixed-ws") == {"packages", "agent"}
-    assert cli.ssh("mixed-ws", "cat /etc/vmgen/stamps/vmgen").strip() == __version__
+    assert skipped_steps(cli, MIXED_WS) == {"packages", "agent"}
+    assert cli.ssh(MIXED_WS, "cat /etc/vmgen/stamps/vmgen").strip() == __version__
     assert "vmgen-install" in {p["name"] for p in result["phases"]}
-    agent_writes_a_file(cli, model, "mixed-ws")
-    cli("destroy", "mixed-ws", "--yes")
+    agent_writes_a_file(cli, model, MIXED_WS)
+    cli("destroy", MIXED_WS, "--yes")
 
 
 @pytest.fixture(scope="module")

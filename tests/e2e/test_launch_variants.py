@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, QuietHandler, make_repo
+from .conftest import ROOT, QuietHandler, make_repo, unique
+
+CLONED, BROKEN, KEPT, SHIPPED = unique("cloned"), unique("broken"), unique("kept"), unique("shipped")
 
 
 @pytest.fixture(scope="module")
@@ -52,49 +54,49 @@ def test_git_url_with_branch_login_and_gitconfig(cli, model, git_server, local_w
     served_wheels = cli.env["VMGEN_VMGEN_FIND_LINKS"]
     cli.env["VMGEN_VMGEN_FIND_LINKS"] = str(local_wheels)
     try:
-        cli("launch", f"{git_server}#feature/x", "--name", "cloned", "--copy-claude-login")
+        cli("launch", f"{git_server}#feature/x", "--name", CLONED, "--copy-claude-login")
         # A prompt sent the moment the launch returns is not lost while the agent's UI starts.
-        cli("send", "cloned", "first words right after the launch")
+        cli("send", CLONED, "first words right after the launch")
         model.wait_for("first words right after the launch", timeout=60)
-        files = cli.ssh("cloned", "cd work/cloned && git branch --show-current && ls").split()
+        files = cli.ssh(CLONED, f"cd work/{CLONED} && git branch --show-current && ls").split()
         assert files[0] == "feature/x" and "FEATURE.md" in files
-        credentials = cli.ssh("cloned", "stat -c %a .claude/.credentials.json && cat .claude/.credentials.json")
+        credentials = cli.ssh(CLONED, "stat -c %a .claude/.credentials.json && cat .claude/.credentials.json")
         mode, content = credentials.split("\n", 1)
         assert mode == "600"
         assert "/home/agent/.claude/cache" in content and str(cli.home) not in content
-        assert cli.ssh("cloned", "git config --global user.name").strip() == "Tester"
-        assert cli.ssh("cloned", "git config --global core.excludesfile").strip() == "/home/agent/.gitignore_global"
-        assert "vmgen" in cli.ssh("cloned", "/opt/vmgen/bin/pip show vmgen")
+        assert cli.ssh(CLONED, "git config --global user.name").strip() == "Tester"
+        assert cli.ssh(CLONED, "git config --global core.excludesfile").strip() == "/home/agent/.gitignore_global"
+        assert "vmgen" in cli.ssh(CLONED, "/opt/vmgen/bin/pip show vmgen")
     finally:
         cli.env["VMGEN_VMGEN_FIND_LINKS"] = served_wheels
-        cli("destroy", "cloned", "--yes", check=False)
+        cli("destroy", CLONED, "--yes", check=False)
 
 
 def test_failed_cloud_init_shows_the_log_and_leaves_nothing(cli, tmp_path, docker_client) -> None:
-    repo = make_repo(tmp_path, "broken")
+    repo = make_repo(tmp_path, BROKEN)
     result = cli("launch", str(repo), "--agent-version", "0.0.0-does-not-exist", check=False)
     assert result.returncode == 1
     assert "cloud-init status: error" in result.stderr
     assert "npm" in result.stderr  # the tail of the log says what failed
     assert "Traceback" not in result.stderr
-    assert not docker_client.containers.list(all=True, filters={"label": "vmgen-ws=broken"})
-    assert not [v for v in docker_client.volumes.list() if v.name == "vmgen-broken-home"]
-    assert not (cli.home / ".local/state/vmgen/workspaces/broken").exists()
+    assert not docker_client.containers.list(all=True, filters={"label": f"vmgen-ws={BROKEN}"})
+    assert not [v for v in docker_client.volumes.list() if v.name == f"vmgen-{BROKEN}-home"]
+    assert not (cli.home / f".local/state/vmgen/workspaces/{BROKEN}").exists()
 
 
 def test_keep_on_failure_keeps_the_workspace_for_inspection(cli, tmp_path, docker_client) -> None:
-    repo = make_repo(tmp_path, "kept")
+    repo = make_repo(tmp_path, KEPT)
     result = cli("launch", str(repo), "--agent-version", "0.0.0-does-not-exist", "--keep-on-failure", check=False)
     assert result.returncode == 1
     try:
-        assert "status: error" in cli.ssh("kept", "cloud-init status", check=False)
+        assert "status: error" in cli.ssh(KEPT, "cloud-init status", check=False)
     finally:
-        cli("destroy", "kept", "--yes")
-    assert not docker_client.containers.list(all=True, filters={"label": "vmgen-ws=kept"})
+        cli("destroy", KEPT, "--yes")
+    assert not docker_client.containers.list(all=True, filters={"label": f"vmgen-ws={KEPT}"})
 
 
 def test_the_shipped_image_is_built_when_missing_or_a_clear_line_says_why(cli, tmp_path, docker_client) -> None:
-    repo = make_repo(tmp_path, "shipped")
+    repo = make_repo(tmp_path, SHIPPED)
     image = cli.env["VMGEN_DOCKER_IMAGE"]
     cli.env["VMGEN_DOCKER_IMAGE"] = "vmgen-ubuntu:24.04"
     try:
@@ -105,5 +107,5 @@ def test_the_shipped_image_is_built_when_missing_or_a_clear_line_says_why(cli, t
     assert result.returncode == 1
     assert "could not build the simulated-VM image vmgen-ubuntu:24.04" in result.stderr
     assert "images/debian12-test/build.sh" in result.stderr and "Traceback" not in result.stderr
-    assert not docker_client.containers.list(all=True, filters={"label": "vmgen-ws=shipped"})
-    assert not (cli.home / ".local/state/vmgen/workspaces/shipped").exists()
+    assert not docker_client.containers.list(all=True, filters={"label": f"vmgen-ws={SHIPPED}"})
+    assert not (cli.home / f".local/state/vmgen/workspaces/{SHIPPED}").exists()

@@ -14,14 +14,14 @@ from tests.fakes.anthropic_api import Rule, Script, ToolUse
 
 from tests.polling import eventually
 
-from .conftest import API_KEY, make_repo
+from .conftest import API_KEY, make_repo, unique
 
-NAME = "slice"
+NAME = unique("slice")
 
 
 @pytest.fixture(scope="module")
 def launched(cli, model, tmp_path_factory):
-    repo = make_repo(tmp_path_factory.mktemp("repos"), "slice")
+    repo = make_repo(tmp_path_factory.mktemp("repos"), NAME)
     model.script = Script(rules=[Rule(
         trigger="HELLO.md",
         tool=ToolUse("Write", {"file_path": f"/home/agent/work/{NAME}/HELLO.md",
@@ -182,11 +182,13 @@ def test_open_without_a_domain_tunnels_the_workspace_page(cli, launched) -> None
         opened.wait(timeout=10)
 
 
-def test_destroy_leaves_nothing_behind(cli, launched, docker_client) -> None:
-    cli("destroy", NAME, "--yes")
-    assert not docker_client.containers.list(all=True, filters={"label": f"vmgen-ws={NAME}"})
-    assert not [v for v in docker_client.volumes.list() if v.name.startswith(f"vmgen-{NAME}")]
-    assert not (cli.home / ".local/state/vmgen/workspaces" / NAME).exists()
-    assert NAME not in cli("list").stdout + cli("list").stderr
-    failed = cli("ssh", NAME, "--", "true", check=False)
+def test_destroy_leaves_nothing_behind(cli, docker_client, tmp_path) -> None:
+    gone = unique("gone")  # its own workspace: the module's stays for the other tests
+    cli("launch", str(make_repo(tmp_path, gone)))
+    cli("destroy", gone, "--yes")
+    assert not docker_client.containers.list(all=True, filters={"label": f"vmgen-ws={gone}"})
+    assert not [v for v in docker_client.volumes.list() if v.name.startswith(f"vmgen-{gone}")]
+    assert not (cli.home / ".local/state/vmgen/workspaces" / gone).exists()
+    assert gone not in cli("list").stdout + cli("list").stderr
+    failed = cli("ssh", gone, "--", "true", check=False)
     assert failed.returncode == 2 and "no workspace named" in failed.stderr

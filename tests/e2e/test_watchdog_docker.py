@@ -8,12 +8,14 @@ import time
 
 from tests.polling import eventually
 
-from .conftest import make_repo
+from .conftest import make_repo, unique
+
+SLEEPY = unique("sleepy")
 
 
 def test_idle_workspace_powers_off_and_starts_again(cli, tmp_path, docker_client):
     cli.env.update({"VMGEN_IDLE_INTERVAL_SECONDS": "5", "VMGEN_IDLE_WARN_MINUTES": "0.5"})
-    cli("launch", str(make_repo(tmp_path, "sleepy")), "--idle-minutes", "1")
+    cli("launch", str(make_repo(tmp_path, SLEEPY)), "--idle-minutes", "1")
     container = docker_client.containers.get("vmgen-sleepy")
 
     def exited() -> bool:
@@ -21,15 +23,15 @@ def test_idle_workspace_powers_off_and_starts_again(cli, tmp_path, docker_client
         return container.status == "exited"
 
     eventually(exited, timeout=180, what="the idle workspace to power off", interval=2)
-    row = next(line for line in cli("list").stdout.splitlines() if line.startswith(" sleepy") or line.startswith("sleepy"))
+    row = next(line for line in cli("list").stdout.splitlines() if line.startswith(" " + SLEEPY) or line.startswith(SLEEPY))
     assert "stopped" in row
 
     started = time.time()
-    cli("start", "sleepy")
+    cli("start", SLEEPY)
 
     # A new boot: the countdown starts afresh rather than firing at once on the old history.
     def fresh_verdict() -> dict | None:
-        state = json.loads(cli("status", "sleepy", "--json").stdout)
+        state = json.loads(cli("status", SLEEPY, "--json").stdout)
         return state if state.get("updated_at", 0) > started else None
 
     eventually(lambda: fresh_verdict() is not None, timeout=60, what="the watchdog's first tick after start")
@@ -37,5 +39,5 @@ def test_idle_workspace_powers_off_and_starts_again(cli, tmp_path, docker_client
     assert state["verdict"]["next_action"] in ("none", "warn")
     container.reload()
     assert container.status == "running"
-    assert cli.ssh("sleepy", "cat work/sleepy/README.md") == "# sleepy\n"
-    cli("destroy", "sleepy", "--yes")
+    assert cli.ssh(SLEEPY, f"cat work/{SLEEPY}/README.md") == f"# {SLEEPY}\n"
+    cli("destroy", SLEEPY, "--yes")

@@ -59,7 +59,8 @@ def bridge_ip() -> str:
         for addr in addrs:
             if addr.family == socket.AF_INET and not addr.address.startswith("127."):
                 return str(addr.address)
-    pytest.skip("no non-loopback IPv4 address for the fake model API")
+    # The test script starts dockerd, whose docker0 bridge has one: its absence is a broken setup.
+    raise AssertionError("no non-loopback IPv4 address for the fake model API (is dockerd running?)")
 
 
 @dataclass

@@ -19,7 +19,7 @@ import pytest
 
 from tests.fakes.moto_server import CREDENTIALS, moto_server, s3_client
 from tests.fakes.s3_faults import FaultProxy, Faults
-from tests.unit.test_backup_local import EXCLUDED, EXCLUDES, assert_same_tree, build_tree
+from tests.unit.backup.test_pipeline_local import EXCLUDED, EXCLUDES, assert_same_tree, build_tree
 from vmgen.backup import (
     DigestMismatch, ObjectTruncated, S3Settings, S3Store, StoreError, StoreUnreachable,
     create_backup, generate_identity, latest_backup, list_backups, parse_identity, restore_backup,

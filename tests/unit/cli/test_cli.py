@@ -18,7 +18,7 @@ COMMANDS = ["launch", "list", "sizes", "connect", "send", "ssh", "stop", "start"
 
 def vmgen(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {"PATH": os.environ["PATH"], "HOME": str(home), **env}
-    src = Path(__file__).resolve().parents[2] / "src"
+    src = Path(__file__).resolve().parents[3] / "src"
     environment["PYTHONPATH"] = str(src)
     return subprocess.run([sys.executable, "-m", "vmgen", *args], env=environment, cwd=home,
                           capture_output=True, text=True, timeout=60)

@@ -18,7 +18,7 @@ def test_the_dockerfile_is_shipped_in_the_package():
 
 def test_unknown_image_is_one_clear_line(home: Path):
     (home / "repo").mkdir()
-    src = Path(__file__).resolve().parents[2] / "src"
+    src = Path(__file__).resolve().parents[3] / "src"
     result = subprocess.run([sys.executable, "-m", "vmgen", "launch", str(home / "repo")], cwd=home,
                             env={"HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(src),
                                  "VMGEN_DOCKER_IMAGE": "vmgen-no-such-image:1"}, capture_output=True, text=True)

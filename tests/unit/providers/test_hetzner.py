@@ -101,7 +101,7 @@ def test_a_launch_without_a_snapshot_that_fits_starts_from_the_stock_image(cloud
 def run_vmgen(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     # PATH holds the interpreter's folder only: no Packer, so `image build` stops after the template.
     environment = {"PATH": os.path.dirname(sys.executable), "HOME": str(home),
-                   "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), **env}
+                   "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src"), **env}
     return subprocess.run([sys.executable, "-m", "vmgen", *args], env=environment, cwd=home,
                           capture_output=True, text=True, timeout=60, check=False)
 
@@ -126,7 +126,7 @@ HCLOUD_FEATURES = {
 
 
 def test_the_declared_hcloud_floor_has_everything_vmgen_reads():
-    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())
     hcloud = next(r for r in map(Requirement, pyproject["project"]["dependencies"]) if r.name == "hcloud")
     floor = min(Version(s.version) for s in hcloud.specifier if s.operator == ">=")
     missing = {feature: added for feature, added in HCLOUD_FEATURES.items() if Version(added) > floor}

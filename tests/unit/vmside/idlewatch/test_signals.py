@@ -412,7 +412,8 @@ def non_loopback_ipv4() -> str:
         for a in addrs:
             if a.family == socket.AF_INET and not a.address.startswith("127."):
                 return str(a.address)
-    pytest.skip("no non-loopback IPv4 address to stand in for the model API")
+    # The test script starts dockerd, whose docker0 bridge has one: its absence is a broken setup.
+    raise AssertionError("no non-loopback IPv4 address to stand in for the model API (is dockerd running?)")
 
 
 def test_open_turn_with_model_connection_works_then_stalls(tmp_path: Path, fake_claude: Any) -> None:
