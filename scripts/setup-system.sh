@@ -6,8 +6,12 @@ set -euo pipefail
 PACKAGES=(
   docker.io debootstrap cloud-init tmux openssh-client git curl ca-certificates
   python3-venv zstd age iptables
-  caddy chromium chromium-driver
 )
+# The test suite's own real parts: Caddy (caddy validate), headless Chromium, and an sshd for the
+# SSH tests. A user's setup (the quickstart) does not install them.
+if [ "${VMGEN_SETUP_FOR_TESTS:-}" = 1 ]; then
+  PACKAGES+=(caddy chromium chromium-driver openssh-server)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -17,10 +21,18 @@ if ((${#missing[@]})); then
   echo "==> installing system packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # The tests start their own sshd and Caddy on free ports: the packages' services must not start
+  # (and take ports 22 and 80) just because they were installed.
+  policy_added=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_added=1
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # Caddy is here for `caddy validate` in the tests; its packaged site must not hold port 80.
-  if [[ " ${missing[*]} " == *" caddy "* ]] && command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
-    systemctl disable --now caddy.service >/dev/null 2>&1 || true
+  [ -z "$policy_added" ] || rm -f /usr/sbin/policy-rc.d
+  # Caddy is here for `caddy validate`, sshd for the SSH tests: what this script installed stays off.
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    [[ " ${missing[*]} " != *" caddy "* ]] || systemctl disable --now caddy.service >/dev/null 2>&1 || true
+    [[ " ${missing[*]} " != *" openssh-server "* ]] || systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
   fi
 fi
 

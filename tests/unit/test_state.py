@@ -1,0 +1,38 @@
+"""The laptop's half of a workspace: written owner-only, read back, removed whole."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from vmgen.state import WorkspaceRecord, WorkspaceState, all_records
+
+RECORD = WorkspaceRecord(name="app", provider="docker", created_at=1_700_000_000.0, source="/src/app",
+                         agent="claude", host="")
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_created_state_is_owner_only_and_reads_back(tmp_path: Path) -> None:
+    state = WorkspaceState("app", tmp_path)
+    old = os.umask(0)  # even a careless umask must not widen what holds host keys and logins
+    try:
+        state.create(RECORD, "ssh-ed25519 AAAAhostkey")
+        secret = state.write("web-login", "vmgen\npassword\n")
+    finally:
+        os.umask(old)
+    assert state.exists() and state.record() == RECORD
+    assert mode(state.dir) == 0o700 and mode(secret) == 0o600 and mode(state.known_hosts) == 0o600
+    assert state.known_hosts.read_text() == "vmgen-app ssh-ed25519 AAAAhostkey\n"
+
+
+def test_broken_records_are_skipped_and_remove_takes_everything(tmp_path: Path) -> None:
+    WorkspaceState("app", tmp_path).create(RECORD, "ssh-ed25519 A")
+    broken = WorkspaceState("broken", tmp_path)
+    broken.write("workspace.json", "{not json")
+    assert [r.name for r in all_records(tmp_path)] == ["app"]
+    WorkspaceState("app", tmp_path).remove()
+    assert not (tmp_path / "workspaces" / "app").exists() and all_records(tmp_path) == []
