@@ -14,8 +14,9 @@ from .contract.documents import WATCH_DEFAULTS
 from .errors import ConfigError
 
 # Settings whose values are credentials: masked whenever shown.
-SECRET_FIELDS = frozenset({"anthropic_api_key", "hcloud_token", "r2_secret_access_key", "r2_access_key_id",
-                           "cloudflare_api_token"})
+SECRET_FIELDS = frozenset(
+    {"anthropic_api_key", "hcloud_token", "r2_secret_access_key", "r2_access_key_id", "cloudflare_api_token"}
+)
 
 # Well-known variable names other tools already use, accepted besides VMGEN_<FIELD>.
 ALIASES = {

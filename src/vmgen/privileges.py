@@ -53,12 +53,14 @@ class RunAs:
         return kwargs
 
 
-def run_as(who: RunAs, argv: Sequence[str], *, timeout: float, max_output: int = 64 << 10,
-           stdin: int = subprocess.DEVNULL) -> tuple[int, bytes]:
+def run_as(
+    who: RunAs, argv: Sequence[str], *, timeout: float, max_output: int = 64 << 10, stdin: int = subprocess.DEVNULL
+) -> tuple[int, bytes]:
     """Run argv as `who`; (exit code, at most `max_output` bytes of stdout). The child is killed
     at the timeout: whatever it talks to (a tmux server the agent runs) cannot hold root up."""
-    with subprocess.Popen(list(argv), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          **who.popen_kwargs()) as proc:
+    with subprocess.Popen(
+        list(argv), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, **who.popen_kwargs()
+    ) as proc:
         assert proc.stdout is not None
         try:
             out = _read_bounded(proc, max_output, timeout)

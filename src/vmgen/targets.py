@@ -28,8 +28,9 @@ def target_of(workspace: Workspace | None, identities: tuple[Path, ...]) -> SSHT
     return SSHTarget.for_workspace(workspace.ssh, WorkspaceState(workspace.name), identities)
 
 
-def wait_until_agent_back(provider: Provider, name: str, identities: tuple[Path, ...],
-                          progress: Progress, timeout: float = 300) -> SSHTarget:
+def wait_until_agent_back(
+    provider: Provider, name: str, identities: tuple[Path, ...], progress: Progress, timeout: float = 300
+) -> SSHTarget:
     """After a start: SSH answers and the agent's session is running again."""
     target = wait_for_ssh(lambda: ssh_target(provider, name, identities), timeout, progress)
     wait_for_session(target, AGENT_SESSION, timeout, progress)

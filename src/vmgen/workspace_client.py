@@ -84,8 +84,7 @@ class SshWorkspaceClient:
     def _stream(self, argv: list[str], stdin: bytes | None, progress: Progress, timeout: float) -> dict:
         """Run a VM-side command that answers in control-socket lines; the final result."""
         command = [*self.target.base_command(), remote(argv)]
-        with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) as proc:
+        with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
             assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
             if stdin:
                 proc.stdin.write(stdin)

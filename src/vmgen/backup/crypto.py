@@ -76,8 +76,7 @@ def check_recipient(recipient: str) -> str:
     return recipient
 
 
-def save_identity(path: Path | str, text: str, passphrase: str | None = None,
-                  overwrite: bool = False) -> None:
+def save_identity(path: Path | str, text: str, passphrase: str | None = None, overwrite: bool = False) -> None:
     """Write the identity 0600, atomically; optionally sealed with a passphrase (age scrypt)."""
     path = Path(path)
     parse_identity(text)
@@ -127,6 +126,7 @@ def load_identity(path: Path | str, passphrase: str | None = None) -> Identity:
 # so pyrage's encrypt_file/decrypt_file copy between them entirely in Rust. (pyrage's
 # encrypt_io/decrypt_io also stream, but call back into Python for every 8 KiB and so queue for
 # the GIL behind any Python stage sharing the process.)
+
 
 def encrypt_stdio(recipient: str) -> None:
     rec = pyrage.x25519.Recipient.from_str(check_recipient(recipient))

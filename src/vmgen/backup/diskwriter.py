@@ -129,7 +129,7 @@ class DiskWriter:
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[os.write(self._fd, view) :]
 
     def _close(self, mode: int, mtime: int) -> None:
         fd, self._fd = self._fd, -1

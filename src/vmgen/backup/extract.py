@@ -161,7 +161,9 @@ def keep_current(target: Path, staging: Path, keep: list[str]) -> None:
         dest = staging / rel
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         dest.unlink(missing_ok=True)
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, stat.S_IMODE(st.st_mode))
+        fd = os.open(
+            dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, stat.S_IMODE(st.st_mode)
+        )
         with os.fdopen(fd, "wb") as out:
             out.write(content)
 

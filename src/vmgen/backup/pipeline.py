@@ -25,8 +25,19 @@ import vmgen
 from vmgen.backup import archive, crypto, stages
 from vmgen.backup import manifest as model
 from vmgen.backup.manifest import (
-    ArchiveError, ArchiveSummary, BackupError, DigestMismatch, ExcludeStat, InvalidBackupRequest, Manifest,
-    ObjectNotFound, ObjectTruncated, RestoreTargetNotEmpty, SizeMismatch, UploadVerifyFailed, WrongIdentity,
+    ArchiveError,
+    ArchiveSummary,
+    BackupError,
+    DigestMismatch,
+    ExcludeStat,
+    InvalidBackupRequest,
+    Manifest,
+    ObjectNotFound,
+    ObjectTruncated,
+    RestoreTargetNotEmpty,
+    SizeMismatch,
+    UploadVerifyFailed,
+    WrongIdentity,
 )
 from vmgen.backup.store import Store
 from vmgen.privileges import RunAs
@@ -35,6 +46,7 @@ CHUNK = stages.CHUNK
 
 
 # ----- backup -----
+
 
 class _CiphertextReader:
     """What the store reads: the age stream, hashed and counted. At EOF it waits for the
@@ -87,10 +99,17 @@ class _StallGuard(threading.Thread):
             raise BackupError(f"the backup stalled: no data for {self.seconds:.0f}s; stopped")
 
 
-def create_backup(root: Path | str, store: Store, workspace: str, recipient: str,
-                  excludes: Iterable[str] = archive.DEFAULT_EXCLUDES, keep_last: int | None = None,
-                  backup_id: str | None = None, run_as: RunAs | None = None,
-                  stall_seconds: float = 600) -> Manifest:
+def create_backup(
+    root: Path | str,
+    store: Store,
+    workspace: str,
+    recipient: str,
+    excludes: Iterable[str] = archive.DEFAULT_EXCLUDES,
+    keep_last: int | None = None,
+    backup_id: str | None = None,
+    run_as: RunAs | None = None,
+    stall_seconds: float = 600,
+) -> Manifest:
     """Archive `root` into `store`, reading it as `run_as` (default: as we are). The manifest that
     makes the backup count is written only after the stored object was read back and matched
     what was sent."""
@@ -105,8 +124,11 @@ def create_backup(root: Path | str, store: Store, workspace: str, recipient: str
     age_r, age_w = stages.pipe()
     running: list[stages.Stage] = []
     try:
-        running.append(stages.spawn("tar", {"root": str(root), "excludes": list(excludes)}, subprocess.DEVNULL, tar_w,
-                                    run_as=run_as))
+        running.append(
+            stages.spawn(
+                "tar", {"root": str(root), "excludes": list(excludes)}, subprocess.DEVNULL, tar_w, run_as=run_as
+            )
+        )
         running.append(stages.spawn("encrypt", {"recipient": recipient}, tar_r, age_w))
     except BaseException:
         stages.finish(running, failed=True)
@@ -133,10 +155,17 @@ def create_backup(root: Path | str, store: Store, workspace: str, recipient: str
     _verify_stored(store, key, reader.count, digest)
     summary, plaintext_bytes, compressed_bytes = _tar_report(running[0].result)
     manifest = Manifest(
-        workspace=workspace, backup_id=backup_id, created_at=created_at,
-        plaintext_bytes=plaintext_bytes, compressed_bytes=compressed_bytes,
-        ciphertext_bytes=reader.count, sha256=digest, recipient=recipient,
-        summary=summary, vmgen_version=vmgen.__version__)
+        workspace=workspace,
+        backup_id=backup_id,
+        created_at=created_at,
+        plaintext_bytes=plaintext_bytes,
+        compressed_bytes=compressed_bytes,
+        ciphertext_bytes=reader.count,
+        sha256=digest,
+        recipient=recipient,
+        summary=summary,
+        vmgen_version=vmgen.__version__,
+    )
     store.put_bytes(manifest.manifest_key, manifest.to_json())
     if keep_last is not None:
         model.apply_retention(store, workspace, keep_last, protect=backup_id)
@@ -157,11 +186,18 @@ def _tar_report(raw: Any) -> tuple[ArchiveSummary, int, int]:
     except DocumentError as exc:
         raise ArchiveError(f"the tar stage reported nonsense ({exc})") from None
     summary = ArchiveSummary(
-        files=max(0, summary.files), dirs=max(0, summary.dirs), symlinks=max(0, summary.symlinks),
-        hardlinks=max(0, summary.hardlinks), file_bytes=max(0, summary.file_bytes),
-        excluded=tuple(ExcludeStat(e.pattern[:200], max(0, e.entries), max(0, e.files), max(0, e.bytes))
-                       for e in summary.excluded[:100]),
-        skipped=tuple(s[:300] for s in summary.skipped[:50]), skipped_count=max(0, summary.skipped_count))
+        files=max(0, summary.files),
+        dirs=max(0, summary.dirs),
+        symlinks=max(0, summary.symlinks),
+        hardlinks=max(0, summary.hardlinks),
+        file_bytes=max(0, summary.file_bytes),
+        excluded=tuple(
+            ExcludeStat(e.pattern[:200], max(0, e.entries), max(0, e.files), max(0, e.bytes))
+            for e in summary.excluded[:100]
+        ),
+        skipped=tuple(s[:300] for s in summary.skipped[:50]),
+        skipped_count=max(0, summary.skipped_count),
+    )
     return summary, plain, compressed  # type: ignore[return-value]
 
 
@@ -173,15 +209,25 @@ def _verify_stored(store: Store, key: str, size: int, digest: str) -> None:
             sha.update(data)
             count += len(data)
     if count != size or sha.hexdigest() != digest:
-        raise UploadVerifyFailed(f"{key} read back as {count} bytes sha256 {sha.hexdigest()[:16]}..., "
-                                 f"sent {size} bytes sha256 {digest[:16]}...")
+        raise UploadVerifyFailed(
+            f"{key} read back as {count} bytes sha256 {sha.hexdigest()[:16]}..., "
+            f"sent {size} bytes sha256 {digest[:16]}..."
+        )
 
 
 # ----- restore -----
 
-def restore_backup(store: Store, workspace: str, backup_id: str | None, identity: crypto.Identity,
-                   target: Path | str, merge: bool = False, keep: Iterable[str] = (),
-                   run_as: RunAs | None = None) -> Manifest:
+
+def restore_backup(
+    store: Store,
+    workspace: str,
+    backup_id: str | None,
+    identity: crypto.Identity,
+    target: Path | str,
+    merge: bool = False,
+    keep: Iterable[str] = (),
+    run_as: RunAs | None = None,
+) -> Manifest:
     """Download, verify, decrypt and extract a backup (the latest if backup_id is None) into
     `target`, in one streaming pass into a staging directory (inside `target` when merging into
     it, else beside it). The staged tree is moved into place only once the downloaded object's
@@ -190,11 +236,14 @@ def restore_backup(store: Store, workspace: str, backup_id: str | None, identity
     in the first place.) Extraction, and everything written below `target`, runs as `run_as`;
     the files named in `keep` (relative paths) stay as they are in `target`."""
     target = Path(target).absolute()
-    manifest = (model.latest_backup(store, workspace) if backup_id is None
-                else model.read_manifest(store, workspace, backup_id))
+    manifest = (
+        model.latest_backup(store, workspace) if backup_id is None else model.read_manifest(store, workspace, backup_id)
+    )
     if identity.recipient != manifest.recipient:
-        raise WrongIdentity(f"backup {manifest.backup_id} was encrypted to {manifest.recipient}, "
-                            f"not to this identity ({identity.recipient})")
+        raise WrongIdentity(
+            f"backup {manifest.backup_id} was encrypted to {manifest.recipient}, "
+            f"not to this identity ({identity.recipient})"
+        )
     _check_stored_size(store, manifest)
     if not merge and target.exists() and any(target.iterdir()):
         raise RestoreTargetNotEmpty(f"restore target {target} is not empty")
@@ -206,16 +255,25 @@ def _check_stored_size(store: Store, manifest: Manifest) -> None:
     """Cheap early refusal, before downloading anything."""
     size, want = store.size(manifest.object_key), manifest.ciphertext_bytes
     if size is None:
-        raise ObjectNotFound(f"backup {manifest.backup_id} has a manifest but its object "
-                             f"{manifest.object_key} is missing from {store.describe()}")
+        raise ObjectNotFound(
+            f"backup {manifest.backup_id} has a manifest but its object "
+            f"{manifest.object_key} is missing from {store.describe()}"
+        )
     if size < want:
         raise ObjectTruncated(f"backup {manifest.backup_id} is truncated: {size} of {want} bytes")
     if size != want:
         raise SizeMismatch(f"backup {manifest.backup_id} is {size} bytes, its manifest says {want}")
 
 
-def _download_and_extract(store: Store, manifest: Manifest, identity: crypto.Identity, target: Path,
-                          merge: bool, keep: list[str], run_as: RunAs | None) -> None:
+def _download_and_extract(
+    store: Store,
+    manifest: Manifest,
+    identity: crypto.Identity,
+    target: Path,
+    merge: bool,
+    keep: list[str],
+    run_as: RunAs | None,
+) -> None:
     age_r, age_w = stages.pipe()
     tar_r, tar_w = stages.pipe()
     go_r, go_w = os.pipe()  # "1" once everything is verified: the untar stage moves its tree in
@@ -225,9 +283,16 @@ def _download_and_extract(store: Store, manifest: Manifest, identity: crypto.Ide
     running: list[stages.Stage] = []
     try:
         running.append(stages.spawn("decrypt", {"secret_fd": secret_r}, age_r, tar_w, pass_fds=(secret_r,)))
-        running.append(stages.spawn(
-            "untar", {"target": str(target), "merge": merge, "keep": keep, "backup_id": manifest.backup_id,
-                      "go_fd": go_r}, tar_r, subprocess.DEVNULL, pass_fds=(go_r,), run_as=run_as))
+        running.append(
+            stages.spawn(
+                "untar",
+                {"target": str(target), "merge": merge, "keep": keep, "backup_id": manifest.backup_id, "go_fd": go_r},
+                tar_r,
+                subprocess.DEVNULL,
+                pass_fds=(go_r,),
+                run_as=run_as,
+            )
+        )
     except BaseException:
         stages.finish(running, failed=True)
         os.close(age_w)
@@ -251,11 +316,14 @@ def _download_and_extract(store: Store, manifest: Manifest, identity: crypto.Ide
             _feed(feed, None)  # end of input: decrypt finishes (or fails on a short stream)
             decrypt.join()
         if count < manifest.ciphertext_bytes:
-            raise ObjectTruncated(f"backup {manifest.backup_id}: the download ended after {count} of "
-                                  f"{manifest.ciphertext_bytes} bytes")
+            raise ObjectTruncated(
+                f"backup {manifest.backup_id}: the download ended after {count} of {manifest.ciphertext_bytes} bytes"
+            )
         if count != manifest.ciphertext_bytes or sha.hexdigest() != manifest.sha256:
-            raise DigestMismatch(f"backup {manifest.backup_id} is damaged: its sha256 "
-                                 f"{sha.hexdigest()[:16]}... is not the manifest's {manifest.sha256[:16]}...")
+            raise DigestMismatch(
+                f"backup {manifest.backup_id} is damaged: its sha256 "
+                f"{sha.hexdigest()[:16]}... is not the manifest's {manifest.sha256[:16]}..."
+            )
         if decrypt.error is not None:
             raise decrypt.error
         try:

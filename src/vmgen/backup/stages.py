@@ -95,8 +95,14 @@ def root_error(stages: Iterable[Stage]) -> BaseException | None:
     return next((e for e in errors if not isinstance(e, BrokenPipeError)), errors[0] if errors else None)
 
 
-def spawn(kind: str, params: dict[str, Any], stdin: int, stdout: int,
-          pass_fds: tuple[int, ...] = (), run_as: RunAs | None = None) -> Stage:
+def spawn(
+    kind: str,
+    params: dict[str, Any],
+    stdin: int,
+    stdout: int,
+    pass_fds: tuple[int, ...] = (),
+    run_as: RunAs | None = None,
+) -> Stage:
     report_r, report_w = os.pipe()
     # The child must import this very vmgen, whether installed, editable or from a source tree.
     package_root = str(Path(vmgen.__file__).resolve().parents[1])
@@ -109,7 +115,11 @@ def spawn(kind: str, params: dict[str, Any], stdin: int, stdout: int,
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", _CHILD_ENTRY, kind, json.dumps(dict(params, report_fd=report_w))],
-            stdin=stdin, stdout=stdout, pass_fds=(report_w, *pass_fds), **options)
+            stdin=stdin,
+            stdout=stdout,
+            pass_fds=(report_w, *pass_fds),
+            **options,
+        )
     finally:
         os.close(report_w)
     stage = Stage(kind, proc, open(report_r, "rb"))
@@ -126,6 +136,7 @@ def finish(stages: list[Stage], failed: bool) -> None:
 
 
 # ----- the children -----
+
 
 def child_main(args: list[str]) -> None:
     kind, params = args[0], json.loads(args[1])

@@ -46,7 +46,7 @@ def read_full(src: BinaryIO, size: int) -> bytearray:
         data = src.read(min(COPY_CHUNK, size - got))
         if not data:
             break
-        view[got:got + len(data)] = data
+        view[got : got + len(data)] = data
         got += len(data)
     view.release()
     del buf[got:]
@@ -90,6 +90,7 @@ class LocalStore:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         import io
+
         self.put_stream(key, io.BytesIO(data))
 
     def get_stream(self, key: str) -> BinaryIO:
@@ -172,9 +173,12 @@ class S3Store:
             max_pool_connections=max(10, settings.max_buffered_parts + 2),
         )
         self.client = boto3.session.Session().client(
-            "s3", endpoint_url=settings.endpoint_url, config=config,
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            config=config,
             aws_access_key_id=settings.access_key_id,
-            aws_secret_access_key=settings.secret_access_key)
+            aws_secret_access_key=settings.secret_access_key,
+        )
 
     def describe(self) -> str:
         where = self.settings.endpoint_url or "AWS"
@@ -201,8 +205,9 @@ class S3Store:
                     raise StoreError(f"{what} failed on {self.describe()}: {code or status} {msg}".rstrip()) from e
             except (BotoCoreError, OSError) as e:
                 if attempt == self.settings.attempts:
-                    raise StoreUnreachable(f"{what}: cannot reach {self.describe()} after "
-                                           f"{attempt} attempts: {e}") from e
+                    raise StoreUnreachable(
+                        f"{what}: cannot reach {self.describe()} after {attempt} attempts: {e}"
+                    ) from e
             time.sleep(min(delay, self.settings.max_backoff))  # backoff, not synchronisation
             delay *= 2
         raise AssertionError("unreachable")
@@ -229,9 +234,10 @@ class S3Store:
         keys, token = [], None
         while True:
             extra = {"ContinuationToken": token} if token else {}
-            page = self._call(f"list {prefix}", self.client.list_objects_v2,
-                              Prefix=self.settings.prefix + prefix, **extra)
-            keys += [o["Key"][len(self.settings.prefix):] for o in page.get("Contents", [])]
+            page = self._call(
+                f"list {prefix}", self.client.list_objects_v2, Prefix=self.settings.prefix + prefix, **extra
+            )
+            keys += [o["Key"][len(self.settings.prefix) :] for o in page.get("Contents", [])]
             if not page.get("IsTruncated"):
                 return sorted(keys)
             token = page["NextContinuationToken"]
@@ -251,22 +257,27 @@ class S3Store:
         del first
         try:
             parts, total = self._upload_parts(key, upload_id, src, handoff)
-            self._call(f"complete upload {key}", self.client.complete_multipart_upload,
-                       Key=self._key(key), UploadId=upload_id, MultipartUpload={"Parts": parts})
+            self._call(
+                f"complete upload {key}",
+                self.client.complete_multipart_upload,
+                Key=self._key(key),
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
             return total
         except BaseException:
             # Leave no orphaned parts (billed storage) behind; best effort, the original
             # error is what the user must see. A killed process cannot do this: configure a
             # lifecycle rule aborting incomplete multipart uploads on the bucket.
             try:
-                self.client.abort_multipart_upload(Bucket=self.settings.bucket, Key=self._key(key),
-                                                   UploadId=upload_id)
+                self.client.abort_multipart_upload(Bucket=self.settings.bucket, Key=self._key(key), UploadId=upload_id)
             except Exception:
                 pass
             raise
 
-    def _upload_parts(self, key: str, upload_id: str, src: BinaryIO,
-                      handoff: list[bytearray]) -> tuple[list[dict[str, Any]], int]:
+    def _upload_parts(
+        self, key: str, upload_id: str, src: BinaryIO, handoff: list[bytearray]
+    ) -> tuple[list[dict[str, Any]], int]:
         """Read parts and upload them on worker threads; a semaphore caps the parts alive in
         memory (read-ahead + uploading) at max_buffered_parts, so RSS is independent of size."""
         held = threading.BoundedSemaphore(max(2, self.settings.max_buffered_parts))
@@ -295,8 +306,14 @@ class S3Store:
         return parts, total
 
     def _upload_part(self, key: str, upload_id: str, number: int, buf: bytearray) -> dict[str, Any]:
-        response = self._call(f"upload part {number} of {key}", self.client.upload_part,
-                              Key=self._key(key), UploadId=upload_id, PartNumber=number, Body=buf)
+        response = self._call(
+            f"upload part {number} of {key}",
+            self.client.upload_part,
+            Key=self._key(key),
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=buf,
+        )
         return {"ETag": response["ETag"], "PartNumber": number}
 
 
@@ -314,6 +331,7 @@ class _S3Body:
 
     def read(self, n: int = -1) -> bytes:
         from botocore.exceptions import BotoCoreError
+
         try:
             return self.body.read(None if n < 0 else n)
         except (BotoCoreError, OSError) as e:

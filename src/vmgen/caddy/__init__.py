@@ -3,5 +3,4 @@
 from .auth import Login, new_login
 from .caddyfile import PAGE_PORT, CODE_PORT, DESKTOP_PORT, WebAccess, hostnames, render_caddyfile
 
-__all__ = ["CODE_PORT", "DESKTOP_PORT", "Login", "PAGE_PORT", "WebAccess", "hostnames", "new_login",
-           "render_caddyfile"]
+__all__ = ["CODE_PORT", "DESKTOP_PORT", "Login", "PAGE_PORT", "WebAccess", "hostnames", "new_login", "render_caddyfile"]

@@ -62,8 +62,10 @@ def settings() -> Settings:
 def progress(title: str) -> Iterator:
     started = time.monotonic()
     with err.status(title) as status:
+
         def update(message: str) -> None:
             status.update(f"{title}: {message} [dim]({time.monotonic() - started:.0f}s)[/]")
+
         yield update
 
 

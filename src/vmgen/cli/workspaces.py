@@ -59,8 +59,16 @@ def sizes(location: str | None) -> None:
             except VmgenError:
                 pass
         for o in sorted(offers, key=lambda o: (o.cores, o.memory_gb, o.name)):
-            table.add_row(loc, o.name, presets.get(o.name, ""), str(o.cores), f"{o.memory_gb:g}", str(o.disk_gb),
-                          f"{o.price_hourly:.4f}", f"{o.price_monthly:.2f}")
+            table.add_row(
+                loc,
+                o.name,
+                presets.get(o.name, ""),
+                str(o.cores),
+                f"{o.memory_gb:g}",
+                str(o.disk_gb),
+                f"{o.price_hourly:.4f}",
+                f"{o.price_monthly:.2f}",
+            )
     out.print(table)
 
 
@@ -90,9 +98,11 @@ def send(name: str, prompt: str) -> None:
 def wait_for_settled_pane(target: SSHTarget, timeout: float = 60) -> None:
     """Keys typed while the agent's UI is still starting are lost: wait until its pane shows
     something and stops changing (whatever the agent, no knowledge of its screen needed)."""
-    script = (f"prev=; for i in $(seq {int(timeout * 2)}); do cur=$(tmux capture-pane -p -t {AGENT_SESSION}); "
-              '[ -n "$(printf %s "$cur" | tr -d "[:space:]")" ] && [ "$cur" = "$prev" ] && exit 0; '
-              "prev=$cur; sleep 0.5; done; exit 1")
+    script = (
+        f"prev=; for i in $(seq {int(timeout * 2)}); do cur=$(tmux capture-pane -p -t {AGENT_SESSION}); "
+        '[ -n "$(printf %s "$cur" | tr -d "[:space:]")" ] && [ "$cur" = "$prev" ] && exit 0; '
+        "prev=$cur; sleep 0.5; done; exit 1"
+    )
     if run(target, ["bash", "-c", script], check=False, timeout=timeout + 30).returncode != 0:
         raise VmgenError(f"the agent's pane did not settle within {timeout:.0f}s; see `vmgen connect`")
 

@@ -45,8 +45,7 @@ def from_value(cls: type[T], data: Any, where: str = "", strict: bool = True) ->
     unknown = sorted(set(data) - set(known))
     if unknown and strict:
         raise DocumentError(f"{where}: unknown field(s): {', '.join(map(str, unknown))}")
-    values = {name: _check(hints[name], data[name], f"{where}.{name}", strict)
-              for name in known if name in data}
+    values = {name: _check(hints[name], data[name], f"{where}.{name}", strict) for name in known if name in data}
     try:
         return cls(**values)
     except TypeError as exc:  # a required field is missing

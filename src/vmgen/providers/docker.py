@@ -123,7 +123,9 @@ class DockerProvider:
         meta_data = f"instance-id: vmgen-{spec.name}-{secrets.token_hex(4)}\nlocal-hostname: {spec.name}\n"
         try:
             container = boot_with_seed(
-                self.client, user_data, meta_data,
+                self.client,
+                user_data,
+                meta_data,
                 image=spec.image or self.image,
                 name=container_name(spec.name),
                 hostname=spec.name,
@@ -146,8 +148,10 @@ class DockerProvider:
             return
         except ImageNotFound:
             if self.image != SHIPPED_IMAGE:
-                raise VmgenError(f"docker image {self.image!r} not found: build it (e.g. "
-                                 f"images/debian12-test/build.sh) or set docker_image") from None
+                raise VmgenError(
+                    f"docker image {self.image!r} not found: build it (e.g. "
+                    f"images/debian12-test/build.sh) or set docker_image"
+                ) from None
         dockerfile = resources.files("vmgen.images").joinpath("ubuntu2404.Dockerfile").read_bytes()
         try:
             self.client.images.build(fileobj=io.BytesIO(dockerfile), tag=self.image, rm=True)
@@ -155,7 +159,8 @@ class DockerProvider:
             raise VmgenError(
                 f"could not build the simulated-VM image {self.image} from ubuntu:24.04 ({exc}); "
                 "without access to a registry, build the Debian image with images/debian12-test/build.sh "
-                "and set docker_image to its tag") from None
+                "and set docker_image to its tag"
+            ) from None
 
     def baked_images(self, base: str | None = None) -> list[BakedImage]:
         from .docker_bake import baked_images

@@ -40,9 +40,16 @@ def bake(provider: DockerProvider, plan: InstallPlan, progress: Progress, timeou
     name = f"vmgen-bake-{secrets.token_hex(4)}"
     try:
         container = boot_with_seed(
-            provider.client, render_bake_user_data(plan), f"instance-id: {name}\n", image=provider.image,
-            name=name, labels={BAKE_LABEL: "1"}, volumes=volumes, extra_hosts={"host.docker.internal": "host-gateway"},
-            **systemd_run_options(str(provider.client.info().get("CgroupVersion", "1"))))
+            provider.client,
+            render_bake_user_data(plan),
+            f"instance-id: {name}\n",
+            image=provider.image,
+            name=name,
+            labels={BAKE_LABEL: "1"},
+            volumes=volumes,
+            extra_hosts={"host.docker.internal": "host-gateway"},
+            **systemd_run_options(str(provider.client.info().get("CgroupVersion", "1"))),
+        )
     except APIError as exc:
         _remove(provider, name)
         raise BakeFailed(f"docker could not start the bake container: {exc.explanation}") from None
@@ -96,8 +103,11 @@ def _follow(container, progress: Progress, timeout: float) -> None:
         phases = _exec(container, "cat /var/log/vmgen/phases.log 2>/dev/null", check=False).splitlines()
         for line in phases[seen:]:
             kind, _, name = line.split(" ", 3)[:3]
-            progress(f"{name}: {'already there' if kind == 'vmgen-skip' else 'installing'}"
-                     if name != "baked" else "install steps done")
+            progress(
+                f"{name}: {'already there' if kind == 'vmgen-skip' else 'installing'}"
+                if name != "baked"
+                else "install steps done"
+            )
         seen = len(phases)
         status = _exec(container, "cloud-init status 2>/dev/null || true", check=False)
         if "status: error" in status:

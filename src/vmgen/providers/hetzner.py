@@ -46,8 +46,14 @@ FIREWALL_NAME = "vmgen"
 # Hetzner has no room for the server where it was asked for: the create call answers 412
 # resource_unavailable, or its action fails with placement_error (hcloud-go's error codes).
 NO_ROOM = ("resource_unavailable", "placement_error")
-STATUS = {"running": "running", "off": "stopped", "initializing": "starting", "starting": "starting",
-          "stopping": "stopping", "deleting": "deleting"}
+STATUS = {
+    "running": "running",
+    "off": "stopped",
+    "initializing": "starting",
+    "starting": "starting",
+    "stopping": "stopping",
+    "deleting": "deleting",
+}
 
 
 class HetznerAuthError(UsageError):
@@ -69,9 +75,12 @@ def api_errors(action: str) -> Iterator[None]:
             raise HetznerAuthError("Hetzner rejected the API token (401): check HCLOUD_TOKEN") from None
         if code in ("token_readonly", "forbidden"):
             raise HetznerAuthError(
-                f"the Hetzner token may not {action}: it is read-only; create a Read & Write token") from None
+                f"the Hetzner token may not {action}: it is read-only; create a Read & Write token"
+            ) from None
         if code == "rate_limit_exceeded":
-            raise HetznerLimit("Hetzner's API rate limit is exhausted even after backing off; try again in a minute") from None
+            raise HetznerLimit(
+                "Hetzner's API rate limit is exhausted even after backing off; try again in a minute"
+            ) from None
         if code == "resource_limit_exceeded":
             raise HetznerLimit(f"Hetzner project limit reached while trying to {action}: {exc.message}") from None
         if code == "uniqueness_error":
@@ -86,15 +95,16 @@ def api_errors(action: str) -> Iterator[None]:
             raise ProviderActionFailed(_no_room(action, message)) from None
         raise ProviderActionFailed(f"Hetzner could not {action}: {message} ({code})") from None
     except ActionTimeoutException as exc:
-        raise ProviderActionFailed(f"Hetzner did not finish the action to {action} in time ({exc.action.command}); "
-                                   "it may still complete: see `vmgen list`") from None
+        raise ProviderActionFailed(
+            f"Hetzner did not finish the action to {action} in time ({exc.action.command}); "
+            "it may still complete: see `vmgen list`"
+        ) from None
     except requests.exceptions.ConnectionError:
         raise ProviderUnavailable("cannot reach the Hetzner API: is the network up?") from None
 
 
 def _no_room(action: str, message: str) -> str:
-    return (f"Hetzner has no room to {action} right now ({message}): try again later, "
-            "another --region or another --type")
+    return f"Hetzner has no room to {action} right now ({message}): try again later, another --region or another --type"
 
 
 def follow_rate_limit_headers(client: Client) -> None:
@@ -114,7 +124,8 @@ def follow_rate_limit_headers(client: Client) -> None:
     def remember(response: requests.Response, *args, **kwargs) -> None:
         headers = response.headers
         if response.status_code == 429 and all(
-                headers.get(h, "").isdigit() for h in ("RateLimit-Reset", "RateLimit-Limit", "RateLimit-Remaining")):
+            headers.get(h, "").isdigit() for h in ("RateLimit-Reset", "RateLimit-Limit", "RateLimit-Remaining")
+        ):
             # Reset is when the bucket is full again; one request frees up every (Reset-now)/missing s.
             missing = max(1, int(headers["RateLimit-Limit"]) - int(headers["RateLimit-Remaining"]))
             waits[:] = [(float(headers["RateLimit-Reset"]) - time.time()) / missing]
@@ -132,7 +143,7 @@ def key_fingerprint(public_key: str) -> str:
     """The MD5 fingerprint Hetzner shows for an SSH public key (aa:bb:...)."""
     blob = base64.b64decode(public_key.split()[1])
     digest = hashlib.md5(blob).hexdigest()  # noqa: S324 - Hetzner's identifier, not security
-    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 class HetznerProvider:
@@ -147,19 +158,31 @@ class HetznerProvider:
     # deletes tried, each after waiting for the running actions.
     LOCKED_DELETE_TRIES = 5
 
-    def __init__(self, token: str, location: str, image: str = "", endpoint: str = "",
-                 metadata_url: str = DEFAULT_METADATA, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        token: str,
+        location: str,
+        image: str = "",
+        endpoint: str = "",
+        metadata_url: str = DEFAULT_METADATA,
+        poll_interval: float = 1.0,
+    ) -> None:
         if not token:
             raise HetznerAuthError(
-                "no Hetzner API token: set HCLOUD_TOKEN, or hcloud_token in ~/.config/vmgen/config.toml")
+                "no Hetzner API token: set HCLOUD_TOKEN, or hcloud_token in ~/.config/vmgen/config.toml"
+            )
         self.location = location
         self.image = image or DEFAULT_IMAGE
         self.token = token
         self.endpoint = endpoint
         self.metadata_url = metadata_url or DEFAULT_METADATA
-        self.client = Client(token=token, api_endpoint=endpoint or DEFAULT_ENDPOINT,
-                             application_name="vmgen", application_version=__version__,
-                             poll_interval=poll_interval)
+        self.client = Client(
+            token=token,
+            api_endpoint=endpoint or DEFAULT_ENDPOINT,
+            application_name="vmgen",
+            application_version=__version__,
+            poll_interval=poll_interval,
+        )
         follow_rate_limit_headers(self.client)
 
     # --- the Provider protocol -------------------------------------------------------------
@@ -180,8 +203,9 @@ class HetznerProvider:
             self._remove_shared_quietly()
             raise
 
-    def _create_server(self, spec: WorkspaceSpec, user_data: str, offer: TypeOffer, ssh_key, firewall,
-                       location: str) -> Workspace:
+    def _create_server(
+        self, spec: WorkspaceSpec, user_data: str, offer: TypeOffer, ssh_key, firewall, location: str
+    ) -> Workspace:
         what = f"create a {offer.name} server in {location}"
         with api_errors(what):
             response = self.client.servers.create(
@@ -223,8 +247,7 @@ class HetznerProvider:
         if spec is not None:
             location = spec.region or self.location
             offer = choose_type(self.offers(location), spec.size, location)
-            snapshots = [s for s in snapshots
-                         if s.disk_gb <= offer.disk_gb and s.architecture == offer.architecture]
+            snapshots = [s for s in snapshots if s.disk_gb <= offer.disk_gb and s.architecture == offer.architecture]
         return snapshots[0].baked if snapshots else None
 
     def _baked_snapshots(self, base: str | None) -> list[_Snapshot]:
@@ -235,9 +258,13 @@ class HetznerProvider:
         for image in images:
             stamp = ImageStamp.from_labels(image.labels)
             if stamp is not None and image.status == "available":
-                baked = BakedImage(ref=str(image.id), name=image.description or str(image.id),
-                                   created_at=image.created.astimezone(timezone.utc), stamp=stamp,
-                                   base=image.labels.get(BASE_LABEL, ""))
+                baked = BakedImage(
+                    ref=str(image.id),
+                    name=image.description or str(image.id),
+                    created_at=image.created.astimezone(timezone.utc),
+                    stamp=stamp,
+                    base=image.labels.get(BASE_LABEL, ""),
+                )
                 found.append(_Snapshot(baked, float(image.disk_size or 0), image.architecture or "x86"))
         return sorted(found, key=lambda s: s.baked.created_at, reverse=True)
 
@@ -276,8 +303,13 @@ class HetznerProvider:
     def self_delete_spec(self) -> SelfDelete:
         parts = urlsplit(self.metadata_url)
         blocks = {("169.254.169.254", None), (parts.hostname or "169.254.169.254", parts.port)}
-        return SelfDelete(provider=self.name, metadata_url=self.metadata_url, api_endpoint=self.endpoint,
-                          secrets=(("HCLOUD_TOKEN", self.token),), metadata_blocks=tuple(sorted(blocks, key=str)))
+        return SelfDelete(
+            provider=self.name,
+            metadata_url=self.metadata_url,
+            api_endpoint=self.endpoint,
+            secrets=(("HCLOUD_TOKEN", self.token),),
+            metadata_blocks=tuple(sorted(blocks, key=str)),
+        )
 
     def stop_note(self) -> str:
         return "Hetzner still bills a stopped server; `vmgen destroy` ends the bill"
@@ -312,15 +344,21 @@ class HetznerProvider:
         if existing is not None:
             return existing
         return self.client.ssh_keys.create(
-            name=f"vmgen-{fingerprint.replace(':', '')[:12]}", public_key=public_key, labels={LABEL: "1"})
+            name=f"vmgen-{fingerprint.replace(':', '')[:12]}", public_key=public_key, labels={LABEL: "1"}
+        )
 
     def _firewall(self):
         existing = self.client.firewalls.get_all(label_selector=f"{LABEL}=1", name=FIREWALL_NAME)
         if existing:
             return existing[0]
         rules = [
-            FirewallRule(direction=FirewallRule.DIRECTION_IN, protocol=FirewallRule.PROTOCOL_TCP, port=port,
-                         source_ips=["0.0.0.0/0", "::/0"], description=f"vmgen {port}")
+            FirewallRule(
+                direction=FirewallRule.DIRECTION_IN,
+                protocol=FirewallRule.PROTOCOL_TCP,
+                port=port,
+                source_ips=["0.0.0.0/0", "::/0"],
+                description=f"vmgen {port}",
+            )
             for port in ("22", "80", "443")
         ]
         return self.client.firewalls.create(name=FIREWALL_NAME, rules=rules, labels={LABEL: "1"}).firewall
@@ -336,7 +374,8 @@ class HetznerProvider:
         except VmgenError as exc:
             raise ResourceLeftBehind(
                 f"{exc}; the server {server.name!r} still exists and is billed: run `vmgen destroy {server.name}` "
-                "again or delete it in the Hetzner console") from None
+                "again or delete it in the Hetzner console"
+            ) from None
 
     def _delete_when_unlocked(self, server: BoundServer) -> None:
         for tries_left in reversed(range(self.LOCKED_DELETE_TRIES)):
@@ -366,10 +405,12 @@ class HetznerProvider:
         if self.client.servers.get_all(label_selector=f"{LABEL}=1"):
             return ""
         waits = self.FIREWALL_IN_USE_WAITS if in_use_waits is None else in_use_waits
-        notes = [f"Hetzner still counts the shared firewall {firewall.name!r} as in use; it will be removed later, "
-                 "by the next `vmgen destroy` (firewalls cost nothing)"
-                 for firewall in self.client.firewalls.get_all(label_selector=f"{LABEL}=1")
-                 if not self._delete_firewall(firewall, waits)]
+        notes = [
+            f"Hetzner still counts the shared firewall {firewall.name!r} as in use; it will be removed later, "
+            "by the next `vmgen destroy` (firewalls cost nothing)"
+            for firewall in self.client.firewalls.get_all(label_selector=f"{LABEL}=1")
+            if not self._delete_firewall(firewall, waits)
+        ]
         for key in self.client.ssh_keys.get_all(label_selector=f"{LABEL}=1"):
             _gone_is_done(key.delete)
         return "; ".join(notes)

@@ -46,20 +46,22 @@ def offers_from_api(server_types: list, location: str) -> list[TypeOffer]:
         per_location = {loc.location.name: loc for loc in (st.locations or [])}
         here = per_location.get(location)
         price = next((p for p in (st.prices or []) if p.get("location") == location), None)
-        offers.append(TypeOffer(
-            name=st.name,
-            cores=st.cores,
-            memory_gb=float(st.memory),
-            disk_gb=st.disk,
-            location=location,
-            available=bool(here and here.available is not False) and price is not None,
-            # Per location: the type-wide `deprecation` is being phased out, and hcloud warns on
-            # every read of it (hcloud-python v2.7.0, "per location server types").
-            deprecated=here is not None and here.deprecation is not None,
-            price_hourly=float(price["price_hourly"]["gross"]) if price else None,
-            price_monthly=float(price["price_monthly"]["gross"]) if price else None,
-            architecture=st.architecture or "x86",
-        ))
+        offers.append(
+            TypeOffer(
+                name=st.name,
+                cores=st.cores,
+                memory_gb=float(st.memory),
+                disk_gb=st.disk,
+                location=location,
+                available=bool(here and here.available is not False) and price is not None,
+                # Per location: the type-wide `deprecation` is being phased out, and hcloud warns on
+                # every read of it (hcloud-python v2.7.0, "per location server types").
+                deprecated=here is not None and here.deprecation is not None,
+                price_hourly=float(price["price_hourly"]["gross"]) if price else None,
+                price_monthly=float(price["price_monthly"]["gross"]) if price else None,
+                architecture=st.architecture or "x86",
+            )
+        )
     return offers
 
 
@@ -95,5 +97,7 @@ def bake_type(offers: list[TypeOffer], wanted: str, location: str) -> TypeOffer:
     """
     target = choose_type(offers, wanted, location)
     fitting = [o for o in offers if o.usable and o.architecture == target.architecture]
-    return min(fitting, key=lambda o: (o.disk_gb, o.price_hourly if o.price_hourly is not None else float("inf"),
-                                       o.cores, o.name))
+    return min(
+        fitting,
+        key=lambda o: (o.disk_gb, o.price_hourly if o.price_hourly is not None else float("inf"), o.cores, o.name),
+    )

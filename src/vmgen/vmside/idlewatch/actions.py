@@ -27,15 +27,20 @@ class ActionFailed(VmgenError):
     """The idle action could not be carried out; the VM stays up and the watchdog retries."""
 
 
-WHAT_HAPPENS = {Action.DELETE: "deleted", Action.POWEROFF: "powered off",
-                Action.BACKUP_THEN_DELETE: "backed up and deleted"}
+WHAT_HAPPENS = {
+    Action.DELETE: "deleted",
+    Action.POWEROFF: "powered off",
+    Action.BACKUP_THEN_DELETE: "backed up and deleted",
+}
 
 
 def warning_text(workspace: str, action: Action, seconds_left: float) -> str:
     minutes = max(1, round(seconds_left / 60))
     what = WHAT_HAPPENS.get(action, action.value)
-    return (f"vmgen: workspace {workspace} is idle and will be {what} in {minutes} min; to keep it, run "
-            f"`vmgen keepalive --for 1h` here, or `vmgen keepalive {workspace} --for 1h` on your laptop")
+    return (
+        f"vmgen: workspace {workspace} is idle and will be {what} in {minutes} min; to keep it, run "
+        f"`vmgen keepalive --for 1h` here, or `vmgen keepalive {workspace} --for 1h` on your laptop"
+    )
 
 
 def warn(settings: WatchSettings, text: str, paths: VmPaths = VM) -> None:
@@ -55,7 +60,9 @@ def warn(settings: WatchSettings, text: str, paths: VmPaths = VM) -> None:
     if settings.webhook_url:
         try:
             body = json.dumps({"text": text, "workspace": settings.name}).encode()
-            request = urllib.request.Request(settings.webhook_url, data=body, headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                settings.webhook_url, data=body, headers={"Content-Type": "application/json"}
+            )
             urllib.request.urlopen(request, timeout=10).close()
         except OSError as exc:
             log.warning("webhook %s failed: %s", settings.webhook_url, exc)

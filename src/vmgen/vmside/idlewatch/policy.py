@@ -69,6 +69,11 @@ def decide(history: History, snapshot: Snapshot, config: PolicyConfig) -> Verdic
         deadline=deadline,
         next_action=action,
         action_at=action_at,
-        history=replace(history, last_activity=last_activity, last_activity_reason=last_reason,
-                        last_human=last_human, human_since=human_since),
+        history=replace(
+            history,
+            last_activity=last_activity,
+            last_activity_reason=last_reason,
+            last_human=last_human,
+            human_since=human_since,
+        ),
     )

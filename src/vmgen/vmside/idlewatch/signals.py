@@ -15,8 +15,14 @@ from ...privileges import RunAs
 from ..agentfs import AgentFiles
 from .agent import AgentConfig, AgentWatcher
 from .files import DEFAULT_IGNORE, FileWatcher
-from .humans import (HumansConfig, count_ssh_sessions, count_tmux_clients, count_web_connections,
-                     read_leases, tmux_sockets)
+from .humans import (
+    HumansConfig,
+    count_ssh_sessions,
+    count_tmux_clients,
+    count_web_connections,
+    read_leases,
+    tmux_sockets,
+)
 from .model import AgentSignals, AgentState, Humans, Lease, Snapshot
 
 log = logging.getLogger(__name__)
@@ -35,16 +41,18 @@ class SignalConfig:
     @classmethod
     def for_user(cls, user: str, workspace: Path, **agent: object) -> SignalConfig:
         """Agent and humans config for one user (the service: "agent"; tests: themselves)."""
-        return cls(workspace=workspace, agent=AgentConfig(user=user, **agent),  # type: ignore[arg-type]
-                   humans=HumansConfig(agent_user=user))
+        return cls(
+            workspace=workspace,
+            agent=AgentConfig(user=user, **agent),  # type: ignore[arg-type]
+            humans=HumansConfig(agent_user=user),
+        )
 
 
 class SignalCollector:
     def __init__(self, config: SignalConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._clock = clock
-        self._files = FileWatcher(config.workspace, config.file_ignore, config.max_watches,
-                                  config.scan_budget)
+        self._files = FileWatcher(config.workspace, config.file_ignore, config.max_watches, config.scan_budget)
         self._failing: set[str] = set()
         # Whatever the agent user controls is read as the agent, or through AgentFiles.
         self._agent = AgentWatcher(config.agent, clock)
@@ -80,7 +88,8 @@ class SignalCollector:
         humans = Humans(
             ssh_sessions=self._guard("ssh", lambda: count_ssh_sessions(cfg.humans.ssh_excluded_users), _zero),
             tmux_clients=self._guard("tmux", self._tmux_clients, _zero),
-            web_connections=self._guard("web", lambda: count_web_connections(cfg.humans.web_ports), _zero))
+            web_connections=self._guard("web", lambda: count_web_connections(cfg.humans.web_ports), _zero),
+        )
         leases: tuple[Lease, ...] = self._guard("leases", self._leases, lambda e: ())
         return Snapshot(at=self._clock(), agent=agent, files_changed=files, humans=humans, leases=leases)
 

@@ -70,7 +70,7 @@ def read_tail(path: Path, size: int = TAIL_BYTES) -> list[dict[str, Any]]:
         start = max(0, f.tell() - size)
         f.seek(start)
         data = f.read()
-    lines = data.split(b"\n")[1 if start else 0:]  # a cut first line is a fragment
+    lines = data.split(b"\n")[1 if start else 0 :]  # a cut first line is a fragment
     entries = []
     for line in lines:
         try:

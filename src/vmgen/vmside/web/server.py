@@ -63,7 +63,8 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
         "verdict": watchdog.get("verdict"),
         "leases": [{"until": lease.until, "reason": lease.reason} for lease in leases.read(settings.vm.leases)],
         "backup": {k: backup.get(k) for k in ("ok", "backup_id", "ciphertext_bytes", "finished_at", "error")}
-        if backup else None,
+        if backup
+        else None,
         "web": _json_file(settings.vm.web_links) or {},
         "activity": [item.to_json() for item in activity],
         "now": time.time(),
@@ -140,7 +141,9 @@ def make_handler(settings: WebSettings) -> type[BaseHTTPRequestHandler]:
 
         def _check_same_origin(self) -> None:
             origin = self.headers.get("Origin")
-            if self.headers.get(ACTION_HEADER) != "1" or (origin and urlsplit(origin).netloc != self.headers.get("Host")):
+            if self.headers.get(ACTION_HEADER) != "1" or (
+                origin and urlsplit(origin).netloc != self.headers.get("Host")
+            ):
                 raise ActionRefused(403, "cross-site request refused")
 
         def _body(self) -> dict[str, Any]:
@@ -167,9 +170,11 @@ def make_handler(settings: WebSettings) -> type[BaseHTTPRequestHandler]:
             self.send_header("Cache-Control", "no-store")
             self.send_header("X-Content-Type-Options", "nosniff")
             self.send_header("Referrer-Policy", "same-origin")
-            self.send_header("Content-Security-Policy",
-                             "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
-                             "frame-ancestors 'none'")
+            self.send_header(
+                "Content-Security-Policy",
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
+                "frame-ancestors 'none'",
+            )
             self.end_headers()
             self.wfile.write(body)
 
