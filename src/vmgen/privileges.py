@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 # Enough to run vmgen's own interpreter and the few tools it calls (tmux).
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO
 
 from .errors import RemoteCommandFailed
 from .providers.base import SSHEndpoint
@@ -25,9 +26,7 @@ class SSHTarget:
     identities: tuple[Path, ...] = ()
 
     @classmethod
-    def for_workspace(
-        cls, endpoint: SSHEndpoint, state: WorkspaceState, identities: Sequence[Path] = ()
-    ) -> "SSHTarget":
+    def for_workspace(cls, endpoint: SSHEndpoint, state: WorkspaceState, identities: Sequence[Path] = ()) -> SSHTarget:
         return cls(endpoint, state.known_hosts, state.host_alias, tuple(identities))
 
     def base_command(self, *, tty: bool = False, connect_timeout: int = 10) -> list[str]:

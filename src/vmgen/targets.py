@@ -5,8 +5,8 @@ Kept apart from launch.py so that commands which only talk to a workspace import
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .agents import AGENT_SESSION
 from .providers import Provider, Workspace

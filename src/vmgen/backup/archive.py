@@ -15,9 +15,10 @@ import os
 import re
 import stat
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 from vmgen.backup.manifest import ArchiveSummary, ExcludeStat
 

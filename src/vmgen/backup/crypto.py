@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyrage
@@ -52,7 +52,7 @@ def generate_identity() -> tuple[str, str]:
     """(identity file text as age-keygen writes it, recipient 'age1...')."""
     ident = pyrage.x25519.Identity.generate()
     recipient = str(ident.to_public())
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     text = f"# created: {created}\n# public key: {recipient}\n{ident}\n"
     return text, recipient
 

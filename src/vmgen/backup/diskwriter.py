@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 BATCH_OPS = 256
 BATCH_BYTES = 4 << 20

@@ -17,13 +17,13 @@ import os
 import subprocess
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
 
 import vmgen
-from vmgen.backup import archive, crypto, stages
-from vmgen.backup import manifest as model
+from vmgen.backup import archive, crypto, manifest as model, stages
 from vmgen.backup.manifest import (
     ArchiveError,
     ArchiveSummary,
@@ -119,7 +119,7 @@ def create_backup(
     crypto.check_recipient(recipient)
     backup_id = model.check_backup_id(backup_id or model.new_backup_id())
     key = model.object_key(workspace, backup_id)
-    created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created_at = datetime.now(UTC).isoformat(timespec="seconds")
     tar_r, tar_w = stages.pipe()
     age_r, age_w = stages.pipe()
     running: list[stages.Stage] = []

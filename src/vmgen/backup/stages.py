@@ -20,15 +20,15 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
 
 import zstandard
 
 import vmgen
-from vmgen.backup import archive, crypto, extract
-from vmgen.backup import manifest as model
+from vmgen.backup import archive, crypto, extract, manifest as model
 from vmgen.backup.manifest import BackupError
 from vmgen.privileges import RunAs
 

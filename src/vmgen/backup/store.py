@@ -7,10 +7,11 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from vmgen.backup.manifest import ObjectNotFound, StoreError, StoreUnreachable
 

@@ -12,7 +12,7 @@ Unlike tarfile, a damaged header after the first is an error, not a silent end o
 from __future__ import annotations
 
 import tarfile
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from vmgen.backup.manifest import ArchiveError
 

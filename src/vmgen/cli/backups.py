@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 from rich.table import Table
@@ -58,7 +58,7 @@ def backups(name: str | None, provider: str | None) -> None:
     table = Table(box=None, header_style="bold")
     for column in ("WORKSPACE", "BACKUP", "CREATED", "SIZE", "AGE"):
         table.add_column(column)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for m in found:
         created = datetime.fromisoformat(m.created_at)
         table.add_row(

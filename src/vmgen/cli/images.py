@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
@@ -100,7 +100,7 @@ def list_images(provider: str | None) -> None:
     table = Table(box=None, header_style="bold")
     for column in ("IMAGE", "ID", "AGENT", "VMGEN", "PACKAGES", "AGE", "LAUNCHES"):
         table.add_column(column)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for b in listed:
         redo = b.stamp.differs_from(wanted)
         use = ("use" + (f", redo {', '.join(redo)}" if redo else "")) if newest and b.ref == newest.ref else "-"

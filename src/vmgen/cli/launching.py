@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import click
 
 from .. import __version__
-from ..backup.target import BackupTarget, target_from_settings, target_on_vm
 from ..agents import AGENT_SESSION
+from ..backup.target import BackupTarget, target_from_settings, target_on_vm
 from ..config import Settings
 from ..errors import UsageError
 from ..handover import laptop_extras

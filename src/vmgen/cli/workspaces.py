@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 from rich.table import Table
@@ -30,7 +30,7 @@ def list_(provider: str | None) -> None:
     table = Table(box=None, header_style="bold")
     for column in ("NAME", "PROVIDER", "STATUS", "ADDRESS", "TYPE", "AGE", "€/H"):
         table.add_column(column)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for w in workspaces:
         address = f"{w.ssh.host}:{w.ssh.port}" if w.ssh else (w.address or "-")
         price = f"{w.price_hourly:.4f}" if w.price_hourly is not None else "-"

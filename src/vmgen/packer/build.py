@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import VmgenError
 from .template import BAKE_SCRIPT, SnapshotBuild, render_template

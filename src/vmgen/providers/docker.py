@@ -14,8 +14,8 @@ import io
 import secrets
 import tarfile
 import time
+from datetime import UTC, datetime
 from importlib import resources
-from datetime import datetime, timezone
 from typing import Any
 
 import docker
@@ -234,7 +234,7 @@ class DockerProvider:
             name=container.labels.get(WS_LABEL, container.name),
             provider=self.name,
             status=status,
-            created_at=created.astimezone(timezone.utc),
+            created_at=created.astimezone(UTC),
             ssh=ssh,
             server_type="container",
             address="127.0.0.1",

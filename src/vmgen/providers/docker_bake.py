@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from docker.errors import APIError, NotFound
 
 from ..builder.install import BAKE_CLEANUP, InstallPlan
 from ..builder.render import render_bake_user_data
-from ..errors import VmgenError
 from ..contract.names import VM
+from ..errors import VmgenError
 from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
 from .docker import DockerProvider, boot_with_seed, systemd_run_options
 
@@ -90,7 +90,7 @@ def _baked(image) -> BakedImage:
     labels = image.labels or {}
     stamp = ImageStamp.from_labels(labels)
     assert stamp is not None, "filtered on the baked label"
-    created = datetime.fromisoformat(image.attrs["Created"][:26].rstrip("Z") + "+00:00").astimezone(timezone.utc)
+    created = datetime.fromisoformat(image.attrs["Created"][:26].rstrip("Z") + "+00:00").astimezone(UTC)
     name = image.tags[0] if image.tags else image.short_id
     return BakedImage(ref=image.id, name=name, created_at=created, stamp=stamp, base=labels.get(BASE_LABEL, ""))
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timezone
-from typing import Iterator
+from datetime import UTC
 from urllib.parse import urlsplit
 
 import requests
@@ -142,7 +142,7 @@ def follow_rate_limit_headers(client: Client) -> None:
 def key_fingerprint(public_key: str) -> str:
     """The MD5 fingerprint Hetzner shows for an SSH public key (aa:bb:...)."""
     blob = base64.b64decode(public_key.split()[1])
-    digest = hashlib.md5(blob).hexdigest()  # noqa: S324 - Hetzner's identifier, not security
+    digest = hashlib.md5(blob).hexdigest()  # Hetzner's key identifier, not a security use
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
@@ -261,7 +261,7 @@ class HetznerProvider:
                 baked = BakedImage(
                     ref=str(image.id),
                     name=image.description or str(image.id),
-                    created_at=image.created.astimezone(timezone.utc),
+                    created_at=image.created.astimezone(UTC),
                     stamp=stamp,
                     base=image.labels.get(BASE_LABEL, ""),
                 )
@@ -446,7 +446,7 @@ class HetznerProvider:
             name=server.labels.get(WS_LABEL, server.name),
             provider=self.name,
             status=status,
-            created_at=server.created.astimezone(timezone.utc),
+            created_at=server.created.astimezone(UTC),
             ssh=SSHEndpoint(host=ipv4) if ipv4 and status == "running" else None,
             server_type=server.server_type.name,
             address=ipv4,

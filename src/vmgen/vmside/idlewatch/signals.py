@@ -100,7 +100,7 @@ class SignalCollector:
         """Log a failing source once (and its recovery), answer its neutral value meanwhile."""
         try:
             value = read()
-        except Exception as exc:  # noqa: BLE001 - any bug in one source must not stop the rest
+        except Exception as exc:  # any bug in one source must not stop the rest
             if name not in self._failing:
                 self._failing.add(name)
                 log.exception("idlewatch signal %r failed; treating it as neutral", name)
