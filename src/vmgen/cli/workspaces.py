@@ -23,7 +23,7 @@ from .app import age, err, existing, main, out, progress, provider_named, provid
 def list_(provider: str | None) -> None:
     """Every workspace: status, address, age."""
     names = {provider} if provider else {settings().provider} | {r.provider for r in all_records()}
-    workspaces = [w for p in sorted(names) for w in provider_named(p).list()]
+    workspaces = [w for p in sorted(names) for w in provider_named(p).workspaces()]
     if not workspaces:
         err.print("no workspaces; start one with `vmgen launch <repo>`")
         return

@@ -177,7 +177,7 @@ class DockerProvider:
         container = self._container(name)
         return self._describe(container) if container else None
 
-    def list(self) -> list[Workspace]:
+    def workspaces(self) -> list[Workspace]:
         containers = self.client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
         return sorted((self._describe(c) for c in containers), key=lambda w: w.name)
 

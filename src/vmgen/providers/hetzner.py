@@ -273,7 +273,7 @@ class HetznerProvider:
             server = self._server(name)
             return self._describe(server) if server else None
 
-    def list(self) -> list[Workspace]:
+    def workspaces(self) -> list[Workspace]:
         with api_errors("list servers"):
             servers = self.client.servers.get_all(label_selector=f"{LABEL}=1")
             return sorted((self._describe(s) for s in servers), key=lambda w: w.name)
