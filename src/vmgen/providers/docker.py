@@ -20,6 +20,7 @@ from typing import Any
 
 import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
+from docker.models.containers import Container
 
 from ..contract.names import VM
 from ..errors import ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
@@ -78,7 +79,9 @@ def seed_archive(user_data: str, meta_data: str) -> bytes:
     return buffer.getvalue()
 
 
-def boot_with_seed(client: docker.DockerClient, user_data: str, meta_data: str, *, image: str, **options: Any):
+def boot_with_seed(
+    client: docker.DockerClient, user_data: str, meta_data: str, *, image: str, **options: Any
+) -> Container:
     """Create a simulated VM, put its seed in, start it. A container that fails on the way is
     left for the caller's cleanup (it finds it by name)."""
     container = client.containers.create(image, command=["/sbin/init"], **options)
@@ -209,17 +212,17 @@ class DockerProvider:
     def stop_note(self) -> str:
         return "the container is stopped; its disk and /home are kept"
 
-    def _container(self, name: str):
+    def _container(self, name: str) -> Container | None:
         found = self.client.containers.list(all=True, filters={"label": f"{WS_LABEL}={name}"})
         return found[0] if found else None
 
-    def _require(self, name: str):
+    def _require(self, name: str) -> Container:
         container = self._container(name)
         if container is None:
             raise WorkspaceNotFound(f"no workspace named {name!r} on the docker provider")
         return container
 
-    def _describe(self, container) -> Workspace:
+    def _describe(self, container: Container) -> Workspace:
         """From the container's attributes as fetched; after a change, reload it first."""
         attrs = container.attrs
         created = datetime.fromisoformat(attrs["Created"][:26].rstrip("Z") + "+00:00")
@@ -230,8 +233,10 @@ class DockerProvider:
         status = {"running": "running", "exited": "stopped", "created": "starting"}.get(
             container.status, container.status
         )
+        name = container.labels.get(WS_LABEL, container.name)
+        assert name is not None, "a listed container has a name"
         return Workspace(
-            name=container.labels.get(WS_LABEL, container.name),
+            name=name,
             provider=self.name,
             status=status,
             created_at=created.astimezone(UTC),

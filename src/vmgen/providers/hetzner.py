@@ -10,19 +10,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from hcloud import APIException, Client
 from hcloud.actions import ActionException, ActionFailedException, ActionTimeoutException
-from hcloud.firewalls import FirewallRule
+from hcloud.firewalls import BoundFirewall, FirewallRule
 from hcloud.images import Image
 from hcloud.locations import Location
 from hcloud.servers import BoundServer
+from hcloud.ssh_keys import BoundSSHKey
 
 from .. import __version__
 from ..errors import (
@@ -37,7 +39,7 @@ from ..errors import (
 from ..spec import WorkspaceSpec
 from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
 from .base import LABEL, WS_LABEL, SelfDelete, SSHEndpoint, Workspace
-from .hetzner_sizes import TypeOffer, choose_type, offers_from_api
+from .hetzner_sizes import TypeOffer, choose_type, offers_from_api, required
 
 DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
 DEFAULT_IMAGE = "ubuntu-24.04"
@@ -89,7 +91,7 @@ def api_errors(action: str) -> Iterator[None]:
             raise ProviderActionFailed(_no_room(action, exc.message)) from None
         raise VmgenError(f"Hetzner API error while trying to {action}: {exc.message} ({code})") from None
     except ActionFailedException as exc:  # not an APIException: the request was accepted, its action failed
-        error = exc.action.error or {}
+        error: Mapping[str, Any] = exc.action.error or {}
         code, message = error.get("code", "action_failed"), error.get("message", "the action failed")
         if code in NO_ROOM:
             raise ProviderActionFailed(_no_room(action, message)) from None
@@ -114,14 +116,15 @@ def follow_rate_limit_headers(client: Client) -> None:
     hcloud retries rate-limited calls itself but does not read the headers; its retry interval
     function is replaced with one that does. If hcloud's internals change, its own backoff stays.
     """
-    inner = getattr(client, "_client", None)
-    session = getattr(inner, "_session", None)
-    default = getattr(inner, "_retry_interval_func", None)
+    # hcloud's private internals: nothing typed to lean on, and any of them may be gone.
+    inner: Any = getattr(client, "_client", None)
+    session: Any = getattr(inner, "_session", None)
+    default: Callable[[int], float] | None = getattr(inner, "_retry_interval_func", None)
     if session is None or default is None:
         return
     waits: list[float] = []
 
-    def remember(response: requests.Response, *args, **kwargs) -> None:
+    def remember(response: requests.Response, *args: object, **kwargs: object) -> None:
         headers = response.headers
         if response.status_code == 429 and all(
             headers.get(h, "").isdigit() for h in ("RateLimit-Reset", "RateLimit-Limit", "RateLimit-Remaining")
@@ -204,13 +207,21 @@ class HetznerProvider:
             raise
 
     def _create_server(
-        self, spec: WorkspaceSpec, user_data: str, offer: TypeOffer, ssh_key, firewall, location: str
+        self,
+        spec: WorkspaceSpec,
+        user_data: str,
+        offer: TypeOffer,
+        ssh_key: BoundSSHKey,
+        firewall: BoundFirewall,
+        location: str,
     ) -> Workspace:
         what = f"create a {offer.name} server in {location}"
         with api_errors(what):
+            server_type = self.client.server_types.get_by_name(offer.name)
+            assert server_type is not None, "the offer is one of the API's own server types"
             response = self.client.servers.create(
                 name=spec.name,
-                server_type=self.client.server_types.get_by_name(offer.name),
+                server_type=server_type,
                 image=_image(spec.image or self.image),
                 ssh_keys=[ssh_key],
                 firewalls=[firewall],
@@ -225,7 +236,7 @@ class HetznerProvider:
             self._delete_half_made(response.server, failure)
             raise
         with api_errors("read the new server"):
-            server = self.client.servers.get_by_id(response.server.id)
+            server = self._reread(response.server)
         return self._describe(server)
 
     def _delete_half_made(self, server: BoundServer, failure: BaseException) -> None:
@@ -253,17 +264,18 @@ class HetznerProvider:
     def _baked_snapshots(self, base: str | None) -> list[_Snapshot]:
         selector = f"{BAKED_LABEL}=1" + (f",{BASE_LABEL}={label_value(base)}" if base else "")
         with api_errors("list snapshots"):
-            images = self.client.images.get_all(type="snapshot", label_selector=selector)
+            images = self.client.images.get_all(type=["snapshot"], label_selector=selector)
         found = []
         for image in images:
-            stamp = ImageStamp.from_labels(image.labels)
+            labels = image.labels or {}
+            stamp = ImageStamp.from_labels(labels)
             if stamp is not None and image.status == "available":
                 baked = BakedImage(
                     ref=str(image.id),
                     name=image.description or str(image.id),
-                    created_at=image.created.astimezone(UTC),
+                    created_at=required(image.created).astimezone(UTC),
                     stamp=stamp,
-                    base=image.labels.get(BASE_LABEL, ""),
+                    base=labels.get(BASE_LABEL, ""),
                 )
                 found.append(_Snapshot(baked, float(image.disk_size or 0), image.architecture or "x86"))
         return sorted(found, key=lambda s: s.baked.created_at, reverse=True)
@@ -282,13 +294,13 @@ class HetznerProvider:
         server = self._require(name)
         with api_errors("power on the server"):
             server.power_on().wait_until_finished()
-            return self._describe(self.client.servers.get_by_id(server.id))
+            return self._describe(self._reread(server))
 
     def stop(self, name: str) -> Workspace:
         server = self._require(name)
         with api_errors("power off the server"):
             server.power_off().wait_until_finished()
-            return self._describe(self.client.servers.get_by_id(server.id))
+            return self._describe(self._reread(server))
 
     def delete(self, name: str) -> str:
         """Delete the workspace's server (waiting out a lock) and, with the last one, the shared
@@ -323,13 +335,17 @@ class HetznerProvider:
 
     def locations(self) -> list[str]:
         with api_errors("list locations"):
-            return sorted(loc.name for loc in self.client.locations.get_all())
+            return sorted(required(loc.name) for loc in self.client.locations.get_all())
 
     # --- internals ------------------------------------------------------------------------
 
     def _server(self, name: str) -> BoundServer | None:
         found = self.client.servers.get_all(label_selector=f"{WS_LABEL}={name}")
         return found[0] if found else None
+
+    def _reread(self, server: BoundServer) -> BoundServer:
+        """The server as the API describes it now: a bound server's fields are as last fetched."""
+        return self.client.servers.get_by_id(required(server.id))
 
     def _require(self, name: str) -> BoundServer:
         with api_errors("read servers"):
@@ -338,7 +354,7 @@ class HetznerProvider:
             raise WorkspaceNotFound(f"no workspace named {name!r} on hetzner")
         return server
 
-    def _ssh_key(self, public_key: str):
+    def _ssh_key(self, public_key: str) -> BoundSSHKey:
         fingerprint = key_fingerprint(public_key)
         existing = self.client.ssh_keys.get_by_fingerprint(fingerprint)
         if existing is not None:
@@ -347,7 +363,7 @@ class HetznerProvider:
             name=f"vmgen-{fingerprint.replace(':', '')[:12]}", public_key=public_key, labels={LABEL: "1"}
         )
 
-    def _firewall(self):
+    def _firewall(self) -> BoundFirewall:
         existing = self.client.firewalls.get_all(label_selector=f"{LABEL}=1", name=FIREWALL_NAME)
         if existing:
             return existing[0]
@@ -361,7 +377,9 @@ class HetznerProvider:
             )
             for port in ("22", "80", "443")
         ]
-        return self.client.firewalls.create(name=FIREWALL_NAME, rules=rules, labels={LABEL: "1"}).firewall
+        # hcloud annotates this `labels` as str; it is the same dict as everywhere else (its docstring).
+        labels = {LABEL: "1"}
+        return self.client.firewalls.create(name=FIREWALL_NAME, rules=rules, labels=labels).firewall  # type: ignore[arg-type]
 
     def _delete_server(self, server: BoundServer) -> None:
         """Delete the server and wait until it is gone; one already gone is deleted. A server that
@@ -415,7 +433,7 @@ class HetznerProvider:
             _gone_is_done(key.delete)
         return "; ".join(notes)
 
-    def _delete_firewall(self, firewall, waits: tuple[float, ...]) -> bool:
+    def _delete_firewall(self, firewall: BoundFirewall, waits: tuple[float, ...]) -> bool:
         """False while Hetzner still counts a just-deleted server as using it, after the waits."""
         for wait in (*waits, None):
             try:
@@ -439,16 +457,19 @@ class HetznerProvider:
 
     def _describe(self, server: BoundServer) -> Workspace:
         ipv4 = server.public_net.ipv4.ip if server.public_net and server.public_net.ipv4 else ""
-        status = STATUS.get(server.status, server.status)
+        api_status = required(server.status)
+        status = STATUS.get(api_status, api_status)
         location = server.location.name if server.location else self.location
-        price = next((p for p in (server.server_type.prices or []) if p.get("location") == location), None)
+        server_type = required(server.server_type)
+        price = next((p for p in (server_type.prices or []) if p.get("location") == location), None)
+        labels = required(server.labels)
         return Workspace(
-            name=server.labels.get(WS_LABEL, server.name),
+            name=labels[WS_LABEL] if WS_LABEL in labels else required(server.name),
             provider=self.name,
             status=status,
-            created_at=server.created.astimezone(UTC),
+            created_at=required(server.created).astimezone(UTC),
             ssh=SSHEndpoint(host=ipv4) if ipv4 and status == "running" else None,
-            server_type=server.server_type.name,
+            server_type=required(server_type.name),
             address=ipv4,
             price_hourly=float(price["price_hourly"]["gross"]) if price else None,
         )
@@ -461,7 +482,7 @@ class _Snapshot:
     architecture: str
 
 
-def _gone_is_done(remove) -> None:
+def _gone_is_done(remove: Callable[[], object]) -> None:
     """Run a removal; what is already gone (404 not_found) needs no removing."""
     try:
         remove()
