@@ -79,7 +79,8 @@ def _read_bounded(proc: subprocess.Popen[bytes], limit: int, timeout: float) -> 
 
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ)
         while True:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from .contract import codec
 from .contract.control import decode_reply
@@ -81,7 +81,7 @@ class SshWorkspaceClient:
         result = run(self.target, ["vmgen", "vmside", "keepalive", "--for", duration, "--reason", reason])
         return result.stdout.decode().strip()
 
-    def _stream(self, argv: list[str], stdin: bytes | None, progress: Progress, timeout: float) -> dict:
+    def _stream(self, argv: list[str], stdin: bytes | None, progress: Progress, timeout: float) -> dict[str, Any]:
         """Run a VM-side command that answers in control-socket lines; the final result."""
         command = [*self.target.base_command(), remote(argv)]
         with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
@@ -89,7 +89,7 @@ class SshWorkspaceClient:
             if stdin:
                 proc.stdin.write(stdin)
             proc.stdin.close()
-            result: dict | None = None
+            result: dict[str, Any] | None = None
             refused = ""
             for line in proc.stdout:
                 try:

@@ -10,6 +10,7 @@ every start, and most commands never need zstd, age or boto3.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 _EXPORTS = {
     "archive": ("DEFAULT_EXCLUDES",),
@@ -49,7 +50,7 @@ _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_HOME)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name not in _HOME:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

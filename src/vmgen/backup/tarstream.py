@@ -174,7 +174,8 @@ class TarReader:
         info.linkname = names.get(tarfile.GNUTYPE_LONGLINK, info.linkname)
         self._apply_pax(info, pax)
         if kind == tarfile.GNUTYPE_SPARSE or any(k.startswith("GNU.sparse.") for k in pax):
-            info.sparse = [(0, info.size)]  # refused by the guard
+            # Refused by the guard. typeshed types `sparse` as bytes; tarfile keeps (offset, size) pairs.
+            info.sparse = [(0, info.size)]  # type: ignore[assignment]
         if info.isdir():
             info.name = info.name.rstrip("/")
         if info.type in _REGULAR or info.type not in tarfile.SUPPORTED_TYPES:
@@ -192,6 +193,6 @@ class TarReader:
                 elif key == "size":
                     info.size = int(value)
                 elif key == "mtime":
-                    info.mtime = float(value)  # type: ignore[assignment]
+                    info.mtime = float(value)
         except ValueError:
             raise ArchiveError("the archive is not a valid tar stream: bad PAX value") from None

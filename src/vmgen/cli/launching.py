@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import click
 
@@ -18,12 +19,16 @@ from ..errors import UsageError
 from ..handover import laptop_extras
 from ..identities import ensure_identity
 from ..providers import USER_DATA_LIMITS
-from ..spec import WATCHDOG_ACTIONS, VmgenInstall, WatchdogTuning, WebSpec, WorkspaceSpec, make_spec
+from ..spec import WATCHDOG_ACTIONS, RestoreSource, VmgenInstall, WatchdogTuning, WebSpec, WorkspaceSpec, make_spec
 from ..ssh import default_identities
 from .app import err, main, out, progress, provider_named, settings
 
 if TYPE_CHECKING:
+    from ..caddy import Login
+    from ..dns import CloudflareDns
     from ..launch import LaunchOptions
+
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 def agent_env(s: Settings, agent_variables: tuple[str, ...]) -> dict[str, str]:
@@ -33,7 +38,7 @@ def agent_env(s: Settings, agent_variables: tuple[str, ...]) -> dict[str, str]:
     return {var: known.get(var) or os.environ.get(var, "") for var in agent_variables}
 
 
-def spec_options(function):
+def spec_options(function: Command) -> Command:
     options = [
         click.option("--name", help="Workspace name (default: from the repository)."),
         click.option("--provider", type=click.Choice(sorted(USER_DATA_LIMITS)), help="Where to run it."),
@@ -64,7 +69,14 @@ def vmgen_install(s: Settings) -> VmgenInstall:
     )
 
 
-def web_options(s: Settings, spec: WorkspaceSpec) -> dict:
+class WebOptions(TypedDict, total=False):
+    """The LaunchOptions a domain brings."""
+
+    web_login: Login
+    dns: CloudflareDns
+
+
+def web_options(s: Settings, spec: WorkspaceSpec) -> WebOptions:
     """With a domain: a fresh login for Caddy and the DNS zone's client; without, nothing."""
     if not spec.host:
         return {}
@@ -87,7 +99,9 @@ def print_web_access(spec: WorkspaceSpec, options: LaunchOptions) -> None:
         err.print(f"  web:      vmgen open {spec.name}")
 
 
-def build_spec(source, opts: dict, backup: BackupTarget | None = None, provider: str = ""):
+def build_spec(
+    source: str | RestoreSource, opts: dict[str, Any], backup: BackupTarget | None = None, provider: str = ""
+) -> WorkspaceSpec:
     s = settings()
     action = opts.get("idle_action") or s.idle_action
     if action == "auto":
@@ -139,7 +153,7 @@ def build_spec(source, opts: dict, backup: BackupTarget | None = None, provider:
 @click.option("--keep-on-failure", is_flag=True, help="Keep the workspace for inspection if the launch fails.")
 @click.option("--cold", is_flag=True, help="Ignore baked images: install everything on a stock image.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (with step timings).")
-def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bool, as_json: bool, **opts) -> None:
+def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bool, as_json: bool, **opts: Any) -> None:
     """Launch a workspace for SOURCE (git URL with optional #branch, or a local directory)."""
     from ..launch import LaunchOptions, launch as launch_workspace
 
@@ -187,7 +201,7 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
 @main.command()
 @spec_options
 @click.argument("source")
-def render(source: str, **opts) -> None:
+def render(source: str, **opts: Any) -> None:
     """Print the cloud-init user-data for SOURCE; nothing is created."""
     from ..builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
     from ..providers.base import SelfDelete

@@ -74,4 +74,5 @@ def open_(name: str, what: str, no_browser: bool) -> None:
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        _, port = probe.getsockname()  # an AF_INET address: (host, port)
+        return int(port)

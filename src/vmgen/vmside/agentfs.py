@@ -42,7 +42,7 @@ class AgentFiles:
         another OSError otherwise."""
         fd = self._open_checked(Path(path))
         with os.fdopen(fd, "rb", buffering=0) as f:
-            yield f  # type: ignore[misc]
+            yield f
 
     def read(self, path: Path | str, limit: int) -> bytes:
         """At most `limit` bytes from the start of the file (a larger file is refused)."""

@@ -10,6 +10,7 @@ import json
 import logging
 import subprocess
 import urllib.request
+from typing import Any
 
 from ...contract.documents import WatchSettings
 from ...contract.names import AGENT_USER, VM, VmPaths
@@ -100,7 +101,7 @@ def self_delete_hetzner(settings: WatchSettings, paths: VmPaths = VM) -> None:
     server_id = int(_metadata(settings, "instance-id"))
     if settings.dns_zone:
         remove_dns_records(settings, secrets.get("CLOUDFLARE_API_TOKEN", ""))
-    kwargs = {"api_endpoint": settings.hcloud_endpoint} if settings.hcloud_endpoint else {}
+    kwargs: dict[str, Any] = {"api_endpoint": settings.hcloud_endpoint} if settings.hcloud_endpoint else {}
     client = Client(token=token, application_name="vmgen-idlewatch", **kwargs)
     log.warning("deleting this server (%s) through the Hetzner API", server_id)
     client.servers.delete(Server(id=server_id))

@@ -296,7 +296,7 @@ class FileWatcher:
         if outcome != "ok":
             os.close(fd)
             return
-        subdirs = []
+        subdirs: list[str] = []
         try:
             entries = list_dir(fd)
         except OSError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ...contract.documents import AgentRecord, WatchSettings
 from ...contract.names import AGENT_USER, VM, VmPaths
 from .actions import act, warn, warning_text
 from .agent import AgentConfig
+from .files import DEFAULT_IGNORE
 from .humans import HumansConfig
 from .model import Action, AgentState, Snapshot, Verdict
 from .persist import boot_id, load_history, save
@@ -33,7 +35,7 @@ def collector_for(settings: WatchSettings, paths: VmPaths = VM) -> SignalCollect
         workspace=Path(settings.workspace) if settings.workspace else paths.work,
         agent=AgentConfig(user=AGENT_USER, hook_events=paths.hook_events, stall_after=settings.stall_minutes * 60),
         humans=HumansConfig(agent_user=AGENT_USER, leases_path=paths.leases),
-        **({"file_ignore": settings.ignore} if settings.ignore else {}),
+        file_ignore=settings.ignore or DEFAULT_IGNORE,
     )
     return SignalCollector(config)
 
@@ -46,7 +48,7 @@ class Watchdog:
         settings: WatchSettings,
         collector: SignalCollector,
         dry_run: bool = False,
-        clock=time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
         paths: VmPaths = VM,
     ) -> None:
         self.settings = settings

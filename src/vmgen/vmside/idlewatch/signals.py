@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ...contract.names import VM
 from ...privileges import RunAs
@@ -39,11 +39,11 @@ class SignalConfig:
     scan_budget: int = 2000  # entries stat'ed per tick past the watch limit
 
     @classmethod
-    def for_user(cls, user: str, workspace: Path, **agent: object) -> SignalConfig:
+    def for_user(cls, user: str, workspace: Path, **agent: Any) -> SignalConfig:
         """Agent and humans config for one user (the service: "agent"; tests: themselves)."""
         return cls(
             workspace=workspace,
-            agent=AgentConfig(user=user, **agent),  # type: ignore[arg-type]
+            agent=AgentConfig(user=user, **agent),
             humans=HumansConfig(agent_user=user),
         )
 
