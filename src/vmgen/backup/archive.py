@@ -65,7 +65,8 @@ class Excludes:
         for (regex, listed), target in ((self._by_name, name), (self._by_path, rel)):
             hit = regex.match(target) if regex else None
             if hit:
-                return listed[int(hit.lastgroup[1:])]  # type: ignore[index]
+                assert hit.lastgroup is not None, "every alternative is a named group"
+                return listed[int(hit.lastgroup[1:])]
         return None
 
 

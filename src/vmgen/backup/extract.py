@@ -8,11 +8,14 @@ import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING
 
 from vmgen.backup.diskwriter import DiskWriter
 from vmgen.backup.manifest import ArchiveError
 from vmgen.backup.tarstream import TarReader
+
+if TYPE_CHECKING:
+    from vmgen.backup.store import Readable
 
 COPY_CHUNK = 1 << 20
 
@@ -66,7 +69,7 @@ class _Member:
     mtime: int
 
 
-def extract_stream(src: BinaryIO, dest: Path) -> int:
+def extract_stream(src: Readable, dest: Path) -> int:
     """Extract a tar stream into `dest`, a new empty directory; returns the member count.
 
     Members are written with a few plain syscalls each (TarFile.extract costs ~10 per file:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeGuard
 
 import vmgen
 from vmgen.backup import archive, crypto, manifest as model, stages
@@ -142,7 +142,7 @@ def create_backup(
     reader = _CiphertextReader(age_r, running, stall)
     failed = True
     try:
-        sent = store.put_stream(key, reader)  # type: ignore[arg-type]
+        sent = store.put_stream(key, reader)
         failed = False
     finally:
         reader.src.close()
@@ -181,7 +181,7 @@ def _tar_report(raw: Any) -> tuple[ArchiveSummary, int, int]:
             raise DocumentError("not an object")
         summary = from_value(ArchiveSummary, raw.get("summary"), "the tar stage's summary", strict=False)
         plain, compressed = raw.get("plaintext_bytes"), raw.get("compressed_bytes")
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (plain, compressed)):
+        if not (_is_size(plain) and _is_size(compressed)):
             raise DocumentError("sizes must be non-negative integers")
     except DocumentError as exc:
         raise ArchiveError(f"the tar stage reported nonsense ({exc})") from None
@@ -198,7 +198,11 @@ def _tar_report(raw: Any) -> tuple[ArchiveSummary, int, int]:
         skipped=tuple(s[:300] for s in summary.skipped[:50]),
         skipped_count=max(0, summary.skipped_count),
     )
-    return summary, plain, compressed  # type: ignore[return-value]
+    return summary, plain, compressed
+
+
+def _is_size(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _verify_stored(store: Store, key: str, size: int, digest: str) -> None:

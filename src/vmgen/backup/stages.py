@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import zstandard
 
@@ -31,6 +31,9 @@ import vmgen
 from vmgen.backup import archive, crypto, extract, manifest as model
 from vmgen.backup.manifest import BackupError
 from vmgen.privileges import RunAs
+
+if TYPE_CHECKING:
+    from vmgen.backup.store import Readable
 
 CHUNK = 1 << 20
 ZSTD_LEVEL = 3  # what `zstd` does by default
@@ -155,8 +158,9 @@ def _job_tar(params: dict[str, Any]) -> dict[str, Any]:
         compressed = archive.CountingWriter(out)
         # threads=1: compression runs on a zstd worker thread beside the Python tar code.
         cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=1)
-        with cctx.stream_writer(compressed, closefd=False, write_size=CHUNK) as z:
-            summary, plain = archive.write_tree(Path(params["root"]), z, params["excludes"])  # type: ignore[arg-type]
+        # zstandard's type hints ask for an IO[bytes]; the writer only calls write() (and flush() if any).
+        with cctx.stream_writer(compressed, closefd=False, write_size=CHUNK) as z:  # type: ignore[arg-type]
+            summary, plain = archive.write_tree(Path(params["root"]), z, params["excludes"])
     return {"summary": asdict(summary), "plaintext_bytes": plain, "compressed_bytes": compressed.count}
 
 
@@ -194,7 +198,7 @@ def _extract_stdin(dest: Path) -> int:
             # `zstd -d | tar -x`.
             ahead = _ReadAhead(z)
             try:
-                count = extract.extract_stream(ahead, dest)  # type: ignore[arg-type]
+                count = extract.extract_stream(ahead, dest)
                 while ahead.read(CHUNK):  # the tar end padding: drain so age can finish cleanly
                     pass
             except zstandard.ZstdError as e:
@@ -208,7 +212,7 @@ class _ReadAhead:
     """Reads `src` on a thread into a small bounded queue (4 chunks of 1 MiB). read() hands
     out those chunks as they are, without copying them into a buffer."""
 
-    def __init__(self, src: Any) -> None:
+    def __init__(self, src: Readable) -> None:
         self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=4)
         self._left = b""
         self._eof = False
@@ -216,7 +220,7 @@ class _ReadAhead:
         self._thread = threading.Thread(target=self._fill, args=(src,), daemon=True)
         self._thread.start()
 
-    def _fill(self, src: Any) -> None:
+    def _fill(self, src: Readable) -> None:
         try:
             while not self._stop.is_set():
                 data = src.read(CHUNK)

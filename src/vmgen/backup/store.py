@@ -11,19 +11,40 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, TypeVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol, Self, TypeVar
 
 from vmgen.backup.manifest import ObjectNotFound, StoreError, StoreUnreachable
+
+if TYPE_CHECKING:
+    from botocore.response import StreamingBody
 
 COPY_CHUNK = 1 << 20
 MIB = 1 << 20
 T = TypeVar("T")
 
 
+class Readable(Protocol):
+    """A byte stream read in chunks until it returns b"": a file, a pipe, a pipeline stage."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+class Download(Protocol):
+    """An object as a store hands it out: read it (to the end with -1), then close it."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /
+    ) -> None: ...
+
+
 class Store(Protocol):
     def describe(self) -> str: ...
-    def put_stream(self, key: str, src: BinaryIO) -> int: ...
-    def get_stream(self, key: str) -> BinaryIO: ...
+    def put_stream(self, key: str, src: Readable) -> int: ...
+    def get_stream(self, key: str) -> Download: ...
     def size(self, key: str) -> int | None: ...
     def list_keys(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...
@@ -39,7 +60,7 @@ def _check_key(key: str) -> str:
     return key
 
 
-def read_full(src: BinaryIO, size: int) -> bytearray:
+def read_full(src: Readable, size: int) -> bytearray:
     """Up to `size` bytes, fewer only at EOF, into one preallocated buffer (no join copies)."""
     buf = bytearray(size)
     view, got = memoryview(buf), 0
@@ -70,7 +91,7 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
 
-    def put_stream(self, key: str, src: BinaryIO) -> int:
+    def put_stream(self, key: str, src: Readable) -> int:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
@@ -148,7 +169,7 @@ class S3Settings:
     max_backoff: float = 8.0
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
-    addressing_style: str = "path"
+    addressing_style: Literal["auto", "virtual", "path"] = "path"
 
 
 class S3Store:
@@ -220,9 +241,9 @@ class S3Store:
         with self.get_stream(key) as body:
             return body.read()
 
-    def get_stream(self, key: str) -> BinaryIO:
+    def get_stream(self, key: str) -> Download:
         response = self._call(f"get {key}", self.client.get_object, Key=self._key(key))
-        return _S3Body(response["Body"], key, self.describe())  # type: ignore[return-value]
+        return _S3Body(response["Body"], key, self.describe())
 
     def size(self, key: str) -> int | None:
         try:
@@ -232,9 +253,10 @@ class S3Store:
         return int(head["ContentLength"])
 
     def list_keys(self, prefix: str) -> list[str]:
-        keys, token = [], None
+        keys: list[str] = []
+        token: str | None = None
         while True:
-            extra = {"ContinuationToken": token} if token else {}
+            extra: dict[str, str] = {"ContinuationToken": token} if token else {}
             page = self._call(
                 f"list {prefix}", self.client.list_objects_v2, Prefix=self.settings.prefix + prefix, **extra
             )
@@ -246,7 +268,7 @@ class S3Store:
     def delete(self, key: str) -> None:
         self._call(f"delete {key}", self.client.delete_object, Key=self._key(key))
 
-    def put_stream(self, key: str, src: BinaryIO) -> int:
+    def put_stream(self, key: str, src: Readable) -> int:
         size = self.settings.part_size
         first = read_full(src, size)
         if len(first) < size:  # fits one part: a plain PUT is one request instead of three
@@ -277,7 +299,7 @@ class S3Store:
             raise
 
     def _upload_parts(
-        self, key: str, upload_id: str, src: BinaryIO, handoff: list[bytearray]
+        self, key: str, upload_id: str, src: Readable, handoff: list[bytearray]
     ) -> tuple[list[dict[str, Any]], int]:
         """Read parts and upload them on worker threads; a semaphore caps the parts alive in
         memory (read-ahead + uploading) at max_buffered_parts, so RSS is independent of size."""
@@ -320,14 +342,15 @@ class S3Store:
 
 def _raise_first_error(futures: list[Future[Any]]) -> None:
     for f in futures:
-        if f.done() and f.exception() is not None:
-            raise f.exception()  # type: ignore[misc]
+        error = f.exception() if f.done() else None
+        if error is not None:
+            raise error
 
 
 class _S3Body:
     """A readable over a GetObject body whose network failures become StoreErrors."""
 
-    def __init__(self, body: Any, key: str, where: str) -> None:
+    def __init__(self, body: StreamingBody, key: str, where: str) -> None:
         self.body, self.key, self.where = body, key, where
 
     def read(self, n: int = -1) -> bytes:
@@ -341,8 +364,8 @@ class _S3Body:
     def close(self) -> None:
         self.body.close()
 
-    def __enter__(self) -> _S3Body:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
