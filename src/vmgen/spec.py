@@ -145,7 +145,7 @@ class WorkspaceSpec:
     watchdog: WatchdogTuning = field(default_factory=WatchdogTuning)
     # A local backup folder the provider shares with the VM (docker), else None.
     local_backup_dir: Path | None = None
-    web: WebSpec = field(default_factory=lambda: WebSpec())
+    web: WebSpec = field(default_factory=WebSpec)
 
     @property
     def repo_dir(self) -> str:

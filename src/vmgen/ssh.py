@@ -77,6 +77,7 @@ def run(
     result = subprocess.run(
         [*target.base_command(), remote(argv)],
         input=input,
+        check=False,  # checked below, with the remote error in the message
         capture_output=True,
         timeout=timeout,
     )

@@ -47,7 +47,7 @@ _EXPORTS = {
     "store": ("LocalStore", "S3Settings", "S3Store", "Store"),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_HOME)
+__all__ = sorted(_HOME)  # noqa: PLE0605 - the names are listed once, in _EXPORTS
 
 
 def __getattr__(name: str) -> Any:

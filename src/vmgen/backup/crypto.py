@@ -59,11 +59,10 @@ def generate_identity() -> tuple[str, str]:
 
 def parse_identity(text: str) -> Identity:
     """The first AGE-SECRET-KEY line of an identity file (comments and blanks are allowed)."""
-    for line in text.splitlines():
-        line = line.strip()
+    for line in map(str.strip, text.splitlines()):
         if line.startswith(_SECRET_PREFIX):
             identity = Identity(line)
-            identity.recipient  # validates
+            _ = identity.recipient  # deriving it validates the key
             return identity
     raise IdentityError("no AGE-SECRET-KEY-1 line in the identity text")
 

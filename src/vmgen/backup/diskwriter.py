@@ -117,7 +117,7 @@ class DiskWriter:
             try:
                 for fn, args in batch:
                     fn(*args)
-            except BaseException as e:
+            except BaseException as e:  # noqa: BLE001 - the parsing thread raises it
                 self.error = e
         if self._fd >= 0:
             os.close(self._fd)

@@ -125,7 +125,7 @@ def spawn(
         )
     finally:
         os.close(report_w)
-    stage = Stage(kind, proc, open(report_r, "rb"))
+    stage = Stage(kind, proc, open(report_r, "rb"))  # noqa: SIM115 - the stage closes it when it ends
     stage.start()
     return stage
 
@@ -146,10 +146,10 @@ def child_main(args: list[str]) -> None:
     with os.fdopen(params["report_fd"], "w") as report:
         try:
             result = _JOBS[kind](params)
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - whatever it is, the parent learns it from the report
             report.write(json.dumps({"ok": False, "type": type(e).__name__, "message": str(e)}))
             report.flush()
-            raise SystemExit(1)
+            raise SystemExit(1) from None
         report.write(json.dumps({"ok": True, "result": result}))
 
 
@@ -227,7 +227,7 @@ class _ReadAhead:
                 self._chunks.put(data)
                 if not data:
                     return
-        except BaseException as e:  # handed to the reader, raised on its thread
+        except BaseException as e:  # noqa: BLE001 - handed to the reader, raised on its thread
             self._chunks.put(e)
 
     def read(self, n: int) -> bytes:

@@ -219,7 +219,7 @@ class S3Store:
             except ClientError as e:
                 code = str(e.response.get("Error", {}).get("Code", ""))
                 status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-                if status in (404,) or code in ("NoSuchKey", "NotFound", "NoSuchUpload"):
+                if status == 404 or code in ("NoSuchKey", "NotFound", "NoSuchUpload"):
                     raise ObjectNotFound(f"{what}: not found in {self.describe()}") from e
                 retryable = status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout")
                 if not retryable or attempt == self.settings.attempts:

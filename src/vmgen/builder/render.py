@@ -42,7 +42,7 @@ from .install import CODE_UI_CLI, CODE_UI_SCHEMA, InstallPlan, plan_of
 class RenderOptions:
     host_key: HostKey
     # How the watchdog removes this VM; its secrets land in a root-only file.
-    self_delete: SelfDelete = SelfDelete(provider="docker")
+    self_delete: SelfDelete = SelfDelete(provider="docker")  # noqa: RUF009 - frozen: one shared default is safe
     # The store and public recipient for this workspace's backups, if any (never the identity).
     backup: tuple[BackupTarget, str] | None = None
     # With a domain: the web login, of which only the bcrypt hash reaches the VM.

@@ -190,7 +190,8 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
         )
         return
     err.print(
-        f"[green]ready[/]: {spec.name} on {provider.name} in {elapsed:.0f}s ({spec.agent.name} runs in tmux session '{AGENT_SESSION}')"
+        f"[green]ready[/]: {spec.name} on {provider.name} in {elapsed:.0f}s "
+        f"({spec.agent.name} runs in tmux session '{AGENT_SESSION}')"
     )
     err.print(f"  connect:  vmgen connect {spec.name}")
     err.print(f'  prompt:   vmgen send {spec.name} "..."')

@@ -51,7 +51,7 @@ def build_with_packer(directory: Path, token: str, progress: Callable[[str], Non
             assert proc.stdout is not None
             tail: list[str] = []
             for line in proc.stdout:
-                tail = (tail + [line.rstrip()])[-15:]
+                tail = [*tail, line.rstrip()][-15:]
                 progress(line.rstrip()[-120:])
         if proc.returncode != 0:
             raise PackerFailed(f"`packer {argv[1]}` failed ({proc.returncode}):\n" + "\n".join(tail))

@@ -125,6 +125,6 @@ def _metadata(settings: WatchSettings, key: str) -> str:
 
 def _quiet(argv: list[str]) -> None:
     try:
-        subprocess.run(argv, capture_output=True, timeout=10)
+        subprocess.run(argv, check=False, capture_output=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.info("%s: %s", argv[0], exc)

@@ -148,7 +148,7 @@ class AgentWatcher:
         live = {(t.root.pid, t.root.created) for t in trees}
         self._roots = {k: v for k, v in self._roots.items() if k in live}
         order = [AgentState.WORKING, AgentState.STALLED, AgentState.WAITING]
-        state, detail, ev = min(results, key=lambda r: order.index(r[0]))
+        state, detail, _ = min(results, key=lambda r: order.index(r[0]))
         if len(trees) > 1:
             detail += f" [{len(trees)} agent processes]"
         return AgentSignals(

@@ -19,9 +19,11 @@ def activity_reasons(snapshot: Snapshot) -> list[str]:
         reasons.append(f"agent working{f' ({agent.detail})' if agent.detail else ''}")
     if snapshot.files_changed:
         reasons.append(f"{snapshot.files_changed} file change(s) in the workspace")
-    for lease in snapshot.leases:
-        if lease.until > snapshot.at:
-            reasons.append(f"keepalive for {lease.until - snapshot.at:.0f}s more ({lease.reason})")
+    reasons.extend(
+        f"keepalive for {lease.until - snapshot.at:.0f}s more ({lease.reason})"
+        for lease in snapshot.leases
+        if lease.until > snapshot.at
+    )
     return reasons
 
 

@@ -377,5 +377,5 @@ def fuse_turn(transcript: TranscriptState, status: SessionStatus | None, hook: H
         return True, "session status (reply streaming)"
     if not claims:
         return transcript.turn_open, "transcript" if transcript.path else "no transcript yet"
-    at, open_, source = max(claims, key=lambda c: c[0])
+    _, open_, source = max(claims, key=lambda c: c[0])
     return open_, source

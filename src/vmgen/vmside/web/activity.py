@@ -35,9 +35,11 @@ def activity_of(entries: Iterable[dict[str, Any]], limit: int = 30) -> list[Acti
         if kind == "user" and isinstance(content, str):
             items.append(Activity("you", _short(content), at))
         elif kind == "user" and isinstance(content, list):
-            for part in content:
-                if part.get("type") == "text" and not part.get("text", "").startswith("[Request interrupted"):
-                    items.append(Activity("you", _short(part["text"]), at))
+            items.extend(
+                Activity("you", _short(part["text"]), at)
+                for part in content
+                if part.get("type") == "text" and not part.get("text", "").startswith("[Request interrupted")
+            )
         elif kind == "assistant" and isinstance(content, list):
             for part in content:
                 if part.get("type") == "text" and part.get("text", "").strip():
