@@ -11,6 +11,7 @@ most QUEUED_BATCHES of them waiting."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -90,10 +91,8 @@ class DiskWriter:
                 self._queue.put_nowait(None)
                 break
             except queue.Full:
-                try:
+                with contextlib.suppress(queue.Empty):
                     self._queue.get_nowait()
-                except queue.Empty:
-                    pass
         self._thread.join()
 
     def _add(self, fn: Callable[..., Any], *args: Any) -> None:

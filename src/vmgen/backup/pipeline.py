@@ -12,6 +12,7 @@ mean what they mean to the agent, not to root. What such a stage reports is chec
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -331,10 +332,8 @@ def _download_and_extract(
             )
         if decrypt.error is not None:
             raise decrypt.error
-        try:
+        with contextlib.suppress(BrokenPipeError):  # the untar stage already failed: its error follows
             os.write(go_w, b"1")
-        except BrokenPipeError:
-            pass  # the untar stage already failed: its error follows
     finally:
         # Without the "1", the untar stage throws its staged tree away and nothing moves in.
         os.close(go_w)

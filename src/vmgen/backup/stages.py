@@ -12,6 +12,7 @@ like any other input from the agent's side."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -44,10 +45,9 @@ REPORT_MAX = 1 << 20  # a report is a few KiB; a child the agent controls may se
 
 def pipe() -> tuple[int, int]:
     r, w = os.pipe()
-    try:  # 1 MiB instead of 64 KiB: fewer context switches between stages, still bounded
+    # 1 MiB instead of 64 KiB: fewer context switches between stages, still bounded.
+    with contextlib.suppress(OSError):
         fcntl.fcntl(w, _F_SETPIPE_SZ, CHUNK)
-    except OSError:
-        pass
     return r, w
 
 
@@ -192,19 +192,21 @@ def _job_untar(params: dict[str, Any]) -> int:
 
 
 def _extract_stdin(dest: Path) -> int:
-    with open(0, "rb", buffering=0) as src:
-        with zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, closefd=False) as z:
-            # Decompression (GIL released) runs on a thread ahead of the Python tar code, like
-            # `zstd -d | tar -x`.
-            ahead = _ReadAhead(z)
-            try:
-                count = extract.extract_stream(ahead, dest)
-                while ahead.read(CHUNK):  # the tar end padding: drain so age can finish cleanly
-                    pass
-            except zstandard.ZstdError as e:
-                raise model.ArchiveError(f"the archive is not a valid zstd stream: {e}") from e
-            finally:
-                ahead.close()
+    with (
+        open(0, "rb", buffering=0) as src,
+        zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, closefd=False) as z,
+    ):
+        # Decompression (GIL released) runs on a thread ahead of the Python tar code, like
+        # `zstd -d | tar -x`.
+        ahead = _ReadAhead(z)
+        try:
+            count = extract.extract_stream(ahead, dest)
+            while ahead.read(CHUNK):  # the tar end padding: drain so age can finish cleanly
+                pass
+        except zstandard.ZstdError as e:
+            raise model.ArchiveError(f"the archive is not a valid zstd stream: {e}") from e
+        finally:
+            ahead.close()
     return count
 
 
@@ -248,10 +250,8 @@ class _ReadAhead:
         # Unblock a filler waiting on a full queue; it is a daemon thread of a child process
         # that is about to exit, so it is not joined (it may be blocked reading stdin).
         self._stop.set()
-        try:
+        with contextlib.suppress(queue.Empty):
             self._chunks.get_nowait()
-        except queue.Empty:
-            pass
 
 
 _JOBS = {"tar": _job_tar, "encrypt": _job_encrypt, "decrypt": _job_decrypt, "untar": _job_untar}

@@ -3,6 +3,7 @@ production). Both take the same keys (`ws/<name>/<id>.tar.zst.age`, `ws/<name>/<
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
@@ -292,10 +293,8 @@ class S3Store:
             # Leave no orphaned parts (billed storage) behind; best effort, the original
             # error is what the user must see. A killed process cannot do this: configure a
             # lifecycle rule aborting incomplete multipart uploads on the bucket.
-            try:
+            with contextlib.suppress(Exception):
                 self.client.abort_multipart_upload(Bucket=self.settings.bucket, Key=self._key(key), UploadId=upload_id)
-            except Exception:
-                pass
             raise
 
     def _upload_parts(

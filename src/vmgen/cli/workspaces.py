@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from datetime import UTC, datetime
@@ -54,10 +55,8 @@ def sizes(location: str | None) -> None:
         offers = [o for o in provider.offers(loc) if o.usable]
         presets = {}
         for preset in PRESETS:
-            try:
+            with contextlib.suppress(VmgenError):
                 presets[choose_type(offers, preset, loc).name] = preset
-            except VmgenError:
-                pass
         for o in sorted(offers, key=lambda o: (o.cores, o.memory_gb, o.name)):
             table.add_row(
                 loc,

@@ -12,6 +12,7 @@ is three endpoints on `requests` and not the Cloudflare SDK.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import re
@@ -320,10 +321,8 @@ class CloudflareDns:
         if value.isdigit():
             wait = float(value)
         elif value:
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 wait = parsedate_to_datetime(value).timestamp() - time.time()
-            except (TypeError, ValueError):
-                pass
         return min(self.max_wait, max(0.0, wait))
 
     def _envelope(self, response: requests.Response, action: str, retries: int) -> Json:

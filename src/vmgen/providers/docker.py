@@ -10,6 +10,7 @@ laptop user's uid, and inside the container that uid may be anyone's.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import secrets
 import tarfile
@@ -200,10 +201,8 @@ class DockerProvider:
         container = self._container(name)
         if container is not None:
             container.remove(force=True)
-        try:
+        with contextlib.suppress(NotFound):
             self.client.volumes.get(volume_name(name)).remove(force=True)
-        except NotFound:
-            pass
 
     def self_delete_spec(self) -> SelfDelete:
         # A container cannot delete itself; the watchdog powers it off (the disk stays).

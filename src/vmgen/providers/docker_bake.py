@@ -3,6 +3,7 @@ clean it the way Packer cleans a cloud VM, and commit it as an image labelled wi
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -76,10 +77,8 @@ def bake(provider: DockerProvider, plan: InstallPlan, progress: Progress, timeou
 
 
 def _remove(provider: DockerProvider, name: str) -> None:
-    try:
+    with contextlib.suppress(NotFound):
         provider.client.containers.get(name).remove(force=True)
-    except NotFound:
-        pass
 
 
 def baked_images(provider: DockerProvider, base: str | None = None) -> list[BakedImage]:

@@ -8,6 +8,7 @@ the last workspace.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -412,10 +413,8 @@ class HetznerProvider:
         if not running:
             time.sleep(1.0)  # locked by an action not listed yet: give it a moment
         for action in running:
-            try:
+            with contextlib.suppress(ActionException):  # it has ended, which is all the delete needs
                 action.wait_until_finished()
-            except ActionException:
-                pass  # it has ended, which is all the delete needs
 
     def _remove_shared_when_unused(self, in_use_waits: tuple[float, ...] | None = None) -> str:
         """Remove the shared firewall and SSH key once no vmgen server is left; returns a note for

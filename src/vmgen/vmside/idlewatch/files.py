@@ -13,6 +13,7 @@ never through a path the agent could redirect between the check and the use.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -340,7 +341,5 @@ class FileWatcher:
         for path in [p for p in self._paths if p == top or p.startswith(prefix)]:
             wd = self._paths.pop(path)
             self._wds.pop(wd, None)
-            try:
+            with contextlib.suppress(OSError):  # already gone with the directory
                 self._inotify.rm_watch(wd)
-            except OSError:
-                pass  # already gone with the directory
