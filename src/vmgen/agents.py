@@ -94,4 +94,3 @@ AGENTS: dict[str, Agent] = {
         ),
     )
 }
-

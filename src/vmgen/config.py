@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from dotenv import dotenv_values
 
@@ -14,8 +15,9 @@ from .contract.documents import WATCH_DEFAULTS
 from .errors import ConfigError
 
 # Settings whose values are credentials: masked whenever shown.
-SECRET_FIELDS = frozenset({"anthropic_api_key", "hcloud_token", "r2_secret_access_key", "r2_access_key_id",
-                           "cloudflare_api_token"})
+SECRET_FIELDS = frozenset(
+    {"anthropic_api_key", "hcloud_token", "r2_secret_access_key", "r2_access_key_id", "cloudflare_api_token"}
+)
 
 # Well-known variable names other tools already use, accepted besides VMGEN_<FIELD>.
 ALIASES = {

@@ -83,11 +83,7 @@ def files_to_upload(root: Path) -> list[str]:
             raise VmgenError(f"git could not list the files of {root}: {listed.stderr.decode().strip()}")
         names = [n for n in listed.stdout.decode().split("\0") if n and (root / n).exists()]
         return [".git", *names]
-    return sorted(
-        str(path.relative_to(root))
-        for path in root.rglob("*")
-        if path.is_file() or path.is_symlink()
-    )
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file() or path.is_symlink())
 
 
 def upload_tree(target: SSHTarget, root: Path, repo_dir: str) -> None:
@@ -128,5 +124,3 @@ def laptop_extras(copy_claude_login: bool, home: Path | None = None) -> tuple[by
     gitconfig_path = home / ".gitconfig"
     gitconfig = rewrite_home(gitconfig_path.read_bytes(), home) if gitconfig_path.is_file() else None
     return credentials, gitconfig
-
-

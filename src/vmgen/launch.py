@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .backup.target import BackupTarget
 from .builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
@@ -60,8 +61,13 @@ class LaunchResult:
 ClientFactory = Callable[[SSHTarget, str], WorkspaceClient]
 
 
-def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, progress: Progress,
-           client_for: ClientFactory = SshWorkspaceClient) -> LaunchResult:
+def launch(
+    spec: WorkspaceSpec,
+    provider: Provider,
+    options: LaunchOptions,
+    progress: Progress,
+    client_for: ClientFactory = SshWorkspaceClient,
+) -> LaunchResult:
     started = time.monotonic()
     timings: dict[str, float] = {}
 
@@ -69,11 +75,15 @@ def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, prog
         timings[step] = round(time.monotonic() - started, 3)
 
     if spec.vmgen.local_wheels is not None and not getattr(provider, "shares_local_folders", False):
-        raise UsageError(f"vmgen_find_links must be a URL for the {provider.name} provider "
-                         f"(a local folder can only be shared with docker workspaces)")
+        raise UsageError(
+            f"vmgen_find_links must be a URL for the {provider.name} provider "
+            f"(a local folder can only be shared with docker workspaces)"
+        )
     if spec.local_backup_dir is not None and not getattr(provider, "shares_local_folders", False):
-        raise UsageError(f"a local backup folder cannot be shared with a {provider.name} VM; configure an "
-                         f"S3/R2 store (r2_bucket, r2_endpoint and keys)")
+        raise UsageError(
+            f"a local backup folder cannot be shared with a {provider.name} VM; configure an "
+            f"S3/R2 store (r2_bucket, r2_endpoint and keys)"
+        )
     if provider.get(spec.name) is not None:
         raise WorkspaceExists(f"a workspace named {spec.name!r} already exists on {provider.name}")
     if options.use_baked:
@@ -82,22 +92,35 @@ def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, prog
     self_delete = provider.self_delete_spec()
     if spec.host:
         if not provider.public:
-            raise UsageError(f"a {provider.name} workspace has no public address for {spec.host}; "
-                             "launch without a domain and use `vmgen open`")
+            raise UsageError(
+                f"a {provider.name} workspace has no public address for {spec.host}; "
+                "launch without a domain and use `vmgen open`"
+            )
         if options.dns is None or options.web_login is None:
             raise UsageError(f"a domain needs a Cloudflare API token (cloudflare_api_token) for {spec.web.domain}")
-        self_delete = replace(self_delete, secrets=(*self_delete.secrets, ("CLOUDFLARE_API_TOKEN", options.dns.token)),
-                              dns_endpoint=options.dns.endpoint)
-    user_data = render_user_data(spec, RenderOptions(host_key=host_key, self_delete=self_delete,
-                                                     backup=options.backup, web_login=options.web_login))
+        self_delete = replace(
+            self_delete,
+            secrets=(*self_delete.secrets, ("CLOUDFLARE_API_TOKEN", options.dns.token)),
+            dns_endpoint=options.dns.endpoint,
+        )
+    user_data = render_user_data(
+        spec,
+        RenderOptions(host_key=host_key, self_delete=self_delete, backup=options.backup, web_login=options.web_login),
+    )
     check_size(user_data, provider.user_data_limit, provider.name)
     check_schema(user_data)
     mark("render")
 
     state = WorkspaceState(spec.name)
     state.create(
-        WorkspaceRecord(name=spec.name, provider=provider.name, created_at=time.time(),
-                        source=spec.source.describe(), agent=spec.agent.name, host=spec.host),
+        WorkspaceRecord(
+            name=spec.name,
+            provider=provider.name,
+            created_at=time.time(),
+            source=spec.source.describe(),
+            agent=spec.agent.name,
+            host=spec.host,
+        ),
         host_key.public_openssh,
     )
     if options.web_login is not None:
@@ -112,25 +135,36 @@ def launch(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, prog
             progress(f"DNS: {spec.host} and *.{spec.host} -> {made.address}")
             options.dns.ensure_workspace(spec.name, made.address)
             mark("dns")
-        target = wait_for_ssh(lambda: ssh_target(provider, spec.name, options.identities), options.boot_timeout, progress)
+        target = wait_for_ssh(
+            lambda: ssh_target(provider, spec.name, options.identities), options.boot_timeout, progress
+        )
         mark("ssh")
         phases = follow_cloud_init(target, options.boot_timeout, progress)
         mark("cloud_init")
         if options.restore_identity is not None:
             progress("restoring the backup (download, verify, decrypt, extract)")
             restored = client_for(target, spec.name).restore(
-                options.restore_identity, lambda message: progress(f"restore: {message}"), options.boot_timeout)
+                options.restore_identity, lambda message: progress(f"restore: {message}"), options.boot_timeout
+            )
             progress(f"restored backup {restored.backup_id}")
             mark("restore")
-        progress("handing over credentials" + (" and uploading the repository" if isinstance(spec.source, LocalSource) else ""))
-        deliver(target, Handover(
-            agent_env=options.agent_env,
-            claude_credentials=options.claude_credentials,
-            gitconfig=options.gitconfig,
-            upload_from=spec.source.path if isinstance(spec.source, LocalSource) else None,
-            repo_dir=spec.repo_dir,
-            approve_claude_api_key=options.agent_env.get("ANTHROPIC_API_KEY", "") if spec.agent.name == "claude" else "",
-        ))
+        progress(
+            "handing over credentials"
+            + (" and uploading the repository" if isinstance(spec.source, LocalSource) else "")
+        )
+        deliver(
+            target,
+            Handover(
+                agent_env=options.agent_env,
+                claude_credentials=options.claude_credentials,
+                gitconfig=options.gitconfig,
+                upload_from=spec.source.path if isinstance(spec.source, LocalSource) else None,
+                repo_dir=spec.repo_dir,
+                approve_claude_api_key=options.agent_env.get("ANTHROPIC_API_KEY", "")
+                if spec.agent.name == "claude"
+                else "",
+            ),
+        )
         mark("handover")
         wait_for_session(target, AGENT_SESSION, 120, progress)
         mark("agent")

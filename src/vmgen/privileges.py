@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 # Enough to run vmgen's own interpreter and the few tools it calls (tmux).
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -53,12 +54,14 @@ class RunAs:
         return kwargs
 
 
-def run_as(who: RunAs, argv: Sequence[str], *, timeout: float, max_output: int = 64 << 10,
-           stdin: int = subprocess.DEVNULL) -> tuple[int, bytes]:
+def run_as(
+    who: RunAs, argv: Sequence[str], *, timeout: float, max_output: int = 64 << 10, stdin: int = subprocess.DEVNULL
+) -> tuple[int, bytes]:
     """Run argv as `who`; (exit code, at most `max_output` bytes of stdout). The child is killed
     at the timeout: whatever it talks to (a tmux server the agent runs) cannot hold root up."""
-    with subprocess.Popen(list(argv), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          **who.popen_kwargs()) as proc:
+    with subprocess.Popen(
+        list(argv), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, **who.popen_kwargs()
+    ) as proc:
         assert proc.stdout is not None
         try:
             out = _read_bounded(proc, max_output, timeout)
@@ -76,7 +79,8 @@ def _read_bounded(proc: subprocess.Popen[bytes], limit: int, timeout: float) -> 
 
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ)
         while True:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .contract.names import VM
 from .errors import BootFailed
@@ -38,8 +38,7 @@ class Phase:
 Progress = Callable[[str], None]
 
 
-def wait_for_ssh(target_factory: Callable[[], SSHTarget | None], timeout: float,
-                 progress: Progress) -> SSHTarget:
+def wait_for_ssh(target_factory: Callable[[], SSHTarget | None], timeout: float, progress: Progress) -> SSHTarget:
     """Retry until `true` runs over SSH; the target is re-read because a port may appear late."""
     deadline = time.monotonic() + timeout
     delay = 0.5
@@ -57,7 +56,9 @@ def wait_for_ssh(target_factory: Callable[[], SSHTarget | None], timeout: float,
         progress("waiting for SSH")
         time.sleep(delay)
         delay = min(delay * 1.5, 3)
-    raise BootFailed(f"SSH did not answer within {timeout:.0f}s" + (f" ({last_error.splitlines()[-1]})" if last_error else ""))
+    raise BootFailed(
+        f"SSH did not answer within {timeout:.0f}s" + (f" ({last_error.splitlines()[-1]})" if last_error else "")
+    )
 
 
 def follow_cloud_init(target: SSHTarget, timeout: float, progress: Progress) -> list[Phase]:
@@ -126,6 +127,8 @@ def wait_for_session(target: SSHTarget, session: str, timeout: float, progress: 
 
 def relevant_tail(log_lines: list[str], lines: int) -> list[str]:
     """The last lines before cloud-init's closing banner (host keys and tables say nothing)."""
-    end = next((i for i, line in enumerate(log_lines) if line.startswith("Cloud-init v.") and " finished at " in line),
-               len(log_lines))
-    return log_lines[max(0, end - lines):end]
+    end = next(
+        (i for i, line in enumerate(log_lines) if line.startswith("Cloud-init v.") and " finished at " in line),
+        len(log_lines),
+    )
+    return log_lines[max(0, end - lines) : end]

@@ -121,8 +121,10 @@ def validate_web(web: WebSpec) -> WebSpec:
         raise InvalidSpec(f"invalid acme_email {web.acme_email!r}")
     for port in web.preview_ports:
         if not 1024 <= port <= 65535 or port in RESERVED_PORTS:
-            raise InvalidSpec(f"preview port {port} must be 1024-65535 and not one of vmgen's own "
-                              f"({', '.join(map(str, sorted(RESERVED_PORTS)))})")
+            raise InvalidSpec(
+                f"preview port {port} must be 1024-65535 and not one of vmgen's own "
+                f"({', '.join(map(str, sorted(RESERVED_PORTS)))})"
+            )
     return web
 
 
@@ -143,7 +145,7 @@ class WorkspaceSpec:
     watchdog: WatchdogTuning = field(default_factory=WatchdogTuning)
     # A local backup folder the provider shares with the VM (docker), else None.
     local_backup_dir: Path | None = None
-    web: WebSpec = field(default_factory=lambda: WebSpec())
+    web: WebSpec = field(default_factory=WebSpec)
 
     @property
     def repo_dir(self) -> str:
@@ -258,8 +260,12 @@ def _validate_git_url(url: str) -> None:
         raise InvalidSpec(f"invalid repository URL {_short(url)!r}: bad host name")
     if not parts.path.strip("/"):
         raise InvalidSpec(f"invalid repository URL {_short(url)!r}: no repository path")
-    if url.startswith("-") or hostname.startswith("-") or (username or "").startswith("-") \
-            or any(part.startswith("-") for part in parts.path.split("/")):
+    if (
+        url.startswith("-")
+        or hostname.startswith("-")
+        or (username or "").startswith("-")
+        or any(part.startswith("-") for part in parts.path.split("/"))
+    ):
         raise InvalidSpec(f"invalid repository URL {_short(url)!r}: no part may start with '-'")
 
 

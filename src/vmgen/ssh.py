@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO
 
 from .errors import RemoteCommandFailed
 from .providers.base import SSHEndpoint
@@ -25,23 +26,32 @@ class SSHTarget:
     identities: tuple[Path, ...] = ()
 
     @classmethod
-    def for_workspace(cls, endpoint: SSHEndpoint, state: WorkspaceState,
-                      identities: Sequence[Path] = ()) -> "SSHTarget":
+    def for_workspace(cls, endpoint: SSHEndpoint, state: WorkspaceState, identities: Sequence[Path] = ()) -> SSHTarget:
         return cls(endpoint, state.known_hosts, state.host_alias, tuple(identities))
 
     def base_command(self, *, tty: bool = False, connect_timeout: int = 10) -> list[str]:
         command = [
             "ssh",
-            "-p", str(self.endpoint.port),
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", f"HostKeyAlias={self.host_alias}",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "UpdateHostKeys=no",
-            "-o", "BatchMode=yes" if not tty else "BatchMode=no",
-            "-o", f"ConnectTimeout={connect_timeout}",
-            "-o", "ServerAliveInterval=15",
-            "-o", "LogLevel=ERROR",
+            "-p",
+            str(self.endpoint.port),
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            f"HostKeyAlias={self.host_alias}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "UpdateHostKeys=no",
+            "-o",
+            "BatchMode=yes" if not tty else "BatchMode=no",
+            "-o",
+            f"ConnectTimeout={connect_timeout}",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "LogLevel=ERROR",
         ]
         for identity in self.identities:
             command += ["-i", str(identity)]
@@ -55,12 +65,19 @@ def remote(argv: Sequence[str]) -> str:
     return shlex.join(argv)
 
 
-def run(target: SSHTarget, argv: Sequence[str], *, input: bytes | None = None,
-        check: bool = True, timeout: float | None = 120) -> subprocess.CompletedProcess[bytes]:
+def run(
+    target: SSHTarget,
+    argv: Sequence[str],
+    *,
+    input: bytes | None = None,
+    check: bool = True,
+    timeout: float | None = 120,
+) -> subprocess.CompletedProcess[bytes]:
     """Run argv on the workspace and capture its output."""
     result = subprocess.run(
         [*target.base_command(), remote(argv)],
         input=input,
+        check=False,  # checked below, with the remote error in the message
         capture_output=True,
         timeout=timeout,
     )
@@ -76,7 +93,7 @@ def run(target: SSHTarget, argv: Sequence[str], *, input: bytes | None = None,
 def write_file(target: SSHTarget, path: str, content: bytes, mode: str = "600") -> None:
     """Write a file on the workspace from stdin, so its content never appears in any argv."""
     script = (
-        f"umask 077 && mkdir -p \"$(dirname {shlex.quote(path)})\" && "
+        f'umask 077 && mkdir -p "$(dirname {shlex.quote(path)})" && '
         f"cat > {shlex.quote(path)}.tmp && chmod {mode} {shlex.quote(path)}.tmp && "
         f"mv {shlex.quote(path)}.tmp {shlex.quote(path)}"
     )
@@ -97,8 +114,15 @@ def tunnel_command(target: SSHTarget, local_port: int, remote_port: int) -> list
     """ssh forwarding 127.0.0.1:local_port here to 127.0.0.1:remote_port on the workspace."""
     command = target.base_command()
     destination = command.pop()
-    return [*command, "-N", "-o", "ExitOnForwardFailure=yes",
-            "-L", f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}", destination]
+    return [
+        *command,
+        "-N",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-L",
+        f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}",
+        destination,
+    ]
 
 
 def interactive(target: SSHTarget, remote_command: str, tty: bool) -> int:
@@ -110,6 +134,4 @@ def interactive(target: SSHTarget, remote_command: str, tty: bool) -> int:
 def default_identities(home: Path | None = None) -> tuple[Path, ...]:
     """Private keys beside the user's `~/.ssh/*.pub`, passed explicitly so HOME is honoured."""
     ssh_dir = (home or Path.home()) / ".ssh"
-    return tuple(
-        pub.with_suffix("") for pub in sorted(ssh_dir.glob("*.pub")) if pub.with_suffix("").is_file()
-    )
+    return tuple(pub.with_suffix("") for pub in sorted(ssh_dir.glob("*.pub")) if pub.with_suffix("").is_file())

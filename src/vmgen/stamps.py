@@ -27,8 +27,11 @@ class ImageStamp:
     code_ui: str = ""  # CloudCLI, with a domain only
 
     def labels(self, base: str) -> dict[str, str]:
-        return {BAKED_LABEL: "1", BASE_LABEL: label_value(base),
-                **{STAMP_LABEL_PREFIX + step: getattr(self, step) for step in STEPS if getattr(self, step)}}
+        return {
+            BAKED_LABEL: "1",
+            BASE_LABEL: label_value(base),
+            **{STAMP_LABEL_PREFIX + step: getattr(self, step) for step in STEPS if getattr(self, step)},
+        }
 
     @classmethod
     def from_labels(cls, labels: dict[str, str] | None) -> ImageStamp | None:
@@ -36,18 +39,29 @@ class ImageStamp:
         if labels.get(BAKED_LABEL) != "1":
             return None
         try:
-            return cls(**{step: labels[STAMP_LABEL_PREFIX + step] if step not in OPTIONAL_STEPS
-                          else labels.get(STAMP_LABEL_PREFIX + step, "") for step in STEPS})
+            return cls(
+                **{
+                    step: labels[STAMP_LABEL_PREFIX + step]
+                    if step not in OPTIONAL_STEPS
+                    else labels.get(STAMP_LABEL_PREFIX + step, "")
+                    for step in STEPS
+                }
+            )
         except KeyError:
             return None
 
     def differs_from(self, wanted: ImageStamp) -> tuple[str, ...]:
         """The steps a launch wanting `wanted` redoes on an image stamped `self`."""
-        return tuple(step for step in STEPS if getattr(self, step) != getattr(wanted, step)
-                     and (getattr(wanted, step) or step not in OPTIONAL_STEPS))
+        return tuple(
+            step
+            for step in STEPS
+            if getattr(self, step) != getattr(wanted, step) and (getattr(wanted, step) or step not in OPTIONAL_STEPS)
+        )
 
     def describe(self) -> str:
-        return f"{self.agent}, vmgen {self.vmgen}, packages {self.packages}" + (f", {self.code_ui}" if self.code_ui else "")
+        return f"{self.agent}, vmgen {self.vmgen}, packages {self.packages}" + (
+            f", {self.code_ui}" if self.code_ui else ""
+        )
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ Kept apart from launch.py so that commands which only talk to a workspace import
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .agents import AGENT_SESSION
 from .providers import Provider, Workspace
@@ -28,8 +28,9 @@ def target_of(workspace: Workspace | None, identities: tuple[Path, ...]) -> SSHT
     return SSHTarget.for_workspace(workspace.ssh, WorkspaceState(workspace.name), identities)
 
 
-def wait_until_agent_back(provider: Provider, name: str, identities: tuple[Path, ...],
-                          progress: Progress, timeout: float = 300) -> SSHTarget:
+def wait_until_agent_back(
+    provider: Provider, name: str, identities: tuple[Path, ...], progress: Progress, timeout: float = 300
+) -> SSHTarget:
     """After a start: SSH answers and the agent's session is running again."""
     target = wait_for_ssh(lambda: ssh_target(provider, name, identities), timeout, progress)
     wait_for_session(target, AGENT_SESSION, timeout, progress)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from .contract import codec
 from .contract.control import decode_reply
@@ -81,16 +81,15 @@ class SshWorkspaceClient:
         result = run(self.target, ["vmgen", "vmside", "keepalive", "--for", duration, "--reason", reason])
         return result.stdout.decode().strip()
 
-    def _stream(self, argv: list[str], stdin: bytes | None, progress: Progress, timeout: float) -> dict:
+    def _stream(self, argv: list[str], stdin: bytes | None, progress: Progress, timeout: float) -> dict[str, Any]:
         """Run a VM-side command that answers in control-socket lines; the final result."""
         command = [*self.target.base_command(), remote(argv)]
-        with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) as proc:
+        with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
             assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
             if stdin:
                 proc.stdin.write(stdin)
             proc.stdin.close()
-            result: dict | None = None
+            result: dict[str, Any] | None = None
             refused = ""
             for line in proc.stdout:
                 try:

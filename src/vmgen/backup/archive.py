@@ -15,16 +15,27 @@ import os
 import re
 import stat
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 from vmgen.backup.manifest import ArchiveSummary, ExcludeStat
 
 # Regenerable caches and build output; a pattern without "/" matches a name at any depth.
 DEFAULT_EXCLUDES: tuple[str, ...] = (
-    "node_modules", ".cache", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache",
-    ".tox", ".gradle", ".next", "target", "dist", "build",
+    "node_modules",
+    ".cache",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".tox",
+    ".gradle",
+    ".next",
+    "target",
+    "dist",
+    "build",
 )
 COPY_CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
@@ -54,7 +65,8 @@ class Excludes:
         for (regex, listed), target in ((self._by_name, name), (self._by_path, rel)):
             hit = regex.match(target) if regex else None
             if hit:
-                return listed[int(hit.lastgroup[1:])]  # type: ignore[index]
+                assert hit.lastgroup is not None, "every alternative is a named group"
+                return listed[int(hit.lastgroup[1:])]
         return None
 
 
@@ -86,8 +98,16 @@ class _Tally:
     def freeze(self, patterns: tuple[str, ...]) -> ArchiveSummary:
         # Only patterns that removed something: the summary says what a restore will lack.
         excluded = tuple(ExcludeStat(p, *self.excluded[p]) for p in patterns if p in self.excluded)
-        return ArchiveSummary(self.files, self.dirs, self.symlinks, self.hardlinks, self.file_bytes,
-                              excluded, tuple(self.skipped), self.skipped_count)
+        return ArchiveSummary(
+            self.files,
+            self.dirs,
+            self.symlinks,
+            self.hardlinks,
+            self.file_bytes,
+            excluded,
+            tuple(self.skipped),
+            self.skipped_count,
+        )
 
 
 def _du(path: str, st: os.stat_result) -> tuple[int, int]:
@@ -127,24 +147,58 @@ def _field(text: str, width: int) -> bytes:
     return raw + b"\0" * (width - len(raw))
 
 
-def header(name: str, kind: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
-           linkname: str = "", uname: str = "", gname: str = "") -> bytes:
+def header(
+    name: str,
+    kind: bytes,
+    mode: int,
+    uid: int,
+    gid: int,
+    size: int,
+    mtime: int,
+    linkname: str = "",
+    uname: str = "",
+    gname: str = "",
+) -> bytes:
     """One member's header block(s), as tarfile writes them in PAX format."""
     if kind == tarfile.DIRTYPE and not name.endswith("/"):
         name += "/"
-    simple = (len(name) <= 100 and len(linkname) <= 100 and len(uname) < 32 and len(gname) < 32
-              and (name + linkname + uname + gname).isascii() and 0 <= size < 8 ** 11
-              and 0 <= mtime < 8 ** 11 and 0 <= uid < 8 ** 7 and 0 <= gid < 8 ** 7)
+    simple = (
+        len(name) <= 100
+        and len(linkname) <= 100
+        and len(uname) < 32
+        and len(gname) < 32
+        and (name + linkname + uname + gname).isascii()
+        and 0 <= size < 8**11
+        and 0 <= mtime < 8**11
+        and 0 <= uid < 8**7
+        and 0 <= gid < 8**7
+    )
     if not simple:  # long or non-ASCII names, huge values: tarfile adds a PAX extended header
         info = tarfile.TarInfo(name)
         info.type, info.mode, info.uid, info.gid, info.size, info.mtime = kind, mode, uid, gid, size, mtime
         info.linkname, info.uname, info.gname = linkname, uname, gname
         return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-    block = bytearray(b"".join((
-        _field(name, 100), _octal(mode & 0o7777, 8), _octal(uid, 8), _octal(gid, 8),
-        _octal(size, 12), _octal(mtime, 12), b" " * 8, kind, _field(linkname, 100),
-        tarfile.POSIX_MAGIC, _field(uname, 32), _field(gname, 32), b"\0" * 8, b"\0" * 8,
-        b"\0" * 167)))
+    block = bytearray(
+        b"".join(
+            (
+                _field(name, 100),
+                _octal(mode & 0o7777, 8),
+                _octal(uid, 8),
+                _octal(gid, 8),
+                _octal(size, 12),
+                _octal(mtime, 12),
+                b" " * 8,
+                kind,
+                _field(linkname, 100),
+                tarfile.POSIX_MAGIC,
+                _field(uname, 32),
+                _field(gname, 32),
+                b"\0" * 8,
+                b"\0" * 8,
+                b"\0" * 167,
+            )
+        )
+    )
     block[148:156] = b"%06o\0 " % sum(block)  # checksum over the block with the field blank
     return bytes(block)
 
@@ -262,8 +316,18 @@ class TreeWriter:
         return short
 
     def _header(self, rel: str, st: os.stat_result, kind: bytes, size: int = 0, linkname: str = "") -> bytes:
-        return header(rel, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, size,
-                      int(st.st_mtime), linkname, self._name("u", st.st_uid), self._name("g", st.st_gid))
+        return header(
+            rel,
+            kind,
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            st.st_gid,
+            size,
+            int(st.st_mtime),
+            linkname,
+            self._name("u", st.st_uid),
+            self._name("g", st.st_gid),
+        )
 
     def _name(self, kind: str, ident: int) -> str:
         key = (kind, ident)
@@ -271,6 +335,7 @@ class TreeWriter:
             try:
                 import grp
                 import pwd
+
                 self._names[key] = pwd.getpwuid(ident).pw_name if kind == "u" else grp.getgrgid(ident).gr_name
             except (KeyError, ImportError):
                 self._names[key] = ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyrage
@@ -52,18 +52,17 @@ def generate_identity() -> tuple[str, str]:
     """(identity file text as age-keygen writes it, recipient 'age1...')."""
     ident = pyrage.x25519.Identity.generate()
     recipient = str(ident.to_public())
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     text = f"# created: {created}\n# public key: {recipient}\n{ident}\n"
     return text, recipient
 
 
 def parse_identity(text: str) -> Identity:
     """The first AGE-SECRET-KEY line of an identity file (comments and blanks are allowed)."""
-    for line in text.splitlines():
-        line = line.strip()
+    for line in map(str.strip, text.splitlines()):
         if line.startswith(_SECRET_PREFIX):
             identity = Identity(line)
-            identity.recipient  # validates
+            _ = identity.recipient  # deriving it validates the key
             return identity
     raise IdentityError("no AGE-SECRET-KEY-1 line in the identity text")
 
@@ -76,8 +75,7 @@ def check_recipient(recipient: str) -> str:
     return recipient
 
 
-def save_identity(path: Path | str, text: str, passphrase: str | None = None,
-                  overwrite: bool = False) -> None:
+def save_identity(path: Path | str, text: str, passphrase: str | None = None, overwrite: bool = False) -> None:
     """Write the identity 0600, atomically; optionally sealed with a passphrase (age scrypt)."""
     path = Path(path)
     parse_identity(text)
@@ -127,6 +125,7 @@ def load_identity(path: Path | str, passphrase: str | None = None) -> Identity:
 # so pyrage's encrypt_file/decrypt_file copy between them entirely in Rust. (pyrage's
 # encrypt_io/decrypt_io also stream, but call back into Python for every 8 KiB and so queue for
 # the GIL behind any Python stage sharing the process.)
+
 
 def encrypt_stdio(recipient: str) -> None:
     rec = pyrage.x25519.Recipient.from_str(check_recipient(recipient))

@@ -11,10 +11,12 @@ most QUEUED_BATCHES of them waiting."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 BATCH_OPS = 256
 BATCH_BYTES = 4 << 20
@@ -89,10 +91,8 @@ class DiskWriter:
                 self._queue.put_nowait(None)
                 break
             except queue.Full:
-                try:
+                with contextlib.suppress(queue.Empty):
                     self._queue.get_nowait()
-                except queue.Empty:
-                    pass
         self._thread.join()
 
     def _add(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -116,7 +116,7 @@ class DiskWriter:
             try:
                 for fn, args in batch:
                     fn(*args)
-            except BaseException as e:
+            except BaseException as e:  # noqa: BLE001 - the parsing thread raises it
                 self.error = e
         if self._fd >= 0:
             os.close(self._fd)
@@ -129,7 +129,7 @@ class DiskWriter:
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[os.write(self._fd, view) :]
 
     def _close(self, mode: int, mtime: int) -> None:
         fd, self._fd = self._fd, -1

@@ -8,11 +8,14 @@ import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING
 
 from vmgen.backup.diskwriter import DiskWriter
 from vmgen.backup.manifest import ArchiveError
 from vmgen.backup.tarstream import TarReader
+
+if TYPE_CHECKING:
+    from vmgen.backup.store import Readable
 
 COPY_CHUNK = 1 << 20
 
@@ -66,7 +69,7 @@ class _Member:
     mtime: int
 
 
-def extract_stream(src: BinaryIO, dest: Path) -> int:
+def extract_stream(src: Readable, dest: Path) -> int:
     """Extract a tar stream into `dest`, a new empty directory; returns the member count.
 
     Members are written with a few plain syscalls each (TarFile.extract costs ~10 per file:
@@ -161,7 +164,9 @@ def keep_current(target: Path, staging: Path, keep: list[str]) -> None:
         dest = staging / rel
         dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         dest.unlink(missing_ok=True)
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, stat.S_IMODE(st.st_mode))
+        fd = os.open(
+            dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, stat.S_IMODE(st.st_mode)
+        )
         with os.fdopen(fd, "wb") as out:
             out.write(content)
 

@@ -9,7 +9,7 @@ import json
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from vmgen.errors import UsageError, VmgenError
@@ -26,6 +26,7 @@ _WORKSPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 # ----- errors: one class per way a backup or restore can fail, each message one line -----
+
 
 class BackupError(VmgenError):
     """Base of every backup/restore failure."""
@@ -105,8 +106,9 @@ class RestoreTargetNotEmpty(UsageError):
 
 # ----- ids and keys -----
 
+
 def new_backup_id(now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
@@ -149,6 +151,7 @@ def parse_key(key: str) -> tuple[str, str, str] | None:
 
 
 # ----- the manifest -----
+
 
 @dataclass(frozen=True)
 class ExcludeStat:
@@ -206,8 +209,10 @@ class Manifest:
         try:
             raw: dict[str, Any] = json.loads(data)
             if raw.get("format_version") != FORMAT_VERSION:
-                raise ManifestInvalid(f"manifest {where} has format_version "
-                                      f"{raw.get('format_version')!r}; this vmgen reads {FORMAT_VERSION}")
+                raise ManifestInvalid(
+                    f"manifest {where} has format_version "
+                    f"{raw.get('format_version')!r}; this vmgen reads {FORMAT_VERSION}"
+                )
             summary = dict(raw.pop("summary", {}))
             summary["excluded"] = tuple(ExcludeStat(**e) for e in summary.get("excluded", ()))
             summary["skipped"] = tuple(summary.get("skipped", ()))
@@ -220,13 +225,15 @@ class Manifest:
 
 # ----- listing and retention -----
 
+
 def read_manifest(store: Store, workspace: str, backup_id: str) -> Manifest:
     key = manifest_key(workspace, backup_id)
     try:
         data = store.get_bytes(key)
     except ObjectNotFound as e:
-        raise ManifestNotFound(f"no manifest for backup {backup_id} of workspace {workspace!r} "
-                               "(it does not exist or never completed)") from e
+        raise ManifestNotFound(
+            f"no manifest for backup {backup_id} of workspace {workspace!r} (it does not exist or never completed)"
+        ) from e
     return Manifest.from_json(data, key)
 
 
@@ -234,8 +241,7 @@ def list_backups(store: Store, workspace: str | None = None) -> list[Manifest]:
     """Completed backups (those with a manifest), oldest first."""
     prefix = workspace_prefix(workspace) if workspace else "ws/"
     found = [parse_key(k) for k in store.list_keys(prefix)]
-    return [read_manifest(store, ws, bid) for ws, bid, kind in sorted(filter(None, found))
-            if kind == "manifest"]
+    return [read_manifest(store, ws, bid) for ws, bid, kind in sorted(filter(None, found)) if kind == "manifest"]
 
 
 def latest_backup(store: Store, workspace: str) -> Manifest:
@@ -258,8 +264,7 @@ def apply_retention(store: Store, workspace: str, keep_last: int, protect: str |
     complete = sorted(b for b, kinds in entries.items() if "manifest" in kinds)
     keep = set(complete[-keep_last:]) | {protect}
     oldest_kept = min(complete[-keep_last:], default="")
-    doomed = [b for b in sorted(entries) if b not in keep
-              and ("manifest" in entries[b] or b < oldest_kept)]
+    doomed = [b for b in sorted(entries) if b not in keep and ("manifest" in entries[b] or b < oldest_kept)]
     for backup_id in doomed:
         # Manifest first: a crash in between leaves an orphan object, never a dangling manifest.
         store.delete(manifest_key(workspace, backup_id))

@@ -12,21 +12,33 @@ mean what they mean to the agent, not to root. What such a stage reports is chec
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO, TypeGuard
 
 import vmgen
-from vmgen.backup import archive, crypto, stages
-from vmgen.backup import manifest as model
+from vmgen.backup import archive, crypto, manifest as model, stages
 from vmgen.backup.manifest import (
-    ArchiveError, ArchiveSummary, BackupError, DigestMismatch, ExcludeStat, InvalidBackupRequest, Manifest,
-    ObjectNotFound, ObjectTruncated, RestoreTargetNotEmpty, SizeMismatch, UploadVerifyFailed, WrongIdentity,
+    ArchiveError,
+    ArchiveSummary,
+    BackupError,
+    DigestMismatch,
+    ExcludeStat,
+    InvalidBackupRequest,
+    Manifest,
+    ObjectNotFound,
+    ObjectTruncated,
+    RestoreTargetNotEmpty,
+    SizeMismatch,
+    UploadVerifyFailed,
+    WrongIdentity,
 )
 from vmgen.backup.store import Store
 from vmgen.privileges import RunAs
@@ -36,12 +48,14 @@ CHUNK = stages.CHUNK
 
 # ----- backup -----
 
+
 class _CiphertextReader:
     """What the store reads: the age stream, hashed and counted. At EOF it waits for the
     stages and raises their error, so an upload whose producer failed is never completed."""
 
     def __init__(self, fd: int, running: list[stages.Stage], stall: _StallGuard) -> None:
-        self.src, self.running, self.stall = open(fd, "rb", buffering=CHUNK), running, stall
+        # The upload's caller closes src once the store is done reading.
+        self.src, self.running, self.stall = open(fd, "rb", buffering=CHUNK), running, stall  # noqa: SIM115
         self.sha256, self.count = hashlib.sha256(), 0
 
     def read(self, n: int = -1) -> bytes:
@@ -87,10 +101,17 @@ class _StallGuard(threading.Thread):
             raise BackupError(f"the backup stalled: no data for {self.seconds:.0f}s; stopped")
 
 
-def create_backup(root: Path | str, store: Store, workspace: str, recipient: str,
-                  excludes: Iterable[str] = archive.DEFAULT_EXCLUDES, keep_last: int | None = None,
-                  backup_id: str | None = None, run_as: RunAs | None = None,
-                  stall_seconds: float = 600) -> Manifest:
+def create_backup(
+    root: Path | str,
+    store: Store,
+    workspace: str,
+    recipient: str,
+    excludes: Iterable[str] = archive.DEFAULT_EXCLUDES,
+    keep_last: int | None = None,
+    backup_id: str | None = None,
+    run_as: RunAs | None = None,
+    stall_seconds: float = 600,
+) -> Manifest:
     """Archive `root` into `store`, reading it as `run_as` (default: as we are). The manifest that
     makes the backup count is written only after the stored object was read back and matched
     what was sent."""
@@ -100,13 +121,16 @@ def create_backup(root: Path | str, store: Store, workspace: str, recipient: str
     crypto.check_recipient(recipient)
     backup_id = model.check_backup_id(backup_id or model.new_backup_id())
     key = model.object_key(workspace, backup_id)
-    created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created_at = datetime.now(UTC).isoformat(timespec="seconds")
     tar_r, tar_w = stages.pipe()
     age_r, age_w = stages.pipe()
     running: list[stages.Stage] = []
     try:
-        running.append(stages.spawn("tar", {"root": str(root), "excludes": list(excludes)}, subprocess.DEVNULL, tar_w,
-                                    run_as=run_as))
+        running.append(
+            stages.spawn(
+                "tar", {"root": str(root), "excludes": list(excludes)}, subprocess.DEVNULL, tar_w, run_as=run_as
+            )
+        )
         running.append(stages.spawn("encrypt", {"recipient": recipient}, tar_r, age_w))
     except BaseException:
         stages.finish(running, failed=True)
@@ -120,7 +144,7 @@ def create_backup(root: Path | str, store: Store, workspace: str, recipient: str
     reader = _CiphertextReader(age_r, running, stall)
     failed = True
     try:
-        sent = store.put_stream(key, reader)  # type: ignore[arg-type]
+        sent = store.put_stream(key, reader)
         failed = False
     finally:
         reader.src.close()
@@ -133,10 +157,17 @@ def create_backup(root: Path | str, store: Store, workspace: str, recipient: str
     _verify_stored(store, key, reader.count, digest)
     summary, plaintext_bytes, compressed_bytes = _tar_report(running[0].result)
     manifest = Manifest(
-        workspace=workspace, backup_id=backup_id, created_at=created_at,
-        plaintext_bytes=plaintext_bytes, compressed_bytes=compressed_bytes,
-        ciphertext_bytes=reader.count, sha256=digest, recipient=recipient,
-        summary=summary, vmgen_version=vmgen.__version__)
+        workspace=workspace,
+        backup_id=backup_id,
+        created_at=created_at,
+        plaintext_bytes=plaintext_bytes,
+        compressed_bytes=compressed_bytes,
+        ciphertext_bytes=reader.count,
+        sha256=digest,
+        recipient=recipient,
+        summary=summary,
+        vmgen_version=vmgen.__version__,
+    )
     store.put_bytes(manifest.manifest_key, manifest.to_json())
     if keep_last is not None:
         model.apply_retention(store, workspace, keep_last, protect=backup_id)
@@ -152,17 +183,28 @@ def _tar_report(raw: Any) -> tuple[ArchiveSummary, int, int]:
             raise DocumentError("not an object")
         summary = from_value(ArchiveSummary, raw.get("summary"), "the tar stage's summary", strict=False)
         plain, compressed = raw.get("plaintext_bytes"), raw.get("compressed_bytes")
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (plain, compressed)):
+        if not (_is_size(plain) and _is_size(compressed)):
             raise DocumentError("sizes must be non-negative integers")
     except DocumentError as exc:
         raise ArchiveError(f"the tar stage reported nonsense ({exc})") from None
     summary = ArchiveSummary(
-        files=max(0, summary.files), dirs=max(0, summary.dirs), symlinks=max(0, summary.symlinks),
-        hardlinks=max(0, summary.hardlinks), file_bytes=max(0, summary.file_bytes),
-        excluded=tuple(ExcludeStat(e.pattern[:200], max(0, e.entries), max(0, e.files), max(0, e.bytes))
-                       for e in summary.excluded[:100]),
-        skipped=tuple(s[:300] for s in summary.skipped[:50]), skipped_count=max(0, summary.skipped_count))
-    return summary, plain, compressed  # type: ignore[return-value]
+        files=max(0, summary.files),
+        dirs=max(0, summary.dirs),
+        symlinks=max(0, summary.symlinks),
+        hardlinks=max(0, summary.hardlinks),
+        file_bytes=max(0, summary.file_bytes),
+        excluded=tuple(
+            ExcludeStat(e.pattern[:200], max(0, e.entries), max(0, e.files), max(0, e.bytes))
+            for e in summary.excluded[:100]
+        ),
+        skipped=tuple(s[:300] for s in summary.skipped[:50]),
+        skipped_count=max(0, summary.skipped_count),
+    )
+    return summary, plain, compressed
+
+
+def _is_size(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _verify_stored(store: Store, key: str, size: int, digest: str) -> None:
@@ -173,15 +215,25 @@ def _verify_stored(store: Store, key: str, size: int, digest: str) -> None:
             sha.update(data)
             count += len(data)
     if count != size or sha.hexdigest() != digest:
-        raise UploadVerifyFailed(f"{key} read back as {count} bytes sha256 {sha.hexdigest()[:16]}..., "
-                                 f"sent {size} bytes sha256 {digest[:16]}...")
+        raise UploadVerifyFailed(
+            f"{key} read back as {count} bytes sha256 {sha.hexdigest()[:16]}..., "
+            f"sent {size} bytes sha256 {digest[:16]}..."
+        )
 
 
 # ----- restore -----
 
-def restore_backup(store: Store, workspace: str, backup_id: str | None, identity: crypto.Identity,
-                   target: Path | str, merge: bool = False, keep: Iterable[str] = (),
-                   run_as: RunAs | None = None) -> Manifest:
+
+def restore_backup(
+    store: Store,
+    workspace: str,
+    backup_id: str | None,
+    identity: crypto.Identity,
+    target: Path | str,
+    merge: bool = False,
+    keep: Iterable[str] = (),
+    run_as: RunAs | None = None,
+) -> Manifest:
     """Download, verify, decrypt and extract a backup (the latest if backup_id is None) into
     `target`, in one streaming pass into a staging directory (inside `target` when merging into
     it, else beside it). The staged tree is moved into place only once the downloaded object's
@@ -190,11 +242,14 @@ def restore_backup(store: Store, workspace: str, backup_id: str | None, identity
     in the first place.) Extraction, and everything written below `target`, runs as `run_as`;
     the files named in `keep` (relative paths) stay as they are in `target`."""
     target = Path(target).absolute()
-    manifest = (model.latest_backup(store, workspace) if backup_id is None
-                else model.read_manifest(store, workspace, backup_id))
+    manifest = (
+        model.latest_backup(store, workspace) if backup_id is None else model.read_manifest(store, workspace, backup_id)
+    )
     if identity.recipient != manifest.recipient:
-        raise WrongIdentity(f"backup {manifest.backup_id} was encrypted to {manifest.recipient}, "
-                            f"not to this identity ({identity.recipient})")
+        raise WrongIdentity(
+            f"backup {manifest.backup_id} was encrypted to {manifest.recipient}, "
+            f"not to this identity ({identity.recipient})"
+        )
     _check_stored_size(store, manifest)
     if not merge and target.exists() and any(target.iterdir()):
         raise RestoreTargetNotEmpty(f"restore target {target} is not empty")
@@ -206,16 +261,25 @@ def _check_stored_size(store: Store, manifest: Manifest) -> None:
     """Cheap early refusal, before downloading anything."""
     size, want = store.size(manifest.object_key), manifest.ciphertext_bytes
     if size is None:
-        raise ObjectNotFound(f"backup {manifest.backup_id} has a manifest but its object "
-                             f"{manifest.object_key} is missing from {store.describe()}")
+        raise ObjectNotFound(
+            f"backup {manifest.backup_id} has a manifest but its object "
+            f"{manifest.object_key} is missing from {store.describe()}"
+        )
     if size < want:
         raise ObjectTruncated(f"backup {manifest.backup_id} is truncated: {size} of {want} bytes")
     if size != want:
         raise SizeMismatch(f"backup {manifest.backup_id} is {size} bytes, its manifest says {want}")
 
 
-def _download_and_extract(store: Store, manifest: Manifest, identity: crypto.Identity, target: Path,
-                          merge: bool, keep: list[str], run_as: RunAs | None) -> None:
+def _download_and_extract(
+    store: Store,
+    manifest: Manifest,
+    identity: crypto.Identity,
+    target: Path,
+    merge: bool,
+    keep: list[str],
+    run_as: RunAs | None,
+) -> None:
     age_r, age_w = stages.pipe()
     tar_r, tar_w = stages.pipe()
     go_r, go_w = os.pipe()  # "1" once everything is verified: the untar stage moves its tree in
@@ -225,9 +289,16 @@ def _download_and_extract(store: Store, manifest: Manifest, identity: crypto.Ide
     running: list[stages.Stage] = []
     try:
         running.append(stages.spawn("decrypt", {"secret_fd": secret_r}, age_r, tar_w, pass_fds=(secret_r,)))
-        running.append(stages.spawn(
-            "untar", {"target": str(target), "merge": merge, "keep": keep, "backup_id": manifest.backup_id,
-                      "go_fd": go_r}, tar_r, subprocess.DEVNULL, pass_fds=(go_r,), run_as=run_as))
+        running.append(
+            stages.spawn(
+                "untar",
+                {"target": str(target), "merge": merge, "keep": keep, "backup_id": manifest.backup_id, "go_fd": go_r},
+                tar_r,
+                subprocess.DEVNULL,
+                pass_fds=(go_r,),
+                run_as=run_as,
+            )
+        )
     except BaseException:
         stages.finish(running, failed=True)
         os.close(age_w)
@@ -238,7 +309,7 @@ def _download_and_extract(store: Store, manifest: Manifest, identity: crypto.Ide
             os.close(fd)
     decrypt, untar = running
     sha, count, feeding = hashlib.sha256(), 0, True
-    feed = open(age_w, "wb", buffering=CHUNK)
+    feed = open(age_w, "wb", buffering=CHUNK)  # noqa: SIM115 - _feed(feed, None) closes it, in the finally below
     try:
         try:
             with store.get_stream(manifest.object_key) as body:
@@ -251,17 +322,18 @@ def _download_and_extract(store: Store, manifest: Manifest, identity: crypto.Ide
             _feed(feed, None)  # end of input: decrypt finishes (or fails on a short stream)
             decrypt.join()
         if count < manifest.ciphertext_bytes:
-            raise ObjectTruncated(f"backup {manifest.backup_id}: the download ended after {count} of "
-                                  f"{manifest.ciphertext_bytes} bytes")
+            raise ObjectTruncated(
+                f"backup {manifest.backup_id}: the download ended after {count} of {manifest.ciphertext_bytes} bytes"
+            )
         if count != manifest.ciphertext_bytes or sha.hexdigest() != manifest.sha256:
-            raise DigestMismatch(f"backup {manifest.backup_id} is damaged: its sha256 "
-                                 f"{sha.hexdigest()[:16]}... is not the manifest's {manifest.sha256[:16]}...")
+            raise DigestMismatch(
+                f"backup {manifest.backup_id} is damaged: its sha256 "
+                f"{sha.hexdigest()[:16]}... is not the manifest's {manifest.sha256[:16]}..."
+            )
         if decrypt.error is not None:
             raise decrypt.error
-        try:
+        with contextlib.suppress(BrokenPipeError):  # the untar stage already failed: its error follows
             os.write(go_w, b"1")
-        except BrokenPipeError:
-            pass  # the untar stage already failed: its error follows
     finally:
         # Without the "1", the untar stage throws its staged tree away and nothing moves in.
         os.close(go_w)

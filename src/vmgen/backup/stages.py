@@ -12,6 +12,7 @@ like any other input from the agent's side."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -20,17 +21,20 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import zstandard
 
 import vmgen
-from vmgen.backup import archive, crypto, extract
-from vmgen.backup import manifest as model
+from vmgen.backup import archive, crypto, extract, manifest as model
 from vmgen.backup.manifest import BackupError
 from vmgen.privileges import RunAs
+
+if TYPE_CHECKING:
+    from vmgen.backup.store import Readable
 
 CHUNK = 1 << 20
 ZSTD_LEVEL = 3  # what `zstd` does by default
@@ -41,10 +45,9 @@ REPORT_MAX = 1 << 20  # a report is a few KiB; a child the agent controls may se
 
 def pipe() -> tuple[int, int]:
     r, w = os.pipe()
-    try:  # 1 MiB instead of 64 KiB: fewer context switches between stages, still bounded
+    # 1 MiB instead of 64 KiB: fewer context switches between stages, still bounded.
+    with contextlib.suppress(OSError):
         fcntl.fcntl(w, _F_SETPIPE_SZ, CHUNK)
-    except OSError:
-        pass
     return r, w
 
 
@@ -95,8 +98,14 @@ def root_error(stages: Iterable[Stage]) -> BaseException | None:
     return next((e for e in errors if not isinstance(e, BrokenPipeError)), errors[0] if errors else None)
 
 
-def spawn(kind: str, params: dict[str, Any], stdin: int, stdout: int,
-          pass_fds: tuple[int, ...] = (), run_as: RunAs | None = None) -> Stage:
+def spawn(
+    kind: str,
+    params: dict[str, Any],
+    stdin: int,
+    stdout: int,
+    pass_fds: tuple[int, ...] = (),
+    run_as: RunAs | None = None,
+) -> Stage:
     report_r, report_w = os.pipe()
     # The child must import this very vmgen, whether installed, editable or from a source tree.
     package_root = str(Path(vmgen.__file__).resolve().parents[1])
@@ -109,10 +118,14 @@ def spawn(kind: str, params: dict[str, Any], stdin: int, stdout: int,
     try:
         proc = subprocess.Popen(
             [sys.executable, "-c", _CHILD_ENTRY, kind, json.dumps(dict(params, report_fd=report_w))],
-            stdin=stdin, stdout=stdout, pass_fds=(report_w, *pass_fds), **options)
+            stdin=stdin,
+            stdout=stdout,
+            pass_fds=(report_w, *pass_fds),
+            **options,
+        )
     finally:
         os.close(report_w)
-    stage = Stage(kind, proc, open(report_r, "rb"))
+    stage = Stage(kind, proc, open(report_r, "rb"))  # noqa: SIM115 - the stage closes it when it ends
     stage.start()
     return stage
 
@@ -127,15 +140,16 @@ def finish(stages: list[Stage], failed: bool) -> None:
 
 # ----- the children -----
 
+
 def child_main(args: list[str]) -> None:
     kind, params = args[0], json.loads(args[1])
     with os.fdopen(params["report_fd"], "w") as report:
         try:
             result = _JOBS[kind](params)
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - whatever it is, the parent learns it from the report
             report.write(json.dumps({"ok": False, "type": type(e).__name__, "message": str(e)}))
             report.flush()
-            raise SystemExit(1)
+            raise SystemExit(1) from None
         report.write(json.dumps({"ok": True, "result": result}))
 
 
@@ -144,8 +158,9 @@ def _job_tar(params: dict[str, Any]) -> dict[str, Any]:
         compressed = archive.CountingWriter(out)
         # threads=1: compression runs on a zstd worker thread beside the Python tar code.
         cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=1)
-        with cctx.stream_writer(compressed, closefd=False, write_size=CHUNK) as z:
-            summary, plain = archive.write_tree(Path(params["root"]), z, params["excludes"])  # type: ignore[arg-type]
+        # zstandard's type hints ask for an IO[bytes]; the writer only calls write() (and flush() if any).
+        with cctx.stream_writer(compressed, closefd=False, write_size=CHUNK) as z:  # type: ignore[arg-type]
+            summary, plain = archive.write_tree(Path(params["root"]), z, params["excludes"])
     return {"summary": asdict(summary), "plaintext_bytes": plain, "compressed_bytes": compressed.count}
 
 
@@ -177,19 +192,21 @@ def _job_untar(params: dict[str, Any]) -> int:
 
 
 def _extract_stdin(dest: Path) -> int:
-    with open(0, "rb", buffering=0) as src:
-        with zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, closefd=False) as z:
-            # Decompression (GIL released) runs on a thread ahead of the Python tar code, like
-            # `zstd -d | tar -x`.
-            ahead = _ReadAhead(z)
-            try:
-                count = extract.extract_stream(ahead, dest)  # type: ignore[arg-type]
-                while ahead.read(CHUNK):  # the tar end padding: drain so age can finish cleanly
-                    pass
-            except zstandard.ZstdError as e:
-                raise model.ArchiveError(f"the archive is not a valid zstd stream: {e}") from e
-            finally:
-                ahead.close()
+    with (
+        open(0, "rb", buffering=0) as src,
+        zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, closefd=False) as z,
+    ):
+        # Decompression (GIL released) runs on a thread ahead of the Python tar code, like
+        # `zstd -d | tar -x`.
+        ahead = _ReadAhead(z)
+        try:
+            count = extract.extract_stream(ahead, dest)
+            while ahead.read(CHUNK):  # the tar end padding: drain so age can finish cleanly
+                pass
+        except zstandard.ZstdError as e:
+            raise model.ArchiveError(f"the archive is not a valid zstd stream: {e}") from e
+        finally:
+            ahead.close()
     return count
 
 
@@ -197,7 +214,7 @@ class _ReadAhead:
     """Reads `src` on a thread into a small bounded queue (4 chunks of 1 MiB). read() hands
     out those chunks as they are, without copying them into a buffer."""
 
-    def __init__(self, src: Any) -> None:
+    def __init__(self, src: Readable) -> None:
         self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=4)
         self._left = b""
         self._eof = False
@@ -205,14 +222,14 @@ class _ReadAhead:
         self._thread = threading.Thread(target=self._fill, args=(src,), daemon=True)
         self._thread.start()
 
-    def _fill(self, src: Any) -> None:
+    def _fill(self, src: Readable) -> None:
         try:
             while not self._stop.is_set():
                 data = src.read(CHUNK)
                 self._chunks.put(data)
                 if not data:
                     return
-        except BaseException as e:  # handed to the reader, raised on its thread
+        except BaseException as e:  # noqa: BLE001 - handed to the reader, raised on its thread
             self._chunks.put(e)
 
     def read(self, n: int) -> bytes:
@@ -233,10 +250,8 @@ class _ReadAhead:
         # Unblock a filler waiting on a full queue; it is a daemon thread of a child process
         # that is about to exit, so it is not joined (it may be blocked reading stdin).
         self._stop.set()
-        try:
+        with contextlib.suppress(queue.Empty):
             self._chunks.get_nowait()
-        except queue.Empty:
-            pass
 
 
 _JOBS = {"tar": _job_tar, "encrypt": _job_encrypt, "decrypt": _job_decrypt, "untar": _job_untar}

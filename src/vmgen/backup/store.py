@@ -3,26 +3,49 @@ production). Both take the same keys (`ws/<name>/<id>.tar.zst.age`, `ws/<name>/<
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Protocol, TypeVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol, Self, TypeVar
 
 from vmgen.backup.manifest import ObjectNotFound, StoreError, StoreUnreachable
+
+if TYPE_CHECKING:
+    from botocore.response import StreamingBody
 
 COPY_CHUNK = 1 << 20
 MIB = 1 << 20
 T = TypeVar("T")
 
 
+class Readable(Protocol):
+    """A byte stream read in chunks until it returns b"": a file, a pipe, a pipeline stage."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+class Download(Protocol):
+    """An object as a store hands it out: read it (to the end with -1), then close it."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /
+    ) -> None: ...
+
+
 class Store(Protocol):
     def describe(self) -> str: ...
-    def put_stream(self, key: str, src: BinaryIO) -> int: ...
-    def get_stream(self, key: str) -> BinaryIO: ...
+    def put_stream(self, key: str, src: Readable) -> int: ...
+    def get_stream(self, key: str) -> Download: ...
     def size(self, key: str) -> int | None: ...
     def list_keys(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...
@@ -38,7 +61,7 @@ def _check_key(key: str) -> str:
     return key
 
 
-def read_full(src: BinaryIO, size: int) -> bytearray:
+def read_full(src: Readable, size: int) -> bytearray:
     """Up to `size` bytes, fewer only at EOF, into one preallocated buffer (no join copies)."""
     buf = bytearray(size)
     view, got = memoryview(buf), 0
@@ -46,7 +69,7 @@ def read_full(src: BinaryIO, size: int) -> bytearray:
         data = src.read(min(COPY_CHUNK, size - got))
         if not data:
             break
-        view[got:got + len(data)] = data
+        view[got : got + len(data)] = data
         got += len(data)
     view.release()
     del buf[got:]
@@ -69,7 +92,7 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
 
-    def put_stream(self, key: str, src: BinaryIO) -> int:
+    def put_stream(self, key: str, src: Readable) -> int:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
@@ -90,6 +113,7 @@ class LocalStore:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         import io
+
         self.put_stream(key, io.BytesIO(data))
 
     def get_stream(self, key: str) -> BinaryIO:
@@ -146,7 +170,7 @@ class S3Settings:
     max_backoff: float = 8.0
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
-    addressing_style: str = "path"
+    addressing_style: Literal["auto", "virtual", "path"] = "path"
 
 
 class S3Store:
@@ -172,9 +196,12 @@ class S3Store:
             max_pool_connections=max(10, settings.max_buffered_parts + 2),
         )
         self.client = boto3.session.Session().client(
-            "s3", endpoint_url=settings.endpoint_url, config=config,
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            config=config,
             aws_access_key_id=settings.access_key_id,
-            aws_secret_access_key=settings.secret_access_key)
+            aws_secret_access_key=settings.secret_access_key,
+        )
 
     def describe(self) -> str:
         where = self.settings.endpoint_url or "AWS"
@@ -193,7 +220,7 @@ class S3Store:
             except ClientError as e:
                 code = str(e.response.get("Error", {}).get("Code", ""))
                 status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-                if status in (404,) or code in ("NoSuchKey", "NotFound", "NoSuchUpload"):
+                if status == 404 or code in ("NoSuchKey", "NotFound", "NoSuchUpload"):
                     raise ObjectNotFound(f"{what}: not found in {self.describe()}") from e
                 retryable = status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout")
                 if not retryable or attempt == self.settings.attempts:
@@ -201,8 +228,9 @@ class S3Store:
                     raise StoreError(f"{what} failed on {self.describe()}: {code or status} {msg}".rstrip()) from e
             except (BotoCoreError, OSError) as e:
                 if attempt == self.settings.attempts:
-                    raise StoreUnreachable(f"{what}: cannot reach {self.describe()} after "
-                                           f"{attempt} attempts: {e}") from e
+                    raise StoreUnreachable(
+                        f"{what}: cannot reach {self.describe()} after {attempt} attempts: {e}"
+                    ) from e
             time.sleep(min(delay, self.settings.max_backoff))  # backoff, not synchronisation
             delay *= 2
         raise AssertionError("unreachable")
@@ -214,9 +242,9 @@ class S3Store:
         with self.get_stream(key) as body:
             return body.read()
 
-    def get_stream(self, key: str) -> BinaryIO:
+    def get_stream(self, key: str) -> Download:
         response = self._call(f"get {key}", self.client.get_object, Key=self._key(key))
-        return _S3Body(response["Body"], key, self.describe())  # type: ignore[return-value]
+        return _S3Body(response["Body"], key, self.describe())
 
     def size(self, key: str) -> int | None:
         try:
@@ -226,12 +254,14 @@ class S3Store:
         return int(head["ContentLength"])
 
     def list_keys(self, prefix: str) -> list[str]:
-        keys, token = [], None
+        keys: list[str] = []
+        token: str | None = None
         while True:
-            extra = {"ContinuationToken": token} if token else {}
-            page = self._call(f"list {prefix}", self.client.list_objects_v2,
-                              Prefix=self.settings.prefix + prefix, **extra)
-            keys += [o["Key"][len(self.settings.prefix):] for o in page.get("Contents", [])]
+            extra: dict[str, str] = {"ContinuationToken": token} if token else {}
+            page = self._call(
+                f"list {prefix}", self.client.list_objects_v2, Prefix=self.settings.prefix + prefix, **extra
+            )
+            keys += [o["Key"][len(self.settings.prefix) :] for o in page.get("Contents", [])]
             if not page.get("IsTruncated"):
                 return sorted(keys)
             token = page["NextContinuationToken"]
@@ -239,7 +269,7 @@ class S3Store:
     def delete(self, key: str) -> None:
         self._call(f"delete {key}", self.client.delete_object, Key=self._key(key))
 
-    def put_stream(self, key: str, src: BinaryIO) -> int:
+    def put_stream(self, key: str, src: Readable) -> int:
         size = self.settings.part_size
         first = read_full(src, size)
         if len(first) < size:  # fits one part: a plain PUT is one request instead of three
@@ -251,22 +281,25 @@ class S3Store:
         del first
         try:
             parts, total = self._upload_parts(key, upload_id, src, handoff)
-            self._call(f"complete upload {key}", self.client.complete_multipart_upload,
-                       Key=self._key(key), UploadId=upload_id, MultipartUpload={"Parts": parts})
+            self._call(
+                f"complete upload {key}",
+                self.client.complete_multipart_upload,
+                Key=self._key(key),
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
             return total
         except BaseException:
             # Leave no orphaned parts (billed storage) behind; best effort, the original
             # error is what the user must see. A killed process cannot do this: configure a
             # lifecycle rule aborting incomplete multipart uploads on the bucket.
-            try:
-                self.client.abort_multipart_upload(Bucket=self.settings.bucket, Key=self._key(key),
-                                                   UploadId=upload_id)
-            except Exception:
-                pass
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=self.settings.bucket, Key=self._key(key), UploadId=upload_id)
             raise
 
-    def _upload_parts(self, key: str, upload_id: str, src: BinaryIO,
-                      handoff: list[bytearray]) -> tuple[list[dict[str, Any]], int]:
+    def _upload_parts(
+        self, key: str, upload_id: str, src: Readable, handoff: list[bytearray]
+    ) -> tuple[list[dict[str, Any]], int]:
         """Read parts and upload them on worker threads; a semaphore caps the parts alive in
         memory (read-ahead + uploading) at max_buffered_parts, so RSS is independent of size."""
         held = threading.BoundedSemaphore(max(2, self.settings.max_buffered_parts))
@@ -295,25 +328,33 @@ class S3Store:
         return parts, total
 
     def _upload_part(self, key: str, upload_id: str, number: int, buf: bytearray) -> dict[str, Any]:
-        response = self._call(f"upload part {number} of {key}", self.client.upload_part,
-                              Key=self._key(key), UploadId=upload_id, PartNumber=number, Body=buf)
+        response = self._call(
+            f"upload part {number} of {key}",
+            self.client.upload_part,
+            Key=self._key(key),
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=buf,
+        )
         return {"ETag": response["ETag"], "PartNumber": number}
 
 
 def _raise_first_error(futures: list[Future[Any]]) -> None:
     for f in futures:
-        if f.done() and f.exception() is not None:
-            raise f.exception()  # type: ignore[misc]
+        error = f.exception() if f.done() else None
+        if error is not None:
+            raise error
 
 
 class _S3Body:
     """A readable over a GetObject body whose network failures become StoreErrors."""
 
-    def __init__(self, body: Any, key: str, where: str) -> None:
+    def __init__(self, body: StreamingBody, key: str, where: str) -> None:
         self.body, self.key, self.where = body, key, where
 
     def read(self, n: int = -1) -> bytes:
         from botocore.exceptions import BotoCoreError
+
         try:
             return self.body.read(None if n < 0 else n)
         except (BotoCoreError, OSError) as e:
@@ -322,8 +363,8 @@ class _S3Body:
     def close(self) -> None:
         self.body.close()
 
-    def __enter__(self) -> _S3Body:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

@@ -17,8 +17,15 @@ from ..errors import UsageError
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["BackupConfig", "BackupTarget", "load_vm_config", "open_store", "require_target", "target_from_settings",
-           "target_on_vm"]
+__all__ = [
+    "BackupConfig",
+    "BackupTarget",
+    "load_vm_config",
+    "open_store",
+    "require_target",
+    "target_from_settings",
+    "target_on_vm",
+]
 
 
 def open_store(target: BackupTarget) -> Store:
@@ -27,10 +34,16 @@ def open_store(target: BackupTarget) -> Store:
     if target.kind == "local":
         Path(target.path).mkdir(parents=True, exist_ok=True)
         return LocalStore(Path(target.path))
-    return S3Store(S3Settings(
-        bucket=target.bucket, endpoint_url=target.endpoint_url or None, region_name=target.region,
-        access_key_id=target.access_key_id or None, secret_access_key=target.secret_access_key or None,
-        part_size=target.part_size_mib * 1024 * 1024))
+    return S3Store(
+        S3Settings(
+            bucket=target.bucket,
+            endpoint_url=target.endpoint_url or None,
+            region_name=target.region,
+            access_key_id=target.access_key_id or None,
+            secret_access_key=target.secret_access_key or None,
+            part_size=target.part_size_mib * 1024 * 1024,
+        )
+    )
 
 
 def target_on_vm(target: BackupTarget) -> BackupTarget:
@@ -50,9 +63,15 @@ def target_from_settings(settings: Any, provider: str) -> BackupTarget | None:
 
     common = {"keep_last": settings.backup_keep, "excludes": settings.backup_excludes or DEFAULT_EXCLUDES}
     if settings.r2_bucket:
-        return BackupTarget(kind="s3", bucket=settings.r2_bucket, endpoint_url=settings.r2_endpoint,
-                            access_key_id=settings.r2_access_key_id, secret_access_key=settings.r2_secret_access_key,
-                            part_size_mib=settings.backup_part_mib, **common)
+        return BackupTarget(
+            kind="s3",
+            bucket=settings.r2_bucket,
+            endpoint_url=settings.r2_endpoint,
+            access_key_id=settings.r2_access_key_id,
+            secret_access_key=settings.r2_secret_access_key,
+            part_size_mib=settings.backup_part_mib,
+            **common,
+        )
     if provider == "docker":
         return BackupTarget(kind="local", path=str(Path(settings.backup_dir).expanduser()), **common)
     return None

@@ -12,7 +12,7 @@ Unlike tarfile, a damaged header after the first is an error, not a silent end o
 from __future__ import annotations
 
 import tarfile
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from vmgen.backup.manifest import ArchiveError
 
@@ -53,13 +53,13 @@ def _checksum_ok(block: bytes) -> bool:
 def _pax_records(data: bytes) -> Iterator[tuple[str, str]]:
     """`"%d %s=%s\\n" % (length, keyword, value)` records."""
     pos = 0
-    while pos < len(data) and data[pos:pos + 1] != b"\0":
+    while pos < len(data) and data[pos : pos + 1] != b"\0":
         space = data.find(b" ", pos)
         try:
             length = int(data[pos:space])
         except ValueError:
             raise ArchiveError("the archive is not a valid tar stream: bad PAX header") from None
-        record = data[space + 1:pos + length - 1]
+        record = data[space + 1 : pos + length - 1]
         keyword, eq, value = record.partition(b"=")
         if length <= 0 or not eq:
             raise ArchiveError("the archive is not a valid tar stream: bad PAX header")
@@ -93,11 +93,11 @@ class TarReader:
         """Exactly n bytes, or fewer only at the end of the stream."""
         end = self._pos + n
         if end <= len(self._buf):
-            piece, self._pos = self._buf[self._pos:end], end
+            piece, self._pos = self._buf[self._pos : end], end
             return piece
         parts, got = [], 0
         while got < n and self._fill():
-            piece = self._buf[self._pos:self._pos + n - got]
+            piece = self._buf[self._pos : self._pos + n - got]
             self._pos += len(piece)
             parts.append(piece)
             got += len(piece)
@@ -120,7 +120,7 @@ class TarReader:
                 return  # the caller sees the shortfall
             step = min(self._left, len(self._buf) - self._pos)
             whole = step == len(self._buf) and self._pos == 0
-            piece = self._buf if whole else self._buf[self._pos:self._pos + step]
+            piece = self._buf if whole else self._buf[self._pos : self._pos + step]
             self._pos += step
             self._left -= step
             self._skip -= step
@@ -161,8 +161,7 @@ class TarReader:
             raise ArchiveError(f"the archive is not a valid tar stream: {what}")
         return block
 
-    def _member(self, block: bytes, kind: bytes, names: dict[bytes, str],
-                pax: dict[str, str]) -> tarfile.TarInfo:
+    def _member(self, block: bytes, kind: bytes, names: dict[bytes, str], pax: dict[str, str]) -> tarfile.TarInfo:
         info = tarfile.TarInfo(_text(block[0:100]))
         prefix = _text(block[345:500])
         if prefix and kind != tarfile.GNUTYPE_SPARSE:
@@ -175,7 +174,8 @@ class TarReader:
         info.linkname = names.get(tarfile.GNUTYPE_LONGLINK, info.linkname)
         self._apply_pax(info, pax)
         if kind == tarfile.GNUTYPE_SPARSE or any(k.startswith("GNU.sparse.") for k in pax):
-            info.sparse = [(0, info.size)]  # refused by the guard
+            # Refused by the guard. typeshed types `sparse` as bytes; tarfile keeps (offset, size) pairs.
+            info.sparse = [(0, info.size)]  # type: ignore[assignment]
         if info.isdir():
             info.name = info.name.rstrip("/")
         if info.type in _REGULAR or info.type not in tarfile.SUPPORTED_TYPES:
@@ -193,6 +193,6 @@ class TarReader:
                 elif key == "size":
                     info.size = int(value)
                 elif key == "mtime":
-                    info.mtime = float(value)  # type: ignore[assignment]
+                    info.mtime = float(value)
         except ValueError:
             raise ArchiveError("the archive is not a valid tar stream: bad PAX value") from None

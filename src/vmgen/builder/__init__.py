@@ -2,7 +2,7 @@
 
 from .hostkeys import HostKey, generate_host_key
 from .render import RenderOptions, render_user_data
-from .validate import check_size, check_schema
+from .validate import check_schema, check_size
 
 __all__ = [
     "HostKey",

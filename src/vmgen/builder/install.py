@@ -17,8 +17,18 @@ from ..contract.names import VM
 from ..spec import VmgenInstall, WorkspaceSpec
 from ..stamps import ImageStamp, label_value
 
-BASE_PACKAGES = ("git", "tmux", "curl", "ca-certificates", "python3", "python3-venv", "ufw",
-                 "fail2ban", "python3-systemd", "rsync")
+BASE_PACKAGES = (
+    "git",
+    "tmux",
+    "curl",
+    "ca-certificates",
+    "python3",
+    "python3-venv",
+    "ufw",
+    "fail2ban",
+    "python3-systemd",
+    "rsync",
+)
 WEB_PACKAGES = ("caddy",)
 # CloudCLI compiles node-pty and sqlite3: prebuilt binaries would come from GitHub, node headers
 # from nodejs.org; Debian's headers (npm_config_nodedir=/usr) and a compiler avoid both.
@@ -45,23 +55,50 @@ class InstallPlan:
     code_ui_install: str = ""  # a shell command, run as root; empty without a domain
 
 
-def plan_for(agent: Agent, agent_version: str, vmgen: VmgenInstall,
-             extra_packages: tuple[str, ...] = (), code_ui_version: str = "") -> InstallPlan:
+def plan_for(
+    agent: Agent,
+    agent_version: str,
+    vmgen: VmgenInstall,
+    extra_packages: tuple[str, ...] = (),
+    code_ui_version: str = "",
+) -> InstallPlan:
     if code_ui_version:
         extra_packages = extra_packages + WEB_PACKAGES + CODE_UI_PACKAGES
     packages = tuple(sorted(set(BASE_PACKAGES) | set(agent.packages) | set(extra_packages)))
     digest = hashlib.sha256("\n".join(packages).encode()).hexdigest()[:12]
-    stamp = ImageStamp(packages=digest, agent=label_value(f"{agent.name}-{agent_version}"),
-                       vmgen=label_value(vmgen.version),
-                       code_ui=label_value(f"cloudcli-{code_ui_version}") if code_ui_version else "")
-    code_ui = (f"npm_config_nodedir=/usr npm install -g --no-fund --no-audit "
-               f"{CODE_UI_PACKAGE}@{shlex.quote(code_ui_version)}") if code_ui_version else ""
-    return InstallPlan(packages=packages, agent_install=agent.install_command(agent_version), vmgen=vmgen,
-                       stamp=stamp, code_ui_install=code_ui)
+    stamp = ImageStamp(
+        packages=digest,
+        agent=label_value(f"{agent.name}-{agent_version}"),
+        vmgen=label_value(vmgen.version),
+        code_ui=label_value(f"cloudcli-{code_ui_version}") if code_ui_version else "",
+    )
+    code_ui = (
+        (
+            f"npm_config_nodedir=/usr npm install -g --no-fund --no-audit "
+            f"{CODE_UI_PACKAGE}@{shlex.quote(code_ui_version)}"
+        )
+        if code_ui_version
+        else ""
+    )
+    return InstallPlan(
+        packages=packages,
+        agent_install=agent.install_command(agent_version),
+        vmgen=vmgen,
+        stamp=stamp,
+        code_ui_install=code_ui,
+    )
 
 
-def workspace_plan(agent: Agent, agent_version: str, vmgen: VmgenInstall, *, desktop: bool, domain: str,
-                   code_ui_version: str, extra_packages: tuple[str, ...] = ()) -> InstallPlan:
+def workspace_plan(
+    agent: Agent,
+    agent_version: str,
+    vmgen: VmgenInstall,
+    *,
+    desktop: bool,
+    domain: str,
+    code_ui_version: str,
+    extra_packages: tuple[str, ...] = (),
+) -> InstallPlan:
     """What a workspace with these choices installs: the desktop's packages with --desktop, the
     web server and the code UI with a domain. Launches and bakes both go through here, so a
     bake made with the same settings carries the stamps a launch looks for."""
@@ -70,6 +107,12 @@ def workspace_plan(agent: Agent, agent_version: str, vmgen: VmgenInstall, *, des
 
 
 def plan_of(spec: WorkspaceSpec) -> InstallPlan:
-    return workspace_plan(spec.agent, spec.agent_version, spec.vmgen, desktop=spec.desktop, domain=spec.web.domain,
-                          code_ui_version=spec.web.code_ui_version, extra_packages=spec.extra_packages)
-
+    return workspace_plan(
+        spec.agent,
+        spec.agent_version,
+        spec.vmgen,
+        desktop=spec.desktop,
+        domain=spec.web.domain,
+        code_ui_version=spec.web.code_ui_version,
+        extra_packages=spec.extra_packages,
+    )

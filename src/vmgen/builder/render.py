@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import jinja2
@@ -20,8 +21,15 @@ import yaml
 from ..caddy import Login, WebAccess, render_caddyfile
 from ..caddy.auth import USER
 from ..contract import codec
-from ..contract.documents import HOOK_EVENTS, BackupConfig, BackupTarget, RestoreRequest, WatchSettings, WebLinks, \
-    WorkspaceInfo
+from ..contract.documents import (
+    HOOK_EVENTS,
+    BackupConfig,
+    BackupTarget,
+    RestoreRequest,
+    WatchSettings,
+    WebLinks,
+    WorkspaceInfo,
+)
 from ..contract.names import AGENT_SESSION, AGENT_UID, AGENT_USER, PORTS, UNITS, VM
 from ..errors import UsageError
 from ..providers.base import SelfDelete
@@ -34,7 +42,7 @@ from .install import CODE_UI_CLI, CODE_UI_SCHEMA, InstallPlan, plan_of
 class RenderOptions:
     host_key: HostKey
     # How the watchdog removes this VM; its secrets land in a root-only file.
-    self_delete: SelfDelete = SelfDelete(provider="docker")
+    self_delete: SelfDelete = SelfDelete(provider="docker")  # noqa: RUF009 - frozen: one shared default is safe
     # The store and public recipient for this workspace's backups, if any (never the identity).
     backup: tuple[BackupTarget, str] | None = None
     # With a domain: the web login, of which only the bcrypt hash reaches the VM.
@@ -44,9 +52,17 @@ class RenderOptions:
 
 
 # What every template may name: the contract's users, paths, units and ports.
-NAMES: dict[str, Any] = {"paths": VM, "units": UNITS, "ports": PORTS, "agent_user": AGENT_USER,
-                         "session": AGENT_SESSION, "code_ui_cli": CODE_UI_CLI, "code_ui_schema": CODE_UI_SCHEMA,
-                         "code_ui_data": VM.code_ui_data, "code_ui_db": VM.code_ui_data / "auth.db"}
+NAMES: dict[str, Any] = {
+    "paths": VM,
+    "units": UNITS,
+    "ports": PORTS,
+    "agent_user": AGENT_USER,
+    "session": AGENT_SESSION,
+    "code_ui_cli": CODE_UI_CLI,
+    "code_ui_schema": CODE_UI_SCHEMA,
+    "code_ui_data": VM.code_ui_data,
+    "code_ui_db": VM.code_ui_data / "auth.db",
+}
 
 
 def _environment() -> jinja2.Environment:
@@ -84,11 +100,14 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         _file(VM.program("agent-session"), rendered("agent-session.sh.j2"), mode="0755"),
         _file(VM.program("agent-run"), rendered("agent-run.sh.j2"), mode="0755"),
         _file(VM.program("agent-event"), rendered("agent-event.j2"), mode="0755"),
-        unit(UNITS.agent), unit(UNITS.agent_start),
+        unit(UNITS.agent),
+        unit(UNITS.agent_start),
         _file(VM.workspace_info, codec.dumps(_workspace_info(spec))),
         _file(VM.watch_settings, watch.to_toml()),
-        unit(UNITS.idlewatch), unit(UNITS.metadata_guard, "vmgen-metadata-guard.service.j2"),
-        unit(UNITS.control_socket), unit(UNITS.control),
+        unit(UNITS.idlewatch),
+        unit(UNITS.metadata_guard, "vmgen-metadata-guard.service.j2"),
+        unit(UNITS.control_socket),
+        unit(UNITS.control),
         *([unit(UNITS.lifetime_timer), unit(UNITS.lifetime)] if watch.max_lifetime_hours else []),
         _file(VM.tmpfiles, rendered("tmpfiles-vmgen.conf.j2")),
         unit(UNITS.web),
@@ -100,15 +119,20 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
     if options.backup is not None:
         target, recipient = options.backup
         if options.redact_secrets:
-            target = replace(target, access_key_id="<redacted>" if target.access_key_id else "",
-                             secret_access_key="<redacted>" if target.secret_access_key else "")
+            target = replace(
+                target,
+                access_key_id="<redacted>" if target.access_key_id else "",
+                secret_access_key="<redacted>" if target.secret_access_key else "",
+            )
         files.append(_file(VM.backup_config, BackupConfig(target, spec.name, recipient).to_toml(), mode="0600"))
     if isinstance(spec.source, RestoreSource):
-        files.append(_file(VM.restore_request, codec.dumps(RestoreRequest(spec.source.workspace,
-                                                                          spec.source.backup_id))))
+        files.append(
+            _file(VM.restore_request, codec.dumps(RestoreRequest(spec.source.workspace, spec.source.backup_id)))
+        )
     if options.self_delete.secrets:
-        secrets = "".join(f"{key}={'<redacted>' if options.redact_secrets else value}\n"
-                          for key, value in options.self_delete.secrets)
+        secrets = "".join(
+            f"{key}={'<redacted>' if options.redact_secrets else value}\n" for key, value in options.self_delete.secrets
+        )
         files.append(_file(VM.secrets, secrets, mode="0600"))
     host_private = "<generated per launch>" if options.redact_secrets else options.host_key.private_openssh
     config = {
@@ -177,31 +201,47 @@ def _web_links(spec: WorkspaceSpec) -> WebLinks:
     """What the workspace page links to (nothing without a domain: `vmgen open` tunnels)."""
     if not spec.host:
         return WebLinks()
-    return WebLinks(url=f"https://{spec.host}/", code_url=f"https://code.{spec.host}/",
-                    desktop_url=f"https://desktop.{spec.host}/vnc.html?autoconnect=1&resize=remote" if spec.desktop
-                    else "",
-                    previews={str(port): f"https://p{port}.{spec.host}/" for port in spec.web.preview_ports})
+    return WebLinks(
+        url=f"https://{spec.host}/",
+        code_url=f"https://code.{spec.host}/",
+        desktop_url=f"https://desktop.{spec.host}/vnc.html?autoconnect=1&resize=remote" if spec.desktop else "",
+        previews={str(port): f"https://p{port}.{spec.host}/" for port in spec.web.preview_ports},
+    )
 
 
-def _caddy_files(spec: WorkspaceSpec, options: RenderOptions, rendered: Callable[[str], str],
-                 unit: Callable[[str], dict[str, object]]) -> list[dict[str, object]]:
+def _caddy_files(
+    spec: WorkspaceSpec,
+    options: RenderOptions,
+    rendered: Callable[[str], str],
+    unit: Callable[[str], dict[str, object]],
+) -> list[dict[str, object]]:
     if not spec.host:
         return []
     if options.web_login is None and not options.redact_secrets:
         raise UsageError("a workspace with a domain needs its web login")
     login = options.web_login
-    web = WebAccess(host=spec.host, user=login.user if login else USER,
-                    password_hash="<bcrypt hash, generated per launch>" if options.redact_secrets or not login
-                    else login.password_hash,
-                    tls=spec.web.tls, acme_email=spec.web.acme_email, code=True, desktop=spec.desktop,
-                    preview_ports=spec.web.preview_ports)
-    return [_file(VM.caddyfile, render_caddyfile(web), mode="0644"),
-            unit(UNITS.caddy),
-            # The code UI's own login is seeded with the same user and hash (root-only).
-            _file(VM.web_user, f"{web.user} {web.password_hash}\n", mode="0600"),
-            _file(VM.program("code-ui-install"), rendered("code-ui-install.sh.j2"), mode="0755"),
-            _file(VM.program("bind-localhost.cjs"), _load_template("bind-localhost.cjs")),
-            unit(UNITS.code_ui_install), unit(UNITS.code_ui)]
+    web = WebAccess(
+        host=spec.host,
+        user=login.user if login else USER,
+        password_hash="<bcrypt hash, generated per launch>"
+        if options.redact_secrets or not login
+        else login.password_hash,
+        tls=spec.web.tls,
+        acme_email=spec.web.acme_email,
+        code=True,
+        desktop=spec.desktop,
+        preview_ports=spec.web.preview_ports,
+    )
+    return [
+        _file(VM.caddyfile, render_caddyfile(web), mode="0644"),
+        unit(UNITS.caddy),
+        # The code UI's own login is seeded with the same user and hash (root-only).
+        _file(VM.web_user, f"{web.user} {web.password_hash}\n", mode="0600"),
+        _file(VM.program("code-ui-install"), rendered("code-ui-install.sh.j2"), mode="0755"),
+        _file(VM.program("bind-localhost.cjs"), _load_template("bind-localhost.cjs")),
+        unit(UNITS.code_ui_install),
+        unit(UNITS.code_ui),
+    ]
 
 
 def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
@@ -229,19 +269,35 @@ def _watch_settings(spec: WorkspaceSpec, self_delete: SelfDelete) -> WatchSettin
     w = spec.watchdog
     dns = bool(spec.web.domain and dict(self_delete.secrets).get("CLOUDFLARE_API_TOKEN"))
     return WatchSettings(
-        name=spec.name, workspace=spec.repo_dir, idle_minutes=spec.idle_minutes, warn_minutes=w.warn_minutes,
-        human_minutes=w.human_minutes, interval_seconds=w.interval_seconds,
-        max_lifetime_hours=w.max_lifetime_hours, action=w.action, dry_run=w.dry_run,
-        provider=self_delete.provider, webhook_url=w.webhook_url, metadata_url=self_delete.metadata_url,
-        hcloud_endpoint=self_delete.api_endpoint, dns_zone=spec.web.domain if dns else "",
-        dns_endpoint=self_delete.dns_endpoint if dns else "")
+        name=spec.name,
+        workspace=spec.repo_dir,
+        idle_minutes=spec.idle_minutes,
+        warn_minutes=w.warn_minutes,
+        human_minutes=w.human_minutes,
+        interval_seconds=w.interval_seconds,
+        max_lifetime_hours=w.max_lifetime_hours,
+        action=w.action,
+        dry_run=w.dry_run,
+        provider=self_delete.provider,
+        webhook_url=w.webhook_url,
+        metadata_url=self_delete.metadata_url,
+        hcloud_endpoint=self_delete.api_endpoint,
+        dns_zone=spec.web.domain if dns else "",
+        dns_endpoint=self_delete.dns_endpoint if dns else "",
+    )
 
 
 def _workspace_info(spec: WorkspaceSpec) -> WorkspaceInfo:
     """What vmside reads on the VM to know which workspace it serves."""
-    return WorkspaceInfo(name=spec.name, agent=spec.agent.name, repo_dir=spec.repo_dir,
-                         source=spec.source.describe(), idle_minutes=spec.idle_minutes, desktop=spec.desktop,
-                         vmgen_version=spec.vmgen.version)
+    return WorkspaceInfo(
+        name=spec.name,
+        agent=spec.agent.name,
+        repo_dir=spec.repo_dir,
+        source=spec.source.describe(),
+        idle_minutes=spec.idle_minutes,
+        desktop=spec.desktop,
+        vmgen_version=spec.vmgen.version,
+    )
 
 
 def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
@@ -264,15 +320,26 @@ def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
         "env": {"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"},
     }
     return [
-        _file(VM.home / ".claude.json", json.dumps(state, indent=2) + "\n", owner=f"{AGENT_USER}:{AGENT_USER}",
-              mode="0600", defer=True),
-        _file(VM.claude_dir / "settings.json", json.dumps(settings, indent=2) + "\n",
-              owner=f"{AGENT_USER}:{AGENT_USER}", mode="0600", defer=True),
+        _file(
+            VM.home / ".claude.json",
+            json.dumps(state, indent=2) + "\n",
+            owner=f"{AGENT_USER}:{AGENT_USER}",
+            mode="0600",
+            defer=True,
+        ),
+        _file(
+            VM.claude_dir / "settings.json",
+            json.dumps(settings, indent=2) + "\n",
+            owner=f"{AGENT_USER}:{AGENT_USER}",
+            mode="0600",
+            defer=True,
+        ),
     ]
 
 
-def _file(path: Path | str, content: str, *, mode: str = "0644", owner: str = "root:root",
-          defer: bool = False) -> dict[str, object]:
+def _file(
+    path: Path | str, content: str, *, mode: str = "0644", owner: str = "root:root", defer: bool = False
+) -> dict[str, object]:
     entry: dict[str, object] = {"path": str(path), "content": content, "owner": owner, "permissions": mode}
     if defer:
         entry["defer"] = True

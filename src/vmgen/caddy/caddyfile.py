@@ -52,7 +52,7 @@ def render_caddyfile(web: WebAccess) -> str:
         blocks.append(
             f"{name} {{\n"
             f"{tls}"
-            "\thandle /healthz {\n\t\trespond \"ok\" 200\n\t}\n"
+            '\thandle /healthz {\n\t\trespond "ok" 200\n\t}\n'
             "\thandle {\n"
             f"\t\tbasicauth {{\n\t\t\t{web.user} {web.password_hash}\n\t\t}}\n"
             f"\t\treverse_proxy 127.0.0.1:{port}\n"

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Iterator
+from typing import Any
 
 import click
 from rich.console import Console
@@ -31,7 +32,7 @@ out = Console(highlight=False, width=None if sys.stdout.isatty() else 400)
 class VmgenGroup(click.Group):
     """Turns vmgen's own exceptions into one clear line and the exception's exit code."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except VmgenError as exc:
@@ -53,17 +54,20 @@ def main(ctx: click.Context) -> None:
 def settings() -> Settings:
     ctx = click.get_current_context()
     root = ctx.find_root()
-    if root.obj is None:
-        root.obj = load_settings()
-    return root.obj
+    loaded: Settings | None = root.obj  # click's slot for anything: vmgen keeps the settings there
+    if loaded is None:
+        loaded = root.obj = load_settings()
+    return loaded
 
 
 @contextmanager
-def progress(title: str) -> Iterator:
+def progress(title: str) -> Iterator[Callable[[str], None]]:
     started = time.monotonic()
     with err.status(title) as status:
+
         def update(message: str) -> None:
             status.update(f"{title}: {message} [dim]({time.monotonic() - started:.0f}s)[/]")
+
         yield update
 
 
@@ -95,7 +99,7 @@ def running_target(name: str) -> SSHTarget:
     return target
 
 
-def age(delta) -> str:
+def age(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 from rich.table import Table
@@ -15,6 +15,7 @@ from ..ssh import default_identities
 from ..workspace_client import SshWorkspaceClient
 from .app import age, err, out, progress, provider_named, running_target, settings
 from .launching import agent_env, build_spec, print_web_access, web_options
+
 
 def human_bytes(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -32,8 +33,10 @@ def backup(name: str, timeout: float) -> None:
     client = SshWorkspaceClient(running_target(name), name)
     with progress(f"backing up {name}") as update:
         result = client.backup(update, timeout)
-    err.print(f"[green]backed up[/] {name}: {result.backup_id}, {human_bytes(result.ciphertext_bytes)} stored "
-              f"({human_bytes(result.plaintext_bytes)} archived) in {result.seconds:.1f}s")
+    err.print(
+        f"[green]backed up[/] {name}: {result.backup_id}, {human_bytes(result.ciphertext_bytes)} stored "
+        f"({human_bytes(result.plaintext_bytes)} archived) in {result.seconds:.1f}s"
+    )
     for stat in result.excluded:
         err.print(f"  excluded {stat.pattern}: {stat.files} files, {human_bytes(stat.bytes)}")
     if result.skipped:
@@ -55,11 +58,16 @@ def backups(name: str | None, provider: str | None) -> None:
     table = Table(box=None, header_style="bold")
     for column in ("WORKSPACE", "BACKUP", "CREATED", "SIZE", "AGE"):
         table.add_column(column)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for m in found:
         created = datetime.fromisoformat(m.created_at)
-        table.add_row(m.workspace, m.backup_id, created.strftime("%Y-%m-%d %H:%M"), human_bytes(m.ciphertext_bytes),
-                      age(now - created))
+        table.add_row(
+            m.workspace,
+            m.backup_id,
+            created.strftime("%Y-%m-%d %H:%M"),
+            human_bytes(m.ciphertext_bytes),
+            age(now - created),
+        )
     out.print(table)
 
 
@@ -79,8 +87,10 @@ def restore(name: str, backup_id: str | None, provider: str | None, keep_on_fail
     manifest = read_manifest(store, name, backup_id) if backup_id else latest_backup(store, name)
     identity = load_for_restore(name)
     if identity.recipient != manifest.recipient:
-        raise WrongIdentity(f"backup {manifest.backup_id} of {name} was made for another identity than the one in "
-                            f"{recipient_path(name).parent}")
+        raise WrongIdentity(
+            f"backup {manifest.backup_id} of {name} was made for another identity than the one in "
+            f"{recipient_path(name).parent}"
+        )
     spec = build_spec(RestoreSource(name, manifest.backup_id), {"name": name}, store_target, chosen.name)
     options = LaunchOptions(
         agent_env=agent_env(settings(), spec.agent.key_variables),
@@ -93,7 +103,9 @@ def restore(name: str, backup_id: str | None, provider: str | None, keep_on_fail
     started = time.monotonic()
     with progress(f"restoring {name} from {manifest.backup_id}") as update:
         launch_workspace(spec, chosen, options, update)
-    err.print(f"[green]restored[/] {name} from {manifest.backup_id} on {chosen.name} in "
-              f"{time.monotonic() - started:.0f}s; the agent resumed its conversation")
+    err.print(
+        f"[green]restored[/] {name} from {manifest.backup_id} on {chosen.name} in "
+        f"{time.monotonic() - started:.0f}s; the agent resumed its conversation"
+    )
     err.print(f"  connect:  vmgen connect {name}")
     print_web_access(spec, options)

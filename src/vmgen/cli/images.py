@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
@@ -26,8 +26,14 @@ def current_plan(s: Settings) -> InstallPlan:
 
     if s.agent not in AGENTS:
         raise UsageError(f"unknown agent {s.agent!r}; available: {', '.join(sorted(AGENTS))}")
-    return workspace_plan(AGENTS[s.agent], s.agent_version, vmgen_install(s), desktop=s.desktop, domain=s.domain,
-                          code_ui_version=s.code_ui_version)
+    return workspace_plan(
+        AGENTS[s.agent],
+        s.agent_version,
+        vmgen_install(s),
+        desktop=s.desktop,
+        domain=s.domain,
+        code_ui_version=s.code_ui_version,
+    )
 
 
 @click.group()
@@ -64,9 +70,17 @@ def _build_snapshot(provider: HetznerProvider, plan: InstallPlan) -> None:
     s = settings()
     server_type = bake_type(provider.offers(s.region), s.size, s.region).name
     directory = state_dir() / "packer"
-    write_build_dir(directory, SnapshotBuild(base_image=provider.image, location=s.region,
-                                             server_type=server_type, stamp=plan.stamp, endpoint=s.hcloud_endpoint),
-                    render_bake_script(plan))
+    write_build_dir(
+        directory,
+        SnapshotBuild(
+            base_image=provider.image,
+            location=s.region,
+            server_type=server_type,
+            stamp=plan.stamp,
+            endpoint=s.hcloud_endpoint,
+        ),
+        render_bake_script(plan),
+    )
     with progress("baking a Hetzner snapshot with Packer") as update:
         build_with_packer(directory, s.hcloud_token, update)
     err.print(f"[green]baked[/] a snapshot ({plan.stamp.describe()}); launches use it from now on")
@@ -86,10 +100,17 @@ def list_images(provider: str | None) -> None:
     table = Table(box=None, header_style="bold")
     for column in ("IMAGE", "ID", "AGENT", "VMGEN", "PACKAGES", "AGE", "LAUNCHES"):
         table.add_column(column)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for b in listed:
         redo = b.stamp.differs_from(wanted)
         use = ("use" + (f", redo {', '.join(redo)}" if redo else "")) if newest and b.ref == newest.ref else "-"
-        table.add_row(b.name, b.ref.removeprefix("sha256:")[:12], b.stamp.agent, b.stamp.vmgen, b.stamp.packages,
-                      age(now - b.created_at), use)
+        table.add_row(
+            b.name,
+            b.ref.removeprefix("sha256:")[:12],
+            b.stamp.agent,
+            b.stamp.vmgen,
+            b.stamp.packages,
+            age(now - b.created_at),
+            use,
+        )
     out.print(table)

@@ -5,25 +5,30 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import click
 
 from .. import __version__
-from ..backup.target import BackupTarget, target_from_settings, target_on_vm
 from ..agents import AGENT_SESSION
+from ..backup.target import BackupTarget, target_from_settings, target_on_vm
 from ..config import Settings
 from ..errors import UsageError
 from ..handover import laptop_extras
 from ..identities import ensure_identity
 from ..providers import USER_DATA_LIMITS
-from ..spec import WATCHDOG_ACTIONS, VmgenInstall, WatchdogTuning, WebSpec, WorkspaceSpec, make_spec
+from ..spec import WATCHDOG_ACTIONS, RestoreSource, VmgenInstall, WatchdogTuning, WebSpec, WorkspaceSpec, make_spec
 from ..ssh import default_identities
 from .app import err, main, out, progress, provider_named, settings
 
 if TYPE_CHECKING:
+    from ..caddy import Login
+    from ..dns import CloudflareDns
     from ..launch import LaunchOptions
+
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 def agent_env(s: Settings, agent_variables: tuple[str, ...]) -> dict[str, str]:
@@ -33,7 +38,7 @@ def agent_env(s: Settings, agent_variables: tuple[str, ...]) -> dict[str, str]:
     return {var: known.get(var) or os.environ.get(var, "") for var in agent_variables}
 
 
-def spec_options(function):
+def spec_options(function: Command) -> Command:
     options = [
         click.option("--name", help="Workspace name (default: from the repository)."),
         click.option("--provider", type=click.Choice(sorted(USER_DATA_LIMITS)), help="Where to run it."),
@@ -44,9 +49,11 @@ def spec_options(function):
         click.option("--region", help="Region / location."),
         click.option("--image", help="Base image or snapshot."),
         click.option("--idle-minutes", type=int, help="Minutes of idleness before the workspace is stopped."),
-        click.option("--idle-action", type=click.Choice(WATCHDOG_ACTIONS),
-                     help="What the watchdog does once idle (default: backup-then-delete with a backup store, "
-                          "else poweroff)."),
+        click.option(
+            "--idle-action",
+            type=click.Choice(WATCHDOG_ACTIONS),
+            help="What the watchdog does once idle (default: backup-then-delete with a backup store, else poweroff).",
+        ),
         click.option("--desktop/--no-desktop", default=None, help="Install the noVNC desktop."),
         click.option("--domain", help="A Cloudflare zone: the workspace gets https://<name>.<domain>/."),
     ]
@@ -57,30 +64,44 @@ def spec_options(function):
 
 def vmgen_install(s: Settings) -> VmgenInstall:
     """How VMs install vmgen: at the CLI's own version unless pinned."""
-    return VmgenInstall(version=s.vmgen_version or __version__, index_url=s.vmgen_index_url,
-                        find_links=s.vmgen_find_links)
+    return VmgenInstall(
+        version=s.vmgen_version or __version__, index_url=s.vmgen_index_url, find_links=s.vmgen_find_links
+    )
 
 
-def web_options(s: Settings, spec: WorkspaceSpec) -> dict:
+class WebOptions(TypedDict, total=False):
+    """The LaunchOptions a domain brings."""
+
+    web_login: Login
+    dns: CloudflareDns
+
+
+def web_options(s: Settings, spec: WorkspaceSpec) -> WebOptions:
     """With a domain: a fresh login for Caddy and the DNS zone's client; without, nothing."""
     if not spec.host:
         return {}
     from ..caddy import new_login
     from ..dns import DEFAULT_ENDPOINT, CloudflareDns
 
-    return {"web_login": new_login(),
-            "dns": CloudflareDns(s.cloudflare_api_token, spec.web.domain, s.cloudflare_endpoint or DEFAULT_ENDPOINT)}
+    return {
+        "web_login": new_login(),
+        "dns": CloudflareDns(s.cloudflare_api_token, spec.web.domain, s.cloudflare_endpoint or DEFAULT_ENDPOINT),
+    }
 
 
 def print_web_access(spec: WorkspaceSpec, options: LaunchOptions) -> None:
     if options.web_login is not None:
-        err.print(f"  web:      https://{spec.host}/  (user {options.web_login.user}, password "
-                  f"{options.web_login.password}; again with `vmgen login {spec.name}`)")
+        err.print(
+            f"  web:      https://{spec.host}/  (user {options.web_login.user}, password "
+            f"{options.web_login.password}; again with `vmgen login {spec.name}`)"
+        )
     else:
         err.print(f"  web:      vmgen open {spec.name}")
 
 
-def build_spec(source, opts: dict, backup: BackupTarget | None = None, provider: str = ""):
+def build_spec(
+    source: str | RestoreSource, opts: dict[str, Any], backup: BackupTarget | None = None, provider: str = ""
+) -> WorkspaceSpec:
     s = settings()
     action = opts.get("idle_action") or s.idle_action
     if action == "auto":
@@ -99,17 +120,27 @@ def build_spec(source, opts: dict, backup: BackupTarget | None = None, provider:
         idle_minutes=opts["idle_minutes"] if opts.get("idle_minutes") is not None else s.idle_minutes,
         desktop=opts["desktop"] if opts.get("desktop") is not None else s.desktop,
         configured_keys=s.ssh_public_keys,
-        watchdog=WatchdogTuning(action=action, warn_minutes=s.idle_warn_minutes,
-                                human_minutes=s.idle_human_minutes, interval_seconds=s.idle_interval_seconds,
-                                max_lifetime_hours=s.max_lifetime_hours, webhook_url=s.idle_webhook_url),
+        watchdog=WatchdogTuning(
+            action=action,
+            warn_minutes=s.idle_warn_minutes,
+            human_minutes=s.idle_human_minutes,
+            interval_seconds=s.idle_interval_seconds,
+            max_lifetime_hours=s.max_lifetime_hours,
+            webhook_url=s.idle_webhook_url,
+        ),
         vmgen=vmgen_install(s),
-        web=WebSpec(domain=(opts.get("domain") or s.domain).lower().strip("."), tls=s.web_tls,
-                    acme_email=s.acme_email, preview_ports=s.preview_ports,
-                    code_ui_version=s.code_ui_version),
+        web=WebSpec(
+            domain=(opts.get("domain") or s.domain).lower().strip("."),
+            tls=s.web_tls,
+            acme_email=s.acme_email,
+            preview_ports=s.preview_ports,
+            code_ui_version=s.code_ui_version,
+        ),
     )
     if spec.host and provider == "docker":
-        raise UsageError(f"docker workspaces have no public address for {spec.host}; launch without --domain "
-                         "and use `vmgen open`")
+        raise UsageError(
+            f"docker workspaces have no public address for {spec.host}; launch without --domain and use `vmgen open`"
+        )
     if backup is not None and backup.kind == "local":
         spec = dataclasses.replace(spec, local_backup_dir=Path(backup.path))
     return spec
@@ -122,7 +153,7 @@ def build_spec(source, opts: dict, backup: BackupTarget | None = None, provider:
 @click.option("--keep-on-failure", is_flag=True, help="Keep the workspace for inspection if the launch fails.")
 @click.option("--cold", is_flag=True, help="Ignore baked images: install everything on a stock image.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (with step timings).")
-def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bool, as_json: bool, **opts) -> None:
+def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bool, as_json: bool, **opts: Any) -> None:
     """Launch a workspace for SOURCE (git URL with optional #branch, or a local directory)."""
     from ..launch import LaunchOptions, launch as launch_workspace
 
@@ -145,13 +176,25 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
         result = launch_workspace(spec, provider, options, update)
     elapsed = time.monotonic() - started
     if as_json:
-        out.print_json(json.dumps({"name": spec.name, "provider": provider.name, "seconds": round(elapsed, 1),
-                                   "image": result.image, "timings": result.timings,
-                                   "phases": [{"name": p.name, "at": p.at} for p in result.phases]}))
+        out.print_json(
+            json.dumps(
+                {
+                    "name": spec.name,
+                    "provider": provider.name,
+                    "seconds": round(elapsed, 1),
+                    "image": result.image,
+                    "timings": result.timings,
+                    "phases": [{"name": p.name, "at": p.at} for p in result.phases],
+                }
+            )
+        )
         return
-    err.print(f"[green]ready[/]: {spec.name} on {provider.name} in {elapsed:.0f}s ({spec.agent.name} runs in tmux session '{AGENT_SESSION}')")
+    err.print(
+        f"[green]ready[/]: {spec.name} on {provider.name} in {elapsed:.0f}s "
+        f"({spec.agent.name} runs in tmux session '{AGENT_SESSION}')"
+    )
     err.print(f"  connect:  vmgen connect {spec.name}")
-    err.print(f"  prompt:   vmgen send {spec.name} \"...\"")
+    err.print(f'  prompt:   vmgen send {spec.name} "..."')
     err.print(f"  shell:    vmgen ssh {spec.name}")
     print_web_access(spec, options)
 
@@ -159,7 +202,7 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
 @main.command()
 @spec_options
 @click.argument("source")
-def render(source: str, **opts) -> None:
+def render(source: str, **opts: Any) -> None:
     """Print the cloud-init user-data for SOURCE; nothing is created."""
     from ..builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
     from ..providers.base import SelfDelete
@@ -168,8 +211,9 @@ def render(source: str, **opts) -> None:
     spec = build_spec(source, opts, provider=provider)
     # Rendering contacts no provider: the self-delete settings are shown with secrets redacted.
     self_delete = SelfDelete(provider, secrets=(("HCLOUD_TOKEN", "x"),) if provider == "hetzner" else ())
-    user_data = render_user_data(spec, RenderOptions(host_key=generate_host_key(), self_delete=self_delete,
-                                                     redact_secrets=True))
+    user_data = render_user_data(
+        spec, RenderOptions(host_key=generate_host_key(), self_delete=self_delete, redact_secrets=True)
+    )
     check_size(user_data, USER_DATA_LIMITS[provider], provider)
     check_schema(user_data)
     click.echo(user_data, nl=False)

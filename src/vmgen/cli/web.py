@@ -38,8 +38,13 @@ def login(name: str) -> None:
 
 @click.command(name="open")
 @click.argument("name")
-@click.option("--what", type=click.Choice(sorted(PORTS)), default="page", show_default=True,
-              help="The workspace page, the code UI or the desktop.")
+@click.option(
+    "--what",
+    type=click.Choice(sorted(PORTS)),
+    default="page",
+    show_default=True,
+    help="The workspace page, the code UI or the desktop.",
+)
 @click.option("--no-browser", is_flag=True, help="Only print the URL.")
 def open_(name: str, what: str, no_browser: bool) -> None:
     """Open NAME's web page: its HTTPS hostname, or a local SSH tunnel when it has no domain."""
@@ -69,4 +74,5 @@ def open_(name: str, what: str, no_browser: bool) -> None:
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        _, port = probe.getsockname()  # an AF_INET address: (host, port)
+        return int(port)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 from rich.table import Table
@@ -23,14 +24,14 @@ from .app import age, err, existing, main, out, progress, provider_named, provid
 def list_(provider: str | None) -> None:
     """Every workspace: status, address, age."""
     names = {provider} if provider else {settings().provider} | {r.provider for r in all_records()}
-    workspaces = [w for p in sorted(names) for w in provider_named(p).list()]
+    workspaces = [w for p in sorted(names) for w in provider_named(p).workspaces()]
     if not workspaces:
         err.print("no workspaces; start one with `vmgen launch <repo>`")
         return
     table = Table(box=None, header_style="bold")
     for column in ("NAME", "PROVIDER", "STATUS", "ADDRESS", "TYPE", "AGE", "€/H"):
         table.add_column(column)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for w in workspaces:
         address = f"{w.ssh.host}:{w.ssh.port}" if w.ssh else (w.address or "-")
         price = f"{w.price_hourly:.4f}" if w.price_hourly is not None else "-"
@@ -54,13 +55,19 @@ def sizes(location: str | None) -> None:
         offers = [o for o in provider.offers(loc) if o.usable]
         presets = {}
         for preset in PRESETS:
-            try:
+            with contextlib.suppress(VmgenError):
                 presets[choose_type(offers, preset, loc).name] = preset
-            except VmgenError:
-                pass
         for o in sorted(offers, key=lambda o: (o.cores, o.memory_gb, o.name)):
-            table.add_row(loc, o.name, presets.get(o.name, ""), str(o.cores), f"{o.memory_gb:g}", str(o.disk_gb),
-                          f"{o.price_hourly:.4f}", f"{o.price_monthly:.2f}")
+            table.add_row(
+                loc,
+                o.name,
+                presets.get(o.name, ""),
+                str(o.cores),
+                f"{o.memory_gb:g}",
+                str(o.disk_gb),
+                f"{o.price_hourly:.4f}",
+                f"{o.price_monthly:.2f}",
+            )
     out.print(table)
 
 
@@ -90,9 +97,11 @@ def send(name: str, prompt: str) -> None:
 def wait_for_settled_pane(target: SSHTarget, timeout: float = 60) -> None:
     """Keys typed while the agent's UI is still starting are lost: wait until its pane shows
     something and stops changing (whatever the agent, no knowledge of its screen needed)."""
-    script = (f"prev=; for i in $(seq {int(timeout * 2)}); do cur=$(tmux capture-pane -p -t {AGENT_SESSION}); "
-              '[ -n "$(printf %s "$cur" | tr -d "[:space:]")" ] && [ "$cur" = "$prev" ] && exit 0; '
-              "prev=$cur; sleep 0.5; done; exit 1")
+    script = (
+        f"prev=; for i in $(seq {int(timeout * 2)}); do cur=$(tmux capture-pane -p -t {AGENT_SESSION}); "
+        '[ -n "$(printf %s "$cur" | tr -d "[:space:]")" ] && [ "$cur" = "$prev" ] && exit 0; '
+        "prev=$cur; sleep 0.5; done; exit 1"
+    )
     if run(target, ["bash", "-c", script], check=False, timeout=timeout + 30).returncode != 0:
         raise VmgenError(f"the agent's pane did not settle within {timeout:.0f}s; see `vmgen connect`")
 

@@ -12,16 +12,20 @@ import json
 import math
 import types
 import typing
-from typing import Any, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 class DocumentError(ValueError):
     """A document does not have the shape its class says."""
 
 
-def to_value(document: Any) -> dict[str, Any]:
+def to_value(document: DataclassInstance) -> dict[str, Any]:
     """A dataclass as plain JSON values (tuples become lists)."""
     return typing.cast(dict[str, Any], _plain(dataclasses.asdict(document)))
 
@@ -41,12 +45,11 @@ def from_value(cls: type[T], data: Any, where: str = "", strict: bool = True) ->
     if not isinstance(data, Mapping):
         raise DocumentError(f"{where}: expected an object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown and strict:
         raise DocumentError(f"{where}: unknown field(s): {', '.join(map(str, unknown))}")
-    values = {name: _check(hints[name], data[name], f"{where}.{name}", strict)
-              for name in known if name in data}
+    values = {name: _check(hints[name], data[name], f"{where}.{name}", strict) for name in known if name in data}
     try:
         return cls(**values)
     except TypeError as exc:  # a required field is missing
@@ -69,7 +72,7 @@ def _check(kind: Any, value: Any, where: str, strict: bool) -> Any:
     if kind is Any:
         return value
     if dataclasses.is_dataclass(kind):
-        return from_value(typing.cast(type, kind), value, where, strict)
+        return from_value(typing.cast("type[DataclassInstance]", kind), value, where, strict)
     if origin is tuple:
         args = typing.get_args(kind)
         if not isinstance(value, (list, tuple)):
@@ -101,7 +104,7 @@ def _check(kind: Any, value: Any, where: str, strict: bool) -> Any:
     raise DocumentError(f"{where}: cannot check a value of type {kind!r}")  # a bug in a document class
 
 
-def dumps(document: Any) -> str:
+def dumps(document: DataclassInstance) -> str:
     return json.dumps(to_value(document), indent=2) + "\n"
 
 
@@ -113,7 +116,7 @@ def loads(cls: type[T], text: str | bytes, where: str = "", strict: bool = True)
     return from_value(cls, data, where, strict)
 
 
-def toml_dumps(document: Any) -> str:
+def toml_dumps(document: DataclassInstance) -> str:
     """Flat documents only. Strings and lists are written as JSON, which TOML reads the same."""
     lines = []
     for key, value in to_value(document).items():

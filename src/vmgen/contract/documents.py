@@ -61,6 +61,7 @@ WATCH_DEFAULTS = WatchSettings()
 
 # --- the backup store as the VM sees it (/etc/vmgen/backup.toml, root-only) --------------------
 
+
 @dataclass(frozen=True)
 class BackupTarget:
     """Where a workspace's backups go: a local folder or an S3-compatible bucket (R2)."""
@@ -77,8 +78,11 @@ class BackupTarget:
     excludes: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        return f"local folder {self.path}" if self.kind == "local" else \
-            f"s3://{self.bucket} at {self.endpoint_url or 'AWS'}"
+        return (
+            f"local folder {self.path}"
+            if self.kind == "local"
+            else f"s3://{self.bucket} at {self.endpoint_url or 'AWS'}"
+        )
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class BackupConfig:
 
 
 # --- backups and restores: what root reports (world-readable, no secrets) ------------------------
+
 
 @dataclass(frozen=True)
 class ExcludedRecord:
@@ -151,6 +156,7 @@ class RestoreResult:
 
 # --- what the workspace is (rendered; read by the page server and the CLI) ----------------------
 
+
 @dataclass(frozen=True)
 class WorkspaceInfo:
     name: str
@@ -173,6 +179,7 @@ class WebLinks:
 
 
 # --- the watchdog's state (/var/lib/vmgen/idlewatch.json; world-readable) -----------------------
+
 
 @dataclass(frozen=True)
 class VerdictRecord:
@@ -238,12 +245,15 @@ def parse_leases(raw: bytes | str, now: float) -> tuple[Lease, ...]:
     leases = []
     for item in data if isinstance(data, list) else []:
         until = item.get("until") if isinstance(item, dict) else None
-        if isinstance(until, bool) or not isinstance(until, (int, float)) or not math.isfinite(until) \
-                or until <= now:
+        if isinstance(until, bool) or not isinstance(until, (int, float)) or not math.isfinite(until) or until <= now:
             continue
         reason = item.get("reason")
-        leases.append(Lease(until=min(float(until), now + LEASE_MAX_SECONDS),
-                            reason=clean_text(reason if isinstance(reason, str) else "", REASON_MAX) or "keepalive"))
+        leases.append(
+            Lease(
+                until=min(float(until), now + LEASE_MAX_SECONDS),
+                reason=clean_text(reason if isinstance(reason, str) else "", REASON_MAX) or "keepalive",
+            )
+        )
     return tuple(leases)
 
 
@@ -275,8 +285,27 @@ def clean_text(text: str, limit: int) -> str:
 
 
 __all__ = [
-    "AgentRecord", "BackupConfig", "BackupResult", "BackupTarget", "ExcludedRecord", "HOOK_EVENTS", "HookEvent",
-    "LEASE_MAX_SECONDS", "Lease", "RestoreRequest", "RestoreResult", "VerdictRecord", "WATCH_ACTIONS",
-    "WATCH_DEFAULTS", "WatchSettings", "WatchdogState", "WebLinks", "WorkspaceInfo", "clean_text", "dump_leases",
-    "parse_hook_event", "parse_leases", "with_lease",
+    "HOOK_EVENTS",
+    "LEASE_MAX_SECONDS",
+    "WATCH_ACTIONS",
+    "WATCH_DEFAULTS",
+    "AgentRecord",
+    "BackupConfig",
+    "BackupResult",
+    "BackupTarget",
+    "ExcludedRecord",
+    "HookEvent",
+    "Lease",
+    "RestoreRequest",
+    "RestoreResult",
+    "VerdictRecord",
+    "WatchSettings",
+    "WatchdogState",
+    "WebLinks",
+    "WorkspaceInfo",
+    "clean_text",
+    "dump_leases",
+    "parse_hook_event",
+    "parse_leases",
+    "with_lease",
 ]

@@ -54,8 +54,12 @@ class Units:
     caddy: str = "vmgen-caddy.service"
     code_ui_install: str = "vmgen-code-ui-install.service"
     code_ui: str = "vmgen-code-ui.service"
-    desktop: tuple[str, ...] = ("vmgen-desktop-xvfb.service", "vmgen-desktop-wm.service",
-                                "vmgen-desktop-vnc.service", "vmgen-desktop-novnc.service")
+    desktop: tuple[str, ...] = (
+        "vmgen-desktop-xvfb.service",
+        "vmgen-desktop-wm.service",
+        "vmgen-desktop-vnc.service",
+        "vmgen-desktop-novnc.service",
+    )
 
 
 UNITS = Units()

@@ -20,7 +20,18 @@ from .cloudflare import (
 )
 
 __all__ = [
-    "DEFAULT_ENDPOINT", "PERMISSION", "TTL", "CloudflareDns", "DnsAuthError", "DnsConflict", "DnsError",
-    "DnsRateLimited", "DnsRecord", "DnsRequestFailed", "DnsUnavailable", "DnsZoneNotFound", "hostnames",
+    "DEFAULT_ENDPOINT",
+    "PERMISSION",
+    "TTL",
+    "CloudflareDns",
+    "DnsAuthError",
+    "DnsConflict",
+    "DnsError",
+    "DnsRateLimited",
+    "DnsRecord",
+    "DnsRequestFailed",
+    "DnsUnavailable",
+    "DnsZoneNotFound",
+    "hostnames",
     "tag_for",
 ]

@@ -12,6 +12,7 @@ is three endpoints on `requests` and not the Cloudflare SDK.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import re
@@ -87,9 +88,15 @@ class DnsRecord:
     @classmethod
     def from_api(cls, d: Any) -> DnsRecord:
         try:
-            return cls(id=str(d["id"]), name=str(d["name"]), type=str(d["type"]), content=str(d.get("content", "")),
-                       comment=str(d.get("comment") or ""), ttl=int(d.get("ttl") or 1),
-                       proxied=bool(d.get("proxied")))
+            return cls(
+                id=str(d["id"]),
+                name=str(d["name"]),
+                type=str(d["type"]),
+                content=str(d.get("content", "")),
+                comment=str(d.get("comment") or ""),
+                ttl=int(d.get("ttl") or 1),
+                proxied=bool(d.get("proxied")),
+            )
         except (KeyError, TypeError, ValueError, AttributeError):
             raise DnsRequestFailed("the Cloudflare API answered with a DNS record vmgen cannot read") from None
 
@@ -117,12 +124,23 @@ def hostnames(workspace: str, zone: str) -> tuple[str, str]:
 class CloudflareDns:
     """One zone's DNS records, as far as vmgen's workspaces are concerned."""
 
-    def __init__(self, token: str, zone: str, endpoint: str = DEFAULT_ENDPOINT, timeout: float = 15.0, *,
-                 max_retries: int = 3, max_wait: float = 30.0, per_page: int = 100,
-                 sleep: Callable[[float], None] = time.sleep, session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        token: str,
+        zone: str,
+        endpoint: str = DEFAULT_ENDPOINT,
+        timeout: float = 15.0,
+        *,
+        max_retries: int = 3,
+        max_wait: float = 30.0,
+        per_page: int = 100,
+        sleep: Callable[[float], None] = time.sleep,
+        session: requests.Session | None = None,
+    ) -> None:
         if not token or not token.strip():
-            raise DnsAuthError(f"no Cloudflare API token: set {TOKEN_SETTING} to a token with {PERMISSION} "
-                               f"on {zone or 'your zone'}")
+            raise DnsAuthError(
+                f"no Cloudflare API token: set {TOKEN_SETTING} to a token with {PERMISSION} on {zone or 'your zone'}"
+            )
         if not zone or not zone.strip(". "):
             raise DnsZoneNotFound("no Cloudflare zone configured for workspace hostnames")
         self.zone = normal_zone(zone)
@@ -151,16 +169,19 @@ class CloudflareDns:
             zones = self._list("/zones", {"name": self.zone}, "look up the zone", ZONES_PER_PAGE)
             found = [z for z in zones if str(z.get("name", "")).lower() == self.zone]
             if not found:
-                raise DnsZoneNotFound(f"Cloudflare has no zone {self.zone!r} this token can see: check the domain, "
-                                      "and that the token's zone resources include it")
+                raise DnsZoneNotFound(
+                    f"Cloudflare has no zone {self.zone!r} this token can see: check the domain, "
+                    "and that the token's zone resources include it"
+                )
             self._zone_id = str(found[0]["id"])
         return self._zone_id
 
     def records_for(self, workspace: str) -> list[DnsRecord]:
         """Every record tagged for this workspace, whatever its name or type."""
         tag = tag_for(_check_workspace(workspace))
-        found = self._list(f"/zones/{self.zone_id()}/dns_records", {"comment.exact": tag},
-                           f"list the DNS records of {workspace}")
+        found = self._list(
+            f"/zones/{self.zone_id()}/dns_records", {"comment.exact": tag}, f"list the DNS records of {workspace}"
+        )
         # Cloudflare's comment filters ignore case; ownership is decided on the exact text.
         return [r for r in map(DnsRecord.from_api, found) if r.comment == tag]
 
@@ -173,13 +194,14 @@ class CloudflareDns:
         # Look at both names before writing either, so a conflict leaves nothing half done.
         plan: list[tuple[str, list[DnsRecord]]] = []
         for name in hostnames(workspace, self.zone):
-            existing = [DnsRecord.from_api(r) for r in
-                        self._list(path, {"name.exact": name}, f"look up {name}")]
+            existing = [DnsRecord.from_api(r) for r in self._list(path, {"name.exact": name}, f"look up {name}")]
             foreign = [r for r in existing if r.comment != tag and r.type in ADDRESS_TYPES]
             if foreign:
                 r = foreign[0]
-                raise DnsConflict(f"{name} already has a {r.type} record vmgen did not create ({r.content}): "
-                                  "delete it in Cloudflare or choose another workspace name")
+                raise DnsConflict(
+                    f"{name} already has a {r.type} record vmgen did not create ({r.content}): "
+                    "delete it in Cloudflare or choose another workspace name"
+                )
             plan.append((name, [r for r in existing if r.comment == tag]))
         result = []
         for name, ours in plan:
@@ -193,7 +215,8 @@ class CloudflareDns:
                 log.info("created A %s -> %s", name, address)
             elif (keep.content, keep.ttl, keep.proxied) != (address, TTL, False):
                 keep = DnsRecord.from_api(
-                    self._request("PATCH", f"{path}/{keep.id}", f"update {name}", body=want)["result"])
+                    self._request("PATCH", f"{path}/{keep.id}", f"update {name}", body=want)["result"]
+                )
                 log.info("updated A %s -> %s", name, address)
             # Duplicates of our own (e.g. two launches racing) would split traffic: keep one.
             for extra in candidates[1:]:
@@ -227,40 +250,60 @@ class CloudflareDns:
         items: list[Json] = []
         page = 1
         while True:
-            data = self._request("GET", path, action, params={**params, "page": page,
-                                                               "per_page": per_page or self.per_page})
+            data = self._request(
+                "GET", path, action, params={**params, "page": page, "per_page": per_page or self.per_page}
+            )
             result = data.get("result")
             if not isinstance(result, list):
-                raise self._error(DnsRequestFailed, f"Cloudflare answered a list call with no list while trying "
-                                                    f"to {action}")
+                raise self._error(
+                    DnsRequestFailed, f"Cloudflare answered a list call with no list while trying to {action}"
+                )
             items.extend(result)
             total_pages = int((data.get("result_info") or {}).get("total_pages") or 1)
             if page >= total_pages or not result:
                 return items
             page += 1
 
-    def _request(self, method: str, path: str, action: str, *, params: dict[str, Any] | None = None,
-                 body: Json | None = None) -> Json:
+    def _request(
+        self, method: str, path: str, action: str, *, params: dict[str, Any] | None = None, body: Json | None = None
+    ) -> Json:
         data = self._call(method, path, action, params=params, body=body)
         assert data is not None  # only missing_ok calls can come back empty
         return data
 
-    def _call(self, method: str, path: str, action: str, *, params: dict[str, Any] | None = None,
-              body: Json | None = None, missing_ok: bool = False) -> Json | None:
-        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json",
-                   "User-Agent": f"vmgen/{__version__}"}
+    def _call(
+        self,
+        method: str,
+        path: str,
+        action: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Json | None = None,
+        missing_ok: bool = False,
+    ) -> Json | None:
+        headers = {
+            "Authorization": f"Bearer {self._token}",
+            "Accept": "application/json",
+            "User-Agent": f"vmgen/{__version__}",
+        }
         attempt = 0
         while True:
             log.debug("%s %s", method, path)
             try:
-                response = self._session.request(method, self.endpoint + path, params=params, json=body,
-                                                 headers=headers, timeout=self.timeout)
+                response = self._session.request(
+                    method, self.endpoint + path, params=params, json=body, headers=headers, timeout=self.timeout
+                )
             except requests.Timeout:
-                raise self._error(DnsUnavailable, f"the Cloudflare API at {self.endpoint} did not answer within "
-                                                  f"{self.timeout:g}s while trying to {action}") from None
+                raise self._error(
+                    DnsUnavailable,
+                    f"the Cloudflare API at {self.endpoint} did not answer within "
+                    f"{self.timeout:g}s while trying to {action}",
+                ) from None
             except requests.RequestException as exc:
-                raise self._error(DnsUnavailable, f"cannot reach the Cloudflare API at {self.endpoint} while "
-                                                  f"trying to {action}: {_reason(exc)}") from None
+                raise self._error(
+                    DnsUnavailable,
+                    f"cannot reach the Cloudflare API at {self.endpoint} while trying to {action}: {_reason(exc)}",
+                ) from None
             # 429 means nothing happened, so any method may retry; a 5xx POST may have created the record.
             retry = response.status_code == 429 or (response.status_code in (502, 503, 504) and method != "POST")
             if retry and attempt < self.max_retries:
@@ -274,14 +317,12 @@ class CloudflareDns:
     def _wait(self, response: requests.Response, attempt: int) -> float:
         """Retry-After in seconds or as an HTTP date; else exponential backoff. Capped at max_wait."""
         value = response.headers.get("Retry-After", "").strip()
-        wait = float(2 ** attempt)
+        wait = float(2**attempt)
         if value.isdigit():
             wait = float(value)
         elif value:
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 wait = parsedate_to_datetime(value).timestamp() - time.time()
-            except (TypeError, ValueError):
-                pass
         return min(self.max_wait, max(0.0, wait))
 
     def _envelope(self, response: requests.Response, action: str, retries: int) -> Json:
@@ -291,27 +332,40 @@ class CloudflareDns:
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            raise self._error(DnsRequestFailed, f"the Cloudflare API answered HTTP {status} without JSON while "
-                                                f"trying to {action}")
+            raise self._error(
+                DnsRequestFailed, f"the Cloudflare API answered HTTP {status} without JSON while trying to {action}"
+            )
         if response.ok and data.get("success"):
             return data
-        errors = [(e.get("code"), str(e.get("message", ""))) for e in data.get("errors") or []
-                  if isinstance(e, dict)]
-        errors += [(c.get("code"), str(c.get("message", ""))) for e in data.get("errors") or []
-                   if isinstance(e, dict) for c in e.get("error_chain") or [] if isinstance(c, dict)]
+        errors = [(e.get("code"), str(e.get("message", ""))) for e in data.get("errors") or [] if isinstance(e, dict)]
+        errors += [
+            (c.get("code"), str(c.get("message", "")))
+            for e in data.get("errors") or []
+            if isinstance(e, dict)
+            for c in e.get("error_chain") or []
+            if isinstance(c, dict)
+        ]
         codes = {code for code, _ in errors}
         detail = "; ".join(f"{message} ({code})" for code, message in errors) or f"HTTP {status}"
         if status == 401 or (status == 400 and codes & BAD_HEADER_CODES):
-            raise self._error(DnsAuthError, f"Cloudflare rejected the API token (HTTP {status}): check "
-                                            f"{TOKEN_SETTING}; it needs {PERMISSION} on {self.zone}")
+            raise self._error(
+                DnsAuthError,
+                f"Cloudflare rejected the API token (HTTP {status}): check "
+                f"{TOKEN_SETTING}; it needs {PERMISSION} on {self.zone}",
+            )
         if status == 403:
-            raise self._error(DnsAuthError, f"the Cloudflare API token may not {action}: it needs the permission "
-                                            f"{PERMISSION} on zone {self.zone} (HTTP 403: {detail})")
+            raise self._error(
+                DnsAuthError,
+                f"the Cloudflare API token may not {action}: it needs the permission "
+                f"{PERMISSION} on zone {self.zone} (HTTP 403: {detail})",
+            )
         if status == 429:
-            raise self._error(DnsRateLimited, f"Cloudflare's API rate limit is still exhausted after {retries} "
-                                              f"retries while trying to {action}; try again in a few minutes")
-        raise self._error(DnsRequestFailed, f"Cloudflare API error while trying to {action}: {detail} "
-                                            f"(HTTP {status})")
+            raise self._error(
+                DnsRateLimited,
+                f"Cloudflare's API rate limit is still exhausted after {retries} "
+                f"retries while trying to {action}; try again in a few minutes",
+            )
+        raise self._error(DnsRequestFailed, f"Cloudflare API error while trying to {action}: {detail} (HTTP {status})")
 
     def _error(self, cls: type[DnsError], message: str) -> DnsError:
         """Every message leaves through here, so none can carry the token, whatever a server echoes."""
@@ -338,8 +392,16 @@ def _reason(exc: requests.RequestException) -> str:
         return "TLS handshake failed"
     if "refused" in text.lower():
         return "connection refused"
-    if any(s in text for s in ("Name or service not known", "nodename nor servname", "Temporary failure in name",
-                               "getaddrinfo failed", "NameResolutionError")):
+    if any(
+        s in text
+        for s in (
+            "Name or service not known",
+            "nodename nor servname",
+            "Temporary failure in name",
+            "getaddrinfo failed",
+            "NameResolutionError",
+        )
+    ):
         return "host name not resolved"
     if "unreachable" in text.lower():
         return "network unreachable"

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import VmgenError
 from .template import BAKE_SCRIPT, SnapshotBuild, render_template
 
 TEMPLATE = "vmgen.pkr.hcl"
-INSTALL_HINT = "https://developer.hashicorp.com/packer/install (or `apt install packer` from HashiCorp's apt repository)"
+INSTALL_HINT = (
+    "https://developer.hashicorp.com/packer/install (or `apt install packer` from HashiCorp's apt repository)"
+)
 
 
 class PackerMissing(VmgenError):
@@ -35,18 +37,21 @@ def write_build_dir(directory: Path, build: SnapshotBuild, bake_script: str) -> 
 def build_with_packer(directory: Path, token: str, progress: Callable[[str], None]) -> None:
     packer = shutil.which("packer")
     if packer is None:
-        raise PackerMissing(f"packer is not installed; the template is in {directory}. Install Packer from "
-                            f"{INSTALL_HINT}, then run `vmgen image build --provider hetzner` again")
+        raise PackerMissing(
+            f"packer is not installed; the template is in {directory}. Install Packer from "
+            f"{INSTALL_HINT}, then run `vmgen image build --provider hetzner` again"
+        )
     # The token reaches Packer through its environment only, never its argv or the template.
     env = {**os.environ, "HCLOUD_TOKEN": token}
     for argv in ([packer, "init", "."], [packer, "build", "-color=false", "."]):
         progress(" ".join(["packer", *argv[1:]]))
-        with subprocess.Popen(argv, cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) as proc:
+        with subprocess.Popen(
+            argv, cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc:
             assert proc.stdout is not None
             tail: list[str] = []
             for line in proc.stdout:
-                tail = (tail + [line.rstrip()])[-15:]
+                tail = [*tail, line.rstrip()][-15:]
                 progress(line.rstrip()[-120:])
         if proc.returncode != 0:
             raise PackerFailed(f"`packer {argv[1]}` failed ({proc.returncode}):\n" + "\n".join(tail))

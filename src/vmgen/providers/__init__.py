@@ -20,9 +20,13 @@ def get_provider(name: str, settings: Settings) -> Provider:
     if name == "hetzner":
         from .hetzner import HetznerProvider
 
-        return HetznerProvider(token=settings.hcloud_token, location=settings.region,
-                               image=settings.image, endpoint=settings.hcloud_endpoint,
-                               metadata_url=settings.hcloud_metadata_url)
+        return HetznerProvider(
+            token=settings.hcloud_token,
+            location=settings.region,
+            image=settings.image,
+            endpoint=settings.hcloud_endpoint,
+            metadata_url=settings.hcloud_metadata_url,
+        )
     raise UsageError(f"unknown provider {name!r}; available: {', '.join(PROVIDERS)}")
 
 

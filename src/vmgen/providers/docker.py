@@ -10,16 +10,18 @@ laptop user's uid, and inside the container that uid may be anyone's.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import secrets
 import tarfile
 import time
+from datetime import UTC, datetime
 from importlib import resources
-from datetime import datetime, timezone
 from typing import Any
 
 import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
+from docker.models.containers import Container
 
 from ..contract.names import VM
 from ..errors import ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
@@ -78,7 +80,9 @@ def seed_archive(user_data: str, meta_data: str) -> bytes:
     return buffer.getvalue()
 
 
-def boot_with_seed(client: docker.DockerClient, user_data: str, meta_data: str, *, image: str, **options: Any):
+def boot_with_seed(
+    client: docker.DockerClient, user_data: str, meta_data: str, *, image: str, **options: Any
+) -> Container:
     """Create a simulated VM, put its seed in, start it. A container that fails on the way is
     left for the caller's cleanup (it finds it by name)."""
     container = client.containers.create(image, command=["/sbin/init"], **options)
@@ -123,7 +127,9 @@ class DockerProvider:
         meta_data = f"instance-id: vmgen-{spec.name}-{secrets.token_hex(4)}\nlocal-hostname: {spec.name}\n"
         try:
             container = boot_with_seed(
-                self.client, user_data, meta_data,
+                self.client,
+                user_data,
+                meta_data,
                 image=spec.image or self.image,
                 name=container_name(spec.name),
                 hostname=spec.name,
@@ -146,8 +152,10 @@ class DockerProvider:
             return
         except ImageNotFound:
             if self.image != SHIPPED_IMAGE:
-                raise VmgenError(f"docker image {self.image!r} not found: build it (e.g. "
-                                 f"images/debian12-test/build.sh) or set docker_image") from None
+                raise VmgenError(
+                    f"docker image {self.image!r} not found: build it (e.g. "
+                    f"images/debian12-test/build.sh) or set docker_image"
+                ) from None
         dockerfile = resources.files("vmgen.images").joinpath("ubuntu2404.Dockerfile").read_bytes()
         try:
             self.client.images.build(fileobj=io.BytesIO(dockerfile), tag=self.image, rm=True)
@@ -155,7 +163,8 @@ class DockerProvider:
             raise VmgenError(
                 f"could not build the simulated-VM image {self.image} from ubuntu:24.04 ({exc}); "
                 "without access to a registry, build the Debian image with images/debian12-test/build.sh "
-                "and set docker_image to its tag") from None
+                "and set docker_image to its tag"
+            ) from None
 
     def baked_images(self, base: str | None = None) -> list[BakedImage]:
         from .docker_bake import baked_images
@@ -172,7 +181,7 @@ class DockerProvider:
         container = self._container(name)
         return self._describe(container) if container else None
 
-    def list(self) -> list[Workspace]:
+    def workspaces(self) -> list[Workspace]:
         containers = self.client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
         return sorted((self._describe(c) for c in containers), key=lambda w: w.name)
 
@@ -192,10 +201,8 @@ class DockerProvider:
         container = self._container(name)
         if container is not None:
             container.remove(force=True)
-        try:
+        with contextlib.suppress(NotFound):
             self.client.volumes.get(volume_name(name)).remove(force=True)
-        except NotFound:
-            pass
 
     def self_delete_spec(self) -> SelfDelete:
         # A container cannot delete itself; the watchdog powers it off (the disk stays).
@@ -204,17 +211,17 @@ class DockerProvider:
     def stop_note(self) -> str:
         return "the container is stopped; its disk and /home are kept"
 
-    def _container(self, name: str):
+    def _container(self, name: str) -> Container | None:
         found = self.client.containers.list(all=True, filters={"label": f"{WS_LABEL}={name}"})
         return found[0] if found else None
 
-    def _require(self, name: str):
+    def _require(self, name: str) -> Container:
         container = self._container(name)
         if container is None:
             raise WorkspaceNotFound(f"no workspace named {name!r} on the docker provider")
         return container
 
-    def _describe(self, container) -> Workspace:
+    def _describe(self, container: Container) -> Workspace:
         """From the container's attributes as fetched; after a change, reload it first."""
         attrs = container.attrs
         created = datetime.fromisoformat(attrs["Created"][:26].rstrip("Z") + "+00:00")
@@ -225,11 +232,13 @@ class DockerProvider:
         status = {"running": "running", "exited": "stopped", "created": "starting"}.get(
             container.status, container.status
         )
+        name = container.labels.get(WS_LABEL, container.name)
+        assert name is not None, "a listed container has a name"
         return Workspace(
-            name=container.labels.get(WS_LABEL, container.name),
+            name=name,
             provider=self.name,
             status=status,
-            created_at=created.astimezone(timezone.utc),
+            created_at=created.astimezone(UTC),
             ssh=ssh,
             server_type="container",
             address="127.0.0.1",

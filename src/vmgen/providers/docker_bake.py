@@ -3,17 +3,20 @@ clean it the way Packer cleans a cloud VM, and commit it as an image labelled wi
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from docker.errors import APIError, NotFound
+from docker.models.containers import Container
+from docker.models.images import Image
 
 from ..builder.install import BAKE_CLEANUP, InstallPlan
 from ..builder.render import render_bake_user_data
-from ..errors import VmgenError
 from ..contract.names import VM
+from ..errors import VmgenError
 from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
 from .docker import DockerProvider, boot_with_seed, systemd_run_options
 
@@ -29,7 +32,13 @@ class BakeFailed(VmgenError):
 
 def base_label(provider: DockerProvider) -> str:
     provider.ensure_image()
-    return label_value(provider.client.images.get(provider.image).id)
+    return label_value(_image_id(provider.client.images.get(provider.image)))
+
+
+def _image_id(image: Image) -> str:
+    # docker's stubs allow any model an id of None; an image the engine described has one.
+    assert image.id is not None
+    return image.id
 
 
 def bake(provider: DockerProvider, plan: InstallPlan, progress: Progress, timeout: float = 1800) -> BakedImage:
@@ -40,9 +49,16 @@ def bake(provider: DockerProvider, plan: InstallPlan, progress: Progress, timeou
     name = f"vmgen-bake-{secrets.token_hex(4)}"
     try:
         container = boot_with_seed(
-            provider.client, render_bake_user_data(plan), f"instance-id: {name}\n", image=provider.image,
-            name=name, labels={BAKE_LABEL: "1"}, volumes=volumes, extra_hosts={"host.docker.internal": "host-gateway"},
-            **systemd_run_options(str(provider.client.info().get("CgroupVersion", "1"))))
+            provider.client,
+            render_bake_user_data(plan),
+            f"instance-id: {name}\n",
+            image=provider.image,
+            name=name,
+            labels={BAKE_LABEL: "1"},
+            volumes=volumes,
+            extra_hosts={"host.docker.internal": "host-gateway"},
+            **systemd_run_options(str(provider.client.info().get("CgroupVersion", "1"))),
+        )
     except APIError as exc:
         _remove(provider, name)
         raise BakeFailed(f"docker could not start the bake container: {exc.explanation}") from None
@@ -61,10 +77,8 @@ def bake(provider: DockerProvider, plan: InstallPlan, progress: Progress, timeou
 
 
 def _remove(provider: DockerProvider, name: str) -> None:
-    try:
+    with contextlib.suppress(NotFound):
         provider.client.containers.get(name).remove(force=True)
-    except NotFound:
-        pass
 
 
 def baked_images(provider: DockerProvider, base: str | None = None) -> list[BakedImage]:
@@ -79,16 +93,16 @@ def newest_baked(provider: DockerProvider) -> BakedImage | None:
     return found[0] if found else None
 
 
-def _baked(image) -> BakedImage:
+def _baked(image: Image) -> BakedImage:
     labels = image.labels or {}
     stamp = ImageStamp.from_labels(labels)
     assert stamp is not None, "filtered on the baked label"
-    created = datetime.fromisoformat(image.attrs["Created"][:26].rstrip("Z") + "+00:00").astimezone(timezone.utc)
+    created = datetime.fromisoformat(image.attrs["Created"][:26].rstrip("Z") + "+00:00").astimezone(UTC)
     name = image.tags[0] if image.tags else image.short_id
-    return BakedImage(ref=image.id, name=name, created_at=created, stamp=stamp, base=labels.get(BASE_LABEL, ""))
+    return BakedImage(ref=_image_id(image), name=name, created_at=created, stamp=stamp, base=labels.get(BASE_LABEL, ""))
 
 
-def _follow(container, progress: Progress, timeout: float) -> None:
+def _follow(container: Container, progress: Progress, timeout: float) -> None:
     """Report each install step as it starts; fail with the log's tail if cloud-init fails."""
     deadline = time.monotonic() + timeout
     seen = 0
@@ -96,8 +110,11 @@ def _follow(container, progress: Progress, timeout: float) -> None:
         phases = _exec(container, "cat /var/log/vmgen/phases.log 2>/dev/null", check=False).splitlines()
         for line in phases[seen:]:
             kind, _, name = line.split(" ", 3)[:3]
-            progress(f"{name}: {'already there' if kind == 'vmgen-skip' else 'installing'}"
-                     if name != "baked" else "install steps done")
+            progress(
+                f"{name}: {'already there' if kind == 'vmgen-skip' else 'installing'}"
+                if name != "baked"
+                else "install steps done"
+            )
         seen = len(phases)
         status = _exec(container, "cloud-init status 2>/dev/null || true", check=False)
         if "status: error" in status:
@@ -117,12 +134,13 @@ def _follow(container, progress: Progress, timeout: float) -> None:
     raise BakeFailed(f"baking did not finish within {timeout:.0f}s: " + _log_tail(container))
 
 
-def _log_tail(container) -> str:
+def _log_tail(container: Container) -> str:
     return _exec(container, "tail -n 15 /var/log/cloud-init-output.log", check=False).strip()
 
 
-def _exec(container, command: str, check: bool = True) -> str:
+def _exec(container: Container, command: str, check: bool = True) -> str:
     result = container.exec_run(["bash", "-c", command])
+    assert isinstance(result.output, bytes), "not streamed: the whole output at once"
     output = result.output.decode(errors="replace")
     if check and result.exit_code != 0:
         raise BakeFailed(f"`{command}` failed in the bake container: {output.strip()[-500:]}")

@@ -8,21 +8,24 @@ the last workspace.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timezone
-from typing import Iterator
+from datetime import UTC
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from hcloud import APIException, Client
 from hcloud.actions import ActionException, ActionFailedException, ActionTimeoutException
-from hcloud.firewalls import FirewallRule
+from hcloud.firewalls import BoundFirewall, FirewallRule
 from hcloud.images import Image
 from hcloud.locations import Location
 from hcloud.servers import BoundServer
+from hcloud.ssh_keys import BoundSSHKey
 
 from .. import __version__
 from ..errors import (
@@ -37,7 +40,7 @@ from ..errors import (
 from ..spec import WorkspaceSpec
 from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
 from .base import LABEL, WS_LABEL, SelfDelete, SSHEndpoint, Workspace
-from .hetzner_sizes import TypeOffer, choose_type, offers_from_api
+from .hetzner_sizes import TypeOffer, choose_type, offers_from_api, required
 
 DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
 DEFAULT_IMAGE = "ubuntu-24.04"
@@ -46,8 +49,14 @@ FIREWALL_NAME = "vmgen"
 # Hetzner has no room for the server where it was asked for: the create call answers 412
 # resource_unavailable, or its action fails with placement_error (hcloud-go's error codes).
 NO_ROOM = ("resource_unavailable", "placement_error")
-STATUS = {"running": "running", "off": "stopped", "initializing": "starting", "starting": "starting",
-          "stopping": "stopping", "deleting": "deleting"}
+STATUS = {
+    "running": "running",
+    "off": "stopped",
+    "initializing": "starting",
+    "starting": "starting",
+    "stopping": "stopping",
+    "deleting": "deleting",
+}
 
 
 class HetznerAuthError(UsageError):
@@ -69,9 +78,12 @@ def api_errors(action: str) -> Iterator[None]:
             raise HetznerAuthError("Hetzner rejected the API token (401): check HCLOUD_TOKEN") from None
         if code in ("token_readonly", "forbidden"):
             raise HetznerAuthError(
-                f"the Hetzner token may not {action}: it is read-only; create a Read & Write token") from None
+                f"the Hetzner token may not {action}: it is read-only; create a Read & Write token"
+            ) from None
         if code == "rate_limit_exceeded":
-            raise HetznerLimit("Hetzner's API rate limit is exhausted even after backing off; try again in a minute") from None
+            raise HetznerLimit(
+                "Hetzner's API rate limit is exhausted even after backing off; try again in a minute"
+            ) from None
         if code == "resource_limit_exceeded":
             raise HetznerLimit(f"Hetzner project limit reached while trying to {action}: {exc.message}") from None
         if code == "uniqueness_error":
@@ -80,21 +92,22 @@ def api_errors(action: str) -> Iterator[None]:
             raise ProviderActionFailed(_no_room(action, exc.message)) from None
         raise VmgenError(f"Hetzner API error while trying to {action}: {exc.message} ({code})") from None
     except ActionFailedException as exc:  # not an APIException: the request was accepted, its action failed
-        error = exc.action.error or {}
+        error: Mapping[str, Any] = exc.action.error or {}
         code, message = error.get("code", "action_failed"), error.get("message", "the action failed")
         if code in NO_ROOM:
             raise ProviderActionFailed(_no_room(action, message)) from None
         raise ProviderActionFailed(f"Hetzner could not {action}: {message} ({code})") from None
     except ActionTimeoutException as exc:
-        raise ProviderActionFailed(f"Hetzner did not finish the action to {action} in time ({exc.action.command}); "
-                                   "it may still complete: see `vmgen list`") from None
+        raise ProviderActionFailed(
+            f"Hetzner did not finish the action to {action} in time ({exc.action.command}); "
+            "it may still complete: see `vmgen list`"
+        ) from None
     except requests.exceptions.ConnectionError:
         raise ProviderUnavailable("cannot reach the Hetzner API: is the network up?") from None
 
 
 def _no_room(action: str, message: str) -> str:
-    return (f"Hetzner has no room to {action} right now ({message}): try again later, "
-            "another --region or another --type")
+    return f"Hetzner has no room to {action} right now ({message}): try again later, another --region or another --type"
 
 
 def follow_rate_limit_headers(client: Client) -> None:
@@ -104,17 +117,19 @@ def follow_rate_limit_headers(client: Client) -> None:
     hcloud retries rate-limited calls itself but does not read the headers; its retry interval
     function is replaced with one that does. If hcloud's internals change, its own backoff stays.
     """
-    inner = getattr(client, "_client", None)
-    session = getattr(inner, "_session", None)
-    default = getattr(inner, "_retry_interval_func", None)
+    # hcloud's private internals: nothing typed to lean on, and any of them may be gone.
+    inner: Any = getattr(client, "_client", None)
+    session: Any = getattr(inner, "_session", None)
+    default: Callable[[int], float] | None = getattr(inner, "_retry_interval_func", None)
     if session is None or default is None:
         return
     waits: list[float] = []
 
-    def remember(response: requests.Response, *args, **kwargs) -> None:
+    def remember(response: requests.Response, *args: object, **kwargs: object) -> None:
         headers = response.headers
         if response.status_code == 429 and all(
-                headers.get(h, "").isdigit() for h in ("RateLimit-Reset", "RateLimit-Limit", "RateLimit-Remaining")):
+            headers.get(h, "").isdigit() for h in ("RateLimit-Reset", "RateLimit-Limit", "RateLimit-Remaining")
+        ):
             # Reset is when the bucket is full again; one request frees up every (Reset-now)/missing s.
             missing = max(1, int(headers["RateLimit-Limit"]) - int(headers["RateLimit-Remaining"]))
             waits[:] = [(float(headers["RateLimit-Reset"]) - time.time()) / missing]
@@ -131,8 +146,8 @@ def follow_rate_limit_headers(client: Client) -> None:
 def key_fingerprint(public_key: str) -> str:
     """The MD5 fingerprint Hetzner shows for an SSH public key (aa:bb:...)."""
     blob = base64.b64decode(public_key.split()[1])
-    digest = hashlib.md5(blob).hexdigest()  # noqa: S324 - Hetzner's identifier, not security
-    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+    digest = hashlib.md5(blob).hexdigest()  # Hetzner's key identifier, not a security use
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 class HetznerProvider:
@@ -147,19 +162,31 @@ class HetznerProvider:
     # deletes tried, each after waiting for the running actions.
     LOCKED_DELETE_TRIES = 5
 
-    def __init__(self, token: str, location: str, image: str = "", endpoint: str = "",
-                 metadata_url: str = DEFAULT_METADATA, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        token: str,
+        location: str,
+        image: str = "",
+        endpoint: str = "",
+        metadata_url: str = DEFAULT_METADATA,
+        poll_interval: float = 1.0,
+    ) -> None:
         if not token:
             raise HetznerAuthError(
-                "no Hetzner API token: set HCLOUD_TOKEN, or hcloud_token in ~/.config/vmgen/config.toml")
+                "no Hetzner API token: set HCLOUD_TOKEN, or hcloud_token in ~/.config/vmgen/config.toml"
+            )
         self.location = location
         self.image = image or DEFAULT_IMAGE
         self.token = token
         self.endpoint = endpoint
         self.metadata_url = metadata_url or DEFAULT_METADATA
-        self.client = Client(token=token, api_endpoint=endpoint or DEFAULT_ENDPOINT,
-                             application_name="vmgen", application_version=__version__,
-                             poll_interval=poll_interval)
+        self.client = Client(
+            token=token,
+            api_endpoint=endpoint or DEFAULT_ENDPOINT,
+            application_name="vmgen",
+            application_version=__version__,
+            poll_interval=poll_interval,
+        )
         follow_rate_limit_headers(self.client)
 
     # --- the Provider protocol -------------------------------------------------------------
@@ -180,13 +207,22 @@ class HetznerProvider:
             self._remove_shared_quietly()
             raise
 
-    def _create_server(self, spec: WorkspaceSpec, user_data: str, offer: TypeOffer, ssh_key, firewall,
-                       location: str) -> Workspace:
+    def _create_server(
+        self,
+        spec: WorkspaceSpec,
+        user_data: str,
+        offer: TypeOffer,
+        ssh_key: BoundSSHKey,
+        firewall: BoundFirewall,
+        location: str,
+    ) -> Workspace:
         what = f"create a {offer.name} server in {location}"
         with api_errors(what):
+            server_type = self.client.server_types.get_by_name(offer.name)
+            assert server_type is not None, "the offer is one of the API's own server types"
             response = self.client.servers.create(
                 name=spec.name,
-                server_type=self.client.server_types.get_by_name(offer.name),
+                server_type=server_type,
                 image=_image(spec.image or self.image),
                 ssh_keys=[ssh_key],
                 firewalls=[firewall],
@@ -201,7 +237,7 @@ class HetznerProvider:
             self._delete_half_made(response.server, failure)
             raise
         with api_errors("read the new server"):
-            server = self.client.servers.get_by_id(response.server.id)
+            server = self._reread(response.server)
         return self._describe(server)
 
     def _delete_half_made(self, server: BoundServer, failure: BaseException) -> None:
@@ -223,21 +259,25 @@ class HetznerProvider:
         if spec is not None:
             location = spec.region or self.location
             offer = choose_type(self.offers(location), spec.size, location)
-            snapshots = [s for s in snapshots
-                         if s.disk_gb <= offer.disk_gb and s.architecture == offer.architecture]
+            snapshots = [s for s in snapshots if s.disk_gb <= offer.disk_gb and s.architecture == offer.architecture]
         return snapshots[0].baked if snapshots else None
 
     def _baked_snapshots(self, base: str | None) -> list[_Snapshot]:
         selector = f"{BAKED_LABEL}=1" + (f",{BASE_LABEL}={label_value(base)}" if base else "")
         with api_errors("list snapshots"):
-            images = self.client.images.get_all(type="snapshot", label_selector=selector)
+            images = self.client.images.get_all(type=["snapshot"], label_selector=selector)
         found = []
         for image in images:
-            stamp = ImageStamp.from_labels(image.labels)
+            labels = image.labels or {}
+            stamp = ImageStamp.from_labels(labels)
             if stamp is not None and image.status == "available":
-                baked = BakedImage(ref=str(image.id), name=image.description or str(image.id),
-                                   created_at=image.created.astimezone(timezone.utc), stamp=stamp,
-                                   base=image.labels.get(BASE_LABEL, ""))
+                baked = BakedImage(
+                    ref=str(image.id),
+                    name=image.description or str(image.id),
+                    created_at=required(image.created).astimezone(UTC),
+                    stamp=stamp,
+                    base=labels.get(BASE_LABEL, ""),
+                )
                 found.append(_Snapshot(baked, float(image.disk_size or 0), image.architecture or "x86"))
         return sorted(found, key=lambda s: s.baked.created_at, reverse=True)
 
@@ -246,7 +286,7 @@ class HetznerProvider:
             server = self._server(name)
             return self._describe(server) if server else None
 
-    def list(self) -> list[Workspace]:
+    def workspaces(self) -> list[Workspace]:
         with api_errors("list servers"):
             servers = self.client.servers.get_all(label_selector=f"{LABEL}=1")
             return sorted((self._describe(s) for s in servers), key=lambda w: w.name)
@@ -255,13 +295,13 @@ class HetznerProvider:
         server = self._require(name)
         with api_errors("power on the server"):
             server.power_on().wait_until_finished()
-            return self._describe(self.client.servers.get_by_id(server.id))
+            return self._describe(self._reread(server))
 
     def stop(self, name: str) -> Workspace:
         server = self._require(name)
         with api_errors("power off the server"):
             server.power_off().wait_until_finished()
-            return self._describe(self.client.servers.get_by_id(server.id))
+            return self._describe(self._reread(server))
 
     def delete(self, name: str) -> str:
         """Delete the workspace's server (waiting out a lock) and, with the last one, the shared
@@ -276,8 +316,13 @@ class HetznerProvider:
     def self_delete_spec(self) -> SelfDelete:
         parts = urlsplit(self.metadata_url)
         blocks = {("169.254.169.254", None), (parts.hostname or "169.254.169.254", parts.port)}
-        return SelfDelete(provider=self.name, metadata_url=self.metadata_url, api_endpoint=self.endpoint,
-                          secrets=(("HCLOUD_TOKEN", self.token),), metadata_blocks=tuple(sorted(blocks, key=str)))
+        return SelfDelete(
+            provider=self.name,
+            metadata_url=self.metadata_url,
+            api_endpoint=self.endpoint,
+            secrets=(("HCLOUD_TOKEN", self.token),),
+            metadata_blocks=tuple(sorted(blocks, key=str)),
+        )
 
     def stop_note(self) -> str:
         return "Hetzner still bills a stopped server; `vmgen destroy` ends the bill"
@@ -291,13 +336,17 @@ class HetznerProvider:
 
     def locations(self) -> list[str]:
         with api_errors("list locations"):
-            return sorted(loc.name for loc in self.client.locations.get_all())
+            return sorted(required(loc.name) for loc in self.client.locations.get_all())
 
     # --- internals ------------------------------------------------------------------------
 
     def _server(self, name: str) -> BoundServer | None:
         found = self.client.servers.get_all(label_selector=f"{WS_LABEL}={name}")
         return found[0] if found else None
+
+    def _reread(self, server: BoundServer) -> BoundServer:
+        """The server as the API describes it now: a bound server's fields are as last fetched."""
+        return self.client.servers.get_by_id(required(server.id))
 
     def _require(self, name: str) -> BoundServer:
         with api_errors("read servers"):
@@ -306,24 +355,32 @@ class HetznerProvider:
             raise WorkspaceNotFound(f"no workspace named {name!r} on hetzner")
         return server
 
-    def _ssh_key(self, public_key: str):
+    def _ssh_key(self, public_key: str) -> BoundSSHKey:
         fingerprint = key_fingerprint(public_key)
         existing = self.client.ssh_keys.get_by_fingerprint(fingerprint)
         if existing is not None:
             return existing
         return self.client.ssh_keys.create(
-            name=f"vmgen-{fingerprint.replace(':', '')[:12]}", public_key=public_key, labels={LABEL: "1"})
+            name=f"vmgen-{fingerprint.replace(':', '')[:12]}", public_key=public_key, labels={LABEL: "1"}
+        )
 
-    def _firewall(self):
+    def _firewall(self) -> BoundFirewall:
         existing = self.client.firewalls.get_all(label_selector=f"{LABEL}=1", name=FIREWALL_NAME)
         if existing:
             return existing[0]
         rules = [
-            FirewallRule(direction=FirewallRule.DIRECTION_IN, protocol=FirewallRule.PROTOCOL_TCP, port=port,
-                         source_ips=["0.0.0.0/0", "::/0"], description=f"vmgen {port}")
+            FirewallRule(
+                direction=FirewallRule.DIRECTION_IN,
+                protocol=FirewallRule.PROTOCOL_TCP,
+                port=port,
+                source_ips=["0.0.0.0/0", "::/0"],
+                description=f"vmgen {port}",
+            )
             for port in ("22", "80", "443")
         ]
-        return self.client.firewalls.create(name=FIREWALL_NAME, rules=rules, labels={LABEL: "1"}).firewall
+        # hcloud annotates this `labels` as str; it is the same dict as everywhere else (its docstring).
+        labels = {LABEL: "1"}
+        return self.client.firewalls.create(name=FIREWALL_NAME, rules=rules, labels=labels).firewall  # type: ignore[arg-type]
 
     def _delete_server(self, server: BoundServer) -> None:
         """Delete the server and wait until it is gone; one already gone is deleted. A server that
@@ -336,7 +393,8 @@ class HetznerProvider:
         except VmgenError as exc:
             raise ResourceLeftBehind(
                 f"{exc}; the server {server.name!r} still exists and is billed: run `vmgen destroy {server.name}` "
-                "again or delete it in the Hetzner console") from None
+                "again or delete it in the Hetzner console"
+            ) from None
 
     def _delete_when_unlocked(self, server: BoundServer) -> None:
         for tries_left in reversed(range(self.LOCKED_DELETE_TRIES)):
@@ -355,10 +413,8 @@ class HetznerProvider:
         if not running:
             time.sleep(1.0)  # locked by an action not listed yet: give it a moment
         for action in running:
-            try:
+            with contextlib.suppress(ActionException):  # it has ended, which is all the delete needs
                 action.wait_until_finished()
-            except ActionException:
-                pass  # it has ended, which is all the delete needs
 
     def _remove_shared_when_unused(self, in_use_waits: tuple[float, ...] | None = None) -> str:
         """Remove the shared firewall and SSH key once no vmgen server is left; returns a note for
@@ -366,15 +422,17 @@ class HetznerProvider:
         if self.client.servers.get_all(label_selector=f"{LABEL}=1"):
             return ""
         waits = self.FIREWALL_IN_USE_WAITS if in_use_waits is None else in_use_waits
-        notes = [f"Hetzner still counts the shared firewall {firewall.name!r} as in use; it will be removed later, "
-                 "by the next `vmgen destroy` (firewalls cost nothing)"
-                 for firewall in self.client.firewalls.get_all(label_selector=f"{LABEL}=1")
-                 if not self._delete_firewall(firewall, waits)]
+        notes = [
+            f"Hetzner still counts the shared firewall {firewall.name!r} as in use; it will be removed later, "
+            "by the next `vmgen destroy` (firewalls cost nothing)"
+            for firewall in self.client.firewalls.get_all(label_selector=f"{LABEL}=1")
+            if not self._delete_firewall(firewall, waits)
+        ]
         for key in self.client.ssh_keys.get_all(label_selector=f"{LABEL}=1"):
             _gone_is_done(key.delete)
         return "; ".join(notes)
 
-    def _delete_firewall(self, firewall, waits: tuple[float, ...]) -> bool:
+    def _delete_firewall(self, firewall: BoundFirewall, waits: tuple[float, ...]) -> bool:
         """False while Hetzner still counts a just-deleted server as using it, after the waits."""
         for wait in (*waits, None):
             try:
@@ -398,16 +456,19 @@ class HetznerProvider:
 
     def _describe(self, server: BoundServer) -> Workspace:
         ipv4 = server.public_net.ipv4.ip if server.public_net and server.public_net.ipv4 else ""
-        status = STATUS.get(server.status, server.status)
+        api_status = required(server.status)
+        status = STATUS.get(api_status, api_status)
         location = server.location.name if server.location else self.location
-        price = next((p for p in (server.server_type.prices or []) if p.get("location") == location), None)
+        server_type = required(server.server_type)
+        price = next((p for p in (server_type.prices or []) if p.get("location") == location), None)
+        labels = required(server.labels)
         return Workspace(
-            name=server.labels.get(WS_LABEL, server.name),
+            name=labels[WS_LABEL] if WS_LABEL in labels else required(server.name),
             provider=self.name,
             status=status,
-            created_at=server.created.astimezone(timezone.utc),
+            created_at=required(server.created).astimezone(UTC),
             ssh=SSHEndpoint(host=ipv4) if ipv4 and status == "running" else None,
-            server_type=server.server_type.name,
+            server_type=required(server_type.name),
             address=ipv4,
             price_hourly=float(price["price_hourly"]["gross"]) if price else None,
         )
@@ -420,7 +481,7 @@ class _Snapshot:
     architecture: str
 
 
-def _gone_is_done(remove) -> None:
+def _gone_is_done(remove: Callable[[], object]) -> None:
     """Run a removal; what is already gone (404 not_found) needs no removing."""
     try:
         remove()

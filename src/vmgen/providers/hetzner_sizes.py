@@ -6,9 +6,14 @@ retired family (cx22 -> cx23) needs no vmgen release.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from hcloud.server_types import ServerType
 
 PRESETS = ("small", "medium", "large")
 # The shared-vCPU x86 family; presets pick from it by size.
@@ -39,27 +44,39 @@ class ServerTypeUnavailable(UsageError):
     """The type asked for cannot be created in the location."""
 
 
-def offers_from_api(server_types: list, location: str) -> list[TypeOffer]:
+_T = TypeVar("_T")
+
+
+def required(value: _T | None) -> _T:
+    """hcloud types every field of its models as optional, since a model may be a bare reference
+    (an id or a name); in a resource the API described, the fields vmgen reads are always set."""
+    assert value is not None, "a field the Hetzner API always sets is missing"
+    return value
+
+
+def offers_from_api(server_types: Sequence[ServerType], location: str) -> list[TypeOffer]:
     """TypeOffers for a location from hcloud's BoundServerType objects."""
     offers = []
     for st in server_types:
         per_location = {loc.location.name: loc for loc in (st.locations or [])}
         here = per_location.get(location)
         price = next((p for p in (st.prices or []) if p.get("location") == location), None)
-        offers.append(TypeOffer(
-            name=st.name,
-            cores=st.cores,
-            memory_gb=float(st.memory),
-            disk_gb=st.disk,
-            location=location,
-            available=bool(here and here.available is not False) and price is not None,
-            # Per location: the type-wide `deprecation` is being phased out, and hcloud warns on
-            # every read of it (hcloud-python v2.7.0, "per location server types").
-            deprecated=here is not None and here.deprecation is not None,
-            price_hourly=float(price["price_hourly"]["gross"]) if price else None,
-            price_monthly=float(price["price_monthly"]["gross"]) if price else None,
-            architecture=st.architecture or "x86",
-        ))
+        offers.append(
+            TypeOffer(
+                name=required(st.name),
+                cores=required(st.cores),
+                memory_gb=float(required(st.memory)),
+                disk_gb=required(st.disk),
+                location=location,
+                available=bool(here and here.available is not False) and price is not None,
+                # Per location: the type-wide `deprecation` is being phased out, and hcloud warns on
+                # every read of it (hcloud-python v2.7.0, "per location server types").
+                deprecated=here is not None and here.deprecation is not None,
+                price_hourly=float(price["price_hourly"]["gross"]) if price else None,
+                price_monthly=float(price["price_monthly"]["gross"]) if price else None,
+                architecture=st.architecture or "x86",
+            )
+        )
     return offers
 
 
@@ -95,5 +112,7 @@ def bake_type(offers: list[TypeOffer], wanted: str, location: str) -> TypeOffer:
     """
     target = choose_type(offers, wanted, location)
     fitting = [o for o in offers if o.usable and o.architecture == target.architecture]
-    return min(fitting, key=lambda o: (o.disk_gb, o.price_hourly if o.price_hourly is not None else float("inf"),
-                                       o.cores, o.name))
+    return min(
+        fitting,
+        key=lambda o: (o.disk_gb, o.price_hourly if o.price_hourly is not None else float("inf"), o.cores, o.name),
+    )

@@ -42,7 +42,7 @@ class AgentFiles:
         another OSError otherwise."""
         fd = self._open_checked(Path(path))
         with os.fdopen(fd, "rb", buffering=0) as f:
-            yield f  # type: ignore[misc]
+            yield f
 
     def read(self, path: Path | str, limit: int) -> bytes:
         """At most `limit` bytes from the start of the file (a larger file is refused)."""
@@ -132,14 +132,25 @@ class AgentFiles:
         key = str(path)
         if key not in self._refused:  # once per path: an attacker must not flood the journal
             self._refused.add(key)
-            log.warning("refusing to read %s: %s owned by uid %d (expected a regular file of uid %d)",
-                        path, _kind(st.st_mode), st.st_uid, self.uid)
+            log.warning(
+                "refusing to read %s: %s owned by uid %d (expected a regular file of uid %d)",
+                path,
+                _kind(st.st_mode),
+                st.st_uid,
+                self.uid,
+            )
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file")):
+    for test, name in (
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISREG, "a regular file"),
+    ):
         if test(mode):
             return name
     return "something else"

@@ -65,8 +65,9 @@ def backup_lock(paths: VmPaths, progress: Progress) -> Iterator[None]:
         os.close(fd)
 
 
-def run_backup(trigger: str, paths: VmPaths = VM, agent: RunAs | None = None,
-               progress: Progress = _quiet) -> BackupResult:
+def run_backup(
+    trigger: str, paths: VmPaths = VM, agent: RunAs | None = None, progress: Progress = _quiet
+) -> BackupResult:
     """Back up the agent's home, read as the agent; returns (and records) the result."""
     started = time.monotonic()
     try:
@@ -74,15 +75,28 @@ def run_backup(trigger: str, paths: VmPaths = VM, agent: RunAs | None = None,
             config = _config(paths)
             progress("archiving, compressing, encrypting, uploading, verifying")
             target = config.target
-            manifest = create_backup(paths.home, open_store(target), config.workspace, config.recipient,
-                                     excludes=target.excludes + runtime_excludes(paths), keep_last=target.keep_last,
-                                     run_as=agent or RunAs.lookup(AGENT_USER))
+            manifest = create_backup(
+                paths.home,
+                open_store(target),
+                config.workspace,
+                config.recipient,
+                excludes=target.excludes + runtime_excludes(paths),
+                keep_last=target.keep_last,
+                run_as=agent or RunAs.lookup(AGENT_USER),
+            )
         own = set(runtime_excludes(paths))
         result = BackupResult(
-            ok=True, backup_id=manifest.backup_id, ciphertext_bytes=manifest.ciphertext_bytes,
-            plaintext_bytes=manifest.plaintext_bytes, skipped=manifest.summary.skipped_count,
-            excluded=tuple(ExcludedRecord(s.pattern, s.entries, s.files, s.bytes)
-                           for s in manifest.summary.excluded if s.entries and s.pattern not in own))
+            ok=True,
+            backup_id=manifest.backup_id,
+            ciphertext_bytes=manifest.ciphertext_bytes,
+            plaintext_bytes=manifest.plaintext_bytes,
+            skipped=manifest.summary.skipped_count,
+            excluded=tuple(
+                ExcludedRecord(s.pattern, s.entries, s.files, s.bytes)
+                for s in manifest.summary.excluded
+                if s.entries and s.pattern not in own
+            ),
+        )
     except Exception as exc:  # noqa: BLE001 - reported to the CLI as one line
         result = BackupResult(ok=False, error=_one_line(exc))
     result = replace(result, trigger=trigger, seconds=round(time.monotonic() - started, 2), finished_at=time.time())
@@ -90,8 +104,9 @@ def run_backup(trigger: str, paths: VmPaths = VM, agent: RunAs | None = None,
     return result
 
 
-def run_restore(identity_text: str, paths: VmPaths = VM, agent: RunAs | None = None,
-                progress: Progress = _quiet) -> RestoreResult:
+def run_restore(
+    identity_text: str, paths: VmPaths = VM, agent: RunAs | None = None, progress: Progress = _quiet
+) -> RestoreResult:
     """Restore the requested backup into the agent's home (written as the agent), with the
     identity the CLI pushed for this restore only; it never touches the disk. A restore runs
     once, on the new VM it was launched for: any later request is refused."""
@@ -106,9 +121,16 @@ def run_restore(identity_text: str, paths: VmPaths = VM, agent: RunAs | None = N
         identity = parse_identity(identity_text)
         progress("downloading, verifying, decrypting, extracting")
         with backup_lock(paths, progress):
-            manifest = restore_backup(open_store(config.target), request.workspace, request.backup_id or None,
-                                      identity, paths.home, merge=True, keep=KEPT_ON_RESTORE,
-                                      run_as=agent or RunAs.lookup(AGENT_USER))
+            manifest = restore_backup(
+                open_store(config.target),
+                request.workspace,
+                request.backup_id or None,
+                identity,
+                paths.home,
+                merge=True,
+                keep=KEPT_ON_RESTORE,
+                run_as=agent or RunAs.lookup(AGENT_USER),
+            )
         result = RestoreResult(ok=True, backup_id=manifest.backup_id, plaintext_bytes=manifest.plaintext_bytes)
     except Exception as exc:  # noqa: BLE001 - reported to the CLI as one line
         result = RestoreResult(ok=False, error=_one_line(exc))

@@ -14,8 +14,18 @@ import struct
 from collections.abc import Iterator
 
 from ..contract import codec
-from ..contract.control import (MAX_REPLY_LINE, MAX_REQUEST, ControlRequest, Reply, decode_reply, decode_request,
-                                encode_request, progress_line, refused_line, result_line)
+from ..contract.control import (
+    MAX_REPLY_LINE,
+    MAX_REQUEST,
+    ControlRequest,
+    Reply,
+    decode_reply,
+    decode_request,
+    encode_request,
+    progress_line,
+    refused_line,
+    result_line,
+)
 from ..contract.names import AGENT_USER, VM, VmPaths
 from ..errors import VmgenError
 from ..privileges import RunAs
@@ -35,8 +45,9 @@ def peer_uid(conn: socket.socket) -> int:
     return int(uid)
 
 
-def serve(conn: socket.socket, paths: VmPaths = VM, agent: RunAs | None = None,
-          allowed: frozenset[int] | None = None) -> None:
+def serve(
+    conn: socket.socket, paths: VmPaths = VM, agent: RunAs | None = None, allowed: frozenset[int] | None = None
+) -> None:
     """Answer one request on an accepted connection (run as root). Only root and the agent
     user may ask (`allowed` replaces that set in tests)."""
     agent = agent or RunAs.lookup(AGENT_USER)
@@ -62,8 +73,11 @@ def serve(conn: socket.socket, paths: VmPaths = VM, agent: RunAs | None = None,
 
     from .backups import run_backup, run_restore
 
-    result = (run_backup(request.trigger, paths, agent, progress) if request.op == "backup"
-              else run_restore(request.identity, paths, agent, progress))
+    result = (
+        run_backup(request.trigger, paths, agent, progress)
+        if request.op == "backup"
+        else run_restore(request.identity, paths, agent, progress)
+    )
     _send(conn, result_line(result), FINAL_SEND_TIMEOUT)
 
 
@@ -90,6 +104,7 @@ def _send(conn: socket.socket, line: bytes, timeout: float) -> None:
 
 
 # --- the asking side (the agent user: over SSH from the laptop, or the workspace page) ---------
+
 
 def ask(request: ControlRequest, paths: VmPaths = VM, timeout: float | None = None) -> Iterator[Reply]:
     """Send one request to root and yield the answer's lines as they come."""

@@ -203,6 +203,6 @@ def test_sizes_and_servers_are_read_from_the_current_fields_without_deprecation_
         warnings.simplefilter("error")  # hcloud warns on every read of a field the API phases out
         offers = {o.name: o for o in provider.offers("fsn1")}
         made = provider.create(spec(), USER_DATA)
-        listed = provider.list()
+        listed = provider.workspaces()
     assert offers["cx22"].deprecated and not offers["cx23"].deprecated  # per-location deprecation
     assert made.price_hourly == listed[0].price_hourly and made.price_hourly > 0  # the server's location

@@ -10,6 +10,7 @@ import json
 import logging
 import subprocess
 import urllib.request
+from typing import Any
 
 from ...contract.documents import WatchSettings
 from ...contract.names import AGENT_USER, VM, VmPaths
@@ -27,15 +28,20 @@ class ActionFailed(VmgenError):
     """The idle action could not be carried out; the VM stays up and the watchdog retries."""
 
 
-WHAT_HAPPENS = {Action.DELETE: "deleted", Action.POWEROFF: "powered off",
-                Action.BACKUP_THEN_DELETE: "backed up and deleted"}
+WHAT_HAPPENS = {
+    Action.DELETE: "deleted",
+    Action.POWEROFF: "powered off",
+    Action.BACKUP_THEN_DELETE: "backed up and deleted",
+}
 
 
 def warning_text(workspace: str, action: Action, seconds_left: float) -> str:
     minutes = max(1, round(seconds_left / 60))
     what = WHAT_HAPPENS.get(action, action.value)
-    return (f"vmgen: workspace {workspace} is idle and will be {what} in {minutes} min; to keep it, run "
-            f"`vmgen keepalive --for 1h` here, or `vmgen keepalive {workspace} --for 1h` on your laptop")
+    return (
+        f"vmgen: workspace {workspace} is idle and will be {what} in {minutes} min; to keep it, run "
+        f"`vmgen keepalive --for 1h` here, or `vmgen keepalive {workspace} --for 1h` on your laptop"
+    )
 
 
 def warn(settings: WatchSettings, text: str, paths: VmPaths = VM) -> None:
@@ -55,7 +61,9 @@ def warn(settings: WatchSettings, text: str, paths: VmPaths = VM) -> None:
     if settings.webhook_url:
         try:
             body = json.dumps({"text": text, "workspace": settings.name}).encode()
-            request = urllib.request.Request(settings.webhook_url, data=body, headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                settings.webhook_url, data=body, headers={"Content-Type": "application/json"}
+            )
             urllib.request.urlopen(request, timeout=10).close()
         except OSError as exc:
             log.warning("webhook %s failed: %s", settings.webhook_url, exc)
@@ -93,7 +101,7 @@ def self_delete_hetzner(settings: WatchSettings, paths: VmPaths = VM) -> None:
     server_id = int(_metadata(settings, "instance-id"))
     if settings.dns_zone:
         remove_dns_records(settings, secrets.get("CLOUDFLARE_API_TOKEN", ""))
-    kwargs = {"api_endpoint": settings.hcloud_endpoint} if settings.hcloud_endpoint else {}
+    kwargs: dict[str, Any] = {"api_endpoint": settings.hcloud_endpoint} if settings.hcloud_endpoint else {}
     client = Client(token=token, application_name="vmgen-idlewatch", **kwargs)
     log.warning("deleting this server (%s) through the Hetzner API", server_id)
     client.servers.delete(Server(id=server_id))
@@ -117,6 +125,6 @@ def _metadata(settings: WatchSettings, key: str) -> str:
 
 def _quiet(argv: list[str]) -> None:
     try:
-        subprocess.run(argv, capture_output=True, timeout=10)
+        subprocess.run(argv, check=False, capture_output=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.info("%s: %s", argv[0], exc)

@@ -21,8 +21,15 @@ import psutil
 from ...contract.names import AGENT_USER, VM
 from ..agentfs import AgentFiles
 from .model import AgentSignals, AgentState
-from .transcript import (HookReader, HookState, SessionStatus, TranscriptReader, TranscriptState,
-                         fuse_turn, read_session_status)
+from .transcript import (
+    HookReader,
+    HookState,
+    SessionStatus,
+    TranscriptReader,
+    TranscriptState,
+    fuse_turn,
+    read_session_status,
+)
 
 INTERPRETERS = ("node", "bun", "python")  # prefixes: python3.11, nodejs ...
 
@@ -132,22 +139,28 @@ class AgentWatcher:
         trees = self._sample(since_wall)
         if not trees:
             self._roots.clear()
-            return AgentSignals(AgentState.ABSENT, last_hook_event=hook.event,
-                                detail=f"no {'/'.join(self.config.process_names)} process of {self.config.user}")
+            return AgentSignals(
+                AgentState.ABSENT,
+                last_hook_event=hook.event,
+                detail=f"no {'/'.join(self.config.process_names)} process of {self.config.user}",
+            )
         results = [self._judge(t, hook, now, wall, elapsed) for t in trees]
         live = {(t.root.pid, t.root.created) for t in trees}
         self._roots = {k: v for k, v in self._roots.items() if k in live}
         order = [AgentState.WORKING, AgentState.STALLED, AgentState.WAITING]
-        state, detail, ev = min(results, key=lambda r: order.index(r[0]))
+        state, detail, _ = min(results, key=lambda r: order.index(r[0]))
         if len(trees) > 1:
             detail += f" [{len(trees)} agent processes]"
         return AgentSignals(
-            state=state, turn_open=any(r[2].turn_open for r in results),
+            state=state,
+            turn_open=any(r[2].turn_open for r in results),
             tool_running=any(r[2].tool_running for r in results),
             transcript_grew=any(r[2].grew_now for r in results),
             model_connections=sum(r[2].connections for r in results),
             cpu_busy=any(r[2].cpu_busy or r[2].children_busy for r in results),
-            last_hook_event=hook.event, detail=detail)
+            last_hook_event=hook.event,
+            detail=detail,
+        )
 
     # -- sampling -------------------------------------------------------------------------
 
@@ -168,12 +181,17 @@ class AgentWatcher:
             if info["cpu_times"] is None or info["uids"] is None:
                 continue  # vanished or unreadable mid-scan
             ct = info["cpu_times"]
-            procs[p.pid] = _Proc(p.pid, info["ppid"] or 0, info["name"] or "", info["uids"].real,
-                                 ct.user + ct.system, ct.children_user + ct.children_system,
-                                 info["create_time"] or 0.0)
+            procs[p.pid] = _Proc(
+                p.pid,
+                info["ppid"] or 0,
+                info["name"] or "",
+                info["uids"].real,
+                ct.user + ct.system,
+                ct.children_user + ct.children_system,
+                info["create_time"] or 0.0,
+            )
             children.setdefault(info["ppid"] or 0, []).append(p.pid)
-        agents = {pid for pid, pr in procs.items()
-                  if pr.uid == uid and self._is_agent(pr) and self._is_under(pid)}
+        agents = {pid for pid, pr in procs.items() if pr.uid == uid and self._is_agent(pr) and self._is_under(pid)}
         roots = [pid for pid in agents if not self._has_agent_ancestor(pid, procs, agents)]
         trees = [Tree(procs[r], [procs[d] for d in _descendants(r, children)]) for r in roots]
         seen: dict[tuple[int, float], tuple[float, float]] = {}
@@ -212,15 +230,20 @@ class AgentWatcher:
             parent, hops = procs[parent].ppid, hops + 1
         return False
 
-    def _account(self, tree: Tree, since_wall: float | None,
-                 seen: dict[tuple[int, float], tuple[float, float]]) -> None:
+    def _account(
+        self, tree: Tree, since_wall: float | None, seen: dict[tuple[int, float], tuple[float, float]]
+    ) -> None:
         """CPU seconds this tick, per (pid, start time) so reused pids never subtract."""
         for proc in [tree.root, *tree.descendants]:
             key = (proc.pid, proc.created)
             seen[key] = (proc.cpu_own, proc.cpu_reaped)
             prev = self._cpu.get(key)
             if prev is None:  # new since the last tick counts whole; first tick is a baseline
-                prev = (0.0, 0.0) if since_wall is not None and proc.created >= since_wall else (proc.cpu_own, proc.cpu_reaped)
+                prev = (
+                    (0.0, 0.0)
+                    if since_wall is not None and proc.created >= since_wall
+                    else (proc.cpu_own, proc.cpu_reaped)
+                )
             own, reaped = max(0.0, proc.cpu_own - prev[0]), max(0.0, proc.cpu_reaped - prev[1])
             if proc is tree.root:
                 tree.cpu_own += own
@@ -233,8 +256,7 @@ class AgentWatcher:
             conns = psutil.Process(pid).net_connections(kind="tcp")
         except psutil.Error:
             return 0
-        return sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.raddr
-                   and self._is_remote(c.raddr.ip))
+        return sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.raddr and self._is_remote(c.raddr.ip))
 
     def _is_remote(self, ip: str) -> bool:
         try:
@@ -247,8 +269,9 @@ class AgentWatcher:
 
     # -- judging --------------------------------------------------------------------------
 
-    def _judge(self, tree: Tree, hook: HookState, now: float, wall: float,
-               elapsed: float) -> tuple[AgentState, str, Evidence]:
+    def _judge(
+        self, tree: Tree, hook: HookState, now: float, wall: float, elapsed: float
+    ) -> tuple[AgentState, str, Evidence]:
         mem = self._roots.setdefault((tree.root.pid, tree.root.created), _RootMemory())
         status, transcript = self._agent_state(tree.root.pid, mem)
         if transcript.grew:
@@ -259,13 +282,17 @@ class AgentWatcher:
         limit = self.config.cpu_busy * elapsed
         stall = self.config.stall_after
         ev = Evidence(
-            turn_open=turn_open, turn_source=source,
+            turn_open=turn_open,
+            turn_source=source,
             tool_running=turn_open and transcript.tool_running,
             grew_recently=mem.last_growth is not None and now - mem.last_growth < stall,
-            grew_now=transcript.grew > 0, connections=tree.connections,
+            grew_now=transcript.grew > 0,
+            connections=tree.connections,
             cpu_busy=elapsed > 0 and tree.cpu_own + tree.cpu_children > limit,
-            children_busy=elapsed > 0 and tree.cpu_children > limit, hook=hook,
-            hook_recent=hook.activity_at is not None and wall - hook.activity_at < stall)
+            children_busy=elapsed > 0 and tree.cpu_children > limit,
+            hook=hook,
+            hook_recent=hook.activity_at is not None and wall - hook.activity_at < stall,
+        )
         state, detail = classify(ev)
         return state, detail, ev
 

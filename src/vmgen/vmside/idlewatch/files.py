@@ -13,6 +13,7 @@ never through a path the agent could redirect between the check and the use.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -28,8 +29,16 @@ log = logging.getLogger(__name__)
 DEFAULT_IGNORE = (".git/objects/**", "node_modules/**", "__pycache__/**", "*.swp", ".vmgen/**")
 # No DONT_FOLLOW: watches are added through /proc/self/fd/N, the kernel's own link to a directory
 # already opened without following anything, and that link must be followed.
-MASK = (flags.CREATE | flags.MODIFY | flags.CLOSE_WRITE | flags.MOVED_FROM | flags.MOVED_TO
-        | flags.DELETE | flags.EXCL_UNLINK | flags.ONLYDIR)
+MASK = (
+    flags.CREATE
+    | flags.MODIFY
+    | flags.CLOSE_WRITE
+    | flags.MOVED_FROM
+    | flags.MOVED_TO
+    | flags.DELETE
+    | flags.EXCL_UNLINK
+    | flags.ONLYDIR
+)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_DEPTH = 128  # deeper directories are not watched: each level holds a descriptor while walking
 
@@ -74,8 +83,7 @@ class IgnoreRules:
     """
 
     def __init__(self, patterns: Iterable[str]) -> None:
-        parts = [("" if p.startswith("/") else "(?:.*/)?") + _glob_regex(p.lstrip("/"))
-                 for p in patterns if p.strip()]
+        parts = [("" if p.startswith("/") else "(?:.*/)?") + _glob_regex(p.lstrip("/")) for p in patterns if p.strip()]
         self._re = re.compile("^(?:" + "|".join(parts) + ")$") if parts else None
 
     def match(self, rel: str, is_dir: bool = False) -> bool:
@@ -165,14 +173,19 @@ class MtimeScanner:
 
 def relative(root: str, path: str) -> str:
     """Cheaper than os.path.relpath: every path here was built by joining onto `root`."""
-    return path[len(root) + 1:] if path.startswith(root + os.sep) else ""
+    return path[len(root) + 1 :] if path.startswith(root + os.sep) else ""
 
 
 class FileWatcher:
     """`poll()` returns how many paths changed since the last call, without blocking."""
 
-    def __init__(self, root: str | os.PathLike[str], ignore: Iterable[str] = DEFAULT_IGNORE,
-                 max_watches: int | None = None, scan_budget: int = 2000) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        ignore: Iterable[str] = DEFAULT_IGNORE,
+        max_watches: int | None = None,
+        scan_budget: int = 2000,
+    ) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.rules = IgnoreRules(ignore)
         self.max_watches = max_watches  # an artificial limit, for tests and benchmarks
@@ -274,8 +287,9 @@ class FileWatcher:
             self._enter(os.path.join(path, name), child, stack, found, collect)
         return found
 
-    def _enter(self, path: str, fd: int, stack: list[tuple[str, int, list[str]]], found: list[str],
-               collect: int) -> None:
+    def _enter(
+        self, path: str, fd: int, stack: list[tuple[str, int, list[str]]], found: list[str], collect: int
+    ) -> None:
         """Watch the open directory `fd`; push it with its subdirectories, or close it."""
         outcome = self._watch(path, fd)
         if outcome == "limit":
@@ -283,7 +297,7 @@ class FileWatcher:
         if outcome != "ok":
             os.close(fd)
             return
-        subdirs = []
+        subdirs: list[str] = []
         try:
             entries = list_dir(fd)
         except OSError:
@@ -295,7 +309,7 @@ class FileWatcher:
         stack.append((path, fd, subdirs))
 
     def _watch(self, path: str, fd: int) -> str:
-        """"ok", "limit" (no watch left: scan it) or "gone" (vanished, not a dir, no access)."""
+        """ "ok", "limit" (no watch left: scan it) or "gone" (vanished, not a dir, no access)."""
         assert self._inotify is not None
         if path in self._paths:
             return "ok"
@@ -311,9 +325,14 @@ class FileWatcher:
     def _limit_hit(self, path: str) -> str:
         if not self._limit_logged:
             self._limit_logged = True
-            log.warning("inotify watch limit reached after %d directories (raise "
-                        "fs.inotify.max_user_watches); scanning the rest by mtime, %d entries "
-                        "per tick, starting at %s", len(self._wds), self.scanner.budget, path)
+            log.warning(
+                "inotify watch limit reached after %d directories (raise "
+                "fs.inotify.max_user_watches); scanning the rest by mtime, %d entries "
+                "per tick, starting at %s",
+                len(self._wds),
+                self.scanner.budget,
+                path,
+            )
         return "limit"
 
     def _forget(self, top: str) -> None:
@@ -322,7 +341,5 @@ class FileWatcher:
         for path in [p for p in self._paths if p == top or p.startswith(prefix)]:
             wd = self._paths.pop(path)
             self._wds.pop(wd, None)
-            try:
+            with contextlib.suppress(OSError):  # already gone with the directory
                 self._inotify.rm_watch(wd)
-            except OSError:
-                pass  # already gone with the directory

@@ -91,8 +91,12 @@ def count_tmux_clients(sockets: Iterable[Path | str], who: RunAs, timeout: float
             log.warning("tmux: out of time for this tick; the remaining sockets count 0")
             break
         try:
-            code, out = run_as(who, ["tmux", "-S", str(socket), "list-clients", "-F", "#{client_pid}"],
-                               timeout=left, max_output=16 << 10)
+            code, out = run_as(
+                who,
+                ["tmux", "-S", str(socket), "list-clients", "-F", "#{client_pid}"],
+                timeout=left,
+                max_output=16 << 10,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("tmux list-clients on %s failed: %s", socket, exc)
             continue
@@ -115,16 +119,19 @@ def count_web_connections(ports: Iterable[int], proc_net: str = "/proc/net") -> 
                 next(f, None)  # header
                 for line in f:
                     fields = line.split()
-                    if len(fields) > 3 and fields[3] == TCP_ESTABLISHED and \
-                            fields[1].rsplit(":", 1)[-1] in wanted:
+                    if len(fields) > 3 and fields[3] == TCP_ESTABLISHED and fields[1].rsplit(":", 1)[-1] in wanted:
                         count += 1
         except OSError:
             continue  # no IPv6, or no /proc/net in this namespace
     return count
 
 
-def read_leases(path: Path, files: AgentFiles, monotonic: Callable[[], float] = time.monotonic,
-                wall: Callable[[], float] = time.time) -> tuple[Lease, ...]:
+def read_leases(
+    path: Path,
+    files: AgentFiles,
+    monotonic: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
+) -> tuple[Lease, ...]:
     """Keepalive leases, converted from wall time to the monotonic clock; expired ones dropped,
     each clamped to the longest lease the CLI gives. A missing file means no lease; one that is
     not the agent's regular file, too large or broken is logged and ignored rather than keeping
@@ -137,5 +144,6 @@ def read_leases(path: Path, files: AgentFiles, monotonic: Callable[[], float] = 
         log.warning("ignoring the leases file %s: %s", path, exc)
         return ()
     mono_now, wall_now = monotonic(), wall()
-    return tuple(Lease(until=mono_now + (lease.until - wall_now), reason=lease.reason)
-                 for lease in parse_leases(raw, wall_now))
+    return tuple(
+        Lease(until=mono_now + (lease.until - wall_now), reason=lease.reason) for lease in parse_leases(raw, wall_now)
+    )

@@ -37,8 +37,17 @@ def load_history(path: Path, current_boot: str, now: float) -> History:
     return History(boot_started=now, last_activity=now, last_activity_reason="watchdog started")
 
 
-def save(path: Path, current_boot: str, verdict: Verdict, action: Action, agent: AgentRecord,
-         last_seen: dict[str, float], dry_run: bool, failures: int, config: dict[str, Any]) -> WatchdogState:
+def save(
+    path: Path,
+    current_boot: str,
+    verdict: Verdict,
+    action: Action,
+    agent: AgentRecord,
+    last_seen: dict[str, float],
+    dry_run: bool,
+    failures: int,
+    config: dict[str, Any],
+) -> WatchdogState:
     """Write atomically; world-readable, since it holds no secret and `vmgen status` reads it."""
     mono, wall = time.monotonic(), time.time()
 

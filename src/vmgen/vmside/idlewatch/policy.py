@@ -19,9 +19,11 @@ def activity_reasons(snapshot: Snapshot) -> list[str]:
         reasons.append(f"agent working{f' ({agent.detail})' if agent.detail else ''}")
     if snapshot.files_changed:
         reasons.append(f"{snapshot.files_changed} file change(s) in the workspace")
-    for lease in snapshot.leases:
-        if lease.until > snapshot.at:
-            reasons.append(f"keepalive for {lease.until - snapshot.at:.0f}s more ({lease.reason})")
+    reasons.extend(
+        f"keepalive for {lease.until - snapshot.at:.0f}s more ({lease.reason})"
+        for lease in snapshot.leases
+        if lease.until > snapshot.at
+    )
     return reasons
 
 
@@ -69,6 +71,11 @@ def decide(history: History, snapshot: Snapshot, config: PolicyConfig) -> Verdic
         deadline=deadline,
         next_action=action,
         action_at=action_at,
-        history=replace(history, last_activity=last_activity, last_activity_reason=last_reason,
-                        last_human=last_human, human_since=human_since),
+        history=replace(
+            history,
+            last_activity=last_activity,
+            last_activity_reason=last_reason,
+            last_human=last_human,
+            human_since=human_since,
+        ),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ...contract.documents import AgentRecord, WatchSettings
 from ...contract.names import AGENT_USER, VM, VmPaths
 from .actions import act, warn, warning_text
 from .agent import AgentConfig
+from .files import DEFAULT_IGNORE
 from .humans import HumansConfig
 from .model import Action, AgentState, Snapshot, Verdict
 from .persist import boot_id, load_history, save
@@ -33,7 +35,7 @@ def collector_for(settings: WatchSettings, paths: VmPaths = VM) -> SignalCollect
         workspace=Path(settings.workspace) if settings.workspace else paths.work,
         agent=AgentConfig(user=AGENT_USER, hook_events=paths.hook_events, stall_after=settings.stall_minutes * 60),
         humans=HumansConfig(agent_user=AGENT_USER, leases_path=paths.leases),
-        **({"file_ignore": settings.ignore} if settings.ignore else {}),
+        file_ignore=settings.ignore or DEFAULT_IGNORE,
     )
     return SignalCollector(config)
 
@@ -41,8 +43,14 @@ def collector_for(settings: WatchSettings, paths: VmPaths = VM) -> SignalCollect
 class Watchdog:
     """One instance per service run; `tick()` is the whole behaviour, `run()` just repeats it."""
 
-    def __init__(self, settings: WatchSettings, collector: SignalCollector, dry_run: bool = False,
-                 clock=time.monotonic, paths: VmPaths = VM) -> None:
+    def __init__(
+        self,
+        settings: WatchSettings,
+        collector: SignalCollector,
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        paths: VmPaths = VM,
+    ) -> None:
         self.settings = settings
         self.paths = paths
         self.policy = policy_of(settings)
@@ -70,14 +78,26 @@ class Watchdog:
             self._warn(verdict)
         elif verdict.next_action not in (Action.NONE, Action.WARN):
             self._act(verdict)
-        save(self.state_path, self.boot, verdict, self.policy.action,
-             AgentRecord(snapshot.agent.state.value, snapshot.agent.detail), self.last_seen, self.dry_run,
-             self.failures, asdict(self.policy) | {"action": self.policy.action.value})
+        save(
+            self.state_path,
+            self.boot,
+            verdict,
+            self.policy.action,
+            AgentRecord(snapshot.agent.state.value, snapshot.agent.detail),
+            self.last_seen,
+            self.dry_run,
+            self.failures,
+            asdict(self.policy) | {"action": self.policy.action.value},
+        )
         return verdict
 
     def run(self, once: bool = False) -> None:
-        log.info("idle watchdog started: idle after %.0f min, action %s%s", self.policy.idle_timeout / 60,
-                 self.policy.action.value, " (dry run)" if self.dry_run else "")
+        log.info(
+            "idle watchdog started: idle after %.0f min, action %s%s",
+            self.policy.idle_timeout / 60,
+            self.policy.action.value,
+            " (dry run)" if self.dry_run else "",
+        )
         while True:
             started = self.clock()
             self.tick()
@@ -87,8 +107,11 @@ class Watchdog:
 
     def _log_changes(self, verdict: Verdict) -> None:
         if self.last_deadline is not None and verdict.deadline > self.last_deadline + 1:
-            log.info("idle deadline extended by %.0fs: %s", verdict.deadline - self.last_deadline,
-                     "; ".join(verdict.reasons) or "activity")
+            log.info(
+                "idle deadline extended by %.0fs: %s",
+                verdict.deadline - self.last_deadline,
+                "; ".join(verdict.reasons) or "activity",
+            )
         self.last_deadline = verdict.deadline
 
     def _remember_sources(self, snapshot: Snapshot) -> None:
@@ -108,8 +131,10 @@ class Watchdog:
         """A stalled turn is not activity (the countdown runs), but a human should hear of it once."""
         stalled = snapshot.agent.state is AgentState.STALLED
         if stalled and not self.stall_reported:
-            text = (f"vmgen: the agent in workspace {self.settings.name} looks stalled: a turn is open but "
-                    f"nothing has moved for {self.settings.stall_minutes:g} min ({snapshot.agent.detail})")
+            text = (
+                f"vmgen: the agent in workspace {self.settings.name} looks stalled: a turn is open but "
+                f"nothing has moved for {self.settings.stall_minutes:g} min ({snapshot.agent.detail})"
+            )
             log.warning("%s", text)
             if not self.dry_run:
                 warn(self.settings, text, self.paths)

@@ -28,8 +28,10 @@ def load(paths: VmPaths = VM) -> WatchSettings:
         raise ConfigError(str(exc)) from None
     if settings.action == Action.BACKUP_THEN_DELETE.value and not paths.backup_config.is_file():
         # Deleting without a verified backup would lose work: refuse rather than pretend.
-        raise ConfigError(f"{path}: action 'backup-then-delete' needs a backup store ({paths.backup_config} is "
-                          "missing); use 'delete' or 'poweroff', or launch with a backup store configured")
+        raise ConfigError(
+            f"{path}: action 'backup-then-delete' needs a backup store ({paths.backup_config} is "
+            "missing); use 'delete' or 'poweroff', or launch with a backup store configured"
+        )
     return settings
 
 

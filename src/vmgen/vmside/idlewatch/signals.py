@@ -8,15 +8,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ...contract.names import VM
 from ...privileges import RunAs
 from ..agentfs import AgentFiles
 from .agent import AgentConfig, AgentWatcher
 from .files import DEFAULT_IGNORE, FileWatcher
-from .humans import (HumansConfig, count_ssh_sessions, count_tmux_clients, count_web_connections,
-                     read_leases, tmux_sockets)
+from .humans import (
+    HumansConfig,
+    count_ssh_sessions,
+    count_tmux_clients,
+    count_web_connections,
+    read_leases,
+    tmux_sockets,
+)
 from .model import AgentSignals, AgentState, Humans, Lease, Snapshot
 
 log = logging.getLogger(__name__)
@@ -33,18 +39,20 @@ class SignalConfig:
     scan_budget: int = 2000  # entries stat'ed per tick past the watch limit
 
     @classmethod
-    def for_user(cls, user: str, workspace: Path, **agent: object) -> SignalConfig:
+    def for_user(cls, user: str, workspace: Path, **agent: Any) -> SignalConfig:
         """Agent and humans config for one user (the service: "agent"; tests: themselves)."""
-        return cls(workspace=workspace, agent=AgentConfig(user=user, **agent),  # type: ignore[arg-type]
-                   humans=HumansConfig(agent_user=user))
+        return cls(
+            workspace=workspace,
+            agent=AgentConfig(user=user, **agent),
+            humans=HumansConfig(agent_user=user),
+        )
 
 
 class SignalCollector:
     def __init__(self, config: SignalConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._clock = clock
-        self._files = FileWatcher(config.workspace, config.file_ignore, config.max_watches,
-                                  config.scan_budget)
+        self._files = FileWatcher(config.workspace, config.file_ignore, config.max_watches, config.scan_budget)
         self._failing: set[str] = set()
         # Whatever the agent user controls is read as the agent, or through AgentFiles.
         self._agent = AgentWatcher(config.agent, clock)
@@ -80,7 +88,8 @@ class SignalCollector:
         humans = Humans(
             ssh_sessions=self._guard("ssh", lambda: count_ssh_sessions(cfg.humans.ssh_excluded_users), _zero),
             tmux_clients=self._guard("tmux", self._tmux_clients, _zero),
-            web_connections=self._guard("web", lambda: count_web_connections(cfg.humans.web_ports), _zero))
+            web_connections=self._guard("web", lambda: count_web_connections(cfg.humans.web_ports), _zero),
+        )
         leases: tuple[Lease, ...] = self._guard("leases", self._leases, lambda e: ())
         return Snapshot(at=self._clock(), agent=agent, files_changed=files, humans=humans, leases=leases)
 
@@ -91,7 +100,7 @@ class SignalCollector:
         """Log a failing source once (and its recovery), answer its neutral value meanwhile."""
         try:
             value = read()
-        except Exception as exc:  # noqa: BLE001 - any bug in one source must not stop the rest
+        except Exception as exc:  # any bug in one source must not stop the rest
             if name not in self._failing:
                 self._failing.add(name)
                 log.exception("idlewatch signal %r failed; treating it as neutral", name)

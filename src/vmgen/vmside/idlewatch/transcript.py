@@ -35,7 +35,7 @@ CONTINUE_STOP_REASONS = frozenset({"tool_use", "pause_turn"})
 INTERRUPTED = "[Request interrupted by user"
 HOOK_ACTIVITY = frozenset({"UserPromptSubmit", "PreToolUse", "PostToolUse"})
 HOOK_CLOSED = frozenset({"Stop", "Notification"})  # Notification: idle prompt or a permission ask
-assert HOOK_ACTIVITY | HOOK_CLOSED == frozenset(HOOK_EVENTS)
+assert frozenset(HOOK_EVENTS) == HOOK_ACTIVITY | HOOK_CLOSED
 STATUS_MAX = 64 << 10  # a session status file is a few hundred bytes
 
 
@@ -51,8 +51,14 @@ class JsonlTail:
     the turn state lives in the last lines, and a months-old transcript can be many MB.
     """
 
-    def __init__(self, path: Path, files: AgentFiles, initial_tail: int = 1 << 20, max_read: int = 8 << 20,
-                 max_line: int = 32 << 20) -> None:
+    def __init__(
+        self,
+        path: Path,
+        files: AgentFiles,
+        initial_tail: int = 1 << 20,
+        max_read: int = 8 << 20,
+        max_line: int = 32 << 20,
+    ) -> None:
         self.path = path
         self.files = files
         self.initial_tail = initial_tail
@@ -220,10 +226,13 @@ def read_session_status(claude_dir: Path, pid: int, files: AgentFiles) -> Sessio
         return None
     updated = parse_timestamp(data.get("statusUpdatedAt") or data.get("updatedAt"))
     session_id, cwd = data.get("sessionId"), data.get("cwd")
-    return SessionStatus(pid, str(data.get("status") or ""),
-                         min(updated, time.time()) if updated is not None else None,
-                         session_id if isinstance(session_id, str) and _plain_name(session_id) else None,
-                         cwd if isinstance(cwd, str) else None)
+    return SessionStatus(
+        pid,
+        str(data.get("status") or ""),
+        min(updated, time.time()) if updated is not None else None,
+        session_id if isinstance(session_id, str) and _plain_name(session_id) else None,
+        cwd if isinstance(cwd, str) else None,
+    )
 
 
 def _plain_name(text: str) -> bool:
@@ -261,8 +270,11 @@ class TranscriptReader:
             if _is_file(self.files, exact):
                 return exact
         try:
-            found = [(st.st_mtime, self.project_dir / name) for name, st in self.files.listdir(self.project_dir)
-                     if name.endswith(".jsonl") and stat.S_ISREG(st.st_mode)]
+            found = [
+                (st.st_mtime, self.project_dir / name)
+                for name, st in self.files.listdir(self.project_dir)
+                if name.endswith(".jsonl") and stat.S_ISREG(st.st_mode)
+            ]
         except OSError:
             return None
         return max(found)[1] if found else None
@@ -284,13 +296,23 @@ class TranscriptReader:
             self._sidecar_mtime = sidecar
             mtime = max(mtime or 0.0, sidecar)
         turn = self._turn
-        return TranscriptState(path, turn.turn_open, turn.turn_open and bool(turn.pending_tools),
-                               grew, turn.changed_at, turn.tentative, mtime, turn.last_event)
+        return TranscriptState(
+            path,
+            turn.turn_open,
+            turn.turn_open and bool(turn.pending_tools),
+            grew,
+            turn.changed_at,
+            turn.tentative,
+            mtime,
+            turn.last_event,
+        )
 
     def _subagents_mtime(self, path: Path) -> float | None:
         folder = path.with_suffix("") / "subagents"
         try:
-            newest = max((st.st_mtime for _, st in self.files.listdir(folder) if stat.S_ISREG(st.st_mode)), default=None)
+            newest = max(
+                (st.st_mtime for _, st in self.files.listdir(folder) if stat.S_ISREG(st.st_mode)), default=None
+            )
         except OSError:
             return None
         return min(newest, time.time()) if newest is not None else None
@@ -337,8 +359,7 @@ class HookReader:
         return self.state
 
 
-def fuse_turn(transcript: TranscriptState, status: SessionStatus | None,
-              hook: HookState) -> tuple[bool, str]:
+def fuse_turn(transcript: TranscriptState, status: SessionStatus | None, hook: HookState) -> tuple[bool, str]:
     """Whether a turn is open: the most recent statement of the three sources wins.
 
     Esc writes nothing to the transcript but flips the status to idle; a permission prompt
@@ -356,5 +377,5 @@ def fuse_turn(transcript: TranscriptState, status: SessionStatus | None,
         return True, "session status (reply streaming)"
     if not claims:
         return transcript.turn_open, "transcript" if transcript.path else "no transcript yet"
-    at, open_, source = max(claims, key=lambda c: c[0])
+    _, open_, source = max(claims, key=lambda c: c[0])
     return open_, source

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..idlewatch.transcript import parse_timestamp, project_dir_name
 
@@ -34,9 +35,11 @@ def activity_of(entries: Iterable[dict[str, Any]], limit: int = 30) -> list[Acti
         if kind == "user" and isinstance(content, str):
             items.append(Activity("you", _short(content), at))
         elif kind == "user" and isinstance(content, list):
-            for part in content:
-                if part.get("type") == "text" and not part.get("text", "").startswith("[Request interrupted"):
-                    items.append(Activity("you", _short(part["text"]), at))
+            items.extend(
+                Activity("you", _short(part["text"]), at)
+                for part in content
+                if part.get("type") == "text" and not part.get("text", "").startswith("[Request interrupted")
+            )
         elif kind == "assistant" and isinstance(content, list):
             for part in content:
                 if part.get("type") == "text" and part.get("text", "").strip():
@@ -70,7 +73,7 @@ def read_tail(path: Path, size: int = TAIL_BYTES) -> list[dict[str, Any]]:
         start = max(0, f.tell() - size)
         f.seek(start)
         data = f.read()
-    lines = data.split(b"\n")[1 if start else 0:]  # a cut first line is a fragment
+    lines = data.split(b"\n")[1 if start else 0 :]  # a cut first line is a fragment
     entries = []
     for line in lines:
         try:
