@@ -11,16 +11,14 @@ from typing import TYPE_CHECKING
 from .backup.target import BackupTarget
 from .builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
 from .builder.install import plan_of
-from .contract.names import AGENT_SESSION
 from .errors import UsageError, WorkspaceExists
-from .handover import Handover, deliver
+from .handover import Handover
 from .providers import Provider, Workspace
-from .readiness import Phase, follow_cloud_init, wait_for_session, wait_for_ssh
+from .readiness import Phase
 from .spec import LocalSource, WorkspaceSpec
-from .ssh import SSHTarget
 from .state import WorkspaceRecord, WorkspaceState
 from .targets import ssh_target
-from .workspace_client import SshWorkspaceClient, WorkspaceClient
+from .workspace_client import ClientFactory, SshWorkspaceClient, WorkspaceClient
 
 if TYPE_CHECKING:
     from .caddy import Login
@@ -51,14 +49,11 @@ class LaunchOptions:
 @dataclass
 class LaunchResult:
     workspace: Workspace
-    target: SSHTarget
+    client: WorkspaceClient
     # Seconds from the start of the launch to the end of each step, for the benchmark.
     timings: dict[str, float] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
     image: str = ""  # the image it booted from, when vmgen chose a baked one or one was named
-
-
-ClientFactory = Callable[[SSHTarget, str], WorkspaceClient]
 
 
 def launch(
@@ -66,7 +61,7 @@ def launch(
     provider: Provider,
     options: LaunchOptions,
     progress: Progress,
-    client_for: ClientFactory = SshWorkspaceClient,
+    client_for: ClientFactory = SshWorkspaceClient.booting,
 ) -> LaunchResult:
     started = time.monotonic()
     timings: dict[str, float] = {}
@@ -135,15 +130,14 @@ def launch(
             progress(f"DNS: {spec.host} and *.{spec.host} -> {made.address}")
             options.dns.ensure_workspace(spec.name, made.address)
             mark("dns")
-        target = wait_for_ssh(
-            lambda: ssh_target(provider, spec.name, options.identities), options.boot_timeout, progress
-        )
+        client = client_for(spec.name, lambda: ssh_target(provider, spec.name, options.identities))
+        client.wait_until_reachable(options.boot_timeout, progress)
         mark("ssh")
-        phases = follow_cloud_init(target, options.boot_timeout, progress)
+        phases = client.follow_boot(options.boot_timeout, progress)
         mark("cloud_init")
         if options.restore_identity is not None:
             progress("restoring the backup (download, verify, decrypt, extract)")
-            restored = client_for(target, spec.name).restore(
+            restored = client.restore(
                 options.restore_identity, lambda message: progress(f"restore: {message}"), options.boot_timeout
             )
             progress(f"restored backup {restored.backup_id}")
@@ -152,8 +146,7 @@ def launch(
             "handing over credentials"
             + (" and uploading the repository" if isinstance(spec.source, LocalSource) else "")
         )
-        deliver(
-            target,
+        client.hand_over(
             Handover(
                 agent_env=options.agent_env,
                 claude_credentials=options.claude_credentials,
@@ -166,7 +159,7 @@ def launch(
             ),
         )
         mark("handover")
-        wait_for_session(target, AGENT_SESSION, 120, progress)
+        client.wait_for_agent(120, progress)
         mark("agent")
     except BaseException:
         # Before `create` returned, nothing of ours exists under this name (the provider cleans
@@ -181,7 +174,7 @@ def launch(
         raise
     workspace = provider.get(spec.name)
     assert workspace is not None
-    return LaunchResult(workspace=workspace, target=target, timings=timings, phases=phases, image=spec.image)
+    return LaunchResult(workspace=workspace, client=client, timings=timings, phases=phases, image=spec.image)
 
 
 def with_baked_image(spec: WorkspaceSpec, provider: Provider, progress: Progress) -> WorkspaceSpec:

@@ -1,8 +1,11 @@
-"""The laptop's one way of talking to a workspace's vmgen: over SSH as the agent user, through
-the VM-side commands (`vmgen vmside ...`), which answer in the contract's documents.
+"""The laptop's one way of talking to a workspace: over SSH as the agent user. From its boot
+(SSH answers, cloud-init's phases, the handover, the agent's session) to its life (backups,
+the restore, the watchdog's state, keepalives through the VM-side `vmgen vmside ...` commands,
+which answer in the contract's documents).
 
 A backup or restore streams root's progress lines back as they come (no polling of result
 files); a dropped connection does not stop the work on the VM, and the page shows its result.
+The launch orchestrator talks to a workspace only through this protocol, so its tests use a fake.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from typing import Any, Protocol
 from .contract import codec
 from .contract.control import decode_reply
 from .contract.documents import BackupResult, RestoreResult, WatchdogState
+from .contract.names import AGENT_SESSION
 from .errors import BootFailed, VmgenError
+from .handover import Handover, deliver
+from .readiness import Phase, follow_cloud_init, wait_for_session, wait_for_ssh
 from .ssh import SSHTarget, remote, run
 
 Progress = Callable[[str], None]
@@ -34,6 +40,14 @@ class StatusUnavailable(VmgenError):
 
 
 class WorkspaceClient(Protocol):
+    def wait_until_reachable(self, timeout: float, progress: Progress) -> None: ...
+
+    def follow_boot(self, timeout: float, progress: Progress) -> list[Phase]: ...
+
+    def hand_over(self, handover: Handover) -> None: ...
+
+    def wait_for_agent(self, timeout: float, progress: Progress) -> None: ...
+
     def backup(self, progress: Progress) -> BackupResult: ...
 
     def restore(self, identity: str, progress: Progress, timeout: float) -> RestoreResult: ...
@@ -43,9 +57,40 @@ class WorkspaceClient(Protocol):
     def keepalive(self, duration: str, reason: str) -> str: ...
 
 
+# How launch gets its client: the workspace's name and how to find its SSH endpoint now (a
+# port may appear late).
+ClientFactory = Callable[[str, Callable[[], SSHTarget | None]], WorkspaceClient]
+
+
 class SshWorkspaceClient:
-    def __init__(self, target: SSHTarget, name: str) -> None:
-        self.target, self.name = target, name
+    def __init__(
+        self, target: SSHTarget | None, name: str, find_target: Callable[[], SSHTarget | None] | None = None
+    ) -> None:
+        self._target, self.name = target, name
+        self._find_target = find_target or (lambda: target)
+
+    @classmethod
+    def booting(cls, name: str, find_target: Callable[[], SSHTarget | None]) -> SshWorkspaceClient:
+        """For a workspace being launched: the target is known once SSH answers."""
+        return cls(None, name, find_target)
+
+    @property
+    def target(self) -> SSHTarget:
+        if self._target is None:
+            raise VmgenError(f"{self.name}: not reachable over SSH yet")
+        return self._target
+
+    def wait_until_reachable(self, timeout: float, progress: Progress) -> None:
+        self._target = wait_for_ssh(self._find_target, timeout, progress)
+
+    def follow_boot(self, timeout: float, progress: Progress) -> list[Phase]:
+        return follow_cloud_init(self.target, timeout, progress)
+
+    def hand_over(self, handover: Handover) -> None:
+        deliver(self.target, handover)
+
+    def wait_for_agent(self, timeout: float, progress: Progress) -> None:
+        wait_for_session(self.target, AGENT_SESSION, timeout, progress)
 
     def backup(self, progress: Progress, timeout: float = 7200) -> BackupResult:
         raw = self._stream(["vmgen", "vmside", "backup", "--trigger", "laptop"], None, progress, timeout)

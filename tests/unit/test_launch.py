@@ -1,0 +1,232 @@
+"""The launch orchestrator without a VM: an in-memory provider and a scripted workspace client.
+What is created is removed on any failure (an interrupt too) unless kept on purpose; nothing is
+deleted that this launch did not create; a restore happens before the handover; the agent is
+waited for; the user-data passes the real `cloud-init schema`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vmgen.contract.documents import RestoreResult
+from vmgen.errors import BootFailed, UsageError, WorkspaceExists
+from vmgen.handover import Handover
+from vmgen.launch import LaunchOptions, launch
+from vmgen.providers.base import SelfDelete, Workspace
+from vmgen.readiness import Phase
+from vmgen.spec import GitSource, RestoreSource, VmgenInstall, WebSpec, WorkspaceSpec, make_spec
+from vmgen.stamps import BakedImage, ImageStamp
+from vmgen.state import WorkspaceState
+from vmgen.workspace_client import RestoreFailed
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj t@l"
+
+
+@dataclass
+class FakeProvider:
+    """The Provider protocol in memory; records what it was asked."""
+
+    name: str = "fake"
+    public: bool = False
+    user_data_limit: int = 1 << 20
+    servers: dict[str, Workspace] = field(default_factory=dict)
+    user_data: dict[str, str] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+    baked: BakedImage | None = None
+    fail_create: BaseException | None = None
+
+    def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace:
+        if self.fail_create is not None:
+            raise self.fail_create
+        self.user_data[spec.name] = user_data
+        made = Workspace(spec.name, self.name, "running", datetime.now(UTC), None, address="203.0.113.7")
+        self.servers[spec.name] = made
+        return made
+
+    def get(self, name: str) -> Workspace | None:
+        return self.servers.get(name)
+
+    def workspaces(self) -> list[Workspace]:
+        return list(self.servers.values())
+
+    def start(self, name: str) -> Workspace:
+        return self.servers[name]
+
+    def stop(self, name: str) -> Workspace:
+        return self.servers[name]
+
+    def delete(self, name: str) -> str | None:
+        self.deleted.append(name)
+        self.servers.pop(name, None)
+        return None
+
+    def self_delete_spec(self) -> SelfDelete:
+        return SelfDelete(provider="docker")
+
+    def baked_images(self, base: str | None = None) -> list[BakedImage]:
+        return [self.baked] if self.baked else []
+
+    def newest_baked(self, spec: WorkspaceSpec | None = None) -> BakedImage | None:
+        return self.baked
+
+    def stop_note(self) -> str:
+        return ""
+
+
+@dataclass
+class ScriptedClient:
+    """A workspace that boots as scripted: each step is recorded, any may fail."""
+
+    calls: list[str] = field(default_factory=list)
+    fail_at: str = ""
+    failure: BaseException = field(default_factory=lambda: BootFailed("cloud-init status: error"))
+    handover: Handover | None = None
+
+    def _step(self, name: str) -> None:
+        self.calls.append(name)
+        if name == self.fail_at:
+            raise self.failure
+
+    def wait_until_reachable(self, timeout, progress) -> None:
+        self._step("reachable")
+
+    def follow_boot(self, timeout, progress) -> list[Phase]:
+        self._step("boot")
+        return [Phase("packages", 1.0), Phase("done", 2.0)]
+
+    def hand_over(self, handover: Handover) -> None:
+        self.handover = handover
+        self._step("handover")
+
+    def wait_for_agent(self, timeout, progress) -> None:
+        self._step("agent")
+
+    def restore(self, identity: str, progress, timeout) -> RestoreResult:
+        self._step("restore")
+        return RestoreResult(ok=True, backup_id="20261202T120000Z-ab12")
+
+    def backup(self, progress):  # not part of a launch
+        raise AssertionError("a launch never backs up")
+
+    def status(self):
+        raise AssertionError("a launch never reads the status")
+
+    def keepalive(self, duration: str, reason: str) -> str:
+        raise AssertionError("a launch sets no lease")
+
+
+def spec_for(home: Path, source=None, **changes) -> WorkspaceSpec:
+    return make_spec(source or "https://example.com/me/app.git", name="app", agent="claude",
+                     agent_version="2.1.332", size="medium", region="", image="", idle_minutes=30, desktop=False,
+                     configured_keys=(KEY,), vmgen=VmgenInstall(version="0.1.0"), home=home, **changes)
+
+
+def run_launch(spec: WorkspaceSpec, provider: FakeProvider, client: ScriptedClient, **options):
+    messages: list[str] = []
+    made_for: list[str] = []
+
+    def client_for(name, find_target):
+        made_for.append(name)
+        return client
+
+    result = launch(spec, provider, LaunchOptions(agent_env={"ANTHROPIC_API_KEY": "test-key"}, **options),
+                    messages.append, client_for)
+    assert made_for == [spec.name]
+    return result, messages
+
+
+@pytest.fixture
+def provider() -> FakeProvider:
+    return FakeProvider()
+
+
+def test_a_launch_boots_hands_over_and_waits_for_the_agent(home, provider) -> None:
+    client = ScriptedClient()
+    result, messages = run_launch(spec_for(home), provider, client)
+    assert client.calls == ["reachable", "boot", "handover", "agent"]
+    assert client.handover is not None and client.handover.agent_env == {"ANTHROPIC_API_KEY": "test-key"}
+    assert client.handover.approve_claude_api_key == "test-key"
+    assert result.workspace.name == "app" and [p.name for p in result.phases] == ["packages", "done"]
+    assert set(result.timings) >= {"render", "create", "ssh", "cloud_init", "handover", "agent"}
+    # What reached the provider is valid cloud-config that carries no credential.
+    config = yaml.safe_load(provider.user_data["app"])
+    assert config["users"][0]["name"] == "agent" and "test-key" not in provider.user_data["app"]
+    state = WorkspaceState("app")
+    assert state.exists() and state.known_hosts.read_text().startswith("vmgen-app ssh-ed25519 ")
+    assert "creating the workspace on fake" in messages
+
+
+@pytest.mark.parametrize("step", ["reachable", "boot", "handover", "agent"])
+def test_a_failed_boot_removes_the_workspace_and_its_state(home, provider, step) -> None:
+    client = ScriptedClient(fail_at=step)
+    with pytest.raises(BootFailed):
+        run_launch(spec_for(home), provider, client)
+    assert provider.deleted == ["app"] and not WorkspaceState("app").exists()
+
+
+def test_an_interrupt_cleans_up_too(home, provider) -> None:
+    client = ScriptedClient(fail_at="boot", failure=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        run_launch(spec_for(home), provider, client)
+    assert provider.deleted == ["app"] and not WorkspaceState("app").exists()
+
+
+def test_keep_on_failure_keeps_the_workspace_and_its_state(home, provider) -> None:
+    with pytest.raises(BootFailed):
+        run_launch(spec_for(home), provider, ScriptedClient(fail_at="boot"), keep_on_failure=True)
+    assert provider.deleted == [] and "app" in provider.servers and WorkspaceState("app").exists()
+
+
+def test_a_create_that_fails_deletes_nothing_by_name(home, provider) -> None:
+    # Nothing of this launch exists under the name: deleting it could hit someone else's.
+    provider.fail_create = BootFailed("quota")
+    with pytest.raises(BootFailed, match="quota"):
+        run_launch(spec_for(home), provider, ScriptedClient())
+    assert provider.deleted == [] and not WorkspaceState("app").exists()
+
+
+def test_a_taken_name_is_refused_before_anything_is_made(home, provider) -> None:
+    provider.servers["app"] = Workspace("app", "fake", "running", datetime.now(UTC), None)
+    with pytest.raises(WorkspaceExists):
+        run_launch(spec_for(home), provider, ScriptedClient())
+    assert provider.user_data == {} and provider.deleted == []
+
+
+def test_a_restore_comes_before_the_handover_and_its_failure_cleans_up(home, provider) -> None:
+    spec = spec_for(home, source=RestoreSource("app", ""))
+    client = ScriptedClient()
+    run_launch(spec, provider, client, restore_identity="AGE-SECRET-KEY-1TEST\n")
+    assert client.calls == ["reachable", "boot", "restore", "handover", "agent"]
+    assert "AGE-SECRET-KEY" not in provider.user_data["app"]  # the identity never travels in user-data
+    provider.servers.clear()
+    failing = ScriptedClient(fail_at="restore", failure=RestoreFailed("restore failed: damaged"))
+    with pytest.raises(RestoreFailed):
+        run_launch(spec, provider, failing, restore_identity="AGE-SECRET-KEY-1TEST\n")
+    assert "handover" not in failing.calls and provider.deleted == ["app"]
+
+
+def test_a_baked_image_is_used_unless_told_not_to(home, provider) -> None:
+    stamp = ImageStamp(packages="x", agent="claude-2.1.332", vmgen="0.1.0")
+    provider.baked = BakedImage(ref="sha256:baked", name="vmgen-baked:x", created_at=datetime.now(UTC), stamp=stamp,
+                                base="")
+    assert run_launch(spec_for(home), provider, ScriptedClient())[0].image == "sha256:baked"
+    provider.servers.clear()
+    assert run_launch(spec_for(home), provider, ScriptedClient(), use_baked=False)[0].image == ""
+
+
+def test_a_domain_needs_a_public_provider(home, provider) -> None:
+    spec = spec_for(home, web=WebSpec(domain="dev.example.com"))
+    with pytest.raises(UsageError, match="no public address"):
+        run_launch(spec, provider, ScriptedClient())
+    assert provider.user_data == {}
+
+
+def test_a_git_source_is_cloned_on_the_vm_not_uploaded(home, provider) -> None:
+    client = ScriptedClient()
+    run_launch(spec_for(home, source="https://example.com/me/app.git#dev"), provider, client)
+    assert client.handover is not None and client.handover.upload_from is None
+    assert isinstance(spec_for(home).source, GitSource)
