@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 from .contract.names import VM
@@ -12,19 +13,21 @@ from .errors import BootFailed
 from .ssh import SSHTarget, run, stream
 
 PHASES_LOG = str(VM.phases_log)
-OUTPUT_LOG = "/var/log/cloud-init-output.log"
+OUTPUT_LOG = str(VM.provision_log)
 DONE_MARK = "@@vmgen-cloud-init"
 
 # Remote script: follow vmgen's phase log while cloud-init works, then report its final status.
-_FOLLOW_BOOT = f"""
+FOLLOW_SCRIPT = f"""
 while [ ! -e {PHASES_LOG} ] && ! cloud-init status 2>/dev/null | grep -qE 'status: (done|error|disabled)'; do
   sleep 1
 done
 tail -n +1 -F {PHASES_LOG} 2>/dev/null &
 follower=$!
 cloud-init status --wait >/dev/null 2>&1
-sleep 0.2
 kill $follower 2>/dev/null
+wait $follower 2>/dev/null
+# What the follower had not printed yet (a loaded machine); the reader drops what it saw.
+cat {PHASES_LOG} 2>/dev/null
 echo "{DONE_MARK} $(cloud-init status 2>/dev/null | sed -n 's/^status: //p')"
 """
 
@@ -61,45 +64,67 @@ def wait_for_ssh(target_factory: Callable[[], SSHTarget | None], timeout: float,
     )
 
 
+# Opens one stream of FOLLOW_SCRIPT's output lines on the machine (over SSH, or docker exec for a
+# bake); closing the context ends it.
+LineStream = Callable[[], AbstractContextManager[Iterable[bytes]]]
+
+
 def follow_cloud_init(target: SSHTarget, timeout: float, progress: Progress) -> list[Phase]:
     """Stream provisioning phases until cloud-init is done; raise BootFailed on error.
 
     The stream is opened again if it ends early: cloud-init may restart sshd while it
     configures the VM (on a baked image, where vmgen attaches before cloud-init gets that far)."""
+    return follow_boot(lambda: ssh_lines(target), timeout, progress, lambda: output_tail(target))
+
+
+def follow_boot(open_lines: LineStream, timeout: float, progress: Progress, tail: Callable[[], str]) -> list[Phase]:
+    """follow_cloud_init for any way of running FOLLOW_SCRIPT on the machine."""
     phases: list[Phase] = []
+    seen: set[tuple[str, str, float]] = set()  # (kind, step, time): a reopened stream repeats the log
     final = ""
     deadline = time.monotonic() + timeout
     while not final and time.monotonic() < deadline:
-        final = _follow_once(target, deadline, phases, progress)
+        final = _follow_once(open_lines, deadline, phases, seen, progress)
         if not final:
-            time.sleep(1)
+            time.sleep(1)  # the stream ended (sshd restarted): open it again
     if final != "done":
         reason = f"cloud-init status: {final}" if final else f"cloud-init did not finish within {timeout:.0f}s"
-        raise BootFailed(f"{reason}\n{output_tail(target)}")
+        raise BootFailed(f"{reason}\n{tail()}")
     return phases
 
 
-def _follow_once(target: SSHTarget, deadline: float, phases: list[Phase], progress: Progress) -> str:
-    """One SSH stream of the phase log; cloud-init's final status, or "" if the stream ended."""
-    process = stream(target, ["bash", "-c", _FOLLOW_BOOT])
-    seen = {(p.name, p.at) for p in phases}
+@contextmanager
+def ssh_lines(target: SSHTarget) -> Iterator[Iterable[bytes]]:
+    process = stream(target, ["bash", "-c", FOLLOW_SCRIPT])
     assert process.stdout is not None
     try:
-        for raw in process.stdout:
+        yield process.stdout
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _follow_once(
+    open_lines: LineStream, deadline: float, phases: list[Phase], seen: set[tuple[str, str, float]], progress: Progress
+) -> str:
+    """One stream of the phase log; cloud-init's final status, or "" if the stream ended."""
+    with open_lines() as lines:
+        for raw in lines:
             line = raw.decode(errors="replace").strip()
-            if line.startswith("vmgen-phase "):
-                _, at, name = line.split(" ", 2)
-                if (name, float(at)) not in seen:
-                    seen.add((name, float(at)))
+            if line.startswith(("vmgen-phase ", "vmgen-skip ")):
+                kind, at, name = line.split(" ", 3)[:3]
+                if (kind, name, float(at)) in seen:
+                    continue
+                seen.add((kind, name, float(at)))
+                if kind == "vmgen-phase":
                     phases.append(Phase(name=name, at=float(at)))
                     progress(f"provisioning: {name}")
+                else:
+                    progress(f"provisioning: {name} is baked in")
             elif line.startswith(DONE_MARK):
                 return line.removeprefix(DONE_MARK).strip()
             if time.monotonic() > deadline:
                 break
-    finally:
-        process.kill()
-        process.wait()
     return ""
 
 
@@ -109,7 +134,11 @@ def output_tail(target: SSHTarget, lines: int = 15) -> str:
     except subprocess.TimeoutExpired:
         return "(could not read the cloud-init log)"
     text = "\n".join(relevant_tail(result.stdout.decode(errors="replace").splitlines(), lines))
-    return f"last lines of {OUTPUT_LOG}:\n{text}" if text else "(the cloud-init log is empty)"
+    return (
+        f"last lines of {OUTPUT_LOG}:\n{text}"
+        if text
+        else "(nothing in the provisioning log: cloud-init failed before vmgen's script ran)"
+    )
 
 
 def wait_for_session(target: SSHTarget, session: str, timeout: float, progress: Progress) -> None:

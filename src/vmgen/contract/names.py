@@ -157,6 +157,17 @@ class VmPaths:
         return self.log / "phases.log"
 
     @property
+    def provision_log(self) -> Path:
+        """Everything the provisioning script printed (no secrets): world-readable, so that the
+        CLI, logged in as the agent, can show why a boot failed."""
+        return self.log / "provision.log"
+
+    @property
+    def cloud_init_output(self) -> Path:
+        """cloud-init's own output log (root's, group adm: not the agent's to read)."""
+        return Path("/var/log/cloud-init-output.log")
+
+    @property
     def control_socket(self) -> Path:
         """Root's socket for the agent's requests; the kernel tells root who connected."""
         return self.run / "control.sock"

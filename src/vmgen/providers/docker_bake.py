@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from docker.errors import APIError, NotFound
@@ -16,7 +16,8 @@ from docker.models.images import Image
 from ..builder.install import BAKE_CLEANUP, InstallPlan
 from ..builder.render import render_bake_user_data
 from ..contract.names import VM
-from ..errors import VmgenError
+from ..errors import BootFailed, VmgenError
+from ..readiness import FOLLOW_SCRIPT, follow_boot
 from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
 from .docker import DockerProvider, boot_with_seed, systemd_run_options
 
@@ -41,7 +42,15 @@ def _image_id(image: Image) -> str:
     return image.id
 
 
-def bake(provider: DockerProvider, plan: InstallPlan, progress: Progress, timeout: float = 1800) -> BakedImage:
+def bake(
+    provider: DockerProvider,
+    plan: InstallPlan,
+    progress: Progress,
+    timeout: float = 1800,
+    labels: dict[str, str] | None = None,
+) -> BakedImage:
+    """Bake and commit. `labels` are added to (or override) the stamp's labels: the test suite
+    marks its own images so that no launch of a user's ever picks them."""
     base = base_label(provider)
     volumes = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
     if plan.vmgen.local_wheels is not None:
@@ -67,13 +76,13 @@ def bake(provider: DockerProvider, plan: InstallPlan, progress: Progress, timeou
         progress("cleaning up (cloud-init clean, host keys)")
         _exec(container, " && ".join(BAKE_CLEANUP))
         container.stop(timeout=30)
-        labels = plan.stamp.labels(base)
+        image_labels = plan.stamp.labels(base) | (labels or {})
         tag = f"{plan.stamp.agent}-{plan.stamp.vmgen}-{plan.stamp.packages}"
         progress(f"committing {BAKED_REPOSITORY}:{tag}")
-        image = container.commit(repository=BAKED_REPOSITORY, tag=tag, conf={"Labels": labels})
+        image = container.commit(repository=BAKED_REPOSITORY, tag=tag, conf={"Labels": image_labels})
     finally:
         container.remove(force=True)
-    return _baked(image)
+    return _baked(image, plan.stamp)
 
 
 def _remove(provider: DockerProvider, name: str) -> None:
@@ -93,9 +102,11 @@ def newest_baked(provider: DockerProvider) -> BakedImage | None:
     return found[0] if found else None
 
 
-def _baked(image: Image) -> BakedImage:
+def _baked(image: Image, stamp: ImageStamp | None = None) -> BakedImage:
+    """`stamp`: what was just baked (its labels may have been overridden); else read from the
+    labels of an image found by its baked label."""
     labels = image.labels or {}
-    stamp = ImageStamp.from_labels(labels)
+    stamp = stamp or ImageStamp.from_labels(labels)
     assert stamp is not None, "filtered on the baked label"
     created = datetime.fromisoformat(image.attrs["Created"][:26].rstrip("Z") + "+00:00").astimezone(UTC)
     name = image.tags[0] if image.tags else image.short_id
@@ -103,35 +114,39 @@ def _baked(image: Image) -> BakedImage:
 
 
 def _follow(container: Container, progress: Progress, timeout: float) -> None:
-    """Report each install step as it starts; fail with the log's tail if cloud-init fails."""
-    deadline = time.monotonic() + timeout
-    seen = 0
-    while time.monotonic() < deadline:
-        phases = _exec(container, "cat /var/log/vmgen/phases.log 2>/dev/null", check=False).splitlines()
-        for line in phases[seen:]:
-            kind, _, name = line.split(" ", 3)[:3]
-            progress(
-                f"{name}: {'already there' if kind == 'vmgen-skip' else 'installing'}"
-                if name != "baked"
-                else "install steps done"
-            )
-        seen = len(phases)
-        status = _exec(container, "cloud-init status 2>/dev/null || true", check=False)
-        if "status: error" in status:
-            raise BakeFailed("the install steps failed: " + _log_tail(container))
-        if "status: done" in status:
-            # Read again: the script may have finished between the two reads above.
-            if _exec(container, "cat /var/log/vmgen/phases.log", check=False).rstrip().endswith(" baked"):
-                return
-            raise BakeFailed("cloud-init finished but the bake script did not: " + _log_tail(container))
-        try:
-            container.reload()
-        except NotFound:
-            raise BakeFailed("the bake container disappeared") from None
-        if container.status != "running":
-            raise BakeFailed(f"the bake container stopped ({container.status})")
-        time.sleep(1)  # cloud-init inside the container offers no event to wait on
-    raise BakeFailed(f"baking did not finish within {timeout:.0f}s: " + _log_tail(container))
+    """Report each install step as it starts, the way a launch follows cloud-init; fail with the
+    log's tail if cloud-init fails or the bake script did not get to its end."""
+    try:
+        phases = follow_boot(
+            lambda: _exec_lines(container, FOLLOW_SCRIPT), timeout, progress, lambda: _log_tail(container)
+        )
+    except BootFailed as exc:
+        raise BakeFailed(f"the install steps failed: {exc}") from None
+    if not phases or phases[-1].name != "baked":
+        raise BakeFailed("cloud-init finished but the bake script did not: " + _log_tail(container))
+
+
+@contextmanager
+def _exec_lines(container: Container, script: str) -> Iterator[Iterable[bytes]]:
+    """The output of a script run in the container, line by line, as it comes."""
+    output = container.exec_run(["bash", "-c", script], stream=True).output
+    assert not isinstance(output, bytes), "streamed: a generator of chunks"
+
+    def lines() -> Iterator[bytes]:
+        pending = b""
+        for chunk in output:
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            yield from complete
+        if pending:
+            yield pending
+
+    try:
+        yield lines()
+    finally:
+        close = getattr(output, "close", None)  # docker's stream is a generator: close ends it
+        if close is not None:
+            close()
 
 
 def _log_tail(container: Container) -> str:
