@@ -36,7 +36,7 @@ class Settings:
     size: str = "medium"
     region: str = "fsn1"
     image: str = ""
-    idle_minutes: int = int(WATCH_DEFAULTS.idle_minutes)
+    idle_minutes: float = WATCH_DEFAULTS.idle_minutes
     idle_action: str = "auto"  # backup-then-delete when a backup store is configured, else poweroff
     idle_warn_minutes: float = WATCH_DEFAULTS.warn_minutes
     idle_human_minutes: float = WATCH_DEFAULTS.human_minutes

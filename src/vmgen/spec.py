@@ -94,6 +94,7 @@ class WatchdogTuning:
 
 
 WATCHDOG_ACTIONS = WATCH_ACTIONS
+MIN_IDLE_MINUTES = 0.1  # below a few ticks the watchdog cannot tell idle from between two steps
 # Ports vmgen's own services use on the VM: not available as previews.
 RESERVED_PORTS = PORTS.reserved
 _DOMAIN_RE = re.compile(r"^(?=.{4,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
@@ -139,7 +140,7 @@ class WorkspaceSpec:
     size: str = "medium"
     region: str = ""
     image: str = ""
-    idle_minutes: int = int(WATCH_DEFAULTS.idle_minutes)
+    idle_minutes: float = WATCH_DEFAULTS.idle_minutes
     desktop: bool = False
     extra_packages: tuple[str, ...] = field(default=())
     watchdog: WatchdogTuning = field(default_factory=WatchdogTuning)
@@ -331,7 +332,7 @@ def make_spec(
     size: str,
     region: str,
     image: str,
-    idle_minutes: int,
+    idle_minutes: float,
     desktop: bool,
     configured_keys: tuple[str, ...],
     vmgen: VmgenInstall,
@@ -343,8 +344,8 @@ def make_spec(
     source = source_text if isinstance(source_text, RestoreSource) else parse_source(source_text)
     if vmgen.local_wheels is not None and not vmgen.local_wheels.is_dir():
         raise InvalidSpec(f"vmgen_find_links {vmgen.find_links!r} is neither a URL nor a directory")
-    if idle_minutes < 1:
-        raise InvalidSpec(f"idle minutes must be at least 1, not {idle_minutes}")
+    if not idle_minutes >= MIN_IDLE_MINUTES:  # (NaN is not)
+        raise InvalidSpec(f"idle minutes must be at least {MIN_IDLE_MINUTES:g}, not {idle_minutes:g}")
     if watchdog.webhook_url and not re.fullmatch(r"https?://[^\s\x00-\x1f]+", watchdog.webhook_url):
         raise InvalidSpec(f"idle webhook {watchdog.webhook_url!r} is not an http(s) URL")
     if watchdog.action not in WATCHDOG_ACTIONS:

@@ -13,9 +13,6 @@ class HostKey:
     private_openssh: str
     public_openssh: str
 
-    def known_hosts_line(self, alias: str) -> str:
-        return f"{alias} {self.public_openssh}\n"
-
 
 def generate_host_key() -> HostKey:
     key = Ed25519PrivateKey.generate()

@@ -48,7 +48,9 @@ def spec_options(function: Command) -> Command:
         click.option("--type", "server_type", help="An explicit server type (e.g. cx33); overrides --size."),
         click.option("--region", help="Region / location."),
         click.option("--image", help="Base image or snapshot."),
-        click.option("--idle-minutes", type=int, help="Minutes of idleness before the workspace is stopped."),
+        click.option(
+            "--idle-minutes", type=float, help="Minutes of idleness before the watchdog acts (e.g. 30, or 0.5)."
+        ),
         click.option(
             "--idle-action",
             type=click.Choice(WATCHDOG_ACTIONS),

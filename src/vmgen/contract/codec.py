@@ -15,14 +15,16 @@ import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..errors import VmgenError
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 T = TypeVar("T", bound="DataclassInstance")
 
 
-class DocumentError(ValueError):
-    """A document does not have the shape its class says."""
+class DocumentError(VmgenError, ValueError):
+    """A document does not have the shape its class says (the CLI shows it as one line)."""
 
 
 def to_value(document: DataclassInstance) -> dict[str, Any]:

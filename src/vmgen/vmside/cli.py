@@ -24,14 +24,13 @@ def vmside() -> None:
 
 
 @vmside.command()
-@click.option("--dry-run", is_flag=True, help="Log what would be done; do nothing.")
 @click.option("--once", is_flag=True, help="One tick, then exit.")
-def idlewatch(dry_run: bool, once: bool) -> None:
+def idlewatch(once: bool) -> None:
     """Run the idle watchdog (the vmgen-idlewatch service, as root)."""
     from .idlewatch import service, settings
 
     loaded = settings.load()
-    service.run(loaded, dry_run=dry_run or loaded.dry_run, once=once)
+    service.run(loaded, dry_run=loaded.dry_run, once=once)
 
 
 @vmside.command()
