@@ -6,4 +6,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 export VMGEN_SETUP_FOR_TESTS=1
 source "$root/scripts/dev-env.sh"
 cd "$root"
-exec "$root/.venv/bin/python" -m pytest -ra "$@"
+echo "==> ruff and mypy on src/"
+"$root/.venv/bin/ruff" check src
+"$root/.venv/bin/ruff" format --check src
+"$root/.venv/bin/mypy"
+# Test files run side by side: most of their time is spent waiting on simulated VMs. A file's
+# tests stay on one worker (they share its workspace). The 15 slowest are printed at the end.
+workers=${VMGEN_TEST_WORKERS:-4}
+exec "$root/.venv/bin/python" -m pytest -ra -n "$workers" --dist loadfile --durations=15 "$@"

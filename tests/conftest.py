@@ -1,11 +1,38 @@
-"""Shared fixtures: an isolated HOME with an SSH key, so no test touches the user's files."""
+"""Shared fixtures: an isolated HOME with an SSH key, so no test touches the user's files; and one
+id per test run, shared by every xdist worker, that names and labels what the run creates on the
+Docker engine, so that the run finds and removes only its own things."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import subprocess
 from pathlib import Path
 
 import pytest
+
+RUN_VARIABLE = "VMGEN_TEST_RUN"
+RUN_LABEL = "vmgen-test-run"  # on every image a test run makes
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The controller (or a plain run) picks the id; workers inherit it through the environment.
+    if not hasattr(config, "workerinput"):
+        os.environ.setdefault(RUN_VARIABLE, secrets.token_hex(2))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Once every worker is done, the run's own images go (a user's are never touched)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    try:
+        import docker
+
+        engine = docker.from_env()
+        for image in engine.images.list(filters={"label": f"{RUN_LABEL}={os.environ[RUN_VARIABLE]}"}):
+            engine.images.remove(image.id, force=True)
+    except Exception as exc:  # noqa: BLE001 - a run without docker made no images; say so and go on
+        print(f"\nvmgen tests: run images not removed: {exc}")
 
 
 @pytest.fixture

@@ -10,21 +10,25 @@ import secrets
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import docker
 import pytest
+from filelock import FileLock
 
+from tests.conftest import RUN_LABEL, RUN_VARIABLE
 from tests.fakes.anthropic_api import FakeAnthropicServer, Script
+from vmgen import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_VERSION = "2.1.332"  # pinned so that runs are reproducible
 API_KEY = "test-key-not-real-0123456789"
 # Workspace names on a Docker engine are global. Each run uses names of its own, so a machine
-# where vmgen is in use keeps its workspaces, and two runs (or two workers) never meet.
-RUN = os.environ.get("VMGEN_TEST_RUN") or secrets.token_hex(2)
+# where vmgen is in use keeps its workspaces, and two runs never meet (tests/conftest.py sets it).
+RUN = os.environ.get(RUN_VARIABLE) or secrets.token_hex(2)
 
 
 def unique(name: str) -> str:
@@ -45,11 +49,59 @@ def docker_client() -> docker.DockerClient:
     return client
 
 
+@contextmanager
+def run_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A folder shared by every xdist worker of this run, entered by one worker at a time: the
+    first one makes what the folder should hold, the others find it made."""
+    shared = tmp_path_factory.getbasetemp().parent / f"shared-{name}"
+    shared.mkdir(exist_ok=True)
+    with FileLock(str(shared) + ".lock"):
+        yield shared
+
+
 @pytest.fixture(scope="session")
-def vm_image(docker_client) -> str:
-    result = subprocess.run(["bash", str(ROOT / "images/debian12-test/build.sh")],
-                            capture_output=True, text=True, check=True)
-    return result.stdout.strip().splitlines()[-1]
+def stock_image(docker_client, tmp_path_factory) -> str:
+    """The project's simulated-VM image (debootstrap), as an image of this run's own: its id is
+    the base of whatever the run bakes, so no launch of a user's (whose base is the shared
+    image) ever picks an image a test made, and the run removes it at the end."""
+    with run_once(tmp_path_factory, "stock-image") as shared:
+        made = shared / "image"
+        if not made.exists():
+            result = subprocess.run(["bash", str(ROOT / "images/debian12-test/build.sh")],
+                                    capture_output=True, text=True, check=True)
+            base = result.stdout.strip().splitlines()[-1]
+            container = docker_client.containers.create(base, command=["true"])
+            try:
+                container.commit(repository="vmgen-test-stock", tag=RUN, changes=[f"LABEL {RUN_LABEL}={RUN}"])
+            finally:
+                container.remove(force=True)
+            made.write_text(f"vmgen-test-stock:{RUN}")
+        return made.read_text()
+
+
+@pytest.fixture(scope="session")
+def vm_image(docker_client, stock_image, wheel_url, tmp_path_factory) -> str:
+    """The stock image with this run's install steps baked in (packages, the pinned Claude
+    Code, this very vmgen): launches skip them and take seconds. The cold path keeps its own
+    tests (test_launch_variants, test_baked_images use `stock_image`)."""
+    from vmgen.agents import AGENTS
+    from vmgen.builder.install import workspace_plan
+    from vmgen.providers.docker import DockerProvider
+    from vmgen.providers.docker_bake import bake
+    from vmgen.spec import VmgenInstall
+    from vmgen.stamps import BAKED_LABEL
+
+    with run_once(tmp_path_factory, "baked-image") as shared:
+        made = shared / "image"
+        if not made.exists():
+            plan = workspace_plan(AGENTS["claude"], AGENT_VERSION, VmgenInstall(version=__version__,
+                                                                              find_links=wheel_url),
+                                  desktop=False, domain="", code_ui_version="")
+            # Not "1" for the baked label: `vmgen image list` and launches never see this image.
+            image = bake(DockerProvider(stock_image, docker_client), plan, lambda message: None,
+                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN})
+            made.write_text(image.ref)
+        return made.read_text()
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -59,10 +111,12 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="session")
 def wheel_url(tmp_path_factory) -> str:
-    """vmgen's wheel, served over HTTP to the VMs (the production path installs from PyPI)."""
-    wheels = tmp_path_factory.mktemp("wheels")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
-                   check=True, capture_output=True)
+    """vmgen's wheel, built once per run and served over HTTP to the VMs by each worker (the
+    production path installs from PyPI). Builds from one source tree must not overlap."""
+    with run_once(tmp_path_factory, "wheels") as wheels:
+        if not list(wheels.glob("*.whl")):
+            subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+                           check=True, capture_output=True)
     server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), functools.partial(QuietHandler, directory=str(wheels)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://host.docker.internal:{server.server_address[1]}/"

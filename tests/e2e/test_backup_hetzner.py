@@ -16,7 +16,7 @@ from .conftest import make_repo
 NAME = "roamer"
 NOTE = "the key is under the mat\n"
 BUCKET = "vmgen-backups"
-IDLE_MINUTES = 1
+IDLE_MINUTES = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,8 @@ def cloud(cli, vm_image, tmp_path_factory):
             "VMGEN_R2_ENDPOINT": endpoint,
             "VMGEN_R2_ACCESS_KEY_ID": CREDENTIALS["access_key_id"],
             "VMGEN_R2_SECRET_ACCESS_KEY": CREDENTIALS["secret_access_key"],
-            "VMGEN_IDLE_WARN_MINUTES": "0.5",
-            "VMGEN_IDLE_INTERVAL_SECONDS": "5",
+            "VMGEN_IDLE_WARN_MINUTES": "0.25",
+            "VMGEN_IDLE_INTERVAL_SECONDS": "2",
         })
         yield fake, endpoint
     fake.stop()

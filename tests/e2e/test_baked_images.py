@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from tests.conftest import RUN_LABEL
 from tests.fakes.anthropic_api import Rule, Script, ToolUse
 from tests.fakes.hetzner import FakeHetzner
 from tests.fakes.hetzner.bake import bake_snapshot
@@ -19,9 +20,9 @@ from vmgen.agents import AGENTS
 from vmgen.builder.install import plan_for
 from vmgen.builder.render import render_bake_user_data
 from vmgen.spec import VmgenInstall
-from vmgen.stamps import STAMP_LABEL_PREFIX
+from vmgen.stamps import BAKED_LABEL, BASE_LABEL, STAMP_LABEL_PREFIX, label_value
 
-from .conftest import AGENT_VERSION, make_repo, unique
+from .conftest import AGENT_VERSION, RUN, make_repo, unique
 
 BAKED_WS, COLD_WS, MIXED_WS = unique("baked-ws"), unique("cold-ws"), unique("mixed-ws")
 
@@ -46,13 +47,20 @@ def agent_writes_a_file(cli, model, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def baked(cli, docker_client):
-    """A baked docker image; removed afterwards so that other tests launch cold."""
+def vm_image(stock_image: str) -> str:
+    """This module bakes, and launches cold, from the run's own stock image."""
+    return stock_image
+
+
+@pytest.fixture(scope="module")
+def baked(cli, docker_client, stock_image):
+    """The image `vmgen image build` bakes from this run's stock image (so it is this run's, and
+    nobody else's launch picks it); removed afterwards, and only it."""
     cli("image", "build", "--provider", "docker")
-    (image,) = docker_client.images.list(filters={"label": "vmgen-baked=1"})
+    ours = {"label": [f"{BAKED_LABEL}=1", f"{BASE_LABEL}={label_value(docker_client.images.get(stock_image).id)}"]}
+    (image,) = docker_client.images.list(filters=ours)
     yield image
-    for leftover in docker_client.images.list(filters={"label": "vmgen-baked=1"}):
-        docker_client.images.remove(leftover.id, force=True)
+    docker_client.images.remove(image.id, force=True)
 
 
 def test_image_list_shows_what_was_baked(cli, baked):
@@ -79,16 +87,19 @@ def test_a_vmgen_version_mismatch_reinstalls_vmgen_alone(cli, model, baked, dock
     # An image baked by an older vmgen: the same image with an older vmgen stamp.
     old = docker_client.containers.run(baked.id, ["sh", "-c", "echo 0.0.1 > /etc/vmgen/stamps/vmgen"], detach=True)
     old.wait()
-    labels = {**baked.labels, f"{STAMP_LABEL_PREFIX}vmgen": "0.0.1"}
-    older = old.commit(repository="vmgen-baked", tag="older-vmgen", conf={"Labels": labels})
+    labels = {**baked.labels, f"{STAMP_LABEL_PREFIX}vmgen": "0.0.1", RUN_LABEL: RUN}
+    older = old.commit(repository="vmgen-baked", tag=f"older-vmgen-{RUN}", conf={"Labels": labels})
     old.remove()
-    result = json.loads(cli("launch", str(make_repo(tmp_path, MIXED_WS)), "--json").stdout)
-    assert result["image"] == older.id  # the newest baked image
-    assert skipped_steps(cli, MIXED_WS) == {"packages", "agent"}
-    assert cli.ssh(MIXED_WS, "cat /etc/vmgen/stamps/vmgen").strip() == __version__
-    assert "vmgen-install" in {p["name"] for p in result["phases"]}
-    agent_writes_a_file(cli, model, MIXED_WS)
-    cli("destroy", MIXED_WS, "--yes")
+    try:
+        result = json.loads(cli("launch", str(make_repo(tmp_path, MIXED_WS)), "--json").stdout)
+        assert result["image"] == older.id  # the newest baked image
+        assert skipped_steps(cli, MIXED_WS) == {"packages", "agent"}
+        assert cli.ssh(MIXED_WS, "cat /etc/vmgen/stamps/vmgen").strip() == __version__
+        assert "vmgen-install" in {p["name"] for p in result["phases"]}
+        agent_writes_a_file(cli, model, MIXED_WS)
+        cli("destroy", MIXED_WS, "--yes")
+    finally:
+        docker_client.images.remove(older.id, force=True)  # before its parent, the baked image
 
 
 @pytest.fixture(scope="module")

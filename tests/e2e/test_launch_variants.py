@@ -19,6 +19,13 @@ CLONED, BROKEN, KEPT, SHIPPED = unique("cloned"), unique("broken"), unique("kept
 
 
 @pytest.fixture(scope="module")
+def vm_image(stock_image: str) -> str:
+    """The cold path: a stock image, every install step on the VM (apt, npm, pip from a local
+    wheel folder); --cold, so that no image baked from it meanwhile is picked."""
+    return stock_image
+
+
+@pytest.fixture(scope="module")
 def git_server(tmp_path_factory):
     """A repository served over git's dumb HTTP protocol, for the VM to clone."""
     base = tmp_path_factory.mktemp("git")
@@ -54,7 +61,7 @@ def test_git_url_with_branch_login_and_gitconfig(cli, model, git_server, local_w
     served_wheels = cli.env["VMGEN_VMGEN_FIND_LINKS"]
     cli.env["VMGEN_VMGEN_FIND_LINKS"] = str(local_wheels)
     try:
-        cli("launch", f"{git_server}#feature/x", "--name", CLONED, "--copy-claude-login")
+        cli("launch", f"{git_server}#feature/x", "--name", CLONED, "--copy-claude-login", "--cold")
         # A prompt sent the moment the launch returns is not lost while the agent's UI starts.
         cli("send", CLONED, "first words right after the launch")
         model.wait_for("first words right after the launch", timeout=60)
@@ -74,7 +81,7 @@ def test_git_url_with_branch_login_and_gitconfig(cli, model, git_server, local_w
 
 def test_failed_cloud_init_shows_the_log_and_leaves_nothing(cli, tmp_path, docker_client) -> None:
     repo = make_repo(tmp_path, BROKEN)
-    result = cli("launch", str(repo), "--agent-version", "0.0.0-does-not-exist", check=False)
+    result = cli("launch", str(repo), "--cold", "--agent-version", "0.0.0-does-not-exist", check=False)
     assert result.returncode == 1
     assert "cloud-init status: error" in result.stderr
     assert "npm" in result.stderr  # the tail of the log says what failed
@@ -86,7 +93,7 @@ def test_failed_cloud_init_shows_the_log_and_leaves_nothing(cli, tmp_path, docke
 
 def test_keep_on_failure_keeps_the_workspace_for_inspection(cli, tmp_path, docker_client) -> None:
     repo = make_repo(tmp_path, KEPT)
-    result = cli("launch", str(repo), "--agent-version", "0.0.0-does-not-exist", "--keep-on-failure", check=False)
+    result = cli("launch", str(repo), "--cold", "--agent-version", "0.0.0-does-not-exist", "--keep-on-failure", check=False)
     assert result.returncode == 1
     try:
         assert "status: error" in cli.ssh(KEPT, "cloud-init status", check=False)
@@ -100,7 +107,7 @@ def test_the_shipped_image_is_built_when_missing_or_a_clear_line_says_why(cli, t
     image = cli.env["VMGEN_DOCKER_IMAGE"]
     cli.env["VMGEN_DOCKER_IMAGE"] = "vmgen-ubuntu:24.04"
     try:
-        result = cli("launch", str(repo), check=False)
+        result = cli("launch", str(repo), "--cold", check=False)
     finally:
         cli.env["VMGEN_DOCKER_IMAGE"] = image
     # This machine reaches no container registry, so building from ubuntu:24.04 must fail cleanly.

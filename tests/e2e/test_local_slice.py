@@ -11,7 +11,6 @@ import sys
 import pytest
 
 from tests.fakes.anthropic_api import Rule, Script, ToolUse
-
 from tests.polling import eventually
 
 from .conftest import API_KEY, make_repo, unique
@@ -28,6 +27,7 @@ def launched(cli, model, tmp_path_factory):
                                "content": "hello from the scripted model\n"}),
         after_tool_text="I created HELLO.md.",
     )])
+    cli.env["VMGEN_IDLE_INTERVAL_SECONDS"] = "5"
     result = cli("launch", str(repo))
     yield result
     cli("destroy", NAME, "--yes", check=False)
@@ -156,6 +156,20 @@ def test_keepalive_and_status_from_the_laptop(cli, launched) -> None:
     assert "keepalive" in table and "next action" in table
     bad = cli("keepalive", NAME, "--for", "soon", check=False)
     assert bad.returncode == 2 and "invalid duration" in bad.stderr
+
+
+def test_the_watchdog_sees_the_agents_connection_to_its_model(cli, launched, model) -> None:
+    # Root in the simulated VM may read the agent's sockets as root on a real VM does
+    # (CAP_SYS_PTRACE): a turn waiting on a slow model is work, seen through that connection.
+    model.script = Script(rules=[Rule(trigger="THINK SLOWLY", text="Thought it through.", delay=60)])
+    cli("send", NAME, "THINK SLOWLY about it")
+    model.wait_for("THINK SLOWLY", timeout=60)
+
+    def agent() -> dict:
+        return json.loads(cli("status", NAME, "--json").stdout)["agent"]
+
+    eventually(lambda: "model connection" in agent()["detail"], timeout=50, what="the model connection in the verdict")
+    assert agent()["state"] == "working"
 
 
 def test_open_without_a_domain_tunnels_the_workspace_page(cli, launched) -> None:

@@ -13,13 +13,12 @@ import pytest
 
 from tests.fakes.anthropic_api import Rule, Script
 from tests.fakes.hetzner import FakeHetzner
-
 from tests.polling import eventually
 
 from .conftest import make_repo
 
-IDLE_MINUTES = 2
-SLOW_MODEL_SECONDS = 8 * 60  # longer than 3x the idle timeout
+IDLE_MINUTES = 0.5  # seconds-scale: the policy is the same at any scale (its table tests it)
+SLOW_MODEL_SECONDS = 3 * IDLE_MINUTES * 60 + 60  # longer than 3x the idle timeout
 
 
 class Webhook:
@@ -66,8 +65,8 @@ def watched(cli, vm_image):
         "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
         "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
         "VMGEN_IDLE_ACTION": "delete",
-        "VMGEN_IDLE_WARN_MINUTES": "1",
-        "VMGEN_IDLE_INTERVAL_SECONDS": "5",
+        "VMGEN_IDLE_WARN_MINUTES": "0.25",
+        "VMGEN_IDLE_INTERVAL_SECONDS": "2",
         "VMGEN_IDLE_WEBHOOK_URL": webhook.url,
     })
     yield fake, webhook

@@ -14,9 +14,9 @@ SLEEPY = unique("sleepy")
 
 
 def test_idle_workspace_powers_off_and_starts_again(cli, tmp_path, docker_client):
-    cli.env.update({"VMGEN_IDLE_INTERVAL_SECONDS": "5", "VMGEN_IDLE_WARN_MINUTES": "0.5"})
-    cli("launch", str(make_repo(tmp_path, SLEEPY)), "--idle-minutes", "1")
-    container = docker_client.containers.get("vmgen-sleepy")
+    cli.env.update({"VMGEN_IDLE_INTERVAL_SECONDS": "2", "VMGEN_IDLE_WARN_MINUTES": "0.1"})
+    cli("launch", str(make_repo(tmp_path, SLEEPY)), "--idle-minutes", "0.5")
+    container = docker_client.containers.get(f"vmgen-{SLEEPY}")
 
     def exited() -> bool:
         container.reload()

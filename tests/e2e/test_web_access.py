@@ -16,17 +16,42 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import RUN_LABEL
 from tests.fakes.anthropic_api import Rule, Script
 from tests.fakes.cloudflare import FakeCloudflare
 from tests.fakes.hetzner import FakeHetzner
 from tests.polling import eventually
 
-from .conftest import ROOT, make_repo
+from .conftest import AGENT_VERSION, ROOT, RUN, make_repo, run_once
 
 ZONE = "dev.example.com"
 NAME = "webby"
 HOST = f"{NAME}.{ZONE}"
 ARTIFACTS = Path(os.environ.get("VMGEN_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def vm_image(vm_image, wheel_url, docker_client, tmp_path_factory) -> str:
+    """The run's baked image plus what a workspace with a domain and a desktop installs: Caddy,
+    the desktop's packages and the code UI, compiled once here instead of in every launch."""
+    from vmgen import __version__
+    from vmgen.agents import AGENTS
+    from vmgen.builder.install import workspace_plan
+    from vmgen.providers.docker import DockerProvider
+    from vmgen.providers.docker_bake import bake
+    from vmgen.spec import VmgenInstall
+    from vmgen.stamps import BAKED_LABEL
+
+    with run_once(tmp_path_factory, "web-image") as shared:
+        made = shared / "image"
+        if not made.exists():
+            plan = workspace_plan(AGENTS["claude"], AGENT_VERSION, VmgenInstall(version=__version__,
+                                                                              find_links=wheel_url),
+                                  desktop=True, domain=ZONE, code_ui_version="1.12.0")
+            image = bake(DockerProvider(vm_image, docker_client), plan, lambda message: None,
+                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN})
+            made.write_text(image.ref)
+        return made.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +68,8 @@ def cloud(cli, vm_image):
         "VMGEN_CLOUDFLARE_ENDPOINT": dns.endpoint,
         "VMGEN_WEB_TLS": "internal",
         "VMGEN_IDLE_ACTION": "delete",
-        "VMGEN_IDLE_WARN_MINUTES": "0.5",
-        "VMGEN_IDLE_INTERVAL_SECONDS": "5",
+        "VMGEN_IDLE_WARN_MINUTES": "0.25",
+        "VMGEN_IDLE_INTERVAL_SECONDS": "2",
     })
     yield fake, dns
     dns.stop()
@@ -191,7 +216,7 @@ def test_destroy_removes_the_dns_records(cli, cloud, launched):
 
 def test_a_self_deleting_workspace_takes_its_records_along(cli, cloud, tmp_path):
     fake, dns = cloud
-    cli("launch", str(make_repo(tmp_path, "fleeting")), "--idle-minutes", "1")
+    cli("launch", str(make_repo(tmp_path, "fleeting")), "--idle-minutes", "0.5")
     assert len(records(dns, "fleeting")) == 2
     eventually(lambda: "fleeting" not in {s.name for s in fake.state.servers.values()}, timeout=240,
                what="the idle workspace to delete itself", interval=3)

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `tests` is not an installed package
     sys.path.insert(0, str(ROOT))
 
-from tests.polling import wait_until
 from tests.fakes.anthropic_api import FakeAnthropicServer, Rule, Script  # noqa: E402
+from tests.polling import wait_until
 from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher  # noqa: E402
 from vmgen.vmside.idlewatch.model import AgentSignals, AgentState  # noqa: E402
 

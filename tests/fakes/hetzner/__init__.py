@@ -39,7 +39,7 @@ Where the behaviours the API reference does not spell out come from:
 """
 
 from .catalog import default_locations, default_server_types, default_system_images
-from .fake import Fault, FakeHetzner, RecordedRequest
+from .fake import FakeHetzner, Fault, RecordedRequest
 from .model import Deprecation, Image, Location, Price, ServerType, TypeLocation
 from .vms import cleanup_orphans
 

@@ -14,7 +14,6 @@ from vmgen.builder.install import BAKE_CLEANUP
 from .fake import FakeHetzner
 
 
-
 def bake_snapshot(fake: FakeHetzner, user_data: str, labels: dict[str, str], description: str = "vmgen bake",
                   base: str = "ubuntu-24.04", server_type: str = "cx23") -> Any:
     """Returns the hcloud image of the new snapshot."""

@@ -7,8 +7,7 @@ import binascii
 import hashlib
 from typing import Any
 
-from .model import (Action, ApiError, Firewall, FirewallRule, Json, SshKey, invalid_field, matches_selector,
-                    not_found)
+from .model import Action, ApiError, Firewall, FirewallRule, Json, SshKey, invalid_field, matches_selector, not_found
 from .state import Project, Request, Response, Route, labels_from, list_response, required_str, route
 
 # The datacenters endpoints were removed (changelog 2026-07-01 "removing datacenters"); what is

@@ -9,8 +9,21 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TypeVar
 
-from .model import (Action, ApiError, Firewall, Image, Json, Location, Server, ServerType, SshKey,
-                    invalid_field, matches_selector, not_found, paginate)
+from .model import (
+    Action,
+    ApiError,
+    Firewall,
+    Image,
+    Json,
+    Location,
+    Server,
+    ServerType,
+    SshKey,
+    invalid_field,
+    matches_selector,
+    not_found,
+    paginate,
+)
 
 T = TypeVar("T")
 

@@ -15,13 +15,19 @@ from pathlib import Path
 import pytest
 
 from vmgen.backup import (
-    ArchiveError, IdentityExists, LocalStore, PassphraseRequired, WrongPassphrase, create_backup,
-    generate_identity, load_identity, save_identity,
+    ArchiveError,
+    IdentityExists,
+    LocalStore,
+    PassphraseRequired,
+    WrongPassphrase,
+    create_backup,
+    generate_identity,
+    load_identity,
+    save_identity,
 )
 from vmgen.backup.archive import Excludes, header
 from vmgen.backup.extract import extract_stream
 from vmgen.errors import VmgenError
-
 
 
 def test_the_standard_tools_are_installed():

@@ -15,11 +15,21 @@ from pathlib import Path
 import pytest
 
 from vmgen.backup import (
-    DigestMismatch, LocalStore, ManifestNotFound, ObjectTruncated, RestoreTargetNotEmpty,
-    WrongIdentity, apply_retention, create_backup, generate_identity, latest_backup,
-    list_backups, parse_identity, restore_backup,
+    DigestMismatch,
+    LocalStore,
+    ManifestNotFound,
+    ObjectTruncated,
+    RestoreTargetNotEmpty,
+    WrongIdentity,
+    apply_retention,
+    create_backup,
+    generate_identity,
+    latest_backup,
+    list_backups,
+    manifest as model,
+    parse_identity,
+    restore_backup,
 )
-from vmgen.backup import manifest as model
 
 EXCLUDED = {"work/app/node_modules", ".cache", "work/app/build", "work/fifo"}
 EXCLUDES = ["node_modules", ".cache", "build"]

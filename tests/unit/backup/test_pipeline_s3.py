@@ -21,8 +21,18 @@ from tests.fakes.moto_server import CREDENTIALS, moto_server, s3_client
 from tests.fakes.s3_faults import FaultProxy, Faults
 from tests.unit.backup.test_pipeline_local import EXCLUDED, EXCLUDES, assert_same_tree, build_tree
 from vmgen.backup import (
-    DigestMismatch, ObjectTruncated, S3Settings, S3Store, StoreError, StoreUnreachable,
-    create_backup, generate_identity, latest_backup, list_backups, parse_identity, restore_backup,
+    DigestMismatch,
+    ObjectTruncated,
+    S3Settings,
+    S3Store,
+    StoreError,
+    StoreUnreachable,
+    create_backup,
+    generate_identity,
+    latest_backup,
+    list_backups,
+    parse_identity,
+    restore_backup,
 )
 
 MIB = 1024 * 1024

@@ -17,18 +17,28 @@ import psutil
 import pytest
 
 from tests.polling import wait_until
-from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher, Evidence, classify
-from vmgen.vmside.idlewatch.files import FileWatcher, IgnoreRules
 from vmgen.privileges import RunAs
 from vmgen.vmside.agentfs import AgentFiles
-from vmgen.vmside.idlewatch.humans import (SSHD_SESSION, HumansConfig, count_tmux_clients,
-                                           count_web_connections, read_leases, tmux_sockets)
+from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher, Evidence, classify
+from vmgen.vmside.idlewatch.files import FileWatcher, IgnoreRules
+from vmgen.vmside.idlewatch.humans import (
+    SSHD_SESSION,
+    HumansConfig,
+    count_tmux_clients,
+    count_web_connections,
+    read_leases,
+    tmux_sockets,
+)
 from vmgen.vmside.idlewatch.model import AgentState
 from vmgen.vmside.idlewatch.signals import SignalCollector, SignalConfig
-from vmgen.vmside.idlewatch.transcript import (HookState, SessionStatus, TranscriptReader,
-                                               TranscriptState, fuse_turn, project_dir_name)
-
-
+from vmgen.vmside.idlewatch.transcript import (
+    HookState,
+    SessionStatus,
+    TranscriptReader,
+    TranscriptState,
+    fuse_turn,
+    project_dir_name,
+)
 
 # -- transcript ------------------------------------------------------------------------------
 
