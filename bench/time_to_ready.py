@@ -4,8 +4,9 @@ simulated Hetzner cloud (tests/fakes/hetzner: the real hcloud client, servers bo
 
     .venv/bin/python bench/time_to_ready.py [--runs N] [--provider docker|hetzner|both]
 
-Run after `scripts/dev-env.sh` (or the test script) has built the image and the wheel; reads
-VMGEN_DOCKER_IMAGE and VMGEN_VMGEN_FIND_LINKS like the CLI. Prints a table and writes
+Run after `scripts/dev-env.sh` (or the test script) has built the image; reads VMGEN_DOCKER_IMAGE
+like the CLI. Every launch sends the CLI's own vmgen build over SSH (no wheel server), its
+dependencies come hash-pinned from the index. Prints a table and writes
 bench/results/time_to_ready.json.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import http.server
 import json
 import os
@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -91,14 +90,6 @@ def provider_env(provider: str, env: dict[str, str], stack):
     from tests.fakes.hetzner import FakeHetzner
 
     fake = stack.enter_context(FakeHetzner(image=os.environ.get("VMGEN_DOCKER_IMAGE", "vmgen-debian12:latest")))
-    # A cloud VM cannot see a local folder: serve the wheels over HTTP, as a package index would.
-    wheels = env.get("VMGEN_VMGEN_FIND_LINKS", "")
-    if wheels and "://" not in wheels:
-        handler = functools.partial(QuietHandler, directory=wheels)
-        server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        stack.callback(server.shutdown)
-        env = {**env, "VMGEN_VMGEN_FIND_LINKS": f"http://host.docker.internal:{server.server_address[1]}/"}
     return {**env, "VMGEN_PROVIDER": "hetzner", "HCLOUD_TOKEN": fake.token,
             "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms, "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url}, fake
 
@@ -117,15 +108,18 @@ def bake(provider: str, env: dict[str, str], fake, stack) -> float:
                 stack.callback(client.images.remove, image.id, force=True)
     else:
         from tests.fakes.hetzner.bake import bake_snapshot
-        from vmgen import __version__
         from vmgen.agents import AGENTS
         from vmgen.builder.install import plan_for
         from vmgen.builder.render import render_bake_user_data
+        from vmgen.contract.names import VM
+        from vmgen.selfwheel import own_wheel
         from vmgen.spec import VmgenInstall
 
+        wheel = own_wheel()
         plan = plan_for(AGENTS["claude"], env["VMGEN_AGENT_VERSION"],
-                        VmgenInstall(version=__version__, find_links=env["VMGEN_VMGEN_FIND_LINKS"]))
-        bake_snapshot(fake, render_bake_user_data(plan), plan.stamp.labels("ubuntu-24.04"))
+                        VmgenInstall(version=wheel.version, wheel_sha256=wheel.sha256))
+        bake_snapshot(fake, render_bake_user_data(plan), plan.stamp.labels("ubuntu-24.04"),
+                      files={str(VM.incoming / wheel.relative_path): wheel.content})
     return round(time.monotonic() - started, 1)
 
 

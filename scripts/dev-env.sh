@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything vmgen's local default needs, on a Debian 12 machine: system packages and a running
-# Docker engine, the simulated-VM image, a virtualenv with vmgen, and vmgen's own wheel for the
-# VMs to install (vmgen is installed on each VM at the CLI's version).
+# Docker engine, the simulated-VM image and a virtualenv with vmgen (every VM gets this vmgen's
+# own build from the CLI over SSH: no wheel folder or package index needed for it).
 # Prints the variables to export; sourced by quickstart.sh and test.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,9 +21,4 @@ if [ "$("$root/.cache/claude/bin/claude" --version 2>/dev/null | cut -d' ' -f1)"
   npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/claude" "@anthropic-ai/claude-code@$claude_version" >/dev/null
 fi
 
-wheels="$root/.cache/wheels"
-rm -rf "$wheels" && mkdir -p "$wheels"
-"$root/.venv/bin/pip" wheel -q --no-deps --disable-pip-version-check -w "$wheels" "$root"
-
 export VMGEN_DOCKER_IMAGE="$image"
-export VMGEN_VMGEN_FIND_LINKS="$wheels"

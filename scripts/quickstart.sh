@@ -11,11 +11,10 @@ if ! ls "$HOME"/.ssh/*.pub >/dev/null 2>&1; then
   ssh-keygen -q -t ed25519 -N "" -f "$HOME/.ssh/id_ed25519"
 fi
 
-# Later `vmgen launch` runs (in any shell) use the image and the vmgen wheel built here: no
-# registry needed, and the VMs install this vmgen (it is not on PyPI).
+# Later `vmgen launch` runs (in any shell) use the image built here: no registry needed.
 config="${XDG_CONFIG_HOME:-$HOME/.config}/vmgen/config.toml"
 mkdir -p "$(dirname "$config")"
-for setting in docker_image vmgen_find_links; do
+for setting in docker_image; do
   variable="VMGEN_${setting^^}"
   if ! grep -qs "^$setting" "$config"; then
     echo "$setting = \"${!variable}\"" >>"$config"

@@ -58,6 +58,15 @@ class BootFailed(VmgenError):
 class RemoteCommandFailed(VmgenError):
     """A command run over SSH on the workspace failed."""
 
+    def __init__(self, message: str, remote_exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.remote_exit_code = remote_exit_code
+
+    @property
+    def connection_lost(self) -> bool:
+        """ssh's own 255: the connection failed (sshd restarting while cloud-init works)."""
+        return self.remote_exit_code == 255
+
 
 class ProviderActionFailed(VmgenError):
     """The provider could not do what was asked: no room to place a server, or an action on it

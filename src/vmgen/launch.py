@@ -15,6 +15,7 @@ from .errors import UsageError, WorkspaceExists
 from .handover import Handover
 from .providers import Provider, Workspace
 from .readiness import Phase
+from .selfwheel import VmgenWheel, own_wheel
 from .spec import LocalSource, WorkspaceSpec
 from .state import WorkspaceRecord, WorkspaceState
 from .targets import ssh_target
@@ -38,6 +39,8 @@ class LaunchOptions:
     claude_credentials: bytes | None = None
     gitconfig: bytes | None = None
     keep_on_failure: bool = False
+    # The vmgen wheel the spec names (this CLI's own build): delivered once SSH answers.
+    wheel: VmgenWheel | None = None
     # Launch from the newest image vmgen baked for the provider, unless spec.image names one.
     use_baked: bool = True
     # With a domain: the login Caddy checks and the DNS zone the workspace's names go in.
@@ -65,6 +68,9 @@ def launch(
 ) -> LaunchResult:
     started = time.monotonic()
     timings: dict[str, float] = {}
+    wheel = options.wheel or own_wheel()
+    if spec.vmgen.wheel_sha256 and wheel.sha256 != spec.vmgen.wheel_sha256:
+        raise UsageError("the vmgen wheel to deliver is not the one the workspace spec names")
 
     def mark(step: str) -> None:
         timings[step] = round(time.monotonic() - started, 3)
@@ -132,6 +138,9 @@ def launch(
             mark("dns")
         client = client_for(spec.name, lambda: ssh_target(provider, spec.name, options.identities))
         client.wait_until_reachable(options.boot_timeout, progress)
+        if spec.vmgen.wheel_sha256:
+            # Sent while cloud-init installs packages and the agent: the vmgen step waits for it.
+            client.deliver_wheel(wheel)
         mark("ssh")
         phases = client.follow_boot(options.boot_timeout, progress)
         mark("cloud_init")

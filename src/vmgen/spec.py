@@ -62,12 +62,25 @@ Source = GitSource | LocalSource | RestoreSource
 
 @dataclass(frozen=True)
 class VmgenInstall:
-    """How the VM installs vmgen itself, at the CLI's version: from the package index, or from a
-    find-links location (a URL, or a local directory that the provider shares with the VM)."""
+    """How the VM installs vmgen: the CLI's own build, a wheel whose sha256 the VM checks before
+    root installs it (delivered over SSH, or put in place by a bake), and its hash-pinned
+    dependencies from the package index, or from a mirror (an index URL, or find-links: a URL
+    or a local folder the provider shares with the VM)."""
 
     version: str
+    wheel_sha256: str = ""
     index_url: str = ""
     find_links: str = ""
+
+    @property
+    def build(self) -> str:
+        """Version and build: what a baked image's vmgen stamp must match."""
+        return f"{self.version}+{self.wheel_sha256[:12]}" if self.wheel_sha256 else self.version
+
+    @property
+    def wheel_path(self) -> str:
+        """The wheel's path below a drop folder (a folder per build)."""
+        return f"{self.wheel_sha256[:16]}/vmgen-{self.version}-py3-none-any.whl"
 
     @property
     def local_wheels(self) -> Path | None:

@@ -85,7 +85,8 @@ def run(
         detail = result.stderr.decode(errors="replace").strip().splitlines()
         raise RemoteCommandFailed(
             f"`{remote(argv)}` failed on the workspace (exit {result.returncode})"
-            + (f": {detail[-1]}" if detail else "")
+            + (f": {detail[-1]}" if detail else ""),
+            result.returncode,
         )
     return result
 

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from .contract import codec
 from .contract.control import decode_reply
 from .contract.documents import BackupResult, RestoreResult, WatchdogState
-from .contract.names import AGENT_SESSION
-from .errors import BootFailed, VmgenError
+from .contract.names import AGENT_SESSION, VM
+from .errors import BootFailed, RemoteCommandFailed, VmgenError
 from .handover import Handover, deliver
 from .readiness import Phase, follow_cloud_init, wait_for_session, wait_for_ssh
-from .ssh import SSHTarget, remote, run
+from .selfwheel import VmgenWheel
+from .ssh import SSHTarget, remote, run, write_file
 
 Progress = Callable[[str], None]
 
@@ -43,6 +45,8 @@ class WorkspaceClient(Protocol):
     def wait_until_reachable(self, timeout: float, progress: Progress) -> None: ...
 
     def follow_boot(self, timeout: float, progress: Progress) -> list[Phase]: ...
+
+    def deliver_wheel(self, wheel: VmgenWheel) -> None: ...
 
     def hand_over(self, handover: Handover) -> None: ...
 
@@ -85,6 +89,19 @@ class SshWorkspaceClient:
 
     def follow_boot(self, timeout: float, progress: Progress) -> list[Phase]:
         return follow_cloud_init(self.target, timeout, progress)
+
+    def deliver_wheel(self, wheel: VmgenWheel, attempts: int = 30) -> None:
+        """Into the agent's folder, where root picks it up after checking its sha256. Early in a
+        boot cloud-init may restart sshd under us: a lost connection is tried again (the write
+        is atomic, so a retry is harmless)."""
+        for attempt in range(attempts):
+            try:
+                write_file(self.target, str(VM.agent_incoming / wheel.relative_path), wheel.content, mode="644")
+                return
+            except RemoteCommandFailed as exc:
+                if not exc.connection_lost or attempt == attempts - 1:
+                    raise
+                time.sleep(1)  # sshd comes back by itself; nothing to wait on from here
 
     def hand_over(self, handover: Handover) -> None:
         deliver(self.target, handover)

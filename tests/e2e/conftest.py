@@ -1,15 +1,14 @@
-"""End-to-end fixtures: the real Docker engine, the project-built VM image, a wheel server for
-installing vmgen on the VM, the scripted model API, and the real `vmgen` CLI as a subprocess."""
+"""End-to-end fixtures: the real Docker engine, the project-built VM image (and the run's baked
+one), the scripted model API, and the real `vmgen` CLI as a subprocess. No wheel server: every
+launch delivers the CLI's own vmgen build over SSH, as a user's laptop does."""
 
 from __future__ import annotations
 
-import functools
 import http.server
 import os
 import secrets
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from filelock import FileLock
 
 from tests.conftest import RUN_LABEL, RUN_VARIABLE
 from tests.fakes.anthropic_api import FakeAnthropicServer, Script
-from vmgen import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_VERSION = "2.1.332"  # pinned so that runs are reproducible
@@ -47,6 +45,15 @@ def docker_client() -> docker.DockerClient:
     client = docker.from_env()
     client.ping()  # fails loudly: the test script starts dockerd
     return client
+
+
+def this_vmgen():
+    """The install of vmgen a launch by this source tree asks for (its own build)."""
+    from vmgen.selfwheel import own_wheel
+    from vmgen.spec import VmgenInstall
+
+    wheel = own_wheel()
+    return VmgenInstall(version=wheel.version, wheel_sha256=wheel.sha256)
 
 
 @contextmanager
@@ -80,7 +87,7 @@ def stock_image(docker_client, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def vm_image(docker_client, stock_image, wheel_url, tmp_path_factory) -> str:
+def vm_image(docker_client, stock_image, tmp_path_factory) -> str:
     """The stock image with this run's install steps baked in (packages, the pinned Claude
     Code, this very vmgen): launches skip them and take seconds. The cold path keeps its own
     tests (test_launch_variants, test_baked_images use `stock_image`)."""
@@ -88,17 +95,16 @@ def vm_image(docker_client, stock_image, wheel_url, tmp_path_factory) -> str:
     from vmgen.builder.install import workspace_plan
     from vmgen.providers.docker import DockerProvider
     from vmgen.providers.docker_bake import bake
-    from vmgen.spec import VmgenInstall
+    from vmgen.selfwheel import own_wheel
     from vmgen.stamps import BAKED_LABEL
 
     with run_once(tmp_path_factory, "baked-image") as shared:
         made = shared / "image"
         if not made.exists():
-            plan = workspace_plan(AGENTS["claude"], AGENT_VERSION, VmgenInstall(version=__version__,
-                                                                              find_links=wheel_url),
-                                  desktop=False, domain="", code_ui_version="")
+            plan = workspace_plan(AGENTS["claude"], AGENT_VERSION, this_vmgen(), desktop=False, domain="",
+                                  code_ui_version="")
             # Not "1" for the baked label: `vmgen image list` and launches never see this image.
-            image = bake(DockerProvider(stock_image, docker_client), plan, lambda message: None,
+            image = bake(DockerProvider(stock_image, docker_client), plan, own_wheel(), lambda message: None,
                          labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN})
             made.write_text(image.ref)
         return made.read_text()
@@ -107,20 +113,6 @@ def vm_image(docker_client, stock_image, wheel_url, tmp_path_factory) -> str:
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002
         pass
-
-
-@pytest.fixture(scope="session")
-def wheel_url(tmp_path_factory) -> str:
-    """vmgen's wheel, built once per run and served over HTTP to the VMs by each worker (the
-    production path installs from PyPI). Builds from one source tree must not overlap."""
-    with run_once(tmp_path_factory, "wheels") as wheels:
-        if not list(wheels.glob("*.whl")):
-            subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
-                           check=True, capture_output=True)
-    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), functools.partial(QuietHandler, directory=str(wheels)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://host.docker.internal:{server.server_address[1]}/"
-    server.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -154,14 +146,13 @@ def make_home(base: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cli(tmp_path_factory, vm_image, wheel_url, model) -> Iterator[Cli]:
+def cli(tmp_path_factory, vm_image, model) -> Iterator[Cli]:
     home = make_home(tmp_path_factory.mktemp("cli"))
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(home),
         "LANG": "C.UTF-8",
         "VMGEN_DOCKER_IMAGE": vm_image,
-        "VMGEN_VMGEN_FIND_LINKS": wheel_url,
         "VMGEN_AGENT_VERSION": AGENT_VERSION,
         "ANTHROPIC_API_KEY": API_KEY,
         "ANTHROPIC_BASE_URL": f"http://host.docker.internal:{model.port}",

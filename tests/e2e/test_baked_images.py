@@ -19,10 +19,11 @@ from vmgen import __version__
 from vmgen.agents import AGENTS
 from vmgen.builder.install import plan_for
 from vmgen.builder.render import render_bake_user_data
-from vmgen.spec import VmgenInstall
+from vmgen.contract.names import VM
+from vmgen.selfwheel import own_wheel
 from vmgen.stamps import BAKED_LABEL, BASE_LABEL, STAMP_LABEL_PREFIX, label_value
 
-from .conftest import AGENT_VERSION, RUN, make_repo, unique
+from .conftest import AGENT_VERSION, RUN, make_repo, this_vmgen, unique
 
 BAKED_WS, COLD_WS, MIXED_WS = unique("baked-ws"), unique("cold-ws"), unique("mixed-ws")
 
@@ -94,7 +95,7 @@ def test_a_vmgen_version_mismatch_reinstalls_vmgen_alone(cli, model, baked, dock
         result = json.loads(cli("launch", str(make_repo(tmp_path, MIXED_WS)), "--json").stdout)
         assert result["image"] == older.id  # the newest baked image
         assert skipped_steps(cli, MIXED_WS) == {"packages", "agent"}
-        assert cli.ssh(MIXED_WS, "cat /etc/vmgen/stamps/vmgen").strip() == __version__
+        assert cli.ssh(MIXED_WS, "cat /etc/vmgen/stamps/vmgen").strip() == label_value(this_vmgen().build)
         assert "vmgen-install" in {p["name"] for p in result["phases"]}
         agent_writes_a_file(cli, model, MIXED_WS)
         cli("destroy", MIXED_WS, "--yes")
@@ -103,12 +104,14 @@ def test_a_vmgen_version_mismatch_reinstalls_vmgen_alone(cli, model, baked, dock
 
 
 @pytest.fixture(scope="module")
-def snapshot(cli, vm_image, wheel_url):
+def snapshot(cli, vm_image):
     """A snapshot baked the way Packer does it, through the simulated Hetzner API: a server boots
     with the bake user-data, is cleaned, and create_image records the stamps as labels."""
     fake = FakeHetzner(image=vm_image).start()
-    plan = plan_for(AGENTS["claude"], AGENT_VERSION, VmgenInstall(version=__version__, find_links=wheel_url))
-    image = bake_snapshot(fake, render_bake_user_data(plan), plan.stamp.labels("ubuntu-24.04"))
+    plan = plan_for(AGENTS["claude"], AGENT_VERSION, this_vmgen())
+    wheel = own_wheel()  # Packer's file provisioner puts it where the bake script looks
+    image = bake_snapshot(fake, render_bake_user_data(plan), plan.stamp.labels("ubuntu-24.04"),
+                          files={str(VM.incoming / wheel.relative_path): wheel.content})
     cli.env.update({
         "VMGEN_PROVIDER": "hetzner",
         "HCLOUD_TOKEN": "test-token",

@@ -3,11 +3,14 @@ to the fake API, whose servers boot as simulated VMs running the rendered cloud-
 
 from __future__ import annotations
 
+import secrets
+import shutil
+
 import pytest
 
 from tests.fakes.hetzner import FakeHetzner
 
-from .conftest import make_repo
+from .conftest import ROOT, Cli, make_repo
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +129,23 @@ def test_cloud_init_failure_deletes_server_firewall_and_key(cli, hetzner, tmp_pa
     repo = make_repo(tmp_path, "broken")
     expect_error(cli, ["launch", str(repo), "--agent-version", "0.0.0-does-not-exist"], "cloud-init status: error")
     assert vmgen_resources(hetzner) == {"servers": 0, "firewalls": 0, "ssh_keys": 0}
+
+
+def test_the_vm_runs_the_very_build_of_the_cli_that_launched_it(cli, hetzner, tmp_path) -> None:
+    # A build only this CLI has: a copy of the source with one module more. No wheel server, no
+    # package index for vmgen: the CLI sends its own wheel over SSH, as a user's laptop does.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "src" / "vmgen", src / "vmgen", ignore=shutil.ignore_patterns("__pycache__"))
+    token = secrets.token_hex(4)
+    (src / "vmgen" / f"marker_{token}.py").write_text(f"TOKEN = {token!r}\n")
+    built = Cli(env={**cli.env, "PYTHONPATH": str(src)}, home=cli.home)
+    assert "VMGEN_VMGEN_FIND_LINKS" not in built.env and "VMGEN_VMGEN_INDEX_URL" not in built.env
+    version = built("--version").stdout
+    assert version != cli("--version").stdout  # another build than the suite's own
+    built("launch", str(make_repo(tmp_path, "marked")))
+    try:
+        assert built.ssh("marked", "vmgen --version") == version
+        check = f"/opt/vmgen/bin/python -c 'from vmgen.marker_{token} import TOKEN; print(TOKEN)'"
+        assert built.ssh("marked", check).strip() == token
+    finally:
+        built("destroy", "marked", "--yes", check=False)

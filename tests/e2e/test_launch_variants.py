@@ -1,5 +1,5 @@
 """Launch paths beside the main slice: a git URL with a branch cloned on the VM, the laptop's
-Claude login and .gitconfig carried over, vmgen installed from a local wheel directory, and a
+Claude login and .gitconfig carried over, vmgen installed cold from the build the CLI delivers, and a
 launch whose cloud-init fails."""
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ import http.server
 import json
 import subprocess
 import threading
-from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, QuietHandler, make_repo, unique
+from .conftest import QuietHandler, make_repo, unique
 
 CLONED, BROKEN, KEPT, SHIPPED = unique("cloned"), unique("broken"), unique("kept"), unique("shipped")
 
@@ -44,22 +43,12 @@ def git_server(tmp_path_factory):
     server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def local_wheels(tmp_path_factory) -> Path:
-    wheels = tmp_path_factory.mktemp("local-wheels")
-    subprocess.run([str(ROOT / ".venv/bin/pip"), "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
-                   check=True, capture_output=True)
-    return wheels
-
-
-def test_git_url_with_branch_login_and_gitconfig(cli, model, git_server, local_wheels) -> None:
+def test_git_url_with_branch_login_and_gitconfig(cli, model, git_server) -> None:
     claude_dir = cli.home / ".claude"
     claude_dir.mkdir(exist_ok=True)
     (claude_dir / ".credentials.json").write_text(json.dumps(
         {"claudeAiOauth": {"accessToken": "test-token", "note": f"{cli.home}/.claude/cache"}}))
     (cli.home / ".gitconfig").write_text(f"[user]\n\tname = Tester\n[core]\n\texcludesfile = {cli.home}/.gitignore_global\n")
-    served_wheels = cli.env["VMGEN_VMGEN_FIND_LINKS"]
-    cli.env["VMGEN_VMGEN_FIND_LINKS"] = str(local_wheels)
     try:
         cli("launch", f"{git_server}#feature/x", "--name", CLONED, "--copy-claude-login", "--cold")
         # A prompt sent the moment the launch returns is not lost while the agent's UI starts.
@@ -73,9 +62,9 @@ def test_git_url_with_branch_login_and_gitconfig(cli, model, git_server, local_w
         assert "/home/agent/.claude/cache" in content and str(cli.home) not in content
         assert cli.ssh(CLONED, "git config --global user.name").strip() == "Tester"
         assert cli.ssh(CLONED, "git config --global core.excludesfile").strip() == "/home/agent/.gitignore_global"
-        assert "vmgen" in cli.ssh(CLONED, "/opt/vmgen/bin/pip show vmgen")
+        # The cold path installed the CLI's own build, its dependencies hash-pinned from the index.
+        assert cli.ssh(CLONED, "vmgen --version") == cli("--version").stdout
     finally:
-        cli.env["VMGEN_VMGEN_FIND_LINKS"] = served_wheels
         cli("destroy", CLONED, "--yes", check=False)
 
 

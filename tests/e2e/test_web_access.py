@@ -22,7 +22,7 @@ from tests.fakes.cloudflare import FakeCloudflare
 from tests.fakes.hetzner import FakeHetzner
 from tests.polling import eventually
 
-from .conftest import AGENT_VERSION, ROOT, RUN, make_repo, run_once
+from .conftest import AGENT_VERSION, ROOT, RUN, make_repo, run_once, this_vmgen
 
 ZONE = "dev.example.com"
 NAME = "webby"
@@ -31,24 +31,22 @@ ARTIFACTS = Path(os.environ.get("VMGEN_TEST_ARTIFACTS", ROOT / "test-artifacts")
 
 
 @pytest.fixture(scope="module")
-def vm_image(vm_image, wheel_url, docker_client, tmp_path_factory) -> str:
+def vm_image(vm_image, docker_client, tmp_path_factory) -> str:
     """The run's baked image plus what a workspace with a domain and a desktop installs: Caddy,
     the desktop's packages and the code UI, compiled once here instead of in every launch."""
-    from vmgen import __version__
     from vmgen.agents import AGENTS
     from vmgen.builder.install import workspace_plan
     from vmgen.providers.docker import DockerProvider
     from vmgen.providers.docker_bake import bake
-    from vmgen.spec import VmgenInstall
+    from vmgen.selfwheel import own_wheel
     from vmgen.stamps import BAKED_LABEL
 
     with run_once(tmp_path_factory, "web-image") as shared:
         made = shared / "image"
         if not made.exists():
-            plan = workspace_plan(AGENTS["claude"], AGENT_VERSION, VmgenInstall(version=__version__,
-                                                                              find_links=wheel_url),
-                                  desktop=True, domain=ZONE, code_ui_version="1.12.0")
-            image = bake(DockerProvider(vm_image, docker_client), plan, lambda message: None,
+            plan = workspace_plan(AGENTS["claude"], AGENT_VERSION, this_vmgen(), desktop=True, domain=ZONE,
+                                  code_ui_version="1.12.0")
+            image = bake(DockerProvider(vm_image, docker_client), plan, own_wheel(), lambda message: None,
                          labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN})
             made.write_text(image.ref)
         return made.read_text()

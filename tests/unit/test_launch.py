@@ -18,6 +18,7 @@ from vmgen.handover import Handover
 from vmgen.launch import LaunchOptions, launch
 from vmgen.providers.base import SelfDelete, Workspace
 from vmgen.readiness import Phase
+from vmgen.selfwheel import VmgenWheel, own_wheel
 from vmgen.spec import GitSource, RestoreSource, VmgenInstall, WebSpec, WorkspaceSpec, make_spec
 from vmgen.stamps import BakedImage, ImageStamp
 from vmgen.state import WorkspaceState
@@ -85,6 +86,7 @@ class ScriptedClient:
     fail_at: str = ""
     failure: BaseException = field(default_factory=lambda: BootFailed("cloud-init status: error"))
     handover: Handover | None = None
+    delivered: VmgenWheel | None = None
 
     def _step(self, name: str) -> None:
         self.calls.append(name)
@@ -97,6 +99,10 @@ class ScriptedClient:
     def follow_boot(self, timeout, progress) -> list[Phase]:
         self._step("boot")
         return [Phase("packages", 1.0), Phase("done", 2.0)]
+
+    def deliver_wheel(self, wheel: VmgenWheel) -> None:
+        self.delivered = wheel
+        self._step("wheel")
 
     def hand_over(self, handover: Handover) -> None:
         self.handover = handover
@@ -119,10 +125,14 @@ class ScriptedClient:
         raise AssertionError("a launch sets no lease")
 
 
+WHEEL = own_wheel()
+
+
 def spec_for(home: Path, source=None, **changes) -> WorkspaceSpec:
+    changes.setdefault("vmgen", VmgenInstall(version=WHEEL.version, wheel_sha256=WHEEL.sha256))
     return make_spec(source or "https://example.com/me/app.git", name="app", agent="claude",
                      agent_version="2.1.332", size="medium", region="", image="", idle_minutes=30, desktop=False,
-                     configured_keys=(KEY,), vmgen=VmgenInstall(version="0.1.0"), home=home, **changes)
+                     configured_keys=(KEY,), home=home, **changes)
 
 
 def run_launch(spec: WorkspaceSpec, provider: FakeProvider, client: ScriptedClient, **options):
@@ -147,7 +157,8 @@ def provider() -> FakeProvider:
 def test_a_launch_boots_hands_over_and_waits_for_the_agent(home, provider) -> None:
     client = ScriptedClient()
     result, messages = run_launch(spec_for(home), provider, client)
-    assert client.calls == ["reachable", "boot", "handover", "agent"]
+    assert client.calls == ["reachable", "wheel", "boot", "handover", "agent"]
+    assert client.delivered == WHEEL and WHEEL.sha256 in provider.user_data["app"]  # the VM checks it
     assert client.handover is not None and client.handover.agent_env == {"ANTHROPIC_API_KEY": "test-key"}
     assert client.handover.approve_claude_api_key == "test-key"
     assert result.workspace.name == "app" and [p.name for p in result.phases] == ["packages", "done"]
@@ -160,7 +171,7 @@ def test_a_launch_boots_hands_over_and_waits_for_the_agent(home, provider) -> No
     assert "creating the workspace on fake" in messages
 
 
-@pytest.mark.parametrize("step", ["reachable", "boot", "handover", "agent"])
+@pytest.mark.parametrize("step", ["reachable", "wheel", "boot", "handover", "agent"])
 def test_a_failed_boot_removes_the_workspace_and_its_state(home, provider, step) -> None:
     client = ScriptedClient(fail_at=step)
     with pytest.raises(BootFailed):
@@ -200,7 +211,7 @@ def test_a_restore_comes_before_the_handover_and_its_failure_cleans_up(home, pro
     spec = spec_for(home, source=RestoreSource("app", ""))
     client = ScriptedClient()
     run_launch(spec, provider, client, restore_identity="AGE-SECRET-KEY-1TEST\n")
-    assert client.calls == ["reachable", "boot", "restore", "handover", "agent"]
+    assert client.calls == ["reachable", "wheel", "boot", "restore", "handover", "agent"]
     assert "AGE-SECRET-KEY" not in provider.user_data["app"]  # the identity never travels in user-data
     provider.servers.clear()
     failing = ScriptedClient(fail_at="restore", failure=RestoreFailed("restore failed: damaged"))
@@ -216,6 +227,13 @@ def test_a_baked_image_is_used_unless_told_not_to(home, provider) -> None:
     assert run_launch(spec_for(home), provider, ScriptedClient())[0].image == "sha256:baked"
     provider.servers.clear()
     assert run_launch(spec_for(home), provider, ScriptedClient(), use_baked=False)[0].image == ""
+
+
+def test_a_wheel_that_is_not_the_rendered_build_is_refused_before_anything_is_made(home, provider) -> None:
+    other = VmgenInstall(version=WHEEL.version, wheel_sha256="0" * 64)
+    with pytest.raises(UsageError, match="not the one the workspace spec names"):
+        run_launch(spec_for(home, vmgen=other), provider, ScriptedClient())
+    assert provider.user_data == {}
 
 
 def test_a_domain_needs_a_public_provider(home, provider) -> None:

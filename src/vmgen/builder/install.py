@@ -43,7 +43,10 @@ DESKTOP_PACKAGES = ("xvfb", "x11vnc", "openbox", "novnc", "websockify", "xterm")
 # After the bake script, before any snapshot (Packer's template and the docker bake alike): the
 # next boot is a new instance for cloud-init, sshd gets fresh host keys (vmgen hands each
 # workspace its own, pinned on the laptop), and a launch follows its own phase log, not the bake's.
-BAKE_CLEANUP = ("cloud-init clean --logs", f"rm -rf /etc/ssh/ssh_host_* /root/.ssh/authorized_keys {VM.log}")
+BAKE_CLEANUP = (
+    "cloud-init clean --logs",
+    f"rm -rf /etc/ssh/ssh_host_* /root/.ssh/authorized_keys {VM.log} {VM.incoming}",
+)
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def plan_for(
     stamp = ImageStamp(
         packages=digest,
         agent=label_value(f"{agent.name}-{agent_version}"),
-        vmgen=label_value(vmgen.version),
+        vmgen=label_value(vmgen.build),
         code_ui=label_value(f"cloudcli-{code_ui_version}") if code_ui_version else "",
     )
     code_ui = (

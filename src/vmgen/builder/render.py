@@ -51,6 +51,10 @@ class RenderOptions:
     redact_secrets: bool = False
 
 
+# How long the install step waits for the CLI to deliver the vmgen wheel over SSH: the CLI sends
+# it as soon as SSH answers, long before cloud-init gets to this step.
+WHEEL_WAIT_SECONDS = 900
+
 # What every template may name: the contract's users, paths, units and ports.
 NAMES: dict[str, Any] = {
     "paths": VM,
@@ -189,7 +193,9 @@ def _install_context(plan: InstallPlan) -> dict[str, object]:
         "agent_install": plan.agent_install,
         "code_ui_install": plan.code_ui_install,
         "vmgen_version": vmgen.version,
-        "vmgen_requirement": f"vmgen=={vmgen.version}",
+        "vmgen_wheel": vmgen.wheel_path,
+        "vmgen_sha256": vmgen.wheel_sha256,
+        "vmgen_wait_seconds": WHEEL_WAIT_SECONDS,
         "vmgen_index_url": vmgen.index_url,
         "vmgen_find_links": vmgen.find_links_on_vm,
         # pip refuses plain-HTTP locations unless the host is named as trusted.
@@ -296,7 +302,7 @@ def _workspace_info(spec: WorkspaceSpec) -> WorkspaceInfo:
         source=spec.source.describe(),
         idle_minutes=spec.idle_minutes,
         desktop=spec.desktop,
-        vmgen_version=spec.vmgen.version,
+        vmgen_version=spec.vmgen.build,
     )
 
 

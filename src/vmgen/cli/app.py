@@ -15,7 +15,6 @@ from typing import Any
 import click
 from rich.console import Console
 
-from .. import __version__
 from ..config import Settings, load_settings
 from ..errors import VmgenError, WorkspaceNotFound, WorkspaceNotRunning
 from ..providers import Provider, Workspace, get_provider
@@ -43,8 +42,23 @@ class VmgenGroup(click.Group):
             ctx.exit(130)
 
 
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from ..selfwheel import version_line
+
+        click.echo(version_line())
+        ctx.exit()
+
+
 @click.group(cls=VmgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="vmgen")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_version,
+    help="Show the version and build (what every VM this CLI launches runs), then exit.",
+)
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Personal cloud workspaces for coding agents."""

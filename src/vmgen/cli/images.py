@@ -52,9 +52,10 @@ def build(provider: str | None) -> None:
     plan = current_plan(settings())
     if isinstance(chosen, DockerProvider):
         from ..providers.docker_bake import bake
+        from ..selfwheel import own_wheel
 
         with progress("baking a docker image") as update:
-            baked = bake(chosen, plan, update)
+            baked = bake(chosen, plan, own_wheel(), update)
         err.print(f"[green]baked[/] {baked.name} ({baked.stamp.describe()}); launches use it from now on")
         return
     assert isinstance(chosen, HetznerProvider)
@@ -66,6 +67,7 @@ def _build_snapshot(provider: HetznerProvider, plan: InstallPlan) -> None:
     from ..packer import build_with_packer, write_build_dir
     from ..packer.template import SnapshotBuild
     from ..providers.hetzner_sizes import bake_type
+    from ..selfwheel import own_wheel
 
     s = settings()
     server_type = bake_type(provider.offers(s.region), s.size, s.region).name
@@ -80,6 +82,7 @@ def _build_snapshot(provider: HetznerProvider, plan: InstallPlan) -> None:
             endpoint=s.hcloud_endpoint,
         ),
         render_bake_script(plan),
+        own_wheel(),
     )
     with progress("baking a Hetzner snapshot with Packer") as update:
         build_with_packer(directory, s.hcloud_token, update)

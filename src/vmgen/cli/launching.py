@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import click
 
-from .. import __version__
 from ..agents import AGENT_SESSION
 from ..backup.target import BackupTarget, target_from_settings, target_on_vm
 from ..config import Settings
@@ -65,9 +64,13 @@ def spec_options(function: Command) -> Command:
 
 
 def vmgen_install(s: Settings) -> VmgenInstall:
-    """How VMs install vmgen: at the CLI's own version unless pinned."""
+    """How VMs install vmgen: this very build (its wheel goes over SSH); its dependencies from
+    the index, or a mirror when one is configured."""
+    from ..selfwheel import own_wheel
+
+    wheel = own_wheel()
     return VmgenInstall(
-        version=s.vmgen_version or __version__, index_url=s.vmgen_index_url, find_links=s.vmgen_find_links
+        version=wheel.version, wheel_sha256=wheel.sha256, index_url=s.vmgen_index_url, find_links=s.vmgen_find_links
     )
 
 

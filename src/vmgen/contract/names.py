@@ -149,8 +149,14 @@ class VmPaths:
 
     @property
     def wheels(self) -> Path:
-        """Where the docker provider mounts a local wheel folder."""
+        """Where the docker provider mounts a local wheel folder (vmgen's dependencies)."""
         return self.state / "wheels"
+
+    @property
+    def incoming(self) -> Path:
+        """Root's folder for the vmgen wheel a bake puts in place, and a verified copy of one the
+        CLI delivered."""
+        return self.state / "incoming"
 
     @property
     def phases_log(self) -> Path:
@@ -217,6 +223,11 @@ class VmPaths:
     @property
     def hook_events(self) -> Path:
         return self.agent_dir / "agent-events.jsonl"
+
+    @property
+    def agent_incoming(self) -> Path:
+        """Where the CLI, logged in as the agent, delivers its vmgen wheel at every launch."""
+        return self.agent_dir / "incoming"
 
     @property
     def handover_mark(self) -> Path:

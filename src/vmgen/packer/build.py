@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import VmgenError
+from ..selfwheel import VmgenWheel
 from .template import BAKE_SCRIPT, SnapshotBuild, render_template
 
 TEMPLATE = "vmgen.pkr.hcl"
@@ -25,9 +26,13 @@ class PackerFailed(VmgenError):
     """`packer build` failed."""
 
 
-def write_build_dir(directory: Path, build: SnapshotBuild, bake_script: str) -> Path:
+def write_build_dir(directory: Path, build: SnapshotBuild, bake_script: str, wheel: VmgenWheel) -> Path:
+    """The template, the bake script and the vmgen wheel Packer uploads before running it."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / TEMPLATE).write_text(render_template(build))
+    for stale in directory.glob("vmgen-*.whl"):
+        stale.unlink()
+    (directory / wheel.filename).write_bytes(wheel.content)
+    (directory / TEMPLATE).write_text(render_template(build, wheel.relative_path))
     script = directory / BAKE_SCRIPT
     script.write_text(bake_script)
     script.chmod(0o755)

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 
 from ..builder.install import BAKE_CLEANUP
+from ..contract.names import VM
 from ..stamps import ImageStamp
 
 BAKE_SCRIPT = "bake.sh"
@@ -30,7 +31,9 @@ def hcl_string(value: str) -> str:
     return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
 
 
-def render_template(build: SnapshotBuild) -> str:
+def render_template(build: SnapshotBuild, wheel_path: str) -> str:
+    """`wheel_path`: the vmgen wheel's path below the drop folder (VmgenWheel.relative_path); the
+    wheel itself lies next to the template under its file name."""
     labels = build.stamp.labels(build.base_image)
     label_lines = "\n".join(f"    {hcl_string(k)} = {hcl_string(v)}" for k, v in labels.items())
     endpoint = f"\n  endpoint      = {hcl_string(build.endpoint)}" if build.endpoint else ""
@@ -70,6 +73,16 @@ build {{
 
   provisioner "shell" {{
     inline = ["cloud-init status --wait || true"]
+  }}
+
+  # The vmgen wheel the bake script installs, where it looks for one a bake put in place.
+  provisioner "shell" {{
+    inline = [{hcl_string(f"install -d -m 0700 {VM.incoming / wheel_path.rsplit('/', 1)[0]}")}]
+  }}
+
+  provisioner "file" {{
+    source      = "${{path.root}}/{wheel_path.rsplit("/", 1)[1]}"
+    destination = {hcl_string(str(VM.incoming / wheel_path))}
   }}
 
   provisioner "shell" {{

@@ -63,30 +63,57 @@ def systemd_run_options(cgroup_version: str) -> dict[str, Any]:
     return options
 
 
-def seed_archive(user_data: str, meta_data: str) -> bytes:
-    """The NoCloud seed as a tar for put_archive: root-owned, readable by root only."""
+def seed_archive(user_data: str, meta_data: str, files: dict[str, bytes] | None = None) -> bytes:
+    """The NoCloud seed as a tar for put_archive: root-owned, readable by root only. `files`
+    (absolute paths) come along, root-owned too: what a bake puts in place (the vmgen wheel)."""
+    seed = {f"/{SEED_DIR}/user-data": user_data.encode(), f"/{SEED_DIR}/meta-data": meta_data.encode()}
     buffer = io.BytesIO()
-    now = time.time()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for folder in ("var/lib/cloud", "var/lib/cloud/seed", SEED_DIR):
-            info = tarfile.TarInfo(folder)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o700 if folder == SEED_DIR else 0o755, now
-            tar.addfile(info)
-        for name, text in (("user-data", user_data), ("meta-data", meta_data)):
-            data = text.encode()
-            info = tarfile.TarInfo(f"{SEED_DIR}/{name}")
-            info.size, info.mode, info.mtime = len(data), 0o600, now
-            tar.addfile(info, io.BytesIO(data))
+        _add_root_files(tar, seed, 0o600)
+        _add_root_files(tar, files or {}, 0o644)
     return buffer.getvalue()
 
 
+def root_files_archive(files: dict[str, bytes], mode: int = 0o644) -> bytes:
+    """Files at absolute paths as a tar for put_archive, owned by root; each file's own folder is
+    root-only (0700), the folders above it 0755."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        _add_root_files(tar, files, mode)
+    return buffer.getvalue()
+
+
+def _add_root_files(tar: tarfile.TarFile, files: dict[str, bytes], mode: int) -> None:
+    now = time.time()
+    added: set[str] = set()
+    for path, data in files.items():
+        parts = path.lstrip("/").split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            name = "/".join(parts[:depth])
+            if name in added:
+                continue
+            added.add(name)
+            folder = tarfile.TarInfo(name)
+            folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o755 if depth < len(parts) else 0o700, now
+            tar.addfile(folder)
+        entry = tarfile.TarInfo(path.lstrip("/"))
+        entry.size, entry.mode, entry.mtime = len(data), mode, now
+        tar.addfile(entry, io.BytesIO(data))
+
+
 def boot_with_seed(
-    client: docker.DockerClient, user_data: str, meta_data: str, *, image: str, **options: Any
+    client: docker.DockerClient,
+    user_data: str,
+    meta_data: str,
+    *,
+    image: str,
+    files: dict[str, bytes] | None = None,
+    **options: Any,
 ) -> Container:
     """Create a simulated VM, put its seed in, start it. A container that fails on the way is
     left for the caller's cleanup (it finds it by name)."""
     container = client.containers.create(image, command=["/sbin/init"], **options)
-    if not container.put_archive("/", seed_archive(user_data, meta_data)):
+    if not container.put_archive("/", seed_archive(user_data, meta_data, files)):
         raise VmgenError("docker could not copy the cloud-init seed into the workspace")
     container.start()
     return container

@@ -18,6 +18,7 @@ from ..builder.render import render_bake_user_data
 from ..contract.names import VM
 from ..errors import BootFailed, VmgenError
 from ..readiness import FOLLOW_SCRIPT, follow_boot
+from ..selfwheel import VmgenWheel
 from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
 from .docker import DockerProvider, boot_with_seed, systemd_run_options
 
@@ -45,12 +46,16 @@ def _image_id(image: Image) -> str:
 def bake(
     provider: DockerProvider,
     plan: InstallPlan,
+    wheel: VmgenWheel,
     progress: Progress,
     timeout: float = 1800,
     labels: dict[str, str] | None = None,
 ) -> BakedImage:
-    """Bake and commit. `labels` are added to (or override) the stamp's labels: the test suite
-    marks its own images so that no launch of a user's ever picks them."""
+    """Bake and commit. `wheel` is the vmgen the plan names (put in place as root's file before
+    boot). `labels` are added to (or override) the stamp's labels: the test suite marks its own
+    images so that no launch of a user's ever picks them."""
+    if wheel.sha256 != plan.vmgen.wheel_sha256:
+        raise BakeFailed("the vmgen wheel to bake is not the one the install plan names")
     base = base_label(provider)
     volumes = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
     if plan.vmgen.local_wheels is not None:
@@ -62,6 +67,7 @@ def bake(
             render_bake_user_data(plan),
             f"instance-id: {name}\n",
             image=provider.image,
+            files={str(VM.incoming / wheel.relative_path): wheel.content},
             name=name,
             labels={BAKE_LABEL: "1"},
             volumes=volumes,

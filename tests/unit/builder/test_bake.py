@@ -17,6 +17,7 @@ from vmgen.builder.install import plan_for
 from vmgen.builder.render import render_bake_script, render_bake_user_data
 from vmgen.packer import PackerMissing, build_with_packer, write_build_dir
 from vmgen.packer.template import SnapshotBuild
+from vmgen.selfwheel import own_wheel
 from vmgen.spec import GitSource, VmgenInstall, WorkspaceSpec
 from vmgen.stamps import ImageStamp, label_value
 
@@ -68,7 +69,8 @@ def test_the_bake_script_runs_the_same_install_steps_as_provisioning():
 
 def test_the_packer_template_parses_and_bakes_with_the_bake_script(tmp_path: Path):
     build = SnapshotBuild(base_image="ubuntu-24.04", location="fsn1", server_type="cx23", stamp=PLAN.stamp)
-    template = write_build_dir(tmp_path, build, render_bake_script(PLAN))
+    wheel = own_wheel()
+    template = write_build_dir(tmp_path, build, render_bake_script(PLAN), wheel)
     parsed = hcl2.loads(template.read_text())
     plugin = parsed["packer"][0]["required_plugins"][0]["hcloud"]
     assert unquote(plugin["source"]) == "github.com/hetznercloud/hcloud"
@@ -79,9 +81,13 @@ def test_the_packer_template_parses_and_bakes_with_the_bake_script(tmp_path: Pat
     assert "hcloud_token" in source["token"] and "test-token" not in template.read_text()
     steps = [next(iter(p.values())) for p in parsed["build"][0]["provisioner"]]
     assert [unquote(line) for line in steps[0]["inline"]] == ["cloud-init status --wait || true"]
-    assert unquote(steps[1]["script"]).endswith("/bake.sh")
+    # The CLI's own vmgen build goes where the bake script looks for it, before the script runs.
+    assert unquote(steps[2]["source"]).endswith(f"/{wheel.filename}")
+    assert unquote(steps[2]["destination"]) == f"/var/lib/vmgen/incoming/{wheel.relative_path}"
+    assert (tmp_path / wheel.filename).read_bytes() == wheel.content
+    assert unquote(steps[3]["script"]).endswith("/bake.sh")
     assert (tmp_path / "bake.sh").read_text() == render_bake_script(PLAN)
-    cleanup = " ".join(unquote(line) for line in steps[2]["inline"])
+    cleanup = " ".join(unquote(line) for line in steps[4]["inline"])
     assert "cloud-init clean" in cleanup and "/etc/ssh/ssh_host_*" in cleanup
 
 

@@ -31,8 +31,10 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def test_version(home: Path) -> None:
-    assert vmgen(home, "--version").stdout.strip() == f"vmgen, version {__version__}"
+def test_version_names_the_build_every_vm_will_run(home: Path) -> None:
+    from vmgen.selfwheel import own_wheel
+
+    assert vmgen(home, "--version").stdout.strip() == f"vmgen {__version__} (build {own_wheel().short_hash})"
 
 
 @pytest.mark.parametrize("command", COMMANDS)
