@@ -15,7 +15,7 @@ import os
 import re
 import stat
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -290,7 +290,9 @@ class TreeWriter:
                 self.tally.skip(rel, "replaced by a special file while being read")
                 return
             head = self._header(rel, st, tarfile.REGTYPE, size=st.st_size)
-            short = self._copy(fd, head, st.st_size)
+            # Fewer blocks than the size needs: it has holes (a VM image, a preallocated log).
+            sparse = st.st_blocks * 512 < st.st_size - COPY_CHUNK
+            short = self._copy(fd, head, st.st_size, sparse)
         finally:
             os.close(fd)
         if short:
@@ -300,19 +302,26 @@ class TreeWriter:
         self.tally.files += 1
         self.tally.file_bytes += st.st_size
 
-    def _copy(self, fd: int, head: bytes, size: int) -> bool:
+    def _copy(self, fd: int, head: bytes, size: int, sparse: bool = False) -> bool:
         """Header, exactly `size` bytes of data, padding; True if the file came up short (it
-        is zero-filled so the stream stays valid; bytes appended since are left out)."""
-        pending, left, short = head, size, False
-        while left or pending:
-            data = os.read(fd, min(COPY_CHUNK, left)) if left else b""
-            if left and not data:
-                short, data = True, b"\0" * left
-            left -= len(data)
-            tail = _padding(size) if not left else b""
+        is zero-filled so the stream stays valid; bytes appended since are left out). A sparse
+        file's holes are not read: their zeros are written as they are (zstd makes nothing of
+        them), and the restore turns them back into holes."""
+        pending, sent = head, 0
+        for data in _sparse_chunks(fd, size) if sparse else _chunks(fd, size):
+            sent += len(data)
+            tail = _padding(size) if sent == size else b""
             # Small files go out as one write (header + data + padding): fewer calls into zstd.
             self.out.write(pending + data + tail if pending or tail else data)
             pending = b""
+        short = sent < size
+        while sent < size:  # it shrank while being read
+            zeros = _ZEROS[: min(COPY_CHUNK, size - sent)]
+            sent += len(zeros)
+            self.out.write(pending + zeros + (_padding(size) if sent == size else b""))
+            pending = b""
+        if pending:  # an empty file: its header alone
+            self.out.write(pending)
         return short
 
     def _header(self, rel: str, st: os.stat_result, kind: bytes, size: int = 0, linkname: str = "") -> bytes:
@@ -340,6 +349,44 @@ class TreeWriter:
             except (KeyError, ImportError):
                 self._names[key] = ""
         return self._names[key]
+
+
+_ZEROS = bytes(COPY_CHUNK)
+
+
+def _chunks(fd: int, size: int) -> Iterator[bytes]:
+    """At most `size` bytes of the file, in chunks; fewer if it shrank."""
+    left = size
+    while left:
+        data = os.read(fd, min(COPY_CHUNK, left))
+        if not data:
+            return
+        left -= len(data)
+        yield data
+
+
+def _sparse_chunks(fd: int, size: int) -> Iterator[bytes]:
+    """Like _chunks, but the holes (SEEK_HOLE) come as zeros without a read."""
+    position = 0
+    while position < size:
+        try:
+            data_at = min(os.lseek(fd, position, os.SEEK_DATA), size)
+        except OSError:  # ENXIO: only a hole from here to the end
+            data_at = size
+        while position < data_at:
+            zeros = _ZEROS[: min(COPY_CHUNK, data_at - position)]
+            position += len(zeros)
+            yield zeros
+        if position >= size:
+            return
+        hole_at = min(os.lseek(fd, position, os.SEEK_HOLE), size)
+        os.lseek(fd, position, os.SEEK_SET)
+        while position < hole_at:
+            data = os.read(fd, min(COPY_CHUNK, hole_at - position))
+            if not data:
+                return  # it shrank meanwhile
+            position += len(data)
+            yield data
 
 
 def write_tree(root: Path, out: BinaryIO, excludes: Iterable[str]) -> tuple[ArchiveSummary, int]:

@@ -55,6 +55,9 @@ class RenderOptions:
 # it as soon as SSH answers, long before cloud-init gets to this step.
 WHEEL_WAIT_SECONDS = 900
 
+# Watches for the workspace's folders (the kernel's default is as low as 8192 on older ones).
+INOTIFY_WATCHES = 524288
+
 # What every template may name: the contract's users, paths, units and ports.
 NAMES: dict[str, Any] = {
     "paths": VM,
@@ -266,6 +269,7 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "resume": spec.agent.resume,
         "has_conversation": spec.agent.has_conversation(spec.repo_dir),
         "lifetime_seconds": round(spec.watchdog.max_lifetime_hours * 3600),
+        "inotify_watches": INOTIFY_WATCHES,
     }
 
 

@@ -129,7 +129,8 @@ class BackupResult:
     ciphertext_bytes: int = 0
     plaintext_bytes: int = 0
     excluded: tuple[ExcludedRecord, ...] = ()
-    skipped: int = 0  # special files (FIFOs, sockets, devices) that a backup cannot hold
+    skipped: int = 0  # entries a backup could not hold (FIFOs, sockets, devices, unreadable ones)
+    skipped_paths: tuple[str, ...] = ()  # the first of them, each with why
     error: str = ""
     trigger: str = ""  # "laptop", "page", "idlewatch"
     seconds: float = 0.0

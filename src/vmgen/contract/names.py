@@ -192,6 +192,10 @@ class VmPaths:
         return Path("/etc/fail2ban/jail.d/vmgen.local")
 
     @property
+    def sysctl(self) -> Path:
+        return Path("/etc/sysctl.d/60-vmgen.conf")
+
+    @property
     def tmpfiles(self) -> Path:
         return Path("/etc/tmpfiles.d/vmgen.conf")
 

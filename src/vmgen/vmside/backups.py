@@ -91,6 +91,7 @@ def run_backup(
             ciphertext_bytes=manifest.ciphertext_bytes,
             plaintext_bytes=manifest.plaintext_bytes,
             skipped=manifest.summary.skipped_count,
+            skipped_paths=manifest.summary.skipped[:20],
             excluded=tuple(
                 ExcludedRecord(s.pattern, s.entries, s.files, s.bytes)
                 for s in manifest.summary.excluded

@@ -33,7 +33,8 @@ def unquote(value):
 def install_section(script: str) -> str:
     """From the first install phase to the last install step's end."""
     start = script.index("phase packages")
-    return script[start:script.index("\nfi\n", script.index("phase vmgen-install")) + 4]
+    end = script.index('  phase installed\n}\n') + len('  phase installed\n}\n')
+    return script[start:end]
 
 
 def test_stamps_survive_labels_and_name_the_steps_to_redo():

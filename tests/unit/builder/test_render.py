@@ -146,7 +146,10 @@ HOSTILE_BRANCHES = [
 # Stubs for every command provision.sh runs: record argv, execute nothing. PATH is empty, so a
 # command without a stub fails the test instead of running on this machine.
 STUBS = """
-record() { printf '%s' "$1" >> "$RECORD"; shift; for a in "$@"; do printf '\\037%s' "$a" >> "$RECORD"; done; printf '\\036' >> "$RECORD"; }
+record() {  # one write per call: the install steps run side by side and append at once
+  local entry; entry=$(printf '%s' "$1"; shift; for a in "$@"; do printf '\\037%s' "$a"; done)
+  printf '%s\\036' "$entry" >> "$RECORD"
+}
 for cmd in apt-get cat rm ufw systemctl systemd-tmpfiles npm python3 ln install runuser date find chown /opt/vmgen/bin/pip; do
   eval "$(printf '%q() { record %q "$@"; }' "$cmd" "$cmd")"
 done

@@ -71,7 +71,7 @@ def test_backup_records_its_result_for_the_cli(backed_up, tmp_path):
     assert only.backup_id == result.backup_id
     # The user's excludes are reported; vmgen's own runtime files are dropped silently.
     assert [stat.pattern for stat in result.excluded] == ["node_modules"]
-    assert result.skipped == 1  # the FIFO
+    assert result.skipped == 1 and result.skipped_paths == ("work/app/a-fifo: special file",)  # said, with why
 
 
 def test_restore_brings_work_back_without_runtime_files_and_keeps_the_new_keys(backed_up, tmp_path, keys):

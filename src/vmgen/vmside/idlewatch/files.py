@@ -108,18 +108,33 @@ def _glob_regex(pattern: str) -> str:
 
 @dataclass
 class MtimeScanner:
-    """Round-robin scan of directories inotify could not cover; at most `budget` entries a tick.
+    """Round-robin scan of directories inotify could not cover, in bounded slices per tick.
 
-    Each directory is remembered as one hash of its entries' (name, mtime, size), not per file,
-    so memory stays small; a change counts once per changed directory.
+    A slice is at least `budget` entries, and large enough that the whole set is seen within
+    `window_ticks` ticks: a change anywhere is noticed within that time however large the tree
+    (with 30 s ticks and the default 10, within 5 minutes). Each directory is remembered as one
+    hash of its entries' (name, mtime, size), not per file, so memory stays small; a change
+    counts once per changed directory.
     """
 
     rules: IgnoreRules
     root: str
     budget: int = 2000
+    window_ticks: int = 10
     _queue: list[str] = field(default_factory=list)
     _known: dict[str, int | None] = field(default_factory=dict)  # None: not scanned yet
+    _entries: dict[str, int] = field(default_factory=dict)  # per directory, at its last scan
+    _total: int = 0
     _cursor: int = 0
+
+    @property
+    def slice(self) -> int:
+        """Entries stat'ed this tick: the whole set over the window (folders not scanned yet
+        count as the average of those that were)."""
+        unscanned = len(self._queue) - len(self._entries)
+        average = self._total / len(self._entries) if self._entries else self.budget
+        estimate = self._total + unscanned * average
+        return max(self.budget, int(-(-estimate // max(1, self.window_ticks))))
 
     def add(self, path: str) -> None:
         if path not in self._known:
@@ -131,15 +146,19 @@ class MtimeScanner:
 
     def poll(self) -> int:
         changes = spent = 0
+        budget = self.slice
         for _ in range(len(self._queue)):  # each directory at most once per tick
-            if not self._queue or spent >= self.budget:
+            if not self._queue or spent >= budget:
                 break
             self._cursor %= len(self._queue)
             path = self._queue[self._cursor]
             cost, changed, gone = self._scan(path)
             spent, changes = spent + cost, changes + changed
+            self._total += cost - self._entries.get(path, 0)
+            self._entries[path] = cost
             if gone:  # removed since: forget it (its parent's change is counted)
                 del self._queue[self._cursor], self._known[path]
+                self._total -= self._entries.pop(path, 0)
             else:
                 self._cursor += 1
         return changes
@@ -185,11 +204,12 @@ class FileWatcher:
         ignore: Iterable[str] = DEFAULT_IGNORE,
         max_watches: int | None = None,
         scan_budget: int = 2000,
+        scan_window_ticks: int = 10,
     ) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.rules = IgnoreRules(ignore)
         self.max_watches = max_watches  # an artificial limit, for tests and benchmarks
-        self.scanner = MtimeScanner(self.rules, self.root, scan_budget)
+        self.scanner = MtimeScanner(self.rules, self.root, scan_budget, scan_window_ticks)
         self._inotify: INotify | None = None
         self._wds: dict[int, str] = {}
         self._paths: dict[str, int] = {}

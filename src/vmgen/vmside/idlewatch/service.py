@@ -28,6 +28,9 @@ from .signals import SignalCollector, SignalConfig
 log = logging.getLogger("vmgen.idlewatch")
 
 RETRY_BACKOFF = (30, 60, 120, 300, 600)
+# Seconds within which every folder past the inotify limit is looked at again: a change in a huge
+# tree is seen within this time after the first pass (which remembers each folder).
+FILE_CHANGE_WINDOW = 150.0
 
 
 def collector_for(settings: WatchSettings, paths: VmPaths = VM) -> SignalCollector:
@@ -35,6 +38,9 @@ def collector_for(settings: WatchSettings, paths: VmPaths = VM) -> SignalCollect
         workspace=Path(settings.workspace) if settings.workspace else paths.work,
         agent=AgentConfig(user=AGENT_USER, hook_events=paths.hook_events, stall_after=settings.stall_minutes * 60),
         humans=HumansConfig(agent_user=AGENT_USER, leases_path=paths.leases),
+        # Past the inotify limit, every folder is looked at within FILE_CHANGE_WINDOW (or a sixth of
+        # the idle timeout, when that is shorter): a change there still holds the VM up in time.
+        scan_window_ticks=max(1, int(min(FILE_CHANGE_WINDOW, settings.idle_minutes * 10) // settings.interval_seconds)),
         file_ignore=settings.ignore or DEFAULT_IGNORE,
     )
     return SignalCollector(config)

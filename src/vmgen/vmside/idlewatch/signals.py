@@ -36,7 +36,8 @@ class SignalConfig:
     humans: HumansConfig = field(default_factory=HumansConfig)
     file_ignore: tuple[str, ...] = DEFAULT_IGNORE
     max_watches: int | None = None  # None: as many as the kernel allows
-    scan_budget: int = 2000  # entries stat'ed per tick past the watch limit
+    scan_budget: int = 2000  # entries stat'ed per tick past the watch limit, at least
+    scan_window_ticks: int = 10  # every directory past the limit is scanned within this many ticks
 
     @classmethod
     def for_user(cls, user: str, workspace: Path, **agent: Any) -> SignalConfig:
@@ -52,7 +53,9 @@ class SignalCollector:
     def __init__(self, config: SignalConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._clock = clock
-        self._files = FileWatcher(config.workspace, config.file_ignore, config.max_watches, config.scan_budget)
+        self._files = FileWatcher(
+            config.workspace, config.file_ignore, config.max_watches, config.scan_budget, config.scan_window_ticks
+        )
         self._failing: set[str] = set()
         # Whatever the agent user controls is read as the agent, or through AgentFiles.
         self._agent = AgentWatcher(config.agent, clock)

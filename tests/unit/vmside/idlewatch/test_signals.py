@@ -467,3 +467,23 @@ def test_collector_snapshot(tmp_path: Path, tmux_server: str) -> None:
     collector._files.poll = broken  # type: ignore[method-assign]  # a source breaks...
     assert collector.snapshot().files_changed == 0  # ...and reads as neutral
     collector.close()
+
+
+def test_past_the_watch_limit_every_folder_is_seen_within_the_window(tmp_path: Path) -> None:
+    # 40 folders of 50 files, 2 watches: the rest is scanned, and a change in the very last
+    # folder must show within `window` ticks even though the per-tick floor is tiny.
+    tree = tmp_path / "tree"
+    for d in range(40):
+        (tree / f"d{d:02}").mkdir(parents=True)
+        for f in range(50):
+            (tree / f"d{d:02}" / f"f{f}").write_text("x")
+    window = 4
+    watcher = FileWatcher(tree, max_watches=2, scan_budget=10, scan_window_ticks=window)
+    for _ in range(window + 1):  # a first pass learns each folder's size and signature
+        watcher.poll()
+    last = tree / "d39" / "f0"
+    last.write_text("changed")
+    os.utime(last, (time.time() + 5, time.time() + 5))  # a new mtime even on a coarse clock
+    seen = [watcher.poll() for _ in range(window)]
+    assert sum(seen) >= 1, seen
+    watcher.close()
