@@ -43,6 +43,11 @@ class Download(Protocol):
 
 
 class Store(Protocol):
+    # Whether an object just stored must be read back to be trusted. A remote store: yes (what
+    # arrived is only known by reading it). A local folder: its file was written and fsync'd by
+    # this process, and reading it back would be served from the page cache, proving nothing.
+    reads_back: bool
+
     def describe(self) -> str: ...
     def put_stream(self, key: str, src: Readable) -> int: ...
     def get_stream(self, key: str) -> Download: ...
@@ -82,6 +87,7 @@ class LocalStore:
     reader never sees a partial object under its real key."""
 
     root: Path
+    reads_back = False
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -174,6 +180,8 @@ class S3Settings:
 
 
 class S3Store:
+    reads_back = True
+
     def __init__(self, settings: S3Settings) -> None:
         import boto3
         from botocore.config import Config
