@@ -41,6 +41,7 @@ class DiskWriter:
         self._queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=QUEUED_BATCHES)
         self._stop = threading.Event()
         self._fd = -1  # the file being written, between open_file() and close_file()
+        self._ends_in_hole = False  # its last bytes were skipped, not written
         self._known_dirs: set[str] = set()  # parser-side: directories that exist or are queued
         self._thread = threading.Thread(target=self._run, name="extract-writer", daemon=True)
         self._thread.start()
@@ -133,19 +134,21 @@ class DiskWriter:
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
         start = 0  # of the bytes not yet written
-        for block in range(0, len(view), HOLE_BLOCK):
+        for block in range(0, len(view) - HOLE_BLOCK + 1, HOLE_BLOCK):
             part = view[block : block + HOLE_BLOCK]
-            if len(part) == HOLE_BLOCK and part[0] == 0 and part[-1] == 0 and part == _ZEROS:
+            if part[0] == 0 and part[-1] == 0 and part == _ZEROS:
                 _write_all(self._fd, view[start:block])
                 os.lseek(self._fd, HOLE_BLOCK, os.SEEK_CUR)  # a hole
                 start = block + HOLE_BLOCK
+        self._ends_in_hole = start == len(view) > 0 or (self._ends_in_hole and not view)
         _write_all(self._fd, view[start:])
 
     def _close(self, mode: int, mtime: int) -> None:
         fd, self._fd = self._fd, -1
         try:
-            # A file that ends in a hole: seeking past the end did not make it that long.
-            os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))
+            if self._ends_in_hole:  # seeking past the end did not make it that long
+                os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))
+                self._ends_in_hole = False
             if mode != 0o600:
                 os.fchmod(fd, mode)
             os.utime(fd, (mtime, mtime))
