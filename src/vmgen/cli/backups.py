@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..backup.target import open_store, require_target, target_on_vm
 from ..identities import load_for_restore, recipient_path
+from ..providers import PROVIDERS
 from ..spec import RestoreSource
 from ..ssh import default_identities
 from ..workspace_client import SshWorkspaceClient
@@ -45,7 +46,9 @@ def backup(name: str, timeout: float) -> None:
 
 @click.command()
 @click.argument("name", required=False)
-@click.option("--provider", help="Whose store to read (default: the configured provider).")
+@click.option(
+    "--provider", type=click.Choice(PROVIDERS), help="Whose store to read (default: the configured provider)."
+)
 def backups(name: str | None, provider: str | None) -> None:
     """Every backup in the store (of NAME, or of all workspaces)."""
     from ..backup.manifest import list_backups
@@ -74,7 +77,7 @@ def backups(name: str | None, provider: str | None) -> None:
 @click.command()
 @click.argument("name")
 @click.option("--backup", "backup_id", help="Which backup (default: the latest).")
-@click.option("--provider", help="Where to run the restored workspace.")
+@click.option("--provider", type=click.Choice(PROVIDERS), help="Where to run the restored workspace.")
 @click.option("--keep-on-failure", is_flag=True, help="Keep the new VM for inspection if the restore fails.")
 def restore(name: str, backup_id: str | None, provider: str | None, keep_on_failure: bool) -> None:
     """Bring NAME back on a new VM: files, ~/.claude and the agent's conversation."""

@@ -53,8 +53,9 @@ def spec_options(function: Command) -> Command:
         ),
         click.option(
             "--idle-action",
-            type=click.Choice(WATCHDOG_ACTIONS),
-            help="What the watchdog does once idle (default: backup-then-delete with a backup store, else poweroff).",
+            type=click.Choice(("auto", *WATCHDOG_ACTIONS)),
+            help="What the watchdog does once idle; auto (the default): backup-then-delete with a backup store, "
+            "else poweroff.",
         ),
         click.option("--desktop/--no-desktop", default=None, help="Install the noVNC desktop."),
         click.option("--domain", help="A Cloudflare zone: the workspace gets https://<name>.<domain>/."),

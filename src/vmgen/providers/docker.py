@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import secrets
 import tarfile
 import time
@@ -92,6 +93,19 @@ def boot_with_seed(
     return container
 
 
+def unreachable_engine(docker_host: str) -> str:
+    """Why no engine answered: the one DOCKER_HOST names, or the local one."""
+    if docker_host:
+        return (
+            f"cannot reach the Docker engine at DOCKER_HOST={docker_host}: is it running and reachable? "
+            "(unset DOCKER_HOST to use the local engine)"
+        )
+    return (
+        "cannot reach the Docker engine: is dockerd running? "
+        "(start it with `sudo systemctl start docker` or `sudo dockerd &`)"
+    )
+
+
 class DockerProvider:
     name = "docker"
     user_data_limit = 1024 * 1024
@@ -105,10 +119,7 @@ class DockerProvider:
             self.client = client or docker.from_env()
             self.client.ping()
         except DockerException:
-            raise ProviderUnavailable(
-                "cannot reach the Docker engine: is dockerd running? "
-                "(start it with `sudo systemctl start docker` or `sudo dockerd &`)"
-            ) from None
+            raise ProviderUnavailable(unreachable_engine(os.environ.get("DOCKER_HOST", ""))) from None
 
     def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace:
         if self._container(spec.name) is not None:
