@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Everything vmgen's local default needs, on a Debian 12 machine: system packages and a running
-# Docker engine, the simulated-VM image, a virtualenv with vmgen, and vmgen's own wheel for the
-# VMs to install (vmgen is installed on each VM at the CLI's version).
-# Prints the variables to export; sourced by quickstart.sh and test.sh.
+# A developer's environment on a Debian 12 machine: system packages (with the tests' own) and a
+# running Docker engine, the simulated-VM image, an editable virtualenv in .venv with the test
+# extra, the Claude Code the tests drive, and vmgen's own wheel for the VMs to install (vmgen is
+# installed on each VM at the CLI's version). Exports the settings that use them; sourced by
+# test.sh. A user's setup is quickstart.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
