@@ -32,6 +32,9 @@ def test_round_trip_with_the_conversation(cli, model, tmp_path, docker_client) -
     cli("send", NAME, "please write REMEMBER.md")
     eventually(lambda: cli.ssh(NAME, f"cat work/{NAME}/REMEMBER.md", check=False) == NOTE, timeout=60,
                what="the agent's file")
+    # That turn was shorter than the watchdog's interval, and `vmgen status` still saw it.
+    worked = next(line for line in cli("status", NAME).stdout.splitlines() if "last agent working" in line)
+    assert "never" not in worked, worked
 
     made = cli("backup", NAME)
     assert f"backed up {NAME}: " in made.stderr
