@@ -137,8 +137,8 @@ class SshWorkspaceClient:
         while time.monotonic() < deadline:
             try:
                 state = self.status(fresh=True)
-            except StatusUnavailable:
-                state = None
+            except (StatusUnavailable, subprocess.TimeoutExpired):
+                state = None  # the watchdog is late: the workspace itself is up
             if state is not None and (not agent_watched or state.agent.state != "absent"):
                 return state
             time.sleep(1)  # ticks are at least a second apart anyway
