@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Everything vmgen's local default needs, on a Debian 12 machine: system packages and a running
-# Docker engine, the simulated-VM image and a virtualenv with vmgen (every VM gets this vmgen's
-# own build from the CLI over SSH: no wheel folder or package index needed for it).
-# Prints the variables to export; sourced by quickstart.sh and test.sh.
+# A developer's environment on a Debian 12 machine: system packages (with the tests' own) and a
+# running Docker engine, the simulated-VM image, an editable virtualenv in .venv with the test
+# extra and the Claude Code the tests drive (every VM gets the CLI's own vmgen build over SSH:
+# no wheel folder or package index for it). Exports the image setting; sourced by test.sh. A
+# user's setup is quickstart.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 

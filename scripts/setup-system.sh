@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs the system packages vmgen's local default and its test suite need, and makes sure a
-# Docker engine answers. Idempotent: a second run installs nothing and starts nothing new.
+# Installs the system packages vmgen's local default needs (and, with VMGEN_SETUP_FOR_TESTS=1, its
+# test suite's), and makes sure a Docker engine answers. Idempotent: a second run installs nothing
+# and starts nothing new.
 set -euo pipefail
 
 PACKAGES=(
   docker.io debootstrap cloud-init tmux openssh-client git curl ca-certificates
-  python3-venv zstd age iptables
+  python3-venv pipx zstd age iptables
 )
 # The test suite's own real parts: Caddy (caddy validate), headless Chromium, and an sshd for the
 # SSH tests. A user's setup (the quickstart) does not install them.
@@ -36,9 +37,9 @@ if ((${#missing[@]})); then
   fi
 fi
 
-# Node.js and npm install the real Claude Code CLI for the tests; a machine that already has them
-# (from another source) keeps its own.
-if ! command -v npm >/dev/null 2>&1; then
+# Node.js and npm install the real Claude Code CLI for the tests (workspaces install their agent
+# themselves); a machine that already has them (from another source) keeps its own.
+if [ "${VMGEN_SETUP_FOR_TESTS:-}" = 1 ] && ! command -v npm >/dev/null 2>&1; then
   echo "==> installing nodejs and npm"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi

@@ -15,10 +15,10 @@ RUN_VARIABLE = "VMGEN_TEST_RUN"
 RUN_LABEL = "vmgen-test-run"  # on every image a test run makes
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # The controller (or a plain run) picks the id; workers inherit it through the environment.
-    if not hasattr(config, "workerinput"):
-        os.environ.setdefault(RUN_VARIABLE, secrets.token_hex(2))
+# Picked when this file is imported: before tests/e2e/conftest.py reads it (conftests are imported
+# before any pytest_configure runs) and before xdist starts its workers, which inherit it. Picked
+# later, a run without workers labelled its images with one id and removed those of another.
+os.environ.setdefault(RUN_VARIABLE, secrets.token_hex(2))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -28,11 +28,23 @@ class Agent:
     conversation_test: str = f"test -e {VM.started_once}"
     # pip pins with `==version` and has no `latest`; npm takes `@latest` as it is.
     pip_pinned: bool = False
+    # Whether the idle watchdog reads this agent's own state (its process, transcript, hooks).
+    watched: bool = False
+    # Text on the agent's screen that means it cannot work: it waits for a login.
+    login_screen: tuple[str, ...] = ()
+    # Files (below the agent's home) where the agent keeps a login of its own. With these known,
+    # an agent that has neither a key nor such a file is known to have no credentials at all.
+    credential_files: tuple[str, ...] = ()
 
     def install_command(self, version: str) -> str:
         if self.pip_pinned:
             version = "" if version == "latest" else f"=={version}"
         return self.install.format(version=shlex.quote(version))
+
+    @property
+    def credential_variables(self) -> tuple[str, ...]:
+        """Of the key variables, the credentials (the others configure it, e.g. a base URL)."""
+        return tuple(variable for variable in self.key_variables if variable.endswith("_API_KEY"))
 
     def has_conversation(self, repo_dir: str) -> str:
         return self.conversation_test.format(project_key=claude_project_key(repo_dir))
@@ -55,6 +67,10 @@ AGENTS: dict[str, Agent] = {
             conversation_test=f'compgen -G "{VM.claude_dir}/projects/{{project_key}}/*.jsonl" >/dev/null',
             packages=("nodejs", "npm"),
             key_variables=("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+            watched=True,
+            # Without a key or a login it starts anyway, and says so once it is sent a prompt.
+            login_screen=("Not logged in", "Please run /login", "Invalid API key"),
+            credential_files=(".claude/.credentials.json",),
         ),
         Agent(
             name="codex",

@@ -43,12 +43,20 @@ class WorkspaceExists(UsageError):
     """A workspace with that name already exists."""
 
 
+class LeftoversExist(UsageError):
+    """What an earlier workspace of that name left behind would be reused; `vmgen destroy` removes it."""
+
+
 class WorkspaceNotFound(UsageError):
     """No workspace with that name."""
 
 
 class WorkspaceNotRunning(VmgenError):
     """The workspace exists but is stopped."""
+
+
+class AgentCannotWork(VmgenError):
+    """The agent is not running, or waits at a login screen: a prompt would reach no one."""
 
 
 class BootFailed(VmgenError):

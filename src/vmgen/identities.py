@@ -2,7 +2,8 @@
 
 Each workspace has its own age X25519 identity. The private half stays here (0600, sealed with
 VMGEN_PASSPHRASE when set); the VM only ever gets the public recipient. Identities outlive
-`vmgen destroy` on purpose: they are what makes the workspace's backups restorable.
+`vmgen destroy` on purpose: they are what makes the workspace's backups restorable. Only the
+identity of a workspace that never came up (a failed or interrupted launch) is removed with it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ def identity_path(name: str) -> Path:
 
 def recipient_path(name: str) -> Path:
     return state_dir() / "identities" / f"{name}.recipient"
+
+
+def has_identity(name: str) -> bool:
+    return identity_path(name).is_file()
+
+
+def discard_identity(name: str) -> None:
+    """For a workspace that never came up: nothing was ever encrypted to its recipient."""
+    identity_path(name).unlink(missing_ok=True)
+    recipient_path(name).unlink(missing_ok=True)
 
 
 def ensure_identity(name: str) -> str:

@@ -10,9 +10,13 @@ from typing import TYPE_CHECKING
 
 from .backup.target import BackupTarget
 from .builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
+from .builder.hostkeys import HostKey
 from .builder.install import plan_of
-from .errors import UsageError, WorkspaceExists
+from .contract.documents import WatchdogState
+from .errors import LeftoversExist, UsageError, WorkspaceExists
 from .handover import Handover
+from .identities import discard_identity
+from .interrupts import interrupts_deferred
 from .providers import Provider, Workspace
 from .readiness import Phase
 from .selfwheel import VmgenWheel, own_wheel
@@ -47,6 +51,8 @@ class LaunchOptions:
     web_login: Login | None = None
     dns: CloudflareDns | None = None
     boot_timeout: float = 900
+    # The backup identity was made for this launch: it goes if the workspace never comes up.
+    new_identity: bool = False
 
 
 @dataclass
@@ -57,6 +63,8 @@ class LaunchResult:
     timings: dict[str, float] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
     image: str = ""  # the image it booted from, when vmgen chose a baked one or one was named
+    # The watchdog's first verdict with the agent running (None: it did not report in time).
+    verdict: WatchdogState | None = None
 
 
 def launch(
@@ -75,60 +83,32 @@ def launch(
     def mark(step: str) -> None:
         timings[step] = round(time.monotonic() - started, 3)
 
-    if spec.vmgen.local_wheels is not None and not getattr(provider, "shares_local_folders", False):
-        raise UsageError(
-            f"vmgen_find_links must be a URL for the {provider.name} provider "
-            f"(a local folder can only be shared with docker workspaces)"
-        )
-    if spec.local_backup_dir is not None and not getattr(provider, "shares_local_folders", False):
-        raise UsageError(
-            f"a local backup folder cannot be shared with a {provider.name} VM; configure an "
-            f"S3/R2 store (r2_bucket, r2_endpoint and keys)"
-        )
-    if provider.get(spec.name) is not None:
-        raise WorkspaceExists(f"a workspace named {spec.name!r} already exists on {provider.name}")
-    if options.use_baked:
-        spec = with_baked_image(spec, provider, progress)
-    host_key = generate_host_key()
-    self_delete = provider.self_delete_spec()
-    if spec.host:
-        if not provider.public:
-            raise UsageError(
-                f"a {provider.name} workspace has no public address for {spec.host}; "
-                "launch without a domain and use `vmgen open`"
-            )
-        if options.dns is None or options.web_login is None:
-            raise UsageError(f"a domain needs a Cloudflare API token (cloudflare_api_token) for {spec.web.domain}")
-        self_delete = replace(
-            self_delete,
-            secrets=(*self_delete.secrets, ("CLOUDFLARE_API_TOKEN", options.dns.token)),
-            dns_endpoint=options.dns.endpoint,
-        )
-    user_data = render_user_data(
-        spec,
-        RenderOptions(host_key=host_key, self_delete=self_delete, backup=options.backup, web_login=options.web_login),
-    )
-    check_size(user_data, provider.user_data_limit, provider.name)
-    check_schema(user_data)
+    try:
+        spec, host_key, user_data = _prepare(spec, provider, options, progress)
+    except BaseException:
+        if options.new_identity:
+            discard_identity(spec.name)
+        raise
     mark("render")
-
     state = WorkspaceState(spec.name)
-    state.create(
-        WorkspaceRecord(
-            name=spec.name,
-            provider=provider.name,
-            created_at=time.time(),
-            source=spec.source.describe(),
-            agent=spec.agent.name,
-            host=spec.host,
-        ),
-        host_key.public_openssh,
-    )
-    if options.web_login is not None:
-        state.write("web-login", f"{options.web_login.user}\n{options.web_login.password}\n")
-    progress(f"creating the workspace on {provider.name}")
     created = False
     try:
+        state.create(
+            WorkspaceRecord(
+                name=spec.name,
+                provider=provider.name,
+                created_at=time.time(),
+                source=spec.source.describe(),
+                agent=spec.agent.name,
+                host=spec.host,
+            ),
+            host_key.public_openssh,
+        )
+        if options.new_identity:
+            state.write(WorkspaceState.NEW_IDENTITY, "")
+        if options.web_login is not None:
+            state.write("web-login", f"{options.web_login.user}\n{options.web_login.password}\n")
+        progress(f"creating the workspace on {provider.name}")
         made = provider.create(spec, user_data)
         created = True
         mark("create")
@@ -170,20 +150,95 @@ def launch(
         mark("handover")
         client.wait_for_agent(120, progress)
         mark("agent")
+        # `vmgen status` and the page right after "ready" must not say the agent is absent.
+        progress("waiting for the watchdog's first verdict")
+        verdict = client.first_verdict(60, spec.agent.watched)
+        mark("verdict")
     except BaseException:
-        # Before `create` returned, nothing of ours exists under this name (the provider cleans
-        # up its own half-made resources), and deleting by name could hit someone else's.
-        if created and not options.keep_on_failure:
-            progress("removing what was created")
-            provider.delete(spec.name)
-            if spec.host and options.dns is not None:
-                options.dns.remove_workspace(spec.name)
-        if not created or not options.keep_on_failure:
-            state.remove()
+        with interrupts_deferred("removing what was created"):
+            _remove_what_was_made(spec, provider, options, state, created, progress)
         raise
+    state.discard(WorkspaceState.NEW_IDENTITY)  # it came up: its identity is for keeps
     workspace = provider.get(spec.name)
     assert workspace is not None
-    return LaunchResult(workspace=workspace, client=client, timings=timings, phases=phases, image=spec.image)
+    return LaunchResult(
+        workspace=workspace, client=client, timings=timings, phases=phases, image=spec.image, verdict=verdict
+    )
+
+
+def _remove_what_was_made(
+    spec: WorkspaceSpec,
+    provider: Provider,
+    options: LaunchOptions,
+    state: WorkspaceState,
+    created: bool,
+    progress: Progress,
+) -> None:
+    """After a failure or an interrupt. Before `create` returned, nothing of ours exists under
+    this name (the provider cleans up its own half-made resources), and deleting by name could
+    hit someone else's. The local record goes last: if this is cut short anyway (the process
+    killed), it is what lets `vmgen list` and `vmgen destroy` find the rest."""
+    if options.keep_on_failure and created:
+        return
+    if created:
+        progress(f"removing what was created on {provider.name}")
+        provider.delete(spec.name)
+        if spec.host and options.dns is not None:
+            options.dns.remove_workspace(spec.name)
+    if options.new_identity:
+        discard_identity(spec.name)
+    state.remove()
+
+
+def _prepare(
+    spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, progress: Progress
+) -> tuple[WorkspaceSpec, HostKey, str]:
+    """Everything checked and rendered before anything is created: the spec with its image, the
+    host key to pin, the user-data."""
+    if spec.vmgen.local_wheels is not None and not getattr(provider, "shares_local_folders", False):
+        raise UsageError(
+            f"vmgen_find_links must be a URL for the {provider.name} provider "
+            f"(a local folder can only be shared with docker workspaces)"
+        )
+    if spec.local_backup_dir is not None and not getattr(provider, "shares_local_folders", False):
+        raise UsageError(
+            f"a local backup folder cannot be shared with a {provider.name} VM; configure an "
+            f"S3/R2 store (r2_bucket, r2_endpoint and keys)"
+        )
+    if provider.get(spec.name) is not None:
+        raise WorkspaceExists(f"a workspace named {spec.name!r} already exists on {provider.name}")
+    left = [leftover.what for leftover in provider.leftovers(spec.name)]
+    if WorkspaceState(spec.name).any_left():
+        left.append(f"local state in {WorkspaceState(spec.name).dir}")
+    if left:
+        raise LeftoversExist(
+            f"an earlier workspace named {spec.name!r} left {', '.join(left)}; "
+            f"remove them with `vmgen destroy {spec.name}`"
+        )
+    if options.use_baked:
+        spec = with_baked_image(spec, provider, progress)
+    host_key = generate_host_key()
+    self_delete = provider.self_delete_spec()
+    if spec.host:
+        if not provider.public:
+            raise UsageError(
+                f"a {provider.name} workspace has no public address for {spec.host}; "
+                "launch without a domain and use `vmgen open`"
+            )
+        if options.dns is None or options.web_login is None:
+            raise UsageError(f"a domain needs a Cloudflare API token (cloudflare_api_token) for {spec.web.domain}")
+        self_delete = replace(
+            self_delete,
+            secrets=(*self_delete.secrets, ("CLOUDFLARE_API_TOKEN", options.dns.token)),
+            dns_endpoint=options.dns.endpoint,
+        )
+    user_data = render_user_data(
+        spec,
+        RenderOptions(host_key=host_key, self_delete=self_delete, backup=options.backup, web_login=options.web_login),
+    )
+    check_size(user_data, provider.user_data_limit, provider.name)
+    check_schema(user_data)
+    return spec, host_key, user_data
 
 
 def with_baked_image(spec: WorkspaceSpec, provider: Provider, progress: Progress) -> WorkspaceSpec:

@@ -130,15 +130,29 @@ def _follow_once(
 
 def output_tail(target: SSHTarget, lines: int = 15) -> str:
     try:
-        result = run(target, ["tail", "-n", "200", OUTPUT_LOG], check=False, timeout=20)
+        result = run(target, ["tail", "-n", "400", OUTPUT_LOG], check=False, timeout=20)
     except subprocess.TimeoutExpired:
-        return "(could not read the cloud-init log)"
-    text = "\n".join(relevant_tail(result.stdout.decode(errors="replace").splitlines(), lines))
-    return (
-        f"last lines of {OUTPUT_LOG}:\n{text}"
-        if text
-        else "(nothing in the provisioning log: cloud-init failed before vmgen's script ran)"
-    )
+        return "(could not read the provisioning log)"
+    return failure_report(result.stdout.decode(errors="replace").splitlines(), lines)
+
+
+def failure_report(log_lines: list[str], lines: int = 15) -> str:
+    """Why provisioning failed, cause first: the phase it failed in and that phase's own output.
+    The script stops at its first failing command, so the failing phase is the last one the log
+    started; the lines of the phases before it (a firewall's chatter) say nothing about it."""
+    relevant = relevant_tail(log_lines, len(log_lines))
+    start = next((i for i in range(len(relevant) - 1, -1, -1) if relevant[i].startswith("vmgen-phase ")), None)
+    if start is None:
+        text = "\n".join(relevant[-lines:])
+        return (
+            f"last lines of {OUTPUT_LOG}:\n{text}"
+            if text
+            else "(nothing in the provisioning log: cloud-init failed before vmgen's script ran)"
+        )
+    phase = relevant[start].split(" ", 2)[2].strip()
+    own = [line for line in relevant[start + 1 :] if not line.startswith("vmgen-skip ")][-lines:]
+    shown = "\n".join(f"  {line}" for line in own) or "  (it printed nothing)"
+    return f"failed in the provisioning phase {phase!r}:\n{shown}\n(the whole log: {OUTPUT_LOG} on the workspace)"
 
 
 def wait_for_session(target: SSHTarget, session: str, timeout: float, progress: Progress) -> None:

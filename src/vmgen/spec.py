@@ -163,7 +163,10 @@ class WorkspaceSpec:
 
     @property
     def repo_dir(self) -> str:
-        return str(VM.repo_dir(self.name))
+        # A workspace restored under another name works in the original's folder: its files
+        # are there, and the agent's conversation is filed under that path.
+        folder = self.source.workspace if isinstance(self.source, RestoreSource) else self.name
+        return str(VM.repo_dir(folder))
 
     @property
     def host(self) -> str:

@@ -73,6 +73,7 @@ class BakedImage:
     created_at: datetime
     stamp: ImageStamp
     base: str  # label value of the stock image it was baked from
+    owner: str = ""  # who baked it (user@host); "" for images baked before vmgen recorded it
 
 
 def label_value(text: str) -> str:

@@ -25,6 +25,10 @@ class WorkspaceRecord:
 
 
 class WorkspaceState:
+    # Present while the workspace's backup identity is as new as the workspace and it has not
+    # come up yet: if it never does, the identity goes with it (nothing was encrypted to it).
+    NEW_IDENTITY = "new-identity"
+
     def __init__(self, name: str, root: Path | None = None) -> None:
         self.name = name
         self.dir = (root or state_dir()) / "workspaces" / name
@@ -40,6 +44,16 @@ class WorkspaceState:
 
     def exists(self) -> bool:
         return (self.dir / "workspace.json").is_file()
+
+    def any_left(self) -> bool:
+        """Anything at all under this name, a half-written record included."""
+        return self.dir.exists()
+
+    def has(self, filename: str) -> bool:
+        return (self.dir / filename).exists()
+
+    def discard(self, filename: str) -> None:
+        (self.dir / filename).unlink(missing_ok=True)
 
     def create(self, record: WorkspaceRecord, host_public_key: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)

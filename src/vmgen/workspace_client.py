@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .agent_screen import AgentScreen, parse_screen, screen_script
+from .agents import Agent
 from .contract import codec
 from .contract.control import decode_reply
-from .contract.documents import BackupResult, RestoreResult, WatchdogState
+from .contract.documents import BackupResult, RestoreResult, WatchdogState, WebServices
 from .contract.names import AGENT_SESSION, VM
 from .errors import BootFailed, RemoteCommandFailed, VmgenError
 from .handover import Handover, deliver
@@ -56,7 +58,9 @@ class WorkspaceClient(Protocol):
 
     def restore(self, identity: str, progress: Progress, timeout: float) -> RestoreResult: ...
 
-    def status(self) -> WatchdogState: ...
+    def status(self, fresh: bool = False) -> WatchdogState: ...
+
+    def first_verdict(self, timeout: float, agent_watched: bool) -> WatchdogState | None: ...
 
     def keepalive(self, duration: str, reason: str) -> str: ...
 
@@ -126,8 +130,9 @@ class SshWorkspaceClient:
             raise RestoreFailed(f"restore failed: {result.error}")
         return result
 
-    def status(self) -> WatchdogState:
-        found = run(self.target, ["vmgen", "vmside", "status"], check=False)
+    def status(self, fresh: bool = False) -> WatchdogState:
+        """The watchdog's state; `fresh`: a verdict made now, not up to an interval old."""
+        found = run(self.target, ["vmgen", "vmside", "status", *(["--fresh"] if fresh else [])], check=False)
         try:
             data = json.loads(found.stdout)
         except ValueError:
@@ -138,6 +143,41 @@ class SshWorkspaceClient:
             return codec.from_value(WatchdogState, data, "the watchdog's state", strict=False)
         except codec.DocumentError as exc:
             raise StatusUnavailable(f"{self.name}: the watchdog's state cannot be read ({exc})") from None
+
+    def first_verdict(self, timeout: float, agent_watched: bool) -> WatchdogState | None:
+        """A verdict made after the agent started; with an agent the watchdog watches, one that
+        sees it (its process may take a moment to appear). If none does in time, the last one
+        (None if the watchdog never answered): the workspace is up, the caller says what is not."""
+        deadline = time.monotonic() + timeout
+        state = None
+        while time.monotonic() < deadline:
+            try:
+                state = self.status(fresh=True)
+            except (StatusUnavailable, subprocess.TimeoutExpired):
+                state = None  # the watchdog is late: the workspace itself is up
+            if state is not None and (not agent_watched or state.agent.state != "absent"):
+                return state
+            time.sleep(1)  # ticks are at least a second apart anyway
+        return state
+
+    def services(self) -> WebServices:
+        """Whether the workspace has a desktop and how far its code UI is."""
+        found = run(self.target, ["vmgen", "vmside", "services"])
+        try:
+            return codec.from_value(WebServices, json.loads(found.stdout), "the workspace's services", strict=False)
+        except (ValueError, codec.DocumentError) as exc:
+            raise VmgenError(f"{self.name}: what the workspace serves cannot be read ({exc})") from None
+
+    def agent_screen(self, agent: Agent, settle_seconds: float = 60) -> AgentScreen:
+        """Whether the agent runs in its pane and has credentials, and its screen once settled."""
+        script = screen_script(agent, settle_seconds)
+        found = run(self.target, ["bash", "-c", script], timeout=settle_seconds + 30)
+        return parse_screen(found.stdout.decode(errors="replace"))
+
+    def type_prompt(self, prompt: str) -> None:
+        """Type PROMPT into the agent's pane and press Enter."""
+        run(self.target, ["tmux", "send-keys", "-t", AGENT_SESSION, "-l", "--", prompt])
+        run(self.target, ["tmux", "send-keys", "-t", AGENT_SESSION, "Enter"])
 
     def keepalive(self, duration: str, reason: str) -> str:
         result = run(self.target, ["vmgen", "vmside", "keepalive", "--for", duration, "--reason", reason])

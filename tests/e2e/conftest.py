@@ -59,8 +59,9 @@ def this_vmgen():
 @contextmanager
 def run_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
     """A folder shared by every xdist worker of this run, entered by one worker at a time: the
-    first one makes what the folder should hold, the others find it made."""
-    shared = tmp_path_factory.getbasetemp().parent / f"shared-{name}"
+    first one makes what the folder should hold, the others find it made. Named after the run:
+    without workers the base temp's parent is common to every run on the machine."""
+    shared = tmp_path_factory.getbasetemp().parent / f"shared-{RUN}-{name}"
     shared.mkdir(exist_ok=True)
     with FileLock(str(shared) + ".lock"):
         yield shared

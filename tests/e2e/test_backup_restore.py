@@ -1,14 +1,17 @@
 """Encrypted backup and restore end to end on the docker provider with the local store: work the
 agent did comes back on a new VM, with the agent's conversation; a damaged backup is refused and
-leaves no half-restored workspace running the agent."""
+leaves no half-restored workspace running the agent; a backup restores as a new workspace next
+to the running one, whose page names the backup it came from."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 from tests.fakes.anthropic_api import Rule, Script, ToolUse
 from tests.polling import eventually
+from vmgen.contract.names import PORTS
 
 from .conftest import make_repo, unique
 
@@ -29,6 +32,9 @@ def test_round_trip_with_the_conversation(cli, model, tmp_path, docker_client) -
     cli("send", NAME, "please write REMEMBER.md")
     eventually(lambda: cli.ssh(NAME, f"cat work/{NAME}/REMEMBER.md", check=False) == NOTE, timeout=60,
                what="the agent's file")
+    # That turn was shorter than the watchdog's interval, and `vmgen status` still saw it.
+    worked = next(line for line in cli("status", NAME).stdout.splitlines() if "last agent working" in line)
+    assert "never" not in worked, worked
 
     made = cli("backup", NAME)
     assert f"backed up {NAME}: " in made.stderr
@@ -51,6 +57,29 @@ def test_round_trip_with_the_conversation(cli, model, tmp_path, docker_client) -
     assert "--continue" in cli.ssh(NAME, f"ps -o args= -p {pid}")
     eventually(lambda: "REMEMBER.md" in cli.ssh(NAME, "tmux capture-pane -p -S -200 -t claude"), timeout=60,
                what="the earlier conversation on screen after the restore")
+
+
+def test_restore_as_a_new_workspace_next_to_the_running_one(cli) -> None:
+    refused = cli("restore", NAME, check=False)  # NAME runs (restored above)
+    assert refused.returncode == 2 and f"vmgen restore {NAME} --as NEW" in refused.stderr
+    twin = unique("twin")
+    restored = cli("restore", NAME, "--as", twin)
+    try:
+        assert f"restored {NAME} from " in restored.stderr and f" as {twin} " in restored.stderr
+        backup_id = restored.stderr.split(f"restored {NAME} from ")[1].split()[0]
+        assert cli.ssh(twin, f"cat work/{NAME}/REMEMBER.md") == NOTE  # in the original's folder
+        assert cli.ssh(NAME, f"cat work/{NAME}/REMEMBER.md") == NOTE  # the original runs on
+        # Right after the restore: the watchdog sees the agent, and the page names the backup.
+        agent_row = next(line for line in cli("status", twin).stdout.splitlines() if line.split()[:1] == ["agent"])
+        assert "absent" not in agent_row
+        page = json.loads(cli.ssh(twin, "python3 -c 'import sys, urllib.request; "
+                                        f"sys.stdout.write(urllib.request.urlopen(\"http://127.0.0.1:{PORTS.page}/api/state\").read().decode())'"))
+        assert page["backup"] is None and page["restored"] == {
+            "backup_id": backup_id, "workspace": NAME, "finished_at": page["restored"]["finished_at"]}
+        # Its own backups go under its own name, to an identity of its own.
+        assert (cli.home / ".local/state/vmgen/identities" / f"{twin}.age-identity").exists()
+    finally:
+        cli("destroy", twin, "--yes")
 
 
 def test_the_standard_age_tool_reads_a_backup(cli) -> None:

@@ -1,10 +1,13 @@
 """The launch orchestrator without a VM: an in-memory provider and a scripted workspace client.
-What is created is removed on any failure (an interrupt too) unless kept on purpose; nothing is
-deleted that this launch did not create; a restore happens before the handover; the agent is
-waited for; the user-data passes the real `cloud-init schema`."""
+What is created is removed on any failure (an interrupt too, and a second Ctrl-C does not cut
+that short) unless kept on purpose; nothing is deleted that this launch did not create; what an
+earlier workspace left behind is refused; a restore happens before the handover; the agent and
+the watchdog's first verdict are waited for; the user-data passes the real `cloud-init schema`."""
 
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,11 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vmgen.contract.documents import RestoreResult
-from vmgen.errors import BootFailed, UsageError, WorkspaceExists
+from vmgen.contract.documents import AgentRecord, RestoreResult, VerdictRecord, WatchdogState
+from vmgen.errors import BootFailed, LeftoversExist, UsageError, WorkspaceExists
 from vmgen.handover import Handover
+from vmgen.identities import ensure_identity, has_identity
 from vmgen.launch import LaunchOptions, launch
-from vmgen.providers.base import SelfDelete, Workspace
+from vmgen.providers.base import Leftover, SelfDelete, Workspace
 from vmgen.readiness import Phase
 from vmgen.selfwheel import VmgenWheel, own_wheel
 from vmgen.spec import GitSource, RestoreSource, VmgenInstall, WebSpec, WorkspaceSpec, make_spec
@@ -39,6 +43,8 @@ class FakeProvider:
     deleted: list[str] = field(default_factory=list)
     baked: BakedImage | None = None
     fail_create: BaseException | None = None
+    left: dict[str, str] = field(default_factory=dict)  # name -> what an earlier workspace left
+    interrupt_delete: bool = False  # a Ctrl-C arrives while deleting
 
     def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace:
         if self.fail_create is not None:
@@ -61,9 +67,18 @@ class FakeProvider:
         return self.servers[name]
 
     def delete(self, name: str) -> str | None:
+        if self.interrupt_delete:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered here, in the middle of the cleanup
         self.deleted.append(name)
         self.servers.pop(name, None)
+        self.left.pop(name, None)
         return None
+
+    def leftovers(self, name: str | None = None) -> list[Leftover]:
+        return [Leftover(n, what) for n, what in self.left.items() if name in (None, n)]
+
+    def remove_baked(self, image: BakedImage) -> None:
+        raise AssertionError("a launch removes no image")
 
     def self_delete_spec(self) -> SelfDelete:
         return SelfDelete(provider="docker")
@@ -111,6 +126,10 @@ class ScriptedClient:
     def wait_for_agent(self, timeout, progress) -> None:
         self._step("agent")
 
+    def first_verdict(self, timeout, agent_watched) -> WatchdogState:
+        self._step("verdict")
+        return WATCHING
+
     def restore(self, identity: str, progress, timeout) -> RestoreResult:
         self._step("restore")
         return RestoreResult(ok=True, backup_id="20261202T120000Z-ab12")
@@ -118,14 +137,22 @@ class ScriptedClient:
     def backup(self, progress):  # not part of a launch
         raise AssertionError("a launch never backs up")
 
-    def status(self):
-        raise AssertionError("a launch never reads the status")
+    def status(self, fresh=False):
+        raise AssertionError("a launch waits for the first verdict, it does not read the status")
 
     def keepalive(self, duration: str, reason: str) -> str:
         raise AssertionError("a launch sets no lease")
 
 
 WHEEL = own_wheel()
+WATCHING = WatchdogState(
+    boot_id="b",
+    history={},
+    verdict=VerdictRecord(busy=False, reasons=(), idle_since=0, idle_for_seconds=0, next_action="none",
+                          action_at=1800, deadline=1800, action="poweroff"),
+    agent=AgentRecord("waiting"),
+    updated_at=1,
+)
 
 
 def spec_for(home: Path, source=None, **changes) -> WorkspaceSpec:
@@ -157,8 +184,9 @@ def provider() -> FakeProvider:
 def test_a_launch_boots_hands_over_and_waits_for_the_agent(home, provider) -> None:
     client = ScriptedClient()
     result, messages = run_launch(spec_for(home), provider, client)
-    assert client.calls == ["reachable", "wheel", "boot", "handover", "agent"]
+    assert client.calls == ["reachable", "wheel", "boot", "handover", "agent", "verdict"]
     assert client.delivered == WHEEL and WHEEL.sha256 in provider.user_data["app"]  # the VM checks it
+    assert result.verdict == WATCHING  # "ready" comes with the watchdog's view of the running agent
     assert client.handover is not None and client.handover.agent_env == {"ANTHROPIC_API_KEY": "test-key"}
     assert client.handover.approve_claude_api_key == "test-key"
     assert result.workspace.name == "app" and [p.name for p in result.phases] == ["packages", "done"]
@@ -171,7 +199,7 @@ def test_a_launch_boots_hands_over_and_waits_for_the_agent(home, provider) -> No
     assert "creating the workspace on fake" in messages
 
 
-@pytest.mark.parametrize("step", ["reachable", "wheel", "boot", "handover", "agent"])
+@pytest.mark.parametrize("step", ["reachable", "wheel", "boot", "handover", "agent", "verdict"])
 def test_a_failed_boot_removes_the_workspace_and_its_state(home, provider, step) -> None:
     client = ScriptedClient(fail_at=step)
     with pytest.raises(BootFailed):
@@ -211,9 +239,10 @@ def test_a_restore_comes_before_the_handover_and_its_failure_cleans_up(home, pro
     spec = spec_for(home, source=RestoreSource("app", ""))
     client = ScriptedClient()
     run_launch(spec, provider, client, restore_identity="AGE-SECRET-KEY-1TEST\n")
-    assert client.calls == ["reachable", "wheel", "boot", "restore", "handover", "agent"]
+    assert client.calls == ["reachable", "wheel", "boot", "restore", "handover", "agent", "verdict"]
     assert "AGE-SECRET-KEY" not in provider.user_data["app"]  # the identity never travels in user-data
     provider.servers.clear()
+    WorkspaceState("app").remove()
     failing = ScriptedClient(fail_at="restore", failure=RestoreFailed("restore failed: damaged"))
     with pytest.raises(RestoreFailed):
         run_launch(spec, provider, failing, restore_identity="AGE-SECRET-KEY-1TEST\n")
@@ -226,6 +255,7 @@ def test_a_baked_image_is_used_unless_told_not_to(home, provider) -> None:
                                 base="")
     assert run_launch(spec_for(home), provider, ScriptedClient())[0].image == "sha256:baked"
     provider.servers.clear()
+    WorkspaceState("app").remove()
     assert run_launch(spec_for(home), provider, ScriptedClient(), use_baked=False)[0].image == ""
 
 
@@ -248,3 +278,51 @@ def test_a_git_source_is_cloned_on_the_vm_not_uploaded(home, provider) -> None:
     run_launch(spec_for(home, source="https://example.com/me/app.git#dev"), provider, client)
     assert client.handover is not None and client.handover.upload_from is None
     assert isinstance(spec_for(home).source, GitSource)
+
+
+def test_a_second_interrupt_does_not_cut_the_cleanup_short(home, provider, capfd) -> None:
+    # The first Ctrl-C stops the launch; the second one arrives while its volume and state are
+    # being removed, and is answered with a line instead of leaving half of them behind.
+    ensure_identity("app")
+    provider.interrupt_delete = True
+    client = ScriptedClient(fail_at="boot", failure=KeyboardInterrupt())
+    messages: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        launch(spec_for(home), provider, LaunchOptions(agent_env={}, new_identity=True), messages.append,
+               lambda name, find: client)
+    assert provider.deleted == ["app"] and not WorkspaceState("app").any_left()
+    assert not has_identity("app")  # it never came up: nothing was encrypted to its identity
+    assert "still removing what was created" in capfd.readouterr().err
+
+
+def test_what_an_earlier_workspace_left_is_refused_with_the_command_that_removes_it(home, provider) -> None:
+    provider.left["app"] = "volume vmgen-app-home"
+    with pytest.raises(LeftoversExist, match="volume vmgen-app-home.*`vmgen destroy app`"):
+        run_launch(spec_for(home), provider, ScriptedClient())
+    assert provider.user_data == {} and provider.deleted == []
+    provider.left.clear()
+    WorkspaceState("app").dir.mkdir(parents=True)  # local state whose workspace is gone
+    with pytest.raises(LeftoversExist, match="local state"):
+        run_launch(spec_for(home), provider, ScriptedClient())
+    assert provider.user_data == {}
+
+
+@pytest.mark.parametrize("outcome", ["fails", "refused", "comes up"])
+def test_an_identity_made_for_the_launch_goes_only_if_the_workspace_never_came_up(home, provider, outcome) -> None:
+    ensure_identity("app")
+    if outcome == "refused":
+        provider.left["app"] = "volume vmgen-app-home"
+    client = ScriptedClient(fail_at="handover" if outcome == "fails" else "")
+    try:
+        run_launch(spec_for(home), provider, client, new_identity=True)
+    except (BootFailed, LeftoversExist):
+        pass
+    assert has_identity("app") == (outcome == "comes up")
+    assert not WorkspaceState("app").has(WorkspaceState.NEW_IDENTITY)  # up: the identity is for keeps
+
+
+def test_an_identity_that_existed_before_the_launch_is_kept(home, provider) -> None:
+    ensure_identity("app")  # an earlier workspace's: its backups need it
+    with pytest.raises(BootFailed):
+        run_launch(spec_for(home), provider, ScriptedClient(fail_at="boot"), new_identity=False)
+    assert has_identity("app")

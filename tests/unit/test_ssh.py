@@ -17,7 +17,7 @@ from tests.polling import wait_until
 from vmgen.builder.hostkeys import generate_host_key
 from vmgen.errors import BootFailed, RemoteCommandFailed
 from vmgen.providers.base import SSHEndpoint
-from vmgen.readiness import relevant_tail, wait_for_ssh
+from vmgen.readiness import failure_report, relevant_tail, wait_for_ssh
 from vmgen.ssh import SSHTarget, remote, run, stream, write_file
 from vmgen.state import WorkspaceRecord, WorkspaceState
 
@@ -120,3 +120,22 @@ def test_waiting_for_ssh_retries_until_the_workspace_has_an_address(target: SSHT
 def test_the_failure_tail_skips_cloud_inits_closing_banner() -> None:
     log = [f"line {i}" for i in range(30)] + ["Cloud-init v. 22.4 finished at Mon, 1 Jan", "ci-info: | key |"]
     assert relevant_tail(log, 3) == ["line 27", "line 28", "line 29"]
+
+
+def test_a_failed_provisioning_shows_its_phase_and_that_phases_own_lines_first() -> None:
+    # A clone that failed on DNS, after the firewall phase's chatter.
+    log = [
+        "vmgen-skip 1.0 packages x",
+        "vmgen-phase 2.0 firewall",
+        "Default incoming policy changed to 'deny'",
+        "Rules updated",
+        "Firewall is active and enabled on system startup",
+        "vmgen-phase 3.0 repo",
+        "Cloning into '/home/agent/work/app'...",
+        "fatal: unable to access 'https://nohost.invalid/me/app.git/': Could not resolve host: nohost.invalid",
+    ]
+    report = failure_report(log)
+    assert report.splitlines()[0] == "failed in the provisioning phase 'repo':"
+    assert "Could not resolve host" in report.splitlines()[2]
+    assert "Rules updated" not in report and "Firewall" not in report
+    assert failure_report([]).startswith("(nothing in the provisioning log")

@@ -76,7 +76,20 @@ def settings() -> Settings:
 
 @contextmanager
 def progress(title: str) -> Iterator[Callable[[str], None]]:
+    """A spinner that shows the current step on a terminal; elsewhere (a pipe, a log, CI) a
+    spinner shows nothing at all, so each step is printed once, as a line, when it starts."""
     started = time.monotonic()
+    if not err.is_terminal:
+        printed: set[str] = set()
+
+        def line(message: str) -> None:
+            # Retries repeat their message ("waiting for SSH"): a step is printed once.
+            if message not in printed:
+                printed.add(message)
+                err.print(f"{title}: {message} ({time.monotonic() - started:.0f}s)")
+
+        yield line
+        return
     with err.status(title) as status:
 
         def update(message: str) -> None:

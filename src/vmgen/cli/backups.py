@@ -9,12 +9,14 @@ import click
 from rich.table import Table
 
 from ..backup.target import open_store, require_target, target_on_vm
-from ..identities import load_for_restore, recipient_path
-from ..spec import RestoreSource
+from ..errors import WorkspaceExists
+from ..identities import ensure_identity, has_identity, load_for_restore, recipient_path
+from ..providers import PROVIDERS
+from ..spec import RestoreSource, validate_name
 from ..ssh import default_identities
 from ..workspace_client import SshWorkspaceClient
 from .app import age, err, out, progress, provider_named, running_target, settings
-from .launching import agent_env, build_spec, print_web_access, web_options
+from .launching import agent_env, build_spec, print_first_verdict, print_web_access, web_options
 
 
 def human_bytes(count: float) -> str:
@@ -49,7 +51,9 @@ def backup(name: str, timeout: float) -> None:
 
 @click.command()
 @click.argument("name", required=False)
-@click.option("--provider", help="Whose store to read (default: the configured provider).")
+@click.option(
+    "--provider", type=click.Choice(PROVIDERS), help="Whose store to read (default: the configured provider)."
+)
 def backups(name: str | None, provider: str | None) -> None:
     """Every backup in the store (of NAME, or of all workspaces)."""
     from ..backup.manifest import list_backups
@@ -78,14 +82,21 @@ def backups(name: str | None, provider: str | None) -> None:
 @click.command()
 @click.argument("name")
 @click.option("--backup", "backup_id", help="Which backup (default: the latest).")
-@click.option("--provider", help="Where to run the restored workspace.")
+@click.option("--as", "new_name", help="Restore as a new workspace of this name (next to a running NAME).")
+@click.option("--provider", type=click.Choice(PROVIDERS), help="Where to run the restored workspace.")
 @click.option("--keep-on-failure", is_flag=True, help="Keep the new VM for inspection if the restore fails.")
-def restore(name: str, backup_id: str | None, provider: str | None, keep_on_failure: bool) -> None:
+def restore(
+    name: str, backup_id: str | None, new_name: str | None, provider: str | None, keep_on_failure: bool
+) -> None:
     """Bring NAME back on a new VM: files, ~/.claude and the agent's conversation."""
     from ..backup.manifest import WrongIdentity, latest_backup, read_manifest
     from ..launch import LaunchOptions, launch as launch_workspace
 
+    target_name = validate_name(new_name or name)
     chosen = provider_named(provider)
+    if chosen.get(target_name) is not None:
+        hint = f"; restore next to it with `vmgen restore {name} --as NEW`" if target_name == name else ""
+        raise WorkspaceExists(f"a workspace named {target_name!r} already exists on {chosen.name}{hint}")
     store_target = require_target(settings(), chosen.name)
     store = open_store(store_target)
     manifest = read_manifest(store, name, backup_id) if backup_id else latest_backup(store, name)
@@ -95,21 +106,27 @@ def restore(name: str, backup_id: str | None, provider: str | None, keep_on_fail
             f"backup {manifest.backup_id} of {name} was made for another identity than the one in "
             f"{recipient_path(name).parent}"
         )
-    spec = build_spec(RestoreSource(name, manifest.backup_id), {"name": name}, store_target, chosen.name)
+    # The new workspace's own backups go under its own name, to its own identity.
+    new_identity = target_name != name and not has_identity(target_name)
+    recipient = identity.recipient if target_name == name else ensure_identity(target_name)
+    spec = build_spec(RestoreSource(name, manifest.backup_id), {"name": target_name}, store_target, chosen.name)
     options = LaunchOptions(
         agent_env=agent_env(settings(), spec.agent.key_variables),
-        backup=(target_on_vm(store_target), identity.recipient),
+        backup=(target_on_vm(store_target), recipient),
         restore_identity=identity.secret + "\n",
         identities=default_identities(),
         keep_on_failure=keep_on_failure,
+        new_identity=new_identity,
         **web_options(settings(), spec),
     )
     started = time.monotonic()
-    with progress(f"restoring {name} from {manifest.backup_id}") as update:
-        launch_workspace(spec, chosen, options, update)
+    with progress(f"restoring {name} from {manifest.backup_id}" + (f" as {target_name}" if new_name else "")) as update:
+        result = launch_workspace(spec, chosen, options, update)
     err.print(
-        f"[green]restored[/] {name} from {manifest.backup_id} on {chosen.name} in "
-        f"{time.monotonic() - started:.0f}s; the agent resumed its conversation"
+        f"[green]restored[/] {name} from {manifest.backup_id}"
+        + (f" as {target_name}" if target_name != name else "")
+        + f" on {chosen.name} in {time.monotonic() - started:.0f}s; the agent resumed its conversation"
     )
-    err.print(f"  connect:  vmgen connect {name}")
+    err.print(f"  connect:  vmgen connect {target_name}")
     print_web_access(spec, options)
+    print_first_verdict(result.verdict)

@@ -1,4 +1,4 @@
-"""`vmgen image build` and `vmgen image list`: baked images for fast launches."""
+"""`vmgen image build|list|rm|prune`: baked images for fast launches."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from rich.table import Table
 
 from ..agents import AGENTS
 from ..config import Settings, state_dir
-from ..errors import UsageError
+from ..errors import UsageError, VmgenError
 from ..providers import PROVIDERS
+from ..providers.base import is_mine
+from ..stamps import BakedImage
 from .app import age, err, out, progress, provider_named, settings
 from .launching import vmgen_install
 
@@ -89,31 +91,96 @@ def _build_snapshot(provider: HetznerProvider, plan: InstallPlan) -> None:
     err.print(f"[green]baked[/] a snapshot ({plan.stamp.describe()}); launches use it from now on")
 
 
+def visible(images: list[BakedImage], everyone: bool) -> list[BakedImage]:
+    """Yours (and those baked before vmgen recorded owners), or with --all everyone's."""
+    return [b for b in images if everyone or not b.owner or is_mine(b.owner)]
+
+
 @image.command("list")
 @click.option("--provider", type=click.Choice(PROVIDERS), help="Whose images (default: the configured one).")
-def list_images(provider: str | None) -> None:
-    """Images vmgen baked, newest first, with what they hold and their age."""
+@click.option("--all", "everyone", is_flag=True, help="Everyone's on a shared engine or project, not only yours.")
+def list_images(provider: str | None, everyone: bool) -> None:
+    """Images you baked, newest first, with what they hold and their age."""
     chosen = provider_named(provider)
-    listed = chosen.baked_images()
+    found = chosen.baked_images()
+    listed = visible(found, everyone)
+    hidden = len(found) - len(listed)
     if not listed:
         err.print(f"no baked images on {chosen.name}; make one with `vmgen image build --provider {chosen.name}`")
-        return
-    wanted = current_plan(settings()).stamp
-    newest = chosen.newest_baked()
-    table = Table(box=None, header_style="bold")
-    for column in ("IMAGE", "ID", "AGENT", "VMGEN", "PACKAGES", "AGE", "LAUNCHES"):
-        table.add_column(column)
-    now = datetime.now(UTC)
-    for b in listed:
-        redo = b.stamp.differs_from(wanted)
-        use = ("use" + (f", redo {', '.join(redo)}" if redo else "")) if newest and b.ref == newest.ref else "-"
-        table.add_row(
-            b.name,
-            b.ref.removeprefix("sha256:")[:12],
-            b.stamp.agent,
-            b.stamp.vmgen,
-            b.stamp.packages,
-            age(now - b.created_at),
-            use,
-        )
-    out.print(table)
+    else:
+        wanted = current_plan(settings()).stamp
+        newest = chosen.newest_baked()
+        table = Table(box=None, header_style="bold")
+        for column in (
+            "IMAGE",
+            "ID",
+            "AGENT",
+            "VMGEN",
+            "PACKAGES",
+            "AGE",
+            "LAUNCHES",
+            *(["OWNER"] if everyone else []),
+        ):
+            table.add_column(column)
+        now = datetime.now(UTC)
+        for b in listed:
+            redo = b.stamp.differs_from(wanted)
+            use = ("use" + (f", redo {', '.join(redo)}" if redo else "")) if newest and b.ref == newest.ref else "-"
+            table.add_row(
+                b.name,
+                short_id(b),
+                b.stamp.agent,
+                b.stamp.vmgen,
+                b.stamp.packages,
+                age(now - b.created_at),
+                use,
+                *([b.owner or "-"] if everyone else []),
+            )
+        out.print(table)
+    if hidden:
+        err.print(f"{hidden} image(s) of other users not shown (`vmgen image list --all` shows them)")
+
+
+def short_id(image: BakedImage) -> str:
+    return image.ref.removeprefix("sha256:")[:12]
+
+
+@image.command("rm")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--provider", type=click.Choice(PROVIDERS), help="Whose images (default: the configured one).")
+@click.option("--all", "everyone", is_flag=True, help="Also other users' images (on a shared engine or project).")
+def remove_images(images: tuple[str, ...], provider: str | None, everyone: bool) -> None:
+    """Delete baked IMAGES (by name or ID, as `vmgen image list` shows them)."""
+    chosen = provider_named(provider)
+    known = visible(chosen.baked_images(), everyone)
+    for wanted in images:
+        matches = [
+            b for b in known if wanted in (b.name, b.ref) or (len(wanted) >= 4 and short_id(b).startswith(wanted))
+        ]
+        if len(matches) != 1:
+            why = "no baked image" if not matches else f"{len(matches)} baked images match"
+            raise UsageError(f"{why} {wanted!r} on {chosen.name} (see `vmgen image list`)")
+        chosen.remove_baked(matches[0])
+        err.print(f"removed {matches[0].name} ({short_id(matches[0])})")
+
+
+@image.command("prune")
+@click.option("--provider", type=click.Choice(PROVIDERS), help="Whose images (default: the configured one).")
+def prune_images(provider: str | None) -> None:
+    """Delete your baked images that launches no longer use (all but the newest of each base)."""
+    chosen = provider_named(provider)
+    newest: set[str] = set()
+    removed = kept = 0
+    for b in visible(chosen.baked_images(), everyone=False):  # newest first
+        if b.base not in newest:
+            newest.add(b.base)  # what a launch from that base uses
+            continue
+        try:
+            chosen.remove_baked(b)
+        except VmgenError as exc:
+            err.print(f"kept {b.name} ({short_id(b)}): {exc}")
+            kept += 1
+            continue
+        err.print(f"removed {b.name} ({short_id(b)})")
+        removed += 1
+    err.print(f"pruned {removed} image(s)" + (f", kept {kept} in use" if kept else "") + f" on {chosen.name}")

@@ -14,9 +14,10 @@ import click
 from ..agents import AGENT_SESSION
 from ..backup.target import BackupTarget, target_from_settings, target_on_vm
 from ..config import Settings
+from ..contract.documents import WatchdogState
 from ..errors import UsageError
 from ..handover import laptop_extras
-from ..identities import ensure_identity
+from ..identities import ensure_identity, has_identity
 from ..providers import USER_DATA_LIMITS
 from ..spec import WATCHDOG_ACTIONS, RestoreSource, VmgenInstall, WatchdogTuning, WebSpec, WorkspaceSpec, make_spec
 from ..ssh import default_identities
@@ -52,8 +53,9 @@ def spec_options(function: Command) -> Command:
         ),
         click.option(
             "--idle-action",
-            type=click.Choice(WATCHDOG_ACTIONS),
-            help="What the watchdog does once idle (default: backup-then-delete with a backup store, else poweroff).",
+            type=click.Choice(("auto", *WATCHDOG_ACTIONS)),
+            help="What the watchdog does once idle; auto (the default): backup-then-delete with a backup store, "
+            "else poweroff.",
         ),
         click.option("--desktop/--no-desktop", default=None, help="Install the noVNC desktop."),
         click.option("--domain", help="A Cloudflare zone: the workspace gets https://<name>.<domain>/."),
@@ -166,14 +168,18 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
     target = target_from_settings(settings(), provider.name)
     spec = build_spec(source, opts, target, provider.name)
     credentials, gitconfig = laptop_extras(copy_claude_login)
+    environment = agent_env(settings(), spec.agent.key_variables)
+    warn_without_credentials(spec, environment, credentials is not None)
+    new_identity = target is not None and not has_identity(spec.name)
     options = LaunchOptions(
-        agent_env=agent_env(settings(), spec.agent.key_variables),
+        agent_env=environment,
         backup=(target_on_vm(target), ensure_identity(spec.name)) if target is not None else None,
         identities=default_identities(),
         claude_credentials=credentials,
         gitconfig=gitconfig,
         keep_on_failure=keep_on_failure,
         use_baked=not cold,
+        new_identity=new_identity,
         **web_options(settings(), spec),
     )
     started = time.monotonic()
@@ -202,6 +208,29 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
     err.print(f'  prompt:   vmgen send {spec.name} "..."')
     err.print(f"  shell:    vmgen ssh {spec.name}")
     print_web_access(spec, options)
+    print_first_verdict(result.verdict)
+
+
+def warn_without_credentials(spec: WorkspaceSpec, environment: dict[str, str], login_copied: bool) -> None:
+    """Before anything is made: an agent without a key or a login starts at its login screen,
+    and every prompt sent to it goes nowhere."""
+    variables = spec.agent.credential_variables
+    if login_copied or not variables or any(environment.get(variable) for variable in variables):
+        return
+    give = " or ".join(variables) + (" (or pass --copy-claude-login)" if spec.agent.name == "claude" else "")
+    err.print(
+        f"[yellow]warning:[/] {spec.agent.name} will have no credentials: {give} is not set. It will wait at "
+        f"its login screen; set {give}, or log in with `vmgen connect {spec.name}` once it is up."
+    )
+
+
+def print_first_verdict(verdict: WatchdogState | None) -> None:
+    from .watchdog import what_happens
+
+    if verdict is None:
+        err.print("  watchdog: no verdict yet (see `vmgen status` in a moment)")
+        return
+    err.print(f"  watchdog: agent {verdict.agent.state}; {what_happens(verdict, time.time())}")
 
 
 @main.command()

@@ -9,9 +9,9 @@ import click
 from rich.table import Table
 
 from ..contract import codec
-from ..contract.documents import WatchdogState
+from ..contract.documents import ACTION_WORDS, WatchdogState
 from ..vmside import leases
-from ..workspace_client import SshWorkspaceClient
+from ..workspace_client import SshWorkspaceClient, StatusUnavailable
 from .app import age_seconds, err, main, out, running_target
 
 
@@ -29,8 +29,13 @@ def keepalive(name: str, duration: str, reason: str) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="The raw state as JSON.")
 def status(name: str, as_json: bool) -> None:
-    """NAME's watchdog: agent state, verdict, idle time, signals, next action."""
-    state = SshWorkspaceClient(running_target(name), name).status()
+    """NAME's watchdog: agent state, verdict, idle time, signals, and what it will do when."""
+    client = SshWorkspaceClient(running_target(name), name)
+    try:
+        state = client.status(fresh=True)  # a verdict made now, not up to an interval old
+    except StatusUnavailable as exc:
+        state = client.status()
+        err.print(f"[yellow]note:[/] the last regular verdict ({exc})")
     if as_json:
         out.print_json(json.dumps(codec.to_value(state)))
         return
@@ -48,8 +53,34 @@ def format_status(name: str, state: WatchdogState) -> Table:
     table.add_row("why", "; ".join(verdict.reasons) or "-")
     for source, seen in sorted(state.last_seen.items()):
         table.add_row(f"last {source}", f"{age_seconds(now - seen)} ago" if seen else "never")
-    when = verdict.action_at - now
-    table.add_row("next action", f"{verdict.next_action} " + (f"in {age_seconds(when)}" if when > 0 else "now"))
+    table.add_row("next action", what_happens(state, now))
     if state.dry_run:
         table.add_row("mode", "dry run: logs only")
     return table
+
+
+def what_happens(state: WatchdogState, now: float) -> str:
+    """The configured action and when it runs, in words: "backs up and deletes itself in 28 min
+    unless something happens" (a "none" or a "warn" says neither)."""
+    verdict = state.verdict
+    action = verdict.action or str(state.config.get("action", ""))
+    words = ACTION_WORDS.get(action, action or "acts")
+    left = verdict.deadline - now
+    if left <= 0:
+        text = f"{words} now"
+    else:
+        text = f"{words} in {in_words(left)} unless something happens"
+        if verdict.next_action == "warn":
+            text += " (warned)"
+    return f"{text} (dry run: it only logs)" if state.dry_run else text
+
+
+def in_words(seconds: float) -> str:
+    """28 min, 1 h 5 min, 2 h, 40 s."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

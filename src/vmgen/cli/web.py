@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 import webbrowser
+from datetime import timedelta
 
 import click
 
 from ..caddy import CODE_PORT, DESKTOP_PORT, PAGE_PORT
+from ..contract.documents import WebServices
 from ..errors import VmgenError
 from ..ssh import tunnel_command
 from ..state import WorkspaceState
-from .app import err, out, running_target
+from ..workspace_client import SshWorkspaceClient
+from .app import age, err, out, running_target
+
+
+class NotServed(VmgenError):
+    """What `vmgen open` was asked for is not on the workspace (yet)."""
+
 
 PORTS = {"page": PAGE_PORT, "code": CODE_PORT, "desktop": DESKTOP_PORT}
 
@@ -49,6 +58,8 @@ def login(name: str) -> None:
 def open_(name: str, what: str, no_browser: bool) -> None:
     """Open NAME's web page: its HTTPS hostname, or a local SSH tunnel when it has no domain."""
     record = WorkspaceState(name).record()
+    if what != "page":
+        check_served(name, what, SshWorkspaceClient(running_target(name), name).services())
     if record is not None and record.host:
         prefix = {"page": "", "code": "code.", "desktop": "desktop."}[what]
         url = f"https://{prefix}{record.host}/" + ("vnc.html?autoconnect=1&resize=remote" if what == "desktop" else "")
@@ -69,6 +80,28 @@ def open_(name: str, what: str, no_browser: bool) -> None:
             tunnel.terminate()
     if tunnel.returncode not in (0, -15, 255):
         raise VmgenError(f"the SSH tunnel to {name} ended ({tunnel.returncode})")
+
+
+def check_served(name: str, what: str, services: WebServices) -> None:
+    """Refuse to open what is not there (a tunnel to nothing shows the browser's own error)."""
+    if what == "desktop" and not services.desktop:
+        raise NotServed(f"{name} has no desktop (it comes with `vmgen launch ... --desktop`)")
+    if what != "code":
+        return
+    if services.code_ui == "absent":
+        raise NotServed(f"{name} has no code UI (it comes with a domain: `vmgen launch ... --domain`)")
+    if services.code_ui == "failed":
+        raise NotServed(
+            f"the code UI of {name} failed to install "
+            f"(see `vmgen ssh {name} -- systemctl status vmgen-code-ui-install`)"
+        )
+    if services.code_ui == "installing":
+        step = f" (step {services.code_ui_step}, for {age(timedelta(seconds=time.time() - services.code_ui_step_at))})"
+        raise NotServed(
+            f"the code UI of {name} is still installing in the background"
+            + (step if services.code_ui_step else "")
+            + "; it takes a few minutes, try again then"
+        )
 
 
 def _free_port() -> int:

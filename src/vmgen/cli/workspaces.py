@@ -10,33 +10,72 @@ from datetime import UTC, datetime
 import click
 from rich.table import Table
 
+from ..agent_screen import why_prompts_are_lost
 from ..agents import AGENT_SESSION
-from ..errors import UsageError, VmgenError, WorkspaceNotFound
+from ..errors import AgentCannotWork, UsageError, VmgenError, WorkspaceNotFound
+from ..identities import discard_identity
 from ..providers import PROVIDERS, get_provider
-from ..ssh import SSHTarget, default_identities, interactive, remote, run
+from ..providers.base import is_mine
+from ..spec import resolve_agent
+from ..ssh import default_identities, interactive, remote
 from ..state import WorkspaceState, all_records
 from ..targets import wait_until_agent_back
+from ..workspace_client import SshWorkspaceClient
 from .app import age, err, existing, main, out, progress, provider_named, provider_of, running_target, settings
 
 
 @main.command(name="list")
 @click.option("--provider", type=click.Choice(PROVIDERS), help="Only this provider.")
-def list_(provider: str | None) -> None:
-    """Every workspace: status, address, age."""
-    names = {provider} if provider else {settings().provider} | {r.provider for r in all_records()}
-    workspaces = [w for p in sorted(names) for w in provider_named(p).workspaces()]
-    if not workspaces:
-        err.print("no workspaces; start one with `vmgen launch <repo>`")
-        return
+@click.option("--all", "everyone", is_flag=True, help="Everyone's on a shared engine or project, not only yours.")
+def list_(provider: str | None, everyone: bool) -> None:
+    """Your workspaces: status, address, age; and what is left of any that are gone."""
+    records = {r.name: r for r in all_records()}
+    names = {provider} if provider else {settings().provider} | {r.provider for r in records.values()}
     table = Table(box=None, header_style="bold")
-    for column in ("NAME", "PROVIDER", "STATUS", "ADDRESS", "TYPE", "AGE", "€/H"):
+    for column in ("NAME", "PROVIDER", "STATUS", "ADDRESS", "TYPE", "AGE", "€/H", *(["OWNER"] if everyone else [])):
         table.add_column(column)
     now = datetime.now(UTC)
-    for w in workspaces:
-        address = f"{w.ssh.host}:{w.ssh.port}" if w.ssh else (w.address or "-")
-        price = f"{w.price_hourly:.4f}" if w.price_hourly is not None else "-"
-        table.add_row(w.name, w.provider, w.status, address, w.server_type, age(now - w.created_at), price)
-    out.print(table)
+    existing: set[str] = set()  # on a provider, shown or not: their local state is no leftover
+    hidden = leftovers = 0
+
+    def mine(name: str, owner: str) -> bool:
+        # Made before vmgen labelled owners: this machine's if it launched it (its local state).
+        return everyone or is_mine(owner) or (not owner and name in records)
+
+    def owner_column(owner: str) -> list[str]:
+        return [owner or "-"] if everyone else []
+
+    for chosen in (provider_named(p) for p in sorted(names)):
+        for w in chosen.workspaces():
+            existing.add(w.name)
+            if not mine(w.name, w.owner):
+                hidden += 1
+                continue
+            address = f"{w.ssh.host}:{w.ssh.port}" if w.ssh else (w.address or "-")
+            price = f"{w.price_hourly:.4f}" if w.price_hourly is not None else "-"
+            row = [w.name, w.provider, w.status, address, w.server_type, age(now - w.created_at), price]
+            table.add_row(*row, *owner_column(w.owner))
+        for left in chosen.leftovers():
+            existing.add(left.name)
+            if mine(left.name, left.owner):
+                table.add_row(left.name, chosen.name, "leftover", "-", left.what, "-", "-", *owner_column(left.owner))
+                leftovers += 1
+    for record in records.values():
+        if record.name not in existing and (provider is None or record.provider == provider):
+            table.add_row(
+                record.name, record.provider, "leftover", "-", "local state only", "-", "-", *owner_column("")
+            )
+            leftovers += 1
+    if table.row_count:
+        out.print(table)
+    else:
+        err.print("no workspaces; start one with `vmgen launch <repo>`")
+    if leftovers:
+        err.print(
+            "leftover: what remains of a workspace that is gone (a launch cut short); `vmgen destroy NAME` removes it"
+        )
+    if hidden:
+        err.print(f"{hidden} workspace(s) of other users not shown (`vmgen list --all` shows them)")
 
 
 @main.command()
@@ -86,24 +125,16 @@ def connect(name: str, session: str) -> None:
 @click.argument("name")
 @click.argument("prompt")
 def send(name: str, prompt: str) -> None:
-    """Type PROMPT into the agent's pane on NAME and press Enter."""
-    target = running_target(name)
-    wait_for_settled_pane(target)
-    run(target, ["tmux", "send-keys", "-t", AGENT_SESSION, "-l", "--", prompt])
-    run(target, ["tmux", "send-keys", "-t", AGENT_SESSION, "Enter"])
+    """Type PROMPT into the agent's pane on NAME and press Enter; refused when no agent there
+    could act on it (not running, or at its login screen)."""
+    client = SshWorkspaceClient(running_target(name), name)
+    record = WorkspaceState(name).record()
+    agent = resolve_agent(record.agent if record else "claude")
+    problem = why_prompts_are_lost(client.agent_screen(agent), agent, name)
+    if problem:
+        raise AgentCannotWork(f"not sent: {problem}")
+    client.type_prompt(prompt)
     err.print(f"sent to {name}")
-
-
-def wait_for_settled_pane(target: SSHTarget, timeout: float = 60) -> None:
-    """Keys typed while the agent's UI is still starting are lost: wait until its pane shows
-    something and stops changing (whatever the agent, no knowledge of its screen needed)."""
-    script = (
-        f"prev=; for i in $(seq {int(timeout * 2)}); do cur=$(tmux capture-pane -p -t {AGENT_SESSION}); "
-        '[ -n "$(printf %s "$cur" | tr -d "[:space:]")" ] && [ "$cur" = "$prev" ] && exit 0; '
-        "prev=$cur; sleep 0.5; done; exit 1"
-    )
-    if run(target, ["bash", "-c", script], check=False, timeout=timeout + 30).returncode != 0:
-        raise VmgenError(f"the agent's pane did not settle within {timeout:.0f}s; see `vmgen connect`")
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -131,29 +162,46 @@ def stop(name: str) -> None:
 def start(name: str) -> None:
     """Start NAME again; the agent resumes its conversation."""
     provider, _ = existing(name)
+    record = WorkspaceState(name).record()
+    agent = resolve_agent(record.agent if record else "claude")
     with progress(f"starting {name}") as update:
         provider.start(name)
-        wait_until_agent_back(provider, name, default_identities(), update)
+        target = wait_until_agent_back(provider, name, default_identities(), update)
+        update("waiting for the watchdog's first verdict")
+        SshWorkspaceClient(target, name).first_verdict(60, agent.watched)
     err.print(f"[green]ready[/]: {name}; connect with `vmgen connect {name}`")
 
 
 @main.command()
 @click.argument("name")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 def destroy(name: str, yes: bool) -> None:
-    """Delete NAME: the VM, its disk and its local state."""
+    """Delete NAME: the VM, its disk and its local state (or what is left of them)."""
     provider = provider_of(name)
     state = WorkspaceState(name)
-    if provider.get(name) is None and not state.exists():
+    workspace = provider.get(name)
+    left = [leftover.what for leftover in provider.leftovers(name)] + (["local state"] if state.any_left() else [])
+    if workspace is None and not left:
         raise WorkspaceNotFound(f"no workspace named {name!r} (see `vmgen list`)")
-    if not yes and sys.stdin.isatty():
-        click.confirm(f"Delete workspace {name!r} and everything on it?", abort=True)
+    if not yes:
+        # Piped input is not an answer a person gave (`echo n | vmgen destroy` must not destroy).
+        if not sys.stdin.isatty():
+            raise UsageError(f"destroying {name!r} needs confirmation: without a terminal, pass --yes")
+        question = (
+            f"Delete workspace {name!r} and everything on it?"
+            if workspace is not None
+            else f"Remove what is left of workspace {name!r} ({', '.join(left)})?"
+        )
+        click.confirm(question, abort=True)
     record = state.record()
+    never_came_up = state.has(WorkspaceState.NEW_IDENTITY)
     with progress(f"destroying {name}"):
         later = provider.delete(name)
-        left = remove_dns(name, record.host) if record and record.host else ""
+        dns_left = remove_dns(name, record.host) if record and record.host else ""
+        if never_came_up:
+            discard_identity(name)  # nothing was ever encrypted to it
         state.remove()
-    notes = [note for note in (later, left) if note]
+    notes = [note for note in (later, dns_left) if note]
     err.print(f"destroyed {name}" + "".join(f"; {note}" for note in notes))
 
 

@@ -4,6 +4,7 @@ systemd listens on the socket (root-owned, group agent, 0660) and starts one roo
 connection; the kernel tells that process who connected (SO_PEERCRED), so nothing the agent
 writes into a file is ever taken as a request. A request is one JSON line of at most
 MAX_REQUEST bytes; the answer is JSON lines: progress messages, then one result or a refusal.
+A "tick" asks the watchdog for a verdict now; its result is the watchdog's state.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import codec
-from .documents import BackupResult, RestoreResult
+from .documents import BackupResult, RestoreResult, WatchdogState
 
 MAX_REQUEST = 16 << 10
 MAX_REPLY_LINE = 64 << 10
-OPERATIONS = ("backup", "restore")
+OPERATIONS = ("backup", "restore", "tick")
 TRIGGERS = ("laptop", "page", "shell")
 
 
@@ -49,7 +50,7 @@ def refused_line(reason: str) -> bytes:
     return (json.dumps({"refused": reason}) + "\n").encode()
 
 
-def result_line(result: BackupResult | RestoreResult) -> bytes:
+def result_line(result: BackupResult | RestoreResult | WatchdogState) -> bytes:
     return (json.dumps({"result": codec.to_value(result)}) + "\n").encode()
 
 

@@ -19,6 +19,13 @@ from . import codec
 # --- the watchdog's settings (/etc/vmgen/idlewatch.toml, root's) --------------------------------
 
 WATCH_ACTIONS = ("poweroff", "delete", "backup-then-delete")
+# What each action does to the workspace, as `vmgen status` and the page say it: "backs up and
+# deletes itself in 28 min unless something happens".
+ACTION_WORDS = {
+    "poweroff": "powers off",
+    "delete": "deletes itself",
+    "backup-then-delete": "backs up and deletes itself",
+}
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,7 @@ class RestoreRequest:
 class RestoreResult:
     ok: bool
     backup_id: str = ""
+    workspace: str = ""  # whose backup it was (a restore --as NEW restores another's)
     plaintext_bytes: int = 0
     error: str = ""
     seconds: float = 0.0
@@ -177,6 +185,16 @@ class WebLinks:
     code_url: str = ""
     desktop_url: str = ""
     previews: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WebServices:
+    """What `vmgen open` can open: read on the VM as the agent (`vmgen vmside services`)."""
+
+    desktop: bool
+    code_ui: str  # "absent" (only a workspace with a domain has it), "installing", "ready", "failed"
+    code_ui_step: str = ""  # while installing: the install's latest phase
+    code_ui_step_at: float = 0.0  # when that phase started (wall clock)
 
 
 # --- the watchdog's state (/var/lib/vmgen/idlewatch.json; world-readable) -----------------------
@@ -286,6 +304,7 @@ def clean_text(text: str, limit: int) -> str:
 
 
 __all__ = [
+    "ACTION_WORDS",
     "HOOK_EVENTS",
     "LEASE_MAX_SECONDS",
     "WATCH_ACTIONS",
@@ -303,6 +322,7 @@ __all__ = [
     "WatchSettings",
     "WatchdogState",
     "WebLinks",
+    "WebServices",
     "WorkspaceInfo",
     "clean_text",
     "dump_leases",

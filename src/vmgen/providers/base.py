@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from ..spec import WorkspaceSpec
-from ..stamps import BakedImage
+from ..stamps import BakedImage, label_value
 
 LABEL = "vmgen"
 WS_LABEL = "vmgen-ws"
+# Who made a workspace or an image (user@host): on an engine or project that several people
+# share, `vmgen list` and `vmgen image list` show one's own unless asked for all.
+OWNER_LABEL = "vmgen-owner"
+
+
+def local_owner() -> str:
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no name for this uid (a container's user)
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def is_mine(owner: str) -> bool:
+    """Whether an owner label names this user on this machine (cloud labels hold it sanitised)."""
+    me = local_owner()
+    return owner in (me, label_value(me))
 
 
 @dataclass(frozen=True)
@@ -30,10 +50,21 @@ class Workspace:
     server_type: str = ""
     address: str = ""
     price_hourly: float | None = None
+    owner: str = ""  # "" when made before vmgen recorded owners
 
     @property
     def running(self) -> bool:
         return self.status == "running"
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Something of a workspace that outlived it (a cleanup that was cut short): not a workspace,
+    but it holds the name until `vmgen destroy NAME` removes it."""
+
+    name: str
+    what: str  # for people: "volume vmgen-app-home"
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,8 +100,13 @@ class Provider(Protocol):
     def stop(self, name: str) -> Workspace: ...
 
     def delete(self, name: str) -> str | None:
-        """Remove the workspace; returns a note for the user about anything the provider will
-        only be able to remove later (nothing billed), or None."""
+        """Remove the workspace and whatever it left behind; returns a note for the user about
+        anything the provider will only be able to remove later (nothing billed), or None."""
+        ...
+
+    def leftovers(self, name: str | None = None) -> list[Leftover]:
+        """What remains of workspaces that are gone (all, or NAME's): things a new workspace of
+        that name would otherwise reuse."""
         ...
 
     def self_delete_spec(self) -> SelfDelete: ...
@@ -82,6 +118,10 @@ class Provider(Protocol):
     def newest_baked(self, spec: WorkspaceSpec | None = None) -> BakedImage | None:
         """The newest image baked from this provider's configured base image; with a spec, the
         newest one that can boot it (a Hetzner snapshot cannot boot a smaller disk)."""
+        ...
+
+    def remove_baked(self, image: BakedImage) -> None:
+        """Delete a baked image; a clear error when a workspace still uses it."""
         ...
 
     def stop_note(self) -> str:

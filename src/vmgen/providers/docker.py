@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import secrets
 import tarfile
 import time
@@ -24,10 +25,11 @@ from docker.errors import APIError, BuildError, DockerException, ImageNotFound, 
 from docker.models.containers import Container
 
 from ..contract.names import VM
-from ..errors import ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
+from ..errors import LeftoversExist, ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
+from ..interrupts import interrupts_deferred
 from ..spec import WorkspaceSpec
 from ..stamps import BakedImage
-from .base import LABEL, WS_LABEL, SelfDelete, SSHEndpoint, Workspace
+from .base import LABEL, OWNER_LABEL, WS_LABEL, Leftover, SelfDelete, SSHEndpoint, Workspace, local_owner
 
 SEED_DIR = "var/lib/cloud/seed/nocloud"  # where cloud-init's NoCloud datasource looks
 # Built by vmgen itself from the Dockerfile it ships, when missing.
@@ -119,6 +121,19 @@ def boot_with_seed(
     return container
 
 
+def unreachable_engine(docker_host: str) -> str:
+    """Why no engine answered: the one DOCKER_HOST names, or the local one."""
+    if docker_host:
+        return (
+            f"cannot reach the Docker engine at DOCKER_HOST={docker_host}: is it running and reachable? "
+            "(unset DOCKER_HOST to use the local engine)"
+        )
+    return (
+        "cannot reach the Docker engine: is dockerd running? "
+        "(start it with `sudo systemctl start docker` or `sudo dockerd &`)"
+    )
+
+
 class DockerProvider:
     name = "docker"
     user_data_limit = 1024 * 1024
@@ -132,15 +147,19 @@ class DockerProvider:
             self.client = client or docker.from_env()
             self.client.ping()
         except DockerException:
-            raise ProviderUnavailable(
-                "cannot reach the Docker engine: is dockerd running? "
-                "(start it with `sudo systemctl start docker` or `sudo dockerd &`)"
-            ) from None
+            raise ProviderUnavailable(unreachable_engine(os.environ.get("DOCKER_HOST", ""))) from None
 
     def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace:
         if self._container(spec.name) is not None:
             raise WorkspaceExists(f"a workspace named {spec.name!r} already exists")
+        if self.leftovers(spec.name):
+            # Its home would be reused: files owned by someone else's uid, and an SSH that never answers.
+            raise LeftoversExist(
+                f"the volume {volume_name(spec.name)} of an earlier workspace named {spec.name!r} still exists; "
+                f"remove it with `vmgen destroy {spec.name}`"
+            )
         self.ensure_image()
+        labels = {LABEL: "1", WS_LABEL: spec.name, OWNER_LABEL: local_owner()}
         volumes = {
             "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
             volume_name(spec.name): {"bind": "/home", "mode": "rw"},
@@ -153,6 +172,9 @@ class DockerProvider:
         cgroup_version = str(self.client.info().get("CgroupVersion", "1"))
         meta_data = f"instance-id: vmgen-{spec.name}-{secrets.token_hex(4)}\nlocal-hostname: {spec.name}\n"
         try:
+            # Made here, with labels, rather than implicitly by the container: a volume whose
+            # container is gone is then still known as this workspace's (`vmgen list` shows it).
+            self.client.volumes.create(volume_name(spec.name), labels=labels)
             container = boot_with_seed(
                 self.client,
                 user_data,
@@ -160,16 +182,21 @@ class DockerProvider:
                 image=spec.image or self.image,
                 name=container_name(spec.name),
                 hostname=spec.name,
-                labels={LABEL: "1", WS_LABEL: spec.name},
+                labels=labels,
                 volumes=volumes,
                 ports={"22/tcp": ("127.0.0.1", None)},
                 extra_hosts={"host.docker.internal": "host-gateway"},
                 **systemd_run_options(cgroup_version),
             )
-        except APIError as exc:
-            self.delete(spec.name)  # a container may exist in state "created"
-            raise VmgenError(f"docker could not start the workspace: {exc.explanation}") from None
-        container.reload()  # run/start/stop return objects whose ports and state are stale
+            container.reload()  # run/start/stop return objects whose ports and state are stale
+        except BaseException as exc:
+            # Whatever was made under this name is this call's (the name was free above): a
+            # container in state "created", the volume; an interrupt must not leave them either.
+            with interrupts_deferred("removing the half-made workspace"):
+                self.delete(spec.name)
+            if isinstance(exc, APIError):
+                raise VmgenError(f"docker could not start the workspace: {exc.explanation}") from None
+            raise
         return self._describe(container)
 
     def ensure_image(self) -> None:
@@ -204,6 +231,17 @@ class DockerProvider:
 
         return newest_baked(self)
 
+    def remove_baked(self, image: BakedImage) -> None:
+        users = [c.name for c in self.client.containers.list(all=True, filters={"ancestor": image.ref})]
+        if users:
+            raise VmgenError(f"{image.name} is used by {', '.join(sorted(str(u) for u in users))}; destroy them first")
+        try:
+            self.client.images.remove(image.ref, force=True)  # force: all of its tags at once
+        except NotFound:
+            pass
+        except APIError as exc:
+            raise VmgenError(f"docker could not remove {image.name}: {exc.explanation}") from None
+
     def get(self, name: str) -> Workspace | None:
         container = self._container(name)
         return self._describe(container) if container else None
@@ -211,6 +249,27 @@ class DockerProvider:
     def workspaces(self) -> list[Workspace]:
         containers = self.client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
         return sorted((self._describe(c) for c in containers), key=lambda w: w.name)
+
+    def leftovers(self, name: str | None = None) -> list[Leftover]:
+        if name is not None:
+            # By its name, labelled or not (volumes made before vmgen labelled them): a new
+            # workspace of that name would mount it.
+            try:
+                volume = self.client.volumes.get(volume_name(name))
+            except NotFound:
+                return []
+            if self._container(name) is not None:
+                return []
+            owner = (volume.attrs.get("Labels") or {}).get(OWNER_LABEL, "")
+            return [Leftover(name, f"volume {volume_name(name)}", owner)]
+        with_container = {w.name for w in self.workspaces()}
+        found = []
+        for volume in self.client.volumes.list(filters={"label": f"{LABEL}=1"}):
+            labels = volume.attrs.get("Labels") or {}
+            workspace = labels.get(WS_LABEL, "")
+            if workspace and workspace not in with_container:
+                found.append(Leftover(workspace, f"volume {volume.name}", labels.get(OWNER_LABEL, "")))
+        return sorted(found, key=lambda leftover: leftover.name)
 
     def start(self, name: str) -> Workspace:
         container = self._require(name)
@@ -269,4 +328,5 @@ class DockerProvider:
             ssh=ssh,
             server_type="container",
             address="127.0.0.1",
+            owner=container.labels.get(OWNER_LABEL, ""),
         )

@@ -20,6 +20,7 @@ from ..errors import BootFailed, VmgenError
 from ..readiness import FOLLOW_SCRIPT, follow_boot
 from ..selfwheel import VmgenWheel
 from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
+from .base import OWNER_LABEL, is_mine, local_owner
 from .docker import DockerProvider, boot_with_seed, systemd_run_options
 
 BAKED_REPOSITORY = "vmgen-baked"
@@ -82,7 +83,7 @@ def bake(
         progress("cleaning up (cloud-init clean, host keys)")
         _exec(container, " && ".join(BAKE_CLEANUP))
         container.stop(timeout=30)
-        image_labels = plan.stamp.labels(base) | (labels or {})
+        image_labels = plan.stamp.labels(base) | {OWNER_LABEL: local_owner()} | (labels or {})
         tag = f"{plan.stamp.agent}-{plan.stamp.vmgen}-{plan.stamp.packages}"
         progress(f"committing {BAKED_REPOSITORY}:{tag}")
         image = container.commit(repository=BAKED_REPOSITORY, tag=tag, conf={"Labels": image_labels})
@@ -104,7 +105,8 @@ def baked_images(provider: DockerProvider, base: str | None = None) -> list[Bake
 
 
 def newest_baked(provider: DockerProvider) -> BakedImage | None:
-    found = baked_images(provider, base_label(provider))
+    # Another user's images on a shared engine are not picked (nor listed, unless asked).
+    found = [b for b in baked_images(provider, base_label(provider)) if not b.owner or is_mine(b.owner)]
     return found[0] if found else None
 
 
@@ -116,7 +118,14 @@ def _baked(image: Image, stamp: ImageStamp | None = None) -> BakedImage:
     assert stamp is not None, "filtered on the baked label"
     created = datetime.fromisoformat(image.attrs["Created"][:26].rstrip("Z") + "+00:00").astimezone(UTC)
     name = image.tags[0] if image.tags else image.short_id
-    return BakedImage(ref=_image_id(image), name=name, created_at=created, stamp=stamp, base=labels.get(BASE_LABEL, ""))
+    return BakedImage(
+        ref=_image_id(image),
+        name=name,
+        created_at=created,
+        stamp=stamp,
+        base=labels.get(BASE_LABEL, ""),
+        owner=labels.get(OWNER_LABEL, ""),
+    )
 
 
 def _follow(container: Container, progress: Progress, timeout: float) -> None:

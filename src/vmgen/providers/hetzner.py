@@ -39,7 +39,7 @@ from ..errors import (
 )
 from ..spec import WorkspaceSpec
 from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
-from .base import LABEL, WS_LABEL, SelfDelete, SSHEndpoint, Workspace
+from .base import LABEL, OWNER_LABEL, WS_LABEL, Leftover, SelfDelete, SSHEndpoint, Workspace, is_mine, local_owner
 from .hetzner_sizes import TypeOffer, choose_type, offers_from_api, required
 
 DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
@@ -227,7 +227,7 @@ class HetznerProvider:
                 ssh_keys=[ssh_key],
                 firewalls=[firewall],
                 user_data=user_data,
-                labels={LABEL: "1", WS_LABEL: spec.name},
+                labels={LABEL: "1", WS_LABEL: spec.name, OWNER_LABEL: label_value(local_owner())},
                 location=Location(name=location),
             )
         try:
@@ -255,7 +255,8 @@ class HetznerProvider:
     def newest_baked(self, spec: WorkspaceSpec | None = None) -> BakedImage | None:
         """With a spec: the newest snapshot whose disk fits the server type the spec gets, since
         Hetzner refuses to boot a snapshot on a smaller disk (a bake on an older, larger type)."""
-        snapshots = self._baked_snapshots(self.image)
+        # Another user's snapshots in a shared project are not picked (nor listed, unless asked).
+        snapshots = [s for s in self._baked_snapshots(self.image) if not s.baked.owner or is_mine(s.baked.owner)]
         if spec is not None:
             location = spec.region or self.location
             offer = choose_type(self.offers(location), spec.size, location)
@@ -277,9 +278,19 @@ class HetznerProvider:
                     created_at=required(image.created).astimezone(UTC),
                     stamp=stamp,
                     base=labels.get(BASE_LABEL, ""),
+                    owner=labels.get(OWNER_LABEL, ""),
                 )
                 found.append(_Snapshot(baked, float(image.disk_size or 0), image.architecture or "x86"))
         return sorted(found, key=lambda s: s.baked.created_at, reverse=True)
+
+    def remove_baked(self, image: BakedImage) -> None:
+        with api_errors(f"delete the snapshot {image.name}"):
+            found = self.client.images.get_by_id(int(image.ref))
+            found.delete()
+
+    def leftovers(self, name: str | None = None) -> list[Leftover]:
+        # A server's disk goes with it, and the shared firewall and key with the last server.
+        return []
 
     def get(self, name: str) -> Workspace | None:
         with api_errors("read servers"):
@@ -471,6 +482,7 @@ class HetznerProvider:
             server_type=required(server_type.name),
             address=ipv4,
             price_hourly=float(price["price_hourly"]["gross"]) if price else None,
+            owner=labels.get(OWNER_LABEL, ""),
         )
 
 

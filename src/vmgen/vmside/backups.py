@@ -132,7 +132,12 @@ def run_restore(
                 keep=KEPT_ON_RESTORE,
                 run_as=agent or RunAs.lookup(AGENT_USER),
             )
-        result = RestoreResult(ok=True, backup_id=manifest.backup_id, plaintext_bytes=manifest.plaintext_bytes)
+        result = RestoreResult(
+            ok=True,
+            backup_id=manifest.backup_id,
+            workspace=request.workspace,
+            plaintext_bytes=manifest.plaintext_bytes,
+        )
     except Exception as exc:  # noqa: BLE001 - reported to the CLI as one line
         result = RestoreResult(ok=False, error=_one_line(exc))
     result = replace(result, seconds=round(time.monotonic() - started, 2), finished_at=time.time())

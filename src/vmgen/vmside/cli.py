@@ -52,13 +52,38 @@ def lifetime() -> None:
 
 
 @vmside.command()
-def status() -> None:
+@click.option("--fresh", is_flag=True, help="Ask the watchdog for a verdict now (through root's control socket).")
+def status(fresh: bool) -> None:
     """Print the watchdog's latest state as JSON."""
+    if fresh:
+        from ..contract.codec import DocumentError
+        from .control import ControlUnavailable, ask
+
+        refused = ""
+        try:
+            for reply in ask(ControlRequest("tick"), timeout=60):
+                if reply.result is not None:
+                    click.echo(json.dumps(reply.result))
+                    return
+                refused = reply.refused or refused
+        except (ControlUnavailable, DocumentError, OSError) as exc:
+            refused = str(exc)
+        click.echo(json.dumps({"error": f"no fresh verdict: {refused or 'no answer'}"}))
+        sys.exit(1)
     try:
         click.echo(VM.watchdog_state.read_text(), nl=False)
     except FileNotFoundError:
         click.echo(json.dumps({"error": "the watchdog has not reported yet"}))
         sys.exit(1)
+
+
+@vmside.command()
+def services() -> None:
+    """Print what the workspace serves besides its page (desktop, code UI) as JSON."""
+    from ..contract import codec
+    from .services import web_services
+
+    click.echo(json.dumps(codec.to_value(web_services())))
 
 
 @vmside.command()

@@ -67,6 +67,9 @@ def serve(
         _send(conn, refused_line(f"bad request: {exc}"), FINAL_SEND_TIMEOUT)
         return
     log.info("control: %s requested by uid %d (%s)", request.op, uid, request.trigger)
+    if request.op == "tick":
+        _answer_tick(conn, paths)
+        return
 
     def progress(message: str) -> None:
         _send(conn, progress_line(message), 0)  # dropped if the client is not reading
@@ -79,6 +82,17 @@ def serve(
         else run_restore(request.identity, paths, agent, progress)
     )
     _send(conn, result_line(result), FINAL_SEND_TIMEOUT)
+
+
+def _answer_tick(conn: socket.socket, paths: VmPaths) -> None:
+    from .idlewatch.ondemand import TickUnavailable, request_tick
+
+    try:
+        state = request_tick(paths)
+    except TickUnavailable as exc:
+        _send(conn, refused_line(str(exc)), FINAL_SEND_TIMEOUT)
+        return
+    _send(conn, result_line(state), FINAL_SEND_TIMEOUT)
 
 
 def _read_line(conn: socket.socket) -> bytes:

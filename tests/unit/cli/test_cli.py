@@ -144,3 +144,38 @@ def test_hostile_or_unparseable_sources_are_one_line_and_exit_2(home: Path, sour
     assert result.returncode == 2, result.stderr
     line = one_error_line(result)
     assert line.startswith("error: ") and len(line) < 300
+
+
+def test_an_unreachable_docker_host_is_named_in_the_error(home: Path, tmp_path: Path) -> None:
+    docker_host = f"unix://{tmp_path}/elsewhere.sock"
+    result = vmgen(home, "list", DOCKER_HOST=docker_host)
+    assert result.returncode == 1
+    assert f"DOCKER_HOST={docker_host}" in one_error_line(result)
+
+
+def test_config_show_prints_the_effective_defaults(home: Path) -> None:
+    result = vmgen(home, "config", "show")
+    assert result.returncode == 0
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    # The keys a launch puts on the workspace, the excludes a backup uses, what `auto` means here.
+    assert "~/.ssh/id_ed25519.pub" in rows["ssh_public_keys"] and "[]" not in rows["ssh_public_keys"]
+    assert "node_modules" in rows["backup_excludes"] and "[]" not in rows["backup_excludes"]
+    assert "backup-then-delete" in rows["idle_action"]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["launch", "--help"], "auto"),  # the default is one of the choices
+        (["restore", "--help"], "[docker|hetzner]"),
+        (["backups", "--help"], "[docker|hetzner]"),
+    ],
+)
+def test_choices_are_listed(home: Path, args: list[str], expected: str) -> None:
+    assert expected in " ".join(vmgen(home, *args).stdout.split())
+
+
+def test_an_unknown_provider_for_a_store_is_a_usage_error(home: Path) -> None:
+    for command in (["restore", "app"], ["backups"]):
+        result = vmgen(home, *command, "--provider", "nowhere")
+        assert result.returncode == 2 and "'nowhere' is not one of" in result.stderr

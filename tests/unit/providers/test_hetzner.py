@@ -26,6 +26,7 @@ from vmgen.builder.install import plan_for
 from vmgen.cli import main
 from vmgen.errors import ProviderActionFailed, ResourceLeftBehind
 from vmgen.launch import with_baked_image
+from vmgen.providers.base import is_mine
 from vmgen.providers.hetzner import HetznerProvider, api_errors
 from vmgen.spec import GitSource, VmgenInstall, WorkspaceSpec
 
@@ -206,3 +207,24 @@ def test_sizes_and_servers_are_read_from_the_current_fields_without_deprecation_
         listed = provider.workspaces()
     assert offers["cx22"].deprecated and not offers["cx23"].deprecated  # per-location deprecation
     assert made.price_hourly == listed[0].price_hourly and made.price_hourly > 0  # the server's location
+
+
+# --- owners and removing snapshots (vmgen list / image list / image rm on a shared project) ------
+
+
+def test_servers_carry_their_owner_and_a_snapshot_can_be_removed(cloud, provider):
+    made = provider.create(spec(), USER_DATA)
+    assert is_mine(made.owner) and is_mine(provider.workspaces()[0].owner)
+    snapshot = bake_on(cloud, "cx23", "2026-01-01T00:00:00+00:00")
+    (baked,) = provider.baked_images()
+    assert baked.ref == str(snapshot) and baked.owner == ""  # baked before owners were recorded: anyone's
+    provider.remove_baked(baked)
+    assert provider.baked_images() == [] and provider.leftovers() == []
+
+
+def test_another_users_snapshot_is_not_launched_from(cloud, provider):
+    snapshot = bake_on(cloud, "cx33", "2026-02-01T00:00:00+00:00")
+    with cloud.state.lock:
+        cloud.state.images[snapshot].labels["vmgen-owner"] = "someone-else"
+    assert provider.newest_baked() is None
+    assert with_baked_image(spec(), provider, print).image == ""

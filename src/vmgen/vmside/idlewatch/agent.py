@@ -136,6 +136,8 @@ class AgentWatcher:
         if uid is not None:
             self._files.uid = uid
         hook = self._hooks.poll() if self._hooks else HookState()
+        worked = [t for t in (hook.activity_at, hook.at if hook.event == "Stop" else None) if t is not None]
+        worked_at = max(worked) if worked else None
         trees = self._sample(since_wall)
         if not trees:
             self._roots.clear()
@@ -143,6 +145,7 @@ class AgentWatcher:
                 AgentState.ABSENT,
                 last_hook_event=hook.event,
                 detail=f"no {'/'.join(self.config.process_names)} process of {self.config.user}",
+                worked_at=worked_at,
             )
         results = [self._judge(t, hook, now, wall, elapsed) for t in trees]
         live = {(t.root.pid, t.root.created) for t in trees}
@@ -160,6 +163,7 @@ class AgentWatcher:
             cpu_busy=any(r[2].cpu_busy or r[2].children_busy for r in results),
             last_hook_event=hook.event,
             detail=detail,
+            worked_at=worked_at,
         )
 
     # -- sampling -------------------------------------------------------------------------

@@ -29,6 +29,9 @@ class AgentSignals:
     cpu_busy: bool = False
     last_hook_event: str = ""
     detail: str = ""
+    # Wall clock of the agent's latest work its hooks reported (a prompt, a tool, the end of a
+    # turn): a turn shorter than the tick interval is still seen. Shown, never a policy input.
+    worked_at: float | None = None
 
 
 @dataclass(frozen=True)

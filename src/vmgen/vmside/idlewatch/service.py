@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ...contract.documents import AgentRecord, WatchSettings
 from ...contract.names import AGENT_USER, VM, VmPaths
+from . import ondemand
 from .actions import act, warn, warning_text
 from .agent import AgentConfig
 from .files import DEFAULT_IGNORE
@@ -104,12 +105,16 @@ class Watchdog:
             self.policy.action.value,
             " (dry run)" if self.dry_run else "",
         )
+        ondemand.block_requests()
         while True:
             started = self.clock()
             self.tick()
             if once:
                 return
-            time.sleep(max(1.0, self.settings.interval_seconds - (self.clock() - started)))
+            # Every interval, or sooner when a verdict is asked for (`vmgen status`); never more
+            # often than MIN_GAP, however often that is.
+            if ondemand.wait_for_request(max(1.0, self.settings.interval_seconds - (self.clock() - started))):
+                time.sleep(max(0.0, ondemand.MIN_GAP - (self.clock() - started)))
 
     def _log_changes(self, verdict: Verdict) -> None:
         if self.last_deadline is not None and verdict.deadline > self.last_deadline + 1:
@@ -132,6 +137,10 @@ class Watchdog:
             if active:
                 self.last_seen[name] = round(wall_now, 1)
             self.last_seen.setdefault(name, 0)
+        # A whole turn between two ticks is seen through the agent's hooks (clamped to now when read).
+        worked_at = snapshot.agent.worked_at
+        if worked_at is not None and worked_at > self.last_seen["agent working"]:
+            self.last_seen["agent working"] = round(min(worked_at, wall_now), 1)
 
     def _report_stall(self, snapshot: Snapshot) -> None:
         """A stalled turn is not activity (the countdown runs), but a human should hear of it once."""

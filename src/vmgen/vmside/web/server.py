@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from ...contract import codec
 from ...contract.control import ControlRequest
-from ...contract.documents import BackupResult
+from ...contract.documents import ACTION_WORDS, BackupResult
 from ...contract.names import AGENT_SESSION, PORTS, VM, VmPaths
 from .. import leases
 from .activity import recent_activity
@@ -56,14 +56,22 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
     workspace = _json_file(settings.vm.workspace_info) or {}
     watchdog = _json_file(settings.vm.watchdog_state) or {}
     backup = _json_file(settings.vm.backup_result)
+    restore = _json_file(settings.vm.restore_result)
     activity = recent_activity(settings.vm.home / ".claude", workspace.get("repo_dir", ""))
+    verdict = watchdog.get("verdict")
     return {
         "workspace": workspace.get("name", ""),
         "agent": watchdog.get("agent", {}),
-        "verdict": watchdog.get("verdict"),
+        "verdict": verdict,
+        # What the configured action does, for "backs up and deletes itself in 28 min".
+        "action_words": ACTION_WORDS.get(verdict.get("action", ""), "") if isinstance(verdict, dict) else "",
         "leases": [{"until": lease.until, "reason": lease.reason} for lease in leases.read(settings.vm.leases)],
         "backup": {k: backup.get(k) for k in ("ok", "backup_id", "ciphertext_bytes", "finished_at", "error")}
         if backup
+        else None,
+        # The backup this workspace was restored from, until it makes one of its own.
+        "restored": {k: restore.get(k) for k in ("backup_id", "workspace", "finished_at")}
+        if restore and restore.get("ok") is True
         else None,
         "web": _json_file(settings.vm.web_links) or {},
         "activity": [item.to_json() for item in activity],

@@ -4,6 +4,7 @@ dry-run mode, stays up and retries when the action fails, and resumes after a re
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -161,3 +162,19 @@ def test_backup_then_delete_deletes_only_after_a_verified_backup(monkeypatch, ba
         with pytest.raises(actions.ActionFailed, match="backup failed, not deleting: s3 store unreachable"):
             actions.act(settings, Action.BACKUP_THEN_DELETE)
         assert deleted == []
+
+
+def test_a_turn_between_two_ticks_still_counts_as_the_agent_working(tmp_path, calls):
+    # The agent's hooks said it worked a few seconds ago; no tick saw it working.
+    clock = Clock()
+    watchdog = make(tmp_path, clock)
+    worked_at = time.time() - 5
+
+    class Hooks:
+        def snapshot(self) -> Snapshot:
+            return Snapshot(at=clock(), agent=AgentSignals(AgentState.WAITING, worked_at=worked_at))
+
+    watchdog.collector = Hooks()
+    watchdog.tick()
+    state = json.loads((tmp_path / "idlewatch.json").read_text())
+    assert state["last_seen"]["agent working"] == pytest.approx(worked_at, abs=0.1)

@@ -99,6 +99,22 @@ def test_state_gathers_agent_watchdog_and_activity(page):
     assert [a["text"] for a in state["activity"]][-1] == "I created HELLO.md."
 
 
+def test_state_says_what_will_happen_and_the_backup_it_was_restored_from(page):
+    url, settings = page
+    deadline = time.time() + 28 * 60
+    settings.vm.watchdog_state.write_text(json.dumps({
+        "agent": {"state": "waiting"},
+        "verdict": {"busy": False, "reasons": [], "idle_for_seconds": 120.0, "next_action": "none",
+                    "action_at": deadline, "deadline": deadline, "action": "backup-then-delete"}}))
+    settings.vm.restore_result.write_text(json.dumps(
+        {"ok": True, "backup_id": "20261202T120000Z-ab12", "workspace": "app", "finished_at": time.time()}))
+    state = call(url, "/api/state")[1]
+    assert state["action_words"] == "backs up and deletes itself"  # not "none in 28m"
+    assert state["backup"] is None and state["restored"]["backup_id"] == "20261202T120000Z-ab12"
+    html = call(url, "/")[1]
+    assert "state.action_words" in html and "unless something happens" in html and "restored from" in html
+
+
 def test_keepalive_adds_a_lease_the_watchdog_reads(page):
     url, settings = page
     status, result = call(url, "/api/keepalive", {"hours": 4}, ACTION)
