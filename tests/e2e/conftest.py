@@ -106,7 +106,8 @@ def vm_image(docker_client, stock_image, tmp_path_factory) -> str:
                                   code_ui_version="")
             # Not "1" for the baked label: `vmgen image list` and launches never see this image.
             image = bake(DockerProvider(stock_image, docker_client), plan, own_wheel(), lambda message: None,
-                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN})
+                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN},
+                         repository=f"vmgen-test-baked-{RUN}")
             made.write_text(image.ref)
         return made.read_text()
 

@@ -47,7 +47,8 @@ def vm_image(vm_image, docker_client, tmp_path_factory) -> str:
             plan = workspace_plan(AGENTS["claude"], AGENT_VERSION, this_vmgen(), desktop=True, domain=ZONE,
                                   code_ui_version="1.12.0")
             image = bake(DockerProvider(vm_image, docker_client), plan, own_wheel(), lambda message: None,
-                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN})
+                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN},
+                         repository=f"vmgen-test-web-{RUN}")
             made.write_text(image.ref)
         return made.read_text()
 

@@ -51,6 +51,7 @@ def bake(
     progress: Progress,
     timeout: float = 1800,
     labels: dict[str, str] | None = None,
+    repository: str = BAKED_REPOSITORY,
 ) -> BakedImage:
     """Bake and commit. `wheel` is the vmgen the plan names (put in place as root's file before
     boot). `labels` are added to (or override) the stamp's labels: the test suite marks its own
@@ -85,8 +86,8 @@ def bake(
         container.stop(timeout=30)
         image_labels = plan.stamp.labels(base) | {OWNER_LABEL: local_owner()} | (labels or {})
         tag = f"{plan.stamp.agent}-{plan.stamp.vmgen}-{plan.stamp.packages}"
-        progress(f"committing {BAKED_REPOSITORY}:{tag}")
-        image = container.commit(repository=BAKED_REPOSITORY, tag=tag, conf={"Labels": image_labels})
+        progress(f"committing {repository}:{tag}")
+        image = container.commit(repository=repository, tag=tag, conf={"Labels": image_labels})
     finally:
         container.remove(force=True)
     return _baked(image, plan.stamp)
