@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from .contract import codec
 from .contract.control import decode_reply
 from .contract.documents import BackupResult, RestoreResult, WatchdogState
-from .contract.names import AGENT_SESSION
+from .contract.names import AGENT_SESSION, VM
 from .errors import BootFailed, VmgenError
 from .handover import Handover, deliver
 from .readiness import Phase, follow_cloud_init, wait_for_session, wait_for_ssh
@@ -55,6 +55,8 @@ class WorkspaceClient(Protocol):
     def status(self) -> WatchdogState: ...
 
     def keepalive(self, duration: str, reason: str) -> str: ...
+
+    def desktop_password(self) -> str: ...
 
 
 # How launch gets its client: the workspace's name and how to find its SSH endpoint now (a
@@ -124,6 +126,13 @@ class SshWorkspaceClient:
 
     def keepalive(self, duration: str, reason: str) -> str:
         result = run(self.target, ["vmgen", "vmside", "keepalive", "--for", duration, "--reason", reason])
+        return result.stdout.decode().strip()
+
+    def desktop_password(self) -> str:
+        """The VNC password (the agent's to read: the desktop is its own), for a tunnelled noVNC."""
+        result = run(self.target, ["cat", str(VM.desktop_password)], check=False)
+        if result.returncode != 0:
+            raise VmgenError(f"{self.name} has no desktop (launched without --desktop)")
         return result.stdout.decode().strip()
 
     def _stream(self, argv: list[str], stdin: bytes | None, progress: Progress, timeout: float) -> dict[str, Any]:

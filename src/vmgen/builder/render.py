@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import jinja2
 import yaml
 
-from ..caddy import Login, WebAccess, render_caddyfile
+from ..caddy import WEB_BAN, Login, WebAccess, render_caddyfile
 from ..caddy.auth import USER
 from ..contract import codec
 from ..contract.documents import (
@@ -30,7 +30,8 @@ from ..contract.documents import (
     WebLinks,
     WorkspaceInfo,
 )
-from ..contract.names import AGENT_SESSION, AGENT_UID, AGENT_USER, PORTS, UNITS, VM
+from ..contract.names import AGENT_SESSION, AGENT_UID, AGENT_USER, CADDY_USER, PORTS, UNITS, VM, WEB_LOGIN_USER
+from ..contract.weblogin import WebLoginSettings
 from ..errors import UsageError
 from ..providers.base import SelfDelete
 from ..spec import GitSource, RestoreSource, WorkspaceSpec
@@ -45,7 +46,7 @@ class RenderOptions:
     self_delete: SelfDelete = SelfDelete(provider="docker")  # noqa: RUF009 - frozen: one shared default is safe
     # The store and public recipient for this workspace's backups, if any (never the identity).
     backup: tuple[BackupTarget, str] | None = None
-    # With a domain: the web login, of which only the bcrypt hash reaches the VM.
+    # With a domain: the web login, of which only the password's verifier reaches the VM.
     web_login: Login | None = None
     # Replaced in printed output (`vmgen render`): host key, tokens and store keys are secret.
     redact_secrets: bool = False
@@ -57,6 +58,8 @@ NAMES: dict[str, Any] = {
     "units": UNITS,
     "ports": PORTS,
     "agent_user": AGENT_USER,
+    "web_login_user": WEB_LOGIN_USER,
+    "caddy_user": CADDY_USER,
     "session": AGENT_SESSION,
     "code_ui_cli": CODE_UI_CLI,
     "code_ui_schema": CODE_UI_SCHEMA,
@@ -95,7 +98,7 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
     context["metadata_blocks"] = options.self_delete.metadata_blocks
     files = [
         _file(VM.sshd_config, rendered("sshd-vmgen.conf.j2")),
-        _file(VM.fail2ban_jail, _load_template("fail2ban-jail.local")),
+        _file(VM.fail2ban_jail, rendered("fail2ban-jail.local.j2")),
         _file(VM.program("provision.sh"), rendered("provision.sh.j2"), mode="0755"),
         _file(VM.program("agent-session"), rendered("agent-session.sh.j2"), mode="0755"),
         _file(VM.program("agent-run"), rendered("agent-run.sh.j2"), mode="0755"),
@@ -112,7 +115,7 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         _file(VM.tmpfiles, rendered("tmpfiles-vmgen.conf.j2")),
         unit(UNITS.web),
         _file(VM.web_links, codec.dumps(_web_links(spec))),
-        *_caddy_files(spec, options, rendered, unit),
+        *_web_files(spec, options, rendered, unit),
         *(unit(name) for name in (UNITS.desktop if spec.desktop else ())),
         *_agent_seed_files(spec),
     ]
@@ -204,44 +207,48 @@ def _web_links(spec: WorkspaceSpec) -> WebLinks:
     return WebLinks(
         url=f"https://{spec.host}/",
         code_url=f"https://code.{spec.host}/",
-        desktop_url=f"https://desktop.{spec.host}/vnc.html?autoconnect=1&resize=remote" if spec.desktop else "",
+        # The login service answers / with noVNC, connecting, and the VNC password in the fragment.
+        desktop_url=f"https://desktop.{spec.host}/" if spec.desktop else "",
         previews={str(port): f"https://p{port}.{spec.host}/" for port in spec.web.preview_ports},
     )
 
 
-def _caddy_files(
+def _web_files(
     spec: WorkspaceSpec,
     options: RenderOptions,
     rendered: Callable[[str], str],
     unit: Callable[[str], dict[str, object]],
 ) -> list[dict[str, object]]:
+    """Caddy, the login service and the code UI; files provisioning hands to their users (the
+    `caddy` and `vmgen-web` groups exist only once the packages are installed)."""
     if not spec.host:
         return []
     if options.web_login is None and not options.redact_secrets:
         raise UsageError("a workspace with a domain needs its web login")
     login = options.web_login
-    web = WebAccess(
-        host=spec.host,
-        user=login.user if login else USER,
-        password_hash="<bcrypt hash, generated per launch>"
-        if options.redact_secrets or not login
-        else login.password_hash,
-        tls=spec.web.tls,
-        acme_email=spec.web.acme_email,
-        code=True,
-        desktop=spec.desktop,
-        preview_ports=spec.web.preview_ports,
-    )
+    settings = _web_login_settings(spec, login.user if login else USER)
+    web = WebAccess(settings, tls=spec.web.tls, acme_email=spec.web.acme_email)
+    verifier = "<verifier, generated per launch>" if options.redact_secrets or not login else login.verifier
     return [
-        _file(VM.caddyfile, render_caddyfile(web), mode="0644"),
+        _file(VM.caddyfile, render_caddyfile(web), mode="0600"),
         unit(UNITS.caddy),
-        # The code UI's own login is seeded with the same user and hash (root-only).
-        _file(VM.web_user, f"{web.user} {web.password_hash}\n", mode="0600"),
+        _file(VM.web_login_settings, settings.dumps(), mode="0600"),
+        _file(VM.web_login_verifier, verifier + "\n", mode="0600"),
+        unit(UNITS.web_login_socket),
+        unit(UNITS.web_login),
+        _file(VM.fail2ban_web_filter, _load_template("fail2ban-filter-vmgen-web.conf")),
         _file(VM.program("code-ui-install"), rendered("code-ui-install.sh.j2"), mode="0755"),
+        _file(VM.program("code-ui-run"), rendered("code-ui-run.sh.j2"), mode="0755"),
         _file(VM.program("bind-localhost.cjs"), _load_template("bind-localhost.cjs")),
         unit(UNITS.code_ui_install),
         unit(UNITS.code_ui),
     ]
+
+
+def _web_login_settings(spec: WorkspaceSpec, user: str) -> WebLoginSettings:
+    return WebLoginSettings(
+        host=spec.host, user=user, code=True, desktop=spec.desktop, preview_ports=spec.web.preview_ports
+    )
 
 
 def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
@@ -255,6 +262,9 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "git_branch": git.branch if git and git.branch else "",
         "restoring": isinstance(spec.source, RestoreSource),
         "web_domain": spec.web.domain,
+        "web_user": USER,
+        "web_ban": WEB_BAN,
+        "code_ui_user_id": WebLoginSettings(host="", user=USER).code_ui_user_id,
         "desktop": spec.desktop,
         "start": spec.agent.start,
         "resume": spec.agent.resume,

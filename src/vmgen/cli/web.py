@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import webbrowser
+from urllib.parse import quote
 
 import click
 
@@ -12,6 +13,7 @@ from ..caddy import CODE_PORT, DESKTOP_PORT, PAGE_PORT
 from ..errors import VmgenError
 from ..ssh import tunnel_command
 from ..state import WorkspaceState
+from ..workspace_client import SshWorkspaceClient
 from .app import err, out, running_target
 
 PORTS = {"page": PAGE_PORT, "code": CODE_PORT, "desktop": DESKTOP_PORT}
@@ -50,15 +52,20 @@ def open_(name: str, what: str, no_browser: bool) -> None:
     """Open NAME's web page: its HTTPS hostname, or a local SSH tunnel when it has no domain."""
     record = WorkspaceState(name).record()
     if record is not None and record.host:
+        # The desktop's hostname answers / with noVNC and its password, once signed in.
         prefix = {"page": "", "code": "code.", "desktop": "desktop."}[what]
-        url = f"https://{prefix}{record.host}/" + ("vnc.html?autoconnect=1&resize=remote" if what == "desktop" else "")
+        url = f"https://{prefix}{record.host}/"
         err.print(f"{url}  (`vmgen login {name}` for the password)")
         if not no_browser:
             webbrowser.open(url)
         return
     target = running_target(name)
     local = _free_port()
-    url = f"http://127.0.0.1:{local}/" + ("vnc.html?autoconnect=1&resize=remote" if what == "desktop" else "")
+    url = f"http://127.0.0.1:{local}/"
+    if what == "desktop":
+        # The VNC password in the fragment: noVNC reads it there, and no server ever sees it.
+        password = SshWorkspaceClient(target, name).desktop_password()
+        url += f"vnc.html?autoconnect=1&resize=remote#password={quote(password, safe='')}"
     with subprocess.Popen(tunnel_command(target, local, PORTS[what])) as tunnel:
         err.print(f"{url}  (through SSH; Ctrl-C closes it)")
         if not no_browser:
