@@ -84,6 +84,10 @@ def make_handler(service: LoginService) -> type[BaseHTTPRequestHandler]:
                 "/open": self._open,
                 "/session": self._session_from_ticket,
             }.get(self._route())
+            # Hand-overs are page loads: from another origin, a fetch never gets one going.
+            if route not in (None, self._check) and (refusal := cross_origin_refusal(self._facts())):
+                self._text(403, f"refused: {refusal}")
+                return
             self._run(route)
 
         def do_POST(self) -> None:

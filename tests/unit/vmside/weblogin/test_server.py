@@ -188,3 +188,15 @@ def test_signing_out_ends_the_login_on_every_hostname(service):
 def test_unknown_paths_and_methods(service):
     assert service.request("GET", HOST, "/.vmgen/nothing").status == 404
     assert service.request("DELETE", HOST, "/.vmgen/login").status == 501
+
+
+def test_hand_overs_are_page_loads_only(service):
+    cookie = cookie_of(service.login())
+    fetched = {"Cookie": cookie, "Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}
+    assert service.request("GET", HOST, "/.vmgen/open?to=desktop", fetched).status == 403
+    navigated = {**fetched, "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+    ticket = parse_qs(urlsplit(service.request("GET", HOST, "/.vmgen/open?to=desktop", navigated)
+                               .getheader("Location")).query)["ticket"][0]
+    fetched_on_desktop = {k: v for k, v in fetched.items() if k != "Cookie"}
+    assert service.request("GET", DESKTOP, f"/.vmgen/session?ticket={ticket}", fetched_on_desktop).status == 403
+    assert service.request("GET", DESKTOP, f"/.vmgen/session?ticket={ticket}").status == 303
