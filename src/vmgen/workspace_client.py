@@ -64,6 +64,8 @@ class WorkspaceClient(Protocol):
 
     def keepalive(self, duration: str, reason: str) -> str: ...
 
+    def desktop_password(self) -> str: ...
+
 
 # How launch gets its client: the workspace's name and how to find its SSH endpoint now (a
 # port may appear late).
@@ -181,6 +183,13 @@ class SshWorkspaceClient:
 
     def keepalive(self, duration: str, reason: str) -> str:
         result = run(self.target, ["vmgen", "vmside", "keepalive", "--for", duration, "--reason", reason])
+        return result.stdout.decode().strip()
+
+    def desktop_password(self) -> str:
+        """The VNC password (the agent's to read: the desktop is its own), for a tunnelled noVNC."""
+        result = run(self.target, ["cat", str(VM.desktop_password)], check=False)
+        if result.returncode != 0:
+            raise VmgenError(f"{self.name} has no desktop (launched without --desktop)")
         return result.stdout.decode().strip()
 
     def _stream(self, argv: list[str], stdin: bytes | None, progress: Progress, timeout: float) -> dict[str, Any]:

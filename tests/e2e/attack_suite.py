@@ -361,6 +361,8 @@ def test_root_owns_everything_vmgen_installs(ws: Workspace) -> None:
         bits = int(mode, 8)
         if path == "/run/vmgen/control.sock":
             ok = (owner, group, bits & 0o777, kind) == ("root", "agent", 0o660, "s")
+        elif path == "/run/vmgen/web-login.sock":  # with a domain: Caddy's way to the web login
+            ok = (owner, group, bits & 0o777, kind) == ("root", "caddy", 0o660, "s")
         elif kind == "l":
             ok = owner == "root"
         else:
@@ -369,7 +371,7 @@ def test_root_owns_everything_vmgen_installs(ws: Workspace) -> None:
             bad.append(f"{owner}:{group} {mode} {kind} {path}")
     assert bad == [], "\n".join(bad)
     # Root-only secrets stay root-only.
-    for path in ("/etc/vmgen/provider.env", "/etc/vmgen/backup.toml", "/etc/vmgen/web-user"):
+    for path in ("/etc/vmgen/provider.env", "/etc/vmgen/backup.toml", "/etc/vmgen/cloudcli.env"):
         code, out = ws.root(f"test -e {path} && stat -c '%a %U' {path} || echo absent")
         assert out.strip() in ("600 root", "absent"), (path, out)
 

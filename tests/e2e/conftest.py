@@ -112,6 +112,59 @@ def vm_image(docker_client, stock_image, tmp_path_factory) -> str:
         return made.read_text()
 
 
+WEB_ZONE = "dev.example.com"  # the fake Cloudflare zone the web tests launch under
+
+
+@pytest.fixture(scope="session")
+def web_image(vm_image, docker_client, tmp_path_factory) -> str:
+    """The run's baked image plus what a workspace with a domain and a desktop installs: Caddy,
+    the desktop's packages and the code UI, compiled once here instead of in every launch."""
+    from vmgen.agents import AGENTS
+    from vmgen.builder.install import workspace_plan
+    from vmgen.providers.docker import DockerProvider
+    from vmgen.providers.docker_bake import bake
+    from vmgen.selfwheel import own_wheel
+    from vmgen.stamps import BAKED_LABEL
+
+    with run_once(tmp_path_factory, "web-image") as shared:
+        made = shared / "image"
+        if not made.exists():
+            plan = workspace_plan(AGENTS["claude"], AGENT_VERSION, this_vmgen(), desktop=True, domain=WEB_ZONE,
+                                  code_ui_version="1.12.0")
+            image = bake(DockerProvider(vm_image, docker_client), plan, own_wheel(), lambda message: None,
+                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN}, repository=f"vmgen-test-web-{RUN}")
+            made.write_text(image.ref)
+        return made.read_text()
+
+
+@pytest.fixture(scope="module")
+def web_cloud(cli, web_image):
+    """The simulated Hetzner cloud booting the web image, with a fake Cloudflare zone, and the
+    CLI set up to launch there with a domain."""
+    from tests.fakes.cloudflare import FakeCloudflare
+    from tests.fakes.hetzner import FakeHetzner
+
+    fake = FakeHetzner(image=web_image).start()
+    dns = FakeCloudflare(zones=[WEB_ZONE], host="0.0.0.0", public_host=fake.gateway).start()
+    cli.env.update({
+        "VMGEN_PROVIDER": "hetzner",
+        "HCLOUD_TOKEN": "test-token",
+        "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
+        "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
+        "VMGEN_DOMAIN": WEB_ZONE,
+        "CLOUDFLARE_API_TOKEN": "test-token",
+        "VMGEN_CLOUDFLARE_ENDPOINT": dns.endpoint,
+        "VMGEN_WEB_TLS": "internal",
+        "VMGEN_IDLE_ACTION": "delete",
+        "VMGEN_IDLE_WARN_MINUTES": "0.25",
+        "VMGEN_IDLE_INTERVAL_SECONDS": "2",
+    })
+    yield fake, dns
+    dns.stop()
+    fake.stop()
+
+
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002
         pass

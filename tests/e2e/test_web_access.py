@@ -1,165 +1,73 @@
-"""Web access end to end on the simulated Hetzner cloud with a fake Cloudflare zone: real Caddy
-on the VM (`tls internal`: no ACME server is reachable here), basic auth on every hostname, the
-workspace page in a real headless chromium (login, agent state, keep alive, a message to the
-agent; screenshots at phone and desktop widths), the Claude Code web UI behind auth, the noVNC
-websocket with --desktop, and DNS records that come and go with the workspace."""
+"""Web access end to end on the simulated Hetzner cloud with a fake Cloudflare zone: real Caddy on
+the VM (`tls internal`: no ACME server is reachable here) asking vmgen's login service before any
+backend; in a real headless chromium, one sign-in for the workspace page (agent state, keep
+alive, a message to the agent, signing out; screenshots at phone and desktop widths), the Claude
+Code web UI really working behind it (projects, the agent's session, a message that reaches the
+scripted model), and the desktop (noVNC connecting with its VNC password); DNS records that come
+and go with the workspace. The attacks on all this are in test_web_attacks.py."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import socket
-import ssl
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import RUN_LABEL
 from tests.fakes.anthropic_api import Rule, Script
-from tests.fakes.cloudflare import FakeCloudflare
-from tests.fakes.hetzner import FakeHetzner
 from tests.polling import eventually
 
-from .conftest import AGENT_VERSION, ROOT, RUN, make_repo, run_once, this_vmgen
+from .conftest import make_repo
+from .web_helpers import (
+    ARTIFACTS,
+    Launched,
+    basic,
+    browser,
+    https,
+    launch,
+    records,
+    sign_in,
+    sign_in_browser,
+)
 
-ZONE = "dev.example.com"
 NAME = "webby"
-HOST = f"{NAME}.{ZONE}"
-ARTIFACTS = Path(os.environ.get("VMGEN_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
 
 @pytest.fixture(scope="module")
-def vm_image(vm_image, docker_client, tmp_path_factory) -> str:
-    """The run's baked image plus what a workspace with a domain and a desktop installs: Caddy,
-    the desktop's packages and the code UI, compiled once here instead of in every launch."""
-    from vmgen.agents import AGENTS
-    from vmgen.builder.install import workspace_plan
-    from vmgen.providers.docker import DockerProvider
-    from vmgen.providers.docker_bake import bake
-    from vmgen.selfwheel import own_wheel
-    from vmgen.stamps import BAKED_LABEL
-
-    with run_once(tmp_path_factory, "web-image") as shared:
-        made = shared / "image"
-        if not made.exists():
-            plan = workspace_plan(AGENTS["claude"], AGENT_VERSION, this_vmgen(), desktop=True, domain=ZONE,
-                                  code_ui_version="1.12.0")
-            image = bake(DockerProvider(vm_image, docker_client), plan, own_wheel(), lambda message: None,
-                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN},
-                         repository=f"vmgen-test-web-{RUN}")
-            made.write_text(image.ref)
-        return made.read_text()
-
-
-@pytest.fixture(scope="module")
-def cloud(cli, vm_image):
-    fake = FakeHetzner(image=vm_image).start()
-    dns = FakeCloudflare(zones=[ZONE], host="0.0.0.0", public_host=fake.gateway).start()
-    cli.env.update({
-        "VMGEN_PROVIDER": "hetzner",
-        "HCLOUD_TOKEN": "test-token",
-        "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
-        "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
-        "VMGEN_DOMAIN": ZONE,
-        "CLOUDFLARE_API_TOKEN": "test-token",
-        "VMGEN_CLOUDFLARE_ENDPOINT": dns.endpoint,
-        "VMGEN_WEB_TLS": "internal",
-        "VMGEN_IDLE_ACTION": "delete",
-        "VMGEN_IDLE_WARN_MINUTES": "0.25",
-        "VMGEN_IDLE_INTERVAL_SECONDS": "2",
-    })
-    yield fake, dns
-    dns.stop()
-    fake.stop()
-
-
-def records(dns: FakeCloudflare, workspace: str) -> dict[str, str]:
-    return {r["name"]: r["content"] for r in dns.records(ZONE) if r.get("comment") == f"vmgen:ws={workspace}"}
-
-
-@pytest.fixture(scope="module")
-def launched(cli, cloud, tmp_path_factory):
-    fake, dns = cloud
-    result = cli("launch", str(make_repo(tmp_path_factory.mktemp("repos"), NAME)), "--desktop")
-    password = result.stderr.split("password ")[1].split(";")[0]
-    ip = records(dns, NAME)[HOST]
-    yield {"ip": ip, "password": password, "stderr": result.stderr}
+def launched(cli, web_cloud, tmp_path_factory) -> Launched:
+    _, dns = web_cloud
+    workspace = launch(cli, dns, tmp_path_factory.mktemp("repos"), NAME, "--desktop")
+    yield workspace
     cli("destroy", NAME, "--yes", check=False)
 
 
-def fetch(ip: str, url: str, auth: str | None = None) -> tuple[int, str]:
-    host = url.split("/")[2]
-    argv = ["curl", "-sk", "-w", "\n%{http_code}", "--max-time", "20", "--resolve", f"{host}:443:{ip}", url]
-    if auth:
-        argv += ["-u", auth]
-    body, _, status = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.rpartition("\n")
-    return int(status), body
-
-
-def curl(ip: str, url: str, auth: str | None = None) -> int:
-    return fetch(ip, url, auth)[0]
-
-
-def test_launch_prints_the_url_and_login_and_creates_dns(cli, cloud, launched):
-    _, dns = cloud
-    assert f"https://{HOST}/" in launched["stderr"]
-    assert records(dns, NAME) == {HOST: launched["ip"], f"*.{HOST}": launched["ip"]}
+def test_launch_prints_the_url_and_login_and_creates_dns(cli, web_cloud, launched):
+    _, dns = web_cloud
+    assert f"https://{launched.host}/" in launched.stderr
+    assert records(dns, NAME) == {launched.host: launched.ip, f"*.{launched.host}": launched.ip}
     shown = cli("login", NAME).stdout
-    assert launched["password"] in shown and f"https://{HOST}/" in shown
+    assert launched.password in shown and f"https://{launched.host}/" in shown
 
 
 @pytest.mark.parametrize("prefix", ["", "code.", "desktop.", "p3000."])
 def test_every_hostname_needs_the_login(launched, prefix):
-    ip, url = launched["ip"], f"https://{prefix}{HOST}/"
-    assert curl(ip, url) == 401
-    assert curl(ip, url, f"vmgen:{launched['password']}x") == 401
-    assert curl(ip, f"https://{prefix}{HOST}/healthz") == 200  # the one open path
+    host = f"{prefix}{launched.host}"
+    page_load = https(launched.ip, host, "/", headers={"Accept": "text/html"})
+    assert page_load.status == 302 and "/.vmgen/" in page_load.headers["location"]
+    assert https(launched.ip, host, "/api/anything").status == 401
+    # The password itself, sent the old way, opens nothing: only the sign-in form takes it.
+    assert https(launched.ip, host, "/api/anything", headers=basic("vmgen", launched.password)).status == 401
+    assert https(launched.ip, host, "/healthz").status == 200  # the one open path
+    reply, session = sign_in(launched.ip, launched.host, launched.password + "x")
+    assert reply.status == 401 and session is None
 
 
 def test_a_dev_server_is_previewed_on_its_own_hostname(cli, launched):
     cli("ssh", NAME, "--", f"cd work/{NAME} && (setsid python3 -m http.server 3000 >/dev/null 2>&1 &)")
-    auth = f"vmgen:{launched['password']}"
-    eventually(lambda: fetch(launched["ip"], f"https://p3000.{HOST}/", auth)[0] == 200, timeout=30,
-               what="the dev server on :3000 through p3000")
-    assert "README.md" in fetch(launched["ip"], f"https://p3000.{HOST}/", auth)[1]
-    assert curl(launched["ip"], f"https://p3000.{HOST}/") == 401
-
-
-def websocket_handshake(ip: str, host: str, path: str, auth: str) -> str:
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    with socket.create_connection((ip, 443), timeout=20) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
-        key = base64.b64encode(os.urandom(16)).decode()
-        tls.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: binary\r\n"
-                     f"Authorization: Basic {base64.b64encode(auth.encode()).decode()}\r\n\r\n").encode())
-        return tls.recv(4096).decode(errors="replace").split("\r\n")[0]
-
-
-def test_the_desktop_websocket_handshake_succeeds(launched):
-    auth = f"vmgen:{launched['password']}"
-    eventually(lambda: curl(launched["ip"], f"https://desktop.{HOST}/vnc.html", auth) == 200, timeout=120,
-               what="noVNC's page behind Caddy")
-    status = websocket_handshake(launched["ip"], f"desktop.{HOST}", "/websockify", auth)
-    assert " 101 " in status, status
-
-
-def browser(ip: str, password: str, width: int, height: int):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors",
-                 f"--host-resolver-rules=MAP *.{ZONE} {ip}", f"--window-size={width},{height}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    token = base64.b64encode(f"vmgen:{password}".encode()).decode()
-    driver.execute_cdp_cmd("Network.enable", {})
-    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}})
-    return driver
+    _, session = sign_in(launched.ip, launched.host, launched.password)
+    assert session.open("p3000").status == 303
+    preview = f"p3000.{launched.host}"
+    eventually(lambda: session.get(preview).status == 200, timeout=30, what="the dev server on :3000 through p3000")
+    assert "README.md" in session.get(preview).text
+    assert https(launched.ip, preview, "/").status == 401
 
 
 def test_the_workspace_page_in_a_real_browser(cli, model, launched):
@@ -168,12 +76,12 @@ def test_the_workspace_page_in_a_real_browser(cli, model, launched):
 
     model.script = Script(rules=[Rule(trigger="hello from the browser", text="Hello, browser!")])
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    driver = browser(launched["ip"], launched["password"], 390, 844)
+    driver = browser(launched.ip, 390, 844)
     try:
-        driver.get(f"https://{HOST}/")
+        sign_in_browser(driver, f"https://{launched.host}/", launched.password)
         wait = WebDriverWait(driver, 90, poll_frequency=0.5)
         wait.until(lambda d: d.find_element(By.ID, "agent").text == "waiting for you")
-        assert d_text(driver, "name") == NAME
+        assert driver.find_element(By.ID, "name").text == NAME
         driver.save_screenshot(str(ARTIFACTS / "workspace-page-phone.png"))
 
         driver.find_element(By.CSS_SELECTOR, "button[data-hours='1']").click()
@@ -189,32 +97,85 @@ def test_the_workspace_page_in_a_real_browser(cli, model, launched):
         wait.until(lambda d: "Hello, browser!" in d.find_element(By.ID, "activity").text)
         driver.set_window_size(1280, 800)
         driver.save_screenshot(str(ARTIFACTS / "workspace-page-desktop.png"))
+
+        # Signing out ends the login: the page asks for the password again.
+        driver.find_element(By.ID, "signout-button").click()
+        wait.until(lambda d: d.find_elements(By.ID, "password"))
+        driver.get(f"https://{launched.host}/")
+        wait.until(lambda d: d.find_elements(By.ID, "password"))
     finally:
         driver.quit()
 
 
-def d_text(driver, element_id: str) -> str:
+def test_the_code_ui_works_behind_the_login(cli, model, launched):
+    """Signed in through Caddy, CloudCLI lists the projects, opens the agent's own session and
+    sends a message in it that reaches the model."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    return driver.find_element(By.ID, element_id).text
-
-
-def test_the_code_ui_answers_behind_auth(launched):
+    model.script = Script(rules=[Rule(trigger="first words for the agent", text="Heard you in tmux."),
+                                 Rule(trigger="typed in the code UI", text="Hello from the code UI's turn!")])
+    # The agent's session: a conversation it had in its tmux pane.
+    cli.ssh(NAME, "tmux send-keys -t claude -l 'first words for the agent' && tmux send-keys -t claude Enter")
+    model.wait_for("first words for the agent", timeout=120)
     # It compiles native modules for minutes in the background; the workspace was ready before.
-    auth = f"vmgen:{launched['password']}"
-    eventually(lambda: curl(launched["ip"], f"https://code.{HOST}/", auth) == 200,
+    _, session = sign_in(launched.ip, launched.host, launched.password)
+    session.open("code")
+    eventually(lambda: "<title>Claude Code UI" in session.get(f"code.{launched.host}").text,
                timeout=900, what="the code UI (installed in the background) behind Caddy", interval=5)
-    assert "<title>Claude Code UI" in fetch(launched["ip"], f"https://code.{HOST}/", auth)[1]
+
+    driver = browser(launched.ip)
+    try:
+        sign_in_browser(driver, f"https://code.{launched.host}/", launched.password)
+        wait = WebDriverWait(driver, 120, poll_frequency=0.5)
+        project = wait.until(lambda d: shown(d, By.XPATH, f"//*[normalize-space(text())='{NAME}']"))
+        driver.save_screenshot(str(ARTIFACTS / "code-ui-projects.png"))
+        project.click()
+        conversation = wait.until(lambda d: shown(
+            d, By.XPATH, "//*[contains(normalize-space(text()), 'first words for the agent')]"))
+        conversation.click()
+        box = wait.until(lambda d: shown(d, By.CSS_SELECTOR, "form textarea"))
+        box.send_keys("typed in the code UI")
+        box.send_keys(Keys.ENTER)
+        request = model.wait_for("typed in the code UI", timeout=120)
+        assert request.has_tools
+        wait.until(lambda d: "Hello from the code UI's turn!" in d.find_element(By.TAG_NAME, "body").text)
+        driver.save_screenshot(str(ARTIFACTS / "code-ui-conversation.png"))
+    finally:
+        driver.quit()
 
 
-def test_destroy_removes_the_dns_records(cli, cloud, launched):
-    _, dns = cloud
+def shown(driver, by: str, selector: str):
+    """The first matching element on screen (CloudCLI renders some parts twice, for phones)."""
+    return next((element for element in driver.find_elements(by, selector) if element.is_displayed()), None)
+
+
+def test_the_desktop_opens_with_its_password_after_the_login(launched):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser(launched.ip)
+    try:
+        sign_in_browser(driver, f"https://desktop.{launched.host}/", launched.password)
+        assert "vnc.html?autoconnect=1" in driver.current_url and "#password=" in driver.current_url
+        # noVNC authenticates with the password it was given (no prompt) and shows the screen.
+        WebDriverWait(driver, 120, poll_frequency=0.5).until(lambda d: d.execute_script(
+            "return document.documentElement.classList.contains('noVNC_connected');"))
+        assert not driver.execute_script(
+            "return document.getElementById('noVNC_credentials_dlg').classList.contains('noVNC_open');")
+        driver.save_screenshot(str(ARTIFACTS / "desktop.png"))
+    finally:
+        driver.quit()
+
+
+def test_destroy_removes_the_dns_records(cli, web_cloud, launched):
+    _, dns = web_cloud
     cli("destroy", NAME, "--yes")
     assert records(dns, NAME) == {}
 
 
-def test_a_self_deleting_workspace_takes_its_records_along(cli, cloud, tmp_path):
-    fake, dns = cloud
+def test_a_self_deleting_workspace_takes_its_records_along(cli, web_cloud, tmp_path):
+    fake, dns = web_cloud
     cli("launch", str(make_repo(tmp_path, "fleeting")), "--idle-minutes", "0.5")
     assert len(records(dns, "fleeting")) == 2
     eventually(lambda: "fleeting" not in {s.name for s in fake.state.servers.values()}, timeout=240,

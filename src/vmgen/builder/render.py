@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import jinja2
 import yaml
 
-from ..caddy import Login, WebAccess, render_caddyfile
+from ..caddy import WEB_BAN, Login, WebAccess, render_caddyfile
 from ..caddy.auth import USER
 from ..contract import codec
 from ..contract.documents import (
@@ -30,7 +30,8 @@ from ..contract.documents import (
     WebLinks,
     WorkspaceInfo,
 )
-from ..contract.names import AGENT_SESSION, AGENT_UID, AGENT_USER, PORTS, UNITS, VM
+from ..contract.names import AGENT_SESSION, AGENT_UID, AGENT_USER, CADDY_USER, PORTS, UNITS, VM, WEB_LOGIN_USER
+from ..contract.weblogin import WebLoginSettings
 from ..errors import UsageError
 from ..providers.base import SelfDelete
 from ..spec import GitSource, RestoreSource, WorkspaceSpec
@@ -45,7 +46,7 @@ class RenderOptions:
     self_delete: SelfDelete = SelfDelete(provider="docker")  # noqa: RUF009 - frozen: one shared default is safe
     # The store and public recipient for this workspace's backups, if any (never the identity).
     backup: tuple[BackupTarget, str] | None = None
-    # With a domain: the web login, of which only the bcrypt hash reaches the VM.
+    # With a domain: the web login, of which only the password's verifier reaches the VM.
     web_login: Login | None = None
     # Replaced in printed output (`vmgen render`): host key, tokens and store keys are secret.
     redact_secrets: bool = False
@@ -64,12 +65,33 @@ NAMES: dict[str, Any] = {
     "units": UNITS,
     "ports": PORTS,
     "agent_user": AGENT_USER,
+    "web_login_user": WEB_LOGIN_USER,
+    "caddy_user": CADDY_USER,
     "session": AGENT_SESSION,
     "code_ui_cli": CODE_UI_CLI,
     "code_ui_schema": CODE_UI_SCHEMA,
     "code_ui_data": VM.code_ui_data,
     "code_ui_db": VM.code_ui_data / "auth.db",
 }
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (scripts, units) as literal blocks: a quoted scalar escapes every newline
+    and quote, and Hetzner takes at most 32 KiB of user-data. The emitter still quotes a string
+    that a block cannot hold exactly (trailing spaces, control characters)."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_BlockDumper.add_representer(str, _represent_str)
+
+
+def _dump(config: dict[str, Any]) -> str:
+    return yaml.dump(
+        config, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000
+    )
 
 
 def _environment() -> jinja2.Environment:
@@ -84,6 +106,19 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def without_comment_lines(text: str) -> str:
+    """Drop whole-line `#` comments (keeping a first-line shebang). Every template rendered into
+    user-data is a format where `#` starts a comment (shell, Python heredocs, systemd, sshd,
+    fail2ban, tmpfiles); the comments explain the templates to their readers here, and Hetzner
+    takes at most 32 KiB of user-data."""
+    lines = text.splitlines(keepends=True)
+    return "".join(
+        line
+        for index, line in enumerate(lines)
+        if not line.lstrip().startswith("#") or (index == 0 and line.startswith("#!"))
+    )
+
+
 def _load_template(name: str) -> str:
     return resources.files("vmgen.cloudinit_templates").joinpath(name).read_text()
 
@@ -93,7 +128,7 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
     context = _template_context(spec)
 
     def rendered(name: str) -> str:
-        return env.get_template(name).render(**context)
+        return without_comment_lines(env.get_template(name).render(**context))
 
     def unit(name: str, template: str | None = None) -> dict[str, object]:
         return _file(VM.unit(name), rendered(template or f"{name}.j2"))
@@ -102,7 +137,7 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
     context["metadata_blocks"] = options.self_delete.metadata_blocks
     files = [
         _file(VM.sshd_config, rendered("sshd-vmgen.conf.j2")),
-        _file(VM.fail2ban_jail, _load_template("fail2ban-jail.local")),
+        _file(VM.fail2ban_jail, rendered("fail2ban-jail.local.j2")),
         _file(VM.program("provision.sh"), rendered("provision.sh.j2"), mode="0755"),
         _file(VM.program("agent-session"), rendered("agent-session.sh.j2"), mode="0755"),
         _file(VM.program("agent-run"), rendered("agent-run.sh.j2"), mode="0755"),
@@ -119,7 +154,7 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         _file(VM.tmpfiles, rendered("tmpfiles-vmgen.conf.j2")),
         unit(UNITS.web),
         _file(VM.web_links, codec.dumps(_web_links(spec))),
-        *_caddy_files(spec, options, rendered, unit),
+        *_web_files(spec, options, rendered, unit),
         *(unit(name) for name in (UNITS.desktop if spec.desktop else ())),
         *_agent_seed_files(spec),
     ]
@@ -167,14 +202,14 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         "write_files": files,
         "runcmd": [["bash", str(VM.program("provision.sh"))]],
     }
-    body = yaml.safe_dump(config, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
+    body = _dump(config)
     return "#cloud-config\n" + body
 
 
 def render_bake_script(plan: InstallPlan) -> str:
     """The install steps alone, each recording its stamp: what Packer or the docker provider runs
     on a fresh VM before snapshotting it."""
-    return _environment().get_template("bake.sh.j2").render(**_install_context(plan))
+    return without_comment_lines(_environment().get_template("bake.sh.j2").render(**_install_context(plan)))
 
 
 def render_bake_user_data(plan: InstallPlan) -> str:
@@ -185,7 +220,7 @@ def render_bake_user_data(plan: InstallPlan) -> str:
         "write_files": [_file(VM.program("bake.sh"), render_bake_script(plan), mode="0755")],
         "runcmd": [["bash", str(VM.program("bake.sh"))]],
     }
-    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False, width=1000)
+    return "#cloud-config\n" + _dump(config)
 
 
 def _install_context(plan: InstallPlan) -> dict[str, object]:
@@ -213,44 +248,48 @@ def _web_links(spec: WorkspaceSpec) -> WebLinks:
     return WebLinks(
         url=f"https://{spec.host}/",
         code_url=f"https://code.{spec.host}/",
-        desktop_url=f"https://desktop.{spec.host}/vnc.html?autoconnect=1&resize=remote" if spec.desktop else "",
+        # The login service answers / with noVNC, connecting, and the VNC password in the fragment.
+        desktop_url=f"https://desktop.{spec.host}/" if spec.desktop else "",
         previews={str(port): f"https://p{port}.{spec.host}/" for port in spec.web.preview_ports},
     )
 
 
-def _caddy_files(
+def _web_files(
     spec: WorkspaceSpec,
     options: RenderOptions,
     rendered: Callable[[str], str],
     unit: Callable[[str], dict[str, object]],
 ) -> list[dict[str, object]]:
+    """Caddy, the login service and the code UI; files provisioning hands to their users (the
+    `caddy` and `vmgen-web` groups exist only once the packages are installed)."""
     if not spec.host:
         return []
     if options.web_login is None and not options.redact_secrets:
         raise UsageError("a workspace with a domain needs its web login")
     login = options.web_login
-    web = WebAccess(
-        host=spec.host,
-        user=login.user if login else USER,
-        password_hash="<bcrypt hash, generated per launch>"
-        if options.redact_secrets or not login
-        else login.password_hash,
-        tls=spec.web.tls,
-        acme_email=spec.web.acme_email,
-        code=True,
-        desktop=spec.desktop,
-        preview_ports=spec.web.preview_ports,
-    )
+    settings = _web_login_settings(spec, login.user if login else USER)
+    web = WebAccess(settings, tls=spec.web.tls, acme_email=spec.web.acme_email)
+    verifier = "<verifier, generated per launch>" if options.redact_secrets or not login else login.verifier
     return [
-        _file(VM.caddyfile, render_caddyfile(web), mode="0644"),
+        _file(VM.caddyfile, render_caddyfile(web), mode="0600"),
         unit(UNITS.caddy),
-        # The code UI's own login is seeded with the same user and hash (root-only).
-        _file(VM.web_user, f"{web.user} {web.password_hash}\n", mode="0600"),
+        _file(VM.web_login_settings, settings.dumps(), mode="0600"),
+        _file(VM.web_login_verifier, verifier + "\n", mode="0600"),
+        unit(UNITS.web_login_socket),
+        unit(UNITS.web_login),
+        _file(VM.fail2ban_web_filter, without_comment_lines(_load_template("fail2ban-filter-vmgen-web.conf"))),
         _file(VM.program("code-ui-install"), rendered("code-ui-install.sh.j2"), mode="0755"),
+        _file(VM.program("code-ui-run"), rendered("code-ui-run.sh.j2"), mode="0755"),
         _file(VM.program("bind-localhost.cjs"), _load_template("bind-localhost.cjs")),
         unit(UNITS.code_ui_install),
         unit(UNITS.code_ui),
     ]
+
+
+def _web_login_settings(spec: WorkspaceSpec, user: str) -> WebLoginSettings:
+    return WebLoginSettings(
+        host=spec.host, user=user, code=True, desktop=spec.desktop, preview_ports=spec.web.preview_ports
+    )
 
 
 def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
@@ -264,6 +303,9 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "git_branch": git.branch if git and git.branch else "",
         "restoring": isinstance(spec.source, RestoreSource),
         "web_domain": spec.web.domain,
+        "web_user": USER,
+        "web_ban": WEB_BAN,
+        "code_ui_user_id": WebLoginSettings(host="", user=USER).code_ui_user_id,
         "desktop": spec.desktop,
         "start": spec.agent.start,
         "resume": spec.agent.resume,

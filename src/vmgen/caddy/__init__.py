@@ -1,6 +1,19 @@
-"""Caddy in front of a workspace's web services: explicit hostnames, basic auth, TLS."""
+"""Caddy in front of a workspace's web services: explicit hostnames, TLS, and the login service
+asked before any backend (`forward_auth`)."""
 
 from .auth import Login, new_login
 from .caddyfile import CODE_PORT, DESKTOP_PORT, PAGE_PORT, WebAccess, hostnames, render_caddyfile
+from .fail2ban import WEB_BAN, WebBan
 
-__all__ = ["CODE_PORT", "DESKTOP_PORT", "PAGE_PORT", "Login", "WebAccess", "hostnames", "new_login", "render_caddyfile"]
+__all__ = [
+    "CODE_PORT",
+    "DESKTOP_PORT",
+    "PAGE_PORT",
+    "WEB_BAN",
+    "Login",
+    "WebAccess",
+    "WebBan",
+    "hostnames",
+    "new_login",
+    "render_caddyfile",
+]

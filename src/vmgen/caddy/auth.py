@@ -1,11 +1,12 @@
-"""The workspace's web login: a generated password, of which the VM gets only a bcrypt hash."""
+"""The workspace's web login: a generated password that stays on the laptop; the VM gets only a
+salted hash of it (see `vmgen.contract.weblogin` for why a fast one)."""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
 
-import bcrypt
+from ..contract.weblogin import make_verifier
 
 USER = "vmgen"
 
@@ -14,12 +15,11 @@ USER = "vmgen"
 class Login:
     user: str
     password: str  # stays on the laptop (state dir, 0600); shown by `vmgen login`
-    password_hash: str  # bcrypt, what Caddy's basicauth checks
+    verifier: str  # what the VM's login service checks a password against
 
     @classmethod
     def from_password(cls, password: str, user: str = USER) -> Login:
-        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=12)).decode()
-        return cls(user=user, password=password, password_hash=hashed)
+        return cls(user=user, password=password, verifier=make_verifier(password))
 
 
 def new_login() -> Login:

@@ -7,6 +7,7 @@ import subprocess
 import time
 import webbrowser
 from datetime import timedelta
+from urllib.parse import quote
 
 import click
 
@@ -61,15 +62,20 @@ def open_(name: str, what: str, no_browser: bool) -> None:
     if what != "page":
         check_served(name, what, SshWorkspaceClient(running_target(name), name).services())
     if record is not None and record.host:
+        # The desktop's hostname answers / with noVNC and its password, once signed in.
         prefix = {"page": "", "code": "code.", "desktop": "desktop."}[what]
-        url = f"https://{prefix}{record.host}/" + ("vnc.html?autoconnect=1&resize=remote" if what == "desktop" else "")
+        url = f"https://{prefix}{record.host}/"
         err.print(f"{url}  (`vmgen login {name}` for the password)")
         if not no_browser:
             webbrowser.open(url)
         return
     target = running_target(name)
     local = _free_port()
-    url = f"http://127.0.0.1:{local}/" + ("vnc.html?autoconnect=1&resize=remote" if what == "desktop" else "")
+    url = f"http://127.0.0.1:{local}/"
+    if what == "desktop":
+        # The VNC password in the fragment: noVNC reads it there, and no server ever sees it.
+        password = SshWorkspaceClient(target, name).desktop_password()
+        url += f"vnc.html?autoconnect=1&resize=remote#password={quote(password, safe='')}"
     with subprocess.Popen(tunnel_command(target, local, PORTS[what])) as tunnel:
         err.print(f"{url}  (through SSH; Ctrl-C closes it)")
         if not no_browser:

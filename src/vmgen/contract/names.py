@@ -17,6 +17,11 @@ AGENT_USER = "agent"
 AGENT_UID = 2000
 # The tmux session every agent runs in (whatever the agent, one name to attach to).
 AGENT_SESSION = "claude"
+# The web login service's system user (with a domain): neither root nor the agent, it holds the
+# login's verifier, the sessions and the keys it hands to the code UI and the desktop, nothing else.
+WEB_LOGIN_USER = "vmgen-web"
+# Caddy's user (the Debian and Ubuntu package's): the only user besides root that reads the Caddyfile.
+CADDY_USER = "caddy"
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class Units:
     control: str = "vmgen-control@.service"
     metadata_guard: str = "vmgen-metadata-guard.service"
     web: str = "vmgen-web.service"
+    web_login: str = "vmgen-web-login.service"
+    web_login_socket: str = "vmgen-web-login.socket"  # Caddy's way in: root:caddy 0660
     caddy: str = "vmgen-caddy.service"
     code_ui_install: str = "vmgen-code-ui-install.service"
     code_ui: str = "vmgen-code-ui.service"
@@ -81,6 +88,7 @@ class VmPaths:
     venv: Path = Path("/opt/vmgen")
     systemd: Path = Path("/etc/systemd/system")
     tmp: Path = Path("/tmp")
+    caddy_logs: Path = Path("/var/log/caddy")
 
     # --- root's configuration (written by cloud-init) ---------------------------------------
     @property
@@ -114,12 +122,38 @@ class VmPaths:
         return self.etc / "Caddyfile"
 
     @property
-    def web_user(self) -> Path:
-        return self.etc / "web-user"
+    def code_ui_env(self) -> Path:
+        """Root-only: CloudCLI's token key, which systemd hands to its process (the agent's)."""
+        return self.etc / "cloudcli.env"
 
     @property
-    def code_ui_env(self) -> Path:
-        return self.etc / "cloudcli.env"
+    def desktop_password(self) -> Path:
+        """The VNC password x11vnc reads (root:agent 0640: the desktop is the agent's anyway)."""
+        return self.etc / "desktop-password"
+
+    # --- the web login service's (root:vmgen-web, 0750 and 0640; no other user reads them) -----
+    @property
+    def web_login_dir(self) -> Path:
+        return self.etc / "web-login"
+
+    @property
+    def web_login_settings(self) -> Path:
+        return self.web_login_dir / "settings.json"
+
+    @property
+    def web_login_verifier(self) -> Path:
+        """`<user> <verifier>`: the salted hash of the web password, never the password."""
+        return self.web_login_dir / "login"
+
+    @property
+    def web_login_code_ui_secret(self) -> Path:
+        """CloudCLI's token key again: the login service signs the code UI's token with it."""
+        return self.web_login_dir / "code-ui-secret"
+
+    @property
+    def web_login_desktop_password(self) -> Path:
+        """The VNC password again: the login service gives it to the noVNC page after login."""
+        return self.web_login_dir / "desktop-password"
 
     @property
     def stamps(self) -> Path:
@@ -182,6 +216,16 @@ class VmPaths:
     def backup_lock(self) -> Path:
         return self.run / "backup.lock"
 
+    @property
+    def web_login_socket(self) -> Path:
+        """The web login service's socket: Caddy's (root:caddy 0660), not the agent's."""
+        return self.run / "web-login.sock"
+
+    @property
+    def web_access_log(self) -> Path:
+        """Caddy's access log of the login's own paths (no credentials): what fail2ban reads."""
+        return self.caddy_logs / "vmgen-access.log"
+
     # --- system configuration vmgen adds to ----------------------------------------------------
     @property
     def sshd_config(self) -> Path:
@@ -194,6 +238,10 @@ class VmPaths:
     @property
     def sysctl(self) -> Path:
         return Path("/etc/sysctl.d/60-vmgen.conf")
+
+    @property
+    def fail2ban_web_filter(self) -> Path:
+        return Path("/etc/fail2ban/filter.d/vmgen-web.conf")
 
     @property
     def tmpfiles(self) -> Path:

@@ -140,7 +140,18 @@ def control() -> None:
 @vmside.command()
 @click.option("--port", default=PORTS.page, show_default=True, help="Port on 127.0.0.1.")
 def web(port: int) -> None:
-    """Serve the workspace page (the vmgen-web service; Caddy adds TLS and auth)."""
+    """Serve the workspace page (the vmgen-web service; Caddy adds TLS, the login service the login)."""
     from .web.server import WebSettings, serve
 
     serve(WebSettings(port=port)).serve_forever()
+
+
+@vmside.command(name="web-login")
+def web_login() -> None:
+    """The web login service (vmgen-web-login, as its own user on the socket systemd passes)."""
+    import logging
+
+    from .weblogin.server import LoginService, load_config, serve
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    serve(LoginService(load_config())).serve_forever()

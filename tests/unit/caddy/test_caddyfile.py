@@ -1,5 +1,6 @@
-"""The Caddyfile: explicit hostnames, auth on every site except /healthz, checked by the real
-`caddy validate` (Debian's Caddy 2.6)."""
+"""The Caddyfile: explicit hostnames, the login service asked before any backend on every site
+(only /healthz and the login's own paths are open), security headers on vmgen's own hostnames and
+none added to previews; checked by the real `caddy validate` (Debian's Caddy 2.6)."""
 
 from __future__ import annotations
 
@@ -7,44 +8,81 @@ import re
 import shutil
 import subprocess
 
-import bcrypt
 import pytest
 
-from vmgen.caddy import Login, WebAccess, hostnames, new_login, render_caddyfile
+from vmgen.caddy import WebAccess, hostnames, new_login, render_caddyfile
+from vmgen.contract.weblogin import WebLoginSettings, check_password
 
-LOGIN = Login.from_password("correct horse battery staple")
-WEB = WebAccess(host="app.dev.example.com", user=LOGIN.user, password_hash=LOGIN.password_hash, tls="internal",
-                desktop=True, preview_ports=(3000, 5173))
+SETTINGS = WebLoginSettings(host="app.dev.example.com", user="vmgen", desktop=True, preview_ports=(3000, 5173))
+WEB = WebAccess(SETTINGS, tls="internal")
+
+
+def blocks(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^(\S+) \{\n(.*?)^\}", text, flags=re.M | re.S))
 
 
 def test_hostnames_cover_the_page_code_desktop_and_previews():
     assert hostnames(WEB) == {"app.dev.example.com": 7392, "code.app.dev.example.com": 3001,
                               "desktop.app.dev.example.com": 6080, "p3000.app.dev.example.com": 3000,
                               "p5173.app.dev.example.com": 5173}
-    assert "desktop.app.dev.example.com" not in hostnames(WebAccess(host="app.dev.example.com", user="u",
-                                                                    password_hash="h"))
+    assert "desktop.app.dev.example.com" not in hostnames(WebAccess(WebLoginSettings(host="app.dev.example.com",
+                                                                                     user="u")))
 
 
-def test_every_site_asks_for_the_login_except_healthz():
-    text = render_caddyfile(WEB)
-    sites = re.findall(r"^(\S+) \{\n(.*?)^\}", text, flags=re.M | re.S)
-    assert [name for name, _ in sites] == list(hostnames(WEB))
-    for name, body in sites:
-        healthz, rest = body.split("\thandle {\n")
-        assert "respond \"ok\" 200" in healthz and "basicauth" not in healthz
-        assert f"basicauth {{\n\t\t\tvmgen {LOGIN.password_hash}\n" in rest, name
-        assert "tls internal" in body
-    assert LOGIN.password not in text
+def test_every_site_asks_the_login_service_before_its_backend():
+    found = blocks(render_caddyfile(WEB))
+    login = found.pop("(vmgen_login)")
+    found.pop("(vmgen_own)")
+    assert list(found) == list(hostnames(WEB))
+    for name, body in found.items():
+        assert body.rstrip().endswith(f"import vmgen_login {hostnames(WEB)[name]}"), name
+        assert "handle" not in body or name.startswith("code.")  # nothing routed around the login
+    assert "basicauth" not in login
+    assert 'handle /healthz {\n\t\trespond "ok" 200' in login
+    last = login[login.index("\thandle {\n"):]
+    assert last.index("forward_auth unix//run/vmgen/web-login.sock") < last.index("reverse_proxy 127.0.0.1:{args.0}")
+    # The backend gets the cookies the login service returns: never the session cookie.
+    assert "copy_headers X-Vmgen-Cookie>Cookie" in last
+    assert "handle /.vmgen/check {\n\t\trespond 404" in login
 
 
-def test_the_login_is_a_bcrypt_hash_of_a_generated_password():
+def test_no_password_or_verifier_is_in_it():
     login = new_login()
-    assert len(login.password) >= 20 and bcrypt.checkpw(login.password.encode(), login.password_hash.encode())
-    assert new_login().password != login.password
+    text = render_caddyfile(WEB)
+    assert login.password not in text and login.verifier not in text and "sha256$" not in text
 
 
-@pytest.mark.parametrize("web", [WEB, WebAccess(host="app.dev.example.com", user="vmgen", tls="acme",
-                                                acme_email="me@example.com", password_hash=LOGIN.password_hash)])
+def test_security_headers_on_vmgens_own_hostnames_only():
+    found = blocks(render_caddyfile(WEB))
+    own = found.pop("(vmgen_own)")
+    for header in ("Strict-Transport-Security", "X-Frame-Options \"DENY\"",
+                   "+Content-Security-Policy \"frame-ancestors 'none'\"", "X-Content-Type-Options \"nosniff\""):
+        assert header in own
+    for name in hostnames(WEB):
+        assert ("import vmgen_own" in found[name]) == (not name.startswith("p")), name
+
+
+def test_the_code_uis_own_login_never_reaches_it():
+    code = blocks(render_caddyfile(WEB))["code.app.dev.example.com"]
+    assert "@code_ui_login path /api/auth/login /api/auth/register" in code
+    assert "handle @code_ui_login {\n\t\trespond `" in code
+
+
+def test_only_the_logins_paths_are_logged():
+    login = blocks(render_caddyfile(WEB))["(vmgen_login)"]
+    assert "output file /var/log/caddy/vmgen-access.log" in login
+    assert "@not_login not path /.vmgen/*\n\tskip_log @not_login" in login
+
+
+def test_the_login_is_a_salted_hash_of_a_generated_password():
+    login = new_login()
+    assert len(login.password) >= 20 and check_password(login.verifier, login.password)
+    assert not check_password(login.verifier, login.password + "x")
+    assert new_login().verifier != new_login().verifier
+
+
+@pytest.mark.parametrize("web", [WEB, WebAccess(SETTINGS, tls="acme", acme_email="me@example.com"),
+                                 WebAccess(SETTINGS, tls="internal", http_port=8080, https_port=8443)])
 def test_caddy_validates_it(web, tmp_path):
     assert shutil.which("caddy"), "scripts/setup-system.sh installs caddy"
     config = tmp_path / "Caddyfile"

@@ -104,8 +104,9 @@ def test_render_with_a_domain_shows_caddy_without_the_login(home: Path) -> None:
     caddyfile = files["/etc/vmgen/Caddyfile"]["content"]
     for host in ("app.dev.example.com {", "code.app.dev.example.com {", "desktop.app.dev.example.com {"):
         assert host in caddyfile
-    assert "$2b$" not in result.stdout and "test-token" not in result.stdout
-    assert files["/etc/vmgen/web-user"]["permissions"] == "0600"
+    assert "sha256$" not in result.stdout and "test-token" not in result.stdout
+    assert files["/etc/vmgen/web-login/login"]["content"] == "<verifier, generated per launch>\n"
+    assert files["/etc/vmgen/web-login/login"]["permissions"] == "0600"
 
 
 def test_config_show_masks_secrets(home: Path) -> None:

@@ -1,0 +1,167 @@
+"""What the web tests share (their fixtures, `web_image` and `web_cloud`, are in conftest.py): a
+launched workspace per test module, HTTPS requests to it as a user's client sends them (signing
+in through the form, hostname by hostname), and a headless chromium that signs in like a person."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from tests.fakes.cloudflare import FakeCloudflare
+
+from .conftest import ROOT, WEB_ZONE, make_repo
+
+ZONE = WEB_ZONE
+ARTIFACTS = Path(os.environ.get("VMGEN_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+
+
+def records(dns: FakeCloudflare, workspace: str) -> dict[str, str]:
+    return {r["name"]: r["content"] for r in dns.records(ZONE) if r.get("comment") == f"vmgen:ws={workspace}"}
+
+
+@dataclass
+class Launched:
+    name: str
+    ip: str
+    password: str
+    stderr: str
+
+    @property
+    def host(self) -> str:
+        return f"{self.name}.{ZONE}"
+
+
+def launch(cli, dns: FakeCloudflare, parent: Path, name: str, *flags: str) -> Launched:
+    result = cli("launch", str(make_repo(parent, name)), *flags)
+    password = result.stderr.split("password ")[1].split(";")[0]
+    return Launched(name, records(dns, name)[f"{name}.{ZONE}"], password, result.stderr)
+
+
+# --- HTTPS as a client sends it -------------------------------------------------------------
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+
+def https(ip: str, host: str, path: str, method: str = "GET", headers: dict[str, str] | None = None,
+          body: bytes | None = None, sni: str = "", timeout: float = 20) -> Reply:
+    """One request to the VM's Caddy (its local CA: unverified), redirects not followed."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((ip, 443), timeout=timeout) as raw, \
+            context.wrap_socket(raw, server_hostname=sni or host) as tls:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        tls.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
+        data = b""
+        # Until the server closes; a switched protocol (101) stays open: its head is enough.
+        while chunk := tls.recv(65536):
+            data += chunk
+            if data.startswith(b"HTTP/1.1 101") and b"\r\n\r\n" in data:
+                break
+    head, _, content = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode(errors="replace").split("\r\n")
+    found: dict[str, str] = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        key = name.strip().lower()
+        found[key] = f"{found[key]}, {value.strip()}" if key in found else value.strip()
+    if found.get("transfer-encoding") == "chunked":
+        content = unchunk(content)
+    return Reply(int(status_line.split()[1]), found, content)
+
+
+def unchunk(data: bytes) -> bytes:
+    out = b""
+    while data:
+        size, _, rest = data.partition(b"\r\n")
+        length = int(size.split(b";")[0] or b"0", 16)
+        if length == 0:
+            break
+        out, data = out + rest[:length], rest[length + 2:]
+    return out
+
+
+@dataclass
+class Session:
+    """A signed-in client: one session cookie per hostname, as a browser keeps them."""
+
+    ip: str
+    host: str
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    def get(self, hostname: str, path: str = "/", headers: dict[str, str] | None = None, **kw) -> Reply:
+        cookie = {"Cookie": self.cookies[hostname]} if hostname in self.cookies else {}
+        return https(self.ip, hostname, path, headers={**cookie, **(headers or {})}, **kw)
+
+    def open(self, label: str, path: str = "/") -> Reply:
+        """Sign in on `<label>.<host>` by a ticket from the workspace's hostname."""
+        reply = self.get(self.host, f"/.vmgen/open?{urlencode({'to': label, 'path': path})}")
+        return self._arrive(reply)
+
+    def _arrive(self, reply: Reply) -> Reply:
+        location = urlsplit(reply.headers["location"])
+        ticket = parse_qs(location.query)["ticket"][0]
+        arrived = https(self.ip, location.hostname, f"/.vmgen/session?ticket={ticket}")
+        self.cookies[location.hostname] = arrived.headers["set-cookie"].split(";")[0]
+        return arrived
+
+
+def sign_in(ip: str, host: str, password: str, user: str = "vmgen") -> tuple[Reply, Session | None]:
+    form = urlencode({"user": user, "password": password, "to": "", "path": "/"}).encode()
+    reply = https(ip, host, "/.vmgen/login", "POST", {"Content-Type": "application/x-www-form-urlencoded",
+                                                       "Origin": f"https://{host}"}, form)
+    if reply.status != 303:
+        return reply, None
+    return reply, Session(ip, host, {host: reply.headers["set-cookie"].split(";")[0]})
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+# --- a person in chromium ----------------------------------------------------------------------
+
+def browser(ip: str, width: int = 1280, height: int = 800):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors",
+                 f"--host-resolver-rules=MAP *.{ZONE} {ip}", f"--window-size={width},{height}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def sign_in_browser(driver, url: str, password: str, timeout: float = 60) -> None:
+    """Open `url`; on the sign-in form that comes first, sign in; wait to be back at `url`'s host."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    WebDriverWait(driver, timeout).until(lambda d: d.find_elements(By.ID, "password"))
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "signin").click()
+    target = urlsplit(url).hostname
+    WebDriverWait(driver, timeout).until(lambda d: urlsplit(d.current_url).hostname == target
+                                         and "/.vmgen/" not in d.current_url)
+
+
+def session_cookies(driver) -> list[str]:
+    """The session cookies chromium holds for the current hostname (HttpOnly ones too)."""
+    return [c["value"] for c in driver.get_cookies() if c["name"] == "__Host-vmgen"]

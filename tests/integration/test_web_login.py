@@ -1,0 +1,420 @@
+"""The workspace's web login through the real Caddy (Debian's 2.6, the Caddyfile vmgen renders) and
+the real login service, in a real headless chromium, on this machine: backends that record every
+request they get stand in for the page, the code UI and websockify, and an attacker's app is the
+preview on p3000.
+
+What the user would notice: one sign-in for every hostname; no backend ever receives the session
+cookie (or any credential); a page on the preview hostname can neither read, set, replay nor ride
+the session: no cookie tossing, no cross-origin fetch or form post, no framing, no websocket to
+the desktop. The VM-side parts (CloudCLI, x11vnc, fail2ban) are in tests/e2e/test_web_*.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.polling import wait_until
+from vmgen.caddy import WebAccess, render_caddyfile
+from vmgen.contract.names import VmPaths
+from vmgen.contract.weblogin import WebLoginSettings, make_verifier
+from vmgen.vmside.weblogin.server import LoginConfig, LoginService, serve
+
+HOST = "ws.dev.example.com"
+CODE, DESKTOP, PREVIEW = f"code.{HOST}", f"desktop.{HOST}", f"p3000.{HOST}"
+PASSWORD = "integration-password-0123456789"
+VNC_PASSWORD = "vnc+pw/1"
+WS_MAGIC = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+# The attacker's app on the preview hostname: everything a page there can try with the user's
+# signed-in browser, each outcome written to window.results.
+ATTACK_PAGE = """<!doctype html><html><body><script>
+const HOST = %(host)s, PORT = %(port)s;
+const url = (name, path) => `https://${name}:${PORT}${path}`;
+window.results = {};
+const done = (key, value) => { window.results[key] = value; };
+done("cookies_seen", document.cookie);
+document.cookie = "__Host-vmgen=tossed-by-script; Path=/; Secure; Domain=" + HOST;
+document.cookie = "__Host-vmgen=tossed-here; Path=/; Secure";
+document.cookie = "vmgen=tossed-plain; Path=/; Secure; Domain=" + HOST;
+done("cookies_after", document.cookie);
+fetch(url(HOST, "/api/state"), {credentials: "include"})
+  .then(r => r.text()).then(t => done("fetch_page", t), e => done("fetch_page", "error: " + e));
+fetch(url("code." + HOST, "/api/projects"), {credentials: "include", mode: "no-cors"})
+  .then(() => done("fetch_code", "sent"), e => done("fetch_code", "error: " + e));
+const ws = new WebSocket(url("desktop." + HOST, "/websockify").replace("https", "wss"));
+ws.onopen = () => done("websocket", "open");
+ws.onerror = () => done("websocket", "error");
+const frame = document.createElement("iframe");
+frame.src = url("code." + HOST, "/framed");
+document.body.appendChild(frame);
+const form = document.createElement("form");
+form.method = "post"; form.action = url(HOST, "/api/keepalive"); form.target = "sink";
+form.innerHTML = '<input name="hours" value="4">';
+const sink = document.createElement("iframe"); sink.name = "sink"; document.body.appendChild(sink);
+document.body.appendChild(form); form.submit();
+setTimeout(() => done("finished", true), 1500);
+</script></body></html>"""
+
+
+@dataclass
+class Backend:
+    """A local server standing in for a workspace backend; it records every request."""
+
+    name: str
+    requests: list[dict] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.server_address[1]
+
+    def start(self, https_port: int) -> Backend:
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # http.server's naming
+                self._record()
+                if self.headers.get("Upgrade", "").lower() == "websocket":
+                    accept = base64.b64encode(hashlib.sha1(
+                        (self.headers["Sec-WebSocket-Key"] + WS_MAGIC).encode()).digest()).decode()
+                    self.send_response(101)
+                    self.send_header("Upgrade", "websocket")
+                    self.send_header("Connection", "Upgrade")
+                    self.send_header("Sec-WebSocket-Accept", accept)
+                    self.end_headers()
+                    self.close_connection = True
+                    return
+                if backend.name == "preview" and self.path == "/attack":
+                    body = ATTACK_PAGE % {"host": json.dumps(HOST), "port": https_port}
+                    self._reply(body, [("Set-Cookie", f"__Host-vmgen=tossed-by-header; Path=/; Secure; Domain={HOST}"),
+                                       ("Set-Cookie", f"vmgen-theme=dark; Path=/; Secure; Domain={HOST}")])
+                    return
+                self._reply(f"<!doctype html><title>{backend.name}</title><p id=backend>{backend.name}</p>")
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._record()
+                self._reply("posted")
+
+            def _record(self) -> None:
+                backend.requests.append({"method": self.command, "path": self.path,
+                                         "headers": {k.lower(): v for k, v in self.headers.items()}})
+
+            def _reply(self, body: str, headers: list[tuple[str, str]] = ()) -> None:
+                data = body.encode()
+                self.send_response(200)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def saw(self, text: str) -> bool:
+        return text in json.dumps(self.requests)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Web:
+    port: int
+    backends: dict[str, Backend]
+    log: Path
+
+    def url(self, host: str, path: str = "/") -> str:
+        return f"https://{host}:{self.port}{path}"
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory) -> Iterator[Web]:
+    assert shutil.which("caddy"), "scripts/setup-system.sh installs caddy"
+    root = tmp_path_factory.mktemp("web")
+    vm = VmPaths(run=root / "run", caddy_logs=root / "logs", etc=root / "etc")
+    for folder in (vm.run, vm.caddy_logs):
+        folder.mkdir()
+    http_port, https_port = free_port(), free_port()
+    settings = WebLoginSettings(host=HOST, user="vmgen", desktop=True, preview_ports=(3000,))
+    backends = {role: Backend(role).start(https_port) for role in ("page", "code", "desktop", "preview")}
+    service = serve(LoginService(LoginConfig(settings, make_verifier(PASSWORD), code_ui_secret="k" * 64,
+                                             desktop_password=VNC_PASSWORD)), vm.web_login_socket)
+    threading.Thread(target=service.serve_forever, daemon=True).start()
+    caddyfile = render_caddyfile(WebAccess(settings, tls="internal", http_port=http_port, https_port=https_port), vm)
+    for site in settings.sites():  # the contract's ports are the VM's; here, the stand-ins'
+        caddyfile = caddyfile.replace(f"import vmgen_login {site.port}\n",
+                                      f"import vmgen_login {backends[site.role].port}\n")
+    (root / "Caddyfile").write_text(caddyfile)
+    errors = (root / "caddy.err").open("w")
+    caddy = subprocess.Popen(["caddy", "run", "--adapter", "caddyfile", "--config", str(root / "Caddyfile")],
+                             env={"HOME": str(root), "XDG_DATA_HOME": str(root / "data"),
+                                  "XDG_CONFIG_HOME": str(root / "config"), "PATH": "/usr/bin:/bin"},
+                             stdout=subprocess.DEVNULL, stderr=errors)
+    web = Web(https_port, backends, vm.web_access_log)
+    try:
+        assert wait_until(lambda: status(web, HOST, "/healthz"), lambda s: s == 200, timeout=30) == 200, \
+            (root / "caddy.err").read_text()[-3000:]
+        yield web
+    finally:
+        caddy.terminate()
+        caddy.wait(10)
+        errors.close()
+        service.shutdown()
+        service.server_close()
+        for backend in backends.values():
+            backend.server.shutdown()
+
+
+def request(web: Web, host: str, path: str, method: str = "GET", headers: dict | None = None,
+            body: bytes | None = None, sni: str = "") -> tuple[int, dict[str, str], bytes]:
+    """One request through Caddy, TLS unverified (Caddy's local CA), redirects not followed."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=sni or host) as tls:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{web.port}", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        tls.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
+        data = b""
+        # Until the server closes; a switched protocol (101) stays open, so its head is enough.
+        while (chunk := tls.recv(65536)) and not (data + chunk).startswith(b"HTTP/1.1 101"):
+            data += chunk
+        data += chunk
+    head, _, content = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode(errors="replace").split("\r\n")
+    found: dict[str, str] = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        key = name.strip().lower()
+        found[key] = f"{found[key]}, {value.strip()}" if key in found else value.strip()
+    return int(status_line.split()[1]), found, content
+
+
+def status(web: Web, host: str, path: str) -> int:
+    try:
+        return request(web, host, path)[0]
+    except OSError:
+        return 0
+
+
+def sign_in(web: Web, password: str = PASSWORD, client_to: str = "") -> tuple[int, dict[str, str]]:
+    form = urllib.parse.urlencode({"user": "vmgen", "password": password, "to": client_to, "path": "/"}).encode()
+    code, headers, _ = request(web, HOST, "/.vmgen/login", "POST", {
+        "Content-Type": "application/x-www-form-urlencoded", "Origin": f"https://{HOST}:{web.port}"}, form)
+    return code, headers
+
+
+def browser(web: Web):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors",
+                 f"--host-resolver-rules=MAP *.{HOST} 127.0.0.1, MAP {HOST} 127.0.0.1", "--window-size=1000,800"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def signed_in_browser(web: Web):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser(web)
+    driver.get(web.url(CODE, "/"))  # not signed in: the form, on the workspace's hostname
+    WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "password"))
+    assert driver.current_url.startswith(web.url(HOST, "/.vmgen/login"))
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "signin").click()
+    WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "backend"))
+    return driver
+
+
+# --- signing in -------------------------------------------------------------------------------
+
+def test_one_sign_in_opens_every_hostname_in_the_browser(web):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = signed_in_browser(web)
+    try:
+        assert driver.current_url == web.url(CODE, "/") and driver.find_element(By.ID, "backend").text == "code"
+        # The code UI's frontend finds its token where it looks for it.
+        assert driver.execute_script("return localStorage.getItem('auth-token')").count(".") == 2
+        for host, name in ((HOST, "page"), (PREVIEW, "preview")):
+            driver.get(web.url(host, "/"))
+            WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "backend"))
+            assert driver.find_element(By.ID, "backend").text == name
+        # The desktop's address opens noVNC's page with its password, in the fragment only.
+        driver.get(web.url(DESKTOP, "/"))
+        WebDriverWait(driver, 20).until(lambda d: "vnc.html" in d.current_url)
+        assert driver.current_url.endswith("/vnc.html?autoconnect=1&resize=remote#password=vnc%2Bpw%2F1")
+        assert not web.backends["desktop"].saw("vnc%2Bpw") and not web.backends["desktop"].saw("vnc+pw")
+        # Signing out on the page ends the login on every hostname.
+        driver.get(web.url(HOST, "/"))
+        driver.execute_script("""const f = document.createElement('form'); f.method = 'post';
+            f.action = '/.vmgen/logout'; document.body.appendChild(f); f.submit();""")
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "password"))
+        requests_before = len(web.backends["code"].requests)
+        driver.get(web.url(CODE, "/"))
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "password"))
+        assert len(web.backends["code"].requests) == requests_before
+    finally:
+        driver.quit()
+
+
+def test_every_hostname_refuses_without_the_login(web):
+    for host in (HOST, CODE, DESKTOP, PREVIEW):
+        code, headers, _ = request(web, host, "/", headers={"Accept": "text/html"})
+        assert code == 302 and "/.vmgen/" in headers["location"], host
+        assert request(web, host, "/api/anything")[0] == 401, host
+        # Basic auth, the old login, opens nothing either.
+        basic = base64.b64encode(f"vmgen:{PASSWORD}".encode()).decode()
+        assert request(web, host, "/api/anything", headers={"Authorization": f"Basic {basic}"})[0] == 401
+    assert all(b.requests == [] or all("cookie" not in r["headers"] or "__host-vmgen" not in
+                                       r["headers"]["cookie"].lower() for r in b.requests)
+               for b in web.backends.values())
+
+
+def test_host_and_path_tricks_reach_no_backend(web):
+    before = {name: len(b.requests) for name, b in web.backends.items()}
+    tricks = [(HOST, "/.vmgen/check"), (HOST, "/healthz/../api/state"), (HOST, "/.vmgen/../api/state"),
+              (HOST, "/%2e%2e/api/state"), (HOST, "//api/state"), (HOST, "/.VMGEN/check"),
+              ("evil.example", "/api/state"), (f"{CODE}.evil.example", "/")]
+    for host, path in tricks:
+        code, _, body = request(web, host, path, sni=HOST)  # the certificate's name, another Host
+        assert code in (200, 302, 400, 401, 403, 404), (host, path, code)
+        assert code != 200 or body in (b"", b"ok"), (host, path, body)
+    # The desktop's name in TLS, the code UI's in Host: Host decides, and it needs its own login.
+    assert request(web, CODE, "/api/x", sni=DESKTOP)[0] == 401
+    # A forged forward_auth answer in request headers changes nothing.
+    assert request(web, CODE, "/api/projects", headers={"X-Vmgen-Cookie": "x", "X-Forwarded-Uri": "/healthz",
+                                                        "X-Forwarded-Method": "GET"})[0] == 401
+    assert {name: len(b.requests) for name, b in web.backends.items()} == before
+
+
+def test_a_wrong_password_is_logged_without_any_credential(web):
+    wrong = "wrong-password-4f1c2e"
+    code, headers = sign_in(web, wrong)
+    assert code == 401 and "set-cookie" not in headers
+    code, headers = sign_in(web)
+    assert code == 303
+    session = headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    line = wait_until(lambda: web.log.read_text() if web.log.exists() else "",
+                      lambda text: '"status":401' in text, timeout=10)
+    failed = [json.loads(entry) for entry in line.splitlines() if '"status":401' in entry]
+    assert failed[-1]["request"]["uri"] == "/.vmgen/login" and failed[-1]["request"]["method"] == "POST"
+    assert failed[-1]["request"]["remote_ip"] == "127.0.0.1"
+    text = web.log.read_text()
+    assert wrong not in text and PASSWORD not in text and session not in text
+
+
+def preview_cookie(web: Web) -> str:
+    _, headers = sign_in(web, client_to="p3000")
+    ticket = urllib.parse.parse_qs(urllib.parse.urlsplit(headers["location"]).query)["ticket"][0]
+    _, arrived, _ = request(web, PREVIEW, f"/.vmgen/session?ticket={ticket}")
+    return arrived["set-cookie"].split(";")[0]
+
+
+def test_the_security_headers_on_vmgens_own_hostnames_and_not_on_previews(web):
+    for host in (HOST, CODE, DESKTOP):
+        _, headers, _ = request(web, host, "/api/x")
+        assert headers["x-frame-options"] == "DENY", host
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["strict-transport-security"].startswith("max-age=31536000")
+    code, headers, body = request(web, PREVIEW, "/", headers={"Cookie": preview_cookie(web)})
+    assert code == 200 and body.endswith(b"<p id=backend>preview</p>")
+    assert not {"x-frame-options", "content-security-policy", "strict-transport-security"} & set(headers)
+
+
+# --- the attacker's preview ---------------------------------------------------------------------
+
+def session_cookies(driver) -> list[str]:
+    """The session cookies chromium holds for the current hostname (HttpOnly ones included)."""
+    return [c["value"] for c in driver.get_cookies() if c["name"] == "__Host-vmgen"]
+
+
+def test_a_preview_app_can_neither_read_set_replay_nor_ride_the_session(web):
+    driver = signed_in_browser(web)
+    try:
+        driver.get(web.url(HOST, "/"))
+        (ours,) = session_cookies(driver)
+        counts = {name: len(b.requests) for name, b in web.backends.items()}
+        driver.get(web.url(PREVIEW, "/attack"))
+        results = wait_until(lambda: driver.execute_script("return window.results || {}"),
+                             lambda r: r.get("finished") and "websocket" in r and "fetch_page" in r, timeout=20)
+        # Read: the preview's own session cookie is HttpOnly, and its backend never got one.
+        preview_session = [v for v in session_cookies(driver) if not v.startswith("tossed")]
+        assert preview_session and preview_session[0] not in results["cookies_seen"]
+        preview = web.backends["preview"]
+        assert not preview.saw(preview_session[0]) and not preview.saw("__Host-vmgen=")
+        assert not preview.saw(ours) and not preview.saw("authorization")
+        # Set: a __Host- cookie with a Domain is refused, so the workspace's hostname still holds
+        # exactly its own session, and is still signed in.
+        driver.get(web.url(HOST, "/"))
+        assert session_cookies(driver) == [ours]
+        assert driver.find_element("id", "backend").text == "page"
+        # Ride: no fetch, form post, frame or websocket from the preview reached a backend.
+        assert results["fetch_page"].startswith("error")  # CORS: nothing to read
+        assert results["websocket"] == "error"
+        new_page = web.backends["page"].requests[counts["page"]:]
+        assert [r for r in new_page if r["method"] == "POST" or r["path"] not in ("/", "/favicon.ico")] == [], new_page
+        assert web.backends["code"].requests[counts["code"]:] == []
+        assert web.backends["desktop"].requests[counts["desktop"]:] == []
+    finally:
+        driver.quit()
+
+
+def test_the_desktop_websocket_opens_from_the_desktop_only(web):
+    driver = signed_in_browser(web)
+    try:
+        driver.get(web.url(DESKTOP, "/vnc.html"))
+        opened = driver.execute_async_script(f"""const done = arguments[0];
+            const ws = new WebSocket("wss://{DESKTOP}:{web.port}/websockify");
+            ws.onopen = () => done("open"); ws.onerror = () => done("error");""")
+        assert opened == "open"
+        upgrade = [r for r in web.backends["desktop"].requests if r["headers"].get("upgrade") == "websocket"]
+        assert upgrade and upgrade[-1]["headers"]["origin"] == f"https://{DESKTOP}:{web.port}"
+        assert "__Host-vmgen" not in upgrade[-1]["headers"].get("cookie", "")
+    finally:
+        driver.quit()
+
+
+def test_a_replayed_preview_cookie_opens_nothing_else(web):
+    # Suppose a preview did capture its own hostname's session cookie (it cannot: see above).
+    _, headers = sign_in(web, client_to="p3000")
+    ticket = urllib.parse.parse_qs(urllib.parse.urlsplit(headers["location"]).query)["ticket"][0]
+    _, arrived, _ = request(web, PREVIEW, f"/.vmgen/session?ticket={ticket}")
+    stolen = arrived["set-cookie"].split(";")[0]
+    assert request(web, PREVIEW, "/api/x", headers={"Cookie": stolen})[0] == 200
+    for host in (HOST, CODE, DESKTOP):
+        assert request(web, host, "/api/x", headers={"Cookie": stolen})[0] == 401, host
+    assert request(web, PREVIEW, f"/.vmgen/session?ticket={ticket}")[0] == 400  # a ticket works once

@@ -1,0 +1,99 @@
+"""Rendering a workspace with a domain and a desktop: what reaches the VM of the web login (a
+verifier, never the password; Caddy's file without any), who runs what (the login service as its
+own user behind a socket only Caddy may use; the code UI with the agent's credentials, loaded as
+the agent), the VNC password instead of none, the fail2ban jail, and all of it within Hetzner's
+user-data limit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from vmgen.builder import check_schema, check_size
+from vmgen.caddy import new_login
+from vmgen.contract.weblogin import WebLoginSettings
+from vmgen.providers import USER_DATA_LIMITS
+from vmgen.spec import WebSpec
+
+from .test_render import files_of, make_spec, render
+
+LOGIN = new_login()
+SPEC = make_spec(web=WebSpec(domain="dev.example.com", preview_ports=(3000, 5173, 8000, 8080)), desktop=True)
+USER_DATA = render(SPEC, web_login=LOGIN)
+FILES = files_of(USER_DATA)
+
+
+def content(path: str) -> str:
+    return FILES[path]["content"]
+
+
+def test_it_is_valid_and_fits_hetzners_limit_with_every_preview():
+    check_schema(USER_DATA)
+    check_size(USER_DATA, USER_DATA_LIMITS["hetzner"], "hetzner")
+
+
+def test_the_vm_gets_the_verifier_and_never_the_password():
+    assert LOGIN.password not in USER_DATA
+    assert content("/etc/vmgen/web-login/login") == LOGIN.verifier + "\n"
+    for path in ("/etc/vmgen/web-login/login", "/etc/vmgen/web-login/settings.json", "/etc/vmgen/Caddyfile"):
+        assert FILES[path]["permissions"] == "0600" and FILES[path]["owner"] == "root:root", path
+    assert LOGIN.verifier not in content("/etc/vmgen/Caddyfile")
+    settings = WebLoginSettings.loads(content("/etc/vmgen/web-login/settings.json"))
+    assert settings.host == "app.dev.example.com" and settings.desktop and settings.preview_ports == (3000, 5173,
+                                                                                                      8000, 8080)
+
+
+def test_the_login_service_is_neither_root_nor_the_agent_and_only_caddy_reaches_it():
+    service = content("/etc/systemd/system/vmgen-web-login.service")
+    assert "User=vmgen-web\n" in service and "RestrictAddressFamilies=AF_UNIX" in service
+    socket = content("/etc/systemd/system/vmgen-web-login.socket")
+    assert "ListenStream=/run/vmgen/web-login.sock" in socket
+    assert "SocketUser=root\nSocketGroup=caddy\nSocketMode=0660" in socket
+    provision = content("/usr/local/lib/vmgen/provision.sh")
+    # Keys and permissions are set before fail2ban and Caddy start.
+    assert provision.index("phase web-secrets") < provision.index("systemctl enable --now fail2ban")
+    assert "chown root:caddy /etc/vmgen/Caddyfile\nchmod 0640 /etc/vmgen/Caddyfile" in provision
+    assert "chown -R root:vmgen-web /etc/vmgen/web-login\nchmod 0750 /etc/vmgen/web-login" in provision
+
+
+def test_the_code_ui_holds_nothing_of_the_web_login():
+    install = content("/usr/local/lib/vmgen/code-ui-install")
+    assert "web-login" not in install and "web-user" not in install
+    assert "unusable" in install
+    unit = content("/etc/systemd/system/vmgen-code-ui.service")
+    assert "User=agent" in unit and "ExecStart=/usr/local/lib/vmgen/code-ui-run" in unit
+    assert "ConditionPathExists=/home/agent/.vmgen/handover-done" in unit
+    assert "EnvironmentFile=/etc/vmgen/cloudcli.env" in unit and "agent.env" not in unit  # systemd reads root's
+    run = content("/usr/local/lib/vmgen/code-ui-run")
+    assert ". /home/agent/.config/vmgen/agent.env" in run  # as the agent, in its own process
+    assert "Wants=vmgen-code-ui.service" in content("/etc/systemd/system/vmgen-agent.service")
+
+
+def test_the_desktop_has_a_vnc_password_and_its_link_goes_through_the_login():
+    vnc = content("/etc/systemd/system/vmgen-desktop-vnc.service")
+    assert "-nopw" not in vnc and "-passwdfile /etc/vmgen/desktop-password" in vnc
+    assert json.loads(content("/etc/vmgen/web.json"))["desktop_url"] == "https://desktop.app.dev.example.com/"
+
+
+def test_fail2ban_watches_the_web_login():
+    jail = content("/etc/fail2ban/jail.d/vmgen.local")
+    assert "[vmgen-web]" in jail and "logpath = /var/log/caddy/vmgen-access.log" in jail
+    assert "maxretry = 5" in jail
+    assert "<ADDR>" in content("/etc/fail2ban/filter.d/vmgen-web.conf")
+
+
+def test_without_a_domain_no_web_login_and_no_web_jail():
+    files = files_of(render(make_spec(desktop=True)))
+    assert not [path for path in files if "web-login" in path or "Caddyfile" in path]
+    assert "[vmgen-web]" not in files["/etc/fail2ban/jail.d/vmgen.local"]["content"]
+    assert "-passwdfile" in files["/etc/systemd/system/vmgen-desktop-vnc.service"]["content"]
+
+
+def test_the_scripts_lose_only_their_comments():
+    """Comments stay in the templates (user-data has a size limit); the scripts still parse."""
+    scripts = {path: f["content"] for path, f in FILES.items() if f["permissions"] == "0755"}
+    assert "/usr/local/lib/vmgen/provision.sh" in scripts
+    for path, script in scripts.items():
+        assert script.startswith("#!"), path
+        assert not any(line.lstrip().startswith("#") for line in script.splitlines()[1:]), path
+        subprocess.run(["bash", "-n"], input=script, text=True, check=True)
