@@ -153,7 +153,8 @@ record() {  # one write per call: the install steps run side by side and append 
 for cmd in apt-get cat rm ufw systemctl systemd-tmpfiles npm python3 ln install runuser date find chown /opt/vmgen/bin/pip; do
   eval "$(printf '%q() { record %q "$@"; }' "$cmd" "$cmd")"
 done
-tee() { /bin/cat >/dev/null; record tee "$@"; }
+tee() { /bin/cat; record tee "$@"; }
+mktemp() { /bin/mkdir -p "$RECORD.d" && echo "$RECORD.d"; }
 command() { return 0; }
 """
 
@@ -170,6 +171,27 @@ def run_provision(user_data: str, tmp_path: Path) -> list[list[str]]:
         capture_output=True,
     )
     return [entry.split("\x1f") for entry in record.read_text().split("\x1e") if entry]
+
+
+def test_a_failed_background_install_is_reported_under_its_own_name(tmp_path: Path) -> None:
+    """npm fails while the clone runs: the report must name the agent's install and show npm's
+    words, not the phase that happened to be printed last."""
+    from vmgen.readiness import failure_report
+
+    script = files_of(render(make_spec()))["/usr/local/lib/vmgen/provision.sh"]["content"]
+    (tmp_path / "provision.sh").write_text(script)
+    (tmp_path / "record").touch()
+    failing_npm = 'npm() { echo "npm error 404 No matching version found for claude-code@0.0.0"; return 1; }\n'
+    failing_npm += "cat() { /bin/cat \"$@\"; }\n"  # the step's output is shown, not only recorded
+    result = subprocess.run(
+        ["/bin/bash", "-c", STUBS + failing_npm + f'date() {{ echo 1.0; }}\nsource {tmp_path / "provision.sh"}'],
+        env={"RECORD": str(tmp_path / "record"), "PATH": str(tmp_path / "empty")},
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 1
+    report = failure_report(result.stdout.splitlines())
+    assert "phase 'agent-install'" in report and "No matching version found" in report
+    assert "phase agent-unit" not in result.stdout  # it stopped before the units
 
 
 @pytest.mark.parametrize("url", HOSTILE_URLS)
