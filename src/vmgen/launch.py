@@ -93,6 +93,7 @@ def launch(
     state = WorkspaceState(spec.name)
     created = False
     try:
+        state.remove()  # the record of an earlier workspace of this name that is gone (see _prepare)
         state.create(
             WorkspaceRecord(
                 name=spec.name,
@@ -104,6 +105,7 @@ def launch(
             ),
             host_key.public_openssh,
         )
+        state.write(WorkspaceState.LAUNCHING, "")
         if options.new_identity:
             state.write(WorkspaceState.NEW_IDENTITY, "")
         if options.web_login is not None:
@@ -159,6 +161,7 @@ def launch(
             _remove_what_was_made(spec, provider, options, state, created, progress)
         raise
     state.discard(WorkspaceState.NEW_IDENTITY)  # it came up: its identity is for keeps
+    state.discard(WorkspaceState.LAUNCHING)
     workspace = provider.get(spec.name)
     assert workspace is not None
     return LaunchResult(
@@ -208,8 +211,14 @@ def _prepare(
     if provider.get(spec.name) is not None:
         raise WorkspaceExists(f"a workspace named {spec.name!r} already exists on {provider.name}")
     left = [leftover.what for leftover in provider.leftovers(spec.name)]
-    if WorkspaceState(spec.name).any_left():
-        left.append(f"local state in {WorkspaceState(spec.name).dir}")
+    # A record of a workspace that came up and is gone (it backed up and deleted itself) is
+    # replaced: launching or restoring that name again is the normal way back.
+    earlier = WorkspaceState(spec.name)
+    if earlier.cut_short():
+        left.append(f"local state in {earlier.dir}")
+    elif (record := earlier.record()) is not None and record.provider != provider.name:
+        # Gone from this provider says nothing of that one: it may still run there.
+        left.append(f"a record of it on {record.provider}")
     if left:
         raise LeftoversExist(
             f"an earlier workspace named {spec.name!r} left {', '.join(left)}; "

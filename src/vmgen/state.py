@@ -28,6 +28,9 @@ class WorkspaceState:
     # Present while the workspace's backup identity is as new as the workspace and it has not
     # come up yet: if it never does, the identity goes with it (nothing was encrypted to it).
     NEW_IDENTITY = "new-identity"
+    # Present from the record's creation until the workspace came up: without it, a record whose
+    # server is gone is that of a workspace that was deleted later (by its own idle watchdog).
+    LAUNCHING = "launching"
 
     def __init__(self, name: str, root: Path | None = None) -> None:
         self.name = name
@@ -48,6 +51,10 @@ class WorkspaceState:
     def any_left(self) -> bool:
         """Anything at all under this name, a half-written record included."""
         return self.dir.exists()
+
+    def cut_short(self) -> bool:
+        """What a launch that never came up left: a half-written record or one still launching."""
+        return self.any_left() and (not self.exists() or self.has(self.LAUNCHING))
 
     def has(self, filename: str) -> bool:
         return (self.dir / filename).exists()

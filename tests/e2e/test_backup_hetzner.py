@@ -64,6 +64,9 @@ def test_idle_workspace_backs_up_deletes_itself_and_comes_back(cli, model, cloud
     assert len(manifests) == 1 and any(o["Key"].endswith(".tar.zst.age") for o in stored)
     backup_id = manifests[0].rsplit("/", 1)[1].removesuffix(".json")
     assert backup_id in cli("backups", NAME).stdout
+    listed = cli("list")
+    row = next(line for line in listed.stdout.splitlines() if line.split()[:1] == [NAME])
+    assert "gone" in row and "vmgen restore NAME" in listed.stderr  # not a "leftover" to destroy
 
     cli.env["VMGEN_IDLE_MINUTES"] = "30"  # the restored one must stay up while it is checked
     restored = cli("restore", NAME)

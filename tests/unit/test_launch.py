@@ -307,6 +307,30 @@ def test_what_an_earlier_workspace_left_is_refused_with_the_command_that_removes
     assert provider.user_data == {}
 
 
+def test_a_launch_cut_short_is_refused_but_a_workspace_that_came_up_and_is_gone_is_replaced(home, provider) -> None:
+    # Killed before it came up (kill -9: no cleanup ran): its record says so.
+    with pytest.raises(BootFailed):
+        run_launch(spec_for(home), provider, ScriptedClient(fail_at="boot"), keep_on_failure=True)
+    provider.servers.clear()
+    with pytest.raises(LeftoversExist, match="local state"):
+        run_launch(spec_for(home), provider, ScriptedClient())
+    WorkspaceState("app").remove()
+    # Came up, then backed up and deleted itself: launching (or restoring) that name is the way back.
+    run_launch(spec_for(home), provider, ScriptedClient(), web_login=None)
+    WorkspaceState("app").write("web-login", "vmgen\nold-password\n")
+    provider.servers.clear()
+    result, _ = run_launch(spec_for(home), provider, ScriptedClient())
+    assert result.workspace.name == "app" and not WorkspaceState("app").has("web-login")  # nothing of the old one
+
+
+def test_a_record_of_the_name_on_another_provider_is_refused(home, provider) -> None:
+    run_launch(spec_for(home), provider, ScriptedClient())
+    provider.servers.clear()
+    provider.name = "elsewhere"
+    with pytest.raises(LeftoversExist, match="a record of it on fake"):
+        run_launch(spec_for(home), provider, ScriptedClient())
+
+
 @pytest.mark.parametrize("outcome", ["fails", "refused", "comes up"])
 def test_an_identity_made_for_the_launch_goes_only_if_the_workspace_never_came_up(home, provider, outcome) -> None:
     ensure_identity("app")

@@ -60,12 +60,16 @@ def list_(provider: str | None, everyone: bool) -> None:
             if mine(left.name, left.owner):
                 table.add_row(left.name, chosen.name, "leftover", "-", left.what, "-", "-", *owner_column(left.owner))
                 leftovers += 1
+    gone = 0
     for record in records.values():
         if record.name not in existing and (provider is None or record.provider == provider):
-            table.add_row(
-                record.name, record.provider, "leftover", "-", "local state only", "-", "-", *owner_column("")
-            )
-            leftovers += 1
+            if WorkspaceState(record.name).cut_short():
+                status, what = "leftover", "local state only"
+                leftovers += 1
+            else:
+                status, what = "gone", "record only"
+                gone += 1
+            table.add_row(record.name, record.provider, status, "-", what, "-", "-", *owner_column(""))
     if table.row_count:
         out.print(table)
     else:
@@ -73,6 +77,11 @@ def list_(provider: str | None, everyone: bool) -> None:
     if leftovers:
         err.print(
             "leftover: what remains of a workspace that is gone (a launch cut short); `vmgen destroy NAME` removes it"
+        )
+    if gone:
+        err.print(
+            "gone: deleted since it came up (by its idle watchdog, or outside vmgen); "
+            "`vmgen restore NAME` brings it back from its last backup, `vmgen destroy NAME` forgets it"
         )
     if hidden:
         err.print(f"{hidden} workspace(s) of other users not shown (`vmgen list --all` shows them)")
