@@ -12,7 +12,7 @@ from .backup.target import BackupTarget
 from .builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
 from .builder.hostkeys import HostKey
 from .builder.install import plan_of
-from .contract.documents import WatchdogState
+from .contract.documents import RestoreResult, WatchdogState
 from .errors import LeftoversExist, UsageError, WorkspaceExists
 from .handover import Handover
 from .identities import discard_identity
@@ -65,6 +65,7 @@ class LaunchResult:
     image: str = ""  # the image it booted from, when vmgen chose a baked one or one was named
     # The watchdog's first verdict with the agent running (None: it did not report in time).
     verdict: WatchdogState | None = None
+    restored: RestoreResult | None = None  # what the VM reported of the restore, for a restore
 
 
 def launch(
@@ -92,6 +93,7 @@ def launch(
     mark("render")
     state = WorkspaceState(spec.name)
     created = False
+    restored: RestoreResult | None = None
     try:
         state.remove()  # the record of an earlier workspace of this name that is gone (see _prepare)
         state.create(
@@ -165,7 +167,13 @@ def launch(
     workspace = provider.get(spec.name)
     assert workspace is not None
     return LaunchResult(
-        workspace=workspace, client=client, timings=timings, phases=phases, image=spec.image, verdict=verdict
+        workspace=workspace,
+        client=client,
+        timings=timings,
+        phases=phases,
+        image=spec.image,
+        verdict=verdict,
+        restored=restored,
     )
 
 
