@@ -66,6 +66,9 @@ class Settings:
     acme_email: str = ""
     preview_ports: tuple[int, ...] = (3000, 5173, 8000, 8080)
     code_ui_version: str = "1.12.0"  # CloudCLI, the Claude Code web UI on code.<host>
+    # After a cold launch, bake its install plan in the background for the next one: "auto" (on
+    # for cloud providers), or yes/no.
+    auto_bake: str = "auto"
     vmgen_index_url: str = ""
     vmgen_find_links: str = ""
     sources: tuple[str, ...] = field(default=(), compare=False)

@@ -38,6 +38,8 @@ class FakeProvider:
     name: str = "fake"
     public: bool = False
     user_data_limit: int = 1 << 20
+    auto_bakes: bool = False
+    bake_tool: str = ""
     servers: dict[str, Workspace] = field(default_factory=dict)
     user_data: dict[str, str] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
@@ -91,6 +93,9 @@ class FakeProvider:
 
     def stop_note(self) -> str:
         return ""
+
+    def image_cost_note(self) -> str:
+        return "nothing"
 
 
 @dataclass
@@ -156,10 +161,10 @@ WATCHING = WatchdogState(
 
 
 def spec_for(home: Path, source=None, **changes) -> WorkspaceSpec:
-    changes.setdefault("vmgen", VmgenInstall(version=WHEEL.version, wheel_sha256=WHEEL.sha256))
-    return make_spec(source or "https://example.com/me/app.git", name="app", agent="claude",
-                     agent_version="2.1.332", size="medium", region="", image="", idle_minutes=30, desktop=False,
-                     configured_keys=(KEY,), home=home, **changes)
+    choices = dict(name="app", agent="claude", agent_version="2.1.332", size="medium", region="", image="",
+                   idle_minutes=30, desktop=False, configured_keys=(KEY,), home=home,
+                   vmgen=VmgenInstall(version=WHEEL.version, wheel_sha256=WHEEL.sha256))
+    return make_spec(source or "https://example.com/me/app.git", **{**choices, **changes})
 
 
 def run_launch(spec: WorkspaceSpec, provider: FakeProvider, client: ScriptedClient, **options):

@@ -16,7 +16,16 @@ from ..spec import RestoreSource, validate_name
 from ..ssh import default_identities
 from ..workspace_client import SshWorkspaceClient
 from .app import age, err, out, progress, provider_named, running_target, settings
-from .launching import agent_env, build_spec, print_first_verdict, print_web_access, web_options
+from .launching import (
+    agent_env,
+    auto_bake_wanted,
+    bake_for_next_time,
+    build_spec,
+    print_first_verdict,
+    print_launch_json,
+    print_web_access,
+    web_options,
+)
 
 
 def human_bytes(count: float) -> str:
@@ -85,8 +94,9 @@ def backups(name: str | None, provider: str | None) -> None:
 @click.option("--as", "new_name", help="Restore as a new workspace of this name (next to a running NAME).")
 @click.option("--provider", type=click.Choice(PROVIDERS), help="Where to run the restored workspace.")
 @click.option("--keep-on-failure", is_flag=True, help="Keep the new VM for inspection if the restore fails.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (with step timings).")
 def restore(
-    name: str, backup_id: str | None, new_name: str | None, provider: str | None, keep_on_failure: bool
+    name: str, backup_id: str | None, new_name: str | None, provider: str | None, keep_on_failure: bool, as_json: bool
 ) -> None:
     """Bring NAME back on a new VM: files, ~/.claude and the agent's conversation."""
     from ..backup.manifest import WrongIdentity, latest_backup, read_manifest
@@ -119,9 +129,15 @@ def restore(
         new_identity=new_identity,
         **web_options(settings(), spec),
     )
+    bake_after = auto_bake_wanted(chosen)
     started = time.monotonic()
     with progress(f"restoring {name} from {manifest.backup_id}" + (f" as {target_name}" if new_name else "")) as update:
         result = launch_workspace(spec, chosen, options, update)
+    if bake_after:
+        bake_for_next_time(chosen, spec)
+    if as_json:
+        print_launch_json(target_name, chosen.name, time.monotonic() - started, result)
+        return
     err.print(
         f"[green]restored[/] {name} from {manifest.backup_id}"
         + (f" as {target_name}" if target_name != name else "")

@@ -19,6 +19,7 @@ from .launching import vmgen_install
 
 if TYPE_CHECKING:
     from ..builder.install import InstallPlan
+    from ..providers import Provider
     from ..providers.hetzner import HetznerProvider
 
 
@@ -45,13 +46,30 @@ def image() -> None:
 
 @image.command("build")
 @click.option("--provider", type=click.Choice(PROVIDERS), help="Whose image to bake (default: the configured one).")
-def build(provider: str | None) -> None:
+@click.option("--if-missing", is_flag=True, hidden=True, help="auto_bake's: only if no image has the plan yet.")
+def build(provider: str | None, if_missing: bool) -> None:
     """Bake an image with the agent, vmgen and the packages installed."""
+    chosen = provider_named(provider)
+    plan = current_plan(settings())
+    if not if_missing:
+        _bake(chosen, plan)
+        return
+    from ..autobake import plan_key, plan_lock
+
+    with plan_lock(plan_key(chosen.name, plan)) as free:
+        newest = chosen.newest_baked()
+        if not free:
+            err.print("another bake of this install plan is running; nothing to do")
+        elif newest is not None and not newest.stamp.differs_from(plan.stamp):
+            err.print(f"{newest.name} already has this install plan ({plan.stamp.describe()}); nothing to do")
+        else:
+            _bake(chosen, plan)
+
+
+def _bake(chosen: Provider, plan: InstallPlan) -> None:
     from ..providers.docker import DockerProvider
     from ..providers.hetzner import HetznerProvider
 
-    chosen = provider_named(provider)
-    plan = current_plan(settings())
     if isinstance(chosen, DockerProvider):
         from ..providers.docker_bake import bake
         from ..selfwheel import own_wheel

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,8 @@ from .app import err, main, out, progress, provider_named, settings
 if TYPE_CHECKING:
     from ..caddy import Login
     from ..dns import CloudflareDns
-    from ..launch import LaunchOptions
+    from ..launch import LaunchOptions, LaunchResult
+    from ..providers import Provider
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -182,23 +184,15 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
         new_identity=new_identity,
         **web_options(settings(), spec),
     )
+    bake_after = auto_bake_wanted(provider)
     started = time.monotonic()
     with progress(f"launching {spec.name}") as update:
         result = launch_workspace(spec, provider, options, update)
     elapsed = time.monotonic() - started
+    if bake_after:
+        bake_for_next_time(provider, spec)
     if as_json:
-        out.print_json(
-            json.dumps(
-                {
-                    "name": spec.name,
-                    "provider": provider.name,
-                    "seconds": round(elapsed, 1),
-                    "image": result.image,
-                    "timings": result.timings,
-                    "phases": [{"name": p.name, "at": p.at} for p in result.phases],
-                }
-            )
-        )
+        print_launch_json(spec.name, provider.name, elapsed, result)
         return
     err.print(
         f"[green]ready[/]: {spec.name} on {provider.name} in {elapsed:.0f}s "
@@ -209,6 +203,56 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
     err.print(f"  shell:    vmgen ssh {spec.name}")
     print_web_access(spec, options)
     print_first_verdict(result.verdict)
+
+
+def auto_bake_wanted(provider: Provider) -> bool:
+    """Read before the launch: a wrong setting is an error before anything is made."""
+    from ..autobake import wanted
+
+    return wanted(settings().auto_bake, provider)
+
+
+def bake_for_next_time(provider: Provider, spec: WorkspaceSpec) -> None:
+    """auto_bake after a launch that installed what no image had; a bake that cannot start
+    changes nothing for this launch or the next."""
+    from ..autobake import has_image_for, start
+
+    if spec.image or has_image_for(provider, spec):
+        return  # an image the user named, or one with every step baked in
+    if provider.bake_tool and shutil.which(provider.bake_tool) is None:
+        err.print(f"  auto_bake: {provider.bake_tool} is not installed, so launches on {provider.name} install cold")
+        return
+    try:
+        bake = start(provider, spec)
+    except OSError as exc:
+        err.print(f"[yellow]auto_bake:[/] could not start a bake ({exc}); launches keep installing")
+        return
+    if not bake.started:
+        err.print(f"  auto_bake: a bake of this install plan is already running (log: {bake.log})")
+        return
+    err.print(
+        "  auto_bake: baking this install plan on a separate build VM in the background, so the next "
+        f"launch skips the installs; {provider.image_cost_note()}; log: {bake.log} (auto_bake = no turns it off)"
+    )
+
+
+def print_launch_json(name: str, provider: str, elapsed: float, result: LaunchResult) -> None:
+    """A launch's or a restore's outcome with its step timings (the benchmarks read it)."""
+    report: dict[str, Any] = {
+        "name": name,
+        "provider": provider,
+        "seconds": round(elapsed, 1),
+        "image": result.image,
+        "timings": result.timings,
+        "phases": [{"name": p.name, "at": p.at} for p in result.phases],
+    }
+    if result.restored is not None:
+        report["restored"] = {
+            "backup_id": result.restored.backup_id,
+            "plaintext_bytes": result.restored.plaintext_bytes,
+            "seconds_on_vm": result.restored.seconds,
+        }
+    out.print_json(json.dumps(report))
 
 
 def warn_without_credentials(spec: WorkspaceSpec, environment: dict[str, str], login_copied: bool) -> None:

@@ -53,6 +53,10 @@ def effective(s: Settings, key: str, value: Any) -> tuple[Any, str]:
         meaning = "backup-then-delete" if store is not None else "poweroff"
         why = f"{s.provider} has a backup store" if store is not None else f"no backup store for {s.provider}"
         return value, f"= {meaning} ({why})"
+    if key == "auto_bake" and value == "auto":
+        from ..providers import auto_bakes
+
+        return value, f"= {'yes' if auto_bakes(s.provider) else 'no'} on {s.provider}"
     if key == "vmgen_version" and not value:
         return __version__, "default: the CLI's own version"
     if key == "vmgen_index_url" and not value and not s.vmgen_find_links:

@@ -12,6 +12,19 @@ PROVIDERS = ("docker", "hetzner")
 USER_DATA_LIMITS = {"docker": 1024 * 1024, "hetzner": 32 * 1024}
 
 
+def auto_bakes(name: str) -> bool:
+    """The provider's auto_bake default, without contacting it."""
+    if name == "docker":
+        from .docker import DockerProvider
+
+        return DockerProvider.auto_bakes
+    if name == "hetzner":
+        from .hetzner import HetznerProvider
+
+        return HetznerProvider.auto_bakes
+    return False
+
+
 def get_provider(name: str, settings: Settings) -> Provider:
     if name == "docker":
         from .docker import DockerProvider
@@ -30,4 +43,4 @@ def get_provider(name: str, settings: Settings) -> Provider:
     raise UsageError(f"unknown provider {name!r}; available: {', '.join(PROVIDERS)}")
 
 
-__all__ = ["PROVIDERS", "USER_DATA_LIMITS", "Provider", "SSHEndpoint", "Workspace", "get_provider"]
+__all__ = ["PROVIDERS", "USER_DATA_LIMITS", "Provider", "SSHEndpoint", "Workspace", "auto_bakes", "get_provider"]

@@ -88,6 +88,11 @@ class Provider(Protocol):
     public: bool
     # Largest user-data the provider accepts, in bytes.
     user_data_limit: int
+    # Whether a cold launch bakes its install plan in the background unless auto_bake says no:
+    # on a cloud, every launch pays for its installs in minutes; a local engine pays in disk.
+    auto_bakes: bool
+    # The program a bake needs besides vmgen ("" when none): auto_bake skips without it.
+    bake_tool: str
 
     def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace: ...
 
@@ -126,4 +131,8 @@ class Provider(Protocol):
 
     def stop_note(self) -> str:
         """What the user should know about a stopped workspace (e.g. whether it still bills)."""
+        ...
+
+    def image_cost_note(self) -> str:
+        """What keeping a baked image costs, for the moment one is made."""
         ...

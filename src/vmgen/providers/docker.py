@@ -140,6 +140,8 @@ class DockerProvider:
     # A local wheel directory (vmgen_find_links) is bind-mounted into the workspace.
     shares_local_folders = True
     public = False
+    bake_tool = ""
+    auto_bakes = False
 
     def __init__(self, image: str, client: docker.DockerClient | None = None) -> None:
         self.image = image
@@ -296,6 +298,9 @@ class DockerProvider:
 
     def stop_note(self) -> str:
         return "the container is stopped; its disk and /home are kept"
+
+    def image_cost_note(self) -> str:
+        return "a docker image on this machine's disk (about 2 GB; `vmgen image prune` removes old ones)"
 
     def _container(self, name: str) -> Container | None:
         found = self.client.containers.list(all=True, filters={"label": f"{WS_LABEL}={name}"})

@@ -154,6 +154,8 @@ class HetznerProvider:
     name = "hetzner"
     user_data_limit = 32 * 1024
     public = True
+    bake_tool = "packer"
+    auto_bakes = True
     # Right after its last server is deleted, Hetzner may still count the shared firewall as in
     # use (422 resource_in_use) for a few seconds: the waits between tries before leaving it for
     # the next destroy.
@@ -337,6 +339,16 @@ class HetznerProvider:
 
     def stop_note(self) -> str:
         return "Hetzner still bills a stopped server; `vmgen destroy` ends the bill"
+
+    def image_cost_note(self) -> str:
+        """From the project's price list (hcloud-python has no pricing client: the raw request)."""
+        try:
+            pricing = self.client.request("GET", "/pricing")["pricing"]
+            price = float(pricing["image"]["price_per_gb_month"]["gross"])
+            currency = str(pricing["currency"])
+        except (APIException, KeyError, TypeError, ValueError, requests.RequestException):
+            return "Hetzner bills snapshots per GB a month (see your project's prices)"
+        return f"Hetzner bills snapshots {price:.4f} {currency} per GB a month (`vmgen image list` shows them)"
 
     # --- sizes ----------------------------------------------------------------------------
 

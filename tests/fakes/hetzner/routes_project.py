@@ -28,6 +28,7 @@ class ProjectRoutes:
             route("GET", r"/locations/(?P<ident>\d+)", self.get_location),
             route("GET", r"/datacenters(/(?P<ident>\d+))?", self.datacenters_gone),
             route("GET", "/server_types", self.list_server_types),
+            route("GET", "/pricing", self.get_pricing),
             route("GET", r"/server_types/(?P<ident>\d+)", self.get_server_type),
             route("GET", "/images", self.list_images),
             route("GET", r"/images/(?P<ident>\d+)", self.get_image),
@@ -57,6 +58,19 @@ class ProjectRoutes:
 
     def list_locations(self, req: Request) -> Response:
         return list_response("locations", list(self.p.locations.values()), req, lambda l: l.to_json())
+
+    def get_pricing(self, req: Request) -> Response:
+        """GET /pricing, the parts vmgen reads. Shape from the API reference's "Get all prices"
+        (ListPricesResponse: currency, vat_rate, image.price_per_gb_month {net, gross} as decimal
+        strings), as the OpenAPI-generated `hcloud` Rust crate and WWW::Hetzner::Cloud::Pricing
+        model it; the image price is Hetzner's published snapshot price, the VAT rate Germany's."""
+        return 200, {"pricing": {
+            "currency": "EUR",
+            "vat_rate": "19.00",
+            "image": {"price_per_gb_month": {"net": "0.0119000000", "gross": "0.0141610000000000"}},
+            "volume": {"price_per_gb_month": {"net": "0.0440000000", "gross": "0.0523600000000000"}},
+            "server_backup": {"percentage": "20.0000000000"},
+        }}
 
     def get_location(self, req: Request, ident: str) -> Response:
         by_id = {loc.id: loc for loc in self.p.locations.values()}

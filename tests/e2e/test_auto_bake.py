@@ -1,0 +1,65 @@
+"""auto_bake end to end on the docker provider: a launch with no image for its install plan bakes
+one in the background, from a fresh build container of the base image (not from the workspace),
+`vmgen image list` shows it, and the next launch with the same plan boots it and skips every
+install step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.polling import wait_until
+from vmgen.stamps import BAKED_LABEL, BASE_LABEL, label_value
+
+from .conftest import RUN, make_repo, unique
+
+FIRST, SECOND = unique("first-ws"), unique("second-ws")
+INSTALL_STEPS = {"packages", "agent", "vmgen"}
+
+
+@pytest.fixture(scope="module")
+def vm_image(docker_client, stock_image: str):
+    """The run's stock image under an id of this module's own: no other test's bake has it as
+    its base, so what is baked from it here is the background bake's and nothing else's."""
+    container = docker_client.containers.create(stock_image, command=["true"])
+    try:
+        image = container.commit(repository="vmgen-test-autobake", tag=RUN, changes=["LABEL vmgen-test-autobake=1"])
+    finally:
+        container.remove(force=True)
+    yield image.id
+    for baked in docker_client.images.list(filters={"label": f"{BASE_LABEL}={label_value(image.id)}"}):
+        docker_client.images.remove(baked.id, force=True)
+    docker_client.images.remove(image.id, force=True)
+
+
+def baked_from(docker_client, base: str) -> list:
+    return docker_client.images.list(filters={"label": [f"{BAKED_LABEL}=1", f"{BASE_LABEL}={label_value(base)}"]})
+
+
+def skipped_steps(cli, name: str) -> set[str]:
+    log = cli.ssh(name, "cat /var/log/vmgen/phases.log")
+    return {line.split()[2] for line in log.splitlines() if line.startswith("vmgen-skip ")}
+
+
+def test_a_cold_launch_bakes_for_the_next_one(cli, docker_client, vm_image, tmp_path) -> None:
+    cli.env["VMGEN_AUTO_BAKE"] = "yes"  # docker's default is no: an image costs local disk
+    first = cli("launch", str(make_repo(tmp_path, FIRST)), "--json")
+    assert json.loads(first.stdout)["image"] == "" and skipped_steps(cli, FIRST) == set()
+    assert "auto_bake: baking this install plan on a separate build VM" in first.stderr
+    log = first.stderr.split("log: ", 1)[1].split(" ", 1)[0]
+    # The bake is not the workspace: the workspace's container is not an ancestor of the image.
+    found = wait_until(lambda: baked_from(docker_client, vm_image), bool, timeout=900, every=3)
+    assert len(found) == 1, f"no image from the background bake; its log:\n{Path(log).read_text()}"
+    (baked,) = found
+    assert "vmgen-ws" not in json.dumps(baked.labels)
+    listing = cli("image", "list").stdout
+    assert baked.tags[0] in listing and "use" in listing
+
+    second = cli("launch", str(make_repo(tmp_path, SECOND)), "--json")
+    assert json.loads(second.stdout)["image"] == baked.id
+    assert skipped_steps(cli, SECOND) == INSTALL_STEPS
+    assert "auto_bake" not in second.stderr  # an image with the plan: nothing more to bake
+    cli("destroy", FIRST, "--yes")
+    cli("destroy", SECOND, "--yes")
