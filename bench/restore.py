@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.time_to_ready import bake, provider_env, vmgen  # noqa: E402
+from bench.time_to_ready import bake, bench_user, provider_env, vmgen  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "restore.json"
 
@@ -98,14 +98,7 @@ def main() -> None:
     sizes = [int(size) for size in args.sizes_mb.split(",")]
 
     with tempfile.TemporaryDirectory(prefix="vmgen-bench-") as tmp, contextlib.ExitStack() as stack:
-        home = Path(tmp) / "home"
-        (home / ".ssh").mkdir(parents=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / ".ssh/id_ed25519")], check=True)
-        repo = Path(tmp) / "bench-repo"
-        repo.mkdir()
-        (repo / "README.md").write_text("benchmark\n")
-        env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT / "src")}
-        env.setdefault("VMGEN_AGENT_VERSION", "2.1.332")
+        env, repo = bench_user(Path(tmp))
         penv, fake = provider_env("docker", env, stack)
         bake_s = bake("docker", penv, fake, stack)
         runs = [one_size(penv, repo, size) for size in sizes]

@@ -123,6 +123,19 @@ def bake(provider: str, env: dict[str, str], fake, stack) -> float:
     return round(time.monotonic() - started, 1)
 
 
+def bench_user(tmp: Path) -> tuple[dict[str, str], Path]:
+    """A user of the CLI of its own (home with an SSH key) and a repository to launch."""
+    home = tmp / "home"
+    (home / ".ssh").mkdir(parents=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / ".ssh/id_ed25519")], check=True)
+    repo = tmp / "bench-repo"
+    repo.mkdir()
+    (repo / "README.md").write_text("benchmark\n")
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT / "src")}
+    env.setdefault("VMGEN_AGENT_VERSION", "2.1.332")
+    return env, repo
+
+
 def summarize(runs: list[dict]) -> dict[str, object]:
     return {"runs": runs, "median_total_s": statistics.median(r["total_s"] for r in runs),
             "median_vmgen_overhead_s": statistics.median(r["vmgen_overhead_s"] for r in runs)}
@@ -136,14 +149,7 @@ def main() -> None:
     providers = ("docker", "hetzner") if args.provider == "both" else (args.provider,)
 
     with tempfile.TemporaryDirectory(prefix="vmgen-bench-") as tmp, contextlib.ExitStack() as stack:
-        home = Path(tmp) / "home"
-        (home / ".ssh").mkdir(parents=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / ".ssh/id_ed25519")], check=True)
-        repo = Path(tmp) / "bench-repo"
-        repo.mkdir()
-        (repo / "README.md").write_text("benchmark\n")
-        env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT / "src")}
-        env.setdefault("VMGEN_AGENT_VERSION", "2.1.332")
+        env, repo = bench_user(Path(tmp))
         results = {}
         for provider in providers:
             penv, fake = provider_env(provider, env, stack)
