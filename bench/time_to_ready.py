@@ -90,7 +90,7 @@ def provider_env(provider: str, env: dict[str, str], stack):
     from tests.fakes.hetzner import FakeHetzner
 
     fake = stack.enter_context(FakeHetzner(image=os.environ.get("VMGEN_DOCKER_IMAGE", "vmgen-debian12:latest")))
-    return {**env, "VMGEN_PROVIDER": "hetzner", "HCLOUD_TOKEN": fake.token,
+    return {**env, "VMGEN_PROVIDER": "hetzner", "VMGEN_AUTO_BAKE": "no", "HCLOUD_TOKEN": fake.token,
             "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms, "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url}, fake
 
 
@@ -107,19 +107,7 @@ def bake(provider: str, env: dict[str, str], fake, stack) -> float:
             if image.id not in before:
                 stack.callback(client.images.remove, image.id, force=True)
     else:
-        from tests.fakes.hetzner.bake import bake_snapshot
-        from vmgen.agents import AGENTS
-        from vmgen.builder.install import plan_for
-        from vmgen.builder.render import render_bake_user_data
-        from vmgen.contract.names import VM
-        from vmgen.selfwheel import own_wheel
-        from vmgen.spec import VmgenInstall
-
-        wheel = own_wheel()
-        plan = plan_for(AGENTS["claude"], env["VMGEN_AGENT_VERSION"],
-                        VmgenInstall(version=wheel.version, wheel_sha256=wheel.sha256))
-        bake_snapshot(fake, render_bake_user_data(plan), plan.stamp.labels("ubuntu-24.04"),
-                      files={str(VM.incoming / wheel.relative_path): wheel.content})
+        vmgen(env, "image", "build", "--provider", "hetzner")  # a build server in the simulated cloud
     return round(time.monotonic() - started, 1)
 
 

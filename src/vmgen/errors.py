@@ -63,6 +63,10 @@ class BootFailed(VmgenError):
     """The workspace did not become ready (SSH or cloud-init failed)."""
 
 
+class BakeFailed(VmgenError):
+    """The install steps failed while baking an image; no image was made."""
+
+
 class RemoteCommandFailed(VmgenError):
     """A command run over SSH on the workspace failed."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,21 @@ def write_file(target: SSHTarget, path: str, content: bytes, mode: str = "600") 
         f"mv {shlex.quote(path)}.tmp {shlex.quote(path)}"
     )
     run(target, ["sh", "-c", script], input=content)
+
+
+def write_file_while_booting(
+    target: SSHTarget, path: str, content: bytes, mode: str = "600", attempts: int = 30
+) -> None:
+    """write_file early in a boot, when cloud-init may restart sshd under us: a lost connection
+    is tried again (the write is atomic, so a retry is harmless)."""
+    for attempt in range(attempts):
+        try:
+            write_file(target, path, content, mode=mode)
+            return
+        except RemoteCommandFailed as exc:
+            if not exc.connection_lost or attempt == attempts - 1:
+                raise
+            time.sleep(1)  # sshd comes back by itself; nothing to wait on from here
 
 
 def stream(target: SSHTarget, argv: Sequence[str], stdin: IO[bytes] | None = None) -> subprocess.Popen[bytes]:

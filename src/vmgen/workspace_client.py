@@ -22,11 +22,11 @@ from .contract import codec
 from .contract.control import decode_reply
 from .contract.documents import BackupResult, RestoreResult, WatchdogState, WebServices
 from .contract.names import AGENT_SESSION, VM
-from .errors import BootFailed, RemoteCommandFailed, VmgenError
+from .errors import BootFailed, VmgenError
 from .handover import Handover, deliver
 from .readiness import Phase, follow_cloud_init, wait_for_session, wait_for_ssh
 from .selfwheel import VmgenWheel
-from .ssh import SSHTarget, remote, run, write_file
+from .ssh import SSHTarget, remote, run, write_file_while_booting
 
 Progress = Callable[[str], None]
 
@@ -96,18 +96,9 @@ class SshWorkspaceClient:
     def follow_boot(self, timeout: float, progress: Progress) -> list[Phase]:
         return follow_cloud_init(self.target, timeout, progress)
 
-    def deliver_wheel(self, wheel: VmgenWheel, attempts: int = 30) -> None:
-        """Into the agent's folder, where root picks it up after checking its sha256. Early in a
-        boot cloud-init may restart sshd under us: a lost connection is tried again (the write
-        is atomic, so a retry is harmless)."""
-        for attempt in range(attempts):
-            try:
-                write_file(self.target, str(VM.agent_incoming / wheel.relative_path), wheel.content, mode="644")
-                return
-            except RemoteCommandFailed as exc:
-                if not exc.connection_lost or attempt == attempts - 1:
-                    raise
-                time.sleep(1)  # sshd comes back by itself; nothing to wait on from here
+    def deliver_wheel(self, wheel: VmgenWheel) -> None:
+        """Into the agent's folder, where root picks it up after checking its sha256."""
+        write_file_while_booting(self.target, str(VM.agent_incoming / wheel.relative_path), wheel.content, mode="644")
 
     def hand_over(self, handover: Handover) -> None:
         deliver(self.target, handover)

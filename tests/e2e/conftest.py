@@ -209,6 +209,9 @@ def cli(tmp_path_factory, vm_image, model) -> Iterator[Cli]:
         "LANG": "C.UTF-8",
         "VMGEN_DOCKER_IMAGE": vm_image,
         "VMGEN_AGENT_VERSION": AGENT_VERSION,
+        # A launch on the simulated cloud would bake in the background by default (a build VM on
+        # these 2 cores while other tests run): only the tests of auto_bake turn it on.
+        "VMGEN_AUTO_BAKE": "no",
         "ANTHROPIC_API_KEY": API_KEY,
         "ANTHROPIC_BASE_URL": f"http://host.docker.internal:{model.port}",
         "PYTHONPATH": str(ROOT / "src"),

@@ -1,7 +1,7 @@
-"""auto_bake end to end on the docker provider: a launch with no image for its install plan bakes
-one in the background, from a fresh build container of the base image (not from the workspace),
-`vmgen image list` shows it, and the next launch with the same plan boots it and skips every
-install step."""
+"""auto_bake end to end, on docker (where the user turns it on) and on the simulated Hetzner
+cloud (where it is on by default): a launch with no image for its install plan bakes one in the
+background, from a fresh build VM of the base image (not from the workspace), `vmgen image list`
+shows it, and the next launch with the same plan boots it and skips every install step."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.hetzner import FakeHetzner
 from tests.polling import wait_until
 from vmgen.stamps import BAKED_LABEL, BASE_LABEL, label_value
 
 from .conftest import RUN, make_repo, unique
 
 FIRST, SECOND = unique("first-ws"), unique("second-ws")
+CLOUD_FIRST, CLOUD_SECOND = unique("first-cloud"), unique("second-cloud")
 INSTALL_STEPS = {"packages", "agent", "vmgen"}
 
 
@@ -63,3 +65,28 @@ def test_a_cold_launch_bakes_for_the_next_one(cli, docker_client, vm_image, tmp_
     assert "auto_bake" not in second.stderr  # an image with the plan: nothing more to bake
     cli("destroy", FIRST, "--yes")
     cli("destroy", SECOND, "--yes")
+
+
+def test_on_a_cloud_a_cold_launch_bakes_a_snapshot_by_default(cli, vm_image, tmp_path) -> None:
+    with FakeHetzner(image=vm_image) as fake:
+        env = dict(cli.env, VMGEN_PROVIDER="hetzner", HCLOUD_TOKEN=fake.token,
+                   VMGEN_HCLOUD_ENDPOINT=fake.api_endpoint_for_vms, VMGEN_HCLOUD_METADATA_URL=fake.metadata_url)
+        del env["VMGEN_AUTO_BAKE"]  # the default
+        cloud = type(cli)(env=env, home=cli.home)
+        first = cloud("launch", str(make_repo(tmp_path, CLOUD_FIRST)), "--json")
+        assert json.loads(first.stdout)["image"] == "" and skipped_steps(cloud, CLOUD_FIRST) == set()
+        assert "auto_bake: baking" in first.stderr
+        assert "Hetzner bills snapshots 0.0142 EUR per GB a month" in first.stderr  # from the price list
+        log = first.stderr.split("log: ", 1)[1].split(" ", 1)[0]
+        found = wait_until(lambda: fake.client().images.get_all(type=["snapshot"]), bool, timeout=900, every=3)
+        assert len(found) == 1, f"no snapshot from the background bake; its log:\n{Path(log).read_text()}"
+        # Its build server is not the workspace, and it is gone once the snapshot is taken.
+        assert wait_until(lambda: sorted(s.name for s in fake.state.servers.values()),
+                          lambda names: names == [CLOUD_FIRST], timeout=120, every=1) == [CLOUD_FIRST]
+        assert "vmgen bake" in cloud("image", "list").stdout
+
+        second = cloud("launch", str(make_repo(tmp_path, CLOUD_SECOND)), "--json")
+        assert json.loads(second.stdout)["image"] == str(found[0].id)
+        assert skipped_steps(cloud, CLOUD_SECOND) == INSTALL_STEPS
+        cloud("destroy", CLOUD_FIRST, "--yes")
+        cloud("destroy", CLOUD_SECOND, "--yes")

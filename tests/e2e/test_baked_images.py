@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import json
 
+import docker
 import pytest
 
 from tests.conftest import RUN_LABEL
 from tests.fakes.anthropic_api import Rule, Script, ToolUse
 from tests.fakes.hetzner import FakeHetzner
-from tests.fakes.hetzner.bake import bake_snapshot
 from tests.polling import eventually
 from vmgen import __version__
-from vmgen.agents import AGENTS
-from vmgen.builder.install import plan_for
-from vmgen.builder.render import render_bake_user_data
-from vmgen.contract.names import VM
-from vmgen.selfwheel import own_wheel
 from vmgen.stamps import BAKED_LABEL, BASE_LABEL, STAMP_LABEL_PREFIX, label_value
 
 from .conftest import AGENT_VERSION, RUN, make_repo, this_vmgen, unique
@@ -105,19 +100,26 @@ def test_a_vmgen_version_mismatch_reinstalls_vmgen_alone(cli, model, baked, dock
 
 @pytest.fixture(scope="module")
 def snapshot(cli, vm_image):
-    """A snapshot baked the way Packer does it, through the simulated Hetzner API: a server boots
-    with the bake user-data, is cleaned, and create_image records the stamps as labels."""
+    """A snapshot `vmgen image build` bakes through the simulated Hetzner API: a build server
+    boots with the bake user-data, vmgen provisions it over SSH as root, powers it off and takes
+    the snapshot with the stamps as labels; the build server is gone afterwards."""
     fake = FakeHetzner(image=vm_image).start()
-    plan = plan_for(AGENTS["claude"], AGENT_VERSION, this_vmgen())
-    wheel = own_wheel()  # Packer's file provisioner puts it where the bake script looks
-    image = bake_snapshot(fake, render_bake_user_data(plan), plan.stamp.labels("ubuntu-24.04"),
-                          files={str(VM.incoming / wheel.relative_path): wheel.content})
     cli.env.update({
         "VMGEN_PROVIDER": "hetzner",
         "HCLOUD_TOKEN": "test-token",
         "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
         "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
     })
+    made = cli("image", "build", "--provider", "hetzner")
+    assert "EUR per GB a month" in made.stderr  # what keeping it costs, from the price list
+    assert not fake.state.servers  # the build server went
+    (image,) = fake.client().images.get_all(type=["snapshot"])
+    # The bake's access went before the snapshot: no key of the bake, no host key, no instance.
+    inside = docker.from_env().containers.run(
+        fake.state.images[image.id].docker_image, ["sh", "-c", "ls -A /root/.ssh /etc/ssh/ssh_host_* /var/lib/cloud/"
+                                                         "instance /var/lib/vmgen/incoming 2>&1; true"], remove=True)
+    assert b"authorized_keys" not in inside and b"ssh_host_ed25519_key" not in inside and b".whl" not in inside
+    assert inside.count(b"No such file or directory") >= 3, inside
     yield image
     fake.stop()
 
@@ -132,7 +134,7 @@ def test_a_launch_on_hetzner_uses_the_baked_snapshot(cli, model, snapshot, tmp_p
 
 
 def test_without_packer_image_build_writes_the_template_and_says_how(cli, snapshot):
-    result = cli("image", "build", "--provider", "hetzner", check=False)
+    result = cli("image", "build", "--provider", "hetzner", "--packer", check=False)
     assert result.returncode == 1 and "packer is not installed" in result.stderr
     assert "Traceback" not in result.stderr and "test-token" not in result.stderr
     assert (cli.home / ".local/state/vmgen/packer/vmgen.pkr.hcl").is_file()

@@ -43,8 +43,7 @@ def test_a_wrong_setting_is_one_clear_error() -> None:
 
 def test_the_providers_defaults() -> None:
     assert auto_bakes("hetzner") and not auto_bakes("docker")  # what `vmgen config show` says "auto" means
-    assert HetznerProvider.auto_bakes and HetznerProvider.bake_tool == "packer"
-    assert not DockerProvider.auto_bakes and DockerProvider.bake_tool == ""
+    assert HetznerProvider.auto_bakes and not DockerProvider.auto_bakes
 
 
 @pytest.mark.parametrize("changes", [

@@ -39,7 +39,6 @@ class FakeProvider:
     public: bool = False
     user_data_limit: int = 1 << 20
     auto_bakes: bool = False
-    bake_tool: str = ""
     servers: dict[str, Workspace] = field(default_factory=dict)
     user_data: dict[str, str] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)

@@ -212,14 +212,36 @@ def render_bake_script(plan: InstallPlan) -> str:
     return without_comment_lines(_environment().get_template("bake.sh.j2").render(**_install_context(plan)))
 
 
-def render_bake_user_data(plan: InstallPlan) -> str:
+@dataclass(frozen=True)
+class BakeAccess:
+    """How the builder reaches a cloud build VM over SSH while it bakes: as root, with its own
+    key, checking a host key generated for this bake. The bake's cleanup removes both."""
+
+    host_key: HostKey
+    root_keys: tuple[str, ...]
+
+
+def render_bake_user_data(plan: InstallPlan, access: BakeAccess | None = None) -> str:
     """Cloud-config that bakes on first boot (for builders that boot a VM with user-data)."""
-    config = {
+    files = [_file(VM.program("bake.sh"), render_bake_script(plan), mode="0755")]
+    config: dict[str, object] = {
         # No default user: a distribution's (Debian's `debian`, with sudo) must not be baked in.
         "users": [],
-        "write_files": [_file(VM.program("bake.sh"), render_bake_script(plan), mode="0755")],
-        "runcmd": [["bash", str(VM.program("bake.sh"))]],
     }
+    if access is not None:
+        keys = "".join(f"{key}\n" for key in access.root_keys)
+        files.append(_file(Path("/root/.ssh/authorized_keys"), keys, mode="0600"))
+        config |= {
+            "disable_root": False,
+            "ssh_pwauth": False,
+            "ssh_deletekeys": True,
+            "ssh_genkeytypes": ["ed25519"],
+            "ssh_keys": {
+                "ed25519_private": access.host_key.private_openssh,
+                "ed25519_public": access.host_key.public_openssh,
+            },
+        }
+    config |= {"write_files": files, "runcmd": [["bash", str(VM.program("bake.sh"))]]}
     return "#cloud-config\n" + _dump(config)
 
 

@@ -46,11 +46,19 @@ def image() -> None:
 
 @image.command("build")
 @click.option("--provider", type=click.Choice(PROVIDERS), help="Whose image to bake (default: the configured one).")
+@click.option("--packer", "with_packer", is_flag=True, help="Hetzner: bake with Packer (hcloud plugin) instead.")
 @click.option("--if-missing", is_flag=True, hidden=True, help="auto_bake's: only if no image has the plan yet.")
-def build(provider: str | None, if_missing: bool) -> None:
+def build(provider: str | None, with_packer: bool, if_missing: bool) -> None:
     """Bake an image with the agent, vmgen and the packages installed."""
     chosen = provider_named(provider)
     plan = current_plan(settings())
+    if with_packer:
+        from ..providers.hetzner import HetznerProvider
+
+        if not isinstance(chosen, HetznerProvider):
+            raise UsageError("--packer bakes Hetzner snapshots only")
+        _build_with_packer(chosen, plan)
+        return
     if not if_missing:
         _bake(chosen, plan)
         return
@@ -79,10 +87,22 @@ def _bake(chosen: Provider, plan: InstallPlan) -> None:
         err.print(f"[green]baked[/] {baked.name} ({baked.stamp.describe()}); launches use it from now on")
         return
     assert isinstance(chosen, HetznerProvider)
-    _build_snapshot(chosen, plan)
+    from ..selfwheel import own_wheel
+    from ..spec import discover_public_keys
+    from ..ssh import default_identities
+
+    s = settings()
+    keys = discover_public_keys(s.ssh_public_keys)
+    if not keys:
+        raise UsageError("baking on Hetzner needs an SSH key: `ssh-keygen -t ed25519` (or set ssh_public_keys)")
+    with progress("baking a Hetzner snapshot on a build server") as update:
+        baked = chosen.bake(plan, own_wheel(), update, size=s.size, public_key=keys[0], identities=default_identities())
+    err.print(
+        f"[green]baked[/] {baked.name} (snapshot {baked.ref}); launches use it from now on; {chosen.image_cost_note()}"
+    )
 
 
-def _build_snapshot(provider: HetznerProvider, plan: InstallPlan) -> None:
+def _build_with_packer(provider: HetznerProvider, plan: InstallPlan) -> None:
     from ..builder.render import render_bake_script
     from ..packer import build_with_packer, write_build_dir
     from ..packer.template import SnapshotBuild

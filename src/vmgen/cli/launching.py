@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -219,9 +218,6 @@ def bake_for_next_time(provider: Provider, spec: WorkspaceSpec) -> None:
 
     if spec.image or has_image_for(provider, spec):
         return  # an image the user named, or one with every step baked in
-    if provider.bake_tool and shutil.which(provider.bake_tool) is None:
-        err.print(f"  auto_bake: {provider.bake_tool} is not installed, so launches on {provider.name} install cold")
-        return
     try:
         bake = start(provider, spec)
     except OSError as exc:

@@ -91,8 +91,6 @@ class Provider(Protocol):
     # Whether a cold launch bakes its install plan in the background unless auto_bake says no:
     # on a cloud, every launch pays for its installs in minutes; a local engine pays in disk.
     auto_bakes: bool
-    # The program a bake needs besides vmgen ("" when none): auto_bake skips without it.
-    bake_tool: str
 
     def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace: ...
 

@@ -140,7 +140,6 @@ class DockerProvider:
     # A local wheel directory (vmgen_find_links) is bind-mounted into the workspace.
     shares_local_folders = True
     public = False
-    bake_tool = ""
     auto_bakes = False
 
     def __init__(self, image: str, client: docker.DockerClient | None = None) -> None:

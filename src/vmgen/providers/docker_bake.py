@@ -16,7 +16,7 @@ from docker.models.images import Image
 from ..builder.install import BAKE_CLEANUP, InstallPlan
 from ..builder.render import render_bake_user_data
 from ..contract.names import VM
-from ..errors import BootFailed, VmgenError
+from ..errors import BakeFailed, BootFailed
 from ..readiness import FOLLOW_SCRIPT, follow_boot
 from ..selfwheel import VmgenWheel
 from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
@@ -27,10 +27,6 @@ BAKED_REPOSITORY = "vmgen-baked"
 BAKE_LABEL = "vmgen-bake"
 
 Progress = Callable[[str], None]
-
-
-class BakeFailed(VmgenError):
-    """The install steps failed while baking; nothing was committed."""
 
 
 def base_label(provider: DockerProvider) -> str:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -29,6 +32,7 @@ from hcloud.ssh_keys import BoundSSHKey
 
 from .. import __version__
 from ..errors import (
+    BakeFailed,
     ProviderActionFailed,
     ProviderUnavailable,
     ResourceLeftBehind,
@@ -40,12 +44,17 @@ from ..errors import (
 from ..spec import WorkspaceSpec
 from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
 from .base import LABEL, OWNER_LABEL, WS_LABEL, Leftover, SelfDelete, SSHEndpoint, Workspace, is_mine, local_owner
-from .hetzner_sizes import TypeOffer, choose_type, offers_from_api, required
+from .hetzner_sizes import TypeOffer, bake_type, choose_type, offers_from_api, required
+
+if TYPE_CHECKING:
+    from ..builder.install import InstallPlan
+    from ..selfwheel import VmgenWheel
 
 DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
 DEFAULT_IMAGE = "ubuntu-24.04"
 DEFAULT_METADATA = "http://169.254.169.254/hetzner/v1/metadata"
 FIREWALL_NAME = "vmgen"
+BAKE_SERVER_LABEL = "vmgen-bake"  # a build server: it holds no workspace
 # Hetzner has no room for the server where it was asked for: the create call answers 412
 # resource_unavailable, or its action fails with placement_error (hcloud-go's error codes).
 NO_ROOM = ("resource_unavailable", "placement_error")
@@ -154,7 +163,6 @@ class HetznerProvider:
     name = "hetzner"
     user_data_limit = 32 * 1024
     public = True
-    bake_tool = "packer"
     auto_bakes = True
     # Right after its last server is deleted, Hetzner may still count the shared firewall as in
     # use (422 resource_in_use) for a few seconds: the waits between tries before leaving it for
@@ -284,6 +292,80 @@ class HetznerProvider:
                 )
                 found.append(_Snapshot(baked, float(image.disk_size or 0), image.architecture or "x86"))
         return sorted(found, key=lambda s: s.baked.created_at, reverse=True)
+
+    def bake(
+        self,
+        plan: InstallPlan,
+        wheel: VmgenWheel,
+        progress: Callable[[str], None],
+        *,
+        size: str,
+        public_key: str,
+        identities: tuple[Path, ...],
+        timeout: float = 1800,
+    ) -> BakedImage:
+        """Bake a snapshot of the install plan on a fresh build server (never a workspace): boot the
+        base image with the bake user-data on the smallest disk of the size's architecture (so
+        the snapshot boots every size), provision it over SSH as root with a host key generated
+        for this bake, power it off, snapshot it with the stamps as labels, delete it. Whatever
+        fails, the build server goes; a failed bake leaves no snapshot."""
+        from ..builder.hostkeys import generate_host_key
+        from ..builder.render import BakeAccess, render_bake_user_data
+        from ..ssh import SSHTarget
+        from .ssh_bake import bake_over_ssh
+
+        if wheel.sha256 != plan.vmgen.wheel_sha256:
+            raise BakeFailed("the vmgen wheel to bake is not the one the install plan names")
+        offer = bake_type(self.offers(self.location), size, self.location)
+        host_key = generate_host_key()
+        user_data = render_bake_user_data(plan, BakeAccess(host_key, (public_key,)))
+        name = f"vmgen-bake-{secrets.token_hex(4)}"
+        with api_errors("register the SSH key"):
+            ssh_key = self._ssh_key(public_key)
+        with api_errors("create the firewall"):
+            firewall = self._firewall()
+        progress(f"booting a {offer.name} build server from {self.image}")
+        what = f"create the {offer.name} build server"
+        with api_errors(what):
+            server_type = self.client.server_types.get_by_name(offer.name)
+            assert server_type is not None, "the offer is one of the API's own server types"
+            response = self.client.servers.create(
+                name=name,
+                server_type=server_type,
+                image=_image(self.image),
+                ssh_keys=[ssh_key],
+                firewalls=[firewall],
+                user_data=user_data,
+                labels={LABEL: "1", BAKE_SERVER_LABEL: "1", OWNER_LABEL: label_value(local_owner())},
+                location=Location(name=self.location),
+            )
+        server = response.server
+        try:
+            with api_errors(what):
+                response.action.wait_until_finished()
+                server = self._reread(server)
+            address = server.public_net.ipv4.ip if server.public_net and server.public_net.ipv4 else ""
+            with tempfile.TemporaryDirectory(prefix="vmgen-bake-") as scratch:
+                known_hosts = Path(scratch) / "known_hosts"
+                known_hosts.write_text(f"{name} {host_key.public_openssh}\n")
+                target = SSHTarget(SSHEndpoint(host=address, user="root"), known_hosts, name, identities)
+                bake_over_ssh(target, wheel, progress, timeout)
+            progress("powering the build server off")
+            with api_errors("power off the build server"):
+                server.power_off().wait_until_finished()
+            progress("taking the snapshot")
+            labels = plan.stamp.labels(self.image) | {OWNER_LABEL: label_value(local_owner())}
+            with api_errors("take the snapshot"):
+                made = server.create_image(
+                    type="snapshot", description=f"vmgen bake: {plan.stamp.describe()}", labels=labels
+                )
+                made.action.wait_until_finished()
+        finally:
+            progress("deleting the build server")
+            self._delete_server(server)
+            self._remove_shared_quietly()
+        snapshot = next(s for s in self._baked_snapshots(self.image) if s.baked.ref == str(made.image.id))
+        return snapshot.baked
 
     def remove_baked(self, image: BakedImage) -> None:
         with api_errors(f"delete the snapshot {image.name}"):

@@ -108,7 +108,7 @@ def run_vmgen(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess
 
 
 def test_image_build_bakes_on_the_smallest_disk_so_every_size_can_boot_the_snapshot(home, cloud):
-    result = run_vmgen(home, "image", "build", "--provider", "hetzner", HCLOUD_TOKEN=cloud.token,
+    result = run_vmgen(home, "image", "build", "--provider", "hetzner", "--packer", HCLOUD_TOKEN=cloud.token,
                        VMGEN_HCLOUD_ENDPOINT=cloud.api_endpoint, VMGEN_REGION="fsn1", VMGEN_SIZE="large")
     assert "packer is not installed" in result.stderr, result.stderr
     template = hcl2.loads((home / ".local/state/vmgen/packer/vmgen.pkr.hcl").read_text())
