@@ -138,9 +138,12 @@ def header_for(recipient: str, file_key: bytes) -> bytes:
     return header + b" " + _b64(mac) + b"\n"
 
 
-def encrypt(read: Callable[[int], bytes], write: Callable[[memoryview], None], recipient: str) -> tuple[str, int]:
-    """Encrypt everything `read(n)` returns (b"" at its end) to `recipient`, handing the age
-    file to `write` in pieces of about 1 MiB. Returns the file's sha256 (hex) and size."""
+def encrypt(
+    readinto: Callable[[memoryview], int], write: Callable[[memoryview], None], recipient: str
+) -> tuple[str, int]:
+    """Encrypt everything `readinto(buffer)` delivers (0 at its end) to `recipient`, handing
+    the age file to `write` in pieces of about 1 MiB (each valid only during the call).
+    Returns the file's sha256 (hex) and size."""
     file_key = os.urandom(16)
     sha, size = hashlib.sha256(), 0
 
@@ -156,19 +159,19 @@ def encrypt(read: Callable[[int], bytes], write: Callable[[memoryview], None], r
     aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
     out = bytearray(IO_CHUNKS * SEALED)
     out_view = memoryview(out)
-    pending = b""  # plaintext not yet sealed: a chunk is final only once EOF follows it
-    counter = 0
-    eof = False
+    # Plaintext is read into one buffer; a chunk is sealed only once more plaintext follows it
+    # (or EOF does: then it is the last). What is left over moves to the front (< 64 KiB).
+    buf = bytearray((IO_CHUNKS + 1) * CHUNK)
+    view = memoryview(buf)
+    have, counter, eof = 0, 0, False
     while not eof:
-        data = read(IO_CHUNKS * CHUNK)
-        eof = not data
-        pending = pending + data if pending else data
-        view = memoryview(pending)
+        got = readinto(view[have:])
+        eof = got == 0
+        have += got
         used = filled = 0
-        # Seal every chunk that is surely not the last: more plaintext follows it.
-        while len(view) - used > CHUNK or (eof and (used < len(view) or counter == 0)):
-            piece = view[used : used + CHUNK]
-            last = eof and used + len(piece) == len(view)
+        while have - used > CHUNK or (eof and (used < have or counter == 0)):
+            piece = view[used : min(used + CHUNK, have)]
+            last = eof and used + len(piece) == have
             if filled + SEALED > len(out):
                 emit(out_view[:filled])
                 filled = 0
@@ -180,8 +183,9 @@ def encrypt(read: Callable[[int], bytes], write: Callable[[memoryview], None], r
                 break
         if filled:
             emit(out_view[:filled])
-        view.release()
-        pending = pending[used:]
+        if used:
+            buf[: have - used] = view[used:have]
+            have -= used
     return sha.hexdigest(), size
 
 

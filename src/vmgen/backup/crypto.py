@@ -131,7 +131,7 @@ def load_identity(path: Path | str, passphrase: str | None = None) -> Identity:
 def encrypt_stdio(recipient: str) -> tuple[str, int]:
     """stdin to stdout, encrypted to `recipient`; the ciphertext's sha256 (hex) and size."""
     check_recipient(recipient)
-    return agestream.encrypt(_read_stdin, _write_stdout, recipient)
+    return agestream.encrypt(_readinto_stdin, _write_stdout, recipient)
 
 
 def decrypt_stdio(identity: Identity, src: agestream.Source) -> None:
@@ -150,6 +150,10 @@ def stdin_source() -> agestream.Source:
 
 def _read_stdin(n: int) -> bytes:
     return os.read(0, n)
+
+
+def _readinto_stdin(buffer: memoryview) -> int:
+    return os.readv(0, [buffer])
 
 
 def _write_stdout(data: memoryview) -> None:

@@ -29,7 +29,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
 
 def encrypt(data: bytes, recipient: str) -> bytes:
     out = bytearray()
-    digest, size = agestream.encrypt(io.BytesIO(data).read, out.extend, recipient)
+    digest, size = agestream.encrypt(io.BytesIO(data).readinto, out.extend, recipient)
     assert (digest, size) == (hashlib.sha256(out).hexdigest(), len(out))
     return bytes(out)
 
