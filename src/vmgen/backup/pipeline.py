@@ -327,11 +327,7 @@ def _download_and_extract(
     with store.get_stream(manifest.object_key) as body:
         local = _regular_file_fd(body)
         age_r, age_w = (local, -1) if local is not None else stages.pipe()
-        try:
-            _run_restore(body, age_r, age_w, manifest, identity, target, merge, keep, run_as)
-        finally:
-            if local is None:
-                os.close(age_r)
+        _run_restore(body, age_r, age_w, manifest, identity, target, merge, keep, run_as)
 
 
 def _regular_file_fd(body: object) -> int | None:
@@ -354,7 +350,8 @@ def _run_restore(
     keep: list[str],
     run_as: RunAs | None,
 ) -> None:
-    """age_w is -1 when age_r is the object's file; else this process feeds `body` into it."""
+    """age_w is -1 when age_r is the object's file; else age_r and age_w are a pipe (both
+    closed here) and this process feeds `body` into it."""
     tar_r, tar_w = stages.pipe()
     go_r, go_w = os.pipe()  # "1" once everything is verified: the untar stage moves its tree in
     secret_r, secret_w = os.pipe()
@@ -380,7 +377,9 @@ def _run_restore(
         os.close(go_w)
         raise
     finally:
-        for fd in (tar_r, tar_w, secret_r, go_r):
+        # The children hold their own copies. Without the pipe's read end here, a decrypt stage
+        # that died makes the feeding fail (EPIPE) instead of block.
+        for fd in (tar_r, tar_w, secret_r, go_r, *([age_r] if age_w >= 0 else [])):
             os.close(fd)
     decrypt, untar = running
     try:
