@@ -401,16 +401,19 @@ def _run_restore(
                 f"{digest[:16]}... is not the manifest's {manifest.sha256[:16]}..."
             )
         failed = decrypt.result.get("error")
-        if failed is not None:
+        if failed is not None and failed.get("type") != "BrokenPipeError":
             raise stages.rebuild_error("decrypt", str(failed.get("type")), str(failed.get("message"))[:2000])
-        with contextlib.suppress(BrokenPipeError):  # the untar stage already failed: its error follows
-            os.write(go_w, b"1")
+        if failed is None:  # else the untar stage stopped reading: its error is the one to raise
+            with contextlib.suppress(BrokenPipeError):  # the untar stage already failed: its error follows
+                os.write(go_w, b"1")
     finally:
         # Without the "1", the untar stage throws its staged tree away and nothing moves in.
         os.close(go_w)
         untar.join()
     if untar.error is not None:
         raise untar.error
+    if failed is not None:
+        raise BackupError("the untar stage stopped reading before the end of the backup")
 
 
 def _feed_all(body: Readable, age_w: int) -> None:
