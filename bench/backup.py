@@ -12,7 +12,13 @@ the shell pipeline the largest of its processes. Compared in the same run on the
   restore  vmgen restore_backup() (verify + decrypt + unzstd + safe extract into staging, move)
            vs   age -d -i ID < file | zstd -d | tar -x
 
+and restic (a deduplicating backup tool) as a peer, into a throwaway repository under the work
+dir: a first backup, a second one of the unchanged tree, and a restore of the latest.
+
 Throughput is the tree's file bytes over wall time. Targets: >= 0.8x the pipeline, < 200 MB.
+Every restore of a run goes into a directory of its own and they are all deleted at the end:
+on ext4, creating 60k files right after deleting 60k others is several times slower (the inode
+allocator skips recently deleted inodes), which would penalise whichever restore came second.
 Prints a table and writes bench/results/backup.json.
 """
 
@@ -100,11 +106,11 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def run(argv: list[str]) -> dict[str, float]:
+def run(argv: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
     """Wall time and peak RSS of one child process: the largest single process (wait4), and
     the whole process tree summed (sampled every 20 ms: vmgen runs its stages as processes)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv)
+    proc = subprocess.Popen(argv, env={**os.environ, **env} if env else None)
     peak, done = [0], threading.Event()
 
     def sample() -> None:
@@ -140,7 +146,16 @@ restore_backup(LocalStore(Path(sys.argv[1])), "bench", None, parse_identity(Path
 """
 
 
-def one_round(tree: Path, identity: Path, recipient: str, restore_base: Path) -> dict[str, dict[str, float]]:
+RESTIC_ENV = {"RESTIC_PASSWORD": "bench-fake-password-not-a-secret"}
+
+
+def restic(*args: str) -> list[str]:
+    return ["restic", "--quiet", "--repo", str(WORK / "restic-repo"), "--cache-dir", str(WORK / "restic-cache"), *args]
+
+
+def one_round(
+    tree: Path, identity: Path, recipient: str, restore_base: Path, number: int
+) -> dict[str, dict[str, float]]:
     store, pipe_out = WORK / "store", WORK / "pipeline.tar.zst.age"
     shutil.rmtree(store, ignore_errors=True)
     pipe_out.unlink(missing_ok=True)
@@ -149,17 +164,30 @@ def one_round(tree: Path, identity: Path, recipient: str, restore_base: Path) ->
     out["pipeline_backup"] = run(["bash", "-c", "set -o pipefail; tar -C \"$1\" -cf - . | zstd -q -3 | "
                                   "age -r \"$2\" > \"$3\"", "_", str(tree), recipient, str(pipe_out)])
     out["vmgen_backup"] = run(env_py + [VMGEN_BACKUP, str(tree), str(store), recipient])
-    for name, argv in (
+    for d in ("restic-repo", "restic-cache"):
+        shutil.rmtree(WORK / d, ignore_errors=True)
+    subprocess.run(restic("init"), check=True, env={**os.environ, **RESTIC_ENV}, stdout=subprocess.DEVNULL)
+    out["restic_backup_first"] = run(restic("backup", str(tree)), RESTIC_ENV)
+    out["restic_backup_unchanged"] = run(restic("backup", str(tree)), RESTIC_ENV)
+    restores = [
         ("pipeline_restore", ["bash", "-c", "set -o pipefail; mkdir \"$3\" && age -d -i \"$1\" < \"$2\" | "
                               "zstd -q -d | tar -x -C \"$3\"", "_", str(identity), str(pipe_out),
-                              str(restore_base / "restore-pipeline")]),
-        ("vmgen_restore", env_py + [VMGEN_RESTORE, str(store), str(identity), str(restore_base / "restore-vmgen")]),
-    ):
-        for d in ("restore-pipeline", "restore-vmgen"):
-            shutil.rmtree(restore_base / d, ignore_errors=True)
+                              str(restore_base / f"restore-pipeline-{number}")]),
+        ("vmgen_restore", env_py + [VMGEN_RESTORE, str(store), str(identity),
+                                    str(restore_base / f"restore-vmgen-{number}")]),
+        ("restic_restore", restic("restore", "latest", "--target", str(restore_base / f"restore-restic-{number}"))),
+    ]
+    # Each round starts with a different one: the first restore of a round is the one nearest
+    # the deletions of the previous run (and of this round's store), slow on ext4 (see above).
+    for name, argv in restores[number % 3 :] + restores[: number % 3]:
         subprocess.run(["sync"], check=True)  # start each restore with no dirty pages pending
-        out[name] = run(argv)
+        out[name] = run(argv, RESTIC_ENV if name.startswith("restic") else None)
     return out
+
+
+def remove_restores(restore_base: Path) -> None:
+    for d in restore_base.glob("restore-*"):
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def main() -> None:
@@ -184,7 +212,14 @@ def main() -> None:
     identity = WORK / "identity.txt"
     identity.write_text(text)
     args.restore_base.mkdir(parents=True, exist_ok=True)
-    rounds = [one_round(tree, identity, recipient, args.restore_base) for _ in range(args.rounds)]
+    remove_restores(args.restore_base)
+    if shutil.which("restic") is None:
+        raise SystemExit("restic is not installed (scripts/setup-system.sh installs it with VMGEN_SETUP_FOR_TESTS=1)")
+    try:
+        rounds = [one_round(tree, identity, recipient, args.restore_base, n) for n in range(args.rounds)]
+    finally:
+        if not args.keep:
+            remove_restores(args.restore_base)
     best = {k: min((r[k] for r in rounds), key=lambda m: m["seconds"]) for k in rounds[0]}
     for m in best.values():
         m["mb_per_s"] = size / 1e6 / m["seconds"]
@@ -195,6 +230,14 @@ def main() -> None:
         "rounds": args.rounds, "restore_base": str(args.restore_base), "best": best,
         "ratio_backup": best["vmgen_backup"]["mb_per_s"] / best["pipeline_backup"]["mb_per_s"],
         "ratio_restore": best["vmgen_restore"]["mb_per_s"] / best["pipeline_restore"]["mb_per_s"],
+        "ratio_vs_restic": {
+            "backup_first": best["vmgen_backup"]["mb_per_s"] / best["restic_backup_first"]["mb_per_s"],
+            "backup_unchanged": best["vmgen_backup"]["mb_per_s"] / best["restic_backup_unchanged"]["mb_per_s"],
+            "restore": best["vmgen_restore"]["mb_per_s"] / best["restic_restore"]["mb_per_s"],
+        },
+        "restic_version": subprocess.run(
+            ["restic", "version"], capture_output=True, text=True, check=True
+        ).stdout.strip(),
         "targets": {"ratio_min": 0.8, "peak_rss_mb_max": 200},
     }
     print(f"\n{'step':<18}{'seconds':>9}{'MB/s':>9}{'peak RSS MB':>13}{'tree RSS MB':>13}")
@@ -204,12 +247,13 @@ def main() -> None:
     print(f"\nvmgen / pipeline: backup {result['ratio_backup']:.2f}x, restore {result['ratio_restore']:.2f}x"
           f" (target >= 0.8x); vmgen peak RSS "
           f"{max(best['vmgen_backup']['peak_rss_mb'], best['vmgen_restore']['peak_rss_mb']):.0f} MB (target < 200)")
+    vs = result["ratio_vs_restic"]
+    print(f"vmgen / restic: backup {vs['backup_first']:.2f}x (first), {vs['backup_unchanged']:.2f}x (unchanged "
+          f"tree), restore {vs['restore']:.2f}x")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     if not args.keep:
         shutil.rmtree(WORK, ignore_errors=True)
-        for d in ("restore-pipeline", "restore-vmgen"):
-            shutil.rmtree(args.restore_base / d, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ PACKAGES=(
   python3-venv pipx zstd age iptables
 )
 # The test suite's own real parts: Caddy (caddy validate), headless Chromium, and an sshd for the
-# SSH tests. A user's setup (the quickstart) does not install them.
+# SSH tests; restic, the peer bench/backup.py measures vmgen's backups against. A user's setup
+# (the quickstart) does not install them.
 if [ "${VMGEN_SETUP_FOR_TESTS:-}" = 1 ]; then
-  PACKAGES+=(caddy chromium chromium-driver openssh-server)
+  PACKAGES+=(caddy chromium chromium-driver openssh-server restic)
 fi
 
 missing=()

@@ -1,7 +1,11 @@
 """Backup and restore as process pipelines, like `tar | zstd | age > store` and back:
 
-    backup:  [tar + zstd child] -pipe-> [age child] -pipe-> this process: sha256 + store upload
-    restore: this process: download + sha256 -pipe-> [age child] -pipe-> [unzstd + untar child]
+    backup:  [tar + zstd child] -pipe-> [age + sha256 child] -pipe-> this process: store upload
+    restore: this process: download -pipe-> [sha256 + age child] -pipe-> [unzstd + untar child]
+             (from a local store, the age child reads the object's file itself)
+
+The ciphertext's sha256 is computed by the age stage, where those bytes pass anyway: no
+process reads them a second time to hash them (but an S3 upload is read back, see below).
 
 Memory is constant for any size: pipes hold at most 1 MiB each, the S3 upload at most
 max_buffered_parts parts (see stages.py and store.py).
@@ -13,8 +17,10 @@ mean what they mean to the agent, not to root. What such a stage reports is chec
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import stat
 import subprocess
 import threading
 import time
@@ -40,7 +46,7 @@ from vmgen.backup.manifest import (
     UploadVerifyFailed,
     WrongIdentity,
 )
-from vmgen.backup.store import Store
+from vmgen.backup.store import Readable, Store
 from vmgen.privileges import RunAs
 
 CHUNK = stages.CHUNK
@@ -50,27 +56,49 @@ CHUNK = stages.CHUNK
 
 
 class _CiphertextReader:
-    """What the store reads: the age stream, hashed and counted. At EOF it waits for the
-    stages and raises their error, so an upload whose producer failed is never completed."""
+    """What the store reads: the age stream, counted (the age stage hashes it). At EOF it
+    waits for the stages and raises their error, so an upload whose producer failed is never
+    completed."""
 
     def __init__(self, fd: int, running: list[stages.Stage], stall: _StallGuard) -> None:
         # The upload's caller closes src once the store is done reading.
         self.src, self.running, self.stall = open(fd, "rb", buffering=CHUNK), running, stall  # noqa: SIM115
-        self.sha256, self.count = hashlib.sha256(), 0
+        self.count = 0
 
     def read(self, n: int = -1) -> bytes:
         data = self.src.read(n if n > 0 else CHUNK)
         if data:
-            self.sha256.update(data)
             self.count += len(data)
             self.stall.progress()
             return data
+        self._end()
+        return b""
+
+    def splice_into(self, fd: int) -> int:
+        """All of the stream into the file `fd`, moved by the kernel (splice(2)) rather than
+        copied through this process; the byte count. Ends like read() does."""
+        src = self.src.fileno()
+        try:
+            while moved := os.splice(src, fd, CHUNK):
+                self.count += moved
+                self.stall.progress()
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EXDEV):
+                raise
+            while data := self.read(CHUNK):  # a file system without splice support: copy
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            return self.count
+        self._end()
+        return self.count
+
+    def _end(self) -> None:
         stages.finish(self.running, failed=False)
         self.stall.check()
         error = stages.root_error(self.running)
         if error is not None:
             raise error
-        return b""
 
 
 class _StallGuard(threading.Thread):
@@ -151,9 +179,9 @@ def create_backup(
         stages.finish(running, failed)
         stall.done.set()
     stall.check()
-    digest = reader.sha256.hexdigest()
-    if sent != reader.count:
-        raise UploadVerifyFailed(f"the store took {sent} of {reader.count} bytes for {key}")
+    digest, made = _age_report(running[1].result)
+    if not sent == reader.count == made:
+        raise UploadVerifyFailed(f"the store took {sent} of {reader.count} bytes for {key}; age wrote {made}")
     _verify_stored(store, key, reader.count, digest)
     summary, plaintext_bytes, compressed_bytes = _tar_report(running[0].result)
     manifest = Manifest(
@@ -201,6 +229,15 @@ def _tar_report(raw: Any) -> tuple[ArchiveSummary, int, int]:
         skipped_count=max(0, summary.skipped_count),
     )
     return summary, plain, compressed
+
+
+def _age_report(raw: Any) -> tuple[str, int]:
+    """The age stage's digest and size of what it read or wrote (root's own process: checked
+    for shape only)."""
+    digest, size = (raw.get("sha256"), raw.get("bytes")) if isinstance(raw, dict) else (None, None)
+    if not (isinstance(digest, str) and len(digest) == 64 and _is_size(size)):
+        raise BackupError("the age stage reported no digest")
+    return digest, size
 
 
 def _is_size(value: object) -> TypeGuard[int]:
@@ -287,7 +324,34 @@ def _download_and_extract(
     keep: list[str],
     run_as: RunAs | None,
 ) -> None:
-    age_r, age_w = stages.pipe()
+    with store.get_stream(manifest.object_key) as body:
+        local = _regular_file_fd(body)
+        age_r, age_w = (local, -1) if local is not None else stages.pipe()
+        _run_restore(body, age_r, age_w, manifest, identity, target, merge, keep, run_as)
+
+
+def _regular_file_fd(body: object) -> int | None:
+    """The download's fd if it is a local file: the decrypt stage then reads it itself."""
+    try:
+        fd = body.fileno()  # type: ignore[attr-defined]
+        return fd if isinstance(fd, int) and stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _run_restore(
+    body: Readable,
+    age_r: int,
+    age_w: int,
+    manifest: Manifest,
+    identity: crypto.Identity,
+    target: Path,
+    merge: bool,
+    keep: list[str],
+    run_as: RunAs | None,
+) -> None:
+    """age_w is -1 when age_r is the object's file; else age_r and age_w are a pipe (both
+    closed here) and this process feeds `body` into it."""
     tar_r, tar_w = stages.pipe()
     go_r, go_w = os.pipe()  # "1" once everything is verified: the untar stage moves its tree in
     secret_r, secret_w = os.pipe()
@@ -308,51 +372,64 @@ def _download_and_extract(
         )
     except BaseException:
         stages.finish(running, failed=True)
-        os.close(age_w)
+        if age_w >= 0:
+            os.close(age_w)
         os.close(go_w)
         raise
     finally:
-        for fd in (age_r, tar_r, tar_w, secret_r, go_r):
+        # The children hold their own copies. Without the pipe's read end here, a decrypt stage
+        # that died makes the feeding fail (EPIPE) instead of block.
+        for fd in (tar_r, tar_w, secret_r, go_r, *([age_r] if age_w >= 0 else [])):
             os.close(fd)
     decrypt, untar = running
-    sha, count, feeding = hashlib.sha256(), 0, True
-    feed = open(age_w, "wb", buffering=CHUNK)  # noqa: SIM115 - _feed(feed, None) closes it, in the finally below
     try:
         try:
-            with store.get_stream(manifest.object_key) as body:
-                while data := body.read(CHUNK):
-                    sha.update(data)
-                    count += len(data)
-                    if feeding:
-                        feeding = _feed(feed, data)
+            if age_w >= 0:
+                _feed_all(body, age_w)
         finally:
-            _feed(feed, None)  # end of input: decrypt finishes (or fails on a short stream)
             decrypt.join()
+        if decrypt.error is not None:  # it died: no report
+            raise decrypt.error
+        digest, count = _age_report(decrypt.result)
         if count < manifest.ciphertext_bytes:
             raise ObjectTruncated(
                 f"backup {manifest.backup_id}: the download ended after {count} of {manifest.ciphertext_bytes} bytes"
             )
-        if count != manifest.ciphertext_bytes or sha.hexdigest() != manifest.sha256:
+        if count != manifest.ciphertext_bytes or digest != manifest.sha256:
             raise DigestMismatch(
                 f"backup {manifest.backup_id} is damaged: its sha256 "
-                f"{sha.hexdigest()[:16]}... is not the manifest's {manifest.sha256[:16]}..."
+                f"{digest[:16]}... is not the manifest's {manifest.sha256[:16]}..."
             )
-        if decrypt.error is not None:
-            raise decrypt.error
-        with contextlib.suppress(BrokenPipeError):  # the untar stage already failed: its error follows
-            os.write(go_w, b"1")
+        failed = decrypt.result.get("error")
+        if failed is not None and failed.get("type") != "BrokenPipeError":
+            raise stages.rebuild_error("decrypt", str(failed.get("type")), str(failed.get("message"))[:2000])
+        if failed is None:  # else the untar stage stopped reading: its error is the one to raise
+            with contextlib.suppress(BrokenPipeError):  # the untar stage already failed: its error follows
+                os.write(go_w, b"1")
     finally:
         # Without the "1", the untar stage throws its staged tree away and nothing moves in.
         os.close(go_w)
         untar.join()
     if untar.error is not None:
         raise untar.error
+    if failed is not None:
+        raise BackupError("the untar stage stopped reading before the end of the backup")
+
+
+def _feed_all(body: Readable, age_w: int) -> None:
+    """Copy the download into the decrypt stage, to its end (closing the pipe then). The stage
+    reads everything even after a failure, to hash it; if it died, the copy stops."""
+    feed = open(age_w, "wb", buffering=CHUNK)  # noqa: SIM115 - _feed(feed, None) closes it, below
+    feeding = True
+    try:
+        while feeding and (data := body.read(CHUNK)):
+            feeding = _feed(feed, data)
+    finally:
+        _feed(feed, None)  # end of input: decrypt finishes (or fails on a short stream)
 
 
 def _feed(pipe: BinaryIO, data: bytes | None) -> bool:
-    """Write to the decrypt stage (close it on None); False once it stopped reading. Then the
-    caller keeps hashing the rest: whether the object is damaged decides which error is the
-    true one (a flipped header byte reads as "no matching keys")."""
+    """Write to the decrypt stage (close it on None); False once it stopped reading (it died)."""
     try:
         if data is None:
             pipe.close()

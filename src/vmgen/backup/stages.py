@@ -75,14 +75,14 @@ class Stage(threading.Thread):
         if ok is True:
             self.result = report.get("result")
         else:
-            self.error = _rebuild_error(self.kind, str(report.get("type")), str(report.get("message"))[:2000])
+            self.error = rebuild_error(self.kind, str(report.get("type")), str(report.get("message"))[:2000])
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
 
 
-def _rebuild_error(kind: str, type_name: str, message: str) -> BaseException:
+def rebuild_error(kind: str, type_name: str, message: str) -> BaseException:
     if type_name == "BrokenPipeError":
         return BrokenPipeError(message)
     cls = getattr(model, type_name, None)
@@ -164,14 +164,26 @@ def _job_tar(params: dict[str, Any]) -> dict[str, Any]:
     return {"summary": asdict(summary), "plaintext_bytes": plain, "compressed_bytes": compressed.count}
 
 
-def _job_encrypt(params: dict[str, Any]) -> None:
-    crypto.encrypt_stdio(params["recipient"])
+def _job_encrypt(params: dict[str, Any]) -> dict[str, Any]:
+    """The age file on stdout, and its digest: hashed here, where its bytes are made."""
+    digest, size = crypto.encrypt_stdio(params["recipient"])
+    return {"sha256": digest, "bytes": size}
 
 
-def _job_decrypt(params: dict[str, Any]) -> None:
+def _job_decrypt(params: dict[str, Any]) -> dict[str, Any]:
+    """The plaintext on stdout, and the sha256 and size of the whole object read on stdin:
+    also when decryption failed (the rest is read and hashed then), so the parent can tell a
+    damaged object from a wrong key or a broken archive. Stops only if stdin fails."""
     with os.fdopen(params["secret_fd"], "rb") as f:
         identity = crypto.parse_identity(f.read().decode())
-    crypto.decrypt_stdio(identity)
+    src = crypto.stdin_source()
+    error = None
+    try:
+        crypto.decrypt_stdio(identity, src)
+    except (BackupError, BrokenPipeError) as e:  # a damaged object, or the untar stage stopped
+        error = {"type": type(e).__name__, "message": str(e)}
+        src.drain()
+    return {"sha256": src.sha.hexdigest(), "bytes": src.size, "error": error}
 
 
 def _job_untar(params: dict[str, Any]) -> int:

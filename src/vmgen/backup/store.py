@@ -105,6 +105,10 @@ class LocalStore:
         written = 0
         try:
             with open(tmp, "xb") as f:
+                # A source that can move itself into a file (a pipe: splice) is not copied here.
+                splice_into = getattr(src, "splice_into", None)
+                if splice_into is not None:
+                    written = splice_into(f.fileno())
                 while data := src.read(COPY_CHUNK):
                     f.write(data)
                     written += len(data)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from vmgen.backup import (
+    ArchiveError,
     DigestMismatch,
     LocalStore,
     ManifestNotFound,
@@ -245,3 +246,33 @@ def test_restore_refuses_a_missing_manifest(one_backup, store, target):
     with pytest.raises(ManifestNotFound, match="never completed"):
         restore_backup(store, "app", made.backup_id, identity, target, merge=True)
     _untouched(target)
+
+
+def test_a_hostile_archive_in_an_intact_backup_is_refused_by_the_untar_stage(one_backup, keys, store, target):
+    """The object is intact and opens with the key, but its tar escapes the target: the error
+    is the untar stage's (not its echo, the decrypt stage's broken pipe), nothing moves in."""
+    import io
+    import tarfile
+
+    import zstandard
+
+    from vmgen.backup import agestream
+
+    made, identity, obj = one_backup
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in (("../evil", b"evil"), ("big.bin", os.urandom(16 << 20))):  # more than the pipes hold
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    sealed = bytearray()
+    compressed = zstandard.ZstdCompressor().compress(plain.getvalue())
+    digest, size = agestream.encrypt(io.BytesIO(compressed).readinto, sealed.extend, keys[1])
+    obj.write_bytes(bytes(sealed))
+    forged = json.loads(store.get_bytes(made.manifest_key))
+    forged.update(sha256=digest, ciphertext_bytes=size)
+    store.put_bytes(made.manifest_key, json.dumps(forged).encode())
+    with pytest.raises(ArchiveError, match="unsafe archive member"):
+        restore_backup(store, "app", None, identity, target, merge=True)
+    _untouched(target)
+    assert not (target.parent / "evil").exists()
