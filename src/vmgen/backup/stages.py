@@ -143,14 +143,19 @@ def finish(stages: list[Stage], failed: bool) -> None:
 
 def child_main(args: list[str]) -> None:
     kind, params = args[0], json.loads(args[1])
+    code = 0
+    try:
+        text = json.dumps({"ok": True, "result": _JOBS[kind](params)})
+    except BaseException as e:  # noqa: BLE001 - whatever it is, the parent learns it from the report
+        text, code = json.dumps({"ok": False, "type": type(e).__name__, "message": str(e)}), 1
     with os.fdopen(params["report_fd"], "w") as report:
-        try:
-            result = _JOBS[kind](params)
-        except BaseException as e:  # noqa: BLE001 - whatever it is, the parent learns it from the report
-            report.write(json.dumps({"ok": False, "type": type(e).__name__, "message": str(e)}))
-            report.flush()
-            raise SystemExit(1) from None
-        report.write(json.dumps({"ok": True, "result": result}))
+        report.write(text)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # No interpreter shutdown: a read-ahead thread may still be inside zstd's C code when a stage
+    # fails, and finalization would free what it uses under it (seen: the untar stage died of
+    # SIGSEGV after refusing a hostile archive). Every file the job wrote is closed by now.
+    os._exit(code)
 
 
 def _job_tar(params: dict[str, Any]) -> dict[str, Any]:
@@ -204,21 +209,26 @@ def _job_untar(params: dict[str, Any]) -> int:
 
 
 def _extract_stdin(dest: Path) -> int:
-    with (
-        open(0, "rb", buffering=0) as src,
-        zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, closefd=False) as z,
-    ):
-        # Decompression (GIL released) runs on a thread ahead of the Python tar code, like
-        # `zstd -d | tar -x`.
-        ahead = _ReadAhead(z)
-        try:
-            count = extract.extract_stream(ahead, dest)
-            while ahead.read(CHUNK):  # the tar end padding: drain so age can finish cleanly
-                pass
-        except zstandard.ZstdError as e:
+    src = open(0, "rb", buffering=0)  # noqa: SIM115 - closed below, and only once nothing reads it
+    z = zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, closefd=False)
+    # Decompression (GIL released) runs on a thread ahead of the Python tar code, like
+    # `zstd -d | tar -x`.
+    ahead = _ReadAhead(z)
+    try:
+        count = extract.extract_stream(ahead, dest)
+        while ahead.read(CHUNK):  # the tar end padding: drain so age can finish cleanly
+            pass
+    except BaseException as e:
+        # The reader thread may be inside z.read (zstd's C code) right now: z and stdin stay
+        # open, since freeing them under it crashes the process (SIGSEGV); the child exits
+        # without interpreter shutdown (child_main).
+        ahead.close()
+        if isinstance(e, zstandard.ZstdError):
             raise model.ArchiveError(f"the archive is not a valid zstd stream: {e}") from e
-        finally:
-            ahead.close()
+        raise
+    ahead.join()  # it has read the end: nothing uses z any more
+    z.close()  # type: ignore[no-untyped-call]  # zstandard leaves close() unannotated
+    src.close()
     return count
 
 
@@ -257,6 +267,9 @@ class _ReadAhead:
         else:
             data, self._left = self._left[:n], self._left[n:]
         return data
+
+    def join(self) -> None:
+        self._thread.join()
 
     def close(self) -> None:
         # Unblock a filler waiting on a full queue; it is a daemon thread of a child process
