@@ -65,6 +65,20 @@ def test_image_list_shows_what_was_baked(cli, baked):
     assert "use" in listing  # the launch below takes it
 
 
+def test_a_second_bake_of_the_same_plan_leaves_the_first_as_it_was(cli, docker_client, baked, stock_image):
+    # The same tag for both moved it to the second, and deleting anything made from the untagged
+    # first one then deleted the first one too.
+    cli("image", "build", "--provider", "docker")
+    ours = {"label": [f"{BAKED_LABEL}=1", f"{BASE_LABEL}={label_value(docker_client.images.get(stock_image).id)}"]}
+    second = next(image for image in docker_client.images.list(filters=ours) if image.id != baked.id)
+    try:
+        assert docker_client.images.get(baked.id).tags == baked.tags and second.tags != baked.tags
+        listing = cli("image", "list").stdout
+        assert baked.tags[0] in listing and second.tags[0] in listing
+    finally:
+        docker_client.images.remove(second.id, force=True)
+
+
 def test_a_baked_docker_launch_skips_the_installs_and_works(cli, model, baked, tmp_path):
     result = json.loads(cli("launch", str(make_repo(tmp_path, BAKED_WS)), "--json").stdout)
     assert result["image"] == baked.id

@@ -81,7 +81,9 @@ def bake(
         _exec(container, " && ".join(BAKE_CLEANUP))
         container.stop(timeout=30)
         image_labels = plan.stamp.labels(base) | {OWNER_LABEL: local_owner()} | (labels or {})
-        tag = f"{plan.stamp.agent}-{plan.stamp.vmgen}-{plan.stamp.packages}"
+        # Each bake its own tag: a tag shared by bakes of one plan moved to the newest, and docker
+        # deletes an untagged parent with its child (an image derived from it).
+        tag = f"{plan.stamp.agent}-{plan.stamp.vmgen}-{plan.stamp.packages}-{name.removeprefix('vmgen-bake-')}"
         progress(f"committing {repository}:{tag}")
         image = container.commit(repository=repository, tag=tag, conf={"Labels": image_labels})
     finally:
