@@ -88,3 +88,15 @@ def test_a_snapshots_price_comes_from_the_projects_price_list() -> None:
     with FakeHetzner(boot=False) as cloud:
         provider = HetznerProvider(token=cloud.token, location="fsn1", endpoint=cloud.api_endpoint)
         assert "0.0142 EUR per GB a month" in provider.image_cost_note()
+
+
+def test_a_provider_that_fails_after_the_launch_costs_a_warning_not_the_launch(home, capsys) -> None:
+    from vmgen.cli.launching import bake_for_next_time
+    from vmgen.errors import ProviderUnavailable
+
+    class Unreachable(FakeProvider):
+        def newest_baked(self, spec=None):
+            raise ProviderUnavailable("the API did not answer")
+
+    bake_for_next_time(Unreachable(), spec_for(home))  # returns: the workspace is up
+    assert "auto_bake: could not start a bake (the API did not answer)" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from ..agents import AGENT_SESSION
 from ..backup.target import BackupTarget, target_from_settings, target_on_vm
 from ..config import Settings
 from ..contract.documents import WatchdogState
-from ..errors import UsageError
+from ..errors import UsageError, VmgenError
 from ..handover import laptop_extras
 from ..identities import ensure_identity, has_identity
 from ..providers import USER_DATA_LIMITS
@@ -216,11 +216,11 @@ def bake_for_next_time(provider: Provider, spec: WorkspaceSpec) -> None:
     changes nothing for this launch or the next."""
     from ..autobake import has_image_for, start
 
-    if spec.image or has_image_for(provider, spec):
-        return  # an image the user named, or one with every step baked in
     try:
+        if spec.image or has_image_for(provider, spec):
+            return  # an image the user named, or one with every step baked in
         bake = start(provider, spec)
-    except OSError as exc:
+    except (OSError, VmgenError) as exc:  # the workspace is up: this is worth a line, not a failure
         err.print(f"[yellow]auto_bake:[/] could not start a bake ({exc}); launches keep installing")
         return
     if not bake.started:
