@@ -100,15 +100,23 @@ def _relay(request: ControlRequest) -> None:
     """Print root's answer as JSON lines (the laptop reads them); exit 1 unless it succeeded."""
     from .control import ask
 
-    ok = False
+    ok = answered = False
     for reply in ask(request):
         if reply.progress:
             click.echo(json.dumps({"progress": reply.progress}))
         elif reply.refused:
             click.echo(json.dumps({"refused": reply.refused}))
+            answered = True
         elif reply.result is not None:
             click.echo(json.dumps({"result": reply.result}))
-            ok = reply.result.get("ok") is True
+            ok, answered = reply.result.get("ok") is True, True
+    if not answered:
+        # Root's side ended without a word (it failed before it could answer): say where to look.
+        click.echo(
+            f"vmgen: root's control service ended without an answer to {request.op!r} "
+            "(as root: journalctl -u 'vmgen-control@*')",
+            err=True,
+        )
     sys.exit(0 if ok else 1)
 
 

@@ -155,3 +155,17 @@ def test_the_control_socket_refuses_other_users_and_bad_requests(tmp_path, keys)
     server.join(30)
     assert b"unknown operation" in answer
     assert not paths.backup_result.exists()
+
+
+def test_root_ending_without_an_answer_is_said_where_the_laptop_shows_it(monkeypatch):
+    """Root's service died before answering (say, an import failed): the agent-side command
+    says so on stderr, the line `vmgen backup` on the laptop prints, instead of nothing."""
+    from click.testing import CliRunner
+
+    from vmgen.vmside.cli import vmside
+
+    monkeypatch.setattr(control, "ask", lambda request, *a, **k: iter(()))
+    result = CliRunner().invoke(vmside, ["backup", "--trigger", "laptop"])
+    assert result.exit_code == 1
+    assert "root's control service ended without an answer to 'backup'" in result.stderr
+    assert "journalctl -u 'vmgen-control@*'" in result.stderr
