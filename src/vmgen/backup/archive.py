@@ -10,6 +10,7 @@ the per-file cost was most of the backup's CPU on a tree of small source files."
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import re
@@ -244,7 +245,7 @@ class TreeWriter:
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError as e:
-            self.tally.skip(rel, e.strerror or "vanished")
+            self._skip_unless_gone(rel, e, "vanished")
             return False
         pattern = self.excludes.match(rel, entry.name)
         if pattern is not None:
@@ -262,11 +263,17 @@ class TreeWriter:
             self.tally.skip(rel, "special file")
         return False
 
+    def _skip_unless_gone(self, rel: str, error: OSError, why: str) -> None:
+        """A file deleted since its folder was listed is not in the backup, as if deleted before:
+        nothing was left out. Anything else that stops it from being read is said."""
+        if error.errno != errno.ENOENT:
+            self.tally.skip(rel, error.strerror or why)
+
     def _add_symlink(self, path: str, rel: str, st: os.stat_result) -> None:
         try:
             target = os.readlink(path)
         except OSError as e:
-            self.tally.skip(rel, e.strerror or "vanished")
+            self._skip_unless_gone(rel, e, "vanished")
             return
         self.out.write(self._header(rel, st, tarfile.SYMTYPE, linkname=target))
         self.tally.symlinks += 1
@@ -282,7 +289,7 @@ class TreeWriter:
             # since (O_NOFOLLOW), never wait on a FIFO swapped in since (O_NONBLOCK).
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError as e:
-            self.tally.skip(rel, e.strerror or "unreadable")
+            self._skip_unless_gone(rel, e, "unreadable")
             return
         try:
             st = os.fstat(fd)  # the size promised in the header is the size now

@@ -51,7 +51,7 @@ def backup(name: str, timeout: float) -> None:
     for stat in result.excluded:
         err.print(f"  excluded {stat.pattern}: {stat.files} files, {human_bytes(stat.bytes)}")
     if result.skipped:
-        err.print(f"  skipped {result.skipped} special file(s) (FIFOs, sockets, devices) a backup cannot hold:")
+        err.print(f"  skipped {result.skipped} file(s) a backup cannot hold (FIFOs, sockets) or could not read:")
         for entry in result.skipped_paths[:10]:
             err.print(f"    {entry}")
         if result.skipped > 10:
