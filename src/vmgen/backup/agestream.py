@@ -283,13 +283,65 @@ def _file_key(stanzas: list[tuple[list[bytes], bytes]], identity: X25519PrivateK
     raise NoMatchingKeys("no matching keys")
 
 
+SCRYPT_LABEL = b"age-encryption.org/v1/scrypt"
+# The work factors a passphrase file may ask for: the reference implementation's limit. rage
+# (pyrage) instead refuses by its estimate of the time on this machine now, which a busy machine
+# turns into a refusal of the identity it sealed itself a moment ago.
+SCRYPT_MAX_LOG_N = 22
+ARMOR_BEGIN, ARMOR_END = b"-----BEGIN AGE ENCRYPTED FILE-----", b"-----END AGE ENCRYPTED FILE-----"
+
+
+def _passphrase_file_key(stanzas: list[tuple[list[bytes], bytes]], passphrase: str) -> bytes:
+    if len(stanzas) != 1 or stanzas[0][0][0] != b"scrypt":
+        raise NoMatchingKeys("not a passphrase-encrypted age file (one scrypt stanza)")
+    args, body = stanzas[0]
+    if len(args) != 3 or not args[2].isdigit() or args[2].startswith(b"0") or len(body) != 32:
+        raise AgeError("not an age file: bad scrypt stanza")
+    salt, log_n = _unb64(args[1]), int(args[2])
+    if len(salt) != 16:
+        raise AgeError("not an age file: bad scrypt salt")
+    if log_n > SCRYPT_MAX_LOG_N:
+        raise AgeError(f"the passphrase's work factor (2^{log_n}) is beyond 2^{SCRYPT_MAX_LOG_N}")
+    n = 1 << log_n
+    key = hashlib.scrypt(
+        passphrase.encode(), salt=SCRYPT_LABEL + salt, n=n, r=8, p=1, maxmem=129 * 8 * n + (1 << 20), dklen=32
+    )
+    try:
+        return ChaCha20Poly1305(key).decrypt(bytes(12), body, None)
+    except InvalidTag:
+        raise NoMatchingKeys("the passphrase does not open it") from None
+
+
+def decrypt_with_passphrase(data: bytes, passphrase: str) -> bytes:
+    """What `age -d` gives for a (small) file `age -p [-a]` made: armored or not."""
+    text = data.strip()
+    if text.startswith(ARMOR_BEGIN):
+        if not text.endswith(ARMOR_END):
+            raise AgeError("not an armored age file: no end line")
+        try:
+            data = base64.b64decode(b"".join(text[len(ARMOR_BEGIN) : -len(ARMOR_END)].split()), validate=True)
+        except ValueError:
+            raise AgeError("not an armored age file: bad base64") from None
+    pieces = [data]
+    out = bytearray()
+    src = Source(lambda _n: pieces.pop() if pieces else b"")
+    _decrypt(src, out.extend, lambda stanzas: _passphrase_file_key(stanzas, passphrase))
+    return bytes(out)
+
+
 def decrypt(src: Source, write: Callable[[memoryview], None], identity: X25519PrivateKey) -> None:
     """Decrypt the age file `src` reads, handing the plaintext to `write` in pieces of about
     1 MiB. Nothing is written before the header's MAC checked out, and nothing of a chunk
     before its tag did. `src` hashes and counts what it read; after a failure, drain() it to
     have the digest of the whole object (whether it is damaged decides which error is true)."""
+    _decrypt(src, write, lambda stanzas: _file_key(stanzas, identity))
+
+
+def _decrypt(
+    src: Source, write: Callable[[memoryview], None], file_key_of: Callable[[list[tuple[list[bytes], bytes]]], bytes]
+) -> None:
     stanzas, covered, mac = _read_header(src)
-    file_key = _file_key(stanzas, identity)
+    file_key = file_key_of(stanzas)
     if len(file_key) != 16:
         raise AgeError("not an age file: bad file key")
     if not hmac.compare_digest(hmac.new(_hkdf(file_key, None, b"header"), covered, "sha256").digest(), mac):

@@ -116,9 +116,11 @@ def load_identity(path: Path | str, passphrase: str | None = None) -> Identity:
         if not passphrase:
             raise PassphraseRequired(f"identity file {path} is passphrase-protected; give the passphrase")
         try:
-            data = pyrage.passphrase.decrypt(data, passphrase)
-        except pyrage.DecryptError as e:
+            data = agestream.decrypt_with_passphrase(data, passphrase)
+        except agestream.NoMatchingKeys as e:
             raise WrongPassphrase(f"the passphrase does not unlock identity file {path}") from e
+        except agestream.AgeError as e:
+            raise IdentityError(f"identity file {path} cannot be unlocked: {e}") from e
     return parse_identity(data.decode("utf-8", "replace"))
 
 

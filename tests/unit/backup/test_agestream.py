@@ -110,3 +110,20 @@ def test_malformed_keys_are_refused():
         agestream.recipient_key(recipient[:-1] + ("q" if recipient[-1] != "q" else "p"))  # checksum
     with pytest.raises(ValueError):
         agestream.recipient_key(recipient.upper()[:5] + recipient[5:])  # mixed case
+
+
+@pytest.mark.parametrize("armored", [True, False])
+def test_opens_what_age_p_makes_with_the_passphrase_only(armored):
+    sealed = pyrage.passphrase.encrypt(b"AGE-SECRET-KEY-1TEST\n", "correct horse", armored=armored)
+    assert agestream.decrypt_with_passphrase(sealed, "correct horse") == b"AGE-SECRET-KEY-1TEST\n"
+    with pytest.raises(agestream.NoMatchingKeys):
+        agestream.decrypt_with_passphrase(sealed, "wrong")
+
+
+def test_a_work_factor_beyond_the_limit_is_refused_before_any_work():
+    sealed = pyrage.passphrase.encrypt(b"secret", "pw", armored=False)
+    head, rest = sealed.split(b"\n", 2)[:2], sealed.split(b"\n", 2)[2]
+    stanza = head[1].split(b" ")
+    greedy = b"\n".join([head[0], b" ".join([*stanza[:3], b"30"]), rest])
+    with pytest.raises(agestream.AgeError, match="work factor"):
+        agestream.decrypt_with_passphrase(greedy, "pw")
