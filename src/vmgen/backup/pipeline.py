@@ -25,6 +25,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypeGuard
@@ -297,8 +298,20 @@ def restore_backup(
     _check_stored_size(store, manifest)
     if not merge and target.exists() and any(target.iterdir()):
         raise RestoreTargetNotEmpty(f"restore target {target} is not empty")
-    _download_and_extract(store, manifest, identity, target, merge, list(keep), run_as)
+    _download_and_extract(store, _Extraction(manifest, identity, target, merge, list(keep), run_as))
     return manifest
+
+
+@dataclass(frozen=True)
+class _Extraction:
+    """One restore's backup, key and destination, as restore_backup checked them."""
+
+    manifest: Manifest
+    identity: crypto.Identity
+    target: Path
+    merge: bool
+    keep: list[str]
+    run_as: RunAs | None
 
 
 def _check_stored_size(store: Store, manifest: Manifest) -> None:
@@ -315,19 +328,11 @@ def _check_stored_size(store: Store, manifest: Manifest) -> None:
         raise SizeMismatch(f"backup {manifest.backup_id} is {size} bytes, its manifest says {want}")
 
 
-def _download_and_extract(
-    store: Store,
-    manifest: Manifest,
-    identity: crypto.Identity,
-    target: Path,
-    merge: bool,
-    keep: list[str],
-    run_as: RunAs | None,
-) -> None:
-    with store.get_stream(manifest.object_key) as body:
+def _download_and_extract(store: Store, job: _Extraction) -> None:
+    with store.get_stream(job.manifest.object_key) as body:
         local = _regular_file_fd(body)
         age_r, age_w = (local, -1) if local is not None else stages.pipe()
-        _run_restore(body, age_r, age_w, manifest, identity, target, merge, keep, run_as)
+        _run_restore(body, age_r, age_w, job)
 
 
 def _regular_file_fd(body: object) -> int | None:
@@ -339,23 +344,14 @@ def _regular_file_fd(body: object) -> int | None:
         return None
 
 
-def _run_restore(
-    body: Readable,
-    age_r: int,
-    age_w: int,
-    manifest: Manifest,
-    identity: crypto.Identity,
-    target: Path,
-    merge: bool,
-    keep: list[str],
-    run_as: RunAs | None,
-) -> None:
+def _run_restore(body: Readable, age_r: int, age_w: int, job: _Extraction) -> None:
     """age_w is -1 when age_r is the object's file; else age_r and age_w are a pipe (both
     closed here) and this process feeds `body` into it."""
+    manifest = job.manifest
     tar_r, tar_w = stages.pipe()
     go_r, go_w = os.pipe()  # "1" once everything is verified: the untar stage moves its tree in
     secret_r, secret_w = os.pipe()
-    os.write(secret_w, identity.secret.encode())  # far below a pipe's capacity: never blocks
+    os.write(secret_w, job.identity.secret.encode())  # far below a pipe's capacity: never blocks
     os.close(secret_w)
     running: list[stages.Stage] = []
     try:
@@ -363,11 +359,17 @@ def _run_restore(
         running.append(
             stages.spawn(
                 "untar",
-                {"target": str(target), "merge": merge, "keep": keep, "backup_id": manifest.backup_id, "go_fd": go_r},
+                {
+                    "target": str(job.target),
+                    "merge": job.merge,
+                    "keep": job.keep,
+                    "backup_id": manifest.backup_id,
+                    "go_fd": go_r,
+                },
                 tar_r,
                 subprocess.DEVNULL,
                 pass_fds=(go_r,),
-                run_as=run_as,
+                run_as=job.run_as,
             )
         )
     except BaseException:
