@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
-import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from tests.fakes.cloudflare import FakeCloudflare
+from tests.raw_https import Reply, request, unchunk
 
 from .conftest import ROOT, WEB_ZONE, make_repo
 
@@ -44,56 +43,14 @@ def launch(cli, dns: FakeCloudflare, parent: Path, name: str, *flags: str) -> La
 
 # --- HTTPS as a client sends it -------------------------------------------------------------
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode(errors="replace")
-
-
 def https(ip: str, host: str, path: str, method: str = "GET", headers: dict[str, str] | None = None,
           body: bytes | None = None, sni: str = "", timeout: float = 20) -> Reply:
-    """One request to the VM's Caddy (its local CA: unverified), redirects not followed."""
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    with socket.create_connection((ip, 443), timeout=timeout) as raw, \
-            context.wrap_socket(raw, server_hostname=sni or host) as tls:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}")
-        tls.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
-        data = b""
-        # Until the server closes; a switched protocol (101) stays open: its head is enough.
-        while chunk := tls.recv(65536):
-            data += chunk
-            if data.startswith(b"HTTP/1.1 101") and b"\r\n\r\n" in data:
-                break
-    head, _, content = data.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode(errors="replace").split("\r\n")
-    found: dict[str, str] = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        key = name.strip().lower()
-        found[key] = f"{found[key]}, {value.strip()}" if key in found else value.strip()
-    if found.get("transfer-encoding") == "chunked":
-        content = unchunk(content)
-    return Reply(int(status_line.split()[1]), found, content)
-
-
-def unchunk(data: bytes) -> bytes:
-    out = b""
-    while data:
-        size, _, rest = data.partition(b"\r\n")
-        length = int(size.split(b";")[0] or b"0", 16)
-        if length == 0:
-            break
-        out, data = out + rest[:length], rest[length + 2:]
-    return out
+    """One request to the VM's Caddy on 443 (its local CA: unverified), redirects not followed,
+    a chunked body unchunked."""
+    reply = request(ip, 443, host, path, method, headers, body, sni, timeout)
+    if reply.headers.get("transfer-encoding") == "chunked":
+        reply.body = unchunk(reply.body)
+    return reply
 
 
 @dataclass

@@ -16,7 +16,6 @@ import hashlib
 import json
 import shutil
 import socket
-import ssl
 import subprocess
 import threading
 import urllib.parse
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import raw_https
 from tests.polling import wait_until
 from vmgen.caddy import WebAccess, render_caddyfile
 from vmgen.contract.names import VmPaths
@@ -193,28 +193,9 @@ def web(tmp_path_factory) -> Iterator[Web]:
 def request(web: Web, host: str, path: str, method: str = "GET", headers: dict | None = None,
             body: bytes | None = None, sni: str = "") -> tuple[int, dict[str, str], bytes]:
     """One request through Caddy, TLS unverified (Caddy's local CA), redirects not followed."""
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as raw, \
-            context.wrap_socket(raw, server_hostname=sni or host) as tls:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{web.port}", "Connection: close"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}")
-        tls.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
-        data = b""
-        # Until the server closes; a switched protocol (101) stays open, so its head is enough.
-        while (chunk := tls.recv(65536)) and not (data + chunk).startswith(b"HTTP/1.1 101"):
-            data += chunk
-        data += chunk
-    head, _, content = data.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode(errors="replace").split("\r\n")
-    found: dict[str, str] = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        key = name.strip().lower()
-        found[key] = f"{found[key]}, {value.strip()}" if key in found else value.strip()
-    return int(status_line.split()[1]), found, content
+    reply = raw_https.request("127.0.0.1", web.port, f"{host}:{web.port}", path, method, headers, body,
+                              sni or host, timeout=10)
+    return reply.status, reply.headers, reply.body
 
 
 def status(web: Web, host: str, path: str) -> int:
