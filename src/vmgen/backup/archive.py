@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from vmgen.backup.index import IndexWriter, fingerprint
 from vmgen.backup.manifest import ArchiveSummary, ExcludeStat
+from vmgen.backup.tarstream import DUMPDIR
 
 # Regenerable caches and build output; a pattern without "/" matches a name at any depth.
 DEFAULT_EXCLUDES: tuple[str, ...] = (
@@ -41,6 +43,8 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
 COPY_CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
 _MAX_SKIPPED_LISTED = 50
+# A directory entry, its path, its stat, and what becomes of it: D, Y or N (see TreeWriter).
+_Planned = tuple[os.DirEntry[str], str, os.stat_result, bytes]
 
 
 class Excludes:
@@ -83,6 +87,7 @@ class _Tally:
     excluded: dict[str, list[int]] = field(default_factory=dict)  # pattern -> [entries, files, bytes]
     skipped: list[str] = field(default_factory=list)
     skipped_count: int = 0
+    unchanged: int = 0
 
     def skip(self, rel: str, why: str) -> None:
         self.skipped_count += 1
@@ -108,6 +113,7 @@ class _Tally:
             excluded,
             tuple(self.skipped),
             self.skipped_count,
+            self.unchanged,
         )
 
 
@@ -209,59 +215,107 @@ def _padding(size: int) -> bytes:
 
 
 class TreeWriter:
-    """Writes the tree under `root` into a tar stream on `out` (any writable file object)."""
+    """Writes the tree under `root` into a tar stream on `out` (any writable file object).
 
-    def __init__(self, root: Path, out: BinaryIO, excludes: Iterable[str]) -> None:
+    With a `previous` index the stream is an increment in GNU tar's incremental format: files
+    and symlinks whose fingerprint is unchanged are left out, and every directory carries a
+    GNU.dumpdir record listing what it holds (Y: in this archive, N: unchanged, in an earlier
+    one; D: a directory), so that `tar -x --incremental` (and our extraction) deletes what is
+    gone. The `index` gets every file and symlink's fingerprint, for the next increment."""
+
+    def __init__(
+        self,
+        root: Path,
+        out: BinaryIO,
+        excludes: Iterable[str],
+        previous: dict[str, bytes] | None = None,
+        index: IndexWriter | None = None,
+    ) -> None:
         self.root = Path(root)
         self.excludes = Excludes(excludes)
         self.tally = _Tally()
         self.out = CountingWriter(out)
+        self.previous = previous
+        self.index = index or IndexWriter(None)
         self._names: dict[tuple[str, int], str] = {}
         self._links: dict[tuple[int, int], str] = {}
 
     def write(self) -> ArchiveSummary:
-        stack = [""]
+        stack: list[tuple[str, os.stat_result | None]] = [("", None)]
         while stack:
-            rel_dir = stack.pop()
+            rel_dir, dir_st = stack.pop()
             try:
                 with os.scandir(self.root / rel_dir if rel_dir else self.root) as it:
-                    entries = sorted(it, key=lambda e: e.name)
+                    listed = sorted(it, key=lambda e: e.name)
             except OSError as e:
                 self.tally.skip(rel_dir or ".", f"cannot list: {e.strerror}")
-                continue
+                listed = None
+            plan = [] if listed is None else self._plan(rel_dir, listed)
+            self._add_dir(rel_dir, dir_st, plan if listed is not None else None)
             subdirs = []
-            for entry in entries:
-                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-                if self._add(entry, rel):
-                    subdirs.append(rel)
+            for entry, rel, st, kind in plan:
+                if kind == b"D":
+                    subdirs.append((rel, st))
+                elif kind == b"N":
+                    self.index.add(rel, fingerprint(st))
+                    self.tally.unchanged += 1
+                elif stat.S_ISLNK(st.st_mode):
+                    self._add_symlink(entry.path, rel, st)
+                else:
+                    self._add_file(entry.path, rel, st)
             stack.extend(reversed(subdirs))  # depth-first, in name order
         # End of archive: two zero blocks, then zeros up to a whole record, as tar does.
         end = 2 * BLOCK
         self.out.write(b"\0" * (end + (-(self.out.count + end) % tarfile.RECORDSIZE)))
         return self.tally.freeze(self.excludes.patterns)
 
-    def _add(self, entry: os.DirEntry[str], rel: str) -> bool:
-        """Archive one entry; True if it is a directory to descend into."""
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError as e:
-            self._skip_unless_gone(rel, e, "vanished")
-            return False
-        pattern = self.excludes.match(rel, entry.name)
-        if pattern is not None:
-            self.tally.exclude(pattern, entry.path, st)
-            return False
-        if stat.S_ISDIR(st.st_mode):
-            self.out.write(self._header(rel, st, tarfile.DIRTYPE))
-            self.tally.dirs += 1
-            return True
-        if stat.S_ISLNK(st.st_mode):
-            self._add_symlink(entry.path, rel, st)
-        elif stat.S_ISREG(st.st_mode):
-            self._add_file(entry.path, rel, st)
-        else:  # sockets, FIFOs, devices: a restore would refuse them anyway
-            self.tally.skip(rel, "special file")
-        return False
+    def _plan(self, rel_dir: str, listed: list[os.DirEntry[str]]) -> list[_Planned]:
+        """What becomes of each entry of a directory: D (a directory to descend into), Y (to
+        archive) or N (unchanged since the previous index); excluded and special ones are
+        left out (and counted)."""
+        plan = []
+        for entry in listed:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as e:
+                self._skip_unless_gone(rel, e, "vanished")
+                continue
+            pattern = self.excludes.match(rel, entry.name)
+            if pattern is not None:
+                self.tally.exclude(pattern, entry.path, st)
+            elif stat.S_ISDIR(st.st_mode):
+                plan.append((entry, rel, st, b"D"))
+            elif stat.S_ISLNK(st.st_mode) or stat.S_ISREG(st.st_mode):
+                same = self.previous is not None and self.previous.get(rel) == fingerprint(st)
+                plan.append((entry, rel, st, b"N" if same else b"Y"))
+            else:  # sockets, FIFOs, devices: a restore would refuse them anyway
+                self.tally.skip(rel, "special file")
+        return plan
+
+    def _add_dir(self, rel: str, st: os.stat_result | None, plan: list[_Planned] | None) -> None:
+        """A directory's member. In an increment every directory has one, the top one too (as
+        "./"), with its dumpdir; a directory that could not be listed gets none (a restore
+        then keeps what earlier backups had in it)."""
+        if self.previous is None or plan is None:
+            if rel and st is not None:
+                self.out.write(self._header(rel, st, tarfile.DIRTYPE))
+                self.tally.dirs += 1
+            return
+        if st is None:
+            try:
+                st = os.lstat(self.root)
+            except OSError as e:
+                self.tally.skip(".", e.strerror or "vanished")
+                return
+        dumpdir = b"".join(kind + os.fsencode(entry.name) + b"\0" for entry, _rel, _st, kind in plan) + b"\0"
+        info = tarfile.TarInfo(rel or ".")
+        info.type, info.mode, info.mtime = tarfile.DIRTYPE, stat.S_IMODE(st.st_mode), int(st.st_mtime)
+        info.uid, info.gid = st.st_uid, st.st_gid
+        info.uname, info.gname = self._name("u", st.st_uid), self._name("g", st.st_gid)
+        info.pax_headers = {DUMPDIR: dumpdir.decode("utf-8", "surrogateescape")}
+        self.out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        self.tally.dirs += bool(rel)
 
     def _skip_unless_gone(self, rel: str, error: OSError, why: str) -> None:
         """A file deleted since its folder was listed is not in the backup, as if deleted before:
@@ -276,12 +330,14 @@ class TreeWriter:
             self._skip_unless_gone(rel, e, "vanished")
             return
         self.out.write(self._header(rel, st, tarfile.SYMTYPE, linkname=target))
+        self.index.add(rel, fingerprint(st))
         self.tally.symlinks += 1
 
     def _add_file(self, path: str, rel: str, st: os.stat_result) -> None:
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in self._links:
             self.out.write(self._header(rel, st, tarfile.LNKTYPE, linkname=self._links[key]))
+            self.index.add(rel, fingerprint(st))
             self.tally.hardlinks += 1
             return
         try:
@@ -304,6 +360,8 @@ class TreeWriter:
             os.close(fd)
         if short:
             self.tally.skip(rel, "shrank while being read (zero-padded)")
+        else:  # as it was when opened: a change since makes the next backup take it again
+            self.index.add(rel, fingerprint(st))
         if st.st_nlink > 1:
             self._links[key] = rel
         self.tally.files += 1
@@ -396,7 +454,14 @@ def _sparse_chunks(fd: int, size: int) -> Iterator[bytes]:
             yield data
 
 
-def write_tree(root: Path, out: BinaryIO, excludes: Iterable[str]) -> tuple[ArchiveSummary, int]:
-    """Write the tar stream; returns the summary and the stream's size in bytes."""
-    writer = TreeWriter(root, out, excludes)
+def write_tree(
+    root: Path,
+    out: BinaryIO,
+    excludes: Iterable[str],
+    previous: dict[str, bytes] | None = None,
+    index: IndexWriter | None = None,
+) -> tuple[ArchiveSummary, int]:
+    """Write the tar stream (an increment against `previous` if given); returns the summary
+    and the stream's size in bytes."""
+    writer = TreeWriter(root, out, excludes, previous, index)
     return writer.write(), writer.out.count

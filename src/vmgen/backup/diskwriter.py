@@ -14,9 +14,13 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import shutil
+import stat
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from vmgen.backup.manifest import ArchiveError
 
 BATCH_OPS = 256
 BATCH_BYTES = 4 << 20
@@ -63,6 +67,14 @@ class DiskWriter:
 
     def known_dir(self, path: str) -> None:
         self._known_dirs.add(path)
+
+    def remove_file(self, path: str) -> None:
+        """An increment's file, link or symlink replaces what an earlier archive put there."""
+        self._add(_remove_file, path)
+
+    def purge(self, path: str, listing: dict[str, str]) -> None:
+        """Delete what the directory holds and `listing` does not (or lists as another kind)."""
+        self._add(_purge, path, listing)
 
     def symlink(self, target: str, path: str) -> None:
         self._add(os.symlink, target, path)
@@ -165,8 +177,39 @@ def _mkdir(path: str) -> None:
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
-        if not os.path.isdir(path):
+        # Only a real directory: with increments, an earlier archive's symlink may be there.
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
             raise
+
+
+def _remove_file(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        raise ArchiveError(f"the increment would replace the directory {path!r} by a file") from None
+
+
+def _purge(path: str, listing: dict[str, str]) -> None:
+    """GNU tar's purge_directory: remove each entry that the dumpdir does not list, or lists
+    as a directory while it is none, or as a file while it is a directory. Through the
+    directory's own descriptor, opened without following a link: nothing outside is touched."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        doomed = []
+        with os.scandir(fd) as it:
+            for entry in it:
+                want, is_dir = listing.get(entry.name), entry.is_dir(follow_symlinks=False)
+                if want is None or (want == "D") != is_dir:
+                    doomed.append((entry.name, is_dir))
+        for name, is_dir in doomed:
+            if is_dir:
+                shutil.rmtree(name, dir_fd=fd)
+            else:
+                os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def _hardlink(source: str, path: str) -> None:

@@ -4,6 +4,7 @@ in place."""
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 import tarfile
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from vmgen.backup.diskwriter import DiskWriter
 from vmgen.backup.manifest import ArchiveError
-from vmgen.backup.tarstream import TarReader
+from vmgen.backup.tarstream import DUMPDIR, TarReader
 
 if TYPE_CHECKING:
     from vmgen.backup.store import Readable
@@ -28,10 +29,18 @@ class _Guard:
     hard links point to earlier members the same way; only files, dirs, symlinks and hard
     links; permission bits kept minus setuid/setgid/sticky; ownership left to the caller.
     Symlinks themselves may point anywhere (~/.local/bin/x -> /usr/bin/y is normal in a
-    home): they are created, never followed."""
+    home): they are created, never followed.
 
-    def __init__(self) -> None:
+    An increment is extracted over the tree its chain made so far, where symlinks of earlier
+    archives exist too. It lists every directory (with its dumpdir) before what is in it, so
+    a member is taken only below a directory member of this very archive, each listed once:
+    that member made it a real directory (DiskWriter.mkdir refuses anything else), and the
+    dumpdir's purge has removed whatever of the old tree is not listed."""
+
+    def __init__(self, increment: bool = False) -> None:
         self.symlinks: set[str] = set()
+        self.increment = increment
+        self.dirs: set[str] = set()  # an increment's directory members so far
 
     def _path(self, name: str, what: str) -> str:
         parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -43,18 +52,36 @@ class _Guard:
         return "/".join(parts)
 
     def check(self, member: tarfile.TarInfo) -> _Member | None:
-        """What to extract, None to skip the member (the root entry "./" of GNU tar)."""
+        """What to extract, None to skip the member (the root entry "./" of GNU tar, unless it
+        is an increment's, with the top directory's dumpdir)."""
         if not (member.isreg() or member.isdir() or member.issym() or member.islnk()) or member.sparse:
             raise ArchiveError(f"unsupported archive member refused: {member.name!r} (type {member.type!r})")
         name = self._path(member.name, "path")
-        if not name:
+        if not name and not (self.increment and member.isdir()):
             return None
         linkname = member.linkname
         if member.islnk():
             linkname = self._path(member.linkname, "hard link to")
+        listing = None
+        if self.increment:
+            listing = self._check_increment(member, name, linkname)
         if member.issym():
             self.symlinks.add(name)
-        return _Member(name, member.type, member.mode & 0o777, linkname, member.size, int(member.mtime))
+        return _Member(name, member.type, member.mode & 0o777, linkname, member.size, int(member.mtime), listing)
+
+    def _check_increment(self, member: tarfile.TarInfo, name: str, linkname: str) -> dict[str, str] | None:
+        for path, what in ((name, "path"), *([(linkname, "hard link to")] if member.islnk() else [])):
+            if path and os.path.dirname(path) not in self.dirs:
+                raise ArchiveError(
+                    f"unsafe archive member refused: {what} {path!r} is outside the increment's directories"
+                )
+        if not member.isdir():
+            return None
+        if name in self.dirs:
+            raise ArchiveError(f"the increment lists the directory {name or '.'!r} twice")
+        self.dirs.add(name)
+        dumpdir = member.pax_headers.get(DUMPDIR)
+        return None if dumpdir is None else parse_dumpdir(dumpdir, name)
 
 
 @dataclass(frozen=True)
@@ -67,10 +94,30 @@ class _Member:
     linkname: str
     size: int
     mtime: int
+    # An increment's directory: what it holds (name -> Y, N or D); the rest is deleted.
+    listing: dict[str, str] | None = None
 
 
-def extract_stream(src: Readable, dest: Path) -> int:
-    """Extract a tar stream into `dest`, a new empty directory; returns the member count.
+def parse_dumpdir(value: str, where: str) -> dict[str, str]:
+    """A GNU dumpdir: entries `<kind><name>` each ended by NUL, an empty one at the end. We
+    write only Y (in this archive), N (in an earlier one) and D (a directory); GNU tar's
+    rename records (R, T, X) and anything else are refused, as are names that are not a
+    single path component."""
+    listing: dict[str, str] = {}
+    for entry in value.split("\0"):
+        if not entry:
+            continue
+        kind, name = entry[0], entry[1:]
+        if kind not in "YND" or name in ("", ".", "..") or "/" in name:
+            raise ArchiveError(f"unsafe archive member refused: directory {where or '.'!r} lists {entry!r}")
+        listing[name] = kind
+    return listing
+
+
+def extract_stream(src: Readable, dest: Path, increment: bool = False) -> int:
+    """Extract a tar stream into `dest`, a new empty directory, or, for an increment, the tree
+    its chain made so far (files it holds replace theirs, what its dumpdirs do not list is
+    deleted); returns the member count.
 
     Members are written with a few plain syscalls each (TarFile.extract costs ~10 per file:
     stats, chown, chmod, isatty...), on a DiskWriter thread while this one parses on (see
@@ -80,7 +127,8 @@ def extract_stream(src: Readable, dest: Path) -> int:
     writer = DiskWriter()
     try:
         try:
-            count = _extract_all(TarReader(lambda: src.read(COPY_CHUNK)), writer, str(dest), dirs)
+            tar = TarReader(lambda: src.read(COPY_CHUNK))
+            count = _extract_all(tar, _Guard(increment), writer, str(dest), dirs)
             writer.finish()
         except BaseException as e:
             writer.abort()
@@ -98,15 +146,19 @@ def extract_stream(src: Readable, dest: Path) -> int:
     return count
 
 
-def _extract_all(tar: TarReader, writer: DiskWriter, dest: str, dirs: list[tuple[str, int, int]]) -> int:
+def _extract_all(tar: TarReader, guard: _Guard, writer: DiskWriter, dest: str, dirs: list[tuple[str, int, int]]) -> int:
     """Parse every member and queue its creation; returns the member count."""
-    guard, count = _Guard(), 0
+    count = 0
     writer.known_dir(dest)
     while (member := tar.next()) is not None:
         safe = guard.check(member)
         if safe is None:
             continue
-        path = os.path.join(dest, safe.name)
+        path = os.path.join(dest, safe.name) if safe.name else dest
+        if guard.increment:
+            _queue_replacement(writer, path, safe)
+            if not safe.name:  # the top directory (the staging folder): its dumpdir only
+                continue
         _queue_member(tar, writer, dest, path, safe)
         if safe.kind == tarfile.DIRTYPE:
             dirs.append((path, safe.mode, safe.mtime))
@@ -133,19 +185,28 @@ def _queue_member(tar: TarReader, writer: DiskWriter, dest: str, path: str, memb
         writer.close_file(member.mode, member.mtime)
 
 
-def make_staging(target: Path, backup_id: str, merge: bool) -> Path:
-    """A new, empty staging directory on the target's filesystem, so moving into place is a
-    rename: inside the target when merging into it (the agent's home, where the restoring
-    user may create folders), else beside it."""
-    name = f".vmgen-restore-{backup_id}-{os.getpid()}"
-    if merge:
-        target.mkdir(parents=True, exist_ok=True)
-        staging = target / name
-    else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.parent / name
+def _queue_replacement(writer: DiskWriter, path: str, member: _Member) -> None:
+    """What an increment's member does to the tree before it is written: a directory deletes
+    what its dumpdir does not list; anything else takes the place of what is there."""
+    if member.kind != tarfile.DIRTYPE:
+        writer.remove_file(path)
+    elif member.listing is not None:
+        writer.mkdir(path)
+        writer.purge(path, member.listing)
+
+
+def staging_path(target: Path, backup_id: str, merge: bool) -> Path:
+    """Where a restore stages its tree, on the target's filesystem so that moving into place
+    is a rename: inside the target when merging into it (the agent's home, where the
+    restoring user may create folders), else beside it."""
+    name = f".vmgen-restore-{backup_id}-{secrets.token_hex(4)}"
+    return target / name if merge else target.parent / name
+
+
+def make_staging(target: Path, staging: Path, merge: bool) -> None:
+    """The new, empty staging folder (and the target, or its parent, if missing)."""
+    (target if merge else target.parent).mkdir(parents=True, exist_ok=True)
     staging.mkdir(mode=0o700)
-    return staging
 
 
 def keep_current(target: Path, staging: Path, keep: list[str]) -> None:

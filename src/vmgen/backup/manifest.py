@@ -17,10 +17,12 @@ from vmgen.errors import UsageError, VmgenError
 if TYPE_CHECKING:  # store.py imports this module for its errors
     from vmgen.backup.store import Store
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # a full backup: every vmgen reads it
+# An increment: a vmgen that knows only full backups must refuse it, not restore part of a tree.
+INCREMENT_FORMAT_VERSION = 2
 OBJECT_SUFFIX = ".tar.zst.age"
 MANIFEST_SUFFIX = ".json"
-# Seconds resolution keeps ids short; the random tail keeps two backups in one second apart.
+# Seconds, then a tail of milliseconds and random bits: short ids that sort by time.
 _ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$")
 _WORKSPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -108,8 +110,11 @@ class RestoreTargetNotEmpty(UsageError):
 
 
 def new_backup_id(now: datetime | None = None) -> str:
+    """The time, and a tail that sorts by the millisecond (ms * 64 + 6 random bits): ids sort as
+    the backups were made, also two in one second (an increment and the next)."""
     now = now or datetime.now(UTC)
-    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+    tail = (now.microsecond // 1000) * 64 + secrets.randbelow(64)
+    return now.strftime("%Y%m%dT%H%M%SZ") + f"-{tail:04x}"
 
 
 def check_workspace(name: str) -> str:
@@ -177,6 +182,8 @@ class ArchiveSummary:
     # changed size while read); a backup of a live home must not die on one odd file.
     skipped: tuple[str, ...] = ()
     skipped_count: int = 0
+    # An increment: files and links left out because an earlier backup of the chain holds them.
+    unchanged: int = 0
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,14 @@ class Manifest:
     summary: ArchiveSummary = field(default_factory=ArchiveSummary)
     vmgen_version: str = ""
     format_version: int = FORMAT_VERSION
+    # An increment holds what changed since `parent` (and which files are gone); restoring it
+    # restores its chain, from the full backup `depth` steps up, in order. A full one: "", 0.
+    parent: str = ""
+    depth: int = 0
+
+    @property
+    def is_increment(self) -> bool:
+        return bool(self.parent)
 
     @property
     def object_key(self) -> str:
@@ -208,19 +223,26 @@ class Manifest:
     def from_json(cls, data: bytes, where: str) -> Manifest:
         try:
             raw: dict[str, Any] = json.loads(data)
-            if raw.get("format_version") != FORMAT_VERSION:
+            version = raw.get("format_version")
+            if version not in (FORMAT_VERSION, INCREMENT_FORMAT_VERSION):
                 raise ManifestInvalid(
-                    f"manifest {where} has format_version "
-                    f"{raw.get('format_version')!r}; this vmgen reads {FORMAT_VERSION}"
+                    f"manifest {where} has format_version {version!r}; "
+                    f"this vmgen reads {FORMAT_VERSION} and {INCREMENT_FORMAT_VERSION}"
                 )
             summary = dict(raw.pop("summary", {}))
             summary["excluded"] = tuple(ExcludeStat(**e) for e in summary.get("excluded", ()))
             summary["skipped"] = tuple(summary.get("skipped", ()))
-            return cls(summary=ArchiveSummary(**summary), **raw)
+            manifest = cls(summary=ArchiveSummary(**summary), **raw)
         except ManifestInvalid:
             raise
         except (ValueError, TypeError, AttributeError) as e:
             raise ManifestInvalid(f"manifest {where} is malformed: {e}") from e
+        increment = manifest.format_version == INCREMENT_FORMAT_VERSION
+        if increment != bool(manifest.parent) or increment != (manifest.depth > 0) or manifest.depth < 0:
+            raise ManifestInvalid(f"manifest {where} is malformed: parent, depth and format_version disagree")
+        if manifest.parent and not _ID_RE.match(manifest.parent):
+            raise ManifestInvalid(f"manifest {where} names an invalid parent {manifest.parent!r}")
+        return manifest
 
 
 # ----- listing and retention -----
@@ -251,9 +273,38 @@ def latest_backup(store: Store, workspace: str) -> Manifest:
     return backups[-1]
 
 
+# A chain longer than this is refused: retention starts a new full backup long before (the
+# `max_increments` setting), so only a damaged or hostile store could hold one.
+MAX_CHAIN = 1000
+
+
+def backup_chain(store: Store, manifest: Manifest) -> list[Manifest]:
+    """What restoring `manifest` takes: its full backup and every increment up to it, in the
+    order they are applied. Each link is checked: same workspace and recipient, depth one less."""
+    chain = [manifest]
+    while chain[-1].parent:
+        child = chain[-1]
+        if len(chain) > MAX_CHAIN:
+            raise ManifestInvalid(f"backup {manifest.backup_id} has a chain of over {MAX_CHAIN} increments")
+        try:
+            parent = read_manifest(store, child.workspace, child.parent)
+        except ManifestNotFound:
+            raise ManifestNotFound(
+                f"backup {child.backup_id} is an increment on {child.parent}, which is missing from "
+                f"{store.describe()}; restore an older backup (`vmgen backups {child.workspace}`)"
+            ) from None
+        if parent.recipient != child.recipient or parent.depth != child.depth - 1:
+            raise ManifestInvalid(
+                f"backup {child.backup_id} does not follow from {parent.backup_id} (recipient or depth differ)"
+            )
+        chain.append(parent)
+    return chain[::-1]
+
+
 def apply_retention(store: Store, workspace: str, keep_last: int, protect: str | None = None) -> list[str]:
-    """Delete all but the newest `keep_last` backups, and objects older than those that never
-    got a manifest (a run that died); `protect` is never deleted. Returns deleted ids."""
+    """Delete all but the newest `keep_last` backups and what they build on (an increment keeps
+    its whole chain), and objects older than those that never got a manifest (a run that
+    died); `protect` is never deleted. Returns deleted ids."""
     if keep_last < 1:
         raise InvalidBackupRequest("keep_last must be at least 1")
     entries: dict[str, set[str]] = {}
@@ -262,11 +313,23 @@ def apply_retention(store: Store, workspace: str, keep_last: int, protect: str |
         if parsed:
             entries.setdefault(parsed[1], set()).add(parsed[2])
     complete = sorted(b for b, kinds in entries.items() if "manifest" in kinds)
-    keep = set(complete[-keep_last:]) | {protect}
-    oldest_kept = min(complete[-keep_last:], default="")
+    keep: set[str] = set()
+    for newest in [*complete[-keep_last:], *([protect] if protect else [])]:
+        backup_id: str | None = newest
+        while backup_id and backup_id not in keep and len(keep) <= len(complete) + 1:
+            keep.add(backup_id)
+            backup_id = _parent_of(store, workspace, backup_id) if backup_id in complete else None
+    oldest_kept = min((b for b in keep if b in entries and "manifest" in entries[b]), default="")
     doomed = [b for b in sorted(entries) if b not in keep and ("manifest" in entries[b] or b < oldest_kept)]
     for backup_id in doomed:
         # Manifest first: a crash in between leaves an orphan object, never a dangling manifest.
         store.delete(manifest_key(workspace, backup_id))
         store.delete(object_key(workspace, backup_id))
     return doomed
+
+
+def _parent_of(store: Store, workspace: str, backup_id: str) -> str | None:
+    try:
+        return read_manifest(store, workspace, backup_id).parent or None
+    except BackupError:  # unreadable: kept itself, and nothing is known to build on
+        return None

@@ -25,13 +25,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypeGuard
 
 import vmgen
-from vmgen.backup import archive, crypto, manifest as model, stages
+from vmgen.backup import archive, crypto, extract, manifest as model, stages
+from vmgen.backup.indexkeeper import IndexKeeper, IndexState
 from vmgen.backup.manifest import (
     ArchiveError,
     ArchiveSummary,
@@ -140,10 +141,17 @@ def create_backup(
     backup_id: str | None = None,
     run_as: RunAs | None = None,
     stall_seconds: float = 600,
+    keeper: IndexKeeper | None = None,
+    max_increments: int = 0,
 ) -> Manifest:
     """Archive `root` into `store`, reading it as `run_as` (default: as we are). The manifest that
     makes the backup count is written only after the stored object was verified against what was
-    sent (read back from a remote store; size-checked in a local folder)."""
+    sent (read back from a remote store; size-checked in a local folder).
+
+    With a `keeper` (where the index of the last backup is kept) and `max_increments` > 0 the
+    backup is an increment on the last one, unless that one is gone from the store, was made
+    for another recipient, or its chain already holds `max_increments` increments: then it is
+    a full backup that starts a new chain."""
     root = Path(root).absolute()
     if run_as is None and not root.is_dir():  # as another user, the tar stage says so itself
         raise InvalidBackupRequest(f"nothing to back up: {root} is not a directory")
@@ -151,23 +159,90 @@ def create_backup(
     backup_id = model.check_backup_id(backup_id or model.new_backup_id())
     key = model.object_key(workspace, backup_id)
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
+    parent, previous_fd = _parent_for(store, workspace, recipient, keeper, max_increments)
+    received = keeper.receive() if keeper is not None else None
+    tar_params: dict[str, Any] = {"root": str(root), "excludes": list(excludes)}
+    if received is not None:
+        tar_params["index_fd"] = received.write_fd
+    if previous_fd is not None:
+        tar_params["previous_fd"] = previous_fd
+    tar_fds = tuple(fd for fd in (previous_fd, received.write_fd if received else None) if fd is not None)
     tar_r, tar_w = stages.pipe()
     age_r, age_w = stages.pipe()
     running: list[stages.Stage] = []
     try:
-        running.append(
-            stages.spawn(
-                "tar", {"root": str(root), "excludes": list(excludes)}, subprocess.DEVNULL, tar_w, run_as=run_as
-            )
-        )
+        running.append(stages.spawn("tar", tar_params, subprocess.DEVNULL, tar_w, pass_fds=tar_fds, run_as=run_as))
         running.append(stages.spawn("encrypt", {"recipient": recipient}, tar_r, age_w))
     except BaseException:
         stages.finish(running, failed=True)
         os.close(age_r)
+        if received is not None:
+            received.discard()
         raise
     finally:
-        for fd in (tar_r, tar_w, age_w):  # the children hold their own copies
-            os.close(fd)
+        for fd in (tar_r, tar_w, age_w, *([previous_fd] if previous_fd is not None else [])):
+            os.close(fd)  # the children hold their own copies
+        if received is not None:
+            received.sent()
+    try:
+        manifest = _store_backup(
+            store,
+            key,
+            age_r,
+            running,
+            stall_seconds,
+            Manifest(
+                workspace=workspace,
+                backup_id=backup_id,
+                created_at=created_at,
+                plaintext_bytes=0,
+                compressed_bytes=0,
+                ciphertext_bytes=0,
+                sha256="",
+                recipient=recipient,
+                vmgen_version=vmgen.__version__,
+                format_version=model.INCREMENT_FORMAT_VERSION if parent else model.FORMAT_VERSION,
+                parent=parent.backup_id if parent else "",
+                depth=parent.depth + 1 if parent else 0,
+            ),
+        )
+    except BaseException:
+        if received is not None:
+            received.discard()
+        raise
+    if keeper is not None and received is not None:
+        keeper.commit(received, IndexState(workspace, recipient, backup_id, manifest.depth))
+    if keep_last is not None:
+        model.apply_retention(store, workspace, keep_last, protect=backup_id)
+    return manifest
+
+
+def _parent_for(
+    store: Store, workspace: str, recipient: str, keeper: IndexKeeper | None, max_increments: int
+) -> tuple[Manifest | None, int | None]:
+    """The backup the next one is an increment on, if it can be one (see create_backup), and a
+    descriptor of its index for the walk."""
+    if keeper is None or max_increments < 1:
+        return None, None
+    state = keeper.previous(workspace, recipient)
+    if state is None or state.depth >= max_increments:
+        return None, None
+    try:
+        parent = model.read_manifest(store, workspace, state.backup_id)
+    except BackupError:  # deleted from the store since, or unreadable: start a new chain
+        return None, None
+    if parent.recipient != recipient or parent.depth != state.depth:
+        return None, None
+    try:
+        return parent, keeper.open_index()
+    except OSError:
+        return None, None
+
+
+def _store_backup(
+    store: Store, key: str, age_r: int, running: list[stages.Stage], stall_seconds: float, draft: Manifest
+) -> Manifest:
+    """Upload what the stages make, verify it, and write the manifest that makes it count."""
     stall = _StallGuard(running, stall_seconds)
     stall.start()
     reader = _CiphertextReader(age_r, running, stall)
@@ -185,21 +260,15 @@ def create_backup(
         raise UploadVerifyFailed(f"the store took {sent} of {reader.count} bytes for {key}; age wrote {made}")
     _verify_stored(store, key, reader.count, digest)
     summary, plaintext_bytes, compressed_bytes = _tar_report(running[0].result)
-    manifest = Manifest(
-        workspace=workspace,
-        backup_id=backup_id,
-        created_at=created_at,
+    manifest = replace(
+        draft,
         plaintext_bytes=plaintext_bytes,
         compressed_bytes=compressed_bytes,
         ciphertext_bytes=reader.count,
         sha256=digest,
-        recipient=recipient,
         summary=summary,
-        vmgen_version=vmgen.__version__,
     )
     store.put_bytes(manifest.manifest_key, manifest.to_json())
-    if keep_last is not None:
-        model.apply_retention(store, workspace, keep_last, protect=backup_id)
     return manifest
 
 
@@ -228,6 +297,7 @@ def _tar_report(raw: Any) -> tuple[ArchiveSummary, int, int]:
         ),
         skipped=tuple(s[:300] for s in summary.skipped[:50]),
         skipped_count=max(0, summary.skipped_count),
+        unchanged=max(0, summary.unchanged),
     )
     return summary, plain, compressed
 
@@ -278,14 +348,17 @@ def restore_backup(
     merge: bool = False,
     keep: Iterable[str] = (),
     run_as: RunAs | None = None,
+    keeper: IndexKeeper | None = None,
 ) -> Manifest:
     """Download, verify, decrypt and extract a backup (the latest if backup_id is None) into
-    `target`, in one streaming pass into a staging directory (inside `target` when merging into
-    it, else beside it). The staged tree is moved into place only once the downloaded object's
-    size and sha256 matched the manifest and tar ended cleanly, so on any failure `target` is
+    `target`: for an increment, its chain from the full backup on, each in order into the same
+    staging directory (inside `target` when merging into it, else beside it), each in one
+    streaming pass. The staged tree is moved into place only once every downloaded object's
+    size and sha256 matched its manifest and tar ended cleanly, so on any failure `target` is
     untouched. (age also authenticates every 64 KiB chunk: damaged ciphertext never reaches tar
     in the first place.) Extraction, and everything written below `target`, runs as `run_as`;
-    the files named in `keep` (relative paths) stay as they are in `target`."""
+    the files named in `keep` (relative paths) stay as they are in `target`. With a `keeper`,
+    the restored tree's index is kept there, so the next backup is an increment on this one."""
     target = Path(target).absolute()
     manifest = (
         model.latest_backup(store, workspace) if backup_id is None else model.read_manifest(store, workspace, backup_id)
@@ -295,23 +368,55 @@ def restore_backup(
             f"backup {manifest.backup_id} was encrypted to {manifest.recipient}, "
             f"not to this identity ({identity.recipient})"
         )
-    _check_stored_size(store, manifest)
+    chain = model.backup_chain(store, manifest)
+    for layer in chain:
+        _check_stored_size(store, layer)
     if not merge and target.exists() and any(target.iterdir()):
         raise RestoreTargetNotEmpty(f"restore target {target} is not empty")
-    _download_and_extract(store, _Extraction(manifest, identity, target, merge, list(keep), run_as))
+    staging = extract.staging_path(target, manifest.backup_id, merge)
+    job = _Extraction(identity, target, merge, list(keep), run_as, staging)
+    received = keeper.receive() if keeper is not None else None
+    extracted = 0
+    try:
+        for layer in chain:
+            last = layer is manifest
+            index_fd = received.write_fd if received is not None and last else None
+            _download_and_extract(store, job, _Layer(layer, first=not extracted, last=last, index_fd=index_fd))
+            extracted += 1
+    except BaseException:
+        if received is not None:
+            received.discard()
+        if 0 < extracted < len(chain):  # the staged tree waits for a backup that never comes
+            discard = stages.spawn(
+                "discard", {"staging": str(staging)}, subprocess.DEVNULL, subprocess.DEVNULL, run_as=run_as
+            )
+            stages.finish([discard], failed=False)
+        raise
+    if keeper is not None and received is not None:
+        keeper.commit(received, IndexState(manifest.workspace, manifest.recipient, manifest.backup_id, manifest.depth))
     return manifest
 
 
 @dataclass(frozen=True)
 class _Extraction:
-    """One restore's backup, key and destination, as restore_backup checked them."""
+    """One restore's key and destination, as restore_backup checked them."""
 
-    manifest: Manifest
     identity: crypto.Identity
     target: Path
     merge: bool
     keep: list[str]
     run_as: RunAs | None
+    staging: Path
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One backup of the chain being restored, and its place in it."""
+
+    manifest: Manifest
+    first: bool  # the full backup: its stage makes the staging folder
+    last: bool  # the one asked for: its stage moves the staged tree into place
+    index_fd: int | None  # where that stage sends the restored tree's index, if anywhere
 
 
 def _check_stored_size(store: Store, manifest: Manifest) -> None:
@@ -328,11 +433,11 @@ def _check_stored_size(store: Store, manifest: Manifest) -> None:
         raise SizeMismatch(f"backup {manifest.backup_id} is {size} bytes, its manifest says {want}")
 
 
-def _download_and_extract(store: Store, job: _Extraction) -> None:
-    with store.get_stream(job.manifest.object_key) as body:
+def _download_and_extract(store: Store, job: _Extraction, layer: _Layer) -> None:
+    with store.get_stream(layer.manifest.object_key) as body:
         local = _regular_file_fd(body)
         age_r, age_w = (local, -1) if local is not None else stages.pipe()
-        _run_restore(body, age_r, age_w, job)
+        _run_restore(body, age_r, age_w, job, layer)
 
 
 def _regular_file_fd(body: object) -> int | None:
@@ -344,10 +449,11 @@ def _regular_file_fd(body: object) -> int | None:
         return None
 
 
-def _run_restore(body: Readable, age_r: int, age_w: int, job: _Extraction) -> None:
+def _run_restore(body: Readable, age_r: int, age_w: int, job: _Extraction, layer: _Layer) -> None:
     """age_w is -1 when age_r is the object's file; else age_r and age_w are a pipe (both
     closed here) and this process feeds `body` into it."""
-    manifest = job.manifest
+    manifest = layer.manifest
+    index_fds = () if layer.index_fd is None else (layer.index_fd,)
     tar_r, tar_w = stages.pipe()
     go_r, go_w = os.pipe()  # "1" once everything is verified: the untar stage moves its tree in
     secret_r, secret_w = os.pipe()
@@ -361,14 +467,17 @@ def _run_restore(body: Readable, age_r: int, age_w: int, job: _Extraction) -> No
                 "untar",
                 {
                     "target": str(job.target),
+                    "staging": str(job.staging),
+                    "first": layer.first,
+                    "last": layer.last,
                     "merge": job.merge,
                     "keep": job.keep,
-                    "backup_id": manifest.backup_id,
                     "go_fd": go_r,
+                    "index_fd": layer.index_fd,
                 },
                 tar_r,
                 subprocess.DEVNULL,
-                pass_fds=(go_r,),
+                pass_fds=(go_r, *index_fds),
                 run_as=job.run_as,
             )
         )

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import zstandard
 
 import vmgen
-from vmgen.backup import archive, crypto, extract, manifest as model
+from vmgen.backup import archive, crypto, extract, index, manifest as model
 from vmgen.backup.manifest import BackupError
 from vmgen.privileges import RunAs
 
@@ -159,13 +159,18 @@ def child_main(args: list[str]) -> None:
 
 
 def _job_tar(params: dict[str, Any]) -> dict[str, Any]:
+    """The archive on stdout: an increment if given the previous index (`previous_fd`); the
+    index of what it saw on `index_fd` if given one."""
+    previous = index.load(params["previous_fd"]) if params.get("previous_fd") is not None else None
+    entries = index.IndexWriter.to_fd(params.get("index_fd"))
     with open(1, "wb", buffering=CHUNK) as out:
         compressed = archive.CountingWriter(out)
         # threads=1: compression runs on a zstd worker thread beside the Python tar code.
         cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=1)
         # zstandard's type hints ask for an IO[bytes]; the writer only calls write() (and flush() if any).
         with cctx.stream_writer(compressed, closefd=False, write_size=CHUNK) as z:  # type: ignore[arg-type]
-            summary, plain = archive.write_tree(Path(params["root"]), z, params["excludes"])
+            summary, plain = archive.write_tree(Path(params["root"]), z, params["excludes"], previous, entries)
+    entries.close()
     return {"summary": asdict(summary), "plaintext_bytes": plain, "compressed_bytes": compressed.count}
 
 
@@ -192,30 +197,51 @@ def _job_decrypt(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _job_untar(params: dict[str, Any]) -> int:
-    """Extract into a staging folder; once the parent has verified the whole download (one
-    byte "1" on go_fd), move it into place, else throw it away. Runs as the restoring user."""
-    target = Path(params["target"])
-    staging = extract.make_staging(target, params["backup_id"], params["merge"])
+    """Extract one backup of a chain into the staging folder (made by the chain's first, its
+    full backup); each waits for the parent to have verified its download (one byte "1" on
+    go_fd). The last one then moves the staged tree into place, and indexes it first (on
+    `index_fd`, if given) for the next increment; any failure throws the staged tree away.
+    Runs as the restoring user."""
+    target, staging = Path(params["target"]), Path(params["staging"])
+    if params["first"]:
+        extract.make_staging(target, staging, params["merge"])
+    elif not staging.is_dir() or staging.is_symlink():
+        raise model.BackupError(f"the restore's staging folder {staging} is gone")
+    keep_staging = False
     try:
-        count = _extract_stdin(staging)
+        count = _extract_stdin(staging, increment=not params["first"])
         with os.fdopen(params["go_fd"], "rb") as go:
             if go.read(1) != b"1":
                 raise model.BackupError("the restore was called off before anything was moved into place")
+        if not params["last"]:
+            keep_staging = True
+            return count
         extract.keep_current(target, staging, params["keep"])
+        if params.get("index_fd") is not None:
+            entries = index.IndexWriter.to_fd(params["index_fd"])
+            # The kept files are the new VM's, in no backup yet: the next one takes them.
+            index.walk(str(staging), frozenset(params["keep"]), entries)
+            entries.close()
         extract.move_into_place(staging, target)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not keep_staging:
+            shutil.rmtree(staging, ignore_errors=True)
     return count
 
 
-def _extract_stdin(dest: Path) -> int:
+def _job_discard(params: dict[str, Any]) -> None:
+    """A chain's restore failed between two backups: its staged tree goes."""
+    shutil.rmtree(params["staging"], ignore_errors=True)
+
+
+def _extract_stdin(dest: Path, increment: bool) -> int:
     src = open(0, "rb", buffering=0)  # noqa: SIM115 - closed below, and only once nothing reads it
     z = zstandard.ZstdDecompressor().stream_reader(src, read_size=CHUNK, closefd=False)
     # Decompression (GIL released) runs on a thread ahead of the Python tar code, like
     # `zstd -d | tar -x`.
     ahead = _ReadAhead(z)
     try:
-        count = extract.extract_stream(ahead, dest)
+        count = extract.extract_stream(ahead, dest, increment)
         while ahead.read(CHUNK):  # the tar end padding: drain so age can finish cleanly
             pass
     except BaseException as e:
@@ -279,4 +305,10 @@ class _ReadAhead:
             self._chunks.get_nowait()
 
 
-_JOBS = {"tar": _job_tar, "encrypt": _job_encrypt, "decrypt": _job_decrypt, "untar": _job_untar}
+_JOBS = {
+    "tar": _job_tar,
+    "encrypt": _job_encrypt,
+    "decrypt": _job_decrypt,
+    "untar": _job_untar,
+    "discard": _job_discard,
+}

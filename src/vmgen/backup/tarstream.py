@@ -22,6 +22,9 @@ _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _PAX_LOCAL = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE)
 _GNU_LONG = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 _ZERO_BLOCK = bytes(BLOCK)
+DUMPDIR = "GNU.dumpdir"  # GNU tar's PAX keyword for a directory's listing in an increment
+# A PAX header or GNU long name is read whole: a directory's dumpdir of ~100,000 names fits.
+MAX_EXTENDED_HEADER = 16 << 20
 
 
 def _text(field: bytes) -> str:
@@ -137,7 +140,10 @@ class TarReader:
                 return None
             kind = block[156:157]
             if kind in _GNU_LONG or kind in _PAX_LOCAL or kind == tarfile.XGLTYPE:
-                payload = self._take(_number(block[124:136]))
+                size = _number(block[124:136])
+                if not 0 <= size <= MAX_EXTENDED_HEADER:  # it is held in memory
+                    raise ArchiveError(f"the archive is not a valid tar stream: a {size}-byte extended header")
+                payload = self._take(size)
                 self._discard(-len(payload) % BLOCK)
                 if kind in _GNU_LONG:
                     names[kind] = _text(payload)
@@ -194,5 +200,7 @@ class TarReader:
                     info.size = int(value)
                 elif key == "mtime":
                     info.mtime = float(value)
+                elif key == DUMPDIR:  # an increment's listing of a directory
+                    info.pax_headers = {DUMPDIR: value}
         except ValueError:
             raise ArchiveError("the archive is not a valid tar stream: bad PAX value") from None
