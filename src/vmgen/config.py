@@ -53,6 +53,8 @@ class Settings:
     hcloud_metadata_url: str = ""
     backup_dir: str = "~/.local/share/vmgen/backups"
     backup_keep: int = 7
+    # Backups after the first are increments (what changed); after this many, a full one again.
+    backup_max_increments: int = 10
     backup_part_mib: int = 32
     backup_excludes: tuple[str, ...] = ()
     r2_bucket: str = ""

@@ -1,7 +1,8 @@
 """Encrypted backup and restore end to end on the docker provider with the local store: work the
 agent did comes back on a new VM, with the agent's conversation; a damaged backup is refused and
 leaves no half-restored workspace running the agent; a backup restores as a new workspace next
-to the running one, whose page names the backup it came from."""
+to the running one, whose page names the backup it came from; the restored workspace's next
+backup is an increment, and a damaged increment refuses the restore of its chain."""
 
 from __future__ import annotations
 
@@ -88,6 +89,33 @@ def test_the_standard_age_tool_reads_a_backup(cli) -> None:
     listing = subprocess.run(f"age -d -i {identity} < {obj} | zstd -d | tar -t", shell=True, check=True,
                              capture_output=True, text=True).stdout
     assert f"work/{NAME}/REMEMBER.md" in listing.splitlines() or f"./work/{NAME}/REMEMBER.md" in listing.splitlines()
+
+
+def test_the_restored_workspace_backs_up_what_changed(cli, docker_client, tmp_path) -> None:
+    """NAME runs restored from its backup: its next backup is an increment on that one, made by
+    the agent's walk with root's kept index, and the chain restores by hand with standard tools."""
+    restored_from = sorted(store_dir(cli).glob("*.json"))[-1].stem
+    cli.ssh(NAME, f"echo later > work/{NAME}/LATER.md && rm work/{NAME}/REMEMBER.md")
+    made = cli("backup", NAME)
+    assert f"an increment on {restored_from}: " in made.stderr, made.stderr
+    assert f"increment 1 on {restored_from}" in cli("backups", NAME).stdout
+    # Root's index of the agent's files: root's alone.
+    kept = docker_client.containers.get(f"vmgen-{NAME}").exec_run(["stat", "-c", "%U %a", "/var/lib/vmgen/backup-index"])
+    assert kept.output.decode().split() == ["root", "700"]
+    assert cli.ssh(NAME, "ls /var/lib/vmgen/backup-index 2>&1; true").strip().endswith("Permission denied")
+
+    identity = cli.home / ".local/state/vmgen/identities" / f"{NAME}.age-identity"
+    out = tmp_path / "by-hand"
+    out.mkdir()
+    chain = [sorted(store_dir(cli).glob("*.json"))[-1]]  # the newest, then each manifest's parent
+    while parent := json.loads(chain[-1].read_text())["parent"]:
+        chain.append(store_dir(cli) / f"{parent}.json")
+    for manifest in reversed(chain):  # oldest first: the full one, then the increments
+        obj = manifest.with_name(manifest.stem + ".tar.zst.age")
+        subprocess.run(f"age -d -i {identity} < {obj} | zstd -d | tar -x --incremental -C {out}", shell=True,
+                       check=True)
+    assert (out / f"work/{NAME}/LATER.md").read_text() == "later\n"
+    assert not (out / f"work/{NAME}/REMEMBER.md").exists()
 
 
 def test_a_damaged_backup_is_refused_and_nothing_runs(cli, docker_client) -> None:

@@ -61,7 +61,11 @@ def target_from_settings(settings: Any, provider: str) -> BackupTarget | None:
     """The configured store: S3/R2 when a bucket is set, else a local folder (docker only)."""
     from .archive import DEFAULT_EXCLUDES
 
-    common = {"keep_last": settings.backup_keep, "excludes": settings.backup_excludes or DEFAULT_EXCLUDES}
+    common = {
+        "keep_last": settings.backup_keep,
+        "excludes": settings.backup_excludes or DEFAULT_EXCLUDES,
+        "max_increments": settings.backup_max_increments,
+    }
     if settings.r2_bucket:
         return BackupTarget(
             kind="s3",

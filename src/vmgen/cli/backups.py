@@ -48,6 +48,11 @@ def backup(name: str, timeout: float) -> None:
         f"[green]backed up[/] {name}: {result.backup_id}, {human_bytes(result.ciphertext_bytes)} stored "
         f"({human_bytes(result.plaintext_bytes)} archived) in {result.seconds:.1f}s"
     )
+    if result.parent:
+        err.print(
+            f"  an increment on {result.parent}: {result.files} new or changed, "
+            f"{result.unchanged} unchanged file(s) left to the earlier backups"
+        )
     for stat in result.excluded:
         err.print(f"  excluded {stat.pattern}: {stat.files} files, {human_bytes(stat.bytes)}")
     if result.skipped:
@@ -73,7 +78,7 @@ def backups(name: str | None, provider: str | None) -> None:
         err.print(f"no backups{f' of {name}' if name else ''} in {store_target.describe()}")
         return
     table = Table(box=None, header_style="bold")
-    for column in ("WORKSPACE", "BACKUP", "CREATED", "SIZE", "AGE"):
+    for column in ("WORKSPACE", "BACKUP", "KIND", "CREATED", "SIZE", "AGE"):
         table.add_column(column)
     now = datetime.now(UTC)
     for m in found:
@@ -81,6 +86,7 @@ def backups(name: str | None, provider: str | None) -> None:
         table.add_row(
             m.workspace,
             m.backup_id,
+            f"increment {m.depth} on {m.parent}" if m.is_increment else "full",
             created.strftime("%Y-%m-%d %H:%M"),
             human_bytes(m.ciphertext_bytes),
             age(now - created),

@@ -83,6 +83,7 @@ class BackupTarget:
     part_size_mib: int = 32
     keep_last: int = 7
     excludes: tuple[str, ...] = ()
+    max_increments: int = 10  # 0: every backup is a full one
 
     def describe(self) -> str:
         return (
@@ -138,6 +139,9 @@ class BackupResult:
     excluded: tuple[ExcludedRecord, ...] = ()
     skipped: int = 0  # entries a backup could not hold (FIFOs, sockets, devices, unreadable ones)
     skipped_paths: tuple[str, ...] = ()  # the first of them, each with why
+    parent: str = ""  # an increment: the backup it builds on ("" for a full backup)
+    files: int = 0  # files and links archived
+    unchanged: int = 0  # an increment: files and links left to earlier backups of its chain
     error: str = ""
     trigger: str = ""  # "laptop", "page", "idlewatch"
     seconds: float = 0.0

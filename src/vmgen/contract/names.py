@@ -213,6 +213,11 @@ class VmPaths:
         return self.run / "control.sock"
 
     @property
+    def backup_index(self) -> Path:
+        """Root-only (0700): the file index of the last backup or restore, for the next increment."""
+        return self.state / "backup-index"
+
+    @property
     def backup_lock(self) -> Path:
         return self.run / "backup.lock"
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from ..backup.crypto import parse_identity
+from ..backup.indexkeeper import IndexKeeper
 from ..backup.pipeline import create_backup, restore_backup
 from ..backup.target import load_vm_config, open_store
 from ..contract import codec
@@ -83,6 +84,8 @@ def run_backup(
                 excludes=target.excludes + runtime_excludes(paths),
                 keep_last=target.keep_last,
                 run_as=agent or RunAs.lookup(AGENT_USER),
+                keeper=IndexKeeper(paths.backup_index),
+                max_increments=target.max_increments,
             )
         own = set(runtime_excludes(paths))
         result = BackupResult(
@@ -92,6 +95,9 @@ def run_backup(
             plaintext_bytes=manifest.plaintext_bytes,
             skipped=manifest.summary.skipped_count,
             skipped_paths=manifest.summary.skipped[:20],
+            parent=manifest.parent,
+            files=manifest.summary.files + manifest.summary.symlinks + manifest.summary.hardlinks,
+            unchanged=manifest.summary.unchanged,
             excluded=tuple(
                 ExcludedRecord(s.pattern, s.entries, s.files, s.bytes)
                 for s in manifest.summary.excluded
@@ -131,6 +137,7 @@ def run_restore(
                 merge=True,
                 keep=KEPT_ON_RESTORE,
                 run_as=agent or RunAs.lookup(AGENT_USER),
+                keeper=IndexKeeper(paths.backup_index),
             )
         result = RestoreResult(
             ok=True,

@@ -95,6 +95,22 @@ def test_restore_brings_work_back_without_runtime_files_and_keeps_the_new_keys(b
     assert not again.ok and "restored already" in again.error
 
 
+def test_backups_after_the_first_are_increments_and_a_restore_continues_the_chain(backed_up, tmp_path, keys):
+    old, first = backed_up
+    write(old.home / "work/app/main.py", "print('changed')\n")
+    second = run_backup("idlewatch", old, ME)
+    assert second.ok and second.parent == first.backup_id and second.files == 1 and second.unchanged >= 3
+    assert oct(old.backup_index.stat().st_mode & 0o777) == "0o700"  # root's: the agent reads none of it
+
+    new = vm(tmp_path / "new", tmp_path / "store", keys[1])
+    assert run_restore(keys[0], new, ME).ok
+    write(new.home / "work/app/next.py", "print('on the new VM')\n")
+    third = run_backup("idlewatch", new, ME)
+    assert third.ok and third.parent == second.backup_id, third
+    # What the restore wrote is not archived again: the new file, and the top level (moved in).
+    assert third.files <= 3 and third.plaintext_bytes < 64 * 1024, third
+
+
 def test_restore_with_the_wrong_identity_fails_cleanly(backed_up, tmp_path, keys):
     paths = vm(tmp_path / "new", tmp_path / "store", keys[1])
     write(paths.home / "keep.txt", "untouched\n")
