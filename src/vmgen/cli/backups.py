@@ -105,7 +105,7 @@ def restore(
     name: str, backup_id: str | None, new_name: str | None, provider: str | None, keep_on_failure: bool, as_json: bool
 ) -> None:
     """Bring NAME back on a new VM: files, ~/.claude and the agent's conversation."""
-    from ..backup.manifest import WrongIdentity, latest_backup, read_manifest
+    from ..backup.manifest import WrongIdentity, backup_chain, latest_backup, read_manifest
     from ..launch import LaunchOptions, launch as launch_workspace
 
     target_name = validate_name(new_name or name)
@@ -116,6 +116,7 @@ def restore(
     store_target = require_target(settings(), chosen.name)
     store = open_store(store_target)
     manifest = read_manifest(store, name, backup_id) if backup_id else latest_backup(store, name)
+    backup_chain(store, manifest)  # an increment whose chain is broken: said before a VM is made
     identity = load_for_restore(name)
     if identity.recipient != manifest.recipient:
         raise WrongIdentity(

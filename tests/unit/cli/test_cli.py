@@ -180,3 +180,25 @@ def test_an_unknown_provider_for_a_store_is_a_usage_error(home: Path) -> None:
     for command in (["restore", "app"], ["backups"]):
         result = vmgen(home, *command, "--provider", "nowhere")
         assert result.returncode == 2 and "'nowhere' is not one of" in result.stderr
+
+
+def test_backups_name_each_increments_parent_and_a_broken_chain_is_refused_before_any_vm(home: Path) -> None:
+    from vmgen.backup import LocalStore, create_backup, generate_identity
+    from vmgen.backup.indexkeeper import IndexKeeper
+
+    work = home / "work"
+    work.mkdir()
+    (work / "a.txt").write_text("a")
+    store = LocalStore(home / ".local/share/vmgen/backups")
+    keeper = IndexKeeper(home / "index")
+    _text, recipient = generate_identity()
+    full = create_backup(work, store, "app", recipient, keeper=keeper, max_increments=5)
+    (work / "b.txt").write_text("b")
+    create_backup(work, store, "app", recipient, keeper=keeper, max_increments=5)
+    listed = " ".join(vmgen(home, "backups", "app", "--provider", "docker").stdout.split())
+    assert "full" in listed and f"increment 1 on {full.backup_id}" in listed
+
+    store.delete(full.manifest_key)
+    result = vmgen(home, "restore", "app", "--provider", "docker")
+    assert result.returncode == 1
+    assert f"is an increment on {full.backup_id}, which is missing" in one_error_line(result)
