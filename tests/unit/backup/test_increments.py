@@ -205,6 +205,28 @@ def test_a_damaged_increment_is_refused_after_its_full_backup_was_staged(home, s
     assert sorted(p.name for p in target.iterdir()) == ["mine"], "a staged tree or a file moved in"
 
 
+def test_a_download_failing_between_two_backups_of_the_chain_leaves_no_staged_tree(
+    home, store, keeper, keys, tmp_path
+):
+    text, recipient = keys
+    backup(home, store, keeper, recipient)
+    change(home)
+    inc = backup(home, store, keeper, recipient)
+
+    class Flaky(LocalStore):
+        def get_stream(self, key):
+            if key == inc.object_key:
+                raise OSError("connection reset")
+            return super().get_stream(key)
+
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "mine").write_text("untouched")
+    with pytest.raises(OSError, match="connection reset"):
+        restore_backup(Flaky(store.root), "app", None, parse_identity(text), target, merge=True)
+    assert sorted(p.name for p in target.iterdir()) == ["mine"], "the full backup's staged tree was left"
+
+
 # ----- the kept index is root's; what the walk makes of it is its own business -----
 
 
