@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from vmgen.backup import tarstream
 from vmgen.backup.index import IndexWriter, fingerprint
 from vmgen.backup.manifest import ArchiveSummary, ExcludeStat
 from vmgen.backup.tarstream import DUMPDIR
@@ -309,6 +310,14 @@ class TreeWriter:
                 self.tally.skip(".", e.strerror or "vanished")
                 return
         dumpdir = b"".join(kind + os.fsencode(entry.name) + b"\0" for entry, _rel, _st, kind in plan) + b"\0"
+        if len(dumpdir) > tarstream.MAX_EXTENDED_HEADER:
+            # Longer than a restore reads (hundreds of thousands of names): no listing, and
+            # everything in it archived, so the restore has all of it; what was deleted in
+            # it stays deleted only until a full backup.
+            plan[:] = [(entry, path, est, b"D" if kind == b"D" else b"Y") for entry, path, est, kind in plan]
+            self.tally.skip(rel or ".", "too many entries to list in an increment: archived whole")
+            self.out.write(self._header(rel or ".", st, tarfile.DIRTYPE))
+            return
         info = tarfile.TarInfo(rel or ".")
         info.type, info.mode, info.mtime = tarfile.DIRTYPE, stat.S_IMODE(st.st_mode), int(st.st_mtime)
         info.uid, info.gid = st.st_uid, st.st_gid
@@ -323,17 +332,33 @@ class TreeWriter:
         if error.errno != errno.ENOENT:
             self.tally.skip(rel, error.strerror or why)
 
-    def _add_symlink(self, path: str, rel: str, st: os.stat_result) -> None:
+    def _add_symlink(self, path: str, rel: str, st: os.stat_result, again: bool = True) -> None:
         try:
             target = os.readlink(path)
         except OSError as e:
-            self._skip_unless_gone(rel, e, "vanished")
+            if not (again and e.errno == errno.EINVAL and self._add_swapped(path, rel)):
+                self._skip_unless_gone(rel, e, "vanished")
             return
         self.out.write(self._header(rel, st, tarfile.SYMTYPE, linkname=target))
         self.index.add(rel, fingerprint(st))
         self.tally.symlinks += 1
 
-    def _add_file(self, path: str, rel: str, st: os.stat_result) -> None:
+    def _add_swapped(self, path: str, rel: str) -> bool:
+        """It changed kind since its folder was listed (a file renamed over a link, or the
+        other way round): archive what is there now, once. False if it is neither."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        if stat.S_ISLNK(st.st_mode):
+            self._add_symlink(path, rel, st, again=False)
+        elif stat.S_ISREG(st.st_mode):
+            self._add_file(path, rel, st, again=False)
+        else:
+            return False
+        return True
+
+    def _add_file(self, path: str, rel: str, st: os.stat_result, again: bool = True) -> None:
         key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and key in self._links:
             self.out.write(self._header(rel, st, tarfile.LNKTYPE, linkname=self._links[key]))
@@ -345,7 +370,8 @@ class TreeWriter:
             # since (O_NOFOLLOW), never wait on a FIFO swapped in since (O_NONBLOCK).
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError as e:
-            self._skip_unless_gone(rel, e, "unreadable")
+            if not (again and e.errno == errno.ELOOP and self._add_swapped(path, rel)):
+                self._skip_unless_gone(rel, e, "unreadable")
             return
         try:
             st = os.fstat(fd)  # the size promised in the header is the size now

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import shutil
 import stat
 import threading
 from collections.abc import Callable
@@ -72,8 +71,10 @@ class DiskWriter:
         """An increment's file, link or symlink replaces what an earlier archive put there."""
         self._add(_remove_file, path)
 
-    def purge(self, path: str, listing: dict[str, str]) -> None:
-        """Delete what the directory holds and `listing` does not (or lists as another kind)."""
+    def purge(self, path: str, listing: dict[str, str] | None) -> None:
+        """Delete what the directory holds and `listing` does not (or lists as another kind);
+        without a listing (a folder too large to list) delete nothing. Either way the folder
+        becomes writable for what the increment puts in it."""
         self._add(_purge, path, listing)
 
     def symlink(self, target: str, path: str) -> None:
@@ -191,12 +192,17 @@ def _remove_file(path: str) -> None:
         raise ArchiveError(f"the increment would replace the directory {path!r} by a file") from None
 
 
-def _purge(path: str, listing: dict[str, str]) -> None:
+def _purge(path: str, listing: dict[str, str] | None) -> None:
     """GNU tar's purge_directory: remove each entry that the dumpdir does not list, or lists
     as a directory while it is none, or as a file while it is a directory. Through the
-    directory's own descriptor, opened without following a link: nothing outside is touched."""
+    directory's own descriptor, opened without following a link: nothing outside is touched.
+    The folder becomes writable for what the increment puts in it (an earlier backup may have
+    left it read-only, as a Go module cache is); its own mode is set again at the end."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
+        os.fchmod(fd, 0o700)
+        if listing is None:
+            return
         doomed = []
         with os.scandir(fd) as it:
             for entry in it:
@@ -205,11 +211,34 @@ def _purge(path: str, listing: dict[str, str]) -> None:
                     doomed.append((entry.name, is_dir))
         for name, is_dir in doomed:
             if is_dir:
-                shutil.rmtree(name, dir_fd=fd)
+                _remove_tree(os.path.join(path, name))
             else:
                 os.unlink(name, dir_fd=fd)
     finally:
         os.close(fd)
+
+
+def _remove_tree(top: str) -> None:
+    """Delete a folder and everything below it: without recursion (a tree may be thousands of
+    levels deep), making read-only folders writable first, never following a link (a link is
+    unlinked, a folder is entered only when lstat says it is one)."""
+    stack = [(top, False)]
+    while stack:
+        path, emptied = stack.pop()
+        if emptied:
+            os.rmdir(path)
+            continue
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)
+            continue
+        os.chmod(path, 0o700)
+        stack.append((path, True))
+        with os.scandir(path) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, False))
+                else:
+                    os.unlink(entry.path)
 
 
 def _hardlink(source: str, path: str) -> None:

@@ -3,6 +3,8 @@ in place."""
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import secrets
 import stat
@@ -19,6 +21,10 @@ if TYPE_CHECKING:
     from vmgen.backup.store import Readable
 
 COPY_CHUNK = 1 << 20
+# Failures of the disk, not of what the archive asks for: said as they are.
+_NOT_THE_ARCHIVE = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS)
+# Modification times are kept within what every filesystem and os.utime take.
+_MTIME_MAX = 253402300799  # 9999-12-31
 
 
 class _Guard:
@@ -67,7 +73,8 @@ class _Guard:
             listing = self._check_increment(member, name, linkname)
         if member.issym():
             self.symlinks.add(name)
-        return _Member(name, member.type, member.mode & 0o777, linkname, member.size, int(member.mtime), listing)
+        mtime = int(min(max(member.mtime, 0), _MTIME_MAX)) if math.isfinite(member.mtime) else 0
+        return _Member(name, member.type, member.mode & 0o777, linkname, member.size, mtime, listing)
 
     def _check_increment(self, member: tarfile.TarInfo, name: str, linkname: str) -> dict[str, str] | None:
         for path, what in ((name, "path"), *([(linkname, "hard link to")] if member.islnk() else [])):
@@ -136,13 +143,17 @@ def extract_stream(src: Readable, dest: Path, increment: bool = False) -> int:
             if writer.error is not None and writer.error is not e:
                 raise writer.error from None
             raise
+        # Directory modes and mtimes last, deepest first: a 0500 directory would refuse its
+        # children, and each child created would reset the mtime.
+        for path, mode, mtime in sorted(dirs, reverse=True):
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
+            os.chmod(path, mode)
     except FileExistsError as e:
         raise ArchiveError(f"the archive holds {e.filename!r} twice; refusing to overwrite") from e
-    # Directory modes and mtimes last, deepest first: a 0500 directory would refuse its
-    # children, and each child created would reset the mtime.
-    for path, mode, mtime in sorted(dirs, reverse=True):
-        os.utime(path, (mtime, mtime), follow_symlinks=False)
-        os.chmod(path, mode)
+    except (OSError, ValueError) as e:  # a link to nowhere, a NUL in a name: the archive's doing
+        if isinstance(e, OSError) and e.errno in _NOT_THE_ARCHIVE:
+            raise
+        raise ArchiveError(f"the archive cannot be extracted: {e}") from e
     return count
 
 
@@ -190,7 +201,7 @@ def _queue_replacement(writer: DiskWriter, path: str, member: _Member) -> None:
     what its dumpdir does not list; anything else takes the place of what is there."""
     if member.kind != tarfile.DIRTYPE:
         writer.remove_file(path)
-    elif member.listing is not None:
+    else:
         writer.mkdir(path)
         writer.purge(path, member.listing)
 

@@ -9,7 +9,7 @@ import json
 import re
 import secrets
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from vmgen.errors import UsageError, VmgenError
@@ -109,12 +109,23 @@ class RestoreTargetNotEmpty(UsageError):
 # ----- ids and keys -----
 
 
-def new_backup_id(now: datetime | None = None) -> str:
+def new_backup_id(now: datetime | None = None, after: str | None = None) -> str:
     """The time, and a tail that sorts by the millisecond (ms * 64 + 6 random bits): ids sort as
-    the backups were made, also two in one second (an increment and the next)."""
+    the backups were made, also two in one second (an increment and the next). `after`: an id
+    the new one must sort after (the newest in the store), should the clock have gone back."""
     now = now or datetime.now(UTC)
     tail = (now.microsecond // 1000) * 64 + secrets.randbelow(64)
-    return now.strftime("%Y%m%dT%H%M%SZ") + f"-{tail:04x}"
+    made = now.strftime("%Y%m%dT%H%M%SZ") + f"-{tail:04x}"
+    if after is not None and _ID_RE.match(after) and made <= after:
+        later = datetime.strptime(after[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) + timedelta(seconds=1)
+        made = later.strftime("%Y%m%dT%H%M%SZ") + f"-{secrets.randbelow(64):04x}"
+    return made
+
+
+def next_backup_id(store: Store, workspace: str) -> str:
+    """A new id for the workspace that sorts after every backup the store holds of it."""
+    ids = [parsed[1] for key in store.list_keys(workspace_prefix(workspace)) if (parsed := parse_key(key))]
+    return new_backup_id(after=max(ids, default=None))
 
 
 def check_workspace(name: str) -> str:

@@ -156,7 +156,7 @@ def create_backup(
     if run_as is None and not root.is_dir():  # as another user, the tar stage says so itself
         raise InvalidBackupRequest(f"nothing to back up: {root} is not a directory")
     crypto.check_recipient(recipient)
-    backup_id = model.check_backup_id(backup_id or model.new_backup_id())
+    backup_id = model.check_backup_id(backup_id or model.next_backup_id(store, workspace))
     key = model.object_key(workspace, backup_id)
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     parent, previous_fd = _parent_for(store, workspace, recipient, keeper, max_increments)

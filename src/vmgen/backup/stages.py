@@ -17,10 +17,12 @@ import fcntl
 import json
 import os
 import queue
+import select
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -41,6 +43,7 @@ ZSTD_LEVEL = 3  # what `zstd` does by default
 _F_SETPIPE_SZ = 1031  # Linux; the fcntl module of 3.11 does not export it
 _CHILD_ENTRY = "import sys; from vmgen.backup.stages import child_main; child_main(sys.argv[1:])"
 REPORT_MAX = 1 << 20  # a report is a few KiB; a child the agent controls may send anything
+REPORT_GRACE = 2.0  # seconds after a child's exit that its report may still take to arrive
 
 
 def pipe() -> tuple[int, int]:
@@ -61,10 +64,7 @@ class Stage(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        with self.report:
-            raw = self.report.read(REPORT_MAX)  # EOF when the child exits
-            while self.report.read(1 << 16):  # the rest is dropped; the child must not block
-                pass
+        raw = self._read_report()
         code = self.proc.wait()
         try:
             report = json.loads(raw)
@@ -76,6 +76,25 @@ class Stage(threading.Thread):
             self.result = report.get("result")
         else:
             self.error = rebuild_error(self.kind, str(report.get("type")), str(report.get("message"))[:2000])
+
+    def _read_report(self) -> bytes:
+        """The report, up to REPORT_MAX (the rest is read and dropped: the child must not block).
+        It ends at EOF, when the child exits; if something the child left behind still holds the
+        pipe (a stage as the agent can leave a process), at most REPORT_GRACE after the exit."""
+        fd, chunks, size, exited = self.report.fileno(), [], 0, None
+        with self.report:
+            while exited is None or time.monotonic() - exited < REPORT_GRACE:
+                ready, _, _ = select.select([fd], [], [], 0.5)
+                if ready:
+                    data = os.read(fd, 1 << 16)
+                    if not data:
+                        break
+                    if size < REPORT_MAX:
+                        chunks.append(data[: REPORT_MAX - size])
+                        size += len(chunks[-1])
+                if exited is None and self.proc.poll() is not None:
+                    exited = time.monotonic()
+        return b"".join(chunks)
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -151,6 +151,8 @@ class TarReader:
                 records = dict(_pax_records(payload))
                 if kind == tarfile.XGLTYPE:  # for every member from here on
                     self._global_pax.update(records)
+                    if sum(len(k) + len(v) for k, v in self._global_pax.items()) > MAX_EXTENDED_HEADER:
+                        raise ArchiveError("the archive is not a valid tar stream: too many global headers")
                 pax.update(records)
                 continue
             return self._member(block, kind, names, pax)
