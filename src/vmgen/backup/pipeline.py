@@ -161,17 +161,17 @@ def create_backup(
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     parent, previous_fd = _parent_for(store, workspace, recipient, keeper, max_increments)
     received = keeper.receive() if keeper is not None else None
-    tar_params: dict[str, Any] = {"root": str(root), "excludes": list(excludes)}
-    if received is not None:
-        tar_params["index_fd"] = received.write_fd
-    if previous_fd is not None:
-        tar_params["previous_fd"] = previous_fd
-    tar_fds = tuple(fd for fd in (previous_fd, received.write_fd if received else None) if fd is not None)
+    tar_params = {
+        "root": str(root),
+        "excludes": list(excludes),
+        "previous_fd": previous_fd,
+        "index_fd": received.write_fd if received is not None else None,
+    }
     tar_r, tar_w = stages.pipe()
     age_r, age_w = stages.pipe()
     running: list[stages.Stage] = []
     try:
-        running.append(stages.spawn("tar", tar_params, subprocess.DEVNULL, tar_w, pass_fds=tar_fds, run_as=run_as))
+        running.append(stages.spawn("tar", tar_params, subprocess.DEVNULL, tar_w, run_as=run_as))
         running.append(stages.spawn("encrypt", {"recipient": recipient}, tar_r, age_w))
     except BaseException:
         stages.finish(running, failed=True)
@@ -453,7 +453,6 @@ def _run_restore(body: Readable, age_r: int, age_w: int, job: _Extraction, layer
     """age_w is -1 when age_r is the object's file; else age_r and age_w are a pipe (both
     closed here) and this process feeds `body` into it."""
     manifest = layer.manifest
-    index_fds = () if layer.index_fd is None else (layer.index_fd,)
     tar_r, tar_w = stages.pipe()
     go_r, go_w = os.pipe()  # "1" once everything is verified: the untar stage moves its tree in
     secret_r, secret_w = os.pipe()
@@ -461,7 +460,7 @@ def _run_restore(body: Readable, age_r: int, age_w: int, job: _Extraction, layer
     os.close(secret_w)
     running: list[stages.Stage] = []
     try:
-        running.append(stages.spawn("decrypt", {"secret_fd": secret_r}, age_r, tar_w, pass_fds=(secret_r,)))
+        running.append(stages.spawn("decrypt", {"secret_fd": secret_r}, age_r, tar_w))
         running.append(
             stages.spawn(
                 "untar",
@@ -477,7 +476,6 @@ def _run_restore(body: Readable, age_r: int, age_w: int, job: _Extraction, layer
                 },
                 tar_r,
                 subprocess.DEVNULL,
-                pass_fds=(go_r, *index_fds),
                 run_as=job.run_as,
             )
         )

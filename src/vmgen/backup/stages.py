@@ -122,10 +122,14 @@ def spawn(
     params: dict[str, Any],
     stdin: int,
     stdout: int,
-    pass_fds: tuple[int, ...] = (),
     run_as: RunAs | None = None,
 ) -> Stage:
+    """Start a `kind` child with `params`; each param named *_fd that holds a descriptor is
+    inherited by the child (and nothing else but stdin and stdout), so what a job is told to
+    read or write is exactly what it can."""
     report_r, report_w = os.pipe()
+    params = dict(params, report_fd=report_w)
+    inherited = tuple(v for k, v in params.items() if k.endswith("_fd") and isinstance(v, int))
     # The child must import this very vmgen, whether installed, editable or from a source tree.
     package_root = str(Path(vmgen.__file__).resolve().parents[1])
     if run_as is None:
@@ -136,10 +140,10 @@ def spawn(
         options = run_as.popen_kwargs({"PYTHONPATH": package_root})
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD_ENTRY, kind, json.dumps(dict(params, report_fd=report_w))],
+            [sys.executable, "-c", _CHILD_ENTRY, kind, json.dumps(params)],
             stdin=stdin,
             stdout=stdout,
-            pass_fds=(report_w, *pass_fds),
+            pass_fds=inherited,
             **options,
         )
     finally:
