@@ -123,6 +123,61 @@ def keys() -> tuple[str, str]:
     return generate_identity()
 
 
+# ----- hostile increments: a backup is what the agent's walk wrote -----
+
+
+@pytest.mark.parametrize("entry", ["Y../x", "Ya/b", "Y.", "Q", "Yname\0R"])
+def test_a_dumpdir_naming_anything_but_one_entry_of_its_folder_is_refused(layered, entry):
+    staged, _outside = layered
+    with pytest.raises(ArchiveError, match="lists"):
+        extract_stream(increment(member(".", tarfile.DIRTYPE, dumpdir=f"Ykeep\0{entry}\0\0")), staged, True)
+
+
+def test_an_increment_cannot_write_through_an_earlier_backups_symlink(layered):
+    staged, outside = layered
+    # "out" is listed as a directory and written into: the purge removes the link first, and
+    # the folder made in its place is a real one.
+    archive = increment(
+        member(".", tarfile.DIRTYPE, dumpdir="Ykeep\0Dout\0\0"),
+        member("out", tarfile.DIRTYPE, dumpdir="Ycanary\0\0"),
+        member("out/canary", data=b"overwritten"),
+    )
+    extract_stream(archive, staged, True)
+    assert (outside / "canary").read_text() == "keep me"
+    assert not (staged / "out").is_symlink() and (staged / "out/canary").read_text() == "overwritten"
+
+
+def test_an_increment_without_the_folders_it_writes_into_is_refused(layered):
+    staged, outside = layered
+    for archive in (
+        increment(member("out/canary", data=b"x")),  # no directory members at all
+        increment(member(".", tarfile.DIRTYPE, dumpdir="Dout\0\0"), member("out/canary", data=b"x")),
+        increment(member(".", tarfile.DIRTYPE), member("x", tarfile.LNKTYPE, linkname="out/canary")),
+    ):
+        with pytest.raises(ArchiveError, match="outside the increment's directories"):
+            extract_stream(archive, staged, True)
+    assert (outside / "canary").read_text() == "keep me"
+
+
+def test_a_purge_deletes_only_inside_the_staged_tree(layered):
+    staged, outside = layered
+    # The top folder lists nothing: everything staged goes, the link's target stays.
+    extract_stream(increment(member(".", tarfile.DIRTYPE, dumpdir="\0")), staged, True)
+    assert list(staged.iterdir()) == []
+    assert (outside / "canary").read_text() == "keep me"
+
+
+def test_a_folder_listed_twice_is_refused(layered):
+    staged, _outside = layered
+    archive = increment(
+        member(".", tarfile.DIRTYPE, dumpdir="Da\0\0"),
+        member("a", tarfile.DIRTYPE, dumpdir="\0"),
+        member("a", tarfile.DIRTYPE, dumpdir="\0"),
+    )
+    with pytest.raises(ArchiveError, match="twice"):
+        extract_stream(archive, staged, True)
+
+
 # ----- a hostile increment fails as an ArchiveError, not as whatever the OS raises -----
 
 
