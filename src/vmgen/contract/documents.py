@@ -12,7 +12,7 @@ import json
 import math
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from . import codec
 
@@ -250,38 +250,82 @@ REASON_MAX = 120
 
 @dataclass(frozen=True)
 class Lease:
+    """A keepalive until `until` (wall clock). Taken on the VM, it also carries its end on that
+    boot's CLOCK_BOOTTIME: within the same boot that end is what counts, so a step of the wall
+    clock (NTP, a resumed VM) neither drops nor stretches it; in another boot (stopped and
+    started, restored) the wall-clock end is all there is."""
+
     until: float  # wall-clock epoch seconds
     reason: str
+    boot: str = ""  # the boot it was taken in ("" for a lease from before vmgen knew of boots)
+    boot_until: float = 0.0  # CLOCK_BOOTTIME seconds at its end, in that boot
+
+
+@dataclass(frozen=True)
+class Clocks:
+    """One reading of the clocks a lease is measured on."""
+
+    wall: float  # time.time()
+    boot: str = ""  # the boot's id
+    boottime: float = 0.0  # CLOCK_BOOTTIME
 
 
 def dump_leases(leases: list[Lease] | tuple[Lease, ...]) -> str:
     return json.dumps([codec.to_value(lease) for lease in leases], indent=2) + "\n"
 
 
-def parse_leases(raw: bytes | str, now: float) -> tuple[Lease, ...]:
-    """The live leases in a leases file, each clamped to at most `now` + the CLI's cap. Anything
-    that is not a lease is dropped: a broken file must not keep the VM up forever."""
+def _finite(value: object) -> TypeGuard[int | float]:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def parse_leases(raw: bytes | str, now: float | Clocks) -> tuple[Lease, ...]:
+    """The live leases in a leases file, each clamped to at most the CLI's cap from now, with
+    `until` measured from `now`: a lease of this boot by its boot-relative end (what remains of
+    it, whatever the wall clock did since), any other by its wall-clock end. Anything that is not
+    a lease is dropped: a broken file must not keep the VM up forever."""
+    clocks = now if isinstance(now, Clocks) else Clocks(wall=now)
     try:
         data = json.loads(raw)
     except ValueError:
         return ()
     leases = []
     for item in data if isinstance(data, list) else []:
-        until = item.get("until") if isinstance(item, dict) else None
-        if isinstance(until, bool) or not isinstance(until, (int, float)) or not math.isfinite(until) or until <= now:
+        if not isinstance(item, dict):
             continue
+        boot, boot_until, until = item.get("boot"), item.get("boot_until"), item.get("until")
+        if clocks.boot and boot == clocks.boot and _finite(boot_until):
+            left = float(boot_until) - clocks.boottime
+        elif _finite(until):
+            left = float(until) - clocks.wall
+        else:
+            continue
+        if left <= 0:
+            continue
+        left = min(left, LEASE_MAX_SECONDS)
+        # The wall-clock end as written while the wall clock agrees with it (the two clocks are
+        # read a moment apart); re-derived from what remains once the wall clock stepped.
+        written = float(until) if _finite(until) else math.inf
         reason = item.get("reason")
         leases.append(
             Lease(
-                until=min(float(until), now + LEASE_MAX_SECONDS),
+                until=written if abs(written - (clocks.wall + left)) < 1.0 else clocks.wall + left,
                 reason=clean_text(reason if isinstance(reason, str) else "", REASON_MAX) or "keepalive",
+                boot=clocks.boot,
+                boot_until=clocks.boottime + left if clocks.boot else 0.0,
             )
         )
     return tuple(leases)
 
 
-def with_lease(leases: tuple[Lease, ...], seconds: float, reason: str, now: float) -> tuple[Lease, ...]:
-    lease = Lease(until=now + min(seconds, LEASE_MAX_SECONDS), reason=clean_text(reason, REASON_MAX) or "keepalive")
+def with_lease(leases: tuple[Lease, ...], seconds: float, reason: str, now: float | Clocks) -> tuple[Lease, ...]:
+    clocks = now if isinstance(now, Clocks) else Clocks(wall=now)
+    seconds = min(seconds, LEASE_MAX_SECONDS)
+    lease = Lease(
+        until=clocks.wall + seconds,
+        reason=clean_text(reason, REASON_MAX) or "keepalive",
+        boot=clocks.boot,
+        boot_until=clocks.boottime + seconds if clocks.boot else 0.0,
+    )
     return (*leases, lease)
 
 
@@ -317,6 +361,7 @@ __all__ = [
     "BackupConfig",
     "BackupResult",
     "BackupTarget",
+    "Clocks",
     "ExcludedRecord",
     "HookEvent",
     "Lease",

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import psutil
 
-from ...contract.documents import parse_leases
+from ...contract.documents import Clocks, parse_leases
 from ...contract.names import AGENT_USER, VM
 from ...privileges import RunAs, run_as
 from ..agentfs import AgentFiles
+from ..boot import clocks
 from .model import Lease
 
 log = logging.getLogger(__name__)
@@ -130,12 +131,13 @@ def read_leases(
     path: Path,
     files: AgentFiles,
     monotonic: Callable[[], float] = time.monotonic,
-    wall: Callable[[], float] = time.time,
+    now: Callable[[], Clocks] = clocks,
 ) -> tuple[Lease, ...]:
-    """Keepalive leases, converted from wall time to the monotonic clock; expired ones dropped,
-    each clamped to the longest lease the CLI gives. A missing file means no lease; one that is
-    not the agent's regular file, too large or broken is logged and ignored rather than keeping
-    the VM up forever."""
+    """Keepalive leases on the monotonic clock: what remains of each (measured on CLOCK_BOOTTIME
+    for a lease of this boot, so a wall-clock step neither drops nor stretches it) from now;
+    expired ones dropped, each clamped to the longest lease the CLI gives. A missing file means
+    no lease; one that is not the agent's regular file, too large or broken is logged and ignored
+    rather than keeping the VM up forever."""
     try:
         raw = files.read(path, LEASES_MAX)
     except FileNotFoundError:
@@ -143,7 +145,8 @@ def read_leases(
     except OSError as exc:
         log.warning("ignoring the leases file %s: %s", path, exc)
         return ()
-    mono_now, wall_now = monotonic(), wall()
+    mono_now, clocks_now = monotonic(), now()
     return tuple(
-        Lease(until=mono_now + (lease.until - wall_now), reason=lease.reason) for lease in parse_leases(raw, wall_now)
+        Lease(until=mono_now + (lease.until - clocks_now.wall), reason=lease.reason)
+        for lease in parse_leases(raw, clocks_now)
     )

@@ -1,7 +1,7 @@
 """The data that flows through the watchdog: one Snapshot per tick, a Verdict per decision.
 
 All times are seconds on the monotonic clock (CLOCK_MONOTONIC, per boot), so wall-clock jumps
-change nothing; leases given in wall time are converted when read.
+change nothing; leases are converted when read (by what remains of them on CLOCK_BOOTTIME).
 """
 
 from __future__ import annotations

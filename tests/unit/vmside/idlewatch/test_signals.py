@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from tests.polling import wait_until
+from vmgen.contract.documents import Clocks
 from vmgen.privileges import RunAs
 from vmgen.vmside.agentfs import AgentFiles
 from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher, Evidence, classify
@@ -343,11 +344,32 @@ def test_leases(tmp_path: Path) -> None:
     assert read_leases(path, files) == ()
     path.write_text(json.dumps([{"until": 1000.0 + 3600, "reason": "long build"},
                                 {"until": 999.0, "reason": "expired"}, {"reason": "no until"}]))
-    leases = read_leases(path, files, monotonic=lambda: 50.0, wall=lambda: 1000.0)
+    leases = read_leases(path, files, monotonic=lambda: 50.0, now=lambda: Clocks(wall=1000.0))
     assert [(lease.until, lease.reason) for lease in leases] == [(3650.0, "long build")]
-    assert read_leases(path, files, monotonic=lambda: 50.0, wall=lambda: 5000.0) == ()
+    assert read_leases(path, files, monotonic=lambda: 50.0, now=lambda: Clocks(wall=5000.0)) == ()
     path.write_text("{not json")
     assert read_leases(path, files) == ()
+
+
+def test_a_lease_holds_by_the_boot_clock_whatever_the_wall_clock_does(tmp_path: Path) -> None:
+    from vmgen.vmside import leases as lease_file
+
+    path = tmp_path / "leases.json"
+    taken = Clocks(wall=1000.0, boot="b1", boottime=50.0)
+    lease_file.add(600, "build", path, now=taken)
+    written = json.loads(path.read_text())[0]
+    assert (written["until"], written["boot"], written["boot_until"]) == (1600.0, "b1", 650.0)
+    files = AgentFiles(os.getuid())
+
+    def left(wall: float, boottime: float, boot: str = "b1") -> list[float]:
+        now = Clocks(wall=wall, boot=boot, boottime=boottime)
+        return [lease.until for lease in read_leases(path, files, monotonic=lambda: 0.0, now=lambda: now)]
+
+    assert left(1100.0, 150.0) == [500.0]
+    assert left(1100.0 + 7200, 150.0) == [500.0]  # +2 h step: not dropped
+    assert left(1100.0 - 7200, 150.0) == [500.0]  # -2 h step: not stretched
+    assert left(1700.0 - 7200, 700.0) == []  # over on the boot clock, whatever the wall says
+    assert left(1100.0, 20.0, boot="b2") == [500.0]  # another boot: its wall-clock end is all there is
 
 
 # -- agent processes -------------------------------------------------------------------------
