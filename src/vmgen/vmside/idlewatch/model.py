@@ -36,6 +36,9 @@ class AgentSignals:
 
 @dataclass(frozen=True)
 class Humans:
+    """People at the workspace: SSH sessions with a terminal, attached tmux clients, web
+    connections. vmgen's own commands over SSH have no terminal and are not counted."""
+
     ssh_sessions: int = 0
     tmux_clients: int = 0
     web_connections: int = 0

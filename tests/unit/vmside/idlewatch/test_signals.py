@@ -27,6 +27,7 @@ from vmgen.vmside.idlewatch.humans import (
     HumansConfig,
     count_tmux_clients,
     count_web_connections,
+    is_person,
     read_leases,
     tmux_sockets,
 )
@@ -283,12 +284,16 @@ def test_files_root_appears_later(tmp_path: Path) -> None:
 # -- humans ----------------------------------------------------------------------------------
 
 def test_sshd_titles() -> None:
-    titles = {"sshd: agent@pts/0": "agent", "sshd: agent@notty": "agent",
-              "sshd-session: dev@pts/3": "dev", "sshd: agent [priv]": None,
-              "sshd: unknown [preauth]": None, "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100": None}
-    for title, user in titles.items():
+    # (user, a person at a terminal?): vmgen's own commands run without a terminal ("notty").
+    titles = {"sshd: agent@pts/0": ("agent", True), "sshd: agent@notty": ("agent", False),
+              "sshd-session: dev@pts/3": ("dev", True), "sshd-session: agent@notty": ("agent", False),
+              "sshd: root@pts/1": ("root", False), "sshd: agent [priv]": (None, False),
+              "sshd: unknown [preauth]": (None, False),
+              "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100": (None, False)}
+    for title, (user, person) in titles.items():
         match = SSHD_SESSION.match(title)
         assert (match["user"] if match else None) == user, title
+        assert is_person(title) is person, title
 
 
 @pytest.fixture
