@@ -132,6 +132,7 @@ def build_spec(
             action=action,
             warn_minutes=s.idle_warn_minutes,
             human_minutes=s.idle_human_minutes,
+            stall_minutes=s.idle_stall_minutes,
             interval_seconds=s.idle_interval_seconds,
             max_lifetime_hours=s.max_lifetime_hours,
             webhook_url=s.idle_webhook_url,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
@@ -333,17 +334,33 @@ def with_lease(leases: tuple[Lease, ...], seconds: float, reason: str, now: floa
 HOOK_EVENTS = ("UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop", "Notification")
 
 
+SESSION_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+TRANSCRIPT_MAX = 4096
+
+
 @dataclass(frozen=True)
 class HookEvent:
+    """One line of the hook events file: what one agent session said, and when."""
+
     at: float  # wall clock, never later than when it was read
     event: str
+    session: str = ""  # the agent's session id ("" from a hook that did not say)
+    transcript: str = ""  # that session's transcript, as the agent named it (a path to check)
 
 
 def parse_hook_event(line: dict[str, Any], now: float) -> HookEvent | None:
     at, event = line.get("at"), line.get("event")
-    if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at) or event not in HOOK_EVENTS:
+    if not _finite(at) or event not in HOOK_EVENTS:
         return None
-    return HookEvent(at=min(float(at), now), event=str(event))
+    session, transcript = line.get("session"), line.get("transcript")
+    plain = isinstance(session, str) and SESSION_ID.fullmatch(session) and session not in (".", "..")
+    path = transcript if isinstance(transcript, str) and len(transcript) <= TRANSCRIPT_MAX else ""
+    return HookEvent(
+        at=min(float(at), now),
+        event=str(event),
+        session=str(session) if plain else "",
+        transcript=path if path == clean_text(path, TRANSCRIPT_MAX) else "",
+    )
 
 
 def clean_text(text: str, limit: int) -> str:

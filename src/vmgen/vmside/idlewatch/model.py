@@ -13,17 +13,20 @@ from dataclasses import dataclass, field
 class AgentState(str, enum.Enum):
     WORKING = "working"  # a turn is in progress and making progress, or its children are busy
     WAITING = "waiting"  # at its prompt, waiting for the human
-    STALLED = "stalled"  # a turn is open but nothing moves: alert, not activity
+    # A turn is open with no live tool process, no model connection and nothing written for
+    # stall_minutes: said (page, status, the warning channel), and not activity.
+    STALLED = "stalled"
     ABSENT = "absent"  # no agent process at all
 
 
 @dataclass(frozen=True)
 class AgentSignals:
-    """What the agent's own state says, and the evidence for it."""
+    """What the agent's own state says (every session of it), and the evidence for it."""
 
     state: AgentState
     turn_open: bool = False
     tool_running: bool = False
+    tool_alive: bool = False  # an open tool call has a live process
     transcript_grew: bool = False
     model_connections: int = 0
     cpu_busy: bool = False
@@ -32,6 +35,7 @@ class AgentSignals:
     # Wall clock of the agent's latest work its hooks reported (a prompt, a tool, the end of a
     # turn): a turn shorter than the tick interval is still seen. Shown, never a policy input.
     worked_at: float | None = None
+    sessions: int = 0  # agent processes seen
 
 
 @dataclass(frozen=True)
