@@ -266,12 +266,12 @@ def warn_without_credentials(spec: WorkspaceSpec, environment: dict[str, str], l
 
 
 def print_first_verdict(verdict: WatchdogState | None) -> None:
-    from .watchdog import what_happens
+    from ..contract.verdict_words import what_happens
 
     if verdict is None:
         err.print("  watchdog: no verdict yet (see `vmgen status` in a moment)")
         return
-    err.print(f"  watchdog: agent {verdict.agent.state}; {what_happens(verdict, time.time())}")
+    err.print(f"  watchdog: agent {verdict.agent.state}; {what_happens(verdict)}")
 
 
 @main.command()

@@ -207,14 +207,25 @@ class WebServices:
 
 @dataclass(frozen=True)
 class VerdictRecord:
-    busy: bool
+    busy: bool  # activity or a lease holds it up (a silent person does not)
     reasons: tuple[str, ...]
-    idle_since: float  # wall clock, like every time below
+    idle_since: float  # wall clock, like every time below (for showing; never compared elsewhere)
     idle_for_seconds: float
     next_action: str
     action_at: float
     deadline: float
     action: str = ""  # the action that will run at the deadline (next_action may say "warn")
+    # What holds it up: "working", "kept-alive", "human" or "idle" (WATCH_CONDITIONS); "" from
+    # a VM before it was recorded.
+    condition: str = ""
+    # Seconds from the verdict to the deadline, as the VM's own monotonic clock measured them:
+    # what a laptop shows, whatever its clock says and whatever the VM's wall clock did.
+    left_seconds: float = 0.0
+    held_for_seconds: float = 0.0  # what remains of the longest keepalive lease
+    by_lifetime: bool = False  # the deadline is the hard lifetime's
+
+
+WATCH_CONDITIONS = ("working", "kept-alive", "human", "idle")
 
 
 @dataclass(frozen=True)
@@ -234,6 +245,9 @@ class WatchdogState:
     dry_run: bool = False
     failures: int = 0
     config: dict[str, Any] = field(default_factory=dict)
+    updated_boottime: float = 0.0  # CLOCK_BOOTTIME when written, in boot `boot_id`
+    # How old the state was when read (on the VM, on CLOCK_BOOTTIME): 0 as written.
+    age_seconds: float = 0.0
 
     def dumps(self) -> str:
         return codec.dumps(self)
@@ -373,6 +387,7 @@ __all__ = [
     "HOOK_EVENTS",
     "LEASE_MAX_SECONDS",
     "WATCH_ACTIONS",
+    "WATCH_CONDITIONS",
     "WATCH_DEFAULTS",
     "AgentRecord",
     "BackupConfig",

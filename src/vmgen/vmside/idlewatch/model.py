@@ -67,6 +67,15 @@ class Snapshot:
     leases: tuple[Lease, ...] = ()
 
 
+class Condition(str, enum.Enum):
+    """What holds the workspace up, in one word; every wording of a verdict derives from it."""
+
+    WORKING = "working"  # the agent works or files change: no countdown
+    KEPT_ALIVE = "kept-alive"  # a keepalive lease: the countdown runs from the lease's end
+    HUMAN = "human"  # a person is connected but silent: the countdown is the human limit
+    IDLE = "idle"  # nothing: the idle countdown runs
+
+
 class Action(str, enum.Enum):
     NONE = "none"
     WARN = "warn"
@@ -93,15 +102,22 @@ class History:
     last_activity_reason: str = "boot"
     last_human: float | None = None  # last tick a human was connected
     human_since: float | None = None  # start of the current human presence
+    held_until: float | None = None  # end of the latest keepalive lease seen
 
 
 @dataclass(frozen=True)
 class Verdict:
     at: float
-    busy: bool
-    reasons: tuple[str, ...]
-    idle_since: float
-    deadline: float
+    condition: Condition
+    reasons: tuple[str, ...]  # what holds it up now (activity, leases, people)
+    idle_since: float  # start of the quiet the countdown runs on (`at` while busy)
+    deadline: float  # when the action runs if nothing happens (moves with `at` while working)
     next_action: Action
     action_at: float
     history: History
+    by_lifetime: bool = False  # the deadline is the hard lifetime's
+
+    @property
+    def busy(self) -> bool:
+        """Activity or a lease holds it up (a silent person does not: the countdown runs)."""
+        return self.condition in (Condition.WORKING, Condition.KEPT_ALIVE) and self.at < self.deadline
