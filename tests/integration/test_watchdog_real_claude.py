@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,14 +76,14 @@ class Session:
                               text=True).stdout
 
     def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", "agent")
+        return self.tmux("capture-pane", "-p", "-t", "agent:one")
 
     def type(self, text: str) -> None:
-        self.tmux("send-keys", "-t", "agent", "-l", text)
-        self.tmux("send-keys", "-t", "agent", "Enter")
+        self.tmux("send-keys", "-t", "agent:one", "-l", text)
+        self.tmux("send-keys", "-t", "agent:one", "Enter")
 
 
-def seed_home(home: Path, repo: Path) -> None:
+def seed_home(home: Path, repo: Path, settings: dict[str, object]) -> None:
     """Exactly what keeps every first-run dialog away (onboarding, API key, folder trust)."""
     (home / ".claude").mkdir(parents=True)
     (home / ".claude.json").write_text(json.dumps({
@@ -90,30 +91,44 @@ def seed_home(home: Path, repo: Path) -> None:
         "customApiKeyResponses": {"approved": [API_KEY[-20:]], "rejected": []},
         "projects": {str(repo): {"hasTrustDialogAccepted": True}}}))
     (home / ".claude" / "settings.json").write_text(json.dumps({"env": {
-        "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}}))
+        "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}} | settings))
+
+
+@contextmanager
+def claude_in_tmux(tmp_path: Path, command: list[str], script: Script,
+                   settings: dict[str, object] | None = None) -> Iterator[tuple[str, FakeAnthropicServer]]:
+    """Claude Code in window "one" of a tmux server of its own (which passes exactly this
+    environment to it; $HOME is tmp_path/home, the repository tmp_path/repo), against the
+    scripted model, at its prompt: the server's socket and the model."""
+    home, repo = tmp_path / "home", tmp_path / "repo"
+    repo.mkdir()
+    seed_home(home, repo, settings or {})
+    api = FakeAnthropicServer(script, host=bridge_ip()).start()
+    # IS_SANDBOX: Claude refuses to skip permissions as root, which this test may be, otherwise.
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TERM": "xterm-256color",
+           "LANG": "C.UTF-8", "ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": API_KEY, "IS_SANDBOX": "1"}
+    sock = str(tmp_path / "tmux.sock")
+    subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-s", "agent", "-n", "one", "-x", "200", "-y", "50",
+                    "-c", str(repo), *command], env=env, check=True)
+    try:
+        def screen() -> str:
+            return subprocess.run(["tmux", "-S", sock, "capture-pane", "-p", "-t", "agent:one"],
+                                  capture_output=True, text=True).stdout
+
+        ready = wait_until(screen, lambda text: "❯" in text, timeout=90)
+        assert "❯" in ready, f"Claude Code never showed its prompt:\n{ready}"
+        yield sock, api
+    finally:
+        subprocess.run(["tmux", "-S", sock, "kill-server"], check=False, capture_output=True)
+        api.stop()
 
 
 @pytest.fixture
 def session(claude_bin: Path, tmp_path: Path) -> Iterator[Session]:
-    home, repo = tmp_path / "home", tmp_path / "repo"
-    repo.mkdir()
-    seed_home(home, repo)
     script = Script(rules=[Rule(TRIGGER, text=REPLY, delay=MODEL_DELAY),
                            Rule(INTERRUPT, text="never seen", delay=600)])
-    api = FakeAnthropicServer(script, host=bridge_ip()).start()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TERM": "xterm-256color",
-           "LANG": "C.UTF-8", "ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": API_KEY}
-    s = Session(str(tmp_path / "tmux.sock"), repo, home, api)
-    # A tmux server of its own: it passes exactly this environment to Claude.
-    subprocess.run(["tmux", "-S", s.sock, "new-session", "-d", "-s", "agent", "-x", "200", "-y", "50",
-                    "-c", str(repo), *claude_command(claude_bin)], env=env, check=True)
-    try:
-        ready = wait_until(s.screen, lambda text: "❯" in text, timeout=90)
-        assert "❯" in ready, f"Claude Code never showed its prompt:\n{ready}"
-        yield s
-    finally:
-        subprocess.run(["tmux", "-S", s.sock, "kill-server"], check=False, capture_output=True)
-        api.stop()
+    with claude_in_tmux(tmp_path, [str(claude_bin)], script) as (sock, api):
+        yield Session(sock, tmp_path / "repo", tmp_path / "home", api)
 
 
 def watcher(s: Session) -> AgentWatcher:
@@ -202,8 +217,7 @@ def claude_command(claude: Path) -> list[str]:
 @dataclass
 class Workspace:
     """Claude Code as the VM runs it: permissions skipped, the watchdog's hook program installed
-    (rendered from the VM's own template), in windows of one tmux session. (Claude refuses to skip
-    permissions as root, which this test may be, unless told it runs in a sandbox.)"""
+    (rendered from the VM's own template), in windows of one tmux session."""
 
     sock: str
     repo: Path
@@ -241,34 +255,18 @@ def workspace(claude_bin: Path, tmp_path: Path) -> Iterator[Workspace]:
     from vmgen.builder.render import agent_event_hook, claude_hooks
     from vmgen.contract.names import VmPaths
 
-    home, repo = tmp_path / "home", tmp_path / "repo"
-    repo.mkdir()
-    seed_home(home, repo)
-    paths = VmPaths(home=home)
+    paths = VmPaths(home=tmp_path / "home")
     program = tmp_path / "agent-event"
     program.write_text(agent_event_hook(paths))
     program.chmod(0o755)
-    settings = home / ".claude" / "settings.json"
-    settings.write_text(json.dumps(json.loads(settings.read_text()) | {
-        "skipDangerousModePermissionPrompt": True, "hooks": claude_hooks(str(program))}))
     script = Script(rules=[
         Rule(SLOW_SECOND, text="The slow second answer.", delay=SECOND_DELAY),
         Rule(QUICK_FIRST, text="The quick first answer."),
         Rule(SILENT_TOOL, tool=ToolUse("Bash", {"command": SILENT_COMMAND, "description": "a quiet step"}),
              after_tool_text="The quiet wait is over.")])
-    api = FakeAnthropicServer(script, host=bridge_ip()).start()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TERM": "xterm-256color",
-           "LANG": "C.UTF-8", "ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": API_KEY, "IS_SANDBOX": "1"}
-    w = Workspace(str(tmp_path / "tmux.sock"), repo, paths.hook_events, api, claude_bin)
-    subprocess.run(["tmux", "-S", w.sock, "new-session", "-d", "-s", "agent", "-n", "one", "-x", "200", "-y", "50",
-                    "-c", str(repo), *claude_command(claude_bin)], env=env, check=True)
-    try:
-        ready = wait_until(lambda: w.screen("one"), lambda text: "❯" in text, timeout=90)
-        assert "❯" in ready, f"Claude Code never showed its prompt:\n{ready}"
-        yield w
-    finally:
-        subprocess.run(["tmux", "-S", w.sock, "kill-server"], check=False, capture_output=True)
-        api.stop()
+    settings = {"skipDangerousModePermissionPrompt": True, "hooks": claude_hooks(str(program))}
+    with claude_in_tmux(tmp_path, claude_command(claude_bin), script, settings) as (sock, api):
+        yield Workspace(sock, tmp_path / "repo", paths.hook_events, api, claude_bin)
 
 
 def test_two_sessions_one_at_its_prompt_one_mid_turn_are_working(workspace: Workspace) -> None:

@@ -396,19 +396,19 @@ time.sleep(600)
 
 
 @pytest.fixture
-def fake_claude(tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
-    """`claude <mode>`: a python3 behind a symlink named claude, so its comm is "claude"."""
+def spawn_claude(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """`claude SCRIPT ARGS...`: a python3 behind a symlink named claude, so its comm is "claude",
+    run in tmp_path/repo; started once it printed "ready", killed with its children at the end."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "claude").symlink_to(os.path.realpath(sys.executable))
-    script = tmp_path / "agent.py"
-    script.write_text(FAKE_AGENT)
-    workdir = tmp_path / "repo"
-    workdir.mkdir()
+    (tmp_path / "repo").mkdir(exist_ok=True)
     procs: list[subprocess.Popen[str]] = []
 
-    def start(mode: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen([str(bindir / "claude"), str(script), mode], cwd=workdir,
+    def start(script: str, *args: str) -> subprocess.Popen[str]:
+        program = tmp_path / f"agent{len(procs)}.py"
+        program.write_text(script)
+        proc = subprocess.Popen([str(bindir / "claude"), str(program), *args], cwd=tmp_path / "repo",
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         procs.append(proc)
@@ -420,6 +420,12 @@ def fake_claude(tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen[str
             child.kill()
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def fake_claude(spawn_claude: Callable[..., subprocess.Popen[str]]) -> Callable[[str], subprocess.Popen[str]]:
+    """`claude <mode>`: idle, a child burning CPU ("burn"), or connected ("connect:HOST:PORT")."""
+    return lambda mode: spawn_claude(FAKE_AGENT, mode)
 
 
 def watcher_for(tmp_path: Path, **kw: Any) -> AgentWatcher:
@@ -606,31 +612,10 @@ time.sleep(600)
 
 
 @pytest.fixture
-def session_agent(tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
-    """`claude`: a python3 named claude that writes a session status file and a transcript with
-    an open tool call, and starts a long-lived helper before the call and (mode "tool") a silent
-    tool process in it."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "claude").symlink_to(os.path.realpath(sys.executable))
-    script = tmp_path / "session.py"
-    script.write_text(SESSION_AGENT)
-    (tmp_path / "repo").mkdir()
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(mode: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen([str(bindir / "claude"), str(script), str(tmp_path / ".claude"), mode],
-                                cwd=tmp_path / "repo", stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        for child in psutil.Process(proc.pid).children(recursive=True):
-            child.kill()
-        proc.kill()
-        proc.wait()
+def session_agent(tmp_path: Path, spawn_claude: Any) -> Callable[[str], subprocess.Popen[str]]:
+    """`claude`: writes a session status file and a transcript with an open tool call, after a
+    long-lived helper it started before the call and (mode "tool") with a silent tool process."""
+    return lambda mode: spawn_claude(SESSION_AGENT, str(tmp_path / ".claude"), mode)
 
 
 def test_a_silent_tool_call_with_a_live_process_works_past_the_stall_limit(tmp_path: Path, session_agent: Any) -> None:
