@@ -222,6 +222,7 @@ class VerdictRecord:
     # what a laptop shows, whatever its clock says and whatever the VM's wall clock did.
     left_seconds: float = 0.0
     held_for_seconds: float = 0.0  # what remains of the longest keepalive lease
+    held_by: str = ""  # its reason
     by_lifetime: bool = False  # the deadline is the hard lifetime's
 
 

@@ -46,15 +46,15 @@ def verdict_word(state: WatchdogState) -> str:
 
 def what_holds(state: WatchdogState) -> str:
     """What holds the workspace up, or for how long nothing has: "working: agent working (...)",
-    "keepalive (from the laptop) for 9 min more", "1 SSH terminal connected, silent for 4 min",
+    "kept alive for 9 min more (from the laptop)", "1 SSH session connected, silent for 4 min",
     "idle for 4 min"."""
     verdict, agent = state.verdict, state.agent
     condition = condition_of(verdict)
     if condition == "working":
         text = "working: " + ("; ".join(verdict.reasons) or "activity")
     elif condition == "kept-alive":
-        leases = [r for r in verdict.reasons if r.startswith("keepalive")]
-        text = "; ".join(leases) or f"kept alive for {in_words(verdict.held_for_seconds - state.age_seconds)} more"
+        text = f"kept alive for {in_words(verdict.held_for_seconds - state.age_seconds)} more"
+        text += f" ({verdict.held_by})" if verdict.held_by else ""
     elif condition == "human":
         people = [r for r in verdict.reasons if r.endswith("connected")]
         text = f"{', '.join(people) or 'a person connected'}, silent for {in_words(_idle_for(state))}"

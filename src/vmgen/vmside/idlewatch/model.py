@@ -116,6 +116,7 @@ class Verdict:
     action_at: float
     history: History
     by_lifetime: bool = False  # the deadline is the hard lifetime's
+    held_by: str = ""  # the reason of the lease that holds longest
 
     @property
     def busy(self) -> bool:

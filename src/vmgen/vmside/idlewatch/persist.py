@@ -61,6 +61,7 @@ def state_of(
             left_seconds=round(max(0.0, verdict.deadline - verdict.at), 1),
             held_for_seconds=round(max(0.0, (verdict.history.held_until or 0.0) - verdict.at), 1),
             by_lifetime=verdict.by_lifetime,
+            held_by=verdict.held_by,
         ),
         agent=agent,
         updated_at=round(wall, 1),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ...contract.verdict_words import in_words
 from .model import Action, AgentState, Condition, History, PolicyConfig, Snapshot, Verdict
 
 
@@ -27,7 +26,7 @@ def activity_reasons(snapshot: Snapshot) -> list[str]:
 
 def lease_reasons(snapshot: Snapshot) -> list[str]:
     return [
-        f"keepalive ({lease.reason}) for {in_words(lease.until - snapshot.at)} more"
+        f"keepalive for {lease.until - snapshot.at:.0f}s more ({lease.reason})"
         for lease in snapshot.leases
         if lease.until > snapshot.at
     ]
@@ -35,7 +34,7 @@ def lease_reasons(snapshot: Snapshot) -> list[str]:
 
 def human_reasons(snapshot: Snapshot) -> list[str]:
     h = snapshot.humans
-    parts = [(h.ssh_sessions, "SSH terminal"), (h.tmux_clients, "tmux client"), (h.web_connections, "web connection")]
+    parts = [(h.ssh_sessions, "SSH session"), (h.tmux_clients, "tmux client"), (h.web_connections, "web connection")]
     return [f"{n} {label}{'s' if n > 1 else ''} connected" for n, label in parts if n]
 
 
@@ -50,7 +49,9 @@ def decide(history: History, snapshot: Snapshot, config: PolicyConfig) -> Verdic
 
     # A lease holds until its end, to the second: the quiet starts there, not at the last tick
     # that saw it. One that vanished from the file before its end holds no more.
-    lease_end = max((lease.until for lease in snapshot.leases if lease.until > now), default=None)
+    live = [lease for lease in snapshot.leases if lease.until > now]
+    longest = max(live, key=lambda lease: lease.until, default=None)
+    lease_end = longest.until if longest is not None else None
     if lease_end is not None:
         held_until: float | None = max(lease_end, history.held_until or lease_end)
     else:
@@ -99,6 +100,7 @@ def decide(history: History, snapshot: Snapshot, config: PolicyConfig) -> Verdic
         next_action=action,
         action_at=action_at,
         by_lifetime=by_lifetime,
+        held_by=longest.reason if longest is not None else "",
         history=replace(
             history,
             last_activity=last_activity,

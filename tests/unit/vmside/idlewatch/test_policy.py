@@ -125,8 +125,8 @@ def test_reasons_say_why_it_is_busy() -> None:
     text = " | ".join(verdict.reasons)
     assert "agent working (waiting on the model)" in text
     assert "2 file change(s)" in text
-    assert "keepalive (test) for 1 h more" in text
-    assert "1 SSH terminal connected" in text
+    assert "keepalive for 3600s more (test)" in text
+    assert "1 SSH session connected" in text
 
 
 def test_a_corrupt_state_from_the_future_does_not_postpone() -> None:
@@ -323,7 +323,7 @@ def test_a_silent_person_is_never_busy_beside_an_idle_countdown() -> None:
     verdict, state = live(Situation(ssh=("sshd: agent@pts/0",)), 112)
     assert not verdict.busy and not state.verdict.busy
     assert verdict_word(state) == "person connected"
-    assert what_holds(state) == "1 SSH terminal connected, silent for 1 h 52 min"
+    assert what_holds(state) == "1 SSH session connected, silent for 1 h 52 min"
     assert what_happens(state) == "deletes itself in 8 min unless something happens (warned)"
     assert warning("app", state).startswith(
         "vmgen: workspace app has had a person connected but silent for 1 h 52 min; it will be deleted in 8 min")
@@ -332,7 +332,7 @@ def test_a_silent_person_is_never_busy_beside_an_idle_countdown() -> None:
 def test_a_keepalive_is_said_with_its_own_time() -> None:
     verdict, state = live(Situation(lease=(0, 572 / 60)), 0)
     assert verdict.busy and verdict_word(state) == "kept alive"
-    assert what_holds(state) == "keepalive (from the laptop) for 10 min more"
+    assert what_holds(state) == "kept alive for 10 min more (from the laptop)"
     assert what_happens(state) == "deletes itself in 40 min unless something happens"  # 572 s + 30 min
 
 
