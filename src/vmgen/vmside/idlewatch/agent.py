@@ -33,6 +33,7 @@ from .transcript import (
     TranscriptState,
     fuse_turn,
     read_session_status,
+    statement_at,
 )
 
 INTERPRETERS = ("node", "bun", "python")  # prefixes: python3.11, nodejs ...
@@ -214,7 +215,6 @@ class AgentWatcher:
         now, wall = self._clock(), time.time()
         elapsed = now - self._last_tick[0] if self._last_tick else 0.0
         since_wall = self._last_tick[1] if self._last_tick else None
-        first_tick = self._last_tick is None
         self._last_tick = (now, wall)
         uid = self._agent_uid()
         if uid is not None:
@@ -235,7 +235,7 @@ class AgentWatcher:
         sessions = [self._session_of(t) for t in trees]
         claimed = {sid for sid, _ in sessions if sid}
         results = [
-            self._judge(tree, self._hooks_of(sid, hooks, claimed), status, now, wall, elapsed, first_tick)
+            self._judge(tree, self._hooks_of(sid, hooks, claimed), status, now, wall, elapsed, since_wall)
             for tree, (sid, status) in zip(trees, sessions, strict=True)
         ]
         live = {(t.root.pid, t.root.created) for t in trees}
@@ -395,7 +395,7 @@ class AgentWatcher:
         now: float,
         wall: float,
         elapsed: float,
-        first_tick: bool,
+        since_wall: float | None,
     ) -> tuple[AgentState, str, Evidence]:
         mem = self._roots.setdefault((tree.root.pid, tree.root.created), _RootMemory())
         transcript = self._transcript(tree.root.pid, mem, status, hook)
@@ -404,10 +404,14 @@ class AgentWatcher:
         elif mem.last_growth is None and transcript.mtime is not None:
             mem.last_growth = now - max(0.0, wall - transcript.mtime)  # resume after a restart
         turn_open, _ = fuse_turn(transcript, status, hook)
+        # A turn that ended since the last tick (or began and ended between two) leaves its
+        # connections in the client's pool: they are no request either.
+        said = statement_at(transcript, status, hook)
+        ended_now = since_wall is None or (said is not None and said >= since_wall)
         limit = self.config.cpu_busy * elapsed
         facts = ProcessFacts(
             connections=tree.connections,
-            new_connections=self._new_connections(tree, mem, turn_open, now, first_tick),
+            new_connections=self._new_connections(tree, mem, turn_open, now, ended_now),
             children=tuple((p.name, p.created) for p in tree.descendants if not p.zombie),
             cpu_busy=elapsed > 0 and tree.cpu_own + tree.cpu_children > limit,
             children_busy=elapsed > 0 and tree.cpu_children > limit,
@@ -418,13 +422,13 @@ class AgentWatcher:
         state, detail = classify(ev)
         return state, detail, ev
 
-    def _new_connections(self, tree: Tree, mem: _RootMemory, turn_open: bool, now: float, first_tick: bool) -> int:
+    def _new_connections(self, tree: Tree, mem: _RootMemory, turn_open: bool, now: float, settled: bool) -> int:
         """The agent's connections opened outside a turn and not older than stall_after: a request
         its session's statements do not explain. Those left from the last turn are its HTTP
-        client's idle pool, and any other goes stale (a remote MCP server's stream must not hold
-        the workspace for ever)."""
+        client's idle pool (`settled`: the turn just ended, or the watchdog just started), and any
+        other goes stale (a remote MCP server's stream must not hold the workspace for ever)."""
         current = tree.agent_connections
-        if turn_open or first_tick:  # at the watchdog's start, what is open is taken as idle
+        if turn_open or settled:
             mem.pooled, mem.fresh_since = current, {}
             return 0
         mem.pooled &= current

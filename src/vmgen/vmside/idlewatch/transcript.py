@@ -399,6 +399,21 @@ def fold_hook_events(sessions: dict[str, HookState], events: Iterable[HookEvent]
     return sessions
 
 
+Claim = tuple[float, bool, str]  # when (wall), whether the turn is open, which source said so
+
+
+def _claims(transcript: TranscriptState, status: SessionStatus | None, hook: HookState) -> list[Claim]:
+    """What each source last said about the turn."""
+    claims: list[Claim] = []
+    if transcript.path is not None and transcript.changed_at is not None:
+        claims.append((transcript.changed_at, transcript.turn_open, "transcript"))
+    if status is not None and status.updated_at is not None and status.status:
+        claims.append((status.updated_at, status.status == "busy", "session status"))
+    if hook.at is not None and (hook.event in HOOK_ACTIVITY or hook.event in HOOK_CLOSED):
+        claims.append((hook.at, hook.event in HOOK_ACTIVITY, "hook"))
+    return claims
+
+
 def fuse_turn(transcript: TranscriptState, status: SessionStatus | None, hook: HookState) -> tuple[bool, str]:
     """Whether a turn is open: the most recent statement of the three sources wins.
 
@@ -406,16 +421,15 @@ def fuse_turn(transcript: TranscriptState, status: SessionStatus | None, hook: H
     leaves a tool_use unanswered but fires a Notification hook. A transcript closed only by a
     streamed text line (no stop_reason yet) yields to a status that still says busy.
     """
-    claims: list[tuple[float, bool, str]] = []
-    if transcript.path is not None and transcript.changed_at is not None:
-        claims.append((transcript.changed_at, transcript.turn_open, "transcript"))
-    if status is not None and status.updated_at is not None and status.status:
-        claims.append((status.updated_at, status.status == "busy", "session status"))
-    if hook.at is not None and (hook.event in HOOK_ACTIVITY or hook.event in HOOK_CLOSED):
-        claims.append((hook.at, hook.event in HOOK_ACTIVITY, "hook"))
+    claims = _claims(transcript, status, hook)
     if transcript.tentative and status is not None and status.status == "busy":
         return True, "session status (reply streaming)"
     if not claims:
         return transcript.turn_open, "transcript" if transcript.path else "no transcript yet"
     _, open_, source = max(claims, key=lambda c: c[0])
     return open_, source
+
+
+def statement_at(transcript: TranscriptState, status: SessionStatus | None, hook: HookState) -> float | None:
+    """When the session last said anything about its turn (wall clock)."""
+    return max((c[0] for c in _claims(transcript, status, hook)), default=None)

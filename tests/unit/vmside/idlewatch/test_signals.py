@@ -652,3 +652,24 @@ def test_a_new_connection_outside_a_turn_works_and_the_turns_pool_does_not(tmp_p
     finally:
         conn.close()
         api.close()
+
+
+def test_a_turn_between_two_ticks_leaves_its_connection_in_the_pool(tmp_path: Path, fake_claude: Any) -> None:
+    # A quick answer: the turn opened and ended between two ticks, over a connection the HTTP
+    # client then keeps for its next request. That is no request a statement leaves unexplained.
+    api = socket.create_server((non_loopback_ipv4(), 0))
+    host, port = api.getsockname()[:2]
+    watcher = watcher_for(tmp_path, stall_after=60)
+    watcher.poll()
+    folder = tmp_path / ".claude" / "projects" / project_dir_name(tmp_path / "repo")
+    folder.mkdir(parents=True)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 1))  # clamped to now when read
+    append(folder / "s.jsonl", prompt("quick one", ts=stamp), assistant([TEXT], "end_turn", ts=stamp))
+    fake_claude(f"connect:{host}:{port}")
+    conn, _ = api.accept()
+    try:
+        s = watcher.poll()
+        assert s.state is AgentState.WAITING and not s.turn_open, s
+    finally:
+        conn.close()
+        api.close()
