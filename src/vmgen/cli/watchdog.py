@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..contract import codec
@@ -48,14 +49,16 @@ def format_status(name: str, state: WatchdogState, elapsed: float = 0.0) -> Tabl
     verdict = state.verdict
     table = Table(box=None, show_header=False)
     table.add_row("workspace", name)
-    table.add_row("agent", state.agent.state + (f" ({state.agent.detail})" if state.agent.detail else ""))
-    table.add_row("verdict", verdict_word(state))
-    table.add_row("now", what_holds(state))
-    table.add_row("why", "; ".join(verdict.reasons) or "-")
+    # What the VM says is text, never markup: a lease's reason or the agent's detail may hold "[".
+    agent = state.agent.state + (f" ({state.agent.detail})" if state.agent.detail else "")
+    table.add_row("agent", escape(agent))
+    table.add_row("verdict", escape(verdict_word(state)))
+    table.add_row("now", escape(what_holds(state)))
+    table.add_row("why", escape("; ".join(verdict.reasons) or "-"))
     for source, seen in sorted(state.last_seen.items()):
         ago = state.updated_at - seen + state.age_seconds + elapsed  # both times on the VM's clock
         table.add_row(f"last {source}", f"{age_seconds(ago)} ago" if seen else "never")
-    table.add_row("next action", what_happens(state, elapsed))
+    table.add_row("next action", escape(what_happens(state, elapsed)))
     if state.dry_run:
         table.add_row("mode", "dry run: logs only")
     return table

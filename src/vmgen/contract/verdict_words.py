@@ -45,13 +45,13 @@ def verdict_word(state: WatchdogState) -> str:
 
 
 def what_holds(state: WatchdogState) -> str:
-    """What holds the workspace up, or for how long nothing has: "working: agent working (...)",
+    """What holds the workspace up, or for how long nothing has: "agent working (...)",
     "kept alive for 9 min more (from the laptop)", "1 SSH session connected, silent for 4 min",
     "idle for 4 min"."""
     verdict, agent = state.verdict, state.agent
     condition = condition_of(verdict)
     if condition == "working":
-        text = "working: " + ("; ".join(verdict.reasons) or "activity")
+        text = "; ".join(verdict.reasons) or "activity"
     elif condition == "kept-alive":
         text = f"kept alive for {in_words(verdict.held_for_seconds - state.age_seconds)} more"
         text += f" ({verdict.held_by})" if verdict.held_by else ""

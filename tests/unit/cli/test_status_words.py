@@ -75,3 +75,18 @@ def test_the_table_never_reads_the_laptops_clock(monkeypatch: pytest.MonkeyPatch
     first = str([str(c) for c in format_status("app", said).columns[1]._cells])
     monkeypatch.setattr(time, "time", lambda: NOW + 10 * 3600)  # the laptop's clock is 10 h off
     assert str([str(c) for c in format_status("app", said).columns[1]._cells]) == first
+
+
+def test_what_the_vm_says_is_shown_as_text_not_markup() -> None:
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    said = state("poweroff", "none", 600, condition="kept-alive")
+    said = replace(said, verdict=replace(said.verdict, held_for_seconds=300, held_by="[red]review[/red]",
+                                         reasons=("keepalive for 300s more ([red]review[/red])",)),
+                   agent=AgentRecord("working", "turn open; of 2 sessions: 1 working, 1 waiting [x]"))
+    console = Console(width=200, record=True)
+    console.print(format_status("app", said))
+    text = console.export_text()
+    assert "kept alive for 5 min more ([red]review[/red])" in text and "1 waiting [x]" in text, text

@@ -169,7 +169,7 @@ def combine(states: list[tuple[AgentState, str]]) -> tuple[AgentState, str]:
     state, detail = min(states, key=lambda r: order.index(r[0]))
     if len(states) > 1:
         counts = {st: sum(1 for r in states if r[0] is st) for st in order}
-        detail += " [sessions: " + ", ".join(f"{n} {st.value}" for st, n in counts.items() if n) + "]"
+        detail += f"; of {len(states)} sessions: " + ", ".join(f"{n} {st.value}" for st, n in counts.items() if n)
     return state, detail
 
 
