@@ -5,6 +5,8 @@ the VM measured them), so no two of them can contradict each other.
 
 from __future__ import annotations
 
+import time
+
 from .documents import ACTION_WORDS, AgentRecord, VerdictRecord, WatchdogState
 
 # What the action does to the workspace, as a warning says it: "will be deleted in 10 min".
@@ -34,7 +36,10 @@ def condition_of(verdict: VerdictRecord) -> str:
 
 def left_of(state: WatchdogState, elapsed: float = 0.0) -> float:
     """Seconds to the deadline now: as the VM measured them at the verdict, less the state's age
-    and `elapsed` (seconds since it was read, on the reader's own clock)."""
+    and `elapsed` (seconds since it was read, on the reader's own clock). A VM from before the
+    time left was recorded only gives its wall-clock deadline, measured against this clock."""
+    if not state.verdict.condition:
+        return state.verdict.deadline - time.time()
     return state.verdict.left_seconds - state.age_seconds - elapsed
 
 

@@ -57,9 +57,10 @@ def test_working_has_no_countdown_but_says_the_idle_timeout() -> None:
     assert verdict_word(said) == "working" and what_happens(said) == "powers off once idle for 30 min"
 
 
-def test_a_vm_from_before_conditions_is_read_by_busy() -> None:
+def test_a_vm_from_before_conditions_is_read_by_busy_and_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     old = state("poweroff", "none", 600, condition="")
-    assert verdict_word(old) == "idle"
+    monkeypatch.setattr(time, "time", lambda: NOW)
+    assert verdict_word(old) == "idle" and what_happens(old) == "powers off in 10 min unless something happens"
 
 
 def test_a_dry_run_says_it_only_logs() -> None:
