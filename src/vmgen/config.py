@@ -40,6 +40,7 @@ class Settings:
     idle_action: str = "auto"  # backup-then-delete when a backup store is configured, else poweroff
     idle_warn_minutes: float = WATCH_DEFAULTS.warn_minutes
     idle_human_minutes: float = WATCH_DEFAULTS.human_minutes
+    idle_stall_minutes: float = WATCH_DEFAULTS.stall_minutes
     idle_interval_seconds: float = WATCH_DEFAULTS.interval_seconds
     max_lifetime_hours: float = WATCH_DEFAULTS.max_lifetime_hours
     idle_webhook_url: str = ""

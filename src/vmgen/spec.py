@@ -100,6 +100,7 @@ class WatchdogTuning:
     action: str = WATCH_DEFAULTS.action
     warn_minutes: float = WATCH_DEFAULTS.warn_minutes
     human_minutes: float = WATCH_DEFAULTS.human_minutes
+    stall_minutes: float = WATCH_DEFAULTS.stall_minutes
     interval_seconds: float = WATCH_DEFAULTS.interval_seconds
     max_lifetime_hours: float = WATCH_DEFAULTS.max_lifetime_hours
     dry_run: bool = False

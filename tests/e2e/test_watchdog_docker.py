@@ -1,43 +1,157 @@
-"""The watchdog on the docker provider: an idle workspace powers itself off (a container cannot
-delete itself), and `vmgen start` brings it back with a fresh countdown."""
+"""The watchdog on one docker workspace, with the real Claude Code against the scripted model and
+seconds-scale timers (idle 30 s, stall 15 s): the launch's "ready" line says what the watchdog
+will really do; two sessions, one at its prompt and one mid-turn on a slow model, are working; a
+silent tool call longer than the stall limit is working; a keepalive is said with its own time;
+`vmgen status` polled every few seconds is no person and never holds the workspace up, so it
+powers itself off (a container cannot delete itself); `vmgen start` brings it back with a fresh
+countdown. The tests run in order on the module's workspace."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 
-from tests.polling import eventually
+import pytest
+
+from tests.fakes.anthropic_api import Rule, Script, ToolUse
+from tests.polling import eventually, wait_until
 
 from .conftest import make_repo, unique
 
-SLEEPY = unique("sleepy")
+NAME = unique("sleepy")
+IDLE_SECONDS = 30
+SLOW_SECOND = "SECOND-SESSION-SLOW"
+QUICK_FIRST = "FIRST-SESSION-QUICK"
+SILENT_TOOL = "SILENT-TOOL-CALL"
+SECOND_DELAY = 60  # seconds the model takes for the second session: well past the idle timeout
+TOOL_SECONDS = 40  # a silent step, past twice the stall limit
+SECOND_WINDOW = (  # a second Claude session beside the agent's, as a person would open it
+    f"tmux new-window -d -t claude -n two -c work/{NAME} "
+    "'set -a; . ~/.config/vmgen/agent.env; set +a; exec claude --dangerously-skip-permissions'"
+)
 
 
-def test_idle_workspace_powers_off_and_starts_again(cli, tmp_path, docker_client):
-    cli.env.update({"VMGEN_IDLE_INTERVAL_SECONDS": "2", "VMGEN_IDLE_WARN_MINUTES": "0.1"})
-    cli("launch", str(make_repo(tmp_path, SLEEPY)), "--idle-minutes", "0.5")
-    container = docker_client.containers.get(f"vmgen-{SLEEPY}")
+@pytest.fixture(scope="module")
+def ws(cli, model, tmp_path_factory, docker_client):
+    model.script = Script(rules=[
+        Rule(SLOW_SECOND, text="The slow second answer.", delay=SECOND_DELAY),
+        Rule(QUICK_FIRST, text="The quick first answer."),
+        Rule(SILENT_TOOL, tool=ToolUse("Bash", {"command": f"python3 -c 'import time; time.sleep({TOOL_SECONDS})'",
+                                                "description": "a quiet step"}),
+             after_tool_text="The quiet step is over.")])
+    cli.env.update({"VMGEN_IDLE_INTERVAL_SECONDS": "2", "VMGEN_IDLE_WARN_MINUTES": "0.25",
+                    "VMGEN_IDLE_STALL_MINUTES": "0.25"})
+    launched = cli("launch", str(make_repo(tmp_path_factory.mktemp("repo"), NAME)), "--idle-minutes",
+                   str(IDLE_SECONDS / 60))
+    yield launched
+    cli("destroy", NAME, "--yes", check=False)
 
-    def exited() -> bool:
+
+def poll_status(cli, seconds: float, every: float = 3.0) -> list[dict]:
+    """`vmgen status --json` every few seconds for `seconds`: what a user polling would see."""
+    seen, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        seen.append(json.loads(cli("status", NAME, "--json").stdout))
+        time.sleep(every)
+    return seen
+
+
+def keep_going(cli) -> None:
+    """A file edited in the workspace: activity, so the countdown starts again from here."""
+    cli.ssh(NAME, f"date > work/{NAME}/edited.txt")
+
+
+def test_the_ready_line_says_what_the_watchdog_will_do(ws) -> None:
+    # The launch's own SSH is no person: the countdown is the idle timeout, not the human limit.
+    line = next(line for line in ws.stderr.splitlines() if "watchdog:" in line)
+    said = re.search(r"(?:in (\d+) s unless something happens|once idle for 30 s)$", line)
+    assert said is not None and int(said.group(1) or 0) <= IDLE_SECONDS, line
+
+
+def test_two_sessions_one_at_its_prompt_one_mid_turn_keep_it_up(ws, cli, model, docker_client) -> None:
+    keep_going(cli)
+    cli.ssh(NAME, SECOND_WINDOW)
+    ready = wait_until(lambda: cli.ssh(NAME, "tmux capture-pane -p -t claude:two"), lambda s: "❯" in s, timeout=90)
+    assert "❯" in ready, ready
+    keep_going(cli)
+    cli.ssh(NAME, f"tmux send-keys -t claude:two -l 'take your time, {SLOW_SECOND}' && tmux send-keys -t claude:two Enter")
+    model.wait_for(SLOW_SECOND, timeout=60)
+    started = time.monotonic()
+    cli("send", NAME, f"be quick, {QUICK_FIRST}")  # the first session: its turn ends after the second's began
+    eventually(lambda: "quick first answer" in cli.ssh(NAME, "tmux capture-pane -p -t claude:0"), timeout=60,
+               what="the first session's answer")
+    lines = [json.loads(line) for line in cli.ssh(NAME, "cat ~/.vmgen/agent-events.jsonl").splitlines()]
+    assert lines[-1]["event"] == "Stop" and len({line.get("session") for line in lines}) == 2, lines
+
+    seen = poll_status(cli, SECOND_DELAY - (time.monotonic() - started) - 8)
+    report = "\n".join(f"{s['agent']['state']} {s['agent']['detail']} | {s['verdict']['condition']}" for s in seen)
+    assert time.monotonic() - started > IDLE_SECONDS + 15, report  # the claim is about this long
+    assert all(s["agent"]["state"] == "working" and s["verdict"]["condition"] == "working" for s in seen), report
+    assert all("1 waiting" in s["agent"]["detail"] for s in seen), report
+    assert docker_client.containers.get(f"vmgen-{NAME}").status == "running"
+    eventually(lambda: "slow second answer" in cli.ssh(NAME, "tmux capture-pane -p -t claude:two"), timeout=60,
+               what="the second session's answer")
+    cli.ssh(NAME, "tmux kill-window -t claude:two")
+
+
+def test_a_silent_tool_call_longer_than_the_stall_limit_keeps_it_up(ws, cli, model) -> None:
+    keep_going(cli)
+    cli("send", NAME, f"run the quiet step, {SILENT_TOOL}")
+    model.wait_for(SILENT_TOOL, timeout=60)
+    started = time.monotonic()
+    seen = poll_status(cli, TOOL_SECONDS - 8)
+    report = "\n".join(f"{s['agent']['state']} {s['agent']['detail']}" for s in seen)
+    quiet = seen[len(seen) // 2:]  # well past the stall limit, nothing written
+    assert time.monotonic() - started > 2 * 15, report  # twice the stall limit
+    assert all(s["agent"]["state"] == "working" and "tool running" in s["agent"]["detail"] for s in quiet), report
+    eventually(lambda: "quiet step is over" in cli.ssh(NAME, "tmux capture-pane -p -t claude:0"), timeout=60,
+               what="the answer after the quiet step")
+
+
+def test_a_keepalive_is_said_and_polled_status_never_holds_it_up(ws, cli, docker_client) -> None:
+    cli("keepalive", NAME, "--for", "20s")
+    held = json.loads(cli("status", NAME, "--json").stdout)
+    assert held["verdict"]["condition"] == "kept-alive" and held["verdict"]["busy"] is True, held
+    assert IDLE_SECONDS < held["verdict"]["left_seconds"] <= 20 + IDLE_SECONDS, held  # the lease's end + idle
+    words = cli("status", NAME).stdout
+    assert "kept alive for" in words and "(from the laptop)" in words, words
+    assert re.search(r"in \d+ s unless something happens", words), words
+
+    container = docker_client.containers.get(f"vmgen-{NAME}")
+    seen: list[dict] = []
+
+    def off() -> bool:
         container.reload()
-        return container.status == "exited"
+        if container.status == "exited":
+            return True
+        # vmgen's own SSH every few seconds: no person, so the countdown runs through it.
+        state = json.loads(cli("status", NAME, "--json", check=False).stdout or "{}")
+        if state:
+            seen.append(state)
+        return False
 
-    eventually(exited, timeout=180, what="the idle workspace to power off", interval=2)
-    row = next(line for line in cli("list").stdout.splitlines() if line.startswith(" " + SLEEPY) or line.startswith(SLEEPY))
+    eventually(off, timeout=180, what="the idle workspace to power off while its status is polled", interval=3)
+    assert all("SSH" not in "; ".join(s["verdict"]["reasons"]) for s in seen), seen
+    assert not any(s["verdict"]["busy"] and s["verdict"]["idle_for_seconds"] > 0 for s in seen), seen
+    assert [s["verdict"]["condition"] for s in seen][-1] == "idle", seen
+
+
+def test_it_starts_again_with_a_fresh_countdown(ws, cli, docker_client) -> None:
+    row = next(line for line in cli("list").stdout.splitlines() if line.strip().startswith(NAME))
     assert "stopped" in row
-
     started = time.time()
-    cli("start", SLEEPY)
+    cli("start", NAME)
 
     # A new boot: the countdown starts afresh rather than firing at once on the old history.
     def fresh_verdict() -> dict | None:
-        state = json.loads(cli("status", SLEEPY, "--json").stdout)
+        state = json.loads(cli("status", NAME, "--json").stdout)
         return state if state.get("updated_at", 0) > started else None
 
     eventually(lambda: fresh_verdict() is not None, timeout=60, what="the watchdog's first tick after start")
     state = fresh_verdict()
     assert state["verdict"]["next_action"] in ("none", "warn")
-    container.reload()
+    container = docker_client.containers.get(f"vmgen-{NAME}")
     assert container.status == "running"
-    assert cli.ssh(SLEEPY, f"cat work/{SLEEPY}/README.md") == f"# {SLEEPY}\n"
-    cli("destroy", SLEEPY, "--yes")
+    assert cli.ssh(NAME, f"cat work/{NAME}/README.md") == f"# {NAME}\n"
+    cli("destroy", NAME, "--yes")

@@ -30,7 +30,17 @@ from ..contract.documents import (
     WebLinks,
     WorkspaceInfo,
 )
-from ..contract.names import AGENT_SESSION, AGENT_UID, AGENT_USER, CADDY_USER, PORTS, UNITS, VM, WEB_LOGIN_USER
+from ..contract.names import (
+    AGENT_SESSION,
+    AGENT_UID,
+    AGENT_USER,
+    CADDY_USER,
+    PORTS,
+    UNITS,
+    VM,
+    WEB_LOGIN_USER,
+    VmPaths,
+)
 from ..contract.weblogin import WebLoginSettings
 from ..errors import UsageError
 from ..providers.base import SelfDelete
@@ -141,7 +151,7 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         _file(VM.program("provision.sh"), rendered("provision.sh.j2"), mode="0755"),
         _file(VM.program("agent-session"), rendered("agent-session.sh.j2"), mode="0755"),
         _file(VM.program("agent-run"), rendered("agent-run.sh.j2"), mode="0755"),
-        _file(VM.program("agent-event"), rendered("agent-event.j2"), mode="0755"),
+        _file(VM.program("agent-event"), without_comment_lines(agent_event_hook()), mode="0755"),
         unit(UNITS.agent),
         unit(UNITS.agent_start),
         _file(VM.workspace_info, codec.dumps(_workspace_info(spec))),
@@ -348,6 +358,7 @@ def _watch_settings(spec: WorkspaceSpec, self_delete: SelfDelete) -> WatchSettin
         idle_minutes=spec.idle_minutes,
         warn_minutes=w.warn_minutes,
         human_minutes=w.human_minutes,
+        stall_minutes=w.stall_minutes,
         interval_seconds=w.interval_seconds,
         max_lifetime_hours=w.max_lifetime_hours,
         action=w.action,
@@ -374,6 +385,20 @@ def _workspace_info(spec: WorkspaceSpec) -> WorkspaceInfo:
     )
 
 
+def agent_event_hook(paths: VmPaths = VM) -> str:
+    """The hook program Claude Code runs on each event the watchdog follows (see the template)."""
+    return _environment().get_template("agent-event.j2").render(paths=paths)
+
+
+def claude_hooks(program: str) -> dict[str, object]:
+    """Claude Code's `hooks` setting: `program EVENT` for each event the watchdog follows, with
+    the event's JSON (session id, transcript path) on its stdin."""
+    return {
+        event: [{"matcher": "*", "hooks": [{"type": "command", "command": f"{program} {event}"}]}]
+        for event in HOOK_EVENTS
+    }
+
+
 def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
     """Pre-answered first-run dialogs, so the agent starts unattended at its prompt."""
     if spec.agent.name != "claude":
@@ -383,13 +408,9 @@ def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
         # Trust is per exact directory; a parent folder does not cover the repository.
         "projects": {spec.repo_dir: {"hasTrustDialogAccepted": True}},
     }
-    hooks = {
-        event: [{"matcher": "*", "hooks": [{"type": "command", "command": f"{VM.program('agent-event')} {event}"}]}]
-        for event in HOOK_EVENTS
-    }
     settings = {
         "skipDangerousModePermissionPrompt": True,
-        "hooks": hooks,
+        "hooks": claude_hooks(str(VM.program("agent-event"))),
         # The pinned version stays pinned, and nothing but the model API is contacted.
         "env": {"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"},
     }

@@ -132,6 +132,7 @@ def build_spec(
             action=action,
             warn_minutes=s.idle_warn_minutes,
             human_minutes=s.idle_human_minutes,
+            stall_minutes=s.idle_stall_minutes,
             interval_seconds=s.idle_interval_seconds,
             max_lifetime_hours=s.max_lifetime_hours,
             webhook_url=s.idle_webhook_url,
@@ -265,12 +266,12 @@ def warn_without_credentials(spec: WorkspaceSpec, environment: dict[str, str], l
 
 
 def print_first_verdict(verdict: WatchdogState | None) -> None:
-    from .watchdog import what_happens
+    from ..contract.verdict_words import what_happens
 
     if verdict is None:
         err.print("  watchdog: no verdict yet (see `vmgen status` in a moment)")
         return
-    err.print(f"  watchdog: agent {verdict.agent.state}; {what_happens(verdict, time.time())}")
+    err.print(f"  watchdog: agent {verdict.agent.state}; {what_happens(verdict)}")
 
 
 @main.command()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..contract import codec
-from ..contract.documents import ACTION_WORDS, WatchdogState
+from ..contract.documents import WatchdogState
+from ..contract.verdict_words import verdict_word, what_happens, what_holds
 from ..vmside import leases
 from ..workspace_client import SshWorkspaceClient, StatusUnavailable
 from .app import age_seconds, err, main, out, running_target
@@ -42,45 +43,22 @@ def status(name: str, as_json: bool) -> None:
     out.print(format_status(name, state))
 
 
-def format_status(name: str, state: WatchdogState) -> Table:
+def format_status(name: str, state: WatchdogState, elapsed: float = 0.0) -> Table:
+    """Every row from the one verdict, with times as the VM measured them: the laptop's clock is
+    never compared with the VM's. `elapsed`: seconds since the state was read."""
     verdict = state.verdict
     table = Table(box=None, show_header=False)
-    now = time.time()
     table.add_row("workspace", name)
-    table.add_row("agent", state.agent.state + (f" ({state.agent.detail})" if state.agent.detail else ""))
-    table.add_row("verdict", "busy" if verdict.busy else "idle")
-    table.add_row("idle for", age_seconds(verdict.idle_for_seconds))
-    table.add_row("why", "; ".join(verdict.reasons) or "-")
+    # What the VM says is text, never markup: a lease's reason or the agent's detail may hold "[".
+    agent = state.agent.state + (f" ({state.agent.detail})" if state.agent.detail else "")
+    table.add_row("agent", escape(agent))
+    table.add_row("verdict", escape(verdict_word(state)))
+    table.add_row("now", escape(what_holds(state)))
+    table.add_row("why", escape("; ".join(verdict.reasons) or "-"))
     for source, seen in sorted(state.last_seen.items()):
-        table.add_row(f"last {source}", f"{age_seconds(now - seen)} ago" if seen else "never")
-    table.add_row("next action", what_happens(state, now))
+        ago = state.updated_at - seen + state.age_seconds + elapsed  # both times on the VM's clock
+        table.add_row(f"last {source}", f"{age_seconds(ago)} ago" if seen else "never")
+    table.add_row("next action", escape(what_happens(state, elapsed)))
     if state.dry_run:
         table.add_row("mode", "dry run: logs only")
     return table
-
-
-def what_happens(state: WatchdogState, now: float) -> str:
-    """The configured action and when it runs, in words: "backs up and deletes itself in 28 min
-    unless something happens" (a "none" or a "warn" says neither)."""
-    verdict = state.verdict
-    action = verdict.action or str(state.config.get("action", ""))
-    words = ACTION_WORDS.get(action, action or "acts")
-    left = verdict.deadline - now
-    if left <= 0:
-        text = f"{words} now"
-    else:
-        text = f"{words} in {in_words(left)} unless something happens"
-        if verdict.next_action == "warn":
-            text += " (warned)"
-    return f"{text} (dry run: it only logs)" if state.dry_run else text
-
-
-def in_words(seconds: float) -> str:
-    """28 min, 1 h 5 min, 2 h, 40 s."""
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    hours, minutes = divmod(round(seconds / 60), 60)
-    if not hours:
-        return f"{minutes} min"
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

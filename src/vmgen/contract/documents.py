@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from . import codec
 
@@ -206,14 +207,26 @@ class WebServices:
 
 @dataclass(frozen=True)
 class VerdictRecord:
-    busy: bool
+    busy: bool  # activity or a lease holds it up (a silent person does not)
     reasons: tuple[str, ...]
-    idle_since: float  # wall clock, like every time below
+    idle_since: float  # wall clock, like every time below (for showing; never compared elsewhere)
     idle_for_seconds: float
     next_action: str
     action_at: float
     deadline: float
     action: str = ""  # the action that will run at the deadline (next_action may say "warn")
+    # What holds it up: "working", "kept-alive", "human" or "idle" (WATCH_CONDITIONS); "" from
+    # a VM before it was recorded.
+    condition: str = ""
+    # Seconds from the verdict to the deadline, as the VM's own monotonic clock measured them:
+    # what a laptop shows, whatever its clock says and whatever the VM's wall clock did.
+    left_seconds: float = 0.0
+    held_for_seconds: float = 0.0  # what remains of the longest keepalive lease
+    held_by: str = ""  # its reason
+    by_lifetime: bool = False  # the deadline is the hard lifetime's
+
+
+WATCH_CONDITIONS = ("working", "kept-alive", "human", "idle")
 
 
 @dataclass(frozen=True)
@@ -233,6 +246,9 @@ class WatchdogState:
     dry_run: bool = False
     failures: int = 0
     config: dict[str, Any] = field(default_factory=dict)
+    updated_boottime: float = 0.0  # CLOCK_BOOTTIME when written, in boot `boot_id`
+    # How old the state was when read (on the VM, on CLOCK_BOOTTIME): 0 as written.
+    age_seconds: float = 0.0
 
     def dumps(self) -> str:
         return codec.dumps(self)
@@ -250,38 +266,82 @@ REASON_MAX = 120
 
 @dataclass(frozen=True)
 class Lease:
+    """A keepalive until `until` (wall clock). Taken on the VM, it also carries its end on that
+    boot's CLOCK_BOOTTIME: within the same boot that end is what counts, so a step of the wall
+    clock (NTP, a resumed VM) neither drops nor stretches it; in another boot (stopped and
+    started, restored) the wall-clock end is all there is."""
+
     until: float  # wall-clock epoch seconds
     reason: str
+    boot: str = ""  # the boot it was taken in ("" for a lease from before vmgen knew of boots)
+    boot_until: float = 0.0  # CLOCK_BOOTTIME seconds at its end, in that boot
+
+
+@dataclass(frozen=True)
+class Clocks:
+    """One reading of the clocks a lease is measured on."""
+
+    wall: float  # time.time()
+    boot: str = ""  # the boot's id
+    boottime: float = 0.0  # CLOCK_BOOTTIME
 
 
 def dump_leases(leases: list[Lease] | tuple[Lease, ...]) -> str:
     return json.dumps([codec.to_value(lease) for lease in leases], indent=2) + "\n"
 
 
-def parse_leases(raw: bytes | str, now: float) -> tuple[Lease, ...]:
-    """The live leases in a leases file, each clamped to at most `now` + the CLI's cap. Anything
-    that is not a lease is dropped: a broken file must not keep the VM up forever."""
+def _finite(value: object) -> TypeGuard[int | float]:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def parse_leases(raw: bytes | str, now: float | Clocks) -> tuple[Lease, ...]:
+    """The live leases in a leases file, each clamped to at most the CLI's cap from now, with
+    `until` measured from `now`: a lease of this boot by its boot-relative end (what remains of
+    it, whatever the wall clock did since), any other by its wall-clock end. Anything that is not
+    a lease is dropped: a broken file must not keep the VM up forever."""
+    clocks = now if isinstance(now, Clocks) else Clocks(wall=now)
     try:
         data = json.loads(raw)
     except ValueError:
         return ()
     leases = []
     for item in data if isinstance(data, list) else []:
-        until = item.get("until") if isinstance(item, dict) else None
-        if isinstance(until, bool) or not isinstance(until, (int, float)) or not math.isfinite(until) or until <= now:
+        if not isinstance(item, dict):
             continue
+        boot, boot_until, until = item.get("boot"), item.get("boot_until"), item.get("until")
+        if clocks.boot and boot == clocks.boot and _finite(boot_until):
+            left = float(boot_until) - clocks.boottime
+        elif _finite(until):
+            left = float(until) - clocks.wall
+        else:
+            continue
+        if left <= 0:
+            continue
+        left = min(left, LEASE_MAX_SECONDS)
+        # The wall-clock end as written while the wall clock agrees with it (the two clocks are
+        # read a moment apart); re-derived from what remains once the wall clock stepped.
+        written = float(until) if _finite(until) else math.inf
         reason = item.get("reason")
         leases.append(
             Lease(
-                until=min(float(until), now + LEASE_MAX_SECONDS),
+                until=written if abs(written - (clocks.wall + left)) < 1.0 else clocks.wall + left,
                 reason=clean_text(reason if isinstance(reason, str) else "", REASON_MAX) or "keepalive",
+                boot=clocks.boot,
+                boot_until=clocks.boottime + left if clocks.boot else 0.0,
             )
         )
     return tuple(leases)
 
 
-def with_lease(leases: tuple[Lease, ...], seconds: float, reason: str, now: float) -> tuple[Lease, ...]:
-    lease = Lease(until=now + min(seconds, LEASE_MAX_SECONDS), reason=clean_text(reason, REASON_MAX) or "keepalive")
+def with_lease(leases: tuple[Lease, ...], seconds: float, reason: str, now: float | Clocks) -> tuple[Lease, ...]:
+    clocks = now if isinstance(now, Clocks) else Clocks(wall=now)
+    seconds = min(seconds, LEASE_MAX_SECONDS)
+    lease = Lease(
+        until=clocks.wall + seconds,
+        reason=clean_text(reason, REASON_MAX) or "keepalive",
+        boot=clocks.boot,
+        boot_until=clocks.boottime + seconds if clocks.boot else 0.0,
+    )
     return (*leases, lease)
 
 
@@ -289,17 +349,33 @@ def with_lease(leases: tuple[Lease, ...], seconds: float, reason: str, now: floa
 HOOK_EVENTS = ("UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop", "Notification")
 
 
+SESSION_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+TRANSCRIPT_MAX = 4096
+
+
 @dataclass(frozen=True)
 class HookEvent:
+    """One line of the hook events file: what one agent session said, and when."""
+
     at: float  # wall clock, never later than when it was read
     event: str
+    session: str = ""  # the agent's session id ("" from a hook that did not say)
+    transcript: str = ""  # that session's transcript, as the agent named it (a path to check)
 
 
 def parse_hook_event(line: dict[str, Any], now: float) -> HookEvent | None:
     at, event = line.get("at"), line.get("event")
-    if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at) or event not in HOOK_EVENTS:
+    if not _finite(at) or event not in HOOK_EVENTS:
         return None
-    return HookEvent(at=min(float(at), now), event=str(event))
+    session, transcript = line.get("session"), line.get("transcript")
+    plain = isinstance(session, str) and SESSION_ID.fullmatch(session) and session not in (".", "..")
+    path = transcript if isinstance(transcript, str) and len(transcript) <= TRANSCRIPT_MAX else ""
+    return HookEvent(
+        at=min(float(at), now),
+        event=str(event),
+        session=str(session) if plain else "",
+        transcript=path if path == clean_text(path, TRANSCRIPT_MAX) else "",
+    )
 
 
 def clean_text(text: str, limit: int) -> str:
@@ -312,11 +388,13 @@ __all__ = [
     "HOOK_EVENTS",
     "LEASE_MAX_SECONDS",
     "WATCH_ACTIONS",
+    "WATCH_CONDITIONS",
     "WATCH_DEFAULTS",
     "AgentRecord",
     "BackupConfig",
     "BackupResult",
     "BackupTarget",
+    "Clocks",
     "ExcludedRecord",
     "HookEvent",
     "Lease",

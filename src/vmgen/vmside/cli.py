@@ -55,6 +55,8 @@ def lifetime() -> None:
 @click.option("--fresh", is_flag=True, help="Ask the watchdog for a verdict now (through root's control socket).")
 def status(fresh: bool) -> None:
     """Print the watchdog's latest state as JSON."""
+    from .boot import with_age
+
     if fresh:
         from ..contract.codec import DocumentError
         from .control import ControlUnavailable, ask
@@ -63,7 +65,7 @@ def status(fresh: bool) -> None:
         try:
             for reply in ask(ControlRequest("tick"), timeout=60):
                 if reply.result is not None:
-                    click.echo(json.dumps(reply.result))
+                    click.echo(json.dumps(with_age(reply.result)))
                     return
                 refused = reply.refused or refused
         except (ControlUnavailable, DocumentError, OSError) as exc:
@@ -71,10 +73,16 @@ def status(fresh: bool) -> None:
         click.echo(json.dumps({"error": f"no fresh verdict: {refused or 'no answer'}"}))
         sys.exit(1)
     try:
-        click.echo(VM.watchdog_state.read_text(), nl=False)
+        state = json.loads(VM.watchdog_state.read_text())
     except FileNotFoundError:
         click.echo(json.dumps({"error": "the watchdog has not reported yet"}))
         sys.exit(1)
+    except ValueError:
+        state = None
+    if not isinstance(state, dict):
+        click.echo(json.dumps({"error": "the watchdog's state cannot be read"}))
+        sys.exit(1)
+    click.echo(json.dumps(with_age(state)))
 
 
 @vmside.command()

@@ -96,4 +96,7 @@ def test_the_scripts_lose_only_their_comments():
     for path, script in scripts.items():
         assert script.startswith("#!"), path
         assert not any(line.lstrip().startswith("#") for line in script.splitlines()[1:]), path
-        subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+        if script.startswith("#!/usr/bin/python3"):
+            compile(script, path, "exec")
+        else:
+            subprocess.run(["bash", "-n"], input=script, text=True, check=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.contract.documents import LEASE_MAX_SECONDS, parse_leases
+from vmgen.contract.documents import LEASE_MAX_SECONDS, Clocks, parse_leases
 from vmgen.vmside.agentfs import AgentFiles, UnsafeFile
 from vmgen.vmside.idlewatch.humans import read_leases
 
@@ -120,7 +120,7 @@ def test_a_lease_can_never_reach_past_the_cli_cap(until: str) -> None:
 def test_the_watchdog_reads_a_clamped_lease_and_nothing_through_links(home: Path, secret: Path) -> None:
     path = home / ".vmgen/leases.json"
     path.write_text(json.dumps([{"until": 1e300, "reason": "x\u0007" * 500}]))
-    (lease,) = read_leases(path, AgentFiles(ME), monotonic=lambda: 10.0, wall=lambda: 1000.0)
+    (lease,) = read_leases(path, AgentFiles(ME), monotonic=lambda: 10.0, now=lambda: Clocks(wall=1000.0))
     assert lease.until == 10.0 + LEASE_MAX_SECONDS and len(lease.reason) <= 120 and "\u0007" not in lease.reason
     path.unlink()
     path.symlink_to(secret)

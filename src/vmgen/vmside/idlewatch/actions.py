@@ -28,22 +28,6 @@ class ActionFailed(VmgenError):
     """The idle action could not be carried out; the VM stays up and the watchdog retries."""
 
 
-WHAT_HAPPENS = {
-    Action.DELETE: "deleted",
-    Action.POWEROFF: "powered off",
-    Action.BACKUP_THEN_DELETE: "backed up and deleted",
-}
-
-
-def warning_text(workspace: str, action: Action, seconds_left: float) -> str:
-    minutes = max(1, round(seconds_left / 60))
-    what = WHAT_HAPPENS.get(action, action.value)
-    return (
-        f"vmgen: workspace {workspace} is idle and will be {what} in {minutes} min; to keep it, run "
-        f"`vmgen keepalive --for 1h` here, or `vmgen keepalive {workspace} --for 1h` on your laptop"
-    )
-
-
 def warn(settings: WatchSettings, text: str, paths: VmPaths = VM) -> None:
     """Tell every attached tmux client, every terminal (wall) and the webhook, if any."""
     log.warning(text)

@@ -2,8 +2,12 @@
 
 A Claude process that merely exists is not activity, and one waiting a minute on a slow model
 with ~0% CPU is. So the agent's own state decides whether a turn is open (transcript, session
-status file, hook events: the most recent statement wins), and outside evidence (transcript
-growth, a connection to the model API, CPU of its process tree) tells working from stalled.
+status file, hook events: the most recent statement of that session wins), and outside evidence
+(a live tool process, a connection to the model API, transcript growth, CPU of its process tree)
+tells working from stalled.
+
+Every agent process (a session: a second window, a `claude` its tools started) is judged on
+its own session's statements and its own processes, and the agent works if any of them does.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from .transcript import (
     TranscriptState,
     fuse_turn,
     read_session_status,
+    statement_at,
 )
 
 INTERPRETERS = ("node", "bun", "python")  # prefixes: python3.11, nodejs ...
@@ -46,6 +51,13 @@ class AgentConfig:
     only_under: Path | None = None  # only agents whose cwd is below this (tests share a host)
 
 
+# A process started this long before the tool call's transcript line still counts as the call's:
+# psutil's start times rest on /proc/stat's boot time, cut to the second (they read early).
+TOOL_START_SLACK = 1.5
+
+Connection = tuple[str, int, str, int]  # local address and port, remote address and port
+
+
 @dataclass
 class _Proc:
     pid: int
@@ -54,7 +66,8 @@ class _Proc:
     uid: int
     cpu_own: float  # user + system
     cpu_reaped: float  # children_user + children_system: finished children (test runs)
-    created: float
+    created: float  # wall clock
+    zombie: bool = False
 
 
 @dataclass
@@ -65,7 +78,8 @@ class Tree:
     descendants: list[_Proc]
     cpu_own: float = 0.0  # CPU seconds of the agent process itself this tick
     cpu_children: float = 0.0  # of its descendants, running or reaped this tick
-    connections: int = 0
+    connections: int = 0  # of the whole tree
+    agent_connections: frozenset[Connection] = frozenset()  # of the agent processes in it
 
 
 @dataclass
@@ -75,32 +89,102 @@ class _RootMemory:
     reader: TranscriptReader | None = None
     claude_dir: Path | None = None
     last_growth: float | None = None  # monotonic
+    # The agent's connections that were open while its turn was: after the turn they are the
+    # HTTP client's pool of idle sockets (Bun keeps them for minutes), not a request.
+    pooled: frozenset[Connection] = frozenset()
+    fresh_since: dict[Connection, float] = field(default_factory=dict)  # monotonic, outside a turn
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """Everything the classification looks at for one agent process."""
+    """Everything the classification looks at for one agent process (one session)."""
 
     turn_open: bool
     turn_source: str
-    tool_running: bool
+    tool_running: bool  # a tool call is open
     grew_recently: bool
     grew_now: bool
-    connections: int
+    connections: int  # of its process tree, during a turn
     cpu_busy: bool
     children_busy: bool
     hook: HookState = field(default_factory=HookState)
     hook_recent: bool = False
+    tool_alive: tuple[str, ...] = ()  # names of the open tool call's live processes
+    new_connections: int = 0  # opened by the agent process outside a turn, not yet stale
+
+
+@dataclass(frozen=True)
+class ProcessFacts:
+    """What one agent process and its tree showed this tick (sampled by the watcher)."""
+
+    connections: int = 0  # established connections to a remote, anywhere in its tree
+    new_connections: int = 0  # of the agent process itself, opened outside a turn, not yet stale
+    children: tuple[tuple[str, float], ...] = ()  # its live descendants: name, start (wall)
+    cpu_busy: bool = False
+    children_busy: bool = False
+    grew_now: bool = False
+    grew_recently: bool = False  # its transcript grew within stall_after
+
+
+def evidence_of(
+    transcript: TranscriptState,
+    status: SessionStatus | None,
+    hook: HookState,
+    facts: ProcessFacts,
+    wall: float,
+    stall_after: float,
+) -> Evidence:
+    """One session's evidence: its own statements (transcript, status file, its own hooks) say
+    whether a turn is open and a tool call with it; its processes say whether anything moves."""
+    turn_open, source = fuse_turn(transcript, status, hook)
+    tool_running = turn_open and (transcript.tool_running or (hook.event == "PreToolUse" and source == "hook"))
+    tool_since = transcript.tool_since or (hook.at if hook.event == "PreToolUse" else None)
+    return Evidence(
+        turn_open=turn_open,
+        turn_source=source,
+        tool_running=tool_running,
+        grew_recently=facts.grew_recently,
+        grew_now=facts.grew_now,
+        connections=facts.connections if turn_open else 0,
+        cpu_busy=facts.cpu_busy,
+        children_busy=facts.children_busy,
+        hook=hook,
+        hook_recent=hook.activity_at is not None and wall - hook.activity_at < stall_after,
+        tool_alive=_tool_processes(facts.children, tool_since) if tool_running else (),
+        new_connections=0 if turn_open else facts.new_connections,
+    )
+
+
+def _tool_processes(children: tuple[tuple[str, float], ...], since: float | None) -> tuple[str, ...]:
+    """The live processes of an open tool call: descendants of the agent process started since
+    the call began (or any, when its start is unknown), so that a long-lived helper (an MCP
+    server) started with the session does not count as the call's."""
+    return tuple(name for name, started in children if since is None or started >= since - TOOL_START_SLACK)
+
+
+def combine(states: list[tuple[AgentState, str]]) -> tuple[AgentState, str]:
+    """The agent's state from its sessions': it works if any session works (then stalled, then
+    waiting); the detail names the deciding session and counts the others."""
+    order = [AgentState.WORKING, AgentState.STALLED, AgentState.WAITING]
+    state, detail = min(states, key=lambda r: order.index(r[0]))
+    if len(states) > 1:
+        counts = {st: sum(1 for r in states if r[0] is st) for st in order}
+        detail += f"; of {len(states)} sessions: " + ", ".join(f"{n} {st.value}" for st, n in counts.items() if n)
+    return state, detail
 
 
 def classify(e: Evidence) -> tuple[AgentState, str]:
     """The state and a short human reason; pure, so it is tested as a table."""
     if not e.turn_open:
+        if e.new_connections:
+            return AgentState.WORKING, f"no turn open, but {e.new_connections} new model connection(s)"
         if e.children_busy:
             return AgentState.WORKING, "no turn open, but its child processes burn CPU"
         if e.hook.event == "Notification" and e.turn_source == "hook":
             return AgentState.WAITING, f"waiting for the human ({e.hook.detail or 'notification'})"
         return AgentState.WAITING, f"at its prompt ({e.turn_source})"
+    if e.tool_alive:
+        return AgentState.WORKING, f"turn open, tool running ({', '.join(e.tool_alive[:3])})"
     if e.connections:
         return AgentState.WORKING, f"turn open, {e.connections} model connection(s)"
     if e.grew_now or e.grew_recently:
@@ -109,7 +193,7 @@ def classify(e: Evidence) -> tuple[AgentState, str]:
         return AgentState.WORKING, "turn open, " + ("tool running, children busy" if e.tool_running else "CPU busy")
     if e.hook_recent:
         return AgentState.WORKING, f"turn open, recent hook {e.hook.event}"
-    return AgentState.STALLED, "turn open but no progress (no growth, connection, CPU or hook)"
+    return AgentState.STALLED, "turn open, but no tool process, model connection or transcript growth"
 
 
 class AgentWatcher:
@@ -135,36 +219,58 @@ class AgentWatcher:
         uid = self._agent_uid()
         if uid is not None:
             self._files.uid = uid
-        hook = self._hooks.poll() if self._hooks else HookState()
-        worked = [t for t in (hook.activity_at, hook.at if hook.event == "Stop" else None) if t is not None]
+        hooks = self._hooks.poll() if self._hooks else {}
+        newest = max(hooks.values(), key=lambda h: h.at or 0.0, default=HookState())
+        worked = [t for h in hooks.values() for t in (h.activity_at, h.at if h.event == "Stop" else None) if t]
         worked_at = max(worked) if worked else None
         trees = self._sample(since_wall)
         if not trees:
             self._roots.clear()
             return AgentSignals(
                 AgentState.ABSENT,
-                last_hook_event=hook.event,
+                last_hook_event=newest.event,
                 detail=f"no {'/'.join(self.config.process_names)} process of {self.config.user}",
                 worked_at=worked_at,
             )
-        results = [self._judge(t, hook, now, wall, elapsed) for t in trees]
+        sessions = [self._session_of(t) for t in trees]
+        claimed = {sid for sid, _ in sessions if sid}
+        results = [
+            self._judge(tree, self._hooks_of(sid, hooks, claimed), status, now, wall, elapsed, since_wall)
+            for tree, (sid, status) in zip(trees, sessions, strict=True)
+        ]
         live = {(t.root.pid, t.root.created) for t in trees}
         self._roots = {k: v for k, v in self._roots.items() if k in live}
-        order = [AgentState.WORKING, AgentState.STALLED, AgentState.WAITING]
-        state, detail, _ = min(results, key=lambda r: order.index(r[0]))
-        if len(trees) > 1:
-            detail += f" [{len(trees)} agent processes]"
+        state, detail = combine([(r[0], r[1]) for r in results])
         return AgentSignals(
             state=state,
             turn_open=any(r[2].turn_open for r in results),
             tool_running=any(r[2].tool_running for r in results),
+            tool_alive=any(r[2].tool_alive for r in results),
             transcript_grew=any(r[2].grew_now for r in results),
-            model_connections=sum(r[2].connections for r in results),
+            model_connections=sum(r[2].connections + r[2].new_connections for r in results),
             cpu_busy=any(r[2].cpu_busy or r[2].children_busy for r in results),
-            last_hook_event=hook.event,
+            last_hook_event=newest.event,
             detail=detail,
             worked_at=worked_at,
+            sessions=len(trees),
         )
+
+    def _session_of(self, tree: Tree) -> tuple[str | None, SessionStatus | None]:
+        """The agent process's session id, from the status file Claude Code keeps per process."""
+        mem = self._roots.setdefault((tree.root.pid, tree.root.created), _RootMemory())
+        if mem.claude_dir is None:
+            mem.claude_dir = self.config.claude_dir or _claude_dir_of(tree.root.pid, self.config.user)
+        status = read_session_status(mem.claude_dir, tree.root.pid, self._files)
+        return (status.session_id if status else None), status
+
+    @staticmethod
+    def _hooks_of(session: str | None, hooks: dict[str, HookState], claimed: set[str]) -> HookState:
+        """A session's own hook statements; for a process whose session is unknown, the newest
+        statement of no other process's session (an older hook script's lines, without one)."""
+        if session:
+            return hooks.get(session, HookState())
+        unclaimed = [h for sid, h in hooks.items() if sid not in claimed]
+        return max(unclaimed, key=lambda h: h.at or 0.0, default=HookState())
 
     # -- sampling -------------------------------------------------------------------------
 
@@ -180,7 +286,7 @@ class AgentWatcher:
             return []
         procs: dict[int, _Proc] = {}
         children: dict[int, list[int]] = {}
-        for p in psutil.process_iter(["name", "ppid", "uids", "cpu_times", "create_time"]):
+        for p in psutil.process_iter(["name", "ppid", "uids", "cpu_times", "create_time", "status"]):
             info = p.info
             if info["cpu_times"] is None or info["uids"] is None:
                 continue  # vanished or unreadable mid-scan
@@ -193,15 +299,18 @@ class AgentWatcher:
                 ct.user + ct.system,
                 ct.children_user + ct.children_system,
                 info["create_time"] or 0.0,
+                info["status"] == psutil.STATUS_ZOMBIE,
             )
             children.setdefault(info["ppid"] or 0, []).append(p.pid)
-        agents = {pid for pid, pr in procs.items() if pr.uid == uid and self._is_agent(pr) and self._is_under(pid)}
-        roots = [pid for pid in agents if not self._has_agent_ancestor(pid, procs, agents)]
+        agents = {pid for pid, pr in procs.items() if pr.uid == uid and self._is_agent(pr)}
+        roots = [pid for pid in agents if self._is_under(pid) and not self._has_agent_ancestor(pid, procs, agents)]
         trees = [Tree(procs[r], [procs[d] for d in _descendants(r, children)]) for r in roots]
         seen: dict[tuple[int, float], tuple[float, float]] = {}
         for tree in trees:
             self._account(tree, since_wall, seen)
-            tree.connections = sum(self._connections(p.pid) for p in [tree.root, *tree.descendants])
+            opened = {proc.pid: self._connections(proc.pid) for proc in [tree.root, *tree.descendants]}
+            tree.connections = sum(len(conns) for conns in opened.values())
+            tree.agent_connections = frozenset(c for pid, conns in opened.items() if pid in agents for c in conns)
         self._cpu = seen
         return trees
 
@@ -255,12 +364,17 @@ class AgentWatcher:
             else:
                 tree.cpu_children += own + reaped
 
-    def _connections(self, pid: int) -> int:
+    def _connections(self, pid: int) -> list[Connection]:
+        """The process's established TCP connections to a remote (not loopback) address."""
         try:
             conns = psutil.Process(pid).net_connections(kind="tcp")
         except psutil.Error:
-            return 0
-        return sum(1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.raddr and self._is_remote(c.raddr.ip))
+            return []
+        return [
+            (c.laddr.ip, c.laddr.port, c.raddr.ip, c.raddr.port)
+            for c in conns
+            if c.status == psutil.CONN_ESTABLISHED and c.raddr and self._is_remote(c.raddr.ip)
+        ]
 
     def _is_remote(self, ip: str) -> bool:
         try:
@@ -274,42 +388,63 @@ class AgentWatcher:
     # -- judging --------------------------------------------------------------------------
 
     def _judge(
-        self, tree: Tree, hook: HookState, now: float, wall: float, elapsed: float
+        self,
+        tree: Tree,
+        hook: HookState,
+        status: SessionStatus | None,
+        now: float,
+        wall: float,
+        elapsed: float,
+        since_wall: float | None,
     ) -> tuple[AgentState, str, Evidence]:
         mem = self._roots.setdefault((tree.root.pid, tree.root.created), _RootMemory())
-        status, transcript = self._agent_state(tree.root.pid, mem)
+        transcript = self._transcript(tree.root.pid, mem, status, hook)
         if transcript.grew:
             mem.last_growth = now
         elif mem.last_growth is None and transcript.mtime is not None:
             mem.last_growth = now - max(0.0, wall - transcript.mtime)  # resume after a restart
-        turn_open, source = fuse_turn(transcript, status, hook)
+        turn_open, _ = fuse_turn(transcript, status, hook)
+        # A turn that ended since the last tick (or began and ended between two) leaves its
+        # connections in the client's pool: they are no request either.
+        said = statement_at(transcript, status, hook)
+        ended_now = since_wall is None or (said is not None and said >= since_wall)
         limit = self.config.cpu_busy * elapsed
-        stall = self.config.stall_after
-        ev = Evidence(
-            turn_open=turn_open,
-            turn_source=source,
-            tool_running=turn_open and transcript.tool_running,
-            grew_recently=mem.last_growth is not None and now - mem.last_growth < stall,
-            grew_now=transcript.grew > 0,
+        facts = ProcessFacts(
             connections=tree.connections,
+            new_connections=self._new_connections(tree, mem, turn_open, now, ended_now),
+            children=tuple((p.name, p.created) for p in tree.descendants if not p.zombie),
             cpu_busy=elapsed > 0 and tree.cpu_own + tree.cpu_children > limit,
             children_busy=elapsed > 0 and tree.cpu_children > limit,
-            hook=hook,
-            hook_recent=hook.activity_at is not None and wall - hook.activity_at < stall,
+            grew_now=transcript.grew > 0,
+            grew_recently=mem.last_growth is not None and now - mem.last_growth < self.config.stall_after,
         )
+        ev = evidence_of(transcript, status, hook, facts, wall, self.config.stall_after)
         state, detail = classify(ev)
         return state, detail, ev
 
-    def _agent_state(self, pid: int, mem: _RootMemory) -> tuple[SessionStatus | None, TranscriptState]:
-        if mem.claude_dir is None:
-            mem.claude_dir = self.config.claude_dir or _claude_dir_of(pid, self.config.user)
-        status = read_session_status(mem.claude_dir, pid, self._files)
+    def _new_connections(self, tree: Tree, mem: _RootMemory, turn_open: bool, now: float, settled: bool) -> int:
+        """The agent's connections opened outside a turn and not older than stall_after: a request
+        its session's statements do not explain. Those left from the last turn are its HTTP
+        client's idle pool (`settled`: the turn just ended, or the watchdog just started), and any
+        other goes stale (a remote MCP server's stream must not hold the workspace for ever)."""
+        current = tree.agent_connections
+        if turn_open or settled:
+            mem.pooled, mem.fresh_since = current, {}
+            return 0
+        mem.pooled &= current
+        fresh = current - mem.pooled
+        mem.fresh_since = {c: mem.fresh_since.get(c, now) for c in fresh}
+        return sum(1 for since in mem.fresh_since.values() if now - since < self.config.stall_after)
+
+    def _transcript(self, pid: int, mem: _RootMemory, status: SessionStatus | None, hook: HookState) -> TranscriptState:
+        assert mem.claude_dir is not None  # set by _session_of
         if mem.reader is None:
             cwd = status.cwd if status and status.cwd else _cwd_of(pid)
             if cwd is None:
-                return status, TranscriptState(None)
+                return TranscriptState(None)
             mem.reader = TranscriptReader(mem.claude_dir, cwd, self._files)
-        return status, mem.reader.poll(status.session_id if status else None)
+        hint = Path(hook.transcript) if hook.transcript else None
+        return mem.reader.poll(status.session_id if status else None, hint)
 
 
 def _descendants(root: int, children: dict[int, list[int]]) -> list[int]:

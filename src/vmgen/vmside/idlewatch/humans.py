@@ -1,4 +1,9 @@
-"""Is a human connected? SSH sessions, attached tmux clients, web/desktop connections, leases.
+"""Is a person here? Interactive SSH sessions (a terminal), attached tmux clients, connections to
+the web page, desktop or code UI; and keepalive leases.
+
+Only a person's interactive session counts: vmgen's own SSH commands from the laptop (status,
+send, keepalive, a launch's steps) run without a terminal and are no human, or every `vmgen
+status` would hold an idle workspace up.
 
 Everything is re-read every tick (never cached): a session that ended must stop counting at
 once, and one that started must count before the countdown runs out.
@@ -21,17 +26,19 @@ from pathlib import Path
 
 import psutil
 
-from ...contract.documents import parse_leases
-from ...contract.names import AGENT_USER, VM
+from ...contract.documents import Clocks, parse_leases
+from ...contract.names import AGENT_USER, PORTS, VM
 from ...privileges import RunAs, run_as
 from ..agentfs import AgentFiles
+from ..boot import clocks
 from .model import Lease
 
 log = logging.getLogger(__name__)
 
 # "sshd: agent@pts/0", "sshd: agent@notty" (OpenSSH <= 9.7) and "sshd-session: agent@pts/0"
 # (9.8+, where each session is its own sshd-session binary). "[priv]"/"[preauth]" processes
-# are the privileged half or an unauthenticated client: not a session.
+# are the privileged half or an unauthenticated client: not a session. "notty" is a command or a
+# tunnel without a terminal (vmgen's own commands): not a person at a keyboard.
 SSHD_SESSION = re.compile(r"^sshd(?:-session)?: (?P<user>[^\s@\[]+)@(?P<tty>\S+)")
 SSHD_NAMES = frozenset({"sshd", "sshd-session"})
 TCP_ESTABLISHED = "01"
@@ -44,15 +51,17 @@ class HumansConfig:
     agent_user: str = AGENT_USER
     ssh_excluded_users: tuple[str, ...] = ("root",)  # vmgen's own maintenance logins
     tmux_dir: Path | None = None  # None: /tmp/tmux-<agent uid>
-    web_ports: tuple[int, ...] = (80, 443)  # Caddy: the web UI and the desktop
+    # Caddy (the page, code UI and desktop with a domain), and the page, code UI and noVNC
+    # themselves (what `vmgen open` tunnels to without one).
+    web_ports: tuple[int, ...] = (80, 443, PORTS.page, PORTS.code_ui, PORTS.novnc)
     leases_path: Path = VM.leases
     tmux_timeout: float = 5.0
 
 
 def count_ssh_sessions(excluded_users: Iterable[str] = ("root",)) -> int:
-    """Logged-in SSH sessions (with or without a tty, so port forwards count too). A session
-    process is the child of sshd's privileged monitor, which runs as root: a process the agent
-    merely named like one does not count."""
+    """Logged-in SSH sessions with a terminal (`ssh`, `vmgen connect`); commands and port
+    forwards without one do not count. A session process is the child of sshd's privileged
+    monitor, which runs as root: a process the agent merely named like one does not count."""
     excluded = set(excluded_users)
     count = 0
     for proc in psutil.process_iter(["name", "ppid"]):
@@ -64,10 +73,18 @@ def count_ssh_sessions(excluded_users: Iterable[str] = ("root",)) -> int:
             monitored = parent.uids().real == 0 and parent.name() in SSHD_NAMES
         except psutil.Error:
             continue
-        match = SSHD_SESSION.match(title)
-        if match and monitored and match["user"] not in excluded:
+        if monitored and is_person(title, excluded):
             count += 1
     return count
+
+
+def is_person(title: str, excluded_users: Iterable[str] = ("root",)) -> bool:
+    """An sshd session process's title is a person's session: a user's, with a terminal. sshd
+    names the session's pty ("pts/0"), or "notty" when it has none (a command, a tunnel)."""
+    match = SSHD_SESSION.match(title)
+    if match is None:
+        return False
+    return match["user"] not in set(excluded_users) and match["tty"].startswith(("pts/", "tty"))
 
 
 def tmux_sockets(directory: Path, files: AgentFiles) -> list[Path]:
@@ -130,12 +147,13 @@ def read_leases(
     path: Path,
     files: AgentFiles,
     monotonic: Callable[[], float] = time.monotonic,
-    wall: Callable[[], float] = time.time,
+    now: Callable[[], Clocks] = clocks,
 ) -> tuple[Lease, ...]:
-    """Keepalive leases, converted from wall time to the monotonic clock; expired ones dropped,
-    each clamped to the longest lease the CLI gives. A missing file means no lease; one that is
-    not the agent's regular file, too large or broken is logged and ignored rather than keeping
-    the VM up forever."""
+    """Keepalive leases on the monotonic clock: what remains of each (measured on CLOCK_BOOTTIME
+    for a lease of this boot, so a wall-clock step neither drops nor stretches it) from now;
+    expired ones dropped, each clamped to the longest lease the CLI gives. A missing file means
+    no lease; one that is not the agent's regular file, too large or broken is logged and ignored
+    rather than keeping the VM up forever."""
     try:
         raw = files.read(path, LEASES_MAX)
     except FileNotFoundError:
@@ -143,7 +161,8 @@ def read_leases(
     except OSError as exc:
         log.warning("ignoring the leases file %s: %s", path, exc)
         return ()
-    mono_now, wall_now = monotonic(), wall()
+    mono_now, clocks_now = monotonic(), now()
     return tuple(
-        Lease(until=mono_now + (lease.until - wall_now), reason=lease.reason) for lease in parse_leases(raw, wall_now)
+        Lease(until=mono_now + (lease.until - clocks_now.wall), reason=lease.reason)
+        for lease in parse_leases(raw, clocks_now)
     )

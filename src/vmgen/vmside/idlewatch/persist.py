@@ -17,15 +17,6 @@ from ...contract.documents import AgentRecord, VerdictRecord, WatchdogState
 from ..jsonfile import write_text
 from .model import Action, History, Verdict
 
-BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-
-
-def boot_id() -> str:
-    """The kernel's boot id plus PID 1's start time: a container restarted on the same kernel
-    (the docker provider) is a new boot too, and its old countdown must not carry over."""
-    pid1_start = Path("/proc/1/stat").read_text().rsplit(")", 1)[1].split()[19]
-    return f"{BOOT_ID.read_text().strip()}:{pid1_start}"
-
 
 def load_history(path: Path, current_boot: str, now: float) -> History:
     try:
@@ -37,8 +28,7 @@ def load_history(path: Path, current_boot: str, now: float) -> History:
     return History(boot_started=now, last_activity=now, last_activity_reason="watchdog started")
 
 
-def save(
-    path: Path,
+def state_of(
     current_boot: str,
     verdict: Verdict,
     action: Action,
@@ -48,13 +38,14 @@ def save(
     failures: int,
     config: dict[str, Any],
 ) -> WatchdogState:
-    """Write atomically; world-readable, since it holds no secret and `vmgen status` reads it."""
-    mono, wall = time.monotonic(), time.time()
+    """The state document for a verdict. Times are shown as wall-clock times, but what a reader
+    compares (the time left, the state's age) is measured on the VM's clocks that never step."""
+    mono, wall, boottime = time.monotonic(), time.time(), time.clock_gettime(time.CLOCK_BOOTTIME)
 
     def to_wall(t: float) -> float:
         return round(wall - (mono - t), 1)
 
-    state = WatchdogState(
+    return WatchdogState(
         boot_id=current_boot,
         history=asdict(verdict.history),
         verdict=VerdictRecord(
@@ -66,6 +57,11 @@ def save(
             action_at=to_wall(verdict.action_at),
             deadline=to_wall(verdict.deadline),
             action=action.value,
+            condition=verdict.condition.value,
+            left_seconds=round(max(0.0, verdict.deadline - verdict.at), 1),
+            held_for_seconds=round(max(0.0, (verdict.history.held_until or 0.0) - verdict.at), 1),
+            by_lifetime=verdict.by_lifetime,
+            held_by=verdict.held_by,
         ),
         agent=agent,
         updated_at=round(wall, 1),
@@ -73,6 +69,10 @@ def save(
         dry_run=dry_run,
         failures=failures,
         config=config,
+        updated_boottime=round(boottime, 3),
     )
+
+
+def save(path: Path, state: WatchdogState) -> None:
+    """Write atomically; world-readable, since it holds no secret and `vmgen status` reads it."""
     write_text(path, state.dumps())
-    return state

@@ -13,15 +13,17 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from ...contract.documents import AgentRecord, WatchSettings
+from ...contract.documents import AgentRecord, WatchdogState, WatchSettings
 from ...contract.names import AGENT_USER, VM, VmPaths
+from ...contract.verdict_words import stall_alert, warning
+from ..boot import boot_id
 from . import ondemand
-from .actions import act, warn, warning_text
+from .actions import act, warn
 from .agent import AgentConfig
 from .files import DEFAULT_IGNORE
 from .humans import HumansConfig
 from .model import Action, AgentState, Snapshot, Verdict
-from .persist import boot_id, load_history, save
+from .persist import load_history, save, state_of
 from .policy import decide
 from .settings import policy_of
 from .signals import SignalCollector, SignalConfig
@@ -82,11 +84,14 @@ class Watchdog:
         self._report_stall(snapshot)
         self.history = verdict.history
         if verdict.next_action is Action.WARN and self.warned_for != verdict.deadline:
-            self._warn(verdict)
+            self._warn(verdict, snapshot)
         elif verdict.next_action not in (Action.NONE, Action.WARN):
             self._act(verdict)
-        save(
-            self.state_path,
+        save(self.state_path, self._state(verdict, snapshot))
+        return verdict
+
+    def _state(self, verdict: Verdict, snapshot: Snapshot) -> WatchdogState:
+        return state_of(
             self.boot,
             verdict,
             self.policy.action,
@@ -96,7 +101,6 @@ class Watchdog:
             self.failures,
             asdict(self.policy) | {"action": self.policy.action.value},
         )
-        return verdict
 
     def run(self, once: bool = False) -> None:
         log.info(
@@ -143,21 +147,20 @@ class Watchdog:
             self.last_seen["agent working"] = round(min(worked_at, wall_now), 1)
 
     def _report_stall(self, snapshot: Snapshot) -> None:
-        """A stalled turn is not activity (the countdown runs), but a human should hear of it once."""
+        """A stalled turn is not activity (the countdown runs), but a human should hear of it once,
+        before anything acts on it."""
         stalled = snapshot.agent.state is AgentState.STALLED
         if stalled and not self.stall_reported:
-            text = (
-                f"vmgen: the agent in workspace {self.settings.name} looks stalled: a turn is open but "
-                f"nothing has moved for {self.settings.stall_minutes:g} min ({snapshot.agent.detail})"
-            )
+            agent = AgentRecord(snapshot.agent.state.value, snapshot.agent.detail)
+            text = stall_alert(self.settings.name, agent, self.settings.stall_minutes)
             log.warning("%s", text)
             if not self.dry_run:
                 warn(self.settings, text, self.paths)
         self.stall_reported = stalled
 
-    def _warn(self, verdict: Verdict) -> None:
+    def _warn(self, verdict: Verdict, snapshot: Snapshot) -> None:
         self.warned_for = verdict.deadline
-        text = warning_text(self.settings.name, self.policy.action, verdict.deadline - verdict.at)
+        text = warning(self.settings.name, self._state(verdict, snapshot))
         if self.dry_run:
             log.warning("dry run: would warn: %s", text)
             return

@@ -18,12 +18,13 @@ import os
 import re
 import stat
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ...contract.documents import HOOK_EVENTS, parse_hook_event
+from ...contract.documents import HOOK_EVENTS, SESSION_ID, HookEvent, parse_hook_event
 from ..agentfs import AgentFiles
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class TurnTracker:
 
     turn_open: bool = False
     pending_tools: set[str] = field(default_factory=set)
+    tool_since: float | None = None  # wall time of the line that opened the oldest pending tool
     changed_at: float | None = None  # wall time of the last line that said open/closed
     last_event: str = ""
     tentative: bool = False  # closed only by a text line with no stop_reason yet (streaming)
@@ -165,6 +167,10 @@ class TurnTracker:
         at = parse_timestamp(line.get("timestamp"))
         # A time in the future would win every "most recent statement" comparison for ever.
         self.changed_at = min(at, time.time()) if at is not None else self.changed_at
+        if not self.pending_tools:
+            self.tool_since = None
+        elif self.tool_since is None:
+            self.tool_since = self.changed_at
 
     def _set(self, open_: bool, event: str, tentative: bool = False) -> None:
         self.turn_open, self.last_event, self.tentative = open_, event, tentative
@@ -245,6 +251,7 @@ class TranscriptState:
     path: Path | None
     turn_open: bool = False
     tool_running: bool = False
+    tool_since: float | None = None  # wall time the open tool call began (None: unknown)
     grew: int = 0  # bytes appended since the last poll (or 1 when only sub-agents wrote)
     changed_at: float | None = None  # wall time of the line that set turn_open
     tentative: bool = False  # closed by a streamed text line without a stop_reason
@@ -263,8 +270,11 @@ class TranscriptReader:
         self._turn = TurnTracker()
         self._sidecar_mtime: float | None = None
 
-    def locate(self, session_id: str | None = None) -> Path | None:
-        """The session's own file when known (from its status file), else the newest one."""
+    def locate(self, session_id: str | None = None, hint: Path | None = None) -> Path | None:
+        """The session's transcript: where its hooks said it is (`hint`, checked to be one of
+        Claude's transcripts), its own file by id (from its status file), else the newest one."""
+        if hint is not None and self.is_transcript(hint) and _is_file(self.files, hint):
+            return hint
         if session_id:
             exact = self.project_dir / f"{session_id}.jsonl"
             if _is_file(self.files, exact):
@@ -279,8 +289,19 @@ class TranscriptReader:
             return None
         return max(found)[1] if found else None
 
-    def poll(self, session_id: str | None = None) -> TranscriptState:
-        path = self.locate(session_id)
+    def is_transcript(self, path: Path) -> bool:
+        """A path the agent named is only followed if it is a transcript of Claude's own folder."""
+        projects = self.claude_dir / "projects"
+        return (
+            path.is_absolute()
+            and path.parent.parent == projects
+            and path.suffix == ".jsonl"
+            and ".." not in path.parts
+            and SESSION_ID.fullmatch(path.stem) is not None
+        )
+
+    def poll(self, session_id: str | None = None, hint: Path | None = None) -> TranscriptState:
+        path = self.locate(session_id, hint)
         if path is None:
             return TranscriptState(None)
         if self._tail is None or self._tail.path != path:
@@ -296,10 +317,12 @@ class TranscriptReader:
             self._sidecar_mtime = sidecar
             mtime = max(mtime or 0.0, sidecar)
         turn = self._turn
+        running = turn.turn_open and bool(turn.pending_tools)
         return TranscriptState(
             path,
             turn.turn_open,
-            turn.turn_open and bool(turn.pending_tools),
+            running,
+            turn.tool_since if running else None,
             grew,
             turn.changed_at,
             turn.tentative,
@@ -334,29 +357,61 @@ def _mtime(files: AgentFiles, path: Path) -> float | None:
 
 @dataclass
 class HookState:
+    """What one session's hooks said last."""
+
     event: str = ""
     detail: str = ""
     at: float | None = None  # wall
     activity_at: float | None = None  # last prompt/tool event
+    transcript: str = ""  # the session's transcript, as its hooks named it
+
+
+MAX_HOOK_SESSIONS = 64  # the agent may invent thousands: the oldest are forgotten
 
 
 class HookReader:
-    """The JSONL file Claude Code hooks append to: {"at", "event"} per line."""
+    """The JSONL file Claude Code hooks append to: {"at", "event", "session", "transcript"} per
+    line. Each session's newest statement counts for that session only: one session's idle
+    notification says nothing about another that is mid-turn. Lines without a session (an older
+    hook script) are kept under ""."""
 
     def __init__(self, path: Path, files: AgentFiles) -> None:
         self._tail = JsonlTail(path, files, initial_tail=64 << 10, max_read=1 << 20, max_line=4096)
-        self.state = HookState()
+        self.sessions: dict[str, HookState] = {}
 
-    def poll(self) -> HookState:
+    def poll(self) -> dict[str, HookState]:
         now = time.time()
-        for line in self._tail.read()[0]:
-            hook = parse_hook_event(line, now)
-            if hook is None:
-                continue
-            self.state.event, self.state.at = hook.event, hook.at
-            if hook.event in HOOK_ACTIVITY:
-                self.state.activity_at = hook.at
-        return self.state
+        events = (parse_hook_event(line, now) for line in self._tail.read()[0])
+        self.sessions = fold_hook_events(self.sessions, (event for event in events if event is not None))
+        return self.sessions
+
+
+def fold_hook_events(sessions: dict[str, HookState], events: Iterable[HookEvent]) -> dict[str, HookState]:
+    """Each session's newest statement, after `events` (in the order they were written)."""
+    for hook in events:
+        state = sessions.setdefault(hook.session, HookState())
+        state.event, state.at = hook.event, hook.at
+        state.transcript = hook.transcript or state.transcript
+        if hook.event in HOOK_ACTIVITY:
+            state.activity_at = hook.at
+    if len(sessions) > MAX_HOOK_SESSIONS:
+        sessions = dict(sorted(sessions.items(), key=lambda kv: kv[1].at or 0.0)[-MAX_HOOK_SESSIONS:])
+    return sessions
+
+
+Claim = tuple[float, bool, str]  # when (wall), whether the turn is open, which source said so
+
+
+def _claims(transcript: TranscriptState, status: SessionStatus | None, hook: HookState) -> list[Claim]:
+    """What each source last said about the turn."""
+    claims: list[Claim] = []
+    if transcript.path is not None and transcript.changed_at is not None:
+        claims.append((transcript.changed_at, transcript.turn_open, "transcript"))
+    if status is not None and status.updated_at is not None and status.status:
+        claims.append((status.updated_at, status.status == "busy", "session status"))
+    if hook.at is not None and (hook.event in HOOK_ACTIVITY or hook.event in HOOK_CLOSED):
+        claims.append((hook.at, hook.event in HOOK_ACTIVITY, "hook"))
+    return claims
 
 
 def fuse_turn(transcript: TranscriptState, status: SessionStatus | None, hook: HookState) -> tuple[bool, str]:
@@ -366,16 +421,15 @@ def fuse_turn(transcript: TranscriptState, status: SessionStatus | None, hook: H
     leaves a tool_use unanswered but fires a Notification hook. A transcript closed only by a
     streamed text line (no stop_reason yet) yields to a status that still says busy.
     """
-    claims: list[tuple[float, bool, str]] = []
-    if transcript.path is not None and transcript.changed_at is not None:
-        claims.append((transcript.changed_at, transcript.turn_open, "transcript"))
-    if status is not None and status.updated_at is not None and status.status:
-        claims.append((status.updated_at, status.status == "busy", "session status"))
-    if hook.at is not None and (hook.event in HOOK_ACTIVITY or hook.event in HOOK_CLOSED):
-        claims.append((hook.at, hook.event in HOOK_ACTIVITY, "hook"))
+    claims = _claims(transcript, status, hook)
     if transcript.tentative and status is not None and status.status == "busy":
         return True, "session status (reply streaming)"
     if not claims:
         return transcript.turn_open, "transcript" if transcript.path else "no transcript yet"
     _, open_, source = max(claims, key=lambda c: c[0])
     return open_, source
+
+
+def statement_at(transcript: TranscriptState, status: SessionStatus | None, hook: HookState) -> float | None:
+    """When the session last said anything about its turn (wall clock)."""
+    return max((c[0] for c in _claims(transcript, status, hook)), default=None)

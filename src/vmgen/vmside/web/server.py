@@ -20,9 +20,11 @@ from urllib.parse import urlsplit
 
 from ...contract import codec
 from ...contract.control import ControlRequest
-from ...contract.documents import ACTION_WORDS, BackupResult
+from ...contract.documents import ACTION_WORDS, BackupResult, WatchdogState
 from ...contract.names import AGENT_SESSION, PORTS, VM, VmPaths
+from ...contract.verdict_words import verdict_word, what_happens, what_holds
 from .. import leases
+from ..boot import with_age
 from .activity import recent_activity
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
         "verdict": verdict,
         # What the configured action does, for "backs up and deletes itself in 28 min".
         "action_words": ACTION_WORDS.get(verdict.get("action", ""), "") if isinstance(verdict, dict) else "",
+        "said": said(watchdog),
         "leases": [{"until": lease.until, "reason": lease.reason} for lease in leases.read(settings.vm.leases)],
         "backup": {k: backup.get(k) for k in ("ok", "backup_id", "ciphertext_bytes", "finished_at", "error")}
         if backup
@@ -77,6 +80,16 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
         "activity": [item.to_json() for item in activity],
         "now": time.time(),
     }
+
+
+def said(watchdog: dict[str, Any]) -> dict[str, str] | None:
+    """The verdict in the watchdog's own words, as `vmgen status` says it (one verdict: what holds
+    the workspace up, and what happens when)."""
+    try:
+        state = codec.from_value(WatchdogState, with_age(watchdog), "the watchdog's state", strict=False)
+    except codec.DocumentError:
+        return None
+    return {"word": verdict_word(state), "now": what_holds(state), "next": what_happens(state)}
 
 
 def keep_alive(settings: WebSettings, hours: object) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from vmgen.contract.documents import BackupResult, WatchSettings
 from vmgen.contract.names import VmPaths
 from vmgen.errors import ConfigError
 from vmgen.vmside.idlewatch import service, settings as settings_module
-from vmgen.vmside.idlewatch.model import Action, AgentSignals, AgentState, Snapshot
+from vmgen.vmside.idlewatch.model import Action, AgentSignals, AgentState, Humans, Snapshot
 
 
 class Clock:
@@ -70,13 +70,34 @@ def test_a_working_agent_is_never_acted_on(tmp_path, calls):
     assert calls == {"warn": [], "act": []}
 
 
-def test_a_stalled_agent_is_reported_once_and_does_not_hold_the_vm(tmp_path, calls):
+def test_a_stalled_agent_is_reported_once_before_anything_acts_and_does_not_hold_the_vm(tmp_path, calls):
     clock = Clock()
     watchdog = make(tmp_path, clock, state=AgentState.STALLED)
+    run_minutes(watchdog, clock, 0)
+    assert calls["act"] == [] and len(calls["warn"]) == 1  # said at once, before the countdown ends
     run_minutes(watchdog, clock, 31)
-    stall_alerts = [w for w in calls["warn"] if "looks stalled" in w]
-    assert len(stall_alerts) == 1 and "workspace app" in stall_alerts[0]
+    stall_alerts = [w for w in calls["warn"] if w.startswith("vmgen: the agent in workspace app looks stalled")]
+    assert calls["warn"][0] == stall_alerts[0] and len(stall_alerts) == 1
+    assert "no tool process runs, no model connection is open" in stall_alerts[0]
+    assert "is idle (the agent looks stalled) and will be deleted in 10 min" in calls["warn"][1]
     assert calls["act"][:1] == [Action.DELETE]
+    state = json.loads((tmp_path / "idlewatch.json").read_text())
+    assert state["agent"]["state"] == "stalled" and state["verdict"]["condition"] == "idle"
+
+
+def test_a_silent_person_is_warned_as_a_person_not_as_idle(tmp_path, calls):
+    clock = Clock()
+
+    class Person:
+        def snapshot(self) -> Snapshot:
+            return Snapshot(at=clock(), agent=AgentSignals(AgentState.WAITING), humans=Humans(ssh_sessions=1))
+
+    watchdog = make(tmp_path, clock, human_minutes=60)
+    watchdog.collector = Person()
+    run_minutes(watchdog, clock, 51)
+    assert len(calls["warn"]) == 1 and "has had a person connected but silent for 50 min" in calls["warn"][0]
+    state = json.loads((tmp_path / "idlewatch.json").read_text())["verdict"]
+    assert state["busy"] is False and state["condition"] == "human" and state["left_seconds"] == 9 * 60
 
 
 def test_dry_run_does_nothing(tmp_path, calls):

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from tests.polling import wait_until
+from vmgen.contract.documents import Clocks
 from vmgen.privileges import RunAs
 from vmgen.vmside.agentfs import AgentFiles
 from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher, Evidence, classify
@@ -26,6 +27,7 @@ from vmgen.vmside.idlewatch.humans import (
     HumansConfig,
     count_tmux_clients,
     count_web_connections,
+    is_person,
     read_leases,
     tmux_sockets,
 )
@@ -193,7 +195,10 @@ def test_fuse_turn_most_recent_statement_wins() -> None:
     (dict(turn_open=True, tool_running=True, children_busy=True), AgentState.WORKING),
     (dict(turn_open=True, hook_recent=True), AgentState.WORKING),
     (dict(turn_open=True), AgentState.STALLED),
-    (dict(turn_open=True, tool_running=True), AgentState.STALLED),
+    (dict(turn_open=True, tool_running=True), AgentState.STALLED),  # a tool call without a process
+    (dict(turn_open=True, tool_running=True, tool_alive=("sleep",)), AgentState.WORKING),  # silent, alive
+    (dict(turn_open=False, new_connections=1), AgentState.WORKING),  # a request no statement explains
+    (dict(turn_open=False, connections=1), AgentState.WAITING),  # the pool's idle sockets after a turn
 ])
 def test_classify(evidence: dict[str, Any], state: AgentState) -> None:
     base: dict[str, Any] = dict(turn_source="transcript", tool_running=False, grew_recently=False,
@@ -282,12 +287,16 @@ def test_files_root_appears_later(tmp_path: Path) -> None:
 # -- humans ----------------------------------------------------------------------------------
 
 def test_sshd_titles() -> None:
-    titles = {"sshd: agent@pts/0": "agent", "sshd: agent@notty": "agent",
-              "sshd-session: dev@pts/3": "dev", "sshd: agent [priv]": None,
-              "sshd: unknown [preauth]": None, "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100": None}
-    for title, user in titles.items():
+    # (user, a person at a terminal?): vmgen's own commands run without a terminal ("notty").
+    titles = {"sshd: agent@pts/0": ("agent", True), "sshd: agent@notty": ("agent", False),
+              "sshd-session: dev@pts/3": ("dev", True), "sshd-session: agent@notty": ("agent", False),
+              "sshd: root@pts/1": ("root", False), "sshd: agent [priv]": (None, False),
+              "sshd: unknown [preauth]": (None, False),
+              "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100": (None, False)}
+    for title, (user, person) in titles.items():
         match = SSHD_SESSION.match(title)
         assert (match["user"] if match else None) == user, title
+        assert is_person(title) is person, title
 
 
 @pytest.fixture
@@ -343,11 +352,32 @@ def test_leases(tmp_path: Path) -> None:
     assert read_leases(path, files) == ()
     path.write_text(json.dumps([{"until": 1000.0 + 3600, "reason": "long build"},
                                 {"until": 999.0, "reason": "expired"}, {"reason": "no until"}]))
-    leases = read_leases(path, files, monotonic=lambda: 50.0, wall=lambda: 1000.0)
+    leases = read_leases(path, files, monotonic=lambda: 50.0, now=lambda: Clocks(wall=1000.0))
     assert [(lease.until, lease.reason) for lease in leases] == [(3650.0, "long build")]
-    assert read_leases(path, files, monotonic=lambda: 50.0, wall=lambda: 5000.0) == ()
+    assert read_leases(path, files, monotonic=lambda: 50.0, now=lambda: Clocks(wall=5000.0)) == ()
     path.write_text("{not json")
     assert read_leases(path, files) == ()
+
+
+def test_a_lease_holds_by_the_boot_clock_whatever_the_wall_clock_does(tmp_path: Path) -> None:
+    from vmgen.vmside import leases as lease_file
+
+    path = tmp_path / "leases.json"
+    taken = Clocks(wall=1000.0, boot="b1", boottime=50.0)
+    lease_file.add(600, "build", path, now=taken)
+    written = json.loads(path.read_text())[0]
+    assert (written["until"], written["boot"], written["boot_until"]) == (1600.0, "b1", 650.0)
+    files = AgentFiles(os.getuid())
+
+    def left(wall: float, boottime: float, boot: str = "b1") -> list[float]:
+        now = Clocks(wall=wall, boot=boot, boottime=boottime)
+        return [lease.until for lease in read_leases(path, files, monotonic=lambda: 0.0, now=lambda: now)]
+
+    assert left(1100.0, 150.0) == [500.0]
+    assert left(1100.0 + 7200, 150.0) == [500.0]  # +2 h step: not dropped
+    assert left(1100.0 - 7200, 150.0) == [500.0]  # -2 h step: not stretched
+    assert left(1700.0 - 7200, 700.0) == []  # over on the boot clock, whatever the wall says
+    assert left(1100.0, 20.0, boot="b2") == [500.0]  # another boot: its wall-clock end is all there is
 
 
 # -- agent processes -------------------------------------------------------------------------
@@ -366,19 +396,19 @@ time.sleep(600)
 
 
 @pytest.fixture
-def fake_claude(tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
-    """`claude <mode>`: a python3 behind a symlink named claude, so its comm is "claude"."""
+def spawn_claude(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """`claude SCRIPT ARGS...`: a python3 behind a symlink named claude, so its comm is "claude",
+    run in tmp_path/repo; started once it printed "ready", killed with its children at the end."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "claude").symlink_to(os.path.realpath(sys.executable))
-    script = tmp_path / "agent.py"
-    script.write_text(FAKE_AGENT)
-    workdir = tmp_path / "repo"
-    workdir.mkdir()
+    (tmp_path / "repo").mkdir(exist_ok=True)
     procs: list[subprocess.Popen[str]] = []
 
-    def start(mode: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen([str(bindir / "claude"), str(script), mode], cwd=workdir,
+    def start(script: str, *args: str) -> subprocess.Popen[str]:
+        program = tmp_path / f"agent{len(procs)}.py"
+        program.write_text(script)
+        proc = subprocess.Popen([str(bindir / "claude"), str(program), *args], cwd=tmp_path / "repo",
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         procs.append(proc)
@@ -390,6 +420,12 @@ def fake_claude(tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen[str
             child.kill()
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def fake_claude(spawn_claude: Callable[..., subprocess.Popen[str]]) -> Callable[[str], subprocess.Popen[str]]:
+    """`claude <mode>`: idle, a child burning CPU ("burn"), or connected ("connect:HOST:PORT")."""
+    return lambda mode: spawn_claude(FAKE_AGENT, mode)
 
 
 def watcher_for(tmp_path: Path, **kw: Any) -> AgentWatcher:
@@ -487,3 +523,153 @@ def test_past_the_watch_limit_every_folder_is_seen_within_the_window(tmp_path: P
     seen = [watcher.poll() for _ in range(window)]
     assert sum(seen) >= 1, seen
     watcher.close()
+
+
+# -- sessions: hook events, transcripts and processes per agent session ----------------------------
+
+def test_the_hook_program_records_the_session_and_its_transcript(tmp_path: Path) -> None:
+    from vmgen.builder.render import agent_event_hook
+    from vmgen.contract.names import VmPaths
+
+    paths = VmPaths(home=tmp_path)
+    hook = tmp_path / "agent-event"
+    hook.write_text(agent_event_hook(paths))
+    hook.chmod(0o755)
+    payload = {"session_id": "1b2c-session", "transcript_path": "/home/agent/.claude/projects/-w/1b2c-session.jsonl",
+               "cwd": "/w", "hook_event_name": "PreToolUse", "tool_input": {"content": "x" * 200_000}}
+    subprocess.run([str(hook), "PreToolUse"], input=json.dumps(payload), text=True, check=True)
+    subprocess.run([str(hook), "Stop"], input="not json", text=True, check=True)  # still a line
+    first, second = [json.loads(line) for line in paths.hook_events.read_text().splitlines()]
+    assert first["event"] == "PreToolUse" and first["session"] == "1b2c-session"
+    assert first["transcript"] == payload["transcript_path"] and "tool_input" not in first
+    assert second["event"] == "Stop" and "session" not in second
+
+
+def test_each_session_keeps_its_own_newest_statement(tmp_path: Path) -> None:
+    from vmgen.vmside.idlewatch.transcript import HookReader
+
+    events = tmp_path / "agent-events.jsonl"
+    events.write_text("")
+    reader = HookReader(events, AgentFiles(os.getuid()))
+    reader.poll()
+    now = time.time()
+    lines = [{"at": now - 30, "event": "UserPromptSubmit", "session": "A"},
+             {"at": now - 20, "event": "UserPromptSubmit", "session": "B", "transcript": "/t/B.jsonl"},
+             {"at": now - 10, "event": "Stop", "session": "A"},
+             {"at": now - 5, "event": "Notification", "session": "A"},
+             {"at": now - 1, "event": "Stop"},  # an older hook script: no session
+             {"at": now, "event": "Stop", "session": "../../etc"}]  # not a session id: none
+    events.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    sessions = reader.poll()
+    assert sessions["A"].event == "Notification" and sessions["B"].event == "UserPromptSubmit"
+    assert sessions["B"].transcript == "/t/B.jsonl" and sessions["B"].activity_at == pytest.approx(now - 20)
+    assert sessions[""].event == "Stop" and "../../etc" not in sessions
+
+
+def test_a_transcript_named_by_a_hook_is_followed_only_inside_claudes_folder(
+        transcript: tuple[TranscriptReader, Path], tmp_path: Path) -> None:
+    reader, path = transcript
+    other = path.parent.parent / "-elsewhere" / "moved.jsonl"  # the session's folder after a cd
+    other.parent.mkdir()
+    other.write_text(json.dumps(prompt("here")) + "\n")
+    assert reader.locate(None, other) == other
+    outside = tmp_path / "notes.jsonl"
+    outside.write_text("")
+    assert reader.locate("session-1", outside) == path
+    assert reader.locate("session-1", path.parent / ".." / "x" / "session-1.jsonl") == path
+
+
+def test_an_open_tool_call_remembers_when_it_began(transcript: tuple[TranscriptReader, Path]) -> None:
+    reader, path = transcript
+    append(path, prompt("run the suite"), assistant([TOOL_USE], "tool_use", ts="2026-01-01T00:00:05.000Z"))
+    s = reader.poll()
+    assert s.tool_running and s.tool_since == pytest.approx(1767225605.0)
+    append(path, tool_result("toolu_1"))
+    assert reader.poll().tool_since is None
+
+
+SESSION_AGENT = """
+import json, os, pathlib, socket, subprocess, sys, time
+claude, mode = pathlib.Path(sys.argv[1]), sys.argv[2]
+helper = subprocess.Popen(["sleep", "600"])  # started with the session, like an MCP server
+(claude / "sessions").mkdir(parents=True, exist_ok=True)
+(claude / "sessions" / f"{os.getpid()}.json").write_text(json.dumps(
+    {"pid": os.getpid(), "sessionId": "s1", "cwd": os.getcwd(), "status": "busy"}))
+time.sleep(2.5)  # the tool call begins well after the helper started
+folder = claude / "projects" / "".join(c if c.isalnum() else "-" for c in os.getcwd())
+folder.mkdir(parents=True, exist_ok=True)
+now = time.time()
+stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+lines = [{"type": "user", "timestamp": stamp, "message": {"role": "user", "content": "run it"}},
+         {"type": "assistant", "timestamp": stamp, "message": {"id": "m", "role": "assistant",
+          "stop_reason": "tool_use", "content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {}}]}}]
+(folder / "s1.jsonl").write_text("".join(json.dumps(line) + "\\n" for line in lines))
+if mode == "tool":
+    subprocess.Popen(["sleep", "600"])  # the tool call's own process: silent, alive
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def session_agent(tmp_path: Path, spawn_claude: Any) -> Callable[[str], subprocess.Popen[str]]:
+    """`claude`: writes a session status file and a transcript with an open tool call, after a
+    long-lived helper it started before the call and (mode "tool") with a silent tool process."""
+    return lambda mode: spawn_claude(SESSION_AGENT, str(tmp_path / ".claude"), mode)
+
+
+def test_a_silent_tool_call_with_a_live_process_works_past_the_stall_limit(tmp_path: Path, session_agent: Any) -> None:
+    session_agent("tool")
+    watcher = watcher_for(tmp_path, stall_after=0.5)
+    watcher.poll()
+    time.sleep(1.0)  # past stall_after with nothing written: the claim is about this quiet
+    s = watcher.poll()
+    assert s.state is AgentState.WORKING and s.tool_alive and "tool running (sleep)" in s.detail, s
+
+
+def test_a_tool_call_whose_only_process_predates_it_is_stalled(tmp_path: Path, session_agent: Any) -> None:
+    session_agent("no-tool")  # only the helper, started before the call
+    watcher = watcher_for(tmp_path, stall_after=0.5)
+    watcher.poll()
+    time.sleep(1.0)
+    s = watcher.poll()
+    assert s.state is AgentState.STALLED and s.tool_running and not s.tool_alive, s
+
+
+def test_a_new_connection_outside_a_turn_works_and_the_turns_pool_does_not(tmp_path: Path, fake_claude: Any) -> None:
+    api = socket.create_server((non_loopback_ipv4(), 0))
+    host, port = api.getsockname()[:2]
+    watcher = watcher_for(tmp_path, stall_after=60)
+    watcher.poll()  # the watchdog's first look: nothing yet
+    fake_claude(f"connect:{host}:{port}")  # no transcript: at its prompt
+    conn, _ = api.accept()
+    try:
+        s = settle(watcher, lambda s: s.state is AgentState.WORKING)
+        assert s.state is AgentState.WORKING and "new model connection" in s.detail, s
+        stale = watcher_for(tmp_path, stall_after=60)  # a watchdog started after it connected
+        stale.poll()
+        assert stale.poll().state is AgentState.WAITING  # taken as the idle pool, not a request
+    finally:
+        conn.close()
+        api.close()
+
+
+def test_a_turn_between_two_ticks_leaves_its_connection_in_the_pool(tmp_path: Path, fake_claude: Any) -> None:
+    # A quick answer: the turn opened and ended between two ticks, over a connection the HTTP
+    # client then keeps for its next request. That is no request a statement leaves unexplained.
+    api = socket.create_server((non_loopback_ipv4(), 0))
+    host, port = api.getsockname()[:2]
+    watcher = watcher_for(tmp_path, stall_after=60)
+    watcher.poll()
+    folder = tmp_path / ".claude" / "projects" / project_dir_name(tmp_path / "repo")
+    folder.mkdir(parents=True)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 1))  # clamped to now when read
+    append(folder / "s.jsonl", prompt("quick one", ts=stamp), assistant([TEXT], "end_turn", ts=stamp))
+    fake_claude(f"connect:{host}:{port}")
+    conn, _ = api.accept()
+    try:
+        s = watcher.poll()
+        assert s.state is AgentState.WAITING and not s.turn_open, s
+    finally:
+        conn.close()
+        api.close()

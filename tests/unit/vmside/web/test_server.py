@@ -104,15 +104,20 @@ def test_state_says_what_will_happen_and_the_backup_it_was_restored_from(page):
     deadline = time.time() + 28 * 60
     settings.vm.watchdog_state.write_text(json.dumps({
         "agent": {"state": "waiting"},
-        "verdict": {"busy": False, "reasons": [], "idle_for_seconds": 120.0, "next_action": "none",
-                    "action_at": deadline, "deadline": deadline, "action": "backup-then-delete"}}))
+        "boot_id": "an earlier boot", "history": {}, "updated_at": time.time(),
+        "verdict": {"busy": False, "reasons": [], "idle_since": time.time() - 120, "idle_for_seconds": 120.0,
+                    "next_action": "none", "action_at": deadline, "deadline": deadline,
+                    "action": "backup-then-delete", "condition": "idle", "left_seconds": 28 * 60 + 20}}))
     settings.vm.restore_result.write_text(json.dumps(
         {"ok": True, "backup_id": "20261202T120000Z-ab12", "workspace": "app", "finished_at": time.time()}))
     state = call(url, "/api/state")[1]
     assert state["action_words"] == "backs up and deletes itself"  # not "none in 28m"
+    # The page says the verdict as `vmgen status` does (from the seconds left the VM measured).
+    assert state["said"]["next"] == "backs up and deletes itself in 28 min unless something happens"
+    assert state["said"]["now"] == "idle for 2 min"
     assert state["backup"] is None and state["restored"]["backup_id"] == "20261202T120000Z-ab12"
     html = call(url, "/")[1]
-    assert "state.action_words" in html and "unless something happens" in html and "restored from" in html
+    assert "said.next" in html and "restored from" in html
 
 
 def test_keepalive_adds_a_lease_the_watchdog_reads(page):
