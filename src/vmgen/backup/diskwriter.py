@@ -28,6 +28,7 @@ QUEUED_BATCHES = 4
 # sparse, and a restore never fills a disk with the zeros of a 3 GiB image of 4 bytes.
 HOLE_BLOCK = 64 << 10
 _ZEROS = bytes(HOLE_BLOCK)
+_USABLE = 0o700  # a folder the restore writes into; its own mode is set at the end
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -198,9 +199,13 @@ def _purge(path: str, listing: dict[str, str] | None) -> None:
     directory's own descriptor, opened without following a link: nothing outside is touched.
     The folder becomes writable for what the increment puts in it (an earlier backup may have
     left it read-only, as a Go module cache is); its own mode is set again at the end."""
+    # Usable before it is opened: the layer before may have left it at 000 (or 0300), which
+    # its owner cannot open but may change. By path: _mkdir has just seen a real folder there,
+    # and the open below follows no link that could have been swapped in since.
+    os.chmod(path, _USABLE)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        os.fchmod(fd, 0o700)
+        os.fchmod(fd, _USABLE)
         if listing is None:
             return
         doomed = []
@@ -211,14 +216,14 @@ def _purge(path: str, listing: dict[str, str] | None) -> None:
                     doomed.append((entry.name, is_dir))
         for name, is_dir in doomed:
             if is_dir:
-                _remove_tree(os.path.join(path, name))
+                remove_tree(os.path.join(path, name))
             else:
                 os.unlink(name, dir_fd=fd)
     finally:
         os.close(fd)
 
 
-def _remove_tree(top: str) -> None:
+def remove_tree(top: str) -> None:
     """Delete a folder and everything below it: without recursion (a tree may be thousands of
     levels deep), making read-only folders writable first, never following a link (a link is
     unlinked, a folder is entered only when lstat says it is one)."""
