@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from vmgen.backup import tarstream
+from vmgen.backup import owneraccess, tarstream
 from vmgen.backup.index import IndexWriter, fingerprint
 from vmgen.backup.manifest import ArchiveSummary, ExcludeStat
 from vmgen.backup.tarstream import DUMPDIR
@@ -89,11 +89,19 @@ class _Tally:
     skipped: list[str] = field(default_factory=list)
     skipped_count: int = 0
     unchanged: int = 0
+    left_out: list[str] = field(default_factory=list)
+    left_out_count: int = 0
 
-    def skip(self, rel: str, why: str) -> None:
+    def skip(self, rel: str, why: str, lost: bool = False) -> None:
+        """An entry not archived as it is; `lost`: it holds data that this backup lacks (an
+        unreadable file, a folder that could not be listed), unlike a FIFO or a socket."""
         self.skipped_count += 1
         if len(self.skipped) < _MAX_SKIPPED_LISTED:
             self.skipped.append(f"{rel}: {why}")
+        if lost:
+            self.left_out_count += 1
+            if len(self.left_out) < _MAX_SKIPPED_LISTED:
+                self.left_out.append(f"{rel}: {why}")
 
     def exclude(self, pattern: str, path: str, st: os.stat_result) -> None:
         entry = self.excluded.setdefault(pattern, [0, 0, 0])
@@ -115,6 +123,8 @@ class _Tally:
             tuple(self.skipped),
             self.skipped_count,
             self.unchanged,
+            tuple(self.left_out),
+            self.left_out_count,
         )
 
 
@@ -242,15 +252,29 @@ class TreeWriter:
         self._links: dict[tuple[int, int], str] = {}
 
     def write(self) -> ArchiveSummary:
-        stack: list[tuple[str, os.stat_result | None]] = [("", None)]
+        # Folders to walk, and folders whose mode to give back once everything below is done.
+        stack: list[tuple[str, os.stat_result | None] | owneraccess.Lent] = [("", None)]
+        try:
+            self._walk(stack)
+        finally:
+            for item in stack:
+                if isinstance(item, owneraccess.Lent):
+                    item.give_back()
+        # End of archive: two zero blocks, then zeros up to a whole record, as tar does.
+        end = 2 * BLOCK
+        self.out.write(b"\0" * (end + (-(self.out.count + end) % tarfile.RECORDSIZE)))
+        return self.tally.freeze(self.excludes.patterns)
+
+    def _walk(self, stack: list[tuple[str, os.stat_result | None] | owneraccess.Lent]) -> None:
         while stack:
-            rel_dir, dir_st = stack.pop()
-            try:
-                with os.scandir(self.root / rel_dir if rel_dir else self.root) as it:
-                    listed = sorted(it, key=lambda e: e.name)
-            except OSError as e:
-                self.tally.skip(rel_dir or ".", f"cannot list: {e.strerror}")
-                listed = None
+            item = stack.pop()
+            if isinstance(item, owneraccess.Lent):
+                item.give_back()
+                continue
+            rel_dir, dir_st = item
+            listed, lent = self._list(rel_dir, dir_st)
+            if lent is not None:  # given back after the folder's subtree, pushed below
+                stack.append(lent)
             plan = [] if listed is None else self._plan(rel_dir, listed)
             self._add_dir(rel_dir, dir_st, plan if listed is not None else None)
             subdirs = []
@@ -265,10 +289,29 @@ class TreeWriter:
                 else:
                     self._add_file(entry.path, rel, st)
             stack.extend(reversed(subdirs))  # depth-first, in name order
-        # End of archive: two zero blocks, then zeros up to a whole record, as tar does.
-        end = 2 * BLOCK
-        self.out.write(b"\0" * (end + (-(self.out.count + end) % tarfile.RECORDSIZE)))
-        return self.tally.freeze(self.excludes.patterns)
+
+    def _list(
+        self, rel_dir: str, st: os.stat_result | None
+    ) -> tuple[list[os.DirEntry[str]] | None, owneraccess.Lent | None]:
+        """A folder's entries in name order (None if it cannot be listed), and, if the folder
+        is ours but shut to us (mode 000, 0300...), the lent mode that let us in: needed until
+        everything below it is archived."""
+        path = str(self.root / rel_dir) if rel_dir else str(self.root)
+        lent = None
+        if st is not None and stat.S_IMODE(st.st_mode) & owneraccess.LIST != owneraccess.LIST:
+            lent = owneraccess.lend(path, owneraccess.LIST, stat.S_IFDIR)
+        while True:
+            try:
+                with os.scandir(path) as it:
+                    return sorted(it, key=lambda e: e.name), lent
+            except OSError as e:
+                if lent is None and e.errno == errno.EACCES:
+                    lent = owneraccess.lend(path, owneraccess.LIST, stat.S_IFDIR)
+                    if lent is not None:
+                        continue
+                gone = e.errno in (errno.ENOENT, errno.ENOTDIR)  # deleted since: nothing is lost
+                self.tally.skip(rel_dir or ".", f"cannot list: {e.strerror}", lost=not gone)
+                return None, lent
 
     def _plan(self, rel_dir: str, listed: list[os.DirEntry[str]]) -> list[_Planned]:
         """What becomes of each entry of a directory: D (a directory to descend into), Y (to
@@ -307,7 +350,7 @@ class TreeWriter:
             try:
                 st = os.lstat(self.root)
             except OSError as e:
-                self.tally.skip(".", e.strerror or "vanished")
+                self.tally.skip(".", e.strerror or "vanished", lost=True)
                 return
         dumpdir = b"".join(kind + os.fsencode(entry.name) + b"\0" for entry, _rel, _st, kind in plan) + b"\0"
         if len(dumpdir) > tarstream.MAX_EXTENDED_HEADER:
@@ -330,7 +373,7 @@ class TreeWriter:
         """A file deleted since its folder was listed is not in the backup, as if deleted before:
         nothing was left out. Anything else that stops it from being read is said."""
         if error.errno != errno.ENOENT:
-            self.tally.skip(rel, error.strerror or why)
+            self.tally.skip(rel, error.strerror or why, lost=True)
 
     def _add_symlink(self, path: str, rel: str, st: os.stat_result, again: bool = True) -> None:
         try:
@@ -365,14 +408,19 @@ class TreeWriter:
             self.index.add(rel, fingerprint(st))
             self.tally.hardlinks += 1
             return
+        # It was a regular file at lstat time: never read through a symlink swapped in since
+        # (O_NOFOLLOW), never wait on a FIFO swapped in since (O_NONBLOCK).
         try:
-            # It was a regular file at lstat time: never read through a symlink swapped in
-            # since (O_NOFOLLOW), never wait on a FIFO swapped in since (O_NONBLOCK).
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError as e:
-            if not (again and e.errno == errno.ELOOP and self._add_swapped(path, rel)):
-                self._skip_unless_gone(rel, e, "unreadable")
-            return
+            # Ours but without the read bit (mode 000, 0200): read as its owner may, its mode
+            # given back before a byte is read, so the header and the index see the real one.
+            locked = owneraccess.open_locked_file(path) if e.errno == errno.EACCES else None
+            if locked is None:
+                if not (again and e.errno == errno.ELOOP and self._add_swapped(path, rel)):
+                    self._skip_unless_gone(rel, e, "unreadable")
+                return
+            fd = locked
         try:
             st = os.fstat(fd)  # the size promised in the header is the size now
             if not stat.S_ISREG(st.st_mode):
@@ -385,7 +433,7 @@ class TreeWriter:
         finally:
             os.close(fd)
         if short:
-            self.tally.skip(rel, "shrank while being read (zero-padded)")
+            self.tally.skip(rel, "shrank while being read (zero-padded)", lost=True)
         else:  # as it was when opened: a change since makes the next backup take it again
             self.index.add(rel, fingerprint(st))
         if st.st_nlink > 1:

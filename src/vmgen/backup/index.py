@@ -20,6 +20,8 @@ import os
 import stat
 from typing import BinaryIO
 
+from vmgen.backup import owneraccess
+
 MAGIC = b"vmgen-index 1\n"
 # What the stage will read of a previous index: ~70 bytes an entry, so ~3.5 million files.
 MAX_BYTES = 256 << 20
@@ -81,22 +83,37 @@ class IndexWriter:
 
 def walk(root: str, skip: frozenset[str], out: IndexWriter) -> None:
     """Index the tree under `root` as a restore left it (files and symlinks; `skip` are
-    relative paths left out so the next backup takes them whatever their stat says)."""
-    stack = [""]
-    while stack:
-        rel_dir = stack.pop()
-        try:
-            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
-                entries = list(it)
-        except OSError:
-            continue
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+    relative paths left out so the next backup takes them whatever their stat says). Folders
+    of ours that are shut to us (mode 000) are opened as the backup's walk opens them."""
+    stack: list[tuple[str, int] | owneraccess.Lent] = [("", 0o700)]
+    try:
+        while stack:
+            item = stack.pop()
+            if isinstance(item, owneraccess.Lent):
+                item.give_back()
+                continue
+            rel_dir, mode = item
+            path = os.path.join(root, rel_dir) if rel_dir else root
+            if mode & owneraccess.LIST != owneraccess.LIST:
+                lent = owneraccess.lend(path, owneraccess.LIST, stat.S_IFDIR)
+                if lent is not None:
+                    stack.append(lent)  # given back after everything below it
             try:
-                st = entry.stat(follow_symlinks=False)
+                with os.scandir(path) as it:
+                    entries = list(it)
             except OSError:
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                stack.append(rel)
-            elif (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)) and rel not in skip:
-                out.add(rel, fingerprint(st))
+            for entry in entries:
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append((rel, stat.S_IMODE(st.st_mode)))
+                elif (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)) and rel not in skip:
+                    out.add(rel, fingerprint(st))
+    finally:
+        for item in stack:
+            if isinstance(item, owneraccess.Lent):
+                item.give_back()

@@ -195,6 +195,10 @@ class ArchiveSummary:
     skipped_count: int = 0
     # An increment: files and links left out because an earlier backup of the chain holds them.
     unchanged: int = 0
+    # Of the skipped, those with data this backup lacks (a file or folder it could not read, a
+    # file that shrank while read): deleting the VM after this backup would lose them.
+    left_out: tuple[str, ...] = ()
+    left_out_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -243,6 +247,7 @@ class Manifest:
             summary = dict(raw.pop("summary", {}))
             summary["excluded"] = tuple(ExcludeStat(**e) for e in summary.get("excluded", ()))
             summary["skipped"] = tuple(summary.get("skipped", ()))
+            summary["left_out"] = tuple(summary.get("left_out", ()))
             manifest = cls(summary=ArchiveSummary(**summary), **raw)
         except ManifestInvalid:
             raise

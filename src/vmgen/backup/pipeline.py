@@ -298,6 +298,8 @@ def _tar_report(raw: Any) -> tuple[ArchiveSummary, int, int]:
         skipped=tuple(s[:300] for s in summary.skipped[:50]),
         skipped_count=max(0, summary.skipped_count),
         unchanged=max(0, summary.unchanged),
+        left_out=tuple(s[:300] for s in summary.left_out[:50]),
+        left_out_count=max(0, summary.left_out_count, min(len(summary.left_out), 50)),
     )
     return summary, plain, compressed
 

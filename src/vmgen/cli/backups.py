@@ -55,12 +55,23 @@ def backup(name: str, timeout: float) -> None:
         )
     for stat in result.excluded:
         err.print(f"  excluded {stat.pattern}: {stat.files} files, {human_bytes(stat.bytes)}")
-    if result.skipped:
-        err.print(f"  skipped {result.skipped} file(s) a backup cannot hold (FIFOs, sockets) or could not read:")
-        for entry in result.skipped_paths[:10]:
-            err.print(f"    {entry}")
-        if result.skipped > 10:
-            err.print(f"    and {result.skipped - 10} more")
+    if result.left_out:
+        err.print(
+            f"  [yellow]left out {result.left_out} file(s) or folder(s) it could not read[/] "
+            "(the VM has them, this backup does not):"
+        )
+        _print_some(result.left_out_paths, result.left_out)
+    others = [entry for entry in result.skipped_paths if entry not in result.left_out_paths]
+    if result.skipped > result.left_out:
+        err.print(f"  skipped {result.skipped - result.left_out} file(s) a backup cannot hold (FIFOs, sockets):")
+        _print_some(others, result.skipped - result.left_out)
+
+
+def _print_some(entries: tuple[str, ...] | list[str], count: int) -> None:
+    for entry in entries[:10]:
+        err.print(f"    {entry}")
+    if count > 10:
+        err.print(f"    and {count - 10} more")
 
 
 @click.command()

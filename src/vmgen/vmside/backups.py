@@ -98,6 +98,8 @@ def run_backup(
             parent=manifest.parent,
             files=manifest.summary.files + manifest.summary.symlinks + manifest.summary.hardlinks,
             unchanged=manifest.summary.unchanged,
+            left_out=manifest.summary.left_out_count,
+            left_out_paths=manifest.summary.left_out[:20],
             excluded=tuple(
                 ExcludedRecord(s.pattern, s.entries, s.files, s.bytes)
                 for s in manifest.summary.excluded

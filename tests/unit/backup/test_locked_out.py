@@ -1,20 +1,27 @@
 """What the agent owns but has shut itself out of (a folder of mode 000, a folder without its
-search bit, a file of mode 0200): every layer of a restore gets through it and sets the mode
-again at the end.
+search bit, a file of mode 0200): the tar stage, running as that owner, reads it and archives
+it with its real mode, leaving the mode as it was; every layer of a restore gets through it
+and sets the mode again at the end; what a backup still cannot read (another user's file) is
+said, and makes that backup one the VM must not be deleted after.
 
-The extraction runs as `nobody` here, as the stages run as the agent on a VM: root reads
-everything, so only an unprivileged owner meets these modes."""
+The walk and the extraction run as `nobody` here, as the stages run as the agent on a VM: root
+reads everything, so only an unprivileged owner meets these modes. The whole pipeline as the
+agent: tests/e2e/test_backup_restore.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from vmgen.contract.documents import BackupResult
 
 from .test_increment_attacks import _as_nobody_extract, layer_bytes
 from .test_pipeline_local import snapshot
@@ -63,3 +70,68 @@ def test_every_layer_of_a_restore_gets_through_a_folder_of_mode_000(shared):
     done = _as_nobody_extract([full, increment], shared / "restore")
     assert done.returncode == 0, done.stderr[-400:]
     assert snapshot(shared / "restore/staged") == snapshot(home)  # contents and modes, 000 included
+
+
+def archive_as_nobody(home: Path, out: Path, previous: Path | None = None) -> tuple[bytes, Path, dict]:
+    """The tar stage's walk of `home` as its unprivileged owner (an increment on the index at
+    `previous`, if given): the tar stream, where its index went, and its summary."""
+    out.mkdir()
+    os.chown(out, 65534, 65534)
+    code = ("import dataclasses, json, os, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1])\n"
+            "from vmgen.backup import index; from vmgen.backup.archive import write_tree\n"
+            "previous = index.load(os.open(sys.argv[4], os.O_RDONLY)) if sys.argv[4] else None\n"
+            "with open(sys.argv[3] + '/tar', 'wb') as tar, open(sys.argv[3] + '/index', 'wb') as idx:\n"
+            "    summary, _ = write_tree(Path(sys.argv[2]), tar, [], previous, index.IndexWriter(idx))\n"
+            "print(json.dumps(dataclasses.asdict(summary)))\n")
+    done = as_nobody(code, str(home), str(out), str(previous or ""))
+    return (out / "tar").read_bytes(), out / "index", json.loads(done)
+
+
+def as_nobody(code: str, *args: str) -> str:
+    """Run `code` as nobody, with this source tree's vmgen (sys.argv[1]); its stdout."""
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code,
+                           SRC, *args], capture_output=True, text=True, cwd="/", timeout=60, check=True).stdout
+
+
+def test_the_owner_backs_up_what_it_cannot_read_and_a_chain_restores_it(shared):
+    home = locked_home(shared / "home")
+    before = snapshot(home)
+    full, index, summary = archive_as_nobody(home, shared / "full")
+    assert summary["skipped"] == [] and summary["left_out"] == [] and summary["files"] == 6
+    assert snapshot(home) == before  # every mode put back as it was
+    (home / "work/app/main.py").write_text("print('changed')\n")
+    changed, index, summary = archive_as_nobody(home, shared / "changed", index)
+    assert summary["files"] == 1 and summary["unchanged"] == 5 and summary["left_out"] == []
+    # Lending a mode and giving it back leaves nothing that looks changed to the next backup.
+    unchanged, _, summary = archive_as_nobody(home, shared / "unchanged", index)
+    assert summary["files"] == 0 and summary["unchanged"] == 6
+
+    (shared / "restore").mkdir()
+    done = _as_nobody_extract([full, changed, unchanged], shared / "restore")
+    assert done.returncode == 0, done.stderr[-400:]
+    assert snapshot(shared / "restore/staged") == snapshot(home)
+    assert (shared / "restore/staged/sealed/inner").stat().st_mode & 0o777 == 0
+    # The restore's index of what it made holds what is behind those modes too, and leaves them.
+    indexed = as_nobody("import sys; sys.path.insert(0, sys.argv[1]); from vmgen.backup import index\n"
+                        "out = index.IndexWriter(sys.stdout.buffer); index.walk(sys.argv[2], frozenset(), out)\n",
+                        str(shared / "restore/staged"))
+    assert "\tsealed/inner/deeper.txt\0" in indexed and "\tnothing.bin\0" in indexed
+    assert snapshot(shared / "restore/staged") == snapshot(home)
+
+
+def test_what_the_owner_still_cannot_read_is_said_and_refuses_a_delete(shared):
+    home = locked_home(shared / "home")
+    (home / "roots.txt").write_text("root's, mode 0600\n")  # not the agent's: no mode of its own to lend
+    (home / "roots.txt").chmod(0o600)
+    os.mkfifo(home / "a-fifo")  # holds no data: skipped, and nothing is lost
+    os.chown(home / "a-fifo", 65534, 65534)
+    _tar, _index, summary = archive_as_nobody(home, shared / "full")
+    assert summary["left_out"] == ["roots.txt: Permission denied"] and summary["left_out_count"] == 1
+    assert summary["skipped_count"] == 2
+
+    result = BackupResult(ok=True, backup_id="20261207T010000Z-0000", left_out=1,
+                          left_out_paths=("roots.txt: Permission denied",))
+    reason = result.reason_not_to_delete()
+    assert "left out 1 file(s) or folder(s)" in reason and "roots.txt: Permission denied" in reason
+    assert BackupResult(ok=True, backup_id="20261207T010000Z-0000", skipped=1).reason_not_to_delete() == ""
+    assert "failed" in BackupResult(ok=False, error="store unreachable").reason_not_to_delete()
