@@ -426,10 +426,14 @@ class TreeWriter:
             if not stat.S_ISREG(st.st_mode):
                 self.tally.skip(rel, "replaced by a special file while being read")
                 return
-            head = self._header(rel, st, tarfile.REGTYPE, size=st.st_size)
             # Fewer blocks than the size needs: it has holes (a VM image, a preallocated log).
-            sparse = st.st_blocks * 512 < st.st_size - COPY_CHUNK
-            short = self._copy(fd, head, st.st_size, sparse)
+            regions = data_regions(fd, st.st_size) if st.st_blocks * 512 < st.st_size - COPY_CHUNK else None
+            if regions is None:
+                head, size = self._header(rel, st, tarfile.REGTYPE, size=st.st_size), st.st_size
+                short = self._copy(head, _chunks(fd, size), size)
+            else:
+                head, size = self._sparse_header(rel, st, regions)
+                short = self._copy(head, _region_chunks(fd, regions), size)
         finally:
             os.close(fd)
         if short:
@@ -441,13 +445,12 @@ class TreeWriter:
         self.tally.files += 1
         self.tally.file_bytes += st.st_size
 
-    def _copy(self, fd: int, head: bytes, size: int, sparse: bool = False) -> bool:
-        """Header, exactly `size` bytes of data, padding; True if the file came up short (it
-        is zero-filled so the stream stays valid; bytes appended since are left out). A sparse
-        file's holes are not read: their zeros are written as they are (zstd makes nothing of
-        them), and the restore turns them back into holes."""
+    def _copy(self, head: bytes, chunks: Iterable[bytes], size: int) -> bool:
+        """Header, exactly `size` bytes of data from `chunks`, padding; True if the file came
+        up short (it is zero-filled so the stream stays valid; bytes appended since are left
+        out)."""
         pending, sent = head, 0
-        for data in _sparse_chunks(fd, size) if sparse else _chunks(fd, size):
+        for data in chunks:
             sent += len(data)
             tail = _padding(size) if sent == size else b""
             # Small files go out as one write (header + data + padding): fewer calls into zstd.
@@ -462,6 +465,28 @@ class TreeWriter:
         if pending:  # an empty file: its header alone
             self.out.write(pending)
         return short
+
+    def _sparse_header(self, rel: str, st: os.stat_result, regions: list[tuple[int, int]]) -> tuple[bytes, int]:
+        """A sparse file's header in GNU tar's PAX 1.0 format, with the start of its data: the
+        map of its data regions (decimal numbers, one a line: how many, then offset and size
+        of each; padded to a block). The regions' bytes follow, the holes are not stored.
+        The ustar name is GNU tar's placeholder, for tars that know no sparse files; the real
+        one is GNU.sparse.name. Returns the bytes and how many bytes of data follow."""
+        sparse_map = b"%d\n" % len(regions) + b"".join(b"%d\n%d\n" % region for region in regions)
+        sparse_map += b"\0" * (-len(sparse_map) % BLOCK)
+        data = sum(length for _offset, length in regions)
+        placeholder = f"GNUSparseFile.0/{os.path.basename(rel)}"
+        info = tarfile.TarInfo(placeholder if len(os.fsencode(placeholder)) <= 100 else "GNUSparseFile.0/file")
+        info.type, info.mode, info.mtime = tarfile.REGTYPE, stat.S_IMODE(st.st_mode), int(st.st_mtime)
+        info.uid, info.gid, info.size = st.st_uid, st.st_gid, len(sparse_map) + data
+        info.uname, info.gname = self._name("u", st.st_uid), self._name("g", st.st_gid)
+        info.pax_headers = {
+            tarstream.SPARSE_MAJOR: "1",
+            tarstream.SPARSE_MINOR: "0",
+            tarstream.SPARSE_NAME: rel,
+            tarstream.SPARSE_REALSIZE: str(st.st_size),
+        }
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape") + sparse_map, data
 
     def _header(self, rel: str, st: os.stat_result, kind: bytes, size: int = 0, linkname: str = "") -> bytes:
         return header(
@@ -504,28 +529,50 @@ def _chunks(fd: int, size: int) -> Iterator[bytes]:
         yield data
 
 
-def _sparse_chunks(fd: int, size: int) -> Iterator[bytes]:
-    """Like _chunks, but the holes (SEEK_HOLE) come as zeros without a read."""
+# Holes shorter than this are stored as the zeros they read as: a map entry costs more than
+# they do. Doubled while a file has more regions than MAX_REGIONS, so that the map stays small.
+MIN_HOLE = 64 << 10
+MAX_REGIONS = tarstream.MAX_SPARSE_REGIONS // 2
+
+
+def data_regions(fd: int, size: int) -> list[tuple[int, int]]:
+    """(offset, length) of the file's data (SEEK_DATA/SEEK_HOLE), nearby regions joined, and
+    a last (size, 0) entry, as GNU tar writes it: a file that ends in a hole gets its size."""
+    found: list[tuple[int, int]] = []
     position = 0
     while position < size:
         try:
-            data_at = min(os.lseek(fd, position, os.SEEK_DATA), size)
+            start = os.lseek(fd, position, os.SEEK_DATA)
         except OSError:  # ENXIO: only a hole from here to the end
-            data_at = size
-        while position < data_at:
-            zeros = _ZEROS[: min(COPY_CHUNK, data_at - position)]
-            position += len(zeros)
-            yield zeros
-        if position >= size:
-            return
-        hole_at = min(os.lseek(fd, position, os.SEEK_HOLE), size)
-        os.lseek(fd, position, os.SEEK_SET)
-        while position < hole_at:
-            data = os.read(fd, min(COPY_CHUNK, hole_at - position))
-            if not data:
-                return  # it shrank meanwhile
-            position += len(data)
+            break
+        if start >= size:
+            break
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        found.append((start, end - start))
+        position = end
+    min_hole = MIN_HOLE
+    while True:
+        joined: list[tuple[int, int]] = []
+        for start, length in found:
+            if joined and start - sum(joined[-1]) < min_hole:
+                joined[-1] = (joined[-1][0], start + length - joined[-1][0])
+            else:
+                joined.append((start, length))
+        if len(joined) < MAX_REGIONS:
+            return [*joined, (size, 0)]
+        min_hole *= 2
+
+
+def _region_chunks(fd: int, regions: list[tuple[int, int]]) -> Iterator[bytes]:
+    """The bytes of each data region in turn, in chunks; fewer if the file shrank."""
+    for offset, length in regions:
+        os.lseek(fd, offset, os.SEEK_SET)
+        read = 0
+        for data in _chunks(fd, length):
             yield data
+            read += len(data)
+        if read < length:
+            return
 
 
 def write_tree(

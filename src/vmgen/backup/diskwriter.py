@@ -87,12 +87,17 @@ class DiskWriter:
     def open_file(self, path: str) -> None:
         self._add(self._open, path)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._batch_bytes += len(data)
         self._add(self._write, data)
 
-    def close_file(self, mode: int, mtime: int) -> None:
-        self._add(self._close, mode, mtime)
+    def seek(self, offset: int) -> None:
+        """Where the file's next bytes go (a sparse file's next region): a hole up to there."""
+        self._add(self._seek, offset)
+
+    def close_file(self, mode: int, mtime: int, length: int | None = None) -> None:
+        """`length`: the file's size (a sparse file, which may end in a hole)."""
+        self._add(self._close, mode, mtime, length)
 
     def finish(self) -> None:
         """Wait for every queued operation; raise the first one that failed."""
@@ -145,7 +150,10 @@ class DiskWriter:
         # O_EXCL | O_NOFOLLOW: never write over or through anything already there.
         self._fd = os.open(path, _OPEN_FLAGS, 0o600)
 
-    def _write(self, data: bytes) -> None:
+    def _seek(self, offset: int) -> None:
+        os.lseek(self._fd, offset, os.SEEK_SET)
+
+    def _write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         start = 0  # of the bytes not yet written
         for block in range(0, len(view) - HOLE_BLOCK + 1, HOLE_BLOCK):
@@ -157,12 +165,14 @@ class DiskWriter:
         self._ends_in_hole = start == len(view) > 0 or (self._ends_in_hole and not view)
         _write_all(self._fd, view[start:])
 
-    def _close(self, mode: int, mtime: int) -> None:
+    def _close(self, mode: int, mtime: int, length: int | None) -> None:
         fd, self._fd = self._fd, -1
         try:
-            if self._ends_in_hole:  # seeking past the end did not make it that long
+            if length is not None:
+                os.ftruncate(fd, length)
+            elif self._ends_in_hole:  # seeking past the end did not make it that long
                 os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))
-                self._ends_in_hole = False
+            self._ends_in_hole = False
             if mode != 0o600:
                 os.fchmod(fd, mode)
             os.utime(fd, (mtime, mtime))
