@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -218,6 +218,10 @@ class Manifest:
     # restores its chain, from the full backup `depth` steps up, in order. A full one: "", 0.
     parent: str = ""
     depth: int = 0
+    # The store's own checksum of the object, as it reported it once the upload was verified
+    # (S3's ChecksumSHA256); "" for a store that keeps none. A restore compares it before it
+    # makes anything: an object written over since has another one.
+    store_checksum: str = ""
 
     @property
     def is_increment(self) -> bool:
@@ -248,7 +252,11 @@ class Manifest:
             summary["excluded"] = tuple(ExcludeStat(**e) for e in summary.get("excluded", ()))
             summary["skipped"] = tuple(summary.get("skipped", ()))
             summary["left_out"] = tuple(summary.get("left_out", ()))
-            manifest = cls(summary=ArchiveSummary(**summary), **raw)
+            # Fields a later vmgen adds are left for it: this one reads what it knows.
+            known = {f.name for f in fields(cls)}
+            summary_known = {f.name for f in fields(ArchiveSummary)}
+            summary = {k: v for k, v in summary.items() if k in summary_known}
+            manifest = cls(summary=ArchiveSummary(**summary), **{k: v for k, v in raw.items() if k in known})
         except ManifestInvalid:
             raise
         except (ValueError, TypeError, AttributeError) as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 
 import click
@@ -26,6 +27,8 @@ from .launching import (
     print_web_access,
     web_options,
 )
+
+LARGE_CHECK = 1 << 30  # hashing a chain of more than this before a restore says so
 
 
 def human_bytes(count: float) -> str:
@@ -116,7 +119,8 @@ def restore(
     name: str, backup_id: str | None, new_name: str | None, provider: str | None, keep_on_failure: bool, as_json: bool
 ) -> None:
     """Bring NAME back on a new VM: files, ~/.claude and the agent's conversation."""
-    from ..backup.manifest import WrongIdentity, backup_chain, latest_backup, read_manifest
+    from ..backup.manifest import WrongIdentity, latest_backup, read_manifest
+    from ..backup.pipeline import check_chain, check_local_objects
     from ..launch import LaunchOptions, launch as launch_workspace
 
     target_name = validate_name(new_name or name)
@@ -127,7 +131,12 @@ def restore(
     store_target = require_target(settings(), chosen.name)
     store = open_store(store_target)
     manifest = read_manifest(store, name, backup_id) if backup_id else latest_backup(store, name)
-    backup_chain(store, manifest)  # an increment whose chain is broken: said before a VM is made
+    # A broken or damaged chain is said before a VM is made: every link's manifest, the size
+    # and the store's checksum of every object, and, in a local folder, its sha256.
+    chain = check_chain(store, manifest)
+    large = sum(m.ciphertext_bytes for m in chain) > LARGE_CHECK
+    with progress(f"checking the {len(chain)} object(s) of {manifest.backup_id}") if large else nullcontext():
+        check_local_objects(store, chain)
     identity = load_for_restore(name)
     if identity.recipient != manifest.recipient:
         raise WrongIdentity(
