@@ -282,5 +282,17 @@ def move_into_place(staging: Path, target: Path) -> None:
         dest = target / entry.name
         if dest.exists() or dest.is_symlink():
             aside.mkdir(exist_ok=True)
-            os.rename(dest, aside / entry.name)
-        os.rename(entry, dest)
+            _rename(dest, aside / entry.name)
+        _rename(entry, dest)
+
+
+def _rename(source: Path, dest: Path) -> None:
+    """A folder moved to another parent needs its owner's write bit (its ".." changes): one
+    the backup holds at 000 or 0555 gets it for the move, and its mode back after."""
+    st = os.lstat(source)
+    locked = stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_IWUSR
+    if locked:
+        os.chmod(source, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
+    os.rename(source, dest)
+    if locked:
+        os.chmod(dest, stat.S_IMODE(st.st_mode))

@@ -52,8 +52,13 @@ def lend(path: str, bits: int, kind: int) -> Lent | None:
         return None
     try:
         os.chmod(path, mode | bits)
+    except OSError:
+        return None
+    try:
         fd = os.open(path, _OPEN | (os.O_DIRECTORY if kind == stat.S_IFDIR else 0))
     except OSError:
+        with contextlib.suppress(OSError):
+            os.chmod(path, mode)  # it did not let us in: as it was
         return None
     opened = os.fstat(fd)
     if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):

@@ -135,3 +135,23 @@ def test_what_the_owner_still_cannot_read_is_said_and_refuses_a_delete(shared):
     assert "left out 1 file(s) or folder(s)" in reason and "roots.txt: Permission denied" in reason
     assert BackupResult(ok=True, backup_id="20261207T010000Z-0000", skipped=1).reason_not_to_delete() == ""
     assert "failed" in BackupResult(ok=False, error="store unreachable").reason_not_to_delete()
+
+
+def test_the_restored_tree_moves_into_a_home_with_its_folders_of_000(shared):
+    """The untar stage's last step as the agent: the staged tree goes into the home (a folder
+    moved to another parent needs its own write bit, for its ".."), replacing what is there."""
+    home = locked_home(shared / "home")
+    full, _index, _summary = archive_as_nobody(home, shared / "full")
+    (shared / "full/tar").chmod(0o644)
+    target = shared / "target"
+    (target / "sealed").mkdir(parents=True)  # the new VM's, replaced by the backup's
+    subprocess.run(["chown", "-R", "65534:65534", str(target)], check=True)
+    (target / "sealed").chmod(0o555)
+    as_nobody("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path\n"
+              "from vmgen.backup import extract; from vmgen.backup.stages import _remove_staging\n"
+              "target = Path(sys.argv[2]); staging = extract.staging_path(target, 'x', True)\n"
+              "extract.make_staging(target, staging, True)\n"
+              "extract.extract_stream(open(sys.argv[3], 'rb'), staging)\n"
+              "extract.move_into_place(staging, target); _remove_staging(staging)\n",
+              str(target), str(shared / "full/tar"))
+    assert snapshot(target) == snapshot(home)
