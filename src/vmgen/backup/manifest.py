@@ -135,6 +135,11 @@ def check_workspace(name: str) -> str:
     return name
 
 
+def valid_repo_folder(name: str) -> bool:
+    """A folder name of the home's work/ (a workspace name, or what an older one was)."""
+    return bool(_WORKSPACE_RE.match(name))
+
+
 def check_backup_id(backup_id: str) -> str:
     if not _ID_RE.match(backup_id):
         raise InvalidBackupRequest(f"invalid backup id {backup_id!r} (expected e.g. 20261125T130501Z-1a2b)")
@@ -222,6 +227,10 @@ class Manifest:
     # (S3's ChecksumSHA256); "" for a store that keeps none. A restore compares it before it
     # makes anything: an object written over since has another one.
     store_checksum: str = ""
+    # The repository's folder under the home's work/ ("" if unknown: a vmgen before this field,
+    # whose restores took the workspace's name): a restore starts the agent there, also when
+    # it restores under another name a workspace that itself was restored under another name.
+    repo_folder: str = ""
 
     @property
     def is_increment(self) -> bool:
@@ -266,6 +275,8 @@ class Manifest:
             raise ManifestInvalid(f"manifest {where} is malformed: parent, depth and format_version disagree")
         if manifest.parent and not _ID_RE.match(manifest.parent):
             raise ManifestInvalid(f"manifest {where} names an invalid parent {manifest.parent!r}")
+        if manifest.repo_folder and not valid_repo_folder(manifest.repo_folder):
+            raise ManifestInvalid(f"manifest {where} names an invalid repository folder {manifest.repo_folder!r}")
         return manifest
 
 

@@ -143,6 +143,7 @@ def create_backup(
     stall_seconds: float = 600,
     keeper: IndexKeeper | None = None,
     max_increments: int = 0,
+    repo_folder: str = "",
 ) -> Manifest:
     """Archive `root` into `store`, reading it as `run_as` (default: as we are). The manifest that
     makes the backup count is written only after the stored object was verified against what was
@@ -151,7 +152,8 @@ def create_backup(
     With a `keeper` (where the index of the last backup is kept) and `max_increments` > 0 the
     backup is an increment on the last one, unless that one is gone from the store, was made
     for another recipient, or its chain already holds `max_increments` increments: then it is
-    a full backup that starts a new chain."""
+    a full backup that starts a new chain. `repo_folder`: the repository's folder under the
+    home's work/, recorded in the manifest for a restore to start the agent in."""
     root = Path(root).absolute()
     if run_as is None and not root.is_dir():  # as another user, the tar stage says so itself
         raise InvalidBackupRequest(f"nothing to back up: {root} is not a directory")
@@ -204,6 +206,7 @@ def create_backup(
                 format_version=model.INCREMENT_FORMAT_VERSION if parent else model.FORMAT_VERSION,
                 parent=parent.backup_id if parent else "",
                 depth=parent.depth + 1 if parent else 0,
+                repo_folder=repo_folder if model.valid_repo_folder(repo_folder) else "",
             ),
         )
     except BaseException:

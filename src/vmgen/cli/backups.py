@@ -146,7 +146,8 @@ def restore(
     # The new workspace's own backups go under its own name, to its own identity.
     new_identity = target_name != name and not has_identity(target_name)
     recipient = identity.recipient if target_name == name else ensure_identity(target_name)
-    spec = build_spec(RestoreSource(name, manifest.backup_id), {"name": target_name}, store_target, chosen.name)
+    source = RestoreSource(name, manifest.backup_id, manifest.repo_folder)
+    spec = build_spec(source, {"name": target_name}, store_target, chosen.name)
     options = LaunchOptions(
         agent_env=agent_env(settings(), spec.agent.key_variables),
         backup=(target_on_vm(store_target), recipient),
