@@ -155,3 +155,14 @@ def test_the_restored_tree_moves_into_a_home_with_its_folders_of_000(shared):
               "extract.move_into_place(staging, target); _remove_staging(staging)\n",
               str(target), str(shared / "full/tar"))
     assert snapshot(target) == snapshot(home)
+
+
+def test_what_the_agents_tar_stage_reports_as_left_out_is_capped():
+    """The tar stage is the agent's process: its report is input from the agent's side."""
+    from vmgen.backup.pipeline import _tar_report
+
+    hostile = {"summary": {"left_out": ["x" * 100_000] * 10_000, "left_out_count": -5, "skipped_count": -1},
+               "plaintext_bytes": 1, "compressed_bytes": 1}
+    summary, _plain, _compressed = _tar_report(hostile)
+    assert len(summary.left_out) == 50 and all(len(entry) == 300 for entry in summary.left_out)
+    assert summary.left_out_count == 50 and summary.skipped_count == 0  # never fewer than it lists
