@@ -252,29 +252,17 @@ class TreeWriter:
         self._links: dict[tuple[int, int], str] = {}
 
     def write(self) -> ArchiveSummary:
-        # Folders to walk, and folders whose mode to give back once everything below is done.
-        stack: list[tuple[str, os.stat_result | None] | owneraccess.Lent] = [("", None)]
-        try:
+        with owneraccess.FolderStack[tuple[str, os.stat_result | None]](("", None)) as stack:
             self._walk(stack)
-        finally:
-            for item in stack:
-                if isinstance(item, owneraccess.Lent):
-                    item.give_back()
         # End of archive: two zero blocks, then zeros up to a whole record, as tar does.
         end = 2 * BLOCK
         self.out.write(b"\0" * (end + (-(self.out.count + end) % tarfile.RECORDSIZE)))
         return self.tally.freeze(self.excludes.patterns)
 
-    def _walk(self, stack: list[tuple[str, os.stat_result | None] | owneraccess.Lent]) -> None:
-        while stack:
-            item = stack.pop()
-            if isinstance(item, owneraccess.Lent):
-                item.give_back()
-                continue
-            rel_dir, dir_st = item
+    def _walk(self, stack: owneraccess.FolderStack[tuple[str, os.stat_result | None]]) -> None:
+        for rel_dir, dir_st in stack:
             listed, lent = self._list(rel_dir, dir_st)
-            if lent is not None:  # given back after the folder's subtree, pushed below
-                stack.append(lent)
+            stack.hold(lent)  # given back after the folder's subtree, pushed below
             plan = [] if listed is None else self._plan(rel_dir, listed)
             self._add_dir(rel_dir, dir_st, plan if listed is not None else None)
             subdirs = []

@@ -85,24 +85,17 @@ def walk(root: str, skip: frozenset[str], out: IndexWriter) -> None:
     """Index the tree under `root` as a restore left it (files and symlinks; `skip` are
     relative paths left out so the next backup takes them whatever their stat says). Folders
     of ours that are shut to us (mode 000) are opened as the backup's walk opens them."""
-    stack: list[tuple[str, int] | owneraccess.Lent] = [("", 0o700)]
-    try:
-        while stack:
-            item = stack.pop()
-            if isinstance(item, owneraccess.Lent):
-                item.give_back()
-                continue
-            rel_dir, mode = item
+    with owneraccess.FolderStack(("", 0o700)) as stack:
+        for rel_dir, mode in stack:
             path = os.path.join(root, rel_dir) if rel_dir else root
             if mode & owneraccess.LIST != owneraccess.LIST:
-                lent = owneraccess.lend(path, owneraccess.LIST, stat.S_IFDIR)
-                if lent is not None:
-                    stack.append(lent)  # given back after everything below it
+                stack.hold(owneraccess.lend(path, owneraccess.LIST, stat.S_IFDIR))
             try:
                 with os.scandir(path) as it:
                     entries = list(it)
             except OSError:
                 continue
+            folders = []
             for entry in entries:
                 rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
                 try:
@@ -110,10 +103,7 @@ def walk(root: str, skip: frozenset[str], out: IndexWriter) -> None:
                 except OSError:
                     continue
                 if stat.S_ISDIR(st.st_mode):
-                    stack.append((rel, stat.S_IMODE(st.st_mode)))
+                    folders.append((rel, stat.S_IMODE(st.st_mode)))
                 elif (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)) and rel not in skip:
                     out.add(rel, fingerprint(st))
-    finally:
-        for item in stack:
-            if isinstance(item, owneraccess.Lent):
-                item.give_back()
+            stack.extend(folders)

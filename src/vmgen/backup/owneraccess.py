@@ -14,6 +14,10 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Iterable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 READ = 0o400  # what a file needs to be read
 LIST = 0o500  # what a folder needs to be listed and entered
@@ -77,3 +81,36 @@ def open_locked_file(path: str) -> int | None:
     fd = os.dup(lent.fd)
     lent.give_back()
     return fd
+
+
+class FolderStack(Generic[T]):
+    """A depth-first walk's folders to visit, and the modes lent to enter them: a mode held
+    with hold() is given back once everything pushed after it was walked, and, whatever
+    happens, when the walk's `with` block ends."""
+
+    def __init__(self, first: T) -> None:
+        self._items: list[T | Lent] = [first]
+
+    def __enter__(self) -> FolderStack[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for item in self._items:
+            if isinstance(item, Lent):
+                item.give_back()
+        self._items.clear()
+
+    def __iter__(self) -> Iterator[T]:
+        while self._items:
+            item = self._items.pop()
+            if isinstance(item, Lent):
+                item.give_back()
+            else:
+                yield item
+
+    def hold(self, lent: Lent | None) -> None:
+        if lent is not None:
+            self._items.append(lent)
+
+    def extend(self, folders: Iterable[T]) -> None:
+        self._items.extend(folders)
