@@ -52,6 +52,9 @@ class RestoreSource:
 
     workspace: str
     backup_id: str = ""
+    # The repository's folder under ~/work in the backup, as its manifest records it (a
+    # workspace restored under another name kept the original's); "" means `workspace`.
+    repo_folder: str = ""
 
     def describe(self) -> str:
         return f"backup {self.backup_id or 'latest'} of {self.workspace}"
@@ -165,8 +168,12 @@ class WorkspaceSpec:
     @property
     def repo_dir(self) -> str:
         # A workspace restored under another name works in the original's folder: its files
-        # are there, and the agent's conversation is filed under that path.
-        folder = self.source.workspace if isinstance(self.source, RestoreSource) else self.name
+        # are there, and the agent's conversation is filed under that path. So do its own
+        # backups' restores, whatever name they go by: the backup says which folder it is.
+        if isinstance(self.source, RestoreSource):
+            folder = self.source.repo_folder or self.source.workspace
+        else:
+            folder = self.name
         return str(VM.repo_dir(folder))
 
     @property

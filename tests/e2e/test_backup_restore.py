@@ -1,8 +1,10 @@
 """Encrypted backup and restore end to end on the docker provider with the local store: work the
-agent did comes back on a new VM, with the agent's conversation; a damaged backup is refused and
-leaves no half-restored workspace running the agent; a backup restores as a new workspace next
-to the running one, whose page names the backup it came from; the restored workspace's next
-backup is an increment, and a damaged increment refuses the restore of its chain."""
+agent did comes back on a new VM, with the agent's conversation, and so do files and folders the
+agent shut itself out of (mode 000), with their modes; the restored workspace's next backup is
+an increment, which restores by hand with GNU tar and, as a new workspace next to the running
+one, through vmgen (whose page names the backup it came from); that workspace's own backup
+restores under its own name, in the repository's folder; a damaged backup is refused before any
+VM is made."""
 
 from __future__ import annotations
 
@@ -18,10 +20,25 @@ from .conftest import make_repo, unique
 
 NAME = unique("keeper")
 NOTE = "remember the blue door\n"
+# What the agent shut itself out of: a folder of 000 holding another, a file of 000, a file of
+# 0200. Made as the agent; root reads them back to check (the agent cannot).
+LOCK_OUT = ("mkdir -p sealed/inner && echo inside > sealed/inner/deep && echo mine > sealed/file"
+            f" && echo write-only > work/{NAME}/write-only && echo none > work/{NAME}/none"
+            f" && chmod 200 work/{NAME}/write-only && chmod 000 work/{NAME}/none sealed/inner sealed")
+LOCKED_OUT = {"sealed": "0 ", "sealed/inner": "0 ", "sealed/inner/deep": "644 inside",
+              "sealed/file": "644 mine", f"work/{NAME}/write-only": "200 write-only", f"work/{NAME}/none": "0 none"}
 
 
-def store_dir(cli) -> Path:
-    return cli.home / ".local/share/vmgen/backups/ws" / NAME
+def store_dir(cli, name: str = NAME) -> Path:
+    return cli.home / ".local/share/vmgen/backups/ws" / name
+
+
+def locked_out(docker_client, name: str) -> dict[str, str]:
+    """Mode and contents of the LOCKED_OUT paths on workspace `name`, read as root."""
+    script = "cd /home/agent && for p in " + " ".join(LOCKED_OUT) + (
+        '; do printf "%s\\t%s " "$p" "$(stat -c %a "$p")"; [ -f "$p" ] && cat "$p" || echo; done')
+    out = docker_client.containers.get(f"vmgen-{name}").exec_run(["bash", "-c", script]).output.decode()
+    return dict(line.split("\t", 1) for line in out.splitlines())
 
 
 def test_round_trip_with_the_conversation(cli, model, tmp_path, docker_client) -> None:
@@ -37,8 +54,9 @@ def test_round_trip_with_the_conversation(cli, model, tmp_path, docker_client) -
     worked = next(line for line in cli("status", NAME).stdout.splitlines() if "last agent working" in line)
     assert "never" not in worked, worked
 
+    cli.ssh(NAME, LOCK_OUT)
     made = cli("backup", NAME)
-    assert f"backed up {NAME}: " in made.stderr
+    assert f"backed up {NAME}: " in made.stderr and "left out" not in made.stderr, made.stderr
     backup_id = made.stderr.split(f"backed up {NAME}: ")[1].split(",")[0]
     assert backup_id in cli("backups", NAME).stdout
     # The VM holds the public recipient only.
@@ -48,6 +66,7 @@ def test_round_trip_with_the_conversation(cli, model, tmp_path, docker_client) -
     restored = cli("restore", NAME)
     assert f"restored {NAME} from {backup_id}" in restored.stderr
     assert cli.ssh(NAME, f"cat work/{NAME}/REMEMBER.md") == NOTE
+    assert locked_out(docker_client, NAME) == LOCKED_OUT  # read as their owner, restored with their modes
     transcripts = cli.ssh(NAME, f"ls .claude/projects/-home-agent-work-{NAME}/").split()
     assert any(name.endswith(".jsonl") for name in transcripts)
     # The identity went from the laptop over SSH and the control socket into root's memory only.
@@ -58,29 +77,6 @@ def test_round_trip_with_the_conversation(cli, model, tmp_path, docker_client) -
     assert "--continue" in cli.ssh(NAME, f"ps -o args= -p {pid}")
     eventually(lambda: "REMEMBER.md" in cli.ssh(NAME, "tmux capture-pane -p -S -200 -t claude"), timeout=60,
                what="the earlier conversation on screen after the restore")
-
-
-def test_restore_as_a_new_workspace_next_to_the_running_one(cli) -> None:
-    refused = cli("restore", NAME, check=False)  # NAME runs (restored above)
-    assert refused.returncode == 2 and f"vmgen restore {NAME} --as NEW" in refused.stderr
-    twin = unique("twin")
-    restored = cli("restore", NAME, "--as", twin)
-    try:
-        assert f"restored {NAME} from " in restored.stderr and f" as {twin} " in restored.stderr
-        backup_id = restored.stderr.split(f"restored {NAME} from ")[1].split()[0]
-        assert cli.ssh(twin, f"cat work/{NAME}/REMEMBER.md") == NOTE  # in the original's folder
-        assert cli.ssh(NAME, f"cat work/{NAME}/REMEMBER.md") == NOTE  # the original runs on
-        # Right after the restore: the watchdog sees the agent, and the page names the backup.
-        agent_row = next(line for line in cli("status", twin).stdout.splitlines() if line.split()[:1] == ["agent"])
-        assert "absent" not in agent_row
-        page = json.loads(cli.ssh(twin, "python3 -c 'import sys, urllib.request; "
-                                        f"sys.stdout.write(urllib.request.urlopen(\"http://127.0.0.1:{PORTS.page}/api/state\").read().decode())'"))
-        assert page["backup"] is None and page["restored"] == {
-            "backup_id": backup_id, "workspace": NAME, "finished_at": page["restored"]["finished_at"]}
-        # Its own backups go under its own name, to an identity of its own.
-        assert (cli.home / ".local/state/vmgen/identities" / f"{twin}.age-identity").exists()
-    finally:
-        cli("destroy", twin, "--yes")
 
 
 def test_the_standard_age_tool_reads_a_backup(cli) -> None:
@@ -118,13 +114,55 @@ def test_the_restored_workspace_backs_up_what_changed(cli, docker_client, tmp_pa
     assert not (out / f"work/{NAME}/REMEMBER.md").exists()
 
 
-def test_a_damaged_backup_is_refused_and_nothing_runs(cli, docker_client) -> None:
+def test_restore_as_a_new_workspace_and_back_under_its_own_name(cli, docker_client) -> None:
+    """NAME's latest backup is the increment above: its chain restores through vmgen (as the
+    agent, through the folders of 000 the full backup left) as a new workspace next to NAME.
+    That workspace's own backup then restores under its own name: the repository is still in
+    NAME's folder, and the agent starts there."""
+    refused = cli("restore", NAME, check=False)  # NAME runs (restored above)
+    assert refused.returncode == 2 and f"vmgen restore {NAME} --as NEW" in refused.stderr
+    twin = unique("twin")
+    restored = cli("restore", NAME, "--as", twin)
+    try:
+        assert f"restored {NAME} from " in restored.stderr and f" as {twin} " in restored.stderr
+        backup_id = restored.stderr.split(f"restored {NAME} from ")[1].split()[0]
+        assert cli.ssh(twin, f"cat work/{NAME}/LATER.md") == "later\n"  # in the original's folder
+        assert cli.ssh(twin, f"ls work/{NAME}/REMEMBER.md 2>&1; true").strip().endswith("No such file or directory")
+        assert locked_out(docker_client, twin) == LOCKED_OUT
+        assert cli.ssh(NAME, f"cat work/{NAME}/LATER.md") == "later\n"  # the original runs on
+        # Right after the restore: the watchdog sees the agent, and the page names the backup.
+        agent_row = next(line for line in cli("status", twin).stdout.splitlines() if line.split()[:1] == ["agent"])
+        assert "absent" not in agent_row
+        page = json.loads(cli.ssh(twin, "python3 -c 'import sys, urllib.request; "
+                                        f"sys.stdout.write(urllib.request.urlopen(\"http://127.0.0.1:{PORTS.page}/api/state\").read().decode())'"))
+        assert page["backup"] is None and page["restored"] == {
+            "backup_id": backup_id, "workspace": NAME, "finished_at": page["restored"]["finished_at"]}
+        # Its own backups go under its own name, to an identity of its own.
+        assert (cli.home / ".local/state/vmgen/identities" / f"{twin}.age-identity").exists()
+
+        cli.ssh(twin, f"echo twin > work/{NAME}/TWIN.md")
+        own = cli("backup", twin).stderr.split(f"backed up {twin}: ")[1].split(",")[0]
+        assert json.loads((store_dir(cli, twin) / f"{own}.json").read_text())["repo_folder"] == NAME
+        cli("destroy", twin, "--yes")
+        back = cli("restore", twin)  # "ready" means the agent's session started, in its folder
+        assert f"restored {twin} from {own}" in back.stderr, back.stderr
+        assert cli.ssh(twin, f"cat work/{NAME}/TWIN.md") == "twin\n"
+        pid = cli.ssh(twin, "pgrep -u agent -o -f 'claude --'").strip()
+        assert cli.ssh(twin, f"readlink /proc/{pid}/cwd").strip() == f"/home/agent/work/{NAME}"
+    finally:
+        cli("destroy", twin, "--yes", check=False)
+
+
+def test_a_damaged_backup_is_refused_before_a_vm_is_made(cli, docker_client) -> None:
+    """The full backup under the latest increment is damaged: the restore says so in one line
+    before it makes anything (the chain's objects are checked first)."""
     cli("destroy", NAME, "--yes")
-    obj = sorted(store_dir(cli).glob("*.tar.zst.age"))[-1]
-    data = bytearray(obj.read_bytes())
+    full = sorted(store_dir(cli).glob("*.tar.zst.age"))[-2]
+    data = bytearray(full.read_bytes())
     data[len(data) // 2] ^= 0x01
-    obj.write_bytes(bytes(data))
+    full.write_bytes(bytes(data))
     result = cli("restore", NAME, check=False)
     assert result.returncode == 1
-    assert "restore failed" in result.stderr and "Traceback" not in result.stderr
+    assert f"backup {full.name.split('.')[0]} is damaged" in result.stderr and "Traceback" not in result.stderr
+    assert "restoring" not in result.stderr  # no launch began
     assert not docker_client.containers.list(all=True, filters={"label": f"vmgen-ws={NAME}"})

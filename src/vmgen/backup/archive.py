@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from vmgen.backup import tarstream
+from vmgen.backup import owneraccess, tarstream
 from vmgen.backup.index import IndexWriter, fingerprint
 from vmgen.backup.manifest import ArchiveSummary, ExcludeStat
 from vmgen.backup.tarstream import DUMPDIR
@@ -89,11 +89,19 @@ class _Tally:
     skipped: list[str] = field(default_factory=list)
     skipped_count: int = 0
     unchanged: int = 0
+    left_out: list[str] = field(default_factory=list)
+    left_out_count: int = 0
 
-    def skip(self, rel: str, why: str) -> None:
+    def skip(self, rel: str, why: str, lost: bool = False) -> None:
+        """An entry not archived as it is; `lost`: it holds data that this backup lacks (an
+        unreadable file, a folder that could not be listed), unlike a FIFO or a socket."""
         self.skipped_count += 1
         if len(self.skipped) < _MAX_SKIPPED_LISTED:
             self.skipped.append(f"{rel}: {why}")
+        if lost:
+            self.left_out_count += 1
+            if len(self.left_out) < _MAX_SKIPPED_LISTED:
+                self.left_out.append(f"{rel}: {why}")
 
     def exclude(self, pattern: str, path: str, st: os.stat_result) -> None:
         entry = self.excluded.setdefault(pattern, [0, 0, 0])
@@ -115,6 +123,8 @@ class _Tally:
             tuple(self.skipped),
             self.skipped_count,
             self.unchanged,
+            tuple(self.left_out),
+            self.left_out_count,
         )
 
 
@@ -242,15 +252,17 @@ class TreeWriter:
         self._links: dict[tuple[int, int], str] = {}
 
     def write(self) -> ArchiveSummary:
-        stack: list[tuple[str, os.stat_result | None]] = [("", None)]
-        while stack:
-            rel_dir, dir_st = stack.pop()
-            try:
-                with os.scandir(self.root / rel_dir if rel_dir else self.root) as it:
-                    listed = sorted(it, key=lambda e: e.name)
-            except OSError as e:
-                self.tally.skip(rel_dir or ".", f"cannot list: {e.strerror}")
-                listed = None
+        with owneraccess.FolderStack[tuple[str, os.stat_result | None]](("", None)) as stack:
+            self._walk(stack)
+        # End of archive: two zero blocks, then zeros up to a whole record, as tar does.
+        end = 2 * BLOCK
+        self.out.write(b"\0" * (end + (-(self.out.count + end) % tarfile.RECORDSIZE)))
+        return self.tally.freeze(self.excludes.patterns)
+
+    def _walk(self, stack: owneraccess.FolderStack[tuple[str, os.stat_result | None]]) -> None:
+        for rel_dir, dir_st in stack:
+            listed, lent = self._list(rel_dir, dir_st)
+            stack.hold(lent)  # given back after the folder's subtree, pushed below
             plan = [] if listed is None else self._plan(rel_dir, listed)
             self._add_dir(rel_dir, dir_st, plan if listed is not None else None)
             subdirs = []
@@ -265,10 +277,29 @@ class TreeWriter:
                 else:
                     self._add_file(entry.path, rel, st)
             stack.extend(reversed(subdirs))  # depth-first, in name order
-        # End of archive: two zero blocks, then zeros up to a whole record, as tar does.
-        end = 2 * BLOCK
-        self.out.write(b"\0" * (end + (-(self.out.count + end) % tarfile.RECORDSIZE)))
-        return self.tally.freeze(self.excludes.patterns)
+
+    def _list(
+        self, rel_dir: str, st: os.stat_result | None
+    ) -> tuple[list[os.DirEntry[str]] | None, owneraccess.Lent | None]:
+        """A folder's entries in name order (None if it cannot be listed), and, if the folder
+        is ours but shut to us (mode 000, 0300...), the lent mode that let us in: needed until
+        everything below it is archived."""
+        path = str(self.root / rel_dir) if rel_dir else str(self.root)
+        lent = None
+        if st is not None and stat.S_IMODE(st.st_mode) & owneraccess.LIST != owneraccess.LIST:
+            lent = owneraccess.lend(path, owneraccess.LIST, stat.S_IFDIR)
+        while True:
+            try:
+                with os.scandir(path) as it:
+                    return sorted(it, key=lambda e: e.name), lent
+            except OSError as e:
+                if lent is None and e.errno == errno.EACCES:
+                    lent = owneraccess.lend(path, owneraccess.LIST, stat.S_IFDIR)
+                    if lent is not None:
+                        continue
+                gone = e.errno in (errno.ENOENT, errno.ENOTDIR)  # deleted since: nothing is lost
+                self.tally.skip(rel_dir or ".", f"cannot list: {e.strerror}", lost=not gone)
+                return None, lent
 
     def _plan(self, rel_dir: str, listed: list[os.DirEntry[str]]) -> list[_Planned]:
         """What becomes of each entry of a directory: D (a directory to descend into), Y (to
@@ -307,7 +338,7 @@ class TreeWriter:
             try:
                 st = os.lstat(self.root)
             except OSError as e:
-                self.tally.skip(".", e.strerror or "vanished")
+                self.tally.skip(".", e.strerror or "vanished", lost=True)
                 return
         dumpdir = b"".join(kind + os.fsencode(entry.name) + b"\0" for entry, _rel, _st, kind in plan) + b"\0"
         if len(dumpdir) > tarstream.MAX_EXTENDED_HEADER:
@@ -330,7 +361,7 @@ class TreeWriter:
         """A file deleted since its folder was listed is not in the backup, as if deleted before:
         nothing was left out. Anything else that stops it from being read is said."""
         if error.errno != errno.ENOENT:
-            self.tally.skip(rel, error.strerror or why)
+            self.tally.skip(rel, error.strerror or why, lost=True)
 
     def _add_symlink(self, path: str, rel: str, st: os.stat_result, again: bool = True) -> None:
         try:
@@ -365,27 +396,36 @@ class TreeWriter:
             self.index.add(rel, fingerprint(st))
             self.tally.hardlinks += 1
             return
+        # It was a regular file at lstat time: never read through a symlink swapped in since
+        # (O_NOFOLLOW), never wait on a FIFO swapped in since (O_NONBLOCK).
         try:
-            # It was a regular file at lstat time: never read through a symlink swapped in
-            # since (O_NOFOLLOW), never wait on a FIFO swapped in since (O_NONBLOCK).
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError as e:
-            if not (again and e.errno == errno.ELOOP and self._add_swapped(path, rel)):
-                self._skip_unless_gone(rel, e, "unreadable")
-            return
+            # Ours but without the read bit (mode 000, 0200): read as its owner may, its mode
+            # given back before a byte is read, so the header and the index see the real one.
+            locked = owneraccess.open_locked_file(path) if e.errno == errno.EACCES else None
+            if locked is None:
+                if not (again and e.errno == errno.ELOOP and self._add_swapped(path, rel)):
+                    self._skip_unless_gone(rel, e, "unreadable")
+                return
+            fd = locked
         try:
             st = os.fstat(fd)  # the size promised in the header is the size now
             if not stat.S_ISREG(st.st_mode):
                 self.tally.skip(rel, "replaced by a special file while being read")
                 return
-            head = self._header(rel, st, tarfile.REGTYPE, size=st.st_size)
             # Fewer blocks than the size needs: it has holes (a VM image, a preallocated log).
-            sparse = st.st_blocks * 512 < st.st_size - COPY_CHUNK
-            short = self._copy(fd, head, st.st_size, sparse)
+            regions = data_regions(fd, st.st_size) if st.st_blocks * 512 < st.st_size - COPY_CHUNK else None
+            if regions is None:
+                head, size = self._header(rel, st, tarfile.REGTYPE, size=st.st_size), st.st_size
+                short = self._copy(head, _chunks(fd, size), size)
+            else:
+                head, size = self._sparse_header(rel, st, regions)
+                short = self._copy(head, _region_chunks(fd, regions), size)
         finally:
             os.close(fd)
         if short:
-            self.tally.skip(rel, "shrank while being read (zero-padded)")
+            self.tally.skip(rel, "shrank while being read (zero-padded)", lost=True)
         else:  # as it was when opened: a change since makes the next backup take it again
             self.index.add(rel, fingerprint(st))
         if st.st_nlink > 1:
@@ -393,13 +433,12 @@ class TreeWriter:
         self.tally.files += 1
         self.tally.file_bytes += st.st_size
 
-    def _copy(self, fd: int, head: bytes, size: int, sparse: bool = False) -> bool:
-        """Header, exactly `size` bytes of data, padding; True if the file came up short (it
-        is zero-filled so the stream stays valid; bytes appended since are left out). A sparse
-        file's holes are not read: their zeros are written as they are (zstd makes nothing of
-        them), and the restore turns them back into holes."""
+    def _copy(self, head: bytes, chunks: Iterable[bytes], size: int) -> bool:
+        """Header, exactly `size` bytes of data from `chunks`, padding; True if the file came
+        up short (it is zero-filled so the stream stays valid; bytes appended since are left
+        out)."""
         pending, sent = head, 0
-        for data in _sparse_chunks(fd, size) if sparse else _chunks(fd, size):
+        for data in chunks:
             sent += len(data)
             tail = _padding(size) if sent == size else b""
             # Small files go out as one write (header + data + padding): fewer calls into zstd.
@@ -414,6 +453,28 @@ class TreeWriter:
         if pending:  # an empty file: its header alone
             self.out.write(pending)
         return short
+
+    def _sparse_header(self, rel: str, st: os.stat_result, regions: list[tuple[int, int]]) -> tuple[bytes, int]:
+        """A sparse file's header in GNU tar's PAX 1.0 format, with the start of its data: the
+        map of its data regions (decimal numbers, one a line: how many, then offset and size
+        of each; padded to a block). The regions' bytes follow, the holes are not stored.
+        The ustar name is GNU tar's placeholder, for tars that know no sparse files; the real
+        one is GNU.sparse.name. Returns the bytes and how many bytes of data follow."""
+        sparse_map = b"%d\n" % len(regions) + b"".join(b"%d\n%d\n" % region for region in regions)
+        sparse_map += b"\0" * (-len(sparse_map) % BLOCK)
+        data = sum(length for _offset, length in regions)
+        placeholder = f"GNUSparseFile.0/{os.path.basename(rel)}"
+        info = tarfile.TarInfo(placeholder if len(os.fsencode(placeholder)) <= 100 else "GNUSparseFile.0/file")
+        info.type, info.mode, info.mtime = tarfile.REGTYPE, stat.S_IMODE(st.st_mode), int(st.st_mtime)
+        info.uid, info.gid, info.size = st.st_uid, st.st_gid, len(sparse_map) + data
+        info.uname, info.gname = self._name("u", st.st_uid), self._name("g", st.st_gid)
+        info.pax_headers = {
+            tarstream.SPARSE_MAJOR: "1",
+            tarstream.SPARSE_MINOR: "0",
+            tarstream.SPARSE_NAME: rel,
+            tarstream.SPARSE_REALSIZE: str(st.st_size),
+        }
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape") + sparse_map, data
 
     def _header(self, rel: str, st: os.stat_result, kind: bytes, size: int = 0, linkname: str = "") -> bytes:
         return header(
@@ -456,28 +517,50 @@ def _chunks(fd: int, size: int) -> Iterator[bytes]:
         yield data
 
 
-def _sparse_chunks(fd: int, size: int) -> Iterator[bytes]:
-    """Like _chunks, but the holes (SEEK_HOLE) come as zeros without a read."""
+# Holes shorter than this are stored as the zeros they read as: a map entry costs more than
+# they do. Doubled while a file has more regions than MAX_REGIONS, so that the map stays small.
+MIN_HOLE = 64 << 10
+MAX_REGIONS = tarstream.MAX_SPARSE_REGIONS // 2
+
+
+def data_regions(fd: int, size: int) -> list[tuple[int, int]]:
+    """(offset, length) of the file's data (SEEK_DATA/SEEK_HOLE), nearby regions joined, and
+    a last (size, 0) entry, as GNU tar writes it: a file that ends in a hole gets its size."""
+    found: list[tuple[int, int]] = []
     position = 0
     while position < size:
         try:
-            data_at = min(os.lseek(fd, position, os.SEEK_DATA), size)
+            start = os.lseek(fd, position, os.SEEK_DATA)
         except OSError:  # ENXIO: only a hole from here to the end
-            data_at = size
-        while position < data_at:
-            zeros = _ZEROS[: min(COPY_CHUNK, data_at - position)]
-            position += len(zeros)
-            yield zeros
-        if position >= size:
-            return
-        hole_at = min(os.lseek(fd, position, os.SEEK_HOLE), size)
-        os.lseek(fd, position, os.SEEK_SET)
-        while position < hole_at:
-            data = os.read(fd, min(COPY_CHUNK, hole_at - position))
-            if not data:
-                return  # it shrank meanwhile
-            position += len(data)
+            break
+        if start >= size:
+            break
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        found.append((start, end - start))
+        position = end
+    min_hole = MIN_HOLE
+    while True:
+        joined: list[tuple[int, int]] = []
+        for start, length in found:
+            if joined and start - sum(joined[-1]) < min_hole:
+                joined[-1] = (joined[-1][0], start + length - joined[-1][0])
+            else:
+                joined.append((start, length))
+        if len(joined) < MAX_REGIONS:
+            return [*joined, (size, 0)]
+        min_hole *= 2
+
+
+def _region_chunks(fd: int, regions: list[tuple[int, int]]) -> Iterator[bytes]:
+    """The bytes of each data region in turn, in chunks; fewer if the file shrank."""
+    for offset, length in regions:
+        os.lseek(fd, offset, os.SEEK_SET)
+        read = 0
+        for data in _chunks(fd, length):
             yield data
+            read += len(data)
+        if read < length:
+            return
 
 
 def write_tree(

@@ -28,6 +28,7 @@ QUEUED_BATCHES = 4
 # sparse, and a restore never fills a disk with the zeros of a 3 GiB image of 4 bytes.
 HOLE_BLOCK = 64 << 10
 _ZEROS = bytes(HOLE_BLOCK)
+_USABLE = 0o700  # a folder the restore writes into; its own mode is set at the end
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -86,12 +87,17 @@ class DiskWriter:
     def open_file(self, path: str) -> None:
         self._add(self._open, path)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._batch_bytes += len(data)
         self._add(self._write, data)
 
-    def close_file(self, mode: int, mtime: int) -> None:
-        self._add(self._close, mode, mtime)
+    def seek(self, offset: int) -> None:
+        """Where the file's next bytes go (a sparse file's next region): a hole up to there."""
+        self._add(self._seek, offset)
+
+    def close_file(self, mode: int, mtime: int, length: int | None = None) -> None:
+        """`length`: the file's size (a sparse file, which may end in a hole)."""
+        self._add(self._close, mode, mtime, length)
 
     def finish(self) -> None:
         """Wait for every queued operation; raise the first one that failed."""
@@ -144,7 +150,10 @@ class DiskWriter:
         # O_EXCL | O_NOFOLLOW: never write over or through anything already there.
         self._fd = os.open(path, _OPEN_FLAGS, 0o600)
 
-    def _write(self, data: bytes) -> None:
+    def _seek(self, offset: int) -> None:
+        os.lseek(self._fd, offset, os.SEEK_SET)
+
+    def _write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         start = 0  # of the bytes not yet written
         for block in range(0, len(view) - HOLE_BLOCK + 1, HOLE_BLOCK):
@@ -156,12 +165,14 @@ class DiskWriter:
         self._ends_in_hole = start == len(view) > 0 or (self._ends_in_hole and not view)
         _write_all(self._fd, view[start:])
 
-    def _close(self, mode: int, mtime: int) -> None:
+    def _close(self, mode: int, mtime: int, length: int | None) -> None:
         fd, self._fd = self._fd, -1
         try:
-            if self._ends_in_hole:  # seeking past the end did not make it that long
+            if length is not None:
+                os.ftruncate(fd, length)
+            elif self._ends_in_hole:  # seeking past the end did not make it that long
                 os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))
-                self._ends_in_hole = False
+            self._ends_in_hole = False
             if mode != 0o600:
                 os.fchmod(fd, mode)
             os.utime(fd, (mtime, mtime))
@@ -198,9 +209,13 @@ def _purge(path: str, listing: dict[str, str] | None) -> None:
     directory's own descriptor, opened without following a link: nothing outside is touched.
     The folder becomes writable for what the increment puts in it (an earlier backup may have
     left it read-only, as a Go module cache is); its own mode is set again at the end."""
+    # Usable before it is opened: the layer before may have left it at 000 (or 0300), which
+    # its owner cannot open but may change. By path: _mkdir has just seen a real folder there,
+    # and the open below follows no link that could have been swapped in since.
+    os.chmod(path, _USABLE)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        os.fchmod(fd, 0o700)
+        os.fchmod(fd, _USABLE)
         if listing is None:
             return
         doomed = []
@@ -211,14 +226,14 @@ def _purge(path: str, listing: dict[str, str] | None) -> None:
                     doomed.append((entry.name, is_dir))
         for name, is_dir in doomed:
             if is_dir:
-                _remove_tree(os.path.join(path, name))
+                remove_tree(os.path.join(path, name))
             else:
                 os.unlink(name, dir_fd=fd)
     finally:
         os.close(fd)
 
 
-def _remove_tree(top: str) -> None:
+def remove_tree(top: str) -> None:
     """Delete a folder and everything below it: without recursion (a tree may be thousands of
     levels deep), making read-only folders writable first, never following a link (a link is
     unlinked, a folder is entered only when lstat says it is one)."""

@@ -60,7 +60,8 @@ class _Guard:
     def check(self, member: tarfile.TarInfo) -> _Member | None:
         """What to extract, None to skip the member (the root entry "./" of GNU tar, unless it
         is an increment's, with the top directory's dumpdir)."""
-        if not (member.isreg() or member.isdir() or member.issym() or member.islnk()) or member.sparse:
+        supported = member.isreg() or member.isdir() or member.issym() or member.islnk()
+        if not supported or member.type == tarfile.GNUTYPE_SPARSE:  # older sparse formats are "S"
             raise ArchiveError(f"unsupported archive member refused: {member.name!r} (type {member.type!r})")
         name = self._path(member.name, "path")
         if not name and not (self.increment and member.isdir()):
@@ -74,7 +75,10 @@ class _Guard:
         if member.issym():
             self.symlinks.add(name)
         mtime = int(min(max(member.mtime, 0), _MTIME_MAX)) if math.isfinite(member.mtime) else 0
-        return _Member(name, member.type, member.mode & 0o777, linkname, member.size, mtime, listing)
+        # A sparse file's regions: TarReader checked them (and the size is the real one).
+        regions: list[tuple[int, int]] | None = member.sparse  # type: ignore[assignment]
+        sparse = tuple(regions) if regions else None
+        return _Member(name, member.type, member.mode & 0o777, linkname, member.size, mtime, listing, sparse)
 
     def _check_increment(self, member: tarfile.TarInfo, name: str, linkname: str) -> dict[str, str] | None:
         for path, what in ((name, "path"), *([(linkname, "hard link to")] if member.islnk() else [])):
@@ -103,6 +107,8 @@ class _Member:
     mtime: int
     # An increment's directory: what it holds (name -> Y, N or D); the rest is deleted.
     listing: dict[str, str] | None = None
+    # A sparse file: (offset, length) of each region of data; the rest of `size` is holes.
+    sparse: tuple[tuple[int, int], ...] | None = None
 
 
 def parse_dumpdir(value: str, where: str) -> dict[str, str]:
@@ -185,6 +191,10 @@ def _queue_member(tar: TarReader, writer: DiskWriter, dest: str, path: str, memb
         writer.symlink(member.linkname, path)
     elif member.kind == tarfile.LNKTYPE:
         writer.link(os.path.join(dest, member.linkname), path)
+    elif member.sparse is not None:
+        writer.open_file(path)
+        _write_regions(tar, writer, member.name, member.sparse)
+        writer.close_file(member.mode, member.mtime, length=member.size)
     else:
         writer.open_file(path)
         left = member.size
@@ -194,6 +204,24 @@ def _queue_member(tar: TarReader, writer: DiskWriter, dest: str, path: str, memb
         if left:
             raise ArchiveError(f"the archive ends inside {member.name!r}")
         writer.close_file(member.mode, member.mtime)
+
+
+def _write_regions(tar: TarReader, writer: DiskWriter, name: str, regions: tuple[tuple[int, int], ...]) -> None:
+    """A sparse file's data, each region at its offset; what lies between stays a hole."""
+    pending = iter([region for region in regions if region[1]])
+    left = 0
+    for data in tar.data():
+        view, at = memoryview(data), 0
+        while at < len(view):
+            if not left:
+                offset, left = next(pending)  # the reader checked: the data fits the regions
+                writer.seek(offset)
+            piece = view[at : at + left]
+            writer.write(piece)
+            at += len(piece)
+            left -= len(piece)
+    if left or next(pending, None) is not None:
+        raise ArchiveError(f"the archive ends inside {name!r}")
 
 
 def _queue_replacement(writer: DiskWriter, path: str, member: _Member) -> None:
@@ -254,5 +282,17 @@ def move_into_place(staging: Path, target: Path) -> None:
         dest = target / entry.name
         if dest.exists() or dest.is_symlink():
             aside.mkdir(exist_ok=True)
-            os.rename(dest, aside / entry.name)
-        os.rename(entry, dest)
+            _rename(dest, aside / entry.name)
+        _rename(entry, dest)
+
+
+def _rename(source: Path, dest: Path) -> None:
+    """A folder moved to another parent needs its owner's write bit (its ".." changes): one
+    the backup holds at 000 or 0555 gets it for the move, and its mode back after."""
+    st = os.lstat(source)
+    locked = stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_IWUSR
+    if locked:
+        os.chmod(source, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
+    os.rename(source, dest)
+    if locked:
+        os.chmod(dest, stat.S_IMODE(st.st_mode))

@@ -20,6 +20,8 @@ import os
 import stat
 from typing import BinaryIO
 
+from vmgen.backup import owneraccess
+
 MAGIC = b"vmgen-index 1\n"
 # What the stage will read of a previous index: ~70 bytes an entry, so ~3.5 million files.
 MAX_BYTES = 256 << 20
@@ -81,22 +83,27 @@ class IndexWriter:
 
 def walk(root: str, skip: frozenset[str], out: IndexWriter) -> None:
     """Index the tree under `root` as a restore left it (files and symlinks; `skip` are
-    relative paths left out so the next backup takes them whatever their stat says)."""
-    stack = [""]
-    while stack:
-        rel_dir = stack.pop()
-        try:
-            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
-                entries = list(it)
-        except OSError:
-            continue
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+    relative paths left out so the next backup takes them whatever their stat says). Folders
+    of ours that are shut to us (mode 000) are opened as the backup's walk opens them."""
+    with owneraccess.FolderStack(("", 0o700)) as stack:
+        for rel_dir, mode in stack:
+            path = os.path.join(root, rel_dir) if rel_dir else root
+            if mode & owneraccess.LIST != owneraccess.LIST:
+                stack.hold(owneraccess.lend(path, owneraccess.LIST, stat.S_IFDIR))
             try:
-                st = entry.stat(follow_symlinks=False)
+                with os.scandir(path) as it:
+                    entries = list(it)
             except OSError:
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                stack.append(rel)
-            elif (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)) and rel not in skip:
-                out.add(rel, fingerprint(st))
+            folders = []
+            for entry in entries:
+                rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    folders.append((rel, stat.S_IMODE(st.st_mode)))
+                elif (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)) and rel not in skip:
+                    out.add(rel, fingerprint(st))
+            stack.extend(folders)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -135,6 +135,11 @@ def check_workspace(name: str) -> str:
     return name
 
 
+def valid_repo_folder(name: str) -> bool:
+    """A folder name of the home's work/ (a workspace name, or what an older one was)."""
+    return bool(_WORKSPACE_RE.match(name))
+
+
 def check_backup_id(backup_id: str) -> str:
     if not _ID_RE.match(backup_id):
         raise InvalidBackupRequest(f"invalid backup id {backup_id!r} (expected e.g. 20261125T130501Z-1a2b)")
@@ -195,6 +200,10 @@ class ArchiveSummary:
     skipped_count: int = 0
     # An increment: files and links left out because an earlier backup of the chain holds them.
     unchanged: int = 0
+    # Of the skipped, those with data this backup lacks (a file or folder it could not read, a
+    # file that shrank while read): deleting the VM after this backup would lose them.
+    left_out: tuple[str, ...] = ()
+    left_out_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -214,6 +223,14 @@ class Manifest:
     # restores its chain, from the full backup `depth` steps up, in order. A full one: "", 0.
     parent: str = ""
     depth: int = 0
+    # The store's own checksum of the object, as it reported it once the upload was verified
+    # (S3's ChecksumSHA256); "" for a store that keeps none. A restore compares it before it
+    # makes anything: an object written over since has another one.
+    store_checksum: str = ""
+    # The repository's folder under the home's work/ ("" if unknown: a vmgen before this field,
+    # whose restores took the workspace's name): a restore starts the agent there, also when
+    # it restores under another name a workspace that itself was restored under another name.
+    repo_folder: str = ""
 
     @property
     def is_increment(self) -> bool:
@@ -243,7 +260,12 @@ class Manifest:
             summary = dict(raw.pop("summary", {}))
             summary["excluded"] = tuple(ExcludeStat(**e) for e in summary.get("excluded", ()))
             summary["skipped"] = tuple(summary.get("skipped", ()))
-            manifest = cls(summary=ArchiveSummary(**summary), **raw)
+            summary["left_out"] = tuple(summary.get("left_out", ()))
+            # Fields a later vmgen adds are left for it: this one reads what it knows.
+            known = {f.name for f in fields(cls)}
+            summary_known = {f.name for f in fields(ArchiveSummary)}
+            summary = {k: v for k, v in summary.items() if k in summary_known}
+            manifest = cls(summary=ArchiveSummary(**summary), **{k: v for k, v in raw.items() if k in known})
         except ManifestInvalid:
             raise
         except (ValueError, TypeError, AttributeError) as e:
@@ -253,6 +275,8 @@ class Manifest:
             raise ManifestInvalid(f"manifest {where} is malformed: parent, depth and format_version disagree")
         if manifest.parent and not _ID_RE.match(manifest.parent):
             raise ManifestInvalid(f"manifest {where} names an invalid parent {manifest.parent!r}")
+        if manifest.repo_folder and not valid_repo_folder(manifest.repo_folder):
+            raise ManifestInvalid(f"manifest {where} names an invalid repository folder {manifest.repo_folder!r}")
         return manifest
 
 

@@ -48,7 +48,7 @@ from vmgen.backup.manifest import (
     UploadVerifyFailed,
     WrongIdentity,
 )
-from vmgen.backup.store import Readable, Store
+from vmgen.backup.store import LocalStore, Readable, Store, same_checksum
 from vmgen.privileges import RunAs
 
 CHUNK = stages.CHUNK
@@ -143,6 +143,7 @@ def create_backup(
     stall_seconds: float = 600,
     keeper: IndexKeeper | None = None,
     max_increments: int = 0,
+    repo_folder: str = "",
 ) -> Manifest:
     """Archive `root` into `store`, reading it as `run_as` (default: as we are). The manifest that
     makes the backup count is written only after the stored object was verified against what was
@@ -151,7 +152,8 @@ def create_backup(
     With a `keeper` (where the index of the last backup is kept) and `max_increments` > 0 the
     backup is an increment on the last one, unless that one is gone from the store, was made
     for another recipient, or its chain already holds `max_increments` increments: then it is
-    a full backup that starts a new chain."""
+    a full backup that starts a new chain. `repo_folder`: the repository's folder under the
+    home's work/, recorded in the manifest for a restore to start the agent in."""
     root = Path(root).absolute()
     if run_as is None and not root.is_dir():  # as another user, the tar stage says so itself
         raise InvalidBackupRequest(f"nothing to back up: {root} is not a directory")
@@ -204,6 +206,7 @@ def create_backup(
                 format_version=model.INCREMENT_FORMAT_VERSION if parent else model.FORMAT_VERSION,
                 parent=parent.backup_id if parent else "",
                 depth=parent.depth + 1 if parent else 0,
+                repo_folder=repo_folder if model.valid_repo_folder(repo_folder) else "",
             ),
         )
     except BaseException:
@@ -258,7 +261,7 @@ def _store_backup(
     digest, made = _age_report(running[1].result)
     if not sent == reader.count == made:
         raise UploadVerifyFailed(f"the store took {sent} of {reader.count} bytes for {key}; age wrote {made}")
-    _verify_stored(store, key, reader.count, digest)
+    store_checksum = _verify_stored(store, key, reader.count, digest)
     summary, plaintext_bytes, compressed_bytes = _tar_report(running[0].result)
     manifest = replace(
         draft,
@@ -267,6 +270,7 @@ def _store_backup(
         ciphertext_bytes=reader.count,
         sha256=digest,
         summary=summary,
+        store_checksum=store_checksum,
     )
     store.put_bytes(manifest.manifest_key, manifest.to_json())
     return manifest
@@ -298,6 +302,8 @@ def _tar_report(raw: Any) -> tuple[ArchiveSummary, int, int]:
         skipped=tuple(s[:300] for s in summary.skipped[:50]),
         skipped_count=max(0, summary.skipped_count),
         unchanged=max(0, summary.unchanged),
+        left_out=tuple(s[:300] for s in summary.left_out[:50]),
+        left_out_count=max(0, summary.left_out_count, min(len(summary.left_out), 50)),
     )
     return summary, plain, compressed
 
@@ -315,15 +321,17 @@ def _is_size(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _verify_stored(store: Store, key: str, size: int, digest: str) -> None:
+def _verify_stored(store: Store, key: str, size: int, digest: str) -> str:
     """Read the object back and compare: only then may a manifest make it count. A local
     folder's file was written and fsync'd by this very process, hashed as it passed: its size
-    is checked (a read-back would come from the page cache and prove nothing more)."""
+    is checked (a read-back would come from the page cache and prove nothing more). Returns
+    the checksum the store keeps of it ("" if none), for a restore to compare first."""
+    stored = store.head(key)
+    if stored is None or stored.size != size:
+        found = "missing" if stored is None else f"{stored.size} bytes"
+        raise UploadVerifyFailed(f"{key} is {found} in {store.describe()}, {size} were written")
     if not store.reads_back:
-        stored = store.size(key)
-        if stored != size:
-            raise UploadVerifyFailed(f"{key} is {stored} bytes in {store.describe()}, {size} were written")
-        return
+        return stored.checksum
     sha, count = hashlib.sha256(), 0
     with store.get_stream(key) as body:
         while data := body.read(CHUNK):
@@ -334,6 +342,7 @@ def _verify_stored(store: Store, key: str, size: int, digest: str) -> None:
             f"{key} read back as {count} bytes sha256 {sha.hexdigest()[:16]}..., "
             f"sent {size} bytes sha256 {digest[:16]}..."
         )
+    return stored.checksum
 
 
 # ----- restore -----
@@ -368,9 +377,7 @@ def restore_backup(
             f"backup {manifest.backup_id} was encrypted to {manifest.recipient}, "
             f"not to this identity ({identity.recipient})"
         )
-    chain = model.backup_chain(store, manifest)
-    for layer in chain:
-        _check_stored_size(store, layer)
+    chain = check_chain(store, manifest)
     if not merge and target.exists() and any(target.iterdir()):
         raise RestoreTargetNotEmpty(f"restore target {target} is not empty")
     staging = extract.staging_path(target, manifest.backup_id, merge)
@@ -419,18 +426,56 @@ class _Layer:
     index_fd: int | None  # where that stage sends the restored tree's index, if anywhere
 
 
-def _check_stored_size(store: Store, manifest: Manifest) -> None:
-    """Cheap early refusal, before downloading anything."""
-    size, want = store.size(manifest.object_key), manifest.ciphertext_bytes
-    if size is None:
+def check_chain(store: Store, manifest: Manifest) -> list[Manifest]:
+    """What restoring `manifest` takes (its chain, full backup first), checked as far as it can
+    be without downloading, so that a damaged link is refused before anything is made: every
+    manifest, and every object's size and the checksum the store keeps of it."""
+    chain = model.backup_chain(store, manifest)
+    for layer in chain:
+        check_stored(store, layer)
+    return chain
+
+
+def check_local_objects(store: Store, chain: list[Manifest]) -> None:
+    """In a local folder, every object of the chain is hashed against its manifest: read from
+    the local disk (about a second a GiB), where the restore would find a damaged one only
+    after a VM was made. A remote store's objects are checked as they are downloaded."""
+    if isinstance(store, LocalStore):
+        for layer in chain:
+            _check_local_digest(store, layer)
+
+
+def check_stored(store: Store, manifest: Manifest) -> None:
+    """The backup's object is in the store, of its size, and, where the store keeps a
+    checksum, the very object the backup verified."""
+    stored, want = store.head(manifest.object_key), manifest.ciphertext_bytes
+    if stored is None:
         raise ObjectNotFound(
             f"backup {manifest.backup_id} has a manifest but its object "
             f"{manifest.object_key} is missing from {store.describe()}"
         )
-    if size < want:
-        raise ObjectTruncated(f"backup {manifest.backup_id} is truncated: {size} of {want} bytes")
-    if size != want:
-        raise SizeMismatch(f"backup {manifest.backup_id} is {size} bytes, its manifest says {want}")
+    if stored.size < want:
+        raise ObjectTruncated(f"backup {manifest.backup_id} is truncated: {stored.size} of {want} bytes")
+    if stored.size != want:
+        raise SizeMismatch(f"backup {manifest.backup_id} is {stored.size} bytes, its manifest says {want}")
+    if manifest.store_checksum and not same_checksum(stored.checksum, manifest.store_checksum):
+        now = f"checksum {stored.checksum[:16]}..." if stored.checksum else "no checksum"
+        raise DigestMismatch(
+            f"backup {manifest.backup_id} is not the object that was backed up: the store has {now} for it, "
+            f"it kept {manifest.store_checksum[:16]}... at the backup (written over or damaged since)"
+        )
+
+
+def _check_local_digest(store: LocalStore, manifest: Manifest) -> None:
+    sha = hashlib.sha256()
+    with store.get_stream(manifest.object_key) as body:
+        while data := body.read(CHUNK):
+            sha.update(data)
+    if sha.hexdigest() != manifest.sha256:
+        raise DigestMismatch(
+            f"backup {manifest.backup_id} is damaged: its sha256 {sha.hexdigest()[:16]}... "
+            f"is not the manifest's {manifest.sha256[:16]}..."
+        )
 
 
 def _download_and_extract(store: Store, job: _Extraction, layer: _Layer) -> None:

@@ -18,7 +18,6 @@ import json
 import os
 import queue
 import select
-import shutil
 import subprocess
 import sys
 import threading
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import zstandard
 
 import vmgen
-from vmgen.backup import archive, crypto, extract, index, manifest as model
+from vmgen.backup import archive, crypto, diskwriter, extract, index, manifest as model
 from vmgen.backup.manifest import BackupError
 from vmgen.privileges import RunAs
 
@@ -248,13 +247,19 @@ def _job_untar(params: dict[str, Any]) -> int:
         extract.move_into_place(staging, target)
     finally:
         if not keep_staging:
-            shutil.rmtree(staging, ignore_errors=True)
+            _remove_staging(staging)
     return count
 
 
 def _job_discard(params: dict[str, Any]) -> None:
     """A chain's restore failed between two backups: its staged tree goes."""
-    shutil.rmtree(params["staging"], ignore_errors=True)
+    _remove_staging(Path(params["staging"]))
+
+
+def _remove_staging(staging: Path) -> None:
+    """The staged tree, also its folders of mode 000 (shutil.rmtree cannot list them)."""
+    with contextlib.suppress(OSError):
+        diskwriter.remove_tree(str(staging))
 
 
 def _extract_stdin(dest: Path, increment: bool) -> int:

@@ -3,7 +3,9 @@ production). Both take the same keys (`ws/<name>/<id>.tar.zst.age`, `ws/<name>/<
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import os
 import secrets
 import threading
@@ -42,6 +44,25 @@ class Download(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """What a store says of an object without reading it."""
+
+    size: int
+    # The store's own checksum of the object, in the store's form ("" if it keeps none): S3's
+    # ChecksumSHA256, "<base64>-<parts>" for a multipart upload. It stays with the object it
+    # was made for: an object written over since has another one, or none.
+    checksum: str = ""
+
+
+def same_checksum(stored: str, recorded: str) -> bool:
+    """Whether a checksum a store reports now is the one recorded at the backup. Stores differ
+    in whether they append a multipart upload's part count ("-3"); a count on both must match."""
+    digest, _, parts = stored.partition("-")
+    want_digest, _, want_parts = recorded.partition("-")
+    return digest == want_digest and (parts == want_parts or not parts or not want_parts)
+
+
 class Store(Protocol):
     # Whether an object just stored must be read back to be trusted. A remote store: yes (what
     # arrived is only known by reading it). A local folder: its file was written and fsync'd by
@@ -52,6 +73,7 @@ class Store(Protocol):
     def put_stream(self, key: str, src: Readable) -> int: ...
     def get_stream(self, key: str) -> Download: ...
     def size(self, key: str) -> int | None: ...
+    def head(self, key: str) -> StoredObject | None: ...
     def list_keys(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...
     def put_bytes(self, key: str, data: bytes) -> None: ...
@@ -141,6 +163,10 @@ class LocalStore:
             return self._path(key).stat().st_size
         except FileNotFoundError:
             return None
+
+    def head(self, key: str) -> StoredObject | None:
+        size = self.size(key)
+        return None if size is None else StoredObject(size)  # a folder keeps no checksum
 
     def list_keys(self, prefix: str) -> list[str]:
         keys = []
@@ -234,7 +260,8 @@ class S3Store:
                 status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
                 if status == 404 or code in ("NoSuchKey", "NotFound", "NoSuchUpload"):
                     raise ObjectNotFound(f"{what}: not found in {self.describe()}") from e
-                retryable = status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout")
+                # BadDigest: what arrived is not what was sent (its checksum): send it again.
+                retryable = status >= 500 or status == 429 or code in ("SlowDown", "RequestTimeout", "BadDigest")
                 if not retryable or attempt == self.settings.attempts:
                     msg = e.response.get("Error", {}).get("Message", "")
                     raise StoreError(f"{what} failed on {self.describe()}: {code or status} {msg}".rstrip()) from e
@@ -259,11 +286,15 @@ class S3Store:
         return _S3Body(response["Body"], key, self.describe())
 
     def size(self, key: str) -> int | None:
+        stored = self.head(key)
+        return None if stored is None else stored.size
+
+    def head(self, key: str) -> StoredObject | None:
         try:
-            head = self._call(f"head {key}", self.client.head_object, Key=self._key(key))
+            head = self._call(f"head {key}", self.client.head_object, Key=self._key(key), ChecksumMode="ENABLED")
         except ObjectNotFound:
             return None
-        return int(head["ContentLength"])
+        return StoredObject(int(head["ContentLength"]), str(head.get("ChecksumSHA256") or ""))
 
     def list_keys(self, prefix: str) -> list[str]:
         keys: list[str] = []
@@ -285,9 +316,11 @@ class S3Store:
         size = self.settings.part_size
         first = read_full(src, size)
         if len(first) < size:  # fits one part: a plain PUT is one request instead of three
-            self._call(f"put {key}", self.client.put_object, Key=self._key(key), Body=bytes(first))
+            self._call(f"put {key}", self.client.put_object, Key=self._key(key), Body=bytes(first), **_sha256_of(first))
             return len(first)
-        upload = self._call(f"start upload {key}", self.client.create_multipart_upload, Key=self._key(key))
+        upload = self._call(
+            f"start upload {key}", self.client.create_multipart_upload, Key=self._key(key), ChecksumAlgorithm="SHA256"
+        )
         upload_id = upload["UploadId"]
         handoff = [first]  # the part buffers' only references live in _upload_parts: RSS bound
         del first
@@ -340,6 +373,7 @@ class S3Store:
         return parts, total
 
     def _upload_part(self, key: str, upload_id: str, number: int, buf: bytearray) -> dict[str, Any]:
+        checksum = _sha256_of(buf)
         response = self._call(
             f"upload part {number} of {key}",
             self.client.upload_part,
@@ -347,8 +381,18 @@ class S3Store:
             UploadId=upload_id,
             PartNumber=number,
             Body=buf,
+            **checksum,
         )
-        return {"ETag": response["ETag"], "PartNumber": number}
+        return {"ETag": response["ETag"], "PartNumber": number, "ChecksumSHA256": checksum["ChecksumSHA256"]}
+
+
+def _sha256_of(data: bytes | bytearray) -> dict[str, str]:
+    """A request's SHA-256 checksum, computed here and sent as a header (botocore, asked to
+    compute one, may send it as an aws-chunked trailer, which not every S3-compatible store
+    takes): the store checks what arrived against it (BadDigest otherwise) and keeps it with
+    the object (for a multipart upload, a checksum of its parts' checksums)."""
+    digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    return {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": digest}
 
 
 def _raise_first_error(futures: list[Future[Any]]) -> None:

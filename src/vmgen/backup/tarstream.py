@@ -6,8 +6,10 @@ of a restore's Python time. This reader slices headers straight out of the 1 MiB
 decompressor hands over, and produces tarfile.TarInfo objects, so what is extracted is decided
 as before (extract._Guard). It reads what tarfile reads for our purposes: ustar headers (with
 the prefix field, base-256 numbers, signed or unsigned checksums), PAX extended and global
-headers, GNU long names and link names. Sparse files are flagged so the guard refuses them.
-Unlike tarfile, a damaged header after the first is an error, not a silent end of archive."""
+headers, GNU long names and link names, and sparse files in GNU tar's PAX 1.0 format (what
+archive.py writes; their map is read and checked here, older sparse formats are flagged as
+type "S" for the guard to refuse). Unlike tarfile, a damaged header after the first is an
+error, not a silent end of archive."""
 
 from __future__ import annotations
 
@@ -25,6 +27,11 @@ _ZERO_BLOCK = bytes(BLOCK)
 DUMPDIR = "GNU.dumpdir"  # GNU tar's PAX keyword for a directory's listing in an increment
 # A PAX header or GNU long name is read whole: a directory's dumpdir of ~100,000 names fits.
 MAX_EXTENDED_HEADER = 16 << 20
+# GNU tar's PAX keywords of a sparse file in format 1.0 (its map is at the start of the data).
+SPARSE_MAJOR, SPARSE_MINOR = "GNU.sparse.major", "GNU.sparse.minor"
+SPARSE_NAME, SPARSE_REALSIZE = "GNU.sparse.name", "GNU.sparse.realsize"
+MAX_SPARSE_REGIONS = 1 << 17  # a map is read whole; archive.py writes at most half as many
+_MAX_DIGITS = 19  # a map's numbers are 64-bit
 
 
 def _text(field: bytes) -> str:
@@ -181,14 +188,63 @@ class TarReader:
         info.name = names.get(tarfile.GNUTYPE_LONGNAME, info.name)
         info.linkname = names.get(tarfile.GNUTYPE_LONGLINK, info.linkname)
         self._apply_pax(info, pax)
-        if kind == tarfile.GNUTYPE_SPARSE or any(k.startswith("GNU.sparse.") for k in pax):
-            # Refused by the guard. typeshed types `sparse` as bytes; tarfile keeps (offset, size) pairs.
-            info.sparse = [(0, info.size)]  # type: ignore[assignment]
+        sparse_1_0 = kind in _REGULAR and pax.get(SPARSE_MAJOR) == "1" and pax.get(SPARSE_MINOR) == "0"
+        if not sparse_1_0 and (kind == tarfile.GNUTYPE_SPARSE or any(k.startswith("GNU.sparse.") for k in pax)):
+            info.type = tarfile.GNUTYPE_SPARSE  # an older sparse format: the guard refuses the type
         if info.isdir():
             info.name = info.name.rstrip("/")
         if info.type in _REGULAR or info.type not in tarfile.SUPPORTED_TYPES:
             self._left, self._skip = info.size, info.size + (-info.size % BLOCK)
+        if sparse_1_0:
+            self._sparse_map(info, pax)
         return info
+
+    def _sparse_map(self, info: tarfile.TarInfo, pax: dict[str, str]) -> None:
+        """Read a PAX 1.0 sparse file's map from the start of its data and check it: regions in
+        order, apart, inside the real size, holding exactly the data that follows. Then
+        info.size is the real size, info.sparse the regions, and data() yields their bytes."""
+        try:
+            realsize = int(pax[SPARSE_REALSIZE])
+            info.name = pax[SPARSE_NAME].rstrip("/") or info.name
+        except (KeyError, ValueError):
+            raise ArchiveError(f"the archive's sparse file {info.name!r} has no real size or name") from None
+        numbers: list[int] = []  # how many regions, then offset and length of each
+        partial = b""
+        while not numbers or len(numbers) < 1 + 2 * numbers[0]:
+            if (
+                len(partial) > _MAX_DIGITS
+                or not (partial.isdigit() or not partial)
+                or numbers[:1] > [MAX_SPARSE_REGIONS]
+            ):
+                raise ArchiveError(f"the archive's sparse map of {info.name!r} is not a map")
+            if self._left < BLOCK:
+                raise ArchiveError(f"the archive's sparse map of {info.name!r} is cut short")
+            block = self._take(BLOCK)
+            if len(block) != BLOCK:
+                raise ArchiveError("the archive is not a valid tar stream: unexpected end of data")
+            self._left -= BLOCK
+            self._skip -= BLOCK
+            *lines, partial = (partial + block).split(b"\n")
+            for line in lines:
+                if not line.isdigit() or len(line) > _MAX_DIGITS:
+                    raise ArchiveError(f"the archive's sparse map of {info.name!r} is not a map")
+                numbers.append(int(line))
+        count = numbers[0]
+        regions = list(zip(numbers[1 : 1 + 2 * count : 2], numbers[2 : 2 + 2 * count : 2], strict=True))
+        end = 0
+        for offset, length in regions:
+            if offset < end:
+                raise ArchiveError(f"the archive's sparse map of {info.name!r} has regions that overlap")
+            end = offset + length
+            if end > realsize:
+                raise ArchiveError(f"the archive's sparse map of {info.name!r} reaches beyond its size")
+        if sum(length for _offset, length in regions) != self._left:
+            raise ArchiveError(
+                f"the archive's sparse file {info.name!r} holds {self._left} bytes, not what its map says"
+            )
+        # typeshed types `sparse` as bytes; tarfile keeps (offset, size) pairs, as here.
+        info.sparse = regions  # type: ignore[assignment]
+        info.size = realsize
 
     @staticmethod
     def _apply_pax(info: tarfile.TarInfo, pax: dict[str, str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 
 import click
@@ -26,6 +27,8 @@ from .launching import (
     print_web_access,
     web_options,
 )
+
+LARGE_CHECK = 1 << 30  # hashing a chain of more than this before a restore says so
 
 
 def human_bytes(count: float) -> str:
@@ -55,12 +58,23 @@ def backup(name: str, timeout: float) -> None:
         )
     for stat in result.excluded:
         err.print(f"  excluded {stat.pattern}: {stat.files} files, {human_bytes(stat.bytes)}")
-    if result.skipped:
-        err.print(f"  skipped {result.skipped} file(s) a backup cannot hold (FIFOs, sockets) or could not read:")
-        for entry in result.skipped_paths[:10]:
-            err.print(f"    {entry}")
-        if result.skipped > 10:
-            err.print(f"    and {result.skipped - 10} more")
+    if result.left_out:
+        err.print(
+            f"  [yellow]left out {result.left_out} file(s) or folder(s) it could not read[/] "
+            "(the VM has them, this backup does not):"
+        )
+        _print_some(result.left_out_paths, result.left_out)
+    others = [entry for entry in result.skipped_paths if entry not in result.left_out_paths]
+    if result.skipped > result.left_out:
+        err.print(f"  skipped {result.skipped - result.left_out} file(s) a backup cannot hold (FIFOs, sockets):")
+        _print_some(others, result.skipped - result.left_out)
+
+
+def _print_some(entries: tuple[str, ...] | list[str], count: int) -> None:
+    for entry in entries[:10]:
+        err.print(f"    {entry}")
+    if count > 10:
+        err.print(f"    and {count - 10} more")
 
 
 @click.command()
@@ -105,7 +119,8 @@ def restore(
     name: str, backup_id: str | None, new_name: str | None, provider: str | None, keep_on_failure: bool, as_json: bool
 ) -> None:
     """Bring NAME back on a new VM: files, ~/.claude and the agent's conversation."""
-    from ..backup.manifest import WrongIdentity, backup_chain, latest_backup, read_manifest
+    from ..backup.manifest import WrongIdentity, latest_backup, read_manifest
+    from ..backup.pipeline import check_chain, check_local_objects
     from ..launch import LaunchOptions, launch as launch_workspace
 
     target_name = validate_name(new_name or name)
@@ -116,7 +131,12 @@ def restore(
     store_target = require_target(settings(), chosen.name)
     store = open_store(store_target)
     manifest = read_manifest(store, name, backup_id) if backup_id else latest_backup(store, name)
-    backup_chain(store, manifest)  # an increment whose chain is broken: said before a VM is made
+    # A broken or damaged chain is said before a VM is made: every link's manifest, the size
+    # and the store's checksum of every object, and, in a local folder, its sha256.
+    chain = check_chain(store, manifest)
+    large = sum(m.ciphertext_bytes for m in chain) > LARGE_CHECK
+    with progress(f"checking the {len(chain)} object(s) of {manifest.backup_id}") if large else nullcontext():
+        check_local_objects(store, chain)
     identity = load_for_restore(name)
     if identity.recipient != manifest.recipient:
         raise WrongIdentity(
@@ -126,7 +146,8 @@ def restore(
     # The new workspace's own backups go under its own name, to its own identity.
     new_identity = target_name != name and not has_identity(target_name)
     recipient = identity.recipient if target_name == name else ensure_identity(target_name)
-    spec = build_spec(RestoreSource(name, manifest.backup_id), {"name": target_name}, store_target, chosen.name)
+    source = RestoreSource(name, manifest.backup_id, manifest.repo_folder)
+    spec = build_spec(source, {"name": target_name}, store_target, chosen.name)
     options = LaunchOptions(
         agent_env=agent_env(settings(), spec.agent.key_variables),
         backup=(target_on_vm(store_target), recipient),

@@ -147,6 +147,24 @@ class BackupResult:
     trigger: str = ""  # "laptop", "page", "idlewatch"
     seconds: float = 0.0
     finished_at: float = 0.0
+    # Of the skipped, those holding data the backup lacks (files and folders it could not read,
+    # not even as their owner), each with why: the VM still has them, the backup does not.
+    left_out: int = 0
+    left_out_paths: tuple[str, ...] = ()
+
+    def reason_not_to_delete(self) -> str:
+        """Why the VM must not be deleted on the strength of this backup ("" when it may be):
+        it failed, or it left out files that the VM holds, so a delete would lose them."""
+        if not self.ok:
+            return f"the backup failed: {self.error}"
+        if not self.left_out:
+            return ""
+        shown = "; ".join(self.left_out_paths[:5])
+        more = f"; and {self.left_out - 5} more" if self.left_out > 5 else ""
+        return (
+            f"backup {self.backup_id} left out {self.left_out} file(s) or folder(s) it could not read, "
+            f"which deleting the VM would lose: {shown}{more}"
+        )
 
 
 @dataclass(frozen=True)

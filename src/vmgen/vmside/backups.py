@@ -15,13 +15,21 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 from ..backup.crypto import parse_identity
 from ..backup.indexkeeper import IndexKeeper
 from ..backup.pipeline import create_backup, restore_backup
 from ..backup.target import load_vm_config, open_store
 from ..contract import codec
-from ..contract.documents import BackupConfig, BackupResult, ExcludedRecord, RestoreRequest, RestoreResult
+from ..contract.documents import (
+    BackupConfig,
+    BackupResult,
+    ExcludedRecord,
+    RestoreRequest,
+    RestoreResult,
+    WorkspaceInfo,
+)
 from ..contract.names import AGENT_USER, VM, VmPaths
 from ..errors import VmgenError
 from ..privileges import RunAs
@@ -86,6 +94,7 @@ def run_backup(
                 run_as=agent or RunAs.lookup(AGENT_USER),
                 keeper=IndexKeeper(paths.backup_index),
                 max_increments=target.max_increments,
+                repo_folder=repo_folder(paths),
             )
         own = set(runtime_excludes(paths))
         result = BackupResult(
@@ -98,6 +107,8 @@ def run_backup(
             parent=manifest.parent,
             files=manifest.summary.files + manifest.summary.symlinks + manifest.summary.hardlinks,
             unchanged=manifest.summary.unchanged,
+            left_out=manifest.summary.left_out_count,
+            left_out_paths=manifest.summary.left_out[:20],
             excluded=tuple(
                 ExcludedRecord(s.pattern, s.entries, s.files, s.bytes)
                 for s in manifest.summary.excluded
@@ -150,6 +161,17 @@ def run_restore(
     result = replace(result, seconds=round(time.monotonic() - started, 2), finished_at=time.time())
     write_text(paths.restore_result, codec.dumps(result))
     return result
+
+
+def repo_folder(paths: VmPaths) -> str:
+    """The repository's folder under the home's work/, as rendered into workspace.json (root's
+    file): a backup records it, so that its restore, under whatever name, starts the agent there."""
+    try:
+        info = codec.loads(WorkspaceInfo, paths.workspace_info.read_bytes(), str(paths.workspace_info), strict=False)
+    except (OSError, codec.DocumentError):
+        return ""
+    repo = Path(info.repo_dir)
+    return repo.name if repo.parent == paths.work else ""
 
 
 def _config(paths: VmPaths) -> BackupConfig:

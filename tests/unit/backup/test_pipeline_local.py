@@ -248,6 +248,20 @@ def test_restore_refuses_a_missing_manifest(one_backup, store, target):
     _untouched(target)
 
 
+def test_a_manifest_names_a_repository_folder_only_and_fields_of_a_later_vmgen_are_left_alone(one_backup, store):
+    made, _identity, _obj = one_backup
+    raw = json.loads(store.get_bytes(made.manifest_key))
+    later = dict(raw, added_later="x", summary=dict(raw["summary"], counted_later=3))
+    assert model.Manifest.from_json(json.dumps(later).encode(), "later") == made
+    for folder in ("../etc", "a/b", ".hidden", ""):
+        forged = json.dumps(dict(raw, repo_folder=folder)).encode()
+        if folder:
+            with pytest.raises(model.ManifestInvalid, match="repository folder"):
+                model.Manifest.from_json(forged, "forged")
+        else:
+            assert model.Manifest.from_json(forged, "forged").repo_folder == ""
+
+
 def test_a_hostile_archive_in_an_intact_backup_is_refused_by_the_untar_stage(one_backup, keys, store, target):
     """The object is intact and opens with the key, but its tar escapes the target: the error
     is the untar stage's (not its echo, the decrypt stage's broken pipe), nothing moves in."""

@@ -5,6 +5,7 @@ latest), damaged objects refused, an unreachable store reported as such."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -34,6 +35,8 @@ from vmgen.backup import (
     parse_identity,
     restore_backup,
 )
+from vmgen.backup.indexkeeper import IndexKeeper
+from vmgen.backup.pipeline import check_chain
 
 MIB = 1024 * 1024
 
@@ -134,10 +137,13 @@ def test_backup_killed_mid_upload_leaves_no_manifest(tree, keys, bucket, proxy, 
     store = s3_store(proxy.url, bucket)
     previous = create_backup(tree, store, "app", recipient, excludes=EXCLUDES)
     proxy.attempts.clear()
-    proxy.faults = Faults(hold=3)
+    # Held at part 2, the stages cannot have written all of the ~22 MiB stream: the uploader
+    # takes at most two parts beyond those sent, the pipes 2 MiB. Held at part 3, they could
+    # have, and exited before the kill (seen once part checksums slowed the uploader a little).
+    proxy.faults = Faults(hold=2)
     proc = subprocess.Popen([sys.executable, "-c", KILLED_BACKUP, proxy.url, bucket, str(tree), recipient])
     try:
-        assert proxy.part_started.wait(timeout=120), "the backup never reached part 3"
+        assert proxy.part_started.wait(timeout=120), "the backup never reached part 2"
         stages = psutil.Process(proc.pid).children(recursive=True)
         assert len(stages) == 2  # the tar+zstd and age children
         os.kill(proc.pid, signal.SIGKILL)  # only the backup process itself
@@ -204,3 +210,40 @@ def test_manifest_is_json_with_the_promised_fields(tree, keys, bucket, moto_port
             "compressed_bytes", "ciphertext_bytes", "sha256", "recipient", "summary",
             "vmgen_version"} <= set(raw)
     assert raw["summary"]["excluded"][0]["pattern"] in {"node_modules", ".cache", "build"}
+
+
+def test_the_store_keeps_each_objects_checksum_and_a_written_over_link_is_refused_before_anything_is_made(
+        keys, bucket, moto_port, tmp_path):
+    """Every part and object goes up with its SHA-256 (x-amz-checksum-sha256), the store keeps
+    it (HeadObject with ChecksumMode=ENABLED), the manifest records it, and a restore compares
+    it for every link of the chain before it downloads anything: a middle link written over
+    with as many other bytes is refused in one line, the target never made."""
+    text, recipient = keys
+    endpoint = f"http://127.0.0.1:{moto_port}"
+    store = s3_store(endpoint, bucket)
+    keeper = IndexKeeper(tmp_path / "keeper")
+    tree = tmp_path / "home"
+    build_tree(tree, random_mb=22)  # the full backup: 5 parts
+    full = create_backup(tree, store, "app", recipient, excludes=EXCLUDES, keeper=keeper, max_increments=5)
+    (tree / "work/app/src/mod1.py").write_text("changed\n")
+    middle = create_backup(tree, store, "app", recipient, excludes=EXCLUDES, keeper=keeper, max_increments=5)
+    newest = create_backup(tree, store, "app", recipient, excludes=EXCLUDES, keeper=keeper, max_increments=5)
+    client = _client(endpoint)
+    for made, parts in ((full, 5), (middle, 0), (newest, 0)):
+        head = client.head_object(Bucket=bucket, Key=made.object_key, ChecksumMode="ENABLED")
+        assert made.store_checksum and head["ChecksumSHA256"].split("-")[0] == made.store_checksum.split("-")[0]
+        if not parts:  # one PUT: the object's own SHA-256, which the manifest's sha256 also is
+            assert base64.b64decode(made.store_checksum).hex() == made.sha256
+    assert [m.backup_id for m in check_chain(store, newest)] == [full.backup_id, middle.backup_id, newest.backup_id]
+
+    _rewrite_object(endpoint, bucket, middle.object_key, _flip)  # same size, other bytes, no checksum
+    reads: list[str] = []
+    store.client.meta.events.register("before-call.s3.GetObject", lambda params, **_: reads.append(params["url_path"]))
+    written_over = f"backup {middle.backup_id} is not the object that was backed up"
+    with pytest.raises(DigestMismatch, match=written_over) as refused:
+        check_chain(store, newest)
+    assert "\n" not in str(refused.value)
+    target = tmp_path / "agent"
+    with pytest.raises(DigestMismatch, match=middle.backup_id):
+        restore_backup(store, "app", None, parse_identity(text), target)
+    assert not target.exists() and not [r for r in reads if r.endswith(".tar.zst.age")]  # no object downloaded

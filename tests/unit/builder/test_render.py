@@ -110,6 +110,16 @@ def test_a_restore_skips_the_clone_and_names_the_backup() -> None:
     assert "git clone" not in user_data and "git clone" in render(make_spec())
 
 
+def test_a_restore_works_in_the_repository_folder_its_backup_names() -> None:
+    """`restore app --as app2`, then app2's own backup restored as app2 (or app3): the
+    repository is still in work/app, as the manifest says, and the agent starts there."""
+    spec = make_spec(name="app3", source=RestoreSource("app2", "20261125T150000Z-ab12", repo_folder="app"))
+    assert spec.repo_dir == "/home/agent/work/app"
+    files = files_of(render(spec, backup=(STORE, RECIPIENT)))
+    assert json.loads(files["/etc/vmgen/workspace.json"]["content"])["repo_dir"] == "/home/agent/work/app"
+    assert make_spec(source=RestoreSource("app2")).repo_dir == "/home/agent/work/app2"  # an older manifest
+
+
 def test_the_size_limit_is_enforced_with_a_clear_error() -> None:
     big = make_spec(extra_packages=tuple(f"package-{i:05d}" for i in range(2500)))
     user_data = render(big)

@@ -202,3 +202,35 @@ def test_backups_name_each_increments_parent_and_a_broken_chain_is_refused_befor
     result = vmgen(home, "restore", "app", "--provider", "docker")
     assert result.returncode == 1
     assert f"is an increment on {full.backup_id}, which is missing" in one_error_line(result)
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda data: data[:-100], "is truncated"),
+    (lambda data: data[:999] + bytes([data[999] ^ 1]) + data[1000:], "is damaged: its sha256"),
+], ids=["truncated", "flipped-byte"])
+def test_a_damaged_link_in_the_middle_of_a_chain_is_refused_before_any_vm(home: Path, damage, words) -> None:
+    """Every object of the chain is checked before anything is made (sizes, and, in a local
+    folder, sha256): the identity is here, so nothing else stops the restore. The image named
+    here does not exist, so a launch could not get far anyway."""
+    from vmgen.backup import LocalStore, create_backup, generate_identity, save_identity
+    from vmgen.backup.indexkeeper import IndexKeeper
+
+    name = f"chain-{os.urandom(3).hex()}"
+    work = home / "work"
+    work.mkdir()
+    (work / "a.bin").write_bytes(os.urandom(5000))
+    store = LocalStore(home / ".local/share/vmgen/backups")
+    keeper = IndexKeeper(home / "index")
+    text, recipient = generate_identity()
+    save_identity(home / f".local/state/vmgen/identities/{name}.age-identity", text)
+    create_backup(work, store, name, recipient, keeper=keeper, max_increments=5)
+    (work / "b.bin").write_bytes(os.urandom(5000))
+    middle = create_backup(work, store, name, recipient, keeper=keeper, max_increments=5)
+    (work / "c.bin").write_bytes(os.urandom(5000))
+    create_backup(work, store, name, recipient, keeper=keeper, max_increments=5)
+    obj = store.root / middle.object_key
+    obj.write_bytes(damage(obj.read_bytes()))
+
+    result = vmgen(home, "restore", name, "--provider", "docker", VMGEN_DOCKER_IMAGE="vmgen-no-such-image:never")
+    assert result.returncode == 1
+    assert f"backup {middle.backup_id} {words}" in one_error_line(result)

@@ -16,7 +16,7 @@ from vmgen.backup import generate_identity, list_backups
 from vmgen.backup.store import LocalStore
 from vmgen.contract import codec
 from vmgen.contract.control import ControlRequest
-from vmgen.contract.documents import BackupConfig, BackupResult, BackupTarget, RestoreRequest
+from vmgen.contract.documents import BackupConfig, BackupResult, BackupTarget, RestoreRequest, WorkspaceInfo
 from vmgen.contract.names import VmPaths
 from vmgen.privileges import RunAs
 from vmgen.vmside import control
@@ -72,6 +72,18 @@ def test_backup_records_its_result_for_the_cli(backed_up, tmp_path):
     # The user's excludes are reported; vmgen's own runtime files are dropped silently.
     assert [stat.pattern for stat in result.excluded] == ["node_modules"]
     assert result.skipped == 1 and result.skipped_paths == ("work/app/a-fifo: special file",)  # said, with why
+
+
+def test_a_backup_records_the_repository_folder_for_its_restore(tmp_path, keys):
+    """A workspace restored under another name (app2) works in the original's folder, as its
+    workspace.json says: its backups name that folder, for their restore to start the agent in."""
+    paths = vm(tmp_path / "vm", tmp_path / "store", keys[1])
+    write(paths.home / "work/app/main.py", "print('hi')\n")
+    info = WorkspaceInfo("app2", "claude", str(paths.work / "app"), "backup of app", 30, False, "0.1.0")
+    paths.workspace_info.write_text(codec.dumps(info))
+    assert run_backup("laptop", paths, ME).ok
+    (made,) = list_backups(LocalStore(tmp_path / "store"), "app")
+    assert made.repo_folder == "app"
 
 
 def test_restore_brings_work_back_without_runtime_files_and_keeps_the_new_keys(backed_up, tmp_path, keys):
