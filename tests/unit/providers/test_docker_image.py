@@ -3,6 +3,7 @@ when that cannot work (this machine reaches no container registry, like many CI 
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 from vmgen.providers.docker import SHIPPED_IMAGE
@@ -17,12 +18,14 @@ def test_the_dockerfile_is_shipped_in_the_package():
 
 
 def test_unknown_image_is_one_clear_line(home: Path):
-    (home / "repo").mkdir()
+    # A name of this run's own: the engine may hold someone's workspace called `repo`.
+    name = f"noimage-{uuid.uuid4().hex[:6]}"
+    (home / name).mkdir()
     src = Path(__file__).resolve().parents[3] / "src"
-    result = subprocess.run([sys.executable, "-m", "vmgen", "launch", str(home / "repo")], cwd=home,
+    result = subprocess.run([sys.executable, "-m", "vmgen", "launch", str(home / name)], cwd=home,
                             env={"HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(src),
                                  "VMGEN_DOCKER_IMAGE": "vmgen-no-such-image:1"}, capture_output=True, text=True)
     assert result.returncode == 1
     assert "docker image 'vmgen-no-such-image:1' not found" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (home / ".local/state/vmgen/workspaces/repo").exists()
+    assert not (home / f".local/state/vmgen/workspaces/{name}").exists()
