@@ -71,6 +71,7 @@ def backup(name: str, timeout: float) -> None:
 def backups(name: str | None, provider: str | None) -> None:
     """Every backup in the store (of NAME, or of all workspaces)."""
     from ..backup.manifest import list_backups
+    from ..vmside.backups import runtime_excludes
 
     store_target = require_target(settings(), provider or settings().provider)
     found = list_backups(open_store(store_target), name)
@@ -78,11 +79,13 @@ def backups(name: str | None, provider: str | None) -> None:
         err.print(f"no backups{f' of {name}' if name else ''} in {store_target.describe()}")
         return
     table = Table(box=None, header_style="bold")
-    for column in ("WORKSPACE", "BACKUP", "KIND", "CREATED", "SIZE", "AGE"):
+    own = set(runtime_excludes())  # vmgen's own files, left out of every backup: not the user's excludes
+    for column in ("WORKSPACE", "BACKUP", "KIND", "CREATED", "SIZE", "AGE", "EXCLUDED"):
         table.add_column(column)
     now = datetime.now(UTC)
     for m in found:
         created = datetime.fromisoformat(m.created_at)
+        excluded = [e for e in m.summary.excluded if e.entries and e.pattern not in own]
         table.add_row(
             m.workspace,
             m.backup_id,
@@ -90,6 +93,7 @@ def backups(name: str | None, provider: str | None) -> None:
             created.strftime("%Y-%m-%d %H:%M"),
             human_bytes(m.ciphertext_bytes),
             age(now - created),
+            ", ".join(f"{e.pattern} {human_bytes(e.bytes)}" for e in excluded) or "-",
         )
     out.print(table)
 
