@@ -95,9 +95,10 @@ def test_destroy_without_a_terminal_needs_yes(cli, keyless) -> None:
 
 
 def test_list_shows_only_ones_own_unless_all(cli, keyless, tmp_path) -> None:
-    # Someone else on the same engine: another user, another home.
+    # Someone else on the same engine, as the same uid and user name (everyone is root on a shared
+    # machine): only their vmgen state folder, in another home, tells them apart.
     home = make_home(tmp_path)
-    other = Cli(env={**cli.env, "HOME": str(home), "LOGNAME": f"someone-{RUN}", "USER": f"someone-{RUN}"}, home=home)
+    other = Cli(env={**cli.env, "HOME": str(home)}, home=home)
     listed = other("list")
     assert NAME not in listed.stdout and "of other users not shown" in listed.stderr
     row = next(line for line in other("list", "--all").stdout.splitlines() if line.split()[:1] == [NAME])
@@ -192,10 +193,13 @@ def test_leftovers_are_listed_refused_and_removed(cli, docker_client, tmp_path) 
 # --- baked images of several users on one engine ------------------------------------------------
 
 
-def fake_baked_image(docker_client, owner: str, tag: str) -> str:
+def fake_baked_image(docker_client, owner: str, tag: str, owner_id: str = "") -> str:
     """An empty image labelled as a bake of this run's own base: never what a launch picks."""
-    stamp = {"vmgen-baked": "1", "vmgen-base": f"test-base-{RUN}", "vmgen-stamp-packages": "p", "vmgen-stamp-agent": "a",
-             "vmgen-stamp-vmgen": "v", "vmgen-owner": owner, RUN_LABEL: RUN, "vmgen-test-tag": tag}
+    stamp = {"vmgen-baked": "1", "vmgen-base": f"test-base-{RUN}", "vmgen-stamp-packages": "p",
+             "vmgen-stamp-agent": "a", "vmgen-stamp-vmgen": "v", "vmgen-owner": owner, RUN_LABEL: RUN,
+             "vmgen-test-tag": tag}
+    if owner_id:
+        stamp["vmgen-owner-id"] = owner_id
     empty = io.BytesIO()
     tarfile.open(fileobj=empty, mode="w").close()
     docker_client.api.import_image_from_data(empty.getvalue(), repository=f"vmgen-test-baked-{RUN}", tag=tag,
@@ -207,15 +211,22 @@ def fake_baked_image(docker_client, owner: str, tag: str) -> str:
 
 def test_image_list_rm_and_prune_act_on_ones_own_images(cli, docker_client) -> None:
     me = replace(cli, env={**cli.env, "LOGNAME": f"me-{RUN}", "USER": f"me-{RUN}"})
+    mine = subprocess.run([sys.executable, "-c", "from vmgen.owner import owner_id; print(owner_id())"], env=cli.env,
+                          capture_output=True, text=True, check=True).stdout.strip()  # this user's, in their home
     host = socket.gethostname()
-    older = fake_baked_image(docker_client, f"me-{RUN}@{host}", "older")
-    newer = fake_baked_image(docker_client, f"me-{RUN}@{host}", "newer")
-    theirs = fake_baked_image(docker_client, f"someone-{RUN}@{host}", "theirs")
+    older = fake_baked_image(docker_client, f"me-{RUN}@{host}", "older", mine)
+    newer = fake_baked_image(docker_client, f"me-{RUN}@{host}", "newer", mine)
+    # Another user of the same uid and user name: their own vmgen state folder, their own id.
+    theirs = fake_baked_image(docker_client, f"me-{RUN}@{host}", "theirs", "0123456789abcdef")
+    unknown = fake_baked_image(docker_client, f"me-{RUN}@{host}", "unknown")  # baked before owner ids
 
     listed = me("image", "list")
     assert older in listed.stdout and newer in listed.stdout and theirs not in listed.stdout
     assert "of other users not shown" in listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if unknown in line)
+    assert "only with --image" in row and "baked before vmgen recorded who baked them" in listed.stderr
     assert theirs in me("image", "list", "--all").stdout
+    me("image", "rm", unknown)
 
     pruned = me("image", "prune")  # all but the newest of a base: what a launch from it would use
     assert f"({older})" in pruned.stderr and newer not in pruned.stderr and theirs not in pruned.stderr

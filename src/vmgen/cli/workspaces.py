@@ -14,8 +14,8 @@ from ..agent_screen import why_prompts_are_lost
 from ..agents import AGENT_SESSION
 from ..errors import AgentCannotWork, UsageError, VmgenError, WorkspaceNotFound
 from ..identities import discard_identity
+from ..owner import describe_owner, owned
 from ..providers import PROVIDERS, get_provider
-from ..providers.base import is_mine
 from ..spec import resolve_agent
 from ..ssh import default_identities, interactive, remote
 from ..state import WorkspaceState, all_records
@@ -38,27 +38,31 @@ def list_(provider: str | None, everyone: bool) -> None:
     existing: set[str] = set()  # on a provider, shown or not: their local state is no leftover
     hidden = leftovers = 0
 
-    def mine(name: str, owner: str) -> bool:
-        # Made before vmgen labelled owners: this machine's if it launched it (its local state).
-        return everyone or is_mine(owner) or (not owner and name in records)
+    def mine(name: str, owner: str, made_by: str) -> bool:
+        if everyone:
+            return True
+        verdict = owned(owner, made_by)
+        # Made before owner ids (or owners): this user's if they launched it (their local state).
+        return verdict if verdict is not None else name in records
 
-    def owner_column(owner: str) -> list[str]:
-        return [owner or "-"] if everyone else []
+    def owner_column(owner: str, made_by: str) -> list[str]:
+        return [describe_owner(owner, made_by)] if everyone else []
 
     for chosen in (provider_named(p) for p in sorted(names)):
         for w in chosen.workspaces():
             existing.add(w.name)
-            if not mine(w.name, w.owner):
+            if not mine(w.name, w.owner, w.owner_id):
                 hidden += 1
                 continue
             address = f"{w.ssh.host}:{w.ssh.port}" if w.ssh else (w.address or "-")
             price = f"{w.price_hourly:.4f}" if w.price_hourly is not None else "-"
             row = [w.name, w.provider, w.status, address, w.server_type, age(now - w.created_at), price]
-            table.add_row(*row, *owner_column(w.owner))
+            table.add_row(*row, *owner_column(w.owner, w.owner_id))
         for left in chosen.leftovers():
             existing.add(left.name)
-            if mine(left.name, left.owner):
-                table.add_row(left.name, chosen.name, "leftover", "-", left.what, "-", "-", *owner_column(left.owner))
+            if mine(left.name, left.owner, left.owner_id):
+                row = [left.name, chosen.name, "leftover", "-", left.what, "-", "-"]
+                table.add_row(*row, *owner_column(left.owner, left.owner_id))
                 leftovers += 1
     gone = 0
     for record in records.values():
@@ -69,7 +73,7 @@ def list_(provider: str | None, everyone: bool) -> None:
             else:
                 status, what = "gone", "record only"
                 gone += 1
-            table.add_row(record.name, record.provider, status, "-", what, "-", "-", *owner_column(""))
+            table.add_row(record.name, record.provider, status, "-", what, "-", "-", *owner_column("", ""))
     if table.row_count:
         out.print(table)
     else:

@@ -2,35 +2,30 @@
 
 from __future__ import annotations
 
-import getpass
-import os
-import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from ..owner import OWNER_ID_LABEL, OWNER_LABEL, owned, owner_labels
 from ..spec import WorkspaceSpec
-from ..stamps import BakedImage, label_value
+from ..stamps import BakedImage
 
 LABEL = "vmgen"
 WS_LABEL = "vmgen-ws"
-# Who made a workspace or an image (user@host): on an engine or project that several people
-# share, `vmgen list` and `vmgen image list` show one's own unless asked for all.
-OWNER_LABEL = "vmgen-owner"
 
-
-def local_owner() -> str:
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):  # no name for this uid (a container's user)
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
-
-
-def is_mine(owner: str) -> bool:
-    """Whether an owner label names this user on this machine (cloud labels hold it sanitised)."""
-    me = local_owner()
-    return owner in (me, label_value(me))
+__all__ = [
+    "LABEL",
+    "OWNER_ID_LABEL",
+    "OWNER_LABEL",
+    "WS_LABEL",
+    "Leftover",
+    "Provider",
+    "SSHEndpoint",
+    "SelfDelete",
+    "Workspace",
+    "owned",
+    "owner_labels",
+]
 
 
 @dataclass(frozen=True)
@@ -50,7 +45,8 @@ class Workspace:
     server_type: str = ""
     address: str = ""
     price_hourly: float | None = None
-    owner: str = ""  # "" when made before vmgen recorded owners
+    owner: str = ""  # user@host; "" when made before vmgen recorded owners
+    owner_id: str = ""  # the maker's owner id (see owner.py); "" when made before owner ids
 
     @property
     def running(self) -> bool:
@@ -65,6 +61,7 @@ class Leftover:
     name: str
     what: str  # for people: "volume vmgen-app-home"
     owner: str = ""
+    owner_id: str = ""
 
 
 @dataclass(frozen=True)

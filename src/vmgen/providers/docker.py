@@ -29,7 +29,17 @@ from ..errors import LeftoversExist, ProviderUnavailable, VmgenError, WorkspaceE
 from ..interrupts import interrupts_deferred
 from ..spec import WorkspaceSpec
 from ..stamps import BakedImage
-from .base import LABEL, OWNER_LABEL, WS_LABEL, Leftover, SelfDelete, SSHEndpoint, Workspace, local_owner
+from .base import (
+    LABEL,
+    OWNER_ID_LABEL,
+    OWNER_LABEL,
+    WS_LABEL,
+    Leftover,
+    SelfDelete,
+    SSHEndpoint,
+    Workspace,
+    owner_labels,
+)
 
 SEED_DIR = "var/lib/cloud/seed/nocloud"  # where cloud-init's NoCloud datasource looks
 # Built by vmgen itself from the Dockerfile it ships, when missing.
@@ -160,7 +170,7 @@ class DockerProvider:
                 f"remove it with `vmgen destroy {spec.name}`"
             )
         self.ensure_image()
-        labels = {LABEL: "1", WS_LABEL: spec.name, OWNER_LABEL: local_owner()}
+        labels = {LABEL: "1", WS_LABEL: spec.name, **owner_labels()}
         volumes = {
             "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
             volume_name(spec.name): {"bind": "/home", "mode": "rw"},
@@ -261,15 +271,20 @@ class DockerProvider:
                 return []
             if self._container(name) is not None:
                 return []
-            owner = (volume.attrs.get("Labels") or {}).get(OWNER_LABEL, "")
-            return [Leftover(name, f"volume {volume_name(name)}", owner)]
+            labels = volume.attrs.get("Labels") or {}
+            owner, made_by = labels.get(OWNER_LABEL, ""), labels.get(OWNER_ID_LABEL, "")
+            return [Leftover(name, f"volume {volume_name(name)}", owner, made_by)]
         with_container = {w.name for w in self.workspaces()}
         found = []
         for volume in self.client.volumes.list(filters={"label": f"{LABEL}=1"}):
             labels = volume.attrs.get("Labels") or {}
             workspace = labels.get(WS_LABEL, "")
             if workspace and workspace not in with_container:
-                found.append(Leftover(workspace, f"volume {volume.name}", labels.get(OWNER_LABEL, "")))
+                found.append(
+                    Leftover(
+                        workspace, f"volume {volume.name}", labels.get(OWNER_LABEL, ""), labels.get(OWNER_ID_LABEL, "")
+                    )
+                )
         return sorted(found, key=lambda leftover: leftover.name)
 
     def start(self, name: str) -> Workspace:
@@ -333,4 +348,5 @@ class DockerProvider:
             server_type="container",
             address="127.0.0.1",
             owner=container.labels.get(OWNER_LABEL, ""),
+            owner_id=container.labels.get(OWNER_ID_LABEL, ""),
         )
