@@ -8,20 +8,24 @@ error first; two Ctrl-C leave nothing behind, and leftovers are listed, refused 
 
 from __future__ import annotations
 
+import http.server
 import io
 import signal
 import socket
 import subprocess
 import sys
 import tarfile
+import threading
+from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import RUN_LABEL
 
-from .conftest import RUN, Cli, make_home, make_repo, unique
+from .conftest import RUN, Cli, QuietHandler, make_home, make_repo, unique
 
 NAME = unique("truth")
 
@@ -36,13 +40,33 @@ def index_of(lines: list[str], part: str) -> int:
 
 @pytest.fixture(scope="module")
 def keyless(cli, tmp_path_factory):
-    """Launched with no ANTHROPIC_API_KEY and no --copy-claude-login, output piped (no terminal);
-    `vmgen status` asked right after "ready", with the watchdog's usual 30 s interval."""
+    """Launched with no ANTHROPIC_API_KEY and no --copy-claude-login, output piped (no terminal),
+    twice at the same moment (one of them makes the workspace); `vmgen status` asked right after
+    "ready", with the watchdog's usual 30 s interval."""
     bare = Cli(env={k: v for k, v in cli.env.items() if k != "ANTHROPIC_API_KEY"}, home=cli.home)
-    launched = bare("launch", str(make_repo(tmp_path_factory.mktemp("repos"), NAME)))
+    repo = make_repo(tmp_path_factory.mktemp("repos"), NAME)
+    both = [subprocess.Popen([sys.executable, "-m", "vmgen", "launch", str(repo)], env=bare.env, cwd=bare.home,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        ended = [subprocess.CompletedProcess(p.args, 0, *p.communicate(timeout=600)) for p in both]
+    finally:
+        for process in both:
+            process.kill()
+    for process, result in zip(both, ended, strict=True):
+        result.returncode = process.returncode
+    ended.sort(key=lambda result: result.returncode)  # the launch that made it first
     status = bare("status", NAME)
-    yield launched, status
+    yield ended[0], status, ended[1]
     cli("destroy", NAME, "--yes", check=False)
+
+
+def test_two_launches_of_one_name_at_once_make_one_workspace(cli, keyless) -> None:
+    launched, _, refused = keyless
+    assert launched.returncode == 0 and f"ready: {NAME}" in launched.stderr
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"'{NAME}' is busy: another vmgen is working on it right now" in refused.stderr
+    assert "creating" not in refused.stderr and "warning" not in refused.stderr  # refused before all else
+    assert cli.ssh(NAME, "true") == ""  # the pinned host key and the record are the first launch's, intact
 
 
 def test_launch_without_a_terminal_prints_one_line_per_phase(keyless) -> None:
@@ -58,11 +82,13 @@ def test_launch_says_before_anything_is_made_that_the_agent_has_no_credentials(k
     lines = lines_of(keyless[0].stderr)
     warning = index_of(lines, "warning: claude will have no credentials")
     assert "ANTHROPIC_API_KEY" in lines[warning] and "--copy-claude-login" in lines[warning]
+    assert f"vmgen connect {NAME}" in lines[warning + 1]
+    assert max(len(lines[warning]), len(lines[warning + 1])) < 120  # lines a terminal shows whole
     assert warning < index_of(lines, "creating the workspace")
 
 
 def test_status_right_after_ready_sees_the_running_agent(keyless) -> None:
-    launched, status = keyless
+    launched, status, _ = keyless
     assert "watchdog: agent waiting" in launched.stderr  # "ready" came with the first verdict
     agent_row = next(line for line in status.stdout.splitlines() if line.split()[:1] == ["agent"])
     assert "waiting" in agent_row and "absent" not in agent_row
@@ -125,13 +151,39 @@ def nothing_left(cli, docker_client, name: str) -> None:
     assert not (cli.home / ".local/state/vmgen/identities" / f"{name}.age-identity").exists()
 
 
-def test_a_failed_clone_shows_its_phase_and_its_own_error_first(cli, docker_client) -> None:
+def test_a_typo_in_a_git_url_is_refused_before_anything_is_made(cli, docker_client) -> None:
+    name = unique("typo")
+    result = cli("launch", "https://nohost.invalid/me/app.git", "--name", name, check=False, timeout=120)
+    assert result.returncode == 2 and "the host 'nohost.invalid' does not exist" in result.stderr
+    assert "creating" not in result.stderr and "Traceback" not in result.stderr
+    nothing_left(cli, docker_client, name)
+
+
+@pytest.fixture
+def git_server(tmp_path) -> Iterator[str]:
+    """A repository this machine serves on 127.0.0.1 (git's dumb HTTP protocol): it checks out
+    from here, and a workspace cannot reach it (its 127.0.0.1 is its own)."""
+    repo = make_repo(tmp_path, "served-src")
+    served = tmp_path / "served"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(served / "app.git")], check=True)
+    subprocess.run(["git", "-C", str(served / "app.git"), "update-server-info"], check=True)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/app.git"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_failed_clone_shows_its_phase_and_its_own_error_first_and_keeps_its_log(cli, docker_client,
+                                                                                 git_server) -> None:
     name = unique("noclone")
-    result = cli("launch", "https://nohost.invalid/me/app.git", "--name", name, check=False)
+    result = cli("launch", git_server, "--name", name, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     error = result.stderr[result.stderr.index("error: "):]
-    assert "failed in the provisioning phase 'repo'" in error and "Could not resolve host" in error, error
+    assert "failed in the provisioning phase 'repo'" in error and "Failed to connect to 127.0.0.1" in error, error
     assert "Rules updated" not in error and "Firewall" not in error  # the phase before says nothing
+    kept = Path(error.split("(the whole log: ")[1].split(")")[0])
+    assert kept.is_relative_to(cli.home) and "Failed to connect to 127.0.0.1" in kept.read_text()  # here, not gone
     nothing_left(cli, docker_client, name)
 
 
@@ -168,8 +220,7 @@ def test_two_interrupts_during_provisioning_leave_nothing_behind(cli, docker_cli
 
 
 def test_leftovers_are_listed_refused_and_removed(cli, docker_client, tmp_path) -> None:
-    # A launch killed outright mid-provisioning, then its container removed (a cleanup cut short):
-    # its volume, local state and backup identity remain, as in the report.
+    # A launch killed outright mid-provisioning: its workspace runs on, half-made.
     name = unique("left")
     repo = make_repo(tmp_path, name)
     process = launching(cli, name, repo)
@@ -179,9 +230,14 @@ def test_leftovers_are_listed_refused_and_removed(cli, docker_client, tmp_path) 
     finally:
         process.kill()
         process.wait()
-    docker_client.containers.get(f"vmgen-{name}").remove(force=True)
     assert (cli.home / ".local/state/vmgen/identities" / f"{name}.age-identity").exists()
-
+    row = next(line for line in cli("list").stdout.splitlines() if line.split()[:1] == [name])
+    assert "leftover" in row and "never came up" in row and "running" not in row.split()[2:3]
+    again = cli("launch", str(repo), "--name", name, check=False, timeout=60)
+    assert again.returncode == 2 and "cut short" in again.stderr and f"`vmgen destroy {name}`" in again.stderr
+    assert "creating" not in again.stderr
+    # Then its container removed (a cleanup cut short): its volume, local state and identity remain.
+    docker_client.containers.get(f"vmgen-{name}").remove(force=True)
     row = next(line for line in cli("list").stdout.splitlines() if line.split()[:1] == [name])
     assert "leftover" in row and f"vmgen-{name}-home" in row
     again = cli("launch", str(repo), "--name", name, check=False, timeout=60)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..backup.target import open_store, require_target, target_on_vm
 from ..errors import WorkspaceExists
-from ..identities import ensure_identity, has_identity, load_for_restore, recipient_path
+from ..identities import load_for_restore, recipient_path
 from ..providers import PROVIDERS
 from ..spec import RestoreSource, validate_name
 from ..ssh import default_identities
@@ -127,17 +127,16 @@ def restore(
             f"backup {manifest.backup_id} of {name} was made for another identity than the one in "
             f"{recipient_path(name).parent}"
         )
-    # The new workspace's own backups go under its own name, to its own identity.
-    new_identity = target_name != name and not has_identity(target_name)
-    recipient = identity.recipient if target_name == name else ensure_identity(target_name)
+    # The new workspace's own backups go under its own name, to its own identity (made by the
+    # launch for a new name; the same one for the same name).
     spec = build_spec(RestoreSource(name, manifest.backup_id), {"name": target_name}, store_target, chosen.name)
     options = LaunchOptions(
         agent_env=agent_env(settings(), spec.agent.key_variables),
-        backup=(target_on_vm(store_target), recipient),
+        backup=target_on_vm(store_target),
+        backup_store=store_target.describe(),
         restore_identity=identity.secret + "\n",
         identities=default_identities(),
         keep_on_failure=keep_on_failure,
-        new_identity=new_identity,
         **web_options(settings(), spec),
     )
     bake_after = auto_bake_wanted(chosen)
@@ -152,7 +151,12 @@ def restore(
     err.print(
         f"[green]restored[/] {name} from {manifest.backup_id}"
         + (f" as {target_name}" if target_name != name else "")
-        + f" on {chosen.name} in {time.monotonic() - started:.0f}s; the agent resumed its conversation"
+        + f" on {chosen.name} in {time.monotonic() - started:.0f}s; "
+        + (
+            "the agent resumed its conversation"
+            if result.resumed
+            else "the agent started a new conversation (the backup held none to resume)"
+        )
     )
     err.print(f"  connect:  vmgen connect {target_name}")
     print_web_access(spec, options)

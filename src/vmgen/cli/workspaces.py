@@ -18,7 +18,7 @@ from ..owner import describe_owner, owned
 from ..providers import PROVIDERS, get_provider
 from ..spec import resolve_agent
 from ..ssh import default_identities, interactive, remote
-from ..state import WorkspaceState, all_records
+from ..state import WorkspaceState, all_records, busy_with, name_lock
 from ..targets import wait_until_agent_back
 from ..workspace_client import SshWorkspaceClient
 from .app import age, err, existing, main, out, progress, provider_named, provider_of, running_target, settings
@@ -56,7 +56,13 @@ def list_(provider: str | None, everyone: bool) -> None:
                 continue
             address = f"{w.ssh.host}:{w.ssh.port}" if w.ssh else (w.address or "-")
             price = f"{w.price_hourly:.4f}" if w.price_hourly is not None else "-"
-            row = [w.name, w.provider, w.status, address, w.server_type, age(now - w.created_at), price]
+            status, what = w.status, w.server_type
+            if owned(w.owner, w.owner_id) is not False and WorkspaceState(w.name).cut_short():
+                # A launch that never came up: still running (another vmgen), or cut short.
+                doing = busy_with(w.name)
+                status, what = (doing, what) if doing else ("leftover", f"{w.status} {what}, never came up")
+                leftovers += 0 if doing else 1
+            row = [w.name, w.provider, status, address, what, age(now - w.created_at), price]
             table.add_row(*row, *owner_column(w.owner, w.owner_id))
         for left in chosen.leftovers():
             existing.add(left.name)
@@ -80,7 +86,8 @@ def list_(provider: str | None, everyone: bool) -> None:
         err.print("no workspaces; start one with `vmgen launch <repo>`")
     if leftovers:
         err.print(
-            "leftover: what remains of a workspace that is gone (a launch cut short); `vmgen destroy NAME` removes it"
+            "leftover: what remains of a workspace that is gone or never came up (a launch cut short); "
+            "`vmgen destroy NAME` removes it"
         )
     if gone:
         err.print(
@@ -191,29 +198,30 @@ def start(name: str) -> None:
 def destroy(name: str, yes: bool) -> None:
     """Delete NAME: the VM, its disk and its local state (or what is left of them)."""
     provider = provider_of(name)
-    state = WorkspaceState(name)
-    workspace = provider.get(name)
-    left = [leftover.what for leftover in provider.leftovers(name)] + (["local state"] if state.any_left() else [])
-    if workspace is None and not left:
-        raise WorkspaceNotFound(f"no workspace named {name!r} (see `vmgen list`)")
-    if not yes:
-        # Piped input is not an answer a person gave (`echo n | vmgen destroy` must not destroy).
-        if not sys.stdin.isatty():
-            raise UsageError(f"destroying {name!r} needs confirmation: without a terminal, pass --yes")
-        question = (
-            f"Delete workspace {name!r} and everything on it?"
-            if workspace is not None
-            else f"Remove what is left of workspace {name!r} ({', '.join(left)})?"
-        )
-        click.confirm(question, abort=True)
-    record = state.record()
-    never_came_up = state.has(WorkspaceState.NEW_IDENTITY)
-    with progress(f"destroying {name}"):
-        later = provider.delete(name)
-        dns_left = remove_dns(name, record.host) if record and record.host else ""
-        if never_came_up:
-            discard_identity(name)  # nothing was ever encrypted to it
-        state.remove()
+    with name_lock(name, "destroying"):
+        state = WorkspaceState(name)
+        workspace = provider.get(name)
+        left = [leftover.what for leftover in provider.leftovers(name)] + (["local state"] if state.any_left() else [])
+        if workspace is None and not left:
+            raise WorkspaceNotFound(f"no workspace named {name!r} (see `vmgen list`)")
+        if not yes:
+            # Piped input is not an answer a person gave (`echo n | vmgen destroy` must not destroy).
+            if not sys.stdin.isatty():
+                raise UsageError(f"destroying {name!r} needs confirmation: without a terminal, pass --yes")
+            question = (
+                f"Delete workspace {name!r} and everything on it?"
+                if workspace is not None
+                else f"Remove what is left of workspace {name!r} ({', '.join(left)})?"
+            )
+            click.confirm(question, abort=True)
+        record = state.record()
+        never_came_up = state.has(WorkspaceState.NEW_IDENTITY)
+        with progress(f"destroying {name}"):
+            later = provider.delete(name)
+            dns_left = remove_dns(name, record.host) if record and record.host else ""
+            if never_came_up:
+                discard_identity(name)  # nothing was ever encrypted to it
+            state.remove()
     notes = [note for note in (later, dns_left) if note]
     err.print(f"destroyed {name}" + "".join(f"; {note}" for note in notes))
 

@@ -89,6 +89,11 @@ class Provider(Protocol):
     # on a cloud, every launch pays for its installs in minutes; a local engine pays in disk.
     auto_bakes: bool
 
+    def check(self, spec: WorkspaceSpec) -> None:
+        """Refuse, before anything is made, what this provider cannot make (a size it does not
+        have); UsageError says why."""
+        ...
+
     def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace: ...
 
     def get(self, name: str) -> Workspace | None: ...

@@ -25,9 +25,16 @@ from docker.errors import APIError, BuildError, DockerException, ImageNotFound, 
 from docker.models.containers import Container
 
 from ..contract.names import VM
-from ..errors import LeftoversExist, ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
+from ..errors import (
+    LeftoversExist,
+    ProviderUnavailable,
+    UsageError,
+    VmgenError,
+    WorkspaceExists,
+    WorkspaceNotFound,
+)
 from ..interrupts import interrupts_deferred
-from ..spec import WorkspaceSpec
+from ..spec import SIZE_PRESETS, WorkspaceSpec
 from ..stamps import BakedImage
 from .base import (
     LABEL,
@@ -44,6 +51,8 @@ from .base import (
 SEED_DIR = "var/lib/cloud/seed/nocloud"  # where cloud-init's NoCloud datasource looks
 # Built by vmgen itself from the Dockerfile it ships, when missing.
 SHIPPED_IMAGE = "vmgen-ubuntu:24.04"
+# Each create marks what it makes with a token of its own, and removes only what carries it.
+LAUNCH_LABEL = "vmgen-launch"
 
 
 def container_name(workspace: str) -> str:
@@ -160,6 +169,14 @@ class DockerProvider:
         except DockerException:
             raise ProviderUnavailable(unreachable_engine(os.environ.get("DOCKER_HOST", ""))) from None
 
+    def check(self, spec: WorkspaceSpec) -> None:
+        # A container takes what the machine has; the presets are accepted, a server type is not.
+        if spec.size not in SIZE_PRESETS:
+            raise UsageError(
+                f"docker workspaces have no size or type {spec.size!r}: use --size {'|'.join(SIZE_PRESETS)} "
+                "(a container uses what this machine has), or --provider hetzner for server types"
+            )
+
     def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace:
         if self._container(spec.name) is not None:
             raise WorkspaceExists(f"a workspace named {spec.name!r} already exists")
@@ -170,7 +187,11 @@ class DockerProvider:
                 f"remove it with `vmgen destroy {spec.name}`"
             )
         self.ensure_image()
-        labels = {LABEL: "1", WS_LABEL: spec.name, **owner_labels()}
+        # This call's own mark: another launch of the name (another user's, on a shared engine)
+        # may make its volume or container between the checks above and the calls below, and
+        # what carries another mark is never removed here.
+        made_by = secrets.token_hex(8)
+        labels = {LABEL: "1", WS_LABEL: spec.name, LAUNCH_LABEL: made_by, **owner_labels()}
         volumes = {
             "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
             volume_name(spec.name): {"bind": "/home", "mode": "rw"},
@@ -185,7 +206,10 @@ class DockerProvider:
         try:
             # Made here, with labels, rather than implicitly by the container: a volume whose
             # container is gone is then still known as this workspace's (`vmgen list` shows it).
-            self.client.volumes.create(volume_name(spec.name), labels=labels)
+            # Docker answers a create of an existing volume with that volume: its mark says whose.
+            volume = self.client.volumes.create(volume_name(spec.name), labels=labels)
+            if (volume.attrs.get("Labels") or {}).get(LAUNCH_LABEL) != made_by:
+                raise WorkspaceExists(f"a workspace named {spec.name!r} is being made by another launch")
             container = boot_with_seed(
                 self.client,
                 user_data,
@@ -201,14 +225,26 @@ class DockerProvider:
             )
             container.reload()  # run/start/stop return objects whose ports and state are stale
         except BaseException as exc:
-            # Whatever was made under this name is this call's (the name was free above): a
-            # container in state "created", the volume; an interrupt must not leave them either.
+            # What this call made (its mark on it), an interrupt too; never another launch's.
             with interrupts_deferred("removing the half-made workspace"):
-                self.delete(spec.name)
+                self._remove_made(spec.name, made_by)
+            if isinstance(exc, APIError) and exc.status_code == 409:
+                raise WorkspaceExists(f"a workspace named {spec.name!r} is being made by another launch") from None
             if isinstance(exc, APIError):
                 raise VmgenError(f"docker could not start the workspace: {exc.explanation}") from None
             raise
         return self._describe(container)
+
+    def _remove_made(self, name: str, made_by: str) -> None:
+        """The container and volume of NAME that carry this mark, and nothing else."""
+        for container in self.client.containers.list(
+            all=True, filters={"label": [f"{WS_LABEL}={name}", f"{LAUNCH_LABEL}={made_by}"]}
+        ):
+            container.remove(force=True)
+        with contextlib.suppress(NotFound):
+            volume = self.client.volumes.get(volume_name(name))
+            if (volume.attrs.get("Labels") or {}).get(LAUNCH_LABEL) == made_by:
+                volume.remove(force=True)
 
     def ensure_image(self) -> None:
         """The simulated-VM image exists, or is built from the shipped Dockerfile (ubuntu:24.04)."""

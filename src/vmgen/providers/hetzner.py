@@ -212,6 +212,10 @@ class HetznerProvider:
 
     # --- the Provider protocol -------------------------------------------------------------
 
+    def check(self, spec: WorkspaceSpec) -> None:
+        location = spec.region or self.location
+        choose_type(self.offers(location), spec.size, location)
+
     def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace:
         with api_errors("check existing servers"):
             if self._server(spec.name) is not None:

@@ -1,15 +1,53 @@
-"""What the CLI says is true (issue 25), where no workspace needs to boot to tell: `config show`
-lines are as long as what they say, `vmgen backups` shows what each backup left out."""
+"""What the CLI says is true (issue 25), where no workspace needs to boot to tell: a size no
+provider has is refused before anything is made (and the credentials warning, which matters only
+for a launch that goes ahead, is not printed for one that is refused), the watchdog's interval
+and warning lead are options, `config show` lines are as long as what they say, `vmgen backups`
+shows what each backup left out."""
 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
-from .test_cli import vmgen
+import yaml
+
+from .test_cli import one_error_line, vmgen
 
 URL = "https://github.com/me/app"
 DOCKER_IMAGE = os.environ.get("VMGEN_DOCKER_IMAGE", "vmgen-debian12:latest")
+
+
+def test_a_size_no_provider_has_is_refused_in_one_line(home: Path) -> None:
+    for provider in ("docker", "hetzner"):
+        result = vmgen(home, "render", URL, "--provider", provider, "--size", "huge")
+        assert result.returncode == 2
+        assert "unknown size 'huge': use small, medium, large" in one_error_line(result)
+
+
+def test_a_server_type_on_docker_is_refused_before_anything_is_made_and_without_the_warning(home: Path) -> None:
+    (home / "repo").mkdir()
+    name = f"t25-{secrets.token_hex(3)}"  # a name of its own: the engine may be shared
+    result = vmgen(home, "launch", str(home / "repo"), "--name", name, "--provider", "docker", "--type", "cx33",
+                   VMGEN_DOCKER_IMAGE=DOCKER_IMAGE)
+    assert result.returncode == 2
+    assert "docker workspaces have no size or type 'cx33'" in one_error_line(result)  # no credentials warning
+    assert not (home / f".local/state/vmgen/workspaces/{name}").exists()
+    assert not (home / f".local/state/vmgen/identities/{name}.age-identity").exists()
+
+
+def watch_settings(user_data: str) -> str:
+    files = {f["path"]: f["content"] for f in yaml.safe_load(user_data)["write_files"]}
+    return files["/etc/vmgen/idlewatch.toml"]
+
+
+def test_the_watchdogs_interval_and_warning_lead_are_options(home: Path) -> None:
+    result = vmgen(home, "render", URL, "--idle-interval", "7", "--idle-warn", "3")
+    assert result.returncode == 0, result.stderr
+    settings = watch_settings(result.stdout)
+    assert "interval_seconds = 7.0" in settings and "warn_minutes = 3.0" in settings
+    refused = vmgen(home, "render", URL, "--idle-interval", "0.2")
+    assert refused.returncode == 2 and "interval must be 1 to 3600 seconds" in one_error_line(refused)
 
 
 def test_config_show_lines_are_as_long_as_what_they_say(home: Path) -> None:
