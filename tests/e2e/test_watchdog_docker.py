@@ -1,12 +1,14 @@
-"""The watchdog on the docker provider: an idle workspace powers itself off (a container cannot
-delete itself), and `vmgen start` brings it back with a fresh countdown."""
+"""The watchdog on the docker provider: an idle workspace backs up and powers itself off (a
+container cannot delete itself); `vmgen list` shows its warning beforehand to a user who is not
+attached, and afterwards that the watchdog stopped it, after which backup, and the ways back,
+which a refused `vmgen restore` names too; `vmgen start` brings it back with a fresh countdown."""
 
 from __future__ import annotations
 
 import json
 import time
 
-from tests.polling import eventually
+from tests.polling import eventually, wait_until
 
 from .conftest import make_repo, unique
 
@@ -14,17 +16,31 @@ SLEEPY = unique("sleepy")
 
 
 def test_idle_workspace_powers_off_and_starts_again(cli, tmp_path, docker_client):
-    cli.env.update({"VMGEN_IDLE_INTERVAL_SECONDS": "2", "VMGEN_IDLE_WARN_MINUTES": "0.1"})
-    cli("launch", str(make_repo(tmp_path, SLEEPY)), "--idle-minutes", "0.5")
+    cli("launch", str(make_repo(tmp_path, SLEEPY)), "--idle-minutes", "0.5", "--idle-interval", "2",
+        "--idle-warn", "0.3")
     container = docker_client.containers.get(f"vmgen-{SLEEPY}")
+
+    # Nobody is attached: the warning reaches them through `vmgen list`.
+    listed = wait_until(lambda: cli("list").stderr, lambda text: f"{SLEEPY}: idle;" in text, timeout=120, every=0.5)
+    warning = next(line for line in listed.splitlines() if line.startswith(f"{SLEEPY}: idle;"))
+    assert "in " in warning and f"vmgen keepalive {SLEEPY} --for 1h" in warning, listed
 
     def exited() -> bool:
         container.reload()
         return container.status == "exited"
 
     eventually(exited, timeout=180, what="the idle workspace to power off", interval=2)
-    row = next(line for line in cli("list").stdout.splitlines() if line.startswith(" " + SLEEPY) or line.startswith(SLEEPY))
-    assert "stopped" in row
+    listed = cli("list")
+    row = next(line for line in listed.stdout.splitlines() if line.split()[:1] == [SLEEPY])
+    assert "stopped (idle)" in row
+    note = next(line for line in listed.stderr.splitlines() if line.startswith(f"{SLEEPY}: "))
+    backup_id = note.split("after backup ")[1].split(";")[0]
+    assert "stopped by its idle watchdog" in note and backup_id in cli("backups", SLEEPY).stdout
+    assert f"`vmgen start {SLEEPY}`" in note and f"`vmgen destroy {SLEEPY}` then `vmgen restore {SLEEPY}`" in note
+    refused = cli("restore", SLEEPY, check=False, timeout=120)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"`vmgen start {SLEEPY}`" in refused.stderr
+    assert f"`vmgen destroy {SLEEPY}` then `vmgen restore {SLEEPY}`" in refused.stderr
 
     started = time.time()
     cli("start", SLEEPY)

@@ -11,7 +11,7 @@ from rich.table import Table
 from ..backup.target import open_store, require_target, target_on_vm
 from ..errors import WorkspaceExists
 from ..identities import load_for_restore, recipient_path
-from ..providers import PROVIDERS
+from ..providers import PROVIDERS, Workspace
 from ..spec import RestoreSource, validate_name
 from ..ssh import default_identities
 from ..workspace_client import SshWorkspaceClient
@@ -98,6 +98,20 @@ def backups(name: str | None, provider: str | None) -> None:
     out.print(table)
 
 
+def already_there(there: Workspace, name: str, target_name: str, provider: str) -> str:
+    """Why a restore of NAME is refused, and the ways that do work."""
+    if target_name != name:
+        return f"a workspace named {target_name!r} already exists on {provider}"
+    next_to = f"or restore it next to it with `vmgen restore {name} --as NEW`"
+    if there.running:
+        return f"workspace {name!r} is running on {provider}; {next_to}"
+    return (
+        f"workspace {name!r} still exists on {provider}, {there.status}: `vmgen start {name}` brings it back "
+        f"as it was; to restore it from its backup instead, `vmgen destroy {name}` then `vmgen restore {name}`; "
+        + next_to
+    )
+
+
 @click.command()
 @click.argument("name")
 @click.option("--backup", "backup_id", help="Which backup (default: the latest).")
@@ -114,9 +128,8 @@ def restore(
 
     target_name = validate_name(new_name or name)
     chosen = provider_named(provider)
-    if chosen.get(target_name) is not None:
-        hint = f"; restore next to it with `vmgen restore {name} --as NEW`" if target_name == name else ""
-        raise WorkspaceExists(f"a workspace named {target_name!r} already exists on {chosen.name}{hint}")
+    if (there := chosen.get(target_name)) is not None:
+        raise WorkspaceExists(already_there(there, name, target_name, chosen.name))
     store_target = require_target(settings(), chosen.name)
     store = open_store(store_target)
     manifest = read_manifest(store, name, backup_id) if backup_id else latest_backup(store, name)

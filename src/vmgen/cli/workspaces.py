@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 
 import click
@@ -12,16 +14,29 @@ from rich.table import Table
 
 from ..agent_screen import why_prompts_are_lost
 from ..agents import AGENT_SESSION
+from ..contract.documents import WatchdogState
 from ..errors import AgentCannotWork, UsageError, VmgenError, WorkspaceNotFound
 from ..identities import discard_identity
 from ..owner import describe_owner, owned
-from ..providers import PROVIDERS, get_provider
+from ..providers import PROVIDERS, Workspace, get_provider
 from ..spec import resolve_agent
 from ..ssh import default_identities, interactive, remote
 from ..state import WorkspaceState, all_records, busy_with, name_lock
-from ..targets import wait_until_agent_back
+from ..targets import target_of, wait_until_agent_back
 from ..workspace_client import SshWorkspaceClient
-from .app import age, err, existing, main, out, progress, provider_named, provider_of, running_target, settings
+from .app import (
+    age,
+    age_seconds,
+    err,
+    existing,
+    main,
+    out,
+    progress,
+    provider_named,
+    provider_of,
+    running_target,
+    settings,
+)
 
 
 @main.command(name="list")
@@ -37,6 +52,8 @@ def list_(provider: str | None, everyone: bool) -> None:
     now = datetime.now(UTC)
     existing: set[str] = set()  # on a provider, shown or not: their local state is no leftover
     hidden = leftovers = 0
+    notes: list[str] = []  # one line per workspace that needs more than its status
+    shown: list[Workspace] = []
 
     def mine(name: str, owner: str, made_by: str) -> bool:
         if everyone:
@@ -62,6 +79,11 @@ def list_(provider: str | None, everyone: bool) -> None:
                 doing = busy_with(w.name)
                 status, what = (doing, what) if doing else ("leftover", f"{w.status} {what}, never came up")
                 leftovers += 0 if doing else 1
+            elif w.stopped_by is not None:
+                status = "stopped (idle)"
+                notes.append(idle_stop_note(w, now.timestamp()))
+            elif w.running:
+                shown.append(w)
             row = [w.name, w.provider, status, address, what, age(now - w.created_at), price]
             table.add_row(*row, *owner_column(w.owner, w.owner_id))
         for left in chosen.leftovers():
@@ -80,10 +102,13 @@ def list_(provider: str | None, everyone: bool) -> None:
                 status, what = "gone", "record only"
                 gone += 1
             table.add_row(record.name, record.provider, status, "-", what, "-", "-", *owner_column("", ""))
+    notes += idle_warnings(shown)
     if table.row_count:
         out.print(table)
     else:
         err.print("no workspaces; start one with `vmgen launch <repo>`")
+    for note in notes:
+        err.print(note)
     if leftovers:
         err.print(
             "leftover: what remains of a workspace that is gone or never came up (a launch cut short); "
@@ -96,6 +121,51 @@ def list_(provider: str | None, everyone: bool) -> None:
         )
     if hidden:
         err.print(f"{hidden} workspace(s) of other users not shown (`vmgen list --all` shows them)")
+
+
+def idle_stop_note(workspace: Workspace, now: float) -> str:
+    """What stopped it and the way back, for a workspace its idle watchdog stopped."""
+    why = workspace.stopped_by
+    assert why is not None
+    name = workspace.name
+    when = f"{age_seconds(now - why.at)} ago" if why.at else ""
+    if why.backup_id:
+        return (
+            f"{name}: stopped by its idle watchdog {when}, after backup {why.backup_id}; `vmgen start {name}` "
+            f"brings it back as it was, or `vmgen destroy {name}` then `vmgen restore {name}` from that backup"
+        )
+    return (
+        f"{name}: stopped by its idle watchdog {when}; its backup failed ({why.backup_error}), its files "
+        f"are on its disk: `vmgen start {name}` brings it back"
+    )
+
+
+def idle_warnings(running: list[Workspace]) -> list[str]:
+    """The watchdog's warning of each running workspace it is about to act on: a user who is not
+    attached to the agent's session sees it here (the watchdog's own state says it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .watchdog import what_happens
+
+    identities = default_identities()
+
+    def state_of(workspace: Workspace) -> WatchdogState | None:
+        target = target_of(workspace, identities)
+        if target is None:
+            return None
+        try:
+            return SshWorkspaceClient(target, workspace.name).status(timeout=10)
+        except (VmgenError, subprocess.TimeoutExpired):
+            return None  # not reachable now: `vmgen status NAME` says why
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        states = list(pool.map(state_of, running))
+    now = time.time()
+    return [
+        f"{w.name}: idle; {what_happens(state, now)} (`vmgen keepalive {w.name} --for 1h` holds it off)"
+        for w, state in zip(running, states, strict=True)
+        if state is not None and state.verdict.next_action == "warn"
+    ]
 
 
 @main.command()

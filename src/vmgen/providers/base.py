@@ -22,6 +22,7 @@ __all__ = [
     "Provider",
     "SSHEndpoint",
     "SelfDelete",
+    "StopReason",
     "Workspace",
     "owned",
     "owner_labels",
@@ -36,6 +37,16 @@ class SSHEndpoint:
 
 
 @dataclass(frozen=True)
+class StopReason:
+    """Why a stopped workspace stopped, as the provider read it off the VM's disk: its idle
+    watchdog's action (which backs up first, when it has a store)."""
+
+    at: float  # wall clock: when its backup finished (or failed)
+    backup_id: str = ""  # the verified backup made just before it stopped
+    backup_error: str = ""  # why the backup it tried failed (the data stays on the disk)
+
+
+@dataclass(frozen=True)
 class Workspace:
     name: str
     provider: str
@@ -47,6 +58,8 @@ class Workspace:
     price_hourly: float | None = None
     owner: str = ""  # user@host; "" when made before vmgen recorded owners
     owner_id: str = ""  # the maker's owner id (see owner.py); "" when made before owner ids
+    # Why it is stopped, when the provider can tell (its idle watchdog, and whether it backed up).
+    stopped_by: StopReason | None = None
 
     @property
     def running(self) -> bool:

@@ -24,6 +24,8 @@ import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 
+from ..contract import codec
+from ..contract.documents import BackupResult, clean_text
 from ..contract.names import VM
 from ..errors import (
     LeftoversExist,
@@ -44,6 +46,7 @@ from .base import (
     Leftover,
     SelfDelete,
     SSHEndpoint,
+    StopReason,
     Workspace,
     owner_labels,
 )
@@ -51,6 +54,10 @@ from .base import (
 SEED_DIR = "var/lib/cloud/seed/nocloud"  # where cloud-init's NoCloud datasource looks
 # Built by vmgen itself from the Dockerfile it ships, when missing.
 SHIPPED_IMAGE = "vmgen-ubuntu:24.04"
+
+
+# The trigger of the backups the idle watchdog makes before it acts (vmside/backups.py).
+IDLE_TRIGGER = "idlewatch"
 # Each create marks what it makes with a token of its own, and removes only what carries it.
 LAUNCH_LABEL = "vmgen-launch"
 
@@ -138,6 +145,16 @@ def boot_with_seed(
         raise VmgenError("docker could not copy the cloud-init seed into the workspace")
     container.start()
     return container
+
+
+def _docker_time(text: str) -> float | None:
+    """Docker's RFC 3339 times (nanoseconds, Z) as epoch seconds; None for its "zero" time."""
+    if not text or text.startswith("0001-"):
+        return None
+    try:
+        return datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00").timestamp()
+    except ValueError:
+        return None
 
 
 def unreachable_engine(docker_host: str) -> str:
@@ -385,4 +402,31 @@ class DockerProvider:
             address="127.0.0.1",
             owner=container.labels.get(OWNER_LABEL, ""),
             owner_id=container.labels.get(OWNER_ID_LABEL, ""),
+            stopped_by=self._stop_reason(container) if status == "stopped" else None,
+        )
+
+    def _stop_reason(self, container: Container) -> StopReason | None:
+        """The idle watchdog's doing, when root's record of the last backup says so: a backup it
+        made (or tried) since the container last started. A container keeps its disk when it
+        stops, so the record is there to read; `vmgen stop` makes no backup."""
+        try:
+            stream, _ = container.get_archive(str(VM.backup_result))
+            packed = b"".join(stream)
+        except (NotFound, APIError):
+            return None
+        try:
+            with tarfile.open(fileobj=io.BytesIO(packed[: 1 << 20])) as tar:
+                member = tar.next()
+                read = tar.extractfile(member) if member is not None and member.isfile() else None
+                raw = read.read(64 * 1024) if read is not None else b""
+            result = codec.loads(BackupResult, raw, "the last backup's result", strict=False)
+        except (tarfile.TarError, codec.DocumentError):
+            return None
+        started = _docker_time(container.attrs.get("State", {}).get("StartedAt", ""))
+        if result.trigger != IDLE_TRIGGER or started is None or result.finished_at < started:
+            return None
+        return StopReason(
+            at=result.finished_at,
+            backup_id=result.backup_id if result.ok else "",
+            backup_error="" if result.ok else clean_text(result.error, 300),
         )

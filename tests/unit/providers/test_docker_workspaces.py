@@ -1,11 +1,16 @@
 """The docker provider against the real engine, without booting anything: a create that loses a
 race for its name removes nothing of the winner's (two users launching one name on a shared
-engine)."""
+engine); a container its idle watchdog stopped says so, and which backup it made (root's record
+on its disk)."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import secrets
+import tarfile
+import time
 from collections.abc import Iterator
 
 import docker
@@ -70,3 +75,41 @@ def test_a_create_that_loses_the_race_for_its_name_removes_nothing_of_the_winner
     assert engine.volumes.get(volume_name(name)).attrs["Labels"]["vmgen-launch"] == "theirs"
     if theirs_first == "container":
         assert engine.containers.get(container_name(name)).labels["vmgen-launch"] == "theirs"
+
+
+def put_backup_result(container, result: dict) -> None:
+    data = json.dumps(result).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        folder = tarfile.TarInfo("var/lib/vmgen")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        entry = tarfile.TarInfo("var/lib/vmgen/backup-result.json")
+        entry.size = len(data)
+        tar.addfile(entry, io.BytesIO(data))
+    assert container.put_archive("/", buffer.getvalue())
+
+
+@pytest.mark.parametrize("trigger, ok, since_start, said", [
+    ("idlewatch", True, True, "backup"),
+    ("idlewatch", False, True, "failed"),
+    ("laptop", True, True, None),  # `vmgen backup` then `vmgen stop`: not the watchdog's doing
+    ("idlewatch", True, False, None),  # a backup of an earlier boot says nothing of this stop
+])
+def test_a_container_its_idle_watchdog_stopped_says_so_and_which_backup_it_made(engine, name, trigger, ok,
+                                                                              since_start, said) -> None:
+    container = others_workspace(engine, name)
+    finished = time.time() + (3600 if since_start else -3600)
+    put_backup_result(container, {"ok": ok, "backup_id": "20261207T120000Z-ab12" if ok else "",
+                                  "error": "" if ok else "store unreachable", "trigger": trigger,
+                                  "finished_at": finished})
+    container.start()
+    container.wait(timeout=60)
+    found = DockerProvider(IMAGE, engine).get(name)
+    assert found is not None and found.status == "stopped"
+    if said is None:
+        assert found.stopped_by is None
+    elif said == "backup":
+        assert found.stopped_by is not None and found.stopped_by.backup_id == "20261207T120000Z-ab12"
+    else:
+        assert found.stopped_by is not None and found.stopped_by.backup_error == "store unreachable"
