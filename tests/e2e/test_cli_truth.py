@@ -141,6 +141,13 @@ def test_send_refuses_an_agent_that_exited_or_whose_session_is_gone(cli, keyless
     assert gone.returncode == 1 and "tmux session is not running" in gone.stderr
 
 
+def test_destroy_removes_the_identity_nothing_was_encrypted_to(cli, keyless) -> None:
+    # The last of this workspace's tests. It never backed up: its identity goes with it, said.
+    destroyed = cli("destroy", NAME, "--yes")
+    assert "its backup identity went with it (no backup in local folder" in destroyed.stderr
+    assert not (cli.home / ".local/state/vmgen/identities" / f"{NAME}.age-identity").exists()
+
+
 # --- failures and interrupts, each on a workspace of its own -------------------------------------
 
 
@@ -242,7 +249,8 @@ def test_leftovers_are_listed_refused_and_removed(cli, docker_client, tmp_path) 
     assert "leftover" in row and f"vmgen-{name}-home" in row
     again = cli("launch", str(repo), "--name", name, check=False, timeout=60)
     assert again.returncode == 2 and f"vmgen destroy {name}" in again.stderr and "creating" not in again.stderr
-    cli("destroy", name, "--yes")
+    destroyed = cli("destroy", name, "--yes")
+    assert "its backup identity went with it (it never came up" in destroyed.stderr
     nothing_left(cli, docker_client, name)  # the identity too: that workspace never came up
 
 

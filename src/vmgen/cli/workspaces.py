@@ -14,14 +14,15 @@ from rich.table import Table
 
 from ..agent_screen import why_prompts_are_lost
 from ..agents import AGENT_SESSION
+from ..backup.target import open_store, target_from_settings
 from ..contract.documents import WatchdogState
 from ..errors import AgentCannotWork, UsageError, VmgenError, WorkspaceNotFound
-from ..identities import discard_identity
+from ..identities import backups_encrypted_to, discard_identity, has_identity, identity_path
 from ..owner import describe_owner, owned
 from ..providers import PROVIDERS, Workspace, get_provider
 from ..spec import resolve_agent
 from ..ssh import default_identities, interactive, remote
-from ..state import WorkspaceState, all_records, busy_with, name_lock
+from ..state import WorkspaceRecord, WorkspaceState, all_records, busy_with, name_lock
 from ..targets import target_of, wait_until_agent_back
 from ..workspace_client import SshWorkspaceClient
 from .app import (
@@ -266,7 +267,8 @@ def start(name: str) -> None:
 @click.argument("name")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 def destroy(name: str, yes: bool) -> None:
-    """Delete NAME: the VM, its disk and its local state (or what is left of them)."""
+    """Delete NAME: the VM, its disk and its local state (or what is left of them); its backup
+    identity too, unless backups need it."""
     provider = provider_of(name)
     with name_lock(name, "destroying"):
         state = WorkspaceState(name)
@@ -285,15 +287,44 @@ def destroy(name: str, yes: bool) -> None:
             )
             click.confirm(question, abort=True)
         record = state.record()
-        never_came_up = state.has(WorkspaceState.NEW_IDENTITY)
         with progress(f"destroying {name}"):
             later = provider.delete(name)
             dns_left = remove_dns(name, record.host) if record and record.host else ""
-            if never_came_up:
-                discard_identity(name)  # nothing was ever encrypted to it
+            identity = settle_identity(name, state, record)
             state.remove()
-    notes = [note for note in (later, dns_left) if note]
+    notes = [note for note in (later, dns_left, identity) if note]
     err.print(f"destroyed {name}" + "".join(f"; {note}" for note in notes))
+
+
+def settle_identity(name: str, state: WorkspaceState, record: WorkspaceRecord | None) -> str:
+    """The workspace's backup identity goes with it when nothing was encrypted to it; when backups
+    were, it stays (they are restorable with it alone), and the user hears which and how many."""
+    if not has_identity(name):
+        return ""
+    if state.has(WorkspaceState.NEW_IDENTITY):
+        discard_identity(name)
+        return "its backup identity went with it (it never came up: nothing was encrypted to it)"
+    target = target_from_settings(settings(), record.provider if record else settings().provider)
+    kept = f"kept its backup identity {identity_path(name)}"
+    if target is None:
+        return f"{kept}: no backup store is configured to tell whether backups need it (`vmgen identities`)"
+    try:
+        needed = backups_encrypted_to(name, open_store(target))
+    except VmgenError as exc:
+        return f"{kept}: the store could not be read to tell whether backups need it ({exc})"
+    if needed:
+        return (
+            f"{kept}: {needed} backup(s) in {target.describe()} need it (`vmgen restore {name}` brings it back; "
+            f"`vmgen identities rm {name}` removes it and makes them unreadable)"
+        )
+    if record is not None and record.backup_store == target.describe():
+        discard_identity(name)
+        return f"its backup identity went with it (no backup in {target.describe()} was encrypted to it)"
+    launched_with = record.backup_store if record and record.backup_store else "a store this vmgen did not record"
+    return (
+        f"{kept}: no backup in {target.describe()} needs it, but it was launched with {launched_with}; "
+        f"`vmgen identities rm {name}` removes it"
+    )
 
 
 def remove_dns(name: str, host: str) -> str:

@@ -2,7 +2,8 @@
 provider has is refused before anything is made (and the credentials warning, which matters only
 for a launch that goes ahead, is not printed for one that is refused), the watchdog's interval
 and warning lead are options, `config show` lines are as long as what they say, `vmgen backups`
-shows what each backup left out."""
+shows what each backup left out, and `vmgen identities` lists and removes identities
+deliberately."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import secrets
 from pathlib import Path
 
 import yaml
+
+from vmgen.identities import ensure_identity, has_identity
 
 from .test_cli import one_error_line, vmgen
 
@@ -69,3 +72,48 @@ def test_backups_show_what_each_backup_left_out(home: Path) -> None:
     listed = vmgen(home, "backups", "app", "--provider", "docker")
     header, row = listed.stdout.splitlines()[:2]
     assert "EXCLUDED" in header and "node_modules 4.0 KiB" in row, listed.stdout
+
+
+def test_identities_are_listed_and_removed_deliberately(home: Path) -> None:
+    assert "no backup identities" in vmgen(home, "identities").stderr
+    ensure_identity("app")
+    listed = vmgen(home, "identities")
+    row = next(line for line in listed.stdout.splitlines() if line.split()[:1] == ["app"])
+    assert row.split()[1:4] == ["-", "0", "no"]  # no workspace; no backup needs it; no passphrase
+    refused = vmgen(home, "identities", "rm", "app")
+    assert refused.returncode == 2 and "pass --yes" in one_error_line(refused) and has_identity("app")
+    removed = vmgen(home, "identities", "rm", "app", "--yes")
+    assert removed.returncode == 0 and not has_identity("app")
+    assert "no backup in the store needs it" in removed.stderr
+
+
+def gone_workspace(home: Path, name: str, backed_up: bool) -> None:
+    """The local record of a docker workspace that came up and is gone (it deleted itself), with
+    its identity; `backed_up`: with a backup of it in the local store, encrypted to that identity."""
+    from vmgen.backup import LocalStore, create_backup
+    from vmgen.state import WorkspaceRecord, WorkspaceState
+
+    store = home / ".local/share/vmgen/backups"
+    recipient = ensure_identity(name)
+    if backed_up:
+        work = home / f"work-{name}"
+        work.mkdir()
+        (work / "a.txt").write_text("a")
+        create_backup(work, LocalStore(store), name, recipient)
+    record = WorkspaceRecord(name=name, provider="docker", created_at=0.0, source="x", agent="claude",
+                             backup_store=f"local folder {store}")
+    WorkspaceState(name).create(record, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj")
+
+
+def test_destroy_keeps_an_identity_backups_need_and_removes_one_they_do_not(home: Path) -> None:
+    gone_workspace(home, "kept", backed_up=True)
+    gone_workspace(home, "unused", backed_up=False)
+    kept = vmgen(home, "destroy", "kept", "--yes", VMGEN_DOCKER_IMAGE=DOCKER_IMAGE)
+    assert kept.returncode == 0 and has_identity("kept")
+    assert "kept its backup identity" in kept.stderr and "1 backup(s) in local folder" in kept.stderr
+    assert "`vmgen identities rm kept`" in kept.stderr
+    unused = vmgen(home, "destroy", "unused", "--yes", VMGEN_DOCKER_IMAGE=DOCKER_IMAGE)
+    assert unused.returncode == 0 and not has_identity("unused")
+    assert "its backup identity went with it (no backup in local folder" in unused.stderr
+    row = next(line for line in vmgen(home, "identities").stdout.splitlines() if line.split()[:1] == ["kept"])
+    assert row.split()[1:3] == ["-", "1"], row  # no workspace; one backup needs it
