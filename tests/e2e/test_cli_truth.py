@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RUN_LABEL
+from tests.polling import eventually
 
 from .conftest import RUN, Cli, QuietHandler, make_home, make_repo, unique
 
@@ -130,6 +131,32 @@ def test_list_shows_only_ones_own_unless_all(cli, keyless, tmp_path) -> None:
     row = next(line for line in other("list", "--all").stdout.splitlines() if line.split()[:1] == [NAME])
     assert f"@{socket.gethostname()}" in row  # its owner
     assert NAME in cli("list").stdout
+
+
+def test_open_killed_with_sigterm_takes_its_tunnel_with_it(cli, keyless) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "vmgen", "open", NAME, "--no-browser"], env=cli.env,
+                               cwd=cli.home, stderr=subprocess.PIPE, text=True)
+    try:
+        seen: list[str] = []
+        read_until(process, "through SSH", seen)
+        port = int(seen[-1].split("127.0.0.1:")[1].split("/")[0])
+        tunnel = next(pid for pid in children(process.pid) if Path(f"/proc/{pid}/comm").read_text().strip() == "ssh")
+        eventually(lambda: listening(port), timeout=30, what="the tunnel's port")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        process.kill()
+    assert not Path(f"/proc/{tunnel}").exists() and not listening(port)
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
 
 
 def test_send_refuses_an_agent_that_exited_or_whose_session_is_gone(cli, keyless) -> None:

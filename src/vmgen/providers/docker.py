@@ -296,9 +296,17 @@ class DockerProvider:
         return newest_baked(self)
 
     def remove_baked(self, image: BakedImage) -> None:
-        users = [c.name for c in self.client.containers.list(all=True, filters={"ancestor": image.ref})]
-        if users:
-            raise VmgenError(f"{image.name} is used by {', '.join(sorted(str(u) for u in users))}; destroy them first")
+        users = self.client.containers.list(all=True, filters={"ancestor": image.ref})
+        workspaces = sorted(str(c.labels[WS_LABEL]) for c in users if c.labels.get(WS_LABEL))
+        others = sorted(str(c.name) for c in users if not c.labels.get(WS_LABEL))
+        if workspaces:
+            commands = " and ".join(f"`vmgen destroy {name}`" for name in workspaces)
+            raise VmgenError(
+                f"{image.name} is used by workspace {', '.join(workspaces)}; "
+                f"{commands} first (it deletes the workspace)"
+            )
+        if others:
+            raise VmgenError(f"{image.name} is used by the container {', '.join(others)} (not a vmgen workspace)")
         try:
             self.client.images.remove(image.ref, force=True)  # force: all of its tags at once
         except NotFound:

@@ -1,9 +1,9 @@
-"""What the CLI says is true (issue 25), where no workspace needs to boot to tell: a size no
-provider has is refused before anything is made (and the credentials warning, which matters only
-for a launch that goes ahead, is not printed for one that is refused), the watchdog's interval
-and warning lead are options, `config show` lines are as long as what they say, `vmgen backups`
-shows what each backup left out, and `vmgen identities` lists and removes identities
-deliberately."""
+"""What the CLI says is true (issue 25), where no workspace needs to boot to tell: an unknown
+workspace is called unknown, a size no provider has is refused before anything is made (and the
+credentials warning, which matters only for a launch that goes ahead, is not printed for one that
+is refused), the watchdog's interval and warning lead are options, `config show` lines are as
+long as what they say, `vmgen backups` shows what each backup left out, and `vmgen identities`
+lists and removes identities deliberately."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ from .test_cli import one_error_line, vmgen
 
 URL = "https://github.com/me/app"
 DOCKER_IMAGE = os.environ.get("VMGEN_DOCKER_IMAGE", "vmgen-debian12:latest")
+
+
+def test_login_of_an_unknown_workspace_says_there_is_none(home: Path) -> None:
+    result = vmgen(home, "login", "nothing-here")
+    line = one_error_line(result)
+    assert result.returncode == 2 and "no workspace named 'nothing-here'" in line and "domain" not in line
 
 
 def test_a_size_no_provider_has_is_refused_in_one_line(home: Path) -> None:

@@ -1,7 +1,7 @@
 """The docker provider against the real engine, without booting anything: a create that loses a
 race for its name removes nothing of the winner's (two users launching one name on a shared
-engine); a container its idle watchdog stopped says so, and which backup it made (root's record
-on its disk)."""
+engine); a baked image in use names the workspace and the command that frees it; a container its
+idle watchdog stopped says so, and which backup it made (root's record on its disk)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ import secrets
 import tarfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import docker
 import pytest
 from docker.models.containers import Container
 
 from vmgen.agents import AGENTS
-from vmgen.errors import WorkspaceExists
+from vmgen.errors import VmgenError, WorkspaceExists
 from vmgen.providers.docker import DockerProvider, container_name, volume_name
 from vmgen.spec import GitSource, VmgenInstall, WorkspaceSpec
+from vmgen.stamps import BakedImage, ImageStamp
 
 IMAGE = os.environ.get("VMGEN_DOCKER_IMAGE", "vmgen-debian12:latest")
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj t@l"
@@ -75,6 +77,28 @@ def test_a_create_that_loses_the_race_for_its_name_removes_nothing_of_the_winner
     assert engine.volumes.get(volume_name(name)).attrs["Labels"]["vmgen-launch"] == "theirs"
     if theirs_first == "container":
         assert engine.containers.get(container_name(name)).labels["vmgen-launch"] == "theirs"
+
+
+def test_an_image_in_use_names_the_workspace_and_the_command_that_frees_it(engine, name) -> None:
+    empty = io.BytesIO()
+    tarfile.open(fileobj=empty, mode="w").close()
+    engine.api.import_image_from_data(empty.getvalue(), repository=f"vmgen-test-{name}", tag="baked")
+    image = engine.images.get(f"vmgen-test-{name}:baked")
+    try:
+        engine.containers.create(image.id, command=["true"], name=container_name(name),
+                                 labels={"vmgen": "1", "vmgen-ws": name})
+        baked = BakedImage(ref=str(image.id), name=f"vmgen-test-{name}:baked", created_at=datetime.now(UTC),
+                           stamp=ImageStamp("p", "a", "v"), base="")
+        with pytest.raises(VmgenError) as refused:
+            DockerProvider(IMAGE, engine).remove_baked(baked)
+        said = str(refused.value)
+        assert f"is used by workspace {name}; `vmgen destroy {name}` first" in said
+        assert container_name(name) not in said  # the container's name is no workspace's
+        assert engine.images.get(image.id)
+    finally:
+        for container in engine.containers.list(all=True, filters={"label": f"vmgen-ws={name}"}):
+            container.remove(force=True)
+        engine.images.remove(image.id, force=True)
 
 
 def put_backup_result(container, result: dict) -> None:
