@@ -68,6 +68,7 @@ def test_two_launches_of_one_name_at_once_make_one_workspace(cli, keyless) -> No
     assert f"'{NAME}' is busy: another vmgen is working on it right now" in refused.stderr
     assert "creating" not in refused.stderr and "warning" not in refused.stderr  # refused before all else
     assert cli.ssh(NAME, "true") == ""  # the pinned host key and the record are the first launch's, intact
+    assert (cli.home / ".local/state/vmgen/identities" / f"{NAME}.age-identity").exists()  # and its identity
 
 
 def test_launch_without_a_terminal_prints_one_line_per_phase(keyless) -> None:
@@ -133,6 +134,18 @@ def test_list_shows_only_ones_own_unless_all(cli, keyless, tmp_path) -> None:
     assert NAME in cli("list").stdout
 
 
+def test_the_agents_pane_has_focus_events_and_no_hint_about_them(cli, keyless) -> None:
+    assert cli.ssh(NAME, "tmux show-options -gv focus-events").strip() == "on"
+    assert "focus-events" not in cli.ssh(NAME, "tmux capture-pane -p -S -100 -t claude")
+
+
+def test_the_agents_install_is_logged_under_its_own_phase(cli, keyless) -> None:
+    log = cli.ssh(NAME, "cat /var/log/vmgen/provision.log").splitlines()
+    skipped = next(i for i, line in enumerate(log) if line.startswith("vmgen-skip ") and line.split()[2] == "agent")
+    phase = next(line for line in reversed(log[:skipped]) if line.startswith("vmgen-phase "))
+    assert phase.split()[2] == "agent-install", log
+
+
 def test_open_killed_with_sigterm_takes_its_tunnel_with_it(cli, keyless) -> None:
     process = subprocess.Popen([sys.executable, "-m", "vmgen", "open", NAME, "--no-browser"], env=cli.env,
                                cwd=cli.home, stderr=subprocess.PIPE, text=True)
@@ -156,7 +169,6 @@ def children(pid: int) -> list[int]:
 def listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
-
 
 
 def test_send_refuses_an_agent_that_exited_or_whose_session_is_gone(cli, keyless) -> None:
