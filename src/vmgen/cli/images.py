@@ -190,12 +190,12 @@ def list_images(provider: str | None, everyone: bool) -> None:
 
 
 def agent_baked(image: BakedImage) -> str:
-    """The agent and the version the bake installed ("claude 2.1.332"), not only the pin it asked
-    for ("claude-latest"); images baked before vmgen recorded it show the pin."""
-    if not image.agent_version:
+    """The agent pin the bake asked for and, when that names no version ("claude-latest"), the
+    version it installed: "claude-latest (2.1.332)". Images baked before vmgen recorded it show
+    the pin alone."""
+    if not image.agent_version or image.stamp.agent.endswith(f"-{image.agent_version}"):
         return image.stamp.agent
-    name, _, pin = image.stamp.agent.partition("-")
-    return f"{name} {image.agent_version}" + (" (latest then)" if pin == "latest" else "")
+    return f"{image.stamp.agent} ({image.agent_version})"
 
 
 def short_id(image: BakedImage) -> str:

@@ -123,3 +123,19 @@ def test_destroy_keeps_an_identity_backups_need_and_removes_one_they_do_not(home
     assert "its backup identity went with it (no backup in local folder" in unused.stderr
     row = next(line for line in vmgen(home, "identities").stdout.splitlines() if line.split()[:1] == ["kept"])
     assert row.split()[1:3] == ["-", "1"], row  # no workspace; one backup needs it
+
+
+def test_image_list_names_the_agent_version_a_bake_installed() -> None:
+    from datetime import UTC, datetime
+
+    from vmgen.cli.images import agent_baked
+    from vmgen.stamps import BakedImage, ImageStamp, installed_version
+
+    def baked(pin: str, installed: str) -> BakedImage:
+        return BakedImage(ref="x", name="x", created_at=datetime.now(UTC), stamp=ImageStamp("p", pin, "v"), base="",
+                          agent_version=installed)
+
+    assert installed_version("2.1.332 (Claude Code)\n") == "2.1.332"
+    assert agent_baked(baked("claude-latest", "2.1.332")) == "claude-latest (2.1.332)"
+    assert agent_baked(baked("claude-2.1.332", "2.1.332")) == "claude-2.1.332"
+    assert agent_baked(baked("claude-latest", "")) == "claude-latest"  # baked before vmgen recorded it
