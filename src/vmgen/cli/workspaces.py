@@ -83,7 +83,7 @@ def list_(provider: str | None, everyone: bool) -> None:
             elif w.stopped_by is not None:
                 status = "stopped (idle)"
                 notes.append(idle_stop_note(w, now.timestamp()))
-            elif w.running:
+            elif w.running and w.name in records:  # its pinned host key is here
                 shown.append(w)
             row = [w.name, w.provider, status, address, what, age(now - w.created_at), price]
             table.add_row(*row, *owner_column(w.owner, w.owner_id))
