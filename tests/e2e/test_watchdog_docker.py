@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import time
 
-from tests.polling import eventually, wait_until
+from tests.polling import eventually
+from vmgen.contract.names import VM
 
 from .conftest import make_repo, unique
 
@@ -20,8 +21,14 @@ def test_idle_workspace_powers_off_and_starts_again(cli, tmp_path, docker_client
         "--idle-warn", "0.3")
     container = docker_client.containers.get(f"vmgen-{SLEEPY}")
 
-    # Nobody is attached: the warning reaches them through `vmgen list`.
-    listed = wait_until(lambda: cli("list").stderr, lambda text: f"{SLEEPY}: idle;" in text, timeout=120, every=0.5)
+    # Nobody is attached: once the watchdog warns (its state, read by root, no SSH session that
+    # could count as a person), `vmgen list` says so.
+    def warned() -> bool:
+        found = container.exec_run(["cat", str(VM.watchdog_state)])
+        return found.exit_code == 0 and json.loads(found.output)["verdict"]["next_action"] == "warn"
+
+    eventually(warned, timeout=120, what="the watchdog's warning", interval=0.5)
+    listed = cli("list").stderr
     warning = next(line for line in listed.splitlines() if line.startswith(f"{SLEEPY}: idle;"))
     assert "in " in warning and f"vmgen keepalive {SLEEPY} --for 1h" in warning, listed
 
