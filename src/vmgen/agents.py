@@ -42,6 +42,11 @@ class Agent:
         return self.install.format(version=shlex.quote(version))
 
     @property
+    def version_command(self) -> str:
+        """Prints the installed CLI's version (every agent's CLI answers `--version`)."""
+        return f"{shlex.split(self.start)[0]} --version"
+
+    @property
     def credential_variables(self) -> tuple[str, ...]:
         """Of the key variables, the credentials (the others configure it, e.g. a base URL)."""
         return tuple(variable for variable in self.key_variables if variable.endswith("_API_KEY"))

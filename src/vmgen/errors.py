@@ -43,6 +43,10 @@ class WorkspaceExists(UsageError):
     """A workspace with that name already exists."""
 
 
+class NameBusy(UsageError):
+    """Another vmgen on this machine is launching, restoring or destroying a workspace of that name."""
+
+
 class LeftoversExist(UsageError):
     """What an earlier workspace of that name left behind would be reused; `vmgen destroy` removes it."""
 

@@ -1,9 +1,10 @@
 """Per-workspace backup identities on the laptop.
 
 Each workspace has its own age X25519 identity. The private half stays here (0600, sealed with
-VMGEN_PASSPHRASE when set); the VM only ever gets the public recipient. Identities outlive
-`vmgen destroy` on purpose: they are what makes the workspace's backups restorable. Only the
-identity of a workspace that never came up (a failed or interrupted launch) is removed with it.
+VMGEN_PASSPHRASE when set); the VM only ever gets the public recipient. An identity outlives
+`vmgen destroy` when backups in the store were encrypted to it: it is what makes them
+restorable. One that nothing was encrypted to (a workspace that never came up, or never backed
+up) goes with its workspace; `vmgen identities` lists the rest and removes them on request.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .backup.crypto import Identity, generate_identity, is_protected, load_identity, save_identity
 from .config import state_dir
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .backup.store import Store
 
 
 def identity_path(name: str) -> Path:
@@ -56,3 +61,25 @@ def load_for_restore(name: str) -> Identity:
 
         passphrase = click.prompt(f"passphrase for {name}'s backup identity", hide_input=True)
     return load_identity(path, passphrase)
+
+
+def identity_names() -> list[str]:
+    """Every workspace name with an identity on this machine."""
+    folder = state_dir() / "identities"
+    return sorted(path.name.removesuffix(".age-identity") for path in folder.glob("*.age-identity"))
+
+
+def recipient_of(name: str) -> str:
+    try:
+        return recipient_path(name).read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def backups_encrypted_to(name: str, store: Store) -> int:
+    """How many of NAME's backups in the store were encrypted to its identity here: the ones that
+    cannot be restored without it."""
+    from .backup.manifest import list_backups
+
+    recipient = recipient_of(name)
+    return sum(1 for manifest in list_backups(store, name) if manifest.recipient == recipient)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from .contract.names import VM
 from .errors import BootFailed
@@ -69,12 +71,16 @@ def wait_for_ssh(target_factory: Callable[[], SSHTarget | None], timeout: float,
 LineStream = Callable[[], AbstractContextManager[Iterable[bytes]]]
 
 
-def follow_cloud_init(target: SSHTarget, timeout: float, progress: Progress) -> list[Phase]:
-    """Stream provisioning phases until cloud-init is done; raise BootFailed on error.
+def follow_cloud_init(
+    target: SSHTarget, timeout: float, progress: Progress, keep_log: Path | None = None
+) -> list[Phase]:
+    """Stream provisioning phases until cloud-init is done; raise BootFailed on error, with the
+    failed phase's own output, and the whole log copied to `keep_log` on this machine (the
+    workspace it came from is usually removed right after).
 
     The stream is opened again if it ends early: cloud-init may restart sshd while it
     configures the VM (on a baked image, where vmgen attaches before cloud-init gets that far)."""
-    return follow_boot(lambda: ssh_lines(target), timeout, progress, lambda: output_tail(target))
+    return follow_boot(lambda: ssh_lines(target), timeout, progress, lambda: output_tail(target, keep_log))
 
 
 def follow_boot(open_lines: LineStream, timeout: float, progress: Progress, tail: Callable[[], str]) -> list[Phase]:
@@ -120,7 +126,7 @@ def _follow_once(
                     phases.append(Phase(name=name, at=float(at)))
                     progress(f"provisioning: {name}")
                 else:
-                    progress(f"provisioning: {name} is baked in")
+                    progress(f"provisioning: {name} (baked into the image: skipped)")
             elif line.startswith(DONE_MARK):
                 return line.removeprefix(DONE_MARK).strip()
             if time.monotonic() > deadline:
@@ -128,15 +134,29 @@ def _follow_once(
     return ""
 
 
-def output_tail(target: SSHTarget, lines: int = 15) -> str:
+KEPT_LOG_BYTES = 4 << 20  # the end of a longer log is what explains a failure
+
+
+def output_tail(target: SSHTarget, keep_log: Path | None = None, lines: int = 15) -> str:
     try:
-        result = run(target, ["tail", "-n", "400", OUTPUT_LOG], check=False, timeout=20)
+        result = run(target, ["tail", "-c", str(KEPT_LOG_BYTES), OUTPUT_LOG], check=False, timeout=60)
     except subprocess.TimeoutExpired:
         return "(could not read the provisioning log)"
-    return failure_report(result.stdout.decode(errors="replace").splitlines(), lines)
+    where = f"{OUTPUT_LOG} on the workspace"
+    if keep_log is not None and result.stdout:
+        try:
+            keep_log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(keep_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(result.stdout)
+            where = str(keep_log)
+        except OSError:
+            pass  # the report still says where the log is on the workspace
+    text = result.stdout.decode(errors="replace")
+    return failure_report(text.splitlines()[-400:], lines, where)
 
 
-def failure_report(log_lines: list[str], lines: int = 15) -> str:
+def failure_report(log_lines: list[str], lines: int = 15, whole_log: str = f"{OUTPUT_LOG} on the workspace") -> str:
     """Why provisioning failed, cause first: the phase it failed in and that phase's own output.
     The script stops at its first failing command, so the failing phase is the last one the log
     started; the lines of the phases before it (a firewall's chatter) say nothing about it."""
@@ -145,14 +165,14 @@ def failure_report(log_lines: list[str], lines: int = 15) -> str:
     if start is None:
         text = "\n".join(relevant[-lines:])
         return (
-            f"last lines of {OUTPUT_LOG}:\n{text}"
+            f"last lines of {OUTPUT_LOG} (the whole log: {whole_log}):\n{text}"
             if text
             else "(nothing in the provisioning log: cloud-init failed before vmgen's script ran)"
         )
     phase = relevant[start].split(" ", 2)[2].strip()
     own = [line for line in relevant[start + 1 :] if not line.startswith("vmgen-skip ")][-lines:]
     shown = "\n".join(f"  {line}" for line in own) or "  (it printed nothing)"
-    return f"failed in the provisioning phase {phase!r}:\n{shown}\n(the whole log: {OUTPUT_LOG} on the workspace)"
+    return f"failed in the provisioning phase {phase!r}:\n{shown}\n(the whole log: {whole_log})"
 
 
 def wait_for_session(target: SSHTarget, session: str, timeout: float, progress: Progress) -> None:

@@ -14,6 +14,8 @@ from .contract.names import PORTS, VM
 from .errors import InvalidSpec, NoSSHKey
 
 NAME_MAX = 40
+# Sizes every provider has (a Hetzner preset resolves to a server type at launch; `--type` names one).
+SIZE_PRESETS = ("small", "medium", "large")
 _NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 _VERSION_RE = re.compile(r"^(latest|[0-9A-Za-z][0-9A-Za-z.+-]{0,63})$")
 _TOKEN_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -372,6 +374,10 @@ def make_spec(
         raise InvalidSpec(f"idle minutes must be at least {MIN_IDLE_MINUTES:g}, not {idle_minutes:g}")
     if watchdog.webhook_url and not re.fullmatch(r"https?://[^\s\x00-\x1f]+", watchdog.webhook_url):
         raise InvalidSpec(f"idle webhook {watchdog.webhook_url!r} is not an http(s) URL")
+    if not 1 <= watchdog.interval_seconds <= 3600:  # (NaN is not)
+        raise InvalidSpec(f"the watchdog's interval must be 1 to 3600 seconds, not {watchdog.interval_seconds:g}")
+    if not watchdog.warn_minutes >= 0:
+        raise InvalidSpec(f"the watchdog's warning lead must be 0 minutes or more, not {watchdog.warn_minutes:g}")
     if watchdog.action not in WATCHDOG_ACTIONS:
         raise InvalidSpec(f"idle action {watchdog.action!r}: use one of {', '.join(WATCHDOG_ACTIONS)}")
     return WorkspaceSpec(

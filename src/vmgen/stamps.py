@@ -17,6 +17,9 @@ OPTIONAL_STEPS = frozenset({"code_ui"})
 BAKED_LABEL = "vmgen-baked"
 BASE_LABEL = "vmgen-base"
 STAMP_LABEL_PREFIX = "vmgen-stamp-"
+# The agent version a bake installed (its stamp names the pin asked for, which may be "latest").
+AGENT_VERSION_LABEL = "vmgen-agent-version"
+_VERSION_RE = re.compile(r"\d+\.\d+[0-9A-Za-z.+-]*")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,15 @@ class BakedImage:
     stamp: ImageStamp
     base: str  # label value of the stock image it was baked from
     owner: str = ""  # who baked it (user@host); "" for images baked before vmgen recorded it
+    owner_id: str = ""  # the baker's owner id (see owner.py); "" for images baked before owner ids
+    agent_version: str = ""  # what the bake installed ("2.1.332"); "" when not recorded
+
+
+def installed_version(output: str) -> str:
+    """The version in an agent CLI's `--version` output ("2.1.332 (Claude Code)" -> "2.1.332"),
+    as a label value; "" when it printed none."""
+    found = _VERSION_RE.search(output)
+    return label_value(found[0]) if found else ""
 
 
 def label_value(text: str) -> str:

@@ -5,13 +5,19 @@ Everything here is written 0600 in 0700 directories: it is the laptop's half of 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import state_dir
+from .errors import NameBusy
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,7 @@ class WorkspaceRecord:
     source: str
     agent: str
     host: str = ""  # the public hostname, when launched with a domain
+    backup_store: str = ""  # where its backups go (the store's description); "" without backups
 
 
 class WorkspaceState:
@@ -94,3 +101,60 @@ def all_records(root: Path | None = None) -> list[WorkspaceRecord]:
         return []
     records = (WorkspaceState(p.name, root).record() for p in sorted(base.iterdir()))
     return [r for r in records if r is not None]
+
+
+def failed_boot_log(name: str, root: Path | None = None) -> Path:
+    """Where a failed boot's provisioning log is kept on this machine: the workspace it came from
+    is removed, its log is not."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return (root or state_dir()) / "logs" / f"{name}-{stamp}-provision.log"
+
+
+def _lock_path(name: str, root: Path | None) -> Path:
+    # Beside the workspaces' folders, not in one: a launch removes and remakes its folder.
+    return (root or state_dir()) / "locks" / f"{name}.lock"
+
+
+@contextmanager
+def name_lock(name: str, doing: str, root: Path | None = None) -> Iterator[None]:
+    """Held by the one vmgen that launches, restores or destroys NAME, for as long as it does:
+    a second one is refused at once, before it looks at (or removes) anything of the first's.
+    The kernel releases it with the process, however that ends (kill -9 too): no stale locks."""
+    path = _lock_path(name, root)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+            who = f"pid {holder[0]}, {' '.join(holder[1:])}" if holder else "another vmgen"
+            raise NameBusy(
+                f"{name!r} is busy: another vmgen is working on it right now ({who}); wait for it, "
+                f"or interrupt it (Ctrl-C removes what a launch made)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {doing}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def busy_with(name: str, root: Path | None = None) -> str:
+    """What another vmgen is doing with NAME right now ("launching"), or "" when none is."""
+    path = _lock_path(name, root)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return ""
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+            return " ".join(holder[1:]) or "busy"
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return ""
+    finally:
+        os.close(fd)

@@ -27,6 +27,7 @@ from .handover import Handover, deliver
 from .readiness import Phase, follow_cloud_init, wait_for_session, wait_for_ssh
 from .selfwheel import VmgenWheel
 from .ssh import SSHTarget, remote, run, write_file_while_booting
+from .state import failed_boot_log
 
 Progress = Callable[[str], None]
 
@@ -54,11 +55,13 @@ class WorkspaceClient(Protocol):
 
     def wait_for_agent(self, timeout: float, progress: Progress) -> None: ...
 
+    def has_conversation(self, agent: Agent, repo_dir: str) -> bool: ...
+
     def backup(self, progress: Progress) -> BackupResult: ...
 
     def restore(self, identity: str, progress: Progress, timeout: float) -> RestoreResult: ...
 
-    def status(self, fresh: bool = False) -> WatchdogState: ...
+    def status(self, fresh: bool = False, timeout: float = 120) -> WatchdogState: ...
 
     def first_verdict(self, timeout: float, agent_watched: bool) -> WatchdogState | None: ...
 
@@ -94,7 +97,7 @@ class SshWorkspaceClient:
         self._target = wait_for_ssh(self._find_target, timeout, progress)
 
     def follow_boot(self, timeout: float, progress: Progress) -> list[Phase]:
-        return follow_cloud_init(self.target, timeout, progress)
+        return follow_cloud_init(self.target, timeout, progress, failed_boot_log(self.name))
 
     def deliver_wheel(self, wheel: VmgenWheel) -> None:
         """Into the agent's folder, where root picks it up after checking its sha256."""
@@ -105,6 +108,10 @@ class SshWorkspaceClient:
 
     def wait_for_agent(self, timeout: float, progress: Progress) -> None:
         wait_for_session(self.target, AGENT_SESSION, timeout, progress)
+
+    def has_conversation(self, agent: Agent, repo_dir: str) -> bool:
+        """What the agent's start script asks: a conversation in `repo_dir` to resume."""
+        return run(self.target, ["bash", "-c", agent.has_conversation(repo_dir)], check=False).returncode == 0
 
     def backup(self, progress: Progress, timeout: float = 7200) -> BackupResult:
         raw = self._stream(["vmgen", "vmside", "backup", "--trigger", "laptop"], None, progress, timeout)
@@ -123,9 +130,11 @@ class SshWorkspaceClient:
             raise RestoreFailed(f"restore failed: {result.error}")
         return result
 
-    def status(self, fresh: bool = False) -> WatchdogState:
+    def status(self, fresh: bool = False, timeout: float = 120) -> WatchdogState:
         """The watchdog's state; `fresh`: a verdict made now, not up to an interval old."""
-        found = run(self.target, ["vmgen", "vmside", "status", *(["--fresh"] if fresh else [])], check=False)
+        found = run(
+            self.target, ["vmgen", "vmside", "status", *(["--fresh"] if fresh else [])], check=False, timeout=timeout
+        )
         try:
             data = json.loads(found.stdout)
         except ValueError:

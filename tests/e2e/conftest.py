@@ -107,7 +107,7 @@ def vm_image(docker_client, stock_image, tmp_path_factory) -> str:
             # Not "1" for the baked label: `vmgen image list` and launches never see this image.
             image = bake(DockerProvider(stock_image, docker_client), plan, own_wheel(), lambda message: None,
                          labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN},
-                         repository=f"vmgen-test-baked-{RUN}")
+                         repository=f"vmgen-test-baked-{RUN}", owner={})
             made.write_text(image.ref)
         return made.read_text()
 
@@ -132,7 +132,8 @@ def web_image(vm_image, docker_client, tmp_path_factory) -> str:
             plan = workspace_plan(AGENTS["claude"], AGENT_VERSION, this_vmgen(), desktop=True, domain=WEB_ZONE,
                                   code_ui_version="1.12.0")
             image = bake(DockerProvider(vm_image, docker_client), plan, own_wheel(), lambda message: None,
-                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN}, repository=f"vmgen-test-web-{RUN}")
+                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN}, repository=f"vmgen-test-web-{RUN}",
+                         owner={})
             made.write_text(image.ref)
         return made.read_text()
 

@@ -3,8 +3,10 @@ seconds-scale timers (idle 30 s, stall 15 s): the launch's "ready" line says wha
 will really do; two sessions, one at its prompt and one mid-turn on a slow model, are working; a
 silent tool call longer than the stall limit is working; a keepalive is said with its own time;
 `vmgen status` polled every few seconds is no person and never holds the workspace up, so it
-powers itself off (a container cannot delete itself); `vmgen start` brings it back with a fresh
-countdown. The tests run in order on the module's workspace."""
+backs up and powers itself off (a container cannot delete itself); `vmgen list` shows its warning
+beforehand to a user who is not attached, and afterwards that the watchdog stopped it, after which
+backup, and the ways back, which a refused `vmgen restore` names too; `vmgen start` brings it back
+with a fresh countdown. The tests run in order on the module's workspace."""
 
 from __future__ import annotations
 
@@ -120,6 +122,7 @@ def test_a_keepalive_is_said_and_polled_status_never_holds_it_up(ws, cli, docker
 
     container = docker_client.containers.get(f"vmgen-{NAME}")
     seen: list[dict] = []
+    warnings: list[str] = []
 
     def off() -> bool:
         container.reload()
@@ -129,17 +132,31 @@ def test_a_keepalive_is_said_and_polled_status_never_holds_it_up(ws, cli, docker
         state = json.loads(cli("status", NAME, "--json", check=False).stdout or "{}")
         if state:
             seen.append(state)
+        if not warnings and state.get("verdict", {}).get("next_action") == "warn":
+            # Nobody is attached: `vmgen list` says what the watchdog is about to do.
+            listed = cli("list", check=False).stderr
+            warnings.extend(line for line in listed.splitlines() if line.startswith(f"{NAME}: idle;"))
         return False
 
     eventually(off, timeout=180, what="the idle workspace to power off while its status is polled", interval=3)
     assert all("SSH" not in "; ".join(s["verdict"]["reasons"]) for s in seen), seen
     assert not any(s["verdict"]["busy"] and s["verdict"]["idle_for_seconds"] > 0 for s in seen), seen
     assert [s["verdict"]["condition"] for s in seen][-1] == "idle", seen
+    assert warnings and "in " in warnings[0] and f"vmgen keepalive {NAME} --for 1h" in warnings[0], seen
 
 
 def test_it_starts_again_with_a_fresh_countdown(ws, cli, docker_client) -> None:
-    row = next(line for line in cli("list").stdout.splitlines() if line.strip().startswith(NAME))
-    assert "stopped" in row
+    listed = cli("list")
+    row = next(line for line in listed.stdout.splitlines() if line.split()[:1] == [NAME])
+    assert "stopped (idle)" in row
+    note = next(line for line in listed.stderr.splitlines() if line.startswith(f"{NAME}: "))
+    backup_id = note.split("after backup ")[1].split(";")[0]
+    assert "stopped by its idle watchdog" in note and backup_id in cli("backups", NAME).stdout
+    assert f"`vmgen start {NAME}`" in note and f"`vmgen destroy {NAME}` then `vmgen restore {NAME}`" in note
+    refused = cli("restore", NAME, check=False, timeout=120)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"`vmgen start {NAME}`" in refused.stderr
+    assert f"`vmgen destroy {NAME}` then `vmgen restore {NAME}`" in refused.stderr
     started = time.time()
     cli("start", NAME)
 

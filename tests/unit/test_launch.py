@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vmgen.contract.documents import AgentRecord, RestoreResult, VerdictRecord, WatchdogState
-from vmgen.errors import BootFailed, LeftoversExist, UsageError, WorkspaceExists
+from vmgen.contract.documents import AgentRecord, BackupTarget, RestoreResult, VerdictRecord, WatchdogState
+from vmgen.errors import BootFailed, LeftoversExist, NameBusy, UsageError, WorkspaceExists
 from vmgen.handover import Handover
 from vmgen.identities import ensure_identity, has_identity
 from vmgen.launch import LaunchOptions, launch
@@ -25,7 +25,7 @@ from vmgen.readiness import Phase
 from vmgen.selfwheel import VmgenWheel, own_wheel
 from vmgen.spec import GitSource, RestoreSource, VmgenInstall, WebSpec, WorkspaceSpec, make_spec
 from vmgen.stamps import BakedImage, ImageStamp
-from vmgen.state import WorkspaceState
+from vmgen.state import WorkspaceState, busy_with, name_lock
 from vmgen.workspace_client import RestoreFailed
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj t@l"
@@ -46,6 +46,10 @@ class FakeProvider:
     fail_create: BaseException | None = None
     left: dict[str, str] = field(default_factory=dict)  # name -> what an earlier workspace left
     interrupt_delete: bool = False  # a Ctrl-C arrives while deleting
+
+    def check(self, spec: WorkspaceSpec) -> None:
+        if spec.size == "huge":
+            raise UsageError("fake has no size 'huge'")
 
     def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace:
         if self.fail_create is not None:
@@ -106,6 +110,7 @@ class ScriptedClient:
     failure: BaseException = field(default_factory=lambda: BootFailed("cloud-init status: error"))
     handover: Handover | None = None
     delivered: VmgenWheel | None = None
+    conversation: bool = True  # a restored agent finds a conversation to resume
 
     def _step(self, name: str) -> None:
         self.calls.append(name)
@@ -130,6 +135,10 @@ class ScriptedClient:
     def wait_for_agent(self, timeout, progress) -> None:
         self._step("agent")
 
+    def has_conversation(self, agent, repo_dir) -> bool:
+        self._step("conversation")
+        return self.conversation
+
     def first_verdict(self, timeout, agent_watched) -> WatchdogState:
         self._step("verdict")
         return WATCHING
@@ -149,6 +158,7 @@ class ScriptedClient:
 
 
 WHEEL = own_wheel()
+STORE = BackupTarget(kind="local", path="/var/lib/vmgen/backups")
 WATCHING = WatchdogState(
     boot_id="b",
     history={},
@@ -174,6 +184,8 @@ def run_launch(spec: WorkspaceSpec, provider: FakeProvider, client: ScriptedClie
         made_for.append(name)
         return client
 
+    # The source check has tests of its own, against a real git server (test_sourcecheck.py).
+    options = {"check_source": False, **options}
     result = launch(spec, provider, LaunchOptions(agent_env={"ANTHROPIC_API_KEY": "test-key"}, **options),
                     messages.append, client_for)
     assert made_for == [spec.name]
@@ -243,7 +255,7 @@ def test_a_restore_comes_before_the_handover_and_its_failure_cleans_up(home, pro
     spec = spec_for(home, source=RestoreSource("app", ""))
     client = ScriptedClient()
     run_launch(spec, provider, client, restore_identity="AGE-SECRET-KEY-1TEST\n")
-    assert client.calls == ["reachable", "wheel", "boot", "restore", "handover", "agent", "verdict"]
+    assert client.calls == ["reachable", "wheel", "boot", "restore", "handover", "agent", "conversation", "verdict"]
     assert "AGE-SECRET-KEY" not in provider.user_data["app"]  # the identity never travels in user-data
     provider.servers.clear()
     WorkspaceState("app").remove()
@@ -287,13 +299,12 @@ def test_a_git_source_is_cloned_on_the_vm_not_uploaded(home, provider) -> None:
 def test_a_second_interrupt_does_not_cut_the_cleanup_short(home, provider, capfd) -> None:
     # The first Ctrl-C stops the launch; the second one arrives while its volume and state are
     # being removed, and is answered with a line instead of leaving half of them behind.
-    ensure_identity("app")
     provider.interrupt_delete = True
     client = ScriptedClient(fail_at="boot", failure=KeyboardInterrupt())
     messages: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        launch(spec_for(home), provider, LaunchOptions(agent_env={}, new_identity=True), messages.append,
-               lambda name, find: client)
+        launch(spec_for(home), provider, LaunchOptions(agent_env={}, backup=STORE, check_source=False),
+               messages.append, lambda name, find: client)
     assert provider.deleted == ["app"] and not WorkspaceState("app").any_left()
     assert not has_identity("app")  # it never came up: nothing was encrypted to its identity
     assert "still removing what was created" in capfd.readouterr().err
@@ -337,20 +348,73 @@ def test_a_record_of_the_name_on_another_provider_is_refused(home, provider) -> 
 
 @pytest.mark.parametrize("outcome", ["fails", "refused", "comes up"])
 def test_an_identity_made_for_the_launch_goes_only_if_the_workspace_never_came_up(home, provider, outcome) -> None:
-    ensure_identity("app")
     if outcome == "refused":
         provider.left["app"] = "volume vmgen-app-home"
     client = ScriptedClient(fail_at="handover" if outcome == "fails" else "")
     try:
-        run_launch(spec_for(home), provider, client, new_identity=True)
+        run_launch(spec_for(home), provider, client, backup=STORE)
     except (BootFailed, LeftoversExist):
         pass
+    else:  # the VM got the recipient of the identity made for it
+        assert (home / ".local/state/vmgen/identities/app.recipient").read_text().strip() in provider.user_data["app"]
     assert has_identity("app") == (outcome == "comes up")
     assert not WorkspaceState("app").has(WorkspaceState.NEW_IDENTITY)  # up: the identity is for keeps
 
 
 def test_an_identity_that_existed_before_the_launch_is_kept(home, provider) -> None:
-    ensure_identity("app")  # an earlier workspace's: its backups need it
+    recipient = ensure_identity("app")  # an earlier workspace's: its backups need it
     with pytest.raises(BootFailed):
-        run_launch(spec_for(home), provider, ScriptedClient(fail_at="boot"), new_identity=False)
-    assert has_identity("app")
+        run_launch(spec_for(home), provider, ScriptedClient(fail_at="boot"), backup=STORE)
+    assert has_identity("app") and recipient in provider.user_data["app"]
+
+
+# --- issue 25: one launch per name; checks before anything is made ----------------------------
+
+
+def test_a_second_launch_of_a_name_being_launched_is_refused_and_touches_nothing_of_the_first(home, provider) -> None:
+    # The first launch holds the name (its record, pinned host key and identity are made).
+    with pytest.raises(BootFailed):
+        run_launch(spec_for(home), provider, ScriptedClient(fail_at="boot"), keep_on_failure=True, backup=STORE)
+    first = WorkspaceState("app")
+    pinned, recipient = first.known_hosts.read_text(), (home / ".local/state/vmgen/identities/app.recipient")
+    provider.servers.clear()  # as if the first had not created its workspace yet
+    with name_lock("app", "launching"):
+        with pytest.raises(NameBusy, match=f"pid {os.getpid()}, launching"):
+            run_launch(spec_for(home), provider, ScriptedClient(), backup=STORE)
+        assert busy_with("app") == "launching"
+    assert first.known_hosts.read_text() == pinned and recipient.is_file() and has_identity("app")
+    assert busy_with("app") == ""
+
+
+def test_a_workspace_whose_launch_was_killed_is_a_leftover_with_the_command_that_removes_it(home, provider) -> None:
+    # kill -9 mid-boot: the workspace runs, its record still says it was being launched.
+    with pytest.raises(BootFailed):
+        run_launch(spec_for(home), provider, ScriptedClient(fail_at="boot"), keep_on_failure=True)
+    assert "app" in provider.servers
+    with pytest.raises(LeftoversExist, match=r"cut short.*`vmgen destroy app`"):
+        run_launch(spec_for(home), provider, ScriptedClient())
+    assert provider.deleted == []
+
+
+def test_checks_come_before_anything_is_made_and_warnings_after_them(home, provider) -> None:
+    told: list[str] = []
+    with pytest.raises(UsageError, match="no size 'huge'"):
+        launch(spec_for(home, size="huge"), provider, LaunchOptions(agent_env={}, check_source=False), told.append,
+               lambda name, find: ScriptedClient(), checked=lambda: told.append("warned"))
+    assert "warned" not in told and provider.user_data == {} and not WorkspaceState("app").any_left()
+    launch(spec_for(home), provider, LaunchOptions(agent_env={}, check_source=False), told.append,
+           lambda name, find: ScriptedClient(), checked=lambda: told.append("warned"))
+    assert told.index("warned") < told.index("creating the workspace on fake")
+
+
+@pytest.mark.parametrize("had_one", [True, False])
+def test_a_restore_says_whether_the_agent_had_a_conversation_to_resume(home, provider, had_one) -> None:
+    result, _ = run_launch(spec_for(home, source=RestoreSource("app", "")), provider,
+                           ScriptedClient(conversation=had_one), restore_identity="AGE-SECRET-KEY-1TEST\n")
+    assert result.resumed is had_one
+
+
+def test_a_restore_says_its_step_once(home, provider) -> None:
+    _, messages = run_launch(spec_for(home, source=RestoreSource("app", "")), provider, ScriptedClient(),
+                             restore_identity="AGE-SECRET-KEY-1TEST\n")
+    assert [m for m in messages if "restor" in m] == ["restored backup 20261202T120000Z-ab12"]

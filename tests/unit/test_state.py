@@ -6,7 +6,10 @@ import os
 import stat
 from pathlib import Path
 
-from vmgen.state import WorkspaceRecord, WorkspaceState, all_records
+import pytest
+
+from vmgen.errors import NameBusy
+from vmgen.state import WorkspaceRecord, WorkspaceState, all_records, busy_with, name_lock
 
 RECORD = WorkspaceRecord(name="app", provider="docker", created_at=1_700_000_000.0, source="/src/app",
                          agent="claude", host="")
@@ -36,3 +39,26 @@ def test_broken_records_are_skipped_and_remove_takes_everything(tmp_path: Path) 
     assert [r.name for r in all_records(tmp_path)] == ["app"]
     WorkspaceState("app", tmp_path).remove()
     assert not (tmp_path / "workspaces" / "app").exists() and all_records(tmp_path) == []
+
+
+def test_a_name_is_held_by_one_vmgen_until_it_ends_however_it_ends(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    program = (
+        "import time; from pathlib import Path; from vmgen.state import name_lock\n"
+        f"with name_lock('app', 'launching', Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        assert busy_with("app", tmp_path) == "launching" and busy_with("other", tmp_path) == ""
+        with pytest.raises(NameBusy, match=f"pid {holder.pid}, launching"), name_lock("app", "destroying", tmp_path):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)  # no cleanup runs: the kernel lets go of the lock
+        holder.wait()
+    assert busy_with("app", tmp_path) == ""
+    with name_lock("app", "destroying", tmp_path):
+        assert busy_with("app", tmp_path) == "destroying"

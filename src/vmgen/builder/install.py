@@ -56,6 +56,8 @@ class InstallPlan:
     vmgen: VmgenInstall
     stamp: ImageStamp
     code_ui_install: str = ""  # a shell command, run as root; empty without a domain
+    # Prints the installed agent's version (a bake records it: "latest" names no version).
+    agent_version_command: str = ""
 
 
 def plan_for(
@@ -89,6 +91,7 @@ def plan_for(
         vmgen=vmgen,
         stamp=stamp,
         code_ui_install=code_ui,
+        agent_version_command=agent.version_command,
     )
 
 

@@ -151,6 +151,7 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         _file(VM.program("provision.sh"), rendered("provision.sh.j2"), mode="0755"),
         _file(VM.program("agent-session"), rendered("agent-session.sh.j2"), mode="0755"),
         _file(VM.program("agent-run"), rendered("agent-run.sh.j2"), mode="0755"),
+        _file(VM.program("tmux.conf"), rendered("tmux.conf.j2")),
         _file(VM.program("agent-event"), without_comment_lines(agent_event_hook()), mode="0755"),
         unit(UNITS.agent),
         unit(UNITS.agent_start),

@@ -11,8 +11,8 @@ from rich.table import Table
 
 from ..backup.target import open_store, require_target, target_on_vm
 from ..errors import WorkspaceExists
-from ..identities import ensure_identity, has_identity, load_for_restore, recipient_path
-from ..providers import PROVIDERS
+from ..identities import load_for_restore, recipient_path
+from ..providers import PROVIDERS, Workspace
 from ..spec import RestoreSource, validate_name
 from ..ssh import default_identities
 from ..workspace_client import SshWorkspaceClient
@@ -85,6 +85,7 @@ def _print_some(entries: tuple[str, ...] | list[str], count: int) -> None:
 def backups(name: str | None, provider: str | None) -> None:
     """Every backup in the store (of NAME, or of all workspaces)."""
     from ..backup.manifest import list_backups
+    from ..vmside.backups import runtime_excludes
 
     store_target = require_target(settings(), provider or settings().provider)
     found = list_backups(open_store(store_target), name)
@@ -92,11 +93,13 @@ def backups(name: str | None, provider: str | None) -> None:
         err.print(f"no backups{f' of {name}' if name else ''} in {store_target.describe()}")
         return
     table = Table(box=None, header_style="bold")
-    for column in ("WORKSPACE", "BACKUP", "KIND", "CREATED", "SIZE", "AGE"):
+    own = set(runtime_excludes())  # vmgen's own files, left out of every backup: not the user's excludes
+    for column in ("WORKSPACE", "BACKUP", "KIND", "CREATED", "SIZE", "AGE", "EXCLUDED"):
         table.add_column(column)
     now = datetime.now(UTC)
     for m in found:
         created = datetime.fromisoformat(m.created_at)
+        excluded = [e for e in m.summary.excluded if e.entries and e.pattern not in own]
         table.add_row(
             m.workspace,
             m.backup_id,
@@ -104,8 +107,23 @@ def backups(name: str | None, provider: str | None) -> None:
             created.strftime("%Y-%m-%d %H:%M"),
             human_bytes(m.ciphertext_bytes),
             age(now - created),
+            ", ".join(f"{e.pattern} {human_bytes(e.bytes)}" for e in excluded) or "-",
         )
     out.print(table)
+
+
+def already_there(there: Workspace, name: str, target_name: str, provider: str) -> str:
+    """Why a restore of NAME is refused, and the ways that do work."""
+    if target_name != name:
+        return f"a workspace named {target_name!r} already exists on {provider}"
+    next_to = f"or restore it next to it with `vmgen restore {name} --as NEW`"
+    if there.running:
+        return f"workspace {name!r} is running on {provider}; {next_to}"
+    return (
+        f"workspace {name!r} still exists on {provider}, {there.status}: `vmgen start {name}` brings it back "
+        f"as it was; to restore it from its backup instead, `vmgen destroy {name}` then `vmgen restore {name}`; "
+        + next_to
+    )
 
 
 @click.command()
@@ -125,9 +143,8 @@ def restore(
 
     target_name = validate_name(new_name or name)
     chosen = provider_named(provider)
-    if chosen.get(target_name) is not None:
-        hint = f"; restore next to it with `vmgen restore {name} --as NEW`" if target_name == name else ""
-        raise WorkspaceExists(f"a workspace named {target_name!r} already exists on {chosen.name}{hint}")
+    if (there := chosen.get(target_name)) is not None:
+        raise WorkspaceExists(already_there(there, name, target_name, chosen.name))
     store_target = require_target(settings(), chosen.name)
     store = open_store(store_target)
     manifest = read_manifest(store, name, backup_id) if backup_id else latest_backup(store, name)
@@ -143,18 +160,17 @@ def restore(
             f"backup {manifest.backup_id} of {name} was made for another identity than the one in "
             f"{recipient_path(name).parent}"
         )
-    # The new workspace's own backups go under its own name, to its own identity.
-    new_identity = target_name != name and not has_identity(target_name)
-    recipient = identity.recipient if target_name == name else ensure_identity(target_name)
+    # The new workspace's own backups go under its own name, to its own identity (made by the
+    # launch for a new name; the same one for the same name).
     source = RestoreSource(name, manifest.backup_id, manifest.repo_folder)
     spec = build_spec(source, {"name": target_name}, store_target, chosen.name)
     options = LaunchOptions(
         agent_env=agent_env(settings(), spec.agent.key_variables),
-        backup=(target_on_vm(store_target), recipient),
+        backup=target_on_vm(store_target),
+        backup_store=store_target.describe(),
         restore_identity=identity.secret + "\n",
         identities=default_identities(),
         keep_on_failure=keep_on_failure,
-        new_identity=new_identity,
         **web_options(settings(), spec),
     )
     bake_after = auto_bake_wanted(chosen)
@@ -169,7 +185,12 @@ def restore(
     err.print(
         f"[green]restored[/] {name} from {manifest.backup_id}"
         + (f" as {target_name}" if target_name != name else "")
-        + f" on {chosen.name} in {time.monotonic() - started:.0f}s; the agent resumed its conversation"
+        + f" on {chosen.name} in {time.monotonic() - started:.0f}s; "
+        + (
+            "the agent resumed its conversation"
+            if result.resumed
+            else "the agent started a new conversation (the backup held none to resume)"
+        )
     )
     err.print(f"  connect:  vmgen connect {target_name}")
     print_web_access(spec, options)

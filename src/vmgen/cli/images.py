@@ -11,9 +11,9 @@ from rich.table import Table
 from ..agents import AGENTS
 from ..config import Settings, state_dir
 from ..errors import UsageError, VmgenError
+from ..owner import describe_owner, owned, owner_labels
 from ..providers import PROVIDERS
-from ..providers.base import is_mine
-from ..stamps import BakedImage
+from ..stamps import BakedImage, label_value
 from .app import age, err, out, progress, provider_named, settings
 from .launching import vmgen_install
 
@@ -84,7 +84,7 @@ def _bake(chosen: Provider, plan: InstallPlan) -> None:
 
         with progress("baking a docker image") as update:
             baked = bake(chosen, plan, own_wheel(), update)
-        err.print(f"[green]baked[/] {baked.name} ({baked.stamp.describe()}); launches use it from now on")
+        err.print(f"[green]baked[/] {baked.name} ({baked.stamp.describe()}); your launches use it from now on")
         return
     assert isinstance(chosen, HetznerProvider)
     from ..selfwheel import own_wheel
@@ -98,7 +98,8 @@ def _bake(chosen: Provider, plan: InstallPlan) -> None:
     with progress("baking a Hetzner snapshot on a build server") as update:
         baked = chosen.bake(plan, own_wheel(), update, size=s.size, public_key=keys[0], identities=default_identities())
     err.print(
-        f"[green]baked[/] {baked.name} (snapshot {baked.ref}); launches use it from now on; {chosen.image_cost_note()}"
+        f"[green]baked[/] {baked.name} (snapshot {baked.ref}); your launches use it from now on; "
+        f"{chosen.image_cost_note()}"
     )
 
 
@@ -120,18 +121,19 @@ def _build_with_packer(provider: HetznerProvider, plan: InstallPlan) -> None:
             server_type=server_type,
             stamp=plan.stamp,
             endpoint=s.hcloud_endpoint,
+            owner=tuple(owner_labels(label_value).items()),
         ),
         render_bake_script(plan),
         own_wheel(),
     )
     with progress("baking a Hetzner snapshot with Packer") as update:
         build_with_packer(directory, s.hcloud_token, update)
-    err.print(f"[green]baked[/] a snapshot ({plan.stamp.describe()}); launches use it from now on")
+    err.print(f"[green]baked[/] a snapshot ({plan.stamp.describe()}); your launches use it from now on")
 
 
 def visible(images: list[BakedImage], everyone: bool) -> list[BakedImage]:
-    """Yours (and those baked before vmgen recorded owners), or with --all everyone's."""
-    return [b for b in images if everyone or not b.owner or is_mine(b.owner)]
+    """Yours (and those whose baker cannot be told: baked before owner ids), or with --all everyone's."""
+    return [b for b in images if everyone or owned(b.owner, b.owner_id) is not False]
 
 
 @image.command("list")
@@ -161,22 +163,39 @@ def list_images(provider: str | None, everyone: bool) -> None:
         ):
             table.add_column(column)
         now = datetime.now(UTC)
+        unknown = 0
         for b in listed:
             redo = b.stamp.differs_from(wanted)
             use = ("use" + (f", redo {', '.join(redo)}" if redo else "")) if newest and b.ref == newest.ref else "-"
+            if owned(b.owner, b.owner_id) is None:
+                use, unknown = "only with --image", unknown + 1
             table.add_row(
                 b.name,
                 short_id(b),
-                b.stamp.agent,
+                agent_baked(b),
                 b.stamp.vmgen,
                 b.stamp.packages,
                 age(now - b.created_at),
                 use,
-                *([b.owner or "-"] if everyone else []),
+                *([describe_owner(b.owner, b.owner_id)] if everyone else []),
             )
         out.print(table)
+        if unknown:
+            err.print(
+                f"{unknown} image(s) baked before vmgen recorded who baked them: launches pick only your own, "
+                "so these boot only when named (`vmgen launch ... --image ID`)"
+            )
     if hidden:
         err.print(f"{hidden} image(s) of other users not shown (`vmgen image list --all` shows them)")
+
+
+def agent_baked(image: BakedImage) -> str:
+    """The agent pin the bake asked for and, when that names no version ("claude-latest"), the
+    version it installed: "claude-latest (2.1.332)". Images baked before vmgen recorded it show
+    the pin alone."""
+    if not image.agent_version or image.stamp.agent.endswith(f"-{image.agent_version}"):
+        return image.stamp.agent
+    return f"{image.stamp.agent} ({image.agent_version})"
 
 
 def short_id(image: BakedImage) -> str:

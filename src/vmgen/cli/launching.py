@@ -15,11 +15,19 @@ from ..agents import AGENT_SESSION
 from ..backup.target import BackupTarget, target_from_settings, target_on_vm
 from ..config import Settings
 from ..contract.documents import WatchdogState
-from ..errors import UsageError, VmgenError
+from ..errors import InvalidSpec, UsageError, VmgenError
 from ..handover import laptop_extras
-from ..identities import ensure_identity, has_identity
 from ..providers import USER_DATA_LIMITS
-from ..spec import WATCHDOG_ACTIONS, RestoreSource, VmgenInstall, WatchdogTuning, WebSpec, WorkspaceSpec, make_spec
+from ..spec import (
+    SIZE_PRESETS,
+    WATCHDOG_ACTIONS,
+    RestoreSource,
+    VmgenInstall,
+    WatchdogTuning,
+    WebSpec,
+    WorkspaceSpec,
+    make_spec,
+)
 from ..ssh import default_identities
 from .app import err, main, out, progress, provider_named, settings
 
@@ -52,6 +60,12 @@ def spec_options(function: Command) -> Command:
         click.option(
             "--idle-minutes", type=float, help="Minutes of idleness before the watchdog acts (e.g. 30, or 0.5)."
         ),
+        click.option(
+            "--idle-warn",
+            type=float,
+            help="Minutes before it acts that the watchdog warns (tmux, wall, the page, `vmgen list`).",
+        ),
+        click.option("--idle-interval", type=float, help="Seconds between the watchdog's looks (default 30)."),
         click.option(
             "--idle-action",
             type=click.Choice(("auto", *WATCHDOG_ACTIONS)),
@@ -111,6 +125,8 @@ def build_spec(
     source: str | RestoreSource, opts: dict[str, Any], backup: BackupTarget | None = None, provider: str = ""
 ) -> WorkspaceSpec:
     s = settings()
+    if opts.get("size") and opts["size"] not in SIZE_PRESETS:
+        raise InvalidSpec(f"unknown size {opts['size']!r}: use {', '.join(SIZE_PRESETS)} (or --type for a server type)")
     action = opts.get("idle_action") or s.idle_action
     if action == "auto":
         action = "backup-then-delete" if backup is not None else "poweroff"
@@ -130,10 +146,12 @@ def build_spec(
         configured_keys=s.ssh_public_keys,
         watchdog=WatchdogTuning(
             action=action,
-            warn_minutes=s.idle_warn_minutes,
+            warn_minutes=opts["idle_warn"] if opts.get("idle_warn") is not None else s.idle_warn_minutes,
             human_minutes=s.idle_human_minutes,
             stall_minutes=s.idle_stall_minutes,
-            interval_seconds=s.idle_interval_seconds,
+            interval_seconds=(
+                opts["idle_interval"] if opts.get("idle_interval") is not None else s.idle_interval_seconds
+            ),
             max_lifetime_hours=s.max_lifetime_hours,
             webhook_url=s.idle_webhook_url,
         ),
@@ -171,23 +189,27 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
     spec = build_spec(source, opts, target, provider.name)
     credentials, gitconfig = laptop_extras(copy_claude_login)
     environment = agent_env(settings(), spec.agent.key_variables)
-    warn_without_credentials(spec, environment, credentials is not None)
-    new_identity = target is not None and not has_identity(spec.name)
     options = LaunchOptions(
         agent_env=environment,
-        backup=(target_on_vm(target), ensure_identity(spec.name)) if target is not None else None,
+        backup=target_on_vm(target) if target is not None else None,
+        backup_store=target.describe() if target is not None else "",
         identities=default_identities(),
         claude_credentials=credentials,
         gitconfig=gitconfig,
         keep_on_failure=keep_on_failure,
         use_baked=not cold,
-        new_identity=new_identity,
         **web_options(settings(), spec),
     )
     bake_after = auto_bake_wanted(provider)
     started = time.monotonic()
     with progress(f"launching {spec.name}") as update:
-        result = launch_workspace(spec, provider, options, update)
+        result = launch_workspace(
+            spec,
+            provider,
+            options,
+            update,
+            checked=lambda: warn_without_credentials(spec, environment, credentials is not None),
+        )
     elapsed = time.monotonic() - started
     if bake_after:
         bake_for_next_time(provider, spec)
@@ -253,16 +275,15 @@ def print_launch_json(name: str, provider: str, elapsed: float, result: LaunchRe
 
 
 def warn_without_credentials(spec: WorkspaceSpec, environment: dict[str, str], login_copied: bool) -> None:
-    """Before anything is made: an agent without a key or a login starts at its login screen,
-    and every prompt sent to it goes nowhere."""
+    """Once the launch is checked, before anything is made: an agent without a key or a login
+    starts at its login screen, and every prompt sent to it goes nowhere."""
     variables = spec.agent.credential_variables
     if login_copied or not variables or any(environment.get(variable) for variable in variables):
         return
-    give = " or ".join(variables) + (" (or pass --copy-claude-login)" if spec.agent.name == "claude" else "")
-    err.print(
-        f"[yellow]warning:[/] {spec.agent.name} will have no credentials: {give} is not set. It will wait at "
-        f"its login screen; set {give}, or log in with `vmgen connect {spec.name}` once it is up."
-    )
+    missing = " or ".join(variables)
+    copy = " and no --copy-claude-login" if spec.agent.name == "claude" else ""
+    err.print(f"[yellow]warning:[/] {spec.agent.name} will have no credentials: {missing} is not set{copy}.")
+    err.print(f"  It will wait at its login screen: set {missing}, or log in with `vmgen connect {spec.name}` once up.")
 
 
 def print_first_verdict(verdict: WatchdogState | None) -> None:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
+from rich.text import Text
 
 from .. import __version__
 from ..backup.archive import DEFAULT_EXCLUDES
@@ -29,14 +29,15 @@ def config() -> None:
 def config_show() -> None:
     """Print the effective settings (defaults resolved), secrets masked."""
     s = settings()
-    table = Table(box=None, show_header=False)
-    table.add_column()
-    table.add_column()
-    table.add_column(style="dim")
-    for key, value in s.masked().items():
-        shown, note = effective(s, key, value)
-        table.add_row(key, json.dumps(shown) if not isinstance(shown, str) else (shown or "-"), note)
-    out.print(table)
+    rows = [(key, *effective(s, key, value)) for key, value in s.masked().items()]
+    width = max(len(key) for key, _, _ in rows)
+    # Lines as long as what they say: a table pads every row to its longest value and note.
+    for key, shown, note in rows:
+        line = Text(f"{key:<{width}}  ")
+        line.append(json.dumps(shown) if not isinstance(shown, str) else (shown or "-"))
+        if note:
+            line.append(f"  # {note}", style="dim")
+        out.print(line, soft_wrap=True)
     err.print("from: " + (", ".join(s.sources) or "defaults only"))
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
+import sys
 import time
 import webbrowser
 from datetime import timedelta
@@ -13,7 +15,8 @@ import click
 
 from ..caddy import CODE_PORT, DESKTOP_PORT, PAGE_PORT
 from ..contract.documents import WebServices
-from ..errors import VmgenError
+from ..errors import VmgenError, WorkspaceNotFound
+from ..spec import validate_name
 from ..ssh import tunnel_command
 from ..state import WorkspaceState
 from ..workspace_client import SshWorkspaceClient
@@ -39,9 +42,11 @@ def web_login(name: str) -> tuple[str, str] | None:
 @click.argument("name")
 def login(name: str) -> None:
     """The web login of NAME (its hostname, user and password)."""
-    record = WorkspaceState(name).record()
+    record = WorkspaceState(validate_name(name)).record()
     found = web_login(name)
-    if record is None or not record.host or found is None:
+    if record is None:
+        raise WorkspaceNotFound(f"no workspace named {name!r} (see `vmgen list`)")
+    if not record.host or found is None:
         raise VmgenError(f"{name} has no public web address (launched without a domain); use `vmgen open {name}`")
     out.print(f"url:      https://{record.host}/\nuser:     {found[0]}\npassword: {found[1]}")
 
@@ -77,6 +82,15 @@ def open_(name: str, what: str, no_browser: bool) -> None:
         password = SshWorkspaceClient(target, name).desktop_password()
         url += f"vnc.html?autoconnect=1&resize=remote#password={quote(password, safe='')}"
     with subprocess.Popen(tunnel_command(target, local, PORTS[what])) as tunnel:
+        # Killed (SIGTERM, a closed terminal's SIGHUP) as on Ctrl-C: the tunnel goes with it.
+        ended_by: list[int] = []
+
+        def close(signum: int, _frame: object) -> None:
+            ended_by.append(signum)
+            tunnel.terminate()
+
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, close)
         err.print(f"{url}  (through SSH; Ctrl-C closes it)")
         if not no_browser:
             webbrowser.open(url)
@@ -84,6 +98,8 @@ def open_(name: str, what: str, no_browser: bool) -> None:
             tunnel.wait()
         except KeyboardInterrupt:
             tunnel.terminate()
+    if ended_by:
+        sys.exit(128 + ended_by[0])
     if tunnel.returncode not in (0, -15, 255):
         raise VmgenError(f"the SSH tunnel to {name} ended ({tunnel.returncode})")
 

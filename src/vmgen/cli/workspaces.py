@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 
 import click
@@ -12,16 +14,30 @@ from rich.table import Table
 
 from ..agent_screen import why_prompts_are_lost
 from ..agents import AGENT_SESSION
+from ..backup.target import open_store, target_from_settings
+from ..contract.documents import WatchdogState
 from ..errors import AgentCannotWork, UsageError, VmgenError, WorkspaceNotFound
-from ..identities import discard_identity
-from ..providers import PROVIDERS, get_provider
-from ..providers.base import is_mine
+from ..identities import backups_encrypted_to, discard_identity, has_identity, identity_path
+from ..owner import describe_owner, owned
+from ..providers import PROVIDERS, Workspace, get_provider
 from ..spec import resolve_agent
 from ..ssh import default_identities, interactive, remote
-from ..state import WorkspaceState, all_records
-from ..targets import wait_until_agent_back
+from ..state import WorkspaceRecord, WorkspaceState, all_records, busy_with, name_lock
+from ..targets import target_of, wait_until_agent_back
 from ..workspace_client import SshWorkspaceClient
-from .app import age, err, existing, main, out, progress, provider_named, provider_of, running_target, settings
+from .app import (
+    age,
+    age_seconds,
+    err,
+    existing,
+    main,
+    out,
+    progress,
+    provider_named,
+    provider_of,
+    running_target,
+    settings,
+)
 
 
 @main.command(name="list")
@@ -37,28 +53,45 @@ def list_(provider: str | None, everyone: bool) -> None:
     now = datetime.now(UTC)
     existing: set[str] = set()  # on a provider, shown or not: their local state is no leftover
     hidden = leftovers = 0
+    notes: list[str] = []  # one line per workspace that needs more than its status
+    shown: list[Workspace] = []
 
-    def mine(name: str, owner: str) -> bool:
-        # Made before vmgen labelled owners: this machine's if it launched it (its local state).
-        return everyone or is_mine(owner) or (not owner and name in records)
+    def mine(name: str, owner: str, made_by: str) -> bool:
+        if everyone:
+            return True
+        verdict = owned(owner, made_by)
+        # Made before owner ids (or owners): this user's if they launched it (their local state).
+        return verdict if verdict is not None else name in records
 
-    def owner_column(owner: str) -> list[str]:
-        return [owner or "-"] if everyone else []
+    def owner_column(owner: str, made_by: str) -> list[str]:
+        return [describe_owner(owner, made_by)] if everyone else []
 
     for chosen in (provider_named(p) for p in sorted(names)):
         for w in chosen.workspaces():
             existing.add(w.name)
-            if not mine(w.name, w.owner):
+            if not mine(w.name, w.owner, w.owner_id):
                 hidden += 1
                 continue
             address = f"{w.ssh.host}:{w.ssh.port}" if w.ssh else (w.address or "-")
             price = f"{w.price_hourly:.4f}" if w.price_hourly is not None else "-"
-            row = [w.name, w.provider, w.status, address, w.server_type, age(now - w.created_at), price]
-            table.add_row(*row, *owner_column(w.owner))
+            status, what = w.status, w.server_type
+            if owned(w.owner, w.owner_id) is not False and WorkspaceState(w.name).cut_short():
+                # A launch that never came up: still running (another vmgen), or cut short.
+                doing = busy_with(w.name)
+                status, what = (doing, what) if doing else ("leftover", f"{w.status} {what}, never came up")
+                leftovers += 0 if doing else 1
+            elif w.stopped_by is not None:
+                status = "stopped (idle)"
+                notes.append(idle_stop_note(w, now.timestamp()))
+            elif w.running and w.name in records:  # its pinned host key is here
+                shown.append(w)
+            row = [w.name, w.provider, status, address, what, age(now - w.created_at), price]
+            table.add_row(*row, *owner_column(w.owner, w.owner_id))
         for left in chosen.leftovers():
             existing.add(left.name)
-            if mine(left.name, left.owner):
-                table.add_row(left.name, chosen.name, "leftover", "-", left.what, "-", "-", *owner_column(left.owner))
+            if mine(left.name, left.owner, left.owner_id):
+                row = [left.name, chosen.name, "leftover", "-", left.what, "-", "-"]
+                table.add_row(*row, *owner_column(left.owner, left.owner_id))
                 leftovers += 1
     gone = 0
     for record in records.values():
@@ -69,14 +102,18 @@ def list_(provider: str | None, everyone: bool) -> None:
             else:
                 status, what = "gone", "record only"
                 gone += 1
-            table.add_row(record.name, record.provider, status, "-", what, "-", "-", *owner_column(""))
+            table.add_row(record.name, record.provider, status, "-", what, "-", "-", *owner_column("", ""))
+    notes += idle_warnings(shown)
     if table.row_count:
         out.print(table)
     else:
         err.print("no workspaces; start one with `vmgen launch <repo>`")
+    for note in notes:
+        err.print(note)
     if leftovers:
         err.print(
-            "leftover: what remains of a workspace that is gone (a launch cut short); `vmgen destroy NAME` removes it"
+            "leftover: what remains of a workspace that is gone or never came up (a launch cut short); "
+            "`vmgen destroy NAME` removes it"
         )
     if gone:
         err.print(
@@ -85,6 +122,51 @@ def list_(provider: str | None, everyone: bool) -> None:
         )
     if hidden:
         err.print(f"{hidden} workspace(s) of other users not shown (`vmgen list --all` shows them)")
+
+
+def idle_stop_note(workspace: Workspace, now: float) -> str:
+    """What stopped it and the way back, for a workspace its idle watchdog stopped."""
+    why = workspace.stopped_by
+    assert why is not None
+    name = workspace.name
+    when = f"{age_seconds(now - why.at)} ago" if why.at else ""
+    if why.backup_id:
+        return (
+            f"{name}: stopped by its idle watchdog {when}, after backup {why.backup_id}; `vmgen start {name}` "
+            f"brings it back as it was, or `vmgen destroy {name}` then `vmgen restore {name}` from that backup"
+        )
+    return (
+        f"{name}: stopped by its idle watchdog {when}; its backup failed ({why.backup_error}), its files "
+        f"are on its disk: `vmgen start {name}` brings it back"
+    )
+
+
+def idle_warnings(running: list[Workspace]) -> list[str]:
+    """The watchdog's warning of each running workspace it is about to act on: a user who is not
+    attached to the agent's session sees it here (the watchdog's own state says it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .watchdog import what_happens
+
+    identities = default_identities()
+
+    def state_of(workspace: Workspace) -> WatchdogState | None:
+        target = target_of(workspace, identities)
+        if target is None:
+            return None
+        try:
+            return SshWorkspaceClient(target, workspace.name).status(timeout=10)
+        except (VmgenError, subprocess.TimeoutExpired):
+            return None  # not reachable now: `vmgen status NAME` says why
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        states = list(pool.map(state_of, running))
+    now = time.time()
+    return [
+        f"{w.name}: idle; {what_happens(state, now)} (`vmgen keepalive {w.name} --for 1h` holds it off)"
+        for w, state in zip(running, states, strict=True)
+        if state is not None and state.verdict.next_action == "warn"
+    ]
 
 
 @main.command()
@@ -185,33 +267,64 @@ def start(name: str) -> None:
 @click.argument("name")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 def destroy(name: str, yes: bool) -> None:
-    """Delete NAME: the VM, its disk and its local state (or what is left of them)."""
+    """Delete NAME: the VM, its disk and its local state (or what is left of them); its backup
+    identity too, unless backups need it."""
     provider = provider_of(name)
-    state = WorkspaceState(name)
-    workspace = provider.get(name)
-    left = [leftover.what for leftover in provider.leftovers(name)] + (["local state"] if state.any_left() else [])
-    if workspace is None and not left:
-        raise WorkspaceNotFound(f"no workspace named {name!r} (see `vmgen list`)")
-    if not yes:
-        # Piped input is not an answer a person gave (`echo n | vmgen destroy` must not destroy).
-        if not sys.stdin.isatty():
-            raise UsageError(f"destroying {name!r} needs confirmation: without a terminal, pass --yes")
-        question = (
-            f"Delete workspace {name!r} and everything on it?"
-            if workspace is not None
-            else f"Remove what is left of workspace {name!r} ({', '.join(left)})?"
-        )
-        click.confirm(question, abort=True)
-    record = state.record()
-    never_came_up = state.has(WorkspaceState.NEW_IDENTITY)
-    with progress(f"destroying {name}"):
-        later = provider.delete(name)
-        dns_left = remove_dns(name, record.host) if record and record.host else ""
-        if never_came_up:
-            discard_identity(name)  # nothing was ever encrypted to it
-        state.remove()
-    notes = [note for note in (later, dns_left) if note]
+    with name_lock(name, "destroying"):
+        state = WorkspaceState(name)
+        workspace = provider.get(name)
+        left = [leftover.what for leftover in provider.leftovers(name)] + (["local state"] if state.any_left() else [])
+        if workspace is None and not left:
+            raise WorkspaceNotFound(f"no workspace named {name!r} (see `vmgen list`)")
+        if not yes:
+            # Piped input is not an answer a person gave (`echo n | vmgen destroy` must not destroy).
+            if not sys.stdin.isatty():
+                raise UsageError(f"destroying {name!r} needs confirmation: without a terminal, pass --yes")
+            question = (
+                f"Delete workspace {name!r} and everything on it?"
+                if workspace is not None
+                else f"Remove what is left of workspace {name!r} ({', '.join(left)})?"
+            )
+            click.confirm(question, abort=True)
+        record = state.record()
+        with progress(f"destroying {name}"):
+            later = provider.delete(name)
+            dns_left = remove_dns(name, record.host) if record and record.host else ""
+            identity = settle_identity(name, state, record)
+            state.remove()
+    notes = [note for note in (later, dns_left, identity) if note]
     err.print(f"destroyed {name}" + "".join(f"; {note}" for note in notes))
+
+
+def settle_identity(name: str, state: WorkspaceState, record: WorkspaceRecord | None) -> str:
+    """The workspace's backup identity goes with it when nothing was encrypted to it; when backups
+    were, it stays (they are restorable with it alone), and the user hears which and how many."""
+    if not has_identity(name):
+        return ""
+    if state.has(WorkspaceState.NEW_IDENTITY):
+        discard_identity(name)
+        return "its backup identity went with it (it never came up: nothing was encrypted to it)"
+    target = target_from_settings(settings(), record.provider if record else settings().provider)
+    kept = f"kept its backup identity {identity_path(name)}"
+    if target is None:
+        return f"{kept}: no backup store is configured to tell whether backups need it (`vmgen identities`)"
+    try:
+        needed = backups_encrypted_to(name, open_store(target))
+    except VmgenError as exc:
+        return f"{kept}: the store could not be read to tell whether backups need it ({exc})"
+    if needed:
+        return (
+            f"{kept}: {needed} backup(s) in {target.describe()} need it (`vmgen restore {name}` brings it back; "
+            f"`vmgen identities rm {name}` removes it and makes them unreadable)"
+        )
+    if record is not None and record.backup_store == target.describe():
+        discard_identity(name)
+        return f"its backup identity went with it (no backup in {target.describe()} was encrypted to it)"
+    launched_with = record.backup_store if record and record.backup_store else "a store this vmgen did not record"
+    return (
+        f"{kept}: no backup in {target.describe()} needs it, but it was launched with {launched_with}; "
+        f"`vmgen identities rm {name}` removes it"
+    )
 
 
 def remove_dns(name: str, host: str) -> str:

@@ -24,6 +24,7 @@ class SnapshotBuild:
     server_type: str
     stamp: ImageStamp
     endpoint: str = ""  # a non-default Hetzner API URL
+    owner: tuple[tuple[str, str], ...] = ()  # the owner labels (see owner.py): who baked it
 
 
 def hcl_string(value: str) -> str:
@@ -34,7 +35,7 @@ def hcl_string(value: str) -> str:
 def render_template(build: SnapshotBuild, wheel_path: str) -> str:
     """`wheel_path`: the vmgen wheel's path below the drop folder (VmgenWheel.relative_path); the
     wheel itself lies next to the template under its file name."""
-    labels = build.stamp.labels(build.base_image)
+    labels = build.stamp.labels(build.base_image) | dict(build.owner)
     label_lines = "\n".join(f"    {hcl_string(k)} = {hcl_string(v)}" for k, v in labels.items())
     endpoint = f"\n  endpoint      = {hcl_string(build.endpoint)}" if build.endpoint else ""
     cleanup = ",\n      ".join(hcl_string(line) for line in BAKE_CLEANUP)

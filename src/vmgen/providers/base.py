@@ -2,35 +2,31 @@
 
 from __future__ import annotations
 
-import getpass
-import os
-import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from ..owner import OWNER_ID_LABEL, OWNER_LABEL, owned, owner_labels
 from ..spec import WorkspaceSpec
-from ..stamps import BakedImage, label_value
+from ..stamps import BakedImage
 
 LABEL = "vmgen"
 WS_LABEL = "vmgen-ws"
-# Who made a workspace or an image (user@host): on an engine or project that several people
-# share, `vmgen list` and `vmgen image list` show one's own unless asked for all.
-OWNER_LABEL = "vmgen-owner"
 
-
-def local_owner() -> str:
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):  # no name for this uid (a container's user)
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
-
-
-def is_mine(owner: str) -> bool:
-    """Whether an owner label names this user on this machine (cloud labels hold it sanitised)."""
-    me = local_owner()
-    return owner in (me, label_value(me))
+__all__ = [
+    "LABEL",
+    "OWNER_ID_LABEL",
+    "OWNER_LABEL",
+    "WS_LABEL",
+    "Leftover",
+    "Provider",
+    "SSHEndpoint",
+    "SelfDelete",
+    "StopReason",
+    "Workspace",
+    "owned",
+    "owner_labels",
+]
 
 
 @dataclass(frozen=True)
@@ -38,6 +34,16 @@ class SSHEndpoint:
     host: str
     port: int = 22
     user: str = "agent"
+
+
+@dataclass(frozen=True)
+class StopReason:
+    """Why a stopped workspace stopped, as the provider read it off the VM's disk: its idle
+    watchdog's action (which backs up first, when it has a store)."""
+
+    at: float  # wall clock: when its backup finished (or failed)
+    backup_id: str = ""  # the verified backup made just before it stopped
+    backup_error: str = ""  # why the backup it tried failed (the data stays on the disk)
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,10 @@ class Workspace:
     server_type: str = ""
     address: str = ""
     price_hourly: float | None = None
-    owner: str = ""  # "" when made before vmgen recorded owners
+    owner: str = ""  # user@host; "" when made before vmgen recorded owners
+    owner_id: str = ""  # the maker's owner id (see owner.py); "" when made before owner ids
+    # Why it is stopped, when the provider can tell (its idle watchdog, and whether it backed up).
+    stopped_by: StopReason | None = None
 
     @property
     def running(self) -> bool:
@@ -65,6 +74,7 @@ class Leftover:
     name: str
     what: str  # for people: "volume vmgen-app-home"
     owner: str = ""
+    owner_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,11 @@ class Provider(Protocol):
     # Whether a cold launch bakes its install plan in the background unless auto_bake says no:
     # on a cloud, every launch pays for its installs in minutes; a local engine pays in disk.
     auto_bakes: bool
+
+    def check(self, spec: WorkspaceSpec) -> None:
+        """Refuse, before anything is made, what this provider cannot make (a size it does not
+        have); UsageError says why."""
+        ...
 
     def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace: ...
 

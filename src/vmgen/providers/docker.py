@@ -24,16 +24,42 @@ import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 
+from ..contract import codec
+from ..contract.documents import BackupResult, clean_text
 from ..contract.names import VM
-from ..errors import LeftoversExist, ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
+from ..errors import (
+    LeftoversExist,
+    ProviderUnavailable,
+    UsageError,
+    VmgenError,
+    WorkspaceExists,
+    WorkspaceNotFound,
+)
 from ..interrupts import interrupts_deferred
-from ..spec import WorkspaceSpec
+from ..spec import SIZE_PRESETS, WorkspaceSpec
 from ..stamps import BakedImage
-from .base import LABEL, OWNER_LABEL, WS_LABEL, Leftover, SelfDelete, SSHEndpoint, Workspace, local_owner
+from .base import (
+    LABEL,
+    OWNER_ID_LABEL,
+    OWNER_LABEL,
+    WS_LABEL,
+    Leftover,
+    SelfDelete,
+    SSHEndpoint,
+    StopReason,
+    Workspace,
+    owner_labels,
+)
 
 SEED_DIR = "var/lib/cloud/seed/nocloud"  # where cloud-init's NoCloud datasource looks
 # Built by vmgen itself from the Dockerfile it ships, when missing.
 SHIPPED_IMAGE = "vmgen-ubuntu:24.04"
+
+
+# The trigger of the backups the idle watchdog makes before it acts (vmside/backups.py).
+IDLE_TRIGGER = "idlewatch"
+# Each create marks what it makes with a token of its own, and removes only what carries it.
+LAUNCH_LABEL = "vmgen-launch"
 
 
 def container_name(workspace: str) -> str:
@@ -121,6 +147,16 @@ def boot_with_seed(
     return container
 
 
+def _docker_time(text: str) -> float | None:
+    """Docker's RFC 3339 times (nanoseconds, Z) as epoch seconds; None for its "zero" time."""
+    if not text or text.startswith("0001-"):
+        return None
+    try:
+        return datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00").timestamp()
+    except ValueError:
+        return None
+
+
 def unreachable_engine(docker_host: str) -> str:
     """Why no engine answered: the one DOCKER_HOST names, or the local one."""
     if docker_host:
@@ -150,6 +186,14 @@ class DockerProvider:
         except DockerException:
             raise ProviderUnavailable(unreachable_engine(os.environ.get("DOCKER_HOST", ""))) from None
 
+    def check(self, spec: WorkspaceSpec) -> None:
+        # A container takes what the machine has; the presets are accepted, a server type is not.
+        if spec.size not in SIZE_PRESETS:
+            raise UsageError(
+                f"docker workspaces have no size or type {spec.size!r}: use --size {'|'.join(SIZE_PRESETS)} "
+                "(a container uses what this machine has), or --provider hetzner for server types"
+            )
+
     def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace:
         if self._container(spec.name) is not None:
             raise WorkspaceExists(f"a workspace named {spec.name!r} already exists")
@@ -160,7 +204,11 @@ class DockerProvider:
                 f"remove it with `vmgen destroy {spec.name}`"
             )
         self.ensure_image()
-        labels = {LABEL: "1", WS_LABEL: spec.name, OWNER_LABEL: local_owner()}
+        # This call's own mark: another launch of the name (another user's, on a shared engine)
+        # may make its volume or container between the checks above and the calls below, and
+        # what carries another mark is never removed here.
+        made_by = secrets.token_hex(8)
+        labels = {LABEL: "1", WS_LABEL: spec.name, LAUNCH_LABEL: made_by, **owner_labels()}
         volumes = {
             "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
             volume_name(spec.name): {"bind": "/home", "mode": "rw"},
@@ -175,7 +223,10 @@ class DockerProvider:
         try:
             # Made here, with labels, rather than implicitly by the container: a volume whose
             # container is gone is then still known as this workspace's (`vmgen list` shows it).
-            self.client.volumes.create(volume_name(spec.name), labels=labels)
+            # Docker answers a create of an existing volume with that volume: its mark says whose.
+            volume = self.client.volumes.create(volume_name(spec.name), labels=labels)
+            if (volume.attrs.get("Labels") or {}).get(LAUNCH_LABEL) != made_by:
+                raise WorkspaceExists(f"a workspace named {spec.name!r} is being made by another launch")
             container = boot_with_seed(
                 self.client,
                 user_data,
@@ -191,14 +242,26 @@ class DockerProvider:
             )
             container.reload()  # run/start/stop return objects whose ports and state are stale
         except BaseException as exc:
-            # Whatever was made under this name is this call's (the name was free above): a
-            # container in state "created", the volume; an interrupt must not leave them either.
+            # What this call made (its mark on it), an interrupt too; never another launch's.
             with interrupts_deferred("removing the half-made workspace"):
-                self.delete(spec.name)
+                self._remove_made(spec.name, made_by)
+            if isinstance(exc, APIError) and exc.status_code == 409:
+                raise WorkspaceExists(f"a workspace named {spec.name!r} is being made by another launch") from None
             if isinstance(exc, APIError):
                 raise VmgenError(f"docker could not start the workspace: {exc.explanation}") from None
             raise
         return self._describe(container)
+
+    def _remove_made(self, name: str, made_by: str) -> None:
+        """The container and volume of NAME that carry this mark, and nothing else."""
+        for container in self.client.containers.list(
+            all=True, filters={"label": [f"{WS_LABEL}={name}", f"{LAUNCH_LABEL}={made_by}"]}
+        ):
+            container.remove(force=True)
+        with contextlib.suppress(NotFound):
+            volume = self.client.volumes.get(volume_name(name))
+            if (volume.attrs.get("Labels") or {}).get(LAUNCH_LABEL) == made_by:
+                volume.remove(force=True)
 
     def ensure_image(self) -> None:
         """The simulated-VM image exists, or is built from the shipped Dockerfile (ubuntu:24.04)."""
@@ -233,9 +296,17 @@ class DockerProvider:
         return newest_baked(self)
 
     def remove_baked(self, image: BakedImage) -> None:
-        users = [c.name for c in self.client.containers.list(all=True, filters={"ancestor": image.ref})]
-        if users:
-            raise VmgenError(f"{image.name} is used by {', '.join(sorted(str(u) for u in users))}; destroy them first")
+        users = self.client.containers.list(all=True, filters={"ancestor": image.ref})
+        workspaces = sorted(str(c.labels[WS_LABEL]) for c in users if c.labels.get(WS_LABEL))
+        others = sorted(str(c.name) for c in users if not c.labels.get(WS_LABEL))
+        if workspaces:
+            commands = " and ".join(f"`vmgen destroy {name}`" for name in workspaces)
+            raise VmgenError(
+                f"{image.name} is used by workspace {', '.join(workspaces)}; "
+                f"{commands} first (it deletes the workspace)"
+            )
+        if others:
+            raise VmgenError(f"{image.name} is used by the container {', '.join(others)} (not a vmgen workspace)")
         try:
             self.client.images.remove(image.ref, force=True)  # force: all of its tags at once
         except NotFound:
@@ -261,15 +332,20 @@ class DockerProvider:
                 return []
             if self._container(name) is not None:
                 return []
-            owner = (volume.attrs.get("Labels") or {}).get(OWNER_LABEL, "")
-            return [Leftover(name, f"volume {volume_name(name)}", owner)]
+            labels = volume.attrs.get("Labels") or {}
+            owner, made_by = labels.get(OWNER_LABEL, ""), labels.get(OWNER_ID_LABEL, "")
+            return [Leftover(name, f"volume {volume_name(name)}", owner, made_by)]
         with_container = {w.name for w in self.workspaces()}
         found = []
         for volume in self.client.volumes.list(filters={"label": f"{LABEL}=1"}):
             labels = volume.attrs.get("Labels") or {}
             workspace = labels.get(WS_LABEL, "")
             if workspace and workspace not in with_container:
-                found.append(Leftover(workspace, f"volume {volume.name}", labels.get(OWNER_LABEL, "")))
+                found.append(
+                    Leftover(
+                        workspace, f"volume {volume.name}", labels.get(OWNER_LABEL, ""), labels.get(OWNER_ID_LABEL, "")
+                    )
+                )
         return sorted(found, key=lambda leftover: leftover.name)
 
     def start(self, name: str) -> Workspace:
@@ -333,4 +409,32 @@ class DockerProvider:
             server_type="container",
             address="127.0.0.1",
             owner=container.labels.get(OWNER_LABEL, ""),
+            owner_id=container.labels.get(OWNER_ID_LABEL, ""),
+            stopped_by=self._stop_reason(container) if status == "stopped" else None,
+        )
+
+    def _stop_reason(self, container: Container) -> StopReason | None:
+        """The idle watchdog's doing, when root's record of the last backup says so: a backup it
+        made (or tried) since the container last started. A container keeps its disk when it
+        stops, so the record is there to read; `vmgen stop` makes no backup."""
+        try:
+            stream, _ = container.get_archive(str(VM.backup_result))
+            packed = b"".join(stream)
+        except (NotFound, APIError):
+            return None
+        try:
+            with tarfile.open(fileobj=io.BytesIO(packed[: 1 << 20])) as tar:
+                member = tar.next()
+                read = tar.extractfile(member) if member is not None and member.isfile() else None
+                raw = read.read(64 * 1024) if read is not None else b""
+            result = codec.loads(BackupResult, raw, "the last backup's result", strict=False)
+        except (tarfile.TarError, codec.DocumentError):
+            return None
+        started = _docker_time(container.attrs.get("State", {}).get("StartedAt", ""))
+        if result.trigger != IDLE_TRIGGER or started is None or result.finished_at < started:
+            return None
+        return StopReason(
+            at=result.finished_at,
+            backup_id=result.backup_id if result.ok else "",
+            backup_error="" if result.ok else clean_text(result.error, 300),
         )

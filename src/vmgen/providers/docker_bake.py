@@ -19,8 +19,16 @@ from ..contract.names import VM
 from ..errors import BakeFailed, BootFailed
 from ..readiness import FOLLOW_SCRIPT, follow_boot
 from ..selfwheel import VmgenWheel
-from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
-from .base import OWNER_LABEL, is_mine, local_owner
+from ..stamps import (
+    AGENT_VERSION_LABEL,
+    BAKED_LABEL,
+    BASE_LABEL,
+    BakedImage,
+    ImageStamp,
+    installed_version,
+    label_value,
+)
+from .base import OWNER_ID_LABEL, OWNER_LABEL, owned, owner_labels
 from .docker import DockerProvider, boot_with_seed, systemd_run_options
 
 BAKED_REPOSITORY = "vmgen-baked"
@@ -48,10 +56,12 @@ def bake(
     timeout: float = 1800,
     labels: dict[str, str] | None = None,
     repository: str = BAKED_REPOSITORY,
+    owner: dict[str, str] | None = None,
 ) -> BakedImage:
     """Bake and commit. `wheel` is the vmgen the plan names (put in place as root's file before
     boot). `labels` are added to (or override) the stamp's labels: the test suite marks its own
-    images so that no launch of a user's ever picks them."""
+    images so that no launch of a user's ever picks them. `owner`: the owner labels (default:
+    this user's, see owner.py)."""
     if wheel.sha256 != plan.vmgen.wheel_sha256:
         raise BakeFailed("the vmgen wheel to bake is not the one the install plan names")
     base = base_label(provider)
@@ -77,10 +87,16 @@ def bake(
         raise BakeFailed(f"docker could not start the bake container: {exc.explanation}") from None
     try:
         _follow(container, progress, timeout)
+        installed = {}
+        if plan.agent_version_command:
+            version = installed_version(_exec(container, f"{plan.agent_version_command} 2>&1", check=False))
+            installed = {AGENT_VERSION_LABEL: version} if version else {}
         progress("cleaning up (cloud-init clean, host keys)")
         _exec(container, " && ".join(BAKE_CLEANUP))
         container.stop(timeout=30)
-        image_labels = plan.stamp.labels(base) | {OWNER_LABEL: local_owner()} | (labels or {})
+        image_labels = (
+            plan.stamp.labels(base) | installed | (owner_labels() if owner is None else owner) | (labels or {})
+        )
         # Each bake its own tag: a tag shared by bakes of one plan moved to the newest, and docker
         # deletes an untagged parent with its child (an image derived from it).
         tag = f"{plan.stamp.agent}-{plan.stamp.vmgen}-{plan.stamp.packages}-{name.removeprefix('vmgen-bake-')}"
@@ -104,8 +120,9 @@ def baked_images(provider: DockerProvider, base: str | None = None) -> list[Bake
 
 
 def newest_baked(provider: DockerProvider) -> BakedImage | None:
-    # Another user's images on a shared engine are not picked (nor listed, unless asked).
-    found = [b for b in baked_images(provider, base_label(provider)) if not b.owner or is_mine(b.owner)]
+    # Only this user's own: an image of another user's on a shared engine (or one whose baker
+    # cannot be told, from before owner ids) boots only when named (--image).
+    found = [b for b in baked_images(provider, base_label(provider)) if owned(b.owner, b.owner_id)]
     return found[0] if found else None
 
 
@@ -124,6 +141,8 @@ def _baked(image: Image, stamp: ImageStamp | None = None) -> BakedImage:
         stamp=stamp,
         base=labels.get(BASE_LABEL, ""),
         owner=labels.get(OWNER_LABEL, ""),
+        owner_id=labels.get(OWNER_ID_LABEL, ""),
+        agent_version=labels.get(AGENT_VERSION_LABEL, ""),
     )
 
 

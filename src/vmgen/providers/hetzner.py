@@ -42,8 +42,19 @@ from ..errors import (
     WorkspaceNotFound,
 )
 from ..spec import WorkspaceSpec
-from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
-from .base import LABEL, OWNER_LABEL, WS_LABEL, Leftover, SelfDelete, SSHEndpoint, Workspace, is_mine, local_owner
+from ..stamps import AGENT_VERSION_LABEL, BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
+from .base import (
+    LABEL,
+    OWNER_ID_LABEL,
+    OWNER_LABEL,
+    WS_LABEL,
+    Leftover,
+    SelfDelete,
+    SSHEndpoint,
+    Workspace,
+    owned,
+    owner_labels,
+)
 from .hetzner_sizes import TypeOffer, bake_type, choose_type, offers_from_api, required
 
 if TYPE_CHECKING:
@@ -201,6 +212,10 @@ class HetznerProvider:
 
     # --- the Provider protocol -------------------------------------------------------------
 
+    def check(self, spec: WorkspaceSpec) -> None:
+        location = spec.region or self.location
+        choose_type(self.offers(location), spec.size, location)
+
     def create(self, spec: WorkspaceSpec, user_data: str) -> Workspace:
         with api_errors("check existing servers"):
             if self._server(spec.name) is not None:
@@ -237,7 +252,7 @@ class HetznerProvider:
                 ssh_keys=[ssh_key],
                 firewalls=[firewall],
                 user_data=user_data,
-                labels={LABEL: "1", WS_LABEL: spec.name, OWNER_LABEL: label_value(local_owner())},
+                labels={LABEL: "1", WS_LABEL: spec.name, **owner_labels(label_value)},
                 location=Location(name=location),
             )
         try:
@@ -265,8 +280,11 @@ class HetznerProvider:
     def newest_baked(self, spec: WorkspaceSpec | None = None) -> BakedImage | None:
         """With a spec: the newest snapshot whose disk fits the server type the spec gets, since
         Hetzner refuses to boot a snapshot on a smaller disk (a bake on an older, larger type)."""
-        # Another user's snapshots in a shared project are not picked (nor listed, unless asked).
-        snapshots = [s for s in self._baked_snapshots(self.image) if not s.baked.owner or is_mine(s.baked.owner)]
+        # Only this user's own: another user's in a shared project (or one whose baker cannot be
+        # told, from before owner ids) boots only when named.
+        snapshots = [
+            s for s in self._baked_snapshots(self.image) if owned(s.baked.owner, s.baked.owner_id, label_value)
+        ]
         if spec is not None:
             location = spec.region or self.location
             offer = choose_type(self.offers(location), spec.size, location)
@@ -289,6 +307,8 @@ class HetznerProvider:
                     stamp=stamp,
                     base=labels.get(BASE_LABEL, ""),
                     owner=labels.get(OWNER_LABEL, ""),
+                    owner_id=labels.get(OWNER_ID_LABEL, ""),
+                    agent_version=labels.get(AGENT_VERSION_LABEL, ""),
                 )
                 found.append(_Snapshot(baked, float(image.disk_size or 0), image.architecture or "x86"))
         return sorted(found, key=lambda s: s.baked.created_at, reverse=True)
@@ -336,7 +356,7 @@ class HetznerProvider:
                 ssh_keys=[ssh_key],
                 firewalls=[firewall],
                 user_data=user_data,
-                labels={LABEL: "1", BAKE_SERVER_LABEL: "1", OWNER_LABEL: label_value(local_owner())},
+                labels={LABEL: "1", BAKE_SERVER_LABEL: "1", **owner_labels(label_value)},
                 location=Location(name=self.location),
             )
         server = response.server
@@ -349,12 +369,14 @@ class HetznerProvider:
                 known_hosts = Path(scratch) / "known_hosts"
                 known_hosts.write_text(f"{name} {host_key.public_openssh}\n")
                 target = SSHTarget(SSHEndpoint(host=address, user="root"), known_hosts, name, identities)
-                bake_over_ssh(target, wheel, progress, timeout)
+                version = bake_over_ssh(target, wheel, progress, timeout, plan.agent_version_command)
             progress("powering the build server off")
             with api_errors("power off the build server"):
                 server.power_off().wait_until_finished()
             progress("taking the snapshot")
-            labels = plan.stamp.labels(self.image) | {OWNER_LABEL: label_value(local_owner())}
+            labels = plan.stamp.labels(self.image) | owner_labels(label_value)
+            if version:
+                labels[AGENT_VERSION_LABEL] = version
             with api_errors("take the snapshot"):
                 made = server.create_image(
                     type="snapshot", description=f"vmgen bake: {plan.stamp.describe()}", labels=labels
@@ -577,6 +599,7 @@ class HetznerProvider:
             address=ipv4,
             price_hourly=float(price["price_hourly"]["gross"]) if price else None,
             owner=labels.get(OWNER_LABEL, ""),
+            owner_id=labels.get(OWNER_ID_LABEL, ""),
         )
 
 

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import UsageError
+from ..spec import SIZE_PRESETS
 
 if TYPE_CHECKING:
     from hcloud.server_types import ServerType
 
-PRESETS = ("small", "medium", "large")
+PRESETS = SIZE_PRESETS
 # The shared-vCPU x86 family; presets pick from it by size.
 PRESET_FAMILY_PREFIX = "cx"
 

@@ -12,12 +12,16 @@ from ..errors import BakeFailed, BootFailed
 from ..readiness import follow_boot, ssh_lines, wait_for_ssh
 from ..selfwheel import VmgenWheel
 from ..ssh import SSHTarget, run, write_file_while_booting
+from ..stamps import installed_version
 
 Progress = Callable[[str], None]
 
 
-def bake_over_ssh(target: SSHTarget, wheel: VmgenWheel, progress: Progress, timeout: float) -> None:
-    """Returns once the VM holds the baked install steps and nothing of this bake's access."""
+def bake_over_ssh(
+    target: SSHTarget, wheel: VmgenWheel, progress: Progress, timeout: float, agent_version_command: str = ""
+) -> str:
+    """Returns once the VM holds the baked install steps and nothing of this bake's access: the
+    agent version it installed ("" when not known)."""
     try:
         wait_for_ssh(lambda: target, timeout, progress)
     except BootFailed as exc:
@@ -30,8 +34,13 @@ def bake_over_ssh(target: SSHTarget, wheel: VmgenWheel, progress: Progress, time
         raise BakeFailed(f"the install steps failed: {exc}") from None
     if not phases or phases[-1].name != "baked":
         raise BakeFailed("cloud-init finished but the bake script did not: " + _log_tail(target))
+    version = ""
+    if agent_version_command:
+        said = run(target, ["bash", "-lc", f"{agent_version_command} 2>&1"], check=False, timeout=60)
+        version = installed_version(said.stdout.decode(errors="replace"))
     progress("cleaning up (cloud-init clean, host keys, this bake's key)")
     run(target, ["bash", "-c", " && ".join((*BAKE_CLEANUP, "sync"))], timeout=120)
+    return version
 
 
 def _log_tail(target: SSHTarget) -> str:

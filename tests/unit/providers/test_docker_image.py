@@ -1,9 +1,9 @@
 """The docker provider's image: built from the shipped Dockerfile when missing, and a clear line
 when that cannot work (this machine reaches no container registry, like many CI machines)."""
 
+import secrets
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 from vmgen.providers.docker import SHIPPED_IMAGE
@@ -18,11 +18,11 @@ def test_the_dockerfile_is_shipped_in_the_package():
 
 
 def test_unknown_image_is_one_clear_line(home: Path):
-    # A name of this run's own: the engine may hold someone's workspace called `repo`.
-    name = f"noimage-{uuid.uuid4().hex[:6]}"
-    (home / name).mkdir()
+    (home / "repo").mkdir()
     src = Path(__file__).resolve().parents[3] / "src"
-    result = subprocess.run([sys.executable, "-m", "vmgen", "launch", str(home / name)], cwd=home,
+    # A name of its own: on a shared engine a workspace named "repo" may exist.
+    name = f"image-{secrets.token_hex(3)}"
+    result = subprocess.run([sys.executable, "-m", "vmgen", "launch", str(home / "repo"), "--name", name], cwd=home,
                             env={"HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(src),
                                  "VMGEN_DOCKER_IMAGE": "vmgen-no-such-image:1"}, capture_output=True, text=True)
     assert result.returncode == 1
