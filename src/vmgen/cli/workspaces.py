@@ -6,7 +6,6 @@ import contextlib
 import re
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 
 import click
@@ -146,7 +145,7 @@ def idle_warnings(running: list[Workspace]) -> list[str]:
     attached to the agent's session sees it here (the watchdog's own state says it)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .watchdog import what_happens
+    from ..contract.verdict_words import what_happens
 
     identities = default_identities()
 
@@ -161,9 +160,8 @@ def idle_warnings(running: list[Workspace]) -> list[str]:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         states = list(pool.map(state_of, running))
-    now = time.time()
     return [
-        f"{w.name}: idle; {what_happens(state, now)} (`vmgen keepalive {w.name} --for 1h` holds it off)"
+        f"{w.name}: idle; {what_happens(state)} (`vmgen keepalive {w.name} --for 1h` holds it off)"
         for w, state in zip(running, states, strict=True)
         if state is not None and state.verdict.next_action == "warn"
     ]
