@@ -84,6 +84,17 @@ class BackupTarget:
     keep_last: int = 7
     excludes: tuple[str, ...] = ()
     max_increments: int = 10  # 0: every backup is a full one
+    # Retention by age besides the count: every backup of the last `keep_hours`, and the newest
+    # of each of the last `keep_daily` days and `keep_weekly` weeks (see backup/retention.py).
+    keep_hours: float = 24
+    keep_daily: int = 7
+    keep_weekly: int = 4
+    # Root's deadline for one backup: a backup that has not finished by then is stopped (its
+    # stages killed), and the idle action keeps the data another way.
+    deadline_minutes: float = 15
+    # Backups asked for through the control socket (the agent, the page, the laptop over SSH)
+    # that may start in an hour; the watchdog's own are never limited.
+    requests_per_hour: int = 4
 
     def describe(self) -> str:
         return (
