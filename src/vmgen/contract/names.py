@@ -51,9 +51,11 @@ class Units:
     agent_start: str = "vmgen-agent.path"  # starts the agent once the handover mark exists
     idlewatch: str = "vmgen-idlewatch.service"
     lifetime_timer: str = "vmgen-lifetime.timer"  # the hard lifetime, apart from the watchdog loop
-    lifetime: str = "vmgen-lifetime.service"
+    # The idle action and the hard lifetime's: one unit, so the two never run at once; bounded by
+    # its start timeout, after which systemd powers the VM off (FailureAction).
+    act: str = "vmgen-act.service"
     control_socket: str = "vmgen-control.socket"  # the agent's requests to root (backup, restore)
-    control: str = "vmgen-control@.service"
+    control: str = "vmgen-control.service"  # one root daemon answers every connection
     metadata_guard: str = "vmgen-metadata-guard.service"
     web: str = "vmgen-web.service"
     web_login: str = "vmgen-web-login.service"
@@ -162,7 +164,18 @@ class VmPaths:
     # --- what root's services write; world-readable, never a secret -------------------------
     @property
     def watchdog_state(self) -> Path:
-        return self.state / "idlewatch.json"
+        """Per boot, in RAM (/run): written even when the agent has filled the disk."""
+        return self.run / "idlewatch.json"
+
+    @property
+    def action_state(self) -> Path:
+        """What the idle action or the hard lifetime is doing, or did (per boot, in RAM)."""
+        return self.run / "action.json"
+
+    @property
+    def backup_requests(self) -> Path:
+        """Root's record of the backups asked for through the control socket (the rate limit)."""
+        return self.run / "backup-requests.json"
 
     @property
     def backup_result(self) -> Path:
