@@ -29,6 +29,7 @@ from ..contract.documents import (
     WatchSettings,
     WebLinks,
     WorkspaceInfo,
+    act_timeout_seconds,
 )
 from ..contract.names import AGENT_SESSION, AGENT_UID, AGENT_USER, CADDY_USER, PORTS, UNITS, VM, WEB_LOGIN_USER
 from ..contract.weblogin import WebLoginSettings
@@ -135,6 +136,8 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
 
     watch = _watch_settings(spec, options.self_delete)
     context["metadata_blocks"] = options.self_delete.metadata_blocks
+    deadline = (options.backup[0] if options.backup is not None else BackupTarget(kind="none")).deadline_minutes
+    context["act_timeout_seconds"] = act_timeout_seconds(deadline)
     files = [
         _file(VM.sshd_config, rendered("sshd-vmgen.conf.j2")),
         _file(VM.fail2ban_jail, rendered("fail2ban-jail.local.j2")),
@@ -150,7 +153,8 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         unit(UNITS.metadata_guard, "vmgen-metadata-guard.service.j2"),
         unit(UNITS.control_socket),
         unit(UNITS.control),
-        *([unit(UNITS.lifetime_timer), unit(UNITS.lifetime)] if watch.max_lifetime_hours else []),
+        unit(UNITS.act),
+        *([unit(UNITS.lifetime_timer)] if watch.max_lifetime_hours else []),
         _file(VM.tmpfiles, rendered("tmpfiles-vmgen.conf.j2")),
         unit(UNITS.web),
         _file(VM.web_links, codec.dumps(_web_links(spec))),

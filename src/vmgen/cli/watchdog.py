@@ -54,6 +54,8 @@ def format_status(name: str, state: WatchdogState) -> Table:
     for source, seen in sorted(state.last_seen.items()):
         table.add_row(f"last {source}", f"{age_seconds(now - seen)} ago" if seen else "never")
     table.add_row("next action", what_happens(state, now))
+    if state.acting is not None:  # the idle action or the hard lifetime is under way
+        table.add_row("acting", f"{state.acting.step}: {state.acting.detail}")
     if state.dry_run:
         table.add_row("mode", "dry run: logs only")
     return table

@@ -130,6 +130,17 @@ class BackupConfig:
         return cls(codec.from_value(BackupTarget, data, where), workspace, recipient)
 
 
+# The bound on the idle action and the hard lifetime's action (vmgen-act.service's start timeout,
+# after which systemd powers the VM off): the backup's deadline, then the time keeping the data
+# another way may take (a provider snapshot and a delete), then a margin.
+ACT_FALLBACK_SECONDS = 600
+ACT_MARGIN_SECONDS = 60
+
+
+def act_timeout_seconds(deadline_minutes: float) -> int:
+    return round(max(1.0, deadline_minutes) * 60) + ACT_FALLBACK_SECONDS + ACT_MARGIN_SECONDS
+
+
 # --- backups and restores: what root reports (world-readable, no secrets) ------------------------
 
 
@@ -212,7 +223,7 @@ class WebServices:
     code_ui_step_at: float = 0.0  # when that phase started (wall clock)
 
 
-# --- the watchdog's state (/var/lib/vmgen/idlewatch.json; world-readable) -----------------------
+# --- the watchdog's state (/run/vmgen/idlewatch.json; world-readable) -----------------------
 
 
 @dataclass(frozen=True)
@@ -234,6 +245,28 @@ class AgentRecord:
 
 
 @dataclass(frozen=True)
+class ActionRecord:
+    """What the idle action or the hard lifetime is doing or did, in words for people: written
+    by root's action (/run/vmgen/action.json) at every step and carried in the watchdog's state,
+    so that `vmgen status`, the page and the webhook say the same."""
+
+    reason: str  # "idle" or "lifetime"
+    action: str  # the configured action (WATCH_ACTIONS)
+    step: str  # ACTION_STEPS
+    detail: str  # one sentence: what happened, and how to get the data back
+    started_at: float  # wall clock
+    deadline_at: float  # wall clock: the backup is given up then
+    updated_at: float
+    backup_id: str = ""
+    snapshot: str = ""  # a provider snapshot made instead of a backup (its id)
+
+
+# "backing up" and "deleting" are under way; "kept" means the compute was stopped without a
+# verified backup, the data kept another way (the detail says how).
+ACTION_STEPS = ("backing up", "deleting", "snapshotting", "powering off", "kept", "done")
+
+
+@dataclass(frozen=True)
 class WatchdogState:
     boot_id: str
     history: dict[str, Any]  # the policy's memory, for the watchdog itself
@@ -244,6 +277,7 @@ class WatchdogState:
     dry_run: bool = False
     failures: int = 0
     config: dict[str, Any] = field(default_factory=dict)
+    acting: ActionRecord | None = None  # the idle action or the hard lifetime, once started
 
     def dumps(self) -> str:
         return codec.dumps(self)
@@ -319,11 +353,14 @@ def clean_text(text: str, limit: int) -> str:
 
 
 __all__ = [
+    "ACTION_STEPS",
     "ACTION_WORDS",
+    "ACT_FALLBACK_SECONDS",
     "HOOK_EVENTS",
     "LEASE_MAX_SECONDS",
     "WATCH_ACTIONS",
     "WATCH_DEFAULTS",
+    "ActionRecord",
     "AgentRecord",
     "BackupConfig",
     "BackupResult",
@@ -339,6 +376,7 @@ __all__ = [
     "WebLinks",
     "WebServices",
     "WorkspaceInfo",
+    "act_timeout_seconds",
     "clean_text",
     "dump_leases",
     "parse_hook_event",

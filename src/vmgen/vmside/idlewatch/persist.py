@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ...contract.codec import DocumentError
-from ...contract.documents import AgentRecord, VerdictRecord, WatchdogState
+from ...contract.documents import ActionRecord, AgentRecord, VerdictRecord, WatchdogState
 from ..jsonfile import write_text
 from .model import Action, History, Verdict
 
@@ -47,6 +47,7 @@ def save(
     dry_run: bool,
     failures: int,
     config: dict[str, Any],
+    acting: ActionRecord | None = None,
 ) -> WatchdogState:
     """Write atomically; world-readable, since it holds no secret and `vmgen status` reads it."""
     mono, wall = time.monotonic(), time.time()
@@ -73,6 +74,7 @@ def save(
         dry_run=dry_run,
         failures=failures,
         config=config,
+        acting=acting,
     )
     write_text(path, state.dumps())
     return state

@@ -65,6 +65,8 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
         "verdict": verdict,
         # What the configured action does, for "backs up and deletes itself in 28 min".
         "action_words": ACTION_WORDS.get(verdict.get("action", ""), "") if isinstance(verdict, dict) else "",
+        # The idle action or the hard lifetime, once under way: its step and what happened.
+        "acting": watchdog.get("acting"),
         "leases": [{"until": lease.until, "reason": lease.reason} for lease in leases.read(settings.vm.leases)],
         "backup": {k: backup.get(k) for k in ("ok", "backup_id", "ciphertext_bytes", "finished_at", "error")}
         if backup
