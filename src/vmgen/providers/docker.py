@@ -24,10 +24,11 @@ import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 
+from ..backup.manifest import workspace_prefix
 from ..contract.names import VM
 from ..errors import LeftoversExist, ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
 from ..interrupts import interrupts_deferred
-from ..spec import WorkspaceSpec
+from ..spec import RestoreSource, WorkspaceSpec
 from ..stamps import BakedImage
 from .base import LABEL, OWNER_LABEL, WS_LABEL, Leftover, SelfDelete, SSHEndpoint, Workspace, local_owner
 
@@ -134,6 +135,23 @@ def unreachable_engine(docker_host: str) -> str:
     )
 
 
+def backup_mounts(spec: WorkspaceSpec) -> dict[str, dict[str, str]]:
+    """A local store as a workspace sees it: its own folder of the store (ws/<name>), and no other
+    workspace's (their manifests name files, sizes and times). A workspace restored from another
+    one's backups (`restore --as`) also sees that one's folder, read-only: its restore reads it."""
+    assert spec.local_backup_dir is not None
+    mounts = {}
+    names = [(spec.name, "rw")]
+    if isinstance(spec.source, RestoreSource) and spec.source.workspace != spec.name:
+        names.append((spec.source.workspace, "ro"))
+    for name, mode in names:
+        folder = workspace_prefix(name)
+        # Made here, as this user: a folder docker made for a bind mount would be root's.
+        (spec.local_backup_dir / folder).mkdir(parents=True, exist_ok=True)
+        mounts[str(spec.local_backup_dir / folder)] = {"bind": str(VM.local_backups / folder), "mode": mode}
+    return mounts
+
+
 class DockerProvider:
     name = "docker"
     user_data_limit = 1024 * 1024
@@ -168,8 +186,7 @@ class DockerProvider:
         if spec.vmgen.local_wheels is not None:
             volumes[str(spec.vmgen.local_wheels)] = {"bind": str(VM.wheels), "mode": "ro"}
         if spec.local_backup_dir is not None:
-            spec.local_backup_dir.mkdir(parents=True, exist_ok=True)
-            volumes[str(spec.local_backup_dir)] = {"bind": str(VM.local_backups), "mode": "rw"}
+            volumes |= backup_mounts(spec)
         cgroup_version = str(self.client.info().get("CgroupVersion", "1"))
         meta_data = f"instance-id: vmgen-{spec.name}-{secrets.token_hex(4)}\nlocal-hostname: {spec.name}\n"
         try:
