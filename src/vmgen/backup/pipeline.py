@@ -187,7 +187,11 @@ def create_backup(
     key = model.object_key(workspace, backup_id)
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     parent, previous_fd = _parent_for(store, workspace, recipient, keeper, max_increments)
-    received = keeper.receive() if keeper is not None else None
+    try:
+        received = keeper.receive() if keeper is not None else None
+    except OSError as exc:  # a full disk: this backup goes on without keeping its index
+        log.warning("backup %s: no room for its file index (%s); the next backup is a full one", backup_id, exc)
+        received = None
     tar_params = {
         "root": str(root),
         "excludes": list(excludes),
@@ -240,9 +244,14 @@ def create_backup(
     if keeper is not None and received is not None:
         try:
             keeper.commit(received, IndexState(workspace, recipient, backup_id, manifest.depth))
-        except OSError as exc:  # the next backup is a full one; this one is good
-            log.warning("backup %s: its file index was not kept (%s); the next backup is a full one", backup_id, exc)
+            failed_with = received.error
+        except OSError as exc:
+            failed_with = exc
             keeper.forget()
+        if failed_with is not None:  # the next backup is a full one; this one is good
+            log.warning(
+                "backup %s: its file index was not kept (%s); the next backup is a full one", backup_id, failed_with
+            )
     if retention is None and keep_last is not None:
         retention = Retention.count_only(keep_last)
     if retention is not None:
