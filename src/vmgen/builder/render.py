@@ -120,6 +120,24 @@ def without_comment_lines(text: str) -> str:
     )
 
 
+def render_kept_boot(name: str, ssh_keys: tuple[str, ...]) -> str:
+    """User-data for a server made again from a snapshot its idle action kept of its disk: the
+    agent user, its keys, the host key the laptop pins, vmgen and its units are all on that disk.
+    cloud-init, seeing a new instance, must change none of it: no default user (Debian's has
+    sudo), the agent user as it was (plus the keys to log in with), no new host key."""
+    config = {
+        "hostname": name,
+        "disable_root": True,
+        "ssh_pwauth": False,
+        "users": [
+            {"name": AGENT_USER, "lock_passwd": True, "shell": "/bin/bash", "ssh_authorized_keys": list(ssh_keys)}
+        ],
+        "ssh_deletekeys": False,
+        "ssh_genkeytypes": ["ed25519"],  # there already: kept
+    }
+    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
+
+
 def _load_template(name: str) -> str:
     return resources.files("vmgen.cloudinit_templates").joinpath(name).read_text()
 

@@ -36,7 +36,7 @@ def list_(provider: str | None, everyone: bool) -> None:
         table.add_column(column)
     now = datetime.now(UTC)
     existing: set[str] = set()  # on a provider, shown or not: their local state is no leftover
-    hidden = leftovers = 0
+    hidden = leftovers = kept = 0
 
     def mine(name: str, owner: str) -> bool:
         # Made before vmgen labelled owners: this machine's if it launched it (its local state).
@@ -60,6 +60,21 @@ def list_(provider: str | None, everyone: bool) -> None:
             if mine(left.name, left.owner):
                 table.add_row(left.name, chosen.name, "leftover", "-", left.what, "-", "-", *owner_column(left.owner))
                 leftovers += 1
+        for disk in chosen.kept_disks():
+            existing.add(disk.name)
+            if mine(disk.name, disk.owner):
+                what = f"snapshot {disk.snapshot}" + (f" ({disk.size_gb:.1f} GB)" if disk.size_gb else "")
+                table.add_row(
+                    disk.name,
+                    chosen.name,
+                    "kept",
+                    "-",
+                    what,
+                    age(now - disk.created_at),
+                    "-",
+                    *owner_column(disk.owner),
+                )
+                kept += 1
     gone = 0
     for record in records.values():
         if record.name not in existing and (provider is None or record.provider == provider):
@@ -77,6 +92,11 @@ def list_(provider: str | None, everyone: bool) -> None:
     if leftovers:
         err.print(
             "leftover: what remains of a workspace that is gone (a launch cut short); `vmgen destroy NAME` removes it"
+        )
+    if kept:
+        err.print(
+            "kept: no verified backup could be made when it went, so its disk was kept as a snapshot (billed "
+            "per GB a month); `vmgen restore NAME --snapshot ID` brings it back"
         )
     if gone:
         err.print(

@@ -23,6 +23,19 @@ WEB_LOGIN_USER = "vmgen-web"
 # Caddy's user (the Debian and Ubuntu package's): the only user besides root that reads the Caddyfile.
 CADDY_USER = "caddy"
 
+# Labels on what vmgen makes at a provider: the laptop sets them; a VM labels a snapshot of itself
+# with them too (the idle action keeping a disk without a backup, marked RESCUE_LABEL), so that
+# `vmgen list` and `vmgen restore --snapshot` find it.
+LABEL = "vmgen"
+WS_LABEL = "vmgen-ws"
+# Who made a workspace or an image (user@host): on an engine or project that several people
+# share, `vmgen list` and `vmgen image list` show one's own unless asked for all.
+OWNER_LABEL = "vmgen-owner"
+RESCUE_LABEL = "vmgen-rescue"
+# On such a snapshot: what the server was, to make it again.
+TYPE_LABEL = "vmgen-type"
+LOCATION_LABEL = "vmgen-location"
+
 
 @dataclass(frozen=True)
 class Ports:

@@ -9,14 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+# Spelled once, in the contract: a VM labels a snapshot of itself with them too.
+from ..contract.names import LABEL as LABEL, OWNER_LABEL as OWNER_LABEL, WS_LABEL as WS_LABEL
 from ..spec import WorkspaceSpec
 from ..stamps import BakedImage, label_value
-
-LABEL = "vmgen"
-WS_LABEL = "vmgen-ws"
-# Who made a workspace or an image (user@host): on an engine or project that several people
-# share, `vmgen list` and `vmgen image list` show one's own unless asked for all.
-OWNER_LABEL = "vmgen-owner"
 
 
 def local_owner() -> str:
@@ -68,6 +64,18 @@ class Leftover:
 
 
 @dataclass(frozen=True)
+class KeptDisk:
+    """A workspace's disk its idle action or hard lifetime kept as a provider snapshot, having no
+    verified backup to delete it after; `vmgen restore NAME --snapshot ID` makes the server again."""
+
+    name: str
+    snapshot: str  # the provider's id
+    created_at: datetime
+    size_gb: float | None = None
+    owner: str = ""
+
+
+@dataclass(frozen=True)
 class SelfDelete:
     """What the VM's watchdog needs to remove its own server through the provider."""
 
@@ -110,6 +118,18 @@ class Provider(Protocol):
     def leftovers(self, name: str | None = None) -> list[Leftover]:
         """What remains of workspaces that are gone (all, or NAME's): things a new workspace of
         that name would otherwise reuse."""
+        ...
+
+    def kept_disks(self, name: str | None = None) -> list[KeptDisk]:
+        """Snapshots kept of workspaces that had no backup when they went (all, or NAME's)."""
+        ...
+
+    def restore_kept(self, name: str, snapshot: str, ssh_public_key: str, user_data: str) -> Workspace:
+        """Make NAME's server again from one of its kept_disks, booted with `user_data`."""
+        ...
+
+    def remove_kept(self, snapshot: str) -> None:
+        """Delete a kept snapshot (once its server is back, or when it is no longer wanted)."""
         ...
 
     def self_delete_spec(self) -> SelfDelete: ...

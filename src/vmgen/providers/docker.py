@@ -26,11 +26,18 @@ from docker.models.containers import Container
 
 from ..backup.manifest import workspace_prefix
 from ..contract.names import VM
-from ..errors import LeftoversExist, ProviderUnavailable, VmgenError, WorkspaceExists, WorkspaceNotFound
+from ..errors import (
+    LeftoversExist,
+    ProviderUnavailable,
+    UsageError,
+    VmgenError,
+    WorkspaceExists,
+    WorkspaceNotFound,
+)
 from ..interrupts import interrupts_deferred
 from ..spec import RestoreSource, WorkspaceSpec
 from ..stamps import BakedImage
-from .base import LABEL, OWNER_LABEL, WS_LABEL, Leftover, SelfDelete, SSHEndpoint, Workspace, local_owner
+from .base import LABEL, OWNER_LABEL, WS_LABEL, KeptDisk, Leftover, SelfDelete, SSHEndpoint, Workspace, local_owner
 
 SEED_DIR = "var/lib/cloud/seed/nocloud"  # where cloud-init's NoCloud datasource looks
 # Built by vmgen itself from the Dockerfile it ships, when missing.
@@ -307,6 +314,15 @@ class DockerProvider:
             container.remove(force=True)
         with contextlib.suppress(NotFound):
             self.client.volumes.get(volume_name(name)).remove(force=True)
+
+    def kept_disks(self, name: str | None = None) -> list[KeptDisk]:
+        return []  # a workspace that had no backup is powered off: its volume and container stay
+
+    def restore_kept(self, name: str, snapshot: str, ssh_public_key: str, user_data: str) -> Workspace:
+        raise UsageError(f"docker keeps a workspace's disk in its volume: `vmgen start {name}` brings it back")
+
+    def remove_kept(self, snapshot: str) -> None:
+        raise UsageError("docker keeps no snapshots: a workspace's disk is its volume")
 
     def self_delete_spec(self) -> SelfDelete:
         # A container cannot delete itself; the watchdog powers it off (the disk stays).

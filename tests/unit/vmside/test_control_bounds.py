@@ -244,3 +244,12 @@ def test_a_result_document_written_on_a_full_disk_is_only_logged(tmp_path, monke
     result = run_backup("idlewatch", paths, ME)
     assert result.ok  # the backup is stored: a full disk does not make it fail (and be made again)
     assert json.loads(codec.dumps(result))["ok"] is True
+
+
+def test_no_room_for_the_file_index_leaves_the_backup_good_and_says_so(tmp_path, caplog):
+    paths = vm(tmp_path)
+    paths.backup_index.parent.mkdir(parents=True, exist_ok=True)
+    paths.backup_index.write_text("not a folder")  # as good as a full disk: the index cannot be made
+    result = run_backup("idlewatch", paths, ME)
+    assert result.ok
+    assert "no room for its file index" in caplog.text and "the next backup is a full one" in caplog.text

@@ -30,7 +30,18 @@ from typing import Any
 
 from ...contract import codec
 from ...contract.documents import ActionRecord, BackupResult, BackupTarget, WatchSettings
-from ...contract.names import AGENT_USER, UNITS, VM, VmPaths
+from ...contract.names import (
+    AGENT_USER,
+    LABEL,
+    LOCATION_LABEL,
+    OWNER_LABEL,
+    RESCUE_LABEL,
+    TYPE_LABEL,
+    UNITS,
+    VM,
+    WS_LABEL,
+    VmPaths,
+)
 from ...errors import VmgenError
 from ...privileges import RunAs, run_as
 from ..agentfs import AgentFiles
@@ -338,23 +349,20 @@ def self_delete_hetzner(settings: WatchSettings, paths: VmPaths = VM) -> None:
     client.servers.delete(Server(id=server_id))
 
 
-# Labels of a snapshot made instead of a backup (besides vmgen=1 and the owner's): the laptop
-# lists them (`vmgen list`) and restores from them (`vmgen restore NAME --snapshot ID`).
-RESCUE_LABEL = "vmgen-rescue"
-
-
 def snapshot_hetzner(settings: WatchSettings, paths: VmPaths = VM, wait: float = SNAPSHOT_SECONDS) -> str:
-    """A snapshot of this server's disk, labelled for the laptop to find; its id once available."""
+    """A snapshot of this server's disk, labelled for the laptop to find and to make the server
+    again from (`vmgen list`, `vmgen restore NAME --snapshot ID`); its id once available."""
     client, server_id, _secrets = _hcloud(settings, paths)
     server = client.servers.get_by_id(server_id)
-    labels = {k: v for k, v in (server.labels or {}).items() if k in ("vmgen", "vmgen-ws", "vmgen-owner")}
-    labels |= {"vmgen": "1", "vmgen-ws": settings.name, RESCUE_LABEL: "1"}
+    labels = {k: v for k, v in (server.labels or {}).items() if k in (LABEL, WS_LABEL, OWNER_LABEL)}
+    labels |= {LABEL: "1", WS_LABEL: settings.name, RESCUE_LABEL: "1"}
+    if server.server_type is not None and server.server_type.name:
+        labels[TYPE_LABEL] = server.server_type.name
+    if server.location is not None and server.location.name:
+        labels[LOCATION_LABEL] = server.location.name
     _quiet(["sync"])
     made = client.servers.create_image(
-        server,
-        type="snapshot",
-        description=f"vmgen: {settings.name}, kept without a backup",
-        labels=labels,
+        server, type="snapshot", description=f"vmgen: {settings.name}, kept without a backup", labels=labels
     )
     until, action = time.monotonic() + wait, made.action
     while True:
