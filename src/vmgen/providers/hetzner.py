@@ -25,7 +25,7 @@ import requests
 from hcloud import APIException, Client
 from hcloud.actions import ActionException, ActionFailedException, ActionTimeoutException
 from hcloud.firewalls import BoundFirewall, FirewallRule
-from hcloud.images import Image
+from hcloud.images import BoundImage, Image
 from hcloud.locations import Location
 from hcloud.servers import BoundServer
 from hcloud.ssh_keys import BoundSSHKey
@@ -289,11 +289,8 @@ class HetznerProvider:
         return snapshots[0].baked if snapshots else None
 
     def _baked_snapshots(self, base: str | None) -> list[_Snapshot]:
-        selector = f"{BAKED_LABEL}=1" + (f",{BASE_LABEL}={label_value(base)}" if base else "")
-        with api_errors("list snapshots"):
-            images = self.client.images.get_all(type=["snapshot"], label_selector=selector)
         found = []
-        for image in images:
+        for image in self._snapshots(f"{BAKED_LABEL}=1" + (f",{BASE_LABEL}={label_value(base)}" if base else "")):
             labels = image.labels or {}
             stamp = ImageStamp.from_labels(labels)
             if stamp is not None and image.status == "available":
@@ -394,11 +391,8 @@ class HetznerProvider:
     def kept_disks(self, name: str | None = None) -> list[KeptDisk]:
         """Snapshots a workspace's idle action or hard lifetime made of its server instead of a
         backup (labelled by the VM), newest first."""
-        selector = f"{RESCUE_LABEL}=1" + (f",{WS_LABEL}={name}" if name else "")
-        with api_errors("list snapshots"):
-            images = self.client.images.get_all(type=["snapshot"], label_selector=selector)
         kept = []
-        for image in images:
+        for image in self._snapshots(f"{RESCUE_LABEL}=1" + (f",{WS_LABEL}={name}" if name else "")):
             labels = image.labels or {}
             kept.append(
                 KeptDisk(
@@ -438,6 +432,10 @@ class HetznerProvider:
         except BaseException:
             self._remove_shared_quietly()
             raise
+
+    def _snapshots(self, label_selector: str) -> list[BoundImage]:
+        with api_errors("list snapshots"):
+            return self.client.images.get_all(type=["snapshot"], label_selector=label_selector)
 
     def remove_kept(self, snapshot: str) -> None:
         with api_errors(f"delete snapshot {snapshot}"):
