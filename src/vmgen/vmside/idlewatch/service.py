@@ -81,6 +81,7 @@ class Watchdog:
         self.last_seen: dict[str, float] = {}
         self.stall_reported = False
         self.background = background  # warnings in a thread of their own (tests: inline)
+        self.action_started = False
 
     def tick(self) -> Verdict:
         snapshot = self.collector.snapshot()
@@ -199,8 +200,9 @@ class Watchdog:
             log.error("starting the %s failed (%s); trying again in %ds", action.value, exc, delay)
             self._tell(f"vmgen: starting the idle {action.value} failed ({exc}); trying again in {delay}s")
             return
-        if not self.retry_at:
+        if not self.action_started:
             log.warning("%s: started %s", action.value, UNITS.act)
+            self.action_started = True
         self.retry_at = self.clock() + ACTION_RESTART_SECONDS
 
 
