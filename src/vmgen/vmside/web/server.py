@@ -94,8 +94,8 @@ def request_backup(settings: WebSettings) -> dict[str, Any]:
 
     try:
         for reply in ask(ControlRequest("backup", trigger="page"), settings.vm, timeout=30):
-            if reply.refused:
-                raise ActionRefused(409, reply.refused)
+            if reply.refused or reply.busy:  # busy: another backup runs, or root is flooded
+                raise ActionRefused(409, reply.refused or reply.busy)
             if reply.result is not None:
                 return {"started": True, "result": codec.from_value(BackupResult, reply.result, strict=False).ok}
             return {"started": True}  # the first progress line: root is at work
