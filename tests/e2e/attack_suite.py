@@ -28,7 +28,7 @@ from .conftest import Cli
 from .webhook import Webhook
 
 # Seconds-scale limits for the attack workspaces (set by the provider modules' fixtures).
-BACKUP_DEADLINE_SECONDS = 45
+BACKUP_DEADLINE_SECONDS = 30
 LIFETIME_SECONDS = 144  # 0.04 h after boot
 
 
@@ -578,10 +578,13 @@ def test_nothing_root_executes_is_writable_by_the_agent(ws: Workspace) -> None:
 
 def test_the_hard_lifetime_fires_through_every_trap(doomed: Workspace, gone: Callable[[], bool], hook: Webhook,
                                                     kept: Callable[[], str]) -> None:
-    """Leases, events and sessions that block, a fake human, files changing every second, and
-    (attack 2) every backup's tar stage killed as it starts: at the hard lifetime the VM still
-    goes, within root's bound, and every channel says how its data was kept without a backup."""
-    doomed.agent(f"""cd ~/.vmgen && rm -f leases.json agent-events.jsonl
+    """Leases, events and sessions that block, a fake human, files changing every second, a full
+    disk, and (attack 2) every backup's tar stage killed as it starts: at the hard lifetime the VM
+    still goes, within root's bound, and every channel says how its data was kept without a backup."""
+    code, out = doomed.root(f"bash -c {_quote(FILL_SETUP)} - {doomed.name}")
+    assert code == 0, out
+    doomed.agent(f"""dd if=/dev/zero of=~/scratch/fill bs=1M 2>/dev/null
+        cd ~/.vmgen && rm -f leases.json agent-events.jsonl
         mkfifo leases.json agent-events.jsonl
         mkdir -p ~/.claude/sessions && for i in 1 2 3; do mkfifo ~/.claude/sessions/$i.json; done
         setsid nohup bash -c 'exec -a "sshd: agent@pts/7" sleep 3600' >/dev/null 2>&1 < /dev/null &
