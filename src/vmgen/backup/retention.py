@@ -31,6 +31,7 @@ from vmgen.backup.manifest import (
     BackupError,
     InvalidBackupRequest,
     Manifest,
+    StoreError,
     manifest_key,
     object_key,
     parse_key,
@@ -104,7 +105,8 @@ def apply_retention(
     """Delete the backups `policy` (a Retention, or a count alone) does not keep, and objects
     older than every kept backup that never got a manifest (a run that died); `protect` is never
     deleted. A manifest that cannot be read is kept, and nothing is known to build on it.
-    Returns the deleted ids."""
+    Returns the deleted ids; a delete the store refuses (a bucket lock) is skipped, and said at
+    the end (StoreError) once the others went."""
     if isinstance(policy, int):
         policy = Retention.count_only(policy)
     entries_by_id: dict[str, set[str]] = {}
@@ -122,11 +124,19 @@ def apply_retention(
     keep = select_kept(readable, policy, now or datetime.now(UTC), protect) | unreadable
     oldest_kept = min((b for b in keep if b in complete), default="")
     doomed = [b for b in sorted(entries_by_id) if b not in keep and ("manifest" in entries_by_id[b] or b < oldest_kept)]
+    deleted, refused = [], []
     for backup_id in doomed:
-        # Manifest first: a crash in between leaves an orphan object, never a dangling manifest.
-        store.delete(manifest_key(workspace, backup_id))
-        store.delete(object_key(workspace, backup_id))
-    return doomed
+        try:
+            # Manifest first: a crash in between leaves an orphan object, never a dangling manifest.
+            store.delete(manifest_key(workspace, backup_id))
+            store.delete(object_key(workspace, backup_id))
+        except StoreError as exc:  # a bucket lock keeps it: the others may still go
+            refused.append(f"{backup_id} ({exc})")
+            continue
+        deleted.append(backup_id)
+    if refused:
+        raise StoreError(f"the store kept {len(refused)} backup(s) retention would delete: {refused[0]}")
+    return deleted
 
 
 def _created(manifest: Manifest) -> datetime:

@@ -98,3 +98,28 @@ def test_emptying_the_tree_and_backing_it_up_many_times_leaves_the_files_restora
     restore_backup(store, "app", good.backup_id, parse_identity(text), out)
     assert sorted(p.name for p in (out / "work/app/src").iterdir()) == sorted(f"m{i}.py" for i in range(30))
     assert apply_retention(store, "app", policy) == []  # stable: a second pass deletes nothing more
+
+
+def test_deletes_the_store_refuses_are_skipped_and_said(tmp_path):
+    """An R2 bucket lock refuses deleting what is younger than its retention: the older ones still
+    go, and the refusal is one error at the end (the backup that pruned stays good)."""
+    from vmgen.backup.manifest import StoreError
+
+    _text, recipient = generate_identity()
+    home = tmp_path / "home"
+    (home / "f").parent.mkdir(parents=True)
+    (home / "f").write_text("x")
+    locked: set[str] = set()
+
+    class Locked(LocalStore):
+        def delete(self, key: str) -> None:
+            if any(backup_id in key for backup_id in locked):
+                raise StoreError(f"{key}: AccessDenied (object locked)")
+            super().delete(key)
+
+    store = Locked(tmp_path / "store")
+    made = [create_backup(home, store, "app", recipient, excludes=[]).backup_id for _ in range(4)]
+    locked.add(made[1])
+    with pytest.raises(StoreError, match=f"the store kept 1 backup\\(s\\) retention would delete: {made[1]}"):
+        apply_retention(store, "app", 1)
+    assert [m.backup_id for m in list_backups(store, "app")] == [made[1], made[3]]
