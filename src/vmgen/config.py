@@ -54,6 +54,14 @@ class Settings:
     hcloud_metadata_url: str = ""
     backup_dir: str = "~/.local/share/vmgen/backups"
     backup_keep: int = 7
+    # Kept besides the newest backup_keep: all of the last hours, the newest of each day and week.
+    backup_keep_hours: float = 24
+    backup_keep_daily: int = 7
+    backup_keep_weekly: int = 4
+    # Root stops a backup that runs longer; the idle action then keeps the data another way.
+    backup_deadline_minutes: float = 15
+    # Backups asked for (laptop, page, the agent's shell) that may start in an hour.
+    backup_requests_per_hour: int = 4
     # Backups after the first are increments (what changed); after this many, a full one again.
     backup_max_increments: int = 10
     backup_part_mib: int = 32

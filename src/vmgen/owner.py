@@ -16,9 +16,8 @@ import socket
 from collections.abc import Callable
 
 from .config import state_dir
+from .contract.names import OWNER_ID_LABEL, OWNER_LABEL
 
-OWNER_LABEL = "vmgen-owner"  # user@host, for people
-OWNER_ID_LABEL = "vmgen-owner-id"  # the maker's owner id: what tells users apart
 _ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 

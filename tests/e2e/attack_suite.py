@@ -15,13 +15,29 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import docker
+import pytest
 
 from tests.polling import eventually, wait_until
+from vmgen.contract.documents import ACT_FALLBACK_SECONDS
 
 from .conftest import Cli
+from .webhook import Webhook
+
+# Seconds-scale limits for the attack workspaces (set by the provider modules' fixtures).
+BACKUP_DEADLINE_SECONDS = 30
+LIFETIME_SECONDS = 144  # 0.04 h after boot
+
+
+@pytest.fixture(scope="module")
+def hook():
+    """The webhook the doomed workspace reports to."""
+    webhook = Webhook()
+    yield webhook
+    webhook.server.shutdown()
 
 AGENT_UID = 2000
 SHADOW = "/etc/shadow"
@@ -39,9 +55,24 @@ class Workspace:
     provider: str
     cli: Cli
     docker_client: docker.DockerClient
-    # Fetch the stored backup's bytes (the laptop holds the identity to read them).
-    fetch_backup: Callable[[str], bytes]
+    # Fetch an object of the store by its key, ws/<name>/... (the laptop holds the identity).
+    fetch: Callable[[str], bytes]
     secrets: list[str] = field(default_factory=list)
+
+    def fetch_backup(self, backup_id: str) -> bytes:
+        return self.fetch(f"ws/{self.name}/{backup_id}.tar.zst.age")
+
+    def restore_by_hand(self, backup_id: str, into: Path) -> None:
+        """The README's recipe: the full backup, then each increment, oldest first."""
+        chain, at = [], backup_id
+        while at:
+            chain.append(at)
+            at = json.loads(self.fetch(f"ws/{self.name}/{at}.json"))["parent"]
+        identity = self.cli.home / ".local/state/vmgen/identities" / f"{self.name}.age-identity"
+        into.mkdir(parents=True, exist_ok=True)
+        for each in reversed(chain):
+            subprocess.run(f"age -d -i {identity} | zstd -d | tar -x --incremental -C {into}", shell=True,
+                           check=True, input=self.fetch_backup(each), capture_output=True)
 
     def agent(self, script: str, check: bool = True) -> str:
         return self.cli.ssh(self.name, script, check=check)
@@ -60,7 +91,7 @@ class Workspace:
         return result.exit_code, result.output.decode(errors="replace")
 
     def state(self) -> dict:
-        code, text = self.root("cat /var/lib/vmgen/idlewatch.json")
+        code, text = self.root("cat /run/vmgen/idlewatch.json")
         assert code == 0, text
         return json.loads(text)
 
@@ -162,7 +193,7 @@ def test_nothing_the_agent_can_read_holds_a_secret(ws: Workspace) -> None:
     assert hunt(ws, patterns) == []
     assert ws.agent_run(f"cat {SHADOW} /etc/vmgen/provider.env").returncode != 0
     # The system journal is not the agent's to read (no adm group): only its own user journal.
-    journal = ws.agent_run("journalctl -u vmgen-idlewatch -u vmgen-control@* --no-pager -n 50 -o cat")
+    journal = ws.agent_run("journalctl -u vmgen-idlewatch -u vmgen-control --no-pager -n 50 -o cat")
     assert "idle watchdog started" not in journal.stdout
     for path in ("/var/lib/cloud/instance/user-data.txt", "/var/lib/cloud/seed/nocloud/user-data",
                  "/run/cloud-init/instance-data-sensitive.json"):
@@ -343,6 +374,149 @@ def test_a_restore_writes_through_none_of_the_backups_links(ws: Workspace) -> No
     ws.ticks(1)
 
 
+# --- root's limits hold whatever the agent does to what root waits on (issue 21) --------------
+
+# The backup's tar stage is the agent's process: `python -c ... child_main(...) tar {"root": ...}`.
+TAR_STAGES = "pgrep -u agent -f ' tar [{]'"
+STOP_TAR_STAGES = ("setsid nohup bash -c 'while [ ! -e /tmp/let-tar-run ]; do for p in $(pgrep -u agent -f \" tar [{]\"); "
+                   "do kill -STOP $p; done; sleep 0.05; done' >/dev/null 2>&1 < /dev/null &")
+ASK_ROOT = ("python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.settimeout(10); "
+            "s.connect(\"/run/vmgen/control.sock\"); s.sendall(sys.argv[1].encode() + b\"\\n\"); "
+            "print(s.makefile().readline())' ")
+
+
+def backup_id_of(made: subprocess.CompletedProcess[str], name: str) -> str:
+    return made.stderr.split(f"backed up {name}: ")[1].split(",")[0]
+
+
+def test_a_stopped_tar_stage_holds_up_neither_the_watchdog_nor_the_laptop(ws: Workspace) -> None:
+    """Attack 1: the agent stops the backup's tar stage (its own process) for good. The watchdog
+    keeps ticking, a second backup hears "busy" at once, root stops the held one at its deadline,
+    and the laptop's backup runs after it."""
+    # 64 MiB that does not compress: the tar stage runs long enough to be caught.
+    ws.agent(f"head -c 64M /dev/urandom > ~/work/{ws.name}/big.bin; rm -f /tmp/let-tar-run; " + STOP_TAR_STAGES +
+             " setsid nohup vmgen vmside backup --trigger shell > /tmp/held.out 2>&1 < /dev/null &")
+    eventually(lambda: "T" in ws.root(f"for p in $({TAR_STAGES}); do ps -o stat= -p $p; done")[1], timeout=60,
+               what="the tar stage to be stopped")
+    ws.ticks(2)  # the watchdog does not wait on it
+    started = time.monotonic()
+    answer = ws.agent(ASK_ROOT + "'{\"op\": \"backup\", \"trigger\": \"laptop\"}'")
+    assert '"busy"' in answer and "a backup is already running (asked for by shell" in answer, answer
+    assert time.monotonic() - started < 15
+    result = wait_until(lambda: ws.root("cat /var/lib/vmgen/backup-result.json")[1],
+                        lambda text: '"shell"' in text, timeout=BACKUP_DEADLINE_SECONDS + 60, every=1)
+    assert "the backup was stopped: it did not finish within its deadline" in result, result
+    assert ws.root(TAR_STAGES)[0] == 1  # killed: SIGKILL does not wait for a stopped process
+    ws.agent(f"touch /tmp/let-tar-run; rm -f ~/work/{ws.name}/big.bin")
+    made = ws.cli("backup", ws.name)
+    assert f"backed up {ws.name}: " in made.stderr
+    assert "Traceback" not in ws.journal("vmgen-control")
+
+
+FLOOD = r"""
+import socket, sys, time
+held = []
+for i in range(500):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect("/run/vmgen/control.sock")
+    except OSError:
+        continue
+    held.append(s)
+print("connected", len(held), flush=True)
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:  # slowloris: a byte now and then on the newest, never a whole line
+    for s in held[-8:]:
+        try:
+            s.send(b"{")
+        except OSError:
+            pass
+    time.sleep(2)
+"""
+
+
+def test_a_flood_and_slow_clients_leave_root_answering_the_laptop(ws: Workspace) -> None:
+    """Attack 4: 500 connections and slow clients. The socket stays up, one root daemon answers,
+    and the laptop's `vmgen status` and `vmgen backup` (over SSH, as the agent too) succeed."""
+    ws.agent("cat > /tmp/flood.py <<'EOF'\n" + FLOOD + "\nEOF\n"
+             "setsid nohup python3 /tmp/flood.py 40 > /tmp/flood.out 2>&1 < /dev/null &")
+    eventually(lambda: "connected" in ws.agent_run("cat /tmp/flood.out").stdout, timeout=60, what="the flood")
+    status = ws.cli("status", ws.name)
+    assert "note:" not in status.stderr, status.stderr  # a verdict made now, not the last regular one
+    made = ws.cli("backup", ws.name)
+    assert f"backed up {ws.name}: " in made.stderr
+    assert ws.root("systemctl show -p ActiveState --value vmgen-control.socket")[1].strip() == "active"
+    assert ws.root("pgrep -c -f '[v]mgen vmside control'")[1].strip() == "1"  # one daemon, not one per connection
+    ws.agent("pkill -f '^python3 /tmp/flood.py'; rm -f /tmp/flood.py /tmp/flood.out; true")
+
+
+FILL_SETUP = r"""set -e
+mkdir -p /mnt/vmdisk /mnt/store-kept
+mount -t tmpfs -o size=48m,mode=0755 vmdisk /mnt/vmdisk
+mkdir -p /mnt/vmdisk/lib /mnt/vmdisk/agent
+chown agent:agent /mnt/vmdisk/agent
+store=/var/lib/vmgen/backups/ws/$1
+if mountpoint -q $store; then mount --bind $store /mnt/store-kept; fi
+tar -C /var/lib/vmgen --exclude=./backups -cf - . | tar -C /mnt/vmdisk/lib -xf -
+mount --bind /mnt/vmdisk/lib /var/lib/vmgen
+if mountpoint -q /mnt/store-kept; then mkdir -p $store; mount --bind /mnt/store-kept $store; fi
+mkdir -p /home/agent/scratch && chown agent:agent /home/agent/scratch
+mount --bind /mnt/vmdisk/agent /home/agent/scratch
+"""
+FILL_TEARDOWN = r"""
+rm -f /home/agent/scratch/fill
+umount /home/agent/scratch; rmdir /home/agent/scratch
+store=/var/lib/vmgen/backups/ws/$1
+if mountpoint -q $store && mountpoint -q /mnt/store-kept; then umount $store; fi
+umount /var/lib/vmgen
+if mountpoint -q /mnt/store-kept; then umount /mnt/store-kept; fi
+umount /mnt/vmdisk; rmdir /mnt/vmdisk /mnt/store-kept
+"""
+
+
+def test_a_full_disk_neither_crash_loops_the_watchdog_nor_fails_a_backup(ws: Workspace) -> None:
+    """The agent fills the disk root keeps its state on (a small disk of the simulated VM's own,
+    shared by /var/lib/vmgen and a folder of the agent's). The watchdog goes on ticking and says
+    what it sees, `vmgen status` answers, and a backup is made and said to be made: no crash
+    loop, no traceback, no backup made again because a file of root's could not be written."""
+    restarts = ws.root("systemctl show -p NRestarts --value vmgen-idlewatch")[1].strip()
+    code, out = ws.root(f"bash -c {_quote(FILL_SETUP)} - {ws.name}")
+    assert code == 0, out
+    try:
+        ws.agent("dd if=/dev/zero of=~/scratch/fill bs=1M 2>/dev/null; true")
+        assert ws.root("df --output=avail /var/lib/vmgen | tail -1")[1].strip() == "0"
+        ws.ticks(2)
+        assert ws.cli("status", ws.name).returncode == 0
+        made = ws.cli("backup", ws.name)
+        assert f"backed up {ws.name}: " in made.stderr
+        ws.ticks(1)
+        assert ws.root("systemctl show -p NRestarts --value vmgen-idlewatch")[1].strip() == restarts
+        journal = ws.root("journalctl -u vmgen-idlewatch -u vmgen-control --since '-3min' --no-pager -o cat")[1]
+        assert "Traceback" not in journal and "No space left" in journal, journal[-3000:]
+    finally:
+        code, out = ws.root(f"bash -c {_quote(FILL_TEARDOWN)} - {ws.name}")
+        assert code == 0, out
+    ws.ticks(1)
+
+
+def test_emptying_the_workspace_and_asking_for_backups_keeps_the_earlier_ones_restorable(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """Attack 3: the agent empties the tree and asks for 20 backups in a row: the backups from
+    before stay in the store and restore with their files (rate limit and retention by age)."""
+    ws.agent(f"mkdir -p ~/work/{ws.name}/keep && for i in $(seq 1 40); do echo file-$i > ~/work/{ws.name}/keep/f$i.txt; "
+             "done")
+    good = backup_id_of(ws.cli("backup", ws.name), ws.name)
+    attack = ws.agent_run(f"rm -rf ~/work/{ws.name}/* ~/work/{ws.name}/.git; for i in $(seq 1 20); do "
+                          "vmgen vmside backup --trigger shell | tail -1; done")
+    assert "backups were asked for in the last hour" in attack.stdout, attack.stdout[-2000:]
+    assert good in ws.cli("backups", ws.name).stdout
+    ws.restore_by_hand(good, tmp_path / "restored")
+    kept = tmp_path / "restored" / "work" / ws.name / "keep"
+    assert sorted(p.name for p in kept.iterdir()) == sorted(f"f{i}.txt" for i in range(1, 41))
+    assert (kept / "f7.txt").read_text() == "file-7\n"
+
+
 # --- the inventory: nothing root runs or reads is the agent's to change -------------------------
 
 INVENTORY = ("/etc/vmgen /usr/local/lib/vmgen /opt/vmgen /var/lib/vmgen /run/vmgen /var/log/vmgen "
@@ -402,12 +576,29 @@ def test_nothing_root_executes_is_writable_by_the_agent(ws: Workspace) -> None:
 
 # --- the hard limit: acted on whatever the agent plants ----------------------------------------
 
-def test_the_hard_lifetime_fires_through_every_trap(doomed: Workspace, gone: Callable[[], bool]) -> None:
-    doomed.agent(f"""cd ~/.vmgen && rm -f leases.json agent-events.jsonl
+def test_the_hard_lifetime_fires_through_every_trap(doomed: Workspace, gone: Callable[[], bool], hook: Webhook,
+                                                    kept: Callable[[], str]) -> None:
+    """Leases, events and sessions that block, a fake human, files changing every second, a full
+    disk, and (attack 2) every backup's tar stage killed as it starts: at the hard lifetime the VM
+    still goes, within root's bound, and every channel says how its data was kept without a backup."""
+    code, out = doomed.root(f"bash -c {_quote(FILL_SETUP)} - {doomed.name}")
+    assert code == 0, out
+    doomed.agent(f"""dd if=/dev/zero of=~/scratch/fill bs=1M 2>/dev/null
+        cd ~/.vmgen && rm -f leases.json agent-events.jsonl
         mkfifo leases.json agent-events.jsonl
         mkdir -p ~/.claude/sessions && for i in 1 2 3; do mkfifo ~/.claude/sessions/$i.json; done
         setsid nohup bash -c 'exec -a "sshd: agent@pts/7" sleep 3600' >/dev/null 2>&1 < /dev/null &
-        setsid nohup bash -c 'while :; do touch ~/work/{doomed.name}/busy; sleep 1; done' >/dev/null 2>&1 < /dev/null &""")
+        setsid nohup bash -c 'while :; do touch ~/work/{doomed.name}/busy; sleep 1; done' >/dev/null 2>&1 < /dev/null &
+        setsid nohup bash -c 'while :; do pkill -9 -u agent -f " tar [{{]"; sleep 0.1; done' >/dev/null 2>&1 < /dev/null &
+        echo kept-without-a-backup > ~/work/{doomed.name}/precious.txt""")
     started = time.monotonic()
-    eventually(gone, timeout=600, what="the workspace to go at its hard lifetime", interval=2)
-    assert time.monotonic() - started < 600
+    # The lifetime, then root's backup deadline (retried until then), then keeping the data.
+    eventually(gone, timeout=LIFETIME_SECONDS + BACKUP_DEADLINE_SECONDS + ACT_FALLBACK_SECONDS, interval=2,
+               what="the workspace to go at its hard lifetime")
+    assert time.monotonic() - started < LIFETIME_SECONDS + BACKUP_DEADLINE_SECONDS + ACT_FALLBACK_SECONDS
+    said = hook.wait_for(f"workspace {doomed.name}", timeout=60)
+    kept_as = kept()
+    told = hook.wait_for("without a complete backup (no verified backup could be made", timeout=60)
+    assert told["event"] == "kept" and kept_as in told["text"], told
+    assert "exit status -9" in told["text"] or "did not finish within its deadline" in told["text"], told
+    assert said["workspace"] == doomed.name

@@ -38,12 +38,12 @@ _EXPORTS = {
         "UploadVerifyFailed",
         "WrongIdentity",
         "WrongPassphrase",
-        "apply_retention",
         "latest_backup",
         "list_backups",
         "read_manifest",
     ),
     "pipeline": ("create_backup", "restore_backup"),
+    "retention": ("Retention", "apply_retention"),
     "store": ("LocalStore", "S3Settings", "S3Store", "Store"),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}

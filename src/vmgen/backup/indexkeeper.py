@@ -45,6 +45,7 @@ class IndexReceiver(threading.Thread):
         self.path = folder / f".index-{secrets.token_hex(4)}"
         self._out = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self.complete = False
+        self.error: OSError | None = None  # why root could not keep it (a full disk)
         self._halt = threading.Event()
         self.start()
 
@@ -70,7 +71,8 @@ class IndexReceiver(threading.Thread):
                     return  # too large to be of use: the stage's further writes fail, quietly
                 while data:
                     data = data[os.write(self._out, data) :]
-        except OSError:
+        except OSError as exc:
+            self.error = exc
             return
         finally:
             os.close(self._read_fd)

@@ -98,6 +98,10 @@ class UploadVerifyFailed(IntegrityError):
     """Reading the just-uploaded object back did not give the bytes that were sent."""
 
 
+class BackupStopped(BackupError):
+    """Root stopped the backup: it ran past its deadline, stalled, or gave way to the idle action."""
+
+
 class ArchiveError(BackupError):
     """The decrypted archive is not a valid zstd/tar stream, or a member is unsafe."""
 
@@ -280,7 +284,7 @@ class Manifest:
         return manifest
 
 
-# ----- listing and retention -----
+# ----- listing (retention: retention.py) -----
 
 
 def read_manifest(store: Store, workspace: str, backup_id: str) -> Manifest:
@@ -334,37 +338,3 @@ def backup_chain(store: Store, manifest: Manifest) -> list[Manifest]:
             )
         chain.append(parent)
     return chain[::-1]
-
-
-def apply_retention(store: Store, workspace: str, keep_last: int, protect: str | None = None) -> list[str]:
-    """Delete all but the newest `keep_last` backups and what they build on (an increment keeps
-    its whole chain), and objects older than those that never got a manifest (a run that
-    died); `protect` is never deleted. Returns deleted ids."""
-    if keep_last < 1:
-        raise InvalidBackupRequest("keep_last must be at least 1")
-    entries: dict[str, set[str]] = {}
-    for key in store.list_keys(workspace_prefix(workspace)):
-        parsed = parse_key(key)
-        if parsed:
-            entries.setdefault(parsed[1], set()).add(parsed[2])
-    complete = sorted(b for b, kinds in entries.items() if "manifest" in kinds)
-    keep: set[str] = set()
-    for newest in [*complete[-keep_last:], *([protect] if protect else [])]:
-        backup_id: str | None = newest
-        while backup_id and backup_id not in keep and len(keep) <= len(complete) + 1:
-            keep.add(backup_id)
-            backup_id = _parent_of(store, workspace, backup_id) if backup_id in complete else None
-    oldest_kept = min((b for b in keep if b in entries and "manifest" in entries[b]), default="")
-    doomed = [b for b in sorted(entries) if b not in keep and ("manifest" in entries[b] or b < oldest_kept)]
-    for backup_id in doomed:
-        # Manifest first: a crash in between leaves an orphan object, never a dangling manifest.
-        store.delete(manifest_key(workspace, backup_id))
-        store.delete(object_key(workspace, backup_id))
-    return doomed
-
-
-def _parent_of(store: Store, workspace: str, backup_id: str) -> str | None:
-    try:
-        return read_manifest(store, workspace, backup_id).parent or None
-    except BackupError:  # unreadable: kept itself, and nothing is known to build on
-        return None

@@ -19,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import stat
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from vmgen.backup.manifest import (
     ArchiveError,
     ArchiveSummary,
     BackupError,
+    BackupStopped,
     DigestMismatch,
     ExcludeStat,
     InvalidBackupRequest,
@@ -48,10 +50,12 @@ from vmgen.backup.manifest import (
     UploadVerifyFailed,
     WrongIdentity,
 )
+from vmgen.backup.retention import Retention, apply_retention
 from vmgen.backup.store import LocalStore, Readable, Store, same_checksum
 from vmgen.privileges import RunAs
 
 CHUNK = stages.CHUNK
+log = logging.getLogger(__name__)
 
 
 # ----- backup -----
@@ -103,32 +107,50 @@ class _CiphertextReader:
             raise error
 
 
-class _StallGuard(threading.Thread):
-    """Stops the stages when no data has flowed for `seconds`: a stage that the agent user can
-    pause (the tar stage is its process) must not hold root's backup, and with it the
-    watchdog's idle action, for ever."""
+@dataclass(frozen=True)
+class Limits:
+    """When root stops a backup: no data for `stall_seconds`, past `deadline` (time.monotonic()),
+    or once `cancelled()` says so. The tar stage is the agent's process: it can pause it, slow it
+    to a trickle that keeps the stall guard quiet, or kill it; none of that may hold root's
+    backup, and with it the idle action and the hard lifetime, past root's own deadline."""
 
-    def __init__(self, running: list[stages.Stage], seconds: float) -> None:
-        super().__init__(name="backup-stall-guard", daemon=True)
-        self.running, self.seconds = running, seconds
+    stall_seconds: float = 600
+    deadline: float | None = None
+    cancelled: Callable[[], str] | None = None  # a reason to stop now, or ""
+
+    def why_stop(self, now: float, last_data: float) -> str:
+        if self.deadline is not None and now >= self.deadline:
+            return "it did not finish within its deadline"
+        if now - last_data > self.stall_seconds:
+            return f"no data for {self.stall_seconds:.0f}s"
+        return self.cancelled() if self.cancelled is not None else ""
+
+
+class _StallGuard(threading.Thread):
+    """Kills the stages (SIGKILL: a stopped process cannot hold it off) when `limits` say so."""
+
+    def __init__(self, running: list[stages.Stage], limits: Limits) -> None:
+        super().__init__(name="backup-guard", daemon=True)
+        self.running, self.limits = running, limits
         self.last = time.monotonic()
-        self.stalled = False
+        self.reason = ""
         self.done = threading.Event()
 
     def progress(self) -> None:
         self.last = time.monotonic()
 
     def run(self) -> None:
-        while not self.done.wait(min(5.0, self.seconds / 4)):
-            if time.monotonic() - self.last > self.seconds:
-                self.stalled = True
+        while not self.done.wait(min(1.0, self.limits.stall_seconds / 4)):
+            reason = self.limits.why_stop(time.monotonic(), self.last)
+            if reason:
+                self.reason = reason
                 for stage in self.running:
                     stage.kill()
                 return
 
     def check(self) -> None:
-        if self.stalled:
-            raise BackupError(f"the backup stalled: no data for {self.seconds:.0f}s; stopped")
+        if self.reason:
+            raise BackupStopped(f"the backup was stopped: {self.reason}")
 
 
 def create_backup(
@@ -140,10 +162,11 @@ def create_backup(
     keep_last: int | None = None,
     backup_id: str | None = None,
     run_as: RunAs | None = None,
-    stall_seconds: float = 600,
+    limits: Limits = Limits(),
     keeper: IndexKeeper | None = None,
     max_increments: int = 0,
     repo_folder: str = "",
+    retention: Retention | None = None,
 ) -> Manifest:
     """Archive `root` into `store`, reading it as `run_as` (default: as we are). The manifest that
     makes the backup count is written only after the stored object was verified against what was
@@ -153,7 +176,11 @@ def create_backup(
     backup is an increment on the last one, unless that one is gone from the store, was made
     for another recipient, or its chain already holds `max_increments` increments: then it is
     a full backup that starts a new chain. `repo_folder`: the repository's folder under the
-    home's work/, recorded in the manifest for a restore to start the agent in."""
+    home's work/, recorded in the manifest for a restore to start the agent in.
+
+    Once the manifest is written the backup counts: what follows (keeping the index, pruning
+    by `retention`, or `keep_last` alone) may fail without failing it, so a caller never makes
+    the same backup again because of, say, a full disk."""
     root = Path(root).absolute()
     if run_as is None and not root.is_dir():  # as another user, the tar stage says so itself
         raise InvalidBackupRequest(f"nothing to back up: {root} is not a directory")
@@ -162,7 +189,11 @@ def create_backup(
     key = model.object_key(workspace, backup_id)
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     parent, previous_fd = _parent_for(store, workspace, recipient, keeper, max_increments)
-    received = keeper.receive() if keeper is not None else None
+    try:
+        received = keeper.receive() if keeper is not None else None
+    except OSError as exc:  # a full disk: this backup goes on without keeping its index
+        log.warning("backup %s: no room for its file index (%s); the next backup is a full one", backup_id, exc)
+        received = None
     tar_params = {
         "root": str(root),
         "excludes": list(excludes),
@@ -192,7 +223,7 @@ def create_backup(
             key,
             age_r,
             running,
-            stall_seconds,
+            limits,
             Manifest(
                 workspace=workspace,
                 backup_id=backup_id,
@@ -214,9 +245,23 @@ def create_backup(
             received.discard()
         raise
     if keeper is not None and received is not None:
-        keeper.commit(received, IndexState(workspace, recipient, backup_id, manifest.depth))
-    if keep_last is not None:
-        model.apply_retention(store, workspace, keep_last, protect=backup_id)
+        try:
+            keeper.commit(received, IndexState(workspace, recipient, backup_id, manifest.depth))
+            failed_with = received.error
+        except OSError as exc:
+            failed_with = exc
+            keeper.forget()
+        if failed_with is not None:  # the next backup is a full one; this one is good
+            log.warning(
+                "backup %s: its file index was not kept (%s); the next backup is a full one", backup_id, failed_with
+            )
+    if retention is None and keep_last is not None:
+        retention = Retention.count_only(keep_last)
+    if retention is not None:
+        try:
+            apply_retention(store, workspace, retention, protect=backup_id)
+        except (BackupError, OSError) as exc:  # pruning is for another day; this backup is good
+            log.warning("backup %s is stored; pruning older backups failed: %s", backup_id, exc)
     return manifest
 
 
@@ -243,10 +288,10 @@ def _parent_for(
 
 
 def _store_backup(
-    store: Store, key: str, age_r: int, running: list[stages.Stage], stall_seconds: float, draft: Manifest
+    store: Store, key: str, age_r: int, running: list[stages.Stage], limits: Limits, draft: Manifest
 ) -> Manifest:
     """Upload what the stages make, verify it, and write the manifest that makes it count."""
-    stall = _StallGuard(running, stall_seconds)
+    stall = _StallGuard(running, limits)
     stall.start()
     reader = _CiphertextReader(age_r, running, stall)
     failed = True

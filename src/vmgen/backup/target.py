@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..contract.documents import BackupConfig, BackupTarget
 from ..contract.names import VM, VmPaths
 from ..errors import UsageError
+from .retention import Retention
 
 if TYPE_CHECKING:
     from .store import Store
@@ -23,6 +24,7 @@ __all__ = [
     "load_vm_config",
     "open_store",
     "require_target",
+    "retention_of",
     "target_from_settings",
     "target_on_vm",
 ]
@@ -51,6 +53,16 @@ def target_on_vm(target: BackupTarget) -> BackupTarget:
     return replace(target, path=str(VM.local_backups)) if target.kind == "local" else target
 
 
+def retention_of(target: BackupTarget) -> Retention:
+    return Retention(
+        keep_last=max(1, target.keep_last),
+        keep_hours=target.keep_hours,
+        keep_daily=target.keep_daily,
+        keep_weekly=target.keep_weekly,
+        keep_before_shrink=True,
+    )
+
+
 def load_vm_config(paths: VmPaths = VM) -> BackupConfig | None:
     if not paths.backup_config.is_file():
         return None
@@ -63,6 +75,11 @@ def target_from_settings(settings: Any, provider: str) -> BackupTarget | None:
 
     common = {
         "keep_last": settings.backup_keep,
+        "keep_hours": settings.backup_keep_hours,
+        "keep_daily": settings.backup_keep_daily,
+        "keep_weekly": settings.backup_keep_weekly,
+        "deadline_minutes": settings.backup_deadline_minutes,
+        "requests_per_hour": settings.backup_requests_per_hour,
         "excludes": settings.backup_excludes or DEFAULT_EXCLUDES,
         "max_increments": settings.backup_max_increments,
     }

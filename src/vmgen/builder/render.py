@@ -29,6 +29,7 @@ from ..contract.documents import (
     WatchSettings,
     WebLinks,
     WorkspaceInfo,
+    act_timeout_seconds,
 )
 from ..contract.names import (
     AGENT_SESSION,
@@ -129,6 +130,24 @@ def without_comment_lines(text: str) -> str:
     )
 
 
+def render_kept_boot(name: str, ssh_keys: tuple[str, ...]) -> str:
+    """User-data for a server made again from a snapshot its idle action kept of its disk: the
+    agent user, its keys, the host key the laptop pins, vmgen and its units are all on that disk.
+    cloud-init, seeing a new instance, must change none of it: no default user (Debian's has
+    sudo), the agent user as it was (plus the keys to log in with), no new host key."""
+    config = {
+        "hostname": name,
+        "disable_root": True,
+        "ssh_pwauth": False,
+        "users": [
+            {"name": AGENT_USER, "lock_passwd": True, "shell": "/bin/bash", "ssh_authorized_keys": list(ssh_keys)}
+        ],
+        "ssh_deletekeys": False,
+        "ssh_genkeytypes": ["ed25519"],  # there already: kept
+    }
+    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
+
+
 def _load_template(name: str) -> str:
     return resources.files("vmgen.cloudinit_templates").joinpath(name).read_text()
 
@@ -145,6 +164,8 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
 
     watch = _watch_settings(spec, options.self_delete)
     context["metadata_blocks"] = options.self_delete.metadata_blocks
+    deadline = (options.backup[0] if options.backup is not None else BackupTarget(kind="none")).deadline_minutes
+    context["act_timeout_seconds"] = act_timeout_seconds(deadline)
     files = [
         _file(VM.sshd_config, rendered("sshd-vmgen.conf.j2")),
         _file(VM.fail2ban_jail, rendered("fail2ban-jail.local.j2")),
@@ -161,7 +182,8 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         unit(UNITS.metadata_guard, "vmgen-metadata-guard.service.j2"),
         unit(UNITS.control_socket),
         unit(UNITS.control),
-        *([unit(UNITS.lifetime_timer), unit(UNITS.lifetime)] if watch.max_lifetime_hours else []),
+        unit(UNITS.act),
+        *([unit(UNITS.lifetime_timer)] if watch.max_lifetime_hours else []),
         _file(VM.tmpfiles, rendered("tmpfiles-vmgen.conf.j2")),
         unit(UNITS.web),
         _file(VM.web_links, codec.dumps(_web_links(spec))),

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from ..backup.target import open_store, require_target, target_on_vm
-from ..errors import WorkspaceExists
+from ..errors import UsageError, WorkspaceExists
 from ..identities import load_for_restore, recipient_path
 from ..providers import PROVIDERS, Workspace
 from ..spec import RestoreSource, validate_name
@@ -133,14 +133,28 @@ def already_there(there: Workspace, name: str, target_name: str, provider: str) 
 @click.option("--provider", type=click.Choice(PROVIDERS), help="Where to run the restored workspace.")
 @click.option("--keep-on-failure", is_flag=True, help="Keep the new VM for inspection if the restore fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (with step timings).")
+@click.option(
+    "--snapshot", "snapshot", help="From the snapshot NAME's idle action kept of its disk without a backup (hetzner)."
+)
 def restore(
-    name: str, backup_id: str | None, new_name: str | None, provider: str | None, keep_on_failure: bool, as_json: bool
+    name: str,
+    backup_id: str | None,
+    new_name: str | None,
+    provider: str | None,
+    keep_on_failure: bool,
+    as_json: bool,
+    snapshot: str | None,
 ) -> None:
     """Bring NAME back on a new VM: files, ~/.claude and the agent's conversation."""
     from ..backup.manifest import WrongIdentity, latest_backup, read_manifest
     from ..backup.pipeline import check_chain, check_local_objects
     from ..launch import LaunchOptions, launch as launch_workspace
 
+    if snapshot:
+        if backup_id or new_name:
+            raise UsageError("--snapshot brings NAME back as it was: without --backup or --as")
+        restore_kept(name, snapshot, provider)
+        return
     target_name = validate_name(new_name or name)
     chosen = provider_named(provider)
     if (there := chosen.get(target_name)) is not None:
@@ -195,3 +209,42 @@ def restore(
     err.print(f"  connect:  vmgen connect {target_name}")
     print_web_access(spec, options)
     print_first_verdict(result.verdict)
+
+
+def restore_kept(name: str, snapshot: str, provider: str | None) -> None:
+    """The server again from the snapshot NAME's idle action or hard lifetime kept of its disk
+    (no verified backup could be made): the same disk, host key and agent; then the snapshot goes."""
+    from ..builder.render import render_kept_boot
+    from ..spec import discover_public_keys, resolve_agent
+    from ..state import WorkspaceState
+    from ..targets import wait_until_agent_back
+
+    state = WorkspaceState(name)
+    record = state.record()
+    if record is None or not state.known_hosts.is_file():
+        raise UsageError(
+            f"no record of {name} on this machine: its pinned host key is kept where it was launched; "
+            "restore it from there"
+        )
+    chosen = provider_named(provider or record.provider)
+    keys = discover_public_keys(settings().ssh_public_keys)
+    if not keys:
+        raise UsageError("no SSH public key to log in with (ssh_public_keys, or ~/.ssh/*.pub)")
+    with progress(f"restoring {name} from snapshot {snapshot}") as update:
+        made = chosen.restore_kept(name, snapshot, keys[0], render_kept_boot(name, keys))
+        if record.host and made.address:
+            from ..dns import DEFAULT_ENDPOINT, CloudflareDns
+
+            s = settings()
+            update(f"DNS: {record.host} and *.{record.host} -> {made.address}")
+            domain = record.host.removeprefix(f"{name}.")
+            CloudflareDns(s.cloudflare_api_token, domain, s.cloudflare_endpoint or DEFAULT_ENDPOINT).ensure_workspace(
+                name, made.address
+            )
+        target = wait_until_agent_back(chosen, name, default_identities(), update)
+        update("waiting for the watchdog's first verdict")
+        SshWorkspaceClient(target, name).first_verdict(60, resolve_agent(record.agent).watched)
+        update(f"deleting snapshot {snapshot}: the server holds its disk again")
+        chosen.remove_kept(snapshot)
+    err.print(f"[green]restored[/] {name} from snapshot {snapshot}; the agent resumed its conversation")
+    err.print(f"  connect:  vmgen connect {name}")

@@ -59,6 +59,8 @@ def format_status(name: str, state: WatchdogState, elapsed: float = 0.0) -> Tabl
         ago = state.updated_at - seen + state.age_seconds + elapsed  # both times on the VM's clock
         table.add_row(f"last {source}", f"{age_seconds(ago)} ago" if seen else "never")
     table.add_row("next action", escape(what_happens(state, elapsed)))
+    if state.acting is not None:  # the idle action or the hard lifetime is under way
+        table.add_row("acting", escape(f"{state.acting.step}: {state.acting.detail}"))
     if state.dry_run:
         table.add_row("mode", "dry run: logs only")
     return table

@@ -51,7 +51,7 @@ def list_(provider: str | None, everyone: bool) -> None:
         table.add_column(column)
     now = datetime.now(UTC)
     existing: set[str] = set()  # on a provider, shown or not: their local state is no leftover
-    hidden = leftovers = 0
+    hidden = leftovers = kept = 0
     notes: list[str] = []  # one line per workspace that needs more than its status
     shown: list[Workspace] = []
 
@@ -92,6 +92,21 @@ def list_(provider: str | None, everyone: bool) -> None:
                 row = [left.name, chosen.name, "leftover", "-", left.what, "-", "-"]
                 table.add_row(*row, *owner_column(left.owner, left.owner_id))
                 leftovers += 1
+        for disk in chosen.kept_disks():
+            existing.add(disk.name)
+            if mine(disk.name, disk.owner, disk.owner_id):
+                what = f"snapshot {disk.snapshot}" + (f" ({disk.size_gb:.1f} GB)" if disk.size_gb else "")
+                table.add_row(
+                    disk.name,
+                    chosen.name,
+                    "kept",
+                    "-",
+                    what,
+                    age(now - disk.created_at),
+                    "-",
+                    *owner_column(disk.owner, disk.owner_id),
+                )
+                kept += 1
     gone = 0
     for record in records.values():
         if record.name not in existing and (provider is None or record.provider == provider):
@@ -113,6 +128,11 @@ def list_(provider: str | None, everyone: bool) -> None:
         err.print(
             "leftover: what remains of a workspace that is gone or never came up (a launch cut short); "
             "`vmgen destroy NAME` removes it"
+        )
+    if kept:
+        err.print(
+            "kept: no verified backup could be made when it went, so its disk was kept as a snapshot (billed "
+            "per GB a month); `vmgen restore NAME --snapshot ID` brings it back"
         )
     if gone:
         err.print(

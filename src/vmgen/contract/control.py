@@ -1,10 +1,11 @@
 """The agent user's requests to root: backups and the restore, over root's Unix socket.
 
-systemd listens on the socket (root-owned, group agent, 0660) and starts one root process per
-connection; the kernel tells that process who connected (SO_PEERCRED), so nothing the agent
-writes into a file is ever taken as a request. A request is one JSON line of at most
-MAX_REQUEST bytes; the answer is JSON lines: progress messages, then one result or a refusal.
-A "tick" asks the watchdog for a verdict now; its result is the watchdog's state.
+systemd listens on the socket (root-owned, group agent, 0660) and starts root's control daemon
+on the first connection; the kernel tells the daemon who connected (SO_PEERCRED), so nothing the
+agent writes into a file is ever taken as a request. A request is one JSON line of at most
+MAX_REQUEST bytes, sent within REQUEST_DEADLINE seconds of connecting; the answer is JSON lines:
+progress messages, then one result, a refusal, or "busy" (nothing was done: ask again in a
+moment). A "tick" asks the watchdog for a verdict now; its result is the watchdog's state.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .documents import BackupResult, RestoreResult, WatchdogState
 
 MAX_REQUEST = 16 << 10
 MAX_REPLY_LINE = 64 << 10
+REQUEST_DEADLINE = 5.0  # seconds from connecting to the end of the request line, in total
 OPERATIONS = ("backup", "restore", "tick")
 TRIGGERS = ("laptop", "page", "shell")
 
@@ -50,17 +52,22 @@ def refused_line(reason: str) -> bytes:
     return (json.dumps({"refused": reason}) + "\n").encode()
 
 
+def busy_line(reason: str) -> bytes:
+    return (json.dumps({"busy": reason}) + "\n").encode()
+
+
 def result_line(result: BackupResult | RestoreResult | WatchdogState) -> bytes:
     return (json.dumps({"result": codec.to_value(result)}) + "\n").encode()
 
 
 @dataclass(frozen=True)
 class Reply:
-    """One line of an answer, decoded: exactly one of the three is set."""
+    """One line of an answer, decoded: exactly one of the four is set."""
 
     progress: str = ""
     refused: str = ""
     result: dict[str, Any] | None = None
+    busy: str = ""  # nothing was done; the same request may succeed in a moment
 
 
 def decode_reply(line: bytes | str) -> Reply:
@@ -74,6 +81,8 @@ def decode_reply(line: bytes | str) -> Reply:
         return Reply(progress=data["progress"])
     if isinstance(data.get("refused"), str):
         return Reply(refused=data["refused"])
+    if isinstance(data.get("busy"), str):
+        return Reply(busy=data["busy"])
     if isinstance(data.get("result"), dict):
         return Reply(result=data["result"])
     raise codec.DocumentError(f"not a reply: {str(line)[:80]!r}")

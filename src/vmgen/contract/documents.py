@@ -85,6 +85,17 @@ class BackupTarget:
     keep_last: int = 7
     excludes: tuple[str, ...] = ()
     max_increments: int = 10  # 0: every backup is a full one
+    # Retention by age besides the count: every backup of the last `keep_hours`, and the newest
+    # of each of the last `keep_daily` days and `keep_weekly` weeks (see backup/retention.py).
+    keep_hours: float = 24
+    keep_daily: int = 7
+    keep_weekly: int = 4
+    # Root's deadline for one backup: a backup that has not finished by then is stopped (its
+    # stages killed), and the idle action keeps the data another way.
+    deadline_minutes: float = 15
+    # Backups asked for through the control socket (the agent, the page, the laptop over SSH)
+    # that may start in an hour; the watchdog's own are never limited.
+    requests_per_hour: int = 4
 
     def describe(self) -> str:
         return (
@@ -120,6 +131,17 @@ class BackupConfig:
         return cls(codec.from_value(BackupTarget, data, where), workspace, recipient)
 
 
+# The bound on the idle action and the hard lifetime's action (vmgen-act.service's start timeout,
+# after which systemd powers the VM off): the backup's deadline, then the time keeping the data
+# another way may take (a provider snapshot and a delete), then a margin.
+ACT_FALLBACK_SECONDS = 600
+ACT_MARGIN_SECONDS = 60
+
+
+def act_timeout_seconds(deadline_minutes: float) -> int:
+    return round(max(1.0, deadline_minutes) * 60) + ACT_FALLBACK_SECONDS + ACT_MARGIN_SECONDS
+
+
 # --- backups and restores: what root reports (world-readable, no secrets) ------------------------
 
 
@@ -129,6 +151,11 @@ class ExcludedRecord:
     entries: int = 0
     files: int = 0
     bytes: int = 0
+
+
+# The trigger of the backups the watchdog makes itself (the idle action, the hard lifetime): the
+# laptop's `vmgen list` tells an idle stop's backup by it, and root never rate-limits them.
+WATCHDOG_TRIGGER = "idlewatch"
 
 
 @dataclass(frozen=True)
@@ -220,7 +247,7 @@ class WebServices:
     code_ui_step_at: float = 0.0  # when that phase started (wall clock)
 
 
-# --- the watchdog's state (/var/lib/vmgen/idlewatch.json; world-readable) -----------------------
+# --- the watchdog's state (/run/vmgen/idlewatch.json; world-readable) -----------------------
 
 
 @dataclass(frozen=True)
@@ -254,6 +281,28 @@ class AgentRecord:
 
 
 @dataclass(frozen=True)
+class ActionRecord:
+    """What the idle action or the hard lifetime is doing or did, in words for people: written
+    by root's action (/run/vmgen/action.json) at every step and carried in the watchdog's state,
+    so that `vmgen status`, the page and the webhook say the same."""
+
+    reason: str  # "idle" or "lifetime"
+    action: str  # the configured action (WATCH_ACTIONS)
+    step: str  # ACTION_STEPS
+    detail: str  # one sentence: what happened, and how to get the data back
+    started_at: float  # wall clock
+    deadline_at: float  # wall clock: the backup is given up then
+    updated_at: float
+    backup_id: str = ""
+    snapshot: str = ""  # a provider snapshot made instead of a backup (its id)
+
+
+# "backing up" and "deleting" are under way; "kept" means the compute was stopped without a
+# verified backup, the data kept another way (the detail says how).
+ACTION_STEPS = ("backing up", "deleting", "snapshotting", "powering off", "kept", "done")
+
+
+@dataclass(frozen=True)
 class WatchdogState:
     boot_id: str
     history: dict[str, Any]  # the policy's memory, for the watchdog itself
@@ -267,6 +316,7 @@ class WatchdogState:
     updated_boottime: float = 0.0  # CLOCK_BOOTTIME when written, in boot `boot_id`
     # How old the state was when read (on the VM, on CLOCK_BOOTTIME): 0 as written.
     age_seconds: float = 0.0
+    acting: ActionRecord | None = None  # the idle action or the hard lifetime, once started
 
     def dumps(self) -> str:
         return codec.dumps(self)
@@ -402,12 +452,16 @@ def clean_text(text: str, limit: int) -> str:
 
 
 __all__ = [
+    "ACTION_STEPS",
     "ACTION_WORDS",
+    "ACT_FALLBACK_SECONDS",
     "HOOK_EVENTS",
     "LEASE_MAX_SECONDS",
+    "WATCHDOG_TRIGGER",
     "WATCH_ACTIONS",
     "WATCH_CONDITIONS",
     "WATCH_DEFAULTS",
+    "ActionRecord",
     "AgentRecord",
     "BackupConfig",
     "BackupResult",
@@ -424,6 +478,7 @@ __all__ = [
     "WebLinks",
     "WebServices",
     "WorkspaceInfo",
+    "act_timeout_seconds",
     "clean_text",
     "dump_leases",
     "parse_hook_event",

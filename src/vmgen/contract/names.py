@@ -23,6 +23,22 @@ WEB_LOGIN_USER = "vmgen-web"
 # Caddy's user (the Debian and Ubuntu package's): the only user besides root that reads the Caddyfile.
 CADDY_USER = "caddy"
 
+# Labels on what vmgen makes at a provider: the laptop sets them; a VM labels a snapshot of itself
+# with them too (the idle action keeping a disk without a backup, marked RESCUE_LABEL), so that
+# `vmgen list` and `vmgen restore --snapshot` find it.
+LABEL = "vmgen"
+WS_LABEL = "vmgen-ws"
+# Who made a workspace or an image (user@host): on an engine or project that several people
+# share, `vmgen list` and `vmgen image list` show one's own unless asked for all.
+OWNER_LABEL = "vmgen-owner"
+# The maker's owner id (a random id in their vmgen state folder): what tells apart users who share
+# a uid, and so a user@host.
+OWNER_ID_LABEL = "vmgen-owner-id"
+RESCUE_LABEL = "vmgen-rescue"
+# On such a snapshot: what the server was, to make it again.
+TYPE_LABEL = "vmgen-type"
+LOCATION_LABEL = "vmgen-location"
+
 
 @dataclass(frozen=True)
 class Ports:
@@ -51,9 +67,11 @@ class Units:
     agent_start: str = "vmgen-agent.path"  # starts the agent once the handover mark exists
     idlewatch: str = "vmgen-idlewatch.service"
     lifetime_timer: str = "vmgen-lifetime.timer"  # the hard lifetime, apart from the watchdog loop
-    lifetime: str = "vmgen-lifetime.service"
+    # The idle action and the hard lifetime's: one unit, so the two never run at once; bounded by
+    # its start timeout, after which systemd powers the VM off (FailureAction).
+    act: str = "vmgen-act.service"
     control_socket: str = "vmgen-control.socket"  # the agent's requests to root (backup, restore)
-    control: str = "vmgen-control@.service"
+    control: str = "vmgen-control.service"  # one root daemon answers every connection
     metadata_guard: str = "vmgen-metadata-guard.service"
     web: str = "vmgen-web.service"
     web_login: str = "vmgen-web-login.service"
@@ -162,7 +180,18 @@ class VmPaths:
     # --- what root's services write; world-readable, never a secret -------------------------
     @property
     def watchdog_state(self) -> Path:
-        return self.state / "idlewatch.json"
+        """Per boot, in RAM (/run): written even when the agent has filled the disk."""
+        return self.run / "idlewatch.json"
+
+    @property
+    def action_state(self) -> Path:
+        """What the idle action or the hard lifetime is doing, or did (per boot, in RAM)."""
+        return self.run / "action.json"
+
+    @property
+    def backup_requests(self) -> Path:
+        """Root's record of the backups asked for through the control socket (the rate limit)."""
+        return self.run / "backup-requests.json"
 
     @property
     def backup_result(self) -> Path:

@@ -6,18 +6,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from ..owner import OWNER_ID_LABEL, OWNER_LABEL, owned, owner_labels
+# Spelled once, in the contract: a VM labels a snapshot of itself with them too.
+from ..contract.names import LABEL, OWNER_ID_LABEL, OWNER_LABEL, WS_LABEL
+from ..owner import owned, owner_labels
 from ..spec import WorkspaceSpec
 from ..stamps import BakedImage
-
-LABEL = "vmgen"
-WS_LABEL = "vmgen-ws"
 
 __all__ = [
     "LABEL",
     "OWNER_ID_LABEL",
     "OWNER_LABEL",
     "WS_LABEL",
+    "KeptDisk",
     "Leftover",
     "Provider",
     "SSHEndpoint",
@@ -78,6 +78,19 @@ class Leftover:
 
 
 @dataclass(frozen=True)
+class KeptDisk:
+    """A workspace's disk its idle action or hard lifetime kept as a provider snapshot, having no
+    verified backup to delete it after; `vmgen restore NAME --snapshot ID` makes the server again."""
+
+    name: str
+    snapshot: str  # the provider's id
+    created_at: datetime
+    size_gb: float | None = None
+    owner: str = ""
+    owner_id: str = ""
+
+
+@dataclass(frozen=True)
 class SelfDelete:
     """What the VM's watchdog needs to remove its own server through the provider."""
 
@@ -125,6 +138,18 @@ class Provider(Protocol):
     def leftovers(self, name: str | None = None) -> list[Leftover]:
         """What remains of workspaces that are gone (all, or NAME's): things a new workspace of
         that name would otherwise reuse."""
+        ...
+
+    def kept_disks(self, name: str | None = None) -> list[KeptDisk]:
+        """Snapshots kept of workspaces that had no backup when they went (all, or NAME's)."""
+        ...
+
+    def restore_kept(self, name: str, snapshot: str, ssh_public_key: str, user_data: str) -> Workspace:
+        """Make NAME's server again from one of its kept_disks, booted with `user_data`."""
+        ...
+
+    def remove_kept(self, snapshot: str) -> None:
+        """Delete a kept snapshot (once its server is back, or when it is no longer wanted)."""
         ...
 
     def self_delete_spec(self) -> SelfDelete: ...

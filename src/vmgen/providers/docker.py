@@ -24,8 +24,9 @@ import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 
+from ..backup.manifest import workspace_prefix
 from ..contract import codec
-from ..contract.documents import BackupResult, clean_text
+from ..contract.documents import WATCHDOG_TRIGGER, BackupResult, clean_text
 from ..contract.names import VM
 from ..errors import (
     LeftoversExist,
@@ -36,13 +37,14 @@ from ..errors import (
     WorkspaceNotFound,
 )
 from ..interrupts import interrupts_deferred
-from ..spec import SIZE_PRESETS, WorkspaceSpec
+from ..spec import SIZE_PRESETS, RestoreSource, WorkspaceSpec
 from ..stamps import BakedImage
 from .base import (
     LABEL,
     OWNER_ID_LABEL,
     OWNER_LABEL,
     WS_LABEL,
+    KeptDisk,
     Leftover,
     SelfDelete,
     SSHEndpoint,
@@ -56,8 +58,6 @@ SEED_DIR = "var/lib/cloud/seed/nocloud"  # where cloud-init's NoCloud datasource
 SHIPPED_IMAGE = "vmgen-ubuntu:24.04"
 
 
-# The trigger of the backups the idle watchdog makes before it acts (vmside/backups.py).
-IDLE_TRIGGER = "idlewatch"
 # Each create marks what it makes with a token of its own, and removes only what carries it.
 LAUNCH_LABEL = "vmgen-launch"
 
@@ -170,6 +170,23 @@ def unreachable_engine(docker_host: str) -> str:
     )
 
 
+def backup_mounts(spec: WorkspaceSpec) -> dict[str, dict[str, str]]:
+    """A local store as a workspace sees it: its own folder of the store (ws/<name>), and no other
+    workspace's (their manifests name files, sizes and times). A workspace restored from another
+    one's backups (`restore --as`) also sees that one's folder, read-only: its restore reads it."""
+    assert spec.local_backup_dir is not None
+    mounts = {}
+    names = [(spec.name, "rw")]
+    if isinstance(spec.source, RestoreSource) and spec.source.workspace != spec.name:
+        names.append((spec.source.workspace, "ro"))
+    for name, mode in names:
+        folder = workspace_prefix(name)
+        # Made here, as this user: a folder docker made for a bind mount would be root's.
+        (spec.local_backup_dir / folder).mkdir(parents=True, exist_ok=True)
+        mounts[str(spec.local_backup_dir / folder)] = {"bind": str(VM.local_backups / folder), "mode": mode}
+    return mounts
+
+
 class DockerProvider:
     name = "docker"
     user_data_limit = 1024 * 1024
@@ -216,8 +233,7 @@ class DockerProvider:
         if spec.vmgen.local_wheels is not None:
             volumes[str(spec.vmgen.local_wheels)] = {"bind": str(VM.wheels), "mode": "ro"}
         if spec.local_backup_dir is not None:
-            spec.local_backup_dir.mkdir(parents=True, exist_ok=True)
-            volumes[str(spec.local_backup_dir)] = {"bind": str(VM.local_backups), "mode": "rw"}
+            volumes |= backup_mounts(spec)
         cgroup_version = str(self.client.info().get("CgroupVersion", "1"))
         meta_data = f"instance-id: vmgen-{spec.name}-{secrets.token_hex(4)}\nlocal-hostname: {spec.name}\n"
         try:
@@ -367,6 +383,15 @@ class DockerProvider:
         with contextlib.suppress(NotFound):
             self.client.volumes.get(volume_name(name)).remove(force=True)
 
+    def kept_disks(self, name: str | None = None) -> list[KeptDisk]:
+        return []  # a workspace that had no backup is powered off: its volume and container stay
+
+    def restore_kept(self, name: str, snapshot: str, ssh_public_key: str, user_data: str) -> Workspace:
+        raise UsageError(f"docker keeps a workspace's disk in its volume: `vmgen start {name}` brings it back")
+
+    def remove_kept(self, snapshot: str) -> None:
+        raise UsageError("docker keeps no snapshots: a workspace's disk is its volume")
+
     def self_delete_spec(self) -> SelfDelete:
         # A container cannot delete itself; the watchdog powers it off (the disk stays).
         return SelfDelete(provider=self.name)
@@ -431,7 +456,7 @@ class DockerProvider:
         except (tarfile.TarError, codec.DocumentError):
             return None
         started = _docker_time(container.attrs.get("State", {}).get("StartedAt", ""))
-        if result.trigger != IDLE_TRIGGER or started is None or result.finished_at < started:
+        if result.trigger != WATCHDOG_TRIGGER or started is None or result.finished_at < started:
             return None
         return StopReason(
             at=result.finished_at,

@@ -25,12 +25,13 @@ import requests
 from hcloud import APIException, Client
 from hcloud.actions import ActionException, ActionFailedException, ActionTimeoutException
 from hcloud.firewalls import BoundFirewall, FirewallRule
-from hcloud.images import Image
+from hcloud.images import BoundImage, Image
 from hcloud.locations import Location
 from hcloud.servers import BoundServer
 from hcloud.ssh_keys import BoundSSHKey
 
 from .. import __version__
+from ..contract.names import LOCATION_LABEL, RESCUE_LABEL, TYPE_LABEL
 from ..errors import (
     BakeFailed,
     ProviderActionFailed,
@@ -48,6 +49,7 @@ from .base import (
     OWNER_ID_LABEL,
     OWNER_LABEL,
     WS_LABEL,
+    KeptDisk,
     Leftover,
     SelfDelete,
     SSHEndpoint,
@@ -227,14 +229,17 @@ class HetznerProvider:
         with api_errors("create the firewall"):
             firewall = self._firewall()
         try:
-            return self._create_server(spec, user_data, offer, ssh_key, firewall, location)
+            return self._create_server(
+                spec.name, _image(spec.image or self.image), user_data, offer, ssh_key, firewall, location
+            )
         except BaseException:
             self._remove_shared_quietly()
             raise
 
     def _create_server(
         self,
-        spec: WorkspaceSpec,
+        name: str,
+        image: Image,
         user_data: str,
         offer: TypeOffer,
         ssh_key: BoundSSHKey,
@@ -246,13 +251,13 @@ class HetznerProvider:
             server_type = self.client.server_types.get_by_name(offer.name)
             assert server_type is not None, "the offer is one of the API's own server types"
             response = self.client.servers.create(
-                name=spec.name,
+                name=name,
                 server_type=server_type,
-                image=_image(spec.image or self.image),
+                image=image,
                 ssh_keys=[ssh_key],
                 firewalls=[firewall],
                 user_data=user_data,
-                labels={LABEL: "1", WS_LABEL: spec.name, **owner_labels(label_value)},
+                labels={LABEL: "1", WS_LABEL: name, **owner_labels(label_value)},
                 location=Location(name=location),
             )
         try:
@@ -292,11 +297,8 @@ class HetznerProvider:
         return snapshots[0].baked if snapshots else None
 
     def _baked_snapshots(self, base: str | None) -> list[_Snapshot]:
-        selector = f"{BAKED_LABEL}=1" + (f",{BASE_LABEL}={label_value(base)}" if base else "")
-        with api_errors("list snapshots"):
-            images = self.client.images.get_all(type=["snapshot"], label_selector=selector)
         found = []
-        for image in images:
+        for image in self._snapshots(f"{BAKED_LABEL}=1" + (f",{BASE_LABEL}={label_value(base)}" if base else "")):
             labels = image.labels or {}
             stamp = ImageStamp.from_labels(labels)
             if stamp is not None and image.status == "available":
@@ -397,6 +399,60 @@ class HetznerProvider:
     def leftovers(self, name: str | None = None) -> list[Leftover]:
         # A server's disk goes with it, and the shared firewall and key with the last server.
         return []
+
+    def kept_disks(self, name: str | None = None) -> list[KeptDisk]:
+        """Snapshots a workspace's idle action or hard lifetime made of its server instead of a
+        backup (labelled by the VM), newest first."""
+        kept = []
+        for image in self._snapshots(f"{RESCUE_LABEL}=1" + (f",{WS_LABEL}={name}" if name else "")):
+            labels = image.labels or {}
+            kept.append(
+                KeptDisk(
+                    name=labels.get(WS_LABEL, ""),
+                    snapshot=str(image.id),
+                    created_at=required(image.created).astimezone(UTC),
+                    size_gb=image.image_size,
+                    owner=labels.get(OWNER_LABEL, ""),
+                    owner_id=labels.get(OWNER_ID_LABEL, ""),
+                )
+            )
+        return sorted(kept, key=lambda k: k.created_at, reverse=True)
+
+    def restore_kept(self, name: str, snapshot: str, ssh_public_key: str, user_data: str) -> Workspace:
+        """A server again from a snapshot kept_disks lists: its type and location (from the
+        snapshot's labels, else the cheapest type whose disk holds it), booted with `user_data`."""
+        with api_errors(f"read snapshot {snapshot}"):
+            image = self.client.images.get_by_id(int(snapshot)) if snapshot.isdigit() else None
+        labels = (image.labels or {}) if image is not None else {}
+        if image is None or labels.get(RESCUE_LABEL) != "1" or labels.get(WS_LABEL) != name:
+            raise UsageError(f"snapshot {snapshot} is not one kept of {name} (`vmgen list` shows them)")
+        with api_errors("check existing servers"):
+            if self._server(name) is not None:
+                raise WorkspaceExists(f"a workspace named {name!r} already exists on hetzner")
+        location = labels.get(LOCATION_LABEL) or self.location
+        fits = sorted(
+            (o for o in self.offers(location) if o.usable and o.disk_gb >= (image.disk_size or 0)),
+            key=lambda o: (o.name != labels.get(TYPE_LABEL), o.price_hourly or 0.0),
+        )
+        if not fits:
+            raise UsageError(f"no server type in {location} has a disk for snapshot {snapshot}")
+        with api_errors("register the SSH key"):
+            ssh_key = self._ssh_key(ssh_public_key)
+        with api_errors("create the firewall"):
+            firewall = self._firewall()
+        try:
+            return self._create_server(name, Image(id=int(snapshot)), user_data, fits[0], ssh_key, firewall, location)
+        except BaseException:
+            self._remove_shared_quietly()
+            raise
+
+    def _snapshots(self, label_selector: str) -> list[BoundImage]:
+        with api_errors("list snapshots"):
+            return self.client.images.get_all(type=["snapshot"], label_selector=label_selector)
+
+    def remove_kept(self, snapshot: str) -> None:
+        with api_errors(f"delete snapshot {snapshot}"):
+            _gone_is_done(lambda: self.client.images.delete(Image(id=int(snapshot))))
 
     def get(self, name: str) -> Workspace | None:
         with api_errors("read servers"):

@@ -1,6 +1,6 @@
 """`vmgen vmside ...`: the commands that run on the workspace VM itself.
 
-Some run as root under systemd (idlewatch, control, lifetime); the others as the agent user,
+Some run as root under systemd (idlewatch, control, act); the others as the agent user,
 over SSH from the laptop or by hand (status, keepalive, backup, restore, web). The agent's
 commands never need root: backup and restore ask root's control socket.
 """
@@ -34,21 +34,28 @@ def idlewatch(once: bool) -> None:
 
 
 @vmside.command()
-def lifetime() -> None:
-    """The hard lifetime is over: act now (the vmgen-lifetime timer's service, as root)."""
+def act() -> None:
+    """The idle action or the hard lifetime, now (vmgen-act.service, as root; bounded)."""
     import logging
 
+    from ..backup.target import load_vm_config
     from .idlewatch import settings
-    from .idlewatch.actions import act, warn
-    from .idlewatch.model import Action
+    from .idlewatch.actions import DEFAULT_DEADLINE_MINUTES, Act, machine_for, reason_now
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    loaded = settings.load()
-    if loaded.dry_run:
-        click.echo(f"dry run: the hard lifetime is over; would {loaded.action}")
-        return
-    warn(loaded, f"vmgen: workspace {loaded.name} reached its hard lifetime of {loaded.max_lifetime_hours:g} h")
-    act(loaded, Action(loaded.action))  # raises on failure: systemd retries the service
+    try:
+        loaded = settings.load()
+        reason = reason_now(loaded)
+        if loaded.dry_run:
+            click.echo(f"dry run: would {loaded.action} now ({reason})")
+            return
+        backup = load_vm_config()
+        deadline = backup.target.deadline_minutes if backup is not None else DEFAULT_DEADLINE_MINUTES
+        record = Act(loaded, machine_for(loaded), reason, deadline).run()
+    except Exception as exc:  # noqa: BLE001 - one line; systemd powers the VM off (FailureAction)
+        click.echo(f"vmgen: the idle action failed: {type(exc).__name__}: {str(exc).strip()[:300]}", err=True)
+        sys.exit(1)
+    click.echo(record.detail)
 
 
 @vmside.command()
@@ -59,15 +66,15 @@ def status(fresh: bool) -> None:
 
     if fresh:
         from ..contract.codec import DocumentError
-        from .control import ControlUnavailable, ask
+        from .control import ControlUnavailable, ask_patiently
 
         refused = ""
         try:
-            for reply in ask(ControlRequest("tick"), timeout=60):
+            for reply in ask_patiently(ControlRequest("tick"), timeout=60, patience=30):
                 if reply.result is not None:
                     click.echo(json.dumps(with_age(reply.result)))
                     return
-                refused = reply.refused or refused
+                refused = reply.refused or reply.busy or refused
         except (ControlUnavailable, DocumentError, OSError) as exc:
             refused = str(exc)
         click.echo(json.dumps({"error": f"no fresh verdict: {refused or 'no answer'}"}))
@@ -105,15 +112,19 @@ def keepalive(duration: str, reason: str) -> None:
 
 
 def _relay(request: ControlRequest) -> None:
-    """Print root's answer as JSON lines (the laptop reads them); exit 1 unless it succeeded."""
-    from .control import ask
+    """Print root's answer as JSON lines (the laptop reads them); exit 1 unless it succeeded.
+    While root is busy (another backup, a flood of requests) it asks again for a while, saying so."""
+    from .control import ask_patiently
+
+    def busy(reason: str) -> None:
+        click.echo(json.dumps({"progress": f"{reason}; asking again"}))
 
     ok = answered = False
-    for reply in ask(request):
+    for reply in ask_patiently(request, said=busy):
         if reply.progress:
             click.echo(json.dumps({"progress": reply.progress}))
-        elif reply.refused:
-            click.echo(json.dumps({"refused": reply.refused}))
+        elif reply.refused or reply.busy:
+            click.echo(json.dumps({"refused": reply.refused or f"{reply.busy}; try again later"}))
             answered = True
         elif reply.result is not None:
             click.echo(json.dumps({"result": reply.result}))
@@ -122,7 +133,7 @@ def _relay(request: ControlRequest) -> None:
         # Root's side ended without a word (it failed before it could answer): say where to look.
         click.echo(
             f"vmgen: root's control service ended without an answer to {request.op!r} "
-            "(as root: journalctl -u 'vmgen-control@*')",
+            "(as root: journalctl -u vmgen-control)",
             err=True,
         )
     sys.exit(0 if ok else 1)
@@ -144,13 +155,13 @@ def restore() -> None:
 
 @vmside.command(hidden=True)
 def control() -> None:
-    """Answer one request on root's control socket (systemd passes the connection as stdin)."""
+    """Root's control daemon (vmgen-control.service; systemd passes the listening socket)."""
     import logging
 
-    from .control import main_from_stdin
+    from .control import main_listening
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    main_from_stdin()
+    main_listening()
 
 
 @vmside.command()

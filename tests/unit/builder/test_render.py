@@ -228,3 +228,17 @@ def test_hostile_key_comment_stays_data() -> None:
     key = KEY.rsplit(" ", 1)[0] + " evil: #comment - [x] $(touch /tmp/x) '\""
     config = yaml.safe_load(render(make_spec(ssh_keys=(key,))))
     assert config["users"][0]["ssh_authorized_keys"] == [key]
+
+
+def test_a_server_made_again_from_a_kept_disk_changes_nothing_on_it() -> None:
+    """Booting a kept snapshot is a new instance to cloud-init: no default user (Debian's has
+    sudo), and the host keys stay (the laptop pins them)."""
+    from vmgen.builder.render import render_kept_boot
+
+    user_data = render_kept_boot("app", (KEY,))
+    check_schema(user_data)
+    config = yaml.safe_load(user_data)
+    assert config["users"] == [{"name": "agent", "lock_passwd": True, "shell": "/bin/bash",
+                                "ssh_authorized_keys": [KEY]}]  # no "default"
+    assert config["ssh_deletekeys"] is False and config["ssh_genkeytypes"] == ["ed25519"]
+    assert config["disable_root"] is True and config["ssh_pwauth"] is False

@@ -100,3 +100,27 @@ def test_the_scripts_lose_only_their_comments():
             compile(script, path, "exec")
         else:
             subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+def test_every_unit_root_runs_has_a_finite_start_and_stop_timeout():
+    """Nothing vmgen runs may sit "activating" or "deactivating" for ever (the lifetime unit did)."""
+    from dataclasses import replace
+
+    from vmgen.contract.documents import ACT_FALLBACK_SECONDS, BackupTarget
+    from vmgen.spec import WatchdogTuning
+
+    spec = replace(SPEC, watchdog=WatchdogTuning(max_lifetime_hours=2))
+    store = BackupTarget(kind="s3", bucket="b", deadline_minutes=20)
+    files = files_of(render(spec, web_login=LOGIN, backup=(store, "age1x")))
+    units = {path: f["content"] for path, f in files.items() if path.endswith(".service")}
+    assert len(units) >= 14
+    for path, text in units.items():
+        timeouts = dict(line.split("=", 1) for line in text.splitlines() if line.startswith("Timeout"))
+        assert {"TimeoutStartSec", "TimeoutStopSec"} <= set(timeouts), path
+        assert all(value not in ("infinity", "0") for value in timeouts.values()), path
+    act = units["/etc/systemd/system/vmgen-act.service"]
+    # The backup's deadline, then the fallback (snapshot, delete), then a margin; then systemd powers off.
+    assert f"TimeoutStartSec={20 * 60 + ACT_FALLBACK_SECONDS + 60}s" in act and "FailureAction=poweroff" in act
+    assert "Unit=vmgen-act.service" in files["/etc/systemd/system/vmgen-lifetime.timer"]["content"]
+    socket = files["/etc/systemd/system/vmgen-control.socket"]["content"]
+    assert "Accept=no" in socket and "TriggerLimitIntervalSec=0" in socket

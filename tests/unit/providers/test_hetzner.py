@@ -27,9 +27,9 @@ from vmgen.cli import main
 from vmgen.errors import ProviderActionFailed, ResourceLeftBehind
 from vmgen.launch import with_baked_image
 from vmgen.owner import owned, owner_labels
-from vmgen.stamps import label_value
 from vmgen.providers.hetzner import HetznerProvider, api_errors
 from vmgen.spec import GitSource, VmgenInstall, WorkspaceSpec
+from vmgen.stamps import label_value
 
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGVmZ2hpamtsbW5vcHFyc3R1dnd4eXphYmNkZWZnaGlq tester@laptop"
 VMGEN = VmgenInstall(version=__version__, find_links="http://wheels.example:8080/")
@@ -233,3 +233,34 @@ def test_another_users_snapshot_is_not_launched_from(cloud, provider):
         cloud.state.images[snapshot].labels["vmgen-owner-id"] = "0123456789abcdef"
     assert provider.newest_baked() is None
     assert with_baked_image(spec(), provider, print).image == ""
+
+
+def test_a_disk_kept_without_a_backup_is_listed_and_made_a_server_again(cloud, provider, tmp_path, monkeypatch):
+    """The VM's idle action snapshots its server (labelled) when no backup could be made; the
+    laptop lists that snapshot and makes the same server from it, then deletes it."""
+    from vmgen.contract.documents import WatchSettings
+    from vmgen.contract.names import VmPaths
+    from vmgen.errors import UsageError
+    from vmgen.vmside.idlewatch import actions
+
+    made = provider.create(spec("ws", size="large"), USER_DATA)
+    server = next(s for s in cloud.state.servers.values() if s.name == "ws")
+    paths = VmPaths(etc=tmp_path)
+    paths.secrets.write_text(f"HCLOUD_TOKEN={cloud.token}\n")
+    monkeypatch.setattr(actions, "_metadata", lambda settings, key: str(server.id))
+    settings = WatchSettings(name="ws", provider="hetzner", hcloud_endpoint=cloud.api_endpoint)
+    snapshot = actions.snapshot_hetzner(settings, paths, wait=30)
+    actions.self_delete_hetzner(settings, paths)
+    assert provider.get("ws") is None
+
+    (kept,) = provider.kept_disks()
+    assert (kept.name, kept.snapshot) == ("ws", snapshot) and owned(kept.owner, kept.owner_id) is True
+    assert provider.kept_disks("other") == []
+    with pytest.raises(UsageError, match=f"snapshot {snapshot} is not one kept of other"):
+        provider.restore_kept("other", snapshot, PUBKEY, USER_DATA)
+    again = provider.restore_kept("ws", snapshot, PUBKEY, "#cloud-config\nusers: []\n")
+    assert again.server_type == made.server_type  # the same type, in the same location
+    booted = next(s for s in cloud.state.servers.values() if s.name == "ws")
+    assert booted.image.id == int(snapshot) and booted.user_data == "#cloud-config\nusers: []\n"
+    provider.remove_kept(snapshot)
+    assert provider.kept_disks() == []

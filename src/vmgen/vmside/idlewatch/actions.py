@@ -1,50 +1,91 @@
-"""What the watchdog does: warn the humans, then delete or power off the VM.
+"""What the watchdog does: warn the humans, then act: back up and delete, delete, or power off.
 
-Run as root by the service. Root's part is what needs root (the provider's and the DNS API's
-tokens, powering off); telling the agent's tmux clients runs as the agent.
+The action runs in a unit of its own, vmgen-act.service (`vmgen vmside act`), which the watchdog
+starts without waiting for it and the hard lifetime's timer starts too (one unit: the two never
+run at once). Root alone bounds it, whatever the agent does to the backup's tar stage (its
+process): the backup is stopped at the store's `deadline_minutes`, retried until then after a
+failure, and without a verified backup by then the compute stops anyway, the data kept another
+way (docker: powered off, the volume stays; hetzner: a snapshot of the server, then deleted).
+Past that, systemd's start timeout for the unit (rendered from the same numbers, see
+contract.documents.act_timeout_seconds) stops it and powers the VM off (FailureAction=poweroff).
+
+Each step is written to /run/vmgen/action.json (the watchdog's state carries it to `vmgen
+status` and the page), logged, and sent to the webhook. Root's part is what needs root (the
+provider's and the DNS API's tokens, powering off); telling the agent's tmux clients runs as the
+agent.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
+import threading
+import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ...contract.documents import WatchSettings
-from ...contract.names import AGENT_USER, VM, VmPaths
+from ...contract import codec
+from ...contract.documents import WATCHDOG_TRIGGER, ActionRecord, BackupResult, BackupTarget, WatchSettings
+from ...contract.names import (
+    AGENT_USER,
+    LABEL,
+    LOCATION_LABEL,
+    OWNER_ID_LABEL,
+    OWNER_LABEL,
+    RESCUE_LABEL,
+    TYPE_LABEL,
+    UNITS,
+    VM,
+    WS_LABEL,
+    VmPaths,
+)
 from ...errors import VmgenError
 from ...privileges import RunAs, run_as
 from ..agentfs import AgentFiles
+from ..jsonfile import write_text
 from .humans import tmux_sockets
 from .model import Action
 from .settings import read_secrets
 
 log = logging.getLogger("vmgen.idlewatch")
 
+SNAPSHOT_SECONDS = 480  # of ACT_FALLBACK_SECONDS, waiting for a provider snapshot
+RETRY_BACKOFF = (15, 30, 60, 120)
+MIN_ATTEMPT_SECONDS = 30  # a backup is not tried again with less time than this left
+DEFAULT_DEADLINE_MINUTES = BackupTarget.deadline_minutes
+TMUX_BUDGET_SECONDS = 5.0  # telling every attached tmux client, in total
+
 
 class ActionFailed(VmgenError):
-    """The idle action could not be carried out; the VM stays up and the watchdog retries."""
+    """The idle action could not be carried out."""
 
 
-def warn(settings: WatchSettings, text: str, paths: VmPaths = VM) -> None:
-    """Tell every attached tmux client, every terminal (wall) and the webhook, if any."""
+def warn(settings: WatchSettings, text: str, paths: VmPaths = VM, event: str = "warning") -> None:
+    """Tell every attached tmux client, every terminal (wall) and the webhook, if any; bounded
+    in time (a tmux server is the agent's, and may never answer)."""
     log.warning(text)
     try:
         agent = RunAs.lookup(AGENT_USER)
     except KeyError:
         agent = None
     if agent is not None:
+        until = time.monotonic() + TMUX_BUDGET_SECONDS
         for socket in tmux_sockets(paths.tmux_dir(agent.uid), AgentFiles(agent.uid)):
+            left = until - time.monotonic()
+            if left <= 0:
+                break
             try:
-                run_as(agent, ["tmux", "-S", str(socket), "display-message", "-d", "15000", text], timeout=5)
+                run_as(agent, ["tmux", "-S", str(socket), "display-message", "-d", "15000", text], timeout=left)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 log.info("tmux display-message on %s: %s", socket, exc)
     _quiet(["wall", text])
     if settings.webhook_url:
         try:
-            body = json.dumps({"text": text, "workspace": settings.name}).encode()
+            body = json.dumps({"text": text, "workspace": settings.name, "event": event}).encode()
             request = urllib.request.Request(
                 settings.webhook_url, data=body, headers={"Content-Type": "application/json"}
             )
@@ -53,42 +94,276 @@ def warn(settings: WatchSettings, text: str, paths: VmPaths = VM) -> None:
             log.warning("webhook %s failed: %s", settings.webhook_url, exc)
 
 
-def act(settings: WatchSettings, action: Action, paths: VmPaths = VM) -> None:
-    """Raises ActionFailed (or the provider's error); the service retries with backoff and the
-    VM stays up."""
-    if action is Action.BACKUP_THEN_DELETE:
-        from ..backups import run_backup
+# --- the action itself (vmgen-act.service) ------------------------------------------------------
 
-        result = run_backup("idlewatch", paths)
+
+@dataclass
+class Machine:
+    """What the action does to the VM and through the provider: replaced in tests."""
+
+    backup: Callable[[float], BackupResult]  # a verified backup, bounded by a deadline (monotonic)
+    poweroff: Callable[[], None]
+    delete: Callable[[], None]  # through the provider's API (hetzner); never called on docker
+    snapshot: Callable[[], str]  # a provider snapshot of the server (hetzner); its id
+    notify: Callable[[str, str], None]  # (text, event): journal, terminals, webhook
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass
+class Act:
+    """One run of the idle action or the hard lifetime: each step recorded in `record`."""
+
+    settings: WatchSettings
+    machine: Machine
+    reason: str  # "idle" or "lifetime"
+    deadline_minutes: float = DEFAULT_DEADLINE_MINUTES
+    paths: VmPaths = VM
+    record: ActionRecord | None = field(default=None, init=False)
+
+    def run(self) -> ActionRecord:
+        action = Action(self.settings.action)
+        started = self.machine.clock()
+        deadline = started + max(1.0, self.deadline_minutes) * 60
+        wall = time.time()
+        self.record = ActionRecord(
+            reason=self.reason,
+            action=action.value,
+            step="backing up" if action is Action.BACKUP_THEN_DELETE else "deleting",
+            detail="",
+            started_at=round(wall, 1),
+            deadline_at=round(wall + (deadline - started), 1),
+            updated_at=round(wall, 1),
+        )
+        why = "its hard lifetime is over" if self.reason == "lifetime" else "it is idle"
+        name = self.settings.name
+        if action is Action.POWEROFF:
+            return self._finish("powering off", f"powered off ({why}); `vmgen start {name}` brings it back")
+        if action is Action.DELETE:
+            return self._delete(f"deleted ({why})", f"powered off ({why}); `vmgen start {name}` brings it back")
+        self._step("backing up", f"{why}: backing up, then deleting (the backup is given up at the deadline)")
+        self.machine.notify(f"vmgen: workspace {name}: {why}; backing up, then deleting", "acting")
+        result = self._backup_until(deadline)
         if not result.ok:
-            raise ActionFailed(f"backup failed, not deleting: {result.error}")
-        log.warning("backup %s verified (%d bytes)", result.backup_id, result.ciphertext_bytes)
-        action = Action.DELETE
-    if action is Action.POWEROFF or (action is Action.DELETE and settings.provider == "docker"):
-        log.warning("powering off")
-        subprocess.run(["systemctl", "poweroff"], check=True)
-        return
-    if action is Action.DELETE and settings.provider == "hetzner":
-        self_delete_hetzner(settings, paths)
-        return
-    raise ActionFailed(f"action {action.value} is not supported for provider {settings.provider}")
+            return self._keep(f"no verified backup could be made: {result.error}")
+        if left_out := result.reason_not_to_delete():  # files a delete would lose: keep the disk
+            self.record = replace(self.record, backup_id=result.backup_id)
+            return self._keep(left_out)
+        self.record = replace(self.record, backup_id=result.backup_id)
+        return self._delete(
+            f"backed up as {result.backup_id} and deleted ({why}); `vmgen restore {name}` brings it back",
+            f"backed up as {result.backup_id} and powered off ({why}); `vmgen start {name}` brings it back",
+        )
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    def _backup_until(self, deadline: float) -> BackupResult:
+        """Try, and try again after a failure, until the deadline; the last result."""
+        attempt, result = 0, BackupResult(ok=False, error="no time was left for a backup")
+        while deadline - self.machine.clock() >= MIN_ATTEMPT_SECONDS or attempt == 0:
+            result = self.machine.backup(deadline)
+            if result.ok:
+                return result
+            delay = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
+            attempt += 1
+            left = deadline - self.machine.clock()
+            log.error("backup failed (%s); %s", result.error, f"trying again in {delay}s" if left > delay else "")
+            self._step("backing up", f"backup attempt {attempt} failed ({result.error}); trying again")
+            if left - delay < MIN_ATTEMPT_SECONDS:
+                break
+            self.machine.sleep(delay)
+        return result
+
+    def _delete(self, deleted: str, powered_off: str) -> ActionRecord:
+        """Delete the server (its words once deleted, and for docker, where a container cannot
+        delete itself, the words once powered off: the volume stays)."""
+        if self.settings.provider == "docker":
+            return self._finish("powering off", powered_off)
+        try:
+            self._deleting("deleting", deleted)
+        except Exception as exc:  # noqa: BLE001 - the compute stops anyway
+            return self._finish(
+                "powering off",
+                f"{deleted}; but deleting the server failed ({_one_line(exc)}), so it is powered off "
+                f"instead (Hetzner bills a stopped server: `vmgen destroy {self.settings.name}` ends that)",
+            )
+        return self._done("done", deleted)
+
+    def _keep(self, why: str) -> ActionRecord:
+        """No verified backup in time: stop the compute without losing the data."""
+        name = self.settings.name
+        if self.settings.provider != "hetzner":
+            return self._finish(
+                "kept",
+                f"powered off without a complete backup ({why}); its disk is kept: `vmgen start {name}` brings it back",
+            )
+        self._step("snapshotting", f"{why}; keeping the server's disk as a snapshot, then deleting the server")
+        try:
+            snapshot = self.machine.snapshot()
+        except Exception as exc:  # noqa: BLE001 - power off: the disk stays with the server
+            return self._finish(
+                "kept",
+                f"powered off without a complete backup ({why}) or a snapshot ({_one_line(exc)}); its disk is kept: "
+                f"`vmgen start {name}` brings it back (Hetzner bills a stopped server)",
+            )
+        assert self.record is not None
+        self.record = replace(self.record, snapshot=snapshot)
+        kept = f"without a complete backup ({why}); snapshot {snapshot} keeps its disk"
+        back = f"`vmgen restore {name} --snapshot {snapshot}` brings it back"
+        try:
+            self._deleting("kept", f"deleted {kept}: {back}")
+        except Exception as exc:  # noqa: BLE001 - the snapshot has the disk; stop the compute
+            return self._finish("kept", f"powered off {kept} (deleting failed: {_one_line(exc)}): {back}")
+        return self._done("kept", f"deleted {kept}: {back}")
+
+    def _deleting(self, step: str, detail: str) -> None:
+        """Say it first: once the API deletes the server, this process may not get to say anything."""
+        self._step(step, detail)
+        self.machine.notify(f"vmgen: workspace {self.settings.name} {detail}", step)
+        self.machine.delete()
+
+    def _done(self, step: str, detail: str) -> ActionRecord:
+        self._step(step, detail)
+        assert self.record is not None
+        return self.record
+
+    def _finish(self, step: str, detail: str) -> ActionRecord:
+        """The last step on a VM that stays: record and say it, then power off."""
+        self._step(step, detail)
+        self.machine.notify(f"vmgen: workspace {self.settings.name} {detail}", step)
+        self.machine.poweroff()
+        assert self.record is not None
+        return self.record
+
+    def _step(self, step: str, detail: str) -> None:
+        assert self.record is not None
+        self.record = replace(self.record, step=step, detail=detail, updated_at=round(time.time(), 1))
+        log.warning("%s: %s", step, detail)
+        try:
+            write_text(self.paths.action_state, codec.dumps(self.record))
+        except OSError as exc:
+            log.warning("could not record the action's step: %s", exc)
 
 
-def self_delete_hetzner(settings: WatchSettings, paths: VmPaths = VM) -> None:
+def read_record(paths: VmPaths = VM) -> ActionRecord | None:
+    """The action's record, if one was started in this boot (root's file in /run)."""
+    try:
+        return codec.loads(ActionRecord, paths.action_state.read_bytes(), str(paths.action_state), strict=False)
+    except (OSError, codec.DocumentError):
+        return None
+
+
+def start_action() -> None:
+    """Start the act unit and return at once (the watchdog's tick never waits on it)."""
+    subprocess.run(["systemctl", "start", "--no-block", UNITS.act], check=True, capture_output=True, timeout=10)
+
+
+def machine_for(settings: WatchSettings, paths: VmPaths = VM) -> Machine:
+    from ..backups import run_backup
+
+    def backup(deadline: float) -> BackupResult:
+        return _within(deadline, lambda: run_backup(WATCHDOG_TRIGGER, paths, deadline=deadline, wait=True))
+
+    return Machine(
+        backup=backup,
+        poweroff=poweroff,
+        delete=lambda: self_delete_hetzner(settings, paths),
+        snapshot=lambda: snapshot_hetzner(settings, paths),
+        notify=lambda text, event: warn(settings, text, paths, event),
+    )
+
+
+def _within(deadline: float, backup: Callable[[], BackupResult], grace: float = 30.0) -> BackupResult:
+    """Run `backup` in a thread and give up on it `grace` after the deadline: the backup stops
+    its own stages at the deadline, and should anything else hang (a store that stopped
+    answering), the action goes on without it."""
+    box: list[BackupResult] = []
+
+    def run() -> None:
+        try:
+            box.append(backup())
+        except Exception as exc:  # noqa: BLE001 - a busy lock at the deadline, a missing store
+            box.append(BackupResult(ok=False, error=_one_line(exc)))
+
+    worker = threading.Thread(target=run, name="act-backup", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()) + grace)
+    return box[0] if box else BackupResult(ok=False, error="the backup did not end by its deadline")
+
+
+def poweroff() -> None:
+    log.warning("powering off")
+    subprocess.run(["systemctl", "poweroff", "--no-block"], check=True, capture_output=True, timeout=30)
+
+
+def reason_now(settings: WatchSettings) -> str:
+    """ "lifetime" once the system has been up for the hard lifetime (the timer's own clock:
+    since systemd started), else "idle"."""
+    if not settings.max_lifetime_hours:
+        return "idle"
+    return "lifetime" if system_uptime() >= settings.max_lifetime_hours * 3600 - 5 else "idle"
+
+
+def system_uptime() -> float:
+    """Seconds since PID 1 started: a VM's boot, or a simulated VM's (a container's) start."""
+    try:
+        started = int(open("/proc/1/stat").read().rsplit(")", 1)[1].split()[19])  # noqa: SIM115
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - started / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+# --- the provider's side ------------------------------------------------------------------------
+
+
+def _hcloud(settings: WatchSettings, paths: VmPaths) -> tuple[Any, int, dict[str, str]]:
     from hcloud import Client
-    from hcloud.servers import Server
 
     secrets = read_secrets(paths)
     token = secrets.get("HCLOUD_TOKEN", "")
     if not token:
-        raise ActionFailed("no Hetzner token in the root-only secrets file; cannot self-delete")
-    server_id = int(_metadata(settings, "instance-id"))
-    if settings.dns_zone:
-        remove_dns_records(settings, secrets.get("CLOUDFLARE_API_TOKEN", ""))
+        raise ActionFailed("no Hetzner token in the root-only secrets file")
     kwargs: dict[str, Any] = {"api_endpoint": settings.hcloud_endpoint} if settings.hcloud_endpoint else {}
     client = Client(token=token, application_name="vmgen-idlewatch", **kwargs)
+    return client, int(_metadata(settings, "instance-id")), secrets
+
+
+def self_delete_hetzner(settings: WatchSettings, paths: VmPaths = VM) -> None:
+    from hcloud.servers import Server
+
+    client, server_id, secrets = _hcloud(settings, paths)
+    if settings.dns_zone:
+        remove_dns_records(settings, secrets.get("CLOUDFLARE_API_TOKEN", ""))
     log.warning("deleting this server (%s) through the Hetzner API", server_id)
     client.servers.delete(Server(id=server_id))
+
+
+def snapshot_hetzner(settings: WatchSettings, paths: VmPaths = VM, wait: float = SNAPSHOT_SECONDS) -> str:
+    """A snapshot of this server's disk, labelled for the laptop to find and to make the server
+    again from (`vmgen list`, `vmgen restore NAME --snapshot ID`); its id once available."""
+    client, server_id, _secrets = _hcloud(settings, paths)
+    server = client.servers.get_by_id(server_id)
+    labels = {k: v for k, v in (server.labels or {}).items() if k in (LABEL, WS_LABEL, OWNER_LABEL, OWNER_ID_LABEL)}
+    labels |= {LABEL: "1", WS_LABEL: settings.name, RESCUE_LABEL: "1"}
+    if server.server_type is not None and server.server_type.name:
+        labels[TYPE_LABEL] = server.server_type.name
+    if server.location is not None and server.location.name:
+        labels[LOCATION_LABEL] = server.location.name
+    _quiet(["sync"])
+    made = client.servers.create_image(
+        server, type="snapshot", description=f"vmgen: {settings.name}, kept without a backup", labels=labels
+    )
+    until, action = time.monotonic() + wait, made.action
+    while True:
+        action.reload()
+        if action.status != "running":
+            break
+        if time.monotonic() > until:
+            raise ActionFailed(f"snapshot {made.image.id} did not finish within {wait:.0f}s")
+        time.sleep(2)
+    if action.status != "success":
+        raise ActionFailed(f"the snapshot failed: {action.error or action.status}")
+    return str(made.image.id)
 
 
 def remove_dns_records(settings: WatchSettings, token: str) -> None:
@@ -112,3 +387,8 @@ def _quiet(argv: list[str]) -> None:
         subprocess.run(argv, check=False, capture_output=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.info("%s: %s", argv[0], exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ...contract.codec import DocumentError
-from ...contract.documents import AgentRecord, VerdictRecord, WatchdogState
+from ...contract.documents import ActionRecord, AgentRecord, VerdictRecord, WatchdogState
 from ..jsonfile import write_text
 from .model import Action, History, Verdict
 
@@ -37,6 +37,7 @@ def state_of(
     dry_run: bool,
     failures: int,
     config: dict[str, Any],
+    acting: ActionRecord | None = None,
 ) -> WatchdogState:
     """The state document for a verdict. Times are shown as wall-clock times, but what a reader
     compares (the time left, the state's age) is measured on the VM's clocks that never step."""
@@ -70,6 +71,7 @@ def state_of(
         failures=failures,
         config=config,
         updated_boottime=round(boottime, 3),
+        acting=acting,
     )
 
 

@@ -1,24 +1,27 @@
 """The watchdog service loop: every interval, a snapshot, a verdict, and maybe an action.
 
-Failures of an action never take the VM down with them: the service logs, warns, and retries
-with backoff while the VM stays up.
+The tick never waits on the action or on anything the agent runs: at the deadline it starts the
+act unit (vmgen-act.service, see actions.py) and goes on ticking, carrying the action's record
+in its state; warnings go out from a thread of their own. A tick that fails is logged in one line
+and the next one runs: the service never crash-loops (say, on a disk the agent filled).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from ...contract.documents import AgentRecord, WatchdogState, WatchSettings
-from ...contract.names import AGENT_USER, VM, VmPaths
+from ...contract.names import AGENT_USER, UNITS, VM, VmPaths
 from ...contract.verdict_words import stall_alert, warning
 from ..boot import boot_id
 from . import ondemand
-from .actions import act, warn
+from .actions import read_record, start_action, warn
 from .agent import AgentConfig
 from .files import DEFAULT_IGNORE
 from .humans import HumansConfig
@@ -31,6 +34,9 @@ from .signals import SignalCollector, SignalConfig
 log = logging.getLogger("vmgen.idlewatch")
 
 RETRY_BACKOFF = (30, 60, 120, 300, 600)
+# While the action runs, its unit is started again this often: a no-op while it is active, and a
+# new try should it have ended without taking the VM down.
+ACTION_RESTART_SECONDS = 60.0
 # Seconds within which every folder past the inotify limit is looked at again: a change in a huge
 # tree is seen within this time after the first pass (which remembers each folder).
 FILE_CHANGE_WINDOW = 150.0
@@ -59,6 +65,7 @@ class Watchdog:
         dry_run: bool = False,
         clock: Callable[[], float] = time.monotonic,
         paths: VmPaths = VM,
+        background: bool = True,
     ) -> None:
         self.settings = settings
         self.paths = paths
@@ -75,6 +82,8 @@ class Watchdog:
         self.retry_at = 0.0
         self.last_seen: dict[str, float] = {}
         self.stall_reported = False
+        self.background = background  # warnings in a thread of their own (tests: inline)
+        self.action_started = False
 
     def tick(self) -> Verdict:
         snapshot = self.collector.snapshot()
@@ -100,6 +109,7 @@ class Watchdog:
             self.dry_run,
             self.failures,
             asdict(self.policy) | {"action": self.policy.action.value},
+            acting=read_record(self.paths),
         )
 
     def run(self, once: bool = False) -> None:
@@ -112,7 +122,10 @@ class Watchdog:
         ondemand.block_requests()
         while True:
             started = self.clock()
-            self.tick()
+            try:
+                self.tick()
+            except Exception as exc:  # noqa: BLE001 - one line, and the next tick
+                log.error("tick failed: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else "")
             if once:
                 return
             # Every interval, or sooner when a verdict is asked for (`vmgen status`); never more
@@ -155,7 +168,7 @@ class Watchdog:
             text = stall_alert(self.settings.name, agent, self.settings.stall_minutes)
             log.warning("%s", text)
             if not self.dry_run:
-                warn(self.settings, text, self.paths)
+                self._tell(text)
         self.stall_reported = stalled
 
     def _warn(self, verdict: Verdict, snapshot: Snapshot) -> None:
@@ -164,9 +177,17 @@ class Watchdog:
         if self.dry_run:
             log.warning("dry run: would warn: %s", text)
             return
-        warn(self.settings, text, self.paths)
+        self._tell(text)
+
+    def _tell(self, text: str) -> None:
+        """Warn without waiting: a tmux server, a terminal or a webhook never holds the tick."""
+        if not self.background:
+            warn(self.settings, text, self.paths)
+            return
+        threading.Thread(target=warn, args=(self.settings, text, self.paths), name="warn", daemon=True).start()
 
     def _act(self, verdict: Verdict) -> None:
+        """Start the act unit (at once, never waiting for it); again every minute while it runs."""
         action = verdict.next_action
         if self.dry_run:
             log.warning("dry run: would %s now (idle since %.0fs)", action.value, verdict.at - verdict.idle_since)
@@ -174,13 +195,18 @@ class Watchdog:
         if self.clock() < self.retry_at:
             return
         try:
-            act(self.settings, action, self.paths)
-        except Exception as exc:  # noqa: BLE001 - any failure: stay up, report, retry later
+            start_action()
+        except Exception as exc:  # noqa: BLE001 - any failure: report, try again later
             delay = RETRY_BACKOFF[min(self.failures, len(RETRY_BACKOFF) - 1)]
             self.failures += 1
             self.retry_at = self.clock() + delay
-            log.error("%s failed (%s); the VM stays up, retrying in %ds", action.value, exc, delay)
-            warn(self.settings, f"vmgen: the idle {action.value} failed ({exc}); retrying in {delay}s", self.paths)
+            log.error("starting the %s failed (%s); trying again in %ds", action.value, exc, delay)
+            self._tell(f"vmgen: starting the idle {action.value} failed ({exc}); trying again in {delay}s")
+            return
+        if not self.action_started:
+            log.warning("%s: started %s", action.value, UNITS.act)
+            self.action_started = True
+        self.retry_at = self.clock() + ACTION_RESTART_SECONDS
 
 
 def run(settings: WatchSettings, dry_run: bool = False, once: bool = False, paths: VmPaths = VM) -> None:

@@ -68,6 +68,8 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
         # What the configured action does, for "backs up and deletes itself in 28 min".
         "action_words": ACTION_WORDS.get(verdict.get("action", ""), "") if isinstance(verdict, dict) else "",
         "said": said(watchdog),
+        # The idle action or the hard lifetime, once under way: its step and what happened.
+        "acting": watchdog.get("acting"),
         "leases": [{"until": lease.until, "reason": lease.reason} for lease in leases.read(settings.vm.leases)],
         "backup": {k: backup.get(k) for k in ("ok", "backup_id", "ciphertext_bytes", "finished_at", "error")}
         if backup
@@ -105,8 +107,8 @@ def request_backup(settings: WebSettings) -> dict[str, Any]:
 
     try:
         for reply in ask(ControlRequest("backup", trigger="page"), settings.vm, timeout=30):
-            if reply.refused:
-                raise ActionRefused(409, reply.refused)
+            if reply.refused or reply.busy:  # busy: another backup runs, or root is flooded
+                raise ActionRefused(409, reply.refused or reply.busy)
             if reply.result is not None:
                 return {"started": True, "result": codec.from_value(BackupResult, reply.result, strict=False).ok}
             return {"started": True}  # the first progress line: root is at work

@@ -1,5 +1,6 @@
-"""The service loop with a scripted collector: warns once, acts at the deadline, never acts in
-dry-run mode, stays up and retries when the action fails, and resumes after a restart."""
+"""The service loop with a scripted collector: warns once, starts the act unit at the deadline
+(never waiting for it), never acts in dry-run mode, tries again when the unit cannot be started,
+survives a failing tick, and resumes after a restart."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.contract.documents import BackupResult, WatchSettings
+from vmgen.contract.documents import WatchSettings
 from vmgen.contract.names import VmPaths
 from vmgen.errors import ConfigError
 from vmgen.vmside.idlewatch import service, settings as settings_module
@@ -37,14 +38,14 @@ class ScriptedCollector:
 def calls(monkeypatch):
     recorded: dict[str, list] = {"warn": [], "act": []}
     monkeypatch.setattr(service, "warn", lambda s, text, paths: recorded["warn"].append(text))
-    monkeypatch.setattr(service, "act", lambda s, action, paths: recorded["act"].append(action))
+    monkeypatch.setattr(service, "start_action", lambda: recorded["act"].append("started"))
     return recorded
 
 
 def make(tmp_path: Path, clock: Clock, dry_run: bool = False, state=AgentState.WAITING, **changes):
     settings = replace(WatchSettings(name="app", idle_minutes=30, warn_minutes=10, action="delete"), **changes)
     return service.Watchdog(settings, ScriptedCollector(clock, state), dry_run=dry_run, clock=clock,
-                            paths=VmPaths(state=tmp_path))
+                            paths=VmPaths(state=tmp_path, run=tmp_path), background=False)
 
 
 def run_minutes(watchdog, clock: Clock, minutes: float, step: float = 0.5) -> None:
@@ -61,7 +62,9 @@ def test_warns_once_then_acts(tmp_path, calls):
     assert len(calls["warn"]) == 1 and "workspace app is idle and will be deleted in 10 min" in calls["warn"][0]
     assert calls["act"] == []
     run_minutes(watchdog, clock, 6)
-    assert calls["act"][:1] == [Action.DELETE]
+    assert calls["act"][:1] == ["started"]
+    # Started once, then again at most every minute (a no-op while the unit runs): never per tick.
+    assert len(calls["act"]) <= 1 + 6 / service.ACTION_RESTART_SECONDS * 60
 
 
 def test_a_working_agent_is_never_acted_on(tmp_path, calls):
@@ -80,7 +83,7 @@ def test_a_stalled_agent_is_reported_once_before_anything_acts_and_does_not_hold
     assert calls["warn"][0] == stall_alerts[0] and len(stall_alerts) == 1
     assert "no tool process runs, no model connection is open" in stall_alerts[0]
     assert "is idle (the agent looks stalled) and will be deleted in 10 min" in calls["warn"][1]
-    assert calls["act"][:1] == [Action.DELETE]
+    assert calls["act"][:1] == ["started"]
     state = json.loads((tmp_path / "idlewatch.json").read_text())
     assert state["agent"]["state"] == "stalled" and state["verdict"]["condition"] == "idle"
 
@@ -109,22 +112,51 @@ def test_dry_run_does_nothing(tmp_path, calls):
     assert state["dry_run"] is True and state["verdict"]["next_action"] == "delete"
 
 
-def test_a_failed_action_keeps_the_vm_up_and_retries_with_backoff(tmp_path, monkeypatch):
+def test_an_action_unit_that_cannot_start_is_tried_again_with_backoff(tmp_path, monkeypatch):
     clock = Clock()
     attempts, warnings = [], []
 
-    def failing_act(settings, action, paths):
+    def failing_start():
         attempts.append(clock.now)
-        raise RuntimeError("API down")
+        raise RuntimeError("systemd does not answer")
 
-    monkeypatch.setattr(service, "act", failing_act)
+    monkeypatch.setattr(service, "start_action", failing_start)
     monkeypatch.setattr(service, "warn", lambda s, text, paths: warnings.append(text))
     watchdog = make(tmp_path, clock)
     run_minutes(watchdog, clock, 30 + 4, step=0.25)
     gaps = [b - a for a, b in zip(attempts, attempts[1:])]
     assert len(attempts) >= 3 and gaps[0] >= 30 and gaps[1] >= 60  # backoff, not every tick
-    assert any("failed (API down)" in w for w in warnings)
+    assert any("failed (systemd does not answer)" in w for w in warnings)
     assert json.loads((tmp_path / "idlewatch.json").read_text())["failures"] == len(attempts)
+
+
+def test_a_failing_tick_is_one_line_and_the_watchdog_goes_on(tmp_path, calls, caplog):
+    """A disk the agent filled, say: the service must not crash-loop."""
+    clock = Clock()
+    watchdog = make(tmp_path, clock)
+    ticks = []
+
+    def broken():
+        ticks.append(clock.now)
+        raise OSError(28, "No space left on device")
+
+    watchdog.tick = broken
+    watchdog.run(once=True)
+    assert ticks and "tick failed: OSError: [Errno 28] No space left on device" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+def test_the_state_carries_what_the_action_is_doing(tmp_path, calls):
+    from vmgen.contract import codec
+    from vmgen.contract.documents import ActionRecord
+
+    clock = Clock()
+    watchdog = make(tmp_path, clock)
+    record = ActionRecord("idle", "backup-then-delete", "backing up", "it is idle: backing up", 1.0, 2.0, 1.0)
+    (tmp_path / "action.json").write_text(codec.dumps(record))
+    watchdog.tick()
+    state = json.loads((tmp_path / "idlewatch.json").read_text())
+    assert state["acting"]["step"] == "backing up" and state["acting"]["detail"] == "it is idle: backing up"
 
 
 def test_restart_mid_countdown_resumes(tmp_path, calls):
@@ -132,7 +164,7 @@ def test_restart_mid_countdown_resumes(tmp_path, calls):
     run_minutes(make(tmp_path, clock), clock, 20)
     restarted = make(tmp_path, clock)  # same boot, same state file
     run_minutes(restarted, clock, 10.5)
-    assert calls["act"][:1] == [Action.DELETE]
+    assert calls["act"][:1] == ["started"]
 
 
 def test_backup_then_delete_is_refused_without_a_backup_store(tmp_path):
@@ -163,26 +195,6 @@ def test_settings_file_round_trip(tmp_path):
     assert loaded == written
     policy = settings_module.policy_of(loaded)
     assert (policy.idle_timeout, policy.warn_before, policy.action) == (120, 60, Action.DELETE)
-
-
-@pytest.mark.parametrize("backup_ok", [True, False])
-def test_backup_then_delete_deletes_only_after_a_verified_backup(monkeypatch, backup_ok):
-    from vmgen.vmside import backups
-    from vmgen.vmside.idlewatch import actions
-
-    deleted: list[str] = []
-    monkeypatch.setattr(backups, "run_backup", lambda trigger, paths: (
-        BackupResult(ok=True, backup_id="20261125T150000Z-ab12", ciphertext_bytes=1234) if backup_ok
-        else BackupResult(ok=False, error="s3 store unreachable")))
-    monkeypatch.setattr(actions, "self_delete_hetzner", lambda s, paths: deleted.append(s.name))
-    settings = WatchSettings(name="app", action="backup-then-delete", provider="hetzner")
-    if backup_ok:
-        actions.act(settings, Action.BACKUP_THEN_DELETE)
-        assert deleted == ["app"]
-    else:
-        with pytest.raises(actions.ActionFailed, match="backup failed, not deleting: s3 store unreachable"):
-            actions.act(settings, Action.BACKUP_THEN_DELETE)
-        assert deleted == []
 
 
 def test_a_turn_between_two_ticks_still_counts_as_the_agent_working(tmp_path, calls):

@@ -152,6 +152,28 @@ def test_backup_now_asks_root_on_its_control_socket(page):
     assert asked[0].op == "backup" and asked[0].trigger == "page"
 
 
+def test_backup_now_says_when_root_is_busy(page):
+    from vmgen.contract.control import busy_line
+
+    url, settings = page
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(settings.vm.control_socket))
+    listener.listen()
+
+    def root() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(busy_line("a backup is already running (asked for by laptop 3s ago)"))
+
+    thread = threading.Thread(target=root, daemon=True)
+    thread.start()
+    status, result = call(url, "/api/backup", {}, ACTION)
+    thread.join(10)
+    listener.close()
+    assert status == 409 and "a backup is already running" in json.dumps(result)
+
+
 def test_cross_site_requests_are_refused(page):
     url, settings = page
     assert call(url, "/api/keepalive", {"hours": 1})[0] == 403  # no custom header: a plain form post
