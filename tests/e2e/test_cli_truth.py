@@ -234,8 +234,10 @@ def test_a_failed_clone_shows_its_phase_and_its_own_error_first_and_keeps_its_lo
 
 
 def launching(cli, name: str, repo: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "vmgen", "launch", str(repo), "--name", name], env=cli.env,
-                            cwd=cli.home, stderr=subprocess.PIPE, text=True)
+    """A launch to interrupt while it provisions: cold, so that provisioning takes longer than the
+    test takes to read a line and signal (from a baked image the whole launch can be over first)."""
+    return subprocess.Popen([sys.executable, "-m", "vmgen", "launch", str(repo), "--name", name, "--cold"],
+                            env=cli.env, cwd=cli.home, stderr=subprocess.PIPE, text=True)
 
 
 def read_until(process: subprocess.Popen[str], part: str, seen: list[str]) -> None:
