@@ -1,8 +1,10 @@
 """A git source, checked from this machine before anything is made: a typo in a URL or a branch
 must not cost a booted VM and a clone that fails on it.
 
-Only a definite answer refuses a launch: the host does not exist (DNS says so), the server says
-the repository is not there, or the repository has no such branch. When this machine cannot tell
+Only a definite answer refuses a launch: a public host does not exist (DNS says so), the server
+says the repository is not there, or the repository has no such branch. A private name (no dot,
+or a suffix reserved for private networks, such as docker's `host.docker.internal`) may resolve
+on the workspace when it does not here, so DNS is no answer for it. When this machine cannot tell
 (the server wants credentials it does not have, a firewall, a timeout), the launch goes on with a
 note: the workspace may reach or read what this machine cannot.
 """
@@ -37,8 +39,21 @@ def host_of(url: str) -> str:
     return urlsplit(url).hostname or ""
 
 
+# Names for private networks (RFC 6762 .local, RFC 8375 .home.arpa, ICANN's .internal, ...):
+# resolved by the network the workspace is on, not by public DNS.
+PRIVATE_SUFFIXES = (".internal", ".local", ".localhost", ".lan", ".home.arpa", ".corp", ".intranet")
+
+
+def is_private_name(host: str) -> bool:
+    name = host.lower().rstrip(".")
+    return "." not in name or name.endswith(PRIVATE_SUFFIXES)
+
+
 def host_does_not_exist(host: str) -> bool:
-    """DNS answered that the name does not exist; a resolver that did not answer says nothing."""
+    """Public DNS answered that the name does not exist; a resolver that did not answer, or a
+    private name, says nothing."""
+    if is_private_name(host):
+        return False
     try:
         socket.getaddrinfo(host, None)
     except socket.gaierror as exc:

@@ -82,6 +82,13 @@ def test_a_host_that_does_not_exist_is_refused() -> None:
         check_git_source(GitSource("https://nohost.invalid/me/app.git"))
 
 
+def test_a_private_name_this_machine_cannot_resolve_is_a_note_the_workspace_may_resolve_it() -> None:
+    # docker's name for the host, resolved inside a workspace only; a name with no dot is a LAN's.
+    for url in ("http://host.docker.internal:1/app.git", "https://gitserver/me/app.git"):
+        note = check_git_source(GitSource(url), timeout=5)
+        assert "the workspace will try" in note, (url, note)
+
+
 def test_a_server_that_wants_credentials_this_machine_lacks_is_a_note_not_a_refusal() -> None:
     for url in serve(WantsPassword):
         note = check_git_source(GitSource(f"{url}/private/app.git"))
