@@ -9,10 +9,11 @@ PACKAGES=(
   python3-venv pipx zstd age iptables
 )
 # The test suite's own real parts: Caddy (caddy validate), headless Chromium, and an sshd for the
-# SSH tests; restic, the peer bench/backup.py measures vmgen's backups against. A user's setup
-# (the quickstart) does not install them.
+# SSH tests; Pebble, Let's Encrypt's ACME test server, that the web tests get certificates from;
+# restic, the peer bench/backup.py measures vmgen's backups against. A user's setup (the
+# quickstart) does not install them.
 if [ "${VMGEN_SETUP_FOR_TESTS:-}" = 1 ]; then
-  PACKAGES+=(caddy chromium chromium-driver openssh-server restic)
+  PACKAGES+=(caddy chromium chromium-driver openssh-server pebble restic)
 fi
 
 missing=()

@@ -58,3 +58,16 @@ def unchunk(data: bytes) -> bytes:
             break
         out, data = out + rest[:length], rest[length + 2:]
     return out
+
+
+def spki_hash(pem: bytes) -> str:
+    """base64(sha256(SubjectPublicKeyInfo)) of a certificate: what chromium's SPKI list names."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    key = x509.load_pem_x509_certificate(pem).public_key()
+    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()

@@ -77,6 +77,10 @@ class Settings:
     acme_email: str = ""
     preview_ports: tuple[int, ...] = (3000, 5173, 8000, 8080)
     code_ui_version: str = "1.12.0"  # CloudCLI, the Claude Code web UI on code.<host>
+    acme_ca: str = ""  # an ACME directory URL other than Let's Encrypt's (with web_tls = "acme")
+    acme_ca_root: str = ""  # a PEM file: the root of that ACME server's own HTTPS, if private
+    # Previews on a Cloudflare zone of their own (another registrable domain): the stronger setting.
+    preview_domain: str = ""
     # After a cold launch, bake its install plan in the background for the next one: "auto" (on
     # for cloud providers), or yes/no.
     auto_bake: str = "auto"

@@ -52,6 +52,7 @@ class LaunchOptions:
     # With a domain: the login Caddy checks and the DNS zone the workspace's names go in.
     web_login: Login | None = None
     dns: CloudflareDns | None = None
+    preview_dns: CloudflareDns | None = None  # with a preview domain: its zone
     boot_timeout: float = 900
     # Check a git source from this machine before anything is made (git ls-remote).
     check_source: bool = True
@@ -141,6 +142,7 @@ def _launch(
                 agent=spec.agent.name,
                 host=spec.host,
                 backup_store=options.backup_store,
+                preview_host=spec.preview_host,
             ),
             host_key.public_openssh,
         )
@@ -163,6 +165,9 @@ def _launch(
         if spec.host and options.dns is not None:
             progress(f"DNS: {spec.host} and *.{spec.host} -> {made_on_provider.address}")
             options.dns.ensure_workspace(spec.name, made_on_provider.address)
+            if spec.preview_host and options.preview_dns is not None:
+                progress(f"DNS: *.{spec.preview_host} -> {made_on_provider.address}")
+                options.preview_dns.ensure_workspace(spec.name, made_on_provider.address)
             mark("dns")
         client = client_for(spec.name, lambda: ssh_target(provider, spec.name, options.identities))
         client.wait_until_reachable(options.boot_timeout, progress)
@@ -244,8 +249,9 @@ def _remove_what_was_made(
     if made.workspace:
         progress(f"removing what was created on {provider.name}")
         provider.delete(spec.name)
-        if spec.host and options.dns is not None:
-            options.dns.remove_workspace(spec.name)
+        for dns in (options.dns, options.preview_dns):
+            if spec.host and dns is not None:
+                dns.remove_workspace(spec.name)
     if made.identity:
         discard_identity(spec.name)
     if made.state:
@@ -272,6 +278,8 @@ def _check(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, prog
             )
         if options.dns is None or options.web_login is None:
             raise UsageError(f"a domain needs a Cloudflare API token (cloudflare_api_token) for {spec.web.domain}")
+        if spec.preview_host and options.preview_dns is None:
+            raise UsageError(f"a preview domain needs the Cloudflare API token for {spec.web.preview_domain} too")
     earlier = WorkspaceState(spec.name)
     if provider.get(spec.name) is not None:
         record = earlier.record()

@@ -127,18 +127,42 @@ class WebSpec:
     tls: str = "acme"  # "acme" or "internal"
     acme_email: str = ""
     preview_ports: tuple[int, ...] = ()
-    code_ui_version: str = "1.12.0"  # CloudCLI (@siteboon/claude-code-ui), pinned
+    code_ui_version: str = "1.12.0"  # CloudCLI (@siteboon/claude-code-ui), pinned; "off": none
+
+    @property
+    def code_ui(self) -> bool:
+        return bool(self.domain) and self.code_ui_version != "off"
+
+    acme_ca: str = ""  # another ACME server's directory URL than Let's Encrypt's
+    acme_ca_root: str = ""  # PEM: the root of that server's own HTTPS certificate (a private CA)
+    # A Cloudflare zone of its own for previews (p3000.<name>.<preview_domain>): another site than
+    # the workspace's hostnames, so that a preview shares no cookies or site with them.
+    preview_domain: str = ""
 
 
 def validate_web(web: WebSpec) -> WebSpec:
     if web.domain and not _DOMAIN_RE.match(web.domain):
         raise InvalidSpec(f"invalid domain {web.domain!r}: use a DNS name such as dev.example.com")
-    if not re.fullmatch(r"\d+\.\d+\.\d+", web.code_ui_version):
-        raise InvalidSpec(f"invalid code_ui_version {web.code_ui_version!r}: use a version like 1.12.0")
+    if web.code_ui_version != "off" and not re.fullmatch(r"\d+\.\d+\.\d+", web.code_ui_version):
+        raise InvalidSpec(f"invalid code_ui_version {web.code_ui_version!r}: use a version like 1.12.0, or off")
     if web.tls not in ("acme", "internal"):
         raise InvalidSpec(f"web_tls {web.tls!r}: use 'acme' or 'internal'")
     if web.acme_email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]{2,}", web.acme_email):
         raise InvalidSpec(f"invalid acme_email {web.acme_email!r}")
+    if web.acme_ca and not re.fullmatch(r"https://[A-Za-z0-9.\-]+(:\d{1,5})?(/[A-Za-z0-9._~/\-]*)?", web.acme_ca):
+        raise InvalidSpec(f"invalid acme_ca {web.acme_ca!r}: use the ACME server's https:// directory URL")
+    if web.acme_ca_root and not web.acme_ca_root.lstrip().startswith("-----BEGIN CERTIFICATE-----"):
+        raise InvalidSpec("acme_ca_root must be a PEM certificate (-----BEGIN CERTIFICATE-----)")
+    if web.preview_domain:
+        if not _DOMAIN_RE.match(web.preview_domain):
+            raise InvalidSpec(f"invalid preview_domain {web.preview_domain!r}: use a DNS name such as example.net")
+        if not web.domain:
+            raise InvalidSpec("preview_domain needs a domain for the workspace itself")
+        if _registrable_overlap(web.domain, web.preview_domain):
+            raise InvalidSpec(
+                f"preview_domain {web.preview_domain!r} must be another registrable domain than {web.domain!r}: "
+                "on the same one, a preview could still set cookies for the workspace's hostnames"
+            )
     for port in web.preview_ports:
         if not 1024 <= port <= 65535 or port in RESERVED_PORTS:
             raise InvalidSpec(
@@ -182,6 +206,23 @@ class WorkspaceSpec:
     def host(self) -> str:
         """The workspace's public hostname, or "" without a domain."""
         return f"{self.name}.{self.web.domain}" if self.web.domain else ""
+
+    @property
+    def preview_host(self) -> str:
+        """Where previews live on a separate preview domain (`p3000.<this>`), or "" for below
+        the workspace's hostname."""
+        return f"{self.name}.{self.web.preview_domain}" if self.web.domain and self.web.preview_domain else ""
+
+
+def _registrable_overlap(domain: str, other: str) -> bool:
+    """Whether one domain is, or is below, the other's last two labels (the registrable domain
+    for the usual names; vmgen carries no public-suffix list, so a two-level suffix such as
+    co.uk is treated as one more label and the check is stricter, never looser)."""
+
+    def last_two(name: str) -> list[str]:
+        return name.lower().rstrip(".").split(".")[-2:]
+
+    return last_two(domain) == last_two(other)
 
 
 def _has_control_chars(text: str) -> bool:

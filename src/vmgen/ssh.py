@@ -127,8 +127,9 @@ def stream(target: SSHTarget, argv: Sequence[str], stdin: IO[bytes] | None = Non
     )
 
 
-def tunnel_command(target: SSHTarget, local_port: int, remote_port: int) -> list[str]:
-    """ssh forwarding 127.0.0.1:local_port here to 127.0.0.1:remote_port on the workspace."""
+def tunnel_command(target: SSHTarget, local_port: int, remote: int | str) -> list[str]:
+    """ssh forwarding 127.0.0.1:local_port here to 127.0.0.1:<remote> (a port) or to the unix
+    socket at <remote> (a path) on the workspace."""
     command = target.base_command()
     destination = command.pop()
     return [
@@ -137,7 +138,7 @@ def tunnel_command(target: SSHTarget, local_port: int, remote_port: int) -> list
         "-o",
         "ExitOnForwardFailure=yes",
         "-L",
-        f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}",
+        f"127.0.0.1:{local_port}:{remote}" if isinstance(remote, str) else f"127.0.0.1:{local_port}:127.0.0.1:{remote}",
         destination,
     ]
 

@@ -29,6 +29,7 @@ class WorkspaceRecord:
     agent: str
     host: str = ""  # the public hostname, when launched with a domain
     backup_store: str = ""  # where its backups go (the store's description); "" without backups
+    preview_host: str = ""  # with a preview domain: where its previews live (p3000.<this>)
 
 
 class WorkspaceState:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from .agent_screen import AgentScreen, parse_screen, screen_script
 from .agents import Agent
 from .contract import codec
+from .contract.certificates import CertificateReport
 from .contract.control import decode_reply
 from .contract.documents import BackupResult, RestoreResult, WatchdogState, WebServices
 from .contract.names import AGENT_SESSION, VM
@@ -161,6 +162,23 @@ class SshWorkspaceClient:
                 return state
             time.sleep(1)  # ticks are at least a second apart anyway
         return state
+
+    def certificates(self) -> CertificateReport:
+        """Each hostname's certificate as the VM sees it (issued, pending, or why not)."""
+        found = run(self.target, ["vmgen", "vmside", "certificates"], check=False)
+        try:
+            return CertificateReport.loads(found.stdout)
+        except codec.DocumentError as exc:
+            raise VmgenError(f"{self.name}: the certificates' state cannot be read ({exc})") from None
+
+    def wait_for_certificates(self, timeout: float) -> CertificateReport:
+        """The report once no hostname is pending any more, or as it is at the deadline."""
+        deadline = time.monotonic() + timeout
+        report = self.certificates()
+        while any(host.state == "pending" for host in report.hosts) and time.monotonic() < deadline:
+            time.sleep(2)  # Caddy writes to its log; nothing here to subscribe to
+            report = self.certificates()
+        return report
 
     def services(self) -> WebServices:
         """Whether the workspace has a desktop and how far its code UI is."""

@@ -323,6 +323,20 @@ def test_the_control_socket_takes_only_what_it_should(ws: Workspace) -> None:
     ws.ticks(1)
 
 
+def test_the_page_is_not_the_agents_and_roots_page_socket_refuses_it(ws: Workspace) -> None:
+    """The workspace page runs as its own user: the agent can neither stop nor trace it, nor ask
+    root what only the page may ask (its socket's group is the page's user)."""
+    page = ws.root("systemctl show -p MainPID --value vmgen-web.service")[1].strip()
+    assert page != "0" and ws.root(f"ps -o user= -p {page}")[1].strip() == "vmgen-page"
+    tried = ws.agent_run(f"kill -STOP {page} 2>&1; kill {page} 2>&1; cat /proc/{page}/environ 2>&1 | head -c 100")
+    assert tried.stdout.count("Operation not permitted") == 2 and "Permission denied" in tried.stdout, tried.stdout
+    ask = ("python3 -c 'import socket; s=socket.socket(socket.AF_UNIX); s.connect(\"/run/vmgen/page-ops.sock\")' "
+           "2>&1 || true")
+    assert "Permission denied" in ws.agent(ask)
+    assert ws.root(f"ps -o user=,stat= -p {page}")[1].split()[1][0] in "SR"  # still serving, not stopped
+    ws.ticks(1)
+
+
 # --- backups and restores touch the home as the agent ------------------------------------------
 
 def test_a_backup_reads_the_home_as_the_agent_and_skips_what_it_cannot_hold(ws: Workspace) -> None:
@@ -538,6 +552,10 @@ def test_root_owns_everything_vmgen_installs(ws: Workspace) -> None:
             ok = (owner, group, bits & 0o777, kind) == ("root", "agent", 0o660, "s")
         elif path == "/run/vmgen/web-login.sock":  # with a domain: Caddy's way to the web login
             ok = (owner, group, bits & 0o777, kind) == ("root", "caddy", 0o660, "s")
+        elif path == "/run/vmgen/page.sock":  # Caddy's with a domain; without, the agent reaches it by SSH
+            ok = (owner, bits & 0o777, kind) == ("root", 0o660, "s") and group in ("caddy", "agent")
+        elif path == "/run/vmgen/page-ops.sock":  # the page's requests to root: its user's only
+            ok = (owner, group, bits & 0o777, kind) == ("root", "vmgen-page", 0o660, "s")
         elif kind == "l":
             ok = owner == "root"
         else:

@@ -119,6 +119,17 @@ WEB_ZONE = "dev.example.com"  # the fake Cloudflare zone the web tests launch un
 def web_image(vm_image, docker_client, tmp_path_factory) -> str:
     """The run's baked image plus what a workspace with a domain and a desktop installs: Caddy,
     the desktop's packages and the code UI, compiled once here instead of in every launch."""
+    return _web_bake("web", "1.12.0", vm_image, docker_client, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def web_lite_image(vm_image, docker_client, tmp_path_factory) -> str:
+    """Caddy and the desktop's packages without the code UI (`code_ui_version = off`): for web
+    tests that use no CloudCLI, which would otherwise wait for its minutes of compiling."""
+    return _web_bake("web-lite", "off", vm_image, docker_client, tmp_path_factory)
+
+
+def _web_bake(name: str, code_ui_version: str, vm_image, docker_client, tmp_path_factory) -> str:
     from vmgen.agents import AGENTS
     from vmgen.builder.install import workspace_plan
     from vmgen.providers.docker import DockerProvider
@@ -126,13 +137,13 @@ def web_image(vm_image, docker_client, tmp_path_factory) -> str:
     from vmgen.selfwheel import own_wheel
     from vmgen.stamps import BAKED_LABEL
 
-    with run_once(tmp_path_factory, "web-image") as shared:
+    with run_once(tmp_path_factory, f"{name}-image") as shared:
         made = shared / "image"
         if not made.exists():
             plan = workspace_plan(AGENTS["claude"], AGENT_VERSION, this_vmgen(), desktop=True, domain=WEB_ZONE,
-                                  code_ui_version="1.12.0")
+                                  code_ui_version=code_ui_version)
             image = bake(DockerProvider(vm_image, docker_client), plan, own_wheel(), lambda message: None,
-                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN}, repository=f"vmgen-test-web-{RUN}",
+                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN}, repository=f"vmgen-test-{name}-{RUN}",
                          owner={})
             made.write_text(image.ref)
         return made.read_text()
@@ -142,10 +153,21 @@ def web_image(vm_image, docker_client, tmp_path_factory) -> str:
 def web_cloud(cli, web_image):
     """The simulated Hetzner cloud booting the web image, with a fake Cloudflare zone, and the
     CLI set up to launch there with a domain."""
+    yield from _web_cloud(cli, web_image)
+
+
+@pytest.fixture(scope="module")
+def web_lite_cloud(cli, web_lite_image):
+    """The same with the lighter image, and launches without the code UI."""
+    cli.env["VMGEN_CODE_UI_VERSION"] = "off"
+    yield from _web_cloud(cli, web_lite_image)
+
+
+def _web_cloud(cli, image):
     from tests.fakes.cloudflare import FakeCloudflare
     from tests.fakes.hetzner import FakeHetzner
 
-    fake = FakeHetzner(image=web_image).start()
+    fake = FakeHetzner(image=image).start()
     dns = FakeCloudflare(zones=[WEB_ZONE], host="0.0.0.0", public_host=fake.gateway).start()
     cli.env.update({
         "VMGEN_PROVIDER": "hetzner",

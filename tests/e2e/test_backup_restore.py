@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.fakes.anthropic_api import Rule, Script, ToolUse
 from tests.polling import eventually
-from vmgen.contract.names import PORTS
+from vmgen.contract.names import VM
 
 from .conftest import make_repo, unique
 
@@ -133,8 +133,8 @@ def test_restore_as_a_new_workspace_and_back_under_its_own_name(cli, docker_clie
         # Right after the restore: the watchdog sees the agent, and the page names the backup.
         agent_row = next(line for line in cli("status", twin).stdout.splitlines() if line.split()[:1] == ["agent"])
         assert "absent" not in agent_row
-        page = json.loads(cli.ssh(twin, "python3 -c 'import sys, urllib.request; "
-                                        f"sys.stdout.write(urllib.request.urlopen(\"http://127.0.0.1:{PORTS.page}/api/state\").read().decode())'"))
+        # Without a domain the page's socket is the agent's to reach (as `vmgen open` does, over SSH).
+        page = json.loads(cli.ssh(twin, f"curl -sf --unix-socket {VM.page_socket} http://workspace/api/state"))
         assert page["backup"] is None and page["restored"] == {
             "backup_id": backup_id, "workspace": NAME, "finished_at": page["restored"]["finished_at"]}
         # Its own backups go under its own name, to an identity of its own.

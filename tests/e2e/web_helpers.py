@@ -41,6 +41,18 @@ def launch(cli, dns: FakeCloudflare, parent: Path, name: str, *flags: str) -> La
     return Launched(name, records(dns, name)[f"{name}.{ZONE}"], password, result.stderr)
 
 
+def root_on(docker_client, name: str):
+    """Root on a simulated Hetzner VM (docker exec: no SSH session, nothing the agent could see)."""
+    import re
+
+    (container,) = [c for c in docker_client.containers.list() if re.fullmatch(rf"hz-\d+-{name}", c.name)]
+
+    def root(command: str) -> str:
+        return container.exec_run(["bash", "-c", command]).output.decode(errors="replace")
+
+    return root
+
+
 # --- HTTPS as a client sends it -------------------------------------------------------------
 
 def https(ip: str, host: str, path: str, method: str = "GET", headers: dict[str, str] | None = None,
@@ -93,13 +105,16 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 # --- a person in chromium ----------------------------------------------------------------------
 
-def browser(ip: str, width: int = 1280, height: int = 800):
+def browser(ip: str, width: int = 1280, height: int = 800, trusted_spki: str = ""):
+    """Chromium resolving the zone to the VM. Its certificates are accepted as they are; with
+    `trusted_spki` (a CA key's hash) those it issued count as valid, as service workers require."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors",
+    trust = f"--ignore-certificate-errors-spki-list={trusted_spki}" if trusted_spki else "--ignore-certificate-errors"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", trust,
                  f"--host-resolver-rules=MAP *.{ZONE} {ip}", f"--window-size={width},{height}"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)

@@ -295,7 +295,11 @@ def test_two_sessions_one_at_its_prompt_one_mid_turn_are_working(workspace: Work
     report = "\n".join(f"{s.state.value} {s.detail}" for s in samples)
     assert len(samples) >= 5, report
     assert all(s.state is AgentState.WORKING and s.sessions == 2 for s in samples), report
-    assert all("model connection" in s.detail and "1 waiting" in s.detail for s in samples), report
+    # The second session's model connection holds it; the first waits at its prompt. Right after
+    # its turn the first may still work for a moment (a request of its own for the conversation's
+    # title, its hook programs), and then its reason is the one shown.
+    settled = samples[len(samples) // 2 :]
+    assert all("model connection" in s.detail and "1 waiting" in s.detail for s in settled), report
     assert "slow second answer" in wait_until(lambda: w.screen("two"), lambda t: "slow second answer" in t,
                                               timeout=30)
     after = wait_until(watcher.poll, lambda s: s.state is AgentState.WAITING, timeout=30, every=1)

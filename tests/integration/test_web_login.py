@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import pytest
 
 from tests import raw_https
 from tests.polling import wait_until
-from vmgen.caddy import WebAccess, render_caddyfile
+from vmgen.caddy import WebAccess, render_caddyfile, upstream
 from vmgen.contract.names import VmPaths
 from vmgen.contract.weblogin import WebLoginSettings, make_verifier
 from vmgen.vmside.weblogin.server import LoginConfig, LoginService, serve
@@ -70,6 +71,26 @@ setTimeout(() => done("finished", true), 1500);
 </script></body></html>"""
 
 
+# A service worker as an agent-served backend would offer it: once registered on a hostname it
+# answers every page load there itself, a sign-in form included, even after Sign out.
+WORKER = """self.addEventListener("install", () => self.skipWaiting());
+self.addEventListener("activate", (e) => e.waitUntil(self.clients.claim()));
+self.addEventListener("fetch", (e) => e.respondWith(new Response(
+  "<form id=fake-sign-in><input id=password type=password></form>", {headers: {"Content-Type": "text/html"}})));
+"""
+REGISTER_WORKER = """<!doctype html><p id=backend>worker</p><script>
+window.result = null;
+navigator.serviceWorker.register("/sw.js", {scope: "/"})
+  .then(() => window.result = "registered", (e) => window.result = "refused: " + e);
+</script>"""
+# A preview's cookie bomb: 20 cookies of 4000 bytes for the workspace's hostname and all below it.
+COOKIE_BOMB = """<!doctype html><script>
+for (let i = 0; i < 20; i++)
+  document.cookie = `bomb${i}=${"x".repeat(4000)}; Path=/; Secure; Domain=${%(host)s}`;
+window.planted = document.cookie.split("; ").filter(c => c.startsWith("bomb")).length;
+</script>"""
+
+
 @dataclass
 class Backend:
     """A local server standing in for a workspace backend; it records every request."""
@@ -98,11 +119,23 @@ class Backend:
                     self.send_header("Sec-WebSocket-Accept", accept)
                     self.end_headers()
                     self.close_connection = True
+                    # Open until the other side goes: the frames are not read, only kept flowing.
+                    while self.connection.recv(65536):
+                        pass
                     return
                 if backend.name == "preview" and self.path == "/attack":
                     body = ATTACK_PAGE % {"host": json.dumps(HOST), "port": https_port}
                     self._reply(body, [("Set-Cookie", f"__Host-vmgen=tossed-by-header; Path=/; Secure; Domain={HOST}"),
                                        ("Set-Cookie", f"vmgen-theme=dark; Path=/; Secure; Domain={HOST}")])
+                    return
+                if self.path == "/sw.js":  # whoever serves this hostname offers a worker
+                    self._reply(WORKER, content_type="text/javascript")
+                    return
+                if self.path == "/register-worker":
+                    self._reply(REGISTER_WORKER)
+                    return
+                if backend.name == "preview" and self.path == "/bomb":
+                    self._reply(COOKIE_BOMB % {"host": json.dumps(HOST)})
                     return
                 self._reply(f"<!doctype html><title>{backend.name}</title><p id=backend>{backend.name}</p>")
 
@@ -115,12 +148,13 @@ class Backend:
                 backend.requests.append({"method": self.command, "path": self.path,
                                          "headers": {k.lower(): v for k, v in self.headers.items()}})
 
-            def _reply(self, body: str, headers: list[tuple[str, str]] = ()) -> None:
+            def _reply(self, body: str, headers: list[tuple[str, str]] = (),
+                       content_type: str = "text/html; charset=utf-8") -> None:
                 data = body.encode()
                 self.send_response(200)
                 for name, value in headers:
                     self.send_header(name, value)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -147,6 +181,7 @@ class Web:
     port: int
     backends: dict[str, Backend]
     log: Path
+    spki: str  # the hash of Caddy's intermediate CA key: chromium treats its certificates as valid
 
     def url(self, host: str, path: str = "/") -> str:
         return f"https://{host}:{self.port}{path}"
@@ -156,29 +191,32 @@ class Web:
 def web(tmp_path_factory) -> Iterator[Web]:
     assert shutil.which("caddy"), "scripts/setup-system.sh installs caddy"
     root = tmp_path_factory.mktemp("web")
-    vm = VmPaths(run=root / "run", caddy_logs=root / "logs", etc=root / "etc")
-    for folder in (vm.run, vm.caddy_logs):
+    vm = VmPaths(run=root / "run", caddy_logs=root / "logs", etc=root / "etc", log=root / "vmgen-logs")
+    for folder in (vm.run, vm.caddy_logs, vm.log):
         folder.mkdir()
     http_port, https_port = free_port(), free_port()
     settings = WebLoginSettings(host=HOST, user="vmgen", desktop=True, preview_ports=(3000,))
     backends = {role: Backend(role).start(https_port) for role in ("page", "code", "desktop", "preview")}
-    service = serve(LoginService(LoginConfig(settings, make_verifier(PASSWORD), code_ui_secret="k" * 64,
-                                             desktop_password=VNC_PASSWORD)), vm.web_login_socket)
+    login = LoginService(LoginConfig(settings, make_verifier(PASSWORD), code_ui_secret="k" * 64,
+                                     desktop_password=VNC_PASSWORD),
+                         ports={role: backend.port for role, backend in backends.items()})
+    service = serve(login, vm.web_login_socket)
     threading.Thread(target=service.serve_forever, daemon=True).start()
     caddyfile = render_caddyfile(WebAccess(settings, tls="internal", http_port=http_port, https_port=https_port), vm)
     for site in settings.sites():  # the contract's ports are the VM's; here, the stand-ins'
-        caddyfile = caddyfile.replace(f"import vmgen_login {site.port}\n",
-                                      f"import vmgen_login {backends[site.role].port}\n")
+        caddyfile = caddyfile.replace(f"import vmgen_login {upstream(site, vm)}\n",
+                                      f"import vmgen_login 127.0.0.1:{backends[site.role].port}\n")
     (root / "Caddyfile").write_text(caddyfile)
     errors = (root / "caddy.err").open("w")
     caddy = subprocess.Popen(["caddy", "run", "--adapter", "caddyfile", "--config", str(root / "Caddyfile")],
                              env={"HOME": str(root), "XDG_DATA_HOME": str(root / "data"),
                                   "XDG_CONFIG_HOME": str(root / "config"), "PATH": "/usr/bin:/bin"},
                              stdout=subprocess.DEVNULL, stderr=errors)
-    web = Web(https_port, backends, vm.web_access_log)
+    web = Web(https_port, backends, vm.web_access_log, "")
     try:
         assert wait_until(lambda: status(web, HOST, "/healthz"), lambda s: s == 200, timeout=30) == 200, \
             (root / "caddy.err").read_text()[-3000:]
+        web.spki = raw_https.spki_hash((root / "data/caddy/pki/authorities/local/intermediate.crt").read_bytes())
         yield web
     finally:
         caddy.terminate()
@@ -218,7 +256,9 @@ def browser(web: Web):
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors",
+    # Certificates of Caddy's local CA count as valid (not merely ignored): a browser registers
+    # service workers only on an origin whose certificate it trusts.
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", f"--ignore-certificate-errors-spki-list={web.spki}",
                  f"--host-resolver-rules=MAP *.{HOST} 127.0.0.1, MAP {HOST} 127.0.0.1", "--window-size=1000,800"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
@@ -399,3 +439,92 @@ def test_a_replayed_preview_cookie_opens_nothing_else(web):
     for host in (HOST, CODE, DESKTOP):
         assert request(web, host, "/api/x", headers={"Cookie": stolen})[0] == 401, host
     assert request(web, PREVIEW, f"/.vmgen/session?ticket={ticket}")[0] == 400  # a ticket works once
+
+
+# --- what issue 22 found: a worker that outlives Sign out, a cookie bomb, a websocket after Sign out
+
+def test_no_service_worker_on_vmgens_hostnames_and_sign_out_clears_their_storage(web):
+    """Whatever serves the page or the code UI, a worker is never registered there: it would answer
+    for the hostname, sign-in form included, after Sign out. Sign out clears their storage (the
+    code UI's token) too. A preview, the agent's own app, keeps its workers."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = signed_in_browser(web)
+    try:
+        for host in (HOST, CODE):
+            driver.get(web.url(host, "/register-worker"))
+            result = wait_until(lambda: driver.execute_script("return window.result"), bool, timeout=20)
+            assert result.startswith("refused"), (host, result)
+            assert driver.execute_script("return navigator.serviceWorker.getRegistrations()"
+                                         ".then(r => r.length)") == 0, host
+        driver.get(web.url(CODE, "/"))
+        assert driver.execute_script("return localStorage.getItem('auth-token')")
+        driver.get(web.url(PREVIEW, "/register-worker"))
+        assert wait_until(lambda: driver.execute_script("return window.result"), bool, timeout=20) == "registered"
+        # Sign out: every one of vmgen's hostnames is walked through, clearing its site data.
+        driver.get(web.url(HOST, "/"))
+        driver.execute_script("""const f = document.createElement('form'); f.method = 'post';
+            f.action = '/.vmgen/logout'; document.body.appendChild(f); f.submit();""")
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "password"))
+        assert driver.current_url.startswith(web.url(HOST, "/.vmgen/login"))
+        driver.get(web.url(CODE, "/.vmgen/nothing"))  # a page of the login's own on the code UI's origin
+        assert driver.execute_script("return localStorage.getItem('auth-token')") is None
+    finally:
+        driver.quit()
+
+
+def test_a_cookie_bomb_from_a_preview_locks_no_hostname(web):
+    """20 cookies of 4000 bytes that a preview planted for the workspace's hostname (and so for all
+    of vmgen's): they answered 431 on every hostname until the cookies were cleared by hand. Now the
+    hostnames go on working, and the browser is told to drop them."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = signed_in_browser(web)
+    try:
+        driver.get(web.url(PREVIEW, "/bomb"))
+        assert wait_until(lambda: driver.execute_script("return window.planted"), bool, timeout=20) == 20
+        for host, name in ((HOST, "page"), (CODE, "code")):
+            driver.get(web.url(host, "/"))
+            WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "backend"))
+            assert driver.find_element(By.ID, "backend").text == name, host
+            fetched = driver.execute_async_script(
+                "fetch('/api/x').then(r => arguments[0](r.status), e => arguments[0](String(e)))")
+            assert fetched == 200, host
+            assert sum(len(r["headers"].get("cookie", "")) for r in web.backends[name].requests[-2:]) < 2 * (8 << 10)
+        # What did not fit in the budget of what vmgen's backends get is gone from the browser.
+        kept = [c for c in driver.get_cookies() if c["name"].startswith("bomb")]
+        assert sum(len(c["name"]) + len(c["value"]) for c in kept) <= 8 << 10 and len(kept) < 3
+    finally:
+        driver.quit()
+
+
+def test_sign_out_closes_a_websocket_opened_before(web):
+    """A desktop websocket opened before Sign out kept working after it (only new requests were
+    refused): it is the login's, and ends with it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = signed_in_browser(web)
+    try:
+        driver.get(web.url(DESKTOP, "/vnc.html"))
+        opened = driver.execute_async_script(f"""const done = arguments[0];
+            window.ws = new WebSocket("wss://{DESKTOP}:{web.port}/websockify");
+            window.ws.onopen = () => done("open"); window.ws.onerror = () => done("error");
+            window.ws.onclose = () => window.closedAt = Date.now();""")
+        assert opened == "open"
+        time.sleep(1)  # what is asserted: the websocket stays open (no event to wait for)
+        assert driver.execute_script("return window.ws.readyState") == 1  # OPEN
+        desktop = driver.current_window_handle
+        driver.switch_to.new_window("tab")
+        driver.get(web.url(HOST, "/"))
+        signing_out = time.time()
+        driver.execute_script("""const f = document.createElement('form'); f.method = 'post';
+            f.action = '/.vmgen/logout'; document.body.appendChild(f); f.submit();""")
+        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "password"))
+        driver.switch_to.window(desktop)
+        closed_at = wait_until(lambda: driver.execute_script("return window.closedAt || 0"), bool, timeout=10)
+        assert 0 <= closed_at / 1000 - signing_out < 5
+    finally:
+        driver.quit()

@@ -418,3 +418,33 @@ def test_a_restore_says_its_step_once(home, provider) -> None:
     _, messages = run_launch(spec_for(home, source=RestoreSource("app", "")), provider, ScriptedClient(),
                              restore_identity="AGE-SECRET-KEY-1TEST\n")
     assert [m for m in messages if "restor" in m] == ["restored backup 20261202T120000Z-ab12"]
+
+
+def test_previews_on_a_preview_domain_get_records_in_its_zone_that_go_with_a_failed_launch(home) -> None:
+    from tests.fakes.cloudflare import FakeCloudflare
+    from vmgen.caddy import new_login
+    from vmgen.dns import CloudflareDns
+
+    public = FakeProvider(public=True)
+    web = WebSpec(domain="dev.example.com", preview_domain="previews.example.net")
+    with FakeCloudflare(zones=["dev.example.com", "previews.example.net"]) as cf:
+        def zones():
+            return CloudflareDns("test-token", "dev.example.com", cf.endpoint), \
+                CloudflareDns("test-token", "previews.example.net", cf.endpoint)
+
+        dns, preview_dns = zones()
+        run_launch(spec_for(home, web=web), public, ScriptedClient(), web_login=new_login(), dns=dns,
+                   preview_dns=preview_dns)
+        assert {r["name"] for r in cf.records("previews.example.net")} == {"app.previews.example.net",
+                                                                            "*.app.previews.example.net"}
+        assert WorkspaceState("app").record().preview_host == "app.previews.example.net"
+        user_data = yaml.safe_load(public.user_data["app"])
+        watch = next(f["content"] for f in user_data["write_files"] if f["path"] == "/etc/vmgen/idlewatch.toml")
+        assert 'preview_dns_zone = "previews.example.net"' in watch  # the self-delete removes them too
+        public.servers.clear()
+        WorkspaceState("app").remove()
+        dns, preview_dns = zones()
+        with pytest.raises(BootFailed):
+            run_launch(spec_for(home, web=web), public, ScriptedClient(fail_at="boot"), web_login=new_login(),
+                       dns=dns, preview_dns=preview_dns)
+        assert cf.records("previews.example.net") == [] and cf.records("dev.example.com") == []

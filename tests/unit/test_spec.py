@@ -10,8 +10,10 @@ from vmgen.spec import (
     discover_public_keys,
     parse_source,
     resolve_agent,
+    WebSpec,
     validate_name,
     validate_version,
+    validate_web,
 )
 
 
@@ -96,3 +98,20 @@ def test_no_key_is_a_clear_error(tmp_path: Path) -> None:
 def test_configured_key_text_is_validated(tmp_path: Path) -> None:
     with pytest.raises(InvalidSpec, match="not an SSH public key"):
         discover_public_keys(("not a key",), tmp_path)
+
+
+@pytest.mark.parametrize(("web", "error"), [
+    (WebSpec(domain="dev.example.com", preview_domain="previews.example.com"), "another registrable domain"),
+    (WebSpec(domain="dev.example.com", preview_domain="example.com"), "another registrable domain"),
+    (WebSpec(preview_domain="previews.example.net"), "needs a domain"),
+    (WebSpec(domain="dev.example.com", acme_ca="http://acme.test/dir"), "https:// directory URL"),
+    (WebSpec(domain="dev.example.com", acme_ca_root="not a certificate"), "PEM certificate"),
+])
+def test_web_settings_that_would_not_do_what_they_say_are_refused(web, error):
+    with pytest.raises(InvalidSpec, match=error):
+        validate_web(web)
+
+
+def test_a_preview_domain_on_another_registrable_domain():
+    web = WebSpec(domain="dev.example.com", preview_domain="previews.example.net")
+    assert validate_web(web) == web

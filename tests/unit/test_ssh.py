@@ -139,3 +139,28 @@ def test_a_failed_provisioning_shows_its_phase_and_that_phases_own_lines_first()
     assert "Could not resolve host" in report.splitlines()[2]
     assert "Rules updated" not in report and "Firewall" not in report
     assert failure_report([]).startswith("(nothing in the provisioning log")
+
+
+def test_a_tunnel_reaches_a_unix_socket_on_the_workspace(target: SSHTarget, tmp_path: Path) -> None:
+    """`vmgen open` without a domain: the page listens on a unix socket, forwarded over SSH."""
+    from vmgen.ssh import tunnel_command
+
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "page.sock"))
+    listener.listen()
+    local = free_port()
+    with subprocess.Popen(tunnel_command(target, local, str(tmp_path / "page.sock"))) as tunnel:
+        try:
+            assert wait_until(lambda: answers(local), bool, timeout=20)
+            with socket.create_connection(("127.0.0.1", local), timeout=10) as client:
+                client.sendall(b"hello page")
+                listener.settimeout(10)
+                received = []
+                while not received or received[-1] == b"":  # the readiness probe's connection comes first
+                    conn, _ = listener.accept()
+                    with conn:
+                        received.append(conn.recv(100))
+                assert received[-1] == b"hello page"
+        finally:
+            tunnel.terminate()
+            listener.close()

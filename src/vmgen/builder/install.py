@@ -34,6 +34,7 @@ WEB_PACKAGES = ("caddy",)
 # from nodejs.org; Debian's headers (npm_config_nodedir=/usr) and a compiler avoid both.
 CODE_UI_PACKAGES = ("build-essential", "python3", "libnode-dev")
 CODE_UI_PACKAGE = "@siteboon/claude-code-ui"
+CODE_UI_OFF = "off"  # code_ui_version = "off": a domain without the code UI
 # Where `npm install -g` puts it on Debian/Ubuntu, and the files vmgen starts and seeds.
 CODE_UI_ROOT = f"/usr/local/lib/node_modules/{CODE_UI_PACKAGE}"
 CODE_UI_CLI = f"{CODE_UI_ROOT}/server/cli.js"
@@ -68,7 +69,7 @@ def plan_for(
     code_ui_version: str = "",
 ) -> InstallPlan:
     if code_ui_version:
-        extra_packages = extra_packages + WEB_PACKAGES + CODE_UI_PACKAGES
+        extra_packages = extra_packages + CODE_UI_PACKAGES
     packages = tuple(sorted(set(BASE_PACKAGES) | set(agent.packages) | set(extra_packages)))
     digest = hashlib.sha256("\n".join(packages).encode()).hexdigest()[:12]
     stamp = ImageStamp(
@@ -108,8 +109,9 @@ def workspace_plan(
     """What a workspace with these choices installs: the desktop's packages with --desktop, the
     web server and the code UI with a domain. Launches and bakes both go through here, so a
     bake made with the same settings carries the stamps a launch looks for."""
-    extra = extra_packages + (DESKTOP_PACKAGES if desktop else ())
-    return plan_for(agent, agent_version, vmgen, extra, code_ui_version=code_ui_version if domain else "")
+    extra = extra_packages + (DESKTOP_PACKAGES if desktop else ()) + (WEB_PACKAGES if domain else ())
+    code_ui = code_ui_version if domain and code_ui_version != CODE_UI_OFF else ""
+    return plan_for(agent, agent_version, vmgen, extra, code_ui_version=code_ui)
 
 
 def plan_of(spec: WorkspaceSpec) -> InstallPlan:

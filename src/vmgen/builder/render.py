@@ -36,6 +36,7 @@ from ..contract.names import (
     AGENT_UID,
     AGENT_USER,
     CADDY_USER,
+    PAGE_USER,
     PORTS,
     UNITS,
     VM,
@@ -77,6 +78,7 @@ NAMES: dict[str, Any] = {
     "ports": PORTS,
     "agent_user": AGENT_USER,
     "web_login_user": WEB_LOGIN_USER,
+    "page_user": PAGE_USER,
     "caddy_user": CADDY_USER,
     "session": AGENT_SESSION,
     "code_ui_cli": CODE_UI_CLI,
@@ -185,7 +187,10 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         unit(UNITS.act),
         *([unit(UNITS.lifetime_timer)] if watch.max_lifetime_hours else []),
         _file(VM.tmpfiles, rendered("tmpfiles-vmgen.conf.j2")),
+        unit(UNITS.web_socket),
         unit(UNITS.web),
+        unit(UNITS.page_ops_socket),
+        unit(UNITS.page_ops),
         _file(VM.web_links, codec.dumps(_web_links(spec))),
         *_web_files(spec, options, rendered, unit),
         *(unit(name) for name in (UNITS.desktop if spec.desktop else ())),
@@ -302,10 +307,10 @@ def _web_links(spec: WorkspaceSpec) -> WebLinks:
         return WebLinks()
     return WebLinks(
         url=f"https://{spec.host}/",
-        code_url=f"https://code.{spec.host}/",
+        code_url=f"https://code.{spec.host}/" if spec.web.code_ui else "",
         # The login service answers / with noVNC, connecting, and the VNC password in the fragment.
         desktop_url=f"https://desktop.{spec.host}/" if spec.desktop else "",
-        previews={str(port): f"https://p{port}.{spec.host}/" for port in spec.web.preview_ports},
+        previews={str(port): f"https://p{port}.{spec.preview_host or spec.host}/" for port in spec.web.preview_ports},
     )
 
 
@@ -323,9 +328,16 @@ def _web_files(
         raise UsageError("a workspace with a domain needs its web login")
     login = options.web_login
     settings = _web_login_settings(spec, login.user if login else USER)
-    web = WebAccess(settings, tls=spec.web.tls, acme_email=spec.web.acme_email)
+    web = WebAccess(
+        settings,
+        tls=spec.web.tls,
+        acme_email=spec.web.acme_email,
+        acme_ca=spec.web.acme_ca,
+        acme_ca_root=bool(spec.web.acme_ca_root),
+    )
     verifier = "<verifier, generated per launch>" if options.redact_secrets or not login else login.verifier
     return [
+        *([_file(VM.acme_ca_root, spec.web.acme_ca_root)] if spec.web.acme_ca_root else []),
         _file(VM.caddyfile, render_caddyfile(web), mode="0600"),
         unit(UNITS.caddy),
         _file(VM.web_login_settings, settings.dumps(), mode="0600"),
@@ -333,6 +345,12 @@ def _web_files(
         unit(UNITS.web_login_socket),
         unit(UNITS.web_login),
         _file(VM.fail2ban_web_filter, without_comment_lines(_load_template("fail2ban-filter-vmgen-web.conf"))),
+        *(_code_ui_files(rendered, unit) if spec.web.code_ui else []),
+    ]
+
+
+def _code_ui_files(rendered: Callable[[str], str], unit: Callable[[str], dict[str, object]]) -> list[dict[str, object]]:
+    return [
         _file(VM.program("code-ui-install"), rendered("code-ui-install.sh.j2"), mode="0755"),
         _file(VM.program("code-ui-run"), rendered("code-ui-run.sh.j2"), mode="0755"),
         _file(VM.program("bind-localhost.cjs"), _load_template("bind-localhost.cjs")),
@@ -343,7 +361,12 @@ def _web_files(
 
 def _web_login_settings(spec: WorkspaceSpec, user: str) -> WebLoginSettings:
     return WebLoginSettings(
-        host=spec.host, user=user, code=True, desktop=spec.desktop, preview_ports=spec.web.preview_ports
+        host=spec.host,
+        user=user,
+        code=spec.web.code_ui,
+        desktop=spec.desktop,
+        preview_ports=spec.web.preview_ports,
+        preview_host=spec.preview_host,
     )
 
 
@@ -358,6 +381,7 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "git_branch": git.branch if git and git.branch else "",
         "restoring": isinstance(spec.source, RestoreSource),
         "web_domain": spec.web.domain,
+        "code_ui": spec.web.code_ui,
         "web_user": USER,
         "web_ban": WEB_BAN,
         "code_ui_user_id": WebLoginSettings(host="", user=USER).code_ui_user_id,
@@ -391,6 +415,7 @@ def _watch_settings(spec: WorkspaceSpec, self_delete: SelfDelete) -> WatchSettin
         metadata_url=self_delete.metadata_url,
         hcloud_endpoint=self_delete.api_endpoint,
         dns_zone=spec.web.domain if dns else "",
+        preview_dns_zone=spec.web.preview_domain if dns else "",
         dns_endpoint=self_delete.dns_endpoint if dns else "",
     )
 

@@ -2,13 +2,12 @@
 asked before any backend (`forward_auth`)."""
 
 from .auth import Login, new_login
-from .caddyfile import CODE_PORT, DESKTOP_PORT, PAGE_PORT, WebAccess, hostnames, render_caddyfile
+from .caddyfile import CODE_PORT, DESKTOP_PORT, WebAccess, hostnames, render_caddyfile, upstream
 from .fail2ban import WEB_BAN, WebBan
 
 __all__ = [
     "CODE_PORT",
     "DESKTOP_PORT",
-    "PAGE_PORT",
     "WEB_BAN",
     "Login",
     "WebAccess",
@@ -16,4 +15,5 @@ __all__ = [
     "hostnames",
     "new_login",
     "render_caddyfile",
+    "upstream",
 ]

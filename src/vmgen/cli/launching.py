@@ -29,7 +29,7 @@ from ..spec import (
     make_spec,
 )
 from ..ssh import default_identities
-from .app import err, main, out, progress, provider_named, settings
+from .app import err, main, out, progress, provider_named, running_target, settings
 
 if TYPE_CHECKING:
     from ..caddy import Login
@@ -96,6 +96,7 @@ class WebOptions(TypedDict, total=False):
 
     web_login: Login
     dns: CloudflareDns
+    preview_dns: CloudflareDns
 
 
 def web_options(s: Settings, spec: WorkspaceSpec) -> WebOptions:
@@ -105,10 +106,14 @@ def web_options(s: Settings, spec: WorkspaceSpec) -> WebOptions:
     from ..caddy import new_login
     from ..dns import DEFAULT_ENDPOINT, CloudflareDns
 
-    return {
+    endpoint = s.cloudflare_endpoint or DEFAULT_ENDPOINT
+    options: WebOptions = {
         "web_login": new_login(),
-        "dns": CloudflareDns(s.cloudflare_api_token, spec.web.domain, s.cloudflare_endpoint or DEFAULT_ENDPOINT),
+        "dns": CloudflareDns(s.cloudflare_api_token, spec.web.domain, endpoint),
     }
+    if spec.web.preview_domain:  # the same token, with DNS rights in the previews' zone too
+        options["preview_dns"] = CloudflareDns(s.cloudflare_api_token, spec.web.preview_domain, endpoint)
+    return options
 
 
 def print_web_access(spec: WorkspaceSpec, options: LaunchOptions) -> None:
@@ -117,6 +122,12 @@ def print_web_access(spec: WorkspaceSpec, options: LaunchOptions) -> None:
             f"  web:      https://{spec.host}/  (user {options.web_login.user}, password "
             f"{options.web_login.password}; again with `vmgen login {spec.name}`)"
         )
+        # Whether each hostname got its certificate (Let's Encrypt needs DNS and port 80), and why not.
+        from ..workspace_client import SshWorkspaceClient
+        from .web import CERTIFICATE_WAIT_SECONDS, print_certificates
+
+        client = SshWorkspaceClient(running_target(spec.name), spec.name)
+        print_certificates(spec.name, client, err, wait=CERTIFICATE_WAIT_SECONDS)
     else:
         err.print(f"  web:      vmgen open {spec.name}")
 
@@ -162,6 +173,9 @@ def build_spec(
             acme_email=s.acme_email,
             preview_ports=s.preview_ports,
             code_ui_version=s.code_ui_version,
+            acme_ca=s.acme_ca,
+            acme_ca_root=_read_pem(s.acme_ca_root),
+            preview_domain=s.preview_domain.lower().strip("."),
         ),
     )
     if spec.host and provider == "docker":
@@ -171,6 +185,16 @@ def build_spec(
     if backup is not None and backup.kind == "local":
         spec = dataclasses.replace(spec, local_backup_dir=Path(backup.path))
     return spec
+
+
+def _read_pem(path: str) -> str:
+    """The acme_ca_root setting's file, which the VM gets in its user-data (a public certificate)."""
+    if not path:
+        return ""
+    try:
+        return Path(path).expanduser().read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"acme_ca_root {path}: {exc}") from None
 
 
 @main.command()

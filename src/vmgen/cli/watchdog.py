@@ -11,6 +11,7 @@ from rich.table import Table
 from ..contract import codec
 from ..contract.documents import WatchdogState
 from ..contract.verdict_words import verdict_word, what_happens, what_holds
+from ..state import WorkspaceState
 from ..vmside import leases
 from ..workspace_client import SshWorkspaceClient, StatusUnavailable
 from .app import age_seconds, err, main, out, running_target
@@ -41,6 +42,11 @@ def status(name: str, as_json: bool) -> None:
         out.print_json(json.dumps(codec.to_value(state)))
         return
     out.print(format_status(name, state))
+    record = WorkspaceState(name).record()
+    if record is not None and record.host:  # with a domain: each hostname's certificate
+        from .web import print_certificates
+
+        print_certificates(name, client, out)
 
 
 def format_status(name: str, state: WatchdogState, elapsed: float = 0.0) -> Table:

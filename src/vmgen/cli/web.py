@@ -12,9 +12,12 @@ from datetime import timedelta
 from urllib.parse import quote
 
 import click
+from rich.console import Console
+from rich.markup import escape
 
-from ..caddy import CODE_PORT, DESKTOP_PORT, PAGE_PORT
+from ..caddy import CODE_PORT, DESKTOP_PORT
 from ..contract.documents import WebServices
+from ..contract.names import VM
 from ..errors import VmgenError, WorkspaceNotFound
 from ..spec import validate_name
 from ..ssh import tunnel_command
@@ -27,7 +30,9 @@ class NotServed(VmgenError):
     """What `vmgen open` was asked for is not on the workspace (yet)."""
 
 
-PORTS = {"page": PAGE_PORT, "code": CODE_PORT, "desktop": DESKTOP_PORT}
+# Where each is on the workspace: the page on its unix socket (without a domain, the agent's to
+# reach, as SSH logs in as the agent), the others on the loopback.
+REMOTES: dict[str, int | str] = {"page": str(VM.page_socket), "code": CODE_PORT, "desktop": DESKTOP_PORT}
 
 
 def web_login(name: str) -> tuple[str, str] | None:
@@ -55,7 +60,7 @@ def login(name: str) -> None:
 @click.argument("name")
 @click.option(
     "--what",
-    type=click.Choice(sorted(PORTS)),
+    type=click.Choice(sorted(REMOTES)),
     default="page",
     show_default=True,
     help="The workspace page, the code UI or the desktop.",
@@ -81,7 +86,7 @@ def open_(name: str, what: str, no_browser: bool) -> None:
         # The VNC password in the fragment: noVNC reads it there, and no server ever sees it.
         password = SshWorkspaceClient(target, name).desktop_password()
         url += f"vnc.html?autoconnect=1&resize=remote#password={quote(password, safe='')}"
-    with subprocess.Popen(tunnel_command(target, local, PORTS[what])) as tunnel:
+    with subprocess.Popen(tunnel_command(target, local, REMOTES[what])) as tunnel:
         # Killed (SIGTERM, a closed terminal's SIGHUP) as on Ctrl-C: the tunnel goes with it.
         ended_by: list[int] = []
 
@@ -104,6 +109,25 @@ def open_(name: str, what: str, no_browser: bool) -> None:
         raise VmgenError(f"the SSH tunnel to {name} ended ({tunnel.returncode})")
 
 
+CERTIFICATE_WAIT_SECONDS = 90.0
+
+
+def print_certificates(name: str, client: SshWorkspaceClient, console: Console, wait: float = 0.0) -> None:
+    """The hostnames' certificates in a line, and one more line for each hostname without one."""
+    try:
+        report = client.wait_for_certificates(wait) if wait else client.certificates()
+    except (VmgenError, subprocess.SubprocessError) as exc:
+        console.print(f"  [yellow]certificates:[/] unknown ({escape(str(exc))})")
+        return
+    if not report.hosts:
+        return
+    pending = [host.hostname for host in report.hosts if host.state == "pending"]
+    still = f" (still being obtained: {', '.join(pending)}; `vmgen status {name}` tells later)" if pending else ""
+    console.print(f"  certificates: {report.summary()}{still}", highlight=False)
+    for line in report.lines():
+        console.print(f"  [yellow]no certificate[/] for {escape(line)}", highlight=False, soft_wrap=True)
+
+
 def check_served(name: str, what: str, services: WebServices) -> None:
     """Refuse to open what is not there (a tunnel to nothing shows the browser's own error)."""
     if what == "desktop" and not services.desktop:
@@ -111,7 +135,9 @@ def check_served(name: str, what: str, services: WebServices) -> None:
     if what != "code":
         return
     if services.code_ui == "absent":
-        raise NotServed(f"{name} has no code UI (it comes with a domain: `vmgen launch ... --domain`)")
+        raise NotServed(
+            f"{name} has no code UI (it comes with a domain: `vmgen launch ... --domain`, unless code_ui_version = off)"
+        )
     if services.code_ui == "failed":
         raise NotServed(
             f"the code UI of {name} failed to install "

@@ -307,7 +307,13 @@ def destroy(name: str, yes: bool) -> None:
         record = state.record()
         with progress(f"destroying {name}"):
             later = provider.delete(name)
-            dns_left = remove_dns(name, record.host) if record and record.host else ""
+            dns_left = (
+                "; ".join(
+                    note for host in (record.host, record.preview_host) if host and (note := remove_dns(name, host))
+                )
+                if record
+                else ""
+            )
             identity = settle_identity(name, state, record)
             state.remove()
     notes = [note for note in (later, dns_left, identity) if note]

@@ -51,6 +51,7 @@ class WatchSettings:
     # With a domain: the zone whose records for this workspace go before the server does.
     dns_zone: str = ""
     dns_endpoint: str = ""
+    preview_dns_zone: str = ""  # with a preview domain: its zone, whose records go too
     ignore: tuple[str, ...] = ()
 
     def to_toml(self) -> str:

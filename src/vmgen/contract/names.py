@@ -20,6 +20,10 @@ AGENT_SESSION = "claude"
 # The web login service's system user (with a domain): neither root nor the agent, it holds the
 # login's verifier, the sessions and the keys it hands to the code UI and the desktop, nothing else.
 WEB_LOGIN_USER = "vmgen-web"
+# The workspace page's system user: neither root nor the agent (which must not be able to replace
+# the origin the login vouches for), and holding no secret. What needs the agent's uid or root, it
+# asks root for over root's page socket.
+PAGE_USER = "vmgen-page"
 # Caddy's user (the Debian and Ubuntu package's): the only user besides root that reads the Caddyfile.
 CADDY_USER = "caddy"
 
@@ -44,7 +48,6 @@ LOCATION_LABEL = "vmgen-location"
 class Ports:
     """Ports on the VM's loopback that Caddy proxies to, and the public ones the firewall opens."""
 
-    page: int = 7392  # the workspace page (vmgen vmside web)
     code_ui: int = 3001  # CloudCLI, the Claude Code web UI
     vnc: int = 5901  # x11vnc, local only
     novnc: int = 6080  # websockify serving noVNC
@@ -53,7 +56,7 @@ class Ports:
     @property
     def reserved(self) -> frozenset[int]:
         """Not available as preview ports."""
-        return frozenset({*self.public, self.page, self.code_ui, self.vnc, self.novnc})
+        return frozenset({*self.public, self.code_ui, self.vnc, self.novnc})
 
 
 PORTS = Ports()
@@ -73,7 +76,10 @@ class Units:
     control_socket: str = "vmgen-control.socket"  # the agent's requests to root (backup, restore)
     control: str = "vmgen-control.service"  # one root daemon answers every connection
     metadata_guard: str = "vmgen-metadata-guard.service"
-    web: str = "vmgen-web.service"
+    web: str = "vmgen-web.service"  # the workspace page, as its own user
+    web_socket: str = "vmgen-web.socket"  # Caddy's way to the page (the agent's without a domain)
+    page_ops_socket: str = "vmgen-page-ops.socket"  # the page's requests to root: vmgen-page's only
+    page_ops: str = "vmgen-page-ops@.service"
     web_login: str = "vmgen-web-login.service"
     web_login_socket: str = "vmgen-web-login.socket"  # Caddy's way in: root:caddy 0660
     caddy: str = "vmgen-caddy.service"
@@ -251,9 +257,30 @@ class VmPaths:
         return self.run / "backup.lock"
 
     @property
+    def page_socket(self) -> Path:
+        """The workspace page's socket, made by systemd: Caddy's (root:caddy 0660) with a domain."""
+        return self.run / "page.sock"
+
+    @property
+    def page_ops_socket(self) -> Path:
+        """Root's socket for the page's requests (root:vmgen-page 0660): the kernel says who asks."""
+        return self.run / "page-ops.sock"
+
+    @property
     def web_login_socket(self) -> Path:
         """The web login service's socket: Caddy's (root:caddy 0660), not the agent's."""
         return self.run / "web-login.sock"
+
+    @property
+    def web_tls_log(self) -> Path:
+        """Caddy's certificate events alone (JSON, no requests): world-readable, so that the page,
+        `vmgen status` and a launch can say why a hostname has no certificate."""
+        return self.log / "web-tls.log"
+
+    @property
+    def acme_ca_root(self) -> Path:
+        """The root certificate of a private ACME server's own HTTPS (`acme_ca_root`), if any."""
+        return self.etc / "acme-ca-root.pem"
 
     @property
     def web_access_log(self) -> Path:

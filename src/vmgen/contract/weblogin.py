@@ -29,13 +29,28 @@ SESSION_COOKIE = "__Host-vmgen"
 # security headers; a preview is the agent's dev server and keeps its own headers.
 ROLES = ("page", "code", "desktop", "preview")
 VERIFIER_SCHEME = "sha256"
+# What Caddy accepts as a request's header (its default, written into the Caddyfile) and so what
+# the login service must read without failing: a browser sends at most 180 cookies of 4 KB per
+# registrable domain, and a preview may set them all for the workspace's hostnames.
+MAX_HEADER_BYTES = 1 << 20
+# Cookies other than the session's that reach a backend on vmgen's own hostnames: past this, the
+# largest are dropped (and, on a page load, expired in the browser), so a preview's cookie bomb
+# never makes the page, the code UI or the desktop refuse a request.
+COOKIE_BUDGET = 8 << 10
+# What Sign out clears on each of vmgen's hostnames: the HTTP cache (a page the agent's backend
+# served with a long max-age), storage (service workers, localStorage: the code UI's token) and
+# open documents. Not "cookies": browsers clear those for the whole registrable domain, which
+# would sign the user out of every workspace (and site) under it; vmgen expires its own by name.
+CLEAR_SITE_DATA = '"cache", "storage", "executionContexts"'
 
 
 @dataclass(frozen=True)
 class WebSite:
     hostname: str
     role: str
-    port: int  # on the VM's loopback
+    port: int  # the backend's on the VM's loopback; 0 for the page, which has its unix socket
+    label: str = ""  # what `/.vmgen/open?to=` names it by ("" for the workspace's own hostname)
+    same_site: bool = True  # below the workspace's hostname (not on a separate preview domain)
 
     @property
     def own(self) -> bool:
@@ -50,6 +65,9 @@ class WebLoginSettings:
     code: bool = True
     desktop: bool = False
     preview_ports: tuple[int, ...] = ()
+    # Where previews live: "" for below `host`; otherwise a hostname on another registrable domain
+    # (`preview_domain`), so that a preview is another *site* than vmgen's own hostnames.
+    preview_host: str = ""
     session_hours: float = 12.0
     # The code UI's one account (seeded by the install script) that its tokens name.
     code_ui_user_id: int = 1
@@ -59,16 +77,24 @@ class WebLoginSettings:
     failure_window_seconds: float = 600.0
 
     def sites(self) -> tuple[WebSite, ...]:
-        sites = [WebSite(self.host, "page", PORTS.page)]
+        sites = [WebSite(self.host, "page", 0)]
         if self.code:
-            sites.append(WebSite(f"code.{self.host}", "code", PORTS.code_ui))
+            sites.append(WebSite(f"code.{self.host}", "code", PORTS.code_ui, "code"))
         if self.desktop:
-            sites.append(WebSite(f"desktop.{self.host}", "desktop", PORTS.novnc))
-        sites.extend(WebSite(f"p{port}.{self.host}", "preview", port) for port in self.preview_ports)
+            sites.append(WebSite(f"desktop.{self.host}", "desktop", PORTS.novnc, "desktop"))
+        previews = self.preview_host or self.host
+        sites.extend(
+            WebSite(f"p{port}.{previews}", "preview", port, f"p{port}", not self.preview_host)
+            for port in self.preview_ports
+        )
         return tuple(sites)
 
     def site(self, hostname: str) -> WebSite | None:
         return next((site for site in self.sites() if site.hostname == hostname), None)
+
+    def labelled(self, label: str) -> WebSite | None:
+        """The hostname `/.vmgen/open?to=<label>` leads to (never the workspace's own)."""
+        return next((site for site in self.sites() if label and site.label == label), None)
 
     def dumps(self) -> str:
         return codec.dumps(self)

@@ -14,7 +14,7 @@ import time
 import click
 
 from ..contract.control import TRIGGERS, ControlRequest
-from ..contract.names import PORTS, VM
+from ..contract.names import VM
 from . import leases
 
 
@@ -102,6 +102,14 @@ def services() -> None:
 
 
 @vmside.command()
+def certificates() -> None:
+    """Print each hostname's certificate (issued, pending, or failed and why) as JSON."""
+    from .web.certificates import report
+
+    click.echo(report().dumps(), nl=False)
+
+
+@vmside.command()
 @click.option("--for", "duration", required=True, help="How long, e.g. 3h, 90m.")
 @click.option("--reason", default="", help="Shown in the watchdog's log and status.")
 def keepalive(duration: str, reason: str) -> None:
@@ -165,12 +173,15 @@ def control() -> None:
 
 
 @vmside.command()
-@click.option("--port", default=PORTS.page, show_default=True, help="Port on 127.0.0.1.")
-def web(port: int) -> None:
-    """Serve the workspace page (the vmgen-web service; Caddy adds TLS, the login service the login)."""
+def web() -> None:
+    """Serve the workspace page (vmgen-web, as its own user on the socket systemd passes; Caddy
+    adds TLS, the login service the login)."""
+    import logging
+
     from .web.server import WebSettings, serve
 
-    serve(WebSettings(port=port)).serve_forever()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    serve(WebSettings()).serve_forever()
 
 
 @vmside.command(name="web-login")

@@ -92,7 +92,7 @@ def serve(
     agent = agent or RunAs.lookup(AGENT_USER)
     uid = peer_uid(conn)
     try:  # read first, even a request that will be refused: closing on unread data resets it
-        line = _read_line(conn, deadline if deadline is not None else time.monotonic() + REQUEST_DEADLINE)
+        line = read_request_line(conn, deadline if deadline is not None else time.monotonic() + REQUEST_DEADLINE)
     except (OSError, ValueError) as exc:
         _send(conn, refused_line(f"bad request: {exc}"), FINAL_SEND_TIMEOUT)
         return
@@ -176,7 +176,8 @@ def _answer_tick(conn: socket.socket, paths: VmPaths, ticks: TickShare | None) -
     _send(conn, result_line(state), FINAL_SEND_TIMEOUT)
 
 
-def _read_line(conn: socket.socket, deadline: float) -> bytes:
+def read_request_line(conn: socket.socket, deadline: float) -> bytes:
+    """One request line, capped, by `deadline` (time.monotonic()) in total: a slow client gets no more."""
     data = b""
     while b"\n" not in data:
         left = deadline - time.monotonic()

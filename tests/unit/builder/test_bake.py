@@ -13,7 +13,7 @@ import yaml
 
 from vmgen.agents import AGENTS
 from vmgen.builder import RenderOptions, generate_host_key, render_user_data
-from vmgen.builder.install import plan_for
+from vmgen.builder.install import plan_for, workspace_plan
 from vmgen.builder.render import render_bake_script, render_bake_user_data
 from vmgen.packer import PackerMissing, build_with_packer, write_build_dir
 from vmgen.packer.template import SnapshotBuild
@@ -115,7 +115,7 @@ def test_packer_failures_show_their_tail(tmp_path, monkeypatch):
 
 def test_the_code_ui_is_an_optional_step_baked_only_when_wanted():
     with_ui = plan_for(AGENTS["claude"], "2.1.332", VMGEN, code_ui_version="1.12.0")
-    assert with_ui.stamp.code_ui == "cloudcli-1.12.0" and {"caddy", "libnode-dev"} <= set(with_ui.packages)
+    assert with_ui.stamp.code_ui == "cloudcli-1.12.0" and "libnode-dev" in with_ui.packages
     assert "@siteboon/claude-code-ui@1.12.0" in with_ui.code_ui_install
     assert ImageStamp.from_labels(with_ui.stamp.labels("ubuntu-24.04")) == with_ui.stamp
     assert ImageStamp.from_labels(PLAN.stamp.labels("ubuntu-24.04")).code_ui == ""
@@ -124,3 +124,13 @@ def test_the_code_ui_is_an_optional_step_baked_only_when_wanted():
     assert "code_ui" in PLAN.stamp.differs_from(with_ui.stamp)
     assert "phase code-ui-install" in render_bake_script(with_ui)
     assert "code-ui" not in render_bake_script(PLAN)
+
+
+def test_a_domain_brings_caddy_and_the_code_ui_unless_it_is_off():
+    with_domain = workspace_plan(AGENTS["claude"], "2.1.332", VMGEN, desktop=False, domain="dev.example.com",
+                                 code_ui_version="1.12.0")
+    assert {"caddy", "libnode-dev"} <= set(with_domain.packages) and with_domain.code_ui_install
+    without_ui = workspace_plan(AGENTS["claude"], "2.1.332", VMGEN, desktop=False, domain="dev.example.com",
+                                code_ui_version="off")
+    assert "caddy" in without_ui.packages and "libnode-dev" not in without_ui.packages
+    assert without_ui.code_ui_install == "" and without_ui.stamp.code_ui == ""

@@ -160,7 +160,7 @@ record() {  # one write per call: the install steps run side by side and append 
   local entry; entry=$(printf '%s' "$1"; shift; for a in "$@"; do printf '\\037%s' "$a"; done)
   printf '%s\\036' "$entry" >> "$RECORD"
 }
-for cmd in apt-get cat rm ufw systemctl systemd-tmpfiles npm python3 ln install runuser date find chown /opt/vmgen/bin/pip; do
+for cmd in apt-get cat rm ufw systemctl systemd-tmpfiles npm python3 ln install runuser date find chown id useradd /opt/vmgen/bin/pip; do
   eval "$(printf '%q() { record %q "$@"; }' "$cmd" "$cmd")"
 done
 tee() { /bin/cat; record tee "$@"; }

@@ -124,3 +124,61 @@ def test_every_unit_root_runs_has_a_finite_start_and_stop_timeout():
     assert "Unit=vmgen-act.service" in files["/etc/systemd/system/vmgen-lifetime.timer"]["content"]
     socket = files["/etc/systemd/system/vmgen-control.socket"]["content"]
     assert "Accept=no" in socket and "TriggerLimitIntervalSec=0" in socket
+
+
+def test_the_page_is_its_own_user_on_a_socket_only_caddy_reaches_and_root_answers_its_requests():
+    service = content("/etc/systemd/system/vmgen-web.service")
+    assert "User=vmgen-page\n" in service and "User=agent" not in service and "HOME=" not in service
+    # An isolated interpreter: nothing on its import path the agent could write.
+    assert "ExecStart=/opt/vmgen/bin/python -I -m vmgen.vmside.main vmside web\n" in service
+    assert "RestrictAddressFamilies=AF_UNIX\n" in service and "ProtectHome=true" in service
+    socket = content("/etc/systemd/system/vmgen-web.socket")
+    assert "ListenStream=/run/vmgen/page.sock\nSocketUser=root\nSocketGroup=caddy\nSocketMode=0660" in socket
+    ops = content("/etc/systemd/system/vmgen-page-ops.socket")
+    assert "SocketUser=root\nSocketGroup=vmgen-page\nSocketMode=0660\nAccept=yes" in ops
+    assert "-I -m vmgen.vmside.pageops" in content("/etc/systemd/system/vmgen-page-ops@.service")
+    assert "-I -m vmgen.vmside.main vmside web-login" in content("/etc/systemd/system/vmgen-web-login.service")
+    caddyfile = content("/etc/vmgen/Caddyfile")
+    assert "import vmgen_login unix//run/vmgen/page.sock\n" in caddyfile and "7392" not in caddyfile
+
+
+def test_without_a_domain_the_page_is_reached_through_ssh_as_the_agent():
+    bare = files_of(render(make_spec()))
+    socket = bare["/etc/systemd/system/vmgen-web.socket"]["content"]
+    assert "SocketGroup=agent\n" in socket
+    assert "User=vmgen-page\n" in bare["/etc/systemd/system/vmgen-web.service"]["content"]
+
+
+def test_certificates_come_by_http_01_from_the_configured_acme_server():
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    spec = make_spec(web=WebSpec(domain="dev.example.com", acme_ca="https://acme.test:14000/dir", acme_ca_root=pem))
+    files = files_of(render(spec, web_login=LOGIN))
+    caddyfile = files["/etc/vmgen/Caddyfile"]["content"]
+    assert ("cert_issuer acme https://acme.test:14000/dir {\n\t\ttrusted_roots /etc/vmgen/acme-ca-root.pem\n"
+            "\t\tdisable_tlsalpn_challenge\n\t}") in caddyfile
+    assert files["/etc/vmgen/acme-ca-root.pem"]["content"] == pem
+    # Caddy's certificate events, readable by the page and over SSH: why a hostname has none.
+    assert "include tls http.acme_client" in caddyfile
+    assert "-m 0644 /dev/null /var/log/vmgen/web-tls.log" in files["/usr/local/lib/vmgen/provision.sh"]["content"]
+
+
+def test_previews_on_a_preview_domain_are_another_site():
+    spec = make_spec(web=WebSpec(domain="dev.example.com", preview_domain="previews.example.net",
+                                 preview_ports=(3000,)))
+    files = files_of(render(spec, web_login=LOGIN))
+    settings = WebLoginSettings.loads(files["/etc/vmgen/web-login/settings.json"]["content"])
+    (preview,) = [site for site in settings.sites() if site.role == "preview"]
+    assert (preview.hostname, preview.same_site) == ("p3000.app.previews.example.net", False)
+    assert "\np3000.app.previews.example.net {\n" in files["/etc/vmgen/Caddyfile"]["content"]
+    links = json.loads(files["/etc/vmgen/web.json"]["content"])
+    assert links["previews"] == {"3000": "https://p3000.app.previews.example.net/"}
+
+
+def test_a_domain_without_the_code_ui():
+    spec = make_spec(web=WebSpec(domain="dev.example.com", code_ui_version="off"))
+    files = files_of(render(spec, web_login=LOGIN))
+    assert not any("code-ui" in path for path in files)
+    settings = WebLoginSettings.loads(files["/etc/vmgen/web-login/settings.json"]["content"])
+    assert not settings.code and "code.app.dev.example.com" not in files["/etc/vmgen/Caddyfile"]["content"]
+    assert json.loads(files["/etc/vmgen/web.json"]["content"])["code_url"] == ""
+    assert "vmgen-code-ui-install" not in files["/usr/local/lib/vmgen/provision.sh"]["content"]

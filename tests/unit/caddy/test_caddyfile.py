@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from vmgen.caddy import WebAccess, hostnames, new_login, render_caddyfile
+from vmgen.contract.names import VmPaths
 from vmgen.contract.weblogin import WebLoginSettings, check_password
 
 SETTINGS = WebLoginSettings(host="app.dev.example.com", user="vmgen", desktop=True, preview_ports=(3000, 5173))
@@ -22,9 +23,12 @@ def blocks(text: str) -> dict[str, str]:
 
 
 def test_hostnames_cover_the_page_code_desktop_and_previews():
-    assert hostnames(WEB) == {"app.dev.example.com": 7392, "code.app.dev.example.com": 3001,
-                              "desktop.app.dev.example.com": 6080, "p3000.app.dev.example.com": 3000,
-                              "p5173.app.dev.example.com": 5173}
+    # The page on its unix socket (no port the agent could bind first), the rest on the loopback.
+    assert hostnames(WEB) == {"app.dev.example.com": "unix//run/vmgen/page.sock",
+                              "code.app.dev.example.com": "127.0.0.1:3001",
+                              "desktop.app.dev.example.com": "127.0.0.1:6080",
+                              "p3000.app.dev.example.com": "127.0.0.1:3000",
+                              "p5173.app.dev.example.com": "127.0.0.1:5173"}
     assert "desktop.app.dev.example.com" not in hostnames(WebAccess(WebLoginSettings(host="app.dev.example.com",
                                                                                      user="u")))
 
@@ -40,7 +44,7 @@ def test_every_site_asks_the_login_service_before_its_backend():
     assert "basicauth" not in login
     assert 'handle /healthz {\n\t\trespond "ok" 200' in login
     last = login[login.index("\thandle {\n"):]
-    assert last.index("forward_auth unix//run/vmgen/web-login.sock") < last.index("reverse_proxy 127.0.0.1:{args.0}")
+    assert last.index("forward_auth unix//run/vmgen/web-login.sock") < last.index("reverse_proxy {args.0}")
     # The backend gets the cookies the login service returns: never the session cookie.
     assert "copy_headers X-Vmgen-Cookie>Cookie" in last
     assert "handle /.vmgen/check {\n\t\trespond 404" in login
@@ -86,7 +90,7 @@ def test_the_login_is_a_salted_hash_of_a_generated_password():
 def test_caddy_validates_it(web, tmp_path):
     assert shutil.which("caddy"), "scripts/setup-system.sh installs caddy"
     config = tmp_path / "Caddyfile"
-    config.write_text(render_caddyfile(web))
+    config.write_text(render_caddyfile(web, VmPaths(log=tmp_path)))  # Caddy opens its log to validate
     result = subprocess.run(["caddy", "validate", "--adapter", "caddyfile", "--config", str(config)],
                             capture_output=True, text=True, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-2000:]

@@ -370,9 +370,12 @@ def remove_dns_records(settings: WatchSettings, token: str) -> None:
     """Only records still pointing at this VM: after a restore elsewhere, the names are the new one's."""
     from ...dns import DEFAULT_ENDPOINT, CloudflareDns
 
-    dns = CloudflareDns(token, settings.dns_zone, settings.dns_endpoint or DEFAULT_ENDPOINT)
-    removed = dns.remove_workspace(settings.name, only_ipv4=_metadata(settings, "public-ipv4"))
-    log.warning("removed %d DNS record(s) of %s in %s", removed, settings.name, settings.dns_zone)
+    address = _metadata(settings, "public-ipv4")
+    for zone in (settings.dns_zone, settings.preview_dns_zone):
+        if zone:
+            dns = CloudflareDns(token, zone, settings.dns_endpoint or DEFAULT_ENDPOINT)
+            removed = dns.remove_workspace(settings.name, only_ipv4=address)
+            log.warning("removed %d DNS record(s) of %s in %s", removed, settings.name, zone)
 
 
 def _metadata(settings: WatchSettings, key: str) -> str:

@@ -51,9 +51,11 @@ class HumansConfig:
     agent_user: str = AGENT_USER
     ssh_excluded_users: tuple[str, ...] = ("root",)  # vmgen's own maintenance logins
     tmux_dir: Path | None = None  # None: /tmp/tmux-<agent uid>
-    # Caddy (the page, code UI and desktop with a domain), and the page, code UI and noVNC
-    # themselves (what `vmgen open` tunnels to without one).
-    web_ports: tuple[int, ...] = (80, 443, PORTS.page, PORTS.code_ui, PORTS.novnc)
+    # Caddy (the page, code UI and desktop with a domain), and the code UI and noVNC themselves
+    # (what `vmgen open` tunnels to without one).
+    web_ports: tuple[int, ...] = (80, 443, PORTS.code_ui, PORTS.novnc)
+    # The page's socket: `vmgen open` tunnels to it over SSH without a domain.
+    web_sockets: tuple[Path, ...] = (VM.page_socket,)
     leases_path: Path = VM.leases
     tmux_timeout: float = 5.0
 
@@ -140,6 +142,26 @@ def count_web_connections(ports: Iterable[int], proc_net: str = "/proc/net") -> 
                         count += 1
         except OSError:
             continue  # no IPv6, or no /proc/net in this namespace
+    return count
+
+
+UNIX_CONNECTED = "03"
+
+
+def count_unix_connections(paths: Iterable[Path], proc_net: str = "/proc/net") -> int:
+    """Connections accepted on the unix sockets at `paths` (a server's accepted sockets carry
+    the name it listens on; the listener itself is not connected)."""
+    wanted = {str(path) for path in paths}
+    count = 0
+    try:
+        with open(f"{proc_net}/unix") as f:
+            next(f, None)  # header
+            for line in f:
+                fields = line.split()
+                if len(fields) > 7 and fields[5] == UNIX_CONNECTED and fields[7] in wanted:
+                    count += 1
+    except OSError:
+        return 0
     return count
 
 

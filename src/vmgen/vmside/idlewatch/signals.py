@@ -19,6 +19,7 @@ from .humans import (
     HumansConfig,
     count_ssh_sessions,
     count_tmux_clients,
+    count_unix_connections,
     count_web_connections,
     read_leases,
     tmux_sockets,
@@ -91,7 +92,11 @@ class SignalCollector:
         humans = Humans(
             ssh_sessions=self._guard("ssh", lambda: count_ssh_sessions(cfg.humans.ssh_excluded_users), _zero),
             tmux_clients=self._guard("tmux", self._tmux_clients, _zero),
-            web_connections=self._guard("web", lambda: count_web_connections(cfg.humans.web_ports), _zero),
+            web_connections=self._guard(
+                "web",
+                lambda: count_web_connections(cfg.humans.web_ports) + count_unix_connections(cfg.humans.web_sockets),
+                _zero,
+            ),
         )
         leases: tuple[Lease, ...] = self._guard("leases", self._leases, lambda e: ())
         return Snapshot(at=self._clock(), agent=agent, files_changed=files, humans=humans, leases=leases)

@@ -1,43 +1,47 @@
 """The workspace page's HTTP server (stdlib): the page, its state as JSON, and three actions.
 
-Caddy terminates TLS and does the auth; this binds 127.0.0.1 only. Actions are POSTs that must
-carry a JSON body, a custom header and a same-origin Origin: a page on another site cannot
-make the user's browser trigger them with its cached credentials.
+It runs as its own user (`vmgen-page`), on a unix socket systemd made as root: with a domain only
+Caddy may connect (root:caddy 0660), and the web login has vouched for every request Caddy sends.
+The agent can neither kill, replace nor feed code to this process, nor bind its address first.
+What the page needs of the agent or of root (the agent's activity and leases, typing into its
+pane, a keepalive lease, a backup) it asks root for over root's page socket (`vmside/pageops.py`);
+root's own documents (the watchdog's state, the last backup, the links) are world-readable.
+
+Actions are POSTs that must carry a JSON body, a custom header and a same-origin Origin: a page
+on another site cannot make the user's browser trigger them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import subprocess
+import socket
+import threading
 import time
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ...contract import codec
-from ...contract.control import ControlRequest
-from ...contract.documents import ACTION_WORDS, BackupResult, WatchdogState
-from ...contract.names import AGENT_SESSION, PORTS, VM, VmPaths
+from ...contract.control import decode_reply
+from ...contract.documents import ACTION_WORDS, WatchdogState
+from ...contract.names import UNITS, VM, VmPaths
+from ...contract.pageops import KEEPALIVE_HOURS, MAX_MESSAGE, PageActivity, PageRequest, encode_request
 from ...contract.verdict_words import verdict_word, what_happens, what_holds
-from .. import leases
+from ..activation import UnixHTTPServer, serve_unix
 from ..boot import with_age
-from .activity import recent_activity
+from .certificates import report as certificate_report
 
 log = logging.getLogger(__name__)
 ACTION_HEADER = "X-Vmgen-Action"
-KEEPALIVE_HOURS = (1, 4)
-MAX_MESSAGE = 4000
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    port: int = PORTS.page
-    session: str = AGENT_SESSION
-    vm: VmPaths = VM  # the workspace's description, the watchdog's state, leases, backup results
+MAX_BODY = 16 * 1024
+ACTIVITY_SECONDS = 2.0  # polls from several tabs within this share one question to root
+OPS_TIMEOUT = 45.0  # root's own deadlines are shorter; this only ends a hung connection
+DOCUMENT_MAX = 1 << 20
 
 
 class ActionRefused(Exception):
@@ -46,9 +50,63 @@ class ActionRefused(Exception):
         self.status = status
 
 
+Ops = Callable[[PageRequest], dict[str, Any]]
+
+
+def root_ops(paths: VmPaths = VM) -> Ops:
+    """Ask root's page socket one request; its answer, or ActionRefused."""
+
+    def ask(request: PageRequest) -> dict[str, Any]:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.settimeout(OPS_TIMEOUT)
+                conn.connect(str(paths.page_ops_socket))
+                conn.sendall(encode_request(request))
+                data = b""
+                while b"\n" not in data and len(data) < DOCUMENT_MAX:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            reply = decode_reply(data.split(b"\n", 1)[0])
+        except (OSError, codec.DocumentError) as exc:
+            raise ActionRefused(503, f"root's page service does not answer ({exc})") from None
+        if reply.busy:  # nothing was done; it may work in a moment
+            raise ActionRefused(409, reply.busy)
+        if reply.refused:
+            raise ActionRefused(503, reply.refused)
+        if reply.result is None:
+            raise ActionRefused(503, "root's page service sent no result")
+        return reply.result
+
+    return ask
+
+
+@dataclass
+class WebSettings:
+    vm: VmPaths = VM  # the workspace's description, the watchdog's state, backup results, links
+    ops: Ops = field(default_factory=root_ops)
+    _activity: tuple[float, PageActivity] = (0.0, PageActivity())
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def activity(self) -> PageActivity:
+        with self._lock:
+            at, cached = self._activity
+            if time.monotonic() - at < ACTIVITY_SECONDS:
+                return cached
+            try:
+                fresh = PageActivity.from_result(self.ops(PageRequest("activity")))
+            except (ActionRefused, codec.DocumentError) as exc:
+                log.warning("the page's activity: %s", exc)
+                fresh = cached
+            self._activity = (time.monotonic(), fresh)
+            return fresh
+
+
 def _json_file(path: Path) -> dict[str, Any] | None:
     try:
-        value = json.loads(path.read_text())
+        with open(path, "rb") as f:
+            value = json.loads(f.read(DOCUMENT_MAX))
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
@@ -59,7 +117,7 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
     watchdog = _json_file(settings.vm.watchdog_state) or {}
     backup = _json_file(settings.vm.backup_result)
     restore = _json_file(settings.vm.restore_result)
-    activity = recent_activity(settings.vm.home / ".claude", workspace.get("repo_dir", ""))
+    activity = settings.activity()
     verdict = watchdog.get("verdict")
     return {
         "workspace": workspace.get("name", ""),
@@ -70,7 +128,7 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
         "said": said(watchdog),
         # The idle action or the hard lifetime, once under way: its step and what happened.
         "acting": watchdog.get("acting"),
-        "leases": [{"until": lease.until, "reason": lease.reason} for lease in leases.read(settings.vm.leases)],
+        "leases": [{"until": lease.until, "reason": lease.reason} for lease in activity.leases],
         "backup": {k: backup.get(k) for k in ("ok", "backup_id", "ciphertext_bytes", "finished_at", "error")}
         if backup
         else None,
@@ -79,7 +137,9 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
         if restore and restore.get("ok") is True
         else None,
         "web": _json_file(settings.vm.web_links) or {},
-        "activity": [item.to_json() for item in activity],
+        # Hostnames without a certificate, each with why (DNS, the ACME server's refusal or limit).
+        "certificates": certificate_report(settings.vm).lines(),
+        "activity": [codec.to_value(item) for item in activity.items],
         "now": time.time(),
     }
 
@@ -95,39 +155,20 @@ def said(watchdog: dict[str, Any]) -> dict[str, str] | None:
 
 
 def keep_alive(settings: WebSettings, hours: object) -> dict[str, Any]:
-    if hours not in KEEPALIVE_HOURS:
+    if not isinstance(hours, int) or isinstance(hours, bool) or hours not in KEEPALIVE_HOURS:
         raise ActionRefused(400, f"hours must be one of {KEEPALIVE_HOURS}")
-    lease = leases.add(int(hours) * 3600, "from the workspace page", settings.vm.leases)
-    return {"until": lease.until}
+    return settings.ops(PageRequest("keepalive", hours=hours))
 
 
 def request_backup(settings: WebSettings) -> dict[str, Any]:
     """Ask root for a backup and answer once it started; it goes on after this request ends."""
-    from ..control import ControlUnavailable, ask
-
-    try:
-        for reply in ask(ControlRequest("backup", trigger="page"), settings.vm, timeout=30):
-            if reply.refused or reply.busy:  # busy: another backup runs, or root is flooded
-                raise ActionRefused(409, reply.refused or reply.busy)
-            if reply.result is not None:
-                return {"started": True, "result": codec.from_value(BackupResult, reply.result, strict=False).ok}
-            return {"started": True}  # the first progress line: root is at work
-    except (ControlUnavailable, OSError) as exc:
-        raise ActionRefused(503, f"the backup service does not answer: {exc}") from None
-    raise ActionRefused(503, "the backup service closed the connection")
+    return settings.ops(PageRequest("backup"))
 
 
 def send_to_agent(settings: WebSettings, text: object) -> dict[str, Any]:
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_MESSAGE:
         raise ActionRefused(400, f"text must be 1 to {MAX_MESSAGE} characters")
-    line = " ".join(text.splitlines())  # a newline would press Enter midway
-    for keys in (["-l", "--", line], ["Enter"]):
-        done = subprocess.run(
-            ["tmux", "send-keys", "-t", settings.session, *keys], check=False, capture_output=True, timeout=10
-        )
-        if done.returncode != 0:
-            raise ActionRefused(503, "the agent's session is not running")
-    return {"sent": True}
+    return settings.ops(PageRequest("send", text=text))
 
 
 ACTIONS = {
@@ -157,10 +198,11 @@ def make_handler(settings: WebSettings) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             action = ACTIONS.get(urlsplit(self.path).path)
             try:
+                body = self._body()  # read before any answer: this connection may be kept alive
                 if action is None:
                     raise ActionRefused(404, "not found")
                 self._check_same_origin()
-                self._json(200, action(settings, self._body()))
+                self._json(200, action(settings, body))
             except ActionRefused as refused:
                 self._json(refused.status, {"error": str(refused)})
 
@@ -172,13 +214,16 @@ def make_handler(settings: WebSettings) -> type[BaseHTTPRequestHandler]:
                 raise ActionRefused(403, "cross-site request refused")
 
         def _body(self) -> dict[str, Any]:
+            declared = self.headers.get("Content-Length") or "0"
+            length = int(declared) if declared.isdigit() else MAX_BODY + 1
+            if length > MAX_BODY:
+                self.close_connection = True
+                raise ActionRefused(413, "too large")
+            raw = self.rfile.read(length)
             if not (self.headers.get("Content-Type") or "").startswith("application/json"):
                 raise ActionRefused(415, "send JSON")
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > 16 * 1024:
-                raise ActionRefused(413, "too large")
             try:
-                body = json.loads(self.rfile.read(length) or b"{}")
+                body = json.loads(raw or b"{}")
             except ValueError:
                 raise ActionRefused(400, "invalid JSON") from None
             if not isinstance(body, dict):
@@ -198,10 +243,13 @@ def make_handler(settings: WebSettings) -> type[BaseHTTPRequestHandler]:
             self.send_header(
                 "Content-Security-Policy",
                 "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
-                "frame-ancestors 'none'",
+                "worker-src 'none'; frame-ancestors 'none'",
             )
             self.end_headers()
             self.wfile.write(body)
+
+        def address_string(self) -> str:  # a unix socket has no peer address
+            return "-"
 
         def log_message(self, format: str, *args: Any) -> None:  # http.server's signature
             # Prefixing http.server's own format keeps the formatting lazy.
@@ -210,5 +258,6 @@ def make_handler(settings: WebSettings) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(settings: WebSettings) -> ThreadingHTTPServer:
-    return ThreadingHTTPServer(("127.0.0.1", settings.port), make_handler(settings))
+def serve(settings: WebSettings, path: Path | None = None) -> UnixHTTPServer:
+    """Listen on `path`, or on the socket systemd passed (socket activation) when None."""
+    return serve_unix(make_handler(settings), path, UNITS.web)

@@ -10,13 +10,18 @@ and cannot be tricked; they need the cookie like anyone else.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ...contract.weblogin import SESSION_COOKIE
+from ...contract.weblogin import COOKIE_BUDGET, SESSION_COOKIE
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_PATH = 2048
+MAX_SESSION_TOKENS = 8  # values under our cookie's name that are looked up; tossed ones are junk
+MAX_EXPIRED = 64  # cookie names expired in one answer (a browser holds at most 180 per domain)
+# RFC 6265's cookie-name (an HTTP token): anything else is not ours to name in a Set-Cookie.
+COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class Facts:
     fetch_dest: str | None = None  # Sec-Fetch-Dest
     websocket: bool = False
     accept: str = ""
+    service_worker: bool = False  # `Service-Worker: script`: the browser fetches a worker's script
 
     @property
     def hostname(self) -> str:
@@ -85,15 +91,55 @@ def cookie_pairs(headers: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def session_tokens(headers: Iterable[str]) -> list[str]:
-    """Every value sent under the session cookie's exact name (a tossed cookie may sit beside ours)."""
-    return [value for name, value in cookie_pairs(headers) if name == SESSION_COOKIE]
+    """Values sent under the session cookie's exact name (a tossed cookie may sit beside ours)."""
+    return [value for name, value in cookie_pairs(headers) if name == SESSION_COOKIE][:MAX_SESSION_TOKENS]
 
 
-def without_session(headers: Iterable[str]) -> str:
-    """The Cookie header a backend gets: everything but the session cookie, however spelled."""
-    return "; ".join(
-        f"{name}={value}" for name, value in cookie_pairs(headers) if name.lower() != SESSION_COOKIE.lower()
+def ours(name: str) -> bool:
+    """The session cookie, or another of the login's (`__Host-vmgen-...`), however spelled."""
+    lowered = name.lower()
+    return lowered == SESSION_COOKIE.lower() or lowered.startswith(SESSION_COOKIE.lower() + "-")
+
+
+@dataclass(frozen=True)
+class BackendCookies:
+    header: str  # the Cookie header the backend gets
+    dropped: tuple[str, ...] = ()  # names left out for the budget
+
+
+def backend_cookies(headers: Iterable[str], budget: int | None = COOKIE_BUDGET) -> BackendCookies:
+    """Everything but the login's own cookies; with a budget (vmgen's own hostnames), only what
+    fits in it, smallest first, so that cookies a preview planted on the parent domain cannot make
+    a backend refuse the request for its size (CloudCLI's Node answers 431 past 16 KB)."""
+    pairs = [(name, value) for name, value in cookie_pairs(headers) if not ours(name)]
+    if budget is None:
+        return BackendCookies("; ".join(f"{name}={value}" for name, value in pairs))
+    kept: set[int] = set()
+    used = 0
+    for index in sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1])):
+        size = len(pairs[index][0]) + len(pairs[index][1]) + 3
+        if used + size > budget:
+            break
+        kept.add(index)
+        used += size
+    dropped = dict.fromkeys(name for i, (name, _) in enumerate(pairs) if i not in kept)
+    return BackendCookies(
+        "; ".join(f"{name}={value}" for i, (name, value) in enumerate(pairs) if i in kept), tuple(dropped)
     )
+
+
+def expiring(names: Iterable[str], hostname: str) -> list[str]:
+    """Set-Cookie values that expire these cookies wherever a sibling could have set them for
+    `hostname`: host-only, and for the hostname and each parent domain (a browser refuses the
+    public suffix itself, and ignores a deletion that matches no cookie)."""
+    labels = hostname.split(".")
+    domains = [".".join(labels[i:]) for i in range(len(labels) - 1)]
+    values = []
+    for name in [n for n in names if COOKIE_NAME.fullmatch(n) and not ours(n)][:MAX_EXPIRED]:
+        gone = f"{name}=; Path=/; Max-Age=0; Secure"
+        values.append(gone)
+        values.extend(f"{gone}; Domain={domain}" for domain in domains)
+    return values
 
 
 def safe_path(path: str | None) -> str:

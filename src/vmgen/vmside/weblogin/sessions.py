@@ -17,8 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 TICKET_SECONDS = 60.0
+SIGN_OUT_SECONDS = 120.0  # to walk the browser through every hostname, clearing each
 MAX_FAMILIES = 64
 MAX_TICKETS = 256
+MAX_SIGN_OUTS = 64
 MAX_CLIENTS = 4096
 
 
@@ -50,9 +52,17 @@ class Redeemed:
 
 
 class Sessions:
-    def __init__(self, lifetime_seconds: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        lifetime_seconds: float,
+        clock: Callable[[], float] = time.time,
+        on_end: Callable[[str], object] = lambda family_id: None,
+    ) -> None:
         self.lifetime = lifetime_seconds
         self.clock = clock
+        # Told the id of every family that ends (signed out, expired, pushed out by newer ones):
+        # whatever was opened under it (a websocket) must end too.
+        self.on_end = on_end
         self._lock = threading.Lock()
         self._families: OrderedDict[str, Family] = OrderedDict()
         self._sessions: dict[str, Session] = {}
@@ -98,6 +108,16 @@ class Sessions:
         with self._lock:
             self._end(family.id)
 
+    def sweep(self) -> None:
+        """End every family past its expiry (what a session check does lazily, done now)."""
+        with self._lock:
+            for family_id in [f for f, family in self._families.items() if family.expires <= self.clock()]:
+                self._end(family_id)
+
+    def alive(self, family_id: str) -> bool:
+        with self._lock:
+            return self._alive(family_id)
+
     def _new_session(self, family: Family, hostname: str) -> str:
         # One session per hostname and family: signing in to a hostname again replaces the last.
         for token in [t for t, s in self._sessions.items() if s.family.id == family.id and s.hostname == hostname]:
@@ -116,11 +136,49 @@ class Sessions:
         return True
 
     def _end(self, family_id: str) -> None:
-        self._families.pop(family_id, None)
+        if self._families.pop(family_id, None) is not None:
+            self.on_end(family_id)
         for token in [t for t, s in self._sessions.items() if s.family.id == family_id]:
             del self._sessions[token]
         for token in [t for t, k in self._tickets.items() if k.family_id == family_id]:
             del self._tickets[token]
+
+
+@dataclass(frozen=True)
+class SignOut:
+    hostnames: tuple[str, ...]  # still to clear, in order
+    expires: float
+
+
+class SignOuts:
+    """The walk through every hostname after Sign out, each answering with Clear-Site-Data: a
+    token of the walk's own, so that no other site can send the browser through it (and clear
+    the code UI's storage, say) while the user is signed in."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._walks: OrderedDict[str, SignOut] = OrderedDict()
+
+    def start(self, hostnames: tuple[str, ...]) -> str:
+        with self._lock:
+            token = secrets.token_urlsafe(24)
+            self._walks[token] = SignOut(hostnames, self.clock() + SIGN_OUT_SECONDS)
+            while len(self._walks) > MAX_SIGN_OUTS:
+                self._walks.popitem(last=False)
+            return token
+
+    def step(self, token: str, hostname: str) -> tuple[str, ...] | None:
+        """On `hostname`, the next hostname of the walk: the ones after it, or None when the walk is
+        unknown, over, or not at this hostname now."""
+        with self._lock:
+            walk = self._walks.pop(token, None)
+            if walk is None or walk.expires <= self.clock() or not walk.hostnames or walk.hostnames[0] != hostname:
+                return None
+            rest = walk.hostnames[1:]
+            if rest:
+                self._walks[token] = SignOut(rest, walk.expires)
+            return rest
 
 
 class FailureLimiter:

@@ -26,6 +26,7 @@ from vmgen.vmside.idlewatch.humans import (
     SSHD_SESSION,
     HumansConfig,
     count_tmux_clients,
+    count_unix_connections,
     count_web_connections,
     is_person,
     read_leases,
@@ -344,6 +345,25 @@ def test_web_connections() -> None:
     finally:
         for s in (client, conn, server):
             s.close()
+
+
+def test_connections_to_the_pages_unix_socket(tmp_path: Path) -> None:
+    """Without a domain, `vmgen open` tunnels to the page's unix socket: a person on the page."""
+    path = tmp_path / "page.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen()
+    before = count_unix_connections([path])
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(str(path))
+    conn, _ = server.accept()
+    try:
+        assert before == 0 and count_unix_connections([path]) == 1  # the accepted end; the listener is not
+        assert count_unix_connections([tmp_path / "other.sock"]) == 0
+    finally:
+        for s in (client, conn, server):
+            s.close()
+    assert count_unix_connections([path]) == 0
 
 
 def test_leases(tmp_path: Path) -> None:

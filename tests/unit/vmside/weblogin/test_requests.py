@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from vmgen.vmside.weblogin.requests import Facts, cross_origin_refusal, safe_path, session_tokens, without_session
+from vmgen.vmside.weblogin.requests import (
+    Facts,
+    backend_cookies,
+    cross_origin_refusal,
+    expiring,
+    safe_path,
+    session_tokens,
+)
 
 CODE = "code.app.dev.example.com"
 OWN = f"https://{CODE}"
@@ -53,9 +60,31 @@ def test_the_session_cookie_by_its_exact_name_among_tossed_ones():
     assert session_tokens(["=__Host-vmgen=nameless", "__Host-vmgenx=y"]) == []
 
 
-def test_a_backend_gets_every_cookie_but_the_session():
-    assert without_session(["a=1; __Host-vmgen=secret; b=2", "__HOST-VMGEN=other; c=3"]) == "a=1; b=2; c=3"
-    assert without_session([]) == ""
+def test_a_backend_gets_every_cookie_but_the_logins_own():
+    headers = ["a=1; __Host-vmgen=secret; b=2", "__HOST-VMGEN=other; c=3; __Host-vmgen-tidy=1"]
+    assert backend_cookies(headers).header == "a=1; b=2; c=3"
+    assert backend_cookies([]).header == ""
+
+
+def test_on_vmgens_hostnames_a_cookie_bomb_is_left_out_and_named_for_expiry():
+    bomb = "; ".join(f"bomb{i}={'x' * 4000}" for i in range(20))
+    own = backend_cookies([f"theme=dark; {bomb}; __Host-vmgen=ours; lang=en"])
+    assert own.header.startswith("theme=dark; bomb0=") and own.header.endswith("lang=en")
+    assert len(own.header) <= 8 << 10 and len(own.dropped) == 18  # two fit in the budget
+    # A preview is the agent's app: it gets what the browser sent, its own cookies' size its own affair.
+    assert len(backend_cookies([bomb], budget=None).header) > 80_000
+    assert len(session_tokens([f"{bomb}; " + "; ".join(f"__Host-vmgen=t{i}" for i in range(100))])) == 8
+
+
+def test_expiring_a_cookie_wherever_a_preview_could_have_set_it():
+    values = expiring(["bomb0", "__Host-vmgen", "bad name", "x;y"], "code.app.dev.example.com")
+    assert values == [
+        "bomb0=; Path=/; Max-Age=0; Secure",
+        "bomb0=; Path=/; Max-Age=0; Secure; Domain=code.app.dev.example.com",
+        "bomb0=; Path=/; Max-Age=0; Secure; Domain=app.dev.example.com",
+        "bomb0=; Path=/; Max-Age=0; Secure; Domain=dev.example.com",
+        "bomb0=; Path=/; Max-Age=0; Secure; Domain=example.com",
+    ]
 
 
 @pytest.mark.parametrize(("path", "expected"), [

@@ -8,9 +8,11 @@ import base64
 import hashlib
 import hmac
 import http.client
+import contextlib
 import json
 import socket
 import threading
+import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -66,15 +68,92 @@ def cookie_of(response) -> str:
     return response.getheader("Set-Cookie").split(";")[0]
 
 
+class Backend:
+    """A backend on the loopback (the desktop's websockify, a preview's dev server): it answers a
+    websocket upgrade and then echoes, and an event stream that sends a line a second; it records
+    every request head it got."""
+
+    def __init__(self) -> None:
+        self.heads: list[str] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            text = head.decode("latin-1")
+            self.heads.append(text)
+            if "upgrade: websocket" in text.lower():
+                key = next(line.split(":", 1)[1].strip() for line in text.split("\r\n")
+                           if line.lower().startswith("sec-websocket-key"))
+                accept = base64.b64encode(hashlib.sha1((key + WS_MAGIC).encode()).digest()).decode()
+                conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                              f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+                return
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: keep-alive\r\n\r\n")
+            with contextlib.suppress(OSError):
+                for i in range(600):
+                    conn.sendall(f"data: tick {i}\n\n".encode())
+                    time.sleep(1)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+WS_MAGIC = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
-def service(tmp_path):
+def backend():
+    server = Backend()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def login(tmp_path, backend, clock):
     settings = WebLoginSettings(host=HOST, user="vmgen", desktop=True, preview_ports=(3000,), max_failures=3)
     config = LoginConfig(settings, make_verifier(PASSWORD), code_ui_secret=SECRET, desktop_password="pw+8/chr")
-    server = serve(LoginService(config), tmp_path / "login.sock")
+    login = LoginService(config, clock, ports={"desktop": backend.port, "preview": backend.port})
+    server = serve(login, tmp_path / "login.sock")
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield Client(str(tmp_path / "login.sock"))
+    yield login, Client(str(tmp_path / "login.sock"))
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def service(login):
+    return login[1]
 
 
 def test_without_a_session_a_page_load_goes_to_sign_in_and_anything_else_is_refused(service):
@@ -162,27 +241,160 @@ def test_the_desktop_opens_with_its_vnc_password_in_the_fragment(service):
     assert service.check(DESKTOP, "/vnc.html", {"Cookie": cookie_of(arrived), **NAVIGATE}).status == 200
 
 
-def test_the_desktop_websocket_only_from_the_desktop_itself(service):
-    response = service.login(to="desktop")
+def signed_in_on(service: Client, label: str) -> tuple[str, str]:
+    """(the workspace hostname's cookie, the cookie of `<label>.<host>`)."""
+    response = service.login(to=label)
     ticket = parse_qs(urlsplit(response.getheader("Location")).query)["ticket"][0]
-    cookie = cookie_of(service.request("GET", DESKTOP, f"/.vmgen/session?ticket={ticket}"))
-    upgrade = {"Cookie": cookie, "X-Vmgen-Upgrade": "websocket"}
-    assert service.check(DESKTOP, "/websockify", {**upgrade, "Origin": f"https://{DESKTOP}"}).status == 200
-    assert service.check(DESKTOP, "/websockify", {**upgrade, "Origin": f"https://{PREVIEW}"}).status == 403
-    assert service.check(DESKTOP, "/websockify", upgrade).status == 403
+    host = urlsplit(response.getheader("Location")).hostname
+    return cookie_of(response), cookie_of(service.request("GET", host, f"/.vmgen/session?ticket={ticket}"))
 
 
-def test_signing_out_ends_the_login_on_every_hostname(service):
-    response = service.login(to="code")
-    main = cookie_of(response)
-    ticket = parse_qs(urlsplit(response.getheader("Location")).query)["ticket"][0]
-    code = cookie_of(service.request("GET", CODE, f"/.vmgen/session?ticket={ticket}"))
+def open_stream(path: str, host: str, cookie: str, origin: str | None = None, websocket: bool = True) -> socket.socket:
+    """As Caddy hands a websocket (or an event stream) over: the request whole, on its own connection."""
+    conn = socket.socket(socket.AF_UNIX)
+    conn.settimeout(10)
+    conn.connect(path)
+    lines = [f"GET /websockify HTTP/1.1" if websocket else "GET /events HTTP/1.1", f"Host: {host}",
+             f"Cookie: theme=dark; {cookie}"]
+    if websocket:
+        lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]
+    else:
+        lines += ["Accept: text/event-stream"]
+    if origin:
+        lines.append(f"Origin: {origin}")
+    conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return conn
+
+
+def head_of(conn: socket.socket) -> str:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("latin-1")
+
+
+def closed_within(conn: socket.socket, seconds: float) -> bool:
+    """Whether the connection ends (EOF or reset) within `seconds`, reading whatever still comes."""
+    conn.settimeout(seconds)
+    try:
+        while conn.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def test_the_desktop_websocket_only_from_the_desktop_itself(login, backend):
+    service = login[1]
+    _, cookie = signed_in_on(service, "desktop")
+    path = service.path
+    for origin in (f"https://{PREVIEW}", f"https://{HOST}", "null", None):
+        with open_stream(path, DESKTOP, cookie, origin) as conn:
+            assert head_of(conn).startswith("HTTP/1.1 403"), origin
+    with open_stream(path, DESKTOP, "__Host-vmgen=guessed", f"https://{DESKTOP}") as conn:
+        assert head_of(conn).startswith("HTTP/1.1 401")
+    assert len(backend.heads) == 0  # nothing refused reached the backend
+    with open_stream(path, DESKTOP, cookie, f"https://{DESKTOP}") as conn:
+        assert head_of(conn).startswith("HTTP/1.1 101")
+        conn.sendall(b"frames both ways")
+        assert conn.recv(100) == b"frames both ways"
+    # The backend got the upgrade with the other cookies, never the session's.
+    (head,) = backend.heads
+    assert "Cookie: theme=dark\r\n" in head and "__Host-vmgen" not in head and "X-Vmgen" not in head
+
+
+def test_signing_out_ends_the_login_on_every_hostname_and_its_live_connections(login, backend):
+    service = login[1]
+    main, desktop = signed_in_on(service, "desktop")
+    _, code = signed_in_on(service, "code")
+    ws = open_stream(service.path, DESKTOP, desktop, f"https://{DESKTOP}")
+    assert head_of(ws).startswith("HTTP/1.1 101")
     refused = service.request("POST", HOST, "/.vmgen/logout", {"Cookie": main, "Origin": f"https://{PREVIEW}"})
     assert refused.status == 403 and service.check(HOST, "/", {"Cookie": main}).status == 200
+    ws.sendall(b"still open")
+    assert ws.recv(100) == b"still open"
     out = service.request("POST", HOST, "/.vmgen/logout", {"Cookie": main, "Origin": f"https://{HOST}"})
     assert out.status == 303 and "Max-Age=0" in out.getheader("Set-Cookie")
     assert service.check(HOST, "/", {"Cookie": main}).status == 401
-    assert service.check(CODE, "/", {"Cookie": code}).status == 401
+    # The desktop's websocket, opened before: closed now, not just refused on the next request.
+    assert closed_within(ws, 5)
+    ws.close()
+    # Only that login's: another browser's session (and its websocket) go on.
+    assert service.check(DESKTOP, "/", {"Cookie": desktop}).status == 401
+
+
+def test_an_expiring_login_closes_its_live_connections(login, backend, clock):
+    service, client = login
+    _, preview = signed_in_on(client, "p3000")
+    events = open_stream(client.path, PREVIEW, preview, websocket=False)
+    head = head_of(events)
+    assert head.startswith("HTTP/1.1 200") and "Connection: close" in head and "keep-alive" not in head.lower()
+    assert b"data: tick" in events.recv(100)
+    clock.now += 12 * 3600 + 1  # the session's lifetime passes; the service sweeps every second
+    assert closed_within(events, 5)
+    events.close()
+    assert service.streams.count() == 0
+
+
+def test_sign_out_walks_through_vmgens_hostnames_clearing_each(service):
+    main, _ = signed_in_on(service, "code")
+    out = service.request("POST", HOST, "/.vmgen/logout", {"Cookie": main, "Origin": f"https://{HOST}"})
+    assert out.getheader("Clear-Site-Data") == '"cache", "storage", "executionContexts"'
+    step = urlsplit(out.getheader("Location"))
+    assert (step.netloc, step.path) == (CODE, "/.vmgen/signed-out")
+    walk = parse_qs(step.query)["walk"][0]
+    at_code = service.request("GET", CODE, f"/.vmgen/signed-out?walk={walk}")
+    assert at_code.getheader("Clear-Site-Data") and urlsplit(at_code.getheader("Location")).netloc == DESKTOP
+    at_desktop = service.request("GET", DESKTOP, f"/.vmgen/signed-out?walk={walk}")
+    assert at_desktop.getheader("Clear-Site-Data")
+    assert at_desktop.getheader("Location") == f"https://{HOST}/.vmgen/login"
+    # The walk is single-use and its own: another site cannot send a browser through it.
+    for host in (CODE, DESKTOP, PREVIEW):
+        again = service.request("GET", host, f"/.vmgen/signed-out?walk={walk}")
+        assert again.status == 303 and again.getheader("Clear-Site-Data") is None, host
+    assert service.request("GET", CODE, "/.vmgen/signed-out?walk=guess").getheader("Clear-Site-Data") is None
+
+
+def test_no_service_worker_on_vmgens_own_hostnames(service):
+    main, code = signed_in_on(service, "code")
+    worker = {"Service-Worker": "script", "Sec-Fetch-Dest": "serviceworker", "Sec-Fetch-Mode": "same-origin",
+              "Sec-Fetch-Site": "same-origin"}
+    assert service.check(HOST, "/sw.js", {"Cookie": main, **worker}).status == 403
+    assert service.check(CODE, "/sw.js", {"Cookie": code, **worker}).status == 403
+    assert service.request("GET", HOST, "/.vmgen/login", worker).status == 403
+    assert service.check(CODE, "/sw.js", {"Cookie": code}).status == 200  # the same script, not as a worker
+    # A preview is the agent's app: its workers are its own (and its site's, with a preview domain).
+    _, preview = signed_in_on(service, "p3000")
+    assert service.check(PREVIEW, "/sw.js", {"Cookie": preview, **worker}).status == 200
+
+
+def test_a_cookie_bomb_from_a_preview_locks_no_hostname(service):
+    """20 cookies of 4000 bytes for the parent domain, as a preview can set them: every hostname
+    still answers, the backends get a Cookie header within the budget, and a page load tells the
+    browser to expire them."""
+    bomb = "; ".join(f"bomb{i}={'x' * 4000}" for i in range(20))
+    main, code = signed_in_on(service, "code")
+    checked = service.check(CODE, "/api/projects", {"Cookie": f"{bomb}; {code}"})
+    assert checked.status == 200 and len(checked.getheader("X-Vmgen-Cookie")) <= 8 << 10
+    page_load = service.check(HOST, "/", {"Cookie": f"{bomb}; {main}", **NAVIGATE})
+    assert page_load.status == 303 and page_load.getheader("Location") == "/"
+    expired = page_load.headers.get_all("Set-Cookie")
+    assert "bomb19=; Path=/; Max-Age=0; Secure; Domain=dev.example.com" in expired
+    assert any(v.startswith("__Host-vmgen-tidy=1;") for v in expired)
+    # Once the browser is told, the page load goes on, with or without its help.
+    tidied = service.check(HOST, "/", {"Cookie": f"{bomb}; {main}; __Host-vmgen-tidy=1", **NAVIGATE})
+    assert tidied.status == 200
+    # The sign-in form too, and as large as Caddy lets a request be: 180 cookies of 4 KB.
+    huge = "; ".join(f"c{i}={'y' * 4090}" for i in range(180))
+    form = service.request("GET", HOST, "/.vmgen/login", {"Cookie": huge})
+    assert form.status == 200 and b"password" in form.body
+    assert len(form.headers.get_all("Set-Cookie")) == 64 * 4  # at most 64 names, each on every level
 
 
 def test_unknown_paths_and_methods(service):
@@ -200,3 +412,28 @@ def test_hand_overs_are_page_loads_only(service):
     fetched_on_desktop = {k: v for k, v in fetched.items() if k != "Cookie"}
     assert service.request("GET", DESKTOP, f"/.vmgen/session?ticket={ticket}", fetched_on_desktop).status == 403
     assert service.request("GET", DESKTOP, f"/.vmgen/session?ticket={ticket}").status == 303
+
+
+def test_previews_on_a_preview_domain_are_signed_in_across_sites(tmp_path):
+    settings = WebLoginSettings(host=HOST, user="vmgen", preview_ports=(3000,), preview_host="app.previews.example.net")
+    server = serve(LoginService(LoginConfig(settings, make_verifier(PASSWORD))), tmp_path / "login.sock")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = Client(str(tmp_path / "login.sock"))
+    try:
+        preview = "p3000.app.previews.example.net"
+        page_load = client.check(preview, "/x", NAVIGATE)
+        assert page_load.getheader("Location") == f"https://{HOST}/.vmgen/open?to=p3000&path=%2Fx"
+        response = client.login(to="p3000", path="/x")
+        location = urlsplit(response.getheader("Location"))
+        assert location.netloc == preview
+        arrived = client.request("GET", preview, f"/.vmgen/session?{location.query}")
+        # Lax: a page load that comes from the workspace's page (another site now) carries it.
+        assert "SameSite=Lax" in arrived.getheader("Set-Cookie")
+        assert "SameSite=Strict" in response.getheader("Set-Cookie")  # the workspace's own stays Strict
+        assert client.check(preview, "/x", {"Cookie": cookie_of(arrived)}).status == 200
+        fetched = {"Cookie": cookie_of(response), "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors",
+                   "Sec-Fetch-Dest": "empty"}
+        assert client.check(HOST, "/api/state", fetched).status == 403  # a preview's fetch of the page
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,210 @@
+"""Root's side of the page socket: the few things the workspace page may ask (contract/pageops.py).
+
+systemd accepts each connection on the socket (root:vmgen-page 0660) and starts this module, as
+root, with the connection as stdin. Only the page's user (and root) may ask; each answer has a
+deadline of root's own, because whatever touches the agent runs as the agent, which can stop or
+slow any process of its uid:
+
+- activity: the agent's leases and the tail of its transcript, read through `AgentFiles` (no link
+  followed, regular files of the agent only, never blocking, capped), every value clamped;
+- send: `tmux send-keys` into the agent's pane, run as the agent, killed at its deadline;
+- keepalive: a lease added by vmgen's own interpreter (`python -I`) running as the agent;
+- backup: root's control socket asked for a backup, answered once it started.
+
+Run as `python -I -m vmgen.vmside.pageops`: it imports only what these need.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..contract import codec
+from ..contract.control import REQUEST_DEADLINE, ControlRequest, busy_line
+from ..contract.documents import parse_leases
+from ..contract.names import AGENT_SESSION, AGENT_USER, PAGE_USER, VM, VmPaths
+from ..contract.pageops import (
+    PageActivity,
+    PageRequest,
+    decode_request,
+    refused_line,
+    result_line,
+)
+from ..privileges import RunAs, run_as
+from .agentfs import AgentFiles
+from .control import FINAL_SEND_TIMEOUT, peer_uid, read_request_line
+
+log = logging.getLogger(__name__)
+LEASES_MAX = 64 << 10
+WORKSPACE_INFO_MAX = 64 << 10
+TMUX_TIMEOUT = 5.0
+KEEPALIVE_TIMEOUT = 20.0
+BACKUP_START_TIMEOUT = 30.0
+
+
+# Adds a keepalive lease to the file named, as whoever runs it (the agent): vmgen's own code, in an
+# isolated interpreter.
+LEASE_WRITER = (
+    "import sys; from pathlib import Path; from vmgen.vmside.leases import add; "
+    "add(float(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))"
+)
+
+
+class Refused(Exception):
+    """The request cannot be done now; the reason is the page's to show."""
+
+
+class Busy(Refused):
+    """Nothing was done, and the same request may succeed in a moment (a backup runs already)."""
+
+
+@dataclass(frozen=True)
+class Context:
+    paths: VmPaths
+    agent: RunAs  # whom everything that touches the agent's processes runs as
+    session: str = AGENT_SESSION  # the agent's tmux session
+    tmux_seconds: float = TMUX_TIMEOUT  # each tmux client's deadline
+    tmux_socket: str = ""  # the agent's default server ("": tmux's own default for its uid)
+
+
+def serve(conn: socket.socket, context: Context | None = None, page_uid: int | None = None) -> None:
+    """Answer one request on an accepted connection (as root)."""
+    context = context or Context(VM, RunAs.lookup(AGENT_USER))
+    allowed = {0, page_uid if page_uid is not None else RunAs.lookup(PAGE_USER).uid}
+    uid = peer_uid(conn)
+    try:  # read first, even a request that will be refused: closing on unread data resets it
+        line = read_request_line(conn, time.monotonic() + REQUEST_DEADLINE)
+    except (OSError, ValueError) as exc:
+        _send(conn, refused_line(f"bad request: {exc}"))
+        return
+    if uid not in allowed:
+        log.warning("page ops: refused a request from uid %d", uid)
+        _send(conn, refused_line("only the workspace page may ask"))
+        return
+    try:
+        request = decode_request(line)
+    except codec.DocumentError as exc:
+        _send(conn, refused_line(str(exc)))
+        return
+    try:
+        result = OPERATIONS[request.op](request, context)
+    except Busy as busy:
+        _send(conn, busy_line(str(busy)))
+        return
+    except Refused as refused:
+        _send(conn, refused_line(str(refused)))
+        return
+    _send(conn, result_line(result))
+
+
+# --- the operations ---------------------------------------------------------------------------
+
+
+def activity(_request: PageRequest, context: Context) -> dict[str, Any]:
+    from .web.activity import recent_activity
+
+    files = AgentFiles(context.agent.uid)
+    now = time.time()
+    try:
+        leases = parse_leases(files.read(context.paths.leases, LEASES_MAX), now)
+    except OSError:  # none, or not the agent's regular file: no lease
+        leases = ()
+    repo_dir = _repo_dir(context.paths)
+    items = recent_activity(files, context.paths.claude_dir, repo_dir) if repo_dir else []
+    return codec.to_value(PageActivity(leases=leases, items=tuple(items)))
+
+
+def send(request: PageRequest, context: Context) -> dict[str, Any]:
+    line = " ".join(request.text.splitlines())  # a newline would press Enter midway
+    for keys in (["-l", "--", line], ["Enter"]):
+        try:
+            server = ["-S", context.tmux_socket] if context.tmux_socket else []
+            argv = ["tmux", *server, "send-keys", "-t", context.session, *keys]
+            code, _ = run_as(context.agent, argv, timeout=context.tmux_seconds)
+        except (OSError, subprocess.TimeoutExpired):
+            code = -1
+        if code != 0:
+            raise Refused("the agent's session is not running")
+    return {"sent": True}
+
+
+def keepalive(request: PageRequest, context: Context) -> dict[str, Any]:
+    seconds = request.hours * 3600
+    python = str(context.paths.venv / "bin" / "python")
+    argv = [python, "-I", "-c", LEASE_WRITER, str(seconds), "from the workspace page", str(context.paths.leases)]
+    try:
+        code, _ = run_as(context.agent, argv, timeout=KEEPALIVE_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        code = -1
+    if code != 0:
+        raise Refused("the keepalive lease could not be written")
+    return {"until": time.time() + seconds}
+
+
+def backup(_request: PageRequest, context: Context) -> dict[str, Any]:
+    """Ask root's control socket (root's own, as root) and answer once the backup started; it
+    goes on in the control service after this answer."""
+    from .control import ControlUnavailable, ask
+
+    try:
+        request = ControlRequest("backup", trigger="page")
+        for reply in ask(request, context.paths, timeout=BACKUP_START_TIMEOUT):
+            if reply.busy:  # a backup runs already, or root is flooded
+                raise Busy(reply.busy)
+            if reply.refused:
+                raise Refused(reply.refused)
+            if reply.result is not None:
+                return {"started": True, "ok": reply.result.get("ok") is True}
+            return {"started": True}  # the first progress line: root is at work
+    except (ControlUnavailable, codec.DocumentError, OSError) as exc:
+        raise Refused(f"the backup service does not answer: {exc}") from None
+    raise Refused("the backup service closed the connection")
+
+
+OPERATIONS: dict[str, Callable[[PageRequest, Context], dict[str, Any]]] = {
+    "activity": activity,
+    "send": send,
+    "keepalive": keepalive,
+    "backup": backup,
+}
+
+
+def _repo_dir(paths: VmPaths) -> str:
+    """The repository folder, from root's own description of the workspace."""
+    import json
+
+    try:
+        with open(paths.workspace_info, "rb") as f:
+            value = json.loads(f.read(WORKSPACE_INFO_MAX)).get("repo_dir")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) and value.startswith("/") else ""
+
+
+def _send(conn: socket.socket, line: bytes) -> None:
+    """Best effort: a page that went away never holds root up."""
+    try:
+        conn.settimeout(FINAL_SEND_TIMEOUT)
+        conn.sendall(line)
+    except OSError:
+        pass
+
+
+def main() -> None:
+    """The connection systemd accepted is our stdin."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    conn = socket.socket(fileno=0)
+    try:
+        serve(conn)
+    finally:
+        conn.detach()
+
+
+if __name__ == "__main__":
+    main()
