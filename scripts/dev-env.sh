@@ -5,7 +5,7 @@
 # no wheel folder or package index for it). Exports the image setting; sourced by test.sh. A
 # user's setup is quickstart.sh.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 bash "$root/scripts/setup-system.sh"
 
