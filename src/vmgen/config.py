@@ -76,7 +76,7 @@ class Settings:
     web_tls: str = "acme"  # "acme" (Let's Encrypt) or "internal" (Caddy's own CA, for closed networks)
     acme_email: str = ""
     preview_ports: tuple[int, ...] = (3000, 5173, 8000, 8080)
-    code_ui_version: str = "1.12.0"  # CloudCLI, the Claude Code web UI on code.<host>
+    code_ui_version: str = "1.37.3"  # CloudCLI, the Claude Code web UI on code.<host>
     acme_ca: str = ""  # an ACME directory URL other than Let's Encrypt's (with web_tls = "acme")
     acme_ca_root: str = ""  # a PEM file: the root of that ACME server's own HTTPS, if private
     # Previews on a Cloudflare zone of their own (another registrable domain): the stronger setting.

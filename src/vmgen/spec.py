@@ -127,7 +127,7 @@ class WebSpec:
     tls: str = "acme"  # "acme" or "internal"
     acme_email: str = ""
     preview_ports: tuple[int, ...] = ()
-    code_ui_version: str = "1.12.0"  # CloudCLI (@siteboon/claude-code-ui), pinned; "off": none
+    code_ui_version: str = "1.37.3"  # CloudCLI (@cloudcli-ai/cloudcli), pinned; "off": none
 
     @property
     def code_ui(self) -> bool:
@@ -144,7 +144,7 @@ def validate_web(web: WebSpec) -> WebSpec:
     if web.domain and not _DOMAIN_RE.match(web.domain):
         raise InvalidSpec(f"invalid domain {web.domain!r}: use a DNS name such as dev.example.com")
     if web.code_ui_version != "off" and not re.fullmatch(r"\d+\.\d+\.\d+", web.code_ui_version):
-        raise InvalidSpec(f"invalid code_ui_version {web.code_ui_version!r}: use a version like 1.12.0, or off")
+        raise InvalidSpec(f"invalid code_ui_version {web.code_ui_version!r}: use a version like 1.37.3, or off")
     if web.tls not in ("acme", "internal"):
         raise InvalidSpec(f"web_tls {web.tls!r}: use 'acme' or 'internal'")
     if web.acme_email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]{2,}", web.acme_email):

@@ -4,8 +4,8 @@ GET  /.vmgen/check       forward_auth's question for every other request: 200 (w
                          cookies a backend may see), a redirect to sign in, 401 or 403
 GET  /.vmgen/login       the form (the workspace's hostname only); POST checks the password
 GET  /.vmgen/open        from the workspace's hostname to another one: a ticket, then
-GET  /.vmgen/session     on that hostname: its own session cookie (and the code UI's token,
-                         or the desktop's password)
+GET  /.vmgen/session     on that hostname: its own session cookie (and the code UI opened
+                         signed in, or the desktop's password)
 POST /.vmgen/logout      ends the login on every hostname, and closes its live connections
 GET  /.vmgen/signed-out  the walk after Sign out: each of vmgen's hostnames clears its site data
 any other path           a websocket or event stream Caddy hands over whole: checked like the
@@ -71,7 +71,6 @@ NOT_FORWARDED = frozenset(
 class LoginConfig:
     settings: WebLoginSettings
     verifier: str
-    code_ui_secret: str = ""
     desktop_password: str = ""
 
 
@@ -85,7 +84,6 @@ def load_config(vm: VmPaths = VM) -> LoginConfig:
     return LoginConfig(
         settings=WebLoginSettings.loads(vm.web_login_settings.read_text(), str(vm.web_login_settings)),
         verifier=vm.web_login_verifier.read_text().strip(),
-        code_ui_secret=optional(vm.web_login_code_ui_secret),
         desktop_password=optional(vm.web_login_desktop_password),
     )
 
@@ -290,15 +288,8 @@ def make_handler(service: LoginService) -> type[BaseHTTPRequestHandler]:
                 )
                 return
             cookie = [("Set-Cookie", self._cookie(redeemed.token, redeemed.family, site.hostname))]
-            if site.role == "code" and service.config.code_ui_secret:
-                token = pages.code_ui_token(
-                    service.config.code_ui_secret,
-                    settings.code_ui_user_id,
-                    settings.user,
-                    redeemed.family.expires,
-                    service.clock(),
-                )
-                body, csp = pages.code_ui_handoff(token, redeemed.path)
+            if site.role == "code":
+                body, csp = pages.code_ui_handoff(redeemed.path)
                 self._reply(200, body, "text/html; charset=utf-8", cookie, csp=csp)
             elif site.role == "desktop" and redeemed.path == "/" and service.config.desktop_password:
                 self._redirect(303, pages.desktop_start(service.config.desktop_password), cookie)
@@ -335,7 +326,7 @@ def make_handler(service: LoginService) -> type[BaseHTTPRequestHandler]:
 
         def _cleared(self) -> list[tuple[str, str]]:
             """What each of vmgen's hostnames answers on the way out: its site data cleared (a
-            service worker, a page cached by the agent's backend, the code UI's token) and the
+            service worker, a page cached by the agent's backend, the code UI's storage) and the
             login's cookies expired."""
             return [
                 ("Clear-Site-Data", CLEAR_SITE_DATA),
