@@ -22,7 +22,7 @@ from tests.fakes.anthropic_api import Rule, Script
 from tests.polling import eventually, wait_until
 from tests.raw_https import spki_hash
 from vmgen.builder.node import NODE
-from vmgen.contract.names import PORTS, VM
+from vmgen.contract.names import PORTS
 
 from .conftest import make_repo
 from .web_helpers import (
@@ -200,12 +200,16 @@ def test_the_code_ui_works_behind_the_login(cli, model, launched):
     try:
         sign_in_browser(driver, f"https://code.{launched.host}/", launched.password)
         wait = WebDriverWait(driver, 120, poll_frequency=0.5)
-        project = wait.until(lambda d: shown(d, By.XPATH, f"//*[normalize-space(text())='{NAME}']"))
+        showing(driver, wait, lambda d: shown(d, By.XPATH, f"//*[normalize-space(text())='{NAME}']"), "the project")
         driver.save_screenshot(str(ARTIFACTS / "code-ui-projects.png"))
-        project.click()
-        conversation = wait.until(lambda d: shown(
-            d, By.XPATH, "//*[contains(normalize-space(text()), 'first words for the agent')]"))
+        # The agent's session in the project's list (titled by its first prompt where Claude Code
+        # recorded one), opened: the agent's own conversation.
+        conversation = showing(driver, wait, lambda d: shown(
+            d, By.XPATH, "//*[contains(normalize-space(text()), 'first words for the agent')"
+                         " or normalize-space(text())='Untitled Claude Session']"), "the agent's session")
         conversation.click()
+        showing(driver, wait, lambda d: "Heard you in tmux." in d.find_element(By.TAG_NAME, "body").text,
+                "the agent's conversation")
         box = wait.until(lambda d: shown(d, By.CSS_SELECTOR, "form textarea"))
         box.send_keys("typed in the code UI")
         box.send_keys(Keys.ENTER)
@@ -227,11 +231,9 @@ def test_the_code_uis_own_login_is_never_reached_and_nothing_of_it_answers_witho
     assert reply.status == 403 and "Sign in at" in reply.text
     eventually(lambda: cli.ssh(NAME, "pgrep -u agent -f cloudcli/dist-server >/dev/null && echo up || true").strip()
                == "up", timeout=900, what="CloudCLI to run", interval=5)
-    # Node 22 from vmgen for the agent and CloudCLI alike, and no package in either install found it too old.
+    # Node 22 from vmgen for the agent and CloudCLI alike (their installs: test_node_runtime.py).
     assert cli.ssh(NAME, "node --version && readlink /proc/$(pgrep -u agent -f cloudcli/dist-server | head -1)/exe")\
         .split() == [f"v{NODE.version}", "/usr/local/bin/node"]
-    logs = cli.ssh(NAME, f"cat {VM.provision_log} {VM.code_ui_log}")
-    assert "added " in logs and "EBADENGINE" not in logs
     listening = cli.ssh(NAME, f"ss -Hltn 'sport = :{PORTS.code_ui}'")
     assert listening.split() and all(line.split()[3].startswith("127.0.0.1:") for line in listening.splitlines())
     # A token CloudCLI itself signed (its key is in its database, which the agent can read) opens nothing.
@@ -270,6 +272,19 @@ def test_the_code_uis_own_login_is_never_reached_and_nothing_of_it_answers_witho
     hashes = cli.ssh(NAME, "python3 -c \"import sqlite3; print(sqlite3.connect('/home/agent/.cloudcli/auth.db')"
                            ".execute('select password_hash from users').fetchall())\"")
     assert "sha256$" not in hashes and launched.password not in hashes
+
+
+def showing(driver, wait, condition, what: str):
+    """`wait.until(condition)`, failing with what the code UI shows instead (and a screenshot)."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return wait.until(condition)
+    except TimeoutException:
+        driver.save_screenshot(str(ARTIFACTS / "code-ui-failed.png"))
+        body = driver.find_element(By.TAG_NAME, "body").text
+        raise AssertionError(f"the code UI did not show {what}; it shows: {body[:1500]!r}") from None
 
 
 def shown(driver, by: str, selector: str):
