@@ -202,10 +202,11 @@ def test_the_code_ui_works_behind_the_login(cli, model, launched):
         wait = WebDriverWait(driver, 120, poll_frequency=0.5)
         showing(driver, wait, lambda d: shown(d, By.XPATH, f"//*[normalize-space(text())='{NAME}']"), "the project")
         driver.save_screenshot(str(ARTIFACTS / "code-ui-projects.png"))
-        # The agent's session in the project's list (titled by its first prompt where Claude Code
-        # recorded one), opened: the agent's own conversation.
+        # The agent's session in the project's list, titled by its latest prompt where Claude Code
+        # recorded one (the page test above may have sent one), opened: the agent's conversation.
         conversation = showing(driver, wait, lambda d: shown(
             d, By.XPATH, "//*[contains(normalize-space(text()), 'first words for the agent')"
+                         " or contains(normalize-space(text()), 'hello from the browser')"
                          " or normalize-space(text())='Untitled Claude Session']"), "the agent's session")
         conversation.click()
         showing(driver, wait, lambda d: "Heard you in tmux." in d.find_element(By.TAG_NAME, "body").text,
