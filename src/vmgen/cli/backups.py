@@ -10,6 +10,7 @@ import click
 from rich.table import Table
 
 from ..backup.target import open_store, require_target, target_on_vm
+from ..contract.names import VM
 from ..errors import UsageError, WorkspaceExists
 from ..identities import load_for_restore, recipient_path
 from ..providers import PROVIDERS, Workspace
@@ -85,7 +86,6 @@ def _print_some(entries: tuple[str, ...] | list[str], count: int) -> None:
 def backups(name: str | None, provider: str | None) -> None:
     """Every backup in the store (of NAME, or of all workspaces)."""
     from ..backup.manifest import list_backups
-    from ..vmside.backups import runtime_excludes
 
     store_target = require_target(settings(), provider or settings().provider)
     found = list_backups(open_store(store_target), name)
@@ -93,7 +93,7 @@ def backups(name: str | None, provider: str | None) -> None:
         err.print(f"no backups{f' of {name}' if name else ''} in {store_target.describe()}")
         return
     table = Table(box=None, header_style="bold")
-    own = set(runtime_excludes())  # vmgen's own files, left out of every backup: not the user's excludes
+    own = set(VM.runtime_excludes)  # vmgen's own files, left out of every backup: not the user's excludes
     for column in ("WORKSPACE", "BACKUP", "KIND", "CREATED", "SIZE", "AGE", "EXCLUDED"):
         table.add_column(column)
     now = datetime.now(UTC)

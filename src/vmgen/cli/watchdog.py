@@ -9,10 +9,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..contract import codec
-from ..contract.documents import WatchdogState
+from ..contract.documents import WatchdogState, parse_duration
 from ..contract.verdict_words import verdict_word, what_happens, what_holds
 from ..state import WorkspaceState
-from ..vmside import leases
 from ..workspace_client import SshWorkspaceClient, StatusUnavailable
 from .app import age_seconds, err, main, out, running_target
 
@@ -23,7 +22,7 @@ from .app import age_seconds, err, main, out, running_target
 @click.option("--reason", default="from the laptop", help="Shown in the watchdog's status.")
 def keepalive(name: str, duration: str, reason: str) -> None:
     """Hold off NAME's idle watchdog for a while."""
-    leases.parse_duration(duration)  # a bad duration is a usage error here, not on the VM
+    parse_duration(duration)  # a bad duration is a usage error here, not on the VM
     err.print(SshWorkspaceClient(running_target(name), name).keepalive(duration, reason))
 
 

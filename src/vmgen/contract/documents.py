@@ -15,6 +15,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from ..errors import UsageError
 from . import codec
 
 # --- the watchdog's settings (/etc/vmgen/idlewatch.toml, root's) --------------------------------
@@ -333,6 +334,22 @@ LEASE_MAX_SECONDS = 30 * 86400  # the longest `vmgen keepalive --for` accepts
 REASON_MAX = 120
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+_DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> float:
+    """`3h`, `90m`, `1h30m`, `45s`, `2d` -> seconds."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _DURATION_PART.findall(compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise UsageError(f"invalid duration {text!r}: use e.g. 3h, 90m, 1h30m")
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds <= 0 or seconds > LEASE_MAX_SECONDS:
+        raise UsageError(f"duration {text!r} must be between 1s and {LEASE_MAX_SECONDS // 86400}d")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Lease:
     """A keepalive until `until` (wall clock). Taken on the VM, it also carries its end on that
@@ -482,6 +499,7 @@ __all__ = [
     "act_timeout_seconds",
     "clean_text",
     "dump_leases",
+    "parse_duration",
     "parse_hook_event",
     "parse_leases",
     "with_lease",

@@ -43,14 +43,6 @@ Progress = Callable[[str], None]
 log = logging.getLogger(__name__)
 
 
-def runtime_excludes(paths: VmPaths = VM) -> tuple[str, ...]:
-    """vmgen's own per-boot state and what the CLI delivers again at every launch: restoring an
-    old handover mark would start the agent before its credentials arrive, old leases would hold
-    the new VM up, and the delivered API key has no business in a backup."""
-    own = (paths.handover_mark, paths.leases, paths.hook_events, paths.agent_env)
-    return tuple(str(p.relative_to(paths.home)) for p in own)
-
-
 # The new VM's keys are the ones the user launched it with, not the backed-up ones.
 KEPT_ON_RESTORE = (str(VM.authorized_keys.relative_to(VM.home)),)
 
@@ -177,7 +169,7 @@ def run_backup(
                 open_store(target),
                 config.workspace,
                 config.recipient,
-                excludes=target.excludes + runtime_excludes(paths),
+                excludes=target.excludes + paths.runtime_excludes,
                 run_as=agent or RunAs.lookup(AGENT_USER),
                 limits=Limits(deadline=deadline, cancelled=(lambda: acting(paths)) if requested else None),
                 keeper=IndexKeeper(paths.backup_index),
@@ -185,7 +177,7 @@ def run_backup(
                 repo_folder=repo_folder(paths),
                 retention=retention_of(target),
             )
-        own = set(runtime_excludes(paths))
+        own = set(paths.runtime_excludes)
         result = BackupResult(
             ok=True,
             backup_id=manifest.backup_id,

@@ -14,6 +14,7 @@ import time
 import click
 
 from ..contract.control import TRIGGERS, ControlRequest
+from ..contract.documents import parse_duration
 from ..contract.names import VM
 from . import leases
 
@@ -114,7 +115,7 @@ def certificates() -> None:
 @click.option("--reason", default="", help="Shown in the watchdog's log and status.")
 def keepalive(duration: str, reason: str) -> None:
     """Hold off the idle watchdog on this VM."""
-    lease = leases.add(leases.parse_duration(duration), reason)
+    lease = leases.add(parse_duration(duration), reason)
     until = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(lease.until))
     click.echo(f"keepalive until {until} ({lease.reason})")
 
