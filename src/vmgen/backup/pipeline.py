@@ -51,8 +51,8 @@ from vmgen.backup.manifest import (
     WrongIdentity,
 )
 from vmgen.backup.retention import Retention, apply_retention
+from vmgen.backup.stages import RunAs
 from vmgen.backup.store import LocalStore, Readable, Store, same_checksum
-from vmgen.privileges import RunAs
 
 CHUNK = stages.CHUNK
 log = logging.getLogger(__name__)

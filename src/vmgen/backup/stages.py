@@ -25,14 +25,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import zstandard
 
 import vmgen
 from vmgen.backup import archive, crypto, diskwriter, extract, index, manifest as model
 from vmgen.backup.manifest import BackupError
-from vmgen.privileges import RunAs
 
 if TYPE_CHECKING:
     from vmgen.backup.store import Readable
@@ -43,6 +42,15 @@ _F_SETPIPE_SZ = 1031  # Linux; the fcntl module of 3.11 does not export it
 _CHILD_ENTRY = "import sys; from vmgen.backup.stages import child_main; child_main(sys.argv[1:])"
 REPORT_MAX = 1 << 20  # a report is a few KiB; a child the agent controls may send anything
 REPORT_GRACE = 2.0  # seconds after a child's exit that its report may still take to arrive
+
+
+class RunAs(Protocol):
+    """Whom a stage runs as: on the VM the agent user (`vmside.privileges.RunAs`), handed in by
+    the caller, so that this library knows nothing of the VM's users."""
+
+    def popen_kwargs(self, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Keyword arguments for subprocess.Popen that start the child as this user."""
+        ...
 
 
 def pipe() -> tuple[int, int]:
