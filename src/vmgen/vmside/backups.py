@@ -36,8 +36,8 @@ from ..contract.documents import (
 )
 from ..contract.names import AGENT_USER, VM, VmPaths
 from ..errors import VmgenError
-from ..privileges import RunAs
 from .jsonfile import write_text
+from .privileges import RunAs
 
 Progress = Callable[[str], None]
 log = logging.getLogger(__name__)

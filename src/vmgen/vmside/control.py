@@ -52,7 +52,7 @@ from ..contract.control import (
 from ..contract.documents import WatchdogState
 from ..contract.names import AGENT_USER, VM, VmPaths
 from ..errors import VmgenError
-from ..privileges import RunAs
+from .privileges import RunAs
 
 log = logging.getLogger(__name__)
 FINAL_SEND_TIMEOUT = 10.0

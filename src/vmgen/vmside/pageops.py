@@ -36,9 +36,9 @@ from ..contract.pageops import (
     refused_line,
     result_line,
 )
-from ..privileges import RunAs, run_as
 from .agentfs import AgentFiles
 from .control import FINAL_SEND_TIMEOUT, peer_uid, read_request_line
+from .privileges import RunAs, run_as
 
 log = logging.getLogger(__name__)
 LEASES_MAX = 64 << 10

@@ -18,9 +18,9 @@ from vmgen.contract import codec
 from vmgen.contract.control import ControlRequest
 from vmgen.contract.documents import BackupConfig, BackupResult, BackupTarget, RestoreRequest, WorkspaceInfo
 from vmgen.contract.names import VmPaths
-from vmgen.privileges import RunAs
 from vmgen.vmside import control
 from vmgen.vmside.backups import run_backup, run_restore
+from vmgen.vmside.privileges import RunAs
 
 ME = RunAs.current()
 

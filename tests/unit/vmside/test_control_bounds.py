@@ -25,9 +25,9 @@ from vmgen.contract import codec
 from vmgen.contract.control import ControlRequest
 from vmgen.contract.documents import BackupConfig, BackupTarget, WatchdogState
 from vmgen.contract.names import VmPaths
-from vmgen.privileges import RunAs
 from vmgen.vmside import backups, control
 from vmgen.vmside.backups import BackupBusy, BackupRefused, run_backup
+from vmgen.vmside.privileges import RunAs
 
 ME = RunAs.current()
 

@@ -44,9 +44,9 @@ from ...contract.names import (
     VmPaths,
 )
 from ...errors import VmgenError
-from ...privileges import RunAs, run_as
 from ..agentfs import AgentFiles
 from ..jsonfile import write_text
+from ..privileges import RunAs, run_as
 from .humans import tmux_sockets
 from .model import Action
 from .settings import read_secrets

@@ -18,7 +18,6 @@ import pytest
 
 from tests.polling import wait_until
 from vmgen.contract.documents import Clocks
-from vmgen.privileges import RunAs
 from vmgen.vmside.agentfs import AgentFiles
 from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher, Evidence, classify
 from vmgen.vmside.idlewatch.files import FileWatcher, IgnoreRules
@@ -42,6 +41,7 @@ from vmgen.vmside.idlewatch.transcript import (
     fuse_turn,
     project_dir_name,
 )
+from vmgen.vmside.privileges import RunAs
 
 # -- transcript ------------------------------------------------------------------------------
 

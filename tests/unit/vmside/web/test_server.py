@@ -22,9 +22,9 @@ from tests.polling import wait_until
 from vmgen.contract.control import decode_request, progress_line
 from vmgen.contract.names import VmPaths
 from vmgen.contract.pageops import PageRequest, encode_request
-from vmgen.privileges import RunAs
 from vmgen.vmside import pageops
 from vmgen.vmside.agentfs import AgentFiles
+from vmgen.vmside.privileges import RunAs
 from vmgen.vmside.web.activity import activity_of, recent_activity
 from vmgen.vmside.web.server import WebSettings, root_ops, serve
 
