@@ -23,6 +23,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
+from docker.models.images import Image
 
 from ..backup.manifest import workspace_prefix
 from ..contract import codec
@@ -38,7 +39,7 @@ from ..errors import (
 )
 from ..interrupts import interrupts_deferred
 from ..spec import SIZE_PRESETS, RestoreSource, WorkspaceSpec
-from ..stamps import BakedImage
+from ..stamps import AGENT_VERSION_LABEL, BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
 from .base import (
     LABEL,
     OWNER_ID_LABEL,
@@ -50,6 +51,7 @@ from .base import (
     SSHEndpoint,
     StopReason,
     Workspace,
+    owned,
     owner_labels,
 )
 
@@ -187,6 +189,32 @@ def backup_mounts(spec: WorkspaceSpec) -> dict[str, dict[str, str]]:
     return mounts
 
 
+def image_id(image: Image) -> str:
+    # docker's stubs allow any model an id of None; an image the engine described has one.
+    assert image.id is not None
+    return image.id
+
+
+def baked_image(image: Image, stamp: ImageStamp | None = None) -> BakedImage:
+    """`stamp`: what was just baked (its labels may have been overridden); else read from the
+    labels of an image found by its baked label."""
+    labels = image.labels or {}
+    stamp = stamp or ImageStamp.from_labels(labels)
+    assert stamp is not None, "filtered on the baked label"
+    created = datetime.fromisoformat(image.attrs["Created"][:26].rstrip("Z") + "+00:00").astimezone(UTC)
+    name = image.tags[0] if image.tags else image.short_id
+    return BakedImage(
+        ref=image_id(image),
+        name=name,
+        created_at=created,
+        stamp=stamp,
+        base=labels.get(BASE_LABEL, ""),
+        owner=labels.get(OWNER_LABEL, ""),
+        owner_id=labels.get(OWNER_ID_LABEL, ""),
+        agent_version=labels.get(AGENT_VERSION_LABEL, ""),
+    )
+
+
 class DockerProvider:
     name = "docker"
     user_data_limit = 1024 * 1024
@@ -300,16 +328,23 @@ class DockerProvider:
                 "and set docker_image to its tag"
             ) from None
 
-    def baked_images(self, base: str | None = None) -> list[BakedImage]:
-        from .docker_bake import baked_images
+    def base_label(self) -> str:
+        """The base image as a baked image's label records it (its id)."""
+        self.ensure_image()
+        return label_value(image_id(self.client.images.get(self.image)))
 
-        return baked_images(self, base)
+    def baked_images(self, base: str | None = None) -> list[BakedImage]:
+        """Newest first; only those baked from `base` when given."""
+        filters = [f"{BAKED_LABEL}=1"] + ([f"{BASE_LABEL}={base}"] if base else [])
+        found = [baked_image(image) for image in self.client.images.list(filters={"label": filters})]
+        return sorted(found, key=lambda b: b.created_at, reverse=True)
 
     def newest_baked(self, spec: WorkspaceSpec | None = None) -> BakedImage | None:
-        # Any container boots any image: the spec does not narrow the choice.
-        from .docker_bake import newest_baked
-
-        return newest_baked(self)
+        # Any container boots any image: the spec does not narrow the choice. Only this user's
+        # own: an image of another user's on a shared engine (or one whose baker cannot be told,
+        # from before owner ids) boots only when named (--image).
+        found = [b for b in self.baked_images(self.base_label()) if owned(b.owner, b.owner_id)]
+        return found[0] if found else None
 
     def remove_baked(self, image: BakedImage) -> None:
         users = self.client.containers.list(all=True, filters={"ancestor": image.ref})

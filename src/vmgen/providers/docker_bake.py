@@ -7,11 +7,9 @@ import contextlib
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 
 from docker.errors import APIError, NotFound
 from docker.models.containers import Container
-from docker.models.images import Image
 
 from ..builder.install import BAKE_CLEANUP, InstallPlan
 from ..builder.render import render_bake_user_data
@@ -19,33 +17,14 @@ from ..contract.names import VM
 from ..errors import BakeFailed, BootFailed
 from ..readiness import FOLLOW_SCRIPT, follow_boot
 from ..selfwheel import VmgenWheel
-from ..stamps import (
-    AGENT_VERSION_LABEL,
-    BAKED_LABEL,
-    BASE_LABEL,
-    BakedImage,
-    ImageStamp,
-    installed_version,
-    label_value,
-)
-from .base import OWNER_ID_LABEL, OWNER_LABEL, owned, owner_labels
-from .docker import DockerProvider, boot_with_seed, systemd_run_options
+from ..stamps import AGENT_VERSION_LABEL, BakedImage, installed_version
+from .base import owner_labels
+from .docker import DockerProvider, baked_image, boot_with_seed, systemd_run_options
 
 BAKED_REPOSITORY = "vmgen-baked"
 BAKE_LABEL = "vmgen-bake"
 
 Progress = Callable[[str], None]
-
-
-def base_label(provider: DockerProvider) -> str:
-    provider.ensure_image()
-    return label_value(_image_id(provider.client.images.get(provider.image)))
-
-
-def _image_id(image: Image) -> str:
-    # docker's stubs allow any model an id of None; an image the engine described has one.
-    assert image.id is not None
-    return image.id
 
 
 def bake(
@@ -64,7 +43,7 @@ def bake(
     this user's, see owner.py)."""
     if wheel.sha256 != plan.vmgen.wheel_sha256:
         raise BakeFailed("the vmgen wheel to bake is not the one the install plan names")
-    base = base_label(provider)
+    base = provider.base_label()
     volumes = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
     if plan.vmgen.local_wheels is not None:
         volumes[str(plan.vmgen.local_wheels)] = {"bind": str(VM.wheels), "mode": "ro"}
@@ -104,46 +83,12 @@ def bake(
         image = container.commit(repository=repository, tag=tag, conf={"Labels": image_labels})
     finally:
         container.remove(force=True)
-    return _baked(image, plan.stamp)
+    return baked_image(image, plan.stamp)
 
 
 def _remove(provider: DockerProvider, name: str) -> None:
     with contextlib.suppress(NotFound):
         provider.client.containers.get(name).remove(force=True)
-
-
-def baked_images(provider: DockerProvider, base: str | None = None) -> list[BakedImage]:
-    """Newest first; only those baked from `base` when given."""
-    filters = [f"{BAKED_LABEL}=1"] + ([f"{BASE_LABEL}={base}"] if base else [])
-    found = [_baked(image) for image in provider.client.images.list(filters={"label": filters})]
-    return sorted(found, key=lambda b: b.created_at, reverse=True)
-
-
-def newest_baked(provider: DockerProvider) -> BakedImage | None:
-    # Only this user's own: an image of another user's on a shared engine (or one whose baker
-    # cannot be told, from before owner ids) boots only when named (--image).
-    found = [b for b in baked_images(provider, base_label(provider)) if owned(b.owner, b.owner_id)]
-    return found[0] if found else None
-
-
-def _baked(image: Image, stamp: ImageStamp | None = None) -> BakedImage:
-    """`stamp`: what was just baked (its labels may have been overridden); else read from the
-    labels of an image found by its baked label."""
-    labels = image.labels or {}
-    stamp = stamp or ImageStamp.from_labels(labels)
-    assert stamp is not None, "filtered on the baked label"
-    created = datetime.fromisoformat(image.attrs["Created"][:26].rstrip("Z") + "+00:00").astimezone(UTC)
-    name = image.tags[0] if image.tags else image.short_id
-    return BakedImage(
-        ref=_image_id(image),
-        name=name,
-        created_at=created,
-        stamp=stamp,
-        base=labels.get(BASE_LABEL, ""),
-        owner=labels.get(OWNER_LABEL, ""),
-        owner_id=labels.get(OWNER_ID_LABEL, ""),
-        agent_version=labels.get(AGENT_VERSION_LABEL, ""),
-    )
 
 
 def _follow(container: Container, progress: Progress, timeout: float) -> None:
