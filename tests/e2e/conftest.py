@@ -49,8 +49,8 @@ def docker_client() -> docker.DockerClient:
 
 def this_vmgen():
     """The install of vmgen a launch by this source tree asks for (its own build)."""
+    from vmgen.laptop.spec import VmgenInstall
     from vmgen.selfwheel import own_wheel
-    from vmgen.spec import VmgenInstall
 
     wheel = own_wheel()
     return VmgenInstall(version=wheel.version, wheel_sha256=wheel.sha256)
@@ -92,12 +92,12 @@ def vm_image(docker_client, stock_image, tmp_path_factory) -> str:
     """The stock image with this run's install steps baked in (packages, the pinned Claude
     Code, this very vmgen): launches skip them and take seconds. The cold path keeps its own
     tests (test_launch_variants, test_baked_images use `stock_image`)."""
-    from vmgen.agents import AGENTS
-    from vmgen.builder.install import workspace_plan
-    from vmgen.providers.docker import DockerProvider
-    from vmgen.providers.docker_bake import bake
+    from vmgen.laptop.agents import AGENTS
+    from vmgen.laptop.builder.install import workspace_plan
+    from vmgen.laptop.providers.docker import DockerProvider
+    from vmgen.laptop.providers.docker_bake import bake
+    from vmgen.laptop.stamps import BAKED_LABEL
     from vmgen.selfwheel import own_wheel
-    from vmgen.stamps import BAKED_LABEL
 
     with run_once(tmp_path_factory, "baked-image") as shared:
         made = shared / "image"
@@ -130,12 +130,12 @@ def web_lite_image(vm_image, docker_client, tmp_path_factory) -> str:
 
 
 def _web_bake(name: str, code_ui_version: str, vm_image, docker_client, tmp_path_factory) -> str:
-    from vmgen.agents import AGENTS
-    from vmgen.builder.install import workspace_plan
-    from vmgen.providers.docker import DockerProvider
-    from vmgen.providers.docker_bake import bake
+    from vmgen.laptop.agents import AGENTS
+    from vmgen.laptop.builder.install import workspace_plan
+    from vmgen.laptop.providers.docker import DockerProvider
+    from vmgen.laptop.providers.docker_bake import bake
+    from vmgen.laptop.stamps import BAKED_LABEL
     from vmgen.selfwheel import own_wheel
-    from vmgen.stamps import BAKED_LABEL
 
     with run_once(tmp_path_factory, f"{name}-image") as shared:
         made = shared / "image"

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.hetzner import FakeHetzner
 from tests.polling import wait_until
-from vmgen.stamps import BAKED_LABEL, BASE_LABEL, label_value
+from vmgen.laptop.stamps import BAKED_LABEL, BASE_LABEL, label_value
 
 from .conftest import RUN, make_repo, unique
 

@@ -16,7 +16,7 @@ from tests.fakes.anthropic_api import Rule, Script, ToolUse
 from tests.fakes.hetzner import FakeHetzner
 from tests.polling import eventually
 from vmgen import __version__
-from vmgen.stamps import BAKED_LABEL, BASE_LABEL, STAMP_LABEL_PREFIX, label_value
+from vmgen.laptop.stamps import BAKED_LABEL, BASE_LABEL, STAMP_LABEL_PREFIX, label_value
 
 from .conftest import AGENT_VERSION, RUN, make_repo, this_vmgen, unique
 

@@ -316,7 +316,7 @@ def fake_baked_image(docker_client, owner: str, tag: str, owner_id: str = "") ->
 
 def test_image_list_rm_and_prune_act_on_ones_own_images(cli, docker_client) -> None:
     me = replace(cli, env={**cli.env, "LOGNAME": f"me-{RUN}", "USER": f"me-{RUN}"})
-    mine = subprocess.run([sys.executable, "-c", "from vmgen.owner import owner_id; print(owner_id())"], env=cli.env,
+    mine = subprocess.run([sys.executable, "-c", "from vmgen.laptop.owner import owner_id; print(owner_id())"], env=cli.env,
                           capture_output=True, text=True, check=True).stdout.strip()  # this user's, in their home
     host = socket.gethostname()
     older = fake_baked_image(docker_client, f"me-{RUN}@{host}", "older", mine)

@@ -15,9 +15,9 @@ import pytest
 
 from tests.acme import AcmeFront, Pebble, ZoneDns, served_chain_verifies, zone_resolver
 from tests.polling import wait_until
-from vmgen.caddy import WebAccess, render_caddyfile
 from vmgen.contract.names import VmPaths
 from vmgen.contract.weblogin import WebLoginSettings
+from vmgen.laptop.caddy import WebAccess, render_caddyfile
 from vmgen.vmside.web.certificates import read_events, statuses
 
 HOST = "ws.test.example"

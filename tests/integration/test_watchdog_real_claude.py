@@ -209,7 +209,7 @@ STALL_AFTER = 5.0  # seconds: far shorter than the silent tool call
 
 def claude_command(claude: Path) -> list[str]:
     """The agent's start command on the VM, with this Claude Code."""
-    from vmgen.agents import AGENTS
+    from vmgen.laptop.agents import AGENTS
 
     return [str(claude), *AGENTS["claude"].start.split()[1:]]
 
@@ -252,8 +252,8 @@ class Workspace:
 
 @pytest.fixture
 def workspace(claude_bin: Path, tmp_path: Path) -> Iterator[Workspace]:
-    from vmgen.builder.render import agent_event_hook, claude_hooks
     from vmgen.contract.names import VmPaths
+    from vmgen.laptop.builder.render import agent_event_hook, claude_hooks
 
     paths = VmPaths(home=tmp_path / "home")
     program = tmp_path / "agent-event"

@@ -29,9 +29,9 @@ import pytest
 
 from tests import raw_https
 from tests.polling import wait_until
-from vmgen.caddy import WebAccess, render_caddyfile, upstream
 from vmgen.contract.names import VmPaths
 from vmgen.contract.weblogin import WebLoginSettings, make_verifier
+from vmgen.laptop.caddy import WebAccess, render_caddyfile, upstream
 from vmgen.vmside.weblogin.server import LoginConfig, LoginService, serve
 
 HOST = "ws.dev.example.com"

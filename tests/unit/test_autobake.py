@@ -8,17 +8,17 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.fakes.hetzner import FakeHetzner
-from vmgen.agents import AGENTS
-from vmgen.autobake import has_image_for, plan_key, plan_lock, plan_settings, wanted
-from vmgen.builder.install import plan_of
-from vmgen.cli.images import current_plan
-from vmgen.config import load_settings
 from vmgen.errors import ConfigError
-from vmgen.providers import auto_bakes
-from vmgen.providers.docker import DockerProvider
-from vmgen.providers.hetzner import HetznerProvider
-from vmgen.spec import WebSpec
-from vmgen.stamps import BakedImage
+from vmgen.laptop.agents import AGENTS
+from vmgen.laptop.autobake import has_image_for, plan_key, plan_lock, plan_settings, wanted
+from vmgen.laptop.builder.install import plan_of
+from vmgen.laptop.cli.images import current_plan
+from vmgen.laptop.config import load_settings
+from vmgen.laptop.providers import auto_bakes
+from vmgen.laptop.providers.docker import DockerProvider
+from vmgen.laptop.providers.hetzner import HetznerProvider
+from vmgen.laptop.spec import WebSpec
+from vmgen.laptop.stamps import BakedImage
 
 from .test_launch import FakeProvider, spec_for
 
@@ -91,8 +91,8 @@ def test_a_snapshots_price_comes_from_the_projects_price_list() -> None:
 
 
 def test_a_provider_that_fails_after_the_launch_costs_a_warning_not_the_launch(home, capsys) -> None:
-    from vmgen.cli.launching import bake_for_next_time
     from vmgen.errors import ProviderUnavailable
+    from vmgen.laptop.cli.launching import bake_for_next_time
 
     class Unreachable(FakeProvider):
         def newest_baked(self, spec=None):

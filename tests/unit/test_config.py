@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.config import load_settings
 from vmgen.errors import ConfigError
+from vmgen.laptop.config import load_settings
 
 
 def test_precedence_env_over_dotenv_over_toml(tmp_path: Path) -> None:

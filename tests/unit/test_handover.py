@@ -10,7 +10,7 @@ import pytest
 
 from vmgen.contract.names import VM
 from vmgen.errors import VmgenError
-from vmgen.handover import agent_env_file, files_to_upload, laptop_extras, rewrite_home
+from vmgen.laptop.handover import agent_env_file, files_to_upload, laptop_extras, rewrite_home
 
 HOSTILE = ["plain", "it's \"quoted\"", "$(touch SENTINEL)", "`touch SENTINEL`", "a\nb", "x; touch SENTINEL", "ünï"]
 

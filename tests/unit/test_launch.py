@@ -17,16 +17,16 @@ import yaml
 
 from vmgen.contract.documents import AgentRecord, BackupTarget, RestoreResult, VerdictRecord, WatchdogState
 from vmgen.errors import BootFailed, LeftoversExist, NameBusy, UsageError, WorkspaceExists
-from vmgen.handover import Handover
-from vmgen.identities import ensure_identity, has_identity
-from vmgen.launch import LaunchOptions, launch
-from vmgen.providers.base import Leftover, SelfDelete, Workspace
-from vmgen.readiness import Phase
+from vmgen.laptop.handover import Handover
+from vmgen.laptop.identities import ensure_identity, has_identity
+from vmgen.laptop.launch import LaunchOptions, launch
+from vmgen.laptop.providers.base import Leftover, SelfDelete, Workspace
+from vmgen.laptop.readiness import Phase
+from vmgen.laptop.spec import GitSource, RestoreSource, VmgenInstall, WebSpec, WorkspaceSpec, make_spec
+from vmgen.laptop.stamps import BakedImage, ImageStamp
+from vmgen.laptop.state import WorkspaceState, busy_with, name_lock
+from vmgen.laptop.workspace_client import RestoreFailed
 from vmgen.selfwheel import VmgenWheel, own_wheel
-from vmgen.spec import GitSource, RestoreSource, VmgenInstall, WebSpec, WorkspaceSpec, make_spec
-from vmgen.stamps import BakedImage, ImageStamp
-from vmgen.state import WorkspaceState, busy_with, name_lock
-from vmgen.workspace_client import RestoreFailed
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj t@l"
 
@@ -422,8 +422,8 @@ def test_a_restore_says_its_step_once(home, provider) -> None:
 
 def test_previews_on_a_preview_domain_get_records_in_its_zone_that_go_with_a_failed_launch(home) -> None:
     from tests.fakes.cloudflare import FakeCloudflare
-    from vmgen.caddy import new_login
     from vmgen.dns import CloudflareDns
+    from vmgen.laptop.caddy import new_login
 
     public = FakeProvider(public=True)
     web = WebSpec(domain="dev.example.com", preview_domain="previews.example.net")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.owner import OWNER_ID_LABEL, OWNER_LABEL, describe_owner, local_owner, owned, owner_id, owner_labels
-from vmgen.stamps import label_value
+from vmgen.laptop.owner import OWNER_ID_LABEL, OWNER_LABEL, describe_owner, local_owner, owned, owner_id, owner_labels
+from vmgen.laptop.stamps import label_value
 
 
 def as_user(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 import vmgen
-from vmgen.agents import AGENTS
-from vmgen.builder.install import plan_for
-from vmgen.builder.render import render_bake_script
+from vmgen.laptop.agents import AGENTS
+from vmgen.laptop.builder.install import plan_for
+from vmgen.laptop.builder.render import render_bake_script
+from vmgen.laptop.spec import VmgenInstall
 from vmgen.selfwheel import build_wheel, own_wheel
-from vmgen.spec import VmgenInstall
 
 PACKAGE = Path(vmgen.__file__).parent
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.sourcecheck import SourceNotFound, check_git_source
-from vmgen.spec import GitSource
+from vmgen.laptop.sourcecheck import SourceNotFound, check_git_source
+from vmgen.laptop.spec import GitSource
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):

@@ -3,14 +3,14 @@ from pathlib import Path
 import pytest
 
 from vmgen.errors import InvalidSpec, NoSSHKey
-from vmgen.spec import (
+from vmgen.laptop.spec import (
     GitSource,
     LocalSource,
+    WebSpec,
     derive_name,
     discover_public_keys,
     parse_source,
     resolve_agent,
-    WebSpec,
     validate_name,
     validate_version,
     validate_web,

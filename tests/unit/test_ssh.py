@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.polling import wait_until
-from vmgen.builder.hostkeys import generate_host_key
 from vmgen.errors import BootFailed, RemoteCommandFailed
-from vmgen.providers.base import SSHEndpoint
-from vmgen.readiness import failure_report, relevant_tail, wait_for_ssh
-from vmgen.ssh import SSHTarget, remote, run, stream, write_file
-from vmgen.state import WorkspaceRecord, WorkspaceState
+from vmgen.laptop.builder.hostkeys import generate_host_key
+from vmgen.laptop.providers.base import SSHEndpoint
+from vmgen.laptop.readiness import failure_report, relevant_tail, wait_for_ssh
+from vmgen.laptop.ssh import SSHTarget, remote, run, stream, write_file
+from vmgen.laptop.state import WorkspaceRecord, WorkspaceState
 
 
 def free_port() -> int:
@@ -143,7 +143,7 @@ def test_a_failed_provisioning_shows_its_phase_and_that_phases_own_lines_first()
 
 def test_a_tunnel_reaches_a_unix_socket_on_the_workspace(target: SSHTarget, tmp_path: Path) -> None:
     """`vmgen open` without a domain: the page listens on a unix socket, forwarded over SSH."""
-    from vmgen.ssh import tunnel_command
+    from vmgen.laptop.ssh import tunnel_command
 
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(tmp_path / "page.sock"))

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vmgen.agents import AGENTS
 from vmgen.backup.target import BackupTarget
-from vmgen.builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
 from vmgen.errors import UserDataInvalid, UserDataTooLarge
-from vmgen.providers import USER_DATA_LIMITS
-from vmgen.spec import GitSource, LocalSource, RestoreSource, VmgenInstall, WorkspaceSpec
+from vmgen.laptop.agents import AGENTS
+from vmgen.laptop.builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
+from vmgen.laptop.providers import USER_DATA_LIMITS
+from vmgen.laptop.spec import GitSource, LocalSource, RestoreSource, VmgenInstall, WorkspaceSpec
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0KjgNlbgsqOgjCm2oFkXzBeX1LM tester@laptop"
 HOST_KEY = generate_host_key()
@@ -186,7 +186,7 @@ def run_provision(user_data: str, tmp_path: Path) -> list[list[str]]:
 def test_a_failed_background_install_is_reported_under_its_own_name(tmp_path: Path) -> None:
     """npm fails while the clone runs: the report must name the agent's install and show npm's
     words, not the phase that happened to be printed last."""
-    from vmgen.readiness import failure_report
+    from vmgen.laptop.readiness import failure_report
 
     script = files_of(render(make_spec()))["/usr/local/lib/vmgen/provision.sh"]["content"]
     (tmp_path / "provision.sh").write_text(script)
@@ -233,7 +233,7 @@ def test_hostile_key_comment_stays_data() -> None:
 def test_a_server_made_again_from_a_kept_disk_changes_nothing_on_it() -> None:
     """Booting a kept snapshot is a new instance to cloud-init: no default user (Debian's has
     sudo), and the host keys stay (the laptop pins them)."""
-    from vmgen.builder.render import render_kept_boot
+    from vmgen.laptop.builder.render import render_kept_boot
 
     user_data = render_kept_boot("app", (KEY,))
     check_schema(user_data)

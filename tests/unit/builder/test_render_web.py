@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import subprocess
 
-from vmgen.builder import check_schema, check_size
-from vmgen.caddy import new_login
 from vmgen.contract.weblogin import WebLoginSettings
-from vmgen.providers import USER_DATA_LIMITS
-from vmgen.spec import WebSpec
+from vmgen.laptop.builder import check_schema, check_size
+from vmgen.laptop.caddy import new_login
+from vmgen.laptop.providers import USER_DATA_LIMITS
+from vmgen.laptop.spec import WebSpec
 
 from .test_render import files_of, make_spec, render
 
@@ -107,7 +107,7 @@ def test_every_unit_root_runs_has_a_finite_start_and_stop_timeout():
     from dataclasses import replace
 
     from vmgen.contract.documents import ACT_FALLBACK_SECONDS, BackupTarget
-    from vmgen.spec import WatchdogTuning
+    from vmgen.laptop.spec import WatchdogTuning
 
     spec = replace(SPEC, watchdog=WatchdogTuning(max_lifetime_hours=2))
     store = BackupTarget(kind="s3", bucket="b", deadline_minutes=20)

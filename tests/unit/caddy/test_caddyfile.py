@@ -10,9 +10,9 @@ import subprocess
 
 import pytest
 
-from vmgen.caddy import WebAccess, hostnames, new_login, render_caddyfile
 from vmgen.contract.names import VmPaths
 from vmgen.contract.weblogin import WebLoginSettings, check_password
+from vmgen.laptop.caddy import WebAccess, hostnames, new_login, render_caddyfile
 
 SETTINGS = WebLoginSettings(host="app.dev.example.com", user="vmgen", desktop=True, preview_ports=(3000, 5173))
 WEB = WebAccess(SETTINGS, tls="internal")

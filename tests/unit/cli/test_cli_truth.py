@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from vmgen.identities import ensure_identity, has_identity
+from vmgen.laptop.identities import ensure_identity, has_identity
 
 from .test_cli import one_error_line, vmgen
 
@@ -97,7 +97,7 @@ def gone_workspace(home: Path, name: str, backed_up: bool) -> None:
     """The local record of a docker workspace that came up and is gone (it deleted itself), with
     its identity; `backed_up`: with a backup of it in the local store, encrypted to that identity."""
     from vmgen.backup import LocalStore, create_backup
-    from vmgen.state import WorkspaceRecord, WorkspaceState
+    from vmgen.laptop.state import WorkspaceRecord, WorkspaceState
 
     store = home / ".local/share/vmgen/backups"
     recipient = ensure_identity(name)
@@ -128,8 +128,8 @@ def test_destroy_keeps_an_identity_backups_need_and_removes_one_they_do_not(home
 def test_image_list_names_the_agent_version_a_bake_installed() -> None:
     from datetime import UTC, datetime
 
-    from vmgen.cli.images import agent_baked
-    from vmgen.stamps import BakedImage, ImageStamp, installed_version
+    from vmgen.laptop.cli.images import agent_baked
+    from vmgen.laptop.stamps import BakedImage, ImageStamp, installed_version
 
     def baked(pin: str, installed: str) -> BakedImage:
         return BakedImage(ref="x", name="x", created_at=datetime.now(UTC), stamp=ImageStamp("p", pin, "v"), base="",

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from vmgen.cli.watchdog import format_status
 from vmgen.contract.documents import AgentRecord, VerdictRecord, WatchdogState
 from vmgen.contract.verdict_words import in_words, verdict_word, what_happens
+from vmgen.laptop.cli.watchdog import format_status
 
 NOW = 1_000_000.0
 

@@ -18,11 +18,11 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from vmgen.agents import AGENTS
 from vmgen.errors import VmgenError, WorkspaceExists
-from vmgen.providers.docker import DockerProvider, container_name, volume_name
-from vmgen.spec import GitSource, VmgenInstall, WorkspaceSpec
-from vmgen.stamps import BakedImage, ImageStamp
+from vmgen.laptop.agents import AGENTS
+from vmgen.laptop.providers.docker import DockerProvider, container_name, volume_name
+from vmgen.laptop.spec import GitSource, VmgenInstall, WorkspaceSpec
+from vmgen.laptop.stamps import BakedImage, ImageStamp
 
 IMAGE = os.environ.get("VMGEN_DOCKER_IMAGE", "vmgen-debian12:latest")
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj t@l"

@@ -21,15 +21,15 @@ from packaging.version import Version
 
 from tests.fakes.hetzner import FakeHetzner
 from vmgen import __version__
-from vmgen.agents import AGENTS
-from vmgen.builder.install import plan_for
 from vmgen.cli import main
 from vmgen.errors import ProviderActionFailed, ResourceLeftBehind
-from vmgen.launch import with_baked_image
-from vmgen.owner import owned, owner_labels
-from vmgen.providers.hetzner import HetznerProvider, api_errors
-from vmgen.spec import GitSource, VmgenInstall, WorkspaceSpec
-from vmgen.stamps import label_value
+from vmgen.laptop.agents import AGENTS
+from vmgen.laptop.builder.install import plan_for
+from vmgen.laptop.launch import with_baked_image
+from vmgen.laptop.owner import owned, owner_labels
+from vmgen.laptop.providers.hetzner import HetznerProvider, api_errors
+from vmgen.laptop.spec import GitSource, VmgenInstall, WorkspaceSpec
+from vmgen.laptop.stamps import label_value
 
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGVmZ2hpamtsbW5vcHFyc3R1dnd4eXphYmNkZWZnaGlq tester@laptop"
 VMGEN = VmgenInstall(version=__version__, find_links="http://wheels.example:8080/")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.providers.hetzner import key_fingerprint
-from vmgen.providers.hetzner_sizes import (
+from vmgen.laptop.providers.hetzner import key_fingerprint
+from vmgen.laptop.providers.hetzner_sizes import (
     ServerTypeUnavailable,
     TypeOffer,
     bake_type,

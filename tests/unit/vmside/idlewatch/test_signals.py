@@ -548,8 +548,8 @@ def test_past_the_watch_limit_every_folder_is_seen_within_the_window(tmp_path: P
 # -- sessions: hook events, transcripts and processes per agent session ----------------------------
 
 def test_the_hook_program_records_the_session_and_its_transcript(tmp_path: Path) -> None:
-    from vmgen.builder.render import agent_event_hook
     from vmgen.contract.names import VmPaths
+    from vmgen.laptop.builder.render import agent_event_hook
 
     paths = VmPaths(home=tmp_path)
     hook = tmp_path / "agent-event"
