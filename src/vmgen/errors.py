@@ -91,3 +91,86 @@ class ProviderActionFailed(VmgenError):
 
 class ResourceLeftBehind(VmgenError):
     """Something vmgen created could not be removed and may still be billed."""
+
+
+# --- backups: one class per way a backup or restore can fail, each message one line ---------
+
+
+class BackupError(VmgenError):
+    """Base of every backup/restore failure."""
+
+
+class InvalidBackupRequest(UsageError):
+    """Bad arguments: unknown workspace name form, malformed backup id, missing source dir."""
+
+
+class IdentityError(BackupError):
+    """The identity file is missing, malformed or cannot be unlocked."""
+
+
+class IdentityExists(IdentityError):
+    """Refusing to overwrite an identity: the backups made for it would become unreadable."""
+
+
+class PassphraseRequired(IdentityError):
+    """The identity is passphrase-protected and no passphrase was given."""
+
+
+class WrongPassphrase(IdentityError):
+    """The passphrase does not unlock the identity."""
+
+
+class WrongIdentity(BackupError):
+    """The identity is not the one the backup was encrypted to."""
+
+
+class StoreError(BackupError):
+    """The store answered with an error we cannot recover from."""
+
+
+class StoreUnreachable(StoreError):
+    """The store could not be reached (network, DNS, refused) after retries."""
+
+
+class ObjectNotFound(StoreError):
+    """A key that should exist in the store does not."""
+
+
+class ManifestNotFound(BackupError):
+    """No manifest: the backup does not exist or never completed."""
+
+
+class ManifestInvalid(BackupError):
+    """A manifest exists but cannot be parsed or is of an unknown format version."""
+
+
+class IntegrityError(BackupError):
+    """The stored object is not the one the manifest describes."""
+
+
+class DigestMismatch(IntegrityError):
+    """The object's sha256 differs from the manifest's (a damaged or altered object)."""
+
+
+class ObjectTruncated(IntegrityError):
+    """The object is shorter than the manifest says."""
+
+
+class SizeMismatch(IntegrityError):
+    """The object's size differs from the manifest's (longer than expected)."""
+
+
+class UploadVerifyFailed(IntegrityError):
+    """Reading the just-uploaded object back did not give the bytes that were sent."""
+
+
+class BackupStopped(BackupError):
+    """Root stopped the backup: it ran past its deadline, stalled, or gave way to the idle action."""
+
+
+class ArchiveError(BackupError):
+    """The decrypted archive is not a valid zstd/tar stream, or a member is unsafe."""
+
+
+class RestoreTargetNotEmpty(UsageError):
+    """The restore target exists and is not empty, and merging was not asked for."""

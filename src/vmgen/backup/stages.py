@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 import zstandard
 
 import vmgen
-from vmgen.backup import archive, crypto, diskwriter, extract, index, manifest as model
-from vmgen.backup.manifest import BackupError
+from vmgen import errors
+from vmgen.backup import archive, crypto, diskwriter, extract, index
+from vmgen.errors import ArchiveError, BackupError
 
 if TYPE_CHECKING:
     from vmgen.backup.store import Readable
@@ -111,7 +112,7 @@ class Stage(threading.Thread):
 def rebuild_error(kind: str, type_name: str, message: str) -> BaseException:
     if type_name == "BrokenPipeError":
         return BrokenPipeError(message)
-    cls = getattr(model, type_name, None)
+    cls = getattr(errors, type_name, None)
     if isinstance(cls, type) and issubclass(cls, BackupError):
         return cls(message)
     return BackupError(f"the {kind} stage failed: {type_name}: {message}")
@@ -236,13 +237,13 @@ def _job_untar(params: dict[str, Any]) -> int:
     if params["first"]:
         extract.make_staging(target, staging, params["merge"])
     elif not staging.is_dir() or staging.is_symlink():
-        raise model.BackupError(f"the restore's staging folder {staging} is gone")
+        raise BackupError(f"the restore's staging folder {staging} is gone")
     keep_staging = False
     try:
         count = _extract_stdin(staging, increment=not params["first"])
         with os.fdopen(params["go_fd"], "rb") as go:
             if go.read(1) != b"1":
-                raise model.BackupError("the restore was called off before anything was moved into place")
+                raise BackupError("the restore was called off before anything was moved into place")
         if not params["last"]:
             keep_staging = True
             return count
@@ -286,7 +287,7 @@ def _extract_stdin(dest: Path, increment: bool) -> int:
         # without interpreter shutdown (child_main).
         ahead.close()
         if isinstance(e, zstandard.ZstdError):
-            raise model.ArchiveError(f"the archive is not a valid zstd stream: {e}") from e
+            raise ArchiveError(f"the archive is not a valid zstd stream: {e}") from e
         raise
     ahead.join()  # it has read the end: nothing uses z any more
     z.close()  # type: ignore[no-untyped-call]  # zstandard leaves close() unannotated

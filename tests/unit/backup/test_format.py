@@ -14,20 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.backup import (
-    ArchiveError,
-    IdentityExists,
-    LocalStore,
-    PassphraseRequired,
-    WrongPassphrase,
-    create_backup,
-    generate_identity,
-    load_identity,
-    save_identity,
-)
+from vmgen.backup import LocalStore, create_backup, generate_identity, load_identity, save_identity
 from vmgen.backup.archive import Excludes, header
 from vmgen.backup.extract import extract_stream
-from vmgen.errors import VmgenError
+from vmgen.errors import ArchiveError, IdentityExists, PassphraseRequired, VmgenError, WrongPassphrase
 
 
 def test_the_standard_tools_are_installed():

@@ -18,21 +18,21 @@ from pathlib import Path
 import pytest
 
 from vmgen.backup import (
-    ArchiveError,
     LocalStore,
     apply_retention,
     create_backup,
     generate_identity,
+    index as file_index,
     latest_backup,
     list_backups,
     parse_identity,
     restore_backup,
+    tarstream,
 )
-from vmgen.backup import index as file_index
-from vmgen.backup import tarstream
 from vmgen.backup.archive import write_tree
 from vmgen.backup.extract import extract_stream
 from vmgen.backup.indexkeeper import IndexKeeper
+from vmgen.errors import ArchiveError
 
 from .test_pipeline_local import snapshot
 

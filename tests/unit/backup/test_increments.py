@@ -13,19 +13,17 @@ from pathlib import Path
 import pytest
 
 from vmgen.backup import (
-    ArchiveError,
-    DigestMismatch,
     LocalStore,
-    ManifestNotFound,
     apply_retention,
     create_backup,
     generate_identity,
+    index as file_index,
     list_backups,
     parse_identity,
     restore_backup,
 )
-from vmgen.backup import index as file_index
 from vmgen.backup.indexkeeper import IndexKeeper
+from vmgen.errors import ArchiveError, DigestMismatch, ManifestNotFound
 
 from .test_pipeline_local import EXCLUDED, EXCLUDES, build_tree, snapshot
 

@@ -15,13 +15,7 @@ from pathlib import Path
 import pytest
 
 from vmgen.backup import (
-    ArchiveError,
-    DigestMismatch,
     LocalStore,
-    ManifestNotFound,
-    ObjectTruncated,
-    RestoreTargetNotEmpty,
-    WrongIdentity,
     apply_retention,
     create_backup,
     generate_identity,
@@ -30,6 +24,15 @@ from vmgen.backup import (
     manifest as model,
     parse_identity,
     restore_backup,
+)
+from vmgen.errors import (
+    ArchiveError,
+    DigestMismatch,
+    ManifestInvalid,
+    ManifestNotFound,
+    ObjectTruncated,
+    RestoreTargetNotEmpty,
+    WrongIdentity,
 )
 
 EXCLUDED = {"work/app/node_modules", ".cache", "work/app/build", "work/fifo"}
@@ -256,7 +259,7 @@ def test_a_manifest_names_a_repository_folder_only_and_fields_of_a_later_vmgen_a
     for folder in ("../etc", "a/b", ".hidden", ""):
         forged = json.dumps(dict(raw, repo_folder=folder)).encode()
         if folder:
-            with pytest.raises(model.ManifestInvalid, match="repository folder"):
+            with pytest.raises(ManifestInvalid, match="repository folder"):
                 model.Manifest.from_json(forged, "forged")
         else:
             assert model.Manifest.from_json(forged, "forged").repo_folder == ""

@@ -22,12 +22,8 @@ from tests.fakes.moto_server import CREDENTIALS, moto_server, s3_client
 from tests.fakes.s3_faults import FaultProxy, Faults
 from tests.unit.backup.test_pipeline_local import EXCLUDED, EXCLUDES, assert_same_tree, build_tree
 from vmgen.backup import (
-    DigestMismatch,
-    ObjectTruncated,
     S3Settings,
     S3Store,
-    StoreError,
-    StoreUnreachable,
     create_backup,
     generate_identity,
     latest_backup,
@@ -37,6 +33,7 @@ from vmgen.backup import (
 )
 from vmgen.backup.indexkeeper import IndexKeeper
 from vmgen.backup.pipeline import check_chain
+from vmgen.errors import DigestMismatch, ObjectTruncated, StoreError, StoreUnreachable
 
 MIB = 1024 * 1024
 

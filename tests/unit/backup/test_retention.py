@@ -103,7 +103,7 @@ def test_emptying_the_tree_and_backing_it_up_many_times_leaves_the_files_restora
 def test_deletes_the_store_refuses_are_skipped_and_said(tmp_path):
     """An R2 bucket lock refuses deleting what is younger than its retention: the older ones still
     go, and the refusal is one error at the end (the backup that pruned stays good)."""
-    from vmgen.backup.manifest import StoreError
+    from vmgen.errors import StoreError
 
     _text, recipient = generate_identity()
     home = tmp_path / "home"

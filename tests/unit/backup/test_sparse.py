@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.backup import ArchiveError, LocalStore, generate_identity, list_backups, parse_identity
+from vmgen.backup import LocalStore, generate_identity, list_backups, parse_identity
 from vmgen.backup.extract import extract_stream
 from vmgen.backup.indexkeeper import IndexKeeper
 from vmgen.backup.pipeline import create_backup, restore_backup
+from vmgen.errors import ArchiveError
 
 from .test_increment_attacks import member, pax_record, raw_pax
 

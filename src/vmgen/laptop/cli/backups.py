@@ -146,8 +146,9 @@ def restore(
     snapshot: str | None,
 ) -> None:
     """Bring NAME back on a new VM: files, ~/.claude and the agent's conversation."""
-    from ...backup.manifest import WrongIdentity, latest_backup, read_manifest
+    from ...backup.manifest import latest_backup, read_manifest
     from ...backup.pipeline import check_chain, check_local_objects
+    from ...errors import WrongIdentity
     from ..launch import LaunchOptions, launch as launch_workspace
 
     if snapshot:
