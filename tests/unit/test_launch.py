@@ -25,7 +25,7 @@ from vmgen.laptop.readiness import Phase
 from vmgen.laptop.spec import GitSource, RestoreSource, VmgenInstall, WebSpec, WorkspaceSpec, make_spec
 from vmgen.laptop.stamps import BakedImage, ImageStamp
 from vmgen.laptop.state import WorkspaceState, busy_with, name_lock
-from vmgen.laptop.workspace_client import RestoreFailed
+from vmgen.errors import RestoreFailed
 from vmgen.selfwheel import VmgenWheel, own_wheel
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj t@l"

@@ -321,7 +321,8 @@ def _store_backup(
 
 def _tar_report(raw: Any) -> tuple[ArchiveSummary, int, int]:
     """The tar stage's report, checked and capped: on the VM that stage is the agent's process."""
-    from vmgen.contract.codec import DocumentError, from_value
+    from vmgen.contract.codec import from_value
+    from vmgen.errors import DocumentError
 
     try:
         if not isinstance(raw, dict):

@@ -15,16 +15,12 @@ import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import VmgenError
+from ..errors import DocumentError
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 T = TypeVar("T", bound="DataclassInstance")
-
-
-class DocumentError(VmgenError, ValueError):
-    """A document does not have the shape its class says (the CLI shows it as one line)."""
 
 
 def to_value(document: DataclassInstance) -> dict[str, Any]:

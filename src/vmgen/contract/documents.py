@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
-from ..errors import UsageError
+from ..errors import DocumentError, UsageError
 from . import codec
 
 # --- the watchdog's settings (/etc/vmgen/idlewatch.toml, root's) --------------------------------
@@ -62,7 +62,7 @@ class WatchSettings:
     def from_toml(cls, text: str, where: str = "idlewatch.toml") -> WatchSettings:
         settings = codec.toml_loads(cls, text, where)
         if settings.action not in WATCH_ACTIONS:
-            raise codec.DocumentError(f"{where}: action must be one of {', '.join(WATCH_ACTIONS)}")
+            raise DocumentError(f"{where}: action must be one of {', '.join(WATCH_ACTIONS)}")
         return settings
 
 
@@ -126,10 +126,10 @@ class BackupConfig:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise codec.DocumentError(f"{where}: not valid TOML ({exc})") from None
+            raise DocumentError(f"{where}: not valid TOML ({exc})") from None
         workspace, recipient = data.pop("workspace", None), data.pop("recipient", None)
         if not isinstance(workspace, str) or not isinstance(recipient, str):
-            raise codec.DocumentError(f"{where}: workspace and recipient must be strings")
+            raise DocumentError(f"{where}: workspace and recipient must be strings")
         return cls(codec.from_value(BackupTarget, data, where), workspace, recipient)
 
 

@@ -17,7 +17,7 @@ import socket
 import subprocess
 from urllib.parse import urlsplit
 
-from ..errors import InvalidSpec
+from ..errors import SourceNotFound
 from .spec import GitSource
 
 TIMEOUT_SECONDS = 20.0
@@ -26,10 +26,6 @@ _NOT_THERE = (
     re.compile(r"repository '.*' not found"),
     re.compile(r"does not appear to be a git repository"),
 )
-
-
-class SourceNotFound(InvalidSpec):
-    """The git source does not exist: its host, its repository or its branch."""
 
 
 def host_of(url: str) -> str:

@@ -21,7 +21,7 @@ from ..contract.certificates import CertificateReport
 from ..contract.control import decode_reply
 from ..contract.documents import BackupResult, RestoreResult, WatchdogState, WebServices
 from ..contract.names import AGENT_SESSION, VM
-from ..errors import BootFailed, VmgenError
+from ..errors import BackupFailed, DocumentError, RestoreFailed, StatusUnavailable, VmgenError
 from ..selfwheel import VmgenWheel
 from .agent_screen import AgentScreen, parse_screen, screen_script
 from .agents import Agent
@@ -31,18 +31,6 @@ from .ssh import SSHTarget, remote, run, write_file_while_booting
 from .state import failed_boot_log
 
 Progress = Callable[[str], None]
-
-
-class BackupFailed(VmgenError):
-    """The workspace could not make or verify its backup."""
-
-
-class RestoreFailed(BootFailed):
-    """The new VM could not restore the backup; the agent was not started."""
-
-
-class StatusUnavailable(VmgenError):
-    """The workspace's watchdog has not reported (yet), or its state cannot be read."""
 
 
 class WorkspaceClient(Protocol):
@@ -144,7 +132,7 @@ class SshWorkspaceClient:
             raise StatusUnavailable(f"{self.name}: {data['error']}")
         try:
             return codec.from_value(WatchdogState, data, "the watchdog's state", strict=False)
-        except codec.DocumentError as exc:
+        except DocumentError as exc:
             raise StatusUnavailable(f"{self.name}: the watchdog's state cannot be read ({exc})") from None
 
     def first_verdict(self, timeout: float, agent_watched: bool) -> WatchdogState | None:
@@ -168,7 +156,7 @@ class SshWorkspaceClient:
         found = run(self.target, ["vmgen", "vmside", "certificates"], check=False)
         try:
             return CertificateReport.loads(found.stdout)
-        except codec.DocumentError as exc:
+        except DocumentError as exc:
             raise VmgenError(f"{self.name}: the certificates' state cannot be read ({exc})") from None
 
     def wait_for_certificates(self, timeout: float) -> CertificateReport:
@@ -185,7 +173,7 @@ class SshWorkspaceClient:
         found = run(self.target, ["vmgen", "vmside", "services"])
         try:
             return codec.from_value(WebServices, json.loads(found.stdout), "the workspace's services", strict=False)
-        except (ValueError, codec.DocumentError) as exc:
+        except (ValueError, DocumentError) as exc:
             raise VmgenError(f"{self.name}: what the workspace serves cannot be read ({exc})") from None
 
     def agent_screen(self, agent: Agent, settle_seconds: float = 60) -> AgentScreen:
@@ -223,7 +211,7 @@ class SshWorkspaceClient:
             for line in proc.stdout:
                 try:
                     reply = decode_reply(line)
-                except codec.DocumentError:
+                except DocumentError:
                     continue  # anything else on stdout (a login banner) is not an answer
                 if reply.progress:
                     progress(reply.progress)

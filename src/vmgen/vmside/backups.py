@@ -35,7 +35,7 @@ from ..contract.documents import (
     WorkspaceInfo,
 )
 from ..contract.names import AGENT_USER, VM, VmPaths
-from ..errors import VmgenError
+from ..errors import BackupBusy, BackupNotConfigured, BackupRefused, DocumentError
 from .jsonfile import write_text
 from .privileges import RunAs
 
@@ -45,19 +45,6 @@ log = logging.getLogger(__name__)
 
 # The new VM's keys are the ones the user launched it with, not the backed-up ones.
 KEPT_ON_RESTORE = (str(VM.authorized_keys.relative_to(VM.home)),)
-
-
-class BackupNotConfigured(VmgenError):
-    """No backup store was configured for this workspace."""
-
-
-class BackupBusy(VmgenError):
-    """Another backup holds the lock: nothing was done, and asking again later may succeed."""
-
-
-class BackupRefused(VmgenError):
-    """A backup asked for through the control socket is not started (rate limit, the idle
-    action under way): nothing was done."""
 
 
 RATE_WINDOW = 3600.0
@@ -257,7 +244,7 @@ def repo_folder(paths: VmPaths) -> str:
     file): a backup records it, so that its restore, under whatever name, starts the agent there."""
     try:
         info = codec.loads(WorkspaceInfo, paths.workspace_info.read_bytes(), str(paths.workspace_info), strict=False)
-    except (OSError, codec.DocumentError):
+    except (OSError, DocumentError):
         return ""
     repo = Path(info.repo_dir)
     return repo.name if repo.parent == paths.work else ""

@@ -66,8 +66,8 @@ def status(fresh: bool) -> None:
     from .boot import with_age
 
     if fresh:
-        from ..contract.codec import DocumentError
-        from .control import ControlUnavailable, ask_patiently
+        from ..errors import ControlUnavailable, DocumentError
+        from .control import ask_patiently
 
         refused = ""
         try:

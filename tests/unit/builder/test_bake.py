@@ -15,7 +15,8 @@ from vmgen.laptop.agents import AGENTS
 from vmgen.laptop.builder import RenderOptions, generate_host_key, render_user_data
 from vmgen.laptop.builder.install import plan_for, workspace_plan
 from vmgen.laptop.builder.render import render_bake_script, render_bake_user_data
-from vmgen.laptop.packer import PackerMissing, build_with_packer, write_build_dir
+from vmgen.laptop.packer import build_with_packer, write_build_dir
+from vmgen.errors import PackerMissing
 from vmgen.laptop.packer.template import SnapshotBuild
 from vmgen.laptop.spec import GitSource, VmgenInstall, WorkspaceSpec
 from vmgen.laptop.stamps import ImageStamp, label_value
@@ -99,7 +100,7 @@ def test_without_packer_the_template_is_kept_and_the_user_told_how_to_install(tm
 
 
 def test_packer_failures_show_their_tail(tmp_path, monkeypatch):
-    from vmgen.laptop.packer.build import PackerFailed
+    from vmgen.errors import PackerFailed
 
     fake = tmp_path / "bin" / "packer"
     fake.parent.mkdir()

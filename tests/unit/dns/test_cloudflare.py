@@ -11,17 +11,14 @@ import pytest
 import requests
 
 from tests.fakes.cloudflare import READONLY_TOKEN, VALID_TOKEN, FakeCloudflare
-from vmgen.dns import (
-    TTL,
-    CloudflareDns,
+from vmgen.dns import TTL, CloudflareDns, hostnames, tag_for
+from vmgen.errors import (
     DnsAuthError,
     DnsConflict,
     DnsRateLimited,
     DnsRequestFailed,
     DnsUnavailable,
     DnsZoneNotFound,
-    hostnames,
-    tag_for,
 )
 from vmgen.errors import InvalidSpec, UsageError, VmgenError
 

@@ -26,7 +26,8 @@ from vmgen.contract.control import ControlRequest
 from vmgen.contract.documents import BackupConfig, BackupTarget, WatchdogState
 from vmgen.contract.names import VmPaths
 from vmgen.vmside import backups, control
-from vmgen.vmside.backups import BackupBusy, BackupRefused, run_backup
+from vmgen.vmside.backups import run_backup
+from vmgen.errors import BackupBusy, BackupRefused
 from vmgen.vmside.privileges import RunAs
 
 ME = RunAs.current()

@@ -11,8 +11,9 @@ from rich.table import Table
 from ...contract import codec
 from ...contract.documents import WatchdogState, parse_duration
 from ...contract.verdict_words import verdict_word, what_happens, what_holds
+from ...errors import StatusUnavailable
 from ..state import WorkspaceState
-from ..workspace_client import SshWorkspaceClient, StatusUnavailable
+from ..workspace_client import SshWorkspaceClient
 from .app import age_seconds, err, main, out, running_target
 
 

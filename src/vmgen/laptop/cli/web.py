@@ -17,18 +17,13 @@ from rich.markup import escape
 
 from ...contract.documents import WebServices
 from ...contract.names import VM
-from ...errors import VmgenError, WorkspaceNotFound
+from ...errors import NotServed, VmgenError, WorkspaceNotFound
 from ..caddy import CODE_PORT, DESKTOP_PORT
 from ..spec import validate_name
 from ..ssh import tunnel_command
 from ..state import WorkspaceState
 from ..workspace_client import SshWorkspaceClient
 from .app import age, err, out, running_target
-
-
-class NotServed(VmgenError):
-    """What `vmgen open` was asked for is not on the workspace (yet)."""
-
 
 # Where each is on the workspace: the page on its unix socket (without a domain, the agent's to
 # reach, as SSH logs in as the agent), the others on the loopback.

@@ -353,7 +353,8 @@ def settle_identity(name: str, state: WorkspaceState, record: WorkspaceRecord | 
 
 def remove_dns(name: str, host: str) -> str:
     """The workspace's DNS records go with it; a DNS failure does not keep the server alive."""
-    from ...dns import DEFAULT_ENDPOINT, CloudflareDns, DnsError
+    from ...dns import DEFAULT_ENDPOINT, CloudflareDns
+    from ...errors import DnsError
 
     s = settings()
     zone = host.split(".", 1)[1]

@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from ...errors import VmgenError
+from ...errors import PackerFailed, PackerMissing
 from ...selfwheel import VmgenWheel
 from .template import BAKE_SCRIPT, SnapshotBuild, render_template
 
@@ -16,14 +16,6 @@ TEMPLATE = "vmgen.pkr.hcl"
 INSTALL_HINT = (
     "https://developer.hashicorp.com/packer/install (or `apt install packer` from HashiCorp's apt repository)"
 )
-
-
-class PackerMissing(VmgenError):
-    """Packer is not installed; the template was written for later."""
-
-
-class PackerFailed(VmgenError):
-    """`packer build` failed."""
 
 
 def write_build_dir(directory: Path, build: SnapshotBuild, bake_script: str, wheel: VmgenWheel) -> Path:

@@ -30,6 +30,7 @@ from ...contract import codec
 from ...contract.documents import WATCHDOG_TRIGGER, BackupResult, clean_text
 from ...contract.names import VM
 from ...errors import (
+    DocumentError,
     LeftoversExist,
     ProviderUnavailable,
     UsageError,
@@ -488,7 +489,7 @@ class DockerProvider:
                 read = tar.extractfile(member) if member is not None and member.isfile() else None
                 raw = read.read(64 * 1024) if read is not None else b""
             result = codec.loads(BackupResult, raw, "the last backup's result", strict=False)
-        except (tarfile.TarError, codec.DocumentError):
+        except (tarfile.TarError, DocumentError):
             return None
         started = _docker_time(container.attrs.get("State", {}).get("StartedAt", ""))
         if result.trigger != WATCHDOG_TRIGGER or started is None or result.finished_at < started:

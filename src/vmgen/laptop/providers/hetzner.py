@@ -35,6 +35,8 @@ from ...contract.names import LOCATION_LABEL, RESCUE_LABEL, TYPE_LABEL
 from ...errors import (
     BakeFailed,
     ProviderActionFailed,
+    ProviderAuthError,
+    ProviderLimit,
     ProviderUnavailable,
     ResourceLeftBehind,
     UsageError,
@@ -81,14 +83,6 @@ STATUS = {
 }
 
 
-class HetznerAuthError(UsageError):
-    """The token is missing, rejected, or cannot write."""
-
-
-class HetznerLimit(VmgenError):
-    """The project hit a limit or the API's rate limit."""
-
-
 @contextmanager
 def api_errors(action: str) -> Iterator[None]:
     """Translate hcloud's exceptions into one line a user can act on."""
@@ -97,17 +91,17 @@ def api_errors(action: str) -> Iterator[None]:
     except APIException as exc:
         code = exc.code
         if code == "unauthorized":
-            raise HetznerAuthError("Hetzner rejected the API token (401): check HCLOUD_TOKEN") from None
+            raise ProviderAuthError("Hetzner rejected the API token (401): check HCLOUD_TOKEN") from None
         if code in ("token_readonly", "forbidden"):
-            raise HetznerAuthError(
+            raise ProviderAuthError(
                 f"the Hetzner token may not {action}: it is read-only; create a Read & Write token"
             ) from None
         if code == "rate_limit_exceeded":
-            raise HetznerLimit(
+            raise ProviderLimit(
                 "Hetzner's API rate limit is exhausted even after backing off; try again in a minute"
             ) from None
         if code == "resource_limit_exceeded":
-            raise HetznerLimit(f"Hetzner project limit reached while trying to {action}: {exc.message}") from None
+            raise ProviderLimit(f"Hetzner project limit reached while trying to {action}: {exc.message}") from None
         if code == "uniqueness_error":
             raise WorkspaceExists(f"Hetzner already has a resource with that name ({exc.message})") from None
         if code in NO_ROOM:
@@ -195,7 +189,7 @@ class HetznerProvider:
         poll_interval: float = 1.0,
     ) -> None:
         if not token:
-            raise HetznerAuthError(
+            raise ProviderAuthError(
                 "no Hetzner API token: set HCLOUD_TOKEN, or hcloud_token in ~/.config/vmgen/config.toml"
             )
         self.location = location

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from ...errors import UsageError
+from ...errors import ServerTypeUnavailable
 from ..spec import SIZE_PRESETS
 
 if TYPE_CHECKING:
@@ -39,10 +39,6 @@ class TypeOffer:
     @property
     def usable(self) -> bool:
         return self.available and not self.deprecated
-
-
-class ServerTypeUnavailable(UsageError):
-    """The type asked for cannot be created in the location."""
 
 
 _T = TypeVar("_T")

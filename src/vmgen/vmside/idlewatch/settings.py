@@ -3,10 +3,9 @@ root's secrets file. The document itself is the contract's WatchSettings."""
 
 from __future__ import annotations
 
-from ...contract.codec import DocumentError
 from ...contract.documents import WatchSettings
 from ...contract.names import VM, VmPaths
-from ...errors import ConfigError
+from ...errors import ConfigError, DocumentError
 from .model import Action, PolicyConfig
 
 

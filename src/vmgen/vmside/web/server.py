@@ -32,6 +32,7 @@ from ...contract.documents import ACTION_WORDS, WatchdogState
 from ...contract.names import UNITS, VM, VmPaths
 from ...contract.pageops import KEEPALIVE_HOURS, MAX_MESSAGE, PageActivity, PageRequest, encode_request
 from ...contract.verdict_words import verdict_word, what_happens, what_holds
+from ...errors import DocumentError
 from ..activation import UnixHTTPServer, serve_unix
 from ..boot import with_age
 from .certificates import report as certificate_report
@@ -69,7 +70,7 @@ def root_ops(paths: VmPaths = VM) -> Ops:
                         break
                     data += chunk
             reply = decode_reply(data.split(b"\n", 1)[0])
-        except (OSError, codec.DocumentError) as exc:
+        except (OSError, DocumentError) as exc:
             raise ActionRefused(503, f"root's page service does not answer ({exc})") from None
         if reply.busy:  # nothing was done; it may work in a moment
             raise ActionRefused(409, reply.busy)
@@ -96,7 +97,7 @@ class WebSettings:
                 return cached
             try:
                 fresh = PageActivity.from_result(self.ops(PageRequest("activity")))
-            except (ActionRefused, codec.DocumentError) as exc:
+            except (ActionRefused, DocumentError) as exc:
                 log.warning("the page's activity: %s", exc)
                 fresh = cached
             self._activity = (time.monotonic(), fresh)
@@ -149,7 +150,7 @@ def said(watchdog: dict[str, Any]) -> dict[str, str] | None:
     the workspace up, and what happens when)."""
     try:
         state = codec.from_value(WatchdogState, with_age(watchdog), "the watchdog's state", strict=False)
-    except codec.DocumentError:
+    except DocumentError:
         return None
     return {"word": verdict_word(state), "now": what_holds(state), "next": what_happens(state)}
 
