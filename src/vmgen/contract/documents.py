@@ -17,16 +17,16 @@ from typing import Any, TypeGuard
 
 from ..errors import DocumentError, UsageError
 from . import codec
+from .enums import IdleAction, StoreKind
 
 # --- the watchdog's settings (/etc/vmgen/idlewatch.toml, root's) --------------------------------
 
-WATCH_ACTIONS = ("poweroff", "delete", "backup-then-delete")
 # What each action does to the workspace, as `vmgen status` and the page say it: "backs up and
 # deletes itself in 28 min unless something happens".
-ACTION_WORDS = {
-    "poweroff": "powers off",
-    "delete": "deletes itself",
-    "backup-then-delete": "backs up and deletes itself",
+ACTION_WORDS: dict[str, str] = {
+    IdleAction.POWEROFF: "powers off",
+    IdleAction.DELETE: "deletes itself",
+    IdleAction.BACKUP_THEN_DELETE: "backs up and deletes itself",
 }
 
 
@@ -42,7 +42,7 @@ class WatchSettings:
     warn_minutes: float = 10
     stall_minutes: float = 15
     max_lifetime_hours: float = 0  # 0: off
-    action: str = "poweroff"
+    action: IdleAction = IdleAction.POWEROFF
     dry_run: bool = False
     provider: str = "docker"
     webhook_url: str = ""
@@ -60,10 +60,7 @@ class WatchSettings:
 
     @classmethod
     def from_toml(cls, text: str, where: str = "idlewatch.toml") -> WatchSettings:
-        settings = codec.toml_loads(cls, text, where)
-        if settings.action not in WATCH_ACTIONS:
-            raise DocumentError(f"{where}: action must be one of {', '.join(WATCH_ACTIONS)}")
-        return settings
+        return codec.toml_loads(cls, text, where)
 
 
 WATCH_DEFAULTS = WatchSettings()
@@ -76,7 +73,7 @@ WATCH_DEFAULTS = WatchSettings()
 class BackupTarget:
     """Where a workspace's backups go: a local folder or an S3-compatible bucket (R2)."""
 
-    kind: str  # "local" or "s3"
+    kind: StoreKind
     path: str = ""  # local: a directory
     bucket: str = ""
     endpoint_url: str = ""
@@ -102,7 +99,7 @@ class BackupTarget:
     def describe(self) -> str:
         return (
             f"local folder {self.path}"
-            if self.kind == "local"
+            if self.kind == StoreKind.LOCAL
             else f"s3://{self.bucket} at {self.endpoint_url or 'AWS'}"
         )
 
@@ -289,7 +286,7 @@ class ActionRecord:
     so that `vmgen status`, the page and the webhook say the same."""
 
     reason: str  # "idle" or "lifetime"
-    action: str  # the configured action (WATCH_ACTIONS)
+    action: str  # the configured action (an IdleAction; a string, as read from any VM)
     step: str  # ACTION_STEPS
     detail: str  # one sentence: what happened, and how to get the data back
     started_at: float  # wall clock
@@ -476,7 +473,6 @@ __all__ = [
     "HOOK_EVENTS",
     "LEASE_MAX_SECONDS",
     "WATCHDOG_TRIGGER",
-    "WATCH_ACTIONS",
     "WATCH_CONDITIONS",
     "WATCH_DEFAULTS",
     "ActionRecord",

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..contract.documents import WATCH_ACTIONS, WATCH_DEFAULTS
+from ..contract.documents import WATCH_DEFAULTS
+from ..contract.enums import IdleAction, TlsMode
 from ..contract.names import PORTS, VM
 from ..errors import InvalidSpec, NoSSHKey
 from .agents import AGENTS, Agent
@@ -102,7 +103,7 @@ class VmgenInstall:
 class WatchdogTuning:
     """The idle watchdog's knobs besides `idle_minutes` (written to /etc/vmgen/idlewatch.toml)."""
 
-    action: str = WATCH_DEFAULTS.action
+    action: IdleAction = WATCH_DEFAULTS.action
     warn_minutes: float = WATCH_DEFAULTS.warn_minutes
     human_minutes: float = WATCH_DEFAULTS.human_minutes
     stall_minutes: float = WATCH_DEFAULTS.stall_minutes
@@ -112,7 +113,6 @@ class WatchdogTuning:
     webhook_url: str = ""
 
 
-WATCHDOG_ACTIONS = WATCH_ACTIONS
 MIN_IDLE_MINUTES = 0.1  # below a few ticks the watchdog cannot tell idle from between two steps
 # Ports vmgen's own services use on the VM: not available as previews.
 RESERVED_PORTS = PORTS.reserved
@@ -124,7 +124,7 @@ class WebSpec:
     """Web access: with a domain, HTTPS hostnames under <name>.<domain>; without, SSH tunnels only."""
 
     domain: str = ""
-    tls: str = "acme"  # "acme" or "internal"
+    tls: TlsMode = TlsMode.ACME
     acme_email: str = ""
     preview_ports: tuple[int, ...] = ()
     code_ui_version: str = "1.12.0"  # CloudCLI (@siteboon/claude-code-ui), pinned; "off": none
@@ -145,8 +145,6 @@ def validate_web(web: WebSpec) -> WebSpec:
         raise InvalidSpec(f"invalid domain {web.domain!r}: use a DNS name such as dev.example.com")
     if web.code_ui_version != "off" and not re.fullmatch(r"\d+\.\d+\.\d+", web.code_ui_version):
         raise InvalidSpec(f"invalid code_ui_version {web.code_ui_version!r}: use a version like 1.12.0, or off")
-    if web.tls not in ("acme", "internal"):
-        raise InvalidSpec(f"web_tls {web.tls!r}: use 'acme' or 'internal'")
     if web.acme_email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]{2,}", web.acme_email):
         raise InvalidSpec(f"invalid acme_email {web.acme_email!r}")
     if web.acme_ca and not re.fullmatch(r"https://[A-Za-z0-9.\-]+(:\d{1,5})?(/[A-Za-z0-9._~/\-]*)?", web.acme_ca):
@@ -419,8 +417,6 @@ def make_spec(
         raise InvalidSpec(f"the watchdog's interval must be 1 to 3600 seconds, not {watchdog.interval_seconds:g}")
     if not watchdog.warn_minutes >= 0:
         raise InvalidSpec(f"the watchdog's warning lead must be 0 minutes or more, not {watchdog.warn_minutes:g}")
-    if watchdog.action not in WATCHDOG_ACTIONS:
-        raise InvalidSpec(f"idle action {watchdog.action!r}: use one of {', '.join(WATCHDOG_ACTIONS)}")
     return WorkspaceSpec(
         name=validate_name(name) if name else derive_name(source),
         source=source,

@@ -13,6 +13,7 @@ import click
 
 from ...backup.target import BackupTarget, target_from_settings, target_on_vm
 from ...contract.documents import WatchdogState
+from ...contract.enums import IdleAction, StoreKind
 from ...errors import InvalidSpec, UsageError, VmgenError
 from ..agents import AGENT_SESSION
 from ..config import Settings
@@ -20,7 +21,6 @@ from ..handover import laptop_extras
 from ..providers import USER_DATA_LIMITS
 from ..spec import (
     SIZE_PRESETS,
-    WATCHDOG_ACTIONS,
     RestoreSource,
     VmgenInstall,
     WatchdogTuning,
@@ -68,7 +68,7 @@ def spec_options(function: Command) -> Command:
         click.option("--idle-interval", type=float, help="Seconds between the watchdog's looks (default 30)."),
         click.option(
             "--idle-action",
-            type=click.Choice(("auto", *WATCHDOG_ACTIONS)),
+            type=click.Choice(("auto", *IdleAction)),
             help="What the watchdog does once idle; auto (the default): backup-then-delete with a backup store, "
             "else poweroff.",
         ),
@@ -138,10 +138,14 @@ def build_spec(
     s = settings()
     if opts.get("size") and opts["size"] not in SIZE_PRESETS:
         raise InvalidSpec(f"unknown size {opts['size']!r}: use {', '.join(SIZE_PRESETS)} (or --type for a server type)")
-    action = opts.get("idle_action") or s.idle_action
-    if action == "auto":
-        action = "backup-then-delete" if backup is not None else "poweroff"
-    elif action == "backup-then-delete" and backup is None:
+    chosen = opts.get("idle_action") or s.idle_action
+    if chosen not in ("auto", *IdleAction):
+        raise InvalidSpec(f"idle action {chosen!r}: use one of auto, {', '.join(IdleAction)}")
+    if chosen == "auto":
+        action = IdleAction.BACKUP_THEN_DELETE if backup is not None else IdleAction.POWEROFF
+    else:
+        action = IdleAction(chosen)
+    if action == IdleAction.BACKUP_THEN_DELETE and backup is None:
         raise UsageError("idle action 'backup-then-delete' needs a backup store (r2_bucket, or the docker provider)")
     spec = make_spec(
         source,
@@ -182,7 +186,7 @@ def build_spec(
         raise UsageError(
             f"docker workspaces have no public address for {spec.host}; launch without --domain and use `vmgen open`"
         )
-    if backup is not None and backup.kind == "local":
+    if backup is not None and backup.kind == StoreKind.LOCAL:
         spec = dataclasses.replace(spec, local_backup_dir=Path(backup.path))
     return spec
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 # Spelled once, in the contract: a VM labels a snapshot of itself with them too.
+from ...contract.enums import WorkspaceStatus
 from ...contract.names import LABEL, OWNER_ID_LABEL, OWNER_LABEL, WS_LABEL
 from ..owner import owned, owner_labels
 from ..spec import WorkspaceSpec
@@ -50,7 +51,7 @@ class StopReason:
 class Workspace:
     name: str
     provider: str
-    status: str  # "running", "stopped", "starting", or the provider's own word
+    status: WorkspaceStatus
     created_at: datetime
     ssh: SSHEndpoint | None
     server_type: str = ""
@@ -63,7 +64,7 @@ class Workspace:
 
     @property
     def running(self) -> bool:
-        return self.status == "running"
+        return self.status == WorkspaceStatus.RUNNING
 
 
 @dataclass(frozen=True)

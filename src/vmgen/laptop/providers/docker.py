@@ -28,6 +28,7 @@ from docker.models.images import Image
 from ...backup.manifest import workspace_prefix
 from ...contract import codec
 from ...contract.documents import WATCHDOG_TRIGGER, BackupResult, clean_text
+from ...contract.enums import WorkspaceStatus
 from ...contract.names import VM
 from ...errors import (
     DocumentError,
@@ -56,6 +57,15 @@ from .base import (
     owner_labels,
 )
 
+# A container's state in vmgen's words (Docker's "paused" and "dead" are states vmgen never
+# makes: unknown).
+DOCKER_STATUS = {
+    "running": WorkspaceStatus.RUNNING,
+    "exited": WorkspaceStatus.STOPPED,
+    "created": WorkspaceStatus.STARTING,
+    "restarting": WorkspaceStatus.STARTING,
+    "removing": WorkspaceStatus.DELETING,
+}
 SEED_DIR = "var/lib/cloud/seed/nocloud"  # where cloud-init's NoCloud datasource looks
 # Built by vmgen itself from the Dockerfile it ships, when missing.
 SHIPPED_IMAGE = "vmgen-ubuntu:24.04"
@@ -456,9 +466,7 @@ class DockerProvider:
         bindings = (attrs["NetworkSettings"].get("Ports") or {}).get("22/tcp") or []
         if container.status == "running" and bindings:
             ssh = SSHEndpoint(host="127.0.0.1", port=int(bindings[0]["HostPort"]))
-        status = {"running": "running", "exited": "stopped", "created": "starting"}.get(
-            container.status, container.status
-        )
+        status = DOCKER_STATUS.get(container.status, WorkspaceStatus.UNKNOWN)
         name = container.labels.get(WS_LABEL, container.name)
         assert name is not None, "a listed container has a name"
         return Workspace(
@@ -471,7 +479,7 @@ class DockerProvider:
             address="127.0.0.1",
             owner=container.labels.get(OWNER_LABEL, ""),
             owner_id=container.labels.get(OWNER_ID_LABEL, ""),
-            stopped_by=self._stop_reason(container) if status == "stopped" else None,
+            stopped_by=self._stop_reason(container) if status == WorkspaceStatus.STOPPED else None,
         )
 
     def _stop_reason(self, container: Container) -> StopReason | None:
