@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..contract.documents import BackupConfig, BackupTarget
 from ..contract.enums import StoreKind
 from ..contract.names import VM, VmPaths
-from ..errors import UsageError
+from ..errors import ConfigError, DocumentError, UsageError
 from .retention import Retention
 
 if TYPE_CHECKING:
@@ -83,7 +83,12 @@ def target_from_settings(settings: Any, provider: str) -> BackupTarget | None:
         "requests_per_hour": settings.backup_requests_per_hour,
         "excludes": settings.backup_excludes or DEFAULT_EXCLUDES,
         "max_increments": settings.backup_max_increments,
+        "part_size_mib": settings.backup_part_mib,
     }
+    try:
+        BackupTarget(kind=StoreKind.LOCAL, **common).validate(on_laptop=True)
+    except DocumentError as exc:
+        raise ConfigError(str(exc)) from None
     if settings.r2_bucket:
         return BackupTarget(
             kind=StoreKind.S3,
@@ -91,7 +96,6 @@ def target_from_settings(settings: Any, provider: str) -> BackupTarget | None:
             endpoint_url=settings.r2_endpoint,
             access_key_id=settings.r2_access_key_id,
             secret_access_key=settings.r2_secret_access_key,
-            part_size_mib=settings.backup_part_mib,
             **common,
         )
     if provider == "docker":

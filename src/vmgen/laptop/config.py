@@ -13,9 +13,10 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from ..contract.documents import WATCH_DEFAULTS
+from ..contract.documents import BACKUP_DEFAULTS, WATCH_DEFAULTS
 from ..contract.enums import TlsMode
 from ..errors import ConfigError
+from .spec import CODE_UI_VERSION
 
 # Settings whose values are credentials: masked whenever shown.
 SECRET_FIELDS = frozenset(
@@ -56,18 +57,18 @@ class Settings:
     hcloud_endpoint: str = ""
     hcloud_metadata_url: str = ""
     backup_dir: str = "~/.local/share/vmgen/backups"
-    backup_keep: int = 7
+    backup_keep: int = BACKUP_DEFAULTS.keep_last
     # Kept besides the newest backup_keep: all of the last hours, the newest of each day and week.
-    backup_keep_hours: float = 24
-    backup_keep_daily: int = 7
-    backup_keep_weekly: int = 4
+    backup_keep_hours: float = BACKUP_DEFAULTS.keep_hours
+    backup_keep_daily: int = BACKUP_DEFAULTS.keep_daily
+    backup_keep_weekly: int = BACKUP_DEFAULTS.keep_weekly
     # Root stops a backup that runs longer; the idle action then keeps the data another way.
-    backup_deadline_minutes: float = 15
+    backup_deadline_minutes: float = BACKUP_DEFAULTS.deadline_minutes
     # Backups asked for (laptop, page, the agent's shell) that may start in an hour.
-    backup_requests_per_hour: int = 4
+    backup_requests_per_hour: int = BACKUP_DEFAULTS.requests_per_hour
     # Backups after the first are increments (what changed); after this many, a full one again.
-    backup_max_increments: int = 10
-    backup_part_mib: int = 32
+    backup_max_increments: int = BACKUP_DEFAULTS.max_increments
+    backup_part_mib: int = BACKUP_DEFAULTS.part_size_mib
     backup_excludes: tuple[str, ...] = ()
     r2_bucket: str = ""
     r2_endpoint: str = ""
@@ -79,7 +80,7 @@ class Settings:
     web_tls: TlsMode = TlsMode.ACME  # Let's Encrypt (or acme_ca), or Caddy's own CA for closed networks
     acme_email: str = ""
     preview_ports: tuple[int, ...] = (3000, 5173, 8000, 8080)
-    code_ui_version: str = "1.12.0"  # CloudCLI, the Claude Code web UI on code.<host>
+    code_ui_version: str = CODE_UI_VERSION  # CloudCLI, the Claude Code web UI on code.<host>
     acme_ca: str = ""  # an ACME directory URL other than Let's Encrypt's (with web_tls = "acme")
     acme_ca_root: str = ""  # a PEM file: the root of that ACME server's own HTTPS, if private
     # Previews on a Cloudflare zone of their own (another registrable domain): the stronger setting.

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..contract.documents import WATCH_DEFAULTS
+from ..contract.documents import WATCH_DEFAULTS, WatchSettings
 from ..contract.enums import IdleAction, TlsMode
 from ..contract.names import PORTS, VM
-from ..errors import InvalidSpec, NoSSHKey
+from ..errors import DocumentError, InvalidSpec, NoSSHKey
 from .agents import AGENTS, Agent
 
 NAME_MAX = 40
@@ -113,10 +113,12 @@ class WatchdogTuning:
     webhook_url: str = ""
 
 
-MIN_IDLE_MINUTES = 0.1  # below a few ticks the watchdog cannot tell idle from between two steps
 # Ports vmgen's own services use on the VM: not available as previews.
 RESERVED_PORTS = PORTS.reserved
 _DOMAIN_RE = re.compile(r"^(?=.{4,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+CODE_UI_VERSION = "1.12.0"  # CloudCLI (@siteboon/claude-code-ui), pinned
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ class WebSpec:
     tls: TlsMode = TlsMode.ACME
     acme_email: str = ""
     preview_ports: tuple[int, ...] = ()
-    code_ui_version: str = "1.12.0"  # CloudCLI (@siteboon/claude-code-ui), pinned; "off": none
+    code_ui_version: str = CODE_UI_VERSION  # "off": none
 
     @property
     def code_ui(self) -> bool:
@@ -388,6 +390,22 @@ def discover_public_keys(configured: tuple[str, ...], home: Path | None = None) 
     return keys
 
 
+def validate_watchdog(idle_minutes: float, watchdog: WatchdogTuning) -> None:
+    """The watchdog's settings as the VM will check them, checked here first."""
+    try:
+        WatchSettings(
+            idle_minutes=idle_minutes,
+            warn_minutes=watchdog.warn_minutes,
+            human_minutes=watchdog.human_minutes,
+            stall_minutes=watchdog.stall_minutes,
+            interval_seconds=watchdog.interval_seconds,
+            max_lifetime_hours=watchdog.max_lifetime_hours,
+            action=watchdog.action,
+        ).validate(on_laptop=True)
+    except DocumentError as exc:
+        raise InvalidSpec(str(exc)) from None
+
+
 def make_spec(
     source_text: str | RestoreSource,
     *,
@@ -409,14 +427,9 @@ def make_spec(
     source = source_text if isinstance(source_text, RestoreSource) else parse_source(source_text)
     if vmgen.local_wheels is not None and not vmgen.local_wheels.is_dir():
         raise InvalidSpec(f"vmgen_find_links {vmgen.find_links!r} is neither a URL nor a directory")
-    if not idle_minutes >= MIN_IDLE_MINUTES:  # (NaN is not)
-        raise InvalidSpec(f"idle minutes must be at least {MIN_IDLE_MINUTES:g}, not {idle_minutes:g}")
+    validate_watchdog(idle_minutes, watchdog)
     if watchdog.webhook_url and not re.fullmatch(r"https?://[^\s\x00-\x1f]+", watchdog.webhook_url):
         raise InvalidSpec(f"idle webhook {watchdog.webhook_url!r} is not an http(s) URL")
-    if not 1 <= watchdog.interval_seconds <= 3600:  # (NaN is not)
-        raise InvalidSpec(f"the watchdog's interval must be 1 to 3600 seconds, not {watchdog.interval_seconds:g}")
-    if not watchdog.warn_minutes >= 0:
-        raise InvalidSpec(f"the watchdog's warning lead must be 0 minutes or more, not {watchdog.warn_minutes:g}")
     return WorkspaceSpec(
         name=validate_name(name) if name else derive_name(source),
         source=source,

@@ -56,7 +56,7 @@ def test_the_watchdogs_interval_and_warning_lead_are_options(home: Path) -> None
     settings = watch_settings(result.stdout)
     assert "interval_seconds = 7.0" in settings and "warn_minutes = 3.0" in settings
     refused = vmgen(home, "render", URL, "--idle-interval", "0.2")
-    assert refused.returncode == 2 and "interval must be 1 to 3600 seconds" in one_error_line(refused)
+    assert refused.returncode == 2 and "idle_interval_seconds (VMGEN_IDLE_INTERVAL_SECONDS) is 0.2: it takes a number from 1 to 3600" in one_error_line(refused)
 
 
 def test_config_show_lines_are_as_long_as_what_they_say(home: Path) -> None:

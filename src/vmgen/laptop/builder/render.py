@@ -20,6 +20,7 @@ import yaml
 
 from ...contract import codec
 from ...contract.documents import (
+    BACKUP_DEFAULTS,
     HOOK_EVENTS,
     BackupConfig,
     BackupTarget,
@@ -29,7 +30,6 @@ from ...contract.documents import (
     WorkspaceInfo,
     act_timeout_seconds,
 )
-from ...contract.enums import StoreKind
 from ...contract.names import (
     AGENT_SESSION,
     AGENT_UID,
@@ -167,8 +167,7 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
 
     watch = _watch_settings(spec, options.self_delete)
     context["metadata_blocks"] = options.self_delete.metadata_blocks
-    store = options.backup[0] if options.backup is not None else BackupTarget(kind=StoreKind.LOCAL)
-    deadline = store.deadline_minutes
+    deadline = (options.backup[0] if options.backup is not None else BACKUP_DEFAULTS).deadline_minutes
     context["act_timeout_seconds"] = act_timeout_seconds(deadline)
     files = [
         _file(VM.sshd_config, rendered("sshd-vmgen.conf.j2")),
