@@ -21,6 +21,7 @@ from typing import Callable
 import docker
 import pytest
 
+from tests.containers import output_of
 from tests.polling import eventually, wait_until
 from vmgen.contract.documents import ACT_FALLBACK_SECONDS
 
@@ -183,7 +184,7 @@ def test_the_agent_has_no_way_up(ws: Workspace) -> None:
     finder = "find / -xdev \\( -perm -4000 -o -perm -2000 \\) -type f 2>/dev/null | sort"
     on_vm = ws.root(finder)[1].split()
     image = ws.container().image.id
-    stock = ws.docker_client.containers.run(image, ["bash", "-c", finder], remove=True).decode().split()
+    stock = output_of(ws.docker_client, image, ["bash", "-c", finder]).decode().split()
     assert set(on_vm) <= set(stock), set(on_vm) - set(stock)
 
 

@@ -82,7 +82,7 @@ def stock_image(docker_client, tmp_path_factory) -> str:
             try:
                 container.commit(repository="vmgen-test-stock", tag=RUN, changes=[f"LABEL {RUN_LABEL}={RUN}"])
             finally:
-                container.remove(force=True)
+                container.remove(force=True, v=True)
             made.write_text(f"vmgen-test-stock:{RUN}")
         return made.read_text()
 

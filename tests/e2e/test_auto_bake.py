@@ -29,7 +29,7 @@ def vm_image(docker_client, stock_image: str):
     try:
         image = container.commit(repository="vmgen-test-autobake", tag=RUN, changes=["LABEL vmgen-test-autobake=1"])
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     yield image.id
     for baked in docker_client.images.list(filters={"label": f"{BASE_LABEL}={label_value(image.id)}"}):
         docker_client.images.remove(baked.id, force=True)

@@ -12,6 +12,7 @@ import docker
 import pytest
 
 from tests.conftest import RUN_LABEL
+from tests.containers import output_of, remove
 from tests.fakes.anthropic_api import Rule, Script, ToolUse
 from tests.fakes.hetzner import FakeHetzner
 from tests.polling import eventually
@@ -99,7 +100,7 @@ def test_a_vmgen_version_mismatch_reinstalls_vmgen_alone(cli, model, baked, dock
     old.wait()
     labels = {**baked.labels, f"{STAMP_LABEL_PREFIX}vmgen": "0.0.1", RUN_LABEL: RUN}
     older = old.commit(repository="vmgen-baked", tag=f"older-vmgen-{RUN}", conf={"Labels": labels})
-    old.remove()
+    remove(old)
     try:
         result = json.loads(cli("launch", str(make_repo(tmp_path, MIXED_WS)), "--json").stdout)
         assert result["image"] == older.id  # the newest baked image
@@ -129,9 +130,9 @@ def snapshot(cli, vm_image):
     assert not fake.state.servers  # the build server went
     (image,) = fake.client().images.get_all(type=["snapshot"])
     # The bake's access went before the snapshot: no key of the bake, no host key, no instance.
-    inside = docker.from_env().containers.run(
-        fake.state.images[image.id].docker_image, ["sh", "-c", "ls -A /root/.ssh /etc/ssh/ssh_host_* /var/lib/cloud/"
-                                                         "instance /var/lib/vmgen/incoming 2>&1; true"], remove=True)
+    inside = output_of(docker.from_env(), fake.state.images[image.id].docker_image,
+                       ["sh", "-c", "ls -A /root/.ssh /etc/ssh/ssh_host_* /var/lib/cloud/instance "
+                                    "/var/lib/vmgen/incoming 2>&1; true"])
     assert b"authorized_keys" not in inside and b"ssh_host_ed25519_key" not in inside and b".whl" not in inside
     assert inside.count(b"No such file or directory") >= 3, inside
     yield image

@@ -285,7 +285,7 @@ def test_leftovers_are_listed_refused_and_removed(cli, docker_client, tmp_path) 
     assert again.returncode == 2 and "cut short" in again.stderr and f"`vmgen destroy {name}`" in again.stderr
     assert "creating" not in again.stderr
     # Then its container removed (a cleanup cut short): its volume, local state and identity remain.
-    docker_client.containers.get(f"vmgen-{name}").remove(force=True)
+    docker_client.containers.get(f"vmgen-{name}").remove(force=True, v=True)
     row = next(line for line in cli("list").stdout.splitlines() if line.split()[:1] == [name])
     assert "leftover" in row and f"vmgen-{name}-home" in row
     again = cli("launch", str(repo), "--name", name, check=False, timeout=60)

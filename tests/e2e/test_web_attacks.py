@@ -23,6 +23,7 @@ import time
 import pytest
 
 from tests.conftest import RUN_LABEL
+from tests.containers import remove
 from tests.polling import eventually, wait_until
 
 from .conftest import RUN
@@ -351,7 +352,7 @@ def test_failed_logins_are_logged_without_credentials_and_then_banned(ws, vm, we
         assert ws.password not in log and f"guess-0-{RUN}" not in log
         assert session.cookies[ws.host].split("=", 1)[1] not in log
     finally:
-        attacker.remove(force=True)
+        remove(attacker)
 
 
 # --- the login's secrets against the agent ------------------------------------------------------

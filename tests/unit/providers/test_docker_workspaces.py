@@ -41,7 +41,7 @@ def name(engine: docker.DockerClient) -> Iterator[str]:
     made = f"t25-{secrets.token_hex(3)}"
     yield made
     for container in engine.containers.list(all=True, filters={"label": f"vmgen-ws={made}"}):
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     for volume in engine.volumes.list(filters={"name": volume_name(made)}):
         volume.remove(force=True)
 
@@ -97,7 +97,7 @@ def test_an_image_in_use_names_the_workspace_and_the_command_that_frees_it(engin
         assert engine.images.get(image.id)
     finally:
         for container in engine.containers.list(all=True, filters={"label": f"vmgen-ws={name}"}):
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         engine.images.remove(image.id, force=True)
 
 
@@ -137,3 +137,15 @@ def test_a_container_its_idle_watchdog_stopped_says_so_and_which_backup_it_made(
         assert found.stopped_by is not None and found.stopped_by.backup_id == "20261207T120000Z-ab12"
     else:
         assert found.stopped_by is not None and found.stopped_by.backup_error == "store unreachable"
+
+
+def test_a_deleted_workspace_leaves_no_anonymous_volume(engine, name) -> None:
+    # An image that declares a VOLUME (a baked one does: its bake's bind mounts) gives each of its
+    # containers an unnamed volume, which a remove without v leaves behind, unlabeled, forever.
+    labels = {"vmgen": "1", "vmgen-ws": name}
+    container = engine.containers.create(IMAGE, command=["true"], name=container_name(name), labels=labels,
+                                         volumes=["/scratch"])
+    (anonymous,) = [mount["Name"] for mount in container.attrs["Mounts"] if mount["Type"] == "volume"]
+    DockerProvider(IMAGE, engine).delete(name)
+    with pytest.raises(docker.errors.NotFound):
+        engine.volumes.get(anonymous)

@@ -312,7 +312,7 @@ class DockerProvider:
         for container in self.client.containers.list(
             all=True, filters={"label": [f"{WS_LABEL}={name}", f"{LAUNCH_LABEL}={made_by}"]}
         ):
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         with contextlib.suppress(NotFound):
             volume = self.client.volumes.get(volume_name(name))
             if (volume.attrs.get("Labels") or {}).get(LAUNCH_LABEL) == made_by:
@@ -425,7 +425,7 @@ class DockerProvider:
     def delete(self, name: str) -> None:
         container = self._container(name)
         if container is not None:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         with contextlib.suppress(NotFound):
             self.client.volumes.get(volume_name(name)).remove(force=True)
 
