@@ -9,8 +9,7 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 
-def wait_until(read: Callable[[], T], ok: Callable[[T], bool], timeout: float = 10.0,
-               every: float = 0.05) -> T:
+def wait_until(read: Callable[[], T], ok: Callable[[T], bool], timeout: float = 10.0, every: float = 0.05) -> T:
     """Poll `read` until `ok(value)`; the last value is returned for the assertion message."""
     deadline = time.monotonic() + timeout
     value = read()

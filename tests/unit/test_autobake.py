@@ -27,9 +27,16 @@ def spec_with(home, domain: str = "", **changes):
     return spec_for(home, web=WebSpec(domain=domain), **changes) if domain else spec_for(home, **changes)
 
 
-@pytest.mark.parametrize(("setting", "cloud", "expected"), [
-    ("auto", True, True), ("auto", False, False), ("yes", False, True), ("no", True, False), ("OFF", True, False),
-])
+@pytest.mark.parametrize(
+    ("setting", "cloud", "expected"),
+    [
+        ("auto", True, True),
+        ("auto", False, False),
+        ("yes", False, True),
+        ("no", True, False),
+        ("OFF", True, False),
+    ],
+)
 def test_auto_bakes_on_clouds_unless_told(setting, cloud, expected) -> None:
     provider = FakeProvider()
     provider.auto_bakes = cloud
@@ -46,12 +53,15 @@ def test_the_providers_defaults() -> None:
     assert HetznerProvider.auto_bakes and not DockerProvider.auto_bakes
 
 
-@pytest.mark.parametrize("changes", [
-    {},
-    {"desktop": True},
-    {"agent_version": "2.1.400"},
-    {"domain": "dev.example.com"},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"desktop": True},
+        {"agent_version": "2.1.400"},
+        {"domain": "dev.example.com"},
+    ],
+)
 def test_the_background_build_bakes_exactly_the_launchs_plan(home, changes) -> None:
     # The launch's command line may differ from the configuration: the build reads the launch's choices.
     spec = spec_with(home, **changes)
@@ -69,8 +79,13 @@ def test_an_image_with_every_step_is_enough_and_one_with_an_older_step_is_not(ho
     stamp = plan_of(spec).stamp
     provider.baked = BakedImage("sha256:1", "vmgen-baked:x", datetime.now(UTC), stamp, base="b")
     assert has_image_for(provider, spec)
-    provider.baked = BakedImage("sha256:2", "vmgen-baked:y", datetime.now(UTC),
-                                type(stamp)(**{**stamp.__dict__, "agent": "claude-2.0.0"}), base="b")
+    provider.baked = BakedImage(
+        "sha256:2",
+        "vmgen-baked:y",
+        datetime.now(UTC),
+        type(stamp)(**{**stamp.__dict__, "agent": "claude-2.0.0"}),
+        base="b",
+    )
     assert not has_image_for(provider, spec)
 
 

@@ -16,7 +16,9 @@ def test_precedence_env_over_dotenv_over_toml(tmp_path: Path) -> None:
 
 
 def test_well_known_variables_are_read(tmp_path: Path) -> None:
-    settings = load_settings({"ANTHROPIC_API_KEY": "test-key-0123456789"}, tmp_path / "none.toml", tmp_path / "none.env")
+    settings = load_settings(
+        {"ANTHROPIC_API_KEY": "test-key-0123456789"}, tmp_path / "none.toml", tmp_path / "none.env"
+    )
     assert settings.anthropic_api_key == "test-key-0123456789"
 
 

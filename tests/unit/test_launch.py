@@ -162,17 +162,35 @@ STORE = BackupTarget(kind="local", path="/var/lib/vmgen/backups")
 WATCHING = WatchdogState(
     boot_id="b",
     history={},
-    verdict=VerdictRecord(busy=False, reasons=(), idle_since=0, idle_for_seconds=0, next_action="none",
-                          action_at=1800, deadline=1800, action="poweroff"),
+    verdict=VerdictRecord(
+        busy=False,
+        reasons=(),
+        idle_since=0,
+        idle_for_seconds=0,
+        next_action="none",
+        action_at=1800,
+        deadline=1800,
+        action="poweroff",
+    ),
     agent=AgentRecord("waiting"),
     updated_at=1,
 )
 
 
 def spec_for(home: Path, source=None, **changes) -> WorkspaceSpec:
-    choices = dict(name="app", agent="claude", agent_version="2.1.332", size="medium", region="", image="",
-                   idle_minutes=30, desktop=False, configured_keys=(KEY,), home=home,
-                   vmgen=VmgenInstall(version=WHEEL.version, wheel_sha256=WHEEL.sha256))
+    choices = dict(
+        name="app",
+        agent="claude",
+        agent_version="2.1.332",
+        size="medium",
+        region="",
+        image="",
+        idle_minutes=30,
+        desktop=False,
+        configured_keys=(KEY,),
+        home=home,
+        vmgen=VmgenInstall(version=WHEEL.version, wheel_sha256=WHEEL.sha256),
+    )
     return make_spec(source or "https://example.com/me/app.git", **{**choices, **changes})
 
 
@@ -186,8 +204,13 @@ def run_launch(spec: WorkspaceSpec, provider: FakeProvider, client: ScriptedClie
 
     # The source check has tests of its own, against a real git server (test_sourcecheck.py).
     options = {"check_source": False, **options}
-    result = launch(spec, provider, LaunchOptions(agent_env={"ANTHROPIC_API_KEY": "test-key"}, **options),
-                    messages.append, client_for)
+    result = launch(
+        spec,
+        provider,
+        LaunchOptions(agent_env={"ANTHROPIC_API_KEY": "test-key"}, **options),
+        messages.append,
+        client_for,
+    )
     assert made_for == [spec.name]
     return result, messages
 
@@ -267,8 +290,9 @@ def test_a_restore_comes_before_the_handover_and_its_failure_cleans_up(home, pro
 
 def test_a_baked_image_is_used_unless_told_not_to(home, provider) -> None:
     stamp = ImageStamp(packages="x", agent="claude-2.1.332", vmgen="0.1.0")
-    provider.baked = BakedImage(ref="sha256:baked", name="vmgen-baked:x", created_at=datetime.now(UTC), stamp=stamp,
-                                base="")
+    provider.baked = BakedImage(
+        ref="sha256:baked", name="vmgen-baked:x", created_at=datetime.now(UTC), stamp=stamp, base=""
+    )
     assert run_launch(spec_for(home), provider, ScriptedClient())[0].image == "sha256:baked"
     provider.servers.clear()
     WorkspaceState("app").remove()
@@ -303,8 +327,13 @@ def test_a_second_interrupt_does_not_cut_the_cleanup_short(home, provider, capfd
     client = ScriptedClient(fail_at="boot", failure=KeyboardInterrupt())
     messages: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        launch(spec_for(home), provider, LaunchOptions(agent_env={}, backup=STORE, check_source=False),
-               messages.append, lambda name, find: client)
+        launch(
+            spec_for(home),
+            provider,
+            LaunchOptions(agent_env={}, backup=STORE, check_source=False),
+            messages.append,
+            lambda name, find: client,
+        )
     assert provider.deleted == ["app"] and not WorkspaceState("app").any_left()
     assert not has_identity("app")  # it never came up: nothing was encrypted to its identity
     assert "still removing what was created" in capfd.readouterr().err
@@ -399,24 +428,44 @@ def test_a_workspace_whose_launch_was_killed_is_a_leftover_with_the_command_that
 def test_checks_come_before_anything_is_made_and_warnings_after_them(home, provider) -> None:
     told: list[str] = []
     with pytest.raises(UsageError, match="no size 'huge'"):
-        launch(spec_for(home, size="huge"), provider, LaunchOptions(agent_env={}, check_source=False), told.append,
-               lambda name, find: ScriptedClient(), checked=lambda: told.append("warned"))
+        launch(
+            spec_for(home, size="huge"),
+            provider,
+            LaunchOptions(agent_env={}, check_source=False),
+            told.append,
+            lambda name, find: ScriptedClient(),
+            checked=lambda: told.append("warned"),
+        )
     assert "warned" not in told and provider.user_data == {} and not WorkspaceState("app").any_left()
-    launch(spec_for(home), provider, LaunchOptions(agent_env={}, check_source=False), told.append,
-           lambda name, find: ScriptedClient(), checked=lambda: told.append("warned"))
+    launch(
+        spec_for(home),
+        provider,
+        LaunchOptions(agent_env={}, check_source=False),
+        told.append,
+        lambda name, find: ScriptedClient(),
+        checked=lambda: told.append("warned"),
+    )
     assert told.index("warned") < told.index("creating the workspace on fake")
 
 
 @pytest.mark.parametrize("had_one", [True, False])
 def test_a_restore_says_whether_the_agent_had_a_conversation_to_resume(home, provider, had_one) -> None:
-    result, _ = run_launch(spec_for(home, source=RestoreSource("app", "")), provider,
-                           ScriptedClient(conversation=had_one), restore_identity="AGE-SECRET-KEY-1TEST\n")
+    result, _ = run_launch(
+        spec_for(home, source=RestoreSource("app", "")),
+        provider,
+        ScriptedClient(conversation=had_one),
+        restore_identity="AGE-SECRET-KEY-1TEST\n",
+    )
     assert result.resumed is had_one
 
 
 def test_a_restore_says_its_step_once(home, provider) -> None:
-    _, messages = run_launch(spec_for(home, source=RestoreSource("app", "")), provider, ScriptedClient(),
-                             restore_identity="AGE-SECRET-KEY-1TEST\n")
+    _, messages = run_launch(
+        spec_for(home, source=RestoreSource("app", "")),
+        provider,
+        ScriptedClient(),
+        restore_identity="AGE-SECRET-KEY-1TEST\n",
+    )
     assert [m for m in messages if "restor" in m] == ["restored backup 20261202T120000Z-ab12"]
 
 
@@ -428,15 +477,20 @@ def test_previews_on_a_preview_domain_get_records_in_its_zone_that_go_with_a_fai
     public = FakeProvider(public=True)
     web = WebSpec(domain="dev.example.com", preview_domain="previews.example.net")
     with FakeCloudflare(zones=["dev.example.com", "previews.example.net"]) as cf:
+
         def zones():
-            return CloudflareDns("test-token", "dev.example.com", cf.endpoint), \
-                CloudflareDns("test-token", "previews.example.net", cf.endpoint)
+            return CloudflareDns("test-token", "dev.example.com", cf.endpoint), CloudflareDns(
+                "test-token", "previews.example.net", cf.endpoint
+            )
 
         dns, preview_dns = zones()
-        run_launch(spec_for(home, web=web), public, ScriptedClient(), web_login=new_login(), dns=dns,
-                   preview_dns=preview_dns)
-        assert {r["name"] for r in cf.records("previews.example.net")} == {"app.previews.example.net",
-                                                                            "*.app.previews.example.net"}
+        run_launch(
+            spec_for(home, web=web), public, ScriptedClient(), web_login=new_login(), dns=dns, preview_dns=preview_dns
+        )
+        assert {r["name"] for r in cf.records("previews.example.net")} == {
+            "app.previews.example.net",
+            "*.app.previews.example.net",
+        }
         assert WorkspaceState("app").record().preview_host == "app.previews.example.net"
         user_data = yaml.safe_load(public.user_data["app"])
         watch = next(f["content"] for f in user_data["write_files"] if f["path"] == "/etc/vmgen/idlewatch.toml")
@@ -445,6 +499,12 @@ def test_previews_on_a_preview_domain_get_records_in_its_zone_that_go_with_a_fai
         WorkspaceState("app").remove()
         dns, preview_dns = zones()
         with pytest.raises(BootFailed):
-            run_launch(spec_for(home, web=web), public, ScriptedClient(fail_at="boot"), web_login=new_login(),
-                       dns=dns, preview_dns=preview_dns)
+            run_launch(
+                spec_for(home, web=web),
+                public,
+                ScriptedClient(fail_at="boot"),
+                web_login=new_login(),
+                dns=dns,
+                preview_dns=preview_dns,
+            )
         assert cf.records("previews.example.net") == [] and cf.records("dev.example.com") == []

@@ -23,8 +23,14 @@ HOST_KEY = generate_host_key()
 
 
 def make_spec(source=GitSource("https://github.com/me/app"), agent="claude", **changes) -> WorkspaceSpec:
-    values = dict(name="app", source=source, agent=AGENTS[agent], vmgen=VmgenInstall(version="0.1.0"),
-                  ssh_keys=(KEY,), agent_version="2.1.332")
+    values = dict(
+        name="app",
+        source=source,
+        agent=AGENTS[agent],
+        vmgen=VmgenInstall(version="0.1.0"),
+        ssh_keys=(KEY,),
+        agent_version="2.1.332",
+    )
     values.update(changes)
     return WorkspaceSpec(**values)
 
@@ -85,8 +91,13 @@ def test_no_credentials_in_user_data(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "test-key-must-not-appear" not in render(make_spec())
 
 
-STORE = BackupTarget(kind="s3", bucket="vmgen", endpoint_url="https://acct.r2.cloudflarestorage.com",
-                     access_key_id="test-access", secret_access_key="test-secret-value")
+STORE = BackupTarget(
+    kind="s3",
+    bucket="vmgen",
+    endpoint_url="https://acct.r2.cloudflarestorage.com",
+    access_key_id="test-access",
+    secret_access_key="test-secret-value",
+)
 RECIPIENT = "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"
 
 
@@ -106,7 +117,9 @@ def test_a_restore_skips_the_clone_and_names_the_backup() -> None:
     check_schema(user_data)
     files = files_of(user_data)
     assert json.loads(files["/etc/vmgen/restore.json"]["content"]) == {
-        "workspace": "app", "backup_id": "20261125T150000Z-ab12"}
+        "workspace": "app",
+        "backup_id": "20261125T150000Z-ab12",
+    }
     assert "git clone" not in user_data and "git clone" in render(make_spec())
 
 
@@ -139,7 +152,7 @@ HOSTILE_URLS = [
     f"https://example.com/a;touch${{IFS}}{SENTINEL}",
     f"https://example.com/$(touch${{IFS}}{SENTINEL})",
     f"https://example.com/`touch${{IFS}}{SENTINEL}`",
-    "https://example.com/it's\"quoted\"",
+    'https://example.com/it\'s"quoted"',
     "https://example.com/key:${IFS}value",
     "https://example.com/caf\u00e9/\u2603",
     "git@example.com:me/a|b&c>d",
@@ -148,7 +161,7 @@ HOSTILE_BRANCHES = [
     f"$(touch${{IFS}}{SENTINEL})",
     f"`touch${{IFS}}{SENTINEL}`",
     f"x;touch${{IFS}}{SENTINEL}",
-    "it's\"q\"",
+    'it\'s"q"',
     "a#b",
     "br\u00e4nch-\u2603",
     "-",
@@ -175,7 +188,7 @@ def run_provision(user_data: str, tmp_path: Path) -> list[list[str]]:
     record = tmp_path / "record"
     record.touch()
     subprocess.run(
-        ["/bin/bash", "-c", STUBS + f'\nsource {tmp_path / "provision.sh"}'],
+        ["/bin/bash", "-c", STUBS + f"\nsource {tmp_path / 'provision.sh'}"],
         env={"RECORD": str(record), "PATH": str(tmp_path / "empty")},
         check=True,
         capture_output=True,
@@ -192,11 +205,12 @@ def test_a_failed_background_install_is_reported_under_its_own_name(tmp_path: Pa
     (tmp_path / "provision.sh").write_text(script)
     (tmp_path / "record").touch()
     failing_npm = 'npm() { echo "npm error 404 No matching version found for claude-code@0.0.0"; return 1; }\n'
-    failing_npm += "cat() { /bin/cat \"$@\"; }\n"  # the step's output is shown, not only recorded
+    failing_npm += 'cat() { /bin/cat "$@"; }\n'  # the step's output is shown, not only recorded
     result = subprocess.run(
-        ["/bin/bash", "-c", STUBS + failing_npm + f'date() {{ echo 1.0; }}\nsource {tmp_path / "provision.sh"}'],
+        ["/bin/bash", "-c", STUBS + failing_npm + f"date() {{ echo 1.0; }}\nsource {tmp_path / 'provision.sh'}"],
         env={"RECORD": str(tmp_path / "record"), "PATH": str(tmp_path / "empty")},
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 1
     report = failure_report(result.stdout.splitlines())
@@ -213,7 +227,18 @@ def test_hostile_urls_and_branches_reach_git_verbatim_and_run_nothing(url, branc
     calls = run_provision(user_data, tmp_path)
     clone = next(call for call in calls if call[0] == "runuser" and "clone" in call)
     expected_branch = ["--branch", branch] if branch else []
-    assert clone == ["runuser", "-u", "agent", "--", "git", "clone", *expected_branch, "--", url, "/home/agent/work/app"]
+    assert clone == [
+        "runuser",
+        "-u",
+        "agent",
+        "--",
+        "git",
+        "clone",
+        *expected_branch,
+        "--",
+        url,
+        "/home/agent/work/app",
+    ]
     assert not Path(SENTINEL).exists(), "a hostile value was executed"
 
 
@@ -238,7 +263,8 @@ def test_a_server_made_again_from_a_kept_disk_changes_nothing_on_it() -> None:
     user_data = render_kept_boot("app", (KEY,))
     check_schema(user_data)
     config = yaml.safe_load(user_data)
-    assert config["users"] == [{"name": "agent", "lock_passwd": True, "shell": "/bin/bash",
-                                "ssh_authorized_keys": [KEY]}]  # no "default"
+    assert config["users"] == [
+        {"name": "agent", "lock_passwd": True, "shell": "/bin/bash", "ssh_authorized_keys": [KEY]}
+    ]  # no "default"
     assert config["ssh_deletekeys"] is False and config["ssh_genkeytypes"] == ["ed25519"]
     assert config["disable_root"] is True and config["ssh_pwauth"] is False

@@ -57,6 +57,7 @@ def assert_one_clear_line(exc: pytest.ExceptionInfo, *secrets: str) -> str:
 
 # --- the happy path --------------------------------------------------------------------------------
 
+
 def test_hostnames_are_the_name_and_its_wildcard():
     assert hostnames("app", "Example.COM.") == ("app.example.com", "*.app.example.com")
     assert tag_for("app") == "vmgen:ws=app"
@@ -108,9 +109,12 @@ def test_remove_deletes_exactly_the_workspace_records(cf, dns):
     assert dns.remove_workspace("app") == 2
 
     assert addresses(cf) == {
-        ("api.example.com", IP2, "vmgen:ws=api"), ("*.api.example.com", IP2, "vmgen:ws=api"),
-        ("app.example.com", "198.51.100.1", None), ("*.app.example.com", "198.51.100.2", "mine, hands off"),
-        ("app.example.com", "198.51.100.3", "VMGEN:WS=APP"), ("app.example.com", "198.51.100.4", "vmgen:ws=app-old"),
+        ("api.example.com", IP2, "vmgen:ws=api"),
+        ("*.api.example.com", IP2, "vmgen:ws=api"),
+        ("app.example.com", "198.51.100.1", None),
+        ("*.app.example.com", "198.51.100.2", "mine, hands off"),
+        ("app.example.com", "198.51.100.3", "VMGEN:WS=APP"),
+        ("app.example.com", "198.51.100.4", "vmgen:ws=app-old"),
     }
     assert any(r["type"] == "TXT" for r in cf.records(ZONE))
     assert dns.remove_workspace("app") == 0
@@ -163,6 +167,7 @@ def test_pagination_follows_result_info_across_pages(waits):
 
 
 # --- errors: one clear line each, never the token -------------------------------------------------
+
 
 def test_no_token_names_the_setting():
     with pytest.raises(DnsAuthError) as exc:
@@ -266,6 +271,7 @@ def test_bad_input_fails_before_any_request(cf, dns):
 
 
 # --- the fake itself: real shapes and codes -------------------------------------------------------
+
 
 def test_the_fake_speaks_the_real_envelope_and_validation_codes(cf):
     api, auth = cf.endpoint, {"Authorization": f"Bearer {VALID_TOKEN}"}
