@@ -28,6 +28,7 @@ Prints a table and writes bench/results/backup.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -48,14 +49,52 @@ TREE_BASE = Path("/tmp/bk-bench-tree")
 WORK = Path("/tmp/bk-bench-work")
 PYTHON = sys.executable
 SMALL_SHARE = 0.2
-WORDS = (
-    "def class return import self value result None True for while if else async await "
-    "yield lambda try except raise with open path config manifest store stream buffer "
-    "const let function export default interface type struct impl pub fn match"
-).split()
+WORDS = [
+    "def",
+    "class",
+    "return",
+    "import",
+    "self",
+    "value",
+    "result",
+    "None",
+    "True",
+    "for",
+    "while",
+    "if",
+    "else",
+    "async",
+    "await",
+    "yield",
+    "lambda",
+    "try",
+    "except",
+    "raise",
+    "with",
+    "open",
+    "path",
+    "config",
+    "manifest",
+    "store",
+    "stream",
+    "buffer",
+    "const",
+    "let",
+    "function",
+    "export",
+    "default",
+    "interface",
+    "type",
+    "struct",
+    "impl",
+    "pub",
+    "fn",
+    "match",
+]
 
 sys.path.insert(0, str(ROOT / "src"))
-from vmgen.backup import generate_identity  # noqa: E402
+
+from vmgen.backup import generate_identity
 
 
 def make_tree(size_mb: int) -> Path:
@@ -80,8 +119,7 @@ def make_tree(size_mb: int) -> Path:
     while big_left > 0:
         size = min(big_size, big_left)
         with open(tree / "data" / f"blob{k:02d}.bin", "wb") as f:
-            for off in range(0, size, 1 << 20):
-                f.write(os.urandom(min(1 << 20, size - off)))
+            f.writelines(os.urandom(min(1 << 20, size - off)) for off in range(0, size, 1 << 20))
         big_left -= size
         k += 1
     (tree / ".complete").write_text("")
@@ -104,10 +142,8 @@ def _tree_rss(proc: psutil.Process) -> int:
     except psutil.Error:  # a child exited while the tree was listed: this sample is skipped
         return 0
     for p in family:
-        try:
+        with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 
@@ -183,7 +219,7 @@ def one_round(
             str(pipe_out),
         ]
     )
-    vmgen_backup = env_py + [VMGEN_BACKUP, str(tree), str(store), recipient, str(keeper)]
+    vmgen_backup = [*env_py, VMGEN_BACKUP, str(tree), str(store), recipient, str(keeper)]
     out["vmgen_backup"] = run(vmgen_backup)
     for d in ("restic-repo", "restic-cache"):
         shutil.rmtree(WORK / d, ignore_errors=True)
@@ -210,12 +246,18 @@ def one_round(
         ),
         (
             "vmgen_restore_full",
-            env_py
-            + [VMGEN_RESTORE, str(store), str(identity), str(restore_base / f"restore-vmgen-full-{number}"), full_id],
+            [
+                *env_py,
+                VMGEN_RESTORE,
+                str(store),
+                str(identity),
+                str(restore_base / f"restore-vmgen-full-{number}"),
+                full_id,
+            ],
         ),
         (
             "vmgen_restore",
-            env_py + [VMGEN_RESTORE, str(store), str(identity), str(restore_base / f"restore-vmgen-{number}")],
+            [*env_py, VMGEN_RESTORE, str(store), str(identity), str(restore_base / f"restore-vmgen-{number}")],
         ),
         ("restic_restore", restic("restore", "latest", "--target", str(restore_base / f"restore-restic-{number}"))),
     ]

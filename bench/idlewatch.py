@@ -37,9 +37,9 @@ TREE = Path("/tmp/iw-bench-tree")
 SERVICE_INTERVAL = 30.0  # the service's default tick
 sys.path.insert(0, str(ROOT / "src"))
 
-from vmgen.vmside.idlewatch.files import FileWatcher  # noqa: E402
-from vmgen.vmside.idlewatch.humans import HumansConfig  # noqa: E402
-from vmgen.vmside.idlewatch.signals import SignalCollector, SignalConfig  # noqa: E402
+from vmgen.vmside.idlewatch.files import FileWatcher
+from vmgen.vmside.idlewatch.humans import HumansConfig
+from vmgen.vmside.idlewatch.signals import SignalCollector, SignalConfig
 
 
 def cpu_seconds() -> float:
@@ -132,7 +132,7 @@ def detection_latency(watcher: FileWatcher, target: Path, rounds: int = 5) -> li
         target.write_text(f"change {i}\n")
         while watcher.poll() == 0:
             if time.monotonic() - start > 10:
-                return latencies + [float("inf")]
+                return [*latencies, float("inf")]
         latencies.append(time.monotonic() - start)
     return latencies
 

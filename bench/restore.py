@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.time_to_ready import bake, bench_user, provider_env, vmgen  # noqa: E402
+from bench.time_to_ready import bake, bench_user, provider_env, vmgen
 
 RESULTS = ROOT / "bench" / "results" / "restore.json"
 

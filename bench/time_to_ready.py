@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.server
+import itertools
 import json
 import os
 import platform
@@ -43,7 +44,7 @@ def one_run(env: dict[str, str], repo: Path, name: str, cold: bool) -> dict[str,
     report = json.loads(result.stdout)
     # The simulated VM shares this machine's clock, so its phase stamps line up with `started`.
     marks = [(p["name"], p["at"] - started) for p in report["phases"]]
-    phases = {name: round(end - begin, 2) for (name, begin), (_, end) in zip(marks, marks[1:])}
+    phases = {name: round(end - begin, 2) for (name, begin), (_, end) in itertools.pairwise(marks)}
     blame = vmgen(env, "ssh", name, "--", "cloud-init analyze blame 2>/dev/null | head -8").stdout
     skipped = vmgen(env, "ssh", name, "--", "grep -c '^vmgen-skip ' /var/log/vmgen/phases.log || true").stdout
     vmgen(env, "destroy", name, "--yes")
@@ -79,7 +80,7 @@ def cli_startup_seconds(env: dict[str, str], runs: int = 5) -> float:
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002
+    def log_message(self, format, *args):
         pass
 
 
@@ -175,7 +176,8 @@ def main() -> None:
     print(f"CLI start-up (vmgen --version): {startup * 1000:.0f} ms")
     for provider, result in results.items():
         print(
-            f"{provider}: baked {result['baked']['median_total_s']:.1f}s vs cold {result['cold']['median_total_s']:.1f}s"
+            f"{provider}: baked {result['baked']['median_total_s']:.1f}s"
+            f" vs cold {result['cold']['median_total_s']:.1f}s"
             f" = {result['baked_over_cold']:.0%} of cold (target <= 25%); baking took {result['bake_s']:.0f}s"
         )
         for kind in ("cold", "baked"):

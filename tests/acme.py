@@ -214,7 +214,7 @@ class Pebble:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        up = wait_until(lambda: self._answers(), bool, timeout=30)
+        up = wait_until(self._answers, bool, timeout=30)
         assert up, (self.folder / "pebble.log").read_text()[-2000:]
         return self
 
@@ -273,7 +273,7 @@ class AcmeFront:
                 if front.limited & names:
                     self._problem(429, "rateLimited", RATE_LIMITED, {"Retry-After": "3600"})
                 elif front.refused & names:
-                    self._problem(400, "rejectedIdentifier", REFUSED.format(name=sorted(front.refused & names)[0]))
+                    self._problem(400, "rejectedIdentifier", REFUSED.format(name=min(front.refused & names)))
                 else:
                     self._pass(body)
 

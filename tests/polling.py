@@ -4,7 +4,8 @@ event can be subscribed to: poll with a deadline, never a fixed sleep."""
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 

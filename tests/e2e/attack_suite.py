@@ -14,9 +14,9 @@ import json
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import docker
 import pytest
@@ -125,7 +125,9 @@ def secrets_on_the_vm(ws: Workspace) -> list[str]:
     code, env = ws.root("cat /etc/vmgen/provider.env 2>/dev/null")
     found += [line.split("=", 1)[1] for line in env.splitlines() if "=" in line and len(line.split("=", 1)[1]) >= 8]
     code, toml = ws.root("cat /etc/vmgen/backup.toml 2>/dev/null")
-    found += [m for m in re.findall(r'^(?:secret_access_key|access_key_id) = "(.+)"$', toml, re.M) if len(m) >= 8]
+    found += [
+        m for m in re.findall(r'^(?:secret_access_key|access_key_id) = "(.+)"$', toml, re.MULTILINE) if len(m) >= 8
+    ]
     return found + ws.secrets + [CANARY_TEXT]
 
 
@@ -185,7 +187,7 @@ def test_the_agent_has_no_way_up(ws: Workspace) -> None:
     sudo = ws.agent_run("sudo -n true")
     assert sudo.returncode != 0
     assert ws.root("getent passwd debian ubuntu")[0] == 2  # no distribution default user
-    code, rules = ws.root("grep -rhs NOPASSWD /etc/sudoers /etc/sudoers.d || true")
+    _code, rules = ws.root("grep -rhs NOPASSWD /etc/sudoers /etc/sudoers.d || true")
     assert rules.strip() == ""
     # setuid/setgid binaries: exactly those of the image the VM booted from; vmgen adds none.
     finder = "find / -xdev \\( -perm -4000 -o -perm -2000 \\) -type f 2>/dev/null | sort"
@@ -228,7 +230,9 @@ def test_links_fifos_devices_and_huge_files_at_every_path_root_reads(ws: Workspa
         ln -sf {SHADOW} backup-request
         mkdir -p ~/.claude/sessions {project}
         for f in ~/.claude/sessions/*.json; do [ -e "$f" ] && mv "$f" "$f.real"; done
-        for pid in $(pgrep -u agent -x claude; pgrep -u agent -f 'claude --'); do ln -sf /etc/vmgen/provider.env ~/.claude/sessions/$pid.json; done
+        for pid in $(pgrep -u agent -x claude; pgrep -u agent -f 'claude --'); do
+            ln -sf /etc/vmgen/provider.env ~/.claude/sessions/$pid.json
+        done
         mkfifo {project}/fifo.jsonl
         ln -sf /dev/zero {project}/zero.jsonl
         truncate -s 2G {project}/huge.jsonl
@@ -238,13 +242,14 @@ def test_links_fifos_devices_and_huge_files_at_every_path_root_reads(ws: Workspa
     assert CANARY_TEXT not in json.dumps(state)  # the link was not followed
     assert "refusing to read" in ws.journal("vmgen-idlewatch")
     ws.agent(
-        f"cd ~/.vmgen && rm -f leases.json agent-events.jsonl && ln -s {CANARY} agent-events.jsonl && mkfifo leases.json"
+        f"cd ~/.vmgen && rm -f leases.json agent-events.jsonl && ln -s {CANARY} agent-events.jsonl"
+        " && mkfifo leases.json"
     )
     state = ws.ticks(3)
     assert state["agent"]["state"] != "working" and CANARY_TEXT not in json.dumps(state)
     # The old path-unit trap: nothing reads ~/.vmgen/backup-request any more, as root or at all.
     assert ws.root("systemctl list-unit-files 'vmgen-backup*' 'vmgen-restore*' --no-legend")[1].strip() == ""
-    code, rss = ws.root("ps -o rss= -p $(systemctl show -p MainPID --value vmgen-idlewatch)")
+    _code, rss = ws.root("ps -o rss= -p $(systemctl show -p MainPID --value vmgen-idlewatch)")
     assert int(rss) < 200_000, rss  # KiB: the 2 GiB file was not read into memory
     ws.agent(f"""cd ~/.vmgen && rm -f leases.json agent-events.jsonl backup-request
         rm -f {project}/fifo.jsonl {project}/zero.jsonl {project}/huge.jsonl ~/work/{ws.name}/x/rootlink
@@ -260,7 +265,8 @@ def test_swapping_files_for_links_in_a_loop_leaks_nothing(ws: Workspace) -> None
         while [ $SECONDS -lt $end ]; do
           echo '[]' > ~/.vmgen/l.tmp && mv -f ~/.vmgen/l.tmp ~/.vmgen/leases.json
           ln -sfn {CANARY} ~/.vmgen/l.lnk && mv -Tf ~/.vmgen/l.lnk ~/.vmgen/leases.json
-          mkdir -p ~/work/{ws.name}/d && rm -rf ~/work/{ws.name}/d && ln -sfn /etc ~/work/{ws.name}/d && rm -f ~/work/{ws.name}/d
+          mkdir -p ~/work/{ws.name}/d && rm -rf ~/work/{ws.name}/d
+          ln -sfn /etc ~/work/{ws.name}/d && rm -f ~/work/{ws.name}/d
         done
 EOF
         setsid nohup bash /tmp/swap.sh >/dev/null 2>&1 < /dev/null &""")
@@ -398,7 +404,8 @@ EOF
     assert "a-fifo" not in listing and f"work/{ws.name}/swapped" in listing
     assert CANARY_TEXT.encode() not in contents
     ws.agent(
-        f"pkill -f '^bash /tmp/swap2.sh'; cd ~/work/{ws.name}; rm -f canary-link a-fifo swapped swapped.tmp swapped.lnk /tmp/swap2.sh; true"
+        f"pkill -f '^bash /tmp/swap2.sh'; cd ~/work/{ws.name}; "
+        "rm -f canary-link a-fifo swapped swapped.tmp swapped.lnk /tmp/swap2.sh; true"
     )
 
 
@@ -610,7 +617,7 @@ SHARED = (
 
 
 def test_root_owns_everything_vmgen_installs(ws: Workspace) -> None:
-    code, listing = ws.root(f"find {INVENTORY} -printf '%u %g %#m %y %p\\n' 2>/dev/null")
+    _code, listing = ws.root(f"find {INVENTORY} -printf '%u %g %#m %y %p\\n' 2>/dev/null")
     entries = [line.split(" ", 4) for line in listing.splitlines()]
     assert len(entries) > 50, listing[:500]
     bad = []
@@ -633,7 +640,7 @@ def test_root_owns_everything_vmgen_installs(ws: Workspace) -> None:
     assert bad == [], "\n".join(bad)
     # Root-only secrets stay root-only.
     for path in ("/etc/vmgen/provider.env", "/etc/vmgen/backup.toml", "/etc/vmgen/cloudcli.env"):
-        code, out = ws.root(f"test -e {path} && stat -c '%a %U' {path} || echo absent")
+        _code, out = ws.root(f"test -e {path} && stat -c '%a %U' {path} || echo absent")
         assert out.strip() in ("600 root", "absent"), (path, out)
 
 
@@ -641,24 +648,24 @@ def test_nothing_root_executes_is_writable_by_the_agent(ws: Workspace) -> None:
     prune = " -o ".join(f"-path {p}" for p in SHARED)
     # Writable by the agent (links excluded: a masked unit points at /dev/null), and links into
     # places the agent controls.
-    code, writable = ws.root(
+    _code, writable = ws.root(
         f"runuser -u agent -- find / -xdev \\( {prune} \\) -prune -o -writable ! -type l -print -o -type l "
         "\\( -lname '/home/*' -o -lname '/tmp/*' -o -lname '/var/tmp/*' -o -lname '/dev/shm/*' \\) -print 2>/dev/null"
     )
     assert writable.strip() == "", writable
     # Every program a root unit of vmgen's runs, and each folder above it: root's, not writable.
-    code, units = ws.root("systemctl cat 'vmgen-*' 2>/dev/null | grep -E '^(ExecStart|User)='")
+    _code, units = ws.root("systemctl cat 'vmgen-*' 2>/dev/null | grep -E '^(ExecStart|User)='")
     programs = {
         line.split("=", 1)[1].split()[0].lstrip("-@+!") for line in units.splitlines() if line.startswith("ExecStart=")
     }
     for program in sorted(programs):
-        code, out = ws.root(
+        _code, out = ws.root(
             f'p={program}; while [ "$p" != / ]; do stat -L -c \'%U %a %n\' "$p"; p=$(dirname "$p"); done'
         )
         for line in out.splitlines():
-            owner, mode, path = line.split(" ", 2)
+            owner, mode, _path = line.split(" ", 2)
             assert owner == "root" and not int(mode, 8) & 0o022, line
-    code, path_dirs = ws.root(
+    _code, path_dirs = ws.root(
         "for d in $(echo $PATH | tr : ' ') /usr/local/sbin /usr/local/bin; do stat -L -c '%U %a %n' $d; done"
     )
     for line in path_dirs.splitlines():
@@ -683,7 +690,8 @@ def test_the_hard_lifetime_fires_through_every_trap(
         mkdir -p ~/.claude/sessions && for i in 1 2 3; do mkfifo ~/.claude/sessions/$i.json; done
         setsid nohup bash -c 'exec -a "sshd: agent@pts/7" sleep 3600' >/dev/null 2>&1 < /dev/null &
         setsid nohup bash -c 'while :; do touch ~/work/{doomed.name}/busy; sleep 1; done' >/dev/null 2>&1 < /dev/null &
-        setsid nohup bash -c 'while :; do pkill -9 -u agent -f " tar [{{]"; sleep 0.1; done' >/dev/null 2>&1 < /dev/null &
+        setsid nohup bash -c 'while :; do pkill -9 -u agent -f " tar [{{]"; sleep 0.1; done' \\
+            >/dev/null 2>&1 < /dev/null &
         echo kept-without-a-backup > ~/work/{doomed.name}/precious.txt""")
     started = time.monotonic()
     # The lifetime, then root's backup deadline (retried until then), then keeping the data.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .attack_suite import *  # noqa: F403 - the suite's tests, collected for this provider
+from .attack_suite import *
 from .attack_suite import BACKUP_DEADLINE_SECONDS, Workspace
 from .conftest import Cli, make_repo, unique
 

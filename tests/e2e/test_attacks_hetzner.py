@@ -10,7 +10,7 @@ import pytest
 from tests.fakes.hetzner import FakeHetzner
 from tests.fakes.moto_server import moto_server, s3_client
 
-from .attack_suite import *  # noqa: F403 - the suite's tests, collected for this provider
+from .attack_suite import *
 from .attack_suite import BACKUP_DEADLINE_SECONDS, Workspace
 from .conftest import Cli, make_repo
 
@@ -49,7 +49,7 @@ def cloud(cli, vm_image, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ws(cli, cloud, docker_client, tmp_path_factory):
-    fake, endpoint, env = cloud
+    _fake, endpoint, env = cloud
     shell = Cli(env=dict(cli.env, **env), home=cli.home)
     shell("launch", str(make_repo(tmp_path_factory.mktemp("attack"), NAME)))
 
@@ -62,7 +62,7 @@ def ws(cli, cloud, docker_client, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def doomed(cli, cloud, docker_client, tmp_path_factory, hook):
-    fake, _endpoint, env = cloud
+    _fake, _endpoint, env = cloud
     shell = Cli(
         env=dict(cli.env, **env, VMGEN_MAX_LIFETIME_HOURS="0.04", VMGEN_IDLE_WEBHOOK_URL=hook.url), home=cli.home
     )

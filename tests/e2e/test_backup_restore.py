@@ -112,7 +112,7 @@ def test_the_standard_age_tool_reads_a_backup(cli) -> None:
 def test_the_restored_workspace_backs_up_what_changed(cli, docker_client, tmp_path) -> None:
     """NAME runs restored from its backup: its next backup is an increment on that one, made by
     the agent's walk with root's kept index, and the chain restores by hand with standard tools."""
-    restored_from = sorted(store_dir(cli).glob("*.json"))[-1].stem
+    restored_from = max(store_dir(cli).glob("*.json")).stem
     cli.ssh(NAME, f"echo later > work/{NAME}/LATER.md && rm work/{NAME}/REMEMBER.md")
     made = cli("backup", NAME)
     assert f"an increment on {restored_from}: " in made.stderr, made.stderr
@@ -127,7 +127,7 @@ def test_the_restored_workspace_backs_up_what_changed(cli, docker_client, tmp_pa
     identity = cli.home / ".local/state/vmgen/identities" / f"{NAME}.age-identity"
     out = tmp_path / "by-hand"
     out.mkdir()
-    chain = [sorted(store_dir(cli).glob("*.json"))[-1]]  # the newest, then each manifest's parent
+    chain = [max(store_dir(cli).glob("*.json"))]  # the newest, then each manifest's parent
     while parent := json.loads(chain[-1].read_text())["parent"]:
         chain.append(store_dir(cli) / f"{parent}.json")
     for manifest in reversed(chain):  # oldest first: the full one, then the increments

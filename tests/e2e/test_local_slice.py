@@ -126,7 +126,7 @@ def test_disconnect_and_reconnect_reach_the_same_session_and_agent(cli, launched
     # A real terminal: `vmgen connect` inside a local tmux session, then the laptop "goes away".
     local = f"vmgen-connect-test-{tmp_path.name}"
     env = " ".join(f"{k}={subprocess.list2cmdline([v])}" for k, v in cli.env.items())
-    for attempt in range(2):
+    for _attempt in range(2):
         subprocess.run(
             [
                 "tmux",

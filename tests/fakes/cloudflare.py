@@ -315,17 +315,17 @@ def _match(item: Json, query: dict[str, str]) -> bool:
         field, _, op = key.partition(".")
         if field not in FILTER_FIELDS:
             continue
-        actual, wanted = str(item.get(field) or "").lower(), wanted.lower()
+        actual, expected = str(item.get(field) or "").lower(), wanted.lower()
         if op == "present" or op == "absent":
             if bool(actual) != (op == "present"):
                 return False
             continue
         test = {
-            "": actual == wanted,
-            "exact": actual == wanted,
-            "contains": wanted in actual,
-            "startswith": actual.startswith(wanted),
-            "endswith": actual.endswith(wanted),
+            "": actual == expected,
+            "exact": actual == expected,
+            "contains": expected in actual,
+            "startswith": actual.startswith(expected),
+            "endswith": actual.endswith(expected),
         }.get(op)
         if test is None:
             raise ApiError(400, 1004, f"Invalid filter {key}")

@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:  # `tests` is not an installed package
     sys.path.insert(0, str(ROOT))
 
 from tests.fakes.anthropic_api import FakeAnthropicServer, Rule, Script, ToolUse  # noqa: E402
-from tests.polling import wait_until
+from tests.polling import wait_until  # noqa: E402
 from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher  # noqa: E402
 from vmgen.vmside.idlewatch.model import AgentSignals, AgentState  # noqa: E402
 
@@ -59,7 +59,7 @@ def claude_bin() -> Path:
 
 def bridge_ip() -> str:
     """A non-loopback address of this host: the watchdog ignores loopback as "not the model"."""
-    for name, addrs in sorted(psutil.net_if_addrs().items(), key=lambda kv: kv[0] != "docker0"):
+    for _name, addrs in sorted(psutil.net_if_addrs().items(), key=lambda kv: kv[0] != "docker0"):
         for addr in addrs:
             if addr.family == socket.AF_INET and not addr.address.startswith("127."):
                 return str(addr.address)

@@ -9,7 +9,6 @@ import pytest
 
 from tests.fakes.hetzner import FakeHetzner
 from vmgen.errors import ConfigError
-from vmgen.laptop.agents import AGENTS
 from vmgen.laptop.autobake import has_image_for, plan_key, plan_lock, plan_settings, wanted
 from vmgen.laptop.builder.install import plan_of
 from vmgen.laptop.cli.images import current_plan
@@ -44,7 +43,7 @@ def test_auto_bakes_on_clouds_unless_told(setting, cloud, expected) -> None:
 
 
 def test_a_wrong_setting_is_one_clear_error() -> None:
-    with pytest.raises(ConfigError, match="auto_bake.*'sometimes'.*auto, yes or no"):
+    with pytest.raises(ConfigError, match=r"auto_bake.*'sometimes'.*auto, yes or no"):
         wanted("sometimes", FakeProvider())
 
 
@@ -92,9 +91,8 @@ def test_an_image_with_every_step_is_enough_and_one_with_an_older_step_is_not(ho
 def test_one_plan_is_baked_by_one_process_at_a_time(home) -> None:
     key = plan_key("docker", plan_of(spec_with(home)))
     assert key != plan_key("docker", plan_of(spec_with(home, desktop=True)))
-    with plan_lock(key) as first:
-        with plan_lock(key) as second:
-            assert first and not second
+    with plan_lock(key) as first, plan_lock(key) as second:
+        assert first and not second
     with plan_lock(key) as again:
         assert again  # released with its holder
 

@@ -32,7 +32,7 @@ def test_secrets_are_masked(tmp_path: Path) -> None:
 def test_unknown_setting_is_reported(tmp_path: Path) -> None:
     toml = tmp_path / "config.toml"
     toml.write_text('agnet = "claude"\n')
-    with pytest.raises(ConfigError, match="unknown setting.*agnet"):
+    with pytest.raises(ConfigError, match=r"unknown setting.*agnet"):
         load_settings({}, toml, tmp_path / "none.env")
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from vmgen.contract.documents import AgentRecord, BackupTarget, RestoreResult, VerdictRecord, WatchdogState
-from vmgen.errors import BootFailed, LeftoversExist, NameBusy, UsageError, WorkspaceExists
+from vmgen.errors import BootFailed, LeftoversExist, NameBusy, RestoreFailed, UsageError, WorkspaceExists
 from vmgen.laptop.handover import Handover
 from vmgen.laptop.identities import ensure_identity, has_identity
 from vmgen.laptop.launch import LaunchOptions, launch
@@ -25,7 +25,6 @@ from vmgen.laptop.readiness import Phase
 from vmgen.laptop.spec import GitSource, RestoreSource, VmgenInstall, WebSpec, WorkspaceSpec, make_spec
 from vmgen.laptop.stamps import BakedImage, ImageStamp
 from vmgen.laptop.state import WorkspaceState, busy_with, name_lock
-from vmgen.errors import RestoreFailed
 from vmgen.selfwheel import VmgenWheel, own_wheel
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj t@l"
@@ -178,19 +177,19 @@ WATCHING = WatchdogState(
 
 
 def spec_for(home: Path, source=None, **changes) -> WorkspaceSpec:
-    choices = dict(
-        name="app",
-        agent="claude",
-        agent_version="2.1.332",
-        size="medium",
-        region="",
-        image="",
-        idle_minutes=30,
-        desktop=False,
-        configured_keys=(KEY,),
-        home=home,
-        vmgen=VmgenInstall(version=WHEEL.version, wheel_sha256=WHEEL.sha256),
-    )
+    choices = {
+        "name": "app",
+        "agent": "claude",
+        "agent_version": "2.1.332",
+        "size": "medium",
+        "region": "",
+        "image": "",
+        "idle_minutes": 30,
+        "desktop": False,
+        "configured_keys": (KEY,),
+        "home": home,
+        "vmgen": VmgenInstall(version=WHEEL.version, wheel_sha256=WHEEL.sha256),
+    }
     return make_spec(source or "https://example.com/me/app.git", **{**choices, **changes})
 
 
@@ -341,7 +340,7 @@ def test_a_second_interrupt_does_not_cut_the_cleanup_short(home, provider, capfd
 
 def test_what_an_earlier_workspace_left_is_refused_with_the_command_that_removes_it(home, provider) -> None:
     provider.left["app"] = "volume vmgen-app-home"
-    with pytest.raises(LeftoversExist, match="volume vmgen-app-home.*`vmgen destroy app`"):
+    with pytest.raises(LeftoversExist, match=r"volume vmgen-app-home.*`vmgen destroy app`"):
         run_launch(spec_for(home), provider, ScriptedClient())
     assert provider.user_data == {} and provider.deleted == []
     provider.left.clear()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.laptop.sourcecheck import check_git_source
 from vmgen.errors import SourceNotFound
+from vmgen.laptop.sourcecheck import check_git_source
 from vmgen.laptop.spec import GitSource
 
 

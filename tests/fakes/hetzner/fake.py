@@ -11,9 +11,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from .catalog import default_locations, default_server_types, default_system_images
@@ -106,7 +107,7 @@ class FakeHetzner:
         self.tokens, self.readonly_tokens = list(tokens), list(readonly_tokens)
         self.readonly_error_code = readonly_error_code
         self.project = Project(
-            locations={l.name: l for l in (locations or default_locations())},
+            locations={loc.name: loc for loc in (locations or default_locations())},
             server_types={t.id: t for t in (server_types or default_server_types())},
             images={i.id: i for i in (images or default_system_images())},
             knobs=Knobs(
@@ -154,7 +155,7 @@ class FakeHetzner:
 
     close = stop
 
-    def __enter__(self) -> FakeHetzner:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -401,5 +402,5 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass

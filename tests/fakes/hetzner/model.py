@@ -11,7 +11,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +19,7 @@ Json = dict[str, Any]
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 class ApiError(Exception):
@@ -84,7 +84,7 @@ class Deprecation:
         return {"announced": self.announced, "unavailable_after": self.unavailable_after}
 
     def is_past(self) -> bool:
-        return datetime.fromisoformat(self.unavailable_after) <= datetime.now(timezone.utc)
+        return datetime.fromisoformat(self.unavailable_after) <= datetime.now(UTC)
 
 
 @dataclass
@@ -307,7 +307,7 @@ class Firewall:
     def in_use(self) -> bool:
         return bool(self.server_ids or self.label_selectors or self._still_releasing())
 
-    def to_json(self, servers: dict[int, "Server"]) -> Json:
+    def to_json(self, servers: dict[int, Server]) -> Json:
         applied: list[Json] = [
             {"type": "server", "server": {"id": sid}} for sid in [*self.server_ids, *self._still_releasing()]
         ]

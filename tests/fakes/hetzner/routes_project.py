@@ -57,7 +57,7 @@ class ProjectRoutes:
     # -- catalog --------------------------------------------------------------------------------
 
     def list_locations(self, req: Request) -> Response:
-        return list_response("locations", list(self.p.locations.values()), req, lambda l: l.to_json())
+        return list_response("locations", list(self.p.locations.values()), req, lambda loc: loc.to_json())
 
     def get_pricing(self, req: Request) -> Response:
         """GET /pricing, the parts vmgen reads. Shape from the API reference's "Get all prices"
@@ -274,7 +274,7 @@ def md5_fingerprint(public_key: str) -> str:
         blob = base64.b64decode(parts[1], validate=True)
     except (ValueError, binascii.Error):
         raise invalid_field("public_key", "invalid public key") from None
-    digest = hashlib.md5(blob).hexdigest()  # noqa: S324 - it is the format, not security
+    digest = hashlib.md5(blob).hexdigest()
     return ":".join(digest[i : i + 2] for i in range(0, 32, 2))
 
 

@@ -9,7 +9,8 @@ import secrets
 import sys
 import threading
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from .model import Action, ApiError, Firewall, Image, Location, Server, ServerType, invalid_field
 from .state import Project, Request, Response, Route, labels_from, list_response, required_str, route
@@ -282,7 +283,9 @@ class ServerRoutes:
 
     # -- power ----------------------------------------------------------------------------------
 
-    POWER = {  # op: (command, status while running, final status, backend call)
+    POWER: ClassVar[
+        dict[str, tuple[str, str, str, Any]]
+    ] = {  # op: (command, status while running, final status, backend call)
         "poweroff": ("stop_server", "stopping", "off", lambda vms, c: vms.stop(c, hard=True)),
         "shutdown": ("shutdown_server", "stopping", "off", lambda vms, c: vms.stop(c, hard=False)),
         "poweron": ("start_server", "starting", "running", lambda vms, c: vms.start(c)),

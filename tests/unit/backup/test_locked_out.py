@@ -158,7 +158,7 @@ def test_the_restored_tree_moves_into_a_home_with_its_folders_of_000(shared):
     """The untar stage's last step as the agent: the staged tree goes into the home (a folder
     moved to another parent needs its own write bit, for its ".."), replacing what is there."""
     home = locked_home(shared / "home")
-    full, _index, _summary = archive_as_nobody(home, shared / "full")
+    _full, _index, _summary = archive_as_nobody(home, shared / "full")
     (shared / "full/tar").chmod(0o644)
     target = shared / "target"
     (target / "sealed").mkdir(parents=True)  # the new VM's, replaced by the backup's

@@ -145,7 +145,7 @@ def test_backup_killed_mid_upload_leaves_no_manifest(tree, keys, bucket, proxy, 
         os.kill(proc.pid, signal.SIGKILL)  # only the backup process itself
         assert proc.wait(timeout=30) == -signal.SIGKILL
         # Its pipeline stages notice (EPIPE) and exit by themselves: no orphans left running.
-        gone, alive = psutil.wait_procs(stages, timeout=30)
+        _gone, alive = psutil.wait_procs(stages, timeout=30)
         assert alive == []
     finally:
         proxy.release()

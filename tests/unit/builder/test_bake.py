@@ -11,12 +11,12 @@ import hcl2
 import pytest
 import yaml
 
+from vmgen.errors import PackerMissing
 from vmgen.laptop.agents import AGENTS
 from vmgen.laptop.builder import RenderOptions, generate_host_key, render_user_data
 from vmgen.laptop.builder.install import plan_for, workspace_plan
 from vmgen.laptop.builder.render import render_bake_script, render_bake_user_data
 from vmgen.laptop.packer import build_with_packer, write_build_dir
-from vmgen.errors import PackerMissing
 from vmgen.laptop.packer.template import SnapshotBuild
 from vmgen.laptop.spec import GitSource, VmgenInstall, WorkspaceSpec
 from vmgen.laptop.stamps import ImageStamp, label_value

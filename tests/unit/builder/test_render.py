@@ -22,15 +22,18 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0KjgNlbgsqOgjCm2oFkX
 HOST_KEY = generate_host_key()
 
 
-def make_spec(source=GitSource("https://github.com/me/app"), agent="claude", **changes) -> WorkspaceSpec:
-    values = dict(
-        name="app",
-        source=source,
-        agent=AGENTS[agent],
-        vmgen=VmgenInstall(version="0.1.0"),
-        ssh_keys=(KEY,),
-        agent_version="2.1.332",
-    )
+APP = GitSource("https://github.com/me/app")
+
+
+def make_spec(source=APP, agent="claude", **changes) -> WorkspaceSpec:
+    values = {
+        "name": "app",
+        "source": source,
+        "agent": AGENTS[agent],
+        "vmgen": VmgenInstall(version="0.1.0"),
+        "ssh_keys": (KEY,),
+        "agent_version": "2.1.332",
+    }
     values.update(changes)
     return WorkspaceSpec(**values)
 
@@ -173,7 +176,8 @@ record() {  # one write per call: the install steps run side by side and append 
   local entry; entry=$(printf '%s' "$1"; shift; for a in "$@"; do printf '\\037%s' "$a"; done)
   printf '%s\\036' "$entry" >> "$RECORD"
 }
-for cmd in apt-get cat rm ufw systemctl systemd-tmpfiles npm python3 ln install runuser date find chown id useradd /opt/vmgen/bin/pip; do
+for cmd in apt-get cat rm ufw systemctl systemd-tmpfiles npm python3 ln install runuser date find chown id useradd \\
+           /opt/vmgen/bin/pip; do
   eval "$(printf '%q() { record %q "$@"; }' "$cmd" "$cmd")"
 done
 tee() { /bin/cat; record tee "$@"; }

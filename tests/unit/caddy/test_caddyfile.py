@@ -19,7 +19,7 @@ WEB = WebAccess(SETTINGS, tls="internal")
 
 
 def blocks(text: str) -> dict[str, str]:
-    return dict(re.findall(r"^(\S+) \{\n(.*?)^\}", text, flags=re.M | re.S))
+    return dict(re.findall(r"^(\S+) \{\n(.*?)^\}", text, flags=re.MULTILINE | re.DOTALL))
 
 
 def test_hostnames_cover_the_page_code_desktop_and_previews():

@@ -19,8 +19,10 @@ from vmgen.errors import (
     DnsRequestFailed,
     DnsUnavailable,
     DnsZoneNotFound,
+    InvalidSpec,
+    UsageError,
+    VmgenError,
 )
-from vmgen.errors import InvalidSpec, UsageError, VmgenError
 
 ZONE = "example.com"
 IP1, IP2 = "203.0.113.10", "203.0.113.20"
@@ -160,7 +162,7 @@ def test_pagination_follows_result_info_across_pages(waits):
 
         assert len(dns.records_for("app")) == 5
         pages = [path for m, path in cf.requests if "/dns_records?" in path]
-        assert len(pages) == 3 and all(f"page={n}" in p for n, p in zip((1, 2, 3), pages))
+        assert len(pages) == 3 and all(f"page={n}" in p for n, p in zip((1, 2, 3), pages, strict=False))
 
         assert dns.remove_workspace("app") == 5
         assert [r["name"] for r in cf.records(ZONE)] == ["other.example.com"]

@@ -76,19 +76,19 @@ def test_server_types_have_prices_per_location_and_deprecation(client):
     fsn1 = next(p for p in cx23.prices if p["location"] == "fsn1")
     assert fsn1["price_monthly"] == {"net": "2.9900000000", "gross": "3.5581000000000000"}
     assert isinstance(fsn1["price_hourly"]["gross"], str)
-    assert [(l.location.name, l.available, l.deprecation) for l in cx23.locations] == [
+    assert [(loc.location.name, loc.available, loc.deprecation) for loc in cx23.locations] == [
         ("fsn1", True, None),
         ("nbg1", True, None),
         ("hel1", True, None),
     ]
-    assert all(l.deprecation is not None for l in types["cx22"].locations)
+    assert all(loc.deprecation is not None for loc in types["cx22"].locations)
     assert types["cx22"].data_model._deprecation.unavailable_after.year == 2026
-    assert "hel1" not in [l.location.name for l in types["cx53"].locations]
+    assert "hel1" not in [loc.location.name for loc in types["cx53"].locations]
     assert client.server_types.get_by_name("cx43").cores == 8
 
 
 def test_locations_and_system_images(client):
-    assert [l.name for l in client.locations.get_all()] == ["fsn1", "nbg1", "hel1"]
+    assert [loc.name for loc in client.locations.get_all()] == ["fsn1", "nbg1", "hel1"]
     assert client.locations.get_by_name("hel1").country == "FI"
     names = {i.name for i in client.images.get_all(type=["system"])}
     assert {"ubuntu-24.04", "debian-12"} <= names
@@ -157,7 +157,7 @@ def test_firewall_in_use_cannot_be_deleted(client):
 
 
 def test_wrong_token_is_unauthorized(cloud):
-    err = api_error(lambda: cloud.client(token="wrong").servers.get_all())
+    err = api_error(cloud.client(token="wrong").servers.get_all)
     assert (err.code, err.message) == ("unauthorized", "unable to authenticate")
 
 
@@ -173,7 +173,7 @@ def test_rate_limit_is_retried_by_hcloud_then_surfaces(cloud, client, no_retry_s
     cloud.rate_limit_next(times=2, path="/servers")
     assert client.servers.get_all() == []  # hcloud retried twice, third call went through
     cloud.rate_limit_next(times=6)  # more than hcloud's 5 retries
-    err = api_error(lambda: client.locations.get_all())
+    err = api_error(client.locations.get_all)
     assert err.code == "rate_limit_exceeded"
     assert [r.status for r in cloud.requests[-6:]] == [429] * 6
 

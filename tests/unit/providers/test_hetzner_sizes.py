@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from vmgen.errors import ServerTypeUnavailable
 from vmgen.laptop.providers.hetzner import key_fingerprint
 from vmgen.laptop.providers.hetzner_sizes import TypeOffer, bake_type, choose_type
-from vmgen.errors import ServerTypeUnavailable
 
 
 def offer(name, cores, memory, available=True, deprecated=False, location="fsn1"):

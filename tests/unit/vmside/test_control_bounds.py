@@ -25,9 +25,9 @@ from vmgen.contract import codec
 from vmgen.contract.control import ControlRequest
 from vmgen.contract.documents import BackupConfig, BackupTarget, WatchdogState
 from vmgen.contract.names import VmPaths
+from vmgen.errors import BackupBusy, BackupRefused
 from vmgen.vmside import backups, control
 from vmgen.vmside.backups import run_backup
-from vmgen.errors import BackupBusy, BackupRefused
 from vmgen.vmside.privileges import RunAs
 
 ME = RunAs.current()

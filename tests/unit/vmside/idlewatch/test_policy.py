@@ -447,7 +447,7 @@ def test_a_keepalive_is_said_with_its_own_time() -> None:
 
 
 def test_a_stalled_agent_is_said_in_the_verdict_and_its_warning() -> None:
-    verdict, state = live(Situation((STUCK_TURN,)), 44)
+    _verdict, state = live(Situation((STUCK_TURN,)), 44)
     assert state.agent.state == "stalled" and verdict_word(state) == "idle (agent stalled)"
     assert what_holds(state).endswith("(the agent looks stalled)")
     assert "is idle (the agent looks stalled) and will be deleted" in warning("app", state)

@@ -4,6 +4,7 @@ survives a failing tick, and resumes after a restart."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import replace
@@ -130,7 +131,7 @@ def test_an_action_unit_that_cannot_start_is_tried_again_with_backoff(tmp_path, 
     monkeypatch.setattr(service, "warn", lambda s, text, paths: warnings.append(text))
     watchdog = make(tmp_path, clock)
     run_minutes(watchdog, clock, 30 + 4, step=0.25)
-    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert len(attempts) >= 3 and gaps[0] >= 30 and gaps[1] >= 60  # backoff, not every tick
     assert any("failed (systemd does not answer)" in w for w in warnings)
     assert json.loads((tmp_path / "idlewatch.json").read_text())["failures"] == len(attempts)

@@ -211,30 +211,30 @@ def test_fuse_turn_most_recent_statement_wins() -> None:
 @pytest.mark.parametrize(
     "evidence, state",
     [
-        (dict(turn_open=False), AgentState.WAITING),
-        (dict(turn_open=False, cpu_busy=True), AgentState.WAITING),  # claude itself: not activity
-        (dict(turn_open=False, children_busy=True), AgentState.WORKING),  # a background build
-        (dict(turn_open=True, connections=1), AgentState.WORKING),  # slow model, ~0% CPU
-        (dict(turn_open=True, grew_recently=True), AgentState.WORKING),
-        (dict(turn_open=True, tool_running=True, children_busy=True), AgentState.WORKING),
-        (dict(turn_open=True, hook_recent=True), AgentState.WORKING),
-        (dict(turn_open=True), AgentState.STALLED),
-        (dict(turn_open=True, tool_running=True), AgentState.STALLED),  # a tool call without a process
-        (dict(turn_open=True, tool_running=True, tool_alive=("sleep",)), AgentState.WORKING),  # silent, alive
-        (dict(turn_open=False, new_connections=1), AgentState.WORKING),  # a request no statement explains
-        (dict(turn_open=False, connections=1), AgentState.WAITING),  # the pool's idle sockets after a turn
+        ({"turn_open": False}, AgentState.WAITING),
+        ({"turn_open": False, "cpu_busy": True}, AgentState.WAITING),  # claude itself: not activity
+        ({"turn_open": False, "children_busy": True}, AgentState.WORKING),  # a background build
+        ({"turn_open": True, "connections": 1}, AgentState.WORKING),  # slow model, ~0% CPU
+        ({"turn_open": True, "grew_recently": True}, AgentState.WORKING),
+        ({"turn_open": True, "tool_running": True, "children_busy": True}, AgentState.WORKING),
+        ({"turn_open": True, "hook_recent": True}, AgentState.WORKING),
+        ({"turn_open": True}, AgentState.STALLED),
+        ({"turn_open": True, "tool_running": True}, AgentState.STALLED),  # a tool call without a process
+        ({"turn_open": True, "tool_running": True, "tool_alive": ("sleep",)}, AgentState.WORKING),  # silent, alive
+        ({"turn_open": False, "new_connections": 1}, AgentState.WORKING),  # a request no statement explains
+        ({"turn_open": False, "connections": 1}, AgentState.WAITING),  # the pool's idle sockets after a turn
     ],
 )
 def test_classify(evidence: dict[str, Any], state: AgentState) -> None:
-    base: dict[str, Any] = dict(
-        turn_source="transcript",
-        tool_running=False,
-        grew_recently=False,
-        grew_now=False,
-        connections=0,
-        cpu_busy=False,
-        children_busy=False,
-    )
+    base: dict[str, Any] = {
+        "turn_source": "transcript",
+        "tool_running": False,
+        "grew_recently": False,
+        "grew_now": False,
+        "connections": 0,
+        "cpu_busy": False,
+        "children_busy": False,
+    }
     got, detail = classify(Evidence(**(base | evidence)))
     assert got is state and detail
 

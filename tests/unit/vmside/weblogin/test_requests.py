@@ -21,7 +21,7 @@ PREVIEW = "https://p3000.app.dev.example.com"
 
 
 def facts(**changes) -> Facts:
-    values = dict(host=CODE, method="GET", uri="/")
+    values = {"host": CODE, "method": "GET", "uri": "/"}
     values.update(changes)
     return Facts(**values)
 

@@ -5,10 +5,10 @@ password, signing out, and the refusals (wrong password, too many, another origi
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import http.client
-import contextlib
 import json
 import socket
 import threading
@@ -282,7 +282,7 @@ def open_stream(path: str, host: str, cookie: str, origin: str | None = None, we
     conn.settimeout(10)
     conn.connect(path)
     lines = [
-        f"GET /websockify HTTP/1.1" if websocket else "GET /events HTTP/1.1",
+        "GET /websockify HTTP/1.1" if websocket else "GET /events HTTP/1.1",
         f"Host: {host}",
         f"Cookie: theme=dark; {cookie}",
     ]
@@ -346,7 +346,7 @@ def test_the_desktop_websocket_only_from_the_desktop_itself(login, backend):
 def test_signing_out_ends_the_login_on_every_hostname_and_its_live_connections(login, backend):
     service = login[1]
     main, desktop = signed_in_on(service, "desktop")
-    _, code = signed_in_on(service, "code")
+    _, _code = signed_in_on(service, "code")
     ws = open_stream(service.path, DESKTOP, desktop, f"https://{DESKTOP}")
     assert head_of(ws).startswith("HTTP/1.1 101")
     refused = service.request("POST", HOST, "/.vmgen/logout", {"Cookie": main, "Origin": f"https://{PREVIEW}"})
