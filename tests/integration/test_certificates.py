@@ -15,6 +15,7 @@ import pytest
 
 from tests.acme import AcmeFront, Pebble, ZoneDns, served_chain_verifies, zone_resolver
 from tests.polling import wait_until
+from vmgen.contract.enums import TlsMode
 from vmgen.contract.names import VmPaths
 from vmgen.contract.weblogin import WebLoginSettings
 from vmgen.laptop.caddy import WebAccess, render_caddyfile
@@ -48,7 +49,7 @@ def issued(tmp_path_factory) -> Iterator[tuple[VmPaths, Pebble, int]]:
     settings = WebLoginSettings(host=HOST, user="vmgen", preview_ports=(3000, 5173, 8000, 8080))
     web = WebAccess(
         settings,
-        tls="acme",
+        tls=TlsMode.ACME,
         acme_ca=f"https://127.0.0.1:{front.port}/dir",
         acme_ca_root=True,
         http_port=http_port,

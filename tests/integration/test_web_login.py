@@ -29,6 +29,7 @@ import pytest
 
 from tests import raw_https
 from tests.polling import wait_until
+from vmgen.contract.enums import TlsMode
 from vmgen.contract.names import VmPaths
 from vmgen.contract.weblogin import WebLoginSettings, make_verifier
 from vmgen.laptop.caddy import WebAccess, render_caddyfile, upstream
@@ -215,7 +216,9 @@ def web(tmp_path_factory) -> Iterator[Web]:
     )
     service = serve(login, vm.web_login_socket)
     threading.Thread(target=service.serve_forever, daemon=True).start()
-    caddyfile = render_caddyfile(WebAccess(settings, tls="internal", http_port=http_port, https_port=https_port), vm)
+    caddyfile = render_caddyfile(
+        WebAccess(settings, tls=TlsMode.INTERNAL, http_port=http_port, https_port=https_port), vm
+    )
     for site in settings.sites():  # the contract's ports are the VM's; here, the stand-ins'
         caddyfile = caddyfile.replace(
             f"import vmgen_login {upstream(site, vm)}\n", f"import vmgen_login 127.0.0.1:{backends[site.role].port}\n"

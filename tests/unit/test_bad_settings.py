@@ -94,7 +94,8 @@ def test_the_vm_refuses_such_a_file_and_its_idle_action_keeps_the_data_another_w
     (paths.home / "work/app/file.txt").write_text("version 1\n")
     paths.backup_config.write_text(good)
     assert run_backup(WATCHDOG_TRIGGER, paths, ME).ok
-    bad = BackupConfig(replace(target, **{field: value}), "app", recipient).to_toml()
+    bad_target = replace(target, keep_last=value) if field == "keep_last" else replace(target, max_increments=value)
+    bad = BackupConfig(bad_target, "app", recipient).to_toml()
     paths.backup_config.write_text(bad)
     with pytest.raises(DocumentError) as refused:
         BackupConfig.from_toml(bad, str(paths.backup_config))
@@ -111,7 +112,7 @@ def test_the_vm_refuses_such_a_file_and_its_idle_action_keeps_the_data_another_w
         backup=backup,
         poweroff=lambda: events.append("poweroff"),
         delete=lambda: events.append("delete"),
-        snapshot=lambda: events.append("snapshot") or "0",
+        snapshot=lambda: (events.append("snapshot"), "0")[1],
         notify=lambda text, event: None,
         sleep=lambda seconds: time.sleep(min(seconds, 0.01)),
     )

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from vmgen.contract.documents import AgentRecord, BackupTarget, RestoreResult, VerdictRecord, WatchdogState
+from vmgen.contract.enums import StoreKind
 from vmgen.errors import BootFailed, LeftoversExist, NameBusy, RestoreFailed, UsageError, WorkspaceExists
 from vmgen.laptop.handover import Handover
 from vmgen.laptop.identities import ensure_identity, has_identity
@@ -157,7 +158,7 @@ class ScriptedClient:
 
 
 WHEEL = own_wheel()
-STORE = BackupTarget(kind="local", path="/var/lib/vmgen/backups")
+STORE = BackupTarget(kind=StoreKind.LOCAL, path="/var/lib/vmgen/backups")
 WATCHING = WatchdogState(
     boot_id="b",
     history={},

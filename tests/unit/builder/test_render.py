@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from vmgen.backup.target import BackupTarget
+from vmgen.contract.enums import StoreKind
 from vmgen.errors import UserDataInvalid, UserDataTooLarge
 from vmgen.laptop.agents import AGENTS
 from vmgen.laptop.builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
@@ -95,7 +96,7 @@ def test_no_credentials_in_user_data(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 STORE = BackupTarget(
-    kind="s3",
+    kind=StoreKind.S3,
     bucket="vmgen",
     endpoint_url="https://acct.r2.cloudflarestorage.com",
     access_key_id="test-access",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+from vmgen.contract.enums import StoreKind
 from vmgen.contract.weblogin import WebLoginSettings
 from vmgen.laptop.builder import check_schema, check_size
 from vmgen.laptop.caddy import new_login
@@ -113,7 +114,7 @@ def test_every_unit_root_runs_has_a_finite_start_and_stop_timeout():
     from vmgen.laptop.spec import WatchdogTuning
 
     spec = replace(SPEC, watchdog=WatchdogTuning(max_lifetime_hours=2))
-    store = BackupTarget(kind="s3", bucket="b", deadline_minutes=20)
+    store = BackupTarget(kind=StoreKind.S3, bucket="b", deadline_minutes=20)
     files = files_of(render(spec, web_login=LOGIN, backup=(store, "age1x")))
     units = {path: f["content"] for path, f in files.items() if path.endswith(".service")}
     assert len(units) >= 14

@@ -10,12 +10,13 @@ import subprocess
 
 import pytest
 
+from vmgen.contract.enums import TlsMode
 from vmgen.contract.names import VmPaths
 from vmgen.contract.weblogin import WebLoginSettings, check_password
 from vmgen.laptop.caddy import WebAccess, hostnames, new_login, render_caddyfile
 
 SETTINGS = WebLoginSettings(host="app.dev.example.com", user="vmgen", desktop=True, preview_ports=(3000, 5173))
-WEB = WebAccess(SETTINGS, tls="internal")
+WEB = WebAccess(SETTINGS, tls=TlsMode.INTERNAL)
 
 
 def blocks(text: str) -> dict[str, str]:
@@ -96,8 +97,8 @@ def test_the_login_is_a_salted_hash_of_a_generated_password():
     "web",
     [
         WEB,
-        WebAccess(SETTINGS, tls="acme", acme_email="me@example.com"),
-        WebAccess(SETTINGS, tls="internal", http_port=8080, https_port=8443),
+        WebAccess(SETTINGS, tls=TlsMode.ACME, acme_email="me@example.com"),
+        WebAccess(SETTINGS, tls=TlsMode.INTERNAL, http_port=8080, https_port=8443),
     ],
 )
 def test_caddy_validates_it(web, tmp_path):

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from vmgen.contract.documents import BackupResult, WatchSettings
+from vmgen.contract.enums import IdleAction
 from vmgen.contract.names import VmPaths
 from vmgen.vmside.idlewatch import actions
 from vmgen.vmside.idlewatch.actions import Act, Machine
@@ -74,8 +75,8 @@ class Scripted:
         return "4711"
 
 
-def act(tmp_path, provider: str, scripted: Scripted, action: str = "backup-then-delete", reason: str = "idle"):
-    settings = WatchSettings(name="app", action=action, provider=provider)
+def act(tmp_path, provider: str, scripted: Scripted, action: str = IdleAction.BACKUP_THEN_DELETE, reason: str = "idle"):
+    settings = WatchSettings(name="app", action=IdleAction(action), provider=provider)
     paths = VmPaths(run=tmp_path)
     record = Act(settings, scripted.machine(), reason, deadline_minutes=15, paths=paths).run()
     return record, json.loads((tmp_path / "action.json").read_text())

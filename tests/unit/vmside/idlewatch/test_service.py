@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from vmgen.contract.documents import WatchSettings
+from vmgen.contract.enums import IdleAction
 from vmgen.contract.names import VmPaths
 from vmgen.errors import ConfigError
 from vmgen.vmside.idlewatch import service, settings as settings_module
@@ -44,7 +45,7 @@ def calls(monkeypatch):
 
 
 def make(tmp_path: Path, clock: Clock, dry_run: bool = False, state=AgentState.WAITING, **changes):
-    settings = replace(WatchSettings(name="app", idle_minutes=30, warn_minutes=10, action="delete"), **changes)
+    settings = replace(WatchSettings(name="app", idle_minutes=30, warn_minutes=10, action=IdleAction.DELETE), **changes)
     return service.Watchdog(
         settings,
         ScriptedCollector(clock, state),
@@ -196,7 +197,7 @@ def test_a_settings_file_with_an_unknown_key_or_action_is_refused(tmp_path):
 def test_settings_file_round_trip(tmp_path):
     paths = VmPaths(etc=tmp_path)
     written = WatchSettings(
-        name="app", idle_minutes=2, warn_minutes=1, action="delete", provider="hetzner", ignore=("*.log",)
+        name="app", idle_minutes=2, warn_minutes=1, action=IdleAction.DELETE, provider="hetzner", ignore=("*.log",)
     )
     paths.watch_settings.write_text(written.to_toml())
     loaded = settings_module.load(paths)
