@@ -18,6 +18,7 @@ import yaml
 from vmgen.contract.documents import AgentRecord, BackupTarget, RestoreResult, VerdictRecord, WatchdogState
 from vmgen.contract.enums import StoreKind
 from vmgen.errors import BootFailed, LeftoversExist, NameBusy, RestoreFailed, UsageError, WorkspaceExists
+from vmgen.laptop.builder.render import written_files
 from vmgen.laptop.handover import Handover
 from vmgen.laptop.identities import ensure_identity, has_identity
 from vmgen.laptop.launch import LaunchOptions, launch
@@ -224,7 +225,8 @@ def test_a_launch_boots_hands_over_and_waits_for_the_agent(home, provider) -> No
     client = ScriptedClient()
     result, messages = run_launch(spec_for(home), provider, client)
     assert client.calls == ["reachable", "wheel", "boot", "handover", "agent", "verdict"]
-    assert client.delivered == WHEEL and WHEEL.sha256 in provider.user_data["app"]  # the VM checks it
+    assert client.delivered == WHEEL  # and the VM checks it:
+    assert WHEEL.sha256 in "".join(written_files(provider.user_data["app"]).values())
     assert result.verdict == WATCHING  # "ready" comes with the watchdog's view of the running agent
     assert client.handover is not None and client.handover.agent_env == {"ANTHROPIC_API_KEY": "test-key"}
     assert client.handover.approve_claude_api_key == "test-key"
@@ -492,8 +494,7 @@ def test_previews_on_a_preview_domain_get_records_in_its_zone_that_go_with_a_fai
             "*.app.previews.example.net",
         }
         assert WorkspaceState("app").record().preview_host == "app.previews.example.net"
-        user_data = yaml.safe_load(public.user_data["app"])
-        watch = next(f["content"] for f in user_data["write_files"] if f["path"] == "/etc/vmgen/idlewatch.toml")
+        watch = written_files(public.user_data["app"])["/etc/vmgen/idlewatch.toml"]
         assert 'preview_dns_zone = "previews.example.net"' in watch  # the self-delete removes them too
         public.servers.clear()
         WorkspaceState("app").remove()

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import hcl2
 import pytest
-import yaml
 
+from vmgen.contract.names import VM
 from vmgen.errors import PackerMissing
 from vmgen.laptop.agents import AGENTS
 from vmgen.laptop.builder import RenderOptions, generate_host_key, render_user_data
 from vmgen.laptop.builder.install import plan_for, workspace_plan
-from vmgen.laptop.builder.render import render_bake_script, render_bake_user_data
+from vmgen.laptop.builder.render import render_bake_script, render_bake_user_data, written_files
 from vmgen.laptop.packer import build_with_packer, write_build_dir
 from vmgen.laptop.packer.template import SnapshotBuild
 from vmgen.laptop.spec import GitSource, VmgenInstall, WorkspaceSpec
@@ -63,9 +63,7 @@ def test_the_bake_script_runs_the_same_install_steps_as_provisioning():
         agent_version="2.1.332",
     )
     user_data = render_user_data(spec, RenderOptions(host_key=generate_host_key()))
-    provision = next(
-        f["content"] for f in yaml.safe_load(user_data)["write_files"] if f["path"].endswith("/provision.sh")
-    )
+    provision = written_files(user_data)[str(VM.program("provision.sh"))]
     bake = render_bake_script(PLAN)
     assert install_section(bake) == install_section(provision)
     for phase in INSTALL_PHASES:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from vmgen import __version__
+from vmgen.laptop.builder.render import written_files
 
 COMMANDS = [
     "launch",
@@ -135,7 +136,7 @@ def test_render_with_a_domain_shows_caddy_without_the_login(home: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     files = {f["path"]: f for f in yaml.safe_load(result.stdout)["write_files"]}
-    caddyfile = files["/etc/vmgen/Caddyfile"]["content"]
+    caddyfile = written_files(result.stdout)["/etc/vmgen/Caddyfile"]
     for host in ("app.dev.example.com {", "code.app.dev.example.com {", "desktop.app.dev.example.com {"):
         assert host in caddyfile
     assert "sha256$" not in result.stdout and "test-token" not in result.stdout

@@ -11,8 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
-import yaml
-
+from vmgen.laptop.builder.render import written_files
 from vmgen.laptop.identities import ensure_identity, has_identity
 
 from .test_cli import one_error_line, vmgen
@@ -56,8 +55,7 @@ def test_a_server_type_on_docker_is_refused_before_anything_is_made_and_without_
 
 
 def watch_settings(user_data: str) -> str:
-    files = {f["path"]: f["content"] for f in yaml.safe_load(user_data)["write_files"]}
-    return files["/etc/vmgen/idlewatch.toml"]
+    return written_files(user_data)["/etc/vmgen/idlewatch.toml"]
 
 
 def test_the_watchdogs_interval_and_warning_lead_are_options(home: Path) -> None:
