@@ -24,7 +24,7 @@ R2_KEY, R2_SECRET = "r2-attack-key-7b1c90", "r2-attack-secret-9f3a27"
 @pytest.fixture(scope="module")
 def cloud(cli, vm_image, tmp_path_factory):
     fake = FakeHetzner(image=vm_image, tokens=(TOKEN,)).start()
-    with moto_server(tmp_path_factory.mktemp("r2") / "moto.log", host=fake.gateway) as port:
+    with moto_server(tmp_path_factory.mktemp("r2") / "moto.log", host=fake.gateway or "127.0.0.1") as port:
         endpoint = f"http://{fake.gateway}:{port}"
         s3_client(endpoint).create_bucket(Bucket=BUCKET)
         env = {

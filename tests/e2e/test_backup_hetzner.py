@@ -23,7 +23,7 @@ IDLE_MINUTES = 0.5
 def cloud(cli, vm_image, tmp_path_factory):
     fake = FakeHetzner(image=vm_image).start()
     # Bound to the fake cloud's gateway: the laptop (this process) and the VMs reach the same URL.
-    with moto_server(tmp_path_factory.mktemp("r2") / "moto.log", host=fake.gateway) as port:
+    with moto_server(tmp_path_factory.mktemp("r2") / "moto.log", host=fake.gateway or "127.0.0.1") as port:
         endpoint = f"http://{fake.gateway}:{port}"
         s3_client(endpoint).create_bucket(Bucket=BUCKET)
         cli.env.update(

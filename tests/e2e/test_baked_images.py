@@ -144,7 +144,7 @@ def snapshot(cli, vm_image):
     # The bake's access went before the snapshot: no key of the bake, no host key, no instance.
     inside = output_of(
         docker.from_env(),
-        fake.state.images[image.id].docker_image,
+        str(fake.state.images[image.id].docker_image),
         ["sh", "-c", "ls -A /root/.ssh /etc/ssh/ssh_host_* /var/lib/cloud/instance /var/lib/vmgen/incoming 2>&1; true"],
     )
     assert b"authorized_keys" not in inside and b"ssh_host_ed25519_key" not in inside and b".whl" not in inside

@@ -213,7 +213,8 @@ class FakeAnthropicServer:
         self._httpd.server_close()
 
     def __enter__(self) -> Self:
-        return self.start()
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

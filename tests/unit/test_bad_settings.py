@@ -108,11 +108,15 @@ def test_the_vm_refuses_such_a_file_and_its_idle_action_keeps_the_data_another_w
         events.append("backup ok" if result.ok else f"backup failed: {result.error}")
         return result
 
+    def snapshot() -> str:
+        events.append("snapshot")
+        return "0"
+
     machine = Machine(
         backup=backup,
         poweroff=lambda: events.append("poweroff"),
         delete=lambda: events.append("delete"),
-        snapshot=lambda: (events.append("snapshot"), "0")[1],
+        snapshot=snapshot,
         notify=lambda text, event: None,
         sleep=lambda seconds: time.sleep(min(seconds, 0.01)),
     )

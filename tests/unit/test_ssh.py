@@ -158,7 +158,7 @@ def test_a_tunnel_reaches_a_unix_socket_on_the_workspace(target: SSHTarget, tmp_
             with socket.create_connection(("127.0.0.1", local), timeout=10) as client:
                 client.sendall(b"hello page")
                 listener.settimeout(10)
-                received = []
+                received: list[bytes] = []
                 while not received or received[-1] == b"":  # the readiness probe's connection comes first
                     conn, _ = listener.accept()
                     with conn:

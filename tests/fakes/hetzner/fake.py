@@ -156,7 +156,8 @@ class FakeHetzner:
     close = stop
 
     def __enter__(self) -> Self:
-        return self.start()
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

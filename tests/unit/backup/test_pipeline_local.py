@@ -10,6 +10,7 @@ import json
 import os
 import random
 import stat
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import pytest
@@ -78,7 +79,7 @@ def build_tree(root: Path, random_mb: int = 3) -> None:
     os.mkfifo(root / "work" / "fifo")
 
 
-def snapshot(root: Path, skip: set[str] = frozenset()) -> dict[str, tuple]:
+def snapshot(root: Path, skip: AbstractSet[str] = frozenset()) -> dict[str, tuple]:
     """Everything a restore must reproduce: type, permission bits, content hash, mtime, links."""
     seen: dict[str, tuple] = {}
     for dirpath, dirs, files in os.walk(root):

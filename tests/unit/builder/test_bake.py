@@ -128,7 +128,8 @@ def test_the_code_ui_is_an_optional_step_baked_only_when_wanted():
     assert with_ui.stamp.code_ui == "cloudcli-1.12.0" and "libnode-dev" in with_ui.packages
     assert "@siteboon/claude-code-ui@1.12.0" in with_ui.code_ui_install
     assert ImageStamp.from_labels(with_ui.stamp.labels("ubuntu-24.04")) == with_ui.stamp
-    assert ImageStamp.from_labels(PLAN.stamp.labels("ubuntu-24.04")).code_ui == ""
+    without_ui = ImageStamp.from_labels(PLAN.stamp.labels("ubuntu-24.04"))
+    assert without_ui is not None and without_ui.code_ui == ""
     # An image with the code UI serves a launch without it; the reverse installs it.
     assert replace(with_ui.stamp, packages=PLAN.stamp.packages).differs_from(PLAN.stamp) == ()
     assert "code_ui" in PLAN.stamp.differs_from(with_ui.stamp)

@@ -40,7 +40,8 @@ class Scripted:
         delete_fails: bool = False,
         backup_seconds: float = 60,
     ) -> None:
-        self.clock, self.backups, self.events = clock, list(backups), []
+        self.clock, self.backups = clock, list(backups)
+        self.events: list[str] = []
         self.snapshot_fails, self.delete_fails, self.backup_seconds = snapshot_fails, delete_fails, backup_seconds
         self.deadlines: list[float] = []
 
