@@ -215,7 +215,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="session")
-def model() -> FakeAnthropicServer:
+def model() -> Iterator[FakeAnthropicServer]:
     server = FakeAnthropicServer(Script(rules=[]), host="0.0.0.0").start()
     yield server
     server.stop()

@@ -241,9 +241,10 @@ class FakeCloudflare:
             return _envelope(record)
         if len(parts) == 3:
             raise ApiError(405, 7001, "Method not allowed for this URI")
-        record = records.get(parts[3])
-        if record is None:
+        stored = records.get(parts[3])
+        if stored is None:
             raise ApiError(404, 81044, "Record does not exist.")
+        record = stored
         if method == "GET":
             return _envelope(record)
         if method == "DELETE":

@@ -187,7 +187,7 @@ class ServerRoutes:
 
     def _firewall_ref(self, ref: Any) -> Firewall:
         ident = ref.get("firewall") if isinstance(ref, dict) else ref
-        firewall = self.p.firewalls.get(int(ident)) if str(ident).isdigit() else None
+        firewall = self.p.firewalls.get(int(str(ident))) if str(ident).isdigit() else None
         if firewall is None:
             raise ApiError(400, "invalid_input", f"firewall with ID '{ident}' not found")
         return firewall

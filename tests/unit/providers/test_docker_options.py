@@ -21,7 +21,7 @@ def test_a_workspace_mounts_only_its_own_folder_of_a_local_store(tmp_path) -> No
     from vmgen.laptop.providers.docker import backup_mounts
     from vmgen.laptop.spec import LocalSource, RestoreSource, VmgenInstall, WorkspaceSpec
 
-    def spec_of(name: str, source: object) -> WorkspaceSpec:
+    def spec_of(name: str, source: LocalSource | RestoreSource) -> WorkspaceSpec:
         return WorkspaceSpec(
             name=name,
             source=source,

@@ -4,6 +4,8 @@ gets, and the paths it goes on to after signing in."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from vmgen.vmside.weblogin.requests import (
@@ -20,8 +22,8 @@ OWN = f"https://{CODE}"
 PREVIEW = "https://p3000.app.dev.example.com"
 
 
-def facts(**changes) -> Facts:
-    values = {"host": CODE, "method": "GET", "uri": "/"}
+def facts(**changes: Any) -> Facts:
+    values: dict[str, Any] = {"host": CODE, "method": "GET", "uri": "/"}
     values.update(changes)
     return Facts(**values)
 
