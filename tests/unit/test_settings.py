@@ -60,3 +60,13 @@ def test_a_value_out_of_bounds_is_refused_naming_the_file_and_the_setting(docume
 def test_the_watchdogs_file_with_a_value_out_of_bounds_is_refused_on_load() -> None:
     with pytest.raises(DocumentError, match=r"^idlewatch.toml: warn_minutes \(the laptop's idle_warn_minutes\) is -1"):
         WatchSettings.from_toml("warn_minutes = -1\n")
+
+
+def test_config_show_says_what_each_declared_setting_takes(home: Path) -> None:
+    from .cli.test_cli import vmgen
+
+    lines = vmgen(home, "config", "show").stdout.splitlines()
+    keep = next(line for line in lines if line.startswith("backup_keep "))
+    assert keep.split() == ["backup_keep", "7", "#", "takes", "a", "whole", "number,", "1", "or", "more"]
+    interval = next(line for line in lines if line.startswith("idle_interval_seconds "))
+    assert interval.endswith("# takes a number from 1 to 3600")

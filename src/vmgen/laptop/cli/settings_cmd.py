@@ -16,8 +16,18 @@ from rich.text import Text
 from ... import __version__
 from ...backup.archive import DEFAULT_EXCLUDES
 from ...backup.target import target_from_settings
+from ...contract import settings as declarations
+from ...contract.documents import BackupTarget, WatchSettings
 from ..config import Settings
 from .app import err, main, out, settings
+
+# What each setting the VM's documents declare takes, as its note when nothing else is said.
+TAKES = {
+    declared.laptop: f"takes {declarations.accepts(kind, declared)}"
+    for document in (WatchSettings, BackupTarget)
+    for _, kind, declared in declarations.declared(document)
+    if declared.laptop
+}
 
 
 @main.group()
@@ -64,4 +74,4 @@ def effective(s: Settings, key: str, value: Any) -> tuple[Any, str]:
         return value, "default: PyPI"
     if key == "max_lifetime_hours" and not value:
         return value, "off"
-    return value, ""
+    return value, TAKES.get(key, "")
