@@ -35,9 +35,10 @@ import re
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.served import FakeHandler, ServedFake
 
 Json = dict[str, Any]
 TOKEN = "ghp_test0token0not0real0000000000000000"
@@ -79,7 +80,7 @@ class Recorded:
     token: str | None
 
 
-class FakeGitHub:
+class FakeGitHub(ServedFake):
     """Repositories and their deploy keys. `tokens` maps a token to the login it belongs to and the repositories
     it administers (None: every repository of the fake)."""
 
@@ -98,42 +99,12 @@ class FakeGitHub:
         self._repos: dict[str, dict[int, Json]] = {r.lower(): {} for r in repos}  # "owner/repo" -> id -> key
         self._next_id = 100_000_001
         self._faults: list[GitHubError] = []
-        self._server = ThreadingHTTPServer((host, port), _Handler)
-        self._server.daemon_threads = True
-        self._server.fake = self  # type: ignore[attr-defined]
-        self._public_host = public_host or ("127.0.0.1" if host in ("", "0.0.0.0") else host)
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
+        super().__init__(_Handler, host=host, port=port, public_host=public_host)
 
     @property
     def endpoint(self) -> str:
         """The API root, as https://api.github.com is for the real one."""
-        return f"http://{self._public_host}:{self.port}"
-
-    def start(self) -> Self:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="fake-github", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self.root_url
 
     # --- state for tests ---------------------------------------------------------------------
 
@@ -328,26 +299,12 @@ def _body(raw: bytes, docs: str) -> Json:
     return body
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
-        pass
-
+class _Handler(FakeHandler):
     def _serve(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        fake: FakeGitHub = self.server.fake  # type: ignore[attr-defined]
-        status, body, headers = fake.handle(self.command, self.path, self.headers.get("Authorization", ""), raw)
+        raw = self.read_body()
+        status, body, headers = self.fake.handle(self.command, self.path, self.headers.get("Authorization", ""), raw)
+        content_type = None if body is None else "application/json; charset=utf-8"
         data = b"" if body is None else json.dumps(body).encode()
-        self.send_response(status)
-        if body is not None:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("X-GitHub-Api-Version-Selected", API_VERSION)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
+        self.reply(status, content_type, data, {"X-GitHub-Api-Version-Selected": API_VERSION, **headers})
 
     do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _serve

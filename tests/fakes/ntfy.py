@@ -19,7 +19,6 @@ Shapes and rules come from ntfy's own server (github.com/binwiederhier/ntfy, rea
         requests.post(f"{ntfy.endpoint}/alerts", data="hi", headers={"Authorization": "Bearer tk_test"})
         ntfy.messages("alerts")  # what a phone subscribed to the topic received
 
-Bind host="0.0.0.0" (with public_host= the address containers use) to take messages from simulated VMs.
 """
 
 from __future__ import annotations
@@ -35,9 +34,10 @@ import threading
 import time
 from dataclasses import dataclass
 from email.header import decode_header, make_header
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.served import FakeHandler, ServedFake
 
 Json = dict[str, Any]
 
@@ -115,7 +115,7 @@ class Published:
     status: int
 
 
-class FakeNtfy:
+class FakeNtfy(ServedFake):
     """An ntfy server. `protected` maps a topic to the access tokens that may publish to and read it;
     every other topic is open to anyone, as on a server with `auth-default-access: read-write`."""
 
@@ -146,40 +146,12 @@ class FakeNtfy:
         self._sent_today: dict[str, int] = {}
         self._faults: list[NtfyError] = []
         self._delay = 0.0
-        self._server = ThreadingHTTPServer((host, port), _Handler)
-        self._server.daemon_threads = True
-        self._server.fake = self  # type: ignore[attr-defined]
-        self._public_host = public_host or ("127.0.0.1" if host in ("", "0.0.0.0") else host)
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
+        super().__init__(_Handler, host=host, port=port, public_host=public_host)
 
     @property
     def endpoint(self) -> str:
         """The server's base URL, as a user writes it in `ntfy:<server>/<topic>`."""
-        return f"http://{self._public_host}:{self.port}"
-
-    def start(self) -> Self:
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-ntfy", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self.root_url
 
     # --- the subscriber's side, and knobs, for tests -------------------------------------------
 
@@ -190,14 +162,10 @@ class FakeNtfy:
 
     def wait_for_messages(self, topic: str, count: int = 1, timeout: float = 10.0) -> list[Json]:
         """Block until `topic` holds at least `count` messages (woken by each publish); return them all."""
-        deadline = time.monotonic() + timeout
         with self._lock:
-            while len(self._messages.get(topic, [])) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    got = len(self._messages.get(topic, []))
-                    raise AssertionError(f"ntfy topic {topic!r}: {got} message(s) after {timeout}s, wanted {count}")
-                self._lock.wait(left)
+            if not self._lock.wait_for(lambda: len(self._messages.get(topic, [])) >= count, timeout):
+                got = len(self._messages.get(topic, []))
+                raise AssertionError(f"ntfy topic {topic!r}: {got} message(s) after {timeout}s, wanted {count}")
             return copy.deepcopy(self._messages[topic])
 
     def fail_next(self, count: int = 1, error: NtfyError = TOO_MANY_REQUESTS) -> None:
@@ -565,23 +533,11 @@ def _header_text(value: str) -> str:
     return value
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
-        pass
-
+class _Handler(FakeHandler):
     def _serve(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        fake: FakeNtfy = self.server.fake  # type: ignore[attr-defined]
+        raw = self.read_body()
         headers = {k.lower(): _header_text(v) for k, v in self.headers.items()}
-        status, content_type, body = fake.handle(self.command, self.path, headers, raw, self.client_address[0])
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Access-Control-Allow-Origin", "*")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        status, content_type, body = self.fake.handle(self.command, self.path, headers, raw, self.client_address[0])
+        self.reply(status, content_type, body, {"Access-Control-Allow-Origin": "*"})
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve

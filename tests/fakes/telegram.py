@@ -43,9 +43,10 @@ import threading
 import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.served import FakeHandler, ServedFake
 
 Json = dict[str, Any]
 
@@ -145,7 +146,7 @@ class _Fault:
     times: int
 
 
-class FakeTelegram:
+class FakeTelegram(ServedFake):
     """One bot, `TOKEN`, and the private chats of the users who wrote to it."""
 
     def __init__(
@@ -183,45 +184,17 @@ class FakeTelegram:
         self._waiting = 0  # getUpdates calls in progress
         self._stopping = False
         self._faults: list[_Fault] = []
-        self._server = _QuietServer((host, port), _Handler)
-        self._server.daemon_threads = True
-        self._server.fake = self  # type: ignore[attr-defined]
-        self._public_host = public_host or ("127.0.0.1" if host in ("", "0.0.0.0") else host)
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
+        super().__init__(_Handler, host=host, port=port, public_host=public_host)
 
     @property
     def base_url(self) -> str:
         """What python-telegram-bot takes as `base_url` (it appends the token), like https://api.telegram.org/bot."""
-        return f"http://{self._public_host}:{self.port}/bot"
+        return f"{self.root_url}/bot"
 
-    def start(self) -> Self:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="fake-telegram", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
+    def _release_waiters(self) -> None:
         with self._lock:
             self._stopping = True  # waiting getUpdates return at once
             self._lock.notify_all()
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- the user's side, for tests ----------------------------------------------------------
 
@@ -298,38 +271,26 @@ class FakeTelegram:
 
     def wait_for_sent(self, chat_id: int, count: int = 1, timeout: float = 10.0) -> list[Json]:
         """Block until the bot has sent at least `count` messages to the chat (woken by each send)."""
-        deadline = time.monotonic() + timeout
         with self._lock:
-            while len(self._from_bot.get(chat_id, [])) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    got = len(self._from_bot.get(chat_id, []))
-                    raise AssertionError(
-                        f"telegram chat {chat_id}: bot sent {got} message(s) in {timeout}s, wanted {count}"
-                    )
-                self._lock.wait(left)
+            if not self._lock.wait_for(lambda: len(self._from_bot.get(chat_id, [])) >= count, timeout):
+                got = len(self._from_bot.get(chat_id, []))
+                raise AssertionError(
+                    f"telegram chat {chat_id}: bot sent {got} message(s) in {timeout}s, wanted {count}"
+                )
         return self.sent(chat_id)
 
     def wait_for_call(self, method: str, timeout: float = 10.0) -> ApiCall:
         """Block until the bot has called `method` (e.g. "answerCallbackQuery"); the first such call."""
-        deadline = time.monotonic() + timeout
         with self._lock:
-            while not any(c.method == method for c in self.calls):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"telegram: no {method} call in {timeout}s")
-                self._lock.wait(left)
+            if not self._lock.wait_for(lambda: any(c.method == method for c in self.calls), timeout):
+                raise AssertionError(f"telegram: no {method} call in {timeout}s")
             return next(c for c in self.calls if c.method == method)
 
     def wait_for_poller(self, timeout: float = 10.0) -> None:
         """Block until a getUpdates is in progress (the bot is polling)."""
-        deadline = time.monotonic() + timeout
         with self._lock:
-            while not self._waiting:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"telegram: nobody polled getUpdates in {timeout}s")
-                self._lock.wait(left)
+            if not self._lock.wait_for(lambda: self._waiting > 0, timeout):
+                raise AssertionError(f"telegram: nobody polled getUpdates in {timeout}s")
 
     def pending_updates(self) -> list[Json]:
         """Updates the bot has not confirmed yet."""
@@ -418,19 +379,17 @@ class FakeTelegram:
                 self._updates = [u for u in self._updates if u["update_id"] >= offset]
             self._poll_generation += 1
             generation = self._poll_generation
-            self._lock.notify_all()  # a poller still waiting is now the other one: it gets the 409
-            deadline = time.monotonic() + timeout
             self._waiting += 1
-            self._lock.notify_all()
+            self._lock.notify_all()  # a poller still waiting is now the other one: it gets the 409
+
+            def ready() -> list[Json]:
+                return [u for u in self._updates if self._wanted(u)][:limit]
+
             try:
-                while True:
-                    if generation != self._poll_generation:
-                        raise BotApiError(409, CONFLICT_POLLER)
-                    ready = [u for u in self._updates if self._wanted(u)][:limit]
-                    left = deadline - time.monotonic()
-                    if ready or left <= 0 or self._stopping:
-                        return copy.deepcopy(ready), None
-                    self._lock.wait(left)
+                self._lock.wait_for(lambda: generation != self._poll_generation or self._stopping or ready(), timeout)
+                if generation != self._poll_generation:
+                    raise BotApiError(409, CONFLICT_POLLER)
+                return copy.deepcopy(ready()), None
             finally:
                 self._waiting -= 1
 
@@ -766,27 +725,10 @@ def _markdown_v2_text(text: str) -> str:
     return "".join(out)
 
 
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a long poll whose client gave up finds its socket closed: expected, not worth a traceback
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
-        pass
-
+class _Handler(FakeHandler):
     def _serve(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        fake: FakeTelegram = self.server.fake  # type: ignore[attr-defined]
-        status, body = fake.handle(self.command, self.path, self.headers.get("Content-Type", ""), raw)
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        raw = self.read_body()
+        status, body = self.fake.handle(self.command, self.path, self.headers.get("Content-Type", ""), raw)
+        self.reply(status, "application/json", json.dumps(body).encode())
 
     do_GET = do_POST = _serve
