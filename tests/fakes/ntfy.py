@@ -146,6 +146,7 @@ class FakeNtfy(ServedFake):
         self._sent_today: dict[str, int] = {}
         self._faults: list[NtfyError] = []
         self._delay = 0.0
+        self._unhang = threading.Event()
         super().__init__(_Handler, host=host, port=port, public_host=public_host)
 
     @property
@@ -174,8 +175,12 @@ class FakeNtfy(ServedFake):
             self._faults.extend([error] * count)
 
     def hang(self, seconds: float) -> None:
-        """Answer every request only after `seconds`: a server that hangs, for notifiers' timeouts."""
+        """Answer every request only after `seconds` (0: at once again): a server that hangs, for notifiers'
+        timeouts. A request still hanging when the fake stops is answered then."""
         self._delay = seconds
+
+    def _release_waiters(self) -> None:
+        self._unhang.set()
 
     # --- the API -----------------------------------------------------------------------------
 
@@ -184,7 +189,7 @@ class FakeNtfy(ServedFake):
     ) -> tuple[int, str, bytes]:
         """(status, content type, body) for one request; `headers` has lower-cased names."""
         if self._delay:
-            time.sleep(self._delay)
+            self._unhang.wait(self._delay)
         status, content_type, body = self._answer(method, target, headers, raw, client)
         if method in ("PUT", "POST") or target.split("?")[0].endswith(("/publish", "/send", "/trigger")):
             with self._lock:

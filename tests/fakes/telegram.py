@@ -26,6 +26,8 @@ _requestdata.py: parameters arrive form-encoded, non-strings JSON-encoded; tests
   64 bytes), "can't parse inline keyboard button: ...", "can't parse entities: ..." (MarkdownV2 reserved
   characters unescaped); 403 "Forbidden: bot was blocked by the user"; 429 "Too Many Requests: retry after
   N" with parameters.retry_after (injected with `fail_next`).
+An editMessageText without reply_markup takes the inline keyboard away, as the real server does (not in the
+reference; TelegramBots/Telegram.Bot#402, LasterAlex/teloxide_tests#31).
 Not served: files (multipart uploads are read for their fields only), groups and channels, inline mode,
 payments, the webhook's delivery (setWebhook is recorded, nothing is pushed).
 """

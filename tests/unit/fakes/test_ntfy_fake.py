@@ -227,3 +227,11 @@ def test_injected_faults_come_first_then_normal_service(ntfy: FakeNtfy) -> None:
     assert requests.post(f"{ntfy.endpoint}/f", data=b"x", timeout=5).status_code == 413
     assert requests.post(f"{ntfy.endpoint}/f", data=b"x", timeout=5).status_code == 200
     assert len(ntfy.messages("f")) == 1
+
+
+def test_a_hanging_server_makes_a_client_time_out_and_records_nothing() -> None:
+    with FakeNtfy() as ntfy:
+        ntfy.hang(30)  # released by stop(): the test does not wait for it
+        with pytest.raises(requests.Timeout):
+            requests.post(f"{ntfy.endpoint}/slow", data=b"x", timeout=0.2)
+        assert ntfy.messages("slow") == []

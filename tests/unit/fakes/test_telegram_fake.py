@@ -228,3 +228,18 @@ def test_callback_queries_are_single_use_and_buttons_must_exist(telegram: FakeTe
                 await b.answer_callback_query(query_id)
 
     asyncio.run(run())
+
+
+def test_parameters_arrive_as_json_form_multipart_or_query(telegram: FakeTelegram) -> None:
+    """The Bot API takes all four; PTB sends forms (non-strings JSON-encoded), other clients JSON."""
+    telegram.open_chat(ALICE)
+    url = f"{telegram.base_url}{TOKEN}/sendMessage"
+    markup = '{"inline_keyboard": [[{"text": "Open", "url": "https://ws1.example.com/"}]]}'
+    as_json = requests.post(url, json={"chat_id": ALICE.id, "text": "1"}, timeout=5).json()
+    as_form = requests.post(url, data={"chat_id": str(ALICE.id), "text": "2", "reply_markup": markup}, timeout=5)
+    as_multipart = requests.post(url, files={"chat_id": (None, str(ALICE.id)), "text": (None, "3")}, timeout=5)
+    as_query = requests.get(url, params={"chat_id": str(ALICE.id), "text": "4"}, timeout=5)
+    assert as_json["ok"] and as_form.json()["result"]["reply_markup"]["inline_keyboard"][0][0]["text"] == "Open"
+    assert as_multipart.json()["ok"] and as_query.json()["ok"]
+    assert [m["text"] for m in telegram.sent(ALICE.id)] == ["1", "2", "3", "4"]
+    assert requests.post(url, data=b"{", headers={"Content-Type": "application/json"}, timeout=5).status_code == 400
