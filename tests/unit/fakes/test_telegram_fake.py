@@ -185,7 +185,7 @@ def test_an_application_answers_commands_replies_and_button_presses(telegram: Fa
         await query.edit_message_text(f"ws1: {query.data}")
 
     async def run() -> None:
-        app: Application = ApplicationBuilder().token(TOKEN).base_url(telegram.base_url).build()  # type: ignore[type-arg]
+        app: Application = ApplicationBuilder().token(TOKEN).base_url(telegram.base_url).build()
         app.add_handler(CommandHandler("start", start))
         app.add_handler(MessageHandler(filters.REPLY & filters.TEXT, reply))
         app.add_handler(CallbackQueryHandler(pressed))

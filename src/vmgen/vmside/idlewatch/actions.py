@@ -43,10 +43,10 @@ from ...contract.names import (
     WS_LABEL,
     VmPaths,
 )
-from ...errors import VmgenError
-from ...privileges import RunAs, run_as
+from ...errors import ActionFailed, DocumentError
 from ..agentfs import AgentFiles
 from ..jsonfile import write_text
+from ..privileges import RunAs, run_as
 from .humans import tmux_sockets
 from .model import Action
 from .settings import read_secrets
@@ -58,10 +58,6 @@ RETRY_BACKOFF = (15, 30, 60, 120)
 MIN_ATTEMPT_SECONDS = 30  # a backup is not tried again with less time than this left
 DEFAULT_DEADLINE_MINUTES = BackupTarget.deadline_minutes
 TMUX_BUDGET_SECONDS = 5.0  # telling every attached tmux client, in total
-
-
-class ActionFailed(VmgenError):
-    """The idle action could not be carried out."""
 
 
 def warn(settings: WatchSettings, text: str, paths: VmPaths = VM, event: str = "warning") -> None:
@@ -249,7 +245,7 @@ def read_record(paths: VmPaths = VM) -> ActionRecord | None:
     """The action's record, if one was started in this boot (root's file in /run)."""
     try:
         return codec.loads(ActionRecord, paths.action_state.read_bytes(), str(paths.action_state), strict=False)
-    except (OSError, codec.DocumentError):
+    except (OSError, DocumentError):
         return None
 
 

@@ -12,8 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ...contract.codec import DocumentError
 from ...contract.documents import ActionRecord, AgentRecord, VerdictRecord, WatchdogState
+from ...errors import DocumentError
 from ..jsonfile import write_text
 from .model import Action, History, Verdict
 
