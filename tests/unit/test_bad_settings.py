@@ -26,7 +26,7 @@ ME = RunAs.current()
 def laptop_target(tmp_path: Path, variable: str, value: str):
     """What a launch on docker sends the VM for these settings."""
     settings = load_settings({variable: value}, tmp_path / "absent.toml", tmp_path / "absent.env")
-    target = target_from_settings(settings, "docker")
+    target = target_from_settings(settings, local_folders=True)
     assert target is not None
     # Retention by age off, so that the count alone says what stays.
     return replace(target, path=str(tmp_path / "store"), keep_hours=0, keep_daily=0, keep_weekly=0)

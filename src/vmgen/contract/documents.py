@@ -46,9 +46,10 @@ class WatchSettings:
     dry_run: bool = False
     provider: str = "docker"
     webhook_url: str = ""
-    # How the VM deletes itself (cloud providers): the metadata service and the API endpoint.
+    # How the VM deletes itself (cloud providers): the metadata service and the provider's API
+    # endpoint ("" for its default); `provider` picks the VM's half (vmgen.vmside.providers).
     metadata_url: str = ""
-    hcloud_endpoint: str = ""
+    api_endpoint: str = ""
     # With a domain: the zone whose records for this workspace go before the server does.
     dns_zone: str = ""
     dns_endpoint: str = ""

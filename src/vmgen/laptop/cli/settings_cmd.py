@@ -17,6 +17,7 @@ from ... import __version__
 from ...backup.archive import DEFAULT_EXCLUDES
 from ...backup.target import target_from_settings
 from ..config import Settings
+from ..providers import shares_local_folders
 from .app import err, main, out, settings
 
 
@@ -50,7 +51,7 @@ def effective(s: Settings, key: str, value: Any) -> tuple[Any, str]:
     if key == "backup_excludes" and not value:
         return list(DEFAULT_EXCLUDES), "default"
     if key == "idle_action" and value == "auto":
-        store = target_from_settings(s, s.provider)
+        store = target_from_settings(s, shares_local_folders(s.provider))
         meaning = "backup-then-delete" if store is not None else "poweroff"
         why = f"{s.provider} has a backup store" if store is not None else f"no backup store for {s.provider}"
         return value, f"= {meaning} ({why})"
