@@ -41,7 +41,9 @@ class WatchSettings:
     human_minutes: float = 120
     warn_minutes: float = 10
     stall_minutes: float = 15
-    max_lifetime_hours: float = 0  # 0: off
+    # The hard lifetime: the idle action runs this long after boot whatever keeps the workspace
+    # busy, so a busy workspace's bill has an end (0: off, and no such end).
+    max_lifetime_hours: float = 72
     action: str = "poweroff"
     dry_run: bool = False
     provider: str = "docker"
@@ -272,6 +274,10 @@ class VerdictRecord:
     held_for_seconds: float = 0.0  # what remains of the longest keepalive lease
     held_by: str = ""  # its reason
     by_lifetime: bool = False  # the deadline is the hard lifetime's
+    # The hard lifetime: its length and what is left of it at the verdict (the VM's monotonic
+    # clock); 0 hours when it is off. Absent from a VM before it was recorded (None).
+    lifetime_hours: float | None = None
+    lifetime_left_seconds: float = 0.0
 
 
 WATCH_CONDITIONS = ("working", "kept-alive", "human", "idle")

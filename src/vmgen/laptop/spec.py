@@ -113,6 +113,7 @@ class WatchdogTuning:
 
 
 WATCHDOG_ACTIONS = WATCH_ACTIONS
+MAX_LIFETIME_HOURS = 24 * 366  # a year: past that, "off" says what is meant
 MIN_IDLE_MINUTES = 0.1  # below a few ticks the watchdog cannot tell idle from between two steps
 # Ports vmgen's own services use on the VM: not available as previews.
 RESERVED_PORTS = PORTS.reserved
@@ -419,6 +420,10 @@ def make_spec(
         raise InvalidSpec(f"the watchdog's interval must be 1 to 3600 seconds, not {watchdog.interval_seconds:g}")
     if not watchdog.warn_minutes >= 0:
         raise InvalidSpec(f"the watchdog's warning lead must be 0 minutes or more, not {watchdog.warn_minutes:g}")
+    if not 0 <= watchdog.max_lifetime_hours <= MAX_LIFETIME_HOURS:  # (NaN is not)
+        raise InvalidSpec(
+            f"the hard lifetime must be 0 (off) to {MAX_LIFETIME_HOURS} hours, not {watchdog.max_lifetime_hours:g}"
+        )
     if watchdog.action not in WATCHDOG_ACTIONS:
         raise InvalidSpec(f"idle action {watchdog.action!r}: use one of {', '.join(WATCHDOG_ACTIONS)}")
     return WorkspaceSpec(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 import click
 
 from ...backup.target import BackupTarget, target_from_settings, target_on_vm
-from ...contract.documents import WatchdogState
+from ...contract.documents import WATCH_DEFAULTS, WatchdogState
 from ...errors import InvalidSpec, UsageError, VmgenError
 from ..agents import AGENT_SESSION
 from ..config import Settings
@@ -66,6 +66,12 @@ def spec_options(function: Command) -> Command:
             help="Minutes before it acts that the watchdog warns (tmux, wall, the page, `vmgen list`).",
         ),
         click.option("--idle-interval", type=float, help="Seconds between the watchdog's looks (default 30)."),
+        click.option(
+            "--max-lifetime",
+            type=float,
+            help="Hours after boot when the idle action runs whatever keeps the workspace busy "
+            f"(default {WATCH_DEFAULTS.max_lifetime_hours:g}; 0: off).",
+        ),
         click.option(
             "--idle-action",
             type=click.Choice(("auto", *WATCHDOG_ACTIONS)),
@@ -165,7 +171,7 @@ def build_spec(
             interval_seconds=(
                 opts["idle_interval"] if opts.get("idle_interval") is not None else s.idle_interval_seconds
             ),
-            max_lifetime_hours=s.max_lifetime_hours,
+            max_lifetime_hours=(opts["max_lifetime"] if opts.get("max_lifetime") is not None else s.max_lifetime_hours),
             webhook_url=s.idle_webhook_url,
         ),
         vmgen=vmgen_install(s),

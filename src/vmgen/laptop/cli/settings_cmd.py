@@ -64,5 +64,5 @@ def effective(s: Settings, key: str, value: Any) -> tuple[Any, str]:
     if key == "vmgen_index_url" and not value and not s.vmgen_find_links:
         return value, "default: PyPI"
     if key == "max_lifetime_hours" and not value:
-        return value, "off"
+        return value, "off: nothing bounds what a busy workspace costs"
     return value, ""
