@@ -193,7 +193,7 @@ def sizes(location: str | None, provider: str | None) -> None:
     """The sizes a provider offers per location, with prices from its price source."""
     chosen = provider_named(provider)
     table = Table(box=None, header_style="bold")
-    for column in ("LOCATION", "TYPE", "PRESET", "VCPU", "RAM GB", "DISK GB", "PRICE/H", "PRICE/MONTH"):
+    for column in ("LOCATION", "TYPE", "PRESET", "VCPU", "RAM GB", "DISK GB", "€/H", "€/MONTH"):
         table.add_column(column)
     for size in chosen.sizes(location):
         table.add_row(

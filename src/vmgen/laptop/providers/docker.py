@@ -358,6 +358,7 @@ class DockerProvider:
             ssh=ssh,
             server_type="container",
             address="127.0.0.1",
+            price_hourly=0.0,  # a container on this machine: nothing billed
             owner=container.labels.get(OWNER_LABEL, ""),
             owner_id=container.labels.get(OWNER_ID_LABEL, ""),
             stopped_by=self._stop_reason(container) if status == "stopped" else None,
