@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
@@ -138,6 +139,23 @@ def print_web_access(spec: WorkspaceSpec, options: LaunchOptions) -> None:
         err.print(f"  web:      vmgen open {spec.name}")
 
 
+def check_budget(provider: Provider, spec: WorkspaceSpec) -> None:
+    """Refuse, before anything is made, a launch that would take the month past budget_month."""
+    budget = settings().budget_month
+    if budget <= 0:
+        return
+    from ...errors import BudgetExceeded
+    from ..cost import budget_refusal, total
+    from .cost_cmd import month_lines
+
+    now = datetime.now(UTC)
+    refusal = budget_refusal(
+        budget, total(month_lines(now)), provider.price_hourly(spec), spec.watchdog.max_lifetime_hours, now
+    )
+    if refusal:
+        raise BudgetExceeded(refusal)
+
+
 def build_spec(
     source: str | RestoreSource, opts: dict[str, Any], backup: BackupTarget | None = None, provider: str = ""
 ) -> WorkspaceSpec:
@@ -220,6 +238,7 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
     provider = provider_named(opts.get("provider"))
     target = target_from_settings(settings(), provider.shares_local_folders)
     spec = build_spec(source, opts, target, provider.name)
+    check_budget(provider, spec)
     credentials, gitconfig = laptop_extras(copy_claude_login)
     environment = agent_env(settings(), spec.agent.key_variables)
     options = LaunchOptions(

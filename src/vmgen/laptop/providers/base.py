@@ -146,6 +146,11 @@ class Provider(Protocol):
         and reported the image (Packer)."""
         ...
 
+    def price_hourly(self, spec: WorkspaceSpec) -> float | None:
+        """What the spec's server costs an hour from the price source, before it is made (None:
+        the provider does not say)."""
+        ...
+
     def sizes(self, location: str | None = None) -> list[Size]:
         """What a workspace can be sized as (every location when none is given), with prices."""
         ...

@@ -115,6 +115,9 @@ class DockerProvider:
         progress("baking a docker image")
         return bake(self, plan, wheel, progress)
 
+    def price_hourly(self, spec: WorkspaceSpec) -> float | None:
+        return 0.0
+
     def sizes(self, location: str | None = None) -> list[Size]:
         """The presets, each what this machine has (a container is not sized), at no price."""
         info = self.client.info()

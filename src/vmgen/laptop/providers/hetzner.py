@@ -578,6 +578,10 @@ class HetznerProvider:
 
     # --- sizes ----------------------------------------------------------------------------
 
+    def price_hourly(self, spec: WorkspaceSpec) -> float | None:
+        location = spec.region or self.location
+        return choose_type(self.offers(location), spec.size, location).price_hourly
+
     def sizes(self, location: str | None = None) -> list[Size]:
         """Server types per location, with the API's prices (gross) and the preset each one
         is chosen for today."""
