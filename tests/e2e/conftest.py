@@ -75,14 +75,15 @@ def stock_image(docker_client, tmp_path_factory) -> str:
     with run_once(tmp_path_factory, "stock-image") as shared:
         made = shared / "image"
         if not made.exists():
-            result = subprocess.run(["bash", str(ROOT / "images/debian12-test/build.sh")],
-                                    capture_output=True, text=True, check=True)
+            result = subprocess.run(
+                ["bash", str(ROOT / "images/debian12-test/build.sh")], capture_output=True, text=True, check=True
+            )
             base = result.stdout.strip().splitlines()[-1]
             container = docker_client.containers.create(base, command=["true"])
             try:
                 container.commit(repository="vmgen-test-stock", tag=RUN, changes=[f"LABEL {RUN_LABEL}={RUN}"])
             finally:
-                container.remove(force=True)
+                container.remove(force=True, v=True)
             made.write_text(f"vmgen-test-stock:{RUN}")
         return made.read_text()
 
@@ -102,12 +103,19 @@ def vm_image(docker_client, stock_image, tmp_path_factory) -> str:
     with run_once(tmp_path_factory, "baked-image") as shared:
         made = shared / "image"
         if not made.exists():
-            plan = workspace_plan(AGENTS["claude"], AGENT_VERSION, this_vmgen(), desktop=False, domain="",
-                                  code_ui_version="")
+            plan = workspace_plan(
+                AGENTS["claude"], AGENT_VERSION, this_vmgen(), desktop=False, domain="", code_ui_version=""
+            )
             # Not "1" for the baked label: `vmgen image list` and launches never see this image.
-            image = bake(DockerProvider(stock_image, docker_client), plan, own_wheel(), lambda message: None,
-                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN},
-                         repository=f"vmgen-test-baked-{RUN}", owner={})
+            image = bake(
+                DockerProvider(stock_image, docker_client),
+                plan,
+                own_wheel(),
+                lambda message: None,
+                labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN},
+                repository=f"vmgen-test-baked-{RUN}",
+                owner={},
+            )
             made.write_text(image.ref)
         return made.read_text()
 
@@ -140,11 +148,23 @@ def _web_bake(name: str, code_ui_version: str, vm_image, docker_client, tmp_path
     with run_once(tmp_path_factory, f"{name}-image") as shared:
         made = shared / "image"
         if not made.exists():
-            plan = workspace_plan(AGENTS["claude"], AGENT_VERSION, this_vmgen(), desktop=True, domain=WEB_ZONE,
-                                  code_ui_version=code_ui_version)
-            image = bake(DockerProvider(vm_image, docker_client), plan, own_wheel(), lambda message: None,
-                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN}, repository=f"vmgen-test-{name}-{RUN}",
-                         owner={})
+            plan = workspace_plan(
+                AGENTS["claude"],
+                AGENT_VERSION,
+                this_vmgen(),
+                desktop=True,
+                domain=WEB_ZONE,
+                code_ui_version=code_ui_version,
+            )
+            image = bake(
+                DockerProvider(vm_image, docker_client),
+                plan,
+                own_wheel(),
+                lambda message: None,
+                labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN},
+                repository=f"vmgen-test-{name}-{RUN}",
+                owner={},
+            )
             made.write_text(image.ref)
         return made.read_text()
 
@@ -169,27 +189,28 @@ def _web_cloud(cli, image):
 
     fake = FakeHetzner(image=image).start()
     dns = FakeCloudflare(zones=[WEB_ZONE], host="0.0.0.0", public_host=fake.gateway).start()
-    cli.env.update({
-        "VMGEN_PROVIDER": "hetzner",
-        "HCLOUD_TOKEN": "test-token",
-        "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
-        "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
-        "VMGEN_DOMAIN": WEB_ZONE,
-        "CLOUDFLARE_API_TOKEN": "test-token",
-        "VMGEN_CLOUDFLARE_ENDPOINT": dns.endpoint,
-        "VMGEN_WEB_TLS": "internal",
-        "VMGEN_IDLE_ACTION": "delete",
-        "VMGEN_IDLE_WARN_MINUTES": "0.25",
-        "VMGEN_IDLE_INTERVAL_SECONDS": "2",
-    })
+    cli.env.update(
+        {
+            "VMGEN_PROVIDER": "hetzner",
+            "HCLOUD_TOKEN": "test-token",
+            "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
+            "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
+            "VMGEN_DOMAIN": WEB_ZONE,
+            "CLOUDFLARE_API_TOKEN": "test-token",
+            "VMGEN_CLOUDFLARE_ENDPOINT": dns.endpoint,
+            "VMGEN_WEB_TLS": "internal",
+            "VMGEN_IDLE_ACTION": "delete",
+            "VMGEN_IDLE_WARN_MINUTES": "0.25",
+            "VMGEN_IDLE_INTERVAL_SECONDS": "2",
+        }
+    )
     yield fake, dns
     dns.stop()
     fake.stop()
 
 
-
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002
+    def log_message(self, format, *args):
         pass
 
 
@@ -206,8 +227,15 @@ class Cli:
     home: Path
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 900, input: str | None = None):
-        result = subprocess.run([sys.executable, "-m", "vmgen", *args], env=self.env, capture_output=True,
-                                text=True, timeout=timeout, input=input, cwd=self.home)
+        result = subprocess.run(
+            [sys.executable, "-m", "vmgen", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            cwd=self.home,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"vmgen {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result

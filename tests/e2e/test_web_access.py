@@ -58,8 +58,13 @@ def acme(cli, web_cloud, tmp_path_factory):
     pebble = Pebble(folder / "pebble", resolver.port, (fake.gateway, "127.0.0.1")).start()
     front = AcmeFront(pebble, rate_limited=[LIMITED], refused=[REFUSED])
     dns.add_record(ZONE, ELSEWHERE, "A", "192.0.2.10")
-    cli.env.update({"VMGEN_WEB_TLS": "acme", "VMGEN_ACME_CA": f"https://{fake.gateway}:{front.port}/dir",
-                    "VMGEN_ACME_CA_ROOT": str(pebble.ca.root)})
+    cli.env.update(
+        {
+            "VMGEN_WEB_TLS": "acme",
+            "VMGEN_ACME_CA": f"https://{fake.gateway}:{front.port}/dir",
+            "VMGEN_ACME_CA_ROOT": str(pebble.ca.root),
+        }
+    )
     yield pebble
     front.stop()
     pebble.stop()
@@ -101,8 +106,11 @@ def test_hostnames_without_a_certificate_say_why_at_launch_in_status_and_on_the_
     driver = browser(launched.ip, trusted_spki=trusted(acme))
     try:
         sign_in_browser(driver, f"https://{launched.host}/", launched.password)
-        shown = wait_until(lambda: driver.find_element(By.ID, "certificates").text,
-                           lambda text: all(host in text for host in lines), timeout=30)
+        shown = wait_until(
+            lambda: driver.find_element(By.ID, "certificates").text,
+            lambda text: all(host in text for host in lines),
+            timeout=30,
+        )
         for host, why in lines.items():
             assert f"no certificate: {host}: {why}" in shown, host
     finally:
@@ -156,9 +164,13 @@ def test_the_workspace_page_in_a_real_browser(cli, model, launched):
 
         driver.find_element(By.CSS_SELECTOR, "button[data-hours='1']").click()
         wait.until(lambda d: "kept alive until" in d.find_element(By.ID, "toast").text)
-        eventually(lambda: any("workspace page" in r for r in
-                               json.loads(cli("status", NAME, "--json").stdout)["verdict"]["reasons"]),
-                   timeout=60, what="the watchdog to count the keepalive from the page")
+        eventually(
+            lambda: any(
+                "workspace page" in r for r in json.loads(cli("status", NAME, "--json").stdout)["verdict"]["reasons"]
+            ),
+            timeout=60,
+            what="the watchdog to count the keepalive from the page",
+        )
 
         driver.find_element(By.ID, "message").send_keys("hello from the browser")
         driver.find_element(By.ID, "send").click()
@@ -184,16 +196,24 @@ def test_the_code_ui_works_behind_the_login(cli, model, launched):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    model.script = Script(rules=[Rule(trigger="first words for the agent", text="Heard you in tmux."),
-                                 Rule(trigger="typed in the code UI", text="Hello from the code UI's turn!")])
+    model.script = Script(
+        rules=[
+            Rule(trigger="first words for the agent", text="Heard you in tmux."),
+            Rule(trigger="typed in the code UI", text="Hello from the code UI's turn!"),
+        ]
+    )
     # The agent's session: a conversation it had in its tmux pane.
     cli.ssh(NAME, "tmux send-keys -t claude -l 'first words for the agent' && tmux send-keys -t claude Enter")
     model.wait_for("first words for the agent", timeout=120)
     # It compiles native modules for minutes in the background; the workspace was ready before.
     _, session = sign_in(launched.ip, launched.host, launched.password)
     session.open("code")
-    eventually(lambda: "<title>Claude Code UI" in session.get(f"code.{launched.host}").text,
-               timeout=900, what="the code UI (installed in the background) behind Caddy", interval=5)
+    eventually(
+        lambda: "<title>Claude Code UI" in session.get(f"code.{launched.host}").text,
+        timeout=900,
+        what="the code UI (installed in the background) behind Caddy",
+        interval=5,
+    )
 
     driver = browser(launched.ip)
     try:
@@ -202,8 +222,9 @@ def test_the_code_ui_works_behind_the_login(cli, model, launched):
         project = wait.until(lambda d: shown(d, By.XPATH, f"//*[normalize-space(text())='{NAME}']"))
         driver.save_screenshot(str(ARTIFACTS / "code-ui-projects.png"))
         project.click()
-        conversation = wait.until(lambda d: shown(
-            d, By.XPATH, "//*[contains(normalize-space(text()), 'first words for the agent')]"))
+        conversation = wait.until(
+            lambda d: shown(d, By.XPATH, "//*[contains(normalize-space(text()), 'first words for the agent')]")
+        )
         conversation.click()
         box = wait.until(lambda d: shown(d, By.CSS_SELECTOR, "form textarea"))
         box.send_keys("typed in the code UI")
@@ -217,28 +238,48 @@ def test_the_code_ui_works_behind_the_login(cli, model, launched):
 
 
 def test_the_code_uis_own_login_is_never_reached_and_its_token_alone_opens_nothing(cli, launched):
-    reply = https(launched.ip, f"code.{launched.host}", "/api/auth/login", "POST", {"Content-Type": "application/json"},
-                  json.dumps({"username": "vmgen", "password": launched.password}).encode())
+    reply = https(
+        launched.ip,
+        f"code.{launched.host}",
+        "/api/auth/login",
+        "POST",
+        {"Content-Type": "application/json"},
+        json.dumps({"username": "vmgen", "password": launched.password}).encode(),
+    )
     assert reply.status == 403 and "Sign in at" in reply.text
     # The agent reads CloudCLI's key (its own process) and mints a token: from outside, without
     # the web login, Caddy refuses it.
-    eventually(lambda: cli.ssh(NAME, "pgrep -u agent -f claude-code-ui >/dev/null && echo up || true").strip() == "up",
-               timeout=900, what="CloudCLI to run", interval=5)
-    secret = cli.ssh(NAME, "tr '\\0' '\\n' < /proc/$(pgrep -u agent -f claude-code-ui | head -1)/environ"
-                           " | sed -n 's/^JWT_SECRET=//p'").strip()
+    eventually(
+        lambda: cli.ssh(NAME, "pgrep -u agent -f claude-code-ui >/dev/null && echo up || true").strip() == "up",
+        timeout=900,
+        what="CloudCLI to run",
+        interval=5,
+    )
+    secret = cli.ssh(
+        NAME,
+        "tr '\\0' '\\n' < /proc/$(pgrep -u agent -f claude-code-ui | head -1)/environ | sed -n 's/^JWT_SECRET=//p'",
+    ).strip()
     assert len(secret) == 64
 
     def part(value: dict) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
 
     signed = part({"alg": "HS256", "typ": "JWT"}) + "." + part({"userId": 1, "username": "vmgen"})
-    token = signed + "." + base64.urlsafe_b64encode(
-        hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest()).rstrip(b"=").decode()
+    token = (
+        signed
+        + "."
+        + base64.urlsafe_b64encode(hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest())
+        .rstrip(b"=")
+        .decode()
+    )
     bearer = {"Authorization": f"Bearer {token}"}
     assert https(launched.ip, f"code.{launched.host}", "/api/projects", headers=bearer).status == 401
     # Nothing of the web login is in CloudCLI's account either (its password is unusable).
-    hashes = cli.ssh(NAME, "python3 -c \"import sqlite3; print(sqlite3.connect('/home/agent/.cloudcli/auth.db')"
-                           ".execute('select password_hash from users').fetchall())\"")
+    hashes = cli.ssh(
+        NAME,
+        "python3 -c \"import sqlite3; print(sqlite3.connect('/home/agent/.cloudcli/auth.db')"
+        ".execute('select password_hash from users').fetchall())\"",
+    )
     assert "sha256$" not in hashes and launched.password not in hashes
 
 
@@ -253,14 +294,20 @@ def test_the_desktop_opens_with_its_password_after_the_login(launched, docker_cl
         sign_in_browser(driver, f"https://desktop.{launched.host}/", launched.password)
         assert "vnc.html?autoconnect=1" in driver.current_url and "#password=" in driver.current_url
         # noVNC authenticates with the password it was given (no prompt) and shows the screen.
-        connected = wait_until(lambda: driver.execute_script(
-            "return document.documentElement.classList.contains('noVNC_connected');"), bool, timeout=120)
+        connected = wait_until(
+            lambda: driver.execute_script("return document.documentElement.classList.contains('noVNC_connected');"),
+            bool,
+            timeout=120,
+        )
         if not connected:  # what noVNC says, and what the relay and websockify logged
             root = root_on(docker_client, NAME)
-            raise AssertionError(driver.execute_script("return document.getElementById('noVNC_status').textContent")
-                                 + root("journalctl -u vmgen-web-login -u vmgen-desktop-novnc -n 40 --no-pager"))
+            raise AssertionError(
+                driver.execute_script("return document.getElementById('noVNC_status').textContent")
+                + root("journalctl -u vmgen-web-login -u vmgen-desktop-novnc -n 40 --no-pager")
+            )
         assert not driver.execute_script(
-            "return document.getElementById('noVNC_credentials_dlg').classList.contains('noVNC_open');")
+            "return document.getElementById('noVNC_credentials_dlg').classList.contains('noVNC_open');"
+        )
         driver.save_screenshot(str(ARTIFACTS / "desktop.png"))
     finally:
         driver.quit()
@@ -276,6 +323,10 @@ def test_a_self_deleting_workspace_takes_its_records_along(cli, web_cloud, tmp_p
     fake, dns = web_cloud
     cli("launch", str(make_repo(tmp_path, "fleeting")), "--idle-minutes", "0.5")
     assert len(records(dns, "fleeting")) == 2
-    eventually(lambda: "fleeting" not in {s.name for s in fake.state.servers.values()}, timeout=240,
-               what="the idle workspace to delete itself", interval=3)
+    eventually(
+        lambda: "fleeting" not in {s.name for s in fake.state.servers.values()},
+        timeout=240,
+        what="the idle workspace to delete itself",
+        interval=3,
+    )
     assert records(dns, "fleeting") == {}

@@ -9,7 +9,7 @@ from vmgen.laptop.agent_screen import AgentScreen, PaneState, parse_screen, why_
 from vmgen.laptop.agents import AGENTS
 
 CLAUDE = AGENTS["claude"]
-AT_PROMPT = "╭──────╮\n│ > Try \"fix lint errors\" │\n╰──────╯\n  ? for shortcuts\n"
+AT_PROMPT = '╭──────╮\n│ > Try "fix lint errors" │\n╰──────╯\n  ? for shortcuts\n'
 LOGIN = "╭──────╮\n│ >  │\n╰──────╯\n  Not logged in · Please run /login\n"
 
 

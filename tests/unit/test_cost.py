@@ -9,6 +9,7 @@ import pytest
 
 from tests.fakes.hetzner import FakeHetzner
 from tests.unit.providers.test_hetzner import USER_DATA, provider_on, run_vmgen, spec
+from vmgen.contract.enums import WorkspaceStatus
 from vmgen.laptop.cost import budget_refusal, cost_line, hours_left_in_month, month_start, total
 from vmgen.laptop.values import Workspace
 
@@ -16,7 +17,7 @@ NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
 
 def workspace(status: str, created: datetime, price: float | None) -> Workspace:
-    return Workspace("app", "cloud", status, created, None, price_hourly=price)
+    return Workspace("app", "cloud", WorkspaceStatus(status), created, None, price_hourly=price)
 
 
 def test_a_month_is_counted_from_its_first_hour() -> None:
@@ -58,8 +59,13 @@ def cloud(home):
 
 
 def env_of(cloud: FakeHetzner, **more: str) -> dict[str, str]:
-    return {"HCLOUD_TOKEN": cloud.token, "VMGEN_HCLOUD_ENDPOINT": cloud.api_endpoint, "VMGEN_PROVIDER": "hetzner",
-            "VMGEN_REGION": "fsn1", **more}
+    return {
+        "HCLOUD_TOKEN": cloud.token,
+        "VMGEN_HCLOUD_ENDPOINT": cloud.api_endpoint,
+        "VMGEN_PROVIDER": "hetzner",
+        "VMGEN_REGION": "fsn1",
+        **more,
+    }
 
 
 def test_vmgen_cost_lists_the_months_spend_and_the_budget(home, cloud) -> None:
@@ -72,8 +78,9 @@ def test_vmgen_cost_lists_the_months_spend_and_the_budget(home, cloud) -> None:
 
 
 def test_a_launch_over_budget_is_refused_before_anything_is_made(home, cloud) -> None:
-    result = run_vmgen(home, "launch", "https://github.com/me/app", "--size", "large",
-                       **env_of(cloud, VMGEN_BUDGET_MONTH="0.05"))
+    result = run_vmgen(
+        home, "launch", "https://github.com/me/app", "--size", "large", **env_of(cloud, VMGEN_BUDGET_MONTH="0.05")
+    )
     assert result.returncode == 1 and "would cross budget_month" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not cloud.state.servers and not cloud.state.ssh_keys

@@ -13,7 +13,8 @@ from vmgen.errors import VmgenError
 
 
 def every_subclass(cls: type) -> Iterator[type]:
-    for sub in cls.__subclasses__():
+    subclasses: list[type] = cls.__subclasses__()
+    for sub in subclasses:
         yield sub
         yield from every_subclass(sub)
 

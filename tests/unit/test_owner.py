@@ -29,7 +29,8 @@ def test_two_users_of_one_uid_and_host_are_told_apart(tmp_path: Path, monkeypatc
     assert alices[OWNER_ID_LABEL] != bobs[OWNER_ID_LABEL]
     assert owned(**_as_args(bobs)) is True and owned(**_as_args(alices)) is False
     assert describe_owner(alices[OWNER_LABEL], alices[OWNER_ID_LABEL]) != describe_owner(
-        bobs[OWNER_LABEL], bobs[OWNER_ID_LABEL])
+        bobs[OWNER_LABEL], bobs[OWNER_ID_LABEL]
+    )
 
 
 def test_things_made_before_owner_ids_are_nobodys_for_sure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

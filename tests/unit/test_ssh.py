@@ -47,15 +47,18 @@ def sshd(tmp_path_factory):
     (folder / "authorized_keys").write_text((folder / "id.pub").read_text())
     port = free_port()
     config = folder / "sshd_config"
-    config.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder}/host_key\n"
-                      f"AuthorizedKeysFile {folder}/authorized_keys\nPasswordAuthentication no\n"
-                      f"KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {folder}/sshd.pid\n"
-                      f"PermitRootLogin prohibit-password\nAllowUsers {getpass.getuser()}\n")
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder}/host_key\n"
+        f"AuthorizedKeysFile {folder}/authorized_keys\nPasswordAuthentication no\n"
+        f"KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {folder}/sshd.pid\n"
+        f"PermitRootLogin prohibit-password\nAllowUsers {getpass.getuser()}\n"
+    )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
     proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)
-    assert wait_until(lambda: answers(port) or proc.poll() is not None, bool, timeout=20) and proc.poll() is None, \
+    assert wait_until(lambda: answers(port) or proc.poll() is not None, bool, timeout=20) and proc.poll() is None, (
         proc.stderr.read().decode() if proc.stderr else "sshd did not start"
+    )
     yield port, host_key, folder / "id"
     proc.terminate()
     proc.wait(timeout=10)
@@ -155,7 +158,7 @@ def test_a_tunnel_reaches_a_unix_socket_on_the_workspace(target: SSHTarget, tmp_
             with socket.create_connection(("127.0.0.1", local), timeout=10) as client:
                 client.sendall(b"hello page")
                 listener.settimeout(10)
-                received = []
+                received: list[bytes] = []
                 while not received or received[-1] == b"":  # the readiness probe's connection comes first
                     conn, _ = listener.accept()
                     with conn:

@@ -11,8 +11,9 @@ import pytest
 from vmgen.errors import NameBusy
 from vmgen.laptop.state import WorkspaceRecord, WorkspaceState, all_records, busy_with, name_lock
 
-RECORD = WorkspaceRecord(name="app", provider="docker", created_at=1_700_000_000.0, source="/src/app",
-                         agent="claude", host="")
+RECORD = WorkspaceRecord(
+    name="app", provider="docker", created_at=1_700_000_000.0, source="/src/app", agent="claude", host=""
+)
 
 
 def mode(path: Path) -> int:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import time
 
 from .documents import ACTION_WORDS, AgentRecord, VerdictRecord, WatchdogState
+from .enums import IdleAction
 
 # What the action does to the workspace, as a warning says it: "will be deleted in 10 min".
-ACTION_DONE = {
-    "poweroff": "powered off",
-    "delete": "deleted",
-    "backup-then-delete": "backed up and deleted",
+ACTION_DONE: dict[str, str] = {
+    IdleAction.POWEROFF: "powered off",
+    IdleAction.DELETE: "deleted",
+    IdleAction.BACKUP_THEN_DELETE: "backed up and deleted",
 }
 CONDITION_WORDS = {"working": "working", "kept-alive": "kept alive", "human": "person connected", "idle": "idle"}
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -11,8 +13,10 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from ..contract.documents import WATCH_DEFAULTS
+from ..contract.documents import BACKUP_DEFAULTS, WATCH_DEFAULTS
+from ..contract.enums import TlsMode
 from ..errors import ConfigError
+from .spec import CODE_UI_VERSION
 
 # Settings whose values are credentials: masked whenever shown.
 SECRET_FIELDS = frozenset(
@@ -56,18 +60,18 @@ class Settings:
     hcloud_endpoint: str = ""
     hcloud_metadata_url: str = ""
     backup_dir: str = "~/.local/share/vmgen/backups"
-    backup_keep: int = 7
+    backup_keep: int = BACKUP_DEFAULTS.keep_last
     # Kept besides the newest backup_keep: all of the last hours, the newest of each day and week.
-    backup_keep_hours: float = 24
-    backup_keep_daily: int = 7
-    backup_keep_weekly: int = 4
+    backup_keep_hours: float = BACKUP_DEFAULTS.keep_hours
+    backup_keep_daily: int = BACKUP_DEFAULTS.keep_daily
+    backup_keep_weekly: int = BACKUP_DEFAULTS.keep_weekly
     # Root stops a backup that runs longer; the idle action then keeps the data another way.
-    backup_deadline_minutes: float = 15
+    backup_deadline_minutes: float = BACKUP_DEFAULTS.deadline_minutes
     # Backups asked for (laptop, page, the agent's shell) that may start in an hour.
-    backup_requests_per_hour: int = 4
+    backup_requests_per_hour: int = BACKUP_DEFAULTS.requests_per_hour
     # Backups after the first are increments (what changed); after this many, a full one again.
-    backup_max_increments: int = 10
-    backup_part_mib: int = 32
+    backup_max_increments: int = BACKUP_DEFAULTS.max_increments
+    backup_part_mib: int = BACKUP_DEFAULTS.part_size_mib
     backup_excludes: tuple[str, ...] = ()
     r2_bucket: str = ""
     r2_endpoint: str = ""
@@ -76,10 +80,10 @@ class Settings:
     domain: str = ""  # a Cloudflare zone: workspaces get <name>.<domain> with HTTPS
     cloudflare_api_token: str = ""
     cloudflare_endpoint: str = ""
-    web_tls: str = "acme"  # "acme" (Let's Encrypt) or "internal" (Caddy's own CA, for closed networks)
+    web_tls: TlsMode = TlsMode.ACME  # Let's Encrypt (or acme_ca), or Caddy's own CA for closed networks
     acme_email: str = ""
     preview_ports: tuple[int, ...] = (3000, 5173, 8000, 8080)
-    code_ui_version: str = "1.12.0"  # CloudCLI, the Claude Code web UI on code.<host>
+    code_ui_version: str = CODE_UI_VERSION  # CloudCLI, the Claude Code web UI on code.<host>
     acme_ca: str = ""  # an ACME directory URL other than Let's Encrypt's (with web_tls = "acme")
     acme_ca_root: str = ""  # a PEM file: the root of that ACME server's own HTTPS, if private
     # Previews on a Cloudflare zone of their own (another registrable domain): the stronger setting.
@@ -173,26 +177,38 @@ def _from_variables(variables: Mapping[str, str], origin: str) -> dict[str, Any]
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     """Turn strings from env/.env and TOML values into each field's type."""
-    types = {f.name: f.type for f in fields(Settings)}
+    types = typing.get_type_hints(Settings)
     out: dict[str, Any] = {}
     for key, value in values.items():
-        kind = types[key]
         try:
-            if kind == "int":
-                out[key] = int(value)
-            elif kind == "float":
-                out[key] = float(value)
-            elif kind == "bool":
-                out[key] = value if isinstance(value, bool) else _parse_bool(str(value))
-            elif kind.startswith("tuple"):
-                items = value.split(",") if isinstance(value, str) else list(value)
-                cast = int if kind == "tuple[int, ...]" else str
-                out[key] = tuple(cast(str(v).strip()) for v in items if str(v).strip())
-            else:
-                out[key] = str(value)
+            out[key] = _parse(types[key], value)
         except ValueError:
-            raise ConfigError(f"setting {key!r}: {value!r} is not a valid {kind}") from None
+            raise ConfigError(f"setting {key!r}: {value!r} is not a valid {_type_name(types[key])}") from None
     return out
+
+
+def _parse(kind: Any, value: Any) -> Any:
+    """One value as `kind`: a TOML value, or the text of a variable (a list: comma-separated)."""
+    if typing.get_origin(kind) is tuple:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(_parse(typing.get_args(kind)[0], str(v).strip()) for v in items if str(v).strip())
+    if kind is bool:
+        return value if isinstance(value, bool) else _parse_bool(str(value))
+    if kind in (int, float):
+        if isinstance(value, bool):
+            raise ValueError(value)
+        return kind(value)
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return kind(str(value))
+    return str(value)
+
+
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) is tuple:
+        return f"list of {_type_name(typing.get_args(kind)[0])}"
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return " or ".join(str(member.value) for member in kind)
+    return getattr(kind, "__name__", str(kind))
 
 
 def _parse_bool(text: str) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from ..contract.enums import WorkspaceStatus
 from .values import Workspace
 
 HOUR = 3600.0
@@ -40,7 +41,7 @@ def hours_left_in_month(now: datetime) -> float:
 
 
 def cost_line(workspace: Workspace, stop_bills: bool, now: datetime) -> CostLine:
-    billed = workspace.running or workspace.status == "starting" or stop_bills
+    billed = workspace.running or workspace.status == WorkspaceStatus.STARTING or stop_bills
     since = max(workspace.created_at, month_start(now))
     hours = max(0.0, (now - since).total_seconds() / HOUR) if billed else 0.0
     price = workspace.price_hourly

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..contract.documents import WATCH_ACTIONS, WATCH_DEFAULTS
+from ..contract.documents import WATCH_DEFAULTS, WatchSettings
+from ..contract.enums import IdleAction, TlsMode
 from ..contract.names import PORTS, VM
-from ..errors import InvalidSpec, NoSSHKey
+from ..errors import DocumentError, InvalidSpec, NoSSHKey
 from .agents import AGENTS, Agent
 
 NAME_MAX = 40
@@ -102,7 +103,7 @@ class VmgenInstall:
 class WatchdogTuning:
     """The idle watchdog's knobs besides `idle_minutes` (written to /etc/vmgen/idlewatch.toml)."""
 
-    action: str = WATCH_DEFAULTS.action
+    action: IdleAction = WATCH_DEFAULTS.action
     warn_minutes: float = WATCH_DEFAULTS.warn_minutes
     human_minutes: float = WATCH_DEFAULTS.human_minutes
     stall_minutes: float = WATCH_DEFAULTS.stall_minutes
@@ -112,12 +113,12 @@ class WatchdogTuning:
     webhook_url: str = ""
 
 
-WATCHDOG_ACTIONS = WATCH_ACTIONS
-MAX_LIFETIME_HOURS = 24 * 366  # a year: past that, "off" says what is meant
-MIN_IDLE_MINUTES = 0.1  # below a few ticks the watchdog cannot tell idle from between two steps
 # Ports vmgen's own services use on the VM: not available as previews.
 RESERVED_PORTS = PORTS.reserved
 _DOMAIN_RE = re.compile(r"^(?=.{4,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+CODE_UI_VERSION = "1.12.0"  # CloudCLI (@siteboon/claude-code-ui), pinned
 
 
 @dataclass(frozen=True)
@@ -125,10 +126,10 @@ class WebSpec:
     """Web access: with a domain, HTTPS hostnames under <name>.<domain>; without, SSH tunnels only."""
 
     domain: str = ""
-    tls: str = "acme"  # "acme" or "internal"
+    tls: TlsMode = TlsMode.ACME
     acme_email: str = ""
     preview_ports: tuple[int, ...] = ()
-    code_ui_version: str = "1.12.0"  # CloudCLI (@siteboon/claude-code-ui), pinned; "off": none
+    code_ui_version: str = CODE_UI_VERSION  # "off": none
 
     @property
     def code_ui(self) -> bool:
@@ -146,8 +147,6 @@ def validate_web(web: WebSpec) -> WebSpec:
         raise InvalidSpec(f"invalid domain {web.domain!r}: use a DNS name such as dev.example.com")
     if web.code_ui_version != "off" and not re.fullmatch(r"\d+\.\d+\.\d+", web.code_ui_version):
         raise InvalidSpec(f"invalid code_ui_version {web.code_ui_version!r}: use a version like 1.12.0, or off")
-    if web.tls not in ("acme", "internal"):
-        raise InvalidSpec(f"web_tls {web.tls!r}: use 'acme' or 'internal'")
     if web.acme_email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]{2,}", web.acme_email):
         raise InvalidSpec(f"invalid acme_email {web.acme_email!r}")
     if web.acme_ca and not re.fullmatch(r"https://[A-Za-z0-9.\-]+(:\d{1,5})?(/[A-Za-z0-9._~/\-]*)?", web.acme_ca):
@@ -391,6 +390,22 @@ def discover_public_keys(configured: tuple[str, ...], home: Path | None = None) 
     return keys
 
 
+def validate_watchdog(idle_minutes: float, watchdog: WatchdogTuning) -> None:
+    """The watchdog's settings as the VM will check them, checked here first."""
+    try:
+        WatchSettings(
+            idle_minutes=idle_minutes,
+            warn_minutes=watchdog.warn_minutes,
+            human_minutes=watchdog.human_minutes,
+            stall_minutes=watchdog.stall_minutes,
+            interval_seconds=watchdog.interval_seconds,
+            max_lifetime_hours=watchdog.max_lifetime_hours,
+            action=watchdog.action,
+        ).validate(on_laptop=True)
+    except DocumentError as exc:
+        raise InvalidSpec(str(exc)) from None
+
+
 def make_spec(
     source_text: str | RestoreSource,
     *,
@@ -412,20 +427,9 @@ def make_spec(
     source = source_text if isinstance(source_text, RestoreSource) else parse_source(source_text)
     if vmgen.local_wheels is not None and not vmgen.local_wheels.is_dir():
         raise InvalidSpec(f"vmgen_find_links {vmgen.find_links!r} is neither a URL nor a directory")
-    if not idle_minutes >= MIN_IDLE_MINUTES:  # (NaN is not)
-        raise InvalidSpec(f"idle minutes must be at least {MIN_IDLE_MINUTES:g}, not {idle_minutes:g}")
+    validate_watchdog(idle_minutes, watchdog)
     if watchdog.webhook_url and not re.fullmatch(r"https?://[^\s\x00-\x1f]+", watchdog.webhook_url):
         raise InvalidSpec(f"idle webhook {watchdog.webhook_url!r} is not an http(s) URL")
-    if not 1 <= watchdog.interval_seconds <= 3600:  # (NaN is not)
-        raise InvalidSpec(f"the watchdog's interval must be 1 to 3600 seconds, not {watchdog.interval_seconds:g}")
-    if not watchdog.warn_minutes >= 0:
-        raise InvalidSpec(f"the watchdog's warning lead must be 0 minutes or more, not {watchdog.warn_minutes:g}")
-    if not 0 <= watchdog.max_lifetime_hours <= MAX_LIFETIME_HOURS:  # (NaN is not)
-        raise InvalidSpec(
-            f"the hard lifetime must be 0 (off) to {MAX_LIFETIME_HOURS} hours, not {watchdog.max_lifetime_hours:g}"
-        )
-    if watchdog.action not in WATCHDOG_ACTIONS:
-        raise InvalidSpec(f"idle action {watchdog.action!r}: use one of {', '.join(WATCHDOG_ACTIONS)}")
     return WorkspaceSpec(
         name=validate_name(name) if name else derive_name(source),
         source=source,

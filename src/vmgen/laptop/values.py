@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..contract.enums import WorkspaceStatus
+
 __all__ = ["BakeOptions", "KeptDisk", "Leftover", "SSHEndpoint", "SelfDelete", "Size", "StopReason", "Workspace"]
 
 
@@ -31,7 +33,7 @@ class StopReason:
 class Workspace:
     name: str
     provider: str
-    status: str  # "running", "stopped", "starting", or the provider's own word
+    status: WorkspaceStatus
     created_at: datetime
     ssh: SSHEndpoint | None
     server_type: str = ""
@@ -44,7 +46,7 @@ class Workspace:
 
     @property
     def running(self) -> bool:
-        return self.status == "running"
+        return self.status == WorkspaceStatus.RUNNING
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,17 @@ NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 def made(age: timedelta, files: int = 100, parent: str = "", depth: int = 0, n: int = 0) -> Manifest:
     at = NOW - age
     return Manifest(
-        workspace="app", backup_id=at.strftime("%Y%m%dT%H%M%SZ") + f"-{n:04x}", created_at=at.isoformat(),
-        plaintext_bytes=1, compressed_bytes=1, ciphertext_bytes=1, sha256="0" * 64, recipient="age1x",
-        summary=ArchiveSummary(files=files), parent=parent, depth=depth,
+        workspace="app",
+        backup_id=at.strftime("%Y%m%dT%H%M%SZ") + f"-{n:04x}",
+        created_at=at.isoformat(),
+        plaintext_bytes=1,
+        compressed_bytes=1,
+        ciphertext_bytes=1,
+        sha256="0" * 64,
+        recipient="age1x",
+        summary=ArchiveSummary(files=files),
+        parent=parent,
+        depth=depth,
         format_version=2 if parent else 1,
     )
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import hcl2
 import pytest
-import yaml
 
+from vmgen.contract.names import VM
+from vmgen.errors import PackerMissing
 from vmgen.laptop.agents import AGENTS
 from vmgen.laptop.builder import RenderOptions, generate_host_key, render_user_data
 from vmgen.laptop.builder.install import plan_for, workspace_plan
-from vmgen.laptop.builder.render import render_bake_script, render_bake_user_data
+from vmgen.laptop.builder.render import render_bake_script, render_bake_user_data, written_files
 from vmgen.laptop.packer import build_with_packer, write_build_dir
-from vmgen.errors import PackerMissing
 from vmgen.laptop.packer.template import SnapshotBuild
 from vmgen.laptop.spec import GitSource, VmgenInstall, WorkspaceSpec
 from vmgen.laptop.stamps import ImageStamp, label_value
@@ -34,7 +34,7 @@ def unquote(value):
 def install_section(script: str) -> str:
     """From the first install phase to the last install step's end."""
     start = script.index("phase packages")
-    end = script.index('  phase installed\n}\n') + len('  phase installed\n}\n')
+    end = script.index("  phase installed\n}\n") + len("  phase installed\n}\n")
     return script[start:end]
 
 
@@ -54,12 +54,16 @@ def test_stamps_survive_labels_and_name_the_steps_to_redo():
 
 
 def test_the_bake_script_runs_the_same_install_steps_as_provisioning():
-    spec = WorkspaceSpec(name="app", source=GitSource("https://example.com/app"), agent=AGENTS["claude"],
-                         vmgen=VMGEN, ssh_keys=("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj t@l",),
-                         agent_version="2.1.332")
+    spec = WorkspaceSpec(
+        name="app",
+        source=GitSource("https://example.com/app"),
+        agent=AGENTS["claude"],
+        vmgen=VMGEN,
+        ssh_keys=("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj t@l",),
+        agent_version="2.1.332",
+    )
     user_data = render_user_data(spec, RenderOptions(host_key=generate_host_key()))
-    provision = next(f["content"] for f in yaml.safe_load(user_data)["write_files"]
-                     if f["path"].endswith("/provision.sh"))
+    provision = written_files(user_data)[str(VM.program("provision.sh"))]
     bake = render_bake_script(PLAN)
     assert install_section(bake) == install_section(provision)
     for phase in INSTALL_PHASES:
@@ -77,8 +81,11 @@ def test_the_packer_template_parses_and_bakes_with_the_bake_script(tmp_path: Pat
     plugin = parsed["packer"][0]["required_plugins"][0]["hcloud"]
     assert unquote(plugin["source"]) == "github.com/hetznercloud/hcloud"
     source = parsed["source"][0]['"hcloud"']['"vmgen"']
-    assert (unquote(source["image"]), unquote(source["location"]), unquote(source["server_type"])) == \
-        ("ubuntu-24.04", "fsn1", "cx23")
+    assert (unquote(source["image"]), unquote(source["location"]), unquote(source["server_type"])) == (
+        "ubuntu-24.04",
+        "fsn1",
+        "cx23",
+    )
     assert {unquote(k): unquote(v) for k, v in source["snapshot_labels"].items()} == PLAN.stamp.labels("ubuntu-24.04")
     assert "hcloud_token" in source["token"] and "test-token" not in template.read_text()
     steps = [next(iter(p.values())) for p in parsed["build"][0]["provisioner"]]
@@ -104,8 +111,10 @@ def test_packer_failures_show_their_tail(tmp_path, monkeypatch):
 
     fake = tmp_path / "bin" / "packer"
     fake.parent.mkdir()
-    fake.write_text('#!/bin/sh\n[ "$1" = init ] && exit 0\necho "token seen: ${HCLOUD_TOKEN:+yes}"\n'
-                    'echo "Error: server type unavailable"; exit 1\n')
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = init ] && exit 0\necho "token seen: ${HCLOUD_TOKEN:+yes}"\n'
+        'echo "Error: server type unavailable"; exit 1\n'
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
     seen: list[str] = []
@@ -119,7 +128,8 @@ def test_the_code_ui_is_an_optional_step_baked_only_when_wanted():
     assert with_ui.stamp.code_ui == "cloudcli-1.12.0" and "libnode-dev" in with_ui.packages
     assert "@siteboon/claude-code-ui@1.12.0" in with_ui.code_ui_install
     assert ImageStamp.from_labels(with_ui.stamp.labels("ubuntu-24.04")) == with_ui.stamp
-    assert ImageStamp.from_labels(PLAN.stamp.labels("ubuntu-24.04")).code_ui == ""
+    without_ui = ImageStamp.from_labels(PLAN.stamp.labels("ubuntu-24.04"))
+    assert without_ui is not None and without_ui.code_ui == ""
     # An image with the code UI serves a launch without it; the reverse installs it.
     assert replace(with_ui.stamp, packages=PLAN.stamp.packages).differs_from(PLAN.stamp) == ()
     assert "code_ui" in PLAN.stamp.differs_from(with_ui.stamp)
@@ -128,10 +138,12 @@ def test_the_code_ui_is_an_optional_step_baked_only_when_wanted():
 
 
 def test_a_domain_brings_caddy_and_the_code_ui_unless_it_is_off():
-    with_domain = workspace_plan(AGENTS["claude"], "2.1.332", VMGEN, desktop=False, domain="dev.example.com",
-                                 code_ui_version="1.12.0")
+    with_domain = workspace_plan(
+        AGENTS["claude"], "2.1.332", VMGEN, desktop=False, domain="dev.example.com", code_ui_version="1.12.0"
+    )
     assert {"caddy", "libnode-dev"} <= set(with_domain.packages) and with_domain.code_ui_install
-    without_ui = workspace_plan(AGENTS["claude"], "2.1.332", VMGEN, desktop=False, domain="dev.example.com",
-                                code_ui_version="off")
+    without_ui = workspace_plan(
+        AGENTS["claude"], "2.1.332", VMGEN, desktop=False, domain="dev.example.com", code_ui_version="off"
+    )
     assert "caddy" in without_ui.packages and "libnode-dev" not in without_ui.packages
     assert without_ui.code_ui_install == "" and without_ui.stamp.code_ui == ""

@@ -25,7 +25,7 @@ from vmgen.laptop.agents import AGENTS
 from vmgen.laptop.config import Settings
 from vmgen.laptop.providers import PROVIDERS, REGISTRY, Provider, get_provider, provider_class, redacted_self_delete
 from vmgen.laptop.spec import GitSource, VmgenInstall, WorkspaceSpec
-from vmgen.vmside import providers as vm_providers
+from vmgen.vmside.providers import REGISTRY as VM_REGISTRY, vm_provider
 
 SRC = Path(__file__).resolve().parents[3] / "src" / "vmgen"
 TRAITS = dict(Provider.__annotations__)
@@ -78,8 +78,8 @@ def test_each_provider_declares_every_trait_and_operation_of_the_protocol(name: 
 
 @pytest.mark.parametrize("name", PROVIDERS)
 def test_the_vm_side_half_is_registered_and_agrees(name: str) -> None:
-    assert REGISTRY.keys() == vm_providers.REGISTRY.keys()
-    laptop, vm = provider_class(name), vm_providers.vm_provider(name)
+    assert REGISTRY.keys() == VM_REGISTRY.keys()
+    laptop, vm = provider_class(name), vm_provider(name)
     assert vm.snapshots == laptop.snapshots
     # A server that bills while off is said so whenever the VM leaves one powered off.
     assert bool(vm.stop_note) == laptop.stop_bills
@@ -141,14 +141,13 @@ def outside_the_providers() -> list[Path]:
 
 
 def code_tokens(source: str) -> list[tokenize.TokenInfo]:
-    """Names and strings that are code: comments and docstrings (which may give a provider as an
-    example) left out."""
-    docstrings = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                docstrings.add(first.lineno)
+    """Names and strings that are code: comments and docstrings (a bare string statement, which
+    may give a provider as an example) left out."""
+    docstrings = {
+        node.lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+    }
     return [
         token
         for token in tokenize.generate_tokens(io.StringIO(source).readline)

@@ -6,6 +6,8 @@ itself is a Python structure serialised by PyYAML, never text pasted together.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import shlex
 from collections.abc import Callable
@@ -20,6 +22,7 @@ import yaml
 
 from ...contract import codec
 from ...contract.documents import (
+    BACKUP_DEFAULTS,
     HOOK_EVENTS,
     WATCH_DEFAULTS,
     BackupConfig,
@@ -168,7 +171,7 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
 
     watch = _watch_settings(spec, options.self_delete)
     context["metadata_blocks"] = options.self_delete.metadata_blocks
-    deadline = (options.backup[0] if options.backup is not None else BackupTarget(kind="none")).deadline_minutes
+    deadline = (options.backup[0] if options.backup is not None else BACKUP_DEFAULTS).deadline_minutes
     context["act_timeout_seconds"] = act_timeout_seconds(deadline)
     files = [
         _file(VM.sshd_config, rendered("sshd-vmgen.conf.j2")),
@@ -482,10 +485,31 @@ def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
     ]
 
 
+COMPRESS_ABOVE = 512
+"""Files longer than this (characters) travel gzipped and base64-encoded (cloud-init's `gz+b64`):
+Hetzner takes at most 32 KiB of user-data, and the scripts, units and settings of a workspace with
+a domain and a desktop came to more. `mtime=0` keeps the rendering the same for the same spec."""
+
+
+def written_files(user_data: str) -> dict[str, str]:
+    """The files a rendered user-data writes, by path, decoded as cloud-init decodes them."""
+    files: dict[str, str] = {}
+    for entry in yaml.safe_load(user_data.removeprefix("#cloud-config\n"))["write_files"]:
+        content = entry["content"]
+        if entry.get("encoding") == "gz+b64":
+            content = gzip.decompress(base64.b64decode(content)).decode()
+        files[entry["path"]] = content
+    return files
+
+
 def _file(
     path: Path | str, content: str, *, mode: str = "0644", owner: str = "root:root", defer: bool = False
 ) -> dict[str, object]:
-    entry: dict[str, object] = {"path": str(path), "content": content, "owner": owner, "permissions": mode}
+    entry: dict[str, object] = {"path": str(path), "owner": owner, "permissions": mode}
+    if len(content) > COMPRESS_ABOVE:
+        entry |= {"encoding": "gz+b64", "content": base64.b64encode(gzip.compress(content.encode(), mtime=0)).decode()}
+    else:
+        entry["content"] = content
     if defer:
         entry["defer"] = True
     return entry

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...contract.enums import TlsMode
 from ...contract.names import PORTS, VM, VmPaths
 from ...contract.weblogin import LOGIN_PREFIX, MAX_HEADER_BYTES, WebLoginSettings, WebSite
 
@@ -40,7 +41,7 @@ CODE_UI_LOGIN_PATHS = ("/api/auth/login", "/api/auth/register")
 @dataclass(frozen=True)
 class WebAccess:
     login: WebLoginSettings  # the hostnames, and what the login service knows of them
-    tls: str = "acme"  # "acme" (Let's Encrypt, or `acme_ca`, by HTTP-01) or "internal" (Caddy's local CA)
+    tls: TlsMode = TlsMode.ACME
     acme_email: str = ""
     acme_ca: str = ""  # an ACME directory URL other than Let's Encrypt's
     acme_ca_root: bool = False  # trust VmPaths.acme_ca_root for the ACME server's own HTTPS
@@ -67,7 +68,7 @@ def render_caddyfile(web: WebAccess, vm: VmPaths = VM) -> str:
     # Values are vmgen's own: validated hostnames, fixed words, numbers, vmgen's paths. Nothing
     # here comes from a repository or a prompt. Snippets keep it small: user-data has a limit.
     options = ["admin off", "servers {", f"\tmax_header_size {MAX_HEADER_BYTES}", "}"]
-    if web.tls == "internal":
+    if web.tls == TlsMode.INTERNAL:
         options.append("local_certs")
     else:
         # HTTP-01 only (through port 80): one challenge whose failure says what to fix (DNS, port

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from rich.table import Table
 
+from ...contract.enums import WorkspaceStatus
 from ..cost import CostLine, cost_line, month_start, total
 from ..owner import owned
 from ..state import WorkspaceState, all_records
@@ -43,7 +44,7 @@ def cost() -> None:
     budget = settings().budget_month
     of_budget = f" of budget_month {budget:.2f} ({spent / budget:.0%})" if budget > 0 else ""
     err.print(f"since {month_start(now):%Y-%m-%d}: {spent:.2f}{of_budget}")
-    for name in sorted({line.provider for line in lines if line.status == "stopped"}):
+    for name in sorted({line.provider for line in lines if line.status == WorkspaceStatus.STOPPED}):
         provider = provider_named(name)
         if provider.stop_bills:
             err.print(f"note: {provider.stop_note()}")

@@ -14,6 +14,7 @@ import click
 
 from ...backup.target import BackupTarget, target_from_settings, target_on_vm
 from ...contract.documents import WATCH_DEFAULTS, WatchdogState
+from ...contract.enums import IdleAction, StoreKind
 from ...errors import InvalidSpec, UsageError, VmgenError
 from ..agents import AGENT_SESSION
 from ..config import Settings
@@ -21,7 +22,6 @@ from ..handover import laptop_extras
 from ..providers import PROVIDERS, provider_class
 from ..spec import (
     SIZE_PRESETS,
-    WATCHDOG_ACTIONS,
     RestoreSource,
     VmgenInstall,
     WatchdogTuning,
@@ -75,7 +75,7 @@ def spec_options(function: Command) -> Command:
         ),
         click.option(
             "--idle-action",
-            type=click.Choice(("auto", *WATCHDOG_ACTIONS)),
+            type=click.Choice(("auto", *IdleAction)),
             help="What the watchdog does once idle; auto (the default): backup-then-delete with a backup store, "
             "else poweroff.",
         ),
@@ -162,10 +162,14 @@ def build_spec(
     s = settings()
     if opts.get("size") and opts["size"] not in SIZE_PRESETS:
         raise InvalidSpec(f"unknown size {opts['size']!r}: use {', '.join(SIZE_PRESETS)} (or --type for a server type)")
-    action = opts.get("idle_action") or s.idle_action
-    if action == "auto":
-        action = "backup-then-delete" if backup is not None else "poweroff"
-    elif action == "backup-then-delete" and backup is None:
+    chosen = opts.get("idle_action") or s.idle_action
+    if chosen not in ("auto", *IdleAction):
+        raise InvalidSpec(f"idle action {chosen!r}: use one of auto, {', '.join(IdleAction)}")
+    if chosen == "auto":
+        action = IdleAction.BACKUP_THEN_DELETE if backup is not None else IdleAction.POWEROFF
+    else:
+        action = IdleAction(chosen)
+    if action == IdleAction.BACKUP_THEN_DELETE and backup is None:
         raise UsageError(
             "idle action 'backup-then-delete' needs a backup store (r2_bucket, or a local folder on a provider "
             "that shares this machine's folders)"
@@ -209,7 +213,7 @@ def build_spec(
             f"{provider} workspaces have no public address for {spec.host}; "
             "launch without --domain and use `vmgen open`"
         )
-    if backup is not None and backup.kind == "local":
+    if backup is not None and backup.kind == StoreKind.LOCAL:
         spec = dataclasses.replace(spec, local_backup_dir=Path(backup.path))
     return spec
 

@@ -72,7 +72,7 @@ def list_(provider: str | None, everyone: bool) -> None:
                 continue
             address = f"{w.ssh.host}:{w.ssh.port}" if w.ssh else (w.address or "-")
             price = f"{w.price_hourly:.4f}" if w.price_hourly is not None else "-"
-            status, what = w.status, w.server_type
+            status, what = str(w.status), w.server_type
             if owned(w.owner, w.owner_id) is not False and WorkspaceState(w.name).cut_short():
                 # A launch that never came up: still running (another vmgen), or cut short.
                 doing = busy_with(w.name)

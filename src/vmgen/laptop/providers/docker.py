@@ -26,6 +26,7 @@ from docker.models.containers import Container
 
 from ...contract import codec
 from ...contract.documents import WATCHDOG_TRIGGER, BackupResult, clean_text
+from ...contract.enums import WorkspaceStatus
 from ...contract.names import VM
 from ...errors import (
     DocumentError,
@@ -73,6 +74,16 @@ if TYPE_CHECKING:
     from ...selfwheel import VmgenWheel
     from ..builder.install import InstallPlan
     from ..config import Settings
+
+# A container's state in vmgen's words (Docker's "paused" and "dead" are states vmgen never
+# makes: unknown).
+DOCKER_STATUS = {
+    "running": WorkspaceStatus.RUNNING,
+    "exited": WorkspaceStatus.STOPPED,
+    "created": WorkspaceStatus.STARTING,
+    "restarting": WorkspaceStatus.STARTING,
+    "removing": WorkspaceStatus.DELETING,
+}
 
 
 class DockerProvider:
@@ -194,7 +205,7 @@ class DockerProvider:
         for container in self.client.containers.list(
             all=True, filters={"label": [f"{WS_LABEL}={name}", f"{LAUNCH_LABEL}={made_by}"]}
         ):
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         with contextlib.suppress(NotFound):
             volume = self.client.volumes.get(volume_name(name))
             if (volume.attrs.get("Labels") or {}).get(LAUNCH_LABEL) == made_by:
@@ -307,7 +318,7 @@ class DockerProvider:
     def delete(self, name: str) -> None:
         container = self._container(name)
         if container is not None:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         with contextlib.suppress(NotFound):
             self.client.volumes.get(volume_name(name)).remove(force=True)
 
@@ -348,9 +359,7 @@ class DockerProvider:
         bindings = (attrs["NetworkSettings"].get("Ports") or {}).get("22/tcp") or []
         if container.status == "running" and bindings:
             ssh = SSHEndpoint(host="127.0.0.1", port=int(bindings[0]["HostPort"]))
-        status = {"running": "running", "exited": "stopped", "created": "starting"}.get(
-            container.status, container.status
-        )
+        status = DOCKER_STATUS.get(container.status, WorkspaceStatus.UNKNOWN)
         name = container.labels.get(WS_LABEL, container.name)
         assert name is not None, "a listed container has a name"
         return Workspace(
@@ -364,7 +373,7 @@ class DockerProvider:
             price_hourly=0.0,  # a container on this machine: nothing billed
             owner=container.labels.get(OWNER_LABEL, ""),
             owner_id=container.labels.get(OWNER_ID_LABEL, ""),
-            stopped_by=self._stop_reason(container) if status == "stopped" else None,
+            stopped_by=self._stop_reason(container) if status == WorkspaceStatus.STOPPED else None,
         )
 
     def _stop_reason(self, container: Container) -> StopReason | None:

@@ -93,13 +93,13 @@ def bake(
         progress(f"committing {repository}:{tag}")
         image = container.commit(repository=repository, tag=tag, conf={"Labels": image_labels})
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     return baked_image(image, plan.stamp)
 
 
 def _remove(provider: Engine, name: str) -> None:
     with contextlib.suppress(NotFound):
-        provider.client.containers.get(name).remove(force=True)
+        provider.client.containers.get(name).remove(force=True, v=True)
 
 
 def _follow(container: Container, progress: Progress, timeout: float) -> None:

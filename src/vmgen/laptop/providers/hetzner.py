@@ -31,6 +31,7 @@ from hcloud.servers import BoundServer
 from hcloud.ssh_keys import BoundSSHKey
 
 from ... import __version__
+from ...contract.enums import WorkspaceStatus
 from ...contract.names import LOCATION_LABEL, RESCUE_LABEL, TYPE_LABEL
 from ...errors import (
     BakeFailed,
@@ -80,12 +81,12 @@ BAKE_SERVER_LABEL = "vmgen-bake"  # a build server: it holds no workspace
 # resource_unavailable, or its action fails with placement_error (hcloud-go's error codes).
 NO_ROOM = ("resource_unavailable", "placement_error")
 STATUS = {
-    "running": "running",
-    "off": "stopped",
-    "initializing": "starting",
-    "starting": "starting",
-    "stopping": "stopping",
-    "deleting": "deleting",
+    "running": WorkspaceStatus.RUNNING,
+    "off": WorkspaceStatus.STOPPED,
+    "initializing": WorkspaceStatus.STARTING,
+    "starting": WorkspaceStatus.STARTING,
+    "stopping": WorkspaceStatus.STOPPING,
+    "deleting": WorkspaceStatus.DELETING,
 }
 
 
@@ -735,7 +736,7 @@ class HetznerProvider:
     def _describe(self, server: BoundServer) -> Workspace:
         ipv4 = server.public_net.ipv4.ip if server.public_net and server.public_net.ipv4 else ""
         api_status = required(server.status)
-        status = STATUS.get(api_status, api_status)
+        status = STATUS.get(api_status, WorkspaceStatus.UNKNOWN)
         location = server.location.name if server.location else self.location
         server_type = required(server.server_type)
         price = next((p for p in (server_type.prices or []) if p.get("location") == location), None)
@@ -745,7 +746,7 @@ class HetznerProvider:
             provider=self.name,
             status=status,
             created_at=required(server.created).astimezone(UTC),
-            ssh=SSHEndpoint(host=ipv4) if ipv4 and status == "running" else None,
+            ssh=SSHEndpoint(host=ipv4) if ipv4 and status == WorkspaceStatus.RUNNING else None,
             server_type=required(server_type.name),
             address=ipv4,
             price_hourly=float(price["price_hourly"]["gross"]) if price else None,

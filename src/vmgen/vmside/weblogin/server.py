@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -37,6 +36,7 @@ from ...contract.weblogin import (
     check_password,
 )
 from ..activation import UnixHTTPServer, serve_unix
+from ..httpbase import BaseHandler, Reply
 from . import pages
 from .requests import (
     Facts,
@@ -115,11 +115,12 @@ class LoginService:
             self.sessions.sweep()
 
 
-def make_handler(service: LoginService) -> type[BaseHTTPRequestHandler]:
+def make_handler(service: LoginService) -> type[BaseHandler]:
     settings = service.settings
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(BaseHandler):
         server_version = "vmgen-web-login"
+        log = logging.getLogger(__name__)
         body = b""
         protocol_version = "HTTP/1.1"  # Caddy keeps its connections to us open
 
@@ -144,16 +145,11 @@ def make_handler(service: LoginService) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             route = self._route()
-            # The body is read before any answer: left unread, it would be taken for the next
-            # request on this kept-alive connection.
-            declared = self.headers.get("Content-Length") or "0"
-            limit = MAX_STREAM_BODY if route is None else MAX_FORM
-            length = int(declared) if declared.isdigit() else limit + 1
-            if length > limit or "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                self.close_connection = True
+            body = self.read_body(MAX_STREAM_BODY if route is None else MAX_FORM)
+            if body is None:
                 self._text(413, "too large")
                 return
-            self.body = self.rfile.read(length)
+            self.body = body
             if route is None:
                 self._run(self._stream)
                 return
@@ -485,24 +481,13 @@ def make_handler(service: LoginService) -> type[BaseHTTPRequestHandler]:
             csp: str = pages.PAGE_CSP,
             tidy: bool = True,
         ) -> None:
-            self.send_response(status)
-            for name, value in [*(headers or []), *(self._expired() if tidy else [])]:
-                self.send_header(name, value)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("X-Frame-Options", "DENY")
-            self.send_header("Referrer-Policy", "no-referrer")
-            self.send_header("Content-Security-Policy", csp)
-            self.end_headers()
-            if body and self.command != "HEAD":
-                self.wfile.write(body)
+            own = (("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"), ("Content-Security-Policy", csp))
+            self.send(Reply(status, body, content_type, tuple(headers or ())), (*self._expired(tidy), *own))
 
-        def _expired(self) -> list[tuple[str, str]]:
+        def _expired(self, tidy: bool = True) -> list[tuple[str, str]]:
             """On vmgen's own hostnames, whatever the browser answers to comes with the foreign
             cookies past the budget expired (a preview's cookie bomb)."""
-            if not hasattr(self, "headers"):
+            if not tidy or not hasattr(self, "headers"):
                 return []
             site = settings.site(split_host(self.headers.get("Host") or "")[0])
             if site is None or not site.own:
@@ -510,11 +495,8 @@ def make_handler(service: LoginService) -> type[BaseHTTPRequestHandler]:
             dropped = backend_cookies(self._cookies()).dropped
             return [("Set-Cookie", value) for value in expiring(dropped, site.hostname)]
 
-        def address_string(self) -> str:  # a unix socket has no peer address
+        def address_string(self) -> str:  # Caddy says whose request it hands over
             return self.headers.get("X-Vmgen-Client", "-") if hasattr(self, "headers") else "-"
-
-        def log_message(self, format: str, *args: Any) -> None:  # http.server's signature
-            log.debug("%s " + format, self.address_string(), *args)  # noqa: G003
 
     return Handler
 
