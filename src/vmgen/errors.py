@@ -25,6 +25,7 @@ VmgenError                  a runtime failure; exit code 1
 ├── UserDataInvalid
 ├── ProviderUnavailable
 ├── ProviderLimit
+├── BudgetExceeded
 ├── ProviderActionFailed
 ├── ResourceLeftBehind
 ├── WorkspaceNotRunning
@@ -197,6 +198,10 @@ class ProviderAuthError(UsageError):
 
 class ProviderLimit(VmgenError):
     """The provider's project hit a limit, or its API's rate limit."""
+
+
+class BudgetExceeded(VmgenError):
+    """A launch would take the month's spend past `budget_month`."""
 
 
 class ServerTypeUnavailable(UsageError):

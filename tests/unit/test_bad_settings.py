@@ -67,7 +67,7 @@ def test_a_bad_setting_stops_a_launch_before_anything_is_made(home: Path, variab
 def test_the_laptops_backup_target_is_the_checked_one(tmp_path: Path) -> None:
     settings = load_settings({"VMGEN_BACKUP_KEEP": "0"}, tmp_path / "absent.toml", tmp_path / "absent.env")
     with pytest.raises(ConfigError, match=r"^backup_keep \(VMGEN_BACKUP_KEEP\) is 0"):
-        target_from_settings(settings, "docker")
+        target_from_settings(settings, local_folders=True)
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,7 @@ class FakeProvider:
     public: bool = False
     user_data_limit: int = 1 << 20
     auto_bakes: bool = False
+    shares_local_folders: bool = False
     servers: dict[str, Workspace] = field(default_factory=dict)
     user_data: dict[str, str] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)

@@ -70,8 +70,9 @@ def load_vm_config(paths: VmPaths = VM) -> BackupConfig | None:
     return BackupConfig.from_toml(paths.backup_config.read_text(), str(paths.backup_config))
 
 
-def target_from_settings(settings: Any, provider: str) -> BackupTarget | None:
-    """The configured store: S3/R2 when a bucket is set, else a local folder (docker only)."""
+def target_from_settings(settings: Any, local_folders: bool) -> BackupTarget | None:
+    """The configured store: S3/R2 when a bucket is set, else a local folder when the provider's
+    VMs can see this machine's folders (`local_folders`)."""
     from .archive import DEFAULT_EXCLUDES
 
     common = {
@@ -98,13 +99,13 @@ def target_from_settings(settings: Any, provider: str) -> BackupTarget | None:
             secret_access_key=settings.r2_secret_access_key,
             **common,
         )
-    if provider == "docker":
+    if local_folders:
         return BackupTarget(kind=StoreKind.LOCAL, path=str(Path(settings.backup_dir).expanduser()), **common)
     return None
 
 
-def require_target(settings: Any, provider: str) -> BackupTarget:
-    target = target_from_settings(settings, provider)
+def require_target(settings: Any, provider: str, local_folders: bool) -> BackupTarget:
+    target = target_from_settings(settings, local_folders)
     if target is None:
         raise UsageError(f"no backup store for the {provider} provider: set r2_bucket, r2_endpoint and the R2 keys")
     return target

@@ -51,16 +51,23 @@ class WatchSettings:
     stall_minutes: float = setting(
         15, "minutes a turn may go without progress before it counts as stalled", minimum=0, laptop="idle_stall_minutes"
     )
+    # The hard lifetime: finite by default, so a workspace that something keeps busy still has an
+    # end to its bill.
     max_lifetime_hours: float = setting(
-        0, "hours after which the workspace acts whatever it does (0: off)", minimum=0, laptop="max_lifetime_hours"
+        72,
+        "hours after boot when the workspace acts whatever keeps it busy (0: off)",
+        minimum=0,
+        maximum=24 * 366,
+        laptop="max_lifetime_hours",
     )
     action: IdleAction = IdleAction.POWEROFF
     dry_run: bool = False
     provider: str = "docker"
     webhook_url: str = ""
-    # How the VM deletes itself (cloud providers): the metadata service and the API endpoint.
+    # How the VM deletes itself (cloud providers): the metadata service and the provider's API
+    # endpoint ("" for its default); `provider` picks the VM's half (vmgen.vmside.providers).
     metadata_url: str = ""
-    hcloud_endpoint: str = ""
+    api_endpoint: str = ""
     # With a domain: the zone whose records for this workspace go before the server does.
     dns_zone: str = ""
     dns_endpoint: str = ""
@@ -303,6 +310,10 @@ class VerdictRecord:
     held_for_seconds: float = 0.0  # what remains of the longest keepalive lease
     held_by: str = ""  # its reason
     by_lifetime: bool = False  # the deadline is the hard lifetime's
+    # The hard lifetime: its length and what is left of it at the verdict (the VM's monotonic
+    # clock); 0 hours when it is off. Absent from a VM before it was recorded (None).
+    lifetime_hours: float | None = None
+    lifetime_left_seconds: float = 0.0
 
 
 WATCH_CONDITIONS = ("working", "kept-alive", "human", "idle")

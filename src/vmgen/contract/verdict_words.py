@@ -135,3 +135,15 @@ __all__ = [
     "what_happens",
     "what_holds",
 ]
+
+
+def lifetime_words(state: WatchdogState, elapsed: float = 0.0) -> str:
+    """The hard lifetime: "72 h after boot; 71 h 58 min left (nothing extends it)", or that there
+    is none; "" from a VM that did not say."""
+    verdict = state.verdict
+    if verdict.lifetime_hours is None:
+        return ""
+    if not verdict.lifetime_hours:
+        return "none (max_lifetime_hours = 0): nothing bounds what a busy workspace costs"
+    left = verdict.lifetime_left_seconds - state.age_seconds - elapsed
+    return f"{in_words(verdict.lifetime_hours * 3600)} after boot; {in_words(left)} left (nothing extends it)"

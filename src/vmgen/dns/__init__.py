@@ -5,6 +5,7 @@ from __future__ import annotations
 from .cloudflare import (
     DEFAULT_ENDPOINT,
     PERMISSION,
+    TOKEN_SETTING,
     TTL,
     CloudflareDns,
     DnsRecord,
@@ -15,6 +16,7 @@ from .cloudflare import (
 __all__ = [
     "DEFAULT_ENDPOINT",
     "PERMISSION",
+    "TOKEN_SETTING",
     "TTL",
     "CloudflareDns",
     "DnsRecord",

@@ -48,6 +48,9 @@ class Settings:
     idle_interval_seconds: float = WATCH_DEFAULTS.interval_seconds
     max_lifetime_hours: float = WATCH_DEFAULTS.max_lifetime_hours
     idle_webhook_url: str = ""
+    # The most the month's workspaces may cost (the providers' currency; 0: no budget): a launch
+    # that would cross it is refused with the numbers (`vmgen cost` shows the month so far).
+    budget_month: float = 0
     desktop: bool = False
     ssh_public_keys: tuple[str, ...] = ()
     docker_image: str = "vmgen-ubuntu:24.04"

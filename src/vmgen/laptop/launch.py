@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..backup.target import BackupTarget
 from ..contract.documents import RestoreResult, WatchdogState
+from ..dns import TOKEN_SETTING as DNS_TOKEN_VARIABLE
 from ..errors import LeftoversExist, UsageError, WorkspaceExists
 from ..selfwheel import VmgenWheel, own_wheel
 from .builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
@@ -260,12 +261,12 @@ def _remove_what_was_made(
 
 def _check(spec: WorkspaceSpec, provider: Provider, options: LaunchOptions, progress: Progress) -> None:
     """Everything that can be checked before anything is made; a refusal leaves nothing behind."""
-    if spec.vmgen.local_wheels is not None and not getattr(provider, "shares_local_folders", False):
+    if spec.vmgen.local_wheels is not None and not provider.shares_local_folders:
         raise UsageError(
             f"vmgen_find_links must be a URL for the {provider.name} provider "
-            f"(a local folder can only be shared with docker workspaces)"
+            f"(its VMs cannot see this machine's folders)"
         )
-    if spec.local_backup_dir is not None and not getattr(provider, "shares_local_folders", False):
+    if spec.local_backup_dir is not None and not provider.shares_local_folders:
         raise UsageError(
             f"a local backup folder cannot be shared with a {provider.name} VM; configure an "
             f"S3/R2 store (r2_bucket, r2_endpoint and keys)"
@@ -323,7 +324,7 @@ def _render(
     if spec.host and options.dns is not None:
         self_delete = replace(
             self_delete,
-            secrets=(*self_delete.secrets, ("CLOUDFLARE_API_TOKEN", options.dns.token)),
+            secrets=(*self_delete.secrets, (DNS_TOKEN_VARIABLE, options.dns.token)),
             dns_endpoint=options.dns.endpoint,
         )
     user_data = render_user_data(

@@ -66,8 +66,8 @@ def wait_for_ssh(target_factory: Callable[[], SSHTarget | None], timeout: float,
     )
 
 
-# Opens one stream of FOLLOW_SCRIPT's output lines on the machine (over SSH, or docker exec for a
-# bake); closing the context ends it.
+# Opens one stream of FOLLOW_SCRIPT's output lines on the machine (over SSH, or the engine's exec for
+# a bake); closing the context ends it.
 LineStream = Callable[[], AbstractContextManager[Iterable[bytes]]]
 
 

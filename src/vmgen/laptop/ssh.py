@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import RemoteCommandFailed
-from .providers.base import SSHEndpoint
 from .state import WorkspaceState
+from .values import SSHEndpoint
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """Default catalog of the simulated cloud: three German/Finnish locations, the current cost-optimized
 server types, a deprecated one, one not offered in hel1, and a few system images.
 
-Location coordinates and descriptions are the real ones; prices are plausible, not current.
+Location coordinates and descriptions are the real ones; prices are plausible, not current, in
+the API's shape (model.Price): decimal strings, net with 10 places and gross with 16, gross = net
+plus 19 % VAT, as hcloud-python's fixture tests/unit/server_types/conftest.py records them
+(cx21 in fsn1: hourly net "0.0080000000", gross "0.0095200000000000").
 """
 
 from __future__ import annotations

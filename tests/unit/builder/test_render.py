@@ -18,8 +18,10 @@ from vmgen.errors import UserDataInvalid, UserDataTooLarge
 from vmgen.laptop.agents import AGENTS
 from vmgen.laptop.builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
 from vmgen.laptop.builder.render import written_files
-from vmgen.laptop.providers import USER_DATA_LIMITS
+from vmgen.laptop.providers import PROVIDERS, provider_class
 from vmgen.laptop.spec import GitSource, LocalSource, RestoreSource, VmgenInstall, WorkspaceSpec
+
+USER_DATA_LIMITS = {name: provider_class(name).user_data_limit for name in PROVIDERS}
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0KjgNlbgsqOgjCm2oFkXzBeX1LM tester@laptop"
 HOST_KEY = generate_host_key()

@@ -13,10 +13,12 @@ from vmgen.contract.enums import StoreKind
 from vmgen.contract.weblogin import WebLoginSettings
 from vmgen.laptop.builder import check_schema, check_size
 from vmgen.laptop.caddy import new_login
-from vmgen.laptop.providers import USER_DATA_LIMITS
+from vmgen.laptop.providers import PROVIDERS, provider_class
 from vmgen.laptop.spec import WebSpec
 
 from .test_render import files_of, make_spec, render
+
+USER_DATA_LIMITS = {name: provider_class(name).user_data_limit for name in PROVIDERS}
 
 LOGIN = new_login()
 SPEC = make_spec(web=WebSpec(domain="dev.example.com", preview_ports=(3000, 5173, 8000, 8080)), desktop=True)

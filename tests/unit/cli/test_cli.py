@@ -165,7 +165,7 @@ def test_broken_config_is_one_line(home: Path) -> None:
 
 
 def test_hetzner_without_a_token_is_one_line(home: Path) -> None:
-    result = vmgen(home, "sizes")
+    result = vmgen(home, "sizes", "--provider", "hetzner")
     assert result.returncode == 2
     assert "no Hetzner API token" in one_error_line(result)
 

@@ -440,3 +440,18 @@ def _wait_for(check, timeout: float = 60) -> bool:
             return True
         time.sleep(0.3)
     return False
+
+
+def test_server_type_prices_have_the_apis_shape(client) -> None:
+    """As hcloud-python's fixture (tests/unit/server_types/conftest.py) records them: per location,
+    hourly and monthly, net with 10 decimal places and gross with 16, gross = net + 19 % VAT."""
+    import re
+    from decimal import Decimal
+
+    cx33 = client.server_types.get_by_name("cx33")
+    assert cx33 is not None and {p["location"] for p in cx33.prices} == {"fsn1", "nbg1", "hel1"}
+    for price in cx33.prices:
+        for kind in ("price_hourly", "price_monthly"):
+            net, gross = price[kind]["net"], price[kind]["gross"]
+            assert re.fullmatch(r"\d+\.\d{10}", net) and re.fullmatch(r"\d+\.\d{16}", gross)
+            assert Decimal(gross) == Decimal(net) * Decimal("1.19")

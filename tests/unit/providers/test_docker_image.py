@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vmgen.laptop.providers.docker import SHIPPED_IMAGE
+from vmgen.laptop.providers.docker_engine import SHIPPED_IMAGE
 
 
 def test_the_dockerfile_is_shipped_in_the_package():

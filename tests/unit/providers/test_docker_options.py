@@ -1,4 +1,4 @@
-from vmgen.laptop.providers.docker import systemd_run_options
+from vmgen.laptop.providers.docker_engine import systemd_run_options
 
 
 def test_systemd_runs_without_privileged_on_cgroup_v1_and_v2() -> None:
@@ -18,7 +18,7 @@ def test_cgroup_v2_hosts_get_apparmor_unconfined_for_systemd_mounts() -> None:
 
 def test_a_workspace_mounts_only_its_own_folder_of_a_local_store(tmp_path) -> None:
     from vmgen.laptop.agents import AGENTS
-    from vmgen.laptop.providers.docker import backup_mounts
+    from vmgen.laptop.providers.docker_engine import backup_mounts
     from vmgen.laptop.spec import LocalSource, RestoreSource, VmgenInstall, WorkspaceSpec
 
     def spec_of(name: str, source: LocalSource | RestoreSource) -> WorkspaceSpec:

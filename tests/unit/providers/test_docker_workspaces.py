@@ -20,7 +20,8 @@ from docker.models.containers import Container
 
 from vmgen.errors import VmgenError, WorkspaceExists
 from vmgen.laptop.agents import AGENTS
-from vmgen.laptop.providers.docker import DockerProvider, container_name, volume_name
+from vmgen.laptop.providers.docker import DockerProvider
+from vmgen.laptop.providers.docker_engine import container_name, volume_name
 from vmgen.laptop.spec import GitSource, VmgenInstall, WorkspaceSpec
 from vmgen.laptop.stamps import BakedImage, ImageStamp
 
@@ -165,6 +166,13 @@ def test_a_container_its_idle_watchdog_stopped_says_so_and_which_backup_it_made(
         assert found.stopped_by is not None and found.stopped_by.backup_id == "20261207T120000Z-ab12"
     else:
         assert found.stopped_by is not None and found.stopped_by.backup_error == "store unreachable"
+
+
+def test_a_container_is_listed_at_no_price(engine, name) -> None:
+    """`vmgen list` shows every workspace's price per hour from its provider: 0 on this machine."""
+    others_workspace(engine, name)
+    found = DockerProvider(IMAGE, engine).get(name)
+    assert found is not None and found.price_hourly == 0.0
 
 
 def test_a_deleted_workspace_leaves_no_anonymous_volume(engine, name) -> None:

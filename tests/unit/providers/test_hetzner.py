@@ -277,16 +277,16 @@ def test_a_disk_kept_without_a_backup_is_listed_and_made_a_server_again(cloud, p
     from vmgen.contract.documents import WatchSettings
     from vmgen.contract.names import VmPaths
     from vmgen.errors import UsageError
-    from vmgen.vmside.idlewatch import actions
+    from vmgen.vmside.providers import hetzner as on_the_vm
 
     made = provider.create(spec("ws", size="large"), USER_DATA)
     server = next(s for s in cloud.state.servers.values() if s.name == "ws")
     paths = VmPaths(etc=tmp_path)
     paths.secrets.write_text(f"HCLOUD_TOKEN={cloud.token}\n")
-    monkeypatch.setattr(actions, "_metadata", lambda settings, key: str(server.id))
-    settings = WatchSettings(name="ws", provider="hetzner", hcloud_endpoint=cloud.api_endpoint)
-    snapshot = actions.snapshot_hetzner(settings, paths, wait=30)
-    actions.self_delete_hetzner(settings, paths)
+    monkeypatch.setattr(on_the_vm, "metadata", lambda settings, key: str(server.id))
+    settings = WatchSettings(name="ws", provider="hetzner", api_endpoint=cloud.api_endpoint)
+    snapshot = on_the_vm.PROVIDER.snapshot(settings, paths, wait=30)
+    on_the_vm.PROVIDER.delete(settings, paths)
     assert provider.get("ws") is None
 
     (kept,) = provider.kept_disks()

@@ -1,7 +1,7 @@
 """What a workspace installs, and the stamps that let a baked image skip it.
 
 One plan feeds both the provisioning script cloud-init runs on a stock image and the bake script
-Packer (or the docker provider) runs to make an image. Each step records a stamp in
+a provider's bake (or Packer) runs to make an image. Each step records a stamp in
 /etc/vmgen/stamps/<step> once it succeeded; a launch on an image whose stamp matches skips the
 step, and a mismatch (say, a newer vmgen) redoes that step alone.
 """
@@ -41,7 +41,7 @@ CODE_UI_CLI = f"{CODE_UI_ROOT}/server/cli.js"
 CODE_UI_SCHEMA = f"{CODE_UI_ROOT}/server/database/init.sql"
 # noVNC in the browser <- websockify <- x11vnc <- Xvfb with a light window manager.
 DESKTOP_PACKAGES = ("xvfb", "x11vnc", "openbox", "novnc", "websockify", "xterm")
-# After the bake script, before any snapshot (Packer's template and the docker bake alike): the
+# After the bake script, before any snapshot (Packer's template and every provider's bake alike): the
 # next boot is a new instance for cloud-init, sshd gets fresh host keys (vmgen hands each
 # workspace its own, pinned on the laptop), and a launch follows its own phase log, not the bake's.
 BAKE_CLEANUP = (

@@ -24,6 +24,7 @@ from ...contract import codec
 from ...contract.documents import (
     BACKUP_DEFAULTS,
     HOOK_EVENTS,
+    WATCH_DEFAULTS,
     BackupConfig,
     BackupTarget,
     RestoreRequest,
@@ -45,11 +46,12 @@ from ...contract.names import (
     VmPaths,
 )
 from ...contract.weblogin import WebLoginSettings
+from ...dns import TOKEN_SETTING as DNS_TOKEN_VARIABLE
 from ...errors import UsageError
 from ..caddy import WEB_BAN, Login, WebAccess, render_caddyfile
 from ..caddy.auth import USER
-from ..providers.base import SelfDelete
 from ..spec import GitSource, RestoreSource, WorkspaceSpec
+from ..values import SelfDelete
 from .hostkeys import HostKey
 from .install import CODE_UI_CLI, CODE_UI_SCHEMA, InstallPlan, plan_of
 
@@ -58,7 +60,7 @@ from .install import CODE_UI_CLI, CODE_UI_SCHEMA, InstallPlan, plan_of
 class RenderOptions:
     host_key: HostKey
     # How the watchdog removes this VM; its secrets land in a root-only file.
-    self_delete: SelfDelete = SelfDelete(provider="docker")  # noqa: RUF009 - frozen: one shared default is safe
+    self_delete: SelfDelete = SelfDelete(provider=WATCH_DEFAULTS.provider)  # noqa: RUF009 - frozen: one shared default is safe
     # The store and public recipient for this workspace's backups, if any (never the identity).
     backup: tuple[BackupTarget, str] | None = None
     # With a domain: the web login, of which only the password's verifier reaches the VM.
@@ -93,7 +95,7 @@ NAMES: dict[str, Any] = {
 
 class _BlockDumper(yaml.SafeDumper):
     """Multi-line strings (scripts, units) as literal blocks: a quoted scalar escapes every newline
-    and quote, and Hetzner takes at most 32 KiB of user-data. The emitter still quotes a string
+    and quote, and a cloud may take as little as 32 KiB of user-data. The emitter still quotes a string
     that a block cannot hold exactly (trailing spaces, control characters)."""
 
 
@@ -125,8 +127,8 @@ def _environment() -> jinja2.Environment:
 def without_comment_lines(text: str) -> str:
     """Drop whole-line `#` comments (keeping a first-line shebang). Every template rendered into
     user-data is a format where `#` starts a comment (shell, Python heredocs, systemd, sshd,
-    fail2ban, tmpfiles); the comments explain the templates to their readers here, and Hetzner
-    takes at most 32 KiB of user-data."""
+    fail2ban, tmpfiles); the comments explain the templates to their readers here, and a cloud
+    may take as little as 32 KiB of user-data."""
     lines = text.splitlines(keepends=True)
     return "".join(
         line
@@ -248,7 +250,7 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
 
 
 def render_bake_script(plan: InstallPlan) -> str:
-    """The install steps alone, each recording its stamp: what Packer or the docker provider runs
+    """The install steps alone, each recording its stamp: what a provider's bake (or Packer) runs
     on a fresh VM before snapshotting it."""
     return without_comment_lines(_environment().get_template("bake.sh.j2").render(**_install_context(plan)))
 
@@ -401,7 +403,7 @@ def _watch_settings(spec: WorkspaceSpec, self_delete: SelfDelete) -> WatchSettin
     """The watchdog's settings: every value is vmgen's own (validated numbers, fixed words,
     provider URLs)."""
     w = spec.watchdog
-    dns = bool(spec.web.domain and dict(self_delete.secrets).get("CLOUDFLARE_API_TOKEN"))
+    dns = bool(spec.web.domain and dict(self_delete.secrets).get(DNS_TOKEN_VARIABLE))
     return WatchSettings(
         name=spec.name,
         workspace=spec.repo_dir,
@@ -416,7 +418,7 @@ def _watch_settings(spec: WorkspaceSpec, self_delete: SelfDelete) -> WatchSettin
         provider=self_delete.provider,
         webhook_url=w.webhook_url,
         metadata_url=self_delete.metadata_url,
-        hcloud_endpoint=self_delete.api_endpoint,
+        api_endpoint=self_delete.api_endpoint,
         dns_zone=spec.web.domain if dns else "",
         preview_dns_zone=spec.web.preview_domain if dns else "",
         dns_endpoint=self_delete.dns_endpoint if dns else "",

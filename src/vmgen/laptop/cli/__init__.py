@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401 - register commands
     backups,
+    cost_cmd,
     identities_cmd,
     images,
     launching,

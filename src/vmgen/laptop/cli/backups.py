@@ -13,7 +13,7 @@ from ...backup.target import open_store, require_target, target_on_vm
 from ...contract.names import VM
 from ...errors import UsageError, WorkspaceExists
 from ..identities import load_for_restore, recipient_path
-from ..providers import PROVIDERS, Workspace
+from ..providers import PROVIDERS, Workspace, shares_local_folders
 from ..spec import RestoreSource, validate_name
 from ..ssh import default_identities
 from ..workspace_client import SshWorkspaceClient
@@ -87,7 +87,8 @@ def backups(name: str | None, provider: str | None) -> None:
     """Every backup in the store (of NAME, or of all workspaces)."""
     from ...backup.manifest import list_backups
 
-    store_target = require_target(settings(), provider or settings().provider)
+    whose = provider or settings().provider
+    store_target = require_target(settings(), whose, shares_local_folders(whose))
     found = list_backups(open_store(store_target), name)
     if not found:
         err.print(f"no backups{f' of {name}' if name else ''} in {store_target.describe()}")
@@ -134,7 +135,9 @@ def already_there(there: Workspace, name: str, target_name: str, provider: str) 
 @click.option("--keep-on-failure", is_flag=True, help="Keep the new VM for inspection if the restore fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (with step timings).")
 @click.option(
-    "--snapshot", "snapshot", help="From the snapshot NAME's idle action kept of its disk without a backup (hetzner)."
+    "--snapshot",
+    "snapshot",
+    help="From the snapshot NAME's idle action kept of its disk without a backup (where the provider keeps them).",
 )
 def restore(
     name: str,
@@ -160,7 +163,7 @@ def restore(
     chosen = provider_named(provider)
     if (there := chosen.get(target_name)) is not None:
         raise WorkspaceExists(already_there(there, name, target_name, chosen.name))
-    store_target = require_target(settings(), chosen.name)
+    store_target = require_target(settings(), chosen.name, chosen.shares_local_folders)
     store = open_store(store_target)
     manifest = read_manifest(store, name, backup_id) if backup_id else latest_backup(store, name)
     # A broken or damaged chain is said before a VM is made: every link's manifest, the size

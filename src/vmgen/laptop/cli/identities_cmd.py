@@ -15,6 +15,7 @@ from ...backup.crypto import is_protected
 from ...backup.target import open_store, target_from_settings
 from ...errors import UsageError, VmgenError
 from ..identities import backups_encrypted_to, discard_identity, identity_names, identity_path
+from ..providers import shares_local_folders
 from ..spec import validate_name
 from ..state import WorkspaceState, name_lock
 from .app import err, out, settings
@@ -22,7 +23,7 @@ from .app import err, out, settings
 
 def _backups(name: str) -> str:
     """How many of NAME's backups in the configured store need its identity, as a cell."""
-    target = target_from_settings(settings(), settings().provider)
+    target = target_from_settings(settings(), shares_local_folders(settings().provider))
     if target is None:
         return "?"
     try:
@@ -42,7 +43,7 @@ def identities(ctx: click.Context) -> None:
     if not names:
         err.print("no backup identities on this machine")
         return
-    target = target_from_settings(settings(), settings().provider)
+    target = target_from_settings(settings(), shares_local_folders(settings().provider))
     table = Table(box=None, header_style="bold")
     for column in ("NAME", "WORKSPACE", "BACKUPS", "PASSPHRASE", "FILE"):
         table.add_column(column)

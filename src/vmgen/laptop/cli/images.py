@@ -10,17 +10,17 @@ from rich.table import Table
 
 from ...errors import UsageError, VmgenError
 from ..agents import AGENTS
-from ..config import Settings, state_dir
-from ..owner import describe_owner, owned, owner_labels
-from ..providers import PROVIDERS
-from ..stamps import BakedImage, label_value
+from ..config import Settings
+from ..owner import describe_owner, owned
+from ..providers import PROVIDERS, provider_class
+from ..stamps import BakedImage
+from ..values import BakeOptions
 from .app import age, err, out, progress, provider_named, settings
 from .launching import vmgen_install
 
 if TYPE_CHECKING:
     from ..builder.install import InstallPlan
     from ..providers import Provider
-    from ..providers.hetzner import HetznerProvider
 
 
 def current_plan(s: Settings) -> InstallPlan:
@@ -46,18 +46,19 @@ def image() -> None:
 
 @image.command("build")
 @click.option("--provider", type=click.Choice(PROVIDERS), help="Whose image to bake (default: the configured one).")
-@click.option("--packer", "with_packer", is_flag=True, help="Hetzner: bake with Packer (hcloud plugin) instead.")
+@click.option(
+    "--packer", "with_packer", is_flag=True, help="Bake with Packer instead (providers with a Packer plugin)."
+)
 @click.option("--if-missing", is_flag=True, hidden=True, help="auto_bake's: only if no image has the plan yet.")
 def build(provider: str | None, with_packer: bool, if_missing: bool) -> None:
     """Bake an image with the agent, vmgen and the packages installed."""
     chosen = provider_named(provider)
     plan = current_plan(settings())
     if with_packer:
-        from ..providers.hetzner import HetznerProvider
-
-        if not isinstance(chosen, HetznerProvider):
-            raise UsageError("--packer bakes Hetzner snapshots only")
-        _build_with_packer(chosen, plan)
+        if "packer" not in chosen.bake_methods:
+            able = [name for name in PROVIDERS if "packer" in provider_class(name).bake_methods]
+            raise UsageError(f"--packer bakes {' and '.join(able)} images only, not {chosen.name}'s")
+        _bake(chosen, plan, method="packer")
         return
     if not if_missing:
         _bake(chosen, plan)
@@ -74,61 +75,20 @@ def build(provider: str | None, with_packer: bool, if_missing: bool) -> None:
             _bake(chosen, plan)
 
 
-def _bake(chosen: Provider, plan: InstallPlan) -> None:
-    from ..providers.docker import DockerProvider
-    from ..providers.hetzner import HetznerProvider
+def _bake(chosen: Provider, plan: InstallPlan, method: str = "") -> None:
+    from ...selfwheel import own_wheel
 
-    if isinstance(chosen, DockerProvider):
-        from ...selfwheel import own_wheel
-        from ..providers.docker_bake import bake
-
-        with progress("baking a docker image") as update:
-            baked = bake(chosen, plan, own_wheel(), update)
-        err.print(f"[green]baked[/] {baked.name} ({baked.stamp.describe()}); your launches use it from now on")
+    s = settings()
+    options = BakeOptions(size=s.size, ssh_public_keys=s.ssh_public_keys, method=method)
+    with progress(f"baking an image on {chosen.name}") as update:
+        baked = chosen.bake(plan, own_wheel(), update, options)
+    if baked is None:  # the bake's own tool made and reported it
+        err.print(f"[green]baked[/] an image ({plan.stamp.describe()}); your launches use it from now on")
         return
-    assert isinstance(chosen, HetznerProvider)
-    from ...selfwheel import own_wheel
-    from ..spec import discover_public_keys
-    from ..ssh import default_identities
-
-    s = settings()
-    keys = discover_public_keys(s.ssh_public_keys)
-    if not keys:
-        raise UsageError("baking on Hetzner needs an SSH key: `ssh-keygen -t ed25519` (or set ssh_public_keys)")
-    with progress("baking a Hetzner snapshot on a build server") as update:
-        baked = chosen.bake(plan, own_wheel(), update, size=s.size, public_key=keys[0], identities=default_identities())
     err.print(
-        f"[green]baked[/] {baked.name} (snapshot {baked.ref}); your launches use it from now on; "
-        f"{chosen.image_cost_note()}"
+        f"[green]baked[/] {baked.name} ({baked.stamp.describe()}; id {baked.ref[:20]}); your launches use it "
+        f"from now on; {chosen.image_cost_note()}"
     )
-
-
-def _build_with_packer(provider: HetznerProvider, plan: InstallPlan) -> None:
-    from ...selfwheel import own_wheel
-    from ..builder.render import render_bake_script
-    from ..packer import build_with_packer, write_build_dir
-    from ..packer.template import SnapshotBuild
-    from ..providers.hetzner_sizes import bake_type
-
-    s = settings()
-    server_type = bake_type(provider.offers(s.region), s.size, s.region).name
-    directory = state_dir() / "packer"
-    write_build_dir(
-        directory,
-        SnapshotBuild(
-            base_image=provider.image,
-            location=s.region,
-            server_type=server_type,
-            stamp=plan.stamp,
-            endpoint=s.hcloud_endpoint,
-            owner=tuple(owner_labels(label_value).items()),
-        ),
-        render_bake_script(plan),
-        own_wheel(),
-    )
-    with progress("baking a Hetzner snapshot with Packer") as update:
-        build_with_packer(directory, s.hcloud_token, update)
-    err.print(f"[green]baked[/] a snapshot ({plan.stamp.describe()}); your launches use it from now on")
 
 
 def visible(images: list[BakedImage], everyone: bool) -> list[BakedImage]:

@@ -6,19 +6,20 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import click
 
 from ...backup.target import BackupTarget, target_from_settings, target_on_vm
-from ...contract.documents import WatchdogState
+from ...contract.documents import WATCH_DEFAULTS, WatchdogState
 from ...contract.enums import IdleAction, StoreKind
 from ...errors import InvalidSpec, UsageError, VmgenError
 from ..agents import AGENT_SESSION
 from ..config import Settings
 from ..handover import laptop_extras
-from ..providers import USER_DATA_LIMITS
+from ..providers import PROVIDERS, provider_class
 from ..spec import (
     SIZE_PRESETS,
     RestoreSource,
@@ -50,7 +51,7 @@ def agent_env(s: Settings, agent_variables: tuple[str, ...]) -> dict[str, str]:
 def spec_options(function: Command) -> Command:
     options = [
         click.option("--name", help="Workspace name (default: from the repository)."),
-        click.option("--provider", type=click.Choice(sorted(USER_DATA_LIMITS)), help="Where to run it."),
+        click.option("--provider", type=click.Choice(PROVIDERS), help="Where to run it."),
         click.option("--agent", help="claude (default), codex, aider, gemini or opencode."),
         click.option("--agent-version", help="Version pin for the agent CLI (default: latest)."),
         click.option("--size", help="Size preset: small, medium or large."),
@@ -66,6 +67,12 @@ def spec_options(function: Command) -> Command:
             help="Minutes before it acts that the watchdog warns (tmux, wall, the page, `vmgen list`).",
         ),
         click.option("--idle-interval", type=float, help="Seconds between the watchdog's looks (default 30)."),
+        click.option(
+            "--max-lifetime",
+            type=float,
+            help="Hours after boot when the idle action runs whatever keeps the workspace busy "
+            f"(default {WATCH_DEFAULTS.max_lifetime_hours:g}; 0: off).",
+        ),
         click.option(
             "--idle-action",
             type=click.Choice(("auto", *IdleAction)),
@@ -132,6 +139,23 @@ def print_web_access(spec: WorkspaceSpec, options: LaunchOptions) -> None:
         err.print(f"  web:      vmgen open {spec.name}")
 
 
+def check_budget(provider: Provider, spec: WorkspaceSpec) -> None:
+    """Refuse, before anything is made, a launch that would take the month past budget_month."""
+    budget = settings().budget_month
+    if budget <= 0:
+        return
+    from ...errors import BudgetExceeded
+    from ..cost import budget_refusal, total
+    from .cost_cmd import month_lines
+
+    now = datetime.now(UTC)
+    refusal = budget_refusal(
+        budget, total(month_lines(now)), provider.price_hourly(spec), spec.watchdog.max_lifetime_hours, now
+    )
+    if refusal:
+        raise BudgetExceeded(refusal)
+
+
 def build_spec(
     source: str | RestoreSource, opts: dict[str, Any], backup: BackupTarget | None = None, provider: str = ""
 ) -> WorkspaceSpec:
@@ -146,7 +170,10 @@ def build_spec(
     else:
         action = IdleAction(chosen)
     if action == IdleAction.BACKUP_THEN_DELETE and backup is None:
-        raise UsageError("idle action 'backup-then-delete' needs a backup store (r2_bucket, or the docker provider)")
+        raise UsageError(
+            "idle action 'backup-then-delete' needs a backup store (r2_bucket, or a local folder on a provider "
+            "that shares this machine's folders)"
+        )
     spec = make_spec(
         source,
         name=opts.get("name"),
@@ -154,8 +181,7 @@ def build_spec(
         agent_version=opts.get("agent_version") or s.agent_version,
         size=opts.get("server_type") or opts.get("size") or s.size,
         region=opts.get("region") or s.region,
-        # The configured image names a cloud image; docker workspaces use docker_image.
-        image=opts.get("image") or (s.image if provider != "docker" else ""),
+        image=opts.get("image") or (provider_class(provider).configured_image(s) if provider else s.image),
         idle_minutes=opts["idle_minutes"] if opts.get("idle_minutes") is not None else s.idle_minutes,
         desktop=opts["desktop"] if opts.get("desktop") is not None else s.desktop,
         configured_keys=s.ssh_public_keys,
@@ -167,7 +193,7 @@ def build_spec(
             interval_seconds=(
                 opts["idle_interval"] if opts.get("idle_interval") is not None else s.idle_interval_seconds
             ),
-            max_lifetime_hours=s.max_lifetime_hours,
+            max_lifetime_hours=(opts["max_lifetime"] if opts.get("max_lifetime") is not None else s.max_lifetime_hours),
             webhook_url=s.idle_webhook_url,
         ),
         vmgen=vmgen_install(s),
@@ -182,9 +208,10 @@ def build_spec(
             preview_domain=s.preview_domain.lower().strip("."),
         ),
     )
-    if spec.host and provider == "docker":
+    if spec.host and provider and not provider_class(provider).public:
         raise UsageError(
-            f"docker workspaces have no public address for {spec.host}; launch without --domain and use `vmgen open`"
+            f"{provider} workspaces have no public address for {spec.host}; "
+            "launch without --domain and use `vmgen open`"
         )
     if backup is not None and backup.kind == StoreKind.LOCAL:
         spec = dataclasses.replace(spec, local_backup_dir=Path(backup.path))
@@ -213,8 +240,9 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
     from ..launch import LaunchOptions, launch as launch_workspace
 
     provider = provider_named(opts.get("provider"))
-    target = target_from_settings(settings(), provider.name)
+    target = target_from_settings(settings(), provider.shares_local_folders)
     spec = build_spec(source, opts, target, provider.name)
+    check_budget(provider, spec)
     credentials, gitconfig = laptop_extras(copy_claude_login)
     environment = agent_env(settings(), spec.agent.key_variables)
     options = LaunchOptions(
@@ -329,15 +357,15 @@ def print_first_verdict(verdict: WatchdogState | None) -> None:
 def render(source: str, **opts: Any) -> None:
     """Print the cloud-init user-data for SOURCE; nothing is created."""
     from ..builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
-    from ..providers.base import SelfDelete
+    from ..providers import redacted_self_delete
 
     provider = opts.get("provider") or settings().provider
     spec = build_spec(source, opts, provider=provider)
     # Rendering contacts no provider: the self-delete settings are shown with secrets redacted.
-    self_delete = SelfDelete(provider, secrets=(("HCLOUD_TOKEN", "x"),) if provider == "hetzner" else ())
+    self_delete = redacted_self_delete(provider)
     user_data = render_user_data(
         spec, RenderOptions(host_key=generate_host_key(), self_delete=self_delete, redact_secrets=True)
     )
-    check_size(user_data, USER_DATA_LIMITS[provider], provider)
+    check_size(user_data, provider_class(provider).user_data_limit, provider)
     check_schema(user_data)
     click.echo(user_data, nl=False)

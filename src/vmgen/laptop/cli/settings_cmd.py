@@ -19,6 +19,7 @@ from ...backup.target import target_from_settings
 from ...contract import settings as declarations
 from ...contract.documents import BackupTarget, WatchSettings
 from ..config import Settings
+from ..providers import shares_local_folders
 from .app import err, main, out, settings
 
 # What each setting the VM's documents declare takes, as its note when nothing else is said.
@@ -60,7 +61,7 @@ def effective(s: Settings, key: str, value: Any) -> tuple[Any, str]:
     if key == "backup_excludes" and not value:
         return list(DEFAULT_EXCLUDES), "default"
     if key == "idle_action" and value == "auto":
-        store = target_from_settings(s, s.provider)
+        store = target_from_settings(s, shares_local_folders(s.provider))
         meaning = "backup-then-delete" if store is not None else "poweroff"
         why = f"{s.provider} has a backup store" if store is not None else f"no backup store for {s.provider}"
         return value, f"= {meaning} ({why})"
@@ -73,5 +74,5 @@ def effective(s: Settings, key: str, value: Any) -> tuple[Any, str]:
     if key == "vmgen_index_url" and not value and not s.vmgen_find_links:
         return value, "default: PyPI"
     if key == "max_lifetime_hours" and not value:
-        return value, "off"
+        return value, "off: nothing bounds what a busy workspace costs"
     return value, TAKES.get(key, "")

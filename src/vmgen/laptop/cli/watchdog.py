@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ...contract import codec
 from ...contract.documents import WatchdogState, parse_duration
-from ...contract.verdict_words import verdict_word, what_happens, what_holds
+from ...contract.verdict_words import lifetime_words, verdict_word, what_happens, what_holds
 from ...errors import StatusUnavailable
 from ..state import WorkspaceState
 from ..workspace_client import SshWorkspaceClient
@@ -65,6 +65,8 @@ def format_status(name: str, state: WatchdogState, elapsed: float = 0.0) -> Tabl
         ago = state.updated_at - seen + state.age_seconds + elapsed  # both times on the VM's clock
         table.add_row(f"last {source}", f"{age_seconds(ago)} ago" if seen else "never")
     table.add_row("next action", escape(what_happens(state, elapsed)))
+    if lifetime := lifetime_words(state, elapsed):
+        table.add_row("hard lifetime", escape(lifetime))
     if state.acting is not None:  # the idle action or the hard lifetime is under way
         table.add_row("acting", escape(f"{state.acting.step}: {state.acting.detail}"))
     if state.dry_run:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from ..agent_screen import why_prompts_are_lost
 from ..agents import AGENT_SESSION
 from ..identities import backups_encrypted_to, discard_identity, has_identity, identity_path
 from ..owner import describe_owner, owned
-from ..providers import PROVIDERS, Workspace, get_provider
+from ..providers import PROVIDERS, Workspace, shares_local_folders
 from ..spec import resolve_agent
 from ..ssh import default_identities, interactive, remote
 from ..state import WorkspaceRecord, WorkspaceState, all_records, busy_with, name_lock
@@ -189,34 +188,26 @@ def idle_warnings(running: list[Workspace]) -> list[str]:
 
 @main.command()
 @click.option("--location", help="Only this location (default: all).")
-def sizes(location: str | None) -> None:
-    """Hetzner server types per location, with prices from the API."""
-    from ..providers.hetzner import HetznerProvider
-    from ..providers.hetzner_sizes import PRESETS, choose_type
-
-    provider = get_provider("hetzner", settings())
-    assert isinstance(provider, HetznerProvider)
+@click.option("--provider", type=click.Choice(PROVIDERS), help="Whose sizes (default: the configured one).")
+def sizes(location: str | None, provider: str | None) -> None:
+    """The sizes a provider offers per location, with prices from its price source."""
+    chosen = provider_named(provider)
     table = Table(box=None, header_style="bold")
     for column in ("LOCATION", "TYPE", "PRESET", "VCPU", "RAM GB", "DISK GB", "€/H", "€/MONTH"):
         table.add_column(column)
-    for loc in [location] if location else provider.locations():
-        offers = [o for o in provider.offers(loc) if o.usable]
-        presets = {}
-        for preset in PRESETS:
-            with contextlib.suppress(VmgenError):
-                presets[choose_type(offers, preset, loc).name] = preset
-        for o in sorted(offers, key=lambda o: (o.cores, o.memory_gb, o.name)):
-            table.add_row(
-                loc,
-                o.name,
-                presets.get(o.name, ""),
-                str(o.cores),
-                f"{o.memory_gb:g}",
-                str(o.disk_gb),
-                f"{o.price_hourly:.4f}",
-                f"{o.price_monthly:.2f}",
-            )
+    for size in chosen.sizes(location):
+        table.add_row(
+            size.location,
+            size.name,
+            size.preset,
+            str(size.cores),
+            f"{size.memory_gb:g}",
+            str(size.disk_gb),
+            f"{size.price_hourly:.4f}" if size.price_hourly is not None else "-",
+            f"{size.price_monthly:.2f}" if size.price_monthly is not None else "-",
+        )
     out.print(table)
+    err.print(f"prices: {chosen.price_source}")
 
 
 @main.command()
@@ -328,7 +319,7 @@ def settle_identity(name: str, state: WorkspaceState, record: WorkspaceRecord | 
     if state.has(WorkspaceState.NEW_IDENTITY):
         discard_identity(name)
         return "its backup identity went with it (it never came up: nothing was encrypted to it)"
-    target = target_from_settings(settings(), record.provider if record else settings().provider)
+    target = target_from_settings(settings(), shares_local_folders(record.provider if record else settings().provider))
     kept = f"kept its backup identity {identity_path(name)}"
     if target is None:
         return f"{kept}: no backup store is configured to tell whether backups need it (`vmgen identities`)"

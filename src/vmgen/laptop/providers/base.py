@@ -1,28 +1,39 @@
-"""The Provider protocol: the few operations vmgen needs from any place that runs a VM."""
+"""The Provider protocol: what vmgen needs from any place that runs a VM.
+
+A provider is a class in its own module, named once in the registry (`providers/__init__.py`).
+Its traits are class attributes, read without contacting it (`vmgen render`, `vmgen config
+show`); its operations are methods of an instance made `from_settings`. Nothing outside the
+providers' packages (this one, and `vmside/providers/` for the VM's half) names a provider."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 # Spelled once, in the contract: a VM labels a snapshot of itself with them too.
-from ...contract.enums import WorkspaceStatus
 from ...contract.names import LABEL, OWNER_ID_LABEL, OWNER_LABEL, WS_LABEL
 from ..owner import owned, owner_labels
 from ..spec import WorkspaceSpec
 from ..stamps import BakedImage
+from ..values import BakeOptions, KeptDisk, Leftover, SelfDelete, Size, SSHEndpoint, StopReason, Workspace
+
+if TYPE_CHECKING:
+    from ...selfwheel import VmgenWheel
+    from ..builder.install import InstallPlan
+    from ..config import Settings
 
 __all__ = [
     "LABEL",
     "OWNER_ID_LABEL",
     "OWNER_LABEL",
     "WS_LABEL",
+    "BakeOptions",
     "KeptDisk",
     "Leftover",
     "Provider",
     "SSHEndpoint",
     "SelfDelete",
+    "Size",
     "StopReason",
     "Workspace",
     "owned",
@@ -30,91 +41,42 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class SSHEndpoint:
-    host: str
-    port: int = 22
-    user: str = "agent"
-
-
-@dataclass(frozen=True)
-class StopReason:
-    """Why a stopped workspace stopped, as the provider read it off the VM's disk: its idle
-    watchdog's action (which backs up first, when it has a store)."""
-
-    at: float  # wall clock: when its backup finished (or failed)
-    backup_id: str = ""  # the verified backup made just before it stopped
-    backup_error: str = ""  # why the backup it tried failed (the data stays on the disk)
-
-
-@dataclass(frozen=True)
-class Workspace:
-    name: str
-    provider: str
-    status: WorkspaceStatus
-    created_at: datetime
-    ssh: SSHEndpoint | None
-    server_type: str = ""
-    address: str = ""
-    price_hourly: float | None = None
-    owner: str = ""  # user@host; "" when made before vmgen recorded owners
-    owner_id: str = ""  # the maker's owner id (see owner.py); "" when made before owner ids
-    # Why it is stopped, when the provider can tell (its idle watchdog, and whether it backed up).
-    stopped_by: StopReason | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.status == WorkspaceStatus.RUNNING
-
-
-@dataclass(frozen=True)
-class Leftover:
-    """Something of a workspace that outlived it (a cleanup that was cut short): not a workspace,
-    but it holds the name until `vmgen destroy NAME` removes it."""
-
-    name: str
-    what: str  # for people: "volume vmgen-app-home"
-    owner: str = ""
-    owner_id: str = ""
-
-
-@dataclass(frozen=True)
-class KeptDisk:
-    """A workspace's disk its idle action or hard lifetime kept as a provider snapshot, having no
-    verified backup to delete it after; `vmgen restore NAME --snapshot ID` makes the server again."""
-
-    name: str
-    snapshot: str  # the provider's id
-    created_at: datetime
-    size_gb: float | None = None
-    owner: str = ""
-    owner_id: str = ""
-
-
-@dataclass(frozen=True)
-class SelfDelete:
-    """What the VM's watchdog needs to remove its own server through the provider."""
-
-    provider: str
-    metadata_url: str = ""
-    api_endpoint: str = ""
-    # Root-only on the VM (/etc/vmgen/provider.env); the agent user cannot read it.
-    secrets: tuple[tuple[str, str], ...] = ()
-    # With a domain, the Cloudflare API the watchdog removes the workspace's records through.
-    dns_endpoint: str = ""
-    # (host, port) pairs only root may reach: the metadata service.
-    metadata_blocks: tuple[tuple[str, int | None], ...] = (("169.254.169.254", None),)
-
-
 class Provider(Protocol):
+    # --- traits: class attributes, known without contacting the provider -----------------------
     name: str
-    # Whether the VM has a public address (DNS names and HTTPS make sense for it).
-    public: bool
     # Largest user-data the provider accepts, in bytes.
     user_data_limit: int
+    # Whether the VM has a public address (DNS names and HTTPS make sense for it).
+    public: bool
+    # Whether the VM sees this machine's folders (a local backup store, a local wheel folder).
+    shares_local_folders: bool
+    # Whether a stopped workspace keeps its disk and its bill (a cloud server that is only off).
+    stop_bills: bool
+    # Whether the provider keeps a disk as a snapshot when its idle action had no backup
+    # (`kept_disks`, `vmgen restore NAME --snapshot ID`).
+    snapshots: bool
     # Whether a cold launch bakes its install plan in the background unless auto_bake says no:
     # on a cloud, every launch pays for its installs in minutes; a local engine pays in disk.
     auto_bakes: bool
+    # The VM's metadata service (only root may reach it), or "" when it has none.
+    metadata_address: str
+    # Where the prices `vmgen list` and `vmgen sizes` show come from, for people.
+    price_source: str
+    # Ways `vmgen image build` can bake besides the provider's own ("packer").
+    bake_methods: tuple[str, ...]
+    # The variables of the root-only secrets file its VM's self-delete reads (shown redacted by
+    # `vmgen render`).
+    secret_variables: tuple[str, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Provider:
+        """The provider as the user configured it (its credentials, region, base image)."""
+        ...
+
+    @classmethod
+    def configured_image(cls, settings: Settings) -> str:
+        """The image a launch names from the settings ("" for the provider's own default)."""
+        ...
 
     def check(self, spec: WorkspaceSpec) -> None:
         """Refuse, before anything is made, what this provider cannot make (a size it does not
@@ -174,4 +136,21 @@ class Provider(Protocol):
 
     def image_cost_note(self) -> str:
         """What keeping a baked image costs, for the moment one is made."""
+        ...
+
+    def bake(
+        self, plan: InstallPlan, wheel: VmgenWheel, progress: Callable[[str], None], options: BakeOptions
+    ) -> BakedImage | None:
+        """Bake the install plan into an image later launches boot from (`options.method`: one of
+        `bake_methods`, or "" for the provider's own way); None when the bake's own tool made
+        and reported the image (Packer)."""
+        ...
+
+    def price_hourly(self, spec: WorkspaceSpec) -> float | None:
+        """What the spec's server costs an hour from the price source, before it is made (None:
+        the provider does not say)."""
+        ...
+
+    def sizes(self, location: str | None = None) -> list[Size]:
+        """What a workspace can be sized as (every location when none is given), with prices."""
         ...

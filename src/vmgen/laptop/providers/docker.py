@@ -15,17 +15,15 @@ import io
 import os
 import secrets
 import tarfile
-import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING
 
 import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
-from docker.models.images import Image
 
-from ...backup.manifest import workspace_prefix
 from ...contract import codec
 from ...contract.documents import WATCHDOG_TRIGGER, BackupResult, clean_text
 from ...contract.enums import WorkspaceStatus
@@ -40,22 +38,42 @@ from ...errors import (
     WorkspaceNotFound,
 )
 from ..interrupts import interrupts_deferred
-from ..spec import SIZE_PRESETS, RestoreSource, WorkspaceSpec
-from ..stamps import AGENT_VERSION_LABEL, BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
+from ..spec import SIZE_PRESETS, WorkspaceSpec
+from ..stamps import BAKED_LABEL, BASE_LABEL, BakedImage, label_value
 from .base import (
     LABEL,
     OWNER_ID_LABEL,
     OWNER_LABEL,
     WS_LABEL,
+    BakeOptions,
     KeptDisk,
     Leftover,
     SelfDelete,
+    Size,
     SSHEndpoint,
     StopReason,
     Workspace,
     owned,
     owner_labels,
 )
+from .docker_engine import (
+    LAUNCH_LABEL,
+    SHIPPED_IMAGE,
+    _docker_time,
+    backup_mounts,
+    baked_image,
+    boot_with_seed,
+    container_name,
+    image_id,
+    systemd_run_options,
+    unreachable_engine,
+    volume_name,
+)
+
+if TYPE_CHECKING:
+    from ...selfwheel import VmgenWheel
+    from ..builder.install import InstallPlan
+    from ..config import Settings
 
 # A container's state in vmgen's words (Docker's "paused" and "dead" are states vmgen never
 # makes: unknown).
@@ -66,173 +84,21 @@ DOCKER_STATUS = {
     "restarting": WorkspaceStatus.STARTING,
     "removing": WorkspaceStatus.DELETING,
 }
-SEED_DIR = "var/lib/cloud/seed/nocloud"  # where cloud-init's NoCloud datasource looks
-# Built by vmgen itself from the Dockerfile it ships, when missing.
-SHIPPED_IMAGE = "vmgen-ubuntu:24.04"
-
-
-# Each create marks what it makes with a token of its own, and removes only what carries it.
-LAUNCH_LABEL = "vmgen-launch"
-
-
-def container_name(workspace: str) -> str:
-    return f"vmgen-{workspace}"
-
-
-def volume_name(workspace: str) -> str:
-    return f"vmgen-{workspace}-home"
-
-
-def systemd_run_options(cgroup_version: str) -> dict[str, Any]:
-    """Options that let systemd run as PID 1 without --privileged.
-
-    systemd needs a writable view of its cgroup. Docker's default cgroup namespace is "host" on
-    cgroup v1/hybrid hosts but "private" (with a read-only cgroup2 mount) on cgroup v2 hosts
-    such as Docker Desktop, so the namespace is set explicitly and the hierarchy bind-mounted
-    writable. On v1 the named `systemd` hierarchy comes along with that bind mount.
-    """
-    options: dict[str, Any] = {
-        "cgroupns": "host",
-        # SYS_PTRACE: root on a real VM may read any process's /proc/<pid>/fd (the watchdog
-        # counts the agent's connections to its model API); a container's root may not without it.
-        "cap_add": ["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"],
-        "tmpfs": {"/run": "rw,exec,mode=755", "/run/lock": "rw,mode=1777", "/tmp": "rw,exec,mode=1777"},
-        "stop_signal": "SIGRTMIN+3",
-    }
-    if cgroup_version == "2":
-        options["security_opt"] = ["apparmor=unconfined"]
-    return options
-
-
-def seed_archive(user_data: str, meta_data: str, files: dict[str, bytes] | None = None) -> bytes:
-    """The NoCloud seed as a tar for put_archive: root-owned, readable by root only. `files`
-    (absolute paths) come along, root-owned too: what a bake puts in place (the vmgen wheel)."""
-    seed = {f"/{SEED_DIR}/user-data": user_data.encode(), f"/{SEED_DIR}/meta-data": meta_data.encode()}
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        _add_root_files(tar, seed, 0o600)
-        _add_root_files(tar, files or {}, 0o644)
-    return buffer.getvalue()
-
-
-def root_files_archive(files: dict[str, bytes], mode: int = 0o644) -> bytes:
-    """Files at absolute paths as a tar for put_archive, owned by root; each file's own folder is
-    root-only (0700), the folders above it 0755."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        _add_root_files(tar, files, mode)
-    return buffer.getvalue()
-
-
-def _add_root_files(tar: tarfile.TarFile, files: dict[str, bytes], mode: int) -> None:
-    now = time.time()
-    added: set[str] = set()
-    for path, data in files.items():
-        parts = path.lstrip("/").split("/")[:-1]
-        for depth in range(1, len(parts) + 1):
-            name = "/".join(parts[:depth])
-            if name in added:
-                continue
-            added.add(name)
-            folder = tarfile.TarInfo(name)
-            folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o755 if depth < len(parts) else 0o700, now
-            tar.addfile(folder)
-        entry = tarfile.TarInfo(path.lstrip("/"))
-        entry.size, entry.mode, entry.mtime = len(data), mode, now
-        tar.addfile(entry, io.BytesIO(data))
-
-
-def boot_with_seed(
-    client: docker.DockerClient,
-    user_data: str,
-    meta_data: str,
-    *,
-    image: str,
-    files: dict[str, bytes] | None = None,
-    **options: Any,
-) -> Container:
-    """Create a simulated VM, put its seed in, start it. A container that fails on the way is
-    left for the caller's cleanup (it finds it by name)."""
-    container = client.containers.create(image, command=["/sbin/init"], **options)
-    if not container.put_archive("/", seed_archive(user_data, meta_data, files)):
-        raise VmgenError("docker could not copy the cloud-init seed into the workspace")
-    container.start()
-    return container
-
-
-def _docker_time(text: str) -> float | None:
-    """Docker's RFC 3339 times (nanoseconds, Z) as epoch seconds; None for its "zero" time."""
-    if not text or text.startswith("0001-"):
-        return None
-    try:
-        return datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00").timestamp()
-    except ValueError:
-        return None
-
-
-def unreachable_engine(docker_host: str) -> str:
-    """Why no engine answered: the one DOCKER_HOST names, or the local one."""
-    if docker_host:
-        return (
-            f"cannot reach the Docker engine at DOCKER_HOST={docker_host}: is it running and reachable? "
-            "(unset DOCKER_HOST to use the local engine)"
-        )
-    return (
-        "cannot reach the Docker engine: is dockerd running? "
-        "(start it with `sudo systemctl start docker` or `sudo dockerd &`)"
-    )
-
-
-def backup_mounts(spec: WorkspaceSpec) -> dict[str, dict[str, str]]:
-    """A local store as a workspace sees it: its own folder of the store (ws/<name>), and no other
-    workspace's (their manifests name files, sizes and times). A workspace restored from another
-    one's backups (`restore --as`) also sees that one's folder, read-only: its restore reads it."""
-    assert spec.local_backup_dir is not None
-    mounts = {}
-    names = [(spec.name, "rw")]
-    if isinstance(spec.source, RestoreSource) and spec.source.workspace != spec.name:
-        names.append((spec.source.workspace, "ro"))
-    for name, mode in names:
-        folder = workspace_prefix(name)
-        # Made here, as this user: a folder docker made for a bind mount would be root's.
-        (spec.local_backup_dir / folder).mkdir(parents=True, exist_ok=True)
-        mounts[str(spec.local_backup_dir / folder)] = {"bind": str(VM.local_backups / folder), "mode": mode}
-    return mounts
-
-
-def image_id(image: Image) -> str:
-    # docker's stubs allow any model an id of None; an image the engine described has one.
-    assert image.id is not None
-    return image.id
-
-
-def baked_image(image: Image, stamp: ImageStamp | None = None) -> BakedImage:
-    """`stamp`: what was just baked (its labels may have been overridden); else read from the
-    labels of an image found by its baked label."""
-    labels = image.labels or {}
-    stamp = stamp or ImageStamp.from_labels(labels)
-    assert stamp is not None, "filtered on the baked label"
-    created = datetime.fromisoformat(image.attrs["Created"][:26].rstrip("Z") + "+00:00").astimezone(UTC)
-    name = image.tags[0] if image.tags else image.short_id
-    return BakedImage(
-        ref=image_id(image),
-        name=name,
-        created_at=created,
-        stamp=stamp,
-        base=labels.get(BASE_LABEL, ""),
-        owner=labels.get(OWNER_LABEL, ""),
-        owner_id=labels.get(OWNER_ID_LABEL, ""),
-        agent_version=labels.get(AGENT_VERSION_LABEL, ""),
-    )
 
 
 class DockerProvider:
     name = "docker"
     user_data_limit = 1024 * 1024
-    # A local wheel directory (vmgen_find_links) is bind-mounted into the workspace.
-    shares_local_folders = True
     public = False
+    # A local wheel directory (vmgen_find_links) and a local backup store are bind-mounted.
+    shares_local_folders = True
+    stop_bills = False
+    snapshots = False  # the disk is the workspace's volume, kept while it is stopped
     auto_bakes = False
+    metadata_address = ""
+    price_source = "a container on this machine: nothing billed"
+    bake_methods: tuple[str, ...] = ()
+    secret_variables: tuple[str, ...] = ()
 
     def __init__(self, image: str, client: docker.DockerClient | None = None) -> None:
         self.image = image
@@ -241,6 +107,33 @@ class DockerProvider:
             self.client.ping()
         except DockerException:
             raise ProviderUnavailable(unreachable_engine(os.environ.get("DOCKER_HOST", ""))) from None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DockerProvider:
+        return cls(image=settings.docker_image)
+
+    @classmethod
+    def configured_image(cls, settings: Settings) -> str:
+        return ""  # the settings' image names a cloud image; docker workspaces use docker_image
+
+    def bake(
+        self, plan: InstallPlan, wheel: VmgenWheel, progress: Callable[[str], None], options: BakeOptions
+    ) -> BakedImage | None:
+        if options.method:
+            raise UsageError(f"docker bakes with its own engine only, not with {options.method}")
+        from .docker_bake import bake
+
+        progress("baking a docker image")
+        return bake(self, plan, wheel, progress)
+
+    def price_hourly(self, spec: WorkspaceSpec) -> float | None:
+        return 0.0
+
+    def sizes(self, location: str | None = None) -> list[Size]:
+        """The presets, each what this machine has (a container is not sized), at no price."""
+        info = self.client.info()
+        cores, memory_gb = int(info.get("NCPU", 0)), round(int(info.get("MemTotal", 0)) / 2**30, 1)
+        return [Size("local", preset, preset, cores, memory_gb, 0, 0.0, 0.0) for preset in SIZE_PRESETS]
 
     def check(self, spec: WorkspaceSpec) -> None:
         # A container takes what the machine has; the presets are accepted, a server type is not.
@@ -477,6 +370,7 @@ class DockerProvider:
             ssh=ssh,
             server_type="container",
             address="127.0.0.1",
+            price_hourly=0.0,  # a container on this machine: nothing billed
             owner=container.labels.get(OWNER_LABEL, ""),
             owner_id=container.labels.get(OWNER_ID_LABEL, ""),
             stopped_by=self._stop_reason(container) if status == WorkspaceStatus.STOPPED else None,

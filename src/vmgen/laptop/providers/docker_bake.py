@@ -7,7 +7,9 @@ import contextlib
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
+import docker
 from docker.errors import APIError, NotFound
 from docker.models.containers import Container
 
@@ -19,7 +21,7 @@ from ..builder.render import render_bake_user_data
 from ..readiness import FOLLOW_SCRIPT, follow_boot
 from ..stamps import AGENT_VERSION_LABEL, BakedImage, installed_version
 from .base import owner_labels
-from .docker import DockerProvider, baked_image, boot_with_seed, systemd_run_options
+from .docker_engine import baked_image, boot_with_seed, systemd_run_options
 
 BAKED_REPOSITORY = "vmgen-baked"
 BAKE_LABEL = "vmgen-bake"
@@ -27,8 +29,17 @@ BAKE_LABEL = "vmgen-bake"
 Progress = Callable[[str], None]
 
 
+class Engine(Protocol):
+    """What a bake needs of the docker provider: its engine and its base image."""
+
+    client: docker.DockerClient
+    image: str
+
+    def base_label(self) -> str: ...
+
+
 def bake(
-    provider: DockerProvider,
+    provider: Engine,
     plan: InstallPlan,
     wheel: VmgenWheel,
     progress: Progress,
@@ -86,7 +97,7 @@ def bake(
     return baked_image(image, plan.stamp)
 
 
-def _remove(provider: DockerProvider, name: str) -> None:
+def _remove(provider: Engine, name: str) -> None:
     with contextlib.suppress(NotFound):
         provider.client.containers.get(name).remove(force=True, v=True)
 

@@ -52,20 +52,26 @@ from .base import (
     OWNER_ID_LABEL,
     OWNER_LABEL,
     WS_LABEL,
+    BakeOptions,
     KeptDisk,
     Leftover,
     SelfDelete,
+    Size,
     SSHEndpoint,
     Workspace,
     owned,
     owner_labels,
 )
-from .hetzner_sizes import TypeOffer, bake_type, choose_type, offers_from_api, required
+from .hetzner_sizes import PRESETS, TypeOffer, bake_type, choose_type, offers_from_api, required
 
 if TYPE_CHECKING:
     from ...selfwheel import VmgenWheel
     from ..builder.install import InstallPlan
+    from ..config import Settings
 
+# The API token's variable: in the user's environment (hcloud's own tools use it too), and in the
+# VM's root-only secrets file, where its self-delete reads it (vmgen.vmside.providers.hetzner).
+TOKEN_VARIABLE = "HCLOUD_TOKEN"
 DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
 DEFAULT_IMAGE = "ubuntu-24.04"
 DEFAULT_METADATA = "http://169.254.169.254/hetzner/v1/metadata"
@@ -171,7 +177,14 @@ class HetznerProvider:
     name = "hetzner"
     user_data_limit = 32 * 1024
     public = True
+    shares_local_folders = False
+    stop_bills = True  # Hetzner bills a server that is off; only a delete ends it
+    snapshots = True
     auto_bakes = True
+    metadata_address = "169.254.169.254"
+    price_source = "Hetzner's price list for the server type and location (gross, with VAT)"
+    bake_methods = ("packer",)
+    secret_variables = (TOKEN_VARIABLE,)
     # Right after its last server is deleted, Hetzner may still count the shared firewall as in
     # use (422 resource_in_use) for a few seconds: the waits between tries before leaving it for
     # the next destroy.
@@ -191,7 +204,7 @@ class HetznerProvider:
     ) -> None:
         if not token:
             raise ProviderAuthError(
-                "no Hetzner API token: set HCLOUD_TOKEN, or hcloud_token in ~/.config/vmgen/config.toml"
+                f"no Hetzner API token: set {TOKEN_VARIABLE}, or hcloud_token in ~/.config/vmgen/config.toml"
             )
         self.location = location
         self.image = image or DEFAULT_IMAGE
@@ -206,6 +219,20 @@ class HetznerProvider:
             poll_interval=poll_interval,
         )
         follow_rate_limit_headers(self.client)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HetznerProvider:
+        return cls(
+            token=settings.hcloud_token,
+            location=settings.region,
+            image=settings.image,
+            endpoint=settings.hcloud_endpoint,
+            metadata_url=settings.hcloud_metadata_url,
+        )
+
+    @classmethod
+    def configured_image(cls, settings: Settings) -> str:
+        return settings.image
 
     # --- the Provider protocol -------------------------------------------------------------
 
@@ -311,6 +338,51 @@ class HetznerProvider:
         return sorted(found, key=lambda s: s.baked.created_at, reverse=True)
 
     def bake(
+        self, plan: InstallPlan, wheel: VmgenWheel, progress: Callable[[str], None], options: BakeOptions
+    ) -> BakedImage | None:
+        """On a build server of ours over SSH; with Packer (its hcloud plugin), the template and
+        Packer's own run (which reports the snapshot itself: None)."""
+        if options.method == "packer":
+            self._bake_with_packer(plan, wheel, progress, options.size)
+            return None
+        from ..spec import discover_public_keys
+        from ..ssh import default_identities
+
+        keys = discover_public_keys(options.ssh_public_keys)
+        if not keys:
+            raise UsageError("baking on Hetzner needs an SSH key: `ssh-keygen -t ed25519` (or set ssh_public_keys)")
+        progress("baking a Hetzner snapshot on a build server")
+        return self.bake_on_server(
+            plan, wheel, progress, size=options.size, public_key=keys[0], identities=default_identities()
+        )
+
+    def _bake_with_packer(
+        self, plan: InstallPlan, wheel: VmgenWheel, progress: Callable[[str], None], size: str
+    ) -> None:
+        from ..builder.render import render_bake_script
+        from ..config import state_dir
+        from ..packer import build_with_packer, write_build_dir
+        from ..packer.template import SnapshotBuild
+
+        server_type = bake_type(self.offers(self.location), size, self.location).name
+        directory = state_dir() / "packer"
+        write_build_dir(
+            directory,
+            SnapshotBuild(
+                base_image=self.image,
+                location=self.location,
+                server_type=server_type,
+                stamp=plan.stamp,
+                endpoint=self.endpoint,
+                owner=tuple(owner_labels(label_value).items()),
+            ),
+            render_bake_script(plan),
+            wheel,
+        )
+        progress("baking a Hetzner snapshot with Packer")
+        build_with_packer(directory, self.token, progress)
+
+    def bake_on_server(
         self,
         plan: InstallPlan,
         wheel: VmgenWheel,
@@ -488,7 +560,7 @@ class HetznerProvider:
             provider=self.name,
             metadata_url=self.metadata_url,
             api_endpoint=self.endpoint,
-            secrets=(("HCLOUD_TOKEN", self.token),),
+            secrets=((TOKEN_VARIABLE, self.token),),
             metadata_blocks=tuple(sorted(blocks, key=str)),
         )
 
@@ -506,6 +578,35 @@ class HetznerProvider:
         return f"Hetzner bills snapshots {price:.4f} {currency} per GB a month (`vmgen image list` shows them)"
 
     # --- sizes ----------------------------------------------------------------------------
+
+    def price_hourly(self, spec: WorkspaceSpec) -> float | None:
+        location = spec.region or self.location
+        return choose_type(self.offers(location), spec.size, location).price_hourly
+
+    def sizes(self, location: str | None = None) -> list[Size]:
+        """Server types per location, with the API's prices (gross) and the preset each one
+        is chosen for today."""
+        found = []
+        for loc in [location] if location else self.locations():
+            offers = [o for o in self.offers(loc) if o.usable]
+            presets = {}
+            for preset in PRESETS:
+                with contextlib.suppress(VmgenError):
+                    presets[choose_type(offers, preset, loc).name] = preset
+            found += [
+                Size(
+                    loc,
+                    o.name,
+                    presets.get(o.name, ""),
+                    o.cores,
+                    o.memory_gb,
+                    o.disk_gb,
+                    o.price_hourly,
+                    o.price_monthly,
+                )
+                for o in sorted(offers, key=lambda o: (o.cores, o.memory_gb, o.name))
+            ]
+        return found
 
     def offers(self, location: str | None = None) -> list[TypeOffer]:
         with api_errors("list server types"):

@@ -121,6 +121,7 @@ class Verdict:
     history: History
     by_lifetime: bool = False  # the deadline is the hard lifetime's
     held_by: str = ""  # the reason of the lease that holds longest
+    lifetime_end: float | None = None  # when the hard lifetime ends (None: no hard lifetime)
 
     @property
     def busy(self) -> bool:

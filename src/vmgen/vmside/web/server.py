@@ -31,7 +31,7 @@ from ...contract.control import decode_reply
 from ...contract.documents import ACTION_WORDS, WatchdogState
 from ...contract.names import UNITS, VM, VmPaths
 from ...contract.pageops import KEEPALIVE_HOURS, MAX_MESSAGE, PageActivity, PageRequest, encode_request
-from ...contract.verdict_words import verdict_word, what_happens, what_holds
+from ...contract.verdict_words import lifetime_words, verdict_word, what_happens, what_holds
 from ...errors import DocumentError
 from ..activation import UnixHTTPServer, serve_unix
 from ..boot import with_age
@@ -153,7 +153,12 @@ def said(watchdog: dict[str, Any]) -> dict[str, str] | None:
         state = codec.from_value(WatchdogState, with_age(watchdog), "the watchdog's state", strict=False)
     except DocumentError:
         return None
-    return {"word": verdict_word(state), "now": what_holds(state), "next": what_happens(state)}
+    return {
+        "word": verdict_word(state),
+        "now": what_holds(state),
+        "next": what_happens(state),
+        "lifetime": lifetime_words(state),
+    }
 
 
 def keep_alive(settings: WebSettings, hours: object) -> dict[str, Any]:
