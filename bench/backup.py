@@ -28,6 +28,7 @@ Prints a table and writes bench/results/backup.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -48,12 +49,52 @@ TREE_BASE = Path("/tmp/bk-bench-tree")
 WORK = Path("/tmp/bk-bench-work")
 PYTHON = sys.executable
 SMALL_SHARE = 0.2
-WORDS = ("def class return import self value result None True for while if else async await "
-         "yield lambda try except raise with open path config manifest store stream buffer "
-         "const let function export default interface type struct impl pub fn match").split()
+WORDS = [
+    "def",
+    "class",
+    "return",
+    "import",
+    "self",
+    "value",
+    "result",
+    "None",
+    "True",
+    "for",
+    "while",
+    "if",
+    "else",
+    "async",
+    "await",
+    "yield",
+    "lambda",
+    "try",
+    "except",
+    "raise",
+    "with",
+    "open",
+    "path",
+    "config",
+    "manifest",
+    "store",
+    "stream",
+    "buffer",
+    "const",
+    "let",
+    "function",
+    "export",
+    "default",
+    "interface",
+    "type",
+    "struct",
+    "impl",
+    "pub",
+    "fn",
+    "match",
+]
 
 sys.path.insert(0, str(ROOT / "src"))
-from vmgen.backup import generate_identity  # noqa: E402
+
+from vmgen.backup import generate_identity
 
 
 def make_tree(size_mb: int) -> Path:
@@ -78,8 +119,7 @@ def make_tree(size_mb: int) -> Path:
     while big_left > 0:
         size = min(big_size, big_left)
         with open(tree / "data" / f"blob{k:02d}.bin", "wb") as f:
-            for off in range(0, size, 1 << 20):
-                f.write(os.urandom(min(1 << 20, size - off)))
+            f.writelines(os.urandom(min(1 << 20, size - off)) for off in range(0, size, 1 << 20))
         big_left -= size
         k += 1
     (tree / ".complete").write_text("")
@@ -102,10 +142,8 @@ def _tree_rss(proc: psutil.Process) -> int:
     except psutil.Error:  # a child exited while the tree was listed: this sample is skipped
         return 0
     for p in family:
-        try:
+        with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 
@@ -170,9 +208,18 @@ def one_round(
     pipe_out.unlink(missing_ok=True)
     env_py = [PYTHON, "-c"]
     out: dict[str, dict[str, float]] = {}
-    out["pipeline_backup"] = run(["bash", "-c", "set -o pipefail; tar -C \"$1\" -cf - . | zstd -q -3 | "
-                                  "age -r \"$2\" > \"$3\"", "_", str(tree), recipient, str(pipe_out)])
-    vmgen_backup = env_py + [VMGEN_BACKUP, str(tree), str(store), recipient, str(keeper)]
+    out["pipeline_backup"] = run(
+        [
+            "bash",
+            "-c",
+            'set -o pipefail; tar -C "$1" -cf - . | zstd -q -3 | age -r "$2" > "$3"',
+            "_",
+            str(tree),
+            recipient,
+            str(pipe_out),
+        ]
+    )
+    vmgen_backup = [*env_py, VMGEN_BACKUP, str(tree), str(store), recipient, str(keeper)]
     out["vmgen_backup"] = run(vmgen_backup)
     for d in ("restic-repo", "restic-cache"):
         shutil.rmtree(WORK / d, ignore_errors=True)
@@ -185,13 +232,33 @@ def one_round(
     out["restic_backup_changed"] = run(restic("backup", str(tree)), RESTIC_ENV)
     full_id = min(path.stem for path in (store / "ws" / "bench").glob("*.json"))
     restores = [
-        ("pipeline_restore", ["bash", "-c", "set -o pipefail; mkdir \"$3\" && age -d -i \"$1\" < \"$2\" | "
-                              "zstd -q -d | tar -x -C \"$3\"", "_", str(identity), str(pipe_out),
-                              str(restore_base / f"restore-pipeline-{number}")]),
-        ("vmgen_restore_full", env_py + [VMGEN_RESTORE, str(store), str(identity),
-                                         str(restore_base / f"restore-vmgen-full-{number}"), full_id]),
-        ("vmgen_restore", env_py + [VMGEN_RESTORE, str(store), str(identity),
-                                    str(restore_base / f"restore-vmgen-{number}")]),
+        (
+            "pipeline_restore",
+            [
+                "bash",
+                "-c",
+                'set -o pipefail; mkdir "$3" && age -d -i "$1" < "$2" | zstd -q -d | tar -x -C "$3"',
+                "_",
+                str(identity),
+                str(pipe_out),
+                str(restore_base / f"restore-pipeline-{number}"),
+            ],
+        ),
+        (
+            "vmgen_restore_full",
+            [
+                *env_py,
+                VMGEN_RESTORE,
+                str(store),
+                str(identity),
+                str(restore_base / f"restore-vmgen-full-{number}"),
+                full_id,
+            ],
+        ),
+        (
+            "vmgen_restore",
+            [*env_py, VMGEN_RESTORE, str(store), str(identity), str(restore_base / f"restore-vmgen-{number}")],
+        ),
         ("restic_restore", restic("restore", "latest", "--target", str(restore_base / f"restore-restic-{number}"))),
     ]
     # Each round starts with a different one: the first restore of a round is the one nearest
@@ -222,8 +289,12 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=1, help="best round is reported")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (store, restores)")
-    parser.add_argument("--restore-base", type=Path, default=WORK,
-                        help="where both restores extract (e.g. /dev/shm to take the disk out)")
+    parser.add_argument(
+        "--restore-base",
+        type=Path,
+        default=WORK,
+        help="where both restores extract (e.g. /dev/shm to take the disk out)",
+    )
     args = parser.parse_args()
     os.environ["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
 
@@ -254,7 +325,9 @@ def main() -> None:
     result: dict[str, Any] = {
         "tree": {"files": files, "bytes": size, "size_mb_arg": args.size_mb, "small_share": SMALL_SHARE},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "rounds": args.rounds, "restore_base": str(args.restore_base), "best": best,
+        "rounds": args.rounds,
+        "restore_base": str(args.restore_base),
+        "best": best,
         # vmgen restores its latest backup: the full one and the two increments after it.
         "vmgen_restore_chain": 3,
         "ratio_backup": best["vmgen_backup"]["mb_per_s"] / best["pipeline_backup"]["mb_per_s"],
@@ -266,8 +339,7 @@ def main() -> None:
             # vmgen's second backup is an increment, as restic's is a snapshot of what changed.
             "backup_unchanged": best["vmgen_backup_unchanged"]["mb_per_s"]
             / best["restic_backup_unchanged"]["mb_per_s"],
-            "backup_changed_1pct": best["vmgen_backup_changed"]["mb_per_s"]
-            / best["restic_backup_changed"]["mb_per_s"],
+            "backup_changed_1pct": best["vmgen_backup_changed"]["mb_per_s"] / best["restic_backup_changed"]["mb_per_s"],
             "restore": best["vmgen_restore"]["mb_per_s"] / best["restic_restore"]["mb_per_s"],
         },
         "restic_version": subprocess.run(
@@ -277,16 +349,22 @@ def main() -> None:
     }
     print(f"\n{'step':<18}{'seconds':>9}{'MB/s':>9}{'peak RSS MB':>13}{'tree RSS MB':>13}")
     for name, m in best.items():
-        print(f"{name:<18}{m['seconds']:>9.2f}{m['mb_per_s']:>9.0f}{m['peak_rss_mb']:>13.1f}"
-              f"{m['peak_tree_rss_mb']:>13.1f}")
-    print(f"\nvmgen / pipeline: backup {result['ratio_backup']:.2f}x, restore {result['ratio_restore']:.2f}x "
-          f"(the chain of three: {result['ratio_restore_chain']:.2f}x)"
-          f" (target >= 0.8x); vmgen peak RSS "
-          f"{max(best['vmgen_backup']['peak_rss_mb'], best['vmgen_restore']['peak_rss_mb']):.0f} MB (target < 200)")
+        print(
+            f"{name:<18}{m['seconds']:>9.2f}{m['mb_per_s']:>9.0f}{m['peak_rss_mb']:>13.1f}"
+            f"{m['peak_tree_rss_mb']:>13.1f}"
+        )
+    print(
+        f"\nvmgen / pipeline: backup {result['ratio_backup']:.2f}x, restore {result['ratio_restore']:.2f}x "
+        f"(the chain of three: {result['ratio_restore_chain']:.2f}x)"
+        f" (target >= 0.8x); vmgen peak RSS "
+        f"{max(best['vmgen_backup']['peak_rss_mb'], best['vmgen_restore']['peak_rss_mb']):.0f} MB (target < 200)"
+    )
     vs = result["ratio_vs_restic"]
-    print(f"vmgen / restic: backup {vs['backup_first']:.2f}x (first), {vs['backup_unchanged']:.2f}x (unchanged "
-          f"tree), {vs['backup_changed_1pct']:.2f}x (1% of files changed), restore {vs['restore']:.2f}x (vmgen: a "
-          "chain of 3)")
+    print(
+        f"vmgen / restic: backup {vs['backup_first']:.2f}x (first), {vs['backup_unchanged']:.2f}x (unchanged "
+        f"tree), {vs['backup_changed_1pct']:.2f}x (1% of files changed), restore {vs['restore']:.2f}x (vmgen: a "
+        "chain of 3)"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     if not args.keep:

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the simulated cloud and the HTTPS client live in tests/
@@ -56,7 +57,7 @@ def code_ui_works(ip: str, host: str, password: str) -> bool:
     return page.status == 200 and "<title>CloudCLI" in page.text and session.get(code, "/api/projects").status == 200
 
 
-def one_run(env: dict[str, str], dns, repo: Path, name: str, cold: bool) -> dict[str, object]:
+def one_run(env: dict[str, str], dns: Any, repo: Path, name: str, cold: bool) -> dict[str, Any]:
     from tests.e2e.web_helpers import ZONE, records
 
     started = time.time()
@@ -75,8 +76,11 @@ def one_run(env: dict[str, str], dns, repo: Path, name: str, cold: bool) -> dict
     working = time.time()
     phases_log = vmgen(env, "ssh", name, "--", "cat /var/log/vmgen/phases.log").stdout
     vmgen(env, "destroy", name, "--yes")
-    marks = [(parts[2], float(parts[1])) for parts in (line.split() for line in phases_log.splitlines())
-             if len(parts) >= 3 and parts[0] == "vmgen-phase" and parts[2].startswith("code-ui")]
+    marks = [
+        (parts[2], float(parts[1]))
+        for parts in (line.split() for line in phases_log.splitlines())
+        if len(parts) >= 3 and parts[0] == "vmgen-phase" and parts[2].startswith("code-ui")
+    ]
     return {
         "image": "stock" if cold else "baked",
         "launch_to_ready_s": round(ready - started, 1),
@@ -88,10 +92,10 @@ def one_run(env: dict[str, str], dns, repo: Path, name: str, cold: bool) -> dict
 
 def node_install_seconds(image: str, runs: int = 3) -> list[float]:
     """Node's install step alone (download, integrity check, unpack) in a plain container."""
-    from vmgen.agents import AGENTS
-    from vmgen.builder.install import plan_for
-    from vmgen.builder.render import render_node_install
-    from vmgen.spec import VmgenInstall
+    from vmgen.laptop.agents import AGENTS
+    from vmgen.laptop.builder.install import plan_for
+    from vmgen.laptop.builder.render import render_node_install
+    from vmgen.laptop.spec import VmgenInstall
 
     script = render_node_install(plan_for(AGENTS["claude"], "2.1.332", VmgenInstall(version="0")))
     timings = []
@@ -125,8 +129,7 @@ def cloud_env(env: dict[str, str], stack: contextlib.ExitStack):
 
 
 def main() -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
-    from time_to_ready import bench_user  # a CLI user of its own and a repository to launch
+    from bench.time_to_ready import bench_user  # a CLI user of its own and a repository to launch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-baked", action="store_true", help="only the cold launch")
@@ -136,7 +139,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vmgen-bench-") as tmp, contextlib.ExitStack() as stack:
         env, repo = bench_user(Path(tmp))
         cenv, dns = cloud_env(env, stack)
-        results = {"cold": one_run(cenv, dns, repo, "bench-ui-cold", cold=True)}
+        results: dict[str, Any] = {"cold": one_run(cenv, dns, repo, "bench-ui-cold", cold=True)}
         if not args.skip_baked:
             bake_started = time.time()
             vmgen(cenv, "image", "build", "--provider", "hetzner")  # a snapshot in the simulated cloud, gone with it
@@ -156,8 +159,10 @@ def main() -> None:
     for kind in ("cold", "baked"):
         if kind in results:
             run = results[kind]
-            print(f"{kind}: ready after {run['launch_to_ready_s']:.0f}s,"
-                  f" code UI working {run['ready_to_code_ui_s']:.0f}s after ready")
+            print(
+                f"{kind}: ready after {run['launch_to_ready_s']:.0f}s,"
+                f" code UI working {run['ready_to_code_ui_s']:.0f}s after ready"
+            )
             for step, seconds in run["code_ui_phases_s"].items():
                 print(f"    {step:<18} {seconds:6.1f}s")
     print(f"written to {RESULTS.relative_to(ROOT)}")

@@ -37,9 +37,9 @@ TREE = Path("/tmp/iw-bench-tree")
 SERVICE_INTERVAL = 30.0  # the service's default tick
 sys.path.insert(0, str(ROOT / "src"))
 
-from vmgen.vmside.idlewatch.files import FileWatcher  # noqa: E402
-from vmgen.vmside.idlewatch.humans import HumansConfig  # noqa: E402
-from vmgen.vmside.idlewatch.signals import SignalCollector, SignalConfig  # noqa: E402
+from vmgen.vmside.idlewatch.files import FileWatcher
+from vmgen.vmside.idlewatch.humans import HumansConfig
+from vmgen.vmside.idlewatch.signals import SignalCollector, SignalConfig
 
 
 def cpu_seconds() -> float:
@@ -76,17 +76,23 @@ def tick_cost(collector: SignalCollector, ticks: int, interval: float) -> dict[s
     cpu = cpu_seconds() - start_cpu
     per_tick = cpu / ticks
     per_hour = per_tick * 3600 / SERVICE_INTERVAL
-    return {"ticks": ticks, "interval_s": interval, "wall_s": round(time.monotonic() - start, 1),
-            "cpu_s_per_tick": round(per_tick, 5),
-            "cpu_s_per_hour_at_30s": round(per_hour, 2),
-            "core_share_at_30s_pct": round(100 * per_hour / 3600, 4)}
+    return {
+        "ticks": ticks,
+        "interval_s": interval,
+        "wall_s": round(time.monotonic() - start, 1),
+        "cpu_s_per_tick": round(per_tick, 5),
+        "cpu_s_per_hour_at_30s": round(per_hour, 2),
+        "core_share_at_30s_pct": round(100 * per_hour / 3600, 4),
+    }
 
 
 def config(workspace: Path, sock: str, **kw: Any) -> SignalConfig:
-    base = SignalConfig.for_user(getpass.getuser(), workspace, hook_events=None,
-                                 claude_dir=workspace / ".claude", only_under=workspace)
-    humans = HumansConfig(agent_user=getpass.getuser(), tmux_dir=Path(sock).parent,
-                          leases_path=workspace / "leases.json")
+    base = SignalConfig.for_user(
+        getpass.getuser(), workspace, hook_events=None, claude_dir=workspace / ".claude", only_under=workspace
+    )
+    humans = HumansConfig(
+        agent_user=getpass.getuser(), tmux_dir=Path(sock).parent, leases_path=workspace / "leases.json"
+    )
     return SignalConfig(workspace=workspace, agent=base.agent, humans=humans, **kw)
 
 
@@ -95,8 +101,7 @@ def with_agent(workspace: Path, run: Any) -> dict[str, Any]:
     sock = str(workspace.parent / "tmux.sock")
     fake = workspace.parent / "claude"
     fake.symlink_to("/bin/sleep")
-    subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-c", str(workspace), f"{fake} 3600"],
-                   check=True)
+    subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-c", str(workspace), f"{fake} 3600"], check=True)
     try:
         return run(sock)  # type: ignore[no-any-return]
     finally:
@@ -127,7 +132,7 @@ def detection_latency(watcher: FileWatcher, target: Path, rounds: int = 5) -> li
         target.write_text(f"change {i}\n")
         while watcher.poll() == 0:
             if time.monotonic() - start > 10:
-                return latencies + [float("inf")]
+                return [*latencies, float("inf")]
         latencies.append(time.monotonic() - start)
     return latencies
 
@@ -142,18 +147,28 @@ def scenario_tree(args: argparse.Namespace) -> dict[str, Any]:
     setup = time.monotonic() - start
     rss_watching = psutil.Process().memory_info().rss / 2**20
     lat = detection_latency(watcher, TREE / "g123" / "d45" / "f7.txt")
-    result = {"files": args.files, "dirs": dirs, "max_user_watches": limit,
-              "watched_dirs": watcher.watched_dirs, "scanned_dirs": watcher.scanned_dirs,
-              "watch_setup_s": round(setup, 2),
-              "detect_latency_ms": {"median": round(1000 * statistics.median(lat), 2),
-                                    "max": round(1000 * max(lat), 2), "rounds": len(lat)},
-              "rss_before_watch_mb": round(rss_before, 1), "rss_watching_mb": round(rss_watching, 1)}
+    result = {
+        "files": args.files,
+        "dirs": dirs,
+        "max_user_watches": limit,
+        "watched_dirs": watcher.watched_dirs,
+        "scanned_dirs": watcher.scanned_dirs,
+        "watch_setup_s": round(setup, 2),
+        "detect_latency_ms": {
+            "median": round(1000 * statistics.median(lat), 2),
+            "max": round(1000 * max(lat), 2),
+            "rounds": len(lat),
+        },
+        "rss_before_watch_mb": round(rss_before, 1),
+        "rss_watching_mb": round(rss_watching, 1),
+    }
     watcher.close()
     with tempfile.TemporaryDirectory(prefix="iw-bench-") as tmp:
         link = Path(tmp) / "work"
         link.symlink_to(TREE)  # the collector watches the big tree through a fresh path
-        ticks = with_agent(link, lambda sock: tick_cost(SignalCollector(config(link.resolve(), sock)),
-                                                        args.ticks // 2, args.interval))
+        ticks = with_agent(
+            link, lambda sock: tick_cost(SignalCollector(config(link.resolve(), sock)), args.ticks // 2, args.interval)
+        )
     return result | {"collector": ticks, "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
@@ -182,14 +197,20 @@ def scenario_fallback(args: argparse.Namespace) -> dict[str, Any]:
     needed = 1
     while watcher.poll() == 0 and needed < 10 * window:
         needed += 1
-    return {"watch_cap": cap, "watched_dirs": watcher.watched_dirs, "scanned_dirs": watcher.scanned_dirs,
-            "scan_floor_entries_per_tick": args.scan_budget, "scan_entries_per_tick": watcher.scanner.slice,
-            "window_ticks": window, "watch_setup_s": round(setup, 2),
-            "scan_cpu_s_per_tick": round(per_tick, 5),
-            "scan_core_share_at_30s_pct": round(100 * per_tick / SERVICE_INTERVAL, 4),
-            "ticks_to_detect": needed,
-            "worst_case_detect_at_30s_min": round(window * SERVICE_INTERVAL / 60, 1),
-            "peak_rss_mb": round(peak_rss_mb(), 1)}
+    return {
+        "watch_cap": cap,
+        "watched_dirs": watcher.watched_dirs,
+        "scanned_dirs": watcher.scanned_dirs,
+        "scan_floor_entries_per_tick": args.scan_budget,
+        "scan_entries_per_tick": watcher.scanner.slice,
+        "window_ticks": window,
+        "watch_setup_s": round(setup, 2),
+        "scan_cpu_s_per_tick": round(per_tick, 5),
+        "scan_core_share_at_30s_pct": round(100 * per_tick / SERVICE_INTERVAL, 4),
+        "ticks_to_detect": needed,
+        "worst_case_detect_at_30s_min": round(window * SERVICE_INTERVAL / 60, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
 
 
 SCENARIOS = {"idle": scenario_idle, "tree": scenario_tree, "fallback": scenario_fallback}
@@ -208,18 +229,35 @@ def main() -> None:
         return
     results: dict[str, Any] = {}
     for name in SCENARIOS:
-        out = subprocess.run([sys.executable, __file__, "--scenario", name, "--ticks", str(args.ticks),
-                              "--interval", str(args.interval), "--files", str(args.files),
-                              "--scan-budget", str(args.scan_budget)],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--scenario",
+                name,
+                "--ticks",
+                str(args.ticks),
+                "--interval",
+                str(args.interval),
+                "--files",
+                str(args.files),
+                "--scan-budget",
+                str(args.scan_budget),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         results[name] = json.loads(out.strip().splitlines()[-1])
         print(f"{name:9} {json.dumps(results[name])}")
-    summary = {"benchmark": "idlewatch", "targets": {"core_share_pct": 0.2, "rss_mb": 40, "detect_s": 2},
-               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                           "kernel": platform.release()},
-               "note": "CPU per hour is measured per tick at a shortened interval and extrapolated "
-                       f"to one tick every {SERVICE_INTERVAL:.0f} s; RSS is the scenario process's peak.",
-               **results}
+    summary = {
+        "benchmark": "idlewatch",
+        "targets": {"core_share_pct": 0.2, "rss_mb": 40, "detect_s": 2},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
+        "note": "CPU per hour is measured per tick at a shortened interval and extrapolated "
+        f"to one tick every {SERVICE_INTERVAL:.0f} s; RSS is the scenario process's peak.",
+        **results,
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"written to {RESULTS.relative_to(ROOT)}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.time_to_ready import bake, bench_user, provider_env, vmgen  # noqa: E402
+from bench.time_to_ready import bake, bench_user, provider_env, vmgen
 
 RESULTS = ROOT / "bench" / "results" / "restore.json"
 
@@ -116,8 +116,10 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
     for run in runs:
-        print(f"{run['size_mb']} MB workspace: restore to a working agent {run['total_s']:.1f}s "
-              f"(backup took {run['backup_s']:.1f}s); on the VM {run['restore_mb_per_s']} MB/s")
+        print(
+            f"{run['size_mb']} MB workspace: restore to a working agent {run['total_s']:.1f}s "
+            f"(backup took {run['backup_s']:.1f}s); on the VM {run['restore_mb_per_s']} MB/s"
+        )
         for phase, seconds in run["phases_s"].items():
             print(f"    {phase:<34} {seconds:6.2f}s")
     print(f"written to {RESULTS.relative_to(ROOT)}")

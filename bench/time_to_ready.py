@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.server
+import itertools
 import json
 import os
 import platform
@@ -43,7 +44,7 @@ def one_run(env: dict[str, str], repo: Path, name: str, cold: bool) -> dict[str,
     report = json.loads(result.stdout)
     # The simulated VM shares this machine's clock, so its phase stamps line up with `started`.
     marks = [(p["name"], p["at"] - started) for p in report["phases"]]
-    phases = {name: round(end - begin, 2) for (name, begin), (_, end) in zip(marks, marks[1:])}
+    phases = {name: round(end - begin, 2) for (name, begin), (_, end) in itertools.pairwise(marks)}
     blame = vmgen(env, "ssh", name, "--", "cloud-init analyze blame 2>/dev/null | head -8").stdout
     skipped = vmgen(env, "ssh", name, "--", "grep -c '^vmgen-skip ' /var/log/vmgen/phases.log || true").stdout
     vmgen(env, "destroy", name, "--yes")
@@ -79,7 +80,7 @@ def cli_startup_seconds(env: dict[str, str], runs: int = 5) -> float:
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002
+    def log_message(self, format, *args):
         pass
 
 
@@ -90,8 +91,14 @@ def provider_env(provider: str, env: dict[str, str], stack):
     from tests.fakes.hetzner import FakeHetzner
 
     fake = stack.enter_context(FakeHetzner(image=os.environ.get("VMGEN_DOCKER_IMAGE", "vmgen-debian12:latest")))
-    return {**env, "VMGEN_PROVIDER": "hetzner", "VMGEN_AUTO_BAKE": "no", "HCLOUD_TOKEN": fake.token,
-            "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms, "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url}, fake
+    return {
+        **env,
+        "VMGEN_PROVIDER": "hetzner",
+        "VMGEN_AUTO_BAKE": "no",
+        "HCLOUD_TOKEN": fake.token,
+        "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
+        "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
+    }, fake
 
 
 def bake(provider: str, env: dict[str, str], fake, stack) -> float:
@@ -125,8 +132,11 @@ def bench_user(tmp: Path) -> tuple[dict[str, str], Path]:
 
 
 def summarize(runs: list[dict]) -> dict[str, object]:
-    return {"runs": runs, "median_total_s": statistics.median(r["total_s"] for r in runs),
-            "median_vmgen_overhead_s": statistics.median(r["vmgen_overhead_s"] for r in runs)}
+    return {
+        "runs": runs,
+        "median_total_s": statistics.median(r["total_s"] for r in runs),
+        "median_vmgen_overhead_s": statistics.median(r["vmgen_overhead_s"] for r in runs),
+    }
 
 
 def main() -> None:
@@ -144,8 +154,12 @@ def main() -> None:
             cold = summarize([one_run(penv, repo, f"bench-{provider[:2]}-c{i}", cold=True) for i in range(args.runs)])
             bake_s = bake(provider, penv, fake, stack)
             baked = summarize([one_run(penv, repo, f"bench-{provider[:2]}-b{i}", cold=False) for i in range(args.runs)])
-            results[provider] = {"cold": cold, "baked": baked, "bake_s": bake_s,
-                                 "baked_over_cold": round(baked["median_total_s"] / cold["median_total_s"], 3)}
+            results[provider] = {
+                "cold": cold,
+                "baked": baked,
+                "bake_s": bake_s,
+                "baked_over_cold": round(baked["median_total_s"] / cold["median_total_s"], 3),
+            }
         startup = cli_startup_seconds(env)
 
     summary = {
@@ -161,12 +175,17 @@ def main() -> None:
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"CLI start-up (vmgen --version): {startup * 1000:.0f} ms")
     for provider, result in results.items():
-        print(f"{provider}: baked {result['baked']['median_total_s']:.1f}s vs cold {result['cold']['median_total_s']:.1f}s"
-              f" = {result['baked_over_cold']:.0%} of cold (target <= 25%); baking took {result['bake_s']:.0f}s")
+        print(
+            f"{provider}: baked {result['baked']['median_total_s']:.1f}s"
+            f" vs cold {result['cold']['median_total_s']:.1f}s"
+            f" = {result['baked_over_cold']:.0%} of cold (target <= 25%); baking took {result['bake_s']:.0f}s"
+        )
         for kind in ("cold", "baked"):
             runs = result[kind]
-            print(f"  {kind}, {args.runs} run(s): median {runs['median_total_s']:.1f}s,"
-                  f" vmgen's own overhead {runs['median_vmgen_overhead_s']:.2f}s")
+            print(
+                f"  {kind}, {args.runs} run(s): median {runs['median_total_s']:.1f}s,"
+                f" vmgen's own overhead {runs['median_vmgen_overhead_s']:.2f}s"
+            )
             for step, seconds in runs["runs"][-1]["steps_s"].items():
                 print(f"    {step:<22} {seconds:6.2f}s")
             for phase, seconds in runs["runs"][-1]["provision_phases_s"].items():

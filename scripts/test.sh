@@ -6,9 +6,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 export VMGEN_SETUP_FOR_TESTS=1
 source "$root/scripts/dev-env.sh"
 cd "$root"
-echo "==> ruff and mypy on src/"
-"$root/.venv/bin/ruff" check src
-"$root/.venv/bin/ruff" format --check src
+echo "==> ruff and mypy on src/, tests/ and bench/ (the files pyproject.toml names)"
+"$root/.venv/bin/ruff" check src tests bench
+"$root/.venv/bin/ruff" format --check src tests bench
 "$root/.venv/bin/mypy"
 # Test files run side by side: most of their time is spent waiting on simulated VMs. A file's
 # tests stay on one worker (they share its workspace). The 15 slowest are printed at the end.

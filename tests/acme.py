@@ -30,11 +30,15 @@ from tests.polling import wait_until
 # Let's Encrypt's answers to a new order it will not fill: RFC 8555 6.7's problem documents, in the
 # words of its "New Certificates per Exact Set of Hostnames" limit (HTTP 429 with Retry-After,
 # letsencrypt.org/docs/rate-limits) and of its policy refusal (HTTP 400; Boulder's policy package).
-RATE_LIMITED = ("too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s, "
-                "retry after 2030-01-01 00:00:00 UTC: see "
-                "https://letsencrypt.org/docs/rate-limits/#new-certificates-per-exact-set-of-hostnames")
-REFUSED = ("Error creating new order :: Cannot issue for \"{name}\": The ACME server refuses to issue a certificate "
-           "for this domain name, because it is forbidden by policy")
+RATE_LIMITED = (
+    "too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s, "
+    "retry after 2030-01-01 00:00:00 UTC: see "
+    "https://letsencrypt.org/docs/rate-limits/#new-certificates-per-exact-set-of-hostnames"
+)
+REFUSED = (
+    'Error creating new order :: Cannot issue for "{name}": The ACME server refuses to issue a certificate '
+    "for this domain name, because it is forbidden by policy"
+)
 
 
 @dataclass
@@ -53,21 +57,37 @@ class TestCA:
         now = datetime.datetime.now(datetime.UTC)
         ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vmgen test ACME server CA")])
-        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-              .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-              .not_valid_after(now + datetime.timedelta(days=2))
-              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-              .sign(ca_key, hashes.SHA256()))
+        ca = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
         alt = [x509.IPAddress(ipaddress.ip_address(n)) if _is_ip(n) else x509.DNSName(n) for n in self.names]
-        cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble")]))
-                .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
-                .add_extension(x509.SubjectAlternativeName(alt), critical=False).sign(ca_key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble")]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
         self.folder.mkdir(parents=True, exist_ok=True)
         self.root.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
         self.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        self.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+        self.key.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
 
     @property
     def root(self) -> Path:
@@ -163,24 +183,38 @@ class Pebble:
     def start(self) -> Pebble:
         assert shutil.which("pebble"), "scripts/setup-system.sh installs pebble with the test packages"
         self.ca = TestCA(self.folder / "tls", self.names)
-        config = {"pebble": {
-            "listenAddress": f"0.0.0.0:{self.directory_port}",
-            "managementListenAddress": f"0.0.0.0:{self.management_port}",
-            "certificate": str(self.ca.cert), "privateKey": str(self.ca.key),
-            "httpPort": self.http_port, "tlsPort": 5001, "ocspResponderURL": "",
-            # Not its domainBlocklist: Debian's 2.4.0 panics on any name with fewer labels than
-            # a blocked one. AcmeFront refuses names instead.
-            "externalAccountBindingRequired": False,
-        }}
+        config = {
+            "pebble": {
+                "listenAddress": f"0.0.0.0:{self.directory_port}",
+                "managementListenAddress": f"0.0.0.0:{self.management_port}",
+                "certificate": str(self.ca.cert),
+                "privateKey": str(self.ca.key),
+                "httpPort": self.http_port,
+                "tlsPort": 5001,
+                "ocspResponderURL": "",
+                # Not its domainBlocklist: Debian's 2.4.0 panics on any name with fewer labels than
+                # a blocked one. AcmeFront refuses names instead.
+                "externalAccountBindingRequired": False,
+            }
+        }
         (self.folder / "pebble.json").write_text(json.dumps(config))
         # No random sleeps or nonce rejections; and no authorization reuse, whose code in Debian's 2.4.0
         # panics on concurrent orders (index out of range in NewOrder).
-        env = {"PATH": "/usr/bin:/bin", "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0"}
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "PEBBLE_VA_NOSLEEP": "1",
+            "PEBBLE_WFE_NONCEREJECT": "0",
+            "PEBBLE_AUTHZREUSE": "0",
+        }
         self.log = (self.folder / "pebble.log").open("wb")
         self.process = subprocess.Popen(
             ["pebble", "-config", str(self.folder / "pebble.json"), "-dnsserver", f"127.0.0.1:{self.dns_port}"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        up = wait_until(lambda: self._answers(), bool, timeout=30)
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        up = wait_until(self._answers, bool, timeout=30)
         assert up, (self.folder / "pebble.log").read_text()[-2000:]
         return self
 
@@ -239,17 +273,25 @@ class AcmeFront:
                 if front.limited & names:
                     self._problem(429, "rateLimited", RATE_LIMITED, {"Retry-After": "3600"})
                 elif front.refused & names:
-                    self._problem(400, "rejectedIdentifier", REFUSED.format(name=sorted(front.refused & names)[0]))
+                    self._problem(400, "rejectedIdentifier", REFUSED.format(name=min(front.refused & names)))
                 else:
                     self._pass(body)
 
             def _problem(self, status: int, kind: str, detail: str, headers: dict[str, str] | None = None) -> None:
                 front.orders_refused += 1
-                problem = json.dumps({"type": f"urn:ietf:params:acme:error:{kind}", "detail": detail,
-                                      "status": status}).encode()
+                problem = json.dumps(
+                    {"type": f"urn:ietf:params:acme:error:{kind}", "detail": detail, "status": status}
+                ).encode()
                 nonce = front._upstream("HEAD", "/nonce-plz", {"Host": self.headers["Host"]}, b"")[1]
-                self._send(status, {"Content-Type": "application/problem+json", **(headers or {}),
-                                    "Replay-Nonce": nonce.get("Replay-Nonce", "")}, problem)
+                self._send(
+                    status,
+                    {
+                        "Content-Type": "application/problem+json",
+                        **(headers or {}),
+                        "Replay-Nonce": nonce.get("Replay-Nonce", ""),
+                    },
+                    problem,
+                )
 
             def _pass(self, body: bytes = b"") -> None:
                 status, headers, data = front._upstream(self.command, self.path, dict(self.headers), body)
@@ -274,14 +316,19 @@ class AcmeFront:
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def _upstream(self, method: str, path: str, headers: dict[str, str], body: bytes
-                  ) -> tuple[int, dict[str, str], bytes]:
+    def _upstream(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         context = ssl.create_default_context(cafile=str(self.pebble.ca.root))
         context.check_hostname = False
         conn = http.client.HTTPSConnection("127.0.0.1", self.pebble.directory_port, context=context, timeout=30)
         try:
-            conn.request(method, path, body=body or None, headers={k: v for k, v in headers.items()
-                                                                     if k.lower() != "content-length"})
+            conn.request(
+                method,
+                path,
+                body=body or None,
+                headers={k: v for k, v in headers.items() if k.lower() != "content-length"},
+            )
             response = conn.getresponse()
             return response.status, dict(response.getheaders()), response.read()
         finally:
@@ -307,8 +354,10 @@ def served_chain_verifies(address: str, port: int, hostname: str, root_pem: str,
     sends verifies for `hostname`, else why not."""
     context = ssl.create_default_context(cadata=root_pem)
     try:
-        with socket.create_connection((address, port), timeout=timeout) as raw, \
-                context.wrap_socket(raw, server_hostname=hostname):
+        with (
+            socket.create_connection((address, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=hostname),
+        ):
             return ""
     except (ssl.SSLError, OSError) as exc:
         return str(exc)

@@ -30,7 +30,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
         engine = docker.from_env()
         for image in engine.images.list(filters={"label": f"{RUN_LABEL}={os.environ[RUN_VARIABLE]}"}):
-            engine.images.remove(image.id, force=True)
+            engine.images.remove(str(image.id), force=True)
     except Exception as exc:  # noqa: BLE001 - a run without docker made no images; say so and go on
         print(f"\nvmgen tests: run images not removed: {exc}")
 

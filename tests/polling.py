@@ -4,13 +4,13 @@ event can be subscribed to: poll with a deadline, never a fixed sleep."""
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def wait_until(read: Callable[[], T], ok: Callable[[T], bool], timeout: float = 10.0,
-               every: float = 0.05) -> T:
+def wait_until(read: Callable[[], T], ok: Callable[[T], bool], timeout: float = 10.0, every: float = 0.05) -> T:
     """Poll `read` until `ok(value)`; the last value is returned for the assertion message."""
     deadline = time.monotonic() + timeout
     value = read()

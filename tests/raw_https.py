@@ -20,14 +20,24 @@ class Reply:
         return self.body.decode(errors="replace")
 
 
-def request(address: str, port: int, host: str, path: str, method: str = "GET",
-            headers: dict[str, str] | None = None, body: bytes | None = None, sni: str = "",
-            timeout: float = 20) -> Reply:
+def request(
+    address: str,
+    port: int,
+    host: str,
+    path: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    sni: str = "",
+    timeout: float = 20,
+) -> Reply:
     """`host` is the Host header as sent; the SNI name is `sni`, or `host` without a port."""
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    with socket.create_connection((address, port), timeout=timeout) as raw, \
-            context.wrap_socket(raw, server_hostname=sni or host.split(":")[0]) as tls:
+    with (
+        socket.create_connection((address, port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=sni or host.split(":")[0]) as tls,
+    ):
         lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         if body is not None:
@@ -56,7 +66,7 @@ def unchunk(data: bytes) -> bytes:
         length = int(size.split(b";")[0] or b"0", 16)
         if length == 0:
             break
-        out, data = out + rest[:length], rest[length + 2:]
+        out, data = out + rest[:length], rest[length + 2 :]
     return out
 
 

@@ -14,13 +14,14 @@ import json
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import docker
 import pytest
 
+from tests.containers import output_of
 from tests.polling import eventually, wait_until
 from vmgen.contract.documents import ACT_FALLBACK_SECONDS
 
@@ -38,6 +39,7 @@ def hook():
     webhook = Webhook()
     yield webhook
     webhook.server.shutdown()
+
 
 AGENT_UID = 2000
 SHADOW = "/etc/shadow"
@@ -71,8 +73,13 @@ class Workspace:
         identity = self.cli.home / ".local/state/vmgen/identities" / f"{self.name}.age-identity"
         into.mkdir(parents=True, exist_ok=True)
         for each in reversed(chain):
-            subprocess.run(f"age -d -i {identity} | zstd -d | tar -x --incremental -C {into}", shell=True,
-                           check=True, input=self.fetch_backup(each), capture_output=True)
+            subprocess.run(
+                f"age -d -i {identity} | zstd -d | tar -x --incremental -C {into}",
+                shell=True,
+                check=True,
+                input=self.fetch_backup(each),
+                capture_output=True,
+            )
 
     def agent(self, script: str, check: bool = True) -> str:
         return self.cli.ssh(self.name, script, check=check)
@@ -118,7 +125,9 @@ def secrets_on_the_vm(ws: Workspace) -> list[str]:
     code, env = ws.root("cat /etc/vmgen/provider.env 2>/dev/null")
     found += [line.split("=", 1)[1] for line in env.splitlines() if "=" in line and len(line.split("=", 1)[1]) >= 8]
     code, toml = ws.root("cat /etc/vmgen/backup.toml 2>/dev/null")
-    found += [m for m in re.findall(r'^(?:secret_access_key|access_key_id) = "(.+)"$', toml, re.M) if len(m) >= 8]
+    found += [
+        m for m in re.findall(r'^(?:secret_access_key|access_key_id) = "(.+)"$', toml, re.MULTILINE) if len(m) >= 8
+    ]
     return found + ws.secrets + [CANARY_TEXT]
 
 
@@ -172,18 +181,19 @@ def _quote(text: str) -> str:
 
 # --- who the agent is ---------------------------------------------------------------------------
 
+
 def test_the_agent_has_no_way_up(ws: Workspace) -> None:
     assert ws.agent("id -u; id -nG").split() == [str(AGENT_UID), "agent"]  # no adm, no sudo group
     sudo = ws.agent_run("sudo -n true")
     assert sudo.returncode != 0
     assert ws.root("getent passwd debian ubuntu")[0] == 2  # no distribution default user
-    code, rules = ws.root("grep -rhs NOPASSWD /etc/sudoers /etc/sudoers.d || true")
+    _code, rules = ws.root("grep -rhs NOPASSWD /etc/sudoers /etc/sudoers.d || true")
     assert rules.strip() == ""
     # setuid/setgid binaries: exactly those of the image the VM booted from; vmgen adds none.
     finder = "find / -xdev \\( -perm -4000 -o -perm -2000 \\) -type f 2>/dev/null | sort"
     on_vm = ws.root(finder)[1].split()
     image = ws.container().image.id
-    stock = ws.docker_client.containers.run(image, ["bash", "-c", finder], remove=True).decode().split()
+    stock = output_of(ws.docker_client, image, ["bash", "-c", finder]).decode().split()
     assert set(on_vm) <= set(stock), set(on_vm) - set(stock)
 
 
@@ -195,8 +205,11 @@ def test_nothing_the_agent_can_read_holds_a_secret(ws: Workspace) -> None:
     # The system journal is not the agent's to read (no adm group): only its own user journal.
     journal = ws.agent_run("journalctl -u vmgen-idlewatch -u vmgen-control --no-pager -n 50 -o cat")
     assert "idle watchdog started" not in journal.stdout
-    for path in ("/var/lib/cloud/instance/user-data.txt", "/var/lib/cloud/seed/nocloud/user-data",
-                 "/run/cloud-init/instance-data-sensitive.json"):
+    for path in (
+        "/var/lib/cloud/instance/user-data.txt",
+        "/var/lib/cloud/seed/nocloud/user-data",
+        "/run/cloud-init/instance-data-sensitive.json",
+    ):
         assert ws.agent_run(f"head -c1 {path}").returncode != 0, path
     # Root's processes: argv readable (it holds nothing, see the hunt), environment not.
     pid = ws.root("systemctl show -p MainPID --value vmgen-idlewatch")[1].strip()
@@ -204,6 +217,7 @@ def test_nothing_the_agent_can_read_holds_a_secret(ws: Workspace) -> None:
 
 
 # --- root reads what the agent wrote ------------------------------------------------------------
+
 
 def test_links_fifos_devices_and_huge_files_at_every_path_root_reads(ws: Workspace) -> None:
     plant_canary(ws)
@@ -216,7 +230,9 @@ def test_links_fifos_devices_and_huge_files_at_every_path_root_reads(ws: Workspa
         ln -sf {SHADOW} backup-request
         mkdir -p ~/.claude/sessions {project}
         for f in ~/.claude/sessions/*.json; do [ -e "$f" ] && mv "$f" "$f.real"; done
-        for pid in $(pgrep -u agent -x claude; pgrep -u agent -f 'claude --'); do ln -sf /etc/vmgen/provider.env ~/.claude/sessions/$pid.json; done
+        for pid in $(pgrep -u agent -x claude; pgrep -u agent -f 'claude --'); do
+            ln -sf /etc/vmgen/provider.env ~/.claude/sessions/$pid.json
+        done
         mkfifo {project}/fifo.jsonl
         ln -sf /dev/zero {project}/zero.jsonl
         truncate -s 2G {project}/huge.jsonl
@@ -225,12 +241,15 @@ def test_links_fifos_devices_and_huge_files_at_every_path_root_reads(ws: Workspa
     state = ws.ticks(3)
     assert CANARY_TEXT not in json.dumps(state)  # the link was not followed
     assert "refusing to read" in ws.journal("vmgen-idlewatch")
-    ws.agent(f"cd ~/.vmgen && rm -f leases.json agent-events.jsonl && ln -s {CANARY} agent-events.jsonl && mkfifo leases.json")
+    ws.agent(
+        f"cd ~/.vmgen && rm -f leases.json agent-events.jsonl && ln -s {CANARY} agent-events.jsonl"
+        " && mkfifo leases.json"
+    )
     state = ws.ticks(3)
     assert state["agent"]["state"] != "working" and CANARY_TEXT not in json.dumps(state)
     # The old path-unit trap: nothing reads ~/.vmgen/backup-request any more, as root or at all.
     assert ws.root("systemctl list-unit-files 'vmgen-backup*' 'vmgen-restore*' --no-legend")[1].strip() == ""
-    code, rss = ws.root("ps -o rss= -p $(systemctl show -p MainPID --value vmgen-idlewatch)")
+    _code, rss = ws.root("ps -o rss= -p $(systemctl show -p MainPID --value vmgen-idlewatch)")
     assert int(rss) < 200_000, rss  # KiB: the 2 GiB file was not read into memory
     ws.agent(f"""cd ~/.vmgen && rm -f leases.json agent-events.jsonl backup-request
         rm -f {project}/fifo.jsonl {project}/zero.jsonl {project}/huge.jsonl ~/work/{ws.name}/x/rootlink
@@ -246,13 +265,16 @@ def test_swapping_files_for_links_in_a_loop_leaks_nothing(ws: Workspace) -> None
         while [ $SECONDS -lt $end ]; do
           echo '[]' > ~/.vmgen/l.tmp && mv -f ~/.vmgen/l.tmp ~/.vmgen/leases.json
           ln -sfn {CANARY} ~/.vmgen/l.lnk && mv -Tf ~/.vmgen/l.lnk ~/.vmgen/leases.json
-          mkdir -p ~/work/{ws.name}/d && rm -rf ~/work/{ws.name}/d && ln -sfn /etc ~/work/{ws.name}/d && rm -f ~/work/{ws.name}/d
+          mkdir -p ~/work/{ws.name}/d && rm -rf ~/work/{ws.name}/d
+          ln -sfn /etc ~/work/{ws.name}/d && rm -f ~/work/{ws.name}/d
         done
 EOF
         setsid nohup bash /tmp/swap.sh >/dev/null 2>&1 < /dev/null &""")
     for _ in range(4):
         assert CANARY_TEXT not in json.dumps(ws.ticks(1))
-    eventually(lambda: ws.agent_run("pgrep -f '^bash /tmp/swap.sh'").returncode != 0, timeout=60, what="the swap loop to end")
+    eventually(
+        lambda: ws.agent_run("pgrep -f '^bash /tmp/swap.sh'").returncode != 0, timeout=60, what="the swap loop to end"
+    )
     ws.agent("rm -f ~/.vmgen/leases.json ~/.vmgen/l.tmp ~/.vmgen/l.lnk /tmp/swap.sh")
 
 
@@ -288,8 +310,11 @@ while True:
 EOF
         rm -f /tmp/evil-tmux.log
         setsid nohup python3 /tmp/evil-tmux.py >/dev/null 2>&1 < /dev/null &""")
-    eventually(lambda: ws.agent_run("cat /tmp/evil-tmux.log").stdout.strip() != "", timeout=60,
-               what="the watchdog to look at the fake server")
+    eventually(
+        lambda: ws.agent_run("cat /tmp/evil-tmux.log").stdout.strip() != "",
+        timeout=60,
+        what="the watchdog to look at the fake server",
+    )
     ws.ticks(2)
     clients = set(ws.agent("cat /tmp/evil-tmux.log").split())
     assert clients == {str(AGENT_UID)}, clients  # asked, but only ever by a client running as the agent
@@ -309,9 +334,11 @@ def test_the_control_socket_takes_only_what_it_should(ws: Workspace) -> None:
     sock = "/run/vmgen/control.sock"
     mode = ws.root(f"stat -c '%a %U %G %F' {sock}")[1].split()
     assert mode[:3] == ["660", "root", "agent"] and "socket" in " ".join(mode[3:])
-    send = ("python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(\"" + sock + "\")\n"
-            "try:\n s.sendall(sys.stdin.buffer.read()); s.shutdown(socket.SHUT_WR); print(s.recv(65536).decode())\n"
-            "except OSError as e: print(\"closed:\", e)'")
+    send = (
+        "python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(\"" + sock + '")\n'
+        "try:\n s.sendall(sys.stdin.buffer.read()); s.shutdown(socket.SHUT_WR); print(s.recv(65536).decode())\n"
+        'except OSError as e: print("closed:", e)\''
+    )
     refused = ws.cli("ssh", ws.name, "--", send, input='{"op": "shell", "trigger": "laptop"}\n').stdout
     assert "unknown operation" in refused
     before = ws.root("stat -c %Y /var/lib/vmgen/backup-result.json 2>/dev/null || echo none")[1]
@@ -330,14 +357,17 @@ def test_the_page_is_not_the_agents_and_roots_page_socket_refuses_it(ws: Workspa
     assert page != "0" and ws.root(f"ps -o user= -p {page}")[1].strip() == "vmgen-page"
     tried = ws.agent_run(f"kill -STOP {page} 2>&1; kill {page} 2>&1; cat /proc/{page}/environ 2>&1 | head -c 100")
     assert tried.stdout.count("Operation not permitted") == 2 and "Permission denied" in tried.stdout, tried.stdout
-    ask = ("python3 -c 'import socket; s=socket.socket(socket.AF_UNIX); s.connect(\"/run/vmgen/page-ops.sock\")' "
-           "2>&1 || true")
+    ask = (
+        "python3 -c 'import socket; s=socket.socket(socket.AF_UNIX); s.connect(\"/run/vmgen/page-ops.sock\")' "
+        "2>&1 || true"
+    )
     assert "Permission denied" in ws.agent(ask)
     assert ws.root(f"ps -o user=,stat= -p {page}")[1].split()[1][0] in "SR"  # still serving, not stopped
     ws.ticks(1)
 
 
 # --- backups and restores touch the home as the agent ------------------------------------------
+
 
 def test_a_backup_reads_the_home_as_the_agent_and_skips_what_it_cannot_hold(ws: Workspace) -> None:
     plant_canary(ws)
@@ -357,14 +387,26 @@ EOF
     assert f"work/{ws.name}/a-fifo: special file" in made.stderr, made.stderr
     backup_id = made.stderr.split(f"backed up {ws.name}: ")[1].split(",")[0]
     identity = ws.cli.home / ".local/state/vmgen/identities" / f"{ws.name}.age-identity"
-    listing = subprocess.run(f"age -d -i {identity} | zstd -d | tar -tv", shell=True, check=True,
-                             input=ws.fetch_backup(backup_id), capture_output=True).stdout.decode()
-    contents = subprocess.run(f"age -d -i {identity} | zstd -d | tar -xO --wildcards '*' 2>/dev/null; true",
-                              shell=True, input=ws.fetch_backup(backup_id), capture_output=True).stdout
+    listing = subprocess.run(
+        f"age -d -i {identity} | zstd -d | tar -tv",
+        shell=True,
+        check=True,
+        input=ws.fetch_backup(backup_id),
+        capture_output=True,
+    ).stdout.decode()
+    contents = subprocess.run(
+        f"age -d -i {identity} | zstd -d | tar -xO --wildcards '*' 2>/dev/null; true",
+        shell=True,
+        input=ws.fetch_backup(backup_id),
+        capture_output=True,
+    ).stdout
     assert f"canary-link -> {CANARY}" in listing  # kept as what it is: a link
     assert "a-fifo" not in listing and f"work/{ws.name}/swapped" in listing
     assert CANARY_TEXT.encode() not in contents
-    ws.agent(f"pkill -f '^bash /tmp/swap2.sh'; cd ~/work/{ws.name}; rm -f canary-link a-fifo swapped swapped.tmp swapped.lnk /tmp/swap2.sh; true")
+    ws.agent(
+        f"pkill -f '^bash /tmp/swap2.sh'; cd ~/work/{ws.name}; "
+        "rm -f canary-link a-fifo swapped swapped.tmp swapped.lnk /tmp/swap2.sh; true"
+    )
 
 
 def test_a_restore_writes_through_none_of_the_backups_links(ws: Workspace) -> None:
@@ -383,8 +425,10 @@ def test_a_restore_writes_through_none_of_the_backups_links(ws: Workspace) -> No
     assert f"restored {ws.name}" in restored.stderr
     assert ws.root("stat -c '%U %a %s' /etc/motd /etc/passwd; sha256sum /etc/motd /etc/passwd")[1] == before
     assert ws.agent("test -L ~/etc-link && readlink ~/work/" + ws.name + "/passwd-link").strip() == "/etc/passwd"
-    assert ws.agent("test -f ~/.ssh/authorized_keys && ! test -L ~/.ssh/authorized_keys && echo regular").strip() == \
-        "regular"
+    assert (
+        ws.agent("test -f ~/.ssh/authorized_keys && ! test -L ~/.ssh/authorized_keys && echo regular").strip()
+        == "regular"
+    )
     ws.ticks(1)
 
 
@@ -392,11 +436,15 @@ def test_a_restore_writes_through_none_of_the_backups_links(ws: Workspace) -> No
 
 # The backup's tar stage is the agent's process: `python -c ... child_main(...) tar {"root": ...}`.
 TAR_STAGES = "pgrep -u agent -f ' tar [{]'"
-STOP_TAR_STAGES = ("setsid nohup bash -c 'while [ ! -e /tmp/let-tar-run ]; do for p in $(pgrep -u agent -f \" tar [{]\"); "
-                   "do kill -STOP $p; done; sleep 0.05; done' >/dev/null 2>&1 < /dev/null &")
-ASK_ROOT = ("python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.settimeout(10); "
-            "s.connect(\"/run/vmgen/control.sock\"); s.sendall(sys.argv[1].encode() + b\"\\n\"); "
-            "print(s.makefile().readline())' ")
+STOP_TAR_STAGES = (
+    'setsid nohup bash -c \'while [ ! -e /tmp/let-tar-run ]; do for p in $(pgrep -u agent -f " tar [{]"); '
+    "do kill -STOP $p; done; sleep 0.05; done' >/dev/null 2>&1 < /dev/null &"
+)
+ASK_ROOT = (
+    "python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.settimeout(10); "
+    's.connect("/run/vmgen/control.sock"); s.sendall(sys.argv[1].encode() + b"\\n"); '
+    "print(s.makefile().readline())' "
+)
 
 
 def backup_id_of(made: subprocess.CompletedProcess[str], name: str) -> str:
@@ -408,17 +456,27 @@ def test_a_stopped_tar_stage_holds_up_neither_the_watchdog_nor_the_laptop(ws: Wo
     keeps ticking, a second backup hears "busy" at once, root stops the held one at its deadline,
     and the laptop's backup runs after it."""
     # 64 MiB that does not compress: the tar stage runs long enough to be caught.
-    ws.agent(f"head -c 64M /dev/urandom > ~/work/{ws.name}/big.bin; rm -f /tmp/let-tar-run; " + STOP_TAR_STAGES +
-             " setsid nohup vmgen vmside backup --trigger shell > /tmp/held.out 2>&1 < /dev/null &")
-    eventually(lambda: "T" in ws.root(f"for p in $({TAR_STAGES}); do ps -o stat= -p $p; done")[1], timeout=60,
-               what="the tar stage to be stopped")
+    ws.agent(
+        f"head -c 64M /dev/urandom > ~/work/{ws.name}/big.bin; rm -f /tmp/let-tar-run; "
+        + STOP_TAR_STAGES
+        + " setsid nohup vmgen vmside backup --trigger shell > /tmp/held.out 2>&1 < /dev/null &"
+    )
+    eventually(
+        lambda: "T" in ws.root(f"for p in $({TAR_STAGES}); do ps -o stat= -p $p; done")[1],
+        timeout=60,
+        what="the tar stage to be stopped",
+    )
     ws.ticks(2)  # the watchdog does not wait on it
     started = time.monotonic()
-    answer = ws.agent(ASK_ROOT + "'{\"op\": \"backup\", \"trigger\": \"laptop\"}'")
+    answer = ws.agent(ASK_ROOT + '\'{"op": "backup", "trigger": "laptop"}\'')
     assert '"busy"' in answer and "a backup is already running (asked for by shell" in answer, answer
     assert time.monotonic() - started < 15
-    result = wait_until(lambda: ws.root("cat /var/lib/vmgen/backup-result.json")[1],
-                        lambda text: '"shell"' in text, timeout=BACKUP_DEADLINE_SECONDS + 60, every=1)
+    result = wait_until(
+        lambda: ws.root("cat /var/lib/vmgen/backup-result.json")[1],
+        lambda text: '"shell"' in text,
+        timeout=BACKUP_DEADLINE_SECONDS + 60,
+        every=1,
+    )
     assert "the backup was stopped: it did not finish within its deadline" in result, result
     assert ws.root(TAR_STAGES)[0] == 1  # killed: SIGKILL does not wait for a stopped process
     ws.agent(f"touch /tmp/let-tar-run; rm -f ~/work/{ws.name}/big.bin")
@@ -452,8 +510,10 @@ while time.monotonic() < end:  # slowloris: a byte now and then on the newest, n
 def test_a_flood_and_slow_clients_leave_root_answering_the_laptop(ws: Workspace) -> None:
     """Attack 4: 500 connections and slow clients. The socket stays up, one root daemon answers,
     and the laptop's `vmgen status` and `vmgen backup` (over SSH, as the agent too) succeed."""
-    ws.agent("cat > /tmp/flood.py <<'EOF'\n" + FLOOD + "\nEOF\n"
-             "setsid nohup python3 /tmp/flood.py 40 > /tmp/flood.out 2>&1 < /dev/null &")
+    ws.agent(
+        "cat > /tmp/flood.py <<'EOF'\n" + FLOOD + "\nEOF\n"
+        "setsid nohup python3 /tmp/flood.py 40 > /tmp/flood.out 2>&1 < /dev/null &"
+    )
     eventually(lambda: "connected" in ws.agent_run("cat /tmp/flood.out").stdout, timeout=60, what="the flood")
     status = ws.cli("status", ws.name)
     assert "note:" not in status.stderr, status.stderr  # a verdict made now, not the last regular one
@@ -518,11 +578,14 @@ def test_emptying_the_workspace_and_asking_for_backups_keeps_the_earlier_ones_re
 ) -> None:
     """Attack 3: the agent empties the tree and asks for 20 backups in a row: the backups from
     before stay in the store and restore with their files (rate limit and retention by age)."""
-    ws.agent(f"mkdir -p ~/work/{ws.name}/keep && for i in $(seq 1 40); do echo file-$i > ~/work/{ws.name}/keep/f$i.txt; "
-             "done")
+    ws.agent(
+        f"mkdir -p ~/work/{ws.name}/keep && for i in $(seq 1 40); do echo file-$i > ~/work/{ws.name}/keep/f$i.txt; done"
+    )
     good = backup_id_of(ws.cli("backup", ws.name), ws.name)
-    attack = ws.agent_run(f"rm -rf ~/work/{ws.name}/* ~/work/{ws.name}/.git; for i in $(seq 1 20); do "
-                          "vmgen vmside backup --trigger shell | tail -1; done")
+    attack = ws.agent_run(
+        f"rm -rf ~/work/{ws.name}/* ~/work/{ws.name}/.git; for i in $(seq 1 20); do "
+        "vmgen vmside backup --trigger shell | tail -1; done"
+    )
     assert "backups were asked for in the last hour" in attack.stdout, attack.stdout[-2000:]
     assert good in ws.cli("backups", ws.name).stdout
     ws.restore_by_hand(good, tmp_path / "restored")
@@ -533,16 +596,28 @@ def test_emptying_the_workspace_and_asking_for_backups_keeps_the_earlier_ones_re
 
 # --- the inventory: nothing root runs or reads is the agent's to change -------------------------
 
-INVENTORY = ("/etc/vmgen /usr/local/lib/vmgen /opt/vmgen /var/lib/vmgen /run/vmgen /var/log/vmgen "
-             "/etc/systemd/system/vmgen-* /etc/tmpfiles.d/vmgen.conf /etc/ssh/sshd_config.d/60-vmgen.conf "
-             "/etc/fail2ban/jail.d/vmgen.local /usr/local/bin/vmgen")
+INVENTORY = (
+    "/etc/vmgen /usr/local/lib/vmgen /opt/vmgen /var/lib/vmgen /run/vmgen /var/log/vmgen "
+    "/etc/systemd/system/vmgen-* /etc/tmpfiles.d/vmgen.conf /etc/ssh/sshd_config.d/60-vmgen.conf "
+    "/etc/fail2ban/jail.d/vmgen.local /usr/local/bin/vmgen"
+)
 # Places any user may write by design (sticky shared folders, its own runtime dir).
-SHARED = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", f"/run/user/{AGENT_UID}", "/home/agent", "/proc", "/sys",
-          "/dev", "/var/lib/systemd/linger")
+SHARED = (
+    "/tmp",
+    "/var/tmp",
+    "/dev/shm",
+    "/run/lock",
+    f"/run/user/{AGENT_UID}",
+    "/home/agent",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/var/lib/systemd/linger",
+)
 
 
 def test_root_owns_everything_vmgen_installs(ws: Workspace) -> None:
-    code, listing = ws.root(f"find {INVENTORY} -printf '%u %g %#m %y %p\\n' 2>/dev/null")
+    _code, listing = ws.root(f"find {INVENTORY} -printf '%u %g %#m %y %p\\n' 2>/dev/null")
     entries = [line.split(" ", 4) for line in listing.splitlines()]
     assert len(entries) > 50, listing[:500]
     bad = []
@@ -565,7 +640,7 @@ def test_root_owns_everything_vmgen_installs(ws: Workspace) -> None:
     assert bad == [], "\n".join(bad)
     # Root-only secrets stay root-only.
     for path in ("/etc/vmgen/provider.env", "/etc/vmgen/backup.toml", "/etc/vmgen/cloudcli.env"):
-        code, out = ws.root(f"test -e {path} && stat -c '%a %U' {path} || echo absent")
+        _code, out = ws.root(f"test -e {path} && stat -c '%a %U' {path} || echo absent")
         assert out.strip() in ("600 root", "absent"), (path, out)
 
 
@@ -573,20 +648,26 @@ def test_nothing_root_executes_is_writable_by_the_agent(ws: Workspace) -> None:
     prune = " -o ".join(f"-path {p}" for p in SHARED)
     # Writable by the agent (links excluded: a masked unit points at /dev/null), and links into
     # places the agent controls.
-    code, writable = ws.root(
+    _code, writable = ws.root(
         f"runuser -u agent -- find / -xdev \\( {prune} \\) -prune -o -writable ! -type l -print -o -type l "
-        "\\( -lname '/home/*' -o -lname '/tmp/*' -o -lname '/var/tmp/*' -o -lname '/dev/shm/*' \\) -print 2>/dev/null")
+        "\\( -lname '/home/*' -o -lname '/tmp/*' -o -lname '/var/tmp/*' -o -lname '/dev/shm/*' \\) -print 2>/dev/null"
+    )
     assert writable.strip() == "", writable
     # Every program a root unit of vmgen's runs, and each folder above it: root's, not writable.
-    code, units = ws.root("systemctl cat 'vmgen-*' 2>/dev/null | grep -E '^(ExecStart|User)='")
-    programs = {line.split("=", 1)[1].split()[0].lstrip("-@+!") for line in units.splitlines()
-                if line.startswith("ExecStart=")}
+    _code, units = ws.root("systemctl cat 'vmgen-*' 2>/dev/null | grep -E '^(ExecStart|User)='")
+    programs = {
+        line.split("=", 1)[1].split()[0].lstrip("-@+!") for line in units.splitlines() if line.startswith("ExecStart=")
+    }
     for program in sorted(programs):
-        code, out = ws.root(f"p={program}; while [ \"$p\" != / ]; do stat -L -c '%U %a %n' \"$p\"; p=$(dirname \"$p\"); done")
+        _code, out = ws.root(
+            f'p={program}; while [ "$p" != / ]; do stat -L -c \'%U %a %n\' "$p"; p=$(dirname "$p"); done'
+        )
         for line in out.splitlines():
-            owner, mode, path = line.split(" ", 2)
+            owner, mode, _path = line.split(" ", 2)
             assert owner == "root" and not int(mode, 8) & 0o022, line
-    code, path_dirs = ws.root("for d in $(echo $PATH | tr : ' ') /usr/local/sbin /usr/local/bin; do stat -L -c '%U %a %n' $d; done")
+    _code, path_dirs = ws.root(
+        "for d in $(echo $PATH | tr : ' ') /usr/local/sbin /usr/local/bin; do stat -L -c '%U %a %n' $d; done"
+    )
     for line in path_dirs.splitlines():
         owner, mode, _ = line.split(" ", 2)
         assert owner == "root" and not int(mode, 8) & 0o022, line
@@ -594,8 +675,10 @@ def test_nothing_root_executes_is_writable_by_the_agent(ws: Workspace) -> None:
 
 # --- the hard limit: acted on whatever the agent plants ----------------------------------------
 
-def test_the_hard_lifetime_fires_through_every_trap(doomed: Workspace, gone: Callable[[], bool], hook: Webhook,
-                                                    kept: Callable[[], str]) -> None:
+
+def test_the_hard_lifetime_fires_through_every_trap(
+    doomed: Workspace, gone: Callable[[], bool], hook: Webhook, kept: Callable[[], str]
+) -> None:
     """Leases, events and sessions that block, a fake human, files changing every second, a full
     disk, and (attack 2) every backup's tar stage killed as it starts: at the hard lifetime the VM
     still goes, within root's bound, and every channel says how its data was kept without a backup."""
@@ -607,12 +690,17 @@ def test_the_hard_lifetime_fires_through_every_trap(doomed: Workspace, gone: Cal
         mkdir -p ~/.claude/sessions && for i in 1 2 3; do mkfifo ~/.claude/sessions/$i.json; done
         setsid nohup bash -c 'exec -a "sshd: agent@pts/7" sleep 3600' >/dev/null 2>&1 < /dev/null &
         setsid nohup bash -c 'while :; do touch ~/work/{doomed.name}/busy; sleep 1; done' >/dev/null 2>&1 < /dev/null &
-        setsid nohup bash -c 'while :; do pkill -9 -u agent -f " tar [{{]"; sleep 0.1; done' >/dev/null 2>&1 < /dev/null &
+        setsid nohup bash -c 'while :; do pkill -9 -u agent -f " tar [{{]"; sleep 0.1; done' \\
+            >/dev/null 2>&1 < /dev/null &
         echo kept-without-a-backup > ~/work/{doomed.name}/precious.txt""")
     started = time.monotonic()
     # The lifetime, then root's backup deadline (retried until then), then keeping the data.
-    eventually(gone, timeout=LIFETIME_SECONDS + BACKUP_DEADLINE_SECONDS + ACT_FALLBACK_SECONDS, interval=2,
-               what="the workspace to go at its hard lifetime")
+    eventually(
+        gone,
+        timeout=LIFETIME_SECONDS + BACKUP_DEADLINE_SECONDS + ACT_FALLBACK_SECONDS,
+        interval=2,
+        what="the workspace to go at its hard lifetime",
+    )
     assert time.monotonic() - started < LIFETIME_SECONDS + BACKUP_DEADLINE_SECONDS + ACT_FALLBACK_SECONDS
     said = hook.wait_for(f"workspace {doomed.name}", timeout=60)
     kept_as = kept()

@@ -49,8 +49,8 @@ def docker_client() -> docker.DockerClient:
 
 def this_vmgen():
     """The install of vmgen a launch by this source tree asks for (its own build)."""
+    from vmgen.laptop.spec import VmgenInstall
     from vmgen.selfwheel import own_wheel
-    from vmgen.spec import VmgenInstall
 
     wheel = own_wheel()
     return VmgenInstall(version=wheel.version, wheel_sha256=wheel.sha256)
@@ -75,14 +75,15 @@ def stock_image(docker_client, tmp_path_factory) -> str:
     with run_once(tmp_path_factory, "stock-image") as shared:
         made = shared / "image"
         if not made.exists():
-            result = subprocess.run(["bash", str(ROOT / "images/debian12-test/build.sh")],
-                                    capture_output=True, text=True, check=True)
+            result = subprocess.run(
+                ["bash", str(ROOT / "images/debian12-test/build.sh")], capture_output=True, text=True, check=True
+            )
             base = result.stdout.strip().splitlines()[-1]
             container = docker_client.containers.create(base, command=["true"])
             try:
                 container.commit(repository="vmgen-test-stock", tag=RUN, changes=[f"LABEL {RUN_LABEL}={RUN}"])
             finally:
-                container.remove(force=True)
+                container.remove(force=True, v=True)
             made.write_text(f"vmgen-test-stock:{RUN}")
         return made.read_text()
 
@@ -92,22 +93,29 @@ def vm_image(docker_client, stock_image, tmp_path_factory) -> str:
     """The stock image with this run's install steps baked in (packages, the pinned Claude
     Code, this very vmgen): launches skip them and take seconds. The cold path keeps its own
     tests (test_launch_variants, test_baked_images use `stock_image`)."""
-    from vmgen.agents import AGENTS
-    from vmgen.builder.install import workspace_plan
-    from vmgen.providers.docker import DockerProvider
-    from vmgen.providers.docker_bake import bake
+    from vmgen.laptop.agents import AGENTS
+    from vmgen.laptop.builder.install import workspace_plan
+    from vmgen.laptop.providers.docker import DockerProvider
+    from vmgen.laptop.providers.docker_bake import bake
+    from vmgen.laptop.stamps import BAKED_LABEL
     from vmgen.selfwheel import own_wheel
-    from vmgen.stamps import BAKED_LABEL
 
     with run_once(tmp_path_factory, "baked-image") as shared:
         made = shared / "image"
         if not made.exists():
-            plan = workspace_plan(AGENTS["claude"], AGENT_VERSION, this_vmgen(), desktop=False, domain="",
-                                  code_ui_version="")
+            plan = workspace_plan(
+                AGENTS["claude"], AGENT_VERSION, this_vmgen(), desktop=False, domain="", code_ui_version=""
+            )
             # Not "1" for the baked label: `vmgen image list` and launches never see this image.
-            image = bake(DockerProvider(stock_image, docker_client), plan, own_wheel(), lambda message: None,
-                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN},
-                         repository=f"vmgen-test-baked-{RUN}", owner={})
+            image = bake(
+                DockerProvider(stock_image, docker_client),
+                plan,
+                own_wheel(),
+                lambda message: None,
+                labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN},
+                repository=f"vmgen-test-baked-{RUN}",
+                owner={},
+            )
             made.write_text(image.ref)
         return made.read_text()
 
@@ -120,7 +128,7 @@ def web_image(vm_image, docker_client, tmp_path_factory) -> str:
     """The run's baked image plus what a workspace with a domain and a desktop installs: Caddy,
     the desktop's packages and the code UI (the version a launch installs), once here instead of
     in every launch."""
-    from vmgen.config import Settings
+    from vmgen.laptop.config import Settings
 
     return _web_bake("web", Settings.code_ui_version, vm_image, docker_client, tmp_path_factory)
 
@@ -133,21 +141,33 @@ def web_lite_image(vm_image, docker_client, tmp_path_factory) -> str:
 
 
 def _web_bake(name: str, code_ui_version: str, vm_image, docker_client, tmp_path_factory) -> str:
-    from vmgen.agents import AGENTS
-    from vmgen.builder.install import workspace_plan
-    from vmgen.providers.docker import DockerProvider
-    from vmgen.providers.docker_bake import bake
+    from vmgen.laptop.agents import AGENTS
+    from vmgen.laptop.builder.install import workspace_plan
+    from vmgen.laptop.providers.docker import DockerProvider
+    from vmgen.laptop.providers.docker_bake import bake
+    from vmgen.laptop.stamps import BAKED_LABEL
     from vmgen.selfwheel import own_wheel
-    from vmgen.stamps import BAKED_LABEL
 
     with run_once(tmp_path_factory, f"{name}-image") as shared:
         made = shared / "image"
         if not made.exists():
-            plan = workspace_plan(AGENTS["claude"], AGENT_VERSION, this_vmgen(), desktop=True, domain=WEB_ZONE,
-                                  code_ui_version=code_ui_version)
-            image = bake(DockerProvider(vm_image, docker_client), plan, own_wheel(), lambda message: None,
-                         labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN}, repository=f"vmgen-test-{name}-{RUN}",
-                         owner={})
+            plan = workspace_plan(
+                AGENTS["claude"],
+                AGENT_VERSION,
+                this_vmgen(),
+                desktop=True,
+                domain=WEB_ZONE,
+                code_ui_version=code_ui_version,
+            )
+            image = bake(
+                DockerProvider(vm_image, docker_client),
+                plan,
+                own_wheel(),
+                lambda message: None,
+                labels={BAKED_LABEL: f"test-{RUN}", RUN_LABEL: RUN},
+                repository=f"vmgen-test-{name}-{RUN}",
+                owner={},
+            )
             made.write_text(image.ref)
         return made.read_text()
 
@@ -172,32 +192,33 @@ def _web_cloud(cli, image):
 
     fake = FakeHetzner(image=image).start()
     dns = FakeCloudflare(zones=[WEB_ZONE], host="0.0.0.0", public_host=fake.gateway).start()
-    cli.env.update({
-        "VMGEN_PROVIDER": "hetzner",
-        "HCLOUD_TOKEN": "test-token",
-        "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
-        "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
-        "VMGEN_DOMAIN": WEB_ZONE,
-        "CLOUDFLARE_API_TOKEN": "test-token",
-        "VMGEN_CLOUDFLARE_ENDPOINT": dns.endpoint,
-        "VMGEN_WEB_TLS": "internal",
-        "VMGEN_IDLE_ACTION": "delete",
-        "VMGEN_IDLE_WARN_MINUTES": "0.25",
-        "VMGEN_IDLE_INTERVAL_SECONDS": "2",
-    })
+    cli.env.update(
+        {
+            "VMGEN_PROVIDER": "hetzner",
+            "HCLOUD_TOKEN": "test-token",
+            "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
+            "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
+            "VMGEN_DOMAIN": WEB_ZONE,
+            "CLOUDFLARE_API_TOKEN": "test-token",
+            "VMGEN_CLOUDFLARE_ENDPOINT": dns.endpoint,
+            "VMGEN_WEB_TLS": "internal",
+            "VMGEN_IDLE_ACTION": "delete",
+            "VMGEN_IDLE_WARN_MINUTES": "0.25",
+            "VMGEN_IDLE_INTERVAL_SECONDS": "2",
+        }
+    )
     yield fake, dns
     dns.stop()
     fake.stop()
 
 
-
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002
+    def log_message(self, format, *args):
         pass
 
 
 @pytest.fixture(scope="session")
-def model() -> FakeAnthropicServer:
+def model() -> Iterator[FakeAnthropicServer]:
     server = FakeAnthropicServer(Script(rules=[]), host="0.0.0.0").start()
     yield server
     server.stop()
@@ -209,8 +230,15 @@ class Cli:
     home: Path
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 900, input: str | None = None):
-        result = subprocess.run([sys.executable, "-m", "vmgen", *args], env=self.env, capture_output=True,
-                                text=True, timeout=timeout, input=input, cwd=self.home)
+        result = subprocess.run(
+            [sys.executable, "-m", "vmgen", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            cwd=self.home,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"vmgen {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .attack_suite import *  # noqa: F403 - the suite's tests, collected for this provider
+from .attack_suite import *
 from .attack_suite import BACKUP_DEADLINE_SECONDS, Workspace
 from .conftest import Cli, make_repo, unique
 
@@ -14,9 +14,18 @@ NAME, DOOMED = unique("attack-d"), unique("doomed-d")
 def attacker(cli: Cli, **env: str) -> Cli:
     # Seconds-scale watchdog ticks; an idle timeout far away, so only the hard limit acts. Root's
     # backup deadline in seconds; room for the suite's own backups in the rate limit.
-    return Cli(env=dict(cli.env, VMGEN_IDLE_INTERVAL_SECONDS="2", VMGEN_IDLE_MINUTES="60",
-                        VMGEN_BACKUP_DEADLINE_MINUTES=str(BACKUP_DEADLINE_SECONDS / 60), VMGEN_BACKUP_KEEP="12",
-                        VMGEN_BACKUP_REQUESTS_PER_HOUR="6", **env), home=cli.home)
+    return Cli(
+        env=dict(
+            cli.env,
+            VMGEN_IDLE_INTERVAL_SECONDS="2",
+            VMGEN_IDLE_MINUTES="60",
+            VMGEN_BACKUP_DEADLINE_MINUTES=str(BACKUP_DEADLINE_SECONDS / 60),
+            VMGEN_BACKUP_KEEP="12",
+            VMGEN_BACKUP_REQUESTS_PER_HOUR="6",
+            **env,
+        ),
+        home=cli.home,
+    )
 
 
 def store_of(cli: Cli):
@@ -42,8 +51,10 @@ def doomed(cli, docker_client, tmp_path_factory, hook):
 @pytest.fixture
 def gone(doomed: Workspace, docker_client):
     """Docker workspaces power off at the limit (a container cannot delete itself)."""
+
     def stopped() -> bool:
         return docker_client.containers.get(f"vmgen-{DOOMED}").status == "exited"
+
     return stopped
 
 

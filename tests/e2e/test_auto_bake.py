@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.hetzner import FakeHetzner
 from tests.polling import wait_until
-from vmgen.stamps import BAKED_LABEL, BASE_LABEL, label_value
+from vmgen.laptop.stamps import BAKED_LABEL, BASE_LABEL, label_value
 
 from .conftest import RUN, make_repo, unique
 
@@ -29,7 +29,7 @@ def vm_image(docker_client, stock_image: str):
     try:
         image = container.commit(repository="vmgen-test-autobake", tag=RUN, changes=["LABEL vmgen-test-autobake=1"])
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     yield image.id
     for baked in docker_client.images.list(filters={"label": f"{BASE_LABEL}={label_value(image.id)}"}):
         docker_client.images.remove(baked.id, force=True)
@@ -52,8 +52,9 @@ def test_a_cold_launch_bakes_for_the_next_one(cli, docker_client, vm_image, tmp_
     assert "auto_bake: baking this install plan on a separate build VM" in first.stderr
     log = first.stderr.split("log: ", 1)[1].split(" ", 1)[0]
     # The background bake's last line says how it ended (the image appears a moment before its tag).
-    ended = wait_until(lambda: Path(log).read_text(), lambda text: "launches use it" in text or "error:" in text,
-                       timeout=900, every=2)
+    ended = wait_until(
+        lambda: Path(log).read_text(), lambda text: "launches use it" in text or "error:" in text, timeout=900, every=2
+    )
     found = baked_from(docker_client, vm_image)
     assert len(found) == 1, f"no image from the background bake; its log:\n{ended}"
     (baked,) = found
@@ -71,8 +72,13 @@ def test_a_cold_launch_bakes_for_the_next_one(cli, docker_client, vm_image, tmp_
 
 def test_on_a_cloud_a_cold_launch_bakes_a_snapshot_by_default(cli, vm_image, tmp_path) -> None:
     with FakeHetzner(image=vm_image) as fake:
-        env = dict(cli.env, VMGEN_PROVIDER="hetzner", HCLOUD_TOKEN=fake.token,
-                   VMGEN_HCLOUD_ENDPOINT=fake.api_endpoint_for_vms, VMGEN_HCLOUD_METADATA_URL=fake.metadata_url)
+        env = dict(
+            cli.env,
+            VMGEN_PROVIDER="hetzner",
+            HCLOUD_TOKEN=fake.token,
+            VMGEN_HCLOUD_ENDPOINT=fake.api_endpoint_for_vms,
+            VMGEN_HCLOUD_METADATA_URL=fake.metadata_url,
+        )
         del env["VMGEN_AUTO_BAKE"]  # the default
         cloud = type(cli)(env=env, home=cli.home)
         first = cloud("launch", str(make_repo(tmp_path, CLOUD_FIRST)), "--json")
@@ -83,8 +89,12 @@ def test_on_a_cloud_a_cold_launch_bakes_a_snapshot_by_default(cli, vm_image, tmp
         found = wait_until(lambda: fake.client().images.get_all(type=["snapshot"]), bool, timeout=900, every=3)
         assert len(found) == 1, f"no snapshot from the background bake; its log:\n{Path(log).read_text()}"
         # Its build server is not the workspace, and it is gone once the snapshot is taken.
-        assert wait_until(lambda: sorted(s.name for s in fake.state.servers.values()),
-                          lambda names: names == [CLOUD_FIRST], timeout=120, every=1) == [CLOUD_FIRST]
+        assert wait_until(
+            lambda: sorted(s.name for s in fake.state.servers.values()),
+            lambda names: names == [CLOUD_FIRST],
+            timeout=120,
+            every=1,
+        ) == [CLOUD_FIRST]
         assert "vmgen bake" in cloud("image", "list").stdout
 
         second = cloud("launch", str(make_repo(tmp_path, CLOUD_SECOND)), "--json")

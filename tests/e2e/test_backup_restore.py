@@ -22,11 +22,19 @@ NAME = unique("keeper")
 NOTE = "remember the blue door\n"
 # What the agent shut itself out of: a folder of 000 holding another, a file of 000, a file of
 # 0200. Made as the agent; root reads them back to check (the agent cannot).
-LOCK_OUT = ("mkdir -p sealed/inner && echo inside > sealed/inner/deep && echo mine > sealed/file"
-            f" && echo write-only > work/{NAME}/write-only && echo none > work/{NAME}/none"
-            f" && chmod 200 work/{NAME}/write-only && chmod 000 work/{NAME}/none sealed/inner sealed")
-LOCKED_OUT = {"sealed": "0 ", "sealed/inner": "0 ", "sealed/inner/deep": "644 inside",
-              "sealed/file": "644 mine", f"work/{NAME}/write-only": "200 write-only", f"work/{NAME}/none": "0 none"}
+LOCK_OUT = (
+    "mkdir -p sealed/inner && echo inside > sealed/inner/deep && echo mine > sealed/file"
+    f" && echo write-only > work/{NAME}/write-only && echo none > work/{NAME}/none"
+    f" && chmod 200 work/{NAME}/write-only && chmod 000 work/{NAME}/none sealed/inner sealed"
+)
+LOCKED_OUT = {
+    "sealed": "0 ",
+    "sealed/inner": "0 ",
+    "sealed/inner/deep": "644 inside",
+    "sealed/file": "644 mine",
+    f"work/{NAME}/write-only": "200 write-only",
+    f"work/{NAME}/none": "0 none",
+}
 
 
 def store_dir(cli, name: str = NAME) -> Path:
@@ -35,21 +43,30 @@ def store_dir(cli, name: str = NAME) -> Path:
 
 def locked_out(docker_client, name: str) -> dict[str, str]:
     """Mode and contents of the LOCKED_OUT paths on workspace `name`, read as root."""
-    script = "cd /home/agent && for p in " + " ".join(LOCKED_OUT) + (
-        '; do printf "%s\\t%s " "$p" "$(stat -c %a "$p")"; [ -f "$p" ] && cat "$p" || echo; done')
+    script = (
+        "cd /home/agent && for p in "
+        + " ".join(LOCKED_OUT)
+        + ('; do printf "%s\\t%s " "$p" "$(stat -c %a "$p")"; [ -f "$p" ] && cat "$p" || echo; done')
+    )
     out = docker_client.containers.get(f"vmgen-{name}").exec_run(["bash", "-c", script]).output.decode()
     return dict(line.split("\t", 1) for line in out.splitlines())
 
 
 def test_round_trip_with_the_conversation(cli, model, tmp_path, docker_client) -> None:
-    model.script = Script(rules=[Rule(
-        trigger="REMEMBER.md",
-        tool=ToolUse("Write", {"file_path": f"/home/agent/work/{NAME}/REMEMBER.md", "content": NOTE}),
-        after_tool_text="Noted in REMEMBER.md.")])
+    model.script = Script(
+        rules=[
+            Rule(
+                trigger="REMEMBER.md",
+                tool=ToolUse("Write", {"file_path": f"/home/agent/work/{NAME}/REMEMBER.md", "content": NOTE}),
+                after_tool_text="Noted in REMEMBER.md.",
+            )
+        ]
+    )
     cli("launch", str(make_repo(tmp_path, NAME)))
     cli("send", NAME, "please write REMEMBER.md")
-    eventually(lambda: cli.ssh(NAME, f"cat work/{NAME}/REMEMBER.md", check=False) == NOTE, timeout=60,
-               what="the agent's file")
+    eventually(
+        lambda: cli.ssh(NAME, f"cat work/{NAME}/REMEMBER.md", check=False) == NOTE, timeout=60, what="the agent's file"
+    )
     # That turn was shorter than the watchdog's interval, and `vmgen status` still saw it.
     worked = next(line for line in cli("status", NAME).stdout.splitlines() if "last agent working" in line)
     assert "never" not in worked, worked
@@ -71,45 +88,53 @@ def test_round_trip_with_the_conversation(cli, model, tmp_path, docker_client) -
     assert any(name.endswith(".jsonl") for name in transcripts)
     # The identity went from the laptop over SSH and the control socket into root's memory only.
     root_grep = docker_client.containers.get(f"vmgen-{NAME}").exec_run(
-        ["grep", "-rl", "AGE-SECRET-KEY", "/run", "/etc/vmgen", "/var/lib/vmgen", "/home/agent", "/tmp"])
+        ["grep", "-rl", "AGE-SECRET-KEY", "/run", "/etc/vmgen", "/var/lib/vmgen", "/home/agent", "/tmp"]
+    )
     assert root_grep.exit_code == 1, root_grep.output  # grep: nothing found anywhere
     pid = cli.ssh(NAME, "pgrep -u agent -o -f 'claude --'").strip()
     assert "--continue" in cli.ssh(NAME, f"ps -o args= -p {pid}")
-    eventually(lambda: "REMEMBER.md" in cli.ssh(NAME, "tmux capture-pane -p -S -200 -t claude"), timeout=60,
-               what="the earlier conversation on screen after the restore")
+    eventually(
+        lambda: "REMEMBER.md" in cli.ssh(NAME, "tmux capture-pane -p -S -200 -t claude"),
+        timeout=60,
+        what="the earlier conversation on screen after the restore",
+    )
 
 
 def test_the_standard_age_tool_reads_a_backup(cli) -> None:
     identity = cli.home / ".local/state/vmgen/identities" / f"{NAME}.age-identity"
     (obj,) = sorted(store_dir(cli).glob("*.tar.zst.age"))[-1:]
-    listing = subprocess.run(f"age -d -i {identity} < {obj} | zstd -d | tar -t", shell=True, check=True,
-                             capture_output=True, text=True).stdout
+    listing = subprocess.run(
+        f"age -d -i {identity} < {obj} | zstd -d | tar -t", shell=True, check=True, capture_output=True, text=True
+    ).stdout
     assert f"work/{NAME}/REMEMBER.md" in listing.splitlines() or f"./work/{NAME}/REMEMBER.md" in listing.splitlines()
 
 
 def test_the_restored_workspace_backs_up_what_changed(cli, docker_client, tmp_path) -> None:
     """NAME runs restored from its backup: its next backup is an increment on that one, made by
     the agent's walk with root's kept index, and the chain restores by hand with standard tools."""
-    restored_from = sorted(store_dir(cli).glob("*.json"))[-1].stem
+    restored_from = max(store_dir(cli).glob("*.json")).stem
     cli.ssh(NAME, f"echo later > work/{NAME}/LATER.md && rm work/{NAME}/REMEMBER.md")
     made = cli("backup", NAME)
     assert f"an increment on {restored_from}: " in made.stderr, made.stderr
     assert f"increment 1 on {restored_from}" in cli("backups", NAME).stdout
     # Root's index of the agent's files: root's alone.
-    kept = docker_client.containers.get(f"vmgen-{NAME}").exec_run(["stat", "-c", "%U %a", "/var/lib/vmgen/backup-index"])
+    kept = docker_client.containers.get(f"vmgen-{NAME}").exec_run(
+        ["stat", "-c", "%U %a", "/var/lib/vmgen/backup-index"]
+    )
     assert kept.output.decode().split() == ["root", "700"]
     assert cli.ssh(NAME, "ls /var/lib/vmgen/backup-index 2>&1; true").strip().endswith("Permission denied")
 
     identity = cli.home / ".local/state/vmgen/identities" / f"{NAME}.age-identity"
     out = tmp_path / "by-hand"
     out.mkdir()
-    chain = [sorted(store_dir(cli).glob("*.json"))[-1]]  # the newest, then each manifest's parent
+    chain = [max(store_dir(cli).glob("*.json"))]  # the newest, then each manifest's parent
     while parent := json.loads(chain[-1].read_text())["parent"]:
         chain.append(store_dir(cli) / f"{parent}.json")
     for manifest in reversed(chain):  # oldest first: the full one, then the increments
         obj = manifest.with_name(manifest.stem + ".tar.zst.age")
-        subprocess.run(f"age -d -i {identity} < {obj} | zstd -d | tar -x --incremental -C {out}", shell=True,
-                       check=True)
+        subprocess.run(
+            f"age -d -i {identity} < {obj} | zstd -d | tar -x --incremental -C {out}", shell=True, check=True
+        )
     assert (out / f"work/{NAME}/LATER.md").read_text() == "later\n"
     assert not (out / f"work/{NAME}/REMEMBER.md").exists()
 
@@ -136,7 +161,10 @@ def test_restore_as_a_new_workspace_and_back_under_its_own_name(cli, docker_clie
         # Without a domain the page's socket is the agent's to reach (as `vmgen open` does, over SSH).
         page = json.loads(cli.ssh(twin, f"curl -sf --unix-socket {VM.page_socket} http://workspace/api/state"))
         assert page["backup"] is None and page["restored"] == {
-            "backup_id": backup_id, "workspace": NAME, "finished_at": page["restored"]["finished_at"]}
+            "backup_id": backup_id,
+            "workspace": NAME,
+            "finished_at": page["restored"]["finished_at"],
+        }
         # Its own backups go under its own name, to an identity of its own.
         assert (cli.home / ".local/state/vmgen/identities" / f"{twin}.age-identity").exists()
 

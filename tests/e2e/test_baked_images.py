@@ -12,11 +12,12 @@ import docker
 import pytest
 
 from tests.conftest import RUN_LABEL
+from tests.containers import output_of, remove
 from tests.fakes.anthropic_api import Rule, Script, ToolUse
 from tests.fakes.hetzner import FakeHetzner
 from tests.polling import eventually
 from vmgen import __version__
-from vmgen.stamps import BAKED_LABEL, BASE_LABEL, STAMP_LABEL_PREFIX, label_value
+from vmgen.laptop.stamps import BAKED_LABEL, BASE_LABEL, STAMP_LABEL_PREFIX, label_value
 
 from .conftest import AGENT_VERSION, RUN, make_repo, this_vmgen, unique
 
@@ -31,15 +32,25 @@ def skipped_steps(cli, name: str) -> set[str]:
 
 
 def agent_writes_a_file(cli, model, name: str) -> None:
-    model.script = Script(rules=[Rule(
-        trigger="HELLO.md",
-        tool=ToolUse("Write", {"file_path": f"/home/agent/work/{name}/HELLO.md",
-                               "content": "hello from the scripted model\n"}),
-        after_tool_text="I created HELLO.md.")])
+    model.script = Script(
+        rules=[
+            Rule(
+                trigger="HELLO.md",
+                tool=ToolUse(
+                    "Write",
+                    {"file_path": f"/home/agent/work/{name}/HELLO.md", "content": "hello from the scripted model\n"},
+                ),
+                after_tool_text="I created HELLO.md.",
+            )
+        ]
+    )
     cli("send", name, "please add a HELLO.md")
     model.wait_for("please add a HELLO.md", timeout=60)
-    eventually(lambda: cli.ssh(name, f"cat work/{name}/HELLO.md", check=False) == "hello from the scripted model\n",
-               timeout=60, what="HELLO.md written by the agent")
+    eventually(
+        lambda: cli.ssh(name, f"cat work/{name}/HELLO.md", check=False) == "hello from the scripted model\n",
+        timeout=60,
+        what="HELLO.md written by the agent",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +110,7 @@ def test_a_vmgen_version_mismatch_reinstalls_vmgen_alone(cli, model, baked, dock
     old.wait()
     labels = {**baked.labels, f"{STAMP_LABEL_PREFIX}vmgen": "0.0.1", RUN_LABEL: RUN}
     older = old.commit(repository="vmgen-baked", tag=f"older-vmgen-{RUN}", conf={"Labels": labels})
-    old.remove()
+    remove(old)
     try:
         result = json.loads(cli("launch", str(make_repo(tmp_path, MIXED_WS)), "--json").stdout)
         assert result["image"] == older.id  # the newest baked image
@@ -118,20 +129,24 @@ def snapshot(cli, vm_image):
     boots with the bake user-data, vmgen provisions it over SSH as root, powers it off and takes
     the snapshot with the stamps as labels; the build server is gone afterwards."""
     fake = FakeHetzner(image=vm_image).start()
-    cli.env.update({
-        "VMGEN_PROVIDER": "hetzner",
-        "HCLOUD_TOKEN": "test-token",
-        "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
-        "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
-    })
+    cli.env.update(
+        {
+            "VMGEN_PROVIDER": "hetzner",
+            "HCLOUD_TOKEN": "test-token",
+            "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
+            "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
+        }
+    )
     made = cli("image", "build", "--provider", "hetzner")
     assert "EUR per GB a month" in made.stderr  # what keeping it costs, from the price list
     assert not fake.state.servers  # the build server went
     (image,) = fake.client().images.get_all(type=["snapshot"])
     # The bake's access went before the snapshot: no key of the bake, no host key, no instance.
-    inside = docker.from_env().containers.run(
-        fake.state.images[image.id].docker_image, ["sh", "-c", "ls -A /root/.ssh /etc/ssh/ssh_host_* /var/lib/cloud/"
-                                                         "instance /var/lib/vmgen/incoming 2>&1; true"], remove=True)
+    inside = output_of(
+        docker.from_env(),
+        str(fake.state.images[image.id].docker_image),
+        ["sh", "-c", "ls -A /root/.ssh /etc/ssh/ssh_host_* /var/lib/cloud/instance /var/lib/vmgen/incoming 2>&1; true"],
+    )
     assert b"authorized_keys" not in inside and b"ssh_host_ed25519_key" not in inside and b".whl" not in inside
     assert inside.count(b"No such file or directory") >= 3, inside
     yield image

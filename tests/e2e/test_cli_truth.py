@@ -46,8 +46,17 @@ def keyless(cli, tmp_path_factory):
     "ready", with the watchdog's usual 30 s interval."""
     bare = Cli(env={k: v for k, v in cli.env.items() if k != "ANTHROPIC_API_KEY"}, home=cli.home)
     repo = make_repo(tmp_path_factory.mktemp("repos"), NAME)
-    both = [subprocess.Popen([sys.executable, "-m", "vmgen", "launch", str(repo)], env=bare.env, cwd=bare.home,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    both = [
+        subprocess.Popen(
+            [sys.executable, "-m", "vmgen", "launch", str(repo)],
+            env=bare.env,
+            cwd=bare.home,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     try:
         ended = [subprocess.CompletedProcess(p.args, 0, *p.communicate(timeout=600)) for p in both]
     finally:
@@ -73,8 +82,14 @@ def test_two_launches_of_one_name_at_once_make_one_workspace(cli, keyless) -> No
 
 def test_launch_without_a_terminal_prints_one_line_per_phase(keyless) -> None:
     lines = lines_of(keyless[0].stderr)
-    phases = ["creating the workspace on docker", "waiting for SSH", "provisioning: ", "handing over credentials",
-              "waiting for the watchdog's first verdict", "ready: "]
+    phases = [
+        "creating the workspace on docker",
+        "waiting for SSH",
+        "provisioning: ",
+        "handing over credentials",
+        "waiting for the watchdog's first verdict",
+        "ready: ",
+    ]
     at = [index_of(lines, phase) if any(phase in line for line in lines) else -1 for phase in phases]
     assert at == sorted(at), lines
     assert sum("waiting for SSH" in line for line in lines) == 1  # a retry is not a new phase
@@ -147,8 +162,13 @@ def test_the_agents_install_is_logged_under_its_own_phase(cli, keyless) -> None:
 
 
 def test_open_killed_with_sigterm_takes_its_tunnel_with_it(cli, keyless) -> None:
-    process = subprocess.Popen([sys.executable, "-m", "vmgen", "open", NAME, "--no-browser"], env=cli.env,
-                               cwd=cli.home, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vmgen", "open", NAME, "--no-browser"],
+        env=cli.env,
+        cwd=cli.home,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         seen: list[str] = []
         read_until(process, "through SSH", seen)
@@ -220,12 +240,13 @@ def git_server(tmp_path) -> Iterator[str]:
     server.server_close()
 
 
-def test_a_failed_clone_shows_its_phase_and_its_own_error_first_and_keeps_its_log(cli, docker_client,
-                                                                                 git_server) -> None:
+def test_a_failed_clone_shows_its_phase_and_its_own_error_first_and_keeps_its_log(
+    cli, docker_client, git_server
+) -> None:
     name = unique("noclone")
     result = cli("launch", git_server, "--name", name, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    error = result.stderr[result.stderr.index("error: "):]
+    error = result.stderr[result.stderr.index("error: ") :]
     assert "failed in the provisioning phase 'repo'" in error and "Failed to connect to 127.0.0.1" in error, error
     assert "Rules updated" not in error and "Firewall" not in error  # the phase before says nothing
     kept = Path(error.split("(the whole log: ")[1].split(")")[0])
@@ -236,8 +257,13 @@ def test_a_failed_clone_shows_its_phase_and_its_own_error_first_and_keeps_its_lo
 def launching(cli, name: str, repo: Path) -> subprocess.Popen[str]:
     """A launch to interrupt while it provisions: cold, so that provisioning takes longer than the
     test takes to read a line and signal (from a baked image the whole launch can be over first)."""
-    return subprocess.Popen([sys.executable, "-m", "vmgen", "launch", str(repo), "--name", name, "--cold"],
-                            env=cli.env, cwd=cli.home, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vmgen", "launch", str(repo), "--name", name, "--cold"],
+        env=cli.env,
+        cwd=cli.home,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def read_until(process: subprocess.Popen[str], part: str, seen: list[str]) -> None:
@@ -285,7 +311,7 @@ def test_leftovers_are_listed_refused_and_removed(cli, docker_client, tmp_path) 
     assert again.returncode == 2 and "cut short" in again.stderr and f"`vmgen destroy {name}`" in again.stderr
     assert "creating" not in again.stderr
     # Then its container removed (a cleanup cut short): its volume, local state and identity remain.
-    docker_client.containers.get(f"vmgen-{name}").remove(force=True)
+    docker_client.containers.get(f"vmgen-{name}").remove(force=True, v=True)
     row = next(line for line in cli("list").stdout.splitlines() if line.split()[:1] == [name])
     assert "leftover" in row and f"vmgen-{name}-home" in row
     again = cli("launch", str(repo), "--name", name, check=False, timeout=60)
@@ -300,15 +326,26 @@ def test_leftovers_are_listed_refused_and_removed(cli, docker_client, tmp_path) 
 
 def fake_baked_image(docker_client, owner: str, tag: str, owner_id: str = "") -> str:
     """An empty image labelled as a bake of this run's own base: never what a launch picks."""
-    stamp = {"vmgen-baked": "1", "vmgen-base": f"test-base-{RUN}", "vmgen-stamp-packages": "p",
-             "vmgen-stamp-agent": "a", "vmgen-stamp-vmgen": "v", "vmgen-owner": owner, RUN_LABEL: RUN,
-             "vmgen-test-tag": tag}
+    stamp = {
+        "vmgen-baked": "1",
+        "vmgen-base": f"test-base-{RUN}",
+        "vmgen-stamp-packages": "p",
+        "vmgen-stamp-agent": "a",
+        "vmgen-stamp-vmgen": "v",
+        "vmgen-owner": owner,
+        RUN_LABEL: RUN,
+        "vmgen-test-tag": tag,
+    }
     if owner_id:
         stamp["vmgen-owner-id"] = owner_id
     empty = io.BytesIO()
     tarfile.open(fileobj=empty, mode="w").close()
-    docker_client.api.import_image_from_data(empty.getvalue(), repository=f"vmgen-test-baked-{RUN}", tag=tag,
-                                             changes=[f"LABEL {k}={v}" for k, v in stamp.items()])
+    docker_client.api.import_image_from_data(
+        empty.getvalue(),
+        repository=f"vmgen-test-baked-{RUN}",
+        tag=tag,
+        changes=[f"LABEL {k}={v}" for k, v in stamp.items()],
+    )
     image = docker_client.images.get(f"vmgen-test-baked-{RUN}:{tag}")
     assert image.id is not None
     return image.id.removeprefix("sha256:")[:12]
@@ -316,8 +353,13 @@ def fake_baked_image(docker_client, owner: str, tag: str, owner_id: str = "") ->
 
 def test_image_list_rm_and_prune_act_on_ones_own_images(cli, docker_client) -> None:
     me = replace(cli, env={**cli.env, "LOGNAME": f"me-{RUN}", "USER": f"me-{RUN}"})
-    mine = subprocess.run([sys.executable, "-c", "from vmgen.owner import owner_id; print(owner_id())"], env=cli.env,
-                          capture_output=True, text=True, check=True).stdout.strip()  # this user's, in their home
+    mine = subprocess.run(
+        [sys.executable, "-c", "from vmgen.laptop.owner import owner_id; print(owner_id())"],
+        env=cli.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()  # this user's, in their home
     host = socket.gethostname()
     older = fake_baked_image(docker_client, f"me-{RUN}@{host}", "older", mine)
     newer = fake_baked_image(docker_client, f"me-{RUN}@{host}", "newer", mine)
@@ -336,7 +378,10 @@ def test_image_list_rm_and_prune_act_on_ones_own_images(cli, docker_client) -> N
     pruned = me("image", "prune")  # all but the newest of a base: what a launch from it would use
     assert f"({older})" in pruned.stderr and newer not in pruned.stderr and theirs not in pruned.stderr
     me("image", "rm", newer)
-    left = {image.id.removeprefix("sha256:")[:12] for image in docker_client.images.list(
-        filters={"label": f"{RUN_LABEL}={RUN}"}) if image.id}
+    left = {
+        image.id.removeprefix("sha256:")[:12]
+        for image in docker_client.images.list(filters={"label": f"{RUN_LABEL}={RUN}"})
+        if image.id
+    }
     assert theirs in left and older not in left and newer not in left
     assert me("image", "rm", theirs, check=False).returncode == 2  # another user's: not without --all

@@ -16,21 +16,25 @@ from .conftest import ROOT, Cli, make_repo
 @pytest.fixture(scope="module")
 def hetzner(vm_image, cli):
     fake = FakeHetzner(image=vm_image).start()
-    cli.env.update({
-        "VMGEN_PROVIDER": "hetzner",
-        "HCLOUD_TOKEN": "test-token",
-        "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
-        "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
-        "VMGEN_REGION": "fsn1",
-    })
+    cli.env.update(
+        {
+            "VMGEN_PROVIDER": "hetzner",
+            "HCLOUD_TOKEN": "test-token",
+            "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
+            "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
+            "VMGEN_REGION": "fsn1",
+        }
+    )
     yield fake
     fake.stop()
 
 
 def vmgen_resources(fake: FakeHetzner) -> dict[str, int]:
     state = fake.state
-    return {kind: sum(1 for item in getattr(state, kind).values() if item.labels.get("vmgen") == "1")
-            for kind in ("servers", "firewalls", "ssh_keys")}
+    return {
+        kind: sum(1 for item in getattr(state, kind).values() if item.labels.get("vmgen") == "1")
+        for kind in ("servers", "firewalls", "ssh_keys")
+    }
 
 
 def row_of(listing: str, name: str) -> str:
@@ -99,8 +103,12 @@ def test_errors_are_clear_and_leave_nothing_behind(cli, hetzner, tmp_path) -> No
     finally:
         hetzner.max_servers = None
 
-    result = expect_error(cli, ["launch", repo, "--type", "cx53", "--region", "hel1"],
-                          "server type 'cx53' is not available in hel1", code=2)
+    result = expect_error(
+        cli,
+        ["launch", repo, "--type", "cx53", "--region", "hel1"],
+        "server type 'cx53' is not available in hel1",
+        code=2,
+    )
     assert "cx23, cx33, cx43" in result.stderr
     expect_error(cli, ["launch", repo, "--type", "cx22"], "is deprecated", code=2)
 
@@ -117,7 +125,9 @@ def test_name_used_by_another_server(cli, hetzner, tmp_path) -> None:
 
     other = client.servers.create(name="taken", server_type=ServerType(name="cx23"), image=Image(name="ubuntu-24.04"))
     try:
-        expect_error(cli, ["launch", str(make_repo(tmp_path, "taken"))], "already has a resource with that name", code=2)
+        expect_error(
+            cli, ["launch", str(make_repo(tmp_path, "taken"))], "already has a resource with that name", code=2
+        )
         assert "taken" in [s.name for s in client.servers.get_all()]  # not ours: untouched
     finally:
         other.action.wait_until_finished()  # a server is locked (423) while its create action runs

@@ -46,9 +46,12 @@ def git_server(tmp_path_factory):
 def test_git_url_with_branch_login_and_gitconfig(cli, model, git_server) -> None:
     claude_dir = cli.home / ".claude"
     claude_dir.mkdir(exist_ok=True)
-    (claude_dir / ".credentials.json").write_text(json.dumps(
-        {"claudeAiOauth": {"accessToken": "test-token", "note": f"{cli.home}/.claude/cache"}}))
-    (cli.home / ".gitconfig").write_text(f"[user]\n\tname = Tester\n[core]\n\texcludesfile = {cli.home}/.gitignore_global\n")
+    (claude_dir / ".credentials.json").write_text(
+        json.dumps({"claudeAiOauth": {"accessToken": "test-token", "note": f"{cli.home}/.claude/cache"}})
+    )
+    (cli.home / ".gitconfig").write_text(
+        f"[user]\n\tname = Tester\n[core]\n\texcludesfile = {cli.home}/.gitignore_global\n"
+    )
     try:
         cli("launch", f"{git_server}#feature/x", "--name", CLONED, "--copy-claude-login", "--cold")
         # A prompt sent the moment the launch returns is not lost while the agent's UI starts.
@@ -82,7 +85,9 @@ def test_failed_cloud_init_shows_the_log_and_leaves_nothing(cli, tmp_path, docke
 
 def test_keep_on_failure_keeps_the_workspace_for_inspection(cli, tmp_path, docker_client) -> None:
     repo = make_repo(tmp_path, KEPT)
-    result = cli("launch", str(repo), "--cold", "--agent-version", "0.0.0-does-not-exist", "--keep-on-failure", check=False)
+    result = cli(
+        "launch", str(repo), "--cold", "--agent-version", "0.0.0-does-not-exist", "--keep-on-failure", check=False
+    )
     assert result.returncode == 1
     try:
         assert "status: error" in cli.ssh(KEPT, "cloud-init status", check=False)

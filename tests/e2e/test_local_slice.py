@@ -21,12 +21,18 @@ NAME = unique("slice")
 @pytest.fixture(scope="module")
 def launched(cli, model, tmp_path_factory):
     repo = make_repo(tmp_path_factory.mktemp("repos"), NAME)
-    model.script = Script(rules=[Rule(
-        trigger="HELLO.md",
-        tool=ToolUse("Write", {"file_path": f"/home/agent/work/{NAME}/HELLO.md",
-                               "content": "hello from the scripted model\n"}),
-        after_tool_text="I created HELLO.md.",
-    )])
+    model.script = Script(
+        rules=[
+            Rule(
+                trigger="HELLO.md",
+                tool=ToolUse(
+                    "Write",
+                    {"file_path": f"/home/agent/work/{NAME}/HELLO.md", "content": "hello from the scripted model\n"},
+                ),
+                after_tool_text="I created HELLO.md.",
+            )
+        ]
+    )
     cli.env["VMGEN_IDLE_INTERVAL_SECONDS"] = "5"
     result = cli("launch", str(repo))
     yield result
@@ -105,8 +111,11 @@ def test_send_drives_the_agent_which_writes_the_file(cli, launched, model) -> No
     cli("send", NAME, "please add a HELLO.md")
     request = model.wait_for("please add a HELLO.md", timeout=60)
     assert request.has_tools  # the agent loop, not a side request
-    eventually(lambda: cli.ssh(NAME, f"cat work/{NAME}/HELLO.md", check=False) == "hello from the scripted model\n",
-               timeout=60, what="HELLO.md written by the agent")
+    eventually(
+        lambda: cli.ssh(NAME, f"cat work/{NAME}/HELLO.md", check=False) == "hello from the scripted model\n",
+        timeout=60,
+        what="HELLO.md written by the agent",
+    )
     # The transcript Claude Code keeps is there for the watchdog and for resuming.
     transcripts = cli.ssh(NAME, f"ls .claude/projects/-home-agent-work-{NAME}/").split()
     assert any(name.endswith(".jsonl") for name in transcripts)
@@ -117,14 +126,34 @@ def test_disconnect_and_reconnect_reach_the_same_session_and_agent(cli, launched
     # A real terminal: `vmgen connect` inside a local tmux session, then the laptop "goes away".
     local = f"vmgen-connect-test-{tmp_path.name}"
     env = " ".join(f"{k}={subprocess.list2cmdline([v])}" for k, v in cli.env.items())
-    for attempt in range(2):
-        subprocess.run(["tmux", "new-session", "-d", "-s", local, "-x", "120", "-y", "30",
-                        f"env {env} {sys.executable} -m vmgen connect {NAME}"], check=True, cwd=cli.home)
-        eventually(lambda: cli.ssh(NAME, "tmux list-clients -t claude | wc -l").strip() == "1",
-                   timeout=30, what="the attached tmux client")
+    for _attempt in range(2):
+        subprocess.run(
+            [
+                "tmux",
+                "new-session",
+                "-d",
+                "-s",
+                local,
+                "-x",
+                "120",
+                "-y",
+                "30",
+                f"env {env} {sys.executable} -m vmgen connect {NAME}",
+            ],
+            check=True,
+            cwd=cli.home,
+        )
+        eventually(
+            lambda: cli.ssh(NAME, "tmux list-clients -t claude | wc -l").strip() == "1",
+            timeout=30,
+            what="the attached tmux client",
+        )
         subprocess.run(["tmux", "kill-session", "-t", local], check=True)
-        eventually(lambda: cli.ssh(NAME, "tmux list-clients -t claude | wc -l").strip() == "0",
-                   timeout=30, what="the client to go away")
+        eventually(
+            lambda: cli.ssh(NAME, "tmux list-clients -t claude | wc -l").strip() == "0",
+            timeout=30,
+            what="the client to go away",
+        )
     assert agent_pid(cli) == before
     assert cli.ssh(NAME, "tmux list-sessions | wc -l").strip() == "1"
 
@@ -139,8 +168,11 @@ def test_stop_and_start_keep_files_and_resume_the_conversation(cli, launched) ->
     pid = agent_pid(cli)
     assert "--continue" in cli.ssh(NAME, f"ps -o args= -p {pid}")
     # The resumed session shows the earlier exchange.
-    eventually(lambda: "HELLO.md" in cli.ssh(NAME, "tmux capture-pane -p -S -200 -t claude"),
-               timeout=60, what="the previous conversation on screen")
+    eventually(
+        lambda: "HELLO.md" in cli.ssh(NAME, "tmux capture-pane -p -S -200 -t claude"),
+        timeout=60,
+        what="the previous conversation on screen",
+    )
 
 
 def test_keepalive_and_status_from_the_laptop(cli, launched) -> None:
@@ -173,8 +205,13 @@ def test_the_watchdog_sees_the_agents_connection_to_its_model(cli, launched, mod
 
 
 def test_open_without_a_domain_tunnels_the_workspace_page(cli, launched) -> None:
-    opened = subprocess.Popen([sys.executable, "-m", "vmgen", "open", NAME, "--no-browser"], env=cli.env, cwd=cli.home,
-                              stderr=subprocess.PIPE, text=True)
+    opened = subprocess.Popen(
+        [sys.executable, "-m", "vmgen", "open", NAME, "--no-browser"],
+        env=cli.env,
+        cwd=cli.home,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert opened.stderr is not None
         line = opened.stderr.readline()  # printed once the tunnel is started
@@ -189,8 +226,11 @@ def test_open_without_a_domain_tunnels_the_workspace_page(cli, launched) -> None
             except OSError:
                 return ""
 
-        eventually(lambda: json.loads(page() or "{}").get("workspace") == NAME, timeout=30,
-                   what="the workspace page through the SSH tunnel")
+        eventually(
+            lambda: json.loads(page() or "{}").get("workspace") == NAME,
+            timeout=30,
+            what="the workspace page through the SSH tunnel",
+        )
     finally:
         opened.terminate()
         opened.wait(timeout=10)

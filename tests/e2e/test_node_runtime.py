@@ -12,12 +12,12 @@ from dataclasses import replace
 import pytest
 
 from tests.conftest import RUN_LABEL
-from vmgen.agents import AGENTS
-from vmgen.builder import codeui
-from vmgen.builder.install import plan_for
-from vmgen.builder.node import NODE
-from vmgen.builder.render import render_node_install
-from vmgen.config import Settings
+from vmgen.laptop.agents import AGENTS
+from vmgen.laptop.builder import codeui
+from vmgen.laptop.builder.install import plan_for
+from vmgen.laptop.builder.node import NODE
+from vmgen.laptop.builder.render import render_node_install
+from vmgen.laptop.config import Settings
 
 from .conftest import AGENT_VERSION, RUN, this_vmgen
 
@@ -51,7 +51,7 @@ cd /tmp/agent && npm install --dry-run --no-audit --no-fund @anthropic-ai/claude
     assert status == 0, output[-3000:]
     assert f"vmgen: Node.js v{NODE.version}, npm {NODE.npm.version}" in output
     assert output.count("added ") >= 2, output[-3000:]  # both resolved
-    assert "EBADENGINE" not in output, output[output.index("EBADENGINE") - 200:][:1500]
+    assert "EBADENGINE" not in output, output[output.index("EBADENGINE") - 200 :][:1500]
 
 
 def test_a_download_that_is_not_the_pinned_build_is_refused(docker_client, stock_image, plan):

@@ -25,8 +25,11 @@ def installed(tmp_path_factory, cli) -> Cli:
     """`vmgen` from a wheel built by `python -m build`, installed by pipx into its own venv."""
     work = tmp_path_factory.mktemp("packaging")
     dist = work / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(dist), str(ROOT)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = dist.glob("vmgen-*.whl")
     assert list(dist.glob("vmgen-*.tar.gz")), "no sdist"
     pipx = {**os.environ, "PIPX_HOME": str(work / "pipx"), "PIPX_BIN_DIR": str(work / "bin")}
@@ -39,8 +42,9 @@ def installed(tmp_path_factory, cli) -> Cli:
 
 class PipxCli(Cli):
     def __call__(self, *args: str, check: bool = True, timeout: float = 900, input: str | None = None):
-        result = subprocess.run(["vmgen", *args], env=self.env, capture_output=True, text=True, timeout=timeout,
-                                input=input, cwd=self.home)
+        result = subprocess.run(
+            ["vmgen", *args], env=self.env, capture_output=True, text=True, timeout=timeout, input=input, cwd=self.home
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"vmgen {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
@@ -62,9 +66,16 @@ def test_it_launches_on_docker_and_the_vm_runs_its_build(installed: Cli, tmp_pat
 
 def test_it_launches_on_the_simulated_hetzner_cloud(installed: Cli, vm_image: str, tmp_path: Path) -> None:
     with FakeHetzner(image=vm_image) as fake:
-        cloud = PipxCli(env={**installed.env, "VMGEN_PROVIDER": "hetzner", "HCLOUD_TOKEN": fake.token,
-                             "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
-                             "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url}, home=installed.home)
+        cloud = PipxCli(
+            env={
+                **installed.env,
+                "VMGEN_PROVIDER": "hetzner",
+                "HCLOUD_TOKEN": fake.token,
+                "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
+                "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
+            },
+            home=installed.home,
+        )
         cloud("launch", str(make_repo(tmp_path, "packaged-h")))
         try:
             assert cloud.ssh("packaged-h", "vmgen --version") == installed("--version").stdout

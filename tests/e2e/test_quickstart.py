@@ -32,8 +32,14 @@ def test_the_quickstart_sets_up_a_user_and_launches(tmp_path, vm_image, model, c
     }
     vmgen = home / ".local/bin/vmgen"
     try:
-        result = subprocess.run(["bash", str(ROOT / "scripts/quickstart.sh"), str(repo)], env=env, cwd=home,
-                                capture_output=True, text=True, timeout=1500)
+        result = subprocess.run(
+            ["bash", str(ROOT / "scripts/quickstart.sh"), str(repo)],
+            env=env,
+            cwd=home,
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
         shown = result.stdout + result.stderr
         assert result.returncode == 0, shown
         # Its steps and the launch's phases; what apt, debootstrap and pip print is in the log.
@@ -46,15 +52,20 @@ def test_the_quickstart_sets_up_a_user_and_launches(tmp_path, vm_image, model, c
         assert "docker_image" in config and "vmgen_find_links" not in config  # no wheel folder: SSH
         assert "docker_image" in shown and "no registry needed" in shown  # said, and why
         venv = next((home / ".local").rglob("pipx/venvs/vmgen"))  # pipx's own venv for vmgen
-        installed = subprocess.run([str(venv / "bin/python"), "-m", "pip", "list"], capture_output=True,
-                                   text=True, check=True).stdout
+        installed = subprocess.run(
+            [str(venv / "bin/python"), "-m", "pip", "list"], capture_output=True, text=True, check=True
+        ).stdout
         assert "vmgen" in installed and "pytest" not in installed and "moto" not in installed
         assert "editable" not in installed.lower()
         # The same code as this tree: the workspace runs the build the quickstart installed.
         version = subprocess.run([str(vmgen), "--version"], env=env, capture_output=True, text=True).stdout
         assert version == cli("--version").stdout
-        assert subprocess.run([str(vmgen), "ssh", NAME, "--", "vmgen --version"], env=env, cwd=home,
-                              capture_output=True, text=True).stdout == version
+        assert (
+            subprocess.run(
+                [str(vmgen), "ssh", NAME, "--", "vmgen --version"], env=env, cwd=home, capture_output=True, text=True
+            ).stdout
+            == version
+        )
     finally:
         if vmgen.exists():
             subprocess.run([str(vmgen), "destroy", NAME, "--yes"], env=env, cwd=home, capture_output=True, timeout=300)

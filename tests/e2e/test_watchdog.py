@@ -24,16 +24,18 @@ SLOW_MODEL_SECONDS = 3 * IDLE_MINUTES * 60 + 60  # longer than 3x the idle timeo
 def watched(cli, vm_image):
     fake = FakeHetzner(image=vm_image).start()
     webhook = Webhook()
-    cli.env.update({
-        "VMGEN_PROVIDER": "hetzner",
-        "HCLOUD_TOKEN": "test-token",
-        "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
-        "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
-        "VMGEN_IDLE_ACTION": "delete",
-        "VMGEN_IDLE_WARN_MINUTES": "0.25",
-        "VMGEN_IDLE_INTERVAL_SECONDS": "2",
-        "VMGEN_IDLE_WEBHOOK_URL": webhook.url,
-    })
+    cli.env.update(
+        {
+            "VMGEN_PROVIDER": "hetzner",
+            "HCLOUD_TOKEN": "test-token",
+            "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
+            "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
+            "VMGEN_IDLE_ACTION": "delete",
+            "VMGEN_IDLE_WARN_MINUTES": "0.25",
+            "VMGEN_IDLE_INTERVAL_SECONDS": "2",
+            "VMGEN_IDLE_WEBHOOK_URL": webhook.url,
+        }
+    )
     yield fake, webhook
     webhook.server.shutdown()
     fake.stop()
@@ -55,11 +57,18 @@ def test_idle_vm_warns_and_deletes_itself_while_a_working_one_stays(cli, model, 
     warning = webhook.wait_for("idle-ws", timeout=IDLE_MINUTES * 60 + 60)
     assert "will be deleted in" in warning["text"] and "vmgen keepalive idle-ws --for 1h" in warning["text"]
     assert warning["workspace"] == "idle-ws"
-    eventually(lambda: "idle-ws" not in server_names(fake), timeout=IDLE_MINUTES * 60 + 90,
-               what="the idle VM to delete itself", interval=3)
+    eventually(
+        lambda: "idle-ws" not in server_names(fake),
+        timeout=IDLE_MINUTES * 60 + 90,
+        what="the idle VM to delete itself",
+        interval=3,
+    )
     # The simulated cloud removes a deleted server's VM in the background, as Hetzner does.
-    eventually(lambda: not docker_client.containers.list(all=True, filters={"name": "idle-ws"}), timeout=60,
-               what="the deleted server's VM to go")
+    eventually(
+        lambda: not docker_client.containers.list(all=True, filters={"name": "idle-ws"}),
+        timeout=60,
+        what="the deleted server's VM to go",
+    )
 
     # The busy one: its agent waits on the slow model with ~0% CPU the whole time.
     remaining = 3 * IDLE_MINUTES * 60 - (time.monotonic() - turn_started)

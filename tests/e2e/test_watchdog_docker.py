@@ -36,16 +36,26 @@ SECOND_WINDOW = (  # a second Claude session beside the agent's, as a person wou
 
 @pytest.fixture(scope="module")
 def ws(cli, model, tmp_path_factory, docker_client):
-    model.script = Script(rules=[
-        Rule(SLOW_SECOND, text="The slow second answer.", delay=SECOND_DELAY),
-        Rule(QUICK_FIRST, text="The quick first answer."),
-        Rule(SILENT_TOOL, tool=ToolUse("Bash", {"command": f"python3 -c 'import time; time.sleep({TOOL_SECONDS})'",
-                                                "description": "a quiet step"}),
-             after_tool_text="The quiet step is over.")])
-    cli.env.update({"VMGEN_IDLE_INTERVAL_SECONDS": "2", "VMGEN_IDLE_WARN_MINUTES": "0.25",
-                    "VMGEN_IDLE_STALL_MINUTES": "0.25"})
-    launched = cli("launch", str(make_repo(tmp_path_factory.mktemp("repo"), NAME)), "--idle-minutes",
-                   str(IDLE_SECONDS / 60))
+    model.script = Script(
+        rules=[
+            Rule(SLOW_SECOND, text="The slow second answer.", delay=SECOND_DELAY),
+            Rule(QUICK_FIRST, text="The quick first answer."),
+            Rule(
+                SILENT_TOOL,
+                tool=ToolUse(
+                    "Bash",
+                    {"command": f"python3 -c 'import time; time.sleep({TOOL_SECONDS})'", "description": "a quiet step"},
+                ),
+                after_tool_text="The quiet step is over.",
+            ),
+        ]
+    )
+    cli.env.update(
+        {"VMGEN_IDLE_INTERVAL_SECONDS": "2", "VMGEN_IDLE_WARN_MINUTES": "0.25", "VMGEN_IDLE_STALL_MINUTES": "0.25"}
+    )
+    launched = cli(
+        "launch", str(make_repo(tmp_path_factory.mktemp("repo"), NAME)), "--idle-minutes", str(IDLE_SECONDS / 60)
+    )
     yield launched
     cli("destroy", NAME, "--yes", check=False)
 
@@ -77,12 +87,17 @@ def test_two_sessions_one_at_its_prompt_one_mid_turn_keep_it_up(ws, cli, model, 
     ready = wait_until(lambda: cli.ssh(NAME, "tmux capture-pane -p -t claude:two"), lambda s: "❯" in s, timeout=90)
     assert "❯" in ready, ready
     keep_going(cli)
-    cli.ssh(NAME, f"tmux send-keys -t claude:two -l 'take your time, {SLOW_SECOND}' && tmux send-keys -t claude:two Enter")
+    cli.ssh(
+        NAME, f"tmux send-keys -t claude:two -l 'take your time, {SLOW_SECOND}' && tmux send-keys -t claude:two Enter"
+    )
     model.wait_for(SLOW_SECOND, timeout=60)
     started = time.monotonic()
     cli("send", NAME, f"be quick, {QUICK_FIRST}")  # the first session: its turn ends after the second's began
-    eventually(lambda: "quick first answer" in cli.ssh(NAME, "tmux capture-pane -p -t claude:0"), timeout=60,
-               what="the first session's answer")
+    eventually(
+        lambda: "quick first answer" in cli.ssh(NAME, "tmux capture-pane -p -t claude:0"),
+        timeout=60,
+        what="the first session's answer",
+    )
     lines = [json.loads(line) for line in cli.ssh(NAME, "cat ~/.vmgen/agent-events.jsonl").splitlines()]
     assert lines[-1]["event"] == "Stop" and len({line.get("session") for line in lines}) == 2, lines
 
@@ -94,8 +109,11 @@ def test_two_sessions_one_at_its_prompt_one_mid_turn_keep_it_up(ws, cli, model, 
     # its own, a title for the conversation, which counts as work for a moment).
     assert all("1 waiting" in s["agent"]["detail"] for s in seen[len(seen) // 2 :]), report
     assert docker_client.containers.get(f"vmgen-{NAME}").status == "running"
-    eventually(lambda: "slow second answer" in cli.ssh(NAME, "tmux capture-pane -p -t claude:two"), timeout=60,
-               what="the second session's answer")
+    eventually(
+        lambda: "slow second answer" in cli.ssh(NAME, "tmux capture-pane -p -t claude:two"),
+        timeout=60,
+        what="the second session's answer",
+    )
     cli.ssh(NAME, "tmux kill-window -t claude:two")
 
 
@@ -106,11 +124,14 @@ def test_a_silent_tool_call_longer_than_the_stall_limit_keeps_it_up(ws, cli, mod
     started = time.monotonic()
     seen = poll_status(cli, TOOL_SECONDS - 8)
     report = "\n".join(f"{s['agent']['state']} {s['agent']['detail']}" for s in seen)
-    quiet = seen[len(seen) // 2:]  # well past the stall limit, nothing written
+    quiet = seen[len(seen) // 2 :]  # well past the stall limit, nothing written
     assert time.monotonic() - started > 2 * 15, report  # twice the stall limit
     assert all(s["agent"]["state"] == "working" and "tool running" in s["agent"]["detail"] for s in quiet), report
-    eventually(lambda: "quiet step is over" in cli.ssh(NAME, "tmux capture-pane -p -t claude:0"), timeout=60,
-               what="the answer after the quiet step")
+    eventually(
+        lambda: "quiet step is over" in cli.ssh(NAME, "tmux capture-pane -p -t claude:0"),
+        timeout=60,
+        what="the answer after the quiet step",
+    )
 
 
 def test_a_keepalive_is_said_and_polled_status_never_holds_it_up(ws, cli, docker_client) -> None:

@@ -21,8 +21,8 @@ from tests.acme import AcmeFront, Pebble, ZoneDns, served_chain_verifies, zone_r
 from tests.fakes.anthropic_api import Rule, Script
 from tests.polling import eventually, wait_until
 from tests.raw_https import spki_hash
-from vmgen.builder.node import NODE
 from vmgen.contract.names import PORTS
+from vmgen.laptop.builder.node import NODE
 
 from .conftest import make_repo
 from .web_helpers import (
@@ -59,8 +59,13 @@ def acme(cli, web_cloud, tmp_path_factory):
     pebble = Pebble(folder / "pebble", resolver.port, (fake.gateway, "127.0.0.1")).start()
     front = AcmeFront(pebble, rate_limited=[LIMITED], refused=[REFUSED])
     dns.add_record(ZONE, ELSEWHERE, "A", "192.0.2.10")
-    cli.env.update({"VMGEN_WEB_TLS": "acme", "VMGEN_ACME_CA": f"https://{fake.gateway}:{front.port}/dir",
-                    "VMGEN_ACME_CA_ROOT": str(pebble.ca.root)})
+    cli.env.update(
+        {
+            "VMGEN_WEB_TLS": "acme",
+            "VMGEN_ACME_CA": f"https://{fake.gateway}:{front.port}/dir",
+            "VMGEN_ACME_CA_ROOT": str(pebble.ca.root),
+        }
+    )
     yield pebble
     front.stop()
     pebble.stop()
@@ -102,8 +107,11 @@ def test_hostnames_without_a_certificate_say_why_at_launch_in_status_and_on_the_
     driver = browser(launched.ip, trusted_spki=trusted(acme))
     try:
         sign_in_browser(driver, f"https://{launched.host}/", launched.password)
-        shown = wait_until(lambda: driver.find_element(By.ID, "certificates").text,
-                           lambda text: all(host in text for host in lines), timeout=30)
+        shown = wait_until(
+            lambda: driver.find_element(By.ID, "certificates").text,
+            lambda text: all(host in text for host in lines),
+            timeout=30,
+        )
         for host, why in lines.items():
             assert f"no certificate: {host}: {why}" in shown, host
     finally:
@@ -157,9 +165,13 @@ def test_the_workspace_page_in_a_real_browser(cli, model, launched):
 
         driver.find_element(By.CSS_SELECTOR, "button[data-hours='1']").click()
         wait.until(lambda d: "kept alive until" in d.find_element(By.ID, "toast").text)
-        eventually(lambda: any("workspace page" in r for r in
-                               json.loads(cli("status", NAME, "--json").stdout)["verdict"]["reasons"]),
-                   timeout=60, what="the watchdog to count the keepalive from the page")
+        eventually(
+            lambda: any(
+                "workspace page" in r for r in json.loads(cli("status", NAME, "--json").stdout)["verdict"]["reasons"]
+            ),
+            timeout=60,
+            what="the watchdog to count the keepalive from the page",
+        )
 
         driver.find_element(By.ID, "message").send_keys("hello from the browser")
         driver.find_element(By.ID, "send").click()
@@ -185,16 +197,24 @@ def test_the_code_ui_works_behind_the_login(cli, model, launched):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    model.script = Script(rules=[Rule(trigger="first words for the agent", text="Heard you in tmux."),
-                                 Rule(trigger="typed in the code UI", text="Hello from the code UI's turn!")])
+    model.script = Script(
+        rules=[
+            Rule(trigger="first words for the agent", text="Heard you in tmux."),
+            Rule(trigger="typed in the code UI", text="Hello from the code UI's turn!"),
+        ]
+    )
     # The agent's session: a conversation it had in its tmux pane.
     cli.ssh(NAME, "tmux send-keys -t claude -l 'first words for the agent' && tmux send-keys -t claude Enter")
     model.wait_for("first words for the agent", timeout=120)
     # It installs for minutes in the background; the workspace was ready before.
     _, session = sign_in(launched.ip, launched.host, launched.password)
     session.open("code")
-    eventually(lambda: "<title>CloudCLI UI" in session.get(f"code.{launched.host}").text,
-               timeout=900, what="the code UI (installed in the background) behind Caddy", interval=5)
+    eventually(
+        lambda: "<title>CloudCLI UI" in session.get(f"code.{launched.host}").text,
+        timeout=900,
+        what="the code UI (installed in the background) behind Caddy",
+        interval=5,
+    )
 
     driver = browser(launched.ip)
     try:
@@ -204,13 +224,25 @@ def test_the_code_ui_works_behind_the_login(cli, model, launched):
         driver.save_screenshot(str(ARTIFACTS / "code-ui-projects.png"))
         # The agent's session in the project's list, titled by its latest prompt where Claude Code
         # recorded one (the page test above may have sent one), opened: the agent's conversation.
-        conversation = showing(driver, wait, lambda d: shown(
-            d, By.XPATH, "//*[contains(normalize-space(text()), 'first words for the agent')"
-                         " or contains(normalize-space(text()), 'hello from the browser')"
-                         " or normalize-space(text())='Untitled Claude Session']"), "the agent's session")
+        conversation = showing(
+            driver,
+            wait,
+            lambda d: shown(
+                d,
+                By.XPATH,
+                "//*[contains(normalize-space(text()), 'first words for the agent')"
+                " or contains(normalize-space(text()), 'hello from the browser')"
+                " or normalize-space(text())='Untitled Claude Session']",
+            ),
+            "the agent's session",
+        )
         conversation.click()
-        showing(driver, wait, lambda d: "Heard you in tmux." in d.find_element(By.TAG_NAME, "body").text,
-                "the agent's conversation")
+        showing(
+            driver,
+            wait,
+            lambda d: "Heard you in tmux." in d.find_element(By.TAG_NAME, "body").text,
+            "the agent's conversation",
+        )
         box = wait.until(lambda d: shown(d, By.CSS_SELECTOR, "form textarea"))
         box.send_keys("typed in the code UI")
         box.send_keys(Keys.ENTER)
@@ -227,14 +259,25 @@ def test_the_code_uis_own_login_is_never_reached_and_nothing_of_it_answers_witho
     vmgen's session is the only key. Without one (never had, or signed out) nothing of it answers,
     from any origin, its websockets included; and it listens on the loopback only."""
     code = f"code.{launched.host}"
-    reply = https(launched.ip, code, "/api/auth/login", "POST", {"Content-Type": "application/json"},
-                  json.dumps({"username": "vmgen", "password": launched.password}).encode())
+    reply = https(
+        launched.ip,
+        code,
+        "/api/auth/login",
+        "POST",
+        {"Content-Type": "application/json"},
+        json.dumps({"username": "vmgen", "password": launched.password}).encode(),
+    )
     assert reply.status == 403 and "Sign in at" in reply.text
-    eventually(lambda: cli.ssh(NAME, "pgrep -u agent -f cloudcli/dist-server >/dev/null && echo up || true").strip()
-               == "up", timeout=900, what="CloudCLI to run", interval=5)
+    eventually(
+        lambda: cli.ssh(NAME, "pgrep -u agent -f cloudcli/dist-server >/dev/null && echo up || true").strip() == "up",
+        timeout=900,
+        what="CloudCLI to run",
+        interval=5,
+    )
     # Node 22 from vmgen for the agent and CloudCLI alike (their installs: test_node_runtime.py).
-    assert cli.ssh(NAME, "node --version && readlink /proc/$(pgrep -u agent -f cloudcli/dist-server | head -1)/exe")\
-        .split() == [f"v{NODE.version}", "/usr/local/bin/node"]
+    assert cli.ssh(
+        NAME, "node --version && readlink /proc/$(pgrep -u agent -f cloudcli/dist-server | head -1)/exe"
+    ).split() == [f"v{NODE.version}", "/usr/local/bin/node"]
     listening = cli.ssh(NAME, f"ss -Hltn 'sport = :{PORTS.code_ui}'")
     assert listening.split() and all(line.split()[3].startswith("127.0.0.1:") for line in listening.splitlines())
     # A token CloudCLI itself signed (its key is in its database, which the agent can read) opens nothing.
@@ -243,12 +286,22 @@ def test_the_code_uis_own_login_is_never_reached_and_nothing_of_it_answers_witho
     minted = session.get(code, "/api/auth/refresh", method="POST", headers={"Origin": f"https://{code}"})
     assert minted.status == 200, minted.text
     token = json.loads(minted.text).get("token", "")
-    websocket = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-                 "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()}
+    websocket = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+    }
 
     def nothing_answers(cookie: dict[str, str]) -> None:
-        for origin in (f"https://{code}", f"https://p3000.{launched.host}", f"https://{launched.host}",
-                       "https://evil.example", "null", None):
+        for origin in (
+            f"https://{code}",
+            f"https://p3000.{launched.host}",
+            f"https://{launched.host}",
+            "https://evil.example",
+            "null",
+            None,
+        ):
             sent = {**cookie, **({"Origin": origin} if origin else {})}
             for path in ("/api/projects", f"/api/projects?token={token}", "/api/auth/user"):
                 reply = https(launched.ip, code, path, headers={**sent, "Authorization": f"Bearer {token}"})
@@ -263,15 +316,27 @@ def test_the_code_uis_own_login_is_never_reached_and_nothing_of_it_answers_witho
     # nothing again.
     cookie = {"Cookie": session.cookies[code]}
     assert https(launched.ip, code, "/api/projects", headers=cookie).status == 200
-    assert https(launched.ip, code, "/ws", headers={**cookie, **websocket,
-                                                    "Origin": f"https://p3000.{launched.host}"}).status == 403
-    signed_out = https(launched.ip, launched.host, "/.vmgen/logout", "POST",
-                       {"Cookie": session.cookies[launched.host], "Origin": f"https://{launched.host}"})
+    assert (
+        https(
+            launched.ip, code, "/ws", headers={**cookie, **websocket, "Origin": f"https://p3000.{launched.host}"}
+        ).status
+        == 403
+    )
+    signed_out = https(
+        launched.ip,
+        launched.host,
+        "/.vmgen/logout",
+        "POST",
+        {"Cookie": session.cookies[launched.host], "Origin": f"https://{launched.host}"},
+    )
     assert signed_out.status in (200, 303), signed_out.status
     nothing_answers(cookie)
     # Nothing of the web login is in CloudCLI's account either (its password is unusable).
-    hashes = cli.ssh(NAME, "python3 -c \"import sqlite3; print(sqlite3.connect('/home/agent/.cloudcli/auth.db')"
-                           ".execute('select password_hash from users').fetchall())\"")
+    hashes = cli.ssh(
+        NAME,
+        "python3 -c \"import sqlite3; print(sqlite3.connect('/home/agent/.cloudcli/auth.db')"
+        ".execute('select password_hash from users').fetchall())\"",
+    )
     assert "sha256$" not in hashes and launched.password not in hashes
 
 
@@ -299,14 +364,20 @@ def test_the_desktop_opens_with_its_password_after_the_login(launched, docker_cl
         sign_in_browser(driver, f"https://desktop.{launched.host}/", launched.password)
         assert "vnc.html?autoconnect=1" in driver.current_url and "#password=" in driver.current_url
         # noVNC authenticates with the password it was given (no prompt) and shows the screen.
-        connected = wait_until(lambda: driver.execute_script(
-            "return document.documentElement.classList.contains('noVNC_connected');"), bool, timeout=120)
+        connected = wait_until(
+            lambda: driver.execute_script("return document.documentElement.classList.contains('noVNC_connected');"),
+            bool,
+            timeout=120,
+        )
         if not connected:  # what noVNC says, and what the relay and websockify logged
             root = root_on(docker_client, NAME)
-            raise AssertionError(driver.execute_script("return document.getElementById('noVNC_status').textContent")
-                                 + root("journalctl -u vmgen-web-login -u vmgen-desktop-novnc -n 40 --no-pager"))
+            raise AssertionError(
+                driver.execute_script("return document.getElementById('noVNC_status').textContent")
+                + root("journalctl -u vmgen-web-login -u vmgen-desktop-novnc -n 40 --no-pager")
+            )
         assert not driver.execute_script(
-            "return document.getElementById('noVNC_credentials_dlg').classList.contains('noVNC_open');")
+            "return document.getElementById('noVNC_credentials_dlg').classList.contains('noVNC_open');"
+        )
         driver.save_screenshot(str(ARTIFACTS / "desktop.png"))
     finally:
         driver.quit()
@@ -322,6 +393,10 @@ def test_a_self_deleting_workspace_takes_its_records_along(cli, web_cloud, tmp_p
     fake, dns = web_cloud
     cli("launch", str(make_repo(tmp_path, "fleeting")), "--idle-minutes", "0.5")
     assert len(records(dns, "fleeting")) == 2
-    eventually(lambda: "fleeting" not in {s.name for s in fake.state.servers.values()}, timeout=240,
-               what="the idle workspace to delete itself", interval=3)
+    eventually(
+        lambda: "fleeting" not in {s.name for s in fake.state.servers.values()},
+        timeout=240,
+        what="the idle workspace to delete itself",
+        interval=3,
+    )
     assert records(dns, "fleeting") == {}

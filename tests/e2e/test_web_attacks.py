@@ -23,6 +23,7 @@ import time
 import pytest
 
 from tests.conftest import RUN_LABEL
+from tests.containers import remove
 from tests.polling import eventually, wait_until
 
 from .conftest import RUN
@@ -41,7 +42,7 @@ NAME = "webatk"
 CAPTURED = f"/home/agent/work/{NAME}/captured.jsonl"
 # The agent's dev server on :3000, written by the agent: it records every request it gets and
 # serves an attack page that tosses cookies and tries to ride the user's session.
-EVIL_SERVER = r'''
+EVIL_SERVER = r"""
 import http.server, json
 LOG = %(log)r
 PAGE = %(page)r
@@ -63,7 +64,7 @@ class Evil(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 http.server.ThreadingHTTPServer(("127.0.0.1", 3000), Evil).serve_forever()
-'''
+"""
 ATTACK_PAGE = """<!doctype html><html><body><script>
 const host = location.hostname.split(".").slice(1).join(".");
 window.results = {};
@@ -120,20 +121,33 @@ def leases(cli) -> str:
 
 # --- the login itself ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("host_prefix", "path", "headers"), [
-    ("", "/api/state", {}),
-    ("", "/api/state", {"Authorization": "Bearer x"}),
-    ("", "/api/state", {"Cookie": "__Host-vmgen=guess; vmgen=1"}),
-    ("", "/.vmgen/check", {"X-Forwarded-Uri": "/healthz"}),
-    ("", "/healthz/../api/state", {}),
-    ("", "/%2e%2e/api/state", {}),
-    ("", "/.vmgen/../api/state", {}),
-    ("", "//api/state", {}),
-    ("desktop.", "/vnc.html", {"X-Vmgen-Cookie": "x", "X-Forwarded-Method": "GET"}),
-    ("desktop.", "/websockify", {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-                                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": "https://desktop.x"}),
-    ("p3000.", "/", {"X-Vmgen-Client": "127.0.0.1"}),
-])
+
+@pytest.mark.parametrize(
+    ("host_prefix", "path", "headers"),
+    [
+        ("", "/api/state", {}),
+        ("", "/api/state", {"Authorization": "Bearer x"}),
+        ("", "/api/state", {"Cookie": "__Host-vmgen=guess; vmgen=1"}),
+        ("", "/.vmgen/check", {"X-Forwarded-Uri": "/healthz"}),
+        ("", "/healthz/../api/state", {}),
+        ("", "/%2e%2e/api/state", {}),
+        ("", "/.vmgen/../api/state", {}),
+        ("", "//api/state", {}),
+        ("desktop.", "/vnc.html", {"X-Vmgen-Cookie": "x", "X-Forwarded-Method": "GET"}),
+        (
+            "desktop.",
+            "/websockify",
+            {
+                "Upgrade": "websocket",
+                "Connection": "Upgrade",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                "Origin": "https://desktop.x",
+            },
+        ),
+        ("p3000.", "/", {"X-Vmgen-Client": "127.0.0.1"}),
+    ],
+)
 def test_nothing_gets_past_the_login(ws, host_prefix, path, headers):
     reply = https(ws.ip, f"{host_prefix}{ws.host}", path, headers=headers)
     assert reply.status in (302, 401, 403, 404), (reply.status, reply.text[:200])
@@ -150,6 +164,7 @@ def test_host_tricks_reach_no_backend(ws):
 
 
 # --- what the agent's dev server gets -----------------------------------------------------------
+
 
 def test_no_backend_receives_a_credential_that_works_elsewhere(cli, ws):
     driver = browser(ws.ip)
@@ -178,8 +193,11 @@ def test_a_preview_can_neither_read_set_nor_ride_the_session(cli, ws):
         sign_in_browser(driver, f"https://{ws.host}/", ws.password)
         (ours,) = session_cookies(driver)
         driver.get(f"https://p3000.{ws.host}/attack")
-        results = wait_until(lambda: driver.execute_script("return window.results || {}"),
-                             lambda r: r.get("finished") and "websocket" in r and "fetch_page" in r, timeout=60)
+        results = wait_until(
+            lambda: driver.execute_script("return window.results || {}"),
+            lambda r: r.get("finished") and "websocket" in r and "fetch_page" in r,
+            timeout=60,
+        )
         # Read: its own hostname's session cookie is HttpOnly.
         (preview_session,) = [v for v in session_cookies(driver) if not v.startswith("tossed")]
         assert preview_session not in results["cookies_seen"] and ours not in results["cookies_seen"]
@@ -200,8 +218,13 @@ def test_the_desktop_websocket_only_from_the_desktop_and_vnc_asks_for_its_passwo
     _, session = sign_in(ws.ip, ws.host, ws.password)
     session.open("desktop")
     desktop = f"desktop.{ws.host}"
-    handshake = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-                 "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(), "Sec-WebSocket-Protocol": "binary"}
+    handshake = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Protocol": "binary",
+    }
     for origin in (f"https://p3000.{ws.host}", f"https://{ws.host}", "null", None):
         headers = {**handshake, **({"Origin": origin} if origin else {})}
         assert session.get(desktop, "/websockify", headers).status == 403, origin
@@ -217,9 +240,13 @@ def desktop_websocket(ip: str, host: str, cookie: str):
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     with socket.create_connection((ip, 443), timeout=20) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
         key = base64.b64encode(os.urandom(16)).decode()
-        tls.sendall((f"GET /websockify HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: binary\r\n"
-                     f"Origin: https://{host}\r\nCookie: {cookie}\r\n\r\n").encode())
+        tls.sendall(
+            (
+                f"GET /websockify HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: binary\r\n"
+                f"Origin: https://{host}\r\nCookie: {cookie}\r\n\r\n"
+            ).encode()
+        )
         head = b""
         while b"\r\n\r\n" not in head:
             head += tls.recv(1)
@@ -234,7 +261,7 @@ def vnc_security_types(ip: str, host: str, cookie: str) -> list[int]:
     with desktop_websocket(ip, host, cookie) as tls:
         ws_send(tls, b"RFB 003.008\n")
         offered = ws_read(tls)
-        return list(offered[1:1 + offered[0]])
+        return list(offered[1 : 1 + offered[0]])
 
 
 def ws_read(tls) -> bytes:
@@ -254,6 +281,7 @@ def ws_send(tls, payload: bytes) -> None:
 
 
 # --- headers, framing, CSRF, XSS ------------------------------------------------------------
+
 
 def test_security_headers_on_vmgens_hostnames_and_the_apps_own_on_previews(ws):
     _, session = sign_in(ws.ip, ws.host, ws.password)
@@ -284,9 +312,17 @@ def test_csrf_against_the_login_and_the_page_is_refused(cli, ws):
     posted = https(ws.ip, ws.host, "/.vmgen/login", "POST", {"Content-Type": form, "Origin": preview}, login)
     assert posted.status == 403 and "set-cookie" not in posted.headers
     assert https(ws.ip, ws.host, "/.vmgen/logout", "POST", {**cookie, "Origin": preview}).status == 403
-    assert https(ws.ip, ws.host, "/api/keepalive", "POST", {**cookie, "Origin": preview, "X-Vmgen-Action": "1",
-                                                             "Content-Type": "application/json"},
-                 b'{"hours": 4}').status == 403
+    assert (
+        https(
+            ws.ip,
+            ws.host,
+            "/api/keepalive",
+            "POST",
+            {**cookie, "Origin": preview, "X-Vmgen-Action": "1", "Content-Type": "application/json"},
+            b'{"hours": 4}',
+        ).status
+        == 403
+    )
     assert session.get(ws.host, "/api/state").status == 200 and leases(cli) == before
 
 
@@ -296,9 +332,17 @@ def test_xss_through_the_agents_messages_and_file_names_stays_text(cli, ws):
     payload = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
     transcript = [
         {"type": "user", "timestamp": "2030-01-01T00:00:00Z", "message": {"role": "user", "content": payload}},
-        {"type": "assistant", "timestamp": "2030-01-01T00:00:01Z", "message": {"role": "assistant", "content": [
-            {"type": "text", "text": payload},
-            {"type": "tool_use", "id": "t1", "name": "Write", "input": {"file_path": f"/tmp/{payload}.md"}}]}},
+        {
+            "type": "assistant",
+            "timestamp": "2030-01-01T00:00:01Z",
+            "message": {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": payload},
+                    {"type": "tool_use", "id": "t1", "name": "Write", "input": {"file_path": f"/tmp/{payload}.md"}},
+                ],
+            },
+        },
     ]
     lines = "\n".join(json.dumps(entry) for entry in transcript)
     project = f"~/.claude/projects/-home-agent-work-{NAME}"
@@ -317,29 +361,55 @@ def test_xss_through_the_agents_messages_and_file_names_stays_text(cli, ws):
 
 # --- brute force ----------------------------------------------------------------------------------
 
-def test_failed_logins_are_logged_without_credentials_and_then_banned(ws, vm, web_lite_cloud, docker_client,
-                                                                       web_lite_image):
+
+def test_failed_logins_are_logged_without_credentials_and_then_banned(
+    ws, vm, web_lite_cloud, docker_client, web_lite_image
+):
     fake, _ = web_lite_cloud
     # Another address on the cloud's network (the test's own must stay unbanned): a container of
     # this run's image, which has curl, doing nothing but guessing.
-    attacker = docker_client.containers.run(web_lite_image, ["sleep", "600"], detach=True, network=fake.network_name,
-                                            name=f"vmgen-test-attacker-{RUN}", labels={RUN_LABEL: RUN})
+    attacker = docker_client.containers.run(
+        web_lite_image,
+        ["sleep", "600"],
+        detach=True,
+        network=fake.network_name,
+        name=f"vmgen-test-attacker-{RUN}",
+        labels={RUN_LABEL: RUN},
+    )
     try:
         attacker.reload()
         attacker_ip = attacker.attrs["NetworkSettings"]["Networks"][fake.network_name]["IPAddress"]
 
         def guess(i: int) -> str:
-            result = attacker.exec_run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--connect-timeout",
-                                        "5", "--max-time", "10", "--resolve", f"{ws.host}:443:{ws.ip}",
-                                        "-H", f"Origin: https://{ws.host}", "--data",
-                                        f"user=vmgen&password=guess-{i}-{RUN}", f"https://{ws.host}/.vmgen/login"])
+            result = attacker.exec_run(
+                [
+                    "curl",
+                    "-sk",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--connect-timeout",
+                    "5",
+                    "--max-time",
+                    "10",
+                    "--resolve",
+                    f"{ws.host}:443:{ws.ip}",
+                    "-H",
+                    f"Origin: https://{ws.host}",
+                    "--data",
+                    f"user=vmgen&password=guess-{i}-{RUN}",
+                    f"https://{ws.host}/.vmgen/login",
+                ]
+            )
             return result.output.decode().strip() or f"exit {result.exit_code}"
 
         answers = [guess(i) for i in range(5)]
         assert answers == ["401"] * 5
         # fail2ban reads the log and bans the address: its connections go nowhere now.
-        eventually(lambda: guess(99) not in ("401", "429"), timeout=60, what="fail2ban to ban the guessing address",
-                   interval=2)
+        eventually(
+            lambda: guess(99) not in ("401", "429"), timeout=60, what="fail2ban to ban the guessing address", interval=2
+        )
         assert attacker_ip in vm("fail2ban-client status vmgen-web")
         # The user, from another address, is not affected.
         _reply, session = sign_in(ws.ip, ws.host, ws.password)
@@ -351,10 +421,11 @@ def test_failed_logins_are_logged_without_credentials_and_then_banned(ws, vm, we
         assert ws.password not in log and f"guess-0-{RUN}" not in log
         assert session.cookies[ws.host].split("=", 1)[1] not in log
     finally:
-        attacker.remove(force=True)
+        remove(attacker)
 
 
 # --- the login's secrets against the agent ------------------------------------------------------
+
 
 def test_the_logins_secrets_are_not_the_agents(cli, ws, vm):
     assert vm("stat -c '%U:%G %a' /etc/vmgen/Caddyfile").strip() == "root:caddy 640"
@@ -366,14 +437,19 @@ def test_the_logins_secrets_are_not_the_agents(cli, ws, vm):
     assert vm("stat -c '%U:%G %a' /etc/vmgen/cloudcli.env").strip() == "root:root 600"
     users = vm("ps -eo user:20,args | grep -E '[v]mside (web|web-login)$'")
     assert {tuple(line.split()[:1] + line.split()[-1:]) for line in users.splitlines()} == {
-        ("vmgen-web", "web-login"), ("vmgen-page", "web")}, users
+        ("vmgen-web", "web-login"),
+        ("vmgen-page", "web"),
+    }, users
     verifier = vm("cat /etc/vmgen/web-login/login").strip()
     assert verifier.startswith("sha256$")
     for path in ("/etc/vmgen/Caddyfile", "/etc/vmgen/web-login/login", "/etc/vmgen/web-login/code-ui-secret"):
         assert "Permission denied" in cli.ssh(NAME, f"cat {path} 2>&1 || true"), path
     for sock in ("web-login", "page", "page-ops"):
-        connect = cli.ssh(NAME, "python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect("
-                                f"\"/run/vmgen/{sock}.sock\")' 2>&1 || true")
+        connect = cli.ssh(
+            NAME,
+            "python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect("
+            f'"/run/vmgen/{sock}.sock")\' 2>&1 || true',
+        )
         assert "Permission denied" in connect, sock
     # Neither the password nor its verifier anywhere the agent can read (CloudCLI's account: in
     # test_web_access.py, where it runs).
@@ -455,16 +531,27 @@ def test_the_agent_cannot_take_the_page_over_nor_steal_the_password_with_a_worke
     # page's old port and the desktop's.
     page_pid = vm("systemctl show -p MainPID --value vmgen-web.service").strip()
     files = {"server.py": TAKEOVER_SERVER, "page.html": TAKEOVER_PAGE, "sw.js": TAKEOVER_WORKER}
-    cli.ssh(NAME, "mkdir -p ~/takeover\n" + "".join(
-        f"cat > ~/takeover/{name} <<'EOF'\n{text}\nEOF\n" for name, text in files.items()))
+    cli.ssh(
+        NAME,
+        "mkdir -p ~/takeover\n"
+        + "".join(f"cat > ~/takeover/{name} <<'EOF'\n{text}\nEOF\n" for name, text in files.items()),
+    )
     websockify = "$(systemctl show -p MainPID --value vmgen-desktop-novnc.service)"
     driver = None
     try:
-        tried = cli.ssh(NAME, f"kill {page_pid} 2>&1; pkill -f 'vmside web$' 2>&1; kill {websockify}; "
-                              + "".join(f"(setsid python3 ~/takeover/server.py {TAKEN} {port} >/dev/null 2>&1 &); "
-                                        for port in (7392, 6080)) + "echo done")
-        eventually(lambda: "evil" in cli.ssh(NAME, "curl -s 127.0.0.1:6080/ || true"), timeout=30,
-                   what="the agent's server on the desktop's port")
+        tried = cli.ssh(
+            NAME,
+            f"kill {page_pid} 2>&1; pkill -f 'vmside web$' 2>&1; kill {websockify}; "
+            + "".join(
+                f"(setsid python3 ~/takeover/server.py {TAKEN} {port} >/dev/null 2>&1 &); " for port in (7392, 6080)
+            )
+            + "echo done",
+        )
+        eventually(
+            lambda: "evil" in cli.ssh(NAME, "curl -s 127.0.0.1:6080/ || true"),
+            timeout=30,
+            what="the agent's server on the desktop's port",
+        )
         driver = browser(ws.ip, trusted_spki=caddy_ca_spki(vm))
         wait = WebDriverWait(driver, 60, poll_frequency=0.5)
         sign_in_browser(driver, f"https://{ws.host}/", ws.password)
@@ -485,8 +572,9 @@ def test_the_agent_cannot_take_the_page_over_nor_steal_the_password_with_a_worke
         workers = {}
         for host in (ws.host, f"desktop.{ws.host}"):
             driver.get(f"https://{host}/.vmgen/nothing")
-            workers[host] = driver.execute_script("return navigator.serviceWorker.getRegistrations()"
-                                                  ".then(r => r.length)")
+            workers[host] = driver.execute_script(
+                "return navigator.serviceWorker.getRegistrations().then(r => r.length)"
+            )
     finally:
         if driver is not None:
             driver.quit()
@@ -508,18 +596,22 @@ def test_a_cookie_bomb_from_a_preview_locks_no_hostname(ws):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    bomb = ("<script>for (let i = 0; i < 20; i++) document.cookie = `bomb${i}=${'x'.repeat(4000)}; Path=/; "
-            "Secure; Domain=${location.hostname.split('.').slice(1).join('.')}`;"
-            "window.planted = document.cookie.split('; ').filter(c => c.startsWith('bomb')).length;</script>")
+    bomb = (
+        "<script>for (let i = 0; i < 20; i++) document.cookie = `bomb${i}=${'x'.repeat(4000)}; Path=/; "
+        "Secure; Domain=${location.hostname.split('.').slice(1).join('.')}`;"
+        "window.planted = document.cookie.split('; ').filter(c => c.startsWith('bomb')).length;</script>"
+    )
     driver = browser(ws.ip)
     try:
         sign_in_browser(driver, f"https://{ws.host}/", ws.password)
         driver.get(f"https://p3000.{ws.host}/")
         wait_until(lambda: driver.page_source, lambda html: "evil app" in html, timeout=60)
-        driver.execute_script(f"document.body.insertAdjacentHTML('beforeend', {json.dumps(bomb)});"
-                              "const s = document.createElement('script');"
-                              "s.textContent = document.body.lastElementChild.textContent;"
-                              "document.body.appendChild(s);")
+        driver.execute_script(
+            f"document.body.insertAdjacentHTML('beforeend', {json.dumps(bomb)});"
+            "const s = document.createElement('script');"
+            "s.textContent = document.body.lastElementChild.textContent;"
+            "document.body.appendChild(s);"
+        )
         assert wait_until(lambda: driver.execute_script("return window.planted"), bool, timeout=10) == 20
         wait = WebDriverWait(driver, 60, poll_frequency=0.5)
         driver.get(f"https://{ws.host}/")
@@ -538,8 +630,13 @@ def test_sign_out_closes_the_desktops_websocket(ws):
     session.open("desktop")
     desktop = f"desktop.{ws.host}"
     with desktop_websocket(ws.ip, desktop, session.cookies[desktop]) as tls:
-        out = https(ws.ip, ws.host, "/.vmgen/logout", "POST", {"Cookie": session.cookies[ws.host],
-                                                                "Origin": f"https://{ws.host}"})
+        out = https(
+            ws.ip,
+            ws.host,
+            "/.vmgen/logout",
+            "POST",
+            {"Cookie": session.cookies[ws.host], "Origin": f"https://{ws.host}"},
+        )
         assert out.status == 303
         started = time.monotonic()
         tls.settimeout(10)

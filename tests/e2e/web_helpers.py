@@ -55,8 +55,17 @@ def root_on(docker_client, name: str):
 
 # --- HTTPS as a client sends it -------------------------------------------------------------
 
-def https(ip: str, host: str, path: str, method: str = "GET", headers: dict[str, str] | None = None,
-          body: bytes | None = None, sni: str = "", timeout: float = 20) -> Reply:
+
+def https(
+    ip: str,
+    host: str,
+    path: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    sni: str = "",
+    timeout: float = 20,
+) -> Reply:
     """One request to the VM's Caddy on 443 (its local CA: unverified), redirects not followed,
     a chunked body unchunked."""
     reply = request(ip, 443, host, path, method, headers, body, sni, timeout)
@@ -92,8 +101,14 @@ class Session:
 
 def sign_in(ip: str, host: str, password: str, user: str = "vmgen") -> tuple[Reply, Session | None]:
     form = urlencode({"user": user, "password": password, "to": "", "path": "/"}).encode()
-    reply = https(ip, host, "/.vmgen/login", "POST", {"Content-Type": "application/x-www-form-urlencoded",
-                                                       "Origin": f"https://{host}"}, form)
+    reply = https(
+        ip,
+        host,
+        "/.vmgen/login",
+        "POST",
+        {"Content-Type": "application/x-www-form-urlencoded", "Origin": f"https://{host}"},
+        form,
+    )
     if reply.status != 303:
         return reply, None
     return reply, Session(ip, host, {host: reply.headers["set-cookie"].split(";")[0]})
@@ -105,6 +120,7 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 # --- a person in chromium ----------------------------------------------------------------------
 
+
 def browser(ip: str, width: int = 1280, height: int = 800, trusted_spki: str = ""):
     """Chromium resolving the zone to the VM. Its certificates are accepted as they are; with
     `trusted_spki` (a CA key's hash) those it issued count as valid, as service workers require."""
@@ -114,8 +130,14 @@ def browser(ip: str, width: int = 1280, height: int = 800, trusted_spki: str = "
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     trust = f"--ignore-certificate-errors-spki-list={trusted_spki}" if trusted_spki else "--ignore-certificate-errors"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", trust,
-                 f"--host-resolver-rules=MAP *.{ZONE} {ip}", f"--window-size={width},{height}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        trust,
+        f"--host-resolver-rules=MAP *.{ZONE} {ip}",
+        f"--window-size={width},{height}",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
@@ -130,8 +152,9 @@ def sign_in_browser(driver, url: str, password: str, timeout: float = 60) -> Non
     driver.find_element(By.ID, "password").send_keys(password)
     driver.find_element(By.ID, "signin").click()
     target = urlsplit(url).hostname
-    WebDriverWait(driver, timeout).until(lambda d: urlsplit(d.current_url).hostname == target
-                                         and "/.vmgen/" not in d.current_url)
+    WebDriverWait(driver, timeout).until(
+        lambda d: urlsplit(d.current_url).hostname == target and "/.vmgen/" not in d.current_url
+    )
 
 
 def session_cookies(driver) -> list[str]:

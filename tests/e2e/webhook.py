@@ -37,6 +37,7 @@ class Webhook:
 
     def wait_for(self, text: str, timeout: float) -> dict:
         with self.arrived:
-            assert self.arrived.wait_for(lambda: any(text in m["text"] for m in self.messages), timeout), \
+            assert self.arrived.wait_for(lambda: any(text in m["text"] for m in self.messages), timeout), (
                 f"no warning containing {text!r} within {timeout}s: {self.messages}"
+            )
             return next(m for m in self.messages if text in m["text"])

@@ -19,10 +19,11 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Self
 
 Json = dict[str, Any]
 
@@ -44,10 +45,13 @@ class Rule:
     @classmethod
     def from_dict(cls, d: Json) -> Rule:
         tool = d.get("tool")
-        return cls(trigger=d["trigger"], text=d.get("text"),
-                   tool=ToolUse(tool["name"], dict(tool.get("input", {}))) if tool else None,
-                   delay=float(d.get("delay", 0.0)),
-                   after_tool_text=d.get("after_tool_text", "Done."))
+        return cls(
+            trigger=d["trigger"],
+            text=d.get("text"),
+            tool=ToolUse(tool["name"], dict(tool.get("input", {}))) if tool else None,
+            delay=float(d.get("delay", 0.0)),
+            after_tool_text=d.get("after_tool_text", "Done."),
+        )
 
 
 @dataclass
@@ -59,8 +63,11 @@ class Script:
     @classmethod
     def from_dict(cls, d: Json | list[Json]) -> Script:
         d = {"rules": d} if isinstance(d, list) else d
-        return cls([Rule.from_dict(r) for r in d.get("rules", [])],
-                   d.get("default_text", "OK."), bool(d.get("skip_haiku", True)))
+        return cls(
+            [Rule.from_dict(r) for r in d.get("rules", [])],
+            d.get("default_text", "OK."),
+            bool(d.get("skip_haiku", True)),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Script:
@@ -107,8 +114,7 @@ def _last_user(messages: list[Json]) -> tuple[str, str | None]:
         for block in content or []:
             if block.get("type") == "tool_result":
                 tool_id = block.get("tool_use_id")
-            elif block.get("type") == "text" and not block.get("text", "").lstrip().startswith(
-                    "<system-reminder>"):
+            elif block.get("type") == "text" and not block.get("text", "").lstrip().startswith("<system-reminder>"):
                 texts.append(block.get("text", ""))
         return "\n".join(texts), tool_id
     return "", None
@@ -117,37 +123,51 @@ def _last_user(messages: list[Json]) -> tuple[str, str | None]:
 def message_json(reply: Reply, model: str, content: list[Json] | None = None) -> Json:
     """A complete (non-streamed) Message; with ``content=[]`` the message_start payload."""
     done = content is None
-    return {"id": _new_id("msg_"), "type": "message", "role": "assistant", "model": model,
-            "content": reply.blocks if done else content,
-            "stop_reason": reply.stop_reason if done else None, "stop_sequence": None,
-            "usage": {"input_tokens": 10, "output_tokens": 12 if done else 1,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
+    return {
+        "id": _new_id("msg_"),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": reply.blocks if done else content,
+        "stop_reason": reply.stop_reason if done else None,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 12 if done else 1,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }
 
 
 def sse_events(reply: Reply, model: str) -> list[tuple[str, Json]]:
     """The (event, data) sequence the real API streams for ``reply``."""
     events: list[tuple[str, Json]] = [
         ("message_start", {"type": "message_start", "message": message_json(reply, model, [])}),
-        ("ping", {"type": "ping"})]
+        ("ping", {"type": "ping"}),
+    ]
     for i, block in enumerate(reply.blocks):
         if block["type"] == "text":
             start: Json = {"type": "text", "text": ""}
             text = block["text"]
-            deltas = [{"type": "text_delta", "text": text[j:j + 16]}
-                      for j in range(0, max(len(text), 1), 16)]
+            deltas = [{"type": "text_delta", "text": text[j : j + 16]} for j in range(0, max(len(text), 1), 16)]
         else:
             start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
             raw = json.dumps(block["input"])
-            deltas = [{"type": "input_json_delta", "partial_json": raw[j:j + 32]}
-                      for j in range(0, len(raw), 32)]
-        events.append(("content_block_start",
-                       {"type": "content_block_start", "index": i, "content_block": start}))
-        events += [("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d})
-                   for d in deltas]
+            deltas = [{"type": "input_json_delta", "partial_json": raw[j : j + 32]} for j in range(0, len(raw), 32)]
+        events.append(("content_block_start", {"type": "content_block_start", "index": i, "content_block": start}))
+        events += [("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d}) for d in deltas]
         events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
-    events.append(("message_delta", {
-        "type": "message_delta", "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
-        "usage": {"output_tokens": 12}}))
+    events.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": 12},
+            },
+        )
+    )
     events.append(("message_stop", {"type": "message_stop"}))
     return events
 
@@ -155,8 +175,13 @@ def sse_events(reply: Reply, model: str) -> list[tuple[str, Json]]:
 class FakeAnthropicServer:
     """In-process fake API: ``start()`` / ``stop()`` / ``url`` / ``requests`` / ``wait_for()``."""
 
-    def __init__(self, script: Script | None = None, host: str = "127.0.0.1", port: int = 0,
-                 log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        script: Script | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.script = script or Script()
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
@@ -187,19 +212,21 @@ class FakeAnthropicServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> FakeAnthropicServer:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def wait_for(self, substring: str, timeout: float = 30.0,
-                 main_only: bool = True) -> RecordedRequest:
+    def wait_for(self, substring: str, timeout: float = 30.0, main_only: bool = True) -> RecordedRequest:
         """Wait for a request whose last user text contains ``substring`` (by default only
         main-loop requests, i.e. with tools: the title request also quotes the prompt)."""
+
         def match() -> RecordedRequest | None:
-            return next((r for r in self._requests
-                         if substring in r.last_user_text and (r.has_tools or not main_only)), None)
+            return next(
+                (r for r in self._requests if substring in r.last_user_text and (r.has_tools or not main_only)), None
+            )
 
         with self._arrived:
             if not self._arrived.wait_for(lambda: match() is not None, timeout):
@@ -234,12 +261,16 @@ class FakeAnthropicServer:
                 tid = _new_id("toolu_")
                 with self._lock:
                     self._tool_rules[tid] = rule
-                reply = Reply([{"type": "tool_use", "id": tid, "name": rule.tool.name,
-                                "input": rule.tool.input}], "tool_use", rule.delay)
+                reply = Reply(
+                    [{"type": "tool_use", "id": tid, "name": rule.tool.name, "input": rule.tool.input}],
+                    "tool_use",
+                    rule.delay,
+                )
             else:
                 reply = _text(rule.text or "", rule.delay)
-        rec = RecordedRequest(method, path, model, has_tools, bool(body.get("stream")), text,
-                              tool_id, rule.trigger if rule else None)
+        rec = RecordedRequest(
+            method, path, model, has_tools, bool(body.get("stream")), text, tool_id, rule.trigger if rule else None
+        )
         self.record(rec)
         return reply, rec
 
@@ -267,8 +298,7 @@ def _make_handler(server: FakeAnthropicServer) -> type[BaseHTTPRequestHandler]:
 
         def _send_json(self, status: int, obj: Any) -> None:
             data = json.dumps(obj).encode()
-            self._head(status, {"Content-Type": "application/json",
-                                "Content-Length": str(len(data))})
+            self._head(status, {"Content-Type": "application/json", "Content-Length": str(len(data))})
             if self.command != "HEAD":
                 self.wfile.write(data)
 
@@ -300,12 +330,12 @@ def _make_handler(server: FakeAnthropicServer) -> type[BaseHTTPRequestHandler]:
             elif path in ("/", "/api/hello", "/_fake/health"):  # /api/hello: CLI reachability
                 self._send_json(200, {"ok": True})
             else:
-                self._send_json(404, {"type": "error", "error": {
-                    "type": "not_found_error", "message": f"fake API has no {path}"}})
+                self._send_json(
+                    404, {"type": "error", "error": {"type": "not_found_error", "message": f"fake API has no {path}"}}
+                )
 
         def _stream(self, reply: Reply, model: str) -> None:
-            self._head(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                             "Connection": "close"})
+            self._head(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "Connection": "close"})
             self.close_connection = True
             for n, (event, data) in enumerate(sse_events(reply, model)):
                 if n == 2:  # after message_start + ping: the "model is thinking" stall

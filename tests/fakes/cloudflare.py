@@ -31,8 +31,28 @@ Json = dict[str, Any]
 PREFIX = "/client/v4"
 VALID_TOKEN = "test-token"
 READONLY_TOKEN = "readonly-token"
-RECORD_TYPES = {"A", "AAAA", "CAA", "CERT", "CNAME", "DNSKEY", "DS", "HTTPS", "LOC", "MX", "NAPTR", "NS",
-                "PTR", "SMIMEA", "SRV", "SSHFP", "SVCB", "TLSA", "TXT", "URI"}
+RECORD_TYPES = {
+    "A",
+    "AAAA",
+    "CAA",
+    "CERT",
+    "CNAME",
+    "DNSKEY",
+    "DS",
+    "HTTPS",
+    "LOC",
+    "MX",
+    "NAPTR",
+    "NS",
+    "PTR",
+    "SMIMEA",
+    "SRV",
+    "SSHFP",
+    "SVCB",
+    "TLSA",
+    "TXT",
+    "URI",
+}
 FILTER_FIELDS = ("name", "type", "content", "comment")
 
 
@@ -56,9 +76,17 @@ def _envelope(result: Any, result_info: Json | None = None) -> Json:
 
 
 class FakeCloudflare:
-    def __init__(self, zones: list[str] | tuple[str, ...] = ("example.com",), *, host: str = "127.0.0.1",
-                 port: int = 0, public_host: str | None = None, tokens: tuple[str, ...] = (VALID_TOKEN,),
-                 readonly_tokens: tuple[str, ...] = (READONLY_TOKEN,), max_per_page: int = 5_000_000) -> None:
+    def __init__(
+        self,
+        zones: list[str] | tuple[str, ...] = ("example.com",),
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        public_host: str | None = None,
+        tokens: tuple[str, ...] = (VALID_TOKEN,),
+        readonly_tokens: tuple[str, ...] = (READONLY_TOKEN,),
+        max_per_page: int = 5_000_000,
+    ) -> None:
         self.tokens, self.readonly_tokens, self.max_per_page = set(tokens), set(readonly_tokens), max_per_page
         self.requests: list[tuple[str, str]] = []  # (method, path?query), every request received
         self._lock = threading.Lock()
@@ -85,8 +113,9 @@ class FakeCloudflare:
         return f"http://{self._public_host}:{self.port}{PREFIX}"
 
     def start(self) -> Self:
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-cloudflare",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="fake-cloudflare", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -108,10 +137,17 @@ class FakeCloudflare:
     def add_zone(self, name: str) -> str:
         with self._lock:
             zid = uuid.uuid4().hex
-            self._zones[zid] = {"id": zid, "name": name, "status": "active", "paused": False, "type": "full",
-                                "name_servers": ["ada.ns.cloudflare.com", "bob.ns.cloudflare.com"],
-                                "account": {"id": "0" * 32, "name": "test"}, "created_on": _now(),
-                                "modified_on": _now()}
+            self._zones[zid] = {
+                "id": zid,
+                "name": name,
+                "status": "active",
+                "paused": False,
+                "type": "full",
+                "name_servers": ["ada.ns.cloudflare.com", "bob.ns.cloudflare.com"],
+                "account": {"id": "0" * 32, "name": "test"},
+                "created_on": _now(),
+                "modified_on": _now(),
+            }
             self._records[zid] = {}
             return zid
 
@@ -122,12 +158,21 @@ class FakeCloudflare:
         with self._lock:
             return copy.deepcopy(list(self._records[self.zone_id(zone)].values()))
 
-    def add_record(self, zone: str, name: str, type: str, content: str, comment: str | None = None,
-                   ttl: int = 1, proxied: bool = False) -> Json:
+    def add_record(
+        self,
+        zone: str,
+        name: str,
+        type: str,
+        content: str,
+        comment: str | None = None,
+        ttl: int = 1,
+        proxied: bool = False,
+    ) -> Json:
         """Put a record in place without the API's checks (the user's own, or a leftover)."""
         with self._lock:
-            record = self._new_record({"name": name, "type": type, "content": content, "comment": comment,
-                                       "ttl": ttl, "proxied": proxied})
+            record = self._new_record(
+                {"name": name, "type": type, "content": content, "comment": comment, "ttl": ttl, "proxied": proxied}
+            )
             self._records[self.zone_id(zone)][record["id"]] = record
             return copy.deepcopy(record)
 
@@ -145,11 +190,17 @@ class FakeCloudflare:
             self.requests.append((method, target))
             if self._faults:
                 status, retry_after = self._faults.pop(0)
-                code, message = (971, "Please wait and consider throttling your request speed") if status == 429 \
+                code, message = (
+                    (971, "Please wait and consider throttling your request speed")
+                    if status == 429
                     else (10002, "Internal server error")
+                )
                 headers = {"Retry-After": retry_after} if retry_after is not None else {}
-                return status, {"success": False, "errors": [{"code": code, "message": message}],
-                                "messages": [], "result": None}, headers
+                return (
+                    status,
+                    {"success": False, "errors": [{"code": code, "message": message}], "messages": [], "result": None},
+                    headers,
+                )
             try:
                 self._authorize(method, authorization)
                 return 200, self._route(method, url.path, query, raw), {}
@@ -159,15 +210,19 @@ class FakeCloudflare:
     def _authorize(self, method: str, authorization: str) -> None:
         scheme, _, token = authorization.partition(" ")
         if scheme != "Bearer" or not token.strip() or any(c.isspace() for c in token.strip()):
-            raise ApiError(400, 6003, "Invalid request headers",
-                           [{"code": 6111, "message": "Invalid format for Authorization header"}])
+            raise ApiError(
+                400,
+                6003,
+                "Invalid request headers",
+                [{"code": 6111, "message": "Invalid format for Authorization header"}],
+            )
         if token not in self.tokens | self.readonly_tokens:
             raise ApiError(401, 10000, "Authentication error")
         if method != "GET" and token not in self.tokens:
             raise ApiError(403, 10000, "Authentication error")
 
     def _route(self, method: str, path: str, query: dict[str, str], raw: bytes) -> Json:
-        parts = path[len(PREFIX):].strip("/").split("/") if path.startswith(PREFIX + "/") else []
+        parts = path[len(PREFIX) :].strip("/").split("/") if path.startswith(PREFIX + "/") else []
         if parts == ["zones"] and method == "GET":
             zones = [z for z in self._zones.values() if _match(z, {"name": query["name"]} if "name" in query else {})]
             return self._page(zones, query, default=20, maximum=50)
@@ -186,9 +241,10 @@ class FakeCloudflare:
             return _envelope(record)
         if len(parts) == 3:
             raise ApiError(405, 7001, "Method not allowed for this URI")
-        record = records.get(parts[3])
-        if record is None:
+        stored = records.get(parts[3])
+        if stored is None:
             raise ApiError(404, 81044, "Record does not exist.")
+        record = stored
         if method == "GET":
             return _envelope(record)
         if method == "DELETE":
@@ -210,19 +266,36 @@ class FakeCloudflare:
             per_page = min(maximum, max(1, int(query.get("per_page", default))))
         except ValueError:
             raise ApiError(400, 1004, "Invalid page or per_page") from None
-        chunk = items[(page - 1) * per_page:page * per_page]
-        return _envelope(copy.deepcopy(chunk), {"page": page, "per_page": per_page, "count": len(chunk),
-                                                "total_count": len(items),
-                                                "total_pages": math.ceil(len(items) / per_page)})
+        chunk = items[(page - 1) * per_page : page * per_page]
+        return _envelope(
+            copy.deepcopy(chunk),
+            {
+                "page": page,
+                "per_page": per_page,
+                "count": len(chunk),
+                "total_count": len(items),
+                "total_pages": math.ceil(len(items) / per_page),
+            },
+        )
 
     @staticmethod
     def _new_record(fields: Json) -> Json:
         now = _now()
-        record = {"id": uuid.uuid4().hex, "name": fields["name"], "type": fields["type"],
-                  "content": fields["content"], "proxiable": fields["type"] in ("A", "AAAA", "CNAME"),
-                  "proxied": bool(fields.get("proxied", False)), "ttl": int(fields.get("ttl", 1)),
-                  "settings": {}, "meta": {}, "comment": fields.get("comment"), "tags": [],
-                  "created_on": now, "modified_on": now}
+        record = {
+            "id": uuid.uuid4().hex,
+            "name": fields["name"],
+            "type": fields["type"],
+            "content": fields["content"],
+            "proxiable": fields["type"] in ("A", "AAAA", "CNAME"),
+            "proxied": bool(fields.get("proxied", False)),
+            "ttl": int(fields.get("ttl", 1)),
+            "settings": {},
+            "meta": {},
+            "comment": fields.get("comment"),
+            "tags": [],
+            "created_on": now,
+            "modified_on": now,
+        }
         if record["comment"]:
             record["comment_modified_on"] = now
         return record
@@ -243,13 +316,18 @@ def _match(item: Json, query: dict[str, str]) -> bool:
         field, _, op = key.partition(".")
         if field not in FILTER_FIELDS:
             continue
-        actual, wanted = str(item.get(field) or "").lower(), wanted.lower()
+        actual, expected = str(item.get(field) or "").lower(), wanted.lower()
         if op == "present" or op == "absent":
             if bool(actual) != (op == "present"):
                 return False
             continue
-        test = {"": actual == wanted, "exact": actual == wanted, "contains": wanted in actual,
-                "startswith": actual.startswith(wanted), "endswith": actual.endswith(wanted)}.get(op)
+        test = {
+            "": actual == expected,
+            "exact": actual == expected,
+            "contains": expected in actual,
+            "startswith": actual.startswith(expected),
+            "endswith": actual.endswith(expected),
+        }.get(op)
         if test is None:
             raise ApiError(400, 1004, f"Invalid filter {key}")
         if not test:
@@ -289,8 +367,14 @@ def _validate(zone: str, records: dict[str, Json], fields: Json, own_id: str | N
             raise ApiError(400, 81054, "A CNAME record with that host already exists.")
         if rtype == "CNAME" and other["type"] in ("A", "AAAA", "CNAME"):
             raise ApiError(400, 81053, "An A, AAAA, or CNAME record with that host already exists.")
-    return {"name": name, "type": rtype, "content": content, "ttl": ttl, "proxied": fields.get("proxied", False),
-            "comment": fields.get("comment") or None}
+    return {
+        "name": name,
+        "type": rtype,
+        "content": content,
+        "ttl": ttl,
+        "proxied": fields.get("proxied", False),
+        "comment": fields.get("comment") or None,
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -6,9 +6,9 @@ import re
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import boto3
 
@@ -21,8 +21,9 @@ CREDENTIALS = {"access_key_id": "test-key", "secret_access_key": "test-secret"}
 def moto_server(log: Path, host: str = "127.0.0.1") -> Iterator[int]:
     """Run the server bound to `host` (the fake cloud's gateway, so VMs reach it too); yields its port."""
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", host, "-p", "0"],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", host, "-p", "0"], stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         # The server prints its port once bound; it is another process, so poll its log.
         text = wait_until(log.read_text, lambda t: "Running on http://" in t or proc.poll() is not None, timeout=60)
@@ -45,6 +46,10 @@ def _answers(host: str, port: int) -> bool:
 
 
 def s3_client(endpoint: str):
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id=CREDENTIALS["access_key_id"],
-                        aws_secret_access_key=CREDENTIALS["secret_access_key"])
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=CREDENTIALS["access_key_id"],
+        aws_secret_access_key=CREDENTIALS["secret_access_key"],
+    )

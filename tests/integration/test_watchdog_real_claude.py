@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:  # `tests` is not an installed package
     sys.path.insert(0, str(ROOT))
 
 from tests.fakes.anthropic_api import FakeAnthropicServer, Rule, Script, ToolUse  # noqa: E402
-from tests.polling import wait_until
+from tests.polling import wait_until  # noqa: E402
 from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher  # noqa: E402
 from vmgen.vmside.idlewatch.model import AgentSignals, AgentState  # noqa: E402
 
@@ -48,15 +48,18 @@ def claude_bin() -> Path:
         if npm is None:
             pytest.fail(f"no Claude Code at {CLAUDE} and no npm to install it (scripts/dev-env.sh installs both)")
         prefix = ROOT / ".cache" / "claude"
-        subprocess.run([npm, "install", "-g", "--prefix", str(prefix),
-                        f"@anthropic-ai/claude-code@{CLAUDE_VERSION}"], check=True, timeout=600,
-                       capture_output=True)
+        subprocess.run(
+            [npm, "install", "-g", "--prefix", str(prefix), f"@anthropic-ai/claude-code@{CLAUDE_VERSION}"],
+            check=True,
+            timeout=600,
+            capture_output=True,
+        )
     return CLAUDE
 
 
 def bridge_ip() -> str:
     """A non-loopback address of this host: the watchdog ignores loopback as "not the model"."""
-    for name, addrs in sorted(psutil.net_if_addrs().items(), key=lambda kv: kv[0] != "docker0"):
+    for _name, addrs in sorted(psutil.net_if_addrs().items(), key=lambda kv: kv[0] != "docker0"):
         for addr in addrs:
             if addr.family == socket.AF_INET and not addr.address.startswith("127."):
                 return str(addr.address)
@@ -72,8 +75,7 @@ class Session:
     api: FakeAnthropicServer
 
     def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-S", self.sock, *args], check=True, capture_output=True,
-                              text=True).stdout
+        return subprocess.run(["tmux", "-S", self.sock, *args], check=True, capture_output=True, text=True).stdout
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "agent:one")
@@ -86,17 +88,24 @@ class Session:
 def seed_home(home: Path, repo: Path, settings: dict[str, object]) -> None:
     """Exactly what keeps every first-run dialog away (onboarding, API key, folder trust)."""
     (home / ".claude").mkdir(parents=True)
-    (home / ".claude.json").write_text(json.dumps({
-        "hasCompletedOnboarding": True,
-        "customApiKeyResponses": {"approved": [API_KEY[-20:]], "rejected": []},
-        "projects": {str(repo): {"hasTrustDialogAccepted": True}}}))
-    (home / ".claude" / "settings.json").write_text(json.dumps({"env": {
-        "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}} | settings))
+    (home / ".claude.json").write_text(
+        json.dumps(
+            {
+                "hasCompletedOnboarding": True,
+                "customApiKeyResponses": {"approved": [API_KEY[-20:]], "rejected": []},
+                "projects": {str(repo): {"hasTrustDialogAccepted": True}},
+            }
+        )
+    )
+    (home / ".claude" / "settings.json").write_text(
+        json.dumps({"env": {"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}} | settings)
+    )
 
 
 @contextmanager
-def claude_in_tmux(tmp_path: Path, command: list[str], script: Script,
-                   settings: dict[str, object] | None = None) -> Iterator[tuple[str, FakeAnthropicServer]]:
+def claude_in_tmux(
+    tmp_path: Path, command: list[str], script: Script, settings: dict[str, object] | None = None
+) -> Iterator[tuple[str, FakeAnthropicServer]]:
     """Claude Code in window "one" of a tmux server of its own (which passes exactly this
     environment to it; $HOME is tmp_path/home, the repository tmp_path/repo), against the
     scripted model, at its prompt: the server's socket and the model."""
@@ -105,15 +114,44 @@ def claude_in_tmux(tmp_path: Path, command: list[str], script: Script,
     seed_home(home, repo, settings or {})
     api = FakeAnthropicServer(script, host=bridge_ip()).start()
     # IS_SANDBOX: Claude refuses to skip permissions as root, which this test may be, otherwise.
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TERM": "xterm-256color",
-           "LANG": "C.UTF-8", "ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": API_KEY, "IS_SANDBOX": "1"}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "TERM": "xterm-256color",
+        "LANG": "C.UTF-8",
+        "ANTHROPIC_BASE_URL": api.url,
+        "ANTHROPIC_API_KEY": API_KEY,
+        "IS_SANDBOX": "1",
+    }
     sock = str(tmp_path / "tmux.sock")
-    subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-s", "agent", "-n", "one", "-x", "200", "-y", "50",
-                    "-c", str(repo), *command], env=env, check=True)
+    subprocess.run(
+        [
+            "tmux",
+            "-S",
+            sock,
+            "new-session",
+            "-d",
+            "-s",
+            "agent",
+            "-n",
+            "one",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "-c",
+            str(repo),
+            *command,
+        ],
+        env=env,
+        check=True,
+    )
     try:
+
         def screen() -> str:
-            return subprocess.run(["tmux", "-S", sock, "capture-pane", "-p", "-t", "agent:one"],
-                                  capture_output=True, text=True).stdout
+            return subprocess.run(
+                ["tmux", "-S", sock, "capture-pane", "-p", "-t", "agent:one"], capture_output=True, text=True
+            ).stdout
 
         ready = wait_until(screen, lambda text: "❯" in text, timeout=90)
         assert "❯" in ready, f"Claude Code never showed its prompt:\n{ready}"
@@ -125,21 +163,22 @@ def claude_in_tmux(tmp_path: Path, command: list[str], script: Script,
 
 @pytest.fixture
 def session(claude_bin: Path, tmp_path: Path) -> Iterator[Session]:
-    script = Script(rules=[Rule(TRIGGER, text=REPLY, delay=MODEL_DELAY),
-                           Rule(INTERRUPT, text="never seen", delay=600)])
+    script = Script(rules=[Rule(TRIGGER, text=REPLY, delay=MODEL_DELAY), Rule(INTERRUPT, text="never seen", delay=600)])
     with claude_in_tmux(tmp_path, [str(claude_bin)], script) as (sock, api):
         yield Session(sock, tmp_path / "repo", tmp_path / "home", api)
 
 
 def watcher(s: Session) -> AgentWatcher:
     # claude_dir is left to discovery: the process's own $HOME/.claude, as on the VM.
-    return AgentWatcher(AgentConfig(user=getpass.getuser(), hook_events=None, only_under=s.repo,
-                                    stall_after=max(30.0, MODEL_DELAY / 2)))
+    return AgentWatcher(
+        AgentConfig(user=getpass.getuser(), hook_events=None, only_under=s.repo, stall_after=max(30.0, MODEL_DELAY / 2))
+    )
 
 
 def claude_cpu(s: Session) -> float:
-    procs = [p for p in psutil.process_iter(["name", "cwd"])
-             if p.info["name"] == "claude" and p.info["cwd"] == str(s.repo)]
+    procs = [
+        p for p in psutil.process_iter(["name", "cwd"]) if p.info["name"] == "claude" and p.info["cwd"] == str(s.repo)
+    ]
     assert len(procs) == 1, procs
     t = procs[0].cpu_times()
     return float(t.user + t.system)
@@ -164,8 +203,10 @@ def test_slow_model_turn_is_working_then_waiting(session: Session) -> None:
         last_t, last_cpu = t, cpu
     cpu_share = (claude_cpu(session) - cpu0) / (time.monotonic() - started)
 
-    report = "\n".join(f"{t:5.1f}s {s.state.value} conns={s.model_connections} cpu={c:.1%} "
-                       f"cpu_busy={s.cpu_busy} {s.detail}" for t, c, s in samples)
+    report = "\n".join(
+        f"{t:5.1f}s {s.state.value} conns={s.model_connections} cpu={c:.1%} cpu_busy={s.cpu_busy} {s.detail}"
+        for t, c, s in samples
+    )
     print(f"claude CPU over the stall: {cpu_share:.2%} of a core\n{report}")
     assert len(samples) >= min(8, MODEL_DELAY / 6), report
     assert all(s.state is AgentState.WORKING and s.turn_open for _, _, s in samples), report
@@ -209,7 +250,7 @@ STALL_AFTER = 5.0  # seconds: far shorter than the silent tool call
 
 def claude_command(claude: Path) -> list[str]:
     """The agent's start command on the VM, with this Claude Code."""
-    from vmgen.agents import AGENTS
+    from vmgen.laptop.agents import AGENTS
 
     return [str(claude), *AGENTS["claude"].start.split()[1:]]
 
@@ -226,8 +267,7 @@ class Workspace:
     claude: Path
 
     def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-S", self.sock, *args], check=True, capture_output=True,
-                              text=True).stdout
+        return subprocess.run(["tmux", "-S", self.sock, *args], check=True, capture_output=True, text=True).stdout
 
     def screen(self, window: str) -> str:
         return self.tmux("capture-pane", "-p", "-t", f"agent:{window}")
@@ -246,24 +286,31 @@ class Workspace:
         return [json.loads(line) for line in text.splitlines()]
 
     def watcher(self) -> AgentWatcher:
-        return AgentWatcher(AgentConfig(user=getpass.getuser(), hook_events=self.events, only_under=self.repo,
-                                        stall_after=STALL_AFTER))
+        return AgentWatcher(
+            AgentConfig(user=getpass.getuser(), hook_events=self.events, only_under=self.repo, stall_after=STALL_AFTER)
+        )
 
 
 @pytest.fixture
 def workspace(claude_bin: Path, tmp_path: Path) -> Iterator[Workspace]:
-    from vmgen.builder.render import agent_event_hook, claude_hooks
     from vmgen.contract.names import VmPaths
+    from vmgen.laptop.builder.render import agent_event_hook, claude_hooks
 
     paths = VmPaths(home=tmp_path / "home")
     program = tmp_path / "agent-event"
     program.write_text(agent_event_hook(paths))
     program.chmod(0o755)
-    script = Script(rules=[
-        Rule(SLOW_SECOND, text="The slow second answer.", delay=SECOND_DELAY),
-        Rule(QUICK_FIRST, text="The quick first answer."),
-        Rule(SILENT_TOOL, tool=ToolUse("Bash", {"command": SILENT_COMMAND, "description": "a quiet step"}),
-             after_tool_text="The quiet wait is over.")])
+    script = Script(
+        rules=[
+            Rule(SLOW_SECOND, text="The slow second answer.", delay=SECOND_DELAY),
+            Rule(QUICK_FIRST, text="The quick first answer."),
+            Rule(
+                SILENT_TOOL,
+                tool=ToolUse("Bash", {"command": SILENT_COMMAND, "description": "a quiet step"}),
+                after_tool_text="The quiet wait is over.",
+            ),
+        ]
+    )
     settings = {"skipDangerousModePermissionPrompt": True, "hooks": claude_hooks(str(program))}
     with claude_in_tmux(tmp_path, claude_command(claude_bin), script, settings) as (sock, api):
         yield Workspace(sock, tmp_path / "repo", paths.hook_events, api, claude_bin)
@@ -280,8 +327,7 @@ def test_two_sessions_one_at_its_prompt_one_mid_turn_are_working(workspace: Work
     w.api.wait_for(SLOW_SECOND, timeout=60)
     started = time.monotonic()
     w.type("one", f"be quick, {QUICK_FIRST}")
-    assert "quick first answer" in wait_until(lambda: w.screen("one"), lambda t: "quick first answer" in t,
-                                               timeout=60)
+    assert "quick first answer" in wait_until(lambda: w.screen("one"), lambda t: "quick first answer" in t, timeout=60)
     # The newest statement in the hooks' file is the first session's end of turn.
     stop = wait_until(w.hook_lines, lambda lines: bool(lines) and lines[-1]["event"] == "Stop", timeout=20)
     sessions = {line.get("session") for line in stop}
@@ -300,8 +346,7 @@ def test_two_sessions_one_at_its_prompt_one_mid_turn_are_working(workspace: Work
     # title, its hook programs), and then its reason is the one shown.
     settled = samples[len(samples) // 2 :]
     assert all("model connection" in s.detail and "1 waiting" in s.detail for s in settled), report
-    assert "slow second answer" in wait_until(lambda: w.screen("two"), lambda t: "slow second answer" in t,
-                                              timeout=30)
+    assert "slow second answer" in wait_until(lambda: w.screen("two"), lambda t: "slow second answer" in t, timeout=30)
     after = wait_until(watcher.poll, lambda s: s.state is AgentState.WAITING, timeout=30, every=1)
     assert after.state is AgentState.WAITING and after.sessions == 2, after
 
@@ -323,7 +368,6 @@ def test_a_silent_tool_call_longer_than_the_stall_limit_is_working(workspace: Wo
     quiet = [s for t, s in samples if t > STALL_AFTER + 3]  # past the stall limit, nothing written
     assert len(quiet) >= 4, report
     assert all(s.state is AgentState.WORKING and s.tool_alive and "tool running" in s.detail for s in quiet), report
-    assert "quiet wait is over" in wait_until(lambda: w.screen("one"), lambda t: "quiet wait is over" in t,
-                                              timeout=30)
+    assert "quiet wait is over" in wait_until(lambda: w.screen("one"), lambda t: "quiet wait is over" in t, timeout=30)
     after = wait_until(watcher.poll, lambda s: s.state is AgentState.WAITING, timeout=30, every=1)
     assert after.state is AgentState.WAITING and not after.tool_running, after

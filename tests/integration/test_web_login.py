@@ -29,9 +29,10 @@ import pytest
 
 from tests import raw_https
 from tests.polling import wait_until
-from vmgen.caddy import WebAccess, render_caddyfile, upstream
+from vmgen.contract.enums import TlsMode
 from vmgen.contract.names import VmPaths
 from vmgen.contract.weblogin import WebLoginSettings, make_verifier
+from vmgen.laptop.caddy import WebAccess, render_caddyfile, upstream
 from vmgen.vmside.weblogin.server import LoginConfig, LoginService, serve
 
 HOST = "ws.dev.example.com"
@@ -111,8 +112,9 @@ class Backend:
             def do_GET(self) -> None:  # http.server's naming
                 self._record()
                 if self.headers.get("Upgrade", "").lower() == "websocket":
-                    accept = base64.b64encode(hashlib.sha1(
-                        (self.headers["Sec-WebSocket-Key"] + WS_MAGIC).encode()).digest()).decode()
+                    accept = base64.b64encode(
+                        hashlib.sha1((self.headers["Sec-WebSocket-Key"] + WS_MAGIC).encode()).digest()
+                    ).decode()
                     self.send_response(101)
                     self.send_header("Upgrade", "websocket")
                     self.send_header("Connection", "Upgrade")
@@ -125,8 +127,13 @@ class Backend:
                     return
                 if backend.name == "preview" and self.path == "/attack":
                     body = ATTACK_PAGE % {"host": json.dumps(HOST), "port": https_port}
-                    self._reply(body, [("Set-Cookie", f"__Host-vmgen=tossed-by-header; Path=/; Secure; Domain={HOST}"),
-                                       ("Set-Cookie", f"vmgen-theme=dark; Path=/; Secure; Domain={HOST}")])
+                    self._reply(
+                        body,
+                        [
+                            ("Set-Cookie", f"__Host-vmgen=tossed-by-header; Path=/; Secure; Domain={HOST}"),
+                            ("Set-Cookie", f"vmgen-theme=dark; Path=/; Secure; Domain={HOST}"),
+                        ],
+                    )
                     return
                 if self.path == "/sw.js":  # whoever serves this hostname offers a worker
                     self._reply(WORKER, content_type="text/javascript")
@@ -145,11 +152,17 @@ class Backend:
                 self._reply("posted")
 
             def _record(self) -> None:
-                backend.requests.append({"method": self.command, "path": self.path,
-                                         "headers": {k.lower(): v for k, v in self.headers.items()}})
+                backend.requests.append(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                    }
+                )
 
-            def _reply(self, body: str, headers: list[tuple[str, str]] = (),
-                       content_type: str = "text/html; charset=utf-8") -> None:
+            def _reply(
+                self, body: str, headers: list[tuple[str, str]] = (), content_type: str = "text/html; charset=utf-8"
+            ) -> None:
                 data = body.encode()
                 self.send_response(200)
                 for name, value in headers:
@@ -197,24 +210,37 @@ def web(tmp_path_factory) -> Iterator[Web]:
     http_port, https_port = free_port(), free_port()
     settings = WebLoginSettings(host=HOST, user="vmgen", desktop=True, preview_ports=(3000,))
     backends = {role: Backend(role).start(https_port) for role in ("page", "code", "desktop", "preview")}
-    login = LoginService(LoginConfig(settings, make_verifier(PASSWORD), desktop_password=VNC_PASSWORD),
-                         ports={role: backend.port for role, backend in backends.items()})
+    login = LoginService(
+        LoginConfig(settings, make_verifier(PASSWORD), desktop_password=VNC_PASSWORD),
+        ports={role: backend.port for role, backend in backends.items()},
+    )
     service = serve(login, vm.web_login_socket)
     threading.Thread(target=service.serve_forever, daemon=True).start()
-    caddyfile = render_caddyfile(WebAccess(settings, tls="internal", http_port=http_port, https_port=https_port), vm)
+    caddyfile = render_caddyfile(
+        WebAccess(settings, tls=TlsMode.INTERNAL, http_port=http_port, https_port=https_port), vm
+    )
     for site in settings.sites():  # the contract's ports are the VM's; here, the stand-ins'
-        caddyfile = caddyfile.replace(f"import vmgen_login {upstream(site, vm)}\n",
-                                      f"import vmgen_login 127.0.0.1:{backends[site.role].port}\n")
+        caddyfile = caddyfile.replace(
+            f"import vmgen_login {upstream(site, vm)}\n", f"import vmgen_login 127.0.0.1:{backends[site.role].port}\n"
+        )
     (root / "Caddyfile").write_text(caddyfile)
     errors = (root / "caddy.err").open("w")
-    caddy = subprocess.Popen(["caddy", "run", "--adapter", "caddyfile", "--config", str(root / "Caddyfile")],
-                             env={"HOME": str(root), "XDG_DATA_HOME": str(root / "data"),
-                                  "XDG_CONFIG_HOME": str(root / "config"), "PATH": "/usr/bin:/bin"},
-                             stdout=subprocess.DEVNULL, stderr=errors)
+    caddy = subprocess.Popen(
+        ["caddy", "run", "--adapter", "caddyfile", "--config", str(root / "Caddyfile")],
+        env={
+            "HOME": str(root),
+            "XDG_DATA_HOME": str(root / "data"),
+            "XDG_CONFIG_HOME": str(root / "config"),
+            "PATH": "/usr/bin:/bin",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=errors,
+    )
     web = Web(https_port, backends, vm.web_access_log, "")
     try:
-        assert wait_until(lambda: status(web, HOST, "/healthz"), lambda s: s == 200, timeout=30) == 200, \
-            (root / "caddy.err").read_text()[-3000:]
+        assert wait_until(lambda: status(web, HOST, "/healthz"), lambda s: s == 200, timeout=30) == 200, (
+            root / "caddy.err"
+        ).read_text()[-3000:]
         web.spki = raw_https.spki_hash((root / "data/caddy/pki/authorities/local/intermediate.crt").read_bytes())
         yield web
     finally:
@@ -227,11 +253,19 @@ def web(tmp_path_factory) -> Iterator[Web]:
             backend.server.shutdown()
 
 
-def request(web: Web, host: str, path: str, method: str = "GET", headers: dict | None = None,
-            body: bytes | None = None, sni: str = "") -> tuple[int, dict[str, str], bytes]:
+def request(
+    web: Web,
+    host: str,
+    path: str,
+    method: str = "GET",
+    headers: dict | None = None,
+    body: bytes | None = None,
+    sni: str = "",
+) -> tuple[int, dict[str, str], bytes]:
     """One request through Caddy, TLS unverified (Caddy's local CA), redirects not followed."""
-    reply = raw_https.request("127.0.0.1", web.port, f"{host}:{web.port}", path, method, headers, body,
-                              sni or host, timeout=10)
+    reply = raw_https.request(
+        "127.0.0.1", web.port, f"{host}:{web.port}", path, method, headers, body, sni or host, timeout=10
+    )
     return reply.status, reply.headers, reply.body
 
 
@@ -244,8 +278,14 @@ def status(web: Web, host: str, path: str) -> int:
 
 def sign_in(web: Web, password: str = PASSWORD, client_to: str = "") -> tuple[int, dict[str, str]]:
     form = urllib.parse.urlencode({"user": "vmgen", "password": password, "to": client_to, "path": "/"}).encode()
-    code, headers, _ = request(web, HOST, "/.vmgen/login", "POST", {
-        "Content-Type": "application/x-www-form-urlencoded", "Origin": f"https://{HOST}:{web.port}"}, form)
+    code, headers, _ = request(
+        web,
+        HOST,
+        "/.vmgen/login",
+        "POST",
+        {"Content-Type": "application/x-www-form-urlencoded", "Origin": f"https://{HOST}:{web.port}"},
+        form,
+    )
     return code, headers
 
 
@@ -257,8 +297,14 @@ def browser(web: Web):
     options.binary_location = "/usr/bin/chromium"
     # Certificates of Caddy's local CA count as valid (not merely ignored): a browser registers
     # service workers only on an origin whose certificate it trusts.
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", f"--ignore-certificate-errors-spki-list={web.spki}",
-                 f"--host-resolver-rules=MAP *.{HOST} 127.0.0.1, MAP {HOST} 127.0.0.1", "--window-size=1000,800"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        f"--ignore-certificate-errors-spki-list={web.spki}",
+        f"--host-resolver-rules=MAP *.{HOST} 127.0.0.1, MAP {HOST} 127.0.0.1",
+        "--window-size=1000,800",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
@@ -278,6 +324,7 @@ def signed_in_browser(web: Web):
 
 
 # --- signing in -------------------------------------------------------------------------------
+
 
 def test_one_sign_in_opens_every_hostname_in_the_browser(web):
     from selenium.webdriver.common.by import By
@@ -318,16 +365,25 @@ def test_every_hostname_refuses_without_the_login(web):
         # Basic auth, the old login, opens nothing either.
         basic = base64.b64encode(f"vmgen:{PASSWORD}".encode()).decode()
         assert request(web, host, "/api/anything", headers={"Authorization": f"Basic {basic}"})[0] == 401
-    assert all(b.requests == [] or all("cookie" not in r["headers"] or "__host-vmgen" not in
-                                       r["headers"]["cookie"].lower() for r in b.requests)
-               for b in web.backends.values())
+    assert all(
+        b.requests == []
+        or all("cookie" not in r["headers"] or "__host-vmgen" not in r["headers"]["cookie"].lower() for r in b.requests)
+        for b in web.backends.values()
+    )
 
 
 def test_host_and_path_tricks_reach_no_backend(web):
     before = {name: len(b.requests) for name, b in web.backends.items()}
-    tricks = [(HOST, "/.vmgen/check"), (HOST, "/healthz/../api/state"), (HOST, "/.vmgen/../api/state"),
-              (HOST, "/%2e%2e/api/state"), (HOST, "//api/state"), (HOST, "/.VMGEN/check"),
-              ("evil.example", "/api/state"), (f"{CODE}.evil.example", "/")]
+    tricks = [
+        (HOST, "/.vmgen/check"),
+        (HOST, "/healthz/../api/state"),
+        (HOST, "/.vmgen/../api/state"),
+        (HOST, "/%2e%2e/api/state"),
+        (HOST, "//api/state"),
+        (HOST, "/.VMGEN/check"),
+        ("evil.example", "/api/state"),
+        (f"{CODE}.evil.example", "/"),
+    ]
     for host, path in tricks:
         code, _, body = request(web, host, path, sni=HOST)  # the certificate's name, another Host
         assert code in (200, 302, 400, 401, 403, 404), (host, path, code)
@@ -335,8 +391,15 @@ def test_host_and_path_tricks_reach_no_backend(web):
     # The desktop's name in TLS, the code UI's in Host: Host decides, and it needs its own login.
     assert request(web, CODE, "/api/x", sni=DESKTOP)[0] == 401
     # A forged forward_auth answer in request headers changes nothing.
-    assert request(web, CODE, "/api/projects", headers={"X-Vmgen-Cookie": "x", "X-Forwarded-Uri": "/healthz",
-                                                        "X-Forwarded-Method": "GET"})[0] == 401
+    assert (
+        request(
+            web,
+            CODE,
+            "/api/projects",
+            headers={"X-Vmgen-Cookie": "x", "X-Forwarded-Uri": "/healthz", "X-Forwarded-Method": "GET"},
+        )[0]
+        == 401
+    )
     assert {name: len(b.requests) for name, b in web.backends.items()} == before
 
 
@@ -347,8 +410,9 @@ def test_a_wrong_password_is_logged_without_any_credential(web):
     code, headers = sign_in(web)
     assert code == 303
     session = headers["set-cookie"].split(";")[0].split("=", 1)[1]
-    line = wait_until(lambda: web.log.read_text() if web.log.exists() else "",
-                      lambda text: '"status":401' in text, timeout=10)
+    line = wait_until(
+        lambda: web.log.read_text() if web.log.exists() else "", lambda text: '"status":401' in text, timeout=10
+    )
     failed = [json.loads(entry) for entry in line.splitlines() if '"status":401' in entry]
     assert failed[-1]["request"]["uri"] == "/.vmgen/login" and failed[-1]["request"]["method"] == "POST"
     assert failed[-1]["request"]["remote_ip"] == "127.0.0.1"
@@ -377,6 +441,7 @@ def test_the_security_headers_on_vmgens_own_hostnames_and_not_on_previews(web):
 
 # --- the attacker's preview ---------------------------------------------------------------------
 
+
 def session_cookies(driver) -> list[str]:
     """The session cookies chromium holds for the current hostname (HttpOnly ones included)."""
     return [c["value"] for c in driver.get_cookies() if c["name"] == "__Host-vmgen"]
@@ -389,8 +454,11 @@ def test_a_preview_app_can_neither_read_set_replay_nor_ride_the_session(web):
         (ours,) = session_cookies(driver)
         counts = {name: len(b.requests) for name, b in web.backends.items()}
         driver.get(web.url(PREVIEW, "/attack"))
-        results = wait_until(lambda: driver.execute_script("return window.results || {}"),
-                             lambda r: r.get("finished") and "websocket" in r and "fetch_page" in r, timeout=20)
+        results = wait_until(
+            lambda: driver.execute_script("return window.results || {}"),
+            lambda r: r.get("finished") and "websocket" in r and "fetch_page" in r,
+            timeout=20,
+        )
         # Read: the preview's own session cookie is HttpOnly, and its backend never got one.
         preview_session = [v for v in session_cookies(driver) if not v.startswith("tossed")]
         assert preview_session and preview_session[0] not in results["cookies_seen"]
@@ -405,10 +473,10 @@ def test_a_preview_app_can_neither_read_set_replay_nor_ride_the_session(web):
         # Ride: no fetch, form post, frame or websocket from the preview reached a backend.
         assert results["fetch_page"].startswith("error")  # CORS: nothing to read
         assert results["websocket"] == "error"
-        new_page = web.backends["page"].requests[counts["page"]:]
+        new_page = web.backends["page"].requests[counts["page"] :]
         assert [r for r in new_page if r["method"] == "POST" or r["path"] not in ("/", "/favicon.ico")] == [], new_page
-        assert web.backends["code"].requests[counts["code"]:] == []
-        assert web.backends["desktop"].requests[counts["desktop"]:] == []
+        assert web.backends["code"].requests[counts["code"] :] == []
+        assert web.backends["desktop"].requests[counts["desktop"] :] == []
     finally:
         driver.quit()
 
@@ -442,6 +510,7 @@ def test_a_replayed_preview_cookie_opens_nothing_else(web):
 
 # --- what issue 22 found: a worker that outlives Sign out, a cookie bomb, a websocket after Sign out
 
+
 def test_no_service_worker_on_vmgens_hostnames_and_sign_out_clears_their_storage(web):
     """Whatever serves the page or the code UI, a worker is never registered there: it would answer
     for the hostname, sign-in form included, after Sign out. Sign out clears their storage (the
@@ -455,8 +524,9 @@ def test_no_service_worker_on_vmgens_hostnames_and_sign_out_clears_their_storage
             driver.get(web.url(host, "/register-worker"))
             result = wait_until(lambda: driver.execute_script("return window.result"), bool, timeout=20)
             assert result.startswith("refused"), (host, result)
-            assert driver.execute_script("return navigator.serviceWorker.getRegistrations()"
-                                         ".then(r => r.length)") == 0, host
+            assert (
+                driver.execute_script("return navigator.serviceWorker.getRegistrations().then(r => r.length)") == 0
+            ), host
         driver.get(web.url(CODE, "/"))
         assert driver.execute_script("return localStorage.getItem('auth-token')")
         driver.get(web.url(PREVIEW, "/register-worker"))
@@ -489,7 +559,8 @@ def test_a_cookie_bomb_from_a_preview_locks_no_hostname(web):
             WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "backend"))
             assert driver.find_element(By.ID, "backend").text == name, host
             fetched = driver.execute_async_script(
-                "fetch('/api/x').then(r => arguments[0](r.status), e => arguments[0](String(e)))")
+                "fetch('/api/x').then(r => arguments[0](r.status), e => arguments[0](String(e)))"
+            )
             assert fetched == 200, host
             assert sum(len(r["headers"].get("cookie", "")) for r in web.backends[name].requests[-2:]) < 2 * (8 << 10)
         # What did not fit in the budget of what vmgen's backends get is gone from the browser.

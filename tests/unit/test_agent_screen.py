@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from vmgen.agent_screen import AgentScreen, PaneState, parse_screen, why_prompts_are_lost
-from vmgen.agents import AGENTS
+from vmgen.laptop.agent_screen import AgentScreen, PaneState, parse_screen, why_prompts_are_lost
+from vmgen.laptop.agents import AGENTS
 
 CLAUDE = AGENTS["claude"]
-AT_PROMPT = "╭──────╮\n│ > Try \"fix lint errors\" │\n╰──────╯\n  ? for shortcuts\n"
+AT_PROMPT = '╭──────╮\n│ > Try "fix lint errors" │\n╰──────╯\n  ? for shortcuts\n'
 LOGIN = "╭──────╮\n│ >  │\n╰──────╯\n  Not logged in · Please run /login\n"
 
 

@@ -8,17 +8,16 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.fakes.hetzner import FakeHetzner
-from vmgen.agents import AGENTS
-from vmgen.autobake import has_image_for, plan_key, plan_lock, plan_settings, wanted
-from vmgen.builder.install import plan_of
-from vmgen.cli.images import current_plan
-from vmgen.config import load_settings
 from vmgen.errors import ConfigError
-from vmgen.providers import auto_bakes
-from vmgen.providers.docker import DockerProvider
-from vmgen.providers.hetzner import HetznerProvider
-from vmgen.spec import WebSpec
-from vmgen.stamps import BakedImage
+from vmgen.laptop.autobake import has_image_for, plan_key, plan_lock, plan_settings, wanted
+from vmgen.laptop.builder.install import plan_of
+from vmgen.laptop.cli.images import current_plan
+from vmgen.laptop.config import load_settings
+from vmgen.laptop.providers import auto_bakes
+from vmgen.laptop.providers.docker import DockerProvider
+from vmgen.laptop.providers.hetzner import HetznerProvider
+from vmgen.laptop.spec import WebSpec
+from vmgen.laptop.stamps import BakedImage
 
 from .test_launch import FakeProvider, spec_for
 
@@ -27,9 +26,16 @@ def spec_with(home, domain: str = "", **changes):
     return spec_for(home, web=WebSpec(domain=domain), **changes) if domain else spec_for(home, **changes)
 
 
-@pytest.mark.parametrize(("setting", "cloud", "expected"), [
-    ("auto", True, True), ("auto", False, False), ("yes", False, True), ("no", True, False), ("OFF", True, False),
-])
+@pytest.mark.parametrize(
+    ("setting", "cloud", "expected"),
+    [
+        ("auto", True, True),
+        ("auto", False, False),
+        ("yes", False, True),
+        ("no", True, False),
+        ("OFF", True, False),
+    ],
+)
 def test_auto_bakes_on_clouds_unless_told(setting, cloud, expected) -> None:
     provider = FakeProvider()
     provider.auto_bakes = cloud
@@ -37,7 +43,7 @@ def test_auto_bakes_on_clouds_unless_told(setting, cloud, expected) -> None:
 
 
 def test_a_wrong_setting_is_one_clear_error() -> None:
-    with pytest.raises(ConfigError, match="auto_bake.*'sometimes'.*auto, yes or no"):
+    with pytest.raises(ConfigError, match=r"auto_bake.*'sometimes'.*auto, yes or no"):
         wanted("sometimes", FakeProvider())
 
 
@@ -46,12 +52,15 @@ def test_the_providers_defaults() -> None:
     assert HetznerProvider.auto_bakes and not DockerProvider.auto_bakes
 
 
-@pytest.mark.parametrize("changes", [
-    {},
-    {"desktop": True},
-    {"agent_version": "2.1.400"},
-    {"domain": "dev.example.com"},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"desktop": True},
+        {"agent_version": "2.1.400"},
+        {"domain": "dev.example.com"},
+    ],
+)
 def test_the_background_build_bakes_exactly_the_launchs_plan(home, changes) -> None:
     # The launch's command line may differ from the configuration: the build reads the launch's choices.
     spec = spec_with(home, **changes)
@@ -69,17 +78,21 @@ def test_an_image_with_every_step_is_enough_and_one_with_an_older_step_is_not(ho
     stamp = plan_of(spec).stamp
     provider.baked = BakedImage("sha256:1", "vmgen-baked:x", datetime.now(UTC), stamp, base="b")
     assert has_image_for(provider, spec)
-    provider.baked = BakedImage("sha256:2", "vmgen-baked:y", datetime.now(UTC),
-                                type(stamp)(**{**stamp.__dict__, "agent": "claude-2.0.0"}), base="b")
+    provider.baked = BakedImage(
+        "sha256:2",
+        "vmgen-baked:y",
+        datetime.now(UTC),
+        type(stamp)(**{**stamp.__dict__, "agent": "claude-2.0.0"}),
+        base="b",
+    )
     assert not has_image_for(provider, spec)
 
 
 def test_one_plan_is_baked_by_one_process_at_a_time(home) -> None:
     key = plan_key("docker", plan_of(spec_with(home)))
     assert key != plan_key("docker", plan_of(spec_with(home, desktop=True)))
-    with plan_lock(key) as first:
-        with plan_lock(key) as second:
-            assert first and not second
+    with plan_lock(key) as first, plan_lock(key) as second:
+        assert first and not second
     with plan_lock(key) as again:
         assert again  # released with its holder
 
@@ -91,8 +104,8 @@ def test_a_snapshots_price_comes_from_the_projects_price_list() -> None:
 
 
 def test_a_provider_that_fails_after_the_launch_costs_a_warning_not_the_launch(home, capsys) -> None:
-    from vmgen.cli.launching import bake_for_next_time
     from vmgen.errors import ProviderUnavailable
+    from vmgen.laptop.cli.launching import bake_for_next_time
 
     class Unreachable(FakeProvider):
         def newest_baked(self, spec=None):

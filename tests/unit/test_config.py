@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.config import load_settings
 from vmgen.errors import ConfigError
+from vmgen.laptop.config import load_settings
 
 
 def test_precedence_env_over_dotenv_over_toml(tmp_path: Path) -> None:
@@ -16,7 +16,9 @@ def test_precedence_env_over_dotenv_over_toml(tmp_path: Path) -> None:
 
 
 def test_well_known_variables_are_read(tmp_path: Path) -> None:
-    settings = load_settings({"ANTHROPIC_API_KEY": "test-key-0123456789"}, tmp_path / "none.toml", tmp_path / "none.env")
+    settings = load_settings(
+        {"ANTHROPIC_API_KEY": "test-key-0123456789"}, tmp_path / "none.toml", tmp_path / "none.env"
+    )
     assert settings.anthropic_api_key == "test-key-0123456789"
 
 
@@ -30,7 +32,7 @@ def test_secrets_are_masked(tmp_path: Path) -> None:
 def test_unknown_setting_is_reported(tmp_path: Path) -> None:
     toml = tmp_path / "config.toml"
     toml.write_text('agnet = "claude"\n')
-    with pytest.raises(ConfigError, match="unknown setting.*agnet"):
+    with pytest.raises(ConfigError, match=r"unknown setting.*agnet"):
         load_settings({}, toml, tmp_path / "none.env")
 
 

@@ -10,25 +10,33 @@ import pytest
 
 from vmgen.contract.names import VM
 from vmgen.errors import VmgenError
-from vmgen.handover import agent_env_file, files_to_upload, laptop_extras, rewrite_home
+from vmgen.laptop.handover import agent_env_file, files_to_upload, laptop_extras, rewrite_home
 
-HOSTILE = ["plain", "it's \"quoted\"", "$(touch SENTINEL)", "`touch SENTINEL`", "a\nb", "x; touch SENTINEL", "ünï"]
+HOSTILE = ["plain", 'it\'s "quoted"', "$(touch SENTINEL)", "`touch SENTINEL`", "a\nb", "x; touch SENTINEL", "ünï"]
 
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_the_env_file_is_read_back_verbatim_and_runs_nothing(value: str, tmp_path: Path) -> None:
     env = tmp_path / "agent.env"
     env.write_bytes(agent_env_file({"ANTHROPIC_API_KEY": value, "EMPTY": ""}))
-    read = subprocess.run(["bash", "-c", f"set -a; . {env}; set +a; printf %s \"$ANTHROPIC_API_KEY\"; "
-                                         "[ -z \"${EMPTY+x}\" ] && printf ' unset'"],
-                          capture_output=True, text=True, cwd=tmp_path, check=True)
+    read = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'set -a; . {env}; set +a; printf %s "$ANTHROPIC_API_KEY"; [ -z "${{EMPTY+x}}" ] && printf \' unset\'',
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
     assert read.stdout == value + " unset"  # empty values are left out
     assert not (tmp_path / "SENTINEL").exists()
 
 
 def test_laptop_paths_become_the_vms(tmp_path: Path) -> None:
     laptop = tmp_path / "laptop-home"
-    content = f'[core]\n\texcludesfile = {laptop}/.gitignore_global\n'.encode()
+    content = f"[core]\n\texcludesfile = {laptop}/.gitignore_global\n".encode()
     assert rewrite_home(content, laptop) == f"[core]\n\texcludesfile = {VM.home}/.gitignore_global\n".encode()
 
 

@@ -15,19 +15,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vmgen.builder.render import written_files
 from vmgen.contract.documents import AgentRecord, BackupTarget, RestoreResult, VerdictRecord, WatchdogState
-from vmgen.errors import BootFailed, LeftoversExist, NameBusy, UsageError, WorkspaceExists
-from vmgen.handover import Handover
-from vmgen.identities import ensure_identity, has_identity
-from vmgen.launch import LaunchOptions, launch
-from vmgen.providers.base import Leftover, SelfDelete, Workspace
-from vmgen.readiness import Phase
+from vmgen.contract.enums import StoreKind
+from vmgen.errors import BootFailed, LeftoversExist, NameBusy, RestoreFailed, UsageError, WorkspaceExists
+from vmgen.laptop.builder.render import written_files
+from vmgen.laptop.handover import Handover
+from vmgen.laptop.identities import ensure_identity, has_identity
+from vmgen.laptop.launch import LaunchOptions, launch
+from vmgen.laptop.providers.base import Leftover, SelfDelete, Workspace
+from vmgen.laptop.readiness import Phase
+from vmgen.laptop.spec import GitSource, RestoreSource, VmgenInstall, WebSpec, WorkspaceSpec, make_spec
+from vmgen.laptop.stamps import BakedImage, ImageStamp
+from vmgen.laptop.state import WorkspaceState, busy_with, name_lock
 from vmgen.selfwheel import VmgenWheel, own_wheel
-from vmgen.spec import GitSource, RestoreSource, VmgenInstall, WebSpec, WorkspaceSpec, make_spec
-from vmgen.stamps import BakedImage, ImageStamp
-from vmgen.state import WorkspaceState, busy_with, name_lock
-from vmgen.workspace_client import RestoreFailed
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj t@l"
 
@@ -40,6 +40,7 @@ class FakeProvider:
     public: bool = False
     user_data_limit: int = 1 << 20
     auto_bakes: bool = False
+    shares_local_folders: bool = False
     servers: dict[str, Workspace] = field(default_factory=dict)
     user_data: dict[str, str] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
@@ -159,21 +160,39 @@ class ScriptedClient:
 
 
 WHEEL = own_wheel()
-STORE = BackupTarget(kind="local", path="/var/lib/vmgen/backups")
+STORE = BackupTarget(kind=StoreKind.LOCAL, path="/var/lib/vmgen/backups")
 WATCHING = WatchdogState(
     boot_id="b",
     history={},
-    verdict=VerdictRecord(busy=False, reasons=(), idle_since=0, idle_for_seconds=0, next_action="none",
-                          action_at=1800, deadline=1800, action="poweroff"),
+    verdict=VerdictRecord(
+        busy=False,
+        reasons=(),
+        idle_since=0,
+        idle_for_seconds=0,
+        next_action="none",
+        action_at=1800,
+        deadline=1800,
+        action="poweroff",
+    ),
     agent=AgentRecord("waiting"),
     updated_at=1,
 )
 
 
 def spec_for(home: Path, source=None, **changes) -> WorkspaceSpec:
-    choices = dict(name="app", agent="claude", agent_version="2.1.332", size="medium", region="", image="",
-                   idle_minutes=30, desktop=False, configured_keys=(KEY,), home=home,
-                   vmgen=VmgenInstall(version=WHEEL.version, wheel_sha256=WHEEL.sha256))
+    choices = {
+        "name": "app",
+        "agent": "claude",
+        "agent_version": "2.1.332",
+        "size": "medium",
+        "region": "",
+        "image": "",
+        "idle_minutes": 30,
+        "desktop": False,
+        "configured_keys": (KEY,),
+        "home": home,
+        "vmgen": VmgenInstall(version=WHEEL.version, wheel_sha256=WHEEL.sha256),
+    }
     return make_spec(source or "https://example.com/me/app.git", **{**choices, **changes})
 
 
@@ -187,8 +206,13 @@ def run_launch(spec: WorkspaceSpec, provider: FakeProvider, client: ScriptedClie
 
     # The source check has tests of its own, against a real git server (test_sourcecheck.py).
     options = {"check_source": False, **options}
-    result = launch(spec, provider, LaunchOptions(agent_env={"ANTHROPIC_API_KEY": "test-key"}, **options),
-                    messages.append, client_for)
+    result = launch(
+        spec,
+        provider,
+        LaunchOptions(agent_env={"ANTHROPIC_API_KEY": "test-key"}, **options),
+        messages.append,
+        client_for,
+    )
     assert made_for == [spec.name]
     return result, messages
 
@@ -269,8 +293,9 @@ def test_a_restore_comes_before_the_handover_and_its_failure_cleans_up(home, pro
 
 def test_a_baked_image_is_used_unless_told_not_to(home, provider) -> None:
     stamp = ImageStamp(packages="x", agent="claude-2.1.332", vmgen="0.1.0")
-    provider.baked = BakedImage(ref="sha256:baked", name="vmgen-baked:x", created_at=datetime.now(UTC), stamp=stamp,
-                                base="")
+    provider.baked = BakedImage(
+        ref="sha256:baked", name="vmgen-baked:x", created_at=datetime.now(UTC), stamp=stamp, base=""
+    )
     assert run_launch(spec_for(home), provider, ScriptedClient())[0].image == "sha256:baked"
     provider.servers.clear()
     WorkspaceState("app").remove()
@@ -305,8 +330,13 @@ def test_a_second_interrupt_does_not_cut_the_cleanup_short(home, provider, capfd
     client = ScriptedClient(fail_at="boot", failure=KeyboardInterrupt())
     messages: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        launch(spec_for(home), provider, LaunchOptions(agent_env={}, backup=STORE, check_source=False),
-               messages.append, lambda name, find: client)
+        launch(
+            spec_for(home),
+            provider,
+            LaunchOptions(agent_env={}, backup=STORE, check_source=False),
+            messages.append,
+            lambda name, find: client,
+        )
     assert provider.deleted == ["app"] and not WorkspaceState("app").any_left()
     assert not has_identity("app")  # it never came up: nothing was encrypted to its identity
     assert "still removing what was created" in capfd.readouterr().err
@@ -314,7 +344,7 @@ def test_a_second_interrupt_does_not_cut_the_cleanup_short(home, provider, capfd
 
 def test_what_an_earlier_workspace_left_is_refused_with_the_command_that_removes_it(home, provider) -> None:
     provider.left["app"] = "volume vmgen-app-home"
-    with pytest.raises(LeftoversExist, match="volume vmgen-app-home.*`vmgen destroy app`"):
+    with pytest.raises(LeftoversExist, match=r"volume vmgen-app-home.*`vmgen destroy app`"):
         run_launch(spec_for(home), provider, ScriptedClient())
     assert provider.user_data == {} and provider.deleted == []
     provider.left.clear()
@@ -401,44 +431,69 @@ def test_a_workspace_whose_launch_was_killed_is_a_leftover_with_the_command_that
 def test_checks_come_before_anything_is_made_and_warnings_after_them(home, provider) -> None:
     told: list[str] = []
     with pytest.raises(UsageError, match="no size 'huge'"):
-        launch(spec_for(home, size="huge"), provider, LaunchOptions(agent_env={}, check_source=False), told.append,
-               lambda name, find: ScriptedClient(), checked=lambda: told.append("warned"))
+        launch(
+            spec_for(home, size="huge"),
+            provider,
+            LaunchOptions(agent_env={}, check_source=False),
+            told.append,
+            lambda name, find: ScriptedClient(),
+            checked=lambda: told.append("warned"),
+        )
     assert "warned" not in told and provider.user_data == {} and not WorkspaceState("app").any_left()
-    launch(spec_for(home), provider, LaunchOptions(agent_env={}, check_source=False), told.append,
-           lambda name, find: ScriptedClient(), checked=lambda: told.append("warned"))
+    launch(
+        spec_for(home),
+        provider,
+        LaunchOptions(agent_env={}, check_source=False),
+        told.append,
+        lambda name, find: ScriptedClient(),
+        checked=lambda: told.append("warned"),
+    )
     assert told.index("warned") < told.index("creating the workspace on fake")
 
 
 @pytest.mark.parametrize("had_one", [True, False])
 def test_a_restore_says_whether_the_agent_had_a_conversation_to_resume(home, provider, had_one) -> None:
-    result, _ = run_launch(spec_for(home, source=RestoreSource("app", "")), provider,
-                           ScriptedClient(conversation=had_one), restore_identity="AGE-SECRET-KEY-1TEST\n")
+    result, _ = run_launch(
+        spec_for(home, source=RestoreSource("app", "")),
+        provider,
+        ScriptedClient(conversation=had_one),
+        restore_identity="AGE-SECRET-KEY-1TEST\n",
+    )
     assert result.resumed is had_one
 
 
 def test_a_restore_says_its_step_once(home, provider) -> None:
-    _, messages = run_launch(spec_for(home, source=RestoreSource("app", "")), provider, ScriptedClient(),
-                             restore_identity="AGE-SECRET-KEY-1TEST\n")
+    _, messages = run_launch(
+        spec_for(home, source=RestoreSource("app", "")),
+        provider,
+        ScriptedClient(),
+        restore_identity="AGE-SECRET-KEY-1TEST\n",
+    )
     assert [m for m in messages if "restor" in m] == ["restored backup 20261202T120000Z-ab12"]
 
 
 def test_previews_on_a_preview_domain_get_records_in_its_zone_that_go_with_a_failed_launch(home) -> None:
     from tests.fakes.cloudflare import FakeCloudflare
-    from vmgen.caddy import new_login
     from vmgen.dns import CloudflareDns
+    from vmgen.laptop.caddy import new_login
 
     public = FakeProvider(public=True)
     web = WebSpec(domain="dev.example.com", preview_domain="previews.example.net")
     with FakeCloudflare(zones=["dev.example.com", "previews.example.net"]) as cf:
+
         def zones():
-            return CloudflareDns("test-token", "dev.example.com", cf.endpoint), \
-                CloudflareDns("test-token", "previews.example.net", cf.endpoint)
+            return CloudflareDns("test-token", "dev.example.com", cf.endpoint), CloudflareDns(
+                "test-token", "previews.example.net", cf.endpoint
+            )
 
         dns, preview_dns = zones()
-        run_launch(spec_for(home, web=web), public, ScriptedClient(), web_login=new_login(), dns=dns,
-                   preview_dns=preview_dns)
-        assert {r["name"] for r in cf.records("previews.example.net")} == {"app.previews.example.net",
-                                                                            "*.app.previews.example.net"}
+        run_launch(
+            spec_for(home, web=web), public, ScriptedClient(), web_login=new_login(), dns=dns, preview_dns=preview_dns
+        )
+        assert {r["name"] for r in cf.records("previews.example.net")} == {
+            "app.previews.example.net",
+            "*.app.previews.example.net",
+        }
         assert WorkspaceState("app").record().preview_host == "app.previews.example.net"
         watch = written_files(public.user_data["app"])["/etc/vmgen/idlewatch.toml"]
         assert 'preview_dns_zone = "previews.example.net"' in watch  # the self-delete removes them too
@@ -446,6 +501,12 @@ def test_previews_on_a_preview_domain_get_records_in_its_zone_that_go_with_a_fai
         WorkspaceState("app").remove()
         dns, preview_dns = zones()
         with pytest.raises(BootFailed):
-            run_launch(spec_for(home, web=web), public, ScriptedClient(fail_at="boot"), web_login=new_login(),
-                       dns=dns, preview_dns=preview_dns)
+            run_launch(
+                spec_for(home, web=web),
+                public,
+                ScriptedClient(fail_at="boot"),
+                web_login=new_login(),
+                dns=dns,
+                preview_dns=preview_dns,
+            )
         assert cf.records("previews.example.net") == [] and cf.records("dev.example.com") == []

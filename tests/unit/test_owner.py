@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.owner import OWNER_ID_LABEL, OWNER_LABEL, describe_owner, local_owner, owned, owner_id, owner_labels
-from vmgen.stamps import label_value
+from vmgen.laptop.owner import OWNER_ID_LABEL, OWNER_LABEL, describe_owner, local_owner, owned, owner_id, owner_labels
+from vmgen.laptop.stamps import label_value
 
 
 def as_user(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
@@ -29,7 +29,8 @@ def test_two_users_of_one_uid_and_host_are_told_apart(tmp_path: Path, monkeypatc
     assert alices[OWNER_ID_LABEL] != bobs[OWNER_ID_LABEL]
     assert owned(**_as_args(bobs)) is True and owned(**_as_args(alices)) is False
     assert describe_owner(alices[OWNER_LABEL], alices[OWNER_ID_LABEL]) != describe_owner(
-        bobs[OWNER_LABEL], bobs[OWNER_ID_LABEL])
+        bobs[OWNER_LABEL], bobs[OWNER_ID_LABEL]
+    )
 
 
 def test_things_made_before_owner_ids_are_nobodys_for_sure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

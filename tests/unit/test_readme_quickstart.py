@@ -7,7 +7,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from vmgen.config import Settings
+from vmgen.laptop.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 import vmgen
-from vmgen.agents import AGENTS
-from vmgen.builder.install import plan_for
-from vmgen.builder.render import render_bake_script
+from vmgen.laptop.agents import AGENTS
+from vmgen.laptop.builder.install import plan_for
+from vmgen.laptop.builder.render import render_bake_script
+from vmgen.laptop.spec import VmgenInstall
 from vmgen.selfwheel import build_wheel, own_wheel
-from vmgen.spec import VmgenInstall
 
 PACKAGE = Path(vmgen.__file__).parent
 
@@ -39,14 +39,21 @@ def test_pip_installs_it_and_the_installed_copy_names_the_same_build(tmp_path: P
     path = tmp_path / wheel.filename
     path.write_bytes(wheel.content)
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target),
-                    str(path)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target), str(path)],
+        check=True,
+    )
     names = zipfile.ZipFile(path).namelist()
     assert "vmgen/vm-requirements.txt" in names and not any("__pycache__" in n for n in names)
     entry = (target / f"vmgen-{wheel.version}.dist-info" / "entry_points.txt").read_text()
     assert "vmgen = vmgen.vmside.main:main" in entry  # the VM's command, not the laptop's CLI
-    rebuilt = subprocess.run([sys.executable, "-c", "from vmgen.selfwheel import own_wheel; print(own_wheel().sha256)"],
-                             env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True, text=True, check=True)
+    rebuilt = subprocess.run(
+        [sys.executable, "-c", "from vmgen.selfwheel import own_wheel; print(own_wheel().sha256)"],
+        env={**os.environ, "PYTHONPATH": str(target)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert rebuilt.stdout.strip() == wheel.sha256
 
 
@@ -62,6 +69,7 @@ def test_every_dependency_in_the_vm_lock_is_hash_pinned() -> None:
 
 # --- root on the VM receiving the wheel (the install step's own script) ------------------------
 
+
 def receive_script() -> str:
     wheel = own_wheel()
     plan = plan_for(AGENTS["claude"], "2.1.332", VmgenInstall(version=wheel.version, wheel_sha256=wheel.sha256))
@@ -71,9 +79,21 @@ def receive_script() -> str:
 
 def receive(tmp_path: Path, wait: float = 2) -> subprocess.CompletedProcess[str]:
     wheel = own_wheel()
-    return subprocess.run([sys.executable, "-", wheel.relative_path, wheel.sha256, str(tmp_path / "root"),
-                           str(tmp_path / "agent"), str(wait)], input=receive_script(), capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-",
+            wheel.relative_path,
+            wheel.sha256,
+            str(tmp_path / "root"),
+            str(tmp_path / "agent"),
+            str(wait),
+        ],
+        input=receive_script(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture

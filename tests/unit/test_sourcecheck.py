@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.sourcecheck import SourceNotFound, check_git_source
-from vmgen.spec import GitSource
+from vmgen.errors import SourceNotFound
+from vmgen.laptop.sourcecheck import check_git_source
+from vmgen.laptop.spec import GitSource
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -101,5 +102,6 @@ def test_a_server_that_does_not_answer_or_refuses_connections_is_a_note(tmp_path
         silent.listen()  # accepts, never answers
         port = silent.getsockname()[1]
         assert "did not answer this machine within 1s" in check_git_source(
-            GitSource(f"http://127.0.0.1:{port}/app.git"), timeout=1)
+            GitSource(f"http://127.0.0.1:{port}/app.git"), timeout=1
+        )
     assert "could not check" in check_git_source(GitSource(f"http://127.0.0.1:{port}/app.git"))  # closed now

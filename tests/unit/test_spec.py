@@ -3,14 +3,14 @@ from pathlib import Path
 import pytest
 
 from vmgen.errors import InvalidSpec, NoSSHKey
-from vmgen.spec import (
+from vmgen.laptop.spec import (
     GitSource,
     LocalSource,
+    WebSpec,
     derive_name,
     discover_public_keys,
     parse_source,
     resolve_agent,
-    WebSpec,
     validate_name,
     validate_version,
     validate_web,
@@ -100,13 +100,16 @@ def test_configured_key_text_is_validated(tmp_path: Path) -> None:
         discover_public_keys(("not a key",), tmp_path)
 
 
-@pytest.mark.parametrize(("web", "error"), [
-    (WebSpec(domain="dev.example.com", preview_domain="previews.example.com"), "another registrable domain"),
-    (WebSpec(domain="dev.example.com", preview_domain="example.com"), "another registrable domain"),
-    (WebSpec(preview_domain="previews.example.net"), "needs a domain"),
-    (WebSpec(domain="dev.example.com", acme_ca="http://acme.test/dir"), "https:// directory URL"),
-    (WebSpec(domain="dev.example.com", acme_ca_root="not a certificate"), "PEM certificate"),
-])
+@pytest.mark.parametrize(
+    ("web", "error"),
+    [
+        (WebSpec(domain="dev.example.com", preview_domain="previews.example.com"), "another registrable domain"),
+        (WebSpec(domain="dev.example.com", preview_domain="example.com"), "another registrable domain"),
+        (WebSpec(preview_domain="previews.example.net"), "needs a domain"),
+        (WebSpec(domain="dev.example.com", acme_ca="http://acme.test/dir"), "https:// directory URL"),
+        (WebSpec(domain="dev.example.com", acme_ca_root="not a certificate"), "PEM certificate"),
+    ],
+)
 def test_web_settings_that_would_not_do_what_they_say_are_refused(web, error):
     with pytest.raises(InvalidSpec, match=error):
         validate_web(web)

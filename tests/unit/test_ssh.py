@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.polling import wait_until
-from vmgen.builder.hostkeys import generate_host_key
 from vmgen.errors import BootFailed, RemoteCommandFailed
-from vmgen.providers.base import SSHEndpoint
-from vmgen.readiness import failure_report, relevant_tail, wait_for_ssh
-from vmgen.ssh import SSHTarget, remote, run, stream, write_file
-from vmgen.state import WorkspaceRecord, WorkspaceState
+from vmgen.laptop.builder.hostkeys import generate_host_key
+from vmgen.laptop.providers.base import SSHEndpoint
+from vmgen.laptop.readiness import failure_report, relevant_tail, wait_for_ssh
+from vmgen.laptop.ssh import SSHTarget, remote, run, stream, write_file
+from vmgen.laptop.state import WorkspaceRecord, WorkspaceState
 
 
 def free_port() -> int:
@@ -47,15 +47,18 @@ def sshd(tmp_path_factory):
     (folder / "authorized_keys").write_text((folder / "id.pub").read_text())
     port = free_port()
     config = folder / "sshd_config"
-    config.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder}/host_key\n"
-                      f"AuthorizedKeysFile {folder}/authorized_keys\nPasswordAuthentication no\n"
-                      f"KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {folder}/sshd.pid\n"
-                      f"PermitRootLogin prohibit-password\nAllowUsers {getpass.getuser()}\n")
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder}/host_key\n"
+        f"AuthorizedKeysFile {folder}/authorized_keys\nPasswordAuthentication no\n"
+        f"KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {folder}/sshd.pid\n"
+        f"PermitRootLogin prohibit-password\nAllowUsers {getpass.getuser()}\n"
+    )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
     proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)
-    assert wait_until(lambda: answers(port) or proc.poll() is not None, bool, timeout=20) and proc.poll() is None, \
+    assert wait_until(lambda: answers(port) or proc.poll() is not None, bool, timeout=20) and proc.poll() is None, (
         proc.stderr.read().decode() if proc.stderr else "sshd did not start"
+    )
     yield port, host_key, folder / "id"
     proc.terminate()
     proc.wait(timeout=10)
@@ -143,7 +146,7 @@ def test_a_failed_provisioning_shows_its_phase_and_that_phases_own_lines_first()
 
 def test_a_tunnel_reaches_a_unix_socket_on_the_workspace(target: SSHTarget, tmp_path: Path) -> None:
     """`vmgen open` without a domain: the page listens on a unix socket, forwarded over SSH."""
-    from vmgen.ssh import tunnel_command
+    from vmgen.laptop.ssh import tunnel_command
 
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(tmp_path / "page.sock"))
@@ -155,7 +158,7 @@ def test_a_tunnel_reaches_a_unix_socket_on_the_workspace(target: SSHTarget, tmp_
             with socket.create_connection(("127.0.0.1", local), timeout=10) as client:
                 client.sendall(b"hello page")
                 listener.settimeout(10)
-                received = []
+                received: list[bytes] = []
                 while not received or received[-1] == b"":  # the readiness probe's connection comes first
                     conn, _ = listener.accept()
                     with conn:

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from vmgen.errors import NameBusy
-from vmgen.state import WorkspaceRecord, WorkspaceState, all_records, busy_with, name_lock
+from vmgen.laptop.state import WorkspaceRecord, WorkspaceState, all_records, busy_with, name_lock
 
-RECORD = WorkspaceRecord(name="app", provider="docker", created_at=1_700_000_000.0, source="/src/app",
-                         agent="claude", host="")
+RECORD = WorkspaceRecord(
+    name="app", provider="docker", created_at=1_700_000_000.0, source="/src/app", agent="claude", host=""
+)
 
 
 def mode(path: Path) -> int:
@@ -47,7 +48,7 @@ def test_a_name_is_held_by_one_vmgen_until_it_ends_however_it_ends(tmp_path: Pat
     import sys
 
     program = (
-        "import time; from pathlib import Path; from vmgen.state import name_lock\n"
+        "import time; from pathlib import Path; from vmgen.laptop.state import name_lock\n"
         f"with name_lock('app', 'launching', Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)"
     )
     holder = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)

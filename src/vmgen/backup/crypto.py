@@ -14,14 +14,7 @@ from pathlib import Path
 import pyrage
 
 from vmgen.backup import agestream
-from vmgen.backup.manifest import (
-    ArchiveError,
-    IdentityError,
-    IdentityExists,
-    PassphraseRequired,
-    WrongIdentity,
-    WrongPassphrase,
-)
+from vmgen.errors import ArchiveError, IdentityError, IdentityExists, PassphraseRequired, WrongIdentity, WrongPassphrase
 
 _SECRET_PREFIX = "AGE-SECRET-KEY-1"
 _ENCRYPTED_MARKERS = ("-----BEGIN AGE ENCRYPTED FILE-----", "age-encryption.org/v1")

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from vmgen.backup.manifest import ArchiveError
+from vmgen.errors import ArchiveError
 
 BATCH_OPS = 256
 BATCH_BYTES = 4 << 20

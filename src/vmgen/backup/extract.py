@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmgen.backup.diskwriter import DiskWriter
-from vmgen.backup.manifest import ArchiveError
 from vmgen.backup.tarstream import DUMPDIR, TarReader
+from vmgen.errors import ArchiveError
 
 if TYPE_CHECKING:
     from vmgen.backup.store import Readable

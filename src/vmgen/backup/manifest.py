@@ -1,7 +1,5 @@
-"""The backup data model: error classes, backup ids, the object layout in a store, and the
-manifest that makes a backup count.
-
-Kept free of imports from the other backup modules so every one of them can import it."""
+"""The backup data model: backup ids, the object layout in a store, and the manifest that makes
+a backup count (its errors are in vmgen.errors)."""
 
 from __future__ import annotations
 
@@ -12,9 +10,9 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from vmgen.errors import UsageError, VmgenError
+from vmgen.errors import InvalidBackupRequest, ManifestInvalid, ManifestNotFound, ObjectNotFound
 
-if TYPE_CHECKING:  # store.py imports this module for its errors
+if TYPE_CHECKING:  # annotations only: the store module is not needed to read a manifest
     from vmgen.backup.store import Store
 
 FORMAT_VERSION = 1  # a full backup: every vmgen reads it
@@ -25,89 +23,6 @@ MANIFEST_SUFFIX = ".json"
 # Seconds, then a tail of milliseconds and random bits: short ids that sort by time.
 _ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{4}$")
 _WORKSPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-
-
-# ----- errors: one class per way a backup or restore can fail, each message one line -----
-
-
-class BackupError(VmgenError):
-    """Base of every backup/restore failure."""
-
-
-class InvalidBackupRequest(UsageError):
-    """Bad arguments: unknown workspace name form, malformed backup id, missing source dir."""
-
-
-class IdentityError(BackupError):
-    """The identity file is missing, malformed or cannot be unlocked."""
-
-
-class IdentityExists(IdentityError):
-    """Refusing to overwrite an identity: the backups made for it would become unreadable."""
-
-
-class PassphraseRequired(IdentityError):
-    """The identity is passphrase-protected and no passphrase was given."""
-
-
-class WrongPassphrase(IdentityError):
-    """The passphrase does not unlock the identity."""
-
-
-class WrongIdentity(BackupError):
-    """The identity is not the one the backup was encrypted to."""
-
-
-class StoreError(BackupError):
-    """The store answered with an error we cannot recover from."""
-
-
-class StoreUnreachable(StoreError):
-    """The store could not be reached (network, DNS, refused) after retries."""
-
-
-class ObjectNotFound(StoreError):
-    """A key that should exist in the store does not."""
-
-
-class ManifestNotFound(BackupError):
-    """No manifest: the backup does not exist or never completed."""
-
-
-class ManifestInvalid(BackupError):
-    """A manifest exists but cannot be parsed or is of an unknown format version."""
-
-
-class IntegrityError(BackupError):
-    """The stored object is not the one the manifest describes."""
-
-
-class DigestMismatch(IntegrityError):
-    """The object's sha256 differs from the manifest's (a damaged or altered object)."""
-
-
-class ObjectTruncated(IntegrityError):
-    """The object is shorter than the manifest says."""
-
-
-class SizeMismatch(IntegrityError):
-    """The object's size differs from the manifest's (longer than expected)."""
-
-
-class UploadVerifyFailed(IntegrityError):
-    """Reading the just-uploaded object back did not give the bytes that were sent."""
-
-
-class BackupStopped(BackupError):
-    """Root stopped the backup: it ran past its deadline, stalled, or gave way to the idle action."""
-
-
-class ArchiveError(BackupError):
-    """The decrypted archive is not a valid zstd/tar stream, or a member is unsafe."""
-
-
-class RestoreTargetNotEmpty(UsageError):
-    """The restore target exists and is not empty, and merging was not asked for."""
 
 
 # ----- ids and keys -----

@@ -34,15 +34,16 @@ from typing import Any, BinaryIO, TypeGuard
 import vmgen
 from vmgen.backup import archive, crypto, extract, manifest as model, stages
 from vmgen.backup.indexkeeper import IndexKeeper, IndexState
-from vmgen.backup.manifest import (
+from vmgen.backup.manifest import ArchiveSummary, ExcludeStat, Manifest
+from vmgen.backup.retention import Retention, apply_retention
+from vmgen.backup.stages import RunAs
+from vmgen.backup.store import LocalStore, Readable, Store, same_checksum
+from vmgen.errors import (
     ArchiveError,
-    ArchiveSummary,
     BackupError,
     BackupStopped,
     DigestMismatch,
-    ExcludeStat,
     InvalidBackupRequest,
-    Manifest,
     ObjectNotFound,
     ObjectTruncated,
     RestoreTargetNotEmpty,
@@ -50,9 +51,6 @@ from vmgen.backup.manifest import (
     UploadVerifyFailed,
     WrongIdentity,
 )
-from vmgen.backup.retention import Retention, apply_retention
-from vmgen.backup.store import LocalStore, Readable, Store, same_checksum
-from vmgen.privileges import RunAs
 
 CHUNK = stages.CHUNK
 log = logging.getLogger(__name__)
@@ -323,7 +321,8 @@ def _store_backup(
 
 def _tar_report(raw: Any) -> tuple[ArchiveSummary, int, int]:
     """The tar stage's report, checked and capped: on the VM that stage is the agent's process."""
-    from vmgen.contract.codec import DocumentError, from_value
+    from vmgen.contract.codec import from_value
+    from vmgen.errors import DocumentError
 
     try:
         if not isinstance(raw, dict):

@@ -27,17 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from vmgen.backup.manifest import (
-    BackupError,
-    InvalidBackupRequest,
-    Manifest,
-    StoreError,
-    manifest_key,
-    object_key,
-    parse_key,
-    read_manifest,
-    workspace_prefix,
-)
+from vmgen.backup.manifest import Manifest, manifest_key, object_key, parse_key, read_manifest, workspace_prefix
+from vmgen.errors import BackupError, InvalidBackupRequest, StoreError
 
 if TYPE_CHECKING:
     from vmgen.backup.store import Store

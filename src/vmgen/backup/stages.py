@@ -25,14 +25,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import zstandard
 
 import vmgen
-from vmgen.backup import archive, crypto, diskwriter, extract, index, manifest as model
-from vmgen.backup.manifest import BackupError
-from vmgen.privileges import RunAs
+from vmgen import errors
+from vmgen.backup import archive, crypto, diskwriter, extract, index
+from vmgen.errors import ArchiveError, BackupError
 
 if TYPE_CHECKING:
     from vmgen.backup.store import Readable
@@ -43,6 +43,15 @@ _F_SETPIPE_SZ = 1031  # Linux; the fcntl module of 3.11 does not export it
 _CHILD_ENTRY = "import sys; from vmgen.backup.stages import child_main; child_main(sys.argv[1:])"
 REPORT_MAX = 1 << 20  # a report is a few KiB; a child the agent controls may send anything
 REPORT_GRACE = 2.0  # seconds after a child's exit that its report may still take to arrive
+
+
+class RunAs(Protocol):
+    """Whom a stage runs as: on the VM the agent user (`vmside.privileges.RunAs`), handed in by
+    the caller, so that this library knows nothing of the VM's users."""
+
+    def popen_kwargs(self, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Keyword arguments for subprocess.Popen that start the child as this user."""
+        ...
 
 
 def pipe() -> tuple[int, int]:
@@ -103,7 +112,7 @@ class Stage(threading.Thread):
 def rebuild_error(kind: str, type_name: str, message: str) -> BaseException:
     if type_name == "BrokenPipeError":
         return BrokenPipeError(message)
-    cls = getattr(model, type_name, None)
+    cls = getattr(errors, type_name, None)
     if isinstance(cls, type) and issubclass(cls, BackupError):
         return cls(message)
     return BackupError(f"the {kind} stage failed: {type_name}: {message}")
@@ -228,13 +237,13 @@ def _job_untar(params: dict[str, Any]) -> int:
     if params["first"]:
         extract.make_staging(target, staging, params["merge"])
     elif not staging.is_dir() or staging.is_symlink():
-        raise model.BackupError(f"the restore's staging folder {staging} is gone")
+        raise BackupError(f"the restore's staging folder {staging} is gone")
     keep_staging = False
     try:
         count = _extract_stdin(staging, increment=not params["first"])
         with os.fdopen(params["go_fd"], "rb") as go:
             if go.read(1) != b"1":
-                raise model.BackupError("the restore was called off before anything was moved into place")
+                raise BackupError("the restore was called off before anything was moved into place")
         if not params["last"]:
             keep_staging = True
             return count
@@ -278,7 +287,7 @@ def _extract_stdin(dest: Path, increment: bool) -> int:
         # without interpreter shutdown (child_main).
         ahead.close()
         if isinstance(e, zstandard.ZstdError):
-            raise model.ArchiveError(f"the archive is not a valid zstd stream: {e}") from e
+            raise ArchiveError(f"the archive is not a valid zstd stream: {e}") from e
         raise
     ahead.join()  # it has read the end: nothing uses z any more
     z.close()  # type: ignore[no-untyped-call]  # zstandard leaves close() unannotated

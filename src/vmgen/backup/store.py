@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol, Self, TypeVar
 
-from vmgen.backup.manifest import ObjectNotFound, StoreError, StoreUnreachable
+from vmgen.errors import ObjectNotFound, StoreError, StoreUnreachable
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..contract.documents import BackupConfig, BackupTarget
+from ..contract.enums import StoreKind
 from ..contract.names import VM, VmPaths
-from ..errors import UsageError
+from ..errors import ConfigError, DocumentError, UsageError
 from .retention import Retention
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ __all__ = [
 def open_store(target: BackupTarget) -> Store:
     from .store import LocalStore, S3Settings, S3Store  # boto3 only when a store is used
 
-    if target.kind == "local":
+    if target.kind == StoreKind.LOCAL:
         Path(target.path).mkdir(parents=True, exist_ok=True)
         return LocalStore(Path(target.path))
     return S3Store(
@@ -50,7 +51,7 @@ def open_store(target: BackupTarget) -> Store:
 
 def target_on_vm(target: BackupTarget) -> BackupTarget:
     """The same store as the VM sees it (a local folder appears at its mount point)."""
-    return replace(target, path=str(VM.local_backups)) if target.kind == "local" else target
+    return replace(target, path=str(VM.local_backups)) if target.kind == StoreKind.LOCAL else target
 
 
 def retention_of(target: BackupTarget) -> Retention:
@@ -69,8 +70,9 @@ def load_vm_config(paths: VmPaths = VM) -> BackupConfig | None:
     return BackupConfig.from_toml(paths.backup_config.read_text(), str(paths.backup_config))
 
 
-def target_from_settings(settings: Any, provider: str) -> BackupTarget | None:
-    """The configured store: S3/R2 when a bucket is set, else a local folder (docker only)."""
+def target_from_settings(settings: Any, local_folders: bool) -> BackupTarget | None:
+    """The configured store: S3/R2 when a bucket is set, else a local folder when the provider's
+    VMs can see this machine's folders (`local_folders`)."""
     from .archive import DEFAULT_EXCLUDES
 
     common = {
@@ -82,24 +84,28 @@ def target_from_settings(settings: Any, provider: str) -> BackupTarget | None:
         "requests_per_hour": settings.backup_requests_per_hour,
         "excludes": settings.backup_excludes or DEFAULT_EXCLUDES,
         "max_increments": settings.backup_max_increments,
+        "part_size_mib": settings.backup_part_mib,
     }
+    try:
+        BackupTarget(kind=StoreKind.LOCAL, **common).validate(on_laptop=True)
+    except DocumentError as exc:
+        raise ConfigError(str(exc)) from None
     if settings.r2_bucket:
         return BackupTarget(
-            kind="s3",
+            kind=StoreKind.S3,
             bucket=settings.r2_bucket,
             endpoint_url=settings.r2_endpoint,
             access_key_id=settings.r2_access_key_id,
             secret_access_key=settings.r2_secret_access_key,
-            part_size_mib=settings.backup_part_mib,
             **common,
         )
-    if provider == "docker":
-        return BackupTarget(kind="local", path=str(Path(settings.backup_dir).expanduser()), **common)
+    if local_folders:
+        return BackupTarget(kind=StoreKind.LOCAL, path=str(Path(settings.backup_dir).expanduser()), **common)
     return None
 
 
-def require_target(settings: Any, provider: str) -> BackupTarget:
-    target = target_from_settings(settings, provider)
+def require_target(settings: Any, provider: str, local_folders: bool) -> BackupTarget:
+    target = target_from_settings(settings, local_folders)
     if target is None:
         raise UsageError(f"no backup store for the {provider} provider: set r2_bucket, r2_endpoint and the R2 keys")
     return target

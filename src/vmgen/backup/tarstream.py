@@ -16,7 +16,7 @@ from __future__ import annotations
 import tarfile
 from collections.abc import Callable, Iterator
 
-from vmgen.backup.manifest import ArchiveError
+from vmgen.errors import ArchiveError
 
 BLOCK = tarfile.BLOCKSIZE
 _ENC, _ERRORS = "utf-8", "surrogateescape"  # what TarFile uses on Linux

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import DocumentError
 from . import codec
 
 STATES = ("issued", "pending", "failed")
@@ -44,5 +45,5 @@ class CertificateReport:
     def loads(cls, text: str | bytes) -> CertificateReport:
         report = codec.loads(cls, text, "the certificates' report", strict=False)
         if any(host.state not in STATES for host in report.hosts):
-            raise codec.DocumentError("the certificates' report: unknown state")
+            raise DocumentError("the certificates' report: unknown state")
         return report

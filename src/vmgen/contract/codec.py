@@ -8,6 +8,7 @@ value of the wrong type is an error, never a surprise deeper down.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import math
 import types
@@ -15,16 +16,12 @@ import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import VmgenError
+from ..errors import DocumentError
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 T = TypeVar("T", bound="DataclassInstance")
-
-
-class DocumentError(VmgenError, ValueError):
-    """A document does not have the shape its class says (the CLI shows it as one line)."""
 
 
 def to_value(document: DataclassInstance) -> dict[str, Any]:
@@ -37,6 +34,8 @@ def _plain(value: Any) -> Any:
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
+    if isinstance(value, enum.Enum):
+        return value.value
     return value
 
 
@@ -87,6 +86,12 @@ def _check(kind: Any, value: Any, where: str, strict: bool) -> Any:
         args = typing.get_args(kind)
         item_kind = args[1] if len(args) == 2 else Any
         return {str(key): _check(item_kind, item, f"{where}.{key}", strict) for key, item in value.items()}
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        try:
+            return kind(value)
+        except ValueError:
+            words = ", ".join(str(member.value) for member in kind)
+            raise DocumentError(f"{where}: expected one of {words}") from None
     if kind is bool:
         if not isinstance(value, bool):
             raise DocumentError(f"{where}: expected true or false")

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import DocumentError
 from . import codec
 from .documents import BackupResult, RestoreResult, WatchdogState
 
@@ -38,9 +39,9 @@ def encode_request(request: ControlRequest) -> bytes:
 def decode_request(line: bytes) -> ControlRequest:
     request = codec.loads(ControlRequest, line, "request")
     if request.op not in OPERATIONS:
-        raise codec.DocumentError(f"request: unknown operation {request.op!r}")
+        raise DocumentError(f"request: unknown operation {request.op!r}")
     if request.trigger not in TRIGGERS:
-        raise codec.DocumentError(f"request: unknown trigger {request.trigger!r}")
+        raise DocumentError(f"request: unknown trigger {request.trigger!r}")
     return request
 
 
@@ -74,9 +75,9 @@ def decode_reply(line: bytes | str) -> Reply:
     try:
         data = json.loads(line)
     except ValueError:
-        raise codec.DocumentError(f"not a reply: {str(line)[:80]!r}") from None
+        raise DocumentError(f"not a reply: {str(line)[:80]!r}") from None
     if not isinstance(data, dict) or len(data) != 1:
-        raise codec.DocumentError(f"not a reply: {str(line)[:80]!r}")
+        raise DocumentError(f"not a reply: {str(line)[:80]!r}")
     if isinstance(data.get("progress"), str):
         return Reply(progress=data["progress"])
     if isinstance(data.get("refused"), str):
@@ -85,4 +86,4 @@ def decode_reply(line: bytes | str) -> Reply:
         return Reply(busy=data["busy"])
     if isinstance(data.get("result"), dict):
         return Reply(result=data["result"])
-    raise codec.DocumentError(f"not a reply: {str(line)[:80]!r}")
+    raise DocumentError(f"not a reply: {str(line)[:80]!r}")

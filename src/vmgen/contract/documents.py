@@ -15,17 +15,19 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
-from . import codec
+from ..errors import DocumentError, UsageError
+from . import codec, settings
+from .enums import IdleAction, StoreKind
+from .settings import setting
 
 # --- the watchdog's settings (/etc/vmgen/idlewatch.toml, root's) --------------------------------
 
-WATCH_ACTIONS = ("poweroff", "delete", "backup-then-delete")
 # What each action does to the workspace, as `vmgen status` and the page say it: "backs up and
 # deletes itself in 28 min unless something happens".
-ACTION_WORDS = {
-    "poweroff": "powers off",
-    "delete": "deletes itself",
-    "backup-then-delete": "backs up and deletes itself",
+ACTION_WORDS: dict[str, str] = {
+    IdleAction.POWEROFF: "powers off",
+    IdleAction.DELETE: "deletes itself",
+    IdleAction.BACKUP_THEN_DELETE: "backs up and deletes itself",
 }
 
 
@@ -35,19 +37,37 @@ class WatchSettings:
 
     name: str = "workspace"
     workspace: str = ""  # the repository folder whose files count as activity; "" = the agent's work/
-    interval_seconds: float = 30
-    idle_minutes: float = 30
-    human_minutes: float = 120
-    warn_minutes: float = 10
-    stall_minutes: float = 15
-    max_lifetime_hours: float = 0  # 0: off
-    action: str = "poweroff"
+    interval_seconds: float = setting(
+        30, "seconds between the watchdog's looks", minimum=1, maximum=3600, laptop="idle_interval_seconds"
+    )
+    # Below a few looks the watchdog cannot tell idle from between two steps.
+    idle_minutes: float = setting(30, "minutes idle before the idle action", minimum=0.1, laptop="idle_minutes")
+    human_minutes: float = setting(
+        120, "minutes a connected person without input still counts", minimum=0, laptop="idle_human_minutes"
+    )
+    warn_minutes: float = setting(
+        10, "minutes of warning before the idle action", minimum=0, laptop="idle_warn_minutes"
+    )
+    stall_minutes: float = setting(
+        15, "minutes a turn may go without progress before it counts as stalled", minimum=0, laptop="idle_stall_minutes"
+    )
+    # The hard lifetime: finite by default, so a workspace that something keeps busy still has an
+    # end to its bill.
+    max_lifetime_hours: float = setting(
+        72,
+        "hours after boot when the workspace acts whatever keeps it busy (0: off)",
+        minimum=0,
+        maximum=24 * 366,
+        laptop="max_lifetime_hours",
+    )
+    action: IdleAction = IdleAction.POWEROFF
     dry_run: bool = False
     provider: str = "docker"
     webhook_url: str = ""
-    # How the VM deletes itself (cloud providers): the metadata service and the API endpoint.
+    # How the VM deletes itself (cloud providers): the metadata service and the provider's API
+    # endpoint ("" for its default); `provider` picks the VM's half (vmgen.vmside.providers).
     metadata_url: str = ""
-    hcloud_endpoint: str = ""
+    api_endpoint: str = ""
     # With a domain: the zone whose records for this workspace go before the server does.
     dns_zone: str = ""
     dns_endpoint: str = ""
@@ -57,12 +77,13 @@ class WatchSettings:
     def to_toml(self) -> str:
         return codec.toml_dumps(self)
 
+    def validate(self, where: str = "", on_laptop: bool = False) -> WatchSettings:
+        settings.check(self, where, on_laptop)
+        return self
+
     @classmethod
     def from_toml(cls, text: str, where: str = "idlewatch.toml") -> WatchSettings:
-        settings = codec.toml_loads(cls, text, where)
-        if settings.action not in WATCH_ACTIONS:
-            raise codec.DocumentError(f"{where}: action must be one of {', '.join(WATCH_ACTIONS)}")
-        return settings
+        return codec.toml_loads(cls, text, where).validate(where)
 
 
 WATCH_DEFAULTS = WatchSettings()
@@ -75,35 +96,54 @@ WATCH_DEFAULTS = WatchSettings()
 class BackupTarget:
     """Where a workspace's backups go: a local folder or an S3-compatible bucket (R2)."""
 
-    kind: str  # "local" or "s3"
+    kind: StoreKind
     path: str = ""  # local: a directory
     bucket: str = ""
     endpoint_url: str = ""
     region: str = "auto"
     access_key_id: str = ""
     secret_access_key: str = ""
-    part_size_mib: int = 32
-    keep_last: int = 7
+    part_size_mib: int = setting(
+        32, "MiB per part of an upload to S3/R2 (S3's least is 5)", minimum=5, maximum=5120, laptop="backup_part_mib"
+    )
+    keep_last: int = setting(7, "the newest backups always kept", minimum=1, laptop="backup_keep")
     excludes: tuple[str, ...] = ()
-    max_increments: int = 10  # 0: every backup is a full one
+    max_increments: int = setting(
+        10,
+        "increments after a full backup before the next full one (0: every backup full)",
+        minimum=0,
+        laptop="backup_max_increments",
+    )
     # Retention by age besides the count: every backup of the last `keep_hours`, and the newest
     # of each of the last `keep_daily` days and `keep_weekly` weeks (see backup/retention.py).
-    keep_hours: float = 24
-    keep_daily: int = 7
-    keep_weekly: int = 4
+    keep_hours: float = setting(24, "hours whose every backup is kept", minimum=0, laptop="backup_keep_hours")
+    keep_daily: int = setting(7, "days whose newest backup is kept", minimum=0, laptop="backup_keep_daily")
+    keep_weekly: int = setting(4, "weeks whose newest backup is kept", minimum=0, laptop="backup_keep_weekly")
     # Root's deadline for one backup: a backup that has not finished by then is stopped (its
     # stages killed), and the idle action keeps the data another way.
-    deadline_minutes: float = 15
+    deadline_minutes: float = setting(
+        15, "minutes a backup may take before root stops it", minimum=0.1, laptop="backup_deadline_minutes"
+    )
     # Backups asked for through the control socket (the agent, the page, the laptop over SSH)
     # that may start in an hour; the watchdog's own are never limited.
-    requests_per_hour: int = 4
+    requests_per_hour: int = setting(
+        4, "asked-for backups that may start in an hour", minimum=0, laptop="backup_requests_per_hour"
+    )
+
+    def validate(self, where: str = "", on_laptop: bool = False) -> BackupTarget:
+        settings.check(self, where, on_laptop)
+        return self
 
     def describe(self) -> str:
         return (
             f"local folder {self.path}"
-            if self.kind == "local"
+            if self.kind == StoreKind.LOCAL
             else f"s3://{self.bucket} at {self.endpoint_url or 'AWS'}"
         )
+
+
+# The backup settings' defaults, whatever the store.
+BACKUP_DEFAULTS = BackupTarget(kind=StoreKind.LOCAL)
 
 
 @dataclass(frozen=True)
@@ -125,11 +165,11 @@ class BackupConfig:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise codec.DocumentError(f"{where}: not valid TOML ({exc})") from None
+            raise DocumentError(f"{where}: not valid TOML ({exc})") from None
         workspace, recipient = data.pop("workspace", None), data.pop("recipient", None)
         if not isinstance(workspace, str) or not isinstance(recipient, str):
-            raise codec.DocumentError(f"{where}: workspace and recipient must be strings")
-        return cls(codec.from_value(BackupTarget, data, where), workspace, recipient)
+            raise DocumentError(f"{where}: workspace and recipient must be strings")
+        return cls(codec.from_value(BackupTarget, data, where).validate(where), workspace, recipient)
 
 
 # The bound on the idle action and the hard lifetime's action (vmgen-act.service's start timeout,
@@ -270,6 +310,10 @@ class VerdictRecord:
     held_for_seconds: float = 0.0  # what remains of the longest keepalive lease
     held_by: str = ""  # its reason
     by_lifetime: bool = False  # the deadline is the hard lifetime's
+    # The hard lifetime: its length and what is left of it at the verdict (the VM's monotonic
+    # clock); 0 hours when it is off. Absent from a VM before it was recorded (None).
+    lifetime_hours: float | None = None
+    lifetime_left_seconds: float = 0.0
 
 
 WATCH_CONDITIONS = ("working", "kept-alive", "human", "idle")
@@ -288,7 +332,7 @@ class ActionRecord:
     so that `vmgen status`, the page and the webhook say the same."""
 
     reason: str  # "idle" or "lifetime"
-    action: str  # the configured action (WATCH_ACTIONS)
+    action: str  # the configured action (an IdleAction; a string, as read from any VM)
     step: str  # ACTION_STEPS
     detail: str  # one sentence: what happened, and how to get the data back
     started_at: float  # wall clock
@@ -331,6 +375,22 @@ class WatchdogState:
 
 LEASE_MAX_SECONDS = 30 * 86400  # the longest `vmgen keepalive --for` accepts
 REASON_MAX = 120
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+_DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> float:
+    """`3h`, `90m`, `1h30m`, `45s`, `2d` -> seconds."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _DURATION_PART.findall(compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise UsageError(f"invalid duration {text!r}: use e.g. 3h, 90m, 1h30m")
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds <= 0 or seconds > LEASE_MAX_SECONDS:
+        raise UsageError(f"duration {text!r} must be between 1s and {LEASE_MAX_SECONDS // 86400}d")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -456,10 +516,10 @@ __all__ = [
     "ACTION_STEPS",
     "ACTION_WORDS",
     "ACT_FALLBACK_SECONDS",
+    "BACKUP_DEFAULTS",
     "HOOK_EVENTS",
     "LEASE_MAX_SECONDS",
     "WATCHDOG_TRIGGER",
-    "WATCH_ACTIONS",
     "WATCH_CONDITIONS",
     "WATCH_DEFAULTS",
     "ActionRecord",
@@ -482,6 +542,7 @@ __all__ = [
     "act_timeout_seconds",
     "clean_text",
     "dump_leases",
+    "parse_duration",
     "parse_hook_event",
     "parse_leases",
     "with_lease",

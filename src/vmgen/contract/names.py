@@ -373,5 +373,14 @@ class VmPaths:
     def repo_dir(self, workspace: str) -> Path:
         return self.work / workspace
 
+    @property
+    def runtime_excludes(self) -> tuple[str, ...]:
+        """Left out of every backup (relative to the home): vmgen's own per-boot state and what
+        the CLI delivers again at every launch. Restoring an old handover mark would start the
+        agent before its credentials arrive, old leases would hold the new VM up, and the
+        delivered API key has no business in a backup."""
+        own = (self.handover_mark, self.leases, self.hook_events, self.agent_env)
+        return tuple(str(p.relative_to(self.home)) for p in own)
+
 
 VM = VmPaths()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from ..errors import DocumentError, PageRequestError
 from . import codec
 from .documents import Lease
 
@@ -26,10 +27,6 @@ MAX_MESSAGE = 4000
 MAX_ITEMS = 30
 TEXT_LIMIT = 280
 ACTIVITY_KINDS = ("you", "agent", "tool", "file")
-
-
-class PageRequestError(codec.DocumentError):
-    """A request the page may not make (or a malformed one)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +70,7 @@ class PageActivity:
     def from_result(cls, value: object) -> PageActivity:
         activity = codec.from_value(cls, value, "the page's activity", strict=False)
         if any(item.kind not in ACTIVITY_KINDS for item in activity.items):
-            raise codec.DocumentError("the page's activity: unknown kind")
+            raise DocumentError("the page's activity: unknown kind")
         return activity
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 import time
 
 from .documents import ACTION_WORDS, AgentRecord, VerdictRecord, WatchdogState
+from .enums import IdleAction
 
 # What the action does to the workspace, as a warning says it: "will be deleted in 10 min".
-ACTION_DONE = {
-    "poweroff": "powered off",
-    "delete": "deleted",
-    "backup-then-delete": "backed up and deleted",
+ACTION_DONE: dict[str, str] = {
+    IdleAction.POWEROFF: "powered off",
+    IdleAction.DELETE: "deleted",
+    IdleAction.BACKUP_THEN_DELETE: "backed up and deleted",
 }
 CONDITION_WORDS = {"working": "working", "kept-alive": "kept alive", "human": "person connected", "idle": "idle"}
 
@@ -134,3 +135,15 @@ __all__ = [
     "what_happens",
     "what_holds",
 ]
+
+
+def lifetime_words(state: WatchdogState, elapsed: float = 0.0) -> str:
+    """The hard lifetime: "72 h after boot; 71 h 58 min left (nothing extends it)", or that there
+    is none; "" from a VM that did not say."""
+    verdict = state.verdict
+    if verdict.lifetime_hours is None:
+        return ""
+    if not verdict.lifetime_hours:
+        return "none (max_lifetime_hours = 0): nothing bounds what a busy workspace costs"
+    left = verdict.lifetime_left_seconds - state.age_seconds - elapsed
+    return f"{in_words(verdict.lifetime_hours * 3600)} after boot; {in_words(left)} left (nothing extends it)"

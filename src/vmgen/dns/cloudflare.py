@@ -25,7 +25,16 @@ from typing import Any
 import requests
 
 from .. import __version__
-from ..errors import InvalidSpec, UsageError, VmgenError
+from ..errors import (
+    DnsAuthError,
+    DnsConflict,
+    DnsError,
+    DnsRateLimited,
+    DnsRequestFailed,
+    DnsUnavailable,
+    DnsZoneNotFound,
+    InvalidSpec,
+)
 
 Json = dict[str, Any]
 
@@ -45,34 +54,6 @@ ZONES_PER_PAGE = 50  # the documented maximum for GET /zones
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 log = logging.getLogger("vmgen.dns")
-
-
-class DnsError(VmgenError):
-    """A Cloudflare DNS operation failed."""
-
-
-class DnsAuthError(DnsError, UsageError):
-    """No token, a token Cloudflare rejects, or one without permission to edit DNS."""
-
-
-class DnsZoneNotFound(DnsError, UsageError):
-    """The configured zone does not exist or the token cannot see it."""
-
-
-class DnsConflict(DnsError, UsageError):
-    """A record vmgen did not create already holds a workspace hostname."""
-
-
-class DnsRateLimited(DnsError):
-    """Cloudflare kept answering 429 after the retries."""
-
-
-class DnsUnavailable(DnsError):
-    """The Cloudflare API could not be reached (network, DNS, TLS, timeout)."""
-
-
-class DnsRequestFailed(DnsError):
-    """Any other API error: validation, server errors, unexpected answers."""
 
 
 @dataclass(frozen=True)

@@ -35,37 +35,16 @@ from ..contract.documents import (
     WorkspaceInfo,
 )
 from ..contract.names import AGENT_USER, VM, VmPaths
-from ..errors import VmgenError
-from ..privileges import RunAs
+from ..errors import BackupBusy, BackupNotConfigured, BackupRefused, DocumentError
 from .jsonfile import write_text
+from .privileges import RunAs
 
 Progress = Callable[[str], None]
 log = logging.getLogger(__name__)
 
 
-def runtime_excludes(paths: VmPaths = VM) -> tuple[str, ...]:
-    """vmgen's own per-boot state and what the CLI delivers again at every launch: restoring an
-    old handover mark would start the agent before its credentials arrive, old leases would hold
-    the new VM up, and the delivered API key has no business in a backup."""
-    own = (paths.handover_mark, paths.leases, paths.hook_events, paths.agent_env)
-    return tuple(str(p.relative_to(paths.home)) for p in own)
-
-
 # The new VM's keys are the ones the user launched it with, not the backed-up ones.
 KEPT_ON_RESTORE = (str(VM.authorized_keys.relative_to(VM.home)),)
-
-
-class BackupNotConfigured(VmgenError):
-    """No backup store was configured for this workspace."""
-
-
-class BackupBusy(VmgenError):
-    """Another backup holds the lock: nothing was done, and asking again later may succeed."""
-
-
-class BackupRefused(VmgenError):
-    """A backup asked for through the control socket is not started (rate limit, the idle
-    action under way): nothing was done."""
 
 
 RATE_WINDOW = 3600.0
@@ -177,7 +156,7 @@ def run_backup(
                 open_store(target),
                 config.workspace,
                 config.recipient,
-                excludes=target.excludes + runtime_excludes(paths),
+                excludes=target.excludes + paths.runtime_excludes,
                 run_as=agent or RunAs.lookup(AGENT_USER),
                 limits=Limits(deadline=deadline, cancelled=(lambda: acting(paths)) if requested else None),
                 keeper=IndexKeeper(paths.backup_index),
@@ -185,7 +164,7 @@ def run_backup(
                 repo_folder=repo_folder(paths),
                 retention=retention_of(target),
             )
-        own = set(runtime_excludes(paths))
+        own = set(paths.runtime_excludes)
         result = BackupResult(
             ok=True,
             backup_id=manifest.backup_id,
@@ -265,7 +244,7 @@ def repo_folder(paths: VmPaths) -> str:
     file): a backup records it, so that its restore, under whatever name, starts the agent there."""
     try:
         info = codec.loads(WorkspaceInfo, paths.workspace_info.read_bytes(), str(paths.workspace_info), strict=False)
-    except (OSError, codec.DocumentError):
+    except (OSError, DocumentError):
         return ""
     repo = Path(info.repo_dir)
     return repo.name if repo.parent == paths.work else ""

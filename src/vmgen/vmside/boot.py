@@ -14,7 +14,7 @@ BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 def boot_id() -> str:
     """The kernel's boot id plus PID 1's start time: a container restarted on the same kernel
-    (the docker provider) is a new boot too, and its old countdown must not carry over."""
+    (a simulated VM) is a new boot too, and its old countdown must not carry over."""
     pid1_start = Path("/proc/1/stat").read_text().rsplit(")", 1)[1].split()[19]
     return f"{BOOT_ID.read_text().strip()}:{pid1_start}"
 

@@ -14,6 +14,7 @@ import time
 import click
 
 from ..contract.control import TRIGGERS, ControlRequest
+from ..contract.documents import parse_duration
 from ..contract.names import VM
 from . import leases
 
@@ -65,8 +66,8 @@ def status(fresh: bool) -> None:
     from .boot import with_age
 
     if fresh:
-        from ..contract.codec import DocumentError
-        from .control import ControlUnavailable, ask_patiently
+        from ..errors import ControlUnavailable, DocumentError
+        from .control import ask_patiently
 
         refused = ""
         try:
@@ -114,7 +115,7 @@ def certificates() -> None:
 @click.option("--reason", default="", help="Shown in the watchdog's log and status.")
 def keepalive(duration: str, reason: str) -> None:
     """Hold off the idle watchdog on this VM."""
-    lease = leases.add(leases.parse_duration(duration), reason)
+    lease = leases.add(parse_duration(duration), reason)
     until = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(lease.until))
     click.echo(f"keepalive until {until} ({lease.reason})")
 

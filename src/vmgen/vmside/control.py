@@ -34,7 +34,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from ..contract import codec
 from ..contract.control import (
     MAX_REPLY_LINE,
     MAX_REQUEST,
@@ -51,8 +50,8 @@ from ..contract.control import (
 )
 from ..contract.documents import WatchdogState
 from ..contract.names import AGENT_USER, VM, VmPaths
-from ..errors import VmgenError
-from ..privileges import RunAs
+from ..errors import ControlUnavailable, DocumentError
+from .privileges import RunAs
 
 log = logging.getLogger(__name__)
 FINAL_SEND_TIMEOUT = 10.0
@@ -61,10 +60,6 @@ PER_PEER = 8
 IDLE_EXIT = 120.0  # seconds without a connection before the daemon exits (systemd restarts it)
 SD_LISTEN_FDS_START = 3
 SSHD = ("sshd", "sshd-session")
-
-
-class ControlUnavailable(VmgenError):
-    """vmgen's control socket on the VM does not answer."""
 
 
 def peer_credentials(conn: socket.socket) -> tuple[int, int]:
@@ -104,7 +99,7 @@ def serve(
         return
     try:
         request = decode_request(line)
-    except codec.DocumentError as exc:
+    except DocumentError as exc:
         _send(conn, refused_line(f"bad request: {exc}"), FINAL_SEND_TIMEOUT)
         return
     log.info("control: %s requested by uid %d (%s)", request.op, uid, request.trigger)
@@ -115,7 +110,8 @@ def serve(
     def progress(message: str) -> None:
         _send(conn, progress_line(message), 0)  # dropped if the client is not reading
 
-    from .backups import BackupBusy, BackupRefused, run_backup, run_restore
+    from ..errors import BackupBusy, BackupRefused
+    from .backups import run_backup, run_restore
 
     try:
         result = (
@@ -166,7 +162,7 @@ class TickShare:
 
 
 def _answer_tick(conn: socket.socket, paths: VmPaths, ticks: TickShare | None) -> None:
-    from .idlewatch.ondemand import TickUnavailable
+    from ..errors import TickUnavailable
 
     try:
         state = (ticks or TickShare()).get(paths)

@@ -36,9 +36,10 @@ from ..contract.pageops import (
     refused_line,
     result_line,
 )
-from ..privileges import RunAs, run_as
+from ..errors import DocumentError
 from .agentfs import AgentFiles
 from .control import FINAL_SEND_TIMEOUT, peer_uid, read_request_line
+from .privileges import RunAs, run_as
 
 log = logging.getLogger(__name__)
 LEASES_MAX = 64 << 10
@@ -89,7 +90,7 @@ def serve(conn: socket.socket, context: Context | None = None, page_uid: int | N
         return
     try:
         request = decode_request(line)
-    except codec.DocumentError as exc:
+    except DocumentError as exc:
         _send(conn, refused_line(str(exc)))
         return
     try:
@@ -150,7 +151,8 @@ def keepalive(request: PageRequest, context: Context) -> dict[str, Any]:
 def backup(_request: PageRequest, context: Context) -> dict[str, Any]:
     """Ask root's control socket (root's own, as root) and answer once the backup started; it
     goes on in the control service after this answer."""
-    from .control import ControlUnavailable, ask
+    from ..errors import ControlUnavailable
+    from .control import ask
 
     try:
         request = ControlRequest("backup", trigger="page")
@@ -162,7 +164,7 @@ def backup(_request: PageRequest, context: Context) -> dict[str, Any]:
             if reply.result is not None:
                 return {"started": True, "ok": reply.result.get("ok") is True}
             return {"started": True}  # the first progress line: root is at work
-    except (ControlUnavailable, codec.DocumentError, OSError) as exc:
+    except (ControlUnavailable, DocumentError, OSError) as exc:
         raise Refused(f"the backup service does not answer: {exc}") from None
     raise Refused("the backup service closed the connection")
 

@@ -44,7 +44,17 @@ from .model import Deprecation, Image, Location, Price, ServerType, TypeLocation
 from .vms import cleanup_orphans
 
 __all__ = [
-    "FakeHetzner", "Fault", "RecordedRequest", "cleanup_orphans",
-    "default_locations", "default_server_types", "default_system_images",
-    "Deprecation", "Image", "Location", "Price", "ServerType", "TypeLocation",
+    "Deprecation",
+    "FakeHetzner",
+    "Fault",
+    "Image",
+    "Location",
+    "Price",
+    "RecordedRequest",
+    "ServerType",
+    "TypeLocation",
+    "cleanup_orphans",
+    "default_locations",
+    "default_server_types",
+    "default_system_images",
 ]

@@ -1,7 +1,10 @@
 """Default catalog of the simulated cloud: three German/Finnish locations, the current cost-optimized
 server types, a deprecated one, one not offered in hel1, and a few system images.
 
-Location coordinates and descriptions are the real ones; prices are plausible, not current.
+Location coordinates and descriptions are the real ones; prices are plausible, not current, in
+the API's shape (model.Price): decimal strings, net with 10 places and gross with 16, gross = net
+plus 19 % VAT, as hcloud-python's fixture tests/unit/server_types/conftest.py records them
+(cx21 in fsn1: hourly net "0.0080000000", gross "0.0095200000000000").
 """
 
 from __future__ import annotations
@@ -16,12 +19,11 @@ CX22_DEPRECATION = Deprecation("2025-10-16T00:00:00+00:00", "2026-01-01T00:00:00
 
 def default_locations() -> list[Location]:
     return [
-        Location(1, "fsn1", "Falkenstein DC Park 1", "DE", "Falkenstein", 50.47612, 12.370071,
-                 datacenter_name="fsn1-dc14"),
-        Location(2, "nbg1", "Nuremberg DC Park 1", "DE", "Nuremberg", 49.452102, 11.076665,
-                 datacenter_name="nbg1-dc3"),
-        Location(3, "hel1", "Helsinki DC Park 1", "FI", "Helsinki", 60.169855, 24.938379,
-                 datacenter_name="hel1-dc2"),
+        Location(
+            1, "fsn1", "Falkenstein DC Park 1", "DE", "Falkenstein", 50.47612, 12.370071, datacenter_name="fsn1-dc14"
+        ),
+        Location(2, "nbg1", "Nuremberg DC Park 1", "DE", "Nuremberg", 49.452102, 11.076665, datacenter_name="nbg1-dc3"),
+        Location(3, "hel1", "Helsinki DC Park 1", "FI", "Helsinki", 60.169855, 24.938379, datacenter_name="hel1-dc2"),
     ]
 
 
@@ -31,9 +33,16 @@ def _offered(*names: str, deprecation: Deprecation | None = None) -> list[TypeLo
 
 def default_server_types() -> list[ServerType]:
     return [
-        ServerType(22, "cx22", 2, 4, 40, Price("3.7900", "0.0060"),
-                   _offered(*ALL_LOCATIONS, deprecation=CX22_DEPRECATION),
-                   deprecation=CX22_DEPRECATION),
+        ServerType(
+            22,
+            "cx22",
+            2,
+            4,
+            40,
+            Price("3.7900", "0.0060"),
+            _offered(*ALL_LOCATIONS, deprecation=CX22_DEPRECATION),
+            deprecation=CX22_DEPRECATION,
+        ),
         ServerType(114, "cx23", 2, 4, 40, Price("2.9900", "0.0048"), _offered(*ALL_LOCATIONS)),
         ServerType(115, "cx33", 4, 8, 80, Price("4.9900", "0.0080"), _offered(*ALL_LOCATIONS)),
         ServerType(116, "cx43", 8, 16, 160, Price("8.9900", "0.0144"), _offered(*ALL_LOCATIONS)),

@@ -11,9 +11,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from .catalog import default_locations, default_server_types, default_system_images
@@ -29,6 +30,7 @@ WRITE_METHODS = ("POST", "PUT", "DELETE", "PATCH")
 @dataclass
 class Fault:
     """An error the fake answers instead of the real result, for the next `times` matching calls."""
+
     status: int
     code: str
     message: str
@@ -39,8 +41,11 @@ class Fault:
     path: str | None = None  # prefix below /v1, e.g. "/servers"; None: any
 
     def matches(self, method: str, path: str) -> bool:
-        return (self.times > 0 and (self.method is None or self.method == method)
-                and (self.path is None or path.startswith(self.path)))
+        return (
+            self.times > 0
+            and (self.method is None or self.method == method)
+            and (self.path is None or path.startswith(self.path))
+        )
 
 
 @dataclass(frozen=True)
@@ -72,29 +77,45 @@ class _RateLimiter:
     def headers(self, remaining: int | None = None) -> dict[str, str]:
         left = int(self.remaining) if remaining is None else remaining
         reset = int(time.time() + (self.limit - left) * 3600 / self.limit)
-        return {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": str(left),
-                "RateLimit-Reset": str(reset)}
+        return {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": str(left), "RateLimit-Reset": str(reset)}
 
 
 class FakeHetzner:
     """A simulated Hetzner Cloud project. Point hcloud at `api_endpoint` with one of `tokens`."""
 
-    def __init__(self, *, image: str = "vmgen-debian12:latest", boot: bool = True,
-                 tokens: Iterable[str] = ("test-token",), readonly_tokens: Iterable[str] = ("readonly-token",),
-                 host: str = "0.0.0.0", port: int = 0, locations: list[Location] | None = None,
-                 server_types: list[ServerType] | None = None, images: list[Image] | None = None,
-                 max_servers: int | None = None, rate_limit: int = 3600,
-                 start_action_seconds: float = 0.0, firewall_release_seconds: float = 0.0,
-                 readonly_error_code: str = "token_readonly", network_name: str | None = None,
-                 subnet: str | None = None, docker_client: Any = None):
+    def __init__(
+        self,
+        *,
+        image: str = "vmgen-debian12:latest",
+        boot: bool = True,
+        tokens: Iterable[str] = ("test-token",),
+        readonly_tokens: Iterable[str] = ("readonly-token",),
+        host: str = "0.0.0.0",
+        port: int = 0,
+        locations: list[Location] | None = None,
+        server_types: list[ServerType] | None = None,
+        images: list[Image] | None = None,
+        max_servers: int | None = None,
+        rate_limit: int = 3600,
+        start_action_seconds: float = 0.0,
+        firewall_release_seconds: float = 0.0,
+        readonly_error_code: str = "token_readonly",
+        network_name: str | None = None,
+        subnet: str | None = None,
+        docker_client: Any = None,
+    ):
         self.tokens, self.readonly_tokens = list(tokens), list(readonly_tokens)
         self.readonly_error_code = readonly_error_code
         self.project = Project(
-            locations={l.name: l for l in (locations or default_locations())},
+            locations={loc.name: loc for loc in (locations or default_locations())},
             server_types={t.id: t for t in (server_types or default_server_types())},
             images={i.id: i for i in (images or default_system_images())},
-            knobs=Knobs(max_servers=max_servers, start_action_seconds=start_action_seconds,
-                        firewall_release_seconds=firewall_release_seconds))
+            knobs=Knobs(
+                max_servers=max_servers,
+                start_action_seconds=start_action_seconds,
+                firewall_release_seconds=firewall_release_seconds,
+            ),
+        )
         self.vms = DockerVms(docker_client, network_name, subnet) if boot else NoVms()
         self._servers = ServerRoutes(self.project, self.vms, image)
         self._routes: list[Route] = self._servers.routes() + ProjectRoutes(self.project, self.vms).routes()
@@ -115,8 +136,9 @@ class FakeHetzner:
             raise
         self._http.daemon_threads = True
         self._http.fake = self  # type: ignore[attr-defined]
-        threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
-                         name="hzfake-http", daemon=True).start()
+        threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, name="hzfake-http", daemon=True
+        ).start()
         atexit.register(self.stop)
         return self
 
@@ -133,8 +155,9 @@ class FakeHetzner:
 
     close = stop
 
-    def __enter__(self) -> FakeHetzner:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -210,23 +233,40 @@ class FakeHetzner:
     def max_servers(self, value: int | None) -> None:
         self.project.knobs.max_servers = value
 
-    def fail_next(self, code: str, status: int, *, times: int = 1, method: str | None = None,
-                  path: str | None = None, message: str | None = None, details: Any = None,
-                  headers: dict[str, str] | None = None) -> Fault:
-        fault = Fault(status, code, message or code.replace("_", " "), details, dict(headers or {}),
-                      times, method, path)
+    def fail_next(
+        self,
+        code: str,
+        status: int,
+        *,
+        times: int = 1,
+        method: str | None = None,
+        path: str | None = None,
+        message: str | None = None,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Fault:
+        fault = Fault(
+            status, code, message or code.replace("_", " "), details, dict(headers or {}), times, method, path
+        )
         with self.project.lock:
             self._faults.append(fault)
         return fault
 
     def rate_limit_next(self, times: int = 1, *, method: str | None = None, path: str | None = None) -> Fault:
         limit = self._limiter.limit
-        return self.fail_next("rate_limit_exceeded", 429, times=times, method=method, path=path,
-                              message=f"limit of {limit} requests per hour reached",
-                              headers=self._limiter.headers(remaining=0))
+        return self.fail_next(
+            "rate_limit_exceeded",
+            429,
+            times=times,
+            method=method,
+            path=path,
+            message=f"limit of {limit} requests per hour reached",
+            headers=self._limiter.headers(remaining=0),
+        )
 
-    def fail_action(self, command: str, code: str = "action_failed",
-                    message: str = "action failed", times: int = 1) -> None:
+    def fail_action(
+        self, command: str, code: str = "action_failed", message: str = "action failed", times: int = 1
+    ) -> None:
         """Make the next `times` actions of `command` (e.g. create_server) end in status error."""
         with self.project.lock:
             self.project.knobs.action_faults.setdefault(command, []).extend([(code, message)] * times)
@@ -254,8 +294,9 @@ class FakeHetzner:
 
     # -- the API --------------------------------------------------------------------------------
 
-    def handle_api(self, method: str, path: str, query: dict[str, list[str]], raw: bytes,
-                   token: str | None, client_ip: str) -> tuple[int, Json | None, dict[str, str]]:
+    def handle_api(
+        self, method: str, path: str, query: dict[str, list[str]], raw: bytes, token: str | None, client_ip: str
+    ) -> tuple[int, Json | None, dict[str, str]]:
         headers = {"X-Correlation-Id": secrets.token_hex(8)}
         try:
             allowed, limit_headers = self._limiter.take()
@@ -263,8 +304,7 @@ class FakeHetzner:
             if fault := self._take_fault(method, path):
                 raise ApiError(fault.status, fault.code, fault.message, fault.details, fault.headers)
             if not allowed:
-                raise ApiError(429, "rate_limit_exceeded",
-                               f"limit of {self._limiter.limit} requests per hour reached")
+                raise ApiError(429, "rate_limit_exceeded", f"limit of {self._limiter.limit} requests per hour reached")
             self._authorize(method, token)
             handler, groups = self._route(method, path)
             request = Request(method, path, query, _json_body(raw) if method in ("POST", "PUT") else {}, client_ip)
@@ -300,10 +340,14 @@ class FakeHetzner:
                 return 404, "not found\n"
             keys = [self.project.ssh_keys[k].public_key for k in server.ssh_key_ids if k in self.project.ssh_keys]
             values = {
-                "hostname": server.name, "instance-id": str(server.id), "public-ipv4": server.ipv4 or "",
+                "hostname": server.name,
+                "instance-id": str(server.id),
+                "public-ipv4": server.ipv4 or "",
                 "region": server.location.network_zone,
                 "availability-zone": server.location.datacenter_name,
-                "private-networks": "[]", "public-keys": json.dumps(keys), "userdata": server.user_data,
+                "private-networks": "[]",
+                "public-keys": json.dumps(keys),
+                "userdata": server.user_data,
             }
         if path == "/hetzner/v1/userdata":  # the real path; .../metadata/userdata is served too
             return 200, values["userdata"]
@@ -341,8 +385,9 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization") or ""
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
         path = split.path[3:] if split.path.startswith("/v1/") else split.path
-        status, payload, headers = fake.handle_api(self.command, path.rstrip("/") or "/",
-                                                   parse_qs(split.query), raw, token, client_ip)
+        status, payload, headers = fake.handle_api(
+            self.command, path.rstrip("/") or "/", parse_qs(split.query), raw, token, client_ip
+        )
         data = b"" if payload is None else json.dumps(payload).encode()
         self._send(status, data, "application/json", headers)
 
@@ -358,5 +403,5 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -11,7 +11,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,14 +19,15 @@ Json = dict[str, Any]
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 class ApiError(Exception):
     """Becomes the error envelope `{"error": {"code", "message", "details"}}` with an HTTP status."""
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self, status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+    ):
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message, self.details = status, code, message, details
         self.headers = headers or {}
@@ -36,8 +37,9 @@ class ApiError(Exception):
 
 
 def invalid_field(name: str, message: str) -> ApiError:
-    return ApiError(400, "invalid_input", f"invalid input in field '{name}'",
-                    {"fields": [{"name": name, "messages": [message]}]})
+    return ApiError(
+        400, "invalid_input", f"invalid input in field '{name}'", {"fields": [{"name": name, "messages": [message]}]}
+    )
 
 
 def not_found(kind: str, ident: Any) -> ApiError:
@@ -61,9 +63,16 @@ class Location:
     datacenter_name: str = ""  # only the metadata service's availability-zone still names it
 
     def to_json(self) -> Json:
-        return {"id": self.id, "name": self.name, "description": self.description,
-                "country": self.country, "city": self.city, "latitude": self.latitude,
-                "longitude": self.longitude, "network_zone": self.network_zone}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "country": self.country,
+            "city": self.city,
+            "latitude": self.latitude,
+            "longitude": self.longitude,
+            "network_zone": self.network_zone,
+        }
 
 
 @dataclass
@@ -75,7 +84,7 @@ class Deprecation:
         return {"announced": self.announced, "unavailable_after": self.unavailable_after}
 
     def is_past(self) -> bool:
-        return datetime.fromisoformat(self.unavailable_after) <= datetime.now(timezone.utc)
+        return datetime.fromisoformat(self.unavailable_after) <= datetime.now(UTC)
 
 
 @dataclass
@@ -86,19 +95,22 @@ class Price:
 
     def _pair(self, net: str) -> Json:
         gross = Decimal(net) * (1 + Decimal(self.vat))
-        return {"net": str(Decimal(net).quantize(Decimal("1e-10"))),
-                "gross": str(gross.quantize(Decimal("1e-16")))}
+        return {"net": str(Decimal(net).quantize(Decimal("1e-10"))), "gross": str(gross.quantize(Decimal("1e-16")))}
 
     def to_json(self, location: str) -> Json:
-        return {"location": location, "price_hourly": self._pair(self.hourly_net),
-                "price_monthly": self._pair(self.monthly_net),
-                "included_traffic": 21990232555520,
-                "price_per_tb_traffic": self._pair("1.0")}
+        return {
+            "location": location,
+            "price_hourly": self._pair(self.hourly_net),
+            "price_monthly": self._pair(self.monthly_net),
+            "included_traffic": 21990232555520,
+            "price_per_tb_traffic": self._pair("1.0"),
+        }
 
 
 @dataclass
 class TypeLocation:
     """Where a server type is offered; `available=False` means out of stock there."""
+
     location: str
     available: bool = True
     recommended: bool = False
@@ -125,18 +137,31 @@ class ServerType:
 
     def to_json(self, locations: dict[str, Location]) -> Json:
         return {
-            "id": self.id, "name": self.name, "description": self.description or self.name.upper(),
-            "category": self.category, "cores": self.cores, "memory": float(self.memory),
-            "disk": self.disk, "storage_type": "local", "cpu_type": self.cpu_type,
+            "id": self.id,
+            "name": self.name,
+            "description": self.description or self.name.upper(),
+            "category": self.category,
+            "cores": self.cores,
+            "memory": float(self.memory),
+            "disk": self.disk,
+            "storage_type": "local",
+            "cpu_type": self.cpu_type,
             "architecture": self.architecture,
             "deprecated": self.deprecation is not None,
             "deprecation": self.deprecation.to_json() if self.deprecation else None,
             "included_traffic": 21990232555520,
             "prices": [self.price.to_json(tl.location) for tl in self.locations],
-            "locations": [{"id": locations[tl.location].id, "name": tl.location,
-                           "deprecation": tl.deprecation.to_json() if tl.deprecation else None,
-                           "available": tl.available, "recommended": tl.recommended}
-                          for tl in self.locations if tl.location in locations],
+            "locations": [
+                {
+                    "id": locations[tl.location].id,
+                    "name": tl.location,
+                    "deprecation": tl.deprecation.to_json() if tl.deprecation else None,
+                    "available": tl.available,
+                    "recommended": tl.recommended,
+                }
+                for tl in self.locations
+                if tl.location in locations
+            ],
         }
 
 
@@ -159,13 +184,25 @@ class Image:
 
     def to_json(self) -> Json:
         return {
-            "id": self.id, "type": self.type, "status": self.status, "name": self.name,
-            "description": self.description, "image_size": self.image_size,
-            "disk_size": self.disk_size, "created": self.created,
-            "created_from": self.created_from, "bound_to": None, "os_flavor": self.os_flavor,
-            "os_version": self.os_version, "rapid_deploy": self.type == "system",
-            "protection": {"delete": False}, "deprecated": None, "deprecation": None,
-            "labels": dict(self.labels), "deleted": None, "architecture": self.architecture,
+            "id": self.id,
+            "type": self.type,
+            "status": self.status,
+            "name": self.name,
+            "description": self.description,
+            "image_size": self.image_size,
+            "disk_size": self.disk_size,
+            "created": self.created,
+            "created_from": self.created_from,
+            "bound_to": None,
+            "os_flavor": self.os_flavor,
+            "os_version": self.os_version,
+            "rapid_deploy": self.type == "system",
+            "protection": {"delete": False},
+            "deprecated": None,
+            "deprecation": None,
+            "labels": dict(self.labels),
+            "deleted": None,
+            "architecture": self.architecture,
         }
 
 
@@ -195,9 +232,16 @@ class Action:
         return any(r["type"] == kind and (ident is None or r["id"] == ident) for r in self.resources)
 
     def to_json(self) -> Json:
-        return {"id": self.id, "command": self.command, "status": self.status,
-                "progress": self.progress, "started": self.started, "finished": self.finished,
-                "resources": [dict(r) for r in self.resources], "error": self.error}
+        return {
+            "id": self.id,
+            "command": self.command,
+            "status": self.status,
+            "progress": self.progress,
+            "started": self.started,
+            "finished": self.finished,
+            "resources": [dict(r) for r in self.resources],
+            "error": self.error,
+        }
 
 
 @dataclass
@@ -210,8 +254,14 @@ class SshKey:
     created: str = field(default_factory=now_iso)
 
     def to_json(self) -> Json:
-        return {"id": self.id, "name": self.name, "fingerprint": self.fingerprint,
-                "public_key": self.public_key, "labels": dict(self.labels), "created": self.created}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "public_key": self.public_key,
+            "labels": dict(self.labels),
+            "created": self.created,
+        }
 
 
 @dataclass
@@ -224,9 +274,14 @@ class FirewallRule:
     description: str | None = None
 
     def to_json(self) -> Json:
-        return {"direction": self.direction, "protocol": self.protocol, "port": self.port,
-                "source_ips": list(self.source_ips), "destination_ips": list(self.destination_ips),
-                "description": self.description}
+        return {
+            "direction": self.direction,
+            "protocol": self.protocol,
+            "port": self.port,
+            "source_ips": list(self.source_ips),
+            "destination_ips": list(self.destination_ips),
+            "description": self.description,
+        }
 
 
 @dataclass
@@ -252,17 +307,27 @@ class Firewall:
     def in_use(self) -> bool:
         return bool(self.server_ids or self.label_selectors or self._still_releasing())
 
-    def to_json(self, servers: dict[int, "Server"]) -> Json:
-        applied: list[Json] = [{"type": "server", "server": {"id": sid}}
-                               for sid in [*self.server_ids, *self._still_releasing()]]
+    def to_json(self, servers: dict[int, Server]) -> Json:
+        applied: list[Json] = [
+            {"type": "server", "server": {"id": sid}} for sid in [*self.server_ids, *self._still_releasing()]
+        ]
         for selector in self.label_selectors:
             matched = [s.id for s in servers.values() if matches_selector(s.labels, selector)]
-            applied.append({"type": "label_selector", "label_selector": {"selector": selector},
-                            "applied_to_resources": [{"type": "server", "server": {"id": sid}}
-                                                     for sid in matched]})
-        return {"id": self.id, "name": self.name, "labels": dict(self.labels),
-                "created": self.created, "rules": [r.to_json() for r in self.rules],
-                "applied_to": applied}
+            applied.append(
+                {
+                    "type": "label_selector",
+                    "label_selector": {"selector": selector},
+                    "applied_to_resources": [{"type": "server", "server": {"id": sid}} for sid in matched],
+                }
+            )
+        return {
+            "id": self.id,
+            "name": self.name,
+            "labels": dict(self.labels),
+            "created": self.created,
+            "rules": [r.to_json() for r in self.rules],
+            "applied_to": applied,
+        }
 
 
 @dataclass
@@ -285,23 +350,43 @@ class Server:
 
     def to_json(self, firewall_ids: list[int], type_json: Json) -> Json:
         loc = self.location
-        ipv4 = None if self.ipv4 is None else {
-            "id": self.ipv4_id, "ip": self.ipv4, "blocked": False,
-            "dns_ptr": f"static.{'.'.join(reversed(self.ipv4.split('.')))}.clients.your-server.de"}
+        ipv4 = (
+            None
+            if self.ipv4 is None
+            else {
+                "id": self.ipv4_id,
+                "ip": self.ipv4,
+                "blocked": False,
+                "dns_ptr": f"static.{'.'.join(reversed(self.ipv4.split('.')))}.clients.your-server.de",
+            }
+        )
         return {
-            "id": self.id, "name": self.name, "status": self.status, "created": self.created,
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "created": self.created,
             "public_net": {
                 "ipv4": ipv4,
                 "ipv6": {"id": self.ipv6_id, "ip": self.ipv6_net, "blocked": False, "dns_ptr": []},
                 "floating_ips": [],
                 "firewalls": [{"id": fid, "status": "applied"} for fid in firewall_ids],
             },
-            "private_net": [], "server_type": type_json,
-            "location": loc.to_json(), "image": self.image.to_json(), "iso": None,
-            "rescue_enabled": False, "locked": False, "backup_window": None,
-            "outgoing_traffic": 0, "ingoing_traffic": 0, "included_traffic": 21990232555520,
-            "protection": {"delete": False, "rebuild": False}, "labels": dict(self.labels),
-            "volumes": [], "load_balancers": [], "primary_disk_size": self.server_type.disk,
+            "private_net": [],
+            "server_type": type_json,
+            "location": loc.to_json(),
+            "image": self.image.to_json(),
+            "iso": None,
+            "rescue_enabled": False,
+            "locked": False,
+            "backup_window": None,
+            "outgoing_traffic": 0,
+            "ingoing_traffic": 0,
+            "included_traffic": 21990232555520,
+            "protection": {"delete": False, "rebuild": False},
+            "labels": dict(self.labels),
+            "volumes": [],
+            "load_balancers": [],
+            "primary_disk_size": self.server_type.disk,
             "placement_group": None,
         }
 
@@ -352,9 +437,15 @@ def paginate(items: list[Any], query: dict[str, list[str]]) -> tuple[list[Any], 
     except ValueError as exc:
         raise invalid_field("page", "must be an integer") from exc
     last = max(1, -(-len(items) // per_page))
-    chunk = items[(page - 1) * per_page: page * per_page]
-    meta = {"pagination": {"page": page, "per_page": per_page,
-                           "previous_page": page - 1 if page > 1 else None,
-                           "next_page": page + 1 if page < last else None,
-                           "last_page": last, "total_entries": len(items)}}
+    chunk = items[(page - 1) * per_page : page * per_page]
+    meta = {
+        "pagination": {
+            "page": page,
+            "per_page": per_page,
+            "previous_page": page - 1 if page > 1 else None,
+            "next_page": page + 1 if page < last else None,
+            "last_page": last,
+            "total_entries": len(items),
+        }
+    }
     return chunk, meta

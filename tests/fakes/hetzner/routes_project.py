@@ -57,28 +57,31 @@ class ProjectRoutes:
     # -- catalog --------------------------------------------------------------------------------
 
     def list_locations(self, req: Request) -> Response:
-        return list_response("locations", list(self.p.locations.values()), req, lambda l: l.to_json())
+        return list_response("locations", list(self.p.locations.values()), req, lambda loc: loc.to_json())
 
     def get_pricing(self, req: Request) -> Response:
         """GET /pricing, the parts vmgen reads. Shape from the API reference's "Get all prices"
         (ListPricesResponse: currency, vat_rate, image.price_per_gb_month {net, gross} as decimal
         strings), as the OpenAPI-generated `hcloud` Rust crate and WWW::Hetzner::Cloud::Pricing
         model it; the image price is Hetzner's published snapshot price, the VAT rate Germany's."""
-        return 200, {"pricing": {
-            "currency": "EUR",
-            "vat_rate": "19.00",
-            "image": {"price_per_gb_month": {"net": "0.0119000000", "gross": "0.0141610000000000"}},
-            "volume": {"price_per_gb_month": {"net": "0.0440000000", "gross": "0.0523600000000000"}},
-            "server_backup": {"percentage": "20.0000000000"},
-        }}
+        return 200, {
+            "pricing": {
+                "currency": "EUR",
+                "vat_rate": "19.00",
+                "image": {"price_per_gb_month": {"net": "0.0119000000", "gross": "0.0141610000000000"}},
+                "volume": {"price_per_gb_month": {"net": "0.0440000000", "gross": "0.0523600000000000"}},
+                "server_backup": {"percentage": "20.0000000000"},
+            }
+        }
 
     def get_location(self, req: Request, ident: str) -> Response:
         by_id = {loc.id: loc for loc in self.p.locations.values()}
         return 200, {"location": self.p.by_id(by_id, ident, "location").to_json()}
 
     def datacenters_gone(self, req: Request, ident: str | None = None) -> Response:
-        raise ApiError(410, "deprecated_api_endpoint", "API functionality was removed",
-                       {"announcement": DATACENTERS_GONE})
+        raise ApiError(
+            410, "deprecated_api_endpoint", "API functionality was removed", {"announcement": DATACENTERS_GONE}
+        )
 
     def list_server_types(self, req: Request) -> Response:
         return list_response("server_types", list(self.p.server_types.values()), req, self.p.type_json)
@@ -131,11 +134,16 @@ class ProjectRoutes:
         public_key = required_str(req.body, "public_key").strip()
         fingerprint = md5_fingerprint(public_key)
         if any(k.name == name for k in self.p.ssh_keys.values()):
-            raise ApiError(409, "uniqueness_error", "SSH key with the same name already exists",
-                           {"fields": [{"name": "name"}]})
+            raise ApiError(
+                409, "uniqueness_error", "SSH key with the same name already exists", {"fields": [{"name": "name"}]}
+            )
         if any(k.fingerprint == fingerprint for k in self.p.ssh_keys.values()):
-            raise ApiError(409, "uniqueness_error", "SSH key with the same fingerprint already exists",
-                           {"fields": [{"name": "public_key"}]})
+            raise ApiError(
+                409,
+                "uniqueness_error",
+                "SSH key with the same fingerprint already exists",
+                {"fields": [{"name": "public_key"}]},
+            )
         key = SshKey(self.p.next_id(), name, public_key, fingerprint, labels_from(req.body))
         self.p.ssh_keys[key.id] = key
         return 201, {"ssh_key": key.to_json()}
@@ -229,8 +237,11 @@ class ProjectRoutes:
         if server is None:
             raise ApiError(404, "firewall_resource_not_found", f"server with ID {ref} not found")
         if server.id not in fw.server_ids and any(matches_selector(server.labels, s) for s in fw.label_selectors):
-            raise ApiError(422, "firewall_managed_by_label_selector",
-                           "firewall is applied via label selector and cannot be removed manually")
+            raise ApiError(
+                422,
+                "firewall_managed_by_label_selector",
+                "firewall is applied via label selector and cannot be removed manually",
+            )
         if server.id in fw.server_ids:
             fw.server_ids.remove(server.id)
         return self.p.done_action("remove_firewall", ("firewall", fw.id), ("server", server.id))
@@ -263,8 +274,8 @@ def md5_fingerprint(public_key: str) -> str:
         blob = base64.b64decode(parts[1], validate=True)
     except (ValueError, binascii.Error):
         raise invalid_field("public_key", "invalid public key") from None
-    digest = hashlib.md5(blob).hexdigest()  # noqa: S324 - it is the format, not security
-    return ":".join(digest[i:i + 2] for i in range(0, 32, 2))
+    digest = hashlib.md5(blob).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, 32, 2))
 
 
 def parse_rules(raw: list[Json]) -> list[FirewallRule]:
@@ -278,9 +289,16 @@ def parse_rules(raw: list[Json]) -> list[FirewallRule]:
         ips_key = "source_ips" if direction == "in" else "destination_ips"
         if not rule.get(ips_key):
             raise invalid_field("rules", f"{ips_key} is required for direction {direction}")
-        rules.append(FirewallRule(direction, protocol, list(rule.get("source_ips") or []),
-                                  list(rule.get("destination_ips") or []), rule.get("port"),
-                                  rule.get("description")))
+        rules.append(
+            FirewallRule(
+                direction,
+                protocol,
+                list(rule.get("source_ips") or []),
+                list(rule.get("destination_ips") or []),
+                rule.get("port"),
+                rule.get("description"),
+            )
+        )
     return rules
 
 

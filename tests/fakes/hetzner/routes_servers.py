@@ -9,14 +9,17 @@ import secrets
 import sys
 import threading
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from .model import Action, ApiError, Firewall, Image, Location, Server, ServerType, invalid_field
 from .state import Project, Request, Response, Route, labels_from, list_response, required_str, route
 
 MAX_USER_DATA = 32 * 1024
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 
 class Jobs:
@@ -119,8 +122,18 @@ class ServerRoutes:
             raise invalid_field("user_data", "is too long (maximum is 32768 bytes)")
         ssh_keys = [self.p.ssh_key(ref) for ref in b.get("ssh_keys") or []]
         firewalls = [self._firewall_ref(f) for f in b.get("firewalls") or []]
-        server = Server(self.p.next_id(), name, server_type, location, image, self.vms.allocate_ip(),
-                        _ipv6_net(), user_data, labels_from(b), [k.id for k in ssh_keys])
+        server = Server(
+            self.p.next_id(),
+            name,
+            server_type,
+            location,
+            image,
+            self.vms.allocate_ip(),
+            _ipv6_net(),
+            user_data,
+            labels_from(b),
+            [k.id for k in ssh_keys],
+        )
         self.p.servers[server.id] = server
         for fw in firewalls:
             fw.server_ids.append(server.id)
@@ -129,14 +142,21 @@ class ServerRoutes:
         next_actions = [self.p.new_action("start_server", ("server", server.id))] if start else []
         fault = self.p.take_action_fault("create_server")
         self.jobs.spawn(server.id, lambda: self._boot(server, start, [action, *next_actions], fault))
-        return 201, {"server": self.p.server_json(server), "action": action.to_json(),
-                     "next_actions": [a.to_json() for a in next_actions],
-                     "root_password": None if ssh_keys else secrets.token_urlsafe(15)}
+        return 201, {
+            "server": self.p.server_json(server),
+            "action": action.to_json(),
+            "next_actions": [a.to_json() for a in next_actions],
+            "root_password": None if ssh_keys else secrets.token_urlsafe(15),
+        }
 
     def _location_for(self, body: dict, server_type: ServerType) -> Location:
         if "datacenter" in body:  # removed from the API with the datacenters (changelog 2026-07-01)
-            raise ApiError(422, "invalid_input", "invalid input: unknown field name 'datacenter'",
-                           {"fields": [{"name": "datacenter", "messages": ["unknown field"]}]})
+            raise ApiError(
+                422,
+                "invalid_input",
+                "invalid input: unknown field name 'datacenter'",
+                {"fields": [{"name": "datacenter", "messages": ["unknown field"]}]},
+            )
         if body.get("location"):
             return self.p.location(body["location"])
         for loc in self.p.locations.values():
@@ -148,8 +168,9 @@ class ServerRoutes:
     @staticmethod
     def _check_orderable(server_type: ServerType, location: Location) -> None:
         offered = server_type.offered_in(location.name)
-        removed = any(d is not None and d.is_past()
-                      for d in (server_type.deprecation, offered.deprecation if offered else None))
+        removed = any(
+            d is not None and d.is_past() for d in (server_type.deprecation, offered.deprecation if offered else None)
+        )
         if offered is None or removed:
             raise ApiError(400, "invalid_input", "unsupported location for server type")
         if not offered.available:
@@ -157,16 +178,16 @@ class ServerRoutes:
 
     def _check_quota(self, name: str) -> None:
         if any(s.name == name for s in self.p.servers.values()):
-            raise ApiError(409, "uniqueness_error", "server name is already used",
-                           {"fields": [{"name": "name"}]})
+            raise ApiError(409, "uniqueness_error", "server name is already used", {"fields": [{"name": "name"}]})
         limit = self.p.knobs.max_servers
         if limit is not None and len(self.p.servers) >= limit:
-            raise ApiError(403, "resource_limit_exceeded", "server limit exceeded",
-                           {"limits": [{"name": "server_limit"}]})
+            raise ApiError(
+                403, "resource_limit_exceeded", "server limit exceeded", {"limits": [{"name": "server_limit"}]}
+            )
 
     def _firewall_ref(self, ref: Any) -> Firewall:
         ident = ref.get("firewall") if isinstance(ref, dict) else ref
-        firewall = self.p.firewalls.get(int(ident)) if str(ident).isdigit() else None
+        firewall = self.p.firewalls.get(int(str(ident))) if str(ident).isdigit() else None
         if firewall is None:
             raise ApiError(400, "invalid_input", f"firewall with ID '{ident}' not found")
         return firewall
@@ -179,9 +200,15 @@ class ServerRoutes:
                     a.fail(*fault)
             return
         try:
-            container = self.vms.create(server.id, server.name, server.ipv4, server.user_data,
-                                        self._meta_data(server), server.image.docker_image or self.default_image,
-                                        start)
+            container = self.vms.create(
+                server.id,
+                server.name,
+                server.ipv4,
+                server.user_data,
+                self._meta_data(server),
+                server.image.docker_image or self.default_image,
+                start,
+            )
         except Exception as exc:  # noqa: BLE001 - becomes the action's error, like a failed placement
             _log_exception()
             with self.p.lock:
@@ -222,8 +249,7 @@ class ServerRoutes:
             if not _HOSTNAME.match(req.body["name"]):
                 raise invalid_field("name", "must be a valid hostname (RFC 1123)")
             if any(s.name == req.body["name"] and s.id != server.id for s in self.p.servers.values()):
-                raise ApiError(409, "uniqueness_error", "server name is already used",
-                               {"fields": [{"name": "name"}]})
+                raise ApiError(409, "uniqueness_error", "server name is already used", {"fields": [{"name": "name"}]})
             server.name = req.body["name"]
         if "labels" in req.body:
             server.labels = labels_from(req.body)
@@ -257,7 +283,9 @@ class ServerRoutes:
 
     # -- power ----------------------------------------------------------------------------------
 
-    POWER = {  # op: (command, status while running, final status, backend call)
+    POWER: ClassVar[
+        dict[str, tuple[str, str, str, Any]]
+    ] = {  # op: (command, status while running, final status, backend call)
         "poweroff": ("stop_server", "stopping", "off", lambda vms, c: vms.stop(c, hard=True)),
         "shutdown": ("shutdown_server", "stopping", "off", lambda vms, c: vms.stop(c, hard=False)),
         "poweron": ("start_server", "starting", "running", lambda vms, c: vms.start(c)),
@@ -279,8 +307,14 @@ class ServerRoutes:
         if self.p.running_action_on("server", server.id):
             raise ApiError(423, "locked", "cannot perform operation because resource is locked")
 
-    def _run_power(self, server: Server, action: Action, final: str,
-                   call: Callable[[Any, str], None], fault: tuple[str, str] | None) -> None:
+    def _run_power(
+        self,
+        server: Server,
+        action: Action,
+        final: str,
+        call: Callable[[Any, str], None],
+        fault: tuple[str, str] | None,
+    ) -> None:
         try:
             if fault:
                 raise RuntimeError(fault[1])
@@ -289,7 +323,9 @@ class ServerRoutes:
         except Exception as exc:  # noqa: BLE001
             with self.p.lock:
                 action.fail(fault[0] if fault else "action_failed", str(exc))
-                server.status = "off" if not server.container or not self.vms.is_running(server.container) else "running"
+                server.status = (
+                    "off" if not server.container or not self.vms.is_running(server.container) else "running"
+                )
             return
         with self.p.lock:
             server.status = final
@@ -303,10 +339,18 @@ class ServerRoutes:
         kind = req.body.get("type") or "snapshot"
         if kind not in ("snapshot", "backup"):
             raise invalid_field("type", "must be snapshot or backup")
-        image = Image(self.p.next_id(), kind, None, req.body.get("description") or f"{server.name} snapshot",
-                      server.image.os_flavor, server.image.os_version, status="creating",
-                      labels=labels_from(req.body), created_from={"id": server.id, "name": server.name},
-                      disk_size=server.server_type.disk)
+        image = Image(
+            self.p.next_id(),
+            kind,
+            None,
+            req.body.get("description") or f"{server.name} snapshot",
+            server.image.os_flavor,
+            server.image.os_version,
+            status="creating",
+            labels=labels_from(req.body),
+            created_from={"id": server.id, "name": server.name},
+            disk_size=server.server_type.disk,
+        )
         self.p.images[image.id] = image
         action = self.p.new_action("create_image", ("server", server.id), ("image", image.id))
         self.jobs.spawn(server.id, lambda: self._snapshot(server, image, action))

@@ -6,8 +6,9 @@ import itertools
 import random
 import re
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from .model import (
     Action,
@@ -80,8 +81,9 @@ class Project:
     actions: dict[int, Action] = field(default_factory=dict)
     knobs: Knobs = field(default_factory=Knobs)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-    _ids: Iterable[int] = field(default_factory=lambda: itertools.count(random.randrange(10**7, 9 * 10**7, 1000)),
-                                repr=False)
+    _ids: Iterable[int] = field(
+        default_factory=lambda: itertools.count(random.randrange(10**7, 9 * 10**7, 1000)), repr=False
+    )
 
     def next_id(self) -> int:
         return next(self._ids)  # type: ignore[call-overload]
@@ -144,9 +146,11 @@ class Project:
         return st.to_json(self.locations)
 
     def server_json(self, server: Server) -> Json:
-        fw_ids = [fw.id for fw in self.firewalls.values()
-                  if server.id in fw.server_ids
-                  or any(matches_selector(server.labels, sel) for sel in fw.label_selectors)]
+        fw_ids = [
+            fw.id
+            for fw in self.firewalls.values()
+            if server.id in fw.server_ids or any(matches_selector(server.labels, sel) for sel in fw.label_selectors)
+        ]
         return server.to_json(fw_ids, self.type_json(server.server_type))
 
     def firewall_json(self, fw: Firewall) -> Json:
@@ -169,7 +173,9 @@ def labels_from(body: Json, key: str = "labels") -> dict[str, str]:
     if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise invalid_field(key, "must be an object of string values")
     for k, v in labels.items():
-        if k.startswith("hetzner.cloud/") or not re.fullmatch(r"([a-z0-9.-]+/)?[A-Za-z0-9]([\w.-]{0,61}[A-Za-z0-9])?", k):
+        if k.startswith("hetzner.cloud/") or not re.fullmatch(
+            r"([a-z0-9.-]+/)?[A-Za-z0-9]([\w.-]{0,61}[A-Za-z0-9])?", k
+        ):
             raise invalid_field(key, f"invalid label key '{k}'")
         if v and not re.fullmatch(r"[A-Za-z0-9]([\w.-]{0,61}[A-Za-z0-9])?", v):
             raise invalid_field(key, f"invalid label value '{v}'")

@@ -7,6 +7,7 @@ that let `cleanup_orphans()` find what a crashed run left behind.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import random
@@ -16,6 +17,8 @@ import threading
 import uuid
 from pathlib import Path
 from typing import Protocol
+
+import docker
 
 LABEL = "vmgen-fake-hetzner"
 LABEL_INSTANCE = f"{LABEL}.instance"
@@ -32,8 +35,9 @@ class VmBackend(Protocol):
     def close(self) -> None: ...
     def allocate_ip(self) -> str: ...
     def release_ip(self, ip: str) -> None: ...
-    def create(self, server_id: int, name: str, ip: str, user_data: str, meta_data: str,
-               image: str, start: bool) -> str | None: ...
+    def create(
+        self, server_id: int, name: str, ip: str, user_data: str, meta_data: str, image: str, start: bool
+    ) -> str | None: ...
     def start(self, container: str) -> None: ...
     def stop(self, container: str, hard: bool) -> None: ...
     def restart(self, container: str, hard: bool) -> None: ...
@@ -45,7 +49,7 @@ class VmBackend(Protocol):
 
 class _IpPool:
     def __init__(self, subnet: str, first_host: int = 2):
-        self._hosts = list(ipaddress.ip_network(subnet).hosts())[first_host - 1:]
+        self._hosts = list(ipaddress.ip_network(subnet).hosts())[first_host - 1 :]
         self._used: set[str] = set()
         self._lock = threading.Lock()
 
@@ -73,21 +77,36 @@ class NoVms:
 
     def setup(self) -> None: ...
     def close(self) -> None: ...
-    def allocate_ip(self) -> str: return self._pool.take()
-    def release_ip(self, ip: str) -> None: self._pool.give_back(ip)
-    def create(self, *args, **kwargs) -> str | None: return None  # noqa: ANN002, ANN003
+    def allocate_ip(self) -> str:
+        return self._pool.take()
+
+    def release_ip(self, ip: str) -> None:
+        self._pool.give_back(ip)
+
+    def create(self, *args, **kwargs) -> str | None:
+        return None
+
     def start(self, container: str) -> None: ...
     def stop(self, container: str, hard: bool) -> None: ...
     def restart(self, container: str, hard: bool) -> None: ...
     def remove(self, container: str) -> None: ...
-    def is_running(self, container: str) -> bool | None: return None
-    def commit(self, container: str, image_id: int) -> str | None: return None
+    def is_running(self, container: str) -> bool | None:
+        return None
+
+    def commit(self, container: str, image_id: int) -> str | None:
+        return None
+
     def remove_image(self, ref: str) -> None: ...
 
 
 class DockerVms:
-    def __init__(self, docker_client=None, network_name: str | None = None,  # noqa: ANN001
-                 subnet: str | None = None, stop_timeout: int = 20):
+    def __init__(
+        self,
+        docker_client=None,
+        network_name: str | None = None,
+        subnet: str | None = None,
+        stop_timeout: int = 20,
+    ):
         import docker  # imported here so that boot=False needs no Docker SDK
 
         self.docker = docker_client or docker.from_env()
@@ -113,7 +132,7 @@ class DockerVms:
         for subnet in candidates:
             try:
                 self._network = self._create_network(subnet)
-            except Exception as exc:  # docker.errors.APIError: "Pool overlaps with other one"
+            except docker.errors.APIError as exc:  # "Pool overlaps with other one"
                 last_error = exc
                 continue
             self.gateway = str(next(ipaddress.ip_network(subnet).hosts()))
@@ -121,13 +140,14 @@ class DockerVms:
             return
         raise RuntimeError(f"could not create the fake's docker network: {last_error}")
 
-    def _create_network(self, subnet: str):  # noqa: ANN202
+    def _create_network(self, subnet: str):
         from docker.types import IPAMConfig, IPAMPool
 
         gateway = str(next(ipaddress.ip_network(subnet).hosts()))
         ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=subnet, gateway=gateway)])
-        return self.docker.networks.create(self.network_name, driver="bridge", ipam=ipam,
-                                           labels=self.labels, check_duplicate=True)
+        return self.docker.networks.create(
+            self.network_name, driver="bridge", ipam=ipam, labels=self.labels, check_duplicate=True
+        )
 
     def allocate_ip(self) -> str:
         assert self._pool, "setup() first"
@@ -150,26 +170,33 @@ class DockerVms:
         seed.chmod(0o700)
         return seed
 
-    def create(self, server_id: int, name: str, ip: str, user_data: str, meta_data: str,
-               image: str, start: bool) -> str:
+    def create(
+        self, server_id: int, name: str, ip: str, user_data: str, meta_data: str, image: str, start: bool
+    ) -> str:
         seed = self._write_seed(server_id, user_data, meta_data)
         container = f"hz-{server_id}-{name}"
-        kwargs = dict(
-            name=container, hostname=name, cap_add=["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"], cgroupns="host",
-            volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
-                     str(seed): {"bind": "/var/lib/cloud/seed/nocloud", "mode": "ro"}},
-            tmpfs={"/run": "", "/run/lock": "", "/tmp": ""}, stop_signal="SIGRTMIN+3",
-            extra_hosts={"host.docker.internal": "host-gateway"},
-            network=self.network_name,
-            networking_config={self.network_name: self.docker.api.create_endpoint_config(ipv4_address=ip)},
-            labels={**self.labels, LABEL_SERVER: str(server_id)},
-        )
+        kwargs = {
+            "name": container,
+            "hostname": name,
+            "cap_add": ["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"],
+            "cgroupns": "host",
+            "volumes": {
+                "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+                str(seed): {"bind": "/var/lib/cloud/seed/nocloud", "mode": "ro"},
+            },
+            "tmpfs": {"/run": "", "/run/lock": "", "/tmp": ""},
+            "stop_signal": "SIGRTMIN+3",
+            "extra_hosts": {"host.docker.internal": "host-gateway"},
+            "network": self.network_name,
+            "networking_config": {self.network_name: self.docker.api.create_endpoint_config(ipv4_address=ip)},
+            "labels": {**self.labels, LABEL_SERVER: str(server_id)},
+        }
         created = self.docker.containers.create(image, ["/sbin/init"], **kwargs)
         if start:
             created.start()
         return container
 
-    def _get(self, container: str):  # noqa: ANN202
+    def _get(self, container: str):
         return self.docker.containers.get(container)
 
     def start(self, container: str) -> None:
@@ -193,10 +220,8 @@ class DockerVms:
     def remove(self, container: str) -> None:
         import docker.errors
 
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             self._get(container).remove(force=True, v=True)
-        except docker.errors.NotFound:
-            pass
 
     def is_running(self, container: str) -> bool | None:
         import docker.errors
@@ -216,10 +241,8 @@ class DockerVms:
     def remove_image(self, ref: str) -> None:
         import docker.errors
 
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             self.docker.images.remove(ref, force=True)
-        except docker.errors.NotFound:
-            pass
         self._snapshots.discard(ref)
 
     # -- cleanup ------------------------------------------------------------------------------
@@ -250,7 +273,7 @@ def _pid_alive(pid: str) -> bool:
     return True
 
 
-def cleanup_orphans(docker_client=None) -> int:  # noqa: ANN001
+def cleanup_orphans(docker_client=None) -> int:
     """Remove containers/networks/snapshot images of fakes whose process is gone. Returns count."""
     import docker
 

@@ -26,7 +26,8 @@ def test_a_file_deleted_while_the_backup_runs_is_not_reported_as_skipped(tmp_pat
     out = io.BytesIO()
     summary, _size = archive.write_tree(tmp_path, out, excludes=())
     assert summary.skipped == ("a-fifo: special file",)  # said, with why; the deleted one is not
-    names = tarfile.open(fileobj=io.BytesIO(out.getvalue())).getnames()
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        names = tar.getnames()
     assert "kept.txt" in names and "going.txt" not in names
 
 
@@ -54,6 +55,7 @@ def test_a_file_swapped_for_a_link_while_the_backup_runs_is_archived_as_what_it_
     out = io.BytesIO()
     summary, _size = archive.write_tree(tmp_path, out, excludes=())
     assert summary.skipped == ()
-    members = {m.name: m for m in tarfile.open(fileobj=io.BytesIO(out.getvalue()))}
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        members = {m.name: m for m in tar}
     assert members["swapped"].issym() and members["swapped"].linkname == "/etc/shadow"  # never followed
     assert members["was-a-link"].isfile() and members["was-a-link"].size == len("a file now\n")

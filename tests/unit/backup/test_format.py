@@ -14,20 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.backup import (
-    ArchiveError,
-    IdentityExists,
-    LocalStore,
-    PassphraseRequired,
-    WrongPassphrase,
-    create_backup,
-    generate_identity,
-    load_identity,
-    save_identity,
-)
+from vmgen.backup import LocalStore, create_backup, generate_identity, load_identity, save_identity
 from vmgen.backup.archive import Excludes, header
 from vmgen.backup.extract import extract_stream
-from vmgen.errors import VmgenError
+from vmgen.errors import ArchiveError, IdentityExists, PassphraseRequired, VmgenError, WrongPassphrase
 
 
 def test_the_standard_tools_are_installed():
@@ -66,18 +56,25 @@ def test_passphrase_protected_identity(tmp_path: Path):
     assert load_identity(path, "correct horse").recipient == recipient
 
 
-@pytest.mark.parametrize("name,kind,link", [
-    ("work/app/main.py", tarfile.REGTYPE, ""), ("work/app", tarfile.DIRTYPE, ""),
-    ("link", tarfile.SYMTYPE, "../target"), ("hard", tarfile.LNKTYPE, "work/app/main.py"),
-    ("x" * 150, tarfile.REGTYPE, ""), ("naïve.txt", tarfile.REGTYPE, ""),
-])
+@pytest.mark.parametrize(
+    "name,kind,link",
+    [
+        ("work/app/main.py", tarfile.REGTYPE, ""),
+        ("work/app", tarfile.DIRTYPE, ""),
+        ("link", tarfile.SYMTYPE, "../target"),
+        ("hard", tarfile.LNKTYPE, "work/app/main.py"),
+        ("x" * 150, tarfile.REGTYPE, ""),
+        ("naïve.txt", tarfile.REGTYPE, ""),
+    ],
+)
 def test_headers_are_tarfiles_own(name, kind, link):
     size = 1234 if kind == tarfile.REGTYPE else 0
     info = tarfile.TarInfo(name + ("/" if kind == tarfile.DIRTYPE else ""))
     info.type, info.mode, info.uid, info.gid, info.size, info.mtime = kind, 0o640, 1000, 1001, size, 1764000000
     info.linkname, info.uname, info.gname = link, "agent", "agent"
-    assert header(name, kind, 0o640, 1000, 1001, size, 1764000000, link, "agent", "agent") == \
-        info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    assert header(name, kind, 0o640, 1000, 1001, size, 1764000000, link, "agent", "agent") == info.tobuf(
+        tarfile.PAX_FORMAT, "utf-8", "surrogateescape"
+    )
 
 
 def test_exclude_patterns():
@@ -103,18 +100,31 @@ def _hostile(*members: tuple[str, bytes, str]) -> io.BytesIO:
     return buf
 
 
-@pytest.mark.parametrize("members", [
-    [("/etc/evil", tarfile.REGTYPE, "")],
-    [("../evil", tarfile.REGTYPE, "")],
-    [("a/../../evil", tarfile.REGTYPE, "")],
-    [("esc", tarfile.SYMTYPE, ".."), ("esc/evil", tarfile.REGTYPE, "")],
-    [("esc", tarfile.SYMTYPE, "/tmp"), ("esc/evil", tarfile.REGTYPE, "")],
-    [("esc", tarfile.SYMTYPE, "/tmp/evil"), ("esc", tarfile.REGTYPE, "")],
-    [("h", tarfile.LNKTYPE, "../outside")],
-    [("dev", tarfile.CHRTYPE, "")],
-    [("fifo", tarfile.FIFOTYPE, "")],
-], ids=["absolute", "dotdot", "inner-dotdot", "through-symlink", "through-abs-symlink",
-        "over-symlink", "hardlink-out", "device", "fifo"])
+@pytest.mark.parametrize(
+    "members",
+    [
+        [("/etc/evil", tarfile.REGTYPE, "")],
+        [("../evil", tarfile.REGTYPE, "")],
+        [("a/../../evil", tarfile.REGTYPE, "")],
+        [("esc", tarfile.SYMTYPE, ".."), ("esc/evil", tarfile.REGTYPE, "")],
+        [("esc", tarfile.SYMTYPE, "/tmp"), ("esc/evil", tarfile.REGTYPE, "")],
+        [("esc", tarfile.SYMTYPE, "/tmp/evil"), ("esc", tarfile.REGTYPE, "")],
+        [("h", tarfile.LNKTYPE, "../outside")],
+        [("dev", tarfile.CHRTYPE, "")],
+        [("fifo", tarfile.FIFOTYPE, "")],
+    ],
+    ids=[
+        "absolute",
+        "dotdot",
+        "inner-dotdot",
+        "through-symlink",
+        "through-abs-symlink",
+        "over-symlink",
+        "hardlink-out",
+        "device",
+        "fifo",
+    ],
+)
 def test_hostile_archives_are_refused(tmp_path: Path, members):
     dest = tmp_path / "staging"
     dest.mkdir()
@@ -142,11 +152,21 @@ def test_standard_age_and_zstd_tools_read_a_backup(tmp_path: Path):
     save_identity(identity, text)
     made = create_backup(root, LocalStore(tmp_path / "store"), "app", recipient, excludes=())
     obj = tmp_path / "store" / made.object_key
-    listing = subprocess.run(f"age -d -i '{identity}' < '{obj}' | zstd -d | tar -t", shell=True,
-                             capture_output=True, text=True, check=True, executable="/bin/bash")
+    listing = subprocess.run(
+        f"age -d -i '{identity}' < '{obj}' | zstd -d | tar -t",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=True,
+        executable="/bin/bash",
+    )
     assert listing.stdout.split() == ["work/", "work/data.bin", "work/notes.md"]
     out = tmp_path / "out"
     out.mkdir()
-    subprocess.run(f"set -o pipefail; age -d -i '{identity}' < '{obj}' | zstd -d | tar -x -C '{out}'",
-                   shell=True, check=True, executable="/bin/bash")
+    subprocess.run(
+        f"set -o pipefail; age -d -i '{identity}' < '{obj}' | zstd -d | tar -x -C '{out}'",
+        shell=True,
+        check=True,
+        executable="/bin/bash",
+    )
     assert (out / "work" / "data.bin").read_bytes() == (root / "work" / "data.bin").read_bytes()

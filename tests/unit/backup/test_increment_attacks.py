@@ -18,21 +18,21 @@ from pathlib import Path
 import pytest
 
 from vmgen.backup import (
-    ArchiveError,
     LocalStore,
     apply_retention,
     create_backup,
     generate_identity,
+    index as file_index,
     latest_backup,
     list_backups,
     parse_identity,
     restore_backup,
+    tarstream,
 )
-from vmgen.backup import index as file_index
-from vmgen.backup import tarstream
 from vmgen.backup.archive import write_tree
 from vmgen.backup.extract import extract_stream
 from vmgen.backup.indexkeeper import IndexKeeper
+from vmgen.errors import ArchiveError
 
 from .test_pipeline_local import snapshot
 
@@ -42,8 +42,15 @@ D, F, S, H = tarfile.DIRTYPE, tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
 # ----- helpers -----
 
 
-def member(name: str, kind: bytes = F, data: bytes = b"", dumpdir: str | None = None, linkname: str = "",
-           pax: dict[str, str] | None = None, mode: int = 0o755) -> bytes:
+def member(
+    name: str,
+    kind: bytes = F,
+    data: bytes = b"",
+    dumpdir: str | None = None,
+    linkname: str = "",
+    pax: dict[str, str] | None = None,
+    mode: int = 0o755,
+) -> bytes:
     info = tarfile.TarInfo(name)
     info.type, info.size, info.linkname, info.mode = kind, len(data), linkname, mode
     headers = dict(pax or {})
@@ -181,13 +188,17 @@ def test_a_folder_listed_twice_is_refused(layered):
 # ----- a hostile increment fails as an ArchiveError, not as whatever the OS raises -----
 
 
-@pytest.mark.parametrize("members", [
-    [member("x", H, linkname="d")],
-    [member("x", H, linkname="nothing")],
-    [member("keep", H, linkname="keep")],
-    [member("x", pax={"path": "a\0b"})],
-    [member("x", S, pax={"linkpath": "a\0b"})],
-], ids=["link-to-dir", "link-to-nothing", "link-to-self", "nul-path", "nul-linkpath"])
+@pytest.mark.parametrize(
+    "members",
+    [
+        [member("x", H, linkname="d")],
+        [member("x", H, linkname="nothing")],
+        [member("keep", H, linkname="keep")],
+        [member("x", pax={"path": "a\0b"})],
+        [member("x", S, pax={"linkpath": "a\0b"})],
+    ],
+    ids=["link-to-dir", "link-to-nothing", "link-to-self", "nul-path", "nul-linkpath"],
+)
 def test_a_hostile_increment_fails_with_an_archive_error(layered, members):
     """Said as what it is ("the archive cannot be extracted: ..."), not as whatever os.link or
     a NUL in a name raised."""
@@ -210,42 +221,61 @@ def test_a_hostile_mtime_is_clamped(layered, mtime):
 # ----- attacks on the extraction of an increment: all refused or contained -----
 
 
-@pytest.mark.parametrize("members", [
-    # A symlink, then a directory of the same name and a file below it.
-    [top("Ss\0\0"), member("s", S, linkname=".."), member("s", D, dumpdir="Yx\0\0"), member("s/x", data=b"x")],
-    # A directory member where an earlier layer left a symlink out, and the top has no dumpdir
-    # (no purge): the dir's own dumpdir would purge the symlink target's contents.
-    [member(".", D), member("out", D, dumpdir="\0")],
-    # Same, with the top listing "out" as unchanged (N: not purged) and "out" as a directory.
-    [top("Nout\0\0"), member("out", D, dumpdir="\0")],
-    [top("Yout\0\0"), member("out", D, dumpdir="\0")],
-    # A hard link to a file through an earlier layer's symlink, with and without its dir member.
-    [top("Ykeep\0Nout\0Yh\0\0"), member("h", H, linkname="out/canary")],
-    [top("Ykeep\0Nout\0Yh\0\0"), member("h", H, linkname="out/sub/deep")],
-    # A file written over an existing directory listed as a directory (it would need rmtree).
-    [top("Ykeep\0Dd\0\0"), member("d", data=b"z")],
-    # A directory, then a symlink and a hard link of the same name (would need the dir removed).
-    [top("Dd\0\0"), member("d", D, dumpdir="Yinner\0\0"), member("d", S, linkname=str(Path("/")))],
-    [top("Dd\0Ykeep\0\0"), member("d", D, dumpdir="Yinner\0\0"), member("d", H, linkname="keep")],
-    # "./x" and "x": one directory listed twice.
-    [top("Dx\0\0"), member("./x", D, dumpdir="\0"), member("x", D, dumpdir="Yy\0\0")],
-    # Members below a directory that is only in the dumpdir, not a member of this increment.
-    [top("Dd\0\0"), member("d/inner", data=b"new")],
-    [top("Dout\0\0"), member("out/canary", data=b"pwned")],
-    # A symlink member named like an earlier layer's dir, then a file through it.
-    [top("Dd\0\0"), member("d", S, linkname=".."), member("d/keep", data=b"x")],
-    # Absolute and dot-dot names, in an increment.
-    [top("Ykeep\0\0"), member("/tmp/evil-abs", data=b"x")],
-    [top("Ykeep\0\0"), member("../outside/canary", data=b"x")],
-    [top("Ykeep\0\0"), member("x", H, linkname="../outside/canary")],
-    # GNU rename records and a name with a slash in a dumpdir.
-    [top("Rkeep\0Tx\0\0")],
-    [top("Yout/canary\0\0")],
-], ids=["symlink-then-dir", "dir-over-old-symlink-no-top-dumpdir", "dir-over-old-symlink-N",
-        "dir-over-old-symlink-Y", "hardlink-through-old-symlink", "hardlink-through-old-symlink-deep",
-        "file-over-dir", "symlink-over-new-dir", "hardlink-over-new-dir", "dot-slash-twice",
-        "below-unlisted-dir", "below-old-symlink", "symlink-then-below", "absolute", "dotdot",
-        "hardlink-dotdot", "rename-records", "slash-in-dumpdir"])
+@pytest.mark.parametrize(
+    "members",
+    [
+        # A symlink, then a directory of the same name and a file below it.
+        [top("Ss\0\0"), member("s", S, linkname=".."), member("s", D, dumpdir="Yx\0\0"), member("s/x", data=b"x")],
+        # A directory member where an earlier layer left a symlink out, and the top has no dumpdir
+        # (no purge): the dir's own dumpdir would purge the symlink target's contents.
+        [member(".", D), member("out", D, dumpdir="\0")],
+        # Same, with the top listing "out" as unchanged (N: not purged) and "out" as a directory.
+        [top("Nout\0\0"), member("out", D, dumpdir="\0")],
+        [top("Yout\0\0"), member("out", D, dumpdir="\0")],
+        # A hard link to a file through an earlier layer's symlink, with and without its dir member.
+        [top("Ykeep\0Nout\0Yh\0\0"), member("h", H, linkname="out/canary")],
+        [top("Ykeep\0Nout\0Yh\0\0"), member("h", H, linkname="out/sub/deep")],
+        # A file written over an existing directory listed as a directory (it would need rmtree).
+        [top("Ykeep\0Dd\0\0"), member("d", data=b"z")],
+        # A directory, then a symlink and a hard link of the same name (would need the dir removed).
+        [top("Dd\0\0"), member("d", D, dumpdir="Yinner\0\0"), member("d", S, linkname=str(Path("/")))],
+        [top("Dd\0Ykeep\0\0"), member("d", D, dumpdir="Yinner\0\0"), member("d", H, linkname="keep")],
+        # "./x" and "x": one directory listed twice.
+        [top("Dx\0\0"), member("./x", D, dumpdir="\0"), member("x", D, dumpdir="Yy\0\0")],
+        # Members below a directory that is only in the dumpdir, not a member of this increment.
+        [top("Dd\0\0"), member("d/inner", data=b"new")],
+        [top("Dout\0\0"), member("out/canary", data=b"pwned")],
+        # A symlink member named like an earlier layer's dir, then a file through it.
+        [top("Dd\0\0"), member("d", S, linkname=".."), member("d/keep", data=b"x")],
+        # Absolute and dot-dot names, in an increment.
+        [top("Ykeep\0\0"), member("/tmp/evil-abs", data=b"x")],
+        [top("Ykeep\0\0"), member("../outside/canary", data=b"x")],
+        [top("Ykeep\0\0"), member("x", H, linkname="../outside/canary")],
+        # GNU rename records and a name with a slash in a dumpdir.
+        [top("Rkeep\0Tx\0\0")],
+        [top("Yout/canary\0\0")],
+    ],
+    ids=[
+        "symlink-then-dir",
+        "dir-over-old-symlink-no-top-dumpdir",
+        "dir-over-old-symlink-N",
+        "dir-over-old-symlink-Y",
+        "hardlink-through-old-symlink",
+        "hardlink-through-old-symlink-deep",
+        "file-over-dir",
+        "symlink-over-new-dir",
+        "hardlink-over-new-dir",
+        "dot-slash-twice",
+        "below-unlisted-dir",
+        "below-old-symlink",
+        "symlink-then-below",
+        "absolute",
+        "dotdot",
+        "hardlink-dotdot",
+        "rename-records",
+        "slash-in-dumpdir",
+    ],
+)
 def test_hostile_increments_are_refused_and_touch_nothing_outside(layered, members):
     staged, outside = layered
     with pytest.raises(ArchiveError):
@@ -274,8 +304,13 @@ def test_an_old_symlink_replaced_by_a_file_is_unlinked_not_written_through(layer
 
 def test_a_hard_link_to_an_old_symlink_links_the_symlink_itself(layered):
     staged, outside = layered
-    extract_stream(increment(top("Noutfile\0Nout\0Yh\0Yh2\0\0"), member("h", H, linkname="outfile"),
-                             member("h2", H, linkname="out")), staged, True)
+    extract_stream(
+        increment(
+            top("Noutfile\0Nout\0Yh\0Yh2\0\0"), member("h", H, linkname="outfile"), member("h2", H, linkname="out")
+        ),
+        staged,
+        True,
+    )
     assert os.readlink(staged / "h") == str(outside / "canary")
     assert os.readlink(staged / "h2") == str(outside)
     outside_intact(outside)
@@ -294,8 +329,9 @@ def test_a_dumpdir_with_duplicate_names_and_odd_bytes_stays_inside(layered):
 
 def test_a_global_pax_dumpdir_or_path_does_not_lead_anywhere(layered):
     staged, outside = layered
-    archive = increment(raw_pax(tarfile.XGLTYPE, pax_record("path", b"out/canary")),
-                        top("Ykeep\0\0"), member("x", data=b"pwned"))
+    archive = increment(
+        raw_pax(tarfile.XGLTYPE, pax_record("path", b"out/canary")), top("Ykeep\0\0"), member("x", data=b"pwned")
+    )
     with pytest.raises(ArchiveError):
         extract_stream(archive, staged, True)
     outside_intact(outside)
@@ -369,14 +405,32 @@ def _as_nobody_extract(layers: list[bytes], work: Path) -> subprocess.CompletedP
     staged.mkdir()
     os.chown(staged, 65534, 65534)
     src = str(Path(__file__).resolve().parents[3] / "src")
-    code = (f"import sys; sys.path.insert(0, {src!r}); from vmgen.backup.extract import extract_stream\n"
-            "for i, p in enumerate(sys.argv[2:]):\n    extract_stream(open(p, 'rb'), sys.argv[1], i > 0)\n")
-    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-                           code, str(staged), *files], capture_output=True, text=True, cwd="/", timeout=60)
+    code = (
+        f"import sys; sys.path.insert(0, {src!r}); from vmgen.backup.extract import extract_stream\n"
+        "for i, p in enumerate(sys.argv[2:]):\n    extract_stream(open(p, 'rb'), sys.argv[1], i > 0)\n"
+    )
+    return subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            code,
+            str(staged),
+            *files,
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=60,
+    )
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
-                                reason="needs root to run the extraction as another user")
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to run the extraction as another user"
+)
 
 
 @needs_root
@@ -414,8 +468,9 @@ def test_the_newest_backup_is_the_latest_even_when_the_clock_went_back(tmp_path,
     home.mkdir()
     (home / "f").write_text("old")
     store, keeper = LocalStore(tmp_path / "store"), IndexKeeper(tmp_path / "keeper")
-    create_backup(home, store, "app", recipient, excludes=[], keeper=keeper, max_increments=3,
-                  backup_id="29991231T235958Z-0000")  # made when the clock was far ahead
+    create_backup(
+        home, store, "app", recipient, excludes=[], keeper=keeper, max_increments=3, backup_id="29991231T235958Z-0000"
+    )  # made when the clock was far ahead
     (home / "f").write_text("new")
     newest = create_backup(home, store, "app", recipient, excludes=[], keeper=keeper, max_increments=3)
     assert newest.depth == 1 and newest.backup_id > "29991231T235958Z-0000"
@@ -535,8 +590,11 @@ def test_gnu_tar_and_vmgen_restore_the_same_tree_of_odd_changes(tmp_path, keys):
         gnu = tmp_path / f"gnu{upto}"
         gnu.mkdir()
         for m in list_backups(store, "app")[: upto + 1]:
-            subprocess.run(f"age -d -i {identity} < '{store.root / m.object_key}' | zstd -d | "
-                           f"tar -x --incremental -C '{gnu}'", shell=True, check=True)
+            subprocess.run(
+                f"age -d -i {identity} < '{store.root / m.object_key}' | zstd -d | tar -x --incremental -C '{gnu}'",
+                shell=True,
+                check=True,
+            )
         diff = subprocess.run(["diff", "-r", "--no-dereference", str(ours), str(gnu)], capture_output=True)
         assert diff.returncode == 0, diff.stdout.decode(errors="replace")[-2000:]
         assert snapshot(ours) == snapshot(gnu) == states[upto]
@@ -569,10 +627,13 @@ def test_root_does_not_wait_forever_for_a_stage_report_a_grandchild_holds(tmp_pa
     from vmgen.backup import stages
 
     report_r, report_w = os.pipe()
-    child = ("import os, subprocess, sys; fd = int(sys.argv[1]); os.write(fd, b'{\"ok\": true, \"result\": 1}');"
-             " print(subprocess.Popen(['sleep', '30'], pass_fds=(fd,)).pid, flush=True)")
-    proc = subprocess.Popen([sys.executable, "-c", child, str(report_w)], pass_fds=(report_w,),
-                            stdout=subprocess.PIPE, text=True)
+    child = (
+        'import os, subprocess, sys; fd = int(sys.argv[1]); os.write(fd, b\'{"ok": true, "result": 1}\');'
+        " print(subprocess.Popen(['sleep', '30'], pass_fds=(fd,)).pid, flush=True)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child, str(report_w)], pass_fds=(report_w,), stdout=subprocess.PIPE, text=True
+    )
     os.close(report_w)
     grandchild = int(proc.stdout.readline())
     try:

@@ -13,19 +13,17 @@ from pathlib import Path
 import pytest
 
 from vmgen.backup import (
-    ArchiveError,
-    DigestMismatch,
     LocalStore,
-    ManifestNotFound,
     apply_retention,
     create_backup,
     generate_identity,
+    index as file_index,
     list_backups,
     parse_identity,
     restore_backup,
 )
-from vmgen.backup import index as file_index
 from vmgen.backup.indexkeeper import IndexKeeper
+from vmgen.errors import ArchiveError, DigestMismatch, ManifestNotFound
 
 from .test_pipeline_local import EXCLUDED, EXCLUDES, build_tree, snapshot
 
@@ -111,8 +109,11 @@ def test_gnu_tar_restores_a_chain_by_hand(home, store, keeper, keys, tmp_path):
     out = tmp_path / "by-hand"
     out.mkdir()
     for m in list_backups(store, "app"):  # oldest first: the full one, then its increments
-        subprocess.run(f"age -d -i {identity} < {store.root / m.object_key} | zstd -d | tar -x --incremental -C {out}",
-                       shell=True, check=True)
+        subprocess.run(
+            f"age -d -i {identity} < {store.root / m.object_key} | zstd -d | tar -x --incremental -C {out}",
+            shell=True,
+            check=True,
+        )
     assert snapshot(out) == snapshot(home, skip=EXCLUDED)
 
 
@@ -157,8 +158,9 @@ def test_restore_keeps_the_index_so_the_next_backup_is_an_increment(home, store,
     (vm / ".ssh").mkdir()
     (vm / ".ssh/authorized_keys").write_text("the new VM's key\n")
     new_keeper = IndexKeeper(tmp_path / "new-vm-root" / "index")
-    restore_backup(store, "app", None, parse_identity(text), vm, merge=True, keep=[".ssh/authorized_keys"],
-                   keeper=new_keeper)
+    restore_backup(
+        store, "app", None, parse_identity(text), vm, merge=True, keep=[".ssh/authorized_keys"], keeper=new_keeper
+    )
     (vm / "work/app/src/mod5.py").write_text("work on the new VM\n")
     after = create_backup(vm, store, "app", recipient, excludes=EXCLUDES, keeper=new_keeper, max_increments=3)
     assert after.parent == full.backup_id
@@ -202,9 +204,7 @@ def test_a_damaged_increment_is_refused_after_its_full_backup_was_staged(home, s
     assert sorted(p.name for p in target.iterdir()) == ["mine"], "a staged tree or a file moved in"
 
 
-def test_a_download_failing_between_two_backups_of_the_chain_leaves_no_staged_tree(
-    home, store, keeper, keys, tmp_path
-):
+def test_a_download_failing_between_two_backups_of_the_chain_leaves_no_staged_tree(home, store, keeper, keys, tmp_path):
     text, recipient = keys
     backup(home, store, keeper, recipient)
     change(home)
@@ -237,9 +237,7 @@ def test_a_damaged_index_costs_the_shortcut_not_the_backup(home, store, keeper, 
     assert snapshot(restored(store, text, tmp_path)) == snapshot(home, skip=EXCLUDED)
 
 
-def test_an_index_too_large_for_root_is_dropped_and_the_next_backup_is_full(
-    home, store, keeper, keys, monkeypatch
-):
+def test_an_index_too_large_for_root_is_dropped_and_the_next_backup_is_full(home, store, keeper, keys, monkeypatch):
     _text, recipient = keys
     monkeypatch.setattr(file_index, "MAX_BYTES", 100)  # root's cap (the stage is another process)
     made = backup(home, store, keeper, recipient)

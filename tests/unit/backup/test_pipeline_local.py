@@ -10,18 +10,13 @@ import json
 import os
 import random
 import stat
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import pytest
 
 from vmgen.backup import (
-    ArchiveError,
-    DigestMismatch,
     LocalStore,
-    ManifestNotFound,
-    ObjectTruncated,
-    RestoreTargetNotEmpty,
-    WrongIdentity,
     apply_retention,
     create_backup,
     generate_identity,
@@ -30,6 +25,15 @@ from vmgen.backup import (
     manifest as model,
     parse_identity,
     restore_backup,
+)
+from vmgen.errors import (
+    ArchiveError,
+    DigestMismatch,
+    ManifestInvalid,
+    ManifestNotFound,
+    ObjectTruncated,
+    RestoreTargetNotEmpty,
+    WrongIdentity,
 )
 
 EXCLUDED = {"work/app/node_modules", ".cache", "work/app/build", "work/fifo"}
@@ -75,7 +79,7 @@ def build_tree(root: Path, random_mb: int = 3) -> None:
     os.mkfifo(root / "work" / "fifo")
 
 
-def snapshot(root: Path, skip: set[str] = frozenset()) -> dict[str, tuple]:
+def snapshot(root: Path, skip: AbstractSet[str] = frozenset()) -> dict[str, tuple]:
     """Everything a restore must reproduce: type, permission bits, content hash, mtime, links."""
     seen: dict[str, tuple] = {}
     for dirpath, dirs, files in os.walk(root):
@@ -90,8 +94,13 @@ def snapshot(root: Path, skip: set[str] = frozenset()) -> dict[str, tuple]:
             elif stat.S_ISDIR(st.st_mode):
                 seen[rel] = ("dir", stat.S_IMODE(st.st_mode))
             elif stat.S_ISREG(st.st_mode):
-                seen[rel] = ("file", stat.S_IMODE(st.st_mode), st.st_size,
-                             hashlib.sha256(path.read_bytes()).hexdigest(), int(st.st_mtime))
+                seen[rel] = (
+                    "file",
+                    stat.S_IMODE(st.st_mode),
+                    st.st_size,
+                    hashlib.sha256(path.read_bytes()).hexdigest(),
+                    int(st.st_mtime),
+                )
             else:
                 seen[rel] = ("special",)
     return seen
@@ -163,8 +172,12 @@ def test_merge_restore_replaces_backed_up_entries_and_keeps_others(tree, keys, s
 
 def test_listing_latest_and_retention(tree, keys, store):
     _text, recipient = keys
-    ids = [create_backup(tree, store, "app", recipient, excludes=EXCLUDES,
-                         backup_id=f"2026010{i}T000000Z-000{i}").backup_id for i in range(1, 4)]
+    ids = [
+        create_backup(
+            tree, store, "app", recipient, excludes=EXCLUDES, backup_id=f"2026010{i}T000000Z-000{i}"
+        ).backup_id
+        for i in range(1, 4)
+    ]
     create_backup(tree, store, "other", recipient, excludes=EXCLUDES, backup_id="20260101T000000Z-aaaa")
     # A run that died after its upload, before its manifest: not a backup, never "latest".
     store.put_bytes(model.object_key("app", "20260109T000000Z-dead"), b"partial")
@@ -172,8 +185,9 @@ def test_listing_latest_and_retention(tree, keys, store):
     assert [m.workspace for m in list_backups(store)] == ["app"] * 3 + ["other"]
     assert latest_backup(store, "app").backup_id == ids[-1]
 
-    newest = create_backup(tree, store, "app", recipient, excludes=EXCLUDES, keep_last=2,
-                           backup_id="20260105T000000Z-0005")
+    newest = create_backup(
+        tree, store, "app", recipient, excludes=EXCLUDES, keep_last=2, backup_id="20260105T000000Z-0005"
+    )
     assert [m.backup_id for m in list_backups(store, "app")] == [ids[-1], newest.backup_id]
     keys_left = store.list_keys("ws/app/")
     assert not any(ids[0] in k or ids[1] in k for k in keys_left)
@@ -256,7 +270,7 @@ def test_a_manifest_names_a_repository_folder_only_and_fields_of_a_later_vmgen_a
     for folder in ("../etc", "a/b", ".hidden", ""):
         forged = json.dumps(dict(raw, repo_folder=folder)).encode()
         if folder:
-            with pytest.raises(model.ManifestInvalid, match="repository folder"):
+            with pytest.raises(ManifestInvalid, match="repository folder"):
                 model.Manifest.from_json(forged, "forged")
         else:
             assert model.Manifest.from_json(forged, "forged").repo_folder == ""

@@ -22,12 +22,8 @@ from tests.fakes.moto_server import CREDENTIALS, moto_server, s3_client
 from tests.fakes.s3_faults import FaultProxy, Faults
 from tests.unit.backup.test_pipeline_local import EXCLUDED, EXCLUDES, assert_same_tree, build_tree
 from vmgen.backup import (
-    DigestMismatch,
-    ObjectTruncated,
     S3Settings,
     S3Store,
-    StoreError,
-    StoreUnreachable,
     create_backup,
     generate_identity,
     latest_backup,
@@ -37,6 +33,7 @@ from vmgen.backup import (
 )
 from vmgen.backup.indexkeeper import IndexKeeper
 from vmgen.backup.pipeline import check_chain
+from vmgen.errors import DigestMismatch, ObjectTruncated, StoreError, StoreUnreachable
 
 MIB = 1024 * 1024
 
@@ -66,8 +63,7 @@ def proxy(moto_port: int):
 
 
 def s3_store(endpoint: str, bucket: str, **overrides) -> S3Store:
-    settings = dict(bucket=bucket, endpoint_url=endpoint, part_size=5 * MIB, backoff=0.01,
-                    attempts=4, **CREDENTIALS)
+    settings = dict(bucket=bucket, endpoint_url=endpoint, part_size=5 * MIB, backoff=0.01, attempts=4, **CREDENTIALS)
     return S3Store(S3Settings(**(settings | overrides)))
 
 
@@ -149,7 +145,7 @@ def test_backup_killed_mid_upload_leaves_no_manifest(tree, keys, bucket, proxy, 
         os.kill(proc.pid, signal.SIGKILL)  # only the backup process itself
         assert proc.wait(timeout=30) == -signal.SIGKILL
         # Its pipeline stages notice (EPIPE) and exit by themselves: no orphans left running.
-        gone, alive = psutil.wait_procs(stages, timeout=30)
+        _gone, alive = psutil.wait_procs(stages, timeout=30)
         assert alive == []
     finally:
         proxy.release()
@@ -175,10 +171,14 @@ def _flip(data: bytearray) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.parametrize("damage,error,words", [
-    (_flip, DigestMismatch, "damaged"),
-    (lambda data: bytes(data[: len(data) - 4096]), ObjectTruncated, "truncated"),
-], ids=["flipped-byte", "truncated"])
+@pytest.mark.parametrize(
+    "damage,error,words",
+    [
+        (_flip, DigestMismatch, "damaged"),
+        (lambda data: bytes(data[: len(data) - 4096]), ObjectTruncated, "truncated"),
+    ],
+    ids=["flipped-byte", "truncated"],
+)
 def test_damaged_objects_are_refused(tree, keys, bucket, proxy, tmp_path, damage, error, words):
     text, recipient = keys
     store = s3_store(proxy.url, bucket)
@@ -206,14 +206,25 @@ def test_manifest_is_json_with_the_promised_fields(tree, keys, bucket, moto_port
     store = s3_store(f"http://127.0.0.1:{moto_port}", bucket)
     made = create_backup(tree, store, "app", keys[1], excludes=EXCLUDES)
     raw = json.loads(store.get_bytes(made.manifest_key))
-    assert {"format_version", "workspace", "backup_id", "created_at", "plaintext_bytes",
-            "compressed_bytes", "ciphertext_bytes", "sha256", "recipient", "summary",
-            "vmgen_version"} <= set(raw)
+    assert {
+        "format_version",
+        "workspace",
+        "backup_id",
+        "created_at",
+        "plaintext_bytes",
+        "compressed_bytes",
+        "ciphertext_bytes",
+        "sha256",
+        "recipient",
+        "summary",
+        "vmgen_version",
+    } <= set(raw)
     assert raw["summary"]["excluded"][0]["pattern"] in {"node_modules", ".cache", "build"}
 
 
 def test_the_store_keeps_each_objects_checksum_and_a_written_over_link_is_refused_before_anything_is_made(
-        keys, bucket, moto_port, tmp_path):
+    keys, bucket, moto_port, tmp_path
+):
     """Every part and object goes up with its SHA-256 (x-amz-checksum-sha256), the store keeps
     it (HeadObject with ChecksumMode=ENABLED), the manifest records it, and a restore compares
     it for every link of the chain before it downloads anything: a middle link written over

@@ -21,9 +21,17 @@ NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 def made(age: timedelta, files: int = 100, parent: str = "", depth: int = 0, n: int = 0) -> Manifest:
     at = NOW - age
     return Manifest(
-        workspace="app", backup_id=at.strftime("%Y%m%dT%H%M%SZ") + f"-{n:04x}", created_at=at.isoformat(),
-        plaintext_bytes=1, compressed_bytes=1, ciphertext_bytes=1, sha256="0" * 64, recipient="age1x",
-        summary=ArchiveSummary(files=files), parent=parent, depth=depth,
+        workspace="app",
+        backup_id=at.strftime("%Y%m%dT%H%M%SZ") + f"-{n:04x}",
+        created_at=at.isoformat(),
+        plaintext_bytes=1,
+        compressed_bytes=1,
+        ciphertext_bytes=1,
+        sha256="0" * 64,
+        recipient="age1x",
+        summary=ArchiveSummary(files=files),
+        parent=parent,
+        depth=depth,
         format_version=2 if parent else 1,
     )
 
@@ -103,7 +111,7 @@ def test_emptying_the_tree_and_backing_it_up_many_times_leaves_the_files_restora
 def test_deletes_the_store_refuses_are_skipped_and_said(tmp_path):
     """An R2 bucket lock refuses deleting what is younger than its retention: the older ones still
     go, and the refusal is one error at the end (the backup that pruned stays good)."""
-    from vmgen.backup.manifest import StoreError
+    from vmgen.errors import StoreError
 
     _text, recipient = generate_identity()
     home = tmp_path / "home"

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.backup import ArchiveError, LocalStore, generate_identity, list_backups, parse_identity
+from vmgen.backup import LocalStore, generate_identity, list_backups, parse_identity
 from vmgen.backup.extract import extract_stream
 from vmgen.backup.indexkeeper import IndexKeeper
 from vmgen.backup.pipeline import create_backup, restore_backup
+from vmgen.errors import ArchiveError
 
 from .test_increment_attacks import member, pax_record, raw_pax
 
@@ -121,8 +122,9 @@ def test_the_member_is_gnu_tars_pax_1_0_sparse_format(tmp_path: Path) -> None:
     made = create_backup(home, store, "app", recipient, excludes=())
     identity = tmp_path / "identity.txt"
     identity.write_text(text)
-    raw = subprocess.run(f"age -d -i {identity} < {store.root / made.object_key} | zstd -d", shell=True, check=True,
-                         capture_output=True).stdout
+    raw = subprocess.run(
+        f"age -d -i {identity} < {store.root / made.object_key} | zstd -d", shell=True, check=True, capture_output=True
+    ).stdout
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         (info,) = [m for m in tar.getmembers() if m.isreg()]
     assert info.name == "a folder/disk.img" and info.size == 16 * MIB
@@ -134,18 +136,25 @@ def test_the_member_is_gnu_tars_pax_1_0_sparse_format(tmp_path: Path) -> None:
 
 def sparse_member(name: str, realsize: int, sparse_map: bytes, data: bytes) -> bytes:
     stored = sparse_map + b"\0" * (-len(sparse_map) % 512) + data
-    pax = (pax_record("GNU.sparse.major", b"1") + pax_record("GNU.sparse.minor", b"0")
-           + pax_record("GNU.sparse.name", name.encode()) + pax_record("GNU.sparse.realsize", str(realsize).encode()))
+    pax = (
+        pax_record("GNU.sparse.major", b"1")
+        + pax_record("GNU.sparse.minor", b"0")
+        + pax_record("GNU.sparse.name", name.encode())
+        + pax_record("GNU.sparse.realsize", str(realsize).encode())
+    )
     return raw_pax(tarfile.XHDTYPE, pax) + member("GNUSparseFile.0/x", data=stored)[:]
 
 
-@pytest.mark.parametrize("sparse_map, data, why", [
-    (b"2\n0\n10\n5\n10\n", b"x" * 20, "overlap"),  # the second region starts inside the first
-    (b"1\n100\n10\n", b"x" * 10, "beyond"),  # past the real size (50)
-    (b"1\n0\n10\n", b"x" * 11, "holds"),  # more data than the map says
-    (b"3\n0\n", b"", "map"),  # cut short
-    (b"1\n-1\n10\n", b"x" * 10, "map"),  # not a number
-])
+@pytest.mark.parametrize(
+    "sparse_map, data, why",
+    [
+        (b"2\n0\n10\n5\n10\n", b"x" * 20, "overlap"),  # the second region starts inside the first
+        (b"1\n100\n10\n", b"x" * 10, "beyond"),  # past the real size (50)
+        (b"1\n0\n10\n", b"x" * 11, "holds"),  # more data than the map says
+        (b"3\n0\n", b"", "map"),  # cut short
+        (b"1\n-1\n10\n", b"x" * 10, "map"),  # not a number
+    ],
+)
 def test_a_hostile_sparse_map_is_refused(tmp_path: Path, sparse_map: bytes, data: bytes, why: str) -> None:
     archive = io.BytesIO(sparse_member("f", 50, sparse_map, data) + b"\0" * 1024)
     (tmp_path / "out").mkdir()

@@ -11,17 +11,18 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from vmgen.agents import AGENTS
-from vmgen.builder import RenderOptions, generate_host_key, render_user_data
-from vmgen.builder.install import plan_for, workspace_plan
-from vmgen.builder.node import NODE
-from vmgen.builder.render import render_bake_script, render_bake_user_data, written_files
 from vmgen.contract.names import VM
-from vmgen.packer import PackerMissing, build_with_packer, write_build_dir
-from vmgen.packer.template import SnapshotBuild
+from vmgen.errors import PackerMissing
+from vmgen.laptop.agents import AGENTS
+from vmgen.laptop.builder import RenderOptions, generate_host_key, render_user_data
+from vmgen.laptop.builder.install import plan_for, workspace_plan
+from vmgen.laptop.builder.node import NODE
+from vmgen.laptop.builder.render import render_bake_script, render_bake_user_data, written_files
+from vmgen.laptop.packer import build_with_packer, write_build_dir
+from vmgen.laptop.packer.template import SnapshotBuild
+from vmgen.laptop.spec import GitSource, VmgenInstall, WorkspaceSpec
+from vmgen.laptop.stamps import ImageStamp, label_value
 from vmgen.selfwheel import own_wheel
-from vmgen.spec import GitSource, VmgenInstall, WorkspaceSpec
-from vmgen.stamps import ImageStamp, label_value
 
 VMGEN = VmgenInstall(version="0.1.0", find_links="http://wheels.example:8080/")
 PLAN = plan_for(AGENTS["claude"], "2.1.332", VMGEN)
@@ -35,7 +36,7 @@ def unquote(value):
 def install_section(script: str) -> str:
     """From the first install phase to the last install step's end."""
     start = script.index("phase packages")
-    end = script.index('  phase installed\n}\n') + len('  phase installed\n}\n')
+    end = script.index("  phase installed\n}\n") + len("  phase installed\n}\n")
     return script[start:end]
 
 
@@ -55,9 +56,14 @@ def test_stamps_survive_labels_and_name_the_steps_to_redo():
 
 
 def test_the_bake_script_runs_the_same_install_steps_as_provisioning():
-    spec = WorkspaceSpec(name="app", source=GitSource("https://example.com/app"), agent=AGENTS["claude"],
-                         vmgen=VMGEN, ssh_keys=("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj t@l",),
-                         agent_version="2.1.332")
+    spec = WorkspaceSpec(
+        name="app",
+        source=GitSource("https://example.com/app"),
+        agent=AGENTS["claude"],
+        vmgen=VMGEN,
+        ssh_keys=("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj t@l",),
+        agent_version="2.1.332",
+    )
     user_data = render_user_data(spec, RenderOptions(host_key=generate_host_key()))
     provision = written_files(user_data)[str(VM.program("provision.sh"))]
     bake = render_bake_script(PLAN)
@@ -77,8 +83,11 @@ def test_the_packer_template_parses_and_bakes_with_the_bake_script(tmp_path: Pat
     plugin = parsed["packer"][0]["required_plugins"][0]["hcloud"]
     assert unquote(plugin["source"]) == "github.com/hetznercloud/hcloud"
     source = parsed["source"][0]['"hcloud"']['"vmgen"']
-    assert (unquote(source["image"]), unquote(source["location"]), unquote(source["server_type"])) == \
-        ("ubuntu-24.04", "fsn1", "cx23")
+    assert (unquote(source["image"]), unquote(source["location"]), unquote(source["server_type"])) == (
+        "ubuntu-24.04",
+        "fsn1",
+        "cx23",
+    )
     assert {unquote(k): unquote(v) for k, v in source["snapshot_labels"].items()} == PLAN.stamp.labels("ubuntu-24.04")
     assert "hcloud_token" in source["token"] and "test-token" not in template.read_text()
     steps = [next(iter(p.values())) for p in parsed["build"][0]["provisioner"]]
@@ -100,12 +109,14 @@ def test_without_packer_the_template_is_kept_and_the_user_told_how_to_install(tm
 
 
 def test_packer_failures_show_their_tail(tmp_path, monkeypatch):
-    from vmgen.packer.build import PackerFailed
+    from vmgen.errors import PackerFailed
 
     fake = tmp_path / "bin" / "packer"
     fake.parent.mkdir()
-    fake.write_text('#!/bin/sh\n[ "$1" = init ] && exit 0\necho "token seen: ${HCLOUD_TOKEN:+yes}"\n'
-                    'echo "Error: server type unavailable"; exit 1\n')
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = init ] && exit 0\necho "token seen: ${HCLOUD_TOKEN:+yes}"\n'
+        'echo "Error: server type unavailable"; exit 1\n'
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
     seen: list[str] = []
@@ -120,7 +131,8 @@ def test_the_code_ui_is_an_optional_step_baked_only_when_wanted():
     assert json.loads(with_ui.code_ui.project())["dependencies"] == {"@cloudcli-ai/cloudcli": "1.37.3"}
     assert "build-essential" not in with_ui.packages  # prebuilt binaries; a compiler only if one is missing
     assert ImageStamp.from_labels(with_ui.stamp.labels("ubuntu-24.04")) == with_ui.stamp
-    assert ImageStamp.from_labels(PLAN.stamp.labels("ubuntu-24.04")).code_ui == ""
+    without_ui = ImageStamp.from_labels(PLAN.stamp.labels("ubuntu-24.04"))
+    assert without_ui is not None and without_ui.code_ui == ""
     # An image with the code UI serves a launch without it; the reverse installs it.
     assert replace(with_ui.stamp, packages=PLAN.stamp.packages).differs_from(PLAN.stamp) == ()
     assert "code_ui" in PLAN.stamp.differs_from(with_ui.stamp)
@@ -140,10 +152,12 @@ def test_node_22_is_a_step_of_its_own_for_the_npm_agents_and_the_code_ui():
 
 
 def test_a_domain_brings_caddy_and_the_code_ui_unless_it_is_off():
-    with_domain = workspace_plan(AGENTS["claude"], "2.1.332", VMGEN, desktop=False, domain="dev.example.com",
-                                 code_ui_version="1.37.3")
+    with_domain = workspace_plan(
+        AGENTS["claude"], "2.1.332", VMGEN, desktop=False, domain="dev.example.com", code_ui_version="1.37.3"
+    )
     assert "caddy" in with_domain.packages and with_domain.code_ui is not None
-    without_ui = workspace_plan(AGENTS["claude"], "2.1.332", VMGEN, desktop=False, domain="dev.example.com",
-                                code_ui_version="off")
+    without_ui = workspace_plan(
+        AGENTS["claude"], "2.1.332", VMGEN, desktop=False, domain="dev.example.com", code_ui_version="off"
+    )
     assert "caddy" in without_ui.packages
     assert without_ui.code_ui is None and without_ui.stamp.code_ui == ""

@@ -12,21 +12,33 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vmgen.agents import AGENTS
 from vmgen.backup.target import BackupTarget
-from vmgen.builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
-from vmgen.builder.render import written_files
+from vmgen.contract.enums import StoreKind
 from vmgen.errors import UserDataInvalid, UserDataTooLarge
-from vmgen.providers import USER_DATA_LIMITS
-from vmgen.spec import GitSource, LocalSource, RestoreSource, VmgenInstall, WorkspaceSpec
+from vmgen.laptop.agents import AGENTS
+from vmgen.laptop.builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
+from vmgen.laptop.builder.render import written_files
+from vmgen.laptop.providers import PROVIDERS, provider_class
+from vmgen.laptop.spec import GitSource, LocalSource, RestoreSource, VmgenInstall, WorkspaceSpec
+
+USER_DATA_LIMITS = {name: provider_class(name).user_data_limit for name in PROVIDERS}
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0KjgNlbgsqOgjCm2oFkXzBeX1LM tester@laptop"
 HOST_KEY = generate_host_key()
 
 
-def make_spec(source=GitSource("https://github.com/me/app"), agent="claude", **changes) -> WorkspaceSpec:
-    values = dict(name="app", source=source, agent=AGENTS[agent], vmgen=VmgenInstall(version="0.1.0"),
-                  ssh_keys=(KEY,), agent_version="2.1.332")
+APP = GitSource("https://github.com/me/app")
+
+
+def make_spec(source=APP, agent="claude", **changes) -> WorkspaceSpec:
+    values = {
+        "name": "app",
+        "source": source,
+        "agent": AGENTS[agent],
+        "vmgen": VmgenInstall(version="0.1.0"),
+        "ssh_keys": (KEY,),
+        "agent_version": "2.1.332",
+    }
     values.update(changes)
     return WorkspaceSpec(**values)
 
@@ -89,8 +101,13 @@ def test_no_credentials_in_user_data(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "test-key-must-not-appear" not in render(make_spec())
 
 
-STORE = BackupTarget(kind="s3", bucket="vmgen", endpoint_url="https://acct.r2.cloudflarestorage.com",
-                     access_key_id="test-access", secret_access_key="test-secret-value")
+STORE = BackupTarget(
+    kind=StoreKind.S3,
+    bucket="vmgen",
+    endpoint_url="https://acct.r2.cloudflarestorage.com",
+    access_key_id="test-access",
+    secret_access_key="test-secret-value",
+)
 RECIPIENT = "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"
 
 
@@ -110,7 +127,9 @@ def test_a_restore_skips_the_clone_and_names_the_backup() -> None:
     check_schema(user_data)
     files = files_of(user_data)
     assert json.loads(files["/etc/vmgen/restore.json"]["content"]) == {
-        "workspace": "app", "backup_id": "20261125T150000Z-ab12"}
+        "workspace": "app",
+        "backup_id": "20261125T150000Z-ab12",
+    }
     assert "git clone" not in "".join(written_files(user_data).values())
     assert "git clone" in "".join(written_files(render(make_spec())).values())
 
@@ -145,7 +164,7 @@ HOSTILE_URLS = [
     f"https://example.com/a;touch${{IFS}}{SENTINEL}",
     f"https://example.com/$(touch${{IFS}}{SENTINEL})",
     f"https://example.com/`touch${{IFS}}{SENTINEL}`",
-    "https://example.com/it's\"quoted\"",
+    'https://example.com/it\'s"quoted"',
     "https://example.com/key:${IFS}value",
     "https://example.com/caf\u00e9/\u2603",
     "git@example.com:me/a|b&c>d",
@@ -154,7 +173,7 @@ HOSTILE_BRANCHES = [
     f"$(touch${{IFS}}{SENTINEL})",
     f"`touch${{IFS}}{SENTINEL}`",
     f"x;touch${{IFS}}{SENTINEL}",
-    "it's\"q\"",
+    'it\'s"q"',
     "a#b",
     "br\u00e4nch-\u2603",
     "-",
@@ -166,7 +185,9 @@ record() {  # one write per call: the install steps run side by side and append 
   local entry; entry=$(printf '%s' "$1"; shift; for a in "$@"; do printf '\\037%s' "$a"; done)
   printf '%s\\036' "$entry" >> "$RECORD"
 }
-for cmd in apt-get cat rm ufw systemctl systemd-tmpfiles npm python3 ln install runuser date find chown id useradd curl tar sha512sum /usr/local/bin/node /usr/local/bin/npm /opt/vmgen/bin/pip; do
+for cmd in apt-get cat rm ufw systemctl systemd-tmpfiles npm python3 ln install runuser date find chown id useradd \\
+           curl tar sha512sum \\
+           /usr/local/bin/node /usr/local/bin/npm /opt/vmgen/bin/pip; do
   eval "$(printf '%q() { record %q "$@"; }' "$cmd" "$cmd")"
 done
 tee() { /bin/cat; record tee "$@"; }
@@ -182,7 +203,7 @@ def run_provision(user_data: str, tmp_path: Path) -> list[list[str]]:
     record = tmp_path / "record"
     record.touch()
     subprocess.run(
-        ["/bin/bash", "-c", STUBS + f'\nsource {tmp_path / "provision.sh"}'],
+        ["/bin/bash", "-c", STUBS + f"\nsource {tmp_path / 'provision.sh'}"],
         env={"RECORD": str(record), "PATH": str(tmp_path / "empty")},
         check=True,
         capture_output=True,
@@ -193,17 +214,18 @@ def run_provision(user_data: str, tmp_path: Path) -> list[list[str]]:
 def test_a_failed_background_install_is_reported_under_its_own_name(tmp_path: Path) -> None:
     """npm fails while the clone runs: the report must name the agent's install and show npm's
     words, not the phase that happened to be printed last."""
-    from vmgen.readiness import failure_report
+    from vmgen.laptop.readiness import failure_report
 
     script = files_of(render(make_spec()))["/usr/local/lib/vmgen/provision.sh"]["content"]
     (tmp_path / "provision.sh").write_text(script)
     (tmp_path / "record").touch()
     failing_npm = 'npm() { echo "npm error 404 No matching version found for claude-code@0.0.0"; return 1; }\n'
-    failing_npm += "cat() { /bin/cat \"$@\"; }\n"  # the step's output is shown, not only recorded
+    failing_npm += 'cat() { /bin/cat "$@"; }\n'  # the step's output is shown, not only recorded
     result = subprocess.run(
-        ["/bin/bash", "-c", STUBS + failing_npm + f'date() {{ echo 1.0; }}\nsource {tmp_path / "provision.sh"}'],
+        ["/bin/bash", "-c", STUBS + failing_npm + f"date() {{ echo 1.0; }}\nsource {tmp_path / 'provision.sh'}"],
         env={"RECORD": str(tmp_path / "record"), "PATH": str(tmp_path / "empty")},
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 1
     report = failure_report(result.stdout.splitlines())
@@ -220,7 +242,18 @@ def test_hostile_urls_and_branches_reach_git_verbatim_and_run_nothing(url, branc
     calls = run_provision(user_data, tmp_path)
     clone = next(call for call in calls if call[0] == "runuser" and "clone" in call)
     expected_branch = ["--branch", branch] if branch else []
-    assert clone == ["runuser", "-u", "agent", "--", "git", "clone", *expected_branch, "--", url, "/home/agent/work/app"]
+    assert clone == [
+        "runuser",
+        "-u",
+        "agent",
+        "--",
+        "git",
+        "clone",
+        *expected_branch,
+        "--",
+        url,
+        "/home/agent/work/app",
+    ]
     assert not Path(SENTINEL).exists(), "a hostile value was executed"
 
 
@@ -240,12 +273,13 @@ def test_hostile_key_comment_stays_data() -> None:
 def test_a_server_made_again_from_a_kept_disk_changes_nothing_on_it() -> None:
     """Booting a kept snapshot is a new instance to cloud-init: no default user (Debian's has
     sudo), and the host keys stay (the laptop pins them)."""
-    from vmgen.builder.render import render_kept_boot
+    from vmgen.laptop.builder.render import render_kept_boot
 
     user_data = render_kept_boot("app", (KEY,))
     check_schema(user_data)
     config = yaml.safe_load(user_data)
-    assert config["users"] == [{"name": "agent", "lock_passwd": True, "shell": "/bin/bash",
-                                "ssh_authorized_keys": [KEY]}]  # no "default"
+    assert config["users"] == [
+        {"name": "agent", "lock_passwd": True, "shell": "/bin/bash", "ssh_authorized_keys": [KEY]}
+    ]  # no "default"
     assert config["ssh_deletekeys"] is False and config["ssh_genkeytypes"] == ["ed25519"]
     assert config["disable_root"] is True and config["ssh_pwauth"] is False

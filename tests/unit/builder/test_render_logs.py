@@ -25,9 +25,11 @@ def test_the_agents_install_output_is_filed_under_its_own_phase(tmp_path: Path) 
     (tmp_path / "record").touch()
     npm = f'npm() {{ echo "{NPM_SAYS}"; }}\ncat() {{ /bin/cat "$@"; }}\n'
     result = subprocess.run(
-        ["/bin/bash", "-c", STUBS + npm + f'date() {{ echo 1.0; }}\nsource {tmp_path / "provision.sh"}'],
+        ["/bin/bash", "-c", STUBS + npm + f"date() {{ echo 1.0; }}\nsource {tmp_path / 'provision.sh'}"],
         env={"RECORD": str(tmp_path / "record"), "PATH": str(tmp_path / "empty")},
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     log = result.stdout.splitlines()
     assert result.returncode == 0 and NPM_SAYS in log, result.stdout + result.stderr

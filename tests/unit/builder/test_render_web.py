@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import subprocess
 
-from vmgen.builder import check_schema, check_size
-from vmgen.caddy import new_login
+from vmgen.contract.enums import StoreKind
 from vmgen.contract.weblogin import WebLoginSettings
-from vmgen.providers import USER_DATA_LIMITS
-from vmgen.spec import WebSpec
+from vmgen.laptop.builder import check_schema, check_size
+from vmgen.laptop.caddy import new_login
+from vmgen.laptop.providers import PROVIDERS, provider_class
+from vmgen.laptop.spec import WebSpec
 
 from .test_render import files_of, make_spec, render
+
+USER_DATA_LIMITS = {name: provider_class(name).user_data_limit for name in PROVIDERS}
 
 LOGIN = new_login()
 SPEC = make_spec(web=WebSpec(domain="dev.example.com", preview_ports=(3000, 5173, 8000, 8080)), desktop=True)
@@ -39,8 +42,11 @@ def test_the_vm_gets_the_verifier_and_never_the_password():
         assert FILES[path]["permissions"] == "0600" and FILES[path]["owner"] == "root:root", path
     assert LOGIN.verifier not in content("/etc/vmgen/Caddyfile")
     settings = WebLoginSettings.loads(content("/etc/vmgen/web-login/settings.json"))
-    assert settings.host == "app.dev.example.com" and settings.desktop and settings.preview_ports == (3000, 5173,
-                                                                                                      8000, 8080)
+    assert (
+        settings.host == "app.dev.example.com"
+        and settings.desktop
+        and settings.preview_ports == (3000, 5173, 8000, 8080)
+    )
 
 
 def test_the_login_service_is_neither_root_nor_the_agent_and_only_caddy_reaches_it():
@@ -68,7 +74,9 @@ def test_the_code_ui_holds_nothing_of_the_web_login():
     assert ". /home/agent/.config/vmgen/agent.env" in run  # as the agent, in its own process
     # vmgen's settings come after the agent's file, which cannot switch platform mode off or bind elsewhere.
     assert run.index("agent.env") < run.index("export HOST=127.0.0.1") < run.index("VITE_IS_PLATFORM=true")
-    assert "/usr/local/bin/node /opt/vmgen-code-ui/node_modules/@cloudcli-ai/cloudcli/dist-server/server/index.js" in run
+    assert (
+        "/usr/local/bin/node /opt/vmgen-code-ui/node_modules/@cloudcli-ai/cloudcli/dist-server/server/index.js" in run
+    )
     assert "Wants=vmgen-code-ui.service" in content("/etc/systemd/system/vmgen-agent.service")
 
 
@@ -110,10 +118,10 @@ def test_every_unit_root_runs_has_a_finite_start_and_stop_timeout():
     from dataclasses import replace
 
     from vmgen.contract.documents import ACT_FALLBACK_SECONDS, BackupTarget
-    from vmgen.spec import WatchdogTuning
+    from vmgen.laptop.spec import WatchdogTuning
 
     spec = replace(SPEC, watchdog=WatchdogTuning(max_lifetime_hours=2))
-    store = BackupTarget(kind="s3", bucket="b", deadline_minutes=20)
+    store = BackupTarget(kind=StoreKind.S3, bucket="b", deadline_minutes=20)
     files = files_of(render(spec, web_login=LOGIN, backup=(store, "age1x")))
     units = {path: f["content"] for path, f in files.items() if path.endswith(".service")}
     assert len(units) >= 14
@@ -157,8 +165,10 @@ def test_certificates_come_by_http_01_from_the_configured_acme_server():
     spec = make_spec(web=WebSpec(domain="dev.example.com", acme_ca="https://acme.test:14000/dir", acme_ca_root=pem))
     files = files_of(render(spec, web_login=LOGIN))
     caddyfile = files["/etc/vmgen/Caddyfile"]["content"]
-    assert ("cert_issuer acme https://acme.test:14000/dir {\n\t\ttrusted_roots /etc/vmgen/acme-ca-root.pem\n"
-            "\t\tdisable_tlsalpn_challenge\n\t}") in caddyfile
+    assert (
+        "cert_issuer acme https://acme.test:14000/dir {\n\t\ttrusted_roots /etc/vmgen/acme-ca-root.pem\n"
+        "\t\tdisable_tlsalpn_challenge\n\t}"
+    ) in caddyfile
     assert files["/etc/vmgen/acme-ca-root.pem"]["content"] == pem
     # Caddy's certificate events, readable by the page and over SSH: why a hostname has none.
     assert "include tls http.acme_client" in caddyfile
@@ -166,8 +176,9 @@ def test_certificates_come_by_http_01_from_the_configured_acme_server():
 
 
 def test_previews_on_a_preview_domain_are_another_site():
-    spec = make_spec(web=WebSpec(domain="dev.example.com", preview_domain="previews.example.net",
-                                 preview_ports=(3000,)))
+    spec = make_spec(
+        web=WebSpec(domain="dev.example.com", preview_domain="previews.example.net", preview_ports=(3000,))
+    )
     files = files_of(render(spec, web_login=LOGIN))
     settings = WebLoginSettings.loads(files["/etc/vmgen/web-login/settings.json"]["content"])
     (preview,) = [site for site in settings.sites() if site.role == "preview"]

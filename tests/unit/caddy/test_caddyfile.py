@@ -10,27 +10,31 @@ import subprocess
 
 import pytest
 
-from vmgen.caddy import WebAccess, hostnames, new_login, render_caddyfile
+from vmgen.contract.enums import TlsMode
 from vmgen.contract.names import VmPaths
 from vmgen.contract.weblogin import WebLoginSettings, check_password
+from vmgen.laptop.caddy import WebAccess, hostnames, new_login, render_caddyfile
 
 SETTINGS = WebLoginSettings(host="app.dev.example.com", user="vmgen", desktop=True, preview_ports=(3000, 5173))
-WEB = WebAccess(SETTINGS, tls="internal")
+WEB = WebAccess(SETTINGS, tls=TlsMode.INTERNAL)
 
 
 def blocks(text: str) -> dict[str, str]:
-    return dict(re.findall(r"^(\S+) \{\n(.*?)^\}", text, flags=re.M | re.S))
+    return dict(re.findall(r"^(\S+) \{\n(.*?)^\}", text, flags=re.MULTILINE | re.DOTALL))
 
 
 def test_hostnames_cover_the_page_code_desktop_and_previews():
     # The page on its unix socket (no port the agent could bind first), the rest on the loopback.
-    assert hostnames(WEB) == {"app.dev.example.com": "unix//run/vmgen/page.sock",
-                              "code.app.dev.example.com": "127.0.0.1:3001",
-                              "desktop.app.dev.example.com": "127.0.0.1:6080",
-                              "p3000.app.dev.example.com": "127.0.0.1:3000",
-                              "p5173.app.dev.example.com": "127.0.0.1:5173"}
-    assert "desktop.app.dev.example.com" not in hostnames(WebAccess(WebLoginSettings(host="app.dev.example.com",
-                                                                                     user="u")))
+    assert hostnames(WEB) == {
+        "app.dev.example.com": "unix//run/vmgen/page.sock",
+        "code.app.dev.example.com": "127.0.0.1:3001",
+        "desktop.app.dev.example.com": "127.0.0.1:6080",
+        "p3000.app.dev.example.com": "127.0.0.1:3000",
+        "p5173.app.dev.example.com": "127.0.0.1:5173",
+    }
+    assert "desktop.app.dev.example.com" not in hostnames(
+        WebAccess(WebLoginSettings(host="app.dev.example.com", user="u"))
+    )
 
 
 def test_every_site_asks_the_login_service_before_its_backend():
@@ -43,7 +47,7 @@ def test_every_site_asks_the_login_service_before_its_backend():
         assert "handle" not in body or name.startswith("code.")  # nothing routed around the login
     assert "basicauth" not in login
     assert 'handle /healthz {\n\t\trespond "ok" 200' in login
-    last = login[login.index("\thandle {\n"):]
+    last = login[login.index("\thandle {\n") :]
     assert last.index("forward_auth unix//run/vmgen/web-login.sock") < last.index("reverse_proxy {args.0}")
     # The backend gets the cookies the login service returns: never the session cookie.
     assert "copy_headers X-Vmgen-Cookie>Cookie" in last
@@ -59,8 +63,12 @@ def test_no_password_or_verifier_is_in_it():
 def test_security_headers_on_vmgens_own_hostnames_only():
     found = blocks(render_caddyfile(WEB))
     own = found.pop("(vmgen_own)")
-    for header in ("Strict-Transport-Security", "X-Frame-Options \"DENY\"",
-                   "+Content-Security-Policy \"frame-ancestors 'none'\"", "X-Content-Type-Options \"nosniff\""):
+    for header in (
+        "Strict-Transport-Security",
+        'X-Frame-Options "DENY"',
+        "+Content-Security-Policy \"frame-ancestors 'none'\"",
+        'X-Content-Type-Options "nosniff"',
+    ):
         assert header in own
     for name in hostnames(WEB):
         assert ("import vmgen_own" in found[name]) == (not name.startswith("p")), name
@@ -85,13 +93,23 @@ def test_the_login_is_a_salted_hash_of_a_generated_password():
     assert new_login().verifier != new_login().verifier
 
 
-@pytest.mark.parametrize("web", [WEB, WebAccess(SETTINGS, tls="acme", acme_email="me@example.com"),
-                                 WebAccess(SETTINGS, tls="internal", http_port=8080, https_port=8443)])
+@pytest.mark.parametrize(
+    "web",
+    [
+        WEB,
+        WebAccess(SETTINGS, tls=TlsMode.ACME, acme_email="me@example.com"),
+        WebAccess(SETTINGS, tls=TlsMode.INTERNAL, http_port=8080, https_port=8443),
+    ],
+)
 def test_caddy_validates_it(web, tmp_path):
     assert shutil.which("caddy"), "scripts/setup-system.sh installs caddy"
     config = tmp_path / "Caddyfile"
     config.write_text(render_caddyfile(web, VmPaths(log=tmp_path)))  # Caddy opens its log to validate
-    result = subprocess.run(["caddy", "validate", "--adapter", "caddyfile", "--config", str(config)],
-                            capture_output=True, text=True, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        ["caddy", "validate", "--adapter", "caddyfile", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Valid configuration" in result.stdout + result.stderr

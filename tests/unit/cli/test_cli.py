@@ -11,18 +11,41 @@ import pytest
 import yaml
 
 from vmgen import __version__
-from vmgen.builder.render import written_files
+from vmgen.laptop.builder.render import written_files
 
-COMMANDS = ["launch", "list", "sizes", "connect", "send", "ssh", "stop", "start", "destroy", "render", "config", "config show",
-            "backup", "backups", "restore", "image", "image build", "image list", "login", "open", "status", "keepalive"]
+COMMANDS = [
+    "launch",
+    "list",
+    "sizes",
+    "connect",
+    "send",
+    "ssh",
+    "stop",
+    "start",
+    "destroy",
+    "render",
+    "config",
+    "config show",
+    "backup",
+    "backups",
+    "restore",
+    "image",
+    "image build",
+    "image list",
+    "login",
+    "open",
+    "status",
+    "keepalive",
+]
 
 
 def vmgen(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {"PATH": os.environ["PATH"], "HOME": str(home), **env}
     src = Path(__file__).resolve().parents[3] / "src"
     environment["PYTHONPATH"] = str(src)
-    return subprocess.run([sys.executable, "-m", "vmgen", *args], env=environment, cwd=home,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "vmgen", *args], env=environment, cwd=home, capture_output=True, text=True, timeout=60
+    )
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -57,8 +80,10 @@ def test_every_command_has_help(home: Path, command: str) -> None:
         (["render", "./missing-dir"], "not a directory"),
         (["connect", "Bad!"], "invalid workspace name"),
         (["render", "https://github.com/me/app", "--domain", "not a domain"], "invalid domain"),
-        (["launch", "https://github.com/me/app", "--domain", "dev.example.com", "--provider", "docker"],
-         "no public address"),
+        (
+            ["launch", "https://github.com/me/app", "--domain", "dev.example.com", "--provider", "docker"],
+            "no public address",
+        ),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(home: Path, args: list[str], message: str) -> None:
@@ -98,8 +123,17 @@ def test_render_prints_cloud_config_for_hetzner_and_creates_nothing(home: Path) 
 
 
 def test_render_with_a_domain_shows_caddy_without_the_login(home: Path) -> None:
-    result = vmgen(home, "render", "https://github.com/me/app", "--provider", "hetzner", "--domain", "dev.example.com",
-                   "--desktop", CLOUDFLARE_API_TOKEN="test-token")
+    result = vmgen(
+        home,
+        "render",
+        "https://github.com/me/app",
+        "--provider",
+        "hetzner",
+        "--domain",
+        "dev.example.com",
+        "--desktop",
+        CLOUDFLARE_API_TOKEN="test-token",
+    )
     assert result.returncode == 0, result.stderr
     files = {f["path"]: f for f in yaml.safe_load(result.stdout)["write_files"]}
     caddyfile = written_files(result.stdout)["/etc/vmgen/Caddyfile"]
@@ -131,16 +165,27 @@ def test_broken_config_is_one_line(home: Path) -> None:
 
 
 def test_hetzner_without_a_token_is_one_line(home: Path) -> None:
-    result = vmgen(home, "sizes")
+    result = vmgen(home, "sizes", "--provider", "hetzner")
     assert result.returncode == 2
     assert "no Hetzner API token" in one_error_line(result)
 
 
-@pytest.mark.parametrize("source", [
-    "git@-oProxyCommand=touch${IFS}/tmp/x:x", "ssh://-oProxyCommand=x/repo", "ssh://-u@host/repo",
-    "https://host/team/-repo", "git@host:-repo", "-x@host:repo", "https://host/repo#-b", "https://[::1",
-    "a" * 300, "a" * 5000, "/" + "a" * 300,
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "git@-oProxyCommand=touch${IFS}/tmp/x:x",
+        "ssh://-oProxyCommand=x/repo",
+        "ssh://-u@host/repo",
+        "https://host/team/-repo",
+        "git@host:-repo",
+        "-x@host:repo",
+        "https://host/repo#-b",
+        "https://[::1",
+        "a" * 300,
+        "a" * 5000,
+        "/" + "a" * 300,
+    ],
+)
 def test_hostile_or_unparseable_sources_are_one_line_and_exit_2(home: Path, source: str) -> None:
     result = vmgen(home, "render", "--", source)
     assert result.returncode == 2, result.stderr
@@ -205,10 +250,14 @@ def test_backups_name_each_increments_parent_and_a_broken_chain_is_refused_befor
     assert f"is an increment on {full.backup_id}, which is missing" in one_error_line(result)
 
 
-@pytest.mark.parametrize("damage, words", [
-    (lambda data: data[:-100], "is truncated"),
-    (lambda data: data[:999] + bytes([data[999] ^ 1]) + data[1000:], "is damaged: its sha256"),
-], ids=["truncated", "flipped-byte"])
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda data: data[:-100], "is truncated"),
+        (lambda data: data[:999] + bytes([data[999] ^ 1]) + data[1000:], "is damaged: its sha256"),
+    ],
+    ids=["truncated", "flipped-byte"],
+)
 def test_a_damaged_link_in_the_middle_of_a_chain_is_refused_before_any_vm(home: Path, damage, words) -> None:
     """Every object of the chain is checked before anything is made (sizes, and, in a local
     folder, sha256): the identity is here, so nothing else stops the restore. The image named

@@ -11,8 +11,8 @@ import os
 import secrets
 from pathlib import Path
 
-from vmgen.builder.render import written_files
-from vmgen.identities import ensure_identity, has_identity
+from vmgen.laptop.builder.render import written_files
+from vmgen.laptop.identities import ensure_identity, has_identity
 
 from .test_cli import one_error_line, vmgen
 
@@ -36,8 +36,18 @@ def test_a_size_no_provider_has_is_refused_in_one_line(home: Path) -> None:
 def test_a_server_type_on_docker_is_refused_before_anything_is_made_and_without_the_warning(home: Path) -> None:
     (home / "repo").mkdir()
     name = f"t25-{secrets.token_hex(3)}"  # a name of its own: the engine may be shared
-    result = vmgen(home, "launch", str(home / "repo"), "--name", name, "--provider", "docker", "--type", "cx33",
-                   VMGEN_DOCKER_IMAGE=DOCKER_IMAGE)
+    result = vmgen(
+        home,
+        "launch",
+        str(home / "repo"),
+        "--name",
+        name,
+        "--provider",
+        "docker",
+        "--type",
+        "cx33",
+        VMGEN_DOCKER_IMAGE=DOCKER_IMAGE,
+    )
     assert result.returncode == 2
     assert "docker workspaces have no size or type 'cx33'" in one_error_line(result)  # no credentials warning
     assert not (home / f".local/state/vmgen/workspaces/{name}").exists()
@@ -54,7 +64,11 @@ def test_the_watchdogs_interval_and_warning_lead_are_options(home: Path) -> None
     settings = watch_settings(result.stdout)
     assert "interval_seconds = 7.0" in settings and "warn_minutes = 3.0" in settings
     refused = vmgen(home, "render", URL, "--idle-interval", "0.2")
-    assert refused.returncode == 2 and "interval must be 1 to 3600 seconds" in one_error_line(refused)
+    assert (
+        refused.returncode == 2
+        and "idle_interval_seconds (VMGEN_IDLE_INTERVAL_SECONDS) is 0.2: it takes a number from 1 to 3600"
+        in one_error_line(refused)
+    )
 
 
 def test_config_show_lines_are_as_long_as_what_they_say(home: Path) -> None:
@@ -95,7 +109,7 @@ def gone_workspace(home: Path, name: str, backed_up: bool) -> None:
     """The local record of a docker workspace that came up and is gone (it deleted itself), with
     its identity; `backed_up`: with a backup of it in the local store, encrypted to that identity."""
     from vmgen.backup import LocalStore, create_backup
-    from vmgen.state import WorkspaceRecord, WorkspaceState
+    from vmgen.laptop.state import WorkspaceRecord, WorkspaceState
 
     store = home / ".local/share/vmgen/backups"
     recipient = ensure_identity(name)
@@ -104,8 +118,9 @@ def gone_workspace(home: Path, name: str, backed_up: bool) -> None:
         work.mkdir()
         (work / "a.txt").write_text("a")
         create_backup(work, LocalStore(store), name, recipient)
-    record = WorkspaceRecord(name=name, provider="docker", created_at=0.0, source="x", agent="claude",
-                             backup_store=f"local folder {store}")
+    record = WorkspaceRecord(
+        name=name, provider="docker", created_at=0.0, source="x", agent="claude", backup_store=f"local folder {store}"
+    )
     WorkspaceState(name).create(record, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj")
 
 
@@ -126,12 +141,18 @@ def test_destroy_keeps_an_identity_backups_need_and_removes_one_they_do_not(home
 def test_image_list_names_the_agent_version_a_bake_installed() -> None:
     from datetime import UTC, datetime
 
-    from vmgen.cli.images import agent_baked
-    from vmgen.stamps import BakedImage, ImageStamp, installed_version
+    from vmgen.laptop.cli.images import agent_baked
+    from vmgen.laptop.stamps import BakedImage, ImageStamp, installed_version
 
     def baked(pin: str, installed: str) -> BakedImage:
-        return BakedImage(ref="x", name="x", created_at=datetime.now(UTC), stamp=ImageStamp("p", pin, "v"), base="",
-                          agent_version=installed)
+        return BakedImage(
+            ref="x",
+            name="x",
+            created_at=datetime.now(UTC),
+            stamp=ImageStamp("p", pin, "v"),
+            base="",
+            agent_version=installed,
+        )
 
     assert installed_version("2.1.332 (Claude Code)\n") == "2.1.332"
     assert agent_baked(baked("claude-latest", "2.1.332")) == "claude-latest (2.1.332)"

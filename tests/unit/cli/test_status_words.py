@@ -8,22 +8,46 @@ import time
 
 import pytest
 
-from vmgen.cli.watchdog import format_status
 from vmgen.contract.documents import AgentRecord, VerdictRecord, WatchdogState
 from vmgen.contract.verdict_words import in_words, verdict_word, what_happens
+from vmgen.laptop.cli.watchdog import format_status
 
 NOW = 1_000_000.0
 
 
-def state(action: str, next_action: str, left: float, dry_run: bool = False, condition: str = "idle",
-          vm_clock_ahead: float = 0.0, age: float = 0.0) -> WatchdogState:
+def state(
+    action: str,
+    next_action: str,
+    left: float,
+    dry_run: bool = False,
+    condition: str = "idle",
+    vm_clock_ahead: float = 0.0,
+    age: float = 0.0,
+) -> WatchdogState:
     vm_now = NOW + vm_clock_ahead
-    verdict = VerdictRecord(busy=condition == "working", reasons=(), idle_since=vm_now - 120, idle_for_seconds=120,
-                            next_action=next_action, action_at=vm_now + left, deadline=vm_now + left,
-                            action=action, condition=condition, left_seconds=left)
-    return WatchdogState(boot_id="b", history={}, verdict=verdict, agent=AgentRecord("waiting"), updated_at=vm_now,
-                         dry_run=dry_run, config={"idle_timeout": 1800}, age_seconds=age,
-                         last_seen={"human": vm_now - 300})
+    verdict = VerdictRecord(
+        busy=condition == "working",
+        reasons=(),
+        idle_since=vm_now - 120,
+        idle_for_seconds=120,
+        next_action=next_action,
+        action_at=vm_now + left,
+        deadline=vm_now + left,
+        action=action,
+        condition=condition,
+        left_seconds=left,
+    )
+    return WatchdogState(
+        boot_id="b",
+        history={},
+        verdict=verdict,
+        agent=AgentRecord("waiting"),
+        updated_at=vm_now,
+        dry_run=dry_run,
+        config={"idle_timeout": 1800},
+        age_seconds=age,
+        last_seen={"human": vm_now - 300},
+    )
 
 
 @pytest.mark.parametrize(
@@ -49,7 +73,9 @@ def test_a_vm_clock_off_by_hours_changes_nothing(vm_clock_ahead: float) -> None:
 
 def test_the_time_left_counts_the_states_age_and_the_time_since_it_was_read() -> None:
     assert what_happens(state("poweroff", "none", 28 * 60, age=120)) == "powers off in 26 min unless something happens"
-    assert what_happens(state("poweroff", "none", 28 * 60), elapsed=60) == "powers off in 27 min unless something happens"
+    assert (
+        what_happens(state("poweroff", "none", 28 * 60), elapsed=60) == "powers off in 27 min unless something happens"
+    )
 
 
 def test_working_has_no_countdown_but_says_the_idle_timeout() -> None:
@@ -84,9 +110,16 @@ def test_what_the_vm_says_is_shown_as_text_not_markup() -> None:
     from rich.console import Console
 
     said = state("poweroff", "none", 600, condition="kept-alive")
-    said = replace(said, verdict=replace(said.verdict, held_for_seconds=300, held_by="[red]review[/red]",
-                                         reasons=("keepalive for 300s more ([red]review[/red])",)),
-                   agent=AgentRecord("working", "turn open; of 2 sessions: 1 working, 1 waiting [x]"))
+    said = replace(
+        said,
+        verdict=replace(
+            said.verdict,
+            held_for_seconds=300,
+            held_by="[red]review[/red]",
+            reasons=("keepalive for 300s more ([red]review[/red])",),
+        ),
+        agent=AgentRecord("working", "turn open; of 2 sessions: 1 working, 1 waiting [x]"),
+    )
     console = Console(width=200, record=True)
     console.print(format_status("app", said))
     text = console.export_text()

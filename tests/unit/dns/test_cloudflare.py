@@ -11,19 +11,18 @@ import pytest
 import requests
 
 from tests.fakes.cloudflare import READONLY_TOKEN, VALID_TOKEN, FakeCloudflare
-from vmgen.dns import (
-    TTL,
-    CloudflareDns,
+from vmgen.dns import TTL, CloudflareDns, hostnames, tag_for
+from vmgen.errors import (
     DnsAuthError,
     DnsConflict,
     DnsRateLimited,
     DnsRequestFailed,
     DnsUnavailable,
     DnsZoneNotFound,
-    hostnames,
-    tag_for,
+    InvalidSpec,
+    UsageError,
+    VmgenError,
 )
-from vmgen.errors import InvalidSpec, UsageError, VmgenError
 
 ZONE = "example.com"
 IP1, IP2 = "203.0.113.10", "203.0.113.20"
@@ -59,6 +58,7 @@ def assert_one_clear_line(exc: pytest.ExceptionInfo, *secrets: str) -> str:
 
 
 # --- the happy path --------------------------------------------------------------------------------
+
 
 def test_hostnames_are_the_name_and_its_wildcard():
     assert hostnames("app", "Example.COM.") == ("app.example.com", "*.app.example.com")
@@ -111,9 +111,12 @@ def test_remove_deletes_exactly_the_workspace_records(cf, dns):
     assert dns.remove_workspace("app") == 2
 
     assert addresses(cf) == {
-        ("api.example.com", IP2, "vmgen:ws=api"), ("*.api.example.com", IP2, "vmgen:ws=api"),
-        ("app.example.com", "198.51.100.1", None), ("*.app.example.com", "198.51.100.2", "mine, hands off"),
-        ("app.example.com", "198.51.100.3", "VMGEN:WS=APP"), ("app.example.com", "198.51.100.4", "vmgen:ws=app-old"),
+        ("api.example.com", IP2, "vmgen:ws=api"),
+        ("*.api.example.com", IP2, "vmgen:ws=api"),
+        ("app.example.com", "198.51.100.1", None),
+        ("*.app.example.com", "198.51.100.2", "mine, hands off"),
+        ("app.example.com", "198.51.100.3", "VMGEN:WS=APP"),
+        ("app.example.com", "198.51.100.4", "vmgen:ws=app-old"),
     }
     assert any(r["type"] == "TXT" for r in cf.records(ZONE))
     assert dns.remove_workspace("app") == 0
@@ -159,13 +162,14 @@ def test_pagination_follows_result_info_across_pages(waits):
 
         assert len(dns.records_for("app")) == 5
         pages = [path for m, path in cf.requests if "/dns_records?" in path]
-        assert len(pages) == 3 and all(f"page={n}" in p for n, p in zip((1, 2, 3), pages))
+        assert len(pages) == 3 and all(f"page={n}" in p for n, p in zip((1, 2, 3), pages, strict=False))
 
         assert dns.remove_workspace("app") == 5
         assert [r["name"] for r in cf.records(ZONE)] == ["other.example.com"]
 
 
 # --- errors: one clear line each, never the token -------------------------------------------------
+
 
 def test_no_token_names_the_setting():
     with pytest.raises(DnsAuthError) as exc:
@@ -269,6 +273,7 @@ def test_bad_input_fails_before_any_request(cf, dns):
 
 
 # --- the fake itself: real shapes and codes -------------------------------------------------------
+
 
 def test_the_fake_speaks_the_real_envelope_and_validation_codes(cf):
     api, auth = cf.endpoint, {"Authorization": f"Bearer {VALID_TOKEN}"}

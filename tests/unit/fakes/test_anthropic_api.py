@@ -25,39 +25,50 @@ TOOLS = [{"name": "Write", "description": "write a file", "input_schema": {"type
 
 @pytest.fixture
 def server() -> Iterator[FakeAnthropicServer]:
-    script = Script(rules=[
-        Rule("HELLO.md", tool=ToolUse("Write", WRITE_INPUT), after_tool_text="Created it."),
-        Rule("say hi", text="Hi there, this is a scripted reply that spans chunks."),
-        Rule("slowly", text="late", delay=0.5),
-    ])
+    script = Script(
+        rules=[
+            Rule("HELLO.md", tool=ToolUse("Write", WRITE_INPUT), after_tool_text="Created it."),
+            Rule("say hi", text="Hi there, this is a scripted reply that spans chunks."),
+            Rule("slowly", text="late", delay=0.5),
+        ]
+    )
     with FakeAnthropicServer(script) as srv:
         yield srv
 
 
-def request(srv: FakeAnthropicServer, method: str, path: str,
-            body: dict[str, Any] | None = None) -> tuple[int, str, str]:
+def request(
+    srv: FakeAnthropicServer, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, str, str]:
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
-    conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                 headers={"Content-Type": "application/json", "x-api-key": "test"})
+    conn.request(
+        method,
+        path,
+        body=json.dumps(body) if body is not None else None,
+        headers={"Content-Type": "application/json", "x-api-key": "test"},
+    )
     resp = conn.getresponse()
     data = resp.read().decode()
     conn.close()
     return resp.status, resp.getheader("Content-Type") or "", data
 
 
-def messages_body(*messages: dict[str, Any], stream: bool = True, tools: bool = True,
-                  model: str = "claude-sonnet-4-5") -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model, "max_tokens": 1024, "stream": stream,
-                            "messages": list(messages)}
+def messages_body(
+    *messages: dict[str, Any], stream: bool = True, tools: bool = True, model: str = "claude-sonnet-4-5"
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "max_tokens": 1024, "stream": stream, "messages": list(messages)}
     if tools:
         body["tools"] = TOOLS
     return body
 
 
 def user(text: str) -> dict[str, Any]:
-    return {"role": "user", "content": [
-        {"type": "text", "text": "<system-reminder>\ncontext\n</system-reminder>"},
-        {"type": "text", "text": text}]}
+    return {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "<system-reminder>\ncontext\n</system-reminder>"},
+            {"type": "text", "text": text},
+        ],
+    }
 
 
 def parse_sse(raw: str) -> list[tuple[str, dict[str, Any]]]:
@@ -79,13 +90,18 @@ def skeleton(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return names
 
 
-EXPECTED = ["message_start", "content_block_start", "content_block_delta",
-            "content_block_stop", "message_delta", "message_stop"]
+EXPECTED = [
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+]
 
 
 def test_text_turn_streams_the_real_event_sequence(server: FakeAnthropicServer) -> None:
-    status, ctype, raw = request(server, "POST", "/v1/messages?beta=true",
-                                 messages_body(user("please say hi")))
+    status, ctype, raw = request(server, "POST", "/v1/messages?beta=true", messages_body(user("please say hi")))
     assert status == 200 and ctype.startswith("text/event-stream")
     events = parse_sse(raw)
     assert skeleton(events) == EXPECTED
@@ -96,8 +112,7 @@ def test_text_turn_streams_the_real_event_sequence(server: FakeAnthropicServer) 
     assert block["index"] == 0 and block["content_block"] == {"type": "text", "text": ""}
     deltas = [d["delta"] for n, d in events if n == "content_block_delta"]
     assert len(deltas) > 1 and all(d["type"] == "text_delta" for d in deltas)
-    assert "".join(d["text"] for d in deltas) == (
-        "Hi there, this is a scripted reply that spans chunks.")
+    assert "".join(d["text"] for d in deltas) == ("Hi there, this is a scripted reply that spans chunks.")
     final = next(d for n, d in events if n == "message_delta")
     assert final["delta"]["stop_reason"] == "end_turn" and "output_tokens" in final["usage"]
 
@@ -116,8 +131,10 @@ def test_tool_use_turn_then_tool_result_gets_final_text(server: FakeAnthropicSer
     assert next(d for n, d in events if n == "message_delta")["delta"]["stop_reason"] == "tool_use"
 
     assistant = {"role": "assistant", "content": [dict(block, input=WRITE_INPUT)]}
-    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block["id"],
-                                           "content": "File created: HELLO.md"}]}
+    result = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": block["id"], "content": "File created: HELLO.md"}],
+    }
     _, _, raw = request(server, "POST", "/v1/messages", messages_body(prompt, assistant, result))
     events = parse_sse(raw)
     text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
@@ -127,13 +144,15 @@ def test_tool_use_turn_then_tool_result_gets_final_text(server: FakeAnthropicSer
     assert last.tool_result_for == block["id"] and last.rule is None
 
 
-@pytest.mark.parametrize("body", [
-    messages_body(user("please create HELLO.md"), tools=False),  # side request: no tools
-    messages_body(user("please create HELLO.md"), model="claude-haiku-4-5"),  # haiku side call
-    messages_body(user("something unscripted")),  # main loop, no rule matches
-])
-def test_unmatched_requests_get_the_fallback_reply(server: FakeAnthropicServer,
-                                                   body: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        messages_body(user("please create HELLO.md"), tools=False),  # side request: no tools
+        messages_body(user("please create HELLO.md"), model="claude-haiku-4-5"),  # haiku side call
+        messages_body(user("something unscripted")),  # main loop, no rule matches
+    ],
+)
+def test_unmatched_requests_get_the_fallback_reply(server: FakeAnthropicServer, body: dict[str, Any]) -> None:
     _, _, raw = request(server, "POST", "/v1/messages", body)
     events = parse_sse(raw)
     assert skeleton(events) == EXPECTED
@@ -142,8 +161,7 @@ def test_unmatched_requests_get_the_fallback_reply(server: FakeAnthropicServer,
 
 
 def test_non_streaming_returns_a_plain_message(server: FakeAnthropicServer) -> None:
-    status, ctype, raw = request(server, "POST", "/v1/messages",
-                                 messages_body(user("say hi"), stream=False))
+    status, ctype, raw = request(server, "POST", "/v1/messages", messages_body(user("say hi"), stream=False))
     msg = json.loads(raw)
     assert status == 200 and ctype == "application/json"
     assert msg["type"] == "message" and msg["stop_reason"] == "end_turn"
@@ -158,8 +176,7 @@ def test_delay_stalls_before_the_content(server: FakeAnthropicServer) -> None:
 
 
 def test_other_endpoints_and_the_request_log(server: FakeAnthropicServer) -> None:
-    status, _, raw = request(server, "POST", "/v1/messages/count_tokens",
-                             messages_body(user("count me"), stream=False))
+    status, _, raw = request(server, "POST", "/v1/messages/count_tokens", messages_body(user("count me"), stream=False))
     assert status == 200 and json.loads(raw)["input_tokens"] > 0
     status, _, _ = request(server, "HEAD", "/api/hello")
     assert status == 200
@@ -170,15 +187,27 @@ def test_other_endpoints_and_the_request_log(server: FakeAnthropicServer) -> Non
     _, _, raw = request(server, "GET", "/_fake/requests")
     logged = json.loads(raw)
     assert [r["path"] for r in logged] == [
-        "/v1/messages/count_tokens", "/api/hello", "/api/oauth/whatever", "/v1/messages"]
+        "/v1/messages/count_tokens",
+        "/api/hello",
+        "/api/oauth/whatever",
+        "/v1/messages",
+    ]
     assert logged[-1]["last_user_text"] == "please say hi" and logged[-1]["has_tools"] is True
 
 
 def test_script_loads_from_json(tmp_path: Path) -> None:
     path = tmp_path / "script.json"
-    path.write_text(json.dumps({"default_text": "Fine.", "rules": [
-        {"trigger": "x", "tool": {"name": "Bash", "input": {"command": "ls"}}, "delay": 1},
-        {"trigger": "y", "text": "why"}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "default_text": "Fine.",
+                "rules": [
+                    {"trigger": "x", "tool": {"name": "Bash", "input": {"command": "ls"}}, "delay": 1},
+                    {"trigger": "y", "text": "why"},
+                ],
+            }
+        )
+    )
     script = Script.load(path)
     assert script.default_text == "Fine."
     assert script.rules[0] == Rule("x", tool=ToolUse("Bash", {"command": "ls"}), delay=1.0)
@@ -189,15 +218,27 @@ def test_module_cli_prints_port_first(tmp_path: Path) -> None:
     path = tmp_path / "script.json"
     path.write_text(json.dumps([{"trigger": "ping me", "text": "pong"}]))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.anthropic_api", "--host", "127.0.0.1",
-         "--port", "0", "--script", str(path), "--quiet"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.anthropic_api",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--script",
+            str(path),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request("POST", "/v1/messages", json.dumps(
-            messages_body(user("ping me"), stream=False)))
+        conn.request("POST", "/v1/messages", json.dumps(messages_body(user("ping me"), stream=False)))
         assert json.loads(conn.getresponse().read())["content"][0]["text"] == "pong"
         conn.close()
     finally:

@@ -50,8 +50,13 @@ def no_retry_sleep(monkeypatch):
 
 
 def create(client: Client, name: str, server_type: str = "cx23", location: str | None = "fsn1", **kw):
-    return client.servers.create(name, server_type=ServerType(name=server_type), image=Image(name="debian-12"),
-                                 location=Location(name=location) if location else None, **kw)
+    return client.servers.create(
+        name,
+        server_type=ServerType(name=server_type),
+        image=Image(name="debian-12"),
+        location=Location(name=location) if location else None,
+        **kw,
+    )
 
 
 def api_error(call) -> APIException:
@@ -71,16 +76,19 @@ def test_server_types_have_prices_per_location_and_deprecation(client):
     fsn1 = next(p for p in cx23.prices if p["location"] == "fsn1")
     assert fsn1["price_monthly"] == {"net": "2.9900000000", "gross": "3.5581000000000000"}
     assert isinstance(fsn1["price_hourly"]["gross"], str)
-    assert [(l.location.name, l.available, l.deprecation) for l in cx23.locations] == [
-        ("fsn1", True, None), ("nbg1", True, None), ("hel1", True, None)]
-    assert all(l.deprecation is not None for l in types["cx22"].locations)
+    assert [(loc.location.name, loc.available, loc.deprecation) for loc in cx23.locations] == [
+        ("fsn1", True, None),
+        ("nbg1", True, None),
+        ("hel1", True, None),
+    ]
+    assert all(loc.deprecation is not None for loc in types["cx22"].locations)
     assert types["cx22"].data_model._deprecation.unavailable_after.year == 2026
-    assert "hel1" not in [l.location.name for l in types["cx53"].locations]
+    assert "hel1" not in [loc.location.name for loc in types["cx53"].locations]
     assert client.server_types.get_by_name("cx43").cores == 8
 
 
 def test_locations_and_system_images(client):
-    assert [l.name for l in client.locations.get_all()] == ["fsn1", "nbg1", "hel1"]
+    assert [loc.name for loc in client.locations.get_all()] == ["fsn1", "nbg1", "hel1"]
     assert client.locations.get_by_name("hel1").country == "FI"
     names = {i.name for i in client.images.get_all(type=["system"])}
     assert {"ubuntu-24.04", "debian-12"} <= names
@@ -115,8 +123,10 @@ def test_ssh_key_found_by_fingerprint_and_unique(client):
 
 
 def test_firewall_with_labels_listed_by_selector(client):
-    rules = [FirewallRule("in", "tcp", ["0.0.0.0/0", "::/0"], port="22", description="ssh"),
-             FirewallRule("in", "icmp", ["0.0.0.0/0"])]
+    rules = [
+        FirewallRule("in", "tcp", ["0.0.0.0/0", "::/0"], port="22", description="ssh"),
+        FirewallRule("in", "icmp", ["0.0.0.0/0"]),
+    ]
     fw = client.firewalls.create("ws-a", rules=rules, labels={"vmgen": "1", "workspace": "a"}).firewall
     client.firewalls.create("other", labels={"team": "x"})
     found = client.firewalls.get_all(label_selector="vmgen=1,workspace in (a,b)")
@@ -147,7 +157,7 @@ def test_firewall_in_use_cannot_be_deleted(client):
 
 
 def test_wrong_token_is_unauthorized(cloud):
-    err = api_error(lambda: cloud.client(token="wrong").servers.get_all())
+    err = api_error(cloud.client(token="wrong").servers.get_all)
     assert (err.code, err.message) == ("unauthorized", "unable to authenticate")
 
 
@@ -163,7 +173,7 @@ def test_rate_limit_is_retried_by_hcloud_then_surfaces(cloud, client, no_retry_s
     cloud.rate_limit_next(times=2, path="/servers")
     assert client.servers.get_all() == []  # hcloud retried twice, third call went through
     cloud.rate_limit_next(times=6)  # more than hcloud's 5 retries
-    err = api_error(lambda: client.locations.get_all())
+    err = api_error(client.locations.get_all)
     assert err.code == "rate_limit_exceeded"
     assert [r.status for r in cloud.requests[-6:]] == [429] * 6
 
@@ -206,8 +216,9 @@ def test_a_snapshot_boots_only_types_with_at_least_its_disk(cloud, client):
     snap = made.server.create_image(description="from cx33")
     snap.action.wait_until_finished()
     assert client.images.get_by_id(snap.image.id).disk_size == 80
-    err = api_error(lambda: client.servers.create("small", server_type=ServerType(name="cx23"),
-                                                  image=Image(id=snap.image.id)))
+    err = api_error(
+        lambda: client.servers.create("small", server_type=ServerType(name="cx23"), image=Image(id=snap.image.id))
+    )
     assert (err.code, err.message) == ("invalid_input", "image disk is bigger than server type disk")
     assert cloud.requests[-1].status == 422
     bigger = client.servers.create("bigger", server_type=ServerType(name="cx43"), image=Image(id=snap.image.id))
@@ -291,14 +302,20 @@ def test_the_api_as_it_is_today(cloud, client):
     gone = requests.get(f"{cloud.api_endpoint}/datacenters", headers=auth, timeout=5)
     assert gone.status_code == 410 and gone.json()["error"]["code"] == "deprecated_api_endpoint"
     assert "changelog" in gone.json()["error"]["details"]["announcement"]
-    old_style = requests.post(f"{cloud.api_endpoint}/servers", headers=auth, timeout=5, json={
-        "name": "old-style", "server_type": "cx23", "image": "debian-12", "datacenter": "fsn1-dc14"})
+    old_style = requests.post(
+        f"{cloud.api_endpoint}/servers",
+        headers=auth,
+        timeout=5,
+        json={"name": "old-style", "server_type": "cx23", "image": "debian-12", "datacenter": "fsn1-dc14"},
+    )
     assert old_style.status_code == 422 and old_style.json()["error"]["code"] == "invalid_input"
     fw = client.firewalls.create("never-applied").firewall
     for action in client.firewalls.remove_from_resources(fw, [FirewallResource("server", server=response.server)]):
         action.wait_until_finished()  # once firewall_already_removed, now simply done
     missing = FirewallResource("server", server=Server(id=1))
-    assert api_error(lambda: client.firewalls.remove_from_resources(fw, [missing])).code == "firewall_resource_not_found"
+    assert (
+        api_error(lambda: client.firewalls.remove_from_resources(fw, [missing])).code == "firewall_resource_not_found"
+    )
 
 
 def test_metadata_needs_a_known_caller(cloud):
@@ -391,8 +408,9 @@ def _exercise_real_servers(cloud: FakeHetzner, engine) -> None:
     snap.action.wait_until_finished()
     found = client.images.get_all(label_selector="vmgen-image=1", type=["snapshot"])
     assert [(i.id, i.status, i.created_from.id) for i in found] == [(snap.image.id, "available", server.id)]
-    clone = client.servers.create("ws-clone", server_type=ServerType(name="cx33"), image=Image(id=snap.image.id),
-                                  ssh_keys=[key])
+    clone = client.servers.create(
+        "ws-clone", server_type=ServerType(name="cx33"), image=Image(id=snap.image.id), ssh_keys=[key]
+    )
     clone.action.wait_until_finished()
     clone_container = cloud.server("ws-clone").container
     assert _exec(clone_container, "cloud-init", "status", "--wait").returncode == 0
@@ -404,8 +422,10 @@ def _exercise_real_servers(cloud: FakeHetzner, engine) -> None:
     assert _wait_for(lambda: client.servers.get_by_name("ws-clone").status == "off")
 
     # self-delete from inside the VM: metadata for the id, the API through the gateway
-    self_delete = (f"curl -s -X DELETE -H 'Authorization: Bearer {cloud.token}' "
-                   f"{cloud.api_endpoint_for_vms}/servers/$(curl -s {cloud.metadata_url}/instance-id)")
+    self_delete = (
+        f"curl -s -X DELETE -H 'Authorization: Bearer {cloud.token}' "
+        f"{cloud.api_endpoint_for_vms}/servers/$(curl -s {cloud.metadata_url}/instance-id)"
+    )
     assert '"command": "delete_server"' in _exec(container, "sh", "-c", self_delete).stdout
     assert _wait_for(lambda: engine.containers.list(all=True, filters={"name": container}) == [])
     assert client.servers.get_by_name("ws-real") is None
@@ -420,3 +440,18 @@ def _wait_for(check, timeout: float = 60) -> bool:
             return True
         time.sleep(0.3)
     return False
+
+
+def test_server_type_prices_have_the_apis_shape(client) -> None:
+    """As hcloud-python's fixture (tests/unit/server_types/conftest.py) records them: per location,
+    hourly and monthly, net with 10 decimal places and gross with 16, gross = net + 19 % VAT."""
+    import re
+    from decimal import Decimal
+
+    cx33 = client.server_types.get_by_name("cx33")
+    assert cx33 is not None and {p["location"] for p in cx33.prices} == {"fsn1", "nbg1", "hel1"}
+    for price in cx33.prices:
+        for kind in ("price_hourly", "price_monthly"):
+            net, gross = price[kind]["net"], price[kind]["gross"]
+            assert re.fullmatch(r"\d+\.\d{10}", net) and re.fullmatch(r"\d+\.\d{16}", gross)
+            assert Decimal(gross) == Decimal(net) * Decimal("1.19")

@@ -18,11 +18,12 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from vmgen.agents import AGENTS
 from vmgen.errors import VmgenError, WorkspaceExists
-from vmgen.providers.docker import DockerProvider, container_name, volume_name
-from vmgen.spec import GitSource, VmgenInstall, WorkspaceSpec
-from vmgen.stamps import BakedImage, ImageStamp
+from vmgen.laptop.agents import AGENTS
+from vmgen.laptop.providers.docker import DockerProvider
+from vmgen.laptop.providers.docker_engine import container_name, volume_name
+from vmgen.laptop.spec import GitSource, VmgenInstall, WorkspaceSpec
+from vmgen.laptop.stamps import BakedImage, ImageStamp
 
 IMAGE = os.environ.get("VMGEN_DOCKER_IMAGE", "vmgen-debian12:latest")
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0Kj t@l"
@@ -41,27 +42,38 @@ def name(engine: docker.DockerClient) -> Iterator[str]:
     made = f"t25-{secrets.token_hex(3)}"
     yield made
     for container in engine.containers.list(all=True, filters={"label": f"vmgen-ws={made}"}):
-        container.remove(force=True)
+        container.remove(force=True, v=True)
     for volume in engine.volumes.list(filters={"name": volume_name(made)}):
         volume.remove(force=True)
 
 
 def spec(name: str) -> WorkspaceSpec:
-    return WorkspaceSpec(name=name, source=GitSource("https://example.com/app"), agent=AGENTS["claude"],
-                         vmgen=VmgenInstall(version="0.1.0"), ssh_keys=(KEY,))
+    return WorkspaceSpec(
+        name=name,
+        source=GitSource("https://example.com/app"),
+        agent=AGENTS["claude"],
+        vmgen=VmgenInstall(version="0.1.0"),
+        ssh_keys=(KEY,),
+    )
 
 
 def others_workspace(engine: docker.DockerClient, name: str, command: str = "true") -> Container:
     """Another user's workspace of NAME, as their vmgen made it (its volume, then its container)."""
     labels = {"vmgen": "1", "vmgen-ws": name, "vmgen-owner": "someone@elsewhere", "vmgen-launch": "theirs"}
     engine.volumes.create(volume_name(name), labels=labels)
-    return engine.containers.create(IMAGE, command=["sh", "-c", command], name=container_name(name), labels=labels,
-                                    volumes={volume_name(name): {"bind": "/home", "mode": "rw"}})
+    return engine.containers.create(
+        IMAGE,
+        command=["sh", "-c", command],
+        name=container_name(name),
+        labels=labels,
+        volumes={volume_name(name): {"bind": "/home", "mode": "rw"}},
+    )
 
 
 @pytest.mark.parametrize("theirs_first", ["volume", "container"])
-def test_a_create_that_loses_the_race_for_its_name_removes_nothing_of_the_winners(engine, name, home,
-                                                                                   monkeypatch, theirs_first) -> None:
+def test_a_create_that_loses_the_race_for_its_name_removes_nothing_of_the_winners(
+    engine, name, home, monkeypatch, theirs_first
+) -> None:
     provider = DockerProvider(IMAGE, engine)
     if theirs_first == "volume":
         # Their volume is made between our checks and our create: docker hands ours back as theirs.
@@ -85,10 +97,16 @@ def test_an_image_in_use_names_the_workspace_and_the_command_that_frees_it(engin
     engine.api.import_image_from_data(empty.getvalue(), repository=f"vmgen-test-{name}", tag="baked")
     image = engine.images.get(f"vmgen-test-{name}:baked")
     try:
-        engine.containers.create(image.id, command=["true"], name=container_name(name),
-                                 labels={"vmgen": "1", "vmgen-ws": name})
-        baked = BakedImage(ref=str(image.id), name=f"vmgen-test-{name}:baked", created_at=datetime.now(UTC),
-                           stamp=ImageStamp("p", "a", "v"), base="")
+        engine.containers.create(
+            image.id, command=["true"], name=container_name(name), labels={"vmgen": "1", "vmgen-ws": name}
+        )
+        baked = BakedImage(
+            ref=str(image.id),
+            name=f"vmgen-test-{name}:baked",
+            created_at=datetime.now(UTC),
+            stamp=ImageStamp("p", "a", "v"),
+            base="",
+        )
         with pytest.raises(VmgenError) as refused:
             DockerProvider(IMAGE, engine).remove_baked(baked)
         said = str(refused.value)
@@ -97,7 +115,7 @@ def test_an_image_in_use_names_the_workspace_and_the_command_that_frees_it(engin
         assert engine.images.get(image.id)
     finally:
         for container in engine.containers.list(all=True, filters={"label": f"vmgen-ws={name}"}):
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         engine.images.remove(image.id, force=True)
 
 
@@ -114,19 +132,30 @@ def put_backup_result(container, result: dict) -> None:
     assert container.put_archive("/", buffer.getvalue())
 
 
-@pytest.mark.parametrize("trigger, ok, since_start, said", [
-    ("idlewatch", True, True, "backup"),
-    ("idlewatch", False, True, "failed"),
-    ("laptop", True, True, None),  # `vmgen backup` then `vmgen stop`: not the watchdog's doing
-    ("idlewatch", True, False, None),  # a backup of an earlier boot says nothing of this stop
-])
-def test_a_container_its_idle_watchdog_stopped_says_so_and_which_backup_it_made(engine, name, trigger, ok,
-                                                                              since_start, said) -> None:
+@pytest.mark.parametrize(
+    "trigger, ok, since_start, said",
+    [
+        ("idlewatch", True, True, "backup"),
+        ("idlewatch", False, True, "failed"),
+        ("laptop", True, True, None),  # `vmgen backup` then `vmgen stop`: not the watchdog's doing
+        ("idlewatch", True, False, None),  # a backup of an earlier boot says nothing of this stop
+    ],
+)
+def test_a_container_its_idle_watchdog_stopped_says_so_and_which_backup_it_made(
+    engine, name, trigger, ok, since_start, said
+) -> None:
     container = others_workspace(engine, name)
     finished = time.time() + (3600 if since_start else -3600)
-    put_backup_result(container, {"ok": ok, "backup_id": "20261207T120000Z-ab12" if ok else "",
-                                  "error": "" if ok else "store unreachable", "trigger": trigger,
-                                  "finished_at": finished})
+    put_backup_result(
+        container,
+        {
+            "ok": ok,
+            "backup_id": "20261207T120000Z-ab12" if ok else "",
+            "error": "" if ok else "store unreachable",
+            "trigger": trigger,
+            "finished_at": finished,
+        },
+    )
     container.start()
     container.wait(timeout=60)
     found = DockerProvider(IMAGE, engine).get(name)
@@ -137,3 +166,23 @@ def test_a_container_its_idle_watchdog_stopped_says_so_and_which_backup_it_made(
         assert found.stopped_by is not None and found.stopped_by.backup_id == "20261207T120000Z-ab12"
     else:
         assert found.stopped_by is not None and found.stopped_by.backup_error == "store unreachable"
+
+
+def test_a_container_is_listed_at_no_price(engine, name) -> None:
+    """`vmgen list` shows every workspace's price per hour from its provider: 0 on this machine."""
+    others_workspace(engine, name)
+    found = DockerProvider(IMAGE, engine).get(name)
+    assert found is not None and found.price_hourly == 0.0
+
+
+def test_a_deleted_workspace_leaves_no_anonymous_volume(engine, name) -> None:
+    # An image that declares a VOLUME (a baked one does: its bake's bind mounts) gives each of its
+    # containers an unnamed volume, which a remove without v leaves behind, unlabeled, forever.
+    labels = {"vmgen": "1", "vmgen-ws": name}
+    container = engine.containers.create(
+        IMAGE, command=["true"], name=container_name(name), labels=labels, volumes=["/scratch"]
+    )
+    (anonymous,) = [mount["Name"] for mount in container.attrs["Mounts"] if mount["Type"] == "volume"]
+    DockerProvider(IMAGE, engine).delete(name)
+    with pytest.raises(docker.errors.NotFound):
+        engine.volumes.get(anonymous)

@@ -21,15 +21,15 @@ from packaging.version import Version
 
 from tests.fakes.hetzner import FakeHetzner
 from vmgen import __version__
-from vmgen.agents import AGENTS
-from vmgen.builder.install import plan_for
 from vmgen.cli import main
 from vmgen.errors import ProviderActionFailed, ResourceLeftBehind
-from vmgen.launch import with_baked_image
-from vmgen.owner import owned, owner_labels
-from vmgen.providers.hetzner import HetznerProvider, api_errors
-from vmgen.spec import GitSource, VmgenInstall, WorkspaceSpec
-from vmgen.stamps import label_value
+from vmgen.laptop.agents import AGENTS
+from vmgen.laptop.builder.install import plan_for
+from vmgen.laptop.launch import with_baked_image
+from vmgen.laptop.owner import owned, owner_labels
+from vmgen.laptop.providers.hetzner import HetznerProvider, api_errors
+from vmgen.laptop.spec import GitSource, VmgenInstall, WorkspaceSpec
+from vmgen.laptop.stamps import label_value
 
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGVmZ2hpamtsbW5vcHFyc3R1dnd4eXphYmNkZWZnaGlq tester@laptop"
 VMGEN = VmgenInstall(version=__version__, find_links="http://wheels.example:8080/")
@@ -54,16 +54,26 @@ def provider(cloud) -> HetznerProvider:
 
 
 def spec(name: str = "ws", size: str = "medium", image: str = "") -> WorkspaceSpec:
-    return WorkspaceSpec(name=name, source=GitSource("https://example.com/app"), agent=AGENTS["claude"], vmgen=VMGEN,
-                         ssh_keys=(PUBKEY,), agent_version=AGENT_VERSION, size=size, region="fsn1", image=image)
+    return WorkspaceSpec(
+        name=name,
+        source=GitSource("https://example.com/app"),
+        agent=AGENTS["claude"],
+        vmgen=VMGEN,
+        ssh_keys=(PUBKEY,),
+        agent_version=AGENT_VERSION,
+        size=size,
+        region="fsn1",
+        image=image,
+    )
 
 
 def bake_on(cloud: FakeHetzner, server_type: str, created: str, owner: bool = True) -> int:
     """A snapshot this user baked on a server of `server_type`, dated `created` (`owner`: with
     the owner labels vmgen records); returns its id."""
     client = cloud.client()
-    made = client.servers.create(f"bake-{server_type}", server_type=ServerType(name=server_type),
-                                 image=Image(name="ubuntu-24.04"))
+    made = client.servers.create(
+        f"bake-{server_type}", server_type=ServerType(name=server_type), image=Image(name="ubuntu-24.04")
+    )
     made.action.wait_until_finished()
     labels = STAMP_LABELS | (owner_labels(label_value) if owner else {})
     snap = made.server.create_image(description=f"baked on {server_type}", labels=labels)
@@ -104,15 +114,36 @@ def test_a_launch_without_a_snapshot_that_fits_starts_from_the_stock_image(cloud
 
 def run_vmgen(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     # PATH holds the interpreter's folder only: no Packer, so `image build` stops after the template.
-    environment = {"PATH": os.path.dirname(sys.executable), "HOME": str(home),
-                   "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src"), **env}
-    return subprocess.run([sys.executable, "-m", "vmgen", *args], env=environment, cwd=home,
-                          capture_output=True, text=True, timeout=60, check=False)
+    environment = {
+        "PATH": os.path.dirname(sys.executable),
+        "HOME": str(home),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src"),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "vmgen", *args],
+        env=environment,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_image_build_bakes_on_the_smallest_disk_so_every_size_can_boot_the_snapshot(home, cloud):
-    result = run_vmgen(home, "image", "build", "--provider", "hetzner", "--packer", HCLOUD_TOKEN=cloud.token,
-                       VMGEN_HCLOUD_ENDPOINT=cloud.api_endpoint, VMGEN_REGION="fsn1", VMGEN_SIZE="large")
+    result = run_vmgen(
+        home,
+        "image",
+        "build",
+        "--provider",
+        "hetzner",
+        "--packer",
+        HCLOUD_TOKEN=cloud.token,
+        VMGEN_HCLOUD_ENDPOINT=cloud.api_endpoint,
+        VMGEN_REGION="fsn1",
+        VMGEN_SIZE="large",
+    )
     assert "packer is not installed" in result.stderr, result.stderr
     template = hcl2.loads((home / ".local/state/vmgen/packer/vmgen.pkr.hcl").read_text())
     source = template["source"][0]['"hcloud"']['"vmgen"']
@@ -191,8 +222,12 @@ def test_destroy_leaves_a_firewall_still_in_use_for_later_instead_of_failing(hom
     with FakeHetzner(boot=False, firewall_release_seconds=600) as cloud:
         provider_on(cloud).create(spec(), USER_DATA)
         monkeypatch.setattr(HetznerProvider, "FIREWALL_IN_USE_WAITS", (0.01, 0.01))
-        env = {"VMGEN_PROVIDER": "hetzner", "HCLOUD_TOKEN": cloud.token, "VMGEN_HCLOUD_ENDPOINT": cloud.api_endpoint,
-               "VMGEN_REGION": "fsn1"}
+        env = {
+            "VMGEN_PROVIDER": "hetzner",
+            "HCLOUD_TOKEN": cloud.token,
+            "VMGEN_HCLOUD_ENDPOINT": cloud.api_endpoint,
+            "VMGEN_REGION": "fsn1",
+        }
         result = CliRunner().invoke(main, ["destroy", "ws", "--yes"], env=env)
         assert result.exit_code == 0, result.output
         assert "destroyed ws" in result.stderr and "will be removed later" in result.stderr
@@ -217,8 +252,9 @@ def test_sizes_and_servers_are_read_from_the_current_fields_without_deprecation_
 
 def test_servers_carry_their_owner_and_a_snapshot_can_be_removed(cloud, provider):
     made = provider.create(spec(), USER_DATA)
-    assert owned(made.owner, made.owner_id, label_value) and owned(provider.workspaces()[0].owner,
-                                                                   provider.workspaces()[0].owner_id)
+    assert owned(made.owner, made.owner_id, label_value) and owned(
+        provider.workspaces()[0].owner, provider.workspaces()[0].owner_id
+    )
     snapshot = bake_on(cloud, "cx23", "2026-01-01T00:00:00+00:00", owner=False)
     (baked,) = provider.baked_images()
     assert baked.ref == str(snapshot) and baked.owner == ""  # baked before owners were recorded
@@ -241,16 +277,16 @@ def test_a_disk_kept_without_a_backup_is_listed_and_made_a_server_again(cloud, p
     from vmgen.contract.documents import WatchSettings
     from vmgen.contract.names import VmPaths
     from vmgen.errors import UsageError
-    from vmgen.vmside.idlewatch import actions
+    from vmgen.vmside.providers import hetzner as on_the_vm
 
     made = provider.create(spec("ws", size="large"), USER_DATA)
     server = next(s for s in cloud.state.servers.values() if s.name == "ws")
     paths = VmPaths(etc=tmp_path)
     paths.secrets.write_text(f"HCLOUD_TOKEN={cloud.token}\n")
-    monkeypatch.setattr(actions, "_metadata", lambda settings, key: str(server.id))
-    settings = WatchSettings(name="ws", provider="hetzner", hcloud_endpoint=cloud.api_endpoint)
-    snapshot = actions.snapshot_hetzner(settings, paths, wait=30)
-    actions.self_delete_hetzner(settings, paths)
+    monkeypatch.setattr(on_the_vm, "metadata", lambda settings, key: str(server.id))
+    settings = WatchSettings(name="ws", provider="hetzner", api_endpoint=cloud.api_endpoint)
+    snapshot = on_the_vm.PROVIDER.snapshot(settings, paths, wait=30)
+    on_the_vm.PROVIDER.delete(settings, paths)
     assert provider.get("ws") is None
 
     (kept,) = provider.kept_disks()

@@ -4,13 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.providers.hetzner import key_fingerprint
-from vmgen.providers.hetzner_sizes import (
-    ServerTypeUnavailable,
-    TypeOffer,
-    bake_type,
-    choose_type,
-)
+from vmgen.errors import ServerTypeUnavailable
+from vmgen.laptop.providers.hetzner import key_fingerprint
+from vmgen.laptop.providers.hetzner_sizes import TypeOffer, bake_type, choose_type
 
 
 def offer(name, cores, memory, available=True, deprecated=False, location="fsn1"):
@@ -42,8 +38,9 @@ def test_explicit_type():
     assert choose_type(OFFERS, "cpx11", "fsn1").name == "cpx11"
 
 
-@pytest.mark.parametrize("wanted, reason", [("cx22", "is deprecated"), ("ccx13", "is not available in fsn1"),
-                                            ("cx99", "does not exist")])
+@pytest.mark.parametrize(
+    "wanted, reason", [("cx22", "is deprecated"), ("ccx13", "is not available in fsn1"), ("cx99", "does not exist")]
+)
 def test_unusable_types_list_the_alternatives(wanted, reason):
     with pytest.raises(ServerTypeUnavailable, match=reason) as caught:
         choose_type(OFFERS, wanted, "fsn1")
@@ -62,6 +59,7 @@ def test_snapshots_are_baked_on_the_smallest_disk_of_the_launch_architecture():
 def test_fingerprint_matches_ssh_keygen(tmp_path: Path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
     public = (tmp_path / "k.pub").read_text().strip()
-    shown = subprocess.run(["ssh-keygen", "-l", "-E", "md5", "-f", str(tmp_path / "k.pub")],
-                           capture_output=True, text=True, check=True).stdout.split()[1]
+    shown = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "md5", "-f", str(tmp_path / "k.pub")], capture_output=True, text=True, check=True
+    ).stdout.split()[1]
     assert key_fingerprint(public) == shown.removeprefix("MD5:")

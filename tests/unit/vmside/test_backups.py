@@ -17,10 +17,11 @@ from vmgen.backup.store import LocalStore
 from vmgen.contract import codec
 from vmgen.contract.control import ControlRequest
 from vmgen.contract.documents import BackupConfig, BackupResult, BackupTarget, RestoreRequest, WorkspaceInfo
+from vmgen.contract.enums import StoreKind
 from vmgen.contract.names import VmPaths
-from vmgen.privileges import RunAs
 from vmgen.vmside import control
 from vmgen.vmside.backups import run_backup, run_restore
+from vmgen.vmside.privileges import RunAs
 
 ME = RunAs.current()
 
@@ -28,7 +29,7 @@ ME = RunAs.current()
 def vm(root: Path, store: Path, recipient: str) -> VmPaths:
     paths = VmPaths(home=root / "home", etc=root / "etc", state=root / "lib", run=root / "run")
     paths.etc.mkdir(parents=True)
-    target = BackupTarget(kind="local", path=str(store), excludes=("node_modules",))
+    target = BackupTarget(kind=StoreKind.LOCAL, path=str(store), excludes=("node_modules",))
     paths.backup_config.write_text(BackupConfig(target, "app", recipient).to_toml())
     paths.restore_request.write_text(codec.dumps(RestoreRequest("app")))
     return paths

@@ -25,9 +25,10 @@ from vmgen.contract import codec
 from vmgen.contract.control import ControlRequest
 from vmgen.contract.documents import BackupConfig, BackupTarget, WatchdogState
 from vmgen.contract.names import VmPaths
-from vmgen.privileges import RunAs
+from vmgen.errors import BackupBusy, BackupRefused
 from vmgen.vmside import backups, control
-from vmgen.vmside.backups import BackupBusy, BackupRefused, run_backup
+from vmgen.vmside.backups import run_backup
+from vmgen.vmside.privileges import RunAs
 
 ME = RunAs.current()
 
@@ -60,7 +61,10 @@ def daemon(tmp_path):
     listener.listen(1024)
     me = os.getpid()
     server = control.ControlServer(
-        listener, paths, ME, peer=lambda pid, uid: "ssh session laptop" if pid == me else f"uid {uid}",
+        listener,
+        paths,
+        ME,
+        peer=lambda pid, uid: "ssh session laptop" if pid == me else f"uid {uid}",
         ticks=control.TickShare(ask=lambda paths: a_state()),
     )
     stop = threading.Event()
@@ -99,8 +103,12 @@ FLOOD = textwrap.dedent("""
 
 def test_a_flood_and_slow_clients_leave_the_laptops_request_answered(daemon):
     paths, server = daemon
-    flood = subprocess.Popen([sys.executable, "-c", FLOOD, str(paths.control_socket), "500", "8"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    flood = subprocess.Popen(
+        [sys.executable, "-c", FLOOD, str(paths.control_socket), "500", "8"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert flood.stdout is not None and flood.stdin is not None
         assert flood.stdout.readline().strip() == "connected"

@@ -43,7 +43,9 @@ def test_the_page_says_how_far_the_code_ui_install_is_in_words_and_when_it_faile
     assert code_ui_progress(vm) == {"state": "absent"}
     vm.unit(UNITS.code_ui_install).write_text("[Service]\n")
     started = time.time() - 40
-    vm.phases_log.write_text(f"vmgen-phase {started - 5:.3f} code-ui-install\nvmgen-phase {started:.3f} code-ui-compile\n")
+    vm.phases_log.write_text(
+        f"vmgen-phase {started - 5:.3f} code-ui-install\nvmgen-phase {started:.3f} code-ui-compile\n"
+    )
     shown = code_ui_progress(vm)
     assert shown["state"] == "installing" and "compiling" in str(shown["step"])
     assert shown["since"] == pytest.approx(started, abs=0.01)

@@ -5,7 +5,9 @@ starts without waiting for it and the hard lifetime's timer starts too (one unit
 run at once). Root alone bounds it, whatever the agent does to the backup's tar stage (its
 process): the backup is stopped at the store's `deadline_minutes`, retried until then after a
 failure, and without a verified backup by then the compute stops anyway, the data kept another
-way (docker: powered off, the volume stays; hetzner: a snapshot of the server, then deleted).
+way (a provider's snapshot of the server, then deleted, where the provider keeps them; else
+powered off, the disk kept with the server). What the provider can do, and how, is its VM-side
+half in vmgen.vmside.providers, chosen by the settings' `provider`.
 Past that, systemd's start timeout for the unit (rendered from the same numbers, see
 contract.documents.act_timeout_seconds) stops it and powers the VM off (FailureAction=poweroff).
 
@@ -26,42 +28,29 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from ...contract import codec
 from ...contract.documents import WATCHDOG_TRIGGER, ActionRecord, BackupResult, BackupTarget, WatchSettings
 from ...contract.names import (
     AGENT_USER,
-    LABEL,
-    LOCATION_LABEL,
-    OWNER_ID_LABEL,
-    OWNER_LABEL,
-    RESCUE_LABEL,
-    TYPE_LABEL,
     UNITS,
     VM,
-    WS_LABEL,
     VmPaths,
 )
-from ...errors import VmgenError
-from ...privileges import RunAs, run_as
+from ...errors import DocumentError
 from ..agentfs import AgentFiles
 from ..jsonfile import write_text
+from ..privileges import RunAs, run_as
+from ..providers import VmProvider, vm_provider
 from .humans import tmux_sockets
 from .model import Action
-from .settings import read_secrets
 
 log = logging.getLogger("vmgen.idlewatch")
 
-SNAPSHOT_SECONDS = 480  # of ACT_FALLBACK_SECONDS, waiting for a provider snapshot
 RETRY_BACKOFF = (15, 30, 60, 120)
 MIN_ATTEMPT_SECONDS = 30  # a backup is not tried again with less time than this left
 DEFAULT_DEADLINE_MINUTES = BackupTarget.deadline_minutes
 TMUX_BUDGET_SECONDS = 5.0  # telling every attached tmux client, in total
-
-
-class ActionFailed(VmgenError):
-    """The idle action could not be carried out."""
 
 
 def warn(settings: WatchSettings, text: str, paths: VmPaths = VM, event: str = "warning") -> None:
@@ -103,8 +92,8 @@ class Machine:
 
     backup: Callable[[float], BackupResult]  # a verified backup, bounded by a deadline (monotonic)
     poweroff: Callable[[], None]
-    delete: Callable[[], None]  # through the provider's API (hetzner); never called on docker
-    snapshot: Callable[[], str]  # a provider snapshot of the server (hetzner); its id
+    delete: Callable[[], None]  # through the provider's API; called only where it deletes itself
+    snapshot: Callable[[], str]  # a provider snapshot of the server; its id
     notify: Callable[[str, str], None]  # (text, event): journal, terminals, webhook
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
@@ -120,6 +109,10 @@ class Act:
     deadline_minutes: float = DEFAULT_DEADLINE_MINUTES
     paths: VmPaths = VM
     record: ActionRecord | None = field(default=None, init=False)
+
+    @property
+    def provider(self) -> VmProvider:
+        return vm_provider(self.settings.provider)
 
     def run(self) -> ActionRecord:
         action = Action(self.settings.action)
@@ -175,9 +168,9 @@ class Act:
         return result
 
     def _delete(self, deleted: str, powered_off: str) -> ActionRecord:
-        """Delete the server (its words once deleted, and for docker, where a container cannot
-        delete itself, the words once powered off: the volume stays)."""
-        if self.settings.provider == "docker":
+        """Delete the server (its words once deleted, and where the VM cannot delete itself, the
+        words once powered off: the disk stays)."""
+        if not self.provider.deletes_itself:
             return self._finish("powering off", powered_off)
         try:
             self._deleting("deleting", deleted)
@@ -185,14 +178,15 @@ class Act:
             return self._finish(
                 "powering off",
                 f"{deleted}; but deleting the server failed ({_one_line(exc)}), so it is powered off "
-                f"instead (Hetzner bills a stopped server: `vmgen destroy {self.settings.name}` ends that)",
+                f"instead ({self.provider.stop_note or 'its disk stays'}: `vmgen destroy {self.settings.name}` "
+                "ends that)",
             )
         return self._done("done", deleted)
 
     def _keep(self, why: str) -> ActionRecord:
         """No verified backup in time: stop the compute without losing the data."""
         name = self.settings.name
-        if self.settings.provider != "hetzner":
+        if not self.provider.snapshots:
             return self._finish(
                 "kept",
                 f"powered off without a complete backup ({why}); its disk is kept: `vmgen start {name}` brings it back",
@@ -204,7 +198,8 @@ class Act:
             return self._finish(
                 "kept",
                 f"powered off without a complete backup ({why}) or a snapshot ({_one_line(exc)}); its disk is kept: "
-                f"`vmgen start {name}` brings it back (Hetzner bills a stopped server)",
+                f"`vmgen start {name}` brings it back"
+                + (f" ({self.provider.stop_note})" if self.provider.stop_note else ""),
             )
         assert self.record is not None
         self.record = replace(self.record, snapshot=snapshot)
@@ -249,7 +244,7 @@ def read_record(paths: VmPaths = VM) -> ActionRecord | None:
     """The action's record, if one was started in this boot (root's file in /run)."""
     try:
         return codec.loads(ActionRecord, paths.action_state.read_bytes(), str(paths.action_state), strict=False)
-    except (OSError, codec.DocumentError):
+    except (OSError, DocumentError):
         return None
 
 
@@ -261,14 +256,16 @@ def start_action() -> None:
 def machine_for(settings: WatchSettings, paths: VmPaths = VM) -> Machine:
     from ..backups import run_backup
 
+    provider = vm_provider(settings.provider)
+
     def backup(deadline: float) -> BackupResult:
         return _within(deadline, lambda: run_backup(WATCHDOG_TRIGGER, paths, deadline=deadline, wait=True))
 
     return Machine(
         backup=backup,
         poweroff=poweroff,
-        delete=lambda: self_delete_hetzner(settings, paths),
-        snapshot=lambda: snapshot_hetzner(settings, paths),
+        delete=lambda: provider.delete(settings, paths),
+        snapshot=lambda: provider.snapshot(settings, paths),
         notify=lambda text, event: warn(settings, text, paths, event),
     )
 
@@ -313,83 +310,15 @@ def system_uptime() -> float:
         return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-# --- the provider's side ------------------------------------------------------------------------
-
-
-def _hcloud(settings: WatchSettings, paths: VmPaths) -> tuple[Any, int, dict[str, str]]:
-    from hcloud import Client
-
-    secrets = read_secrets(paths)
-    token = secrets.get("HCLOUD_TOKEN", "")
-    if not token:
-        raise ActionFailed("no Hetzner token in the root-only secrets file")
-    kwargs: dict[str, Any] = {"api_endpoint": settings.hcloud_endpoint} if settings.hcloud_endpoint else {}
-    client = Client(token=token, application_name="vmgen-idlewatch", **kwargs)
-    return client, int(_metadata(settings, "instance-id")), secrets
-
-
-def self_delete_hetzner(settings: WatchSettings, paths: VmPaths = VM) -> None:
-    from hcloud.servers import Server
-
-    client, server_id, secrets = _hcloud(settings, paths)
-    if settings.dns_zone:
-        remove_dns_records(settings, secrets.get("CLOUDFLARE_API_TOKEN", ""))
-    log.warning("deleting this server (%s) through the Hetzner API", server_id)
-    client.servers.delete(Server(id=server_id))
-
-
-def snapshot_hetzner(settings: WatchSettings, paths: VmPaths = VM, wait: float = SNAPSHOT_SECONDS) -> str:
-    """A snapshot of this server's disk, labelled for the laptop to find and to make the server
-    again from (`vmgen list`, `vmgen restore NAME --snapshot ID`); its id once available."""
-    client, server_id, _secrets = _hcloud(settings, paths)
-    server = client.servers.get_by_id(server_id)
-    labels = {k: v for k, v in (server.labels or {}).items() if k in (LABEL, WS_LABEL, OWNER_LABEL, OWNER_ID_LABEL)}
-    labels |= {LABEL: "1", WS_LABEL: settings.name, RESCUE_LABEL: "1"}
-    if server.server_type is not None and server.server_type.name:
-        labels[TYPE_LABEL] = server.server_type.name
-    if server.location is not None and server.location.name:
-        labels[LOCATION_LABEL] = server.location.name
-    _quiet(["sync"])
-    made = client.servers.create_image(
-        server, type="snapshot", description=f"vmgen: {settings.name}, kept without a backup", labels=labels
-    )
-    until, action = time.monotonic() + wait, made.action
-    while True:
-        action.reload()
-        if action.status != "running":
-            break
-        if time.monotonic() > until:
-            raise ActionFailed(f"snapshot {made.image.id} did not finish within {wait:.0f}s")
-        time.sleep(2)
-    if action.status != "success":
-        raise ActionFailed(f"the snapshot failed: {action.error or action.status}")
-    return str(made.image.id)
-
-
-def remove_dns_records(settings: WatchSettings, token: str) -> None:
-    """Only records still pointing at this VM: after a restore elsewhere, the names are the new one's."""
-    from ...dns import DEFAULT_ENDPOINT, CloudflareDns
-
-    address = _metadata(settings, "public-ipv4")
-    for zone in (settings.dns_zone, settings.preview_dns_zone):
-        if zone:
-            dns = CloudflareDns(token, zone, settings.dns_endpoint or DEFAULT_ENDPOINT)
-            removed = dns.remove_workspace(settings.name, only_ipv4=address)
-            log.warning("removed %d DNS record(s) of %s in %s", removed, settings.name, zone)
-
-
-def _metadata(settings: WatchSettings, key: str) -> str:
-    if not settings.metadata_url:
-        raise ActionFailed("no metadata service configured for this VM; cannot find its own server")
-    with urllib.request.urlopen(f"{settings.metadata_url}/{key}", timeout=10) as response:
-        return str(response.read().decode().strip())
-
-
 def _quiet(argv: list[str]) -> None:
     try:
         subprocess.run(argv, check=False, capture_output=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.info("%s: %s", argv[0], exc)
+
+
+def _aside(note: str) -> str:
+    return f" ({note})" if note else ""
 
 
 def _one_line(exc: BaseException) -> str:

@@ -28,9 +28,9 @@ import psutil
 
 from ...contract.documents import Clocks, parse_leases
 from ...contract.names import AGENT_USER, PORTS, VM
-from ...privileges import RunAs, run_as
 from ..agentfs import AgentFiles
 from ..boot import clocks
+from ..privileges import RunAs, run_as
 from .model import Lease
 
 log = logging.getLogger(__name__)

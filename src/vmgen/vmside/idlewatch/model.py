@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from ...contract.enums import IdleAction
+
 
 class AgentState(str, enum.Enum):
     WORKING = "working"  # a turn is in progress and making progress, or its children are busy
@@ -77,11 +79,13 @@ class Condition(str, enum.Enum):
 
 
 class Action(str, enum.Enum):
+    """The verdict's next step: nothing yet, the warning, or the configured idle action."""
+
     NONE = "none"
     WARN = "warn"
-    BACKUP_THEN_DELETE = "backup-then-delete"
-    DELETE = "delete"
-    POWEROFF = "poweroff"
+    BACKUP_THEN_DELETE = IdleAction.BACKUP_THEN_DELETE.value
+    DELETE = IdleAction.DELETE.value
+    POWEROFF = IdleAction.POWEROFF.value
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class Verdict:
     history: History
     by_lifetime: bool = False  # the deadline is the hard lifetime's
     held_by: str = ""  # the reason of the lease that holds longest
+    lifetime_end: float | None = None  # when the hard lifetime ends (None: no hard lifetime)
 
     @property
     def busy(self) -> bool:

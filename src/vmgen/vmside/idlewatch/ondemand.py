@@ -20,18 +20,13 @@ import time
 
 from inotify_simple import INotify, flags
 
-from ...contract.codec import DocumentError
 from ...contract.documents import WatchdogState
 from ...contract.names import UNITS, VmPaths
-from ...errors import VmgenError
+from ...errors import DocumentError, TickUnavailable
 
 TICK_SIGNAL = signal.SIGURG
 MIN_GAP = 1.0  # seconds between two ticks, however often one is asked for
 ANSWER_TIMEOUT = 20.0
-
-
-class TickUnavailable(VmgenError):
-    """The watchdog is not running, or did not answer in time."""
 
 
 def main_pid(unit: str = UNITS.idlewatch) -> int:

@@ -12,8 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ...contract.codec import DocumentError
 from ...contract.documents import ActionRecord, AgentRecord, VerdictRecord, WatchdogState
+from ...errors import DocumentError
 from ..jsonfile import write_text
 from .model import Action, History, Verdict
 
@@ -46,6 +46,9 @@ def state_of(
     def to_wall(t: float) -> float:
         return round(wall - (mono - t), 1)
 
+    lifetime = config.get("max_lifetime")
+    lifetime_hours = round(float(lifetime) / 3600, 3) if lifetime else 0.0
+
     return WatchdogState(
         boot_id=current_boot,
         history=asdict(verdict.history),
@@ -63,6 +66,10 @@ def state_of(
             held_for_seconds=round(max(0.0, (verdict.history.held_until or 0.0) - verdict.at), 1),
             by_lifetime=verdict.by_lifetime,
             held_by=verdict.held_by,
+            lifetime_hours=lifetime_hours,
+            lifetime_left_seconds=round(max(0.0, verdict.lifetime_end - verdict.at), 1)
+            if verdict.lifetime_end is not None
+            else 0.0,
         ),
         agent=agent,
         updated_at=round(wall, 1),

@@ -72,8 +72,9 @@ def decide(history: History, snapshot: Snapshot, config: PolicyConfig) -> Verdic
         deadline = idle_since + config.idle_timeout
 
     by_lifetime = False
-    if config.max_lifetime is not None and history.boot_started + config.max_lifetime <= deadline:
-        deadline, by_lifetime = history.boot_started + config.max_lifetime, True
+    lifetime_end = history.boot_started + config.max_lifetime if config.max_lifetime is not None else None
+    if lifetime_end is not None and lifetime_end <= deadline:
+        deadline, by_lifetime = lifetime_end, True
 
     if working:
         condition = Condition.WORKING
@@ -100,6 +101,7 @@ def decide(history: History, snapshot: Snapshot, config: PolicyConfig) -> Verdic
         next_action=action,
         action_at=action_at,
         by_lifetime=by_lifetime,
+        lifetime_end=lifetime_end,
         held_by=longest.reason if longest is not None else "",
         history=replace(
             history,

@@ -3,10 +3,10 @@ root's secrets file. The document itself is the contract's WatchSettings."""
 
 from __future__ import annotations
 
-from ...contract.codec import DocumentError
 from ...contract.documents import WatchSettings
+from ...contract.enums import IdleAction
 from ...contract.names import VM, VmPaths
-from ...errors import ConfigError
+from ...errors import ConfigError, DocumentError
 from .model import Action, PolicyConfig
 
 
@@ -26,7 +26,7 @@ def load(paths: VmPaths = VM) -> WatchSettings:
         settings = WatchSettings.from_toml(path.read_text(), str(path)) if path.is_file() else WatchSettings()
     except DocumentError as exc:
         raise ConfigError(str(exc)) from None
-    if settings.action == Action.BACKUP_THEN_DELETE.value and not paths.backup_config.is_file():
+    if settings.action == IdleAction.BACKUP_THEN_DELETE and not paths.backup_config.is_file():
         # Deleting without a verified backup would lose work: refuse rather than pretend.
         raise ConfigError(
             f"{path}: action 'backup-then-delete' needs a backup store ({paths.backup_config} is "

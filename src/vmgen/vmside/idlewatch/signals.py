@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ...contract.names import VM
-from ...privileges import RunAs
 from ..agentfs import AgentFiles
+from ..privileges import RunAs
 from .agent import AgentConfig, AgentWatcher
 from .files import DEFAULT_IGNORE, FileWatcher
 from .humans import (

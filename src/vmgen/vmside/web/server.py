@@ -8,7 +8,8 @@ pane, a keepalive lease, a backup) it asks root for over root's page socket (`vm
 root's own documents (the watchdog's state, the last backup, the links) are world-readable.
 
 Actions are POSTs that must carry a JSON body, a custom header and a same-origin Origin: a page
-on another site cannot make the user's browser trigger them.
+on another site cannot make the user's browser trigger them. Routes are functions of a request's
+parts that return a `Reply` (vmside/httpbase.py); the handler reads and writes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,11 @@ from ...contract.control import decode_reply
 from ...contract.documents import ACTION_WORDS, WatchdogState
 from ...contract.names import UNITS, VM, VmPaths
 from ...contract.pageops import KEEPALIVE_HOURS, MAX_MESSAGE, PageActivity, PageRequest, encode_request
-from ...contract.verdict_words import verdict_word, what_happens, what_holds
+from ...contract.verdict_words import lifetime_words, verdict_word, what_happens, what_holds
+from ...errors import DocumentError
 from ..activation import UnixHTTPServer, serve_unix
 from ..boot import with_age
+from ..httpbase import BaseHandler, Reply, same_origin
 from ..services import code_ui_progress
 from .certificates import report as certificate_report
 
@@ -70,7 +72,7 @@ def root_ops(paths: VmPaths = VM) -> Ops:
                         break
                     data += chunk
             reply = decode_reply(data.split(b"\n", 1)[0])
-        except (OSError, codec.DocumentError) as exc:
+        except (OSError, DocumentError) as exc:
             raise ActionRefused(503, f"root's page service does not answer ({exc})") from None
         if reply.busy:  # nothing was done; it may work in a moment
             raise ActionRefused(409, reply.busy)
@@ -97,7 +99,7 @@ class WebSettings:
                 return cached
             try:
                 fresh = PageActivity.from_result(self.ops(PageRequest("activity")))
-            except (ActionRefused, codec.DocumentError) as exc:
+            except (ActionRefused, DocumentError) as exc:
                 log.warning("the page's activity: %s", exc)
                 fresh = cached
             self._activity = (time.monotonic(), fresh)
@@ -152,9 +154,14 @@ def said(watchdog: dict[str, Any]) -> dict[str, str] | None:
     the workspace up, and what happens when)."""
     try:
         state = codec.from_value(WatchdogState, with_age(watchdog), "the watchdog's state", strict=False)
-    except codec.DocumentError:
+    except DocumentError:
         return None
-    return {"word": verdict_word(state), "now": what_holds(state), "next": what_happens(state)}
+    return {
+        "word": verdict_word(state),
+        "now": what_holds(state),
+        "next": what_happens(state),
+        "lifetime": lifetime_words(state),
+    }
 
 
 def keep_alive(settings: WebSettings, hours: object) -> dict[str, Any]:
@@ -181,82 +188,71 @@ ACTIONS = {
 }
 
 
-def make_handler(settings: WebSettings) -> type[BaseHTTPRequestHandler]:
-    page = resources.files(__package__).joinpath("page.html").read_bytes()
+PAGE_CSP = (
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
+    "worker-src 'none'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = (("Referrer-Policy", "same-origin"), ("Content-Security-Policy", PAGE_CSP))
 
-    class Handler(BaseHTTPRequestHandler):
+
+def page_html() -> bytes:
+    return resources.files(__package__).joinpath("page.html").read_bytes()
+
+
+def answer_get(settings: WebSettings, path: str, page: bytes) -> Reply:
+    """GET: the page, its state, the health check."""
+    if path == "/":
+        return Reply(200, page, "text/html; charset=utf-8")
+    if path == "/api/state":
+        return Reply.json(200, collect_state(settings))
+    if path == "/healthz":
+        return Reply(200, b"ok\n", "text/plain")
+    return Reply.json(404, {"error": "not found"})
+
+
+def answer_post(settings: WebSettings, path: str, headers: Any, raw: bytes | None) -> Reply:
+    """POST: an action, from the page itself only (a JSON body, the action header, a same-origin
+    Origin); `raw` is None for a body over MAX_BODY."""
+    try:
+        if raw is None:
+            raise ActionRefused(413, "too large")
+        body = _json_body(headers, raw)
+        action = ACTIONS.get(path)
+        if action is None:
+            raise ActionRefused(404, "not found")
+        if headers.get(ACTION_HEADER) != "1" or not same_origin(headers):
+            raise ActionRefused(403, "cross-site request refused")
+        return Reply.json(200, action(settings, body))
+    except ActionRefused as refused:
+        return Reply.json(refused.status, {"error": str(refused)})
+
+
+def _json_body(headers: Any, raw: bytes) -> dict[str, Any]:
+    if not (headers.get("Content-Type") or "").startswith("application/json"):
+        raise ActionRefused(415, "send JSON")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise ActionRefused(400, "invalid JSON") from None
+    if not isinstance(body, dict):
+        raise ActionRefused(400, "send a JSON object")
+    return body
+
+
+def make_handler(settings: WebSettings) -> type[BaseHandler]:
+    page = page_html()
+
+    class Handler(BaseHandler):
         server_version = "vmgen-web"
+        log = logging.getLogger(__name__)
+        page_headers = PAGE_HEADERS
 
         def do_GET(self) -> None:  # http.server's naming
-            path = urlsplit(self.path).path
-            if path == "/":
-                self._reply(200, page, "text/html; charset=utf-8")
-            elif path == "/api/state":
-                self._json(200, collect_state(settings))
-            elif path == "/healthz":
-                self._reply(200, b"ok\n", "text/plain")
-            else:
-                self._json(404, {"error": "not found"})
+            self.send(answer_get(settings, urlsplit(self.path).path, page))
 
         def do_POST(self) -> None:
-            action = ACTIONS.get(urlsplit(self.path).path)
-            try:
-                body = self._body()  # read before any answer: this connection may be kept alive
-                if action is None:
-                    raise ActionRefused(404, "not found")
-                self._check_same_origin()
-                self._json(200, action(settings, body))
-            except ActionRefused as refused:
-                self._json(refused.status, {"error": str(refused)})
-
-        def _check_same_origin(self) -> None:
-            origin = self.headers.get("Origin")
-            if self.headers.get(ACTION_HEADER) != "1" or (
-                origin and urlsplit(origin).netloc != self.headers.get("Host")
-            ):
-                raise ActionRefused(403, "cross-site request refused")
-
-        def _body(self) -> dict[str, Any]:
-            declared = self.headers.get("Content-Length") or "0"
-            length = int(declared) if declared.isdigit() else MAX_BODY + 1
-            if length > MAX_BODY:
-                self.close_connection = True
-                raise ActionRefused(413, "too large")
-            raw = self.rfile.read(length)
-            if not (self.headers.get("Content-Type") or "").startswith("application/json"):
-                raise ActionRefused(415, "send JSON")
-            try:
-                body = json.loads(raw or b"{}")
-            except ValueError:
-                raise ActionRefused(400, "invalid JSON") from None
-            if not isinstance(body, dict):
-                raise ActionRefused(400, "send a JSON object")
-            return body
-
-        def _json(self, status: int, value: Any) -> None:
-            self._reply(status, json.dumps(value).encode(), "application/json")
-
-        def _reply(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Referrer-Policy", "same-origin")
-            self.send_header(
-                "Content-Security-Policy",
-                "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
-                "worker-src 'none'; frame-ancestors 'none'",
-            )
-            self.end_headers()
-            self.wfile.write(body)
-
-        def address_string(self) -> str:  # a unix socket has no peer address
-            return "-"
-
-        def log_message(self, format: str, *args: Any) -> None:  # http.server's signature
-            # Prefixing http.server's own format keeps the formatting lazy.
-            log.debug("%s " + format, self.address_string(), *args)  # noqa: G003
+            raw = self.read_body(MAX_BODY)  # before any answer: this connection may be kept alive
+            self.send(answer_post(settings, urlsplit(self.path).path, self.headers, raw))
 
     return Handler
 

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from vmgen.contract.documents import BackupResult, WatchSettings
+from vmgen.contract.enums import IdleAction
 from vmgen.contract.names import VmPaths
 from vmgen.vmside.idlewatch import actions
 from vmgen.vmside.idlewatch.actions import Act, Machine
@@ -31,16 +32,29 @@ class Clock:
 class Scripted:
     """What the action did to the VM, in order."""
 
-    def __init__(self, clock: Clock, backups: list[BackupResult], snapshot_fails: bool = False,
-                 delete_fails: bool = False, backup_seconds: float = 60) -> None:
-        self.clock, self.backups, self.events = clock, list(backups), []
+    def __init__(
+        self,
+        clock: Clock,
+        backups: list[BackupResult],
+        snapshot_fails: bool = False,
+        delete_fails: bool = False,
+        backup_seconds: float = 60,
+    ) -> None:
+        self.clock, self.backups = clock, list(backups)
+        self.events: list[str] = []
         self.snapshot_fails, self.delete_fails, self.backup_seconds = snapshot_fails, delete_fails, backup_seconds
         self.deadlines: list[float] = []
 
     def machine(self) -> Machine:
-        return Machine(backup=self.backup, poweroff=lambda: self.events.append("poweroff"), delete=self.delete,
-                       snapshot=self.snapshot, notify=lambda text, event: self.events.append(f"notify {event}: {text}"),
-                       clock=self.clock, sleep=self.clock.sleep)
+        return Machine(
+            backup=self.backup,
+            poweroff=lambda: self.events.append("poweroff"),
+            delete=self.delete,
+            snapshot=self.snapshot,
+            notify=lambda text, event: self.events.append(f"notify {event}: {text}"),
+            clock=self.clock,
+            sleep=self.clock.sleep,
+        )
 
     def backup(self, deadline: float) -> BackupResult:
         self.deadlines.append(deadline)
@@ -62,8 +76,8 @@ class Scripted:
         return "4711"
 
 
-def act(tmp_path, provider: str, scripted: Scripted, action: str = "backup-then-delete", reason: str = "idle"):
-    settings = WatchSettings(name="app", action=action, provider=provider)
+def act(tmp_path, provider: str, scripted: Scripted, action: str = IdleAction.BACKUP_THEN_DELETE, reason: str = "idle"):
+    settings = WatchSettings(name="app", action=IdleAction(action), provider=provider)
     paths = VmPaths(run=tmp_path)
     record = Act(settings, scripted.machine(), reason, deadline_minutes=15, paths=paths).run()
     return record, json.loads((tmp_path / "action.json").read_text())
@@ -79,8 +93,9 @@ def test_a_verified_backup_then_the_delete_said_before_the_server_goes(tmp_path)
     assert scripted.events[2].startswith("notify deleting:") and scripted.events[3] == "delete"
     assert "poweroff" not in scripted.events
     assert record.step == "done" and record.backup_id == GOOD.backup_id
-    assert written["detail"] == (f"backed up as {GOOD.backup_id} and deleted (it is idle); "
-                                 "`vmgen restore app` brings it back")
+    assert written["detail"] == (
+        f"backed up as {GOOD.backup_id} and deleted (it is idle); `vmgen restore app` brings it back"
+    )
 
 
 def test_docker_powers_off_after_the_backup(tmp_path):
@@ -101,9 +116,13 @@ def test_failed_backups_are_tried_again_until_the_deadline_then_docker_powers_of
     assert clock.now <= started + 15 * 60
     assert scripted.events[-1] == "poweroff" and "delete" not in scripted.events
     assert record.step == written["step"] == "kept"
-    assert written["detail"] == ("powered off without a complete backup (no verified backup could be made: the tar stage "
-                                 "died (exit status -9)); its disk is kept: `vmgen start app` brings it back")
-    assert any(e.startswith("notify kept: vmgen: workspace app powered off without a complete backup") for e in scripted.events)
+    assert written["detail"] == (
+        "powered off without a complete backup (no verified backup could be made: the tar stage "
+        "died (exit status -9)); its disk is kept: `vmgen start app` brings it back"
+    )
+    assert any(
+        e.startswith("notify kept: vmgen: workspace app powered off without a complete backup") for e in scripted.events
+    )
 
 
 def test_hetzner_without_a_backup_snapshots_then_deletes(tmp_path):
@@ -120,8 +139,12 @@ def test_hetzner_without_a_backup_snapshots_then_deletes(tmp_path):
 def test_a_backup_that_left_files_out_is_not_enough_for_a_delete(tmp_path, provider, kept_by):
     """Files the backup could not read would be lost with the VM: the disk is kept instead, and the
     record names them."""
-    partial = BackupResult(ok=True, backup_id="20261125T150000Z-ab12", left_out=1,
-                           left_out_paths=("work/app/secret.db (Permission denied)",))
+    partial = BackupResult(
+        ok=True,
+        backup_id="20261125T150000Z-ab12",
+        left_out=1,
+        left_out_paths=("work/app/secret.db (Permission denied)",),
+    )
     scripted = Scripted(Clock(), [partial])
     record, written = act(tmp_path, provider, scripted)
     assert scripted.events.count("backup") == 1  # trying again would leave the same files out
@@ -144,9 +167,10 @@ def test_a_delete_that_fails_after_the_backup_powers_off_and_never_backs_up_agai
     assert "deleting the server failed (API answered 503)" in record.detail
 
 
-@pytest.mark.parametrize(("action", "provider", "last"), [("poweroff", "hetzner", "poweroff"),
-                                                          ("delete", "hetzner", "delete"),
-                                                          ("delete", "docker", "poweroff")])
+@pytest.mark.parametrize(
+    ("action", "provider", "last"),
+    [("poweroff", "hetzner", "poweroff"), ("delete", "hetzner", "delete"), ("delete", "docker", "poweroff")],
+)
 def test_actions_without_a_backup(tmp_path, action, provider, last):
     scripted = Scripted(Clock(), [])
     act(tmp_path, provider, scripted, action=action)

@@ -13,7 +13,8 @@ import pytest
 
 from tests.polling import wait_until
 from vmgen.contract.names import VmPaths
-from vmgen.vmside.idlewatch.ondemand import TICK_SIGNAL, TickUnavailable, request_tick
+from vmgen.errors import TickUnavailable
+from vmgen.vmside.idlewatch.ondemand import TICK_SIGNAL, request_tick
 
 # The real service loop, with a collector that needs no agent, and an interval far longer than
 # the test: any second verdict comes from the request.

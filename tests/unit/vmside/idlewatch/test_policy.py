@@ -43,8 +43,14 @@ class Phase:
     lease_minutes: float | None = None  # a lease taken at the phase start, for this long
 
 
-def replay(phases: list[Phase], until: float, config: PolicyConfig = CONFIG, tick: float = 0.5,
-           history: History | None = None, origin: float = 1000.0):
+def replay(
+    phases: list[Phase],
+    until: float,
+    config: PolicyConfig = CONFIG,
+    tick: float = 0.5,
+    history: History | None = None,
+    origin: float = 1000.0,
+):
     """Tick every `tick` minutes from 0 to `until` (minutes); returns the last verdict."""
     history = history or History(boot_started=origin, last_activity=origin)
     leases: list[Lease] = []
@@ -54,9 +60,13 @@ def replay(phases: list[Phase], until: float, config: PolicyConfig = CONFIG, tic
         phase = [p for p in phases if p.start <= t][-1]
         if phase.lease_minutes is not None and abs(t - phase.start) < 1e-9:
             leases.append(Lease(until=origin + (t + phase.lease_minutes) * MIN, reason="test"))
-        snapshot = Snapshot(at=origin + t * MIN, agent=phase.agent,
-                            files_changed=phase.files if abs(t - phase.start) < 1e-9 else 0,
-                            humans=phase.humans, leases=tuple(leases))
+        snapshot = Snapshot(
+            at=origin + t * MIN,
+            agent=phase.agent,
+            files_changed=phase.files if abs(t - phase.start) < 1e-9 else 0,
+            humans=phase.humans,
+            leases=tuple(leases),
+        )
         verdict = decide(history, snapshot, config)
         history = verdict.history
         t += tick
@@ -97,10 +107,14 @@ TABLE = [
     ("keepalive holds it", [Phase(0, lease_minutes=180)], 150, Action.NONE, True),
     ("keepalive expires, then 30 min", [Phase(0, lease_minutes=60)], 89, Action.WARN, False),
     ("keepalive expired long ago", [Phase(0, lease_minutes=60)], 90, Action.DELETE, False),
-    ("keepalive: the countdown runs from the lease's end, to the second",
-     [Phase(0, lease_minutes=60.1)], 90.05, Action.WARN, False),
-    ("a human limit below the idle timeout never shortens it", [Phase(0, humans=SSH)], 29,
-     Action.WARN, False),
+    (
+        "keepalive: the countdown runs from the lease's end, to the second",
+        [Phase(0, lease_minutes=60.1)],
+        90.05,
+        Action.WARN,
+        False,
+    ),
+    ("a human limit below the idle timeout never shortens it", [Phase(0, humans=SSH)], 29, Action.WARN, False),
 ]
 
 
@@ -215,13 +229,20 @@ def _agent(situation: Situation, t: float) -> AgentSignals:
         said += [(m, False) for m in (s.closed,) if m is not None and m <= t]
         at, open_ = max(said) if said else (None, False)
         tool = s.tool_since is not None and s.tool_since <= t
-        transcript = TranscriptState(Path(f"{s.id}.jsonl"), turn_open=open_, tool_running=open_ and tool,
-                                     tool_since=_wall(situation, s.tool_since) if open_ and tool else None,
-                                     changed_at=_wall(situation, at) if at is not None else None)
+        transcript = TranscriptState(
+            Path(f"{s.id}.jsonl"),
+            turn_open=open_,
+            tool_running=open_ and tool,
+            tool_since=_wall(situation, s.tool_since) if open_ and tool else None,
+            changed_at=_wall(situation, at) if at is not None else None,
+        )
         facts = ProcessFacts(
-            connections=s.connections, new_connections=s.new_connections,
+            connections=s.connections,
+            new_connections=s.new_connections,
             children=tuple((name, _wall(situation, m)) for name, m in s.processes if m <= t),
-            grew_now=s.grew_at == t, grew_recently=s.grew_at is not None and (t - s.grew_at) * MIN < STALL)
+            grew_now=s.grew_at == t,
+            grew_recently=s.grew_at is not None and (t - s.grew_at) * MIN < STALL,
+        )
         evidence = evidence_of(transcript, None, hooks.get(s.id, HookState()), facts, wall, STALL)
         judged.append(classify(evidence))
     state, detail = combine(judged)
@@ -232,30 +253,45 @@ def _leases(situation: Situation, t: float, origin: float) -> tuple[Lease, ...]:
     if situation.lease is None or t < situation.lease[0]:
         return ()
     taken, minutes = situation.lease
-    raw = json.dumps([{"until": _wall(situation, taken) + minutes * MIN, "reason": "from the laptop",
-                       "boot": "this-boot", "boot_until": BOOT0 + (taken + minutes) * MIN}])
+    raw = json.dumps(
+        [
+            {
+                "until": _wall(situation, taken) + minutes * MIN,
+                "reason": "from the laptop",
+                "boot": "this-boot",
+                "boot_until": BOOT0 + (taken + minutes) * MIN,
+            }
+        ]
+    )
     clocks = Clocks(wall=_wall(situation, t), boot="this-boot", boottime=BOOT0 + t * MIN)
     mono = origin + t * MIN
-    return tuple(Lease(until=mono + (lease.until - clocks.wall), reason=lease.reason)
-                 for lease in parse_leases(raw, clocks))
+    return tuple(
+        Lease(until=mono + (lease.until - clocks.wall), reason=lease.reason) for lease in parse_leases(raw, clocks)
+    )
 
 
-def live(situation: Situation, until: float, config: PolicyConfig = CONFIG, tick: float = 0.5,
-         origin: float = 1000.0):
+def live(situation: Situation, until: float, config: PolicyConfig = CONFIG, tick: float = 0.5, origin: float = 1000.0):
     """Tick from minute 0 to `until`; the last verdict and the state document it is said from."""
     history = History(boot_started=origin, last_activity=origin)
     t, verdict, agent = 0.0, None, ABSENT
     while t <= until + 1e-9:
         agent = _agent(situation, t)
         humans = Humans(ssh_sessions=sum(1 for title in situation.ssh if is_person(title)))
-        snapshot = Snapshot(at=origin + t * MIN, agent=agent, humans=humans,
-                            leases=_leases(situation, t, origin))
+        snapshot = Snapshot(at=origin + t * MIN, agent=agent, humans=humans, leases=_leases(situation, t, origin))
         verdict = decide(history, snapshot, config)
         history = verdict.history
         t += tick
     assert verdict is not None
-    state = state_of("this-boot", verdict, config.action, AgentRecord(agent.state.value, agent.detail), {},
-                     False, 0, asdict(config) | {"action": config.action.value})
+    state = state_of(
+        "this-boot",
+        verdict,
+        config.action,
+        AgentRecord(agent.state.value, agent.detail),
+        {},
+        False,
+        0,
+        asdict(config) | {"action": config.action.value},
+    )
     return verdict, state
 
 
@@ -265,51 +301,124 @@ TWO_SESSIONS = (
     Session("A", hooks=((0, "UserPromptSubmit"), (2, "Stop"), (3, "Notification")), opened=0, closed=2),
     Session("B", hooks=((1, "UserPromptSubmit"),), opened=1, connections=1),
 )
-SILENT_TOOL = Session("T", hooks=((0, "UserPromptSubmit"), (1, "PreToolUse")), opened=1, tool_since=1,
-                      processes=(("bash", 1), ("pytest", 1.01)), grew_at=1)
-STUCK_TURN = Session("S", hooks=((0, "UserPromptSubmit"),), opened=0, grew_at=0,
-                     processes=(("mcp-server", -60),))  # an MCP server from the session's start
+SILENT_TOOL = Session(
+    "T",
+    hooks=((0, "UserPromptSubmit"), (1, "PreToolUse")),
+    opened=1,
+    tool_since=1,
+    processes=(("bash", 1), ("pytest", 1.01)),
+    grew_at=1,
+)
+STUCK_TURN = Session(
+    "S", hooks=((0, "UserPromptSubmit"),), opened=0, grew_at=0, processes=(("mcp-server", -60),)
+)  # an MCP server from the session's start
 
 # (id, situation, at minute, condition, action, the words `vmgen status` and the page say)
 SITUATIONS = [
-    ("1: two sessions, one at its idle notification, one mid-turn: working",
-     Situation(TWO_SESSIONS), 45, Condition.WORKING, Action.NONE, "powers off once idle for 30 min"),
-    ("1: the same two sessions once B's turn ends: idle, counted from B's end",
-     Situation((TWO_SESSIONS[0], replace(TWO_SESSIONS[1], closed=20,
-                                         hooks=((1, "UserPromptSubmit"), (20, "Stop"))))),
-     44.5, Condition.IDLE, Action.WARN, "powers off in 5 min unless something happens (warned)"),
-    ("1: a session whose statements say idle, with a new model connection: working",
-     Situation((replace(TWO_SESSIONS[0], new_connections=1),)), 10, Condition.WORKING, Action.NONE,
-     "powers off once idle for 30 min"),
-    ("2: vmgen's own SSH (status polled, no terminal) is no person: acted at 30 min",
-     Situation(ssh=("sshd: agent@notty",)), 30, Condition.IDLE, Action.DELETE, "deletes itself now"),
-    ("2: the first verdict during a launch's SSH says the idle timeout",
-     Situation(ssh=("sshd-session: agent@notty",)), 0, Condition.IDLE, Action.NONE,
-     "deletes itself in 30 min unless something happens"),
-    ("2: a person's terminal keeps it up, counting down the human limit",
-     Situation(ssh=("sshd: agent@pts/0",)), 100, Condition.HUMAN, Action.NONE,
-     "deletes itself in 20 min unless something happens"),
-    ("3: a silent tool call longer than stall_minutes, its process alive: working",
-     Situation((SILENT_TOOL,)), 40, Condition.WORKING, Action.NONE, "powers off once idle for 30 min"),
-    ("3: the same call once its process is gone: stalled, then idle from the stall",
-     Situation((replace(SILENT_TOOL, processes=()),)), 40, Condition.IDLE, Action.WARN,
-     "deletes itself in 6 min unless something happens (warned)"),
-    ("3: a turn with no tool process, no connection and no growth: stalled, not activity",
-     Situation((STUCK_TURN,)), 43.5, Condition.IDLE, Action.WARN,
-     "deletes itself in 1 min unless something happens (warned)"),
-    ("4: a +2 h wall-clock step keeps a 10-minute lease",
-     Situation(lease=(0, 10), wall_step=(1, 120)), 9, Condition.KEPT_ALIVE, Action.NONE,
-     "deletes itself in 31 min unless something happens"),
-    ("4: a -2 h wall-clock step does not stretch it",
-     Situation(lease=(0, 10), wall_step=(1, -120)), 40, Condition.IDLE, Action.DELETE, "deletes itself now"),
-    ("5: a keepalive says the lease's time: its end plus the idle timeout",
-     Situation(lease=(0, 10)), 0.5, Condition.KEPT_ALIVE, Action.NONE,
-     "deletes itself in 40 min unless something happens"),
+    (
+        "1: two sessions, one at its idle notification, one mid-turn: working",
+        Situation(TWO_SESSIONS),
+        45,
+        Condition.WORKING,
+        Action.NONE,
+        "powers off once idle for 30 min",
+    ),
+    (
+        "1: the same two sessions once B's turn ends: idle, counted from B's end",
+        Situation(
+            (TWO_SESSIONS[0], replace(TWO_SESSIONS[1], closed=20, hooks=((1, "UserPromptSubmit"), (20, "Stop"))))
+        ),
+        44.5,
+        Condition.IDLE,
+        Action.WARN,
+        "powers off in 5 min unless something happens (warned)",
+    ),
+    (
+        "1: a session whose statements say idle, with a new model connection: working",
+        Situation((replace(TWO_SESSIONS[0], new_connections=1),)),
+        10,
+        Condition.WORKING,
+        Action.NONE,
+        "powers off once idle for 30 min",
+    ),
+    (
+        "2: vmgen's own SSH (status polled, no terminal) is no person: acted at 30 min",
+        Situation(ssh=("sshd: agent@notty",)),
+        30,
+        Condition.IDLE,
+        Action.DELETE,
+        "deletes itself now",
+    ),
+    (
+        "2: the first verdict during a launch's SSH says the idle timeout",
+        Situation(ssh=("sshd-session: agent@notty",)),
+        0,
+        Condition.IDLE,
+        Action.NONE,
+        "deletes itself in 30 min unless something happens",
+    ),
+    (
+        "2: a person's terminal keeps it up, counting down the human limit",
+        Situation(ssh=("sshd: agent@pts/0",)),
+        100,
+        Condition.HUMAN,
+        Action.NONE,
+        "deletes itself in 20 min unless something happens",
+    ),
+    (
+        "3: a silent tool call longer than stall_minutes, its process alive: working",
+        Situation((SILENT_TOOL,)),
+        40,
+        Condition.WORKING,
+        Action.NONE,
+        "powers off once idle for 30 min",
+    ),
+    (
+        "3: the same call once its process is gone: stalled, then idle from the stall",
+        Situation((replace(SILENT_TOOL, processes=()),)),
+        40,
+        Condition.IDLE,
+        Action.WARN,
+        "deletes itself in 6 min unless something happens (warned)",
+    ),
+    (
+        "3: a turn with no tool process, no connection and no growth: stalled, not activity",
+        Situation((STUCK_TURN,)),
+        43.5,
+        Condition.IDLE,
+        Action.WARN,
+        "deletes itself in 1 min unless something happens (warned)",
+    ),
+    (
+        "4: a +2 h wall-clock step keeps a 10-minute lease",
+        Situation(lease=(0, 10), wall_step=(1, 120)),
+        9,
+        Condition.KEPT_ALIVE,
+        Action.NONE,
+        "deletes itself in 31 min unless something happens",
+    ),
+    (
+        "4: a -2 h wall-clock step does not stretch it",
+        Situation(lease=(0, 10), wall_step=(1, -120)),
+        40,
+        Condition.IDLE,
+        Action.DELETE,
+        "deletes itself now",
+    ),
+    (
+        "5: a keepalive says the lease's time: its end plus the idle timeout",
+        Situation(lease=(0, 10)),
+        0.5,
+        Condition.KEPT_ALIVE,
+        Action.NONE,
+        "deletes itself in 40 min unless something happens",
+    ),
 ]
 
 
-@pytest.mark.parametrize("situation, at, condition, action, said", [row[1:] for row in SITUATIONS],
-                         ids=[row[0] for row in SITUATIONS])
+@pytest.mark.parametrize(
+    "situation, at, condition, action, said", [row[1:] for row in SITUATIONS], ids=[row[0] for row in SITUATIONS]
+)
 def test_situations(situation: Situation, at: float, condition: Condition, action: Action, said: str) -> None:
     verdict, state = live(situation, at)
     assert (verdict.condition, verdict.next_action) == (condition, action), verdict
@@ -326,7 +435,8 @@ def test_a_silent_person_is_never_busy_beside_an_idle_countdown() -> None:
     assert what_holds(state) == "1 SSH session connected, silent for 1 h 52 min"
     assert what_happens(state) == "deletes itself in 8 min unless something happens (warned)"
     assert warning("app", state).startswith(
-        "vmgen: workspace app has had a person connected but silent for 1 h 52 min; it will be deleted in 8 min")
+        "vmgen: workspace app has had a person connected but silent for 1 h 52 min; it will be deleted in 8 min"
+    )
 
 
 def test_a_keepalive_is_said_with_its_own_time() -> None:
@@ -337,7 +447,7 @@ def test_a_keepalive_is_said_with_its_own_time() -> None:
 
 
 def test_a_stalled_agent_is_said_in_the_verdict_and_its_warning() -> None:
-    verdict, state = live(Situation((STUCK_TURN,)), 44)
+    _verdict, state = live(Situation((STUCK_TURN,)), 44)
     assert state.agent.state == "stalled" and verdict_word(state) == "idle (agent stalled)"
     assert what_holds(state).endswith("(the agent looks stalled)")
     assert "is idle (the agent looks stalled) and will be deleted" in warning("app", state)

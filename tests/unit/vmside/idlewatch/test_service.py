@@ -4,6 +4,7 @@ survives a failing tick, and resumes after a restart."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import replace
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from vmgen.contract.documents import WatchSettings
+from vmgen.contract.enums import IdleAction
 from vmgen.contract.names import VmPaths
 from vmgen.errors import ConfigError
 from vmgen.vmside.idlewatch import service, settings as settings_module
@@ -43,9 +45,15 @@ def calls(monkeypatch):
 
 
 def make(tmp_path: Path, clock: Clock, dry_run: bool = False, state=AgentState.WAITING, **changes):
-    settings = replace(WatchSettings(name="app", idle_minutes=30, warn_minutes=10, action="delete"), **changes)
-    return service.Watchdog(settings, ScriptedCollector(clock, state), dry_run=dry_run, clock=clock,
-                            paths=VmPaths(state=tmp_path, run=tmp_path), background=False)
+    settings = replace(WatchSettings(name="app", idle_minutes=30, warn_minutes=10, action=IdleAction.DELETE), **changes)
+    return service.Watchdog(
+        settings,
+        ScriptedCollector(clock, state),
+        dry_run=dry_run,
+        clock=clock,
+        paths=VmPaths(state=tmp_path, run=tmp_path),
+        background=False,
+    )
 
 
 def run_minutes(watchdog, clock: Clock, minutes: float, step: float = 0.5) -> None:
@@ -124,7 +132,7 @@ def test_an_action_unit_that_cannot_start_is_tried_again_with_backoff(tmp_path, 
     monkeypatch.setattr(service, "warn", lambda s, text, paths: warnings.append(text))
     watchdog = make(tmp_path, clock)
     run_minutes(watchdog, clock, 30 + 4, step=0.25)
-    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert len(attempts) >= 3 and gaps[0] >= 30 and gaps[1] >= 60  # backoff, not every tick
     assert any("failed (systemd does not answer)" in w for w in warnings)
     assert json.loads((tmp_path / "idlewatch.json").read_text())["failures"] == len(attempts)
@@ -182,14 +190,15 @@ def test_a_settings_file_with_an_unknown_key_or_action_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="unknown field"):
         settings_module.load(paths)
     paths.watch_settings.write_text('action = "reboot"\n')
-    with pytest.raises(ConfigError, match="action must be one of"):
+    with pytest.raises(ConfigError, match="action: expected one of poweroff, delete, backup-then-delete"):
         settings_module.load(paths)
 
 
 def test_settings_file_round_trip(tmp_path):
     paths = VmPaths(etc=tmp_path)
-    written = WatchSettings(name="app", idle_minutes=2, warn_minutes=1, action="delete", provider="hetzner",
-                            ignore=("*.log",))
+    written = WatchSettings(
+        name="app", idle_minutes=2, warn_minutes=1, action=IdleAction.DELETE, provider="hetzner", ignore=("*.log",)
+    )
     paths.watch_settings.write_text(written.to_toml())
     loaded = settings_module.load(paths)
     assert loaded == written

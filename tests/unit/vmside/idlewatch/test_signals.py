@@ -18,7 +18,6 @@ import pytest
 
 from tests.polling import wait_until
 from vmgen.contract.documents import Clocks
-from vmgen.privileges import RunAs
 from vmgen.vmside.agentfs import AgentFiles
 from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher, Evidence, classify
 from vmgen.vmside.idlewatch.files import FileWatcher, IgnoreRules
@@ -42,22 +41,31 @@ from vmgen.vmside.idlewatch.transcript import (
     fuse_turn,
     project_dir_name,
 )
+from vmgen.vmside.privileges import RunAs
 
 # -- transcript ------------------------------------------------------------------------------
+
 
 def prompt(text: str, ts: str = "2026-01-01T00:00:00.000Z") -> dict[str, Any]:
     return {"type": "user", "timestamp": ts, "message": {"role": "user", "content": text}}
 
 
-def assistant(blocks: list[dict[str, Any]], stop: str | None, msg_id: str = "msg_1",
-              ts: str = "2026-01-01T00:00:01.000Z") -> dict[str, Any]:
-    return {"type": "assistant", "timestamp": ts,
-            "message": {"id": msg_id, "role": "assistant", "content": blocks, "stop_reason": stop}}
+def assistant(
+    blocks: list[dict[str, Any]], stop: str | None, msg_id: str = "msg_1", ts: str = "2026-01-01T00:00:01.000Z"
+) -> dict[str, Any]:
+    return {
+        "type": "assistant",
+        "timestamp": ts,
+        "message": {"id": msg_id, "role": "assistant", "content": blocks, "stop_reason": stop},
+    }
 
 
 def tool_result(tool_id: str, ts: str = "2026-01-01T00:00:02.000Z") -> dict[str, Any]:
-    return {"type": "user", "timestamp": ts, "message": {"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": tool_id, "content": "ok"}]}}
+    return {
+        "type": "user",
+        "timestamp": ts,
+        "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_id, "content": "ok"}]},
+    }
 
 
 TOOL_USE = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}
@@ -141,8 +149,22 @@ def test_interrupt_and_local_commands_close_the_turn(transcript: tuple[Transcrip
     reader, path = transcript
     append(path, prompt("go"), assistant([TOOL_USE], "tool_use"))
     assert reader.poll().tool_running
-    append(path, {"type": "user", "message": {"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "[Request interrupted by user for tool use]"}]}})
+    append(
+        path,
+        {
+            "type": "user",
+            "message": {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_1",
+                        "content": "[Request interrupted by user for tool use]",
+                    }
+                ],
+            },
+        },
+    )
     s = reader.poll()
     assert not s.turn_open and not s.tool_running
     append(path, prompt("<command-name>/model</command-name>"))
@@ -159,8 +181,7 @@ def test_first_read_only_takes_the_tail(tmp_path: Path) -> None:
     folder.mkdir(parents=True)
     path = folder / "s.jsonl"
     filler = json.dumps({"type": "attachment", "pad": "x" * 1000}) + "\n"
-    path.write_text(json.dumps(prompt("old")) + "\n" + filler * 3000
-                    + json.dumps(assistant([TEXT], "end_turn")) + "\n")
+    path.write_text(json.dumps(prompt("old")) + "\n" + filler * 3000 + json.dumps(assistant([TEXT], "end_turn")) + "\n")
     s = TranscriptReader(claude, "/w", AgentFiles(os.getuid())).poll()
     assert not s.turn_open and s.grew == 0
 
@@ -187,28 +208,39 @@ def test_fuse_turn_most_recent_statement_wins() -> None:
     assert fuse_turn(TranscriptState(None), None, HookState()) == (False, "no transcript yet")
 
 
-@pytest.mark.parametrize("evidence, state", [
-    (dict(turn_open=False), AgentState.WAITING),
-    (dict(turn_open=False, cpu_busy=True), AgentState.WAITING),  # claude itself: not activity
-    (dict(turn_open=False, children_busy=True), AgentState.WORKING),  # a background build
-    (dict(turn_open=True, connections=1), AgentState.WORKING),  # slow model, ~0% CPU
-    (dict(turn_open=True, grew_recently=True), AgentState.WORKING),
-    (dict(turn_open=True, tool_running=True, children_busy=True), AgentState.WORKING),
-    (dict(turn_open=True, hook_recent=True), AgentState.WORKING),
-    (dict(turn_open=True), AgentState.STALLED),
-    (dict(turn_open=True, tool_running=True), AgentState.STALLED),  # a tool call without a process
-    (dict(turn_open=True, tool_running=True, tool_alive=("sleep",)), AgentState.WORKING),  # silent, alive
-    (dict(turn_open=False, new_connections=1), AgentState.WORKING),  # a request no statement explains
-    (dict(turn_open=False, connections=1), AgentState.WAITING),  # the pool's idle sockets after a turn
-])
+@pytest.mark.parametrize(
+    "evidence, state",
+    [
+        ({"turn_open": False}, AgentState.WAITING),
+        ({"turn_open": False, "cpu_busy": True}, AgentState.WAITING),  # claude itself: not activity
+        ({"turn_open": False, "children_busy": True}, AgentState.WORKING),  # a background build
+        ({"turn_open": True, "connections": 1}, AgentState.WORKING),  # slow model, ~0% CPU
+        ({"turn_open": True, "grew_recently": True}, AgentState.WORKING),
+        ({"turn_open": True, "tool_running": True, "children_busy": True}, AgentState.WORKING),
+        ({"turn_open": True, "hook_recent": True}, AgentState.WORKING),
+        ({"turn_open": True}, AgentState.STALLED),
+        ({"turn_open": True, "tool_running": True}, AgentState.STALLED),  # a tool call without a process
+        ({"turn_open": True, "tool_running": True, "tool_alive": ("sleep",)}, AgentState.WORKING),  # silent, alive
+        ({"turn_open": False, "new_connections": 1}, AgentState.WORKING),  # a request no statement explains
+        ({"turn_open": False, "connections": 1}, AgentState.WAITING),  # the pool's idle sockets after a turn
+    ],
+)
 def test_classify(evidence: dict[str, Any], state: AgentState) -> None:
-    base: dict[str, Any] = dict(turn_source="transcript", tool_running=False, grew_recently=False,
-                                grew_now=False, connections=0, cpu_busy=False, children_busy=False)
+    base: dict[str, Any] = {
+        "turn_source": "transcript",
+        "tool_running": False,
+        "grew_recently": False,
+        "grew_now": False,
+        "connections": 0,
+        "cpu_busy": False,
+        "children_busy": False,
+    }
     got, detail = classify(Evidence(**(base | evidence)))
     assert got is state and detail
 
 
 # -- files -----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
@@ -287,13 +319,19 @@ def test_files_root_appears_later(tmp_path: Path) -> None:
 
 # -- humans ----------------------------------------------------------------------------------
 
+
 def test_sshd_titles() -> None:
     # (user, a person at a terminal?): vmgen's own commands run without a terminal ("notty").
-    titles = {"sshd: agent@pts/0": ("agent", True), "sshd: agent@notty": ("agent", False),
-              "sshd-session: dev@pts/3": ("dev", True), "sshd-session: agent@notty": ("agent", False),
-              "sshd: root@pts/1": ("root", False), "sshd: agent [priv]": (None, False),
-              "sshd: unknown [preauth]": (None, False),
-              "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100": (None, False)}
+    titles = {
+        "sshd: agent@pts/0": ("agent", True),
+        "sshd: agent@notty": ("agent", False),
+        "sshd-session: dev@pts/3": ("dev", True),
+        "sshd-session: agent@notty": ("agent", False),
+        "sshd: root@pts/1": ("root", False),
+        "sshd: agent [priv]": (None, False),
+        "sshd: unknown [preauth]": (None, False),
+        "sshd: /usr/sbin/sshd -D [listener] 0 of 10-100": (None, False),
+    }
     for title, (user, person) in titles.items():
         match = SSHD_SESSION.match(title)
         assert (match["user"] if match else None) == user, title
@@ -314,8 +352,12 @@ ME = RunAs.current()
 
 def test_tmux_clients(tmux_server: str, tmp_path: Path) -> None:
     assert count_tmux_clients([tmux_server], ME) == 0
-    client = subprocess.Popen(["script", "-qfc", f"tmux -S {tmux_server} attach -t main", "/dev/null"],
-                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = subprocess.Popen(
+        ["script", "-qfc", f"tmux -S {tmux_server} attach -t main", "/dev/null"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert wait_until(lambda: count_tmux_clients([tmux_server], ME), lambda n: n == 1) == 1
         assert tmux_sockets(tmp_path / "tmux", AgentFiles(os.getuid())) == [Path(tmux_server)]
@@ -370,8 +412,15 @@ def test_leases(tmp_path: Path) -> None:
     path = tmp_path / "leases.json"
     files = AgentFiles(os.getuid())
     assert read_leases(path, files) == ()
-    path.write_text(json.dumps([{"until": 1000.0 + 3600, "reason": "long build"},
-                                {"until": 999.0, "reason": "expired"}, {"reason": "no until"}]))
+    path.write_text(
+        json.dumps(
+            [
+                {"until": 1000.0 + 3600, "reason": "long build"},
+                {"until": 999.0, "reason": "expired"},
+                {"reason": "no until"},
+            ]
+        )
+    )
     leases = read_leases(path, files, monotonic=lambda: 50.0, now=lambda: Clocks(wall=1000.0))
     assert [(lease.until, lease.reason) for lease in leases] == [(3650.0, "long build")]
     assert read_leases(path, files, monotonic=lambda: 50.0, now=lambda: Clocks(wall=5000.0)) == ()
@@ -428,8 +477,9 @@ def spawn_claude(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]
     def start(script: str, *args: str) -> subprocess.Popen[str]:
         program = tmp_path / f"agent{len(procs)}.py"
         program.write_text(script)
-        proc = subprocess.Popen([str(bindir / "claude"), str(program), *args], cwd=tmp_path / "repo",
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [str(bindir / "claude"), str(program), *args], cwd=tmp_path / "repo", stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         procs.append(proc)
         return proc
@@ -449,8 +499,9 @@ def fake_claude(spawn_claude: Callable[..., subprocess.Popen[str]]) -> Callable[
 
 
 def watcher_for(tmp_path: Path, **kw: Any) -> AgentWatcher:
-    config = AgentConfig(user=getpass.getuser(), claude_dir=tmp_path / ".claude", hook_events=None,
-                         only_under=tmp_path / "repo", **kw)
+    config = AgentConfig(
+        user=getpass.getuser(), claude_dir=tmp_path / ".claude", hook_events=None, only_under=tmp_path / "repo", **kw
+    )
     return AgentWatcher(config)
 
 
@@ -504,12 +555,23 @@ def test_open_turn_with_model_connection_works_then_stalls(tmp_path: Path, fake_
 
 def test_collector_snapshot(tmp_path: Path, tmux_server: str) -> None:
     (tmp_path / "repo").mkdir()
-    config = SignalConfig.for_user(getpass.getuser(), tmp_path / "repo", hook_events=None,
-                                   claude_dir=tmp_path / ".claude", only_under=tmp_path / "repo")
-    config = SignalConfig(workspace=config.workspace, agent=config.agent,
-                          humans=HumansConfig(agent_user=getpass.getuser(), tmux_dir=Path(tmux_server).parent,
-                                              web_ports=(1,),
-                                              leases_path=tmp_path / "leases.json"))
+    config = SignalConfig.for_user(
+        getpass.getuser(),
+        tmp_path / "repo",
+        hook_events=None,
+        claude_dir=tmp_path / ".claude",
+        only_under=tmp_path / "repo",
+    )
+    config = SignalConfig(
+        workspace=config.workspace,
+        agent=config.agent,
+        humans=HumansConfig(
+            agent_user=getpass.getuser(),
+            tmux_dir=Path(tmux_server).parent,
+            web_ports=(1,),
+            leases_path=tmp_path / "leases.json",
+        ),
+    )
     collector = SignalCollector(config)
     first = collector.snapshot()
     assert first.agent.state is AgentState.ABSENT and first.files_changed == 0
@@ -517,6 +579,7 @@ def test_collector_snapshot(tmp_path: Path, tmux_server: str) -> None:
     (tmp_path / "leases.json").write_text(json.dumps([{"until": time.time() + 60, "reason": "r"}]))
     snap = wait_until(collector.snapshot, lambda s: s.files_changed > 0)
     assert snap.files_changed == 1 and snap.leases[0].reason == "r" and snap.humans.tmux_clients == 0
+
     def broken() -> int:
         raise OSError("inotify went away")
 
@@ -547,16 +610,22 @@ def test_past_the_watch_limit_every_folder_is_seen_within_the_window(tmp_path: P
 
 # -- sessions: hook events, transcripts and processes per agent session ----------------------------
 
+
 def test_the_hook_program_records_the_session_and_its_transcript(tmp_path: Path) -> None:
-    from vmgen.builder.render import agent_event_hook
     from vmgen.contract.names import VmPaths
+    from vmgen.laptop.builder.render import agent_event_hook
 
     paths = VmPaths(home=tmp_path)
     hook = tmp_path / "agent-event"
     hook.write_text(agent_event_hook(paths))
     hook.chmod(0o755)
-    payload = {"session_id": "1b2c-session", "transcript_path": "/home/agent/.claude/projects/-w/1b2c-session.jsonl",
-               "cwd": "/w", "hook_event_name": "PreToolUse", "tool_input": {"content": "x" * 200_000}}
+    payload = {
+        "session_id": "1b2c-session",
+        "transcript_path": "/home/agent/.claude/projects/-w/1b2c-session.jsonl",
+        "cwd": "/w",
+        "hook_event_name": "PreToolUse",
+        "tool_input": {"content": "x" * 200_000},
+    }
     subprocess.run([str(hook), "PreToolUse"], input=json.dumps(payload), text=True, check=True)
     subprocess.run([str(hook), "Stop"], input="not json", text=True, check=True)  # still a line
     first, second = [json.loads(line) for line in paths.hook_events.read_text().splitlines()]
@@ -573,12 +642,14 @@ def test_each_session_keeps_its_own_newest_statement(tmp_path: Path) -> None:
     reader = HookReader(events, AgentFiles(os.getuid()))
     reader.poll()
     now = time.time()
-    lines = [{"at": now - 30, "event": "UserPromptSubmit", "session": "A"},
-             {"at": now - 20, "event": "UserPromptSubmit", "session": "B", "transcript": "/t/B.jsonl"},
-             {"at": now - 10, "event": "Stop", "session": "A"},
-             {"at": now - 5, "event": "Notification", "session": "A"},
-             {"at": now - 1, "event": "Stop"},  # an older hook script: no session
-             {"at": now, "event": "Stop", "session": "../../etc"}]  # not a session id: none
+    lines = [
+        {"at": now - 30, "event": "UserPromptSubmit", "session": "A"},
+        {"at": now - 20, "event": "UserPromptSubmit", "session": "B", "transcript": "/t/B.jsonl"},
+        {"at": now - 10, "event": "Stop", "session": "A"},
+        {"at": now - 5, "event": "Notification", "session": "A"},
+        {"at": now - 1, "event": "Stop"},  # an older hook script: no session
+        {"at": now, "event": "Stop", "session": "../../etc"},
+    ]  # not a session id: none
     events.write_text("".join(json.dumps(line) + "\n" for line in lines))
     sessions = reader.poll()
     assert sessions["A"].event == "Notification" and sessions["B"].event == "UserPromptSubmit"
@@ -587,7 +658,8 @@ def test_each_session_keeps_its_own_newest_statement(tmp_path: Path) -> None:
 
 
 def test_a_transcript_named_by_a_hook_is_followed_only_inside_claudes_folder(
-        transcript: tuple[TranscriptReader, Path], tmp_path: Path) -> None:
+    transcript: tuple[TranscriptReader, Path], tmp_path: Path
+) -> None:
     reader, path = transcript
     other = path.parent.parent / "-elsewhere" / "moved.jsonl"  # the session's folder after a cd
     other.parent.mkdir()

@@ -22,40 +22,86 @@ from tests.polling import wait_until
 from vmgen.contract.control import decode_request, progress_line
 from vmgen.contract.names import VmPaths
 from vmgen.contract.pageops import PageRequest, encode_request
-from vmgen.privileges import RunAs
 from vmgen.vmside import pageops
 from vmgen.vmside.agentfs import AgentFiles
+from vmgen.vmside.privileges import RunAs
 from vmgen.vmside.web.activity import activity_of, recent_activity
 from vmgen.vmside.web.server import WebSettings, root_ops, serve
 
 TRANSCRIPT = [
-    {"type": "user", "timestamp": "2026-11-25T10:00:00Z", "message": {"role": "user", "content": "please add HELLO.md"}},
-    {"type": "assistant", "timestamp": "2026-11-25T10:00:02Z", "message": {"role": "assistant", "content": [
-        {"type": "text", "text": "Sure."},
-        {"type": "tool_use", "id": "t1", "name": "Write", "input": {"file_path": "/home/agent/work/app/HELLO.md"}}]}},
-    {"type": "user", "timestamp": "2026-11-25T10:00:03Z", "message": {"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}},
-    {"type": "assistant", "timestamp": "2026-11-25T10:00:04Z", "message": {"role": "assistant", "content": [
-        {"type": "tool_use", "id": "t2", "name": "Bash", "input": {"command": "ls -la"}},
-        {"type": "text", "text": "I created HELLO.md."}]}},
+    {
+        "type": "user",
+        "timestamp": "2026-11-25T10:00:00Z",
+        "message": {"role": "user", "content": "please add HELLO.md"},
+    },
+    {
+        "type": "assistant",
+        "timestamp": "2026-11-25T10:00:02Z",
+        "message": {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Sure."},
+                {
+                    "type": "tool_use",
+                    "id": "t1",
+                    "name": "Write",
+                    "input": {"file_path": "/home/agent/work/app/HELLO.md"},
+                },
+            ],
+        },
+    },
+    {
+        "type": "user",
+        "timestamp": "2026-11-25T10:00:03Z",
+        "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]},
+    },
+    {
+        "type": "assistant",
+        "timestamp": "2026-11-25T10:00:04Z",
+        "message": {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "t2", "name": "Bash", "input": {"command": "ls -la"}},
+                {"type": "text", "text": "I created HELLO.md."},
+            ],
+        },
+    },
     {"type": "summary", "summary": "bookkeeping"},
 ]
 
 
 def test_activity_shows_messages_tools_and_files_not_tool_results():
     items = [(a.kind, a.text) for a in activity_of(TRANSCRIPT)]
-    assert items == [("you", "please add HELLO.md"), ("agent", "Sure."), ("file", "Write /home/agent/work/app/HELLO.md"),
-                     ("tool", "Bash ls -la"), ("agent", "I created HELLO.md.")]
+    assert items == [
+        ("you", "please add HELLO.md"),
+        ("agent", "Sure."),
+        ("file", "Write /home/agent/work/app/HELLO.md"),
+        ("tool", "Bash ls -la"),
+        ("agent", "I created HELLO.md."),
+    ]
     assert activity_of(TRANSCRIPT, limit=2)[-1].text == "I created HELLO.md."
 
 
 def test_activity_skips_whatever_is_not_shaped_like_a_transcript():
     """Root reads this for the page: the agent may write anything into its transcript."""
     hostile = [
-        [], "text", 7, None, {"type": "user", "message": ["not", "a", "dict"]},
+        [],
+        "text",
+        7,
+        None,
+        {"type": "user", "message": ["not", "a", "dict"]},
         {"type": "user", "message": {"content": {"not": "a list"}}},
-        {"type": "assistant", "message": {"content": [7, None, {"type": "text", "text": 3},
-                                                      {"type": "tool_use", "name": {"x": 1}, "input": ["y"]}]}},
+        {
+            "type": "assistant",
+            "message": {
+                "content": [
+                    7,
+                    None,
+                    {"type": "text", "text": 3},
+                    {"type": "tool_use", "name": {"x": 1}, "input": ["y"]},
+                ]
+            },
+        },
         {"type": "user", "timestamp": 1e300, "message": {"content": "a\x1b[31mred\x07 line " + "x" * 1000}},
     ]
     items = activity_of(hostile)
@@ -101,8 +147,9 @@ def serve_root(vm: VmPaths, context: pageops.Context, page_uid: int) -> socket.s
                 conn, _ = listener.accept()
             except OSError:
                 return
-            threading.Thread(target=lambda c=conn: (pageops.serve(c, context, page_uid), c.close()),
-                             daemon=True).start()
+            threading.Thread(
+                target=lambda c=conn: (pageops.serve(c, context, page_uid), c.close()), daemon=True
+            ).start()
 
     threading.Thread(target=accept, daemon=True).start()
     return listener
@@ -115,16 +162,25 @@ def page(tmp_path):
     project.mkdir(parents=True)
     (project / "s1.jsonl").write_text("".join(json.dumps(e) + "\n" for e in TRANSCRIPT))
     (home / ".vmgen").mkdir()
-    vm = VmPaths(home=home, etc=tmp_path / "etc", state=tmp_path / "lib", run=tmp_path / "run",
-                 venv=Path(sys.prefix))
+    vm = VmPaths(home=home, etc=tmp_path / "etc", state=tmp_path / "lib", run=tmp_path / "run", venv=Path(sys.prefix))
     for folder in (vm.etc, vm.state, vm.run):
         folder.mkdir()
     vm.workspace_info.write_text(json.dumps({"name": "app", "repo_dir": "/home/agent/work/app"}))
     vm.web_links.write_text(json.dumps({"code_url": "https://code.app.dev.example.com/"}))
-    vm.watchdog_state.write_text(json.dumps({
-        "agent": {"state": "waiting"},
-        "verdict": {"busy": False, "reasons": ["agent waiting at its prompt"], "idle_for_seconds": 120.0,
-                    "next_action": "poweroff", "action_at": time.time() + 600}}))
+    vm.watchdog_state.write_text(
+        json.dumps(
+            {
+                "agent": {"state": "waiting"},
+                "verdict": {
+                    "busy": False,
+                    "reasons": ["agent waiting at its prompt"],
+                    "idle_for_seconds": 120.0,
+                    "next_action": "poweroff",
+                    "action_at": time.time() + 600,
+                },
+            }
+        )
+    )
     context = pageops.Context(vm, RunAs.current(), session=f"vmgen-test-{time.monotonic_ns()}", tmux_seconds=2)
     root = serve_root(vm, context, os.getuid())
     server = serve(WebSettings(vm=vm, ops=root_ops(vm)), vm.page_socket)
@@ -138,8 +194,12 @@ def page(tmp_path):
 def call(vm: VmPaths, path: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict | str]:
     conn = UnixHTTPConnection(vm.page_socket)
     data = json.dumps(body).encode() if body is not None else None
-    conn.request("POST" if data is not None else "GET", path, body=data,
-                 headers={"Content-Type": "application/json", **(headers or {})})
+    conn.request(
+        "POST" if data is not None else "GET",
+        path,
+        body=data,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     response = conn.getresponse()
     raw, status = response.read().decode(), response.status
     conn.close()
@@ -172,14 +232,31 @@ def test_state_gathers_agent_watchdog_and_activity(page):
 def test_state_says_what_will_happen_and_the_backup_it_was_restored_from(page):
     vm, _ = page
     deadline = time.time() + 28 * 60
-    vm.watchdog_state.write_text(json.dumps({
-        "agent": {"state": "waiting"},
-        "boot_id": "an earlier boot", "history": {}, "updated_at": time.time(),
-        "verdict": {"busy": False, "reasons": [], "idle_since": time.time() - 120, "idle_for_seconds": 120.0,
-                    "next_action": "none", "action_at": deadline, "deadline": deadline,
-                    "action": "backup-then-delete", "condition": "idle", "left_seconds": 28 * 60 + 20}}))
-    vm.restore_result.write_text(json.dumps(
-        {"ok": True, "backup_id": "20261202T120000Z-ab12", "workspace": "app", "finished_at": time.time()}))
+    vm.watchdog_state.write_text(
+        json.dumps(
+            {
+                "agent": {"state": "waiting"},
+                "boot_id": "an earlier boot",
+                "history": {},
+                "updated_at": time.time(),
+                "verdict": {
+                    "busy": False,
+                    "reasons": [],
+                    "idle_since": time.time() - 120,
+                    "idle_for_seconds": 120.0,
+                    "next_action": "none",
+                    "action_at": deadline,
+                    "deadline": deadline,
+                    "action": "backup-then-delete",
+                    "condition": "idle",
+                    "left_seconds": 28 * 60 + 20,
+                },
+            }
+        )
+    )
+    vm.restore_result.write_text(
+        json.dumps({"ok": True, "backup_id": "20261202T120000Z-ab12", "workspace": "app", "finished_at": time.time()})
+    )
     state = call(vm, "/api/state")[1]
     assert state["action_words"] == "backs up and deletes itself"  # not "none in 28m"
     # The page says the verdict as `vmgen status` does (from the seconds left the VM measured).
@@ -259,9 +336,15 @@ def test_send_types_into_the_agents_pane(page):
     try:
         status, _ = call(vm, "/api/send", {"text": "hello from the page\nsecond line"}, ACTION)
         assert status == 200
-        shown = wait_until(lambda: subprocess.run(["tmux", "capture-pane", "-p", "-t", context.session],
-                                                  capture_output=True, text=True).stdout,
-                           lambda text: "hello from the page second line" in text, timeout=10)
+        shown = wait_until(
+            lambda: (
+                subprocess.run(
+                    ["tmux", "capture-pane", "-p", "-t", context.session], capture_output=True, text=True
+                ).stdout
+            ),
+            lambda text: "hello from the page second line" in text,
+            timeout=10,
+        )
         assert "hello from the page second line" in shown
     finally:
         subprocess.run(["tmux", "kill-session", "-t", context.session], check=False)
@@ -279,8 +362,11 @@ def test_a_stopped_tmux_server_does_not_hold_root(page, tmp_path):
     vm, context = page
     socket_path = tmp_path / "tmux.sock"
     subprocess.run(["tmux", "-S", str(socket_path), "new-session", "-d", "-s", context.session, "cat"], check=True)
-    server_pid = int(subprocess.run(["tmux", "-S", str(socket_path), "display", "-p", "#{pid}"],
-                                    capture_output=True, text=True, check=True).stdout)
+    server_pid = int(
+        subprocess.run(
+            ["tmux", "-S", str(socket_path), "display", "-p", "#{pid}"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     os.kill(server_pid, 19)  # SIGSTOP
     try:
         stuck = pageops.Context(vm, RunAs.current(), session=context.session, tmux_seconds=1)
@@ -326,8 +412,11 @@ def asked_by_another(tmp_path: Path, vm: VmPaths) -> None:
     # may live in root's home).
     other = ["runuser", "-u", "nobody", "--", "/usr/bin/python3"] if os.getuid() == 0 else [sys.executable]
     page_uid = RunAs.lookup("nobody").uid + 1 if os.getuid() == 0 else os.getuid() + 1
-    client = subprocess.Popen([*other, "-I", "-c", ASK, str(tmp_path / "ops.sock"),
-                               encode_request(PageRequest("activity")).decode()], stdout=subprocess.PIPE, text=True)
+    client = subprocess.Popen(
+        [*other, "-I", "-c", ASK, str(tmp_path / "ops.sock"), encode_request(PageRequest("activity")).decode()],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     listener.settimeout(20)
     conn, _ = listener.accept()
     with conn, listener:

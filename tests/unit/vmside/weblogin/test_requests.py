@@ -4,6 +4,8 @@ gets, and the paths it goes on to after signing in."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from vmgen.vmside.weblogin.requests import (
@@ -20,36 +22,42 @@ OWN = f"https://{CODE}"
 PREVIEW = "https://p3000.app.dev.example.com"
 
 
-def facts(**changes) -> Facts:
-    values = dict(host=CODE, method="GET", uri="/")
+def facts(**changes: Any) -> Facts:
+    values: dict[str, Any] = {"host": CODE, "method": "GET", "uri": "/"}
     values.update(changes)
     return Facts(**values)
 
 
-@pytest.mark.parametrize("request_facts", [
-    facts(fetch_site="same-origin", fetch_mode="cors", fetch_dest="empty"),
-    facts(fetch_site="same-site", fetch_mode="navigate", fetch_dest="document"),  # a link from the page
-    facts(fetch_site="none", fetch_mode="navigate", fetch_dest="document"),  # typed, bookmarked
-    facts(method="POST", origin=OWN, fetch_site="same-origin"),
-    facts(websocket=True, origin=OWN),
-    facts(method="POST"),  # curl: no browser to trick
-])
+@pytest.mark.parametrize(
+    "request_facts",
+    [
+        facts(fetch_site="same-origin", fetch_mode="cors", fetch_dest="empty"),
+        facts(fetch_site="same-site", fetch_mode="navigate", fetch_dest="document"),  # a link from the page
+        facts(fetch_site="none", fetch_mode="navigate", fetch_dest="document"),  # typed, bookmarked
+        facts(method="POST", origin=OWN, fetch_site="same-origin"),
+        facts(websocket=True, origin=OWN),
+        facts(method="POST"),  # curl: no browser to trick
+    ],
+)
 def test_allowed(request_facts):
     assert cross_origin_refusal(request_facts) is None
 
 
-@pytest.mark.parametrize("request_facts", [
-    facts(websocket=True, origin=PREVIEW),  # the desktop driven from a preview
-    facts(websocket=True),  # a websocket must say where it comes from
-    facts(websocket=True, origin=OWN.replace("https", "http")),
-    facts(method="POST", origin=PREVIEW),
-    facts(method="POST", origin="null"),
-    facts(method="POST", fetch_site="same-site", fetch_mode="navigate", fetch_dest="document"),  # a form post
-    facts(fetch_site="same-site", fetch_mode="cors", fetch_dest="empty"),  # fetch() from a preview
-    facts(fetch_site="same-site", fetch_mode="navigate", fetch_dest="iframe"),  # framing
-    facts(fetch_site="cross-site", fetch_mode="no-cors", fetch_dest="script"),  # a script include
-    facts(method="OPTIONS", fetch_site="same-site", fetch_mode="cors", fetch_dest="empty"),  # a preflight
-])
+@pytest.mark.parametrize(
+    "request_facts",
+    [
+        facts(websocket=True, origin=PREVIEW),  # the desktop driven from a preview
+        facts(websocket=True),  # a websocket must say where it comes from
+        facts(websocket=True, origin=OWN.replace("https", "http")),
+        facts(method="POST", origin=PREVIEW),
+        facts(method="POST", origin="null"),
+        facts(method="POST", fetch_site="same-site", fetch_mode="navigate", fetch_dest="document"),  # a form post
+        facts(fetch_site="same-site", fetch_mode="cors", fetch_dest="empty"),  # fetch() from a preview
+        facts(fetch_site="same-site", fetch_mode="navigate", fetch_dest="iframe"),  # framing
+        facts(fetch_site="cross-site", fetch_mode="no-cors", fetch_dest="script"),  # a script include
+        facts(method="OPTIONS", fetch_site="same-site", fetch_mode="cors", fetch_dest="empty"),  # a preflight
+    ],
+)
 def test_refused(request_facts):
     assert cross_origin_refusal(request_facts) is not None
 
@@ -87,9 +95,18 @@ def test_expiring_a_cookie_wherever_a_preview_could_have_set_it():
     ]
 
 
-@pytest.mark.parametrize(("path", "expected"), [
-    ("/projects?x=1", "/projects?x=1"), ("", "/"), (None, "/"), ("//evil.example/", "/"),
-    ("https://evil.example/", "/"), ("/\\evil.example", "/"), ("/a b", "/"), ("/\r\nSet-Cookie:x", "/"),
-])
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/projects?x=1", "/projects?x=1"),
+        ("", "/"),
+        (None, "/"),
+        ("//evil.example/", "/"),
+        ("https://evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("/a b", "/"),
+        ("/\r\nSet-Cookie:x", "/"),
+    ],
+)
 def test_where_to_go_after_signing_in_stays_on_the_hostname(path, expected):
     assert safe_path(path) == expected

@@ -5,9 +5,9 @@ password, signing out, and the refusals (wrong password, too many, another origi
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.client
-import contextlib
 import json
 import socket
 import threading
@@ -39,8 +39,14 @@ class Client:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def request(self, method: str, host: str, target: str, headers: dict | None = None, body: str | None = None,
-                ) -> http.client.HTTPResponse:
+    def request(
+        self,
+        method: str,
+        host: str,
+        target: str,
+        headers: dict | None = None,
+        body: str | None = None,
+    ) -> http.client.HTTPResponse:
         connection = UnixConnection(self.path)
         connection.request(method, target, body=body, headers={"Host": host, **(headers or {})})
         response = connection.getresponse()
@@ -50,11 +56,18 @@ class Client:
 
     def check(self, host: str, uri: str = "/", headers: dict | None = None, method: str = "GET"):
         # As forward_auth asks: a GET to the check, the original method and URI in headers.
-        return self.request("GET", host, "/.vmgen/check",
-                            {"X-Forwarded-Method": method, "X-Forwarded-Uri": uri, **(headers or {})})
+        return self.request(
+            "GET", host, "/.vmgen/check", {"X-Forwarded-Method": method, "X-Forwarded-Uri": uri, **(headers or {})}
+        )
 
-    def login(self, password: str = PASSWORD, to: str = "", path: str = "/", client: str = "198.51.100.7",
-              origin: str | None = f"https://{HOST}"):
+    def login(
+        self,
+        password: str = PASSWORD,
+        to: str = "",
+        path: str = "/",
+        client: str = "198.51.100.7",
+        origin: str | None = f"https://{HOST}",
+    ):
         headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Vmgen-Client": client}
         if origin:
             headers["Origin"] = origin
@@ -96,11 +109,18 @@ class Backend:
             text = head.decode("latin-1")
             self.heads.append(text)
             if "upgrade: websocket" in text.lower():
-                key = next(line.split(":", 1)[1].strip() for line in text.split("\r\n")
-                           if line.lower().startswith("sec-websocket-key"))
+                key = next(
+                    line.split(":", 1)[1].strip()
+                    for line in text.split("\r\n")
+                    if line.lower().startswith("sec-websocket-key")
+                )
                 accept = base64.b64encode(hashlib.sha1((key + WS_MAGIC).encode()).digest()).decode()
-                conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                              f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode())
+                conn.sendall(
+                    (
+                        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
+                    ).encode()
+                )
                 while data := conn.recv(65536):
                     conn.sendall(data)
                 return
@@ -160,13 +180,15 @@ def test_without_a_session_a_page_load_goes_to_sign_in_and_anything_else_is_refu
     code = service.check(CODE, "/projects?x=1", NAVIGATE)
     assert code.status == 302
     assert code.getheader("Location") == f"https://{HOST}/.vmgen/open?to=code&path=%2Fprojects%3Fx%3D1"
-    assert service.check(CODE, "/api/projects", {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin"}).status == 401
+    assert (
+        service.check(CODE, "/api/projects", {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin"}).status == 401
+    )
     assert service.check("evil.example", "/", NAVIGATE).status == 403
 
 
 def test_the_sign_in_form_is_served_on_the_workspace_hostname_only(service):
     form = service.request("GET", HOST, "/.vmgen/login?to=code&path=/x")
-    assert form.status == 200 and b'name=password type=password' in form.body
+    assert form.status == 200 and b"name=password type=password" in form.body
     assert b'name=to value="code"' in form.body and b'name=path value="/x"' in form.body
     assert "frame-ancestors 'none'" in form.getheader("Content-Security-Policy")
     assert service.request("GET", CODE, "/.vmgen/login").getheader("Location") == f"https://{HOST}/.vmgen/login"
@@ -208,8 +230,13 @@ def test_a_ticket_signs_the_browser_in_on_the_code_ui_without_a_credential_of_it
     assert (location.scheme, location.netloc, location.path) == ("https", CODE, "/.vmgen/session")
     ticket = parse_qs(location.query)["ticket"][0]
     assert service.request("GET", PREVIEW, f"/.vmgen/session?ticket={ticket}").status == 400  # spent, wrong host
-    ticket = parse_qs(urlsplit(service.request("GET", HOST, "/.vmgen/open?to=code&path=/session/abc",
-                                               {"Cookie": cookie_of(response)}).getheader("Location")).query)["ticket"][0]
+    ticket = parse_qs(
+        urlsplit(
+            service.request(
+                "GET", HOST, "/.vmgen/open?to=code&path=/session/abc", {"Cookie": cookie_of(response)}
+            ).getheader("Location")
+        ).query
+    )["ticket"][0]
     arrived = service.request("GET", CODE, f"/.vmgen/session?ticket={ticket}")
     assert arrived.status == 200
     code_cookie = cookie_of(arrived)
@@ -251,11 +278,18 @@ def open_stream(path: str, host: str, cookie: str, origin: str | None = None, we
     conn = socket.socket(socket.AF_UNIX)
     conn.settimeout(10)
     conn.connect(path)
-    lines = [f"GET /websockify HTTP/1.1" if websocket else "GET /events HTTP/1.1", f"Host: {host}",
-             f"Cookie: theme=dark; {cookie}"]
+    lines = [
+        "GET /websockify HTTP/1.1" if websocket else "GET /events HTTP/1.1",
+        f"Host: {host}",
+        f"Cookie: theme=dark; {cookie}",
+    ]
     if websocket:
-        lines += ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
-                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]
+        lines += [
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        ]
     else:
         lines += ["Accept: text/event-stream"]
     if origin:
@@ -309,7 +343,7 @@ def test_the_desktop_websocket_only_from_the_desktop_itself(login, backend):
 def test_signing_out_ends_the_login_on_every_hostname_and_its_live_connections(login, backend):
     service = login[1]
     main, desktop = signed_in_on(service, "desktop")
-    _, code = signed_in_on(service, "code")
+    _, _code = signed_in_on(service, "code")
     ws = open_stream(service.path, DESKTOP, desktop, f"https://{DESKTOP}")
     assert head_of(ws).startswith("HTTP/1.1 101")
     refused = service.request("POST", HOST, "/.vmgen/logout", {"Cookie": main, "Origin": f"https://{PREVIEW}"})
@@ -360,8 +394,12 @@ def test_sign_out_walks_through_vmgens_hostnames_clearing_each(service):
 
 def test_no_service_worker_on_vmgens_own_hostnames(service):
     main, code = signed_in_on(service, "code")
-    worker = {"Service-Worker": "script", "Sec-Fetch-Dest": "serviceworker", "Sec-Fetch-Mode": "same-origin",
-              "Sec-Fetch-Site": "same-origin"}
+    worker = {
+        "Service-Worker": "script",
+        "Sec-Fetch-Dest": "serviceworker",
+        "Sec-Fetch-Mode": "same-origin",
+        "Sec-Fetch-Site": "same-origin",
+    }
     assert service.check(HOST, "/sw.js", {"Cookie": main, **worker}).status == 403
     assert service.check(CODE, "/sw.js", {"Cookie": code, **worker}).status == 403
     assert service.request("GET", HOST, "/.vmgen/login", worker).status == 403
@@ -404,8 +442,9 @@ def test_hand_overs_are_page_loads_only(service):
     fetched = {"Cookie": cookie, "Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}
     assert service.request("GET", HOST, "/.vmgen/open?to=desktop", fetched).status == 403
     navigated = {**fetched, "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
-    ticket = parse_qs(urlsplit(service.request("GET", HOST, "/.vmgen/open?to=desktop", navigated)
-                               .getheader("Location")).query)["ticket"][0]
+    ticket = parse_qs(
+        urlsplit(service.request("GET", HOST, "/.vmgen/open?to=desktop", navigated).getheader("Location")).query
+    )["ticket"][0]
     fetched_on_desktop = {k: v for k, v in fetched.items() if k != "Cookie"}
     assert service.request("GET", DESKTOP, f"/.vmgen/session?ticket={ticket}", fetched_on_desktop).status == 403
     assert service.request("GET", DESKTOP, f"/.vmgen/session?ticket={ticket}").status == 303
@@ -428,8 +467,12 @@ def test_previews_on_a_preview_domain_are_signed_in_across_sites(tmp_path):
         assert "SameSite=Lax" in arrived.getheader("Set-Cookie")
         assert "SameSite=Strict" in response.getheader("Set-Cookie")  # the workspace's own stays Strict
         assert client.check(preview, "/x", {"Cookie": cookie_of(arrived)}).status == 200
-        fetched = {"Cookie": cookie_of(response), "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors",
-                   "Sec-Fetch-Dest": "empty"}
+        fetched = {
+            "Cookie": cookie_of(response),
+            "Sec-Fetch-Site": "cross-site",
+            "Sec-Fetch-Mode": "cors",
+            "Sec-Fetch-Dest": "empty",
+        }
         assert client.check(HOST, "/api/state", fetched).status == 403  # a preview's fetch of the page
     finally:
         server.shutdown()

@@ -1,0 +1,1 @@
+"""Speed and memory targets: scripts that write bench/results/*.json."""

@@ -1,0 +1,119 @@
+"""The coding agents vmgen can run, each with how to install, start and resume it."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from ..contract.names import AGENT_SESSION, VM
+
+__all__ = ["AGENTS", "AGENT_SESSION", "Agent", "claude_project_key"]
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    # `{version}` is replaced by the (validated) pin; the result is a shell command run as root.
+    install: str
+    # Run as the agent user inside the tmux session, in the repository directory.
+    start: str
+    # Start command that picks up the previous conversation; used after a restart.
+    resume: str
+    # Packages the install command needs besides vmgen's base set.
+    packages: tuple[str, ...] = ()
+    # Installed with npm and run by Node: the install step puts vmgen's Node.js first.
+    node: bool = False
+    # Environment variables the agent reads its API key from, delivered over SSH after boot.
+    key_variables: tuple[str, ...] = ()
+    # Shell test, true when the agent has a conversation to resume in `{repo_dir}`.
+    conversation_test: str = f"test -e {VM.started_once}"
+    # pip pins with `==version` and has no `latest`; npm takes `@latest` as it is.
+    pip_pinned: bool = False
+    # Whether the idle watchdog reads this agent's own state (its process, transcript, hooks).
+    watched: bool = False
+    # Text on the agent's screen that means it cannot work: it waits for a login.
+    login_screen: tuple[str, ...] = ()
+    # Files (below the agent's home) where the agent keeps a login of its own. With these known,
+    # an agent that has neither a key nor such a file is known to have no credentials at all.
+    credential_files: tuple[str, ...] = ()
+
+    def install_command(self, version: str) -> str:
+        if self.pip_pinned:
+            version = "" if version == "latest" else f"=={version}"
+        return self.install.format(version=shlex.quote(version))
+
+    @property
+    def version_command(self) -> str:
+        """Prints the installed CLI's version (every agent's CLI answers `--version`)."""
+        return f"{shlex.split(self.start)[0]} --version"
+
+    @property
+    def credential_variables(self) -> tuple[str, ...]:
+        """Of the key variables, the credentials (the others configure it, e.g. a base URL)."""
+        return tuple(variable for variable in self.key_variables if variable.endswith("_API_KEY"))
+
+    def has_conversation(self, repo_dir: str) -> str:
+        return self.conversation_test.format(project_key=claude_project_key(repo_dir))
+
+
+def claude_project_key(directory: str) -> str:
+    """The folder name Claude Code uses under ~/.claude/projects for a working directory."""
+    return re.sub(r"[^A-Za-z0-9]", "-", directory)
+
+
+AGENTS: dict[str, Agent] = {
+    agent.name: agent
+    for agent in (
+        Agent(
+            name="claude",
+            install="npm install -g --no-fund --no-audit @anthropic-ai/claude-code@{version}",
+            start="claude --dangerously-skip-permissions",
+            resume="claude --continue --dangerously-skip-permissions",
+            # Claude Code keeps one transcript per session under a folder named after the cwd.
+            conversation_test=f'compgen -G "{VM.claude_dir}/projects/{{project_key}}/*.jsonl" >/dev/null',
+            node=True,
+            key_variables=("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
+            watched=True,
+            # Without a key or a login it starts anyway, and says so once it is sent a prompt.
+            login_screen=("Not logged in", "Please run /login", "Invalid API key"),
+            credential_files=(".claude/.credentials.json",),
+        ),
+        Agent(
+            name="codex",
+            install="npm install -g --no-fund --no-audit @openai/codex@{version}",
+            start="codex",
+            resume="codex resume --last",
+            node=True,
+            key_variables=("OPENAI_API_KEY",),
+        ),
+        Agent(
+            name="gemini",
+            install="npm install -g --no-fund --no-audit @google/gemini-cli@{version}",
+            start="gemini",
+            resume="gemini --resume latest",
+            node=True,
+            key_variables=("GEMINI_API_KEY",),
+        ),
+        Agent(
+            name="opencode",
+            install="npm install -g --no-fund --no-audit opencode-ai@{version}",
+            start="opencode",
+            resume="opencode --continue",
+            node=True,
+            key_variables=("ANTHROPIC_API_KEY", "OPENAI_API_KEY"),
+        ),
+        Agent(
+            name="aider",
+            install=(
+                "python3 -m venv /opt/aider && /opt/aider/bin/pip install -q aider-chat{version}"
+                " && ln -sf /opt/aider/bin/aider /usr/local/bin/aider"
+            ),
+            start="aider",
+            resume="aider --restore-chat-history",
+            packages=("python3-venv",),
+            key_variables=("ANTHROPIC_API_KEY", "OPENAI_API_KEY"),
+            pip_pinned=True,
+        ),
+    )
+}

@@ -1,0 +1,126 @@
+"""After boot, the CLI hands the workspace what must never travel in user-data.
+
+Credentials go over SSH into files only the agent user can read; a local source directory is
+uploaded as a tar stream. Finally a marker file lets systemd start the agent's session.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..contract.names import VM
+from ..errors import RemoteCommandFailed, VmgenError
+from .ssh import SSHTarget, remote, run, write_file
+
+
+@dataclass(frozen=True)
+class Handover:
+    agent_env: dict[str, str]
+    claude_credentials: bytes | None = None
+    gitconfig: bytes | None = None
+    upload_from: Path | None = None
+    repo_dir: str = ""
+    # Claude Code asks once whether to use an API key found in its environment; the answer is
+    # stored as the key's last 20 characters in ~/.claude.json, as Claude Code itself does.
+    approve_claude_api_key: str = ""
+
+
+_APPROVE_KEY = """
+import json, os, sys
+path = os.path.expanduser("~/.claude.json")
+state = json.load(open(path)) if os.path.exists(path) else {}
+responses = state.setdefault("customApiKeyResponses", {"approved": [], "rejected": []})
+suffix = sys.stdin.read().strip()
+if suffix not in responses.setdefault("approved", []):
+    responses["approved"].append(suffix)
+fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w") as handle:
+    json.dump(state, handle, indent=2)
+os.replace(path + ".tmp", path)
+"""
+
+
+def agent_env_file(values: dict[str, str]) -> bytes:
+    """A file the agent's start script sources with `set -a`; values are shell-quoted."""
+    lines = [f"{key}={shlex.quote(value)}" for key, value in sorted(values.items()) if value]
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def rewrite_home(content: bytes, laptop_home: Path) -> bytes:
+    """Paths inside copied config point at the laptop's home; the VM's is /home/agent."""
+    return content.replace(str(laptop_home).encode(), str(VM.home).encode())
+
+
+def deliver(target: SSHTarget, handover: Handover) -> None:
+    env = agent_env_file(handover.agent_env)
+    if env:
+        write_file(target, str(VM.agent_env), env)
+    if handover.claude_credentials is not None:
+        write_file(target, str(VM.claude_dir / ".credentials.json"), handover.claude_credentials)
+    if handover.gitconfig is not None:
+        write_file(target, str(VM.home / ".gitconfig"), handover.gitconfig, mode="644")
+    if handover.approve_claude_api_key:
+        run(target, ["python3", "-c", _APPROVE_KEY], input=handover.approve_claude_api_key[-20:].encode())
+    if handover.upload_from is not None:
+        upload_tree(target, handover.upload_from, handover.repo_dir)
+    mark = VM.handover_mark
+    run(target, ["sh", "-c", f"mkdir -p {shlex.quote(str(mark.parent))} && touch {shlex.quote(str(mark))}"])
+
+
+def files_to_upload(root: Path) -> list[str]:
+    """Relative paths to upload: git's view (tracked + untracked, minus ignored) and `.git`."""
+    if (root / ".git").exists():
+        listed = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True,
+            check=False,
+        )
+        if listed.returncode != 0:
+            raise VmgenError(f"git could not list the files of {root}: {listed.stderr.decode().strip()}")
+        names = [n for n in listed.stdout.decode().split("\0") if n and (root / n).exists()]
+        return [".git", *names]
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file() or path.is_symlink())
+
+
+def upload_tree(target: SSHTarget, root: Path, repo_dir: str) -> None:
+    names = files_to_upload(root)
+    command = [*target.base_command(), remote(["tar", "-x", "-C", repo_dir])]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdin is not None
+        try:
+            with tarfile.open(fileobj=process.stdin, mode="w|", format=tarfile.PAX_FORMAT) as archive:
+                for name in names:
+                    archive.add(root / name, arcname=name, recursive=(name == ".git"), filter=_portable)
+        except BrokenPipeError:
+            pass
+        finally:
+            process.stdin.close()
+        stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+        code = process.wait()
+    if code != 0:
+        raise RemoteCommandFailed(f"uploading {root} failed: {stderr.strip() or f'exit {code}'}")
+
+
+def _portable(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Files land owned by the agent user, not by the laptop's uid."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def laptop_extras(copy_claude_login: bool, home: Path | None = None) -> tuple[bytes | None, bytes | None]:
+    """The laptop's Claude login (when asked for) and .gitconfig (when present)."""
+    home = home or Path.home()
+    credentials = None
+    if copy_claude_login:
+        path = home / ".claude" / ".credentials.json"
+        if not path.is_file():
+            raise VmgenError(f"--copy-claude-login: {path} does not exist; run `claude` and log in first")
+        credentials = rewrite_home(path.read_bytes(), home)
+    gitconfig_path = home / ".gitconfig"
+    gitconfig = rewrite_home(gitconfig_path.read_bytes(), home) if gitconfig_path.is_file() else None
+    return credentials, gitconfig

@@ -1,0 +1,161 @@
+"""Per-workspace local state in the XDG state dir: pinned host key, provider, seed files.
+
+Everything here is written 0600 in 0700 directories: it is the laptop's half of a workspace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import NameBusy
+from .config import state_dir
+
+
+@dataclass(frozen=True)
+class WorkspaceRecord:
+    name: str
+    provider: str
+    created_at: float
+    source: str
+    agent: str
+    host: str = ""  # the public hostname, when launched with a domain
+    backup_store: str = ""  # where its backups go (the store's description); "" without backups
+    preview_host: str = ""  # with a preview domain: where its previews live (p3000.<this>)
+
+
+class WorkspaceState:
+    # Present while the workspace's backup identity is as new as the workspace and it has not
+    # come up yet: if it never does, the identity goes with it (nothing was encrypted to it).
+    NEW_IDENTITY = "new-identity"
+    # Present from the record's creation until the workspace came up: without it, a record whose
+    # server is gone is that of a workspace that was deleted later (by its own idle watchdog).
+    LAUNCHING = "launching"
+
+    def __init__(self, name: str, root: Path | None = None) -> None:
+        self.name = name
+        self.dir = (root or state_dir()) / "workspaces" / name
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    @property
+    def host_alias(self) -> str:
+        """The name SSH pins the host key under, independent of address and port."""
+        return f"vmgen-{self.name}"
+
+    def exists(self) -> bool:
+        return (self.dir / "workspace.json").is_file()
+
+    def any_left(self) -> bool:
+        """Anything at all under this name, a half-written record included."""
+        return self.dir.exists()
+
+    def cut_short(self) -> bool:
+        """What a launch that never came up left: a half-written record or one still launching."""
+        return self.any_left() and (not self.exists() or self.has(self.LAUNCHING))
+
+    def has(self, filename: str) -> bool:
+        return (self.dir / filename).exists()
+
+    def discard(self, filename: str) -> None:
+        (self.dir / filename).unlink(missing_ok=True)
+
+    def create(self, record: WorkspaceRecord, host_public_key: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.dir, 0o700)
+        self.write("workspace.json", json.dumps(asdict(record), indent=2) + "\n")
+        self.write("known_hosts", f"{self.host_alias} {host_public_key}\n")
+
+    def record(self) -> WorkspaceRecord | None:
+        try:
+            data = json.loads((self.dir / "workspace.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return WorkspaceRecord(**data)
+
+    def write(self, filename: str, content: str) -> Path:
+        path = self.dir / filename
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(content)
+        os.chmod(path, 0o600)
+        return path
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def all_records(root: Path | None = None) -> list[WorkspaceRecord]:
+    base = (root or state_dir()) / "workspaces"
+    if not base.is_dir():
+        return []
+    records = (WorkspaceState(p.name, root).record() for p in sorted(base.iterdir()))
+    return [r for r in records if r is not None]
+
+
+def failed_boot_log(name: str, root: Path | None = None) -> Path:
+    """Where a failed boot's provisioning log is kept on this machine: the workspace it came from
+    is removed, its log is not."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return (root or state_dir()) / "logs" / f"{name}-{stamp}-provision.log"
+
+
+def _lock_path(name: str, root: Path | None) -> Path:
+    # Beside the workspaces' folders, not in one: a launch removes and remakes its folder.
+    return (root or state_dir()) / "locks" / f"{name}.lock"
+
+
+@contextmanager
+def name_lock(name: str, doing: str, root: Path | None = None) -> Iterator[None]:
+    """Held by the one vmgen that launches, restores or destroys NAME, for as long as it does:
+    a second one is refused at once, before it looks at (or removes) anything of the first's.
+    The kernel releases it with the process, however that ends (kill -9 too): no stale locks."""
+    path = _lock_path(name, root)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+            who = f"pid {holder[0]}, {' '.join(holder[1:])}" if holder else "another vmgen"
+            raise NameBusy(
+                f"{name!r} is busy: another vmgen is working on it right now ({who}); wait for it, "
+                f"or interrupt it (Ctrl-C removes what a launch made)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {doing}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def busy_with(name: str, root: Path | None = None) -> str:
+    """What another vmgen is doing with NAME right now ("launching"), or "" when none is."""
+    path = _lock_path(name, root)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return ""
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+            return " ".join(holder[1:]) or "busy"
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return ""
+    finally:
+        os.close(fd)
