@@ -122,6 +122,13 @@ def test_render_prints_cloud_config_for_hetzner_and_creates_nothing(home: Path) 
     assert not (home / ".local/state/vmgen").exists()
 
 
+@pytest.mark.parametrize("action", ["poweroff", "delete"])
+def test_the_idle_action_is_taken_by_its_word(home: Path, action: str) -> None:
+    result = vmgen(home, "render", "https://github.com/me/app", "--provider", "hetzner", "--idle-action", action)
+    assert result.returncode == 0, result.stderr
+    assert f'action = "{action}"' in written_files(result.stdout)["/etc/vmgen/idlewatch.toml"]
+
+
 def test_render_with_a_domain_shows_caddy_without_the_login(home: Path) -> None:
     result = vmgen(
         home,
