@@ -146,9 +146,10 @@ def summarize(runs: list[dict]) -> dict[str, object]:
     }
 
 
-def earlier_results() -> dict[str, object]:
+def earlier(key: str) -> dict[str, object]:
+    """The results file's `key` (per provider) from the last runs."""
     try:
-        return dict(json.loads(RESULTS.read_text())["providers"])
+        return dict(json.loads(RESULTS.read_text())[key])
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
@@ -166,9 +167,8 @@ def main() -> None:
         for provider in providers:
             penv, fake = provider_env(provider, env, stack)
             cold = summarize([one_run(penv, repo, f"bench-{provider[:2]}-c{i}", cold=True) for i in range(args.runs)])
-            measured = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             if provider == "aws":  # no AMI bakes yet
-                results[provider] = {"cold": cold, "when": measured}
+                results[provider] = {"cold": cold}
                 continue
             bake_s = bake(provider, penv, fake, stack)
             baked = summarize([one_run(penv, repo, f"bench-{provider[:2]}-b{i}", cold=False) for i in range(args.runs)])
@@ -177,7 +177,6 @@ def main() -> None:
                 "baked": baked,
                 "bake_s": bake_s,
                 "baked_over_cold": round(baked["median_total_s"] / cold["median_total_s"], 3),
-                "when": measured,
             }
         startup = cli_startup_seconds(env)
 
@@ -187,9 +186,9 @@ def main() -> None:
         "agent_version": os.environ.get("VMGEN_AGENT_VERSION", "2.1.332"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "cli_startup_s": startup,
-        # A run of some providers keeps the others' last numbers (each says when it was measured).
-        "providers": {**earlier_results(), **results},
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # A run of some providers keeps the others' last numbers, and when each was measured.
+        "providers": {**earlier("providers"), **results},
+        "when": {**earlier("when"), **dict.fromkeys(results, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")

@@ -5,12 +5,9 @@ disk with it), and `vmgen destroy` leaves moto holding nothing of vmgen's. One b
 
 from __future__ import annotations
 
-from typing import Any
-
-import boto3
 import pytest
 
-from tests.fakes.aws import ACCESS_KEY, SECRET_KEY, FakeAws
+from tests.fakes.aws import FakeAws
 from tests.polling import eventually
 
 from .conftest import make_repo
@@ -36,34 +33,8 @@ def cloud(cli, vm_image):
         yield fake
 
 
-def ec2(fake: FakeAws) -> Any:
-    return boto3.client(
-        "ec2",
-        endpoint_url=fake.endpoint,
-        region_name=fake.region,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-    )
-
-
-def vmgen_resources(fake: FakeAws) -> dict[str, int]:
-    client, tagged = ec2(fake), [{"Name": "tag:vmgen", "Values": ["1"]}]
-    instances = [
-        i
-        for r in client.describe_instances(Filters=tagged)["Reservations"]
-        for i in r["Instances"]
-        if i["State"]["Name"] != "terminated"
-    ]
-    return {
-        "instances": len(instances),
-        "security groups": len(client.describe_security_groups(Filters=tagged)["SecurityGroups"]),
-        "key pairs": len(client.describe_key_pairs(Filters=tagged)["KeyPairs"]),
-        "volumes": len(client.describe_volumes(Filters=tagged)["Volumes"]),
-    }
-
-
 def state_of(fake: FakeAws, name: str) -> str:
-    found = ec2(fake).describe_instances(Filters=[{"Name": "tag:vmgen-ws", "Values": [name]}])["Reservations"]
+    found = fake.client().describe_instances(Filters=[{"Name": "tag:vmgen-ws", "Values": [name]}])["Reservations"]
     return found[0]["Instances"][0]["State"]["Name"] if found else "absent"
 
 
@@ -72,9 +43,9 @@ def test_launch_ready_then_the_idle_workspace_terminates_itself(cli, cloud, tmp_
     assert "claude" in cli.ssh(NAME, "tmux list-sessions -F '#{session_name}'")
     row = next(line for line in cli("list").stdout.splitlines() if line.split()[:1] == [NAME])
     assert "aws" in row and "running" in row and "t3.large" in row and "0.0832" in row
-    assert vmgen_resources(cloud) == {"instances": 1, "security groups": 1, "key pairs": 1, "volumes": 1}
+    assert cloud.vmgen_resources() == {"instances": 1, "security groups": 1, "key pairs": 1, "volumes": 1}
     # The agent cannot reach the metadata service; the laptop's half asked for IMDSv2 tokens only.
-    options = ec2(cloud).describe_instances(Filters=[{"Name": "tag:vmgen-ws", "Values": [NAME]}])
+    options = cloud.client().describe_instances(Filters=[{"Name": "tag:vmgen-ws", "Values": [NAME]}])
     metadata = options["Reservations"][0]["Instances"][0]["MetadataOptions"]
     assert (metadata["HttpTokens"], metadata["HttpPutResponseHopLimit"]) == ("required", 1)
 
@@ -88,6 +59,6 @@ def test_launch_ready_then_the_idle_workspace_terminates_itself(cli, cloud, tmp_
     row = next(line for line in cli("list").stdout.splitlines() if line.split()[:1] == [NAME])
     assert "gone" in row  # vmgen's record of it, nothing on AWS
     # What the VM cannot remove without a credential (the shared group and key) goes with destroy.
-    assert vmgen_resources(cloud) == {"instances": 0, "security groups": 1, "key pairs": 1, "volumes": 0}
+    assert cloud.vmgen_resources() == {"security groups": 1, "key pairs": 1}
     cli("destroy", NAME, "--yes")
-    assert vmgen_resources(cloud) == {"instances": 0, "security groups": 0, "key pairs": 0, "volumes": 0}
+    assert cloud.vmgen_resources() == {}

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs
 
+import boto3
 import requests
 from moto import settings as moto_settings
 from moto.core.models import DEFAULT_ACCOUNT_ID
@@ -175,6 +176,32 @@ class FakeAws:
     def fail(self, action: str, code: str, message: str, status: int = 400, times: int = 1) -> None:
         with self.gate.lock:
             self.gate.faults.append(Fault(action, code, message, status, times))
+
+    def client(self, service: str = "ec2") -> Any:
+        return boto3.client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+
+    def vmgen_resources(self) -> dict[str, int]:
+        """How many of each thing tagged vmgen=1 is not gone: what a user would find or be billed for."""
+        ec2, tagged = self.client(), [{"Name": "tag:vmgen", "Values": ["1"]}]
+        instances = [
+            i
+            for r in ec2.describe_instances(Filters=tagged)["Reservations"]
+            for i in r["Instances"]
+            if i["State"]["Name"] != "terminated"
+        ]
+        found = {
+            "instances": len(instances),
+            "security groups": len(ec2.describe_security_groups(Filters=tagged)["SecurityGroups"]),
+            "key pairs": len(ec2.describe_key_pairs(Filters=tagged)["KeyPairs"]),
+            "volumes": len(ec2.describe_volumes(Filters=tagged)["Volumes"]),
+        }
+        return {what: count for what, count in found.items() if count}
 
     def environment(self) -> dict[str, str]:
         """What a `vmgen` process needs to reach this cloud through boto3's own chain."""

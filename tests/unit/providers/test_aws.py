@@ -64,7 +64,7 @@ def aws(cloud: FakeAws, home: Path) -> Iterator[AwsProvider]:
     yield provider
     for workspace in provider.workspaces():
         provider.delete(workspace.name)
-    assert vmgen_resources(cloud) == {}
+    assert cloud.vmgen_resources() == {}
 
 
 def provider_for(cloud: FakeAws, key: str = ACCESS_KEY) -> AwsProvider:
@@ -72,36 +72,8 @@ def provider_for(cloud: FakeAws, key: str = ACCESS_KEY) -> AwsProvider:
     return AwsProvider(region=cloud.region, endpoint=cloud.endpoint, poll_interval=0.1, session=session)
 
 
-def client(cloud: FakeAws) -> Any:
-    return boto3.client(
-        "ec2",
-        endpoint_url=cloud.endpoint,
-        region_name=cloud.region,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-    )
-
-
-def vmgen_resources(cloud: FakeAws) -> dict[str, list[str]]:
-    """Everything tagged vmgen=1 that is not gone: what a user would be billed for or find."""
-    ec2 = client(cloud)
-    tagged = [{"Name": "tag:vmgen", "Values": ["1"]}]
-    found = {
-        "instances": [
-            i["InstanceId"]
-            for r in ec2.describe_instances(Filters=tagged)["Reservations"]
-            for i in r["Instances"]
-            if i["State"]["Name"] != "terminated"
-        ],
-        "security groups": [g["GroupId"] for g in ec2.describe_security_groups(Filters=tagged)["SecurityGroups"]],
-        "key pairs": [k["KeyName"] for k in ec2.describe_key_pairs(Filters=tagged)["KeyPairs"]],
-        "volumes": [v["VolumeId"] for v in ec2.describe_volumes(Filters=tagged)["Volumes"]],
-    }
-    return {what: ids for what, ids in found.items() if ids}
-
-
 def only_instance(cloud: FakeAws, name: str) -> dict[str, Any]:
-    found = client(cloud).describe_instances(Filters=[{"Name": "tag:vmgen-ws", "Values": [name]}])["Reservations"]
+    found = cloud.client().describe_instances(Filters=[{"Name": "tag:vmgen-ws", "Values": [name]}])["Reservations"]
     return found[0]["Instances"][0]
 
 
@@ -115,7 +87,7 @@ def test_a_workspace_is_an_instance_locked_down_as_promised(aws: AwsProvider, cl
     )
     assert made.ssh is not None and made.ssh.host == made.address and made.price_hourly == 0.0416
     instance = only_instance(cloud, "app")
-    ec2 = client(cloud)
+    ec2 = cloud.client()
     # IMDSv2 only, one hop: a container on the VM cannot reach the metadata service.
     options = instance["MetadataOptions"]
     assert (options["HttpTokens"], options["HttpPutResponseHopLimit"]) == ("required", 1)
@@ -150,7 +122,7 @@ def test_list_get_stop_start_and_destroy_by_tags(aws: AwsProvider, cloud: FakeAw
     aws.create(spec("one"), USER_DATA)
     aws.create(spec("two", size="c7i.large"), USER_DATA)
     # Not vmgen's: an instance of the user's own in the same account is never listed or touched.
-    theirs = client(cloud).run_instances(ImageId=cloud.ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    theirs = cloud.client().run_instances(ImageId=cloud.ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     assert [(w.name, w.server_type) for w in aws.workspaces()] == [("one", "t3.medium"), ("two", "c7i.large")]
     stopped = aws.stop("one")
     assert stopped.status == WorkspaceStatus.STOPPED and stopped.ssh is None
@@ -159,14 +131,14 @@ def test_list_get_stop_start_and_destroy_by_tags(aws: AwsProvider, cloud: FakeAw
     assert aws.delete("one") == ""
     assert aws.get("one") is None
     # The shared pieces stay while a workspace uses them, and go with the last.
-    assert set(vmgen_resources(cloud)) == {"instances", "security groups", "key pairs", "volumes"}
+    assert cloud.vmgen_resources() == {"instances": 1, "security groups": 1, "key pairs": 1, "volumes": 1}
     assert aws.delete("two") == ""
-    assert vmgen_resources(cloud) == {}
+    assert cloud.vmgen_resources() == {}
     assert (
-        client(cloud).describe_instances(InstanceIds=[theirs])["Reservations"][0]["Instances"][0]["State"]["Name"]
+        cloud.client().describe_instances(InstanceIds=[theirs])["Reservations"][0]["Instances"][0]["State"]["Name"]
         == "running"
     )
-    client(cloud).terminate_instances(InstanceIds=[theirs])
+    cloud.client().terminate_instances(InstanceIds=[theirs])
 
 
 def test_a_taken_name_an_unknown_workspace_and_an_unknown_type_are_refused(aws: AwsProvider, cloud: FakeAws) -> None:
@@ -184,7 +156,7 @@ def test_an_instance_type_aws_does_not_have_is_the_same_error(aws: AwsProvider, 
     cloud.fail("RunInstances", "InvalidInstanceType", "The following supplied instance types do not exist: [t3.small]")
     with pytest.raises(ServerTypeUnavailable, match="do not exist"):
         aws.create(spec("gone-type"), USER_DATA)
-    assert vmgen_resources(cloud) == {}  # the shared pieces made for it went too
+    assert cloud.vmgen_resources() == {}  # the shared pieces made for it went too
 
 
 def test_a_quota_is_a_provider_limit_and_leaves_nothing(aws: AwsProvider, cloud: FakeAws) -> None:
@@ -195,7 +167,7 @@ def test_a_quota_is_a_provider_limit_and_leaves_nothing(aws: AwsProvider, cloud:
     )
     with pytest.raises(ProviderLimit, match="quota allows for 0 more"):
         aws.create(spec("over"), USER_DATA)
-    assert vmgen_resources(cloud) == {}
+    assert cloud.vmgen_resources() == {}
 
 
 def test_bad_credentials_are_an_auth_error_before_anything_is_made(cloud: FakeAws, home: Path) -> None:
@@ -204,7 +176,7 @@ def test_bad_credentials_are_an_auth_error_before_anything_is_made(cloud: FakeAw
         bad.workspaces()
     with pytest.raises(ProviderAuthError):
         bad.create(spec("nope"), USER_DATA)
-    assert vmgen_resources(cloud) == {}
+    assert cloud.vmgen_resources() == {}
 
 
 def test_no_credentials_at_all_say_where_they_are_looked_for(
@@ -233,7 +205,7 @@ def test_settings_reach_boto3s_chain(cloud: FakeAws, home: Path, monkeypatch: py
 
 
 def test_a_named_subnet_is_used_and_an_unknown_one_is_an_error(aws: AwsProvider, cloud: FakeAws) -> None:
-    ec2 = client(cloud)
+    ec2 = cloud.client()
     vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24")["Subnet"]["SubnetId"]
     try:
