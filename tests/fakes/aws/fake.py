@@ -241,7 +241,7 @@ class FakeAws:
                 self.containers.pop(instance.id)
 
     def _boot(self, instance: Any) -> str:
-        user_data = base64.b64decode(instance.user_data.as_bytes()).decode() if instance.user_data else ""
+        user_data = base64.b64decode(instance.user_data.as_bytes()) if instance.user_data else b""
         meta_data = f"instance-id: {instance.id}\nlocal-hostname: {instance.id}\n"
         number = int(instance.id.removeprefix("i-")[:12], 16) % 10**9
         assert self.image, "boot=True needs the simulated VM's image"

@@ -5,6 +5,8 @@ destroy."""
 from __future__ import annotations
 
 import base64
+import gzip
+import secrets
 import threading
 import urllib.error
 import urllib.request
@@ -26,6 +28,7 @@ from vmgen.errors import (
     ProviderLimit,
     ServerTypeUnavailable,
     UsageError,
+    UserDataTooLarge,
     WorkspaceExists,
     WorkspaceNotFound,
 )
@@ -96,7 +99,8 @@ def test_a_workspace_is_an_instance_locked_down_as_promised(aws: AwsProvider, cl
     )
     assert attribute["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
     user_data = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
-    assert base64.b64decode(user_data["UserData"]["Value"]).decode() == USER_DATA
+    # Gzipped: cloud-init uncompresses it, and EC2's 16 KiB holds twice the text.
+    assert gzip.decompress(base64.b64decode(user_data["UserData"]["Value"])).decode() == USER_DATA
     assert instance["ImageId"] == cloud.ami  # Canonical's parameter, resolved at run time
     tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
     assert tags["vmgen"] == "1" and tags["vmgen-ws"] == "app" and tags["Name"] == "app"
@@ -157,6 +161,16 @@ def test_an_instance_type_aws_does_not_have_is_the_same_error(aws: AwsProvider, 
     with pytest.raises(ServerTypeUnavailable, match="do not exist"):
         aws.create(spec("gone-type"), USER_DATA)
     assert cloud.vmgen_resources() == {}  # the shared pieces made for it went too
+
+
+def test_user_data_over_ec2s_limit_once_gzipped_is_refused_before_anything_is_made(
+    aws: AwsProvider, cloud: FakeAws
+) -> None:
+    incompressible = "#cloud-config\n# " + base64.b64encode(secrets.token_bytes(18 * 1024)).decode() + "\n"
+    assert len(incompressible) < aws.user_data_limit  # the text passes the launch's own check
+    with pytest.raises(UserDataTooLarge, match="KiB gzipped; EC2 accepts at most 16 KiB"):
+        aws.create(spec("bulky"), incompressible)
+    assert cloud.vmgen_resources() == {}
 
 
 def test_a_quota_is_a_provider_limit_and_leaves_nothing(aws: AwsProvider, cloud: FakeAws) -> None:
