@@ -156,6 +156,24 @@ def test_a_taken_name_an_unknown_workspace_and_an_unknown_type_are_refused(aws: 
     assert [w.name for w in aws.workspaces()] == ["taken"]
 
 
+def test_a_users_own_group_named_vmgen_is_neither_taken_over_nor_touched(aws: AwsProvider, cloud: FakeAws) -> None:
+    ec2 = cloud.client()
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    theirs = ec2.create_security_group(GroupName="vmgen", Description="the user's own", VpcId=vpc)["GroupId"]
+    try:
+        with pytest.raises(UsageError, match="already has a security group named 'vmgen' that vmgen did not make"):
+            aws.create(spec("clash"), USER_DATA)
+        assert cloud.vmgen_resources() == {}
+    finally:
+        ec2.delete_security_group(GroupId=theirs)
+
+
+def test_an_image_aws_does_not_have_is_a_clear_error_before_anything_is_made(aws: AwsProvider, cloud: FakeAws) -> None:
+    with pytest.raises(UsageError, match="AWS has no image ami-0000000000000dead in us-east-1"):
+        aws.create(replace(spec("imageless"), image="ami-0000000000000dead"), USER_DATA)
+    assert cloud.vmgen_resources() == {}
+
+
 def test_an_instance_type_aws_does_not_have_is_the_same_error(aws: AwsProvider, cloud: FakeAws) -> None:
     cloud.fail("RunInstances", "InvalidInstanceType", "The following supplied instance types do not exist: [t3.small]")
     with pytest.raises(ServerTypeUnavailable, match="do not exist"):

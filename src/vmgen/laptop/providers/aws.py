@@ -223,14 +223,15 @@ class AwsProvider:
         chosen = instance_type(spec.size)
         with api_errors("find the network"):
             subnet, vpc = self._network()
-        with api_errors("import the SSH key"):
-            key = self._key_pair(spec.ssh_keys[0])
-        with api_errors("create the security group"):
-            group = self._security_group(vpc)
         with api_errors("find the Ubuntu image"):
             image = spec.image or self._image()
+            root_device = self._root_device(image)
         labels = {"Name": spec.name, LABEL: "1", WS_LABEL: spec.name, **owner_labels()}
-        try:
+        try:  # whatever of the shared pieces a failed create made goes (unless a workspace uses it)
+            with api_errors("import the SSH key"):
+                key = self._key_pair(spec.ssh_keys[0])
+            with api_errors("create the security group"):
+                group = self._security_group(vpc)
             with api_errors(f"run a {chosen} instance in {self.region}"):
                 made = self.ec2.run_instances(
                     ImageId=image,
@@ -244,7 +245,7 @@ class AwsProvider:
                     ],
                     BlockDeviceMappings=[
                         {
-                            "DeviceName": self._root_device(image),
+                            "DeviceName": root_device,
                             "Ebs": {"VolumeSize": ROOT_GB, "VolumeType": "gp3", "DeleteOnTermination": True},
                         }
                     ],
@@ -437,8 +438,12 @@ class AwsProvider:
             raise
 
     def _root_device(self, image: str) -> str:
-        with api_errors(f"read the image {image}"):
+        try:
             images = self.ec2.describe_images(ImageIds=[image])["Images"]
+        except ClientError as exc:
+            if not exc.response.get("Error", {}).get("Code", "").startswith("InvalidAMIID"):
+                raise
+            images = []
         if not images:
             raise UsageError(f"AWS has no image {image} in {self.region}")
         return images[0].get("RootDeviceName") or "/dev/sda1"
@@ -472,12 +477,21 @@ class AwsProvider:
         )["SecurityGroups"]
         if existing:
             return existing[0]["GroupId"]
-        group = self.ec2.create_security_group(
-            GroupName=SECURITY_GROUP,
-            Description="vmgen workspaces: SSH, HTTP and HTTPS",
-            VpcId=vpc,
-            TagSpecifications=[tagged("security-group", {LABEL: "1"})],
-        )["GroupId"]
+        try:
+            group = self.ec2.create_security_group(
+                GroupName=SECURITY_GROUP,
+                Description="vmgen workspaces: SSH, HTTP and HTTPS",
+                VpcId=vpc,
+                TagSpecifications=[tagged("security-group", {LABEL: "1"})],
+            )["GroupId"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidGroup.Duplicate":
+                raise
+            # Not vmgen's (it has no vmgen tag): neither taken over nor touched.
+            raise UsageError(
+                f"{vpc} already has a security group named {SECURITY_GROUP!r} that vmgen did not make; "
+                f"rename it, or tag it {LABEL}=1 for vmgen to use it"
+            ) from None
         self.ec2.authorize_security_group_ingress(
             GroupId=group,
             IpPermissions=[
