@@ -24,6 +24,7 @@ class AwsSelf:
     deletes_itself = True
     snapshots = False  # a snapshot needs the API, and the VM holds no AWS credential
     stop_note = ""  # a powered-off instance is a terminated one: nothing is left to bill
+    poweroff_keeps_disk = False  # terminated with it (DeleteOnTermination)
 
     def delete(self, settings: WatchSettings, paths: VmPaths = VM) -> None:
         from ...dns import TOKEN_SETTING as DNS_TOKEN_VARIABLE
