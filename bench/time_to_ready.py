@@ -1,8 +1,9 @@
 """Time from `vmgen launch` to ready, cold (stock image, everything installed by cloud-init) and
 baked (an image with the install steps done), split into phases, on the docker provider and on the
-simulated Hetzner cloud (tests/fakes/hetzner: the real hcloud client, servers boot as containers).
+simulated Hetzner cloud (tests/fakes/hetzner: the real hcloud client, servers boot as containers);
+cold only on the simulated EC2 (tests/fakes/aws: moto, instances boot as containers; no AMI bakes yet).
 
-    .venv/bin/python bench/time_to_ready.py [--runs N] [--provider docker|hetzner|both]
+    .venv/bin/python bench/time_to_ready.py [--runs N] [--provider docker|hetzner|aws|both]
 
 Run after `scripts/dev-env.sh` (or the test script) has built the image; reads VMGEN_DOCKER_IMAGE
 like the CLI. Every launch sends the CLI's own vmgen build over SSH (no wheel server), its
@@ -88,6 +89,12 @@ def provider_env(provider: str, env: dict[str, str], stack):
     """The CLI's environment for the provider, and the simulated cloud (None for docker)."""
     if provider == "docker":
         return {**env, "VMGEN_PROVIDER": "docker"}, None
+    if provider == "aws":
+        from tests.fakes.aws import FakeAws
+
+        cloud = stack.enter_context(FakeAws(boot=True, image=os.environ.get("VMGEN_DOCKER_IMAGE", "")))
+        # No backup store: poweroff (the default without one) would terminate the instance on aws.
+        return {**env, **cloud.environment(), "VMGEN_PROVIDER": "aws", "VMGEN_IDLE_ACTION": "delete"}, cloud
     from tests.fakes.hetzner import FakeHetzner
 
     fake = stack.enter_context(FakeHetzner(image=os.environ.get("VMGEN_DOCKER_IMAGE", "vmgen-debian12:latest")))
@@ -139,10 +146,18 @@ def summarize(runs: list[dict]) -> dict[str, object]:
     }
 
 
+def earlier(key: str) -> dict[str, object]:
+    """The results file's `key` (per provider) from the last runs."""
+    try:
+        return dict(json.loads(RESULTS.read_text())[key])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--provider", choices=("docker", "hetzner", "both"), default="both")
+    parser.add_argument("--provider", choices=("docker", "hetzner", "aws", "both"), default="both")
     args = parser.parse_args()
     providers = ("docker", "hetzner") if args.provider == "both" else (args.provider,)
 
@@ -152,6 +167,9 @@ def main() -> None:
         for provider in providers:
             penv, fake = provider_env(provider, env, stack)
             cold = summarize([one_run(penv, repo, f"bench-{provider[:2]}-c{i}", cold=True) for i in range(args.runs)])
+            if provider == "aws":  # no AMI bakes yet
+                results[provider] = {"cold": cold}
+                continue
             bake_s = bake(provider, penv, fake, stack)
             baked = summarize([one_run(penv, repo, f"bench-{provider[:2]}-b{i}", cold=False) for i in range(args.runs)])
             results[provider] = {
@@ -168,13 +186,17 @@ def main() -> None:
         "agent_version": os.environ.get("VMGEN_AGENT_VERSION", "2.1.332"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "cli_startup_s": startup,
-        "providers": results,
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # A run of some providers keeps the others' last numbers, and when each was measured.
+        "providers": {**earlier("providers"), **results},
+        "when": {**earlier("when"), **dict.fromkeys(results, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"CLI start-up (vmgen --version): {startup * 1000:.0f} ms")
     for provider, result in results.items():
+        if "baked" not in result:
+            print(f"{provider}: cold {result['cold']['median_total_s']:.1f}s (no baked images)")
+            continue
         print(
             f"{provider}: baked {result['baked']['median_total_s']:.1f}s"
             f" vs cold {result['cold']['median_total_s']:.1f}s"

@@ -258,7 +258,10 @@ def launching(cli, name: str, repo: Path) -> subprocess.Popen[str]:
     """A launch to interrupt while it provisions: cold, so that provisioning takes longer than the
     test takes to read a line and signal (from a baked image the whole launch can be over first)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "vmgen", "launch", str(repo), "--name", name, "--cold"],
+        # Ctrl-C reaches a terminal's foreground process with SIGINT at its default; a test run
+        # started in the background (as CI may start it) hands SIGINT down ignored, and Python
+        # then never raises KeyboardInterrupt: `env --default-signal` gives it back its default.
+        ["env", "--default-signal=INT", sys.executable, "-m", "vmgen", "launch", str(repo), "--name", name, "--cold"],
         env=cli.env,
         cwd=cli.home,
         stderr=subprocess.PIPE,

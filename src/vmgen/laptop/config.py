@@ -59,6 +59,10 @@ class Settings:
     hcloud_token: str = ""
     hcloud_endpoint: str = ""
     hcloud_metadata_url: str = ""
+    # AWS: credentials through boto3's own chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, ~/.aws); the
+    # region from aws_region, else that chain (AWS_DEFAULT_REGION, ~/.aws/config), else us-east-1.
+    aws_region: str = ""
+    aws_subnet: str = ""  # a subnet id; "" for a default subnet of the region's default VPC
     backup_dir: str = "~/.local/share/vmgen/backups"
     backup_keep: int = BACKUP_DEFAULTS.keep_last
     # Kept besides the newest backup_keep: all of the last hours, the newest of each day and week.

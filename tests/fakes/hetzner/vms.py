@@ -159,19 +159,20 @@ class DockerVms:
 
     # -- containers ---------------------------------------------------------------------------
 
-    def _write_seed(self, server_id: int, user_data: str, meta_data: str) -> Path:
+    def _write_seed(self, server_id: int, user_data: str | bytes, meta_data: str) -> Path:
         seed = self._seed_root / str(server_id)
         seed.mkdir(parents=True, exist_ok=True)
         # A real VM gets its user-data from the metadata service, which only root may reach, and
         # cloud-init keeps it root-only: so do these files (they hold the host key and tokens).
+        # bytes: user-data as a cloud sent it, e.g. gzipped (cloud-init uncompresses it).
         for name, text in (("user-data", user_data), ("meta-data", meta_data)):
-            (seed / name).write_text(text)
+            (seed / name).write_bytes(text.encode() if isinstance(text, str) else text)
             (seed / name).chmod(0o600)
         seed.chmod(0o700)
         return seed
 
     def create(
-        self, server_id: int, name: str, ip: str, user_data: str, meta_data: str, image: str, start: bool
+        self, server_id: int, name: str, ip: str, user_data: str | bytes, meta_data: str, image: str, start: bool
     ) -> str:
         seed = self._write_seed(server_id, user_data, meta_data)
         container = f"hz-{server_id}-{name}"

@@ -12,6 +12,7 @@ import yaml
 
 from vmgen import __version__
 from vmgen.laptop.builder.render import written_files
+from vmgen.laptop.providers import PROVIDERS
 
 COMMANDS = [
     "launch",
@@ -122,6 +123,13 @@ def test_render_prints_cloud_config_for_hetzner_and_creates_nothing(home: Path) 
     assert not (home / ".local/state/vmgen").exists()
 
 
+@pytest.mark.parametrize("action", ["poweroff", "delete"])
+def test_the_idle_action_is_taken_by_its_word(home: Path, action: str) -> None:
+    result = vmgen(home, "render", "https://github.com/me/app", "--provider", "hetzner", "--idle-action", action)
+    assert result.returncode == 0, result.stderr
+    assert f'action = "{action}"' in written_files(result.stdout)["/etc/vmgen/idlewatch.toml"]
+
+
 def test_render_with_a_domain_shows_caddy_without_the_login(home: Path) -> None:
     result = vmgen(
         home,
@@ -214,8 +222,9 @@ def test_config_show_prints_the_effective_defaults(home: Path) -> None:
     "args, expected",
     [
         (["launch", "--help"], "auto"),  # the default is one of the choices
-        (["restore", "--help"], "[docker|hetzner]"),
-        (["backups", "--help"], "[docker|hetzner]"),
+        # Every registered provider, from the registry: a new one needs no line here.
+        (["restore", "--help"], f"[{'|'.join(PROVIDERS)}]"),
+        (["backups", "--help"], f"[{'|'.join(PROVIDERS)}]"),
     ],
 )
 def test_choices_are_listed(home: Path, args: list[str], expected: str) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.aws import FakeAws
 from tests.fakes.hetzner import FakeHetzner
 from vmgen.errors import ProviderAuthError, UsageError
 from vmgen.laptop.agents import AGENTS
@@ -59,6 +60,12 @@ def provider(request, home) -> Iterator[Provider]:
             yield get_provider(
                 "hetzner", Settings(hcloud_token=cloud.token, region="fsn1", hcloud_endpoint=cloud.api_endpoint)
             )
+    elif request.param == "aws":
+        with FakeAws() as aws:
+            monkeypatch = request.getfixturevalue("monkeypatch")
+            for variable, value in aws.environment().items():
+                monkeypatch.setenv(variable, value)
+            yield get_provider("aws", Settings())
     else:
         yield get_provider(request.param, Settings(docker_image=IMAGE))
 
@@ -87,7 +94,7 @@ def test_the_vm_side_half_is_registered_and_agrees(name: str) -> None:
 
 
 def test_an_unknown_provider_is_one_clear_error() -> None:
-    with pytest.raises(UsageError, match="unknown provider 'nimbus'; available: docker, hetzner"):
+    with pytest.raises(UsageError, match="unknown provider 'nimbus'; available: aws, docker, hetzner"):
         provider_class("nimbus")
 
 
@@ -95,7 +102,7 @@ def test_sizes_carry_prices_from_the_price_source(provider: Provider) -> None:
     sizes = provider.sizes("fsn1" if provider.name == "hetzner" else None)
     assert sizes and all(s.price_hourly is not None and s.price_hourly >= 0 for s in sizes)
     assert {"small", "medium", "large"} <= {s.preset for s in sizes}
-    if not provider.stop_bills:  # a local engine bills nothing
+    if not provider.public:  # a local engine bills nothing
         assert {s.price_hourly for s in sizes} == {0.0}
 
 
@@ -110,6 +117,15 @@ def test_what_does_not_exist_is_none_or_refused(provider: Provider) -> None:
     assert self_delete.provider == provider.name
     assert [variable for variable, _ in self_delete.secrets] == list(provider.secret_variables)
     assert provider.stop_note()
+
+
+def test_bad_aws_credentials_are_an_auth_error_before_anything_is_made(home, monkeypatch) -> None:
+    with FakeAws() as cloud:
+        for variable, value in cloud.environment().items():
+            monkeypatch.setenv(variable, value)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-wrong-key")
+        with pytest.raises(ProviderAuthError):
+            get_provider("aws", Settings()).workspaces()
 
 
 def test_a_bad_token_is_an_auth_error_before_anything_is_made(home) -> None:
@@ -128,7 +144,8 @@ PROVIDER_PACKAGES = ("laptop/providers/", "vmside/providers/")
 # Where the user's settings are read: the settings' names (hcloud_token, docker_image) stay until
 # providers declare their own settings (the settings' declaration is issue 30's).
 SETTINGS_MODULES = ("laptop/config.py", "contract/documents.py", "laptop/packer/")
-NAMES = re.compile(r"docker|hetzner|hcloud|HCLOUD_TOKEN", re.IGNORECASE)
+# "aws" as a word, in lower case: S3's own home ("AWS", the backup store's) is not the provider.
+NAMES = re.compile(r"(?i:docker|hetzner|hcloud|HCLOUD_TOKEN|\bec2\b)|\baws\b")
 DISPATCH = re.compile(r"isinstance\([^)]*Provider\)|getattr\(provider|provider(\.name)? [!=]= \"")
 
 

@@ -75,7 +75,7 @@ def spec_options(function: Command) -> Command:
         ),
         click.option(
             "--idle-action",
-            type=click.Choice(("auto", *IdleAction)),
+            type=click.Choice(("auto", *(action.value for action in IdleAction))),
             help="What the watchdog does once idle; auto (the default): backup-then-delete with a backup store, "
             "else poweroff.",
         ),

@@ -15,6 +15,7 @@ from .base import Provider, SelfDelete, SSHEndpoint, Workspace
 
 # name -> the module in this package and its Provider class
 REGISTRY: dict[str, tuple[str, str]] = {
+    "aws": ("aws", "AwsProvider"),
     "docker": ("docker", "DockerProvider"),
     "hetzner": ("hetzner", "HetznerProvider"),
 }

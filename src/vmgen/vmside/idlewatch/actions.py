@@ -186,6 +186,18 @@ class Act:
     def _keep(self, why: str) -> ActionRecord:
         """No verified backup in time: stop the compute without losing the data."""
         name = self.settings.name
+        if not self.provider.snapshots and not self.provider.poweroff_keeps_disk:
+            # Powering off would end the disk with the server: stay up; the watchdog starts the
+            # action again (ACTION_RESTART_SECONDS), so the backup is tried again.
+            detail = (
+                f"stays up without a complete backup ({why}): powering off would end its disk; the backup "
+                f"is tried again each minute (`vmgen backup {name}` to try now, `vmgen destroy {name}` to "
+                "give the data up)"
+            )
+            self._step("kept", detail)
+            self.machine.notify(f"vmgen: workspace {name} {detail}", "kept")
+            assert self.record is not None
+            return self.record
         if not self.provider.snapshots:
             return self._finish(
                 "kept",

@@ -14,7 +14,7 @@ from ...contract.names import VM, VmPaths
 from ...errors import ConfigError
 
 # name -> the module in this package; its PROVIDER fulfils VmProvider
-REGISTRY: dict[str, str] = {"docker": "docker", "hetzner": "hetzner"}
+REGISTRY: dict[str, str] = {"aws": "aws", "docker": "docker", "hetzner": "hetzner"}
 
 
 class VmProvider(Protocol):
@@ -26,6 +26,10 @@ class VmProvider(Protocol):
     # What a user should know about a server left powered off ("" when nothing): said in the
     # action's words when a delete or a snapshot failed.
     stop_note: str
+    # Whether a powered-off server keeps its disk (False where powering off ends the server and
+    # its disk, as an instance that terminates on shutdown does): without a backup or a snapshot
+    # such a VM stays up rather than lose the data.
+    poweroff_keeps_disk: bool
 
     def delete(self, settings: WatchSettings, paths: VmPaths = VM) -> None:
         """Delete this server (and its DNS records, with a domain) through the provider's API."""

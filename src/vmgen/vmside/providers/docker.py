@@ -12,6 +12,7 @@ class DockerSelf:
     deletes_itself = False
     snapshots = False
     stop_note = ""
+    poweroff_keeps_disk = True
 
     def delete(self, settings: WatchSettings, paths: VmPaths = VM) -> None:
         raise ActionFailed("a docker workspace cannot delete its own container; it powers off")

@@ -38,6 +38,7 @@ class HetznerSelf:
     deletes_itself = True
     snapshots = True
     stop_note = "Hetzner bills a stopped server"
+    poweroff_keeps_disk = True
 
     def delete(self, settings: WatchSettings, paths: VmPaths = VM) -> None:
         from hcloud.servers import Server

@@ -199,3 +199,20 @@ def test_the_reason_is_the_lifetime_once_the_system_was_up_that_long(monkeypatch
     assert actions.reason_now(settings) == "idle"
     assert actions.reason_now(WatchSettings()) == "idle"
     assert actions.system_uptime() > 0
+
+
+def test_where_powering_off_ends_the_disk_the_vm_stays_up_without_a_backup(tmp_path):
+    """An aws instance terminates when it powers off, and its disk with it: with no verified
+    backup and no snapshot it stays up, and says so (the watchdog starts the action again)."""
+    scripted = Scripted(Clock(), [])
+    record, written = act(tmp_path, "aws", scripted)
+    assert "poweroff" not in scripted.events and "delete" not in scripted.events
+    assert record.step == written["step"] == "kept"
+    assert written["detail"].startswith("stays up without a complete backup (no verified backup could be made")
+    assert any(e.startswith("notify kept: vmgen: workspace app stays up") for e in scripted.events)
+
+
+def test_where_powering_off_ends_the_disk_a_verified_backup_still_deletes(tmp_path):
+    scripted = Scripted(Clock(), [GOOD])
+    record, _ = act(tmp_path, "aws", scripted)
+    assert record.step == "done" and scripted.events[-1] == "delete"
