@@ -126,14 +126,17 @@ WEB_ZONE = "dev.example.com"  # the fake Cloudflare zone the web tests launch un
 @pytest.fixture(scope="session")
 def web_image(vm_image, docker_client, tmp_path_factory) -> str:
     """The run's baked image plus what a workspace with a domain and a desktop installs: Caddy,
-    the desktop's packages and the code UI, compiled once here instead of in every launch."""
-    return _web_bake("web", "1.12.0", vm_image, docker_client, tmp_path_factory)
+    the desktop's packages and the code UI (the version a launch installs), once here instead of
+    in every launch."""
+    from vmgen.laptop.config import Settings
+
+    return _web_bake("web", Settings.code_ui_version, vm_image, docker_client, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def web_lite_image(vm_image, docker_client, tmp_path_factory) -> str:
     """Caddy and the desktop's packages without the code UI (`code_ui_version = off`): for web
-    tests that use no CloudCLI, which would otherwise wait for its minutes of compiling."""
+    tests that use no CloudCLI, which would otherwise wait for its minutes of installing."""
     return _web_bake("web-lite", "off", vm_image, docker_client, tmp_path_factory)
 
 

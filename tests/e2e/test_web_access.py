@@ -12,9 +12,8 @@ the workspace. The attacks on all this are in test_web_attacks.py."""
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
+import os
 
 import pytest
 
@@ -22,6 +21,8 @@ from tests.acme import AcmeFront, Pebble, ZoneDns, served_chain_verifies, zone_r
 from tests.fakes.anthropic_api import Rule, Script
 from tests.polling import eventually, wait_until
 from tests.raw_https import spki_hash
+from vmgen.contract.names import PORTS
+from vmgen.laptop.builder.node import NODE
 
 from .conftest import make_repo
 from .web_helpers import (
@@ -205,11 +206,11 @@ def test_the_code_ui_works_behind_the_login(cli, model, launched):
     # The agent's session: a conversation it had in its tmux pane.
     cli.ssh(NAME, "tmux send-keys -t claude -l 'first words for the agent' && tmux send-keys -t claude Enter")
     model.wait_for("first words for the agent", timeout=120)
-    # It compiles native modules for minutes in the background; the workspace was ready before.
+    # It installs for minutes in the background; the workspace was ready before.
     _, session = sign_in(launched.ip, launched.host, launched.password)
     session.open("code")
     eventually(
-        lambda: "<title>Claude Code UI" in session.get(f"code.{launched.host}").text,
+        lambda: "<title>CloudCLI UI" in session.get(f"code.{launched.host}").text,
         timeout=900,
         what="the code UI (installed in the background) behind Caddy",
         interval=5,
@@ -219,13 +220,29 @@ def test_the_code_ui_works_behind_the_login(cli, model, launched):
     try:
         sign_in_browser(driver, f"https://code.{launched.host}/", launched.password)
         wait = WebDriverWait(driver, 120, poll_frequency=0.5)
-        project = wait.until(lambda d: shown(d, By.XPATH, f"//*[normalize-space(text())='{NAME}']"))
+        showing(driver, wait, lambda d: shown(d, By.XPATH, f"//*[normalize-space(text())='{NAME}']"), "the project")
         driver.save_screenshot(str(ARTIFACTS / "code-ui-projects.png"))
-        project.click()
-        conversation = wait.until(
-            lambda d: shown(d, By.XPATH, "//*[contains(normalize-space(text()), 'first words for the agent')]")
+        # The agent's session in the project's list, titled by its latest prompt where Claude Code
+        # recorded one (the page test above may have sent one), opened: the agent's conversation.
+        conversation = showing(
+            driver,
+            wait,
+            lambda d: shown(
+                d,
+                By.XPATH,
+                "//*[contains(normalize-space(text()), 'first words for the agent')"
+                " or contains(normalize-space(text()), 'hello from the browser')"
+                " or normalize-space(text())='Untitled Claude Session']",
+            ),
+            "the agent's session",
         )
         conversation.click()
+        showing(
+            driver,
+            wait,
+            lambda d: "Heard you in tmux." in d.find_element(By.TAG_NAME, "body").text,
+            "the agent's conversation",
+        )
         box = wait.until(lambda d: shown(d, By.CSS_SELECTOR, "form textarea"))
         box.send_keys("typed in the code UI")
         box.send_keys(Keys.ENTER)
@@ -237,43 +254,83 @@ def test_the_code_ui_works_behind_the_login(cli, model, launched):
         driver.quit()
 
 
-def test_the_code_uis_own_login_is_never_reached_and_its_token_alone_opens_nothing(cli, launched):
+def test_the_code_uis_own_login_is_never_reached_and_nothing_of_it_answers_without_vmgens_session(cli, launched):
+    """CloudCLI runs in platform mode behind vmgen's login: it asks for no token of its own, so
+    vmgen's session is the only key. Without one (never had, or signed out) nothing of it answers,
+    from any origin, its websockets included; and it listens on the loopback only."""
+    code = f"code.{launched.host}"
     reply = https(
         launched.ip,
-        f"code.{launched.host}",
+        code,
         "/api/auth/login",
         "POST",
         {"Content-Type": "application/json"},
         json.dumps({"username": "vmgen", "password": launched.password}).encode(),
     )
     assert reply.status == 403 and "Sign in at" in reply.text
-    # The agent reads CloudCLI's key (its own process) and mints a token: from outside, without
-    # the web login, Caddy refuses it.
     eventually(
-        lambda: cli.ssh(NAME, "pgrep -u agent -f claude-code-ui >/dev/null && echo up || true").strip() == "up",
+        lambda: cli.ssh(NAME, "pgrep -u agent -f cloudcli/dist-server >/dev/null && echo up || true").strip() == "up",
         timeout=900,
         what="CloudCLI to run",
         interval=5,
     )
-    secret = cli.ssh(
-        NAME,
-        "tr '\\0' '\\n' < /proc/$(pgrep -u agent -f claude-code-ui | head -1)/environ | sed -n 's/^JWT_SECRET=//p'",
-    ).strip()
-    assert len(secret) == 64
+    # Node 22 from vmgen for the agent and CloudCLI alike (their installs: test_node_runtime.py).
+    assert cli.ssh(
+        NAME, "node --version && readlink /proc/$(pgrep -u agent -f cloudcli/dist-server | head -1)/exe"
+    ).split() == [f"v{NODE.version}", "/usr/local/bin/node"]
+    listening = cli.ssh(NAME, f"ss -Hltn 'sport = :{PORTS.code_ui}'")
+    assert listening.split() and all(line.split()[3].startswith("127.0.0.1:") for line in listening.splitlines())
+    # A token CloudCLI itself signed (its key is in its database, which the agent can read) opens nothing.
+    _, session = sign_in(launched.ip, launched.host, launched.password)
+    session.open("code")
+    minted = session.get(code, "/api/auth/refresh", method="POST", headers={"Origin": f"https://{code}"})
+    assert minted.status == 200, minted.text
+    token = json.loads(minted.text).get("token", "")
+    websocket = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+    }
 
-    def part(value: dict) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+    def nothing_answers(cookie: dict[str, str]) -> None:
+        for origin in (
+            f"https://{code}",
+            f"https://p3000.{launched.host}",
+            f"https://{launched.host}",
+            "https://evil.example",
+            "null",
+            None,
+        ):
+            sent = {**cookie, **({"Origin": origin} if origin else {})}
+            for path in ("/api/projects", f"/api/projects?token={token}", "/api/auth/user"):
+                reply = https(launched.ip, code, path, headers={**sent, "Authorization": f"Bearer {token}"})
+                assert reply.status in (401, 403), (path, origin, reply.status)
+            for path in ("/ws", f"/ws?token={token}", "/shell"):
+                reply = https(launched.ip, code, path, headers={**sent, **websocket})
+                assert reply.status in (401, 403), (path, origin, reply.status)
 
-    signed = part({"alg": "HS256", "typ": "JWT"}) + "." + part({"userId": 1, "username": "vmgen"})
-    token = (
-        signed
-        + "."
-        + base64.urlsafe_b64encode(hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest())
-        .rstrip(b"=")
-        .decode()
+    nothing_answers({})
+    # With the session, the code UI answers (its websocket only from its own origin: the browser
+    # test above talks through it); after Sign out, the same cookie and CloudCLI's own token open
+    # nothing again.
+    cookie = {"Cookie": session.cookies[code]}
+    assert https(launched.ip, code, "/api/projects", headers=cookie).status == 200
+    assert (
+        https(
+            launched.ip, code, "/ws", headers={**cookie, **websocket, "Origin": f"https://p3000.{launched.host}"}
+        ).status
+        == 403
     )
-    bearer = {"Authorization": f"Bearer {token}"}
-    assert https(launched.ip, f"code.{launched.host}", "/api/projects", headers=bearer).status == 401
+    signed_out = https(
+        launched.ip,
+        launched.host,
+        "/.vmgen/logout",
+        "POST",
+        {"Cookie": session.cookies[launched.host], "Origin": f"https://{launched.host}"},
+    )
+    assert signed_out.status in (200, 303), signed_out.status
+    nothing_answers(cookie)
     # Nothing of the web login is in CloudCLI's account either (its password is unusable).
     hashes = cli.ssh(
         NAME,
@@ -281,6 +338,19 @@ def test_the_code_uis_own_login_is_never_reached_and_its_token_alone_opens_nothi
         ".execute('select password_hash from users').fetchall())\"",
     )
     assert "sha256$" not in hashes and launched.password not in hashes
+
+
+def showing(driver, wait, condition, what: str):
+    """`wait.until(condition)`, failing with what the code UI shows instead (and a screenshot)."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return wait.until(condition)
+    except TimeoutException:
+        driver.save_screenshot(str(ARTIFACTS / "code-ui-failed.png"))
+        body = driver.find_element(By.TAG_NAME, "body").text
+        raise AssertionError(f"the code UI did not show {what}; it shows: {body[:1500]!r}") from None
 
 
 def shown(driver, by: str, selector: str):

@@ -211,7 +211,7 @@ def web(tmp_path_factory) -> Iterator[Web]:
     settings = WebLoginSettings(host=HOST, user="vmgen", desktop=True, preview_ports=(3000,))
     backends = {role: Backend(role).start(https_port) for role in ("page", "code", "desktop", "preview")}
     login = LoginService(
-        LoginConfig(settings, make_verifier(PASSWORD), code_ui_secret="k" * 64, desktop_password=VNC_PASSWORD),
+        LoginConfig(settings, make_verifier(PASSWORD), desktop_password=VNC_PASSWORD),
         ports={role: backend.port for role, backend in backends.items()},
     )
     service = serve(login, vm.web_login_socket)
@@ -333,7 +333,7 @@ def test_one_sign_in_opens_every_hostname_in_the_browser(web):
     driver = signed_in_browser(web)
     try:
         assert driver.current_url == web.url(CODE, "/") and driver.find_element(By.ID, "backend").text == "code"
-        # The code UI's frontend finds its token where it looks for it.
+        # The code UI's frontend finds a token where it looks for one (a placeholder: CloudCLI checks none).
         assert driver.execute_script("return localStorage.getItem('auth-token')").count(".") == 2
         for host, name in ((HOST, "page"), (PREVIEW, "preview")):
             driver.get(web.url(host, "/"))

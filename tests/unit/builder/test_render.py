@@ -186,12 +186,14 @@ record() {  # one write per call: the install steps run side by side and append 
   printf '%s\\036' "$entry" >> "$RECORD"
 }
 for cmd in apt-get cat rm ufw systemctl systemd-tmpfiles npm python3 ln install runuser date find chown id useradd \\
-           /opt/vmgen/bin/pip; do
+           curl tar sha512sum \\
+           /usr/local/bin/node /usr/local/bin/npm /opt/vmgen/bin/pip; do
   eval "$(printf '%q() { record %q "$@"; }' "$cmd" "$cmd")"
 done
 tee() { /bin/cat; record tee "$@"; }
 mktemp() { /bin/mkdir -p "$RECORD.d" && echo "$RECORD.d"; }
 command() { return 0; }
+dpkg() { record dpkg "$@"; echo amd64; }
 """
 
 

@@ -65,13 +65,18 @@ def test_the_login_service_is_neither_root_nor_the_agent_and_only_caddy_reaches_
 def test_the_code_ui_holds_nothing_of_the_web_login():
     install = content("/usr/local/lib/vmgen/code-ui-install")
     assert "web-login" not in install and "web-user" not in install
-    assert "unusable" in install
+    assert "unusable" in content("/usr/local/lib/vmgen/code-ui-setup.mjs")  # its one account's password
     unit = content("/etc/systemd/system/vmgen-code-ui.service")
     assert "User=agent" in unit and "ExecStart=/usr/local/lib/vmgen/code-ui-run" in unit
     assert "ConditionPathExists=/home/agent/.vmgen/handover-done" in unit
-    assert "EnvironmentFile=/etc/vmgen/cloudcli.env" in unit and "agent.env" not in unit  # systemd reads root's
+    assert "EnvironmentFile" not in unit and "agent.env" not in unit  # no key of its own; systemd reads no agent file
     run = content("/usr/local/lib/vmgen/code-ui-run")
     assert ". /home/agent/.config/vmgen/agent.env" in run  # as the agent, in its own process
+    # vmgen's settings come after the agent's file, which cannot switch platform mode off or bind elsewhere.
+    assert run.index("agent.env") < run.index("export HOST=127.0.0.1") < run.index("VITE_IS_PLATFORM=true")
+    assert (
+        "/usr/local/bin/node /opt/vmgen-code-ui/node_modules/@cloudcli-ai/cloudcli/dist-server/server/index.js" in run
+    )
     assert "Wants=vmgen-code-ui.service" in content("/etc/systemd/system/vmgen-agent.service")
 
 

@@ -9,13 +9,15 @@ step, and a mismatch (say, a newer vmgen) redoes that step alone.
 from __future__ import annotations
 
 import hashlib
-import shlex
 from dataclasses import dataclass
 
 from ...contract.names import VM
 from ..agents import Agent
 from ..spec import VmgenInstall, WorkspaceSpec
 from ..stamps import ImageStamp, label_value
+from . import codeui
+from .codeui import CodeUiInstall
+from .node import NODE, NodeRuntime
 
 BASE_PACKAGES = (
     "git",
@@ -30,15 +32,6 @@ BASE_PACKAGES = (
     "rsync",
 )
 WEB_PACKAGES = ("caddy",)
-# CloudCLI compiles node-pty and sqlite3: prebuilt binaries would come from GitHub, node headers
-# from nodejs.org; Debian's headers (npm_config_nodedir=/usr) and a compiler avoid both.
-CODE_UI_PACKAGES = ("build-essential", "python3", "libnode-dev")
-CODE_UI_PACKAGE = "@siteboon/claude-code-ui"
-CODE_UI_OFF = "off"  # code_ui_version = "off": a domain without the code UI
-# Where `npm install -g` puts it on Debian/Ubuntu, and the files vmgen starts and seeds.
-CODE_UI_ROOT = f"/usr/local/lib/node_modules/{CODE_UI_PACKAGE}"
-CODE_UI_CLI = f"{CODE_UI_ROOT}/server/cli.js"
-CODE_UI_SCHEMA = f"{CODE_UI_ROOT}/server/database/init.sql"
 # noVNC in the browser <- websockify <- x11vnc <- Xvfb with a light window manager.
 DESKTOP_PACKAGES = ("xvfb", "x11vnc", "openbox", "novnc", "websockify", "xterm")
 # After the bake script, before any snapshot (Packer's template and every provider's bake alike): the
@@ -56,9 +49,10 @@ class InstallPlan:
     agent_install: str  # a shell command, run as root
     vmgen: VmgenInstall
     stamp: ImageStamp
-    code_ui_install: str = ""  # a shell command, run as root; empty without a domain
+    code_ui: CodeUiInstall | None = None  # with a domain (unless code_ui_version = off)
     # Prints the installed agent's version (a bake records it: "latest" names no version).
     agent_version_command: str = ""
+    node: NodeRuntime | None = None  # for an npm-installed agent and the code UI
 
 
 def plan_for(
@@ -68,31 +62,25 @@ def plan_for(
     extra_packages: tuple[str, ...] = (),
     code_ui_version: str = "",
 ) -> InstallPlan:
-    if code_ui_version:
-        extra_packages = extra_packages + CODE_UI_PACKAGES
     packages = tuple(sorted(set(BASE_PACKAGES) | set(agent.packages) | set(extra_packages)))
     digest = hashlib.sha256("\n".join(packages).encode()).hexdigest()[:12]
+    node = NODE if agent.node or code_ui_version else None
+    code_ui = CodeUiInstall(code_ui_version, NODE) if code_ui_version else None
     stamp = ImageStamp(
         packages=digest,
         agent=label_value(f"{agent.name}-{agent_version}"),
         vmgen=label_value(vmgen.build),
-        code_ui=label_value(f"cloudcli-{code_ui_version}") if code_ui_version else "",
-    )
-    code_ui = (
-        (
-            f"npm_config_nodedir=/usr npm install -g --no-fund --no-audit "
-            f"{CODE_UI_PACKAGE}@{shlex.quote(code_ui_version)}"
-        )
-        if code_ui_version
-        else ""
+        code_ui=code_ui.stamp if code_ui else "",
+        node=node.stamp if node else "",
     )
     return InstallPlan(
         packages=packages,
         agent_install=agent.install_command(agent_version),
         vmgen=vmgen,
         stamp=stamp,
-        code_ui_install=code_ui,
+        code_ui=code_ui,
         agent_version_command=agent.version_command,
+        node=node,
     )
 
 
@@ -110,7 +98,7 @@ def workspace_plan(
     web server and the code UI with a domain. Launches and bakes both go through here, so a
     bake made with the same settings carries the stamps a launch looks for."""
     extra = extra_packages + (DESKTOP_PACKAGES if desktop else ()) + (WEB_PACKAGES if domain else ())
-    code_ui = code_ui_version if domain and code_ui_version != CODE_UI_OFF else ""
+    code_ui = code_ui_version if domain and code_ui_version != codeui.OFF else ""
     return plan_for(agent, agent_version, vmgen, extra, code_ui_version=code_ui)
 
 

@@ -52,8 +52,9 @@ from ..caddy import WEB_BAN, Login, WebAccess, render_caddyfile
 from ..caddy.auth import USER
 from ..spec import GitSource, RestoreSource, WorkspaceSpec
 from ..values import SelfDelete
+from . import codeui
 from .hostkeys import HostKey
-from .install import CODE_UI_CLI, CODE_UI_SCHEMA, InstallPlan, plan_of
+from .install import InstallPlan, plan_of
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,10 @@ NAMES: dict[str, Any] = {
     "page_user": PAGE_USER,
     "caddy_user": CADDY_USER,
     "session": AGENT_SESSION,
-    "code_ui_cli": CODE_UI_CLI,
-    "code_ui_schema": CODE_UI_SCHEMA,
+    "code_ui_dir": codeui.DIR,
+    "code_ui_left_out": codeui.LEFT_OUT_DIR,
+    "code_ui_server": codeui.SERVER,
+    "code_ui_database": codeui.DATABASE_MODULES,
     "code_ui_data": VM.code_ui_data,
     "code_ui_db": VM.code_ui_data / "auth.db",
 }
@@ -255,6 +258,13 @@ def render_bake_script(plan: InstallPlan) -> str:
     return without_comment_lines(_environment().get_template("bake.sh.j2").render(**_install_context(plan)))
 
 
+def render_node_install(plan: InstallPlan) -> str:
+    """Node's install step alone, as the workspace's provisioning and the bake run it (the tests
+    run it on a bare image)."""
+    steps = '{% include "stamp-helpers.sh.j2" %}\n{% include "node-install.sh.j2" %}\ninstall_node\n'
+    return "set -euo pipefail\n" + _environment().from_string(steps).render(**_install_context(plan))
+
+
 @dataclass(frozen=True)
 class BakeAccess:
     """How the builder reaches a cloud build VM over SSH while it bakes: as root, with its own
@@ -294,7 +304,8 @@ def _install_context(plan: InstallPlan) -> dict[str, object]:
         "packages": plan.packages,
         "stamps": plan.stamp,
         "agent_install": plan.agent_install,
-        "code_ui_install": plan.code_ui_install,
+        "code_ui_install": plan.code_ui,
+        "node": plan.node,
         "vmgen_version": vmgen.version,
         "vmgen_wheel": vmgen.wheel_path,
         "vmgen_sha256": vmgen.wheel_sha256,
@@ -358,7 +369,7 @@ def _code_ui_files(rendered: Callable[[str], str], unit: Callable[[str], dict[st
     return [
         _file(VM.program("code-ui-install"), rendered("code-ui-install.sh.j2"), mode="0755"),
         _file(VM.program("code-ui-run"), rendered("code-ui-run.sh.j2"), mode="0755"),
-        _file(VM.program("bind-localhost.cjs"), _load_template("bind-localhost.cjs")),
+        _file(VM.program("code-ui-setup.mjs"), _load_template("code-ui-setup.mjs")),
         unit(UNITS.code_ui_install),
         unit(UNITS.code_ui),
     ]
@@ -389,7 +400,6 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "code_ui": spec.web.code_ui,
         "web_user": USER,
         "web_ban": WEB_BAN,
-        "code_ui_user_id": WebLoginSettings(host="", user=USER).code_ui_user_id,
         "desktop": spec.desktop,
         "start": spec.agent.start,
         "resume": spec.agent.resume,

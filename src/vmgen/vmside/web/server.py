@@ -36,6 +36,7 @@ from ...errors import DocumentError
 from ..activation import UnixHTTPServer, serve_unix
 from ..boot import with_age
 from ..httpbase import BaseHandler, Reply, same_origin
+from ..services import code_ui_progress
 from .certificates import report as certificate_report
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,8 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
         if restore and restore.get("ok") is True
         else None,
         "web": _json_file(settings.vm.web_links) or {},
+        # The code UI installs in the background after `ready`: how far it is until it answers.
+        "code_ui": code_ui_progress(settings.vm),
         # Hostnames without a certificate, each with why (DNS, the ACME server's refusal or limit).
         "certificates": certificate_report(settings.vm).lines(),
         "activity": [codec.to_value(item) for item in activity.items],

@@ -1,21 +1,20 @@
-"""What the login service shows and hands over: the sign-in form, the code UI's token and the
-desktop's address. Every page is static apart from escaped values, and forbids being framed."""
+"""What the login service shows and hands over: the sign-in form, the code UI's opening page and
+the desktop's address. Every page is static apart from escaped values, and forbids being framed."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import secrets
-import time
 from html import escape
 from urllib.parse import quote
 
 from ...contract.weblogin import LOGIN_PREFIX
 
-# The code UI keeps its token under this localStorage key (CloudCLI's AuthContext).
+# The code UI keeps its token under this localStorage key (CloudCLI's AuthContext); its frontend
+# opens only with one shaped like a JWT there. This one has no expiry (so the frontend never asks
+# to refresh it) and no signature: no server accepts it, and CloudCLI, in platform mode, asks none.
 CODE_UI_TOKEN_KEY = "auth-token"
+CODE_UI_PLACEHOLDER = "eyJhbGciOiJub25lIn0.eyJ2bWdlbiI6InNpZ25lZCBpbiBieSB2bWdlbidzIGxvZ2luIn0.none"
 DESKTOP_START = "/vnc.html?autoconnect=1&resize=remote"
 
 STYLE = (
@@ -52,13 +51,15 @@ def message_page(title: str, text: str) -> bytes:
     ).encode()
 
 
-def code_ui_handoff(token: str, path: str) -> tuple[bytes, str]:
-    """A page on the code UI's hostname that stores its token where its frontend looks, then
-    goes on; and the Content-Security-Policy that lets exactly this script run."""
+def code_ui_handoff(path: str) -> tuple[bytes, str]:
+    """A page on the code UI's hostname that opens it signed in, then goes on; and the
+    Content-Security-Policy that lets exactly this script run. CloudCLI runs in platform mode
+    behind vmgen's login (vmgen/builder/codeui.py) and checks no token, but its frontend opens only
+    with one in its storage: it gets `CODE_UI_PLACEHOLDER`, which opens nothing anywhere."""
     nonce = secrets.token_urlsafe(16)
     # json.dumps quotes both values; "<" is escaped so that neither can end the script element.
     script = (
-        f"localStorage.setItem({json.dumps(CODE_UI_TOKEN_KEY)}, {json.dumps(token)});"
+        f"localStorage.setItem({json.dumps(CODE_UI_TOKEN_KEY)}, {json.dumps(CODE_UI_PLACEHOLDER)});"
         f"location.replace({json.dumps(path)});"
     ).replace("<", "\\u003c")
     body = (
@@ -71,20 +72,3 @@ def code_ui_handoff(token: str, path: str) -> tuple[bytes, str]:
 def desktop_start(password: str) -> str:
     """noVNC's page, connecting at once; the VNC password in the fragment, which no server sees."""
     return f"{DESKTOP_START}#password={quote(password, safe='')}"
-
-
-def code_ui_token(secret: str, user_id: int, user: str, expires: float, now: float | None = None) -> str:
-    """A token CloudCLI accepts (HS256, its `jsonwebtoken`), expiring with the web session."""
-
-    def part(value: object) -> str:
-        raw = json.dumps(value, separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-    issued = int(time.time() if now is None else now)
-    signed = (
-        part({"alg": "HS256", "typ": "JWT"})
-        + "."
-        + part({"userId": user_id, "username": user, "iat": issued, "exp": int(expires)})
-    )
-    signature = hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest()
-    return signed + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()

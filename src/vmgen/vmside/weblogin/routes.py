@@ -43,8 +43,6 @@ class Secrets(Protocol):
     @property
     def verifier(self) -> str: ...
     @property
-    def code_ui_secret(self) -> str: ...
-    @property
     def desktop_password(self) -> str: ...
 
 
@@ -250,15 +248,8 @@ def session_from_ticket(service: LoginState, request: LoginRequest) -> Reply:
     if site is None or redeemed is None:
         return Reply.html(400, pages.message_page("Sign-in link expired", "Open it again from the workspace page."))
     cookie = (("Set-Cookie", session_cookie(service, redeemed.token, redeemed.family, site.hostname)),)
-    if site.role == "code" and service.config.code_ui_secret:
-        token = pages.code_ui_token(
-            service.config.code_ui_secret,
-            settings.code_ui_user_id,
-            settings.user,
-            redeemed.family.expires,
-            service.clock(),
-        )
-        body, csp = pages.code_ui_handoff(token, redeemed.path)
+    if site.role == "code":
+        body, csp = pages.code_ui_handoff(redeemed.path)
         return Reply.html(200, body, (*cookie, ("Content-Security-Policy", csp)))
     if site.role == "desktop" and redeemed.path == "/" and service.config.desktop_password:
         return Reply.redirect(303, pages.desktop_start(service.config.desktop_password), cookie)
@@ -297,7 +288,7 @@ def after_sign_out(service: LoginState, facts: Facts, walk: str, hostnames: tupl
 
 def cleared() -> tuple[tuple[str, str], ...]:
     """What each of vmgen's hostnames answers on the way out: its site data cleared (a service
-    worker, a page cached by the agent's backend, the code UI's token) and the login's cookies
+    worker, a page cached by the agent's backend, the code UI's storage) and the login's cookies
     expired."""
     return (
         ("Clear-Site-Data", CLEAR_SITE_DATA),

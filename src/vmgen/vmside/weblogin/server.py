@@ -61,7 +61,6 @@ NOT_FORWARDED = frozenset(
 class LoginConfig:
     settings: WebLoginSettings
     verifier: str
-    code_ui_secret: str = ""
     desktop_password: str = ""
 
 
@@ -75,7 +74,6 @@ def load_config(vm: VmPaths = VM) -> LoginConfig:
     return LoginConfig(
         settings=WebLoginSettings.loads(vm.web_login_settings.read_text(), str(vm.web_login_settings)),
         verifier=vm.web_login_verifier.read_text().strip(),
-        code_ui_secret=optional(vm.web_login_code_ui_secret),
         desktop_password=optional(vm.web_login_desktop_password),
     )
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import hmac
 import http.client
 import json
 import socket
@@ -23,7 +22,6 @@ from vmgen.vmside.weblogin.server import LoginConfig, LoginService, serve
 HOST = "app.dev.example.com"
 CODE, DESKTOP, PREVIEW = f"code.{HOST}", f"desktop.{HOST}", f"p3000.{HOST}"
 PASSWORD = "correct-horse-battery-staple-0123"
-SECRET = "f" * 64
 NAVIGATE = {"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
 
 
@@ -162,7 +160,7 @@ def clock():
 @pytest.fixture
 def login(tmp_path, backend, clock):
     settings = WebLoginSettings(host=HOST, user="vmgen", desktop=True, preview_ports=(3000,), max_failures=3)
-    config = LoginConfig(settings, make_verifier(PASSWORD), code_ui_secret=SECRET, desktop_password="pw+8/chr")
+    config = LoginConfig(settings, make_verifier(PASSWORD), desktop_password="pw+8/chr")
     login = LoginService(config, clock, ports={"desktop": backend.port, "preview": backend.port})
     server = serve(login, tmp_path / "login.sock")
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -226,7 +224,7 @@ def test_a_login_posted_from_another_origin_is_refused(service):
     assert service.login(origin=f"https://{PREVIEW}").status == 403
 
 
-def test_a_ticket_signs_the_browser_in_on_the_code_ui_with_its_token(service):
+def test_a_ticket_signs_the_browser_in_on_the_code_ui_without_a_credential_of_its_own(service):
     response = service.login(to="code", path="/session/abc")
     location = urlsplit(response.getheader("Location"))
     assert (location.scheme, location.netloc, location.path) == ("https", CODE, "/.vmgen/session")
@@ -244,14 +242,13 @@ def test_a_ticket_signs_the_browser_in_on_the_code_ui_with_its_token(service):
     code_cookie = cookie_of(arrived)
     assert service.check(CODE, "/api/projects", {"Cookie": code_cookie}).status == 200
     assert service.check(HOST, "/", {"Cookie": code_cookie}).status == 401  # a code cookie opens nothing else
-    # The page stores CloudCLI's token (HS256 with CloudCLI's key) and goes on to the path.
+    # The page opens CloudCLI's frontend with a placeholder: unsigned, it names no account and
+    # no key, so it is nothing a server could accept (CloudCLI in platform mode asks for none).
     html = arrived.body.decode()
     token = html.split('localStorage.setItem("auth-token", "')[1].split('"')[0]
-    signed, _, signature = token.rpartition(".")
-    expected = base64.urlsafe_b64encode(hmac.new(SECRET.encode(), signed.encode(), hashlib.sha256).digest())
-    assert signature == expected.rstrip(b"=").decode()
-    claims = json.loads(base64.urlsafe_b64decode(signed.split(".")[1] + "=="))
-    assert claims["userId"] == 1 and claims["username"] == "vmgen" and claims["exp"] > claims["iat"]
+    header, claims, signature = token.split(".")
+    assert json.loads(base64.urlsafe_b64decode(header + "==")) == {"alg": "none"}
+    assert "userId" not in json.loads(base64.urlsafe_b64decode(claims + "==")) and signature == "none"
     assert 'location.replace("/session/abc")' in html
     nonce = arrived.getheader("Content-Security-Policy").split("'nonce-")[1].split("'")[0]
     assert f'<script nonce="{nonce}">' in html
