@@ -8,6 +8,7 @@ import pytest
 from vmgen.contract.documents import ActionRecord, HookEvent, parse_hook_event
 from vmgen.contract.notify import NtfyTarget, WebhookTarget, parse_target, split_targets
 from vmgen.errors import DocumentError
+from vmgen.vmside.notify.channels import SendError
 from vmgen.vmside.notify.channels.ntfy import ntfy_body
 from vmgen.vmside.notify.channels.webhook import webhook_body
 from vmgen.vmside.notify.policy import (
@@ -17,6 +18,7 @@ from vmgen.vmside.notify.policy import (
     notices_of_hooks,
     warning_notice,
 )
+from vmgen.vmside.notify.sender import ATTEMPT_TIMEOUT, RETRY_BACKOFF, deliver
 
 
 def hook(event: str, session: str = "s1", kind: str = "", at: float = 1.0) -> HookEvent:
@@ -154,3 +156,30 @@ def test_the_setting_splits_on_commas_and_spaces() -> None:
         "https://h.example/x",
         "ntfy:ntfy.sh/b",
     )
+
+
+class Failing:
+    """A channel whose every try fails and uses up its whole timeout."""
+
+    name = "failing"
+
+    def __init__(self, retry: bool = True) -> None:
+        self.retry, self.tries, self.now = retry, 0, 0.0
+
+    def send(self, message: object, timeout: float) -> None:
+        self.tries += 1
+        self.now += timeout
+        raise SendError("HTTP 503" if self.retry else "HTTP 401", retry=self.retry)
+
+
+def test_tries_are_bounded_in_number_and_by_the_deadline() -> None:
+    message = message_of(notices_of_hooks(Dedupe(), [hook("Stop")])[0], "app", "")
+    down = Failing()
+    assert not deliver(down, message, until=1000.0, clock=lambda: down.now, sleep=lambda s: None)
+    assert down.tries == len(RETRY_BACKOFF) + 1
+    refused = Failing(retry=False)
+    assert not deliver(refused, message, until=1000.0, clock=lambda: refused.now, sleep=lambda s: None)
+    assert refused.tries == 1
+    slow = Failing()
+    assert not deliver(slow, message, until=ATTEMPT_TIMEOUT * 1.5, clock=lambda: slow.now, sleep=lambda s: None)
+    assert slow.tries == 2  # the second try gets what is left, then the deadline has passed
