@@ -23,6 +23,7 @@ from ...contract.verdict_words import stall_alert, warning
 from ..boot import boot_id
 from ..notify.hooks import HookFollower
 from ..notify.policy import stall_notice, warning_notice
+from ..notify.ready import provisioned, ready_notice_of
 from ..notify.sender import Notifier, notifier_for
 from . import ondemand
 from .actions import read_record, start_action, warn
@@ -90,6 +91,8 @@ class Watchdog:
         self.background = background  # warnings in a thread of their own (tests: inline)
         self.action_started = False
         self.notifier = notifier  # the phone: sends from threads of its own, never in the tick
+        self.started_at = time.time()
+        self.ready_told = False
 
     def tick(self) -> Verdict:
         snapshot = self.collector.snapshot()
@@ -97,6 +100,7 @@ class Watchdog:
         self._log_changes(verdict)
         self._remember_sources(snapshot)
         self._report_stall(snapshot)
+        self._report_ready()
         self.history = verdict.history
         if verdict.next_action is Action.WARN and self.warned_for != verdict.deadline:
             self._warn(verdict, snapshot)
@@ -178,6 +182,16 @@ class Watchdog:
                 if self.notifier:
                     self.notifier.send(stall_notice(self.settings.stall_minutes))
         self.stall_reported = stalled
+
+    def _report_ready(self) -> None:
+        """Once, when the first boot's provisioning ends (a reboot says nothing)."""
+        if not self.notifier or self.ready_told or self.dry_run:
+            return
+        done = provisioned(self.paths)
+        if done is not None:
+            self.ready_told = True  # looked for no more
+            if done >= self.started_at:
+                self.notifier.send(ready_notice_of(self.paths))
 
     def _warn(self, verdict: Verdict, snapshot: Snapshot) -> None:
         self.warned_for = verdict.deadline

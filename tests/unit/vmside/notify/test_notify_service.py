@@ -17,7 +17,8 @@ import pytest
 
 import vmgen.vmside.idlewatch.service as service
 from tests.fakes.ntfy import FakeNtfy
-from vmgen.contract.documents import WatchSettings
+from vmgen.contract import codec
+from vmgen.contract.documents import RestoreResult, WatchSettings
 from vmgen.contract.enums import IdleAction
 from vmgen.contract.names import VmPaths
 from vmgen.contract.notify import NTFY_TOKEN_VARIABLE
@@ -38,7 +39,13 @@ def ntfy() -> Iterator[FakeNtfy]:
 
 @pytest.fixture
 def paths(tmp_path: Path) -> VmPaths:
-    return VmPaths(state=tmp_path / "state", run=tmp_path / "run", etc=tmp_path / "etc", home=tmp_path / "home")
+    return VmPaths(
+        state=tmp_path / "state",
+        run=tmp_path / "run",
+        etc=tmp_path / "etc",
+        home=tmp_path / "home",
+        log=tmp_path / "log",
+    )
 
 
 def notifier(ntfy: FakeNtfy, paths: VmPaths) -> Notifier:
@@ -146,3 +153,34 @@ def test_a_hanging_ntfy_holds_neither_the_tick_nor_the_hook(ntfy: FakeNtfy, path
     # Every tick and the hook returned while the warning's publish still hangs in the server.
     assert ntfy.messages(TOPIC) == [] and dog.action_started
     assert dog.warned_for is not None and paths.watchdog_state.is_file()
+
+
+@pytest.mark.usefixtures("quiet_terminals")
+@pytest.mark.parametrize("restored", [True, False])
+def test_the_end_of_provisioning_is_said_once_and_a_restore_with_it(
+    ntfy: FakeNtfy, paths: VmPaths, restored: bool
+) -> None:
+    clock = Clock()
+    dog = watchdog(paths, clock, notifier(ntfy, paths))
+    paths.log.mkdir(parents=True)
+    paths.phases_log.write_text(f"vmgen-phase {dog.started_at + 1} watchdog\n")
+    run_minutes(dog, clock, 1)
+    if restored:
+        paths.restore_result.parent.mkdir(parents=True, exist_ok=True)
+        paths.restore_result.write_text(codec.dumps(RestoreResult(ok=True, backup_id="b1")))
+    with paths.phases_log.open("a") as log:
+        log.write(f"vmgen-phase {dog.started_at + 2} done\n")
+    run_minutes(dog, clock, 5)
+    (message,) = ntfy.wait_for_messages(TOPIC, 1)
+    said = "the workspace is restored and ready" if restored else "the workspace is ready"
+    assert message["message"] == said
+
+
+@pytest.mark.usefixtures("quiet_terminals")
+def test_a_reboot_after_provisioning_says_nothing(ntfy: FakeNtfy, paths: VmPaths) -> None:
+    paths.log.mkdir(parents=True)
+    paths.phases_log.write_text("vmgen-phase 1000.5 done\n")  # the first boot's, long before this service
+    clock = Clock()
+    dog = watchdog(paths, clock, notifier(ntfy, paths))
+    run_minutes(dog, clock, 5)
+    assert dog.ready_told and ntfy.published == []
