@@ -1,7 +1,8 @@
 """The idle watchdog end to end: on the simulated Hetzner cloud an idle VM warns and deletes
 itself through the provider API, while a VM whose agent waits on a slow model stays; on the
 docker provider an idle workspace powers off and comes back with `vmgen start`. Both VMs notify
-a fake ntfy on a token-protected topic: the warning with its countdown, the finished turn once."""
+a fake ntfy on a token-protected topic: ready, the warning with its countdown, the finished turn,
+each once."""
 
 from __future__ import annotations
 
@@ -97,6 +98,7 @@ def test_idle_vm_warns_and_deletes_itself_while_a_working_one_stays(cli, model, 
     (warned,) = said("idle-ws", "idle warning")
     assert "will be deleted in" in warned["message"] and "vmgen keepalive idle-ws --for 1h" in warned["message"]
     assert said("busy-ws", "idle warning") == [] and len(said("busy-ws", "agent finished")) == 1
+    assert len(said("busy-ws", "ready")) == 1 and len(said("idle-ws", "ready")) == 1  # provisioning's end
     assert all(p.headers.get("authorization") == f"Bearer {NTFY_TOKEN}" for p in ntfy.published)
     assert not any(NTFY_TOKEN in str(m) for m in ntfy.messages(NTFY_TOPIC))
 
