@@ -1,6 +1,8 @@
 """The idle watchdog end to end: on the simulated Hetzner cloud an idle VM warns and deletes
 itself through the provider API, while a VM whose agent waits on a slow model stays; on the
-docker provider an idle workspace powers off and comes back with `vmgen start`."""
+docker provider an idle workspace powers off and comes back with `vmgen start`. Both VMs notify
+a fake ntfy on a token-protected topic: ready, the warning with its countdown, the finished turn,
+each once."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 
 from tests.fakes.anthropic_api import Rule, Script
 from tests.fakes.hetzner import FakeHetzner
+from tests.fakes.ntfy import FakeNtfy
 from tests.polling import eventually
 
 from .conftest import make_repo
@@ -18,12 +21,14 @@ from .webhook import Webhook
 
 IDLE_MINUTES = 0.5  # seconds-scale: the policy is the same at any scale (its table tests it)
 SLOW_MODEL_SECONDS = 3 * IDLE_MINUTES * 60 + 60  # longer than 3x the idle timeout
+NTFY_TOPIC, NTFY_TOKEN = "vmgen-e2e", "tk_test-token"
 
 
 @pytest.fixture(scope="module")
 def watched(cli, vm_image):
     fake = FakeHetzner(image=vm_image).start()
     webhook = Webhook()
+    ntfy = FakeNtfy(protected={NTFY_TOPIC: {NTFY_TOKEN}}, host="0.0.0.0", public_host="host.docker.internal").start()
     cli.env.update(
         {
             "VMGEN_PROVIDER": "hetzner",
@@ -34,9 +39,12 @@ def watched(cli, vm_image):
             "VMGEN_IDLE_WARN_MINUTES": "0.25",
             "VMGEN_IDLE_INTERVAL_SECONDS": "2",
             "VMGEN_IDLE_WEBHOOK_URL": webhook.url,
+            "VMGEN_NOTIFY": f"ntfy:{ntfy.endpoint}/{NTFY_TOPIC}",
+            "NTFY_TOKEN": NTFY_TOKEN,
         }
     )
-    yield fake, webhook
+    yield fake, webhook, ntfy
+    ntfy.stop()
     webhook.server.shutdown()
     fake.stop()
 
@@ -46,7 +54,7 @@ def server_names(fake: FakeHetzner) -> set[str]:
 
 
 def test_idle_vm_warns_and_deletes_itself_while_a_working_one_stays(cli, model, watched, tmp_path, docker_client):
-    fake, webhook = watched
+    fake, webhook, ntfy = watched
     model.script = Script(rules=[Rule(trigger="LONG TASK", text="Finally done.", delay=SLOW_MODEL_SECONDS)])
     cli("launch", str(make_repo(tmp_path, "idle-ws")), "--idle-minutes", str(IDLE_MINUTES))
     cli("launch", str(make_repo(tmp_path, "busy-ws")), "--idle-minutes", str(IDLE_MINUTES))
@@ -79,9 +87,24 @@ def test_idle_vm_warns_and_deletes_itself_while_a_working_one_stays(cli, model, 
     assert status["agent"]["state"] == "working"
     assert status["verdict"]["busy"] is True
 
+    # The phone heard the idle one's warning, with its countdown, once; the busy one's finished
+    # turn, once (its Stop hook, through root's notifier), when the slow model answers.
+    def said(workspace: str, title: str) -> list[dict]:
+        return [m for m in ntfy.messages(NTFY_TOPIC) if m.get("title") == f"{workspace}: {title}"]
+
+    eventually(
+        lambda: said("busy-ws", "agent finished"), timeout=SLOW_MODEL_SECONDS + 60, what="busy-ws's finished turn"
+    )
+    (warned,) = said("idle-ws", "idle warning")
+    assert "will be deleted in" in warned["message"] and "vmgen keepalive idle-ws --for 1h" in warned["message"]
+    assert said("busy-ws", "idle warning") == [] and len(said("busy-ws", "agent finished")) == 1
+    assert len(said("busy-ws", "ready")) == 1 and len(said("idle-ws", "ready")) == 1  # provisioning's end
+    assert all(p.headers.get("authorization") == f"Bearer {NTFY_TOKEN}" for p in ntfy.published)
+    assert not any(NTFY_TOKEN in str(m) for m in ntfy.messages(NTFY_TOPIC))
+
 
 def test_the_agent_user_cannot_reach_the_secrets(cli, watched):
-    fake, _ = watched
+    fake, _, _ = watched
     name = "busy-ws"
     denied = cli("ssh", name, "--", "cat /etc/vmgen/provider.env", check=False)
     assert denied.returncode != 0 and "Permission denied" in denied.stderr

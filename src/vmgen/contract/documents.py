@@ -18,6 +18,7 @@ from typing import Any, TypeGuard
 from ..errors import DocumentError, UsageError
 from . import codec, settings
 from .enums import IdleAction, StoreKind
+from .notify import parse_target
 from .settings import setting
 
 # --- the watchdog's settings (/etc/vmgen/idlewatch.toml, root's) --------------------------------
@@ -64,6 +65,7 @@ class WatchSettings:
     dry_run: bool = False
     provider: str = "docker"
     webhook_url: str = ""
+    notify: tuple[str, ...] = ()  # contract.notify targets; root's notifier sends to each
     # How the VM deletes itself (cloud providers): the metadata service and the provider's API
     # endpoint ("" for its default); `provider` picks the VM's half (vmgen.vmside.providers).
     metadata_url: str = ""
@@ -79,6 +81,8 @@ class WatchSettings:
 
     def validate(self, where: str = "", on_laptop: bool = False) -> WatchSettings:
         settings.check(self, where, on_laptop)
+        for target in self.notify:
+            parse_target(target)
         return self
 
     @classmethod
@@ -475,7 +479,24 @@ def with_lease(leases: tuple[Lease, ...], seconds: float, reason: str, now: floa
 
 
 # Claude Code hook events the watchdog follows; the hook script appends one line per event.
-HOOK_EVENTS = ("UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop", "Notification")
+HOOK_EVENTS = ("UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop", "StopFailure", "Notification")
+# What a Notification's `notification_type` or a StopFailure's `error` may be: anything else the
+# agent wrote is read as "" (its hook payload is its own, and notifications carry vmgen's words).
+HOOK_KINDS = frozenset(
+    {
+        "permission_prompt",
+        "idle_prompt",
+        "elicitation_dialog",
+        "auth_success",
+        "rate_limit",
+        "authentication_failed",
+        "billing_error",
+        "invalid_request",
+        "server_error",
+        "max_output_tokens",
+        "unknown",
+    }
+)
 
 
 SESSION_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -490,6 +511,7 @@ class HookEvent:
     event: str
     session: str = ""  # the agent's session id ("" from a hook that did not say)
     transcript: str = ""  # that session's transcript, as the agent named it (a path to check)
+    kind: str = ""  # a Notification's type or a StopFailure's error, one of HOOK_KINDS
 
 
 def parse_hook_event(line: dict[str, Any], now: float) -> HookEvent | None:
@@ -504,6 +526,7 @@ def parse_hook_event(line: dict[str, Any], now: float) -> HookEvent | None:
         event=str(event),
         session=str(session) if plain else "",
         transcript=path if path == clean_text(path, TRANSCRIPT_MAX) else "",
+        kind=kind if isinstance(kind := line.get("kind"), str) and kind in HOOK_KINDS else "",
     )
 
 
@@ -518,6 +541,7 @@ __all__ = [
     "ACT_FALLBACK_SECONDS",
     "BACKUP_DEFAULTS",
     "HOOK_EVENTS",
+    "HOOK_KINDS",
     "LEASE_MAX_SECONDS",
     "WATCHDOG_TRIGGER",
     "WATCH_CONDITIONS",

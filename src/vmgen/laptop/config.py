@@ -20,7 +20,14 @@ from .spec import CODE_UI_VERSION
 
 # Settings whose values are credentials: masked whenever shown.
 SECRET_FIELDS = frozenset(
-    {"anthropic_api_key", "hcloud_token", "r2_secret_access_key", "r2_access_key_id", "cloudflare_api_token"}
+    {
+        "anthropic_api_key",
+        "hcloud_token",
+        "r2_secret_access_key",
+        "r2_access_key_id",
+        "cloudflare_api_token",
+        "ntfy_token",
+    }
 )
 
 # Well-known variable names other tools already use, accepted besides VMGEN_<FIELD>.
@@ -29,6 +36,7 @@ ALIASES = {
     "ANTHROPIC_BASE_URL": "anthropic_base_url",
     "HCLOUD_TOKEN": "hcloud_token",
     "CLOUDFLARE_API_TOKEN": "cloudflare_api_token",
+    "NTFY_TOKEN": "ntfy_token",
 }
 
 
@@ -48,6 +56,10 @@ class Settings:
     idle_interval_seconds: float = WATCH_DEFAULTS.interval_seconds
     max_lifetime_hours: float = WATCH_DEFAULTS.max_lifetime_hours
     idle_webhook_url: str = ""
+    # Where the phone hears from the workspace (contract.notify: ntfy topics, webhooks); the
+    # ntfy access token reaches only root's secrets file on the VM.
+    notify: str = ""
+    ntfy_token: str = ""
     # The most the month's workspaces may cost (the providers' currency; 0: no budget): a launch
     # that would cross it is refused with the numbers (`vmgen cost` shows the month so far).
     budget_month: float = 0

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..backup.target import BackupTarget
 from ..contract.documents import RestoreResult, WatchdogState
+from ..contract.notify import NTFY_TOKEN_VARIABLE
 from ..dns import TOKEN_SETTING as DNS_TOKEN_VARIABLE
 from ..errors import LeftoversExist, UsageError, WorkspaceExists
 from ..selfwheel import VmgenWheel, own_wheel
@@ -60,6 +61,8 @@ class LaunchOptions:
     # The store as the laptop reaches it, described: `vmgen destroy` looks there for backups
     # that need the workspace's identity.
     backup_store: str = ""
+    # The ntfy access token, for root's secrets file on the VM (with `notify` targets only).
+    notify_token: str = ""
 
 
 @dataclass
@@ -327,6 +330,8 @@ def _render(
             secrets=(*self_delete.secrets, (DNS_TOKEN_VARIABLE, options.dns.token)),
             dns_endpoint=options.dns.endpoint,
         )
+    if options.notify_token and spec.watchdog.notify:
+        self_delete = replace(self_delete, secrets=(*self_delete.secrets, (NTFY_TOKEN_VARIABLE, options.notify_token)))
     user_data = render_user_data(
         spec,
         RenderOptions(host_key=host_key, self_delete=self_delete, backup=backup, web_login=options.web_login),

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from ..contract.documents import WATCH_DEFAULTS, WatchSettings
 from ..contract.enums import IdleAction, TlsMode
 from ..contract.names import PORTS, VM
+from ..contract.notify import parse_target
 from ..errors import DocumentError, InvalidSpec, NoSSHKey
 from .agents import AGENTS, Agent
 
@@ -111,6 +112,7 @@ class WatchdogTuning:
     max_lifetime_hours: float = WATCH_DEFAULTS.max_lifetime_hours
     dry_run: bool = False
     webhook_url: str = ""
+    notify: tuple[str, ...] = ()  # contract.notify targets
 
 
 # Ports vmgen's own services use on the VM: not available as previews.
@@ -430,6 +432,11 @@ def make_spec(
     validate_watchdog(idle_minutes, watchdog)
     if watchdog.webhook_url and not re.fullmatch(r"https?://[^\s\x00-\x1f]+", watchdog.webhook_url):
         raise InvalidSpec(f"idle webhook {watchdog.webhook_url!r} is not an http(s) URL")
+    try:
+        for target in watchdog.notify:
+            parse_target(target)
+    except DocumentError as exc:
+        raise InvalidSpec(str(exc)) from None
     return WorkspaceSpec(
         name=validate_name(name) if name else derive_name(source),
         source=source,

@@ -427,6 +427,7 @@ def _watch_settings(spec: WorkspaceSpec, self_delete: SelfDelete) -> WatchSettin
         dry_run=w.dry_run,
         provider=self_delete.provider,
         webhook_url=w.webhook_url,
+        notify=w.notify,
         metadata_url=self_delete.metadata_url,
         api_endpoint=self_delete.api_endpoint,
         dns_zone=spec.web.domain if dns else "",

@@ -189,6 +189,7 @@ def restore(
         restore_identity=identity.secret + "\n",
         identities=default_identities(),
         keep_on_failure=keep_on_failure,
+        notify_token=settings().ntfy_token,
         **web_options(settings(), spec),
     )
     bake_after = auto_bake_wanted(chosen)

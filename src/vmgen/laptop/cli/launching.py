@@ -15,6 +15,7 @@ import click
 from ...backup.target import BackupTarget, target_from_settings, target_on_vm
 from ...contract.documents import WATCH_DEFAULTS, WatchdogState
 from ...contract.enums import IdleAction, StoreKind
+from ...contract.notify import split_targets
 from ...errors import InvalidSpec, UsageError, VmgenError
 from ..agents import AGENT_SESSION
 from ..config import Settings
@@ -195,6 +196,7 @@ def build_spec(
             ),
             max_lifetime_hours=(opts["max_lifetime"] if opts.get("max_lifetime") is not None else s.max_lifetime_hours),
             webhook_url=s.idle_webhook_url,
+            notify=split_targets(s.notify),
         ),
         vmgen=vmgen_install(s),
         web=WebSpec(
@@ -254,6 +256,7 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
         gitconfig=gitconfig,
         keep_on_failure=keep_on_failure,
         use_baked=not cold,
+        notify_token=settings().ntfy_token,
         **web_options(settings(), spec),
     )
     bake_after = auto_bake_wanted(provider)

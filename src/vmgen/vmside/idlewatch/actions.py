@@ -12,7 +12,8 @@ Past that, systemd's start timeout for the unit (rendered from the same numbers,
 contract.documents.act_timeout_seconds) stops it and powers the VM off (FailureAction=poweroff).
 
 Each step is written to /run/vmgen/action.json (the watchdog's state carries it to `vmgen
-status` and the page), logged, and sent to the webhook. Root's part is what needs root (the
+status` and the page), logged, and sent to the webhook (`idle_webhook_url`, the step's whole text) and the `notify`
+targets (vmside.notify: vmgen's fixed words, never an error's text). Root's part is what needs root (the
 provider's and the DNS API's tokens, powering off); telling the agent's tmux clients runs as the
 agent.
 """
@@ -40,10 +41,13 @@ from ...contract.names import (
 from ...errors import DocumentError
 from ..agentfs import AgentFiles
 from ..jsonfile import write_text
+from ..notify.policy import action_notice
+from ..notify.sender import notifier_for
 from ..privileges import RunAs, run_as
 from ..providers import VmProvider, vm_provider
 from .humans import tmux_sockets
 from .model import Action
+from .settings import read_secrets
 
 log = logging.getLogger("vmgen.idlewatch")
 
@@ -51,6 +55,7 @@ RETRY_BACKOFF = (15, 30, 60, 120)
 MIN_ATTEMPT_SECONDS = 30  # a backup is not tried again with less time than this left
 DEFAULT_DEADLINE_MINUTES = BackupTarget.deadline_minutes
 TMUX_BUDGET_SECONDS = 5.0  # telling every attached tmux client, in total
+ACT_NOTIFY_SECONDS = 15.0  # the phone's message about a step, before the step goes on
 
 
 def warn(settings: WatchSettings, text: str, paths: VmPaths = VM, event: str = "warning") -> None:
@@ -94,7 +99,7 @@ class Machine:
     poweroff: Callable[[], None]
     delete: Callable[[], None]  # through the provider's API; called only where it deletes itself
     snapshot: Callable[[], str]  # a provider snapshot of the server; its id
-    notify: Callable[[str, str], None]  # (text, event): journal, terminals, webhook
+    notify: Callable[[str, str], None]  # (text, event): journal, terminals, webhook, notifier
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 
@@ -269,16 +274,23 @@ def machine_for(settings: WatchSettings, paths: VmPaths = VM) -> Machine:
     from ..backups import run_backup
 
     provider = vm_provider(settings.provider)
+    notifier = notifier_for(settings.name, settings.notify, read_secrets(paths), paths, queued=False)
 
     def backup(deadline: float) -> BackupResult:
         return _within(deadline, lambda: run_backup(WATCHDOG_TRIGGER, paths, deadline=deadline, wait=True))
+
+    def notify(text: str, event: str) -> None:
+        warn(settings, text, paths, event)
+        notice = action_notice(event, read_record(paths), settings.name)
+        if notifier and notice is not None:
+            notifier.send_now(notice, ACT_NOTIFY_SECONDS)
 
     return Machine(
         backup=backup,
         poweroff=poweroff,
         delete=lambda: provider.delete(settings, paths),
         snapshot=lambda: provider.snapshot(settings, paths),
-        notify=lambda text, event: warn(settings, text, paths, event),
+        notify=notify,
     )
 
 

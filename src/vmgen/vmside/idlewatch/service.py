@@ -2,7 +2,8 @@
 
 The tick never waits on the action or on anything the agent runs: at the deadline it starts the
 act unit (vmgen-act.service, see actions.py) and goes on ticking, carrying the action's record
-in its state; warnings go out from a thread of their own. A tick that fails is logged in one line
+in its state; warnings go out from a thread of their own, and to the phone through the notifier
+(vmside.notify), which also follows the agent's hook events. A tick that fails is logged in one line
 and the next one runs: the service never crash-loops (say, on a disk the agent filled).
 """
 
@@ -20,6 +21,10 @@ from ...contract.documents import AgentRecord, WatchdogState, WatchSettings
 from ...contract.names import AGENT_USER, UNITS, VM, VmPaths
 from ...contract.verdict_words import stall_alert, warning
 from ..boot import boot_id
+from ..notify.hooks import HookFollower
+from ..notify.policy import stall_notice, warning_notice
+from ..notify.ready import provisioned, ready_notice_of
+from ..notify.sender import Notifier, notifier_for
 from . import ondemand
 from .actions import read_record, start_action, warn
 from .agent import AgentConfig
@@ -28,7 +33,7 @@ from .humans import HumansConfig
 from .model import Action, AgentState, Snapshot, Verdict
 from .persist import load_history, save, state_of
 from .policy import decide
-from .settings import policy_of
+from .settings import policy_of, read_secrets
 from .signals import SignalCollector, SignalConfig
 
 log = logging.getLogger("vmgen.idlewatch")
@@ -66,6 +71,7 @@ class Watchdog:
         clock: Callable[[], float] = time.monotonic,
         paths: VmPaths = VM,
         background: bool = True,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.paths = paths
@@ -84,6 +90,9 @@ class Watchdog:
         self.stall_reported = False
         self.background = background  # warnings in a thread of their own (tests: inline)
         self.action_started = False
+        self.notifier = notifier  # the phone: sends from threads of its own, never in the tick
+        self.started_at = time.time()
+        self.ready_told = False
 
     def tick(self) -> Verdict:
         snapshot = self.collector.snapshot()
@@ -91,6 +100,7 @@ class Watchdog:
         self._log_changes(verdict)
         self._remember_sources(snapshot)
         self._report_stall(snapshot)
+        self._report_ready()
         self.history = verdict.history
         if verdict.next_action is Action.WARN and self.warned_for != verdict.deadline:
             self._warn(verdict, snapshot)
@@ -169,7 +179,19 @@ class Watchdog:
             log.warning("%s", text)
             if not self.dry_run:
                 self._tell(text)
+                if self.notifier:
+                    self.notifier.send(stall_notice(self.settings.stall_minutes))
         self.stall_reported = stalled
+
+    def _report_ready(self) -> None:
+        """Once, when the first boot's provisioning ends (a reboot says nothing)."""
+        if not self.notifier or self.ready_told or self.dry_run:
+            return
+        done = provisioned(self.paths)
+        if done is not None:
+            self.ready_told = True  # looked for no more
+            if done >= self.started_at:
+                self.notifier.send(ready_notice_of(self.paths))
 
     def _warn(self, verdict: Verdict, snapshot: Snapshot) -> None:
         self.warned_for = verdict.deadline
@@ -178,6 +200,8 @@ class Watchdog:
             log.warning("dry run: would warn: %s", text)
             return
         self._tell(text)
+        if self.notifier:
+            self.notifier.send(warning_notice(text, verdict.deadline))
 
     def _tell(self, text: str) -> None:
         """Warn without waiting: a tmux server, a terminal or a webhook never holds the tick."""
@@ -211,7 +235,10 @@ class Watchdog:
 
 def run(settings: WatchSettings, dry_run: bool = False, once: bool = False, paths: VmPaths = VM) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
-    watchdog = Watchdog(settings, collector_for(settings, paths), dry_run=dry_run, paths=paths)
+    notifier = notifier_for(settings.name, settings.notify, read_secrets(paths), paths)
+    if notifier and not dry_run:
+        HookFollower(paths.hook_events, notifier).start()
+    watchdog = Watchdog(settings, collector_for(settings, paths), dry_run=dry_run, paths=paths, notifier=notifier)
     watchdog.run(once=once)
 
 

@@ -35,7 +35,8 @@ Json = dict[str, Any]
 CONTINUE_STOP_REASONS = frozenset({"tool_use", "pause_turn"})
 INTERRUPTED = "[Request interrupted by user"
 HOOK_ACTIVITY = frozenset({"UserPromptSubmit", "PreToolUse", "PostToolUse"})
-HOOK_CLOSED = frozenset({"Stop", "Notification"})  # Notification: idle prompt or a permission ask
+# Notification: idle prompt or a permission ask; StopFailure: the turn ended on an API error.
+HOOK_CLOSED = frozenset({"Stop", "StopFailure", "Notification"})
 assert frozenset(HOOK_EVENTS) == HOOK_ACTIVITY | HOOK_CLOSED
 STATUS_MAX = 64 << 10  # a session status file is a few hundred bytes
 
