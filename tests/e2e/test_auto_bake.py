@@ -18,7 +18,7 @@ from .conftest import RUN, make_repo, unique
 
 FIRST, SECOND = unique("first-ws"), unique("second-ws")
 CLOUD_FIRST, CLOUD_SECOND = unique("first-cloud"), unique("second-cloud")
-INSTALL_STEPS = {"packages", "agent", "vmgen"}
+INSTALL_STEPS = {"packages", "node", "agent", "vmgen"}
 
 
 @pytest.fixture(scope="module")
