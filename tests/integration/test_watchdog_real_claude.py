@@ -176,10 +176,13 @@ def watcher(s: Session) -> AgentWatcher:
 
 
 def claude_cpu(s: Session) -> float:
-    procs = [
+    ours = [
         p for p in psutil.process_iter(["name", "cwd"]) if p.info["name"] == "claude" and p.info["cwd"] == str(s.repo)
     ]
-    assert len(procs) == 1, procs
+    # Claude Code may start a short-lived helper of its own name in the same folder: the session
+    # is the one claude whose parent is not a claude.
+    procs = [p for p in ours if p.ppid() not in {q.pid for q in ours}]
+    assert len(procs) == 1, ours
     t = procs[0].cpu_times()
     return float(t.user + t.system)
 
