@@ -37,6 +37,7 @@ from .web_helpers import (
     root_on,
     sign_in,
     sign_in_browser,
+    waiting,
 )
 
 NAME = "webby"
@@ -151,14 +152,13 @@ def test_a_dev_server_is_previewed_on_its_own_hostname(cli, launched):
 
 def test_the_workspace_page_in_a_real_browser(cli, model, launched):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     model.script = Script(rules=[Rule(trigger="hello from the browser", text="Hello, browser!")])
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver = browser(launched.ip, 390, 844)
     try:
         sign_in_browser(driver, f"https://{launched.host}/", launched.password)
-        wait = WebDriverWait(driver, 90, poll_frequency=0.5)
+        wait = waiting(driver, 90)
         wait.until(lambda d: d.find_element(By.ID, "agent").text == "waiting for you")
         assert driver.find_element(By.ID, "name").text == NAME
         driver.save_screenshot(str(ARTIFACTS / "workspace-page-phone.png"))
@@ -195,7 +195,6 @@ def test_the_code_ui_works_behind_the_login(cli, model, launched):
     sends a message in it that reaches the model."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 
     model.script = Script(
         rules=[
@@ -219,7 +218,7 @@ def test_the_code_ui_works_behind_the_login(cli, model, launched):
     driver = browser(launched.ip)
     try:
         sign_in_browser(driver, f"https://code.{launched.host}/", launched.password)
-        wait = WebDriverWait(driver, 120, poll_frequency=0.5)
+        wait = waiting(driver, 120)
         showing(driver, wait, lambda d: shown(d, By.XPATH, f"//*[normalize-space(text())='{NAME}']"), "the project")
         driver.save_screenshot(str(ARTIFACTS / "code-ui-projects.png"))
         # The agent's session in the project's list, titled by its latest prompt where Claude Code

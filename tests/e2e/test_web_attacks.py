@@ -36,6 +36,7 @@ from .web_helpers import (
     session_cookies,
     sign_in,
     sign_in_browser,
+    waiting,
 )
 
 NAME = "webatk"
@@ -526,7 +527,6 @@ def test_the_agent_cannot_take_the_page_over_nor_steal_the_password_with_a_worke
     not the agent's to take, and no worker registers on vmgen's hostnames (the desktop's, which the
     agent does serve, included)."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     # The agent stops the page (and its own websockify) and serves both addresses itself: the
     # page's old port and the desktop's.
@@ -554,7 +554,7 @@ def test_the_agent_cannot_take_the_page_over_nor_steal_the_password_with_a_worke
             what="the agent's server on the desktop's port",
         )
         driver = browser(ws.ip, trusted_spki=caddy_ca_spki(vm))
-        wait = WebDriverWait(driver, 60, poll_frequency=0.5)
+        wait = waiting(driver, 60)
         sign_in_browser(driver, f"https://{ws.host}/", ws.password)
         for host in (ws.host, f"desktop.{ws.host}"):  # wherever the agent's page is served, it tries
             driver.get(f"https://{host}/")
@@ -595,7 +595,6 @@ def test_a_cookie_bomb_from_a_preview_locks_no_hostname(ws):
     """A page on p3000 plants 20 cookies of 4000 bytes for the workspace's domain: every hostname
     answered 431 until the user cleared cookies by hand. Now each keeps working."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     bomb = (
         "<script>for (let i = 0; i < 20; i++) document.cookie = `bomb${i}=${'x'.repeat(4000)}; Path=/; "
@@ -614,7 +613,7 @@ def test_a_cookie_bomb_from_a_preview_locks_no_hostname(ws):
             "document.body.appendChild(s);"
         )
         assert wait_until(lambda: driver.execute_script("return window.planted"), bool, timeout=10) == 20
-        wait = WebDriverWait(driver, 60, poll_frequency=0.5)
+        wait = waiting(driver, 60)
         driver.get(f"https://{ws.host}/")
         wait.until(lambda d: d.find_elements(By.ID, "agent") and d.find_element(By.ID, "name").text == NAME)
         driver.get(f"https://desktop.{ws.host}/")

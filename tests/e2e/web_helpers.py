@@ -145,16 +145,41 @@ def browser(ip: str, width: int = 1280, height: int = 800, trusted_spki: str = "
 def sign_in_browser(driver, url: str, password: str, timeout: float = 60) -> None:
     """Open `url`; on the sign-in form that comes first, sign in; wait to be back at `url`'s host."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url)
-    WebDriverWait(driver, timeout).until(lambda d: d.find_elements(By.ID, "password"))
+    waiting(driver, timeout).until(lambda d: d.find_elements(By.ID, "password"))
     driver.find_element(By.ID, "password").send_keys(password)
     driver.find_element(By.ID, "signin").click()
     target = urlsplit(url).hostname
-    WebDriverWait(driver, timeout).until(
+    waiting(driver, timeout).until(
         lambda d: urlsplit(d.current_url).hostname == target and "/.vmgen/" not in d.current_url
     )
+
+
+def waiting(driver, timeout: float):
+    """A WebDriverWait whose timeout says what the browser showed instead (its address without
+    the query, its title, the start of its text) and leaves a screenshot in the test's output."""
+    from selenium.common.exceptions import TimeoutException, WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    class Wait(WebDriverWait):
+        def until(self, method, message: str = ""):
+            try:
+                return super().until(method, message)
+            except TimeoutException:
+                raise AssertionError(f"the browser waited {timeout:.0f}s; {showing(driver)}") from None
+
+    def showing(d) -> str:
+        try:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            d.save_screenshot(str(ARTIFACTS / "browser-timeout.png"))
+            text = " ".join(d.execute_script("return document.body ? document.body.innerText : ''").split())
+            url = d.current_url.split("?")[0]
+            return f"it shows {url} ({d.title!r}): {text[:300]!r}"
+        except WebDriverException as exc:
+            return f"and it does not answer ({exc.msg})"
+
+    return Wait(driver, timeout, poll_frequency=0.5)
 
 
 def session_cookies(driver) -> list[str]:

@@ -37,11 +37,14 @@ MAX_HEADER_BYTES = 1 << 20
 # largest are dropped (and, on a page load, expired in the browser), so a preview's cookie bomb
 # never makes the page, the code UI or the desktop refuse a request.
 COOKIE_BUDGET = 8 << 10
-# What Sign out clears on each of vmgen's hostnames: the HTTP cache (a page the agent's backend
-# served with a long max-age), storage (service workers, localStorage: what the code UI keeps) and
-# open documents. Not "cookies": browsers clear those for the whole registrable domain, which
-# would sign the user out of every workspace (and site) under it; vmgen expires its own by name.
-CLEAR_SITE_DATA = '"cache", "storage", "executionContexts"'
+# What Sign out clears on each of vmgen's hostnames: storage (service workers, localStorage: what
+# the code UI keeps) and open documents. Not "cache": Chromium clears a cache by walking all of it
+# (crbug.com/40233601, "still slow"), which held each step of the walk for seconds, a minute on a
+# loaded machine; what the agent's backends answer is marked for revalidation instead (the
+# Caddyfile), so that nothing cached is shown without the login's say. Not "cookies": browsers
+# clear those for the whole registrable domain, which would sign the user out of every workspace
+# (and site) under it; vmgen expires its own by name.
+CLEAR_SITE_DATA = '"storage", "executionContexts"'
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,17 @@ def test_the_code_uis_own_login_never_reaches_it():
     assert "handle @code_ui_login {\n\t\trespond `" in code
 
 
+def test_what_the_agents_processes_answer_is_asked_for_again_before_it_is_shown():
+    # Sign out does not clear Chromium's cache (slow): a stored answer of the code UI or the
+    # desktop is shown only after the login said yes again.
+    found = blocks(render_caddyfile(WEB))
+    for name in hostnames(WEB):
+        revalidated = (
+            '@backend not path /.vmgen/*\n\theader @backend {\n\t\tdefer\n\t\tCache-Control "no-cache"' in found[name]
+        )
+        assert revalidated == name.startswith(("code.", "desktop.")), name
+
+
 def test_only_the_logins_paths_are_logged():
     login = blocks(render_caddyfile(WEB))["(vmgen_login)"]
     assert "output file /var/log/caddy/vmgen-access.log" in login

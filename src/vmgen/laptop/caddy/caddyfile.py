@@ -160,5 +160,15 @@ def _site(web: WebAccess, site: WebSite, vm: VmPaths) -> str:
             f"\trespond `{message}` 403",
             "}",
         ]
+    if site.own and site.role != "page":
+        # The agent's process answers here: whatever it says about caching, the browser asks
+        # again before it shows a stored answer, so that after Sign out only the login answers.
+        lines += [
+            f"@backend not path {LOGIN_PREFIX}/*",
+            "header @backend {",
+            "\tdefer",
+            '\tCache-Control "no-cache"',
+            "}",
+        ]
     lines.append(f"import {LOGIN_SNIPPET} {upstream(site, vm)}")
     return _block(site.hostname, lines)

@@ -376,7 +376,7 @@ def test_an_expiring_login_closes_its_live_connections(login, backend, clock):
 def test_sign_out_walks_through_vmgens_hostnames_clearing_each(service):
     main, _ = signed_in_on(service, "code")
     out = service.request("POST", HOST, "/.vmgen/logout", {"Cookie": main, "Origin": f"https://{HOST}"})
-    assert out.getheader("Clear-Site-Data") == '"cache", "storage", "executionContexts"'
+    assert out.getheader("Clear-Site-Data") == '"storage", "executionContexts"'  # not "cache": slow in Chromium
     step = urlsplit(out.getheader("Location"))
     assert (step.netloc, step.path) == (CODE, "/.vmgen/signed-out")
     walk = parse_qs(step.query)["walk"][0]
