@@ -105,6 +105,28 @@ def test_a_launch_boots_the_newest_snapshot_whose_disk_fits_its_size(cloud, prov
     assert (made.server_type, made.status) == ("cx23", "running")
 
 
+def test_two_first_launches_at_once_share_the_key_and_the_firewall(cloud):
+    """Two terminals launch at once: the second looked for vmgen's key and firewall before the
+    first made them, and its own create then meets Hetzner's uniqueness_error."""
+    first, second = provider_on(cloud), provider_on(cloud)
+    missed: set[str] = set()
+
+    def missing_once(kind: str, real):
+        def lookup(*args, **kwargs):
+            if kind not in missed:
+                missed.add(kind)
+                return None if kind == "key" else []
+            return real(*args, **kwargs)
+
+        return lookup
+
+    second.client.ssh_keys.get_by_fingerprint = missing_once("key", second.client.ssh_keys.get_by_fingerprint)  # type: ignore[method-assign]
+    second.client.firewalls.get_all = missing_once("firewall", second.client.firewalls.get_all)  # type: ignore[method-assign]
+    first.create(spec("a"), USER_DATA)
+    assert second.create(spec("b"), USER_DATA).status == "running"
+    assert missed == {"key", "firewall"} and left_on(cloud) == {"servers": 2, "firewalls": 1, "ssh_keys": 1}
+
+
 def test_a_launch_without_a_snapshot_that_fits_starts_from_the_stock_image(cloud, provider):
     bake_on(cloud, "cx33", "2026-02-01T00:00:00+00:00")
     small = with_baked_image(spec(size="small"), provider, print)

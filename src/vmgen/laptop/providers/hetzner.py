@@ -639,9 +639,16 @@ class HetznerProvider:
         existing = self.client.ssh_keys.get_by_fingerprint(fingerprint)
         if existing is not None:
             return existing
-        return self.client.ssh_keys.create(
-            name=f"vmgen-{fingerprint.replace(':', '')[:12]}", public_key=public_key, labels={LABEL: "1"}
-        )
+        try:
+            return self.client.ssh_keys.create(
+                name=f"vmgen-{fingerprint.replace(':', '')[:12]}", public_key=public_key, labels={LABEL: "1"}
+            )
+        except APIException as exc:
+            # Two first launches at once (two terminals): the other one made it a moment ago.
+            again = self.client.ssh_keys.get_by_fingerprint(fingerprint) if exc.code == "uniqueness_error" else None
+            if again is None:
+                raise
+            return again
 
     def _firewall(self) -> BoundFirewall:
         existing = self.client.firewalls.get_all(label_selector=f"{LABEL}=1", name=FIREWALL_NAME)
@@ -659,7 +666,17 @@ class HetznerProvider:
         ]
         # hcloud annotates this `labels` as str; it is the same dict as everywhere else (its docstring).
         labels = {LABEL: "1"}
-        return self.client.firewalls.create(name=FIREWALL_NAME, rules=rules, labels=labels).firewall  # type: ignore[arg-type]
+        try:
+            return self.client.firewalls.create(name=FIREWALL_NAME, rules=rules, labels=labels).firewall  # type: ignore[arg-type]
+        except APIException as exc:
+            again = (
+                self.client.firewalls.get_all(label_selector=f"{LABEL}=1", name=FIREWALL_NAME)
+                if exc.code == "uniqueness_error"
+                else []
+            )
+            if not again:
+                raise
+            return again[0]  # made by a launch running at the same time
 
     def _delete_server(self, server: BoundServer) -> None:
         """Delete the server and wait until it is gone; one already gone is deleted. A server that
