@@ -13,4 +13,4 @@ echo "==> ruff and mypy on src/, tests/ and bench/ (the files pyproject.toml nam
 # Test files run side by side: most of their time is spent waiting on simulated VMs. A file's
 # tests stay on one worker (they share its workspace). The 15 slowest are printed at the end.
 workers=${VMGEN_TEST_WORKERS:-4}
-exec "$root/.venv/bin/python" -m pytest -ra -n "$workers" --dist loadfile --durations=15 "$@"
+exec "$root/.venv/bin/python" -m pytest -ra -n "$workers" --dist loadfile --no-loadscope-reorder --durations=15 "$@"

@@ -21,6 +21,30 @@ RUN_LABEL = "vmgen-test-run"  # on every image a test run makes
 os.environ.setdefault(RUN_VARIABLE, secrets.token_hex(2))
 
 
+# The modules at the end of the longest chains (an image bake, a booted workspace, then minutes of
+# seconds-scale timers) start first, one per worker, and the many short ones fill in after them.
+# scripts/test.sh keeps this order (--no-loadscope-reorder): xdist's default puts the files with
+# the most tests first, which started these last and made the suite wait on them at its end.
+LONGEST_FIRST = (
+    "tests/e2e/test_web_access.py",
+    "tests/e2e/test_watchdog.py",
+    "tests/e2e/test_attacks_docker.py",
+    "tests/e2e/test_attacks_hetzner.py",
+    "tests/e2e/test_web_attacks.py",
+    "tests/e2e/test_watchdog_docker.py",
+    "tests/e2e/test_auto_bake.py",
+    "tests/e2e/test_backup_hetzner.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Once every worker is done, the run's own images go (a user's are never touched)."""
     if hasattr(session.config, "workerinput"):

@@ -179,6 +179,34 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
+# --- the hard limit, first: its workspace is trapped now, and checked last ------------------------
+
+
+@pytest.fixture(scope="module")
+def trapped(doomed: Workspace) -> float:
+    """The doomed workspace, with everything the agent can plant against the hard lifetime:
+    leases, events and sessions that block, a fake human, files changing every second, a full
+    disk, and every backup's tar stage killed as it starts. Returns when the traps went in."""
+    code, out = doomed.root(f"bash -c {_quote(FILL_SETUP)} - {doomed.name}")
+    assert code == 0, out
+    doomed.agent(f"""dd if=/dev/zero of=~/scratch/fill bs=1M 2>/dev/null
+        cd ~/.vmgen && rm -f leases.json agent-events.jsonl
+        mkfifo leases.json agent-events.jsonl
+        mkdir -p ~/.claude/sessions && for i in 1 2 3; do mkfifo ~/.claude/sessions/$i.json; done
+        setsid nohup bash -c 'exec -a "sshd: agent@pts/7" sleep 3600' >/dev/null 2>&1 < /dev/null &
+        setsid nohup bash -c 'while :; do touch ~/work/{doomed.name}/busy; sleep 1; done' >/dev/null 2>&1 < /dev/null &
+        setsid nohup bash -c 'while :; do pkill -9 -u agent -f " tar [{{]"; sleep 0.1; done' \\
+            >/dev/null 2>&1 < /dev/null &
+        echo kept-without-a-backup > ~/work/{doomed.name}/precious.txt""")
+    return time.monotonic()
+
+
+def test_the_doomed_workspace_is_trapped_before_its_lifetime_ends(trapped: float, doomed: Workspace) -> None:
+    # First in the module, so that its lifetime runs out while the other tests run; the last
+    # test waits for it to go (test_the_hard_lifetime_fires_through_every_trap).
+    assert doomed.agent("test -p ~/.vmgen/leases.json && cat ~/work/*/precious.txt").strip() == "kept-without-a-backup"
+
+
 # --- who the agent is ---------------------------------------------------------------------------
 
 
@@ -677,31 +705,20 @@ def test_nothing_root_executes_is_writable_by_the_agent(ws: Workspace) -> None:
 
 
 def test_the_hard_lifetime_fires_through_every_trap(
-    doomed: Workspace, gone: Callable[[], bool], hook: Webhook, kept: Callable[[], str]
+    trapped: float, gone: Callable[[], bool], hook: Webhook, kept: Callable[[], str], doomed: Workspace
 ) -> None:
     """Leases, events and sessions that block, a fake human, files changing every second, a full
     disk, and (attack 2) every backup's tar stage killed as it starts: at the hard lifetime the VM
-    still goes, within root's bound, and every channel says how its data was kept without a backup."""
-    code, out = doomed.root(f"bash -c {_quote(FILL_SETUP)} - {doomed.name}")
-    assert code == 0, out
-    doomed.agent(f"""dd if=/dev/zero of=~/scratch/fill bs=1M 2>/dev/null
-        cd ~/.vmgen && rm -f leases.json agent-events.jsonl
-        mkfifo leases.json agent-events.jsonl
-        mkdir -p ~/.claude/sessions && for i in 1 2 3; do mkfifo ~/.claude/sessions/$i.json; done
-        setsid nohup bash -c 'exec -a "sshd: agent@pts/7" sleep 3600' >/dev/null 2>&1 < /dev/null &
-        setsid nohup bash -c 'while :; do touch ~/work/{doomed.name}/busy; sleep 1; done' >/dev/null 2>&1 < /dev/null &
-        setsid nohup bash -c 'while :; do pkill -9 -u agent -f " tar [{{]"; sleep 0.1; done' \\
-            >/dev/null 2>&1 < /dev/null &
-        echo kept-without-a-backup > ~/work/{doomed.name}/precious.txt""")
-    started = time.monotonic()
-    # The lifetime, then root's backup deadline (retried until then), then keeping the data.
+    still goes, within root's bound, and every channel says how its data was kept without a backup.
+    The traps went in at the module's start (`trapped`): the lifetime ran out while the other
+    tests ran."""
+    bound = LIFETIME_SECONDS + BACKUP_DEADLINE_SECONDS + ACT_FALLBACK_SECONDS
     eventually(
         gone,
-        timeout=LIFETIME_SECONDS + BACKUP_DEADLINE_SECONDS + ACT_FALLBACK_SECONDS,
+        timeout=max(0.0, bound - (time.monotonic() - trapped)),
         interval=2,
         what="the workspace to go at its hard lifetime",
     )
-    assert time.monotonic() - started < LIFETIME_SECONDS + BACKUP_DEADLINE_SECONDS + ACT_FALLBACK_SECONDS
     said = hook.wait_for(f"workspace {doomed.name}", timeout=60)
     kept_as = kept()
     told = hook.wait_for("without a complete backup (no verified backup could be made", timeout=60)

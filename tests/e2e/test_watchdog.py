@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -56,8 +57,14 @@ def server_names(fake: FakeHetzner) -> set[str]:
 def test_idle_vm_warns_and_deletes_itself_while_a_working_one_stays(cli, model, watched, tmp_path, docker_client):
     fake, webhook, ntfy = watched
     model.script = Script(rules=[Rule(trigger="LONG TASK", text="Finally done.", delay=SLOW_MODEL_SECONDS)])
-    cli("launch", str(make_repo(tmp_path, "idle-ws")), "--idle-minutes", str(IDLE_MINUTES))
-    cli("launch", str(make_repo(tmp_path, "busy-ws")), "--idle-minutes", str(IDLE_MINUTES))
+    # Launched at once, as from two terminals (the first launches share the key and firewall).
+    with ThreadPoolExecutor(2) as pool:
+        launches = [
+            pool.submit(cli, "launch", str(make_repo(tmp_path, name)), "--idle-minutes", str(IDLE_MINUTES))
+            for name in ("idle-ws", "busy-ws")
+        ]
+        for launch in launches:
+            launch.result()
     cli("send", "busy-ws", "LONG TASK: take your time")
     model.wait_for("LONG TASK", timeout=60)
     turn_started = time.monotonic()
