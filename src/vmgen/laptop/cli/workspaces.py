@@ -23,6 +23,7 @@ from ..ssh import default_identities, interactive, remote
 from ..state import WorkspaceRecord, WorkspaceState, all_records, busy_with, name_lock
 from ..targets import target_of, wait_until_agent_back
 from ..workspace_client import SshWorkspaceClient
+from .access import forget_ssh_entries, offer_ssh_entry, print_connect_lines
 from .app import (
     age,
     age_seconds,
@@ -115,7 +116,10 @@ def list_(provider: str | None, everyone: bool) -> None:
             else:
                 status, what = "gone", "record only"
                 gone += 1
+                # Deleted by its idle watchdog (or outside vmgen): `ssh vmgen-NAME` has nothing to reach.
+                WorkspaceState(record.name).discard(WorkspaceState.SSH_REACH)
             table.add_row(record.name, record.provider, status, "-", what, "-", "-", *owner_column("", ""))
+    forget_ssh_entries()
     notes += idle_warnings(shown)
     if table.row_count:
         out.print(table)
@@ -269,7 +273,10 @@ def start(name: str) -> None:
         target = wait_until_agent_back(provider, name, default_identities(), update)
         update("waiting for the watchdog's first verdict")
         SshWorkspaceClient(target, name).first_verdict(60, agent.watched)
+    # Its SSH port may be another one now (docker publishes a free one at each start).
+    offered = offer_ssh_entry(name, target.endpoint, target.identities)
     err.print(f"[green]ready[/]: {name}; connect with `vmgen connect {name}`")
+    print_connect_lines(name, record.repo_dir if record else "", offered)
 
 
 @main.command()
@@ -307,6 +314,7 @@ def destroy(name: str, yes: bool) -> None:
             )
             identity = settle_identity(name, state, record)
             state.remove()
+            forget_ssh_entries()
     notes = [note for note in (later, dns_left, identity) if note]
     err.print(f"destroyed {name}" + "".join(f"; {note}" for note in notes))
 
