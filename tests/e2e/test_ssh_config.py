@@ -166,8 +166,23 @@ def test_a_workspace_that_deleted_itself_loses_its_entry_at_the_next_list(cli, l
     cli("destroy", ghost, "--yes")
 
 
+def test_after_stop_and_start_the_entry_follows_the_workspace(cli, launched) -> None:
+    cli("stop", NAME)
+    started = cli("start", NAME)
+    assert f"ssh {ALIAS}" in started.stderr
+    row = next(line.split() for line in cli("list").stdout.splitlines() if line.split()[:1] == [NAME])
+    port = row[3].rpartition(":")[2]  # docker publishes SSH on a free port at each start
+    assert f"  Port {port}\n" in (cli.home / ".ssh/vmgen/config").read_text()
+    reached = ssh(cli, "true")
+    assert reached.returncode == 0, reached.stderr
+
+
 def test_destroy_removes_the_entry_and_the_uninstall_gives_the_config_back(cli, launched) -> None:
-    cli("destroy", NAME, "--yes")
+    local = free_port()
+    cli("forward", "-d", NAME, f"{local}:3000")
+    destroyed = cli("destroy", NAME, "--yes")
+    assert f"stopped its background forward(s) (localhost:{local} -> {NAME}:3000)" in destroyed.stderr
+    assert refused(local)
     assert ALIAS not in (cli.home / ".ssh/vmgen/config").read_text()
     gone = ssh(cli, "true")
     assert gone.returncode == 255 and "Could not resolve hostname" in gone.stderr

@@ -196,5 +196,33 @@ def test_the_ide_lines_open_the_repository_folder() -> None:
     assert lines["ssh"] == "ssh vmgen-app"
     assert lines["VS Code"] == "code --remote ssh-remote+vmgen-app /home/agent/work/app"
     assert lines["Cursor"] == "cursor --remote ssh-remote+vmgen-app /home/agent/work/app"
-    assert "vmgen-app" in lines["JetBrains"]
+    assert "host vmgen-app" in lines["Gateway"] and lines["Gateway"].endswith("project /home/agent/work/app")
     assert dict(connect_lines("copy", "/home/agent/work/app"))["VS Code"].endswith(" /home/agent/work/app")
+
+
+def test_a_home_with_a_space_is_included_whole(tmp_path: Path) -> None:
+    files = SshFiles(tmp_path / "my home" / ".ssh")
+    files.install_include()
+    root = tmp_path / "state"
+    reachable(root, "app", 2201)
+    sync(files, root)
+    assert resolved(files.user_config, "vmgen-app")["port"] == ["2201"]
+
+
+def test_opting_out_leaves_ssh_alone_and_opting_in_writes_the_entry(home: Path) -> None:
+    import click
+
+    from vmgen.laptop.cli.access import offer_ssh_entry
+    from vmgen.laptop.cli.app import main
+    from vmgen.laptop.config import Settings
+
+    WorkspaceState("app").create(WorkspaceRecord("app", "docker", time.time(), "/src", "claude"), "ssh-ed25519 A")
+    before = sorted(p.name for p in (home / ".ssh").iterdir())
+    with click.Context(main) as context:
+        context.obj = Settings(ssh_config=False)
+        assert not offer_ssh_entry("app", SSHEndpoint("127.0.0.1", 2201), ())
+    assert sorted(p.name for p in (home / ".ssh").iterdir()) == before and WorkspaceState("app").reach() is None
+    with click.Context(main) as context:
+        context.obj = Settings()
+        assert offer_ssh_entry("app", SSHEndpoint("127.0.0.1", 2201), ())
+    assert resolved(home / ".ssh" / "config", "vmgen-app")["port"] == ["2201"]

@@ -283,5 +283,5 @@ def connect_lines(name: str, repo_dir: str = "") -> list[tuple[str, str]]:
         ("ssh", f"ssh {alias}"),
         ("VS Code", f"code --remote ssh-remote+{alias} {folder}"),
         ("Cursor", f"cursor --remote ssh-remote+{alias} {folder}"),
-        ("JetBrains", f"Gateway > SSH > host {alias} (from ~/.ssh/config), project {folder}"),
+        ("Gateway", f"JetBrains Gateway, SSH connection to host {alias} (it reads ~/.ssh/config), project {folder}"),
     ]

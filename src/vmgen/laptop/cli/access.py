@@ -13,7 +13,7 @@ import click
 from rich.table import Table
 
 from ...contract.names import PORTS
-from ...errors import ForwardFailed, UsageError
+from ...errors import ForwardFailed, SshConfigError, UsageError
 from ..forwards import (
     LISTENING_COMMAND,
     PortPair,
@@ -28,7 +28,7 @@ from ..forwards import (
 )
 from ..ssh import SSHTarget, run
 from ..sshconfig import SshFiles, connect_lines, sync
-from ..state import SshReach, WorkspaceState
+from ..state import SshReach, WorkspaceState, ssh_alias
 from ..values import SSHEndpoint
 from .app import err, existing, main, out, running_target, settings
 
@@ -39,10 +39,15 @@ def offer_ssh_entry(name: str, endpoint: SSHEndpoint | None, identities: tuple[P
     (`ssh_config = false`) or it has no SSH endpoint."""
     if not settings().ssh_config or endpoint is None:
         return False
-    WorkspaceState(name).record_reach(SshReach(endpoint, identities))
-    files = SshFiles.of_home()
-    note = files.install_include()
-    sync(files)
+    # The workspace is up whatever happens here: a ~/.ssh vmgen cannot write is a warning.
+    try:
+        WorkspaceState(name).record_reach(SshReach(endpoint, identities))
+        files = SshFiles.of_home()
+        note = files.install_include()
+        sync(files)
+    except (SshConfigError, OSError) as exc:
+        err.print(f"[yellow]warning:[/] no `ssh {ssh_alias(name)}` entry: {exc}; `vmgen ssh {name}` works")
+        return False
     if note:
         err.print(f"[yellow]note:[/] {note}")
     return True
@@ -51,7 +56,10 @@ def offer_ssh_entry(name: str, endpoint: SSHEndpoint | None, identities: tuple[P
 def forget_ssh_entries() -> None:
     """After a destroy, or a workspace found gone: its entry leaves vmgen's file (made from the
     records), which stays missing when there is none."""
-    sync(create=False)
+    try:
+        sync(create=False)
+    except (SshConfigError, OSError) as exc:
+        err.print(f"[yellow]warning:[/] ~/.ssh/vmgen/config not updated: {exc}")
 
 
 def print_connect_lines(name: str, repo_dir: str, offered: bool) -> None:
@@ -98,17 +106,17 @@ def info(name: str) -> None:
     entry = settings().ssh_config and state.reach() is not None
     if entry:
         for label, line in connect_lines(name, record.repo_dir if record else ""):
-            out.print(f"  {label + ':':<11}{line}")
+            out.print(f"  {label + ':':<10}{line}")
     else:
-        out.print(f"  {'ssh:':<11}vmgen ssh {name}  (no ~/.ssh entry: ssh_config = false, or not launched from here)")
+        out.print(f"  {'ssh:':<10}vmgen ssh {name}  (no ~/.ssh entry: ssh_config = false, or not launched from here)")
     if record and record.host:
-        out.print(f"  {'web:':<11}https://{record.host}/")
+        out.print(f"  {'web:':<10}https://{record.host}/")
     if not workspace.running:
-        out.print(f"  {'ports:':<11}- (it is {workspace.status})")
+        out.print(f"  {'ports:':<10}- (it is {workspace.status})")
         return
     listening = parse_listening(run(running_target(name), LISTENING_COMMAND, timeout=30).stdout.decode())
     known = {22: "sshd", 80: "Caddy", 443: "Caddy", PORTS.code_ui: "code UI", PORTS.vnc: "VNC", PORTS.novnc: "noVNC"}
-    out.print(f"  {'ports:':<11}" + ("" if listening else "none"))
+    out.print(f"  {'ports:':<10}" + ("" if listening else "none"))
     for port, addresses in listening.items():
         what = f"  ({known[port]})" if port in known else ""
         out.print(f"    {port:<6} {', '.join(addresses)}{what}")

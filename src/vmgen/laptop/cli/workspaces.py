@@ -15,6 +15,7 @@ from ...contract.documents import WatchdogState
 from ...errors import AgentCannotWork, UsageError, VmgenError, WorkspaceNotFound
 from ..agent_screen import why_prompts_are_lost
 from ..agents import AGENT_SESSION
+from ..forwards import stop_background
 from ..identities import backups_encrypted_to, discard_identity, has_identity, identity_path
 from ..owner import describe_owner, owned
 from ..providers import PROVIDERS, Workspace, shares_local_folders
@@ -304,6 +305,8 @@ def destroy(name: str, yes: bool) -> None:
             click.confirm(question, abort=True)
         record = state.record()
         with progress(f"destroying {name}"):
+            # Before the workspace goes: its ssh would end by itself, unsaid, once the connection drops.
+            forwards = stop_background(name)
             later = provider.delete(name)
             dns_left = (
                 "; ".join(
@@ -316,6 +319,8 @@ def destroy(name: str, yes: bool) -> None:
             state.remove()
             forget_ssh_entries()
     notes = [note for note in (later, dns_left, identity) if note]
+    if forwards:
+        notes.append(f"stopped its background forward(s) ({', '.join(record.describe() for record in forwards)})")
     err.print(f"destroyed {name}" + "".join(f"; {note}" for note in notes))
 
 
