@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ...contract.names import PORTS
@@ -46,10 +47,10 @@ def offer_ssh_entry(name: str, endpoint: SSHEndpoint | None, identities: tuple[P
         note = files.install_include()
         sync(files)
     except (SshConfigError, OSError) as exc:
-        err.print(f"[yellow]warning:[/] no `ssh {ssh_alias(name)}` entry: {exc}; `vmgen ssh {name}` works")
+        err.print(f"[yellow]warning:[/] no `ssh {ssh_alias(name)}` entry: {escape(str(exc))}; `vmgen ssh {name}` works")
         return False
     if note:
-        err.print(f"[yellow]note:[/] {note}")
+        err.print(f"[yellow]note:[/] {escape(note)}")
     return True
 
 
@@ -59,7 +60,7 @@ def forget_ssh_entries() -> None:
     try:
         sync(create=False)
     except (SshConfigError, OSError) as exc:
-        err.print(f"[yellow]warning:[/] ~/.ssh/vmgen/config not updated: {exc}")
+        err.print(f"[yellow]warning:[/] ~/.ssh/vmgen/config not updated: {escape(str(exc))}")
 
 
 def print_connect_lines(name: str, repo_dir: str, offered: bool) -> None:
@@ -80,7 +81,7 @@ def ssh_config(uninstall: bool) -> None:
     if uninstall:
         done = files.uninstall()
         for line in done or ["nothing of vmgen's was in ~/.ssh"]:
-            err.print(line)
+            err.print(line, markup=False)
         if settings().ssh_config:
             err.print("the next launch, restore or start adds them again; `ssh_config = false` keeps them out")
         return
@@ -89,9 +90,10 @@ def ssh_config(uninstall: bool) -> None:
     note = files.install_include()
     sync(files)
     if note:
-        err.print(f"[yellow]note:[/] {note}")
+        err.print(f"[yellow]note:[/] {escape(note)}")
     hosts = [line.split()[1] for line in files.vmgen_config.read_text().splitlines() if line.startswith("Host ")]
-    err.print(f"{files.vmgen_config}: " + (", ".join(hosts) if hosts else "no workspace recorded as reachable yet"))
+    listed = ", ".join(hosts) if hosts else "no workspace recorded as reachable yet"
+    err.print(f"{files.vmgen_config}: {listed}", markup=False)
 
 
 @main.command()
