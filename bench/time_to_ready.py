@@ -43,6 +43,7 @@ def one_run(env: dict[str, str], repo: Path, name: str, cold: bool) -> dict[str,
     started = time.time()
     result = vmgen(env, "launch", str(repo), "--name", name, "--json", *(["--cold"] if cold else []))
     report = json.loads(result.stdout)
+    ssh_ready = ssh_ready_seconds(env, name)
     # The simulated VM shares this machine's clock, so its phase stamps line up with `started`.
     marks = [(p["name"], p["at"] - started) for p in report["phases"]]
     phases = {name: round(end - begin, 2) for (name, begin), (_, end) in itertools.pairwise(marks)}
@@ -56,6 +57,7 @@ def one_run(env: dict[str, str], repo: Path, name: str, cold: bool) -> dict[str,
         "image": report["image"] or "stock",
         "install_steps_skipped": int(skipped.strip() or 0),
         "total_s": report["seconds"],
+        "ssh_ready_s": ssh_ready,
         "vmgen_overhead_s": round(overhead, 2),
         "steps_s": {
             "render_and_checks": steps["render"],
@@ -69,6 +71,18 @@ def one_run(env: dict[str, str], repo: Path, name: str, cold: bool) -> dict[str,
         "first_provision_phase_at_s": round(marks[0][1], 2) if marks else None,
         "cloud_init_blame": [line.strip() for line in blame.splitlines() if line.strip()][:8],
     }
+
+
+def ssh_ready_seconds(env: dict[str, str], name: str, timeout: float = 60) -> float | None:
+    """From "ready" (the launch returned) to a working `ssh vmgen-<name> true` through the entry
+    the launch wrote (`-F`: ssh finds ~ through the passwd database, not the bench's HOME)."""
+    config = Path(env["HOME"]) / ".ssh" / "config"
+    started = time.monotonic()
+    command = ["ssh", "-F", str(config), f"vmgen-{name}", "true"]
+    while time.monotonic() - started < timeout:
+        if subprocess.run(command, env=env, capture_output=True).returncode == 0:
+            return round(time.monotonic() - started, 3)
+    return None
 
 
 def cli_startup_seconds(env: dict[str, str], runs: int = 5) -> float:

@@ -36,6 +36,9 @@ VmgenError                  a runtime failure; exit code 1
 ├── PackerMissing
 ├── PackerFailed
 ├── RemoteCommandFailed
+├── SshConfigError
+├── PortInUse
+├── ForwardFailed
 ├── NotServed
 ├── StatusUnavailable
 ├── BackupFailed
@@ -171,6 +174,18 @@ class RemoteCommandFailed(VmgenError):
     def connection_lost(self) -> bool:
         """ssh's own 255: the connection failed (sshd restarting while cloud-init works)."""
         return self.remote_exit_code == 255
+
+
+class SshConfigError(VmgenError):
+    """vmgen could not write its ssh config entries or the Include line in ~/.ssh/config."""
+
+
+class PortInUse(VmgenError):
+    """A local port asked for a forward is taken (or not this user's to take)."""
+
+
+class ForwardFailed(VmgenError):
+    """ssh ended before a port forward was up."""
 
 
 class NotServed(VmgenError):

@@ -107,6 +107,9 @@ class Settings:
     # After a cold launch, bake its install plan in the background for the next one: "auto" (on
     # for cloud providers), or yes/no.
     auto_bake: str = "auto"
+    # `ssh vmgen-<name>` for people and IDEs: vmgen keeps ~/.ssh/vmgen/config and one Include line
+    # at the top of ~/.ssh/config (laptop/sshconfig.py); false: vmgen leaves ~/.ssh alone.
+    ssh_config: bool = True
     vmgen_index_url: str = ""
     vmgen_find_links: str = ""
     sources: tuple[str, ...] = field(default=(), compare=False)

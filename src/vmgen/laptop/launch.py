@@ -147,6 +147,7 @@ def _launch(
                 host=spec.host,
                 backup_store=options.backup_store,
                 preview_host=spec.preview_host,
+                repo_dir=spec.repo_dir,
             ),
             host_key.public_openssh,
         )

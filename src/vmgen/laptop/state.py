@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import NameBusy
 from .config import state_dir
+from .values import SSHEndpoint
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,23 @@ class WorkspaceRecord:
     host: str = ""  # the public hostname, when launched with a domain
     backup_store: str = ""  # where its backups go (the store's description); "" without backups
     preview_host: str = ""  # with a preview domain: where its previews live (p3000.<this>)
+    # The repository's folder on the VM (a workspace restored under another name keeps the
+    # original's); "" in records made before it was kept: /home/agent/work/<name>.
+    repo_dir: str = ""
+
+
+@dataclass(frozen=True)
+class SshReach:
+    """How vmgen last reached a workspace that came up (its SSH endpoint and the keys it logged in
+    with): what its `ssh vmgen-<name>` entry says (sshconfig.py)."""
+
+    endpoint: SSHEndpoint
+    identities: tuple[Path, ...] = ()
+
+
+def ssh_alias(name: str) -> str:
+    """`vmgen-<name>`: the Host of its ~/.ssh entry, and the name its host key is pinned under."""
+    return f"vmgen-{name}"
 
 
 class WorkspaceState:
@@ -39,6 +57,9 @@ class WorkspaceState:
     # Present from the record's creation until the workspace came up: without it, a record whose
     # server is gone is that of a workspace that was deleted later (by its own idle watchdog).
     LAUNCHING = "launching"
+    # How it was reached once it came up (a launch, restore or start); absent before, and gone once
+    # it is known to be gone (`vmgen list`): the entries of ~/.ssh/vmgen/config are made from it.
+    SSH_REACH = "ssh.json"
 
     def __init__(self, name: str, root: Path | None = None) -> None:
         self.name = name
@@ -51,7 +72,7 @@ class WorkspaceState:
     @property
     def host_alias(self) -> str:
         """The name SSH pins the host key under, independent of address and port."""
-        return f"vmgen-{self.name}"
+        return ssh_alias(self.name)
 
     def exists(self) -> bool:
         return (self.dir / "workspace.json").is_file()
@@ -91,6 +112,24 @@ class WorkspaceState:
             handle.write(content)
         os.chmod(path, 0o600)
         return path
+
+    def record_reach(self, reach: SshReach) -> None:
+        endpoint = reach.endpoint
+        document = {
+            "host": endpoint.host,
+            "port": endpoint.port,
+            "user": endpoint.user,
+            "identities": [str(path) for path in reach.identities],
+        }
+        self.write(self.SSH_REACH, json.dumps(document, indent=2) + "\n")
+
+    def reach(self) -> SshReach | None:
+        try:
+            data = json.loads((self.dir / self.SSH_REACH).read_text())
+            endpoint = SSHEndpoint(str(data["host"]), int(data["port"]), str(data["user"]))
+            return SshReach(endpoint, tuple(Path(str(path)) for path in data.get("identities", ())))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # none recorded, or not one vmgen wrote: no entry rather than a wrong one
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -37,6 +37,9 @@ COMMANDS = [
     "open",
     "status",
     "keepalive",
+    "info",
+    "forward",
+    "ssh-config",
 ]
 
 

@@ -1,6 +1,7 @@
 """The laptop's `vmgen` command line: the group in app.py, commands grouped by what they act on."""
 
 from . import (  # noqa: F401 - register commands
+    access,
     backups,
     cost_cmd,
     identities_cmd,

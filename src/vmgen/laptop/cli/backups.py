@@ -17,6 +17,7 @@ from ..providers import PROVIDERS, Workspace, shares_local_folders
 from ..spec import RestoreSource, validate_name
 from ..ssh import default_identities
 from ..workspace_client import SshWorkspaceClient
+from .access import offer_ssh_entry, print_connect_lines
 from .app import age, err, out, progress, provider_named, running_target, settings
 from .launching import (
     agent_env,
@@ -196,6 +197,7 @@ def restore(
     started = time.monotonic()
     with progress(f"restoring {name} from {manifest.backup_id}" + (f" as {target_name}" if new_name else "")) as update:
         result = launch_workspace(spec, chosen, options, update)
+    offered = offer_ssh_entry(target_name, result.workspace.ssh, options.identities)
     if bake_after:
         bake_for_next_time(chosen, spec)
     if as_json:
@@ -212,6 +214,7 @@ def restore(
         )
     )
     err.print(f"  connect:  vmgen connect {target_name}")
+    print_connect_lines(target_name, spec.repo_dir, offered)
     print_web_access(spec, options)
     print_first_verdict(result.verdict)
 
@@ -251,5 +254,7 @@ def restore_kept(name: str, snapshot: str, provider: str | None) -> None:
         SshWorkspaceClient(target, name).first_verdict(60, resolve_agent(record.agent).watched)
         update(f"deleting snapshot {snapshot}: the server holds its disk again")
         chosen.remove_kept(snapshot)
+    offered = offer_ssh_entry(name, target.endpoint, target.identities)
     err.print(f"[green]restored[/] {name} from snapshot {snapshot}; the agent resumed its conversation")
     err.print(f"  connect:  vmgen connect {name}")
+    print_connect_lines(name, record.repo_dir, offered)

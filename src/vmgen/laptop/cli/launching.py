@@ -31,6 +31,7 @@ from ..spec import (
     make_spec,
 )
 from ..ssh import default_identities
+from .access import offer_ssh_entry, print_connect_lines
 from .app import err, main, out, progress, provider_named, running_target, settings
 
 if TYPE_CHECKING:
@@ -270,6 +271,7 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
             checked=lambda: warn_without_credentials(spec, environment, credentials is not None),
         )
     elapsed = time.monotonic() - started
+    offered = offer_ssh_entry(spec.name, result.workspace.ssh, options.identities)
     if bake_after:
         bake_for_next_time(provider, spec)
     if as_json:
@@ -281,7 +283,7 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
     )
     err.print(f"  connect:  vmgen connect {spec.name}")
     err.print(f'  prompt:   vmgen send {spec.name} "..."')
-    err.print(f"  shell:    vmgen ssh {spec.name}")
+    print_connect_lines(spec.name, spec.repo_dir, offered)
     print_web_access(spec, options)
     print_first_verdict(result.verdict)
 

@@ -15,6 +15,7 @@ from ...contract.documents import WatchdogState
 from ...errors import AgentCannotWork, UsageError, VmgenError, WorkspaceNotFound
 from ..agent_screen import why_prompts_are_lost
 from ..agents import AGENT_SESSION
+from ..forwards import stop_background
 from ..identities import backups_encrypted_to, discard_identity, has_identity, identity_path
 from ..owner import describe_owner, owned
 from ..providers import PROVIDERS, Workspace, shares_local_folders
@@ -23,6 +24,7 @@ from ..ssh import default_identities, interactive, remote
 from ..state import WorkspaceRecord, WorkspaceState, all_records, busy_with, name_lock
 from ..targets import target_of, wait_until_agent_back
 from ..workspace_client import SshWorkspaceClient
+from .access import forget_ssh_entries, offer_ssh_entry, print_connect_lines
 from .app import (
     age,
     age_seconds,
@@ -115,7 +117,10 @@ def list_(provider: str | None, everyone: bool) -> None:
             else:
                 status, what = "gone", "record only"
                 gone += 1
+                # Deleted by its idle watchdog (or outside vmgen): `ssh vmgen-NAME` has nothing to reach.
+                WorkspaceState(record.name).discard(WorkspaceState.SSH_REACH)
             table.add_row(record.name, record.provider, status, "-", what, "-", "-", *owner_column("", ""))
+    forget_ssh_entries()
     notes += idle_warnings(shown)
     if table.row_count:
         out.print(table)
@@ -269,7 +274,10 @@ def start(name: str) -> None:
         target = wait_until_agent_back(provider, name, default_identities(), update)
         update("waiting for the watchdog's first verdict")
         SshWorkspaceClient(target, name).first_verdict(60, agent.watched)
+    # Its SSH port may be another one now (docker publishes a free one at each start).
+    offered = offer_ssh_entry(name, target.endpoint, target.identities)
     err.print(f"[green]ready[/]: {name}; connect with `vmgen connect {name}`")
+    print_connect_lines(name, record.repo_dir if record else "", offered)
 
 
 @main.command()
@@ -297,6 +305,8 @@ def destroy(name: str, yes: bool) -> None:
             click.confirm(question, abort=True)
         record = state.record()
         with progress(f"destroying {name}"):
+            # Before the workspace goes: its ssh would end by itself, unsaid, once the connection drops.
+            forwards = stop_background(name)
             later = provider.delete(name)
             dns_left = (
                 "; ".join(
@@ -307,7 +317,10 @@ def destroy(name: str, yes: bool) -> None:
             )
             identity = settle_identity(name, state, record)
             state.remove()
+            forget_ssh_entries()
     notes = [note for note in (later, dns_left, identity) if note]
+    if forwards:
+        notes.append(f"stopped its background forward(s) ({', '.join(record.describe() for record in forwards)})")
     err.print(f"destroyed {name}" + "".join(f"; {note}" for note in notes))
 
 
