@@ -45,6 +45,8 @@ BAD = [
         "backup_part_mib (VMGEN_BACKUP_PART_MIB) is 1: it takes a whole number from 5 to 5120",
     ),
     ("VMGEN_IDLE_MINUTES", "0", "idle_minutes (VMGEN_IDLE_MINUTES) is 0: it takes a number, 0.1 or more"),
+    ("VMGEN_BUDGET_MONTH", "-5", "budget_month (VMGEN_BUDGET_MONTH) is -5: it takes a number from 0 to 100000"),
+    ("VMGEN_BUDGET_MONTH", "nan", "budget_month (VMGEN_BUDGET_MONTH) is nan: it takes a number from 0 to 100000"),
     (
         "VMGEN_IDLE_WARN_MINUTES",
         "nan",
@@ -62,6 +64,16 @@ def test_a_bad_setting_stops_a_launch_before_anything_is_made(home: Path, variab
     assert one_error_line(result) == f"error: {said}"
     assert not (home / f".local/state/vmgen/workspaces/{name}").exists()
     assert not (home / f".local/state/vmgen/identities/{name}.age-identity").exists()
+
+
+def test_a_budget_action_other_than_warn_or_stop_stops_a_launch_in_one_line(home: Path) -> None:
+    (home / "repo").mkdir()
+    name = f"t27-{secrets.token_hex(3)}"
+    launch = ("launch", str(home / "repo"), "--name", name, "--provider", "docker")
+    result = vmgen(home, *launch, VMGEN_BUDGET_ACTION="pause")
+    assert result.returncode != 0
+    assert one_error_line(result) == "error: setting 'budget_action': 'pause' is not a valid warn or stop"
+    assert not (home / f".local/state/vmgen/workspaces/{name}").exists()
 
 
 def test_the_laptops_backup_target_is_the_checked_one(tmp_path: Path) -> None:

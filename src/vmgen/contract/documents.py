@@ -17,7 +17,7 @@ from typing import Any, TypeGuard
 
 from ..errors import DocumentError, UsageError
 from . import codec, settings
-from .enums import IdleAction, StoreKind
+from .enums import BudgetAction, IdleAction, StoreKind
 from .notify import parse_target
 from .settings import setting
 
@@ -61,6 +61,22 @@ class WatchSettings:
         maximum=24 * 366,
         laptop="max_lifetime_hours",
     )
+    # The month's budget, and this workspace's share of it (see vmside/idlewatch/budget.py): the
+    # laptop works the allowance out at launch and restore (budget_month less what the user's
+    # other workspaces spent this month, in this provider's currency) and root counts this VM's
+    # own uptime x price against it until the month it was worked out for ends.
+    budget_month: float = setting(
+        0,
+        "the most a month of workspaces may cost, in each provider's currency apart (0: no budget)",
+        minimum=0,
+        maximum=100_000,
+        laptop="budget_month",
+    )
+    budget_action: BudgetAction = BudgetAction.WARN
+    budget_allowance: float = 0.0  # what this workspace may spend until budget_month_end (0: no budget)
+    budget_price_hourly: float = 0.0  # its price per hour, from the provider's price source
+    budget_currency: str = ""  # that price's currency ("EUR", "USD")
+    budget_month_end: float = 0.0  # wall clock: the end of the month the allowance is for
     action: IdleAction = IdleAction.POWEROFF
     dry_run: bool = False
     provider: str = "docker"
@@ -83,6 +99,7 @@ class WatchSettings:
         settings.check(self, where, on_laptop)
         for target in self.notify:
             parse_target(target)
+        check_budget_values(self, where)
         return self
 
     @classmethod
@@ -91,6 +108,23 @@ class WatchSettings:
 
 
 WATCH_DEFAULTS = WatchSettings()
+
+CURRENCY = re.compile(r"[A-Z]{3}")
+BUDGET_VALUE_MAX = 1e9  # more than any month of workspaces costs: a bound, not a guess
+
+
+def check_budget_values(watch: WatchSettings, where: str = "") -> None:
+    """The allowance the laptop worked out, as either side reads it: finite, not negative, a
+    currency of three capitals (ISO 4217)."""
+    prefix = f"{where}: " if where else ""
+    for name in ("budget_allowance", "budget_price_hourly", "budget_month_end"):
+        value = getattr(watch, name)
+        if not _finite(value) or not 0 <= value <= (math.inf if name == "budget_month_end" else BUDGET_VALUE_MAX):
+            raise DocumentError(f"{prefix}{name} is {value!r}: it takes a finite number, 0 or more")
+    if watch.budget_currency and not CURRENCY.fullmatch(watch.budget_currency):
+        raise DocumentError(
+            f"{prefix}budget_currency is {watch.budget_currency!r}: it takes a currency code (EUR, USD)"
+        )
 
 
 # --- the backup store as the VM sees it (/etc/vmgen/backup.toml, root-only) --------------------
@@ -335,7 +369,7 @@ class ActionRecord:
     by root's action (/run/vmgen/action.json) at every step and carried in the watchdog's state,
     so that `vmgen status`, the page and the webhook say the same."""
 
-    reason: str  # "idle" or "lifetime"
+    reason: str  # "idle", "lifetime" or "budget"
     action: str  # the configured action (an IdleAction; a string, as read from any VM)
     step: str  # ACTION_STEPS
     detail: str  # one sentence: what happened, and how to get the data back
@@ -349,6 +383,22 @@ class ActionRecord:
 # "backing up" and "deleting" are under way; "kept" means the compute was stopped without a
 # verified backup, the data kept another way (the detail says how).
 ACTION_STEPS = ("backing up", "deleting", "snapshotting", "powering off", "kept", "done")
+
+
+@dataclass(frozen=True)
+class BudgetRecord:
+    """This workspace's spend against its share of the month's budget, as root counts it:
+    `vmgen status` and the page show it."""
+
+    budget_month: float  # the user's budget_month when the allowance was worked out
+    allowance: float  # what this workspace may spend until month_end
+    spent: float  # what it has spent since (its uptime x price_hourly)
+    price_hourly: float
+    currency: str
+    month_end: float  # wall clock
+    action: str  # a BudgetAction: "warn" or "stop"
+    crossed: bool  # spent reached the allowance within its month
+    counting: bool  # False once the month is over: the allowance no longer holds
 
 
 @dataclass(frozen=True)
@@ -366,6 +416,7 @@ class WatchdogState:
     # How old the state was when read (on the VM, on CLOCK_BOOTTIME): 0 as written.
     age_seconds: float = 0.0
     acting: ActionRecord | None = None  # the idle action or the hard lifetime, once started
+    budget: BudgetRecord | None = None  # with a budget: this workspace's spend against its share
 
     def dumps(self) -> str:
         return codec.dumps(self)
@@ -551,6 +602,7 @@ __all__ = [
     "BackupConfig",
     "BackupResult",
     "BackupTarget",
+    "BudgetRecord",
     "Clocks",
     "ExcludedRecord",
     "HookEvent",
@@ -564,6 +616,7 @@ __all__ = [
     "WebServices",
     "WorkspaceInfo",
     "act_timeout_seconds",
+    "check_budget_values",
     "clean_text",
     "dump_leases",
     "parse_duration",

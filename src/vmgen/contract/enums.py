@@ -17,6 +17,13 @@ class IdleAction(enum.StrEnum):
     BACKUP_THEN_DELETE = "backup-then-delete"  # deletes only after a verified backup
 
 
+class BudgetAction(enum.StrEnum):
+    """What a running workspace does once its share of `budget_month` is spent."""
+
+    WARN = "warn"  # tells (`vmgen status`, the page, the notifier) and goes on
+    STOP = "stop"  # the idle action's safe path: backup, then delete or stop as the provider does
+
+
 class StoreKind(enum.StrEnum):
     """Where a workspace's backups go."""
 
@@ -42,4 +49,4 @@ class WorkspaceStatus(enum.StrEnum):
     UNKNOWN = "unknown"  # a word of the provider's that vmgen does not know
 
 
-__all__ = ["IdleAction", "StoreKind", "TlsMode", "WorkspaceStatus"]
+__all__ = ["BudgetAction", "IdleAction", "StoreKind", "TlsMode", "WorkspaceStatus"]

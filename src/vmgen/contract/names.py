@@ -190,6 +190,12 @@ class VmPaths:
         return self.run / "backup-requests.json"
 
     @property
+    def budget_ledger(self) -> Path:
+        """Root's count of this VM's billed time against its share of the month's budget: on the
+        disk, so that a reboot or a stop and start does not reset it."""
+        return self.state / "budget.json"
+
+    @property
     def backup_result(self) -> Path:
         return self.state / "backup-result.json"
 

@@ -126,6 +126,7 @@ def _stalled(agent: AgentRecord) -> str:
 
 __all__ = [
     "ACTION_DONE",
+    "budget_words",
     "condition_of",
     "in_words",
     "left_of",
@@ -147,3 +148,23 @@ def lifetime_words(state: WatchdogState, elapsed: float = 0.0) -> str:
         return "none (max_lifetime_hours = 0): nothing bounds what a busy workspace costs"
     left = verdict.lifetime_left_seconds - state.age_seconds - elapsed
     return f"{in_words(verdict.lifetime_hours * 3600)} after boot; {in_words(left)} left (nothing extends it)"
+
+
+def budget_words(state: WatchdogState) -> str:
+    """This workspace against its share of the month's budget: "1.20 of 8.40 EUR (0.0120 EUR/h;
+    budget_month 20.00); at 8.40 it warns"; "" without a budget."""
+    record = state.budget
+    if record is None:
+        return ""
+    currency = f" {record.currency}" if record.currency else ""
+    price = f"{record.price_hourly:.4f}{currency}/h"
+    about = (
+        f"{record.spent:.2f} of {record.allowance:.2f}{currency} this month "
+        f"({price}; budget_month {record.budget_month:.2f})"
+    )
+    if not record.counting:
+        return f"{about}; its month is over, nothing counts against it until the next launch or restore"
+    if record.crossed:
+        then = "stopping (budget_action = stop)" if record.action == "stop" else "warned (budget_action = warn)"
+        return f"{about}; SPENT: {then}"
+    return f"{about}; at {record.allowance:.2f} it {'stops' if record.action == 'stop' else 'warns'}"

@@ -14,7 +14,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from ..contract.documents import BACKUP_DEFAULTS, WATCH_DEFAULTS
-from ..contract.enums import TlsMode
+from ..contract.enums import BudgetAction, TlsMode
 from ..errors import ConfigError
 from .spec import CODE_UI_VERSION
 
@@ -60,9 +60,11 @@ class Settings:
     # ntfy access token reaches only root's secrets file on the VM.
     notify: str = ""
     ntfy_token: str = ""
-    # The most the month's workspaces may cost (the providers' currency; 0: no budget): a launch
-    # that would cross it is refused with the numbers (`vmgen cost` shows the month so far).
-    budget_month: float = 0
+    # The most the month's workspaces may cost (in each provider's currency apart; 0: no budget):
+    # a launch that would cross it is refused with the numbers (`vmgen cost` shows the month so
+    # far); a running workspace's watchdog counts its share and, past it, warns or stops.
+    budget_month: float = WATCH_DEFAULTS.budget_month
+    budget_action: BudgetAction = WATCH_DEFAULTS.budget_action
     desktop: bool = False
     ssh_public_keys: tuple[str, ...] = ()
     docker_image: str = "vmgen-ubuntu:24.04"

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..contract.documents import WATCH_DEFAULTS, WatchSettings
-from ..contract.enums import IdleAction, TlsMode
+from ..contract.enums import BudgetAction, IdleAction, TlsMode
 from ..contract.names import PORTS, VM
 from ..contract.notify import parse_target
 from ..errors import DocumentError, InvalidSpec, NoSSHKey
@@ -113,6 +113,13 @@ class WatchdogTuning:
     dry_run: bool = False
     webhook_url: str = ""
     notify: tuple[str, ...] = ()  # contract.notify targets
+    # The month's budget and this workspace's share of it (worked out by the launch: cost.py).
+    budget_month: float = WATCH_DEFAULTS.budget_month
+    budget_action: BudgetAction = WATCH_DEFAULTS.budget_action
+    budget_allowance: float = 0.0
+    budget_price_hourly: float = 0.0
+    budget_currency: str = ""
+    budget_month_end: float = 0.0
 
 
 # Ports vmgen's own services use on the VM: not available as previews.
@@ -403,6 +410,8 @@ def validate_watchdog(idle_minutes: float, watchdog: WatchdogTuning) -> None:
             interval_seconds=watchdog.interval_seconds,
             max_lifetime_hours=watchdog.max_lifetime_hours,
             action=watchdog.action,
+            budget_month=watchdog.budget_month,
+            budget_action=watchdog.budget_action,
         ).validate(on_laptop=True)
     except DocumentError as exc:
         raise InvalidSpec(str(exc)) from None

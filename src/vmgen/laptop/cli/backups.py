@@ -24,6 +24,7 @@ from .launching import (
     auto_bake_wanted,
     bake_for_next_time,
     build_spec,
+    check_budget,
     print_first_verdict,
     print_launch_json,
     print_web_access,
@@ -182,7 +183,7 @@ def restore(
     # The new workspace's own backups go under its own name, to its own identity (made by the
     # launch for a new name; the same one for the same name).
     source = RestoreSource(name, manifest.backup_id, manifest.repo_folder)
-    spec = build_spec(source, {"name": target_name}, store_target, chosen.name)
+    spec = check_budget(chosen, build_spec(source, {"name": target_name}, store_target, chosen.name))
     options = LaunchOptions(
         agent_env=agent_env(settings(), spec.agent.key_variables),
         backup=target_on_vm(store_target),

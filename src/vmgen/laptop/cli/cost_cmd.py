@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from rich.table import Table
 
 from ...contract.enums import WorkspaceStatus
-from ..cost import CostLine, cost_line, month_start, total
+from ..cost import CostLine, cost_line, in_words, month_start, totals
 from ..owner import owned
 from ..state import WorkspaceState, all_records
 from .app import err, main, out, provider_named, settings
@@ -23,7 +23,7 @@ def month_lines(now: datetime) -> list[CostLine]:
             mine = owned(workspace.owner, workspace.owner_id)
             if mine is False or (mine is None and workspace.name not in records):
                 continue
-            lines.append(cost_line(workspace, provider.stop_bills, now))
+            lines.append(cost_line(workspace, provider.stop_bills, now, provider.currency))
     return lines
 
 
@@ -33,17 +33,21 @@ def cost() -> None:
     now = datetime.now(UTC)
     lines = month_lines(now)
     table = Table(box=None, header_style="bold")
-    for column in ("NAME", "PROVIDER", "STATUS", "HOURS", "€/H", "THIS MONTH"):
+    for column in ("NAME", "PROVIDER", "STATUS", "HOURS", "PER HOUR", "THIS MONTH", "CURRENCY"):
         table.add_column(column)
     for line in lines:
         price = f"{line.price_hourly:.4f}" if line.price_hourly is not None else "-"
         cost = f"{line.cost:.2f}" if line.cost is not None else "-"
-        table.add_row(line.name, line.provider, line.status, f"{line.hours:.1f}", price, cost)
+        table.add_row(line.name, line.provider, line.status, f"{line.hours:.1f}", price, cost, line.currency or "-")
     out.print(table)
-    spent = total(lines)
+    sums = totals(lines)
     budget = settings().budget_month
-    of_budget = f" of budget_month {budget:.2f} ({spent / budget:.0%})" if budget > 0 else ""
-    err.print(f"since {month_start(now):%Y-%m-%d}: {spent:.2f}{of_budget}")
+    err.print(f"since {month_start(now):%Y-%m-%d}: {in_words(sums)}")
+    if budget > 0:
+        # budget_month holds in each currency apart: a launch is checked against its own currency's.
+        for currency, spent in sorted(sums.items()) or [("", 0.0)]:
+            unit = f" {currency}" if currency else ""
+            err.print(f"  of budget_month {budget:.2f}{unit}: {spent:.2f}{unit} ({spent / budget:.0%})")
     for name in sorted({line.provider for line in lines if line.status == WorkspaceStatus.STOPPED}):
         provider = provider_named(name)
         if provider.stop_bills:

@@ -141,21 +141,31 @@ def print_web_access(spec: WorkspaceSpec, options: LaunchOptions) -> None:
         err.print(f"  web:      vmgen open {spec.name}")
 
 
-def check_budget(provider: Provider, spec: WorkspaceSpec) -> None:
-    """Refuse, before anything is made, a launch that would take the month past budget_month."""
-    budget = settings().budget_month
+def check_budget(provider: Provider, spec: WorkspaceSpec) -> WorkspaceSpec:
+    """Refuse, before anything is made, a launch that would take the month past budget_month;
+    else the spec with this workspace's share of the budget, which its watchdog counts against
+    (the spend of the user's other workspaces this month, in this provider's currency, left out)."""
+    budget = spec.watchdog.budget_month
     if budget <= 0:
-        return
+        return spec
     from ...errors import BudgetExceeded
-    from ..cost import budget_refusal, total
+    from ..cost import allowance, budget_refusal, month_end, totals
     from .cost_cmd import month_lines
 
     now = datetime.now(UTC)
-    refusal = budget_refusal(
-        budget, total(month_lines(now)), provider.price_hourly(spec), spec.watchdog.max_lifetime_hours, now
-    )
+    sums = totals(month_lines(now), leave_out=spec.name)
+    price = provider.price_hourly(spec)
+    refusal = budget_refusal(budget, sums, price, spec.watchdog.max_lifetime_hours, now, provider.currency)
     if refusal:
         raise BudgetExceeded(refusal)
+    watchdog = dataclasses.replace(
+        spec.watchdog,
+        budget_allowance=round(allowance(budget, sums, provider.currency), 4),
+        budget_price_hourly=price or 0.0,
+        budget_currency=provider.currency,
+        budget_month_end=month_end(now).timestamp(),
+    )
+    return dataclasses.replace(spec, watchdog=watchdog)
 
 
 def build_spec(
@@ -196,6 +206,8 @@ def build_spec(
                 opts["idle_interval"] if opts.get("idle_interval") is not None else s.idle_interval_seconds
             ),
             max_lifetime_hours=(opts["max_lifetime"] if opts.get("max_lifetime") is not None else s.max_lifetime_hours),
+            budget_month=s.budget_month,
+            budget_action=s.budget_action,
             webhook_url=s.idle_webhook_url,
             notify=split_targets(s.notify),
         ),
@@ -244,8 +256,7 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
 
     provider = provider_named(opts.get("provider"))
     target = target_from_settings(settings(), provider.shares_local_folders)
-    spec = build_spec(source, opts, target, provider.name)
-    check_budget(provider, spec)
+    spec = check_budget(provider, build_spec(source, opts, target, provider.name))
     credentials, gitconfig = laptop_extras(copy_claude_login)
     environment = agent_env(settings(), spec.agent.key_variables)
     options = LaunchOptions(

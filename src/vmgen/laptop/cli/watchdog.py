@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ...contract import codec
 from ...contract.documents import WatchdogState, parse_duration
-from ...contract.verdict_words import lifetime_words, verdict_word, what_happens, what_holds
+from ...contract.verdict_words import budget_words, lifetime_words, verdict_word, what_happens, what_holds
 from ...errors import StatusUnavailable
 from ..state import WorkspaceState
 from ..workspace_client import SshWorkspaceClient
@@ -67,6 +67,8 @@ def format_status(name: str, state: WatchdogState, elapsed: float = 0.0) -> Tabl
     table.add_row("next action", escape(what_happens(state, elapsed)))
     if lifetime := lifetime_words(state, elapsed):
         table.add_row("hard lifetime", escape(lifetime))
+    if budget := budget_words(state):
+        table.add_row("budget", escape(budget))
     if state.acting is not None:  # the idle action or the hard lifetime is under way
         table.add_row("acting", escape(f"{state.acting.step}: {state.acting.detail}"))
     if state.dry_run:

@@ -166,6 +166,7 @@ class AwsProvider:
     auto_bakes = False  # baking an AMI is not built yet
     metadata_address = "169.254.169.254"
     price_source = f"AWS's on-demand Linux prices for {PRICE_REGION} (USD; a table in vmgen, aws_sizes.py)"
+    currency = "USD"
     bake_methods: tuple[str, ...] = ()
     secret_variables: tuple[str, ...] = ()  # the VM deletes itself by powering off
     # Right after its last instance is terminated, EC2 may still count the security group as in

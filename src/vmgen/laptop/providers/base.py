@@ -62,6 +62,9 @@ class Provider(Protocol):
     metadata_address: str
     # Where the prices `vmgen list` and `vmgen sizes` show come from, for people.
     price_source: str
+    # The currency of those prices (ISO 4217: "EUR", "USD"; "" where nothing is billed): `vmgen cost`
+    # and budget_month never add one currency to another.
+    currency: str
     # Ways `vmgen image build` can bake besides the provider's own ("packer").
     bake_methods: tuple[str, ...]
     # The variables of the root-only secrets file its VM's self-delete reads (shown redacted by

@@ -97,6 +97,7 @@ class DockerProvider:
     auto_bakes = False
     metadata_address = ""
     price_source = "a container on this machine: nothing billed"
+    currency = ""
     bake_methods: tuple[str, ...] = ()
     secret_variables: tuple[str, ...] = ()
 

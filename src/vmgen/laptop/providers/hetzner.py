@@ -183,6 +183,7 @@ class HetznerProvider:
     auto_bakes = True
     metadata_address = "169.254.169.254"
     price_source = "Hetzner's price list for the server type and location (gross, with VAT)"
+    currency = "EUR"  # Hetzner Cloud prices and bills in euros
     bake_methods = ("packer",)
     secret_variables = (TOKEN_VARIABLE,)
     # Right after its last server is deleted, Hetzner may still count the shared firewall as in

@@ -110,7 +110,7 @@ class Act:
 
     settings: WatchSettings
     machine: Machine
-    reason: str  # "idle" or "lifetime"
+    reason: str  # "idle", "lifetime" or "budget"
     deadline_minutes: float = DEFAULT_DEADLINE_MINUTES
     paths: VmPaths = VM
     record: ActionRecord | None = field(default=None, init=False)
@@ -133,7 +133,7 @@ class Act:
             deadline_at=round(wall + (deadline - started), 1),
             updated_at=round(wall, 1),
         )
-        why = "its hard lifetime is over" if self.reason == "lifetime" else "it is idle"
+        why = REASON_WORDS.get(self.reason, REASON_WORDS["idle"])
         name = self.settings.name
         if action is Action.POWEROFF:
             return self._finish("powering off", f"powered off ({why}); `vmgen start {name}` brings it back")
@@ -317,12 +317,22 @@ def poweroff() -> None:
     subprocess.run(["systemctl", "poweroff", "--no-block"], check=True, capture_output=True, timeout=30)
 
 
-def reason_now(settings: WatchSettings) -> str:
+# Why the act unit runs, in the words of its steps.
+REASON_WORDS = {
+    "idle": "it is idle",
+    "lifetime": "its hard lifetime is over",
+    "budget": "its share of budget_month is spent",
+}
+
+
+def reason_now(settings: WatchSettings, paths: VmPaths = VM) -> str:
     """ "lifetime" once the system has been up for the hard lifetime (the timer's own clock:
-    since systemd started), else "idle"."""
-    if not settings.max_lifetime_hours:
-        return "idle"
-    return "lifetime" if system_uptime() >= settings.max_lifetime_hours * 3600 - 5 else "idle"
+    since systemd started); "budget" when root's budget ledger says `stop` is due; else "idle"."""
+    if settings.max_lifetime_hours and system_uptime() >= settings.max_lifetime_hours * 3600 - 5:
+        return "lifetime"
+    from . import budget
+
+    return "budget" if budget.stop_due(settings, time.time(), paths) else "idle"
 
 
 def system_uptime() -> float:

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ...contract.documents import ActionRecord, AgentRecord, VerdictRecord, WatchdogState
+from ...contract.documents import ActionRecord, AgentRecord, BudgetRecord, VerdictRecord, WatchdogState
 from ...errors import DocumentError
 from ..jsonfile import write_text
 from .model import Action, History, Verdict
@@ -38,6 +38,7 @@ def state_of(
     failures: int,
     config: dict[str, Any],
     acting: ActionRecord | None = None,
+    budget: BudgetRecord | None = None,
 ) -> WatchdogState:
     """The state document for a verdict. Times are shown as wall-clock times, but what a reader
     compares (the time left, the state's age) is measured on the VM's clocks that never step."""
@@ -79,6 +80,7 @@ def state_of(
         config=config,
         updated_boottime=round(boottime, 3),
         acting=acting,
+        budget=budget,
     )
 
 

@@ -9,24 +9,25 @@ and the next one runs: the service never crash-loops (say, on a disk the agent f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from ...contract.documents import AgentRecord, WatchdogState, WatchSettings
+from ...contract.documents import AgentRecord, BudgetRecord, WatchdogState, WatchSettings
 from ...contract.names import AGENT_USER, UNITS, VM, VmPaths
 from ...contract.verdict_words import stall_alert, warning
 from ..boot import boot_id
 from ..notify.hooks import HookFollower
-from ..notify.policy import stall_notice, warning_notice
+from ..notify.policy import budget_notice, stall_notice, warning_notice
 from ..notify.ready import provisioned, ready_notice_of
 from ..notify.sender import Notifier, notifier_for
-from . import ondemand
-from .actions import read_record, start_action, warn
+from . import budget, ondemand
+from .actions import read_record, start_action, system_uptime, warn
 from .agent import AgentConfig
 from .files import DEFAULT_IGNORE
 from .humans import HumansConfig
@@ -93,8 +94,18 @@ class Watchdog:
         self.notifier = notifier  # the phone: sends from threads of its own, never in the tick
         self.started_at = time.time()
         self.ready_told = False
+        self.allowance = budget.allowance_of(settings)
+        self.ledger = budget.load(paths) if self.allowance is not None else None
+        self.budget: BudgetRecord | None = None
+        self.uptime: Callable[[], float] = system_uptime
 
     def tick(self) -> Verdict:
+        # The budget first, on root's clocks alone: whatever the agent does to the snapshot
+        # (a tick that fails on it, a busy verdict), a `stop` is started.
+        try:
+            self._count_budget()
+        except Exception as exc:  # noqa: BLE001 - one line; counted again next tick
+            log.error("counting the budget failed: %s: %s", type(exc).__name__, str(exc)[:300])
         snapshot = self.collector.snapshot()
         verdict = decide(self.history, snapshot, self.policy)
         self._log_changes(verdict)
@@ -120,6 +131,7 @@ class Watchdog:
             self.failures,
             asdict(self.policy) | {"action": self.policy.action.value},
             acting=read_record(self.paths),
+            budget=self.budget,
         )
 
     def run(self, once: bool = False) -> None:
@@ -210,11 +222,41 @@ class Watchdog:
             return
         threading.Thread(target=warn, args=(self.settings, text, self.paths), name="warn", daemon=True).start()
 
+    def _count_budget(self) -> None:
+        """Count this boot's uptime into root's ledger; say the crossing once a month, and with
+        `stop` start the act unit (which reads the same ledger for its reason)."""
+        if self.allowance is None:
+            return
+        wall = time.time()
+        self.ledger = budget.count(self.ledger, self.allowance, self.boot, self.uptime(), wall)
+        self.budget = budget.record_of(self.ledger, self.allowance, wall)
+        try:
+            budget.save(self.ledger, self.paths)
+        except OSError as exc:  # counted on in memory; the file catches up at the next tick
+            log.error("could not write the budget ledger: %s", exc)
+        if not self.budget.crossed:
+            return
+        if not self.ledger.warned:
+            self.ledger = replace(self.ledger, warned=True)
+            text = budget.crossing_words(self.settings.name, self.budget)
+            if self.dry_run:
+                log.warning("dry run: would say: %s", text)
+            else:
+                self._tell(text)
+                if self.notifier:
+                    self.notifier.send(budget_notice(self.budget))
+            with contextlib.suppress(OSError):
+                budget.save(self.ledger, self.paths)
+        if budget.stops_now(self.ledger, self.allowance, wall):
+            self._start_act("budget stop", "its share of the budget is spent")
+
     def _act(self, verdict: Verdict) -> None:
         """Start the act unit (at once, never waiting for it); again every minute while it runs."""
-        action = verdict.next_action
+        self._start_act(verdict.next_action.value, f"idle since {verdict.at - verdict.idle_since:.0f}s")
+
+    def _start_act(self, what: str, why: str) -> None:
         if self.dry_run:
-            log.warning("dry run: would %s now (idle since %.0fs)", action.value, verdict.at - verdict.idle_since)
+            log.warning("dry run: would %s now (%s)", what, why)
             return
         if self.clock() < self.retry_at:
             return
@@ -224,11 +266,11 @@ class Watchdog:
             delay = RETRY_BACKOFF[min(self.failures, len(RETRY_BACKOFF) - 1)]
             self.failures += 1
             self.retry_at = self.clock() + delay
-            log.error("starting the %s failed (%s); trying again in %ds", action.value, exc, delay)
-            self._tell(f"vmgen: starting the idle {action.value} failed ({exc}); trying again in {delay}s")
+            log.error("starting the %s failed (%s); trying again in %ds", what, exc, delay)
+            self._tell(f"vmgen: starting the {what} failed ({exc}); trying again in {delay}s")
             return
         if not self.action_started:
-            log.warning("%s: started %s", action.value, UNITS.act)
+            log.warning("%s: started %s", what, UNITS.act)
             self.action_started = True
         self.retry_at = self.clock() + ACTION_RESTART_SECONDS
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...contract.documents import ActionRecord, HookEvent
+from ...contract.documents import ActionRecord, BudgetRecord, HookEvent
 
 # A session's states as notifications see them; "working" is silent (it re-arms the others).
 WORKING, WAITING, PERMISSION, QUESTION, FAILED = "working", "waiting", "permission", "question", "failed"
@@ -143,7 +143,8 @@ def action_notice(event: str, record: ActionRecord | None, workspace: str) -> No
     snapshot = _plain(record.snapshot) if record else ""
     scope = "watchdog:action"
     if event == "acting":
-        return Notice("acting", "backing up", "idle: backing up, then deleting", scope, event, 3, ("floppy_disk",))
+        why = _ACT_REASONS.get(record.reason if record else "", "idle")
+        return Notice("acting", "backing up", f"{why}: backing up, then deleting", scope, event, 3, ("floppy_disk",))
     if event in ("deleting", "done"):
         if backup:
             return Notice(
@@ -173,6 +174,26 @@ def action_notice(event: str, record: ActionRecord | None, workspace: str) -> No
     return None
 
 
+# Why the act unit runs (ActionRecord.reason), as a notice's first words.
+_ACT_REASONS = {"idle": "idle", "lifetime": "hard lifetime over", "budget": "budget spent"}
+
+
+def budget_notice(record: BudgetRecord) -> Notice:
+    """The month's share of the budget is spent: root's own numbers, said once a month."""
+    stop = record.action == "stop"
+    then = "it stops now (budget_action = stop)" if stop else "it keeps running (budget_action = warn)"
+    currency = record.currency if record.currency.isalpha() and len(record.currency) <= 3 else ""
+    return Notice(
+        "budget",
+        "budget spent",
+        f"spent {record.spent:.2f} of its {record.allowance:.2f} {currency} share of budget_month; {then}",
+        "watchdog:budget",
+        f"{record.month_end:.0f}",
+        5 if stop else 4,
+        ("money_with_wings",),
+    )
+
+
 def ready_notice(restored: bool) -> Notice:
     if restored:
         return Notice(
@@ -196,6 +217,7 @@ __all__ = [
     "Message",
     "Notice",
     "action_notice",
+    "budget_notice",
     "hook_state",
     "message_of",
     "notices_of_hooks",

@@ -31,7 +31,7 @@ from ...contract.control import decode_reply
 from ...contract.documents import ACTION_WORDS, WatchdogState
 from ...contract.names import UNITS, VM, VmPaths
 from ...contract.pageops import KEEPALIVE_HOURS, MAX_MESSAGE, PageActivity, PageRequest, encode_request
-from ...contract.verdict_words import lifetime_words, verdict_word, what_happens, what_holds
+from ...contract.verdict_words import budget_words, lifetime_words, verdict_word, what_happens, what_holds
 from ...errors import DocumentError
 from ..activation import UnixHTTPServer, serve_unix
 from ..boot import with_age
@@ -131,6 +131,8 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
         "said": said(watchdog),
         # The idle action or the hard lifetime, once under way: its step and what happened.
         "acting": watchdog.get("acting"),
+        # With a budget: this workspace's spend against its share of budget_month (root's count).
+        "budget": watchdog.get("budget"),
         "leases": [{"until": lease.until, "reason": lease.reason} for lease in activity.leases],
         "backup": {k: backup.get(k) for k in ("ok", "backup_id", "ciphertext_bytes", "finished_at", "error")}
         if backup
@@ -161,6 +163,7 @@ def said(watchdog: dict[str, Any]) -> dict[str, str] | None:
         "now": what_holds(state),
         "next": what_happens(state),
         "lifetime": lifetime_words(state),
+        "budget": budget_words(state),
     }
 
 
