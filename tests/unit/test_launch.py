@@ -510,3 +510,17 @@ def test_previews_on_a_preview_domain_get_records_in_its_zone_that_go_with_a_fai
                 preview_dns=preview_dns,
             )
         assert cf.records("previews.example.net") == [] and cf.records("dev.example.com") == []
+
+
+def test_the_launch_keeps_the_budget_key_root_gets(home, provider) -> None:
+    """The key `vmgen start` signs a new share of the budget with: the same here and in root's
+    secrets file on the VM, and in nothing else the VM gets."""
+    from vmgen.contract.budgetgrant import BUDGET_KEY_VARIABLE
+
+    run_launch(spec_for(home), provider, ScriptedClient())
+    key = WorkspaceState("app").budget_key()
+    assert len(key) == 64
+    files = written_files(provider.user_data["app"])
+    assert f"{BUDGET_KEY_VARIABLE}={key}\n" in files["/etc/vmgen/provider.env"]
+    assert [path for path, content in files.items() if key in content] == ["/etc/vmgen/provider.env"]
+    assert (WorkspaceState("app").dir / WorkspaceState.BUDGET_KEY).stat().st_mode & 0o777 == 0o600

@@ -5,7 +5,8 @@ on the first connection; the kernel tells the daemon who connected (SO_PEERCRED)
 agent writes into a file is ever taken as a request. A request is one JSON line of at most
 MAX_REQUEST bytes, sent within REQUEST_DEADLINE seconds of connecting; the answer is JSON lines:
 progress messages, then one result, a refusal, or "busy" (nothing was done: ask again in a
-moment). A "tick" asks the watchdog for a verdict now; its result is the watchdog's state.
+moment). A "tick" asks the watchdog for a verdict now; its result is the watchdog's state. A
+"budget" hands root a new signed share of the month's budget (contract.budgetgrant).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import Any
 
 from ..errors import DocumentError
 from . import codec
+from .budgetgrant import BudgetGrant
 from .documents import BackupResult, RestoreResult, WatchdogState
 
 MAX_REQUEST = 16 << 10
 MAX_REPLY_LINE = 64 << 10
 REQUEST_DEADLINE = 5.0  # seconds from connecting to the end of the request line, in total
-OPERATIONS = ("backup", "restore", "tick")
+OPERATIONS = ("backup", "restore", "tick", "budget")
 TRIGGERS = ("laptop", "page", "shell")
 
 
@@ -30,6 +32,8 @@ class ControlRequest:
     op: str
     trigger: str = "shell"  # who asked, for the result's record
     identity: str = ""  # restore only: the age identity the laptop pushed over SSH
+    grant: str = ""  # budget only: the grant's text, as the laptop signed it
+    mac: str = ""  # budget only: its signature (contract.budgetgrant)
 
 
 def encode_request(request: ControlRequest) -> bytes:
@@ -57,8 +61,11 @@ def busy_line(reason: str) -> bytes:
     return (json.dumps({"busy": reason}) + "\n").encode()
 
 
-def result_line(result: BackupResult | RestoreResult | WatchdogState) -> bytes:
-    return (json.dumps({"result": codec.to_value(result)}) + "\n").encode()
+def result_line(result: BackupResult | RestoreResult | WatchdogState | BudgetGrant) -> bytes:
+    value = codec.to_value(result)
+    if isinstance(result, BudgetGrant):
+        value = {"ok": True, **value}  # taken: the relay reports success by `ok`
+    return (json.dumps({"result": value}) + "\n").encode()
 
 
 @dataclass(frozen=True)

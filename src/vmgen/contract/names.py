@@ -196,6 +196,11 @@ class VmPaths:
         return self.state / "budget.json"
 
     @property
+    def budget_grant(self) -> Path:
+        """The newest signed share of the budget root took (`vmgen start` hands one over)."""
+        return self.state / "budget-grant.json"
+
+    @property
     def backup_result(self) -> Path:
         return self.state / "backup-result.json"
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ..contract.enums import WorkspaceStatus
+from ..contract.budgetgrant import BudgetGrant
+from ..contract.enums import BudgetAction, WorkspaceStatus
 from .values import Workspace
 
 HOUR = 3600.0
@@ -88,6 +89,28 @@ def in_words(sums: dict[str, float]) -> str:
 def allowance(budget: float, sums: dict[str, float], currency: str) -> float:
     """This workspace's share of the month's budget: what the others left of it in its currency."""
     return max(0.0, budget - sums.get(currency, 0.0))
+
+
+def grant_for(
+    name: str,
+    budget: float,
+    action: BudgetAction,
+    sums: dict[str, float],
+    price_hourly: float | None,
+    currency: str,
+    now: datetime,
+) -> BudgetGrant:
+    """A running workspace's share of the budget as of now (`vmgen start`), for root to count."""
+    return BudgetGrant(
+        workspace=name,
+        budget_month=budget,
+        allowance=round(allowance(budget, sums, currency), 4),
+        price_hourly=price_hourly or 0.0,
+        currency=currency,
+        month_end=month_end(now).timestamp(),
+        action=action,
+        issued_at=now.timestamp(),
+    )
 
 
 def budget_refusal(

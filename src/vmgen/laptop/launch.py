@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..backup.target import BackupTarget
+from ..contract.budgetgrant import BUDGET_KEY_VARIABLE, new_key
 from ..contract.documents import RestoreResult, WatchdogState
 from ..contract.notify import NTFY_TOKEN_VARIABLE
 from ..dns import TOKEN_SETTING as DNS_TOKEN_VARIABLE
@@ -161,7 +162,11 @@ def _launch(
             backup = (options.backup, ensure_identity(spec.name))
         if options.web_login is not None:
             state.write("web-login", f"{options.web_login.user}\n{options.web_login.password}\n")
-        user_data = _render(spec, provider, options, host_key, backup)
+        # The key `vmgen start` signs a new share of the budget with (contract.budgetgrant): here
+        # and in root's secrets file on the VM, nowhere the agent reads.
+        budget_key = new_key()
+        state.write(WorkspaceState.BUDGET_KEY, budget_key + "\n")
+        user_data = _render(spec, provider, options, host_key, backup, budget_key)
         mark("render")
         progress(f"creating the workspace on {provider.name}")
         made_on_provider = provider.create(spec, user_data)
@@ -322,9 +327,12 @@ def _render(
     options: LaunchOptions,
     host_key: HostKey,
     backup: tuple[BackupTarget, str] | None,
+    budget_key: str = "",
 ) -> str:
     """The user-data, checked against the provider's limit and cloud-init's schema."""
     self_delete = provider.self_delete_spec()
+    if budget_key:
+        self_delete = replace(self_delete, secrets=(*self_delete.secrets, (BUDGET_KEY_VARIABLE, budget_key)))
     if spec.host and options.dns is not None:
         self_delete = replace(
             self_delete,

@@ -60,6 +60,9 @@ class WorkspaceState:
     # How it was reached once it came up (a launch, restore or start); absent before, and gone once
     # it is known to be gone (`vmgen list`): the entries of ~/.ssh/vmgen/config are made from it.
     SSH_REACH = "ssh.json"
+    # The key this machine signs a running workspace's new share of the budget with (root on the
+    # VM holds the same one; contract.budgetgrant). Absent for workspaces of an older vmgen.
+    BUDGET_KEY = "budget-key"
 
     def __init__(self, name: str, root: Path | None = None) -> None:
         self.name = name
@@ -130,6 +133,12 @@ class WorkspaceState:
             return SshReach(endpoint, tuple(Path(str(path)) for path in data.get("identities", ())))
         except (OSError, ValueError, KeyError, TypeError):
             return None  # none recorded, or not one vmgen wrote: no entry rather than a wrong one
+
+    def budget_key(self) -> str:
+        try:
+            return (self.dir / self.BUDGET_KEY).read_text().strip()
+        except FileNotFoundError:
+            return ""
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -151,6 +151,11 @@ class SshWorkspaceClient:
             time.sleep(1)  # ticks are at least a second apart anyway
         return state
 
+    def budget_grant(self, text: str, mac: str, timeout: float = 60) -> None:
+        """Hand root a new share of the budget, signed by this machine (root checks the signature)."""
+        payload = json.dumps({"grant": text, "mac": mac}).encode()
+        self._stream(["vmgen", "vmside", "budget-grant"], payload, lambda line: None, timeout)
+
     def certificates(self) -> CertificateReport:
         """Each hostname's certificate as the VM sees it (issued, pending, or why not)."""
         found = run(self.target, ["vmgen", "vmside", "certificates"], check=False)

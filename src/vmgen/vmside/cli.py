@@ -162,6 +162,19 @@ def restore() -> None:
     _relay(ControlRequest("restore", trigger="laptop", identity=identity))
 
 
+@vmside.command(name="budget-grant")
+def budget_grant() -> None:
+    """Hand root a new share of the month's budget, signed by the laptop (read from stdin as
+    JSON: grant and mac); root checks the signature."""
+    try:
+        data = json.loads(sys.stdin.read(16 << 10))
+        grant, mac = str(data["grant"]), str(data["mac"])
+    except (ValueError, KeyError, TypeError):
+        click.echo(json.dumps({"refused": 'expected {"grant": ..., "mac": ...} on stdin'}))
+        sys.exit(1)
+    _relay(ControlRequest("budget", trigger="laptop", grant=grant, mac=mac))
+
+
 @vmside.command(hidden=True)
 def control() -> None:
     """Root's control daemon (vmgen-control.service; systemd passes the listening socket)."""

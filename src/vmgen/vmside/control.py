@@ -50,7 +50,7 @@ from ..contract.control import (
 )
 from ..contract.documents import WatchdogState
 from ..contract.names import AGENT_USER, VM, VmPaths
-from ..errors import ControlUnavailable, DocumentError
+from ..errors import ConfigError, ControlUnavailable, DocumentError
 from .privileges import RunAs
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,9 @@ def serve(
     if request.op == "tick":
         _answer_tick(conn, paths, ticks)
         return
+    if request.op == "budget":
+        _answer_budget(conn, request, paths)
+        return
 
     def progress(message: str) -> None:
         _send(conn, progress_line(message), 0)  # dropped if the client is not reading
@@ -126,6 +129,20 @@ def serve(
         _send(conn, refused_line(str(exc)), FINAL_SEND_TIMEOUT)
         return
     _send(conn, result_line(result), FINAL_SEND_TIMEOUT)
+
+
+def _answer_budget(conn: socket.socket, request: ControlRequest, paths: VmPaths) -> None:
+    """A new share of the budget: taken only with the laptop's signature, for this workspace,
+    and issued after the one root holds (the watchdog reads it at its next tick)."""
+    from .idlewatch import budget, settings
+
+    try:
+        grant = budget.accept_grant(request.grant, request.mac, settings.load(paths).name, paths)
+    except (DocumentError, ConfigError) as exc:
+        log.warning("control: budget grant refused: %s", exc)
+        _send(conn, refused_line(str(exc)), FINAL_SEND_TIMEOUT)
+        return
+    _send(conn, result_line(grant), FINAL_SEND_TIMEOUT)
 
 
 class TickShare:

@@ -18,7 +18,7 @@ from ..agents import AGENT_SESSION
 from ..forwards import stop_background
 from ..identities import backups_encrypted_to, discard_identity, has_identity, identity_path
 from ..owner import describe_owner, owned
-from ..providers import PROVIDERS, Workspace, shares_local_folders
+from ..providers import PROVIDERS, Provider, Workspace, shares_local_folders
 from ..spec import resolve_agent
 from ..ssh import default_identities, interactive, remote
 from ..state import WorkspaceRecord, WorkspaceState, all_records, busy_with, name_lock
@@ -272,12 +272,47 @@ def start(name: str) -> None:
     with progress(f"starting {name}") as update:
         provider.start(name)
         target = wait_until_agent_back(provider, name, default_identities(), update)
+        client = SshWorkspaceClient(target, name)
+        if settings().budget_month > 0:
+            update("handing the workspace its share of budget_month")
+            hand_budget(provider, name, client)
         update("waiting for the watchdog's first verdict")
-        SshWorkspaceClient(target, name).first_verdict(60, agent.watched)
+        client.first_verdict(60, agent.watched)
     # Its SSH port may be another one now (docker publishes a free one at each start).
     offered = offer_ssh_entry(name, target.endpoint, target.identities)
     err.print(f"[green]ready[/]: {name}; connect with `vmgen connect {name}`")
     print_connect_lines(name, record.repo_dir if record else "", offered)
+
+
+def hand_budget(provider: Provider, name: str, client: SshWorkspaceClient) -> None:
+    """This month's share of the budget as of now (the other workspaces have spent since launch,
+    or a month began), signed with the key the launch gave root; a workspace that cannot take
+    one keeps the allowance it has, which is said, not failed."""
+    from ...contract.budgetgrant import grant_text, sign
+    from ..cost import grant_for, totals
+    from .cost_cmd import month_lines
+
+    key = WorkspaceState(name).budget_key()
+    if not key:
+        err.print(f"[yellow]note:[/] {name} was launched by an older vmgen: it keeps the budget it was launched with")
+        return
+    now = datetime.now(UTC)
+    found = provider.get(name)
+    s = settings()
+    grant = grant_for(
+        name,
+        s.budget_month,
+        s.budget_action,
+        totals(month_lines(now), leave_out=name),
+        found.price_hourly if found else None,
+        provider.currency,
+        now,
+    )
+    text = grant_text(grant)
+    try:
+        client.budget_grant(text, sign(text, key))
+    except VmgenError as exc:
+        err.print(f"[yellow]note:[/] {name} keeps the budget it had: {exc}")
 
 
 @main.command()

@@ -11,8 +11,11 @@ uptime, since PID 1 started, on CLOCK_BOOTTIME), and the crossing is not an idle
 busy agent holds nothing off.
 
 The allowance counts within the month it was worked out for: past `month_end` the ledger stops
-counting and nothing acts on it (a new month is a new budget; the next launch or restore hands
-the VM a new allowance).
+counting and nothing acts on it (a new month is a new budget). `vmgen start` hands root a new
+allowance through the agent's login, signed with the key the launch put in root's secrets
+(contract.budgetgrant): root takes it (`accept_grant`, on its control socket) only with a good
+signature, for this workspace, issued after the one it holds; it then counts instead of the
+settings' (`allowance_now`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from ...contract import codec
+from ...contract.budgetgrant import BUDGET_KEY_VARIABLE, BudgetGrant, verified
 from ...contract.documents import BudgetRecord, WatchSettings
 from ...contract.enums import BudgetAction
 from ...contract.names import VM, VmPaths
@@ -30,6 +34,10 @@ from ..jsonfile import write_text
 log = logging.getLogger("vmgen.idlewatch")
 
 HOUR = 3600.0
+# A boot that starts with the allowance already spent (a `vmgen start` after a budget stop) waits
+# this long before `stop` acts: the time the laptop takes to hand over a new share of a raised
+# budget. A crossing later in the boot acts at once. Root's clock; nothing the agent sets.
+START_GRACE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,20 @@ def allowance_of(settings: WatchSettings) -> Allowance | None:
         month_end=settings.budget_month_end,
         action=BudgetAction(settings.budget_action),
     )
+
+
+def allowance_of_grant(grant: BudgetGrant) -> Allowance | None:
+    if grant.budget_month <= 0 or grant.price_hourly <= 0 or grant.month_end <= 0:
+        return None
+    return Allowance(
+        grant.budget_month, max(0.0, grant.allowance), grant.price_hourly, grant.currency, grant.month_end, grant.action
+    )
+
+
+def allowance_now(settings: WatchSettings, paths: VmPaths = VM) -> Allowance | None:
+    """The newest grant root took, else the launch's allowance (the watchdog's settings)."""
+    grant = load_grant(paths)
+    return allowance_of_grant(grant) if grant is not None else allowance_of(settings)
 
 
 def count(ledger: Ledger | None, allowance: Allowance, boot: str, uptime: float, wall: float) -> Ledger:
@@ -136,9 +158,47 @@ def save(ledger: Ledger, paths: VmPaths = VM) -> None:
     write_text(paths.budget_ledger, codec.dumps(ledger), mode=0o644)
 
 
+def load_grant(paths: VmPaths = VM) -> BudgetGrant | None:
+    try:
+        return codec.loads(BudgetGrant, paths.budget_grant.read_bytes(), str(paths.budget_grant))
+    except FileNotFoundError:
+        return None
+    except (OSError, DocumentError) as exc:
+        log.error("budget grant %s unreadable (%s); the launch's allowance holds", paths.budget_grant, exc)
+        return None
+
+
+def accept_grant(text: str, mac: str, workspace: str, paths: VmPaths = VM) -> BudgetGrant:
+    """Check a grant the laptop signed (relayed by the agent) and keep it as root's: DocumentError
+    for a bad signature, another workspace, values out of bounds, or one not newer than the
+    grant root holds (an old one replayed)."""
+    from .settings import read_secrets
+
+    grant = verified(text, mac, read_secrets(paths).get(BUDGET_KEY_VARIABLE, ""), workspace)
+    WatchSettings(  # the same bounds as the launch's allowance
+        budget_month=grant.budget_month,
+        budget_allowance=grant.allowance,
+        budget_price_hourly=grant.price_hourly,
+        budget_currency=grant.currency,
+        budget_month_end=grant.month_end,
+    ).validate("the budget grant")
+    held = load_grant(paths)
+    if held is not None and grant.issued_at <= held.issued_at:
+        raise DocumentError("the budget grant is not newer than the one this workspace holds")
+    write_text(paths.budget_grant, codec.dumps(grant), mode=0o644)
+    log.warning(
+        "budget: took a new allowance of %.2f %s until %.0f (budget_action %s)",
+        grant.allowance,
+        grant.currency,
+        grant.month_end,
+        grant.action.value,
+    )
+    return grant
+
+
 def stop_due(settings: WatchSettings, wall: float, paths: VmPaths = VM) -> bool:
     """Whether the budget is what the act unit acts on (root's ledger, as last counted)."""
-    allowance = allowance_of(settings)
+    allowance = allowance_now(settings, paths)
     ledger = load(paths)
     return allowance is not None and ledger is not None and stops_now(ledger, allowance, wall)
 
@@ -159,11 +219,15 @@ def crossing_words(workspace: str, record: BudgetRecord) -> str:
 __all__ = [
     "Allowance",
     "Ledger",
+    "accept_grant",
+    "allowance_now",
     "allowance_of",
+    "allowance_of_grant",
     "count",
     "crossed",
     "crossing_words",
     "load",
+    "load_grant",
     "record_of",
     "save",
     "spent",

@@ -94,10 +94,11 @@ class Watchdog:
         self.notifier = notifier  # the phone: sends from threads of its own, never in the tick
         self.started_at = time.time()
         self.ready_told = False
-        self.allowance = budget.allowance_of(settings)
+        self.allowance = budget.allowance_now(settings, paths)
         self.ledger = budget.load(paths) if self.allowance is not None else None
         self.budget: BudgetRecord | None = None
         self.uptime: Callable[[], float] = system_uptime
+        self.spent_at_boot: bool | None = None  # the allowance was spent when this boot began
 
     def tick(self) -> Verdict:
         # The budget first, on root's clocks alone: whatever the agent does to the snapshot
@@ -225,10 +226,17 @@ class Watchdog:
     def _count_budget(self) -> None:
         """Count this boot's uptime into root's ledger; say the crossing once a month, and with
         `stop` start the act unit (which reads the same ledger for its reason)."""
+        self.allowance = budget.allowance_now(self.settings, self.paths)  # a grant `vmgen start` handed over
         if self.allowance is None:
+            self.budget = None
             return
-        wall = time.time()
-        self.ledger = budget.count(self.ledger, self.allowance, self.boot, self.uptime(), wall)
+        if self.ledger is None:
+            self.ledger = budget.load(self.paths)
+        wall, uptime = time.time(), self.uptime()
+        if self.spent_at_boot is None:
+            before = self.ledger if self.ledger is not None and self.ledger.boot != self.boot else None
+            self.spent_at_boot = before is not None and budget.crossed(before, self.allowance, wall)
+        self.ledger = budget.count(self.ledger, self.allowance, self.boot, uptime, wall)
         self.budget = budget.record_of(self.ledger, self.allowance, wall)
         try:
             budget.save(self.ledger, self.paths)
@@ -247,8 +255,15 @@ class Watchdog:
                     self.notifier.send(budget_notice(self.budget))
             with contextlib.suppress(OSError):
                 budget.save(self.ledger, self.paths)
-        if budget.stops_now(self.ledger, self.allowance, wall):
-            self._start_act("budget stop", "its share of the budget is spent")
+        if not budget.stops_now(self.ledger, self.allowance, wall):
+            return
+        if self.spent_at_boot and uptime < budget.START_GRACE_SECONDS:
+            log.info(
+                "budget: spent since before this boot; stopping in %.0fs unless a new share comes",
+                budget.START_GRACE_SECONDS - uptime,
+            )
+            return
+        self._start_act("budget stop", "its share of the budget is spent")
 
     def _act(self, verdict: Verdict) -> None:
         """Start the act unit (at once, never waiting for it); again every minute while it runs."""
