@@ -163,7 +163,7 @@ def budget_words(state: WatchdogState) -> str:
         f"({price}; budget_month {record.budget_month:.2f})"
     )
     if not record.counting:
-        return f"{about}; its month is over, nothing counts against it until the next launch or restore"
+        return f"{about}; its month is over: nothing counts until a launch, restore or start brings a new share"
     if record.crossed:
         then = "stopping (budget_action = stop)" if record.action == "stop" else "warned (budget_action = warn)"
         return f"{about}; SPENT: {then}"

@@ -251,8 +251,14 @@ def restore_kept(name: str, snapshot: str, provider: str | None) -> None:
                 name, made.address
             )
         target = wait_until_agent_back(chosen, name, default_identities(), update)
+        client = SshWorkspaceClient(target, name)
+        if settings().budget_month > 0:  # the disk kept its allowance: this month's share as of now
+            from .workspaces import hand_budget
+
+            update("handing the workspace its share of budget_month")
+            hand_budget(chosen, name, client)
         update("waiting for the watchdog's first verdict")
-        SshWorkspaceClient(target, name).first_verdict(60, resolve_agent(record.agent).watched)
+        client.first_verdict(60, resolve_agent(record.agent).watched)
         update(f"deleting snapshot {snapshot}: the server holds its disk again")
         chosen.remove_kept(snapshot)
     offered = offer_ssh_entry(name, target.endpoint, target.identities)
