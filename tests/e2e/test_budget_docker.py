@@ -59,7 +59,7 @@ def hand(cli, payload: dict[str, str]) -> dict:
 
 def as_agent(cli, command: str) -> str:
     """A shell line as the agent: what it printed and how it ended."""
-    return cli.ssh(NAME, f"{command} 2>&1; echo exit=$?", check=False)
+    return cli.ssh(NAME, f"( {command} ) 2>&1; echo exit=$?", check=False)
 
 
 def status(cli) -> dict:
