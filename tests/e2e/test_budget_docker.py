@@ -104,3 +104,17 @@ def test_a_busy_workspace_stops_once_its_share_is_spent(ws, cli, docker_client) 
         timeout=MARGIN + 120,
         what="the workspace powered off by its budget",
     )
+
+
+def test_start_hands_over_the_share_as_of_now_and_the_ledger_carries_on(ws, cli) -> None:
+    """`vmgen start` with a budget: the boot begins spent (root waits for a new share instead of
+    stopping at once), the laptop hands over this month's share as of now (docker: nothing
+    billed, so no budget holds), and root's ledger kept what the last boot spent."""
+    cli.env["VMGEN_BUDGET_MONTH"] = "1000"
+    started = cli("start", NAME)
+    assert "handing the workspace its share of budget_month" in started.stderr, started.stderr
+    assert "note:" not in started.stderr, started.stderr  # the grant was taken
+    after = status(cli)
+    assert after.get("budget") is None, after.get("budget")  # a fresh verdict: no budget counts now
+    ledger = json.loads(cli.ssh(NAME, "cat /var/lib/vmgen/budget.json"))
+    assert ledger["spent_seconds"] > MARGIN and ledger["warned"] is True  # the last boot's spend is kept
