@@ -113,7 +113,7 @@ def test_start_hands_over_the_share_as_of_now_and_the_ledger_carries_on(ws, cli)
     cli.env["VMGEN_BUDGET_MONTH"] = "1000"
     started = cli("start", NAME)
     assert "handing the workspace its share of budget_month" in started.stderr, started.stderr
-    assert "note:" not in started.stderr, started.stderr  # the grant was taken
+    assert "keeps the budget" not in started.stderr, started.stderr  # the grant was taken
     after = status(cli)
     assert after.get("budget") is None, after.get("budget")  # a fresh verdict: no budget counts now
     ledger = json.loads(cli.ssh(NAME, "cat /var/lib/vmgen/budget.json"))
