@@ -3,9 +3,10 @@
 The page runs as its own user (`vmgen-page`), neither root nor the agent: the agent must not be
 able to kill, replace or feed code to the process behind the origin the web login vouches for.
 What the page needs of the agent (its recent activity from its transcript, its leases, typing
-into its tmux pane, a keepalive lease) or of root (a backup) it asks root for here, one request
-per connection. systemd accepts the connection (root:vmgen-page 0660) and root asks the kernel who
-connected, so the agent can neither reach this socket nor pass for the page.
+into its tmux pane, a keepalive lease, its changes as git shows them) or of root (a backup) it
+asks root for here, one request per connection. systemd accepts the connection (root:vmgen-page
+0660) and root asks the kernel who connected, so the agent can neither reach this socket nor pass
+for the page.
 
 A request is one JSON line (capped as root's control socket caps its requests); the answer is one line,
 `{"result": {...}}`, `{"refused": "..."}` or `{"busy": "..."}` (`control.decode_reply` reads them all).
@@ -20,7 +21,7 @@ from ..errors import DocumentError, PageRequestError
 from . import codec
 from .documents import Lease
 
-OPERATIONS = ("activity", "send", "keepalive", "backup")
+OPERATIONS = ("activity", "send", "keepalive", "backup", "changes")
 KEEPALIVE_HOURS = (1, 4)
 MAX_MESSAGE = 4000
 # Activity as the page shows it: the newest items, each text cut to a line's worth.

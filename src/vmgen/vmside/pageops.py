@@ -9,7 +9,9 @@ slow any process of its uid:
   followed, regular files of the agent only, never blocking, capped), every value clamped;
 - send: `tmux send-keys` into the agent's pane, run as the agent, killed at its deadline;
 - keepalive: a lease added by vmgen's own interpreter (`python -I`) running as the agent;
-- backup: root's control socket asked for a backup, answered once it started.
+- backup: root's control socket asked for a backup, answered once it started;
+- changes: the repository's working tree against HEAD and its recent commits, from git run as the
+  agent with a deadline and a size cap of root's (vmside/web/changes.py).
 
 Run as `python -I -m vmgen.vmside.pageops`: it imports only what these need.
 """
@@ -47,6 +49,7 @@ WORKSPACE_INFO_MAX = 64 << 10
 TMUX_TIMEOUT = 5.0
 KEEPALIVE_TIMEOUT = 20.0
 BACKUP_START_TIMEOUT = 30.0
+GIT_TIMEOUT = 10.0
 
 
 # Adds a keepalive lease to the file named, as whoever runs it (the agent): vmgen's own code, in an
@@ -72,6 +75,7 @@ class Context:
     session: str = AGENT_SESSION  # the agent's tmux session
     tmux_seconds: float = TMUX_TIMEOUT  # each tmux client's deadline
     tmux_socket: str = ""  # the agent's default server ("": tmux's own default for its uid)
+    git_seconds: float = GIT_TIMEOUT  # all of git's runs for one look at the changes
 
 
 def serve(conn: socket.socket, context: Context | None = None, page_uid: int | None = None) -> None:
@@ -169,11 +173,24 @@ def backup(_request: PageRequest, context: Context) -> dict[str, Any]:
     raise Refused("the backup service closed the connection")
 
 
+def changes(_request: PageRequest, context: Context) -> dict[str, Any]:
+    """git as the agent, in the repository root's own description names (never a path the agent
+    wrote), bounded by root's deadline and size caps."""
+    from ..contract.changes import Changes
+    from .web.changes import read_changes
+
+    repo_dir = _repo_dir(context.paths)
+    if not repo_dir:
+        return codec.to_value(Changes(error="this workspace has no repository"))
+    return codec.to_value(read_changes(context.agent, repo_dir, context.git_seconds))
+
+
 OPERATIONS: dict[str, Callable[[PageRequest, Context], dict[str, Any]]] = {
     "activity": activity,
     "send": send,
     "keepalive": keepalive,
     "backup": backup,
+    "changes": changes,
 }
 
 
