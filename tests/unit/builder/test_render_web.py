@@ -52,6 +52,9 @@ def test_the_vm_gets_the_verifier_and_never_the_password():
 def test_the_login_service_is_neither_root_nor_the_agent_and_only_caddy_reaches_it():
     service = content("/etc/systemd/system/vmgen-web-login.service")
     assert "User=vmgen-web\n" in service and "RestrictAddressFamilies=AF_UNIX" in service
+    # Caddy's group and no other: the page's socket (root:caddy) admits it, for the page's event
+    # stream it relays; the agent's group never.
+    assert "SupplementaryGroups=caddy\n" in service and "agent" not in service.split("SupplementaryGroups=")[1]
     socket = content("/etc/systemd/system/vmgen-web-login.socket")
     assert "ListenStream=/run/vmgen/web-login.sock" in socket
     assert "SocketUser=root\nSocketGroup=caddy\nSocketMode=0660" in socket

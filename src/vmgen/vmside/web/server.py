@@ -1,4 +1,5 @@
-"""The workspace page's HTTP server (stdlib): the page, its state as JSON, and three actions.
+"""The workspace page's HTTP server (stdlib): the page, its state as JSON, the agent's changes (as
+JSON, and live as server-sent events), and three actions.
 
 It runs as its own user (`vmgen-page`), on a unix socket systemd made as root: with a domain only
 Caddy may connect (root:caddy 0660), and the web login has vouched for every request Caddy sends.
@@ -7,6 +8,11 @@ What the page needs of the agent or of root (the agent's activity and leases, ty
 pane, a keepalive lease, a backup) it asks root for over root's page socket (`vmside/pageops.py`);
 root's own documents (the watchdog's state, the last backup, the links) are world-readable.
 
+The changes view is made by root running git as the agent (pageops' `changes`); however many
+viewers there are, root is asked at most once every CHANGES_SECONDS, and only while somebody looks:
+an event stream asks on its own clock and sends the document again only when it changed. With a
+domain the stream reaches the browser through the web login's relay, which ends it at Sign out.
+
 Actions are POSTs that must carry a JSON body, a custom header and a same-origin Origin: a page
 on another site cannot make the user's browser trigger them. Routes are functions of a request's
 parts that return a `Reply` (vmside/httpbase.py); the handler reads and writes.
@@ -14,12 +20,13 @@ parts that return a `Reply` (vmside/httpbase.py); the handler reads and writes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,6 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ...contract import codec
+from ...contract.changes import Changes
 from ...contract.control import decode_reply
 from ...contract.documents import ACTION_WORDS, WatchdogState
 from ...contract.names import UNITS, VM, VmPaths
@@ -45,6 +53,12 @@ MAX_BODY = 16 * 1024
 ACTIVITY_SECONDS = 2.0  # polls from several tabs within this share one question to root
 OPS_TIMEOUT = 45.0  # root's own deadlines are shorter; this only ends a hung connection
 DOCUMENT_MAX = 1 << 20
+CHANGES_SECONDS = 3.0  # the agent's changes are looked at no more often, whoever asks
+STREAM_PATH = "/api/changes/stream"
+STREAM_SECONDS = 600.0  # a stream ends after this and the browser opens it again (EventSource)
+HEARTBEAT_SECONDS = 15.0  # a comment when nothing changed: a closed connection shows on a write
+MAX_STREAMS = 8
+STREAM_RETRY_MS = 5000
 
 
 class ActionRefused(Exception):
@@ -91,6 +105,25 @@ class WebSettings:
     ops: Ops = field(default_factory=root_ops)
     _activity: tuple[float, PageActivity] = (0.0, PageActivity())
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _changes: tuple[float, dict[str, Any] | None] = (0.0, None)
+    _changes_lock: threading.Lock = field(default_factory=threading.Lock)
+    streams: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(MAX_STREAMS))
+    clock: Callable[[], float] = time.monotonic
+
+    def changes(self) -> dict[str, Any]:
+        """The agent's changes as root last made them, at most CHANGES_SECONDS old; when root does
+        not answer, the last good look (or why there is none)."""
+        with self._changes_lock:
+            at, cached = self._changes
+            if cached is not None and self.clock() - at < CHANGES_SECONDS:
+                return cached
+            try:
+                fresh = codec.to_value(Changes.from_result(self.ops(PageRequest("changes"))))
+            except (ActionRefused, DocumentError) as exc:
+                log.warning("the agent's changes: %s", exc)
+                fresh = cached if cached is not None else codec.to_value(Changes(error=str(exc)))
+            self._changes = (self.clock(), fresh)
+            return fresh
 
     def activity(self) -> PageActivity:
         with self._lock:
@@ -208,9 +241,49 @@ def answer_get(settings: WebSettings, path: str, page: bytes) -> Reply:
         return Reply(200, page, "text/html; charset=utf-8")
     if path == "/api/state":
         return Reply.json(200, collect_state(settings))
+    if path == "/api/changes":  # the event stream's fallback: polled
+        return Reply.json(200, settings.changes())
     if path == "/healthz":
         return Reply(200, b"ok\n", "text/plain")
     return Reply.json(404, {"error": "not found"})
+
+
+def change_version(document: dict[str, Any]) -> str:
+    """What tells two looks apart: everything but when it was made."""
+    return hashlib.sha256(json.dumps({**document, "made_at": 0}, sort_keys=True).encode()).hexdigest()
+
+
+def change_events(
+    settings: WebSettings, wait: Callable[[float], object] = time.sleep, seconds: float = STREAM_SECONDS
+) -> Iterator[bytes]:
+    """The event stream's bytes: the changes at once, then again each time they differ (looked at
+    every CHANGES_SECONDS), a heartbeat comment when nothing was sent for HEARTBEAT_SECONDS; it ends
+    after `seconds` (the browser reconnects after `retry`)."""
+    yield f"retry: {STREAM_RETRY_MS}\n\n".encode()
+    end = settings.clock() + seconds
+    sent, quiet_since = "", settings.clock()
+    while settings.clock() < end:
+        document = settings.changes()
+        version = change_version(document)
+        if version != sent:
+            sent, quiet_since = version, settings.clock()
+            yield b"event: changes\ndata: " + json.dumps(document).encode() + b"\n\n"
+        elif settings.clock() - quiet_since >= HEARTBEAT_SECONDS:
+            quiet_since = settings.clock()
+            yield b": nothing new\n\n"
+        wait(CHANGES_SECONDS)
+
+
+def open_stream(settings: WebSettings, headers: Any) -> Reply | None:
+    """None when an event stream may start (a slot was taken: release it at its end); else the
+    refusal. The page's own script asks (same origin); past MAX_STREAMS it polls instead."""
+    if "text/event-stream" not in (headers.get("Accept") or ""):
+        return Reply.json(406, {"error": "an event stream: send Accept: text/event-stream"})
+    if not same_origin(headers):
+        return Reply.json(403, {"error": "cross-site request refused"})
+    if not settings.streams.acquire(blocking=False):
+        return Reply.json(503, {"error": "too many live views; the page polls instead"})
+    return None
 
 
 def answer_post(settings: WebSettings, path: str, headers: Any, raw: bytes | None) -> Reply:
@@ -251,7 +324,36 @@ def make_handler(settings: WebSettings) -> type[BaseHandler]:
         page_headers = PAGE_HEADERS
 
         def do_GET(self) -> None:  # http.server's naming
-            self.send(answer_get(settings, urlsplit(self.path).path, page))
+            path = urlsplit(self.path).path
+            if path == STREAM_PATH:
+                self._stream()
+                return
+            self.send(answer_get(settings, path, page))
+
+        def _stream(self) -> None:
+            refused = open_stream(settings, self.headers)
+            if refused is not None:
+                self.send(refused)
+                return
+            try:
+                self.close_connection = True
+                self.send_response(200)
+                for name, value in (
+                    ("Content-Type", "text/event-stream"),
+                    ("Cache-Control", "no-store"),
+                    ("X-Content-Type-Options", "nosniff"),
+                    ("Connection", "close"),
+                    *PAGE_HEADERS,
+                ):
+                    self.send_header(name, value)
+                self.end_headers()
+                for chunk in change_events(settings):
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+            except OSError:
+                pass  # the viewer went away (or signed out: the login closed its relay)
+            finally:
+                settings.streams.release()
 
         def do_POST(self) -> None:
             raw = self.read_body(MAX_BODY)  # before any answer: this connection may be kept alive

@@ -82,7 +82,13 @@ class LoginService:
     """The state behind the handler: configuration, sessions and their live connections, the
     sign-out walks, the failure counter."""
 
-    def __init__(self, config: LoginConfig, clock: Any = time.time, ports: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        config: LoginConfig,
+        clock: Any = time.time,
+        ports: dict[str, int] | None = None,
+        page_socket: Path = VM.page_socket,
+    ) -> None:
         self.config = config
         self.settings = config.settings
         self.streams = Streams()
@@ -91,9 +97,13 @@ class LoginService:
         self.limiter = FailureLimiter(config.settings.max_failures, config.settings.failure_window_seconds, clock)
         self.clock = clock
         self.ports = ports or {}  # a role's backend elsewhere than the contract's port (tests)
+        self.page_socket = page_socket
 
-    def backend(self, site: WebSite) -> tuple[str, int] | None:
-        """Where a site's streams go: its backend on the loopback (the page has none to stream)."""
+    def backend(self, site: WebSite) -> tuple[str, int] | str | None:
+        """Where a site's streams go: its backend on the loopback, or the page's unix socket (the
+        changes view's events; the service's unit adds Caddy's group, which that socket admits)."""
+        if site.role == "page":
+            return str(self.page_socket)
         port = self.ports.get(site.role, site.port)
         return ("127.0.0.1", port) if port else None
 
@@ -167,7 +177,7 @@ def make_handler(service: LoginService) -> type[BaseHandler]:
                 self._send(Reply.text(401, f"sign in at {main_origin(service, facts)}/"))
                 return
             try:
-                backend = socket.create_connection(address, timeout=BACKEND_CONNECT_SECONDS)
+                backend = connect(address, BACKEND_CONNECT_SECONDS)
             except OSError:
                 self._send(Reply.text(502, "the backend does not answer"))
                 return
@@ -203,6 +213,20 @@ def make_handler(service: LoginService) -> type[BaseHandler]:
             return self.headers.get("X-Vmgen-Client", "-") if hasattr(self, "headers") else "-"
 
     return Handler
+
+
+def connect(address: tuple[str, int] | str, timeout: float) -> socket.socket:
+    """A backend on the loopback, or on a unix socket (a path)."""
+    if isinstance(address, tuple):
+        return socket.create_connection(address, timeout=timeout)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def backend_head(request: LoginRequest, site: WebSite, facts: Facts) -> bytes:

@@ -12,7 +12,18 @@ import pytest
 
 from vmgen.contract.names import VmPaths
 from vmgen.contract.pageops import PageRequest
-from vmgen.vmside.web.server import MAX_BODY, WebSettings, answer_get, answer_post
+from vmgen.vmside.web.server import (
+    CHANGES_SECONDS,
+    HEARTBEAT_SECONDS,
+    MAX_BODY,
+    MAX_STREAMS,
+    ActionRefused,
+    WebSettings,
+    answer_get,
+    answer_post,
+    change_events,
+    open_stream,
+)
 
 HOST = "app.dev.example.com"
 
@@ -73,3 +84,91 @@ def test_what_is_refused_never_reaches_root(asked, path, sent, raw, status, erro
     reply = answer_post(settings, path, sent, raw)
     assert reply.status == status and error in json.loads(reply.body)["error"]
     assert requests == []
+
+
+# --- the changes view: its JSON and its event stream -------------------------------------------
+
+
+class Looks:
+    """Root's page socket as far as the changes go: each look answers the next document (the last
+    one again when they run out), counting how often root was asked."""
+
+    def __init__(self, *documents: dict[str, Any]) -> None:
+        self.documents = list(documents)
+        self.asked = 0
+
+    def __call__(self, request: PageRequest) -> dict[str, Any]:
+        assert request.op == "changes"
+        self.asked += 1
+        return self.documents.pop(0) if len(self.documents) > 1 else self.documents[0]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def change(path: str, made_at: float = 0.0) -> dict[str, Any]:
+    return {"files": [{"path": path, "state": "modified", "lines": [{"kind": "+", "text": "x"}]}], "made_at": made_at}
+
+
+def test_the_changes_are_asked_of_root_at_most_every_few_seconds_however_many_ask(tmp_path) -> None:
+    clock, looks = Clock(), Looks(change("a.py"), change("b.py"))
+    settings = WebSettings(vm=VmPaths(etc=tmp_path, state=tmp_path, run=tmp_path), ops=looks, clock=clock)
+    first = [json.loads(answer_get(settings, "/api/changes", b"").body) for _ in range(5)]
+    assert looks.asked == 1 and all(doc["files"][0]["path"] == "a.py" for doc in first)
+    clock.sleep(CHANGES_SECONDS)
+    assert json.loads(answer_get(settings, "/api/changes", b"").body)["files"][0]["path"] == "b.py"
+    assert looks.asked == 2
+
+
+def test_when_root_does_not_answer_the_last_look_stays_or_the_page_says_why(tmp_path) -> None:
+    def refusing(request: PageRequest) -> dict[str, Any]:
+        raise ActionRefused(503, "root's page service does not answer")
+
+    clock = Clock()
+    settings = WebSettings(vm=VmPaths(etc=tmp_path, state=tmp_path, run=tmp_path), ops=refusing, clock=clock)
+    assert "does not answer" in settings.changes()["error"]
+    settings = WebSettings(
+        vm=VmPaths(etc=tmp_path, state=tmp_path, run=tmp_path), ops=Looks(change("a.py")), clock=clock
+    )
+    settings.changes()
+    settings.ops = refusing
+    clock.sleep(CHANGES_SECONDS)
+    assert settings.changes()["files"][0]["path"] == "a.py"
+    settings.ops = Looks({"files": [{"path": "x", "state": "<script>"}]})  # root's answer is checked too
+    clock.sleep(CHANGES_SECONDS)
+    assert settings.changes()["files"][0]["path"] == "a.py"
+
+
+def test_the_stream_sends_a_change_once_heartbeats_between_and_ends(tmp_path) -> None:
+    clock = Clock()
+    # The same look twice (only its time differs), then a change, then nothing new.
+    looks = Looks(change("a.py", 1.0), change("a.py", 2.0), change("b.py", 3.0))
+    settings = WebSettings(vm=VmPaths(etc=tmp_path, state=tmp_path, run=tmp_path), ops=looks, clock=clock)
+    chunks = list(change_events(settings, wait=clock.sleep, seconds=60))
+    assert chunks[0] == b"retry: 5000\n\n"
+    events = [json.loads(c.split(b"data: ", 1)[1]) for c in chunks if c.startswith(b"event: changes\n")]
+    assert [e["files"][0]["path"] for e in events] == ["a.py", "b.py"]
+    beats = [c for c in chunks if c.startswith(b":")]
+    assert 2 <= len(beats) <= 60 / HEARTBEAT_SECONDS
+    assert looks.asked == 60 / CHANGES_SECONDS
+
+
+def test_an_event_stream_only_from_the_page_and_only_so_many(asked) -> None:
+    settings, _ = asked
+    stream = {"Accept": "text/event-stream"}
+    assert open_stream(settings, headers(**stream, Origin="https://evil.example")).status == 403  # type: ignore[union-attr]
+    assert open_stream(settings, headers()).status == 406  # type: ignore[union-attr]
+    for _ in range(MAX_STREAMS):
+        assert open_stream(settings, headers(**stream, Origin=f"https://{HOST}")) is None
+    refused = open_stream(settings, headers(**stream))
+    assert refused is not None and refused.status == 503 and "polls" in json.loads(refused.body)["error"]
+    settings.streams.release()
+    assert open_stream(settings, headers(**stream)) is None

@@ -273,13 +273,15 @@ def signed_in_on(service: Client, label: str) -> tuple[str, str]:
     return cookie_of(response), cookie_of(service.request("GET", host, f"/.vmgen/session?ticket={ticket}"))
 
 
-def open_stream(path: str, host: str, cookie: str, origin: str | None = None, websocket: bool = True) -> socket.socket:
+def open_stream(
+    path: str, host: str, cookie: str, origin: str | None = None, websocket: bool = True, target: str = "/events"
+) -> socket.socket:
     """As Caddy hands a websocket (or an event stream) over: the request whole, on its own connection."""
     conn = socket.socket(socket.AF_UNIX)
     conn.settimeout(10)
     conn.connect(path)
     lines = [
-        "GET /websockify HTTP/1.1" if websocket else "GET /events HTTP/1.1",
+        "GET /websockify HTTP/1.1" if websocket else f"GET {target} HTTP/1.1",
         f"Host: {host}",
         f"Cookie: theme=dark; {cookie}",
     ]
@@ -477,3 +479,39 @@ def test_previews_on_a_preview_domain_are_signed_in_across_sites(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_pages_event_stream_is_relayed_to_its_socket_and_ends_with_the_login(tmp_path, clock):
+    """The changes view's events: the page is on a unix socket (no loopback port), and its stream
+    goes through the login's relay like any other, closed at Sign out."""
+    from vmgen.contract.names import VmPaths
+    from vmgen.vmside.web.server import STREAM_PATH, WebSettings, serve as serve_page
+
+    vm = VmPaths(etc=tmp_path, state=tmp_path, run=tmp_path)
+    changes = {"branch": "main", "files": [{"path": "README.md", "state": "modified"}]}
+    page = serve_page(WebSettings(vm=vm, ops=lambda request: changes), vm.page_socket)
+    threading.Thread(target=page.serve_forever, daemon=True).start()
+    settings = WebLoginSettings(host=HOST, user="vmgen")
+    login = LoginService(LoginConfig(settings, make_verifier(PASSWORD)), clock, page_socket=vm.page_socket)
+    server = serve(login, tmp_path / "login.sock")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = Client(str(tmp_path / "login.sock"))
+    try:
+        main = cookie_of(client.login())
+        with open_stream(client.path, HOST, "__Host-vmgen=guessed", websocket=False, target=STREAM_PATH) as refused:
+            assert head_of(refused).startswith("HTTP/1.1 401")
+        events = open_stream(client.path, HOST, main, websocket=False, target=STREAM_PATH)
+        head = head_of(events)
+        assert head.split("\r\n")[0].endswith(" 200 OK") and "Content-Type: text/event-stream" in head
+        received = head.encode("latin-1")  # the head's reads may have carried the first event
+        while b"README.md" not in received:
+            received += events.recv(65536)
+        out = client.request("POST", HOST, "/.vmgen/logout", {"Cookie": main, "Origin": f"https://{HOST}"})
+        assert out.status == 303
+        assert closed_within(events, 5)
+        events.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        page.shutdown()
+        page.server_close()
