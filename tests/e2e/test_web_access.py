@@ -4,7 +4,8 @@ port 80, the zone's records as its DNS), asking vmgen's login service before any
 chain a browser verifies, and for the hostnames that get none (DNS pointing elsewhere, the ACME
 server's refusal, its rate limit) one line each in the launch's output, `vmgen status` and on the
 page. In a real headless chromium, one sign-in for the workspace page (agent state, keep alive, a
-message to the agent, signing out; screenshots at phone and desktop widths), the Claude Code web UI
+message to the agent, signing out; screenshots at phone and desktop widths; the agent's changes
+with their diff at a phone's width, live by the page's event stream), the Claude Code web UI
 really working behind it (projects, the agent's session, a message that reaches the scripted
 model), and the desktop (noVNC connecting with its VNC password); DNS records that come and go with
 the workspace. The attacks on all this are in test_web_attacks.py."""
@@ -18,7 +19,7 @@ import os
 import pytest
 
 from tests.acme import AcmeFront, Pebble, ZoneDns, served_chain_verifies, zone_resolver
-from tests.fakes.anthropic_api import Rule, Script
+from tests.fakes.anthropic_api import Rule, Script, ToolUse
 from tests.polling import eventually, wait_until
 from tests.raw_https import spki_hash
 from vmgen.contract.names import PORTS
@@ -186,6 +187,56 @@ def test_the_workspace_page_in_a_real_browser(cli, model, launched):
         wait.until(lambda d: d.find_elements(By.ID, "password"))
         driver.get(f"https://{launched.host}/")
         wait.until(lambda d: d.find_elements(By.ID, "password"))
+    finally:
+        driver.quit()
+
+
+def test_the_changes_view_shows_a_file_the_agent_edited_on_a_phone(cli, model, launched):
+    """Asked from the page, the agent edits README.md; the page's changes view (git run as the
+    agent by root, live through the login's relay of the page's event stream) shows the file with
+    its diff, at a phone's 390 px."""
+    from selenium.webdriver.common.by import By
+
+    added = "A line the agent added, long enough to wrap on a phone: " + "words " * 12
+    model.script = Script(
+        rules=[
+            Rule(
+                trigger="add a line to the readme",
+                tool=ToolUse(
+                    "Bash",
+                    {
+                        "command": f"printf '%s\\n' '{added}' >> /home/agent/work/{NAME}/README.md",
+                        "description": "edit",
+                    },
+                ),
+                after_tool_text="I added a line to README.md.",
+            )
+        ]
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver = browser(launched.ip, 390, 844)
+    # Headless chromium keeps a window at least 500 px wide: the page is laid out at the phone's.
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+    )
+    try:
+        sign_in_browser(driver, f"https://{launched.host}/", launched.password)
+        wait = waiting(driver, 120)
+        wait.until(lambda d: " @ " in d.find_element(By.ID, "changes-head").text)  # branch @ head: git answered
+        driver.find_element(By.ID, "message").send_keys("add a line to the readme")
+        driver.find_element(By.ID, "send").click()
+        model.wait_for("add a line to the readme", timeout=90)
+        wait.until(lambda d: added.strip() in d.find_element(By.ID, "changes-files").text)
+        readme = driver.find_element(By.CSS_SELECTOR, "details.file[data-path='README.md']")
+        assert readme.get_attribute("open") is not None and "+1" in readme.find_element(By.TAG_NAME, "summary").text
+        line = readme.find_element(By.CSS_SELECTOR, ".diff .add")
+        assert line.text.startswith("+A line the agent added") and line.size["width"] <= 390
+        assert driver.execute_script("return document.documentElement.scrollWidth") <= 390  # wrapped, not scrolled
+        # Live: the page's event stream reached the browser through Caddy and the login's relay.
+        assert driver.find_element(By.ID, "changes-card").get_attribute("data-live") == "events"
+        assert "initial" in driver.find_element(By.ID, "commits").text
+        driver.execute_script("document.getElementById('changes-card').scrollIntoView()")
+        driver.save_screenshot(str(ARTIFACTS / "changes-view-phone.png"))
     finally:
         driver.quit()
 
