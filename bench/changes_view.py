@@ -70,7 +70,9 @@ def main() -> None:
         imports = []
         for _ in range(5):
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-I", "-c", "import vmgen.vmside.pageops"], check=True, env={"PYTHONPATH": ""})
+            subprocess.run(
+                [sys.executable, "-I", "-c", "import vmgen.vmside.pageops"], check=True, env={"PYTHONPATH": ""}
+            )
             imports.append(time.perf_counter() - started)
     result = {
         "runs": args.runs,

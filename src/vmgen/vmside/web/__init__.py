@@ -1,5 +1,6 @@
-"""The workspace page: what the agent is doing, the watchdog's verdict, and a few buttons.
+"""The workspace page: what the agent is doing and what it changed, the watchdog's verdict, and a
+few buttons.
 
-Served on 127.0.0.1 by the agent user (vmgen-web.service); Caddy puts it on the workspace's
-hostname behind basic auth.
+Served by its own user (vmgen-web.service as `vmgen-page`) on a unix socket systemd made; with a
+domain Caddy puts it on the workspace's hostname behind vmgen's login (server.py).
 """

@@ -54,6 +54,7 @@ ACTIVITY_SECONDS = 2.0  # polls from several tabs within this share one question
 OPS_TIMEOUT = 45.0  # root's own deadlines are shorter; this only ends a hung connection
 DOCUMENT_MAX = 1 << 20
 CHANGES_SECONDS = 3.0  # the agent's changes are looked at no more often, whoever asks
+STALLED_SECONDS = 30.0  # ... and after a look git did not finish in time (a hanging repository)
 STREAM_PATH = "/api/changes/stream"
 STREAM_SECONDS = 600.0  # a stream ends after this and the browser opens it again (EventSource)
 HEARTBEAT_SECONDS = 15.0  # a comment when nothing changed: a closed connection shows on a write
@@ -115,7 +116,8 @@ class WebSettings:
         not answer, the last good look (or why there is none)."""
         with self._changes_lock:
             at, cached = self._changes
-            if cached is not None and self.clock() - at < CHANGES_SECONDS:
+            wait = STALLED_SECONDS if cached is not None and cached.get("cut") == "time" else CHANGES_SECONDS
+            if cached is not None and self.clock() - at < wait:
                 return cached
             try:
                 fresh = codec.to_value(Changes.from_result(self.ops(PageRequest("changes"))))

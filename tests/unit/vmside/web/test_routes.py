@@ -17,6 +17,7 @@ from vmgen.vmside.web.server import (
     HEARTBEAT_SECONDS,
     MAX_BODY,
     MAX_STREAMS,
+    STALLED_SECONDS,
     ActionRefused,
     WebSettings,
     answer_get,
@@ -126,6 +127,16 @@ def test_the_changes_are_asked_of_root_at_most_every_few_seconds_however_many_as
     clock.sleep(CHANGES_SECONDS)
     assert json.loads(answer_get(settings, "/api/changes", b"").body)["files"][0]["path"] == "b.py"
     assert looks.asked == 2
+
+
+def test_after_a_look_git_did_not_finish_root_is_asked_again_later(tmp_path) -> None:
+    clock, looks = Clock(), Looks({"cut": "time", "error": "git did not answer in time"}, change("a.py"))
+    settings = WebSettings(vm=VmPaths(etc=tmp_path, state=tmp_path, run=tmp_path), ops=looks, clock=clock)
+    assert settings.changes()["cut"] == "time"
+    clock.sleep(CHANGES_SECONDS)
+    assert settings.changes()["cut"] == "time" and looks.asked == 1
+    clock.sleep(STALLED_SECONDS)
+    assert settings.changes()["files"][0]["path"] == "a.py" and looks.asked == 2
 
 
 def test_when_root_does_not_answer_the_last_look_stays_or_the_page_says_why(tmp_path) -> None:
