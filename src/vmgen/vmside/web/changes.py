@@ -23,15 +23,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from ...contract.changes import Changes, Commit
+from ...contract.changes import DIFF_BUDGET, Changes, Commit
 from ..privileges import RunAs
-from .gitparse import combine, parse_diff, parse_log, parse_status
+from .gitparse import budget_used, combine, parse_diff, parse_log, parse_status
 
 DEADLINE = 10.0  # seconds for all of git's runs together
 STATUS_MAX = 1 << 20
 DIFF_MAX = 4 << 20
 LOG_MAX = 256 << 10
 ERROR_MAX = 4 << 10
+UNTRACKED_SHOWN = 5  # new files whose content is shown (each one more git run), the first ones
+UNTRACKED_MAX = 256 << 10
 # git's empty tree: the diff's base before the first commit.
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 # Nothing the repository's configuration names is started for a look at it.
@@ -44,6 +46,9 @@ SAFE_CONFIG = (
     "log.showSignature=false",
     "color.ui=false",
 )
+
+
+PATCH_FLAGS = ("--no-color", "--no-ext-diff", "--no-textconv")
 
 
 @dataclass(frozen=True)
@@ -170,9 +175,7 @@ def read_changes(
             "--raw",
             "--numstat",
             "-p",
-            "--no-color",
-            "--no-ext-diff",
-            "--no-textconv",
+            *PATCH_FLAGS,
             "--ignore-submodules",
             "--",
         ),
@@ -181,6 +184,26 @@ def read_changes(
         deadline,
     )
     cut = cut or diff_run.cut
+    diffs = parse_diff(diff_run.out)
+    # New files are no part of a diff against HEAD: the first few are shown as all added, each
+    # by `git diff --no-index` against /dev/null (as the agent, within the same deadline).
+    budget = DIFF_BUDGET - budget_used(diffs)
+    for path in [f.path for f in status.files if f.state == "untracked"][:UNTRACKED_SHOWN]:
+        if cut == "time" or budget <= 0 or path.startswith("/") or ".." in path.split("/"):
+            continue
+        new_run = run_bounded(
+            who,
+            git_argv(
+                repo, "diff", "--no-index", "-z", "--raw", "--numstat", "-p", *PATCH_FLAGS, "--", "/dev/null", path
+            ),
+            env,
+            UNTRACKED_MAX,
+            deadline,
+        )
+        cut = "time" if new_run.cut == "time" else cut  # one cut at its size cap is said by its counts
+        shown = parse_diff(new_run.out, budget)
+        budget -= budget_used(shown)
+        diffs += shown
     commits: list[Commit] = []
     if status.head and diff_run.cut != "time":
         log_run = run_bounded(
@@ -203,7 +226,7 @@ def read_changes(
         )
         cut = cut or log_run.cut
         commits = parse_log(log_run.out)
-    return combine(status, parse_diff(diff_run.out), commits, repo, cut, made_at)
+    return combine(status, diffs, commits, repo, cut, made_at)
 
 
 def _git_error(err: bytes) -> str:

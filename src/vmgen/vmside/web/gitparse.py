@@ -151,6 +151,15 @@ def _numstat(records: list[bytes], start: int, diffs: list[FileDiff]) -> None:
         n += 1
 
 
+def line_cost(text: str) -> int:
+    """A diff line's share of the document, in JSON bytes."""
+    return len(json.dumps(text)) + 24
+
+
+def budget_used(diffs: list[FileDiff]) -> int:
+    return sum(line_cost(line.text) for diff in diffs for line in diff.lines)
+
+
 def parse_diff(data: bytes, budget: int = DIFF_BUDGET) -> list[FileDiff]:
     """Each file's diff, in git's order (the raw records name them; the patches follow in the same
     order). Lines past FILE_LINES a file, or past `budget` bytes of JSON in all, are left out."""
@@ -188,7 +197,7 @@ def parse_diff(data: bytes, budget: int = DIFF_BUDGET) -> list[FileDiff]:
         if kind == "\\":
             text = "\\" + text
         line = DiffLine(kind, text, cut)
-        budget -= len(json.dumps(text)) + 24  # the line's share of the document
+        budget -= line_cost(text)
         current.lines.append(line)
         if kind in "+-":
             current.shown_changes += 1

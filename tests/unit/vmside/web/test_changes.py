@@ -91,6 +91,9 @@ def test_the_working_tree_against_head_and_the_recent_commits(tmp_path):
         ("-", "old words"),
         ("+", "new words from the agent"),
     ]
+    # A new file is shown whole, as added.
+    scratch = by_path["scratch.txt"]
+    assert (scratch.added, [(line.kind, line.text) for line in scratch.lines][1:]) == (1, [("+", "not in git")])
     assert [c.subject for c in changes.commits] == ["main prints more", "first commit"]
     assert changes.commits[0].files == ("main.py",) and changes.commits[0].hash.startswith(changes.head)
 
@@ -107,6 +110,18 @@ def test_before_the_first_commit_and_outside_a_repository(tmp_path):
     plain = tmp_path / "plain"
     plain.mkdir()
     assert "not a git repository" in read_changes(RunAs.current(), str(plain)).error
+
+
+def test_the_first_new_files_are_shown_whole_binaries_named_and_the_rest_listed(tmp_path):
+    repo = make_repo(tmp_path)
+    (repo / "a-logo.png").write_bytes(b"\x89PNG\0\0binary")
+    for i in range(8):
+        (repo / f"new{i}.txt").write_text(f"new file {i}\n")
+    changes = read_changes(RunAs.current(), str(repo))
+    new = [f for f in changes.files if f.state == "untracked"]
+    assert [f.path for f in new] == ["a-logo.png", *(f"new{i}.txt" for i in range(8)), "scratch.txt"]
+    assert new[0].binary and new[0].lines == ()
+    assert [f.path for f in new if f.lines] == ["new0.txt", "new1.txt", "new2.txt", "new3.txt"]
 
 
 MARK = """#!/bin/sh
