@@ -194,8 +194,25 @@ def test_the_workspace_page_in_a_real_browser(cli, model, launched):
 def test_the_changes_view_shows_a_file_the_agent_edited_on_a_phone(cli, model, launched):
     """Asked from the page, the agent edits README.md; the page's changes view (git run as the
     agent by root, live through the login's relay of the page's event stream) shows the file with
-    its diff, at a phone's 390 px."""
+    its diff, at a phone's 390 px. The repository's configuration names a program for each way git
+    could start one: none ever runs as root."""
     from selenium.webdriver.common.by import By
+
+    repo = f"/home/agent/work/{NAME}"
+    hostile = {
+        "core.fsmonitor": MARK,
+        "core.pager": MARK,
+        "diff.external": MARK,
+        "diff.evil.textconv": MARK,
+        "gpg.program": MARK,
+        "log.showSignature": "true",
+    }
+    cli.ssh(
+        NAME,
+        f"mkdir -p /home/agent/marks && printf '#!/bin/sh\\nid -u >> /home/agent/marks/hit\\ncat\\n' > {MARK}"
+        f" && chmod +x {MARK} && echo '* diff=evil' > {repo}/.git/info/attributes && "
+        + " && ".join(f"git -C {repo} config {key} {value}" for key, value in hostile.items()),
+    )
 
     added = "A line the agent added, long enough to wrap on a phone: " + "words " * 12
     model.script = Script(
@@ -237,8 +254,19 @@ def test_the_changes_view_shows_a_file_the_agent_edited_on_a_phone(cli, model, l
         assert "initial" in driver.find_element(By.ID, "commits").text
         driver.execute_script("document.getElementById('changes-card').scrollIntoView()")
         driver.save_screenshot(str(ARTIFACTS / "changes-view-phone.png"))
+        # The agent's own git (Claude Code's, CloudCLI's) may run them as the agent; root never.
+        assert "0" not in cli.ssh(NAME, "cat /home/agent/marks/hit 2>/dev/null || true").split()
     finally:
         driver.quit()
+        cli.ssh(
+            NAME,
+            f"rm -f {repo}/.git/info/attributes; "
+            + "; ".join(f"git -C {repo} config --unset {key}" for key in hostile)
+            + "; true",
+        )
+
+
+MARK = "/home/agent/mark.sh"  # a program that notes the uid it ran as
 
 
 def test_the_code_ui_works_behind_the_login(cli, model, launched):
