@@ -143,10 +143,12 @@ def test_targets_parse(text: str, target: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["ntfy:", "ntfy:ntfy.sh/", "ntfy:ntfy.sh/a b", "ntfy:ntfy.sh/top!c", "ftp://x/y", "telegram", "ntfy.sh/t"]
+    "text", ["ntfy:", "ntfy:ntfy.sh/", "ntfy:ntfy.sh/a b", "ntfy:ntfy.sh/top!c", "ftp://x/y", "telegrams", "ntfy.sh/t"]
 )
 def test_a_bad_target_names_the_setting_and_what_it_takes(text: str) -> None:
-    with pytest.raises(DocumentError, match=r"^notify: .* is not `ntfy:<server>/<topic>` or an http\(s\) webhook URL"):
+    with pytest.raises(
+        DocumentError, match=r"^notify: .* is not `ntfy:<server>/<topic>`, `telegram` or an http\(s\) webhook URL"
+    ):
         parse_target(text)
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ....contract.notify import NtfyTarget, WebhookTarget, parse_target
+from ....contract.notify import NtfyTarget, TelegramTarget, WebhookTarget, parse_target
 from .base import Channel, SendError
 from .ntfy import NtfyChannel
+from .telegram import TelegramChannel
 from .webhook import WebhookChannel
 
 
@@ -16,6 +17,8 @@ def channel_for(target: str, secrets: Mapping[str, str]) -> Channel:
     parsed = parse_target(target)
     if isinstance(parsed, NtfyTarget):
         return NtfyChannel(parsed, secrets)
+    if isinstance(parsed, TelegramTarget):
+        return TelegramChannel(parsed, secrets)
     assert isinstance(parsed, WebhookTarget)
     return WebhookChannel(parsed)
 
