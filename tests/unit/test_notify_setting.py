@@ -28,7 +28,8 @@ def test_a_bad_target_stops_a_launch_before_anything_is_made(home: Path) -> None
     result = vmgen(home, "launch", str(home / "repo"), "--name", name, "--provider", "docker", VMGEN_NOTIFY=bad)
     assert result.returncode == 2
     assert one_error_line(result) == (
-        f"error: notify: {bad!r} is not `ntfy:<server>/<topic>` or an http(s) webhook URL, separated by commas"
+        f"error: notify: {bad!r} is not `ntfy:<server>/<topic>`, `telegram` or an http(s) webhook URL, "
+        "separated by commas"
     )
     assert not (home / f".local/state/vmgen/workspaces/{name}").exists()
 
@@ -45,7 +46,7 @@ class Provider:
 def test_the_targets_reach_the_watchdog_and_the_token_only_roots_secrets() -> None:
     targets = ("ntfy:ntfy.sh/my-topic", "https://hooks.example.com/x")
     spec = make_spec(watchdog=WatchdogTuning(notify=targets))
-    options = LaunchOptions(agent_env={}, notify_token=TOKEN)
+    options = LaunchOptions(agent_env={}, notify_secrets=((NTFY_TOKEN_VARIABLE, TOKEN),))
     files = files_of(_render(spec, Provider(), options, generate_host_key(), None))  # type: ignore[arg-type]
     watch = files["/etc/vmgen/idlewatch.toml"]
     assert tuple(tomllib.loads(watch["content"])["notify"]) == targets and TOKEN not in watch["content"]
@@ -56,6 +57,6 @@ def test_the_targets_reach_the_watchdog_and_the_token_only_roots_secrets() -> No
 
 
 def test_without_targets_the_token_goes_nowhere() -> None:
-    options = LaunchOptions(agent_env={}, notify_token=TOKEN)
+    options = LaunchOptions(agent_env={}, notify_secrets=((NTFY_TOKEN_VARIABLE, TOKEN),))
     files = files_of(_render(make_spec(), Provider(), options, generate_host_key(), None))  # type: ignore[arg-type]
     assert not any(TOKEN in f["content"] for f in files.values())

@@ -15,6 +15,15 @@ from dotenv import dotenv_values
 
 from ..contract.documents import BACKUP_DEFAULTS, WATCH_DEFAULTS
 from ..contract.enums import BudgetAction, TlsMode
+from ..contract.notify import (
+    NTFY_TOKEN_VARIABLE,
+    TELEGRAM_CHAT_VARIABLE,
+    TELEGRAM_TOKEN_VARIABLE,
+    NtfyTarget,
+    TelegramTarget,
+    parse_target,
+    split_targets,
+)
 from ..errors import ConfigError
 from .spec import CODE_UI_VERSION
 
@@ -27,6 +36,7 @@ SECRET_FIELDS = frozenset(
         "r2_access_key_id",
         "cloudflare_api_token",
         "ntfy_token",
+        "telegram_bot_token",
     }
 )
 
@@ -37,7 +47,11 @@ ALIASES = {
     "HCLOUD_TOKEN": "hcloud_token",
     "CLOUDFLARE_API_TOKEN": "cloudflare_api_token",
     "NTFY_TOKEN": "ntfy_token",
+    "TELEGRAM_BOT_TOKEN": "telegram_bot_token",
 }
+
+# What `vmgen telegram setup` records, beside config.toml (mode 0600: it holds the bot's token).
+TELEGRAM_FILE = "telegram.toml"
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,14 @@ class Settings:
     # ntfy access token reaches only root's secrets file on the VM.
     notify: str = ""
     ntfy_token: str = ""
+    # The Telegram bot (`vmgen telegram setup` records all three in telegram.toml): its token, and
+    # the one chat and user it answers and writes to. The token and the chat id reach only root's
+    # secrets file on a VM whose `notify` names `telegram`.
+    telegram_bot_token: str = ""
+    telegram_chat_id: int = 0
+    telegram_user_id: int = 0
+    # Another Bot API server (a self-hosted telegram-bot-api; the tests' fake): "" for Telegram's.
+    telegram_api_url: str = ""
     # The most the month's workspaces may cost (in each provider's currency apart; 0: no budget):
     # a launch that would cross it is refused with the numbers (`vmgen cost` shows the month so
     # far); a running workspace's watchdog counts its share and, past it, warns or stops.
@@ -129,6 +151,20 @@ class Settings:
         return shown
 
 
+def notify_secrets(s: Settings) -> tuple[tuple[str, str], ...]:
+    """What root's secrets file needs for the `notify` targets: the ntfy token, the Telegram bot's
+    token and chat id. A `telegram` target without a bot set up stops the launch here."""
+    targets = [parse_target(t) for t in split_targets(s.notify)]
+    out: list[tuple[str, str]] = []
+    if s.ntfy_token and any(isinstance(t, NtfyTarget) for t in targets):
+        out.append((NTFY_TOKEN_VARIABLE, s.ntfy_token))
+    if any(isinstance(t, TelegramTarget) for t in targets):
+        if not s.telegram_bot_token or not s.telegram_chat_id:
+            raise ConfigError("notify names telegram, but no bot is set up: run `vmgen telegram setup`")
+        out += [(TELEGRAM_TOKEN_VARIABLE, s.telegram_bot_token), (TELEGRAM_CHAT_VARIABLE, str(s.telegram_chat_id))]
+    return tuple(out)
+
+
 def mask(secret: str) -> str:
     """Enough to recognise which key is set, never enough to use it."""
     if len(secret) <= 8:
@@ -157,9 +193,10 @@ def load_settings(
 
     values: dict[str, Any] = {}
     sources: list[str] = []
-    if config_file.is_file():
-        values.update(_read_toml(config_file))
-        sources.append(str(config_file))
+    for toml_file in (config_file, config_file.parent / TELEGRAM_FILE):
+        if toml_file.is_file():
+            values.update(_read_toml(toml_file))
+            sources.append(str(toml_file))
     if dotenv_file.is_file():
         dotenv = {k: v for k, v in dotenv_values(dotenv_file).items() if v is not None}
         values.update(_from_variables(dotenv, str(dotenv_file)))

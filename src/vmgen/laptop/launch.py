@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from ..backup.target import BackupTarget
 from ..contract.budgetgrant import BUDGET_KEY_VARIABLE, new_key
 from ..contract.documents import RestoreResult, WatchdogState
-from ..contract.notify import NTFY_TOKEN_VARIABLE
 from ..dns import TOKEN_SETTING as DNS_TOKEN_VARIABLE
 from ..errors import LeftoversExist, UsageError, WorkspaceExists
 from ..selfwheel import VmgenWheel, own_wheel
@@ -62,8 +61,9 @@ class LaunchOptions:
     # The store as the laptop reaches it, described: `vmgen destroy` looks there for backups
     # that need the workspace's identity.
     backup_store: str = ""
-    # The ntfy access token, for root's secrets file on the VM (with `notify` targets only).
-    notify_token: str = ""
+    # The notify targets' secrets (config.notify_secrets: the ntfy token, the Telegram bot's token
+    # and chat id), for root's secrets file on the VM (with `notify` targets only).
+    notify_secrets: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -339,8 +339,8 @@ def _render(
             secrets=(*self_delete.secrets, (DNS_TOKEN_VARIABLE, options.dns.token)),
             dns_endpoint=options.dns.endpoint,
         )
-    if options.notify_token and spec.watchdog.notify:
-        self_delete = replace(self_delete, secrets=(*self_delete.secrets, (NTFY_TOKEN_VARIABLE, options.notify_token)))
+    if options.notify_secrets and spec.watchdog.notify:
+        self_delete = replace(self_delete, secrets=(*self_delete.secrets, *options.notify_secrets))
     user_data = render_user_data(
         spec,
         RenderOptions(host_key=host_key, self_delete=self_delete, backup=backup, web_login=options.web_login),

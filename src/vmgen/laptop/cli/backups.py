@@ -12,6 +12,7 @@ from rich.table import Table
 from ...backup.target import open_store, require_target, target_on_vm
 from ...contract.names import VM
 from ...errors import UsageError, WorkspaceExists
+from ..config import notify_secrets
 from ..identities import load_for_restore, recipient_path
 from ..providers import PROVIDERS, Workspace, shares_local_folders
 from ..spec import RestoreSource, validate_name
@@ -191,7 +192,7 @@ def restore(
         restore_identity=identity.secret + "\n",
         identities=default_identities(),
         keep_on_failure=keep_on_failure,
-        notify_token=settings().ntfy_token,
+        notify_secrets=notify_secrets(settings()),
         **web_options(settings(), spec),
     )
     bake_after = auto_bake_wanted(chosen)

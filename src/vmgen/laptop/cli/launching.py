@@ -18,7 +18,7 @@ from ...contract.enums import IdleAction, StoreKind
 from ...contract.notify import split_targets
 from ...errors import InvalidSpec, UsageError, VmgenError
 from ..agents import AGENT_SESSION
-from ..config import Settings
+from ..config import Settings, notify_secrets
 from ..handover import laptop_extras
 from ..providers import PROVIDERS, provider_class
 from ..spec import (
@@ -268,7 +268,7 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
         gitconfig=gitconfig,
         keep_on_failure=keep_on_failure,
         use_baked=not cold,
-        notify_token=settings().ntfy_token,
+        notify_secrets=notify_secrets(settings()),
         **web_options(settings(), spec),
     )
     bake_after = auto_bake_wanted(provider)
