@@ -39,6 +39,7 @@ VmgenError                  a runtime failure; exit code 1
 ├── SshConfigError
 ├── PortInUse
 ├── ForwardFailed
+├── TelegramUnavailable
 ├── NotServed
 ├── StatusUnavailable
 ├── BackupFailed
@@ -186,6 +187,11 @@ class PortInUse(VmgenError):
 
 class ForwardFailed(VmgenError):
     """ssh ended before a port forward was up."""
+
+
+class TelegramUnavailable(VmgenError):
+    """The Telegram Bot API refused the bot's token or a call, or could not be reached; or no
+    /start came within the setup's wait."""
 
 
 class NotServed(VmgenError):

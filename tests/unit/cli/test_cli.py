@@ -40,6 +40,9 @@ COMMANDS = [
     "info",
     "forward",
     "ssh-config",
+    "telegram",
+    "telegram setup",
+    "telegram run",
 ]
 
 

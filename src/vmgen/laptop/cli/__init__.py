@@ -8,6 +8,7 @@ from . import (  # noqa: F401 - register commands
     images,
     launching,
     settings_cmd,
+    telegram_cmd,
     watchdog,
     web,
     workspaces,

@@ -232,6 +232,12 @@ def connect(name: str, session: str) -> None:
 def send(name: str, prompt: str) -> None:
     """Type PROMPT into the agent's pane on NAME and press Enter; refused when no agent there
     could act on it (not running, or at its login screen)."""
+    send_prompt(name, prompt)
+    err.print(f"sent to {name}")
+
+
+def send_prompt(name: str, prompt: str) -> None:
+    """`vmgen send` (and the Telegram bot's /send): AgentCannotWork when no agent could act on it."""
     client = SshWorkspaceClient(running_target(name), name)
     record = WorkspaceState(name).record()
     agent = resolve_agent(record.agent if record else "claude")
@@ -239,7 +245,6 @@ def send(name: str, prompt: str) -> None:
     if problem:
         raise AgentCannotWork(f"not sent: {problem}")
     client.type_prompt(prompt)
-    err.print(f"sent to {name}")
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
