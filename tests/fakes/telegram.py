@@ -25,7 +25,12 @@ _requestdata.py: parameters arrive form-encoded, non-strings JSON-encoded; tests
   expired or query ID is invalid" (unknown or answered twice), "BUTTON_DATA_INVALID" (callback_data over
   64 bytes), "can't parse inline keyboard button: ...", "can't parse entities: ..." (MarkdownV2 reserved
   characters unescaped); 403 "Forbidden: bot was blocked by the user"; 429 "Too Many Requests: retry after
-  N" with parameters.retry_after (injected with `fail_next`).
+  N" with parameters.retry_after (injected with `fail_next`);
+- answerCallbackQuery's text is 0-200 characters (the reference); longer is 400 "MESSAGE_TOO_LONG"
+  (eternnoir/pyTelegramBotAPI#500);
+- a URL button takes http(s) and tg URLs whose host has a dot: `http://localhost:8080/` is 400 (rubenlagus/
+  TelegramBots#302: BUTTON_URL_INVALID; laravel-notification-channels/telegram#112: the newer wording
+  "inline keyboard button URL is invalid", which this fake answers).
 An editMessageText without reply_markup takes the inline keyboard away, as the real server does (not in the
 reference; TelegramBots/Telegram.Bot#402, LasterAlex/teloxide_tests#31).
 Not served: files (multipart uploads are read for their fields only), groups and channels, inline mode,
@@ -56,6 +61,7 @@ BOT_ID = 7_000_000_001
 TOKEN = f"{BOT_ID}:test-token-not-a-real-bot-token-000"
 MAX_TEXT = 4096
 MAX_CALLBACK_DATA = 64
+MAX_CALLBACK_ANSWER = 200
 # Parameters that are strings in the Bot API: PTB sends them as they are, everything else JSON-encoded.
 STRING_PARAMS = {
     "text",
@@ -450,6 +456,8 @@ class FakeTelegram(ServedFake):
 
     def _answer_callback_query(self, params: Json) -> tuple[Any, str | None]:
         query_id = str(params.get("callback_query_id") or "")
+        if len(str(params.get("text") or "")) > MAX_CALLBACK_ANSWER:
+            raise bad_request("MESSAGE_TOO_LONG")
         with self._lock:
             if self._queries.pop(query_id, None) is None:
                 raise BotApiError(400, QUERY_TOO_OLD)
@@ -664,7 +672,16 @@ def _inline_keyboard(markup: Any) -> Json | None:
             data = button.get("callback_data")
             if data is not None and not 1 <= len(str(data).encode()) <= MAX_CALLBACK_DATA:
                 raise bad_request("BUTTON_DATA_INVALID")
+            if "url" in button and not _button_url(str(button["url"])):
+                raise bad_request("inline keyboard button URL is invalid")
     return {"inline_keyboard": [[dict(b) for b in row] for row in rows if row]}
+
+
+def _button_url(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "tg":
+        return bool(parts.netloc or parts.path)
+    return parts.scheme in ("http", "https") and "." in (parts.hostname or "")
 
 
 class _TextOnly(HTMLParser):

@@ -103,6 +103,12 @@ def test_the_errors_a_sending_bot_meets(telegram: FakeTelegram, monkeypatch: pyt
                     "x",
                     reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("Allow", callback_data="a" * 65)]]),
                 )
+            with pytest.raises(BadRequest, match="Inline keyboard button url is invalid"):
+                await b.send_message(
+                    ALICE.id,
+                    "x",
+                    reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("Open", url="http://localhost:8080/")]]),
+                )
             with pytest.raises(BadRequest, match=r"character '\.' is reserved"):
                 await b.send_message(ALICE.id, "Backup done.", parse_mode="MarkdownV2")
             telegram.fail_next("sendMessage", retry_after=3)
@@ -116,7 +122,12 @@ def test_the_errors_a_sending_bot_meets(telegram: FakeTelegram, monkeypatch: pyt
 
     asyncio.run(run())
     assert [m["text"] for m in telegram.sent(ALICE.id)] == ["Backup done."]
-    assert [c.status for c in telegram.calls if c.method == "sendMessage"] == [400, 400, 400, 400, 400, 429, 200, 403]
+    assert [c.status for c in telegram.calls if c.method == "sendMessage"] == [
+        *[400] * 6,
+        429,
+        200,
+        403,
+    ]
 
 
 def test_get_updates_offsets_and_long_polling(telegram: FakeTelegram) -> None:
@@ -223,7 +234,9 @@ def test_callback_queries_are_single_use_and_buttons_must_exist(telegram: FakeTe
             [update] = await b.get_updates()
             assert update.callback_query is not None and update.callback_query.data == "allow:r2"
             assert update.callback_query.from_user.id == ALICE.id
-            assert await b.answer_callback_query(query_id)
+            with pytest.raises(BadRequest, match="Message_too_long"):
+                await b.answer_callback_query(query_id, "x" * 201)
+            assert await b.answer_callback_query(query_id, "x" * 200)
             with pytest.raises(BadRequest, match="Query is too old"):
                 await b.answer_callback_query(query_id)
 
