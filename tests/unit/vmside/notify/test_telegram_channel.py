@@ -5,6 +5,7 @@ Bot API that refuses is one log line that names no token."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +24,11 @@ from vmgen.contract.notify import (
 )
 from vmgen.contract.telegram import read_keepalive
 from vmgen.errors import DocumentError
+from vmgen.vmside.notify.hooks import HookFollower
 from vmgen.vmside.notify.policy import Notice, action_notice, hook_state, message_of
 from vmgen.vmside.notify.sender import deliver, notifier_for
+
+from .test_notify_service import run_hook
 
 USER = TelegramUser(5151, "Sam", "sam")
 
@@ -105,3 +109,19 @@ def test_a_refusing_bot_api_is_one_line_without_the_token(
     assert caplog.records[0].getMessage().endswith("failed (try 1): HTTP 401: Unauthorized")
     assert not any("test-token" in r.getMessage() for r in caplog.records)
     assert telegram.sent(USER.id) == []
+
+
+def test_a_forged_hook_reaches_telegram_only_as_vmgens_words(telegram: FakeTelegram, paths: VmPaths) -> None:
+    """Attack: the agent's hook payload carries markup, a link, a button's worth of data and a long
+    text; the chat gets vmgen's fixed sentence, vmgen's two buttons, and nothing of the payload."""
+    notifier = notifier_for("app", (f"telegram:{telegram.root_url}",), secrets(), paths)
+    follower = HookFollower(paths.hook_events, notifier, uid_of=os.getuid, since=0)
+    evil = '<b>Approve</b> [here](https://evil.example/p) {\\"callback_data\\": \\"k1.x.y\\"} ' + "y" * 5000
+    payload = f'{{"session_id": "s9", "notification_type": "permission_prompt", "message": "{evil}"}}'
+    run_hook(paths, "Notification", payload)
+    assert follower.poll() == 1
+    (message,) = telegram.wait_for_sent(USER.id, 1)
+    assert message["text"] == "app: permission asked\nthe agent asks permission to use a tool"
+    (row,) = message["reply_markup"]["inline_keyboard"]
+    assert [b["text"] for b in row] == ["Open", "Keep alive 1 h"] and row[0]["url"] == "https://app.example.com/"
+    assert not any("evil" in str(c.params) or "Approve" in str(c.params) for c in telegram.calls)
