@@ -204,7 +204,7 @@ def test_keep_alive_under_roots_message_works_once(bot: Running, tmp_path: Path)
     warning = roots_warning(bot.fake, tmp_path)
     query = bot.fake.press(warning, user=USER)
     bot.fake.wait_for_call("answerCallbackQuery")
-    assert bot.fake.callback_answers[query]["text"] == "kept alive for 1h"
+    assert bot.fake.callback_answers[query]["text"] == "keeping app alive for 1h…"
     confirmation = bot.fake.wait_for_sent(USER.id, 2)[-1]
     assert confirmation["text"] == "app: kept alive for 1h"
     bot.fake.wait_for_call("editMessageReplyMarkup")

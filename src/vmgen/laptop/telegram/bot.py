@@ -186,13 +186,15 @@ class BotLogic:
             await query.answer("this button was used already")
             return
         log.info("telegram: Keep alive %s pressed for %s", KEEPALIVE_DURATION, button.workspace)
+        # Answered at once (the phone shows a spinner until then, and Telegram drops a query left
+        # unanswered for long); what the keepalive did follows as a message.
+        await query.answer(f"keeping {button.workspace} alive for {KEEPALIVE_DURATION}…")
         answer = await self._perform(
             lambda: self.workspaces.keepalive(button.workspace, KEEPALIVE_DURATION, "from Telegram")
         )
-        await query.answer(answer[:200])
-        if message is not None and message.chat is not None:
+        if message is not None:
             await context.bot.send_message(message.chat.id, f"{button.workspace}: {answer}")
-            await _drop_callback_buttons(query.message, context)
+            await _drop_callback_buttons(message, context)
 
     async def _perform(self, action: Callable[[], str]) -> str:
         try:
