@@ -1,7 +1,8 @@
 """The idle watchdog end to end: on the simulated Hetzner cloud an idle VM warns and deletes
 itself through the provider API, while a VM whose agent waits on a slow model stays; on the
 docker provider an idle workspace powers off and comes back with `vmgen start`. Both VMs notify
-a fake ntfy on a token-protected topic: ready, the warning with its countdown, the finished turn,
+a fake ntfy on a token-protected topic and a fake Telegram Bot API (root's sendMessage, with the
+bot token and chat id from its secrets): ready, the warning with its countdown, the finished turn,
 each once."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from tests.fakes.anthropic_api import Rule, Script
 from tests.fakes.hetzner import FakeHetzner
 from tests.fakes.ntfy import FakeNtfy
+from tests.fakes.telegram import TOKEN as TELEGRAM_TOKEN, FakeTelegram, TelegramUser
 from tests.polling import eventually
 
 from .conftest import make_repo
@@ -23,6 +25,7 @@ from .webhook import Webhook
 IDLE_MINUTES = 0.5  # seconds-scale: the policy is the same at any scale (its table tests it)
 SLOW_MODEL_SECONDS = 3 * IDLE_MINUTES * 60 + 60  # longer than 3x the idle timeout
 NTFY_TOPIC, NTFY_TOKEN = "vmgen-e2e", "tk_test-token"
+PHONE = TelegramUser(5151, "Sam", "sam")
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +33,8 @@ def watched(cli, vm_image):
     fake = FakeHetzner(image=vm_image).start()
     webhook = Webhook()
     ntfy = FakeNtfy(protected={NTFY_TOPIC: {NTFY_TOKEN}}, host="0.0.0.0", public_host="host.docker.internal").start()
+    telegram = FakeTelegram(host="0.0.0.0", public_host="host.docker.internal").start()
+    telegram.open_chat(PHONE)  # as `vmgen telegram setup` left it: the user sent /start
     cli.env.update(
         {
             "VMGEN_PROVIDER": "hetzner",
@@ -40,11 +45,15 @@ def watched(cli, vm_image):
             "VMGEN_IDLE_WARN_MINUTES": "0.25",
             "VMGEN_IDLE_INTERVAL_SECONDS": "2",
             "VMGEN_IDLE_WEBHOOK_URL": webhook.url,
-            "VMGEN_NOTIFY": f"ntfy:{ntfy.endpoint}/{NTFY_TOPIC}",
+            "VMGEN_NOTIFY": f"ntfy:{ntfy.endpoint}/{NTFY_TOPIC}, telegram:{telegram.root_url}",
             "NTFY_TOKEN": NTFY_TOKEN,
+            "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN,
+            "VMGEN_TELEGRAM_CHAT_ID": str(PHONE.id),
+            "VMGEN_TELEGRAM_USER_ID": str(PHONE.id),
         }
     )
-    yield fake, webhook, ntfy
+    yield fake, webhook, ntfy, telegram
+    telegram.stop()
     ntfy.stop()
     webhook.server.shutdown()
     fake.stop()
@@ -55,7 +64,7 @@ def server_names(fake: FakeHetzner) -> set[str]:
 
 
 def test_idle_vm_warns_and_deletes_itself_while_a_working_one_stays(cli, model, watched, tmp_path, docker_client):
-    fake, webhook, ntfy = watched
+    fake, webhook, ntfy, telegram = watched
     model.script = Script(rules=[Rule(trigger="LONG TASK", text="Finally done.", delay=SLOW_MODEL_SECONDS)])
     # Launched at once, as from two terminals (the first launches share the key and firewall).
     with ThreadPoolExecutor(2) as pool:
@@ -109,9 +118,22 @@ def test_idle_vm_warns_and_deletes_itself_while_a_working_one_stays(cli, model, 
     assert all(p.headers.get("authorization") == f"Bearer {NTFY_TOKEN}" for p in ntfy.published)
     assert not any(NTFY_TOKEN in str(m) for m in ntfy.messages(NTFY_TOPIC))
 
+    # The same on Telegram, sent by root with the bot's token and the recorded chat id; the warning
+    # with its Keep alive 1 h button (which `vmgen telegram run` answers: tests/unit/telegram).
+    def texts(workspace: str, title: str) -> list[dict]:
+        return [m for m in telegram.sent(PHONE.id) if m["text"].startswith(f"{workspace}: {title}\n")]
+
+    eventually(lambda: texts("busy-ws", "agent finished"), timeout=60, what="busy-ws's finished turn on Telegram")
+    (warned_tg,) = texts("idle-ws", "idle warning")
+    assert "will be deleted in" in warned_tg["text"]
+    assert [b["text"] for b in warned_tg["reply_markup"]["inline_keyboard"][0]] == ["Keep alive 1 h"]
+    assert len(texts("busy-ws", "ready")) == 1 and len(texts("idle-ws", "ready")) == 1
+    assert len(texts("busy-ws", "agent finished")) == 1 and texts("busy-ws", "idle warning") == []
+    assert not any(TELEGRAM_TOKEN in str(m) for m in telegram.sent(PHONE.id))
+
 
 def test_the_agent_user_cannot_reach_the_secrets(cli, watched):
-    fake, _, _ = watched
+    fake, _, _, _ = watched
     name = "busy-ws"
     denied = cli("ssh", name, "--", "cat /etc/vmgen/provider.env", check=False)
     assert denied.returncode != 0 and "Permission denied" in denied.stderr
