@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from vmgen.laptop.builder import generate_host_key
 from vmgen.laptop.config import load_settings, notify_secrets
 from vmgen.laptop.launch import LaunchOptions, _render
 from vmgen.laptop.spec import WatchdogTuning
+from vmgen.laptop.state import WorkspaceRecord, WorkspaceState
+from vmgen.laptop.telegram.records import BotRecord, write_record
 
 from ..builder.test_render import files_of, make_spec
 from ..cli.test_cli import one_error_line, vmgen
@@ -116,3 +119,44 @@ def test_the_bot_reaches_roots_secrets_only_and_needs_a_setup(tmp_path: Path) ->
     assert [path for path, f in files.items() if TOKEN in f["content"]] == ["/etc/vmgen/provider.env"]
     assert f"{TELEGRAM_CHAT_VARIABLE}={USER.id}\n" in files["/etc/vmgen/provider.env"]["content"]
     assert files["/etc/vmgen/provider.env"]["permissions"] == "0600"
+
+
+def test_run_answers_with_the_laptops_own_functions_until_ctrl_c(home: Path, telegram: FakeTelegram) -> None:
+    """`vmgen telegram run` as a process: the real laptop functions answer inside the command's
+    click context (from the bot's worker threads), a stranger is logged, Ctrl-C stops it."""
+    write_record(BotRecord(TOKEN, USER.id, USER.id, telegram.root_url), home / ".config/vmgen")
+    environment = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vmgen", "telegram", "run"],
+        env=environment,
+        cwd=home,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        telegram.wait_for_poller(timeout=30)
+        telegram.user_says("/stop app", user=STRANGER)
+        telegram.user_says("/list", user=USER)
+        assert telegram.wait_for_sent(USER.id, 1)[-1]["text"] == "no workspaces"
+        WorkspaceState("app", home / ".local/state/vmgen").create(
+            WorkspaceRecord("app", "docker", 0.0, "https://example.com/app.git", "claude"), "ssh-ed25519 AAAA"
+        )
+        telegram.user_says("/keepalive app 2h", user=USER)
+        # No such workspace on this machine's docker (or no docker here): the CLI's own error line.
+        answer = telegram.wait_for_sent(USER.id, 2)[-1]["text"]
+        assert answer.startswith("app: error: ")
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert f"answering @vmgen_test_bot for chat {USER.id}; Ctrl-C stops" in stderr
+    assert f"telegram: ignored a message from chat {STRANGER.id}, user {STRANGER.id}" in stderr
+    assert stderr.rstrip().endswith("stopped") and TOKEN not in stderr
+    assert telegram.sent(STRANGER.id) == []
