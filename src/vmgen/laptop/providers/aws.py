@@ -169,6 +169,7 @@ class AwsProvider:
     currency = "USD"
     bake_methods: tuple[str, ...] = ()
     secret_variables: tuple[str, ...] = ()  # the VM deletes itself by powering off
+    host_setting = ""  # servers of its own cloud, none of the user's
     # Right after its last instance is terminated, EC2 may still count the security group as in
     # use (DependencyViolation) while the network interface goes: the waits between tries.
     GROUP_IN_USE_WAITS: tuple[float, ...] = (2.0, 4.0, 8.0)

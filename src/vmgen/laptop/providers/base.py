@@ -70,6 +70,9 @@ class Provider(Protocol):
     # The variables of the root-only secrets file its VM's self-delete reads (shown redacted by
     # `vmgen render`).
     secret_variables: tuple[str, ...]
+    # The setting `vmgen launch --host` fills: the user's own server the provider runs workspaces
+    # on ("" for a provider that runs on no server of the user's).
+    host_setting: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Provider:

@@ -100,6 +100,12 @@ class DockerProvider:
     currency = ""
     bake_methods: tuple[str, ...] = ()
     secret_variables: tuple[str, ...] = ()
+    host_setting = ""  # it runs on this machine's engine, no server of the user's
+    # Where a workspace's SSH port is published on the engine's host, and the address it is
+    # reached at from here: this machine's loopback (an engine elsewhere publishes on its own
+    # addresses and is reached at its own name: ssh.py).
+    publish_on = "127.0.0.1"
+    reached_at = "127.0.0.1"
 
     def __init__(self, image: str, client: docker.DockerClient | None = None) -> None:
         self.image = image
@@ -185,7 +191,7 @@ class DockerProvider:
                 hostname=spec.name,
                 labels=labels,
                 volumes=volumes,
-                ports={"22/tcp": ("127.0.0.1", None)},
+                ports={"22/tcp": (self.publish_on, None)},
                 extra_hosts={"host.docker.internal": "host-gateway"},
                 **systemd_run_options(cgroup_version),
             )
@@ -349,7 +355,7 @@ class DockerProvider:
     def _require(self, name: str) -> Container:
         container = self._container(name)
         if container is None:
-            raise WorkspaceNotFound(f"no workspace named {name!r} on the docker provider")
+            raise WorkspaceNotFound(f"no workspace named {name!r} on the {self.name} provider")
         return container
 
     def _describe(self, container: Container) -> Workspace:
@@ -359,7 +365,7 @@ class DockerProvider:
         ssh = None
         bindings = (attrs["NetworkSettings"].get("Ports") or {}).get("22/tcp") or []
         if container.status == "running" and bindings:
-            ssh = SSHEndpoint(host="127.0.0.1", port=int(bindings[0]["HostPort"]))
+            ssh = SSHEndpoint(host=self.reached_at, port=int(bindings[0]["HostPort"]))
         status = DOCKER_STATUS.get(container.status, WorkspaceStatus.UNKNOWN)
         name = container.labels.get(WS_LABEL, container.name)
         assert name is not None, "a listed container has a name"
@@ -370,7 +376,7 @@ class DockerProvider:
             created_at=created.astimezone(UTC),
             ssh=ssh,
             server_type="container",
-            address="127.0.0.1",
+            address=self.reached_at,
             price_hourly=0.0,  # a container on this machine: nothing billed
             owner=container.labels.get(OWNER_LABEL, ""),
             owner_id=container.labels.get(OWNER_ID_LABEL, ""),

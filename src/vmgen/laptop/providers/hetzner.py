@@ -186,6 +186,7 @@ class HetznerProvider:
     currency = "EUR"  # Hetzner Cloud prices and bills in euros
     bake_methods = ("packer",)
     secret_variables = (TOKEN_VARIABLE,)
+    host_setting = ""  # servers of its own cloud, none of the user's
     # Right after its last server is deleted, Hetzner may still count the shared firewall as in
     # use (422 resource_in_use) for a few seconds: the waits between tries before leaving it for
     # the next destroy.
