@@ -99,6 +99,9 @@ class Settings:
     # region from aws_region, else that chain (AWS_DEFAULT_REGION, ~/.aws/config), else us-east-1.
     aws_region: str = ""
     aws_subnet: str = ""  # a subnet id; "" for a default subnet of the region's default VPC
+    # The ssh provider's server, `user@host[:port]` (checked by the provider; `vmgen launch --host`
+    # sets it for one launch): Docker there, reached with this machine's own ssh and keys.
+    ssh_host: str = ""
     backup_dir: str = "~/.local/share/vmgen/backups"
     backup_keep: int = BACKUP_DEFAULTS.keep_last
     # Kept besides the newest backup_keep: all of the last hours, the newest of each day and week.

@@ -5,7 +5,7 @@ exist (a name, a size, a token). And the rule that makes a new cloud one package
 line: no module outside the providers' packages names a provider or its secret variable.
 
 The lifecycle (launch, stop, start, backup, self-delete, restore) runs per provider in the e2e
-modules on booted workspaces (tests/e2e/test_docker.py, test_hetzner.py)."""
+modules on booted workspaces (tests/e2e/test_docker.py, test_hetzner.py, test_ssh_host.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import pytest
 
 from tests.fakes.aws import FakeAws
 from tests.fakes.hetzner import FakeHetzner
+from tests.ssh_server import Server, ssh_server
 from vmgen.errors import ProviderAuthError, UsageError
 from vmgen.laptop.agents import AGENTS
 from vmgen.laptop.config import Settings
@@ -52,6 +53,12 @@ def spec(name: str, size: str = "medium") -> WorkspaceSpec:
     )
 
 
+@pytest.fixture(scope="module")
+def ssh_server_here(tmp_path_factory) -> Iterator[Server]:
+    with ssh_server(tmp_path_factory.mktemp("server")) as server:
+        yield server
+
+
 @pytest.fixture(params=PROVIDERS)
 def provider(request, home) -> Iterator[Provider]:
     """Each registered provider on its simulated cloud, made from the settings as `vmgen` makes it."""
@@ -66,6 +73,11 @@ def provider(request, home) -> Iterator[Provider]:
             for variable, value in aws.environment().items():
                 monkeypatch.setenv(variable, value)
             yield get_provider("aws", Settings())
+    elif request.param == "ssh":
+        # A server of the user's: a real sshd in front of this machine's engine (tests/ssh_server.py).
+        server = request.getfixturevalue("ssh_server_here")
+        request.getfixturevalue("monkeypatch").setenv("PATH", server.path(os.environ["PATH"]))
+        yield get_provider("ssh", Settings(docker_image=IMAGE, ssh_host=server.host))
     else:
         yield get_provider(request.param, Settings(docker_image=IMAGE))
 
@@ -94,7 +106,7 @@ def test_the_vm_side_half_is_registered_and_agrees(name: str) -> None:
 
 
 def test_an_unknown_provider_is_one_clear_error() -> None:
-    with pytest.raises(UsageError, match="unknown provider 'nimbus'; available: aws, docker, hetzner"):
+    with pytest.raises(UsageError, match="unknown provider 'nimbus'; available: aws, docker, hetzner, ssh"):
         provider_class("nimbus")
 
 
@@ -145,7 +157,9 @@ PROVIDER_PACKAGES = ("laptop/providers/", "vmside/providers/")
 # providers declare their own settings (the settings' declaration is issue 30's).
 SETTINGS_MODULES = ("laptop/config.py", "contract/documents.py", "laptop/packer/")
 # "aws" as a word, in lower case: S3's own home ("AWS", the backup store's) is not the provider.
-NAMES = re.compile(r"(?i:docker|hetzner|hcloud|HCLOUD_TOKEN|\bec2\b)|\baws\b")
+# The ssh provider's name is also the program's (laptop/ssh.py runs `ssh`): its setting and
+# class are what name it.
+NAMES = re.compile(r"(?i:docker|hetzner|hcloud|HCLOUD_TOKEN|\bec2\b)|\baws\b|\bssh_host\b|SshProvider")
 DISPATCH = re.compile(r"isinstance\([^)]*Provider\)|getattr\(provider|provider(\.name)? [!=]= \"")
 
 
@@ -192,3 +206,4 @@ def test_the_check_above_finds_what_it_looks_for() -> None:
         t.string for t in code_tokens('"""Docker, in a docstring."""\nx = secrets.get("HCLOUD_TOKEN")  # hetzner\n')
     ]
     assert [t for t in tokens if NAMES.search(t)] == ['"HCLOUD_TOKEN"']
+    assert NAMES.search("settings.ssh_host") and not NAMES.search('["ssh", "-p", port]')

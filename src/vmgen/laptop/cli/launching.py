@@ -250,10 +250,21 @@ def _read_pem(path: str) -> str:
 @click.option("--keep-on-failure", is_flag=True, help="Keep the workspace for inspection if the launch fails.")
 @click.option("--cold", is_flag=True, help="Ignore baked images: install everything on a stock image.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (with step timings).")
-def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bool, as_json: bool, **opts: Any) -> None:
+@click.option("--host", help="Your own server, user@host[:port], for a provider that runs on one.")
+def launch(
+    source: str,
+    copy_claude_login: bool,
+    keep_on_failure: bool,
+    cold: bool,
+    as_json: bool,
+    host: str | None,
+    **opts: Any,
+) -> None:
     """Launch a workspace for SOURCE (git URL with optional #branch, or a local directory)."""
     from ..launch import LaunchOptions, launch as launch_workspace
 
+    if host:
+        use_host(opts.get("provider") or settings().provider, host)
     provider = provider_named(opts.get("provider"))
     target = target_from_settings(settings(), provider.shares_local_folders)
     spec = check_budget(provider, build_spec(source, opts, target, provider.name))
@@ -297,6 +308,18 @@ def launch(source: str, copy_claude_login: bool, keep_on_failure: bool, cold: bo
     print_connect_lines(spec.name, spec.repo_dir, offered)
     print_web_access(spec, options)
     print_first_verdict(result.verdict)
+
+
+def use_host(provider: str, host: str) -> None:
+    """`--host`: the server this launch's provider runs on, in place of its setting (the provider
+    checks and records it; later commands find the workspace by that record)."""
+    setting = provider_class(provider).host_setting
+    if not setting:
+        takes = ", ".join(name for name in PROVIDERS if provider_class(name).host_setting)
+        raise UsageError(f"--host names your own server for a provider that runs on one ({takes}); {provider} does not")
+    root = click.get_current_context().find_root()
+    given: dict[str, Any] = {setting: host}
+    root.obj = dataclasses.replace(settings(), **given)
 
 
 def auto_bake_wanted(provider: Provider) -> bool:

@@ -18,6 +18,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "aws": ("aws", "AwsProvider"),
     "docker": ("docker", "DockerProvider"),
     "hetzner": ("hetzner", "HetznerProvider"),
+    "ssh": ("ssh", "SshProvider"),
 }
 PROVIDERS = tuple(REGISTRY)
 

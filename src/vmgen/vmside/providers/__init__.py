@@ -14,7 +14,7 @@ from ...contract.names import VM, VmPaths
 from ...errors import ConfigError
 
 # name -> the module in this package; its PROVIDER fulfils VmProvider
-REGISTRY: dict[str, str] = {"aws": "aws", "docker": "docker", "hetzner": "hetzner"}
+REGISTRY: dict[str, str] = {"aws": "aws", "docker": "docker", "hetzner": "hetzner", "ssh": "ssh"}
 
 
 class VmProvider(Protocol):
