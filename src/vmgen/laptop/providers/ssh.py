@@ -31,6 +31,7 @@ from ..stamps import BakedImage
 from ..state import WorkspaceState
 from .base import BakeOptions, KeptDisk, Leftover, SelfDelete, Size, Workspace
 from .docker import DockerProvider
+from .docker_engine import SHIPPED_IMAGE
 from .ssh_host import SETTING, SshHost, check_reachable, parse_ssh_host
 
 if TYPE_CHECKING:
@@ -67,6 +68,9 @@ class ServerEngine(DockerProvider):
             raise ProviderUnavailable(f"the Docker engine on {server} does not answer over SSH") from None
 
     def ensure_image(self) -> None:
+        if self.image == SHIPPED_IMAGE:
+            super().ensure_image()  # built on the server's engine from the Dockerfile vmgen ships
+            return
         try:
             self.client.images.get(self.image)
         except ImageNotFound:
