@@ -281,7 +281,9 @@ class DockerProvider:
         return self._describe(container) if container else None
 
     def workspaces(self) -> list[Workspace]:
-        containers = self.client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
+        # On a shared engine another user's container may go between docker's list and its look
+        # at each one: that one is not listed, rather than the whole list failing.
+        containers = self.client.containers.list(all=True, filters={"label": f"{LABEL}=1"}, ignore_removed=True)
         return sorted((self._describe(c) for c in containers), key=lambda w: w.name)
 
     def leftovers(self, name: str | None = None) -> list[Leftover]:
@@ -349,7 +351,7 @@ class DockerProvider:
         return "a docker image on this machine's disk (about 2 GB; `vmgen image prune` removes old ones)"
 
     def _container(self, name: str) -> Container | None:
-        found = self.client.containers.list(all=True, filters={"label": f"{WS_LABEL}={name}"})
+        found = self.client.containers.list(all=True, filters={"label": f"{WS_LABEL}={name}"}, ignore_removed=True)
         return found[0] if found else None
 
     def _require(self, name: str) -> Container:
