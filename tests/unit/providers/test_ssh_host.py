@@ -18,8 +18,9 @@ from vmgen.errors import ConfigError, ProviderAuthError, ProviderUnavailable, Us
 from vmgen.laptop.config import Settings, load_settings
 from vmgen.laptop.providers import get_provider, provider_class
 from vmgen.laptop.providers.docker import DockerProvider
-from vmgen.laptop.providers.ssh import PUBLISH_ON, SshProvider, missing_image
+from vmgen.laptop.providers.ssh import HOST_FILE, PUBLISH_ON, ServerEngine, SshProvider, missing_image
 from vmgen.laptop.providers.ssh_host import SshHost, login_verdict, parse_ssh_host
+from vmgen.laptop.state import WorkspaceState
 
 
 @pytest.mark.parametrize(
@@ -61,6 +62,24 @@ def test_without_a_server_nothing_is_listed_and_a_launch_says_how_to_name_one(ho
     assert provider.workspaces() == [] and provider.get("app") is None and provider.leftovers() == []
     with pytest.raises(UsageError, match=r"`--host user@server` on launch, or the setting ssh_host"):
         provider.engine()
+
+
+def test_a_workspace_is_found_on_the_server_it_was_made_on_whatever_ssh_host_says_now(home: Path) -> None:
+    WorkspaceState("app").write(HOST_FILE, "me@box:2222\n")
+    asked: list[SshHost] = []
+
+    def connect(server: SshHost, image: str) -> ServerEngine:
+        asked.append(server)
+        raise ProviderUnavailable(f"{server} is not here")
+
+    provider = SshProvider(parse_ssh_host("you@other"), "img", connect)
+    assert provider.recorded_server("app") == SshHost("me", "box", 2222)
+    assert provider.servers() == [SshHost("you", "other", 22), SshHost("me", "box", 2222)]
+    with pytest.raises(ProviderUnavailable, match="me@box:2222 is not here"):
+        provider.get("app")
+    with pytest.raises(ProviderUnavailable, match="you@other is not here"):
+        provider.get("new")  # a name with no record: the configured server
+    assert asked == [SshHost("me", "box", 2222), SshHost("you", "other", 22)]
 
 
 def test_a_workspace_is_published_on_the_servers_addresses_and_reached_at_its_name() -> None:
