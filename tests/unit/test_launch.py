@@ -24,7 +24,7 @@ from vmgen.laptop.identities import ensure_identity, has_identity
 from vmgen.laptop.launch import LaunchOptions, launch
 from vmgen.laptop.providers.base import Leftover, SelfDelete, Workspace
 from vmgen.laptop.readiness import Phase
-from vmgen.laptop.spec import GitSource, RestoreSource, VmgenInstall, WebSpec, WorkspaceSpec, make_spec
+from vmgen.laptop.spec import GitSource, RestoreSource, VmgenInstall, WatchdogTuning, WebSpec, WorkspaceSpec, make_spec
 from vmgen.laptop.stamps import BakedImage, ImageStamp
 from vmgen.laptop.state import WorkspaceState, busy_with, name_lock
 from vmgen.selfwheel import VmgenWheel, own_wheel
@@ -187,7 +187,7 @@ def spec_for(home: Path, source=None, **changes) -> WorkspaceSpec:
         "size": "medium",
         "region": "",
         "image": "",
-        "idle_minutes": 30,
+        "watchdog": WatchdogTuning(idle_minutes=30),
         "desktop": False,
         "configured_keys": (KEY,),
         "home": home,

@@ -102,8 +102,10 @@ class VmgenInstall:
 
 @dataclass(frozen=True)
 class WatchdogTuning:
-    """The idle watchdog's knobs besides `idle_minutes` (written to /etc/vmgen/idlewatch.toml)."""
+    """The idle watchdog's knobs (written to /etc/vmgen/idlewatch.toml; declared in
+    contract.documents.WatchSettings, whose defaults these are)."""
 
+    idle_minutes: float = WATCH_DEFAULTS.idle_minutes
     action: IdleAction = WATCH_DEFAULTS.action
     warn_minutes: float = WATCH_DEFAULTS.warn_minutes
     human_minutes: float = WATCH_DEFAULTS.human_minutes
@@ -192,7 +194,6 @@ class WorkspaceSpec:
     size: str = "medium"
     region: str = ""
     image: str = ""
-    idle_minutes: float = WATCH_DEFAULTS.idle_minutes
     desktop: bool = False
     extra_packages: tuple[str, ...] = field(default=())
     watchdog: WatchdogTuning = field(default_factory=WatchdogTuning)
@@ -399,11 +400,11 @@ def discover_public_keys(configured: tuple[str, ...], home: Path | None = None) 
     return keys
 
 
-def validate_watchdog(idle_minutes: float, watchdog: WatchdogTuning) -> None:
+def validate_watchdog(watchdog: WatchdogTuning) -> None:
     """The watchdog's settings as the VM will check them, checked here first."""
     try:
         WatchSettings(
-            idle_minutes=idle_minutes,
+            idle_minutes=watchdog.idle_minutes,
             warn_minutes=watchdog.warn_minutes,
             human_minutes=watchdog.human_minutes,
             stall_minutes=watchdog.stall_minutes,
@@ -426,7 +427,6 @@ def make_spec(
     size: str,
     region: str,
     image: str,
-    idle_minutes: float,
     desktop: bool,
     configured_keys: tuple[str, ...],
     vmgen: VmgenInstall,
@@ -438,7 +438,7 @@ def make_spec(
     source = source_text if isinstance(source_text, RestoreSource) else parse_source(source_text)
     if vmgen.local_wheels is not None and not vmgen.local_wheels.is_dir():
         raise InvalidSpec(f"vmgen_find_links {vmgen.find_links!r} is neither a URL nor a directory")
-    validate_watchdog(idle_minutes, watchdog)
+    validate_watchdog(watchdog)
     if watchdog.webhook_url and not re.fullmatch(r"https?://[^\s\x00-\x1f]+", watchdog.webhook_url):
         raise InvalidSpec(f"idle webhook {watchdog.webhook_url!r} is not an http(s) URL")
     try:
@@ -454,7 +454,6 @@ def make_spec(
         size=validate_token("size", size),
         region=validate_token("region", region),
         image=validate_token("image", image),
-        idle_minutes=idle_minutes,
         desktop=desktop,
         ssh_keys=discover_public_keys(configured_keys, home),
         vmgen=vmgen,

@@ -417,7 +417,7 @@ def _watch_settings(spec: WorkspaceSpec, self_delete: SelfDelete) -> WatchSettin
     return WatchSettings(
         name=spec.name,
         workspace=spec.repo_dir,
-        idle_minutes=spec.idle_minutes,
+        idle_minutes=spec.watchdog.idle_minutes,
         warn_minutes=w.warn_minutes,
         human_minutes=w.human_minutes,
         stall_minutes=w.stall_minutes,
@@ -449,7 +449,7 @@ def _workspace_info(spec: WorkspaceSpec) -> WorkspaceInfo:
         agent=spec.agent.name,
         repo_dir=spec.repo_dir,
         source=spec.source.describe(),
-        idle_minutes=spec.idle_minutes,
+        idle_minutes=spec.watchdog.idle_minutes,
         desktop=spec.desktop,
         vmgen_version=spec.vmgen.build,
     )

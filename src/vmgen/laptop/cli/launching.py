@@ -194,10 +194,10 @@ def build_spec(
         size=opts.get("server_type") or opts.get("size") or s.size,
         region=opts.get("region") or s.region,
         image=opts.get("image") or (provider_class(provider).configured_image(s) if provider else s.image),
-        idle_minutes=opts["idle_minutes"] if opts.get("idle_minutes") is not None else s.idle_minutes,
         desktop=opts["desktop"] if opts.get("desktop") is not None else s.desktop,
         configured_keys=s.ssh_public_keys,
         watchdog=WatchdogTuning(
+            idle_minutes=opts["idle_minutes"] if opts.get("idle_minutes") is not None else s.idle_minutes,
             action=action,
             warn_minutes=opts["idle_warn"] if opts.get("idle_warn") is not None else s.idle_warn_minutes,
             human_minutes=s.idle_human_minutes,
