@@ -7,50 +7,137 @@ It runs as the agent: it may only ask. It sends the tool call, cut to size, to r
 socket and waits for the page's answer; then prints Claude Code's decision. Unanswered in time,
 refused, or any failure: it prints nothing, and Claude Code's own prompt in the terminal decides
 (it never allows on its own).
+
+Claude Code shows its terminal prompt while the hook runs and does not end the hook when the
+prompt is answered there. So the hook follows the session's transcript: once the tool call has its
+result (it ran, or was refused), the hook hangs up, and root takes the request off the page.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
+import time
 
-from ..contract.control import ControlRequest
+from ..contract.control import MAX_REPLY_LINE, ControlRequest, decode_reply, encode_request
 from ..contract.names import VM, VmPaths
 from ..contract.permissions import WAIT_SECONDS, PermissionAsk, clamp_ask, hook_output
-from ..errors import ControlUnavailable, DocumentError
+from ..errors import DocumentError
 
 INPUT_MAX = 4 << 20  # Claude Code's hook input: the tool's input, a file's whole content at most
+TRANSCRIPT_TAIL = 256 << 10  # where the tool call is looked for when the hook starts
+READ_MAX = 1 << 20  # transcript read per look
+LOOK_SECONDS = 0.5  # how often the transcript is looked at while the page has not answered
 
 
-def read_ask(raw: bytes) -> PermissionAsk | None:
+def read_request(raw: bytes) -> dict[str, object] | None:
     try:
         data = json.loads(raw)
     except ValueError:
         return None
     if not isinstance(data, dict) or data.get("hook_event_name", "PermissionRequest") != "PermissionRequest":
         return None
+    return data
+
+
+def read_ask(raw: bytes) -> PermissionAsk | None:
+    data = read_request(raw)
+    if data is None:
+        return None
     return clamp_ask(data.get("tool_name"), data.get("tool_input"), data.get("session_id"))
 
 
-def decision_for(ask: PermissionAsk, paths: VmPaths = VM, wait: float = WAIT_SECONDS + 10) -> str:
-    """ "allow" or "deny" as the page answered, or "" (no answer, root busy or away)."""
-    from .control import ask as ask_root
+class AnsweredElsewhere:
+    """Whether the tool call got its result in the session's transcript (the terminal's prompt
+    was answered): the call is the newest `tool_use` with this name and input, its result the
+    `tool_result` that names its id."""
 
+    def __init__(self, transcript: object, tool_name: object, tool_input: object) -> None:
+        self.path = transcript if isinstance(transcript, str) else ""
+        self.name, self.input = tool_name, tool_input
+        self.tool_id = ""
+        self.buffer = b""
+        self.offset = 0
+        try:
+            self.offset = max(0, os.stat(self.path).st_size - TRANSCRIPT_TAIL) if self.path else 0
+        except OSError:
+            self.path = ""
+
+    def __call__(self) -> bool:
+        if not self.path:
+            return False
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read(READ_MAX)
+        except OSError:
+            return False
+        self.offset += len(chunk)
+        lines = (self.buffer + chunk).split(b"\n")
+        self.buffer = lines.pop()[-READ_MAX:]
+        return any(self._resolves(line) for line in lines)
+
+    def _resolves(self, line: bytes) -> bool:
+        try:
+            entry = json.loads(line)
+            content = entry["message"]["content"]
+        except (ValueError, KeyError, TypeError):
+            return False
+        for block in content if isinstance(content, list) else []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "tool_use" and block.get("name") == self.name and block.get("input") == self.input:
+                self.tool_id = str(block.get("id") or "")
+            elif block.get("type") == "tool_result" and self.tool_id and block.get("tool_use_id") == self.tool_id:
+                return True
+        return False
+
+
+def decision_for(
+    ask: PermissionAsk,
+    paths: VmPaths = VM,
+    wait: float = WAIT_SECONDS + 10,
+    answered_elsewhere: AnsweredElsewhere | None = None,
+) -> str:
+    """The page's answer ("allow" or "deny"), or "": no answer in time, answered in the terminal,
+    root busy or away."""
+    deadline = time.monotonic() + wait
     try:
-        for reply in ask_root(ControlRequest("permission", ask=ask), paths, timeout=wait):
-            if reply.result is not None:
-                decision = reply.result.get("decision")
-                return decision if decision in ("allow", "deny") else ""
-            if reply.refused or reply.busy:
-                return ""
-    except (ControlUnavailable, DocumentError, OSError):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(10)
+            conn.connect(str(paths.control_socket))
+            conn.sendall(encode_request(ControlRequest("permission", ask=ask)))
+            buffer = b""
+            while b"\n" not in buffer:
+                left = deadline - time.monotonic()
+                if left <= 0 or len(buffer) > MAX_REPLY_LINE:
+                    return ""
+                conn.settimeout(min(LOOK_SECONDS, left))
+                try:
+                    chunk = conn.recv(65536)
+                except TimeoutError:
+                    if answered_elsewhere is not None and answered_elsewhere():
+                        return ""  # hanging up takes the request off the page
+                    continue
+                if not chunk:
+                    return ""
+                buffer += chunk
+        reply = decode_reply(buffer.split(b"\n", 1)[0])
+    except (DocumentError, OSError):
         return ""
-    return ""
+    decision = reply.result.get("decision") if reply.result is not None else ""
+    return decision if decision in ("allow", "deny") else ""
 
 
 def main(paths: VmPaths = VM) -> None:
-    ask = read_ask(sys.stdin.buffer.read(INPUT_MAX))
-    decision = decision_for(ask, paths) if ask is not None else ""
+    data = read_request(sys.stdin.buffer.read(INPUT_MAX))
+    if data is None:
+        return
+    ask = clamp_ask(data.get("tool_name"), data.get("tool_input"), data.get("session_id"))
+    elsewhere = AnsweredElsewhere(data.get("transcript_path"), data.get("tool_name"), data.get("tool_input"))
+    decision = decision_for(ask, paths, answered_elsewhere=elsewhere)
     if decision:
         sys.stdout.write(json.dumps(hook_output(decision)) + "\n")
 

@@ -181,3 +181,24 @@ def test_the_page_shows_pending_prompts_and_answers_from_itself_only(root) -> No
     assert bad.status == 400
     ok = answer_post(settings, "/api/permission", headers(Origin=f"https://{HOST}"), body)
     assert ok.status == 200 and asked[-1].op == "answer" and asked[-1].request_id == "i" * 32
+
+
+def test_the_hook_sees_its_call_answered_in_the_terminal(tmp_path) -> None:
+    from vmgen.vmside.permission_hook import AnsweredElsewhere
+
+    transcript = tmp_path / "s.jsonl"
+    call = {"command": "make", "description": "build"}
+
+    def entry(*blocks: dict) -> str:
+        return json.dumps({"message": {"content": list(blocks)}}) + "\n"
+
+    transcript.write_text(entry({"type": "tool_use", "id": "t1", "name": "Bash", "input": call}))
+    answered = AnsweredElsewhere(str(transcript), "Bash", call)
+    assert not answered()
+    with transcript.open("a") as f:  # another call's result, then a half-written line
+        f.write(entry({"type": "tool_result", "tool_use_id": "t0", "content": "x"}) + '{"message": {"con')
+    assert not answered()
+    with transcript.open("a") as f:
+        f.write('tent": []}}\n' + entry({"type": "tool_result", "tool_use_id": "t1", "content": "done"}))
+    assert answered()
+    assert not AnsweredElsewhere(str(tmp_path / "missing.jsonl"), "Bash", call)()
