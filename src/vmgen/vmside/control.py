@@ -54,7 +54,7 @@ from ..contract.control import (
 from ..contract.documents import WatchdogState
 from ..contract.names import AGENT_USER, VM, VmPaths
 from ..errors import ConfigError, ControlUnavailable, DocumentError
-from .permissions import DESK, DeskFull, PermissionDesk, hook_gone
+from .permissions import DESK, DeskFull, PermissionDesk, PromptNotifier, hook_gone
 from .privileges import RunAs
 
 log = logging.getLogger(__name__)
@@ -297,13 +297,14 @@ class ControlServer:
     per_peer: int = PER_PEER
     peer: Callable[[int, int], str] = peer_of
     ticks: TickShare = field(default_factory=TickShare)
-    desk: PermissionDesk = field(default_factory=lambda: DESK)
+    desk: PermissionDesk | None = None  # default: one that tells the phone (PromptNotifier)
     _open: list[_Connection] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last_active: float = field(default_factory=time.monotonic)
 
     def serve_forever(self, idle_exit: float | None = IDLE_EXIT, stop: threading.Event | None = None) -> None:
         self.agent = self.agent or RunAs.lookup(AGENT_USER)
+        self.desk = self.desk or PermissionDesk(on_ask=PromptNotifier(self.paths))
         self.listener.settimeout(1.0)
         while stop is None or not stop.is_set():
             try:

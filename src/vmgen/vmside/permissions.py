@@ -20,10 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..contract.names import VM, VmPaths
 from ..contract.permissions import MAX_PENDING, WAIT_SECONDS, PendingPermission, PermissionAsk, reclamp
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25  # how often a waiting request looks whether its hook is still there
+NOTIFY_GAP_SECONDS = 10.0  # at most one message in this long: the agent may ask as often as it likes
+NOTIFY_SECONDS = 30.0  # a message's deadline (its own thread: no request waits for it)
 
 
 class DeskFull(Exception):
@@ -44,6 +47,7 @@ class PermissionDesk:
     max_pending: int = MAX_PENDING
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
+    on_ask: Callable[[str], None] = lambda tool: None  # told each new request's tool (the phone)
     _pending: dict[str, _Entry] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,6 +60,7 @@ class PermissionDesk:
                 raise DeskFull(f"{len(self._pending)} permission requests are pending")
             request_id = secrets.token_urlsafe(24)
             self._pending[request_id] = entry
+        self.on_ask(entry.ask.tool)
         who = entry.ask.session or "a session"
         log.info("permission: %s asks for %s (request %s…)", who, entry.ask.tool, request_id[:6])
         try:
@@ -91,6 +96,39 @@ class PermissionDesk:
         return True
 
 
+@dataclass
+class PromptNotifier:
+    """Tells the user's phone of a new permission prompt (the `notify` targets, as the watchdog
+    sends), in vmgen's words and the tool's name, from a thread of its own, at most one message
+    per NOTIFY_GAP_SECONDS."""
+
+    paths: VmPaths = VM
+    clock: Callable[[], float] = time.monotonic
+    _last: float = float("-inf")
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, tool: str) -> None:
+        with self._lock:
+            if self.clock() - self._last < NOTIFY_GAP_SECONDS:
+                return
+            self._last = self.clock()
+        threading.Thread(target=self._send, args=(tool,), name="permission notice", daemon=True).start()
+
+    def _send(self, tool: str) -> None:
+        from .idlewatch.settings import load, read_secrets
+        from .notify.policy import permission_notice
+        from .notify.sender import notifier_for
+
+        try:
+            settings = load(self.paths)
+            if settings.notify:
+                secrets = read_secrets(self.paths)
+                notifier = notifier_for(settings.name, settings.notify, secrets, self.paths, queued=False)
+                notifier.send_now(permission_notice(tool), NOTIFY_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - a notification never fails a prompt
+            log.warning("permission: no notification (%s: %s)", type(exc).__name__, str(exc)[:200])
+
+
 def hook_gone(conn: socket.socket) -> Callable[[], bool]:
     """Whether the hook on `conn` went away: its end closed (or it sent more than its request,
     which no hook of vmgen's does). Never blocks."""
@@ -107,4 +145,4 @@ def hook_gone(conn: socket.socket) -> Callable[[], bool]:
 
 DESK = PermissionDesk()  # the control daemon's (one process answers every connection)
 
-__all__ = ["DESK", "DeskFull", "PermissionDesk", "hook_gone"]
+__all__ = ["DESK", "DeskFull", "PermissionDesk", "PromptNotifier", "hook_gone"]
