@@ -106,6 +106,7 @@ class WebSettings:
     vm: VmPaths = VM  # the workspace's description, the watchdog's state, backup results, links
     ops: Ops = field(default_factory=root_ops)
     _activity: tuple[float, PageActivity] = (0.0, PageActivity())
+    _permissions: tuple[float, dict[str, Any]] = (0.0, {})  # permissions_state's, as _activity
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _changes: tuple[float, dict[str, Any] | None] = (0.0, None)
     _changes_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -226,7 +227,12 @@ def send_to_agent(settings: WebSettings, text: object) -> dict[str, Any]:
 
 def permissions_state(settings: WebSettings) -> dict[str, Any]:
     """The agent's pending permission prompts as root holds them (every text cut and cleaned by
-    root; the page shows them as text), and whether this page may answer them."""
+    root; the page shows them as text), and whether this page may answer them. Polls from
+    several tabs within ACTIVITY_SECONDS share one question to root (a root process each)."""
+    with settings._lock:
+        at, cached = settings._permissions
+        if at and time.monotonic() - at < ACTIVITY_SECONDS:
+            return cached
     try:
         view = codec.from_value(
             PermissionsView, settings.ops(PageRequest("permissions")), "the pending permissions", strict=False
@@ -234,7 +240,10 @@ def permissions_state(settings: WebSettings) -> dict[str, Any]:
     except (ActionRefused, DocumentError) as exc:
         log.warning("the page's permissions: %s", exc)
         view = PermissionsView()
-    return codec.to_value(view)
+    fresh = codec.to_value(view)
+    with settings._lock:
+        settings._permissions = (time.monotonic(), fresh)
+    return fresh
 
 
 def answer_permission(settings: WebSettings, request_id: object, decision: object) -> dict[str, Any]:
@@ -244,6 +253,9 @@ def answer_permission(settings: WebSettings, request_id: object, decision: objec
         return settings.ops(PageRequest("answer", request_id=request_id, decision=str(decision)))
     except ActionRefused as refused:
         raise ActionRefused(409 if refused.status == 503 else refused.status, str(refused)) from None
+    finally:
+        with settings._lock:
+            settings._permissions = (0.0, {})  # the next look asks root again
 
 
 ACTIONS = {
