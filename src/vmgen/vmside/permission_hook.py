@@ -51,13 +51,16 @@ def read_ask(raw: bytes) -> PermissionAsk | None:
 
 class AnsweredElsewhere:
     """Whether the tool call got its result in the session's transcript (the terminal's prompt
-    was answered): the call is the newest `tool_use` with this name and input, its result the
-    `tool_result` that names its id."""
+    was answered). The call is a `tool_use` of this name and input without a result when the hook
+    began (an earlier identical call that ran already is not this one), or one written since; it
+    is answered when a `tool_result` names it."""
 
     def __init__(self, transcript: object, tool_name: object, tool_input: object) -> None:
         self.path = transcript if isinstance(transcript, str) else ""
         self.name, self.input = tool_name, tool_input
-        self.tool_id = ""
+        self.calls: set[str] = set()  # matching calls without a result when first seen
+        self.done: set[str] = set()  # every call with a result so far
+        self.looked = False
         self.buffer = b""
         self.offset = 0
         try:
@@ -77,22 +80,33 @@ class AnsweredElsewhere:
         self.offset += len(chunk)
         lines = (self.buffer + chunk).split(b"\n")
         self.buffer = lines.pop()[-READ_MAX:]
-        return any(self._resolves(line) for line in lines)
+        answered = False
+        for line in lines:
+            for kind, tool_id in self._blocks(line):
+                if kind == "call":
+                    self.calls.add(tool_id)
+                else:
+                    self.done.add(tool_id)
+                    answered = answered or (self.looked and tool_id in self.calls)
+        if not self.looked:  # the backlog: calls that ran already are not this one
+            self.calls -= self.done
+            self.looked = True
+        return answered
 
-    def _resolves(self, line: bytes) -> bool:
+    def _blocks(self, line: bytes) -> list[tuple[str, str]]:
         try:
-            entry = json.loads(line)
-            content = entry["message"]["content"]
+            content = json.loads(line)["message"]["content"]
         except (ValueError, KeyError, TypeError):
-            return False
+            return []
+        found = []
         for block in content if isinstance(content, list) else []:
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "tool_use" and block.get("name") == self.name and block.get("input") == self.input:
-                self.tool_id = str(block.get("id") or "")
-            elif block.get("type") == "tool_result" and self.tool_id and block.get("tool_use_id") == self.tool_id:
-                return True
-        return False
+                found.append(("call", str(block.get("id") or "")))
+            elif block.get("type") == "tool_result" and block.get("tool_use_id"):
+                found.append(("result", str(block["tool_use_id"])))
+        return found
 
 
 def decision_for(

@@ -202,3 +202,25 @@ def test_the_hook_sees_its_call_answered_in_the_terminal(tmp_path) -> None:
         f.write('tent": []}}\n' + entry({"type": "tool_result", "tool_use_id": "t1", "content": "done"}))
     assert answered()
     assert not AnsweredElsewhere(str(tmp_path / "missing.jsonl"), "Bash", call)()
+
+
+def test_an_earlier_identical_call_that_ran_already_is_not_this_one(tmp_path) -> None:
+    """The same command asked again: its first run's result in the transcript answers nothing."""
+    from vmgen.vmside.permission_hook import AnsweredElsewhere
+
+    transcript = tmp_path / "s.jsonl"
+    call = {"command": "make"}
+
+    def entry(*blocks: dict) -> str:
+        return json.dumps({"message": {"content": list(blocks)}}) + "\n"
+
+    transcript.write_text(
+        entry({"type": "tool_use", "id": "t1", "name": "Bash", "input": call})
+        + entry({"type": "tool_result", "tool_use_id": "t1", "content": "done"})
+        + entry({"type": "tool_use", "id": "t2", "name": "Bash", "input": call})
+    )
+    answered = AnsweredElsewhere(str(transcript), "Bash", call)
+    assert not answered() and not answered()
+    with transcript.open("a") as f:
+        f.write(entry({"type": "tool_result", "tool_use_id": "t2", "content": "done"}))
+    assert answered()
