@@ -15,7 +15,7 @@ import pytest
 from tests.fakes.anthropic_api import Rule, Script, ToolUse
 from tests.polling import wait_until
 
-from .web_helpers import Launched, Session, launch, sign_in
+from .web_helpers import Launched, Session, launch, root_on, sign_in
 
 NAME = "permask"
 ALLOWED = "touch allowed.txt && echo ALLOWED-$((6*7))"
@@ -67,17 +67,20 @@ def ask_agent(session: Session, text: str) -> dict:
     return asked[0]
 
 
-def result_for(model, command_marker: str) -> str:
+def result_for(model, command_marker: str, cli, root) -> str:
     def results() -> list[str]:
-        texts = [r.tool_result_text for r in model.requests if r.tool_result_for]
-        return [text for text in texts if command_marker in text]
+        return [r.tool_result_text for r in model.requests if command_marker in r.tool_result_text]
 
-    found = wait_until(results, bool, 60)
-    assert found, f"the model never got a tool result with {command_marker!r}"
+    found = wait_until(results, bool, 180)
+    if not found:  # what the agent's screen and root's control service said, for whoever reads this
+        screen = cli.ssh(NAME, "tmux capture-pane -p -S -60 -t claude", check=False)
+        journal = root("journalctl -u vmgen-control --no-pager -n 40 -o cat")
+        raise AssertionError(f"no tool result with {command_marker!r}; the agent's screen:\n{screen}\nroot:\n{journal}")
     return found[0]
 
 
-def test_allow_on_the_page_runs_the_command_and_deny_refuses_it(cli, ws, user, model):
+def test_allow_on_the_page_runs_the_command_and_deny_refuses_it(cli, ws, user, model, docker_client):
+    root = root_on(docker_client, NAME)
     asked = ask_agent(user, "please RUN-ALLOWED")
     assert (asked["ask"]["tool"], asked["ask"]["command"]) == ("Bash", ALLOWED)
 
@@ -95,7 +98,7 @@ def test_allow_on_the_page_runs_the_command_and_deny_refuses_it(cli, ws, user, m
 
     status, said = post(user, "/api/permission", {"id": asked["id"], "decision": "allow"}, f"https://{ws.host}")
     assert status == 200, said
-    assert result_for(model, "ALLOWED-") == "ALLOWED-42"
+    assert result_for(model, "ALLOWED-", cli, root) == "ALLOWED-42"
     assert "allowed.txt" in cli.ssh(NAME, f"ls ~/work/{NAME}")
     status, said = post(user, "/api/permission", {"id": asked["id"], "decision": "allow"}, f"https://{ws.host}")
     assert status == 409 and "answered already" in said["error"]  # replayed: used up
@@ -104,7 +107,7 @@ def test_allow_on_the_page_runs_the_command_and_deny_refuses_it(cli, ws, user, m
     assert asked["ask"]["command"] == DENIED
     status, said = post(user, "/api/permission", {"id": asked["id"], "decision": "deny"}, f"https://{ws.host}")
     assert status == 200, said
-    assert "denied this from the workspace page" in result_for(model, "denied")
+    assert "denied this from the workspace page" in result_for(model, "denied", cli, root)
     assert "denied.txt" not in cli.ssh(NAME, f"ls ~/work/{NAME}")
 
 

@@ -111,6 +111,18 @@ def _tool_result_text(block: Json) -> str:
     return "\n".join(str(part.get("text", "")) for part in content or [] if isinstance(part, dict))
 
 
+def _newest_tool_results(messages: list[Json]) -> str:
+    """The text of the newest user message's tool results that has any (a user message of
+    reminders may follow it)."""
+    for msg in reversed(messages):
+        content = msg.get("content") if msg.get("role") == "user" else None
+        blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+        results = [_tool_result_text(b) for b in blocks if b.get("type") == "tool_result"]
+        if results:
+            return "\n".join(results)
+    return ""
+
+
 def _last_user(messages: list[Json]) -> tuple[str, str | None]:
     """Text of the last user message (without <system-reminder> blocks) and its tool_result id."""
     for msg in reversed(messages):
@@ -256,12 +268,7 @@ class FakeAnthropicServer:
         model = str(body.get("model") or "claude-fake")
         has_tools = bool(body.get("tools"))
         text, tool_id = _last_user(body.get("messages") or [])
-        last = (body.get("messages") or [{}])[-1]
-        result_text = "\n".join(
-            _tool_result_text(block)
-            for block in (last.get("content") if isinstance(last.get("content"), list) else [])
-            if isinstance(block, dict) and block.get("type") == "tool_result"
-        )
+        result_text = _newest_tool_results(body.get("messages") or [])
         rule = None
         if tool_id is not None:  # follow-up to a tool_use: never re-match (results quote files)
             with self._lock:
