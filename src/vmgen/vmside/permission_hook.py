@@ -51,20 +51,18 @@ def read_ask(raw: bytes) -> PermissionAsk | None:
 
 class AnsweredElsewhere:
     """Whether the tool call got its result in the session's transcript (the terminal's prompt
-    was answered). The call is a `tool_use` of this name and input without a result when the hook
-    began (an earlier identical call that ran already is not this one), or one written since; it
-    is answered when a `tool_result` names it."""
+    was answered): a `tool_result` for a `tool_use` of this name and input, written after the
+    hook began (an earlier identical call's result, written before, is not this one's)."""
 
     def __init__(self, transcript: object, tool_name: object, tool_input: object) -> None:
         self.path = transcript if isinstance(transcript, str) else ""
         self.name, self.input = tool_name, tool_input
-        self.calls: set[str] = set()  # matching calls without a result when first seen
-        self.done: set[str] = set()  # every call with a result so far
-        self.looked = False
+        self.calls: set[str] = set()  # the matching calls seen
         self.buffer = b""
-        self.offset = 0
+        self.offset = self.began = 0
         try:
-            self.offset = max(0, os.stat(self.path).st_size - TRANSCRIPT_TAIL) if self.path else 0
+            self.began = os.stat(self.path).st_size if self.path else 0
+            self.offset = max(0, self.began - TRANSCRIPT_TAIL)
         except OSError:
             self.path = ""
 
@@ -77,6 +75,7 @@ class AnsweredElsewhere:
                 chunk = f.read(READ_MAX)
         except OSError:
             return False
+        at = self.offset - len(self.buffer)  # where the first line starts in the file
         self.offset += len(chunk)
         lines = (self.buffer + chunk).split(b"\n")
         self.buffer = lines.pop()[-READ_MAX:]
@@ -85,12 +84,9 @@ class AnsweredElsewhere:
             for kind, tool_id in self._blocks(line):
                 if kind == "call":
                     self.calls.add(tool_id)
-                else:
-                    self.done.add(tool_id)
-                    answered = answered or (self.looked and tool_id in self.calls)
-        if not self.looked:  # the backlog: calls that ran already are not this one
-            self.calls -= self.done
-            self.looked = True
+                elif tool_id in self.calls and at >= self.began:
+                    answered = True
+            at += len(line) + 1
         return answered
 
     def _blocks(self, line: bytes) -> list[tuple[str, str]]:

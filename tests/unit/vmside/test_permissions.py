@@ -224,3 +224,17 @@ def test_an_earlier_identical_call_that_ran_already_is_not_this_one(tmp_path) ->
     with transcript.open("a") as f:
         f.write(entry({"type": "tool_result", "tool_use_id": "t2", "content": "done"}))
     assert answered()
+
+
+def test_an_answer_in_the_terminal_before_the_hooks_first_look_counts(tmp_path) -> None:
+    """A busy machine: the hook starts, and the user presses Yes before it first reads."""
+    from vmgen.vmside.permission_hook import AnsweredElsewhere
+
+    transcript = tmp_path / "s.jsonl"
+    call = {"command": "make"}
+    use = {"type": "tool_use", "id": "t1", "name": "Bash", "input": call}
+    transcript.write_text(json.dumps({"message": {"content": [use]}}) + "\n")
+    answered = AnsweredElsewhere(str(transcript), "Bash", call)
+    with transcript.open("a") as f:
+        f.write(json.dumps({"message": {"content": [{"type": "tool_result", "tool_use_id": "t1"}]}}) + "\n")
+    assert answered()
