@@ -85,6 +85,8 @@ class RecordedRequest:
     tool_result_for: str | None = None  # tool_use_id when the last user message is a tool_result
     rule: str | None = None  # trigger of the rule that answered, if any
     at: float = field(default_factory=time.time)
+    # The tool_result's text (the command's output, or Claude Code's refusal), when there is one.
+    tool_result_text: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,25 @@ def _new_id(prefix: str) -> str:
 
 def _text(text: str, delay: float = 0.0) -> Reply:
     return Reply([{"type": "text", "text": text}], "end_turn", delay)
+
+
+def _tool_result_text(block: Json) -> str:
+    content = block.get("content")
+    if isinstance(content, str):
+        return content
+    return "\n".join(str(part.get("text", "")) for part in content or [] if isinstance(part, dict))
+
+
+def _newest_tool_results(messages: list[Json]) -> str:
+    """The text of the newest user message's tool results that has any (a user message of
+    reminders may follow it)."""
+    for msg in reversed(messages):
+        content = msg.get("content") if msg.get("role") == "user" else None
+        blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+        results = [_tool_result_text(b) for b in blocks if b.get("type") == "tool_result"]
+        if results:
+            return "\n".join(results)
+    return ""
 
 
 def _last_user(messages: list[Json]) -> tuple[str, str | None]:
@@ -247,6 +268,7 @@ class FakeAnthropicServer:
         model = str(body.get("model") or "claude-fake")
         has_tools = bool(body.get("tools"))
         text, tool_id = _last_user(body.get("messages") or [])
+        result_text = _newest_tool_results(body.get("messages") or [])
         rule = None
         if tool_id is not None:  # follow-up to a tool_use: never re-match (results quote files)
             with self._lock:
@@ -269,7 +291,15 @@ class FakeAnthropicServer:
             else:
                 reply = _text(rule.text or "", rule.delay)
         rec = RecordedRequest(
-            method, path, model, has_tools, bool(body.get("stream")), text, tool_id, rule.trigger if rule else None
+            method,
+            path,
+            model,
+            has_tools,
+            bool(body.get("stream")),
+            text,
+            tool_id,
+            rule.trigger if rule else None,
+            tool_result_text=result_text,
         )
         self.record(rec)
         return reply, rec

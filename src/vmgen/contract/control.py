@@ -7,6 +7,10 @@ MAX_REQUEST bytes, sent within REQUEST_DEADLINE seconds of connecting; the answe
 progress messages, then one result, a refusal, or "busy" (nothing was done: ask again in a
 moment). A "tick" asks the watchdog for a verdict now; its result is the watchdog's state. A
 "budget" hands root a new signed share of the month's budget (contract.budgetgrant).
+
+Permission prompts (contract/permissions.py): the agent's hook asks with "permission" and waits
+for `{"result": {"decision": ...}}` or a refusal (no answer in time); "permissions" (the pending
+ones) and "answer" are root's alone, asked by root's page socket on the page's behalf.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from ..errors import DocumentError
 from . import codec
 from .budgetgrant import BudgetGrant
 from .documents import BackupResult, RestoreResult, WatchdogState
+from .permissions import DECISIONS, ID_CHARS, PermissionAsk
 
 MAX_REQUEST = 16 << 10
 MAX_REPLY_LINE = 64 << 10
 REQUEST_DEADLINE = 5.0  # seconds from connecting to the end of the request line, in total
-OPERATIONS = ("backup", "restore", "tick", "budget")
+OPERATIONS = ("backup", "restore", "tick", "budget", "permission", "permissions", "answer")
+ROOT_ONLY = ("permissions", "answer")  # the agent may ask for a permission, never see or answer one
 TRIGGERS = ("laptop", "page", "shell")
 
 
@@ -34,6 +40,9 @@ class ControlRequest:
     identity: str = ""  # restore only: the age identity the laptop pushed over SSH
     grant: str = ""  # budget only: the grant's text, as the laptop signed it
     mac: str = ""  # budget only: its signature (contract.budgetgrant)
+    ask: PermissionAsk | None = None  # permission: the tool call the agent asks to make
+    request_id: str = ""  # answer: the pending request's single-use id
+    decision: str = ""  # answer: allow or deny
 
 
 def encode_request(request: ControlRequest) -> bytes:
@@ -46,6 +55,10 @@ def decode_request(line: bytes) -> ControlRequest:
         raise DocumentError(f"request: unknown operation {request.op!r}")
     if request.trigger not in TRIGGERS:
         raise DocumentError(f"request: unknown trigger {request.trigger!r}")
+    if request.op == "permission" and request.ask is None:
+        raise DocumentError("request: a permission request names its tool call")
+    if request.op == "answer" and not (ID_CHARS.fullmatch(request.request_id) and request.decision in DECISIONS):
+        raise DocumentError("request: an answer names a request id and allow or deny")
     return request
 
 
@@ -61,8 +74,8 @@ def busy_line(reason: str) -> bytes:
     return (json.dumps({"busy": reason}) + "\n").encode()
 
 
-def result_line(result: BackupResult | RestoreResult | WatchdogState | BudgetGrant) -> bytes:
-    value = codec.to_value(result)
+def result_line(result: BackupResult | RestoreResult | WatchdogState | BudgetGrant | dict[str, Any]) -> bytes:
+    value = result if isinstance(result, dict) else codec.to_value(result)
     if isinstance(result, BudgetGrant):
         value = {"ok": True, **value}  # taken: the relay reports success by `ok`
     return (json.dumps({"result": value}) + "\n").encode()

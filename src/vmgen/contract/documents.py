@@ -17,7 +17,7 @@ from typing import Any, TypeGuard
 
 from ..errors import DocumentError, UsageError
 from . import codec, settings
-from .enums import BudgetAction, IdleAction, StoreKind
+from .enums import BudgetAction, IdleAction, PermissionMode, StoreKind
 from .notify import parse_target
 from .settings import setting
 
@@ -78,6 +78,15 @@ class WatchSettings:
     budget_currency: str = ""  # that price's currency ("EUR", "USD")
     budget_month_end: float = 0.0  # wall clock: the end of the month the allowance is for
     action: IdleAction = IdleAction.POWEROFF
+    # Read by the agent's start command and Claude Code's managed settings on the laptop's side,
+    # and by root's page (answers to permission prompts) on the VM's; a word outside the set is
+    # refused on both sides (codec.py on load, the laptop's config before a launch).
+    permission_mode: PermissionMode = setting(  # noqa: RUF009 - a field with its declaration, as every setting
+        PermissionMode.BYPASS,
+        "whether the agent asks before it acts (`bypass`: never; else Claude Code's mode, "
+        "its prompts answered on the workspace page or in the terminal)",
+        laptop="permission_mode",
+    )
     dry_run: bool = False
     provider: str = "docker"
     webhook_url: str = ""

@@ -49,4 +49,14 @@ class WorkspaceStatus(enum.StrEnum):
     UNKNOWN = "unknown"  # a word of the provider's that vmgen does not know
 
 
-__all__ = ["BudgetAction", "IdleAction", "StoreKind", "TlsMode", "WorkspaceStatus"]
+class PermissionMode(enum.StrEnum):
+    """Whether the agent asks before it acts: `bypass` skips every prompt (the VM is its sandbox);
+    the others are Claude Code's own permission modes, whose prompts the page can answer."""
+
+    BYPASS = "bypass"  # claude --dangerously-skip-permissions
+    DEFAULT = "default"  # asks before each tool that changes anything
+    ACCEPT_EDITS = "acceptEdits"  # edits in the workspace without asking; asks for the rest (Bash)
+    PLAN = "plan"  # reads and plans; asks before anything else
+
+
+__all__ = ["BudgetAction", "IdleAction", "PermissionMode", "StoreKind", "TlsMode", "WorkspaceStatus"]

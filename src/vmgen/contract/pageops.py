@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from ..errors import DocumentError, PageRequestError
 from . import codec
 from .documents import Lease
+from .permissions import DECISIONS, ID_CHARS
 
-OPERATIONS = ("activity", "send", "keepalive", "backup", "changes")
+OPERATIONS = ("activity", "send", "keepalive", "backup", "changes", "permissions", "answer")
 KEEPALIVE_HOURS = (1, 4)
 MAX_MESSAGE = 4000
 # Activity as the page shows it: the newest items, each text cut to a line's worth.
@@ -35,6 +36,8 @@ class PageRequest:
     op: str
     text: str = ""  # send: what to type into the agent's pane
     hours: int = 0  # keepalive: one of KEEPALIVE_HOURS
+    request_id: str = ""  # answer: the permission request's id, as root gave it
+    decision: str = ""  # answer: allow or deny
 
 
 def encode_request(request: PageRequest) -> bytes:
@@ -49,6 +52,8 @@ def decode_request(line: bytes) -> PageRequest:
         raise PageRequestError(f"text must be 1 to {MAX_MESSAGE} characters")
     if request.op == "keepalive" and request.hours not in KEEPALIVE_HOURS:
         raise PageRequestError(f"hours must be one of {KEEPALIVE_HOURS}")
+    if request.op == "answer" and not (ID_CHARS.fullmatch(request.request_id) and request.decision in DECISIONS):
+        raise PageRequestError("an answer names a request id and allow or deny")
     return request
 
 

@@ -10,6 +10,7 @@ when it loads the file. A value out of bounds is one line naming the setting and
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import typing
 from collections.abc import Iterator
@@ -47,7 +48,11 @@ def declared(document_type: type) -> Iterator[tuple[str, type, Declared]]:
 
 
 def accepts(kind: type, declaration: Declared) -> str:
-    """What a setting takes, as an error or a table says it: "a whole number, 1 or more"."""
+    """What a setting takes, as an error or a table says it: "a whole number, 1 or more"; for a
+    setting of fixed words (an enum), the words: "`bypass`, `default` or `plan`"."""
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        words = [f"`{member.value}`" for member in kind]
+        return ", ".join(words[:-1]) + " or " + words[-1]
     what = "a whole number" if kind is int else "a number"
     low, high = declaration.minimum, declaration.maximum
     if low is not None and high is not None:
@@ -91,9 +96,10 @@ def table(*document_types: type) -> str:
         defaults = {field.name: field.default for field in dataclasses.fields(document_type)}
         for name, kind, declaration in declared(document_type):
             if declaration.laptop:
+                default = defaults[name]
+                shown = default.value if isinstance(default, enum.Enum) else f"{default:g}"
                 rows.append(
-                    f"| `{declaration.laptop}` | `{defaults[name]:g}` | {accepts(kind, declaration)} "
-                    f"| {declaration.meaning} |"
+                    f"| `{declaration.laptop}` | `{shown}` | {accepts(kind, declaration)} | {declaration.meaning} |"
                 )
     return "\n".join(rows) + "\n"
 

@@ -6,6 +6,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from ..contract.enums import PermissionMode
 from ..contract.names import AGENT_SESSION, VM
 
 __all__ = ["AGENTS", "AGENT_SESSION", "Agent", "claude_project_key"]
@@ -16,10 +17,14 @@ class Agent:
     name: str
     # `{version}` is replaced by the (validated) pin; the result is a shell command run as root.
     install: str
-    # Run as the agent user inside the tmux session, in the repository directory.
+    # Run as the agent user inside the tmux session, in the repository directory. With
+    # permission modes (below), `{permissions}` is replaced by the mode's option.
     start: str
     # Start command that picks up the previous conversation; used after a restart.
     resume: str
+    # The command-line option for each PermissionMode (`bypass`: skip every prompt); empty for an
+    # agent whose prompts vmgen cannot answer (it runs as its own defaults have it).
+    permission_modes: tuple[tuple[PermissionMode, str], ...] = ()
     # Packages the install command needs besides vmgen's base set.
     packages: tuple[str, ...] = ()
     # Installed with npm and run by Node: the install step puts vmgen's Node.js first.
@@ -37,6 +42,21 @@ class Agent:
     # Files (below the agent's home) where the agent keeps a login of its own. With these known,
     # an agent that has neither a key nor such a file is known to have no credentials at all.
     credential_files: tuple[str, ...] = ()
+    # Root's settings file the agent reads and cannot change or override (Claude Code's managed
+    # settings): vmgen's hooks and the permission mode's policy go there.
+    managed_settings: str = ""
+
+    def start_command(self, mode: PermissionMode = PermissionMode.BYPASS) -> str:
+        return self._with_mode(self.start, mode)
+
+    def resume_command(self, mode: PermissionMode = PermissionMode.BYPASS) -> str:
+        return self._with_mode(self.resume, mode)
+
+    def _with_mode(self, command: str, mode: PermissionMode) -> str:
+        options = dict(self.permission_modes)
+        if mode not in options and mode != PermissionMode.BYPASS:
+            raise ValueError(f"{self.name} has no permission mode {mode.value!r}")
+        return command.replace("{permissions}", options.get(mode, "")).rstrip()
 
     def install_command(self, version: str) -> str:
         if self.pip_pinned:
@@ -46,7 +66,7 @@ class Agent:
     @property
     def version_command(self) -> str:
         """Prints the installed CLI's version (every agent's CLI answers `--version`)."""
-        return f"{shlex.split(self.start)[0]} --version"
+        return f"{shlex.split(self.start_command())[0]} --version"
 
     @property
     def credential_variables(self) -> tuple[str, ...]:
@@ -68,8 +88,12 @@ AGENTS: dict[str, Agent] = {
         Agent(
             name="claude",
             install="npm install -g --no-fund --no-audit @anthropic-ai/claude-code@{version}",
-            start="claude --dangerously-skip-permissions",
-            resume="claude --continue --dangerously-skip-permissions",
+            start="claude {permissions}",
+            resume="claude --continue {permissions}",
+            permission_modes=(
+                (PermissionMode.BYPASS, "--dangerously-skip-permissions"),
+                *((mode, f"--permission-mode {mode.value}") for mode in PermissionMode if mode != "bypass"),
+            ),
             # Claude Code keeps one transcript per session under a folder named after the cwd.
             conversation_test=f'compgen -G "{VM.claude_dir}/projects/{{project_key}}/*.jsonl" >/dev/null',
             node=True,
@@ -78,6 +102,7 @@ AGENTS: dict[str, Agent] = {
             # Without a key or a login it starts anyway, and says so once it is sent a prompt.
             login_screen=("Not logged in", "Please run /login", "Invalid API key"),
             credential_files=(".claude/.credentials.json",),
+            managed_settings="/etc/claude-code/managed-settings.json",
         ),
         Agent(
             name="codex",

@@ -14,7 +14,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from ..contract.documents import BACKUP_DEFAULTS, WATCH_DEFAULTS
-from ..contract.enums import BudgetAction, TlsMode
+from ..contract.enums import BudgetAction, PermissionMode, TlsMode
 from ..contract.notify import (
     NTFY_TOKEN_VARIABLE,
     TELEGRAM_CHAT_VARIABLE,
@@ -70,6 +70,9 @@ class Settings:
     idle_interval_seconds: float = WATCH_DEFAULTS.interval_seconds
     max_lifetime_hours: float = WATCH_DEFAULTS.max_lifetime_hours
     idle_webhook_url: str = ""
+    # Whether the agent asks before it acts (contract.enums.PermissionMode): `bypass` as before,
+    # or Claude Code's own mode, its prompts answered on the workspace page or in the terminal.
+    permission_mode: PermissionMode = WATCH_DEFAULTS.permission_mode
     # Where the phone hears from the workspace (contract.notify: ntfy topics, webhooks); the
     # ntfy access token reaches only root's secrets file on the VM.
     notify: str = ""

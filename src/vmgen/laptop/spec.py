@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..contract.documents import WATCH_DEFAULTS, WatchSettings
-from ..contract.enums import BudgetAction, IdleAction, TlsMode
+from ..contract.enums import BudgetAction, IdleAction, PermissionMode, TlsMode
 from ..contract.names import PORTS, VM
 from ..contract.notify import parse_target
 from ..errors import DocumentError, InvalidSpec, NoSSHKey
@@ -122,6 +122,7 @@ class WatchdogTuning:
     budget_price_hourly: float = 0.0
     budget_currency: str = ""
     budget_month_end: float = 0.0
+    permission_mode: PermissionMode = WATCH_DEFAULTS.permission_mode
 
 
 # Ports vmgen's own services use on the VM: not available as previews.
@@ -446,10 +447,16 @@ def make_spec(
             parse_target(target)
     except DocumentError as exc:
         raise InvalidSpec(str(exc)) from None
+    chosen_agent = resolve_agent(agent)
+    if watchdog.permission_mode != PermissionMode.BYPASS and not chosen_agent.permission_modes:
+        raise InvalidSpec(
+            f"permission_mode {watchdog.permission_mode.value!r} needs an agent whose prompts vmgen can answer "
+            f"(claude); {chosen_agent.name} runs with permission_mode 'bypass'"
+        )
     return WorkspaceSpec(
         name=validate_name(name) if name else derive_name(source),
         source=source,
-        agent=resolve_agent(agent),
+        agent=chosen_agent,
         agent_version=validate_version(agent_version),
         size=validate_token("size", size),
         region=validate_token("region", region),

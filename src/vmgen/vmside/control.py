@@ -15,7 +15,9 @@ into a failed state until reboot. Here a connection costs a thread and is bounde
   peer is at its bound, its oldest connection that has not sent its request yet makes room
   (a slow client never holds a place against a new one); else the new one hears "busy" at once;
 - one backup at a time: a second one hears "busy" at once (the client asks again);
-- verdicts asked for together share one tick of the watchdog.
+- verdicts asked for together share one tick of the watchdog;
+- a permission prompt's hook waits at most its own deadline of root's (vmside/permissions.py);
+  only root sees pending prompts and answers them (asked by root's page socket).
 
 Root asks the kernel who is on the other end (SO_PEERCRED): only root and the agent user may ask.
 Answers never block on a client that stopped reading (a backup goes on when the laptop's SSH dies).
@@ -38,6 +40,7 @@ from ..contract.control import (
     MAX_REPLY_LINE,
     MAX_REQUEST,
     REQUEST_DEADLINE,
+    ROOT_ONLY,
     ControlRequest,
     Reply,
     busy_line,
@@ -51,6 +54,7 @@ from ..contract.control import (
 from ..contract.documents import WatchdogState
 from ..contract.names import AGENT_USER, VM, VmPaths
 from ..errors import ConfigError, ControlUnavailable, DocumentError
+from .permissions import DESK, DeskFull, PermissionDesk, PromptNotifier, hook_gone
 from .privileges import RunAs
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,7 @@ def serve(
     deadline: float | None = None,
     ticks: TickShare | None = None,
     on_request: Callable[[], None] | None = None,
+    desk: PermissionDesk | None = None,
 ) -> None:
     """Answer one request on an accepted connection (run as root). Only root and the agent
     user may ask (`allowed` replaces that set in tests). The request must be in by `deadline`
@@ -102,12 +107,19 @@ def serve(
     except DocumentError as exc:
         _send(conn, refused_line(f"bad request: {exc}"), FINAL_SEND_TIMEOUT)
         return
+    if request.op in ROOT_ONLY and uid != 0:
+        log.warning("control: refused %s from uid %d (root's alone)", request.op, uid)
+        _send(conn, refused_line(f"only root may ask for {request.op}"), FINAL_SEND_TIMEOUT)
+        return
     log.info("control: %s requested by uid %d (%s)", request.op, uid, request.trigger)
     if request.op == "tick":
         _answer_tick(conn, paths, ticks)
         return
     if request.op == "budget":
         _answer_budget(conn, request, paths)
+        return
+    if request.op in ("permission", "permissions", "answer"):
+        _answer_permission(conn, request, desk or DESK)
         return
 
     def progress(message: str) -> None:
@@ -189,6 +201,29 @@ def _answer_tick(conn: socket.socket, paths: VmPaths, ticks: TickShare | None) -
     _send(conn, result_line(state), FINAL_SEND_TIMEOUT)
 
 
+def _answer_permission(conn: socket.socket, request: ControlRequest, desk: PermissionDesk) -> None:
+    from ..contract import codec
+
+    if request.op == "permissions":
+        _send(conn, result_line({"pending": [codec.to_value(p) for p in desk.pending()]}), FINAL_SEND_TIMEOUT)
+    elif request.op == "answer":
+        if desk.answer(request.request_id, request.decision):
+            _send(conn, result_line({"answered": True}), FINAL_SEND_TIMEOUT)
+        else:
+            _send(conn, refused_line("no such request: answered already, or no longer asked"), FINAL_SEND_TIMEOUT)
+    else:
+        assert request.ask is not None  # decode_request checked it
+        try:
+            decision = desk.ask(request.ask, hook_gone(conn))
+        except DeskFull as exc:
+            _send(conn, busy_line(f"{exc}: answer this one in the terminal"), FINAL_SEND_TIMEOUT)
+            return
+        if decision:
+            _send(conn, result_line({"decision": decision}), FINAL_SEND_TIMEOUT)
+        else:
+            _send(conn, refused_line("no answer from the page"), FINAL_SEND_TIMEOUT)
+
+
 def read_request_line(conn: socket.socket, deadline: float) -> bytes:
     """One request line, capped, by `deadline` (time.monotonic()) in total: a slow client gets no more."""
     data = b""
@@ -262,12 +297,14 @@ class ControlServer:
     per_peer: int = PER_PEER
     peer: Callable[[int, int], str] = peer_of
     ticks: TickShare = field(default_factory=TickShare)
+    desk: PermissionDesk | None = None  # default: one that tells the phone (PromptNotifier)
     _open: list[_Connection] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _last_active: float = field(default_factory=time.monotonic)
 
     def serve_forever(self, idle_exit: float | None = IDLE_EXIT, stop: threading.Event | None = None) -> None:
         self.agent = self.agent or RunAs.lookup(AGENT_USER)
+        self.desk = self.desk or PermissionDesk(on_ask=PromptNotifier(self.paths))
         self.listener.settimeout(1.0)
         while stop is None or not stop.is_set():
             try:
@@ -343,6 +380,7 @@ class ControlServer:
                 deadline=entry.opened + REQUEST_DEADLINE,
                 ticks=self.ticks,
                 on_request=requested,
+                desk=self.desk,
             )
         except Exception:  # one connection's failure is logged; the daemon goes on
             log.exception("control: answering a request failed")

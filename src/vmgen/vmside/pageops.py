@@ -11,7 +11,11 @@ slow any process of its uid:
 - keepalive: a lease added by vmgen's own interpreter (`python -I`) running as the agent;
 - backup: root's control socket asked for a backup, answered once it started;
 - changes: the repository's working tree against HEAD and its recent commits, from git run as the
-  agent with a deadline and a size cap of root's (vmside/web/changes.py).
+  agent with a deadline and a size cap of root's (vmside/web/changes.py);
+- permissions, answer: the agent's pending permission prompts, and the page's answer to one, both
+  through root's control socket (as root: the agent can neither see nor answer them there). An
+  answer is taken only where the page is behind vmgen's login: without a domain the page's own
+  socket is the agent's to reach (`vmgen open` tunnels to it as the agent), so the terminal answers.
 
 Run as `python -I -m vmgen.vmside.pageops`: it imports only what these need.
 """
@@ -19,7 +23,9 @@ Run as `python -I -m vmgen.vmside.pageops`: it imports only what these need.
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -185,12 +191,64 @@ def changes(_request: PageRequest, context: Context) -> dict[str, Any]:
     return codec.to_value(read_changes(context.agent, repo_dir, context.git_seconds))
 
 
+def page_behind_login(context: Context) -> bool:
+    """Whether only the login's side (Caddy) can reach the page: its socket (systemd's, root's
+    /run/vmgen) is neither the agent's, nor its group's, nor everyone's to connect to."""
+    try:
+        st = os.stat(context.paths.page_socket)
+    except OSError:
+        return False
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o002:
+        return False
+    return not (st.st_gid == context.agent.gid and st.st_mode & 0o020)
+
+
+def _ask_control(request: ControlRequest, context: Context) -> dict[str, Any]:
+    from ..errors import ControlUnavailable
+    from .control import ask
+
+    try:
+        for reply in ask(request, context.paths, timeout=FINAL_SEND_TIMEOUT):
+            if reply.busy:
+                raise Busy(reply.busy)
+            if reply.refused:
+                raise Refused(reply.refused)
+            if reply.result is not None:
+                return reply.result
+    except (ControlUnavailable, DocumentError, OSError) as exc:
+        raise Refused(f"root's control service does not answer: {exc}") from None
+    raise Refused("root's control service closed the connection")
+
+
+def permissions(context: Context) -> dict[str, Any]:
+    """The pending permission prompts, and whether this page may answer them."""
+    from ..contract.permissions import PendingPermission, PermissionsView
+
+    result = _ask_control(ControlRequest("permissions"), context)
+    pending = result.get("pending")
+    items = tuple(
+        codec.from_value(PendingPermission, item, "a pending permission", strict=False)
+        for item in (pending if isinstance(pending, list) else [])
+    )
+    return codec.to_value(PermissionsView(pending=items, answerable=page_behind_login(context)))
+
+
+def answer(request: PageRequest, context: Context) -> dict[str, Any]:
+    if not page_behind_login(context):
+        raise Refused("this workspace's page has no login of its own (no domain): answer in the terminal")
+    request_line = ControlRequest("answer", request_id=request.request_id, decision=request.decision)
+    _ask_control(request_line, context)
+    return {"answered": True, "decision": request.decision}
+
+
 OPERATIONS: dict[str, Callable[[PageRequest, Context], dict[str, Any]]] = {
     "activity": activity,
     "send": send,
     "keepalive": keepalive,
     "backup": backup,
     "changes": changes,
+    "permissions": lambda request, context: permissions(context),
+    "answer": answer,
 }
 
 

@@ -33,6 +33,7 @@ from ...contract.documents import (
     WorkspaceInfo,
     act_timeout_seconds,
 )
+from ...contract.enums import PermissionMode
 from ...contract.names import (
     AGENT_SESSION,
     AGENT_UID,
@@ -45,6 +46,7 @@ from ...contract.names import (
     WEB_LOGIN_USER,
     VmPaths,
 )
+from ...contract.permissions import HOOK_TIMEOUT_SECONDS
 from ...contract.weblogin import WebLoginSettings
 from ...dns import TOKEN_SETTING as DNS_TOKEN_VARIABLE
 from ...errors import UsageError
@@ -401,8 +403,8 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "web_user": USER,
         "web_ban": WEB_BAN,
         "desktop": spec.desktop,
-        "start": spec.agent.start,
-        "resume": spec.agent.resume,
+        "start": spec.agent.start_command(spec.watchdog.permission_mode),
+        "resume": spec.agent.resume_command(spec.watchdog.permission_mode),
         "has_conversation": spec.agent.has_conversation(spec.repo_dir),
         "lifetime_seconds": round(spec.watchdog.max_lifetime_hours * 3600),
         "inotify_watches": INOTIFY_WATCHES,
@@ -434,6 +436,7 @@ def _watch_settings(spec: WorkspaceSpec, self_delete: SelfDelete) -> WatchSettin
         provider=self_delete.provider,
         webhook_url=w.webhook_url,
         notify=w.notify,
+        permission_mode=w.permission_mode,
         metadata_url=self_delete.metadata_url,
         api_endpoint=self_delete.api_endpoint,
         dns_zone=spec.web.domain if dns else "",
@@ -469,6 +472,35 @@ def claude_hooks(program: str) -> dict[str, object]:
     }
 
 
+def permission_hook_command(paths: VmPaths = VM) -> str:
+    """Claude Code's PermissionRequest hook: root's vmgen in an isolated interpreter (no user
+    site, no PYTHON* variables), so the agent can neither replace nor steer it."""
+    return f"{paths.venv / 'bin' / 'python'} -I -m vmgen.vmside.permission_hook"
+
+
+def claude_managed_settings(mode: PermissionMode, paths: VmPaths = VM) -> dict[str, object]:
+    """Claude Code's managed settings (root's file; they outrank the agent's own): vmgen's hooks,
+    and with a permission mode other than bypass, the policy that keeps the agent from answering
+    its own prompts: only these hooks run (a hook of the agent's could allow), only these
+    permission rules count (an allow rule the agent wrote would skip the prompt), and bypass
+    mode cannot be turned on."""
+    hooks: dict[str, object] = dict(claude_hooks(str(paths.program("agent-event"))))
+    settings: dict[str, object] = {"hooks": hooks}
+    if mode == PermissionMode.BYPASS:
+        return settings
+    hooks["PermissionRequest"] = [
+        {
+            "matcher": "*",
+            "hooks": [{"type": "command", "command": permission_hook_command(paths), "timeout": HOOK_TIMEOUT_SECONDS}],
+        }
+    ]
+    return settings | {
+        "allowManagedHooksOnly": True,
+        "allowManagedPermissionRulesOnly": True,
+        "permissions": {"defaultMode": mode.value, "disableBypassPermissionsMode": "disable"},
+    }
+
+
 def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
     """Pre-answered first-run dialogs, so the agent starts unattended at its prompt."""
     if spec.agent.name != "claude":
@@ -480,11 +512,13 @@ def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
     }
     settings = {
         "skipDangerousModePermissionPrompt": True,
-        "hooks": claude_hooks(str(VM.program("agent-event"))),
         # The pinned version stays pinned, and nothing but the model API is contacted.
         "env": {"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"},
     }
+    managed = claude_managed_settings(spec.watchdog.permission_mode)
     return [
+        # Root's, before the agent first starts: vmgen's hooks the agent cannot replace or turn off.
+        _file(spec.agent.managed_settings, json.dumps(managed, indent=2) + "\n"),
         _file(
             VM.home / ".claude.json",
             json.dumps(state, indent=2) + "\n",

@@ -210,6 +210,7 @@ def build_spec(
             budget_action=s.budget_action,
             webhook_url=s.idle_webhook_url,
             notify=split_targets(s.notify),
+            permission_mode=s.permission_mode,
         ),
         vmgen=vmgen_install(s),
         web=WebSpec(

@@ -19,6 +19,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from ...contract.documents import AgentRecord, BudgetRecord, WatchdogState, WatchSettings
+from ...contract.enums import PermissionMode
 from ...contract.names import AGENT_USER, UNITS, VM, VmPaths
 from ...contract.verdict_words import stall_alert, warning
 from ..boot import boot_id
@@ -294,7 +295,8 @@ def run(settings: WatchSettings, dry_run: bool = False, once: bool = False, path
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
     notifier = notifier_for(settings.name, settings.notify, read_secrets(paths), paths)
     if notifier and not dry_run:
-        HookFollower(paths.hook_events, notifier).start()
+        by_root = settings.permission_mode != PermissionMode.BYPASS  # the control daemon tells of prompts
+        HookFollower(paths.hook_events, notifier, prompts_by_root=by_root).start()
     watchdog = Watchdog(settings, collector_for(settings, paths), dry_run=dry_run, paths=paths, notifier=notifier)
     watchdog.run(once=once)
 

@@ -38,8 +38,10 @@ class HookFollower:
         notifier: Notifier,
         uid_of: Callable[[], int | None] = agent_uid,
         since: float | None = None,
+        prompts_by_root: bool = False,
     ) -> None:
         self.notifier = notifier
+        self.prompts_by_root = prompts_by_root
         self.uid_of = uid_of
         self.since = time.time() if since is None else since  # older events were told before a restart
         self.dedupe = Dedupe()
@@ -56,7 +58,7 @@ class HookFollower:
             self._files.uid = uid
         now = time.time()
         events = [e for line in self._tail.read()[0] if (e := parse_hook_event(line, now)) and e.at >= self.since]
-        notices = notices_of_hooks(self.dedupe, events)
+        notices = notices_of_hooks(self.dedupe, events, self.prompts_by_root)
         for notice in notices:
             self.notifier.send(notice)
         return len(notices)

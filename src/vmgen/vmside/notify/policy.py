@@ -7,6 +7,7 @@ its event name and a `kind` from contract.documents.HOOK_KINDS, each mapped to f
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ...contract.documents import ActionRecord, BudgetRecord, HookEvent
@@ -100,14 +101,19 @@ class Dedupe:
         self.seen[scope] = state
 
 
-def notices_of_hooks(dedupe: Dedupe, events: list[HookEvent]) -> list[Notice]:
-    """The notices a batch of hook events makes, oldest first; `dedupe` remembers across batches."""
+def notices_of_hooks(dedupe: Dedupe, events: list[HookEvent], prompts_by_root: bool = False) -> list[Notice]:
+    """The notices a batch of hook events makes, oldest first; `dedupe` remembers across batches.
+    With `prompts_by_root` (a permission mode other than bypass), root's control daemon tells of
+    each permission prompt itself, with the tool's name (`permission_notice`), so the hook's own
+    permission notification only re-arms its session."""
     out: list[Notice] = []
     for event in events:
         state, notice = hook_state(event)
         scope = f"session:{event.session}"
         if not state:
             continue
+        if prompts_by_root and state == PERMISSION:
+            notice = None
         if notice is None:
             dedupe.note(scope, state)
             continue
@@ -194,6 +200,25 @@ def budget_notice(record: BudgetRecord) -> Notice:
     )
 
 
+_TOOL_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
+
+
+def permission_notice(tool: str) -> Notice:
+    """A permission prompt root holds for the page: vmgen's words and the tool's name, if that
+    is one plain word (Bash, Edit, mcp__server__tool: the agent names it, so nothing else of it
+    goes out: no dots, no slashes, nothing a phone could take for a link)."""
+    word = tool if _TOOL_WORD.fullmatch(tool) else "a tool"
+    return Notice(
+        "permission",
+        "permission requested",
+        f"the agent asks to use {word}: Allow or Deny on the workspace page",
+        "permissions",
+        word,
+        4,
+        ("lock",),
+    )
+
+
 def ready_notice(restored: bool) -> Notice:
     if restored:
         return Notice(
@@ -221,6 +246,7 @@ __all__ = [
     "hook_state",
     "message_of",
     "notices_of_hooks",
+    "permission_notice",
     "ready_notice",
     "stall_notice",
     "warning_notice",

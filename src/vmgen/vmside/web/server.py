@@ -39,6 +39,7 @@ from ...contract.control import decode_reply
 from ...contract.documents import ACTION_WORDS, WatchdogState
 from ...contract.names import UNITS, VM, VmPaths
 from ...contract.pageops import KEEPALIVE_HOURS, MAX_MESSAGE, PageActivity, PageRequest, encode_request
+from ...contract.permissions import DECISIONS, ID_CHARS, PermissionsView
 from ...contract.verdict_words import budget_words, lifetime_words, verdict_word, what_happens, what_holds
 from ...errors import DocumentError
 from ..activation import UnixHTTPServer, serve_unix
@@ -105,6 +106,7 @@ class WebSettings:
     vm: VmPaths = VM  # the workspace's description, the watchdog's state, backup results, links
     ops: Ops = field(default_factory=root_ops)
     _activity: tuple[float, PageActivity] = (0.0, PageActivity())
+    _permissions: tuple[float, dict[str, Any]] = (0.0, {})  # permissions_state's, as _activity
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _changes: tuple[float, dict[str, Any] | None] = (0.0, None)
     _changes_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -182,6 +184,7 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
         # Hostnames without a certificate, each with why (DNS, the ACME server's refusal or limit).
         "certificates": certificate_report(settings.vm).lines(),
         "activity": [codec.to_value(item) for item in activity.items],
+        "permissions": permissions_state(settings),
         "now": time.time(),
     }
 
@@ -219,10 +222,47 @@ def send_to_agent(settings: WebSettings, text: object) -> dict[str, Any]:
     return settings.ops(PageRequest("send", text=text))
 
 
+# --- permission prompts (contract/permissions.py) -------------------------------------------
+
+
+def permissions_state(settings: WebSettings) -> dict[str, Any]:
+    """The agent's pending permission prompts as root holds them (every text cut and cleaned by
+    root; the page shows them as text), and whether this page may answer them. Polls from
+    several tabs within ACTIVITY_SECONDS share one question to root (a root process each)."""
+    with settings._lock:
+        at, cached = settings._permissions
+        if at and time.monotonic() - at < ACTIVITY_SECONDS:
+            return cached
+    try:
+        view = codec.from_value(
+            PermissionsView, settings.ops(PageRequest("permissions")), "the pending permissions", strict=False
+        )
+    except (ActionRefused, DocumentError) as exc:
+        log.warning("the page's permissions: %s", exc)
+        view = PermissionsView()
+    fresh = codec.to_value(view)
+    with settings._lock:
+        settings._permissions = (time.monotonic(), fresh)
+    return fresh
+
+
+def answer_permission(settings: WebSettings, request_id: object, decision: object) -> dict[str, Any]:
+    if not isinstance(request_id, str) or not ID_CHARS.fullmatch(request_id) or decision not in DECISIONS:
+        raise ActionRefused(400, "an answer names a request id and allow or deny")
+    try:
+        return settings.ops(PageRequest("answer", request_id=request_id, decision=str(decision)))
+    except ActionRefused as refused:
+        raise ActionRefused(409 if refused.status == 503 else refused.status, str(refused)) from None
+    finally:
+        with settings._lock:
+            settings._permissions = (0.0, {})  # the next look asks root again
+
+
 ACTIONS = {
     "/api/keepalive": lambda settings, body: keep_alive(settings, body.get("hours")),
     "/api/backup": lambda settings, body: request_backup(settings),
     "/api/send": lambda settings, body: send_to_agent(settings, body.get("text")),
+    "/api/permission": lambda settings, body: answer_permission(settings, body.get("id"), body.get("decision")),
 }
 
 
