@@ -48,11 +48,10 @@ def test_an_agent_whose_prompts_vmgen_cannot_answer_takes_bypass_only(tmp_path: 
             size="small",
             region="",
             image="",
-            idle_minutes=30,
             desktop=False,
             configured_keys=("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvKx1ZUUs2rWJ6zT0KjgNlbgsqOgjCm2oFkXzBeX1LM t@l",),
             vmgen=VmgenInstall(version="0.1.0"),
-            watchdog=WatchdogTuning(permission_mode=PermissionMode.DEFAULT),
+            watchdog=WatchdogTuning(idle_minutes=30, permission_mode=PermissionMode.DEFAULT),
             home=tmp_path,
         )
 
