@@ -255,7 +255,7 @@ def claude_command(claude: Path) -> list[str]:
     """The agent's start command on the VM, with this Claude Code."""
     from vmgen.laptop.agents import AGENTS
 
-    return [str(claude), *AGENTS["claude"].start.split()[1:]]
+    return [str(claude), *AGENTS["claude"].start_command().split()[1:]]
 
 
 @dataclass
