@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,14 +97,14 @@ def config(workspace: Path, sock: str, **kw: Any) -> SignalConfig:
     return SignalConfig(workspace=workspace, agent=base.agent, humans=humans, **kw)
 
 
-def with_agent(workspace: Path, run: Any) -> dict[str, Any]:
+def with_agent(workspace: Path, run: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
     """An idle fake agent (comm "claude") in its tmux session, like the VM's."""
     sock = str(workspace.parent / "tmux.sock")
     fake = workspace.parent / "claude"
     fake.symlink_to("/bin/sleep")
     subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-c", str(workspace), f"{fake} 3600"], check=True)
     try:
-        return run(sock)  # type: ignore[no-any-return]
+        return run(sock)
     finally:
         subprocess.run(["tmux", "-S", sock, "kill-server"], check=False, capture_output=True)
 

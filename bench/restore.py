@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -56,7 +57,8 @@ du -sb data | cut -f1
 """
 
 
-def one_size(env: dict[str, str], repo: Path, size_mb: int) -> dict[str, object]:
+def one_size(env: dict[str, str], repo: Path, size_mb: int) -> dict[str, Any]:
+    """One size's record in the results file (a JSON document)."""
     name = f"bench-rs-{size_mb}"
     vmgen(env, "launch", str(repo), "--name", name)
     try:

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the simulated cloud lives in tests/fakes
@@ -39,7 +40,7 @@ def vmgen(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def one_run(env: dict[str, str], repo: Path, name: str, cold: bool) -> dict[str, object]:
+def one_run(env: dict[str, str], repo: Path, name: str, cold: bool) -> dict[str, Any]:
     started = time.time()
     result = vmgen(env, "launch", str(repo), "--name", name, "--json", *(["--cold"] if cold else []))
     report = json.loads(result.stdout)
@@ -152,7 +153,8 @@ def bench_user(tmp: Path) -> tuple[dict[str, str], Path]:
     return env, repo
 
 
-def summarize(runs: list[dict]) -> dict[str, object]:
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs' record in the results file (a JSON document)."""
     return {
         "runs": runs,
         "median_total_s": statistics.median(r["total_s"] for r in runs),
@@ -177,7 +179,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="vmgen-bench-") as tmp, contextlib.ExitStack() as stack:
         env, repo = bench_user(Path(tmp))
-        results = {}
+        results: dict[str, dict[str, Any]] = {}
         for provider in providers:
             penv, fake = provider_env(provider, env, stack)
             cold = summarize([one_run(penv, repo, f"bench-{provider[:2]}-c{i}", cold=True) for i in range(args.runs)])

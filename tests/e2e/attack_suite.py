@@ -89,6 +89,7 @@ class Workspace:
 
     def container(self):
         for c in self.docker_client.containers.list(filters={"name": self.name}):
+            assert c.name is not None  # the engine names every container
             if c.name == f"vmgen-{self.name}" or re.fullmatch(rf"hz-\d+-{re.escape(self.name)}", c.name):
                 return c
         raise AssertionError(f"no running VM for {self.name}")
@@ -106,7 +107,11 @@ class Workspace:
         """Wait until the watchdog wrote `count` new states: it is alive and not blocked."""
         seen = self.state()["updated_at"]
         for _ in range(count):
-            state = wait_until(self.state, lambda s, seen=seen: s["updated_at"] > seen, timeout=timeout, every=0.5)
+
+            def newer(written: dict, seen: float = seen) -> bool:
+                return written["updated_at"] > seen
+
+            state = wait_until(self.state, newer, timeout=timeout, every=0.5)
             assert state["updated_at"] > seen, f"the watchdog stopped ticking: {state}"
             seen = state["updated_at"]
         return state

@@ -109,7 +109,7 @@ def test_idle_vm_warns_and_deletes_itself_while_a_working_one_stays(cli, model, 
         return [m for m in ntfy.messages(NTFY_TOPIC) if m.get("title") == f"{workspace}: {title}"]
 
     eventually(
-        lambda: said("busy-ws", "agent finished"), timeout=SLOW_MODEL_SECONDS + 60, what="busy-ws's finished turn"
+        lambda: bool(said("busy-ws", "agent finished")), timeout=SLOW_MODEL_SECONDS + 60, what="busy-ws's finished turn"
     )
     (warned,) = said("idle-ws", "idle warning")
     assert "will be deleted in" in warned["message"] and "vmgen keepalive idle-ws --for 1h" in warned["message"]
@@ -123,7 +123,7 @@ def test_idle_vm_warns_and_deletes_itself_while_a_working_one_stays(cli, model, 
     def texts(workspace: str, title: str) -> list[dict]:
         return [m for m in telegram.sent(PHONE.id) if m["text"].startswith(f"{workspace}: {title}\n")]
 
-    eventually(lambda: texts("busy-ws", "agent finished"), timeout=60, what="busy-ws's finished turn on Telegram")
+    eventually(lambda: bool(texts("busy-ws", "agent finished")), timeout=60, what="busy-ws's finished turn on Telegram")
     (warned_tg,) = texts("idle-ws", "idle warning")
     assert "will be deleted in" in warned_tg["text"]
     assert [b["text"] for b in warned_tg["reply_markup"]["inline_keyboard"][0]] == ["Keep alive 1 h"]
@@ -147,5 +147,7 @@ def test_the_agent_user_cannot_reach_the_secrets(cli, watched):
 
     container = docker.from_env().containers.get(server.container)
     result = container.exec_run(["curl", "-sS", "-m", "5", f"{fake.metadata_url}/instance-id"])
-    assert result.exit_code == 0 and result.output.decode().strip() == str(server.id)
+    output = result.output
+    assert isinstance(output, bytes)  # one piece: exec_run was not asked to stream
+    assert result.exit_code == 0 and output.decode().strip() == str(server.id)
     cli("destroy", name, "--yes")

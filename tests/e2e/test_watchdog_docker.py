@@ -190,6 +190,7 @@ def test_it_starts_again_with_a_fresh_countdown(ws, cli, docker_client) -> None:
 
     eventually(lambda: fresh_verdict() is not None, timeout=60, what="the watchdog's first tick after start")
     state = fresh_verdict()
+    assert state is not None
     assert state["verdict"]["next_action"] in ("none", "warn")
     container = docker_client.containers.get(f"vmgen-{NAME}")
     assert container.status == "running"

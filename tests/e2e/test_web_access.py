@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -75,7 +76,7 @@ def acme(cli, web_cloud, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def launched(cli, web_cloud, acme, tmp_path_factory) -> Launched:
+def launched(cli, web_cloud, acme, tmp_path_factory) -> Iterator[Launched]:
     _, dns = web_cloud
     workspace = launch(cli, dns, tmp_path_factory.mktemp("repos"), NAME, "--desktop")
     yield workspace
@@ -144,6 +145,7 @@ def test_every_hostname_needs_the_login(launched, prefix):
 def test_a_dev_server_is_previewed_on_its_own_hostname(cli, launched):
     cli("ssh", NAME, "--", f"cd work/{NAME} && (setsid python3 -m http.server 3000 >/dev/null 2>&1 &)")
     _, session = sign_in(launched.ip, launched.host, launched.password)
+    assert session is not None
     assert session.open("p3000").status == 303
     preview = f"p3000.{launched.host}"
     eventually(lambda: session.get(preview).status == 200, timeout=30, what="the dev server on :3000 through p3000")
@@ -286,6 +288,7 @@ def test_the_code_ui_works_behind_the_login(cli, model, launched):
     model.wait_for("first words for the agent", timeout=120)
     # It installs for minutes in the background; the workspace was ready before.
     _, session = sign_in(launched.ip, launched.host, launched.password)
+    assert session is not None
     session.open("code")
     eventually(
         lambda: "<title>CloudCLI UI" in session.get(f"code.{launched.host}").text,
@@ -360,6 +363,7 @@ def test_the_code_uis_own_login_is_never_reached_and_nothing_of_it_answers_witho
     assert listening.split() and all(line.split()[3].startswith("127.0.0.1:") for line in listening.splitlines())
     # A token CloudCLI itself signed (its key is in its database, which the agent can read) opens nothing.
     _, session = sign_in(launched.ip, launched.host, launched.password)
+    assert session is not None
     session.open("code")
     minted = session.get(code, "/api/auth/refresh", method="POST", headers={"Origin": f"https://{code}"})
     assert minted.status == 200, minted.text

@@ -19,6 +19,7 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -95,7 +96,7 @@ setTimeout(() => done("finished", true), 2500);
 
 
 @pytest.fixture(scope="module")
-def ws(cli, web_lite_cloud, tmp_path_factory) -> Launched:
+def ws(cli, web_lite_cloud, tmp_path_factory) -> Iterator[Launched]:
     """A workspace with a domain and a desktop, without the code UI (its attacks, which need
     CloudCLI running, are in test_web_access.py): no waiting for CloudCLI's compile here."""
     _, dns = web_lite_cloud
@@ -158,6 +159,7 @@ def test_nothing_gets_past_the_login(ws, host_prefix, path, headers):
 def test_host_tricks_reach_no_backend(ws):
     # TLS for one name, Host for another, unknown names: Host decides, and needs its own login.
     _, session = sign_in(ws.ip, ws.host, ws.password)
+    assert session is not None
     for host in (f"desktop.{ws.host}", "localhost", f"{ws.host}.evil.example", f"p3000.{ws.host}", "127.0.0.1:7392"):
         reply = https(ws.ip, host, "/api/state", headers={"Cookie": session.cookies[ws.host]}, sni=ws.host)
         assert reply.status != 200 or reply.body == b"", (host, reply.status)
@@ -217,6 +219,7 @@ def test_a_preview_can_neither_read_set_nor_ride_the_session(cli, ws):
 
 def test_the_desktop_websocket_only_from_the_desktop_and_vnc_asks_for_its_password(ws):
     _, session = sign_in(ws.ip, ws.host, ws.password)
+    assert session is not None
     session.open("desktop")
     desktop = f"desktop.{ws.host}"
     handshake = {
@@ -286,6 +289,7 @@ def ws_send(tls, payload: bytes) -> None:
 
 def test_security_headers_on_vmgens_hostnames_and_the_apps_own_on_previews(ws):
     _, session = sign_in(ws.ip, ws.host, ws.password)
+    assert session is not None
     session.open("desktop")
     for host, path in ((ws.host, "/"), (ws.host, "/.vmgen/login"), (f"desktop.{ws.host}", "/vnc.html")):
         reply = session.get(host, path)
@@ -306,6 +310,7 @@ def test_security_headers_on_vmgens_hostnames_and_the_apps_own_on_previews(ws):
 def test_csrf_against_the_login_and_the_page_is_refused(cli, ws):
     before = leases(cli)
     _, session = sign_in(ws.ip, ws.host, ws.password)
+    assert session is not None
     cookie = {"Cookie": session.cookies[ws.host]}
     preview = f"https://p3000.{ws.host}"
     form = "application/x-www-form-urlencoded"
@@ -627,6 +632,7 @@ def test_a_cookie_bomb_from_a_preview_locks_no_hostname(ws):
 def test_sign_out_closes_the_desktops_websocket(ws):
     """A VNC websocket opened before Sign out went on answering after it: now it is closed."""
     _, session = sign_in(ws.ip, ws.host, ws.password)
+    assert session is not None
     session.open("desktop")
     desktop = f"desktop.{ws.host}"
     with desktop_websocket(ws.ip, desktop, session.cookies[desktop]) as tls:

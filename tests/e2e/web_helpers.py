@@ -93,9 +93,11 @@ class Session:
 
     def _arrive(self, reply: Reply) -> Reply:
         location = urlsplit(reply.headers["location"])
+        hostname = location.hostname
+        assert hostname is not None, reply.headers["location"]
         ticket = parse_qs(location.query)["ticket"][0]
-        arrived = https(self.ip, location.hostname, f"/.vmgen/session?ticket={ticket}")
-        self.cookies[location.hostname] = arrived.headers["set-cookie"].split(";")[0]
+        arrived = https(self.ip, hostname, f"/.vmgen/session?ticket={ticket}")
+        self.cookies[hostname] = arrived.headers["set-cookie"].split(";")[0]
         return arrived
 
 

@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -161,7 +161,7 @@ class Backend:
                 )
 
             def _reply(
-                self, body: str, headers: list[tuple[str, str]] = (), content_type: str = "text/html; charset=utf-8"
+                self, body: str, headers: Sequence[tuple[str, str]] = (), content_type: str = "text/html; charset=utf-8"
             ) -> None:
                 data = body.encode()
                 self.send_response(200)
@@ -250,6 +250,7 @@ def web(tmp_path_factory) -> Iterator[Web]:
         service.shutdown()
         service.server_close()
         for backend in backends.values():
+            assert backend.server is not None  # each was started before the login service
             backend.server.shutdown()
 
 

@@ -8,23 +8,36 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from vmgen.contract.documents import AgentRecord, BackupTarget, RestoreResult, VerdictRecord, WatchdogState
-from vmgen.contract.enums import StoreKind
+from vmgen.contract.documents import (
+    AgentRecord,
+    BackupResult,
+    BackupTarget,
+    RestoreResult,
+    VerdictRecord,
+    WatchdogState,
+)
+from vmgen.contract.enums import StoreKind, WorkspaceStatus
 from vmgen.errors import BootFailed, LeftoversExist, NameBusy, RestoreFailed, UsageError, WorkspaceExists
+from vmgen.laptop.agents import Agent
+from vmgen.laptop.builder.install import InstallPlan
 from vmgen.laptop.builder.render import written_files
+from vmgen.laptop.config import Settings
 from vmgen.laptop.handover import Handover
 from vmgen.laptop.identities import ensure_identity, has_identity
-from vmgen.laptop.launch import LaunchOptions, launch
-from vmgen.laptop.providers.base import Leftover, SelfDelete, Workspace
+from vmgen.laptop.launch import LaunchOptions, LaunchResult, launch
+from vmgen.laptop.providers.base import BakeOptions, KeptDisk, Leftover, SelfDelete, Size, Workspace
 from vmgen.laptop.readiness import Phase
 from vmgen.laptop.spec import GitSource, RestoreSource, VmgenInstall, WatchdogTuning, WebSpec, WorkspaceSpec, make_spec
+from vmgen.laptop.ssh import SSHTarget
 from vmgen.laptop.stamps import BakedImage, ImageStamp
 from vmgen.laptop.state import WorkspaceState, busy_with, name_lock
 from vmgen.selfwheel import VmgenWheel, own_wheel
@@ -48,6 +61,23 @@ class FakeProvider:
     fail_create: BaseException | None = None
     left: dict[str, str] = field(default_factory=dict)  # name -> what an earlier workspace left
     interrupt_delete: bool = False  # a Ctrl-C arrives while deleting
+    # The rest of the Provider protocol's traits: a launch reads none of them.
+    stop_bills: bool = False
+    snapshots: bool = False
+    metadata_address: str = ""
+    price_source: str = ""
+    currency: str = ""
+    bake_methods: tuple[str, ...] = ()
+    secret_variables: tuple[str, ...] = ()
+    host_setting: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FakeProvider:
+        raise AssertionError("the tests make their provider themselves")
+
+    @classmethod
+    def configured_image(cls, settings: Settings) -> str:
+        raise AssertionError("the tests name no image in settings")
 
     def check(self, spec: WorkspaceSpec) -> None:
         if spec.size == "huge":
@@ -57,7 +87,7 @@ class FakeProvider:
         if self.fail_create is not None:
             raise self.fail_create
         self.user_data[spec.name] = user_data
-        made = Workspace(spec.name, self.name, "running", datetime.now(UTC), None, address="203.0.113.7")
+        made = Workspace(spec.name, self.name, WorkspaceStatus.RUNNING, datetime.now(UTC), None, address="203.0.113.7")
         self.servers[spec.name] = made
         return made
 
@@ -84,6 +114,15 @@ class FakeProvider:
     def leftovers(self, name: str | None = None) -> list[Leftover]:
         return [Leftover(n, what) for n, what in self.left.items() if name in (None, n)]
 
+    def kept_disks(self, name: str | None = None) -> list[KeptDisk]:
+        raise AssertionError("a launch reads no kept disk")
+
+    def restore_kept(self, name: str, snapshot: str, ssh_public_key: str, user_data: str) -> Workspace:
+        raise AssertionError("a launch restores no kept disk")
+
+    def remove_kept(self, snapshot: str) -> None:
+        raise AssertionError("a launch removes no kept disk")
+
     def remove_baked(self, image: BakedImage) -> None:
         raise AssertionError("a launch removes no image")
 
@@ -102,6 +141,17 @@ class FakeProvider:
     def image_cost_note(self) -> str:
         return "nothing"
 
+    def bake(
+        self, plan: InstallPlan, wheel: VmgenWheel, progress: Callable[[str], None], options: BakeOptions
+    ) -> BakedImage | None:
+        raise AssertionError("a launch bakes nothing itself")
+
+    def price_hourly(self, spec: WorkspaceSpec) -> float | None:
+        raise AssertionError("a launch prices nothing")
+
+    def sizes(self, location: str | None = None) -> list[Size]:
+        raise AssertionError("a launch lists no sizes")
+
 
 @dataclass
 class ScriptedClient:
@@ -119,10 +169,10 @@ class ScriptedClient:
         if name == self.fail_at:
             raise self.failure
 
-    def wait_until_reachable(self, timeout, progress) -> None:
+    def wait_until_reachable(self, timeout: float, progress: Callable[[str], None]) -> None:
         self._step("reachable")
 
-    def follow_boot(self, timeout, progress) -> list[Phase]:
+    def follow_boot(self, timeout: float, progress: Callable[[str], None]) -> list[Phase]:
         self._step("boot")
         return [Phase("packages", 1.0), Phase("done", 2.0)]
 
@@ -134,29 +184,32 @@ class ScriptedClient:
         self.handover = handover
         self._step("handover")
 
-    def wait_for_agent(self, timeout, progress) -> None:
+    def wait_for_agent(self, timeout: float, progress: Callable[[str], None]) -> None:
         self._step("agent")
 
-    def has_conversation(self, agent, repo_dir) -> bool:
+    def has_conversation(self, agent: Agent, repo_dir: str) -> bool:
         self._step("conversation")
         return self.conversation
 
-    def first_verdict(self, timeout, agent_watched) -> WatchdogState:
+    def first_verdict(self, timeout: float, agent_watched: bool) -> WatchdogState:
         self._step("verdict")
         return WATCHING
 
-    def restore(self, identity: str, progress, timeout) -> RestoreResult:
+    def restore(self, identity: str, progress: Callable[[str], None], timeout: float) -> RestoreResult:
         self._step("restore")
         return RestoreResult(ok=True, backup_id="20261202T120000Z-ab12")
 
-    def backup(self, progress):  # not part of a launch
+    def backup(self, progress: Callable[[str], None]) -> BackupResult:  # not part of a launch
         raise AssertionError("a launch never backs up")
 
-    def status(self, fresh=False):
+    def status(self, fresh: bool = False, timeout: float = 120) -> WatchdogState:
         raise AssertionError("a launch waits for the first verdict, it does not read the status")
 
     def keepalive(self, duration: str, reason: str) -> str:
         raise AssertionError("a launch sets no lease")
+
+    def desktop_password(self) -> str:
+        raise AssertionError("a launch reads no desktop password")
 
 
 WHEEL = own_wheel()
@@ -179,7 +232,7 @@ WATCHING = WatchdogState(
 )
 
 
-def spec_for(home: Path, source=None, **changes) -> WorkspaceSpec:
+def spec_for(home: Path, source: str | RestoreSource | None = None, **changes: Any) -> WorkspaceSpec:
     choices = {
         "name": "app",
         "agent": "claude",
@@ -196,11 +249,13 @@ def spec_for(home: Path, source=None, **changes) -> WorkspaceSpec:
     return make_spec(source or "https://example.com/me/app.git", **{**choices, **changes})
 
 
-def run_launch(spec: WorkspaceSpec, provider: FakeProvider, client: ScriptedClient, **options):
+def run_launch(
+    spec: WorkspaceSpec, provider: FakeProvider, client: ScriptedClient, **options: Any
+) -> tuple[LaunchResult, list[str]]:
     messages: list[str] = []
     made_for: list[str] = []
 
-    def client_for(name, find_target):
+    def client_for(name: str, find_target: Callable[[], SSHTarget | None]) -> ScriptedClient:
         made_for.append(name)
         return client
 
@@ -271,7 +326,7 @@ def test_a_create_that_fails_deletes_nothing_by_name(home, provider) -> None:
 
 
 def test_a_taken_name_is_refused_before_anything_is_made(home, provider) -> None:
-    provider.servers["app"] = Workspace("app", "fake", "running", datetime.now(UTC), None)
+    provider.servers["app"] = Workspace("app", "fake", WorkspaceStatus.RUNNING, datetime.now(UTC), None)
     with pytest.raises(WorkspaceExists):
         run_launch(spec_for(home), provider, ScriptedClient())
     assert provider.user_data == {} and provider.deleted == []
@@ -494,7 +549,8 @@ def test_previews_on_a_preview_domain_get_records_in_its_zone_that_go_with_a_fai
             "app.previews.example.net",
             "*.app.previews.example.net",
         }
-        assert WorkspaceState("app").record().preview_host == "app.previews.example.net"
+        record = WorkspaceState("app").record()
+        assert record is not None and record.preview_host == "app.previews.example.net"
         watch = written_files(public.user_data["app"])["/etc/vmgen/idlewatch.toml"]
         assert 'preview_dns_zone = "previews.example.net"' in watch  # the self-delete removes them too
         public.servers.clear()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vmgen.laptop.owner import OWNER_ID_LABEL, OWNER_LABEL, describe_owner, local_owner, owned, owner_id, owner_labels
+from vmgen.contract.names import OWNER_ID_LABEL, OWNER_LABEL
+from vmgen.laptop.owner import describe_owner, local_owner, owned, owner_id, owner_labels
 from vmgen.laptop.stamps import label_value
 
 
@@ -27,7 +28,7 @@ def test_two_users_of_one_uid_and_host_are_told_apart(tmp_path: Path, monkeypatc
     bobs = owner_labels()
     assert alices[OWNER_LABEL] == bobs[OWNER_LABEL] == local_owner()  # the same user@host
     assert alices[OWNER_ID_LABEL] != bobs[OWNER_ID_LABEL]
-    assert owned(**_as_args(bobs)) is True and owned(**_as_args(alices)) is False
+    assert _owned(bobs) is True and _owned(alices) is False
     assert describe_owner(alices[OWNER_LABEL], alices[OWNER_ID_LABEL]) != describe_owner(
         bobs[OWNER_LABEL], bobs[OWNER_ID_LABEL]
     )
@@ -50,5 +51,5 @@ def test_a_broken_owner_id_file_is_replaced(tmp_path: Path, monkeypatch: pytest.
     assert len(made) == 16 and path.read_text().strip() == made and owner_id() == made
 
 
-def _as_args(labels: dict[str, str]) -> dict[str, str]:
-    return {"owner": labels[OWNER_LABEL], "made_by": labels[OWNER_ID_LABEL]}
+def _owned(labels: dict[str, str]) -> bool | None:
+    return owned(owner=labels[OWNER_LABEL], made_by=labels[OWNER_ID_LABEL])

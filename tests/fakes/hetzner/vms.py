@@ -16,9 +16,12 @@ import tempfile
 import threading
 import uuid
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import docker
+
+if TYPE_CHECKING:
+    from docker.models.networks import Network
 
 LABEL = "vmgen-fake-hetzner"
 LABEL_INSTANCE = f"{LABEL}.instance"
@@ -115,7 +118,7 @@ class DockerVms:
         self.gateway: str | None = None
         self._subnet = subnet
         self._pool: _IpPool | None = None
-        self._network = None
+        self._network: Network | None = None
         self._seed_root = Path(tempfile.mkdtemp(prefix=f"{SEED_PREFIX}{os.getpid()}-"))
         self._stop_timeout = stop_timeout
         self._snapshots: set[str] = set()
@@ -140,7 +143,7 @@ class DockerVms:
             return
         raise RuntimeError(f"could not create the fake's docker network: {last_error}")
 
-    def _create_network(self, subnet: str):
+    def _create_network(self, subnet: str) -> Network:
         from docker.types import IPAMConfig, IPAMPool
 
         gateway = str(next(ipaddress.ip_network(subnet).hosts()))
@@ -176,23 +179,24 @@ class DockerVms:
     ) -> str:
         seed = self._write_seed(server_id, user_data, meta_data)
         container = f"hz-{server_id}-{name}"
-        kwargs = {
-            "name": container,
-            "hostname": name,
-            "cap_add": ["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"],
-            "cgroupns": "host",
-            "volumes": {
+        created = self.docker.containers.create(
+            image,
+            ["/sbin/init"],
+            name=container,
+            hostname=name,
+            cap_add=["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"],
+            cgroupns="host",
+            volumes={
                 "/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
                 str(seed): {"bind": "/var/lib/cloud/seed/nocloud", "mode": "ro"},
             },
-            "tmpfs": {"/run": "", "/run/lock": "", "/tmp": ""},
-            "stop_signal": "SIGRTMIN+3",
-            "extra_hosts": {"host.docker.internal": "host-gateway"},
-            "network": self.network_name,
-            "networking_config": {self.network_name: self.docker.api.create_endpoint_config(ipv4_address=ip)},
-            "labels": {**self.labels, LABEL_SERVER: str(server_id)},
-        }
-        created = self.docker.containers.create(image, ["/sbin/init"], **kwargs)
+            tmpfs={"/run": "", "/run/lock": "", "/tmp": ""},
+            stop_signal="SIGRTMIN+3",
+            extra_hosts={"host.docker.internal": "host-gateway"},
+            network=self.network_name,
+            networking_config={self.network_name: self.docker.api.create_endpoint_config(ipv4_address=ip)},
+            labels={**self.labels, LABEL_SERVER: str(server_id)},
+        )
         if start:
             created.start()
         return container

@@ -22,7 +22,7 @@ def test_a_file_deleted_while_the_backup_runs_is_not_reported_as_skipped(tmp_pat
             os.unlink(path)
         return real_open(path, flags, *args)
 
-    monkeypatch.setattr(archive.os, "open", deleted_first)
+    monkeypatch.setattr("vmgen.backup.archive.os.open", deleted_first)
     out = io.BytesIO()
     summary, _size = archive.write_tree(tmp_path, out, excludes=())
     assert summary.skipped == ("a-fifo: special file",)  # said, with why; the deleted one is not
@@ -50,8 +50,8 @@ def test_a_file_swapped_for_a_link_while_the_backup_runs_is_archived_as_what_it_
             os.rename(tmp_path / "was-a-link.new", path)
         return real_readlink(path, *args, **kwargs)
 
-    monkeypatch.setattr(archive.os, "open", swap_first)
-    monkeypatch.setattr(archive.os, "readlink", unlinked_first)
+    monkeypatch.setattr("vmgen.backup.archive.os.open", swap_first)
+    monkeypatch.setattr("vmgen.backup.archive.os.readlink", unlinked_first)
     out = io.BytesIO()
     summary, _size = archive.write_tree(tmp_path, out, excludes=())
     assert summary.skipped == ()

@@ -121,7 +121,12 @@ def layer_bytes(home: Path, previous: dict[str, bytes] | None, excludes=()) -> t
     idx.close()
     reader.join()
     r2, w2 = os.pipe()
-    threading.Thread(target=lambda: (os.write(w2, got[0]), os.close(w2))).start()
+
+    def write_back() -> None:
+        os.write(w2, got[0])
+        os.close(w2)
+
+    threading.Thread(target=write_back).start()
     return out.getvalue(), file_index.load(r2)
 
 
@@ -631,11 +636,10 @@ def test_root_does_not_wait_forever_for_a_stage_report_a_grandchild_holds(tmp_pa
         'import os, subprocess, sys; fd = int(sys.argv[1]); os.write(fd, b\'{"ok": true, "result": 1}\');'
         " print(subprocess.Popen(['sleep', '30'], pass_fds=(fd,)).pid, flush=True)"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", child, str(report_w)], pass_fds=(report_w,), stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", child, str(report_w)], pass_fds=(report_w,), stdout=subprocess.PIPE)
     os.close(report_w)
-    grandchild = int(proc.stdout.readline())
+    assert proc.stdout is not None
+    grandchild = int(proc.stdout.readline())  # int() reads the digits of b"1234\n" too
     try:
         stage = stages.Stage("tar", proc, open(report_r, "rb"))  # noqa: SIM115 - the stage closes it
         stage.start()

@@ -12,6 +12,7 @@ import os
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -129,7 +130,10 @@ def test_the_member_is_gnu_tars_pax_1_0_sparse_format(tmp_path: Path) -> None:
         (info,) = [m for m in tar.getmembers() if m.isreg()]
     assert info.name == "a folder/disk.img" and info.size == 16 * MIB
     assert info.pax_headers["GNU.sparse.major"] == "1" and info.pax_headers["GNU.sparse.minor"] == "0"
-    assert info.sparse == [(4 * MIB, 4096), (16 * MIB, 0)]
+    # typeshed declares TarInfo.sparse as bytes | None; CPython's tarfile keeps the (offset, size)
+    # pairs of the file's data there (TarInfo._proc_sparse).
+    sparse = cast(list[tuple[int, int]] | None, info.sparse)
+    assert sparse == [(4 * MIB, 4096), (16 * MIB, 0)]
     listing = subprocess.run(["tar", "-tvf", "-"], input=raw, check=True, capture_output=True).stdout.decode()
     assert "a folder/disk.img" in listing and "GNUSparseFile" not in listing
 

@@ -22,6 +22,7 @@ from hcloud.server_types import ServerType
 from hcloud.servers import Server
 
 from tests.fakes.hetzner import FakeHetzner
+from tests.fakes.hetzner.vms import DockerVms
 from tests.polling import eventually
 
 VM_IMAGE = "vmgen-debian12:latest"
@@ -44,9 +45,7 @@ def client(cloud) -> Client:
 @pytest.fixture
 def no_retry_sleep(monkeypatch):
     """hcloud retries rate_limit_exceeded 5 times with 1..60 s backoff: keep the logic, skip the wait."""
-    import hcloud._client
-
-    monkeypatch.setattr(hcloud._client.time, "sleep", lambda _s: None)
+    monkeypatch.setattr("hcloud._client.time.sleep", lambda _s: None)
 
 
 def create(client: Client, name: str, server_type: str = "cx23", location: str | None = "fsn1", **kw):
@@ -231,7 +230,10 @@ def test_failed_create_action(cloud, client):
     response = create(client, "unlucky")
     with pytest.raises(ActionFailedException) as info:
         response.action.wait_until_finished()
-    assert info.value.action.error == {"code": "placement_error", "message": "no capacity"}
+    # The API's action error is {code, message}; hcloud's ActionError TypedDict also requires a
+    # `details` key, so compare it as the plain dict it is.
+    error = info.value.action.error
+    assert error is not None and dict(error) == {"code": "placement_error", "message": "no capacity"}
     assert client.servers.get_by_name("unlucky") is None
 
 
@@ -335,6 +337,12 @@ def _docker():
     return engine
 
 
+def _container_of(cloud: FakeHetzner, name: str) -> str:
+    server = cloud.server(name)
+    assert server is not None and server.container is not None, f"{name} was not booted"
+    return server.container
+
+
 def _exec(container: str, *cmd: str, timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", "exec", container, *cmd], capture_output=True, text=True, timeout=timeout)
 
@@ -357,16 +365,18 @@ def test_servers_boot_for_real(tmp_path):
     try:
         _exercise_real_servers(cloud, engine)
     finally:
-        instance, network = cloud.vms.instance, cloud.network_name
+        vms, network = cloud.vms, cloud.network_name
         cloud.stop()
-    assert engine.containers.list(all=True, filters={"label": f"vmgen-fake-hetzner.instance={instance}"}) == []
+    assert isinstance(vms, DockerVms)  # FakeHetzner boots for real unless told boot=False
+    assert engine.containers.list(all=True, filters={"label": f"vmgen-fake-hetzner.instance={vms.instance}"}) == []
     assert engine.networks.list(names=[network]) == []
 
 
 def _exercise_real_servers(cloud: FakeHetzner, engine) -> None:
     client = cloud.client()
     from_gateway = Client(token=cloud.token, api_endpoint=cloud.api_endpoint_for_vms)  # host and VMs alike
-    assert from_gateway.locations.get_by_name("fsn1").city == "Falkenstein"
+    falkenstein = from_gateway.locations.get_by_name("fsn1")
+    assert falkenstein is not None and falkenstein.city == "Falkenstein"
     key = client.ssh_keys.create("laptop", public_key=PUBKEY)
     fw = client.firewalls.create("ws", labels={"vmgen": "1"}).firewall
     response = create(client, "ws-real", labels={"vmgen": "1"}, user_data=USER_DATA, ssh_keys=[key], firewalls=[fw])
@@ -374,7 +384,7 @@ def _exercise_real_servers(cloud: FakeHetzner, engine) -> None:
     response.action.wait_until_finished()
     server = client.servers.get_by_id(response.server.id)
     assert (server.status, server.public_net.ipv4.ip) == ("running", ip)
-    container = cloud.server("ws-real").container
+    container = _container_of(cloud, "ws-real")
     assert engine.containers.get(container).status == "running"
 
     # cloud-init really ran the user_data; sshd answers on the public IP from the host
@@ -412,7 +422,7 @@ def _exercise_real_servers(cloud: FakeHetzner, engine) -> None:
         "ws-clone", server_type=ServerType(name="cx33"), image=Image(id=snap.image.id), ssh_keys=[key]
     )
     clone.action.wait_until_finished()
-    clone_container = cloud.server("ws-clone").container
+    clone_container = _container_of(cloud, "ws-clone")
     assert _exec(clone_container, "cloud-init", "status", "--wait").returncode == 0
     assert _exec(clone_container, "test", "-f", "/root/booted").returncode == 0
     assert _exec(clone_container, "hostname").stdout.strip() == "ws-clone"

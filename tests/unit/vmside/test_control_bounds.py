@@ -22,7 +22,7 @@ import pytest
 from vmgen.backup import generate_identity, list_backups, stages
 from vmgen.backup.store import LocalStore
 from vmgen.contract import codec
-from vmgen.contract.control import ControlRequest
+from vmgen.contract.control import ControlRequest, Reply
 from vmgen.contract.documents import BackupConfig, BackupTarget, WatchdogState
 from vmgen.contract.names import VmPaths
 from vmgen.errors import BackupBusy, BackupRefused
@@ -234,12 +234,13 @@ def test_a_requested_backup_gives_way_to_the_idle_action(tmp_path, monkeypatch):
 
 
 def test_ask_patiently_says_busy_once_and_asks_again(monkeypatch):
-    answers = iter([[control.Reply(busy="a backup is already running")]] * 2 + [[control.Reply(result={"ok": True})]])
+    answers = iter([[Reply(busy="a backup is already running")]] * 2 + [[Reply(result={"ok": True})]])
     monkeypatch.setattr(control, "ask", lambda *a, **k: iter(next(answers)))
-    said, slept = [], []
+    said: list[str] = []
+    slept: list[float] = []
     replies = list(control.ask_patiently(ControlRequest("backup"), said=said.append, sleep=slept.append))
     assert said == ["a backup is already running"] and slept == [1.0, 2.0]
-    assert replies == [control.Reply(result={"ok": True})]
+    assert replies == [Reply(result={"ok": True})]
 
 
 def test_a_result_document_written_on_a_full_disk_is_only_logged(tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Protocol
 
 from ...contract.documents import AgentRecord, BudgetRecord, WatchdogState, WatchSettings
 from ...contract.enums import PermissionMode
@@ -62,13 +63,19 @@ def collector_for(settings: WatchSettings, paths: VmPaths = VM) -> SignalCollect
     return SignalCollector(config)
 
 
+class Collector(Protocol):
+    """What the watchdog reads each tick: a SignalCollector on the VM, a scripted one in tests."""
+
+    def snapshot(self) -> Snapshot: ...
+
+
 class Watchdog:
     """One instance per service run; `tick()` is the whole behaviour, `run()` just repeats it."""
 
     def __init__(
         self,
         settings: WatchSettings,
-        collector: SignalCollector,
+        collector: Collector,
         dry_run: bool = False,
         clock: Callable[[], float] = time.monotonic,
         paths: VmPaths = VM,
@@ -301,4 +308,4 @@ def run(settings: WatchSettings, dry_run: bool = False, once: bool = False, path
     watchdog.run(once=once)
 
 
-__all__ = ["Watchdog", "collector_for", "run"]
+__all__ = ["Collector", "Watchdog", "collector_for", "run"]

@@ -233,7 +233,7 @@ def _agent(situation: Situation, t: float) -> AgentSignals:
             Path(f"{s.id}.jsonl"),
             turn_open=open_,
             tool_running=open_ and tool,
-            tool_since=_wall(situation, s.tool_since) if open_ and tool else None,
+            tool_since=_wall(situation, s.tool_since) if open_ and tool and s.tool_since is not None else None,
             changed_at=_wall(situation, at) if at is not None else None,
         )
         facts = ProcessFacts(

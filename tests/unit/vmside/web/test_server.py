@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,15 +142,17 @@ def serve_root(vm: VmPaths, context: pageops.Context, page_uid: int) -> socket.s
     listener.bind(str(vm.page_ops_socket))
     listener.listen()
 
+    def answer(conn: socket.socket) -> None:
+        pageops.serve(conn, context, page_uid)
+        conn.close()
+
     def accept() -> None:
         while True:
             try:
                 conn, _ = listener.accept()
             except OSError:
                 return
-            threading.Thread(
-                target=lambda c=conn: (pageops.serve(c, context, page_uid), c.close()), daemon=True
-            ).start()
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
     return listener
@@ -191,7 +194,8 @@ def page(tmp_path):
     root.close()
 
 
-def call(vm: VmPaths, path: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict | str]:
+def call(vm: VmPaths, path: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, Any]:
+    """The status and the decoded JSON answer (the text when it is not JSON: the page itself)."""
     conn = UnixHTTPConnection(vm.page_socket)
     data = json.dumps(body).encode() if body is not None else None
     conn.request(

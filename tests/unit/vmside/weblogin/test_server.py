@@ -25,7 +25,15 @@ PASSWORD = "correct-horse-battery-staple-0123"
 NAVIGATE = {"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
 
 
+class Response(http.client.HTTPResponse):
+    """A response with its body, read before its connection closed."""
+
+    body: bytes = b""
+
+
 class UnixConnection(http.client.HTTPConnection):
+    response_class = Response
+
     def __init__(self, path: str) -> None:
         super().__init__("localhost", timeout=10)
         self.unix_path = path
@@ -46,10 +54,11 @@ class Client:
         target: str,
         headers: dict | None = None,
         body: str | None = None,
-    ) -> http.client.HTTPResponse:
+    ) -> Response:
         connection = UnixConnection(self.path)
         connection.request(method, target, body=body, headers={"Host": host, **(headers or {})})
         response = connection.getresponse()
+        assert isinstance(response, Response)  # the connection's response_class
         response.body = response.read()
         connection.close()
         return response
@@ -466,7 +475,7 @@ def test_previews_on_a_preview_domain_are_signed_in_across_sites(tmp_path):
         assert location.netloc == preview
         arrived = client.request("GET", preview, f"/.vmgen/session?{location.query}")
         # Lax: a page load that comes from the workspace's page (another site now) carries it.
-        assert "SameSite=Lax" in arrived.getheader("Set-Cookie")
+        assert "SameSite=Lax" in arrived.getheader("Set-Cookie", "")
         assert "SameSite=Strict" in response.getheader("Set-Cookie")  # the workspace's own stays Strict
         assert client.check(preview, "/x", {"Cookie": cookie_of(arrived)}).status == 200
         fetched = {

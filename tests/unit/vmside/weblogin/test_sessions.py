@@ -19,7 +19,8 @@ class Clock:
 def test_a_session_opens_only_its_own_hostname():
     sessions = Sessions(3600)
     token, family = sessions.login(HOST)
-    assert sessions.session(token, HOST).family == family
+    session = sessions.session(token, HOST)
+    assert session is not None and session.family == family
     assert sessions.session(token, CODE) is None
     assert sessions.session("made-up", HOST) is None
 
@@ -31,7 +32,9 @@ def test_a_ticket_works_once_and_only_on_its_hostname():
     assert sessions.redeem(ticket, HOST) is None  # spent by the wrong hostname, too
     ticket = sessions.ticket(family, CODE, "/projects")
     redeemed = sessions.redeem(ticket, CODE)
-    assert redeemed.path == "/projects" and sessions.session(redeemed.token, CODE).family == family
+    assert redeemed is not None and redeemed.path == "/projects"
+    session = sessions.session(redeemed.token, CODE)
+    assert session is not None and session.family == family
     assert sessions.session(redeemed.token, HOST) is None
     assert sessions.redeem(ticket, CODE) is None
 
@@ -51,7 +54,9 @@ def test_tickets_and_sessions_expire():
 def test_signing_out_ends_every_hostnames_session():
     sessions = Sessions(3600)
     token, family = sessions.login(HOST)
-    code = sessions.redeem(sessions.ticket(family, CODE, "/"), CODE).token
+    redeemed = sessions.redeem(sessions.ticket(family, CODE, "/"), CODE)
+    assert redeemed is not None
+    code = redeemed.token
     pending = sessions.ticket(family, CODE, "/")
     other, _ = sessions.login(HOST)
     sessions.logout(family)
