@@ -25,14 +25,13 @@ import contextlib
 import fcntl
 import os
 import stat
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..contract.names import VmPaths
 from ..errors import SshConfigError
-from .state import WorkspaceState, all_records, ssh_alias
+from .state import WorkspaceState, all_records, ssh_alias, write_atomically
 
 # VS Code Remote-SSH gives a connection 15 s (`remote.SSH.connectTimeout`) and prefers a host's own
 # ConnectTimeout: under that, ssh reports why it could not connect before the editor gives up.
@@ -191,7 +190,7 @@ class SshFiles:
                 return ""
             if created:
                 self.created_mark.write_bytes(b"")
-            _write_atomically(path, changed, mode)
+            write_atomically(path, changed, mode)
             return ""
 
     def uninstall(self) -> list[str]:
@@ -210,7 +209,7 @@ class SshFiles:
                         path.unlink()
                         done.append(f"removed {path} (vmgen had made it for its line)")
                     else:
-                        _write_atomically(path, remaining, stat.S_IMODE(path.stat().st_mode))
+                        write_atomically(path, remaining, stat.S_IMODE(path.stat().st_mode))
                         done.append(f"removed the Include line from {path}")
             if self.vmgen_config.exists():
                 self.vmgen_config.unlink()
@@ -230,24 +229,8 @@ class SshFiles:
                     return False
             except FileNotFoundError:
                 pass
-            _write_atomically(self.vmgen_config, text, 0o600)
+            write_atomically(self.vmgen_config, text, 0o600)
             return True
-
-
-def _write_atomically(path: Path, content: bytes, mode: int) -> None:
-    """A temp file beside it (a leading dot: no glob of config files picks it up), synced, renamed."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.vmgen-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
 
 
 def recorded_entries(root: Path | None = None) -> list[SshEntry]:

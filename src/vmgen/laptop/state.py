@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -207,3 +208,19 @@ def busy_with(name: str, root: Path | None = None) -> str:
         return ""
     finally:
         os.close(fd)
+
+
+def write_atomically(path: Path, content: bytes, mode: int) -> None:
+    """A temp file beside it (a leading dot: no glob of config files picks it up), synced, renamed."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.vmgen-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise

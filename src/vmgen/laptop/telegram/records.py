@@ -3,11 +3,9 @@ it holds the bot's token) and the Keep alive buttons already used (in vmgen's st
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ from pathlib import Path
 
 from ...contract.telegram import BUTTON_LIFETIME_SECONDS
 from ..config import TELEGRAM_FILE, config_dir, state_dir
+from ..state import write_atomically
 
 USED_BUTTONS_FILE = "telegram-buttons.json"
 
@@ -45,7 +44,7 @@ def write_record(record: BotRecord, directory: Path | None = None) -> Path:
     ]
     if record.api_url:
         lines.append(f"telegram_api_url = {json.dumps(record.api_url)}")
-    _write_atomically(path, ("\n".join(lines) + "\n").encode(), 0o600)
+    write_atomically(path, ("\n".join(lines) + "\n").encode(), 0o600)
     return path
 
 
@@ -69,7 +68,7 @@ class UsedButtons:
             now = self.clock()
             used = {n: t for n, t in used.items() if now - t < 2 * BUTTON_LIFETIME_SECONDS}
             used[nonce] = now
-            _write_atomically(self.path, json.dumps(used).encode(), 0o600)
+            write_atomically(self.path, json.dumps(used).encode(), 0o600)
             return True
         finally:
             os.close(lock)
@@ -84,21 +83,6 @@ class UsedButtons:
         if not isinstance(data, dict):
             return {}
         return {str(n): float(t) for n, t in data.items() if isinstance(t, int | float)}
-
-
-def _write_atomically(path: Path, content: bytes, mode: int) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.vmgen-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
 
 
 __all__ = ["BotRecord", "UsedButtons", "record_path", "write_record"]
