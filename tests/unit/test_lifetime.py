@@ -58,8 +58,7 @@ def test_the_watchdogs_state_carries_the_lifetime_and_status_and_the_page_say_it
     # 3 h 50 min left, said on the reader's clock: from 2026-12-07 12:00 UTC, 15:50.
     now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC).timestamp()
     words = (
-        "deletes itself at 2026-12-07 15:50 UTC, in 3 h 50 min "
-        "(max_lifetime_hours 4, from boot; nothing extends it)"
+        "deletes itself at 2026-12-07 15:50 UTC, in 3 h 50 min (max_lifetime_hours 4, from boot; nothing extends it)"
     )
     assert lifetime_words(written, now=now) == words
     table = format_status("app", written, now=now)
