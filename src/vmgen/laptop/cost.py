@@ -108,7 +108,7 @@ def gone_line(name: str, provider: str, created_at: float, log: UptimeLog, now: 
     deleted = min(log.gone_at, end)
     billed = deleted - start - off_seconds(start, deleted, log.stops)
     seen = f"last seen {_clock(log.seen_at)}, " if log.seen_at else ""
-    note = f"deleted by its watchdog ({seen}found gone {_clock(log.gone_at)}): billed until found gone"
+    note = f"deleted by its watchdog or outside vmgen ({seen}found gone {_clock(log.gone_at)}): billed until found gone"
     if log.price_hourly is None:
         note += "; its price was never recorded"
     return _line(name, provider, "gone", billed, end - start - billed, log.price_hourly, log.currency, note)
