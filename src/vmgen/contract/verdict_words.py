@@ -6,6 +6,7 @@ the VM measured them), so no two of them can contradict each other.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 from .documents import ACTION_WORDS, AgentRecord, VerdictRecord, WatchdogState
 from .enums import IdleAction
@@ -138,16 +139,24 @@ __all__ = [
 ]
 
 
-def lifetime_words(state: WatchdogState, elapsed: float = 0.0) -> str:
-    """The hard lifetime: "72 h after boot; 71 h 58 min left (nothing extends it)", or that there
-    is none; "" from a VM that did not say."""
+def lifetime_words(state: WatchdogState, elapsed: float = 0.0, now: float | None = None) -> str:
+    """The hard lifetime: "backs up and deletes itself at 2026-12-10 09:12 UTC, in 71 h 58 min
+    (max_lifetime_hours 72, from boot; nothing extends it)", or that there is none; "" from a VM
+    that did not say. The time left is the VM's own measure; the clock time is the reader's clock
+    (`now`, wall-clock seconds: the laptop's in `vmgen status`, the VM's on the page) plus it."""
     verdict = state.verdict
     if verdict.lifetime_hours is None:
         return ""
     if not verdict.lifetime_hours:
         return "none (max_lifetime_hours = 0): nothing bounds what a busy workspace costs"
+    action = str(state.config.get("action", "")) or verdict.action
+    words = ACTION_WORDS.get(action, action or "ends")
+    bound = f"max_lifetime_hours {verdict.lifetime_hours:g}, from boot; nothing extends it"
     left = verdict.lifetime_left_seconds - state.age_seconds - elapsed
-    return f"{in_words(verdict.lifetime_hours * 3600)} after boot; {in_words(left)} left (nothing extends it)"
+    if left <= 0:
+        return f"{words} now ({bound})"
+    at = datetime.fromtimestamp((time.time() if now is None else now) + left, UTC)
+    return f"{words} at {at:%Y-%m-%d %H:%M} UTC, in {in_words(left)} ({bound})"
 
 
 def budget_words(state: WatchdogState) -> str:

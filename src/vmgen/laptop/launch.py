@@ -17,6 +17,7 @@ from ..selfwheel import VmgenWheel, own_wheel
 from .builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
 from .builder.hostkeys import HostKey
 from .builder.install import plan_of
+from .cost import observed
 from .handover import Handover
 from .identities import discard_identity, ensure_identity, has_identity
 from .interrupts import interrupts_deferred
@@ -26,6 +27,7 @@ from .sourcecheck import check_git_source
 from .spec import GitSource, LocalSource, WorkspaceSpec
 from .state import WorkspaceRecord, WorkspaceState, name_lock
 from .targets import ssh_target
+from .values import UptimeLog
 from .workspace_client import ClientFactory, SshWorkspaceClient, WorkspaceClient
 
 if TYPE_CHECKING:
@@ -171,6 +173,8 @@ def _launch(
         progress(f"creating the workspace on {provider.name}")
         made_on_provider = provider.create(spec, user_data)
         made.workspace = True
+        # Its price, for `vmgen cost`, should its watchdog delete it before vmgen sees it again.
+        state.record_uptime(observed(UptimeLog(), made_on_provider, provider.currency, time.time()))
         mark("create")
         if spec.host and options.dns is not None:
             progress(f"DNS: {spec.host} and *.{spec.host} -> {made_on_provider.address}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import NameBusy
 from .config import state_dir
-from .values import SSHEndpoint
+from .values import SSHEndpoint, UptimeLog
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,9 @@ class WorkspaceState:
     # The key this machine signs a running workspace's new share of the budget with (root on the
     # VM holds the same one; contract.budgetgrant). Absent for workspaces of an older vmgen.
     BUDGET_KEY = "budget-key"
+    # What this machine saw of its uptime (stops, starts, when it was found gone, its price): what
+    # `vmgen cost` counts it by (cost.py), kept until `vmgen destroy` forgets the workspace.
+    UPTIME = "uptime.json"
 
     def __init__(self, name: str, root: Path | None = None) -> None:
         self.name = name
@@ -134,6 +137,25 @@ class WorkspaceState:
             return SshReach(endpoint, tuple(Path(str(path)) for path in data.get("identities", ())))
         except (OSError, ValueError, KeyError, TypeError):
             return None  # none recorded, or not one vmgen wrote: no entry rather than a wrong one
+
+    def uptime(self) -> UptimeLog:
+        try:
+            data = json.loads((self.dir / self.UPTIME).read_text())
+            price = data.get("price_hourly")
+            return UptimeLog(
+                stops=tuple((float(since), None if until is None else float(until)) for since, until in data["stops"]),
+                seen_at=float(data.get("seen_at", 0.0)),
+                gone_at=float(data.get("gone_at", 0.0)),
+                price_hourly=None if price is None else float(price),
+                currency=str(data.get("currency", "")),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return UptimeLog()  # none recorded (an older vmgen), or not one vmgen wrote: from now on
+
+    def record_uptime(self, log: UptimeLog) -> None:
+        """Written only when it changed and the workspace's folder is there (not for a stranger's)."""
+        if log != self.uptime() and self.exists():
+            self.write(self.UPTIME, json.dumps(asdict(log), indent=2) + "\n")
 
     def budget_key(self) -> str:
         try:

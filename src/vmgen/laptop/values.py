@@ -9,7 +9,17 @@ from datetime import datetime
 
 from ..contract.enums import WorkspaceStatus
 
-__all__ = ["BakeOptions", "KeptDisk", "Leftover", "SSHEndpoint", "SelfDelete", "Size", "StopReason", "Workspace"]
+__all__ = [
+    "BakeOptions",
+    "KeptDisk",
+    "Leftover",
+    "SSHEndpoint",
+    "SelfDelete",
+    "Size",
+    "StopReason",
+    "UptimeLog",
+    "Workspace",
+]
 
 
 @dataclass(frozen=True)
@@ -27,6 +37,21 @@ class StopReason:
     at: float  # wall clock: when its backup finished (or failed)
     backup_id: str = ""  # the verified backup made just before it stopped
     backup_error: str = ""  # why the backup it tried failed (the data stays on the disk)
+
+
+@dataclass(frozen=True)
+class UptimeLog:
+    """What this machine recorded of a workspace's uptime, for `vmgen cost`: the times it was
+    stopped (by `vmgen stop`, or by its idle watchdog as its provider read it off the disk), when
+    `vmgen list` or `vmgen cost` last saw it and first found it gone (deleted by its own watchdog:
+    the delete happened between the two), and its price, which the provider no longer reports for
+    a server that is gone. Wall-clock seconds, this machine's clock."""
+
+    stops: tuple[tuple[float, float | None], ...] = ()  # (stopped, started again or None: still stopped)
+    seen_at: float = 0.0  # 0: never seen
+    gone_at: float = 0.0  # 0: not found gone
+    price_hourly: float | None = None
+    currency: str = ""
 
 
 @dataclass(frozen=True)

@@ -49,9 +49,10 @@ def status(name: str, as_json: bool) -> None:
         print_certificates(name, client, out)
 
 
-def format_status(name: str, state: WatchdogState, elapsed: float = 0.0) -> Table:
+def format_status(name: str, state: WatchdogState, elapsed: float = 0.0, now: float | None = None) -> Table:
     """Every row from the one verdict, with times as the VM measured them: the laptop's clock is
-    never compared with the VM's. `elapsed`: seconds since the state was read."""
+    never compared with the VM's. `elapsed`: seconds since the state was read; `now`: this
+    machine's wall clock (the hard lifetime's end is said as a time on it)."""
     verdict = state.verdict
     table = Table(box=None, show_header=False)
     table.add_row("workspace", name)
@@ -65,7 +66,7 @@ def format_status(name: str, state: WatchdogState, elapsed: float = 0.0) -> Tabl
         ago = state.updated_at - seen + state.age_seconds + elapsed  # both times on the VM's clock
         table.add_row(f"last {source}", f"{age_seconds(ago)} ago" if seen else "never")
     table.add_row("next action", escape(what_happens(state, elapsed)))
-    if lifetime := lifetime_words(state, elapsed):
+    if lifetime := lifetime_words(state, elapsed, now):
         table.add_row("hard lifetime", escape(lifetime))
     if budget := budget_words(state):
         table.add_row("budget", escape(budget))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 
 import click
@@ -15,6 +16,7 @@ from ...contract.documents import WatchdogState
 from ...errors import AgentCannotWork, UsageError, VmgenError, WorkspaceNotFound
 from ..agent_screen import why_prompts_are_lost
 from ..agents import AGENT_SESSION
+from ..cost import found_gone, observed, started_at, stopped_at
 from ..forwards import stop_background
 from ..identities import backups_encrypted_to, discard_identity, has_identity, identity_path
 from ..owner import describe_owner, owned
@@ -48,7 +50,16 @@ def list_(provider: str | None, everyone: bool) -> None:
     records = {r.name: r for r in all_records()}
     names = {provider} if provider else {settings().provider} | {r.provider for r in records.values()}
     table = Table(box=None, header_style="bold")
-    for column in ("NAME", "PROVIDER", "STATUS", "ADDRESS", "TYPE", "AGE", "€/H", *(["OWNER"] if everyone else [])):
+    for column in (
+        "NAME",
+        "PROVIDER",
+        "STATUS",
+        "ADDRESS",
+        "TYPE",
+        "AGE",
+        "PER HOUR",
+        *(["OWNER"] if everyone else []),
+    ):
         table.add_column(column)
     now = datetime.now(UTC)
     existing: set[str] = set()  # on a provider, shown or not: their local state is no leftover
@@ -73,7 +84,11 @@ def list_(provider: str | None, everyone: bool) -> None:
                 hidden += 1
                 continue
             address = f"{w.ssh.host}:{w.ssh.port}" if w.ssh else (w.address or "-")
-            price = f"{w.price_hourly:.4f}" if w.price_hourly is not None else "-"
+            price = per_hour(w.price_hourly, chosen.currency)
+            if w.name in records and owned(w.owner, w.owner_id) is not False:
+                # What `vmgen cost` counts it by: its price, a stop or start made outside vmgen.
+                state = WorkspaceState(w.name)
+                state.record_uptime(observed(state.uptime(), w, chosen.currency, now.timestamp()))
             status, what = str(w.status), w.server_type
             if owned(w.owner, w.owner_id) is not False and WorkspaceState(w.name).cut_short():
                 # A launch that never came up: still running (another vmgen), or cut short.
@@ -118,7 +133,10 @@ def list_(provider: str | None, everyone: bool) -> None:
                 status, what = "gone", "record only"
                 gone += 1
                 # Deleted by its idle watchdog (or outside vmgen): `ssh vmgen-NAME` has nothing to reach.
-                WorkspaceState(record.name).discard(WorkspaceState.SSH_REACH)
+                state = WorkspaceState(record.name)
+                state.discard(WorkspaceState.SSH_REACH)
+                # `vmgen cost` bills it until now, when it was found gone (kept from the first time).
+                state.record_uptime(found_gone(state.uptime(), now.timestamp()))
             table.add_row(record.name, record.provider, status, "-", what, "-", "-", *owner_column("", ""))
     forget_ssh_entries()
     notes += idle_warnings(shown)
@@ -145,6 +163,13 @@ def list_(provider: str | None, everyone: bool) -> None:
         )
     if hidden:
         err.print(f"{hidden} workspace(s) of other users not shown (`vmgen list --all` shows them)")
+
+
+def per_hour(price: float | None, currency: str) -> str:
+    """ "0.0119 EUR", "0.0000" (docker bills nothing), "-" (the provider did not say)."""
+    if price is None:
+        return "-"
+    return f"{price:.4f} {currency}".rstrip()
 
 
 def idle_stop_note(workspace: Workspace, now: float) -> str:
@@ -264,6 +289,8 @@ def stop(name: str) -> None:
     provider, _ = existing(name)
     with progress(f"stopping {name}"):
         provider.stop(name)
+    state = WorkspaceState(name)
+    state.record_uptime(stopped_at(state.uptime(), time.time()))  # from now it is not billed (`vmgen cost`)
     err.print(f"stopped {name}: {provider.stop_note()}")
 
 
@@ -271,11 +298,15 @@ def stop(name: str) -> None:
 @click.argument("name")
 def start(name: str) -> None:
     """Start NAME again; the agent resumes its conversation."""
-    provider, _ = existing(name)
-    record = WorkspaceState(name).record()
+    provider, found = existing(name)
+    state = WorkspaceState(name)
+    record = state.record()
     agent = resolve_agent(record.agent if record else "claude")
     with progress(f"starting {name}") as update:
+        # Its idle watchdog's stop (if no list or cost saw it), then this start: `vmgen cost`'s count.
+        log = observed(state.uptime(), found, provider.currency, time.time())
         provider.start(name)
+        state.record_uptime(started_at(log, time.time()))
         target = wait_until_agent_back(provider, name, default_identities(), update)
         client = SshWorkspaceClient(target, name)
         if settings().budget_month > 0:

@@ -159,13 +159,14 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
     restore = _json_file(settings.vm.restore_result)
     activity = settings.activity()
     verdict = watchdog.get("verdict")
+    now = time.time()
     return {
         "workspace": workspace.get("name", ""),
         "agent": watchdog.get("agent", {}),
         "verdict": verdict,
         # What the configured action does, for "backs up and deletes itself in 28 min".
         "action_words": ACTION_WORDS.get(verdict.get("action", ""), "") if isinstance(verdict, dict) else "",
-        "said": said(watchdog),
+        "said": said(watchdog, now),
         # The idle action or the hard lifetime, once under way: its step and what happened.
         "acting": watchdog.get("acting"),
         # With a budget: this workspace's spend against its share of budget_month (root's count).
@@ -185,13 +186,14 @@ def collect_state(settings: WebSettings) -> dict[str, Any]:
         "certificates": certificate_report(settings.vm).lines(),
         "activity": [codec.to_value(item) for item in activity.items],
         "permissions": permissions_state(settings),
-        "now": time.time(),
+        "now": now,
     }
 
 
-def said(watchdog: dict[str, Any]) -> dict[str, str] | None:
+def said(watchdog: dict[str, Any], now: float | None = None) -> dict[str, str] | None:
     """The verdict in the watchdog's own words, as `vmgen status` says it (one verdict: what holds
-    the workspace up, and what happens when)."""
+    the workspace up, and what happens when); `now`: this VM's wall clock, for the clock time the
+    hard lifetime ends at."""
     try:
         state = codec.from_value(WatchdogState, with_age(watchdog), "the watchdog's state", strict=False)
     except DocumentError:
@@ -200,7 +202,7 @@ def said(watchdog: dict[str, Any]) -> dict[str, str] | None:
         "word": verdict_word(state),
         "now": what_holds(state),
         "next": what_happens(state),
-        "lifetime": lifetime_words(state),
+        "lifetime": lifetime_words(state, now=now),
         "budget": budget_words(state),
     }
 
