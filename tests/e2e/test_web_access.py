@@ -446,17 +446,15 @@ def test_the_desktop_opens_with_its_password_after_the_login(launched, docker_cl
         sign_in_browser(driver, f"https://desktop.{launched.host}/", launched.password)
         assert "vnc.html?autoconnect=1" in driver.current_url and "#password=" in driver.current_url
         # noVNC authenticates with the password it was given (no prompt) and shows the screen.
-        connected = wait_until(
-            lambda: driver.execute_script("return document.documentElement.classList.contains('noVNC_connected');"),
-            bool,
-            timeout=120,
-        )
-        if not connected:  # what noVNC says, and what the relay and websockify logged
+        try:
+            waiting(driver, 120).until(
+                lambda d: d.execute_script("return document.documentElement.classList.contains('noVNC_connected');")
+            )
+        except AssertionError as exc:  # what the page shows, and what the relay and websockify logged
             root = root_on(docker_client, NAME)
             raise AssertionError(
-                driver.execute_script("return document.getElementById('noVNC_status').textContent")
-                + root("journalctl -u vmgen-web-login -u vmgen-desktop-novnc -n 40 --no-pager")
-            )
+                f"{exc}\n{root('journalctl -u vmgen-web-login -u vmgen-desktop-novnc -n 40 --no-pager')}"
+            ) from None
         assert not driver.execute_script(
             "return document.getElementById('noVNC_credentials_dlg').classList.contains('noVNC_open');"
         )

@@ -141,7 +141,15 @@ def browser(ip: str, width: int = 1280, height: int = 800, trusted_spki: str = "
         f"--window-size={width},{height}",
     ):
         options.add_argument(flag)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+    class Chrome(webdriver.Chrome):
+        def get(self, url: str) -> None:
+            super().get(url)
+            for _ in range(3):  # a load dropped for a network change: again, as Reload would
+                if not reload_if_the_network_changed(self):
+                    return
+
+    return Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
 
 def sign_in_browser(driver, url: str, password: str, timeout: float = 60) -> None:
@@ -158,16 +166,40 @@ def sign_in_browser(driver, url: str, password: str, timeout: float = 60) -> Non
     )
 
 
+# Chromium's error page when the machine's network changed under a page load: Docker adds and
+# removes an interface for every VM the other tests start or stop, and Chromium drops the loads
+# in flight each time (the browser tests' timeouts on a busy machine). A person presses Reload.
+NETWORK_CHANGED = "ERR_NETWORK_CHANGED"
+
+
+def reload_if_the_network_changed(driver) -> bool:
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        text = driver.execute_script("return document.body ? document.body.innerText : ''") or ""
+    except WebDriverException:
+        return False
+    if NETWORK_CHANGED not in text:
+        return False
+    driver.refresh()
+    return True
+
+
 def waiting(driver, timeout: float):
-    """A WebDriverWait whose timeout says what the browser showed instead (its address without
-    the query, its title, the start of its text) and leaves a screenshot in the test's output."""
+    """A WebDriverWait that reloads a page load Chromium dropped for a network change, and whose
+    timeout says what the browser showed instead (its address without the query, its title, the
+    start of its text) and leaves a screenshot in the test's output."""
     from selenium.common.exceptions import TimeoutException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
     class Wait(WebDriverWait):
         def until(self, method, message: str = ""):
+            def reloaded_then(d):
+                reload_if_the_network_changed(d)
+                return method(d)
+
             try:
-                return super().until(method, message)
+                return super().until(reloaded_then, message)
             except TimeoutException:
                 raise AssertionError(f"the browser waited {timeout:.0f}s; {showing(driver)}") from None
 
