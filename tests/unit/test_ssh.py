@@ -167,3 +167,14 @@ def test_a_tunnel_reaches_a_unix_socket_on_the_workspace(target: SSHTarget, tmp_
         finally:
             tunnel.terminate()
             listener.close()
+
+
+def test_without_the_openssh_client_a_workspace_command_is_one_line(tmp_path, monkeypatch):
+    from vmgen.errors import UsageError
+    from vmgen.laptop.ssh import SSHTarget, run
+    from vmgen.laptop.values import SSHEndpoint
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ssh on it
+    target = SSHTarget(SSHEndpoint("192.0.2.1", 22), tmp_path / "known_hosts", "vmgen-x")
+    with pytest.raises(UsageError, match="OpenSSH client"):
+        run(target, ["true"])

@@ -7,6 +7,7 @@ connection is verified (`StrictHostKeyChecking=yes` against the workspace's own 
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ..errors import RemoteCommandFailed
+from ..errors import RemoteCommandFailed, UsageError
 from .state import WorkspaceState
 from .values import SSHEndpoint
 
@@ -31,6 +32,8 @@ class SSHTarget:
         return cls(endpoint, state.known_hosts, state.host_alias, tuple(identities))
 
     def base_command(self, *, tty: bool = False, connect_timeout: int = 10) -> list[str]:
+        if shutil.which("ssh") is None:  # else a FileNotFoundError far from here, as a traceback
+            raise UsageError("the OpenSSH client (`ssh`) is not on PATH: vmgen reaches workspaces with it")
         command = [
             "ssh",
             "-p",
