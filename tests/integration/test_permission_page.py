@@ -93,3 +93,18 @@ def test_without_a_login_the_page_shows_the_prompt_without_buttons(tmp_path: Pat
         card = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#permissions .ask"), bool, 20)
         assert card and "Answer it in the terminal" in card[0].text
         assert not card[0].find_elements(By.TAG_NAME, "button")
+
+
+def test_the_page_says_what_each_agent_session_does(tmp_path: Path, driver) -> None:
+    """Several sessions in one workspace: the page shows the watchdog's count of each state."""
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    detail = "working: a turn is open; of 2 sessions: 1 working, 1 waiting"
+    (tmp_path / "idlewatch.json").write_text(json.dumps({"agent": {"state": "working", "detail": detail}}))
+    for url in page(tmp_path, Root(answerable=True)):
+        driver.get(url)
+        shown = wait_until(lambda: driver.find_element(By.ID, "agent-detail").text, bool, 20)
+        assert shown == f"agent: {detail}"
+        assert driver.find_element(By.ID, "agent").text == "working"
