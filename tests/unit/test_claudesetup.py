@@ -51,8 +51,9 @@ def home(tmp_path: Path) -> Path:
     (claude / ".credentials.json").write_text('{"claudeAiOauth": {"accessToken": "test-token"}}')
     (claude / "projects/p/s.jsonl").write_text("{}\n")
     (claude / "todos/t.json").write_text("[]\n")
+    hook = {"type": "command", "command": f"{claude}/hooks/log.sh"}
     settings = {
-        "hooks": {"PostToolUse": [{"matcher": "*", "hooks": [{"type": "command", "command": f"{claude}/hooks/log.sh"}]}]},
+        "hooks": {"PostToolUse": [{"matcher": "*", "hooks": [hook]}]},
         "env": {"ANTHROPIC_API_KEY": "test-key", "GITHUB_TOKEN": "test-token", "MY_SECRET": "x", "EDITOR": "vim"},
         "apiKeyHelper": f"{home}/bin/key-helper",
         "model": "opus",
