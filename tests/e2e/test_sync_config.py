@@ -98,6 +98,7 @@ def events(cli) -> list[dict]:
 def test_the_launch_copied_the_setup_with_paths_rewritten_and_said_what_it_left(cli, launched) -> None:
     assert "GITHUB_TOKEN not copied (it looks like a credential)" in launched.stderr
     assert "MCP server not-here: `vmgen-no-such-mcp-server` is not on the workspace" in launched.stderr
+    assert "not copied, they resolve outside ~/.claude: commands/key.md" in launched.stderr
     assert "test-token" not in launched.stderr
     assert cli.ssh(NAME, "cat ~/.claude/CLAUDE.md") == f"{MEMORY_WORDS}: my notes are in /home/agent/notes.\n"
     listed = cli.ssh(NAME, "cd ~/.claude && ls commands agents skills/tidy")

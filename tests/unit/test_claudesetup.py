@@ -93,6 +93,7 @@ def test_the_plan_copies_the_setup_and_nothing_else(home: Path) -> None:
     assert reasons["commands/pipe.md"] == "not a regular file"
     assert reasons["skills/big/blob.bin"].startswith("over the 1.0 MB cap")
     assert any("skills/big/blob.bin" in warning and "sync_exclude" in warning for warning in plan.warnings)
+    assert "not copied, they resolve outside ~/.claude: commands/key.md" in plan.warnings
     assert next(f for f in plan.files if f.path == "skills/tidy/run.sh").executable
 
 

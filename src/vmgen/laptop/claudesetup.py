@@ -179,6 +179,9 @@ def plan_sync(
             if os.path.lexists(claude_dir / name):
                 _visit(claude_dir, root, name, excludes, candidates, found, set())
         _read_files(candidates, rewrite, cap, found)
+        outside = [skipped.path for skipped in found.skipped if skipped.reason.startswith("resolves outside")]
+        if outside:
+            found.warnings.append(f"not copied, they resolve outside ~/.claude: {', '.join(outside)}")
     settings, settings_rewrites = _settings(claude_dir / "settings.json", rewrite, found.warnings)
     servers = _mcp_servers(home / ".claude.json", rewrite, found.warnings)
     return SyncPlan(
