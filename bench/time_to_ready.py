@@ -45,6 +45,9 @@ def one_run(env: dict[str, str], repo: Path, name: str, cold: bool) -> dict[str,
     result = vmgen(env, "launch", str(repo), "--name", name, "--json", *(["--cold"] if cold else []))
     report = json.loads(result.stdout)
     ssh_ready = ssh_ready_seconds(env, name)
+    sync_started = time.monotonic()
+    vmgen(env, "sync-config", name)  # the bench user's small ~/.claude again, as a user would
+    sync_config = round(time.monotonic() - sync_started, 3)
     # The simulated VM shares this machine's clock, so its phase stamps line up with `started`.
     marks = [(p["name"], p["at"] - started) for p in report["phases"]]
     phases = {name: round(end - begin, 2) for (name, begin), (_, end) in itertools.pairwise(marks)}
@@ -59,6 +62,7 @@ def one_run(env: dict[str, str], repo: Path, name: str, cold: bool) -> dict[str,
         "install_steps_skipped": int(skipped.strip() or 0),
         "total_s": report["seconds"],
         "ssh_ready_s": ssh_ready,
+        "sync_config_s": sync_config,
         "vmgen_overhead_s": round(overhead, 2),
         "steps_s": {
             "render_and_checks": steps["render"],
@@ -145,6 +149,15 @@ def bench_user(tmp: Path) -> tuple[dict[str, str], Path]:
     home = tmp / "home"
     (home / ".ssh").mkdir(parents=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(home / ".ssh/id_ed25519")], check=True)
+    # A Claude Code setup of the ordinary kind, copied by each launch and by `vmgen sync-config`.
+    claude = home / ".claude"
+    for folder in ("commands", "agents", "skills/tidy"):
+        (claude / folder).mkdir(parents=True)
+    (claude / "CLAUDE.md").write_text(f"My notes are in {home}/notes.\n")
+    (claude / "commands/hello.md").write_text("Say hello.\n")
+    (claude / "agents/reviewer.md").write_text("---\nname: reviewer\n---\nReview.\n")
+    (claude / "skills/tidy/SKILL.md").write_text("---\nname: tidy\n---\nTidy up.\n")
+    (claude / "settings.json").write_text('{"model": "opus"}\n')
     repo = tmp / "bench-repo"
     repo.mkdir()
     (repo / "README.md").write_text("benchmark\n")

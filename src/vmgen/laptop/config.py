@@ -140,6 +140,12 @@ class Settings:
     # `ssh vmgen-<name>` for people and IDEs: vmgen keeps ~/.ssh/vmgen/config and one Include line
     # at the top of ~/.ssh/config (laptop/sshconfig.py); false: vmgen leaves ~/.ssh alone.
     ssh_config: bool = True
+    # The laptop's Claude Code setup (CLAUDE.md, commands, agents, skills, output styles, the
+    # settings and hooks of settings.json, the user's MCP servers) copied to the agent on each
+    # launch (laptop/claudesetup.py; `vmgen sync-config` any time); false: never on its own.
+    sync_config: bool = True
+    # Globs on paths below ~/.claude that are never copied (`skills/big`, `*.bin`).
+    sync_exclude: tuple[str, ...] = ()
     vmgen_index_url: str = ""
     vmgen_find_links: str = ""
     sources: tuple[str, ...] = field(default=(), compare=False)

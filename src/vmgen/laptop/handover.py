@@ -9,11 +9,13 @@ from __future__ import annotations
 import shlex
 import subprocess
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..contract.names import VM
 from ..errors import RemoteCommandFailed, VmgenError
+from .claudesetup import MISSING_COMMANDS_SCRIPT, UNPACK_PROGRAM, UNPACK_SCRIPT, SyncPlan, setup_tar
 from .ssh import SSHTarget, remote, run, write_file
 
 
@@ -27,6 +29,8 @@ class Handover:
     # Claude Code asks once whether to use an API key found in its environment; the answer is
     # stored as the key's last 20 characters in ~/.claude.json, as Claude Code itself does.
     approve_claude_api_key: str = ""
+    # The laptop's Claude Code setup (laptop/claudesetup.py), in place before the agent starts.
+    claude_setup: SyncPlan | None = None
 
 
 _APPROVE_KEY = """
@@ -67,8 +71,26 @@ def deliver(target: SSHTarget, handover: Handover) -> None:
         run(target, ["python3", "-c", _APPROVE_KEY], input=handover.approve_claude_api_key[-20:].encode())
     if handover.upload_from is not None:
         upload_tree(target, handover.upload_from, handover.repo_dir)
+    if handover.claude_setup is not None and not handover.claude_setup.empty:
+        ship_claude_setup(target, handover.claude_setup)
     mark = VM.handover_mark
     run(target, ["sh", "-c", f"mkdir -p {shlex.quote(str(mark.parent))} && touch {shlex.quote(str(mark))}"])
+
+
+def ship_claude_setup(target: SSHTarget, plan: SyncPlan) -> None:
+    """The plan as one tar stream over SSH, unpacked and merged by the agent user (vmgen's SSH
+    logs in as the agent; root takes no part)."""
+    run(target, ["sh", "-c", UNPACK_SCRIPT, "sh", UNPACK_PROGRAM], input=setup_tar(plan, int(time.time())), timeout=300)
+
+
+def missing_commands(target: SSHTarget, commands: tuple[str, ...]) -> tuple[str, ...]:
+    """Of `commands`, those the agent's login shell on the workspace does not find (`command -v`
+    only: nothing is run)."""
+    if not commands:
+        return ()
+    found = run(target, ["bash", "-lc", MISSING_COMMANDS_SCRIPT, "bash", *commands], timeout=60)
+    printed = set(found.stdout.decode(errors="replace").splitlines())
+    return tuple(command for command in commands if command in printed)
 
 
 def files_to_upload(root: Path) -> list[str]:

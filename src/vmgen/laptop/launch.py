@@ -17,6 +17,7 @@ from ..selfwheel import VmgenWheel, own_wheel
 from .builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
 from .builder.hostkeys import HostKey
 from .builder.install import plan_of
+from .claudesetup import SyncPlan
 from .cost import observed
 from .handover import Handover
 from .identities import discard_identity, ensure_identity, has_identity
@@ -47,6 +48,8 @@ class LaunchOptions:
     restore_identity: str | None = None
     identities: tuple[Path, ...] = ()
     claude_credentials: bytes | None = None
+    # The laptop's Claude Code setup, handed over before the agent first starts (`sync_config`).
+    claude_setup: SyncPlan | None = None
     gitconfig: bytes | None = None
     keep_on_failure: bool = False
     # The vmgen wheel the spec names (this CLI's own build): delivered once SSH answers.
@@ -206,6 +209,7 @@ def _launch(
             Handover(
                 agent_env=options.agent_env,
                 claude_credentials=options.claude_credentials,
+                claude_setup=options.claude_setup if spec.agent.name == "claude" else None,
                 gitconfig=options.gitconfig,
                 upload_from=spec.source.path if isinstance(spec.source, LocalSource) else None,
                 repo_dir=spec.repo_dir,

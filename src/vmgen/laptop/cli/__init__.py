@@ -3,6 +3,7 @@
 from . import (  # noqa: F401 - register commands
     access,
     backups,
+    claude_setup,
     cost_cmd,
     identities_cmd,
     images,

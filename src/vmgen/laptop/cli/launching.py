@@ -33,6 +33,7 @@ from ..spec import (
 from ..ssh import default_identities
 from .access import offer_ssh_entry, print_connect_lines
 from .app import err, main, out, progress, provider_named, running_target, settings
+from .claude_setup import laptop_plan, print_warnings, warn_missing_commands
 
 if TYPE_CHECKING:
     from ...dns import CloudflareDns
@@ -270,6 +271,9 @@ def launch(
     target = target_from_settings(settings(), provider.shares_local_folders)
     spec = check_budget(provider, build_spec(source, opts, target, provider.name))
     credentials, gitconfig = laptop_extras(copy_claude_login)
+    claude_setup = laptop_plan() if settings().sync_config and spec.agent.name == "claude" else None
+    if claude_setup is not None:
+        print_warnings(claude_setup)
     environment = agent_env(settings(), spec.agent.key_variables)
     options = LaunchOptions(
         agent_env=environment,
@@ -277,6 +281,7 @@ def launch(
         backup_store=target.describe() if target is not None else "",
         identities=default_identities(),
         claude_credentials=credentials,
+        claude_setup=claude_setup,
         gitconfig=gitconfig,
         keep_on_failure=keep_on_failure,
         use_baked=not cold,
@@ -295,6 +300,8 @@ def launch(
         )
     elapsed = time.monotonic() - started
     offered = offer_ssh_entry(spec.name, result.workspace.ssh, options.identities)
+    if claude_setup is not None and claude_setup.commands and result.workspace.ssh is not None:
+        warn_missing_commands(running_target(spec.name), claude_setup)
     if bake_after:
         bake_for_next_time(provider, spec)
     if as_json:
