@@ -146,7 +146,7 @@ class PromptNotifier:
             if settings.notify:
                 secrets = read_secrets(self.paths)
                 notifier = notifier_for(settings.name, settings.notify, secrets, self.paths, queued=False)
-                notifier.send_now(permission_notice(tool), NOTIFY_SECONDS)
+                notifier.send_now(permission_notice(tool, request_id), NOTIFY_SECONDS)
         except Exception as exc:  # noqa: BLE001 - a notification never fails a prompt
             log.warning("permission: no notification (%s: %s)", type(exc).__name__, str(exc)[:200])
 
