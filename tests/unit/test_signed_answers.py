@@ -96,3 +96,34 @@ def test_the_answer_text_is_canonical() -> None:
         "decision": "allow",
         "issued_at": 1_700_000_000.0,
     }
+
+
+def test_the_laptop_signs_what_it_relays_and_the_phone_hears_roots_verdict() -> None:
+    from vmgen.errors import VmgenError
+    from vmgen.laptop.telegram.commands import deliver_answer
+
+    relayed: list[tuple[str, str]] = []
+
+    def relay(text: str, mac: str) -> None:
+        relayed.append((text, mac))
+
+    assert deliver_answer("app", REQUEST, "allow", KEY, relay, clock=lambda: 5.0) == "Allowed"
+    assert verified_answer(*relayed[0], KEY, "app") == PermissionAnswer("app", REQUEST, "allow", 5.0)
+    assert deliver_answer("app", REQUEST, "deny", KEY, relay) == "Denied"
+
+    def refusing(reason: str):
+        def relay(text: str, mac: str) -> None:
+            raise VmgenError(f"app: refused: {reason}")
+
+        return relay
+
+    assert deliver_answer("app", REQUEST, "allow", KEY, refusing("no such request: answered already")) == (
+        "already answered"
+    )
+    assert deliver_answer("app", REQUEST, "allow", KEY, refusing("expired: the answer was not signed")) == "expired"
+    gone = deliver_answer("app", REQUEST, "allow", KEY, refusing("ssh: connect to host 192.0.2.1 port 22: timed out"))
+    assert gone.startswith("not delivered (app: refused: ssh: connect") and gone.endswith("or in the terminal")
+    assert len(gone) <= 200  # answerCallbackQuery's limit
+    before = len(relayed)
+    assert "older vmgen" in deliver_answer("app", REQUEST, "allow", "", relay)
+    assert len(relayed) == before  # nothing relayed without the workspace's key
