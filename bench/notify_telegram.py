@@ -68,6 +68,9 @@ class Instant:
     def stop(self, name: str) -> str:
         return "stopped"
 
+    def answer_permission(self, name: str, request_id: str, decision: str) -> str:
+        return "Allowed" if decision == "allow" else "Denied"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -10,17 +10,15 @@ the VM then keeps the allowance it has, which still bounds its own spend within 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import secrets
 from dataclasses import dataclass
 
 from ..errors import DocumentError
 from . import codec
 from .enums import BudgetAction
+from .signed import KEY_VARIABLE, matches, new_key, sign
 
-BUDGET_KEY_VARIABLE = "VMGEN_BUDGET_KEY"  # in root's secrets file on the VM
+BUDGET_KEY_VARIABLE = KEY_VARIABLE  # in root's secrets file on the VM (contract.signed)
 MAX_GRANT = 4096
 
 
@@ -36,17 +34,9 @@ class BudgetGrant:
     issued_at: float  # the laptop's wall clock: root takes only a grant issued after the one it has
 
 
-def new_key() -> str:
-    return secrets.token_hex(32)
-
-
 def grant_text(grant: BudgetGrant) -> str:
     """The grant as signed: one canonical JSON text."""
     return json.dumps(codec.to_value(grant), sort_keys=True, separators=(",", ":"))
-
-
-def sign(text: str, key: str) -> str:
-    return hmac.new(bytes.fromhex(key), text.encode(), hashlib.sha256).hexdigest()
 
 
 def verified(text: str, mac: str, key: str, workspace: str) -> BudgetGrant:
@@ -54,7 +44,7 @@ def verified(text: str, mac: str, key: str, workspace: str) -> BudgetGrant:
     else DocumentError (one line, never the key)."""
     if not key:
         raise DocumentError("this workspace holds no budget key (launched by an older vmgen)")
-    if len(text) > MAX_GRANT or not hmac.compare_digest(sign(text, key), mac.strip().lower()):
+    if len(text) > MAX_GRANT or not matches(text, mac, key):
         raise DocumentError("the budget grant's signature does not match")
     grant = codec.loads(BudgetGrant, text, "the budget grant")
     if grant.workspace != workspace:

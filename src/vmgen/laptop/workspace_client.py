@@ -156,6 +156,12 @@ class SshWorkspaceClient:
         payload = json.dumps({"grant": text, "mac": mac}).encode()
         self._stream(["vmgen", "vmside", "budget-grant"], payload, lambda line: None, timeout)
 
+    def permission_answer(self, text: str, mac: str, timeout: float = 20) -> dict[str, Any]:
+        """Hand root an answer to a pending permission prompt, signed by this machine (root checks
+        the signature); root's result, or VmgenError with root's refusal."""
+        payload = json.dumps({"answer": text, "mac": mac}).encode()
+        return self._stream(["vmgen", "vmside", "permission-answer"], payload, lambda line: None, timeout)
+
     def certificates(self) -> CertificateReport:
         """Each hostname's certificate as the VM sees it (issued, pending, or why not)."""
         found = run(self.target, ["vmgen", "vmside", "certificates"], check=False)

@@ -175,6 +175,19 @@ def budget_grant() -> None:
     _relay(ControlRequest("budget", trigger="laptop", grant=grant, mac=mac))
 
 
+@vmside.command(name="permission-answer")
+def permission_answer() -> None:
+    """Hand root an answer to a pending permission prompt, signed by the laptop (read from stdin
+    as JSON: answer and mac); root checks the signature."""
+    try:
+        data = json.loads(sys.stdin.read(16 << 10))
+        answer, mac = str(data["answer"]), str(data["mac"])
+    except (ValueError, KeyError, TypeError):
+        click.echo(json.dumps({"refused": 'expected {"answer": ..., "mac": ...} on stdin'}))
+        sys.exit(1)
+    _relay(ControlRequest("signed-answer", trigger="laptop", answer=answer, mac=mac))
+
+
 @vmside.command(hidden=True)
 def control() -> None:
     """Root's control daemon (vmgen-control.service; systemd passes the listening socket)."""

@@ -17,7 +17,8 @@ into a failed state until reboot. Here a connection costs a thread and is bounde
 - one backup at a time: a second one hears "busy" at once (the client asks again);
 - verdicts asked for together share one tick of the watchdog;
 - a permission prompt's hook waits at most its own deadline of root's (vmside/permissions.py);
-  only root sees pending prompts and answers them (asked by root's page socket).
+  only root sees pending prompts and answers them (asked by root's page socket), or the laptop,
+  whose answer from the phone the agent relays signed with a key it does not hold.
 
 Root asks the kernel who is on the other end (SO_PEERCRED): only root and the agent user may ask.
 Answers never block on a client that stopped reading (a backup goes on when the laptop's SSH dies).
@@ -121,6 +122,9 @@ def serve(
     if request.op in ("permission", "permissions", "answer"):
         _answer_permission(conn, request, desk or DESK)
         return
+    if request.op == "signed-answer":
+        _answer_signed(conn, request, paths, desk or DESK)
+        return
 
     def progress(message: str) -> None:
         _send(conn, progress_line(message), 0)  # dropped if the client is not reading
@@ -222,6 +226,30 @@ def _answer_permission(conn: socket.socket, request: ControlRequest, desk: Permi
             _send(conn, result_line({"decision": decision}), FINAL_SEND_TIMEOUT)
         else:
             _send(conn, refused_line("no answer from the page"), FINAL_SEND_TIMEOUT)
+
+
+def _answer_signed(conn: socket.socket, request: ControlRequest, paths: VmPaths, desk: PermissionDesk) -> None:
+    """An answer from the phone, relayed by the agent: taken only with the laptop's signature
+    (the workspace's key, root's secret), for this workspace, for a request still pending, signed
+    within its lifetime, once."""
+    from ..contract.permission_answer import verified_answer
+    from ..contract.signed import KEY_VARIABLE
+    from .idlewatch import settings
+
+    try:
+        answer = verified_answer(
+            request.answer, request.mac, settings.read_secrets(paths).get(KEY_VARIABLE, ""), settings.load(paths).name
+        )
+    except (DocumentError, ConfigError) as exc:
+        log.warning("control: a signed answer refused: %s", exc)
+        _send(conn, refused_line(str(exc)), FINAL_SEND_TIMEOUT)
+        return
+    refusal = desk.answer_signed(answer)
+    if refusal:
+        log.warning("control: a signed answer refused: %s", refusal)
+        _send(conn, refused_line(refusal), FINAL_SEND_TIMEOUT)
+        return
+    _send(conn, result_line({"ok": True, "answered": True, "decision": answer.decision}), FINAL_SEND_TIMEOUT)
 
 
 def read_request_line(conn: socket.socket, deadline: float) -> bytes:

@@ -21,12 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..contract.names import VM, VmPaths
+from ..contract.permission_answer import PermissionAnswer
 from ..contract.permissions import MAX_PENDING, WAIT_SECONDS, PendingPermission, PermissionAsk, reclamp
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25  # how often a waiting request looks whether its hook is still there
 NOTIFY_GAP_SECONDS = 10.0  # at most one message in this long: the agent may ask as often as it likes
 NOTIFY_SECONDS = 30.0  # a message's deadline (its own thread: no request waits for it)
+# How far the laptop's clock may be from root's for a signed answer from the phone: its time must
+# fall within the request's own lifetime, widened by this much on either side.
+CLOCK_SKEW_SECONDS = 120.0
+NOT_PENDING = "no such request: answered already, or no longer asked"
 
 
 class DeskFull(Exception):
@@ -47,7 +52,7 @@ class PermissionDesk:
     max_pending: int = MAX_PENDING
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
-    on_ask: Callable[[str], None] = lambda tool: None  # told each new request's tool (the phone)
+    on_ask: Callable[[str, str], None] = lambda tool, request_id: None  # told each new request (the phone)
     _pending: dict[str, _Entry] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -60,7 +65,7 @@ class PermissionDesk:
                 raise DeskFull(f"{len(self._pending)} permission requests are pending")
             request_id = secrets.token_urlsafe(24)
             self._pending[request_id] = entry
-        self.on_ask(entry.ask.tool)
+        self.on_ask(entry.ask.tool, request_id)
         who = entry.ask.session or "a session"
         log.info("permission: %s asks for %s (request %s…)", who, entry.ask.tool, request_id[:6])
         try:
@@ -95,6 +100,23 @@ class PermissionDesk:
         log.info("permission: request %s… answered: %s", request_id[:6], decision)
         return True
 
+    def answer_signed(self, answer: PermissionAnswer) -> str:
+        """An answer from the phone whose signature root checked (contract.permission_answer):
+        taken, once, for a request still pending and signed within its lifetime; "" when taken,
+        else why not (the request stays pending when the answer is stale)."""
+        with self._lock:
+            entry = self._pending.get(answer.request_id)
+            if entry is None:
+                return NOT_PENDING
+            earliest, latest = entry.since - CLOCK_SKEW_SECONDS, entry.since + self.wait + CLOCK_SKEW_SECONDS
+            if not earliest <= answer.issued_at <= latest:
+                return "expired: the answer was not signed while this request was asked"
+            del self._pending[answer.request_id]
+            entry.decision = answer.decision
+            entry.answered.set()
+        log.info("permission: request %s… answered from the phone: %s", answer.request_id[:6], answer.decision)
+        return ""
+
 
 @dataclass
 class PromptNotifier:
@@ -107,14 +129,14 @@ class PromptNotifier:
     _last: float = float("-inf")
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __call__(self, tool: str) -> None:
+    def __call__(self, tool: str, request_id: str = "") -> None:
         with self._lock:
             if self.clock() - self._last < NOTIFY_GAP_SECONDS:
                 return
             self._last = self.clock()
-        threading.Thread(target=self._send, args=(tool,), name="permission notice", daemon=True).start()
+        threading.Thread(target=self._send, args=(tool, request_id), name="permission notice", daemon=True).start()
 
-    def _send(self, tool: str) -> None:
+    def _send(self, tool: str, request_id: str) -> None:
         from .idlewatch.settings import load, read_secrets
         from .notify.policy import permission_notice
         from .notify.sender import notifier_for
@@ -124,7 +146,7 @@ class PromptNotifier:
             if settings.notify:
                 secrets = read_secrets(self.paths)
                 notifier = notifier_for(settings.name, settings.notify, secrets, self.paths, queued=False)
-                notifier.send_now(permission_notice(tool), NOTIFY_SECONDS)
+                notifier.send_now(permission_notice(tool, request_id), NOTIFY_SECONDS)
         except Exception as exc:  # noqa: BLE001 - a notification never fails a prompt
             log.warning("permission: no notification (%s: %s)", type(exc).__name__, str(exc)[:200])
 
@@ -145,4 +167,4 @@ def hook_gone(conn: socket.socket) -> Callable[[], bool]:
 
 DESK = PermissionDesk()  # the control daemon's (one process answers every connection)
 
-__all__ = ["DESK", "DeskFull", "PermissionDesk", "PromptNotifier", "hook_gone"]
+__all__ = ["CLOCK_SKEW_SECONDS", "DESK", "NOT_PENDING", "DeskFull", "PermissionDesk", "PromptNotifier", "hook_gone"]

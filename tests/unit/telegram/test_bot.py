@@ -66,6 +66,10 @@ class Laptop:
         self.calls.append(("stop", name))
         return "stopped: its disk is kept"
 
+    def answer_permission(self, name: str, request_id: str, decision: str) -> str:
+        self.calls.append(("answer", name, request_id, decision))
+        return "Allowed" if decision == "allow" else "Denied"
+
 
 @dataclass
 class Running:

@@ -238,3 +238,21 @@ def test_an_answer_in_the_terminal_before_the_hooks_first_look_counts(tmp_path) 
     with transcript.open("a") as f:
         f.write(json.dumps({"message": {"content": [{"type": "tool_result", "tool_use_id": "t1"}]}}) + "\n")
     assert answered()
+
+
+def test_a_signed_answer_from_the_phone_counts_once_while_its_request_is_asked() -> None:
+    from vmgen.contract.permission_answer import PermissionAnswer
+    from vmgen.vmside.permissions import CLOCK_SKEW_SECONDS, NOT_PENDING
+
+    wall = [1_000_000.0]
+    desk = PermissionDesk(wait=30, wall=lambda: wall[0])
+    thread, said = waiting(desk, PermissionAsk(tool="Bash", command="make"))
+    (pending,) = desk.pending()
+    assert desk.answer_signed(PermissionAnswer("app", "A" * 32, "allow", wall[0])) == NOT_PENDING
+    for stale in (wall[0] - CLOCK_SKEW_SECONDS - 1, wall[0] + 30 + CLOCK_SKEW_SECONDS + 1):
+        assert "expired" in desk.answer_signed(PermissionAnswer("app", pending.id, "allow", stale))
+    assert desk.pending() == (pending,)  # a stale answer leaves the request asked
+    assert desk.answer_signed(PermissionAnswer("app", pending.id, "allow", wall[0] + 5)) == ""
+    thread.join(5)
+    assert said == ["allow"]
+    assert desk.answer_signed(PermissionAnswer("app", pending.id, "allow", wall[0] + 6)) == NOT_PENDING

@@ -13,8 +13,9 @@ import click
 
 from ...contract.documents import parse_duration
 from ...contract.verdict_words import verdict_word, what_happens, what_holds
-from ...errors import ConfigError, StatusUnavailable
-from ..state import all_records
+from ...errors import ConfigError, StatusUnavailable, VmgenError
+from ..state import WorkspaceState, all_records
+from ..telegram.commands import deliver_answer, permission_said
 from ..telegram.records import BotRecord, UsedButtons, write_record
 from ..workspace_client import SshWorkspaceClient
 from .app import err, existing, main, provider_named, running_target, settings
@@ -118,6 +119,19 @@ class LaptopWorkspaces:
         with self.ctx.scope(cleanup=False):
             result = SshWorkspaceClient(running_target(name), name).backup(lambda _line: None, 7200)
             return f"backed up: {result.backup_id}, {human_bytes(result.ciphertext_bytes)} in {result.seconds:.0f}s"
+
+    def answer_permission(self, name: str, request_id: str, decision: str) -> str:
+        """Allow / Deny pressed on the phone: the answer signed with the workspace's key (made at
+        its launch; root holds the same) and relayed by the agent's SSH login to root, which checks it."""
+        with self.ctx.scope(cleanup=False):
+            key = WorkspaceState(name).budget_key()
+            try:
+                client = SshWorkspaceClient(running_target(name), name)
+            except VmgenError as exc:
+                return permission_said(decision, str(exc))
+            return deliver_answer(
+                name, request_id, decision, key, lambda text, mac: client.permission_answer(text, mac, timeout=12)
+            )
 
     def stop(self, name: str) -> str:
         with self.ctx.scope(cleanup=False):

@@ -1,5 +1,5 @@
 """The bot, through python-telegram-bot: the setup (check the token, wait for /start) and the
-poller that answers commands and Keep alive buttons.
+poller that answers commands, Keep alive buttons, and Allow / Deny under permission prompts.
 
 Why it runs here, on the laptop, and the VMs only send: the Bot API lets one getUpdates poller per
 token (a second one ends the first with 409 Conflict), so one process must answer for every
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from telegram import Bot, BotCommand, InlineKeyboardMarkup, Update
+from telegram import Bot, BotCommand, CallbackQuery, InlineKeyboardMarkup, Update
 from telegram.error import Conflict, InvalidToken, TelegramError
 from telegram.ext import (
     Application,
@@ -37,9 +37,18 @@ from telegram.ext import (
 )
 
 from ...contract.notify import TELEGRAM_API
-from ...contract.telegram import BUTTON_LIFETIME_SECONDS, KEEPALIVE_DURATION, read_keepalive
+from ...contract.telegram import (
+    BUTTON_LIFETIME_SECONDS,
+    KEEPALIVE_DURATION,
+    KEEPALIVE_PREFIX,
+    PERMISSION_BUTTON_SECONDS,
+    PERMISSION_PREFIX,
+    PermissionButton,
+    read_keepalive,
+    read_permission,
+)
 from ...errors import TelegramUnavailable, VmgenError
-from .commands import COMMANDS, Refusal, Workspaces, perform, read_request, started
+from .commands import ALREADY, COMMANDS, EXPIRED, Refusal, Workspaces, perform, read_request, started
 from .records import BotRecord, UsedButtons
 
 log = logging.getLogger("vmgen.telegram")
@@ -172,6 +181,10 @@ class BotLogic:
         query = update.callback_query
         if query is None:
             return
+        permission = read_permission(self.record.token, query.data or "", self.workspaces.names())
+        if permission is not None:
+            await self._on_permission(query, context, permission)
+            return
         button = read_keepalive(self.record.token, query.data or "", self.workspaces.names())
         if button is None:
             log.warning("telegram: a button press with data no workspace of this machine made")
@@ -194,7 +207,31 @@ class BotLogic:
         )
         if message is not None:
             await context.bot.send_message(message.chat.id, f"{button.workspace}: {answer}")
-            await _drop_callback_buttons(message, context)
+            await _drop_callback_buttons(message, context, KEEPALIVE_PREFIX)
+
+    async def _on_permission(
+        self, query: CallbackQuery, context: ContextTypes.DEFAULT_TYPE, button: PermissionButton
+    ) -> None:
+        """Allow / Deny under root's message: a button root made (its HMAC checked), used once,
+        no older than root holds a request; the answer goes to root signed with the workspace's
+        key (the laptop's `answer_permission`), and the phone hears what came of it."""
+        message = query.message
+        sent_at = message.date.timestamp() if message is not None else 0.0
+        if self.clock() - sent_at > PERMISSION_BUTTON_SECONDS:
+            said = EXPIRED
+        elif not self.used.use(f"{PERMISSION_PREFIX}.{button.request_id}"):
+            said = ALREADY
+        else:
+            log.info("telegram: %s pressed for a permission prompt of %s", button.decision, button.workspace)
+            said = await self._perform(
+                lambda: self.workspaces.answer_permission(button.workspace, button.request_id, button.decision)
+            )
+        try:
+            await query.answer(said[:200])
+        except TelegramError as exc:
+            log.info("telegram: the press's answer did not reach the phone: %s", exc)
+        if message is not None:
+            await _drop_callback_buttons(message, context, PERMISSION_PREFIX)
 
     async def _perform(self, action: Callable[[], str]) -> str:
         try:
@@ -203,12 +240,18 @@ class BotLogic:
             return f"error: {exc}"
 
 
-async def _drop_callback_buttons(message: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A used Keep alive button goes from the message (the Open button stays)."""
+async def _drop_callback_buttons(message: object, context: ContextTypes.DEFAULT_TYPE, prefix: str) -> None:
+    """Used buttons go from the message: those whose callback data starts with `prefix` (a Keep
+    alive, or Allow and Deny); the rest stay (Open)."""
     markup = getattr(message, "reply_markup", None)
     if markup is None:
         return
-    keep = [[b for b in row if b.url] for row in markup.inline_keyboard]
+    keep = [
+        [b for b in row if b.url or (b.callback_data and not str(b.callback_data).startswith(f"{prefix}."))]
+        for row in markup.inline_keyboard
+    ]
+    if keep == [list(row) for row in markup.inline_keyboard]:
+        return  # nothing of it left to take away (answered before)
     try:
         await context.bot.edit_message_reply_markup(
             chat_id=message.chat.id,  # type: ignore[attr-defined]

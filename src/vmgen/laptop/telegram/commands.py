@@ -1,4 +1,5 @@
-"""What the bot's user may ask, read from a message; pure functions.
+"""What the bot's user may ask, read from a message (pure functions), and how an Allow / Deny
+pressed on the phone becomes an answer signed for root.
 
 The commands: /list, /status <ws>, /send <ws> <text> (or a reply to a message about a workspace,
 whose first word is `<ws>:`), /keepalive <ws> <duration>, /backup <ws>, /stop <ws>, /help.
@@ -7,11 +8,14 @@ whose first word is `<ws>:`), /keepalive <ws> <duration>, /backup <ws>, /stop <w
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from ...contract.documents import parse_duration
-from ...errors import UsageError
+from ...contract.permission_answer import PermissionAnswer, signed_answer
+from ...errors import UsageError, VmgenError
 
 COMMANDS = {
     "list": "your workspaces",
@@ -41,6 +45,7 @@ class Workspaces(Protocol):
     def keepalive(self, name: str, duration: str, reason: str) -> str: ...
     def backup(self, name: str) -> str: ...
     def stop(self, name: str) -> str: ...
+    def answer_permission(self, name: str, request_id: str, decision: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -110,10 +115,61 @@ def perform(request: Request, workspaces: Workspaces) -> str:
     raise AssertionError(request.action)
 
 
+ALLOWED, DENIED, ALREADY, EXPIRED = "Allowed", "Denied", "already answered", "expired"
+
+
+def permission_said(decision: str, refusal: str | None) -> str:
+    """What the phone shows for a pressed Allow / Deny: the decision when root took it, else why
+    not, from root's refusal (None: taken)."""
+    if refusal is None:
+        return ALLOWED if decision == "allow" else DENIED
+    if "no such request" in refusal:
+        return ALREADY
+    if "expired" in refusal:
+        return EXPIRED
+    return f"not delivered ({refusal}); answer on the page or in the terminal"[:200]
+
+
+def deliver_answer(
+    workspace: str,
+    request_id: str,
+    decision: str,
+    key: str,
+    relay: Callable[[str, str], object],
+    clock: Callable[[], float] = time.time,
+) -> str:
+    """Sign the phone's answer with the workspace's key (contract.permission_answer) and hand its
+    text and signature to `relay` (the agent's SSH login to root's control socket, which raises
+    VmgenError with root's refusal); what the phone shows."""
+    if not key:
+        return permission_said(decision, "this workspace was launched by an older vmgen")
+    text, mac = signed_answer(PermissionAnswer(workspace, request_id, decision, clock()), key)
+    try:
+        relay(text, mac)
+    except VmgenError as exc:
+        return permission_said(decision, str(exc))
+    return permission_said(decision, None)
+
+
 def started(request: Request) -> str:
     """What the bot says at once for a request that takes a while ("" for a quick one)."""
     doing = {"backup": "backing up…", "stop": "stopping…"}.get(request.action)
     return f"{request.workspace}: {doing}" if doing else ""
 
 
-__all__ = ["COMMANDS", "HELP", "Refusal", "Request", "Workspaces", "perform", "read_request", "started"]
+__all__ = [
+    "ALLOWED",
+    "ALREADY",
+    "COMMANDS",
+    "DENIED",
+    "EXPIRED",
+    "HELP",
+    "Refusal",
+    "Request",
+    "Workspaces",
+    "deliver_answer",
+    "perform",
+    "permission_said",
+    "read_request",
+    "started",
+]

@@ -37,6 +37,7 @@ class Notice:
     state: str = ""
     priority: int = 3  # ntfy's 1-5
     tags: tuple[str, ...] = ()
+    request_id: str = ""  # a permission prompt root holds: its single-use id (Telegram's Allow / Deny)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Message:
     link: str  # the workspace page ("" without a domain)
     priority: int = 3
     tags: tuple[str, ...] = ()
+    request_id: str = ""  # a permission prompt root holds: its single-use id (Telegram's Allow / Deny)
 
 
 def hook_state(event: HookEvent) -> tuple[str, Notice | None]:
@@ -203,10 +205,11 @@ def budget_notice(record: BudgetRecord) -> Notice:
 _TOOL_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
 
 
-def permission_notice(tool: str) -> Notice:
+def permission_notice(tool: str, request_id: str = "") -> Notice:
     """A permission prompt root holds for the page: vmgen's words and the tool's name, if that
     is one plain word (Bash, Edit, mcp__server__tool: the agent names it, so nothing else of it
-    goes out: no dots, no slashes, nothing a phone could take for a link)."""
+    goes out: no dots, no slashes, nothing a phone could take for a link). `request_id`, root's
+    own single-use id of the request, is for the channels that offer Allow / Deny (Telegram)."""
     word = tool if _TOOL_WORD.fullmatch(tool) else "a tool"
     return Notice(
         "permission",
@@ -216,6 +219,7 @@ def permission_notice(tool: str) -> Notice:
         word,
         4,
         ("lock",),
+        request_id,
     )
 
 
@@ -229,7 +233,14 @@ def ready_notice(restored: bool) -> Notice:
 
 def message_of(notice: Notice, workspace: str, link: str) -> Message:
     return Message(
-        workspace, notice.kind, f"{workspace}: {notice.title}", notice.text, link, notice.priority, notice.tags
+        workspace,
+        notice.kind,
+        f"{workspace}: {notice.title}",
+        notice.text,
+        link,
+        notice.priority,
+        notice.tags,
+        notice.request_id,
     )
 
 

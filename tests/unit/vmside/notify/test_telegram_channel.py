@@ -125,3 +125,25 @@ def test_a_forged_hook_reaches_telegram_only_as_vmgens_words(telegram: FakeTeleg
     (row,) = message["reply_markup"]["inline_keyboard"]
     assert [b["text"] for b in row] == ["Open", "Keep alive 1 h"] and row[0]["url"] == "https://app.example.com/"
     assert not any("evil" in str(c.params) or "Approve" in str(c.params) for c in telegram.calls)
+
+
+def test_a_permission_prompt_carries_allow_and_deny_for_that_request_alone(
+    telegram: FakeTelegram, paths: VmPaths
+) -> None:
+    from vmgen.contract.telegram import read_permission
+    from vmgen.vmside.notify.policy import permission_notice
+
+    request_id = "R" * 32
+    notifier = notifier_for("app", (f"telegram:{telegram.root_url}",), secrets(), paths, queued=False)
+    notifier.send_now(permission_notice("Bash", request_id), timeout=10)
+    (message,) = telegram.sent(USER.id)
+    assert message["text"] == (
+        "app: permission requested\nthe agent asks to use Bash: Allow or Deny on the workspace page"
+    )
+    answers, links = message["reply_markup"]["inline_keyboard"]
+    assert [b["text"] for b in answers] == ["Allow", "Deny"] and links[0]["text"] == "Open"
+    allow, deny = (read_permission(TOKEN, b["callback_data"], ["app"]) for b in answers)
+    assert allow is not None and (allow.request_id, allow.decision) == (request_id, "allow")
+    assert deny is not None and (deny.request_id, deny.decision) == (request_id, "deny")
+    notifier.send_now(finished(), timeout=10)  # any other message: no Allow / Deny
+    assert "Allow" not in str(telegram.sent(USER.id)[1]["reply_markup"])

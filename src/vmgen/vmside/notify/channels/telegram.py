@@ -9,8 +9,11 @@ Bot API lets one getUpdates poller per token), and it answers the Keep alive but
 
 Buttons (an inline keyboard): Open, a URL button to the workspace page (with a domain); Keep alive
 1 h, callback data from contract.telegram that the laptop's bot checks (made by this root, for
-this workspace, used once, not too old). Allow / Deny for permission prompts are not offered:
-answering a prompt is issue 26's permission flow, not this channel."""
+this workspace, used once, not too old). Under a permission prompt root holds, Allow and Deny,
+whose callback data names the request's single-use id and is bound to it, the decision and this
+workspace by an HMAC keyed from the token (contract.telegram): the laptop's bot takes the press
+and carries a signed answer back to root (contract.permission_answer). The message says the tool's
+name and vmgen's words, never the command."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ....contract.notify import TELEGRAM_CHAT_VARIABLE, TELEGRAM_TOKEN_VARIABLE, TelegramTarget
-from ....contract.telegram import keepalive_data
+from ....contract.telegram import keepalive_data, permission_data
 from ..policy import Message
 from .base import SendError
 
@@ -40,7 +43,15 @@ class TelegramChannel:
     def send(self, message: Message, timeout: float) -> None:
         if not self._token or not self._chat:
             raise SendError(f"no {TELEGRAM_TOKEN_VARIABLE} or {TELEGRAM_CHAT_VARIABLE} in root's secrets", retry=False)
-        body = telegram_body(self._chat, message, keepalive_data(self._token, message.workspace))
+        answers = (
+            (
+                permission_data(self._token, message.workspace, message.request_id, "allow"),
+                permission_data(self._token, message.workspace, message.request_id, "deny"),
+            )
+            if message.request_id
+            else None
+        )
+        body = telegram_body(self._chat, message, keepalive_data(self._token, message.workspace), answers)
         request = urllib.request.Request(
             f"{self.target.api}/bot{self._token}/sendMessage",
             data=json.dumps(body).encode(),
@@ -57,8 +68,14 @@ class TelegramChannel:
             raise SendError(str(reason)[:200] if reason is not None else type(exc).__name__) from None
 
 
-def telegram_body(chat_id: str, message: Message, keepalive: str) -> dict[str, Any]:
-    """sendMessage's parameters: vmgen's words, the Open and Keep alive buttons."""
+def telegram_body(
+    chat_id: str, message: Message, keepalive: str, answers: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """sendMessage's parameters: vmgen's words, the Open and Keep alive buttons, and for a
+    permission prompt Allow and Deny (`answers`: their callback data) in a row of their own."""
+    rows: list[list[dict[str, str]]] = []
+    if answers is not None:
+        rows.append([{"text": "Allow", "callback_data": answers[0]}, {"text": "Deny", "callback_data": answers[1]}])
     row: list[dict[str, str]] = []
     if message.link:
         row.append({"text": "Open", "url": message.link})
@@ -70,7 +87,9 @@ def telegram_body(chat_id: str, message: Message, keepalive: str) -> dict[str, A
         "link_preview_options": {"is_disabled": True},
     }
     if row:
-        body["reply_markup"] = {"inline_keyboard": [row]}
+        rows.append(row)
+    if rows:
+        body["reply_markup"] = {"inline_keyboard": rows}
     return body
 
 
