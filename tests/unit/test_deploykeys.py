@@ -88,7 +88,8 @@ def test_the_pinned_host_keys_are_the_ones_github_publishes() -> None:
 def test_a_github_repository_is_recognised_in_the_launch_source(source: str, repo: str | None) -> None:
     found = github_repo(parse_source(source))
     assert (found.full_name if found else None) == repo
-    assert (github_repo_of(source).full_name if github_repo_of(source) else None) == repo
+    of_record = github_repo_of(source)
+    assert (of_record.full_name if of_record else None) == repo
 
 
 def test_a_local_directory_is_no_github_repository(tmp_path: Path) -> None:
