@@ -312,3 +312,18 @@ def test_config_show_masks_the_github_token(home) -> None:
     result = vmgen(home, "config", "show", GITHUB_TOKEN=TOKEN)
     assert result.returncode == 0 and TOKEN not in result.stdout + result.stderr
     assert f"****{TOKEN[-4:]}" in result.stdout
+
+
+def test_the_ready_message_says_how_to_push(capsys) -> None:
+    from vmgen.laptop.cli.access import print_push_line
+
+    print_push_line("app", "octo/app", "")
+    with_key = capsys.readouterr().err
+    assert "git push to octo/app works from the workspace" in with_key and "ssh -A" not in with_key
+    print_push_line("app", "", "")
+    without = capsys.readouterr().err
+    assert "`ssh -A vmgen-app` forwards your own ssh keys for git push" in without
+    print_push_line("app", "", "GitHub refused adding a deploy key to octo/app: 401 Bad credentials")
+    refused = capsys.readouterr().err
+    assert "no deploy key (GitHub refused adding a deploy key to octo/app: 401 Bad credentials)" in refused
+    assert "ssh -A vmgen-app" in refused
