@@ -11,7 +11,7 @@ import subprocess
 import tarfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from ..contract.names import VM
 from ..errors import RemoteCommandFailed, VmgenError
@@ -99,13 +99,15 @@ def missing_commands(target: SSHTarget, commands: tuple[str, ...]) -> tuple[str,
     return tuple(command for command in commands if command in printed)
 
 
-def deliver_deploy_key(target: SSHTarget, private_key: bytes, push_url: str, repo_dir: str) -> None:
+def deliver_deploy_key(
+    target: SSHTarget, private_key: bytes, push_url: str, repo_dir: str, home: PurePath = VM.home
+) -> None:
     """The key, an ssh config for github.com that uses it alone and pins github.com's published
     host keys, and the repository's push URL over ssh; all the agent's own files (the SSH login is
     the agent), the key and config 0600 as ssh insists."""
     from .deploykeys import agent_files
 
-    for file in agent_files(private_key):
+    for file in agent_files(private_key, home):
         write_file(target, file.path, file.content, mode=file.mode)
     if push_url and repo_dir:
         # Pushes only: fetches keep the clone's URL (an https clone needs no key to fetch).
