@@ -40,6 +40,7 @@ VmgenError                  a runtime failure; exit code 1
 ├── PortInUse
 ├── ForwardFailed
 ├── TelegramUnavailable
+├── DeployKeyError
 ├── NotServed
 ├── StatusUnavailable
 ├── BackupFailed
@@ -187,6 +188,11 @@ class PortInUse(VmgenError):
 
 class ForwardFailed(VmgenError):
     """ssh ended before a port forward was up."""
+
+
+class DeployKeyError(VmgenError):
+    """GitHub refused a workspace's deploy key (a bad token, no access, a key in use) or could
+    not be reached; a launch goes on without push access."""
 
 
 class TelegramUnavailable(VmgenError):

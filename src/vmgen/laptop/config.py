@@ -37,6 +37,7 @@ SECRET_FIELDS = frozenset(
         "cloudflare_api_token",
         "ntfy_token",
         "telegram_bot_token",
+        "github_token",
     }
 )
 
@@ -48,6 +49,7 @@ ALIASES = {
     "CLOUDFLARE_API_TOKEN": "cloudflare_api_token",
     "NTFY_TOKEN": "ntfy_token",
     "TELEGRAM_BOT_TOKEN": "telegram_bot_token",
+    "GITHUB_TOKEN": "github_token",
 }
 
 # What `vmgen telegram setup` records, beside config.toml (mode 0600: it holds the bot's token).
@@ -146,6 +148,11 @@ class Settings:
     sync_config: bool = True
     # Globs on paths below ~/.claude that are never copied (`skills/big`, `*.bin`).
     sync_exclude: tuple[str, ...] = ()
+    # git push from a workspace of a GitHub repository: with a token that may administer it
+    # (fine-grained: the repository's Administration write), a deploy key for that one repository
+    # (laptop/deploykeys.py). The token stays on this machine. "": say how to push instead.
+    github_token: str = ""
+    github_api_url: str = ""  # another GitHub API root (GitHub Enterprise; the tests' fake)
     vmgen_index_url: str = ""
     vmgen_find_links: str = ""
     sources: tuple[str, ...] = field(default=(), compare=False)

@@ -11,7 +11,7 @@ import subprocess
 import tarfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from ..contract.names import VM
 from ..errors import RemoteCommandFailed, VmgenError
@@ -31,6 +31,10 @@ class Handover:
     approve_claude_api_key: str = ""
     # The laptop's Claude Code setup (laptop/claudesetup.py), in place before the agent starts.
     claude_setup: SyncPlan | None = None
+    # git push to the one GitHub repository (deploykeys.py): the deploy key's private half, and
+    # the ssh URL the repository's pushes go to (its clone may be over https).
+    deploy_key: bytes | None = None
+    push_url: str = ""
 
 
 _APPROVE_KEY = """
@@ -69,6 +73,8 @@ def deliver(target: SSHTarget, handover: Handover) -> None:
         write_file(target, str(VM.home / ".gitconfig"), handover.gitconfig, mode="644")
     if handover.approve_claude_api_key:
         run(target, ["python3", "-c", _APPROVE_KEY], input=handover.approve_claude_api_key[-20:].encode())
+    if handover.deploy_key is not None:
+        deliver_deploy_key(target, handover.deploy_key, handover.push_url, handover.repo_dir)
     if handover.upload_from is not None:
         upload_tree(target, handover.upload_from, handover.repo_dir)
     if handover.claude_setup is not None and not handover.claude_setup.empty:
@@ -91,6 +97,21 @@ def missing_commands(target: SSHTarget, commands: tuple[str, ...]) -> tuple[str,
     found = run(target, ["bash", "-lc", MISSING_COMMANDS_SCRIPT, "bash", *commands], timeout=60)
     printed = set(found.stdout.decode(errors="replace").splitlines())
     return tuple(command for command in commands if command in printed)
+
+
+def deliver_deploy_key(
+    target: SSHTarget, private_key: bytes, push_url: str, repo_dir: str, home: PurePath = VM.home
+) -> None:
+    """The key, an ssh config for github.com that uses it alone and pins github.com's published
+    host keys, and the repository's push URL over ssh; all the agent's own files (the SSH login is
+    the agent), the key and config 0600 as ssh insists."""
+    from .deploykeys import agent_files
+
+    for file in agent_files(private_key, home):
+        write_file(target, file.path, file.content, mode=file.mode)
+    if push_url and repo_dir:
+        # Pushes only: fetches keep the clone's URL (an https clone needs no key to fetch).
+        run(target, ["git", "-C", repo_dir, "remote", "set-url", "--push", "origin", push_url], check=False)
 
 
 def files_to_upload(root: Path) -> list[str]:

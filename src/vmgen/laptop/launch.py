@@ -12,13 +12,23 @@ from ..backup.target import BackupTarget
 from ..contract.budgetgrant import BUDGET_KEY_VARIABLE, new_key
 from ..contract.documents import RestoreResult, WatchdogState
 from ..dns import TOKEN_SETTING as DNS_TOKEN_VARIABLE
-from ..errors import LeftoversExist, UsageError, WorkspaceExists
+from ..errors import DeployKeyError, LeftoversExist, UsageError, WorkspaceExists
 from ..selfwheel import VmgenWheel, own_wheel
 from .builder import RenderOptions, check_schema, check_size, generate_host_key, render_user_data
 from .builder.hostkeys import HostKey
 from .builder.install import plan_of
 from .claudesetup import SyncPlan
 from .cost import observed
+from .deploykeys import (
+    DeployKey,
+    GitHubDeployKeys,
+    GitHubRepo,
+    forget_key,
+    github_repo,
+    key_title,
+    new_key_pair,
+    record_key,
+)
 from .handover import Handover
 from .identities import discard_identity, ensure_identity, has_identity
 from .interrupts import interrupts_deferred
@@ -69,6 +79,12 @@ class LaunchOptions:
     # The notify targets' secrets (config.notify_secrets: the ntfy token, the Telegram bot's token
     # and chat id), for root's secrets file on the VM (with `notify` targets only).
     notify_secrets: tuple[tuple[str, str], ...] = ()
+    # With a github_token: GitHub's deploy keys, for push access to a GitHub source (deploykeys.py),
+    # and who the key's title names (the owner id, or user@host).
+    deploy_keys: GitHubDeployKeys | None = None
+    deploy_key_owner: str = ""
+    # For a restore: the GitHub repository the backed-up workspace was launched from.
+    push_repo: GitHubRepo | None = None
 
 
 @dataclass
@@ -84,6 +100,10 @@ class LaunchResult:
     restored: RestoreResult | None = None  # what the VM reported of the restore, for a restore
     # For a restore: whether the agent had a conversation to resume (None: not a restore).
     resumed: bool | None = None
+    # git push: the GitHub repository the workspace's deploy key opens ("" without one), or why
+    # it got none (a refusal of GitHub's: the launch went on without push access).
+    push_repo: str = ""
+    push_refused: str = ""
 
 
 @dataclass
@@ -93,6 +113,7 @@ class _Made:
     state: bool = False
     identity: bool = False
     workspace: bool = False
+    deploy_key: DeployKey | None = None
 
 
 def launch(
@@ -141,7 +162,11 @@ def _launch(
     resumed: bool | None = None
     try:
         host_key = generate_host_key()
-        state.remove()  # the record of an earlier workspace of this name that is gone (see _check)
+        # The record of an earlier workspace of this name that is gone (see _check) is replaced; the
+        # deploy key it recorded goes first (its `vmgen list` may never have seen it gone).
+        if note := forget_key(state, options.deploy_keys):
+            progress(f"warning: {note}")
+        state.remove()
         made.state = True
         state.create(
             WorkspaceRecord(
@@ -201,6 +226,7 @@ def _launch(
             )
             progress(f"restored backup {restored.backup_id}")
             mark("restore")
+        deploy_key, push_refused = _add_deploy_key(spec, options, state, made, progress)
         progress(
             "handing over credentials"
             + (" and uploading the repository" if isinstance(spec.source, LocalSource) else "")
@@ -216,6 +242,8 @@ def _launch(
                 approve_claude_api_key=options.agent_env.get("ANTHROPIC_API_KEY", "")
                 if spec.agent.name == "claude"
                 else "",
+                deploy_key=deploy_key,
+                push_url=made.deploy_key.repo.ssh_url if made.deploy_key else "",
             ),
         )
         mark("handover")
@@ -246,7 +274,31 @@ def _launch(
         verdict=verdict,
         restored=restored,
         resumed=resumed,
+        push_repo=made.deploy_key.repo.full_name if made.deploy_key else "",
+        push_refused=push_refused,
     )
+
+
+def _add_deploy_key(
+    spec: WorkspaceSpec, options: LaunchOptions, state: WorkspaceState, made: _Made, progress: Progress
+) -> tuple[bytes | None, str]:
+    """A deploy key with write access on the GitHub repository the workspace clones, recorded
+    here before anything else happens (a failure after it removes it). GitHub refusing one is a
+    warning: the workspace comes up without push access. Returns the private half (None without
+    one) and GitHub's refusal ("" without one)."""
+    repo = github_repo(spec.source) or options.push_repo
+    if repo is None or options.deploy_keys is None:
+        return None, ""
+    progress(f"adding a deploy key to {repo.full_name} (git push from the workspace)")
+    pair = new_key_pair(key_title(spec.name, options.deploy_key_owner))
+    try:
+        key = options.deploy_keys.create(repo, key_title(spec.name, options.deploy_key_owner), pair.public_openssh)
+    except DeployKeyError as exc:
+        progress(f"warning: no push access: {exc}")
+        return None, str(exc)
+    made.deploy_key = key
+    record_key(state, key)
+    return pair.private_openssh, ""
 
 
 def _remove_what_was_made(
@@ -262,6 +314,11 @@ def _remove_what_was_made(
     resources), and deleting by name could hit someone else's. The local record goes last: if
     this is cut short anyway (the process killed), it is what lets `vmgen list` and `vmgen
     destroy` find the rest."""
+    if made.deploy_key is not None and not (options.keep_on_failure and made.workspace):
+        # Not left open on a repository for a workspace that is not there.
+        note = forget_key(state, options.deploy_keys, made.deploy_key)
+        if note:
+            progress(f"warning: {note}")
     if options.keep_on_failure and made.workspace:
         return
     if made.workspace:

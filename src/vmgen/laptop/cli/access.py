@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ...contract.names import PORTS
 from ...errors import ForwardFailed, SshConfigError, UsageError
+from ..deploykeys import GitHubDeployKeys
 from ..forwards import (
     LISTENING_COMMAND,
     PortPair,
@@ -61,6 +62,25 @@ def forget_ssh_entries() -> None:
         sync(create=False)
     except (SshConfigError, OSError) as exc:
         err.print(f"[yellow]warning:[/] ~/.ssh/vmgen/config not updated: {escape(str(exc))}")
+
+
+def github_deploy_keys() -> GitHubDeployKeys | None:
+    """GitHub's deploy keys with the configured github_token; None without one."""
+    s = settings()
+    return GitHubDeployKeys(s.github_token, s.github_api_url) if s.github_token else None
+
+
+def print_push_line(name: str, push_repo: str, push_refused: str) -> None:
+    """The ready message's word on git push: the deploy key's repository, or how to push without one."""
+    if push_repo:
+        err.print(f"  push:     git push to {push_repo} works from the workspace (its own deploy key, gone with it)")
+        return
+    if push_refused:
+        err.print(f"  [yellow]push:[/]     no deploy key ({escape(push_refused)})")
+    err.print(
+        f"  push:     `ssh -A {ssh_alias(name)}` forwards your own ssh keys for git push (or add a key of your "
+        "own there); a github_token gives a GitHub repository's workspace a deploy key"
+    )
 
 
 def print_connect_lines(name: str, repo_dir: str, offered: bool) -> None:

@@ -13,12 +13,14 @@ from ...backup.target import open_store, require_target, target_on_vm
 from ...contract.names import VM
 from ...errors import UsageError, WorkspaceExists
 from ..config import notify_secrets
+from ..deploykeys import github_repo_of
 from ..identities import load_for_restore, recipient_path
 from ..providers import PROVIDERS, Workspace, shares_local_folders
 from ..spec import RestoreSource, validate_name
 from ..ssh import default_identities
+from ..state import WorkspaceState
 from ..workspace_client import SshWorkspaceClient
-from .access import offer_ssh_entry, print_connect_lines
+from .access import github_deploy_keys, offer_ssh_entry, print_connect_lines, print_push_line
 from .app import age, err, out, progress, provider_named, running_target, settings
 from .launching import (
     agent_env,
@@ -26,6 +28,7 @@ from .launching import (
     bake_for_next_time,
     build_spec,
     check_budget,
+    deploy_key_owner,
     print_first_verdict,
     print_launch_json,
     print_web_access,
@@ -193,6 +196,9 @@ def restore(
         identities=default_identities(),
         keep_on_failure=keep_on_failure,
         notify_secrets=notify_secrets(settings()),
+        deploy_keys=github_deploy_keys(),
+        deploy_key_owner=deploy_key_owner(),
+        push_repo=github_repo_of(original.source) if (original := WorkspaceState(name).record()) else None,
         **web_options(settings(), spec),
     )
     bake_after = auto_bake_wanted(chosen)
@@ -217,6 +223,7 @@ def restore(
     )
     err.print(f"  connect:  vmgen connect {target_name}")
     print_connect_lines(target_name, spec.repo_dir, offered)
+    print_push_line(target_name, result.push_repo, result.push_refused)
     print_web_access(spec, options)
     print_first_verdict(result.verdict)
 
@@ -226,7 +233,6 @@ def restore_kept(name: str, snapshot: str, provider: str | None) -> None:
     (no verified backup could be made): the same disk, host key and agent; then the snapshot goes."""
     from ..builder.render import render_kept_boot
     from ..spec import discover_public_keys, resolve_agent
-    from ..state import WorkspaceState
     from ..targets import wait_until_agent_back
 
     state = WorkspaceState(name)

@@ -31,7 +31,7 @@ from ..spec import (
     make_spec,
 )
 from ..ssh import default_identities
-from .access import offer_ssh_entry, print_connect_lines
+from .access import github_deploy_keys, offer_ssh_entry, print_connect_lines, print_push_line
 from .app import err, main, out, progress, provider_named, running_target, settings
 from .claude_setup import laptop_plan, print_warnings, warn_missing_commands
 
@@ -286,6 +286,8 @@ def launch(
         keep_on_failure=keep_on_failure,
         use_baked=not cold,
         notify_secrets=notify_secrets(settings()),
+        deploy_keys=github_deploy_keys(),
+        deploy_key_owner=deploy_key_owner(),
         **web_options(settings(), spec),
     )
     bake_after = auto_bake_wanted(provider)
@@ -314,8 +316,19 @@ def launch(
     err.print(f"  connect:  vmgen connect {spec.name}")
     err.print(f'  prompt:   vmgen send {spec.name} "..."')
     print_connect_lines(spec.name, spec.repo_dir, offered)
+    print_push_line(spec.name, result.push_repo, result.push_refused)
     print_web_access(spec, options)
     print_first_verdict(result.verdict)
+
+
+def deploy_key_owner() -> str:
+    """Who a deploy key's title names: this user's owner id (owner.py), else user@host."""
+    from ..owner import local_owner, owner_id
+
+    try:
+        return owner_id()
+    except OSError:
+        return local_owner()
 
 
 def use_host(provider: str, host: str) -> None:

@@ -17,6 +17,7 @@ from ...errors import AgentCannotWork, UsageError, VmgenError, WorkspaceNotFound
 from ..agent_screen import why_prompts_are_lost
 from ..agents import AGENT_SESSION
 from ..cost import found_gone, observed, started_at, stopped_at
+from ..deploykeys import forget_key
 from ..forwards import stop_background
 from ..identities import backups_encrypted_to, discard_identity, has_identity, identity_path
 from ..owner import describe_owner, owned
@@ -26,7 +27,7 @@ from ..ssh import default_identities, interactive, remote
 from ..state import WorkspaceRecord, WorkspaceState, all_records, busy_with, name_lock
 from ..targets import target_of, wait_until_agent_back
 from ..workspace_client import SshWorkspaceClient
-from .access import forget_ssh_entries, offer_ssh_entry, print_connect_lines
+from .access import forget_ssh_entries, github_deploy_keys, offer_ssh_entry, print_connect_lines
 from .app import (
     age,
     age_seconds,
@@ -135,6 +136,9 @@ def list_(provider: str | None, everyone: bool) -> None:
                 # Deleted by its idle watchdog (or outside vmgen): `ssh vmgen-NAME` has nothing to reach.
                 state = WorkspaceState(record.name)
                 state.discard(WorkspaceState.SSH_REACH)
+                # Its deploy key opens its repository to no one now (the VM held no token to remove it).
+                if note := forget_key(state, github_deploy_keys()):
+                    notes.append(f"{record.name}: {note}")
                 # `vmgen cost` bills it until now, when it was found gone (kept from the first time).
                 state.record_uptime(found_gone(state.uptime(), now.timestamp()))
             table.add_row(record.name, record.provider, status, "-", what, "-", "-", *owner_column("", ""))
@@ -387,9 +391,10 @@ def destroy(name: str, yes: bool) -> None:
                 else ""
             )
             identity = settle_identity(name, state, record)
+            deploy_key = forget_key(state, github_deploy_keys())
             state.remove()
             forget_ssh_entries()
-    notes = [note for note in (later, dns_left, identity) if note]
+    notes = [note for note in (later, dns_left, identity, deploy_key) if note]
     if forwards:
         notes.append(f"stopped its background forward(s) ({', '.join(record.describe() for record in forwards)})")
     err.print(f"destroyed {name}" + "".join(f"; {note}" for note in notes))
