@@ -29,7 +29,13 @@ def new(name: str, window: str, prompt: str | None) -> None:
     """Start a further agent session on NAME (a fresh conversation, in the repository folder)."""
     validate_window_name(window)
     client = SshWorkspaceClient(running_target(name), name)
-    validate_window_name(window, [w.name for w in parse_windows(client.windows())])
+    windows = parse_windows(client.windows())
+    if not windows:
+        raise AgentCannotWork(
+            f"the agent's tmux session is not running on {name} "
+            f"(see `vmgen ssh {name} -- systemctl status vmgen-agent`, or `vmgen start {name}`)"
+        )
+    validate_window_name(window, [w.name for w in windows])
     client.new_window(window)
     err.print(f"started session {window!r} on {name}: `vmgen connect {name} --session {window}`")
     if prompt:
