@@ -97,3 +97,22 @@ def test_a_prompt_for_a_missing_session_finds_no_agent(tmux: dict[str, str]) -> 
 
 def test_a_listing_without_the_agents_session_is_empty() -> None:
     assert parse_windows("---\n  1     0 systemd\n") == []
+
+
+def test_a_window_the_agent_named_to_attack_the_users_terminal_is_shown_inert(tmux: dict[str, str]) -> None:
+    from rich.console import Console
+
+    from vmgen.laptop.cli.sessions_cmd import sessions_table
+
+    hostile = "\x1b]0;owned\x07[bold red]x[/]"
+    subprocess.run(["tmux", "new-window", "-d", "-t", f"{AGENT_SESSION}:", "-n", hostile, "sleep 600"], env=tmux)
+    judged = (SessionRecord(1, "waiting", "waiting for the human ([link=http://x]\x1b[2J)" + "y" * 999),)
+    windows = windows_of(tmux, judged)
+    assert all(c.isprintable() for w in windows for c in w.name + w.runs + w.detail)
+    console = Console(width=400, force_terminal=False)
+    with console.capture() as captured:
+        console.print(sessions_table(windows))
+    text = captured.get()
+    assert "\x1b" not in text and "[bold red]x[/]" in text  # shown as typed, not as markup
+    lines = parse_windows("0\tclaude\t1\tbash\t1\n---\n    2     1 claude\n", judged)
+    assert "[link=http://x]" in lines[0].detail and "\x1b" not in lines[0].detail and len(lines[0].detail) <= 120

@@ -102,14 +102,20 @@ def parse_windows(output: str, judged: list[SessionRecord] | tuple[SessionRecord
         windows.append(
             Window(
                 index=int(fields[0]),
-                name=fields[1],
-                runs=runs or fields[3],
+                name=shown(fields[1]),
+                runs=shown(runs or fields[3]),
                 active=fields[4] == "1",
-                state=record.state if record else "",
-                detail=record.detail if record else "",
+                state=shown(record.state) if record else "",
+                detail=shown(record.detail) if record else "",
             )
         )
     return windows
+
+
+def shown(text: str, limit: int = 120) -> str:
+    """Text the agent controls (a window's name, a process's, a hook's words), safe for the
+    user's terminal: no control characters (escape sequences), bounded in length."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
 def _descendants(root: int, children: dict[int, list[int]]) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from ...contract.documents import SessionRecord
 from ...errors import AgentCannotWork, StatusUnavailable
@@ -73,7 +74,9 @@ def sessions_table(windows: list[Window], answered: bool = True) -> Table:
     unknown = "-" if answered else "(watchdog unavailable)"
     for window in windows:
         marker = "*" if window.active else ""
-        table.add_row(f"{window.index}{marker}", window.name, window.runs, window.state or unknown, window.detail)
+        # Text cells: the names are the agent's to choose, and are not rich markup.
+        cells = (window.name, window.runs, window.state or unknown, window.detail)
+        table.add_row(f"{window.index}{marker}", *(Text(cell) for cell in cells))
     return table
 
 
