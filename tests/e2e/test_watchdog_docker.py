@@ -1,6 +1,7 @@
 """The watchdog on one docker workspace, with the real Claude Code against the scripted model and
 seconds-scale timers (idle 30 s, stall 15 s): the launch's "ready" line says what the watchdog
-will really do; two sessions, one at its prompt and one mid-turn on a slow model, are working; a
+will really do; two sessions (the second opened by `vmgen session new`), one at its prompt and one
+mid-turn on a slow model, are working and `vmgen session list` says which is which; a
 silent tool call longer than the stall limit is working; a keepalive is said with its own time;
 `vmgen status` polled every few seconds is no person and never holds the workspace up, so it
 backs up and powers itself off (a container cannot delete itself); `vmgen list` shows its warning
@@ -17,7 +18,7 @@ import time
 import pytest
 
 from tests.fakes.anthropic_api import Rule, Script, ToolUse
-from tests.polling import eventually, wait_until
+from tests.polling import eventually
 
 from .conftest import make_repo, unique
 
@@ -28,10 +29,6 @@ QUICK_FIRST = "FIRST-SESSION-QUICK"
 SILENT_TOOL = "SILENT-TOOL-CALL"
 SECOND_DELAY = 60  # seconds the model takes for the second session: well past the idle timeout
 TOOL_SECONDS = 40  # a silent step, past twice the stall limit
-SECOND_WINDOW = (  # a second Claude session beside the agent's, as a person would open it
-    f"tmux new-window -d -t claude -n two -c work/{NAME} "
-    "'set -a; . ~/.config/vmgen/agent.env; set +a; exec claude --dangerously-skip-permissions'"
-)
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +80,9 @@ def test_the_ready_line_says_what_the_watchdog_will_do(ws) -> None:
 
 def test_two_sessions_one_at_its_prompt_one_mid_turn_keep_it_up(ws, cli, model, docker_client) -> None:
     keep_going(cli)
-    cli.ssh(NAME, SECOND_WINDOW)
-    ready = wait_until(lambda: cli.ssh(NAME, "tmux capture-pane -p -t claude:two"), lambda s: "❯" in s, timeout=90)
-    assert "❯" in ready, ready
+    # A second Claude session beside the agent's, its first message typed once it is up.
+    cli("session", "new", NAME, "--name", "two", "--prompt", f"take your time, {SLOW_SECOND}")
     keep_going(cli)
-    cli.ssh(
-        NAME, f"tmux send-keys -t claude:two -l 'take your time, {SLOW_SECOND}' && tmux send-keys -t claude:two Enter"
-    )
     model.wait_for(SLOW_SECOND, timeout=60)
     started = time.monotonic()
     cli("send", NAME, f"be quick, {QUICK_FIRST}")  # the first session: its turn ends after the second's began
@@ -109,6 +102,10 @@ def test_two_sessions_one_at_its_prompt_one_mid_turn_keep_it_up(ws, cli, model, 
     # its own, a title for the conversation, which counts as work for a moment).
     assert all("1 waiting" in s["agent"]["detail"] for s in seen[len(seen) // 2 :]), report
     assert docker_client.containers.get(f"vmgen-{NAME}").status == "running"
+    # Each session with the watchdog's own state for it, while the second's turn still runs.
+    listed = cli("session", "list", NAME).stdout
+    assert re.search(r"^\s*0\*?\s+\S+\s+claude\s+waiting", listed, re.MULTILINE), listed
+    assert re.search(r"^\s*1\s+two\s+claude\s+working", listed, re.MULTILINE), listed
     eventually(
         lambda: "slow second answer" in cli.ssh(NAME, "tmux capture-pane -p -t claude:two"),
         timeout=60,

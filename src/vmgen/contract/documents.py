@@ -366,10 +366,25 @@ class VerdictRecord:
 WATCH_CONDITIONS = ("working", "kept-alive", "human", "idle")
 
 
+# The most sessions whose states the watchdog's state document lists (the overall state counts all).
+MAX_SESSION_RECORDS = 16
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One agent process the watchdog judged: its pid (the laptop matches it to a tmux window by
+    the pane's descendants) and its state ("working", "waiting", "stalled")."""
+
+    pid: int
+    state: str
+    detail: str = ""
+
+
 @dataclass(frozen=True)
 class AgentRecord:
     state: str = "absent"
     detail: str = ""
+    sessions: tuple[SessionRecord, ...] = ()  # at most MAX_SESSION_RECORDS
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,14 @@ class AgentScreen:
     credentials: bool | None = None  # None: the agent's login files are not known to vmgen
 
 
-def screen_script(agent: Agent, settle_seconds: float) -> str:
+def screen_script(agent: Agent, settle_seconds: float, window: str = "") -> str:
     """Remote script, run as the agent: the pane's state on the first line, whether the agent
     has credentials on the second, then its settled screen. Keys typed while the agent's UI is
     still starting are lost, so the screen is read once it shows something and stops changing."""
-    session, runner = shlex.quote(AGENT_SESSION), shlex.quote(str(VM.program("agent-run")))
+    runner = shlex.quote(str(VM.program("agent-run")))
+    # has-session with a window target fails for a missing window (display-message would fall
+    # back to the current one).
+    pane = shlex.quote(window_target(window))
     if agent.credential_files:
         tests = [f"grep -qE '^({'|'.join(agent.credential_variables) or '-'})=' {shlex.quote(str(VM.agent_env))}"]
         tests += [f"[ -s {shlex.quote(str(VM.home / name))} ]" for name in agent.credential_files]
@@ -44,12 +47,12 @@ def screen_script(agent: Agent, settle_seconds: float) -> str:
     else:
         credentials = "echo unknown"
     return f"""
-tmux has-session -t {session} 2>/dev/null || {{ echo {PaneState.NO_SESSION.value}; exit 0; }}
-pid=$(tmux display-message -p -t {session} '#{{pane_pid}}')
+tmux has-session -t {pane} 2>/dev/null || {{ echo {PaneState.NO_SESSION.value}; exit 0; }}
+pid=$(tmux display-message -p -t {pane} '#{{pane_pid}}')
 tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null | grep -qF -- {runner} || {{ echo {PaneState.EXITED.value}; exit 0; }}
 prev=
 for i in $(seq {int(settle_seconds * 2)}); do
-  cur=$(tmux capture-pane -p -t {session})
+  cur=$(tmux capture-pane -p -t {pane})
   if [ -n "$(printf %s "$cur" | tr -d '[:space:]')" ] && [ "$cur" = "$prev" ]; then break; fi
   prev=$cur; cur=; sleep 0.5
 done
@@ -57,6 +60,12 @@ done
 {credentials}
 printf '%s\\n' "${{cur:-$prev}}"
 """
+
+
+def window_target(window: str = "") -> str:
+    """tmux's target for a window of the agent's session by its exact name; the session's
+    current window without one."""
+    return f"{AGENT_SESSION}:={window}" if window else AGENT_SESSION
 
 
 def parse_screen(output: str) -> AgentScreen:

@@ -23,7 +23,8 @@ from ..contract.documents import BackupResult, RestoreResult, WatchdogState, Web
 from ..contract.names import AGENT_SESSION, VM
 from ..errors import BackupFailed, DocumentError, RestoreFailed, StatusUnavailable, VmgenError
 from ..selfwheel import VmgenWheel
-from .agent_screen import AgentScreen, parse_screen, screen_script
+from . import sessions
+from .agent_screen import AgentScreen, parse_screen, screen_script, window_target
 from .agents import Agent
 from .handover import Handover, deliver
 from .readiness import Phase, follow_cloud_init, wait_for_session, wait_for_ssh
@@ -187,16 +188,25 @@ class SshWorkspaceClient:
         except (ValueError, DocumentError) as exc:
             raise VmgenError(f"{self.name}: what the workspace serves cannot be read ({exc})") from None
 
-    def agent_screen(self, agent: Agent, settle_seconds: float = 60) -> AgentScreen:
-        """Whether the agent runs in its pane and has credentials, and its screen once settled."""
-        script = screen_script(agent, settle_seconds)
+    def agent_screen(self, agent: Agent, settle_seconds: float = 60, window: str = "") -> AgentScreen:
+        """Whether the agent runs in its pane (of `window`, else the session's current one) and
+        has credentials, and its screen once settled."""
+        script = screen_script(agent, settle_seconds, window)
         found = run(self.target, ["bash", "-c", script], timeout=settle_seconds + 30)
         return parse_screen(found.stdout.decode(errors="replace"))
 
-    def type_prompt(self, prompt: str) -> None:
-        """Type PROMPT into the agent's pane and press Enter."""
-        run(self.target, ["tmux", "send-keys", "-t", AGENT_SESSION, "-l", "--", prompt])
-        run(self.target, ["tmux", "send-keys", "-t", AGENT_SESSION, "Enter"])
+    def type_prompt(self, prompt: str, window: str = "") -> None:
+        """Type PROMPT into the agent's pane (of `window`) and press Enter."""
+        pane = window_target(window)
+        run(self.target, ["tmux", "send-keys", "-t", pane, "-l", "--", prompt])
+        run(self.target, ["tmux", "send-keys", "-t", pane, "Enter"])
+
+    def windows(self) -> str:
+        """The raw listing of the agent session's windows and the processes below them."""
+        return run(self.target, ["bash", "-c", sessions.LIST_SCRIPT]).stdout.decode(errors="replace")
+
+    def new_window(self, window: str) -> None:
+        run(self.target, sessions.new_window_argv(window))
 
     def keepalive(self, duration: str, reason: str) -> str:
         result = run(self.target, ["vmgen", "vmside", "keepalive", "--for", duration, "--reason", reason])

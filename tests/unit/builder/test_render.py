@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tomllib
@@ -283,3 +284,22 @@ def test_a_server_made_again_from_a_kept_disk_changes_nothing_on_it() -> None:
     ]  # no "default"
     assert config["ssh_deletekeys"] is False and config["ssh_genkeytypes"] == ["ed25519"]
     assert config["disable_root"] is True and config["ssh_pwauth"] is False
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [((), "--continue --dangerously-skip-permissions"), (("--new",), "--dangerously-skip-permissions")],
+)
+def test_a_further_session_starts_a_fresh_conversation_where_the_first_resumes(
+    tmp_path: Path, args: tuple[str, ...], expected: str
+) -> None:
+    runner = files_of(render(make_spec()))["/usr/local/lib/vmgen/agent-run"]["content"]
+    runner = runner.replace("/home/agent", str(tmp_path)).replace("exec bash -l", "exit 0")
+    (tmp_path / ".claude/projects/-home-agent-work-app").mkdir(parents=True)
+    (tmp_path / ".claude/projects/-home-agent-work-app/s1.jsonl").write_text("{}\n")  # a conversation
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/claude").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/claude-args\n')
+    (tmp_path / "bin/claude").chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}/bin:{os.environ['PATH']}"}
+    subprocess.run(["bash", "-c", runner, "agent-run", *args], env=env, capture_output=True, check=True, timeout=30)
+    assert (tmp_path / "claude-args").read_text().strip() == expected

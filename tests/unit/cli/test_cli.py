@@ -43,6 +43,9 @@ COMMANDS = [
     "telegram",
     "telegram setup",
     "telegram run",
+    "session",
+    "session new",
+    "session list",
 ]
 
 
@@ -86,6 +89,8 @@ def test_every_command_has_help(home: Path, command: str) -> None:
         (["render", "https://github.com/me/app", "--agent-version", "1;id"], "invalid agent version"),
         (["render", "./missing-dir"], "not a directory"),
         (["connect", "Bad!"], "invalid workspace name"),
+        (["connect", "app", "--session", "x;y"], "invalid session name 'x;y'"),
+        (["session", "new", "app", "--name", "two words"], "invalid session name 'two words'"),
         (["render", "https://github.com/me/app", "--domain", "not a domain"], "invalid domain"),
         (
             ["launch", "https://github.com/me/app", "--domain", "dev.example.com", "--provider", "docker"],

@@ -8,6 +8,7 @@ from . import (  # noqa: F401 - register commands
     identities_cmd,
     images,
     launching,
+    sessions_cmd,
     settings_cmd,
     telegram_cmd,
     watchdog,

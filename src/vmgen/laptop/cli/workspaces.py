@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
@@ -15,13 +14,13 @@ from ...backup.target import open_store, target_from_settings
 from ...contract.documents import WatchdogState
 from ...errors import AgentCannotWork, UsageError, VmgenError, WorkspaceNotFound
 from ..agent_screen import why_prompts_are_lost
-from ..agents import AGENT_SESSION
 from ..cost import found_gone, observed, started_at, stopped_at
 from ..deploykeys import forget_key
 from ..forwards import stop_background
 from ..identities import backups_encrypted_to, discard_identity, has_identity, identity_path
 from ..owner import describe_owner, owned
 from ..providers import PROVIDERS, Provider, Workspace, shares_local_folders
+from ..sessions import attach_argv, parse_windows, validate_window_name
 from ..spec import resolve_agent
 from ..ssh import default_identities, interactive, remote
 from ..state import WorkspaceRecord, WorkspaceState, all_records, busy_with, name_lock
@@ -41,6 +40,7 @@ from .app import (
     running_target,
     settings,
 )
+from .sessions_cmd import pick_window
 
 
 @main.command(name="list")
@@ -246,13 +246,19 @@ def sizes(location: str | None, provider: str | None) -> None:
 
 @main.command()
 @click.argument("name")
-@click.option("--session", default=AGENT_SESSION, show_default=True, help="tmux session to attach or create.")
-def connect(name: str, session: str) -> None:
-    """Attach to the agent's tmux session on NAME (detach with Ctrl-b d)."""
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", session):
-        raise UsageError(f"invalid tmux session name {session!r}")
+@click.option("--session", "window", default="", help="The agent session to show (`vmgen session list`).")
+def connect(name: str, window: str) -> None:
+    """Attach to the agent's tmux session on NAME (detach with Ctrl-b d); with several agent
+    sessions and no --session, in a terminal, pick one first."""
+    if window:
+        validate_window_name(window)
     target = running_target(name)
-    sys.exit(interactive(target, remote(["tmux", "new-session", "-A", "-s", session]), tty=True))
+    index = None
+    if not window and sys.stdin.isatty():
+        windows = parse_windows(SshWorkspaceClient(target, name).windows())
+        if len(windows) > 1:
+            index = pick_window(windows)
+    sys.exit(interactive(target, remote(attach_argv(window, index)), tty=True))
 
 
 @main.command()

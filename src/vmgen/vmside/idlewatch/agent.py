@@ -253,6 +253,7 @@ class AgentWatcher:
             detail=detail,
             worked_at=worked_at,
             sessions=len(trees),
+            per_session=tuple((t.root.pid, r[0], r[1]) for t, r in zip(trees, results, strict=True)),
         )
 
     def _session_of(self, tree: Tree) -> tuple[str | None, SessionStatus | None]:

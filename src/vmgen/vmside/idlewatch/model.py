@@ -38,6 +38,8 @@ class AgentSignals:
     # turn): a turn shorter than the tick interval is still seen. Shown, never a policy input.
     worked_at: float | None = None
     sessions: int = 0  # agent processes seen
+    # Each agent process's own state: (pid, state, detail), for `vmgen session list`.
+    per_session: tuple[tuple[int, AgentState, str], ...] = ()
 
 
 @dataclass(frozen=True)

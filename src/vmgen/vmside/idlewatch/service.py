@@ -19,7 +19,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Protocol
 
-from ...contract.documents import AgentRecord, BudgetRecord, WatchdogState, WatchSettings
+from ...contract.documents import (
+    MAX_SESSION_RECORDS,
+    AgentRecord,
+    BudgetRecord,
+    SessionRecord,
+    WatchdogState,
+    WatchSettings,
+)
 from ...contract.enums import PermissionMode
 from ...contract.names import AGENT_USER, UNITS, VM, VmPaths
 from ...contract.verdict_words import stall_alert, warning
@@ -33,7 +40,7 @@ from .actions import read_record, start_action, system_uptime, warn
 from .agent import AgentConfig
 from .files import DEFAULT_IGNORE
 from .humans import HumansConfig
-from .model import Action, AgentState, Snapshot, Verdict
+from .model import Action, AgentSignals, AgentState, Snapshot, Verdict
 from .persist import load_history, save, state_of
 from .policy import decide
 from .settings import policy_of, read_secrets
@@ -61,6 +68,13 @@ def collector_for(settings: WatchSettings, paths: VmPaths = VM) -> SignalCollect
         file_ignore=settings.ignore or DEFAULT_IGNORE,
     )
     return SignalCollector(config)
+
+
+def agent_record(agent: AgentSignals) -> AgentRecord:
+    """The agent's state for the state document, with each session's own (capped in number and
+    length: the document is read by the laptop and the page)."""
+    sessions = tuple(SessionRecord(pid, state.value, detail[:200]) for pid, state, detail in agent.per_session)
+    return AgentRecord(agent.state.value, agent.detail, sessions[:MAX_SESSION_RECORDS])
 
 
 class Collector(Protocol):
@@ -134,7 +148,7 @@ class Watchdog:
             self.boot,
             verdict,
             self.policy.action,
-            AgentRecord(snapshot.agent.state.value, snapshot.agent.detail),
+            agent_record(snapshot.agent),
             self.last_seen,
             self.dry_run,
             self.failures,

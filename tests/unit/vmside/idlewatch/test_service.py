@@ -220,3 +220,22 @@ def test_a_turn_between_two_ticks_still_counts_as_the_agent_working(tmp_path, ca
     watchdog.tick()
     state = json.loads((tmp_path / "idlewatch.json").read_text())
     assert state["last_seen"]["agent working"] == pytest.approx(worked_at, abs=0.1)
+
+
+def test_the_state_lists_each_sessions_own_state_capped(tmp_path, calls):
+    from vmgen.contract.documents import MAX_SESSION_RECORDS, WatchdogState
+
+    class ManySessions(ScriptedCollector):
+        def snapshot(self) -> Snapshot:
+            per_session = tuple((1000 + i, AgentState.WAITING, "at its prompt " + "x" * 500) for i in range(40))
+            per_session = ((999, AgentState.WORKING, "turn open"), *per_session)
+            return Snapshot(at=self.clock(), agent=AgentSignals(AgentState.WORKING, per_session=per_session))
+
+    clock = Clock()
+    watchdog = make(tmp_path, clock)
+    watchdog.collector = ManySessions(clock)
+    watchdog.tick()
+    state = WatchdogState.loads((tmp_path / "idlewatch.json").read_text())  # as the laptop reads it
+    sessions = state.agent.sessions
+    assert len(sessions) == MAX_SESSION_RECORDS and (sessions[0].pid, sessions[0].state) == (999, "working")
+    assert sessions[1].state == "waiting" and len(sessions[1].detail) == 200

@@ -711,12 +711,14 @@ def session_agent(tmp_path: Path, spawn_claude: Any) -> Callable[[str], subproce
 
 
 def test_a_silent_tool_call_with_a_live_process_works_past_the_stall_limit(tmp_path: Path, session_agent: Any) -> None:
-    session_agent("tool")
+    agent = session_agent("tool")
     watcher = watcher_for(tmp_path, stall_after=0.5)
     watcher.poll()
     time.sleep(1.0)  # past stall_after with nothing written: the claim is about this quiet
     s = watcher.poll()
     assert s.state is AgentState.WORKING and s.tool_alive and "tool running (sleep)" in s.detail, s
+    # Each session's own state, by its agent process (`vmgen session list` matches it to a window).
+    assert [(pid, state) for pid, state, _ in s.per_session] == [(agent.pid, AgentState.WORKING)]
 
 
 def test_a_tool_call_whose_only_process_predates_it_is_stalled(tmp_path: Path, session_agent: Any) -> None:

@@ -1,0 +1,89 @@
+"""`vmgen session new|list`: further agent sessions of a workspace, each a tmux window of the
+agent's session; and the picker `vmgen connect` shows when there are several."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from ...contract.documents import SessionRecord
+from ...errors import AgentCannotWork, StatusUnavailable
+from ..agent_screen import why_prompts_are_lost
+from ..sessions import Window, parse_windows, validate_window_name
+from ..spec import resolve_agent
+from ..state import WorkspaceState
+from ..workspace_client import SshWorkspaceClient
+from .app import err, main, out, running_target
+
+
+@main.group()
+def session() -> None:
+    """Several agent sessions in one workspace: each a window of the agent's tmux session."""
+
+
+@session.command(name="new")
+@click.argument("name")
+@click.option("--name", "window", required=True, help="The session's name: letters, digits, '-', '_'.")
+@click.option("--prompt", help="Type this as its first message once the agent is up.")
+def new(name: str, window: str, prompt: str | None) -> None:
+    """Start a further agent session on NAME (a fresh conversation, in the repository folder)."""
+    validate_window_name(window)
+    client = SshWorkspaceClient(running_target(name), name)
+    windows = parse_windows(client.windows())
+    if not windows:
+        raise AgentCannotWork(
+            f"the agent's tmux session is not running on {name} "
+            f"(see `vmgen ssh {name} -- systemctl status vmgen-agent`, or `vmgen start {name}`)"
+        )
+    validate_window_name(window, [w.name for w in windows])
+    client.new_window(window)
+    err.print(f"started session {window!r} on {name}: `vmgen connect {name} --session {window}`")
+    if prompt:
+        record = WorkspaceState(name).record()
+        agent = resolve_agent(record.agent if record else "claude")
+        problem = why_prompts_are_lost(client.agent_screen(agent, window=window), agent, name)
+        if problem:
+            raise AgentCannotWork(f"prompt not sent: {problem}")
+        client.type_prompt(prompt, window)
+        err.print(f"sent to {window}")
+
+
+@session.command(name="list")
+@click.argument("name")
+def list_(name: str) -> None:
+    """NAME's agent sessions: what each runs and, where the watchdog judged it, its state."""
+    out.print(sessions_table(*workspace_windows(name)))
+
+
+def workspace_windows(name: str) -> tuple[list[Window], bool]:
+    """The windows with the watchdog's states; whether the watchdog answered."""
+    client = SshWorkspaceClient(running_target(name), name)
+    judged: tuple[SessionRecord, ...] = ()
+    try:
+        judged, answered = client.status().agent.sessions, True
+    except StatusUnavailable:
+        answered = False
+    return parse_windows(client.windows(), judged), answered
+
+
+def sessions_table(windows: list[Window], answered: bool = True) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("#", "SESSION", "RUNS", "STATE", "DETAIL"):
+        table.add_column(column)
+    unknown = "-" if answered else "(watchdog unavailable)"
+    for window in windows:
+        marker = "*" if window.active else ""
+        # Text cells: the names are the agent's to choose, and are not rich markup.
+        cells = (window.name, window.runs, window.state or unknown, window.detail)
+        table.add_row(f"{window.index}{marker}", *(Text(cell) for cell in cells))
+    return table
+
+
+def pick_window(windows: list[Window]) -> int:
+    """A numbered choice among the windows (no dependency for so small a picker)."""
+    out.print(sessions_table(windows))
+    indexes = [str(w.index) for w in windows]
+    default = next((str(w.index) for w in windows if w.active), indexes[0])
+    chosen = click.prompt("session", type=click.Choice(indexes), default=default, err=True)
+    return int(chosen)
