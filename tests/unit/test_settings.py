@@ -36,6 +36,13 @@ def test_the_readmes_table_is_made_from_the_declarations() -> None:
     assert block == settings.table(*DOCUMENTS), "README's settings table: regenerate it with settings.table"
 
 
+def test_the_readme_names_every_variable_vmgen_takes_besides_its_own() -> None:
+    from vmgen.laptop.config import ALIASES
+
+    configuration = README.read_text().split("## Configuration", 1)[1].split("| setting |", 1)[0]
+    assert [name for name in ALIASES if f"`{name}`" not in configuration] == []
+
+
 def test_every_default_is_within_its_own_bounds() -> None:
     WatchSettings().validate()
     BackupTarget(kind=StoreKind.LOCAL).validate()
