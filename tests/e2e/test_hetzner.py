@@ -55,8 +55,8 @@ def test_launch_list_ssh_and_destroy_two_workspaces(cli, hetzner, tmp_path) -> N
     assert "claude" in cli.ssh("app-one", "tmux list-sessions -F '#{session_name}'")
     row = row_of(cli("list").stdout, "app-one")
     assert "hetzner" in row and "running" in row and "cx33" in row
-    price = row.split()[-1]
-    assert float(price) > 0
+    price, currency = row.split()[-2:]  # PER HOUR: "0.0095 EUR"
+    assert float(price) > 0 and currency == "EUR"
 
     cli("launch", str(second), "--type", "cx23")
     assert "cx23" in row_of(cli("list").stdout, "app-two")
