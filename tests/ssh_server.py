@@ -27,13 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.polling import wait_until
+from tests.ports import free_port
 from vmgen.laptop.builder.hostkeys import generate_host_key
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
 
 
 def this_machines_address() -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.polling import eventually
+from tests.ports import free_port
 
 from .conftest import make_repo, unique
 
@@ -42,12 +43,6 @@ def ssh(cli, *command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["ssh", "-F", str(config), ALIAS, *command], env=cli.env, capture_output=True, text=True, timeout=60
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def fetch(port: int) -> str:

@@ -7,7 +7,6 @@ page, `vmgen status` and the launch saying it, is in tests/e2e/test_web_access.p
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -15,6 +14,7 @@ import pytest
 
 from tests.acme import AcmeFront, Pebble, ZoneDns, served_chain_verifies, zone_resolver
 from tests.polling import wait_until
+from tests.ports import free_port
 from vmgen.contract.enums import TlsMode
 from vmgen.contract.names import VmPaths
 from vmgen.contract.weblogin import WebLoginSettings
@@ -24,12 +24,6 @@ from vmgen.vmside.web.certificates import read_events, statuses
 HOST = "ws.test.example"
 GOOD = (HOST, f"code.{HOST}", f"p3000.{HOST}")
 ELSEWHERE, REFUSED, LIMITED = f"p8080.{HOST}", f"p8000.{HOST}", f"p5173.{HOST}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import base64
 import hashlib
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -29,6 +28,7 @@ import pytest
 
 from tests import raw_https
 from tests.polling import wait_until
+from tests.ports import free_port
 from vmgen.contract.enums import TlsMode
 from vmgen.contract.names import VmPaths
 from vmgen.contract.weblogin import WebLoginSettings, make_verifier
@@ -181,12 +181,6 @@ class Backend:
 
     def saw(self, text: str) -> bool:
         return text in json.dumps(self.requests)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

@@ -14,7 +14,6 @@ from __future__ import annotations
 import getpass
 import os
 import shlex
-import socket
 import subprocess
 import time
 from pathlib import Path, PurePosixPath
@@ -22,6 +21,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from tests.polling import wait_until
+from tests.ports import answers, free_port
 from vmgen.laptop.builder.hostkeys import generate_host_key
 from vmgen.laptop.deploykeys import new_key_pair
 from vmgen.laptop.handover import deliver_deploy_key
@@ -41,20 +41,6 @@ case "${SSH_ORIGINAL_COMMAND:-}" in
 esac
 exec git-shell -c "${SSH_ORIGINAL_COMMAND%% *} '$root/$allowed'"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def answers(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def git(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

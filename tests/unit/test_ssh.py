@@ -14,26 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.polling import wait_until
+from tests.ports import answers, free_port
 from vmgen.errors import BootFailed, RemoteCommandFailed
 from vmgen.laptop.builder.hostkeys import generate_host_key
 from vmgen.laptop.providers.base import SSHEndpoint
 from vmgen.laptop.readiness import failure_report, relevant_tail, wait_for_ssh
 from vmgen.laptop.ssh import SSHTarget, remote, run, stream, write_file
 from vmgen.laptop.state import WorkspaceRecord, WorkspaceState
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def answers(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
