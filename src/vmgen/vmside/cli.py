@@ -166,12 +166,7 @@ def restore() -> None:
 def budget_grant() -> None:
     """Hand root a new share of the month's budget, signed by the laptop (read from stdin as
     JSON: grant and mac); root checks the signature."""
-    try:
-        data = json.loads(sys.stdin.read(16 << 10))
-        grant, mac = str(data["grant"]), str(data["mac"])
-    except (ValueError, KeyError, TypeError):
-        click.echo(json.dumps({"refused": 'expected {"grant": ..., "mac": ...} on stdin'}))
-        sys.exit(1)
+    grant, mac = _signed_from_stdin("grant")
     _relay(ControlRequest("budget", trigger="laptop", grant=grant, mac=mac))
 
 
@@ -179,13 +174,19 @@ def budget_grant() -> None:
 def permission_answer() -> None:
     """Hand root an answer to a pending permission prompt, signed by the laptop (read from stdin
     as JSON: answer and mac); root checks the signature."""
+    answer, mac = _signed_from_stdin("answer")
+    _relay(ControlRequest("signed-answer", trigger="laptop", answer=answer, mac=mac))
+
+
+def _signed_from_stdin(field: str) -> tuple[str, str]:
+    """A message the laptop signed, relayed on stdin as JSON ({field: ..., "mac": ...}); one line
+    of refusal and exit 1 when it is not that."""
     try:
         data = json.loads(sys.stdin.read(16 << 10))
-        answer, mac = str(data["answer"]), str(data["mac"])
+        return str(data[field]), str(data["mac"])
     except (ValueError, KeyError, TypeError):
-        click.echo(json.dumps({"refused": 'expected {"answer": ..., "mac": ...} on stdin'}))
+        click.echo(json.dumps({"refused": f'expected {{"{field}": ..., "mac": ...}} on stdin'}))
         sys.exit(1)
-    _relay(ControlRequest("signed-answer", trigger="laptop", answer=answer, mac=mac))
 
 
 @vmside.command(hidden=True)
