@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from vmgen.contract import settings
-from vmgen.contract.documents import BackupTarget, WatchSettings
+from vmgen.contract.documents import LAPTOP_DOCUMENTS, BackupTarget, WatchSettings
 from vmgen.contract.enums import StoreKind
 from vmgen.errors import DocumentError
 from vmgen.laptop.config import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-DOCUMENTS = (WatchSettings, BackupTarget)
+DOCUMENTS = LAPTOP_DOCUMENTS
 
 
 def test_the_laptops_defaults_are_the_documents() -> None:

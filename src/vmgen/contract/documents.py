@@ -192,6 +192,10 @@ class BackupTarget:
 # The backup settings' defaults, whatever the store.
 BACKUP_DEFAULTS = BackupTarget(kind=StoreKind.LOCAL)
 
+# The documents whose declared settings are the laptop's too (config.toml, VMGEN_<NAME>, the
+# options of `vmgen launch`, `vmgen config show`, the README's table), in the table's order.
+LAPTOP_DOCUMENTS: tuple[type, ...] = (WatchSettings, BackupTarget)
+
 
 @dataclass(frozen=True)
 class BackupConfig:
@@ -617,6 +621,7 @@ __all__ = [
     "BACKUP_DEFAULTS",
     "HOOK_EVENTS",
     "HOOK_KINDS",
+    "LAPTOP_DOCUMENTS",
     "LEASE_MAX_SECONDS",
     "WATCHDOG_TRIGGER",
     "WATCH_CONDITIONS",

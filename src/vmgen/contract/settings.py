@@ -1,7 +1,8 @@
 """Settings a document carries, declared once beside the document: a field's default, bounds,
-meaning and the name a user gives it on the laptop (config.toml, VMGEN_<NAME>) travel in its
-dataclass metadata, so that the laptop's defaults, `vmgen config show` and both sides' checks
-read one declaration.
+meaning, the name a user gives it on the laptop (config.toml, VMGEN_<NAME>) and, where it has one,
+its flag of `vmgen launch` travel in its dataclass metadata, so that the laptop's defaults, the
+CLI's options (laptop/cli/setting_options.py), `vmgen config show`, the README's table and both
+sides' checks read one declaration.
 
 `check` is each document's validate(): the laptop runs it before anything is created, the VM
 when it loads the file. A value out of bounds is one line naming the setting and what it takes.
@@ -29,13 +30,22 @@ class Declared:
     minimum: float | None = None
     maximum: float | None = None
     laptop: str = ""  # the user's name for it, where it is one of the laptop's settings
+    # Whether `vmgen launch` and `vmgen render` set it for one workspace: True for the flag its
+    # laptop name makes (`--idle-minutes`), or the flag itself where users know another one.
+    option: bool | str = False
 
 
 def setting(
-    default: Any, meaning: str, *, minimum: float | None = None, maximum: float | None = None, laptop: str = ""
+    default: Any,
+    meaning: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    laptop: str = "",
+    option: bool | str = False,
 ) -> Any:
     """A document's field with its declaration (use as the field's default)."""
-    return dataclasses.field(default=default, metadata={_KEY: Declared(meaning, minimum, maximum, laptop)})
+    return dataclasses.field(default=default, metadata={_KEY: Declared(meaning, minimum, maximum, laptop, option)})
 
 
 def declared(document_type: type) -> Iterator[tuple[str, type, Declared]]:
@@ -45,6 +55,19 @@ def declared(document_type: type) -> Iterator[tuple[str, type, Declared]]:
         declaration = field.metadata.get(_KEY)
         if declaration is not None:
             yield field.name, hints[field.name], declaration
+
+
+def option_flag(declaration: Declared) -> str:
+    """The setting's flag of `vmgen launch` ("--idle-warn"), or "" where it has none."""
+    if declaration.option is True:
+        return "--" + declaration.laptop.replace("_", "-")
+    return declaration.option or ""
+
+
+def within(value: float, declaration: Declared) -> bool:
+    """Whether a number is within the setting's bounds (NaN is out of every bound)."""
+    low, high = declaration.minimum, declaration.maximum
+    return not (math.isnan(value) or (low is not None and value < low) or (high is not None and value > high))
 
 
 def accepts(kind: type, declaration: Declared) -> str:
@@ -81,8 +104,7 @@ def check(document: Any, where: str = "", on_laptop: bool = False) -> None:
         value = getattr(document, name)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
-        low, high = declaration.minimum, declaration.maximum
-        if math.isnan(value) or (low is not None and value < low) or (high is not None and value > high):
+        if not within(value, declaration):
             prefix = f"{where}: " if where else ""
             raise DocumentError(
                 f"{prefix}{user_name(name, declaration, on_laptop)} is {value:g}: it takes {accepts(kind, declaration)}"
@@ -90,7 +112,8 @@ def check(document: Any, where: str = "", on_laptop: bool = False) -> None:
 
 
 def table(*document_types: type) -> str:
-    """The README's table of the laptop's declared settings: default, what each takes, meaning."""
+    """The README's table of the laptop's declared settings: default, what each takes, meaning;
+    a setting's flag of `vmgen launch` beside its name."""
     rows = ["| setting | default | takes | meaning |", "|---|---|---|---|"]
     for document_type in document_types:
         defaults = {field.name: field.default for field in dataclasses.fields(document_type)}
@@ -98,10 +121,10 @@ def table(*document_types: type) -> str:
             if declaration.laptop:
                 default = defaults[name]
                 shown = default.value if isinstance(default, enum.Enum) else f"{default:g}"
-                rows.append(
-                    f"| `{declaration.laptop}` | `{shown}` | {accepts(kind, declaration)} | {declaration.meaning} |"
-                )
+                flag = option_flag(declaration)
+                named = f"`{declaration.laptop}`" + (f" (`{flag}`)" if flag else "")
+                rows.append(f"| {named} | `{shown}` | {accepts(kind, declaration)} | {declaration.meaning} |")
     return "\n".join(rows) + "\n"
 
 
-__all__ = ["Declared", "accepts", "check", "declared", "setting", "table", "user_name"]
+__all__ = ["Declared", "accepts", "check", "declared", "option_flag", "setting", "table", "user_name", "within"]

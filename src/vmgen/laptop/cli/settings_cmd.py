@@ -17,7 +17,7 @@ from ... import __version__
 from ...backup.archive import DEFAULT_EXCLUDES
 from ...backup.target import target_from_settings
 from ...contract import settings as declarations
-from ...contract.documents import BackupTarget, WatchSettings
+from ...contract.documents import LAPTOP_DOCUMENTS
 from ..config import Settings
 from ..providers import shares_local_folders
 from .app import err, main, out, settings
@@ -25,7 +25,7 @@ from .app import err, main, out, settings
 # What each setting the VM's documents declare takes, as its note when nothing else is said.
 TAKES = {
     declared.laptop: f"takes {declarations.accepts(kind, declared)}"
-    for document in (WatchSettings, BackupTarget)
+    for document in LAPTOP_DOCUMENTS
     for _, kind, declared in declarations.declared(document)
     if declared.laptop
 }
