@@ -39,15 +39,22 @@ class WatchSettings:
     name: str = "workspace"
     workspace: str = ""  # the repository folder whose files count as activity; "" = the agent's work/
     interval_seconds: float = setting(
-        30, "seconds between the watchdog's looks", minimum=1, maximum=3600, laptop="idle_interval_seconds"
+        30,
+        "seconds between the watchdog's looks",
+        minimum=1,
+        maximum=3600,
+        laptop="idle_interval_seconds",
+        option="--idle-interval",
     )
     # Below a few looks the watchdog cannot tell idle from between two steps.
-    idle_minutes: float = setting(30, "minutes idle before the idle action", minimum=0.1, laptop="idle_minutes")
+    idle_minutes: float = setting(
+        30, "minutes idle before the idle action", minimum=0.1, laptop="idle_minutes", option=True
+    )
     human_minutes: float = setting(
         120, "minutes a connected person without input still counts", minimum=0, laptop="idle_human_minutes"
     )
     warn_minutes: float = setting(
-        10, "minutes of warning before the idle action", minimum=0, laptop="idle_warn_minutes"
+        10, "minutes of warning before the idle action", minimum=0, laptop="idle_warn_minutes", option="--idle-warn"
     )
     stall_minutes: float = setting(
         15, "minutes a turn may go without progress before it counts as stalled", minimum=0, laptop="idle_stall_minutes"
@@ -60,6 +67,7 @@ class WatchSettings:
         minimum=0,
         maximum=24 * 366,
         laptop="max_lifetime_hours",
+        option="--max-lifetime",
     )
     # The month's budget, and this workspace's share of it (see vmside/idlewatch/budget.py): the
     # laptop works the allowance out at launch and restore (budget_month less what the user's

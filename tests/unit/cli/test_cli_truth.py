@@ -63,10 +63,15 @@ def test_the_watchdogs_interval_and_warning_lead_are_options(home: Path) -> None
     assert result.returncode == 0, result.stderr
     settings = watch_settings(result.stdout)
     assert "interval_seconds = 7.0" in settings and "warn_minutes = 3.0" in settings
+    # The configured value when the option is not given; the option's when it is.
+    configured = {"VMGEN_IDLE_WARN_MINUTES": "4"}
+    assert "warn_minutes = 4.0" in watch_settings(vmgen(home, "render", URL, **configured).stdout)
+    given = vmgen(home, "render", URL, "--idle-warn", "2", **configured)
+    assert "warn_minutes = 2.0" in watch_settings(given.stdout)
     refused = vmgen(home, "render", URL, "--idle-interval", "0.2")
     assert (
         refused.returncode == 2
-        and "idle_interval_seconds (VMGEN_IDLE_INTERVAL_SECONDS) is 0.2: it takes a number from 1 to 3600"
+        and "--idle-interval (idle_interval_seconds) is 0.2: it takes a number from 1 to 3600"
         in one_error_line(refused)
     )
 

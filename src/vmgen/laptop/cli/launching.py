@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 import click
 
 from ...backup.target import BackupTarget, target_from_settings, target_on_vm
-from ...contract.documents import WATCH_DEFAULTS, WatchdogState
+from ...contract.documents import WatchdogState
 from ...contract.enums import IdleAction, StoreKind
 from ...contract.notify import split_targets
 from ...errors import InvalidSpec, UsageError, VmgenError
@@ -34,6 +34,7 @@ from ..ssh import default_identities
 from .access import github_deploy_keys, offer_ssh_entry, print_connect_lines, print_push_line
 from .app import err, main, out, progress, provider_named, running_target, settings
 from .claude_setup import laptop_plan, print_warnings, warn_missing_commands
+from .setting_options import click_option, setting_options, with_options
 
 if TYPE_CHECKING:
     from ...dns import CloudflareDns
@@ -61,21 +62,8 @@ def spec_options(function: Command) -> Command:
         click.option("--type", "server_type", help="An explicit server type (e.g. cx33); overrides --size."),
         click.option("--region", help="Region / location."),
         click.option("--image", help="Base image or snapshot."),
-        click.option(
-            "--idle-minutes", type=float, help="Minutes of idleness before the watchdog acts (e.g. 30, or 0.5)."
-        ),
-        click.option(
-            "--idle-warn",
-            type=float,
-            help="Minutes before it acts that the watchdog warns (tmux, wall, the page, `vmgen list`).",
-        ),
-        click.option("--idle-interval", type=float, help="Seconds between the watchdog's looks (default 30)."),
-        click.option(
-            "--max-lifetime",
-            type=float,
-            help="Hours after boot when the idle action runs whatever keeps the workspace busy "
-            f"(default {WATCH_DEFAULTS.max_lifetime_hours:g}; 0: off).",
-        ),
+        # --idle-minutes, --idle-warn, --max-lifetime...: made from the settings' declarations.
+        *(click_option(option) for option in setting_options()),
         click.option(
             "--idle-action",
             type=click.Choice(("auto", *(action.value for action in IdleAction))),
@@ -172,7 +160,7 @@ def check_budget(provider: Provider, spec: WorkspaceSpec) -> WorkspaceSpec:
 def build_spec(
     source: str | RestoreSource, opts: dict[str, Any], backup: BackupTarget | None = None, provider: str = ""
 ) -> WorkspaceSpec:
-    s = settings()
+    s = with_options(settings(), opts)
     if opts.get("size") and opts["size"] not in SIZE_PRESETS:
         raise InvalidSpec(f"unknown size {opts['size']!r}: use {', '.join(SIZE_PRESETS)} (or --type for a server type)")
     chosen = opts.get("idle_action") or s.idle_action
@@ -198,15 +186,13 @@ def build_spec(
         desktop=opts["desktop"] if opts.get("desktop") is not None else s.desktop,
         configured_keys=s.ssh_public_keys,
         watchdog=WatchdogTuning(
-            idle_minutes=opts["idle_minutes"] if opts.get("idle_minutes") is not None else s.idle_minutes,
+            idle_minutes=s.idle_minutes,
             action=action,
-            warn_minutes=opts["idle_warn"] if opts.get("idle_warn") is not None else s.idle_warn_minutes,
+            warn_minutes=s.idle_warn_minutes,
             human_minutes=s.idle_human_minutes,
             stall_minutes=s.idle_stall_minutes,
-            interval_seconds=(
-                opts["idle_interval"] if opts.get("idle_interval") is not None else s.idle_interval_seconds
-            ),
-            max_lifetime_hours=(opts["max_lifetime"] if opts.get("max_lifetime") is not None else s.max_lifetime_hours),
+            interval_seconds=s.idle_interval_seconds,
+            max_lifetime_hours=s.max_lifetime_hours,
             budget_month=s.budget_month,
             budget_action=s.budget_action,
             webhook_url=s.idle_webhook_url,
