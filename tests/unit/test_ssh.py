@@ -107,6 +107,25 @@ def test_waiting_for_ssh_retries_until_the_workspace_has_an_address(target: SSHT
         wait_for_ssh(lambda: closed, 2, messages.append)
 
 
+def test_an_ssh_that_hangs_on_a_loaded_workspace_is_waited_for_again(
+    target: SSHTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vmgen.laptop.readiness as readiness
+
+    calls: list[int] = []
+
+    def hangs_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # sshd took the connection and said nothing for 15 s
+            raise subprocess.TimeoutExpired(["ssh"], 15)
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(readiness, "run", hangs_once)
+    messages: list[str] = []
+    assert wait_for_ssh(lambda: target, 30, messages.append) == target
+    assert len(calls) == 2 and messages == ["waiting for SSH"]
+
+
 def test_the_failure_tail_skips_cloud_inits_closing_banner() -> None:
     log = [f"line {i}" for i in range(30)] + ["Cloud-init v. 22.4 finished at Mon, 1 Jan", "ci-info: | key |"]
     assert relevant_tail(log, 3) == ["line 27", "line 28", "line 29"]

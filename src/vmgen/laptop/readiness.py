@@ -51,7 +51,13 @@ def wait_for_ssh(target_factory: Callable[[], SSHTarget | None], timeout: float,
     while time.monotonic() < deadline:
         target = target_factory()
         if target is not None:
-            result = run(target, ["true"], check=False, timeout=15)
+            try:
+                result = run(target, ["true"], check=False, timeout=15)
+            except subprocess.TimeoutExpired:
+                # A loaded machine: sshd took the connection but has not answered yet.
+                last_error = "ssh connected but got no answer within 15s"
+                progress("waiting for SSH")
+                continue
             if result.returncode == 0:
                 return target
             last_error = result.stderr.decode(errors="replace").strip()

@@ -163,3 +163,24 @@ def test_image_list_names_the_agent_version_a_bake_installed() -> None:
     assert agent_baked(baked("claude-latest", "2.1.332")) == "claude-latest (2.1.332)"
     assert agent_baked(baked("claude-2.1.332", "2.1.332")) == "claude-2.1.332"
     assert agent_baked(baked("claude-latest", "")) == "claude-latest"  # baked before vmgen recorded it
+
+
+def test_a_program_that_hangs_past_its_deadline_is_one_line_not_a_traceback() -> None:
+    import subprocess
+
+    import click
+    from click.testing import CliRunner
+
+    from vmgen.laptop.cli.app import VmgenGroup
+
+    @click.group(cls=VmgenGroup)
+    def group() -> None:
+        pass
+
+    @group.command()
+    def hang() -> None:
+        raise subprocess.TimeoutExpired(["ssh", "-p", "22", "agent@203.0.113.9", "true"], 15)
+
+    result = CliRunner().invoke(group, ["hang"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: ssh did not finish within 15s"

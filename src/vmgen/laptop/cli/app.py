@@ -5,6 +5,7 @@ Every vmgen error becomes one line on stderr and a non-zero exit.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,11 @@ class VmgenGroup(click.Group):
         except VmgenError as exc:
             err.print(f"[bold red]error:[/] {exc}", markup=True)
             ctx.exit(exc.exit_code)
+        except subprocess.TimeoutExpired as exc:
+            # A program vmgen runs (ssh, docker, git) hung past the deadline vmgen gave it.
+            program = exc.cmd[0] if isinstance(exc.cmd, list | tuple) and exc.cmd else str(exc.cmd)
+            err.print(f"[bold red]error:[/] {program} did not finish within {exc.timeout:.0f}s", markup=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             err.print("interrupted")
             ctx.exit(130)
