@@ -54,7 +54,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         import docker
 
         engine = docker.from_env()
-        for image in engine.images.list(filters={"label": f"{RUN_LABEL}={os.environ[RUN_VARIABLE]}"}):
+        ours = engine.images.list(filters={"label": f"{RUN_LABEL}={os.environ[RUN_VARIABLE]}"})
+        # Newest first: an image baked on another of the run's goes before its base.
+        for image in sorted(ours, key=lambda image: image.attrs["Created"], reverse=True):
             engine.images.remove(str(image.id), force=True)
     except Exception as exc:  # noqa: BLE001 - a run without docker made no images; say so and go on
         print(f"\nvmgen tests: run images not removed: {exc}")

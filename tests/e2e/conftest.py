@@ -124,23 +124,24 @@ WEB_ZONE = "dev.example.com"  # the fake Cloudflare zone the web tests launch un
 
 
 @pytest.fixture(scope="session")
-def web_image(vm_image, docker_client, tmp_path_factory) -> str:
-    """The run's baked image plus what a workspace with a domain and a desktop installs: Caddy,
-    the desktop's packages and the code UI (the version a launch installs), once here instead of
-    in every launch."""
-    from vmgen.laptop.config import Settings
-
-    return _web_bake("web", Settings.code_ui_version, vm_image, docker_client, tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
 def web_lite_image(vm_image, docker_client, tmp_path_factory) -> str:
-    """Caddy and the desktop's packages without the code UI (`code_ui_version = off`): for web
-    tests that use no CloudCLI, which would otherwise wait for its minutes of installing."""
+    """The run's baked image plus Caddy and the desktop's packages, without the code UI
+    (`code_ui_version = off`): for web tests that use no CloudCLI, which would otherwise wait for
+    its minutes of installing."""
     return _web_bake("web-lite", "off", vm_image, docker_client, tmp_path_factory)
 
 
-def _web_bake(name: str, code_ui_version: str, vm_image, docker_client, tmp_path_factory) -> str:
+@pytest.fixture(scope="session")
+def web_image(web_lite_image, docker_client, tmp_path_factory) -> str:
+    """The lite image plus the code UI (the version a launch installs): what a workspace with a
+    domain and a desktop installs, once here instead of in every launch. Baked on the lite image,
+    whose stamps skip Caddy and the desktop's packages: the machine installs them once per run."""
+    from vmgen.laptop.config import Settings
+
+    return _web_bake("web", Settings.code_ui_version, web_lite_image, docker_client, tmp_path_factory)
+
+
+def _web_bake(name: str, code_ui_version: str, base_image, docker_client, tmp_path_factory) -> str:
     from vmgen.laptop.agents import AGENTS
     from vmgen.laptop.builder.install import workspace_plan
     from vmgen.laptop.providers.docker import DockerProvider
@@ -160,7 +161,7 @@ def _web_bake(name: str, code_ui_version: str, vm_image, docker_client, tmp_path
                 code_ui_version=code_ui_version,
             )
             image = bake(
-                DockerProvider(vm_image, docker_client),
+                DockerProvider(base_image, docker_client),
                 plan,
                 own_wheel(),
                 lambda message: None,

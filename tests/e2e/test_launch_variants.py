@@ -1,6 +1,7 @@
 """Launch paths beside the main slice: a git URL with a branch cloned on the VM, the laptop's
 Claude login and .gitconfig carried over, vmgen installed cold from the build the CLI delivers, and a
-launch whose cloud-init fails."""
+launch whose cloud-init fails (on the run's baked image: the failing step, the agent's install of a
+version that does not exist, is the one step its stamps do not skip)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,6 @@ import pytest
 from .conftest import QuietHandler, make_repo, unique
 
 CLONED, BROKEN, KEPT, SHIPPED = unique("cloned"), unique("broken"), unique("kept"), unique("shipped")
-
-
-@pytest.fixture(scope="module")
-def vm_image(stock_image: str) -> str:
-    """The cold path: a stock image, every install step on the VM (apt, npm, pip from a local
-    wheel folder); --cold, so that no image baked from it meanwhile is picked."""
-    return stock_image
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +37,10 @@ def git_server(tmp_path_factory):
     server.shutdown()
 
 
-def test_git_url_with_branch_login_and_gitconfig(cli, model, git_server) -> None:
+def test_git_url_with_branch_login_and_gitconfig(cli, model, git_server, stock_image) -> None:
+    # The cold path: a stock image, every install step on the VM (apt, npm, pip from a local wheel
+    # folder); --cold, so that no image baked from it meanwhile is picked.
+    baked, cli.env["VMGEN_DOCKER_IMAGE"] = cli.env["VMGEN_DOCKER_IMAGE"], stock_image
     claude_dir = cli.home / ".claude"
     claude_dir.mkdir(exist_ok=True)
     (claude_dir / ".credentials.json").write_text(
@@ -69,6 +66,7 @@ def test_git_url_with_branch_login_and_gitconfig(cli, model, git_server) -> None
         assert cli.ssh(CLONED, "vmgen --version") == cli("--version").stdout
     finally:
         cli("destroy", CLONED, "--yes", check=False)
+        cli.env["VMGEN_DOCKER_IMAGE"] = baked
 
 
 def test_failed_cloud_init_shows_the_log_and_leaves_nothing(cli, tmp_path, docker_client) -> None:
