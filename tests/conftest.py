@@ -25,16 +25,27 @@ os.environ.setdefault(RUN_VARIABLE, secrets.token_hex(2))
 # seconds-scale timers) start first, one per worker, and the many short ones fill in after them.
 # scripts/test.sh keeps this order (--no-loadscope-reorder): xdist's default puts the files with
 # the most tests first, which started these last and made the suite wait on them at its end.
-LONGEST_FIRST = (
+LONGEST_FIRST = (  # by the time a loaded run spent on each (a timeline of every phase per worker)
     "tests/e2e/test_web_access.py",
-    "tests/e2e/test_node_runtime.py",  # minutes of npm resolving CloudCLI's tree against the registry
-    "tests/e2e/test_watchdog.py",
+    "tests/e2e/test_baked_images.py",
+    "tests/e2e/test_auto_bake.py",
+    "tests/e2e/test_local_slice.py",
     "tests/e2e/test_attacks_docker.py",
     "tests/e2e/test_attacks_hetzner.py",
     "tests/e2e/test_web_attacks.py",
     "tests/e2e/test_watchdog_docker.py",
-    "tests/e2e/test_auto_bake.py",
+    "tests/e2e/test_ssh_host.py",
+    "tests/e2e/test_watchdog.py",
+    "tests/e2e/test_hetzner.py",
+    "tests/e2e/test_sync_config.py",
+    "tests/e2e/test_cli_truth.py",
+    "tests/integration/test_watchdog_real_claude.py",
+    "tests/e2e/test_quickstart.py",
+    "tests/e2e/test_packaging.py",
+    "tests/e2e/test_launch_variants.py",
+    "tests/e2e/test_backup_restore.py",
     "tests/e2e/test_backup_hetzner.py",
+    "tests/e2e/test_node_runtime.py",  # npm resolving CloudCLI's tree: seconds to minutes, by the registry
 )
 
 
