@@ -9,8 +9,12 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 bash "$root/scripts/setup-system.sh"
 
-echo "==> simulated-VM image (built once per recipe; a few minutes the first time)"
-image=$(bash "$root/images/debian12-test/build.sh")
+# The image's debootstrap and the virtualenv's downloads run side by side: on a fresh machine each
+# takes minutes, mostly waiting on a mirror. What the build prints is in its log; a failure shows it.
+image_log=$(mktemp /tmp/vmgen-image-build.XXXXXX)
+echo "==> simulated-VM image (built once per recipe; a few minutes the first time; log: $image_log)"
+bash "$root/images/debian12-test/build.sh" >"$image_log.tag" 2>"$image_log" &
+image_build=$!
 
 echo "==> virtualenv in $root/.venv"
 [ -x "$root/.venv/bin/python" ] || python3 -m venv "$root/.venv"
@@ -22,4 +26,12 @@ if [ "$("$root/.cache/claude/bin/claude" --version 2>/dev/null | cut -d' ' -f1)"
   npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/claude" "@anthropic-ai/claude-code@$claude_version" >/dev/null
 fi
 
+if ! wait "$image_build"; then
+  tail -n 40 "$image_log" >&2
+  echo "error: the simulated-VM image did not build (the end of $image_log is above)" >&2
+  exit 1
+fi
+image=$(tail -n 1 "$image_log.tag")
+rm -f "$image_log.tag"
+[ -s "$image_log" ] || rm -f "$image_log"  # the image was there already
 export VMGEN_DOCKER_IMAGE="$image"
