@@ -21,6 +21,7 @@ import jinja2
 import yaml
 
 from ...contract import codec
+from ...contract.agentwatch import flatten
 from ...contract.documents import (
     BACKUP_DEFAULTS,
     HOOK_EVENTS,
@@ -442,6 +443,7 @@ def _watch_settings(spec: WorkspaceSpec, self_delete: SelfDelete) -> WatchSettin
         dns_zone=spec.web.domain if dns else "",
         preview_dns_zone=spec.web.preview_domain if dns else "",
         dns_endpoint=self_delete.dns_endpoint if dns else "",
+        **flatten(spec.agent.watch),
     )
 
 
