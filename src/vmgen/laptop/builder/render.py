@@ -36,7 +36,6 @@ from ...contract.documents import (
 )
 from ...contract.enums import PermissionMode
 from ...contract.names import (
-    AGENT_SESSION,
     AGENT_UID,
     AGENT_USER,
     CADDY_USER,
@@ -46,6 +45,7 @@ from ...contract.names import (
     VM,
     WEB_LOGIN_USER,
     VmPaths,
+    agent_session,
 )
 from ...contract.permissions import HOOK_TIMEOUT_SECONDS
 from ...contract.weblogin import WebLoginSettings
@@ -89,7 +89,6 @@ NAMES: dict[str, Any] = {
     "web_login_user": WEB_LOGIN_USER,
     "page_user": PAGE_USER,
     "caddy_user": CADDY_USER,
-    "session": AGENT_SESSION,
     "code_ui_dir": codeui.DIR,
     "code_ui_left_out": codeui.LEFT_OUT_DIR,
     "code_ui_server": codeui.SERVER,
@@ -404,6 +403,7 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "web_user": USER,
         "web_ban": WEB_BAN,
         "desktop": spec.desktop,
+        "session": agent_session(spec.agent.name),  # the agent's tmux session, named for it
         "start": spec.agent.start_command(spec.watchdog.permission_mode),
         "resume": spec.agent.resume_command(spec.watchdog.permission_mode),
         "has_conversation": spec.agent.has_conversation(spec.repo_dir),
