@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A developer's environment on a Debian 12 machine: system packages (with the tests' own) and a
 # running Docker engine, the simulated-VM image, an editable virtualenv in .venv with the test
-# extra and the Claude Code the tests drive (every VM gets the CLI's own vmgen build over SSH:
+# extra and the Claude Code and codex the tests drive (every VM gets the CLI's own vmgen build over SSH:
 # no wheel folder or package index for it). Exports the image setting; sourced by test.sh. A
 # user's setup is quickstart.sh.
 set -euo pipefail
@@ -20,6 +20,11 @@ claude_version=2.1.332  # the tests drive this exact version
 if [ "$("$root/.cache/claude/bin/claude" --version 2>/dev/null | cut -d' ' -f1)" != "$claude_version" ]; then
   echo "==> Claude Code $claude_version for the watchdog's real-process tests"
   npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/claude" "@anthropic-ai/claude-code@$claude_version" >/dev/null
+fi
+codex_version=0.169.0  # the watchdog's real-codex test drives this exact version
+if [ "$("$root/.cache/codex/bin/codex" --version 2>/dev/null | cut -d' ' -f2)" != "$codex_version" ]; then
+  echo "==> codex $codex_version for the watchdog's real-process tests"
+  npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/codex" "@openai/codex@$codex_version" >/dev/null
 fi
 
 export VMGEN_DOCKER_IMAGE="$image"
