@@ -55,17 +55,32 @@ def test_roots_page_types_into_the_session_of_the_workspaces_agent(tmp_path: Pat
 
 
 @pytest.mark.parametrize("rollout, expected", [(True, "resume --last"), (False, "")])
-def test_codex_resumes_its_last_conversation_only_when_it_has_one(tmp_path: Path, rollout: bool, expected: str) -> None:
+def test_codex_logs_in_with_its_key_and_resumes_only_when_it_has_a_conversation(
+    tmp_path: Path, rollout: bool, expected: str
+) -> None:
     runner = files_of(render(make_spec(agent="codex", agent_version="1.2.3")))[str(VM.program("agent-run"))]["content"]
     runner = runner.replace("/home/agent", str(tmp_path)).replace("exec bash -l", "exit 0")
     day = tmp_path / ".codex/sessions/2026/12/07"
     day.mkdir(parents=True)
     if rollout:
         (day / "rollout-2026-12-07T15-55-55-x.jsonl").write_text("{}\n")
+    (tmp_path / ".config/vmgen").mkdir(parents=True)
+    (tmp_path / ".config/vmgen/agent.env").write_text("OPENAI_API_KEY=test-token\n")  # as the CLI delivers it
     (tmp_path / "bin").mkdir()
-    (tmp_path / "bin/codex").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/codex-args\n')
+    # codex as far as agent-run sees it: not logged in; `login --with-api-key` reads the key.
+    (tmp_path / "bin/codex").write_text(
+        f"""#!/bin/sh
+case "$1 $2" in
+  "login status") exit 1 ;;
+  "login --with-api-key") cat > {tmp_path}/codex-login; exit 0 ;;
+esac
+echo "$@" > {tmp_path}/codex-args
+"""
+    )
     (tmp_path / "bin/codex").chmod(0o755)
     (tmp_path / "work/app").mkdir(parents=True)
     env = {**os.environ, "PATH": f"{tmp_path}/bin:{os.environ['PATH']}"}
+    env.pop("OPENAI_API_KEY", None)
     subprocess.run(["bash", "-c", runner, "agent-run"], env=env, capture_output=True, check=True, timeout=30)
+    assert (tmp_path / "codex-login").read_text().strip() == "test-token"
     assert (tmp_path / "codex-args").read_text().strip() == expected

@@ -33,6 +33,9 @@ class Agent:
     node: bool = False
     # Environment variables the agent reads its API key from, delivered over SSH after boot.
     key_variables: tuple[str, ...] = ()
+    # Shell run as the agent before it starts or resumes, with the delivered keys in its
+    # environment: what turns a key into the agent's own login ("" for none).
+    prepare: str = ""
     # Shell test, true when the agent has a conversation to resume in `{repo_dir}`.
     conversation_test: str = f"test -e {VM.started_once}"
     # pip pins with `==version` and has no `latest`; npm takes `@latest` as it is.
@@ -121,6 +124,14 @@ AGENTS: dict[str, Agent] = {
             conversation_test=f'compgen -G "{VM.home}/.codex/sessions/*/*/*/rollout-*.jsonl" >/dev/null',
             node=True,
             key_variables=("OPENAI_API_KEY",),
+            # With only OPENAI_API_KEY in its environment codex shows its sign-in screen: the key
+            # becomes its login (~/.codex/auth.json) first, unless it has one.
+            prepare=(
+                'if [ -n "${OPENAI_API_KEY:-}" ] && ! codex login status >/dev/null 2>&1; then'
+                " printenv OPENAI_API_KEY | codex login --with-api-key >/dev/null; fi"
+            ),
+            login_screen=("Sign in with ChatGPT", "Finish signing in"),
+            credential_files=(".codex/auth.json",),
             # The npm package's node launcher runs the native `codex`, which starts `codex
             # app-server` (it holds the model connections); each turn opens and closes in its rollout.
             watch=AgentWatch(

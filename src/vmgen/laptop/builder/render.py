@@ -407,6 +407,7 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "start": spec.agent.start_command(spec.watchdog.permission_mode),
         "resume": spec.agent.resume_command(spec.watchdog.permission_mode),
         "has_conversation": spec.agent.has_conversation(spec.repo_dir),
+        "prepare": spec.agent.prepare,
         "lifetime_seconds": round(spec.watchdog.max_lifetime_hours * 3600),
         "inotify_watches": INOTIFY_WATCHES,
     }
