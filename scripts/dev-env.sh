@@ -26,5 +26,11 @@ if [ "$("$root/.cache/codex/bin/codex" --version 2>/dev/null | cut -d' ' -f2)" !
   echo "==> codex $codex_version for the watchdog's real-process tests"
   npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/codex" "@openai/codex@$codex_version" >/dev/null
 fi
+aider_version=0.86.2  # the watchdog's real-aider test drives this exact version (a venv of its own)
+if [ "$("$root/.cache/aider/bin/aider" --version 2>/dev/null | cut -d' ' -f2)" != "$aider_version" ]; then
+  echo "==> aider $aider_version for the watchdog's real-process tests"
+  [ -x "$root/.cache/aider/bin/python" ] || python3 -m venv "$root/.cache/aider"
+  "$root/.cache/aider/bin/pip" install -q --disable-pip-version-check "aider-chat==$aider_version"
+fi
 
 export VMGEN_DOCKER_IMAGE="$image"

@@ -454,9 +454,12 @@ class AgentWatcher:
         )
         ev = evidence_of(transcript, status, hook, facts, wall, self.config.stall_after)
         state, detail = classify(ev)
-        if turn_log is TurnLog.NONE and state is AgentState.WAITING:
+        if turn_log is TurnLog.NONE:  # no turn to speak of: say what was seen instead
             name = self.config.process_names[0]
-            detail = f"at its prompt (no model connection; {name} keeps no turn log vmgen reads)"
+            if state is AgentState.WAITING:
+                detail = f"at its prompt (no model connection; {name} keeps no turn log vmgen reads)"
+            elif ev.new_connections:
+                detail = f"{ev.new_connections} model connection(s) open ({name} keeps no turn log vmgen reads)"
         return state, detail, ev
 
     def _rollout(self, tree: Tree, mem: _RootMemory) -> TranscriptState:

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
-from vmgen.contract.agentwatch import AgentWatch, endpoint_of, flatten
+from vmgen.contract.agentwatch import AgentWatch, TurnLog, endpoint_of, flatten
 from vmgen.contract.documents import WatchSettings
 from vmgen.errors import DocumentError
 from vmgen.laptop.agents import AGENTS
@@ -174,6 +174,8 @@ def test_an_agent_mid_turn_with_only_a_model_connection_works_and_then_waits(
     agent.say(f"connect {host}:{port}")  # a turn: the request is out, nothing is written
     s = watcher.poll()
     assert s.state is AgentState.WORKING and s.model_connections == 1, s
+    if AGENTS[name].watch.turn_log is TurnLog.NONE:
+        assert s.detail.startswith("1 model connection(s) open"), s
     agent.say("close")  # the answer came
     s = watcher.poll()
     assert s.state is AgentState.WAITING and s.model_connections == 0, s
