@@ -18,7 +18,7 @@ from ..errors import DocumentError
 
 PROCESS_NAME = re.compile(r"[A-Za-z0-9._-]{1,40}")
 VARIABLE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
-STATE_DIR = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
+STATE_PATH = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 
 
 class TurnLog(enum.StrEnum):
@@ -40,8 +40,9 @@ class AgentWatch:
     # endpoint's port (and address, when it is one) count as model connections.
     endpoint_variables: tuple[str, ...] = ("ANTHROPIC_BASE_URL",)
     endpoint: str = "https://api.anthropic.com"
-    # Folders below the agent's home where it keeps its conversations: a write there is work.
-    state_dirs: tuple[str, ...] = ()
+    # Files or folders below the agent's home where it keeps its conversations: a write there is
+    # work (for an agent without a turn log).
+    state_paths: tuple[str, ...] = ()
 
     def validate(self, where: str = "") -> AgentWatch:
         prefix = f"{where}: " if where else ""
@@ -55,9 +56,9 @@ class AgentWatch:
                 raise DocumentError(f"{prefix}endpoint variable {variable!r} is not an environment variable name")
         if endpoint_of(self.endpoint) is None:
             raise DocumentError(f"{prefix}agent_endpoint {self.endpoint!r} is not an http(s) URL")
-        for folder in self.state_dirs:
-            if not STATE_DIR.fullmatch(folder) or ".." in folder.split("/"):
-                raise DocumentError(f"{prefix}state folder {folder!r} must be a plain path below the agent's home")
+        for folder in self.state_paths:
+            if not STATE_PATH.fullmatch(folder) or ".." in folder.split("/"):
+                raise DocumentError(f"{prefix}state path {folder!r} must be a plain path below the agent's home")
         return self
 
     @classmethod

@@ -109,7 +109,7 @@ class WatchSettings:
     agent_turn_log: TurnLog = AGENT_WATCH_DEFAULTS.turn_log
     agent_endpoint_variables: tuple[str, ...] = AGENT_WATCH_DEFAULTS.endpoint_variables
     agent_endpoint: str = AGENT_WATCH_DEFAULTS.endpoint
-    agent_state_dirs: tuple[str, ...] = AGENT_WATCH_DEFAULTS.state_dirs
+    agent_state_paths: tuple[str, ...] = AGENT_WATCH_DEFAULTS.state_paths
 
     @property
     def agent_watch(self) -> AgentWatch:

@@ -139,7 +139,7 @@ AGENTS: dict[str, Agent] = {
                 turn_log=TurnLog.CODEX,
                 endpoint_variables=("OPENAI_BASE_URL",),
                 endpoint="https://api.openai.com/v1",
-                state_dirs=(".codex/sessions",),
+                state_paths=(".codex/sessions",),
             ),
         ),
         Agent(
@@ -156,7 +156,7 @@ AGENTS: dict[str, Agent] = {
                 turn_log=TurnLog.NONE,
                 endpoint_variables=("GOOGLE_GEMINI_BASE_URL",),
                 endpoint="https://generativelanguage.googleapis.com",
-                state_dirs=(".gemini/tmp",),
+                state_paths=(".gemini/tmp",),
             ),
         ),
         Agent(
@@ -166,13 +166,18 @@ AGENTS: dict[str, Agent] = {
             resume="opencode --continue",
             node=True,
             key_variables=("ANTHROPIC_API_KEY", "OPENAI_API_KEY"),
-            # A node launcher and the native `opencode`; it stores every message part as it streams.
+            # A node launcher and the native `opencode`; it stores every message part as it streams
+            # (in its database since 1.x, in storage/ before).
             watch=AgentWatch(
                 processes=("opencode",),
                 turn_log=TurnLog.NONE,
                 endpoint_variables=("ANTHROPIC_BASE_URL", "OPENAI_BASE_URL"),
                 endpoint="https://api.anthropic.com",
-                state_dirs=(".local/share/opencode/storage",),
+                state_paths=(
+                    ".local/share/opencode/opencode.db",
+                    ".local/share/opencode/opencode.db-wal",
+                    ".local/share/opencode/storage",
+                ),
             ),
         ),
         Agent(

@@ -120,7 +120,7 @@ class Evidence:
     hook_recent: bool = False
     tool_alive: tuple[str, ...] = ()  # names of the open tool call's live processes
     new_connections: int = 0  # opened by the agent process outside a turn, not yet stale
-    state_written: bool = False  # an agent without a turn log wrote below its state folders
+    state_written: bool = False  # an agent without a turn log wrote among its state paths
 
 
 @dataclass(frozen=True)
@@ -480,7 +480,7 @@ class AgentWatcher:
         """Looked at once a tick (the folders are the agent's, whichever session wrote)."""
         if self._state_tick is None or self._state_tick[0] != now:
             home = Path(_home_of(mem.environ, self.config.user))
-            self._state_tick = (now, self._state.written(home / folder for folder in self.config.watch.state_dirs))
+            self._state_tick = (now, self._state.written(home / folder for folder in self.config.watch.state_paths))
         return self._state_tick[1]
 
     def _new_connections(self, tree: Tree, mem: _RootMemory, turn_open: bool, now: float, settled: bool) -> int:

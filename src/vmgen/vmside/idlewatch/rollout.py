@@ -135,8 +135,9 @@ class RolloutReader:
 
 
 class StateFolders:
-    """The newest modification time of the agent's regular files below its state folders; a
-    newer one than last time is a write. Bounded: so many levels, so many entries a tick."""
+    """The newest modification time of the agent's regular files among its state paths (a
+    file, or the files below a folder); a newer one than last time is a write. Bounded: so many
+    levels, so many entries a tick."""
 
     def __init__(self, files: AgentFiles, depth: int = 6, budget: int = 5000) -> None:
         self.files = files
@@ -152,7 +153,8 @@ class StateFolders:
             folder, level = stack.pop()
             try:
                 entries = self.files.listdir(folder)
-            except OSError:
+            except OSError:  # not a folder (reached without a link): a state file itself?
+                newest = max(newest, self._own_file_mtime(folder) if level == 0 else 0.0)
                 continue
             for name, st in entries[:left]:
                 left -= 1
@@ -162,3 +164,12 @@ class StateFolders:
                     stack.append((folder / name, level + 1))
         before, self._newest = self._newest, newest
         return before is not None and newest > before
+
+    def _own_file_mtime(self, path: Path) -> float:
+        try:
+            st = self.files.stat(path)  # lstat, no link followed on the way
+        except OSError:
+            return 0.0
+        if stat.S_ISREG(st.st_mode) and st.st_uid == self.files.uid:
+            return min(st.st_mtime, time.time())
+        return 0.0

@@ -133,8 +133,8 @@ def test_each_agent_declares_its_recognition_and_it_reaches_the_vm_intact(name: 
         {"processes": ()},
         {"endpoint": "file:///etc/passwd"},
         {"endpoint_variables": ("lower-case",)},
-        {"state_dirs": ("../../etc",)},
-        {"state_dirs": ("/etc",)},
+        {"state_paths": ("../../etc",)},
+        {"state_paths": ("/etc",)},
     ],
 )
 def test_a_recognition_that_would_lead_root_astray_is_refused(bad: dict[str, Any]) -> None:
@@ -283,6 +283,19 @@ def test_a_symlinked_folder_in_a_state_folder_is_not_followed(tmp_path: Path) ->
     assert not folders.written([state])
     (state / "own").write_text("x")
     assert folders.written([state])
+
+
+def test_a_state_file_is_its_own_path_and_a_link_in_its_place_is_not_followed(tmp_path: Path) -> None:
+    database, outside = tmp_path / "opencode.db-wal", tmp_path / "outside"
+    outside.write_text("x")
+    database.symlink_to(outside)
+    folders = StateFolders(AgentFiles(os.getuid()))
+    assert not folders.written([database])
+    outside.write_text("written behind the link")
+    assert not folders.written([database])
+    database.unlink()
+    database.write_text("the agent's own")
+    assert folders.written([database])
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="planting a file of another owner takes root, as the VM's watchdog is")
