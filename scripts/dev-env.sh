@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A developer's environment on a Debian 12 machine: system packages (with the tests' own) and a
 # running Docker engine, the simulated-VM image, an editable virtualenv in .venv with the test
-# extra and the Claude Code the tests drive (every VM gets the CLI's own vmgen build over SSH:
-# no wheel folder or package index for it). Exports the image setting; sourced by test.sh. A
-# user's setup is quickstart.sh.
+# extra, and the agent CLIs the tests drive: Claude Code, codex, opencode, aider (every VM gets
+# the CLI's own vmgen build over SSH: no wheel folder or package index for it). Exports the image
+# setting; sourced by test.sh. A user's setup is quickstart.sh.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -24,6 +24,22 @@ claude_version=2.1.332  # the tests drive this exact version
 if [ "$("$root/.cache/claude/bin/claude" --version 2>/dev/null | cut -d' ' -f1)" != "$claude_version" ]; then
   echo "==> Claude Code $claude_version for the watchdog's real-process tests"
   npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/claude" "@anthropic-ai/claude-code@$claude_version" >/dev/null
+fi
+codex_version=0.169.0  # the watchdog's real-codex test drives this exact version
+if [ "$("$root/.cache/codex/bin/codex" --version 2>/dev/null | cut -d' ' -f2)" != "$codex_version" ]; then
+  echo "==> codex $codex_version for the watchdog's real-process tests"
+  npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/codex" "@openai/codex@$codex_version" >/dev/null
+fi
+opencode_version=1.18.33  # the watchdog's real-opencode test drives this exact version
+if [ "$("$root/.cache/opencode/bin/opencode" --version 2>/dev/null)" != "$opencode_version" ]; then
+  echo "==> opencode $opencode_version for the watchdog's real-process tests"
+  npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/opencode" "opencode-ai@$opencode_version" >/dev/null
+fi
+aider_version=0.86.2  # the watchdog's real-aider test drives this exact version (a venv of its own)
+if [ "$("$root/.cache/aider/bin/aider" --version 2>/dev/null | cut -d' ' -f2)" != "$aider_version" ]; then
+  echo "==> aider $aider_version for the watchdog's real-process tests"
+  [ -x "$root/.cache/aider/bin/python" ] || python3 -m venv "$root/.cache/aider"
+  "$root/.cache/aider/bin/pip" install -q --disable-pip-version-check "aider-chat==$aider_version"
 fi
 
 if ! wait "$image_build"; then

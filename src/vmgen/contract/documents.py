@@ -17,11 +17,14 @@ from typing import Any, TypeGuard
 
 from ..errors import DocumentError, UsageError
 from . import codec, settings
+from .agentwatch import AgentWatch, TurnLog
 from .enums import BudgetAction, IdleAction, PermissionMode, StoreKind
 from .notify import parse_target
 from .settings import setting
 
 # --- the watchdog's settings (/etc/vmgen/idlewatch.toml, root's) --------------------------------
+
+AGENT_WATCH_DEFAULTS = AgentWatch()
 
 # What each action does to the workspace, as `vmgen status` and the page say it: "backs up and
 # deletes itself in 28 min unless something happens".
@@ -108,6 +111,17 @@ class WatchSettings:
     dns_endpoint: str = ""
     preview_dns_zone: str = ""  # with a preview domain: its zone, whose records go too
     ignore: tuple[str, ...] = ()
+    # How the watchdog recognises the agent (contract/agentwatch.py; the agent's own declaration
+    # in laptop/agents.py): flat, as TOML documents are. The defaults are Claude Code's.
+    agent_processes: tuple[str, ...] = AGENT_WATCH_DEFAULTS.processes
+    agent_turn_log: TurnLog = AGENT_WATCH_DEFAULTS.turn_log
+    agent_endpoint_variables: tuple[str, ...] = AGENT_WATCH_DEFAULTS.endpoint_variables
+    agent_endpoint: str = AGENT_WATCH_DEFAULTS.endpoint
+    agent_state_paths: tuple[str, ...] = AGENT_WATCH_DEFAULTS.state_paths
+
+    @property
+    def agent_watch(self) -> AgentWatch:
+        return AgentWatch.of(self)
 
     def to_toml(self) -> str:
         return codec.toml_dumps(self)
@@ -117,6 +131,7 @@ class WatchSettings:
         for target in self.notify:
             parse_target(target)
         check_budget_values(self, where)
+        self.agent_watch.validate(where)
         return self
 
     @classmethod

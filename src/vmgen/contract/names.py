@@ -7,6 +7,7 @@ templates receive these values instead of spelling them again.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +16,20 @@ from pathlib import Path
 # container, and the agent must never own the laptop's files (the local backup store).
 AGENT_USER = "agent"
 AGENT_UID = 2000
-# The tmux session every agent runs in (whatever the agent, one name to attach to).
+# The tmux session the agent runs in is named for what it runs: "claude", "codex", "aider"...
+# (AGENT_SESSION is Claude Code's, the default agent's, and every workspace's made before the
+# name followed the agent.)
 AGENT_SESSION = "claude"
+_SESSION_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
+
+
+def agent_session(agent: str) -> str:
+    """The tmux session of the agent named `agent` (an agents.py name: a plain word)."""
+    if not _SESSION_NAME.fullmatch(agent):
+        raise ValueError(f"{agent!r} is no agent name to name a tmux session for")
+    return agent
+
+
 # The web login service's system user (with a domain): neither root nor the agent, it holds the
 # login's verifier, the sessions and the desktop's password it hands over, nothing else.
 WEB_LOGIN_USER = "vmgen-web"

@@ -14,7 +14,7 @@ import enum
 import shlex
 from dataclasses import dataclass
 
-from ..contract.names import AGENT_SESSION, VM
+from ..contract.names import AGENT_SESSION, VM, agent_session
 from .agents import Agent
 
 
@@ -39,7 +39,7 @@ def screen_script(agent: Agent, settle_seconds: float, window: str = "") -> str:
     runner = shlex.quote(str(VM.program("agent-run")))
     # has-session with a window target fails for a missing window (display-message would fall
     # back to the current one).
-    pane = shlex.quote(window_target(window))
+    pane = shlex.quote(window_target(window, agent_session(agent.name)))
     if agent.credential_files:
         tests = [f"grep -qE '^({'|'.join(agent.credential_variables) or '-'})=' {shlex.quote(str(VM.agent_env))}"]
         tests += [f"[ -s {shlex.quote(str(VM.home / name))} ]" for name in agent.credential_files]
@@ -62,10 +62,10 @@ printf '%s\\n' "${{cur:-$prev}}"
 """
 
 
-def window_target(window: str = "") -> str:
+def window_target(window: str = "", session: str = AGENT_SESSION) -> str:
     """tmux's target for a window of the agent's session by its exact name; the session's
     current window without one."""
-    return f"{AGENT_SESSION}:={window}" if window else AGENT_SESSION
+    return f"{session}:={window}" if window else session
 
 
 def parse_screen(output: str) -> AgentScreen:

@@ -6,6 +6,8 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from ..contract.agentwatch import AgentWatch, TurnLog
+from ..contract.documents import AGENT_WATCH_DEFAULTS
 from ..contract.enums import PermissionMode
 from ..contract.names import AGENT_SESSION, VM
 
@@ -31,12 +33,16 @@ class Agent:
     node: bool = False
     # Environment variables the agent reads its API key from, delivered over SSH after boot.
     key_variables: tuple[str, ...] = ()
+    # Shell run as the agent before it starts or resumes, with the delivered keys in its
+    # environment: what turns a key into the agent's own login ("" for none).
+    prepare: str = ""
     # Shell test, true when the agent has a conversation to resume in `{repo_dir}`.
     conversation_test: str = f"test -e {VM.started_once}"
     # pip pins with `==version` and has no `latest`; npm takes `@latest` as it is.
     pip_pinned: bool = False
-    # Whether the idle watchdog reads this agent's own state (its process, transcript, hooks).
-    watched: bool = False
+    # How root's watchdog recognises it working: its processes, its model API, its turn log and
+    # state files (handed to the VM in the watchdog's settings).
+    watch: AgentWatch = AGENT_WATCH_DEFAULTS
     # Text on the agent's screen that means it cannot work: it waits for a login.
     login_screen: tuple[str, ...] = ()
     # Files (below the agent's home) where the agent keeps a login of its own. With these known,
@@ -45,6 +51,11 @@ class Agent:
     # Root's settings file the agent reads and cannot change or override (Claude Code's managed
     # settings): vmgen's hooks and the permission mode's policy go there.
     managed_settings: str = ""
+
+    @property
+    def watched(self) -> bool:
+        """Whether the watchdog sees this agent's processes (every agent declares them)."""
+        return bool(self.watch.processes)
 
     def start_command(self, mode: PermissionMode = PermissionMode.BYPASS) -> str:
         return self._with_mode(self.start, mode)
@@ -98,7 +109,7 @@ AGENTS: dict[str, Agent] = {
             conversation_test=f'compgen -G "{VM.claude_dir}/projects/{{project_key}}/*.jsonl" >/dev/null',
             node=True,
             key_variables=("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
-            watched=True,
+            watch=AgentWatch(),  # its hooks, session status files and transcripts (the defaults)
             # Without a key or a login it starts anyway, and says so once it is sent a prompt.
             login_screen=("Not logged in", "Please run /login", "Invalid API key"),
             credential_files=(".claude/.credentials.json",),
@@ -109,8 +120,27 @@ AGENTS: dict[str, Agent] = {
             install="npm install -g --no-fund --no-audit @openai/codex@{version}",
             start="codex",
             resume="codex resume --last",
+            # It keeps one rollout per conversation (any folder's: `resume --last` takes the newest).
+            conversation_test=f'compgen -G "{VM.home}/.codex/sessions/*/*/*/rollout-*.jsonl" >/dev/null',
             node=True,
             key_variables=("OPENAI_API_KEY",),
+            # With only OPENAI_API_KEY in its environment codex shows its sign-in screen: the key
+            # becomes its login (~/.codex/auth.json) first, unless it has one.
+            prepare=(
+                'if [ -n "${OPENAI_API_KEY:-}" ] && ! codex login status >/dev/null 2>&1; then'
+                " printenv OPENAI_API_KEY | codex login --with-api-key >/dev/null; fi"
+            ),
+            login_screen=("Sign in with ChatGPT", "Finish signing in"),
+            credential_files=(".codex/auth.json",),
+            # The npm package's node launcher runs the native `codex`, which starts `codex
+            # app-server` (it holds the model connections); each turn opens and closes in its rollout.
+            watch=AgentWatch(
+                processes=("codex",),
+                turn_log=TurnLog.CODEX,
+                endpoint_variables=("OPENAI_BASE_URL",),
+                endpoint="https://api.openai.com/v1",
+                state_paths=(".codex/sessions",),
+            ),
         ),
         Agent(
             name="gemini",
@@ -119,6 +149,15 @@ AGENTS: dict[str, Agent] = {
             resume="gemini --resume latest",
             node=True,
             key_variables=("GEMINI_API_KEY",),
+            # node runs the `gemini` script (and it relaunches itself once, a child of the same
+            # name); its chats are saved per project below ~/.gemini/tmp.
+            watch=AgentWatch(
+                processes=("gemini",),
+                turn_log=TurnLog.NONE,
+                endpoint_variables=("GOOGLE_GEMINI_BASE_URL",),
+                endpoint="https://generativelanguage.googleapis.com",
+                state_paths=(".gemini/tmp",),
+            ),
         ),
         Agent(
             name="opencode",
@@ -127,6 +166,19 @@ AGENTS: dict[str, Agent] = {
             resume="opencode --continue",
             node=True,
             key_variables=("ANTHROPIC_API_KEY", "OPENAI_API_KEY"),
+            # A node launcher and the native `opencode`; it stores every message part as it streams
+            # (in its database since 1.x, in storage/ before).
+            watch=AgentWatch(
+                processes=("opencode",),
+                turn_log=TurnLog.NONE,
+                endpoint_variables=("ANTHROPIC_BASE_URL", "OPENAI_BASE_URL"),
+                endpoint="https://api.anthropic.com",
+                state_paths=(
+                    ".local/share/opencode/opencode.db",
+                    ".local/share/opencode/opencode.db-wal",
+                    ".local/share/opencode/storage",
+                ),
+            ),
         ),
         Agent(
             name="aider",
@@ -139,6 +191,14 @@ AGENTS: dict[str, Agent] = {
             packages=("python3-venv",),
             key_variables=("ANTHROPIC_API_KEY", "OPENAI_API_KEY"),
             pip_pinned=True,
+            # python runs the `aider` script; its chat history is a file in the repository (which
+            # the watchdog's file watch sees), and litellm reads the endpoint from these variables.
+            watch=AgentWatch(
+                processes=("aider",),
+                turn_log=TurnLog.NONE,
+                endpoint_variables=("OPENAI_API_BASE", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"),
+                endpoint="https://api.anthropic.com",
+            ),
         ),
     )
 }

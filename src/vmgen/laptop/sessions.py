@@ -15,14 +15,20 @@ from ..errors import UsageError
 
 WINDOW_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
-# Run as the agent: the windows (tab-separated: index, name, pane pid, the pane's command,
-# active), a separator, then every process (pid, parent, command) to find the agent below a pane.
-LIST_SCRIPT = f"""
-tmux list-windows -t {shlex.quote(AGENT_SESSION)} \\
+
+def list_script(session: str = AGENT_SESSION) -> str:
+    """Run as the agent: the windows of `session` (tab-separated: index, name, pane pid, the
+    pane's command, active), a separator, then every process (pid, parent, command) to find the
+    agent below a pane."""
+    return f"""
+tmux list-windows -t {shlex.quote(session)} \\
   -F '#{{window_index}}\t#{{window_name}}\t#{{pane_pid}}\t#{{pane_current_command}}\t#{{window_active}}' 2>/dev/null
 echo ---
 ps -e -o pid=,ppid=,comm=
 """
+
+
+LIST_SCRIPT = list_script()  # Claude Code's session
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ def validate_window_name(name: str, existing: list[str] | tuple[str, ...] = ()) 
     return name
 
 
-def new_window_argv(window: str, paths: VmPaths = VM) -> list[str]:
+def new_window_argv(window: str, paths: VmPaths = VM, session: str = AGENT_SESSION) -> list[str]:
     """A detached window of the agent's session running a fresh conversation (`agent-run --new`:
     it loads the agent's credentials and starts it in the repository folder)."""
     validate_window_name(window)
@@ -52,7 +58,7 @@ def new_window_argv(window: str, paths: VmPaths = VM) -> list[str]:
         "new-window",
         "-d",
         "-t",
-        f"{AGENT_SESSION}:",
+        f"{session}:",
         "-n",
         window,
         str(paths.program("agent-run")),
@@ -60,14 +66,14 @@ def new_window_argv(window: str, paths: VmPaths = VM) -> list[str]:
     ]
 
 
-def attach_argv(window: str = "", index: int | None = None) -> list[str]:
+def attach_argv(window: str = "", index: int | None = None, session: str = AGENT_SESSION) -> list[str]:
     """Attach to the agent's session (created when missing, as `vmgen connect` always did), at
     the window named `window` or numbered `index` (the picker's: names need not be unique)."""
-    attach = ["tmux", "new-session", "-A", "-s", AGENT_SESSION]
+    attach = ["tmux", "new-session", "-A", "-s", session]
     if index is not None:
-        target = f"{AGENT_SESSION}:{int(index)}"
+        target = f"{session}:{int(index)}"
     elif window:
-        target = f"{AGENT_SESSION}:={validate_window_name(window)}"
+        target = f"{session}:={validate_window_name(window)}"
     else:
         return attach
     # A lone ";" separates tmux commands; select-window fails (and nothing attaches) when the

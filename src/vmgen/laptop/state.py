@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..contract.names import AGENT_SESSION, agent_session
 from ..errors import NameBusy
 from .config import state_dir
 from .values import SSHEndpoint, UptimeLog
@@ -103,6 +104,15 @@ class WorkspaceState:
         os.chmod(self.dir, 0o700)
         self.write("workspace.json", json.dumps(asdict(record), indent=2) + "\n")
         self.write("known_hosts", f"{self.host_alias} {host_public_key}\n")
+
+    @property
+    def agent_session(self) -> str:
+        """The tmux session its agent runs in: named for the agent (Claude Code's without a record)."""
+        record = self.record()
+        try:
+            return agent_session(record.agent) if record else AGENT_SESSION
+        except ValueError:
+            return AGENT_SESSION
 
     def record(self) -> WorkspaceRecord | None:
         try:

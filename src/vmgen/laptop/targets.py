@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .agents import AGENT_SESSION
 from .providers import Provider, Workspace
 from .readiness import wait_for_session, wait_for_ssh
 from .ssh import SSHTarget
@@ -33,5 +32,5 @@ def wait_until_agent_back(
 ) -> SSHTarget:
     """After a start: SSH answers and the agent's session is running again."""
     target = wait_for_ssh(lambda: ssh_target(provider, name, identities), timeout, progress)
-    wait_for_session(target, AGENT_SESSION, timeout, progress)
+    wait_for_session(target, WorkspaceState(name).agent_session, timeout, progress)
     return target

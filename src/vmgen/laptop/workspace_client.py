@@ -20,7 +20,7 @@ from ..contract import codec
 from ..contract.certificates import CertificateReport
 from ..contract.control import decode_reply
 from ..contract.documents import BackupResult, RestoreResult, WatchdogState, WebServices
-from ..contract.names import AGENT_SESSION, VM
+from ..contract.names import VM
 from ..errors import BackupFailed, DocumentError, RestoreFailed, StatusUnavailable, VmgenError
 from ..selfwheel import VmgenWheel
 from . import sessions
@@ -29,7 +29,7 @@ from .agents import Agent
 from .handover import Handover, deliver
 from .readiness import Phase, follow_cloud_init, wait_for_session, wait_for_ssh
 from .ssh import SSHTarget, remote, run, write_file_while_booting
-from .state import failed_boot_log
+from .state import WorkspaceState, failed_boot_log
 
 Progress = Callable[[str], None]
 
@@ -83,6 +83,11 @@ class SshWorkspaceClient:
             raise VmgenError(f"{self.name}: not reachable over SSH yet")
         return self._target
 
+    @property
+    def session(self) -> str:
+        """The agent's tmux session (named for the agent its record names)."""
+        return WorkspaceState(self.name).agent_session
+
     def wait_until_reachable(self, timeout: float, progress: Progress) -> None:
         self._target = wait_for_ssh(self._find_target, timeout, progress)
 
@@ -97,7 +102,7 @@ class SshWorkspaceClient:
         deliver(self.target, handover)
 
     def wait_for_agent(self, timeout: float, progress: Progress) -> None:
-        wait_for_session(self.target, AGENT_SESSION, timeout, progress)
+        wait_for_session(self.target, self.session, timeout, progress)
 
     def has_conversation(self, agent: Agent, repo_dir: str) -> bool:
         """What the agent's start script asks: a conversation in `repo_dir` to resume."""
@@ -197,16 +202,16 @@ class SshWorkspaceClient:
 
     def type_prompt(self, prompt: str, window: str = "") -> None:
         """Type PROMPT into the agent's pane (of `window`) and press Enter."""
-        pane = window_target(window)
+        pane = window_target(window, self.session)
         run(self.target, ["tmux", "send-keys", "-t", pane, "-l", "--", prompt])
         run(self.target, ["tmux", "send-keys", "-t", pane, "Enter"])
 
     def windows(self) -> str:
         """The raw listing of the agent session's windows and the processes below them."""
-        return run(self.target, ["bash", "-c", sessions.LIST_SCRIPT]).stdout.decode(errors="replace")
+        return run(self.target, ["bash", "-c", sessions.list_script(self.session)]).stdout.decode(errors="replace")
 
     def new_window(self, window: str) -> None:
-        run(self.target, sessions.new_window_argv(window))
+        run(self.target, sessions.new_window_argv(window, session=self.session))
 
     def keepalive(self, duration: str, reason: str) -> str:
         result = run(self.target, ["vmgen", "vmside", "keepalive", "--for", duration, "--reason", reason])

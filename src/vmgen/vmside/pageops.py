@@ -36,7 +36,7 @@ from typing import Any
 from ..contract import codec
 from ..contract.control import REQUEST_DEADLINE, ControlRequest, busy_line
 from ..contract.documents import parse_leases
-from ..contract.names import AGENT_SESSION, AGENT_USER, PAGE_USER, VM, VmPaths
+from ..contract.names import AGENT_SESSION, AGENT_USER, PAGE_USER, VM, VmPaths, agent_session
 from ..contract.pageops import (
     PageActivity,
     PageRequest,
@@ -86,7 +86,7 @@ class Context:
 
 def serve(conn: socket.socket, context: Context | None = None, page_uid: int | None = None) -> None:
     """Answer one request on an accepted connection (as root)."""
-    context = context or Context(VM, RunAs.lookup(AGENT_USER))
+    context = context or Context(VM, RunAs.lookup(AGENT_USER), session=_agent_session(VM))
     allowed = {0, page_uid if page_uid is not None else RunAs.lookup(PAGE_USER).uid}
     uid = peer_uid(conn)
     try:  # read first, even a request that will be refused: closing on unread data resets it
@@ -262,6 +262,17 @@ def _repo_dir(paths: VmPaths) -> str:
     except (OSError, ValueError, AttributeError):
         return ""
     return value if isinstance(value, str) and value.startswith("/") else ""
+
+
+def _agent_session(paths: VmPaths) -> str:
+    """The agent's tmux session, named for the agent root's description of the workspace names."""
+    import json
+
+    try:
+        with open(paths.workspace_info, "rb") as f:
+            return agent_session(json.loads(f.read(WORKSPACE_INFO_MAX)).get("agent"))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return AGENT_SESSION
 
 
 def _send(conn: socket.socket, line: bytes) -> None:

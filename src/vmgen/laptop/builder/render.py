@@ -21,6 +21,7 @@ import jinja2
 import yaml
 
 from ...contract import codec
+from ...contract.agentwatch import flatten
 from ...contract.documents import (
     BACKUP_DEFAULTS,
     HOOK_EVENTS,
@@ -35,7 +36,6 @@ from ...contract.documents import (
 )
 from ...contract.enums import PermissionMode
 from ...contract.names import (
-    AGENT_SESSION,
     AGENT_UID,
     AGENT_USER,
     CADDY_USER,
@@ -45,6 +45,7 @@ from ...contract.names import (
     VM,
     WEB_LOGIN_USER,
     VmPaths,
+    agent_session,
 )
 from ...contract.permissions import HOOK_TIMEOUT_SECONDS
 from ...contract.weblogin import WebLoginSettings
@@ -88,7 +89,6 @@ NAMES: dict[str, Any] = {
     "web_login_user": WEB_LOGIN_USER,
     "page_user": PAGE_USER,
     "caddy_user": CADDY_USER,
-    "session": AGENT_SESSION,
     "code_ui_dir": codeui.DIR,
     "code_ui_left_out": codeui.LEFT_OUT_DIR,
     "code_ui_server": codeui.SERVER,
@@ -403,9 +403,11 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "web_user": USER,
         "web_ban": WEB_BAN,
         "desktop": spec.desktop,
+        "session": agent_session(spec.agent.name),  # the agent's tmux session, named for it
         "start": spec.agent.start_command(spec.watchdog.permission_mode),
         "resume": spec.agent.resume_command(spec.watchdog.permission_mode),
         "has_conversation": spec.agent.has_conversation(spec.repo_dir),
+        "prepare": spec.agent.prepare,
         "lifetime_seconds": round(spec.watchdog.max_lifetime_hours * 3600),
         "inotify_watches": INOTIFY_WATCHES,
     }
@@ -442,6 +444,7 @@ def _watch_settings(spec: WorkspaceSpec, self_delete: SelfDelete) -> WatchSettin
         dns_zone=spec.web.domain if dns else "",
         preview_dns_zone=spec.web.preview_domain if dns else "",
         dns_endpoint=self_delete.dns_endpoint if dns else "",
+        **flatten(spec.agent.watch),
     )
 
 

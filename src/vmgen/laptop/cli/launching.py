@@ -15,9 +15,9 @@ import click
 from ...backup.target import BackupTarget, target_from_settings, target_on_vm
 from ...contract.documents import WatchdogState
 from ...contract.enums import IdleAction, StoreKind
+from ...contract.names import agent_session
 from ...contract.notify import split_targets
 from ...errors import InvalidSpec, UsageError, VmgenError
-from ..agents import AGENT_SESSION
 from ..config import Settings, notify_secrets
 from ..handover import laptop_extras
 from ..providers import PROVIDERS, provider_class
@@ -297,7 +297,7 @@ def launch(
         return
     err.print(
         f"[green]ready[/]: {spec.name} on {provider.name} in {elapsed:.0f}s "
-        f"({spec.agent.name} runs in tmux session '{AGENT_SESSION}')"
+        f"({spec.agent.name} runs in tmux session '{agent_session(spec.agent.name)}')"
     )
     err.print(f"  connect:  vmgen connect {spec.name}")
     err.print(f'  prompt:   vmgen send {spec.name} "..."')

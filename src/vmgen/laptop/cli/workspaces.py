@@ -258,7 +258,8 @@ def connect(name: str, window: str) -> None:
         windows = parse_windows(SshWorkspaceClient(target, name).windows())
         if len(windows) > 1:
             index = pick_window(windows)
-    sys.exit(interactive(target, remote(attach_argv(window, index)), tty=True))
+    session = WorkspaceState(name).agent_session
+    sys.exit(interactive(target, remote(attach_argv(window, index, session)), tty=True))
 
 
 @main.command()

@@ -22,9 +22,12 @@ from pathlib import Path
 
 import psutil
 
+from ...contract.agentwatch import AgentWatch, TurnLog, endpoint_of
+from ...contract.documents import AGENT_WATCH_DEFAULTS
 from ...contract.names import AGENT_USER, VM
 from ..agentfs import AgentFiles
 from .model import AgentSignals, AgentState
+from .rollout import RolloutReader, StateFolders
 from .transcript import (
     HookReader,
     HookState,
@@ -42,13 +45,17 @@ INTERPRETERS = ("node", "bun", "python")  # prefixes: python3.11, nodejs ...
 @dataclass(frozen=True)
 class AgentConfig:
     user: str = AGENT_USER
-    process_names: tuple[str, ...] = ("claude",)
+    watch: AgentWatch = AGENT_WATCH_DEFAULTS  # how the agent is recognised (its own declaration)
     claude_dir: Path | None = None  # default: $CLAUDE_CONFIG_DIR or $HOME/.claude of the process
     hook_events: Path | None = VM.hook_events
     stall_after: float = 15 * 60
     cpu_busy: float = 0.05  # fraction of one core, averaged over the tick
     excluded_remotes: tuple[str, ...] = ()  # addresses/CIDRs that are not the model API
     only_under: Path | None = None  # only agents whose cwd is below this (tests share a host)
+
+    @property
+    def process_names(self) -> tuple[str, ...]:
+        return self.watch.processes
 
 
 # A process started this long before the tool call's transcript line still counts as the call's:
@@ -93,6 +100,8 @@ class _RootMemory:
     # HTTP client's pool of idle sockets (Bun keeps them for minutes), not a request.
     pooled: frozenset[Connection] = frozenset()
     fresh_since: dict[Connection, float] = field(default_factory=dict)  # monotonic, outside a turn
+    environ: dict[str, str] | None = None  # the agent process's environment (read once)
+    rollout: RolloutReader | None = None  # codex's turn log
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,7 @@ class Evidence:
     hook_recent: bool = False
     tool_alive: tuple[str, ...] = ()  # names of the open tool call's live processes
     new_connections: int = 0  # opened by the agent process outside a turn, not yet stale
+    state_written: bool = False  # an agent without a turn log wrote among its state paths
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,7 @@ class ProcessFacts:
     children_busy: bool = False
     grew_now: bool = False
     grew_recently: bool = False  # its transcript grew within stall_after
+    state_written: bool = False
 
 
 def evidence_of(
@@ -152,6 +163,7 @@ def evidence_of(
         hook_recent=hook.activity_at is not None and wall - hook.activity_at < stall_after,
         tool_alive=_tool_processes(facts.children, tool_since) if tool_running else (),
         new_connections=0 if turn_open else facts.new_connections,
+        state_written=facts.state_written,
     )
 
 
@@ -178,6 +190,8 @@ def classify(e: Evidence) -> tuple[AgentState, str]:
     if not e.turn_open:
         if e.new_connections:
             return AgentState.WORKING, f"no turn open, but {e.new_connections} new model connection(s)"
+        if e.state_written:
+            return AgentState.WORKING, "no turn open, but it writes its conversation"
         if e.children_busy:
             return AgentState.WORKING, "no turn open, but its child processes burn CPU"
         if e.hook.event == "Notification" and e.turn_source == "hook":
@@ -205,7 +219,10 @@ class AgentWatcher:
         # Only the agent's own regular files are read (as root), never through its links; the
         # uid is set once the user exists.
         self._files = AgentFiles(-1)
-        self._hooks = HookReader(config.hook_events, self._files) if config.hook_events else None
+        claude = config.watch.turn_log is TurnLog.CLAUDE
+        self._hooks = HookReader(config.hook_events, self._files) if config.hook_events and claude else None
+        self._state = StateFolders(self._files)
+        self._state_tick: tuple[float, bool] | None = None
         self._cpu: dict[tuple[int, float], tuple[float, float]] = {}
         self._roots: dict[tuple[int, float], _RootMemory] = {}
         self._last_tick: tuple[float, float] | None = None  # (monotonic, wall)
@@ -259,6 +276,8 @@ class AgentWatcher:
     def _session_of(self, tree: Tree) -> tuple[str | None, SessionStatus | None]:
         """The agent process's session id, from the status file Claude Code keeps per process."""
         mem = self._roots.setdefault((tree.root.pid, tree.root.created), _RootMemory())
+        if self.config.watch.turn_log is not TurnLog.CLAUDE:
+            return None, None
         if mem.claude_dir is None:
             mem.claude_dir = self.config.claude_dir or _claude_dir_of(tree.root.pid, self.config.user)
         status = read_session_status(mem.claude_dir, tree.root.pid, self._files)
@@ -399,7 +418,20 @@ class AgentWatcher:
         since_wall: float | None,
     ) -> tuple[AgentState, str, Evidence]:
         mem = self._roots.setdefault((tree.root.pid, tree.root.created), _RootMemory())
-        transcript = self._transcript(tree.root.pid, mem, status, hook)
+        if mem.environ is None:
+            mem.environ = _environ(tree.root.pid)
+        turn_log = self.config.watch.turn_log
+        if turn_log is TurnLog.CLAUDE:
+            transcript = self._transcript(tree.root.pid, mem, status, hook)
+        elif turn_log is TurnLog.CODEX:
+            transcript = self._rollout(tree, mem)
+        else:
+            transcript = TranscriptState(None)
+        # Claude's own connections are all the model's (as they always were); another agent's
+        # count only to its model API's endpoint, as its environment or its declaration names it.
+        if turn_log is not TurnLog.CLAUDE:
+            endpoint = model_endpoint(self.config.watch, mem.environ)
+            tree.agent_connections = frozenset(c for c in tree.agent_connections if to_endpoint(c, endpoint))
         if transcript.grew:
             mem.last_growth = now
         elif mem.last_growth is None and transcript.mtime is not None:
@@ -418,10 +450,38 @@ class AgentWatcher:
             children_busy=elapsed > 0 and tree.cpu_children > limit,
             grew_now=transcript.grew > 0,
             grew_recently=mem.last_growth is not None and now - mem.last_growth < self.config.stall_after,
+            state_written=turn_log is TurnLog.NONE and self._state_written(mem, now),
         )
         ev = evidence_of(transcript, status, hook, facts, wall, self.config.stall_after)
         state, detail = classify(ev)
+        if turn_log is TurnLog.NONE:  # no turn to speak of: say what was seen instead
+            name = self.config.process_names[0]
+            if state is AgentState.WAITING:
+                detail = f"at its prompt (no model connection; {name} keeps no turn log vmgen reads)"
+            elif ev.new_connections:
+                detail = f"{ev.new_connections} model connection(s) open ({name} keeps no turn log vmgen reads)"
         return state, detail, ev
+
+    def _rollout(self, tree: Tree, mem: _RootMemory) -> TranscriptState:
+        """codex's turn from its rollout: the one a process of the session holds open."""
+        if mem.rollout is None:
+            environ = mem.environ or {}
+            home = Path(environ.get("CODEX_HOME") or Path(_home_of(environ, self.config.user)) / ".codex")
+            mem.rollout = RolloutReader(home / "sessions", self._files)
+        held: list[Path] = []
+        for proc in [tree.root, *tree.descendants]:
+            try:  # the kernel's names of its open files: read, never followed
+                held.extend(Path(f.path) for f in psutil.Process(proc.pid).open_files())
+            except psutil.Error:
+                continue
+        return mem.rollout.poll(held)
+
+    def _state_written(self, mem: _RootMemory, now: float) -> bool:
+        """Looked at once a tick (the folders are the agent's, whichever session wrote)."""
+        if self._state_tick is None or self._state_tick[0] != now:
+            home = Path(_home_of(mem.environ, self.config.user))
+            self._state_tick = (now, self._state.written(home / folder for folder in self.config.watch.state_paths))
+        return self._state_tick[1]
 
     def _new_connections(self, tree: Tree, mem: _RootMemory, turn_open: bool, now: float, settled: bool) -> int:
         """The agent's connections opened outside a turn and not older than stall_after: a request
@@ -464,12 +524,56 @@ def _stem(path: str) -> str:
     return base
 
 
+def model_endpoint(watch: AgentWatch, environ: dict[str, str] | None) -> tuple[str, int] | None:
+    """The model API the agent talks to: the first of its endpoint variables set (to a URL) in
+    its environment, else its declared default."""
+    for variable in watch.endpoint_variables:
+        found = endpoint_of((environ or {}).get(variable, ""))
+        if found is not None:
+            return found
+    return endpoint_of(watch.endpoint)
+
+
+def to_endpoint(connection: Connection, endpoint: tuple[str, int] | None) -> bool:
+    """Whether a connection goes to the model API: its port, and its address when the endpoint
+    names one (a host name is never resolved by root: its port must do)."""
+    if endpoint is None:
+        return False
+    host, port = endpoint
+    if connection[3] != port:
+        return False
+    try:
+        wanted = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return True
+    try:
+        remote = ipaddress.ip_address(connection[2].split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(remote, ipaddress.IPv6Address) and remote.ipv4_mapped:
+        remote = remote.ipv4_mapped
+    return remote == wanted
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        return dict(psutil.Process(pid).environ())
+    except psutil.Error:
+        return {}
+
+
+def _home_of(environ: dict[str, str] | None, user: str) -> str:
+    if environ and environ.get("HOME", "").startswith("/"):
+        return environ["HOME"]
+    try:
+        return pwd.getpwnam(user).pw_dir
+    except KeyError:
+        return str(Path.home())
+
+
 def _claude_dir_of(pid: int, user: str) -> Path:
     """Claude Code's config dir as the process sees it (root may read its environment)."""
-    try:
-        env = psutil.Process(pid).environ()
-    except psutil.Error:
-        env = {}
+    env = _environ(pid)
     if env.get("CLAUDE_CONFIG_DIR"):
         return Path(env["CLAUDE_CONFIG_DIR"])
     if env.get("HOME"):

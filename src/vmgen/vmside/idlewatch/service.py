@@ -60,7 +60,12 @@ FILE_CHANGE_WINDOW = 150.0
 def collector_for(settings: WatchSettings, paths: VmPaths = VM) -> SignalCollector:
     config = SignalConfig(
         workspace=Path(settings.workspace) if settings.workspace else paths.work,
-        agent=AgentConfig(user=AGENT_USER, hook_events=paths.hook_events, stall_after=settings.stall_minutes * 60),
+        agent=AgentConfig(
+            user=AGENT_USER,
+            watch=settings.agent_watch,
+            hook_events=paths.hook_events,
+            stall_after=settings.stall_minutes * 60,
+        ),
         humans=HumansConfig(agent_user=AGENT_USER, leases_path=paths.leases),
         # Past the inotify limit, every folder is looked at within FILE_CHANGE_WINDOW (or a sixth of
         # the idle timeout, when that is shorter): a change there still holds the VM up in time.
