@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A developer's environment on a Debian 12 machine: system packages (with the tests' own) and a
 # running Docker engine, the simulated-VM image, an editable virtualenv in .venv with the test
-# extra, and the agent CLIs the tests drive: Claude Code, codex, opencode, aider (every VM gets
+# extra, and the agent CLIs the tests drive: Claude Code, codex, opencode (every VM gets
 # the CLI's own vmgen build over SSH: no wheel folder or package index for it). Exports the image
 # setting; sourced by test.sh. A user's setup is quickstart.sh.
 set -euo pipefail
@@ -35,12 +35,8 @@ if [ "$("$root/.cache/opencode/bin/opencode" --version 2>/dev/null)" != "$openco
   echo "==> opencode $opencode_version for the watchdog's real-process tests"
   npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/opencode" "opencode-ai@$opencode_version" >/dev/null
 fi
-aider_version=0.86.2  # the watchdog's real-aider test drives this exact version (a venv of its own)
-if [ "$("$root/.cache/aider/bin/aider" --version 2>/dev/null | cut -d' ' -f2)" != "$aider_version" ]; then
-  echo "==> aider $aider_version for the watchdog's real-process tests"
-  [ -x "$root/.cache/aider/bin/python" ] || python3 -m venv "$root/.cache/aider"
-  "$root/.cache/aider/bin/pip" install -q --disable-pip-version-check "aider-chat==$aider_version"
-fi
+# aider (a virtualenv of its own, ~50 s of downloads on a fresh machine) is installed by its test's
+# fixture on first use, beside the rest of the suite (tests/integration/test_watchdog_real_aider.py).
 
 if ! wait "$image_build"; then
   tail -n 40 "$image_log" >&2

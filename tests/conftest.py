@@ -40,6 +40,7 @@ LONGEST_FIRST = (  # by the time a loaded run spent on each (a timeline of every
     "tests/e2e/test_sync_config.py",
     "tests/e2e/test_cli_truth.py",
     "tests/integration/test_watchdog_real_claude.py",
+    "tests/integration/test_watchdog_real_aider.py",  # installs aider's own virtualenv first
     "tests/e2e/test_quickstart.py",
     "tests/e2e/test_packaging.py",
     "tests/e2e/test_launch_variants.py",
