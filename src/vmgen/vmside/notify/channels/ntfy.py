@@ -77,12 +77,10 @@ class NtfyChannel:
         self._lock = threading.Lock()
 
     def send(self, message: Message, timeout: float) -> None:
-        post_json(
-            self.target.server + "/",
-            ntfy_body(self.target.topic, message, self._capabilities(message, timeout / 2)),
-            self._headers(),
-            timeout,
-        )
+        start = self._clock()
+        capabilities = self._capabilities(message, timeout / 2)  # the topic's check takes half at most
+        left = timeout - (self._clock() - start)
+        post_json(self.target.server + "/", ntfy_body(self.target.topic, message, capabilities), self._headers(), left)
 
     def protected(self, timeout: float) -> bool:
         """Whether only token holders read the topic (asked of the server, kept a while)."""
@@ -97,8 +95,9 @@ class NtfyChannel:
         return answer
 
     def _capabilities(self, message: Message, timeout: float) -> Capabilities | None:
-        if not (message.link and self._key) or not self.protected(timeout):
-            return None
+        acting = bool(message.request_id) or message.kind not in NO_KEEPALIVE
+        if not (message.link and self._key and acting) or not self.protected(timeout):
+            return None  # (a workspace going or gone: no button acts, the topic need not be asked)
         now = time.time()
         url = message.link.rstrip("/") + PHONE_PATH
         if message.request_id:
@@ -107,8 +106,6 @@ class NtfyChannel:
                 allow=answer_capability(self._key, message.workspace, message.request_id, "allow", now),
                 deny=answer_capability(self._key, message.workspace, message.request_id, "deny", now),
             )
-        if message.kind in NO_KEEPALIVE:
-            return Capabilities(url)
         return Capabilities(url, keepalive=keepalive_capability(self._key, message.workspace, now))
 
     def _headers(self) -> dict[str, str]:
