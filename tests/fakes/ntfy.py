@@ -14,6 +14,10 @@ Shapes and rules come from ntfy's own server (github.com/binwiederhier/ntfy, rea
   visitor's request bucket (burst 60, one more every 5 s) is empty.
 - server/actions.go: the "simple" and JSON action formats, at most 3 actions, view/broadcast/http.
 - util/util.go: ParsePriority (1-5, min/low/default/high/max/urgent).
+- The phone's side of a button (`press`): the Android app's UserActionWorker (binwiederhier/ntfy-android,
+  app/src/main/java/io/heckel/ntfy/msg/UserActionWorker.kt, read at 018d3a8) sends an `http` action as its
+  method (POST when none), headers and body to its url and counts a 2xx answer as done (clearing the
+  notification only then, with `clear`); a `view` action only opens its url.
 
     with FakeNtfy(protected={"alerts": {"tk_test"}}) as ntfy:
         requests.post(f"{ntfy.endpoint}/alerts", data="hi", headers={"Authorization": "Bearer tk_test"})
@@ -406,6 +410,29 @@ class FakeNtfy(ServedFake):
             seconds = _duration(since)
             found = [m for m in found if m["time"] >= time.time() - seconds]
         return b"".join((json.dumps(m) + "\n").encode() for m in found)
+
+
+def press(action: Json, url: str = "", timeout: float = 10.0) -> tuple[int, bytes]:
+    """Press an `http` button of a received message as the phone does: its method (POST when none),
+    headers and body to its url (`url` instead: a test's own server standing in for that host).
+    The status and the body of the answer; a `view` button sends nothing and is refused here."""
+    import urllib.error
+    import urllib.request
+
+    if action.get("action") != "http":
+        raise ValueError(f"a {action.get('action')!r} button sends no request")
+    body = str(action.get("body", "")).encode()
+    request = urllib.request.Request(
+        url or str(action["url"]),
+        data=body or None,
+        headers=dict(action.get("headers") or {}),
+        method=str(action.get("method") or "POST"),
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read()
 
 
 def _duration(text: str) -> float:

@@ -31,6 +31,7 @@ from tests.polling import wait_until
 from tests.ports import free_port
 from vmgen.contract.enums import TlsMode
 from vmgen.contract.names import VmPaths
+from vmgen.contract.phone_actions import PHONE_PATH
 from vmgen.contract.weblogin import WebLoginSettings, make_verifier
 from vmgen.laptop.caddy import WebAccess, render_caddyfile, upstream
 from vmgen.vmside.weblogin.server import LoginConfig, LoginService, serve
@@ -217,6 +218,9 @@ def web(tmp_path_factory) -> Iterator[Web]:
         caddyfile = caddyfile.replace(
             f"import vmgen_login {upstream(site, vm)}\n", f"import vmgen_login 127.0.0.1:{backends[site.role].port}\n"
         )
+        caddyfile = caddyfile.replace(  # the page's one path without the login (an ntfy button)
+            f"reverse_proxy {upstream(site, vm)} {{", f"reverse_proxy 127.0.0.1:{backends[site.role].port} {{"
+        )
     (root / "Caddyfile").write_text(caddyfile)
     errors = (root / "caddy.err").open("w")
     caddy = subprocess.Popen(
@@ -396,6 +400,29 @@ def test_host_and_path_tricks_reach_no_backend(web):
         == 401
     )
     assert {name: len(b.requests) for name, b in web.backends.items()} == before
+
+
+def test_only_the_phone_buttons_path_reaches_the_page_without_the_login(web):
+    """An ntfy button's POST (contract.phone_actions.PHONE_PATH) reaches the page with no session,
+    and without the cookies the phone's browser might hold; no other path, method trick or hostname
+    does."""
+    page = web.backends["page"]
+    before = len(page.requests)
+    cookie = {"Cookie": "__Host-vmgen=stolen; theme=dark", "Content-Type": "text/plain"}
+    code, _, _ = request(web, HOST, PHONE_PATH, "POST", cookie, b"a.e30." + b"0" * 64)
+    assert code == 200
+    (reached,) = page.requests[before:]
+    assert (reached["method"], reached["path"]) == ("POST", PHONE_PATH) and "cookie" not in reached["headers"]
+    for host, path in (
+        (HOST, PHONE_PATH + "/x"),
+        (HOST, PHONE_PATH + "x"),
+        (HOST, PHONE_PATH + "/../state"),
+        (HOST, "/api/state"),
+        (CODE, PHONE_PATH),
+        (PREVIEW, PHONE_PATH),
+    ):
+        assert request(web, host, path, "POST", cookie, b"x")[0] in (400, 401, 403), (host, path)
+    assert len(page.requests) == before + 1
 
 
 def test_a_wrong_password_is_logged_without_any_credential(web):

@@ -12,7 +12,9 @@ Permission prompts (contract/permissions.py): the agent's hook asks with "permis
 for `{"result": {"decision": ...}}` or a refusal (no answer in time); "permissions" (the pending
 ones) and "answer" are root's alone, asked by root's page socket on the page's behalf.
 "signed-answer" is an answer from the phone that the laptop signed (contract.permission_answer)
-and the agent's SSH login relays: root takes it only with a good signature.
+and the agent's SSH login relays: root takes it only with a good signature. "phone-answer" is the
+same from an ntfy button (contract.phone_actions), signed by root itself and relayed by root's page
+socket alone.
 """
 
 from __future__ import annotations
@@ -30,8 +32,20 @@ from .permissions import DECISIONS, ID_CHARS, PermissionAsk
 MAX_REQUEST = 16 << 10
 MAX_REPLY_LINE = 64 << 10
 REQUEST_DEADLINE = 5.0  # seconds from connecting to the end of the request line, in total
-OPERATIONS = ("backup", "restore", "tick", "budget", "permission", "permissions", "answer", "signed-answer")
-ROOT_ONLY = ("permissions", "answer")  # the agent may ask for a permission, never see or answer one
+OPERATIONS = (
+    "backup",
+    "restore",
+    "tick",
+    "budget",
+    "permission",
+    "permissions",
+    "answer",
+    "signed-answer",
+    "phone-answer",
+)
+# The agent may ask for a permission, never see or answer one; an ntfy button's answer comes only
+# through root's page socket (the one path Caddy opens for it), never from the agent's shell.
+ROOT_ONLY = ("permissions", "answer", "phone-answer")
 TRIGGERS = ("laptop", "page", "shell")
 
 
@@ -41,11 +55,11 @@ class ControlRequest:
     trigger: str = "shell"  # who asked, for the result's record
     identity: str = ""  # restore only: the age identity the laptop pushed over SSH
     grant: str = ""  # budget only: the grant's text, as the laptop signed it
-    mac: str = ""  # budget, signed-answer: the signature (contract.signed)
+    mac: str = ""  # budget, signed-answer, phone-answer: the signature (contract.signed)
     ask: PermissionAsk | None = None  # permission: the tool call the agent asks to make
     request_id: str = ""  # answer: the pending request's single-use id
     decision: str = ""  # answer: allow or deny
-    answer: str = ""  # signed-answer: the answer's text, as the laptop signed it
+    answer: str = ""  # signed-answer, phone-answer: the answer's text, as the laptop (or root) signed it
 
 
 def encode_request(request: ControlRequest) -> bytes:
@@ -62,7 +76,7 @@ def decode_request(line: bytes) -> ControlRequest:
         raise DocumentError("request: a permission request names its tool call")
     if request.op == "answer" and not (ID_CHARS.fullmatch(request.request_id) and request.decision in DECISIONS):
         raise DocumentError("request: an answer names a request id and allow or deny")
-    if request.op == "signed-answer" and not (request.answer and request.mac):
+    if request.op in ("signed-answer", "phone-answer") and not (request.answer and request.mac):
         raise DocumentError("request: a signed answer carries its text and its signature")
     return request
 

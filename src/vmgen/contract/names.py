@@ -203,6 +203,12 @@ class VmPaths:
         return self.run / "backup-requests.json"
 
     @property
+    def phone_buttons_used(self) -> Path:
+        """Root's record of the ntfy Keep alive buttons it acted on (each acts once; on the disk,
+        so a reboot does not make a pressed one new)."""
+        return self.state / "phone-buttons.json"
+
+    @property
     def budget_ledger(self) -> Path:
         """Root's count of this VM's billed time against its share of the month's budget: on the
         disk, so that a reboot or a stop and start does not reset it."""

@@ -21,8 +21,9 @@ from ..errors import DocumentError, PageRequestError
 from . import codec
 from .documents import Lease
 from .permissions import DECISIONS, ID_CHARS
+from .phone_actions import MAX_CAPABILITY
 
-OPERATIONS = ("activity", "send", "keepalive", "backup", "changes", "permissions", "answer")
+OPERATIONS = ("activity", "send", "keepalive", "backup", "changes", "permissions", "answer", "phone")
 KEEPALIVE_HOURS = (1, 4)
 MAX_MESSAGE = 4000
 # Activity as the page shows it: the newest items, each text cut to a line's worth.
@@ -38,6 +39,7 @@ class PageRequest:
     hours: int = 0  # keepalive: one of KEEPALIVE_HOURS
     request_id: str = ""  # answer: the permission request's id, as root gave it
     decision: str = ""  # answer: allow or deny
+    capability: str = ""  # phone: an ntfy button's capability, as the phone posted it (contract.phone_actions)
 
 
 def encode_request(request: PageRequest) -> bytes:
@@ -54,6 +56,8 @@ def decode_request(line: bytes) -> PageRequest:
         raise PageRequestError(f"hours must be one of {KEEPALIVE_HOURS}")
     if request.op == "answer" and not (ID_CHARS.fullmatch(request.request_id) and request.decision in DECISIONS):
         raise PageRequestError("an answer names a request id and allow or deny")
+    if request.op == "phone" and not 0 < len(request.capability) <= MAX_CAPABILITY:
+        raise PageRequestError("a button carries its capability")
     return request
 
 

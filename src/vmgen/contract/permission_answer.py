@@ -37,18 +37,19 @@ def answer_text(answer: PermissionAnswer) -> str:
     return json.dumps(codec.to_value(answer), sort_keys=True, separators=(",", ":"))
 
 
-def signed_answer(answer: PermissionAnswer, key: str) -> tuple[str, str]:
-    """The text and its signature, as the agent relays them."""
+def signed_answer(answer: PermissionAnswer, key: str, purpose: str = PURPOSE) -> tuple[str, str]:
+    """The text and its signature, as the agent relays them (or, under contract.phone_actions'
+    purpose, as root puts them under an ntfy button)."""
     text = answer_text(answer)
-    return text, sign(text, key, PURPOSE)
+    return text, sign(text, key, purpose)
 
 
-def verified_answer(text: str, mac: str, key: str, workspace: str) -> PermissionAnswer:
-    """The answer in `text` when `mac` is its signature with `key`, and it is for `workspace`;
-    else DocumentError (one line, never the key)."""
+def verified_answer(text: str, mac: str, key: str, workspace: str, purpose: str = PURPOSE) -> PermissionAnswer:
+    """The answer in `text` when `mac` is its signature with `key` for `purpose`, and it is for
+    `workspace`; else DocumentError (one line, never the key)."""
     if not key:
         raise DocumentError("this workspace holds no key for signed answers (launched by an older vmgen)")
-    if len(text) > MAX_ANSWER or not matches(text, mac, key, PURPOSE):
+    if len(text) > MAX_ANSWER or not matches(text, mac, key, purpose):
         raise DocumentError("the answer's signature does not match")
     answer = codec.loads(PermissionAnswer, text, "the answer")
     if answer.workspace != workspace:

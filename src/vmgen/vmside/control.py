@@ -122,7 +122,7 @@ def serve(
     if request.op in ("permission", "permissions", "answer"):
         _answer_permission(conn, request, desk or DESK)
         return
-    if request.op == "signed-answer":
+    if request.op in ("signed-answer", "phone-answer"):
         _answer_signed(conn, request, paths, desk or DESK)
         return
 
@@ -229,17 +229,20 @@ def _answer_permission(conn: socket.socket, request: ControlRequest, desk: Permi
 
 
 def _answer_signed(conn: socket.socket, request: ControlRequest, paths: VmPaths, desk: PermissionDesk) -> None:
-    """An answer from the phone, relayed by the agent: taken only with the laptop's signature
-    (the workspace's key, root's secret), for this workspace, for a request still pending, signed
-    within its lifetime, once."""
-    from ..contract.permission_answer import verified_answer
+    """An answer from the phone: relayed by the agent (signed-answer, the laptop's from Telegram) or
+    by root's page socket (phone-answer, an ntfy button's, which root signed when it sent the
+    message). Taken only with the signature of the workspace's key (root's secret) under the
+    purpose of its kind, for this workspace, for a request still pending, signed within its
+    lifetime, once."""
+    from ..contract.permission_answer import PURPOSE, verified_answer
+    from ..contract.phone_actions import ANSWER_PURPOSE
     from ..contract.signed import KEY_VARIABLE
     from .idlewatch import settings
 
+    purpose = ANSWER_PURPOSE if request.op == "phone-answer" else PURPOSE
     try:
-        answer = verified_answer(
-            request.answer, request.mac, settings.read_secrets(paths).get(KEY_VARIABLE, ""), settings.load(paths).name
-        )
+        key = settings.read_secrets(paths).get(KEY_VARIABLE, "")
+        answer = verified_answer(request.answer, request.mac, key, settings.load(paths).name, purpose)
     except (DocumentError, ConfigError) as exc:
         log.warning("control: a signed answer refused: %s", exc)
         _send(conn, refused_line(str(exc)), FINAL_SEND_TIMEOUT)

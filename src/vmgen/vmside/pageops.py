@@ -16,6 +16,11 @@ slow any process of its uid:
   through root's control socket (as root: the agent can neither see nor answer them there). An
   answer is taken only where the page is behind vmgen's login: without a domain the page's own
   socket is the agent's to reach (`vmgen open` tunnels to it as the agent), so the terminal answers.
+- phone: an ntfy button pressed on the phone (contract.phone_actions), the one request that comes
+  without the login (Caddy opens the page's PHONE_PATH alone for it): its capability is the whole
+  of its authority. Allow / Deny go to root's control socket (`phone-answer`, root's alone), which
+  checks them as it checks the laptop's signed answers; Keep alive is checked here (root's key,
+  root's clock, root's record of the buttons that acted) and writes the lease as `keepalive` does.
 
 Run as `python -I -m vmgen.vmside.pageops`: it imports only what these need.
 """
@@ -145,10 +150,10 @@ def send(request: PageRequest, context: Context) -> dict[str, Any]:
     return {"sent": True}
 
 
-def keepalive(request: PageRequest, context: Context) -> dict[str, Any]:
+def keepalive(request: PageRequest, context: Context, reason: str = "from the workspace page") -> dict[str, Any]:
     seconds = request.hours * 3600
     python = str(context.paths.venv / "bin" / "python")
-    argv = [python, "-I", "-c", LEASE_WRITER, str(seconds), "from the workspace page", str(context.paths.leases)]
+    argv = [python, "-I", "-c", LEASE_WRITER, str(seconds), reason, str(context.paths.leases)]
     try:
         code, _ = run_as(context.agent, argv, timeout=KEEPALIVE_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired):
@@ -241,6 +246,34 @@ def answer(request: PageRequest, context: Context) -> dict[str, Any]:
     return {"answered": True, "decision": request.decision}
 
 
+def phone(request: PageRequest, context: Context) -> dict[str, Any]:
+    """An ntfy button: Allow / Deny through the control daemon's check, Keep alive checked here."""
+    from ..contract.phone_actions import ANSWER_KIND, KEEPALIVE_HOURS, read_capability, verified_keepalive
+    from ..contract.signed import KEY_VARIABLE
+    from ..errors import ConfigError
+    from .idlewatch.settings import load, read_secrets
+    from .phone_actions import take_once
+
+    if not page_behind_login(context):
+        raise Refused("this workspace's page has no login of its own (no domain)")
+    try:
+        kind, text, mac = read_capability(request.capability)
+        if kind == ANSWER_KIND:
+            result = _ask_control(ControlRequest("phone-answer", trigger="page", answer=text, mac=mac), context)
+            return {"done": str(result.get("decision", ""))}
+        now = time.time()
+        key = read_secrets(context.paths).get(KEY_VARIABLE, "")
+        ticket = verified_keepalive(text, mac, key, load(context.paths).name, now)
+    except (DocumentError, ConfigError) as exc:
+        log.warning("page ops: an ntfy button refused: %s", exc)
+        raise Refused(str(exc)) from None
+    if not take_once(context.paths.phone_buttons_used, ticket.nonce, ticket.issued_at, now):
+        log.warning("page ops: an ntfy Keep alive button pressed again")
+        raise Refused("already used: each button acts once")
+    done = keepalive(PageRequest("keepalive", hours=KEEPALIVE_HOURS), context, "from the phone")
+    return {"done": "keepalive", **done}
+
+
 OPERATIONS: dict[str, Callable[[PageRequest, Context], dict[str, Any]]] = {
     "activity": activity,
     "send": send,
@@ -249,6 +282,7 @@ OPERATIONS: dict[str, Callable[[PageRequest, Context], dict[str, Any]]] = {
     "changes": changes,
     "permissions": lambda request, context: permissions(context),
     "answer": answer,
+    "phone": phone,
 }
 
 

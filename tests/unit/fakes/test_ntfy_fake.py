@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.fakes.ntfy import ATTACHMENT_TOO_LARGE, FakeNtfy
+from tests.fakes.ntfy import ATTACHMENT_TOO_LARGE, FakeNtfy, press
 
 TOKEN = "tk_testtokentesttokentesttoken1"
 
@@ -235,3 +235,48 @@ def test_a_hanging_server_makes_a_client_time_out_and_records_nothing() -> None:
         with pytest.raises(requests.Timeout):
             requests.post(f"{ntfy.endpoint}/slow", data=b"x", timeout=0.2)
         assert ntfy.messages("slow") == []
+
+
+def test_pressing_an_http_button_sends_what_the_phone_sends(ntfy: FakeNtfy) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    got: list[tuple[str, str, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # http.server's naming
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            got.append((self.command, self.path, body))
+            self.send_response(403 if body == b"refuse" else 200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        requests.post(
+            ntfy.endpoint,
+            timeout=5,
+            json={
+                "topic": "buttons",
+                "message": "x",
+                "actions": [
+                    {"action": "http", "label": "Go", "url": "https://ws.example.com/api/phone", "body": "cap"},
+                    {"action": "http", "label": "No", "url": "https://ws.example.com/x", "body": "refuse"},
+                    {"action": "view", "label": "Open", "url": "https://ws.example.com/"},
+                ],
+            },
+        )
+        go, no, view = ntfy.messages("buttons")[0]["actions"]
+        local = f"http://127.0.0.1:{server.server_address[1]}/api/phone"
+        assert press(go, local) == (200, b"ok")
+        assert press(no, local)[0] == 403
+        assert got[0] == ("POST", "/api/phone", b"cap")  # no method given: POST, as the app does
+        with pytest.raises(ValueError, match="sends no request"):
+            press(view)
+    finally:
+        server.shutdown()
+        server.server_close()

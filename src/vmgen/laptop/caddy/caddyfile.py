@@ -2,8 +2,11 @@
 
 Every hostname asks the login service (`forward_auth` over its unix socket) before anything
 reaches a backend; only `/healthz` and the login's own paths (`/.vmgen/...`, answered by the
-login service itself) are open. The session cookie never reaches a backend: the login service
-answers each check with the request's cookies minus its own, and Caddy sends those on instead.
+login service itself) are open, and on the workspace's own hostname the one path where the phone
+presses an ntfy button (contract.phone_actions.PHONE_PATH): it goes to the page without the check,
+without cookies, and the page hands its body (a capability root minted) to root, who decides.
+The session cookie never reaches a backend: the login service answers each check with the
+request's cookies minus its own, and Caddy sends those on instead.
 Websockets and event streams go to the login service whole: it checks them the same way and
 relays them for as long as the login lasts (forward_auth would ask once, at the upgrade). Nothing
 else about the login exists in this file: no password, no hash.
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 
 from ...contract.enums import TlsMode
 from ...contract.names import PORTS, VM, VmPaths
+from ...contract.phone_actions import PHONE_PATH
 from ...contract.weblogin import LOGIN_PREFIX, MAX_HEADER_BYTES, WebLoginSettings, WebSite
 
 CODE_PORT = PORTS.code_ui  # CloudCLI, the Claude Code web UI
@@ -158,6 +162,15 @@ def _site(web: WebAccess, site: WebSite, vm: VmPaths) -> str:
             f"@code_ui_login path {' '.join(CODE_UI_LOGIN_PATHS)}",
             "handle @code_ui_login {",
             f"\trespond `{message}` 403",
+            "}",
+        ]
+    if site.role == "page":
+        # An ntfy button from the phone: no session; its body is its credential, checked by root.
+        lines += [
+            f"handle {PHONE_PATH} {{",
+            f"\treverse_proxy {upstream(site, vm)} {{",
+            "\t\theader_up -Cookie",
+            "\t}",
             "}",
         ]
     if site.own and site.role != "page":

@@ -23,6 +23,9 @@ _FAILURES = {
     "server_error": "a model API server error",
     "max_output_tokens": "the reply hit its output limit",
 }
+# Messages about a workspace that is going or gone: holding its watchdog off means nothing (no Keep
+# alive button under them, on any channel).
+NO_KEEPALIVE = frozenset({"acting", "deleted", "powered off", "backup failed"})
 BACKUP_ID_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_.:")
 
 
@@ -37,7 +40,7 @@ class Notice:
     state: str = ""
     priority: int = 3  # ntfy's 1-5
     tags: tuple[str, ...] = ()
-    request_id: str = ""  # a permission prompt root holds: its single-use id (Telegram's Allow / Deny)
+    request_id: str = ""  # a permission prompt root holds: its single-use id (Allow / Deny on Telegram and ntfy)
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class Message:
     link: str  # the workspace page ("" without a domain)
     priority: int = 3
     tags: tuple[str, ...] = ()
-    request_id: str = ""  # a permission prompt root holds: its single-use id (Telegram's Allow / Deny)
+    request_id: str = ""  # a permission prompt root holds: its single-use id (Allow / Deny on Telegram and ntfy)
 
 
 def hook_state(event: HookEvent) -> tuple[str, Notice | None]:
@@ -209,7 +212,7 @@ def permission_notice(tool: str, request_id: str = "") -> Notice:
     """A permission prompt root holds for the page: vmgen's words and the tool's name, if that
     is one plain word (Bash, Edit, mcp__server__tool: the agent names it, so nothing else of it
     goes out: no dots, no slashes, nothing a phone could take for a link). `request_id`, root's
-    own single-use id of the request, is for the channels that offer Allow / Deny (Telegram)."""
+    own single-use id of the request, is for the channels that offer Allow / Deny (Telegram, ntfy)."""
     word = tool if _TOOL_WORD.fullmatch(tool) else "a tool"
     return Notice(
         "permission",
@@ -249,6 +252,7 @@ def _plain(value: str) -> str:
 
 
 __all__ = [
+    "NO_KEEPALIVE",
     "Dedupe",
     "Message",
     "Notice",

@@ -14,7 +14,10 @@ an event stream asks on its own clock and sends the document again only when it 
 domain the stream reaches the browser through the web login's relay, which ends it at Sign out.
 
 Actions are POSTs that must carry a JSON body, a custom header and a same-origin Origin: a page
-on another site cannot make the user's browser trigger them. Routes are functions of a request's
+on another site cannot make the user's browser trigger them. One POST is the exception, an ntfy
+button pressed on the phone (PHONE_PATH, the one path Caddy sends here without the login's check):
+its body is a capability root minted, and root alone decides what it is worth (pageops' `phone`);
+the page only checks its shape and how often such requests come before it asks root. Routes are functions of a request's
 parts that return a `Reply` (vmside/httpbase.py); the handler reads and writes.
 """
 
@@ -40,6 +43,7 @@ from ...contract.documents import ACTION_WORDS, WatchdogState
 from ...contract.names import UNITS, VM, VmPaths
 from ...contract.pageops import KEEPALIVE_HOURS, MAX_MESSAGE, PageActivity, PageRequest, encode_request
 from ...contract.permissions import DECISIONS, ID_CHARS, PermissionsView
+from ...contract.phone_actions import MAX_CAPABILITY, PHONE_PATH, read_capability
 from ...contract.verdict_words import budget_words, lifetime_words, verdict_word, what_happens, what_holds
 from ...errors import DocumentError
 from ..activation import UnixHTTPServer, serve_unix
@@ -61,6 +65,10 @@ STREAM_SECONDS = 600.0  # a stream ends after this and the browser opens it agai
 HEARTBEAT_SECONDS = 15.0  # a comment when nothing changed: a closed connection shows on a write
 MAX_STREAMS = 8
 STREAM_RETRY_MS = 5000
+# ntfy buttons: anyone on the internet can post to PHONE_PATH, and each post that looks like a
+# button costs a root process; a person presses a few a minute.
+PHONE_PRESSES = 12
+PHONE_WINDOW_SECONDS = 60.0
 
 
 class ActionRefused(Exception):
@@ -112,6 +120,18 @@ class WebSettings:
     _changes_lock: threading.Lock = field(default_factory=threading.Lock)
     streams: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(MAX_STREAMS))
     clock: Callable[[], float] = time.monotonic
+    _presses: list[float] = field(default_factory=list)
+    _presses_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def admit_press(self) -> bool:
+        """Whether another ntfy button may be asked about now (PHONE_PRESSES a window)."""
+        with self._presses_lock:
+            now = self.clock()
+            self._presses[:] = [t for t in self._presses if now - t < PHONE_WINDOW_SECONDS]
+            if len(self._presses) >= PHONE_PRESSES:
+                return False
+            self._presses.append(now)
+            return True
 
     def changes(self) -> dict[str, Any]:
         """The agent's changes as root last made them, at most CHANGES_SECONDS old; when root does
@@ -330,12 +350,43 @@ def open_stream(settings: WebSettings, headers: Any) -> Reply | None:
     return None
 
 
+# ntfy's web app presses an http button with fetch() from its own origin: it may read the answer
+# (which says only done or why not). No cookie is involved: the capability is the credential.
+PHONE_HEADERS = (("Access-Control-Allow-Origin", "*"),)
+
+
+def press_button(settings: WebSettings, raw: bytes) -> Reply:
+    """An ntfy button's POST: its body is the capability (contract.phone_actions)."""
+    try:
+        if len(raw) > MAX_CAPABILITY:
+            raise ActionRefused(413, "too large")
+        try:
+            capability = raw.decode().strip()
+            read_capability(capability)
+        except (UnicodeDecodeError, DocumentError):
+            raise ActionRefused(400, "not a vmgen button") from None
+        if not settings.admit_press():
+            raise ActionRefused(429, "too many buttons pressed; try again in a minute")
+        try:
+            done = settings.ops(PageRequest("phone", capability=capability))
+        except ActionRefused as refused:
+            raise ActionRefused(409 if refused.status == 503 else refused.status, str(refused)) from None
+        finally:
+            with settings._lock:
+                settings._permissions = (0.0, {})
+        return Reply(200, json.dumps(done).encode(), "application/json", PHONE_HEADERS)
+    except ActionRefused as refused:
+        return Reply(refused.status, json.dumps({"error": str(refused)}).encode(), "application/json", PHONE_HEADERS)
+
+
 def answer_post(settings: WebSettings, path: str, headers: Any, raw: bytes | None) -> Reply:
     """POST: an action, from the page itself only (a JSON body, the action header, a same-origin
-    Origin); `raw` is None for a body over MAX_BODY."""
+    Origin), or an ntfy button's (PHONE_PATH); `raw` is None for a body over MAX_BODY."""
     try:
         if raw is None:
             raise ActionRefused(413, "too large")
+        if path == PHONE_PATH:
+            return press_button(settings, raw)
         body = _json_body(headers, raw)
         action = ACTIONS.get(path)
         if action is None:

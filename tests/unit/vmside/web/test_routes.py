@@ -12,11 +12,14 @@ import pytest
 
 from vmgen.contract.names import VmPaths
 from vmgen.contract.pageops import PageRequest
+from vmgen.contract.phone_actions import PHONE_PATH
 from vmgen.vmside.web.server import (
     CHANGES_SECONDS,
     HEARTBEAT_SECONDS,
     MAX_BODY,
     MAX_STREAMS,
+    PHONE_PRESSES,
+    PHONE_WINDOW_SECONDS,
     STALLED_SECONDS,
     ActionRefused,
     WebSettings,
@@ -85,6 +88,52 @@ def test_what_is_refused_never_reaches_root(asked, path, sent, raw, status, erro
     reply = answer_post(settings, path, sent, raw)
     assert reply.status == status and error in json.loads(reply.body)["error"]
     assert requests == []
+
+
+# --- an ntfy button pressed on the phone (contract.phone_actions) -----------------------------
+
+BUTTON = "a.e30." + "0" * 64  # the shape of a capability; root decides what it is worth
+
+
+def test_a_button_press_reaches_root_without_the_pages_header_or_origin(asked) -> None:
+    settings, requests = asked
+    # The phone's own request: a plain POST of the capability, no action header, no Origin.
+    plain = Message()
+    reply = answer_post(settings, PHONE_PATH, plain, BUTTON.encode() + b"\n")
+    assert reply.status == 200 and requests == [PageRequest("phone", capability=BUTTON)]
+    assert ("Access-Control-Allow-Origin", "*") in reply.headers  # ntfy's web app may read the answer
+
+
+@pytest.mark.parametrize("raw", [b"", b"allow", b"\xff\xfe", b"a.e30." + b"0" * 64 + b"; rm", b"A" * (MAX_BODY - 1)])
+def test_what_is_no_button_never_reaches_root(asked, raw: bytes) -> None:
+    settings, requests = asked
+    reply = answer_post(settings, PHONE_PATH, Message(), raw)
+    assert reply.status in (400, 413) and requests == []
+
+
+def test_button_presses_are_few_a_minute_whoever_sends_them(tmp_path) -> None:
+    clock, requests = Clock(), []
+
+    def ops(request: PageRequest) -> dict[str, Any]:
+        requests.append(request)
+        return {"done": "allow"}
+
+    settings = WebSettings(vm=VmPaths(etc=tmp_path, state=tmp_path, run=tmp_path), ops=ops, clock=clock)
+    statuses = [answer_post(settings, PHONE_PATH, Message(), BUTTON.encode()).status for _ in range(PHONE_PRESSES + 3)]
+    assert statuses == [200] * PHONE_PRESSES + [429] * 3 and len(requests) == PHONE_PRESSES
+    clock.sleep(PHONE_WINDOW_SECONDS)
+    assert answer_post(settings, PHONE_PATH, Message(), BUTTON.encode()).status == 200
+
+
+def test_roots_refusal_of_a_button_is_the_phones_failure(tmp_path) -> None:
+    def refusing(request: PageRequest) -> dict[str, Any]:
+        raise ActionRefused(503, "no such request: answered already, or no longer asked")
+
+    settings = WebSettings(vm=VmPaths(etc=tmp_path, state=tmp_path, run=tmp_path), ops=refusing)
+    reply = answer_post(settings, PHONE_PATH, Message(), BUTTON.encode())
+    assert reply.status == 409 and json.loads(reply.body) == {
+        "error": "no such request: answered already, or no longer asked"
+    }
 
 
 # --- the changes view: its JSON and its event stream -------------------------------------------

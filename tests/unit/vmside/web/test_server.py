@@ -21,8 +21,11 @@ import pytest
 
 from tests.polling import wait_until
 from vmgen.contract.control import decode_request, progress_line
+from vmgen.contract.documents import WatchSettings
 from vmgen.contract.names import VmPaths
 from vmgen.contract.pageops import PageRequest, encode_request
+from vmgen.contract.phone_actions import KEEPALIVE_BUTTON_SECONDS, PHONE_PATH, keepalive_capability
+from vmgen.contract.signed import KEY_VARIABLE, new_key
 from vmgen.vmside import pageops
 from vmgen.vmside.agentfs import AgentFiles
 from vmgen.vmside.privileges import RunAs
@@ -426,3 +429,38 @@ def asked_by_another(tmp_path: Path, vm: VmPaths) -> None:
     with conn, listener:
         pageops.serve(conn, pageops.Context(vm, RunAs.current()), page_uid=page_uid)
     assert json.loads(client.communicate(timeout=20)[0]) == {"refused": "only the workspace page may ask"}
+
+
+def press(vm: VmPaths, capability: str) -> tuple[int, Any]:
+    """An ntfy button as the phone presses it: a plain POST of its capability, no header of the page's."""
+    conn = UnixHTTPConnection(vm.page_socket)
+    conn.request("POST", PHONE_PATH, body=capability.encode())
+    response = conn.getresponse()
+    status, raw = response.status, response.read()
+    conn.close()
+    return status, json.loads(raw)
+
+
+def test_an_ntfy_keep_alive_button_writes_one_lease_once(page):
+    vm, _ = page
+    key = new_key()
+    vm.watch_settings.write_text(WatchSettings(name="app").to_toml())
+    vm.secrets.write_text(f"{KEY_VARIABLE}={key}\n")
+    button = keepalive_capability(key, "app", time.time())
+    status, result = press(vm, button)
+    assert status == 200 and result["done"] == "keepalive" and result["until"] > time.time() + 3600 - 60
+    assert [lease["reason"] for lease in json.loads(vm.leases.read_text())] == ["from the phone"]
+    # Pressed again (a replay of the same request): refused, no second lease.
+    assert press(vm, button) == (409, {"error": "already used: each button acts once"})
+    # Made with another key (the agent's own), for another workspace, or too old: refused.
+    refused = [
+        press(vm, keepalive_capability(new_key(), "app", time.time())),
+        press(vm, keepalive_capability(key, "api", time.time())),
+        press(vm, keepalive_capability(key, "app", time.time() - KEEPALIVE_BUTTON_SECONDS - 60)),
+    ]
+    assert [r[1]["error"] for r in refused] == [
+        "the button's signature does not match",
+        "the button is not for this workspace",
+        "expired: the button is older than its lifetime",
+    ]
+    assert len(json.loads(vm.leases.read_text())) == 1

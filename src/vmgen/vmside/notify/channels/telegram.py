@@ -25,11 +25,9 @@ from typing import Any
 
 from ....contract.notify import TELEGRAM_CHAT_VARIABLE, TELEGRAM_TOKEN_VARIABLE, TelegramTarget
 from ....contract.telegram import keepalive_data, permission_data
-from ..policy import Message
+from ..policy import NO_KEEPALIVE, Message
 from .base import SendError
 
-# Messages about a workspace that is going or gone: holding its watchdog off means nothing.
-NO_KEEPALIVE = frozenset({"acting", "deleted", "powered off", "backup failed"})
 MAX_TEXT = 4096  # characters, the Bot API's limit
 
 
