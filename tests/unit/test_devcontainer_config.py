@@ -88,7 +88,7 @@ def test_a_privileged_request_is_refused_with_the_field_and_the_setting(tmp_path
     assert str(raised.value) == (
         ".devcontainer/devcontainer.json: privileged true would give the dev container every capability and "
         "every device of the VM (1 more such request in the configuration); refused unless "
-        "devcontainer_allow_privileged = true (which gives the agent root on the VM)"
+        "devcontainer_allow_privileged = true"
     )
     allowed = check_config(tmp_path, config, allow_privileged=True)
     assert [r.field for r in allowed] == ["privileged", "runArgs[0]"]

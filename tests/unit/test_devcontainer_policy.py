@@ -110,7 +110,7 @@ def test_the_line_names_the_field_the_value_and_the_setting() -> None:
     line = first.line(".devcontainer/devcontainer.json")
     assert line == (
         '.devcontainer/devcontainer.json: runArgs[0] "--pid=host" would give the dev container the VM\'s '
-        f"processes; refused unless {ALLOW_SETTING} = true (which gives the agent root on the VM)"
+        f"processes; refused unless {ALLOW_SETTING} = true"
     )
     assert "\n" not in line
 

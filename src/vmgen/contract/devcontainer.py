@@ -51,18 +51,15 @@ ALLOWED_CAPABILITIES = frozenset(
 
 # A bind mount of one of these, of a folder below one, or of a folder above one (`/`, `/var`)
 # hands the container the VM's configuration, root's files, the engines' sockets (/run,
-# /var/run: Docker's, rootless engines' below /run/user), vmgen's secrets and state, the kernel's
-# interfaces or the system's programs.
+# /var/run: the rootful engine's, rootless engines' below /run/user), vmgen's secrets and state
+# (/etc/vmgen, /var/lib/vmgen), every engine's storage (/var/lib), the kernel's interfaces or the
+# system's programs.
 SENSITIVE_PATHS = (
     "/etc",
     "/root",
     "/run",
     "/var/run",
-    "/var/lib/docker",
-    "/var/lib/containerd",
-    "/var/lib/containers",
-    "/var/lib/vmgen",
-    "/var/lib/cloud",
+    "/var/lib",
     "/var/log",
     "/proc",
     "/sys",
@@ -102,7 +99,7 @@ class Refusal:
         others = f" ({more} more such request{'s' if more > 1 else ''} in the configuration)" if more else ""
         return (
             f"{config_name}: {self.field} {self.value} would give the dev container {self.gives}{others}; "
-            f"refused unless {ALLOW_SETTING} = true (which gives the agent root on the VM)"
+            f"refused unless {ALLOW_SETTING} = true"
         )
 
 
