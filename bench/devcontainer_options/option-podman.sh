@@ -5,7 +5,6 @@ set -uo pipefail
 export XDG_RUNTIME_DIR=/run/user/$(id -u) PATH=/usr/local/bin:/usr/bin:/bin
 cd ~
 mkdir -p ~/.config/containers
-[ -n "${KEEP_SYSCTLS:-}" ] || printf '[containers]\ndefault_sysctls = []\n' >~/.config/containers/containers.conf
 printf '[storage]\ndriver = "%s"\n' "${DRIVER:-overlay}" >~/.config/containers/storage.conf
 podman system reset -f >/dev/null 2>&1
 podman info --format 'driver={{.Store.GraphDriverName}} cgroups={{.Host.CgroupsVersion}}/{{.Host.CgroupManager}} net={{.Host.NetworkBackend}} rootless={{.Host.Security.Rootless}} runtime={{.Host.OCIRuntime.Name}}' 2>&1

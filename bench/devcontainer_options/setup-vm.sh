@@ -6,7 +6,7 @@ export DEBIAN_FRONTEND=noninteractive
 s=$(date +%s.%N)
 apt-get update -q >/dev/null
 apt-get install -y -q --no-install-recommends podman uidmap slirp4netns fuse-overlayfs crun catatonit \
-  docker.io rootlesskit dbus-user-session systemd-container >/tmp/apt.log 2>&1 || { tail -20 /tmp/apt.log; exit 1; }
+  docker.io rootlesskit dbus-user-session systemd-container docker-compose golang-github-containernetworking-plugin-dnsname >/tmp/apt.log 2>&1 || { tail -20 /tmp/apt.log; exit 1; }
 systemctl disable --now docker.service docker.socket containerd.service >/dev/null 2>&1 || true
 echo "apt: $(echo "$(date +%s.%N) - $s" | bc 2>/dev/null || python3 -c "print($(date +%s.%N)-$s)") s"
 s=$(date +%s.%N)
