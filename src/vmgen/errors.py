@@ -7,6 +7,8 @@ VmgenError                  a runtime failure; exit code 1
 │   ├── InvalidSpec
 │   │   └── SourceNotFound
 │   ├── ConfigError
+│   ├── DevcontainerInvalid
+│   ├── DevcontainerRefused
 │   ├── NoSSHKey
 │   ├── WorkspaceExists
 │   ├── NameBusy
@@ -119,6 +121,17 @@ class SourceNotFound(InvalidSpec):
 
 class ConfigError(UsageError):
     """A configuration file or value is malformed."""
+
+
+class DevcontainerInvalid(UsageError):
+    """The repository's devcontainer.json cannot be read: not found where asked, not JSON with
+    comments, not an object, or one of several without `--devcontainer` to pick it."""
+
+
+class DevcontainerRefused(UsageError):
+    """The devcontainer.json asks for what would give the agent the VM (privileged, a host
+    namespace, a capability, a mount of the VM's own folders): refused unless
+    `devcontainer_allow_privileged` is set."""
 
 
 class NoSSHKey(UsageError):

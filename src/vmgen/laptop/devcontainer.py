@@ -1,0 +1,133 @@
+"""A local repository's dev container as the laptop sees it, before anything is created: which
+devcontainer.json a launch would use (the devcontainers CLI's own search order, `--devcontainer
+PATH` to pick one of several, `--no-devcontainer` for none), the file read as JSON with comments,
+and the refusal policy (`contract.devcontainer`) applied to it and to its local features.
+
+This is an early answer for the user: features from a registry and a base image's metadata are
+not visible here, so the VM checks the CLI's merged configuration again before `devcontainer up`.
+Not wired into `vmgen launch` yet (docs/devcontainers.md says what remains).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import json5
+
+from ..contract.devcontainer import Host, Refusal, refusals
+from ..contract.names import VM
+from ..errors import DevcontainerInvalid, DevcontainerRefused
+
+# Where the CLI looks when it is given a workspace folder and no --config, in its order
+# (spec-configuration/configurationCommonUtils.ts).
+DEFAULT_PATHS = (".devcontainer/devcontainer.json", ".devcontainer.json")
+MAX_BYTES = 1024 * 1024  # a devcontainer.json is a few KiB; a larger one is not one
+
+
+@dataclass(frozen=True)
+class DevcontainerConfig:
+    """The configuration a launch would bring up: its path in the repository (POSIX, relative)
+    and its content as parsed."""
+
+    path: str
+    content: dict[str, Any]
+
+
+def find_config(repo: Path, chosen: str = "", disabled: bool = False) -> str | None:
+    """The repository's devcontainer.json, relative to `repo`: `chosen` (`--devcontainer`) when
+    given, else the CLI's default; None without one (or with `disabled`). Several configurations
+    in `.devcontainer/*/` and none at the default paths is an error that lists them."""
+    if disabled:
+        return None
+    if chosen:
+        relative = _inside(repo, chosen)
+        if not (repo / relative).is_file():
+            raise DevcontainerInvalid(f"--devcontainer {chosen}: no such file in {repo}")
+        return relative
+    for candidate in DEFAULT_PATHS:
+        if (repo / candidate).is_file():
+            return _inside(repo, candidate)
+    several = sorted(p.relative_to(repo).as_posix() for p in repo.glob(".devcontainer/*/devcontainer.json"))
+    if several:
+        raise DevcontainerInvalid(
+            f"{repo} has several dev container configurations ({', '.join(several)}): "
+            f"pick one with --devcontainer PATH, or --no-devcontainer for none"
+        )
+    return None
+
+
+def read_config(repo: Path, relative: str) -> DevcontainerConfig:
+    """The file parsed as JSON with comments (trailing commas allowed, as the CLI allows them);
+    a syntax error, a duplicate key or anything but an object is one line naming the place."""
+    return DevcontainerConfig(relative, _read_object(repo, relative))
+
+
+def check_config(
+    repo: Path, config: DevcontainerConfig, *, allow_privileged: bool, workspace: str = "workspace"
+) -> list[Refusal]:
+    """Refuse (DevcontainerRefused, one line) what the policy refuses in the configuration and
+    in its local features (`"./feature"` folders beside it); with `allow_privileged`, return
+    what would have been refused, for the launch to say it once."""
+    host = Host(
+        workspace_folder=str(VM.repo_dir(workspace)),
+        environment={"HOME": str(VM.home), "USER": "agent"},
+    )
+    found = [(config.path, refusal) for refusal in refusals(config.content, host)]
+    for feature_path, feature in local_features(repo, config):
+        found += [(feature_path, refusal) for refusal in refusals(feature, host)]
+    if found and not allow_privileged:
+        where, first = found[0]
+        raise DevcontainerRefused(first.line(where, more=len(found) - 1))
+    return [refusal for _, refusal in found]
+
+
+def local_features(repo: Path, config: DevcontainerConfig) -> list[tuple[str, dict[str, Any]]]:
+    """The configuration's local features (`"./name"`, relative to its own folder), each as its
+    path in the repository and its devcontainer-feature.json."""
+    features = config.content.get("features")
+    if not isinstance(features, Mapping):
+        return []
+    folder = PurePosixPath(config.path).parent
+    found = []
+    for reference in features:
+        if not isinstance(reference, str) or not reference.startswith(("./", "../")):
+            continue  # a feature from a registry or a URL: only the VM sees its metadata
+        path = _inside(repo, str(folder / reference / "devcontainer-feature.json"))
+        if not (repo / path).is_file():
+            raise DevcontainerInvalid(f"{config.path}: the local feature {reference} has no devcontainer-feature.json")
+        found.append((path, _read_object(repo, path)))
+    return found
+
+
+def _inside(repo: Path, relative: str) -> str:
+    """`relative` as a POSIX path inside the repository, links resolved: the VM gets the
+    repository, not this machine's files around it."""
+    root = repo.resolve()
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root):
+        raise DevcontainerInvalid(f"{relative} is outside the repository {repo}")
+    return target.relative_to(root).as_posix()
+
+
+def _read_object(repo: Path, relative: str) -> dict[str, Any]:
+    path = repo / relative
+    with path.open("rb") as file:
+        data = file.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise DevcontainerInvalid(f"{relative}: larger than {MAX_BYTES // 1024} KiB")
+    try:
+        text = data.decode("utf-8-sig")
+        content = json5.loads(text, allow_duplicate_keys=False)
+    except UnicodeDecodeError:
+        raise DevcontainerInvalid(f"{relative}: not UTF-8 text") from None
+    except RecursionError:
+        raise DevcontainerInvalid(f"{relative}: nested too deeply") from None
+    except ValueError as error:
+        detail = str(error).replace("<string>:", "line ")
+        raise DevcontainerInvalid(f"{relative}: not valid JSON with comments: {detail}") from None
+    if not isinstance(content, dict):
+        raise DevcontainerInvalid(f"{relative}: must hold a JSON object, not {type(content).__name__}")
+    return content
