@@ -7,7 +7,8 @@ silent tool call longer than the stall limit is working; a keepalive is said wit
 backs up and powers itself off (a container cannot delete itself); `vmgen list` shows its warning
 beforehand to a user who is not attached, and afterwards that the watchdog stopped it, after which
 backup, and the ways back, which a refused `vmgen restore` names too; `vmgen start` brings it back
-with a fresh countdown. The tests run in order on the module's workspace."""
+with a fresh countdown and both sessions, each resuming its own conversation. The tests run in
+order on the module's workspace."""
 
 from __future__ import annotations
 
@@ -120,7 +121,6 @@ def test_two_sessions_one_at_its_prompt_one_mid_turn_keep_it_up(ws, cli, model, 
         timeout=60,
         what="the second session's answer",
     )
-    cli.ssh(NAME, "tmux kill-window -t claude:two")
 
 
 def test_a_silent_tool_call_longer_than_the_stall_limit_keeps_it_up(ws, cli, model) -> None:
@@ -201,4 +201,13 @@ def test_it_starts_again_with_a_fresh_countdown(ws, cli, docker_client) -> None:
     container = docker_client.containers.get(f"vmgen-{NAME}")
     assert container.status == "running"
     assert cli.ssh(NAME, f"cat work/{NAME}/README.md") == f"# {NAME}\n"
+
+    # Both sessions came back, each resuming its own conversation (not the workspace's latest).
+    def screen(window: str) -> str:
+        return cli.ssh(NAME, f"tmux capture-pane -p -S -300 -t claude:{window}", check=False)
+
+    eventually(lambda: "slow second answer" in screen("=two"), timeout=90, what="the second session resumed")
+    eventually(lambda: "quiet step is over" in screen("0"), timeout=90, what="the first session resumed")
+    assert "slow second answer" not in screen("0") and "quiet step is over" not in screen("=two")
+    assert re.search(r"^\s*1\s+two\s", cli("session", "list", NAME).stdout, re.MULTILINE)
     cli("destroy", NAME, "--yes")

@@ -357,6 +357,13 @@ class VmPaths:
         return self.agent_dir / "started-once"
 
     @property
+    def agent_sessions(self) -> Path:
+        """The agent's sessions (a line each: conversation id, tab, window name), written and read
+        only by the agent's own scripts (agent-run, agent-session) so that each session comes
+        back after a restart; backed up with the home. Root never reads it."""
+        return self.agent_dir / "sessions.tsv"
+
+    @property
     def agent_env(self) -> Path:
         return self.home / ".config" / "vmgen" / "agent.env"
 

@@ -406,8 +406,25 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "start": spec.agent.start_command(spec.watchdog.permission_mode),
         "resume": spec.agent.resume_command(spec.watchdog.permission_mode),
         "has_conversation": spec.agent.has_conversation(spec.repo_dir),
+        **_session_context(spec),
         "lifetime_seconds": round(spec.watchdog.max_lifetime_hours * 3600),
         "inotify_watches": INOTIFY_WATCHES,
+    }
+
+
+def _session_context(spec: WorkspaceSpec) -> dict[str, object]:
+    """How each session resumes its own conversation (agents that take an id for it)."""
+    agent, mode = spec.agent, spec.watchdog.permission_mode
+    if not agent.resumes_by_id:
+        return {"by_id": False}
+    folder, ending = agent.conversation_files(spec.repo_dir)
+    return {
+        "by_id": True,
+        "start_with_id": agent.start_with_id_command(mode),
+        "resume_with_id": agent.resume_with_id_command(mode),
+        "resume_shown": agent.resume_with_id_command(mode).replace('"$session_id"', "$session_id"),
+        "conversation_dir": folder,
+        "conversation_ending": ending,
     }
 
 
