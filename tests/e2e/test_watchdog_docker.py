@@ -1,6 +1,7 @@
 """The watchdog on one docker workspace, with the real Claude Code against the scripted model and
-seconds-scale timers (idle 30 s, stall 15 s): the launch's "ready" line says what the watchdog
-will really do; two sessions (the second opened by `vmgen session new`), one at its prompt and one
+seconds-scale timers (idle 30 s, stall 15 s): the launch installed the user's dotfiles as the
+agent (a repository the test serves); the launch's "ready" line says what the watchdog will
+really do; two sessions (the second opened by `vmgen session new`), one at its prompt and one
 mid-turn on a slow model, are working and `vmgen session list` says which is which; a
 silent tool call longer than the stall limit is working; a keepalive is said with its own time;
 `vmgen status` polled every few seconds is no person and never holds the workspace up, so it
@@ -12,8 +13,12 @@ order on the module's workspace."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import re
+import subprocess
+import threading
 import time
 
 import pytest
@@ -21,7 +26,7 @@ import pytest
 from tests.fakes.anthropic_api import Rule, Script, ToolUse
 from tests.polling import eventually, wait_until
 
-from .conftest import make_repo, unique
+from .conftest import QuietHandler, make_repo, unique
 
 NAME = unique("sleepy")
 IDLE_SECONDS = 30
@@ -33,7 +38,29 @@ TOOL_SECONDS = 40  # a silent step, past twice the stall limit
 
 
 @pytest.fixture(scope="module")
-def ws(cli, model, tmp_path_factory, docker_client):
+def dotfiles(tmp_path_factory):
+    """A dotfiles repository (an install.sh) served over git's dumb HTTP protocol."""
+    base = tmp_path_factory.mktemp("dotfiles")
+    work = base / "work"
+    work.mkdir()
+    (work / "install.sh").write_text('#!/bin/sh\nprintf "%s %s\\n" "$(id -un)" "$PWD" > "$HOME/.dotfiles-ran"\n')
+    (work / "install.sh").chmod(0o755)
+    git = ["git", "-C", str(work), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run([*git, "add", "install.sh"], check=True)
+    subprocess.run([*git, "commit", "-qm", "dots"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(base / "served" / "dots.git")], check=True)
+    subprocess.run(["git", "-C", str(base / "served" / "dots.git"), "update-server-info"], check=True)
+    server = http.server.ThreadingHTTPServer(
+        ("0.0.0.0", 0), functools.partial(QuietHandler, directory=str(base / "served"))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://host.docker.internal:{server.server_address[1]}/dots.git"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ws(cli, model, tmp_path_factory, docker_client, dotfiles):
     model.script = Script(
         rules=[
             Rule(SLOW_SECOND, text="The slow second answer.", delay=SECOND_DELAY),
@@ -49,7 +76,12 @@ def ws(cli, model, tmp_path_factory, docker_client):
         ]
     )
     cli.env.update(
-        {"VMGEN_IDLE_INTERVAL_SECONDS": "2", "VMGEN_IDLE_WARN_MINUTES": "0.25", "VMGEN_IDLE_STALL_MINUTES": "0.25"}
+        {
+            "VMGEN_IDLE_INTERVAL_SECONDS": "2",
+            "VMGEN_IDLE_WARN_MINUTES": "0.25",
+            "VMGEN_IDLE_STALL_MINUTES": "0.25",
+            "VMGEN_DOTFILES_REPO": dotfiles,
+        }
     )
     launched = cli(
         "launch", str(make_repo(tmp_path_factory.mktemp("repo"), NAME)), "--idle-minutes", str(IDLE_SECONDS / 60)
@@ -77,6 +109,11 @@ def test_the_ready_line_says_what_the_watchdog_will_do(ws) -> None:
     line = next(line for line in ws.stderr.splitlines() if "watchdog:" in line)
     said = re.search(r"(?:in (\d+) s unless something happens|once idle for 30 s)$", line)
     assert said is not None and int(said.group(1) or 0) <= IDLE_SECONDS, line
+
+
+def test_the_dotfiles_were_installed_as_the_agent(ws, cli) -> None:
+    assert cli.ssh(NAME, "cat ~/.dotfiles-ran") == "agent /home/agent/dotfiles\n"
+    assert "dotfiles:" not in ws.stderr  # no failure line in the launch's progress
 
 
 def test_two_sessions_one_at_its_prompt_one_mid_turn_keep_it_up(ws, cli, model, docker_client) -> None:

@@ -78,6 +78,8 @@ WHEEL_WAIT_SECONDS = 900
 
 # Watches for the workspace's folders (the kernel's default is as low as 8192 on older ones).
 INOTIFY_WATCHES = 524288
+# Root's deadline for the dotfiles' install script (as Codespaces, it runs before "ready").
+DOTFILES_SECONDS = 600
 
 # What every template may name: the contract's users, paths, units and ports.
 NAMES: dict[str, Any] = {
@@ -185,6 +187,7 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         _file(VM.program("agent-session"), rendered("agent-session.sh.j2"), mode="0755"),
         _file(VM.program("agent-run"), rendered("agent-run.sh.j2"), mode="0755"),
         _file(VM.program("tmux.conf"), rendered("tmux.conf.j2")),
+        *([_file(VM.program("dotfiles-install"), rendered("dotfiles.sh.j2"), mode="0755")] if spec.dotfiles else []),
         _file(VM.program("agent-event"), without_comment_lines(agent_event_hook()), mode="0755"),
         unit(UNITS.agent),
         unit(UNITS.agent_start),
@@ -406,6 +409,10 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "start": spec.agent.start_command(spec.watchdog.permission_mode),
         "resume": spec.agent.resume_command(spec.watchdog.permission_mode),
         "has_conversation": spec.agent.has_conversation(spec.repo_dir),
+        "dotfiles_url": spec.dotfiles.url if spec.dotfiles else "",
+        "dotfiles_branch": (spec.dotfiles.branch or "") if spec.dotfiles else "",
+        "dotfiles_seconds": DOTFILES_SECONDS,
+        "dotfiles_log": VM.dotfiles_log.relative_to(VM.home),
         **_session_context(spec),
         "lifetime_seconds": round(spec.watchdog.max_lifetime_hours * 3600),
         "inotify_watches": INOTIFY_WATCHES,
@@ -472,6 +479,7 @@ def _workspace_info(spec: WorkspaceSpec) -> WorkspaceInfo:
         idle_minutes=spec.watchdog.idle_minutes,
         desktop=spec.desktop,
         vmgen_version=spec.vmgen.build,
+        dotfiles_repo=spec.dotfiles.describe() if spec.dotfiles else "",
     )
 
 
