@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -191,3 +192,60 @@ def test_a_dotfiles_failure_is_one_line_of_the_launchs_progress() -> None:
         "provisioning: agent-unit",
     ]
     assert [p.name for p in phases] == ["dotfiles", "agent-unit"]
+
+
+def roots_dotfiles_step(tmp_path: Path, script: str, monkeypatch: pytest.MonkeyPatch, seconds: int = 600) -> str:
+    """Root's part of the provisioning (from `phase dotfiles` to its verdict) as rendered, run
+    with the agent's script replaced by `script` and as this test's user instead of `runuser -u
+    agent` (the deadline and the verdict are root's own); what it said in the launch's progress."""
+    import vmgen.laptop.builder.render as rendering
+
+    monkeypatch.setattr(rendering, "DOTFILES_SECONDS", seconds)
+    provision = files_of(render(make_spec(dotfiles=parse_dotfiles("https://github.com/me/dots"))))[PROVISION]
+    text = provision["content"]
+    block = text[text.index("phase dotfiles") : text.index("esac", text.index("phase dotfiles")) + 4]
+    (tmp_path / "agents-script").write_text(script)
+    (tmp_path / "agents-script").chmod(0o755)
+    block = block.replace("runuser -u agent -- ", "").replace(INSTALLER, str(tmp_path / "agents-script"))
+    shell = f'set -euo pipefail\nphase() {{ :; }}\nnote() {{ echo "$*"; }}\n{block}\necho step-done\n'
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.endswith("step-done\n"), done.stdout  # the provisioning goes on
+    return done.stdout.removesuffix("step-done\n")
+
+
+def end_own_child(pid_file: Path, argv: str) -> None:
+    """Kill the process the pid file names, if it is still the one this test started."""
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/cmdline").read_text() == argv:
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_an_install_script_that_never_ends_is_stopped_at_roots_deadline(tmp_path, monkeypatch) -> None:
+    """The attack: the agent's script (or the repository's) holds the first boot forever, and
+    a child it leaves behind keeps the output open; root's step ends at its own deadline."""
+    left, lasting = tmp_path / "left-behind", f"300.{os.getpid()}"  # this test's own child, by its argv
+    started = time.monotonic()
+    try:
+        hangs = f"#!/bin/bash\n(sleep {lasting} & echo $! > {left})\nexec sleep 300\n"
+        said = roots_dotfiles_step(tmp_path, hangs, monkeypatch, seconds=2)
+    finally:
+        end_own_child(left, f"sleep\0{lasting}\0")
+    assert time.monotonic() - started < 30
+    assert said == "dotfiles: the install script ran past 2 s and was stopped (see ~/.vmgen/dotfiles.log)\n"
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        (0, ""),
+        (10, "dotfiles: could not clone dotfiles_repo; the workspace comes up without them"),
+        (11, "dotfiles: the install script failed; the workspace comes up without it"),
+        (3, "dotfiles: failed (exit 3); the workspace comes up without them"),
+    ],
+)
+def test_each_failure_is_one_line_and_the_provisioning_goes_on(tmp_path, monkeypatch, status: int, said: str) -> None:
+    out = roots_dotfiles_step(tmp_path, f"#!/bin/sh\nexit {status}\n", monkeypatch)
+    assert out == (f"{said} (see ~/.vmgen/dotfiles.log)\n" if said else "")
