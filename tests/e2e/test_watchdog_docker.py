@@ -170,11 +170,14 @@ def test_a_silent_tool_call_longer_than_the_stall_limit_keeps_it_up(ws, cli, mod
     quiet = seen[len(seen) // 2 :]  # well past the stall limit, nothing written
     assert time.monotonic() - started > 2 * 15, report  # twice the stall limit
     assert all(s["agent"]["state"] == "working" and "tool running" in s["agent"]["detail"] for s in quiet), report
-    eventually(
-        lambda: "quiet step is over" in cli.ssh(NAME, "tmux capture-pane -p -t claude:0"),
+    # Both sessions' screens, to say where the answer went if it is not in the first one's.
+    screens = wait_until(
+        lambda: {w: cli.ssh(NAME, f"tmux capture-pane -p -t claude:{w}", check=False) for w in ("0", "=two")},
+        lambda seen: "quiet step is over" in seen["0"],
         timeout=60,
-        what="the answer after the quiet step",
+        every=1,
     )
+    assert "quiet step is over" in screens["0"], screens
 
 
 def test_a_keepalive_is_said_and_polled_status_never_holds_it_up(ws, cli, docker_client) -> None:
