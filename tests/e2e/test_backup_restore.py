@@ -92,7 +92,7 @@ def test_round_trip_with_the_conversation(cli, model, tmp_path, docker_client) -
     )
     assert root_grep.exit_code == 1, root_grep.output  # grep: nothing found anywhere
     pid = cli.ssh(NAME, "pgrep -u agent -o -f 'claude --'").strip()
-    assert "--continue" in cli.ssh(NAME, f"ps -o args= -p {pid}")
+    assert "claude --resume " in cli.ssh(NAME, f"ps -o args= -p {pid}")  # its own conversation, by id
     eventually(
         lambda: "REMEMBER.md" in cli.ssh(NAME, "tmux capture-pane -p -S -200 -t claude"),
         timeout=60,

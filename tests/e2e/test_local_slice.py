@@ -166,7 +166,7 @@ def test_stop_and_start_keep_files_and_resume_the_conversation(cli, launched) ->
     cli("start", NAME)
     assert cli.ssh(NAME, f"cat work/{NAME}/HELLO.md") == "hello from the scripted model\n"
     pid = agent_pid(cli)
-    assert "--continue" in cli.ssh(NAME, f"ps -o args= -p {pid}")
+    assert "claude --resume " in cli.ssh(NAME, f"ps -o args= -p {pid}")  # its own conversation, by id
     # The resumed session shows the earlier exchange.
     eventually(
         lambda: "HELLO.md" in cli.ssh(NAME, "tmux capture-pane -p -S -200 -t claude"),

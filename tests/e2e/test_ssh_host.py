@@ -92,7 +92,7 @@ def test_stop_keeps_the_disk_and_start_resumes(cli, launched) -> None:
     cli("start", NAME)
     assert cli.ssh(NAME, f"cat work/{NAME}/HELLO.md") == "hello over ssh\n"
     eventually(
-        lambda: "--continue" in cli.ssh(NAME, "ps -o args= -u agent", check=False),
+        lambda: "claude --resume " in cli.ssh(NAME, "ps -o args= -u agent", check=False),
         timeout=90,
         what="the agent resumed with its conversation",
     )

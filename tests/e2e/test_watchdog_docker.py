@@ -1,18 +1,24 @@
 """The watchdog on one docker workspace, with the real Claude Code against the scripted model and
-seconds-scale timers (idle 30 s, stall 15 s): the launch's "ready" line says what the watchdog
-will really do; two sessions (the second opened by `vmgen session new`), one at its prompt and one
+seconds-scale timers (idle 30 s, stall 15 s): the launch installed the user's dotfiles as the
+agent (a repository the test serves); the launch's "ready" line says what the watchdog will
+really do; two sessions (the second opened by `vmgen session new`), one at its prompt and one
 mid-turn on a slow model, are working and `vmgen session list` says which is which; a
 silent tool call longer than the stall limit is working; a keepalive is said with its own time;
 `vmgen status` polled every few seconds is no person and never holds the workspace up, so it
 backs up and powers itself off (a container cannot delete itself); `vmgen list` shows its warning
 beforehand to a user who is not attached, and afterwards that the watchdog stopped it, after which
 backup, and the ways back, which a refused `vmgen restore` names too; `vmgen start` brings it back
-with a fresh countdown. The tests run in order on the module's workspace."""
+with a fresh countdown and both sessions, each resuming its own conversation. The tests run in
+order on the module's workspace."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import re
+import subprocess
+import threading
 import time
 
 import pytest
@@ -20,7 +26,7 @@ import pytest
 from tests.fakes.anthropic_api import Rule, Script, ToolUse
 from tests.polling import eventually, wait_until
 
-from .conftest import make_repo, unique
+from .conftest import QuietHandler, make_repo, unique
 
 NAME = unique("sleepy")
 IDLE_SECONDS = 30
@@ -32,7 +38,29 @@ TOOL_SECONDS = 40  # a silent step, past twice the stall limit
 
 
 @pytest.fixture(scope="module")
-def ws(cli, model, tmp_path_factory, docker_client):
+def dotfiles(tmp_path_factory):
+    """A dotfiles repository (an install.sh) served over git's dumb HTTP protocol."""
+    base = tmp_path_factory.mktemp("dotfiles")
+    work = base / "work"
+    work.mkdir()
+    (work / "install.sh").write_text('#!/bin/sh\nprintf "%s %s\\n" "$(id -un)" "$PWD" > "$HOME/.dotfiles-ran"\n')
+    (work / "install.sh").chmod(0o755)
+    git = ["git", "-C", str(work), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run([*git, "add", "install.sh"], check=True)
+    subprocess.run([*git, "commit", "-qm", "dots"], check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(base / "served" / "dots.git")], check=True)
+    subprocess.run(["git", "-C", str(base / "served" / "dots.git"), "update-server-info"], check=True)
+    server = http.server.ThreadingHTTPServer(
+        ("0.0.0.0", 0), functools.partial(QuietHandler, directory=str(base / "served"))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://host.docker.internal:{server.server_address[1]}/dots.git"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ws(cli, model, tmp_path_factory, docker_client, dotfiles):
     model.script = Script(
         rules=[
             Rule(SLOW_SECOND, text="The slow second answer.", delay=SECOND_DELAY),
@@ -48,7 +76,12 @@ def ws(cli, model, tmp_path_factory, docker_client):
         ]
     )
     cli.env.update(
-        {"VMGEN_IDLE_INTERVAL_SECONDS": "2", "VMGEN_IDLE_WARN_MINUTES": "0.25", "VMGEN_IDLE_STALL_MINUTES": "0.25"}
+        {
+            "VMGEN_IDLE_INTERVAL_SECONDS": "2",
+            "VMGEN_IDLE_WARN_MINUTES": "0.25",
+            "VMGEN_IDLE_STALL_MINUTES": "0.25",
+            "VMGEN_DOTFILES_REPO": dotfiles,
+        }
     )
     launched = cli(
         "launch", str(make_repo(tmp_path_factory.mktemp("repo"), NAME)), "--idle-minutes", str(IDLE_SECONDS / 60)
@@ -76,6 +109,11 @@ def test_the_ready_line_says_what_the_watchdog_will_do(ws) -> None:
     line = next(line for line in ws.stderr.splitlines() if "watchdog:" in line)
     said = re.search(r"(?:in (\d+) s unless something happens|once idle for 30 s)$", line)
     assert said is not None and int(said.group(1) or 0) <= IDLE_SECONDS, line
+
+
+def test_the_dotfiles_were_installed_as_the_agent(ws, cli) -> None:
+    assert cli.ssh(NAME, "cat ~/.dotfiles-ran") == "agent /home/agent/dotfiles\n"
+    assert "dotfiles:" not in ws.stderr  # no failure line in the launch's progress
 
 
 def test_two_sessions_one_at_its_prompt_one_mid_turn_keep_it_up(ws, cli, model, docker_client) -> None:
@@ -120,7 +158,6 @@ def test_two_sessions_one_at_its_prompt_one_mid_turn_keep_it_up(ws, cli, model, 
         timeout=60,
         what="the second session's answer",
     )
-    cli.ssh(NAME, "tmux kill-window -t claude:two")
 
 
 def test_a_silent_tool_call_longer_than_the_stall_limit_keeps_it_up(ws, cli, model) -> None:
@@ -133,11 +170,14 @@ def test_a_silent_tool_call_longer_than_the_stall_limit_keeps_it_up(ws, cli, mod
     quiet = seen[len(seen) // 2 :]  # well past the stall limit, nothing written
     assert time.monotonic() - started > 2 * 15, report  # twice the stall limit
     assert all(s["agent"]["state"] == "working" and "tool running" in s["agent"]["detail"] for s in quiet), report
-    eventually(
-        lambda: "quiet step is over" in cli.ssh(NAME, "tmux capture-pane -p -t claude:0"),
+    # Both sessions' screens, to say where the answer went if it is not in the first one's.
+    screens = wait_until(
+        lambda: {w: cli.ssh(NAME, f"tmux capture-pane -p -t claude:{w}", check=False) for w in ("0", "=two")},
+        lambda seen: "quiet step is over" in seen["0"],
         timeout=60,
-        what="the answer after the quiet step",
+        every=1,
     )
+    assert "quiet step is over" in screens["0"], screens
 
 
 def test_a_keepalive_is_said_and_polled_status_never_holds_it_up(ws, cli, docker_client) -> None:
@@ -201,4 +241,13 @@ def test_it_starts_again_with_a_fresh_countdown(ws, cli, docker_client) -> None:
     container = docker_client.containers.get(f"vmgen-{NAME}")
     assert container.status == "running"
     assert cli.ssh(NAME, f"cat work/{NAME}/README.md") == f"# {NAME}\n"
+
+    # Both sessions came back, each resuming its own conversation (not the workspace's latest).
+    def screen(window: str) -> str:
+        return cli.ssh(NAME, f"tmux capture-pane -p -S -300 -t claude:{window}", check=False)
+
+    eventually(lambda: "slow second answer" in screen("=two"), timeout=90, what="the second session resumed")
+    eventually(lambda: "quiet step is over" in screen("0"), timeout=90, what="the first session resumed")
+    assert "slow second answer" not in screen("0") and "quiet step is over" not in screen("=two")
+    assert re.search(r"^\s*1\s+two\s", cli("session", "list", NAME).stdout, re.MULTILINE)
     cli("destroy", NAME, "--yes")

@@ -215,10 +215,6 @@ class BackupTarget:
 # The backup settings' defaults, whatever the store.
 BACKUP_DEFAULTS = BackupTarget(kind=StoreKind.LOCAL)
 
-# The documents whose declared settings are the laptop's too (config.toml, VMGEN_<NAME>, the
-# options of `vmgen launch`, `vmgen config show`, the README's table), in the table's order.
-LAPTOP_DOCUMENTS: tuple[type, ...] = (WatchSettings, BackupTarget)
-
 
 @dataclass(frozen=True)
 class BackupConfig:
@@ -340,6 +336,20 @@ class WorkspaceInfo:
     idle_minutes: float
     desktop: bool
     vmgen_version: str
+    # Cloned and installed by the agent's own script at the first boot (not a restore's: the
+    # home comes back with them); the laptop checks the URL as it checks a repository source.
+    dotfiles_repo: str = setting(
+        "",
+        "a git repository of dotfiles, cloned as the agent into ~/dotfiles and its install script run "
+        "(install.sh, bootstrap, setup...; none: its dotfiles linked into the home)",
+        laptop="dotfiles_repo",
+        takes='a git URL (https://, ssh://, git@host:path), `#branch` optional; `""`: none',
+    )
+
+
+# The documents whose declared settings are the laptop's too (config.toml, VMGEN_<NAME>, the
+# options of `vmgen launch`, `vmgen config show`, the README's table), in the table's order.
+LAPTOP_DOCUMENTS: tuple[type, ...] = (WatchSettings, BackupTarget, WorkspaceInfo)
 
 
 @dataclass(frozen=True)

@@ -376,6 +376,23 @@ class VmPaths:
         return self.agent_dir / "started-once"
 
     @property
+    def dotfiles(self) -> Path:
+        """Where the `dotfiles_repo` is cloned, as the agent (DevPod's and VS Code's place)."""
+        return self.home / "dotfiles"
+
+    @property
+    def dotfiles_log(self) -> Path:
+        """What the dotfiles' install printed: the agent's own file, written by the agent."""
+        return self.agent_dir / "dotfiles.log"
+
+    @property
+    def agent_sessions(self) -> Path:
+        """The agent's sessions (a line each: conversation id, tab, window name), written and read
+        only by the agent's own scripts (agent-run, agent-session) so that each session comes
+        back after a restart; backed up with the home. Root never reads it."""
+        return self.agent_dir / "sessions.tsv"
+
+    @property
     def agent_env(self) -> Path:
         return self.home / ".config" / "vmgen" / "agent.env"
 

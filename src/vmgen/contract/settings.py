@@ -33,6 +33,7 @@ class Declared:
     # Whether `vmgen launch` and `vmgen render` set it for one workspace: True for the flag its
     # laptop name makes (`--idle-minutes`), or the flag itself where users know another one.
     option: bool | str = False
+    takes: str = ""  # what it takes, for a setting of text (numbers and words say it themselves)
 
 
 def setting(
@@ -43,9 +44,12 @@ def setting(
     maximum: float | None = None,
     laptop: str = "",
     option: bool | str = False,
+    takes: str = "",
 ) -> Any:
     """A document's field with its declaration (use as the field's default)."""
-    return dataclasses.field(default=default, metadata={_KEY: Declared(meaning, minimum, maximum, laptop, option)})
+    return dataclasses.field(
+        default=default, metadata={_KEY: Declared(meaning, minimum, maximum, laptop, option, takes)}
+    )
 
 
 def declared(document_type: type) -> Iterator[tuple[str, type, Declared]]:
@@ -73,6 +77,8 @@ def within(value: float, declaration: Declared) -> bool:
 def accepts(kind: type, declaration: Declared) -> str:
     """What a setting takes, as an error or a table says it: "a whole number, 1 or more"; for a
     setting of fixed words (an enum), the words: "`bypass`, `default` or `plan`"."""
+    if declaration.takes:
+        return declaration.takes
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         words = [f"`{member.value}`" for member in kind]
         return ", ".join(words[:-1]) + " or " + words[-1]
@@ -120,7 +126,12 @@ def table(*document_types: type) -> str:
         for name, kind, declaration in declared(document_type):
             if declaration.laptop:
                 default = defaults[name]
-                shown = default.value if isinstance(default, enum.Enum) else f"{default:g}"
+                if isinstance(default, enum.Enum):
+                    shown = default.value
+                elif isinstance(default, str):
+                    shown = f'"{default}"'
+                else:
+                    shown = f"{default:g}"
                 flag = option_flag(declaration)
                 named = f"`{declaration.laptop}`" + (f" (`{flag}`)" if flag else "")
                 rows.append(f"| {named} | `{shown}` | {accepts(kind, declaration)} | {declaration.meaning} |")

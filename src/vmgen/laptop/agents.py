@@ -38,6 +38,12 @@ class Agent:
     prepare: str = ""
     # Shell test, true when the agent has a conversation to resume in `{repo_dir}`.
     conversation_test: str = f"test -e {VM.started_once}"
+    # Each session its own conversation: start one under an id vmgen chose, resume it by that id,
+    # and the file that holds it once it has begun (`{project_key}`, `{session_id}`). Without
+    # these, only the first session resumes after a restart (the agent's last conversation).
+    start_with_id: str = ""
+    resume_with_id: str = ""
+    conversation_file: str = ""
     # pip pins with `==version` and has no `latest`; npm takes `@latest` as it is.
     pip_pinned: bool = False
     # How root's watchdog recognises it working: its processes, its model API, its turn log and
@@ -62,6 +68,25 @@ class Agent:
 
     def resume_command(self, mode: PermissionMode = PermissionMode.BYPASS) -> str:
         return self._with_mode(self.resume, mode)
+
+    @property
+    def resumes_by_id(self) -> bool:
+        return bool(self.start_with_id and self.resume_with_id and self.conversation_file)
+
+    def start_with_id_command(self, mode: PermissionMode = PermissionMode.BYPASS) -> str:
+        """Starts a conversation under the id in the shell variable `$session_id`."""
+        return self._with_mode(self.start_with_id, mode).replace("{session_id}", '"$session_id"')
+
+    def resume_with_id_command(self, mode: PermissionMode = PermissionMode.BYPASS) -> str:
+        """Resumes the conversation whose id is in the shell variable `$session_id`."""
+        return self._with_mode(self.resume_with_id, mode).replace("{session_id}", '"$session_id"')
+
+    def conversation_files(self, repo_dir: str) -> tuple[str, str]:
+        """The folder of the conversations in `repo_dir` and the name ending after the id: the
+        file of `$session_id` is `<folder>/$session_id<ending>`."""
+        path = self.conversation_file.replace("{project_key}", claude_project_key(repo_dir))
+        head, _, ending = path.partition("{session_id}")
+        return head.rstrip("/"), ending
 
     def _with_mode(self, command: str, mode: PermissionMode) -> str:
         options = dict(self.permission_modes)
@@ -107,6 +132,9 @@ AGENTS: dict[str, Agent] = {
             ),
             # Claude Code keeps one transcript per session under a folder named after the cwd.
             conversation_test=f'compgen -G "{VM.claude_dir}/projects/{{project_key}}/*.jsonl" >/dev/null',
+            start_with_id="claude --session-id {session_id} {permissions}",
+            resume_with_id="claude --resume {session_id} {permissions}",
+            conversation_file=f"{VM.claude_dir}/projects/{{project_key}}/{{session_id}}.jsonl",
             node=True,
             key_variables=("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),
             watch=AgentWatch(),  # its hooks, session status files and transcripts (the defaults)

@@ -133,6 +133,13 @@ def _follow_once(
                     progress(f"provisioning: {name}")
                 else:
                     progress(f"provisioning: {name} (baked into the image: skipped)")
+            elif line.startswith("vmgen-note "):
+                # A step that failed without failing the launch says so in one line.
+                at, _, text = line.removeprefix("vmgen-note ").partition(" ")
+                key = ("vmgen-note", text, float(at) if at.replace(".", "", 1).isdigit() else 0.0)
+                if key not in seen:
+                    seen.add(key)
+                    progress(f"provisioning: {text}")
             elif line.startswith(DONE_MARK):
                 return line.removeprefix(DONE_MARK).strip()
             if time.monotonic() > deadline:

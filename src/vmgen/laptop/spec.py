@@ -201,6 +201,7 @@ class WorkspaceSpec:
     # A local backup folder the provider shares with the VM (docker), else None.
     local_backup_dir: Path | None = None
     web: WebSpec = field(default_factory=WebSpec)
+    dotfiles: GitSource | None = None  # the dotfiles_repo setting
 
     @property
     def repo_dir(self) -> str:
@@ -434,6 +435,7 @@ def make_spec(
     watchdog: WatchdogTuning = WatchdogTuning(),
     web: WebSpec = WebSpec(),
     home: Path | None = None,
+    dotfiles_repo: str = "",
 ) -> WorkspaceSpec:
     """Validate every user-provided value and assemble the spec."""
     source = source_text if isinstance(source_text, RestoreSource) else parse_source(source_text)
@@ -466,4 +468,20 @@ def make_spec(
         vmgen=vmgen,
         watchdog=watchdog,
         web=validate_web(web),
+        dotfiles=parse_dotfiles(dotfiles_repo) if dotfiles_repo else None,
     )
+
+
+def parse_dotfiles(text: str) -> GitSource:
+    """The dotfiles_repo setting: a git URL as a repository source takes it (`#branch` too); a
+    local directory is no repository the VM can clone."""
+    if not text or _has_control_chars(text) or text != text.strip() or len(text) > SOURCE_MAX:
+        raise InvalidSpec(f"dotfiles_repo {_short(text)!r}: not a git URL")
+    if not _looks_remote(text):
+        raise InvalidSpec(f"dotfiles_repo {_short(text)!r}: use https://, ssh:// or git@host:path (the VM clones it)")
+    url, _, branch = text.partition("#")
+    try:
+        _validate_git_url(url)
+    except InvalidSpec as exc:
+        raise InvalidSpec(f"dotfiles_repo: {exc}") from None
+    return GitSource(url=url, branch=validate_branch(branch) if branch else None)

@@ -71,7 +71,10 @@ def test_the_hooks_are_roots_and_the_agent_cannot_allow_itself() -> None:
     assert hook["command"] == "/opt/vmgen/bin/python -I -m vmgen.vmside.permission_hook"
     assert "Stop" in settings["hooks"]  # the watchdog's hooks moved along, out of the agent's reach
     assert "hooks" not in json.loads(files["/home/agent/.claude/settings.json"]["content"])
-    assert "claude --permission-mode acceptEdits" in files["/usr/local/lib/vmgen/agent-run"]["content"]
+    assert (
+        'claude --session-id "$session_id" --permission-mode acceptEdits'
+        in files["/usr/local/lib/vmgen/agent-run"]["content"]
+    )
     assert 'permission_mode = "acceptEdits"' in files["/etc/vmgen/idlewatch.toml"]["content"]
 
 
@@ -79,4 +82,7 @@ def test_bypass_has_the_watchdogs_hooks_and_no_permission_hook() -> None:
     files = files_of(render(make_spec()))
     settings = json.loads(files[MANAGED]["content"])
     assert "PermissionRequest" not in settings["hooks"] and "allowManagedHooksOnly" not in settings
-    assert "claude --dangerously-skip-permissions" in files["/usr/local/lib/vmgen/agent-run"]["content"]
+    assert (
+        'claude --session-id "$session_id" --dangerously-skip-permissions'
+        in files["/usr/local/lib/vmgen/agent-run"]["content"]
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -86,7 +87,7 @@ def test_claude_is_pinned_and_preconfigured_for_an_unattended_start() -> None:
     state = yaml.safe_load(files["/home/agent/.claude.json"]["content"])
     assert state["hasCompletedOnboarding"] is True
     assert state["projects"]["/home/agent/work/app"]["hasTrustDialogAccepted"] is True
-    assert "claude --continue" in files["/usr/local/lib/vmgen/agent-run"]["content"]
+    assert 'claude --resume "$session_id"' in files["/usr/local/lib/vmgen/agent-run"]["content"]
 
 
 def test_the_host_key_is_handed_over_and_redacted_when_printed() -> None:
@@ -286,20 +287,32 @@ def test_a_server_made_again_from_a_kept_disk_changes_nothing_on_it() -> None:
     assert config["disable_root"] is True and config["ssh_pwauth"] is False
 
 
+LAST = "0d4b2a6e-1f0c-4c8e-9a51-3b7f2d9e6c10"
+
+
 @pytest.mark.parametrize(
     "args, expected",
-    [((), "--continue --dangerously-skip-permissions"), (("--new",), "--dangerously-skip-permissions")],
+    [
+        ((), f"--resume {LAST} --dangerously-skip-permissions"),  # a home from before sessions were recorded
+        (("--new",), "--session-id * --dangerously-skip-permissions"),
+        (("--session", LAST), f"--resume {LAST} --dangerously-skip-permissions"),
+        (("--session", "9" * 36), "--session-id * --dangerously-skip-permissions"),  # not an id: a fresh one
+    ],
 )
 def test_a_further_session_starts_a_fresh_conversation_where_the_first_resumes(
     tmp_path: Path, args: tuple[str, ...], expected: str
 ) -> None:
     runner = files_of(render(make_spec()))["/usr/local/lib/vmgen/agent-run"]["content"]
     runner = runner.replace("/home/agent", str(tmp_path)).replace("exec bash -l", "exit 0")
+    (tmp_path / "work/app").mkdir(parents=True)
     (tmp_path / ".claude/projects/-home-agent-work-app").mkdir(parents=True)
-    (tmp_path / ".claude/projects/-home-agent-work-app/s1.jsonl").write_text("{}\n")  # a conversation
+    (tmp_path / f".claude/projects/-home-agent-work-app/{LAST}.jsonl").write_text("{}\n")  # a conversation
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin/claude").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/claude-args\n')
     (tmp_path / "bin/claude").chmod(0o755)
     env = {**os.environ, "PATH": f"{tmp_path}/bin:{os.environ['PATH']}"}
+    env.pop("TMUX_PANE", None)
     subprocess.run(["bash", "-c", runner, "agent-run", *args], env=env, capture_output=True, check=True, timeout=30)
-    assert (tmp_path / "claude-args").read_text().strip() == expected
+    called = (tmp_path / "claude-args").read_text().strip()
+    assert fnmatch.fnmatch(called, expected), called
+    assert ("*" not in expected) or LAST not in called, called  # a fresh one: not the last conversation

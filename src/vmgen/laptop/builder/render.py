@@ -79,6 +79,8 @@ WHEEL_WAIT_SECONDS = 900
 
 # Watches for the workspace's folders (the kernel's default is as low as 8192 on older ones).
 INOTIFY_WATCHES = 524288
+# Root's deadline for the dotfiles' install script (as Codespaces, it runs before "ready").
+DOTFILES_SECONDS = 600
 
 # What every template may name: the contract's users, paths, units and ports.
 NAMES: dict[str, Any] = {
@@ -185,6 +187,7 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         _file(VM.program("agent-session"), rendered("agent-session.sh.j2"), mode="0755"),
         _file(VM.program("agent-run"), rendered("agent-run.sh.j2"), mode="0755"),
         _file(VM.program("tmux.conf"), rendered("tmux.conf.j2")),
+        *([_file(VM.program("dotfiles-install"), rendered("dotfiles.sh.j2"), mode="0755")] if spec.dotfiles else []),
         _file(VM.program("agent-event"), without_comment_lines(agent_event_hook()), mode="0755"),
         unit(UNITS.agent),
         unit(UNITS.agent_start),
@@ -408,8 +411,29 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "resume": spec.agent.resume_command(spec.watchdog.permission_mode),
         "has_conversation": spec.agent.has_conversation(spec.repo_dir),
         "prepare": spec.agent.prepare,
+        "dotfiles_url": spec.dotfiles.url if spec.dotfiles else "",
+        "dotfiles_branch": (spec.dotfiles.branch or "") if spec.dotfiles else "",
+        "dotfiles_seconds": DOTFILES_SECONDS,
+        "dotfiles_log": VM.dotfiles_log.relative_to(VM.home),
+        **_session_context(spec),
         "lifetime_seconds": round(spec.watchdog.max_lifetime_hours * 3600),
         "inotify_watches": INOTIFY_WATCHES,
+    }
+
+
+def _session_context(spec: WorkspaceSpec) -> dict[str, object]:
+    """How each session resumes its own conversation (agents that take an id for it)."""
+    agent, mode = spec.agent, spec.watchdog.permission_mode
+    if not agent.resumes_by_id:
+        return {"by_id": False}
+    folder, ending = agent.conversation_files(spec.repo_dir)
+    return {
+        "by_id": True,
+        "start_with_id": agent.start_with_id_command(mode),
+        "resume_with_id": agent.resume_with_id_command(mode),
+        "resume_shown": agent.resume_with_id_command(mode).replace('"$session_id"', "$session_id"),
+        "conversation_dir": folder,
+        "conversation_ending": ending,
     }
 
 
@@ -458,6 +482,7 @@ def _workspace_info(spec: WorkspaceSpec) -> WorkspaceInfo:
         idle_minutes=spec.watchdog.idle_minutes,
         desktop=spec.desktop,
         vmgen_version=spec.vmgen.build,
+        dotfiles_repo=spec.dotfiles.describe() if spec.dotfiles else "",
     )
 
 

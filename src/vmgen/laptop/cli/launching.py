@@ -200,6 +200,7 @@ def build_spec(
             permission_mode=s.permission_mode,
         ),
         vmgen=vmgen_install(s),
+        dotfiles_repo=s.dotfiles_repo,
         web=WebSpec(
             domain=(opts.get("domain") or s.domain).lower().strip("."),
             tls=s.web_tls,
