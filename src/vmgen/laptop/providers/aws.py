@@ -441,6 +441,11 @@ class AwsProvider:
         chosen = instance_type(size)
         host_key = generate_host_key()
         payload = gzip.compress(render_bake_user_data(plan, BakeAccess(host_key, (public_key,))).encode(), mtime=0)
+        if len(payload) > EC2_USER_DATA_BYTES:
+            raise UserDataTooLarge(
+                f"the bake's user-data is {len(payload) / 1024:.1f} KiB gzipped; EC2 accepts at most "
+                f"{EC2_USER_DATA_BYTES // 1024} KiB"
+            )
         name = f"vmgen-bake-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
         base = self._base()
         with api_errors("find the network"):
