@@ -1,7 +1,8 @@
 """Time from `vmgen launch` to ready, cold (stock image, everything installed by cloud-init) and
 baked (an image with the install steps done), split into phases, on the docker provider and on the
-simulated Hetzner cloud (tests/fakes/hetzner: the real hcloud client, servers boot as containers);
-cold only on the simulated EC2 (tests/fakes/aws: moto, instances boot as containers; no AMI bakes yet).
+simulated Hetzner cloud (tests/fakes/hetzner: the real hcloud client, servers boot as containers)
+and on the simulated EC2 (tests/fakes/aws: moto, instances boot as containers, an AMI's instances
+boot the container its build instance was committed to).
 
     .venv/bin/python bench/time_to_ready.py [--runs N] [--provider docker|hetzner|aws|both]
 
@@ -111,9 +112,18 @@ def provider_env(provider: str, env: dict[str, str], stack):
     if provider == "aws":
         from tests.fakes.aws import FakeAws
 
-        cloud = stack.enter_context(FakeAws(boot=True, image=os.environ.get("VMGEN_DOCKER_IMAGE", "")))
+        cloud = stack.enter_context(
+            FakeAws(boot=True, image=os.environ.get("VMGEN_DOCKER_IMAGE", "vmgen-debian12:latest"))
+        )
         # No backup store: poweroff (the default without one) would terminate the instance on aws.
-        return {**env, **cloud.environment(), "VMGEN_PROVIDER": "aws", "VMGEN_IDLE_ACTION": "delete"}, cloud
+        # No background bake after the cold runs: the baked ones boot the AMI `bake` makes.
+        return {
+            **env,
+            **cloud.environment(),
+            "VMGEN_PROVIDER": "aws",
+            "VMGEN_IDLE_ACTION": "delete",
+            "VMGEN_AUTO_BAKE": "no",
+        }, cloud
     from tests.fakes.hetzner import FakeHetzner
 
     fake = stack.enter_context(FakeHetzner(image=os.environ.get("VMGEN_DOCKER_IMAGE", "vmgen-debian12:latest")))
@@ -140,7 +150,8 @@ def bake(provider: str, env: dict[str, str], fake, stack) -> float:
             if image.id not in before:
                 stack.callback(client.images.remove, image.id, force=True)
     else:
-        vmgen(env, "image", "build", "--provider", "hetzner")  # a build server in the simulated cloud
+        # A build server (instance) in the simulated cloud; its image goes with the fake.
+        vmgen(env, "image", "build", "--provider", provider)
     return round(time.monotonic() - started, 1)
 
 
@@ -196,9 +207,6 @@ def main() -> None:
         for provider in providers:
             penv, fake = provider_env(provider, env, stack)
             cold = summarize([one_run(penv, repo, f"bench-{provider[:2]}-c{i}", cold=True) for i in range(args.runs)])
-            if provider == "aws":  # no AMI bakes yet
-                results[provider] = {"cold": cold}
-                continue
             bake_s = bake(provider, penv, fake, stack)
             baked = summarize([one_run(penv, repo, f"bench-{provider[:2]}-b{i}", cold=False) for i in range(args.runs)])
             results[provider] = {

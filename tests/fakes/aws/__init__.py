@@ -40,6 +40,28 @@ fake does about it:
   /latest/meta-data/<key> with X-aws-ec2-metadata-token; 401 without a valid token, as IMDSv2
   with HttpTokens=required answers), for the instance whose address calls. The hop limit is
   recorded by moto (MetadataOptions) but not enforced by the fake.
+- CreateImage: moto registers the AMI `available` at once (moto/ec2/models/amis.py, `Ami`'s
+  `state="available"`, `AmiBackend.create_image`); EC2 answers with the AMI `pending` until its
+  snapshots are complete, then `available` (or `failed`) (EC2 API reference, `Image.State`;
+  boto3's `image_available` waiter polls DescribeImages for it). The fake makes a new AMI
+  `pending`; the controller makes it `available` after copying the disk, unless `hold_images`
+  (a bake's timed-out wait). moto's AMI has no disk: with VMs, the controller commits the
+  source instance's container (stopped first: without NoReboot EC2 shuts the instance down for
+  the image, moto does not) to a docker image, labelled with the test run's label, and an
+  instance launched from that AMI boots it; a deregistered AMI's image goes, and all at exit.
+- CreateImage's snapshots: moto makes one 15 GB `standard` snapshot per AMI whatever the
+  instance's volumes (`Ami.__init__`, `block_device_mappings`), EC2 one per EBS volume of the
+  instance; both name them in the AMI's BlockDeviceMappings, where the provider reads them. moto
+  refuses TagSpecifications of ResourceType `snapshot` (NotImplementedError, a 500), which EC2
+  takes; the provider tags the snapshots with CreateTags once the AMI is available.
+- DeregisterImage: as on EC2 without DeleteAssociatedSnapshots (its default, EC2 API reference
+  "DeregisterImage"), moto leaves the AMI's snapshots, and DeleteSnapshot refuses one a
+  registered AMI uses with `InvalidSnapshot.InUse` (moto/ec2/models/elastic_block_store.py,
+  `delete_snapshot`; EC2 does too): the provider deregisters, then deletes the snapshots.
+- DescribeSnapshots ignores OwnerIds (moto/ec2/responses/elastic_block_store.py reads only
+  SnapshotId and filters) and lists the snapshots of moto's bundled public AMIs too; EC2 lists
+  only the owners asked for. The provider never lists snapshots; `own_snapshots()` filters by
+  the account id for the tests.
 """
 
 from .fake import ACCESS_KEY, SECRET_KEY, UBUNTU_PARAMETER, FakeAws, Fault

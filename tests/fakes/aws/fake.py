@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import os
 import secrets
 import threading
 import uuid
@@ -22,10 +23,12 @@ import requests
 from moto import settings as moto_settings
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends, elastic_network_interfaces as moto_enis
+from moto.ec2.models.amis import AmiBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.ssm.models import Parameter, ssm_backends
 from werkzeug.serving import make_server
 
+from tests.conftest import RUN_LABEL, RUN_VARIABLE
 from tests.fakes.hetzner.vms import DockerVms, NoVms
 
 ACCESS_KEY = "test-key"
@@ -99,6 +102,9 @@ class FakeAws:
         self.boot = boot
         self.tokens: set[str] = set()
         self.containers: dict[str, str] = {}  # instance id -> container
+        self.images: dict[str, str] = {}  # AMI id -> the docker image its instances boot
+        # While set, a new AMI stays `pending` (EC2 still copying the disk): a bake's wait for it.
+        self.hold_images = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._patches: contextlib.ExitStack = contextlib.ExitStack()
@@ -120,7 +126,7 @@ class FakeAws:
             self._imds.fake = self  # type: ignore[attr-defined]
             self.metadata_url = f"http://{host}:{self._imds.server_port}/latest"
             self._spawn(self._imds.serve_forever)
-            self._spawn(self._control)
+        self._spawn(self._control)  # AMIs become available without VMs too
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -133,6 +139,8 @@ class FakeAws:
         with contextlib.suppress(Exception):
             requests.post(f"{self.endpoint}/moto-api/reset", timeout=10)
         self._patches.close()
+        for ref in self.images.values():
+            self._remove_image(ref)
         self.vms.close()
 
     def _spawn(self, target: Callable[[], None]) -> None:
@@ -145,6 +153,14 @@ class FakeAws:
         patch(_attribute(moto_settings, "EC2_ENABLE_INSTANCE_TYPE_VALIDATION", True))
         if self.boot:  # the address EC2 reports is the simulated VM's
             patch(_attribute(moto_enis, "random_public_ip", self.vms.allocate_ip))
+        made_available = AmiBackend.create_image
+
+        def create_image_pending(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            ami = made_available(backend, *args, **kwargs)
+            ami.state = "pending"  # EC2's new AMI; the controller makes it available
+            return ami
+
+        patch(_attribute(AmiBackend, "create_image", create_image_pending))
 
     def _seed_ubuntu(self) -> str:
         """Canonical's parameter, naming one of moto's own Canonical AMIs (moto has no 24.04)."""
@@ -200,8 +216,16 @@ class FakeAws:
             "security groups": len(ec2.describe_security_groups(Filters=tagged)["SecurityGroups"]),
             "key pairs": len(ec2.describe_key_pairs(Filters=tagged)["KeyPairs"]),
             "volumes": len(ec2.describe_volumes(Filters=tagged)["Volumes"]),
+            # AMIs and snapshots of this account, tagged or not: what the account is billed for.
+            "images": len(ec2.describe_images(Owners=["self"])["Images"]),
+            "snapshots": len(self.own_snapshots()),
         }
         return {what: count for what, count in found.items() if count}
+
+    def own_snapshots(self) -> list[dict[str, Any]]:
+        """This account's snapshots (moto ignores DescribeSnapshots' OwnerIds: see the docstring)."""
+        found = self.client().describe_snapshots(OwnerIds=["self"])["Snapshots"]
+        return [s for s in found if s["OwnerId"] == DEFAULT_ACCOUNT_ID]
 
     def environment(self) -> dict[str, str]:
         """What a `vmgen` process needs to reach this cloud through boto3's own chain."""
@@ -222,6 +246,43 @@ class FakeAws:
                 print(f"fake aws controller: {exc!r}")
 
     def _reconcile(self) -> None:
+        self._reconcile_images()
+        if self.boot:
+            self._reconcile_instances()
+
+    def _reconcile_images(self) -> None:
+        """A pending AMI becomes available once its instance's disk is copied: with VMs, the
+        instance's container (stopped first, as EC2 reboots an instance it images unless told
+        not to) committed to the docker image that instances of the AMI boot. A deregistered
+        AMI's docker image goes."""
+        amis = self.ec2_backend.amis
+        for ami in list(amis.values()):
+            if ami.state != "pending" or self.hold_images:
+                continue
+            container = self.containers.get(ami.instance_id or "")
+            if container is not None:
+                if self.vms.is_running(container):
+                    self.vms.stop(container, hard=False)
+                self.images[ami.id] = self._commit(container, ami.id)
+            ami.state = "available"
+        for ami_id in [a for a in self.images if a not in amis]:
+            self._remove_image(self.images.pop(ami_id))
+
+    def _commit(self, container: str, ami_id: str) -> str:
+        assert isinstance(self.vms, DockerVms)
+        repository, tag = "vmgen-awsfake-ami", f"{ami_id}-{self.vms.instance}"
+        labels = {**self.vms.labels, RUN_LABEL: os.environ.get(RUN_VARIABLE, "")}
+        self.vms.docker.containers.get(container).commit(repository=repository, tag=tag, conf={"Labels": labels})
+        return f"{repository}:{tag}"
+
+    def _remove_image(self, ref: str) -> None:
+        if isinstance(self.vms, DockerVms):
+            import docker.errors
+
+            with contextlib.suppress(docker.errors.NotFound):
+                self.vms.docker.images.remove(ref, force=True)
+
+    def _reconcile_instances(self) -> None:
         for instance in list(self.ec2_backend.all_instances()):
             state, container = instance.state, self.containers.get(instance.id)
             if state == "running" and container is None:
@@ -246,7 +307,8 @@ class FakeAws:
         number = int(instance.id.removeprefix("i-")[:12], 16) % 10**9
         assert self.image, "boot=True needs the simulated VM's image"
         name = next((t["value"] for t in instance.get_tags() if t["key"] == "Name"), instance.id)
-        made = self.vms.create(number, name, instance.public_ip, user_data, meta_data, self.image, start=True)
+        image = self.images.get(instance.image_id, self.image)  # a baked AMI boots its committed disk
+        made = self.vms.create(number, name, instance.public_ip, user_data, meta_data, image, start=True)
         assert made is not None
         return made
 

@@ -14,24 +14,36 @@ InstanceInitiatedShutdownBehavior=terminate: the VM deletes itself by powering o
 credential on it (`vmgen.vmside.providers.aws`). So on AWS every power-off from inside the VM
 ends the instance and its disk; `check` refuses the idle action that would power off to keep
 the disk.
+
+Baked images are AMIs (`bake`): a build instance (tagged `vmgen-bake=1`, never a workspace) boots
+the base image with the bake user-data, is provisioned over SSH as root, cleaned of that access,
+stopped through the API (its shutdown behaviour is `stop`: an OS power-off must not terminate it
+before the image is made), imaged with CreateImage (the stamps and owner as the AMI's tags, and its
+EBS snapshots tagged `vmgen=1`), and terminated once the AMI is `available`. `image rm` deregisters
+the AMI and deletes its snapshots: DeregisterImage alone leaves them, billed.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError, WaiterError
 
 from ...contract.enums import IdleAction, WorkspaceStatus
 from ...errors import (
+    BakeFailed,
     ProviderActionFailed,
     ProviderAuthError,
     ProviderLimit,
@@ -45,8 +57,17 @@ from ...errors import (
     WorkspaceNotFound,
 )
 from ..spec import SIZE_PRESETS, WorkspaceSpec
-from ..stamps import BakedImage
-from .aws_sizes import GP3_GB_MONTH, HOURS_A_MONTH, PRICE_REGION, ROOT_GB, TYPES, instance_type, price_hourly
+from ..stamps import AGENT_VERSION_LABEL, BAKED_LABEL, BASE_LABEL, BakedImage, ImageStamp, label_value
+from .aws_sizes import (
+    GP3_GB_MONTH,
+    HOURS_A_MONTH,
+    PRICE_REGION,
+    ROOT_GB,
+    SNAPSHOT_GB_MONTH,
+    TYPES,
+    instance_type,
+    price_hourly,
+)
 from .base import (
     LABEL,
     OWNER_ID_LABEL,
@@ -59,12 +80,13 @@ from .base import (
     Size,
     SSHEndpoint,
     Workspace,
+    owned,
     owner_labels,
 )
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
-    from mypy_boto3_ec2.type_defs import InstanceTypeDef, TagSpecificationTypeDef
+    from mypy_boto3_ec2.type_defs import ImageTypeDef, InstanceTypeDef, TagSpecificationTypeDef
     from mypy_boto3_ssm import SSMClient
 
     from ...selfwheel import VmgenWheel
@@ -78,6 +100,10 @@ UBUNTU_PARAMETER = "/aws/service/canonical/ubuntu/server/24.04/stable/current/am
 METADATA_URL = "http://169.254.169.254/latest"
 EC2_USER_DATA_BYTES = 16 * 1024
 SECURITY_GROUP = "vmgen"
+BAKE_LABEL = "vmgen-bake"  # a build instance: it holds no workspace
+# What a bake's base is called when no image is configured (Canonical's parameter): the base tag
+# of the AMIs baked from it, which a launch from the same configuration picks.
+DEFAULT_BASE = "ubuntu-24.04"
 # Every state but terminated: what still holds a name, an address or a bill.
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 STATUS = {
@@ -106,6 +132,8 @@ LIMIT_CODES = {
 }
 NO_ROOM_CODES = {"InsufficientInstanceCapacity", "InsufficientCapacity", "Unsupported"}
 NOT_FOUND_CODES = {"InvalidInstanceID.NotFound", "InvalidKeyPair.NotFound", "InvalidGroup.NotFound"}
+# An AMI or snapshot already gone is removed (EC2's codes for them, "Error codes").
+IMAGE_GONE_CODES = {"InvalidAMIID.NotFound", "InvalidAMIID.Unavailable", "InvalidSnapshot.NotFound"}
 
 
 @contextmanager
@@ -162,8 +190,10 @@ class AwsProvider:
     shares_local_folders = False
     # A stopped instance is not billed; its EBS volume is (stop_note says so).
     stop_bills = False
+    # Keeps no snapshot of a workspace's disk (kept_disks): the VM holds no AWS credential. Baked
+    # AMIs are another thing (bake, baked_images).
     snapshots = False
-    auto_bakes = False  # baking an AMI is not built yet
+    auto_bakes = True  # a cloud: every cold launch pays minutes of installs
     metadata_address = "169.254.169.254"
     price_source = f"AWS's on-demand Linux prices for {PRICE_REGION} (USD; a table in vmgen, aws_sizes.py)"
     currency = "USD"
@@ -173,6 +203,9 @@ class AwsProvider:
     # Right after its last instance is terminated, EC2 may still count the security group as in
     # use (DependencyViolation) while the network interface goes: the waits between tries.
     GROUP_IN_USE_WAITS: tuple[float, ...] = (2.0, 4.0, 8.0)
+    # How long a bake waits for its AMI to be `available` (EC2 copies the disk into snapshots:
+    # minutes for a workspace's disk), and for the build instance to stop.
+    IMAGE_WAIT_MINUTES = 30.0
 
     def __init__(
         self,
@@ -341,18 +374,238 @@ class AwsProvider:
         return SelfDelete(provider=self.name, metadata_url=METADATA_URL)
 
     def baked_images(self, base: str | None = None) -> list[BakedImage]:
-        return []
+        """AMIs vmgen baked in this account (owned by self, tagged), newest first; only those
+        from `base` when given."""
+        return [self._baked(image) for image in self._baked_amis(base)]
 
     def newest_baked(self, spec: WorkspaceSpec | None = None) -> BakedImage | None:
+        """The newest of this user's own AMIs baked from the configured base (another user's in a
+        shared account boots only when named). Every AMI vmgen bakes boots every size: all its
+        types are x86_64 and the bake's disk is a workspace's."""
+        for image in self._baked_amis(self._base()):
+            baked = self._baked(image)
+            if owned(baked.owner, baked.owner_id):
+                return baked
         return None
 
     def remove_baked(self, image: BakedImage) -> None:
-        raise UsageError("vmgen bakes no AMIs on aws yet")
+        """Deregister the AMI, then delete its EBS snapshots (EC2 refuses to delete a snapshot a
+        registered AMI uses, and DeregisterImage alone leaves them, billed)."""
+        with api_errors(f"read the AMI {image.ref}"):
+            found = self._ami(image.ref)
+        snapshots = _snapshots_of(found) if found else []
+        with api_errors(f"deregister the AMI {image.ref}"):
+            _gone_is_done(lambda: self.ec2.deregister_image(ImageId=image.ref))
+        for snapshot in snapshots:
+            with api_errors(f"delete the snapshot {snapshot} of {image.ref}"):
+                _gone_is_done(partial(self.ec2.delete_snapshot, SnapshotId=snapshot))
 
     def bake(
         self, plan: InstallPlan, wheel: VmgenWheel, progress: Callable[[str], None], options: BakeOptions
     ) -> BakedImage | None:
-        raise UsageError("baking an AMI is not built yet on aws; launches install on boot")
+        """An AMI baked on a build instance of ours over SSH (see the module docstring)."""
+        from ..spec import discover_public_keys
+        from ..ssh import default_identities
+
+        if options.method:
+            raise UsageError(f"aws bakes its own way, not with {options.method}")
+        keys = discover_public_keys(options.ssh_public_keys)
+        if not keys:
+            raise UsageError("baking on AWS needs an SSH key: `ssh-keygen -t ed25519` (or set ssh_public_keys)")
+        progress("baking an AMI on a build instance")
+        return self.bake_on_instance(
+            plan, wheel, progress, size=options.size, public_key=keys[0], identities=default_identities()
+        )
+
+    def bake_on_instance(
+        self,
+        plan: InstallPlan,
+        wheel: VmgenWheel,
+        progress: Callable[[str], None],
+        *,
+        size: str,
+        public_key: str,
+        identities: tuple[Path, ...],
+        timeout: float = 1800,
+    ) -> BakedImage:
+        """Bake an AMI of the install plan on a fresh build instance (never a workspace). Whatever
+        fails, the build instance goes, and so do an AMI not yet available and its snapshots, and
+        the security group when no other instance uses it: a failed bake leaves nothing."""
+        from ..builder.hostkeys import generate_host_key
+        from ..builder.render import BakeAccess, render_bake_user_data
+        from ..ssh import SSHTarget
+        from .ssh_bake import bake_over_ssh
+
+        if wheel.sha256 != plan.vmgen.wheel_sha256:
+            raise BakeFailed("the vmgen wheel to bake is not the one the install plan names")
+        chosen = instance_type(size)
+        host_key = generate_host_key()
+        payload = gzip.compress(render_bake_user_data(plan, BakeAccess(host_key, (public_key,))).encode(), mtime=0)
+        if len(payload) > EC2_USER_DATA_BYTES:
+            raise UserDataTooLarge(
+                f"the bake's user-data is {len(payload) / 1024:.1f} KiB gzipped; EC2 accepts at most "
+                f"{EC2_USER_DATA_BYTES // 1024} KiB"
+            )
+        name = f"vmgen-bake-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+        base = self._base()
+        with api_errors("find the network"):
+            subnet, vpc = self._network()
+        with api_errors("find the base image"):
+            image = self._image()
+            root_device = self._root_device(image)
+        labels = {"Name": name, LABEL: "1", BAKE_LABEL: "1", WS_LABEL: name, **owner_labels()}
+        instance_id = ""
+        try:
+            with api_errors("create the security group"):
+                group = self._security_group(vpc)
+            progress(f"booting a {chosen} build instance from {base}")
+            with api_errors(f"run the {chosen} build instance"):
+                made = self.ec2.run_instances(
+                    ImageId=image,
+                    InstanceType=chosen,  # type: ignore[arg-type]
+                    MinCount=1,
+                    MaxCount=1,
+                    UserData=payload,  # type: ignore[arg-type]
+                    NetworkInterfaces=[
+                        {"DeviceIndex": 0, "SubnetId": subnet, "Groups": [group], "AssociatePublicIpAddress": True}
+                    ],
+                    BlockDeviceMappings=[
+                        {
+                            "DeviceName": root_device,
+                            "Ebs": {"VolumeSize": ROOT_GB, "VolumeType": "gp3", "DeleteOnTermination": True},
+                        }
+                    ],
+                    MetadataOptions={"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"},
+                    InstanceInitiatedShutdownBehavior="stop",
+                    TagSpecifications=[tagged(kind, labels) for kind in ("instance", "volume", "network-interface")],
+                )
+            instance_id = made["Instances"][0]["InstanceId"]
+            with api_errors("wait for the build instance to run"):
+                self._wait("instance_running", instance_id)
+                address = self._by_id(instance_id).get("PublicIpAddress", "")
+            with tempfile.TemporaryDirectory(prefix="vmgen-bake-") as scratch:
+                known_hosts = Path(scratch) / "known_hosts"
+                known_hosts.write_text(f"{name} {host_key.public_openssh}\n")
+                target = SSHTarget(SSHEndpoint(host=address, user="root"), known_hosts, name, identities)
+                version = bake_over_ssh(target, wheel, progress, timeout, plan.agent_version_command)
+            found = self.image_of(instance_id, name, plan.stamp, version, progress)
+        except BaseException as failure:
+            self._undo_bake(name, instance_id, failure)
+            raise
+        progress("terminating the build instance")
+        self._terminate(name, instance_id)
+        self._remove_shared_quietly()
+        return self._baked(found)
+
+    def image_of(
+        self, instance_id: str, name: str, stamp: ImageStamp, agent_version: str, progress: Callable[[str], None]
+    ) -> ImageTypeDef:
+        """Stop the provisioned build instance through the API, make its AMI (named `name`, tagged
+        with the stamps, the base and the owner), wait until it is available and tag its
+        snapshots. An AMI that does not become available is deregistered and its snapshots
+        deleted before the error."""
+        progress("stopping the build instance")
+        with api_errors("stop the build instance"):
+            self.ec2.stop_instances(InstanceIds=[instance_id])
+            self._wait("instance_stopped", instance_id)
+        progress("making the AMI")
+        tags = stamp.labels(self._base()) | owner_labels() | {LABEL: "1", "Name": name}
+        if agent_version:
+            tags[AGENT_VERSION_LABEL] = agent_version
+        with api_errors("make the AMI"):
+            ami = self.ec2.create_image(
+                InstanceId=instance_id,
+                Name=name,
+                Description=f"vmgen bake: {stamp.describe()}",
+                TagSpecifications=[tagged("image", tags)],
+            )["ImageId"]
+        try:
+            progress(f"waiting for {ami} to be available (EC2 copies the disk into snapshots)")
+            self._wait_for_image(ami)
+            with api_errors("tag the AMI's snapshots"):
+                found = self._ami(ami)
+                if found is None:
+                    raise BakeFailed(f"the AMI {ami} was gone once available")
+                snapshots = _snapshots_of(found)
+                if snapshots:  # so a snapshot an interrupted `image rm` left is still vmgen's
+                    self.ec2.create_tags(
+                        Resources=snapshots, Tags=[{"Key": LABEL, "Value": "1"}, {"Key": "Name", "Value": name}]
+                    )
+            return found
+        except BaseException as failure:
+            try:
+                self.remove_baked(BakedImage(ami, name, datetime.now(UTC), stamp, ""))
+            except VmgenError as left:
+                raise ResourceLeftBehind(
+                    f"{str(failure) or type(failure).__name__}; the AMI {ami} may be left, and billed for its "
+                    f"snapshots ({left}): `vmgen image rm {ami}` or the AWS console removes it"
+                ) from None
+            raise
+
+    def _wait_for_image(self, ami: str) -> None:
+        attempts = max(1, int(self.IMAGE_WAIT_MINUTES * 60 / self.poll_interval))
+        with api_errors(f"wait for {ami}"):
+            waiter: Any = self.ec2.get_waiter("image_available")
+            try:
+                waiter.wait(ImageIds=[ami], WaiterConfig={"Delay": self.poll_interval, "MaxAttempts": attempts})
+            except WaiterError as exc:
+                last: Any = exc.last_response or {}
+                state = (last.get("Images") or [{}])[0].get("State", "unknown")
+                raise BakeFailed(
+                    f"the AMI {ami} was not available after {self.IMAGE_WAIT_MINUTES:g} minutes (state {state}); "
+                    "the bake was undone"
+                ) from None
+
+    def _undo_bake(self, name: str, instance_id: str, failure: BaseException) -> None:
+        """After a failed bake (its AMI already undone by image_of): the build instance, and the
+        security group if unused. Tidying never hides why the bake failed; an instance that
+        cannot go is named with it."""
+        if instance_id:
+            try:
+                self._terminate(name, instance_id)
+            except VmgenError as left:
+                raise ResourceLeftBehind(f"{str(failure) or type(failure).__name__}; {left}") from None
+        self._remove_shared_quietly()
+
+    def _base(self) -> str:
+        return self.image or DEFAULT_BASE
+
+    def _baked_amis(self, base: str | None) -> list[ImageTypeDef]:
+        filters: list[Any] = [
+            {"Name": f"tag:{BAKED_LABEL}", "Values": ["1"]},
+            {"Name": f"tag:{LABEL}", "Values": ["1"]},
+            {"Name": "state", "Values": ["available"]},
+        ]
+        if base:
+            filters.append({"Name": f"tag:{BASE_LABEL}", "Values": [label_value(base)]})
+        with api_errors("list AMIs"):
+            images = self.ec2.describe_images(Owners=["self"], Filters=filters)["Images"]
+        found = [i for i in images if ImageStamp.from_labels(_tags(i)) is not None]
+        return sorted(found, key=lambda i: i.get("CreationDate", ""), reverse=True)
+
+    def _baked(self, image: ImageTypeDef) -> BakedImage:
+        tags = _tags(image)
+        stamp = ImageStamp.from_labels(tags)
+        assert stamp is not None, "listed for its stamps"
+        return BakedImage(
+            ref=image["ImageId"],
+            name=image.get("Name") or image["ImageId"],
+            created_at=datetime.fromisoformat(image["CreationDate"].replace("Z", "+00:00")).astimezone(UTC),
+            stamp=stamp,
+            base=tags.get(BASE_LABEL, ""),
+            owner=tags.get(OWNER_LABEL, ""),
+            owner_id=tags.get(OWNER_ID_LABEL, ""),
+            agent_version=tags.get(AGENT_VERSION_LABEL, ""),
+        )
+
+    def _ami(self, ami: str) -> ImageTypeDef | None:
+        try:
+            found = self.ec2.describe_images(ImageIds=[ami])["Images"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") not in IMAGE_GONE_CODES:
+                raise
+            return None
+        return found[0] if found else None
 
     def stop_note(self) -> str:
         return (
@@ -361,7 +614,10 @@ class AwsProvider:
         )
 
     def image_cost_note(self) -> str:
-        return "AWS bills an AMI's EBS snapshots per GB a month"
+        return (
+            f"AWS bills an AMI's EBS snapshots per GB a month (about {SNAPSHOT_GB_MONTH} USD in {PRICE_REGION}; "
+            "`vmgen image list` shows them, `vmgen image rm` deletes them)"
+        )
 
     def price_hourly(self, spec: WorkspaceSpec) -> float | None:
         return price_hourly(instance_type(spec.size))
@@ -590,3 +846,20 @@ class AwsProvider:
             owner=found.get(OWNER_LABEL, ""),
             owner_id=found.get(OWNER_ID_LABEL, ""),
         )
+
+
+def _tags(resource: Any) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def _snapshots_of(image: ImageTypeDef) -> list[str]:
+    """The EBS snapshots an AMI is made of (its block device mappings)."""
+    return [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("SnapshotId")]
+
+
+def _gone_is_done(remove: Callable[[], object]) -> None:
+    try:
+        remove()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code", "") not in IMAGE_GONE_CODES:
+            raise

@@ -17,6 +17,8 @@ HOURS_A_MONTH = 730  # AWS's own month for monthly figures
 # gp3's storage price in us-east-1 (USD per GB-month), from https://aws.amazon.com/ebs/pricing/.
 GP3_GB_MONTH = 0.08
 ROOT_GB = 40
+# EBS snapshots' standard tier in us-east-1 (USD per GB-month of data stored), same page.
+SNAPSHOT_GB_MONTH = 0.05
 
 
 @dataclass(frozen=True)
