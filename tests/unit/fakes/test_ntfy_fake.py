@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -95,7 +96,7 @@ def test_the_unprefixed_spellings_query_parameters_and_an_empty_body(ntfy: FakeN
 
 
 def test_json_published_to_the_root_url(ntfy: FakeNtfy) -> None:
-    body = {
+    body: dict[str, Any] = {
         "topic": "t2",
         "title": "Backup done",
         "message": "ws1: 12 MiB",
