@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `tests` is not an installed package
     sys.path.insert(0, str(ROOT))
 
+from tests.agent_tmux import AgentWindow, bridge_ip, start_agent_window, stop_tmux, wait_for_prompt  # noqa: E402
 from tests.fakes.openai_api import FakeOpenAIServer, Rule, Script  # noqa: E402
-from tests.integration.test_watchdog_real_claude import bridge_ip  # noqa: E402
 from tests.polling import wait_until  # noqa: E402
 from vmgen.contract.names import agent_session  # noqa: E402
 from vmgen.laptop.agents import AGENTS  # noqa: E402
@@ -59,21 +59,16 @@ def aider_bin() -> Path:
 
 @dataclass
 class Session:
-    sock: str
+    window: AgentWindow
     repo: Path
     api: FakeOpenAIServer
 
-    def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-S", self.sock, *args], check=True, capture_output=True, text=True).stdout
-
     def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", f"{SESSION}:one")
+        return self.window.screen()
 
     def submit(self, text: str) -> None:
-        self.tmux("send-keys", "-t", f"{SESSION}:one", "-l", text)
-        shown = wait_until(self.screen, lambda screen: text in screen, timeout=10)
-        assert text in shown, f"aider did not show the typed prompt:\n{shown}"
-        self.tmux("send-keys", "-t", f"{SESSION}:one", "Enter")
+        self.window.type(text)
+        self.window.tmux("send-keys", "-t", self.window.target, "Enter")
 
 
 def at_prompt(screen: str) -> bool:
@@ -97,34 +92,12 @@ def session(aider_bin: Path, tmp_path: Path) -> Iterator[Session]:
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
     sock = str(tmp_path / "tmux.sock")
-    size = ["-x", "200", "-y", "50"]
-    subprocess.run(
-        [
-            "tmux",
-            "-S",
-            sock,
-            "new-session",
-            "-d",
-            "-s",
-            SESSION,
-            "-n",
-            "one",
-            *size,
-            "-c",
-            str(repo),
-            str(aider_bin),
-            *FLAGS,
-        ],
-        env=env,
-        check=True,
-    )
-    s = Session(sock, repo, api)
+    s = Session(start_agent_window(sock, SESSION, "aider", repo, [str(aider_bin), *FLAGS], env), repo, api)
     try:
-        ready = wait_until(s.screen, at_prompt, timeout=90, every=0.5)
-        assert at_prompt(ready), f"aider never showed its prompt:\n{ready}"
+        wait_for_prompt(s.window, at_prompt)
         yield s
     finally:
-        subprocess.run(["tmux", "-S", sock, "kill-server"], check=False, capture_output=True)
+        stop_tmux(sock)
         api.stop()
 
 

@@ -11,7 +11,6 @@ import getpass
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `tests` is not an installed package
     sys.path.insert(0, str(ROOT))
 
+from tests.agent_tmux import bridge_ip  # noqa: E402
 from tests.fakes.anthropic_api import FakeAnthropicServer, Rule, Script, ToolUse  # noqa: E402
 from tests.polling import wait_until  # noqa: E402
 from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher  # noqa: E402
@@ -55,16 +55,6 @@ def claude_bin() -> Path:
             capture_output=True,
         )
     return CLAUDE
-
-
-def bridge_ip() -> str:
-    """A non-loopback address of this host: the watchdog ignores loopback as "not the model"."""
-    for _name, addrs in sorted(psutil.net_if_addrs().items(), key=lambda kv: kv[0] != "docker0"):
-        for addr in addrs:
-            if addr.family == socket.AF_INET and not addr.address.startswith("127."):
-                return str(addr.address)
-    # The test script starts dockerd, whose docker0 bridge has one: its absence is a broken setup.
-    raise AssertionError("no non-loopback IPv4 address for the fake model API (is dockerd running?)")
 
 
 @dataclass

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `tests` is not an installed package
     sys.path.insert(0, str(ROOT))
 
+from tests.agent_tmux import AgentWindow, bridge_ip, model_asked, start_agent_window, stop_tmux, wait_for_prompt  # noqa: E402
 from tests.fakes.openai_api import FakeOpenAIServer, Rule, Script  # noqa: E402
-from tests.integration.test_watchdog_real_claude import bridge_ip  # noqa: E402
 from tests.polling import wait_until  # noqa: E402
 from vmgen.contract.names import agent_session  # noqa: E402
 from vmgen.laptop.agents import AGENTS  # noqa: E402
@@ -81,31 +81,17 @@ trust_level = "trusted"
 
 @dataclass
 class Session:
-    sock: str
+    window: AgentWindow
     repo: Path
     home: Path
     api: FakeOpenAIServer
 
-    def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-S", self.sock, *args], check=True, capture_output=True, text=True).stdout
-
     def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", f"{SESSION}:one")
+        return self.window.screen()
 
     def submit(self, text: str, trigger: str) -> None:
-        """Type `text` and press Enter until the model is asked: an Enter that follows typed
-        keys closely is taken for part of a paste (a new line in the composer), not a submit."""
-        self.tmux("send-keys", "-t", f"{SESSION}:one", "-l", text)
-        shown = wait_until(self.screen, lambda screen: text in screen, timeout=10)
-        assert text in shown, f"codex did not show the typed prompt:\n{shown}"
-        for _ in range(5):
-            self.tmux("send-keys", "-t", f"{SESSION}:one", "Enter")
-            try:
-                self.api.wait_for(trigger, timeout=10)
-                return
-            except TimeoutError:
-                continue
-        raise AssertionError(f"codex never sent the prompt to the model:\n{self.screen()}")
+        self.window.type(text)
+        self.window.press_enter_until(model_asked(self.api.wait_for, trigger))
 
 
 def ours(home: Path) -> list[psutil.Process]:
@@ -134,19 +120,12 @@ def session(codex_bin: Path, tmp_path: Path) -> Iterator[Session]:
     }
     sock = str(tmp_path / "tmux.sock")
     command = [str(codex_bin), *AGENTS["codex"].start_command().split()[1:]]
-    size = ["-x", "200", "-y", "50"]
-    subprocess.run(
-        ["tmux", "-S", sock, "new-session", "-d", "-s", SESSION, "-n", "one", *size, "-c", str(repo), *command],
-        env=env,
-        check=True,
-    )
-    s = Session(sock, repo, home, api)
+    s = Session(start_agent_window(sock, SESSION, "codex", repo, command, env), repo, home, api)
     try:
-        ready = wait_until(s.screen, lambda text: PROMPT in text, timeout=90, every=0.5)
-        assert PROMPT in ready, f"codex never showed its prompt:\n{ready}"
+        wait_for_prompt(s.window, lambda text: PROMPT in text)
         yield s
     finally:
-        subprocess.run(["tmux", "-S", sock, "kill-server"], check=False, capture_output=True)
+        stop_tmux(sock)
         for proc in ours(home):
             proc.kill()
         api.stop()

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `tests` is not an installed package
     sys.path.insert(0, str(ROOT))
 
+from tests.agent_tmux import AgentWindow, bridge_ip, model_asked, start_agent_window, stop_tmux, wait_for_prompt  # noqa: E402
 from tests.fakes.openai_api import FakeOpenAIServer, Rule, Script  # noqa: E402
-from tests.integration.test_watchdog_real_claude import bridge_ip  # noqa: E402
 from tests.polling import wait_until  # noqa: E402
 from vmgen.contract.names import agent_session  # noqa: E402
 from vmgen.laptop.agents import AGENTS  # noqa: E402
@@ -75,33 +75,18 @@ def seed_home(home: Path) -> None:
 
 @dataclass
 class Session:
-    sock: str
+    window: AgentWindow
     repo: Path
     api: FakeOpenAIServer
 
-    def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-S", self.sock, *args], check=True, capture_output=True, text=True).stdout
-
     def screen(self) -> str:
-        return self.tmux("capture-pane", "-p", "-t", f"{SESSION}:one")
+        return self.window.screen()
 
     def submit(self, text: str, trigger: str) -> None:
-        """Type `text` until it shows (keys typed while the TUI still starts are lost), then
-        press Enter until the model is asked."""
-        for _ in range(10):
-            if text in self.screen():
-                break
-            self.tmux("send-keys", "-t", f"{SESSION}:one", "-l", text)
-            wait_until(self.screen, lambda screen: text in screen, timeout=5, every=0.5)
-        assert text in self.screen(), f"opencode did not show the typed prompt:\n{self.screen()}"
-        for _ in range(6):
-            self.tmux("send-keys", "-t", f"{SESSION}:one", "Enter")
-            try:
-                self.api.wait_for(trigger, timeout=20)  # the first time, its SDK is installed first
-                return
-            except TimeoutError:
-                continue
-        raise AssertionError(f"opencode never sent the prompt to the model:\n{self.screen()}")
+        # Keys typed while its TUI still starts are lost; the first time, its SDK is installed
+        # before the model is asked.
+        self.window.type(text, tries=10, shown_within=5)
+        self.window.press_enter_until(model_asked(self.api.wait_for, trigger), tries=6, each=20)
 
 
 @pytest.fixture
@@ -119,33 +104,12 @@ def session(opencode_bin: Path, tmp_path: Path) -> Iterator[Session]:
         "OPENAI_BASE_URL": api.url,
     }
     sock = str(tmp_path / "tmux.sock")
-    size = ["-x", "200", "-y", "50"]
-    subprocess.run(
-        [
-            "tmux",
-            "-S",
-            sock,
-            "new-session",
-            "-d",
-            "-s",
-            SESSION,
-            "-n",
-            "one",
-            *size,
-            "-c",
-            str(repo),
-            str(opencode_bin),
-        ],
-        env=env,
-        check=True,
-    )
-    s = Session(sock, repo, api)
+    s = Session(start_agent_window(sock, SESSION, "opencode", repo, [str(opencode_bin)], env), repo, api)
     try:
-        ready = wait_until(s.screen, lambda text: "Ask anything" in text, timeout=90, every=0.5)
-        assert "Ask anything" in ready, f"opencode never showed its prompt:\n{ready}"
+        wait_for_prompt(s.window, lambda text: "Ask anything" in text)
         yield s
     finally:
-        subprocess.run(["tmux", "-S", sock, "kill-server"], check=False, capture_output=True)
+        stop_tmux(sock)
         for proc in psutil.process_iter(["cwd"]):  # what it started in this test's folder
             if proc.info["cwd"] and proc.info["cwd"].startswith(str(tmp_path)):
                 proc.kill()
