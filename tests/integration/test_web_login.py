@@ -30,7 +30,7 @@ from tests import raw_https
 from tests.polling import wait_until
 from tests.ports import free_port
 from vmgen.contract.enums import TlsMode
-from vmgen.contract.names import VmPaths
+from vmgen.contract.names import DESKTOP_START, VmPaths
 from vmgen.contract.phone_actions import PHONE_PATH
 from vmgen.contract.weblogin import WebLoginSettings, make_verifier
 from vmgen.laptop.caddy import WebAccess, render_caddyfile, upstream
@@ -341,7 +341,7 @@ def test_one_sign_in_opens_every_hostname_in_the_browser(web):
         # The desktop's address opens noVNC's page with its password, in the fragment only.
         driver.get(web.url(DESKTOP, "/"))
         WebDriverWait(driver, 20).until(lambda d: "vnc.html" in d.current_url)
-        assert driver.current_url.endswith("/vnc.html?autoconnect=1&resize=remote#password=vnc%2Bpw%2F1")
+        assert driver.current_url.endswith(f"{DESKTOP_START}#password=vnc%2Bpw%2F1")
         assert not web.backends["desktop"].saw("vnc%2Bpw") and not web.backends["desktop"].saw("vnc+pw")
         # Signing out on the page ends the login on every hostname.
         driver.get(web.url(HOST, "/"))

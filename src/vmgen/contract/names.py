@@ -74,6 +74,12 @@ class Ports:
 
 PORTS = Ports()
 
+# Where the desktop opens (noVNC's own page, both through vmgen's login and through `vmgen open
+# NAME desktop`'s tunnel): connected at once, the VM's screen resized to the browser's, and a
+# dropped connection (a phone changing networks, a laptop waking up) made again after 2 s instead
+# of a dead page. The VNC password follows in the fragment, which no server ever sees.
+DESKTOP_START = "/vnc.html?autoconnect=1&reconnect=1&reconnect_delay=2000&resize=remote"
+
 
 @dataclass(frozen=True)
 class Units:

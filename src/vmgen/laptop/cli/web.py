@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ...contract.documents import WebServices
-from ...contract.names import VM
+from ...contract.names import DESKTOP_START, VM
 from ...errors import NotServed, VmgenError, WorkspaceNotFound
 from ..caddy import CODE_PORT, DESKTOP_PORT
 from ..spec import validate_name
@@ -80,7 +80,7 @@ def open_(name: str, what: str, no_browser: bool) -> None:
     if what == "desktop":
         # The VNC password in the fragment: noVNC reads it there, and no server ever sees it.
         password = SshWorkspaceClient(target, name).desktop_password()
-        url += f"vnc.html?autoconnect=1&resize=remote#password={quote(password, safe='')}"
+        url += f"{DESKTOP_START.lstrip('/')}#password={quote(password, safe='')}"
     with subprocess.Popen(tunnel_command(target, local, REMOTES[what])) as tunnel:
         # Killed (SIGTERM, a closed terminal's SIGHUP) as on Ctrl-C: the tunnel goes with it.
         ended_by: list[int] = []

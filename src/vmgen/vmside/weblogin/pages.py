@@ -8,6 +8,7 @@ import secrets
 from html import escape
 from urllib.parse import quote
 
+from ...contract.names import DESKTOP_START
 from ...contract.weblogin import LOGIN_PREFIX
 
 # The code UI keeps its token under this localStorage key (CloudCLI's AuthContext); its frontend
@@ -15,7 +16,6 @@ from ...contract.weblogin import LOGIN_PREFIX
 # to refresh it) and no signature: no server accepts it, and CloudCLI, in platform mode, asks none.
 CODE_UI_TOKEN_KEY = "auth-token"
 CODE_UI_PLACEHOLDER = "eyJhbGciOiJub25lIn0.eyJ2bWdlbiI6InNpZ25lZCBpbiBieSB2bWdlbidzIGxvZ2luIn0.none"
-DESKTOP_START = "/vnc.html?autoconnect=1&resize=remote"
 
 STYLE = (
     "body{font:16px system-ui,sans-serif;max-width:22rem;margin:12vh auto;padding:0 1rem;color:#222}"

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
+from vmgen.contract.names import DESKTOP_START
 from vmgen.contract.weblogin import WebLoginSettings, make_verifier
 from vmgen.vmside.weblogin.server import LoginConfig, LoginService, serve
 
@@ -268,7 +269,7 @@ def test_the_desktop_opens_with_its_vnc_password_in_the_fragment(service):
     ticket = parse_qs(urlsplit(response.getheader("Location")).query)["ticket"][0]
     arrived = service.request("GET", DESKTOP, f"/.vmgen/session?ticket={ticket}")
     assert arrived.status == 303
-    assert arrived.getheader("Location") == "/vnc.html?autoconnect=1&resize=remote#password=pw%2B8%2Fchr"
+    assert arrived.getheader("Location") == f"{DESKTOP_START}#password=pw%2B8%2Fchr"
     again = service.check(DESKTOP, "/", {"Cookie": cookie_of(arrived), **NAVIGATE})
     assert again.status == 302 and again.getheader("Location").endswith("#password=pw%2B8%2Fchr")
     assert service.check(DESKTOP, "/vnc.html", {"Cookie": cookie_of(arrived), **NAVIGATE}).status == 200
