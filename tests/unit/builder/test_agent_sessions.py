@@ -102,6 +102,7 @@ def test_each_session_comes_back_after_a_restart_resuming_its_own_conversation(v
 def test_a_closed_session_is_forgotten_when_the_next_one_begins(vm) -> None:
     root, env = vm
     subprocess.run([str(root / "lib/agent-session")], env=env, check=True, timeout=30)
+    calls(root, 1)  # the first window's agent has started: the next start logged is window two's
     subprocess.run(new_window_argv("two", VmPaths(lib=root / "lib")), env=env, check=True)
     two = calls(root, 2)[1].split()[1]
     tmux(env, "kill-window", "-t", f"{AGENT_SESSION}:=two")
