@@ -4,6 +4,7 @@ with exactly the environment given, and the keys a person would type."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Sequence
@@ -11,10 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.polling import wait_until
 
 SIZE = ("-x", "200", "-y", "50")  # wide enough that a prompt or an answer is never wrapped away
+
+
+def npm_cli(binary: Path, package: str, prefix: Path) -> Path:
+    """`binary`, installed first from npm (`package` pinned as name@version) below `prefix` when
+    it is not there yet: scripts/dev-env.sh installs it, a test run on its own may not have."""
+    if not binary.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail(f"no {binary.name} at {binary} and no npm to install it (scripts/dev-env.sh installs both)")
+        subprocess.run(
+            [npm, "install", "-g", "--prefix", str(prefix), package], check=True, timeout=600, capture_output=True
+        )
+    return binary
 
 
 def bridge_ip() -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `tests` is not an installed package
     sys.path.insert(0, str(ROOT))
 
-from tests.agent_tmux import bridge_ip  # noqa: E402
+from tests.agent_tmux import bridge_ip, npm_cli  # noqa: E402
 from tests.fakes.anthropic_api import FakeAnthropicServer, Rule, Script, ToolUse  # noqa: E402
 from tests.polling import wait_until  # noqa: E402
 from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher  # noqa: E402
@@ -43,18 +42,7 @@ REPLY = "The slow answer has arrived."
 
 @pytest.fixture(scope="module")
 def claude_bin() -> Path:
-    if not CLAUDE.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail(f"no Claude Code at {CLAUDE} and no npm to install it (scripts/dev-env.sh installs both)")
-        prefix = ROOT / ".cache" / "claude"
-        subprocess.run(
-            [npm, "install", "-g", "--prefix", str(prefix), f"@anthropic-ai/claude-code@{CLAUDE_VERSION}"],
-            check=True,
-            timeout=600,
-            capture_output=True,
-        )
-    return CLAUDE
+    return npm_cli(CLAUDE, f"@anthropic-ai/claude-code@{CLAUDE_VERSION}", ROOT / ".cache" / "claude")
 
 
 @dataclass

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -25,7 +23,15 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `tests` is not an installed package
     sys.path.insert(0, str(ROOT))
 
-from tests.agent_tmux import AgentWindow, bridge_ip, model_asked, start_agent_window, stop_tmux, wait_for_prompt  # noqa: E402
+from tests.agent_tmux import (  # noqa: E402
+    AgentWindow,
+    bridge_ip,
+    model_asked,
+    npm_cli,
+    start_agent_window,
+    stop_tmux,
+    wait_for_prompt,
+)
 from tests.fakes.openai_api import FakeOpenAIServer, Rule, Script  # noqa: E402
 from tests.polling import wait_until  # noqa: E402
 from vmgen.contract.names import agent_session  # noqa: E402
@@ -44,18 +50,7 @@ SESSION = agent_session("codex")
 
 @pytest.fixture(scope="module")
 def codex_bin() -> Path:
-    if not CODEX.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail(f"no codex at {CODEX} and no npm to install it (scripts/dev-env.sh installs both)")
-        prefix = ROOT / ".cache" / "codex"
-        subprocess.run(
-            [npm, "install", "-g", "--prefix", str(prefix), f"@openai/codex@{CODEX_VERSION}"],
-            check=True,
-            timeout=600,
-            capture_output=True,
-        )
-    return CODEX
+    return npm_cli(CODEX, f"@openai/codex@{CODEX_VERSION}", ROOT / ".cache" / "codex")
 
 
 def seed_home(home: Path, repo: Path, api_url: str) -> None:

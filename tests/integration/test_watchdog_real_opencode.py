@@ -12,8 +12,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -27,7 +25,15 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `tests` is not an installed package
     sys.path.insert(0, str(ROOT))
 
-from tests.agent_tmux import AgentWindow, bridge_ip, model_asked, start_agent_window, stop_tmux, wait_for_prompt  # noqa: E402
+from tests.agent_tmux import (  # noqa: E402
+    AgentWindow,
+    bridge_ip,
+    model_asked,
+    npm_cli,
+    start_agent_window,
+    stop_tmux,
+    wait_for_prompt,
+)
 from tests.fakes.openai_api import FakeOpenAIServer, Rule, Script  # noqa: E402
 from tests.polling import wait_until  # noqa: E402
 from vmgen.contract.names import agent_session  # noqa: E402
@@ -45,17 +51,7 @@ SESSION = agent_session("opencode")
 
 @pytest.fixture(scope="module")
 def opencode_bin() -> Path:
-    if not OPENCODE.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail(f"no opencode at {OPENCODE} and no npm to install it (scripts/dev-env.sh installs both)")
-        subprocess.run(
-            [npm, "install", "-g", "--prefix", str(OPENCODE.parents[1]), f"opencode-ai@{OPENCODE_VERSION}"],
-            check=True,
-            timeout=600,
-            capture_output=True,
-        )
-    return OPENCODE
+    return npm_cli(OPENCODE, f"opencode-ai@{OPENCODE_VERSION}", OPENCODE.parents[1])
 
 
 def seed_home(home: Path) -> None:
