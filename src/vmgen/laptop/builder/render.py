@@ -529,8 +529,35 @@ def claude_managed_settings(mode: PermissionMode, paths: VmPaths = VM) -> dict[s
     }
 
 
+def gemini_first_run(repo_dir: str) -> dict[str, dict[str, Any]]:
+    """The gemini CLI's files (below the agent's home) that answer its first-run dialogs: the auth
+    method (its key comes from GEMINI_API_KEY; without one it asks for a key), the repository
+    folder trusted (trust is per folder, asked at each start until answered), no auto-update (the
+    pin stays pinned), no usage statistics and no IDE nudge. Read in gemini-cli's source:
+    `security.auth.selectedType` (ui/auth/useAuth.ts), `~/.gemini/trustedFolders.json` with
+    `TRUST_FOLDER` (core/config/storage.ts, core/utils/trust.ts), settingsSchema.ts for the rest."""
+    settings = {
+        "security": {"auth": {"selectedType": "gemini-api-key"}},
+        "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False},
+        "privacy": {"usageStatisticsEnabled": False},
+        "ide": {"hasSeenNudge": True},
+    }
+    return {".gemini/settings.json": settings, ".gemini/trustedFolders.json": {repo_dir: "TRUST_FOLDER"}}
+
+
 def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
     """Pre-answered first-run dialogs, so the agent starts unattended at its prompt."""
+    if spec.agent.name == "gemini":
+        return [
+            _file(
+                VM.home / path,
+                json.dumps(document, indent=2) + "\n",
+                owner=f"{AGENT_USER}:{AGENT_USER}",
+                mode="0600",
+                defer=True,
+            )
+            for path, document in gemini_first_run(spec.repo_dir).items()
+        ]
     if spec.agent.name != "claude":
         return []
     state = {
