@@ -346,7 +346,13 @@ class AgentWatcher:
             return False
         if argv and _stem(argv[0]) in names:
             return True
-        return len(argv) > 1 and _stem(argv[0]).startswith(INTERPRETERS) and _stem(argv[1]) in names
+        if not argv or not _stem(argv[0]).startswith(INTERPRETERS):
+            return False
+        # The script the interpreter runs: its first argument that is no option (gemini relaunches
+        # itself as `node --max-old-space-size=N .../gemini`, and that child holds the model's
+        # connections; `python -u aider`).
+        script = next((arg for arg in argv[1:] if not arg.startswith("-")), "")
+        return _stem(script) in names
 
     def _is_under(self, pid: int) -> bool:
         if self.config.only_under is None:

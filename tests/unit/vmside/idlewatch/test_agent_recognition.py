@@ -76,13 +76,13 @@ class FakeAgent:
 def spawn(tmp_path: Path) -> Iterator[Callable[..., FakeAgent]]:
     procs: list[subprocess.Popen[str]] = []
 
-    def start(name: str, env: dict[str, str] | None = None) -> FakeAgent:
+    def start(name: str, env: dict[str, str] | None = None, options: tuple[str, ...] = ()) -> FakeAgent:
         bindir, repo, home = tmp_path / "bin", tmp_path / "repo", tmp_path / "home"
         for folder in (bindir, repo, home):
             folder.mkdir(exist_ok=True)
         (bindir / name).write_text(AGENT_PROGRAM)
         proc = subprocess.Popen(
-            [sys.executable, str(bindir / name)],
+            [sys.executable, *options, str(bindir / name)],
             cwd=repo,
             env={"PATH": os.environ.get("PATH", ""), "HOME": str(home), **(env or {})},
             stdin=subprocess.PIPE,
@@ -200,6 +200,20 @@ def test_a_process_of_another_name_is_not_the_agent(tmp_path: Path, spawn: Calla
     spawn("codex")
     assert watcher_of(tmp_path, "aider").poll().state is AgentState.ABSENT
     assert watcher_of(tmp_path, "codex").poll().state is AgentState.WAITING
+
+
+def test_an_agent_its_interpreter_runs_with_options_first_is_the_agent(
+    tmp_path: Path, spawn: Callable[..., FakeAgent], model_api: tuple[str, int]
+) -> None:
+    """As gemini's relaunched child is (`node --max-old-space-size=N .../gemini`): the process
+    that holds its model connection."""
+    host, port = model_api
+    agent = spawn("gemini", {"GOOGLE_GEMINI_BASE_URL": f"http://{host}:{port}"}, options=("-u", "-B"))
+    watcher = watcher_of(tmp_path, "gemini", stall_after=60)
+    assert watcher.poll().state is AgentState.WAITING
+    agent.say(f"connect {host}:{port}")
+    s = watcher.poll()
+    assert s.state is AgentState.WORKING and s.model_connections == 1, s
 
 
 # -- codex's rollout: its own statement of the turn ------------------------------------------
