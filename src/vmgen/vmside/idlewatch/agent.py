@@ -17,7 +17,7 @@ import os
 import pwd
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psutil
@@ -208,6 +208,51 @@ def classify(e: Evidence) -> tuple[AgentState, str]:
     if e.hook_recent:
         return AgentState.WORKING, f"turn open, recent hook {e.hook.event}"
     return AgentState.STALLED, "turn open, but no tool process, model connection or transcript growth"
+
+
+def merge_signals(first: AgentSignals, others: list[AgentSignals]) -> AgentSignals:
+    """The workspace's agent's signals with those of the other agents' sessions: absent only when
+    every agent is; else judged over every session of every agent, as one agent's sessions are
+    (`combine`: working if any session works)."""
+    present = [s for s in (first, *others) if s.state is not AgentState.ABSENT]
+    if not present or present == [first]:
+        return first
+    sessions = [
+        (state, detail) for s in present for (_pid, state, detail) in (s.per_session or ((0, s.state, s.detail),))
+    ]
+    state, detail = combine(sessions)
+    worked = [s.worked_at for s in (first, *others) if s.worked_at is not None]
+    return AgentSignals(
+        state=state,
+        turn_open=any(s.turn_open for s in present),
+        tool_running=any(s.tool_running for s in present),
+        tool_alive=any(s.tool_alive for s in present),
+        transcript_grew=any(s.transcript_grew for s in present),
+        model_connections=sum(s.model_connections for s in present),
+        cpu_busy=any(s.cpu_busy for s in present),
+        last_hook_event=first.last_hook_event,
+        detail=detail,
+        worked_at=max(worked) if worked else None,
+        sessions=sum(s.sessions for s in present),
+        per_session=tuple(entry for s in present for entry in s.per_session),
+    )
+
+
+class AgentWatchers:
+    """The workspace's agent and the other agents vmgen offers (a further session may run any of
+    them), each recognised by its own declaration; one signal for them all (`merge_signals`)."""
+
+    def __init__(
+        self, config: AgentConfig, others: tuple[AgentWatch, ...] = (), clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.first = AgentWatcher(config, clock)
+        own = set(config.watch.processes)
+        self.others = [
+            AgentWatcher(replace(config, watch=watch), clock) for watch in others if not own & set(watch.processes)
+        ]
+
+    def poll(self) -> AgentSignals:
+        return merge_signals(self.first.poll(), [watcher.poll() for watcher in self.others])
 
 
 class AgentWatcher:

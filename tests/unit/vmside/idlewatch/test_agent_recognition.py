@@ -25,8 +25,15 @@ from vmgen.contract.documents import WatchSettings
 from vmgen.errors import DocumentError
 from vmgen.laptop.agents import AGENTS
 from vmgen.vmside.agentfs import AgentFiles
-from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher, model_endpoint, to_endpoint
-from vmgen.vmside.idlewatch.model import AgentState
+from vmgen.vmside.idlewatch.agent import (
+    AgentConfig,
+    AgentWatcher,
+    AgentWatchers,
+    merge_signals,
+    model_endpoint,
+    to_endpoint,
+)
+from vmgen.vmside.idlewatch.model import AgentSignals, AgentState
 from vmgen.vmside.idlewatch.rollout import RolloutReader, RolloutTurn, StateFolders
 
 OTHERS = [name for name in AGENTS if name != "claude"]
@@ -214,6 +221,58 @@ def test_an_agent_its_interpreter_runs_with_options_first_is_the_agent(
     agent.say(f"connect {host}:{port}")
     s = watcher.poll()
     assert s.state is AgentState.WORKING and s.model_connections == 1, s
+
+
+# -- a further session of another agent: every offered agent is watched -------------------------
+
+
+def test_every_other_offered_agent_reaches_the_vm_with_the_workspaces_own() -> None:
+    others = tuple(AGENTS[name].watch for name in OTHERS)
+    settings = WatchSettings(other_agents=others)
+    assert WatchSettings.from_toml(settings.to_toml()).other_agents == others
+    bad = WatchSettings(other_agents=(AgentWatch(processes=("co dex",)),)).to_toml()
+    with pytest.raises(DocumentError, match="other_agents"):
+        WatchSettings.from_toml(bad)
+
+
+def test_a_codex_session_in_a_claude_workspace_keeps_it_working_and_is_judged_alone(
+    tmp_path: Path, spawn: Callable[..., FakeAgent], model_api: tuple[str, int]
+) -> None:
+    host, port = model_api
+    config = AgentConfig(
+        user=getpass.getuser(), watch=AGENTS["claude"].watch, hook_events=None, only_under=tmp_path / "repo"
+    )
+    watchers = AgentWatchers(config, tuple(AGENTS[name].watch for name in OTHERS))
+    assert watchers.poll().state is AgentState.ABSENT  # no agent of any kind yet
+    codex = spawn("codex", {"OPENAI_BASE_URL": f"http://{host}:{port}/v1"})
+    idle = watchers.poll()
+    assert idle.state is AgentState.WAITING and idle.sessions == 1, idle
+    codex.say(f"connect {host}:{port}")
+    busy = watchers.poll()
+    assert busy.state is AgentState.WORKING and busy.model_connections == 1, busy
+    ((pid, state, _),) = busy.per_session  # `vmgen session list` matches it to its window
+    assert pid == codex.proc.pid and state is AgentState.WORKING
+
+
+def test_sessions_of_several_agents_combine_as_one_agents_sessions_do() -> None:
+    claude = AgentSignals(
+        AgentState.WAITING, detail="at its prompt", sessions=1, per_session=((10, AgentState.WAITING, "at its prompt"),)
+    )
+    codex = AgentSignals(
+        AgentState.WORKING,
+        model_connections=1,
+        detail="turn open",
+        sessions=1,
+        per_session=((20, AgentState.WORKING, "turn open"),),
+    )
+    absent = AgentSignals(AgentState.ABSENT, detail="no aider process")
+    merged = merge_signals(claude, [codex, absent])
+    assert merged.state is AgentState.WORKING and merged.sessions == 2 and merged.model_connections == 1
+    assert merged.detail == "turn open; of 2 sessions: 1 working, 1 waiting"
+    assert [p for p, _, _ in merged.per_session] == [10, 20]
+    nobody = AgentSignals(AgentState.ABSENT, detail="no claude process of agent")
+    assert merge_signals(nobody, [absent]) is nobody  # the workspace's own agent says it is gone
+    assert merge_signals(claude, [absent]) is claude
 
 
 # -- codex's rollout: its own statement of the turn ------------------------------------------
