@@ -1,5 +1,5 @@
 """`vmgen session new|list`: further agent sessions of a workspace, each a tmux window of the
-agent's session; and the picker `vmgen connect` shows when there are several."""
+agent's session (the picker `vmgen connect` shows when there are several is in picker.py)."""
 
 from __future__ import annotations
 
@@ -114,12 +114,3 @@ def sessions_table(windows: list[Window], answered: bool = True) -> Table:
         cells = (window.name, window.agent or "-", window.runs, window.state or unknown, window.detail)
         table.add_row(f"{window.index}{marker}", *(Text(cell) for cell in cells))
     return table
-
-
-def pick_window(windows: list[Window]) -> int:
-    """A numbered choice among the windows (no dependency for so small a picker)."""
-    out.print(sessions_table(windows))
-    indexes = [str(w.index) for w in windows]
-    default = next((str(w.index) for w in windows if w.active), indexes[0])
-    chosen = click.prompt("session", type=click.Choice(indexes), default=default, err=True)
-    return int(chosen)
