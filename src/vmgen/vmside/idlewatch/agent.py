@@ -78,6 +78,46 @@ class _Proc:
 
 
 @dataclass
+class ProcessTable:
+    """Every process as sampled once this tick, shared by the watchers of every agent (one scan
+    of /proc a tick, not one per agent); command lines read once, when a watcher asks."""
+
+    procs: dict[int, _Proc]
+    children: dict[int, list[int]]
+    _argv: dict[int, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def scan(cls) -> ProcessTable:
+        procs: dict[int, _Proc] = {}
+        children: dict[int, list[int]] = {}
+        for p in psutil.process_iter(["name", "ppid", "uids", "cpu_times", "create_time", "status"]):
+            info = p.info
+            if info["cpu_times"] is None or info["uids"] is None:
+                continue  # vanished or unreadable mid-scan
+            ct = info["cpu_times"]
+            procs[p.pid] = _Proc(
+                p.pid,
+                info["ppid"] or 0,
+                info["name"] or "",
+                info["uids"].real,
+                ct.user + ct.system,
+                ct.children_user + ct.children_system,
+                info["create_time"] or 0.0,
+                info["status"] == psutil.STATUS_ZOMBIE,
+            )
+            children.setdefault(info["ppid"] or 0, []).append(p.pid)
+        return cls(procs, children)
+
+    def argv(self, pid: int) -> list[str]:
+        if pid not in self._argv:
+            try:
+                self._argv[pid] = psutil.Process(pid).cmdline()
+            except psutil.Error:
+                self._argv[pid] = []
+        return self._argv[pid]
+
+
+@dataclass
 class Tree:
     """One agent process (a root) and everything below it, as sampled this tick."""
 
@@ -252,7 +292,8 @@ class AgentWatchers:
         ]
 
     def poll(self) -> AgentSignals:
-        return merge_signals(self.first.poll(), [watcher.poll() for watcher in self.others])
+        table = ProcessTable.scan()
+        return merge_signals(self.first.poll(table), [watcher.poll(table) for watcher in self.others])
 
 
 class AgentWatcher:
@@ -273,7 +314,8 @@ class AgentWatcher:
         self._last_tick: tuple[float, float] | None = None  # (monotonic, wall)
         self._excluded = [ipaddress.ip_network(r, strict=False) for r in config.excluded_remotes]
 
-    def poll(self) -> AgentSignals:
+    def poll(self, table: ProcessTable | None = None) -> AgentSignals:
+        """`table`: this tick's processes, when another watcher scanned them already."""
         now, wall = self._clock(), time.time()
         elapsed = now - self._last_tick[0] if self._last_tick else 0.0
         since_wall = self._last_tick[1] if self._last_tick else None
@@ -285,7 +327,7 @@ class AgentWatcher:
         newest = max(hooks.values(), key=lambda h: h.at or 0.0, default=HookState())
         worked = [t for h in hooks.values() for t in (h.activity_at, h.at if h.event == "Stop" else None) if t]
         worked_at = max(worked) if worked else None
-        trees = self._sample(since_wall)
+        trees = self._sample(since_wall, table)
         if not trees:
             self._roots.clear()
             return AgentSignals(
@@ -345,29 +387,13 @@ class AgentWatcher:
         except KeyError:
             return None
 
-    def _sample(self, since_wall: float | None) -> list[Tree]:
+    def _sample(self, since_wall: float | None, table: ProcessTable | None = None) -> list[Tree]:
         uid = self._agent_uid()
         if uid is None:
             return []
-        procs: dict[int, _Proc] = {}
-        children: dict[int, list[int]] = {}
-        for p in psutil.process_iter(["name", "ppid", "uids", "cpu_times", "create_time", "status"]):
-            info = p.info
-            if info["cpu_times"] is None or info["uids"] is None:
-                continue  # vanished or unreadable mid-scan
-            ct = info["cpu_times"]
-            procs[p.pid] = _Proc(
-                p.pid,
-                info["ppid"] or 0,
-                info["name"] or "",
-                info["uids"].real,
-                ct.user + ct.system,
-                ct.children_user + ct.children_system,
-                info["create_time"] or 0.0,
-                info["status"] == psutil.STATUS_ZOMBIE,
-            )
-            children.setdefault(info["ppid"] or 0, []).append(p.pid)
-        agents = {pid for pid, pr in procs.items() if pr.uid == uid and self._is_agent(pr)}
+        table = table or ProcessTable.scan()
+        procs, children = table.procs, table.children
+        agents = {pid for pid, pr in procs.items() if pr.uid == uid and self._is_agent(pr, table)}
         roots = [pid for pid in agents if self._is_under(pid) and not self._has_agent_ancestor(pid, procs, agents)]
         trees = [Tree(procs[r], [procs[d] for d in _descendants(r, children)]) for r in roots]
         seen: dict[tuple[int, float], tuple[float, float]] = {}
@@ -379,16 +405,13 @@ class AgentWatcher:
         self._cpu = seen
         return trees
 
-    def _is_agent(self, proc: _Proc) -> bool:
+    def _is_agent(self, proc: _Proc, table: ProcessTable) -> bool:
         names = self.config.process_names
         if _stem(proc.name) in names:
             return True
         if not proc.name.startswith(INTERPRETERS) and len(proc.name) < 15:
             return False  # comm names it and it is not ours: no need to read its argv
-        try:  # comm is cut to 15 chars and interpreters keep their own name: look at argv
-            argv = psutil.Process(proc.pid).cmdline()
-        except psutil.Error:
-            return False
+        argv = table.argv(proc.pid)  # comm is cut to 15 chars and interpreters keep their own name
         if argv and _stem(argv[0]) in names:
             return True
         if not argv or not _stem(argv[0]).startswith(INTERPRETERS):

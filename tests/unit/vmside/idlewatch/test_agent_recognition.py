@@ -254,6 +254,26 @@ def test_a_codex_session_in_a_claude_workspace_keeps_it_working_and_is_judged_al
     assert pid == codex.proc.pid and state is AgentState.WORKING
 
 
+def test_every_agent_is_looked_for_in_one_scan_of_the_processes_a_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Watching five agents costs the watchdog one scan of /proc a tick, as watching one did."""
+    scans = []
+    real = psutil.process_iter
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        scans.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(psutil, "process_iter", counted)
+    config = AgentConfig(user=getpass.getuser(), watch=AGENTS["claude"].watch, hook_events=None)
+    watchers = AgentWatchers(config, tuple(AGENTS[name].watch for name in OTHERS))
+    assert len(watchers.others) == len(OTHERS)
+    watchers.poll()
+    watchers.poll()
+    assert len(scans) == 2
+
+
 def test_sessions_of_several_agents_combine_as_one_agents_sessions_do() -> None:
     claude = AgentSignals(
         AgentState.WAITING, detail="at its prompt", sessions=1, per_session=((10, AgentState.WAITING, "at its prompt"),)
