@@ -132,18 +132,19 @@ def test_two_sessions_one_at_its_prompt_one_mid_turn_keep_it_up(ws, cli, model, 
     lines = [json.loads(line) for line in cli.ssh(NAME, "cat ~/.vmgen/agent-events.jsonl").splitlines()]
     assert lines[-1]["event"] == "Stop" and len({line.get("session") for line in lines}) == 2, lines
     # Each session with the watchdog's own state for it, asked early in the second's long turn (on
-    # a loaded machine the end of the polling below can come within seconds of the turn's end).
+    # a loaded machine the end of the polling below can come within seconds of the turn's end):
+    # index, name, agent, what runs, state.
     listed = wait_until(
         lambda: cli("session", "list", NAME).stdout,
         lambda out: bool(
-            re.search(r"^\s*0\*?\s+\S+\s+claude\s+waiting", out, re.MULTILINE)
-            and re.search(r"^\s*1\s+two\s+claude\s+working", out, re.MULTILINE)
+            re.search(r"^\s*0\*?\s+\S+\s+claude\s+claude\s+waiting", out, re.MULTILINE)
+            and re.search(r"^\s*1\s+two\s+claude\s+claude\s+working", out, re.MULTILINE)
         ),
         timeout=20,
         every=1,
     )
-    assert re.search(r"^\s*1\s+two\s+claude\s+working", listed, re.MULTILINE), listed
-    assert re.search(r"^\s*0\*?\s+\S+\s+claude\s+waiting", listed, re.MULTILINE), listed
+    assert re.search(r"^\s*1\s+two\s+claude\s+claude\s+working", listed, re.MULTILINE), listed
+    assert re.search(r"^\s*0\*?\s+\S+\s+claude\s+claude\s+waiting", listed, re.MULTILINE), listed
 
     seen = poll_status(cli, SECOND_DELAY - (time.monotonic() - started) - 12)  # a slow answer may lag
     report = "\n".join(f"{s['agent']['state']} {s['agent']['detail']} | {s['verdict']['condition']}" for s in seen)
