@@ -13,7 +13,7 @@ from rich.table import Table
 from ...backup.target import open_store, target_from_settings
 from ...contract.documents import WatchdogState
 from ...errors import AgentCannotWork, UsageError, VmgenError, WorkspaceNotFound
-from ..agent_screen import why_prompts_are_lost
+from ..agent_screen import PaneState, why_prompts_are_lost
 from ..cost import found_gone, observed, started_at, stopped_at
 from ..deploykeys import forget_key
 from ..forwards import stop_background
@@ -268,22 +268,34 @@ def connect(name: str | None, window: str) -> None:
 @main.command()
 @click.argument("name")
 @click.argument("prompt")
-def send(name: str, prompt: str) -> None:
+@click.option(
+    "--session",
+    "window",
+    default="",
+    help="The agent session to type into (`vmgen session list`); default: the current one.",
+)
+def send(name: str, prompt: str, window: str) -> None:
     """Type PROMPT into the agent's pane on NAME and press Enter; refused when no agent there
     could act on it (not running, or at its login screen)."""
-    send_prompt(name, prompt)
-    err.print(f"sent to {name}")
+    if window:
+        validate_window_name(window)
+    send_prompt(name, prompt, window)
+    err.print(f"sent to {name}" + (f" (session {window})" if window else ""))
 
 
-def send_prompt(name: str, prompt: str) -> None:
-    """`vmgen send` (and the Telegram bot's /send): AgentCannotWork when no agent could act on it."""
+def send_prompt(name: str, prompt: str, window: str = "") -> None:
+    """`vmgen send` (and the Telegram bot's /send): AgentCannotWork when no agent could act on it;
+    into `window`'s pane when given, else the session's current window."""
     client = SshWorkspaceClient(running_target(name), name)
     record = WorkspaceState(name).record()
     agent = resolve_agent(record.agent if record else "claude")
-    problem = why_prompts_are_lost(client.agent_screen(agent), agent, name)
+    screen = client.agent_screen(agent, window=window)
+    if window and screen.state is PaneState.NO_SESSION:
+        raise AgentCannotWork(f"not sent: {name} has no agent session named {window!r} (see `vmgen session list {name}`)")
+    problem = why_prompts_are_lost(screen, agent, name)
     if problem:
         raise AgentCannotWork(f"not sent: {problem}")
-    client.type_prompt(prompt)
+    client.type_prompt(prompt, window)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
