@@ -21,9 +21,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
+
+from tests.fakes.scripted_server import RecordingServer
 
 Json = dict[str, Any]
 
@@ -193,7 +195,7 @@ def sse_events(reply: Reply, model: str) -> list[tuple[str, Json]]:
     return events
 
 
-class FakeAnthropicServer:
+class FakeAnthropicServer(RecordingServer[RecordedRequest]):
     """In-process fake API: ``start()`` / ``stop()`` / ``url`` / ``requests`` / ``wait_for()``."""
 
     def __init__(
@@ -204,64 +206,27 @@ class FakeAnthropicServer:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.script = script or Script()
-        self._lock = threading.Lock()
-        self._arrived = threading.Condition(self._lock)
-        self._requests: list[RecordedRequest] = []
         self._tool_rules: dict[str, Rule] = {}  # tool_use_id -> rule that issued it
         self._log = log
-        self._httpd = _QuietServer((host, port), _make_handler(self))
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
+        super().__init__(_make_handler, host, port)
 
     @property
     def url(self) -> str:
-        host = str(self._httpd.server_address[0])
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    def start(self) -> FakeAnthropicServer:
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return f"http://{'127.0.0.1' if self._host in ('0.0.0.0', '') else self._host}:{self.port}"
 
     def wait_for(self, substring: str, timeout: float = 30.0, main_only: bool = True) -> RecordedRequest:
         """Wait for a request whose last user text contains ``substring`` (by default only
         main-loop requests, i.e. with tools: the title request also quotes the prompt)."""
+        return self._wait(
+            lambda r: substring in r.last_user_text and (r.has_tools or not main_only),
+            f"request with {substring!r}",
+            timeout,
+        )
 
-        def match() -> RecordedRequest | None:
-            return next(
-                (r for r in self._requests if substring in r.last_user_text and (r.has_tools or not main_only)), None
-            )
-
-        with self._arrived:
-            if not self._arrived.wait_for(lambda: match() is not None, timeout):
-                raise TimeoutError(f"no request with {substring!r} within {timeout}s")
-            found = match()
-        assert found is not None
-        return found
-
-    def record(self, req: RecordedRequest) -> None:
-        with self._arrived:
-            self._requests.append(req)
-            self._arrived.notify_all()
+    def record(self, request: RecordedRequest) -> None:
+        super().record(request)
         if self._log:
-            self._log(json.dumps(asdict(req)))
+            self._log(json.dumps(asdict(request)))
 
     def plan(self, method: str, path: str, body: Json) -> tuple[Reply, RecordedRequest]:
         """Decide the reply to a /v1/messages request, and record the request."""
@@ -303,14 +268,6 @@ class FakeAnthropicServer:
         )
         self.record(rec)
         return reply, rec
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)  # clients hanging up are normal
 
 
 def _make_handler(server: FakeAnthropicServer) -> type[BaseHTTPRequestHandler]:

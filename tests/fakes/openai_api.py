@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from tests.fakes.scripted_server import RecordingServer
 
 Json = dict[str, Any]
 
@@ -146,58 +146,20 @@ def api_error(message: str, kind: str, code: str | None) -> Json:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(RecordingServer[RecordedRequest]):
     """In-process fake API: ``start()`` / ``stop()`` / ``url`` (with /v1) / ``requests`` / ``wait_for()``."""
 
     def __init__(self, script: Script | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.script = script or Script()
-        self._arrived = threading.Condition()
-        self._requests: list[RecordedRequest] = []
-        self._httpd = _QuietServer((host, port), _make_handler(self))
+        super().__init__(_make_handler, host, port)
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}/v1"
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._arrived:
-            return list(self._requests)
-
-    def start(self) -> Self:
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def record(self, request: RecordedRequest) -> None:
-        with self._arrived:
-            self._requests.append(request)
-            self._arrived.notify_all()
+        return f"http://{self._host}:{self.port}/v1"
 
     def wait_for(self, trigger: str, timeout: float = 30.0) -> RecordedRequest:
         """The first model request that matched the rule of `trigger`."""
-
-        def match() -> RecordedRequest | None:
-            return next((r for r in self._requests if r.matched == trigger), None)
-
-        with self._arrived:
-            if not self._arrived.wait_for(lambda: match() is not None, timeout):
-                raise TimeoutError(f"no model request with {trigger!r} within {timeout}s")
-            found = match()
-        assert found is not None
-        return found
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)  # clients hanging up are normal
+        return self._wait(lambda r: r.matched == trigger, f"model request with {trigger!r}", timeout)
 
 
 def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
