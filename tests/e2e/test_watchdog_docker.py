@@ -161,7 +161,7 @@ def test_two_sessions_one_at_its_prompt_one_mid_turn_keep_it_up(ws, cli, model, 
     )
 
 
-def test_a_silent_tool_call_longer_than_the_stall_limit_keeps_it_up(ws, cli, model) -> None:
+def test_a_silent_tool_call_longer_than_the_stall_limit_keeps_it_up(ws, cli, model, docker_client) -> None:
     keep_going(cli)
     sent_at = time.time()
     cli("send", NAME, f"run the quiet step, {SILENT_TOOL}")
@@ -183,6 +183,11 @@ def test_a_silent_tool_call_longer_than_the_stall_limit_keeps_it_up(ws, cli, mod
         if "quiet step is over" not in read["0"]:
             events = cli.ssh(NAME, "tail -n 8 ~/.vmgen/agent-events.jsonl", check=False)
             shown["events"] = events or shown.get("events", "")
+            # Root's view: whether the agent's service restarted (its tmux server, every window).
+            vm = docker_client.containers.get(f"vmgen-{NAME}")
+            if vm.status == "running":
+                journal = vm.exec_run(["journalctl", "-u", "vmgen-agent", "-n", "12", "--no-pager", "-o", "short"])
+                shown["agent service"] = journal.output.decode(errors="replace")
         return read
 
     final = wait_until(screens, lambda read: "quiet step is over" in read["0"], timeout=60, every=1)
