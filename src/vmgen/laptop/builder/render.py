@@ -558,49 +558,44 @@ def gemini_first_run(repo_dir: str) -> dict[str, dict[str, Any]]:
     return {".gemini/settings.json": settings, ".gemini/trustedFolders.json": {repo_dir: "TRUST_FOLDER"}}
 
 
-def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
-    """Pre-answered first-run dialogs, so the agent starts unattended at its prompt."""
-    if spec.agent.name == "gemini":
-        return [
-            _file(
-                VM.home / path,
-                json.dumps(document, indent=2) + "\n",
-                owner=f"{AGENT_USER}:{AGENT_USER}",
-                mode="0600",
-                defer=True,
-            )
-            for path, document in gemini_first_run(spec.repo_dir).items()
-        ]
-    if spec.agent.name != "claude":
-        return []
+def first_run_documents(agent: Agent, repo_dir: str) -> dict[str, dict[str, Any]]:
+    """The agent's own files (below its home, JSON) that pre-answer `agent`'s first-run dialogs,
+    so it starts unattended at its prompt in `repo_dir`: written by cloud-init for the
+    workspace's agent, merged in over SSH for a further session of another (`vmgen session new
+    --agent`). Empty for an agent that has none."""
+    if agent.name == "gemini":
+        return gemini_first_run(repo_dir)
+    if agent.name != "claude":
+        return {}
     state = {
         "hasCompletedOnboarding": True,
         # Trust is per exact directory; a parent folder does not cover the repository.
-        "projects": {spec.repo_dir: {"hasTrustDialogAccepted": True}},
+        "projects": {repo_dir: {"hasTrustDialogAccepted": True}},
     }
     settings = {
         "skipDangerousModePermissionPrompt": True,
         # The pinned version stays pinned, and nothing but the model API is contacted.
         "env": {"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"},
     }
-    managed = claude_managed_settings(spec.watchdog.permission_mode)
-    return [
+    return {".claude.json": state, f"{VM.claude_dir.relative_to(VM.home)}/settings.json": settings}
+
+
+def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
+    """Pre-answered first-run dialogs, so the agent starts unattended at its prompt."""
+    root_files = []
+    if spec.agent.name == "claude":
         # Root's, before the agent first starts: vmgen's hooks the agent cannot replace or turn off.
-        _file(spec.agent.managed_settings, json.dumps(managed, indent=2) + "\n"),
+        managed = claude_managed_settings(spec.watchdog.permission_mode)
+        root_files.append(_file(spec.agent.managed_settings, json.dumps(managed, indent=2) + "\n"))
+    return root_files + [
         _file(
-            VM.home / ".claude.json",
-            json.dumps(state, indent=2) + "\n",
+            VM.home / path,
+            json.dumps(document, indent=2) + "\n",
             owner=f"{AGENT_USER}:{AGENT_USER}",
             mode="0600",
             defer=True,
-        ),
-        _file(
-            VM.claude_dir / "settings.json",
-            json.dumps(settings, indent=2) + "\n",
-            owner=f"{AGENT_USER}:{AGENT_USER}",
-            mode="0600",
-            defer=True,
-        ),
+        )
+        for path, document in first_run_documents(spec.agent, spec.repo_dir).items()
     ]
 
 
