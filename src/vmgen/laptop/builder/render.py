@@ -582,20 +582,21 @@ def first_run_documents(agent: Agent, repo_dir: str) -> dict[str, dict[str, Any]
 
 def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
     """Pre-answered first-run dialogs, so the agent starts unattended at its prompt."""
-    root_files = []
-    if spec.agent.name == "claude":
-        # Root's, before the agent first starts: vmgen's hooks the agent cannot replace or turn off.
-        managed = claude_managed_settings(spec.watchdog.permission_mode)
-        root_files.append(_file(spec.agent.managed_settings, json.dumps(managed, indent=2) + "\n"))
-    return root_files + [
-        _file(
-            VM.home / path,
-            json.dumps(document, indent=2) + "\n",
-            owner=f"{AGENT_USER}:{AGENT_USER}",
-            mode="0600",
-            defer=True,
-        )
-        for path, document in first_run_documents(spec.agent, spec.repo_dir).items()
+    # Root's, before Claude Code first starts, whichever agent the workspace runs (a further
+    # session may run Claude Code): vmgen's hooks the agent cannot replace or turn off.
+    managed = claude_managed_settings(spec.watchdog.permission_mode)
+    return [
+        _file(AGENTS["claude"].managed_settings, json.dumps(managed, indent=2) + "\n"),
+        *(
+            _file(
+                VM.home / path,
+                json.dumps(document, indent=2) + "\n",
+                owner=f"{AGENT_USER}:{AGENT_USER}",
+                mode="0600",
+                defer=True,
+            )
+            for path, document in first_run_documents(spec.agent, spec.repo_dir).items()
+        ),
     ]
 
 
