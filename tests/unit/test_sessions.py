@@ -104,6 +104,22 @@ def test_a_prompt_for_a_missing_session_finds_no_agent(tmux: dict[str, str]) -> 
     assert parse_screen(found.stdout).state is PaneState.NO_SESSION
 
 
+def test_a_prompt_for_another_agents_session_looks_in_the_workspaces_tmux_session(tmux: dict[str, str]) -> None:
+    """The tmux session is named for the workspace's own agent (claude here); a codex window in
+    it is found there, not in a session named codex, which does not exist."""
+    runner = VmPaths().program("agent-run")
+    pane = f"echo '> ready'; exec -a {runner} sleep 600"  # agent-run's pane, its agent at its prompt
+    subprocess.run(["tmux", "new-window", "-d", "-t", f"{AGENT_SESSION}:", "-n", "cx", pane], env=tmux, check=True)
+    codex = AGENTS["codex"]
+    script = screen_script(codex, 5, window="cx", session=AGENT_SESSION)
+    found = subprocess.run(["bash", "-c", script], env=tmux, capture_output=True, text=True, check=True)
+    screen = parse_screen(found.stdout)
+    assert screen.state is PaneState.RUNNING and "> ready" in screen.text
+    script = screen_script(codex, 1, window="cx")  # as it was: the session named for codex
+    found = subprocess.run(["bash", "-c", script], env=tmux, capture_output=True, text=True, check=True)
+    assert parse_screen(found.stdout).state is PaneState.NO_SESSION
+
+
 def test_a_listing_without_the_agents_session_is_empty() -> None:
     assert parse_windows("---\n  1     0 systemd\n") == []
 

@@ -203,7 +203,7 @@ class SshWorkspaceClient:
     def agent_screen(self, agent: Agent, settle_seconds: float = 60, window: str = "") -> AgentScreen:
         """Whether the agent runs in its pane (of `window`, else the session's current one) and
         has credentials, and its screen once settled."""
-        script = screen_script(agent, settle_seconds, window)
+        script = screen_script(agent, settle_seconds, window, self.session)
         found = run(self.target, ["bash", "-c", script], timeout=settle_seconds + 30)
         return parse_screen(found.stdout.decode(errors="replace"))
 
