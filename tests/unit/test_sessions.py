@@ -15,6 +15,7 @@ from vmgen.contract.names import AGENT_SESSION, VmPaths
 from vmgen.errors import UsageError
 from vmgen.laptop.agent_screen import PaneState, parse_screen, screen_script
 from vmgen.laptop.agents import AGENTS
+from vmgen.laptop.handover import CredentialsGiven
 from vmgen.laptop.sessions import (
     LIST_SCRIPT,
     attach_argv,
@@ -103,6 +104,22 @@ def test_a_prompt_for_a_missing_session_finds_no_agent(tmux: dict[str, str]) -> 
     assert parse_screen(found.stdout).state is PaneState.NO_SESSION
 
 
+def test_a_prompt_for_another_agents_session_looks_in_the_workspaces_tmux_session(tmux: dict[str, str]) -> None:
+    """The tmux session is named for the workspace's own agent (claude here); a codex window in
+    it is found there, not in a session named codex, which does not exist."""
+    runner = VmPaths().program("agent-run")
+    pane = f"echo '> ready'; exec -a {runner} sleep 600"  # agent-run's pane, its agent at its prompt
+    subprocess.run(["tmux", "new-window", "-d", "-t", f"{AGENT_SESSION}:", "-n", "cx", pane], env=tmux, check=True)
+    codex = AGENTS["codex"]
+    script = screen_script(codex, 5, window="cx", session=AGENT_SESSION)
+    found = subprocess.run(["bash", "-c", script], env=tmux, capture_output=True, text=True, check=True)
+    screen = parse_screen(found.stdout)
+    assert screen.state is PaneState.RUNNING and "> ready" in screen.text
+    script = screen_script(codex, 1, window="cx")  # as it was: the session named for codex
+    found = subprocess.run(["bash", "-c", script], env=tmux, capture_output=True, text=True, check=True)
+    assert parse_screen(found.stdout).state is PaneState.NO_SESSION
+
+
 def test_a_listing_without_the_agents_session_is_empty() -> None:
     assert parse_windows("---\n  1     0 systemd\n") == []
 
@@ -127,12 +144,20 @@ def test_a_window_the_agent_named_to_attack_the_users_terminal_is_shown_inert(tm
 
 
 class FakeSessions:
-    """The VM as `vmgen session new` sees it: its windows, what is installed, the windows made."""
+    """The VM as `vmgen session new` sees it: its windows, what is installed, whether the agent
+    has a credential there already (a variable in its env file, or a login), what it was handed
+    and the windows made, in the order it all happened."""
 
-    def __init__(self, listing: str, installed: tuple[bool, bool] = (True, True)) -> None:
-        self.listing, self.installed = listing, installed
+    def __init__(
+        self, listing: str, installed: tuple[bool, bool] = (True, True), credentials_there: bool = False
+    ) -> None:
+        self.listing, self.installed, self.credentials_there = listing, installed, credentials_there
         self.made: list[tuple[str, str]] = []
         self.asked: list[str] = []
+        self.env: dict[str, str] = {}
+        self.first_run: dict[str, dict] = {}
+        self.approved = ""
+        self.steps: list[str] = []
 
     def windows(self) -> str:
         return self.listing
@@ -141,7 +166,20 @@ class FakeSessions:
         self.asked.append(agent.name)
         return self.installed
 
+    def add_credentials(self, agent, values: dict[str, str]) -> CredentialsGiven:
+        self.steps.append("credentials")
+        added = tuple(sorted(set(values) - set(self.env)))
+        self.env = {**values, **self.env}
+        present = self.credentials_there or any(variable in self.env for variable in agent.credential_variables)
+        return CredentialsGiven(added, present)
+
+    def seed_first_run(self, documents: dict[str, dict], claude_api_key: str = "") -> tuple[str, ...]:
+        self.steps.append("first-run")
+        self.first_run, self.approved = documents, claude_api_key
+        return ()
+
     def new_window(self, window: str, agent: str = "") -> None:
+        self.steps.append("window")
         self.made.append((window, agent))
 
 
@@ -154,12 +192,13 @@ def test_a_session_of_the_workspaces_own_agent_needs_no_look_at_what_is_installe
     vm = FakeSessions(ONE_WINDOW, installed=(False, False))
     assert start_session(vm, "app", "two", AGENTS["claude"], AGENTS["claude"]).name == "claude"
     assert vm.made == [("two", "")] and vm.asked == []
+    assert vm.steps == ["window"]  # the launch handed the workspace's own agent what it needs
 
 
 def test_a_session_of_another_installed_agent_runs_it() -> None:
     from vmgen.laptop.cli.sessions_cmd import start_session
 
-    vm = FakeSessions(ONE_WINDOW)
+    vm = FakeSessions(ONE_WINDOW, credentials_there=True)
     assert start_session(vm, "app", "cx", AGENTS["codex"], AGENTS["claude"]).name == "codex"
     assert vm.made == [("cx", "codex")]
 
@@ -181,6 +220,70 @@ def test_an_agent_that_cannot_start_there_is_refused_in_one_line_before_anything
         start_session(vm, "app", "cx", AGENTS["codex"], AGENTS["claude"])
     assert str(refused.value).startswith(words) and "\n" not in str(refused.value)
     assert vm.made == []
+
+
+def test_another_agent_is_handed_its_key_and_first_run_files_before_its_window_starts() -> None:
+    from vmgen.laptop.builder.render import first_run_documents
+    from vmgen.laptop.cli.sessions_cmd import AgentHandover, start_session
+
+    vm = FakeSessions(ONE_WINDOW)
+    said: list[str] = []
+    handed = AgentHandover({"GEMINI_API_KEY": "test-gemini-key"}, first_run_documents(AGENTS["gemini"], "/w/app"))
+    start_session(vm, "app", "gm", AGENTS["gemini"], AGENTS["claude"], handed, say=said.append)
+    assert vm.steps == ["credentials", "first-run", "window"] and vm.made == [("gm", "gemini")]
+    assert vm.env == {"GEMINI_API_KEY": "test-gemini-key"}
+    assert set(vm.first_run) == {".gemini/settings.json", ".gemini/trustedFolders.json"}
+    assert vm.first_run[".gemini/trustedFolders.json"] == {"/w/app": "TRUST_FOLDER"}
+    assert said == ["handed GEMINI_API_KEY to gemini on app"]  # its name, never its value
+    assert vm.approved == ""
+
+
+def test_claude_in_another_agents_workspace_gets_its_key_approved_as_the_launch_does() -> None:
+    from vmgen.laptop.builder.render import first_run_documents
+    from vmgen.laptop.cli.sessions_cmd import AgentHandover, start_session
+
+    vm = FakeSessions(ONE_WINDOW.replace("claude", "codex"))
+    values = {"ANTHROPIC_API_KEY": "test-anthropic-key", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
+    handed = AgentHandover(values, first_run_documents(AGENTS["claude"], "/w/app"))
+    start_session(vm, "app", "cl", AGENTS["claude"], AGENTS["codex"], handed)
+    assert vm.env == values and vm.approved == "test-anthropic-key"
+    assert vm.first_run[".claude.json"]["projects"] == {"/w/app": {"hasTrustDialogAccepted": True}}
+
+
+@pytest.mark.parametrize(
+    ("agent", "own", "named"),
+    [
+        ("codex", "claude", "set OPENAI_API_KEY here"),
+        ("claude", "codex", "set ANTHROPIC_API_KEY (or the anthropic_api_key setting) here"),
+        ("aider", "claude", "set ANTHROPIC_API_KEY (or the anthropic_api_key setting) or OPENAI_API_KEY here"),
+    ],
+)
+def test_an_agent_with_no_credential_here_or_there_is_refused_in_one_line_and_nothing_starts(
+    agent: str, own: str, named: str
+) -> None:
+    from vmgen.errors import AgentCannotWork
+    from vmgen.laptop.cli.sessions_cmd import AgentHandover, start_session
+
+    vm = FakeSessions(ONE_WINDOW)
+    # A base URL alone is no credential: not even it is written before the refusal.
+    handed = AgentHandover({"ANTHROPIC_BASE_URL": "http://127.0.0.1:9", "OPENAI_API_KEY": ""}, {"x.json": {}})
+    with pytest.raises(AgentCannotWork) as refused:
+        start_session(vm, "app", "other", AGENTS[agent], AGENTS[own], handed)
+    line = str(refused.value)
+    assert line.startswith(f"{agent} has no credentials on app and this machine has none to hand over: {named}")
+    assert line.endswith("no session was started") and "\n" not in line
+    assert vm.steps == ["credentials"] and vm.env == {} and vm.made == [] and vm.first_run == {}
+
+
+def test_an_agent_with_a_credential_on_the_workspace_already_needs_none_from_here() -> None:
+    """A key the workspace was handed for its own agent (opencode's ANTHROPIC_API_KEY serves
+    aider too), or a login made there by hand: the session starts without one from here."""
+    from vmgen.laptop.cli.sessions_cmd import AgentHandover, start_session
+
+    vm = FakeSessions(ONE_WINDOW, credentials_there=True)
+    said: list[str] = []
+    start_session(vm, "app", "ai", AGENTS["aider"], AGENTS["opencode"], AgentHandover(), say=said.append)
+    assert vm.made == [("ai", "aider")] and vm.env == {} and said == []
 
 
 def test_whether_an_agent_is_installed_is_asked_of_the_path_its_windows_get(tmp_path: Path) -> None:

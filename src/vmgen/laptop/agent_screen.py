@@ -32,14 +32,16 @@ class AgentScreen:
     credentials: bool | None = None  # None: the agent's login files are not known to vmgen
 
 
-def screen_script(agent: Agent, settle_seconds: float, window: str = "") -> str:
+def screen_script(agent: Agent, settle_seconds: float, window: str = "", session: str = "") -> str:
     """Remote script, run as the agent: the pane's state on the first line, whether the agent
     has credentials on the second, then its settled screen. Keys typed while the agent's UI is
-    still starting are lost, so the screen is read once it shows something and stops changing."""
+    still starting are lost, so the screen is read once it shows something and stops changing.
+    `session`: the workspace's tmux session (named for the workspace's own agent, which a further
+    session's `agent` need not be); by default the one named for `agent`."""
     runner = shlex.quote(str(VM.program("agent-run")))
     # has-session with a window target fails for a missing window (display-message would fall
     # back to the current one).
-    pane = shlex.quote(window_target(window, agent_session(agent.name)))
+    pane = shlex.quote(window_target(window, session or agent_session(agent.name)))
     if agent.credential_files:
         tests = [f"grep -qE '^({'|'.join(agent.credential_variables) or '-'})=' {shlex.quote(str(VM.agent_env))}"]
         tests += [f"[ -s {shlex.quote(str(VM.home / name))} ]" for name in agent.credential_files]

@@ -6,15 +6,18 @@ uploaded as a tar stream. Finally a marker file lets systemd start the agent's s
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import Any
 
-from ..contract.names import VM
+from ..contract.names import VM, VmPaths
 from ..errors import RemoteCommandFailed, VmgenError
+from .agents import Agent
 from .claudesetup import MISSING_COMMANDS_SCRIPT, UNPACK_PROGRAM, UNPACK_SCRIPT, SyncPlan, setup_tar
 from .ssh import SSHTarget, remote, run, write_file
 
@@ -39,7 +42,7 @@ class Handover:
 
 _APPROVE_KEY = """
 import json, os, sys
-path = os.path.expanduser("~/.claude.json")
+path = sys.argv[1]
 state = json.load(open(path)) if os.path.exists(path) else {}
 responses = state.setdefault("customApiKeyResponses", {"approved": [], "rejected": []})
 suffix = sys.stdin.read().strip()
@@ -72,7 +75,7 @@ def deliver(target: SSHTarget, handover: Handover) -> None:
     if handover.gitconfig is not None:
         write_file(target, str(VM.home / ".gitconfig"), handover.gitconfig, mode="644")
     if handover.approve_claude_api_key:
-        run(target, ["python3", "-c", _APPROVE_KEY], input=handover.approve_claude_api_key[-20:].encode())
+        approve_claude_api_key(target, handover.approve_claude_api_key)
     if handover.deploy_key is not None:
         deliver_deploy_key(target, handover.deploy_key, handover.push_url, handover.repo_dir)
     if handover.upload_from is not None:
@@ -81,6 +84,124 @@ def deliver(target: SSHTarget, handover: Handover) -> None:
         ship_claude_setup(target, handover.claude_setup)
     mark = VM.handover_mark
     run(target, ["sh", "-c", f"mkdir -p {shlex.quote(str(mark.parent))} && touch {shlex.quote(str(mark))}"])
+
+
+def approve_claude_api_key(target: SSHTarget, key: str, home: PurePath = VM.home) -> None:
+    """Claude Code's answer to "use this API key?" (its last 20 characters), in ~/.claude.json."""
+    run(target, ["python3", "-c", _APPROVE_KEY, str(home / ".claude.json")], input=key[-20:].encode())
+
+
+# Run as the agent (vmgen's SSH login): the lines of agent_env_file on stdin are added to the env
+# file for the variables it does not define yet (what the workspace was handed stays as it is),
+# written whole and renamed into place, mode 0600. Then says whether the agent has a credential:
+# one of its variables defined there, or a login file of its own. Values never leave stdin.
+_ADD_CREDENTIALS = """
+import os, re, shlex, sys
+env_path, *rest = sys.argv[1:]
+cut = rest.index("--")
+variables, files = rest[:cut], rest[cut + 1:]
+def defined(text):
+    try:
+        return {word.split("=", 1)[0] for word in shlex.split(text) if "=" in word}
+    except ValueError:
+        return set(re.findall(r"(?m)^([A-Za-z_][A-Za-z0-9_]*)=", text))
+try:
+    with open(env_path, "rb") as handle:
+        have = handle.read().decode()
+except FileNotFoundError:
+    have = ""
+names = defined(have)
+given = sys.stdin.read()
+added = [line for line in shlex.split(given) if line.split("=", 1)[0] not in names] if given else []
+if added:
+    text = have if not have or have.endswith("\\n") else have + "\\n"
+    text += "".join(word.split("=", 1)[0] + "=" + shlex.quote(word.split("=", 1)[1]) + "\\n" for word in added)
+    os.makedirs(os.path.dirname(env_path), mode=0o700, exist_ok=True)
+    fd = os.open(env_path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(env_path + ".tmp", env_path)
+    names |= {word.split("=", 1)[0] for word in added}
+for word in added:
+    print("added " + word.split("=", 1)[0])
+login = any(os.path.isfile(path) and os.path.getsize(path) > 0 for path in files)
+print("credentials " + ("yes" if login or any(name in names for name in variables) else "no"))
+"""
+
+
+@dataclass(frozen=True)
+class CredentialsGiven:
+    added: tuple[str, ...]  # the variables added to the workspace's env file (names only)
+    present: bool  # the agent has a credential there now (a variable of its own, or its login)
+
+
+def add_agent_credentials(
+    target: SSHTarget, agent: Agent, values: dict[str, str], paths: VmPaths = VM
+) -> CredentialsGiven:
+    """For a further session of another agent (`vmgen session new --agent`): `values` of its key
+    variables join the workspace's env file, which agent-run loads for every window, as the launch
+    hands over the workspace's own agent's (through SSH stdin, never argv, the file 0600); the
+    variables the workspace has are kept. `values` empty: only asks whether it has a credential."""
+    files = [str(paths.home / name) for name in agent.credential_files]
+    argv = ["python3", "-c", _ADD_CREDENTIALS, str(paths.agent_env), *agent.credential_variables, "--", *files]
+    found = run(target, argv, input=agent_env_file(values))
+    said = [line.split(" ", 1) for line in found.stdout.decode(errors="replace").splitlines() if " " in line]
+    return CredentialsGiven(
+        added=tuple(word for key, word in said if key == "added"),
+        present=["credentials", "yes"] in said,
+    )
+
+
+# Run as the agent: each JSON document on stdin (by path below the home in argv) merged into the
+# agent's file there, what the file already says winning (a setting the user chose stays), written
+# whole and renamed into place, mode 0600; through a symlink to its target (a dotfiles manager's
+# link stays a link). A file that is not a JSON object is left alone and named.
+_MERGE_JSON = """
+import json, os, sys
+def merge(seed, have):
+    merged = dict(have)
+    for key, value in seed.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key] = merge(value, merged[key])
+    return merged
+home = sys.argv[1]
+for relative, seed in json.load(sys.stdin).items():
+    path = os.path.realpath(os.path.join(home, relative))
+    try:
+        with open(path, "rb") as handle:
+            have = json.loads(handle.read() or b"{}")
+    except FileNotFoundError:
+        have = None
+    except (OSError, ValueError):
+        have = []
+    if not isinstance(have, (dict, type(None))):
+        print("kept " + relative)
+        continue
+    merged = merge(seed, have or {})
+    if merged == have:
+        continue
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(merged, indent=2) + "\\n")
+    os.replace(path + ".tmp", path)
+"""
+
+
+def merge_first_run(
+    target: SSHTarget, documents: dict[str, dict[str, Any]], home: PurePath = VM.home
+) -> tuple[str, ...]:
+    """The agent's first-run files (builder/render.first_run_documents: the ones the launch
+    writes for the workspace's own agent) merged into what the agent's home has; the paths left
+    alone because they hold no JSON object."""
+    if not documents:
+        return ()
+    found = run(target, ["python3", "-c", _MERGE_JSON, str(home)], input=json.dumps(documents).encode())
+    return tuple(line[5:] for line in found.stdout.decode(errors="replace").splitlines() if line.startswith("kept "))
 
 
 def ship_claude_setup(target: SSHTarget, plan: SyncPlan) -> None:

@@ -26,7 +26,14 @@ from ..selfwheel import VmgenWheel
 from . import sessions
 from .agent_screen import AgentScreen, parse_screen, screen_script, window_target
 from .agents import Agent
-from .handover import Handover, deliver
+from .handover import (
+    CredentialsGiven,
+    Handover,
+    add_agent_credentials,
+    approve_claude_api_key,
+    deliver,
+    merge_first_run,
+)
 from .readiness import Phase, follow_cloud_init, wait_for_session, wait_for_ssh
 from .ssh import SSHTarget, remote, run, write_file_while_booting
 from .state import WorkspaceState, failed_boot_log
@@ -196,7 +203,7 @@ class SshWorkspaceClient:
     def agent_screen(self, agent: Agent, settle_seconds: float = 60, window: str = "") -> AgentScreen:
         """Whether the agent runs in its pane (of `window`, else the session's current one) and
         has credentials, and its screen once settled."""
-        script = screen_script(agent, settle_seconds, window)
+        script = screen_script(agent, settle_seconds, window, self.session)
         found = run(self.target, ["bash", "-c", script], timeout=settle_seconds + 30)
         return parse_screen(found.stdout.decode(errors="replace"))
 
@@ -218,6 +225,19 @@ class SshWorkspaceClient:
         workspace's agent-run can start another agent than its own."""
         found = run(self.target, ["bash", "-c", sessions.installed_script(agent)], check=False)
         return sessions.parse_installed(found.stdout.decode(errors="replace"))
+
+    def add_credentials(self, agent: Agent, values: dict[str, str]) -> CredentialsGiven:
+        """`values` of `agent`'s key variables into the env file every window loads (the ones
+        the workspace has kept); whether `agent` has a credential there then."""
+        return add_agent_credentials(self.target, agent, values)
+
+    def seed_first_run(self, documents: dict[str, dict[str, Any]], claude_api_key: str = "") -> tuple[str, ...]:
+        """The first-run files merged into the agent's own (the paths left alone), and Claude
+        Code's approval of the key it will find, as the launch gives them."""
+        kept = merge_first_run(self.target, documents)
+        if claude_api_key:
+            approve_claude_api_key(self.target, claude_api_key)
+        return kept
 
     def keepalive(self, duration: str, reason: str) -> str:
         result = run(self.target, ["vmgen", "vmside", "keepalive", "--for", duration, "--reason", reason])

@@ -86,3 +86,15 @@ def test_bypass_has_the_watchdogs_hooks_and_no_permission_hook() -> None:
         'claude --session-id "$session_id" --dangerously-skip-permissions'
         in files["/usr/local/lib/vmgen/agent-run"]["content"]
     )
+
+
+@pytest.mark.parametrize("agent", sorted(set(AGENTS) - {"claude"}))
+def test_another_agents_workspace_has_the_hooks_for_a_further_claude_session(agent: str) -> None:
+    """`vmgen session new --agent claude` can start Claude Code there, and the laptop cannot write
+    root's files: the watchdog's hooks are in place from the boot, out of the agent's reach."""
+    files = files_of(render(make_spec(agent=agent)))
+    managed = files[MANAGED]
+    assert (managed["owner"], managed["permissions"]) == ("root:root", "0644")
+    settings = json.loads(managed["content"])
+    assert "Stop" in settings["hooks"] and "PermissionRequest" not in settings["hooks"]  # bypass: its only mode
+    assert "/home/agent/.claude.json" not in files  # Claude Code's own files: the session merges them in

@@ -558,10 +558,36 @@ def gemini_first_run(repo_dir: str) -> dict[str, dict[str, Any]]:
     return {".gemini/settings.json": settings, ".gemini/trustedFolders.json": {repo_dir: "TRUST_FOLDER"}}
 
 
+def first_run_documents(agent: Agent, repo_dir: str) -> dict[str, dict[str, Any]]:
+    """The agent's own files (below its home, JSON) that pre-answer `agent`'s first-run dialogs,
+    so it starts unattended at its prompt in `repo_dir`: written by cloud-init for the
+    workspace's agent, merged in over SSH for a further session of another (`vmgen session new
+    --agent`). Empty for an agent that has none."""
+    if agent.name == "gemini":
+        return gemini_first_run(repo_dir)
+    if agent.name != "claude":
+        return {}
+    state = {
+        "hasCompletedOnboarding": True,
+        # Trust is per exact directory; a parent folder does not cover the repository.
+        "projects": {repo_dir: {"hasTrustDialogAccepted": True}},
+    }
+    settings = {
+        "skipDangerousModePermissionPrompt": True,
+        # The pinned version stays pinned, and nothing but the model API is contacted.
+        "env": {"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"},
+    }
+    return {".claude.json": state, f"{VM.claude_dir.relative_to(VM.home)}/settings.json": settings}
+
+
 def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
     """Pre-answered first-run dialogs, so the agent starts unattended at its prompt."""
-    if spec.agent.name == "gemini":
-        return [
+    # Root's, before Claude Code first starts, whichever agent the workspace runs (a further
+    # session may run Claude Code): vmgen's hooks the agent cannot replace or turn off.
+    managed = claude_managed_settings(spec.watchdog.permission_mode)
+    return [
+        _file(AGENTS["claude"].managed_settings, json.dumps(managed, indent=2) + "\n"),
+        *(
             _file(
                 VM.home / path,
                 json.dumps(document, indent=2) + "\n",
@@ -569,37 +595,7 @@ def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
                 mode="0600",
                 defer=True,
             )
-            for path, document in gemini_first_run(spec.repo_dir).items()
-        ]
-    if spec.agent.name != "claude":
-        return []
-    state = {
-        "hasCompletedOnboarding": True,
-        # Trust is per exact directory; a parent folder does not cover the repository.
-        "projects": {spec.repo_dir: {"hasTrustDialogAccepted": True}},
-    }
-    settings = {
-        "skipDangerousModePermissionPrompt": True,
-        # The pinned version stays pinned, and nothing but the model API is contacted.
-        "env": {"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"},
-    }
-    managed = claude_managed_settings(spec.watchdog.permission_mode)
-    return [
-        # Root's, before the agent first starts: vmgen's hooks the agent cannot replace or turn off.
-        _file(spec.agent.managed_settings, json.dumps(managed, indent=2) + "\n"),
-        _file(
-            VM.home / ".claude.json",
-            json.dumps(state, indent=2) + "\n",
-            owner=f"{AGENT_USER}:{AGENT_USER}",
-            mode="0600",
-            defer=True,
-        ),
-        _file(
-            VM.claude_dir / "settings.json",
-            json.dumps(settings, indent=2) + "\n",
-            owner=f"{AGENT_USER}:{AGENT_USER}",
-            mode="0600",
-            defer=True,
+            for path, document in first_run_documents(spec.agent, spec.repo_dir).items()
         ),
     ]
 

@@ -4,21 +4,26 @@ agent's session (the picker `vmgen connect` shows when there are several is in p
 from __future__ import annotations
 
 import shlex
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import click
 from rich.table import Table
 from rich.text import Text
 
 from ...contract.documents import SessionRecord
+from ...contract.names import VM
 from ...errors import AgentCannotWork, StatusUnavailable, UsageError
 from ..agent_screen import why_prompts_are_lost
 from ..agents import AGENTS, Agent
+from ..config import ALIASES
+from ..handover import CredentialsGiven
 from ..sessions import Window, parse_windows, validate_window_name
 from ..spec import resolve_agent
 from ..state import WorkspaceState
 from ..workspace_client import SshWorkspaceClient
-from .app import err, main, out, running_target
+from .app import err, main, out, running_target, settings
 
 
 @main.group()
@@ -40,8 +45,16 @@ def new(name: str, window: str, agent: str | None, prompt: str | None) -> None:
     validate_window_name(window)
     record = WorkspaceState(name).record()
     own = resolve_agent(record.agent if record else "claude")
+    wanted = AGENTS[agent] if agent else own
+    handed = None
+    if wanted.name != own.name:
+        from ..builder.render import first_run_documents
+        from .launching import agent_env
+
+        repo_dir = (record.repo_dir if record else "") or str(VM.repo_dir(name))
+        handed = AgentHandover(agent_env(settings(), wanted.key_variables), first_run_documents(wanted, repo_dir))
     client = SshWorkspaceClient(running_target(name), name)
-    chosen = start_session(client, name, window, AGENTS[agent] if agent else own, own)
+    chosen = start_session(client, name, window, wanted, own, handed, say=lambda line: err.print(line, markup=False))
     err.print(f"started session {window!r} ({chosen.name}) on {name}: `vmgen connect {name} --session {window}`")
     if prompt:
         problem = why_prompts_are_lost(client.agent_screen(chosen, window=window), chosen, name)
@@ -56,12 +69,35 @@ class SessionClient(Protocol):
 
     def agent_installed(self, agent: Agent) -> tuple[bool, bool]: ...
 
+    def add_credentials(self, agent: Agent, values: dict[str, str]) -> CredentialsGiven: ...
+
+    def seed_first_run(self, documents: dict[str, dict[str, Any]], claude_api_key: str = "") -> tuple[str, ...]: ...
+
     def new_window(self, window: str, agent: str = "") -> None: ...
 
 
-def start_session(client: SessionClient, name: str, window: str, agent: Agent, own: Agent) -> Agent:
+@dataclass(frozen=True)
+class AgentHandover:
+    """What a session of another agent than the workspace's own is handed before it starts, as
+    the launch hands the workspace's own agent: this machine's values of its key variables (as
+    the launch reads them: the settings, else the environment) and its first-run files."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    first_run: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def start_session(
+    client: SessionClient,
+    name: str,
+    window: str,
+    agent: Agent,
+    own: Agent,
+    handed: AgentHandover | None = None,
+    say: Callable[[str], None] = lambda line: None,
+) -> Agent:
     """A window named `window` running `agent` (the workspace's own, `own`, or another one vmgen
-    offers that is installed there); refused, before anything starts, when it cannot be."""
+    offers that is installed there, handed its credentials and first-run files first); refused,
+    before anything starts, when it cannot be."""
     windows = parse_windows(client.windows())
     if not windows:
         raise AgentCannotWork(
@@ -81,8 +117,40 @@ def start_session(client: SessionClient, name: str, window: str, agent: Agent, o
             f"{name} was made before sessions of other agents: it starts only {own.name} "
             f"(a workspace launched or restored with this vmgen can)"
         )
+    hand_over(client, name, agent, handed or AgentHandover(), say)
     client.new_window(window, agent.name)
     return agent
+
+
+def hand_over(
+    client: SessionClient, name: str, agent: Agent, handed: AgentHandover, say: Callable[[str], None]
+) -> None:
+    """`agent`'s credentials into the env file agent-run loads (the variables the workspace has
+    kept as they are), then its first-run files; refused, with nothing changed, when neither this
+    machine nor the workspace has a credential for it."""
+    given = {variable: value for variable, value in handed.values.items() if value}
+    if not any(variable in given for variable in agent.credential_variables):
+        given = {}  # a base URL alone is no credential: nothing is written before the refusal
+    credentials = client.add_credentials(agent, given)
+    if not credentials.present:
+        raise AgentCannotWork(no_credentials(agent, name))
+    if credentials.added:
+        say(f"handed {', '.join(credentials.added)} to {agent.name} on {name}")
+    approve = given.get("ANTHROPIC_API_KEY", "") if agent.name == "claude" else ""
+    for path in client.seed_first_run(handed.first_run, approve):
+        say(f"warning: ~/{path} on {name} holds no JSON object; left as it is ({agent.name} may ask its questions)")
+
+
+def no_credentials(agent: Agent, name: str) -> str:
+    """One line: which variable (or setting) on this machine would give `agent` its key."""
+    named = [
+        f"{variable} (or the {ALIASES[variable]} setting)" if variable in ALIASES else variable
+        for variable in agent.credential_variables
+    ]
+    return (
+        f"{agent.name} has no credentials on {name} and this machine has none to hand over: "
+        f"set {' or '.join(named)} here (or log in to {agent.name} on {name} yourself); no session was started"
+    )
 
 
 @session.command(name="list")

@@ -291,7 +291,9 @@ def send_prompt(name: str, prompt: str, window: str = "") -> None:
     agent = resolve_agent(record.agent if record else "claude")
     screen = client.agent_screen(agent, window=window)
     if window and screen.state is PaneState.NO_SESSION:
-        raise AgentCannotWork(f"not sent: {name} has no agent session named {window!r} (see `vmgen session list {name}`)")
+        raise AgentCannotWork(
+            f"not sent: {name} has no agent session named {window!r} (see `vmgen session list {name}`)"
+        )
     problem = why_prompts_are_lost(screen, agent, name)
     if problem:
         raise AgentCannotWork(f"not sent: {problem}")
