@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +22,7 @@ import yaml
 
 from ...contract import codec
 from ...contract.agentwatch import flatten
+from ...contract.devcontainer import UP_ERROR, UP_PHASE, UP_TAIL, UP_TAIL_LINES
 from ...contract.documents import (
     BACKUP_DEFAULTS,
     HOOK_EVENTS,
@@ -188,6 +189,14 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         _file(VM.program("agent-run"), rendered("agent-run.sh.j2"), mode="0755"),
         _file(VM.program("tmux.conf"), rendered("tmux.conf.j2")),
         *([_file(VM.program("dotfiles-install"), rendered("dotfiles.sh.j2"), mode="0755")] if spec.dotfiles else []),
+        *(
+            [
+                _file(VM.program("devcontainer-up"), rendered("devcontainer-up.sh.j2"), mode="0755"),
+                _file(VM.program("devcontainer-exec"), rendered("devcontainer-exec.sh.j2"), mode="0755"),
+            ]
+            if spec.devcontainer
+            else []
+        ),
         _file(VM.program("agent-event"), without_comment_lines(agent_event_hook()), mode="0755"),
         unit(UNITS.agent),
         unit(UNITS.agent_start),
@@ -311,6 +320,7 @@ def _install_context(plan: InstallPlan) -> dict[str, object]:
         "agent_install": plan.agent_install,
         "code_ui_install": plan.code_ui,
         "node": plan.node,
+        "devcontainer_cli": plan.devcontainer,
         "vmgen_version": vmgen.version,
         "vmgen_wheel": vmgen.wheel_path,
         "vmgen_sha256": vmgen.wheel_sha256,
@@ -416,8 +426,46 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "dotfiles_seconds": DOTFILES_SECONDS,
         "dotfiles_log": VM.dotfiles_log.relative_to(VM.home),
         **_session_context(spec),
+        **_devcontainer_context(spec),
         "lifetime_seconds": round(spec.watchdog.max_lifetime_hours * 3600),
         "inotify_watches": INOTIFY_WATCHES,
+    }
+
+
+def _devcontainer_context(spec: WorkspaceSpec) -> dict[str, object]:
+    """The dev container's programs (docs/devcontainers.md): `inside` prefixes each command the
+    agent's pane runs with devcontainer-exec ("" without a dev container)."""
+    if spec.devcontainer is None:
+        return {"devcontainer_config": "", "inside": ""}
+    agent = spec.agent
+    path = str(VM.container_bin)
+    links = [
+        (str(VM.container_bin / name), str(PurePosixPath(agent.container_install) / program))
+        for name, program in agent.container_programs
+    ]
+    as_root = "".join(f" {name}={shlex.quote(value)}" for name, value in agent.container_env)
+    inner = "\n".join(
+        (
+            f"cd {shlex.quote(spec.repo_dir)} 2>/dev/null || cd /",
+            f'export HOME={shlex.quote(str(VM.home))} TERM="$1" PATH={shlex.quote(path)}:"$PATH"',
+            *([f'if [ "$(id -u)" = 0 ]; then export{as_root}; fi'] if as_root else []),
+            f"if [ -r {shlex.quote(str(VM.agent_env))} ]; then set -a; . {shlex.quote(str(VM.agent_env))}; set +a; fi",
+            "shift",
+            'exec "$@"',
+        )
+    )
+    return {
+        "devcontainer_config": spec.devcontainer.config,
+        "devcontainer_log": VM.devcontainer_log.relative_to(VM.home),
+        "devcontainer_config_path": str(PurePosixPath(spec.repo_dir) / spec.devcontainer.config),
+        "devcontainer_agent_install": agent.container_install,
+        "devcontainer_links": links,
+        "devcontainer_inner": inner,
+        "inside": shlex.quote(str(VM.program("devcontainer-exec"))) + " ",
+        "up_phase": UP_PHASE,
+        "up_error": UP_ERROR,
+        "up_tail": UP_TAIL,
+        "up_tail_lines": UP_TAIL_LINES,
     }
 
 
@@ -483,6 +531,8 @@ def _workspace_info(spec: WorkspaceSpec) -> WorkspaceInfo:
         desktop=spec.desktop,
         vmgen_version=spec.vmgen.build,
         dotfiles_repo=spec.dotfiles.describe() if spec.dotfiles else "",
+        devcontainer=spec.devcontainer.config if spec.devcontainer else "",
+        devcontainer_allow_privileged=spec.devcontainer.allow_privileged if spec.devcontainer else False,
     )
 
 

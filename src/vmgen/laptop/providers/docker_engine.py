@@ -43,7 +43,7 @@ def volume_name(workspace: str) -> str:
     return f"vmgen-{workspace}-home"
 
 
-def systemd_run_options(cgroup_version: str) -> dict[str, Any]:
+def systemd_run_options(cgroup_version: str, nested_containers: bool = False) -> dict[str, Any]:
     """Options that let systemd run as PID 1 without --privileged.
 
     systemd needs a writable view of its cgroup. Docker's default cgroup namespace is "host" on
@@ -59,8 +59,18 @@ def systemd_run_options(cgroup_version: str) -> dict[str, Any]:
         "tmpfs": {"/run": "rw,exec,mode=755", "/run/lock": "rw,mode=1777", "/tmp": "rw,exec,mode=1777"},
         "stop_signal": "SIGRTMIN+3",
     }
-    if cgroup_version == "2":
-        options["security_opt"] = ["apparmor=unconfined"]
+    security = ["apparmor=unconfined"] if cgroup_version == "2" else []
+    if nested_containers:
+        # A workspace with a dev container: the agent's rootless Podman inside this simulated VM
+        # needs what a real VM has (docs/devcontainers.md, measured): a tun device for its
+        # network (slirp4netns), a whole /proc to mount a fresh one for a new PID namespace
+        # (Docker masks paths of it), and the system calls Docker's default seccomp profile
+        # refuses (pivot_root in slirp4netns). They loosen the engine's container around the
+        # simulated VM, not what the agent gets on it: the agent stays an unprivileged user.
+        security += ["seccomp=unconfined", "systempaths=unconfined"]
+        options["devices"] = ["/dev/net/tun:/dev/net/tun:rwm"]
+    if security:
+        options["security_opt"] = security
     return options
 
 

@@ -1,0 +1,185 @@
+"""A repository with a dev container on one launched docker workspace, every part real: the
+devcontainers CLI and rootless Podman on the VM, run by the agent. The repository's
+devcontainer.json builds a Dockerfile on a Debian base that needs no registry (a debootstrap
+tarball carried in the repository, imported by its own `initializeCommand`, which runs on the VM
+as the agent); the launch says the CLI's phases and comes up with the agent's tmux session running
+Claude Code inside the container. From inside, as the agent: no metadata service (root reaches
+the stand-in one), no engine socket of root's, and a second container asking for everything the
+refusal policy refuses (privileged, the VM's /etc and /root, its processes) reads none of root's
+files. A hostile devcontainer.json is refused on the laptop before anything is made."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from tests.polling import wait_until
+
+from .conftest import unique
+
+NAME = unique("devc")
+HOSTILE = unique("devc-evil")
+BASE_TAG = "localhost/vmgen-test-base:12"
+IMAGE_MARK = "/etc/vmgen-test-image"
+MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# A Debian base without a registry: made once per recipe on this machine (debootstrap, about
+# 100 s), kept beside the other cached test images' recipes in /var/tmp.
+BASE_RECIPE = f"debootstrap --variant=minbase bookworm {MIRROR}"
+EXEC = "/usr/local/lib/vmgen/devcontainer-exec"
+
+DEVCONTAINER = {
+    "name": "vmgen-test",
+    # Runs on the VM as the agent before the build: the base comes with the repository.
+    "initializeCommand": (
+        f"podman image exists {BASE_TAG} || podman import -q '${{localWorkspaceFolder}}/base.tar' {BASE_TAG}"
+    ),
+    "build": {"dockerfile": "Dockerfile"},
+    "containerEnv": {"VMGEN_TEST_ENV": "from-containerEnv"},
+    "postCreateCommand": "echo created > /tmp/postcreate-marker",
+    "remoteUser": "dev",
+}
+DOCKERFILE = f"""FROM {BASE_TAG}
+RUN useradd -m -u 1000 -s /bin/bash dev && echo from-the-image > {IMAGE_MARK}
+"""
+# Everything the refusal policy names; brought up by the agent itself on the VM (the agent may run
+# its own engine as it likes: the refusal is a clear answer, the boundary is the agent's uid).
+EVERYTHING = {
+    "image": BASE_TAG,
+    "privileged": True,
+    "capAdd": ["SYS_ADMIN"],
+    "runArgs": ["--pid=host"],
+    "mounts": ["source=/root,target=/host-root,type=bind", "source=/etc,target=/host-etc,type=bind"],
+}
+
+
+def base_tarball() -> Path:
+    digest = hashlib.sha256(BASE_RECIPE.encode()).hexdigest()[:12]
+    tarball = Path(f"/var/tmp/vmgen-test-devcontainer-base-{digest}.tar")
+    with FileLock(f"{tarball}.lock"):
+        if not tarball.exists():
+            root = Path(f"{tarball}.root")
+            shutil.rmtree(root, ignore_errors=True)
+            subprocess.run(
+                ["debootstrap", "--variant=minbase", "bookworm", str(root), MIRROR], check=True, capture_output=True
+            )
+            shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
+            subprocess.run(["tar", "-C", str(root), "-cf", f"{tarball}.tmp", "."], check=True)
+            os.replace(f"{tarball}.tmp", tarball)
+            shutil.rmtree(root, ignore_errors=True)
+    return tarball
+
+
+def make_repository(parent: Path, name: str, config: dict, tarball: Path | None = None) -> Path:
+    repo = parent / name
+    (repo / ".devcontainer").mkdir(parents=True)
+    (repo / "README.md").write_text(f"# {name}\n")
+    (repo / ".devcontainer" / "devcontainer.json").write_text("// a dev container\n" + json.dumps(config, indent=2))
+    (repo / ".devcontainer" / "Dockerfile").write_text(DOCKERFILE)
+    if tarball is not None:
+        shutil.copy(tarball, repo / "base.tar")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def launched(cli, tmp_path_factory):
+    repos = tmp_path_factory.mktemp("repos")
+    repo = make_repository(repos, NAME, DEVCONTAINER, base_tarball())
+    started = time.monotonic()
+    result = cli("launch", str(repo))
+    print(f"\ndevcontainer launch: {time.monotonic() - started:.1f} s")
+    yield result
+    cli("destroy", NAME, "--yes", check=False)
+
+
+def root(docker_client, command: str) -> tuple[int, str]:
+    """Root on the simulated VM (the engine's exec), as a VM's console would be."""
+    result = docker_client.containers.get(f"vmgen-{NAME}").exec_run(["bash", "-c", command])
+    return result.exit_code, result.output.decode(errors="replace")
+
+
+def inside(cli, script: str) -> str:
+    """`script` in the workspace's dev container, as the agent's pane runs its agent."""
+    return cli.ssh(NAME, f"{EXEC} bash -c {shlex.quote(script)}")
+
+
+def test_the_launch_said_the_clis_phases_and_the_agent_runs_inside(cli, launched) -> None:
+    said = launched.stderr
+    for phase in ("dev container: building the image", "dev container: running postCreateCommand"):
+        assert phase in said, said
+    # The agent's own process (Claude Code, started by its tmux pane) sees the image's files and
+    # what postCreateCommand left: it runs in the container, as the agent's uid on the VM.
+    script = (
+        "pid=$(pgrep -u agent -f '^claude ' | head -n1);"
+        f' [ -n "$pid" ] && cat /proc/$pid/root{IMAGE_MARK} /proc/$pid/root/tmp/postcreate-marker'
+    )
+    seen = wait_until(lambda: cli.ssh(NAME, script, check=False), lambda text: "from-the-image" in text, 60, 1)
+    assert seen.split() == ["from-the-image", "created"], seen
+    # The session's shell is inside too: the container's user, its env, the repository at the
+    # VM's path, the agent's ~/.claude (the conversation stays on the VM and in its backups).
+    shown = inside(cli, 'echo "$(id -un) $VMGEN_TEST_ENV $PWD"; ls -d ~/.claude')
+    assert shown.split() == ["dev", "from-containerEnv", f"/home/agent/work/{NAME}", "/home/agent/.claude"]
+
+
+def test_a_hostile_devcontainer_is_refused_before_anything_is_made(cli, tmp_path) -> None:
+    repo = make_repository(tmp_path, HOSTILE, EVERYTHING)
+    refused = cli("launch", str(repo), check=False)
+    assert refused.returncode == 2
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "privileged" in lines[0] and "devcontainer_allow_privileged = true" in lines[0]
+    assert not (cli.home / ".local/state/vmgen/workspaces" / HOSTILE).exists()
+    assert HOSTILE not in cli("list").stdout
+
+
+def test_from_inside_root_and_its_metadata_and_sockets_are_out_of_reach(cli, launched, docker_client) -> None:
+    # A stand-in metadata service of root's on the address, behind vmgen's own guard: root reaches
+    # it (so the attempts below could succeed), the container's connections leave as the agent.
+    code, answer = root(
+        docker_client,
+        "ip addr add 169.254.169.254/32 dev lo 2>/dev/null; mkdir -p /root/md && echo token-of-root >/root/md/token;"
+        " (cd /root/md && setsid python3 -m http.server --bind 169.254.169.254 80 >/dev/null 2>&1 &);"
+        " for i in $(seq 50); do curl -sf -m 2 http://169.254.169.254/token && break; sleep 0.2; done",
+    )
+    assert code == 0 and "token-of-root" in answer, answer
+    code, listed = root(docker_client, "ls -l /etc/vmgen/provider.env && ls /run/podman /var/run/docker.sock 2>&1")
+    assert "-rw------- 1 root root" in listed and "No such file" in listed  # root's secret; no root engine
+    probe = inside(
+        cli,
+        'timeout 5 bash -c \'exec 3<>/dev/tcp/169.254.169.254/80 && printf "GET /token HTTP/1.0\\r\\n\\r\\n" >&3'
+        " && cat <&3' 2>&1 || echo metadata-unreachable;"
+        " for s in /var/run/docker.sock /run/docker.sock /run/podman/podman.sock; do [ -S $s ] && echo socket $s; done;"
+        " true",
+    )
+    assert "metadata-unreachable" in probe and "token-of-root" not in probe and "socket" not in probe, probe
+
+
+def test_a_container_asking_for_everything_reads_nothing_of_roots(cli, launched) -> None:
+    """What the refusal would refuse, brought up by the agent's own CLI: still the agent's uid."""
+    folder = f"/home/agent/everything-{NAME}"
+    config = json.dumps(EVERYTHING)
+    up = cli.ssh(
+        NAME,
+        f"mkdir -p {folder}/.devcontainer"
+        f" && printf '%s' {shlex.quote(config)} > {folder}/.devcontainer/devcontainer.json"
+        f" && devcontainer up --docker-path podman --workspace-folder {folder} >/dev/null 2>&1; echo up=$?",
+    )
+    probe = cli.ssh(
+        NAME,
+        f"devcontainer exec --docker-path podman --workspace-folder {folder} sh -c '"
+        "head -c 60 /host-etc/vmgen/provider.env 2>&1; head -c 60 /host-etc/shadow 2>&1; ls /host-root 2>&1;"
+        " head -n1 /proc/self/uid_map'",
+        check=False,
+    )
+    assert "up=0" in up, up
+    assert probe.count("Permission denied") >= 3, probe
+    assert "BUDGET_KEY" not in probe and "root:" not in probe
+    uid_map = probe.strip().splitlines()[-1].split()
+    assert uid_map[:2] == ["0", "2000"], probe  # the container's root is the agent
