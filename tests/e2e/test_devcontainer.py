@@ -122,7 +122,9 @@ def test_the_launch_said_the_clis_phases_and_the_agent_runs_inside(cli, launched
         f' [ -n "$pid" ] && cat /proc/$pid/root{IMAGE_MARK} /proc/$pid/root/tmp/postcreate-marker'
     )
     seen = wait_until(lambda: cli.ssh(NAME, script, check=False), lambda text: "from-the-image" in text, 60, 1)
-    assert seen.split() == ["from-the-image", "created"], seen
+    if seen.split() != ["from-the-image", "created"]:
+        screen = cli.ssh(NAME, "ps -u agent -o pid,args | cut -c1-150; tmux capture-pane -p -t claude", check=False)
+        raise AssertionError(f"{seen!r}\n{screen}")
     # The session's shell is inside too: the container's user, its env, the repository at the
     # VM's path, the agent's ~/.claude (the conversation stays on the VM and in its backups).
     shown = inside(cli, 'echo "$(id -un) $VMGEN_TEST_ENV $PWD"; ls -d ~/.claude')

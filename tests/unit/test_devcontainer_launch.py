@@ -24,7 +24,7 @@ from vmgen.laptop.builder.devcontainer import CLI_PACKAGE, CLI_VERSION, PACKAGES
 from vmgen.laptop.builder.install import plan_of
 from vmgen.laptop.builder.render import _devcontainer_context
 from vmgen.laptop.devcontainer import UpFollower
-from vmgen.laptop.providers.docker_engine import systemd_run_options
+from vmgen.laptop.providers.docker_engine import UNMASKED_SYSTEM_PATHS, systemd_run_options
 from vmgen.laptop.spec import DevcontainerSpec, LocalSource
 
 UP = str(VM.program("devcontainer-up"))
@@ -107,7 +107,7 @@ def test_without_a_devcontainer_nothing_of_it_is_installed_or_run() -> None:
     assert UP not in files and EXEC not in files
     assert "podman" not in plan_of(spec).packages and plan_of(spec).devcontainer is None
     assert "devcontainer" not in files[RUN]["content"] and "devcontainer" not in files[PROVISION]["content"]
-    assert "devices" not in systemd_run_options("1") and "security_opt" not in systemd_run_options("1")
+    assert not {"devices", "security_opt", UNMASKED_SYSTEM_PATHS} & set(systemd_run_options("1"))
 
 
 def test_with_one_the_engine_and_the_pinned_cli_are_installed() -> None:
@@ -171,7 +171,7 @@ def test_the_exec_program_loads_the_agents_variables_inside_without_a_command_li
 def test_the_simulated_vm_gets_what_rootless_podman_needs_only_with_one() -> None:
     options = systemd_run_options("1", nested_containers=True)
     assert options["devices"] == ["/dev/net/tun:/dev/net/tun:rwm"]
-    assert {"seccomp=unconfined", "systempaths=unconfined"} <= set(options["security_opt"])
+    assert "seccomp=unconfined" in options["security_opt"] and options[UNMASKED_SYSTEM_PATHS] is True
     assert options["cap_add"] == ["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE"]  # no more than without
 
 
