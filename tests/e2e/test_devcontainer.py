@@ -23,6 +23,7 @@ import pytest
 from filelock import FileLock
 
 from tests.polling import wait_until
+from vmgen.laptop.devcontainer import UpFollower
 
 from .conftest import unique
 
@@ -56,7 +57,8 @@ EVERYTHING = {
     "image": BASE_TAG,
     "privileged": True,
     "capAdd": ["SYS_ADMIN"],
-    "runArgs": ["--pid=host"],
+    # The VM's processes and network (rootless Podman cannot mount a sysfs for --pid=host alone).
+    "runArgs": ["--pid=host", "--network=host"],
     "mounts": ["source=/root,target=/host-root,type=bind", "source=/etc,target=/host-etc,type=bind"],
 }
 
@@ -141,9 +143,10 @@ def test_a_hostile_devcontainer_is_refused_before_anything_is_made(cli, tmp_path
     assert HOSTILE not in cli("list").stdout
 
 
-def test_from_inside_root_and_its_metadata_and_sockets_are_out_of_reach(cli, launched, docker_client) -> None:
-    # A stand-in metadata service of root's on the address, behind vmgen's own guard: root reaches
-    # it (so the attempts below could succeed), the container's connections leave as the agent.
+@pytest.fixture(scope="module")
+def metadata_service(launched, docker_client) -> str:
+    """A stand-in metadata service of root's on the address, behind vmgen's own guard: root
+    reaches it (so the attempts from inside could succeed); the agent's connections may not."""
     code, answer = root(
         docker_client,
         "ip addr add 169.254.169.254/32 dev lo 2>/dev/null; mkdir -p /root/md && echo token-of-root >/root/md/token;"
@@ -151,19 +154,31 @@ def test_from_inside_root_and_its_metadata_and_sockets_are_out_of_reach(cli, lau
         " for i in $(seq 50); do curl -sf -m 2 http://169.254.169.254/token && break; sleep 0.2; done",
     )
     assert code == 0 and "token-of-root" in answer, answer
-    code, listed = root(docker_client, "ls -l /etc/vmgen/provider.env && ls /run/podman /var/run/docker.sock 2>&1")
+    return "token-of-root"
+
+
+# Run inside a container with bash: a GET of the metadata service, or what stopped it.
+METADATA_PROBE = (
+    "timeout 5 bash -c 'exec 3<>/dev/tcp/169.254.169.254/80"
+    ' && printf "GET /token HTTP/1.0\\r\\n\\r\\n" >&3 && cat <&3\' 2>&1 || echo metadata-unreachable'
+)
+
+
+def test_from_inside_root_and_its_metadata_and_sockets_are_out_of_reach(
+    cli, launched, docker_client, metadata_service
+) -> None:
+    _, listed = root(docker_client, "ls -l /etc/vmgen/provider.env && ls /run/podman /var/run/docker.sock 2>&1")
     assert "-rw------- 1 root root" in listed and "No such file" in listed  # root's secret; no root engine
     probe = inside(
         cli,
-        'timeout 5 bash -c \'exec 3<>/dev/tcp/169.254.169.254/80 && printf "GET /token HTTP/1.0\\r\\n\\r\\n" >&3'
-        " && cat <&3' 2>&1 || echo metadata-unreachable;"
+        f"{METADATA_PROBE};"
         " for s in /var/run/docker.sock /run/docker.sock /run/podman/podman.sock; do [ -S $s ] && echo socket $s; done;"
         " true",
     )
-    assert "metadata-unreachable" in probe and "token-of-root" not in probe and "socket" not in probe, probe
+    assert "metadata-unreachable" in probe and metadata_service not in probe and "socket" not in probe, probe
 
 
-def test_a_container_asking_for_everything_reads_nothing_of_roots(cli, launched) -> None:
+def test_a_container_asking_for_everything_reads_nothing_of_roots(cli, launched, metadata_service) -> None:
     """What the refusal would refuse, brought up by the agent's own CLI: still the agent's uid."""
     folder = f"/home/agent/everything-{NAME}"
     config = json.dumps(EVERYTHING)
@@ -171,17 +186,44 @@ def test_a_container_asking_for_everything_reads_nothing_of_roots(cli, launched)
         NAME,
         f"mkdir -p {folder}/.devcontainer"
         f" && printf '%s' {shlex.quote(config)} > {folder}/.devcontainer/devcontainer.json"
-        f" && devcontainer up --docker-path podman --workspace-folder {folder} >/dev/null 2>&1; echo up=$?",
+        f" && devcontainer up --docker-path podman --workspace-folder {folder} >{folder}.log 2>&1;"
+        f" echo up=$?; grep -i error {folder}.log | tail -n 5",
+    )
+    script = (
+        "head -c 60 /host-etc/vmgen/provider.env 2>&1; head -c 60 /host-etc/shadow 2>&1; ls /host-root 2>&1;"
+        f" {METADATA_PROBE}; head -n1 /proc/self/uid_map"
     )
     probe = cli.ssh(
         NAME,
-        f"devcontainer exec --docker-path podman --workspace-folder {folder} sh -c '"
-        "head -c 60 /host-etc/vmgen/provider.env 2>&1; head -c 60 /host-etc/shadow 2>&1; ls /host-root 2>&1;"
-        " head -n1 /proc/self/uid_map'",
+        f"devcontainer exec --docker-path podman --workspace-folder {folder} bash -c {shlex.quote(script)}",
         check=False,
     )
     assert "up=0" in up, up
     assert probe.count("Permission denied") >= 3, probe
     assert "BUDGET_KEY" not in probe and "root:" not in probe
+    # Its network is the VM's (--network=host), its connections still the agent's.
+    assert "metadata-unreachable" in probe and metadata_service not in probe, probe
     uid_map = probe.strip().splitlines()[-1].split()
     assert uid_map[:2] == ["0", "2000"], probe  # the container's root is the agent
+
+
+def test_a_failing_post_create_command_is_one_error_with_its_output(cli, launched) -> None:
+    """Last: it replaces the workspace's container. The VM's own program as the launch runs it,
+    its lines read by the laptop's follower: the CLI's message and the command's own output."""
+    repo = f"/home/agent/work/{NAME}"
+    broken = "echo making the toolchain; echo make: not found >\\&2; exit 3"
+    printed = cli.ssh(
+        NAME,
+        f"cd {repo} && sed -i 's|echo created > /tmp/postcreate-marker|{broken}|' .devcontainer/devcontainer.json"
+        f" && podman rm -f $(podman ps -aq --filter label=devcontainer.local_folder={repo}) >/dev/null"
+        " && /usr/local/lib/vmgen/devcontainer-up; echo exit=$?",
+    )
+    said: list[str] = []
+    follower = UpFollower(said.append)
+    for line in printed.splitlines():
+        follower.line(line)
+    assert printed.splitlines()[-1] == "exit=1", printed
+    assert "dev container: running postCreateCommand" in said, said
+    first, *tail = str(follower.failure(1)).splitlines()
+    assert first.startswith("the dev container did not come up: postCreateCommand from devcontainer.json failed"), first
+    assert "  make: not found" in tail, tail

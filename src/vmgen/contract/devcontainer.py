@@ -33,7 +33,7 @@ ALLOW_SETTING = "devcontainer_allow_privileged"
 UP_PHASE = "vmgen-devcontainer "
 UP_ERROR = "vmgen-devcontainer-error "
 UP_TAIL = "vmgen-devcontainer-log "
-UP_TAIL_LINES = 20
+UP_TAIL_LINES = 12
 
 # Docker's default capability set (moby's oci/caps/defaults.go) and SYS_PTRACE: a debugger's
 # capability, confined to the container's own processes as long as --pid=host is refused.
