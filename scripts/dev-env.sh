@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A developer's environment on a Debian 12 machine: system packages (with the tests' own) and a
 # running Docker engine, the simulated-VM image, an editable virtualenv in .venv with the test
-# extra, and the agent CLIs the tests drive: Claude Code, codex, opencode (every VM gets
+# extra, and the agent CLIs the tests drive: Claude Code, codex, opencode, gemini (every VM gets
 # the CLI's own vmgen build over SSH: no wheel folder or package index for it). Exports the image
 # setting; sourced by test.sh. A user's setup is quickstart.sh.
 set -euo pipefail
@@ -34,6 +34,11 @@ opencode_version=1.18.33  # the watchdog's real-opencode test drives this exact 
 if [ "$("$root/.cache/opencode/bin/opencode" --version 2>/dev/null)" != "$opencode_version" ]; then
   echo "==> opencode $opencode_version for the watchdog's real-process tests"
   npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/opencode" "opencode-ai@$opencode_version" >/dev/null
+fi
+gemini_version=0.61.0  # the watchdog's real-gemini test drives this exact version
+if [ "$("$root/.cache/gemini/bin/gemini" --version 2>/dev/null)" != "$gemini_version" ]; then
+  echo "==> gemini $gemini_version for the watchdog's real-process tests"
+  npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/gemini" "@google/gemini-cli@$gemini_version" >/dev/null
 fi
 # aider (a virtualenv of its own, ~50 s of downloads on a fresh machine) is installed by its test's
 # fixture on first use, beside the rest of the suite (tests/integration/test_watchdog_real_aider.py).

@@ -6,8 +6,7 @@ way round.
 """
 
 from .laptop.cli import main
-from .vmside.cli import vmside
 
-main.add_command(vmside)
+main.lazy["vmside"] = "vmgen.vmside.cli:vmside"
 
 __all__ = ["main"]

@@ -2,8 +2,11 @@
 a careful attacker tries. Each case asserts that the attack failed *and* that vmgen kept working
 (the watchdog still ticks and still acts at the hard limit, a backup still runs).
 
-The tests are collected once per provider by test_attacks_docker.py and test_attacks_hetzner.py,
-which provide the `ws` and `doomed` fixtures. Whatever the agent runs goes through
+The tests are collected by test_attacks_hetzner.py and test_attacks_docker.py, which provide the
+`ws` and `doomed` fixtures: every one on the Hetzner workspace (whose root holds the most secrets:
+the cloud token, the R2 keys), and on the docker one those where a docker workspace differs (its
+secrets, its local backup store, its power-off at the hard lifetime); the attacks named in
+`SAME_ON_EVERY_PROVIDER` meet the same VM-side code on both and run once. Whatever the agent runs goes through
 `vmgen ssh` (SSH as the agent user); what root sees is read with `docker exec` on the simulated
 VM, which is not an SSH session and so never counts as a human for the watchdog.
 """
@@ -40,6 +43,23 @@ def hook():
     yield webhook
     webhook.server.shutdown()
 
+
+# The VM's own boundary, root's reads of the agent's files and root's deadlines: nothing of them
+# depends on the provider, so they run on one workspace only (see the module's docstring).
+SAME_ON_EVERY_PROVIDER = (
+    "test_the_agent_has_no_way_up",
+    "test_links_fifos_devices_and_huge_files_at_every_path_root_reads",
+    "test_swapping_files_for_links_in_a_loop_leaks_nothing",
+    "test_an_unbounded_lease_is_clamped",
+    "test_a_fake_tmux_server_never_gets_a_root_client",
+    "test_processes_named_like_a_human_do_not_count",
+    "test_the_control_socket_takes_only_what_it_should",
+    "test_the_page_is_not_the_agents_and_roots_page_socket_refuses_it",
+    "test_a_stopped_tar_stage_holds_up_neither_the_watchdog_nor_the_laptop",
+    "test_a_flood_and_slow_clients_leave_root_answering_the_laptop",
+    "test_root_owns_everything_vmgen_installs",
+    "test_nothing_root_executes_is_writable_by_the_agent",
+)
 
 AGENT_UID = 2000
 SHADOW = "/etc/shadow"

@@ -1,12 +1,17 @@
-"""The attack suite (attack_suite.py) against a docker workspace with a local backup store."""
+"""The attack suite (attack_suite.py) against a docker workspace with a local backup store: the
+attacks where a docker workspace differs (see attack_suite.SAME_ON_EVERY_PROVIDER)."""
 
 from __future__ import annotations
 
 import pytest
 
+from . import attack_suite
 from .attack_suite import *
 from .attack_suite import BACKUP_DEADLINE_SECONDS, Workspace
 from .conftest import Cli, make_repo, unique
+
+for _same in attack_suite.SAME_ON_EVERY_PROVIDER:  # run once, on the Hetzner workspace
+    del globals()[_same]
 
 NAME, DOOMED = unique("attack-d"), unique("doomed-d")
 

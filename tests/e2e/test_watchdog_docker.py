@@ -132,18 +132,19 @@ def test_two_sessions_one_at_its_prompt_one_mid_turn_keep_it_up(ws, cli, model, 
     lines = [json.loads(line) for line in cli.ssh(NAME, "cat ~/.vmgen/agent-events.jsonl").splitlines()]
     assert lines[-1]["event"] == "Stop" and len({line.get("session") for line in lines}) == 2, lines
     # Each session with the watchdog's own state for it, asked early in the second's long turn (on
-    # a loaded machine the end of the polling below can come within seconds of the turn's end).
+    # a loaded machine the end of the polling below can come within seconds of the turn's end):
+    # index, name, agent, what runs, state.
     listed = wait_until(
         lambda: cli("session", "list", NAME).stdout,
         lambda out: bool(
-            re.search(r"^\s*0\*?\s+\S+\s+claude\s+waiting", out, re.MULTILINE)
-            and re.search(r"^\s*1\s+two\s+claude\s+working", out, re.MULTILINE)
+            re.search(r"^\s*0\*?\s+\S+\s+claude\s+claude\s+waiting", out, re.MULTILINE)
+            and re.search(r"^\s*1\s+two\s+claude\s+claude\s+working", out, re.MULTILINE)
         ),
         timeout=20,
         every=1,
     )
-    assert re.search(r"^\s*1\s+two\s+claude\s+working", listed, re.MULTILINE), listed
-    assert re.search(r"^\s*0\*?\s+\S+\s+claude\s+waiting", listed, re.MULTILINE), listed
+    assert re.search(r"^\s*1\s+two\s+claude\s+claude\s+working", listed, re.MULTILINE), listed
+    assert re.search(r"^\s*0\*?\s+\S+\s+claude\s+claude\s+waiting", listed, re.MULTILINE), listed
 
     seen = poll_status(cli, SECOND_DELAY - (time.monotonic() - started) - 12)  # a slow answer may lag
     report = "\n".join(f"{s['agent']['state']} {s['agent']['detail']} | {s['verdict']['condition']}" for s in seen)
@@ -162,6 +163,7 @@ def test_two_sessions_one_at_its_prompt_one_mid_turn_keep_it_up(ws, cli, model, 
 
 def test_a_silent_tool_call_longer_than_the_stall_limit_keeps_it_up(ws, cli, model) -> None:
     keep_going(cli)
+    sent_at = time.time()
     cli("send", NAME, f"run the quiet step, {SILENT_TOOL}")
     model.wait_for(SILENT_TOOL, timeout=60)
     started = time.monotonic()
@@ -170,14 +172,26 @@ def test_a_silent_tool_call_longer_than_the_stall_limit_keeps_it_up(ws, cli, mod
     quiet = seen[len(seen) // 2 :]  # well past the stall limit, nothing written
     assert time.monotonic() - started > 2 * 15, report  # twice the stall limit
     assert all(s["agent"]["state"] == "working" and "tool running" in s["agent"]["detail"] for s in quiet), report
-    # Both sessions' screens, to say where the answer went if it is not in the first one's.
-    screens = wait_until(
-        lambda: {w: cli.ssh(NAME, f"tmux capture-pane -p -t claude:{w}", check=False) for w in ("0", "=two")},
-        lambda seen: "quiet step is over" in seen["0"],
-        timeout=60,
-        every=1,
-    )
-    assert "quiet step is over" in screens["0"], screens
+    # Both sessions' screens, to say where the answer went if it is not in the first one's; the
+    # last ones read while the workspace still answered, what the model was asked after the
+    # tool and the agent's hook events go into the failure message too.
+    shown: dict[str, str] = {}
+
+    def screens() -> dict[str, str]:
+        read = {w: cli.ssh(NAME, f"tmux capture-pane -p -t claude:{w}", check=False) for w in ("0", "=two")}
+        shown.update({w: screen for w, screen in read.items() if screen})
+        if "quiet step is over" not in read["0"]:
+            events = cli.ssh(NAME, "tail -n 8 ~/.vmgen/agent-events.jsonl", check=False)
+            shown["events"] = events or shown.get("events", "")
+        return read
+
+    final = wait_until(screens, lambda read: "quiet step is over" in read["0"], timeout=60, every=1)
+    asked = [
+        (round(r.at - sent_at), r.model, r.last_user_text[-60:], r.tool_result_for, r.rule)
+        for r in model.requests
+        if r.at >= sent_at
+    ]
+    assert "quiet step is over" in final["0"], (shown, asked)
 
 
 def test_a_keepalive_is_said_and_polled_status_never_holds_it_up(ws, cli, docker_client) -> None:

@@ -84,3 +84,20 @@ echo "$@" > {tmp_path}/codex-args
     subprocess.run(["bash", "-c", runner, "agent-run"], env=env, capture_output=True, check=True, timeout=30)
     assert (tmp_path / "codex-login").read_text().strip() == "test-token"
     assert (tmp_path / "codex-args").read_text().strip() == expected
+
+
+@pytest.mark.parametrize("name", ["gemini", "opencode", "aider"])
+def test_an_agent_whose_conversation_is_the_started_mark_starts_fresh_the_first_time(tmp_path: Path, name: str) -> None:
+    """Its resume command (`gemini --resume latest`, ...) only once it has started in this home."""
+    runner = files_of(render(make_spec(agent=name)))[str(VM.program("agent-run"))]["content"]
+    runner = runner.replace("/home/agent", str(tmp_path)).replace("exec bash -l", "exit 0")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / name).write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/args\n')
+    (tmp_path / "bin" / name).chmod(0o755)
+    (tmp_path / "work/app").mkdir(parents=True)
+    env = {**os.environ, "PATH": f"{tmp_path}/bin:{os.environ['PATH']}"}
+    env.pop("TMUX_PANE", None)
+    for _ in range(2):
+        subprocess.run(["bash", "-c", runner, "agent-run"], env=env, capture_output=True, check=True, timeout=30)
+    first, second = (tmp_path / "args").read_text().splitlines()
+    assert first == "" and second == AGENTS[name].resume_command().split(" ", 1)[1]

@@ -15,7 +15,15 @@ from vmgen.contract.names import AGENT_SESSION, VmPaths
 from vmgen.errors import UsageError
 from vmgen.laptop.agent_screen import PaneState, parse_screen, screen_script
 from vmgen.laptop.agents import AGENTS
-from vmgen.laptop.sessions import LIST_SCRIPT, attach_argv, new_window_argv, parse_windows, validate_window_name
+from vmgen.laptop.sessions import (
+    LIST_SCRIPT,
+    attach_argv,
+    installed_script,
+    new_window_argv,
+    parse_installed,
+    parse_windows,
+    validate_window_name,
+)
 
 
 @pytest.mark.parametrize("name", ["", "a b", "x;y", "rev:1", "a.b", "-" * 41, "é", "$(id)"])
@@ -116,3 +124,95 @@ def test_a_window_the_agent_named_to_attack_the_users_terminal_is_shown_inert(tm
     assert "\x1b" not in text and "[bold red]x[/]" in text  # shown as typed, not as markup
     lines = parse_windows("0\tclaude\t1\tbash\t1\n---\n    2     1 claude\n", judged)
     assert "[link=http://x]" in lines[0].detail and "\x1b" not in lines[0].detail and len(lines[0].detail) <= 120
+
+
+class FakeSessions:
+    """The VM as `vmgen session new` sees it: its windows, what is installed, the windows made."""
+
+    def __init__(self, listing: str, installed: tuple[bool, bool] = (True, True)) -> None:
+        self.listing, self.installed = listing, installed
+        self.made: list[tuple[str, str]] = []
+        self.asked: list[str] = []
+
+    def windows(self) -> str:
+        return self.listing
+
+    def agent_installed(self, agent) -> tuple[bool, bool]:
+        self.asked.append(agent.name)
+        return self.installed
+
+    def new_window(self, window: str, agent: str = "") -> None:
+        self.made.append((window, agent))
+
+
+ONE_WINDOW = "0\tclaude\t1\tnode\t1\tclaude\n---\n"
+
+
+def test_a_session_of_the_workspaces_own_agent_needs_no_look_at_what_is_installed() -> None:
+    from vmgen.laptop.cli.sessions_cmd import start_session
+
+    vm = FakeSessions(ONE_WINDOW, installed=(False, False))
+    assert start_session(vm, "app", "two", AGENTS["claude"], AGENTS["claude"]).name == "claude"
+    assert vm.made == [("two", "")] and vm.asked == []
+
+
+def test_a_session_of_another_installed_agent_runs_it() -> None:
+    from vmgen.laptop.cli.sessions_cmd import start_session
+
+    vm = FakeSessions(ONE_WINDOW)
+    assert start_session(vm, "app", "cx", AGENTS["codex"], AGENTS["claude"]).name == "codex"
+    assert vm.made == [("cx", "codex")]
+
+
+@pytest.mark.parametrize(
+    ("installed", "words"),
+    [
+        ((False, True), "codex is not installed on app (no `codex` on the agent's PATH there)"),
+        ((True, False), "app was made before sessions of other agents: it starts only claude"),
+    ],
+)
+def test_an_agent_that_cannot_start_there_is_refused_in_one_line_before_anything_starts(
+    installed: tuple[bool, bool], words: str
+) -> None:
+    from vmgen.laptop.cli.sessions_cmd import start_session
+
+    vm = FakeSessions(ONE_WINDOW, installed)
+    with pytest.raises(UsageError) as refused:
+        start_session(vm, "app", "cx", AGENTS["codex"], AGENTS["claude"])
+    assert str(refused.value).startswith(words) and "\n" not in str(refused.value)
+    assert vm.made == []
+
+
+def test_whether_an_agent_is_installed_is_asked_of_the_path_its_windows_get(tmp_path: Path) -> None:
+    """The PATH the agent's tmux server was started with (its service's), not the one of vmgen's
+    SSH command; and whether agent-run takes --agent."""
+    sockets, bindir, lib = tmp_path / "tmux", tmp_path / "bin", tmp_path / "lib"
+    for folder in (sockets, bindir, lib):
+        folder.mkdir()
+    (bindir / "codex").write_text("#!/bin/sh\n")
+    (bindir / "codex").chmod(0o755)
+    (lib / "agent-run").write_text('case "$1" in --agent) ;; esac\n')
+    env = {**os.environ, "TMUX_TMPDIR": str(sockets), "PATH": f"{bindir}:/usr/bin:/bin"}
+    env.pop("TMUX", None)
+    subprocess.run(["tmux", "new-session", "-d", "-s", AGENT_SESSION, "sleep 600"], env=env, check=True)
+    try:
+        ssh_env = {**env, "PATH": os.environ["PATH"]}  # vmgen's command: another PATH
+        paths = VmPaths(lib=lib)
+        script = installed_script(AGENTS["codex"], paths)
+        found = subprocess.run(["bash", "-c", script], env=ssh_env, capture_output=True, text=True, check=True)
+        assert parse_installed(found.stdout) == (True, True)
+        script = installed_script(AGENTS["aider"], paths)
+        found = subprocess.run(["bash", "-c", script], env=ssh_env, capture_output=True, text=True, check=True)
+        assert parse_installed(found.stdout) == (False, True)
+        (lib / "agent-run").write_text('case "$1" in --new) ;; esac\n')  # a workspace from before
+        found = subprocess.run(["bash", "-c", script], env=ssh_env, capture_output=True, text=True, check=True)
+        assert parse_installed(found.stdout)[1] is False
+    finally:
+        subprocess.run(["tmux", "kill-server"], env=env, check=False)
+
+
+def test_the_listing_names_each_windows_agent(tmux: dict[str, str]) -> None:
+    subprocess.run(["tmux", "new-window", "-d", "-t", f"{AGENT_SESSION}:", "-n", "cx", "sleep 600"], env=tmux)
+    subprocess.run(["tmux", "set-option", "-w", "-t", f"{AGENT_SESSION}:=cx", "@vmgen-agent", "codex"], env=tmux)
+    first, cx = windows_of(tmux)
+    assert (first.agent, cx.agent) == ("", "codex")

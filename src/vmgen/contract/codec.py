@@ -124,13 +124,25 @@ def loads(cls: type[T], text: str | bytes, where: str = "", strict: bool = True)
 
 
 def toml_dumps(document: DataclassInstance) -> str:
-    """Flat documents only. Strings and lists are written as JSON, which TOML reads the same."""
+    """Flat documents, and lists of flat tables (inline tables). Strings and lists are written as
+    JSON, which TOML reads the same."""
     lines = []
     for key, value in to_value(document).items():
+        where = f"{type(document).__name__}.{key}"
         if isinstance(value, dict):
-            raise DocumentError(f"{type(document).__name__}.{key}: nested tables are not written as TOML")
+            raise DocumentError(f"{where}: nested tables are not written as TOML")
+        if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+            tables = ", ".join(_inline_table(item, where) for item in value)
+            lines.append(f"{key} = [{tables}]\n")
+            continue
         lines.append(f"{key} = {json.dumps(value)}\n")
     return "".join(lines)
+
+
+def _inline_table(item: Any, where: str) -> str:
+    if not isinstance(item, dict) or any(isinstance(v, dict) for v in item.values()):
+        raise DocumentError(f"{where}: only a list of flat tables is written as TOML")
+    return "{ " + ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in item.items()) + " }"
 
 
 def toml_loads(cls: type[T], text: str, where: str = "") -> T:

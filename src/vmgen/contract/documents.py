@@ -26,6 +26,7 @@ from .settings import setting
 # --- the watchdog's settings (/etc/vmgen/idlewatch.toml, root's) --------------------------------
 
 AGENT_WATCH_DEFAULTS = AgentWatch()
+MAX_OTHER_AGENTS = 16  # each one more scan of the process table per tick: a bound, above any offered
 
 # What each action does to the workspace, as `vmgen status` and the page say it: "backs up and
 # deletes itself in 28 min unless something happens".
@@ -119,6 +120,9 @@ class WatchSettings:
     agent_endpoint_variables: tuple[str, ...] = AGENT_WATCH_DEFAULTS.endpoint_variables
     agent_endpoint: str = AGENT_WATCH_DEFAULTS.endpoint
     agent_state_paths: tuple[str, ...] = AGENT_WATCH_DEFAULTS.state_paths
+    # The other agents vmgen offers, each as it declares itself: a further session of any of them
+    # (`vmgen session new --agent`) is watched as well, and the workspace works while any works.
+    other_agents: tuple[AgentWatch, ...] = ()
 
     @property
     def agent_watch(self) -> AgentWatch:
@@ -133,6 +137,10 @@ class WatchSettings:
             parse_target(target)
         check_budget_values(self, where)
         self.agent_watch.validate(where)
+        for n, watch in enumerate(self.other_agents):
+            watch.validate(f"{where}: other_agents[{n}]" if where else f"other_agents[{n}]")
+        if len(self.other_agents) > MAX_OTHER_AGENTS:
+            raise DocumentError(f"{where}: other_agents: at most {MAX_OTHER_AGENTS}")
         return self
 
     @classmethod

@@ -192,8 +192,10 @@ AGENTS: dict[str, Agent] = {
             resume="gemini --resume latest",
             node=True,
             key_variables=("GEMINI_API_KEY",),
-            # node runs the `gemini` script (and it relaunches itself once, a child of the same
-            # name); its chats are saved per project below ~/.gemini/tmp.
+            # node runs the `gemini` script, which relaunches itself once (`node
+            # --max-old-space-size=N .../gemini`: that child holds the model connections); its
+            # chats are saved per project below ~/.gemini/tmp. Pre-answered first-run dialogs:
+            # builder/render.py's gemini_first_run.
             watch=AgentWatch(
                 processes=("gemini",),
                 turn_log=TurnLog.NONE,

@@ -12,17 +12,19 @@ from dataclasses import dataclass
 from ..contract.documents import SessionRecord
 from ..contract.names import AGENT_SESSION, VM, VmPaths
 from ..errors import UsageError
+from .agents import AGENTS, Agent
 
 WINDOW_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
 def list_script(session: str = AGENT_SESSION) -> str:
     """Run as the agent: the windows of `session` (tab-separated: index, name, pane pid, the
-    pane's command, active), a separator, then every process (pid, parent, command) to find the
-    agent below a pane."""
+    pane's command, active, the agent agent-run started there), a separator, then every process
+    (pid, parent, command) to find the agent below a pane."""
     return f"""
 tmux list-windows -t {shlex.quote(session)} \\
-  -F '#{{window_index}}\t#{{window_name}}\t#{{pane_pid}}\t#{{pane_current_command}}\t#{{window_active}}' 2>/dev/null
+  -F '#{{window_index}}\t#{{window_name}}\t#{{pane_pid}}\t#{{pane_current_command}}\t#{{window_active}}'\
+'\t#{{@vmgen-agent}}' 2>/dev/null
 echo ---
 ps -e -o pid=,ppid=,comm=
 """
@@ -39,6 +41,7 @@ class Window:
     active: bool
     state: str = ""  # the watchdog's state for its agent process; "" when it judged none
     detail: str = ""
+    agent: str = ""  # the agent agent-run started in it ("" in a workspace from before --agent)
 
 
 def validate_window_name(name: str, existing: list[str] | tuple[str, ...] = ()) -> str:
@@ -49,10 +52,12 @@ def validate_window_name(name: str, existing: list[str] | tuple[str, ...] = ()) 
     return name
 
 
-def new_window_argv(window: str, paths: VmPaths = VM, session: str = AGENT_SESSION) -> list[str]:
+def new_window_argv(window: str, paths: VmPaths = VM, session: str = AGENT_SESSION, agent: str = "") -> list[str]:
     """A detached window of the agent's session running a fresh conversation (`agent-run --new`:
-    it loads the agent's credentials and starts it in the repository folder)."""
+    it loads the agent's credentials and starts it in the repository folder), of `agent` when
+    given (else the workspace's own)."""
     validate_window_name(window)
+    chosen = ["--agent", validate_agent_name(agent)] if agent else []
     return [
         "tmux",
         "new-window",
@@ -63,7 +68,35 @@ def new_window_argv(window: str, paths: VmPaths = VM, session: str = AGENT_SESSI
         window,
         str(paths.program("agent-run")),
         "--new",
+        *chosen,
     ]
+
+
+def validate_agent_name(name: str) -> str:
+    if name not in AGENTS:
+        raise UsageError(f"unknown agent {name!r}; choose one of: {', '.join(sorted(AGENTS))}")
+    return name
+
+
+def installed_script(agent: Agent, paths: VmPaths = VM) -> str:
+    """Run as the agent: whether `agent`'s program is on the PATH its windows get (the tmux
+    server's, which the agent's service started: `tmux show-environment -g`), and whether the
+    workspace's agent-run knows `--agent` (one made before does not, and would start its own
+    agent instead). Prints `program <path>` or `program -`, then `runner yes` or `runner no`."""
+    program = shlex.split(agent.start_command())[0]
+    runner = shlex.quote(str(paths.program("agent-run")))
+    return f"""
+found=$(tmux show-environment -g PATH 2>/dev/null || true)
+case "$found" in PATH=?*) PATH=${{found#PATH=}} ;; esac
+echo "program $(command -v {shlex.quote(program)} || echo -)"
+if grep -q -- '--agent' {runner} 2>/dev/null; then echo "runner yes"; else echo "runner no"; fi
+"""
+
+
+def parse_installed(output: str) -> tuple[bool, bool]:
+    """(the agent's program is installed, agent-run takes --agent) from installed_script's output."""
+    said = dict(line.split(" ", 1) for line in output.splitlines() if " " in line)
+    return said.get("program", "-").strip() not in ("", "-"), said.get("runner", "").strip() == "yes"
 
 
 def attach_argv(window: str = "", index: int | None = None, session: str = AGENT_SESSION) -> list[str]:
@@ -100,7 +133,7 @@ def parse_windows(output: str, judged: list[SessionRecord] | tuple[SessionRecord
     windows = []
     for line in head:
         fields = line.split("\t")
-        if len(fields) != 5 or not fields[0].isdigit() or not fields[2].isdigit():
+        if len(fields) not in (5, 6) or not fields[0].isdigit() or not fields[2].isdigit():
             continue
         below = _descendants(int(fields[2]), children)
         record = next((by_pid[pid] for pid in below if pid in by_pid), None)
@@ -113,6 +146,7 @@ def parse_windows(output: str, judged: list[SessionRecord] | tuple[SessionRecord
                 active=fields[4] == "1",
                 state=shown(record.state) if record else "",
                 detail=shown(record.detail) if record else "",
+                agent=shown(fields[5], 40) if len(fields) == 6 else "",
             )
         )
     return windows

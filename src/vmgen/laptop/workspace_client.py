@@ -210,8 +210,14 @@ class SshWorkspaceClient:
         """The raw listing of the agent session's windows and the processes below them."""
         return run(self.target, ["bash", "-c", sessions.list_script(self.session)]).stdout.decode(errors="replace")
 
-    def new_window(self, window: str) -> None:
-        run(self.target, sessions.new_window_argv(window, session=self.session))
+    def new_window(self, window: str, agent: str = "") -> None:
+        run(self.target, sessions.new_window_argv(window, session=self.session, agent=agent))
+
+    def agent_installed(self, agent: Agent) -> tuple[bool, bool]:
+        """Whether `agent`'s program is on the PATH of the agent's windows, and whether the
+        workspace's agent-run can start another agent than its own."""
+        found = run(self.target, ["bash", "-c", sessions.installed_script(agent)], check=False)
+        return sessions.parse_installed(found.stdout.decode(errors="replace"))
 
     def keepalive(self, duration: str, reason: str) -> str:
         result = run(self.target, ["vmgen", "vmside", "keepalive", "--for", duration, "--reason", reason])

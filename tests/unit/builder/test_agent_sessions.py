@@ -40,6 +40,14 @@ def vm(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
         f'if [ "$1" = --session-id ]; then echo "{{}}" > {home / PROJECT}/"$2".jsonl; fi\n'
     )
     (tmp_path / "bin/claude").chmod(0o755)
+    # codex, installed besides: logged in already; a conversation leaves its rollout.
+    (tmp_path / "bin/codex").write_text(
+        "#!/bin/bash\n"
+        'if [ "$1" = login ]; then exit 0; fi\n'
+        f'echo "codex $*" >> {tmp_path}/claude-calls\n'
+        f"mkdir -p {home}/.codex/sessions/2026/12/07 && touch {home}/.codex/sessions/2026/12/07/rollout-x.jsonl\n"
+    )
+    (tmp_path / "bin/codex").chmod(0o755)
     env = {**os.environ, "TMUX_TMPDIR": str(tmp_path / "tmux"), "PATH": f"{tmp_path}/bin:{os.environ['PATH']}"}
     env.pop("TMUX", None)
     env.pop("TMUX_PANE", None)
@@ -82,8 +90,8 @@ def test_each_session_comes_back_after_a_restart_resuming_its_own_conversation(v
     assert second != first
     # The first window's name is tmux's (after what it runs): none is recorded for it.
     assert wait_until(lambda: record(root), lambda r: len(r) == 2, timeout=10, every=0.1) == [
-        [first, ""],
-        [second, "two"],
+        [first, "", "claude"],
+        [second, "two", "claude"],
     ]
 
     tmux(env, "kill-server")  # the VM stops; its next boot starts the agent's service again
@@ -108,8 +116,8 @@ def test_a_closed_session_is_forgotten_when_the_next_one_begins(vm) -> None:
     tmux(env, "kill-window", "-t", f"{AGENT_SESSION}:=two")
     subprocess.run(new_window_argv("three", VmPaths(lib=root / "lib")), env=env, check=True)
     calls(root, 3)
-    kept = wait_until(lambda: record(root), lambda r: [n for _, n in r][1:] == ["three"], timeout=10, every=0.1)
-    assert two not in [i for i, _ in kept]
+    kept = wait_until(lambda: record(root), lambda r: [n for _, n, _ in r][1:] == ["three"], timeout=10, every=0.1)
+    assert two not in [i for i, _, _ in kept]
 
 
 def test_a_record_the_agent_garbled_starts_only_what_it_names_properly(vm) -> None:
@@ -125,3 +133,62 @@ def test_a_record_the_agent_garbled_starts_only_what_it_names_properly(vm) -> No
     windows = tmux(env, "list-windows", "-t", AGENT_SESSION, "-F", "#{window_name}").splitlines()
     assert len(windows) == 1 and ";" not in windows[0]
     assert not (root / "ran").exists() and not (root / "ran2").exists()
+
+
+def windows_of(env: dict[str, str]) -> list[str]:
+    return tmux(env, "list-windows", "-t", AGENT_SESSION, "-F", "#{window_name} #{@vmgen-agent}").splitlines()
+
+
+def test_a_session_of_another_agent_starts_it_and_comes_back_after_a_restart(vm) -> None:
+    root, env = vm
+    lib = VmPaths(lib=root / "lib")
+    subprocess.run([str(root / "lib/agent-session")], env=env, check=True, timeout=30)
+    first = calls(root, 1)[0].split()[1]
+    subprocess.run(new_window_argv("cx", lib, agent="codex"), env=env, check=True)
+    assert calls(root, 2)[1] == "codex "  # a fresh codex conversation, not Claude Code
+    subprocess.run(new_window_argv("cx2", lib, agent="codex"), env=env, check=True)
+    calls(root, 3)
+    rows = wait_until(lambda: record(root), lambda r: len(r) == 3, timeout=10, every=0.1)
+    assert [(name, agent) for _, name, agent in rows] == [("", "claude"), ("cx", "codex"), ("cx2", "codex")]
+    assert windows_of(env)[1:] == ["cx codex", "cx2 codex"]
+
+    tmux(env, "kill-server")
+    subprocess.run([str(root / "lib/agent-session")], env=env, check=True, timeout=30)
+    again = calls(root, 5)[3:]
+    # Claude Code resumes its own conversation; codex takes no id: one session of it comes back,
+    # with its last conversation (two resuming the same one would fight over it).
+    assert sorted(again) == sorted([f"--resume {first} --dangerously-skip-permissions", "codex resume --last"])
+    assert [w.split()[0] for w in windows_of(env)][1:] == ["cx"]
+
+
+def test_an_agent_the_record_names_that_vmgen_does_not_offer_starts_nothing(vm) -> None:
+    root, env = vm
+    good = "5e1a7c3b-2d4f-4b6a-8c9e-0f1a2b3c4d5e"
+    other = "6e1a7c3b-2d4f-4b6a-8c9e-0f1a2b3c4d5e"
+    (root / "home/.vmgen").mkdir()
+    (root / "home/.vmgen/sessions.tsv").write_text(
+        f"{good}\tone\tclaude;touch {root}/ran\n{other}\ttwo\t$(touch {root}/ran2)\n{good}\tthree\n"
+    )
+    subprocess.run([str(root / "lib/agent-session")], env=env, check=True, timeout=30)
+    assert calls(root, 1) == [f"--session-id {good} --dangerously-skip-permissions"]  # the line with no agent
+    assert [w.split()[0] for w in windows_of(env)] == ["three"]
+    assert not (root / "ran").exists() and not (root / "ran2").exists()
+    # agent-run itself takes only an agent vmgen offers: anything else is the workspace's own.
+    subprocess.run(
+        [
+            "tmux",
+            "new-window",
+            "-d",
+            "-t",
+            f"{AGENT_SESSION}:",
+            "-n",
+            "x",
+            str(root / "lib/agent-run"),
+            "--new",
+            "--agent",
+            f"codex;touch {root}/ran3",
+        ],
+        env=env,
+        check=True,
+    )
+    assert calls(root, 2)[1].startswith("--session-id ") and not (root / "ran3").exists()

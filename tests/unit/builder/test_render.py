@@ -90,6 +90,17 @@ def test_claude_is_pinned_and_preconfigured_for_an_unattended_start() -> None:
     assert 'claude --resume "$session_id"' in files["/usr/local/lib/vmgen/agent-run"]["content"]
 
 
+def test_gemini_starts_at_its_prompt_with_the_key_and_the_repository_trusted() -> None:
+    files = files_of(render(make_spec(agent="gemini")))
+    settings = json.loads(files["/home/agent/.gemini/settings.json"]["content"])
+    assert settings["security"]["auth"]["selectedType"] == "gemini-api-key"
+    assert settings["general"]["enableAutoUpdate"] is False
+    trusted = json.loads(files["/home/agent/.gemini/trustedFolders.json"]["content"])
+    assert trusted == {"/home/agent/work/app": "TRUST_FOLDER"}
+    assert files["/home/agent/.gemini/settings.json"]["owner"] == "agent:agent"
+    assert "/home/agent/.claude.json" not in files
+
+
 def test_the_host_key_is_handed_over_and_redacted_when_printed() -> None:
     full = yaml.safe_load(render(make_spec()))
     assert full["ssh_keys"]["ed25519_private"] == HOST_KEY.private_openssh

@@ -90,6 +90,7 @@ def test_every_command_has_help(home: Path, command: str) -> None:
         (["render", "./missing-dir"], "not a directory"),
         (["connect", "Bad!"], "invalid workspace name"),
         (["connect", "app", "--session", "x;y"], "invalid session name 'x;y'"),
+        (["connect"], "name the workspace: `vmgen connect NAME`"),  # no terminal: no picker
         (["session", "new", "app", "--name", "two words"], "invalid session name 'two words'"),
         (["render", "https://github.com/me/app", "--domain", "not a domain"], "invalid domain"),
         (

@@ -52,6 +52,7 @@ from ...contract.permissions import HOOK_TIMEOUT_SECONDS
 from ...contract.weblogin import WebLoginSettings
 from ...dns import TOKEN_SETTING as DNS_TOKEN_VARIABLE
 from ...errors import UsageError
+from ..agents import AGENTS, Agent
 from ..caddy import WEB_BAN, Login, WebAccess, render_caddyfile
 from ..caddy.auth import USER
 from ..spec import GitSource, RestoreSource, WorkspaceSpec
@@ -417,16 +418,17 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "web_ban": WEB_BAN,
         "desktop": spec.desktop,
         "session": agent_session(spec.agent.name),  # the agent's tmux session, named for it
-        "start": spec.agent.start_command(spec.watchdog.permission_mode),
-        "resume": spec.agent.resume_command(spec.watchdog.permission_mode),
-        "has_conversation": spec.agent.has_conversation(spec.repo_dir),
-        "prepare": spec.agent.prepare,
         "dotfiles_url": spec.dotfiles.url if spec.dotfiles else "",
         "dotfiles_branch": (spec.dotfiles.branch or "") if spec.dotfiles else "",
         "dotfiles_seconds": DOTFILES_SECONDS,
         "dotfiles_log": VM.dotfiles_log.relative_to(VM.home),
-        **_session_context(spec),
         **_devcontainer_context(spec),
+        # The workspace's agent first, then every other one vmgen offers: a further session may
+        # run any of them that is installed (`vmgen session new --agent`). Inside a dev container
+        # only the workspace's own agent is installed: a further session is that agent, inside.
+        "agents": [_run_context(agent, spec) for agent in (spec.agent, *agents_besides(spec.agent))]
+        if spec.devcontainer is None
+        else [_run_context(spec.agent, spec)],
         "lifetime_seconds": round(spec.watchdog.max_lifetime_hours * 3600),
         "inotify_watches": INOTIFY_WATCHES,
     }
@@ -456,9 +458,9 @@ def _devcontainer_context(spec: WorkspaceSpec) -> dict[str, object]:
     )
     return {
         "devcontainer_config": spec.devcontainer.config,
+        "devcontainer_agent_install": agent.container_install,
         "devcontainer_log": VM.devcontainer_log.relative_to(VM.home),
         "devcontainer_config_path": str(PurePosixPath(spec.repo_dir) / spec.devcontainer.config),
-        "devcontainer_agent_install": agent.container_install,
         "devcontainer_links": links,
         "devcontainer_inner": inner,
         "inside": shlex.quote(str(VM.program("devcontainer-exec"))) + " ",
@@ -469,20 +471,33 @@ def _devcontainer_context(spec: WorkspaceSpec) -> dict[str, object]:
     }
 
 
-def _session_context(spec: WorkspaceSpec) -> dict[str, object]:
-    """How each session resumes its own conversation (agents that take an id for it)."""
-    agent, mode = spec.agent, spec.watchdog.permission_mode
-    if not agent.resumes_by_id:
-        return {"by_id": False}
-    folder, ending = agent.conversation_files(spec.repo_dir)
-    return {
-        "by_id": True,
-        "start_with_id": agent.start_with_id_command(mode),
-        "resume_with_id": agent.resume_with_id_command(mode),
-        "resume_shown": agent.resume_with_id_command(mode).replace('"$session_id"', "$session_id"),
-        "conversation_dir": folder,
-        "conversation_ending": ending,
+def agents_besides(agent: Agent) -> list[Agent]:
+    return [other for other in AGENTS.values() if other.name != agent.name]
+
+
+def _run_context(agent: Agent, spec: WorkspaceSpec) -> dict[str, object]:
+    """How agent-run starts and resumes `agent`: with the workspace's permission mode when the
+    agent has it, else as the agent's own defaults have it (its commands take no mode); each
+    session resumes its own conversation where the agent takes an id for it."""
+    mode = spec.watchdog.permission_mode if agent.permission_modes else PermissionMode.BYPASS
+    context: dict[str, object] = {
+        "name": agent.name,
+        "prepare": agent.prepare,
+        "start": agent.start_command(mode),
+        "resume": agent.resume_command(mode),
+        "has_conversation": agent.has_conversation(spec.repo_dir),
+        "by_id": agent.resumes_by_id,
     }
+    if agent.resumes_by_id:
+        folder, ending = agent.conversation_files(spec.repo_dir)
+        context |= {
+            "start_with_id": agent.start_with_id_command(mode),
+            "resume_with_id": agent.resume_with_id_command(mode),
+            "resume_shown": agent.resume_with_id_command(mode).replace('"$session_id"', "$session_id"),
+            "conversation_dir": folder,
+            "conversation_ending": ending,
+        }
+    return context
 
 
 def _watch_settings(spec: WorkspaceSpec, self_delete: SelfDelete) -> WatchSettings:
@@ -517,6 +532,7 @@ def _watch_settings(spec: WorkspaceSpec, self_delete: SelfDelete) -> WatchSettin
         preview_dns_zone=spec.web.preview_domain if dns else "",
         dns_endpoint=self_delete.dns_endpoint if dns else "",
         **flatten(spec.agent.watch),
+        other_agents=tuple(agent.watch for agent in agents_besides(spec.agent)),
     )
 
 
@@ -579,8 +595,35 @@ def claude_managed_settings(mode: PermissionMode, paths: VmPaths = VM) -> dict[s
     }
 
 
+def gemini_first_run(repo_dir: str) -> dict[str, dict[str, Any]]:
+    """The gemini CLI's files (below the agent's home) that answer its first-run dialogs: the auth
+    method (its key comes from GEMINI_API_KEY; without one it asks for a key), the repository
+    folder trusted (trust is per folder, asked at each start until answered), no auto-update (the
+    pin stays pinned), no usage statistics and no IDE nudge. Read in gemini-cli's source:
+    `security.auth.selectedType` (ui/auth/useAuth.ts), `~/.gemini/trustedFolders.json` with
+    `TRUST_FOLDER` (core/config/storage.ts, core/utils/trust.ts), settingsSchema.ts for the rest."""
+    settings = {
+        "security": {"auth": {"selectedType": "gemini-api-key"}},
+        "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False},
+        "privacy": {"usageStatisticsEnabled": False},
+        "ide": {"hasSeenNudge": True},
+    }
+    return {".gemini/settings.json": settings, ".gemini/trustedFolders.json": {repo_dir: "TRUST_FOLDER"}}
+
+
 def _agent_seed_files(spec: WorkspaceSpec) -> list[dict[str, object]]:
     """Pre-answered first-run dialogs, so the agent starts unattended at its prompt."""
+    if spec.agent.name == "gemini":
+        return [
+            _file(
+                VM.home / path,
+                json.dumps(document, indent=2) + "\n",
+                owner=f"{AGENT_USER}:{AGENT_USER}",
+                mode="0600",
+                defer=True,
+            )
+            for path, document in gemini_first_run(spec.repo_dir).items()
+        ]
     if spec.agent.name != "claude":
         return []
     state = {

@@ -1,15 +1,19 @@
 """`vmgen session new|list`: further agent sessions of a workspace, each a tmux window of the
-agent's session; and the picker `vmgen connect` shows when there are several."""
+agent's session (the picker `vmgen connect` shows when there are several is in picker.py)."""
 
 from __future__ import annotations
+
+import shlex
+from typing import Protocol
 
 import click
 from rich.table import Table
 from rich.text import Text
 
 from ...contract.documents import SessionRecord
-from ...errors import AgentCannotWork, StatusUnavailable
+from ...errors import AgentCannotWork, StatusUnavailable, UsageError
 from ..agent_screen import why_prompts_are_lost
+from ..agents import AGENTS, Agent
 from ..sessions import Window, parse_windows, validate_window_name
 from ..spec import resolve_agent
 from ..state import WorkspaceState
@@ -25,11 +29,39 @@ def session() -> None:
 @session.command(name="new")
 @click.argument("name")
 @click.option("--name", "window", required=True, help="The session's name: letters, digits, '-', '_'.")
+@click.option(
+    "--agent",
+    type=click.Choice(sorted(AGENTS)),
+    help="The agent it runs, one installed on the workspace (default: the workspace's own).",
+)
 @click.option("--prompt", help="Type this as its first message once the agent is up.")
-def new(name: str, window: str, prompt: str | None) -> None:
+def new(name: str, window: str, agent: str | None, prompt: str | None) -> None:
     """Start a further agent session on NAME (a fresh conversation, in the repository folder)."""
     validate_window_name(window)
+    record = WorkspaceState(name).record()
+    own = resolve_agent(record.agent if record else "claude")
     client = SshWorkspaceClient(running_target(name), name)
+    chosen = start_session(client, name, window, AGENTS[agent] if agent else own, own)
+    err.print(f"started session {window!r} ({chosen.name}) on {name}: `vmgen connect {name} --session {window}`")
+    if prompt:
+        problem = why_prompts_are_lost(client.agent_screen(chosen, window=window), chosen, name)
+        if problem:
+            raise AgentCannotWork(f"prompt not sent: {problem}")
+        client.type_prompt(prompt, window)
+        err.print(f"sent to {window}")
+
+
+class SessionClient(Protocol):
+    def windows(self) -> str: ...
+
+    def agent_installed(self, agent: Agent) -> tuple[bool, bool]: ...
+
+    def new_window(self, window: str, agent: str = "") -> None: ...
+
+
+def start_session(client: SessionClient, name: str, window: str, agent: Agent, own: Agent) -> Agent:
+    """A window named `window` running `agent` (the workspace's own, `own`, or another one vmgen
+    offers that is installed there); refused, before anything starts, when it cannot be."""
     windows = parse_windows(client.windows())
     if not windows:
         raise AgentCannotWork(
@@ -37,16 +69,20 @@ def new(name: str, window: str, prompt: str | None) -> None:
             f"(see `vmgen ssh {name} -- systemctl status vmgen-agent`, or `vmgen start {name}`)"
         )
     validate_window_name(window, [w.name for w in windows])
-    client.new_window(window)
-    err.print(f"started session {window!r} on {name}: `vmgen connect {name} --session {window}`")
-    if prompt:
-        record = WorkspaceState(name).record()
-        agent = resolve_agent(record.agent if record else "claude")
-        problem = why_prompts_are_lost(client.agent_screen(agent, window=window), agent, name)
-        if problem:
-            raise AgentCannotWork(f"prompt not sent: {problem}")
-        client.type_prompt(prompt, window)
-        err.print(f"sent to {window}")
+    if agent.name == own.name:
+        client.new_window(window)
+        return agent
+    installed, runner_takes_agents = client.agent_installed(agent)
+    if not installed:
+        program = shlex.split(agent.start_command())[0]
+        raise UsageError(f"{agent.name} is not installed on {name} (no `{program}` on the agent's PATH there)")
+    if not runner_takes_agents:
+        raise UsageError(
+            f"{name} was made before sessions of other agents: it starts only {own.name} "
+            f"(a workspace launched or restored with this vmgen can)"
+        )
+    client.new_window(window, agent.name)
+    return agent
 
 
 @session.command(name="list")
@@ -69,21 +105,12 @@ def workspace_windows(name: str) -> tuple[list[Window], bool]:
 
 def sessions_table(windows: list[Window], answered: bool = True) -> Table:
     table = Table(box=None, header_style="bold")
-    for column in ("#", "SESSION", "RUNS", "STATE", "DETAIL"):
+    for column in ("#", "SESSION", "AGENT", "RUNS", "STATE", "DETAIL"):
         table.add_column(column)
     unknown = "-" if answered else "(watchdog unavailable)"
     for window in windows:
         marker = "*" if window.active else ""
         # Text cells: the names are the agent's to choose, and are not rich markup.
-        cells = (window.name, window.runs, window.state or unknown, window.detail)
+        cells = (window.name, window.agent or "-", window.runs, window.state or unknown, window.detail)
         table.add_row(f"{window.index}{marker}", *(Text(cell) for cell in cells))
     return table
-
-
-def pick_window(windows: list[Window]) -> int:
-    """A numbered choice among the windows (no dependency for so small a picker)."""
-    out.print(sessions_table(windows))
-    indexes = [str(w.index) for w in windows]
-    default = next((str(w.index) for w in windows if w.active), indexes[0])
-    chosen = click.prompt("session", type=click.Choice(indexes), default=default, err=True)
-    return int(chosen)

@@ -40,7 +40,7 @@ from .app import (
     running_target,
     settings,
 )
-from .sessions_cmd import pick_window
+from .picker import choose_workspace, in_a_terminal, pick_window
 
 
 @main.command(name="list")
@@ -245,16 +245,19 @@ def sizes(location: str | None, provider: str | None) -> None:
 
 
 @main.command()
-@click.argument("name")
+@click.argument("name", required=False)
 @click.option("--session", "window", default="", help="The agent session to show (`vmgen session list`).")
-def connect(name: str, window: str) -> None:
-    """Attach to the agent's tmux session on NAME (detach with Ctrl-b d); with several agent
-    sessions and no --session, in a terminal, pick one first."""
+def connect(name: str | None, window: str) -> None:
+    """Attach to the agent's tmux session on NAME (detach with Ctrl-b d). In a terminal: without
+    NAME, the only workspace or a picker of them; with several agent sessions and no --session,
+    a picker of those first."""
     if window:
         validate_window_name(window)
+    terminal = in_a_terminal()
+    name = name or choose_workspace(all_records(), terminal)
     target = running_target(name)
     index = None
-    if not window and sys.stdin.isatty():
+    if not window and terminal:
         windows = parse_windows(SshWorkspaceClient(target, name).windows())
         if len(windows) > 1:
             index = pick_window(windows)

@@ -17,7 +17,7 @@ import os
 import pwd
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psutil
@@ -75,6 +75,46 @@ class _Proc:
     cpu_reaped: float  # children_user + children_system: finished children (test runs)
     created: float  # wall clock
     zombie: bool = False
+
+
+@dataclass
+class ProcessTable:
+    """Every process as sampled once this tick, shared by the watchers of every agent (one scan
+    of /proc a tick, not one per agent); command lines read once, when a watcher asks."""
+
+    procs: dict[int, _Proc]
+    children: dict[int, list[int]]
+    _argv: dict[int, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def scan(cls) -> ProcessTable:
+        procs: dict[int, _Proc] = {}
+        children: dict[int, list[int]] = {}
+        for p in psutil.process_iter(["name", "ppid", "uids", "cpu_times", "create_time", "status"]):
+            info = p.info
+            if info["cpu_times"] is None or info["uids"] is None:
+                continue  # vanished or unreadable mid-scan
+            ct = info["cpu_times"]
+            procs[p.pid] = _Proc(
+                p.pid,
+                info["ppid"] or 0,
+                info["name"] or "",
+                info["uids"].real,
+                ct.user + ct.system,
+                ct.children_user + ct.children_system,
+                info["create_time"] or 0.0,
+                info["status"] == psutil.STATUS_ZOMBIE,
+            )
+            children.setdefault(info["ppid"] or 0, []).append(p.pid)
+        return cls(procs, children)
+
+    def argv(self, pid: int) -> list[str]:
+        if pid not in self._argv:
+            try:
+                self._argv[pid] = psutil.Process(pid).cmdline()
+            except psutil.Error:
+                self._argv[pid] = []
+        return self._argv[pid]
 
 
 @dataclass
@@ -210,6 +250,52 @@ def classify(e: Evidence) -> tuple[AgentState, str]:
     return AgentState.STALLED, "turn open, but no tool process, model connection or transcript growth"
 
 
+def merge_signals(first: AgentSignals, others: list[AgentSignals]) -> AgentSignals:
+    """The workspace's agent's signals with those of the other agents' sessions: absent only when
+    every agent is; else judged over every session of every agent, as one agent's sessions are
+    (`combine`: working if any session works)."""
+    present = [s for s in (first, *others) if s.state is not AgentState.ABSENT]
+    if not present or present == [first]:
+        return first
+    sessions = [
+        (state, detail) for s in present for (_pid, state, detail) in (s.per_session or ((0, s.state, s.detail),))
+    ]
+    state, detail = combine(sessions)
+    worked = [s.worked_at for s in (first, *others) if s.worked_at is not None]
+    return AgentSignals(
+        state=state,
+        turn_open=any(s.turn_open for s in present),
+        tool_running=any(s.tool_running for s in present),
+        tool_alive=any(s.tool_alive for s in present),
+        transcript_grew=any(s.transcript_grew for s in present),
+        model_connections=sum(s.model_connections for s in present),
+        cpu_busy=any(s.cpu_busy for s in present),
+        last_hook_event=first.last_hook_event,
+        detail=detail,
+        worked_at=max(worked) if worked else None,
+        sessions=sum(s.sessions for s in present),
+        per_session=tuple(entry for s in present for entry in s.per_session),
+    )
+
+
+class AgentWatchers:
+    """The workspace's agent and the other agents vmgen offers (a further session may run any of
+    them), each recognised by its own declaration; one signal for them all (`merge_signals`)."""
+
+    def __init__(
+        self, config: AgentConfig, others: tuple[AgentWatch, ...] = (), clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.first = AgentWatcher(config, clock)
+        own = set(config.watch.processes)
+        self.others = [
+            AgentWatcher(replace(config, watch=watch), clock) for watch in others if not own & set(watch.processes)
+        ]
+
+    def poll(self) -> AgentSignals:
+        table = ProcessTable.scan()
+        return merge_signals(self.first.poll(table), [watcher.poll(table) for watcher in self.others])
+
+
 class AgentWatcher:
     """Stateful across ticks: CPU deltas, transcript offsets and growth times live here."""
 
@@ -228,7 +314,8 @@ class AgentWatcher:
         self._last_tick: tuple[float, float] | None = None  # (monotonic, wall)
         self._excluded = [ipaddress.ip_network(r, strict=False) for r in config.excluded_remotes]
 
-    def poll(self) -> AgentSignals:
+    def poll(self, table: ProcessTable | None = None) -> AgentSignals:
+        """`table`: this tick's processes, when another watcher scanned them already."""
         now, wall = self._clock(), time.time()
         elapsed = now - self._last_tick[0] if self._last_tick else 0.0
         since_wall = self._last_tick[1] if self._last_tick else None
@@ -240,7 +327,7 @@ class AgentWatcher:
         newest = max(hooks.values(), key=lambda h: h.at or 0.0, default=HookState())
         worked = [t for h in hooks.values() for t in (h.activity_at, h.at if h.event == "Stop" else None) if t]
         worked_at = max(worked) if worked else None
-        trees = self._sample(since_wall)
+        trees = self._sample(since_wall, table)
         if not trees:
             self._roots.clear()
             return AgentSignals(
@@ -300,29 +387,13 @@ class AgentWatcher:
         except KeyError:
             return None
 
-    def _sample(self, since_wall: float | None) -> list[Tree]:
+    def _sample(self, since_wall: float | None, table: ProcessTable | None = None) -> list[Tree]:
         uid = self._agent_uid()
         if uid is None:
             return []
-        procs: dict[int, _Proc] = {}
-        children: dict[int, list[int]] = {}
-        for p in psutil.process_iter(["name", "ppid", "uids", "cpu_times", "create_time", "status"]):
-            info = p.info
-            if info["cpu_times"] is None or info["uids"] is None:
-                continue  # vanished or unreadable mid-scan
-            ct = info["cpu_times"]
-            procs[p.pid] = _Proc(
-                p.pid,
-                info["ppid"] or 0,
-                info["name"] or "",
-                info["uids"].real,
-                ct.user + ct.system,
-                ct.children_user + ct.children_system,
-                info["create_time"] or 0.0,
-                info["status"] == psutil.STATUS_ZOMBIE,
-            )
-            children.setdefault(info["ppid"] or 0, []).append(p.pid)
-        agents = {pid for pid, pr in procs.items() if pr.uid == uid and self._is_agent(pr)}
+        table = table or ProcessTable.scan()
+        procs, children = table.procs, table.children
+        agents = {pid for pid, pr in procs.items() if pr.uid == uid and self._is_agent(pr, table)}
         roots = [pid for pid in agents if self._is_under(pid) and not self._has_agent_ancestor(pid, procs, agents)]
         trees = [Tree(procs[r], [procs[d] for d in _descendants(r, children)]) for r in roots]
         seen: dict[tuple[int, float], tuple[float, float]] = {}
@@ -334,19 +405,22 @@ class AgentWatcher:
         self._cpu = seen
         return trees
 
-    def _is_agent(self, proc: _Proc) -> bool:
+    def _is_agent(self, proc: _Proc, table: ProcessTable) -> bool:
         names = self.config.process_names
         if _stem(proc.name) in names:
             return True
         if not proc.name.startswith(INTERPRETERS) and len(proc.name) < 15:
             return False  # comm names it and it is not ours: no need to read its argv
-        try:  # comm is cut to 15 chars and interpreters keep their own name: look at argv
-            argv = psutil.Process(proc.pid).cmdline()
-        except psutil.Error:
-            return False
+        argv = table.argv(proc.pid)  # comm is cut to 15 chars and interpreters keep their own name
         if argv and _stem(argv[0]) in names:
             return True
-        return len(argv) > 1 and _stem(argv[0]).startswith(INTERPRETERS) and _stem(argv[1]) in names
+        if not argv or not _stem(argv[0]).startswith(INTERPRETERS):
+            return False
+        # The script the interpreter runs: its first argument that is no option (gemini relaunches
+        # itself as `node --max-old-space-size=N .../gemini`, and that child holds the model's
+        # connections; `python -u aider`).
+        script = next((arg for arg in argv[1:] if not arg.startswith("-")), "")
+        return _stem(script) in names
 
     def _is_under(self, pid: int) -> bool:
         if self.config.only_under is None:

@@ -66,6 +66,7 @@ def collector_for(settings: WatchSettings, paths: VmPaths = VM) -> SignalCollect
             hook_events=paths.hook_events,
             stall_after=settings.stall_minutes * 60,
         ),
+        other_agents=settings.other_agents,
         humans=HumansConfig(agent_user=AGENT_USER, leases_path=paths.leases),
         # Past the inotify limit, every folder is looked at within FILE_CHANGE_WINDOW (or a sixth of
         # the idle timeout, when that is shorter): a change there still holds the VM up in time.

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ...contract.agentwatch import AgentWatch
 from ...contract.names import VM
 from ..agentfs import AgentFiles
 from ..privileges import RunAs
-from .agent import AgentConfig, AgentWatcher
+from .agent import AgentConfig, AgentWatchers
 from .files import DEFAULT_IGNORE, FileWatcher
 from .humans import (
     HumansConfig,
@@ -34,6 +35,7 @@ T = TypeVar("T")
 class SignalConfig:
     workspace: Path = VM.work
     agent: AgentConfig = field(default_factory=AgentConfig)
+    other_agents: tuple[AgentWatch, ...] = ()  # watched too: a further session may run one of them
     humans: HumansConfig = field(default_factory=HumansConfig)
     file_ignore: tuple[str, ...] = DEFAULT_IGNORE
     max_watches: int | None = None  # None: as many as the kernel allows
@@ -59,7 +61,7 @@ class SignalCollector:
         )
         self._failing: set[str] = set()
         # Whatever the agent user controls is read as the agent, or through AgentFiles.
-        self._agent = AgentWatcher(config.agent, clock)
+        self._agent = AgentWatchers(config.agent, config.other_agents, clock)
         self._as_agent: RunAs | None = None
         self._agent_files = AgentFiles(-1)
 

@@ -25,8 +25,15 @@ from vmgen.contract.documents import WatchSettings
 from vmgen.errors import DocumentError
 from vmgen.laptop.agents import AGENTS
 from vmgen.vmside.agentfs import AgentFiles
-from vmgen.vmside.idlewatch.agent import AgentConfig, AgentWatcher, model_endpoint, to_endpoint
-from vmgen.vmside.idlewatch.model import AgentState
+from vmgen.vmside.idlewatch.agent import (
+    AgentConfig,
+    AgentWatcher,
+    AgentWatchers,
+    merge_signals,
+    model_endpoint,
+    to_endpoint,
+)
+from vmgen.vmside.idlewatch.model import AgentSignals, AgentState
 from vmgen.vmside.idlewatch.rollout import RolloutReader, RolloutTurn, StateFolders
 
 OTHERS = [name for name in AGENTS if name != "claude"]
@@ -76,13 +83,13 @@ class FakeAgent:
 def spawn(tmp_path: Path) -> Iterator[Callable[..., FakeAgent]]:
     procs: list[subprocess.Popen[str]] = []
 
-    def start(name: str, env: dict[str, str] | None = None) -> FakeAgent:
+    def start(name: str, env: dict[str, str] | None = None, options: tuple[str, ...] = ()) -> FakeAgent:
         bindir, repo, home = tmp_path / "bin", tmp_path / "repo", tmp_path / "home"
         for folder in (bindir, repo, home):
             folder.mkdir(exist_ok=True)
         (bindir / name).write_text(AGENT_PROGRAM)
         proc = subprocess.Popen(
-            [sys.executable, str(bindir / name)],
+            [sys.executable, *options, str(bindir / name)],
             cwd=repo,
             env={"PATH": os.environ.get("PATH", ""), "HOME": str(home), **(env or {})},
             stdin=subprocess.PIPE,
@@ -200,6 +207,92 @@ def test_a_process_of_another_name_is_not_the_agent(tmp_path: Path, spawn: Calla
     spawn("codex")
     assert watcher_of(tmp_path, "aider").poll().state is AgentState.ABSENT
     assert watcher_of(tmp_path, "codex").poll().state is AgentState.WAITING
+
+
+def test_an_agent_its_interpreter_runs_with_options_first_is_the_agent(
+    tmp_path: Path, spawn: Callable[..., FakeAgent], model_api: tuple[str, int]
+) -> None:
+    """As gemini's relaunched child is (`node --max-old-space-size=N .../gemini`): the process
+    that holds its model connection."""
+    host, port = model_api
+    agent = spawn("gemini", {"GOOGLE_GEMINI_BASE_URL": f"http://{host}:{port}"}, options=("-u", "-B"))
+    watcher = watcher_of(tmp_path, "gemini", stall_after=60)
+    assert watcher.poll().state is AgentState.WAITING
+    agent.say(f"connect {host}:{port}")
+    s = watcher.poll()
+    assert s.state is AgentState.WORKING and s.model_connections == 1, s
+
+
+# -- a further session of another agent: every offered agent is watched -------------------------
+
+
+def test_every_other_offered_agent_reaches_the_vm_with_the_workspaces_own() -> None:
+    others = tuple(AGENTS[name].watch for name in OTHERS)
+    settings = WatchSettings(other_agents=others)
+    assert WatchSettings.from_toml(settings.to_toml()).other_agents == others
+    bad = WatchSettings(other_agents=(AgentWatch(processes=("co dex",)),)).to_toml()
+    with pytest.raises(DocumentError, match="other_agents"):
+        WatchSettings.from_toml(bad)
+
+
+def test_a_codex_session_in_a_claude_workspace_keeps_it_working_and_is_judged_alone(
+    tmp_path: Path, spawn: Callable[..., FakeAgent], model_api: tuple[str, int]
+) -> None:
+    host, port = model_api
+    config = AgentConfig(
+        user=getpass.getuser(), watch=AGENTS["claude"].watch, hook_events=None, only_under=tmp_path / "repo"
+    )
+    watchers = AgentWatchers(config, tuple(AGENTS[name].watch for name in OTHERS))
+    assert watchers.poll().state is AgentState.ABSENT  # no agent of any kind yet
+    codex = spawn("codex", {"OPENAI_BASE_URL": f"http://{host}:{port}/v1"})
+    idle = watchers.poll()
+    assert idle.state is AgentState.WAITING and idle.sessions == 1, idle
+    codex.say(f"connect {host}:{port}")
+    busy = watchers.poll()
+    assert busy.state is AgentState.WORKING and busy.model_connections == 1, busy
+    ((pid, state, _),) = busy.per_session  # `vmgen session list` matches it to its window
+    assert pid == codex.proc.pid and state is AgentState.WORKING
+
+
+def test_every_agent_is_looked_for_in_one_scan_of_the_processes_a_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Watching five agents costs the watchdog one scan of /proc a tick, as watching one did."""
+    scans = []
+    real = psutil.process_iter
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        scans.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(psutil, "process_iter", counted)
+    config = AgentConfig(user=getpass.getuser(), watch=AGENTS["claude"].watch, hook_events=None)
+    watchers = AgentWatchers(config, tuple(AGENTS[name].watch for name in OTHERS))
+    assert len(watchers.others) == len(OTHERS)
+    watchers.poll()
+    watchers.poll()
+    assert len(scans) == 2
+
+
+def test_sessions_of_several_agents_combine_as_one_agents_sessions_do() -> None:
+    claude = AgentSignals(
+        AgentState.WAITING, detail="at its prompt", sessions=1, per_session=((10, AgentState.WAITING, "at its prompt"),)
+    )
+    codex = AgentSignals(
+        AgentState.WORKING,
+        model_connections=1,
+        detail="turn open",
+        sessions=1,
+        per_session=((20, AgentState.WORKING, "turn open"),),
+    )
+    absent = AgentSignals(AgentState.ABSENT, detail="no aider process")
+    merged = merge_signals(claude, [codex, absent])
+    assert merged.state is AgentState.WORKING and merged.sessions == 2 and merged.model_connections == 1
+    assert merged.detail == "turn open; of 2 sessions: 1 working, 1 waiting"
+    assert [p for p, _, _ in merged.per_session] == [10, 20]
+    nobody = AgentSignals(AgentState.ABSENT, detail="no claude process of agent")
+    assert merge_signals(nobody, [absent]) is nobody  # the workspace's own agent says it is gone
+    assert merge_signals(claude, [absent]) is claude
 
 
 # -- codex's rollout: its own statement of the turn ------------------------------------------
