@@ -201,3 +201,15 @@ def test_render_refuses_as_launch_does(home: Path, hostile: str) -> None:
     result = vmgen(home, "render", str(repository(home, hostile)))
     assert result.returncode == 2 and "devcontainer_allow_privileged" in one_error_line(result)
     assert not yaml.safe_load(result.stdout or "null")
+
+
+def test_a_further_session_inside_is_the_workspaces_own_agent() -> None:
+    """agent-run inside a dev container offers only its own agent (no other is installed in the
+    container), and every way it starts or resumes one goes through devcontainer-exec."""
+    run = files_of(render(spec_with_devcontainer()))[RUN]["content"]
+    subprocess.run(["bash", "-n"], input=run, text=True, check=True)
+    assert '--agent) case "${2:-}" in claude)' in run and "codex)" not in run
+    starts = [line.strip() for line in run.splitlines() if re.match(r"\s+claude ", line.replace(EXEC + " ", ""))]
+    assert starts and all(line.startswith(f"{EXEC} claude ") for line in starts), starts
+    outside = files_of(render(make_spec(source=LocalSource(Path("/src/app")))))[RUN]["content"]
+    assert "codex)" in outside and EXEC not in outside  # without one: every offered agent, on the VM

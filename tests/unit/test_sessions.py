@@ -17,6 +17,7 @@ from vmgen.laptop.agent_screen import PaneState, parse_screen, screen_script
 from vmgen.laptop.agents import AGENTS
 from vmgen.laptop.sessions import (
     LIST_SCRIPT,
+    AgentAvailability,
     attach_argv,
     installed_script,
     new_window_argv,
@@ -129,7 +130,7 @@ def test_a_window_the_agent_named_to_attack_the_users_terminal_is_shown_inert(tm
 class FakeSessions:
     """The VM as `vmgen session new` sees it: its windows, what is installed, the windows made."""
 
-    def __init__(self, listing: str, installed: tuple[bool, bool] = (True, True)) -> None:
+    def __init__(self, listing: str, installed: tuple[bool, bool, bool] = (True, True, False)) -> None:
         self.listing, self.installed = listing, installed
         self.made: list[tuple[str, str]] = []
         self.asked: list[str] = []
@@ -137,9 +138,9 @@ class FakeSessions:
     def windows(self) -> str:
         return self.listing
 
-    def agent_installed(self, agent) -> tuple[bool, bool]:
+    def agent_installed(self, agent) -> AgentAvailability:
         self.asked.append(agent.name)
-        return self.installed
+        return AgentAvailability(*self.installed)
 
     def new_window(self, window: str, agent: str = "") -> None:
         self.made.append((window, agent))
@@ -151,7 +152,7 @@ ONE_WINDOW = "0\tclaude\t1\tnode\t1\tclaude\n---\n"
 def test_a_session_of_the_workspaces_own_agent_needs_no_look_at_what_is_installed() -> None:
     from vmgen.laptop.cli.sessions_cmd import start_session
 
-    vm = FakeSessions(ONE_WINDOW, installed=(False, False))
+    vm = FakeSessions(ONE_WINDOW, installed=(False, False, True))
     assert start_session(vm, "app", "two", AGENTS["claude"], AGENTS["claude"]).name == "claude"
     assert vm.made == [("two", "")] and vm.asked == []
 
@@ -167,12 +168,13 @@ def test_a_session_of_another_installed_agent_runs_it() -> None:
 @pytest.mark.parametrize(
     ("installed", "words"),
     [
-        ((False, True), "codex is not installed on app (no `codex` on the agent's PATH there)"),
-        ((True, False), "app was made before sessions of other agents: it starts only claude"),
+        ((False, True, False), "codex is not installed on app (no `codex` on the agent's PATH there)"),
+        ((True, False, False), "app was made before sessions of other agents: it starts only claude"),
+        ((True, True, True), "app runs claude inside its dev container, where no other agent is installed"),
     ],
 )
 def test_an_agent_that_cannot_start_there_is_refused_in_one_line_before_anything_starts(
-    installed: tuple[bool, bool], words: str
+    installed: tuple[bool, bool, bool], words: str
 ) -> None:
     from vmgen.laptop.cli.sessions_cmd import start_session
 
@@ -200,13 +202,17 @@ def test_whether_an_agent_is_installed_is_asked_of_the_path_its_windows_get(tmp_
         paths = VmPaths(lib=lib)
         script = installed_script(AGENTS["codex"], paths)
         found = subprocess.run(["bash", "-c", script], env=ssh_env, capture_output=True, text=True, check=True)
-        assert parse_installed(found.stdout) == (True, True)
+        assert parse_installed(found.stdout) == (True, True, False)
         script = installed_script(AGENTS["aider"], paths)
         found = subprocess.run(["bash", "-c", script], env=ssh_env, capture_output=True, text=True, check=True)
-        assert parse_installed(found.stdout) == (False, True)
+        assert parse_installed(found.stdout) == (False, True, False)
         (lib / "agent-run").write_text('case "$1" in --new) ;; esac\n')  # a workspace from before
         found = subprocess.run(["bash", "-c", script], env=ssh_env, capture_output=True, text=True, check=True)
-        assert parse_installed(found.stdout)[1] is False
+        assert parse_installed(found.stdout).runner_takes_agents is False
+        # A dev container workspace's agent-run: its agent runs through devcontainer-exec.
+        (lib / "agent-run").write_text(f'case "$1" in --agent) ;; esac\n{lib}/devcontainer-exec claude\n')
+        found = subprocess.run(["bash", "-c", script], env=ssh_env, capture_output=True, text=True, check=True)
+        assert parse_installed(found.stdout).in_devcontainer is True
     finally:
         subprocess.run(["tmux", "kill-server"], env=env, check=False)
 
