@@ -10,6 +10,7 @@ import json
 import re
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,64 @@ def test_a_further_session_inside_is_the_workspaces_own_agent() -> None:
     assert starts and all(line.startswith(f"{EXEC} claude ") for line in starts), starts
     outside = files_of(render(make_spec(source=LocalSource(Path("/src/app")))))[RUN]["content"]
     assert "codex)" in outside and EXEC not in outside  # without one: every offered agent, on the VM
+
+
+def hook_lines(program: Path, event: str, payload: str, events: Path) -> list[dict]:
+    events.unlink(missing_ok=True)
+    subprocess.run([str(program), event], input=payload, text=True, check=True)
+    return [json.loads(line) for line in events.read_text().splitlines()]
+
+
+PAYLOADS = [
+    {"session_id": "1b2c-session", "transcript_path": "/home/agent/.claude/projects/-w/1b2c-session.jsonl"},
+    {"session_id": "s", "transcript_path": "/t.jsonl", "hook_event_name": "Notification", "message": "Claude needs you"}
+    | {"notification_type": "permission_prompt"},
+    {"session_id": "s2", "transcript_path": "/t2.jsonl", "error": "rate_limit"}
+    | {"tool_input": {"content": "x" * 50_000}},
+    {"session_id": "../../etc", "transcript_path": 'a"b\\c', "notification_type": "x\ny"},
+    {"session_id": "own", "transcript_path": "/t3.jsonl", "tool_input": {"session_id": "quoted", "error": "x"}},
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+@pytest.mark.parametrize("event", ["PreToolUse", "Notification", "StopFailure"])
+def test_the_hook_inside_writes_what_the_vms_hook_writes_with_sh_alone(
+    tmp_path: Path, payload: dict, event: str
+) -> None:
+    """The hook bound over agent-event in the container (an image need not have Python): run by
+    dash, with Claude Code's compact JSON, it records what the watchdog reads of the VM's hook
+    (the event, the session, the transcript, the kind), or leaves a value out, never more."""
+    from vmgen.contract.documents import HookEvent, parse_hook_event
+    from vmgen.contract.names import VmPaths
+    from vmgen.laptop.builder.render import agent_event_hook
+
+    paths = VmPaths(home=tmp_path)
+    spec = spec_with_devcontainer()
+    inside = files_of(render(spec))[str(VM.program("agent-event-inside"))]["content"]
+    inside = inside.replace(str(VM.hook_events), str(paths.hook_events))
+    assert inside.startswith("#!/bin/sh\n")
+    programs = {"vm": tmp_path / "agent-event", "inside": tmp_path / "agent-event-inside"}
+    programs["vm"].write_text(agent_event_hook(paths))
+    programs["inside"].write_text(inside.replace("#!/bin/sh", "#!/bin/dash", 1))
+    for program in programs.values():
+        program.chmod(0o755)
+    compact = json.dumps(payload, separators=(",", ":"))
+    now = time.time() + 5
+    read: dict[str, HookEvent] = {}
+    for where, program in programs.items():
+        (line,) = hook_lines(program, event, compact, paths.hook_events)
+        parsed = parse_hook_event(line, now)
+        assert parsed is not None, line
+        read[where] = parsed
+    vm, inside_read = read["vm"], read["inside"]
+    assert (inside_read.event, inside_read.session, inside_read.kind) == (vm.event, vm.session, vm.kind)
+    # A transcript path with an escape in it is left out inside; the rest is the same.
+    assert inside_read.transcript in (vm.transcript, "") and (inside_read.transcript or "\\" in compact)
+
+
+def test_vmgens_hooks_are_bound_into_the_container_from_roots_files() -> None:
+    up = files_of(render(spec_with_devcontainer()))[UP]["content"]
+    managed = "/etc/claude-code/managed-settings.json"
+    assert f"type=bind,source={managed},target={managed}" in up
+    hook = f"type=bind,source={VM.program('agent-event-inside')},target={VM.program('agent-event')}"
+    assert hook in up

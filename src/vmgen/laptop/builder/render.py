@@ -26,6 +26,7 @@ from ...contract.devcontainer import UP_ERROR, UP_PHASE, UP_TAIL, UP_TAIL_LINES
 from ...contract.documents import (
     BACKUP_DEFAULTS,
     HOOK_EVENTS,
+    TRANSCRIPT_MAX,
     WATCH_DEFAULTS,
     BackupConfig,
     BackupTarget,
@@ -194,6 +195,7 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
             [
                 _file(VM.program("devcontainer-up"), rendered("devcontainer-up.sh.j2"), mode="0755"),
                 _file(VM.program("devcontainer-exec"), rendered("devcontainer-exec.sh.j2"), mode="0755"),
+                _file(VM.program(INSIDE_HOOK), rendered("agent-event-inside.sh.j2"), mode="0755"),
             ]
             if spec.devcontainer
             else []
@@ -434,6 +436,10 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
     }
 
 
+INSIDE_HOOK = "agent-event-inside"
+"""The program bound over agent-event inside a dev container (agent-event-inside.sh.j2)."""
+
+
 def _devcontainer_context(spec: WorkspaceSpec) -> dict[str, object]:
     """The dev container's programs (docs/devcontainers.md): `inside` prefixes each command the
     agent's pane runs with devcontainer-exec ("" without a dev container)."""
@@ -456,9 +462,20 @@ def _devcontainer_context(spec: WorkspaceSpec) -> dict[str, object]:
             'exec "$@"',
         )
     )
+    # Bound at the same paths: the agent's home (its ~/.claude and ~/.claude.json, the delivered
+    # agent.env, the repository at its VM path) and root's files, which no uid of the container
+    # can change: the agent's install, and vmgen's hooks (the managed settings, and the hook
+    # they name in a form any image can run), so the watchdog hears the agent inside as outside.
+    binds = [(str(VM.home), str(VM.home)), (agent.container_install, agent.container_install)]
+    if agent.managed_settings:
+        binds += [
+            (agent.managed_settings, agent.managed_settings),
+            (str(VM.program(INSIDE_HOOK)), str(VM.program("agent-event"))),
+        ]
     return {
         "devcontainer_config": spec.devcontainer.config,
-        "devcontainer_agent_install": agent.container_install,
+        "devcontainer_binds": binds,
+        "transcript_max": TRANSCRIPT_MAX,
         "devcontainer_log": VM.devcontainer_log.relative_to(VM.home),
         "devcontainer_config_path": str(PurePosixPath(spec.repo_dir) / spec.devcontainer.config),
         "devcontainer_links": links,
