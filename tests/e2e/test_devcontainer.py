@@ -3,7 +3,8 @@ devcontainers CLI and rootless Podman on the VM, run by the agent. The repositor
 devcontainer.json builds a Dockerfile on a Debian base that needs no registry (a debootstrap
 tarball carried in the repository, imported by its own `initializeCommand`, which runs on the VM
 as the agent); the launch says the CLI's phases and comes up with the agent's tmux session running
-Claude Code inside the container. From inside, as the agent: no metadata service (root reaches
+Claude Code inside the container, whose hooks the watchdog hears (working mid-turn, then
+waiting). From inside, as the agent: no metadata service (root reaches
 the stand-in one), no engine socket of root's, and a second container asking for everything the
 refusal policy refuses (privileged, the VM's /etc and /root, its processes) reads none of root's
 files. A hostile devcontainer.json is refused on the laptop before anything is made."""
@@ -22,7 +23,8 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from tests.polling import wait_until
+from tests.fakes.anthropic_api import Rule, Script
+from tests.polling import eventually, wait_until
 from vmgen.laptop.devcontainer import UpFollower
 
 from .conftest import unique
@@ -36,6 +38,8 @@ MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # 100 s), kept beside the other cached test images' recipes in /var/tmp.
 BASE_RECIPE = f"debootstrap --variant=minbase bookworm {MIRROR}"
 EXEC = "/usr/local/lib/vmgen/devcontainer-exec"
+SLOW_TURN = "vmgen-devc-slow-turn"
+SLOW_SECONDS = 40  # the scripted model's stall: the watchdog is asked while it lasts
 
 DEVCONTAINER = {
     "name": "vmgen-test",
@@ -131,6 +135,35 @@ def test_the_launch_said_the_clis_phases_and_the_agent_runs_inside(cli, launched
     # VM's path, the agent's ~/.claude (the conversation stays on the VM and in its backups).
     shown = inside(cli, 'echo "$(id -un) $VMGEN_TEST_ENV $PWD"; ls -d ~/.claude')
     assert shown.split() == ["dev", "from-containerEnv", f"/home/agent/work/{NAME}", "/home/agent/.claude"]
+
+
+def agent_state(cli) -> dict:
+    return json.loads(cli("status", NAME, "--json").stdout)["agent"]
+
+
+def test_the_watchdog_hears_the_agent_inside_working_then_waiting(cli, launched, model) -> None:
+    """vmgen's hooks fire inside the container (root's managed settings and a hook any image can
+    run, bound in): while the scripted model stalls a turn the watchdog says working, after the
+    turn waiting, and the hook's lines for that turn name the session."""
+    model.script = Script(rules=[Rule(SLOW_TURN, text="The slow answer from inside.", delay=SLOW_SECONDS)])
+    before = len(cli.ssh(NAME, "cat ~/.vmgen/agent-events.jsonl 2>/dev/null", check=False).splitlines())
+    cli("send", NAME, f"take your time, {SLOW_TURN}")
+    model.wait_for(SLOW_TURN, timeout=60)
+    mid_turn = wait_until(lambda: agent_state(cli), lambda a: a["state"] == "working", timeout=20, every=2)
+    written = cli.ssh(NAME, "cat ~/.vmgen/agent-events.jsonl 2>/dev/null", check=False)
+    events = [json.loads(line) for line in written.splitlines()[before:]]
+    assert mid_turn["state"] == "working", (mid_turn, events)
+    prompted = [e for e in events if e["event"] == "UserPromptSubmit"]
+    assert prompted and prompted[-1].get("session"), events
+    eventually(
+        lambda: "slow answer from inside" in cli.ssh(NAME, "tmux capture-pane -p -t claude"),
+        timeout=SLOW_SECONDS + 60,
+        what="the slow answer on the agent's screen",
+    )
+    after = wait_until(lambda: agent_state(cli), lambda a: a["state"] == "waiting", timeout=30, every=2)
+    assert after["state"] == "waiting", after
+    last = json.loads(cli.ssh(NAME, "tail -n 1 ~/.vmgen/agent-events.jsonl"))
+    assert last["event"] == "Stop" and last.get("session") == prompted[-1]["session"], last
 
 
 def test_a_hostile_devcontainer_is_refused_before_anything_is_made(cli, tmp_path) -> None:
