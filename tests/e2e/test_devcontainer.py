@@ -4,7 +4,8 @@ devcontainer.json builds a Dockerfile on a Debian base that needs no registry (a
 tarball carried in the repository, imported by its own `initializeCommand`, which runs on the VM
 as the agent); the launch says the CLI's phases and comes up with the agent's tmux session running
 Claude Code inside the container, whose hooks the watchdog hears (working mid-turn, then
-waiting). From inside, as the agent: no metadata service (root reaches
+waiting); a further session runs inside too, one of another agent is refused. From inside, as
+the agent: no metadata service (root reaches
 the stand-in one), no engine socket of root's, and a second container asking for everything the
 refusal policy refuses (privileged, the VM's /etc and /root, its processes) reads none of root's
 files. A hostile devcontainer.json is refused on the laptop before anything is made."""
@@ -164,6 +165,19 @@ def test_the_watchdog_hears_the_agent_inside_working_then_waiting(cli, launched,
     assert after["state"] == "waiting", after
     last = json.loads(cli.ssh(NAME, "tail -n 1 ~/.vmgen/agent-events.jsonl"))
     assert last["event"] == "Stop" and last.get("session") == prompted[-1]["session"], last
+
+
+def test_a_further_session_runs_inside_and_another_agent_is_refused(cli, launched) -> None:
+    refused = cli("session", "new", NAME, "--name", "cx", "--agent", "codex", check=False)
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+    assert "runs claude inside its dev container" in lines[0] and "codex is refused" in lines[0], lines
+    cli("session", "new", NAME, "--name", "two")
+    # Every Claude Code process, the first session's and the new one's, sees the image's file.
+    script = f"for pid in $(pgrep -u agent -f '^claude '); do echo $pid $(cat /proc/$pid/root{IMAGE_MARK}); done"
+    seen = wait_until(lambda: cli.ssh(NAME, script, check=False).splitlines(), lambda found: len(found) >= 2, 60, 1)
+    assert len(seen) == 2 and all(line.endswith(" from-the-image") for line in seen), seen
+    assert "two" in cli.ssh(NAME, "tmux list-windows -t claude -F '#{window_name}'").split()
 
 
 def test_a_hostile_devcontainer_is_refused_before_anything_is_made(cli, tmp_path) -> None:
