@@ -33,7 +33,8 @@ VmgenError                  a runtime failure; exit code 1
 ├── WorkspaceNotRunning
 ├── AgentCannotWork
 ├── BootFailed
-│   └── RestoreFailed
+│   ├── RestoreFailed
+│   └── DevcontainerFailed
 ├── BakeFailed
 ├── PackerMissing
 ├── PackerFailed
@@ -176,6 +177,11 @@ class BootFailed(VmgenError):
 
 class RestoreFailed(BootFailed):
     """The new VM could not restore the backup; the agent was not started."""
+
+
+class DevcontainerFailed(BootFailed):
+    """`devcontainer up` failed on the VM (a build, a feature, a lifecycle command such as
+    postCreateCommand): the CLI's message and the tail of its output; the agent was not started."""
 
 
 class RemoteCommandFailed(VmgenError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,15 @@ from vmgen.contract.documents import (
     WatchdogState,
 )
 from vmgen.contract.enums import StoreKind, WorkspaceStatus
-from vmgen.errors import BootFailed, LeftoversExist, NameBusy, RestoreFailed, UsageError, WorkspaceExists
+from vmgen.errors import (
+    BootFailed,
+    DevcontainerFailed,
+    LeftoversExist,
+    NameBusy,
+    RestoreFailed,
+    UsageError,
+    WorkspaceExists,
+)
 from vmgen.laptop.agents import Agent
 from vmgen.laptop.builder.install import InstallPlan
 from vmgen.laptop.builder.render import written_files
@@ -36,7 +44,16 @@ from vmgen.laptop.identities import ensure_identity, has_identity
 from vmgen.laptop.launch import LaunchOptions, LaunchResult, launch
 from vmgen.laptop.providers.base import BakeOptions, KeptDisk, Leftover, SelfDelete, Size, Workspace
 from vmgen.laptop.readiness import Phase
-from vmgen.laptop.spec import GitSource, RestoreSource, VmgenInstall, WatchdogTuning, WebSpec, WorkspaceSpec, make_spec
+from vmgen.laptop.spec import (
+    DevcontainerSpec,
+    GitSource,
+    RestoreSource,
+    VmgenInstall,
+    WatchdogTuning,
+    WebSpec,
+    WorkspaceSpec,
+    make_spec,
+)
 from vmgen.laptop.ssh import SSHTarget
 from vmgen.laptop.stamps import BakedImage, ImageStamp
 from vmgen.laptop.state import WorkspaceState, busy_with, name_lock
@@ -580,3 +597,17 @@ def test_the_launch_keeps_the_budget_key_root_gets(home, provider) -> None:
     assert f"{BUDGET_KEY_VARIABLE}={key}\n" in files["/etc/vmgen/provider.env"]
     assert [path for path, content in files.items() if key in content] == ["/etc/vmgen/provider.env"]
     assert (WorkspaceState("app").dir / WorkspaceState.BUDGET_KEY).stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_dev_container_that_fails_to_come_up_fails_the_launch_as_a_boot_does(home, provider, keep) -> None:
+    """The handover brings the dev container up before the agent starts: its failure (one
+    DevcontainerFailed with the tail) removes the workspace, or keeps it with --keep-on-failure."""
+    spec = replace(spec_for(home), devcontainer=DevcontainerSpec(".devcontainer/devcontainer.json"))
+    failure = DevcontainerFailed("the dev container did not come up: postCreateCommand from devcontainer.json failed")
+    client = ScriptedClient(fail_at="handover", failure=failure)
+    with pytest.raises(DevcontainerFailed):
+        run_launch(spec, provider, client, keep_on_failure=keep)
+    assert client.handover is not None and client.handover.devcontainer
+    assert client.calls[-1] == "handover"  # the agent was never waited for
+    assert (provider.deleted == []) is keep and WorkspaceState("app").exists() is keep

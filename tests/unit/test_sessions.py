@@ -18,6 +18,7 @@ from vmgen.laptop.agents import AGENTS
 from vmgen.laptop.handover import CredentialsGiven
 from vmgen.laptop.sessions import (
     LIST_SCRIPT,
+    AgentAvailability,
     attach_argv,
     installed_script,
     new_window_argv,
@@ -149,7 +150,10 @@ class FakeSessions:
     and the windows made, in the order it all happened."""
 
     def __init__(
-        self, listing: str, installed: tuple[bool, bool] = (True, True), credentials_there: bool = False
+        self,
+        listing: str,
+        installed: tuple[bool, bool, bool] = (True, True, False),
+        credentials_there: bool = False,
     ) -> None:
         self.listing, self.installed, self.credentials_there = listing, installed, credentials_there
         self.made: list[tuple[str, str]] = []
@@ -162,9 +166,9 @@ class FakeSessions:
     def windows(self) -> str:
         return self.listing
 
-    def agent_installed(self, agent) -> tuple[bool, bool]:
+    def agent_installed(self, agent) -> AgentAvailability:
         self.asked.append(agent.name)
-        return self.installed
+        return AgentAvailability(*self.installed)
 
     def add_credentials(self, agent, values: dict[str, str]) -> CredentialsGiven:
         self.steps.append("credentials")
@@ -189,7 +193,7 @@ ONE_WINDOW = "0\tclaude\t1\tnode\t1\tclaude\n---\n"
 def test_a_session_of_the_workspaces_own_agent_needs_no_look_at_what_is_installed() -> None:
     from vmgen.laptop.cli.sessions_cmd import start_session
 
-    vm = FakeSessions(ONE_WINDOW, installed=(False, False))
+    vm = FakeSessions(ONE_WINDOW, installed=(False, False, True))
     assert start_session(vm, "app", "two", AGENTS["claude"], AGENTS["claude"]).name == "claude"
     assert vm.made == [("two", "")] and vm.asked == []
     assert vm.steps == ["window"]  # the launch handed the workspace's own agent what it needs
@@ -206,12 +210,13 @@ def test_a_session_of_another_installed_agent_runs_it() -> None:
 @pytest.mark.parametrize(
     ("installed", "words"),
     [
-        ((False, True), "codex is not installed on app (no `codex` on the agent's PATH there)"),
-        ((True, False), "app was made before sessions of other agents: it starts only claude"),
+        ((False, True, False), "codex is not installed on app (no `codex` on the agent's PATH there)"),
+        ((True, False, False), "app was made before sessions of other agents: it starts only claude"),
+        ((True, True, True), "app runs claude inside its dev container, where no other agent is installed"),
     ],
 )
 def test_an_agent_that_cannot_start_there_is_refused_in_one_line_before_anything_starts(
-    installed: tuple[bool, bool], words: str
+    installed: tuple[bool, bool, bool], words: str
 ) -> None:
     from vmgen.laptop.cli.sessions_cmd import start_session
 
@@ -303,13 +308,17 @@ def test_whether_an_agent_is_installed_is_asked_of_the_path_its_windows_get(tmp_
         paths = VmPaths(lib=lib)
         script = installed_script(AGENTS["codex"], paths)
         found = subprocess.run(["bash", "-c", script], env=ssh_env, capture_output=True, text=True, check=True)
-        assert parse_installed(found.stdout) == (True, True)
+        assert parse_installed(found.stdout) == (True, True, False)
         script = installed_script(AGENTS["aider"], paths)
         found = subprocess.run(["bash", "-c", script], env=ssh_env, capture_output=True, text=True, check=True)
-        assert parse_installed(found.stdout) == (False, True)
+        assert parse_installed(found.stdout) == (False, True, False)
         (lib / "agent-run").write_text('case "$1" in --new) ;; esac\n')  # a workspace from before
         found = subprocess.run(["bash", "-c", script], env=ssh_env, capture_output=True, text=True, check=True)
-        assert parse_installed(found.stdout)[1] is False
+        assert parse_installed(found.stdout).runner_takes_agents is False
+        # A dev container workspace's agent-run: its agent runs through devcontainer-exec.
+        (lib / "agent-run").write_text(f'case "$1" in --agent) ;; esac\n{lib}/devcontainer-exec claude\n')
+        found = subprocess.run(["bash", "-c", script], env=ssh_env, capture_output=True, text=True, check=True)
+        assert parse_installed(found.stdout).in_devcontainer is True
     finally:
         subprocess.run(["tmux", "kill-server"], env=env, check=False)
 

@@ -27,6 +27,14 @@ from typing import Any
 
 ALLOW_SETTING = "devcontainer_allow_privileged"
 
+# What the VM's `devcontainer-up` program (run by the agent, over the laptop's SSH at launch)
+# prints for the laptop: a line per phase of `devcontainer up`, and on failure the CLI's own
+# message and the last lines of its output, each line under its prefix.
+UP_PHASE = "vmgen-devcontainer "
+UP_ERROR = "vmgen-devcontainer-error "
+UP_TAIL = "vmgen-devcontainer-log "
+UP_TAIL_LINES = 12
+
 # Docker's default capability set (moby's oci/caps/defaults.go) and SYS_PTRACE: a debugger's
 # capability, confined to the container's own processes as long as --pid=host is refused.
 ALLOWED_CAPABILITIES = frozenset(

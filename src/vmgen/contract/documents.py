@@ -18,6 +18,7 @@ from typing import Any, TypeGuard
 from ..errors import DocumentError, UsageError
 from . import codec, settings
 from .agentwatch import AgentWatch, TurnLog
+from .devcontainer import ALLOW_SETTING as ALLOW_PRIVILEGED_SETTING
 from .enums import BudgetAction, IdleAction, PermissionMode, StoreKind
 from .notify import parse_target
 from .settings import setting
@@ -352,6 +353,18 @@ class WorkspaceInfo:
         "(install.sh, bootstrap, setup...; none: its dotfiles linked into the home)",
         laptop="dotfiles_repo",
         takes='a git URL (https://, ssh://, git@host:path), `#branch` optional; `""`: none',
+    )
+    # The repository's dev container (docs/devcontainers.md): its devcontainer.json, relative to
+    # the repository ("" without one), brought up by the agent with rootless Podman.
+    devcontainer: str = ""
+    # Checked on the laptop before anything is made (contract.devcontainer.refusals); carried to
+    # the VM for its check of the CLI's merged configuration.
+    devcontainer_allow_privileged: bool = setting(
+        False,
+        "let a devcontainer.json ask for what vmgen refuses (privileged, host namespaces, added "
+        "capabilities, devices, mounts of the VM's folders); count it as giving the agent root "
+        "(see docs/devcontainers.md)",
+        laptop=ALLOW_PRIVILEGED_SETTING,
     )
 
 

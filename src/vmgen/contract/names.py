@@ -392,6 +392,23 @@ class VmPaths:
         return self.agent_dir / "dotfiles.log"
 
     @property
+    def devcontainer_log(self) -> Path:
+        """What the devcontainers CLI printed at the last `devcontainer up`: the agent's own file."""
+        return self.agent_dir / "devcontainer.log"
+
+    @property
+    def container_bin(self) -> Path:
+        """The agent's folder first on PATH inside its dev container: links to the agent's
+        programs, which the container sees at the VM's paths (made by devcontainer-up, as the agent)."""
+        return self.agent_dir / "container-bin"
+
+    @property
+    def containers_storage(self) -> Path:
+        """The agent's rootless Podman storage: images and containers, files of its subordinate
+        uids that its own backup stage cannot read; a new VM builds the dev container again."""
+        return self.home / ".local" / "share" / "containers"
+
+    @property
     def agent_sessions(self) -> Path:
         """The agent's sessions (a line each: conversation id, tab, window name), written and read
         only by the agent's own scripts (agent-run, agent-session) so that each session comes
@@ -431,8 +448,9 @@ class VmPaths:
         """Left out of every backup (relative to the home): vmgen's own per-boot state and what
         the CLI delivers again at every launch. Restoring an old handover mark would start the
         agent before its credentials arrive, old leases would hold the new VM up, and the
-        delivered API key has no business in a backup."""
-        own = (self.handover_mark, self.leases, self.hook_events, self.agent_env)
+        delivered API key has no business in a backup. The dev container's storage is built
+        again from the repository (its files belong to uids the backup cannot read)."""
+        own = (self.handover_mark, self.leases, self.hook_events, self.agent_env, self.containers_storage)
         return tuple(str(p.relative_to(self.home)) for p in own)
 
 

@@ -82,6 +82,8 @@ def accepts(kind: type, declaration: Declared) -> str:
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         words = [f"`{member.value}`" for member in kind]
         return ", ".join(words[:-1]) + " or " + words[-1]
+    if kind is bool:
+        return "`true` or `false`"
     what = "a whole number" if kind is int else "a number"
     low, high = declaration.minimum, declaration.maximum
     if low is not None and high is not None:
@@ -128,6 +130,8 @@ def table(*document_types: type) -> str:
                 default = defaults[name]
                 if isinstance(default, enum.Enum):
                     shown = default.value
+                elif isinstance(default, bool):
+                    shown = str(default).lower()
                 elif isinstance(default, str):
                     shown = f'"{default}"'
                 else:

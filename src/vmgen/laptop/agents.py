@@ -57,6 +57,15 @@ class Agent:
     # Root's settings file the agent reads and cannot change or override (Claude Code's managed
     # settings): vmgen's hooks and the permission mode's policy go there.
     managed_settings: str = ""
+    # In a dev container (docs/devcontainers.md): the VM's folder of the installed agent, bound
+    # into the container at the same path (root's files: the container's uids cannot change them),
+    # and its commands there (name, path below that folder), linked from a folder of the agent's
+    # that goes first on PATH inside; "" for an agent that does not run inside one yet. Its
+    # programs must run on the container's C library (glibc).
+    container_install: str = ""
+    container_programs: tuple[tuple[str, str], ...] = ()
+    # Variables it needs inside: the container's root is the agent's uid on the VM.
+    container_env: tuple[tuple[str, str], ...] = ()
 
     @property
     def watched(self) -> bool:
@@ -142,6 +151,12 @@ AGENTS: dict[str, Agent] = {
             login_screen=("Not logged in", "Please run /login", "Invalid API key"),
             credential_files=(".claude/.credentials.json",),
             managed_settings="/etc/claude-code/managed-settings.json",
+            # The npm package holds its native program (bin/claude.exe): no Node inside.
+            container_install="/usr/local/lib/node_modules/@anthropic-ai/claude-code",
+            container_programs=(("claude", "bin/claude.exe"),),
+            # Claude Code refuses to skip permissions as uid 0 outside a sandbox; a rootless
+            # container's root is the agent's own uid on the VM, which is what this says.
+            container_env=(("IS_SANDBOX", "1"),),
         ),
         Agent(
             name="codex",

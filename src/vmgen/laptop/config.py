@@ -149,6 +149,7 @@ class Settings:
     # Globs on paths below ~/.claude that are never copied (`skills/big`, `*.bin`).
     sync_exclude: tuple[str, ...] = ()
     dotfiles_repo: str = ""  # contract.documents.WorkspaceInfo.dotfiles_repo
+    devcontainer_allow_privileged: bool = False  # contract.documents.WorkspaceInfo, the same name
     # git push from a workspace of a GitHub repository: with a token that may administer it
     # (fine-grained: the repository's Administration write), a deploy key for that one repository
     # (laptop/deploykeys.py). The token stays on this machine. "": say how to push instead.

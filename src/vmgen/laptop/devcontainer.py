@@ -4,27 +4,30 @@ PATH` to pick one of several, `--no-devcontainer` for none), the file read as JS
 and the refusal policy (`contract.devcontainer`) applied to it and to its local features.
 
 This is an early answer for the user: features from a registry and a base image's metadata are
-not visible here, so the VM checks the CLI's merged configuration again before `devcontainer up`.
-Not wired into `vmgen launch` yet (docs/devcontainers.md says what remains).
+not visible here (the VM's check of the CLI's merged configuration is the next slice, see
+docs/devcontainers.md). `vmgen launch` and `vmgen render` call `devcontainer_for` before anything
+is made.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import json5
 
-from ..contract.devcontainer import Host, Refusal, refusals
+from ..contract.devcontainer import ALLOW_SETTING, UP_ERROR, UP_PHASE, UP_TAIL, UP_TAIL_LINES, Host, Refusal, refusals
 from ..contract.names import VM
-from ..errors import DevcontainerInvalid, DevcontainerRefused
+from ..errors import DevcontainerFailed, DevcontainerInvalid, DevcontainerRefused, UsageError
+from .spec import DevcontainerSpec, LocalSource, Source
 
 # Where the CLI looks when it is given a workspace folder and no --config, in its order
 # (spec-configuration/configurationCommonUtils.ts).
 DEFAULT_PATHS = (".devcontainer/devcontainer.json", ".devcontainer.json")
 MAX_BYTES = 1024 * 1024  # a devcontainer.json is a few KiB; a larger one is not one
+LOG_NAME = VM.devcontainer_log.relative_to(VM.home).as_posix()
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,33 @@ class DevcontainerConfig:
 
     path: str
     content: dict[str, Any]
+
+
+def devcontainer_for(
+    source: Source, workspace: str, *, chosen: str = "", disabled: bool = False, allow_privileged: bool = False
+) -> tuple[DevcontainerSpec | None, list[str]]:
+    """The dev container a launch of `source` brings up (None: none, or `--no-devcontainer`),
+    found, read and checked before anything is made, and the warnings to say (what
+    `devcontainer_allow_privileged` let through). A refusal is one line naming the field and the
+    setting (DevcontainerRefused). Only a local repository is read here: a git source's files
+    are first seen on the VM, which does not bring a dev container up yet."""
+    if disabled:
+        return None, []
+    if not isinstance(source, LocalSource):
+        if chosen:
+            raise UsageError("--devcontainer needs a local repository (a git source's dev container is not used yet)")
+        return None, []
+    relative = find_config(source.path, chosen)
+    if relative is None:
+        return None, []
+    config = read_config(source.path, relative)
+    allowed = check_config(source.path, config, allow_privileged=allow_privileged, workspace=workspace)
+    warnings = [
+        f"{relative}: {refusal.field} {refusal.value} gives the dev container {refusal.gives} "
+        f"(allowed by {ALLOW_SETTING} = true)"
+        for refusal in allowed
+    ]
+    return DevcontainerSpec(config=relative, allow_privileged=allow_privileged), warnings
 
 
 def find_config(repo: Path, chosen: str = "", disabled: bool = False) -> str | None:
@@ -131,3 +161,35 @@ def _read_object(repo: Path, relative: str) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise DevcontainerInvalid(f"{relative}: must hold a JSON object, not {type(content).__name__}")
     return content
+
+
+@dataclass
+class UpFollower:
+    """Reads what the VM's `devcontainer-up` prints (contract.devcontainer's line protocol): each
+    phase becomes a launch progress line, the CLI's message and output tail are kept for the error."""
+
+    progress: Callable[[str], None]
+    message: str = ""
+    tail: list[str] = field(default_factory=list)
+
+    def line(self, text: str) -> None:
+        if text.startswith(UP_PHASE):
+            self.progress(f"dev container: {text.removeprefix(UP_PHASE).strip()}")
+        elif text.startswith(UP_ERROR):
+            self.message = text.removeprefix(UP_ERROR).strip()
+        elif text.startswith(UP_TAIL):
+            self.tail.append(text.removeprefix(UP_TAIL).rstrip())
+
+    def failure(self, exit_code: int, stderr: str = "") -> DevcontainerFailed:
+        """The launch's one error: the CLI's message first, then the last lines of its output
+        (a failing postCreateCommand's own output among them)."""
+        message = self.message or (stderr.strip().splitlines() or [f"exit {exit_code}"])[-1]
+        shown = "\n".join(f"  {line}" for line in self.tail[-UP_TAIL_LINES:] if line.strip())
+        return DevcontainerFailed(
+            f"the dev container did not come up: {message}"
+            + (
+                f"\nthe last lines of `devcontainer up` (all of it in ~/{LOG_NAME} on the workspace):\n{shown}"
+                if shown
+                else ""
+            )
+        )

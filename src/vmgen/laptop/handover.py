@@ -11,7 +11,8 @@ import shlex
 import subprocess
 import tarfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -19,7 +20,11 @@ from ..contract.names import VM, VmPaths
 from ..errors import RemoteCommandFailed, VmgenError
 from .agents import Agent
 from .claudesetup import MISSING_COMMANDS_SCRIPT, UNPACK_PROGRAM, UNPACK_SCRIPT, SyncPlan, setup_tar
-from .ssh import SSHTarget, remote, run, write_file
+from .devcontainer import UpFollower
+from .ssh import SSHTarget, remote, run, stream, write_file
+
+# The most `devcontainer up` may take at launch (a cold build pulls packages in the Dockerfile).
+DEVCONTAINER_UP_SECONDS = 1800
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,10 @@ class Handover:
     # the ssh URL the repository's pushes go to (its clone may be over https).
     deploy_key: bytes | None = None
     push_url: str = ""
+    # The repository's dev container: brought up by the agent once the repository is there and
+    # before the agent starts, its phases said through `progress` (docs/devcontainers.md).
+    devcontainer: bool = False
+    progress: Callable[[str], None] = field(default=lambda message: None, compare=False)
 
 
 _APPROVE_KEY = """
@@ -82,6 +91,8 @@ def deliver(target: SSHTarget, handover: Handover) -> None:
         upload_tree(target, handover.upload_from, handover.repo_dir)
     if handover.claude_setup is not None and not handover.claude_setup.empty:
         ship_claude_setup(target, handover.claude_setup)
+    if handover.devcontainer:
+        bring_up_devcontainer(target, handover.progress)
     mark = VM.handover_mark
     run(target, ["sh", "-c", f"mkdir -p {shlex.quote(str(mark.parent))} && touch {shlex.quote(str(mark))}"])
 
@@ -202,6 +213,26 @@ def merge_first_run(
         return ()
     found = run(target, ["python3", "-c", _MERGE_JSON, str(home)], input=json.dumps(documents).encode())
     return tuple(line[5:] for line in found.stdout.decode(errors="replace").splitlines() if line.startswith("kept "))
+
+
+def bring_up_devcontainer(
+    target: SSHTarget, progress: Callable[[str], None], timeout: float = DEVCONTAINER_UP_SECONDS
+) -> None:
+    """`devcontainer up` on the VM, run by the agent (vmgen's SSH logs in as the agent) through the
+    VM's own program; each phase is a progress line, a failure one DevcontainerFailed with the
+    CLI's message and the tail of its output. The deadline is the VM's own `timeout`."""
+    follower = UpFollower(progress)
+    argv = ["timeout", "--kill-after=10", str(round(timeout)), str(VM.program("devcontainer-up"))]
+    process = stream(target, argv)
+    assert process.stdout is not None and process.stderr is not None
+    for raw in process.stdout:
+        follower.line(raw.decode(errors="replace").rstrip("\n"))
+    stderr = process.stderr.read().decode(errors="replace")
+    code = process.wait()
+    if code in (124, 137):
+        follower.message = follower.message or f"devcontainer up ran past {round(timeout)} s and was stopped"
+    if code != 0:
+        raise follower.failure(code, stderr)
 
 
 def ship_claude_setup(target: SSHTarget, plan: SyncPlan) -> None:

@@ -244,6 +244,8 @@ def _launch(
                 else "",
                 deploy_key=deploy_key,
                 push_url=made.deploy_key.repo.ssh_url if made.deploy_key else "",
+                devcontainer=spec.devcontainer is not None,
+                progress=progress,
             ),
         )
         mark("handover")

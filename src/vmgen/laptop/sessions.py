@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..contract.documents import SessionRecord
 from ..contract.names import AGENT_SESSION, VM, VmPaths
@@ -78,25 +79,41 @@ def validate_agent_name(name: str) -> str:
     return name
 
 
+class AgentAvailability(NamedTuple):
+    """What the workspace says of an agent for a further session (installed_script)."""
+
+    installed: bool  # its program is on the PATH the agent's windows get
+    runner_takes_agents: bool  # agent-run knows --agent (not a workspace made before)
+    in_devcontainer: bool  # agent-run runs its agent inside the repository's dev container
+
+
 def installed_script(agent: Agent, paths: VmPaths = VM) -> str:
     """Run as the agent: whether `agent`'s program is on the PATH its windows get (the tmux
-    server's, which the agent's service started: `tmux show-environment -g`), and whether the
+    server's, which the agent's service started: `tmux show-environment -g`), whether the
     workspace's agent-run knows `--agent` (one made before does not, and would start its own
-    agent instead). Prints `program <path>` or `program -`, then `runner yes` or `runner no`."""
+    agent instead) and whether it runs its agent inside a dev container (then only the
+    workspace's own agent is installed where it runs). Prints `program <path>` or `program -`,
+    `runner yes` or `runner no`, then `inside yes` or `inside no`."""
     program = shlex.split(agent.start_command())[0]
     runner = shlex.quote(str(paths.program("agent-run")))
+    inside = shlex.quote(str(paths.program("devcontainer-exec")))
     return f"""
 found=$(tmux show-environment -g PATH 2>/dev/null || true)
 case "$found" in PATH=?*) PATH=${{found#PATH=}} ;; esac
 echo "program $(command -v {shlex.quote(program)} || echo -)"
 if grep -q -- '--agent' {runner} 2>/dev/null; then echo "runner yes"; else echo "runner no"; fi
+if grep -q -F -- {inside} {runner} 2>/dev/null; then echo "inside yes"; else echo "inside no"; fi
 """
 
 
-def parse_installed(output: str) -> tuple[bool, bool]:
-    """(the agent's program is installed, agent-run takes --agent) from installed_script's output."""
+def parse_installed(output: str) -> AgentAvailability:
+    """installed_script's output."""
     said = dict(line.split(" ", 1) for line in output.splitlines() if " " in line)
-    return said.get("program", "-").strip() not in ("", "-"), said.get("runner", "").strip() == "yes"
+    return AgentAvailability(
+        installed=said.get("program", "-").strip() not in ("", "-"),
+        runner_takes_agents=said.get("runner", "").strip() == "yes",
+        in_devcontainer=said.get("inside", "").strip() == "yes",
+    )
 
 
 def attach_argv(window: str = "", index: int | None = None, session: str = AGENT_SESSION) -> list[str]:

@@ -185,6 +185,16 @@ def validate_web(web: WebSpec) -> WebSpec:
 
 
 @dataclass(frozen=True)
+class DevcontainerSpec:
+    """The repository's dev container: its devcontainer.json (relative to the repository,
+    found and checked on the laptop by laptop/devcontainer.py) and whether what the refusal
+    policy refuses was allowed (`devcontainer_allow_privileged`)."""
+
+    config: str
+    allow_privileged: bool = False
+
+
+@dataclass(frozen=True)
 class WorkspaceSpec:
     name: str
     source: Source
@@ -202,6 +212,8 @@ class WorkspaceSpec:
     local_backup_dir: Path | None = None
     web: WebSpec = field(default_factory=WebSpec)
     dotfiles: GitSource | None = None  # the dotfiles_repo setting
+    # With one, the agent brings it up with rootless Podman and works inside it.
+    devcontainer: DevcontainerSpec | None = None
 
     @property
     def repo_dir(self) -> str:

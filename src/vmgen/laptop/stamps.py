@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-STEPS = ("packages", "node", "agent", "vmgen", "code_ui")
+STEPS = ("packages", "node", "agent", "vmgen", "code_ui", "devcontainer")
 # Optional steps: an empty stamp means "not wanted", never a reason to redo anything.
-OPTIONAL_STEPS = frozenset({"node", "code_ui"})
+OPTIONAL_STEPS = frozenset({"node", "code_ui", "devcontainer"})
 # Label values must fit Hetzner's rules, so stamps are short and use only [A-Za-z0-9._-].
 BAKED_LABEL = "vmgen-baked"
 BASE_LABEL = "vmgen-base"
@@ -29,6 +29,7 @@ class ImageStamp:
     vmgen: str
     code_ui: str = ""  # CloudCLI, with a domain only
     node: str = ""  # vmgen's Node.js, for an npm-installed agent or the code UI
+    devcontainer: str = ""  # the devcontainers CLI, for a repository with a dev container
 
     def labels(self, base: str) -> dict[str, str]:
         return {

@@ -220,7 +220,7 @@ class SshWorkspaceClient:
     def new_window(self, window: str, agent: str = "") -> None:
         run(self.target, sessions.new_window_argv(window, session=self.session, agent=agent))
 
-    def agent_installed(self, agent: Agent) -> tuple[bool, bool]:
+    def agent_installed(self, agent: Agent) -> sessions.AgentAvailability:
         """Whether `agent`'s program is on the PATH of the agent's windows, and whether the
         workspace's agent-run can start another agent than its own."""
         found = run(self.target, ["bash", "-c", sessions.installed_script(agent)], check=False)

@@ -17,6 +17,7 @@ from ..spec import VmgenInstall, WorkspaceSpec
 from ..stamps import ImageStamp, label_value
 from . import codeui
 from .codeui import CodeUiInstall
+from .devcontainer import CLI as DEVCONTAINER_CLI, PACKAGES as DEVCONTAINER_PACKAGES, DevcontainerCli
 from .node import NODE, NodeRuntime
 
 BASE_PACKAGES = (
@@ -53,6 +54,7 @@ class InstallPlan:
     # Prints the installed agent's version (a bake records it: "latest" names no version).
     agent_version_command: str = ""
     node: NodeRuntime | None = None  # for an npm-installed agent and the code UI
+    devcontainer: DevcontainerCli | None = None  # for a repository with a dev container
 
 
 def plan_for(
@@ -61,10 +63,13 @@ def plan_for(
     vmgen: VmgenInstall,
     extra_packages: tuple[str, ...] = (),
     code_ui_version: str = "",
+    devcontainer: bool = False,
 ) -> InstallPlan:
-    packages = tuple(sorted(set(BASE_PACKAGES) | set(agent.packages) | set(extra_packages)))
+    extra = extra_packages + (DEVCONTAINER_PACKAGES if devcontainer else ())
+    packages = tuple(sorted(set(BASE_PACKAGES) | set(agent.packages) | set(extra)))
     digest = hashlib.sha256("\n".join(packages).encode()).hexdigest()[:12]
-    node = NODE if agent.node or code_ui_version else None
+    cli = DEVCONTAINER_CLI if devcontainer else None
+    node = NODE if agent.node or code_ui_version or cli else None
     code_ui = CodeUiInstall(code_ui_version, NODE) if code_ui_version else None
     stamp = ImageStamp(
         packages=digest,
@@ -72,6 +77,7 @@ def plan_for(
         vmgen=label_value(vmgen.build),
         code_ui=code_ui.stamp if code_ui else "",
         node=node.stamp if node else "",
+        devcontainer=cli.stamp if cli else "",
     )
     return InstallPlan(
         packages=packages,
@@ -81,6 +87,7 @@ def plan_for(
         code_ui=code_ui,
         agent_version_command=agent.version_command,
         node=node,
+        devcontainer=cli,
     )
 
 
@@ -93,13 +100,14 @@ def workspace_plan(
     domain: str,
     code_ui_version: str,
     extra_packages: tuple[str, ...] = (),
+    devcontainer: bool = False,
 ) -> InstallPlan:
     """What a workspace with these choices installs: the desktop's packages with --desktop, the
     web server and the code UI with a domain. Launches and bakes both go through here, so a
     bake made with the same settings carries the stamps a launch looks for."""
     extra = extra_packages + (DESKTOP_PACKAGES if desktop else ()) + (WEB_PACKAGES if domain else ())
     code_ui = code_ui_version if domain and code_ui_version != codeui.OFF else ""
-    return plan_for(agent, agent_version, vmgen, extra, code_ui_version=code_ui)
+    return plan_for(agent, agent_version, vmgen, extra, code_ui_version=code_ui, devcontainer=devcontainer)
 
 
 def plan_of(spec: WorkspaceSpec) -> InstallPlan:
@@ -111,4 +119,5 @@ def plan_of(spec: WorkspaceSpec) -> InstallPlan:
         domain=spec.web.domain,
         code_ui_version=spec.web.code_ui_version,
         extra_packages=spec.extra_packages,
+        devcontainer=spec.devcontainer is not None,
     )

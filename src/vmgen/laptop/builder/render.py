@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,9 +22,11 @@ import yaml
 
 from ...contract import codec
 from ...contract.agentwatch import flatten
+from ...contract.devcontainer import UP_ERROR, UP_PHASE, UP_TAIL, UP_TAIL_LINES
 from ...contract.documents import (
     BACKUP_DEFAULTS,
     HOOK_EVENTS,
+    TRANSCRIPT_MAX,
     WATCH_DEFAULTS,
     BackupConfig,
     BackupTarget,
@@ -189,6 +191,15 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
         _file(VM.program("agent-run"), rendered("agent-run.sh.j2"), mode="0755"),
         _file(VM.program("tmux.conf"), rendered("tmux.conf.j2")),
         *([_file(VM.program("dotfiles-install"), rendered("dotfiles.sh.j2"), mode="0755")] if spec.dotfiles else []),
+        *(
+            [
+                _file(VM.program("devcontainer-up"), rendered("devcontainer-up.sh.j2"), mode="0755"),
+                _file(VM.program("devcontainer-exec"), rendered("devcontainer-exec.sh.j2"), mode="0755"),
+                _file(VM.program(INSIDE_HOOK), rendered("agent-event-inside.sh.j2"), mode="0755"),
+            ]
+            if spec.devcontainer
+            else []
+        ),
         _file(VM.program("agent-event"), without_comment_lines(agent_event_hook()), mode="0755"),
         unit(UNITS.agent),
         unit(UNITS.agent_start),
@@ -312,6 +323,7 @@ def _install_context(plan: InstallPlan) -> dict[str, object]:
         "agent_install": plan.agent_install,
         "code_ui_install": plan.code_ui,
         "node": plan.node,
+        "devcontainer_cli": plan.devcontainer,
         "vmgen_version": vmgen.version,
         "vmgen_wheel": vmgen.wheel_path,
         "vmgen_sha256": vmgen.wheel_sha256,
@@ -412,11 +424,67 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
         "dotfiles_branch": (spec.dotfiles.branch or "") if spec.dotfiles else "",
         "dotfiles_seconds": DOTFILES_SECONDS,
         "dotfiles_log": VM.dotfiles_log.relative_to(VM.home),
+        **_devcontainer_context(spec),
         # The workspace's agent first, then every other one vmgen offers: a further session may
-        # run any of them that is installed (`vmgen session new --agent`).
-        "agents": [_run_context(agent, spec) for agent in (spec.agent, *agents_besides(spec.agent))],
+        # run any of them that is installed (`vmgen session new --agent`). Inside a dev container
+        # only the workspace's own agent is installed: a further session is that agent, inside.
+        "agents": [_run_context(agent, spec) for agent in (spec.agent, *agents_besides(spec.agent))]
+        if spec.devcontainer is None
+        else [_run_context(spec.agent, spec)],
         "lifetime_seconds": round(spec.watchdog.max_lifetime_hours * 3600),
         "inotify_watches": INOTIFY_WATCHES,
+    }
+
+
+INSIDE_HOOK = "agent-event-inside"
+"""The program bound over agent-event inside a dev container (agent-event-inside.sh.j2)."""
+
+
+def _devcontainer_context(spec: WorkspaceSpec) -> dict[str, object]:
+    """The dev container's programs (docs/devcontainers.md): `inside` prefixes each command the
+    agent's pane runs with devcontainer-exec ("" without a dev container)."""
+    if spec.devcontainer is None:
+        return {"devcontainer_config": "", "inside": ""}
+    agent = spec.agent
+    path = str(VM.container_bin)
+    links = [
+        (str(VM.container_bin / name), str(PurePosixPath(agent.container_install) / program))
+        for name, program in agent.container_programs
+    ]
+    as_root = "".join(f" {name}={shlex.quote(value)}" for name, value in agent.container_env)
+    inner = "\n".join(
+        (
+            f"cd {shlex.quote(spec.repo_dir)} 2>/dev/null || cd /",
+            f'export HOME={shlex.quote(str(VM.home))} TERM="$1" PATH={shlex.quote(path)}:"$PATH"',
+            *([f'if [ "$(id -u)" = 0 ]; then export{as_root}; fi'] if as_root else []),
+            f"if [ -r {shlex.quote(str(VM.agent_env))} ]; then set -a; . {shlex.quote(str(VM.agent_env))}; set +a; fi",
+            "shift",
+            'exec "$@"',
+        )
+    )
+    # Bound at the same paths: the agent's home (its ~/.claude and ~/.claude.json, the delivered
+    # agent.env, the repository at its VM path) and root's files, which no uid of the container
+    # can change: the agent's install, and vmgen's hooks (the managed settings, and the hook
+    # they name in a form any image can run), so the watchdog hears the agent inside as outside.
+    binds = [(str(VM.home), str(VM.home)), (agent.container_install, agent.container_install)]
+    if agent.managed_settings:
+        binds += [
+            (agent.managed_settings, agent.managed_settings),
+            (str(VM.program(INSIDE_HOOK)), str(VM.program("agent-event"))),
+        ]
+    return {
+        "devcontainer_config": spec.devcontainer.config,
+        "devcontainer_binds": binds,
+        "transcript_max": TRANSCRIPT_MAX,
+        "devcontainer_log": VM.devcontainer_log.relative_to(VM.home),
+        "devcontainer_config_path": str(PurePosixPath(spec.repo_dir) / spec.devcontainer.config),
+        "devcontainer_links": links,
+        "devcontainer_inner": inner,
+        "inside": shlex.quote(str(VM.program("devcontainer-exec"))) + " ",
+        "up_phase": UP_PHASE,
+        "up_error": UP_ERROR,
+        "up_tail": UP_TAIL,
+        "up_tail_lines": UP_TAIL_LINES,
     }
 
 
@@ -496,6 +564,8 @@ def _workspace_info(spec: WorkspaceSpec) -> WorkspaceInfo:
         desktop=spec.desktop,
         vmgen_version=spec.vmgen.build,
         dotfiles_repo=spec.dotfiles.describe() if spec.dotfiles else "",
+        devcontainer=spec.devcontainer.config if spec.devcontainer else "",
+        devcontainer_allow_privileged=spec.devcontainer.allow_privileged if spec.devcontainer else False,
     )
 
 

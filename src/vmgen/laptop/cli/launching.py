@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import click
+from rich.markup import escape
 
 from ...backup.target import BackupTarget, target_from_settings, target_on_vm
 from ...contract.documents import WatchdogState
-from ...contract.enums import IdleAction, StoreKind
+from ...contract.enums import IdleAction, PermissionMode, StoreKind
 from ...contract.names import agent_session
 from ...contract.notify import split_targets
 from ...errors import InvalidSpec, UsageError, VmgenError
 from ..config import Settings, notify_secrets
+from ..devcontainer import devcontainer_for
 from ..handover import laptop_extras
 from ..providers import PROVIDERS, provider_class
 from ..spec import (
@@ -72,6 +74,15 @@ def spec_options(function: Command) -> Command:
         ),
         click.option("--desktop/--no-desktop", default=None, help="Install the noVNC desktop."),
         click.option("--domain", help="A Cloudflare zone: the workspace gets https://<name>.<domain>/."),
+        click.option(
+            "--devcontainer",
+            "devcontainer_path",
+            metavar="PATH",
+            help="The devcontainer.json to bring up (a path inside the repository), when it has several.",
+        ),
+        click.option(
+            "--no-devcontainer", is_flag=True, default=False, help="Ignore the repository's devcontainer.json."
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -219,7 +230,34 @@ def build_spec(
         )
     if backup is not None and backup.kind == StoreKind.LOCAL:
         spec = dataclasses.replace(spec, local_backup_dir=Path(backup.path))
-    return spec
+    return with_devcontainer(spec, opts, s)
+
+
+def with_devcontainer(spec: WorkspaceSpec, opts: dict[str, Any], s: Settings) -> WorkspaceSpec:
+    """The repository's dev container, found, read and checked before anything is made: a
+    refusal is one line naming the field and `devcontainer_allow_privileged`."""
+    found, warnings = devcontainer_for(
+        spec.source,
+        Path(spec.repo_dir).name,
+        chosen=opts.get("devcontainer_path") or "",
+        disabled=bool(opts.get("no_devcontainer")),
+        allow_privileged=s.devcontainer_allow_privileged,
+    )
+    if found is None:
+        return spec
+    if not spec.agent.container_install:
+        raise UsageError(
+            f"{found.config}: {spec.agent.name} does not run inside a dev container yet (claude does); "
+            "launch with --no-devcontainer"
+        )
+    if spec.watchdog.permission_mode != PermissionMode.BYPASS:
+        raise UsageError(
+            f"{found.config}: permission_mode {spec.watchdog.permission_mode.value!r} is not available inside a dev "
+            "container yet (its prompts are answered by root's hook on the VM); use 'bypass' or --no-devcontainer"
+        )
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
+    return dataclasses.replace(spec, devcontainer=found)
 
 
 def _read_pem(path: str) -> str:

@@ -19,7 +19,7 @@ from ..agent_screen import why_prompts_are_lost
 from ..agents import AGENTS, Agent
 from ..config import ALIASES
 from ..handover import CredentialsGiven
-from ..sessions import Window, parse_windows, validate_window_name
+from ..sessions import AgentAvailability, Window, parse_windows, validate_window_name
 from ..spec import resolve_agent
 from ..state import WorkspaceState
 from ..workspace_client import SshWorkspaceClient
@@ -67,7 +67,7 @@ def new(name: str, window: str, agent: str | None, prompt: str | None) -> None:
 class SessionClient(Protocol):
     def windows(self) -> str: ...
 
-    def agent_installed(self, agent: Agent) -> tuple[bool, bool]: ...
+    def agent_installed(self, agent: Agent) -> AgentAvailability: ...
 
     def add_credentials(self, agent: Agent, values: dict[str, str]) -> CredentialsGiven: ...
 
@@ -108,7 +108,12 @@ def start_session(
     if agent.name == own.name:
         client.new_window(window)
         return agent
-    installed, runner_takes_agents = client.agent_installed(agent)
+    installed, runner_takes_agents, in_devcontainer = client.agent_installed(agent)
+    if in_devcontainer:
+        raise UsageError(
+            f"{name} runs {own.name} inside its dev container, where no other agent is installed: "
+            f"a session of {agent.name} is refused (without --agent it is {own.name}, inside)"
+        )
     if not installed:
         program = shlex.split(agent.start_command())[0]
         raise UsageError(f"{agent.name} is not installed on {name} (no `{program}` on the agent's PATH there)")

@@ -193,7 +193,7 @@ class DockerProvider:
                 volumes=volumes,
                 ports={"22/tcp": (self.publish_on, None)},
                 extra_hosts={"host.docker.internal": "host-gateway"},
-                **systemd_run_options(cgroup_version),
+                **systemd_run_options(cgroup_version, nested_containers=spec.devcontainer is not None),
             )
             container.reload()  # run/start/stop return objects whose ports and state are stale
         except BaseException as exc:

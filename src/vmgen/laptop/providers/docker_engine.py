@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import docker
+from docker.models import containers as sdk_containers
 from docker.models.containers import Container
 from docker.models.images import Image
 
@@ -43,7 +44,13 @@ def volume_name(workspace: str) -> str:
     return f"vmgen-{workspace}-home"
 
 
-def systemd_run_options(cgroup_version: str) -> dict[str, Any]:
+# An option of systemd_run_options that Docker's SDK does not know: the Docker CLI's
+# `--security-opt systempaths=unconfined`, which is no security option to the engine but empty
+# MaskedPaths and ReadonlyPaths in the container's host config.
+UNMASKED_SYSTEM_PATHS = "unmasked_system_paths"
+
+
+def systemd_run_options(cgroup_version: str, nested_containers: bool = False) -> dict[str, Any]:
     """Options that let systemd run as PID 1 without --privileged.
 
     systemd needs a writable view of its cgroup. Docker's default cgroup namespace is "host" on
@@ -59,8 +66,19 @@ def systemd_run_options(cgroup_version: str) -> dict[str, Any]:
         "tmpfs": {"/run": "rw,exec,mode=755", "/run/lock": "rw,mode=1777", "/tmp": "rw,exec,mode=1777"},
         "stop_signal": "SIGRTMIN+3",
     }
-    if cgroup_version == "2":
-        options["security_opt"] = ["apparmor=unconfined"]
+    security = ["apparmor=unconfined"] if cgroup_version == "2" else []
+    if nested_containers:
+        # A workspace with a dev container: the agent's rootless Podman inside this simulated VM
+        # needs what a real VM has (docs/devcontainers.md, measured): a tun device for its
+        # network (slirp4netns), a whole /proc to mount a fresh one for a new PID namespace
+        # (Docker masks paths of it), and the system calls Docker's default seccomp profile
+        # refuses (pivot_root in slirp4netns). They loosen the engine's container around the
+        # simulated VM, not what the agent gets on it: the agent stays an unprivileged user.
+        security += ["seccomp=unconfined"]
+        options["devices"] = ["/dev/net/tun:/dev/net/tun:rwm"]
+        options[UNMASKED_SYSTEM_PATHS] = True  # the CLI's systempaths=unconfined (boot_with_seed)
+    if security:
+        options["security_opt"] = security
     return options
 
 
@@ -113,7 +131,15 @@ def boot_with_seed(
 ) -> Container:
     """Create a simulated VM, put its seed in, start it. A container that fails on the way is
     left for the caller's cleanup (it finds it by name)."""
-    container = client.containers.create(image, command=["/sbin/init"], **options)
+    if options.pop(UNMASKED_SYSTEM_PATHS, False):
+        # The SDK's own translation of the options, then the two host config keys it lacks.
+        arguments = sdk_containers._create_container_args(  # type: ignore[attr-defined]
+            {**options, "image": image, "command": ["/sbin/init"], "version": client.api.api_version}
+        )
+        arguments["host_config"].update({"MaskedPaths": [], "ReadonlyPaths": []})
+        container = client.containers.get(client.api.create_container(**arguments)["Id"])
+    else:
+        container = client.containers.create(image, command=["/sbin/init"], **options)
     if not container.put_archive("/", seed_archive(user_data, meta_data, files)):
         raise VmgenError("docker could not copy the cloud-init seed into the workspace")
     container.start()
