@@ -34,6 +34,7 @@ LONGEST_FIRST = (  # by the time a loaded run spent on each (a timeline of every
     "tests/e2e/test_attacks_hetzner.py",
     "tests/e2e/test_web_attacks.py",
     "tests/e2e/test_watchdog_docker.py",
+    "tests/e2e/test_devcontainer.py",  # a debootstrap base first on a fresh machine (~100 s)
     "tests/e2e/test_ssh_host.py",
     "tests/e2e/test_watchdog.py",
     "tests/e2e/test_hetzner.py",
