@@ -87,7 +87,10 @@ def ssh_server(folder: Path, authorized: Path | None = None) -> Iterator[Server]
     (shim / "ssh").chmod(0o755)
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
-    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(folder / "sshd_config")], stderr=subprocess.PIPE)
+    # Its log to a file: a pipe nobody reads fills after some hundred logins, and sshd, blocked
+    # writing to it, stops answering.
+    log = open(folder / "sshd.log", "wb")  # noqa: SIM115 - closed when the server stops
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(folder / "sshd_config")], stderr=log)
 
     def answers() -> bool:
         try:
@@ -96,11 +99,12 @@ def ssh_server(folder: Path, authorized: Path | None = None) -> Iterator[Server]
         except OSError:
             return proc.poll() is not None
 
-    assert wait_until(answers, bool, timeout=20) and proc.poll() is None, (
-        proc.stderr.read().decode() if proc.stderr else "sshd did not start"
-    )
     try:
+        assert wait_until(answers, bool, timeout=20) and proc.poll() is None, (
+            folder / "sshd.log"
+        ).read_text() or "sshd did not start"
         yield Server(address, port, user, folder, shim)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        log.close()
