@@ -22,6 +22,10 @@ fake does about it:
 - State: moto's instances are `running` at once (no `pending`), stop at once and terminate at
   once (moto/ec2/models/instances.py `start`, `stop`, `terminate`); EC2 passes through pending,
   stopping and shutting-down. The provider waits with boto3's waiters, which pass either way.
+  The controller powers a stopped instance's VM off, and boots that VM again (its disk kept) when
+  the instance is started, at the new public address moto draws then (`NetworkInterface.start`,
+  as EC2 gives a stopped and started instance a new public IPv4 without an Elastic IP): only a VM
+  that powered off while EC2 did not stop its instance is an OS power-off (below).
 - Public addresses: moto draws a random public IPv4 (moto/ec2/utils.py `random_public_ip`). With
   VMs, the fake draws it from its Docker network instead, so the address EC2 reports is the one
   the simulated VM answers on.

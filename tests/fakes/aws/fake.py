@@ -102,6 +102,7 @@ class FakeAws:
         self.boot = boot
         self.tokens: set[str] = set()
         self.containers: dict[str, str] = {}  # instance id -> container
+        self.stopped: set[str] = set()  # instances whose VM the controller stopped because EC2 did
         self.images: dict[str, str] = {}  # AMI id -> the docker image its instances boot
         # While set, a new AMI stays `pending` (EC2 still copying the disk): a bake's wait for it.
         self.hold_images = False
@@ -288,18 +289,35 @@ class FakeAws:
             if state == "running" and container is None:
                 self.containers[instance.id] = self._boot(instance)
             elif state == "running" and container is not None and self.vms.is_running(container) is False:
+                if instance.id in self.stopped:  # StartInstances after StopInstances: the VM boots again
+                    self.stopped.discard(instance.id)
+                    self._boot_again(instance, container)
                 # The OS powered itself off: EC2 applies the instance's shutdown behaviour.
-                if instance.instance_initiated_shutdown_behavior == "terminate":
+                elif instance.instance_initiated_shutdown_behavior == "terminate":
                     self.ec2_backend.terminate_instances([instance.id])
                 else:
                     self.ec2_backend.stop_instances([instance.id])
             elif state == "running" and container is not None and self.vms.is_running(container) is None:
                 self.containers.pop(instance.id)
             elif state == "stopped" and container is not None and self.vms.is_running(container):
+                self.stopped.add(instance.id)
                 self.vms.stop(container, hard=False)
             elif state == "terminated" and container is not None:
                 self.vms.remove(container)
                 self.containers.pop(instance.id)
+
+    def _boot_again(self, instance: Any, container: str) -> None:
+        """A started instance's VM boots with its disk, at the public address EC2 gave it anew
+        (moto draws one on StartInstances, as EC2 does without an Elastic IP)."""
+        assert isinstance(self.vms, DockerVms) and self.vms.network_name
+        network = self.vms.docker.networks.get(self.vms.network_name)
+        attrs = self.vms.docker.containers.get(container).attrs
+        held = attrs["NetworkSettings"]["Networks"][self.vms.network_name]["IPAddress"]
+        if instance.public_ip and instance.public_ip != held:
+            network.disconnect(container)
+            network.connect(container, ipv4_address=instance.public_ip)
+            self.vms.release_ip(held)
+        self.vms.start(container)
 
     def _boot(self, instance: Any) -> str:
         user_data = base64.b64decode(instance.user_data.as_bytes()) if instance.user_data else b""
