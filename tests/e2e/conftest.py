@@ -259,7 +259,7 @@ class Cli:
             ["ssh", "-F", str(config), "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-T", alias, command],
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=900,  # as a vmgen command's: some reads wait on work (a `devcontainer up`)
             env=self.env,
         )
         if check and result.returncode != 0:
