@@ -85,7 +85,7 @@ def test_idle_workspace_backs_up_deletes_itself_and_comes_back(cli, model, cloud
     assert f"restored {NAME} from {backup_id} on hetzner" in restored.stderr
     assert NAME in {s.name for s in fake.state.servers.values()}
     assert cli.ssh(NAME, f"cat work/{NAME}/NOTE.md") == NOTE
-    pid = cli.ssh(NAME, "pgrep -u agent -o -f 'claude --'").strip()
+    pid = cli.ssh(NAME, "pgrep -u agent -o -f '^claude '").strip()
     assert "claude --resume " in cli.ssh(NAME, f"ps -o args= -p {pid}")  # its own conversation, by id
     eventually(
         lambda: "NOTE.md" in cli.ssh(NAME, "tmux capture-pane -p -S -200 -t claude"),

@@ -91,7 +91,7 @@ def test_round_trip_with_the_conversation(cli, model, tmp_path, docker_client) -
         ["grep", "-rl", "AGE-SECRET-KEY", "/run", "/etc/vmgen", "/var/lib/vmgen", "/home/agent", "/tmp"]
     )
     assert root_grep.exit_code == 1, root_grep.output  # grep: nothing found anywhere
-    pid = cli.ssh(NAME, "pgrep -u agent -o -f 'claude --'").strip()
+    pid = cli.ssh(NAME, "pgrep -u agent -o -f '^claude '").strip()
     assert "claude --resume " in cli.ssh(NAME, f"ps -o args= -p {pid}")  # its own conversation, by id
     eventually(
         lambda: "REMEMBER.md" in cli.ssh(NAME, "tmux capture-pane -p -S -200 -t claude"),
@@ -175,7 +175,7 @@ def test_restore_as_a_new_workspace_and_back_under_its_own_name(cli, docker_clie
         back = cli("restore", twin)  # "ready" means the agent's session started, in its folder
         assert f"restored {twin} from {own}" in back.stderr, back.stderr
         assert cli.ssh(twin, f"cat work/{NAME}/TWIN.md") == "twin\n"
-        pid = cli.ssh(twin, "pgrep -u agent -o -f 'claude --'").strip()
+        pid = cli.ssh(twin, "pgrep -u agent -o -f '^claude '").strip()
         assert cli.ssh(twin, f"readlink /proc/{pid}/cwd").strip() == f"/home/agent/work/{NAME}"
     finally:
         cli("destroy", twin, "--yes", check=False)

@@ -108,7 +108,9 @@ def test_status_right_after_ready_sees_the_running_agent(keyless) -> None:
     launched, status, _ = keyless
     assert "watchdog: agent waiting" in launched.stderr  # "ready" came with the first verdict
     agent_row = next(line for line in status.stdout.splitlines() if line.split()[:1] == ["agent"])
-    assert "waiting" in agent_row and "absent" not in agent_row
+    # Seen, not absent; a child of its start (a hook, a check) may still be burning CPU for a
+    # moment on a loaded machine, which the watchdog calls working.
+    assert ("waiting" in agent_row or "working" in agent_row) and "absent" not in agent_row, agent_row
 
 
 def test_status_says_what_the_watchdog_will_do_and_when(cli, keyless) -> None:

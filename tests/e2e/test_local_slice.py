@@ -40,7 +40,7 @@ def launched(cli, model, tmp_path_factory):
 
 
 def agent_pid(cli) -> str:
-    return cli.ssh(NAME, "pgrep -u agent -o -f 'claude --' || pgrep -u agent -o claude").strip()
+    return cli.ssh(NAME, "pgrep -u agent -o -f '^claude ' || pgrep -u agent -o claude").strip()
 
 
 def test_launch_ends_ready_with_how_to_connect(launched) -> None:

@@ -167,7 +167,14 @@ def test_the_workspace_page_in_a_real_browser(cli, model, launched):
         driver.save_screenshot(str(ARTIFACTS / "workspace-page-phone.png"))
 
         driver.find_element(By.CSS_SELECTOR, "button[data-hours='1']").click()
-        wait.until(lambda d: "kept alive until" in d.find_element(By.ID, "toast").text)
+        # The toast says so for a few seconds; a page Chromium loaded again meanwhile (a network
+        # change) shows it in the watchdog's card instead.
+        wait.until(
+            lambda d: (
+                "kept alive until" in d.find_element(By.ID, "toast").text
+                or "(from the workspace page)" in d.find_element(By.TAG_NAME, "body").text
+            )
+        )
         eventually(
             lambda: any(
                 "workspace page" in r for r in json.loads(cli("status", NAME, "--json").stdout)["verdict"]["reasons"]
@@ -313,6 +320,7 @@ def test_the_code_ui_works_behind_the_login(cli, model, launched):
                 By.XPATH,
                 "//*[contains(normalize-space(text()), 'first words for the agent')"
                 " or contains(normalize-space(text()), 'hello from the browser')"
+                " or contains(normalize-space(text()), 'add a line to the readme')"
                 " or normalize-space(text())='Untitled Claude Session']",
             ),
             "the agent's session",
