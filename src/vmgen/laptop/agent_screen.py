@@ -82,8 +82,11 @@ def parse_screen(output: str) -> AgentScreen:
     return AgentScreen(state, text, {"yes": True, "no": False}.get(credentials.strip()))
 
 
-def why_prompts_are_lost(screen: AgentScreen, agent: Agent, name: str) -> str:
-    """Why a prompt typed now would reach no working agent, or "" when it would."""
+def why_prompts_are_lost(screen: AgentScreen, agent: Agent, name: str, window: str = "") -> str:
+    """Why a prompt typed now (into `window`'s pane, else the current one) would reach no working
+    agent, or "" when it would."""
+    if screen.state is PaneState.NO_SESSION and window:
+        return f"{name} has no agent session named {window!r} (see `vmgen session list {name}`)"
     if screen.state is PaneState.NO_SESSION:
         return (
             f"the agent's tmux session is not running on {name} "

@@ -11,7 +11,7 @@ import shlex
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -95,6 +95,12 @@ def deliver(target: SSHTarget, handover: Handover) -> None:
         bring_up_devcontainer(target, handover.progress)
     mark = VM.handover_mark
     run(target, ["sh", "-c", f"mkdir -p {shlex.quote(str(mark.parent))} && touch {shlex.quote(str(mark))}"])
+
+
+def claude_key_to_approve(agent: Agent, values: Mapping[str, str]) -> str:
+    """The key whose "use this API key?" question is answered ahead (approve_claude_api_key):
+    Claude Code's own, when `agent` is Claude Code; "" otherwise."""
+    return values.get("ANTHROPIC_API_KEY", "") if agent.name == "claude" else ""
 
 
 def approve_claude_api_key(target: SSHTarget, key: str, home: PurePath = VM.home) -> None:

@@ -29,7 +29,7 @@ from .deploykeys import (
     new_key_pair,
     record_key,
 )
-from .handover import Handover
+from .handover import Handover, claude_key_to_approve
 from .identities import discard_identity, ensure_identity, has_identity
 from .interrupts import interrupts_deferred
 from .providers import Provider, Workspace
@@ -239,9 +239,7 @@ def _launch(
                 gitconfig=options.gitconfig,
                 upload_from=spec.source.path if isinstance(spec.source, LocalSource) else None,
                 repo_dir=spec.repo_dir,
-                approve_claude_api_key=options.agent_env.get("ANTHROPIC_API_KEY", "")
-                if spec.agent.name == "claude"
-                else "",
+                approve_claude_api_key=claude_key_to_approve(spec.agent, options.agent_env),
                 deploy_key=deploy_key,
                 push_url=made.deploy_key.repo.ssh_url if made.deploy_key else "",
                 devcontainer=spec.devcontainer is not None,

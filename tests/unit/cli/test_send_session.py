@@ -32,7 +32,6 @@ def client(monkeypatch: pytest.MonkeyPatch) -> Client:
     made = Client(windows=("main", "review"))
     monkeypatch.setattr(workspaces, "running_target", lambda name: object())
     monkeypatch.setattr(workspaces, "SshWorkspaceClient", lambda target, name: made)
-    monkeypatch.setattr(workspaces, "why_prompts_are_lost", lambda screen, agent, name: "")
     return made
 
 

@@ -18,7 +18,7 @@ from ...errors import AgentCannotWork, StatusUnavailable, UsageError
 from ..agent_screen import why_prompts_are_lost
 from ..agents import AGENTS, Agent
 from ..config import ALIASES
-from ..handover import CredentialsGiven
+from ..handover import CredentialsGiven, claude_key_to_approve
 from ..sessions import AgentAvailability, Window, parse_windows, validate_window_name
 from ..spec import resolve_agent
 from ..state import WorkspaceState
@@ -57,7 +57,7 @@ def new(name: str, window: str, agent: str | None, prompt: str | None) -> None:
     chosen = start_session(client, name, window, wanted, own, handed, say=lambda line: err.print(line, markup=False))
     err.print(f"started session {window!r} ({chosen.name}) on {name}: `vmgen connect {name} --session {window}`")
     if prompt:
-        problem = why_prompts_are_lost(client.agent_screen(chosen, window=window), chosen, name)
+        problem = why_prompts_are_lost(client.agent_screen(chosen, window=window), chosen, name, window)
         if problem:
             raise AgentCannotWork(f"prompt not sent: {problem}")
         client.type_prompt(prompt, window)
@@ -141,8 +141,7 @@ def hand_over(
         raise AgentCannotWork(no_credentials(agent, name))
     if credentials.added:
         say(f"handed {', '.join(credentials.added)} to {agent.name} on {name}")
-    approve = given.get("ANTHROPIC_API_KEY", "") if agent.name == "claude" else ""
-    for path in client.seed_first_run(handed.first_run, approve):
+    for path in client.seed_first_run(handed.first_run, claude_key_to_approve(agent, given)):
         say(f"warning: ~/{path} on {name} holds no JSON object; left as it is ({agent.name} may ask its questions)")
 
 

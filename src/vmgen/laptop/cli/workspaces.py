@@ -13,7 +13,7 @@ from rich.table import Table
 from ...backup.target import open_store, target_from_settings
 from ...contract.documents import WatchdogState
 from ...errors import AgentCannotWork, UsageError, VmgenError, WorkspaceNotFound
-from ..agent_screen import PaneState, why_prompts_are_lost
+from ..agent_screen import why_prompts_are_lost
 from ..cost import found_gone, observed, started_at, stopped_at
 from ..deploykeys import forget_key
 from ..forwards import stop_background
@@ -289,12 +289,7 @@ def send_prompt(name: str, prompt: str, window: str = "") -> None:
     client = SshWorkspaceClient(running_target(name), name)
     record = WorkspaceState(name).record()
     agent = resolve_agent(record.agent if record else "claude")
-    screen = client.agent_screen(agent, window=window)
-    if window and screen.state is PaneState.NO_SESSION:
-        raise AgentCannotWork(
-            f"not sent: {name} has no agent session named {window!r} (see `vmgen session list {name}`)"
-        )
-    problem = why_prompts_are_lost(screen, agent, name)
+    problem = why_prompts_are_lost(client.agent_screen(agent, window=window), agent, name, window)
     if problem:
         raise AgentCannotWork(f"not sent: {problem}")
     client.type_prompt(prompt, window)
