@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.scripted_server import RecordingServer
+from tests.fakes.scripted_server import JsonHandler, RecordingServer
 
 Json = dict[str, Any]
 
@@ -271,12 +271,7 @@ class FakeAnthropicServer(RecordingServer[RecordedRequest]):
 
 
 def _make_handler(server: FakeAnthropicServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    class Handler(JsonHandler):
         def _head(self, status: int, headers: dict[str, str]) -> None:
             self.send_response(status)
             for key, value in {**headers, "request-id": _new_id("req_")}.items():
@@ -284,18 +279,7 @@ def _make_handler(server: FakeAnthropicServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
 
         def _send_json(self, status: int, obj: Any) -> None:
-            data = json.dumps(obj).encode()
-            self._head(status, {"Content-Type": "application/json", "Content-Length": str(len(data))})
-            if self.command != "HEAD":
-                self.wfile.write(data)
-
-        def _body(self) -> Json:
-            length = int(self.headers.get("Content-Length") or 0)
-            try:
-                obj = json.loads(self.rfile.read(length) if length else b"{}")
-            except ValueError:
-                return {}
-            return obj if isinstance(obj, dict) else {}
+            self._reply_json(status, obj, {"Content-Type": "application/json", "request-id": _new_id("req_")})
 
         def _dispatch(self) -> None:
             path = self.path.split("?", 1)[0]

@@ -42,7 +42,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.fakes.openai_api import RecordedRequest, Rule, Script
-from tests.fakes.scripted_server import RecordingServer
+from tests.fakes.scripted_server import JsonHandler, RecordingServer
 
 __all__ = ["API_KEY", "MODELS", "FakeGeminiServer", "RecordedRequest", "Rule", "Script"]
 
@@ -193,27 +193,9 @@ class FakeGeminiServer(RecordingServer[RecordedRequest]):
 
 
 def _make_handler(server: FakeGeminiServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    class Handler(JsonHandler):
         def _json(self, status: int, obj: Json) -> None:
-            data = json.dumps(obj).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _body(self) -> Json:
-            length = int(self.headers.get("Content-Length") or 0)
-            try:
-                obj = json.loads(self.rfile.read(length) if length else b"{}")
-            except ValueError:
-                return {}
-            return obj if isinstance(obj, dict) else {}
+            self._reply_json(status, obj, {"Content-Type": "application/json; charset=UTF-8"})
 
         def _dispatch(self) -> None:
             url = urlsplit(self.path)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.fakes.scripted_server import RecordingServer
+from tests.fakes.scripted_server import JsonHandler, RecordingServer
 
 Json = dict[str, Any]
 
@@ -163,28 +163,9 @@ class FakeOpenAIServer(RecordingServer[RecordedRequest]):
 
 
 def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    class Handler(JsonHandler):
         def _json(self, status: int, obj: Json) -> None:
-            data = json.dumps(obj).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("x-request-id", _id("req_"))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _body(self) -> Json:
-            length = int(self.headers.get("Content-Length") or 0)
-            try:
-                obj = json.loads(self.rfile.read(length) if length else b"{}")
-            except ValueError:
-                return {}
-            return obj if isinstance(obj, dict) else {}
+            self._reply_json(status, obj, {"Content-Type": "application/json", "x-request-id": _id("req_")})
 
         def _dispatch(self) -> None:
             path = self.path.split("?", 1)[0].rstrip("/")

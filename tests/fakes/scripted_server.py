@@ -3,6 +3,7 @@ server run in-process that keeps every request it answered, and a wait for the f
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from collections.abc import Callable
@@ -18,6 +19,33 @@ class QuietServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             super().handle_error(request, client_address)  # clients hanging up are normal
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """The fakes' request handlers: HTTP/1.1, quiet, a JSON body read as an object (anything else
+    is an empty one), a JSON reply with the headers each API sends."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            obj = json.loads(self.rfile.read(length) if length else b"{}")
+        except ValueError:
+            return {}
+        return obj if isinstance(obj, dict) else {}
+
+    def _reply_json(self, status: int, obj: Any, headers: dict[str, str]) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        for key, value in {**headers, "Content-Length": str(len(data))}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
 
 class RecordingServer(Generic[Recorded]):
