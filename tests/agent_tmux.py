@@ -109,5 +109,11 @@ def wait_for_prompt(window: AgentWindow, at_prompt: Callable[[str], bool], timeo
     assert at_prompt(ready), f"{window.name} never showed its prompt:\n{ready}"
 
 
-def stop_tmux(sock: str) -> None:
+def stop_tmux(sock: str, started_under: Path | None = None) -> None:
+    """The test's tmux server; with `started_under`, also whatever the agent left running in that
+    folder (gemini and opencode outlive their tmux server)."""
     subprocess.run(["tmux", "-S", sock, "kill-server"], check=False, capture_output=True)
+    if started_under is not None:
+        for proc in psutil.process_iter(["cwd"]):
+            if proc.info["cwd"] and proc.info["cwd"].startswith(str(started_under)):
+                proc.kill()

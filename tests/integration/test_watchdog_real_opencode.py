@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,10 +104,7 @@ def session(opencode_bin: Path, tmp_path: Path) -> Iterator[Session]:
         wait_for_prompt(s.window, lambda text: "Ask anything" in text)
         yield s
     finally:
-        stop_tmux(sock)
-        for proc in psutil.process_iter(["cwd"]):  # what it started in this test's folder
-            if proc.info["cwd"] and proc.info["cwd"].startswith(str(tmp_path)):
-                proc.kill()
+        stop_tmux(sock, started_under=tmp_path)
         api.stop()
 
 
