@@ -214,7 +214,10 @@ def trapped(doomed: Workspace) -> float:
     disk, and every backup's tar stage killed as it starts. Returns when the traps went in."""
     code, out = doomed.root(f"bash -c {_quote(FILL_SETUP)} - {doomed.name}")
     assert code == 0, out
-    doomed.agent(f"""dd if=/dev/zero of=~/scratch/fill bs=1M 2>/dev/null
+    # 64 MiB that does not compress keeps each backup's tar stage alive long enough for the
+    # killer's 0.1 s poll: a small tree's tar stage once finished before the killer saw it.
+    doomed.agent(f"""head -c 64M /dev/urandom > ~/work/{doomed.name}/big.bin
+        dd if=/dev/zero of=~/scratch/fill bs=1M 2>/dev/null
         cd ~/.vmgen && rm -f leases.json agent-events.jsonl
         mkfifo leases.json agent-events.jsonl
         mkdir -p ~/.claude/sessions && for i in 1 2 3; do mkfifo ~/.claude/sessions/$i.json; done
