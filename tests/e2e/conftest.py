@@ -89,7 +89,14 @@ def stock_image(docker_client, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def vm_image(docker_client, stock_image, tmp_path_factory) -> str:
+def vm_image(installed_image: str) -> str:
+    """The image the `cli` fixture's launches boot: the installed one, unless a module (one that
+    tests the cold path or bakes) puts another in its place."""
+    return installed_image
+
+
+@pytest.fixture(scope="session")
+def installed_image(docker_client, stock_image, tmp_path_factory) -> str:
     """The stock image with this run's install steps baked in (packages, the pinned Claude
     Code, this very vmgen): launches skip them and take seconds. The cold path keeps its own
     tests (test_launch_variants, test_baked_images use `stock_image`)."""
@@ -124,11 +131,11 @@ WEB_ZONE = "dev.example.com"  # the fake Cloudflare zone the web tests launch un
 
 
 @pytest.fixture(scope="session")
-def web_lite_image(vm_image, docker_client, tmp_path_factory) -> str:
+def web_lite_image(installed_image, docker_client, tmp_path_factory) -> str:
     """The run's baked image plus Caddy and the desktop's packages, without the code UI
     (`code_ui_version = off`): for web tests that use no CloudCLI, which would otherwise wait for
     its minutes of installing."""
-    return _web_bake("web-lite", "off", vm_image, docker_client, tmp_path_factory)
+    return _web_bake("web-lite", "off", installed_image, docker_client, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
