@@ -3,6 +3,7 @@ comparable later in the same boot, whatever the wall clock did in between."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,14 @@ def boot_id() -> str:
     (a simulated VM) is a new boot too, and its old countdown must not carry over."""
     pid1_start = Path("/proc/1/stat").read_text().rsplit(")", 1)[1].split()[19]
     return f"{BOOT_ID.read_text().strip()}:{pid1_start}"
+
+
+def boot_began() -> float:
+    """When this boot began on the wall clock: PID 1's start (a simulated VM's container start
+    too), from its start time on the clock the kernel counts it in (CLOCK_BOOTTIME)."""
+    started_ticks = int(Path("/proc/1/stat").read_text().rsplit(")", 1)[1].split()[19])
+    ago = time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK")
+    return time.time() - ago
 
 
 def clocks() -> Clocks:

@@ -30,7 +30,7 @@ from ...contract.documents import (
 from ...contract.enums import PermissionMode
 from ...contract.names import AGENT_USER, UNITS, VM, VmPaths
 from ...contract.verdict_words import stall_alert, warning
-from ..boot import boot_id
+from ..boot import boot_began, boot_id
 from ..notify.hooks import HookFollower
 from ..notify.policy import budget_notice, stall_notice, warning_notice
 from ..notify.ready import provisioned, ready_notice_of
@@ -120,7 +120,7 @@ class Watchdog:
         self.background = background  # warnings in a thread of their own (tests: inline)
         self.action_started = False
         self.notifier = notifier  # the phone: sends from threads of its own, never in the tick
-        self.started_at = time.time()
+        self.boot_began = boot_began()
         self.ready_told = False
         self.allowance = budget.allowance_now(settings, paths)
         self.ledger = budget.load(paths) if self.allowance is not None else None
@@ -231,7 +231,10 @@ class Watchdog:
         done = provisioned(self.paths)
         if done is not None:
             self.ready_told = True  # looked for no more
-            if done >= self.started_at:
+            # Provisioning ended in this boot, not in an earlier one (a reboot or `vmgen start`
+            # says nothing). Not "after this service started": the end can come first, when the
+            # web phase takes less than the watchdog's own start-up.
+            if done >= self.boot_began:
                 self.notifier.send(ready_notice_of(self.paths))
 
     def _warn(self, verdict: Verdict, snapshot: Snapshot) -> None:

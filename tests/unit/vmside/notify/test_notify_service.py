@@ -23,6 +23,7 @@ from vmgen.contract.enums import IdleAction
 from vmgen.contract.names import VmPaths
 from vmgen.contract.notify import NTFY_TOKEN_VARIABLE
 from vmgen.laptop.builder.render import agent_event_hook
+from vmgen.vmside.boot import boot_began
 from vmgen.vmside.idlewatch.model import AgentSignals, AgentState, Snapshot
 from vmgen.vmside.notify.hooks import HookFollower
 from vmgen.vmside.notify.sender import Notifier, notifier_for
@@ -163,13 +164,13 @@ def test_the_end_of_provisioning_is_said_once_and_a_restore_with_it(
     clock = Clock()
     dog = watchdog(paths, clock, notifier(ntfy, paths))
     paths.log.mkdir(parents=True)
-    paths.phases_log.write_text(f"vmgen-phase {dog.started_at + 1} watchdog\n")
+    paths.phases_log.write_text(f"vmgen-phase {dog.boot_began + 1} watchdog\n")
     run_minutes(dog, clock, 1)
     if restored:
         paths.restore_result.parent.mkdir(parents=True, exist_ok=True)
         paths.restore_result.write_text(codec.dumps(RestoreResult(ok=True, backup_id="b1")))
     with paths.phases_log.open("a") as log:
-        log.write(f"vmgen-phase {dog.started_at + 2} done\n")
+        log.write(f"vmgen-phase {dog.boot_began + 2} done\n")
     run_minutes(dog, clock, 5)
     (message,) = ntfy.wait_for_messages(TOPIC, 1)
     said = "the workspace is restored and ready" if restored else "the workspace is ready"
@@ -184,3 +185,16 @@ def test_a_reboot_after_provisioning_says_nothing(ntfy: FakeNtfy, paths: VmPaths
     dog = watchdog(paths, clock, notifier(ntfy, paths))
     run_minutes(dog, clock, 5)
     assert dog.ready_told and ntfy.published == []
+
+
+@pytest.mark.usefixtures("quiet_terminals")
+def test_provisioning_that_ended_before_the_watchdog_started_is_still_said(ntfy: FakeNtfy, paths: VmPaths) -> None:
+    # The web phase can take less than the watchdog's own start-up: `done` is then written
+    # before the service's first look, in the same boot.
+    paths.log.mkdir(parents=True)
+    paths.phases_log.write_text(f"vmgen-phase {boot_began() + 0.5} watchdog\nvmgen-phase {boot_began() + 0.7} done\n")
+    clock = Clock()
+    dog = watchdog(paths, clock, notifier(ntfy, paths))
+    run_minutes(dog, clock, 5)
+    (message,) = ntfy.wait_for_messages(TOPIC, 1)
+    assert message["message"] == "the workspace is ready"
