@@ -448,6 +448,14 @@ def shown(driver, by: str, selector: str):
     return next((element for element in driver.find_elements(by, selector) if element.is_displayed()), None)
 
 
+# What the desktop's way in says when the page does not connect: its units' logs, and how many
+# connections Caddy holds to the login service (each one of its threads, MAX_CONNECTIONS at most).
+DESKTOP_DIAGNOSTICS = (
+    "journalctl -u vmgen-web-login -u 'vmgen-desktop-*' -n 60 --no-pager;"
+    " echo connections to the login service: $(ss -Hx src /run/vmgen/web-login.sock | wc -l)"
+)
+
+
 def test_the_desktop_opens_with_its_password_after_the_login(launched, docker_client):
     driver = browser(launched.ip)
     try:
@@ -460,9 +468,7 @@ def test_the_desktop_opens_with_its_password_after_the_login(launched, docker_cl
             )
         except AssertionError as exc:  # what the page shows, and what the relay and websockify logged
             root = root_on(docker_client, NAME)
-            raise AssertionError(
-                f"{exc}\n{root('journalctl -u vmgen-web-login -u vmgen-desktop-novnc -n 40 --no-pager')}"
-            ) from None
+            raise AssertionError(f"{exc}\n{root(DESKTOP_DIAGNOSTICS)}") from None
         assert not driver.execute_script(
             "return document.getElementById('noVNC_credentials_dlg').classList.contains('noVNC_open');"
         )

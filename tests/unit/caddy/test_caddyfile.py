@@ -24,6 +24,17 @@ def blocks(text: str) -> dict[str, str]:
     return dict(re.findall(r"^(\S+) \{\n(.*?)^\}", text, flags=re.MULTILINE | re.DOTALL))
 
 
+def test_every_way_to_the_login_service_keeps_few_idle_connections():
+    # Each is a thread of the login service while Caddy keeps it: Caddy's default of 32 per
+    # handler, over four handlers on five hostnames, could hold more than the service has.
+    login = blocks(render_caddyfile(WEB))["(vmgen_login)"]
+    way_in = r"(?:reverse_proxy|forward_auth) unix//run/vmgen/web-login\.sock \{\n(.*?)\n\t\t\}\n"
+    ways = re.findall(way_in, login, re.DOTALL)
+    assert len(ways) == 4
+    for way in ways:
+        assert "transport http {" in way and "keepalive_idle_conns_per_host 2" in way, way
+
+
 def test_hostnames_cover_the_page_code_desktop_and_previews():
     # The page on its unix socket (no port the agent could bind first), the rest on the loopback.
     assert hostnames(WEB) == {

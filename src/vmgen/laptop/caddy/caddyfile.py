@@ -107,9 +107,17 @@ def _block(name: str, lines: list[str]) -> str:
     return head + "".join(f"\t{line}\n" for line in lines) + "}\n"
 
 
+# Caddy keeps up to 32 idle connections per handler to an upstream by default, and the login
+# service holds a thread for each (at most weblogin.server.MAX_CONNECTIONS): four handlers on every
+# hostname could park more idle connections than it has threads, and the next request (a desktop's
+# websocket) then waited for Caddy to drop one (2 minutes). A unix socket costs nothing to connect.
+LOGIN_IDLE_CONNECTIONS = 2  # per handler; 4 handlers x hostnames stays far below the service's 192
+
+
 def _login_lines(vm: VmPaths) -> list[str]:
     login = f"unix/{vm.web_login_socket}"
-    to_login = [f"\treverse_proxy {login} {{", "\t\theader_up X-Vmgen-Client {remote_host}"]
+    few_idle = ["\t\ttransport http {", f"\t\t\tkeepalive_idle_conns_per_host {LOGIN_IDLE_CONNECTIONS}", "\t\t}"]
+    to_login = [f"\treverse_proxy {login} {{", "\t\theader_up X-Vmgen-Client {remote_host}", *few_idle]
     return [
         # Only the login's own paths are logged: the failed logins fail2ban counts, and never a
         # URL of a backend's (the code UI's websocket carries its token in the query).
@@ -148,6 +156,7 @@ def _login_lines(vm: VmPaths) -> list[str]:
         f"\t\turi {LOGIN_PREFIX}/check",
         "\t\tcopy_headers X-Vmgen-Cookie>Cookie",
         "\t\theader_up X-Vmgen-Client {remote_host}",
+        *few_idle,
         "\t}",
         "\treverse_proxy {args.0}",
         "}",
