@@ -13,18 +13,21 @@ from ..contract.documents import Clocks
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
+def _pid1_started() -> str:
+    """PID 1's start time, in clock ticks after the kernel's boot (field 22 of /proc/1/stat)."""
+    return Path("/proc/1/stat").read_text().rsplit(")", 1)[1].split()[19]
+
+
 def boot_id() -> str:
     """The kernel's boot id plus PID 1's start time: a container restarted on the same kernel
     (a simulated VM) is a new boot too, and its old countdown must not carry over."""
-    pid1_start = Path("/proc/1/stat").read_text().rsplit(")", 1)[1].split()[19]
-    return f"{BOOT_ID.read_text().strip()}:{pid1_start}"
+    return f"{BOOT_ID.read_text().strip()}:{_pid1_started()}"
 
 
 def boot_began() -> float:
     """When this boot began on the wall clock: PID 1's start (a simulated VM's container start
     too), from its start time on the clock the kernel counts it in (CLOCK_BOOTTIME)."""
-    started_ticks = int(Path("/proc/1/stat").read_text().rsplit(")", 1)[1].split()[19])
-    ago = time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK")
+    ago = time.clock_gettime(time.CLOCK_BOOTTIME) - int(_pid1_started()) / os.sysconf("SC_CLK_TCK")
     return time.time() - ago
 
 
