@@ -15,13 +15,14 @@ from ...errors import UsageError, WorkspaceExists
 from ..config import notify_secrets
 from ..deploykeys import github_repo_of
 from ..identities import load_for_restore, recipient_path
-from ..providers import PROVIDERS, Workspace, shares_local_folders
+from ..providers import PROVIDERS, Provider, Workspace, shares_local_folders
 from ..spec import RestoreSource, validate_name
 from ..ssh import default_identities
 from ..state import WorkspaceState
 from ..workspace_client import SshWorkspaceClient
 from .access import github_deploy_keys, offer_ssh_entry, print_connect_lines, print_push_line
 from .app import age, err, out, progress, provider_named, running_target, settings
+from .host_option import host_option, recorded_place, use_host
 from .launching import (
     agent_env,
     auto_bake_wanted,
@@ -137,7 +138,12 @@ def already_there(there: Workspace, name: str, target_name: str, provider: str) 
 @click.argument("name")
 @click.option("--backup", "backup_id", help="Which backup (default: the latest).")
 @click.option("--as", "new_name", help="Restore as a new workspace of this name (next to a running NAME).")
-@click.option("--provider", type=click.Choice(PROVIDERS), help="Where to run the restored workspace.")
+@click.option(
+    "--provider",
+    type=click.Choice(PROVIDERS),
+    help="Where to run it (default: NAME's provider if it ran on your own server, else the configured one).",
+)
+@host_option
 @click.option("--keep-on-failure", is_flag=True, help="Keep the new VM for inspection if the restore fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (with step timings).")
 @click.option(
@@ -150,6 +156,7 @@ def restore(
     backup_id: str | None,
     new_name: str | None,
     provider: str | None,
+    host: str | None,
     keep_on_failure: bool,
     as_json: bool,
     snapshot: str | None,
@@ -163,10 +170,10 @@ def restore(
     if snapshot:
         if backup_id or new_name:
             raise UsageError("--snapshot brings NAME back as it was: without --backup or --as")
-        restore_kept(name, snapshot, provider)
+        restore_kept(name, snapshot, provider, host)
         return
     target_name = validate_name(new_name or name)
-    chosen = provider_named(provider)
+    chosen = restore_provider(name, provider, host)
     if (there := chosen.get(target_name)) is not None:
         raise WorkspaceExists(already_there(there, name, target_name, chosen.name))
     store_target = require_target(settings(), chosen.name, chosen.shares_local_folders)
@@ -228,7 +235,17 @@ def restore(
     print_first_verdict(result.verdict)
 
 
-def restore_kept(name: str, snapshot: str, provider: str | None) -> None:
+def restore_provider(name: str, provider: str | None, host: str | None) -> Provider:
+    """Where a restore of NAME makes it: --provider and --host as given; without --provider, a
+    workspace that ran on a server of the user's comes back on that provider and, without --host,
+    on the server it ran on (where its data and base image are, whatever the setting says now)."""
+    if provider is None and (recorded := recorded_place(name)) is not None:
+        provider, host = recorded.provider, host or recorded.server
+    use_host(provider, host)
+    return provider_named(provider)
+
+
+def restore_kept(name: str, snapshot: str, provider: str | None, host: str | None) -> None:
     """The server again from the snapshot NAME's idle action or hard lifetime kept of its disk
     (no verified backup could be made): the same disk, host key and agent; then the snapshot goes."""
     from ..builder.render import render_kept_boot
@@ -242,6 +259,7 @@ def restore_kept(name: str, snapshot: str, provider: str | None) -> None:
             f"no record of {name} on this machine: its pinned host key is kept where it was launched; "
             "restore it from there"
         )
+    use_host(provider or record.provider, host)
     chosen = provider_named(provider or record.provider)
     keys = discover_public_keys(settings().ssh_public_keys)
     if not keys:

@@ -36,6 +36,7 @@ from ..ssh import default_identities
 from .access import github_deploy_keys, offer_ssh_entry, print_connect_lines, print_push_line
 from .app import err, main, out, progress, provider_named, running_target, settings
 from .claude_setup import laptop_plan, print_warnings, warn_missing_commands
+from .host_option import host_option, use_host
 from .setting_options import click_option, setting_options, with_options
 
 if TYPE_CHECKING:
@@ -277,7 +278,7 @@ def _read_pem(path: str) -> str:
 @click.option("--keep-on-failure", is_flag=True, help="Keep the workspace for inspection if the launch fails.")
 @click.option("--cold", is_flag=True, help="Ignore baked images: install everything on a stock image.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (with step timings).")
-@click.option("--host", help="Your own server, user@host[:port], for a provider that runs on one.")
+@host_option
 def launch(
     source: str,
     copy_claude_login: bool,
@@ -290,8 +291,7 @@ def launch(
     """Launch a workspace for SOURCE (git URL with optional #branch, or a local directory)."""
     from ..launch import LaunchOptions, launch as launch_workspace
 
-    if host:
-        use_host(opts.get("provider") or settings().provider, host)
+    use_host(opts.get("provider"), host)
     provider = provider_named(opts.get("provider"))
     target = target_from_settings(settings(), provider.shares_local_folders)
     spec = check_budget(provider, build_spec(source, opts, target, provider.name))
@@ -354,18 +354,6 @@ def deploy_key_owner() -> str:
         return owner_id()
     except OSError:
         return local_owner()
-
-
-def use_host(provider: str, host: str) -> None:
-    """`--host`: the server this launch's provider runs on, in place of its setting (the provider
-    checks and records it; later commands find the workspace by that record)."""
-    setting = provider_class(provider).host_setting
-    if not setting:
-        takes = ", ".join(name for name in PROVIDERS if provider_class(name).host_setting)
-        raise UsageError(f"--host names your own server for a provider that runs on one ({takes}); {provider} does not")
-    root = click.get_current_context().find_root()
-    given: dict[str, Any] = {setting: host}
-    root.obj = dataclasses.replace(settings(), **given)
 
 
 def auto_bake_wanted(provider: Provider) -> bool:

@@ -40,6 +40,7 @@ from .app import (
     running_target,
     settings,
 )
+from .host_option import host_option, use_host
 from .picker import choose_workspace, in_a_terminal, pick_window
 
 
@@ -223,8 +224,10 @@ def idle_warnings(running: list[Workspace]) -> list[str]:
 @main.command()
 @click.option("--location", help="Only this location (default: all).")
 @click.option("--provider", type=click.Choice(PROVIDERS), help="Whose sizes (default: the configured one).")
-def sizes(location: str | None, provider: str | None) -> None:
+@host_option
+def sizes(location: str | None, provider: str | None, host: str | None) -> None:
     """The sizes a provider offers per location, with prices from its price source."""
+    use_host(provider, host)
     chosen = provider_named(provider)
     table = Table(box=None, header_style="bold")
     for column in ("LOCATION", "TYPE", "PRESET", "VCPU", "RAM GB", "DISK GB", "€/H", "€/MONTH"):

@@ -7,7 +7,7 @@ its line here."""
 from __future__ import annotations
 
 import importlib
-from typing import cast
+from typing import Protocol, cast, runtime_checkable
 
 from ...errors import UsageError
 from ..config import Settings
@@ -46,6 +46,23 @@ def shares_local_folders(name: str) -> bool:
     return name in REGISTRY and provider_class(name).shares_local_folders
 
 
+@runtime_checkable
+class _RecordsServers(Protocol):
+    """A provider that runs on servers of the user's keeps the one each workspace was made on."""
+
+    def recorded_server(self, name: str) -> object | None: ...
+
+
+def recorded_server(provider: Provider, workspace: str) -> str:
+    """The server of the user's that WORKSPACE was made on, as PROVIDER recorded it beside the
+    workspace's local state (what its start, stop and destroy find it by): "" for a provider that
+    runs on none (no host_setting), or when nothing was recorded."""
+    if not provider.host_setting or not isinstance(provider, _RecordsServers):
+        return ""
+    found = provider.recorded_server(workspace)
+    return str(found) if found is not None else ""
+
+
 def redacted_self_delete(name: str) -> SelfDelete:
     """The provider's self-delete as `vmgen render` shows it: no provider contacted, secrets
     redacted (the renderer prints only their names)."""
@@ -62,6 +79,7 @@ __all__ = [
     "auto_bakes",
     "get_provider",
     "provider_class",
+    "recorded_server",
     "redacted_self_delete",
     "shares_local_folders",
 ]
