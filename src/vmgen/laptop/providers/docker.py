@@ -18,7 +18,7 @@ import tarfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound, NotFound
@@ -181,7 +181,7 @@ class DockerProvider:
             # Docker answers a create of an existing volume with that volume: its mark says whose.
             volume = self.client.volumes.create(volume_name(spec.name), labels=labels)
             if (volume.attrs.get("Labels") or {}).get(LAUNCH_LABEL) != made_by:
-                raise WorkspaceExists(f"a workspace named {spec.name!r} is being made by another launch")
+                raise WorkspaceExists(self._name_held(spec.name))
             container = boot_with_seed(
                 self.client,
                 user_data,
@@ -201,11 +201,29 @@ class DockerProvider:
             with interrupts_deferred("removing the half-made workspace"):
                 self._remove_made(spec.name, made_by)
             if isinstance(exc, APIError) and exc.status_code == 409:
-                raise WorkspaceExists(f"a workspace named {spec.name!r} is being made by another launch") from None
+                raise WorkspaceExists(self._name_held(spec.name)) from None
             if isinstance(exc, APIError):
                 raise VmgenError(f"docker could not start the workspace: {exc.explanation}") from None
             raise
         return self._describe(container)
+
+    def _name_held(self, name: str) -> str:
+        """Why NAME's container or volume could not be made: another launch of NAME (what holds
+        the name carries vmgen's label), or something vmgen did not make under that name."""
+        held = [
+            f"{kind} {made}"
+            for kind, made, collection in (
+                ("container", container_name(name), self.client.containers),
+                ("volume", volume_name(name), self.client.volumes),
+            )
+            if not _vmgens(collection, made)
+        ]
+        if not held:
+            return f"a workspace named {name!r} is being made by another launch"
+        return (
+            f"the {' and the '.join(held)} on this Docker engine, which vmgen did not make, hold the name "
+            f"{name!r}: launch with another --name, or remove {'them' if len(held) > 1 else 'it'}"
+        )
 
     def _remove_made(self, name: str, made_by: str) -> None:
         """The container and volume of NAME that carry this mark, and nothing else."""
@@ -410,3 +428,12 @@ class DockerProvider:
             backup_id=result.backup_id if result.ok else "",
             backup_error="" if result.ok else clean_text(result.error, 300),
         )
+
+
+def _vmgens(collection: Any, name: str) -> bool:
+    """Whether the container or volume of that name is vmgen's (or there is none)."""
+    try:
+        found = collection.get(name)
+    except NotFound:
+        return True
+    return LABEL in (found.attrs.get("Labels") or found.attrs.get("Config", {}).get("Labels") or {})
