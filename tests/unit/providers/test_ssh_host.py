@@ -60,7 +60,7 @@ def test_without_a_server_nothing_is_listed_and_a_launch_says_how_to_name_one(ho
     provider = get_provider("ssh", Settings())
     assert isinstance(provider, SshProvider)
     assert provider.workspaces() == [] and provider.get("app") is None and provider.leftovers() == []
-    with pytest.raises(UsageError, match=r"`--host user@server` on launch, or the setting ssh_host"):
+    with pytest.raises(UsageError, match=r"`--host user@server` on the command, or the setting ssh_host"):
         provider.engine()
 
 

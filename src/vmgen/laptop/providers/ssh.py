@@ -11,9 +11,9 @@ What differs from the local engine, and only that, is here:
 - the base image lives on the server's engine: a missing one is an error with the command that
   puts it there.
 
-The server comes from the setting `ssh_host` (`vmgen launch --host user@server` for one launch).
-Each workspace records the server it was made on beside its local state, so `vmgen list`,
-`start`, `stop` and `destroy` find it whatever `ssh_host` says later."""
+The server comes from the setting `ssh_host` (`--host user@server` of `vmgen launch`, `restore` or
+`sizes` for one command). Each workspace records the server it was made on beside its local
+state, so `vmgen list`, `start`, `stop`, `destroy` and `restore` find it whatever `ssh_host` says later."""
 
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ class SshProvider:
     def _configured(self) -> SshHost:
         if self.server is None:
             raise UsageError(
-                f"the {NAME} provider needs your server: `--host user@server` on launch, "
+                f"the {NAME} provider needs your server: `--host user@server` on the command, "
                 f'or the setting {SETTING} = "user@server[:port]"'
             )
         return self.server
