@@ -18,7 +18,9 @@ image_build=$!
 
 echo "==> virtualenv in $root/.venv"
 [ -x "$root/.venv/bin/python" ] || python3 -m venv "$root/.venv"
-"$root/.venv/bin/pip" install -q --disable-pip-version-check -e "$root[test]"
+# uv (in the test extra) installs the rest: a tenth of pip's CPU on a machine without caches.
+[ -x "$root/.venv/bin/uv" ] || "$root/.venv/bin/pip" install -q --disable-pip-version-check uv
+"$root/.venv/bin/uv" pip install -q --python "$root/.venv/bin/python" -e "$root[test]"
 
 claude_version=2.1.332  # the tests drive this exact version
 if [ "$("$root/.cache/claude/bin/claude" --version 2>/dev/null | cut -d' ' -f1)" != "$claude_version" ]; then
