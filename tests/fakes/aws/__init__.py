@@ -64,8 +64,8 @@ fake does about it:
   `delete_snapshot`; EC2 does too): the provider deregisters, then deletes the snapshots.
 - DescribeSnapshots ignores OwnerIds (moto/ec2/responses/elastic_block_store.py reads only
   SnapshotId and filters) and lists the snapshots of moto's bundled public AMIs too; EC2 lists
-  only the owners asked for. The provider never lists snapshots; `own_snapshots()` filters by
-  the account id for the tests.
+  only the owners asked for. The provider never lists snapshots; `own_snapshots()` asks with the
+  owner-id filter (which moto applies) and checks the account id again, for the tests.
 """
 
 from .fake import ACCESS_KEY, SECRET_KEY, UBUNTU_PARAMETER, FakeAws, Fault

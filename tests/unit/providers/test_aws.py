@@ -5,6 +5,7 @@ destroy."""
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import secrets
 import threading
@@ -71,8 +72,14 @@ def aws(cloud: FakeAws, home: Path) -> Iterator[AwsProvider]:
 
 
 def provider_for(cloud: FakeAws, key: str = ACCESS_KEY) -> AwsProvider:
-    session = boto3.Session(aws_access_key_id=key, aws_secret_access_key=SECRET_KEY)
-    return AwsProvider(region=cloud.region, endpoint=cloud.endpoint, poll_interval=0.1, session=session)
+    return AwsProvider(region=cloud.region, endpoint=cloud.endpoint, poll_interval=0.1, session=session_for(key))
+
+
+@functools.cache
+def session_for(key: str) -> boto3.Session:
+    """One per access key for the module: a new session reads boto3's models of EC2 and SSM
+    again (half a second of CPU), and the providers only make their clients from it."""
+    return boto3.Session(aws_access_key_id=key, aws_secret_access_key=SECRET_KEY)
 
 
 def only_instance(cloud: FakeAws, name: str) -> dict[str, Any]:

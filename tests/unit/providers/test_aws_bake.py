@@ -44,9 +44,15 @@ def cloud() -> Iterator[FakeAws]:
         yield fake
 
 
+@pytest.fixture(scope="module")
+def session() -> boto3.Session:
+    """One for the module: a new session reads boto3's models of EC2 and SSM again (half a
+    second of CPU), and the providers only make their clients from it."""
+    return boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+
+
 @pytest.fixture
-def aws(cloud: FakeAws, home: Path) -> Iterator[AwsProvider]:
-    session = boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+def aws(cloud: FakeAws, session: boto3.Session, home: Path) -> Iterator[AwsProvider]:
     provider = AwsProvider(region=cloud.region, endpoint=cloud.endpoint, poll_interval=0.1, session=session)
     yield provider
     cloud.hold_images = False
