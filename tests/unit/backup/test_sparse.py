@@ -6,6 +6,7 @@ checks the map: a hostile one is refused, and older sparse formats stay refused.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -38,11 +39,34 @@ def du_kib(path: Path) -> int:
     return int(subprocess.run(["du", "-k", str(path)], check=True, capture_output=True, text=True).stdout.split()[0])
 
 
+BLOCK = 64 << 10
+ZEROS = bytes(BLOCK)
+
+
 def digest(path: Path) -> str:
+    """The SHA-256 of the file's size and of each BLOCK-aligned block that holds anything but
+    zeros, with its offset: equal for two files exactly when their bytes are, however each one's
+    holes lie. It reads only the blocks its data touches (SEEK_DATA/SEEK_HOLE; a hole reads as
+    zeros), not all of a 512 MiB file of holes (reading and hashing those took 12 of 15 CPU-s)."""
     sha = hashlib.sha256()
+    size = path.stat().st_size
+    sha.update(size.to_bytes(8, "big"))
     with open(path, "rb") as f:
-        while data := f.read(16 * MIB):
-            sha.update(data)
+        fd, offset = f.fileno(), 0  # offset: the first block not yet looked at
+        while offset < size:
+            try:
+                data = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # nothing but a hole to the end
+                    break
+                raise
+            hole = os.lseek(fd, data, os.SEEK_HOLE)
+            block = max(offset, data - data % BLOCK)
+            offset = min(size, -(-hole // BLOCK) * BLOCK)
+            for at in range(block, offset, BLOCK):
+                piece = os.pread(fd, BLOCK, at)
+                if piece != ZEROS[: len(piece)]:
+                    sha.update(at.to_bytes(8, "big") + piece)
     return sha.hexdigest()
 
 
