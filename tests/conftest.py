@@ -34,10 +34,12 @@ LONGEST_FIRST = (  # by the time a loaded run spent on each (a timeline of every
     "tests/e2e/test_attacks_hetzner.py",
     "tests/e2e/test_web_attacks.py",
     "tests/e2e/test_watchdog_docker.py",
+    "tests/e2e/test_contract_hetzner.py",  # the provider contract: five boots each, a chain of timers
+    "tests/e2e/test_contract_ssh.py",
+    "tests/e2e/test_contract_aws.py",
+    "tests/e2e/test_contract_docker.py",
     "tests/e2e/test_devcontainer.py",  # a debootstrap base first on a fresh machine (~100 s)
-    "tests/e2e/test_ssh_host.py",
     "tests/e2e/test_watchdog.py",
-    "tests/e2e/test_hetzner.py",
     "tests/e2e/test_sync_config.py",
     "tests/e2e/test_cli_truth.py",
     "tests/integration/test_watchdog_real_claude.py",
@@ -46,7 +48,6 @@ LONGEST_FIRST = (  # by the time a loaded run spent on each (a timeline of every
     "tests/e2e/test_packaging.py",
     "tests/e2e/test_launch_variants.py",
     "tests/e2e/test_backup_restore.py",
-    "tests/e2e/test_backup_hetzner.py",
     "tests/e2e/test_node_runtime.py",  # npm resolving CloudCLI's tree: seconds to minutes, by the registry
 )
 

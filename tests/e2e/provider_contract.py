@@ -72,6 +72,7 @@ class ContractCloud:
     # as the TYPE of a workspace of that size.
     size: str = "medium"
     server_type: str = "container"
+    location: str = "local"  # where it runs, as `vmgen sizes` names it
     # Checks of a running workspace that only this provider has (its metadata options, where its
     # SSH is published); run while the chain's workspace is up.
     running_checks: Callable[[Cli, str], None] = lambda cli, name: None
@@ -119,10 +120,14 @@ def expect_error(cli: Cli, args: list[str], says: str, code: int) -> str:
 
 
 def sizes(cli: Cli, provider: str) -> list[dict[str, str]]:
-    """`vmgen sizes` as rows by column (its columns are two spaces apart)."""
-    lines = [line.strip() for line in cli("sizes", "--provider", provider).stdout.splitlines() if line.strip()]
-    header = re.split(r"\s{2,}", lines[0])
-    return [dict(zip(header, re.split(r"\s{2,}", line), strict=True)) for line in lines[1:]]
+    """`vmgen sizes` as rows by column: each column starts where its heading does."""
+    lines = [line for line in cli("sizes", "--provider", provider).stdout.splitlines() if line.strip()]
+    headings = list(re.finditer(r"\S+(?: \S+)*", lines[0]))  # "RAM GB" is one heading
+    bounds = [m.start() for m in headings] + [None]
+    return [
+        {m.group(): line[start:end].strip() for m, start, end in zip(headings, bounds, bounds[1:], strict=False)}
+        for line in lines[1:]
+    ]
 
 
 def hourly(size: dict[str, str]) -> float:
@@ -242,7 +247,7 @@ def test_listed_with_its_price_and_its_status_seen(cli, cloud, names, launched) 
     assert listed[1:3] == [cloud.provider, "running"], listed
     assert listed[4] == cloud.server_type, listed
     # At the price `vmgen sizes` offers its size for.
-    (offered,) = [size for size in sizes(cli, cloud.provider) if size["TYPE"] == cloud.size]
+    (offered,) = [s for s in sizes(cli, cloud.provider) if s["TYPE"] == cloud.size and s["LOCATION"] == cloud.location]
     assert float(listed[6]) == hourly(offered), listed
     state = cli("status", names.main, "--json").stdout
     assert '"absent"' not in state.split('"agent"', 1)[1].split("}", 1)[0], state  # the watchdog sees the agent
@@ -288,6 +293,8 @@ def test_backed_up_then_idle_it_backs_up_again_and_its_compute_ends(cli, cloud, 
         what=f"the idle workspace to back up and be {after}",
         interval=3,
     )
+    if deletes_itself:
+        assert "vmgen restore NAME" in cli("list").stderr  # what is left is a backup to restore
     backups = cli("backups", name).stdout
     assert first in backups and len([line for line in backups.splitlines() if name in line]) == 2, backups
 
@@ -316,4 +323,6 @@ def test_destroyed_and_the_cloud_holds_nothing_of_vmgens(cli, cloud, names, laun
     cli("destroy", names.main, "--yes")
     assert names.main not in cli("list").stdout
     assert not (cli.home / ".local/state/vmgen/workspaces" / names.main).exists()
+    failed = cli("ssh", names.main, "--", "true", check=False)
+    assert failed.returncode == 2 and "no workspace named" in failed.stderr
     assert cloud.resources(names.all) == {}

@@ -4,10 +4,10 @@ with it, its sizes priced from its price source, and the answers a user sees for
 exist (a name, a size, a token). And the rule that makes a new cloud one package and a registry
 line: no module outside the providers' packages names a provider or its secret variable.
 
-The lifecycle (launch, stop, start, backup, self-delete, restore) runs per provider in e2e modules
-on booted workspaces, not yet one suite shared by all: docker in test_local_slice.py,
-test_watchdog_docker.py and test_backup_restore.py; hetzner in test_hetzner.py and
-test_backup_hetzner.py; aws in test_aws.py; ssh in test_ssh_host.py."""
+The lifecycle on booted workspaces (refusals, a cloud-init failure, a local folder, then one
+workspace from launch through stop, start, backup, idle self-delete and restore to destroy, and a
+cloud left with nothing of vmgen's) is the e2e half of the contract: tests/e2e/provider_contract.py,
+run unchanged per provider by tests/e2e/test_contract_<provider>.py."""
 
 from __future__ import annotations
 
