@@ -4,6 +4,7 @@ anywhere, a cut anywhere (also exactly at a chunk boundary), trailing bytes, ano
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -112,18 +113,26 @@ def test_malformed_keys_are_refused():
         agestream.recipient_key(recipient.upper()[:5] + recipient[5:])  # mixed case
 
 
+@functools.cache
+def sealed_by_age(armored: bool) -> bytes:
+    """What `age -p [-a]` makes of a small secret, made once per form for the module: pyrage
+    picks the scrypt work factor that takes it about a second here, and the work-factor test
+    below only needs its header (an encryption of its own was all of its 3 CPU-s)."""
+    return pyrage.passphrase.encrypt(b"AGE-SECRET-KEY-1TEST\n", "correct horse", armored=armored)
+
+
 @pytest.mark.parametrize("armored", [True, False])
 def test_opens_what_age_p_makes_with_the_passphrase_only(armored):
-    sealed = pyrage.passphrase.encrypt(b"AGE-SECRET-KEY-1TEST\n", "correct horse", armored=armored)
+    sealed = sealed_by_age(armored)
     assert agestream.decrypt_with_passphrase(sealed, "correct horse") == b"AGE-SECRET-KEY-1TEST\n"
     with pytest.raises(agestream.NoMatchingKeys):
         agestream.decrypt_with_passphrase(sealed, "wrong")
 
 
 def test_a_work_factor_beyond_the_limit_is_refused_before_any_work():
-    sealed = pyrage.passphrase.encrypt(b"secret", "pw", armored=False)
+    sealed = sealed_by_age(False)
     head, rest = sealed.split(b"\n", 2)[:2], sealed.split(b"\n", 2)[2]
     stanza = head[1].split(b" ")
     greedy = b"\n".join([head[0], b" ".join([*stanza[:3], b"30"]), rest])
     with pytest.raises(agestream.AgeError, match="work factor"):
-        agestream.decrypt_with_passphrase(greedy, "pw")
+        agestream.decrypt_with_passphrase(greedy, "correct horse")
