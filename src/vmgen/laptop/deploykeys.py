@@ -15,9 +15,8 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -25,6 +24,9 @@ from ..contract.names import VM
 from ..errors import DeployKeyError
 from .spec import GitSource, Source
 from .state import WorkspaceState
+
+if TYPE_CHECKING:
+    import requests
 
 API_URL = "https://api.github.com"
 API_VERSION = "2022-11-28"
@@ -169,6 +171,10 @@ class GitHubDeployKeys:
         self.endpoint = (endpoint or API_URL).rstrip("/")
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> requests.Response:
+        # Imported here: requests takes ~50 ms to import, which every `vmgen list` and `destroy`
+        # paid (they read recorded deploy keys), and only a call to GitHub needs it.
+        import requests
+
         headers = {
             "Accept": "application/vnd.github+json",
             "Authorization": f"Bearer {self._token}",

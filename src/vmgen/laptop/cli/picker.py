@@ -9,8 +9,6 @@ import sys
 from collections.abc import Sequence
 from typing import TypeVar
 
-from prompt_toolkit.shortcuts import choice
-
 from ...errors import UsageError, WorkspaceNotFound
 from ..sessions import Window
 from ..state import WorkspaceRecord
@@ -26,6 +24,10 @@ def in_a_terminal() -> bool:
 def pick(message: str, options: Sequence[tuple[T, str]], default: T | None = None) -> T:
     """One of `options` (value, label), the person's choice; labels are plain text, never markup
     (they show names the agent chose)."""
+    # Imported here: prompt_toolkit takes ~70 ms to import, and every command of this module but
+    # an interactive pick (list, stop, start, destroy, ...) would pay it.
+    from prompt_toolkit.shortcuts import choice
+
     return choice(message=message, options=list(options), default=default)
 
 
