@@ -30,6 +30,7 @@ import secrets
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -175,6 +176,7 @@ def test_a_local_folder_is_uploaded_and_the_vm_runs_this_very_build(cli, cloud, 
     version = built("--version").stdout
     assert version != cli("--version").stdout  # another build than the suite's own
 
+    began = time.time()
     launched = built("launch", str(make_repo(tmp_path, names.folder)))
     try:
         assert f"ready: {names.folder} on {cloud.provider}" in launched.stderr
@@ -184,6 +186,8 @@ def test_a_local_folder_is_uploaded_and_the_vm_runs_this_very_build(cli, cloud, 
         assert cli.ssh(names.folder, "vmgen --version") == version
         check = f"/opt/vmgen/bin/python -c 'from vmgen.marker_{token} import TOKEN; print(TOKEN)'"
         assert cli.ssh(names.folder, check).strip() == token
+        # Only vmgen was replaced: the image's environment, with the same locked dependencies, stayed.
+        assert float(cli.ssh(names.folder, "stat -c %Y /opt/vmgen/pyvenv.cfg")) < began
     finally:
         built("destroy", names.folder, "--yes", check=False)
     assert cloud.resources((names.folder,)) == {}

@@ -199,7 +199,7 @@ record() {  # one write per call: the install steps run side by side and append 
   printf '%s\\036' "$entry" >> "$RECORD"
 }
 for cmd in apt-get cat rm ufw systemctl systemd-tmpfiles npm python3 ln install runuser date find chown id useradd \\
-           curl tar sha512sum \\
+           curl tar sha512sum sha256sum cut \\
            /usr/local/bin/node /usr/local/bin/npm /opt/vmgen/bin/pip; do
   eval "$(printf '%q() { record %q "$@"; }' "$cmd" "$cmd")"
 done
