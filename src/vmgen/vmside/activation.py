@@ -7,13 +7,18 @@ own user needs no right to create anything in /run/vmgen.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import socketserver
 import threading
+import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+FULL_WARNING_SECONDS = 60.0  # at most one "every slot is busy" line a minute
 
 # systemd's socket activation hands over the (first) listening socket as this descriptor.
 SD_LISTEN_FDS_START = 3
@@ -27,11 +32,18 @@ class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
     max_connections = 64
     request_queue_size = 128  # listen()'s backlog where we listen ourselves (tests)
     _slots: threading.BoundedSemaphore | None = None
+    _warned_at = float("-inf")
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if self._slots is None:
             self._slots = threading.BoundedSemaphore(self.max_connections)
-        self._slots.acquire()
+        if not self._slots.acquire(blocking=False):
+            # Said, since nothing else would: the connection waits unserved, its client sees a
+            # page that never loads, and the log is where a person looks.
+            if time.monotonic() - self._warned_at >= FULL_WARNING_SECONDS:
+                self._warned_at = time.monotonic()
+                log.warning("all %d connections are in use: new ones wait until one closes", self.max_connections)
+            self._slots.acquire()
         try:
             super().process_request(request, client_address)
         except BaseException:
