@@ -232,6 +232,9 @@ def model() -> Iterator[FakeAnthropicServer]:
     server.stop()
 
 
+BATCH = ("-o", "BatchMode=yes", "-o", "LogLevel=ERROR")
+
+
 @dataclass
 class Cli:
     env: dict[str, str]
@@ -263,7 +266,7 @@ class Cli:
         if not config.exists() or f"Host {alias}\n" not in config.read_text():
             return self(*["ssh", name, "--", command], check=check).stdout
         result = subprocess.run(
-            ["ssh", "-F", str(config), "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-T", alias, command],
+            ["ssh", "-F", str(config), *self._shared_connection(), *BATCH, "-T", alias, command],
             capture_output=True,
             text=True,
             timeout=900,  # as a vmgen command's: some reads wait on work (a `devcontainer up`)
@@ -272,6 +275,19 @@ class Cli:
         if check and result.returncode != 0:
             raise AssertionError(f"ssh {alias} {command!r} failed ({result.returncode}):\n{result.stderr}")
         return result.stdout
+
+    def _shared_connection(self) -> list[str]:
+        """Reads that follow each other within seconds (a poll) share one SSH connection: a new
+        connection's handshake costs the laptop and the VM ~0.1 CPU-s, a session on an open one
+        a tenth of that. Briefly (5 s after the last read), and kept alive by probes every 2 s,
+        so a connection to a VM that stopped or went is given up within seconds, not reused."""
+        folder = self.home.parent / "ssh-mux"
+        folder.mkdir(exist_ok=True)
+        if len(f"{folder}/{'0' * 40}") > 100:  # a unix socket's path has room for ~104 bytes
+            return []
+        shared = ("ControlMaster=auto", f"ControlPath={folder}/%C", "ControlPersist=5")
+        probes = ("ServerAliveInterval=2", "ServerAliveCountMax=3")
+        return [word for option in (*shared, *probes) for word in ("-o", option)]
 
 
 def make_home(base: Path) -> Path:
