@@ -55,7 +55,7 @@ def files_of(user_data: str) -> dict[str, dict]:
     return {f["path"]: f | {"content": contents[f["path"]]} for f in yaml.safe_load(user_data)["write_files"]}
 
 
-def test_cloud_init_is_installed_for_the_schema_check() -> None:
+def test_cloud_init_is_installed_for_the_schema_check(real_cloud_init: None) -> None:
     assert shutil.which("cloud-init"), "the test script installs cloud-init; the schema check needs it"
 
 
@@ -165,7 +165,7 @@ def test_the_size_limit_is_enforced_with_a_clear_error() -> None:
         check_size(user_data, USER_DATA_LIMITS["hetzner"], "hetzner")
 
 
-def test_schema_errors_are_reported() -> None:
+def test_schema_errors_are_reported(real_cloud_init: None) -> None:
     with pytest.raises(UserDataInvalid, match="cloud-init schema"):
         check_schema("#cloud-config\nusers: 12\npackages: {a: 1}\n")
 
