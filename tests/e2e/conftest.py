@@ -7,8 +7,10 @@ from __future__ import annotations
 import http.server
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -235,6 +237,11 @@ def model() -> Iterator[FakeAnthropicServer]:
 BATCH = ("-o", "BatchMode=yes", "-o", "LogLevel=ERROR")
 
 
+def mux_folder() -> Path:
+    """Where this test process's shared SSH connections have their sockets (see Cli.ssh)."""
+    return Path(tempfile.gettempdir()) / f"vmgen-mux-{os.getpid()}"
+
+
 @dataclass
 class Cli:
     env: dict[str, str]
@@ -281,9 +288,11 @@ class Cli:
         connection's handshake costs the laptop and the VM ~0.1 CPU-s, a session on an open one
         a tenth of that. Briefly (5 s after the last read), and kept alive by probes every 2 s,
         so a connection to a VM that stopped or went is given up within seconds, not reused."""
-        folder = self.home.parent / "ssh-mux"
+        folder = mux_folder()
         folder.mkdir(exist_ok=True)
-        if len(f"{folder}/{'0' * 40}") > 100:  # a unix socket's path has room for ~104 bytes
+        # A unix socket's path has room for ~104 bytes: %C is 40, and ssh first binds it with a
+        # random suffix of 17 more (so not under pytest's long temporary folders).
+        if len(f"{folder}/{'0' * 40}.{'0' * 16}") > 100:
             return []
         shared = ("ControlMaster=auto", f"ControlPath={folder}/%C", "ControlPersist=5")
         probes = ("ServerAliveInterval=2", "ServerAliveCountMax=3")
@@ -319,6 +328,7 @@ def cli(tmp_path_factory, vm_image, model) -> Iterator[Cli]:
     workspaces = home / ".local/state/vmgen/workspaces"
     for name in sorted(p.name for p in workspaces.iterdir()) if workspaces.is_dir() else ():
         cli("destroy", name, "--yes", check=False)
+    shutil.rmtree(mux_folder(), ignore_errors=True)  # a shared connection outlives its socket by seconds
 
 
 def make_repo(parent: Path, name: str) -> Path:
