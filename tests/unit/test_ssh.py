@@ -126,6 +126,24 @@ def test_an_ssh_that_hangs_on_a_loaded_workspace_is_waited_for_again(
     assert len(calls) == 2 and messages == ["waiting for SSH"]
 
 
+def test_no_attempt_to_reach_ssh_is_given_longer_than_the_wait_has_left(
+    target: SSHTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vmgen.laptop.readiness as readiness
+
+    given: list[float] = []
+
+    def hangs(*args, timeout: float, **kwargs):  # as an sshd that took the connection and says nothing
+        given.append(timeout)
+        time.sleep(timeout)
+        raise subprocess.TimeoutExpired(["ssh"], timeout)
+
+    monkeypatch.setattr(readiness, "run", hangs)
+    with pytest.raises(BootFailed, match="SSH did not answer within 3s"):
+        wait_for_ssh(lambda: target, 3, lambda message: None)
+    assert given and all(seconds <= 3 for seconds in given), given
+
+
 def test_the_failure_tail_skips_cloud_inits_closing_banner() -> None:
     log = [f"line {i}" for i in range(30)] + ["Cloud-init v. 22.4 finished at Mon, 1 Jan", "ci-info: | key |"]
     assert relevant_tail(log, 3) == ["line 27", "line 28", "line 29"]

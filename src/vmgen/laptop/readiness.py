@@ -51,11 +51,13 @@ def wait_for_ssh(target_factory: Callable[[], SSHTarget | None], timeout: float,
     while time.monotonic() < deadline:
         target = target_factory()
         if target is not None:
+            # An attempt never runs past the deadline (a bake's short wait would take 15 s).
+            attempt = max(1.0, min(15.0, deadline - time.monotonic()))
             try:
-                result = run(target, ["true"], check=False, timeout=15)
+                result = run(target, ["true"], check=False, timeout=attempt)
             except subprocess.TimeoutExpired:
                 # A loaded machine: sshd took the connection but has not answered yet.
-                last_error = "ssh connected but got no answer within 15s"
+                last_error = f"ssh connected but got no answer within {attempt:.0f}s"
                 progress("waiting for SSH")
                 continue
             if result.returncode == 0:
@@ -65,7 +67,7 @@ def wait_for_ssh(target_factory: Callable[[], SSHTarget | None], timeout: float,
                 # sshd may answer with other keys for a moment before cloud-init installs ours.
                 progress("waiting for the workspace's pinned host key")
         progress("waiting for SSH")
-        time.sleep(delay)
+        time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
         delay = min(delay * 1.5, 3)
     raise BootFailed(
         f"SSH did not answer within {timeout:.0f}s" + (f" ({last_error.splitlines()[-1]})" if last_error else "")
