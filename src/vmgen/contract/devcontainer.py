@@ -14,16 +14,23 @@ Refused unless `devcontainer_allow_privileged` is set: `privileged`, a host name
 debuggers need, aside), confinement switched off (`seccomp=unconfined`, `apparmor=unconfined`,
 `systempaths=unconfined`), devices, and a bind mount of `/`, `/etc`, `/root`, the engine's socket
 or another of the VM's own folders (see `SENSITIVE_PATHS`). See docs/devcontainers.md.
+
+`requested_ports` reads what the configuration asks to reach of the container (`forwardPorts`,
+`appPort`): the ports vmgen publishes on the VM's 127.0.0.1, offers as previews and forwards by
+default with `vmgen forward NAME`.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import posixpath
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from .names import PORTS
 
 ALLOW_SETTING = "devcontainer_allow_privileged"
 
@@ -316,3 +323,102 @@ def _substituted(text: str, host: Host) -> str:
         return host.environment.get(variable, default)
 
     return _VARIABLE.sub(replace, text)
+
+
+# --- forwardPorts and appPort ------------------------------------------------------------------
+
+_LOCAL_HOSTS = ("localhost", "127.0.0.1")
+_FORWARD_HOST_PORT = re.compile(r"([a-z0-9.-]+):(\d{1,5})")
+# appPort strings as `docker run -p` reads them, TCP only: CONTAINER, HOST:CONTAINER, IP:HOST:CONTAINER.
+_APP_PORT = re.compile(r"(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(?:(\d{1,5}):)?(\d{1,5})(?:/tcp)?")
+
+
+@dataclass(frozen=True)
+class PortRequests:
+    """What a configuration asks to reach of its container, on the VM's 127.0.0.1 at the same
+    port: `ports` (forwardPorts, then appPort's container ports, each once), of which vmgen
+    publishes `publish` itself (the CLI publishes appPort's own), and a line for each port left out."""
+
+    ports: tuple[int, ...] = ()
+    publish: tuple[int, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+class PortError(ValueError):
+    """A forwardPorts or appPort value vmgen cannot read: the one line to say (without the file)."""
+
+
+def requested_ports(config: Mapping[str, Any]) -> PortRequests:
+    """The container ports `forwardPorts` (numbers, "localhost:N", "127.0.0.1:N"; a compose
+    service's "name:N" is left out with a note) and `appPort` (a number, "[IP:]HOST:CONTAINER"
+    or "CONTAINER", or a list of those) ask for. A value that is none of these, or a port outside
+    1-65535, is a PortError. Ports below 1024 (which the agent's rootless Podman cannot bind on
+    the VM) and vmgen's own are left out with a note."""
+    wanted: list[tuple[str, int]] = []
+    notes: list[str] = []
+    forward = config.get("forwardPorts", [])
+    if not isinstance(forward, list):
+        raise PortError(f"forwardPorts must be a list of ports, not {_written(forward)}")
+    for index, value in enumerate(forward):
+        field = f"forwardPorts[{index}]"
+        if isinstance(value, int) and not isinstance(value, bool):
+            wanted.append((field, _port(field, value)))
+        elif isinstance(value, str) and (match := _FORWARD_HOST_PORT.fullmatch(value.strip().lower())):
+            port = _port(field, int(match[2]), value)
+            if match[1] in _LOCAL_HOSTS:
+                wanted.append((field, port))
+            else:
+                notes.append(f"{field} {_written(value)} is a port of the compose service {match[1]}: left out")
+        elif isinstance(value, str) and value.strip().isdigit():
+            wanted.append((field, _port(field, int(value), value)))
+        else:
+            raise PortError(f'{field} {_written(value)}: use a port number or "localhost:PORT"')
+    # The CLI publishes appPort itself (`-p 127.0.0.1:N:N` for a number, the string as written):
+    # the VM's ports it takes, and the container port each leads to.
+    taken: dict[int, int] = {}
+    app = config.get("appPort", [])
+    entries = app if isinstance(app, list) else [app]
+    for index, value in enumerate(entries):
+        field = f"appPort[{index}]" if isinstance(app, list) else "appPort"
+        if isinstance(value, int) and not isinstance(value, bool):
+            port = _port(field, value)
+            taken[port] = port
+            wanted.append((field, port))
+        elif isinstance(value, str) and (match := _APP_PORT.fullmatch(value.strip())):
+            container = _port(field, int(match[3]), value)
+            if match[2]:
+                taken[_port(field, int(match[2]), value)] = container
+            wanted.append((field, container))
+        else:
+            raise PortError(f'{field} {_written(value)}: use a port number, "HOST:CONTAINER" or a list of those')
+    ports: list[int] = []
+    publish: list[int] = []
+    for field, port in wanted:
+        if port in ports:
+            continue
+        if port < 1024:
+            notes.append(
+                f"{field} {port}: left out (below 1024, which the agent's rootless Podman cannot bind on the VM)"
+            )
+        elif port in PORTS.reserved:
+            notes.append(f"{field} {port}: left out (one of vmgen's own ports on the VM)")
+        elif taken.get(port, port) != port:
+            notes.append(
+                f"{field} {port}: left out (appPort publishes the VM's port {port} for the container's {taken[port]})"
+            )
+        else:
+            ports.append(port)
+            if port not in taken:
+                publish.append(port)
+    return PortRequests(tuple(ports), tuple(publish), tuple(notes))
+
+
+def _port(field: str, port: int, written: Any = None) -> int:
+    if not 1 <= port <= 65535:
+        raise PortError(f"{field} {_written(port if written is None else written)}: ports are 1-65535")
+    return port
+
+
+def _written(value: Any) -> str:
+    """A value as the file has it: a string quoted and cut, anything else as JSON (cut)."""
+    return _shown(value) if isinstance(value, str) else _shown(json.dumps(value)).strip('"')

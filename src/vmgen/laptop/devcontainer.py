@@ -18,7 +18,19 @@ from typing import Any
 
 import json5
 
-from ..contract.devcontainer import ALLOW_SETTING, UP_ERROR, UP_PHASE, UP_TAIL, UP_TAIL_LINES, Host, Refusal, refusals
+from ..contract.devcontainer import (
+    ALLOW_SETTING,
+    UP_ERROR,
+    UP_PHASE,
+    UP_TAIL,
+    UP_TAIL_LINES,
+    Host,
+    PortError,
+    PortRequests,
+    Refusal,
+    refusals,
+    requested_ports,
+)
 from ..contract.names import VM
 from ..errors import DevcontainerFailed, DevcontainerInvalid, DevcontainerRefused, UsageError
 from .spec import DevcontainerSpec, LocalSource, Source
@@ -39,31 +51,54 @@ class DevcontainerConfig:
     content: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Found:
+    """What a launch brings up, and what to say about it: `warnings` (what
+    `devcontainer_allow_privileged` let through) and `notes` (ports left out)."""
+
+    spec: DevcontainerSpec | None = None
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
 def devcontainer_for(
     source: Source, workspace: str, *, chosen: str = "", disabled: bool = False, allow_privileged: bool = False
-) -> tuple[DevcontainerSpec | None, list[str]]:
-    """The dev container a launch of `source` brings up (None: none, or `--no-devcontainer`),
-    found, read and checked before anything is made, and the warnings to say (what
-    `devcontainer_allow_privileged` let through). A refusal is one line naming the field and the
-    setting (DevcontainerRefused). Only a local repository is read here: a git source's files
-    are first seen on the VM, which does not bring a dev container up yet."""
+) -> Found:
+    """The dev container a launch of `source` brings up (none, or `--no-devcontainer`: `spec`
+    None), found, read and checked before anything is made, with its ports. A refusal is one line
+    naming the field and the setting (DevcontainerRefused), a port vmgen cannot read one line
+    naming the field (DevcontainerInvalid). Only a local repository is read here: a git source's
+    files are first seen on the VM, which does not bring a dev container up yet."""
     if disabled:
-        return None, []
+        return Found()
     if not isinstance(source, LocalSource):
         if chosen:
             raise UsageError("--devcontainer needs a local repository (a git source's dev container is not used yet)")
-        return None, []
+        return Found()
     relative = find_config(source.path, chosen)
     if relative is None:
-        return None, []
+        return Found()
     config = read_config(source.path, relative)
     allowed = check_config(source.path, config, allow_privileged=allow_privileged, workspace=workspace)
-    warnings = [
+    ports = ports_of(config)
+    warnings = tuple(
         f"{relative}: {refusal.field} {refusal.value} gives the dev container {refusal.gives} "
         f"(allowed by {ALLOW_SETTING} = true)"
         for refusal in allowed
-    ]
-    return DevcontainerSpec(config=relative, allow_privileged=allow_privileged), warnings
+    )
+    spec = DevcontainerSpec(
+        config=relative, allow_privileged=allow_privileged, forward_ports=ports.ports, publish_ports=ports.publish
+    )
+    return Found(spec, warnings, tuple(f"{relative}: {note}" for note in ports.notes))
+
+
+def ports_of(config: DevcontainerConfig) -> PortRequests:
+    """The configuration's forwardPorts and appPort (contract.devcontainer.requested_ports); a
+    value vmgen cannot read is one line naming the file and the field (DevcontainerInvalid)."""
+    try:
+        return requested_ports(config.content)
+    except PortError as error:
+        raise DevcontainerInvalid(f"{config.path}: {error}") from None
 
 
 def find_config(repo: Path, chosen: str = "", disabled: bool = False) -> str | None:

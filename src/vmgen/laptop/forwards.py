@@ -1,6 +1,7 @@
-"""Ports of a workspace on this machine: `vmgen forward NAME 3000 5432:5433`, an ssh -N -L with
-vmgen's own options (its pinned host key, its keys), in the foreground until Ctrl-C or in the
-background (-d) with a record per forward in vmgen's state folder; and the ports listening on
+"""Ports of a workspace on this machine: `vmgen forward NAME 3000 5432:5433` (without ports: its
+dev container's forwardPorts), an ssh -N -L with vmgen's own options (its pinned host key, its
+keys), in the foreground until Ctrl-C or in the background (-d) with a record per forward in
+vmgen's state folder; and the ports listening on
 the VM (`ss -Htln` over SSH as the login user) for `vmgen info`.
 
 A background forward is stopped only after checking that its recorded pid is still that very
@@ -60,6 +61,13 @@ def parse_ports(specs: Sequence[str]) -> tuple[PortPair, ...]:
     if len(set(locals_)) != len(locals_):
         raise UsageError("each local port can be forwarded once")
     return tuple(pairs)
+
+
+def ports_to_forward(specs: Sequence[str], recorded: Sequence[int]) -> tuple[PortPair, ...]:
+    """The ports named (parse_ports), or without any the workspace's recorded dev container
+    ports (its forwardPorts and appPort, each on the same port here); with neither, the usage
+    error of parse_ports."""
+    return parse_ports(specs or [str(port) for port in recorded])
 
 
 def check_local_ports(pairs: Iterable[PortPair]) -> None:

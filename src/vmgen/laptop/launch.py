@@ -179,6 +179,7 @@ def _launch(
                 backup_store=options.backup_store,
                 preview_host=spec.preview_host,
                 repo_dir=spec.repo_dir,
+                forward_ports=spec.devcontainer.forward_ports if spec.devcontainer else (),
             ),
             host_key.public_openssh,
         )

@@ -192,6 +192,11 @@ class DevcontainerSpec:
 
     config: str
     allow_privileged: bool = False
+    # Its forwardPorts and appPort's container ports, reachable on the VM's 127.0.0.1 at the same
+    # port (previews, `vmgen forward NAME`'s default); `publish`: those vmgen publishes itself
+    # (the devcontainers CLI publishes appPort's own).
+    forward_ports: tuple[int, ...] = ()
+    publish_ports: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,9 @@ class WorkspaceRecord:
     # The repository's folder on the VM (a workspace restored under another name keeps the
     # original's); "" in records made before it was kept: /home/agent/work/<name>.
     repo_dir: str = ""
+    # Its dev container's forwardPorts and appPort's container ports: what `vmgen forward NAME`
+    # forwards when given no ports.
+    forward_ports: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ class WorkspaceState:
             data = json.loads((self.dir / "workspace.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
+        if isinstance(data.get("forward_ports"), list):
+            data["forward_ports"] = tuple(data["forward_ports"])
         return WorkspaceRecord(**data)
 
     def write(self, filename: str, content: str) -> Path:

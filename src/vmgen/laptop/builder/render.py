@@ -200,6 +200,11 @@ def render_user_data(spec: WorkspaceSpec, options: RenderOptions) -> str:
             if spec.devcontainer
             else []
         ),
+        *(
+            [_file(VM.program(PODMAN_WRAPPER), rendered("devcontainer-podman.sh.j2"), mode="0755")]
+            if spec.devcontainer and spec.devcontainer.publish_ports
+            else []
+        ),
         _file(VM.program("agent-event"), without_comment_lines(agent_event_hook()), mode="0755"),
         unit(UNITS.agent),
         unit(UNITS.agent_start),
@@ -438,6 +443,8 @@ def _template_context(spec: WorkspaceSpec) -> dict[str, object]:
 
 INSIDE_HOOK = "agent-event-inside"
 """The program bound over agent-event inside a dev container (agent-event-inside.sh.j2)."""
+PODMAN_WRAPPER = "devcontainer-podman"
+"""podman for the devcontainers CLI, publishing the container's forward ports (devcontainer-podman.sh.j2)."""
 
 
 def _devcontainer_context(spec: WorkspaceSpec) -> dict[str, object]:
@@ -475,6 +482,9 @@ def _devcontainer_context(spec: WorkspaceSpec) -> dict[str, object]:
     return {
         "devcontainer_config": spec.devcontainer.config,
         "devcontainer_binds": binds,
+        # The engine the CLI runs: podman, or the wrapper that publishes the forward ports.
+        "devcontainer_engine": str(VM.program(PODMAN_WRAPPER)) if spec.devcontainer.publish_ports else "podman",
+        "devcontainer_publish": spec.devcontainer.publish_ports,
         "transcript_max": TRANSCRIPT_MAX,
         "devcontainer_log": VM.devcontainer_log.relative_to(VM.home),
         "devcontainer_config_path": str(PurePosixPath(spec.repo_dir) / spec.devcontainer.config),

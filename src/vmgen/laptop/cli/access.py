@@ -22,7 +22,7 @@ from ..forwards import (
     check_local_ports,
     forward_command,
     parse_listening,
-    parse_ports,
+    ports_to_forward,
     running_forwards,
     start_background,
     stop_background,
@@ -152,7 +152,7 @@ def info(name: str) -> None:
 @click.option("--stop", "stop", is_flag=True, help="Stop background forwards (of NAME, or all).")
 def forward(name: str | None, ports: tuple[str, ...], detach: bool, list_: bool, stop: bool) -> None:
     """Forward ports of NAME to this machine: `vmgen forward app 3000 5432:5433` (LOCAL:REMOTE)
-    until Ctrl-C, or in the background with -d."""
+    until Ctrl-C, or in the background with -d. Without ports: its dev container's forwardPorts."""
     if list_ or stop:
         if ports or detach or (list_ and stop):
             raise UsageError("--list and --stop take no ports, -d or each other (`vmgen forward --stop [NAME]`)")
@@ -167,7 +167,8 @@ def forward(name: str | None, ports: tuple[str, ...], detach: bool, list_: bool,
         return
     if name is None:
         raise UsageError("which workspace? `vmgen forward NAME PORT...`")
-    pairs = parse_ports(ports)
+    known = WorkspaceState(name).record()
+    pairs = ports_to_forward(ports, known.forward_ports if known else ())
     check_local_ports(pairs)
     target = running_target(name)
     check_local_ports(pairs)  # again, right before ssh: finding the workspace took a moment

@@ -237,13 +237,14 @@ def build_spec(
 def with_devcontainer(spec: WorkspaceSpec, opts: dict[str, Any], s: Settings) -> WorkspaceSpec:
     """The repository's dev container, found, read and checked before anything is made: a
     refusal is one line naming the field and `devcontainer_allow_privileged`."""
-    found, warnings = devcontainer_for(
+    answer = devcontainer_for(
         spec.source,
         Path(spec.repo_dir).name,
         chosen=opts.get("devcontainer_path") or "",
         disabled=bool(opts.get("no_devcontainer")),
         allow_privileged=s.devcontainer_allow_privileged,
     )
+    found = answer.spec
     if found is None:
         return spec
     if not spec.agent.container_install:
@@ -256,9 +257,13 @@ def with_devcontainer(spec: WorkspaceSpec, opts: dict[str, Any], s: Settings) ->
             f"{found.config}: permission_mode {spec.watchdog.permission_mode.value!r} is not available inside a dev "
             "container yet (its prompts are answered by root's hook on the VM); use 'bypass' or --no-devcontainer"
         )
-    for warning in warnings:
+    for warning in answer.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}")
-    return dataclasses.replace(spec, devcontainer=found)
+    for note in answer.notes:
+        err.print(f"note: {escape(note)}")
+    # Its ports join the configured previews (p<port>.<host> behind the login).
+    previews = tuple(dict.fromkeys((*spec.web.preview_ports, *found.forward_ports)))
+    return dataclasses.replace(spec, devcontainer=found, web=dataclasses.replace(spec.web, preview_ports=previews))
 
 
 def _read_pem(path: str) -> str:
