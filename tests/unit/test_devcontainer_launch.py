@@ -127,7 +127,8 @@ def test_with_one_the_engine_and_the_pinned_cli_are_installed() -> None:
 def test_the_agent_brings_it_up_and_runs_inside_it_root_runs_nothing_of_it() -> None:
     files = files_of(render(spec_with_devcontainer()))
     up = files[UP]["content"]
-    assert "devcontainer up --docker-path podman --workspace-folder /home/agent/work/app" in up
+    assert "engine=podman\n" in up
+    assert 'devcontainer up --docker-path "$engine" --workspace-folder /home/agent/work/app' in up
     assert 'if [ "$(id -u)" = 0 ]' in up  # refuses to run as root
     assert "type=bind,source=/home/agent,target=/home/agent" in up  # ~/.claude and the repository
     claude = "/usr/local/lib/node_modules/@anthropic-ai/claude-code"

@@ -18,7 +18,7 @@ from tests.unit.builder.test_render import files_of, make_spec, render
 from tests.unit.cli.test_cli import one_error_line, vmgen
 from tests.unit.test_devcontainer_launch import UP, repository
 from tests.unit.test_launch import ScriptedClient, provider, run_launch, spec_for  # noqa: F401 - the fixture
-from vmgen.contract.devcontainer import PortError, PortRequests, requested_ports
+from vmgen.contract.devcontainer import UP_PHASE, PortError, PortRequests, requested_ports
 from vmgen.contract.names import VM
 from vmgen.errors import UsageError
 from vmgen.laptop.forwards import PortPair, ports_to_forward
@@ -115,7 +115,7 @@ def test_the_ports_join_the_previews_and_a_compose_form_is_a_note_in_the_launch_
     assert "p5432." not in caddyfile
     # The CLI publishes appPort's 7777 itself; vmgen's engine publishes forwardPorts'.
     up = files[UP]["content"]
-    assert f"devcontainer up --docker-path {WRAPPER} --workspace-folder" in up
+    assert f"engine={WRAPPER}\n" in up and 'devcontainer up --docker-path "$engine"' in up
     assert "-p 127.0.0.1:3000:3000 -p 127.0.0.1:4321:4321 " in files[WRAPPER]["content"]
     assert "7777" not in files[WRAPPER]["content"]
 
@@ -126,7 +126,40 @@ def test_without_ports_the_cli_runs_podman_itself() -> None:
     )
     files = files_of(render(spec))
     assert WRAPPER not in files
-    assert "devcontainer up --docker-path podman --workspace-folder" in files[UP]["content"]
+    assert "engine=podman\n" in files[UP]["content"]
+
+
+@pytest.mark.parametrize("engine", ["podman", WRAPPER])
+def test_the_launch_phases_are_read_from_the_log_whichever_engine_the_cli_runs(engine: str) -> None:
+    """The up program's own reading of the CLI's log (its `phases` function, run by bash): the
+    log names the engine as the CLI was given it, podman or vmgen's wrapper."""
+    publish = (3000,) if engine == WRAPPER else ()
+    devcontainer = DevcontainerSpec(".devcontainer/devcontainer.json", forward_ports=publish, publish_ports=publish)
+    up = files_of(render(make_spec(source=LocalSource(Path("/src/app")), devcontainer=devcontainer)))[UP]["content"]
+    engine_line = next(line for line in up.splitlines() if line.startswith("engine="))
+    functions = up[up.index("say() {") : up.index('say "bringing')]
+    log = "".join(
+        f"[2025-01-01T00:00:00.000Z] {line}\r\n"
+        for line in (
+            f"Start: Run: {engine} build -f /tmp/Dockerfile -t vsc-app .",
+            f"Start: Run: {engine} build -f /tmp/updateUID.Dockerfile -t vsc-app-uid .",
+            f"Start: Run: {engine} run --sig-proxy=false -a STDOUT",
+            "Running the postCreateCommand from devcontainer.json...",
+        )
+    )
+    said = subprocess.run(
+        ["bash", "-c", f"shopt -s extglob\n{engine_line}\n{functions}\nphases"],
+        input=log,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert [line.removeprefix(UP_PHASE) for line in said] == [
+        "building the image",
+        "updating the remote user's uid",
+        "starting the container",
+        "running postCreateCommand",
+    ]
 
 
 def fake_podman(tmp_path: Path) -> dict[str, str]:
