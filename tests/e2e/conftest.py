@@ -23,6 +23,8 @@ from filelock import FileLock
 from tests.conftest import RUN_LABEL, RUN_VARIABLE
 from tests.fakes.anthropic_api import FakeAnthropicServer, Script
 
+from .cli_forks import VmgenForks
+
 ROOT = Path(__file__).resolve().parents[2]
 AGENT_VERSION = "2.1.332"  # pinned so that runs are reproducible
 API_KEY = "test-key-not-real-0123456789"
@@ -235,6 +237,13 @@ def model() -> Iterator[FakeAnthropicServer]:
 
 
 BATCH = ("-o", "BatchMode=yes", "-o", "LogLevel=ERROR")
+FORKS = VmgenForks()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forks_go_at_the_end() -> Iterator[None]:
+    yield
+    FORKS.close()
 
 
 def mux_folder() -> Path:
@@ -248,15 +257,18 @@ class Cli:
     home: Path
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 900, input: str | None = None):
-        result = subprocess.run(
-            [sys.executable, "-m", "vmgen", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=input,
-            cwd=self.home,
-        )
+        if FORKS.usable(self.env):  # vmgen's own code in a fork that has its imports done (cli_forks.py)
+            result = FORKS.run(list(args), self.env, self.home, input, timeout)
+        else:
+            result = subprocess.run(
+                [sys.executable, "-m", "vmgen", *args],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                input=input,
+                cwd=self.home,
+            )
         if check and result.returncode != 0:
             raise AssertionError(f"vmgen {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
