@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from filelock import FileLock
 
 from tests.fakes.anthropic_api import Rule, Script
 from tests.polling import eventually, wait_until
+from tests.ports import answers, free_port
 from vmgen.laptop.devcontainer import UpFollower
 
 from .conftest import unique
@@ -41,6 +43,17 @@ BASE_RECIPE = f"debootstrap --variant=minbase bookworm {MIRROR}"
 EXEC = "/usr/local/lib/vmgen/devcontainer-exec"
 SLOW_TURN = "vmgen-devc-slow-turn"
 SLOW_SECONDS = 40  # the scripted model's stall: the watchdog is asked while it lasts
+FORWARD_PORT = free_port()
+# A server for the image's Perl (a minbase Debian has no Python): one answer per request.
+SERVER = """
+my $server = IO::Socket::INET->new(LocalAddr => "0.0.0.0", LocalPort => $ARGV[0], Listen => 5, ReuseAddr => 1)
+  or die "listen: $!";
+while (my $client = $server->accept) {
+  while (defined(my $line = <$client>)) { last if $line =~ /^\\r?$/ }
+  print $client "HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nfrom-inside $ENV{VMGEN_TEST_ENV}\\n";
+  close $client;
+}
+"""
 
 DEVCONTAINER = {
     "name": "vmgen-test",
@@ -52,6 +65,9 @@ DEVCONTAINER = {
     "containerEnv": {"VMGEN_TEST_ENV": "from-containerEnv"},
     "postCreateCommand": "echo created > /tmp/postcreate-marker",
     "remoteUser": "dev",
+    # Published on the VM's 127.0.0.1 by the agent's Podman; `vmgen forward NAME` forwards it
+    # here at the same port, so one free on this machine (3000 may be another test's).
+    "forwardPorts": [FORWARD_PORT],
 }
 DOCKERFILE = f"""FROM {BASE_TAG}
 RUN useradd -m -u 1000 -s /bin/bash dev && echo from-the-image > {IMAGE_MARK}
@@ -178,6 +194,37 @@ def test_a_further_session_runs_inside_and_another_agent_is_refused(cli, launche
     seen = wait_until(lambda: cli.ssh(NAME, script, check=False).splitlines(), lambda found: len(found) >= 2, 60, 1)
     assert len(seen) == 2 and all(line.endswith(" from-the-image") for line in seen), seen
     assert "two" in cli.ssh(NAME, "tmux list-windows -t claude -F '#{window_name}'").split()
+
+
+def get(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+            return response.read().decode()
+    except OSError as error:
+        return f"unreachable: {error}"
+
+
+def test_a_server_inside_on_a_forward_port_is_reached_from_here_with_vmgen_forward(cli, launched) -> None:
+    """forwardPorts' port, published on the VM's 127.0.0.1 only: a server the agent starts inside
+    answers on the VM as one on the VM would, and `vmgen forward -d NAME` (no ports) brings it here."""
+    inside(
+        cli,
+        f"setsid perl -MIO::Socket::INET -e {shlex.quote(SERVER)} {FORWARD_PORT}"
+        " </dev/null >/tmp/forward-server.log 2>&1 &",
+    )
+    on_vm = f"curl -s -m 5 http://127.0.0.1:{FORWARD_PORT}/"
+    answer = wait_until(lambda: cli.ssh(NAME, on_vm, check=False), lambda text: "from-inside" in text, 30, 1)
+    assert answer.strip() == "from-inside from-containerEnv", answer
+    listening = cli.ssh(NAME, f"ss -Htln 'sport = :{FORWARD_PORT}'")
+    assert [line.split()[3] for line in listening.splitlines()] == [f"127.0.0.1:{FORWARD_PORT}"], listening
+    started = cli("forward", "-d", NAME)
+    try:
+        assert f"forwarding localhost:{FORWARD_PORT} -> {NAME}:{FORWARD_PORT} in the background" in started.stderr
+        assert get(FORWARD_PORT).strip() == "from-inside from-containerEnv"
+    finally:
+        stopped = cli("forward", "--stop", NAME)
+    assert f"stopped localhost:{FORWARD_PORT} -> {NAME}:{FORWARD_PORT}" in stopped.stderr, stopped.stderr
+    assert not answers(FORWARD_PORT)
 
 
 def test_a_hostile_devcontainer_is_refused_before_anything_is_made(cli, tmp_path) -> None:
