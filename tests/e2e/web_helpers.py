@@ -161,9 +161,19 @@ def sign_in_browser(driver, url: str, password: str, timeout: float = 60) -> Non
     driver.find_element(By.ID, "password").send_keys(password)
     driver.find_element(By.ID, "signin").click()
     target = urlsplit(url).hostname
-    waiting(driver, timeout).until(
-        lambda d: urlsplit(d.current_url).hostname == target and "/.vmgen/" not in d.current_url
-    )
+    again = [1]
+
+    def arrived(d) -> bool:
+        if urlsplit(d.current_url).hostname == target and "/.vmgen/" not in d.current_url:
+            return True
+        if again and "/.vmgen/session" in d.current_url and "Sign-in link expired" in (d.title or ""):
+            # The one-use link was spent by a load Chromium then dropped for a network change, and
+            # the reload (see `waiting`) asked with it again: as the page says, open it again.
+            again.pop()
+            d.get(url)
+        return False
+
+    waiting(driver, timeout).until(arrived)
 
 
 # Chromium's error page when the machine's network changed under a page load: Docker adds and
