@@ -32,12 +32,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from tests.fakes.anthropic_api import Rule, Script, ToolUse
+from tests.fakes.moto_server import CREDENTIALS, moto_server, s3_client
 from tests.polling import eventually
 from vmgen.contract.names import VM
 
@@ -90,6 +92,28 @@ class Names:
     @property
     def all(self) -> tuple[str, ...]:
         return (self.main, self.folder, self.broken, self.taken, self.refused)
+
+
+SECONDS_SCALE = {"VMGEN_IDLE_WARN_MINUTES": "0.25", "VMGEN_IDLE_INTERVAL_SECONDS": "2"}  # the watchdog's timers
+BUCKET = "vmgen-backups"
+
+
+@contextmanager
+def s3_backup_store(cli: Cli, host: str, folder: Path) -> Iterator[None]:
+    """An S3 server (moto) as the workspaces' R2, bound to `host`, where this process (the laptop)
+    and the cloud's VMs both reach it; the CLI set up to back up there."""
+    with moto_server(folder / "moto.log", host=host) as port:
+        endpoint = f"http://{host}:{port}"
+        s3_client(endpoint).create_bucket(Bucket=BUCKET)
+        cli.env.update(
+            {
+                "VMGEN_R2_BUCKET": BUCKET,
+                "VMGEN_R2_ENDPOINT": endpoint,
+                "VMGEN_R2_ACCESS_KEY_ID": CREDENTIALS["access_key_id"],
+                "VMGEN_R2_SECRET_ACCESS_KEY": CREDENTIALS["secret_access_key"],
+            }
+        )
+        yield
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

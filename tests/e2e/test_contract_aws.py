@@ -12,14 +12,12 @@ from contextlib import contextmanager
 import pytest
 
 from tests.fakes.aws import FakeAws
-from tests.fakes.moto_server import CREDENTIALS, moto_server, s3_client
 
 from .conftest import Cli
 from .provider_contract import *
-from .provider_contract import ContractCloud, Refusal
+from .provider_contract import SECONDS_SCALE, ContractCloud, Refusal, s3_backup_store
 
 REFUSALS = ("bad credentials", "quota", "unknown size")
-BUCKET = "vmgen-backups"
 
 
 def metadata_locked_down(fake: FakeAws):
@@ -87,21 +85,8 @@ def refusals(cli, fake: FakeAws) -> dict[str, Refusal]:
 def cloud(cli, vm_image, tmp_path_factory) -> Iterator[ContractCloud]:
     with FakeAws(boot=True, image=vm_image) as fake:
         gateway = fake.vms.gateway or "127.0.0.1"
-        with moto_server(tmp_path_factory.mktemp("s3") / "moto.log", host=gateway) as port:
-            endpoint = f"http://{gateway}:{port}"
-            s3_client(endpoint).create_bucket(Bucket=BUCKET)
-            cli.env.update(
-                {
-                    **fake.environment(),
-                    "VMGEN_PROVIDER": "aws",
-                    "VMGEN_R2_BUCKET": BUCKET,
-                    "VMGEN_R2_ENDPOINT": endpoint,
-                    "VMGEN_R2_ACCESS_KEY_ID": CREDENTIALS["access_key_id"],
-                    "VMGEN_R2_SECRET_ACCESS_KEY": CREDENTIALS["secret_access_key"],
-                    "VMGEN_IDLE_WARN_MINUTES": "0.25",
-                    "VMGEN_IDLE_INTERVAL_SECONDS": "2",
-                }
-            )
+        with s3_backup_store(cli, gateway, tmp_path_factory.mktemp("s3")):
+            cli.env.update({**fake.environment(), "VMGEN_PROVIDER": "aws", **SECONDS_SCALE})
             yield ContractCloud(
                 provider="aws",
                 resources=lambda names: fake.vmgen_resources(),

@@ -11,7 +11,7 @@ import pytest
 from tests.containers import container_named, workspace_things
 
 from .provider_contract import *
-from .provider_contract import ContractCloud, Refusal
+from .provider_contract import SECONDS_SCALE, ContractCloud, Refusal
 
 REFUSALS = ("unknown size",)
 
@@ -23,7 +23,7 @@ def server_type(cli) -> Iterator[list[str]]:
 
 @pytest.fixture(scope="module")
 def cloud(cli, docker_client, vm_image) -> ContractCloud:
-    cli.env.update({"VMGEN_PROVIDER": "docker", "VMGEN_IDLE_WARN_MINUTES": "0.25", "VMGEN_IDLE_INTERVAL_SECONDS": "2"})
+    cli.env.update({"VMGEN_PROVIDER": "docker", **SECONDS_SCALE})
     return ContractCloud(
         provider="docker",
         resources=lambda names: workspace_things(docker_client, names),

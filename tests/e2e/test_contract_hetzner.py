@@ -10,13 +10,11 @@ from contextlib import contextmanager
 import pytest
 
 from tests.fakes.hetzner import FakeHetzner
-from tests.fakes.moto_server import CREDENTIALS, moto_server, s3_client
 
 from .provider_contract import *
-from .provider_contract import ContractCloud, Refusal
+from .provider_contract import SECONDS_SCALE, ContractCloud, Refusal, s3_backup_store
 
 REFUSALS = ("bad token", "read-only token", "quota", "unknown size", "deprecated size")
-BUCKET = "vmgen-backups"
 
 
 def vmgen_resources(fake: FakeHetzner) -> dict[str, int]:
@@ -89,10 +87,7 @@ def hetzner(vm_image) -> Iterator[FakeHetzner]:
 @pytest.fixture(scope="module")
 def cloud(cli, hetzner, tmp_path_factory) -> Iterator[ContractCloud]:
     fake = hetzner
-    # Bound to the fake cloud's gateway: the laptop (this process) and the VMs reach the same URL.
-    with moto_server(tmp_path_factory.mktemp("r2") / "moto.log", host=fake.gateway or "127.0.0.1") as port:
-        endpoint = f"http://{fake.gateway}:{port}"
-        s3_client(endpoint).create_bucket(Bucket=BUCKET)
+    with s3_backup_store(cli, fake.gateway or "127.0.0.1", tmp_path_factory.mktemp("r2")):
         cli.env.update(
             {
                 "VMGEN_PROVIDER": "hetzner",
@@ -100,12 +95,7 @@ def cloud(cli, hetzner, tmp_path_factory) -> Iterator[ContractCloud]:
                 "VMGEN_HCLOUD_ENDPOINT": fake.api_endpoint_for_vms,
                 "VMGEN_HCLOUD_METADATA_URL": fake.metadata_url,
                 "VMGEN_REGION": "fsn1",
-                "VMGEN_R2_BUCKET": BUCKET,
-                "VMGEN_R2_ENDPOINT": endpoint,
-                "VMGEN_R2_ACCESS_KEY_ID": CREDENTIALS["access_key_id"],
-                "VMGEN_R2_SECRET_ACCESS_KEY": CREDENTIALS["secret_access_key"],
-                "VMGEN_IDLE_WARN_MINUTES": "0.25",
-                "VMGEN_IDLE_INTERVAL_SECONDS": "2",
+                **SECONDS_SCALE,
             }
         )
         yield ContractCloud(

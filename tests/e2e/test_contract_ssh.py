@@ -15,15 +15,13 @@ from contextlib import contextmanager
 import pytest
 
 from tests.containers import container_named, workspace_things
-from tests.fakes.moto_server import CREDENTIALS, moto_server, s3_client
 from tests.ssh_server import Server, ssh_server
 
 from .conftest import Cli
 from .provider_contract import *
-from .provider_contract import ContractCloud, Refusal
+from .provider_contract import SECONDS_SCALE, ContractCloud, Refusal, s3_backup_store
 
 REFUSALS = ("refused login", "unknown size")
-BUCKET = "vmgen-backups"
 
 
 def published_on_the_server(server: Server, docker_client):
@@ -52,21 +50,14 @@ def refusals(server: Server) -> dict[str, Refusal]:
 def cloud(cli, docker_client, vm_image, tmp_path_factory) -> Iterator[ContractCloud]:
     with (
         ssh_server(tmp_path_factory.mktemp("server")) as server,
-        moto_server(tmp_path_factory.mktemp("s3") / "moto.log", host=server.address) as port,
+        s3_backup_store(cli, server.address, tmp_path_factory.mktemp("s3")),
     ):
-        endpoint = f"http://{server.address}:{port}"
-        s3_client(endpoint).create_bucket(Bucket=BUCKET)
         cli.env.update(
             {
                 "PATH": server.path(os.environ["PATH"]),
                 "VMGEN_PROVIDER": "ssh",
                 "VMGEN_SSH_HOST": server.host,
-                "VMGEN_R2_BUCKET": BUCKET,
-                "VMGEN_R2_ENDPOINT": endpoint,
-                "VMGEN_R2_ACCESS_KEY_ID": CREDENTIALS["access_key_id"],
-                "VMGEN_R2_SECRET_ACCESS_KEY": CREDENTIALS["secret_access_key"],
-                "VMGEN_IDLE_WARN_MINUTES": "0.25",
-                "VMGEN_IDLE_INTERVAL_SECONDS": "2",
+                **SECONDS_SCALE,
             }
         )
         yield ContractCloud(
