@@ -22,26 +22,31 @@ echo "==> virtualenv in $root/.venv"
 [ -x "$root/.venv/bin/uv" ] || "$root/.venv/bin/pip" install -q --disable-pip-version-check uv
 "$root/.venv/bin/uv" pip install -q --python "$root/.venv/bin/python" -e "$root[test]"
 
-claude_version=2.1.332  # the tests drive this exact version
-if [ "$("$root/.cache/claude/bin/claude" --version 2>/dev/null | cut -d' ' -f1)" != "$claude_version" ]; then
-  echo "==> Claude Code $claude_version for the watchdog's real-process tests"
-  npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/claude" "@anthropic-ai/claude-code@$claude_version" >/dev/null
-fi
-codex_version=0.169.0  # the watchdog's real-codex test drives this exact version
-if [ "$("$root/.cache/codex/bin/codex" --version 2>/dev/null | cut -d' ' -f2)" != "$codex_version" ]; then
-  echo "==> codex $codex_version for the watchdog's real-process tests"
-  npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/codex" "@openai/codex@$codex_version" >/dev/null
-fi
-opencode_version=1.18.33  # the watchdog's real-opencode test drives this exact version
-if [ "$("$root/.cache/opencode/bin/opencode" --version 2>/dev/null)" != "$opencode_version" ]; then
-  echo "==> opencode $opencode_version for the watchdog's real-process tests"
-  npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/opencode" "opencode-ai@$opencode_version" >/dev/null
-fi
-gemini_version=0.61.0  # the watchdog's real-gemini test drives this exact version
-if [ "$("$root/.cache/gemini/bin/gemini" --version 2>/dev/null)" != "$gemini_version" ]; then
-  echo "==> gemini $gemini_version for the watchdog's real-process tests"
-  npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/gemini" "@google/gemini-cli@$gemini_version" >/dev/null
-fi
+# The agent CLIs the tests drive, each an exact version: their installs (mostly waiting on the
+# registry) run side by side; a failed one is said with its own output.
+npm_log=$(mktemp -d /tmp/vmgen-npm.XXXXXX)
+npm_jobs=()
+agent_cli() {  # name version package version-command-field
+  local name=$1 version=$2 package=$3 field=$4
+  if [ "$("$root/.cache/$name/bin/$name" --version 2>/dev/null | cut -d' ' -f"$field")" != "$version" ]; then
+    echo "==> $name $version for the watchdog's real-process tests"
+    npm install -g --silent --no-fund --no-audit --prefix "$root/.cache/$name" "$package@$version" \
+      >"$npm_log/$name" 2>&1 &
+    npm_jobs+=("$!:$name")
+  fi
+}
+agent_cli claude 2.1.332 @anthropic-ai/claude-code 1  # the tests drive this exact version
+agent_cli codex 0.169.0 @openai/codex 2               # the watchdog's real-codex test
+agent_cli opencode 1.18.33 opencode-ai 1              # the watchdog's real-opencode test
+agent_cli gemini 0.61.0 @google/gemini-cli 1          # the watchdog's real-gemini test
+for job in "${npm_jobs[@]}"; do
+  if ! wait "${job%%:*}"; then
+    cat "$npm_log/${job#*:}" >&2
+    echo "error: installing ${job#*:} with npm failed (its output is above)" >&2
+    exit 1
+  fi
+done
+rm -rf "$npm_log"
 # aider (a virtualenv of its own, ~50 s of downloads on a fresh machine) is installed by its test's
 # fixture on first use, beside the rest of the suite (tests/integration/test_watchdog_real_aider.py).
 
