@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import subprocess
 import threading
 import time
@@ -59,7 +60,7 @@ ACT_NOTIFY_SECONDS = 15.0  # the phone's message about a step, before the step g
 
 
 def warn(settings: WatchSettings, text: str, paths: VmPaths = VM, event: str = "warning") -> None:
-    """Tell every attached tmux client, every terminal (wall) and the webhook, if any; bounded
+    """Tell every attached tmux client, the terminal of every person's SSH session and the webhook, if any; bounded
     in time (a tmux server is the agent's, and may never answer)."""
     log.warning(text)
     try:
@@ -76,7 +77,7 @@ def warn(settings: WatchSettings, text: str, paths: VmPaths = VM, event: str = "
                 run_as(agent, ["tmux", "-S", str(socket), "display-message", "-d", "15000", text], timeout=left)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 log.info("tmux display-message on %s: %s", socket, exc)
-    _quiet(["wall", text])
+    tell_terminals(text)
     if settings.webhook_url:
         try:
             body = json.dumps({"text": text, "workspace": settings.name, "event": event}).encode()
@@ -86,6 +87,30 @@ def warn(settings: WatchSettings, text: str, paths: VmPaths = VM, event: str = "
             urllib.request.urlopen(request, timeout=10).close()
         except OSError as exc:
             log.warning("webhook %s failed: %s", settings.webhook_url, exc)
+
+
+def tell_terminals(text: str, terminals: Callable[[], list[str]] | None = None, dev: str = "/dev") -> None:
+    """The warning on the terminal of every person's SSH session. Not `wall`: it writes to every
+    terminal in utmp, the agent's tmux panes among them (tmux registers them), right into the
+    agent's screen, where it garbled what the agent showed. A pts is the kernel's device, opened
+    without following a link, without blocking and without becoming its controlling terminal."""
+    from .humans import person_terminals
+
+    message = ("\r\n" + text.replace("\n", "\r\n") + "\r\n").encode(errors="replace")
+    for tty in (terminals or person_terminals)():
+        if not tty.startswith("pts/") or not tty[4:].isdigit():
+            continue
+        try:
+            fd = os.open(f"{dev}/{tty}", os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            if stat.S_ISCHR(os.fstat(fd).st_mode):
+                os.write(fd, message[:4096])
+        except OSError as exc:  # full (a terminal nobody reads), or gone
+            log.info("warning on %s: %s", tty, exc)
+        finally:
+            os.close(fd)
 
 
 # --- the action itself (vmgen-act.service) ------------------------------------------------------
@@ -342,13 +367,6 @@ def system_uptime() -> float:
         return time.clock_gettime(time.CLOCK_BOOTTIME) - started / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-def _quiet(argv: list[str]) -> None:
-    try:
-        subprocess.run(argv, check=False, capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.info("%s: %s", argv[0], exc)
 
 
 def _aside(note: str) -> str:

@@ -64,8 +64,13 @@ def count_ssh_sessions(excluded_users: Iterable[str] = ("root",)) -> int:
     """Logged-in SSH sessions with a terminal (`ssh`, `vmgen connect`); commands and port
     forwards without one do not count. A session process is the child of sshd's privileged
     monitor, which runs as root: a process the agent merely named like one does not count."""
+    return len(person_terminals(excluded_users))
+
+
+def person_terminals(excluded_users: Iterable[str] = ("root",)) -> list[str]:
+    """The terminals ("pts/3") of those sessions: where a person at a keyboard reads."""
     excluded = set(excluded_users)
-    count = 0
+    found: list[str] = []
     for proc in psutil.process_iter(["name", "ppid"]):
         if proc.info["name"] not in SSHD_NAMES:
             continue
@@ -76,8 +81,8 @@ def count_ssh_sessions(excluded_users: Iterable[str] = ("root",)) -> int:
         except psutil.Error:
             continue
         if monitored and is_person(title, excluded):
-            count += 1
-    return count
+            found.append(SSHD_SESSION.match(title)["tty"])  # type: ignore[index]
+    return found
 
 
 def is_person(title: str, excluded_users: Iterable[str] = ("root",)) -> bool:

@@ -6,6 +6,7 @@ is recorded for `vmgen status`, and said before the server is gone."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -216,3 +217,20 @@ def test_where_powering_off_ends_the_disk_a_verified_backup_still_deletes(tmp_pa
     scripted = Scripted(Clock(), [GOOD])
     record, _ = act(tmp_path, "aws", scripted)
     assert record.step == "done" and scripted.events[-1] == "delete"
+
+
+def test_a_warning_reaches_a_persons_terminal_and_nothing_but_ptys() -> None:
+    """The warning is written to the terminals of people's SSH sessions (a real pty here), not
+    `wall`ed into every terminal, the agent's tmux panes among them."""
+    from vmgen.vmside.idlewatch.actions import tell_terminals
+
+    controller, terminal = os.openpty()
+    try:
+        name = os.ttyname(terminal).removeprefix("/dev/")
+        assert name.startswith("pts/")
+        tell_terminals("vmgen: idle, deleted in 13 s", lambda: [name, "tty1", "pts/../../etc/passwd"])
+        said = os.read(controller, 4096)
+        assert b"vmgen: idle, deleted in 13 s" in said
+    finally:
+        os.close(controller)
+        os.close(terminal)
