@@ -1,8 +1,8 @@
 """Ports of a workspace on this machine: `vmgen forward NAME 3000 5432:5433` (without ports: its
 dev container's forwardPorts), an ssh -N -L with vmgen's own options (its pinned host key, its
 keys), in the foreground until Ctrl-C or in the background (-d) with a record per forward in
-vmgen's state folder; and the ports listening on
-the VM (`ss -Htln` over SSH as the login user) for `vmgen info`.
+vmgen's state folder; and the ports listening on the VM (`ss -Htln` over SSH as the login user)
+for `vmgen info`.
 
 A background forward is stopped only after checking that its recorded pid is still that very
 ssh (its start time and command line): a pid the kernel handed to another process since is

@@ -46,7 +46,7 @@ from ..notify.policy import action_notice
 from ..notify.sender import notifier_for
 from ..privileges import RunAs, run_as
 from ..providers import VmProvider, vm_provider
-from .humans import tmux_sockets
+from .humans import person_terminals, tmux_sockets
 from .model import Action
 from .settings import read_secrets
 
@@ -60,8 +60,8 @@ ACT_NOTIFY_SECONDS = 15.0  # the phone's message about a step, before the step g
 
 
 def warn(settings: WatchSettings, text: str, paths: VmPaths = VM, event: str = "warning") -> None:
-    """Tell every attached tmux client, the terminal of every person's SSH session and the webhook, if any; bounded
-    in time (a tmux server is the agent's, and may never answer)."""
+    """Tell every attached tmux client, the terminal of every person's SSH session and the webhook,
+    if any; bounded in time (a tmux server is the agent's, and may never answer)."""
     log.warning(text)
     try:
         agent = RunAs.lookup(AGENT_USER)
@@ -94,8 +94,6 @@ def tell_terminals(text: str, terminals: Callable[[], list[str]] | None = None, 
     terminal in utmp, the agent's tmux panes among them (tmux registers them), right into the
     agent's screen, where it garbled what the agent showed. A pts is the kernel's device, opened
     without following a link, without blocking and without becoming its controlling terminal."""
-    from .humans import person_terminals
-
     message = ("\r\n" + text.replace("\n", "\r\n") + "\r\n").encode(errors="replace")
     for tty in (terminals or person_terminals)():
         if not tty.startswith("pts/") or not tty[4:].isdigit():

@@ -80,18 +80,23 @@ def person_terminals(excluded_users: Iterable[str] = ("root",)) -> list[str]:
             monitored = parent.uids().real == 0 and parent.name() in SSHD_NAMES
         except psutil.Error:
             continue
-        if monitored and is_person(title, excluded):
-            found.append(SSHD_SESSION.match(title)["tty"])  # type: ignore[index]
+        if monitored and (tty := person_tty(title, excluded)):
+            found.append(tty)
     return found
 
 
 def is_person(title: str, excluded_users: Iterable[str] = ("root",)) -> bool:
-    """An sshd session process's title is a person's session: a user's, with a terminal. sshd
-    names the session's pty ("pts/0"), or "notty" when it has none (a command, a tunnel)."""
+    """An sshd session process's title is a person's session: a user's, with a terminal."""
+    return person_tty(title, excluded_users) is not None
+
+
+def person_tty(title: str, excluded_users: Iterable[str] = ("root",)) -> str | None:
+    """The terminal of a person's session from its sshd process's title, else None. sshd names
+    the session's pty ("pts/0"), or "notty" when it has none (a command, a tunnel)."""
     match = SSHD_SESSION.match(title)
-    if match is None:
-        return False
-    return match["user"] not in set(excluded_users) and match["tty"].startswith(("pts/", "tty"))
+    if match is None or match["user"] in set(excluded_users) or not match["tty"].startswith(("pts/", "tty")):
+        return None
+    return match["tty"]
 
 
 def tmux_sockets(directory: Path, files: AgentFiles) -> list[Path]:
